@@ -1,0 +1,1 @@
+"""Host tooling: ONNX/TFLite/builder graphs -> IR -> passes -> .edge files."""

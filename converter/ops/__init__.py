@@ -1,0 +1,66 @@
+"""The op table: one declarative entry per IR op.
+
+Every consumer reads this table instead of keeping its own ``if op == ...`` chain:
+shape inference (``infer``), the NumPy reference executor (``reference``), the FlatBuffer writer
+(``lower``) and reader (``lift``), the cost metadata (``flops``), the layout pass
+(``layout``), and later autodiff (``gradient``).
+
+An op's entry lives in the module of its family (``converter/ops/elementwise.py``, ``nn.py``, ...);
+importing this package registers them all. ``OPS[name]`` is the entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from converter.ir import TensorType
+
+Attrs = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    # (input types, attrs) -> output types. Inputs left out ("") arrive as None.
+    infer: Callable[[Sequence[TensorType | None], Attrs], list[TensorType]]
+    # (input arrays, attrs) -> output arrays; the semantic oracle. Layout-sensitive ops honour
+    # attrs["layout"] ("NCHW" or "NHWC").
+    reference: Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]]
+    # attrs -> (schema OpCode, OpOptions union type, options object or None) for the writer.
+    lower: Callable[[Attrs], tuple[int, int, Any]]
+    # (options object or None) -> attrs, for the reader. ``lift_key`` picks the entry when several
+    # IR ops share an opcode (BINARY/UNARY/REDUCE: the options' ``op`` field).
+    lift: Callable[[Any], dict]
+    opcode: int
+    lift_key: int | None = None
+    # (input types, output types, attrs) -> multiply-adds * 2 (or elementwise op count).
+    flops: Callable[[Sequence[TensorType | None], Sequence[TensorType], Attrs], int] | None = None
+    # True: the op has a data layout (attrs["layout"]) that the layout pass converts to NHWC.
+    layout_sensitive: bool = False
+    # True: elementwise with numpy broadcasting (transpose-cancellation can move through it).
+    elementwise: bool = False
+    # True: the op may carry a fused activation (attrs["activation"] = (unary op name, alpha, beta)).
+    fusable: bool = False
+    gradient: Callable | None = None
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def lookup(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"no IR op named {name!r}") from None
+
+
+from converter.ops import elementwise, nn, shape_ops, rnn  # noqa: E402,F401  (registers the ops)

@@ -1,0 +1,178 @@
+/* edgesplit C runtime: the one public header.
+ *
+ * Lifetimes: an edge_model borrows or maps the model bytes and must outlive every interpreter made
+ * from it. An interpreter owns its arena (activations), its persistent area (variables, prepacked
+ * weights) and its thread pool. Pointers returned by edge_interpreter_tensor_data stay valid until
+ * the next edge_interpreter_allocate or edge_interpreter_free.
+ *
+ * Errors: every call returns an edge_status; the message for a failed call on an interpreter is
+ * edge_interpreter_error(interp); for calls without one (loading) it is edge_last_error(), which is
+ * thread-local.
+ *
+ * This header is also read by cffi (cruntime/binding.py): keep declarations plain C, constants as
+ * integer #defines, and no other preprocessor logic between the include guard and the C++ guard.
+ */
+#ifndef EDGE_H
+#define EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EDGE_SCHEMA_VERSION 1
+#define EDGE_RUNTIME_VERSION 100
+#define EDGE_MAX_RANK 8
+
+typedef enum {
+  EDGE_OK = 0,
+  EDGE_INVALID_MODEL = 1,     /* the file is malformed or inconsistent */
+  EDGE_INVALID_ARGUMENT = 2,  /* a caller's argument is wrong (index, shape, byte count) */
+  EDGE_UNSUPPORTED = 3,       /* valid, but this runtime lacks the op, dtype or feature */
+  EDGE_OUT_OF_MEMORY = 4,
+  EDGE_BAD_STATE = 5,         /* e.g. invoke before allocate */
+  EDGE_RUNTIME_ERROR = 6,     /* a data-dependent failure during invoke (index out of range) */
+  EDGE_IO_ERROR = 7
+} edge_status;
+
+typedef enum {
+  EDGE_FLOAT32 = 0,
+  EDGE_FLOAT16 = 1,
+  EDGE_INT8 = 2,
+  EDGE_UINT8 = 3,
+  EDGE_INT32 = 4,
+  EDGE_INT64 = 5,
+  EDGE_BOOL = 6
+} edge_dtype;
+
+typedef enum {
+  EDGE_TENSOR_ACTIVATION = 0,  /* lives in the arena */
+  EDGE_TENSOR_CONSTANT = 1,    /* read-only weights, used in place from the model bytes */
+  EDGE_TENSOR_VARIABLE = 2     /* persistent and mutable */
+} edge_tensor_kind;
+
+typedef struct edge_model edge_model;
+typedef struct edge_interpreter edge_interpreter;
+
+typedef struct {
+  const char *name;
+  edge_dtype dtype;
+  edge_tensor_kind kind;
+  int32_t rank;
+  int64_t shape[EDGE_MAX_RANK];           /* current shape (after allocate) */
+  int32_t shape_signature[EDGE_MAX_RANK]; /* -1 marks a dynamic dimension */
+  size_t nbytes;
+  int32_t num_quant_params;               /* 0: not quantized */
+  const float *scales;
+  const int64_t *zero_points;
+  int32_t quantized_dimension;
+} edge_tensor_info;
+
+typedef struct {
+  const char *key;
+  int32_t num_inputs;
+  const char *const *input_names;
+  const int32_t *input_tensors;
+  int32_t num_outputs;
+  const char *const *output_names;
+  const int32_t *output_tensors;
+  int32_t num_ops;                        /* the ops invoke_signature runs, in order */
+  const int32_t *ops;
+} edge_signature_info;
+
+typedef struct {
+  const char *op_name;                    /* "CONV_2D", ... */
+  int32_t opcode;
+  int32_t version;
+  int32_t num_inputs;
+  const int32_t *inputs;                  /* -1: optional input left out */
+  int32_t num_outputs;
+  const int32_t *outputs;
+  uint64_t flops;                         /* from the model's cost metadata (0 if absent) */
+  uint64_t last_ns;                       /* profiling: time of the last run of this op */
+  uint64_t total_ns;                      /* profiling: sum over runs since the last reset */
+  uint64_t runs;
+} edge_op_info;
+
+typedef struct {
+  size_t arena_bytes;                     /* planned activation arena */
+  size_t naive_bytes;                     /* sum of all activation tensors (no reuse) */
+  size_t persistent_bytes;                /* variables, prepacked weights, op state */
+  size_t scratch_bytes;                   /* largest per-op scratch (shared, part of the arena) */
+  size_t model_bytes;                     /* size of the model file */
+} edge_memory_info;
+
+typedef struct {
+  int32_t num_threads;                    /* exactly this many threads run an op (>= 1) */
+  int32_t profiling;                      /* record per-op times */
+} edge_interpreter_options;
+
+const char *edge_version(void);
+const char *edge_last_error(void);
+const char *edge_status_name(edge_status status);
+const char *edge_dtype_name(edge_dtype dtype);
+size_t edge_dtype_size(edge_dtype dtype);
+const char *edge_isa(void);             /* the kernel ISA picked at start ("scalar", ...) */
+
+/* Models. load_file maps the file; load_buffer borrows the caller's bytes (which must outlive the
+ * model) unless copy is non-zero. Both verify the whole file before returning. */
+edge_status edge_model_load_file(const char *path, edge_model **out);
+edge_status edge_model_load_buffer(const void *data, size_t size, int32_t copy, edge_model **out);
+void edge_model_free(edge_model *model);
+const char *edge_model_description(const edge_model *model);
+int32_t edge_model_num_signatures(const edge_model *model);
+edge_status edge_model_signature(const edge_model *model, int32_t index, edge_signature_info *out);
+int32_t edge_model_num_metadata(const edge_model *model);
+edge_status edge_model_metadata(const edge_model *model, int32_t index, const char **name,
+                                const char **value);
+
+/* Interpreters. */
+edge_status edge_interpreter_create(const edge_model *model, const edge_interpreter_options *options,
+                                    edge_interpreter **out);
+void edge_interpreter_free(edge_interpreter *interp);
+const char *edge_interpreter_error(const edge_interpreter *interp);
+int32_t edge_interpreter_num_tensors(const edge_interpreter *interp);
+int32_t edge_interpreter_num_inputs(const edge_interpreter *interp);
+int32_t edge_interpreter_input(const edge_interpreter *interp, int32_t i);   /* tensor index */
+int32_t edge_interpreter_num_outputs(const edge_interpreter *interp);
+int32_t edge_interpreter_output(const edge_interpreter *interp, int32_t i);  /* tensor index */
+int32_t edge_interpreter_num_ops(const edge_interpreter *interp);
+edge_status edge_interpreter_tensor_info(const edge_interpreter *interp, int32_t tensor,
+                                         edge_tensor_info *out);
+edge_status edge_interpreter_op_info(const edge_interpreter *interp, int32_t op, edge_op_info *out);
+
+/* Changes an input's shape (within its shape_signature); takes effect at the next allocate. */
+edge_status edge_interpreter_resize_input(edge_interpreter *interp, int32_t tensor, int32_t rank,
+                                          const int64_t *shape);
+/* Shape propagation, kernel preparation and arena planning. Needed before the first invoke and
+ * after a resize. */
+edge_status edge_interpreter_allocate(edge_interpreter *interp);
+edge_status edge_interpreter_memory(const edge_interpreter *interp, edge_memory_info *out);
+
+/* Copies in or out; nbytes must equal the tensor's byte size. */
+edge_status edge_interpreter_set_tensor(edge_interpreter *interp, int32_t tensor, const void *data,
+                                        size_t nbytes);
+edge_status edge_interpreter_get_tensor(const edge_interpreter *interp, int32_t tensor, void *data,
+                                        size_t nbytes);
+edge_status edge_interpreter_tensor_data(edge_interpreter *interp, int32_t tensor, void **data);
+
+/* Runs every op of the graph in order. */
+edge_status edge_interpreter_invoke(edge_interpreter *interp);
+/* Runs the given ops in the given order (used by split execution): the caller has set every tensor
+ * they read that none of them writes. */
+edge_status edge_interpreter_invoke_ops(edge_interpreter *interp, const int32_t *ops, int32_t num_ops);
+edge_status edge_interpreter_invoke_signature(edge_interpreter *interp, int32_t signature);
+
+/* Variables: back to the values stored in the model. */
+edge_status edge_interpreter_reset_variables(edge_interpreter *interp);
+
+void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled);
+void edge_interpreter_reset_profile(edge_interpreter *interp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

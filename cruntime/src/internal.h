@@ -1,0 +1,164 @@
+/* Internal structures shared by the loader, the interpreter and the op kernels.
+ *
+ * Op contract (TFLite Micro's split): prepare() validates dtypes and ranks, computes every output's
+ * shape from its inputs' shapes (writing tensors[out].rank/shape), computes whatever eval needs
+ * (node->state, malloc'd; freed by release()) and asks for scratch (node->scratch_bytes). eval()
+ * only computes: no malloc, no validation of the model, but it must still check data-dependent
+ * values (gather indices) and return EDGE_RUNTIME_ERROR with a message instead of reading out of
+ * bounds.
+ */
+#ifndef EDGE_INTERNAL_H
+#define EDGE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edge.h"
+#include "schema_enums.h"
+
+#define EDGE_ERROR_CAPACITY 512
+#define EDGE_ALIGNMENT 64
+
+/* ---- parsed operator options (defaults filled in by the loader) ---- */
+
+typedef struct { int32_t strides[2], dilations[2], pads[4], groups, output_padding[2]; } edge_conv2d_options;
+typedef struct { bool transpose_a, transpose_b; } edge_batch_matmul_options;
+typedef struct { edge_binary_kind op; } edge_binary_options;
+typedef struct { edge_unary_kind op; float alpha, beta; } edge_unary_options;
+typedef struct { int32_t axis; bool log; } edge_softmax_options;
+typedef struct { int32_t axis; float epsilon; } edge_layer_norm_options;
+typedef struct {
+  edge_pool_kind type;
+  int32_t kernel[2], strides[2], dilations[2], pads[4];
+  bool count_include_pad, ceil_mode;
+} edge_pool2d_options;
+typedef struct { edge_reduce_kind op; int32_t num_axes; int32_t axes[EDGE_MAX_RANK]; bool keepdims; } edge_reduce_options;
+typedef struct { int32_t rank; int32_t perm[EDGE_MAX_RANK]; } edge_transpose_options;
+typedef struct { int32_t axis; } edge_axis_options;
+typedef struct { int32_t rank; int64_t starts[EDGE_MAX_RANK], ends[EDGE_MAX_RANK], steps[EDGE_MAX_RANK]; } edge_slice_options;
+typedef struct { edge_pad_kind mode; int32_t rank; int64_t pads[2 * EDGE_MAX_RANK]; float value; } edge_pad_options;
+typedef struct {
+  edge_resize_kind mode;
+  edge_coord_kind coordinate_mode;
+  edge_nearest_kind nearest_mode;
+  int32_t rank;
+  float scales[EDGE_MAX_RANK];
+} edge_resize_options;
+typedef struct { int32_t hidden_size; edge_rnn_kind direction; float clip; bool linear_before_reset; } edge_rnn_options;
+typedef struct { int32_t size; float alpha, beta, bias; } edge_lrn_options;
+
+typedef union {
+  edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D */
+  edge_batch_matmul_options batch_matmul;
+  edge_binary_options binary;
+  edge_unary_options unary;
+  edge_softmax_options softmax;
+  edge_layer_norm_options layer_norm;
+  edge_pool2d_options pool2d;
+  edge_reduce_options reduce;
+  edge_transpose_options transpose;
+  edge_axis_options axis;               /* CONCAT, SPLIT, GATHER, GATHER_ELEMENTS */
+  edge_slice_options slice;
+  edge_pad_options pad;
+  edge_resize_options resize;
+  edge_rnn_options rnn;                 /* LSTM, GRU */
+  edge_lrn_options lrn;
+} edge_options;
+
+/* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */
+typedef struct { edge_unary_kind op; float alpha, beta; } edge_activation;
+
+/* ---- tensors and nodes ---- */
+
+typedef struct {
+  const char *name;
+  edge_dtype dtype;
+  edge_tensor_kind kind;
+  int32_t rank;
+  int64_t shape[EDGE_MAX_RANK];
+  int32_t shape_signature[EDGE_MAX_RANK];
+  int32_t declared_rank;                /* the shape stored in the file */
+  int64_t declared_shape[EDGE_MAX_RANK];
+  size_t nbytes;                        /* bytes of the current shape */
+  void *data;                           /* arena, model bytes (constants) or persistent area */
+  const void *initial;                  /* constants and variables: their bytes in the model */
+  size_t initial_nbytes;
+  int32_t num_quant_params;
+  const float *scales;
+  const int64_t *zero_points;
+  int32_t quantized_dimension;
+} edge_tensor;
+
+typedef struct {
+  edge_op_kind opcode;
+  int32_t version;
+  int32_t num_inputs, num_outputs;
+  int32_t *inputs;                      /* -1: optional input left out */
+  int32_t *outputs;
+  edge_options options;
+  edge_activation activation;
+  uint64_t flops, bytes_in, bytes_out, bytes_weights;
+  void *state;                          /* set by prepare, freed by release */
+  size_t scratch_bytes;                 /* asked for by prepare */
+  void *scratch;                        /* given to eval: EDGE_ALIGNMENT-aligned, uninitialised */
+  uint64_t last_ns, total_ns, runs;     /* profiling */
+} edge_node;
+
+typedef struct edge_threadpool edge_threadpool;
+
+/* What a kernel sees while it prepares or runs. */
+typedef struct {
+  edge_tensor *tensors;
+  int32_t num_tensors;
+  edge_threadpool *pool;
+  int32_t num_threads;
+  char *error;                          /* EDGE_ERROR_CAPACITY bytes */
+} edge_context;
+
+typedef struct {
+  edge_status (*prepare)(edge_context *ctx, edge_node *node);
+  edge_status (*eval)(edge_context *ctx, edge_node *node);
+  void (*release)(edge_node *node);     /* may be NULL */
+} edge_op_registration;
+
+/* The registration table, indexed by edge_op_kind (cruntime/src/ops/registry.c). NULL prepare:
+ * the op is known to the schema but this runtime has no kernel. */
+const edge_op_registration *edge_op_lookup(edge_op_kind opcode);
+
+/* ---- helpers every part uses (cruntime/src/common.c) ---- */
+
+/* Formats a message into ctx->error prefixed by nothing; returns status for `return edge_fail(...)`. */
+edge_status edge_fail(edge_context *ctx, edge_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The thread-local message behind edge_last_error(). */
+edge_status edge_set_last_error(edge_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+int64_t edge_num_elements(int32_t rank, const int64_t *shape);
+/* rank/shape of a, b broadcast together (numpy rules); EDGE_INVALID_MODEL with a message if they
+ * do not broadcast. */
+edge_status edge_broadcast_shape(edge_context *ctx, const edge_tensor *a, const edge_tensor *b,
+                                 int32_t *rank, int64_t *shape);
+/* Sets a tensor's shape and recomputes nbytes (fails on overflow). */
+edge_status edge_set_shape(edge_context *ctx, edge_tensor *t, int32_t rank, const int64_t *shape);
+void edge_format_shape(char *buf, size_t cap, int32_t rank, const int64_t *shape);
+
+float edge_half_to_float(uint16_t h);
+uint16_t edge_float_to_half(float f);
+
+/* Applies an activation to n floats in place (the scalar reference, cruntime/src/ops/unary.c). */
+void edge_activation_apply(const edge_activation *act, float *data, size_t n);
+float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta);
+
+/* ---- thread pool (cruntime/src/threadpool.c) ---- */
+
+/* fn(ctx, begin, end, thread) over [0, n) split into contiguous chunks, one per thread; runs on
+ * the caller alone when the pool has one thread. Returns after all chunks finish. */
+typedef void (*edge_parallel_fn)(void *ctx, int64_t begin, int64_t end, int32_t thread);
+edge_threadpool *edge_threadpool_create(int32_t num_threads);
+void edge_threadpool_free(edge_threadpool *pool);
+int32_t edge_threadpool_size(const edge_threadpool *pool);
+void edge_parallel_for(edge_threadpool *pool, int64_t n, edge_parallel_fn fn, void *ctx);
+
+#endif

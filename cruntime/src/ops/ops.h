@@ -1,0 +1,34 @@
+/* Every op family's registration, one per runtime opcode. Each lives in its family's file under
+ * cruntime/src/ops/ and is placed in the table in registry.c. */
+#ifndef EDGE_OPS_H
+#define EDGE_OPS_H
+
+#include "../internal.h"
+
+extern const edge_op_registration edge_op_conv2d;            /* conv.c */
+extern const edge_op_registration edge_op_conv_transpose2d;  /* conv.c */
+extern const edge_op_registration edge_op_fully_connected;   /* matmul.c */
+extern const edge_op_registration edge_op_batch_matmul;      /* matmul.c */
+extern const edge_op_registration edge_op_binary;            /* binary.c */
+extern const edge_op_registration edge_op_unary;             /* unary.c */
+extern const edge_op_registration edge_op_softmax;           /* softmax.c */
+extern const edge_op_registration edge_op_layer_norm;        /* norm.c */
+extern const edge_op_registration edge_op_lrn;               /* norm.c */
+extern const edge_op_registration edge_op_pool2d;            /* pool.c */
+extern const edge_op_registration edge_op_reduce;            /* reduce.c */
+extern const edge_op_registration edge_op_reshape;           /* reshape.c */
+extern const edge_op_registration edge_op_broadcast_to;      /* reshape.c */
+extern const edge_op_registration edge_op_transpose;         /* transpose.c */
+extern const edge_op_registration edge_op_concat;            /* concat_split.c */
+extern const edge_op_registration edge_op_split;             /* concat_split.c */
+extern const edge_op_registration edge_op_slice;             /* slice.c */
+extern const edge_op_registration edge_op_gather;            /* gather.c */
+extern const edge_op_registration edge_op_gather_elements;   /* gather.c */
+extern const edge_op_registration edge_op_pad;               /* pad.c */
+extern const edge_op_registration edge_op_resize;            /* resize.c */
+extern const edge_op_registration edge_op_cast;              /* cast.c */
+extern const edge_op_registration edge_op_where;             /* where.c */
+extern const edge_op_registration edge_op_lstm;              /* rnn.c */
+extern const edge_op_registration edge_op_gru;               /* rnn.c */
+
+#endif
