@@ -1,0 +1,586 @@
+/* The interpreter: tensors, shape propagation, the arena, invoke and everything around them.
+ *
+ * Memory an interpreter owns:
+ *   - tensors/nodes: descriptors copied from the model at create (constants point into the model
+ *     bytes, which the model keeps alive);
+ *   - persistent area: one block holding every variable, initialised from the model at create
+ *     and by reset_variables, untouched by allocate;
+ *   - arena: activations and the shared scratch, replanned by every allocate (see arena.h);
+ *   - node->state: whatever each kernel's prepare allocated, freed by its release.
+ * An interpreter is not safe to use from two threads at once; its thread pool is used only from
+ * inside invoke. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "model.h"
+
+#define MAX_THREADS 1024
+
+struct edge_interpreter {
+  const edge_model *model;
+  int32_t num_tensors, num_ops;
+  edge_tensor *tensors;
+  edge_node *nodes;
+  edge_context ctx;
+  char error[EDGE_ERROR_CAPACITY];
+  edge_threadpool *pool;
+  int32_t num_threads;
+  bool profiling;
+  bool allocated;
+  uint8_t *resizable;                   /* graph and signature inputs */
+  int32_t *first_use, *last_use;        /* activation lifetimes in op indices */
+  edge_arena_item *plan;                /* one per activation tensor, planned by allocate */
+  int32_t *plan_tensor;
+  int32_t num_planned;
+  void *arena;
+  size_t arena_bytes, naive_bytes, scratch_bytes;
+  void *persistent;
+  size_t persistent_bytes;
+};
+
+static size_t align_up(size_t n) { return (n + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT; }
+
+static const char *opcode_name(edge_op_kind opcode) {
+  return (int)opcode >= 0 && (int)opcode < EDGE_OP_COUNT_ ? edge_op_names[opcode] : "?";
+}
+
+static edge_status interp_fail(edge_interpreter *interp, edge_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static edge_status interp_fail(edge_interpreter *interp, edge_status status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(interp->error, sizeof interp->error, fmt, ap);
+  va_end(ap);
+  edge_set_last_error(status, "%s", interp->error);
+  return status;
+}
+
+/* Puts "op 12 (CONV_2D): " in front of the message a kernel left in the error buffer. */
+static edge_status op_fail(edge_interpreter *interp, int32_t op, edge_status status) {
+  char kernel_message[EDGE_ERROR_CAPACITY];
+  snprintf(kernel_message, sizeof kernel_message, "%s", interp->error[0] ? interp->error : edge_status_name(status));
+  return interp_fail(interp, status, "op %d (%s): %s", op, opcode_name(interp->nodes[op].opcode), kernel_message);
+}
+
+static const char *tensor_name(const edge_tensor *t) { return t->name ? t->name : ""; }
+
+const char *edge_version(void) { return "0.1.0"; }
+
+const char *edge_isa(void) { return "scalar"; }
+
+/* ---- create / free ---- */
+
+static void compute_lifetimes(edge_interpreter *interp) {
+  const edge_model *m = interp->model;
+  int32_t last_op = m->num_ops > 0 ? m->num_ops - 1 : 0;
+  for (int32_t t = 0; t < m->num_tensors; ++t) {
+    interp->first_use[t] = INT32_MAX;
+    interp->last_use[t] = -1;
+  }
+#define TOUCH(t, i)                                                 \
+  do {                                                              \
+    if (interp->first_use[t] > (i)) interp->first_use[t] = (i);     \
+    if (interp->last_use[t] < (i)) interp->last_use[t] = (i);       \
+  } while (0)
+  for (int32_t i = 0; i < m->num_inputs; ++i) TOUCH(m->inputs[i], 0);
+  for (int32_t i = 0; i < m->num_outputs; ++i) TOUCH(m->outputs[i], last_op);
+  for (int32_t s = 0; s < m->num_signatures; ++s) {
+    const edge_signature_def *sig = &m->signatures[s];
+    for (int32_t i = 0; i < sig->num_inputs; ++i) TOUCH(sig->input_tensors[i], 0);
+    for (int32_t i = 0; i < sig->num_outputs; ++i) TOUCH(sig->output_tensors[i], last_op);
+  }
+  for (int32_t op = 0; op < m->num_ops; ++op) {
+    const edge_model_op *o = &m->ops[op];
+    for (int32_t j = 0; j < o->num_inputs; ++j)
+      if (o->inputs[j] >= 0) TOUCH(o->inputs[j], op);
+    for (int32_t j = 0; j < o->num_outputs; ++j) TOUCH(o->outputs[j], op);
+  }
+#undef TOUCH
+  for (int32_t t = 0; t < m->num_tensors; ++t)
+    if (interp->last_use[t] < 0) interp->first_use[t] = interp->last_use[t] = 0;
+}
+
+static void release_nodes(edge_interpreter *interp) {
+  for (int32_t i = 0; i < interp->num_ops; ++i) {
+    edge_node *node = &interp->nodes[i];
+    const edge_op_registration *reg = edge_op_lookup(node->opcode);
+    if (node->state && reg && reg->release) reg->release(node);
+    node->state = NULL;
+  }
+}
+
+void edge_interpreter_free(edge_interpreter *interp) {
+  if (!interp) return;
+  if (interp->nodes) release_nodes(interp);
+  edge_threadpool_free(interp->pool);
+  free(interp->arena);
+  free(interp->persistent);
+  free(interp->tensors);
+  free(interp->nodes);
+  free(interp->resizable);
+  free(interp->first_use);
+  free(interp->last_use);
+  free(interp->plan);
+  free(interp->plan_tensor);
+  free(interp);
+}
+
+static void load_variable(edge_tensor *t) {
+  if (t->initial && t->nbytes) memcpy(t->data, t->initial, t->nbytes);
+  else if (t->nbytes) memset(t->data, 0, t->nbytes);
+}
+
+edge_status edge_interpreter_create(const edge_model *model, const edge_interpreter_options *options,
+                                    edge_interpreter **out) {
+  if (!out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "interpreter_create: out is NULL");
+  *out = NULL;
+  if (!model) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "interpreter_create: model is NULL");
+  int32_t num_threads = options ? options->num_threads : 1;
+  if (num_threads < 1 || num_threads > MAX_THREADS)
+    return edge_set_last_error(EDGE_INVALID_ARGUMENT, "num_threads is %d, must be between 1 and %d", num_threads,
+                               MAX_THREADS);
+  edge_interpreter *interp = calloc(1, sizeof *interp);
+  if (!interp) return edge_set_last_error(EDGE_OUT_OF_MEMORY, "out of memory creating the interpreter");
+  interp->model = model;
+  interp->num_tensors = model->num_tensors;
+  interp->num_ops = model->num_ops;
+  interp->num_threads = num_threads;
+  interp->profiling = options && options->profiling;
+  size_t nt = (size_t)model->num_tensors, no = (size_t)model->num_ops;
+  interp->tensors = calloc(nt ? nt : 1, sizeof *interp->tensors);
+  interp->nodes = calloc(no ? no : 1, sizeof *interp->nodes);
+  interp->resizable = calloc(nt ? nt : 1, 1);
+  interp->first_use = calloc(nt ? nt : 1, sizeof(int32_t));
+  interp->last_use = calloc(nt ? nt : 1, sizeof(int32_t));
+  interp->plan = calloc(nt ? nt : 1, sizeof *interp->plan);
+  interp->plan_tensor = calloc(nt ? nt : 1, sizeof(int32_t));
+  if (!interp->tensors || !interp->nodes || !interp->resizable || !interp->first_use || !interp->last_use ||
+      !interp->plan || !interp->plan_tensor)
+    goto out_of_memory;
+
+  size_t persistent = 0;
+  for (int32_t i = 0; i < model->num_tensors; ++i) {
+    const edge_model_tensor *src = &model->tensors[i];
+    edge_tensor *t = &interp->tensors[i];
+    t->name = src->name;
+    t->dtype = src->dtype;
+    t->kind = src->kind;
+    t->rank = t->declared_rank = src->rank;
+    for (int32_t d = 0; d < src->rank; ++d) {
+      t->shape[d] = t->declared_shape[d] = src->shape[d];
+      t->shape_signature[d] = src->shape_signature[d];
+    }
+    t->nbytes = src->nbytes;
+    t->initial = src->data;
+    t->initial_nbytes = src->data ? src->nbytes : 0;
+    t->num_quant_params = src->num_quant_params;
+    t->scales = src->scales;
+    t->zero_points = src->zero_points;
+    t->quantized_dimension = src->quantized_dimension;
+    if (t->kind == EDGE_TENSOR_CONSTANT) t->data = (void *)src->data; /* read-only: set_tensor refuses constants */
+    if (t->kind == EDGE_TENSOR_VARIABLE) persistent += align_up(t->nbytes);
+  }
+  if (persistent) {
+    interp->persistent = aligned_alloc(EDGE_ALIGNMENT, persistent);
+    if (!interp->persistent) goto out_of_memory;
+    size_t offset = 0;
+    for (int32_t i = 0; i < model->num_tensors; ++i) {
+      edge_tensor *t = &interp->tensors[i];
+      if (t->kind != EDGE_TENSOR_VARIABLE) continue;
+      t->data = (char *)interp->persistent + offset;
+      offset += align_up(t->nbytes);
+      load_variable(t);
+    }
+  }
+  interp->persistent_bytes = persistent;
+
+  for (int32_t i = 0; i < model->num_ops; ++i) {
+    const edge_model_op *op = &model->ops[i];
+    edge_node *node = &interp->nodes[i];
+    node->opcode = op->opcode;
+    node->version = op->version;
+    node->num_inputs = op->num_inputs;
+    node->num_outputs = op->num_outputs;
+    node->inputs = op->inputs;
+    node->outputs = op->outputs;
+    node->options = op->options;
+    node->activation = op->activation;
+    node->flops = op->flops;
+    node->bytes_in = op->bytes_in;
+    node->bytes_out = op->bytes_out;
+    node->bytes_weights = op->bytes_weights;
+  }
+  for (int32_t i = 0; i < model->num_inputs; ++i) interp->resizable[model->inputs[i]] = 1;
+  for (int32_t s = 0; s < model->num_signatures; ++s)
+    for (int32_t i = 0; i < model->signatures[s].num_inputs; ++i) {
+      int32_t t = model->signatures[s].input_tensors[i];
+      if (interp->tensors[t].kind == EDGE_TENSOR_ACTIVATION) interp->resizable[t] = 1;
+    }
+  compute_lifetimes(interp);
+
+  interp->pool = edge_threadpool_create(num_threads);
+  if (!interp->pool) {
+    edge_interpreter_free(interp);
+    return edge_set_last_error(EDGE_OUT_OF_MEMORY, "cannot start a pool of %d threads", num_threads);
+  }
+  interp->ctx.tensors = interp->tensors;
+  interp->ctx.num_tensors = interp->num_tensors;
+  interp->ctx.pool = interp->pool;
+  interp->ctx.num_threads = num_threads;
+  interp->ctx.error = interp->error;
+  *out = interp;
+  return EDGE_OK;
+
+out_of_memory:
+  edge_interpreter_free(interp);
+  return edge_set_last_error(EDGE_OUT_OF_MEMORY, "out of memory creating the interpreter");
+}
+
+/* ---- simple queries ---- */
+
+const char *edge_interpreter_error(const edge_interpreter *interp) { return interp ? interp->error : ""; }
+int32_t edge_interpreter_num_tensors(const edge_interpreter *interp) { return interp ? interp->num_tensors : 0; }
+int32_t edge_interpreter_num_inputs(const edge_interpreter *interp) { return interp ? interp->model->num_inputs : 0; }
+int32_t edge_interpreter_num_outputs(const edge_interpreter *interp) { return interp ? interp->model->num_outputs : 0; }
+int32_t edge_interpreter_num_ops(const edge_interpreter *interp) { return interp ? interp->num_ops : 0; }
+
+int32_t edge_interpreter_input(const edge_interpreter *interp, int32_t i) {
+  if (!interp || i < 0 || i >= interp->model->num_inputs) return -1;
+  return interp->model->inputs[i];
+}
+
+int32_t edge_interpreter_output(const edge_interpreter *interp, int32_t i) {
+  if (!interp || i < 0 || i >= interp->model->num_outputs) return -1;
+  return interp->model->outputs[i];
+}
+
+static edge_status check_tensor_index(const edge_interpreter *interp, int32_t tensor) {
+  if (tensor < 0 || tensor >= interp->num_tensors)
+    return interp_fail((edge_interpreter *)interp, EDGE_INVALID_ARGUMENT, "tensor %d is out of range (%d tensors)",
+                       tensor, interp->num_tensors);
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_tensor_info(const edge_interpreter *interp, int32_t tensor, edge_tensor_info *out) {
+  if (!interp || !out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "tensor_info: NULL argument");
+  edge_status status = check_tensor_index(interp, tensor);
+  if (status != EDGE_OK) return status;
+  const edge_tensor *t = &interp->tensors[tensor];
+  memset(out, 0, sizeof *out);
+  out->name = tensor_name(t);
+  out->dtype = t->dtype;
+  out->kind = t->kind;
+  out->rank = t->rank;
+  for (int32_t d = 0; d < t->rank; ++d) {
+    out->shape[d] = t->shape[d];
+    out->shape_signature[d] = t->shape_signature[d];
+  }
+  out->nbytes = t->nbytes;
+  out->num_quant_params = t->num_quant_params;
+  out->scales = t->scales;
+  out->zero_points = t->zero_points;
+  out->quantized_dimension = t->quantized_dimension;
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_op_info(const edge_interpreter *interp, int32_t op, edge_op_info *out) {
+  if (!interp || !out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "op_info: NULL argument");
+  if (op < 0 || op >= interp->num_ops)
+    return interp_fail((edge_interpreter *)interp, EDGE_INVALID_ARGUMENT, "op %d is out of range (%d ops)", op,
+                       interp->num_ops);
+  const edge_node *node = &interp->nodes[op];
+  out->op_name = opcode_name(node->opcode);
+  out->opcode = (int32_t)node->opcode;
+  out->version = node->version;
+  out->num_inputs = node->num_inputs;
+  out->inputs = node->inputs;
+  out->num_outputs = node->num_outputs;
+  out->outputs = node->outputs;
+  out->flops = node->flops;
+  out->last_ns = node->last_ns;
+  out->total_ns = node->total_ns;
+  out->runs = node->runs;
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_memory(const edge_interpreter *interp, edge_memory_info *out) {
+  if (!interp || !out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "memory: NULL argument");
+  out->arena_bytes = interp->allocated ? interp->arena_bytes : 0;
+  out->naive_bytes = interp->allocated ? interp->naive_bytes : 0;
+  out->scratch_bytes = interp->allocated ? interp->scratch_bytes : 0;
+  out->persistent_bytes = interp->persistent_bytes;
+  out->model_bytes = interp->model->size;
+  return EDGE_OK;
+}
+
+/* ---- resize and allocate ---- */
+
+edge_status edge_interpreter_resize_input(edge_interpreter *interp, int32_t tensor, int32_t rank, const int64_t *shape) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "resize_input: interpreter is NULL");
+  edge_status status = check_tensor_index(interp, tensor);
+  if (status != EDGE_OK) return status;
+  edge_tensor *t = &interp->tensors[tensor];
+  if (!interp->resizable[tensor])
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "tensor '%s' (%d) is not an input", tensor_name(t), tensor);
+  if (rank != t->declared_rank || (rank > 0 && !shape))
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "tensor '%s' (%d) has rank %d, got rank %d", tensor_name(t),
+                       tensor, t->declared_rank, rank);
+  bool same = true;
+  for (int32_t d = 0; d < rank; ++d) {
+    if (shape[d] < 0 || (t->shape_signature[d] != -1 && shape[d] != t->shape_signature[d])) {
+      char want[160], got[160];
+      int64_t signature[EDGE_MAX_RANK];
+      for (int32_t k = 0; k < rank; ++k) signature[k] = t->shape_signature[k];
+      edge_format_shape(want, sizeof want, rank, signature);
+      edge_format_shape(got, sizeof got, rank, shape);
+      return interp_fail(interp, EDGE_INVALID_ARGUMENT,
+                         "tensor '%s' (%d): shape %s does not fit its signature %s (-1 marks a dimension that may change)",
+                         tensor_name(t), tensor, got, want);
+    }
+    same &= shape[d] == t->shape[d];
+  }
+  if (same) return EDGE_OK;
+  status = edge_set_shape(&interp->ctx, t, rank, shape);
+  if (status != EDGE_OK) {
+    char message[EDGE_ERROR_CAPACITY];
+    snprintf(message, sizeof message, "%s", interp->error);
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "%s", message);
+  }
+  interp->allocated = false;
+  return EDGE_OK;
+}
+
+static bool same_shape(int32_t rank_a, const int64_t *a, int32_t rank_b, const int64_t *b) {
+  if (rank_a != rank_b) return false;
+  for (int32_t d = 0; d < rank_a; ++d)
+    if (a[d] != b[d]) return false;
+  return true;
+}
+
+static edge_status check_output_shape(edge_interpreter *interp, int32_t op, int32_t tensor, bool inputs_resized) {
+  edge_tensor *t = &interp->tensors[tensor];
+  /* Recomputes nbytes in case a kernel wrote rank/shape directly, and bounds the shape. */
+  int64_t shape[EDGE_MAX_RANK];
+  int32_t rank = t->rank;
+  if (rank < 0 || rank > EDGE_MAX_RANK)
+    return interp_fail(interp, EDGE_INVALID_MODEL, "op %d (%s): output '%s' (%d) got rank %d", op,
+                       opcode_name(interp->nodes[op].opcode), tensor_name(t), tensor, rank);
+  memcpy(shape, t->shape, sizeof shape);
+  interp->error[0] = '\0';
+  edge_status status = edge_set_shape(&interp->ctx, t, rank, shape);
+  if (status != EDGE_OK) return op_fail(interp, op, status);
+  bool fixed = t->kind == EDGE_TENSOR_VARIABLE || !inputs_resized;
+  if (fixed && !same_shape(t->rank, t->shape, t->declared_rank, t->declared_shape)) {
+    char computed[160], declared[160];
+    edge_format_shape(computed, sizeof computed, t->rank, t->shape);
+    edge_format_shape(declared, sizeof declared, t->declared_rank, t->declared_shape);
+    return interp_fail(interp, EDGE_INVALID_MODEL, "op %d (%s): computes shape %s for tensor '%s' (%d), but the file declares %s",
+                       op, opcode_name(interp->nodes[op].opcode), computed, tensor_name(t), tensor, declared);
+  }
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_allocate(edge_interpreter *interp) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "allocate: interpreter is NULL");
+  interp->error[0] = '\0';
+  interp->allocated = false;
+  release_nodes(interp);
+  free(interp->arena);
+  interp->arena = NULL;
+
+  bool inputs_resized = false;
+  for (int32_t t = 0; t < interp->num_tensors; ++t) {
+    edge_tensor *tensor = &interp->tensors[t];
+    if (tensor->kind == EDGE_TENSOR_ACTIVATION) tensor->data = NULL;
+    if (interp->resizable[t]) {
+      inputs_resized |= !same_shape(tensor->rank, tensor->shape, tensor->declared_rank, tensor->declared_shape);
+    } else if (tensor->kind == EDGE_TENSOR_ACTIVATION) {
+      /* Outputs start from the declared shape: ops such as RESHAPE read their target from it. */
+      edge_set_shape(&interp->ctx, tensor, tensor->declared_rank, tensor->declared_shape);
+    }
+  }
+
+  size_t scratch = 0;
+  for (int32_t i = 0; i < interp->num_ops; ++i) {
+    edge_node *node = &interp->nodes[i];
+    const edge_op_registration *reg = edge_op_lookup(node->opcode);
+    node->scratch_bytes = 0;
+    node->scratch = NULL;
+    interp->error[0] = '\0';
+    edge_status status = reg->prepare(&interp->ctx, node);
+    if (status != EDGE_OK) return op_fail(interp, i, status);
+    for (int32_t j = 0; j < node->num_outputs; ++j) {
+      status = check_output_shape(interp, i, node->outputs[j], inputs_resized);
+      if (status != EDGE_OK) return status;
+    }
+    if (node->scratch_bytes > scratch) scratch = node->scratch_bytes;
+  }
+
+  int32_t planned = 0;
+  for (int32_t t = 0; t < interp->num_tensors; ++t) {
+    if (interp->tensors[t].kind != EDGE_TENSOR_ACTIVATION) continue;
+    interp->plan[planned] = (edge_arena_item){interp->tensors[t].nbytes, interp->first_use[t], interp->last_use[t], 0};
+    interp->plan_tensor[planned++] = t;
+  }
+  interp->num_planned = planned;
+  size_t arena_bytes, naive_bytes;
+  if (edge_plan_arena(interp->plan, planned, &arena_bytes, &naive_bytes) != EDGE_OK)
+    return interp_fail(interp, EDGE_OUT_OF_MEMORY, "activation sizes overflow the address space");
+  size_t scratch_aligned = align_up(scratch), total = arena_bytes + scratch_aligned;
+  if (scratch_aligned < scratch || total < arena_bytes)
+    return interp_fail(interp, EDGE_OUT_OF_MEMORY, "scratch of %zu bytes overflows the address space", scratch);
+  interp->arena = aligned_alloc(EDGE_ALIGNMENT, total ? total : EDGE_ALIGNMENT);
+  if (!interp->arena)
+    return interp_fail(interp, EDGE_OUT_OF_MEMORY, "cannot allocate the %zu-byte arena (%zu activations + %zu scratch)",
+                       total, arena_bytes, scratch_aligned);
+  for (int32_t k = 0; k < planned; ++k)
+    interp->tensors[interp->plan_tensor[k]].data = (char *)interp->arena + interp->plan[k].offset;
+  for (int32_t i = 0; i < interp->num_ops; ++i)
+    interp->nodes[i].scratch = interp->nodes[i].scratch_bytes ? (char *)interp->arena + arena_bytes : NULL;
+  interp->arena_bytes = arena_bytes;
+  interp->naive_bytes = naive_bytes;
+  interp->scratch_bytes = scratch;
+  interp->allocated = true;
+  return EDGE_OK;
+}
+
+/* ---- tensor data ---- */
+
+static edge_status check_data_access(const edge_interpreter *interp, int32_t tensor, const char *what) {
+  edge_status status = check_tensor_index(interp, tensor);
+  if (status != EDGE_OK) return status;
+  const edge_tensor *t = &interp->tensors[tensor];
+  if (t->kind == EDGE_TENSOR_ACTIVATION && !interp->allocated)
+    return interp_fail((edge_interpreter *)interp, EDGE_BAD_STATE, "%s tensor '%s' (%d) before allocate", what,
+                       tensor_name(t), tensor);
+  return EDGE_OK;
+}
+
+static edge_status check_byte_count(const edge_interpreter *interp, int32_t tensor, size_t nbytes) {
+  const edge_tensor *t = &interp->tensors[tensor];
+  if (nbytes == t->nbytes) return EDGE_OK;
+  char shape[160];
+  edge_format_shape(shape, sizeof shape, t->rank, t->shape);
+  return interp_fail((edge_interpreter *)interp, EDGE_INVALID_ARGUMENT, "tensor '%s' (%d) holds %zu bytes (%s %s), got %zu",
+                     tensor_name(t), tensor, t->nbytes, edge_dtype_name(t->dtype), shape, nbytes);
+}
+
+edge_status edge_interpreter_set_tensor(edge_interpreter *interp, int32_t tensor, const void *data, size_t nbytes) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "set_tensor: interpreter is NULL");
+  edge_status status = check_data_access(interp, tensor, "set_tensor on");
+  if (status != EDGE_OK) return status;
+  edge_tensor *t = &interp->tensors[tensor];
+  if (t->kind == EDGE_TENSOR_CONSTANT)
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "tensor '%s' (%d) is a constant and cannot be set", tensor_name(t),
+                       tensor);
+  if ((status = check_byte_count(interp, tensor, nbytes)) != EDGE_OK) return status;
+  if (nbytes && !data) return interp_fail(interp, EDGE_INVALID_ARGUMENT, "set_tensor: data is NULL");
+  if (nbytes) memcpy(t->data, data, nbytes);
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_get_tensor(const edge_interpreter *interp, int32_t tensor, void *data, size_t nbytes) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "get_tensor: interpreter is NULL");
+  edge_status status = check_data_access(interp, tensor, "get_tensor on");
+  if (status != EDGE_OK) return status;
+  if ((status = check_byte_count(interp, tensor, nbytes)) != EDGE_OK) return status;
+  if (nbytes && !data) return interp_fail((edge_interpreter *)interp, EDGE_INVALID_ARGUMENT, "get_tensor: data is NULL");
+  if (nbytes) memcpy(data, interp->tensors[tensor].data, nbytes);
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_tensor_data(edge_interpreter *interp, int32_t tensor, void **data) {
+  if (!interp || !data) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "tensor_data: NULL argument");
+  *data = NULL;
+  edge_status status = check_data_access(interp, tensor, "tensor_data on");
+  if (status != EDGE_OK) return status;
+  *data = interp->tensors[tensor].data;
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_reset_variables(edge_interpreter *interp) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "reset_variables: interpreter is NULL");
+  for (int32_t t = 0; t < interp->num_tensors; ++t)
+    if (interp->tensors[t].kind == EDGE_TENSOR_VARIABLE) load_variable(&interp->tensors[t]);
+  return EDGE_OK;
+}
+
+/* ---- invoke ---- */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static edge_status run_op(edge_interpreter *interp, int32_t op) {
+  edge_node *node = &interp->nodes[op];
+  const edge_op_registration *reg = edge_op_lookup(node->opcode);
+  interp->error[0] = '\0';
+  uint64_t start = interp->profiling ? now_ns() : 0;
+  edge_status status = reg->eval(&interp->ctx, node);
+  if (interp->profiling) {
+    uint64_t elapsed = now_ns() - start;
+    node->last_ns = elapsed;
+    node->total_ns += elapsed;
+    ++node->runs;
+  }
+  if (status != EDGE_OK) return op_fail(interp, op, status);
+  return EDGE_OK;
+}
+
+static edge_status check_allocated(edge_interpreter *interp, const char *what) {
+  if (!interp->allocated)
+    return interp_fail(interp, EDGE_BAD_STATE, "%s before allocate (or after a resize without allocate)", what);
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_invoke(edge_interpreter *interp) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke: interpreter is NULL");
+  edge_status status = check_allocated(interp, "invoke");
+  for (int32_t i = 0; status == EDGE_OK && i < interp->num_ops; ++i) status = run_op(interp, i);
+  return status;
+}
+
+edge_status edge_interpreter_invoke_ops(edge_interpreter *interp, const int32_t *ops, int32_t num_ops) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke_ops: interpreter is NULL");
+  edge_status status = check_allocated(interp, "invoke_ops");
+  if (status != EDGE_OK) return status;
+  if (num_ops < 0 || (num_ops > 0 && !ops))
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "invoke_ops: %d ops from a %s list", num_ops, ops ? "" : "NULL");
+  for (int32_t i = 0; i < num_ops; ++i)
+    if (ops[i] < 0 || ops[i] >= interp->num_ops)
+      return interp_fail(interp, EDGE_INVALID_ARGUMENT, "invoke_ops: entry %d is op %d, out of range (%d ops)", i, ops[i],
+                         interp->num_ops);
+  for (int32_t i = 0; status == EDGE_OK && i < num_ops; ++i) status = run_op(interp, ops[i]);
+  return status;
+}
+
+edge_status edge_interpreter_invoke_signature(edge_interpreter *interp, int32_t signature) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke_signature: interpreter is NULL");
+  if (signature < 0 || signature >= interp->model->num_signatures)
+    return interp_fail(interp, EDGE_INVALID_ARGUMENT, "signature %d is out of range (%d signatures)", signature,
+                       interp->model->num_signatures);
+  const edge_signature_def *s = &interp->model->signatures[signature];
+  return edge_interpreter_invoke_ops(interp, s->ops, s->num_ops);
+}
+
+void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled) {
+  if (interp) interp->profiling = enabled != 0;
+}
+
+void edge_interpreter_reset_profile(edge_interpreter *interp) {
+  if (!interp) return;
+  for (int32_t i = 0; i < interp->num_ops; ++i) {
+    interp->nodes[i].last_ns = 0;
+    interp->nodes[i].total_ns = 0;
+    interp->nodes[i].runs = 0;
+  }
+}

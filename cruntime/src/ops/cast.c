@@ -1,0 +1,132 @@
+/* CAST: x -> y, the output dtype being the output tensor's. Values pass through one of two
+ * intermediate forms: float (from float32/float16) or int64 (from integers and bool), in blocks so
+ * each loop switches on a dtype once per block rather than once per element.
+ *
+ * Float to integer truncates toward zero (NumPy astype, ONNX Cast). Values a C conversion would
+ * leave undefined are given a defined result: NaN becomes 0; to int32/int64 the value saturates at
+ * the type's range; to int8/uint8 it is first converted to int32 (saturating) and then wrapped to
+ * 8 bits, which is what NumPy and onnxruntime produce on x86 for values within int32 range
+ * (-1.0 -> 255 as uint8). Integer to narrower integer wraps (two's complement). To bool: x != 0. */
+#include <math.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "ops.h"
+
+#define CAST_BLOCK 256
+
+static bool is_float(edge_dtype dtype) { return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16; }
+
+static int64_t float_to_int64_saturated(float v) {
+  if (isnan(v)) return 0;
+  /* 2^63 is exactly representable as float; anything at or above it saturates. */
+  if (v >= 9223372036854775808.0f) return INT64_MAX;
+  if (v < -9223372036854775808.0f) return INT64_MIN;
+  return (int64_t)v;
+}
+
+static int32_t float_to_int32_saturated(float v) {
+  if (isnan(v)) return 0;
+  if (v >= 2147483648.0f) return INT32_MAX;
+  if (v < -2147483648.0f) return INT32_MIN;
+  return (int32_t)v;
+}
+
+static void read_floats(edge_dtype dtype, const void *src, int64_t n, float *out) {
+  if (dtype == EDGE_FLOAT32) {
+    memcpy(out, src, (size_t)n * sizeof *out);
+  } else {
+    const uint16_t *h = src;
+    for (int64_t i = 0; i < n; ++i) out[i] = edge_half_to_float(h[i]);
+  }
+}
+
+static void read_integers(edge_dtype dtype, const void *src, int64_t n, int64_t *out) {
+  switch (dtype) {
+    case EDGE_INT8: for (int64_t i = 0; i < n; ++i) out[i] = ((const int8_t *)src)[i]; return;
+    case EDGE_UINT8: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint8_t *)src)[i]; return;
+    case EDGE_INT32: for (int64_t i = 0; i < n; ++i) out[i] = ((const int32_t *)src)[i]; return;
+    case EDGE_INT64: memcpy(out, src, (size_t)n * sizeof *out); return;
+    case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint8_t *)src)[i] != 0; return;
+    default: return;
+  }
+}
+
+static void write_from_floats(edge_dtype dtype, const float *in, int64_t n, void *dst) {
+  switch (dtype) {
+    case EDGE_FLOAT32: memcpy(dst, in, (size_t)n * sizeof *in); return;
+    case EDGE_FLOAT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = edge_float_to_half(in[i]); return;
+    case EDGE_INT8:
+      for (int64_t i = 0; i < n; ++i) ((int8_t *)dst)[i] = (int8_t)(uint8_t)(uint32_t)float_to_int32_saturated(in[i]);
+      return;
+    case EDGE_UINT8:
+      for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = (uint8_t)(uint32_t)float_to_int32_saturated(in[i]);
+      return;
+    case EDGE_INT32: for (int64_t i = 0; i < n; ++i) ((int32_t *)dst)[i] = float_to_int32_saturated(in[i]); return;
+    case EDGE_INT64: for (int64_t i = 0; i < n; ++i) ((int64_t *)dst)[i] = float_to_int64_saturated(in[i]); return;
+    case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0.0f; return;
+  }
+}
+
+static void write_from_integers(edge_dtype dtype, const int64_t *in, int64_t n, void *dst) {
+  switch (dtype) {
+    case EDGE_FLOAT32: for (int64_t i = 0; i < n; ++i) ((float *)dst)[i] = (float)in[i]; return;
+    case EDGE_FLOAT16:
+      for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = edge_float_to_half((float)in[i]);
+      return;
+    case EDGE_INT8: for (int64_t i = 0; i < n; ++i) ((int8_t *)dst)[i] = (int8_t)(uint8_t)(uint64_t)in[i]; return;
+    case EDGE_UINT8: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = (uint8_t)(uint64_t)in[i]; return;
+    case EDGE_INT32: for (int64_t i = 0; i < n; ++i) ((int32_t *)dst)[i] = (int32_t)(uint32_t)(uint64_t)in[i]; return;
+    case EDGE_INT64: memcpy(dst, in, (size_t)n * sizeof *in); return;
+    case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0; return;
+  }
+}
+
+typedef struct {
+  edge_dtype from, to;
+  const char *x;
+  char *y;
+} cast_job;
+
+static void cast_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const cast_job *job = arg;
+  size_t in_size = edge_dtype_size(job->from), out_size = edge_dtype_size(job->to);
+  if (job->from == job->to) {
+    memcpy(job->y + begin * (int64_t)out_size, job->x + begin * (int64_t)in_size, (size_t)(end - begin) * in_size);
+    return;
+  }
+  for (int64_t start = begin; start < end; start += CAST_BLOCK) {
+    int64_t n = end - start < CAST_BLOCK ? end - start : CAST_BLOCK;
+    const char *src = job->x + start * (int64_t)in_size;
+    char *dst = job->y + start * (int64_t)out_size;
+    if (is_float(job->from)) {
+      float block[CAST_BLOCK];
+      read_floats(job->from, src, n, block);
+      write_from_floats(job->to, block, n, dst);
+    } else {
+      int64_t block[CAST_BLOCK];
+      read_integers(job->from, src, n, block);
+      write_from_integers(job->to, block, n, dst);
+    }
+  }
+}
+
+static edge_status cast_prepare(edge_context *ctx, edge_node *node) {
+  edge_status status = edge_nd_check_arity(ctx, node, "CAST", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (edge_dtype_size(x->dtype) == 0 || edge_dtype_size(y->dtype) == 0)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "CAST '%s': unknown dtype (input %d, output %d)", edge_nd_name(y),
+                     (int)x->dtype, (int)y->dtype);
+  return edge_set_shape(ctx, y, x->rank, x->shape);
+}
+
+static edge_status cast_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  cast_job job = {x->dtype, y->dtype, x->data, y->data};
+  edge_nd_parallel(ctx, edge_num_elements(x->rank, x->shape), 16384, cast_range, &job);
+  return EDGE_OK;
+}
+
+const edge_op_registration edge_op_cast = {cast_prepare, cast_eval, NULL};

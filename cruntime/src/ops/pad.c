@@ -1,0 +1,154 @@
+/* PAD: CONSTANT, REFLECT or EDGE, pads [begins..., ends...] (negative pads crop); any dtype in
+ * every mode. Prepare builds, for each dimension, a table from output coordinate to source
+ * coordinate (-1: the constant), so eval only looks coordinates up. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "ops.h"
+
+typedef struct {
+  int64_t *source[EDGE_MAX_RANK]; /* per dimension, output coordinate -> x coordinate or -1 */
+  int64_t x_strides[EDGE_MAX_RANK];
+  unsigned char value[8];         /* the constant in the tensor's dtype */
+  int64_t *tables;                /* the one allocation behind source[] */
+} pad_state;
+
+static void free_pad_state(pad_state *state) {
+  if (!state) return;
+  free(state->tables);
+  free(state);
+}
+
+static void encode_value(float value, edge_dtype dtype, unsigned char *out) {
+  memset(out, 0, 8);
+  /* Saturating, and NaN to 0, so no float-to-integer conversion is undefined. */
+  double v = value != value ? 0.0 : (double)value;
+  if (v > 9.2e18) v = 9.2e18;
+  if (v < -9.2e18) v = -9.2e18;
+  int64_t i = (int64_t)v;
+  switch (dtype) {
+    case EDGE_FLOAT32: memcpy(out, &value, 4); return;
+    case EDGE_FLOAT16: { uint16_t h = edge_float_to_half(value); memcpy(out, &h, 2); return; }
+    case EDGE_INT8: { int8_t t = (int8_t)(i < -128 ? -128 : (i > 127 ? 127 : i)); memcpy(out, &t, 1); return; }
+    case EDGE_UINT8: { uint8_t t = (uint8_t)(i < 0 ? 0 : (i > 255 ? 255 : i)); memcpy(out, &t, 1); return; }
+    case EDGE_INT32: {
+      int32_t t = (int32_t)(i < INT32_MIN ? INT32_MIN : (i > INT32_MAX ? INT32_MAX : i));
+      memcpy(out, &t, 4);
+      return;
+    }
+    case EDGE_INT64: memcpy(out, &i, 8); return;
+    case EDGE_BOOL: out[0] = value != 0.0f; return;
+  }
+}
+
+static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
+  free_pad_state(node->state);
+  node->state = NULL;
+  edge_status status = edge_nd_check_arity(ctx, node, "PAD", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  const edge_pad_options *options = &node->options.pad;
+  int32_t rank = x->rank;
+  if (options->rank != rank)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': pads cover %d dimensions but input '%s' has rank %d",
+                     edge_nd_name(y), options->rank, edge_nd_name(x), rank);
+  if ((int)options->mode < 0 || options->mode >= EDGE_PAD_COUNT_)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': unknown mode %d", edge_nd_name(y), (int)options->mode);
+  if (y->dtype != x->dtype)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': output is %s but input '%s' is %s", edge_nd_name(y),
+                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+  int64_t shape[EDGE_MAX_RANK], table_entries = 0;
+  for (int32_t d = 0; d < rank; ++d) {
+    int64_t dim = x->shape[d], before = options->pads[d], after = options->pads[rank + d];
+    /* Pads beyond the element limit could overflow the sum; no valid output is that large anyway. */
+    const int64_t limit = (int64_t)1 << 46;
+    if (before > limit || after > limit || before < -limit || after < -limit || before + dim + after < 0)
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': pads %lld, %lld on dimension %d of size %lld are invalid",
+                       edge_nd_name(y), (long long)before, (long long)after, d, (long long)dim);
+    if (options->mode == EDGE_PAD_REFLECT && (before >= dim || after >= dim) && (before > 0 || after > 0))
+      return edge_fail(ctx, EDGE_INVALID_MODEL,
+                       "PAD '%s': reflect pads %lld, %lld on dimension %d need a dimension larger than both, not %lld",
+                       edge_nd_name(y), (long long)before, (long long)after, d, (long long)dim);
+    if (options->mode == EDGE_PAD_EDGE && dim == 0 && (before > 0 || after > 0))
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': edge padding of empty dimension %d", edge_nd_name(y), d);
+    shape[d] = before + dim + after;
+    table_entries += shape[d];
+  }
+  status = edge_set_shape(ctx, y, rank, shape);
+  if (status != EDGE_OK) return status;
+
+  pad_state *state = calloc(1, sizeof *state);
+  if (state) state->tables = malloc((size_t)(table_entries > 0 ? table_entries : 1) * sizeof(int64_t));
+  if (!state || !state->tables) {
+    free_pad_state(state);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "PAD '%s': out of memory for %lld table entries", edge_nd_name(y),
+                     (long long)table_entries);
+  }
+  edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
+  encode_value(options->value, x->dtype, state->value);
+  int64_t *next = state->tables;
+  for (int32_t d = 0; d < rank; ++d) {
+    int64_t dim = x->shape[d], before = options->pads[d];
+    state->source[d] = next;
+    for (int64_t o = 0; o < shape[d]; ++o) {
+      int64_t c = o - before;
+      if (c < 0 || c >= dim) {
+        switch (options->mode) {
+          case EDGE_PAD_CONSTANT: c = -1; break;
+          case EDGE_PAD_EDGE: c = c < 0 ? 0 : dim - 1; break;
+          case EDGE_PAD_REFLECT: c = c < 0 ? -c : 2 * (dim - 1) - c; break;
+          default: break;
+        }
+      }
+      next[o] = c;
+    }
+    next += shape[d];
+  }
+  node->state = state;
+  return EDGE_OK;
+}
+
+static edge_status pad_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  const pad_state *state = node->state;
+  int32_t rank = y->rank;
+  size_t size = edge_dtype_size(y->dtype);
+  int64_t total = edge_num_elements(rank, y->shape);
+  if (total == 0) return EDGE_OK;
+  char *dst = y->data;
+  const char *src = x->data;
+  if (rank == 0) {
+    memcpy(dst, src, size);
+    return EDGE_OK;
+  }
+  int32_t inner = rank - 1;
+  int64_t row = y->shape[inner], position[EDGE_MAX_RANK] = {0};
+  const int64_t *inner_source = state->source[inner];
+  for (int64_t start = 0; start < total; start += row) {
+    /* x offset of the row's outer coordinates, or -1 when any of them falls in constant padding. */
+    int64_t base = 0;
+    for (int32_t d = 0; d < inner && base >= 0; ++d) {
+      int64_t c = state->source[d][position[d]];
+      base = c < 0 ? -1 : base + c * state->x_strides[d];
+    }
+    char *out = dst + (size_t)start * size;
+    for (int64_t o = 0; o < row; ++o) {
+      int64_t c = inner_source[o];
+      memcpy(out + (size_t)o * size, (base < 0 || c < 0) ? (const char *)state->value : src + (size_t)(base + c) * size,
+             size);
+    }
+    for (int32_t d = inner - 1; d >= 0; --d) {
+      if (++position[d] < y->shape[d]) break;
+      position[d] = 0;
+    }
+  }
+  return EDGE_OK;
+}
+
+static void pad_release(edge_node *node) {
+  free_pad_state(node->state);
+  node->state = NULL;
+}
+
+const edge_op_registration edge_op_pad = {pad_prepare, pad_eval, pad_release};

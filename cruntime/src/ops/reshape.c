@@ -1,0 +1,98 @@
+/* RESHAPE and BROADCAST_TO, whose target shapes come from the output tensor's declared shape.
+ *
+ * RESHAPE copies the bytes (the memory planner may alias the output to the input later, in which
+ * case the copy is skipped). When an input was resized so the element counts no longer match, the
+ * one output dimension marked dynamic (-1 in the shape signature) absorbs the difference; with no
+ * such dimension, or more than one, the reshape is rejected. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "ops.h"
+
+static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
+  edge_status status = edge_nd_check_arity(ctx, node, "RESHAPE", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (y->dtype != x->dtype)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESHAPE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
+                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+  int32_t rank = y->declared_rank, dynamic = -1, num_dynamic = 0;
+  int64_t shape[EDGE_MAX_RANK], known = 1;
+  for (int32_t d = 0; d < rank; ++d) {
+    shape[d] = y->declared_shape[d];
+    if (shape[d] < 0 || y->shape_signature[d] < 0) {
+      dynamic = d;
+      ++num_dynamic;
+    } else {
+      known *= shape[d];
+    }
+  }
+  int64_t count = edge_num_elements(x->rank, x->shape);
+  bool declared_fits = true;
+  for (int32_t d = 0; d < rank; ++d) declared_fits = declared_fits && shape[d] >= 0;
+  if (!(declared_fits && edge_num_elements(rank, shape) == count)) {
+    if (num_dynamic == 1 && known > 0 && count % known == 0) {
+      shape[dynamic] = count / known;
+    } else {
+      char in[128], out[128];
+      edge_format_shape(in, sizeof in, x->rank, x->shape);
+      edge_format_shape(out, sizeof out, rank, y->declared_shape);
+      return edge_fail(ctx, EDGE_INVALID_MODEL,
+                       "RESHAPE '%s': input '%s' has shape %s (%lld elements), which cannot become the declared %s",
+                       edge_nd_name(y), edge_nd_name(x), in, (long long)count, out);
+    }
+  }
+  return edge_set_shape(ctx, y, rank, shape);
+}
+
+static edge_status reshape_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (y->data != x->data && x->nbytes > 0) memcpy(y->data, x->data, x->nbytes);
+  return EDGE_OK;
+}
+
+static edge_status broadcast_to_prepare(edge_context *ctx, edge_node *node) {
+  free(node->state);
+  node->state = NULL;
+  edge_status status = edge_nd_check_arity(ctx, node, "BROADCAST_TO", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (y->dtype != x->dtype)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "BROADCAST_TO '%s': output is %s but input '%s' is %s", edge_nd_name(y),
+                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+  int32_t ranks[2] = {x->rank, y->declared_rank}, rank;
+  const int64_t *shapes[2] = {x->shape, y->declared_shape};
+  int64_t shape[EDGE_MAX_RANK];
+  char what[160];
+  snprintf(what, sizeof what, "BROADCAST_TO '%s' (input, declared output)", edge_nd_name(y));
+  status = edge_nd_broadcast_shapes(ctx, what, 2, ranks, shapes, &rank, shape);
+  if (status != EDGE_OK) return status;
+  status = edge_set_shape(ctx, y, rank, shape);
+  if (status != EDGE_OK) return status;
+
+  edge_nd_iter *iter = malloc(sizeof *iter);
+  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BROADCAST_TO '%s': out of memory", edge_nd_name(y));
+  int64_t y_strides[EDGE_MAX_RANK], x_strides[EDGE_MAX_RANK];
+  edge_nd_contiguous_strides(rank, shape, y_strides);
+  edge_nd_broadcast_strides(rank, shape, x->rank, x->shape, x_strides);
+  const int64_t *strides[2] = {y_strides, x_strides};
+  edge_nd_iter_init(iter, rank, shape, 2, strides);
+  node->state = iter;
+  return EDGE_OK;
+}
+
+static edge_status broadcast_to_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_nd_copy(ctx, node->state, y->data, x->data, edge_dtype_size(x->dtype));
+  return EDGE_OK;
+}
+
+static void broadcast_to_release(edge_node *node) {
+  free(node->state);
+  node->state = NULL;
+}
+
+const edge_op_registration edge_op_reshape = {reshape_prepare, reshape_eval, NULL};
+const edge_op_registration edge_op_broadcast_to = {broadcast_to_prepare, broadcast_to_eval, broadcast_to_release};

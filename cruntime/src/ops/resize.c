@@ -1,0 +1,272 @@
+/* RESIZE: NEAREST (any dtype) or separable N-d LINEAR (float32) over every dimension whose size
+ * changes, with ONNX's coordinate transforms and nearest rounding modes.
+ *
+ * Output size: when the input still has its declared shape, the output's declared shape (the
+ * converter computed it, exactly). When the input was resized at run time, floor(in * scale) as in
+ * ONNX, or with no scale the declared output/input ratio. The coordinate transform uses the given
+ * scale when there is one (as ONNX does), else out/in.
+ *
+ * Prepare turns each resized dimension into a table: output coordinate -> two source coordinates
+ * and their weights (NEAREST: one coordinate). Eval walks output rows (the innermost dimension),
+ * combining the corners of the outer resized dimensions once per row. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "ops.h"
+
+typedef struct {
+  int32_t rank;
+  bool linear;
+  bool resized[EDGE_MAX_RANK];
+  int64_t *lower[EDGE_MAX_RANK], *upper[EDGE_MAX_RANK]; /* source coordinates per output coordinate */
+  float *upper_weight[EDGE_MAX_RANK];                   /* LINEAR: weight of upper; lower gets 1 - it */
+  int64_t x_strides[EDGE_MAX_RANK];
+  void *tables;
+} resize_state;
+
+static void free_resize_state(resize_state *state) {
+  if (!state) return;
+  free(state->tables);
+  free(state);
+}
+
+/* In float32, operation for operation as onnxruntime does: whether a coordinate lands just below
+ * or exactly on an integer decides NEAREST's pick, so double precision would disagree with it. */
+static float source_coordinate(edge_coord_kind mode, int64_t out_coord, int64_t in_dim, int64_t out_dim,
+                               float scale) {
+  float x = (float)out_coord;
+  switch (mode) {
+    case EDGE_COORD_HALF_PIXEL: return (x + 0.5f) / scale - 0.5f;
+    case EDGE_COORD_PYTORCH_HALF_PIXEL: return out_dim > 1 ? (x + 0.5f) / scale - 0.5f : 0.0f;
+    case EDGE_COORD_ALIGN_CORNERS: return out_dim > 1 ? x * (float)(in_dim - 1) / (float)(out_dim - 1) : 0.0f;
+    case EDGE_COORD_ASYMMETRIC: return x / scale;
+    default: return 0.0f;
+  }
+}
+
+static int64_t nearest_index(edge_nearest_kind mode, float x, int64_t in_dim) {
+  float r;
+  switch (mode) {
+    case EDGE_NEAREST_ROUND_PREFER_FLOOR: r = (x == floorf(x) + 0.5f) ? floorf(x) : roundf(x); break;
+    case EDGE_NEAREST_ROUND_PREFER_CEIL: r = (x == floorf(x) + 0.5f) ? ceilf(x) : roundf(x); break;
+    case EDGE_NEAREST_FLOOR: r = floorf(x); break;
+    case EDGE_NEAREST_CEIL: r = ceilf(x); break;
+    default: r = x; break;
+  }
+  if (!(r >= 0.0f)) return 0; /* NaN included */
+  if (r >= (float)(in_dim - 1)) return in_dim - 1;
+  return (int64_t)r;
+}
+
+static edge_status output_dim(edge_context *ctx, const edge_tensor *x, const edge_tensor *y, int32_t d, float scale,
+                              int64_t *out) {
+  int64_t in = x->shape[d];
+  bool declared = y->declared_rank == x->rank && y->declared_shape[d] >= 0;
+  bool input_as_declared = x->declared_rank == x->rank && x->declared_shape[d] == in;
+  if (declared && input_as_declared) {
+    *out = y->declared_shape[d];
+  } else if (scale > 0.0f) {
+    /* The tolerance absorbs a scale stored as out/in rounded to float (e.g. 7/3). */
+    double size = floor((double)in * (double)scale + 1e-4);
+    if (!(size <= (double)((int64_t)1 << 46)))
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': scale %g on dimension %d of size %lld is too large",
+                       edge_nd_name(y), (double)scale, d, (long long)in);
+    *out = (int64_t)size;
+  } else if (declared && x->declared_rank == x->rank && x->declared_shape[d] > 0) {
+    int64_t num = y->declared_shape[d], den = x->declared_shape[d];
+    if (num > 0 && in > ((int64_t)1 << 46) / num)
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': dimension %d of size %lld resized too large",
+                       edge_nd_name(y), d, (long long)in);
+    *out = in * num / den;
+  } else {
+    return edge_fail(ctx, EDGE_INVALID_MODEL,
+                     "RESIZE '%s': no scale and no declared size for dimension %d of input '%s'", edge_nd_name(y), d,
+                     edge_nd_name(x));
+  }
+  return EDGE_OK;
+}
+
+static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
+  free_resize_state(node->state);
+  node->state = NULL;
+  edge_status status = edge_nd_check_arity(ctx, node, "RESIZE", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  const edge_resize_options *options = &node->options.resize;
+  int32_t rank = x->rank;
+  if ((int)options->mode < 0 || options->mode >= EDGE_RESIZE_COUNT_ || (int)options->coordinate_mode < 0 ||
+      options->coordinate_mode >= EDGE_COORD_COUNT_ || (int)options->nearest_mode < 0 ||
+      options->nearest_mode >= EDGE_NEAREST_COUNT_)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': mode %d, coordinate mode %d or nearest mode %d is unknown",
+                     edge_nd_name(y), (int)options->mode, (int)options->coordinate_mode, (int)options->nearest_mode);
+  if (options->rank != 0 && options->rank != rank)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': %d scales for input '%s' of rank %d", edge_nd_name(y),
+                     options->rank, edge_nd_name(x), rank);
+  if (y->dtype != x->dtype)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
+                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+  bool linear = options->mode == EDGE_RESIZE_LINEAR;
+  if (linear && x->dtype != EDGE_FLOAT32)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': linear resize of %s input '%s' (float32 only)",
+                     edge_nd_name(y), edge_dtype_name(x->dtype), edge_nd_name(x));
+
+  int64_t shape[EDGE_MAX_RANK], entries = 0;
+  for (int32_t d = 0; d < rank; ++d) {
+    float scale = options->rank == rank ? options->scales[d] : 0.0f;
+    status = output_dim(ctx, x, y, d, scale, &shape[d]);
+    if (status != EDGE_OK) return status;
+    if (x->shape[d] == 0 && shape[d] > 0)
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': dimension %d of input '%s' is empty", edge_nd_name(y), d,
+                       edge_nd_name(x));
+    if (shape[d] != x->shape[d]) entries += shape[d];
+  }
+  status = edge_set_shape(ctx, y, rank, shape);
+  if (status != EDGE_OK) return status;
+
+  resize_state *state = calloc(1, sizeof *state);
+  size_t entry_bytes = 2 * sizeof(int64_t) + sizeof(float);
+  if (state) state->tables = malloc((size_t)(entries > 0 ? entries : 1) * entry_bytes);
+  if (!state || !state->tables) {
+    free_resize_state(state);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_nd_name(y));
+  }
+  state->rank = rank;
+  state->linear = linear;
+  edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
+  int64_t *next_index = state->tables;
+  float *next_weight = (float *)(next_index + 2 * entries);
+  for (int32_t d = 0; d < rank; ++d) {
+    int64_t in = x->shape[d], out = shape[d];
+    if (in == out) continue;
+    state->resized[d] = true;
+    state->lower[d] = next_index;
+    state->upper[d] = next_index + out;
+    state->upper_weight[d] = next_weight;
+    next_index += 2 * out;
+    next_weight += out;
+    float given = options->rank == rank ? options->scales[d] : 0.0f;
+    float scale = given > 0.0f ? given : (float)out / (float)in;
+    for (int64_t o = 0; o < out; ++o) {
+      float s = source_coordinate(options->coordinate_mode, o, in, out, scale);
+      if (!linear) {
+        state->lower[d][o] = state->upper[d][o] = nearest_index(options->nearest_mode, s, in);
+        state->upper_weight[d][o] = 0.0f;
+        continue;
+      }
+      /* ONNX clamps the source coordinate to the input, so borders repeat the edge value. */
+      if (!(s > 0.0f)) s = 0.0f;
+      if (s > (float)(in - 1)) s = (float)(in - 1);
+      int64_t lower = (int64_t)s;
+      state->lower[d][o] = lower;
+      state->upper[d][o] = lower + 1 < in ? lower + 1 : in - 1;
+      state->upper_weight[d][o] = s - (float)lower;
+    }
+  }
+  node->state = state;
+  return EDGE_OK;
+}
+
+typedef struct {
+  const resize_state *state;
+  const edge_tensor *x, *y;
+  int64_t row, rows;
+  size_t size;
+} resize_job;
+
+#define RESIZE_MAX_CORNERS (1 << (EDGE_MAX_RANK - 1))
+
+static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const resize_job *job = arg;
+  const resize_state *state = job->state;
+  int32_t inner = state->rank - 1;
+  const int64_t *y_shape = job->y->shape;
+  int64_t position[EDGE_MAX_RANK];
+  int64_t rest = begin;
+  for (int32_t d = inner - 1; d >= 0; --d) {
+    position[d] = rest % y_shape[d];
+    rest /= y_shape[d];
+  }
+  bool inner_resized = state->resized[inner];
+  int64_t inner_stride = state->x_strides[inner];
+  for (int64_t r = begin; r < end; ++r) {
+    /* The x offsets and weights of the row's corners over the outer dimensions. */
+    int64_t offsets[RESIZE_MAX_CORNERS];
+    float weights[RESIZE_MAX_CORNERS];
+    int32_t corners = 1;
+    offsets[0] = 0;
+    weights[0] = 1.0f;
+    for (int32_t d = 0; d < inner; ++d) {
+      int64_t p = position[d], stride = state->x_strides[d];
+      if (!state->resized[d]) {
+        for (int32_t c = 0; c < corners; ++c) offsets[c] += p * stride;
+        continue;
+      }
+      int64_t lower = state->lower[d][p], upper = state->upper[d][p];
+      float w = state->upper_weight[d][p];
+      if (w == 0.0f) { /* NEAREST, or a coordinate landing exactly on a source sample */
+        for (int32_t c = 0; c < corners; ++c) offsets[c] += lower * stride;
+        continue;
+      }
+      for (int32_t c = 0; c < corners; ++c) {
+        offsets[corners + c] = offsets[c] + upper * stride;
+        weights[corners + c] = weights[c] * w;
+        offsets[c] += lower * stride;
+        weights[c] *= 1.0f - w;
+      }
+      corners *= 2;
+    }
+    int64_t row = job->row;
+    if (state->linear) {
+      const float *x = job->x->data;
+      float *y = (float *)job->y->data + r * row;
+      for (int64_t o = 0; o < row; ++o) {
+        float sum = 0.0f;
+        if (inner_resized) {
+          int64_t lower = state->lower[inner][o] * inner_stride, upper = state->upper[inner][o] * inner_stride;
+          float w = state->upper_weight[inner][o];
+          for (int32_t c = 0; c < corners; ++c)
+            sum += weights[c] * ((1.0f - w) * x[offsets[c] + lower] + w * x[offsets[c] + upper]);
+        } else {
+          for (int32_t c = 0; c < corners; ++c) sum += weights[c] * x[offsets[c] + o * inner_stride];
+        }
+        y[o] = sum;
+      }
+    } else {
+      const char *x = (const char *)job->x->data + (size_t)offsets[0] * job->size;
+      char *y = (char *)job->y->data + (size_t)(r * row) * job->size;
+      if (inner_resized)
+        edge_nd_gather_elements(y, x, state->lower[inner], row, job->size);
+      else /* the innermost dimension is contiguous in x: the row is one block */
+        memcpy(y, x, (size_t)row * job->size);
+    }
+    for (int32_t d = inner - 1; d >= 0; --d) {
+      if (++position[d] < y_shape[d]) break;
+      position[d] = 0;
+    }
+  }
+}
+
+static edge_status resize_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  int64_t total = edge_num_elements(y->rank, y->shape);
+  if (total == 0) return EDGE_OK;
+  size_t size = edge_dtype_size(y->dtype);
+  if (y->rank == 0) {
+    memcpy(y->data, x->data, size);
+    return EDGE_OK;
+  }
+  int64_t row = y->shape[y->rank - 1];
+  resize_job job = {node->state, x, y, row, total / row, size};
+  edge_nd_parallel(ctx, job.rows, 64, resize_rows, &job);
+  return EDGE_OK;
+}
+
+static void resize_release(edge_node *node) {
+  free_resize_state(node->state);
+  node->state = NULL;
+}
+
+const edge_op_registration edge_op_resize = {resize_prepare, resize_eval, resize_release};

@@ -1,0 +1,191 @@
+/* UNARY: x -> y, elementwise. Also the scalar definition of every fused activation, which other
+ * kernels apply through edge_activation_apply. NaN propagates through the clamping ops (RELU,
+ * CLIP ...) as it does in NumPy, so comparisons are written to let it through. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broadcast.h"
+#include "ops.h"
+
+static float sigmoid(float x) {
+  /* exp of a negative argument only, so neither branch overflows for large |x|. */
+  if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+  float e = expf(x);
+  return e / (1.0f + e);
+}
+
+static float clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta) {
+  switch (op) {
+    case EDGE_UNARY_IDENTITY: return x;
+    case EDGE_UNARY_RELU: return x < 0.0f ? 0.0f : x;
+    case EDGE_UNARY_RELU6: return clamp(x, 0.0f, 6.0f);
+    case EDGE_UNARY_CLIP: return clamp(x, alpha, beta);
+    case EDGE_UNARY_LEAKY_RELU: return x < 0.0f ? alpha * x : x;
+    case EDGE_UNARY_ELU: return x < 0.0f ? alpha * expm1f(x) : x;
+    case EDGE_UNARY_SIGMOID: return sigmoid(x);
+    case EDGE_UNARY_TANH: return tanhf(x);
+    case EDGE_UNARY_HARD_SIGMOID: return clamp(alpha * x + beta, 0.0f, 1.0f);
+    case EDGE_UNARY_HARD_SWISH: return x * clamp(x + 3.0f, 0.0f, 6.0f) / 6.0f;
+    case EDGE_UNARY_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case EDGE_UNARY_GELU_TANH: {
+      const float sqrt_2_over_pi = 0.7978845608028654f;
+      return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
+    }
+    case EDGE_UNARY_ERF: return erff(x);
+    case EDGE_UNARY_EXP: return expf(x);
+    case EDGE_UNARY_LOG: return logf(x);
+    case EDGE_UNARY_SQRT: return sqrtf(x);
+    case EDGE_UNARY_RSQRT: return 1.0f / sqrtf(x);
+    case EDGE_UNARY_RECIPROCAL: return 1.0f / x;
+    case EDGE_UNARY_NEG: return -x;
+    case EDGE_UNARY_ABS: return fabsf(x);
+    case EDGE_UNARY_FLOOR: return floorf(x);
+    case EDGE_UNARY_CEIL: return ceilf(x);
+    case EDGE_UNARY_ROUND: return nearbyintf(x); /* half to even under the default rounding mode */
+    case EDGE_UNARY_SIGN: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);
+    case EDGE_UNARY_SOFTPLUS: return log1pf(expf(-fabsf(x))) + (x > 0.0f ? x : 0.0f);
+    case EDGE_UNARY_SIN: return sinf(x);
+    case EDGE_UNARY_COS: return cosf(x);
+    case EDGE_UNARY_SQUARE: return x * x;
+    case EDGE_UNARY_NOT: return x == 0.0f ? 1.0f : 0.0f;
+    case EDGE_UNARY_IS_NAN: return isnan(x) ? 1.0f : 0.0f;
+    case EDGE_UNARY_IS_INF: return isinf(x) ? 1.0f : 0.0f;
+    case EDGE_UNARY_COUNT_: break;
+  }
+  return x;
+}
+
+void edge_activation_apply(const edge_activation *act, float *data, size_t n) {
+  /* The common activations get their own loops; the rest go through the scalar definition. */
+  switch (act->op) {
+    case EDGE_UNARY_IDENTITY: return;
+    case EDGE_UNARY_RELU:
+      for (size_t i = 0; i < n; ++i) data[i] = data[i] < 0.0f ? 0.0f : data[i];
+      return;
+    case EDGE_UNARY_RELU6:
+      for (size_t i = 0; i < n; ++i) data[i] = clamp(data[i], 0.0f, 6.0f);
+      return;
+    case EDGE_UNARY_CLIP:
+      for (size_t i = 0; i < n; ++i) data[i] = clamp(data[i], act->alpha, act->beta);
+      return;
+    default:
+      for (size_t i = 0; i < n; ++i) data[i] = edge_unary_float(act->op, data[i], act->alpha, act->beta);
+  }
+}
+
+typedef struct {
+  edge_unary_kind op;
+  float alpha, beta;
+  edge_dtype in_dtype, out_dtype;
+  const void *x;
+  void *y;
+  edge_activation activation;
+} unary_job;
+
+static void unary_float_range(const unary_job *job, int64_t begin, int64_t end) {
+  const float *x = (const float *)job->x + begin;
+  float *y = (float *)job->y + begin;
+  size_t n = (size_t)(end - begin);
+  edge_activation act = {job->op, job->alpha, job->beta};
+  if (x != y) memcpy(y, x, n * sizeof *y);
+  edge_activation_apply(&act, y, n);
+  edge_activation_apply(&job->activation, y, n);
+}
+
+/* Negation and absolute value wrap at the most negative integer (as NumPy does) instead of
+ * overflowing, which would be undefined behaviour. */
+#define EDGE_INTEGER_UNARY(type, utype)                                                         \
+  static void unary_##type##_range(const unary_job *job, int64_t begin, int64_t end) {          \
+    const type *x = job->x;                                                                     \
+    type *y = job->y;                                                                           \
+    for (int64_t i = begin; i < end; ++i) {                                                     \
+      type v = x[i];                                                                            \
+      switch (job->op) {                                                                        \
+        case EDGE_UNARY_NEG: y[i] = (type)(utype)(0u - (utype)v); break;                        \
+        case EDGE_UNARY_ABS: y[i] = v < 0 ? (type)(utype)(0u - (utype)v) : v; break;            \
+        case EDGE_UNARY_SIGN: y[i] = (type)((v > 0) - (v < 0)); break;                          \
+        default: y[i] = v; break;                                                               \
+      }                                                                                         \
+    }                                                                                           \
+  }
+EDGE_INTEGER_UNARY(int32_t, uint32_t)
+EDGE_INTEGER_UNARY(int64_t, uint64_t)
+#undef EDGE_INTEGER_UNARY
+
+static void unary_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const unary_job *job = arg;
+  if (job->op == EDGE_UNARY_IDENTITY && job->in_dtype != EDGE_FLOAT32) {
+    size_t size = edge_dtype_size(job->in_dtype);
+    memcpy((char *)job->y + begin * (int64_t)size, (const char *)job->x + begin * (int64_t)size,
+           (size_t)(end - begin) * size);
+    return;
+  }
+  if (job->op == EDGE_UNARY_NOT) {
+    const uint8_t *x = job->x;
+    uint8_t *y = job->y;
+    for (int64_t i = begin; i < end; ++i) y[i] = x[i] == 0;
+    return;
+  }
+  if (job->op == EDGE_UNARY_IS_NAN || job->op == EDGE_UNARY_IS_INF) {
+    const float *x = job->x;
+    uint8_t *y = job->y;
+    if (job->op == EDGE_UNARY_IS_NAN)
+      for (int64_t i = begin; i < end; ++i) y[i] = isnan(x[i]) ? 1 : 0;
+    else
+      for (int64_t i = begin; i < end; ++i) y[i] = isinf(x[i]) ? 1 : 0;
+    return;
+  }
+  switch (job->in_dtype) {
+    case EDGE_FLOAT32: unary_float_range(job, begin, end); return;
+    case EDGE_INT32: unary_int32_t_range(job, begin, end); return;
+    case EDGE_INT64: unary_int64_t_range(job, begin, end); return;
+    default: return;
+  }
+}
+
+/* The input dtypes each op accepts and the output dtype it produces (-1: none accepted). */
+static edge_dtype unary_output_dtype(edge_unary_kind op, edge_dtype in) {
+  switch (op) {
+    case EDGE_UNARY_IDENTITY: return in;
+    case EDGE_UNARY_NEG: case EDGE_UNARY_ABS: case EDGE_UNARY_SIGN:
+      return (in == EDGE_FLOAT32 || in == EDGE_INT32 || in == EDGE_INT64) ? in : (edge_dtype)-1;
+    case EDGE_UNARY_NOT: return in == EDGE_BOOL ? EDGE_BOOL : (edge_dtype)-1;
+    case EDGE_UNARY_IS_NAN: case EDGE_UNARY_IS_INF: return in == EDGE_FLOAT32 ? EDGE_BOOL : (edge_dtype)-1;
+    default: return in == EDGE_FLOAT32 ? EDGE_FLOAT32 : (edge_dtype)-1;
+  }
+}
+
+static edge_status unary_prepare(edge_context *ctx, edge_node *node) {
+  edge_status status = edge_nd_check_arity(ctx, node, "UNARY", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_unary_kind op = node->options.unary.op;
+  if ((int)op < 0 || op >= EDGE_UNARY_COUNT_)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY '%s': unknown op %d", edge_nd_name(y), (int)op);
+  edge_dtype expected = unary_output_dtype(op, x->dtype);
+  if ((int)expected < 0)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "UNARY %s '%s': input '%s' is %s, which this op does not take",
+                     edge_unary_names[op], edge_nd_name(y), edge_nd_name(x), edge_dtype_name(x->dtype));
+  if (y->dtype != expected)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY %s '%s': output is %s, expected %s", edge_unary_names[op],
+                     edge_nd_name(y), edge_dtype_name(y->dtype), edge_dtype_name(expected));
+  if (node->activation.op != EDGE_UNARY_IDENTITY && y->dtype != EDGE_FLOAT32)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY '%s': fused activation %s on a %s output",
+                     edge_nd_name(y), edge_unary_names[node->activation.op], edge_dtype_name(y->dtype));
+  return edge_set_shape(ctx, y, x->rank, x->shape);
+}
+
+static edge_status unary_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  unary_job job = {node->options.unary.op, node->options.unary.alpha, node->options.unary.beta,
+                   x->dtype, y->dtype, x->data, y->data,
+                   {node->activation.op, node->activation.alpha, node->activation.beta}};
+  edge_nd_parallel(ctx, edge_num_elements(x->rank, x->shape), 16384, unary_range, &job);
+  return EDGE_OK;
+}
+
+const edge_op_registration edge_op_unary = {unary_prepare, unary_eval, NULL};
