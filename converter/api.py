@@ -1,0 +1,61 @@
+"""One call from a source model to .edge bytes: import, optimize, write."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from converter.errors import ConversionError
+from converter.ir import Graph
+from converter.passes import lower_batch_norm, optimize as optimize_graph, run_passes, to_nhwc
+from converter.report import ConversionReport
+from converter.writer import write_model
+
+
+# What a graph needs before it can be written at all, when the optimizations are skipped.
+REQUIRED_PASSES = (lower_batch_norm, to_nhwc)
+
+
+@dataclass
+class ConversionResult:
+    graph: Graph
+    data: bytes
+    report: ConversionReport
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+
+def _import(model, input_shapes) -> Graph:
+    if isinstance(model, Graph):
+        if input_shapes:
+            raise ConversionError("input_shapes applies to ONNX models, not to an IR Graph")
+        return model
+    from converter.importers.onnx import load_onnx
+
+    return load_onnx(model, input_shapes=input_shapes)
+
+
+def convert(model, output_path: str | os.PathLike | None = None, *,
+            input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+            optimize: bool = True) -> ConversionResult:
+    """Converts an ONNX model (path or ModelProto) or an IR Graph to .edge bytes.
+
+    Raises UnsupportedOpsError (listing every unsupported op) or ConversionError before anything
+    is written; writes ``output_path`` only on success. ``optimize=False`` runs only the passes
+    writing needs (BatchNorm lowering, NHWC conversion).
+    """
+    source = _import(model, input_shapes)
+    graph, passes = optimize_graph(source) if optimize else run_passes(source, REQUIRED_PASSES)
+    data = write_model(graph)
+    report = ConversionReport(
+        source_ops=source.op_counts(), final_ops=graph.op_counts(),
+        folded=passes.folded, fused=passes.fused, removed=passes.removed,
+        transposes_left=graph.op_counts().get("Transpose", 0),
+        constants_bytes=sum(graph.tensors[n].nbytes for n in graph.constants),
+        file_size=len(data), passes=passes)
+    result = ConversionResult(graph, data, report)
+    if output_path is not None:
+        result.save(output_path)
+    return result

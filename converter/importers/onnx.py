@@ -1,0 +1,285 @@
+"""ONNX -> IR.
+
+``load_onnx`` checks the model, brings opsets below 13 up to 13, lists every unsupported op in one
+error before building anything, fixes symbolic input dims, then converts node by node through the
+``ONNX_OPS`` table, folding whatever is computable at import. The result is fully static: every
+tensor has an int shape, and every Shape/Reshape-shape/Slice-bound is a constant or an attribute.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import onnx
+from onnx import shape_inference, version_converter
+
+from converter.errors import ConversionError, UnsupportedOpsError
+from converter.importers.onnx_builder import (
+    ONNX_DTYPES, GraphBuilder, NodeContext, NodeInfo, onnx_dtype_name)
+from converter.importers.onnx_ops import ONNX_OPS
+from converter.ir import Graph, TensorType
+
+MIN_OPSET = 13
+MAX_OPSET = 21
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+# Ops whose data input is only read for its shape, so its dtype does not matter.
+_SHAPE_READERS = {"Shape", "Size"}
+
+
+def load_onnx(model: str | os.PathLike | onnx.ModelProto,
+              input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+              default_dim: int = 1) -> Graph:
+    """Imports an ONNX model as a static IR graph.
+
+    ``input_shapes`` fixes graph inputs' shapes by name; other symbolic dims become
+    ``default_dim``. Symbolic axes are recorded in ``Graph.dynamic_dims``. Raises
+    ``UnsupportedOpsError`` listing every unsupported op, ``ConversionError`` otherwise.
+    """
+    proto = _load_checked(model)
+    proto = _upgrade_opset(proto)
+    _raise_if_unsupported(proto)
+    return _build(proto, dict(input_shapes or {}), default_dim)
+
+
+def _load_checked(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+        check_target = model
+    else:
+        path = os.fspath(model)
+        try:
+            proto = onnx.load(path)
+        except Exception as exc:
+            raise ConversionError(f"cannot read ONNX model {path!r}: {exc}") from exc
+        # The checker reads large models (over 2 GB with external data) only from a path.
+        check_target = path
+    try:
+        onnx.checker.check_model(check_target)
+    except onnx.checker.ValidationError as exc:
+        raise ConversionError(f"the ONNX checker rejects the model: {exc}") from exc
+    return proto
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in _DEFAULT_DOMAINS:
+            return entry.version
+    raise ConversionError("the model imports no version of the default ONNX domain")
+
+
+def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
+    opset = _default_opset(proto)
+    if opset > MAX_OPSET:
+        raise ConversionError(f"opset {opset} is newer than the newest supported ({MAX_OPSET})")
+    if opset >= MIN_OPSET:
+        return proto
+    try:
+        upgraded = version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:
+        # An op the converter has no adapter for is likely one we lack too: say so first.
+        unsupported = _unsupported_op_types(proto)
+        if unsupported:
+            raise UnsupportedOpsError(unsupported) from exc
+        raise ConversionError(f"cannot convert the model from opset {opset} to {MIN_OPSET}: "
+                              f"{exc}") from exc
+    return upgraded
+
+
+def _node_names(graph: onnx.GraphProto) -> list[str]:
+    """Node names for messages and IR nodes: ONNX's own where given and unique."""
+    names, seen = [], set()
+    for index, node in enumerate(graph.node):
+        base = node.name or f"{node.op_type}_{index}"
+        name, k = base, 1
+        while name in seen:
+            name = f"{base}_{k}"
+            k += 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _unsupported_op_types(proto: onnx.ModelProto) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for node, name in zip(proto.graph.node, _node_names(proto.graph)):
+        key = _op_key(node)
+        if key is not None:
+            found.setdefault(key, []).append(name)
+    return found
+
+
+def _op_key(node: onnx.NodeProto) -> str | None:
+    """The key an unsupported node type is listed under, or None if the type is supported."""
+    if node.domain not in _DEFAULT_DOMAINS:
+        return f"{node.domain}.{node.op_type}"
+    return None if node.op_type in ONNX_OPS else node.op_type
+
+
+def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
+    graph = proto.graph
+    opset = _default_opset(proto)
+    inferred = _infer_shapes(proto)
+    elem_types: dict[str, int] = {}
+    ranks: dict[str, int] = {}
+    for info in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        tensor_type = info.type.tensor_type
+        if info.type.HasField("tensor_type"):
+            if tensor_type.elem_type:
+                elem_types[info.name] = tensor_type.elem_type
+            if tensor_type.HasField("shape"):
+                ranks[info.name] = len(tensor_type.shape.dim)
+        else:
+            elem_types[info.name] = -1
+    static_values: dict[str, onnx.TensorProto] = {}
+    for tensor in graph.initializer:
+        elem_types[tensor.name] = tensor.data_type
+        ranks[tensor.name] = len(tensor.dims)
+        static_values[tensor.name] = tensor
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                static_values[node.output[0]] = value
+    initializer_names = {t.name for t in graph.initializer}
+    graph_inputs = {i.name for i in graph.input if i.name not in initializer_names}
+    used = _used_names(graph)
+
+    found: dict[str, list[str]] = {}
+    for node, name in zip(graph.node, _node_names(graph)):
+        key = _op_key(node)
+        if key is not None:
+            found.setdefault(key, []).append(name)
+            continue
+        reasons = []
+        check = ONNX_OPS[node.op_type].check
+        if check is not None:
+            info = NodeInfo(node, opset, ranks, static_values, graph_inputs, used.__contains__)
+            reasons.extend(check(info))
+        names = list(node.output) + ([] if node.op_type in _SHAPE_READERS else list(node.input))
+        for tensor_name in names:
+            elem = elem_types.get(tensor_name)
+            if tensor_name and elem is not None and elem not in ONNX_DTYPES:
+                dtype = "non-tensor" if elem == -1 else onnx_dtype_name(elem)
+                reason = f"dtype {dtype}"
+                if reason not in reasons:
+                    reasons.append(reason)
+        for reason in reasons:
+            found.setdefault(f"{node.op_type} ({reason})", []).append(name)
+    if found:
+        raise UnsupportedOpsError(found)
+
+
+def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:
+        # Shape inference only sharpens the scan; conversion computes every type itself.
+        return proto
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(i for i in node.input if i)
+    return used
+
+
+def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int
+                ) -> tuple[TensorType, tuple[int, ...]]:
+    name = value_info.name
+    if not value_info.type.HasField("tensor_type"):
+        raise ConversionError(f"graph input {name!r} is not a tensor")
+    tensor_type = value_info.type.tensor_type
+    if tensor_type.elem_type not in ONNX_DTYPES:
+        raise ConversionError(f"graph input {name!r} has unsupported dtype "
+                              f"{onnx_dtype_name(tensor_type.elem_type)}")
+    dtype = ONNX_DTYPES[tensor_type.elem_type]
+    if not tensor_type.HasField("shape"):
+        if requested is None:
+            raise ConversionError(f"graph input {name!r} has no shape; give it in input_shapes")
+        return TensorType(dtype, tuple(int(d) for d in requested)), ()
+    declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in tensor_type.shape.dim]
+    dynamic = tuple(i for i, d in enumerate(declared) if d is None)
+    if requested is None:
+        return TensorType(dtype, tuple(default_dim if d is None else d for d in declared)), dynamic
+    requested = tuple(int(d) for d in requested)
+    if len(requested) != len(declared):
+        raise ConversionError(f"input_shapes[{name!r}] = {list(requested)} has rank "
+                              f"{len(requested)}; the model declares rank {len(declared)}")
+    for axis, (want, have) in enumerate(zip(requested, declared)):
+        if have is not None and want != have:
+            raise ConversionError(f"input_shapes[{name!r}] = {list(requested)}: axis {axis} is "
+                                  f"fixed to {have} in the model")
+    return TensorType(dtype, requested), dynamic
+
+
+def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Graph:
+    graph = proto.graph
+    opset = _default_opset(proto)
+    initializers = {t.name: t for t in graph.initializer}
+    # Initializers listed as graph inputs (IR version < 4 requires it) are overridable defaults;
+    # a static graph treats them as the constants they are.
+    inputs = [i for i in graph.input if i.name not in initializers]
+    unknown = set(input_shapes) - {i.name for i in inputs}
+    if unknown:
+        raise ConversionError(f"input_shapes names {sorted(unknown)}, which are not graph inputs "
+                              f"(those are {[i.name for i in inputs]})")
+
+    taken = set(initializers) | {i.name for i in graph.input} | {o.name for o in graph.output}
+    for node in graph.node:
+        taken.update(node.input)
+        taken.update(node.output)
+    builder = GraphBuilder(initializers, taken)
+    dynamic_dims = {}
+    for value_info in inputs:
+        tensor_type, dynamic = _input_type(value_info, input_shapes.get(value_info.name), default_dim)
+        builder.tensors[value_info.name] = tensor_type
+        if dynamic:
+            dynamic_dims[value_info.name] = dynamic
+
+    used = _used_names(graph)
+    node_names = _node_names(graph)
+    for name in node_names:
+        builder.fresh_node_name(name)
+    for node, name in zip(graph.node, node_names):
+        ctx = NodeContext(builder, node, name, opset, used.__contains__)
+        ONNX_OPS[node.op_type].convert(ctx)
+
+    outputs = [o.name for o in graph.output]
+    for name in outputs:
+        if name not in builder.tensors and builder.constant(name) is None:
+            raise ConversionError(f"graph output {name!r} is produced by no node")
+    nodes = _live_nodes(builder.nodes, outputs)
+    referenced = set(outputs) | {i for n in nodes for i in n.inputs if i}
+    produced = {o for n in nodes for o in n.outputs if o}
+    keep = referenced | produced | {i.name for i in inputs}
+    metadata = {"source": "onnx", "onnx_opset": str(opset)}
+    if proto.producer_name:
+        metadata["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
+    if graph.name:
+        metadata["onnx_graph_name"] = graph.name
+    for prop in proto.metadata_props:
+        metadata.setdefault(prop.key, prop.value)
+    return Graph(
+        nodes=tuple(nodes),
+        inputs=tuple(i.name for i in inputs),
+        outputs=tuple(outputs),
+        tensors={k: v for k, v in builder.tensors.items() if k in keep},
+        constants={k: v for k, v in builder.constants.items() if k in referenced},
+        metadata=metadata,
+        dynamic_dims=dynamic_dims,
+    )
+
+
+def _live_nodes(nodes, outputs) -> list:
+    """The nodes the graph outputs depend on; folding leaves the rest (e.g. a tensor only read
+    by Shape) without consumers."""
+    needed = set(outputs)
+    live = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.outputs if o):
+            live.append(node)
+            needed.update(i for i in node.inputs if i)
+    live.reverse()
+    return live

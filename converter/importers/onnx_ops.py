@@ -1,0 +1,947 @@
+"""ONNX op -> IR ops: one entry per ONNX op type (``ONNX_OPS``).
+
+An entry has ``convert(ctx)``, which emits the IR for one node through its ``NodeContext``, and
+optionally ``check(info)``, which the support scan calls on every node before anything is built
+and which returns the reasons a node cannot be converted ("mode=cubic"). Attributes the scan cannot
+judge (values computed by other nodes) are checked again while converting.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from converter.importers.onnx_builder import (
+    ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
+
+INT64_MAX = np.iinfo(np.int64).max
+INT64_MIN = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class OnnxOp:
+    convert: Callable[[NodeContext], None]
+    check: Callable[[NodeInfo], list[str]] | None = None
+
+
+ONNX_OPS: dict[str, OnnxOp] = {}
+
+
+def converts(*op_types: str, check: Callable[[NodeInfo], list[str]] | None = None):
+    def register(convert):
+        for op_type in op_types:
+            ONNX_OPS[op_type] = OnnxOp(convert, check)
+        return convert
+    return register
+
+
+def _axis(axis: int, rank: int, ctx: NodeContext) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ctx.error(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def _axes(axes, rank: int, ctx: NodeContext) -> list[int]:
+    return [_axis(int(a), rank, ctx) for a in axes]
+
+
+def _ints(value) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+
+# ---------------------------------------------------------------- elementwise
+
+UNARY = {name: name for name in (
+    "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil",
+    "Round", "Sign", "Sin", "Cos", "Erf", "Softplus", "IsNaN", "HardSwish", "Not")}
+
+BINARY = {name: name for name in (
+    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Xor")}
+BINARY.update({"LessOrEqual": "LessEqual", "GreaterOrEqual": "GreaterEqual"})
+
+
+@converts(*UNARY)
+def _unary(ctx: NodeContext):
+    ctx.emit(UNARY[ctx.op_type], [ctx.input(0)], {}, [ctx.output(0)])
+
+
+@converts(*BINARY)
+def _binary(ctx: NodeContext):
+    ctx.emit(BINARY[ctx.op_type], [ctx.input(0), ctx.input(1)], {}, [ctx.output(0)])
+
+
+@converts("Pow")
+def _pow(ctx: NodeContext):
+    base, exponent = ctx.input(0), ctx.input(1)
+    # ONNX lets the exponent's type differ from the base's; the IR's Pow does not.
+    if ctx.type(exponent).dtype != ctx.type(base).dtype:
+        exponent = ctx.emit1("Cast", [exponent], {"to": ctx.type(base).dtype})
+    ctx.emit("Pow", [base, exponent], {}, [ctx.output(0)])
+
+
+@converts("Mod")
+def _mod(ctx: NodeContext):
+    op = "FMod" if ctx.attr("fmod", 0) else "Mod"
+    ctx.emit(op, [ctx.input(0), ctx.input(1)], {}, [ctx.output(0)])
+
+
+@converts("PRelu")
+def _prelu(ctx: NodeContext):
+    ctx.emit("PRelu", [ctx.input(0), ctx.input(1)], {}, [ctx.output(0)])
+
+
+def _chain(ctx: NodeContext, op: str, inputs: list[str], output: str | None) -> str:
+    if len(inputs) == 1:
+        return ctx.emit1("Identity", inputs, {}, output)
+    acc = inputs[0]
+    for k, operand in enumerate(inputs[1:], start=2):
+        acc = ctx.emit1(op, [acc, operand], {}, output if k == len(inputs) else None)
+    return acc
+
+
+@converts("Min", "Max", "Sum")
+def _variadic(ctx: NodeContext):
+    op = {"Min": "Min", "Max": "Max", "Sum": "Add"}[ctx.op_type]
+    _chain(ctx, op, ctx.inputs, ctx.output(0))
+
+
+@converts("Mean")
+def _mean(ctx: NodeContext):
+    inputs = ctx.inputs
+    if len(inputs) == 1:
+        ctx.copy_to(inputs[0], ctx.output(0))
+        return
+    total = _chain(ctx, "Add", inputs, None)
+    count = ctx.constant(np.array(len(inputs), dtype=ctx.type(inputs[0]).dtype), base="count")
+    ctx.emit("Div", [total, count], {}, [ctx.output(0)])
+
+
+def _check_is_inf(info: NodeInfo) -> list[str]:
+    if info.attr("detect_positive", 1) != 1 or info.attr("detect_negative", 1) != 1:
+        return ["detect_positive/detect_negative other than 1"]
+    return []
+
+
+@converts("IsInf", check=_check_is_inf)
+def _is_inf(ctx: NodeContext):
+    ctx.emit("IsInf", [ctx.input(0)], {}, [ctx.output(0)])
+
+
+@converts("HardSigmoid")
+def _hard_sigmoid(ctx: NodeContext):
+    attrs = {"alpha": float(ctx.attr("alpha", 0.2)), "beta": float(ctx.attr("beta", 0.5))}
+    ctx.emit("HardSigmoid", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+@converts("LeakyRelu")
+def _leaky_relu(ctx: NodeContext):
+    ctx.emit("LeakyRelu", [ctx.input(0)], {"alpha": float(ctx.attr("alpha", 0.01))}, [ctx.output(0)])
+
+
+@converts("Elu")
+def _elu(ctx: NodeContext):
+    ctx.emit("Elu", [ctx.input(0)], {"alpha": float(ctx.attr("alpha", 1.0))}, [ctx.output(0)])
+
+
+def _check_gelu(info: NodeInfo) -> list[str]:
+    approximate = info.attr("approximate", "none")
+    return [] if approximate in ("none", "tanh") else [f"approximate={approximate}"]
+
+
+@converts("Gelu", check=_check_gelu)
+def _gelu(ctx: NodeContext):
+    op = "GeluTanh" if ctx.attr("approximate", "none") == "tanh" else "Gelu"
+    ctx.emit(op, [ctx.input(0)], {}, [ctx.output(0)])
+
+
+@converts("Clip")
+def _clip(ctx: NodeContext):
+    x, dtype = ctx.input(0), ctx.type(0).dtype
+    low = ctx.const(1) if ctx.input(1) else None
+    high = ctx.const(2) if ctx.input(2) else None
+    if (ctx.input(1) and low is None) or (ctx.input(2) and high is None):
+        raise ctx.error("min and max must be constant at import")
+    if dtype != "float32":
+        # The IR's Clip carries float bounds; integer clipping stays exact as Max/Min.
+        if low is not None:
+            x = ctx.emit1("Max", [x, ctx.constant(low.astype(dtype), base="min")],
+                          {}, None if high is not None else ctx.output(0))
+        if high is not None:
+            x = ctx.emit1("Min", [x, ctx.constant(high.astype(dtype), base="max")],
+                          {}, ctx.output(0))
+        if low is None and high is None:
+            ctx.copy_to(x, ctx.output(0))
+        return
+    low_value = float(low) if low is not None else float(ctx.attr("min", -math.inf))
+    high_value = float(high) if high is not None else float(ctx.attr("max", math.inf))
+    if low_value == 0.0 and high_value == 6.0:
+        ctx.emit("Relu6", [x], {}, [ctx.output(0)])
+    elif low_value == 0.0 and high_value == math.inf:
+        ctx.emit("Relu", [x], {}, [ctx.output(0)])
+    else:
+        ctx.emit("Clip", [x], {"min": low_value, "max": high_value}, [ctx.output(0)])
+
+
+@converts("Identity")
+def _identity(ctx: NodeContext):
+    ctx.copy_to(ctx.input(0), ctx.output(0))
+
+
+def _check_dropout(info: NodeInfo) -> list[str]:
+    training = info.static(2) if info.input(2) else None
+    if training is not None and bool(training):
+        return ["training_mode=true"]
+    if info.input(2) and info.is_graph_input(2):
+        return ["training_mode given at run time"]
+    return []
+
+
+@converts("Dropout", check=_check_dropout)
+def _dropout(ctx: NodeContext):
+    if ctx.input(2):
+        training = ctx.const(2)
+        if training is None or bool(training):
+            raise ctx.unsupported("training_mode not constant false")
+    ctx.copy_to(ctx.input(0), ctx.output(0))
+    if ctx.output(1):
+        ctx.set_output_constant(1, np.ones(ctx.shape(0), dtype=bool))
+
+
+@converts("Where")
+def _where(ctx: NodeContext):
+    ctx.emit("Where", ctx.inputs[:3], {}, [ctx.output(0)])
+
+
+def _check_cast(info: NodeInfo) -> list[str]:
+    to = info.attr("to")
+    return [] if to in ONNX_DTYPES else [f"to={onnx_dtype_name(to)}"]
+
+
+@converts("Cast", check=_check_cast)
+def _cast(ctx: NodeContext):
+    ctx.emit("Cast", [ctx.input(0)], {"to": ONNX_DTYPES[ctx.attr("to")]}, [ctx.output(0)])
+
+
+@converts("CastLike")
+def _cast_like(ctx: NodeContext):
+    ctx.emit("Cast", [ctx.input(0)], {"to": ctx.type(1).dtype}, [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- softmax and normalisation
+
+@converts("Softmax", "LogSoftmax")
+def _softmax(ctx: NodeContext):
+    axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
+    ctx.emit(ctx.op_type, [ctx.input(0)], {"axis": axis}, [ctx.output(0)])
+
+
+def _check_batch_norm(info: NodeInfo) -> list[str]:
+    return ["training_mode=1"] if info.attr("training_mode", 0) else []
+
+
+@converts("BatchNormalization", check=_check_batch_norm)
+def _batch_norm(ctx: NodeContext):
+    x, scale, bias, mean, var = ctx.inputs[:5]
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    rank = ctx.rank(0)
+    if rank == 4:
+        ctx.emit("BatchNorm", [x, scale, bias, mean, var], {"epsilon": epsilon, "layout": "NCHW"},
+                 [ctx.output(0)])
+        return
+    params = [ctx.const(name) for name in (scale, bias, mean, var)]
+    if any(p is None for p in params):
+        raise ctx.error(f"rank-{rank} input needs constant scale, bias, mean and var")
+    gamma, beta, mu, sigma2 = (p.astype(np.float32) for p in params)
+    factor = gamma / np.sqrt(sigma2 + np.float32(epsilon))
+    shift = beta - mu * factor
+    channel_shape = (-1,) + (1,) * max(rank - 2, 0)
+    scaled = ctx.emit1("Mul", [x, ctx.constant(factor.reshape(channel_shape), base="scale")])
+    ctx.emit("Add", [scaled, ctx.constant(shift.reshape(channel_shape), base="shift")], {},
+             [ctx.output(0)])
+
+
+def _check_layer_norm(info: NodeInfo) -> list[str]:
+    if info.is_used(info.output(1)) or info.is_used(info.output(2)):
+        return ["Mean/InvStdDev outputs used"]
+    return []
+
+
+@converts("LayerNormalization", check=_check_layer_norm)
+def _layer_norm(ctx: NodeContext):
+    axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
+    attrs = {"axis": axis, "epsilon": float(ctx.attr("epsilon", 1e-5))}
+    ctx.emit("LayerNorm", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])
+
+
+@converts("LRN")
+def _lrn(ctx: NodeContext):
+    attrs = {"size": int(ctx.attr("size")), "alpha": float(ctx.attr("alpha", 1e-4)),
+             "beta": float(ctx.attr("beta", 0.75)), "bias": float(ctx.attr("bias", 1.0)),
+             "layout": "NCHW"}
+    ctx.emit("LRN", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- convolution and pooling
+
+def _check_spatial(info: NodeInfo) -> list[str]:
+    kernel = info.attr("kernel_shape")
+    spatial = len(kernel) if kernel else (info.rank(0) - 2 if info.rank(0) is not None else None)
+    if spatial is not None and spatial not in (1, 2):
+        return [f"{spatial} spatial dims"]
+    return []
+
+
+def _resolve_pads(ctx: NodeContext, sizes, kernel, strides, dilations) -> list[int]:
+    """ONNX auto_pad -> explicit pads (begins..., ends...)."""
+    n = len(sizes)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        pads = list(ctx.attr("pads", [0] * (2 * n)))
+        if len(pads) != 2 * n:
+            raise ctx.error(f"pads has {len(pads)} entries, expected {2 * n}")
+        return pads
+    if auto_pad == "VALID":
+        return [0] * (2 * n)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ctx.error(f"unknown auto_pad {auto_pad!r}")
+    begins, ends = [], []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else large)
+        ends.append(large if auto_pad == "SAME_UPPER" else small)
+    return begins + ends
+
+
+def _spatial_attrs(ctx: NodeContext, kernel) -> tuple[list[int], list[int]]:
+    n = len(kernel)
+    return list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+
+
+def _to_2d(values: list[int], fill: int) -> tuple[int, int]:
+    """A 1-D attribute as the 2-D op's (h, w), the lowered image being 1 pixel high."""
+    return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def _pads_2d(pads: list[int]) -> tuple[int, int, int, int]:
+    if len(pads) == 2:
+        return (0, pads[0], 0, pads[1])
+    return (pads[0], pads[1], pads[2], pads[3])
+
+
+def _with_height_one(ctx: NodeContext, name: str) -> str:
+    shape = ctx.shape(name)
+    return ctx.reshape(name, shape[:2] + (1,) + shape[2:])
+
+
+def _finish_1d(ctx: NodeContext, op: str, inputs: list[str], attrs: dict, one_d: bool):
+    if not one_d:
+        ctx.emit(op, inputs, attrs, [ctx.output(0)])
+        return
+    y = ctx.emit1(op, inputs, attrs)
+    shape = ctx.shape(y)
+    ctx.reshape(y, shape[:2] + shape[3:], output=ctx.output(0))
+
+
+@converts("Conv", check=_check_spatial)
+def _conv(ctx: NodeContext):
+    x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
+    rank = ctx.rank(0)
+    if rank not in (3, 4):
+        raise ctx.unsupported(f"{rank - 2} spatial dims")
+    kernel = list(ctx.attr("kernel_shape", ctx.shape(1)[2:]))
+    strides, dilations = _spatial_attrs(ctx, kernel)
+    pads = _resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations)
+    one_d = rank == 3
+    if one_d:
+        x, w = _with_height_one(ctx, x), _with_height_one(ctx, w)
+    attrs = {"strides": _to_2d(strides, 1), "dilations": _to_2d(dilations, 1),
+             "pads": _pads_2d(pads), "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
+    _finish_1d(ctx, "Conv2D", [x, w, b], attrs, one_d)
+
+
+@converts("ConvTranspose", check=_check_spatial)
+def _conv_transpose(ctx: NodeContext):
+    x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
+    rank = ctx.rank(0)
+    if rank not in (3, 4):
+        raise ctx.unsupported(f"{rank - 2} spatial dims")
+    sizes = ctx.shape(0)[2:]
+    n = len(sizes)
+    kernel = list(ctx.attr("kernel_shape", ctx.shape(1)[2:]))
+    strides, dilations = _spatial_attrs(ctx, kernel)
+    output_padding = list(ctx.attr("output_padding", [0] * n))
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    output_shape = ctx.attr("output_shape")
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        targets = (list(output_shape)[-n:] if output_shape is not None
+                   else [size * s for size, s in zip(sizes, strides)])
+        begins, ends = [], []
+        for i in range(n):
+            natural = (strides[i] * (sizes[i] - 1) + output_padding[i]
+                       + (kernel[i] - 1) * dilations[i] + 1)
+            total = natural - targets[i]
+            if total < 0:
+                # A target larger than the natural size is reached with extra output padding.
+                output_padding[i] -= total
+                total = 0
+            small, large = total // 2, total - total // 2
+            begins.append(small if auto_pad == "SAME_UPPER" else large)
+            ends.append(large if auto_pad == "SAME_UPPER" else small)
+        pads = begins + ends
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * n)
+    else:
+        pads = list(ctx.attr("pads", [0] * (2 * n)))
+    one_d = rank == 3
+    if one_d:
+        x, w = _with_height_one(ctx, x), _with_height_one(ctx, w)
+    attrs = {"strides": _to_2d(strides, 1), "dilations": _to_2d(dilations, 1),
+             "pads": _pads_2d(pads), "output_padding": _to_2d(output_padding, 0),
+             "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
+    _finish_1d(ctx, "ConvTranspose2D", [x, w, b], attrs, one_d)
+
+
+def _check_max_pool(info: NodeInfo) -> list[str]:
+    reasons = _check_spatial(info)
+    if info.is_used(info.output(1)):
+        reasons.append("Indices output")
+    if info.attr("storage_order", 0) != 0:
+        reasons.append("storage_order=1")
+    return reasons
+
+
+def _pool(ctx: NodeContext, op: str, extra: dict):
+    x = ctx.input(0)
+    rank = ctx.rank(0)
+    if rank not in (3, 4):
+        raise ctx.unsupported(f"{rank - 2} spatial dims")
+    kernel = list(ctx.attr("kernel_shape"))
+    strides, dilations = _spatial_attrs(ctx, kernel)
+    pads = _resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations)
+    one_d = rank == 3
+    if one_d:
+        x = _with_height_one(ctx, x)
+    attrs = {"kernel": _to_2d(kernel, 1), "strides": _to_2d(strides, 1),
+             "dilations": _to_2d(dilations, 1), "pads": _pads_2d(pads),
+             "ceil_mode": bool(ctx.attr("ceil_mode", 0)), "layout": "NCHW", **extra}
+    _finish_1d(ctx, op, [x], attrs, one_d)
+
+
+@converts("MaxPool", check=_check_max_pool)
+def _max_pool(ctx: NodeContext):
+    _pool(ctx, "MaxPool2D", {})
+
+
+@converts("AveragePool", check=_check_spatial)
+def _average_pool(ctx: NodeContext):
+    _pool(ctx, "AvgPool2D", {"count_include_pad": bool(ctx.attr("count_include_pad", 0))})
+
+
+@converts("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(ctx: NodeContext):
+    op = "ReduceMean" if ctx.op_type == "GlobalAveragePool" else "ReduceMax"
+    axes = tuple(range(2, ctx.rank(0)))
+    ctx.emit(op, [ctx.input(0)], {"axes": axes, "keepdims": True}, [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- matrix products
+
+@converts("Gemm")
+def _gemm(ctx: NodeContext):
+    a, b, c = ctx.input(0), ctx.input(1), ctx.input(2)
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    trans_a, trans_b = bool(ctx.attr("transA", 0)), bool(ctx.attr("transB", 0))
+    b_value = ctx.const(b)
+    float_math = ctx.type(a).dtype == "float32"
+    c_value = ctx.const(c) if c else None
+    if b_value is not None and float_math:
+        if trans_a:
+            a = ctx.emit1("Transpose", [a], {"perm": (1, 0)})
+        weight = (b_value if trans_b else b_value.T) * np.float32(alpha)
+        n = weight.shape[0]
+        bias = ""
+        if _bias_of_width(c_value, n):
+            bias = ctx.constant(np.broadcast_to(c_value.reshape(-1) * np.float32(beta), (n,))
+                                .astype(np.float32), base="bias")
+            c = ""
+        w = ctx.constant(weight.astype(np.float32), base="weight")
+        y = ctx.emit1("FullyConnected", [a, w, bias], {}, None if c else ctx.output(0))
+    else:
+        y = ctx.emit1("BatchMatMul", [a, b], {"transpose_a": trans_a, "transpose_b": trans_b},
+                      None if (c or alpha != 1.0) else ctx.output(0))
+        if alpha != 1.0:
+            scale = ctx.constant(np.array(alpha, dtype=ctx.type(a).dtype), base="alpha")
+            y = ctx.emit1("Mul", [y, scale], {}, None if c else ctx.output(0))
+    if c:
+        if beta != 1.0:
+            scale = ctx.constant(np.array(beta, dtype=ctx.type(c).dtype), base="beta")
+            c = ctx.emit1("Mul", [c, scale])
+        ctx.emit("Add", [y, c], {}, [ctx.output(0)])
+
+
+def _matmul_shape(a_shape, b_shape) -> tuple[int, ...]:
+    a = a_shape if len(a_shape) >= 2 else (1,) + tuple(a_shape)
+    b = b_shape if len(b_shape) >= 2 else tuple(b_shape) + (1,)
+    if a[-1] != b[-2]:
+        raise ValueError("inner dims differ")
+    shape = tuple(np.broadcast_shapes(a[:-2], b[:-2])) + (a[-2], b[-1])
+    if len(b_shape) == 1:
+        shape = shape[:-1]
+    if len(a_shape) == 1:
+        shape = shape[:-2] + shape[-1:] if len(b_shape) > 1 else shape[:-1]
+    return tuple(int(d) for d in shape)
+
+
+def _bias_of_width(c: np.ndarray | None, n: int) -> bool:
+    """Whether Gemm's C broadcasts along the rows only, so it is a per-column bias."""
+    if c is None or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+        return False
+    return c.ndim == 0 or c.shape[-1] in (1, n)
+
+
+@converts("MatMul")
+def _matmul(ctx: NodeContext):
+    a, b = ctx.input(0), ctx.input(1)
+    a_shape, b_shape = ctx.shape(0), ctx.shape(1)
+    # numpy's 1-D rules: a vector a is a row [1, K], a vector b a column [K, 1]; the added
+    # axis is dropped from the result.
+    if len(a_shape) == 1:
+        a = ctx.reshape(a, (1,) + a_shape)
+    b_value = ctx.const(b)
+    if b_value is not None and b_value.ndim <= 2 and ctx.type(0).dtype == "float32":
+        weight = b_value.reshape(1, -1) if b_value.ndim == 1 else b_value.T
+        y = ctx.emit1("FullyConnected", [a, ctx.constant(weight.copy(order="C"), base="weight"), ""])
+    else:
+        if len(b_shape) == 1:
+            b = ctx.reshape(b, b_shape + (1,))
+        y = ctx.emit1("BatchMatMul", [a, b], {"transpose_a": False, "transpose_b": False})
+    try:
+        out_shape = _matmul_shape(a_shape, b_shape)
+    except ValueError:
+        raise ctx.error(f"shapes {list(a_shape)} and {list(b_shape)} do not multiply") from None
+    if tuple(ctx.shape(y)) == tuple(out_shape):
+        ctx.copy_to(y, ctx.output(0))
+    else:
+        ctx.reshape(y, out_shape, output=ctx.output(0))
+
+
+# ---------------------------------------------------------------- reductions
+
+REDUCE = {name: name for name in (
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceSumSquare", "ReduceLogSumExp")}
+
+
+@converts(*REDUCE)
+def _reduce(ctx: NodeContext):
+    rank = ctx.rank(0)
+    axes = ctx.attr("axes")
+    if axes is None and ctx.input(1):
+        axes = _ints(ctx.require_const(1, "axes"))
+    if not axes:
+        if ctx.attr("noop_with_empty_axes", 0) or rank == 0:
+            ctx.copy_to(ctx.input(0), ctx.output(0))
+            return
+        axes = range(rank)
+    attrs = {"axes": tuple(sorted(set(_axes(axes, rank, ctx)))),
+             "keepdims": bool(ctx.attr("keepdims", 1))}
+    ctx.emit(REDUCE[ctx.op_type], [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- shape and data movement
+
+@converts("Reshape")
+def _reshape(ctx: NodeContext):
+    requested = _ints(ctx.require_const(1, "shape"))
+    in_shape = ctx.shape(0)
+    allow_zero = bool(ctx.attr("allowzero", 0))
+    shape = [in_shape[i] if (d == 0 and not allow_zero) else d for i, d in enumerate(requested)]
+    if shape.count(-1) > 1:
+        raise ctx.error(f"shape {list(requested)} has more than one -1")
+    if -1 in shape:
+        known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+        total = int(np.prod(in_shape, dtype=np.int64))
+        if known == 0 or total % known:
+            raise ctx.error(f"cannot reshape {list(in_shape)} to {list(requested)}")
+        shape[shape.index(-1)] = total // known
+    if int(np.prod(shape, dtype=np.int64)) != int(np.prod(in_shape, dtype=np.int64)):
+        raise ctx.error(f"cannot reshape {list(in_shape)} to {list(requested)}")
+    ctx.reshape(ctx.input(0), shape, output=ctx.output(0))
+
+
+@converts("Flatten")
+def _flatten(ctx: NodeContext):
+    shape = ctx.shape(0)
+    rank = len(shape)
+    axis = ctx.attr("axis", 1)
+    if not -rank <= axis <= rank:
+        raise ctx.error(f"axis {axis} is out of range for rank {rank}")
+    axis = axis + rank if axis < 0 else axis
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    ctx.reshape(ctx.input(0), (outer, int(np.prod(shape[axis:], dtype=np.int64))),
+                output=ctx.output(0))
+
+
+@converts("Squeeze")
+def _squeeze(ctx: NodeContext):
+    shape = ctx.shape(0)
+    axes = ctx.attr("axes")
+    if axes is None and ctx.input(1):
+        axes = _ints(ctx.require_const(1, "axes"))
+    if axes is None:
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    axes = set(_axes(axes, len(shape), ctx))
+    for a in axes:
+        if shape[a] != 1:
+            raise ctx.error(f"cannot squeeze axis {a} of size {shape[a]}")
+    ctx.reshape(ctx.input(0), [d for i, d in enumerate(shape) if i not in axes],
+                output=ctx.output(0))
+
+
+@converts("Unsqueeze")
+def _unsqueeze(ctx: NodeContext):
+    shape = list(ctx.shape(0))
+    axes = ctx.attr("axes")
+    if axes is None:
+        axes = _ints(ctx.require_const(1, "axes"))
+    out_rank = len(shape) + len(axes)
+    for a in sorted(_axes(axes, out_rank, ctx)):
+        shape.insert(a, 1)
+    ctx.reshape(ctx.input(0), shape, output=ctx.output(0))
+
+
+@converts("Transpose")
+def _transpose(ctx: NodeContext):
+    rank = ctx.rank(0)
+    perm = ctx.attr("perm")
+    perm = tuple(range(rank - 1, -1, -1)) if perm is None else tuple(_axes(perm, rank, ctx))
+    ctx.emit("Transpose", [ctx.input(0)], {"perm": perm}, [ctx.output(0)])
+
+
+@converts("Concat")
+def _concat(ctx: NodeContext):
+    axis = _axis(ctx.attr("axis"), ctx.rank(0), ctx)
+    ctx.emit("Concat", [i for i in ctx.inputs if i], {"axis": axis}, [ctx.output(0)])
+
+
+@converts("Split")
+def _split(ctx: NodeContext):
+    shape = ctx.shape(0)
+    axis = _axis(ctx.attr("axis", 0), len(shape), ctx)
+    size = shape[axis]
+    count = len(ctx.outputs)
+    split = ctx.attr("split")
+    if split is None and ctx.input(1):
+        split = _ints(ctx.require_const(1, "split"))
+    if split is None:
+        num_outputs = ctx.attr("num_outputs")
+        if num_outputs is not None:
+            chunk = -(-size // num_outputs)
+            split = [chunk] * (num_outputs - 1) + [size - chunk * (num_outputs - 1)]
+        elif size % count:
+            raise ctx.error(f"axis {axis} of size {size} does not split into {count} equal parts")
+        else:
+            split = [size // count] * count
+    split = [int(s) for s in split]
+    if sum(split) != size or len(split) != count:
+        raise ctx.error(f"split {split} does not cover axis {axis} of size {size} in {count} parts")
+    ctx.emit("Split", [ctx.input(0)], {"axis": axis, "sizes": tuple(split)}, ctx.outputs)
+
+
+def _clamp_int64(value) -> int:
+    return int(min(max(int(value), INT64_MIN), INT64_MAX))
+
+
+@converts("Slice")
+def _slice(ctx: NodeContext):
+    rank = ctx.rank(0)
+    starts = _ints(ctx.require_const(1, "starts"))
+    ends = _ints(ctx.require_const(2, "ends"))
+    axes = _ints(ctx.require_const(3, "axes")) if ctx.input(3) else tuple(range(len(starts)))
+    steps = _ints(ctx.require_const(4, "steps")) if ctx.input(4) else (1,) * len(starts)
+    full_starts, full_ends, full_steps = [0] * rank, [INT64_MAX] * rank, [1] * rank
+    for a, start, end, step in zip(_axes(axes, rank, ctx), starts, ends, steps):
+        if step == 0:
+            raise ctx.error(f"step 0 on axis {a}")
+        full_starts[a], full_ends[a], full_steps[a] = (
+            _clamp_int64(start), _clamp_int64(end), _clamp_int64(step))
+    attrs = {"starts": tuple(full_starts), "ends": tuple(full_ends), "steps": tuple(full_steps)}
+    ctx.emit("Slice", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+@converts("Gather", "GatherElements")
+def _gather(ctx: NodeContext):
+    axis = _axis(ctx.attr("axis", 0), ctx.rank(0), ctx)
+    ctx.emit(ctx.op_type, [ctx.input(0), ctx.input(1)], {"axis": axis}, [ctx.output(0)])
+
+
+def _check_pad(info: NodeInfo) -> list[str]:
+    mode = info.attr("mode", "constant")
+    return [] if mode in ("constant", "reflect", "edge") else [f"mode={mode}"]
+
+
+@converts("Pad", check=_check_pad)
+def _pad(ctx: NodeContext):
+    rank = ctx.rank(0)
+    pads = _ints(ctx.attr("pads") if ctx.attr("pads") is not None else ctx.require_const(1, "pads"))
+    value = 0.0
+    if ctx.input(2):
+        value_array = ctx.require_const(2, "constant_value")
+        value = float(value_array.reshape(-1)[0]) if value_array.size else 0.0
+    elif ctx.attr("value") is not None:
+        value = float(ctx.attr("value"))
+    axes = _axes(_ints(ctx.require_const(3, "axes")), rank, ctx) if ctx.input(3) else list(range(rank))
+    if len(pads) != 2 * len(axes):
+        raise ctx.error(f"pads has {len(pads)} entries for {len(axes)} axes")
+    full = [0] * (2 * rank)
+    for k, a in enumerate(axes):
+        full[a], full[rank + a] = pads[k], pads[len(axes) + k]
+    attrs = {"mode": ctx.attr("mode", "constant"), "pads": tuple(full), "value": value}
+    ctx.emit("Pad", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+def _check_resize(info: NodeInfo) -> list[str]:
+    reasons = []
+    mode = info.attr("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        reasons.append(f"mode={mode}")
+    coordinate = info.attr("coordinate_transformation_mode", "half_pixel")
+    if coordinate not in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"):
+        reasons.append(f"coordinate_transformation_mode={coordinate}")
+    policy = info.attr("keep_aspect_ratio_policy", "stretch")
+    if policy != "stretch":
+        reasons.append(f"keep_aspect_ratio_policy={policy}")
+    if info.attr("antialias", 0):
+        reasons.append("antialias=1")
+    return reasons
+
+
+def _emit_resize(ctx: NodeContext, scales: list[float], out_shape: list[int], mode: str,
+                 coordinate_mode: str, nearest_mode: str):
+    # The IR's Resize derives its output size from the scales; a size ONNX got from `sizes`
+    # must come out of them the same way.
+    attrs = {"mode": mode, "coordinate_mode": coordinate_mode, "nearest_mode": nearest_mode,
+             "scales": tuple(float(s) for s in scales)}
+    output = ctx.emit1("Resize", [ctx.input(0)], attrs, ctx.output(0))
+    if tuple(ctx.shape(output)) != tuple(out_shape):
+        raise ctx.error(f"scales {attrs['scales']} give output shape {list(ctx.shape(output))}, "
+                        f"ONNX says {list(out_shape)}")
+
+
+@converts("Resize", check=_check_resize)
+def _resize(ctx: NodeContext):
+    shape = ctx.shape(0)
+    rank = len(shape)
+    axes = _axes(ctx.attr("axes", range(rank)), rank, ctx)
+    sizes = ctx.const(3) if ctx.input(3) else None
+    scales = ctx.const(2) if ctx.input(2) else None
+    if (ctx.input(3) and sizes is None) or (ctx.input(2) and scales is None):
+        raise ctx.error("scales and sizes must be constant at import; dynamic shapes are not supported")
+    full_scales = [1.0] * rank
+    out_shape = list(shape)
+    if sizes is not None and sizes.size:
+        for a, size in zip(axes, _ints(sizes)):
+            out_shape[a] = size
+            full_scales[a] = float(np.float32(size) / np.float32(shape[a]))
+    elif scales is not None and scales.size:
+        for a, scale in zip(axes, scales.reshape(-1).tolist()):
+            full_scales[a] = float(np.float32(scale))
+            out_shape[a] = int(math.floor(shape[a] * np.float32(scale)))
+    else:
+        raise ctx.error("neither scales nor sizes is given")
+    _emit_resize(ctx, full_scales, out_shape, ctx.attr("mode", "nearest"),
+                 ctx.attr("coordinate_transformation_mode", "half_pixel"),
+                 ctx.attr("nearest_mode", "round_prefer_floor"))
+
+
+@converts("Upsample", check=lambda info: [] if info.attr("mode", "nearest") in ("nearest", "linear")
+          else [f"mode={info.attr('mode')}"])
+def _upsample(ctx: NodeContext):
+    shape = ctx.shape(0)
+    scales = ctx.attr("scales")
+    if scales is None:
+        scales = ctx.require_const(1, "scales").reshape(-1).tolist()
+    scales = [float(np.float32(s)) for s in scales]
+    out_shape = [int(math.floor(d * np.float32(s))) for d, s in zip(shape, scales)]
+    _emit_resize(ctx, scales, out_shape, ctx.attr("mode", "nearest"), "asymmetric", "floor")
+
+
+@converts("Expand")
+def _expand(ctx: NodeContext):
+    requested = _ints(ctx.require_const(1, "shape"))
+    in_shape = ctx.shape(0)
+    try:
+        out_shape = tuple(int(d) for d in np.broadcast_shapes(in_shape, requested))
+    except ValueError:
+        raise ctx.error(f"shape {list(in_shape)} does not broadcast to {list(requested)}") from None
+    if out_shape == tuple(in_shape):
+        ctx.copy_to(ctx.input(0), ctx.output(0))
+    else:
+        ctx.emit("BroadcastTo", [ctx.input(0)], {"shape": out_shape}, [ctx.output(0)])
+
+
+@converts("Tile")
+def _tile(ctx: NodeContext):
+    repeats = _ints(ctx.require_const(1, "repeats"))
+    shape = ctx.shape(0)
+    if len(repeats) != len(shape):
+        raise ctx.error(f"repeats {list(repeats)} does not match rank {len(shape)}")
+    # Tile = broadcast over a new axis before each dim, then merge each pair.
+    interleaved = [v for d in shape for v in (1, d)]
+    target = [v for r, d in zip(repeats, shape) for v in (r, d)]
+    x = ctx.reshape(ctx.input(0), interleaved)
+    if tuple(target) != tuple(interleaved):
+        x = ctx.emit1("BroadcastTo", [x], {"shape": tuple(target)})
+    ctx.reshape(x, [r * d for r, d in zip(repeats, shape)], output=ctx.output(0))
+
+
+def _check_depth_space(info: NodeInfo) -> list[str]:
+    rank = info.rank(0)
+    return [] if rank in (None, 4) else [f"rank {rank}"]
+
+
+@converts("DepthToSpace", "SpaceToDepth", check=_check_depth_space)
+def _depth_space(ctx: NodeContext):
+    n, c, h, w = ctx.shape(0)
+    block = int(ctx.attr("blocksize"))
+    if ctx.op_type == "SpaceToDepth":
+        x = ctx.reshape(ctx.input(0), (n, c, h // block, block, w // block, block))
+        x = ctx.emit1("Transpose", [x], {"perm": (0, 3, 5, 1, 2, 4)})
+        ctx.reshape(x, (n, c * block * block, h // block, w // block), output=ctx.output(0))
+        return
+    if ctx.attr("mode", "DCR") == "DCR":
+        x = ctx.reshape(ctx.input(0), (n, block, block, c // block ** 2, h, w))
+        perm = (0, 3, 4, 1, 5, 2)
+    else:
+        x = ctx.reshape(ctx.input(0), (n, c // block ** 2, block, block, h, w))
+        perm = (0, 1, 4, 2, 5, 3)
+    x = ctx.emit1("Transpose", [x], {"perm": perm})
+    ctx.reshape(x, (n, c // block ** 2, h * block, w * block), output=ctx.output(0))
+
+
+# ---------------------------------------------------------------- values known at import
+
+def _constant_attribute_value(ctx: NodeContext) -> np.ndarray:
+    node_attr = {a.name: a for a in ctx.node.attribute}
+    if "value" in node_attr:
+        return tensor_to_array(node_attr["value"].t, f"node {ctx.name!r} value")
+    if "sparse_value" in node_attr:
+        return sparse_to_array(node_attr["sparse_value"].sparse_tensor, f"node {ctx.name!r} value")
+    if "value_float" in ctx.attrs:
+        return np.array(ctx.attrs["value_float"], dtype=np.float32)
+    if "value_floats" in ctx.attrs:
+        return np.array(ctx.attrs["value_floats"], dtype=np.float32)
+    if "value_int" in ctx.attrs:
+        return np.array(ctx.attrs["value_int"], dtype=np.int64)
+    if "value_ints" in ctx.attrs:
+        return np.array(ctx.attrs["value_ints"], dtype=np.int64)
+    raise ctx.unsupported("string value")
+
+
+def _check_constant(info: NodeInfo) -> list[str]:
+    if "value_string" in info.attrs or "value_strings" in info.attrs:
+        return ["string value"]
+    return []
+
+
+@converts("Constant", check=_check_constant)
+def _constant(ctx: NodeContext):
+    ctx.set_output_constant(0, _constant_attribute_value(ctx))
+
+
+@converts("Shape")
+def _shape(ctx: NodeContext):
+    shape = ctx.shape(0)
+    rank = len(shape)
+    start = ctx.attr("start", 0)
+    end = ctx.attr("end", rank)
+    ctx.set_output_constant(0, np.array(shape[slice(start, end)], dtype=np.int64))
+
+
+@converts("Size")
+def _size(ctx: NodeContext):
+    ctx.set_output_constant(0, np.array(int(np.prod(ctx.shape(0), dtype=np.int64)), dtype=np.int64))
+
+
+@converts("ConstantOfShape")
+def _constant_of_shape(ctx: NodeContext):
+    shape = _ints(ctx.require_const(0, "shape"))
+    value_attr = next((a for a in ctx.node.attribute if a.name == "value"), None)
+    value = (tensor_to_array(value_attr.t, f"node {ctx.name!r} value") if value_attr is not None
+             else np.zeros(1, dtype=np.float32))
+    ctx.set_output_constant(0, np.full(shape, value.reshape(-1)[0], dtype=value.dtype))
+
+
+@converts("Range")
+def _range(ctx: NodeContext):
+    start = ctx.require_const(0, "start")
+    limit = ctx.require_const(1, "limit")
+    delta = ctx.require_const(2, "delta")
+    dtype = start.dtype
+    count = max(int(math.ceil((limit.item() - start.item()) / delta.item())), 0)
+    values = start.item() + np.arange(count, dtype=np.float64 if dtype.kind == "f" else np.int64) * delta.item()
+    ctx.set_output_constant(0, values.astype(dtype))
+
+
+# ---------------------------------------------------------------- recurrent
+
+RNN_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+
+
+def _check_rnn(info: NodeInfo) -> list[str]:
+    reasons = []
+    directions = 2 if info.attr("direction", "forward") == "bidirectional" else 1
+    activations = info.attr("activations")
+    expected = RNN_DEFAULT_ACTIVATIONS[info.op_type] * directions
+    if activations is not None and [a.lower() for a in activations] != expected:
+        reasons.append(f"activations={list(activations)}")
+    if info.attr("input_forget", 0):
+        reasons.append("input_forget=1")
+    if info.input(4):
+        lengths = info.static(4)
+        if info.is_graph_input(4):
+            reasons.append("sequence_lens given at run time")
+        elif lengths is not None and len(set(lengths.reshape(-1).tolist())) > 1:
+            reasons.append("unequal sequence_lens")
+    return reasons
+
+
+@converts("LSTM", "GRU", check=_check_rnn)
+def _rnn(ctx: NodeContext):
+    is_lstm = ctx.op_type == "LSTM"
+    batch_first = ctx.attr("layout", 0) == 1
+    x = ctx.input(0)
+    x_shape = ctx.shape(0)
+    seq_length = x_shape[1] if batch_first else x_shape[0]
+    if ctx.input(4):
+        lengths = ctx.const(4)
+        if lengths is None or np.any(lengths.reshape(-1) != seq_length):
+            raise ctx.unsupported("sequence_lens other than the full sequence length")
+    direction = ctx.attr("direction", "forward")
+    hidden_size = ctx.attr("hidden_size") or ctx.shape(2)[-1]
+    attrs = {"hidden_size": int(hidden_size), "direction": direction,
+             "clip": float(ctx.attr("clip", 0.0))}
+    if not is_lstm:
+        attrs["linear_before_reset"] = bool(ctx.attr("linear_before_reset", 0))
+    state_inputs = [5, 6] if is_lstm else [5]
+    inputs = [ctx.input(i) for i in range(8 if is_lstm else 6)]
+    inputs[4] = ""
+    outputs = [ctx.output(i) if ctx.is_used(ctx.output(i)) else "" for i in range(3 if is_lstm else 2)]
+    if batch_first:
+        inputs[0] = ctx.emit1("Transpose", [x], {"perm": (1, 0, 2)})
+        for i in state_inputs:
+            if inputs[i]:
+                inputs[i] = ctx.emit1("Transpose", [inputs[i]], {"perm": (1, 0, 2)})
+        internal = [ctx.builder.fresh_name(f"{ctx.name}/{ctx.op_type}_out{k}") if name else ""
+                    for k, name in enumerate(outputs)]
+        ctx.emit(ctx.op_type, inputs, attrs, internal)
+        for k, (name, inner) in enumerate(zip(outputs, internal)):
+            if name:
+                perm = (2, 0, 1, 3) if k == 0 else (1, 0, 2)
+                ctx.emit("Transpose", [inner], {"perm": perm}, [name])
+    else:
+        ctx.emit(ctx.op_type, inputs, attrs, outputs)

@@ -1,0 +1,234 @@
+"""Elementwise ops: the 18 binary ops, the 30 unary ops (also the fused-activation vocabulary),
+Where and Cast. All broadcast like NumPy.
+
+Float unary ops compute in float64 and round once to the input's dtype, so the reference is the
+correctly rounded result that the runtime's float32 kernels are compared against.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from converter.edgefb.BinaryOp import BinaryOp
+from converter.edgefb.BinaryOptions import BinaryOptionsT
+from converter.edgefb.OpCode import OpCode
+from converter.edgefb.OpOptions import OpOptions
+from converter.edgefb.UnaryOp import UnaryOp
+from converter.edgefb.UnaryOptions import UnaryOptionsT
+from converter.ir import DTYPES, TensorType
+from converter.ops import OpDef, register
+from converter.ops._common import (FLOAT_DTYPES, INT_DTYPES, apply_activation, broadcast_dims, erf,
+                                   fail, need, no_attrs, no_options, output_elements)
+
+NUMERIC = FLOAT_DTYPES + INT_DTYPES
+SIGNED = FLOAT_DTYPES + ("int8", "int32", "int64")
+
+
+def _check_dtype(op: str, t: TensorType, allowed: tuple[str, ...], what: str) -> None:
+    if t.dtype not in allowed:
+        fail(op, f"{what} has dtype {t.dtype}; expected one of {', '.join(allowed)}")
+
+
+# ---- binary ----
+
+def _truncating_divide(a, b):
+    """Integer division rounding toward zero (C semantics), as ONNX Div on integers."""
+    quotient = np.floor_divide(a, b)
+    remainder_nonzero = np.not_equal(a - quotient * b, 0)
+    signs_differ = np.not_equal(np.less(a, 0), np.less(b, 0))
+    return np.where(remainder_nonzero & signs_differ, quotient + 1, quotient)
+
+
+def _divide(a, b):
+    if np.asarray(a).dtype.kind in "iu":
+        return _truncating_divide(a, b)
+    return np.divide(a, b)
+
+
+def _power(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype == b.dtype and a.dtype.kind == "f":
+        return np.power(a, b)
+    # Mixed dtypes (ONNX allows a float exponent on an integer base and vice versa): compute in
+    # float64 and round back to the base's dtype, which is the output dtype.
+    return np.power(a.astype(np.float64), b.astype(np.float64))
+
+
+def _binary(name: str, code: int, compute: Callable, *, dtypes=NUMERIC, to_bool=False,
+            mixed_dtypes=False, fusable=False) -> OpDef:
+    def infer(types, attrs):
+        need(name, types, 2)
+        a, b = types
+        _check_dtype(name, a, dtypes, "input a")
+        _check_dtype(name, b, dtypes, "input b")
+        if a.dtype != b.dtype and not mixed_dtypes:
+            fail(name, f"inputs have different dtypes {a.dtype} and {b.dtype}")
+        return [TensorType("bool" if to_bool else a.dtype, broadcast_dims(name, a.shape, b.shape))]
+
+    def reference(inputs, attrs):
+        a, b = inputs
+        with np.errstate(all="ignore"):
+            y = np.asarray(compute(a, b))
+        y = y.astype(np.bool_ if to_bool else a.dtype, copy=False)
+        return [apply_activation(y, attrs) if fusable else y]
+
+    def lower(attrs):
+        options = BinaryOptionsT()
+        options.op = code
+        return OpCode.BINARY, OpOptions.BinaryOptions, options
+
+    return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=no_attrs,
+                          opcode=OpCode.BINARY, lift_key=code, flops=output_elements,
+                          elementwise=True, fusable=fusable))
+
+
+_binary("Add", BinaryOp.ADD, np.add, fusable=True)
+_binary("Sub", BinaryOp.SUB, np.subtract, fusable=True)
+_binary("Mul", BinaryOp.MUL, np.multiply, fusable=True)
+_binary("Div", BinaryOp.DIV, _divide)
+_binary("Pow", BinaryOp.POW, _power, mixed_dtypes=True)
+_binary("Min", BinaryOp.MIN, np.minimum)
+_binary("Max", BinaryOp.MAX, np.maximum)
+_binary("Mod", BinaryOp.MOD, np.mod)
+_binary("FMod", BinaryOp.FMOD, np.fmod)
+_binary("PRelu", BinaryOp.PRELU, lambda a, b: np.where(a < 0, a * b, a), dtypes=SIGNED)
+_binary("Equal", BinaryOp.EQUAL, np.equal, dtypes=NUMERIC + ("bool",), to_bool=True)
+_binary("Less", BinaryOp.LESS, np.less, to_bool=True)
+_binary("LessEqual", BinaryOp.LESS_EQUAL, np.less_equal, to_bool=True)
+_binary("Greater", BinaryOp.GREATER, np.greater, to_bool=True)
+_binary("GreaterEqual", BinaryOp.GREATER_EQUAL, np.greater_equal, to_bool=True)
+_binary("And", BinaryOp.AND, np.logical_and, dtypes=("bool",), to_bool=True)
+_binary("Or", BinaryOp.OR, np.logical_or, dtypes=("bool",), to_bool=True)
+_binary("Xor", BinaryOp.XOR, np.logical_xor, dtypes=("bool",), to_bool=True)
+
+
+# ---- unary ----
+
+def _unary(name: str, code: int, compute: Callable, *, dtypes=FLOAT_DTYPES, to_bool=False,
+           params: tuple[tuple[str, float], ...] = ()) -> OpDef:
+    """``params`` names the attributes carried in UnaryOptions.alpha and .beta, with defaults."""
+
+    def read_params(attrs) -> dict:
+        return {key: float(attrs.get(key, default)) for key, default in params}
+
+    def infer(types, attrs):
+        need(name, types, 1)
+        _check_dtype(name, types[0], dtypes, "input")
+        return [TensorType("bool" if to_bool else types[0].dtype, types[0].shape)]
+
+    def reference(inputs, attrs):
+        x = np.asarray(inputs[0])
+        values = read_params(attrs)
+        compute_in = x.astype(np.float64) if x.dtype.kind == "f" else x
+        with np.errstate(all="ignore"):
+            y = np.asarray(compute(compute_in, **values))
+        return [y.astype(np.bool_ if to_bool else x.dtype, copy=False)]
+
+    def lower(attrs):
+        options = UnaryOptionsT()
+        options.op = code
+        values = list(read_params(attrs).values()) + [0.0, 0.0]
+        options.alpha, options.beta = values[0], values[1]
+        return OpCode.UNARY, OpOptions.UnaryOptions, options
+
+    def lift(options):
+        carried = (options.alpha, options.beta)
+        return {key: float(value) for (key, _), value in zip(params, carried)}
+
+    return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
+                          opcode=OpCode.UNARY, lift_key=code, flops=output_elements,
+                          elementwise=True))
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _hard_sigmoid(x, alpha, beta):
+    return np.maximum(0.0, np.minimum(1.0, alpha * x + beta))
+
+
+def _clip(x, min, max):
+    if x.dtype.kind in "iu":
+        # Integer inputs clip against bounds clamped into their range (an infinite bound: none).
+        info = np.iinfo(x.dtype)
+        min = x.dtype.type(info.min if min <= info.min else math.ceil(min))
+        max = x.dtype.type(info.max if max >= info.max else math.floor(max))
+    return np.minimum(np.maximum(x, min), max)
+
+
+_unary("Relu", UnaryOp.RELU, lambda x: np.maximum(x, 0), dtypes=SIGNED)
+_unary("Relu6", UnaryOp.RELU6, lambda x: np.minimum(np.maximum(x, 0.0), 6.0))
+_unary("Clip", UnaryOp.CLIP, _clip, dtypes=NUMERIC,
+       params=(("min", -math.inf), ("max", math.inf)))
+_unary("LeakyRelu", UnaryOp.LEAKY_RELU, lambda x, alpha: np.where(x < 0, alpha * x, x),
+       params=(("alpha", 0.01),))
+_unary("Elu", UnaryOp.ELU, lambda x, alpha: np.where(x < 0, alpha * np.expm1(x), x),
+       params=(("alpha", 1.0),))
+_unary("Sigmoid", UnaryOp.SIGMOID, _sigmoid)
+_unary("Tanh", UnaryOp.TANH, np.tanh)
+_unary("HardSigmoid", UnaryOp.HARD_SIGMOID, _hard_sigmoid, params=(("alpha", 0.2), ("beta", 0.5)))
+_unary("HardSwish", UnaryOp.HARD_SWISH, lambda x: x * _hard_sigmoid(x, 1.0 / 6.0, 0.5))
+_unary("Gelu", UnaryOp.GELU, lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))))
+_unary("GeluTanh", UnaryOp.GELU_TANH,
+       lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))))
+_unary("Erf", UnaryOp.ERF, erf)
+_unary("Exp", UnaryOp.EXP, np.exp)
+_unary("Log", UnaryOp.LOG, np.log)
+_unary("Sqrt", UnaryOp.SQRT, np.sqrt)
+_unary("Rsqrt", UnaryOp.RSQRT, lambda x: 1.0 / np.sqrt(x))
+_unary("Reciprocal", UnaryOp.RECIPROCAL, lambda x: 1.0 / x)
+_unary("Neg", UnaryOp.NEG, np.negative, dtypes=SIGNED)
+_unary("Abs", UnaryOp.ABS, np.abs, dtypes=NUMERIC)
+_unary("Floor", UnaryOp.FLOOR, np.floor)
+_unary("Ceil", UnaryOp.CEIL, np.ceil)
+_unary("Round", UnaryOp.ROUND, np.round)
+_unary("Sign", UnaryOp.SIGN, np.sign, dtypes=NUMERIC)
+_unary("Softplus", UnaryOp.SOFTPLUS, lambda x: np.logaddexp(0.0, x))
+_unary("Sin", UnaryOp.SIN, np.sin)
+_unary("Cos", UnaryOp.COS, np.cos)
+_unary("Square", UnaryOp.SQUARE, np.square, dtypes=NUMERIC)
+_unary("Not", UnaryOp.NOT, np.logical_not, dtypes=("bool",), to_bool=True)
+_unary("IsNaN", UnaryOp.IS_NAN, np.isnan, to_bool=True)
+_unary("IsInf", UnaryOp.IS_INF, np.isinf, to_bool=True)
+
+
+# ---- Where, Cast ----
+
+def _where_infer(types, attrs):
+    need("Where", types, 3)
+    cond, a, b = types
+    if cond.dtype != "bool":
+        fail("Where", f"condition has dtype {cond.dtype}; expected bool")
+    if a.dtype != b.dtype:
+        fail("Where", f"branches have different dtypes {a.dtype} and {b.dtype}")
+    return [TensorType(a.dtype, broadcast_dims("Where", cond.shape, a.shape, b.shape))]
+
+
+register(OpDef(
+    name="Where", infer=_where_infer,
+    reference=lambda inputs, attrs: [np.asarray(np.where(*inputs)).astype(inputs[1].dtype, copy=False)],
+    lower=no_options(OpCode.WHERE), lift=no_attrs, opcode=OpCode.WHERE, flops=output_elements,
+    elementwise=True))
+
+
+def _cast_infer(types, attrs):
+    need("Cast", types, 1)
+    if attrs.get("to") not in DTYPES:
+        fail("Cast", f"attribute 'to' is {attrs.get('to')!r}; expected one of {', '.join(DTYPES)}")
+    return [TensorType(attrs["to"], types[0].shape)]
+
+
+def _cast_reference(inputs, attrs):
+    x = np.asarray(inputs[0])
+    with np.errstate(all="ignore"):
+        return [x.astype(np.dtype(attrs["to"]))]
+
+
+register(OpDef(
+    # The target dtype is the output tensor's; the reader takes it from there.
+    name="Cast", infer=_cast_infer, reference=_cast_reference,
+    lower=no_options(OpCode.CAST), lift=no_attrs, opcode=OpCode.CAST, flops=output_elements,
+    elementwise=True))

@@ -1,0 +1,656 @@
+"""Neural-network ops: convolutions, matmuls, normalisations, pooling, reductions, LRN.
+
+Layout-sensitive references compute in NCHW with ONNX weight layouts; an NHWC node is transposed
+to that form, computed, and transposed back, so both layouts share one implementation.
+Floats accumulate in float64 and are rounded once to the input's dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converter.edgefb.BatchMatMulOptions import BatchMatMulOptionsT
+from converter.edgefb.Conv2DOptions import Conv2DOptionsT
+from converter.edgefb.LayerNormOptions import LayerNormOptionsT
+from converter.edgefb.LrnOptions import LrnOptionsT
+from converter.edgefb.OpCode import OpCode
+from converter.edgefb.OpOptions import OpOptions
+from converter.edgefb.Pool2DOptions import Pool2DOptionsT
+from converter.edgefb.PoolType import PoolType
+from converter.edgefb.ReduceOp import ReduceOp
+from converter.edgefb.ReduceOptions import ReduceOptionsT
+from converter.edgefb.SoftmaxOptions import SoftmaxOptionsT
+from converter.ir import TensorType
+from converter.ops import OpDef, register
+from converter.ops._common import (FLOAT_DTYPES, accumulate_dtype, apply_activation, broadcast_dims,
+                                   check_axis, count_elements, fail, float32_value, ints, layout_of,
+                                   need, no_attrs, no_options, require_nhwc, static_shape)
+
+F64 = np.float64
+TO_NCHW = (0, 3, 1, 2)
+TO_NHWC = (0, 2, 3, 1)
+
+
+def _float_input(op: str, t: TensorType, what: str = "input") -> None:
+    if t.dtype not in FLOAT_DTYPES:
+        fail(op, f"{what} has dtype {t.dtype}; expected a float dtype")
+
+
+def _window_attrs(attrs) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    strides = tuple(attrs.get("strides", (1, 1)))
+    dilations = tuple(attrs.get("dilations", (1, 1)))
+    pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
+    return strides, dilations, pads
+
+
+def _check_window(op: str, strides, dilations, pads) -> None:
+    if len(strides) != 2 or min(strides) < 1:
+        fail(op, f"strides {strides} must be two positive ints")
+    if len(dilations) != 2 or min(dilations) < 1:
+        fail(op, f"dilations {dilations} must be two positive ints")
+    if len(pads) != 4 or min(pads) < 0:
+        fail(op, f"pads {pads} must be four non-negative ints (top, left, bottom, right)")
+
+
+def _sliding_size(op: str, size: int, kernel: int, stride: int, dilation: int, pad_begin: int,
+                  pad_end: int, ceil_mode: bool = False) -> int:
+    span = size + pad_begin + pad_end - dilation * (kernel - 1) - 1
+    if span < 0:
+        fail(op, f"kernel {kernel} (dilation {dilation}) is larger than the padded input "
+                 f"{size} + {pad_begin} + {pad_end}")
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    # A ceil-mode window that would start in the end padding is dropped (onnxruntime, PyTorch).
+    if (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def _to_nchw(x, layout):
+    return x if layout == "NCHW" else np.transpose(x, TO_NCHW)
+
+
+def _from_nchw(y, layout):
+    return y if layout == "NCHW" else np.ascontiguousarray(np.transpose(y, TO_NHWC))
+
+
+def _spatial(op: str, t: TensorType, layout: str) -> tuple:
+    if t.rank != 4:
+        fail(op, f"input must be rank 4 ({layout}), got shape {t.shape}")
+    n, c, h, w = t.shape if layout == "NCHW" else (t.shape[0], t.shape[3], t.shape[1], t.shape[2])
+    if not all(isinstance(d, int) for d in (c, h, w)):
+        fail(op, f"channel and spatial dims of {t.shape} must be static")
+    return n, c, h, w
+
+
+def _nchw_shape(layout: str, n, c, h, w) -> tuple:
+    return (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+
+
+# ---- Conv2D, ConvTranspose2D ----
+
+def _conv_lower(opcode: int, transposed: bool):
+    def lower(attrs):
+        require_nhwc("ConvTranspose2D" if transposed else "Conv2D", attrs)
+        strides, dilations, pads = _window_attrs(attrs)
+        options = Conv2DOptionsT()
+        options.strides, options.dilations, options.pads = list(strides), list(dilations), list(pads)
+        options.groups = int(attrs.get("groups", 1))
+        if transposed:
+            options.outputPadding = list(attrs.get("output_padding", (0, 0)))
+        return opcode, OpOptions.Conv2DOptions, options
+    return lower
+
+
+def _conv_lift(transposed: bool):
+    def lift(options):
+        attrs = {"strides": ints(options.strides, (1, 1)), "dilations": ints(options.dilations, (1, 1)),
+                 "pads": ints(options.pads, (0, 0, 0, 0)), "groups": int(options.groups),
+                 "layout": "NHWC"}
+        if transposed:
+            attrs["output_padding"] = ints(options.outputPadding, (0, 0))
+        return attrs
+    return lift
+
+
+def _check_bias(op: str, bias: TensorType | None, channels: int) -> None:
+    if bias is not None and tuple(bias.shape) != (channels,):
+        fail(op, f"bias shape {bias.shape} must be ({channels},)")
+
+
+def _conv_infer(types, attrs):
+    op = "Conv2D"
+    need(op, types, 2, optional=1)
+    x, w = types[0], types[1]
+    layout = layout_of(op, attrs)
+    _float_input(op, x)
+    strides, dilations, pads = _window_attrs(attrs)
+    _check_window(op, strides, dilations, pads)
+    groups = int(attrs.get("groups", 1))
+    n, c, h, wd = _spatial(op, x, layout)
+    if w.rank != 4:
+        fail(op, f"weights must be rank 4, got {w.shape}")
+    o, cg, kh, kw = static_shape(op, w, "weight") if layout == "NCHW" else (
+        w.shape[0], w.shape[3], w.shape[1], w.shape[2])
+    if groups < 1 or c != cg * groups or o % groups:
+        fail(op, f"{c} input channels, weights {w.shape} ({layout}) and groups={groups} do not agree")
+    _check_bias(op, types[2] if len(types) > 2 else None, o)
+    oh = _sliding_size(op, h, kh, strides[0], dilations[0], pads[0], pads[2])
+    ow = _sliding_size(op, wd, kw, strides[1], dilations[1], pads[1], pads[3])
+    return [TensorType(x.dtype, _nchw_shape(layout, n, o, oh, ow))]
+
+
+def conv2d_nchw(x, w, bias, strides, dilations, pads, groups):
+    """Direct convolution, ONNX Conv semantics: x [N, C, H, W], w [O, C/groups, KH, KW]."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    padded = np.pad(x.astype(F64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    x_groups = padded.reshape(n, groups, cg, *padded.shape[2:])
+    w_groups = w.astype(F64).reshape(groups, o // groups, cg, kh, kw)
+    y = np.zeros((n, groups, o // groups, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x_groups[..., i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                             j * dw: j * dw + sw * (ow - 1) + 1: sw]
+            y += np.einsum("ngchw,goc->ngohw", patch, w_groups[:, :, :, i, j])
+    y = y.reshape(n, o, oh, ow)
+    if bias is not None:
+        y += bias.astype(F64)[None, :, None, None]
+    return y
+
+
+def _conv_reference(inputs, attrs):
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    layout = layout_of("Conv2D", attrs)
+    strides, dilations, pads = _window_attrs(attrs)
+    w_oihw = w if layout == "NCHW" else np.transpose(w, TO_NCHW)
+    y = conv2d_nchw(_to_nchw(x, layout), w_oihw, bias, strides, dilations, pads,
+                    int(attrs.get("groups", 1)))
+    return [apply_activation(_from_nchw(y, layout).astype(x.dtype), attrs)]
+
+
+def _conv_flops(in_types, out_types, attrs):
+    w = in_types[1]
+    per_output = w.shape[1] * w.shape[2] * w.shape[3]  # (I/g)*KH*KW in either weight layout
+    return 2 * out_types[0].size * per_output
+
+
+register(OpDef(name="Conv2D", infer=_conv_infer, reference=_conv_reference,
+               lower=_conv_lower(OpCode.CONV_2D, False), lift=_conv_lift(False),
+               opcode=OpCode.CONV_2D, flops=_conv_flops, layout_sensitive=True, fusable=True))
+
+
+def _conv_transpose_weights_to_onnx(w, groups):
+    """[Cout, KH, KW, Cin/g] (runtime) -> [Cin, Cout/g, KH, KW] (ONNX)."""
+    cout, kh, kw, cin_g = w.shape
+    per_group = w.reshape(groups, cout // groups, kh, kw, cin_g)
+    return per_group.transpose(0, 4, 1, 2, 3).reshape(groups * cin_g, cout // groups, kh, kw)
+
+
+def _conv_transpose_infer(types, attrs):
+    op = "ConvTranspose2D"
+    need(op, types, 2, optional=1)
+    x, w = types[0], types[1]
+    layout = layout_of(op, attrs)
+    _float_input(op, x)
+    strides, dilations, pads = _window_attrs(attrs)
+    _check_window(op, strides, dilations, pads)
+    out_pad = tuple(attrs.get("output_padding", (0, 0)))
+    groups = int(attrs.get("groups", 1))
+    n, cin, h, wd = _spatial(op, x, layout)
+    ws = static_shape(op, w, "weight")
+    if len(ws) != 4:
+        fail(op, f"weights must be rank 4, got {ws}")
+    if layout == "NCHW":
+        w_cin, cout, kh, kw = ws[0], ws[1] * groups, ws[2], ws[3]
+    else:
+        w_cin, cout, kh, kw = ws[3] * groups, ws[0], ws[1], ws[2]
+    if groups < 1 or w_cin != cin or cin % groups or cout % groups:
+        fail(op, f"{cin} input channels, weights {ws} ({layout}) and groups={groups} do not agree")
+    _check_bias(op, types[2] if len(types) > 2 else None, cout)
+    oh = (h - 1) * strides[0] + dilations[0] * (kh - 1) + 1 + out_pad[0] - pads[0] - pads[2]
+    ow = (wd - 1) * strides[1] + dilations[1] * (kw - 1) + 1 + out_pad[1] - pads[1] - pads[3]
+    if oh < 1 or ow < 1:
+        fail(op, f"output would be {oh}x{ow}; pads {pads} are too large")
+    return [TensorType(x.dtype, _nchw_shape(layout, n, cout, oh, ow))]
+
+
+def conv_transpose2d_nchw(x, w, bias, strides, dilations, pads, output_padding, groups):
+    """ONNX ConvTranspose: x [N, Cin, H, W], w [Cin, Cout/groups, KH, KW]. Every input pixel
+    scatters its kernel into a full-size output, which the pads then crop."""
+    n, cin, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
+    full_h = (h - 1) * sh + dh * (kh - 1) + 1 + output_padding[0]
+    full_w = (wd - 1) * sw + dw * (kw - 1) + 1 + output_padding[1]
+    x_groups = x.astype(F64).reshape(n, groups, cin // groups, h, wd)
+    w_groups = w.astype(F64).reshape(groups, cin // groups, cog, kh, kw)
+    full = np.zeros((n, groups, cog, full_h, full_w))
+    for i in range(kh):
+        for j in range(kw):
+            contribution = np.einsum("ngchw,gco->ngohw", x_groups, w_groups[:, :, :, i, j])
+            full[..., i * dh: i * dh + sh * (h - 1) + 1: sh,
+                 j * dw: j * dw + sw * (wd - 1) + 1: sw] += contribution
+    y = full.reshape(n, groups * cog, full_h, full_w)[:, :, pt: full_h - pb, pl: full_w - pr]
+    if bias is not None:
+        y = y + bias.astype(F64)[None, :, None, None]
+    return y
+
+
+def _conv_transpose_reference(inputs, attrs):
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    layout = layout_of("ConvTranspose2D", attrs)
+    groups = int(attrs.get("groups", 1))
+    strides, dilations, pads = _window_attrs(attrs)
+    w_onnx = w if layout == "NCHW" else _conv_transpose_weights_to_onnx(w, groups)
+    y = conv_transpose2d_nchw(_to_nchw(x, layout), w_onnx, bias, strides, dilations, pads,
+                              tuple(attrs.get("output_padding", (0, 0))), groups)
+    return [apply_activation(_from_nchw(y, layout).astype(x.dtype), attrs)]
+
+
+def _conv_transpose_flops(in_types, out_types, attrs):
+    w = in_types[1]
+    groups = int(attrs.get("groups", 1))
+    nchw = attrs.get("layout", "NCHW") == "NCHW"
+    cout_per_group = w.shape[1] if nchw else w.shape[0] // groups
+    kernel = w.shape[2] * w.shape[3] if nchw else w.shape[1] * w.shape[2]
+    return 2 * in_types[0].size * cout_per_group * kernel
+
+
+register(OpDef(name="ConvTranspose2D", infer=_conv_transpose_infer,
+               reference=_conv_transpose_reference,
+               lower=_conv_lower(OpCode.CONV_TRANSPOSE_2D, True), lift=_conv_lift(True),
+               opcode=OpCode.CONV_TRANSPOSE_2D, flops=_conv_transpose_flops,
+               layout_sensitive=True, fusable=True))
+
+
+# ---- FullyConnected, BatchMatMul ----
+
+def _fc_infer(types, attrs):
+    op = "FullyConnected"
+    need(op, types, 2, optional=1)
+    x, w = types[0], types[1]
+    _float_input(op, x)
+    if x.rank < 1 or w.rank != 2 or x.shape[-1] != w.shape[1]:
+        fail(op, f"input {x.shape} and weights {w.shape} do not agree (need x[..., K], w[N, K])")
+    _check_bias(op, types[2] if len(types) > 2 else None, w.shape[0])
+    return [TensorType(x.dtype, x.shape[:-1] + (w.shape[0],))]
+
+
+def _fc_reference(inputs, attrs):
+    x, w = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    y = x.astype(F64) @ w.astype(F64).T
+    if bias is not None:
+        y = y + bias.astype(F64)
+    return [apply_activation(y.astype(x.dtype), attrs)]
+
+
+register(OpDef(name="FullyConnected", infer=_fc_infer, reference=_fc_reference,
+               lower=no_options(OpCode.FULLY_CONNECTED), lift=no_attrs,
+               opcode=OpCode.FULLY_CONNECTED,
+               flops=lambda i, o, a: 2 * o[0].size * i[1].shape[1], fusable=True))
+
+
+def _matmul_operands(shape_a, shape_b, attrs):
+    if attrs.get("transpose_a"):
+        shape_a = shape_a[:-2] + (shape_a[-1], shape_a[-2])
+    if attrs.get("transpose_b"):
+        shape_b = shape_b[:-2] + (shape_b[-1], shape_b[-2])
+    return shape_a, shape_b
+
+
+def _bmm_infer(types, attrs):
+    op = "BatchMatMul"
+    need(op, types, 2)
+    a, b = types
+    if a.rank < 2 or b.rank < 2:
+        fail(op, f"both inputs need rank >= 2, got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype:
+        fail(op, f"inputs have different dtypes {a.dtype} and {b.dtype}")
+    sa, sb = _matmul_operands(a.shape, b.shape, attrs)
+    if sa[-1] != sb[-2]:
+        fail(op, f"inner dims differ: {sa} x {sb} (after transpose_a/transpose_b)")
+    batch = broadcast_dims(op, sa[:-2], sb[:-2])
+    return [TensorType(a.dtype, batch + (sa[-2], sb[-1]))]
+
+
+def _bmm_reference(inputs, attrs):
+    a, b = inputs
+    acc = accumulate_dtype(a.dtype)
+    a_acc, b_acc = a.astype(acc), b.astype(acc)
+    if attrs.get("transpose_a"):
+        a_acc = np.swapaxes(a_acc, -1, -2)
+    if attrs.get("transpose_b"):
+        b_acc = np.swapaxes(b_acc, -1, -2)
+    return [apply_activation(np.matmul(a_acc, b_acc).astype(a.dtype), attrs)]
+
+
+def _bmm_lower(attrs):
+    options = BatchMatMulOptionsT()
+    options.transposeA = bool(attrs.get("transpose_a", False))
+    options.transposeB = bool(attrs.get("transpose_b", False))
+    return OpCode.BATCH_MATMUL, OpOptions.BatchMatMulOptions, options
+
+
+def _bmm_flops(in_types, out_types, attrs):
+    sa, _ = _matmul_operands(in_types[0].shape, in_types[1].shape, attrs)
+    return 2 * out_types[0].size * sa[-1]
+
+
+register(OpDef(name="BatchMatMul", infer=_bmm_infer, reference=_bmm_reference, lower=_bmm_lower,
+               lift=lambda o: {"transpose_a": bool(o.transposeA), "transpose_b": bool(o.transposeB)},
+               opcode=OpCode.BATCH_MATMUL, flops=_bmm_flops, fusable=True))
+
+
+# ---- Softmax, LogSoftmax, LayerNorm, BatchNorm ----
+
+def _softmax(name: str, log: bool) -> OpDef:
+    def infer(types, attrs):
+        need(name, types, 1)
+        _float_input(name, types[0])
+        check_axis(name, attrs.get("axis", -1), types[0].rank)
+        return [types[0]]
+
+    def reference(inputs, attrs):
+        x = inputs[0]
+        axis = attrs["axis"]
+        shifted = x.astype(F64) - np.max(x.astype(F64), axis=axis, keepdims=True)
+        log_sum = np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        y = shifted - log_sum if log else np.exp(shifted - log_sum)
+        return [y.astype(x.dtype)]
+
+    def lower(attrs):
+        options = SoftmaxOptionsT()
+        options.axis, options.log = int(attrs["axis"]), log
+        return OpCode.SOFTMAX, OpOptions.SoftmaxOptions, options
+
+    # Softmax and LogSoftmax share SOFTMAX; lift_key is the options' log flag (0 or 1).
+    return register(OpDef(name=name, infer=infer, reference=reference, lower=lower,
+                          lift=lambda o: {"axis": int(o.axis)}, opcode=OpCode.SOFTMAX,
+                          lift_key=int(log), flops=lambda i, o, a: 5 * o[0].size))
+
+
+_softmax("Softmax", False)
+_softmax("LogSoftmax", True)
+
+
+def _layer_norm_infer(types, attrs):
+    op = "LayerNorm"
+    need(op, types, 2, optional=1)
+    x = types[0]
+    _float_input(op, x)
+    axis = check_axis(op, attrs.get("axis", -1), x.rank)
+    normalised = x.shape[axis:]
+    for what, t in (("scale", types[1]), ("bias", types[2] if len(types) > 2 else None)):
+        if t is None:
+            continue
+        fits = t.rank <= len(normalised) and all(
+            s in (1, n) for s, n in zip(reversed(t.shape), reversed(normalised)))
+        if not fits:
+            fail(op, f"{what} shape {t.shape} does not broadcast to the normalised shape {normalised}")
+    return [x]
+
+
+def _layer_norm_reference(inputs, attrs):
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    axes = tuple(range(attrs["axis"], x.ndim))
+    x64 = x.astype(F64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    variance = np.square(x64 - mean).mean(axis=axes, keepdims=True)
+    y = (x64 - mean) / np.sqrt(variance + attrs.get("epsilon", 1e-5)) * scale.astype(F64)
+    if bias is not None:
+        y = y + bias.astype(F64)
+    return [y.astype(x.dtype)]
+
+
+def _layer_norm_lower(attrs):
+    options = LayerNormOptionsT()
+    options.axis, options.epsilon = int(attrs["axis"]), float(attrs.get("epsilon", 1e-5))
+    return OpCode.LAYER_NORM, OpOptions.LayerNormOptions, options
+
+
+register(OpDef(name="LayerNorm", infer=_layer_norm_infer, reference=_layer_norm_reference,
+               lower=_layer_norm_lower,
+               lift=lambda o: {"axis": int(o.axis), "epsilon": float32_value(o.epsilon)},
+               opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 8 * o[0].size))
+
+
+def _batch_norm_infer(types, attrs):
+    op = "BatchNorm"
+    need(op, types, 5)
+    x = types[0]
+    _float_input(op, x)
+    if x.rank < 2:
+        fail(op, f"input needs rank >= 2, got {x.shape}")
+    channels = x.shape[1] if layout_of(op, attrs) == "NCHW" else x.shape[-1]
+    for what, t in zip(("scale", "bias", "mean", "var"), types[1:]):
+        if tuple(t.shape) != (channels,):
+            fail(op, f"{what} shape {t.shape} must be ({channels},)")
+    return [x]
+
+
+def _batch_norm_reference(inputs, attrs):
+    x, scale, bias, mean, var = inputs
+    channel_axis = 1 if layout_of("BatchNorm", attrs) == "NCHW" else x.ndim - 1
+    along_channels = [1] * x.ndim
+    along_channels[channel_axis] = -1
+
+    def per_channel(v):
+        return v.astype(F64).reshape(along_channels)
+
+    std = np.sqrt(per_channel(var) + attrs.get("epsilon", 1e-5))
+    y = (x.astype(F64) - per_channel(mean)) / std * per_channel(scale) + per_channel(bias)
+    return [y.astype(x.dtype)]
+
+
+def _batch_norm_lower(attrs):
+    raise ValueError("BatchNorm has no runtime op: the fold_batch_norm pass folds it into a "
+                     "Conv2D/FullyConnected or rewrites it to Mul/Add before writing")
+
+
+register(OpDef(name="BatchNorm", infer=_batch_norm_infer, reference=_batch_norm_reference,
+               lower=_batch_norm_lower, lift=_batch_norm_lower, opcode=OpCode.CUSTOM,
+               lift_key=-1, flops=lambda i, o, a: 2 * o[0].size, layout_sensitive=True))
+
+
+# ---- MaxPool2D, AvgPool2D ----
+
+def _pool(name: str, pool_type: int) -> OpDef:
+    is_max = pool_type == PoolType.MAX
+
+    def geometry(attrs):
+        kernel = tuple(attrs["kernel"])
+        strides, dilations, pads = _window_attrs(attrs)
+        return kernel, strides, dilations, pads, bool(attrs.get("ceil_mode", False))
+
+    def infer(types, attrs):
+        need(name, types, 1)
+        layout = layout_of(name, attrs)
+        _float_input(name, types[0])
+        kernel, strides, dilations, pads, ceil_mode = geometry(attrs)
+        if len(kernel) != 2 or min(kernel) < 1:
+            fail(name, f"kernel {kernel} must be two positive ints")
+        _check_window(name, strides, dilations, pads)
+        if max(pads[0], pads[2]) >= kernel[0] or max(pads[1], pads[3]) >= kernel[1]:
+            fail(name, f"pads {pads} must be smaller than the kernel {kernel}")
+        n, c, h, w = _spatial(name, types[0], layout)
+        oh = _sliding_size(name, h, kernel[0], strides[0], dilations[0], pads[0], pads[2], ceil_mode)
+        ow = _sliding_size(name, w, kernel[1], strides[1], dilations[1], pads[1], pads[3], ceil_mode)
+        return [TensorType(types[0].dtype, _nchw_shape(layout, n, c, oh, ow))]
+
+    def reference(inputs, attrs):
+        layout = layout_of(name, attrs)
+        x = _to_nchw(inputs[0], layout)
+        kernel, strides, dilations, pads, ceil_mode = geometry(attrs)
+        _, _, h, w = x.shape
+        oh = _sliding_size(name, h, kernel[0], strides[0], dilations[0], pads[0], pads[2], ceil_mode)
+        ow = _sliding_size(name, w, kernel[1], strides[1], dilations[1], pads[1], pads[3], ceil_mode)
+        row_starts = np.arange(oh) * strides[0] - pads[0]
+        col_starts = np.arange(ow) * strides[1] - pads[1]
+        x64 = x.astype(F64)
+        result = np.full(x.shape[:2] + (oh, ow), -np.inf if is_max else 0.0)
+        count = np.zeros((oh, ow))
+        for i in range(kernel[0]):
+            rows = row_starts + i * dilations[0]
+            for j in range(kernel[1]):
+                cols = col_starts + j * dilations[1]
+                inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+                values = x64[:, :, np.clip(rows, 0, h - 1)][:, :, :, np.clip(cols, 0, w - 1)]
+                if is_max:
+                    result = np.where(inside, np.maximum(result, values), result)
+                    continue
+                result += np.where(inside, values, 0.0)
+                if attrs.get("count_include_pad", False):
+                    # Padding cells count; the extra cells ceil_mode reads past the padding don't.
+                    in_padded = (rows < h + pads[2])[:, None] & (cols < w + pads[3])[None, :]
+                    count += in_padded
+                else:
+                    count += inside
+        if not is_max:
+            result = result / count
+        return [_from_nchw(result.astype(inputs[0].dtype), layout)]
+
+    def lower(attrs):
+        require_nhwc(name, attrs)
+        kernel, strides, dilations, pads, ceil_mode = geometry(attrs)
+        options = Pool2DOptionsT()
+        options.type = pool_type
+        options.kernel, options.strides = list(kernel), list(strides)
+        options.dilations, options.pads = list(dilations), list(pads)
+        options.ceilMode = ceil_mode
+        options.countIncludePad = bool(attrs.get("count_include_pad", False)) and not is_max
+        return OpCode.POOL_2D, OpOptions.Pool2DOptions, options
+
+    def lift(options):
+        attrs = {"kernel": ints(options.kernel), "strides": ints(options.strides, (1, 1)),
+                 "dilations": ints(options.dilations, (1, 1)),
+                 "pads": ints(options.pads, (0, 0, 0, 0)), "ceil_mode": bool(options.ceilMode),
+                 "layout": "NHWC"}
+        if not is_max:
+            attrs["count_include_pad"] = bool(options.countIncludePad)
+        return attrs
+
+    def flops(in_types, out_types, attrs):
+        return out_types[0].size * attrs["kernel"][0] * attrs["kernel"][1]
+
+    # MaxPool2D and AvgPool2D share POOL_2D; lift_key is the options' PoolType.
+    return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
+                          opcode=OpCode.POOL_2D, lift_key=pool_type, flops=flops,
+                          layout_sensitive=True))
+
+
+_pool("MaxPool2D", PoolType.MAX)
+_pool("AvgPool2D", PoolType.AVERAGE)
+
+
+# ---- reductions ----
+
+def _log_sum_exp(x, axis, keepdims):
+    peak = np.max(x, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    y = np.log(np.sum(np.exp(x - peak), axis=axis, keepdims=True)) + peak
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+REDUCTIONS = {
+    "ReduceMean": (ReduceOp.MEAN, np.mean),
+    "ReduceSum": (ReduceOp.SUM, np.sum),
+    "ReduceMax": (ReduceOp.MAX, np.max),
+    "ReduceMin": (ReduceOp.MIN, np.min),
+    "ReduceProd": (ReduceOp.PROD, np.prod),
+    "ReduceL1": (ReduceOp.L1, lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims)),
+    "ReduceL2": (ReduceOp.L2,
+                 lambda x, axis, keepdims: np.sqrt(np.sum(np.square(x), axis=axis, keepdims=keepdims))),
+    "ReduceSumSquare": (ReduceOp.SUM_SQUARE,
+                        lambda x, axis, keepdims: np.sum(np.square(x), axis=axis, keepdims=keepdims)),
+    "ReduceLogSumExp": (ReduceOp.LOG_SUM_EXP, _log_sum_exp),
+}
+
+
+def _reduce(name: str, code: int, compute) -> OpDef:
+    def infer(types, attrs):
+        need(name, types, 1)
+        x = types[0]
+        axes = tuple(attrs.get("axes", ()))
+        if not axes or list(axes) != sorted(set(axes)) or not all(0 <= a < x.rank for a in axes):
+            fail(name, f"axes {axes} must be non-empty, sorted, unique and in [0, {x.rank})")
+        keepdims = attrs.get("keepdims", True)
+        shape = tuple(1 if k in axes else d for k, d in enumerate(x.shape) if keepdims or k not in axes)
+        return [TensorType(x.dtype, shape)]
+
+    def reference(inputs, attrs):
+        x = inputs[0]
+        with np.errstate(all="ignore"):
+            y = compute(x.astype(accumulate_dtype(x.dtype)), axis=tuple(attrs["axes"]),
+                        keepdims=bool(attrs.get("keepdims", True)))
+        return [np.asarray(y).astype(x.dtype)]
+
+    def lower(attrs):
+        options = ReduceOptionsT()
+        options.op, options.axes = code, list(attrs["axes"])
+        options.keepdims = bool(attrs.get("keepdims", True))
+        return OpCode.REDUCE, OpOptions.ReduceOptions, options
+
+    return register(OpDef(name=name, infer=infer, reference=reference, lower=lower,
+                          lift=lambda o: {"axes": ints(o.axes), "keepdims": bool(o.keepdims)},
+                          opcode=OpCode.REDUCE, lift_key=code,
+                          flops=lambda i, o, a: count_elements(i[:1])))
+
+
+for _name, (_code, _compute) in REDUCTIONS.items():
+    _reduce(_name, _code, _compute)
+
+
+# ---- LRN ----
+
+def _lrn_infer(types, attrs):
+    need("LRN", types, 1)
+    _float_input("LRN", types[0])
+    layout_of("LRN", attrs)
+    if types[0].rank < 2:
+        fail("LRN", f"input needs rank >= 2, got {types[0].shape}")
+    if int(attrs.get("size", 0)) < 1:
+        fail("LRN", f"size {attrs.get('size')} must be a positive int")
+    return [types[0]]
+
+
+def _lrn_reference(inputs, attrs):
+    """ONNX LRN: y = x / (bias + alpha / size * sum of x^2 over the channel window)^beta, the
+    window spanning floor((size-1)/2) channels before and ceil((size-1)/2) after."""
+    x = inputs[0]
+    size = int(attrs["size"])
+    alpha, beta, bias = attrs.get("alpha", 1e-4), attrs.get("beta", 0.75), attrs.get("bias", 1.0)
+    channel_axis = 1 if layout_of("LRN", attrs) == "NCHW" else x.ndim - 1
+    squares = np.moveaxis(np.square(x.astype(F64)), channel_axis, -1)
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    padded = np.pad(squares, [(0, 0)] * (squares.ndim - 1) + [(before, after)])
+    channels = squares.shape[-1]
+    window_sum = sum(padded[..., k: k + channels] for k in range(size))
+    window_sum = np.moveaxis(window_sum, -1, channel_axis)
+    y = x.astype(F64) / (bias + alpha / size * window_sum) ** beta
+    return [y.astype(x.dtype)]
+
+
+def _lrn_lower(attrs):
+    require_nhwc("LRN", attrs)
+    options = LrnOptionsT()
+    options.size = int(attrs["size"])
+    options.alpha = float(attrs.get("alpha", 1e-4))
+    options.beta = float(attrs.get("beta", 0.75))
+    options.bias = float(attrs.get("bias", 1.0))
+    return OpCode.LRN, OpOptions.LrnOptions, options
+
+
+register(OpDef(name="LRN", infer=_lrn_infer, reference=_lrn_reference, lower=_lrn_lower,
+               lift=lambda o: {"size": int(o.size), "alpha": float32_value(o.alpha),
+                               "beta": float32_value(o.beta), "bias": float32_value(o.bias),
+                               "layout": "NHWC"},
+               opcode=OpCode.LRN, flops=lambda i, o, a: o[0].size * (int(a["size"]) + 3),
+               layout_sensitive=True))

@@ -1,0 +1,80 @@
+"""Dead code, no-op ops and unused constants."""
+from __future__ import annotations
+
+from typing import Callable
+
+from converter.ir import Graph, Node
+from converter.passes._edit import GraphEdit
+
+
+def remove_dead_nodes(graph: Graph) -> Graph:
+    """Removes nodes none of whose outputs reaches a graph output or a signature, then drops
+    the tensors and constants nothing refers to any more. Graph outputs are unchanged."""
+    edit = GraphEdit(graph)
+    edit.prune_dead()
+    return edit.build()
+
+
+def drop_unused_constants(graph: Graph) -> Graph:
+    """Drops constants (and tensor types) no node, graph end or signature refers to. Variables
+    stay even when unused: they are state the runtime must keep."""
+    return GraphEdit(graph).build()
+
+
+def _same_type(edit: GraphEdit, node: Node) -> bool:
+    src, dst = edit.type_of(node.inputs[0]), edit.type_of(node.outputs[0])
+    return src is not None and dst is not None and src == dst
+
+
+def _slice_is_noop(edit: GraphEdit, node: Node) -> bool:
+    src = edit.type_of(node.inputs[0])
+    if not _same_type(edit, node):
+        return False
+    steps = node.attrs.get("steps") or (1,) * src.rank
+    # Equal shapes with unit steps can only mean the whole range; a size-1 dim is unchanged
+    # whatever its step.
+    return all(step == 1 or dim == 1 for step, dim in zip(steps, src.shape))
+
+
+# op -> "does this node compute its input unchanged?"; each such node is an identity.
+NO_OP_RULES: dict[str, Callable[[GraphEdit, Node], bool]] = {
+    "Identity": lambda edit, node: True,
+    "Reshape": _same_type,
+    "Transpose": lambda edit, node: tuple(node.attrs["perm"]) == tuple(range(len(node.attrs["perm"]))),
+    "Cast": lambda edit, node: _same_type(edit, node),
+    "Slice": _slice_is_noop,
+    "Pad": lambda edit, node: _same_type(edit, node) and not any(node.attrs.get("pads", ())),
+}
+
+
+def is_noop(edit: GraphEdit, node: Node) -> bool:
+    rule = NO_OP_RULES.get(node.op)
+    return rule is not None and len(node.inputs) >= 1 and bool(node.inputs[0]) and rule(edit, node)
+
+
+def remove_identities(graph: Graph) -> Graph:
+    """Removes Identity and no-op Reshape/Transpose/Cast/Slice/Pad nodes; consumers read the
+    input instead. Graph input and output names are kept: when the no-op's output is a graph
+    output, its input is renamed to that output instead, and the node stays only when it joins
+    a graph input (or constant, or another graph output) directly to a graph output."""
+    edit = GraphEdit(graph)
+    changed = True
+    while changed:
+        changed = False
+        producers = edit.producers()
+        boundary = edit.boundary()
+        for node in edit.nodes:
+            if not is_noop(edit, node):
+                continue
+            src, dst = node.inputs[0], node.outputs[0]
+            if dst not in boundary:
+                edit.nodes.remove(node)
+                edit.rename(dst, src)
+            elif src not in boundary and src in producers and src not in edit.constants:
+                edit.nodes.remove(node)
+                edit.rename_everywhere(src, dst)
+            else:
+                continue
+            changed = True
+            break
+    return edit.build()

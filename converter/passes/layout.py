@@ -1,0 +1,362 @@
+"""NCHW -> NHWC layout conversion and transpose cancellation."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from converter.ir import Graph, Node, TensorType
+from converter.ops import OPS
+from converter.passes._edit import GraphEdit
+
+
+def channels_last_perm(rank: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, rank)) + (1,)
+
+
+def channels_first_perm(rank: int) -> tuple[int, ...]:
+    return (0, rank - 1) + tuple(range(1, rank - 1))
+
+
+def inverse_perm(perm) -> tuple[int, ...]:
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return tuple(inverse)
+
+
+def is_identity_perm(perm) -> bool:
+    return tuple(perm) == tuple(range(len(perm)))
+
+
+def _conv_weights_to_ohwi(w: np.ndarray) -> np.ndarray:
+    return w.transpose(0, 2, 3, 1)
+
+
+def _conv_transpose_weights_to_ohwi(w: np.ndarray, groups: int) -> np.ndarray:
+    """[Cin, Cout/g, kh, kw] -> [Cout, kh, kw, Cin/g]."""
+    cin, cout_g, kh, kw = w.shape
+    grouped = w.reshape(groups, cin // groups, cout_g, kh, kw).transpose(0, 2, 3, 4, 1)
+    return grouped.reshape(groups * cout_g, kh, kw, cin // groups)
+
+
+def _transpose_node(edit: GraphEdit, x: str, perm, output_base: str, output: str | None = None) -> Node:
+    return edit.make_node("Transpose", [x], {"perm": tuple(perm)}, output_base,
+                          output_names=[output] if output else None)
+
+
+def _nhwc_weights(edit: GraphEdit, node: Node, emitted: list[Node]) -> str:
+    """The node's weight input in the NHWC-side layout: permuted data for a constant used only
+    here (new constant when shared), ops inserted for a computed or variable one."""
+    w = node.inputs[1]
+    groups = int(node.attrs.get("groups", 1))
+    if node.op == "Conv2D":
+        convert = _conv_weights_to_ohwi
+    else:
+        convert = lambda a: _conv_transpose_weights_to_ohwi(a, groups)  # noqa: E731
+    if edit.is_constant(w):
+        data = convert(edit.constants[w])
+        return edit.add_constant(f"{w}_ohwi", data, dtype=str(edit.constants[w].dtype))
+    if node.op == "Conv2D":
+        t = _transpose_node(edit, w, (0, 2, 3, 1), f"{w}_ohwi")
+        emitted.append(t)
+        return t.outputs[0]
+    cin, cout_g, kh, kw = edit.type_of(w).shape
+    steps = [("Reshape", {"shape": (groups, cin // groups, cout_g, kh, kw)}),
+             ("Transpose", {"perm": (0, 2, 3, 4, 1)}),
+             ("Reshape", {"shape": (groups * cout_g, kh, kw, cin // groups)})]
+    current = w
+    for op, attrs in steps:
+        made = edit.make_node(op, [current], attrs, f"{w}_ohwi")
+        emitted.append(made)
+        current = made.outputs[0]
+    return current
+
+
+def to_nhwc(graph: Graph) -> Graph:
+    """Every layout-sensitive op in NCHW becomes its NHWC form (convolution weights permuted to
+    OHWI), wrapped in a Transpose to channels-last before and back to channels-first after, so
+    every tensor outside the op keeps its shape and value; graph inputs keep their declared
+    layout. cancel_transposes then removes the wrappers between neighbouring ops."""
+    edit = GraphEdit(graph)
+    to_last_cache: dict[str, str] = {}
+    rewritten: list[Node] = []
+    for node in edit.nodes:
+        definition = OPS.get(node.op)
+        if not (definition is not None and definition.layout_sensitive and node.attrs.get("layout", "NCHW") == "NCHW"):
+            rewritten.append(node)
+            continue
+        x = node.inputs[0]
+        rank = edit.type_of(x).rank
+        attrs = {**node.attrs, "layout": "NHWC"}
+        if rank <= 2:
+            # [N, C] is the same in both layouts.
+            rewritten.append(node.with_(attrs=attrs))
+            continue
+        emitted: list[Node] = []
+        if x not in to_last_cache:
+            t_in = _transpose_node(edit, x, channels_last_perm(rank), f"{x}_nhwc")
+            emitted.append(t_in)
+            to_last_cache[x] = t_in.outputs[0]
+        inputs = list(node.inputs)
+        inputs[0] = to_last_cache[x]
+        if node.op in ("Conv2D", "ConvTranspose2D") and inputs[1]:
+            inputs[1] = _nhwc_weights(edit, node, emitted)
+        inner = edit.make_node(node.op, inputs, attrs, f"{node.outputs[0]}_nhwc")
+        inner = inner.with_(name=node.name or inner.name)
+        emitted.append(inner)
+        for y_inner, y in zip(inner.outputs, node.outputs):
+            out_rank = edit.type_of(y_inner).rank
+            emitted.append(_transpose_node(edit, y_inner, channels_first_perm(out_rank), y, output=y))
+        rewritten += emitted
+    edit.nodes = rewritten
+    return edit.build()
+
+
+# ---- transpose cancellation ----
+
+def _permuted_type(t: TensorType, perm) -> TensorType:
+    return TensorType(t.dtype, tuple(t.shape[p] for p in perm))
+
+
+def _remap_per_dim(values, perm):
+    """Per-dim attribute of T_perm(x) -> the same attribute for x (dim perm[i] of x is dim i)."""
+    out = [None] * len(perm)
+    for i, p in enumerate(perm):
+        out[p] = values[i]
+    return tuple(out)
+
+
+def _reduce_axes(attrs, perm):
+    return {**attrs, "axes": tuple(sorted(perm[a] for a in attrs["axes"]))}
+
+
+def _pad_attrs(attrs, perm):
+    rank = len(perm)
+    pads = tuple(attrs["pads"])
+    return {**attrs, "pads": _remap_per_dim(pads[:rank], perm) + _remap_per_dim(pads[rank:], perm)}
+
+
+def _slice_attrs(attrs, perm):
+    new = dict(attrs)
+    for key in ("starts", "ends", "steps"):
+        if attrs.get(key) is not None:
+            new[key] = _remap_per_dim(tuple(attrs[key]), perm)
+    return new
+
+
+# op -> how its attributes change when its input's transpose (perm) moves below it. Each of
+# these ops keeps the rank, so the same perm is re-applied to every output afterwards.
+AXIS_REMAPS: dict[str, Callable[[dict, tuple], dict]] = {
+    "Softmax": lambda a, p: {**a, "axis": p[a["axis"]]},
+    "LogSoftmax": lambda a, p: {**a, "axis": p[a["axis"]]},
+    "Concat": lambda a, p: {**a, "axis": p[a["axis"]]},
+    "Split": lambda a, p: {**a, "axis": p[a["axis"]]},
+    "Pad": _pad_attrs,
+    "Slice": _slice_attrs,
+    "Resize": lambda a, p: {**a, "scales": _remap_per_dim(tuple(a["scales"]), p)},
+}
+REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+              "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp")
+
+
+class _Cancel:
+    def __init__(self, edit: GraphEdit):
+        self.edit = edit
+        self.refresh()
+
+    def refresh(self):
+        self.producers = self.edit.producers()
+        self.consumers = self.edit.consumers()
+
+    def transpose_source(self, name: str):
+        """(x, perm) when ``name`` is the output of a Transpose, else None."""
+        found = self.producers.get(name)
+        if found and found[1].op == "Transpose":
+            return found[1].inputs[0], tuple(found[1].attrs["perm"])
+        return None
+
+    def replace(self, old: Node, new_nodes: list[Node]) -> None:
+        i = self.edit.nodes.index(old)
+        self.edit.nodes[i:i + 1] = new_nodes
+        self.refresh()
+
+    # Transpose(q) of Transpose(p) -> one Transpose (or nothing when they cancel).
+    def compose(self, node: Node) -> bool:
+        if node.op != "Transpose":
+            return False
+        inner = self.transpose_source(node.inputs[0])
+        if inner is None:
+            return False
+        x, p = inner
+        q = tuple(node.attrs["perm"])
+        combined = tuple(p[i] for i in q)
+        y = node.outputs[0]
+        if is_identity_perm(combined) and y not in self.edit.boundary():
+            self.edit.nodes.remove(node)
+            self.edit.rename(y, x)
+            self.refresh()
+        else:
+            self.replace(node, [node.with_(inputs=(x,), attrs={**node.attrs, "perm": combined})])
+        return True
+
+    # Two Transposes of the same tensor with the same perm -> one.
+    def deduplicate(self, node: Node) -> bool:
+        if node.op != "Transpose":
+            return False
+        for other in self.consumers.get(node.inputs[0], ()):
+            if (other is not node and other.op == "Transpose"
+                    and tuple(other.attrs["perm"]) == tuple(node.attrs["perm"])
+                    and other.outputs[0] not in self.edit.boundary()
+                    and self.edit.nodes.index(other) > self.edit.nodes.index(node)):
+                self.edit.nodes.remove(other)
+                self.edit.rename(other.outputs[0], node.outputs[0])
+                self.refresh()
+                return True
+        return False
+
+    def _operand_for(self, name: str, perm, rank: int):
+        """How input ``name`` of an op reads after the transpose moves below the op: the
+        transpose's source, a permuted constant, or None when it cannot follow."""
+        src = self.transpose_source(name)
+        if src is not None and src[1] == perm:
+            return src[0]
+        if self.edit.is_constant(name):
+            value = self.edit.constants[name]
+            if value.ndim == 0:
+                return name
+            if value.ndim > rank:
+                return None
+            full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+            moved = full.transpose(inverse_perm(perm))
+            if moved.shape == value.shape and np.array_equal(moved.reshape(value.shape), value):
+                return name
+            return self.edit.add_constant(f"{name}_t", moved, dtype=str(value.dtype))
+        return None
+
+    # op(T_p(x), ...) -> T_p(op'(x, ...)) for ops that commute with a permutation.
+    def push_down(self, node: Node) -> bool:
+        definition = OPS.get(node.op)
+        if definition is None or node.op == "Transpose":
+            return False
+        sources = [self.transpose_source(i) if i else None for i in node.inputs]
+        moving = [s for s in sources if s is not None]
+        if not moving:
+            return False
+        perm = moving[0][1]
+        rank = len(perm)
+        if definition.elementwise or node.op == "Concat":
+            if any(self.edit.type_of(o).rank != rank for o in node.outputs if o):
+                return False
+            new_inputs = []
+            for name in node.inputs:
+                if not name:
+                    new_inputs.append(name)
+                    continue
+                operand = self._operand_for(name, perm, rank)
+                if operand is None:
+                    return False
+                new_inputs.append(operand)
+            attrs = AXIS_REMAPS["Concat"](node.attrs, perm) if node.op == "Concat" else node.attrs
+            return self._emit(node, new_inputs, attrs, perm, perm)
+        if len(moving) != 1 or sources[0] is None:
+            return False
+        x = sources[0][0]
+        new_inputs = [x] + list(node.inputs[1:])
+        if node.op in AXIS_REMAPS:
+            return self._emit(node, new_inputs, AXIS_REMAPS[node.op](node.attrs, perm), perm, perm)
+        if node.op in REDUCE_OPS:
+            attrs = _reduce_axes(node.attrs, perm)
+            if attrs.get("keepdims", True):
+                return self._emit(node, new_inputs, attrs, perm, perm)
+            reduced = set(attrs["axes"])
+            kept_x = [d for d in range(rank) if d not in reduced]
+            wanted = [perm[i] for i in range(rank) if i not in set(node.attrs["axes"])]
+            after = tuple(kept_x.index(d) for d in wanted)
+            return self._emit(node, new_inputs, attrs, perm, after)
+        return False
+
+    def _emit(self, node: Node, inputs, attrs, perm, perm_after) -> bool:
+        """Replaces ``node`` with the op on untransposed inputs followed by Transpose(perm_after)
+        on each output, which keeps the original output names."""
+        edit = self.edit
+        if is_identity_perm(perm_after):
+            self.replace(node, [node.with_(inputs=tuple(inputs), attrs=attrs)])
+            return True
+        reduces_rank = node.op in REDUCE_OPS and not node.attrs.get("keepdims", True)
+        inferred = edit.infer(node.op, inputs, attrs) if reduces_rank else None
+        inner_outputs, transposes = [], []
+        for k, y in enumerate(node.outputs):
+            if not y:
+                inner_outputs.append(y)
+                continue
+            inner_name = edit.new_name(f"{y}_t")
+            if reduces_rank:
+                edit.set_tensor(inner_name, inferred[k])
+            else:
+                edit.set_tensor(inner_name, _permuted_type(edit.type_of(y), inverse_perm(perm_after)))
+            inner_outputs.append(inner_name)
+            transposes.append(_transpose_node(edit, inner_name, perm_after, y, output=y))
+        inner = node.with_(inputs=tuple(inputs), outputs=tuple(inner_outputs), attrs=attrs)
+        self.replace(node, [inner] + transposes)
+        return True
+
+    # A Transpose that only moves size-1 dims is a Reshape.
+    def to_reshape(self, node: Node) -> bool:
+        if node.op != "Transpose":
+            return False
+        shape = self.edit.type_of(node.inputs[0]).shape
+        perm = node.attrs["perm"]
+        moved_big = [p for p in perm if shape[p] != 1]
+        if moved_big != sorted(moved_big):
+            return False
+        out_shape = self.edit.type_of(node.outputs[0]).shape
+        self.replace(node, [node.with_(op="Reshape", attrs={"shape": tuple(out_shape)})])
+        return True
+
+    # Reshape of a Reshape -> one Reshape.
+    def merge_reshapes(self, node: Node) -> bool:
+        if node.op != "Reshape":
+            return False
+        found = self.producers.get(node.inputs[0])
+        if not found or found[1].op != "Reshape":
+            return False
+        self.replace(node, [node.with_(inputs=(found[1].inputs[0],))])
+        return True
+
+
+def cancel_transposes(graph: Graph) -> Graph:
+    """Moves Transposes down through ops that commute with a permutation (elementwise ops,
+    Concat/Split, Reduce, Softmax/LogSoftmax, Pad, Slice, Resize; attributes and constant
+    operands permuted to match) until they meet another Transpose and cancel or merge; turns a
+    Transpose that only moves size-1 dims into a Reshape. Repeats until nothing changes.
+    Values and graph-visible names are unchanged; no dead Transpose or Reshape is left."""
+    edit = GraphEdit(graph)
+    state = _Cancel(edit)
+    structural = (state.compose, state.deduplicate, state.push_down)
+    cleanup = (state.to_reshape, state.merge_reshapes)
+    budget = 50 * (len(edit.nodes) + 10)
+    for rules in (structural, structural + cleanup):
+        progress = True
+        while progress and budget > 0:
+            progress = False
+            for node in list(edit.nodes):
+                if node not in edit.nodes:
+                    continue
+                if any(rule(node) for rule in rules):
+                    progress = True
+                    budget -= 1
+                    edit.prune_dead()
+                    state.refresh()
+                    break
+    edit.prune_dead()
+    return _drop_noop_reshapes(edit)
+
+
+def _drop_noop_reshapes(edit: GraphEdit) -> Graph:
+    from converter.passes.cleanup import remove_identities
+
+    graph = edit.build()
+    if any(n.op in ("Reshape", "Transpose") for n in graph.nodes):
+        graph = remove_identities(graph)
+    return graph

@@ -1,0 +1,95 @@
+"""The NumPy reference executor: runs an IR graph node by node through each op's ``reference``
+in ``converter.ops.OPS``. It is the semantic oracle the C kernels are tested against, so it is
+written for clarity and checks everything it can (feeds, and each result against the graph's
+declared tensor types)."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from converter.ir import Graph
+from converter.ops import lookup
+
+
+class ReferenceRunError(RuntimeError):
+    """A graph could not be run by the reference executor; the message names the node/tensor."""
+
+
+def _check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
+    unknown = sorted(set(feeds) - set(graph.inputs))
+    if unknown:
+        raise ReferenceRunError(f"feeds {unknown} are not graph inputs; the inputs are {list(graph.inputs)}")
+    missing = [name for name in graph.inputs if name not in feeds and name not in graph.constants]
+    if missing:
+        raise ReferenceRunError(f"graph inputs {missing} have no feed")
+    for name, value in feeds.items():
+        declared = graph.tensors.get(name)
+        if declared is None:
+            continue
+        value = np.asarray(value)
+        if value.dtype != np.dtype(declared.dtype):
+            raise ReferenceRunError(f"input '{name}': got dtype {value.dtype}, expected {declared.dtype}")
+        fits = value.ndim == declared.rank and all(
+            isinstance(d, str) or d == actual for d, actual in zip(declared.shape, value.shape))
+        if not fits:
+            raise ReferenceRunError(f"input '{name}': got shape {value.shape}, expected {declared.shape}")
+
+
+def _check_result(graph: Graph, node_label: str, name: str, value: np.ndarray) -> None:
+    declared = graph.tensors.get(name)
+    if declared is None:
+        return
+    if value.dtype != np.dtype(declared.dtype):
+        raise ReferenceRunError(f"{node_label}: output '{name}' came out {value.dtype}, but the graph "
+                                f"declares {declared.dtype}")
+    if value.ndim != declared.rank or any(
+            isinstance(d, int) and d != actual for d, actual in zip(declared.shape, value.shape)):
+        raise ReferenceRunError(f"{node_label}: output '{name}' came out with shape {value.shape}, but "
+                                f"the graph declares {declared.shape}")
+
+
+def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | None = None,
+        keep_all: bool = False, check_types: bool = True) -> dict[str, np.ndarray]:
+    """Runs ``graph`` on ``feeds`` (graph input name -> array). Returns the graph outputs, the
+    tensors named in ``outputs``, or with ``keep_all`` every value computed or given."""
+    _check_feeds(graph, feeds)
+    values: dict[str, np.ndarray] = {name: np.asarray(v) for name, v in graph.constants.items()}
+    values.update({name: np.asarray(v) for name, v in feeds.items()})
+    for index, node in enumerate(graph.nodes):
+        label = f"node {index} '{node.name or node.outputs[0]}' ({node.op})"
+        entry = lookup(node.op)
+        args = []
+        for name in node.inputs:
+            if name and name not in values:
+                raise ReferenceRunError(f"{label}: input '{name}' is neither a graph input, a "
+                                        f"constant nor produced by an earlier node")
+            args.append(values[name] if name else None)
+        try:
+            results = entry.reference(args, node.attrs)
+        except ReferenceRunError:
+            raise
+        except Exception as error:
+            raise ReferenceRunError(f"{label}: {type(error).__name__}: {error}") from error
+        if len(results) < len(node.outputs):
+            raise ReferenceRunError(f"{label}: produced {len(results)} outputs, the node names "
+                                    f"{len(node.outputs)}")
+        for name, value in zip(node.outputs, results):
+            if not name:
+                continue
+            value = np.asarray(value)
+            if check_types:
+                _check_result(graph, label, name, value)
+            values[name] = value
+    if keep_all:
+        return values
+    wanted = list(graph.outputs if outputs is None else outputs)
+    absent = [name for name in wanted if name not in values]
+    if absent:
+        raise ReferenceRunError(f"requested tensors {absent} were never computed")
+    return {name: values[name] for name in wanted}
+
+
+def run_node(op: str, inputs: list[np.ndarray | None], attrs: Mapping | None = None) -> list[np.ndarray]:
+    """One op on arrays, without building a graph (tests and constant folding)."""
+    return list(lookup(op).reference(inputs, dict(attrs or {})))

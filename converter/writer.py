@@ -1,0 +1,299 @@
+"""IR Graph -> .edge bytes (cruntime/schema/edge.fbs).
+
+File layout: the FlatBuffer (identifier "EDG1") first, then a data section. Each constant or
+variable has its own Buffer whose ``offset`` is an absolute, 64-byte aligned file offset, so a
+runtime that mmaps the file can use weights in place. Buffer 0 is the empty sentinel.
+
+Output is deterministic: the same Graph always gives the same bytes (tensors in the order of
+``Graph.tensors``, operator codes in order of first use), which is what makes
+write -> read -> write byte-identical.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flatbuffers
+import numpy as np
+
+from converter.edgefb.Buffer import BufferT
+from converter.edgefb.DType import DType
+from converter.edgefb.Graph import GraphT
+from converter.edgefb.Metadata import MetadataT
+from converter.edgefb.Model import ModelT
+from converter.edgefb.Operator import OperatorT
+from converter.edgefb.OperatorCode import OperatorCodeT
+from converter.edgefb.OpCost import OpCostT
+from converter.edgefb.Quantization import QuantizationT
+from converter.edgefb.Signature import SignatureT
+from converter.edgefb.Tensor import TensorT
+from converter.edgefb.TensorMap import TensorMapT
+from converter.errors import ConversionError
+from converter.ir import Graph, Node, Signature
+from converter.ops import OPS
+
+EDGE_SCHEMA_VERSION = 1        # cruntime/include/edge.h EDGE_SCHEMA_VERSION
+MIN_RUNTIME_VERSION = 100      # cruntime/include/edge.h EDGE_RUNTIME_VERSION this file needs
+CONVERTER_VERSION = "0.1.0"
+DEFAULT_PRODUCER = f"edgesplit converter {CONVERTER_VERSION}"
+FILE_IDENTIFIER = b"EDG1"
+BUFFER_ALIGNMENT = 64
+OPCODE_VERSION = 1
+
+DTYPE_CODES = {name: getattr(DType, name.upper()) for name in
+               ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")}
+
+
+def _align(n: int) -> int:
+    return (n + BUFFER_ALIGNMENT - 1) // BUFFER_ALIGNMENT * BUFFER_ALIGNMENT
+
+
+def _node_label(node: Node, index: int) -> str:
+    return f"node {index} ({node.op} {node.name or node.outputs[0]!r})"
+
+
+def check_writable(graph: Graph) -> None:
+    """Raises ConversionError listing everything that keeps ``graph`` from being written."""
+    problems: list[str] = []
+    unlowerable: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        definition = OPS.get(node.op)
+        if definition is None or definition.lower is None:
+            unlowerable[node.op] = unlowerable.get(node.op, 0) + 1
+        elif definition.layout_sensitive and node.attrs.get("layout", "NCHW") != "NHWC":
+            problems.append(f"{_node_label(node, i)} is still in {node.attrs.get('layout', 'NCHW')} "
+                            f"layout (run the to_nhwc pass)")
+        else:
+            try:
+                definition.lower(node.attrs)
+            except (ValueError, KeyError, TypeError) as exc:
+                if node.op == "BatchNorm":
+                    unlowerable[node.op] = unlowerable.get(node.op, 0) + 1
+                else:
+                    problems.append(f"{_node_label(node, i)}: {exc}")
+        for name in (*node.inputs, *node.outputs):
+            if name and name not in graph.tensors:
+                problems.append(f"{_node_label(node, i)}: tensor {name!r} has no type")
+    if unlowerable:
+        listed = ", ".join(f"{op} x{n}" for op, n in sorted(unlowerable.items()))
+        problems.insert(0, f"ops with no lowering to the .edge schema: {listed}")
+    for name, ttype in graph.tensors.items():
+        if not ttype.is_static:
+            problems.append(f"tensor {name!r} has symbolic shape {ttype.shape}; give static input shapes")
+    for name in (*graph.inputs, *graph.outputs):
+        if name not in graph.tensors:
+            problems.append(f"graph input/output {name!r} has no type")
+    available = set(graph.inputs) | set(graph.constants)
+    for i, node in enumerate(graph.nodes):
+        missing = [x for x in node.inputs if x and x not in available]
+        if missing:
+            problems.append(f"{_node_label(node, i)} reads {missing[0]!r} before anything produces it")
+        available.update(o for o in node.outputs if o)
+    if problems:
+        raise ConversionError("cannot write the model:\n  " + "\n  ".join(problems))
+
+
+def _activation_fields(node: Node) -> tuple[int, float, float]:
+    activation = node.attrs.get("activation")
+    if not activation:
+        return 0, 0.0, 0.0
+    name, alpha, beta = activation
+    definition = OPS.get(name)
+    if definition is None or definition.lift_key is None:
+        raise ConversionError(f"{node.op} {node.name or node.outputs[0]!r}: unknown fused activation {name!r}")
+    return definition.lift_key, float(alpha), float(beta)
+
+
+def _cost(graph: Graph, node: Node) -> OpCostT:
+    in_types = [graph.tensors.get(i) if i else None for i in node.inputs]
+    out_types = [graph.tensors[o] for o in node.outputs if o]
+    cost = OpCostT()
+    flops = OPS[node.op].flops
+    cost.flops = int(flops(in_types, out_types, node.attrs)) if flops else 0
+    cost.bytesIn = sum(t.nbytes for i, t in zip(node.inputs, in_types) if t and i not in graph.constants)
+    cost.bytesWeights = sum(t.nbytes for i, t in zip(node.inputs, in_types) if t and i in graph.constants)
+    cost.bytesOut = sum(t.nbytes for t in out_types)
+    return cost
+
+
+def _tensor_map(names: dict[str, str], index: dict[str, int], key: str) -> list[TensorMapT]:
+    maps = []
+    for public, tensor in names.items():
+        if tensor not in index:
+            raise ConversionError(f"signature {key!r}: {public!r} names tensor {tensor!r}, which the graph lacks")
+        entry = TensorMapT()
+        entry.name = public
+        entry.tensor = index[tensor]
+        maps.append(entry)
+    return maps
+
+
+def default_signatures(graph: Graph) -> dict[str, Signature]:
+    if graph.signatures:
+        return dict(graph.signatures)
+    return {"infer": Signature({n: n for n in graph.inputs}, {n: n for n in graph.outputs})}
+
+
+def _canonical_options(options):
+    """FlatBuffers leaves out a field equal to its schema default, comparing Python floats; a
+    float that equals its default only after float32 rounding (1e-5 vs float32(1e-5), as read
+    back from a file) is set to the default itself, so both spellings give the same bytes."""
+    if options is None:
+        return None
+    defaults = vars(type(options)())
+    for key, value in vars(options).items():
+        default = defaults.get(key)
+        if (isinstance(value, float) and isinstance(default, float) and value != default
+                and np.float32(value) == np.float32(default)):
+            setattr(options, key, default)
+    return options
+
+
+def _metadata(graph: Graph, producer: str) -> dict[str, str]:
+    entries = {k: str(v) for k, v in graph.metadata.items() if k != "description"}
+    entries["producer"] = producer
+    entries.setdefault("source", "ir")
+    entries["converter_version"] = CONVERTER_VERSION
+    return entries
+
+
+def _constant_bytes(graph: Graph, name: str) -> bytes:
+    ttype = graph.tensors[name]
+    array = np.asarray(graph.constants[name])
+    if tuple(array.shape) != tuple(ttype.shape):
+        raise ConversionError(f"constant {name!r}: data shape {array.shape} differs from its type {ttype.shape}")
+    return np.asarray(array, dtype=np.dtype(ttype.dtype).newbyteorder("<"), order="C").tobytes()
+
+
+def build_model_object(graph: Graph, description: str, producer: str) -> tuple[ModelT, list[bytes]]:
+    """The schema object tree (buffer offsets still unset) and each buffer's bytes."""
+    tensor_index = {name: i for i, name in enumerate(graph.tensors)}
+    buffers = [BufferT()]
+    payloads: list[bytes] = [b""]
+    tensors = []
+    for name, ttype in graph.tensors.items():
+        t = TensorT()
+        t.name = name
+        t.shape = [int(d) for d in ttype.shape]
+        t.dtype = DTYPE_CODES[ttype.dtype]
+        if name in graph.dynamic_dims:
+            t.shapeSignature = [-1 if axis in graph.dynamic_dims[name] else int(d)
+                                for axis, d in enumerate(ttype.shape)]
+        if name in graph.constants:
+            t.buffer = len(buffers)
+            buffers.append(BufferT())
+            payloads.append(_constant_bytes(graph, name))
+        t.isVariable = name in graph.variables
+        if name in graph.quantization:
+            q = graph.quantization[name]
+            qt = QuantizationT()
+            qt.scale = [float(s) for s in q.scale]
+            qt.zeroPoint = [int(z) for z in q.zero_point]
+            qt.quantizedDimension = int(q.axis)
+            t.quantization = qt
+        tensors.append(t)
+
+    codes: list[tuple[int, int]] = []
+    operators = []
+    for node in graph.nodes:
+        opcode, options_type, options = OPS[node.op].lower(node.attrs)
+        key = (int(opcode), OPCODE_VERSION)
+        if key not in codes:
+            codes.append(key)
+        op = OperatorT()
+        op.opcodeIndex = codes.index(key)
+        op.inputs = [tensor_index[i] if i else -1 for i in node.inputs]
+        op.outputs = [tensor_index[o] if o else -1 for o in node.outputs]
+        op.optionsType = int(options_type or 0)
+        op.options = _canonical_options(options)
+        op.activation, op.activationAlpha, op.activationBeta = _activation_fields(node)
+        op.cost = _cost(graph, node)
+        operators.append(op)
+
+    g = GraphT()
+    g.name = graph.name
+    g.tensors = tensors
+    g.inputs = [tensor_index[n] for n in graph.inputs]
+    g.outputs = [tensor_index[n] for n in graph.outputs]
+    g.operators = operators
+
+    signatures = []
+    for key, sig in default_signatures(graph).items():
+        s = SignatureT()
+        s.key = key
+        s.graph = 0
+        s.inputs = _tensor_map(dict(sig.inputs), tensor_index, key)
+        s.outputs = _tensor_map(dict(sig.outputs), tensor_index, key)
+        if sig.nodes is not None:
+            bad = [i for i in sig.nodes if not 0 <= i < len(graph.nodes)]
+            if bad:
+                raise ConversionError(f"signature {key!r}: node index {bad[0]} out of range "
+                                      f"(graph has {len(graph.nodes)} nodes)")
+            s.operators = [int(i) for i in sig.nodes]
+        signatures.append(s)
+
+    model = ModelT()
+    model.version = EDGE_SCHEMA_VERSION
+    model.minRuntimeVersion = MIN_RUNTIME_VERSION
+    model.operatorCodes = []
+    for opcode, version in codes:
+        code = OperatorCodeT()
+        code.opcode = opcode
+        code.version = version
+        model.operatorCodes.append(code)
+    model.graphs = [g]
+    model.buffers = buffers
+    model.signatures = signatures
+    model.metadata = []
+    for name, value in _metadata(graph, producer).items():
+        entry = MetadataT()
+        entry.name = name
+        entry.value = value
+        model.metadata.append(entry)
+    model.description = description
+    model.producer = producer
+    return model, payloads
+
+
+def _pack(model: ModelT) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _place_buffers(model: ModelT, payloads: list[bytes], flatbuffer_size: int) -> None:
+    position = _align(flatbuffer_size)
+    for buffer, payload in zip(model.buffers[1:], payloads[1:]):
+        buffer.offset = position
+        buffer.size = len(payload)
+        position = _align(position + len(payload))
+
+
+def write_model(graph: Graph, description: str | None = None, producer: str | None = None) -> bytes:
+    """The .edge file for ``graph``. ``description``/``producer`` default to the graph's metadata
+    entries of those names (so a model read back writes the same bytes), else "" / this converter."""
+    check_writable(graph)
+    description = description if description is not None else str(graph.metadata.get("description", ""))
+    producer = producer or str(graph.metadata.get("producer") or DEFAULT_PRODUCER)
+    model, payloads = build_model_object(graph, description, producer)
+    # Buffer offsets are fixed-width non-zero fields, so the FlatBuffer's size does not depend
+    # on their values: pack once to learn the size, place the buffers after it, pack again.
+    _place_buffers(model, payloads, 1 << 20)
+    size = len(_pack(model))
+    _place_buffers(model, payloads, size)
+    flatbuffer = _pack(model)
+    if len(flatbuffer) != size:
+        raise AssertionError("FlatBuffer size changed with buffer offsets")
+    out = bytearray(flatbuffer)
+    for buffer, payload in zip(model.buffers[1:], payloads[1:]):
+        out.extend(b"\0" * (buffer.offset - len(out)))
+        out.extend(payload)
+    return bytes(out)
+
+
+def model_summary(data: bytes) -> dict[str, Any]:
+    """Sizes of the parts of a written file (for reports)."""
+    from converter.edgefb.Model import Model
+
+    model = Model.GetRootAs(data, 0)
+    weights = sum(model.Buffers(i).Size() for i in range(model.BuffersLength()))
+    return {"file_bytes": len(data), "weights_bytes": weights}
