@@ -1,0 +1,116 @@
+"""cffi (ABI mode) binding of cruntime/include/edge.h.
+
+``ffi`` is ready at import; ``lib`` opens the shared library the first time it is touched, so that
+importing ``edge`` or ``cruntime`` never fails on a machine where the library is missing until a
+model is actually loaded. The library is looked up in this order:
+
+1. ``$EDGE_LIBRARY`` (a path to a libedge.so build),
+2. ``cruntime/_libedge<EXT_SUFFIX>`` next to this file (what ``pip install`` builds),
+3. ``cruntime/build/libedge.so`` (a development build from ``make -C cruntime``); when both 2 and 3
+   exist (an editable install) the more recently built one wins.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import pathlib
+import re
+import threading
+
+from cffi import FFI
+
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+HEADER = PACKAGE_DIR / "include" / "edge.h"
+DEV_LIBRARY = PACKAGE_DIR / "build" / "libedge.so"
+
+
+class LibraryNotFoundError(ImportError):
+    pass
+
+
+class LibraryLoadError(ImportError):
+    pass
+
+
+def header_declarations(text: str) -> str:
+    """The header's declarations as cffi's cdef accepts them.
+
+    cdef knows no preprocessor except integer ``#define NAME value``: the include guard, the
+    includes and the C++ guard are dropped, and so is ``__attribute__`` should it ever appear.
+    """
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"#ifdef\s+__cplusplus.*?#endif", "", text, flags=re.S)
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if re.fullmatch(r"#\s*define\s+\w+\s+-?(0x[0-9A-Fa-f]+|\d+)[uUlL]*", stripped):
+                kept.append(stripped)
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+ffi = FFI()
+ffi.cdef(header_declarations(HEADER.read_text(encoding="utf-8")))
+
+
+def packaged_library() -> pathlib.Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = PACKAGE_DIR / f"_libedge{suffix}"
+        if path.is_file():
+            return path
+    return next(iter(sorted(PACKAGE_DIR.glob("_libedge*.so"))), None)
+
+
+def find_library() -> pathlib.Path:
+    override = os.environ.get("EDGE_LIBRARY")
+    if override:
+        if not pathlib.Path(override).is_file():
+            raise LibraryNotFoundError(f"EDGE_LIBRARY={override!r} is not a file")
+        return pathlib.Path(override)
+    packaged = packaged_library()
+    dev = DEV_LIBRARY if DEV_LIBRARY.is_file() else None
+    if packaged and dev:
+        # An editable install has both; after `make -C cruntime` the dev build is the current one.
+        return dev if dev.stat().st_mtime > packaged.stat().st_mtime else packaged
+    if packaged or dev:
+        return packaged or dev
+    raise LibraryNotFoundError(
+        "the edgesplit C runtime library was not found (looked for $EDGE_LIBRARY, "
+        f"{PACKAGE_DIR}/_libedge*.so and {DEV_LIBRARY}). Build it with `pip install .` "
+        "(or `pip install -e .`) from the source tree, or `make -C cruntime shared` for a development build.")
+
+
+_lock = threading.Lock()
+_lib = None
+_library_path: pathlib.Path | None = None
+
+
+def load_library():
+    global _lib, _library_path
+    with _lock:
+        if _lib is None:
+            path = find_library()
+            try:
+                _lib = ffi.dlopen(str(path))
+            except OSError as error:
+                raise LibraryLoadError(
+                    f"cannot load the edgesplit C runtime {path}: {error}. Rebuild it (`pip install .`, or "
+                    "`make -C cruntime shared` for a development build).") from None
+            _library_path = path
+        return _lib
+
+
+def library_path() -> pathlib.Path:
+    load_library()
+    assert _library_path is not None
+    return _library_path
+
+
+def __getattr__(name: str):
+    # PEP 562: `binding.lib` and `from cruntime.binding import lib` load on first use.
+    if name == "lib":
+        return load_library()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,515 @@
+"""edge.Interpreter: the TFLite-style Python API over the C runtime.
+
+Lifetimes follow cruntime/include/edge.h: the C model borrows the model bytes, every interpreter
+borrows its model, and tensor memory handed out by ``tensor()`` stays valid until the next
+``allocate_tensors()``. The Python objects keep those references themselves, so a user can drop
+anything in any order; ``close()`` (or leaving a ``with`` block) frees the C objects at once.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import weakref
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from cruntime.binding import ffi, load_library
+from edge.errors import BadStateError, InvalidArgumentError, error_for_status
+
+# edge_dtype -> numpy scalar type (the enum in cruntime/include/edge.h).
+_DTYPE_VALUES = ffi.typeof("edge_dtype").relements
+NUMPY_TYPES: dict[int, type] = {
+    _DTYPE_VALUES["EDGE_FLOAT32"]: np.float32,
+    _DTYPE_VALUES["EDGE_FLOAT16"]: np.float16,
+    _DTYPE_VALUES["EDGE_INT8"]: np.int8,
+    _DTYPE_VALUES["EDGE_UINT8"]: np.uint8,
+    _DTYPE_VALUES["EDGE_INT32"]: np.int32,
+    _DTYPE_VALUES["EDGE_INT64"]: np.int64,
+    _DTYPE_VALUES["EDGE_BOOL"]: np.bool_,
+}
+_TENSOR_KIND_VALUES = ffi.typeof("edge_tensor_kind").relements
+_TENSOR_KINDS = {value: name.removeprefix("EDGE_TENSOR_").lower() for name, value in _TENSOR_KIND_VALUES.items()}
+
+
+def _string(pointer) -> str:
+    if pointer == ffi.NULL:
+        return ""
+    return ffi.string(pointer).decode("utf-8", "replace")
+
+
+def _last_error() -> str:
+    return _string(load_library().edge_last_error())
+
+
+def _raise_for(status: int, message: str) -> None:
+    if status != 0:
+        raise error_for_status(status, message or f"{_string(load_library().edge_status_name(status))} (no message)")
+
+
+def _format_shape(shape: Iterable[int]) -> str:
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+class _TensorMemory:
+    """The owner numpy sees behind a ``tensor()`` view.
+
+    It holds the C interpreter so the memory cannot be freed while a view (or any slice of one,
+    whose base chain ends here) is alive, and the Interpreter tracks it by weak reference to refuse
+    a re-allocation that would move the memory under a live view.
+    """
+
+    def __init__(self, handle, pointer, shape: tuple[int, ...], dtype: np.dtype, read_only: bool):
+        self.handle = handle
+        address = int(ffi.cast("uintptr_t", pointer))
+        self.__array_interface__ = {"shape": shape, "typestr": dtype.str, "data": (address, read_only),
+                                    "version": 3}
+
+
+class Interpreter:
+    """Runs a .edge model.
+
+    ``Interpreter(model_path=None, model_content=None, num_threads=1)`` mirrors tf.lite.Interpreter.
+    ``model_content`` (bytes-like) is borrowed by the runtime and the Interpreter keeps a reference
+    to it (the runtime itself copies bytes that are not 64-byte aligned, so weights can be used in place).
+    ``profiling=True`` records per-op times from the first invoke (see ``profile()``).
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, model_content: bytes | None = None,
+                 num_threads: int = 1, *, profiling: bool = False):
+        if (model_path is None) == (model_content is None):
+            raise InvalidArgumentError("pass exactly one of model_path or model_content")
+        try:
+            threads = operator.index(num_threads)
+        except TypeError:
+            raise InvalidArgumentError(f"num_threads must be an integer >= 1, got {num_threads!r}") from None
+        if threads < 1:
+            raise InvalidArgumentError(f"num_threads must be an integer >= 1, got {threads}")
+        lib = load_library()
+        self._lib = lib
+        self._num_threads = threads
+        self._profiling = bool(profiling)
+        self._views: list[weakref.ref] = []
+        self._allocated = False
+        self._model_content = None
+        self._interp = None
+
+        model_out = ffi.new("edge_model **")
+        if model_path is not None:
+            self.model_path = os.fspath(model_path)
+            status = lib.edge_model_load_file(os.fsencode(self.model_path), model_out)
+            _raise_for(status, _last_error())
+            keep_alive = None
+        else:
+            self.model_path = None
+            content = self._borrowable(model_content)
+            keep_alive = ffi.from_buffer(content)
+            status = lib.edge_model_load_buffer(keep_alive, len(keep_alive), 0, model_out)
+            _raise_for(status, _last_error())
+            self._model_content = content
+        # The destructor's default argument keeps the borrowed bytes alive as long as the C model.
+        self._model = ffi.gc(model_out[0], lambda model, _bytes=keep_alive: lib.edge_model_free(model))
+
+        options = ffi.new("edge_interpreter_options *", {"num_threads": threads, "profiling": int(self._profiling)})
+        interp_out = ffi.new("edge_interpreter **")
+        status = lib.edge_interpreter_create(self._model, options, interp_out)
+        if status != 0:
+            message = _last_error()
+            ffi.release(self._model)
+            _raise_for(status, message)
+        # Likewise the interpreter's destructor holds the model, so the model is freed after it.
+        self._interp = ffi.gc(interp_out[0], lambda interp, _model=self._model: lib.edge_interpreter_free(interp))
+        self._num_tensors = lib.edge_interpreter_num_tensors(self._interp)
+        self._num_ops = lib.edge_interpreter_num_ops(self._interp)
+        self._inputs = [lib.edge_interpreter_input(self._interp, i)
+                        for i in range(lib.edge_interpreter_num_inputs(self._interp))]
+        self._outputs = [lib.edge_interpreter_output(self._interp, i)
+                         for i in range(lib.edge_interpreter_num_outputs(self._interp))]
+        self._signatures = self._read_signatures()
+
+    @staticmethod
+    def _borrowable(content) -> Any:
+        if isinstance(content, str):
+            raise InvalidArgumentError("model_content must be bytes-like, got str (pass model_path for a file name)")
+        try:
+            view = memoryview(content)
+        except TypeError:
+            raise InvalidArgumentError(f"model_content must be bytes-like, got {type(content).__name__}") from None
+        return content if view.c_contiguous else view.tobytes()
+
+
+    def close(self) -> None:
+        """Frees the C interpreter and model now (later, once the last ``tensor()`` view is gone)."""
+        interp, model = self._interp, getattr(self, "_model", None)
+        self._interp = None
+        self._model = None
+        if interp is None:
+            return
+        if not self._live_views():
+            ffi.release(interp)
+            ffi.release(model)
+
+    def __enter__(self) -> "Interpreter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._interp is None
+
+    def _handle(self):
+        if self._interp is None:
+            raise BadStateError("the interpreter is closed")
+        return self._interp
+
+    def _check(self, status: int) -> None:
+        if status != 0:
+            _raise_for(status, _string(self._lib.edge_interpreter_error(self._interp)))
+
+    def _live_views(self) -> int:
+        self._views = [ref for ref in self._views if ref() is not None]
+        return len(self._views)
+
+
+    @property
+    def num_threads(self) -> int:
+        return self._num_threads
+
+    @property
+    def description(self) -> str:
+        self._handle()
+        return _string(self._lib.edge_model_description(self._model))
+
+    def metadata(self) -> dict[str, str]:
+        self._handle()
+        entries = {}
+        name, value = ffi.new("const char **"), ffi.new("const char **")
+        for i in range(self._lib.edge_model_num_metadata(self._model)):
+            _raise_for(self._lib.edge_model_metadata(self._model, i, name, value), _last_error())
+            entries[_string(name[0])] = _string(value[0])
+        return entries
+
+    def _tensor_index(self, index) -> int:
+        try:
+            value = operator.index(index)
+        except TypeError:
+            raise InvalidArgumentError(f"tensor index must be an integer, got {index!r}") from None
+        if not 0 <= value < self._num_tensors:
+            raise InvalidArgumentError(
+                f"tensor index {value} is out of range: the model has {self._num_tensors} tensors")
+        return value
+
+    def _info(self, index: int):
+        info = ffi.new("edge_tensor_info *")
+        self._check(self._lib.edge_interpreter_tensor_info(self._handle(), index, info))
+        return info
+
+    def _tensor_name(self, index: int, info=None) -> str:
+        info = info if info is not None else self._info(index)
+        return _string(info.name) or f"#{index}"
+
+    @staticmethod
+    def _shape(info) -> tuple[int, ...]:
+        return tuple(ffi.unpack(info.shape, info.rank)) if info.rank else ()
+
+    @staticmethod
+    def _numpy_type(info) -> type:
+        try:
+            return NUMPY_TYPES[int(info.dtype)]
+        except KeyError:
+            raise BadStateError(f"tensor '{_string(info.name)}' has dtype code {int(info.dtype)}, "
+                                "which this binding does not know") from None
+
+    def _details(self, index: int) -> dict[str, Any]:
+        info = self._info(index)
+        count = int(info.num_quant_params)
+        scales = np.array(ffi.unpack(info.scales, count) if count else [], dtype=np.float32)
+        zero_points = np.array(ffi.unpack(info.zero_points, count) if count else [], dtype=np.int32)
+        per_tensor = (float(scales[0]), int(zero_points[0])) if count == 1 else (0.0, 0)
+        signature = tuple(ffi.unpack(info.shape_signature, info.rank)) if info.rank else ()
+        return {
+            "name": _string(info.name),
+            "index": index,
+            "shape": np.array(self._shape(info), dtype=np.int32),
+            "shape_signature": np.array(signature, dtype=np.int32),
+            "dtype": self._numpy_type(info),
+            "quantization": per_tensor,
+            "quantization_parameters": {"scales": scales, "zero_points": zero_points,
+                                        "quantized_dimension": int(info.quantized_dimension)},
+            "sparsity_parameters": {},
+            "kind": _TENSOR_KINDS.get(int(info.kind), str(int(info.kind))),
+            "nbytes": int(info.nbytes),
+        }
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        self._handle()
+        return [self._details(i) for i in self._inputs]
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        self._handle()
+        return [self._details(i) for i in self._outputs]
+
+    def get_tensor_details(self) -> list[dict[str, Any]]:
+        self._handle()
+        return [self._details(i) for i in range(self._num_tensors)]
+
+
+    def resize_tensor_input(self, input_index, tensor_size: Sequence[int]) -> None:
+        """Changes an input's shape within its shape_signature; takes effect at allocate_tensors()."""
+        index = self._tensor_index(input_index)
+        try:
+            dims = [operator.index(d) for d in np.asarray(tensor_size).reshape(-1).tolist()]
+        except TypeError:
+            raise InvalidArgumentError(f"shape must be a sequence of integers, got {tensor_size!r}") from None
+        max_rank = int(self._lib.EDGE_MAX_RANK)
+        if len(dims) > max_rank:
+            raise InvalidArgumentError(f"tensor '{self._tensor_name(index)}': rank {len(dims)} exceeds the "
+                                       f"runtime's maximum of {max_rank}")
+        shape = ffi.new("int64_t[]", dims or [0])
+        self._check(self._lib.edge_interpreter_resize_input(self._handle(), index, len(dims), shape))
+        self._allocated = False
+
+    def allocate_tensors(self) -> None:
+        handle = self._handle()
+        live = self._live_views()
+        if live:
+            raise BadStateError(
+                f"there are {live} live arrays from tensor() pointing into the arena, which allocate_tensors() "
+                "would move: drop them (keep the function tensor() returns, not its arrays) and try again")
+        self._check(self._lib.edge_interpreter_allocate(handle))
+        self._allocated = True
+
+    def memory_info(self) -> dict[str, int]:
+        memory = ffi.new("edge_memory_info *")
+        self._check(self._lib.edge_interpreter_memory(self._handle(), memory))
+        return {"arena_bytes": int(memory.arena_bytes), "naive_bytes": int(memory.naive_bytes),
+                "persistent_bytes": int(memory.persistent_bytes), "scratch_bytes": int(memory.scratch_bytes),
+                "model_bytes": int(memory.model_bytes)}
+
+
+    def set_tensor(self, tensor_index, value) -> None:
+        """Copies ``value`` into the tensor; its dtype and shape must match the tensor's exactly."""
+        index = self._tensor_index(tensor_index)
+        info = self._info(index)
+        expected_type = self._numpy_type(info)
+        array = np.asarray(value)
+        name = self._tensor_name(index, info)
+        if array.dtype != np.dtype(expected_type):
+            raise InvalidArgumentError(f"tensor '{name}' (index {index}): expected dtype "
+                                       f"{np.dtype(expected_type).name}, got {array.dtype.name}")
+        expected_shape = self._shape(info)
+        if array.shape != expected_shape:
+            hint = ""
+            if any(d == -1 for d in ffi.unpack(info.shape_signature, info.rank) if info.rank):
+                hint = " (call resize_tensor_input() and allocate_tensors() to change a dynamic dimension)"
+            raise InvalidArgumentError(f"tensor '{name}' (index {index}): expected shape "
+                                       f"{_format_shape(expected_shape)}, got {_format_shape(array.shape)}{hint}")
+        array = np.ascontiguousarray(array)
+        self._check(self._lib.edge_interpreter_set_tensor(self._handle(), index, ffi.from_buffer(array),
+                                                          array.nbytes))
+
+    def get_tensor(self, tensor_index) -> np.ndarray:
+        """A copy of the tensor's current value."""
+        index = self._tensor_index(tensor_index)
+        info = self._info(index)
+        out = np.empty(self._shape(info), dtype=self._numpy_type(info))
+        self._check(self._lib.edge_interpreter_get_tensor(self._handle(), index,
+                                                          ffi.from_buffer(out, require_writable=True), out.nbytes))
+        return out
+
+    def tensor(self, tensor_index) -> Callable[[], np.ndarray]:
+        """A function returning a zero-copy view of the tensor (TFLite semantics).
+
+        Each view stays valid until the next allocate_tensors(), which refuses to run while one is
+        alive; hold on to the function, not to its arrays. Views of constants are read-only.
+        """
+        index = self._tensor_index(tensor_index)
+        interpreter_ref = weakref.ref(self)
+
+        def view() -> np.ndarray:
+            interpreter = interpreter_ref()
+            if interpreter is None:
+                raise BadStateError("the interpreter behind this tensor() function is gone")
+            return interpreter._view(index)
+
+        return view
+
+    def _view(self, index: int) -> np.ndarray:
+        handle = self._handle()
+        info = self._info(index)
+        pointer = ffi.new("void **")
+        self._check(self._lib.edge_interpreter_tensor_data(handle, index, pointer))
+        # Constants live in the model bytes, which may be a read-only mapping of the file.
+        read_only = int(info.kind) == _TENSOR_KIND_VALUES["EDGE_TENSOR_CONSTANT"]
+        memory = _TensorMemory(handle, pointer[0], self._shape(info), np.dtype(self._numpy_type(info)), read_only)
+        self._views.append(weakref.ref(memory))
+        return np.asarray(memory)
+
+
+    def _require_allocated(self, what: str) -> None:
+        if not self._allocated:
+            raise BadStateError(f"{what} before allocate_tensors(): call allocate_tensors() first "
+                                "(and again after resize_tensor_input())")
+
+    def invoke(self) -> None:
+        handle = self._handle()
+        self._require_allocated("invoke()")
+        self._check(self._lib.edge_interpreter_invoke(handle))
+
+    def invoke_ops(self, ops: Sequence[int]) -> None:
+        """Runs the given ops in the given order; the caller has set every tensor they read that none
+        of them writes (split execution)."""
+        handle = self._handle()
+        self._require_allocated("invoke_ops()")
+        try:
+            indices = [operator.index(op) for op in ops]
+        except TypeError:
+            raise InvalidArgumentError(f"ops must be a sequence of op indices, got {ops!r}") from None
+        bad = [op for op in indices if not 0 <= op < self._num_ops]
+        if bad:
+            raise InvalidArgumentError(f"op indices {bad} are out of range: the model has {self._num_ops} ops")
+        array = ffi.new("int32_t[]", indices or [0])
+        self._check(self._lib.edge_interpreter_invoke_ops(handle, array, len(indices)))
+
+    def reset_variables(self) -> None:
+        """Puts every variable tensor back to the value stored in the model."""
+        self._check(self._lib.edge_interpreter_reset_variables(self._handle()))
+
+
+    def _read_signatures(self) -> dict[str, dict[str, Any]]:
+        signatures = {}
+        info = ffi.new("edge_signature_info *")
+        for i in range(self._lib.edge_model_num_signatures(self._model)):
+            _raise_for(self._lib.edge_model_signature(self._model, i, info), _last_error())
+            signatures[_string(info.key)] = {
+                "index": i,
+                "inputs": {_string(info.input_names[k]): int(info.input_tensors[k]) for k in range(info.num_inputs)},
+                "outputs": {_string(info.output_names[k]): int(info.output_tensors[k])
+                            for k in range(info.num_outputs)},
+            }
+        return signatures
+
+    def get_signature_list(self) -> dict[str, dict[str, list[str]]]:
+        return {key: {"inputs": list(sig["inputs"]), "outputs": list(sig["outputs"])}
+                for key, sig in self._signatures.items()}
+
+    def get_signature_runner(self, signature_key: str | None = "infer") -> "SignatureRunner":
+        if signature_key is None:
+            if len(self._signatures) != 1:
+                raise InvalidArgumentError(f"the model has {len(self._signatures)} signatures "
+                                           f"({sorted(self._signatures)}): name one")
+            signature_key = next(iter(self._signatures))
+        if signature_key not in self._signatures:
+            raise InvalidArgumentError(f"no signature '{signature_key}': the model has {sorted(self._signatures)}")
+        return SignatureRunner(self, signature_key, self._signatures[signature_key])
+
+    def _invoke_signature(self, signature_index: int) -> None:
+        handle = self._handle()
+        self._require_allocated("invoking a signature")
+        self._check(self._lib.edge_interpreter_invoke_signature(handle, signature_index))
+
+
+    @property
+    def profiling(self) -> bool:
+        return self._profiling
+
+    @profiling.setter
+    def profiling(self, enabled: bool) -> None:
+        self._lib.edge_interpreter_set_profiling(self._handle(), int(bool(enabled)))
+        self._profiling = bool(enabled)
+
+    def reset_profile(self) -> None:
+        self._lib.edge_interpreter_reset_profile(self._handle())
+
+    def op_details(self) -> list[dict[str, Any]]:
+        """Every op: index, op name, opcode, version, input/output tensor indices and shapes, flops."""
+        return [self._op_entry(i)[0] for i in range(self._num_ops)]
+
+    def _op_entry(self, op: int) -> tuple[dict[str, Any], Any]:
+        info = ffi.new("edge_op_info *")
+        self._check(self._lib.edge_interpreter_op_info(self._handle(), op, info))
+        inputs = [int(t) for t in ffi.unpack(info.inputs, info.num_inputs)] if info.num_inputs else []
+        outputs = [int(t) for t in ffi.unpack(info.outputs, info.num_outputs)] if info.num_outputs else []
+        entry = {
+            "index": op,
+            "op": _string(info.op_name),
+            "opcode": int(info.opcode),
+            "version": int(info.version),
+            "inputs": inputs,
+            "outputs": outputs,
+            "input_shapes": [self._shape(self._info(t)) if t >= 0 else None for t in inputs],
+            "output_shapes": [self._shape(self._info(t)) for t in outputs],
+            "flops": int(info.flops),
+        }
+        return entry, info
+
+    def profile(self) -> list[dict[str, Any]]:
+        """Per-op times recorded since the last reset_profile(), in graph order.
+
+        ``ms`` is the mean time of one run of the op, ``last_ms`` its latest run, ``runs`` how many
+        runs were recorded; needs profiling on (``profiling=True`` or ``interpreter.profiling = True``).
+        """
+        self._handle()
+        if not self._profiling:
+            raise BadStateError("profiling is off: create the Interpreter with profiling=True "
+                                "or set interpreter.profiling = True, then invoke()")
+        entries = []
+        for op in range(self._num_ops):
+            entry, info = self._op_entry(op)
+            runs = int(info.runs)
+            entry.update(runs=runs, total_ms=info.total_ns / 1e6, last_ms=info.last_ns / 1e6,
+                         ms=(info.total_ns / runs / 1e6) if runs else 0.0)
+            entries.append(entry)
+        return entries
+
+
+class SignatureRunner:
+    """Runs one named signature: ``runner(x=array, ...)`` returns ``{output name: array}``.
+
+    Inputs whose shape differs from the tensor's current shape are resized (within their
+    shape_signature) and the interpreter re-allocated, as TFLite's SignatureRunner does.
+    """
+
+    def __init__(self, interpreter: Interpreter, key: str, signature: Mapping[str, Any]):
+        self._interpreter = interpreter
+        self.key = key
+        self._index = signature["index"]
+        self._inputs: dict[str, int] = dict(signature["inputs"])
+        self._outputs: dict[str, int] = dict(signature["outputs"])
+
+    def get_input_details(self) -> dict[str, dict[str, Any]]:
+        return {name: self._interpreter._details(t) for name, t in self._inputs.items()}
+
+    def get_output_details(self) -> dict[str, dict[str, Any]]:
+        return {name: self._interpreter._details(t) for name, t in self._outputs.items()}
+
+    def __call__(self, **inputs) -> dict[str, np.ndarray]:
+        missing = [name for name in self._inputs if name not in inputs]
+        unknown = [name for name in inputs if name not in self._inputs]
+        if missing or unknown:
+            problems = []
+            if missing:
+                problems.append(f"missing inputs {missing}")
+            if unknown:
+                problems.append(f"unknown inputs {unknown}")
+            raise InvalidArgumentError(f"signature '{self.key}': {'; '.join(problems)} "
+                                       f"(it takes {list(self._inputs)})")
+        interpreter = self._interpreter
+        arrays = {name: np.asarray(value) for name, value in inputs.items()}
+        resized = False
+        for name, array in arrays.items():
+            tensor = self._inputs[name]
+            current = tuple(int(d) for d in interpreter._details(tensor)["shape"])
+            if array.shape != current:
+                interpreter.resize_tensor_input(tensor, array.shape)
+                resized = True
+        if resized or not interpreter._allocated:
+            interpreter.allocate_tensors()
+        for name, array in arrays.items():
+            interpreter.set_tensor(self._inputs[name], array)
+        interpreter._invoke_signature(self._index)
+        return {name: interpreter.get_tensor(t) for name, t in self._outputs.items()}
+
+    invoke = __call__
