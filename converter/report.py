@@ -28,6 +28,9 @@ class ConversionReport:
     def final_node_count(self) -> int:
         return sum(self.final_ops.values())
 
+    def __str__(self) -> str:
+        return render_plain(self)
+
     def fusion_details(self) -> dict[str, int]:
         """What each fusing/folding pass took out of the graph: op -> nodes removed."""
         details: dict[str, int] = {}

@@ -67,10 +67,64 @@ def _default_opset(proto: onnx.ModelProto) -> int:
     raise ConversionError("the model imports no version of the default ONNX domain")
 
 
+def _ops_changed_after(proto: onnx.ModelProto, opset: int, newest_known: int) -> list[str]:
+    """Op types of the default domain whose definition at ``opset`` is newer than at ``newest_known``."""
+    changed = set()
+    for node in _all_nodes(proto.graph):
+        if node.domain not in _DEFAULT_DOMAINS:
+            continue
+        try:
+            since = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
+        except Exception:  # unknown op: the unsupported-op scan reports it
+            continue
+        if since > newest_known and not _same_signature(node.op_type, node.domain, since, newest_known):
+            changed.add(node.op_type)
+    return sorted(changed)
+
+
+def _same_signature(op_type: str, domain: str, newer: int, older: int) -> bool:
+    """True when the op's definition at ``newer`` differs from that at ``older`` only in the types
+    it accepts (how ONNX added bfloat16, float8 ... to most ops): same attributes with the same
+    defaults, same inputs and outputs. Such an op imports as the older definition says."""
+    def signature(schema):
+        attrs = sorted((name, a.type, a.required, a.default_value.SerializeToString())
+                       for name, a in schema.attributes.items())
+        ios = [[(f.name, f.option) for f in group] for group in (schema.inputs, schema.outputs)]
+        return attrs, ios, schema.min_input, schema.max_input, schema.min_output, schema.max_output
+    try:
+        return signature(onnx.defs.get_schema(op_type, newer, domain)) == \
+            signature(onnx.defs.get_schema(op_type, older, domain))
+    except Exception:
+        return False
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
 def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Brings the model to an opset whose op definitions the importer knows (MIN_OPSET..MAX_OPSET).
+
+    Newer opsets are accepted as they are when none of the model's ops was redefined after
+    MAX_OPSET (each op's definition is then identical to the one we import); otherwise the model
+    is converted down to MAX_OPSET, which fails clearly for ops without a down-conversion.
+    """
     opset = _default_opset(proto)
     if opset > MAX_OPSET:
-        raise ConversionError(f"opset {opset} is newer than the newest supported ({MAX_OPSET})")
+        changed = _ops_changed_after(proto, opset, MAX_OPSET)
+        if not changed:
+            return proto
+        try:
+            return version_converter.convert_version(proto, MAX_OPSET)
+        except Exception as exc:
+            raise ConversionError(f"opset {opset} redefines {', '.join(changed)} after opset {MAX_OPSET}, the newest "
+                                  f"this importer knows, and the model cannot be converted down: {exc}") from exc
     if opset >= MIN_OPSET:
         return proto
     try:

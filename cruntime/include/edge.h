@@ -89,7 +89,7 @@ typedef struct {
   int32_t num_inputs;
   const int32_t *inputs;                  /* -1: optional input left out */
   int32_t num_outputs;
-  const int32_t *outputs;
+  const int32_t *outputs;                 /* -1: optional output not wanted (LSTM, GRU) */
   uint64_t flops;                         /* from the model's cost metadata (0 if absent) */
   uint64_t last_ns;                       /* profiling: time of the last run of this op */
   uint64_t total_ns;                      /* profiling: sum over runs since the last reset */

@@ -100,7 +100,8 @@ static void compute_lifetimes(edge_interpreter *interp) {
     const edge_model_op *o = &m->ops[op];
     for (int32_t j = 0; j < o->num_inputs; ++j)
       if (o->inputs[j] >= 0) TOUCH(o->inputs[j], op);
-    for (int32_t j = 0; j < o->num_outputs; ++j) TOUCH(o->outputs[j], op);
+    for (int32_t j = 0; j < o->num_outputs; ++j)
+      if (o->outputs[j] >= 0) TOUCH(o->outputs[j], op);
   }
 #undef TOUCH
   for (int32_t t = 0; t < m->num_tensors; ++t)
@@ -417,6 +418,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
     edge_status status = reg->prepare(&interp->ctx, node);
     if (status != EDGE_OK) return op_fail(interp, i, status);
     for (int32_t j = 0; j < node->num_outputs; ++j) {
+      if (node->outputs[j] < 0) continue;
       status = check_output_shape(interp, i, node->outputs[j], inputs_resized);
       if (status != EDGE_OK) return status;
     }

@@ -606,8 +606,10 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
     if (op->inputs[i] < -1 || op->inputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: input %d is tensor %d, out of range (%d tensors)", where, i,
                                  op->inputs[i], L->model->num_tensors);
+  /* Only the recurrent ops have optional outputs (ONNX's Y, Y_h, Y_c); they check which they got. */
+  int32_t lowest_output = op->opcode == EDGE_OP_LSTM || op->opcode == EDGE_OP_GRU ? -1 : 0;
   for (int32_t i = 0; i < op->num_outputs; ++i)
-    if (op->outputs[i] < 0 || op->outputs[i] >= L->model->num_tensors)
+    if (op->outputs[i] < lowest_output || op->outputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: output %d is tensor %d, out of range (%d tensors)", where, i,
                                  op->outputs[i], L->model->num_tensors);
 
@@ -667,6 +669,7 @@ static edge_status check_graph_order(loader *L) {
     }
     for (int32_t j = 0; j < op->num_outputs; ++j) {
       int32_t t = op->outputs[j];
+      if (t < 0) continue;
       const edge_model_tensor *tensor = &m->tensors[t];
       if (tensor->kind == EDGE_TENSOR_CONSTANT)
         return edge_set_last_error(EDGE_INVALID_MODEL, "op %d (%s): output %d writes constant tensor '%.100s' (%d)", i,
@@ -789,7 +792,10 @@ static edge_status derive_signature_ops(loader *L, edge_signature_def *s) {
   for (int32_t i = m->num_ops - 1; i >= 0; --i) {
     const edge_model_op *op = &m->ops[i];
     bool wanted = false;
-    for (int32_t j = 0; j < op->num_outputs; ++j) wanted |= needed[op->outputs[j]] && !is_input[op->outputs[j]];
+    for (int32_t j = 0; j < op->num_outputs; ++j) {
+      int32_t t = op->outputs[j];
+      wanted |= t >= 0 && needed[t] && !is_input[t];
+    }
     if (!wanted) continue;
     runs[i] = 1;
     ++count;

@@ -77,17 +77,23 @@ edge_model *test_load_seed(const char *name) {
   X(interpreter_invoke_ops_validates)         \
   X(interpreter_runs_add_relu)                \
   X(interpreter_checks_declared_shapes)       \
-  X(ops_data_kernels)
+  X(ops_data_kernels)                         \
+  X(ops_compute_kernels)
 
 #define DECLARE(name) void test_##name(void);
 TESTS(DECLARE)
 #undef DECLARE
 
-/* tests/c/test_ops_data.c counts its own checks and returns its failures. */
+/* tests/c/test_ops_data.c and test_ops_compute.c count their own checks and return their failures. */
 int test_ops_data(void);
+int test_ops_compute(void);
 void test_ops_data_kernels(void) {
   int failures = test_ops_data();
   if (failures) test_report(__FILE__, __LINE__, "%d data-kernel checks failed", failures);
+}
+void test_ops_compute_kernels(void) {
+  int failures = test_ops_compute();
+  if (failures) test_report(__FILE__, __LINE__, "%d compute-kernel checks failed", failures);
 }
 
 typedef struct {

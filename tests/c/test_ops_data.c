@@ -321,8 +321,11 @@ static void test_binary_edges(void) {
   CHECK(by[0] == 0 && by[1] == 0 && by[2] == 0 && by[3] == 1, "and");
   CHECK(run_binary_1d(EDGE_BINARY_OR, EDGE_BOOL, ba, bb, by, 4, EDGE_UNARY_IDENTITY, error) == EDGE_OK, "%s", error);
   CHECK(by[0] == 0 && by[1] == 1 && by[2] == 1 && by[3] == 1, "or");
-  CHECK(run_binary_1d(EDGE_BINARY_POW, EDGE_INT32, a, b, y, 2, EDGE_UNARY_IDENTITY, error) == EDGE_UNSUPPORTED,
-        "int pow is unsupported");
+  int32_t base[6] = {3, -2, 2, 1, -1, 5}, exponent[6] = {4, 3, -1, -5, -3, 0}, power[6];
+  CHECK(run_binary_1d(EDGE_BINARY_POW, EDGE_INT32, base, exponent, power, 6, EDGE_UNARY_IDENTITY, error) == EDGE_OK,
+        "%s", error);
+  CHECK(power[0] == 81 && power[1] == -8 && power[2] == 0 && power[3] == 1 && power[4] == -1 && power[5] == 1,
+        "int pow: %d %d %d %d %d %d", power[0], power[1], power[2], power[3], power[4], power[5]);
 
   /* shapes that do not broadcast */
   graph g;

@@ -111,6 +111,14 @@ static void bool_run(edge_binary_kind op, const uint8_t *a, int64_t sa, const ui
       case EDGE_BINARY_MUL: return (T)((U)a * (U)b);                                               \
       case EDGE_BINARY_MIN: return b < a ? b : a;                                                  \
       case EDGE_BINARY_MAX: return b > a ? b : a;                                                  \
+      case EDGE_BINARY_POW: {                                                                      \
+        /* Exact, by squaring; wraps like the other integer ops. a^-n truncates toward zero. */    \
+        if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;                            \
+        U r = 1, base = (U)a;                                                                      \
+        for (T e = b; e > 0; e >>= 1, base *= base)                                                \
+          if (e & 1) r *= base;                                                                    \
+        return (T)r;                                                                               \
+      }                                                                                            \
       case EDGE_BINARY_DIV: case EDGE_BINARY_MOD: case EDGE_BINARY_FMOD: {                         \
         if (b == 0) { *zero = 1; return 0; }                                                       \
         if (b == -1) return op == EDGE_BINARY_DIV ? (T)((U)0 - (U)a) : 0;                           \
@@ -212,7 +220,7 @@ static void binary_range(void *arg, int64_t begin, int64_t end, int32_t thread) 
 static bool binary_dtype_supported(edge_binary_kind op, edge_dtype dtype) {
   if (is_logical(op)) return dtype == EDGE_BOOL;
   if (op == EDGE_BINARY_EQUAL && dtype == EDGE_BOOL) return true;
-  if (op == EDGE_BINARY_POW || op == EDGE_BINARY_PRELU) return dtype == EDGE_FLOAT32;
+  if (op == EDGE_BINARY_PRELU) return dtype == EDGE_FLOAT32;
   return dtype == EDGE_FLOAT32 || dtype == EDGE_INT32 || dtype == EDGE_INT64;
 }
 

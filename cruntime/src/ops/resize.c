@@ -40,7 +40,11 @@ static float source_coordinate(edge_coord_kind mode, int64_t out_coord, int64_t 
   switch (mode) {
     case EDGE_COORD_HALF_PIXEL: return (x + 0.5f) / scale - 0.5f;
     case EDGE_COORD_PYTORCH_HALF_PIXEL: return out_dim > 1 ? (x + 0.5f) / scale - 0.5f : 0.0f;
-    case EDGE_COORD_ALIGN_CORNERS: return out_dim > 1 ? x * (float)(in_dim - 1) / (float)(out_dim - 1) : 0.0f;
+    case EDGE_COORD_ALIGN_CORNERS: {
+      /* ONNX divides by the unrounded resized length, in * scale, not by the output size. */
+      float resized = scale > 0.0f ? (float)in_dim * scale : (float)out_dim;
+      return resized > 1.0f ? x * (float)(in_dim - 1) / (resized - 1.0f) : 0.0f;
+    }
     case EDGE_COORD_ASYMMETRIC: return x / scale;
     default: return 0.0f;
   }

@@ -17,12 +17,18 @@ static float sigmoid(float x) {
 
 static float clamp(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
+/* ONNX's Clip is min(max(x, lo), hi): when lo > hi every output is hi. */
+static float clip(float x, float lo, float hi) {
+  float y = x < lo ? lo : x;
+  return y > hi ? hi : y;
+}
+
 float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta) {
   switch (op) {
     case EDGE_UNARY_IDENTITY: return x;
     case EDGE_UNARY_RELU: return x < 0.0f ? 0.0f : x;
     case EDGE_UNARY_RELU6: return clamp(x, 0.0f, 6.0f);
-    case EDGE_UNARY_CLIP: return clamp(x, alpha, beta);
+    case EDGE_UNARY_CLIP: return clip(x, alpha, beta);
     case EDGE_UNARY_LEAKY_RELU: return x < 0.0f ? alpha * x : x;
     case EDGE_UNARY_ELU: return x < 0.0f ? alpha * expm1f(x) : x;
     case EDGE_UNARY_SIGMOID: return sigmoid(x);
@@ -69,7 +75,7 @@ void edge_activation_apply(const edge_activation *act, float *data, size_t n) {
       for (size_t i = 0; i < n; ++i) data[i] = clamp(data[i], 0.0f, 6.0f);
       return;
     case EDGE_UNARY_CLIP:
-      for (size_t i = 0; i < n; ++i) data[i] = clamp(data[i], act->alpha, act->beta);
+      for (size_t i = 0; i < n; ++i) data[i] = clip(data[i], act->alpha, act->beta);
       return;
     default:
       for (size_t i = 0; i < n; ++i) data[i] = edge_unary_float(act->op, data[i], act->alpha, act->beta);

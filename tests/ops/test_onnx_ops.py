@@ -1,0 +1,549 @@
+"""Every supported ONNX op, one small model at a time: the C runtime (through edge.Interpreter) vs
+converter.reference on the converted graph vs onnxruntime.
+
+Shapes include broadcasting (rank differences, size-1 dims) and odd sizes (1, 7, 13). Weights and
+attribute-like inputs (Conv weights, Reshape shapes, Slice bounds, ...) are initializers, as exporters
+write them; activations are graph inputs. Random data comes from a seed derived from the case id, so
+each case is reproducible on its own (``pytest -k <id>``).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.fixtures.harness import check_model
+
+pytest.importorskip("onnxruntime")
+
+DEFAULT_OPSET = 17
+
+
+@dataclass
+class Feed:
+    """A graph input (``const=False``) or an initializer (``const=True``)."""
+    value: np.ndarray
+    const: bool = False
+
+
+@dataclass
+class Case:
+    id: str
+    op: str
+    # rng -> input name -> Feed, in the node's input order; None marks an optional input left out.
+    inputs: Callable[[np.random.Generator], list[tuple[str, Feed | None]]]
+    attrs: dict = field(default_factory=dict)
+    num_outputs: int = 1
+    opset: int = DEFAULT_OPSET
+    # Extra nodes after the op (their outputs become the graph outputs instead), for ops tested
+    # through what consumes them (Shape, ConstantOfShape, Range fold into constants).
+    extra_nodes: Callable[[list[str]], tuple[list[onnx.NodeProto], list[str]]] | None = None
+
+
+CASES: list[Case] = []
+
+
+def case(id: str, op: str, inputs, attrs=None, **kw) -> None:
+    CASES.append(Case(id, op, inputs, attrs or {}, **kw))
+
+
+def normal(rng, shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def uniform(rng, shape, low, high):
+    return rng.uniform(low, high, shape).astype(np.float32)
+
+
+def away_from_zero(rng, shape, low=0.3, high=3.0):
+    return (uniform(rng, shape, low, high) * rng.choice([-1.0, 1.0], shape)).astype(np.float32)
+
+
+def ints(rng, shape, low, high, dtype=np.int64):
+    return rng.integers(low, high, shape).astype(dtype)
+
+
+def x_input(make):
+    return lambda rng: [("x", Feed(make(rng)))]
+
+
+def c(value, dtype=np.int64):
+    return Feed(np.asarray(value, dtype), const=True)
+
+
+ELEMENTWISE_SHAPES = [(7,), (2, 13), (1, 3, 5, 7), (2, 1, 4, 3, 5)]
+
+UNARY = {
+    "Relu": lambda rng, s: normal(rng, s),
+    "Sigmoid": lambda rng, s: normal(rng, s, 3.0),
+    "Tanh": lambda rng, s: normal(rng, s, 2.0),
+    "Exp": lambda rng, s: uniform(rng, s, -5.0, 5.0),
+    "Log": lambda rng, s: uniform(rng, s, 0.05, 10.0),
+    "Sqrt": lambda rng, s: uniform(rng, s, 0.0, 10.0),
+    "Reciprocal": lambda rng, s: away_from_zero(rng, s),
+    "Neg": lambda rng, s: normal(rng, s),
+    "Abs": lambda rng, s: normal(rng, s),
+    "Erf": lambda rng, s: normal(rng, s, 1.5),
+    "HardSwish": lambda rng, s: uniform(rng, s, -5.0, 5.0),
+    "Identity": lambda rng, s: normal(rng, s),
+}
+for op, make in UNARY.items():
+    for shape in ELEMENTWISE_SHAPES:
+        case(f"{op}-{'x'.join(map(str, shape))}", op,
+             (lambda make, shape: lambda rng: [("x", Feed(make(rng, shape)))])(make, shape),
+             opset=14 if op == "HardSwish" else DEFAULT_OPSET)
+
+for alpha in (None, 0.3):
+    case(f"LeakyRelu-alpha{alpha}", "LeakyRelu", x_input(lambda rng: normal(rng, (2, 7, 13))),
+         {} if alpha is None else {"alpha": alpha})
+for attrs in ({}, {"alpha": 0.5, "beta": 0.3}):
+    case(f"HardSigmoid-{len(attrs)}", "HardSigmoid", x_input(lambda rng: uniform(rng, (3, 13), -6, 6)), attrs)
+case("Dropout-inference", "Dropout", x_input(lambda rng: normal(rng, (2, 13))), opset=13)
+case("Dropout-ratio", "Dropout", lambda rng: [("x", Feed(normal(rng, (4, 7)))), ("ratio", Feed(np.float32(0.3), True))])
+for approximate in ("none", "tanh"):
+    case(f"Gelu-{approximate}", "Gelu", x_input(lambda rng: normal(rng, (2, 5, 13), 2.0)),
+         {"approximate": approximate}, opset=20)
+
+CLIP_BOUNDS = {"both": (-0.5, 1.5), "min": (-0.5, None), "max": (None, 0.7), "none": (None, None),
+               "relu6": (0.0, 6.0)}
+for name, (lo, hi) in CLIP_BOUNDS.items():
+    case(f"Clip-{name}", "Clip",
+         (lambda lo, hi: lambda rng: [("x", Feed(normal(rng, (3, 7, 5), 3.0))),
+                                      ("min", None if lo is None else Feed(np.float32(lo), True)),
+                                      ("max", None if hi is None else Feed(np.float32(hi), True))])(lo, hi))
+
+for slope_shape, x_shape in (((3, 1, 1), (2, 3, 5, 7)), ((1,), (2, 3, 5)), ((7,), (2, 3, 7)), ((2, 3, 5), (2, 3, 5))):
+    case(f"PRelu-{'x'.join(map(str, slope_shape))}", "PRelu",
+         (lambda xs, ss: lambda rng: [("x", Feed(normal(rng, xs))), ("slope", Feed(uniform(rng, ss, 0.05, 0.5), True))])(
+             x_shape, slope_shape))
+
+BROADCAST_PAIRS = [((3, 4), (3, 4)), ((2, 3, 4, 5), (5,)), ((2, 3, 4, 5), (3, 1, 1)), ((1, 13), (7, 1)),
+                   ((7,), ()), ((2, 1, 3), (1, 4, 1)), ((1,), (2, 5, 3))]
+BINARY = {
+    "Add": (normal, normal),
+    "Sub": (normal, normal),
+    "Mul": (normal, normal),
+    "Div": (normal, away_from_zero),
+    "Pow": (lambda rng, s: uniform(rng, s, 0.2, 3.0), lambda rng, s: uniform(rng, s, -2.0, 2.0)),
+    "Min": (normal, normal),
+    "Max": (normal, normal),
+}
+for op, (make_a, make_b) in BINARY.items():
+    for sa, sb in BROADCAST_PAIRS:
+        name = f"{op}-{'x'.join(map(str, sa)) or 'scalar'}-{'x'.join(map(str, sb)) or 'scalar'}"
+        case(name, op, (lambda ma, mb, sa, sb: lambda rng: [("a", Feed(ma(rng, sa))), ("b", Feed(mb(rng, sb)))])(
+            make_a, make_b, sa, sb))
+    case(f"{op}-const-channel", op, (lambda ma, mb: lambda rng: [
+        ("a", Feed(ma(rng, (1, 8, 5, 5)))), ("b", Feed(mb(rng, (1, 8, 1, 1)), True))])(make_a, make_b))
+case("Pow-const-square", "Pow", lambda rng: [("a", Feed(normal(rng, (3, 7)))), ("b", Feed(np.float32(2.0), True))])
+case("Pow-const-sqrt", "Pow", lambda rng: [("a", Feed(uniform(rng, (3, 7), 0, 4))), ("b", Feed(np.float32(0.5), True))])
+case("Min-three", "Min", lambda rng: [("a", Feed(normal(rng, (2, 3)))), ("b", Feed(normal(rng, (3,)))),
+                                     ("c", Feed(normal(rng, (2, 1))))])
+case("Max-three", "Max", lambda rng: [("a", Feed(normal(rng, (2, 3)))), ("b", Feed(normal(rng, (3,)))),
+                                     ("c", Feed(normal(rng, (2, 1))))])
+for dtype in (np.int32, np.int64):
+    for op in ("Add", "Sub", "Mul", "Max", "Min"):
+        case(f"{op}-{np.dtype(dtype).name}", op, (lambda dt: lambda rng: [
+            ("a", Feed(ints(rng, (3, 5), -50, 50, dt))), ("b", Feed(ints(rng, (5,), -50, 50, dt)))])(dtype))
+    case(f"Div-{np.dtype(dtype).name}-truncates", "Div", (lambda dt: lambda rng: [
+        ("a", Feed(ints(rng, (4, 7), -100, 100, dt))),
+        ("b", Feed((ints(rng, (7,), 1, 9, dt) * rng.choice([-1, 1], 7)).astype(dt)))])(dtype))
+
+COMPARISONS = ("Equal", "Less", "Greater", "GreaterOrEqual")
+for op in COMPARISONS:
+    for sa, sb in (((4, 5), (4, 5)), ((2, 3, 4), (4,)), ((3, 1), (1, 7))):
+        case(f"{op}-float-{'x'.join(map(str, sa))}-{'x'.join(map(str, sb))}", op,
+             (lambda sa, sb: lambda rng: [("a", Feed(ints(rng, sa, -3, 3).astype(np.float32))),
+                                          ("b", Feed(ints(rng, sb, -3, 3).astype(np.float32)))])(sa, sb))
+    case(f"{op}-int64", op, lambda rng: [("a", Feed(ints(rng, (3, 7), -3, 3))), ("b", Feed(ints(rng, (7,), -3, 3)))])
+    case(f"{op}-int32", op, lambda rng: [("a", Feed(ints(rng, (2, 5), -3, 3, np.int32))),
+                                         ("b", Feed(ints(rng, (2, 5), -3, 3, np.int32)))])
+
+for op in ("And", "Or"):
+    for sa, sb in (((3, 4), (3, 4)), ((2, 3, 5), (5,)), ((4, 1), (1, 6))):
+        case(f"{op}-{'x'.join(map(str, sa))}-{'x'.join(map(str, sb))}", op,
+             (lambda sa, sb: lambda rng: [("a", Feed(rng.random(sa) < 0.5)), ("b", Feed(rng.random(sb) < 0.5))])(sa, sb))
+case("Not", "Not", x_input(lambda rng: rng.random((3, 13)) < 0.5))
+
+
+def with_nans(rng):
+    x = normal(rng, (5, 13))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[0, :3] = [np.inf, -np.inf, 0.0]
+    return x
+
+
+case("IsNaN", "IsNaN", x_input(with_nans))
+
+for sc, sa, sb in (((3, 4), (3, 4), (3, 4)), ((2, 1, 5), (5,), (3, 1)), ((7,), (), (7,))):
+    case(f"Where-{'x'.join(map(str, sc))}", "Where", (lambda sc, sa, sb: lambda rng: [
+        ("cond", Feed(rng.random(sc) < 0.5)), ("a", Feed(normal(rng, sa))), ("b", Feed(normal(rng, sb)))])(sc, sa, sb))
+case("Where-int64", "Where", lambda rng: [("cond", Feed(rng.random((4, 6)) < 0.5)),
+                                          ("a", Feed(ints(rng, (4, 6), -9, 9))), ("b", Feed(ints(rng, (6,), -9, 9)))])
+
+CASTS = [
+    ("float32", "int32", lambda rng: normal(rng, (4, 7), 20.0)),
+    ("float32", "int64", lambda rng: normal(rng, (4, 7), 20.0)),
+    ("float32", "bool", lambda rng: np.where(rng.random((4, 7)) < 0.4, 0.0, normal(rng, (4, 7))).astype(np.float32)),
+    ("int64", "float32", lambda rng: ints(rng, (3, 5), -1000, 1000)),
+    ("int32", "float32", lambda rng: ints(rng, (3, 5), -1000, 1000, np.int32)),
+    ("int32", "int64", lambda rng: ints(rng, (3, 5), -1000, 1000, np.int32)),
+    ("int64", "int32", lambda rng: ints(rng, (3, 5), -1000, 1000)),
+    ("bool", "float32", lambda rng: rng.random((3, 5)) < 0.5),
+    ("bool", "int64", lambda rng: rng.random((3, 5)) < 0.5),
+]
+for src, dst, make in CASTS:
+    case(f"Cast-{src}-{dst}", "Cast", x_input(make), {"to": helper.np_dtype_to_tensor_dtype(np.dtype(dst))})
+
+for axis in (-1, 0, 1):
+    for op in ("Softmax", "LogSoftmax"):
+        case(f"{op}-axis{axis}", op, x_input(lambda rng: normal(rng, (2, 3, 7), 3.0)), {"axis": axis}, opset=13)
+case("Softmax-large-values", "Softmax", x_input(lambda rng: normal(rng, (3, 13), 1.0) + 1000.0), {"axis": -1})
+
+for shape in ((2, 3, 5, 7), (4, 6), (2, 3, 7)):
+    case(f"BatchNormalization-{'x'.join(map(str, shape))}", "BatchNormalization", (lambda shape: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("scale", Feed(uniform(rng, shape[1], 0.5, 1.5), True)),
+        ("bias", Feed(normal(rng, shape[1]), True)), ("mean", Feed(normal(rng, shape[1]), True)),
+        ("var", Feed(uniform(rng, shape[1], 0.5, 2.0), True))])(shape), {"epsilon": 1e-3}, opset=15)
+
+for shape, axis, bias in (((2, 5, 8), -1, True), ((2, 3, 4, 5), 1, True), ((3, 13), -1, False), ((2, 3, 4, 5), -2, True)):
+    norm_shape = shape[axis:]
+    case(f"LayerNormalization-{'x'.join(map(str, shape))}-axis{axis}{'' if bias else '-nobias'}", "LayerNormalization",
+         (lambda shape, ns, bias: lambda rng: [("x", Feed(normal(rng, shape, 2.0) + 1.0)),
+                                               ("scale", Feed(uniform(rng, ns, 0.5, 1.5), True)),
+                                               ("bias", Feed(normal(rng, ns), True) if bias else None)])(
+             shape, norm_shape, bias), {"axis": axis, "epsilon": 1e-5})
+
+
+def conv_inputs(x_shape, w_shape, bias=True):
+    def make(rng):
+        fan_in = int(np.prod(w_shape[1:]))
+        feeds = [("x", Feed(normal(rng, x_shape))), ("w", Feed(normal(rng, w_shape, (2.0 / fan_in) ** 0.5), True))]
+        if bias:
+            feeds.append(("b", Feed(normal(rng, w_shape[0], 0.1), True)))
+        return feeds
+    return make
+
+
+CONVS = {
+    "basic-3x3-pad1": ((1, 3, 7, 7), (5, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "stride2-nopad-nobias": ((2, 4, 13, 11), (6, 4, 3, 3), {"strides": [2, 2]}),
+    "asymmetric-pads": ((1, 3, 8, 9), (4, 3, 3, 3), {"pads": [0, 1, 2, 1]}),
+    "same-upper-stride2": ((1, 3, 13, 10), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "same-lower-stride2": ((1, 3, 13, 10), (4, 3, 4, 4), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "same-upper-even-kernel": ((1, 2, 7, 7), (3, 2, 2, 2), {"auto_pad": "SAME_UPPER"}),
+    "valid": ((1, 3, 9, 8), (4, 3, 3, 2), {"auto_pad": "VALID"}),
+    "notset-explicit": ((1, 3, 6, 6), (4, 3, 3, 3), {"auto_pad": "NOTSET", "pads": [1, 2, 1, 0]}),
+    "dilated": ((1, 2, 11, 9), (3, 2, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "dilated-strided": ((1, 2, 15, 15), (3, 2, 3, 3), {"dilations": [2, 3], "strides": [2, 2]}),
+    "grouped": ((1, 4, 9, 9), (6, 2, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    "grouped-3": ((2, 6, 7, 5), (9, 2, 3, 1), {"group": 3}),
+    "depthwise": ((1, 8, 10, 10), (8, 1, 3, 3), {"group": 8, "pads": [1, 1, 1, 1]}),
+    "depthwise-stride2": ((1, 7, 13, 13), (7, 1, 3, 3), {"group": 7, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "depthwise-multiplier2": ((1, 4, 9, 9), (8, 1, 3, 3), {"group": 4, "pads": [1, 1, 1, 1]}),
+    "pointwise": ((1, 13, 5, 7), (7, 13, 1, 1), {}),
+    "kernel-1x5": ((1, 3, 6, 11), (4, 3, 1, 5), {"pads": [0, 2, 0, 2]}),
+    "kernel-5x5-stride-2x1": ((1, 5, 12, 9), (7, 5, 5, 5), {"strides": [2, 1], "pads": [2, 2, 2, 2]}),
+    "kernel-shape-attr": ((1, 3, 7, 7), (4, 3, 3, 3), {"kernel_shape": [3, 3]}),
+    "single-pixel": ((1, 3, 1, 1), (4, 3, 1, 1), {}),
+}
+for name, (xs, ws, attrs) in CONVS.items():
+    case(f"Conv-{name}", "Conv", conv_inputs(xs, ws, bias="nobias" not in name), attrs)
+
+CONV_TRANSPOSES = {
+    "basic": ((1, 3, 5, 5), (3, 4, 3, 3), {}),
+    "stride2-pads1-outpad1": ((1, 3, 5, 6), (3, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}),
+    "stride2-kernel2": ((2, 4, 4, 3), (4, 2, 2, 2), {"strides": [2, 2]}),
+    "grouped": ((1, 4, 5, 5), (4, 3, 3, 3), {"group": 2, "strides": [2, 2]}),
+    "dilated": ((1, 2, 5, 5), (2, 3, 3, 3), {"dilations": [2, 2]}),
+    "asymmetric-pads": ((1, 2, 4, 5), (2, 3, 3, 3), {"strides": [2, 2], "pads": [0, 1, 1, 0]}),
+    "same-upper": ((1, 2, 5, 5), (2, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "output-shape": ((1, 2, 3, 3), (2, 3, 3, 3), {"strides": [3, 2], "output_shape": [10, 8]}),
+}
+for name, (xs, ws, attrs) in CONV_TRANSPOSES.items():
+    def make(rng, xs=xs, ws=ws, groups=attrs.get("group", 1)):
+        return [("x", Feed(normal(rng, xs))), ("w", Feed(normal(rng, ws, 0.3), True)),
+                ("b", Feed(normal(rng, ws[1] * groups, 0.1), True))]
+    case(f"ConvTranspose-{name}", "ConvTranspose", make, attrs)
+
+GEMMS = {
+    "plain": ((4, 5), (5, 6), (6,), {}),
+    "transA": ((5, 4), (5, 6), (6,), {"transA": 1}),
+    "transB": ((4, 5), (6, 5), (6,), {"transB": 1}),
+    "transA-transB": ((5, 4), (6, 5), (1, 6), {"transA": 1, "transB": 1}),
+    "alpha-beta": ((3, 7), (7, 13), (3, 13), {"alpha": 0.5, "beta": 2.0}),
+    "bias-column": ((4, 5), (5, 6), (4, 1), {}),
+    "bias-scalar": ((4, 5), (5, 6), (), {"beta": 0.25}),
+    "no-bias": ((1, 13), (7, 13), None, {"transB": 1}),
+}
+for name, (sa, sb, sc, attrs) in GEMMS.items():
+    def make(rng, sa=sa, sb=sb, sc=sc):
+        feeds = [("a", Feed(normal(rng, sa))), ("b", Feed(normal(rng, sb), True))]
+        if sc is not None:
+            feeds.append(("c", Feed(normal(rng, sc), True)))
+        return feeds
+    case(f"Gemm-{name}", "Gemm", make, attrs)
+case("Gemm-b-runtime", "Gemm", lambda rng: [("a", Feed(normal(rng, (3, 5)))), ("b", Feed(normal(rng, (4, 5)))),
+                                            ("c", Feed(normal(rng, (4,)), True))], {"transB": 1, "alpha": 1.5})
+
+MATMULS = [((3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 6)), ((3, 4), (2, 4, 5)),
+           ((4,), (4, 5)), ((2, 3, 4), (4,)), ((1, 13), (13, 1)), ((2, 7, 13), (13, 7))]
+for sa, sb in MATMULS:
+    ident = f"{'x'.join(map(str, sa))}-{'x'.join(map(str, sb))}"
+    case(f"MatMul-{ident}", "MatMul", (lambda sa, sb: lambda rng: [("a", Feed(normal(rng, sa))),
+                                                                   ("b", Feed(normal(rng, sb)))])(sa, sb))
+case("MatMul-const-weight", "MatMul", lambda rng: [("a", Feed(normal(rng, (2, 5, 13)))), ("b", Feed(normal(rng, (13, 7)), True))])
+
+POOLS = {
+    "MaxPool-3x3-s2-p1": ("MaxPool", (1, 3, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "MaxPool-2x2-s2": ("MaxPool", (2, 2, 8, 7), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "MaxPool-ceil": ("MaxPool", (1, 2, 10, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    "MaxPool-same-upper": ("MaxPool", (1, 3, 7, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "MaxPool-same-lower": ("MaxPool", (1, 3, 7, 9), {"kernel_shape": [2, 2], "auto_pad": "SAME_LOWER"}),
+    "MaxPool-dilated": ("MaxPool", (1, 2, 11, 11), {"kernel_shape": [3, 3], "dilations": [2, 2]}),
+    "MaxPool-2x3-asym": ("MaxPool", (1, 4, 9, 13), {"kernel_shape": [2, 3], "strides": [1, 2], "pads": [1, 0, 0, 2]}),
+    "AveragePool-3x3-s2-p1-exclude": ("AveragePool", (1, 3, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "AveragePool-3x3-s2-p1-include": ("AveragePool", (1, 3, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    "AveragePool-2x2": ("AveragePool", (2, 5, 6, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "AveragePool-ceil": ("AveragePool", (1, 2, 10, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    "AveragePool-ceil-include": ("AveragePool", (1, 2, 11, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1}),
+    "AveragePool-same-upper": ("AveragePool", (1, 3, 7, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "AveragePool-1x7": ("AveragePool", (1, 3, 5, 13), {"kernel_shape": [1, 7]}),
+}
+for name, (op, shape, attrs) in POOLS.items():
+    case(name, op, (lambda shape: x_input(lambda rng: normal(rng, shape)))(shape), attrs)
+for op in ("GlobalAveragePool", "GlobalMaxPool"):
+    for shape in ((2, 5, 7, 3), (1, 13, 1, 1), (1, 3, 13, 7)):
+        case(f"{op}-{'x'.join(map(str, shape))}", op, (lambda shape: x_input(lambda rng: normal(rng, shape)))(shape))
+
+REDUCE_AXES = {"axis1": [1], "axes0-2": [0, 2], "last": [-1], "all": None}
+for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2"):
+    for axes_name, axes in REDUCE_AXES.items():
+        for keepdims in (0, 1):
+            # ReduceSum took axes as an input from opset 13, the others from opset 18.
+            case(f"{op}-{axes_name}-keepdims{keepdims}-input-axes", op,
+                 (lambda axes: lambda rng: [("x", Feed(normal(rng, (3, 4, 5)))),
+                                            ("axes", None if axes is None else c(axes))])(axes),
+                 {"keepdims": keepdims}, opset=18)
+    case(f"{op}-attribute-axes", op, x_input(lambda rng: normal(rng, (2, 3, 7, 5))),
+         {"axes": [2, 3], "keepdims": 1} if op != "ReduceSum" else {"keepdims": 1}, opset=13)
+case("ReduceMean-rank4-spatial", "ReduceMean", lambda rng: [("x", Feed(normal(rng, (2, 13, 7, 5)))), ("axes", c([2, 3]))],
+     {"keepdims": 1}, opset=18)
+
+RESHAPES = {"2d": [4, 6], "zero-minus1": [0, -1], "flat": [-1], "ones": [2, 1, 12, 1], "minus1-middle": [2, -1, 3]}
+for name, shape in RESHAPES.items():
+    case(f"Reshape-{name}", "Reshape", (lambda shape: lambda rng: [("x", Feed(normal(rng, (2, 3, 4)))), ("shape", c(shape))])(shape))
+for axis in (0, 1, 2, -1):
+    case(f"Flatten-axis{axis}", "Flatten", x_input(lambda rng: normal(rng, (2, 3, 4, 5))), {"axis": axis})
+for perm in (None, [0, 2, 3, 1], [1, 0, 2, 3], [3, 1, 2, 0]):
+    case(f"Transpose-{'default' if perm is None else ''.join(map(str, perm))}", "Transpose",
+         x_input(lambda rng: normal(rng, (2, 3, 5, 7))), {} if perm is None else {"perm": perm})
+case("Transpose-rank2", "Transpose", x_input(lambda rng: normal(rng, (13, 7))), {"perm": [1, 0]})
+for name, axes in (("axis1", [1]), ("negative", [-1]), ("all", None)):
+    case(f"Squeeze-{name}", "Squeeze", (lambda axes: lambda rng: [("x", Feed(normal(rng, (3, 1, 5, 1)))),
+                                                                  ("axes", None if axes is None else c(axes))])(axes))
+for name, axes in (("axis0", [0]), ("two", [1, 3]), ("negative", [-1])):
+    case(f"Unsqueeze-{name}", "Unsqueeze", (lambda axes: lambda rng: [("x", Feed(normal(rng, (3, 5)))), ("axes", c(axes))])(axes))
+
+for axis in (0, 1, -1):
+    case(f"Concat-axis{axis}", "Concat", (lambda axis: lambda rng: [
+        (f"x{i}", Feed(normal(rng, tuple(k if d != axis % 3 else k + i for d, k in enumerate((2, 3, 4)))))) for i in range(3)])(axis),
+        {"axis": axis})
+case("Concat-with-constant", "Concat", lambda rng: [("x", Feed(normal(rng, (1, 3, 5)))), ("k", Feed(normal(rng, (1, 2, 5)), True))], {"axis": 1})
+case("Concat-int64", "Concat", lambda rng: [("a", Feed(ints(rng, (2, 3), 0, 9))), ("b", Feed(ints(rng, (2, 1), 0, 9)))], {"axis": 1})
+
+case("Split-sizes-opset13", "Split", lambda rng: [("x", Feed(normal(rng, (7, 4)))), ("split", c([2, 3, 2]))],
+     {"axis": 0}, num_outputs=3, opset=13)
+case("Split-equal-opset13", "Split", x_input(lambda rng: normal(rng, (2, 6, 5))), {"axis": 1}, num_outputs=3, opset=13)
+case("Split-num-outputs-uneven", "Split", x_input(lambda rng: normal(rng, (3, 7))), {"axis": -1, "num_outputs": 3},
+     num_outputs=3, opset=18)
+case("Split-sizes-opset18", "Split", lambda rng: [("x", Feed(normal(rng, (2, 13)))), ("split", c([1, 12]))],
+     {"axis": 1}, num_outputs=2, opset=18)
+
+SLICES = {
+    "basic": ([1, 0], [5, 13], [0, 1], [1, 1]),
+    "negative-starts": ([-3], [100], [1], None),
+    "reverse": ([-1], [-100], [0], [-1]),
+    "negative-step2": ([12, 5], [0, -100], [1, 0], [-2, -3]),
+    "stride3": ([0, 1], [7, 13], [0, 1], [2, 3]),
+    "out-of-bounds": ([-100], [100], [1], None),
+    "default-axes": ([1, 2], [5, 10], None, None),
+    "empty": ([4], [2], [0], [1]),
+}
+for name, (starts, ends, axes, steps) in SLICES.items():
+    case(f"Slice-{name}", "Slice", (lambda starts, ends, axes, steps: lambda rng: [
+        ("x", Feed(normal(rng, (7, 13)))), ("starts", c(starts)), ("ends", c(ends)),
+        ("axes", None if axes is None else c(axes)), ("steps", None if steps is None else c(steps))])(starts, ends, axes, steps))
+case("Slice-rank3-int32-bounds", "Slice", lambda rng: [("x", Feed(normal(rng, (3, 5, 7)))), ("starts", c([1, -2], np.int32)),
+                                                      ("ends", c([3, 0], np.int32)), ("axes", c([2, 1], np.int32)),
+                                                      ("steps", c([2, -1], np.int32))])
+
+GATHERS = {
+    "axis0": ((5, 4), 0, (2, 3), np.int64),
+    "axis1": ((3, 7, 2), 1, (4,), np.int64),
+    "scalar-index": ((3, 7), 1, (), np.int64),
+    "int32-indices": ((13, 3), 0, (2, 2), np.int32),
+    "last-axis": ((2, 3, 5), 2, (3, 1), np.int64),
+}
+for name, (shape, axis, ishape, idtype) in GATHERS.items():
+    case(f"Gather-{name}", "Gather", (lambda shape, axis, ishape, idtype: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("indices", Feed(ints(rng, ishape, -shape[axis], shape[axis], idtype)))])(
+            shape, axis, ishape, idtype), {"axis": axis})
+case("Gather-embedding-table", "Gather", lambda rng: [("table", Feed(normal(rng, (11, 6)), True)),
+                                                      ("ids", Feed(ints(rng, (2, 5), 0, 11)))], {"axis": 0})
+for axis in (0, 1, -1):
+    case(f"GatherElements-axis{axis}", "GatherElements", (lambda axis: lambda rng: [
+        ("x", Feed(normal(rng, (4, 5)))), ("indices", Feed(ints(rng, (3, 5) if axis == 0 else (4, 3), -4 if axis == 0 else -5, 4 if axis == 0 else 5)))])(axis),
+        {"axis": axis})
+
+PADS = {
+    "constant": ("constant", [0, 0, 1, 2, 0, 0, 2, 1], 1.5),
+    "constant-default-value": ("constant", [1, 0, 0, 0, 0, 1, 0, 3], None),
+    "reflect": ("reflect", [0, 0, 2, 1, 0, 0, 1, 3], None),
+    "edge": ("edge", [0, 1, 2, 3, 0, 1, 3, 2], None),
+    "negative-crop": ("constant", [0, 0, -1, 2, 0, 0, 1, -2], 0.0),
+}
+for name, (mode, pads, value) in PADS.items():
+    case(f"Pad-{name}", "Pad", (lambda pads, value: lambda rng: [
+        ("x", Feed(normal(rng, (1, 3, 5, 7)))), ("pads", c(pads)),
+        ("value", None if value is None else Feed(np.float32(value), True))])(pads, value), {"mode": mode})
+case("Pad-axes-opset18", "Pad", lambda rng: [("x", Feed(normal(rng, (2, 5, 7)))), ("pads", c([1, 2, 3, 0])),
+                                             ("value", Feed(np.float32(-1.0), True)), ("axes", c([1, 2]))], opset=18)
+
+RESIZES = {
+    "nearest-2x-asymmetric-floor": ([1, 1, 2, 2], None, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}),
+    "nearest-2x-half-pixel": ([1, 1, 2, 2], None, {"mode": "nearest"}),
+    "nearest-1.5x-round-prefer-ceil": ([1, 1, 1.5, 1.5], None, {"mode": "nearest", "nearest_mode": "round_prefer_ceil"}),
+    "nearest-downsample": ([1, 1, 0.5, 0.6], None, {"mode": "nearest"}),
+    "nearest-sizes-align-corners-ceil": (None, [1, 3, 9, 11], {"mode": "nearest", "coordinate_transformation_mode": "align_corners", "nearest_mode": "ceil"}),
+    "linear-2x-half-pixel": ([1, 1, 2, 2], None, {"mode": "linear"}),
+    "linear-align-corners": ([1, 1, 2, 3], None, {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+    "linear-asymmetric": ([1, 1, 2, 2], None, {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}),
+    "linear-pytorch-half-pixel": (None, [1, 3, 1, 13], {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}),
+    "linear-downsample": ([1, 1, 0.6, 0.5], None, {"mode": "linear"}),
+}
+for name, (scales, sizes, attrs) in RESIZES.items():
+    case(f"Resize-{name}", "Resize", (lambda scales, sizes: lambda rng: [
+        ("x", Feed(normal(rng, (1, 3, 5, 7)))), ("roi", None),
+        ("scales", None if scales is None else Feed(np.asarray(scales, np.float32), True)),
+        ("sizes", None if sizes is None else c(sizes))])(scales, sizes), attrs, opset=13)
+
+case("Expand-rank-up", "Expand", lambda rng: [("x", Feed(normal(rng, (3, 1)))), ("shape", c([2, 3, 4]))])
+case("Expand-scalar-like", "Expand", lambda rng: [("x", Feed(normal(rng, (1,)))), ("shape", c([5, 1]))])
+case("Expand-keeps-larger-dims", "Expand", lambda rng: [("x", Feed(normal(rng, (2, 1, 6)))), ("shape", c([3, 1]))])
+
+case("LRN", "LRN", x_input(lambda rng: normal(rng, (1, 7, 5, 5))), {"size": 3, "alpha": 1e-3, "beta": 0.75, "bias": 1.5})
+
+
+case("Shape-drives-Expand", "Identity", lambda rng: [("x", Feed(normal(rng, (1, 5))))], num_outputs=1,
+     extra_nodes=lambda outs: ([helper.make_node("Shape", ["x"], ["x_shape"]),
+                                helper.make_node("Concat", ["three", "x_shape"], ["target"], axis=0),
+                                helper.make_node("Expand", [outs[0], "target"], ["out"])], ["out"]))
+case("ConstantOfShape-plus-Range", "Identity", lambda rng: [("x", Feed(normal(rng, (2, 7))))],
+     extra_nodes=lambda outs: ([helper.make_node("Shape", ["x"], ["x_shape"]),
+                                helper.make_node("ConstantOfShape", ["x_shape"], ["fill"],
+                                                 value=numpy_helper.from_array(np.array([0.25], np.float32))),
+                                helper.make_node("Range", ["r_start", "r_limit", "r_delta"], ["ramp"]),
+                                helper.make_node("Add", [outs[0], "fill"], ["shifted"]),
+                                helper.make_node("Add", ["shifted", "ramp"], ["out"])], ["out"]))
+case("Constant-node", "Identity", lambda rng: [("x", Feed(normal(rng, (3, 4))))],
+     extra_nodes=lambda outs: ([helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(
+                                    np.linspace(-1, 1, 4).astype(np.float32))),
+                                helper.make_node("Mul", [outs[0], "k"], ["out"])], ["out"]))
+EXTRA_CONSTANTS = {
+    "three": np.array([3], np.int64),
+    "r_start": np.float32(-1.0), "r_limit": np.float32(2.5), "r_delta": np.float32(0.5),
+}
+
+
+def rnn_case(op, direction, seq, batch, input_size, hidden, with_bias=True, with_initial=False, **attrs):
+    gates = 4 if op == "LSTM" else 3
+    dirs = 2 if direction == "bidirectional" else 1
+
+    def make(rng):
+        bound = hidden ** -0.5
+        feeds = [("X", Feed(normal(rng, (seq, batch, input_size)))),
+                 ("W", Feed(uniform(rng, (dirs, gates * hidden, input_size), -bound, bound), True)),
+                 ("R", Feed(uniform(rng, (dirs, gates * hidden, hidden), -bound, bound), True)),
+                 ("B", Feed(uniform(rng, (dirs, 2 * gates * hidden), -bound, bound), True) if with_bias else None),
+                 ("sequence_lens", None)]
+        if with_initial:
+            feeds.append(("initial_h", Feed(normal(rng, (dirs, batch, hidden), 0.5))))
+            if op == "LSTM":
+                feeds.append(("initial_c", Feed(normal(rng, (dirs, batch, hidden), 0.5))))
+        return feeds
+
+    flags = ("-bias" if with_bias else "") + ("-initial" if with_initial else "") + "".join(
+        f"-{k}{v}" for k, v in attrs.items())
+    case(f"{op}-{direction}-s{seq}b{batch}i{input_size}h{hidden}{flags}", op, make,
+         {"hidden_size": hidden, "direction": direction, **attrs}, num_outputs=3 if op == "LSTM" else 2, opset=14)
+
+
+for op in ("LSTM", "GRU"):
+    for direction in ("forward", "reverse", "bidirectional"):
+        rnn_case(op, direction, 5, 3, 4, 6)
+    rnn_case(op, "forward", 7, 1, 13, 5, with_bias=False)
+    rnn_case(op, "bidirectional", 3, 2, 5, 7, with_initial=True)
+    rnn_case(op, "forward", 1, 1, 1, 1)
+rnn_case("LSTM", "forward", 4, 2, 3, 5, clip=0.5)
+rnn_case("GRU", "forward", 4, 2, 3, 5, linear_before_reset=1)
+rnn_case("GRU", "bidirectional", 6, 2, 3, 4, with_initial=True, linear_before_reset=1)
+
+
+def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
+    inputs, initializers, feeds, node_inputs = [], [], {}, []
+    for name, feed in case_.inputs(rng):
+        if feed is None:
+            node_inputs.append("")
+            continue
+        node_inputs.append(name)
+        value = np.asarray(feed.value)
+        if feed.const:
+            initializers.append(numpy_helper.from_array(value, name))
+        else:
+            inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+            feeds[name] = value
+    while node_inputs and node_inputs[-1] == "":
+        node_inputs.pop()
+    outputs = [f"y{i}" for i in range(case_.num_outputs)]
+    nodes = [helper.make_node(case_.op, node_inputs, outputs, **case_.attrs)]
+    if case_.extra_nodes is not None:
+        extra, outputs = case_.extra_nodes(outputs)
+        nodes += extra
+        used = {i for n in extra for i in n.input}
+        initializers += [numpy_helper.from_array(np.asarray(v), k) for k, v in EXTRA_CONSTANTS.items() if k in used]
+    graph = helper.make_graph(nodes, case_.id.replace("-", "_"), inputs,
+                              [onnx.ValueInfoProto(name=o) for o in outputs], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case_.opset)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    del model.graph.value_info[:]
+    onnx.checker.check_model(model)
+    return model, feeds
+
+
+@pytest.mark.parametrize("case_", CASES, ids=[c.id for c in CASES])
+def test_op_matches_onnxruntime(case_: Case):
+    model, feeds = build(case_)
+    check_model(model, feeds)
+
+
+def test_case_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+def test_every_supported_onnx_op_has_cases():
+    covered = {c.op for c in CASES}
+    for c_ in CASES:
+        if c_.extra_nodes is not None:
+            covered |= {n.op_type for n in c_.extra_nodes(["y0"])[0]}
+    from tests.fixtures.onnx_ops import SUPPORTED_ONNX_OPS
+
+    assert not set(SUPPORTED_ONNX_OPS) - covered, sorted(set(SUPPORTED_ONNX_OPS) - covered)
