@@ -440,7 +440,7 @@ class Interpreter:
             "inputs": inputs,
             "outputs": outputs,
             "input_shapes": [self._shape(self._info(t)) if t >= 0 else None for t in inputs],
-            "output_shapes": [self._shape(self._info(t)) for t in outputs],
+            "output_shapes": [self._shape(self._info(t)) if t >= 0 else None for t in outputs],
             "flops": int(info.flops),
         }
         return entry, info

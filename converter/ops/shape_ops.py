@@ -47,8 +47,9 @@ def _shape_product(shape) -> int:
 def _reshape_infer(types, attrs):
     need("Reshape", types, 1)
     shape = tuple(attrs.get("shape", ()))
-    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
-        fail("Reshape", f"shape {shape} must be static positive dims (0 and -1 are resolved at import)")
+    # A 0 here is a zero-size dimension (ONNX's allowzero): copies and -1 are resolved at import.
+    if not all(isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+        fail("Reshape", f"shape {shape} must be static non-negative dims (-1 and copied dims are resolved at import)")
     x = types[0]
     if x.is_static and x.size != _shape_product(shape):
         fail("Reshape", f"cannot reshape {x.shape} ({x.size} elements) to {shape}")

@@ -255,7 +255,7 @@ BAD_SHAPES = [
     ("ReduceSum", [T("float32", (2, 3))], {"axes": (1, 0)}, "sorted"),
     ("ReduceSum", [T("float32", (2, 3))], {"axes": ()}, "non-empty"),
     ("Reshape", [T("float32", (2, 3))], {"shape": (4, 2)}, "cannot reshape"),
-    ("Reshape", [T("float32", (2, 3))], {"shape": (-1, 2)}, "static positive"),
+    ("Reshape", [T("float32", (2, 3))], {"shape": (-1, 2)}, "static non-negative"),
     ("Transpose", [T("float32", (2, 3))], {"perm": (0, 0)}, "not a permutation"),
     ("Concat", [T("float32", (2, 3)), T("float32", (3, 3))], {"axis": 1}, "off axis 1"),
     ("Split", [T("float32", (5, 3))], {"axis": 0, "sizes": (2, 2)}, "add up"),
