@@ -1,0 +1,165 @@
+"""The device's side of the wire: one gRPC channel to a split-inference server, with timings.
+
+Every call takes a timeout and raises ``grpc.RpcError`` on failure; ``SplitRunner`` decides what a
+failure means. ``uplink_limit_bps`` slows the sending of tensor chunks to a given rate: the in-process
+shaping fallback for tests and benchmarks where network namespaces are not available (it delays the
+sender, so every measurement the client takes sees the slower link).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloudsplit import transfer
+from cloudsplit.protos import split_pb2 as pb
+from cloudsplit.protos import split_pb2_grpc as pb_grpc
+
+MiB = 1 << 20
+
+
+class ProtocolError(Exception):
+    """The server's reply does not follow the protocol."""
+
+
+@dataclass
+class InferTiming:
+    started: float      # perf_counter() seconds
+    sent: float         # the last request message was handed to gRPC
+    reply: float        # the reply header arrived
+    finished: float     # the last reply chunk arrived
+    upload_bytes: int
+    download_bytes: int
+
+
+@dataclass
+class InferReply:
+    header: pb.InferReplyHeader
+    outputs: dict[int, np.ndarray]
+    timing: InferTiming
+
+
+class ServerConnection:
+    def __init__(self, address: str, token: str | None = None, max_message_mb: float = 4.0,
+                 chunk_bytes: int = MiB):
+        message_bytes = int(max_message_mb * MiB)
+        self.address = address
+        self.chunk_bytes = min(chunk_bytes, message_bytes - 4096)
+        # Short reconnect backoff: a server that comes back is noticed within a second or two.
+        self.channel = grpc.insecure_channel(address, options=[
+            ("grpc.max_receive_message_length", message_bytes),
+            ("grpc.max_send_message_length", message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.enable_retries", 0),
+        ])
+        self.stub = pb_grpc.SplitInferenceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.uplink_limit_bps: float | None = None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def check_health(self, timeout: float) -> float:
+        """Round-trip time in ms of one health check; raises if the server is not SERVING."""
+        started = time.perf_counter()
+        reply = self.health.Check(health_pb2.HealthCheckRequest(service="cloudsplit.v1.SplitInference"),
+                                  timeout=timeout, metadata=self.metadata)
+        elapsed = (time.perf_counter() - started) * 1e3
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ProtocolError(f"server {self.address} is "
+                                f"{health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+        return elapsed
+
+    def ensure_model(self, data: bytes, digest: str, timeout: float) -> bool:
+        """Registers the model unless the server has it; True if it was uploaded."""
+        info = self.stub.GetModel(pb.ModelRef(model_sha256=digest), timeout=timeout, metadata=self.metadata)
+        if info.present:
+            return False
+
+        def chunks() -> Iterator[pb.ModelChunk]:
+            view = memoryview(data)
+            yield pb.ModelChunk(model_sha256=digest, total_bytes=len(data), data=bytes(view[:self.chunk_bytes]))
+            for offset in range(self.chunk_bytes, len(view), self.chunk_bytes):
+                yield pb.ModelChunk(data=bytes(view[offset:offset + self.chunk_bytes]))
+
+        self.stub.RegisterModel(chunks(), timeout=timeout, metadata=self.metadata)
+        return True
+
+    def get_profile(self, digest: str, timeout: float, runs: int = 3) -> pb.ProfileReply:
+        return self.stub.GetProfile(pb.ProfileRequest(model_sha256=digest, runs=runs), timeout=timeout,
+                                    metadata=self.metadata)
+
+    def _throttle(self, nbytes: int) -> None:
+        if self.uplink_limit_bps:
+            time.sleep(nbytes * 8 / self.uplink_limit_bps)
+
+    def measure_uplink(self, nbytes: int, timeout: float) -> float:
+        """Seconds to send ``nbytes`` and hear back (one round trip included)."""
+        payload = bytes(min(nbytes, self.chunk_bytes))
+
+        def chunks() -> Iterator[pb.ProbeChunk]:
+            left = nbytes
+            while left > 0:
+                piece = payload[:min(left, len(payload))]
+                self._throttle(len(piece))
+                yield pb.ProbeChunk(data=piece)
+                left -= len(piece)
+
+        started = time.perf_counter()
+        self.stub.MeasureUplink(chunks(), timeout=timeout, metadata=self.metadata)
+        return time.perf_counter() - started
+
+    def infer(self, header: pb.InferHeader, tensors: Sequence[tuple[pb.TensorHeader, bytes]],
+              timeout: float | None) -> InferReply:
+        marks: dict[str, float] = {}
+
+        def requests() -> Iterator[pb.InferMessage]:
+            marks["started"] = time.perf_counter()
+            yield pb.InferMessage(header=header)
+            for message in transfer.chunk_messages(tensors, self.chunk_bytes):
+                self._throttle(len(message.chunk.data))
+                yield message
+            marks["sent"] = time.perf_counter()
+
+        called = time.perf_counter()
+        responses = self.stub.Infer(requests(), timeout=timeout, metadata=self.metadata)
+        reply = None
+        assembler = None
+        try:
+            for message in responses:
+                if reply is None:
+                    if message.WhichOneof("part") != "reply":
+                        raise ProtocolError("the server's first message is not a reply header")
+                    reply = message.reply
+                    marks["reply"] = time.perf_counter()
+                    assembler = transfer.TensorAssembler(reply.outputs)
+                elif message.WhichOneof("part") == "chunk":
+                    assembler.add(message.chunk)
+                else:
+                    raise ProtocolError(f"unexpected {message.WhichOneof('part')} in the server's reply")
+        except transfer.FramingError as error:
+            responses.cancel()
+            raise ProtocolError(f"the server's reply is malformed: {error}") from None
+        if reply is None or not assembler.complete:
+            raise ProtocolError("the server's reply ended early" + (f" ({assembler.missing()})" if assembler else ""))
+        finished = time.perf_counter()
+        wanted = set(header.outputs)
+        outputs = {}
+        for tensor_header, data in assembler.tensors():
+            if tensor_header.tensor_index not in wanted:
+                raise ProtocolError(f"the server sent tensor {tensor_header.tensor_index}, which was not asked for")
+            outputs[tensor_header.tensor_index] = transfer.decode_tensor(tensor_header, data)
+        if set(outputs) != wanted:
+            raise ProtocolError(f"the server left out tensors {sorted(wanted - set(outputs))}")
+        timing = InferTiming(started=marks.get("started", called), sent=marks.get("sent", marks["reply"]),
+                             reply=marks["reply"], finished=finished,
+                             upload_bytes=sum(len(data) for _, data in tensors),
+                             download_bytes=sum(h.byte_length for h in reply.outputs))
+        return InferReply(reply, outputs, timing)

@@ -1,0 +1,448 @@
+"""Where each op runs: the device part and the server part of one request.
+
+A plan is one cut of the op graph: the device runs a predecessor-closed set of ops (every producer of
+a tensor it reads is also on the device), sends the tensors the server's ops read (``upload``), the
+server runs the rest and sends back the graph outputs it computed (``download``). All-device and
+all-server are two of the candidates and always considered.
+
+The cost model (``evaluate``) is sequential: device compute, then upload, then server compute, then
+download, plus one round trip when anything is offloaded. Every term except the round trip is a sum
+over ops or tensors, which is what makes the problem a minimum s-t cut:
+
+- chain-shaped graphs (each op reads the previous op's output: one topological order, so every
+  predecessor-closed set is a prefix): every cut point is evaluated, which is exact for any cost;
+- other DAGs (branches, skip connections): a minimum s-t cut (networkx) over op nodes and one node
+  per cut-able tensor, so a tensor read by several server ops is sent once. The round trip is a
+  constant added to every plan with a server part and is handled outside the cut, which keeps it
+  exact. The min-cut is exact for the latency objective only because the model is sequential: a
+  runtime that overlaps device compute with transfers or server compute finishes sooner than
+  predicted, and then the min-cut's sum is an upper bound, not the optimum of the overlapped time.
+
+Constraints: ``pinned_device_ops`` (with all their predecessors) stay on the device (privacy: e.g.
+the first layers, so raw inputs never leave); ``device_memory_limit`` bounds the device part's peak
+activation memory (``peak_device_memory``). Peak memory grows with the device set, so for chains the
+limit just removes long prefixes and the result stays exact; for DAGs, when the unconstrained min-cut
+breaks the limit, the cut is re-solved inside the longest topological prefix that fits, which is
+feasible but may miss a feasible set that is not contained in that prefix.
+
+Objectives: ``latency`` (the request's end-to-end time) and ``energy`` (the device's energy per
+request: compute power x device time per op, plus the radio power model P = alpha x throughput + beta
+of Huang et al., MobiSys 2012, as used by JointDNN, for the time spent uploading and downloading;
+the round trip and the wait for the server are not charged, as in JointDNN).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+# Huang et al., "A Close Examination of Performance and Power Characteristics of 4G LTE Networks",
+# MobiSys 2012, Table 4: radio power P = alpha_u * uplink Mbit/s + alpha_d * downlink Mbit/s + beta
+# (mW). JointDNN (Eshratifar et al. 2018) uses the same numbers for 3G, 4G and Wi-Fi.
+RADIO_MODELS: dict[str, dict[str, float]] = {
+    "3g": {"alpha_up": 868.98, "alpha_down": 122.12, "beta": 817.88},
+    "4g": {"alpha_up": 438.39, "alpha_down": 51.97, "beta": 1288.04},
+    "wifi": {"alpha_up": 283.17, "alpha_down": 137.01, "beta": 132.86},
+}
+
+# Compute power of the device while it runs an op, when the op has no figure of its own. A phone's
+# big CPU cluster at full load draws a few watts; this is an assumption, not a measurement.
+DEFAULT_DEVICE_POWER_MW = 2000.0
+
+OBJECTIVES = ("latency", "energy")
+
+
+@dataclass(frozen=True)
+class OpCost:
+    index: int
+    name: str
+    device_ms: float
+    server_ms: float                       # on an unloaded server; solve() multiplies by server_load
+    inputs: tuple[int, ...]                # tensor indices; -1 (optional input left out) is dropped
+    outputs: tuple[int, ...]
+    device_power_mw: float | None = None   # compute power while this op runs (energy objective)
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    ops: tuple[OpCost, ...]                # in the model's op order, which is topological
+    tensor_bytes: Mapping[int, int]        # every tensor an op reads or writes: its raw byte size
+    graph_inputs: tuple[int, ...]
+    graph_outputs: tuple[int, ...]
+    constant_tensors: frozenset[int]       # weights and variables: both sides hold them, never sent
+    # Activation bytes the device holds whatever the cut (scratch, persistent op state); added to
+    # the peak of the device part when checking device_memory_limit.
+    fixed_device_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Network:
+    uplink_bps: float
+    downlink_bps: float
+    rtt_s: float
+    name: str = ""
+
+    @property
+    def rtt_ms(self) -> float:
+        return self.rtt_s * 1e3
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    device_ms: float
+    upload_ms: float
+    server_ms: float
+    download_ms: float
+    rtt_ms: float
+    total_ms: float
+    upload_bytes: int
+    download_bytes: int
+    device_energy_mj: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    device_ops: tuple[int, ...]
+    server_ops: tuple[int, ...]
+    upload: tuple[int, ...]      # tensors sent up: cut tensors and graph inputs the server reads
+    download: tuple[int, ...]    # graph outputs computed on the server
+    predicted: Breakdown
+    kind: str                    # "device", "server" or "split"
+    objective: str = "latency"
+    method: str = ""             # "exhaustive" (chains) or "min-cut" (DAGs)
+    device_peak_bytes: int = 0   # peak activation memory of the device part
+
+    @property
+    def placement(self) -> tuple[str, ...]:
+        where = {op: "device" for op in self.device_ops}
+        where.update({op: "server" for op in self.server_ops})
+        return tuple(where[op] for op in sorted(where))
+
+
+def model_costs(device_ms: Sequence[float], server_ms: Sequence[float], ops: Sequence[Mapping[str, Any]],
+                tensors: Sequence[Mapping[str, Any]], *, graph_inputs: Iterable[int] | None = None,
+                graph_outputs: Iterable[int] | None = None, fixed_device_bytes: int = 0) -> ModelCosts:
+    """ModelCosts from ``Interpreter.op_details()`` and ``Interpreter.get_tensor_details()``.
+
+    ``device_ms`` / ``server_ms``: per-op times in op order. Graph inputs default to the activation
+    tensors some op reads and none writes; graph outputs to those some op writes and none reads
+    (pass the interpreter's own lists when a graph output is also read by a later op).
+    """
+    if len(device_ms) != len(ops) or len(server_ms) != len(ops):
+        raise ValueError(f"{len(ops)} ops but {len(device_ms)} device times and {len(server_ms)} server times")
+    by_index = {int(t["index"]): t for t in tensors}
+    constants = frozenset(i for i, t in by_index.items() if t.get("kind") in ("constant", "variable"))
+    op_costs = []
+    for op, dev, srv in zip(ops, device_ms, server_ms):
+        op_costs.append(OpCost(index=int(op["index"]), name=str(op.get("op", "")), device_ms=float(dev),
+                               server_ms=float(srv), inputs=tuple(int(t) for t in op["inputs"] if t >= 0),
+                               outputs=tuple(int(t) for t in op["outputs"] if t >= 0)))
+    produced = {t for op in op_costs for t in op.outputs}
+    consumed = {t for op in op_costs for t in op.inputs}
+    if graph_inputs is None:
+        graph_inputs = sorted(t for t in consumed - produced if t not in constants)
+    if graph_outputs is None:
+        graph_outputs = sorted(produced - consumed)
+    used = consumed | produced | set(graph_inputs) | set(graph_outputs)
+    missing = sorted(t for t in used if t not in by_index)
+    if missing:
+        raise ValueError(f"tensors {missing[:8]} are used by ops but absent from the tensor details")
+    return ModelCosts(ops=tuple(op_costs), tensor_bytes={t: int(by_index[t]["nbytes"]) for t in sorted(used)},
+                      graph_inputs=tuple(graph_inputs), graph_outputs=tuple(graph_outputs),
+                      constant_tensors=constants & used, fixed_device_bytes=int(fixed_device_bytes))
+
+
+class _Graph:
+    """Producer/consumer structure of a ModelCosts, computed once per solve."""
+
+    def __init__(self, costs: ModelCosts):
+        self.costs = costs
+        self.n = len(costs.ops)
+        for position, op in enumerate(costs.ops):
+            if op.index != position:
+                raise ValueError(f"op at position {position} has index {op.index}: ops must be listed in order")
+        self.producer: dict[int, int] = {}
+        for op in costs.ops:
+            for t in op.outputs:
+                self.producer[t] = op.index
+        self.consumers: dict[int, list[int]] = {}
+        for op in costs.ops:
+            for t in dict.fromkeys(op.inputs):
+                if t not in costs.constant_tensors:
+                    self.consumers.setdefault(t, []).append(op.index)
+        self.preds: list[set[int]] = [set() for _ in range(self.n)]
+        for op in costs.ops:
+            for t in op.inputs:
+                p = self.producer.get(t)
+                if p is not None and t not in costs.constant_tensors:
+                    if p >= op.index:
+                        raise ValueError(f"op {op.index} ({op.name}) reads tensor {t} written by op {p}, "
+                                         "which is not earlier: ops must be in topological order")
+                    self.preds[op.index].add(p)
+        self.graph_outputs = set(costs.graph_outputs)
+
+    def is_chain(self) -> bool:
+        return all(i - 1 in self.preds[i] for i in range(1, self.n))
+
+    def closure(self, ops: Iterable[int]) -> set[int]:
+        """``ops`` and every op they depend on."""
+        result: set[int] = set()
+        stack = list(ops)
+        while stack:
+            op = stack.pop()
+            if op not in result:
+                result.add(op)
+                stack.extend(self.preds[op])
+        return result
+
+    def is_closed(self, device: set[int]) -> bool:
+        return all(self.preds[op] <= device for op in device)
+
+
+def _raw_bytes(costs: ModelCosts) -> Callable[[int], int]:
+    return lambda t: int(costs.tensor_bytes[t])
+
+
+def _radio(radio: str) -> dict[str, float]:
+    try:
+        return RADIO_MODELS[radio.lower()]
+    except KeyError:
+        raise ValueError(f"radio must be one of {sorted(RADIO_MODELS)}, got {radio!r}") from None
+
+
+def _transfer_ms(nbytes: int, bps: float) -> float:
+    if nbytes == 0:
+        return 0.0
+    if bps <= 0:
+        return math.inf
+    return nbytes * 8.0 / bps * 1e3
+
+
+def uploads_for(graph: _Graph, device: set[int]) -> list[int]:
+    """Tensors the server's ops read that the device holds: cut tensors and graph inputs."""
+    sent = []
+    for t, readers in graph.consumers.items():
+        if any(c not in device for c in readers):
+            p = graph.producer.get(t)
+            if p is None or p in device:
+                sent.append(t)
+    return sorted(sent)
+
+
+def downloads_for(graph: _Graph, device: set[int]) -> list[int]:
+    return sorted(t for t in graph.costs.graph_outputs
+                  if graph.producer.get(t) is not None and graph.producer[t] not in device)
+
+
+def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: _Graph | None = None) -> int:
+    """Peak bytes of activations the device holds while running ``device_ops`` in op order.
+
+    A tensor is held from its producer (graph inputs: from the start) through its last reader on the
+    device; a tensor the device sends or returns is held until its producer has run (it is copied out
+    then) or, for a graph output, to the end. Constants are in the model file, not counted here.
+    ``fixed_device_bytes`` is added.
+    """
+    graph = graph or _Graph(costs)
+    device = set(device_ops)
+    order = sorted(device)
+    if not order:
+        return 0
+    position = {op: i for i, op in enumerate(order)}
+    last = len(order) - 1
+    spans: dict[int, tuple[int, int]] = {}
+    for t in costs.graph_inputs:
+        readers = [position[c] for c in graph.consumers.get(t, []) if c in device]
+        if readers:
+            spans[t] = (0, max(readers))
+    for op in order:
+        for t in costs.ops[op].outputs:
+            if t in costs.constant_tensors:
+                continue
+            readers = [position[c] for c in graph.consumers.get(t, []) if c in device]
+            end = max(readers, default=position[op])
+            if t in graph.graph_outputs:
+                end = last
+            spans[t] = (position[op], end)
+    events = [0] * (len(order) + 1)
+    for t, (start, end) in spans.items():
+        events[start] += costs.tensor_bytes[t]
+        events[end + 1] -= costs.tensor_bytes[t]
+    peak = running = 0
+    for delta in events[:-1]:
+        running += delta
+        peak = max(peak, running)
+    return peak + costs.fixed_device_bytes
+
+
+def evaluate(costs: ModelCosts, network: Network, device_ops: Iterable[int], *,
+             wire_bytes: Callable[[int], int] | None = None, server_load: float = 1.0, radio: str = "wifi",
+             device_power_mw: float = DEFAULT_DEVICE_POWER_MW, _graph: _Graph | None = None) -> Breakdown:
+    """The predicted breakdown of running ``device_ops`` on the device and the rest on the server."""
+    graph = _graph or _Graph(costs)
+    device = set(device_ops)
+    if not graph.is_closed(device):
+        raise ValueError("the device ops are not predecessor-closed: some device op reads a tensor "
+                         "computed on the server")
+    wire = wire_bytes or _raw_bytes(costs)
+    model = _radio(radio)
+    device_ms = sum(costs.ops[op].device_ms for op in device)
+    server_ms = sum(costs.ops[op].server_ms for op in range(graph.n) if op not in device) * server_load
+    upload_bytes = sum(wire(t) for t in uploads_for(graph, device))
+    download_bytes = sum(wire(t) for t in downloads_for(graph, device))
+    upload_ms = _transfer_ms(upload_bytes, network.uplink_bps)
+    download_ms = _transfer_ms(download_bytes, network.downlink_bps)
+    rtt_ms = network.rtt_ms if len(device) < graph.n else 0.0
+    compute_uj = sum(costs.ops[op].device_ms * (costs.ops[op].device_power_mw or device_power_mw) for op in device)
+    up_mw = model["alpha_up"] * network.uplink_bps / 1e6 + model["beta"]
+    down_mw = model["alpha_down"] * network.downlink_bps / 1e6 + model["beta"]
+    energy_mj = (compute_uj + up_mw * upload_ms + down_mw * download_ms) / 1e3
+    return Breakdown(device_ms=device_ms, upload_ms=upload_ms, server_ms=server_ms, download_ms=download_ms,
+                     rtt_ms=rtt_ms, total_ms=device_ms + upload_ms + server_ms + download_ms + rtt_ms,
+                     upload_bytes=upload_bytes, download_bytes=download_bytes, device_energy_mj=energy_mj)
+
+
+def _score(breakdown: Breakdown, objective: str) -> tuple[float, float]:
+    if objective == "latency":
+        return (breakdown.total_ms, breakdown.device_energy_mj)
+    return (breakdown.device_energy_mj, breakdown.total_ms)
+
+
+def _kind(n_device: int, n: int) -> str:
+    if n_device == n:
+        return "device"
+    return "server" if n_device == 0 else "split"
+
+
+def _plan(graph: _Graph, device: set[int], breakdown: Breakdown, objective: str, method: str) -> Plan:
+    return Plan(device_ops=tuple(sorted(device)), server_ops=tuple(op for op in range(graph.n) if op not in device),
+                upload=tuple(uploads_for(graph, device)) if len(device) < graph.n else (),
+                download=tuple(downloads_for(graph, device)), predicted=breakdown,
+                kind=_kind(len(device), graph.n), objective=objective, method=method,
+                device_peak_bytes=peak_device_memory(graph.costs, device, graph))
+
+
+def _min_cut(graph: _Graph, op_cost: Callable[[int, bool], float], tensor_cost: Callable[[int], float],
+             forced_device: set[int], allowed_device: set[int]) -> set[int]:
+    """The device set minimising the additive cost; source side = device, sink side = server.
+
+    Op v on the device pays ``op_cost(v, True)`` (edge v -> sink, cut when v is on the source side);
+    on the server ``op_cost(v, False)`` (edge source -> v). A tensor t with a node of its own: edge
+    producer -> t of capacity ``tensor_cost(t)`` and uncapacitated t -> reader edges, so t is paid once
+    when any reader is on the server while its producer is on the device (graph inputs: the source
+    is the producer). Uncapacitated reader -> producer edges make the device side predecessor-closed.
+    """
+    import networkx as nx
+
+    source, sink = "device", "server"
+    g = nx.DiGraph()
+    g.add_node(source)
+    g.add_node(sink)
+    for v in range(graph.n):
+        g.add_edge(v, sink, capacity=op_cost(v, True))
+        g.add_edge(source, v, capacity=op_cost(v, False))
+        for p in graph.preds[v]:
+            g.add_edge(v, p)
+        if v in forced_device:
+            g[source][v].pop("capacity")
+        if v not in allowed_device:
+            g[v][sink].pop("capacity")
+    for t, readers in graph.consumers.items():
+        p = graph.producer.get(t)
+        node = ("tensor", t)
+        g.add_edge(source if p is None else p, node, capacity=tensor_cost(t))
+        for reader in readers:
+            g.add_edge(node, reader)
+    _, (device_side, _) = nx.minimum_cut(g, source, sink)
+    return {v for v in device_side if isinstance(v, int)}
+
+
+def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], int] | None = None,
+          pinned_device_ops: Iterable[int] = (), device_memory_limit: int | None = None,
+          server_load: float = 1.0, objective: str = "latency", radio: str = "wifi",
+          device_power_mw: float = DEFAULT_DEVICE_POWER_MW) -> Plan:
+    """The cheapest plan under ``objective``; see the module docstring for the method and its limits.
+
+    ``wire_bytes(tensor_index)`` is a tensor's size on the wire after compression (default: raw).
+    ``server_load`` multiplies every server time (the server's reported load factor, >= 1).
+    ``radio`` picks the power model of the energy objective ("3g", "4g", "wifi").
+    Raises ValueError when no plan satisfies the constraints (the pinned ops alone exceed the limit).
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    _radio(radio)
+    if not (network.uplink_bps > 0 and network.downlink_bps > 0 and network.rtt_s >= 0):
+        raise ValueError(f"network {network.name or ''}: bandwidths must be > 0 and the round trip >= 0, got "
+                         f"{network.uplink_bps} / {network.downlink_bps} bit/s, {network.rtt_s} s")
+    graph = _Graph(costs)
+    n = graph.n
+    pinned = {int(op) for op in pinned_device_ops}
+    bad = sorted(op for op in pinned if not 0 <= op < n)
+    if bad:
+        raise ValueError(f"pinned ops {bad} are out of range: the model has {n} ops")
+    forced = graph.closure(pinned)
+    wire = wire_bytes or _raw_bytes(costs)
+
+    def breakdown(device: set[int]) -> Breakdown:
+        return evaluate(costs, network, device, wire_bytes=wire, server_load=server_load, radio=radio,
+                        device_power_mw=device_power_mw, _graph=graph)
+
+    def fits(device: set[int]) -> bool:
+        return device_memory_limit is None or peak_device_memory(costs, device, graph) <= device_memory_limit
+
+    if not fits(forced):
+        raise ValueError(f"the pinned ops (with their predecessors, {len(forced)} ops) need "
+                         f"{peak_device_memory(costs, forced, graph)} bytes of device memory, over the "
+                         f"limit of {device_memory_limit}")
+
+    if graph.is_chain():
+        start = max(forced) + 1 if forced else 0
+        best = None
+        for k in range(start, n + 1):
+            device = set(range(k))
+            if not fits(device):
+                break  # peak memory only grows with the prefix
+            candidate = breakdown(device)
+            if best is None or _score(candidate, objective) < _score(best[1], objective):
+                best = (device, candidate)
+        return _plan(graph, best[0], best[1], objective, "exhaustive")
+
+    model = _radio(radio)
+    up_mw = model["alpha_up"] * network.uplink_bps / 1e6 + model["beta"]
+    down_mw = model["alpha_down"] * network.downlink_bps / 1e6 + model["beta"]
+
+    def download_ms(v: int) -> float:
+        return sum(_transfer_ms(wire(t), network.downlink_bps) for t in costs.ops[v].outputs
+                   if t in graph.graph_outputs)
+
+    if objective == "latency":
+        def op_cost(v: int, on_device: bool) -> float:
+            op = costs.ops[v]
+            return op.device_ms if on_device else op.server_ms * server_load + download_ms(v)
+
+        def tensor_cost(t: int) -> float:
+            return _transfer_ms(wire(t), network.uplink_bps)
+    else:
+        def op_cost(v: int, on_device: bool) -> float:
+            op = costs.ops[v]
+            return op.device_ms * (op.device_power_mw or device_power_mw) if on_device else download_ms(v) * down_mw
+
+        def tensor_cost(t: int) -> float:
+            return _transfer_ms(wire(t), network.uplink_bps) * up_mw
+
+    # The pinned set itself (all-server when nothing is pinned) and all-device are always candidates.
+    candidates = [forced, set(range(n))]
+    cut = _min_cut(graph, op_cost, tensor_cost, forced, set(range(n)))
+    candidates.append(cut)
+    if not fits(cut):
+        longest = 0
+        while longest < n and fits(set(range(longest + 1))):
+            longest += 1
+        candidates.append(_min_cut(graph, op_cost, tensor_cost, forced, set(range(longest)) | forced))
+    best = None
+    for device in candidates:
+        if not fits(device):
+            continue
+        candidate = breakdown(device)
+        if best is None or _score(candidate, objective) < _score(best[1], objective):
+            best = (device, candidate)
+    return _plan(graph, best[0], best[1], objective, "min-cut")

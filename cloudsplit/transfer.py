@@ -1,0 +1,111 @@
+"""Tensors in and out of InferMessage streams, in chunks.
+
+A request (or reply) is a header followed by the wire bytes of each tensor the header lists, in the
+header's order, cut into TensorChunks of at most ``chunk_bytes``. ``TensorAssembler`` takes the chunks
+back in and checks that each one continues the tensor it claims to (index, offset, length), so a
+malformed stream is rejected with a message naming the tensor instead of being misread.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from cloudsplit import compression
+from cloudsplit.protos import split_pb2 as pb
+
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+COMPRESSION_BY_MODE = {"none": pb.COMPRESSION_NONE, "fp16": pb.COMPRESSION_FP16, "int8": pb.COMPRESSION_INT8}
+MODE_BY_COMPRESSION = {value: mode for mode, value in COMPRESSION_BY_MODE.items()}
+
+# DType values equal edge_dtype values (cruntime/include/edge.h).
+NUMPY_BY_DTYPE = {pb.DTYPE_FLOAT32: np.dtype(np.float32), pb.DTYPE_FLOAT16: np.dtype(np.float16),
+                  pb.DTYPE_INT8: np.dtype(np.int8), pb.DTYPE_UINT8: np.dtype(np.uint8),
+                  pb.DTYPE_INT32: np.dtype(np.int32), pb.DTYPE_INT64: np.dtype(np.int64),
+                  pb.DTYPE_BOOL: np.dtype(np.bool_)}
+DTYPE_BY_NUMPY = {dtype: value for value, dtype in NUMPY_BY_DTYPE.items()}
+
+
+class FramingError(ValueError):
+    """A stream whose chunks do not follow its header."""
+
+
+def dtype_name(value: int) -> str:
+    return pb.DType.Name(value) if value in NUMPY_BY_DTYPE else f"unknown dtype code {value}"
+
+
+def encode_tensor(index: int, array: np.ndarray, mode: str) -> tuple[pb.TensorHeader, bytes]:
+    array = np.asarray(array)
+    encoded = compression.encode(array, mode)
+    header = pb.TensorHeader(tensor_index=int(index), dtype=DTYPE_BY_NUMPY[array.dtype], shape=list(array.shape),
+                             compression=COMPRESSION_BY_MODE[encoded.mode], scale=encoded.scale,
+                             zero_point=encoded.zero_point, byte_length=len(encoded.data))
+    return header, encoded.data
+
+
+def decode_tensor(header: pb.TensorHeader, data: bytes | memoryview) -> np.ndarray:
+    return compression.decode(data, MODE_BY_COMPRESSION[header.compression], NUMPY_BY_DTYPE[header.dtype],
+                              tuple(header.shape), header.scale, header.zero_point)
+
+
+def chunk_messages(tensors: Sequence[tuple[pb.TensorHeader, bytes]],
+                   chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pb.InferMessage]:
+    """The TensorChunk messages carrying ``tensors``' bytes (zero-length tensors send none)."""
+    for header, data in tensors:
+        view = memoryview(data)
+        for offset in range(0, len(view), chunk_bytes):
+            yield pb.InferMessage(chunk=pb.TensorChunk(tensor_index=header.tensor_index, offset=offset,
+                                                       data=bytes(view[offset:offset + chunk_bytes])))
+
+
+class TensorAssembler:
+    """Collects the chunks of the tensors ``headers`` lists, in order."""
+
+    def __init__(self, headers: Sequence[pb.TensorHeader], max_total_bytes: int | None = None):
+        self.headers = list(headers)
+        total = sum(h.byte_length for h in self.headers)
+        if max_total_bytes is not None and total > max_total_bytes:
+            raise FramingError(f"the request declares {total} bytes of tensors, over the server's limit of "
+                               f"{max_total_bytes} bytes")
+        self._buffers = [bytearray(h.byte_length) for h in self.headers]
+        self._position = 0
+        self._filled = 0
+        self._skip_empty()
+
+    def _skip_empty(self) -> None:
+        while self._position < len(self.headers) and self._filled == self.headers[self._position].byte_length:
+            self._position += 1
+            self._filled = 0
+
+    @property
+    def complete(self) -> bool:
+        return self._position >= len(self.headers)
+
+    def add(self, chunk: pb.TensorChunk) -> None:
+        if self.complete:
+            raise FramingError(f"a chunk for tensor {chunk.tensor_index} arrived after every tensor the header "
+                               "lists was complete")
+        header = self.headers[self._position]
+        if chunk.tensor_index != header.tensor_index:
+            raise FramingError(f"a chunk names tensor {chunk.tensor_index} but tensor {header.tensor_index} is "
+                               f"still missing bytes {self._filled}..{header.byte_length}")
+        if chunk.offset != self._filled:
+            raise FramingError(f"tensor {header.tensor_index}: a chunk starts at byte {chunk.offset}, expected "
+                               f"{self._filled}")
+        end = self._filled + len(chunk.data)
+        if end > header.byte_length:
+            raise FramingError(f"tensor {header.tensor_index}: chunks carry {end} bytes, more than the "
+                               f"{header.byte_length} its header declares")
+        self._buffers[self._position][self._filled:end] = chunk.data
+        self._filled = end
+        self._skip_empty()
+
+    def missing(self) -> str:
+        if self.complete:
+            return ""
+        header = self.headers[self._position]
+        return f"tensor {header.tensor_index} has {self._filled} of its {header.byte_length} bytes"
+
+    def tensors(self) -> list[tuple[pb.TensorHeader, bytearray]]:
+        return list(zip(self.headers, self._buffers))
