@@ -18,6 +18,7 @@
 
 #include "arena.h"
 #include "internal.h"
+#include "kernels/isa.h"
 #include "model.h"
 
 #define MAX_THREADS 1024
@@ -73,7 +74,7 @@ static const char *tensor_name(const edge_tensor *t) { return t->name ? t->name 
 
 const char *edge_version(void) { return "0.1.0"; }
 
-const char *edge_isa(void) { return "scalar"; }
+const char *edge_isa(void) { return edge_isa_level_name(edge_isa_level_get()); }
 
 /* ---- create / free ---- */
 

@@ -76,25 +76,29 @@ edge_model *test_load_seed(const char *name) {
   X(interpreter_constants_and_variables)      \
   X(interpreter_invoke_ops_validates)         \
   X(interpreter_runs_add_relu)                \
-  X(interpreter_checks_declared_shapes)       \
-  X(ops_data_kernels)                         \
-  X(ops_compute_kernels)
+  X(interpreter_checks_declared_shapes)
+
+/* Suites that count their own checks and return their failures: tests/c/test_ops_*.c and
+ * test_kernels_*.c (each sweeps every ISA level this CPU supports). */
+#define SUITES(X) \
+  X(ops_data)     \
+  X(ops_compute)  \
+  X(kernels_gemm) \
+  X(kernels_vector) \
+  X(kernels_conv)
 
 #define DECLARE(name) void test_##name(void);
 TESTS(DECLARE)
 #undef DECLARE
 
-/* tests/c/test_ops_data.c and test_ops_compute.c count their own checks and return their failures. */
-int test_ops_data(void);
-int test_ops_compute(void);
-void test_ops_data_kernels(void) {
-  int failures = test_ops_data();
-  if (failures) test_report(__FILE__, __LINE__, "%d data-kernel checks failed", failures);
-}
-void test_ops_compute_kernels(void) {
-  int failures = test_ops_compute();
-  if (failures) test_report(__FILE__, __LINE__, "%d compute-kernel checks failed", failures);
-}
+#define SUITE(name)                                                                \
+  int test_##name(void);                                                           \
+  static void suite_##name(void) {                                                 \
+    int failures = test_##name();                                                  \
+    if (failures) test_report(__FILE__, __LINE__, "%d " #name " checks failed", failures); \
+  }
+SUITES(SUITE)
+#undef SUITE
 
 typedef struct {
   const char *name;
@@ -102,8 +106,10 @@ typedef struct {
 } test_entry;
 
 #define ENTRY(name) {#name, test_##name},
-static const test_entry all_tests[] = {TESTS(ENTRY)};
+#define SUITE_ENTRY(name) {#name, suite_##name},
+static const test_entry all_tests[] = {TESTS(ENTRY) SUITES(SUITE_ENTRY)};
 #undef ENTRY
+#undef SUITE_ENTRY
 
 int main(int argc, char **argv) {
   if (argc > 1) test_seed_dir = argv[1];

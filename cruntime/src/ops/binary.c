@@ -2,6 +2,11 @@
  * so same-shape work is one contiguous run and a bias add over channels is runs of C elements with
  * b's stride 0; each run is a loop specialised for the strides 0 and 1 that broadcasting produces.
  *
+ * Above EDGE_ISA_SCALAR, float runs of ADD SUB MUL DIV MIN MAX PRELU with strides (1, 1), (1, 0)
+ * or (0, 1) (same shape, a scalar or a broadcast channel vector on either side) run on the vector
+ * family's kernels (kernels/vector.h), which give these loops' results bit for bit; other strides
+ * and ops stay on the loops, which are the reference EDGE_ISA=scalar runs.
+ *
  * Integer arithmetic wraps on overflow (as NumPy does) through unsigned types, because signed
  * overflow is undefined behaviour. Integer division or modulo by zero stops the invoke with
  * EDGE_RUNTIME_ERROR. */
@@ -10,6 +15,7 @@
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef struct {
@@ -18,6 +24,7 @@ typedef struct {
 
 typedef struct {
   const binary_state *state;
+  const edge_vector_kernels *vector;
   edge_binary_kind op;
   edge_dtype in_dtype, out_dtype;
   const void *a, *b;
@@ -168,6 +175,18 @@ static bool is_logical(edge_binary_kind op) {
   return op == EDGE_BINARY_AND || op == EDGE_BINARY_OR || op == EDGE_BINARY_XOR;
 }
 
+/* The run on a vector kernel when one fits its strides; false leaves it to float_run. */
+static bool float_vector_run(const binary_job *job, const float *a, int64_t sa, const float *b, int64_t sb, float *y,
+                             int64_t n) {
+  const edge_vector_kernels *v = job->vector;
+  edge_f32_vbinary_ukernel kernel;
+  if (sa == 1 && sb == 1 && (kernel = v->binary_vv[job->op])) kernel((size_t)n, a, b, y);
+  else if (sa == 1 && sb == 0 && (kernel = v->binary_vc[job->op])) kernel((size_t)n, a, b, y);
+  else if (sa == 0 && sb == 1 && (kernel = v->binary_rvc[job->op])) kernel((size_t)n, b, a, y);
+  else return false;
+  return true;
+}
+
 static void binary_run(void *arg, const int64_t *offsets, int64_t n) {
   binary_job *job = arg;
   const edge_nd_iter *it = &job->state->iter;
@@ -181,7 +200,8 @@ static void binary_run(void *arg, const int64_t *offsets, int64_t n) {
       if (compare)
         float_compare_run(job->op, (const float *)job->a + oa, sa, (const float *)job->b + ob, sb,
                           (uint8_t *)job->y + oy, n);
-      else
+      else if (!float_vector_run(job, (const float *)job->a + oa, sa, (const float *)job->b + ob, sb,
+                                 (float *)job->y + oy, n))
         float_run(job->op, (const float *)job->a + oa, sa, (const float *)job->b + ob, sb, (float *)job->y + oy, n);
       break;
     case EDGE_INT32:
@@ -271,6 +291,7 @@ static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
 static edge_status binary_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
   binary_job job = {.state = node->state,
+                    .vector = &edge_kernels()->vector,
                     .op = node->options.binary.op,
                     .in_dtype = a->dtype,
                     .out_dtype = y->dtype,

@@ -8,9 +8,14 @@
  * loads and give four independent accumulation chains.
  *
  * Work is split over N*OH output rows; each output value is computed by one thread in a fixed
- * order, so results are bit-identical for any thread count. Scratch: one tap list per thread. */
+ * order, so results are bit-identical for any thread count. Scratch: one tap list per thread.
+ *
+ * This reference runs at EDGE_ISA=scalar and for weights that are not constants. Above scalar,
+ * prepare builds a plan from kernels/conv_driver.h instead (GEMM for 1x1, depthwise kernels,
+ * Winograd, indirect GEMM, GEMM + col2im for the transpose), which packs the weights once. */
 #include <stdlib.h>
 
+#include "../kernels/conv_driver.h"
 #include "broadcast.h"
 #include "ops.h"
 
@@ -22,6 +27,13 @@ typedef struct {
   int64_t groups, group_in_c, group_out_c;
   int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
 } conv_plan;
+
+typedef struct {
+  conv_plan plan;
+  edge_conv_plan *fast; /* NULL: the reference below */
+} conv_state;
+
+static void conv_release(edge_node *node);
 
 /* A kernel position that reads input pixel x_offset (element offset of its channel 0) with weight
  * elements starting at w_offset within each output channel's row. */
@@ -42,8 +54,7 @@ static edge_status check_float32(edge_context *ctx, const char *op, const edge_t
 
 static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool transposed) {
   const char *op = transposed ? "CONV_TRANSPOSE_2D" : "CONV_2D";
-  free(node->state);
-  node->state = NULL;
+  conv_release(node);
   if (node->num_inputs < 2 || node->num_inputs > 3 || node->num_outputs != 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: has %d inputs and %d outputs, expects 2 or 3 inputs and 1 output",
                      op, node->num_inputs, node->num_outputs);
@@ -132,10 +143,25 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   int64_t shape[4] = {p.batch, p.out_h, p.out_w, p.out_c};
   if ((status = edge_set_shape(ctx, y, 4, shape)) != EDGE_OK) return status;
 
-  conv_plan *plan = malloc(sizeof *plan);
-  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
-  *plan = p;
-  node->state = plan;
+  conv_state *state = calloc(1, sizeof *state);
+  if (!state) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
+  state->plan = p;
+  node->state = state;
+  const edge_kernel_config *kernels = edge_kernels();
+  const bool constant_weights = w->kind == EDGE_TENSOR_CONSTANT && w->data &&
+                                (!bias || (bias->kind == EDGE_TENSOR_CONSTANT && bias->data));
+  if (kernels->isa != EDGE_ISA_SCALAR && constant_weights) {
+    edge_conv_shape shape = {transposed, p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
+                             p.kernel_w, p.groups, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
+                             p.pad_left};
+    state->fast = edge_conv_plan_create(kernels, &shape, w->data, bias ? bias->data : NULL, &node->activation,
+                                        edge_conv_winograd_mode_from_env());
+    if (!state->fast)
+      return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing the weights of '%s'", op, name,
+                       edge_nd_name(w));
+    node->scratch_bytes = edge_conv_plan_scratch_bytes(state->fast, ctx->num_threads);
+    return EDGE_OK;
+  }
   node->scratch_bytes = (size_t)ctx->num_threads * (size_t)(p.kernel_h * p.kernel_w) * sizeof(conv_tap);
   return EDGE_OK;
 }
@@ -237,7 +263,13 @@ static void conv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status conv_eval(edge_context *ctx, edge_node *node) {
-  const conv_plan *p = node->state;
+  conv_state *state = node->state;
+  if (state->fast) {
+    edge_conv_plan_run(state->fast, ctx->pool, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data,
+                       node->scratch);
+    return EDGE_OK;
+  }
+  const conv_plan *p = &state->plan;
   edge_tensor *bias = optional_input(ctx, node, 2);
   conv_job job = {ctx, node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
                   bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data};
@@ -253,6 +285,8 @@ static edge_status conv_transpose2d_prepare(edge_context *ctx, edge_node *node) 
 }
 
 static void conv_release(edge_node *node) {
+  conv_state *state = node->state;
+  if (state) edge_conv_plan_free(state->fast);
   free(node->state);
   node->state = NULL;
 }

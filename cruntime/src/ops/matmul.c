@@ -9,11 +9,30 @@
  * time for independent accumulation chains.
  * BATCH_MATMUL: per batch element, y[m, :] += a[m, k] * b[k, :] streams the rows of b; with
  * transpose_b the rows of b are the dot products' contiguous operand instead. Batch dimensions
- * broadcast (numpy); prepare turns each output batch index into the two input offsets. */
+ * broadcast (numpy); prepare turns each output batch index into the two input offsets.
+ *
+ * Above EDGE_ISA_SCALAR both run on the GEMM family (kernels/gemm.h) instead; the loops above stay
+ * as the reference EDGE_ISA=scalar runs. Constant weights (and bias) are packed once at prepare
+ * into node->state; a B computed by the graph (attention's K^T) is packed per call into scratch.
+ * BATCH_MATMUL folds the batch into M when every batch element multiplies the same B by
+ * consecutive rows of A (MatMul of [batch, m, k] by a [k, n] weight); otherwise small products
+ * go over the threads one batch element each (each thread packs into its own scratch slot), large
+ * ones one after another with the GEMM's own split. Results do not depend on the path or the
+ * threads: every output is the same chain of multiply-adds (gemm.h). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
+
+/* The GEMM kernels when the picked level has them, NULL for the scalar reference. */
+static const edge_gemm_kernels *fast_gemm(void) {
+  const edge_kernel_config *config = edge_kernels();
+  return config->isa == EDGE_ISA_SCALAR ? NULL : &config->gemm;
+}
+
+static size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 #define FC_BLOCK 4
 #define MATMUL_COLUMN_BLOCK 64
@@ -43,12 +62,20 @@ static edge_status check_indices(edge_context *ctx, const edge_node *node, const
 
 typedef struct {
   int64_t rows, depth, columns; /* M, K, N */
+  const edge_gemm_kernels *gemm; /* NULL: reference loops */
+  void *packed;                  /* weights + bias packed at prepare; NULL: packed per call in scratch */
 } fc_plan;
+
+static void fc_release(edge_node *node) {
+  fc_plan *plan = node->state;
+  if (plan) free(plan->packed);
+  free(plan);
+  node->state = NULL;
+}
 
 static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "FULLY_CONNECTED";
-  free(node->state);
-  node->state = NULL;
+  fc_release(node);
   edge_status status = check_indices(ctx, node, op, 2, 3, 2);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
@@ -70,12 +97,26 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   for (int32_t d = 0; d < x->rank - 1; ++d) shape[d] = x->shape[d];
   shape[x->rank - 1] = w->shape[0];
   if ((status = edge_set_shape(ctx, y, x->rank, shape)) != EDGE_OK) return status;
-  fc_plan *plan = malloc(sizeof *plan);
+  fc_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, edge_nd_name(y));
   plan->rows = edge_num_elements(x->rank - 1, x->shape);
   plan->depth = w->shape[1];
   plan->columns = w->shape[0];
   node->state = plan;
+  plan->gemm = fast_gemm();
+  if (plan->gemm) {
+    const size_t bytes = edge_gemm_packed_bytes(plan->gemm, (size_t)plan->columns, (size_t)plan->depth);
+    if (w->kind == EDGE_TENSOR_CONSTANT && (!bias || bias->kind == EDGE_TENSOR_CONSTANT)) {
+      plan->packed = aligned_alloc(64, bytes ? bytes : 64);
+      if (!plan->packed)
+        return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing %zu bytes of weights '%s'", op,
+                         edge_nd_name(y), bytes, edge_nd_name(w));
+      edge_gemm_pack_weights(plan->gemm, (size_t)plan->columns, (size_t)plan->depth, w->data, (size_t)plan->depth,
+                             bias ? bias->data : NULL, plan->packed);
+    } else {
+      node->scratch_bytes = bytes;
+    }
+  }
   return EDGE_OK;
 }
 
@@ -128,6 +169,18 @@ static void fc_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
 static edge_status fc_eval(edge_context *ctx, edge_node *node) {
   const fc_plan *plan = node->state;
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  if (plan->gemm) {
+    const void *packed = plan->packed;
+    if (!packed) {
+      edge_gemm_pack_weights(plan->gemm, (size_t)plan->columns, (size_t)plan->depth, edge_nd_input(ctx, node, 1)->data,
+                             (size_t)plan->depth, bias ? bias->data : NULL, node->scratch);
+      packed = node->scratch;
+    }
+    edge_gemm_compute(plan->gemm, ctx->pool, (size_t)plan->rows, (size_t)plan->columns, (size_t)plan->depth,
+                      edge_nd_input(ctx, node, 0)->data, (size_t)plan->depth, packed, edge_nd_output(ctx, node, 0)->data,
+                      (size_t)plan->columns, &node->activation);
+    return EDGE_OK;
+  }
   fc_job job = {node, plan, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
                 bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data, (plan->columns + FC_BLOCK - 1) / FC_BLOCK};
   edge_nd_parallel(ctx, plan->rows * job.blocks_per_row, 1 + 16384 / (FC_BLOCK * plan->depth + 1), fc_blocks, &job);
@@ -138,6 +191,13 @@ typedef struct {
   bool transpose_a, transpose_b;
   int64_t batch, m, k, n;
   int64_t *a_offsets, *b_offsets; /* per output batch index, in elements */
+  const edge_gemm_kernels *gemm;  /* NULL: reference loops */
+  bool fold_batch;                /* one GEMM with M = batch * m */
+  bool by_batch;                  /* batch elements spread over the threads */
+  void *packed_b;                 /* constant B: each of its matrices packed at prepare, else NULL */
+  size_t packed_bytes;            /* one packed B matrix */
+  size_t slot_bytes;              /* per-thread scratch: packed B (not constant) + A^T (transpose_a) */
+  int32_t slots;
 } matmul_plan;
 
 static void matmul_release(edge_node *node) {
@@ -145,9 +205,44 @@ static void matmul_release(edge_node *node) {
   if (plan) {
     free(plan->a_offsets);
     free(plan->b_offsets);
+    free(plan->packed_b);
   }
   free(plan);
   node->state = NULL;
+}
+
+static void matmul_pack_b(const matmul_plan *p, const float *b, void *packed) {
+  if (p->transpose_b) edge_gemm_pack_weights(p->gemm, (size_t)p->n, (size_t)p->k, b, (size_t)p->k, NULL, packed);
+  else edge_gemm_pack_weights_kn(p->gemm, (size_t)p->n, (size_t)p->k, b, (size_t)p->n, NULL, packed);
+}
+
+/* Products below this many multiply-adds per batch element go over the threads by batch. */
+#define MATMUL_SMALL_MACS (1u << 20)
+
+static edge_status matmul_prepare_gemm(edge_context *ctx, edge_node *node, matmul_plan *p, const edge_tensor *b) {
+  p->gemm = fast_gemm();
+  if (!p->gemm || p->batch == 0 || p->m == 0 || p->n == 0) return EDGE_OK;
+  p->packed_bytes = round_up_64(edge_gemm_packed_bytes(p->gemm, (size_t)p->n, (size_t)p->k));
+  const int64_t b_matrices = edge_num_elements(b->rank - 2, b->shape);
+  p->fold_batch = !p->transpose_a && b_matrices == 1;
+  for (int64_t i = 0; p->fold_batch && i < p->batch; ++i) p->fold_batch = p->a_offsets[i] == i * p->m * p->k;
+  if (b->kind == EDGE_TENSOR_CONSTANT) {
+    p->packed_b = aligned_alloc(64, (size_t)b_matrices * p->packed_bytes);
+    if (!p->packed_b)
+      return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BATCH_MATMUL '%s': out of memory packing %lld x %zu bytes of '%s'",
+                       edge_nd_name(edge_nd_output(ctx, node, 0)), (long long)b_matrices, p->packed_bytes,
+                       edge_nd_name(b));
+    for (int64_t j = 0; j < b_matrices; ++j)
+      matmul_pack_b(p, (const float *)b->data + j * p->k * p->n, (char *)p->packed_b + (size_t)j * p->packed_bytes);
+  }
+  p->slot_bytes = (p->packed_b ? 0 : p->packed_bytes) + (p->transpose_a ? round_up_64((size_t)(p->m * p->k) * 4) : 0);
+  int32_t threads = ctx->num_threads > 1 ? ctx->num_threads : 1;
+  if (ctx->pool && edge_threadpool_size(ctx->pool) > threads) threads = edge_threadpool_size(ctx->pool);
+  p->by_batch = !p->fold_batch && p->batch > 1 && threads > 1 &&
+                ((double)p->m * (double)p->n * (double)p->k < MATMUL_SMALL_MACS || p->batch >= 4 * threads);
+  p->slots = p->by_batch ? threads : 1;
+  node->scratch_bytes = p->slot_bytes * (size_t)p->slots;
+  return EDGE_OK;
 }
 
 static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
@@ -213,7 +308,7 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
     plan->b_offsets[i] = b_offset * k * n;
     for (int32_t d = rank - 1; d >= 0 && ++index[d] == shape[d]; --d) index[d] = 0;
   }
-  return EDGE_OK;
+  return matmul_prepare_gemm(ctx, node, plan, b);
 }
 
 typedef struct {
@@ -255,18 +350,72 @@ static void matmul_blocks(void *arg, int64_t begin, int64_t end, int32_t thread)
   }
 }
 
+typedef struct {
+  edge_context *ctx;
+  const edge_node *node;
+  const matmul_plan *plan;
+  const float *a, *b;
+  float *y;
+} matmul_gemm_job;
+
+/* Batch elements [begin, end) in scratch slot `slot`; pool: the GEMM's own split, or NULL. */
+static void matmul_gemm_batches(const matmul_gemm_job *job, int64_t begin, int64_t end, int32_t slot,
+                                edge_threadpool *pool) {
+  const matmul_plan *p = job->plan;
+  char *scratch = (char *)job->node->scratch + (size_t)slot * p->slot_bytes;
+  void *packed_scratch = scratch;
+  float *a_transposed = (float *)(scratch + (p->packed_b ? 0 : p->packed_bytes));
+  int64_t packed_offset = -1;
+  for (int64_t i = begin; i < end; ++i) {
+    const void *packed;
+    if (p->packed_b) {
+      packed = (const char *)p->packed_b + (size_t)(p->b_offsets[i] / (p->k * p->n)) * p->packed_bytes;
+    } else {
+      if (packed_offset != p->b_offsets[i]) matmul_pack_b(p, job->b + p->b_offsets[i], packed_scratch);
+      packed_offset = p->b_offsets[i];
+      packed = packed_scratch;
+    }
+    const float *a = job->a + p->a_offsets[i];
+    if (p->transpose_a) {
+      for (int64_t r = 0; r < p->m; ++r)
+        for (int64_t q = 0; q < p->k; ++q) a_transposed[r * p->k + q] = a[q * p->m + r];
+      a = a_transposed;
+    }
+    edge_gemm_compute(p->gemm, pool, (size_t)p->m, (size_t)p->n, (size_t)p->k, a, (size_t)p->k, packed,
+                      job->y + i * p->m * p->n, (size_t)p->n, &job->node->activation);
+  }
+}
+
+static void matmul_gemm_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  matmul_gemm_batches(arg, begin, end, thread, NULL);
+}
+
 static edge_status matmul_eval(edge_context *ctx, edge_node *node) {
   const matmul_plan *p = node->state;
+  if (p->gemm) {
+    if (p->batch == 0 || p->m == 0 || p->n == 0) return EDGE_OK;
+    matmul_gemm_job job = {ctx, node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
+                           edge_nd_output(ctx, node, 0)->data};
+    if (p->fold_batch) {
+      const void *packed = p->packed_b;
+      if (!packed) {
+        matmul_pack_b(p, job.b, node->scratch);
+        packed = node->scratch;
+      }
+      edge_gemm_compute(p->gemm, ctx->pool, (size_t)(p->batch * p->m), (size_t)p->n, (size_t)p->k, job.a,
+                        (size_t)p->k, packed, job.y, (size_t)p->n, &node->activation);
+    } else if (p->by_batch && ctx->pool && edge_threadpool_size(ctx->pool) <= p->slots) {
+      edge_nd_parallel(ctx, p->batch, 1, matmul_gemm_range, &job);
+    } else {
+      matmul_gemm_batches(&job, 0, p->batch, 0, ctx->pool);
+    }
+    return EDGE_OK;
+  }
   matmul_job job = {node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
                     edge_nd_output(ctx, node, 0)->data, (p->n + MATMUL_COLUMN_BLOCK - 1) / MATMUL_COLUMN_BLOCK};
   edge_nd_parallel(ctx, p->batch * p->m * job.blocks_per_row, 1 + 16384 / (MATMUL_COLUMN_BLOCK * p->k + 1),
                    matmul_blocks, &job);
   return EDGE_OK;
-}
-
-static void fc_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
 }
 
 const edge_op_registration edge_op_fully_connected = {fc_prepare, fc_eval, fc_release};

@@ -9,11 +9,16 @@
  * [c - floor((size-1)/2), c + ceil((size-1)/2)] clipped to the channels, and
  * y = x / (bias + alpha / size * sum of squares)^beta. Pixels are split over threads.
  *
- * Both apply a fused activation, if the model sets one, to each finished row or pixel. */
+ * Both apply a fused activation, if the model sets one, to each finished row or pixel.
+ *
+ * Above EDGE_ISA_SCALAR, LAYER_NORM rows whose scale and bias are absent or full rows run on the
+ * vector family's row kernel (kernels/vector.h; float sums, error stated in
+ * kernels/vector/f32-layernorm.c); the loops here stay the reference EDGE_ISA=scalar runs. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef enum { OPERAND_ABSENT, OPERAND_SCALAR, OPERAND_FULL, OPERAND_TABLE } operand_layout;
@@ -143,6 +148,18 @@ static void layer_norm_rows(void *arg, int64_t begin, int64_t end, int32_t threa
   const layer_norm_job *job = arg;
   const layer_norm_plan *p = job->plan;
   int64_t n = p->row_size;
+  edge_f32_layernorm_ukernel vector = edge_kernels()->vector.layernorm;
+  bool simple_operands = (p->scale_layout == OPERAND_ABSENT || p->scale_layout == OPERAND_FULL) &&
+                         (p->bias_layout == OPERAND_ABSENT || p->bias_layout == OPERAND_FULL);
+  if (vector && simple_operands && n > 0) {
+    const float *scale = p->scale_layout == OPERAND_FULL ? job->scale : NULL;
+    const float *bias = p->bias_layout == OPERAND_FULL ? job->bias : NULL;
+    for (int64_t r = begin; r < end; ++r) {
+      vector((size_t)n, job->x + r * n, scale, bias, p->epsilon, job->y + r * n);
+      edge_activation_apply(job->activation, job->y + r * n, (size_t)n);
+    }
+    return;
+  }
   for (int64_t r = begin; r < end; ++r) {
     const float *x = job->x + r * n;
     float *y = job->y + r * n;

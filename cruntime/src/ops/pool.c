@@ -6,11 +6,17 @@
  * into the output row. AVERAGE divides by the real taps, or with count_include_pad by the taps
  * inside the padded input (never the extra cells ceil_mode adds), as onnxruntime does. Split over
  * N*OH rows; every value is produced by one thread in a fixed order. A fused activation, if the
- * model sets one, is applied to each finished row. */
+ * model sets one, is applied to each finished row.
+ *
+ * Above EDGE_ISA_SCALAR each output pixel's taps on real input (always a rectangle of the
+ * window) go to the vector family's pooling kernel (kernels/vector.h), vectorised over channels,
+ * which folds them in the same order and so gives these loops' results bit for bit; the loops stay
+ * the reference EDGE_ISA=scalar runs. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef struct {
@@ -103,10 +109,53 @@ static void window_counts(int64_t start, int64_t kernel, int64_t dilation, int64
   }
 }
 
+/* The taps k of a window starting at `start` whose position start + k * dilation is inside
+ * [0, in): they are consecutive, [*first, *first + *count). */
+static void real_taps(int64_t start, int64_t kernel, int64_t dilation, int64_t in, int64_t *first, int64_t *count) {
+  int64_t k = 0;
+  while (k < kernel && start + k * dilation < 0) ++k;
+  *first = k;
+  while (k < kernel && start + k * dilation < in) ++k;
+  *count = k - *first;
+}
+
+static void pool_rows_vector(const pool_job *job, edge_f32_pool_ukernel kernel, int64_t begin, int64_t end) {
+  const pool_plan *p = job->plan;
+  int64_t channels = p->channels;
+  size_t row_step = (size_t)(p->dilations[0] * p->in_w * channels), col_step = (size_t)(p->dilations[1] * channels);
+  for (int64_t r = begin; r < end; ++r) {
+    int64_t n = r / p->out_h, oh = r % p->out_h, h0 = oh * p->strides[0] - p->pads[0];
+    int64_t real_h, padded_h, first_h, taps_h;
+    window_counts(h0, p->kernel[0], p->dilations[0], p->in_h, p->pads[0], p->pads[2], &real_h, &padded_h);
+    real_taps(h0, p->kernel[0], p->dilations[0], p->in_h, &first_h, &taps_h);
+    for (int64_t ow = 0; ow < p->out_w; ++ow) {
+      int64_t w0 = ow * p->strides[1] - p->pads[1];
+      int64_t real_w, padded_w, first_w, taps_w;
+      window_counts(w0, p->kernel[1], p->dilations[1], p->in_w, p->pads[1], p->pads[3], &real_w, &padded_w);
+      real_taps(w0, p->kernel[1], p->dilations[1], p->in_w, &first_w, &taps_w);
+      int64_t count = p->count_include_pad ? padded_h * padded_w : real_h * real_w;
+      int64_t ih = h0 + first_h * p->dilations[0], iw = w0 + first_w * p->dilations[1];
+      /* With no real taps nothing is read; clamp the start so the pointer stays inside x. */
+      if (taps_h == 0 || taps_w == 0) ih = iw = taps_h = taps_w = 0;
+      const float *x = job->x + ((n * p->in_h + ih) * p->in_w + iw) * channels;
+      float *y = job->y + (r * p->out_w + ow) * channels;
+      kernel((size_t)taps_h, (size_t)taps_w, x, row_step, col_step, (size_t)channels, y,
+             count > 0 ? (float)count : 1.0f);
+    }
+    edge_activation_apply(job->activation, job->y + r * p->out_w * channels, (size_t)(p->out_w * channels));
+  }
+}
+
 static void pool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const pool_job *job = arg;
   const pool_plan *p = job->plan;
+  const edge_vector_kernels *vector = &edge_kernels()->vector;
+  edge_f32_pool_ukernel kernel = p->average ? vector->avgpool : vector->maxpool;
+  if (kernel) {
+    pool_rows_vector(job, kernel, begin, end);
+    return;
+  }
   int64_t channels = p->channels;
   for (int64_t r = begin; r < end; ++r) {
     int64_t n = r / p->out_h, oh = r % p->out_h, h0 = oh * p->strides[0] - p->pads[0];

@@ -7,11 +7,20 @@
  * Float sums and products accumulate in double; LOG_SUM_EXP subtracts the maximum first. One
  * output element is one thread's work in a fixed order, so results do not depend on threads.
  * An empty reduction gives the identity (SUM 0, PROD 1, MAX -inf, MIN +inf, MEAN NaN). A fused
- * activation is applied to float results; on integer ones it is rejected. */
+ * activation is applied to float results; on integer ones it is rejected.
+ *
+ * Above EDGE_ISA_SCALAR, float SUM MEAN MAX MIN L1 L2 SUM_SQUARE run on the vector family
+ * (kernels/vector.h) in two layouts found at prepare: the reduced elements of each output are one
+ * contiguous run (a row reduction), or the innermost kept dimension is contiguous (reduced dims
+ * outside it, e.g. NHWC over H and W), where a thread's outputs along that dimension are
+ * accumulated side by side in vectors, row by row in the reference's order. Sums are then in
+ * float (MAX/MIN exact). PROD and LOG_SUM_EXP, integers and other layouts stay on the reference
+ * code, which is also what EDGE_ISA=scalar runs. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef struct {
@@ -21,7 +30,52 @@ typedef struct {
   int32_t kept_rank, reduced_rank;
   int64_t kept_shape[EDGE_MAX_RANK], kept_strides[EDGE_MAX_RANK];
   int64_t reduced_shape[EDGE_MAX_RANK], reduced_strides[EDGE_MAX_RANK];
+  /* The vector paths: the reduced dims with neighbours that are contiguous in memory merged (same
+   * walk order), and which layout applies. */
+  enum { VECTOR_NONE, VECTOR_ROWS, VECTOR_COLUMNS } vector_layout;
+  int32_t vector_kind; /* edge_vreduce_kind */
+  int32_t merged_rank;
+  int64_t merged_shape[EDGE_MAX_RANK], merged_strides[EDGE_MAX_RANK];
 } reduce_plan;
+
+/* The vector reduction behind a REDUCE op, or -1 when it has none. */
+static int32_t vector_reduce_kind(edge_reduce_kind op) {
+  switch (op) {
+    case EDGE_REDUCE_SUM: case EDGE_REDUCE_MEAN: return EDGE_VREDUCE_SUM;
+    case EDGE_REDUCE_MAX: return EDGE_VREDUCE_MAX;
+    case EDGE_REDUCE_MIN: return EDGE_VREDUCE_MIN;
+    case EDGE_REDUCE_L1: return EDGE_VREDUCE_ABS_SUM;
+    case EDGE_REDUCE_L2: case EDGE_REDUCE_SUM_SQUARE: return EDGE_VREDUCE_SQUARE_SUM;
+    default: return -1;
+  }
+}
+
+static void plan_vector_layout(reduce_plan *p) {
+  p->vector_layout = VECTOR_NONE;
+  p->vector_kind = vector_reduce_kind(p->op);
+  if (p->dtype != EDGE_FLOAT32 || p->vector_kind < 0 || p->reduced_count == 0) return;
+  p->merged_rank = 0;
+  for (int32_t d = 0; d < p->reduced_rank; ++d) {
+    if (p->reduced_shape[d] == 1) continue;
+    int32_t last = p->merged_rank - 1;
+    if (last >= 0 && p->merged_strides[last] == p->reduced_strides[d] * p->reduced_shape[d]) {
+      p->merged_shape[last] *= p->reduced_shape[d];
+      p->merged_strides[last] = p->reduced_strides[d];
+    } else {
+      p->merged_shape[p->merged_rank] = p->reduced_shape[d];
+      p->merged_strides[p->merged_rank++] = p->reduced_strides[d];
+    }
+  }
+  if (p->merged_rank == 0) { /* every reduced dim has size 1 */
+    p->merged_shape[0] = 1;
+    p->merged_strides[0] = 1;
+    p->merged_rank = 1;
+  }
+  if (p->merged_rank == 1 && p->merged_strides[0] == 1)
+    p->vector_layout = VECTOR_ROWS;
+  else if (p->kept_rank > 0 && p->kept_strides[p->kept_rank - 1] == 1 && p->kept_shape[p->kept_rank - 1] > 1)
+    p->vector_layout = VECTOR_COLUMNS;
+}
 
 static const char *reduce_name(edge_reduce_kind op) {
   return (unsigned)op < EDGE_REDUCE_COUNT_ ? edge_reduce_names[op] : "unknown";
@@ -87,6 +141,7 @@ static edge_status reduce_prepare(edge_context *ctx, edge_node *node) {
   p.outputs = edge_num_elements(p.kept_rank, p.kept_shape);
   p.reduced_count = edge_num_elements(p.reduced_rank, p.reduced_shape);
   if ((status = edge_set_shape(ctx, y, out_rank, shape)) != EDGE_OK) return status;
+  plan_vector_layout(&p);
   reduce_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "REDUCE '%s': out of memory", name);
   *plan = p;
@@ -185,10 +240,75 @@ typedef struct {
   void *y;
 } reduce_job;
 
+static int64_t kept_base(const reduce_plan *p, int64_t output) {
+  int64_t base = 0, rest = output;
+  for (int32_t d = p->kept_rank - 1; d >= 0; --d) {
+    base += rest % p->kept_shape[d] * p->kept_strides[d];
+    rest /= p->kept_shape[d];
+  }
+  return base;
+}
+
+/* MEAN, L2: the step after the vector reduction. */
+static float finish_reduction(const reduce_plan *p, float value) {
+  if (p->op == EDGE_REDUCE_MEAN) return value / (float)p->reduced_count;
+  if (p->op == EDGE_REDUCE_L2) return sqrtf(value);
+  return value;
+}
+
+static float vector_identity(int32_t kind) {
+  return kind == EDGE_VREDUCE_MAX ? -INFINITY : kind == EDGE_VREDUCE_MIN ? INFINITY : 0.0f;
+}
+
+static bool reduce_vector_range(const reduce_job *job, int64_t begin, int64_t end) {
+  const reduce_plan *p = job->plan;
+  if (p->vector_layout == VECTOR_NONE) return false;
+  const edge_vector_kernels *v = &edge_kernels()->vector;
+  edge_f32_rreduce_ukernel row = v->rreduce[p->vector_kind];
+  edge_f32_raccumulate_ukernel columns = v->raccumulate[p->vector_kind];
+  if (!row || !columns) return false;
+  const float *x = job->x;
+  float *y = job->y;
+  if (p->vector_layout == VECTOR_ROWS) {
+    for (int64_t i = begin; i < end; ++i) {
+      y[i] = finish_reduction(p, row((size_t)p->reduced_count, x + kept_base(p, i)));
+      edge_activation_apply(job->activation, y + i, 1);
+    }
+    return true;
+  }
+  /* Runs of outputs along the contiguous kept dim; the reduced positions walked as rows of the
+   * innermost merged dim, the outer merged dims by an odometer. */
+  int64_t width = p->kept_shape[p->kept_rank - 1];
+  int32_t inner = p->merged_rank - 1;
+  for (int64_t i = begin; i < end;) {
+    int64_t run = width - i % width < end - i ? width - i % width : end - i;
+    int64_t base = kept_base(p, i);
+    float identity = vector_identity(p->vector_kind);
+    for (int64_t j = 0; j < run; ++j) y[i + j] = identity;
+    int64_t index[EDGE_MAX_RANK] = {0}, offset = 0;
+    for (;;) {
+      columns((size_t)p->merged_shape[inner], (size_t)run, x + base + offset, (size_t)p->merged_strides[inner], y + i);
+      int32_t d = inner - 1;
+      for (; d >= 0; --d) {
+        offset += p->merged_strides[d];
+        if (++index[d] < p->merged_shape[d]) break;
+        offset -= index[d] * p->merged_strides[d];
+        index[d] = 0;
+      }
+      if (d < 0) break;
+    }
+    for (int64_t j = 0; j < run; ++j) y[i + j] = finish_reduction(p, y[i + j]);
+    edge_activation_apply(job->activation, y + i, (size_t)run);
+    i += run;
+  }
+  return true;
+}
+
 static void reduce_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const reduce_job *job = arg;
   const reduce_plan *p = job->plan;
+  if (reduce_vector_range(job, begin, end)) return;
   for (int64_t i = begin; i < end; ++i) {
     int64_t base = 0, rest = i;
     for (int32_t d = p->kept_rank - 1; d >= 0; --d) {

@@ -3,7 +3,12 @@
  * RESHAPE copies the bytes (the memory planner may alias the output to the input later, in which
  * case the copy is skipped). When an input was resized so the element counts no longer match, the
  * one output dimension marked dynamic (-1 in the shape signature) absorbs the difference; with no
- * such dimension, or more than one, the reshape is rejected. */
+ * such dimension, or more than one, the reshape is rejected (the converter marks, per tensor, the
+ * dims that follow a dynamic input dim, so a resized batch lands on the dim that carries it).
+ *
+ * BROADCAST_TO broadcasts the input against the declared output shape, except that a dynamic
+ * output dim takes the input's size: the declared size there is only the one the model was
+ * converted at. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,21 +35,26 @@ static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
     }
   }
   int64_t count = edge_num_elements(x->rank, x->shape);
-  bool declared_fits = true;
-  for (int32_t d = 0; d < rank; ++d) declared_fits = declared_fits && shape[d] >= 0;
-  if (!(declared_fits && edge_num_elements(rank, shape) == count)) {
-    if (num_dynamic == 1 && known > 0 && count % known == 0) {
-      shape[dynamic] = count / known;
-    } else {
-      char in[128], out[128];
-      edge_format_shape(in, sizeof in, x->rank, x->shape);
-      edge_format_shape(out, sizeof out, rank, y->declared_shape);
-      return edge_fail(ctx, EDGE_INVALID_MODEL,
-                       "RESHAPE '%s': input '%s' has shape %s (%lld elements), which cannot become the declared %s",
-                       edge_nd_name(y), edge_nd_name(x), in, (long long)count, out);
-    }
+  if (edge_num_elements(rank, shape) == count) return edge_set_shape(ctx, y, rank, shape);
+  if (num_dynamic == 1 && known > 0 && count % known == 0) {
+    shape[dynamic] = count / known;
+    return edge_set_shape(ctx, y, rank, shape);
   }
-  return edge_set_shape(ctx, y, rank, shape);
+  char in[128], out[128], signature[128];
+  int64_t marked[EDGE_MAX_RANK];
+  for (int32_t d = 0; d < rank; ++d) marked[d] = y->shape_signature[d];
+  edge_format_shape(in, sizeof in, x->rank, x->shape);
+  edge_format_shape(out, sizeof out, rank, y->declared_shape);
+  edge_format_shape(signature, sizeof signature, rank, marked);
+  if (num_dynamic == 1)
+    return edge_fail(ctx, EDGE_INVALID_MODEL,
+                     "RESHAPE '%s': input '%s' has shape %s (%lld elements), which is not a multiple of the %lld "
+                     "elements of the fixed dims of %s (signature %s)",
+                     edge_nd_name(y), edge_nd_name(x), in, (long long)count, (long long)known, out, signature);
+  return edge_fail(ctx, EDGE_INVALID_MODEL,
+                   "RESHAPE '%s': input '%s' has shape %s (%lld elements), which cannot become the declared %s: "
+                   "its signature %s marks %d dims dynamic, and exactly one can absorb a resized input",
+                   edge_nd_name(y), edge_nd_name(x), in, (long long)count, out, signature, num_dynamic);
 }
 
 static edge_status reshape_eval(edge_context *ctx, edge_node *node) {
@@ -62,8 +72,14 @@ static edge_status broadcast_to_prepare(edge_context *ctx, edge_node *node) {
   if (y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BROADCAST_TO '%s': output is %s but input '%s' is %s", edge_nd_name(y),
                      edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+  int64_t target[EDGE_MAX_RANK];
+  for (int32_t d = 0; d < y->declared_rank; ++d) {
+    int32_t from_input = d - (y->declared_rank - x->rank);
+    bool follows_input = y->shape_signature[d] < 0 && from_input >= 0;
+    target[d] = follows_input ? x->shape[from_input] : y->declared_shape[d];
+  }
   int32_t ranks[2] = {x->rank, y->declared_rank}, rank;
-  const int64_t *shapes[2] = {x->shape, y->declared_shape};
+  const int64_t *shapes[2] = {x->shape, target};
   int64_t shape[EDGE_MAX_RANK];
   char what[160];
   snprintf(what, sizeof what, "BROADCAST_TO '%s' (input, declared output)", edge_nd_name(y));

@@ -11,12 +11,21 @@
  * products over contiguous rows of W and R. The hidden state is double-buffered in scratch
  * (read h_prev, write h_next); the LSTM cell state is updated in place since a unit reads only its
  * own. GRU without linear_before_reset needs r (.) h_prev for all units before any candidate, so
- * its step runs in two phases. Directions run one after the other. */
+ * its step runs in two phases. Directions run one after the other.
+ *
+ * Above EDGE_ISA_SCALAR, with constant W, R and B, the products run on the GEMM family
+ * (kernels/gemm.h) and the loops above stay as the reference EDGE_ISA=scalar runs. Prepare packs,
+ * per direction, W with the summed biases (Wb + Rb; GRU's candidate rows keep Rb on the recurrent
+ * side when linear_before_reset) and R (GRU: its update/reset rows and its candidate rows apart,
+ * since the candidate's product waits for r). Eval projects the inputs of every time step in one
+ * GEMM (seq * batch rows), then per step multiplies h_prev (or r (.) h_prev) by R and finishes the
+ * gates elementwise. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 enum { RNN_X, RNN_W, RNN_R, RNN_B, RNN_SEQUENCE_LENS, RNN_INITIAL_H, RNN_INITIAL_C, RNN_PEEPHOLES };
@@ -27,7 +36,54 @@ typedef struct {
   edge_rnn_kind direction;
   float clip;
   int64_t gates, seq, batch, input_size, hidden, dirs;
+  const edge_gemm_kernels *gemm; /* NULL: reference loops */
+  void *packed;                  /* per direction: W, R (LSTM all rows; GRU z and r rows), GRU R candidate rows */
+  size_t w_bytes, r_bytes, r_candidate_bytes, direction_bytes;
 } rnn_plan;
+
+static void rnn_release(edge_node *node) {
+  rnn_plan *plan = node->state;
+  if (plan) free(plan->packed);
+  free(plan);
+  node->state = NULL;
+}
+
+static size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+/* Packs every direction's W and R (see the top of the file); EDGE_OUT_OF_MEMORY on failure. */
+static edge_status rnn_pack(edge_context *ctx, const char *op, rnn_plan *p, const edge_tensor *w, const edge_tensor *r,
+                            const edge_tensor *b) {
+  const edge_gemm_kernels *k = p->gemm;
+  const size_t h = (size_t)p->hidden, gh = (size_t)(p->gates * p->hidden), input = (size_t)p->input_size;
+  const size_t recurrent_rows = p->lstm ? gh : 2 * h;
+  p->w_bytes = round_up_64(edge_gemm_packed_bytes(k, gh, input));
+  p->r_bytes = round_up_64(edge_gemm_packed_bytes(k, recurrent_rows, h));
+  p->r_candidate_bytes = p->lstm ? 0 : round_up_64(edge_gemm_packed_bytes(k, h, h));
+  p->direction_bytes = p->w_bytes + p->r_bytes + p->r_candidate_bytes;
+  p->packed = aligned_alloc(64, p->direction_bytes * (size_t)p->dirs);
+  float *bias = malloc(sizeof(float) * gh);
+  if (!p->packed || !bias) {
+    free(bias);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory packing %zu bytes of weights", op,
+                     p->direction_bytes * (size_t)p->dirs);
+  }
+  for (size_t d = 0; d < (size_t)p->dirs; ++d) {
+    const float *wd = (const float *)w->data + d * gh * input, *rd = (const float *)r->data + d * gh * h;
+    const float *bd = b ? (const float *)b->data + d * 2 * gh : NULL;
+    char *out = (char *)p->packed + d * p->direction_bytes;
+    for (size_t row = 0; row < gh; ++row) {
+      const int recurrent_bias_stays = !p->lstm && p->linear_before_reset && row >= 2 * h;
+      bias[row] = bd ? bd[row] + (recurrent_bias_stays ? 0.0f : bd[gh + row]) : 0.0f;
+    }
+    edge_gemm_pack_weights(k, gh, input, wd, input, bias, out);
+    edge_gemm_pack_weights(k, recurrent_rows, h, rd, h, NULL, out + p->w_bytes);
+    if (!p->lstm)
+      edge_gemm_pack_weights(k, h, h, rd + 2 * h * h, h, bd && p->linear_before_reset ? bd + gh + 2 * h : NULL,
+                             out + p->w_bytes + p->r_bytes);
+  }
+  free(bias);
+  return EDGE_OK;
+}
 
 static const edge_tensor *optional_input(const edge_context *ctx, const edge_node *node, int32_t i) {
   return i < node->num_inputs && node->inputs[i] >= 0 ? &ctx->tensors[node->inputs[i]] : NULL;
@@ -58,8 +114,7 @@ static edge_status check_shape(edge_context *ctx, const char *op, const char *ro
 static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
   const char *op = lstm ? "LSTM" : "GRU";
   int32_t max_inputs = lstm ? 8 : 6, max_outputs = lstm ? 3 : 2;
-  free(node->state);
-  node->state = NULL;
+  rnn_release(node);
   if (node->num_inputs < 3 || node->num_inputs > max_inputs || node->num_outputs < 1 || node->num_outputs > max_outputs)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: has %d inputs and %d outputs, expects 3 to %d inputs and 1 to %d outputs",
                      op, node->num_inputs, node->num_outputs, max_inputs, max_outputs);
@@ -136,6 +191,15 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
   node->state = plan;
   /* h_prev, h_next, and the cell state (LSTM) or z, r, r (.) h_prev (GRU) */
   node->scratch_bytes = (size_t)((lstm ? 3 : 5) * p.batch * p.hidden) * sizeof(float);
+  const edge_tensor *b = optional_input(ctx, node, RNN_B);
+  const edge_kernel_config *kernels = edge_kernels();
+  if (kernels->isa != EDGE_ISA_SCALAR && w->kind == EDGE_TENSOR_CONSTANT && r->kind == EDGE_TENSOR_CONSTANT &&
+      (!b || b->kind == EDGE_TENSOR_CONSTANT) && p.seq > 0 && p.batch > 0) {
+    plan->gemm = &kernels->gemm;
+    if ((status = rnn_pack(ctx, op, plan, w, r, b)) != EDGE_OK) return status;
+    /* + the input projections of every step, and one step's recurrent products */
+    node->scratch_bytes += (size_t)((p.seq + 1) * p.batch * gh) * sizeof(float);
+  }
   return EDGE_OK;
 }
 
@@ -235,8 +299,150 @@ static void gru_candidates(void *arg, int64_t begin, int64_t end, int32_t thread
   }
 }
 
+/* One step of one direction on the GEMM path: the projections are done, the gates finish here. */
+typedef struct {
+  const rnn_plan *plan;
+  const float *x_gates;     /* this step's input projections + biases: [batch, G*H] */
+  float *h_gates;           /* h_prev . R^T: [batch, G*H] (GRU candidate columns: see rnn_eval_gemm) */
+  const float *peepholes;
+  const float *h_prev;
+  float *h_next, *cell, *z, *reset, *reset_h;
+  float *y_t;
+} rnn_gemm_step;
+
+static void lstm_gemm_units(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const rnn_gemm_step *s = arg;
+  const rnn_plan *p = s->plan;
+  const int64_t h = p->hidden, gh = 4 * h;
+  for (int64_t unit = begin; unit < end; ++unit) {
+    const int64_t b = unit / h, j = unit % h;
+    const float *xg = s->x_gates + b * gh, *hg = s->h_gates + b * gh;
+    const float c_prev = s->cell[unit];
+    float in = xg[j] + hg[j], out = xg[h + j] + hg[h + j], forget = xg[2 * h + j] + hg[2 * h + j];
+    float candidate = xg[3 * h + j] + hg[3 * h + j];
+    if (s->peepholes) {
+      in += s->peepholes[j] * c_prev;
+      forget += s->peepholes[2 * h + j] * c_prev;
+    }
+    in = sigmoid(clip_gate(p, in));
+    forget = sigmoid(clip_gate(p, forget));
+    candidate = tanhf(clip_gate(p, candidate));
+    const float c = forget * c_prev + in * candidate;
+    if (s->peepholes) out += s->peepholes[h + j] * c;
+    out = sigmoid(clip_gate(p, out));
+    const float hidden = out * tanhf(c);
+    s->cell[unit] = c;
+    s->h_next[unit] = hidden;
+    if (s->y_t) s->y_t[unit] = hidden;
+  }
+}
+
+static void gru_gemm_gates(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const rnn_gemm_step *s = arg;
+  const rnn_plan *p = s->plan;
+  const int64_t h = p->hidden, gh = 3 * h;
+  for (int64_t unit = begin; unit < end; ++unit) {
+    const int64_t b = unit / h, j = unit % h;
+    const float *xg = s->x_gates + b * gh, *hg = s->h_gates + b * gh;
+    s->z[unit] = sigmoid(clip_gate(p, xg[j] + hg[j]));
+    s->reset[unit] = sigmoid(clip_gate(p, xg[h + j] + hg[h + j]));
+    s->reset_h[unit] = s->reset[unit] * s->h_prev[unit];
+  }
+}
+
+/* h_gates' candidate columns hold h_prev . R_h^T + Rb_h (linear_before_reset) or
+ * (r (.) h_prev) . R_h^T (Rb_h is then in x_gates). */
+static void gru_gemm_candidates(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const rnn_gemm_step *s = arg;
+  const rnn_plan *p = s->plan;
+  const int64_t h = p->hidden, gh = 3 * h;
+  for (int64_t unit = begin; unit < end; ++unit) {
+    const int64_t b = unit / h, j = unit % h;
+    const float from_x = s->x_gates[b * gh + 2 * h + j], from_h = s->h_gates[b * gh + 2 * h + j];
+    const float candidate =
+        tanhf(clip_gate(p, p->linear_before_reset ? from_x + s->reset[unit] * from_h : from_x + from_h));
+    const float z = s->z[unit], hidden = (1.0f - z) * candidate + z * s->h_prev[unit];
+    s->h_next[unit] = hidden;
+    if (s->y_t) s->y_t[unit] = hidden;
+  }
+}
+
+static edge_status rnn_eval_gemm(edge_context *ctx, edge_node *node) {
+  const rnn_plan *p = node->state;
+  const edge_gemm_kernels *k = p->gemm;
+  const int64_t units = p->batch * p->hidden, gh = p->gates * p->hidden, h = p->hidden;
+  const float *x = optional_input(ctx, node, RNN_X)->data;
+  const edge_tensor *initial_h = optional_input(ctx, node, RNN_INITIAL_H);
+  const edge_tensor *initial_c = p->lstm ? optional_input(ctx, node, RNN_INITIAL_C) : NULL;
+  const edge_tensor *peepholes = p->lstm ? optional_input(ctx, node, RNN_PEEPHOLES) : NULL;
+  edge_tensor *y = optional_output(ctx, node, RNN_Y), *y_h = optional_output(ctx, node, RNN_Y_H);
+  edge_tensor *y_c = p->lstm ? optional_output(ctx, node, RNN_Y_C) : NULL;
+  float *buffers[2] = {(float *)node->scratch, (float *)node->scratch + units};
+  float *extra = (float *)node->scratch + 2 * units;
+  float *x_gates = extra + (p->lstm ? 1 : 3) * units;
+  float *h_gates = x_gates + p->seq * p->batch * gh;
+  const int64_t min_units = 1024;
+
+  for (int64_t d = 0; d < p->dirs; ++d) {
+    const bool reverse = p->direction == EDGE_RNN_REVERSE || d == 1;
+    const char *packed = (const char *)p->packed + (size_t)d * p->direction_bytes;
+    const void *packed_w = packed, *packed_r = packed + p->w_bytes, *packed_r_candidate = packed + p->w_bytes + p->r_bytes;
+    edge_gemm_compute(k, ctx->pool, (size_t)(p->seq * p->batch), (size_t)gh, (size_t)p->input_size, x,
+                      (size_t)p->input_size, packed_w, x_gates, (size_t)gh, NULL);
+    rnn_gemm_step s = {0};
+    s.plan = p;
+    s.h_gates = h_gates;
+    s.peepholes = peepholes ? (const float *)peepholes->data + d * 3 * h : NULL;
+    if (p->lstm) {
+      s.cell = extra;
+    } else {
+      s.z = extra;
+      s.reset = extra + units;
+      s.reset_h = extra + 2 * units;
+    }
+    int32_t current = 0;
+    if (initial_h) memcpy(buffers[0], (const float *)initial_h->data + d * units, (size_t)units * sizeof(float));
+    else memset(buffers[0], 0, (size_t)units * sizeof(float));
+    if (p->lstm) {
+      if (initial_c) memcpy(s.cell, (const float *)initial_c->data + d * units, (size_t)units * sizeof(float));
+      else memset(s.cell, 0, (size_t)units * sizeof(float));
+    }
+    for (int64_t step = 0; step < p->seq; ++step) {
+      const int64_t t = reverse ? p->seq - 1 - step : step;
+      s.x_gates = x_gates + t * p->batch * gh;
+      s.h_prev = buffers[current];
+      s.h_next = buffers[1 - current];
+      s.y_t = y ? (float *)y->data + (t * p->dirs + d) * units : NULL;
+      if (p->lstm) {
+        edge_gemm_compute(k, ctx->pool, (size_t)p->batch, (size_t)gh, (size_t)h, s.h_prev, (size_t)h, packed_r,
+                          h_gates, (size_t)gh, NULL);
+        edge_nd_parallel(ctx, units, min_units, lstm_gemm_units, &s);
+      } else {
+        edge_gemm_compute(k, ctx->pool, (size_t)p->batch, (size_t)(2 * h), (size_t)h, s.h_prev, (size_t)h, packed_r,
+                          h_gates, (size_t)gh, NULL);
+        if (p->linear_before_reset)
+          edge_gemm_compute(k, ctx->pool, (size_t)p->batch, (size_t)h, (size_t)h, s.h_prev, (size_t)h,
+                            packed_r_candidate, h_gates + 2 * h, (size_t)gh, NULL);
+        edge_nd_parallel(ctx, units, min_units, gru_gemm_gates, &s);
+        if (!p->linear_before_reset)
+          edge_gemm_compute(k, ctx->pool, (size_t)p->batch, (size_t)h, (size_t)h, s.reset_h, (size_t)h,
+                            packed_r_candidate, h_gates + 2 * h, (size_t)gh, NULL);
+        edge_nd_parallel(ctx, units, min_units, gru_gemm_candidates, &s);
+      }
+      current = 1 - current;
+    }
+    if (y_h) memcpy((float *)y_h->data + d * units, buffers[current], (size_t)units * sizeof(float));
+    if (y_c) memcpy((float *)y_c->data + d * units, s.cell, (size_t)units * sizeof(float));
+  }
+  return EDGE_OK;
+}
+
 static edge_status rnn_eval(edge_context *ctx, edge_node *node) {
   const rnn_plan *p = node->state;
+  if (p->gemm) return rnn_eval_gemm(ctx, node);
   int64_t units = p->batch * p->hidden, gh = p->gates * p->hidden;
   const float *x = optional_input(ctx, node, RNN_X)->data, *w = optional_input(ctx, node, RNN_W)->data;
   const float *r = optional_input(ctx, node, RNN_R)->data;
@@ -294,11 +500,6 @@ static edge_status rnn_eval(edge_context *ctx, edge_node *node) {
 
 static edge_status lstm_prepare(edge_context *ctx, edge_node *node) { return rnn_prepare(ctx, node, true); }
 static edge_status gru_prepare(edge_context *ctx, edge_node *node) { return rnn_prepare(ctx, node, false); }
-
-static void rnn_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
-}
 
 const edge_op_registration edge_op_lstm = {lstm_prepare, rnn_eval, rnn_release};
 const edge_op_registration edge_op_gru = {gru_prepare, rnn_eval, rnn_release};

@@ -4,11 +4,17 @@
  * `axis` elements spaced `inner` apart. The maximum is subtracted before exp so large inputs do
  * not overflow; the sum accumulates in double. Work is split over the (outer, inner) pairs, each
  * done by one thread, so results do not depend on the thread count. A fused activation, if the
- * model sets one, is applied to the result. */
+ * model sets one, is applied to the result.
+ *
+ * Above EDGE_ISA_SCALAR the vector family (kernels/vector.h) does the work: a row kernel when the
+ * axis is innermost, else a column kernel over the run of (outer, inner) pairs a thread owns that
+ * share one outer index (each column computed alone, so any split gives the same values). Its
+ * error against this reference is stated in kernels/vector/f32-softmax.c. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef struct {
@@ -48,10 +54,37 @@ typedef struct {
   float *y;
 } softmax_job;
 
+static bool softmax_vector_range(const softmax_job *job, int64_t begin, int64_t end) {
+  const edge_vector_kernels *v = &edge_kernels()->vector;
+  const softmax_plan *p = job->plan;
+  if (!v->softmax || p->length == 0) return false;
+  if (p->inner == 1) {
+    for (int64_t row = begin; row < end; ++row) {
+      const float *x = job->x + row * p->length;
+      float *y = job->y + row * p->length;
+      (p->log ? v->log_softmax : v->softmax)((size_t)p->length, x, y);
+      edge_activation_apply(job->activation, y, (size_t)p->length);
+    }
+    return true;
+  }
+  for (int64_t unit = begin; unit < end;) {
+    int64_t outer = unit / p->inner, column = unit % p->inner;
+    int64_t columns = p->inner - column < end - unit ? p->inner - column : end - unit;
+    int64_t base = outer * p->length * p->inner + column;
+    v->softmax_strided((size_t)p->length, (size_t)columns, (size_t)p->inner, job->x + base, job->y + base, p->log);
+    if (job->activation->op != EDGE_UNARY_IDENTITY)
+      for (int64_t i = 0; i < p->length; ++i)
+        edge_activation_apply(job->activation, job->y + base + i * p->inner, (size_t)columns);
+    unit += columns;
+  }
+  return true;
+}
+
 static void softmax_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const softmax_job *job = arg;
   const softmax_plan *p = job->plan;
+  if (softmax_vector_range(job, begin, end)) return;
   int64_t n = p->length, step = p->inner;
   for (int64_t unit = begin; unit < end; ++unit) {
     int64_t base = unit / p->inner * p->length * p->inner + unit % p->inner;

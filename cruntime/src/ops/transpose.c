@@ -1,10 +1,72 @@
 /* TRANSPOSE: y[i0..in] = x[permuted], any dtype. The output is walked contiguously while x is read
  * through permuted strides; collapsing merges dimensions that stay adjacent under the permutation,
- * so e.g. NHWC -> NCHW becomes a 3-d walk. */
+ * so e.g. NHWC -> NCHW becomes a 3-d walk.
+ *
+ * Above EDGE_ISA_SCALAR, 4-byte elements whose collapsed walk reads x with a stride in the
+ * innermost dimension (a real transpose: 2-d, NHWC <-> NCHW, ...) are copied as 2-d tiles by the
+ * vector family's transpose kernel: x's contiguous dimension against y's, every other dimension an
+ * outer loop, work split over (outer, block of 64 y-rows). Walks whose innermost reads are
+ * contiguous (e.g. [B,T,H,D] -> [B,H,T,D]) already copy whole runs and keep the strided copy,
+ * which is also the reference EDGE_ISA=scalar runs. */
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
+
+typedef struct {
+  edge_nd_iter iter;
+  /* Tiled path: dim `contiguous` is x's stride-1 dim, `last` y's; -1 when it does not apply. */
+  int32_t contiguous, last;
+  int64_t outer_count, row_blocks;
+} transpose_plan;
+
+#define TRANSPOSE_ROW_BLOCK 64
+
+static void plan_tiles(transpose_plan *plan, size_t elem_size) {
+  const edge_nd_iter *it = &plan->iter;
+  plan->contiguous = plan->last = -1;
+  int32_t last = it->rank - 1;
+  if (elem_size != 4 || it->rank < 2 || it->strides[1][last] == 1) return;
+  for (int32_t d = 0; d < last; ++d)
+    if (it->strides[1][d] == 1) plan->contiguous = d;
+  if (plan->contiguous < 0) return;
+  plan->last = last;
+  plan->outer_count = 1;
+  for (int32_t d = 0; d < last; ++d)
+    if (d != plan->contiguous) plan->outer_count *= it->shape[d];
+  plan->row_blocks = (it->shape[last] + TRANSPOSE_ROW_BLOCK - 1) / TRANSPOSE_ROW_BLOCK;
+}
+
+typedef struct {
+  const transpose_plan *plan;
+  edge_x32_transpose_ukernel kernel;
+  const uint32_t *x;
+  uint32_t *y;
+} transpose_job;
+
+static void transpose_tiles(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const transpose_job *job = arg;
+  const transpose_plan *p = job->plan;
+  const edge_nd_iter *it = &p->iter;
+  int32_t c = p->contiguous, l = p->last;
+  for (int64_t unit = begin; unit < end; ++unit) {
+    int64_t outer = unit / p->row_blocks, block = unit % p->row_blocks;
+    int64_t x_offset = it->base[1], y_offset = it->base[0];
+    for (int32_t d = l - 1; d >= 0; --d) {
+      if (d == c) continue;
+      int64_t i = outer % it->shape[d];
+      outer /= it->shape[d];
+      x_offset += i * it->strides[1][d];
+      y_offset += i * it->strides[0][d];
+    }
+    int64_t row0 = block * TRANSPOSE_ROW_BLOCK;
+    int64_t rows = it->shape[l] - row0 < TRANSPOSE_ROW_BLOCK ? it->shape[l] - row0 : TRANSPOSE_ROW_BLOCK;
+    job->kernel((size_t)rows, (size_t)it->shape[c], job->x + x_offset + row0 * it->strides[1][l],
+                (size_t)it->strides[1][l], job->y + y_offset + row0, (size_t)it->strides[0][c]);
+  }
+}
 
 static edge_status transpose_prepare(edge_context *ctx, edge_node *node) {
   free(node->state);
@@ -39,20 +101,30 @@ static edge_status transpose_prepare(edge_context *ctx, edge_node *node) {
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
 
-  edge_nd_iter *iter = malloc(sizeof *iter);
-  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "TRANSPOSE '%s': out of memory", edge_nd_name(y));
+  transpose_plan *plan = malloc(sizeof *plan);
+  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "TRANSPOSE '%s': out of memory", edge_nd_name(y));
   edge_nd_contiguous_strides(rank, x->shape, x_strides);
   edge_nd_contiguous_strides(rank, shape, y_strides);
   for (int32_t d = 0; d < rank; ++d) read_strides[d] = x_strides[perm[d]];
   const int64_t *strides[2] = {y_strides, read_strides};
-  edge_nd_iter_init(iter, rank, shape, 2, strides);
-  node->state = iter;
+  edge_nd_iter_init(&plan->iter, rank, shape, 2, strides);
+  plan_tiles(plan, edge_dtype_size(x->dtype));
+  node->state = plan;
   return EDGE_OK;
 }
 
 static edge_status transpose_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  edge_nd_copy(ctx, node->state, y->data, x->data, edge_dtype_size(x->dtype));
+  const transpose_plan *plan = node->state;
+  edge_x32_transpose_ukernel kernel = edge_kernels()->vector.transpose;
+  if (kernel && plan->contiguous >= 0 && plan->iter.total > 0) {
+    transpose_job job = {plan, kernel, x->data, y->data};
+    int64_t units = plan->outer_count * plan->row_blocks;
+    int64_t per_unit = plan->iter.total / (units ? units : 1);
+    edge_nd_parallel(ctx, units, 1 + 16384 / (per_unit + 1), transpose_tiles, &job);
+    return EDGE_OK;
+  }
+  edge_nd_copy(ctx, &plan->iter, y->data, x->data, edge_dtype_size(x->dtype));
   return EDGE_OK;
 }
 

@@ -1,11 +1,17 @@
 /* UNARY: x -> y, elementwise. Also the scalar definition of every fused activation, which other
  * kernels apply through edge_activation_apply. NaN propagates through the clamping ops (RELU,
- * CLIP ...) as it does in NumPy, so comparisons are written to let it through. */
+ * CLIP ...) as it does in NumPy, so comparisons are written to let it through.
+ *
+ * Above EDGE_ISA_SCALAR, float ops and activations that the vector family implements
+ * (kernels/vector.h: exact for the clamps and arithmetic, within the ulp bounds of
+ * kernels/vector/vmath.h for exp, sigmoid, tanh, erf, GELU) run on its kernels; the loops here
+ * stay the reference, and what EDGE_ISA=scalar runs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 static float sigmoid(float x) {
@@ -65,6 +71,13 @@ float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta) {
 }
 
 void edge_activation_apply(const edge_activation *act, float *data, size_t n) {
+  if (act->op == EDGE_UNARY_IDENTITY || n == 0) return;
+  edge_f32_vunary_ukernel vector = (unsigned)act->op < EDGE_UNARY_COUNT_ ? edge_kernels()->vector.unary[act->op] : NULL;
+  if (vector) {
+    edge_f32_unary_params params = {act->alpha, act->beta};
+    vector(n, data, data, &params);
+    return;
+  }
   /* The common activations get their own loops; the rest go through the scalar definition. */
   switch (act->op) {
     case EDGE_UNARY_IDENTITY: return;
@@ -96,8 +109,14 @@ static void unary_float_range(const unary_job *job, int64_t begin, int64_t end) 
   float *y = (float *)job->y + begin;
   size_t n = (size_t)(end - begin);
   edge_activation act = {job->op, job->alpha, job->beta};
-  if (x != y) memcpy(y, x, n * sizeof *y);
-  edge_activation_apply(&act, y, n);
+  edge_f32_vunary_ukernel vector = edge_kernels()->vector.unary[job->op];
+  if (vector) {
+    edge_f32_unary_params params = {job->alpha, job->beta};
+    vector(n, x, y, &params);
+  } else {
+    if (x != y) memcpy(y, x, n * sizeof *y);
+    edge_activation_apply(&act, y, n);
+  }
   edge_activation_apply(&job->activation, y, n);
 }
 

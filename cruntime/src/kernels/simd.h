@@ -1,0 +1,441 @@
+/* The SIMD vocabulary the vector kernels (the files in kernels/vector/) are written in, once, for every ISA
+ * (ggml's simd-mappings idea): one float vector type f32xN of EDGE_SIMD_N lanes, an int32 vector
+ * i32xN of the same lane count, a lane mask maskxN, and small inline functions over them. The
+ * including file is compiled once per ISA with exactly one of
+ *
+ *   -DEDGE_SIMD_ISA_SCALAR   N = 1   plain C
+ *   -DEDGE_SIMD_ISA_SSE2     N = 4   (x86-64 baseline)
+ *   -DEDGE_SIMD_ISA_AVX2     N = 8   with -mavx2 -mfma
+ *   -DEDGE_SIMD_ISA_AVX512   N = 16  with -mavx512f -mavx512bw -mavx512vl -mavx512dq
+ *   -DEDGE_SIMD_ISA_NEON     N = 4   aarch64
+ *
+ * and defines its symbols through EDGE_SIMD_FN(name), which appends the ISA: EDGE_SIMD_FN(f32_vexp)
+ * is edge_f32_vexp__avx2 in the avx2 object.
+ *
+ * Semantics every mapping keeps, so a kernel gives the same answer shape on every ISA:
+ * - vf_load/vf_store need EDGE_SIMD_N*4-byte alignment; vf_loadu/vf_storeu need none.
+ * - vf_load_partial(p, n) reads exactly p[0..n) (0 < n < N; other lanes are 0) and
+ *   vf_store_partial writes exactly p[0..n): tails go through the same vector arithmetic as the
+ *   body, so an element's value never depends on where a thread's range starts.
+ * - vf_fma(a, b, c) = a*b + c, fused (one rounding) where the ISA has FMA (avx2, avx512, neon),
+ *   two roundings on sse2 and scalar.
+ * - vf_max(a, b) / vf_min(a, b) are "a > b ? a : b" / "a < b ? a : b" lane-wise when neither is
+ *   NaN. With a NaN lane the result is b on x86 and scalar and NaN on NEON: so clamping as
+ *   vf_min(hi, vf_max(lo, x)) lets a NaN in x through everywhere; kernels that need "NaN wins"
+ *   otherwise test vf_unord explicitly.
+ * - vf_reduce_add/max/min fold the lanes in a fixed order per ISA (deterministic).
+ * - vm_first(n) is the mask of lanes 0..n-1 (for tails: 0 <= n <= N).
+ * - vf_round_i32 rounds to nearest even (the default rounding mode); vf_trunc_i32 truncates.
+ */
+#ifndef EDGE_KERNELS_SIMD_H
+#define EDGE_KERNELS_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define EDGE_SIMD_CAT_(a, b) a##b
+#define EDGE_SIMD_CAT(a, b) EDGE_SIMD_CAT_(a, b)
+#define EDGE_SIMD_FN(name) EDGE_SIMD_CAT(EDGE_SIMD_CAT(edge_, name), EDGE_SIMD_SUFFIX)
+
+#define EDGE_SIMD_INLINE static inline __attribute__((always_inline))
+
+#if defined(EDGE_SIMD_ISA_AVX512)
+
+#include <immintrin.h>
+#define EDGE_SIMD_N 16
+#define EDGE_SIMD_SUFFIX __avx512
+typedef __m512 f32xN;
+typedef __m512i i32xN;
+typedef __mmask16 maskxN;
+
+EDGE_SIMD_INLINE f32xN vf_load(const float *p) { return _mm512_load_ps(p); }
+EDGE_SIMD_INLINE f32xN vf_loadu(const float *p) { return _mm512_loadu_ps(p); }
+EDGE_SIMD_INLINE void vf_store(float *p, f32xN v) { _mm512_store_ps(p, v); }
+EDGE_SIMD_INLINE void vf_storeu(float *p, f32xN v) { _mm512_storeu_ps(p, v); }
+EDGE_SIMD_INLINE __mmask16 edge_simd_tail_mask(size_t n) { return (__mmask16)((1u << n) - 1u); }
+EDGE_SIMD_INLINE f32xN vf_load_partial(const float *p, size_t n) {
+  return _mm512_maskz_loadu_ps(edge_simd_tail_mask(n), p);
+}
+EDGE_SIMD_INLINE void vf_store_partial(float *p, f32xN v, size_t n) {
+  _mm512_mask_storeu_ps(p, edge_simd_tail_mask(n), v);
+}
+EDGE_SIMD_INLINE f32xN vf_set1(float x) { return _mm512_set1_ps(x); }
+EDGE_SIMD_INLINE f32xN vf_zero(void) { return _mm512_setzero_ps(); }
+EDGE_SIMD_INLINE f32xN vf_add(f32xN a, f32xN b) { return _mm512_add_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return _mm512_sub_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return _mm512_mul_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return _mm512_div_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return _mm512_fmadd_ps(a, b, c); }
+EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return _mm512_fnmadd_ps(a, b, c); }
+EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return _mm512_max_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return _mm512_min_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sqrt(f32xN a) { return _mm512_sqrt_ps(a); }
+EDGE_SIMD_INLINE i32xN vf_as_i32(f32xN a) { return _mm512_castps_si512(a); }
+EDGE_SIMD_INLINE f32xN vi_as_f32(i32xN a) { return _mm512_castsi512_ps(a); }
+EDGE_SIMD_INLINE i32xN vi_set1(int32_t x) { return _mm512_set1_epi32(x); }
+EDGE_SIMD_INLINE i32xN vi_add(i32xN a, i32xN b) { return _mm512_add_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_sub(i32xN a, i32xN b) { return _mm512_sub_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_and(i32xN a, i32xN b) { return _mm512_and_si512(a, b); }
+EDGE_SIMD_INLINE i32xN vi_or(i32xN a, i32xN b) { return _mm512_or_si512(a, b); }
+EDGE_SIMD_INLINE i32xN vi_xor(i32xN a, i32xN b) { return _mm512_xor_si512(a, b); }
+#define vi_shl(a, bits) _mm512_slli_epi32((a), (bits))
+#define vi_sra(a, bits) _mm512_srai_epi32((a), (bits))
+#define vi_srl(a, bits) _mm512_srli_epi32((a), (bits))
+EDGE_SIMD_INLINE i32xN vf_round_i32(f32xN a) { return _mm512_cvtps_epi32(a); }
+EDGE_SIMD_INLINE i32xN vf_trunc_i32(f32xN a) { return _mm512_cvttps_epi32(a); }
+EDGE_SIMD_INLINE f32xN vi_to_f32(i32xN a) { return _mm512_cvtepi32_ps(a); }
+EDGE_SIMD_INLINE maskxN vf_lt(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+EDGE_SIMD_INLINE maskxN vf_le(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return _mm512_mask_blend_ps(m, b, a); }
+EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return (maskxN)(a | b); }
+EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return (maskxN)(a & b); }
+EDGE_SIMD_INLINE maskxN vm_none(void) { return 0; }
+EDGE_SIMD_INLINE int vm_any(maskxN m) { return m != 0; }
+EDGE_SIMD_INLINE float vf_reduce_add(f32xN a) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_max(f32xN a) {
+  __m256 h = _mm256_max_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) {
+  __m256 h = _mm256_min_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  __m128 q = _mm_min_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_min_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_min_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+
+EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return edge_simd_tail_mask(n); }
+
+#elif defined(EDGE_SIMD_ISA_AVX2)
+
+#include <immintrin.h>
+#define EDGE_SIMD_N 8
+#define EDGE_SIMD_SUFFIX __avx2
+typedef __m256 f32xN;
+typedef __m256i i32xN;
+typedef __m256 maskxN; /* all-ones lanes */
+
+EDGE_SIMD_INLINE f32xN vf_load(const float *p) { return _mm256_load_ps(p); }
+EDGE_SIMD_INLINE f32xN vf_loadu(const float *p) { return _mm256_loadu_ps(p); }
+EDGE_SIMD_INLINE void vf_store(float *p, f32xN v) { _mm256_store_ps(p, v); }
+EDGE_SIMD_INLINE void vf_storeu(float *p, f32xN v) { _mm256_storeu_ps(p, v); }
+/* Masked lanes of vmaskmov neither read nor fault, so a tail next to an unmapped page is safe. */
+EDGE_SIMD_INLINE __m256i edge_simd_tail_mask(size_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+EDGE_SIMD_INLINE f32xN vf_load_partial(const float *p, size_t n) {
+  return _mm256_maskload_ps(p, edge_simd_tail_mask(n));
+}
+EDGE_SIMD_INLINE void vf_store_partial(float *p, f32xN v, size_t n) {
+  _mm256_maskstore_ps(p, edge_simd_tail_mask(n), v);
+}
+EDGE_SIMD_INLINE f32xN vf_set1(float x) { return _mm256_set1_ps(x); }
+EDGE_SIMD_INLINE f32xN vf_zero(void) { return _mm256_setzero_ps(); }
+EDGE_SIMD_INLINE f32xN vf_add(f32xN a, f32xN b) { return _mm256_add_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return _mm256_sub_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return _mm256_mul_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return _mm256_div_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return _mm256_fmadd_ps(a, b, c); }
+EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return _mm256_fnmadd_ps(a, b, c); }
+EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return _mm256_max_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return _mm256_min_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sqrt(f32xN a) { return _mm256_sqrt_ps(a); }
+EDGE_SIMD_INLINE i32xN vf_as_i32(f32xN a) { return _mm256_castps_si256(a); }
+EDGE_SIMD_INLINE f32xN vi_as_f32(i32xN a) { return _mm256_castsi256_ps(a); }
+EDGE_SIMD_INLINE i32xN vi_set1(int32_t x) { return _mm256_set1_epi32(x); }
+EDGE_SIMD_INLINE i32xN vi_add(i32xN a, i32xN b) { return _mm256_add_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_sub(i32xN a, i32xN b) { return _mm256_sub_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_and(i32xN a, i32xN b) { return _mm256_and_si256(a, b); }
+EDGE_SIMD_INLINE i32xN vi_or(i32xN a, i32xN b) { return _mm256_or_si256(a, b); }
+EDGE_SIMD_INLINE i32xN vi_xor(i32xN a, i32xN b) { return _mm256_xor_si256(a, b); }
+#define vi_shl(a, bits) _mm256_slli_epi32((a), (bits))
+#define vi_sra(a, bits) _mm256_srai_epi32((a), (bits))
+#define vi_srl(a, bits) _mm256_srli_epi32((a), (bits))
+EDGE_SIMD_INLINE i32xN vf_round_i32(f32xN a) { return _mm256_cvtps_epi32(a); }
+EDGE_SIMD_INLINE i32xN vf_trunc_i32(f32xN a) { return _mm256_cvttps_epi32(a); }
+EDGE_SIMD_INLINE f32xN vi_to_f32(i32xN a) { return _mm256_cvtepi32_ps(a); }
+EDGE_SIMD_INLINE maskxN vf_lt(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+EDGE_SIMD_INLINE maskxN vf_le(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return _mm256_blendv_ps(b, a, m); }
+EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return _mm256_or_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return _mm256_and_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vm_none(void) { return _mm256_setzero_ps(); }
+EDGE_SIMD_INLINE int vm_any(maskxN m) { return _mm256_movemask_ps(m) != 0; }
+EDGE_SIMD_INLINE float vf_reduce_add(f32xN a) {
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_max(f32xN a) {
+  __m128 q = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) {
+  __m128 q = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  q = _mm_min_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_min_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+
+EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return _mm256_castsi256_ps(edge_simd_tail_mask(n)); }
+
+#elif defined(EDGE_SIMD_ISA_SSE2)
+
+#include <emmintrin.h>
+#define EDGE_SIMD_N 4
+#define EDGE_SIMD_SUFFIX __sse2
+typedef __m128 f32xN;
+typedef __m128i i32xN;
+typedef __m128 maskxN; /* all-ones lanes */
+
+EDGE_SIMD_INLINE f32xN vf_load(const float *p) { return _mm_load_ps(p); }
+EDGE_SIMD_INLINE f32xN vf_loadu(const float *p) { return _mm_loadu_ps(p); }
+EDGE_SIMD_INLINE void vf_store(float *p, f32xN v) { _mm_store_ps(p, v); }
+EDGE_SIMD_INLINE void vf_storeu(float *p, f32xN v) { _mm_storeu_ps(p, v); }
+EDGE_SIMD_INLINE f32xN vf_load_partial(const float *p, size_t n) {
+  float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  memcpy(lanes, p, n * sizeof(float));
+  return _mm_loadu_ps(lanes);
+}
+EDGE_SIMD_INLINE void vf_store_partial(float *p, f32xN v, size_t n) {
+  float lanes[4];
+  _mm_storeu_ps(lanes, v);
+  memcpy(p, lanes, n * sizeof(float));
+}
+EDGE_SIMD_INLINE f32xN vf_set1(float x) { return _mm_set1_ps(x); }
+EDGE_SIMD_INLINE f32xN vf_zero(void) { return _mm_setzero_ps(); }
+EDGE_SIMD_INLINE f32xN vf_add(f32xN a, f32xN b) { return _mm_add_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return _mm_sub_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return _mm_mul_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return _mm_div_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return _mm_add_ps(_mm_mul_ps(a, b), c); }
+EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return _mm_sub_ps(c, _mm_mul_ps(a, b)); }
+EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return _mm_max_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return _mm_min_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sqrt(f32xN a) { return _mm_sqrt_ps(a); }
+EDGE_SIMD_INLINE i32xN vf_as_i32(f32xN a) { return _mm_castps_si128(a); }
+EDGE_SIMD_INLINE f32xN vi_as_f32(i32xN a) { return _mm_castsi128_ps(a); }
+EDGE_SIMD_INLINE i32xN vi_set1(int32_t x) { return _mm_set1_epi32(x); }
+EDGE_SIMD_INLINE i32xN vi_add(i32xN a, i32xN b) { return _mm_add_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_sub(i32xN a, i32xN b) { return _mm_sub_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_and(i32xN a, i32xN b) { return _mm_and_si128(a, b); }
+EDGE_SIMD_INLINE i32xN vi_or(i32xN a, i32xN b) { return _mm_or_si128(a, b); }
+EDGE_SIMD_INLINE i32xN vi_xor(i32xN a, i32xN b) { return _mm_xor_si128(a, b); }
+#define vi_shl(a, bits) _mm_slli_epi32((a), (bits))
+#define vi_sra(a, bits) _mm_srai_epi32((a), (bits))
+#define vi_srl(a, bits) _mm_srli_epi32((a), (bits))
+EDGE_SIMD_INLINE i32xN vf_round_i32(f32xN a) { return _mm_cvtps_epi32(a); }
+EDGE_SIMD_INLINE i32xN vf_trunc_i32(f32xN a) { return _mm_cvttps_epi32(a); }
+EDGE_SIMD_INLINE f32xN vi_to_f32(i32xN a) { return _mm_cvtepi32_ps(a); }
+EDGE_SIMD_INLINE maskxN vf_lt(f32xN a, f32xN b) { return _mm_cmplt_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vf_le(f32xN a, f32xN b) { return _mm_cmple_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm_cmpgt_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm_cmpge_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm_cmpeq_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm_cmpunord_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) {
+  return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
+}
+EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return _mm_or_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return _mm_and_ps(a, b); }
+EDGE_SIMD_INLINE maskxN vm_none(void) { return _mm_setzero_ps(); }
+EDGE_SIMD_INLINE int vm_any(maskxN m) { return _mm_movemask_ps(m) != 0; }
+EDGE_SIMD_INLINE float vf_reduce_add(f32xN q) {
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_max(f32xN q) {
+  q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+EDGE_SIMD_INLINE float vf_reduce_min(f32xN q) {
+  q = _mm_min_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_min_ss(q, _mm_shuffle_ps(q, q, 1));
+  return _mm_cvtss_f32(q);
+}
+
+EDGE_SIMD_INLINE maskxN vm_first(size_t n) {
+  return _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32((int)n), _mm_setr_epi32(0, 1, 2, 3)));
+}
+
+#elif defined(EDGE_SIMD_ISA_NEON)
+
+#include <arm_neon.h>
+#define EDGE_SIMD_N 4
+#define EDGE_SIMD_SUFFIX __neon
+typedef float32x4_t f32xN;
+typedef int32x4_t i32xN;
+typedef uint32x4_t maskxN;
+
+EDGE_SIMD_INLINE f32xN vf_load(const float *p) { return vld1q_f32(p); }
+EDGE_SIMD_INLINE f32xN vf_loadu(const float *p) { return vld1q_f32(p); }
+EDGE_SIMD_INLINE void vf_store(float *p, f32xN v) { vst1q_f32(p, v); }
+EDGE_SIMD_INLINE void vf_storeu(float *p, f32xN v) { vst1q_f32(p, v); }
+EDGE_SIMD_INLINE f32xN vf_load_partial(const float *p, size_t n) {
+  float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  memcpy(lanes, p, n * sizeof(float));
+  return vld1q_f32(lanes);
+}
+EDGE_SIMD_INLINE void vf_store_partial(float *p, f32xN v, size_t n) {
+  float lanes[4];
+  vst1q_f32(lanes, v);
+  memcpy(p, lanes, n * sizeof(float));
+}
+EDGE_SIMD_INLINE f32xN vf_set1(float x) { return vdupq_n_f32(x); }
+EDGE_SIMD_INLINE f32xN vf_zero(void) { return vdupq_n_f32(0.0f); }
+EDGE_SIMD_INLINE f32xN vf_add(f32xN a, f32xN b) { return vaddq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return vsubq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return vmulq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return vdivq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return vfmaq_f32(c, a, b); }
+EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return vfmsq_f32(c, a, b); }
+EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return vmaxq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return vminq_f32(a, b); }
+EDGE_SIMD_INLINE f32xN vf_sqrt(f32xN a) { return vsqrtq_f32(a); }
+EDGE_SIMD_INLINE i32xN vf_as_i32(f32xN a) { return vreinterpretq_s32_f32(a); }
+EDGE_SIMD_INLINE f32xN vi_as_f32(i32xN a) { return vreinterpretq_f32_s32(a); }
+EDGE_SIMD_INLINE i32xN vi_set1(int32_t x) { return vdupq_n_s32(x); }
+EDGE_SIMD_INLINE i32xN vi_add(i32xN a, i32xN b) { return vaddq_s32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_sub(i32xN a, i32xN b) { return vsubq_s32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_and(i32xN a, i32xN b) { return vandq_s32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_or(i32xN a, i32xN b) { return vorrq_s32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_xor(i32xN a, i32xN b) { return veorq_s32(a, b); }
+#define vi_shl(a, bits) vshlq_n_s32((a), (bits))
+#define vi_sra(a, bits) vshrq_n_s32((a), (bits))
+#define vi_srl(a, bits) vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(a), (bits)))
+EDGE_SIMD_INLINE i32xN vf_round_i32(f32xN a) { return vcvtnq_s32_f32(a); }
+EDGE_SIMD_INLINE i32xN vf_trunc_i32(f32xN a) { return vcvtq_s32_f32(a); }
+EDGE_SIMD_INLINE f32xN vi_to_f32(i32xN a) { return vcvtq_f32_s32(a); }
+EDGE_SIMD_INLINE maskxN vf_lt(f32xN a, f32xN b) { return vcltq_f32(a, b); }
+EDGE_SIMD_INLINE maskxN vf_le(f32xN a, f32xN b) { return vcleq_f32(a, b); }
+EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return vcgtq_f32(a, b); }
+EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return vcgeq_f32(a, b); }
+EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return vceqq_f32(a, b); }
+EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) {
+  return vmvnq_u32(vandq_u32(vceqq_f32(a, a), vceqq_f32(b, b)));
+}
+EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return vbslq_f32(m, a, b); }
+EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return vorrq_u32(a, b); }
+EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return vandq_u32(a, b); }
+EDGE_SIMD_INLINE maskxN vm_none(void) { return vdupq_n_u32(0); }
+EDGE_SIMD_INLINE int vm_any(maskxN m) { return vmaxvq_u32(m) != 0; }
+EDGE_SIMD_INLINE float vf_reduce_add(f32xN a) {
+  float32x2_t h = vadd_f32(vget_low_f32(a), vget_high_f32(a));
+  return vget_lane_f32(h, 0) + vget_lane_f32(h, 1);
+}
+EDGE_SIMD_INLINE float vf_reduce_max(f32xN a) { return vmaxvq_f32(a); }
+EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) { return vminvq_f32(a); }
+
+EDGE_SIMD_INLINE maskxN vm_first(size_t n) {
+  static const uint32_t lanes[4] = {0, 1, 2, 3};
+  return vcltq_u32(vld1q_u32(lanes), vdupq_n_u32((uint32_t)n));
+}
+
+#elif defined(EDGE_SIMD_ISA_SCALAR)
+
+#include <math.h>
+#define EDGE_SIMD_N 1
+#define EDGE_SIMD_SUFFIX __scalar
+typedef float f32xN;
+typedef int32_t i32xN;
+typedef int maskxN;
+
+EDGE_SIMD_INLINE f32xN vf_load(const float *p) { return *p; }
+EDGE_SIMD_INLINE f32xN vf_loadu(const float *p) { return *p; }
+EDGE_SIMD_INLINE void vf_store(float *p, f32xN v) { *p = v; }
+EDGE_SIMD_INLINE void vf_storeu(float *p, f32xN v) { *p = v; }
+/* With one lane there is never a partial vector; these keep kernels' tail code compiling. */
+EDGE_SIMD_INLINE f32xN vf_load_partial(const float *p, size_t n) { return n ? *p : 0.0f; }
+EDGE_SIMD_INLINE void vf_store_partial(float *p, f32xN v, size_t n) {
+  if (n) *p = v;
+}
+EDGE_SIMD_INLINE f32xN vf_set1(float x) { return x; }
+EDGE_SIMD_INLINE f32xN vf_zero(void) { return 0.0f; }
+EDGE_SIMD_INLINE f32xN vf_add(f32xN a, f32xN b) { return a + b; }
+EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return a - b; }
+EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return a * b; }
+EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return a / b; }
+EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return a * b + c; }
+EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return c - a * b; }
+EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return a > b ? a : b; }
+EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return a < b ? a : b; }
+EDGE_SIMD_INLINE f32xN vf_sqrt(f32xN a) { return sqrtf(a); }
+EDGE_SIMD_INLINE i32xN vf_as_i32(f32xN a) {
+  i32xN r;
+  memcpy(&r, &a, sizeof r);
+  return r;
+}
+EDGE_SIMD_INLINE f32xN vi_as_f32(i32xN a) {
+  f32xN r;
+  memcpy(&r, &a, sizeof r);
+  return r;
+}
+EDGE_SIMD_INLINE i32xN vi_set1(int32_t x) { return x; }
+EDGE_SIMD_INLINE i32xN vi_add(i32xN a, i32xN b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+EDGE_SIMD_INLINE i32xN vi_sub(i32xN a, i32xN b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+EDGE_SIMD_INLINE i32xN vi_and(i32xN a, i32xN b) { return a & b; }
+EDGE_SIMD_INLINE i32xN vi_or(i32xN a, i32xN b) { return a | b; }
+EDGE_SIMD_INLINE i32xN vi_xor(i32xN a, i32xN b) { return a ^ b; }
+#define vi_shl(a, bits) ((int32_t)((uint32_t)(a) << (bits)))
+/* Arithmetic shift written so it does not depend on the compiler's choice for negative values. */
+#define vi_sra(a, bits) ((a) < 0 ? ~(int32_t)(~(uint32_t)(a) >> (bits)) : (int32_t)((uint32_t)(a) >> (bits)))
+#define vi_srl(a, bits) ((int32_t)((uint32_t)(a) >> (bits)))
+EDGE_SIMD_INLINE i32xN vf_round_i32(f32xN a) { return (int32_t)lrintf(a); }
+EDGE_SIMD_INLINE i32xN vf_trunc_i32(f32xN a) { return (int32_t)a; }
+EDGE_SIMD_INLINE f32xN vi_to_f32(i32xN a) { return (float)a; }
+EDGE_SIMD_INLINE maskxN vf_lt(f32xN a, f32xN b) { return a < b; }
+EDGE_SIMD_INLINE maskxN vf_le(f32xN a, f32xN b) { return a <= b; }
+EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return a > b; }
+EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return a >= b; }
+EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return a == b; }
+EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return a != a || b != b; }
+EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return m ? a : b; }
+EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return a | b; }
+EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return a & b; }
+EDGE_SIMD_INLINE maskxN vm_none(void) { return 0; }
+EDGE_SIMD_INLINE int vm_any(maskxN m) { return m != 0; }
+EDGE_SIMD_INLINE float vf_reduce_add(f32xN a) { return a; }
+EDGE_SIMD_INLINE float vf_reduce_max(f32xN a) { return a; }
+EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) { return a; }
+
+EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return n > 0; }
+
+#else
+#error "define one of EDGE_SIMD_ISA_SCALAR, _SSE2, _AVX2, _AVX512, _NEON before including simd.h"
+#endif
+
+/* Derived operations, the same on every ISA. */
+EDGE_SIMD_INLINE f32xN vf_abs(f32xN a) { return vi_as_f32(vi_and(vf_as_i32(a), vi_set1(0x7fffffff))); }
+EDGE_SIMD_INLINE f32xN vf_neg(f32xN a) { return vi_as_f32(vi_xor(vf_as_i32(a), vi_set1((int32_t)0x80000000u))); }
+/* a with the sign bit of s (s's magnitude ignored). */
+EDGE_SIMD_INLINE f32xN vf_copysign(f32xN a, f32xN s) {
+  i32xN sign = vi_and(vf_as_i32(s), vi_set1((int32_t)0x80000000u));
+  return vi_as_f32(vi_or(vi_and(vf_as_i32(a), vi_set1(0x7fffffff)), sign));
+}
+/* lo <= x <= hi with NaN passed through (see vf_max / vf_min). */
+EDGE_SIMD_INLINE f32xN vf_clamp(f32xN x, f32xN lo, f32xN hi) { return vf_min(hi, vf_max(lo, x)); }
+
+#endif

@@ -1,0 +1,92 @@
+/* The vector kernel family: elementwise, activations, softmax, norms, reductions, pooling helpers
+ * and transposes, written once over simd.h (the files in kernels/vector/) and compiled per ISA; the table
+ * for a level is filled by edge_vector_kernels_init (vector_config.c).
+ *
+ * Contracts shared by every kernel here: pointers need no alignment; a kernel reads and writes
+ * exactly the n elements it is given (tails are masked or done lane by lane, never over-read);
+ * unless stated, x == y (in place) is allowed. A NULL entry means "no fast kernel": the op keeps
+ * its scalar reference path. At EDGE_ISA_SCALAR every entry is NULL, so EDGE_ISA=scalar runs the
+ * ops' reference code unchanged. */
+#ifndef EDGE_KERNELS_VECTOR_H
+#define EDGE_KERNELS_VECTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schema_enums.h"
+
+/* alpha/beta as in edge_unary_options (CLIP: alpha=min, beta=max; LEAKY_RELU/ELU: alpha;
+ * HARD_SIGMOID: alpha*x+beta). */
+typedef struct {
+  float alpha, beta;
+} edge_f32_unary_params;
+
+/* y[i] = op(x[i]) for i < n. */
+typedef void (*edge_f32_vunary_ukernel)(size_t n, const float *x, float *y, const edge_f32_unary_params *params);
+
+/* Elementwise binary: vv  y[i] = a[i] op b[i]
+ *                     vc  y[i] = a[i] op b[0]
+ *                     rvc y[i] = b[0] op a[i]   (so a scalar first operand needs no second table)
+ * y may alias a or b. */
+typedef void (*edge_f32_vbinary_ukernel)(size_t n, const float *a, const float *b, float *y);
+
+/* A reduction of x[0..n) to one value: sum, max ... (n == 0 gives the identity). */
+typedef float (*edge_f32_rreduce_ukernel)(size_t n, const float *x);
+
+/* Softmax (or log-softmax) of one contiguous row of n > 0 elements. */
+typedef void (*edge_f32_softmax_ukernel)(size_t n, const float *x, float *y);
+
+/* Softmax over `length` rows of `inner` contiguous elements spaced `stride` apart (an axis that is
+ * not innermost): each column is one softmax, columns done side by side in vectors. */
+typedef void (*edge_f32_softmax_strided_ukernel)(size_t length, size_t inner, size_t stride, const float *x,
+                                                 float *y, int log);
+
+/* y = (x - mean) / sqrt(var + epsilon) * scale + bias over one row of n > 0; scale / bias may be
+ * NULL (absent), else n elements each. */
+typedef void (*edge_f32_layernorm_ukernel)(size_t n, const float *x, const float *scale, const float *bias,
+                                           float epsilon, float *y);
+
+/* Column reduction: acc[i] = acc[i] op x[i] folded over `rows` rows of n elements spaced `stride`
+ * apart (reductions over an outer axis, pooling windows). acc holds the running value on entry. */
+typedef void (*edge_f32_raccumulate_ukernel)(size_t rows, size_t n, const float *x, size_t stride, float *acc);
+
+/* Pooling of one NHWC output pixel: the window's taps inside the input are a rows x cols
+ * rectangle from x, tap (r, c) at x + r * row_step + c * col_step, each `channels` contiguous
+ * floats; y[j] = max over taps (NaN wins; -inf for no taps) or sum over taps / divisor. */
+typedef void (*edge_f32_pool_ukernel)(size_t rows, size_t cols, const float *x, size_t row_step, size_t col_step,
+                                      size_t channels, float *y, float divisor);
+
+/* 32-bit element transpose of a rows x cols block: y[c * y_stride + r] = x[r * x_stride + c].
+ * x and y must not overlap. */
+typedef void (*edge_x32_transpose_ukernel)(size_t rows, size_t cols, const uint32_t *x, size_t x_stride,
+                                           uint32_t *y, size_t y_stride);
+
+/* Reductions the family provides (index into rreduce / raccumulate). */
+typedef enum {
+  EDGE_VREDUCE_SUM = 0,
+  EDGE_VREDUCE_MAX = 1,    /* NaN wins, as in the scalar reference */
+  EDGE_VREDUCE_MIN = 2,
+  EDGE_VREDUCE_ABS_SUM = 3,
+  EDGE_VREDUCE_SQUARE_SUM = 4,
+  EDGE_VREDUCE_COUNT_
+} edge_vreduce_kind;
+
+typedef struct {
+  const char *isa_name;                                        /* "avx512" ...; "scalar" when all NULL */
+  edge_f32_vunary_ukernel unary[EDGE_UNARY_COUNT_];            /* indexed by edge_unary_kind */
+  edge_f32_vbinary_ukernel binary_vv[EDGE_BINARY_COUNT_];      /* indexed by edge_binary_kind (float ops) */
+  edge_f32_vbinary_ukernel binary_vc[EDGE_BINARY_COUNT_];
+  edge_f32_vbinary_ukernel binary_rvc[EDGE_BINARY_COUNT_];
+  edge_f32_rreduce_ukernel rreduce[EDGE_VREDUCE_COUNT_];
+  edge_f32_raccumulate_ukernel raccumulate[EDGE_VREDUCE_COUNT_];
+  edge_f32_softmax_ukernel softmax;
+  edge_f32_softmax_ukernel log_softmax;
+  edge_f32_softmax_strided_ukernel softmax_strided;
+  edge_f32_layernorm_ukernel layernorm;
+  edge_f32_pool_ukernel maxpool;
+  edge_f32_pool_ukernel avgpool;
+  edge_f32_vunary_ukernel silu;                                /* x * sigmoid(x), no UNARY kind of its own */
+  edge_x32_transpose_ukernel transpose;
+} edge_vector_kernels;
+
+#endif

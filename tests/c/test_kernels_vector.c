@@ -1,0 +1,577 @@
+/* Tests of the vector kernel family (cruntime/src/kernels/vector/, table in vector.h) at every ISA
+ * level this machine supports, against independent oracles:
+ *
+ * - exp, sigmoid, tanh, erf: error in ulp against libm in double over a sweep of float bit
+ *   patterns (every `step`-th float of |x| up to past each function's saturation, both signs,
+ *   denormals included) and the special values (+-0, +-inf, NaN, FLT_MAX, denormals, the
+ *   overflow/underflow edges). The bounds are the ones vmath.h documents. EDGE_TEST_SWEEP_STEP=1
+ *   sweeps every float (slow; that is how the documented bounds were measured).
+ * - GELU / GELU_TANH / SiLU and the other unary kernels: against edge_unary_float (the scalar
+ *   reference), exact where the kernel is one IEEE operation per step, within a stated tolerance
+ *   otherwise.
+ * - binary (vv, vc, rvc), reductions, column accumulation, pooling and transpose: exact against
+ *   loops written here (sums: against a double sum within the float rounding bound).
+ * - softmax (row and strided), log-softmax, layer norm: against double-precision formulas.
+ * - every length in a ragged list (1, 3, 17, 33, 1000+ and primes; never only multiples of 16),
+ *   with guard floats after each output that must stay untouched, and elementwise kernels run on
+ *   the whole array and on arbitrary pieces giving bit-identical results (which is what makes the
+ *   ops' results independent of how threads split a range).
+ * Entry point: test_kernels_vector(); returns the number of failed checks. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kernels/config.h"
+
+static int failures;
+static int checks;
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    ++checks;                                              \
+    if (!(cond)) {                                         \
+      if (++failures <= 40) {                              \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                      \
+        fprintf(stderr, "\n");                             \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)(rng_state >> 16);
+}
+static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000003) / 1000003.0f; }
+
+static float from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static uint32_t to_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+
+/* Error of got against the exact value in units of the float spacing at the exact value. */
+static double ulp_error(float got, double exact) {
+  if (isnan(exact)) return isnan(got) ? 0.0 : INFINITY;
+  if (isnan(got)) return INFINITY;
+  if (fabs(exact) > FLT_MAX) { /* the float result must be the rounded one: inf or FLT_MAX */
+    float rounded = (float)exact;
+    return got == rounded ? 0.0 : INFINITY;
+  }
+  if (isinf(got)) return (double)(float)exact == got ? 0.0 : INFINITY;
+  int exponent;
+  frexp(exact, &exponent);
+  double ulp = ldexp(1.0, (exponent - 24 < -149 ? -149 : exponent - 24));
+  return fabs((double)got - exact) / ulp;
+}
+
+/* Lengths with ragged tails for every vector width (1, 4, 8, 16). */
+static const size_t lengths[] = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 63, 97, 250, 1009, 1031};
+#define NUM_LENGTHS (sizeof lengths / sizeof lengths[0])
+#define MAX_LENGTH 1031
+#define GUARD 8
+#define GUARD_VALUE 12345.678f
+
+static float *alloc_floats(size_t n) {
+  float *p = malloc((n + GUARD) * sizeof *p);
+  for (size_t i = 0; i < n + GUARD; ++i) p[i] = GUARD_VALUE;
+  return p;
+}
+static int guard_intact(const float *p, size_t n) {
+  for (size_t i = n; i < n + GUARD; ++i)
+    if (p[i] != GUARD_VALUE) return 0;
+  return 1;
+}
+
+/* ---- transcendental accuracy ---- */
+
+typedef double (*exact_fn)(double);
+static double exact_exp(double x) { return exp(x); }
+static double exact_sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double exact_tanh(double x) { return tanh(x); }
+static double exact_erf(double x) { return erf(x); }
+
+typedef struct {
+  const char *name;
+  edge_unary_kind kind;
+  exact_fn exact;
+  float sweep_limit; /* |x| swept up to here; beyond it only special values */
+  double max_ulp;    /* the bound vmath.h documents */
+} accuracy_case;
+
+static const accuracy_case accuracy_cases[] = {
+    {"exp", EDGE_UNARY_EXP, exact_exp, 105.0f, 1.5},
+    {"sigmoid", EDGE_UNARY_SIGMOID, exact_sigmoid, 105.0f, 3.0},
+    {"tanh", EDGE_UNARY_TANH, exact_tanh, 10.0f, 8.0},
+    {"erf", EDGE_UNARY_ERF, exact_erf, 5.0f, 8.0},
+};
+
+static void check_accuracy(const edge_vector_kernels *k, const accuracy_case *c, uint32_t step) {
+  edge_f32_vunary_ukernel fn = k->unary[c->kind];
+  CHECK(fn != NULL, "%s: no %s kernel", k->isa_name, c->name);
+  if (!fn) return;
+  enum { BATCH = 4096 };
+  float x[BATCH], y[BATCH];
+  double worst = 0.0;
+  float worst_x = 0.0f;
+  uint32_t limit = to_bits(c->sweep_limit);
+  for (int sign = 0; sign < 2; ++sign) {
+    uint64_t bits = 0;
+    while (bits <= limit) {
+      size_t n = 0;
+      for (; n < BATCH && bits <= limit; ++n, bits += step) x[n] = from_bits((uint32_t)bits | (sign ? 0x80000000u : 0u));
+      fn(n, x, y, NULL);
+      for (size_t i = 0; i < n; ++i) {
+        double e = ulp_error(y[i], c->exact((double)x[i]));
+        if (e > worst) {
+          worst = e;
+          worst_x = x[i];
+        }
+      }
+    }
+  }
+  static const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, FLT_MAX, -FLT_MAX, 1e-45f, -1e-45f,
+                                   1e-40f, -1e-40f, FLT_MIN, -FLT_MIN, 1e30f, -1e30f, 88.72283f, 88.7229f,
+                                   -87.33654f, -103.97208f, -103.9721f, -104.5f, 9.0f, -9.0f, 4.0f, -4.0f,
+                                   3.9f, 8.5f, 1e-8f, -1e-8f};
+  size_t ns = sizeof specials / sizeof specials[0];
+  float ys[sizeof specials / sizeof specials[0]];
+  fn(ns, specials, ys, NULL);
+  for (size_t i = 0; i < ns; ++i) {
+    double e = ulp_error(ys[i], c->exact((double)specials[i]));
+    CHECK(e <= c->max_ulp, "%s %s(%a) = %a, exact %a: %.2f ulp (bound %.1f)", k->isa_name, c->name,
+          (double)specials[i], (double)ys[i], c->exact((double)specials[i]), e, c->max_ulp);
+  }
+  CHECK(worst <= c->max_ulp, "%s %s: max error %.3f ulp at x = %a (bound %.1f)", k->isa_name, c->name, worst,
+        (double)worst_x, c->max_ulp);
+  if (getenv("EDGE_TEST_SWEEP_VERBOSE"))
+    fprintf(stderr, "  %-7s %-8s max %.3f ulp at x = %.9g (step %u)\n", k->isa_name, c->name, worst, (double)worst_x,
+            step);
+}
+
+/* ---- unary kernels against the scalar reference ---- */
+
+typedef struct {
+  edge_unary_kind kind;
+  float lo, hi;    /* random inputs drawn here */
+  double abs_tol;  /* |vector - reference| <= abs_tol * max(1, |x|) + rel_tol * |reference| */
+  double rel_tol;
+} unary_case;
+
+static const unary_case unary_cases[] = {
+    {EDGE_UNARY_RELU, -10, 10, 0, 0},          {EDGE_UNARY_RELU6, -10, 10, 0, 0},
+    {EDGE_UNARY_CLIP, -10, 10, 0, 0},          {EDGE_UNARY_LEAKY_RELU, -10, 10, 0, 0},
+    {EDGE_UNARY_HARD_SIGMOID, -6, 6, 1.2e-7, 0}, {EDGE_UNARY_HARD_SWISH, -6, 6, 0, 0},
+    {EDGE_UNARY_EXP, -90, 90, 0, 2.5e-7},      {EDGE_UNARY_SIGMOID, -30, 30, 0, 4.2e-7},
+    {EDGE_UNARY_TANH, -10, 10, 0, 1.1e-6},     {EDGE_UNARY_ERF, -5, 5, 0, 1.1e-6},
+    {EDGE_UNARY_GELU, -10, 10, 4e-7, 0},       {EDGE_UNARY_GELU_TANH, -10, 10, 4e-7, 0},
+    {EDGE_UNARY_SQRT, 0, 100, 0, 0},           {EDGE_UNARY_RSQRT, 0, 100, 0, 0},
+    {EDGE_UNARY_RECIPROCAL, -100, 100, 0, 0},  {EDGE_UNARY_NEG, -100, 100, 0, 0},
+    {EDGE_UNARY_ABS, -100, 100, 0, 0},         {EDGE_UNARY_SQUARE, -100, 100, 0, 0},
+    {EDGE_UNARY_SIGN, -2, 2, 0, 0},
+};
+
+/* abs_tol is relative to max(1, |x|); one denormal step of slack covers results that underflow. */
+static int within(float got, float want, float x, double abs_tol, double rel_tol) {
+  if (isnan(want) || isnan(got)) return isnan(want) && isnan(got);
+  if (got == want) return 1;
+  if (isinf(want) || isinf(got)) return got == want;
+  double scale = fabs((double)x) > 1.0 ? fabs((double)x) : 1.0;
+  return fabs((double)got - want) <= abs_tol * scale + rel_tol * fabs((double)want) + 0x1p-149;
+}
+
+static void check_unary(const edge_vector_kernels *k) {
+  const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f, 3.0f, -3.0f, 6.0f};
+  for (size_t c = 0; c < sizeof unary_cases / sizeof unary_cases[0]; ++c) {
+    const unary_case *u = &unary_cases[c];
+    edge_f32_vunary_ukernel fn = k->unary[u->kind];
+    CHECK(fn != NULL, "%s: no kernel for UNARY %s", k->isa_name, edge_unary_names[u->kind]);
+    if (!fn) continue;
+    edge_f32_unary_params params = {u->kind == EDGE_UNARY_CLIP ? -1.5f : 0.2f, u->kind == EDGE_UNARY_CLIP ? 4.25f : 0.5f};
+    for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+      size_t n = lengths[li];
+      float *x = alloc_floats(n), *y = alloc_floats(n), *pieces = alloc_floats(n);
+      for (size_t i = 0; i < n; ++i) x[i] = rnd_float(u->lo, u->hi);
+      for (size_t i = 0; i < n && i < sizeof specials / sizeof specials[0]; ++i)
+        if (rnd() % 4 == 0) x[i] = specials[i];
+      fn(n, x, y, &params);
+      int bad = 0;
+      size_t first_bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        float want = edge_unary_float(u->kind, x[i], params.alpha, params.beta);
+        int ok = (u->abs_tol == 0 && u->rel_tol == 0) ? same_float(y[i], want)
+                                                      : within(y[i], want, x[i], u->abs_tol, u->rel_tol);
+        if (!ok && !bad++) first_bad = i;
+      }
+      CHECK(!bad, "%s UNARY %s n=%zu: %d mismatches, first x=%a got %a want %a", k->isa_name,
+            edge_unary_names[u->kind], n, bad, (double)x[first_bad], (double)y[first_bad],
+            (double)edge_unary_float(u->kind, x[first_bad], params.alpha, params.beta));
+      CHECK(guard_intact(y, n), "%s UNARY %s n=%zu wrote past the end", k->isa_name, edge_unary_names[u->kind], n);
+      /* The same array in random pieces, then in place: bit-identical. */
+      for (size_t at = 0; at < n;) {
+        size_t piece = 1 + rnd() % 40;
+        if (piece > n - at) piece = n - at;
+        fn(piece, x + at, pieces + at, &params);
+        at += piece;
+      }
+      CHECK(memcmp(pieces, y, n * sizeof *y) == 0, "%s UNARY %s n=%zu: pieces differ from one call", k->isa_name,
+            edge_unary_names[u->kind], n);
+      fn(n, x, x, &params);
+      CHECK(memcmp(x, y, n * sizeof *y) == 0, "%s UNARY %s n=%zu: in place differs", k->isa_name,
+            edge_unary_names[u->kind], n);
+      free(x);
+      free(y);
+      free(pieces);
+    }
+  }
+  /* SiLU against x * sigmoid(x) in double. */
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li];
+    float *x = alloc_floats(n), *y = alloc_floats(n);
+    for (size_t i = 0; i < n; ++i) x[i] = rnd_float(-20, 20);
+    k->silu(n, x, y, NULL);
+    int bad = 0;
+    for (size_t i = 0; i < n; ++i) bad += !within(y[i], (float)(x[i] * exact_sigmoid(x[i])), x[i], 0, 5e-7);
+    CHECK(!bad && guard_intact(y, n), "%s silu n=%zu: %d mismatches", k->isa_name, n, bad);
+    free(x);
+    free(y);
+  }
+}
+
+/* ---- binary ---- */
+
+static float binary_oracle(edge_binary_kind op, float a, float b) {
+  switch (op) {
+    case EDGE_BINARY_ADD: return a + b;
+    case EDGE_BINARY_SUB: return a - b;
+    case EDGE_BINARY_MUL: return a * b;
+    case EDGE_BINARY_DIV: return a / b;
+    case EDGE_BINARY_MIN: return isnan(a) ? a : isnan(b) ? b : fminf(a, b);
+    case EDGE_BINARY_MAX: return isnan(a) ? a : isnan(b) ? b : fmaxf(a, b);
+    case EDGE_BINARY_PRELU: return a < 0 ? a * b : a;
+    default: return NAN;
+  }
+}
+
+static void check_binary(const edge_vector_kernels *k) {
+  static const edge_binary_kind ops[] = {EDGE_BINARY_ADD, EDGE_BINARY_SUB, EDGE_BINARY_MUL, EDGE_BINARY_DIV,
+                                         EDGE_BINARY_MIN, EDGE_BINARY_MAX, EDGE_BINARY_PRELU};
+  for (size_t o = 0; o < sizeof ops / sizeof ops[0]; ++o) {
+    edge_binary_kind op = ops[o];
+    CHECK(k->binary_vv[op] && k->binary_vc[op] && k->binary_rvc[op], "%s: BINARY %s kernels missing", k->isa_name,
+          edge_binary_names[op]);
+    if (!k->binary_vv[op] || !k->binary_vc[op] || !k->binary_rvc[op]) continue;
+    for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+      size_t n = lengths[li];
+      float *a = alloc_floats(n), *b = alloc_floats(n), *y = alloc_floats(n);
+      for (size_t i = 0; i < n; ++i) {
+        a[i] = rnd_float(-10, 10);
+        b[i] = rnd_float(-10, 10);
+        if (rnd() % 50 == 0) a[i] = NAN;
+        if (rnd() % 50 == 0) b[i] = rnd() % 2 ? INFINITY : NAN;
+      }
+      int bad_vv = 0, bad_vc = 0, bad_rvc = 0;
+      k->binary_vv[op](n, a, b, y);
+      for (size_t i = 0; i < n; ++i) bad_vv += !same_float(y[i], binary_oracle(op, a[i], b[i]));
+      CHECK(guard_intact(y, n), "%s %s vv n=%zu wrote past the end", k->isa_name, edge_binary_names[op], n);
+      k->binary_vc[op](n, a, b + n / 2, y);
+      for (size_t i = 0; i < n; ++i) bad_vc += !same_float(y[i], binary_oracle(op, a[i], b[n / 2]));
+      k->binary_rvc[op](n, a, b + n / 2, y);
+      for (size_t i = 0; i < n; ++i) bad_rvc += !same_float(y[i], binary_oracle(op, b[n / 2], a[i]));
+      CHECK(!bad_vv && !bad_vc && !bad_rvc && guard_intact(y, n), "%s BINARY %s n=%zu: mismatches vv %d vc %d rvc %d",
+            k->isa_name, edge_binary_names[op], n, bad_vv, bad_vc, bad_rvc);
+      /* y aliasing a */
+      memcpy(y, a, n * sizeof *y);
+      k->binary_vv[op](n, y, b, y);
+      int bad_alias = 0;
+      for (size_t i = 0; i < n; ++i) bad_alias += !same_float(y[i], binary_oracle(op, a[i], b[i]));
+      CHECK(!bad_alias, "%s BINARY %s n=%zu in place: %d mismatches", k->isa_name, edge_binary_names[op], n, bad_alias);
+      free(a);
+      free(b);
+      free(y);
+    }
+  }
+}
+
+/* ---- reductions ---- */
+
+static void check_reductions(const edge_vector_kernels *k) {
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li];
+    float *x = alloc_floats(n);
+    double sum = 0, abs_sum = 0, square_sum = 0;
+    float max = -INFINITY, min = INFINITY;
+    for (size_t i = 0; i < n; ++i) {
+      x[i] = rnd_float(-100, 100);
+      sum += x[i];
+      abs_sum += fabs(x[i]);
+      square_sum += (double)x[i] * x[i];
+      max = x[i] > max ? x[i] : max;
+      min = x[i] < min ? x[i] : min;
+    }
+    double bound = (double)n * 1.2e-7 * square_sum + 1e-30;
+    CHECK(fabs(k->rreduce[EDGE_VREDUCE_SUM](n, x) - sum) <= n * 1.2e-7 * abs_sum, "%s rsum n=%zu", k->isa_name, n);
+    CHECK(fabs(k->rreduce[EDGE_VREDUCE_ABS_SUM](n, x) - abs_sum) <= n * 1.2e-7 * abs_sum, "%s rabs_sum n=%zu",
+          k->isa_name, n);
+    CHECK(fabs(k->rreduce[EDGE_VREDUCE_SQUARE_SUM](n, x) - square_sum) <= bound, "%s rsquare_sum n=%zu", k->isa_name, n);
+    CHECK(k->rreduce[EDGE_VREDUCE_MAX](n, x) == max, "%s rmax n=%zu: %g vs %g", k->isa_name, n,
+          (double)k->rreduce[EDGE_VREDUCE_MAX](n, x), (double)max);
+    CHECK(k->rreduce[EDGE_VREDUCE_MIN](n, x) == min, "%s rmin n=%zu", k->isa_name, n);
+    /* NaN anywhere wins, wherever it sits relative to the vector lanes. */
+    size_t at = rnd() % n;
+    float saved = x[at];
+    x[at] = NAN;
+    CHECK(isnan(k->rreduce[EDGE_VREDUCE_MAX](n, x)) && isnan(k->rreduce[EDGE_VREDUCE_MIN](n, x)),
+          "%s rmax/rmin n=%zu: NaN at %zu lost", k->isa_name, n, at);
+    x[at] = saved;
+    free(x);
+  }
+  CHECK(k->rreduce[EDGE_VREDUCE_MAX](0, NULL) == -INFINITY && k->rreduce[EDGE_VREDUCE_SUM](0, NULL) == 0.0f,
+        "%s: empty reductions are not the identity", k->isa_name);
+
+  /* Column accumulation over rows: bit-identical to the sequential float loop (sum, abs sum,
+   * max, min) or within rounding (square sum, fused on FMA ISAs). */
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li], rows = 1 + rnd() % 9, stride = n + rnd() % 5;
+    float *x = alloc_floats(rows * stride);
+    for (size_t i = 0; i < rows * stride; ++i) x[i] = rnd_float(-50, 50);
+    if (n > 2) x[stride + 1] = NAN;
+    for (int kind = 0; kind < EDGE_VREDUCE_COUNT_; ++kind) {
+      float *acc = alloc_floats(n), *want = alloc_floats(n);
+      for (size_t j = 0; j < n; ++j) acc[j] = want[j] = rnd_float(-1, 1);
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t j = 0; j < n; ++j) {
+          float v = x[r * stride + j], w = want[j];
+          switch (kind) {
+            case EDGE_VREDUCE_SUM: want[j] = w + v; break;
+            case EDGE_VREDUCE_ABS_SUM: want[j] = w + fabsf(v); break;
+            case EDGE_VREDUCE_SQUARE_SUM: want[j] = (float)((double)v * v + w); break;
+            case EDGE_VREDUCE_MAX: want[j] = isnan(w) || isnan(v) ? NAN : (v > w ? v : w); break;
+            case EDGE_VREDUCE_MIN: want[j] = isnan(w) || isnan(v) ? NAN : (v < w ? v : w); break;
+          }
+        }
+      k->raccumulate[kind](rows, n, x, stride, acc);
+      int bad = 0;
+      for (size_t j = 0; j < n; ++j)
+        bad += kind == EDGE_VREDUCE_SQUARE_SUM ? !within(acc[j], want[j], 0, 0, rows * 2.4e-7)
+                                               : !same_float(acc[j], want[j]);
+      CHECK(!bad && guard_intact(acc, n), "%s raccumulate kind %d rows=%zu n=%zu: %d mismatches", k->isa_name, kind,
+            rows, n, bad);
+      free(acc);
+      free(want);
+    }
+    free(x);
+  }
+}
+
+/* ---- softmax, layer norm ---- */
+
+/* Like the scalar reference, the kernels form x - max in float, which rounds by up to
+ * |x - max| * 2^-24: exp turns that into the same relative error of the result, hence the
+ * tolerance term with `exponent` (the oracle's x - max). */
+static double softmax_tolerance(double want, double exponent, int log_form) {
+  return log_form ? 1e-6 * (1 + fabs(want)) : (1e-6 + fabs(exponent) * 0x1p-24) * want + 1e-38;
+}
+
+static void softmax_oracle(size_t n, size_t step, const float *x, double *out, int log_form) {
+  double max = -INFINITY, sum = 0;
+  for (size_t i = 0; i < n; ++i) max = x[i * step] > max ? x[i * step] : max;
+  for (size_t i = 0; i < n; ++i) sum += exp((double)x[i * step] - max);
+  for (size_t i = 0; i < n; ++i)
+    out[i] = log_form ? (double)x[i * step] - max - log(sum) : exp((double)x[i * step] - max) / sum;
+}
+
+static void check_softmax(const edge_vector_kernels *k) {
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li];
+    float *x = alloc_floats(n), *y = alloc_floats(n);
+    double want[MAX_LENGTH];
+    float spread = rnd() % 2 ? 30.0f : 3.0f;
+    for (size_t i = 0; i < n; ++i) x[i] = rnd_float(-spread, spread);
+    for (int log_form = 0; log_form < 2; ++log_form) {
+      (log_form ? k->log_softmax : k->softmax)(n, x, y);
+      softmax_oracle(n, 1, x, want, log_form);
+      int bad = 0;
+      float max = k->rreduce[EDGE_VREDUCE_MAX](n, x);
+      for (size_t i = 0; i < n; ++i)
+        bad += !(fabs(y[i] - want[i]) <= softmax_tolerance(want[i], (double)x[i] - max, log_form));
+      CHECK(!bad && guard_intact(y, n), "%s %s n=%zu: %d mismatches", k->isa_name,
+            log_form ? "log_softmax" : "softmax", n, bad);
+    }
+    x[rnd() % n] = NAN;
+    k->softmax(n, x, y);
+    int all_nan = 1;
+    for (size_t i = 0; i < n; ++i) all_nan &= isnan(y[i]);
+    CHECK(all_nan, "%s softmax n=%zu: a NaN input must give NaN everywhere", k->isa_name, n);
+    free(x);
+    free(y);
+  }
+  /* Column form: length rows of inner columns, rows `stride` apart. */
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t inner = lengths[li], length = 1 + rnd() % 12, stride = inner + rnd() % 3;
+    float *x = alloc_floats(length * stride), *y = alloc_floats(length * stride);
+    double want[MAX_LENGTH];
+    for (size_t i = 0; i < length * stride; ++i) x[i] = rnd_float(-20, 20);
+    for (int log_form = 0; log_form < 2; ++log_form) {
+      k->softmax_strided(length, inner, stride, x, y, log_form);
+      int bad = 0;
+      for (size_t j = 0; j < inner; ++j) {
+        softmax_oracle(length, stride, x + j, want, log_form);
+        float max = -INFINITY;
+        for (size_t r = 0; r < length; ++r) max = x[r * stride + j] > max ? x[r * stride + j] : max;
+        for (size_t r = 0; r < length; ++r) {
+          double got = y[r * stride + j];
+          bad += !(fabs(got - want[r]) <= softmax_tolerance(want[r], (double)x[r * stride + j] - max, log_form));
+        }
+      }
+      CHECK(!bad && guard_intact(y, length * stride), "%s softmax_strided log=%d length=%zu inner=%zu: %d mismatches",
+            k->isa_name, log_form, length, inner, bad);
+    }
+    free(x);
+    free(y);
+  }
+}
+
+static void check_layernorm(const edge_vector_kernels *k) {
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li];
+    float *x = alloc_floats(n), *y = alloc_floats(n), *scale = alloc_floats(n), *bias = alloc_floats(n);
+    float offset = rnd_float(-50, 50);
+    for (size_t i = 0; i < n; ++i) {
+      x[i] = offset + rnd_float(-3, 3);
+      scale[i] = rnd_float(0.5f, 2.0f);
+      bias[i] = rnd_float(-1, 1);
+    }
+    for (int with_params = 0; with_params < 2; ++with_params) {
+      k->layernorm(n, x, with_params ? scale : NULL, with_params ? bias : NULL, 1e-5f, y);
+      double mean = 0, var = 0;
+      for (size_t i = 0; i < n; ++i) mean += x[i];
+      mean /= n;
+      for (size_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+      var /= n;
+      /* The kernel's float mean is off by up to about (4 + n/4) * 2^-24 * max|x| (each lane sums
+       * n/N values in turn), which every normalised value sees divided by the deviation. */
+      double max_abs = 0;
+      for (size_t i = 0; i < n; ++i) max_abs = fabs(x[i]) > max_abs ? fabs(x[i]) : max_abs;
+      double mean_error = (4.0 + n / 4.0) * 0x1p-24 * max_abs / sqrt(var + 1e-5);
+      int bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        double normalised = (x[i] - mean) / sqrt(var + 1e-5);
+        double want = with_params ? normalised * scale[i] + bias[i] : normalised;
+        double tol = 2e-6 * (1 + fabs(want)) + mean_error * (with_params ? fabs(scale[i]) : 1.0);
+        bad += !(fabs(y[i] - want) <= tol);
+      }
+      CHECK(!bad && guard_intact(y, n), "%s layernorm n=%zu params=%d: %d mismatches", k->isa_name, n, with_params, bad);
+    }
+    free(x);
+    free(y);
+    free(scale);
+    free(bias);
+  }
+}
+
+/* ---- pooling, transpose ---- */
+
+static void check_pool(const edge_vector_kernels *k) {
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t channels = lengths[li], in_w = 5, in_h = 4, rows = 1 + rnd() % 3, cols = 1 + rnd() % 3;
+    float *x = alloc_floats(in_h * in_w * channels), *y = alloc_floats(channels);
+    for (size_t i = 0; i < in_h * in_w * channels; ++i) x[i] = rnd_float(-10, 10);
+    x[rnd() % (in_w * channels)] = NAN;
+    size_t row_step = in_w * channels * (rows == 1 ? 1 : 1), col_step = channels * (1 + rnd() % 2);
+    for (int average = 0; average < 2; ++average) {
+      float divisor = (float)(rows * cols + (rnd() % 2));
+      (average ? k->avgpool : k->maxpool)(rows, cols, x, row_step, col_step, channels, y, divisor);
+      int bad = 0;
+      for (size_t j = 0; j < channels; ++j) {
+        float acc = average ? 0.0f : -INFINITY;
+        for (size_t r = 0; r < rows; ++r)
+          for (size_t c = 0; c < cols; ++c) {
+            float v = x[r * row_step + c * col_step + j];
+            acc = average ? acc + v : (v > acc || v != v ? v : acc);
+          }
+        if (average) acc /= divisor;
+        bad += !same_float(y[j], acc);
+      }
+      CHECK(!bad && guard_intact(y, channels), "%s %s channels=%zu taps=%zux%zu: %d mismatches", k->isa_name,
+            average ? "avgpool" : "maxpool", channels, rows, cols, bad);
+    }
+    k->maxpool(0, 0, x, 0, 0, channels, y, 1.0f);
+    int all_inf = 1;
+    for (size_t j = 0; j < channels; ++j) all_inf &= y[j] == -INFINITY;
+    CHECK(all_inf, "%s maxpool with no taps must give -inf", k->isa_name);
+    free(x);
+    free(y);
+  }
+}
+
+static void check_transpose(const edge_vector_kernels *k) {
+  for (size_t a = 0; a < NUM_LENGTHS; a += 2)
+    for (size_t b = 1; b < NUM_LENGTHS; b += 3) {
+      size_t rows = lengths[a] % 200 + 1, cols = lengths[b] % 150 + 1, x_stride = cols + rnd() % 3,
+             y_stride = rows + rnd() % 3;
+      uint32_t *x = malloc(rows * x_stride * sizeof *x), *y = malloc((cols * y_stride + GUARD) * sizeof *y);
+      for (size_t i = 0; i < rows * x_stride; ++i) x[i] = rnd();
+      for (size_t i = 0; i < cols * y_stride + GUARD; ++i) y[i] = 0xdeadbeefu;
+      k->transpose(rows, cols, x, x_stride, y, y_stride);
+      int bad = 0;
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t c = 0; c < cols; ++c) bad += y[c * y_stride + r] != x[r * x_stride + c];
+      for (size_t c = 0; c < cols; ++c)
+        for (size_t r = rows; r < y_stride; ++r) bad += y[c * y_stride + r] != 0xdeadbeefu;
+      for (size_t i = cols * y_stride; i < cols * y_stride + GUARD; ++i) bad += y[i] != 0xdeadbeefu;
+      CHECK(!bad, "%s transpose %zux%zu: %d mismatches", k->isa_name, rows, cols, bad);
+      free(x);
+      free(y);
+    }
+}
+
+int test_kernels_vector(void) {
+  failures = 0;
+  checks = 0;
+  const char *step_env = getenv("EDGE_TEST_SWEEP_STEP");
+  uint32_t step = step_env ? (uint32_t)strtoul(step_env, NULL, 10) : 1999;
+  if (step == 0) step = 1;
+  int levels = 0;
+  for (int level = EDGE_ISA_SCALAR + 1; level < EDGE_ISA_COUNT_; ++level) {
+    const edge_kernel_config *config = edge_kernels_for((edge_isa_level)level);
+    if (!config) continue;
+    const edge_vector_kernels *k = &config->vector;
+    CHECK(k->softmax != NULL, "level %s is supported but has no vector kernels", edge_isa_level_name(level));
+    if (!k->softmax) continue;
+    ++levels;
+    for (size_t c = 0; c < sizeof accuracy_cases / sizeof accuracy_cases[0]; ++c)
+      check_accuracy(k, &accuracy_cases[c], step);
+    check_unary(k);
+    check_binary(k);
+    check_reductions(k);
+    check_softmax(k);
+    check_layernorm(k);
+    check_pool(k);
+    check_transpose(k);
+  }
+  /* The scalar level keeps the ops on their reference code. */
+  const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
+  CHECK(scalar && !scalar->vector.softmax && !scalar->vector.unary[EDGE_UNARY_EXP],
+        "the scalar level must leave the vector table empty");
+  fprintf(stderr, "test_kernels_vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
+  return failures;
+}
+
+#ifdef EDGE_KERNELS_VECTOR_MAIN
+int main(void) { return test_kernels_vector() ? 1 : 0; }
+#endif
