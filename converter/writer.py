@@ -28,7 +28,7 @@ from converter.edgefb.Signature import SignatureT
 from converter.edgefb.Tensor import TensorT
 from converter.edgefb.TensorMap import TensorMapT
 from converter.errors import ConversionError
-from converter.ir import Graph, Node, Signature
+from converter.ir import Graph, Node, Signature, TensorType
 from converter.ops import OPS
 
 EDGE_SCHEMA_VERSION = 1        # cruntime/include/edge.h EDGE_SCHEMA_VERSION
@@ -164,9 +164,138 @@ def _constant_bytes(graph: Graph, name: str) -> bytes:
     return np.asarray(array, dtype=np.dtype(ttype.dtype).newbyteorder("<"), order="C").tobytes()
 
 
+# ---- which dims follow the dynamic input dims ----
+
+# A dynamic input dim of size d is probed at PROBE_FACTOR * d: a tensor dim that changes with it
+# is dynamic too. A factor rather than an offset keeps dims that merge the batch with others
+# (a Reshape to [batch * tokens, hidden]) divisible.
+PROBE_FACTOR = 3
+# dim_sources entry of a Reshape output axis sized from the element count (the importer's
+# INFERRED_AXIS, ONNX Reshape's -1).
+INFERRED_AXIS = -2
+
+
+class _ProbeFailed(Exception):
+    pass
+
+
+def _product(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+
+
+def _reshape_carrier(graph: Graph, node: Node, before: tuple, after: tuple) -> int:
+    """The output axis of a Reshape that absorbs the change of its input from ``before`` to
+    ``after``: the axis the graph already marks dynamic, else the axis the importer recorded as a
+    copy of the changed input axis or as sized from the element count (``dim_sources``, valid
+    while the input still has the ``source_shape`` it was recorded for), else the first output
+    axis whose preceding axes hold exactly the elements of the input axes before the changed one
+    (row-major order keeps those apart, so the changed axis' elements start there)."""
+    target = tuple(node.attrs["shape"])
+    recorded = graph.dynamic_dims.get(node.outputs[0], ())
+    if len(recorded) == 1:
+        return recorded[0]
+    changed = [axis for axis, (a, b) in enumerate(zip(before, after)) if a != b]
+    sources = node.attrs.get("dim_sources")
+    if sources is not None and tuple(node.attrs.get("source_shape", ())) == tuple(before):
+        carriers = [out for out, src in enumerate(sources) if src in changed]
+        inferred = [out for out, src in enumerate(sources) if src == INFERRED_AXIS]
+        if len(carriers) == 1:
+            return carriers[0]
+        if not carriers and len(inferred) == 1:
+            return inferred[0]
+    prefix = _product(before[:changed[0]])
+    for axis in range(len(target)):
+        if _product(target[:axis]) == prefix:
+            return axis
+    raise _ProbeFailed(f"Reshape {node.name or node.outputs[0]!r}: no axis of {target} carries "
+                       f"input axis {changed[0]} of {before}")
+
+
+def _probe_attrs(graph: Graph, node: Node, shapes: dict[str, tuple]) -> dict:
+    """The node's attributes with its static target shape (Reshape, BroadcastTo) following the
+    probed input shape."""
+    x = node.inputs[0] if node.inputs else ""
+    before, after = tuple(graph.tensors[x].shape) if x else (), shapes.get(x)
+    if node.op not in ("Reshape", "BroadcastTo") or after is None or after == before:
+        return node.attrs
+    target = list(node.attrs["shape"])
+    if node.op == "BroadcastTo":
+        offset = len(target) - len(before)
+        for axis, (a, b) in enumerate(zip(before, after)):
+            if a != b and axis + offset >= 0 and target[axis + offset] == a:
+                target[axis + offset] = b
+        return {**node.attrs, "shape": tuple(target)}
+    total_before, total_after = _product(before), _product(after)
+    carrier = _reshape_carrier(graph, node, before, after)
+    scaled = target[carrier] * total_after
+    if total_before == 0 or scaled % total_before:
+        raise _ProbeFailed(f"Reshape {node.name or node.outputs[0]!r}: {before} -> {tuple(target)} "
+                           f"does not follow the input to {after}")
+    target[carrier] = scaled // total_before
+    return {**node.attrs, "shape": tuple(target)}
+
+
+def _probe(graph: Graph, resized: dict[str, tuple]) -> dict[str, tuple]:
+    """Every tensor's shape when the inputs take the ``resized`` shapes, by the op table's shape
+    rules; constants keep theirs."""
+    shapes = dict(resized)
+    for node in graph.nodes:
+        inputs = list(node.inputs)
+        if not any(i in shapes for i in inputs if i):
+            continue
+        types = [None if not i else TensorType(graph.tensors[i].dtype, shapes.get(i, graph.tensors[i].shape))
+                 for i in inputs]
+        try:
+            attrs = _probe_attrs(graph, node, shapes)
+            out_types = OPS[node.op].infer(types, attrs)
+        except _ProbeFailed:
+            raise
+        except Exception as exc:
+            raise _ProbeFailed(f"{node.op} {node.name or node.outputs[0]!r}: {exc}") from exc
+        for name, t in zip(node.outputs, out_types):
+            if name and tuple(t.shape) != tuple(graph.tensors[name].shape):
+                shapes[name] = tuple(t.shape)
+    return shapes
+
+
+def dynamic_axes(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Tensor -> the axes written as -1 in its shape_signature: those ``graph.dynamic_dims``
+    names, and every axis of a computed tensor that changes when a dynamic input axis does.
+
+    Input axes are probed one position at a time (axis 0 of every input together, since the
+    inputs' batch dims must agree, then axis 1, ...), so a tensor that merges two dynamic dims
+    is not confused with one that carries one; when a probe cannot be typed (the graph ties the
+    dim to a fixed size), only the declared axes are written for it."""
+    result = {name: tuple(axes) for name, axes in graph.dynamic_dims.items()}
+    seeds = {name: axes for name, axes in result.items() if name in graph.inputs and axes}
+    positions = sorted({axis for axes in seeds.values() for axis in axes})
+    for position in positions:
+        resized = {}
+        for name, axes in seeds.items():
+            if position in axes:
+                shape = list(graph.tensors[name].shape)
+                shape[position] = PROBE_FACTOR * max(1, shape[position])
+                resized[name] = tuple(shape)
+        try:
+            shapes = _probe(graph, resized)
+        except _ProbeFailed:
+            continue
+        for name, shape in shapes.items():
+            if name in graph.constants or name in resized:
+                continue
+            declared = graph.tensors[name].shape
+            changed = {axis for axis, (a, b) in enumerate(zip(declared, shape)) if a != b}
+            if len(shape) != len(declared):
+                continue
+            if changed:
+                result[name] = tuple(sorted(set(result.get(name, ())) | changed))
+    return {name: axes for name, axes in result.items() if name not in graph.constants}
+
+
 def build_model_object(graph: Graph, description: str, producer: str) -> tuple[ModelT, list[bytes]]:
     """The schema object tree (buffer offsets still unset) and each buffer's bytes."""
     tensor_index = {name: i for i, name in enumerate(graph.tensors)}
+    dynamic = dynamic_axes(graph)
     buffers = [BufferT()]
     payloads: list[bytes] = [b""]
     tensors = []
@@ -175,8 +304,8 @@ def build_model_object(graph: Graph, description: str, producer: str) -> tuple[M
         t.name = name
         t.shape = [int(d) for d in ttype.shape]
         t.dtype = DTYPE_CODES[ttype.dtype]
-        if name in graph.dynamic_dims:
-            t.shapeSignature = [-1 if axis in graph.dynamic_dims[name] else int(d)
+        if name in dynamic:
+            t.shapeSignature = [-1 if axis in dynamic[name] else int(d)
                                 for axis, d in enumerate(ttype.shape)]
         if name in graph.constants:
             t.buffer = len(buffers)

@@ -554,6 +554,21 @@ def _reduce(ctx: NodeContext):
 
 # ---------------------------------------------------------------- shape and data movement
 
+# dim_sources entry of an output axis sized from the element count (ONNX Reshape's -1).
+INFERRED_AXIS = -2
+
+
+def _reshape_with_sources(ctx: NodeContext, shape, sources) -> None:
+    """Reshape recording which input axis each output axis copies (-1: none, INFERRED_AXIS: the
+    axis ONNX sized from the element count), for the writer's dynamic-dim tracking
+    (converter/writer.py dynamic_axes): a resized batch then stays on its own axis even where
+    size-1 axes surround it. ``source_shape`` lets it tell a stale record (after
+    a pass changed the node's input) from a valid one."""
+    attrs = {"shape": tuple(int(d) for d in shape), "dim_sources": tuple(int(s) for s in sources),
+             "source_shape": tuple(int(d) for d in ctx.shape(0))}
+    ctx.emit("Reshape", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
 @converts("Reshape")
 def _reshape(ctx: NodeContext):
     requested = _ints(ctx.require_const(1, "shape"))
@@ -570,7 +585,10 @@ def _reshape(ctx: NodeContext):
         shape[shape.index(-1)] = total // known
     if int(np.prod(shape, dtype=np.int64)) != int(np.prod(in_shape, dtype=np.int64)):
         raise ctx.error(f"cannot reshape {list(in_shape)} to {list(requested)}")
-    ctx.reshape(ctx.input(0), shape, output=ctx.output(0))
+    # ONNX's -1 axis is the one that takes up a change in the input's size.
+    copied = [i if (d == 0 and not allow_zero) else INFERRED_AXIS if d == -1 else -1
+              for i, d in enumerate(requested)]
+    _reshape_with_sources(ctx, shape, copied)
 
 
 @converts("Flatten")
@@ -582,8 +600,9 @@ def _flatten(ctx: NodeContext):
         raise ctx.error(f"axis {axis} is out of range for rank {rank}")
     axis = axis + rank if axis < 0 else axis
     outer = int(np.prod(shape[:axis], dtype=np.int64))
-    ctx.reshape(ctx.input(0), (outer, int(np.prod(shape[axis:], dtype=np.int64))),
-                output=ctx.output(0))
+    # Flatten at axis 1 keeps axis 0 (the batch) as the output's axis 0.
+    _reshape_with_sources(ctx, (outer, int(np.prod(shape[axis:], dtype=np.int64))),
+                          (0 if axis == 1 else -1, -1))
 
 
 @converts("Squeeze")
@@ -598,8 +617,8 @@ def _squeeze(ctx: NodeContext):
     for a in axes:
         if shape[a] != 1:
             raise ctx.error(f"cannot squeeze axis {a} of size {shape[a]}")
-    ctx.reshape(ctx.input(0), [d for i, d in enumerate(shape) if i not in axes],
-                output=ctx.output(0))
+    kept = [i for i in range(len(shape)) if i not in axes]
+    _reshape_with_sources(ctx, [shape[i] for i in kept], kept)
 
 
 @converts("Unsqueeze")
@@ -609,9 +628,11 @@ def _unsqueeze(ctx: NodeContext):
     if axes is None:
         axes = _ints(ctx.require_const(1, "axes"))
     out_rank = len(shape) + len(axes)
+    sources = list(range(len(shape)))
     for a in sorted(_axes(axes, out_rank, ctx)):
         shape.insert(a, 1)
-    ctx.reshape(ctx.input(0), shape, output=ctx.output(0))
+        sources.insert(a, -1)
+    _reshape_with_sources(ctx, shape, sources)
 
 
 @converts("Transpose")

@@ -12,7 +12,7 @@ from converter.ir import Graph
 from converter.passes.batch_norm import fold_batch_norm, lower_batch_norm
 from converter.passes.cleanup import drop_unused_constants, remove_dead_nodes, remove_identities
 from converter.passes.folding import fold_constants
-from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation
+from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation, fuse_patterns
 from converter.passes.layout import cancel_transposes, to_nhwc
 
 Pass = Callable[[Graph], Graph]
@@ -25,6 +25,7 @@ PIPELINE: tuple[Pass, ...] = (
     lower_batch_norm,
     to_nhwc,
     cancel_transposes,
+    fuse_patterns,
     fuse_activation,
     fold_constants,
     remove_dead_nodes,
@@ -92,12 +93,14 @@ def run_passes(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> tuple[Graph
 
 def optimize(graph: Graph) -> tuple[Graph, PassReport]:
     """The default pipeline: fold constants, clean up, fold/lower BatchNorm, convert to NHWC,
-    cancel transposes, fuse activations, fold and clean up again."""
+    cancel transposes, fuse patterns (bias, GELU, LayerNorm, HardSwish), then activations, fold
+    and clean up again."""
     return run_passes(graph, PIPELINE)
 
 
 __all__ = [
     "PIPELINE", "PassRecord", "PassReport", "optimize", "run_passes", "fold_constants",
     "remove_dead_nodes", "remove_identities", "drop_unused_constants", "fold_batch_norm",
-    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fuse_activation", "FUSABLE_ACTIVATIONS",
+    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fuse_patterns", "fuse_activation",
+    "FUSABLE_ACTIVATIONS",
 ]

@@ -36,10 +36,20 @@ def _slice_is_noop(edit: GraphEdit, node: Node) -> bool:
     return all(step == 1 or dim == 1 for step, dim in zip(steps, src.shape))
 
 
+def _reshape_is_noop(edit: GraphEdit, node: Node) -> bool:
+    """Same type, and (when the importer recorded where each output dim comes from) every dim
+    passes its own input dim through: [B, 4] -> [1, -1] is a no-op only at batch 1, and a graph
+    with a dynamic batch runs it at other batches too."""
+    if not _same_type(edit, node):
+        return False
+    sources = node.attrs.get("dim_sources")
+    return sources is None or tuple(sources) == tuple(range(len(sources)))
+
+
 # op -> "does this node compute its input unchanged?"; each such node is an identity.
 NO_OP_RULES: dict[str, Callable[[GraphEdit, Node], bool]] = {
     "Identity": lambda edit, node: True,
-    "Reshape": _same_type,
+    "Reshape": _reshape_is_noop,
     "Transpose": lambda edit, node: tuple(node.attrs["perm"]) == tuple(range(len(node.attrs["perm"]))),
     "Cast": lambda edit, node: _same_type(edit, node),
     "Slice": _slice_is_noop,

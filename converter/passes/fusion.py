@@ -1,11 +1,16 @@
-"""Activation fusion."""
+"""Fusions: bias, GELU, LayerNorm and HardSwish patterns (rule tables), then activations."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
-from converter.ir import Graph
+import numpy as np
+
+from converter.ir import Graph, Node
 from converter.ops import OPS
 from converter.passes._edit import GraphEdit, activation_of
+from converter.passes.patterns import (
+    Const, Match, Op, Product, Rule, Var, apply_rules, output_type_kept)
 
 # activation op -> its (alpha, beta) in the fused form, per the schema's UnaryOp conventions.
 FUSABLE_ACTIVATIONS: dict[str, Callable[[dict], tuple[float, float]]] = {
@@ -19,7 +24,182 @@ FUSABLE_ACTIVATIONS: dict[str, Callable[[dict], tuple[float, float]]] = {
     "Tanh": lambda a: (0.0, 0.0),
     "HardSwish": lambda a: (0.0, 0.0),
     "Gelu": lambda a: (0.0, 0.0),
+    "GeluTanh": lambda a: (0.0, 0.0),
 }
+
+BIASED_OPS = ("FullyConnected", "Conv2D", "ConvTranspose2D")
+CHANNELS_LAST_OPS = ("Conv2D", "ConvTranspose2D")
+SQRT_2 = math.sqrt(2.0)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_TANH_CUBIC = 0.044715
+
+
+# ---- rewrites ----
+
+def _matmul_to_fully_connected(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+    node, a, b = m.nodes["matmul"], m.tensors["a"], m.tensors["b"]
+    weights = edit.constants[b]
+    a_type = edit.type_of(a)
+    if (node.attrs.get("transpose_a") or weights.ndim != 2 or a_type.rank < 2
+            or a_type.dtype != "float32" or weights.dtype != np.float32):
+        return None
+    w = weights if node.attrs.get("transpose_b") else weights.T
+    attrs = {"activation": node.attrs["activation"]} if activation_of(node) else {}
+    w_name = edit.add_constant(f"{b}_fc", np.ascontiguousarray(w), dtype="float32")
+    if not output_type_kept(edit, "FullyConnected", [a, w_name, ""], attrs, root):
+        return None
+    return [node.with_(op="FullyConnected", inputs=(a, w_name, ""), attrs=attrs)]
+
+
+def _fold_bias(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+    node, y, addend = m.nodes["op"], m.tensors["y"], m.tensors["bias"]
+    if activation_of(node) or len(node.inputs) < 2:
+        return None
+    if node.op in CHANNELS_LAST_OPS and node.attrs.get("layout", "NCHW") != "NHWC":
+        return None
+    y_type = edit.type_of(y)
+    value = edit.constants[addend]
+    channels = y_type.shape[-1] if y_type.rank else 0
+    # Only a constant that varies along the last (channel) axis alone is a bias.
+    per_channel = (value.ndim <= y_type.rank and all(d == 1 for d in value.shape[:-1])
+                   and (value.ndim == 0 or value.shape[-1] in (1, channels)))
+    if not per_channel or y_type.dtype != "float32" or value.dtype != np.float32 or edit.type_of(root) != y_type:
+        return None
+    old = node.inputs[2] if len(node.inputs) > 2 else ""
+    if old and not edit.is_constant(old):
+        return None
+    total = np.broadcast_to(value.reshape(-1) if value.ndim else value, (channels,)).astype(np.float64)
+    if old:
+        total = total + edit.constants[old].astype(np.float64)
+    bias = edit.add_constant(f"{old or y}_bias", total, dtype="float32")
+    return [node.with_(inputs=(node.inputs[0], node.inputs[1], bias), outputs=(root,))]
+
+
+def _replace_with(op: str) -> Callable[[GraphEdit, Match, str], list[Node] | None]:
+    """Rewrite: the matched computation becomes ``op`` applied to the pattern's ``x``."""
+    def rewrite(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+        x = m.tensors["x"]
+        if edit.type_of(x).dtype != "float32" or not output_type_kept(edit, op, [x], {}, root):
+            return None
+        return [Node(op, (x,), (root,), {}, name=edit.new_name(f"{op}:{root}"))]
+    return rewrite
+
+
+def _trailing_axes(node: Node, rank: int) -> int | None:
+    """k when the Reduce node averages axes k..rank-1 keeping dims, else None."""
+    axes = tuple(node.attrs.get("axes", ()))
+    if not axes or not node.attrs.get("keepdims", True) or axes != tuple(range(axes[0], rank)):
+        return None
+    return axes[0]
+
+
+def _norm_parameter(edit: GraphEdit, name: str, normalised: tuple) -> str | None:
+    """The constant as LayerNorm's scale/bias: its leading size-1 dims past the normalised rank
+    dropped; None when it varies along a dim that is not normalised."""
+    value = edit.constants[name]
+    shape = value.shape
+    while len(shape) > len(normalised) and shape[0] == 1:
+        shape = shape[1:]
+    if len(shape) > len(normalised):
+        return None
+    if shape == value.shape:
+        return name
+    return edit.add_constant(f"{name}_ln", value.reshape(shape), dtype=str(value.dtype))
+
+
+def _layer_norm(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+    x = m.tensors["x"]
+    x_type = edit.type_of(x)
+    axis = _trailing_axes(m.nodes["mean"], x_type.rank)
+    if x_type.dtype != "float32" or axis is None or _trailing_axes(m.nodes["var"], x_type.rank) != axis:
+        return None
+    epsilon = float(edit.constants[m.tensors["eps"]].reshape(()))
+    if not epsilon >= 0.0:
+        return None
+    normalised = tuple(x_type.shape[axis:])
+    if "gamma" in m.tensors:
+        scale = _norm_parameter(edit, m.tensors["gamma"], normalised)
+    else:
+        scale = edit.add_constant(f"{root}_scale", np.ones(normalised, np.float32))
+    bias = _norm_parameter(edit, m.tensors["beta"], normalised) if "beta" in m.tensors else ""
+    if scale is None or bias is None:
+        return None
+    inputs = [x, scale, bias]
+    attrs = {"axis": axis, "epsilon": epsilon}
+    if not output_type_kept(edit, "LayerNorm", inputs, attrs, root):
+        return None
+    return [Node("LayerNorm", tuple(inputs), (root,), attrs, name=edit.new_name(f"LayerNorm:{root}"))]
+
+
+# ---- patterns ----
+
+def _close(value, expected, rel=1e-6) -> bool:
+    return abs(float(value) - expected) <= rel * abs(expected)
+
+
+X = Var("x")
+ONE = Const(1.0)
+_HARD_SIGMOID_SIXTH = Op("HardSigmoid", (X,), where=lambda n, m: _close(n.attrs.get("alpha", 0.2), 1 / 6)
+                         and _close(n.attrs.get("beta", 0.5), 0.5))
+_RELU6 = Op(("Relu6", "Clip"), (Op("Add", (X, Const(3.0))),),
+            where=lambda n, m: n.op == "Relu6" or (n.attrs.get("min") == 0.0 and n.attrs.get("max") == 6.0))
+_ERF_TERM = Op("Add", (Op("Erf", (Product((X,), scale=1 / SQRT_2),)), ONE))
+_TANH_TERM = Op("Add", (Op("Tanh", (Product((Op("Add", (X, Product((X, X, X), scale=GELU_TANH_CUBIC))),),
+                                            scale=SQRT_2_OVER_PI),)), ONE))
+_D = Var("d")
+_NORMALISED = Op("Div", (
+    Var("d", Op("Sub", (X, Op("ReduceMean", (X,), name="mean")))),
+    Op("Sqrt", (Op("Add", (Op("ReduceMean", (Product((_D, _D)),), name="var"), Const(name="eps"))),))))
+_GAMMA = Const(name="gamma", scalar=False)
+_BETA = Const(name="beta", scalar=False)
+
+# Run first, so that the bias rules see the FullyConnected.
+MATMUL_RULES: tuple[Rule, ...] = (
+    # BatchMatMul(a[..., K], B[K, N]) with a constant 2-D B is FullyConnected with w = B^T (w = B
+    # when transpose_b): packed weights, and a bias input for the next table.
+    Rule("matmul_to_fully_connected",
+         Op("BatchMatMul", (Var("a"), Const(name="b", scalar=False)), name="matmul"),
+         _matmul_to_fully_connected),
+)
+
+BIAS_RULES: tuple[Rule, ...] = (
+    # op(x) + c, c constant along the output's last (channel) axis only ([N], [1, .., 1, N]):
+    # c becomes (or is added to) the op's bias.
+    Rule("bias", Op("Add", (Var("y", Op(BIASED_OPS, None, name="op")), Const(name="bias", scalar=False))),
+         _fold_bias),
+)
+
+ACTIVATION_RULES: tuple[Rule, ...] = (
+    # x * 0.5 * (1 + erf(x / sqrt(2))), as PyTorch exports nn.GELU(); any association or order of
+    # the products, x / 1.4142135 or x * 0.70710678.
+    Rule("gelu_erf", Product((X, _ERF_TERM), scale=0.5), _replace_with("Gelu")),
+    # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), x^3 as Pow(x, 3) or x * x * x.
+    Rule("gelu_tanh", Product((X, _TANH_TERM), scale=0.5), _replace_with("GeluTanh")),
+    # x * HardSigmoid(x) with alpha 1/6, beta 0.5.
+    Rule("hard_swish_sigmoid", Product((X, _HARD_SIGMOID_SIXTH)), _replace_with("HardSwish")),
+    # x * Relu6(x + 3) / 6 (or * 1/6, in any order).
+    Rule("hard_swish_relu6", Product((X, _RELU6), scale=1 / 6), _replace_with("HardSwish")),
+    # (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * gamma + beta, means over the trailing
+    # axes; the square as Pow(d, 2) or d * d.
+    Rule("layer_norm", Op("Add", (Op("Mul", (_NORMALISED, _GAMMA)), _BETA)), _layer_norm),
+    # The same without beta.
+    Rule("layer_norm_no_bias", Op("Mul", (_NORMALISED, _GAMMA)), _layer_norm),
+    # The same without gamma and beta (LayerNorm with a scale of ones).
+    Rule("layer_norm_plain", _NORMALISED, _layer_norm),
+)
+
+RULE_TABLES: tuple[tuple[Rule, ...], ...] = (MATMUL_RULES, BIAS_RULES, ACTIVATION_RULES)
+
+
+def fuse_patterns(graph: Graph) -> Graph:
+    """Rewrites the patterns of the rule tables above, in order (BatchMatMul -> FullyConnected,
+    bias, then GELU / HardSwish / LayerNorm), each until no match is left. A rewrite replaces
+    only nodes that nothing outside the match reads, and keeps the root's name and type; values
+    are unchanged up to float rounding."""
+    edit = GraphEdit(graph)
+    for rules in RULE_TABLES:
+        apply_rules(edit, rules)
+    return edit.build()
 
 
 def fuse_activation(graph: Graph) -> Graph:

@@ -3,8 +3,10 @@
  * RESHAPE copies the bytes (the memory planner may alias the output to the input later, in which
  * case the copy is skipped). When an input was resized so the element counts no longer match, the
  * one output dimension marked dynamic (-1 in the shape signature) absorbs the difference; with no
- * such dimension, or more than one, the reshape is rejected (the converter marks, per tensor, the
- * dims that follow a dynamic input dim, so a resized batch lands on the dim that carries it).
+ * such dimension the reshape is rejected. With several (batch and sequence both dynamic), each takes
+ * the size of the input dim it passes through unchanged (follow_input_dims). The converter marks,
+ * per tensor, the dims that follow a dynamic input dim, so a resized batch lands on the dim that
+ * carries it.
  *
  * BROADCAST_TO broadcasts the input against the declared output shape, except that a dynamic
  * output dim takes the input's size: the declared size there is only the one the model was
@@ -15,6 +17,29 @@
 
 #include "broadcast.h"
 #include "ops.h"
+
+/* Several dynamic output dims (batch and sequence both resized): each takes the current size of
+ * the input dim it passes through unchanged, found in the declared shapes as the input dim of the
+ * same size whose preceding dims hold as many elements as the output dim's (row-major order keeps
+ * such a dim intact), matching left to right. False when some dynamic dim has no such input dim. */
+static bool follow_input_dims(const edge_tensor *x, const edge_tensor *y, int64_t *shape) {
+  int32_t next_input = 0;
+  int64_t out_prefix = 1;
+  for (int32_t d = 0; d < y->declared_rank; ++d) {
+    if (y->shape_signature[d] < 0) {
+      int64_t in_prefix = 1;
+      for (int32_t i = 0; i < next_input; ++i) in_prefix *= x->declared_shape[i];
+      int32_t i = next_input;
+      while (i < x->declared_rank && !(in_prefix == out_prefix && x->declared_shape[i] == y->declared_shape[d]))
+        in_prefix *= x->declared_shape[i++];
+      if (i == x->declared_rank || x->rank != x->declared_rank) return false;
+      shape[d] = x->shape[i];
+      next_input = i + 1;
+    }
+    out_prefix *= y->declared_shape[d];
+  }
+  return true;
+}
 
 static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = edge_nd_check_arity(ctx, node, "RESHAPE", 1, 1, 1, 1);
@@ -40,6 +65,8 @@ static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
     shape[dynamic] = count / known;
     return edge_set_shape(ctx, y, rank, shape);
   }
+  if (num_dynamic > 1 && follow_input_dims(x, y, shape) && edge_num_elements(rank, shape) == count)
+    return edge_set_shape(ctx, y, rank, shape);
   char in[128], out[128], signature[128];
   int64_t marked[EDGE_MAX_RANK];
   for (int32_t d = 0; d < rank; ++d) marked[d] = y->shape_signature[d];
@@ -53,7 +80,8 @@ static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
                      edge_nd_name(y), edge_nd_name(x), in, (long long)count, (long long)known, out, signature);
   return edge_fail(ctx, EDGE_INVALID_MODEL,
                    "RESHAPE '%s': input '%s' has shape %s (%lld elements), which cannot become the declared %s: "
-                   "its signature %s marks %d dims dynamic, and exactly one can absorb a resized input",
+                   "its signature %s marks %d dims dynamic, and they neither follow input dims nor is there one "
+                   "to absorb the difference",
                    edge_nd_name(y), edge_nd_name(x), in, (long long)count, out, signature, num_dynamic);
 }
 
