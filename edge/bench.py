@@ -1,7 +1,7 @@
 """Measurements behind `edge bench` and `edge profile`: latency, memory, per-op times.
 
-Latency is wall time of invoke() seen from Python (what an app sees), with the inputs set once
-before the timed runs, as TFLite's benchmark_model does.
+Latency is wall time of invoke() seen from Python (what an app sees). The inputs are drawn once and
+copied in before every run, outside the timed part.
 """
 from __future__ import annotations
 
@@ -37,9 +37,15 @@ def random_input(details: dict[str, Any], rng: np.random.Generator) -> np.ndarra
     return rng.integers(0, 2, size=shape).astype(dtype)
 
 
-def set_random_inputs(interpreter: Interpreter, rng: np.random.Generator) -> None:
-    for details in interpreter.get_input_details():
-        interpreter.set_tensor(details["index"], random_input(details, rng))
+def random_inputs(interpreter: Interpreter, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    return [(details["index"], random_input(details, rng)) for details in interpreter.get_input_details()]
+
+
+def set_inputs(interpreter: Interpreter, inputs: list[tuple[int, np.ndarray]]) -> None:
+    """Sets the inputs again before every run: the arena may reuse an input's bytes for later
+    activations once the input's last consumer has run, so an input does not survive invoke()."""
+    for index, value in inputs:
+        interpreter.set_tensor(index, value)
 
 
 def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int = 50, seed: int = 0) -> dict[str, Any]:
@@ -53,11 +59,13 @@ def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int 
     with Interpreter(model_path=model_path, num_threads=num_threads) as interpreter:
         interpreter.allocate_tensors()
         load_ms = (time.perf_counter() - load_start) * 1e3
-        set_random_inputs(interpreter, rng)
+        inputs = random_inputs(interpreter, rng)
         for _ in range(warmup):
+            set_inputs(interpreter, inputs)
             interpreter.invoke()
         times_ms = np.empty(runs)
         for i in range(runs):
+            set_inputs(interpreter, inputs)
             start = time.perf_counter()
             interpreter.invoke()
             times_ms[i] = (time.perf_counter() - start) * 1e3
@@ -89,11 +97,13 @@ def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0
         raise ValueError(f"need runs >= 1, got {runs}")
     with Interpreter(model_path=model_path, num_threads=num_threads) as interpreter:
         interpreter.allocate_tensors()
-        set_random_inputs(interpreter, np.random.default_rng(seed))
+        inputs = random_inputs(interpreter, np.random.default_rng(seed))
+        set_inputs(interpreter, inputs)
         interpreter.invoke()
         interpreter.profiling = True
         interpreter.reset_profile()
         for _ in range(runs):
+            set_inputs(interpreter, inputs)
             interpreter.invoke()
         entries = interpreter.profile()
     total_ms = sum(entry["ms"] for entry in entries)
@@ -103,6 +113,10 @@ def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0
     return sorted(entries, key=lambda entry: entry["ms"], reverse=True)
 
 
+def _shape_label(shapes) -> str:
+    return " ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes or () if shape is not None)
+
+
 def save_profile_chart(entries: list[dict[str, Any]], path: str, top: int = 25) -> None:
     """A horizontal bar chart of the slowest ops. Needs matplotlib (the `bench` extra)."""
     import matplotlib
@@ -110,9 +124,16 @@ def save_profile_chart(entries: list[dict[str, Any]], path: str, top: int = 25) 
     import matplotlib.pyplot as plt
 
     shown = entries[:top][::-1]
-    labels = [f"#{entry['index']} {entry['op']}" for entry in shown]
-    figure, axes = plt.subplots(figsize=(8, 0.3 * len(shown) + 1.2))
-    axes.barh(labels, [entry["ms"] for entry in shown])
+    labels = [f"#{entry['index']} {entry['op']} {_shape_label(entry.get('output_shapes'))}" for entry in shown]
+    figure, axes = plt.subplots(figsize=(9, 0.3 * len(shown) + 1.2))
+    bars = axes.barh(labels, [entry["ms"] for entry in shown])
+    for bar, entry in zip(bars, shown):
+        note = f" {entry['share'] * 100:.1f}%" if "share" in entry else ""
+        if entry.get("gflops"):
+            note += f", {entry['gflops']:.1f} GFLOP/s"
+        axes.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, note, va="center", fontsize=7)
+    axes.margins(x=0.25)
+    axes.tick_params(axis="y", labelsize=8)
     axes.set_xlabel("mean time per run (ms)")
     axes.set_title(f"slowest {len(shown)} of {len(entries)} ops")
     figure.tight_layout()

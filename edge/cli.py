@@ -219,7 +219,8 @@ def add_bench_parser(subparsers) -> None:
 
 
 def _shape_text(shapes) -> str:
-    return " ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes)
+    # None: an optional output the model leaves out (an LSTM's final states, say).
+    return " ".join("x".join(str(d) for d in shape) or "scalar" for shape in shapes if shape is not None)
 
 
 def command_profile(args) -> int:

@@ -90,11 +90,19 @@ static void compute_lifetimes(edge_interpreter *interp) {
     if (interp->first_use[t] > (i)) interp->first_use[t] = (i);     \
     if (interp->last_use[t] < (i)) interp->last_use[t] = (i);       \
   } while (0)
-  for (int32_t i = 0; i < m->num_inputs; ++i) TOUCH(m->inputs[i], 0);
+  /* Inputs stay intact to the end, as in TFLite: invoking again without setting them reruns on
+   * the same values, and a caller may read them back. */
+  for (int32_t i = 0; i < m->num_inputs; ++i) {
+    TOUCH(m->inputs[i], 0);
+    TOUCH(m->inputs[i], last_op);
+  }
   for (int32_t i = 0; i < m->num_outputs; ++i) TOUCH(m->outputs[i], last_op);
   for (int32_t s = 0; s < m->num_signatures; ++s) {
     const edge_signature_def *sig = &m->signatures[s];
-    for (int32_t i = 0; i < sig->num_inputs; ++i) TOUCH(sig->input_tensors[i], 0);
+    for (int32_t i = 0; i < sig->num_inputs; ++i) {
+      TOUCH(sig->input_tensors[i], 0);
+      TOUCH(sig->input_tensors[i], last_op);
+    }
     for (int32_t i = 0; i < sig->num_outputs; ++i) TOUCH(sig->output_tensors[i], last_op);
   }
   for (int32_t op = 0; op < m->num_ops; ++op) {

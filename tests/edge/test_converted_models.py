@@ -61,6 +61,23 @@ def test_converted_model_matches_onnxruntime(cnn):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
+def test_inputs_survive_invoke(cnn):
+    """As in TFLite, the arena never reuses an input's bytes: a second invoke without set_tensor
+    computes the same result, and the input reads back unchanged."""
+    model, data = cnn
+    image = np.random.default_rng(2).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    expected = onnxruntime_logits(model, image)
+    with edge.Interpreter(model_content=data) as interp:
+        (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], image)
+        for _ in range(3):
+            interp.invoke()
+            np.testing.assert_allclose(interp.get_tensor(out["index"]), expected, rtol=1e-4,
+                                       atol=1e-4 * np.abs(expected).max())
+        np.testing.assert_array_equal(interp.get_tensor(inp["index"]), image)
+
+
 def test_converted_signature_runner_and_profile(cnn):
     model, data = cnn
     interp = edge.Interpreter(model_content=data, profiling=True)
