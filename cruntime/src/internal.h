@@ -101,6 +101,8 @@ typedef struct {
   edge_activation activation;
   uint64_t flops, bytes_in, bytes_out, bytes_weights;
   void *state;                          /* set by prepare, freed by release */
+  size_t state_bytes;                   /* large memory state keeps (packed weights), set by prepare:
+                                           reported in edge_memory_info.persistent_bytes */
   size_t scratch_bytes;                 /* asked for by prepare */
   void *scratch;                        /* given to eval: EDGE_ALIGNMENT-aligned, uninitialised */
   uint64_t last_ns, total_ns, runs;     /* profiling */

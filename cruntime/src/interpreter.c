@@ -42,7 +42,8 @@ struct edge_interpreter {
   void *arena;
   size_t arena_bytes, naive_bytes, scratch_bytes;
   void *persistent;
-  size_t persistent_bytes;
+  size_t variable_bytes;
+  size_t persistent_bytes; /* variables + what ops keep between runs (node->state_bytes) */
 };
 
 static size_t align_up(size_t n) { return (n + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT; }
@@ -209,7 +210,7 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
       load_variable(t);
     }
   }
-  interp->persistent_bytes = persistent;
+  interp->variable_bytes = interp->persistent_bytes = persistent;
 
   for (int32_t i = 0; i < model->num_ops; ++i) {
     const edge_model_op *op = &model->ops[i];
@@ -417,11 +418,12 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
     }
   }
 
-  size_t scratch = 0;
+  size_t scratch = 0, kept = 0;
   for (int32_t i = 0; i < interp->num_ops; ++i) {
     edge_node *node = &interp->nodes[i];
     const edge_op_registration *reg = edge_op_lookup(node->opcode);
     node->scratch_bytes = 0;
+    node->state_bytes = 0;
     node->scratch = NULL;
     interp->error[0] = '\0';
     edge_status status = reg->prepare(&interp->ctx, node);
@@ -432,7 +434,9 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
       if (status != EDGE_OK) return status;
     }
     if (node->scratch_bytes > scratch) scratch = node->scratch_bytes;
+    kept += node->state_bytes;
   }
+  interp->persistent_bytes = interp->variable_bytes + kept;
 
   int32_t planned = 0;
   for (int32_t t = 0; t < interp->num_tensors; ++t) {

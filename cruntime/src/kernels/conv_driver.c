@@ -19,6 +19,7 @@
 #define WINOGRAD_BLOCK_BYTES (384 * 1024)
 
 struct edge_conv_plan {
+  size_t kept_bytes; /* packed weights, kept from prepare to release */
   edge_conv_method method;
   edge_conv_shape s;
   const edge_kernel_config *k;
@@ -43,6 +44,15 @@ struct edge_conv_plan {
   size_t winograd_thread_floats; /* WINOGRAD: scratch floats per thread */
   int64_t columns;               /* DECONV: kernel_h * kernel_w * group_out_c */
 };
+
+/* aligned_alloc that remembers how much the plan keeps (reported as persistent memory). */
+static void *plan_alloc(edge_conv_plan *p, size_t bytes) {
+  bytes = (bytes + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT;
+  void *memory = aligned_alloc(EDGE_ALIGNMENT, bytes ? bytes : EDGE_ALIGNMENT);
+  if (memory) p->kept_bytes += bytes;
+  return memory;
+}
+
 
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -135,7 +145,7 @@ static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in
 static bool pack_groups(edge_conv_plan *p, const float *weights, const float *bias, int64_t n, int64_t kdim) {
   const edge_gemm_kernels *g = &p->k->gemm;
   p->packed_stride = edge_gemm_packed_bytes(g, (size_t)n, (size_t)kdim) / sizeof(float);
-  p->packed = aligned_alloc(EDGE_ALIGNMENT, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
+  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
   if (!p->packed) return false;
   for (int64_t grp = 0; grp < p->s.groups; ++grp)
     edge_gemm_pack_weights(g, (size_t)n, (size_t)kdim, weights + grp * n * kdim, (size_t)kdim,
@@ -151,7 +161,7 @@ static bool pack_deconv(edge_conv_plan *p, const float *weights) {
   if (!rows) return false;
   p->columns = kk * cout;
   p->packed_stride = edge_gemm_packed_bytes(&p->k->gemm, (size_t)p->columns, (size_t)cin) / sizeof(float);
-  p->packed = aligned_alloc(EDGE_ALIGNMENT, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
+  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
   if (!p->packed) {
     free(rows);
     return false;
@@ -171,7 +181,7 @@ static bool pack_deconv(edge_conv_plan *p, const float *weights) {
 static bool pack_depthwise(edge_conv_plan *p, const float *weights, const float *bias) {
   const size_t ct = p->k->conv.dwconv_channel_tile, channels = (size_t)p->s.out_c, taps = (size_t)p->taps;
   const size_t blocks = (channels + ct - 1) / ct;
-  p->packed = aligned_alloc(EDGE_ALIGNMENT, round_up(blocks * (taps + 1) * ct * sizeof(float), EDGE_ALIGNMENT));
+  p->packed = plan_alloc(p, round_up(blocks * (taps + 1) * ct * sizeof(float), EDGE_ALIGNMENT));
   if (!p->packed) return false;
   float *out = p->packed;
   for (size_t b = 0; b < blocks; ++b) {
@@ -198,7 +208,7 @@ static bool pack_winograd(edge_conv_plan *p, const float *weights) {
   float *transformed = malloc((size_t)(36 * cout * cin) * sizeof(float));
   if (!transformed) return false;
   p->packed_stride = edge_gemm_packed_bytes(&p->k->gemm, (size_t)cout, (size_t)cin) / sizeof(float);
-  p->packed = aligned_alloc(EDGE_ALIGNMENT, p->packed_stride * sizeof(float) * 36);
+  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * 36);
   if (!p->packed) {
     free(transformed);
     return false;
@@ -309,6 +319,8 @@ void edge_conv_plan_free(edge_conv_plan *plan) {
   free(plan->indirection);
   free(plan);
 }
+
+size_t edge_conv_plan_kept_bytes(const edge_conv_plan *p) { return p->kept_bytes; }
 
 size_t edge_conv_plan_scratch_bytes(const edge_conv_plan *p, int32_t num_threads) {
   const edge_conv_shape *s = &p->s;

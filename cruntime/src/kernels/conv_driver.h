@@ -65,6 +65,8 @@ edge_conv_method edge_conv_plan_method(const edge_conv_plan *plan);
 const char *edge_conv_method_name(edge_conv_method method);
 /* Scratch run needs for a pool of num_threads threads (EDGE_ALIGNMENT-aligned when given). */
 size_t edge_conv_plan_scratch_bytes(const edge_conv_plan *plan, int32_t num_threads);
+/* Bytes the plan keeps between runs (packed or transformed weights). */
+size_t edge_conv_plan_kept_bytes(const edge_conv_plan *plan);
 /* y = conv(x); pool may be NULL (one thread). */
 void edge_conv_plan_run(edge_conv_plan *plan, edge_threadpool *pool, const float *x, float *y, void *scratch);
 

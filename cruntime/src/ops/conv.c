@@ -160,6 +160,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
       return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing the weights of '%s'", op, name,
                        edge_nd_name(w));
     node->scratch_bytes = edge_conv_plan_scratch_bytes(state->fast, ctx->num_threads);
+    node->state_bytes = edge_conv_plan_kept_bytes(state->fast);
     return EDGE_OK;
   }
   node->scratch_bytes = (size_t)ctx->num_threads * (size_t)(p.kernel_h * p.kernel_w) * sizeof(conv_tap);
