@@ -54,3 +54,10 @@ def test_demo_converts_runs_and_matches(tmp_path, capsys):
     diff = float(re.search(r"max abs diff (\S+)", printed).group(1))
     assert diff <= 1e-5, printed
     assert re.search(r"median \d+\.\d+ ms, p90 \d+\.\d+ ms", printed), printed
+    # The split steps: offloaded over loopback, kept local on a 3G uplink, answered after the
+    # service stopped, each equal to the local result within fp16's error.
+    assert re.search(r"loopback: plan '(server|split)'", printed), printed
+    assert re.search(r"1\.1 Mbit/s: plan 'device'", printed), printed
+    assert "service stopped: the answer still came from the device (fell back" in printed, printed
+    for diff in re.findall(r"max abs diff from local (\S+)", printed):
+        assert float(diff) <= 1e-3, printed
