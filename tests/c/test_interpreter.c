@@ -212,8 +212,8 @@ void test_interpreter_runs_add_relu(void) {
     if (status == EDGE_OK) {
       edge_memory_info memory;
       CHECK_STATUS(edge_interpreter_memory(interp, &memory), EDGE_OK);
-      /* x [op 0], sum [0, 1], y [1, end]: x and y share a slot. */
-      CHECK_MSG(memory.arena_bytes == 128 && memory.naive_bytes == 192, "arena %zu, naive %zu", memory.arena_bytes,
+      /* x [start, end] (inputs survive invoke), sum [0, 1], y [1, end]: all three overlap, no reuse. */
+      CHECK_MSG(memory.arena_bytes == 192 && memory.naive_bytes == 192, "arena %zu, naive %zu", memory.arena_bytes,
                 memory.naive_bytes);
       edge_interpreter_set_profiling(interp, 1);
       check_add_relu(interp, 1);

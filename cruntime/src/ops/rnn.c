@@ -310,11 +310,55 @@ typedef struct {
   float *y_t;
 } rnn_gemm_step;
 
+/* The gates of units [j0, j0 + n) of batch row b through the vector kernels: each gate's
+ * pre-activations are summed in place in h_gates, then activated as whole runs. Elementwise, so a
+ * unit's result does not depend on how the units are split over threads. */
+static void lstm_gemm_row_vector(const rnn_gemm_step *s, const edge_vector_kernels *v, int64_t b, int64_t j0,
+                                 size_t n) {
+  const rnn_plan *p = s->plan;
+  const int64_t h = p->hidden, gh = 4 * h, unit0 = b * h + j0;
+  const float *xg = s->x_gates + b * gh + j0;
+  float *hg = s->h_gates + b * gh + j0, *in = hg, *out = hg + h, *forget = hg + 2 * h, *candidate = hg + 3 * h;
+  float *cell = s->cell + unit0, *h_next = s->h_next + unit0;
+  const edge_f32_unary_params none = {0.0f, 0.0f}, clip = {-p->clip, p->clip};
+  for (int64_t g = 0; g < 4; ++g) v->binary_vv[EDGE_BINARY_ADD](n, hg + g * h, xg + g * h, hg + g * h);
+  if (s->peepholes)
+    for (size_t j = 0; j < n; ++j) {
+      in[j] += s->peepholes[j0 + j] * cell[j];
+      forget[j] += s->peepholes[2 * h + j0 + j] * cell[j];
+    }
+  if (p->clip > 0.0f)
+    for (int64_t g = 0; g < 4; ++g)
+      if (g != 1 || !s->peepholes) v->unary[EDGE_UNARY_CLIP](n, hg + g * h, hg + g * h, &clip);
+  v->unary[EDGE_UNARY_SIGMOID](n, in, in, &none);
+  v->unary[EDGE_UNARY_SIGMOID](n, forget, forget, &none);
+  v->unary[EDGE_UNARY_TANH](n, candidate, candidate, &none);
+  for (size_t j = 0; j < n; ++j) cell[j] = forget[j] * cell[j] + in[j] * candidate[j];
+  if (s->peepholes) {
+    for (size_t j = 0; j < n; ++j) out[j] += s->peepholes[h + j0 + j] * cell[j];
+    if (p->clip > 0.0f) v->unary[EDGE_UNARY_CLIP](n, out, out, &clip);
+  }
+  v->unary[EDGE_UNARY_SIGMOID](n, out, out, &none);
+  v->unary[EDGE_UNARY_TANH](n, cell, h_next, &none);
+  v->binary_vv[EDGE_BINARY_MUL](n, h_next, out, h_next);
+  if (s->y_t) memcpy(s->y_t + unit0, h_next, n * sizeof(float));
+}
+
 static void lstm_gemm_units(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const rnn_gemm_step *s = arg;
   const rnn_plan *p = s->plan;
   const int64_t h = p->hidden, gh = 4 * h;
+  const edge_vector_kernels *v = &edge_kernels()->vector;
+  if (v->unary[EDGE_UNARY_SIGMOID] && v->unary[EDGE_UNARY_TANH] && v->unary[EDGE_UNARY_CLIP] &&
+      v->binary_vv[EDGE_BINARY_ADD] && v->binary_vv[EDGE_BINARY_MUL]) {
+    for (int64_t unit = begin; unit < end;) {
+      const int64_t b = unit / h, j0 = unit % h, n = (end - unit < h - j0) ? end - unit : h - j0;
+      lstm_gemm_row_vector(s, v, b, j0, (size_t)n);
+      unit += n;
+    }
+    return;
+  }
   for (int64_t unit = begin; unit < end; ++unit) {
     const int64_t b = unit / h, j = unit % h;
     const float *xg = s->x_gates + b * gh, *hg = s->h_gates + b * gh;
