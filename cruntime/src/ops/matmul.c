@@ -108,6 +108,7 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
     const size_t bytes = edge_gemm_packed_bytes(plan->gemm, (size_t)plan->columns, (size_t)plan->depth);
     if (w->kind == EDGE_TENSOR_CONSTANT && (!bias || bias->kind == EDGE_TENSOR_CONSTANT)) {
       plan->packed = aligned_alloc(64, bytes ? bytes : 64);
+      node->state_bytes = bytes;
       if (!plan->packed)
         return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing %zu bytes of weights '%s'", op,
                          edge_nd_name(y), bytes, edge_nd_name(w));
@@ -228,6 +229,7 @@ static edge_status matmul_prepare_gemm(edge_context *ctx, edge_node *node, matmu
   for (int64_t i = 0; p->fold_batch && i < p->batch; ++i) p->fold_batch = p->a_offsets[i] == i * p->m * p->k;
   if (b->kind == EDGE_TENSOR_CONSTANT) {
     p->packed_b = aligned_alloc(64, (size_t)b_matrices * p->packed_bytes);
+    node->state_bytes = (size_t)b_matrices * p->packed_bytes;
     if (!p->packed_b)
       return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BATCH_MATMUL '%s': out of memory packing %lld x %zu bytes of '%s'",
                        edge_nd_name(edge_nd_output(ctx, node, 0)), (long long)b_matrices, p->packed_bytes,

@@ -197,6 +197,7 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
       (!b || b->kind == EDGE_TENSOR_CONSTANT) && p.seq > 0 && p.batch > 0) {
     plan->gemm = &kernels->gemm;
     if ((status = rnn_pack(ctx, op, plan, w, r, b)) != EDGE_OK) return status;
+    node->state_bytes = plan->direction_bytes * (size_t)plan->dirs;
     /* + the input projections of every step, and one step's recurrent products */
     node->scratch_bytes += (size_t)((p.seq + 1) * p.batch * gh) * sizeof(float);
   }
@@ -428,7 +429,7 @@ static edge_status rnn_eval_gemm(edge_context *ctx, edge_node *node) {
   float *extra = (float *)node->scratch + 2 * units;
   float *x_gates = extra + (p->lstm ? 1 : 3) * units;
   float *h_gates = x_gates + p->seq * p->batch * gh;
-  const int64_t min_units = 1024;
+  const int64_t min_units = 256;
 
   for (int64_t d = 0; d < p->dirs; ++d) {
     const bool reverse = p->direction == EDGE_RNN_REVERSE || d == 1;
