@@ -167,6 +167,8 @@ static const shape ragged_shapes[] = {
     {1, 1, 1},    {1, 7, 3},     {3, 5, 2},    {2, 1, 257},  {4, 4, 4},    {5, 9, 13},   {7, 31, 17},
     {8, 32, 16},  {9, 33, 17},   {13, 67, 31}, {17, 100, 64}, {6, 16, 1},  {1, 97, 200}, {31, 47, 0},
     {37, 61, 11}, {64, 96, 128}, {5, 3, 1000}, {15, 15, 15}, {16, 48, 5},  {23, 130, 29}, {2, 2000, 7},
+    /* last panels of 17..24 columns (the 8-lane upper half on avx512), and exactly 24 */
+    {12, 24, 144}, {9, 20, 7},   {11, 56, 24}, {1, 88, 9},
 };
 
 static void test_shape(const edge_gemm_kernels *k, const edge_gemm_kernels *scalar, shape s, int variant) {
@@ -224,7 +226,7 @@ static void test_activations(const edge_gemm_kernels *k) {
 }
 
 static void test_threads(const edge_gemm_kernels *k, edge_threadpool *pools[3]) {
-  static const shape shapes[] = {{37, 301, 129}, {1, 999, 64}, {200, 40, 33}, {64, 2048, 96}};
+  static const shape shapes[] = {{37, 301, 129}, {1, 999, 64}, {200, 40, 33}, {64, 2048, 96}, {300, 24, 16}};
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
     problem p;
     problem_init(&p, shapes[i], (int)(i & 1), 1, 0);
