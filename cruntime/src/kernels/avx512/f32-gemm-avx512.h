@@ -45,7 +45,8 @@ static inline __attribute__((always_inline)) void f32_gemm_avx512_panel(size_t M
   }
   /* max(lo, x) then min(hi, x): a NaN in x comes through, like the scalar clamp */
   const __mmask16 mask_lo = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1u);
-  const __mmask16 mask_hi = cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1u) : 0;
+  /* cols is what is left of the row, possibly past this panel: clamp before shifting. */
+  const __mmask16 mask_hi = cols >= 32 ? 0xffff : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1u) : 0;
   _Pragma("GCC unroll 16")
   for (size_t m = MR; m-- > 0;) {
     const __m512 lo = _mm512_min_ps(vmax, _mm512_max_ps(vmin, acc_lo[m]));
