@@ -1,36 +1,47 @@
-"""Split-execution benchmark: measured end-to-end latency of all-on-device, all-on-server, the
-partitioner's plan and the oracle (the best of every measured cut), per model and network profile.
+"""Split-execution benchmark through the product path: measured end-to-end latency of all-on-device,
+all-on-server, SplitRunner's own plan and the oracle (the best of every measured cut), per model and
+network profile; and (``batching``) the server's batching gain under concurrent clients.
 
     python benchmarks/split_bench.py [--models mobilenet_v2,resnet18,bert_encoder,lstm_lm]
-                                     [--profiles 3g,4g,wifi] [--share 0.1] [--out benchmarks/results]
+                                     [--profiles 3g,4g,wifi] [--share 0.25] [--period-us 4000]
+                                     [--compression int8] [--reps 3] [--out benchmarks/results]
+    python benchmarks/split_bench.py batching [--clients 1,8,16] [--seconds 6]
 
-Three processes per profile: this one (setup, results), a server process on the server side of a
-shaped link (``cloudsplit.netem``) running the server part with the C runtime, and a device process
-on the device side, slowed by ``cloudsplit.device`` (1 thread, ``--share`` of one core). The device
-process measures its per-op times, asks the server for its own, plans with ``partition.solve`` for
-the profile's nominal bandwidths and RTT, then measures requests over a plain TCP connection:
-device part, cut tensors up (float32, uncompressed), server part, graph outputs down.
+Three processes per profile: this one (setup, results), ``cloudsplit serve`` on the server side of a
+shaped link (``cloudsplit.netem``, its best mode here unless ``--shaping`` says otherwise), and a
+device process on the device side, slowed by ``cloudsplit.device`` (1 interpreter thread inside a
+CPU quota). The device process measures its own per-op times and then drives two
+``cloudsplit.client.SplitRunner`` objects per model, both over real gRPC to that server:
+
+- the plan: a SplitRunner left alone (its own network estimates, its own re-planning); after
+  ``--warmup`` requests its estimates have settled and ``--reps`` requests are timed;
+- every other measurement: a SplitRunner whose ``planner=`` hook returns a forced cut (a
+  ``partition.Plan`` built with ``partition.evaluate`` and the cut's upload/download sets).
+
+So every figure is the wall time of ``SplitRunner.run`` as users call it: device part, compression,
+chunked gRPC upload through the shaped link, the server's part, the download.
 
 Oracle candidates: every prefix of the op order (a topological order; for chain-shaped graphs these
-are all the cuts there are) plus the plan's own cut. Each candidate is measured once; a candidate
-whose transfer time alone (bytes over the shaped rate, plus the round trip) already exceeds the best
-measured total is skipped, since no run of it can beat that; the five best are measured ``--reps``
-more times, and the oracle is the best median. All-device, all-server and the plan always get
-``--reps`` runs. Every split answer is checked against the local one.
+are all the cuts there are) plus each cut the plan used. Each is measured once; a candidate whose
+transfer time alone (compressed bytes over the shaped rate, plus the round trip) already exceeds the
+best measured total is skipped, since no run of it can beat that; the five best are measured
+``--reps`` times and the oracle is the best median. Every answer is checked against the local one
+within the compression's error bound.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
 import platform
-import socket
+import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -53,192 +64,204 @@ SMALL = {
     "lstm_lm": ("lstm_lm", dict(vocab=1000, hidden=64, layers=2, tokens=16, batch=1)),
 }
 
-
-def _send(sock: socket.socket, header: dict, payload: bytes = b"") -> None:
-    data = json.dumps(header).encode()
-    sock.sendall(struct.pack("!IQ", len(data), len(payload)) + data + payload)
-
-
-def _recv_exactly(sock: socket.socket, count: int) -> bytes:
-    buffer = bytearray(count)
-    view, got = memoryview(buffer), 0
-    while got < count:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise ConnectionError("peer closed the connection")
-        got += n
-    return bytes(buffer)
+# Largest relative error (max |split - local| / max |local|) each compression may cause; the same
+# bounds tests/cloudsplit/test_client.py holds SplitRunner to.
+RELATIVE_ERROR_BOUND = {"none": 1e-4, "fp16": 5e-3, "int8": 6e-2}
 
 
-def _recv(sock: socket.socket) -> tuple[dict, bytes]:
-    header_len, payload_len = struct.unpack("!IQ", _recv_exactly(sock, 12))
-    return json.loads(_recv_exactly(sock, header_len)), _recv_exactly(sock, payload_len)
+def _load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
 
 
-def _pack(arrays: dict[int, np.ndarray]) -> tuple[list, bytes]:
-    meta, chunks = [], []
-    for t, array in arrays.items():
-        array = np.ascontiguousarray(array)
-        meta.append([int(t), array.dtype.str, list(array.shape), array.nbytes])
-        chunks.append(array.tobytes())
-    return meta, b"".join(chunks)
+def start_serve(argv_prefix, models_dir, host: str, threads: int, extra=(), start=subprocess.Popen, **popen):
+    """Starts ``cloudsplit serve`` on port 0; returns (process, port) once it listens."""
+    argv = [*argv_prefix, sys.executable, "-m", "cloudsplit.cli", "serve", "--models", str(models_dir),
+            "--host", host, "--port", "0", "--threads", str(threads), *extra]
+    process = start(argv, stdout=subprocess.PIPE, text=True, **popen)
+    for line in process.stdout:
+        match = re.search(r"listening on \S+:(\d+)", line)
+        if match:
+            threading.Thread(target=process.stdout.read, daemon=True).start()  # keep its pipe drained
+            return process, int(match.group(1))
+    raise RuntimeError(f"`cloudsplit serve` exited ({process.wait()}) before it listened")
 
 
-def _unpack(meta: list, payload: bytes) -> dict[int, np.ndarray]:
-    arrays, offset = {}, 0
-    for t, dtype, shape, nbytes in meta:
-        arrays[t] = np.frombuffer(payload[offset:offset + nbytes], dtype=dtype).reshape(shape)
-        offset += nbytes
-    return arrays
+class ForcedCut:
+    """A SplitRunner ``planner=`` hook that returns the plan for ``device_ops`` (all-device until set),
+    priced with the runner's own cost figures under ``network``."""
 
+    def __init__(self, network):
+        self.network = network
+        self.device_ops: frozenset[int] | None = None
 
-class _Model:
-    def __init__(self, path: pathlib.Path, threads: int):
-        import edge
+    def costs(self, runner):
+        from cloudsplit import partition
 
-        self.data = path.read_bytes()
-        self.interpreter = edge.Interpreter(model_content=self.data, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.ops = self.interpreter.op_details()
-        self.producer = {t: op["index"] for op in self.ops for t in op["outputs"] if t >= 0}
-        self.inputs = [d["index"] for d in self.interpreter.get_input_details()]
-        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
+        return partition.model_costs(runner.device_costs, runner.server_op_ms, runner.ops, runner._tensor_details,
+                                     graph_inputs=[d["index"] for d in runner.interpreter.get_input_details()],
+                                     graph_outputs=[d["index"] for d in runner.interpreter.get_output_details()])
 
+    def plan_for(self, runner, device_ops):
+        from cloudsplit import partition
 
-def serve(args) -> int:
-    """The server side: answers 'profile' and 'run' requests on one connection at a time."""
-    from cloudsplit import costs, execution
+        costs = self.costs(runner)
+        graph = partition._Graph(costs)
+        device = set(device_ops)
+        n = graph.n
+        predicted = partition.evaluate(costs, self.network, device, wire_bytes=runner.wire_bytes, _graph=graph)
+        return partition.Plan(device_ops=tuple(sorted(device)), server_ops=tuple(op for op in range(n) if op not in device),
+                              upload=tuple(partition.uploads_for(graph, device)) if len(device) < n else (),
+                              download=tuple(partition.downloads_for(graph, device)), predicted=predicted,
+                              kind=partition._kind(len(device), n), method="forced by the benchmark")
 
-    models = {p.stem: _Model(p, args.threads) for p in pathlib.Path(args.models).glob("*.edge")}
-    server = socket.create_server((args.host, 0))
-    print(server.getsockname()[1], flush=True)
-    while True:
-        conn, _ = server.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with conn:
-            while True:
-                try:
-                    header, payload = _recv(conn)
-                except ConnectionError:
-                    break
-                model = models[header["model"]]
-                if header["kind"] == "profile":
-                    feeds = _unpack(header["tensors"], payload)
-                    op_ms = costs.measure_op_ms(model.data, args.threads, runs=5, inputs=feeds)
-                    _send(conn, {"op_ms": op_ms})
-                    continue
-                began = time.perf_counter()
-                execution.run_with_provided(model.interpreter, header["server_ops"], _unpack(header["tensors"], payload),
-                                            model.producer)
-                meta, out = _pack({t: model.interpreter.get_tensor(t) for t in header["downloads"]})
-                _send(conn, {"tensors": meta, "server_ms": (time.perf_counter() - began) * 1e3}, out)
-    return 0
+    def __call__(self, runner):
+        chosen = self.device_ops if self.device_ops is not None else range(runner.num_ops)
+        return self.plan_for(runner, chosen)
 
 
 def device(args) -> int:
-    """The device side: plans, then measures every candidate; prints one JSON document."""
-    from cloudsplit import costs, execution, netem, partition
+    """The device side: runs both SplitRunners per model; prints one JSON document."""
+    import edge
+    from cloudsplit import costs, netem, partition
+    from cloudsplit.client import SplitRunner
 
     profile = netem.PROFILES[args.profile]
     network = profile.network()
-    host, port = args.server.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    bound = RELATIVE_ERROR_BOUND[args.compression]
     report = []
     for name in args.models.split(","):
-        model = _Model(pathlib.Path(args.model_dir) / f"{name}.edge", 1)
+        path = pathlib.Path(args.model_dir) / f"{name}.edge"
+        data = path.read_bytes()
         with np.load(pathlib.Path(args.model_dir) / f"{name}.npz") as stored:
-            feeds_by_name = {key: stored[key] for key in stored.files}
-        interpreter = model.interpreter
-        feeds = {d["index"]: feeds_by_name[d["name"]] for d in interpreter.get_input_details()}
-        device_ms = costs.measure_op_ms(model.data, 1, runs=5, inputs=feeds)
-        meta, payload = _pack(feeds)
-        _send(sock, {"kind": "profile", "model": name, "tensors": meta}, payload)
-        server_ms = _recv(sock)[0]["op_ms"]
-        model_costs = costs.costs_from_interpreter(interpreter, device_ms, server_ms)
+            feeds = {key: stored[key] for key in stored.files}
+        with edge.Interpreter(model_content=data, num_threads=1) as local:
+            local.allocate_tensors()
+            by_index = {d["index"]: feeds[d["name"]] for d in local.get_input_details()}
+            for t, array in by_index.items():
+                local.set_tensor(t, array)
+            local.invoke()
+            reference = {d["name"]: local.get_tensor(d["index"]).copy() for d in local.get_output_details()}
+        device_ms = costs.measure_op_ms(data, 1, runs=5, inputs=by_index)
+
+        runner_options = dict(server=args.server, num_threads=1, compression=args.compression,
+                              deadline_s=args.deadline, device_costs=device_ms)
+        forced = ForcedCut(network)
+        oracle_runner = SplitRunner(path, planner=forced, **runner_options)
+        plan_runner = SplitRunner(path, **runner_options)
+        n = oracle_runner.num_ops
+        model_costs = forced.costs(oracle_runner)
         graph = partition._Graph(model_costs)
-        n = len(model.ops)
-        solve_began = time.perf_counter()
-        plan = partition.solve(model_costs, network)
-        solve_ms = (time.perf_counter() - solve_began) * 1e3
+        errors: list[float] = []
+        fallbacks: list[str] = []
+        violations: list[str] = []
 
-        for t, array in feeds.items():
-            interpreter.set_tensor(t, array)
-        interpreter.invoke()
-        reference = {t: interpreter.get_tensor(t) for t in model.outputs}
-
-        def run_once(device_set: frozenset[int]) -> float:
-            device_ops = sorted(device_set)
-            server_ops = [op for op in range(n) if op not in device_set]
-            uploads = partition.uploads_for(graph, set(device_set)) if server_ops else []
-            downloads = partition.downloads_for(graph, set(device_set))
-            local = [t for t in model.outputs if t not in downloads]
+        def timed(runner) -> tuple[float, object]:
             began = time.perf_counter()
-            for t, array in feeds.items():
-                if t not in uploads:
-                    interpreter.set_tensor(t, array)
-            captured = execution.run_capturing(interpreter, device_ops, uploads + local, model.producer,
-                                               provided={t: feeds[t] for t in uploads if t in feeds})
-            results = {t: captured[t] for t in local}
-            if server_ops:
-                meta, payload = _pack({t: captured[t] for t in uploads})
-                _send(sock, {"kind": "run", "model": name, "server_ops": server_ops, "tensors": meta,
-                             "downloads": downloads}, payload)
-                header, body = _recv(sock)
-                results.update(_unpack(header["tensors"], body))
+            outputs = runner.run(feeds)
             elapsed = (time.perf_counter() - began) * 1e3
-            for t in model.outputs:
-                np.testing.assert_allclose(results[t], reference[t], rtol=1e-4, atol=1e-4,
-                                           err_msg=f"{name}: split at {len(device_ops)} device ops")
-            return elapsed
+            record = runner.last_plan
+            if record.fallback_reason:
+                fallbacks.append(f"{len(record.device_ops)} device ops: {record.fallback_reason}")
+            for key, expected in reference.items():
+                scale = float(np.max(np.abs(expected))) or 1.0
+                error = float(np.max(np.abs(outputs[key].astype(np.float64) - expected))) / scale
+                errors.append(error)
+                if error > bound:
+                    # Recorded, not raised: one bad answer should not throw away a ten-minute run.
+                    violations.append(f"{len(record.device_ops)} device ops: {error:.3g} relative "
+                                      f"(bound {bound:g} for {args.compression})")
+            return elapsed, record
 
         measured: dict[frozenset[int], list[float]] = {}
+        sent: dict[frozenset[int], tuple[int, int]] = {}
 
-        def measure(device_set, reps):
-            runs = measured.setdefault(device_set, [])
-            runs.extend(run_once(device_set) for _ in range(reps))
-            return statistics.median(runs)
+        def measure(device_set: frozenset[int], reps: int) -> float:
+            if forced.device_ops != device_set:
+                forced.device_ops = device_set
+                oracle_runner._replan("the benchmark forces a cut")
+            for _ in range(reps):
+                elapsed, record = timed(oracle_runner)
+                measured.setdefault(device_set, []).append(elapsed)
+                sent[device_set] = (record.upload_bytes, record.download_bytes)
+            return statistics.median(measured[device_set])
 
-        all_device, all_server, chosen = frozenset(range(n)), frozenset(), frozenset(plan.device_ops)
-        run_once(all_server)  # warm the connection and both sides' caches
-        for fixed in (all_device, all_server, chosen):
-            if fixed not in measured:
-                measure(fixed, args.reps)
-        candidates = {frozenset(range(k)) for k in range(n + 1)} | {chosen}
-        predicted = {c: partition.evaluate(model_costs, network, c) for c in candidates}
+        all_device, all_server = frozenset(range(n)), frozenset()
+        measure(all_server, 1)  # warms the connection and both sides' caches; not counted
+        measured.clear()
+
+        for _ in range(args.warmup):
+            timed(plan_runner)
+        plan_runs, plan_cuts, plan_records = [], collections.Counter(), []
+
+        def run_plan() -> None:
+            elapsed, record = timed(plan_runner)
+            plan_runs.append(elapsed)
+            plan_cuts[frozenset(record.device_ops)] += 1
+            plan_records.append({"ms": elapsed, "kind": record.kind, "device_ops": len(record.device_ops),
+                                 "upload_bytes": record.upload_bytes, "download_bytes": record.download_bytes,
+                                 "offloaded": record.offloaded, "fallback": record.fallback_reason,
+                                 "measured": vars(record.measured)})
+
+        # Rounds that take turns (plan, all-device, all-server) so a neighbour's burst lands on all three.
+        half = (args.reps + 1) // 2
+        for _ in range(half):
+            run_plan()
+            measure(all_device, 1)
+            measure(all_server, 1)
+
+        candidates = {frozenset(range(k)) for k in range(n + 1)} | set(plan_cuts)
+        predicted = {c: partition.evaluate(model_costs, network, c, wire_bytes=oracle_runner.wire_bytes, _graph=graph)
+                     for c in candidates}
         best = min(statistics.median(v) for v in measured.values())
         skipped = 0
         for c in sorted(candidates, key=lambda c: predicted[c].total_ms):
             if c in measured:
                 continue
             b = predicted[c]
-            floor = b.upload_ms + b.download_ms + b.rtt_ms
-            if floor > best:
+            if b.upload_ms + b.download_ms + b.rtt_ms > best:
                 skipped += 1
                 continue
             best = min(best, measure(c, 1))
-        top = sorted(measured, key=lambda c: statistics.median(measured[c]))[:5]
-        for c in top:
-            if len(measured[c]) < args.reps:
-                measure(c, args.reps - len(measured[c]))
+        # The five best cuts, the extremes and the plan get the rest of their runs, again taking turns.
+        finalists = sorted(measured, key=lambda c: statistics.median(measured[c]))[:5]
+        finalists += [c for c in (all_device, all_server) if c not in finalists]
+        for _ in range(args.reps):
+            if len(plan_runs) < args.reps:
+                run_plan()
+            for c in finalists:
+                if len(measured[c]) < args.reps:
+                    measure(c, 1)
+        chosen = plan_cuts.most_common(1)[0][0]
+        estimate = vars(plan_runner.network).copy()
         oracle = min(measured, key=lambda c: statistics.median(measured[c]))
 
-        def entry(c):
-            b = predicted.get(c) or partition.evaluate(model_costs, network, c)
-            return {"device_ops": len(c), "kind": partition._kind(len(c), n), "measured_ms": statistics.median(measured[c]),
-                    "runs_ms": measured[c], "predicted_ms": b.total_ms, "upload_bytes": b.upload_bytes,
-                    "download_bytes": b.download_bytes}
+        def entry(c, runs=None):
+            b = predicted.get(c) or partition.evaluate(model_costs, network, c, wire_bytes=oracle_runner.wire_bytes,
+                                                       _graph=graph)
+            up, down = sent.get(c, (b.upload_bytes, b.download_bytes))
+            return {"device_ops": len(c), "kind": partition._kind(len(c), n),
+                    "measured_ms": statistics.median(runs or measured[c]), "runs_ms": runs or measured[c],
+                    "predicted_ms": b.total_ms, "upload_bytes": up, "download_bytes": down}
 
+        plan_entry = entry(chosen, plan_runs)
+        plan_entry.update(upload_bytes=plan_records[-1]["upload_bytes"], download_bytes=plan_records[-1]["download_bytes"],
+                          cuts_used={str(len(c)): k for c, k in plan_cuts.items()}, runs=plan_records,
+                          replans=plan_runner.replans, network_estimate=estimate)
         report.append({
             "model": name, "sizes": json.loads(args.sizes)[name], "ops": n, "dag": not graph.is_chain(),
-            "device_total_ms": sum(device_ms), "server_total_ms": sum(server_ms),
-            "slowdown": sum(device_ms) / max(sum(server_ms), 1e-9), "solve_ms": solve_ms,
-            "plan": {**entry(chosen), "method": plan.method, "upload": list(plan.upload)},
-            "all_device": entry(all_device), "all_server": entry(all_server), "oracle": entry(oracle),
-            "candidates": len(candidates), "measured_candidates": len(measured), "skipped_by_floor": skipped,
+            "device_total_ms": sum(device_ms), "server_total_ms": sum(oracle_runner.server_op_ms),
+            "slowdown": sum(device_ms) / max(sum(oracle_runner.server_op_ms), 1e-9),
+            "plan": plan_entry, "all_device": entry(all_device), "all_server": entry(all_server),
+            "oracle": entry(oracle), "plan_cut_is_oracle_cut": chosen == oracle, "candidates": len(candidates), "measured_candidates": len(measured),
+            "skipped_by_floor": skipped, "max_relative_error": max(errors), "fallbacks": fallbacks,
+            "error_bound_violations": violations,
         })
-        print(f"[{args.profile}] {name}: plan {report[-1]['plan']['measured_ms']:.1f} ms, oracle "
-              f"{report[-1]['oracle']['measured_ms']:.1f} ms", file=sys.stderr, flush=True)
+        plan_runner.close()
+        oracle_runner.close()
+        print(f"[{args.profile}] {name}: plan {plan_entry['measured_ms']:.1f} ms ({len(chosen)}/{n} device ops), "
+              f"oracle {report[-1]['oracle']['measured_ms']:.1f} ms ({len(oracle)}), all-device "
+              f"{report[-1]['all_device']['measured_ms']:.1f}, all-server {report[-1]['all_server']['measured_ms']:.1f}",
+              file=sys.stderr, flush=True)
     json.dump(report, sys.stdout)
     return 0
 
@@ -253,6 +276,7 @@ def orchestrate(args) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), EDGESPLIT_COST_CACHE=tempfile.mkdtemp(prefix="split-bench-costs-"))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = pathlib.Path(tmp)
         os.chmod(model_dir, 0o755)
@@ -264,54 +288,66 @@ def orchestrate(args) -> int:
             np.savez(model_dir / f"{name}.npz", **fixtures.sample_inputs(onnx_model))
         results = {"command": " ".join(["python", "benchmarks/split_bench.py", *sys.argv[1:]]),
                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                   "shaping": {}, "profiles": {}}
-        with device_emulation.slow_device(args.share, period_us=20_000) as throttle:
+                   "compression": args.compression, "reps": args.reps, "warmup": args.warmup,
+                   "deadline_s": args.deadline, "shaping": {}, "load_average": {}, "profiles": {}}
+        with device_emulation.slow_device(args.share, period_us=args.period_us) as throttle:
             slowdown = device_emulation.measure_slowdown(throttle)
             results["device_emulation"] = {"method": throttle.description, "cpu_share": args.share,
-                                           "measured_slowdown_spin": slowdown, "server_threads": args.server_threads}
-            print(f"device: {throttle.description}; measured slowdown {slowdown:.2f}x", flush=True)
+                                           "period_us": args.period_us, "measured_slowdown_spin": slowdown,
+                                           "server_threads": args.server_threads}
+            print(f"device: {throttle.description}; measured slowdown of a CPU-bound loop {slowdown:.2f}x", flush=True)
             for profile_name in args.profiles.split(","):
                 with netem.shaped_link(profile_name, mode=args.shaping) as link:
                     print(f"link: {link.label}", flush=True)
                     results["shaping"][profile_name] = link.label
-                    env = dict(os.environ, PYTHONPATH=str(ROOT))
-                    server = link.start_server([sys.executable, __file__, "serve", "--models", str(model_dir),
-                                                "--host", link.server_host, "--threads", str(args.server_threads)],
-                                               stdout=subprocess.PIPE, text=True, env=env)
-                    port = int(server.stdout.readline())
+                    before = _load_average()
+                    _, port = start_serve([], model_dir, link.server_host, args.server_threads,
+                                          start=link.start_server, env=env)
                     worker = throttle.popen(link.client_argv(
                         [sys.executable, __file__, "device", "--server", link.address(port), "--profile", profile_name,
                          "--models", ",".join(names), "--model-dir", str(model_dir), "--reps", str(args.reps),
-                         "--sizes", json.dumps({n: sizes[n][1] for n in names})]),
+                         "--warmup", str(args.warmup), "--compression", args.compression,
+                         "--deadline", str(args.deadline), "--sizes", json.dumps({n: sizes[n][1] for n in names})]),
                         stdout=subprocess.PIPE, text=True, env=env)
                     output, _ = worker.communicate()
                     if worker.returncode != 0:
                         raise RuntimeError(f"the device process failed on {profile_name} ({worker.returncode})")
                     results["profiles"][profile_name] = json.loads(output)
+                    results["load_average"][profile_name] = {"before": before, "after": _load_average()}
+                    results["device_emulation"].setdefault("measured_slowdown_spin_after", {})[profile_name] = \
+                        device_emulation.measure_slowdown(throttle)
     results["wall_s"] = time.perf_counter() - started
     (out / "split_bench.json").write_text(json.dumps(results, indent=1))
     table = summarize(results)
     (out / "split_bench.md").write_text(table)
     print(table)
     chart(results, out / "split_bench.png")
+    print(f"took {results['wall_s']:.0f} s")
     return 0
 
 
 def summarize(results: dict) -> str:
     lines = ["| model | profile | all-device ms | all-server ms | plan ms (kind, device ops) | oracle ms (device ops) "
-             "| plan / oracle | plan / best extreme | sent up (plan) |", "|" + "---|" * 9]
-    over_server, over_device = [], []
+             "| plan / oracle | plan / best extreme | sent up (plan) | slowdown |", "|" + "---|" * 10]
+    over_server, over_device, near_oracle, near_extreme = [], [], 0, 0
+    count = 0
     for profile, models in results["profiles"].items():
         for m in models:
             d, s, p, o = (m[k]["measured_ms"] for k in ("all_device", "all_server", "plan", "oracle"))
             over_server.append(s / p)
             over_device.append(d / p)
+            count += 1
+            near_oracle += p <= 1.05 * o
+            near_extreme += p <= 1.05 * min(d, s)
             lines.append(f"| {m['model']} | {profile} | {d:.1f} | {s:.1f} | {p:.1f} ({m['plan']['kind']}, "
                          f"{m['plan']['device_ops']}/{m['ops']}) | {o:.1f} ({m['oracle']['device_ops']}) | "
-                         f"{p / o:.3f} | {p / min(d, s):.3f} | {m['plan']['upload_bytes'] / 1e3:.1f} kB |")
+                         f"{p / o:.3f} | {p / min(d, s):.3f} | {m['plan']['upload_bytes'] / 1e3:.1f} kB | "
+                         f"{m['slowdown']:.1f}x |")
     lines.append("")
     lines.append(f"Gain of the plan over all-server: mean {statistics.mean(over_server):.2f}x, max {max(over_server):.2f}x; "
-                 f"over all-device: mean {statistics.mean(over_device):.2f}x, max {max(over_device):.2f}x.")
+                 f"over all-device: mean {statistics.mean(over_device):.2f}x, max {max(over_device):.2f}x. "
+                 f"Plan within 5 % of the oracle: {near_oracle} of {count}; within 5 % of the better extreme: "
+                 f"{near_extreme} of {count}.")
     return "\n".join(lines) + "\n"
 
 
@@ -334,9 +370,175 @@ def chart(results: dict, path: pathlib.Path) -> None:
         ax.set_title(name)
         ax.set_ylabel("measured latency (ms)")
     axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"SplitRunner over gRPC, {results['compression']} cut tensors; "
+                 f"device: {results['device_emulation']['method']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _batching_models(directory: pathlib.Path, small: bool) -> dict[str, dict]:
+    """Two models converted with a symbolic batch dimension, and the server part each request runs:
+    an MLP (whole model), and MobileNetV2's tail (head 1x1 conv, pooling, classifier)."""
+    import converter
+    import edge
+    from onnx import TensorProto, helper
+    from tests.fixtures import models as fixtures
+    from tests.fixtures.models import GraphBuilder
+
+    builder = GraphBuilder(3)
+    widths = (256, 1024, 1024, 10) if not small else (64, 128, 10)
+    x = "input"
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        x = builder.linear(x, fan_in, fan_out, name=f"fc{i}")
+        if i < len(widths) - 2:
+            x = builder.op("Relu", [x])
+    builder.nodes[-1].output[0] = "logits"
+    mlp = builder.model([helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", widths[0]])],
+                        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", widths[-1]])], "mlp")
+    mobilenet = fixtures.mobilenet_v2(**({"width": 1.0, "resolution": 224} if not small else
+                                         {"width": 0.35, "resolution": 32, "num_classes": 10}), batch="batch")
+    specs = {}
+    for name, model in (("mlp", mlp), ("mobilenet_v2_tail", mobilenet)):
+        data = converter.convert(model).data
+        (directory / f"{name}.edge").write_bytes(data)
+        with edge.Interpreter(model_content=data) as interpreter:
+            interpreter.allocate_tensors()
+            ops = interpreter.op_details()
+            signatures = {d["index"]: list(d["shape_signature"]) for d in interpreter.get_input_details()}
+            if name == "mlp":
+                first = 0
+            else:
+                # The server runs everything from the last 1x1 conv (320 -> 1280 channels) on.
+                first = max(op["index"] for op in ops if op["op"].startswith("CONV"))
+            producer = {t: op["index"] for op in ops for t in op["outputs"] if t >= 0}
+            server_ops = list(range(first, len(ops)))
+            reads = {t for op in server_ops for t in ops[op]["inputs"] if t >= 0}
+            details = interpreter.get_tensor_details()
+            uploads = sorted(t for t in reads if details[t]["kind"] == "activation"
+                             and producer.get(t, -1) < first)
+            with np.load(_sample_cut(data, uploads, model, fixtures)) as stored:
+                feeds = {int(k): stored[k] for k in stored.files}
+            outputs = [d["index"] for d in interpreter.get_output_details()]
+        specs[name] = {"data": data, "server_ops": server_ops, "uploads": feeds, "outputs": outputs,
+                       "signatures": {str(k): v for k, v in signatures.items()}}
+    return specs
+
+
+def _sample_cut(data: bytes, uploads, model, fixtures):
+    """The cut tensors of one batch-1 request, from a local run (written to a temporary .npz)."""
+    import io
+
+    import edge
+
+    with edge.Interpreter(model_content=data) as interpreter:
+        interpreter.allocate_tensors()
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], fixtures.sample_inputs(_fixed_batch(model))[d["name"]])
+        from cloudsplit import execution
+
+        ops = interpreter.op_details()
+        producer = {t: op["index"] for op in ops for t in op["outputs"] if t >= 0}
+        given = {d["index"] for d in interpreter.get_input_details()}
+        last = max([producer[t] for t in uploads if t in producer], default=-1)
+        captured = execution.run_capturing(interpreter, list(range(last + 1)), uploads, producer,
+                                           provided={t: interpreter.get_tensor(t) for t in uploads if t in given})
+    buffer = io.BytesIO()
+    np.savez(buffer, **{str(t): np.ascontiguousarray(a) for t, a in captured.items()})
+    buffer.seek(0)
+    return buffer
+
+
+def _fixed_batch(model):
+    import copy
+
+    fixed = copy.deepcopy(model)
+    for value in list(fixed.graph.input) + list(fixed.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.dim_param:
+            dim.dim_value = 1
+    return fixed
+
+
+def _client_load(address: str, spec: dict, clients: int, seconds: float) -> dict:
+    """``clients`` threads, each with its own gRPC channel, sending the same request back to back."""
+    from cloudsplit import transfer
+    from cloudsplit.connection import ServerConnection
+    from cloudsplit.protos import split_pb2 as pb
+    import hashlib
+
+    digest = hashlib.sha256(spec["data"]).hexdigest()
+    tensors = [transfer.encode_tensor(t, a, "none") for t, a in spec["uploads"].items()]
+    header = pb.InferHeader(model_sha256=digest, server_ops=spec["server_ops"], uploads=[h for h, _ in tensors],
+                            outputs=spec["outputs"])
+    connections = [ServerConnection(address) for _ in range(clients)]
+    for connection in connections:
+        connection.check_health(timeout=10)
+        connection.infer(header, tensors, timeout=30)
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    lock = threading.Lock()
+    start_at = time.perf_counter() + 0.2
+    stop_at = start_at + seconds
+
+    def client(connection) -> None:
+        while time.perf_counter() < start_at:
+            time.sleep(0.001)
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            reply = connection.infer(header, tensors, timeout=30)
+            elapsed = (time.perf_counter() - began) * 1e3
+            with lock:
+                latencies.append(elapsed)
+                batch_sizes.append(reply.header.batch_size)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in connections]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for connection in connections:
+        connection.close()
+    ordered = sorted(latencies)
+    return {"clients": clients, "requests": len(latencies), "throughput_rps": len(latencies) / seconds,
+            "median_ms": statistics.median(ordered), "p90_ms": ordered[int(0.9 * (len(ordered) - 1))],
+            "mean_batch": statistics.mean(batch_sizes)}
+
+
+def batching(args) -> int:
+    """The server's batching gain: ``cloudsplit serve`` with and without batching, concurrent clients on
+    loopback, requests/s and latency per client count."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    results = {"command": " ".join(["python", "benchmarks/split_bench.py", *sys.argv[1:]]),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+               "server_threads": args.server_threads, "seconds": args.seconds, "load_average_before": _load_average(),
+               "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = pathlib.Path(tmp)
+        specs = _batching_models(directory, args.small)
+        for name in args.batch_models.split(","):
+            spec = specs[name]
+            model_dir = directory / name
+            model_dir.mkdir()
+            (model_dir / f"{name}.edge").write_bytes(spec["data"])
+            for mode in ("off", "on"):
+                extra = ["--batching" if mode == "on" else "--no-batching"]
+                server, port = start_serve([], model_dir, "127.0.0.1", args.server_threads, extra=extra, env=env)
+                try:
+                    for clients in (int(c) for c in args.clients.split(",")):
+                        row = _client_load(f"127.0.0.1:{port}", spec, clients, args.seconds)
+                        row.update(model=name, batching=mode, load_average=_load_average())
+                        results["runs"].append(row)
+                        print(f"{name} batching {mode:>3} clients {clients:>2}: {row['throughput_rps']:7.1f} req/s, "
+                              f"median {row['median_ms']:.1f} ms, p90 {row['p90_ms']:.1f} ms, "
+                              f"mean batch {row['mean_batch']:.2f}", flush=True)
+                finally:
+                    server.terminate()
+                    server.wait(10)
+    (out / "split_bench_batching.json").write_text(json.dumps(results, indent=1))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -344,28 +546,39 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="role")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--profiles", default="3g,4g,wifi")
-    parser.add_argument("--share", type=float, default=0.05, help="the device's share of one core")
-    parser.add_argument("--server-threads", type=int, default=max(1, min(4, (os.cpu_count() or 2) // 4)))
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--share", type=float, default=0.25, help="the device's share of one core")
+    parser.add_argument("--period-us", type=int, default=None, help="the quota period (default: the shortest the share allows, 1 ms of quota)")
+    parser.add_argument("--server-threads", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
+                        help="interpreter threads of the server (default: a quarter of the cores, 1 to 4)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed requests before the plan is timed")
+    parser.add_argument("--compression", choices=("none", "fp16", "int8"), default="fp16")
+    parser.add_argument("--deadline", type=float, default=60.0, help="SplitRunner deadline_s")
     parser.add_argument("--shaping", choices=("netem", "tbf+relay", "in-process"), help="default: the best available")
     parser.add_argument("--small", action="store_true", help="tiny models, for a quick check of the harness")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    s = sub.add_parser("serve")
-    s.add_argument("--models", required=True)
-    s.add_argument("--host", required=True)
-    s.add_argument("--threads", type=int, default=1)
+    b = sub.add_parser("batching")
+    b.add_argument("--batch-models", default="mlp,mobilenet_v2_tail")
+    b.add_argument("--clients", default="1,8,16")
+    b.add_argument("--seconds", type=float, default=6.0)
+    b.add_argument("--server-threads", type=int, default=1)
+    b.add_argument("--small", action="store_true")
+    b.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     d = sub.add_parser("device")
     d.add_argument("--server", required=True)
     d.add_argument("--profile", required=True)
     d.add_argument("--models", required=True)
     d.add_argument("--model-dir", required=True)
     d.add_argument("--reps", type=int, default=3)
+    d.add_argument("--warmup", type=int, default=3)
+    d.add_argument("--compression", default="fp16")
+    d.add_argument("--deadline", type=float, default=60.0)
     d.add_argument("--sizes", required=True)
     args = parser.parse_args(argv)
-    if args.role == "serve":
-        return serve(args)
     if args.role == "device":
         return device(args)
+    if args.role == "batching":
+        return batching(args)
     return orchestrate(args)
 
 

@@ -8,9 +8,15 @@ one core, by the first of these that works:
 - a duty cycle: a thread here sends SIGCONT, lets the process run ``share x period``, then SIGSTOP
   for the rest of the period (coarser: a process stopped mid-request waits out the period).
 
-The quota is enforced by the kernel scheduler per period (default 10 ms), so an op shorter than
-``share x period`` may run at full speed and longer work averages to ``share``. The factor actually
-obtained is measured, not assumed (``measure_slowdown``) and reported by the benchmark.
+The quota is enforced by the kernel scheduler per period, so wall time is quantised to periods: an
+op shorter than ``share x period`` may run at full speed, and longer work averages to ``share`` only
+over many periods. A 5 % share needs a 20 ms period (the kernel's minimum quota is 1 ms), which made
+device parts of a few tens of ms land on whole periods and mispredicted cuts by up to 50 %; so the
+period defaults to the shortest the share allows (``shortest_period_us``: 1 ms of quota per period,
+4 ms at a 25 % share), and a larger share with a short period is the better emulation than a tiny
+share with a long one. The factor actually obtained is measured, not assumed (``measure_slowdown``)
+and reported by the benchmark; on a shared machine it is below 1 / share, since the unthrottled
+reference run competes for the cores too.
 """
 from __future__ import annotations
 
@@ -26,12 +32,24 @@ from typing import Iterator, Sequence
 CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 
 
+MIN_QUOTA_US = 1000
+
+
+def shortest_period_us(share: float) -> int:
+    """The shortest CFS period whose quota (``share`` of it) is still the kernel's 1 ms minimum."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    return max(MIN_QUOTA_US, int(round(MIN_QUOTA_US / share)))
+
+
 class Throttle:
     """Where the throttled processes go. ``popen(argv)`` starts one already inside the limit."""
 
-    def __init__(self, share: float, period_us: int):
+    def __init__(self, share: float, period_us: int | None = None):
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
+        if period_us is None:
+            period_us = shortest_period_us(share)
         if period_us < 1000:
             raise ValueError(f"period must be >= 1000 us (the kernel's minimum), got {period_us}")
         self.share, self.period_us = share, period_us
@@ -47,7 +65,7 @@ class Throttle:
         return f"{self.method}: {self.share:.0%} of one core per {self.period_us / 1000:g} ms period, 1 thread"
 
     def _setup(self) -> None:
-        quota = max(1000, int(self.share * self.period_us))
+        quota = max(MIN_QUOTA_US, int(self.share * self.period_us))
         name = f"edgesplit-device-{os.getpid()}"
         if (CGROUP_ROOT / "cgroup.controllers").exists():
             group = CGROUP_ROOT / name
@@ -129,8 +147,9 @@ def _remove_group(group: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
-def slow_device(share: float = 0.25, period_us: int = 10_000) -> Iterator[Throttle]:
-    """A Throttle for device processes, removed (and its processes released) on exit."""
+def slow_device(share: float = 0.25, period_us: int | None = None) -> Iterator[Throttle]:
+    """A Throttle for device processes, removed (and its processes released) on exit; ``period_us``
+    defaults to ``shortest_period_us(share)``."""
     throttle = Throttle(share, period_us)
     throttle._setup()
     try:

@@ -877,7 +877,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-request-mb", type=float, default=256.0, help="largest request (all its tensors)")
     parser.add_argument("--token", default=os.environ.get("CLOUDSPLIT_TOKEN"),
                         help="require 'authorization: Bearer TOKEN' (default: $CLOUDSPLIT_TOKEN)")
-    parser.add_argument("--no-batching", action="store_true", help="run every request on its own")
+    # Off by default: measured on a 2-core x86 with the packed GEMM kernels (benchmarks/README.md,
+    # "Server batching"), stacking concurrent requests lowered throughput (MLP -5 %, MobileNetV2 tail
+    # -30 % at 8-16 clients): each new batch size re-allocates an interpreter.
+    parser.add_argument("--batching", dest="batching", action="store_true", default=False,
+                        help="batch concurrent requests that share a model and cut (dynamic-batch models only)")
+    parser.add_argument("--no-batching", dest="batching", action="store_false", help="run every request on its own "
+                        "(the default)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--batch-window-ms", type=float, default=0.0,
                         help="how long a batch waits for more requests before it runs (default: not at all)")
@@ -893,7 +899,7 @@ def serve_command(args) -> int:
         handle = start_server(args.models, port=args.port, host=args.host, threads=args.threads,
                               max_concurrency=args.max_concurrency, max_message_mb=args.max_message_mb,
                               max_request_mb=args.max_request_mb, token=args.token,
-                              batching=not args.no_batching, max_batch=args.max_batch,
+                              batching=args.batching, max_batch=args.max_batch,
                               batch_window_ms=args.batch_window_ms,
                               allow_register=not args.no_register)
     except (OSError, EdgeError) as error:

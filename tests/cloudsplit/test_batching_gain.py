@@ -1,0 +1,22 @@
+"""`cloudsplit serve` leaves batching off unless asked: stacking requests measured slower than running
+them one by one (benchmarks/README.md, "Server batching"); `--batching` still turns it on."""
+from __future__ import annotations
+
+import argparse
+
+from cloudsplit.server import add_serve_parser
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["serve", "--models", "models", *argv])
+
+
+def test_serve_does_not_batch_by_default():
+    assert _parse().batching is False
+
+
+def test_batching_flag_turns_it_on_and_no_batching_off():
+    assert _parse("--batching").batching is True
+    assert _parse("--batching", "--no-batching").batching is False
