@@ -261,9 +261,9 @@ def test_bandwidth_drop_leads_to_a_new_plan(tmp_path, server, mobilenet, planner
     path = mobilenet.write(tmp_path)
     options = dict(compression="none", rtt_probe_interval_s=60)
     if planner == "partition":
-        options["device_costs"] = profiled_device_ms(mobilenet, 50.0)
+        options["device_costs"] = profiled_device_ms(mobilenet, 200.0)
     else:
-        options["planner"] = chain_planner(device_slowdown=50.0)
+        options["planner"] = chain_planner(device_slowdown=200.0)
     with SplitRunner(path, server.address, **options) as runner:
         runner.run(mobilenet.feeds)
         fast_plan = runner.plan
@@ -290,7 +290,7 @@ def test_partitioner_plan_runs_and_reports_both_breakdowns(tmp_path, server, res
 
     path = resnet.write(tmp_path)
     with SplitRunner(path, server.address, compression="fp16",
-                     device_costs=profiled_device_ms(resnet, 20.0)) as runner:
+                     device_costs=profiled_device_ms(resnet, 200.0)) as runner:
         outputs = runner.run(resnet.feeds)
         record = runner.last_plan
         assert isinstance(record.predicted, partition.Breakdown)
