@@ -20,6 +20,10 @@ class OpOptions(object):
     ResizeOptions = 13
     RnnOptions = 14
     LrnOptions = 15
+    LossOptions = 16
+    BatchNormOptions = 17
+    OptimizerOptions = 18
+    ClipOptions = 19
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -70,4 +74,16 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().LrnOptions:
         import converter.edgefb.LrnOptions
         return converter.edgefb.LrnOptions.LrnOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().LossOptions:
+        import converter.edgefb.LossOptions
+        return converter.edgefb.LossOptions.LossOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().BatchNormOptions:
+        import converter.edgefb.BatchNormOptions
+        return converter.edgefb.BatchNormOptions.BatchNormOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().OptimizerOptions:
+        import converter.edgefb.OptimizerOptions
+        return converter.edgefb.OptimizerOptions.OptimizerOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().ClipOptions:
+        import converter.edgefb.ClipOptions
+        return converter.edgefb.ClipOptions.ClipOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

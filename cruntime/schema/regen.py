@@ -42,7 +42,8 @@ def parse_enums(text: str) -> dict[str, list[tuple[str, int]]]:
 # C names of the schema's enums: EDGE_<PREFIX>_<VALUE>, typedef edge_<prefix>.
 C_PREFIX = {"OpCode": "OP", "BinaryOp": "BINARY", "UnaryOp": "UNARY", "ReduceOp": "REDUCE",
             "PoolType": "POOL", "PadMode": "PAD", "ResizeMode": "RESIZE", "CoordinateMode": "COORD",
-            "NearestMode": "NEAREST", "RnnDirection": "RNN"}
+            "NearestMode": "NEAREST", "RnnDirection": "RNN", "LossKind": "LOSS",
+            "OptimizerKind": "OPTIMIZER"}
 
 
 def c_header(enums: dict[str, list[tuple[str, int]]]) -> str:

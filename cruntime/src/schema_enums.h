@@ -41,7 +41,18 @@ typedef enum {
   EDGE_OP_LRN = 25,
   EDGE_OP_QUANTIZE = 26,
   EDGE_OP_DEQUANTIZE = 27,
-  EDGE_OP_COUNT_ = 28
+  EDGE_OP_CONV_2D_BACKPROP_INPUT = 28,
+  EDGE_OP_CONV_2D_BACKPROP_FILTER = 29,
+  EDGE_OP_POOL_2D_GRAD = 30,
+  EDGE_OP_ACTIVATION_GRAD = 31,
+  EDGE_OP_LOSS = 32,
+  EDGE_OP_LAYER_NORM_GRAD = 33,
+  EDGE_OP_BATCH_NORM_TRAIN = 34,
+  EDGE_OP_BATCH_NORM_GRAD = 35,
+  EDGE_OP_GATHER_GRAD = 36,
+  EDGE_OP_OPTIMIZER_UPDATE = 37,
+  EDGE_OP_CLIP_BY_GLOBAL_NORM = 38,
+  EDGE_OP_COUNT_ = 39
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -72,6 +83,17 @@ static const char *const edge_op_names[] = {
   "LRN",
   "QUANTIZE",
   "DEQUANTIZE",
+  "CONV_2D_BACKPROP_INPUT",
+  "CONV_2D_BACKPROP_FILTER",
+  "POOL_2D_GRAD",
+  "ACTIVATION_GRAD",
+  "LOSS",
+  "LAYER_NORM_GRAD",
+  "BATCH_NORM_TRAIN",
+  "BATCH_NORM_GRAD",
+  "GATHER_GRAD",
+  "OPTIMIZER_UPDATE",
+  "CLIP_BY_GLOBAL_NORM",
 };
 
 typedef enum {
@@ -278,6 +300,34 @@ static const char *const edge_rnn_names[] = {
   "FORWARD",
   "REVERSE",
   "BIDIRECTIONAL",
+};
+
+typedef enum {
+  EDGE_LOSS_SOFTMAX_CROSS_ENTROPY = 0,
+  EDGE_LOSS_BCE_WITH_LOGITS = 1,
+  EDGE_LOSS_MSE = 2,
+  EDGE_LOSS_COUNT_ = 3
+} edge_loss_kind;
+static const char *const edge_loss_names[] = {
+  "SOFTMAX_CROSS_ENTROPY",
+  "BCE_WITH_LOGITS",
+  "MSE",
+};
+
+typedef enum {
+  EDGE_OPTIMIZER_SGD = 0,
+  EDGE_OPTIMIZER_MOMENTUM = 1,
+  EDGE_OPTIMIZER_ADAM = 2,
+  EDGE_OPTIMIZER_ADAMW = 3,
+  EDGE_OPTIMIZER_ADAGRAD = 4,
+  EDGE_OPTIMIZER_COUNT_ = 5
+} edge_optimizer_kind;
+static const char *const edge_optimizer_names[] = {
+  "SGD",
+  "MOMENTUM",
+  "ADAM",
+  "ADAMW",
+  "ADAGRAD",
 };
 
 #endif
