@@ -114,7 +114,7 @@ __attribute__((noinline)) static double fma_loop_scalar(long iterations) {
 static double peak_gflops(edge_isa_level level) {
   double (*loop)(long) = fma_loop_scalar;
 #if defined(__x86_64__)
-  if (level == EDGE_ISA_AVX512) loop = fma_loop_avx512;
+  if (level == EDGE_ISA_AVX512 || level == EDGE_ISA_AVX512VNNI) loop = fma_loop_avx512;
   else if (level == EDGE_ISA_AVX2) loop = fma_loop_avx2;
   else if (level == EDGE_ISA_SSE2) loop = fma_loop_sse2;
 #elif defined(__aarch64__)

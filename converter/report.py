@@ -19,6 +19,7 @@ class ConversionReport:
     file_size: int = 0
     unsupported_ops: dict[str, list[str]] = field(default_factory=dict)
     passes: PassReport | None = None
+    quantization: object | None = None   # converter.quantize.report.QuantizationReport
 
     @property
     def source_node_count(self) -> int:
@@ -73,6 +74,8 @@ def render_plain(report: ConversionReport, title: str = "") -> str:
     for what, count in report.fusion_details().items():
         print(f"  {what}: {count}", file=out)
     print(f"weights {human_bytes(report.constants_bytes)}, file {human_bytes(report.file_size)}", file=out)
+    if report.quantization is not None:
+        print(str(report.quantization), end="", file=out)
     return out.getvalue()
 
 
@@ -97,3 +100,5 @@ def print_report(report: ConversionReport, title: str = "", file=None) -> None:
     for what, count in report.fusion_details().items():
         console.print(f"  {what}: {count}")
     console.print(f"weights {human_bytes(report.constants_bytes)}, file {human_bytes(report.file_size)}")
+    if report.quantization is not None:
+        console.print(str(report.quantization), end="", markup=False)

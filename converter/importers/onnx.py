@@ -16,7 +16,9 @@ from onnx import shape_inference, version_converter
 from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers.onnx_builder import (
     ONNX_DTYPES, GraphBuilder, NodeContext, NodeInfo, onnx_dtype_name)
-from converter.importers.onnx_ops import ONNX_OPS
+from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
+from converter.importers.onnx_quant import (
+    DOMAIN_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
 from converter.ir import Graph, TensorType
 
 MIN_OPSET = 13
@@ -37,6 +39,7 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto,
     """
     proto = _load_checked(model)
     proto = _upgrade_opset(proto)
+    proto = rewrite_quantized(proto)
     _raise_if_unsupported(proto)
     return _build(proto, dict(input_shapes or {}), default_dim)
 
@@ -162,11 +165,17 @@ def _unsupported_op_types(proto: onnx.ModelProto) -> dict[str, list[str]]:
     return found
 
 
+def _converter(node: onnx.NodeProto) -> OnnxOp | None:
+    if node.domain in _DEFAULT_DOMAINS:
+        return ONNX_OPS.get(node.op_type)
+    return DOMAIN_OPS.get((node.domain, node.op_type))
+
+
 def _op_key(node: onnx.NodeProto) -> str | None:
     """The key an unsupported node type is listed under, or None if the type is supported."""
-    if node.domain not in _DEFAULT_DOMAINS:
-        return f"{node.domain}.{node.op_type}"
-    return None if node.op_type in ONNX_OPS else node.op_type
+    if _converter(node) is not None:
+        return None
+    return f"{node.domain}.{node.op_type}" if node.domain not in _DEFAULT_DOMAINS else node.op_type
 
 
 def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
@@ -205,13 +214,15 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
             found.setdefault(key, []).append(name)
             continue
         reasons = []
-        check = ONNX_OPS[node.op_type].check
+        check = _converter(node).check
         if check is not None:
             info = NodeInfo(node, opset, ranks, static_values, graph_inputs, used.__contains__)
             reasons.extend(check(info))
         names = list(node.output) + ([] if node.op_type in _SHAPE_READERS else list(node.input))
         for tensor_name in names:
             elem = elem_types.get(tensor_name)
+            if elem in QUANTIZED_ELEM_TYPES and accepts_quantized(node):
+                continue
             if tensor_name and elem is not None and elem not in ONNX_DTYPES:
                 dtype = "non-tensor" if elem == -1 else onnx_dtype_name(elem)
                 reason = f"dtype {dtype}"
@@ -298,7 +309,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
         builder.fresh_node_name(name)
     for node, name in zip(graph.node, node_names):
         ctx = NodeContext(builder, node, name, opset, used.__contains__)
-        ONNX_OPS[node.op_type].convert(ctx)
+        _converter(node).convert(ctx)
 
     outputs = [o.name for o in graph.output]
     for name in outputs:
@@ -315,7 +326,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
         metadata["onnx_graph_name"] = graph.name
     for prop in proto.metadata_props:
         metadata.setdefault(prop.key, prop.value)
-    return Graph(
+    return finish_import(Graph(
         nodes=tuple(nodes),
         inputs=tuple(i.name for i in inputs),
         outputs=tuple(outputs),
@@ -323,7 +334,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
         constants={k: v for k, v in builder.constants.items() if k in referenced},
         metadata=metadata,
         dynamic_dims=dynamic_dims,
-    )
+    ), builder)
 
 
 def _live_nodes(nodes, outputs) -> list:

@@ -15,6 +15,9 @@ from converter.errors import ConversionError
 from converter.ir import Graph, Node, TensorType
 from converter.ops import OPS
 
+# Ops that move int8 values without changing them: their input and outputs share params.
+PARAMS_PRESERVING_OPS = ("Reshape", "Identity", "Transpose", "Slice", "Gather", "Split", "MaxPool2D", "Pad")
+
 
 class GraphEdit:
     def __init__(self, graph: Graph):
@@ -130,6 +133,9 @@ class GraphEdit:
 
     def prune_dead(self) -> int:
         """Removes nodes none of whose outputs is used or seen from outside; returns how many."""
+        if self.quantization:
+            # Before a removed Transpose takes the link between two int8 names with it.
+            self.inherit_quantization()
         keep = self.boundary()
         removed = 0
         while True:
@@ -142,8 +148,31 @@ class GraphEdit:
             removed += len(self.nodes) - len(alive)
             self.nodes = alive
 
+    def inherit_quantization(self) -> None:
+        """An int8 tensor on either side of a params-preserving op (a Transpose a pass inserted,
+        a Reshape it merged) gets the per-tensor params of the other side, so passes written for
+        float graphs keep an int8 graph's params."""
+        changed = True
+        while changed:
+            changed = False
+            for node in self.nodes:
+                if node.op not in PARAMS_PRESERVING_OPS or not node.inputs:
+                    continue
+                ends = [node.inputs[0], *(o for o in node.outputs if o)]
+                if any(self.tensors.get(n) is None or self.tensors[n].dtype != "int8" for n in ends):
+                    continue
+                known = next((self.quantization[n] for n in ends if n in self.quantization), None)
+                if known is None or len(known.scale) != 1:
+                    continue
+                for name in ends:
+                    if name not in self.quantization:
+                        self.quantization[name] = known
+                        changed = True
+
     # ---- result ----
     def build(self) -> Graph:
+        if self.quantization:
+            self.inherit_quantization()
         self.drop_unreferenced()
         return self.source.replace(
             nodes=tuple(toposorted(self.nodes, set(self.inputs) | set(self.constants))),

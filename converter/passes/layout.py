@@ -56,7 +56,11 @@ def _nhwc_weights(edit: GraphEdit, node: Node, emitted: list[Node]) -> str:
         convert = lambda a: _conv_transpose_weights_to_ohwi(a, groups)  # noqa: E731
     if edit.is_constant(w):
         data = convert(edit.constants[w])
-        return edit.add_constant(f"{w}_ohwi", data, dtype=str(edit.constants[w].dtype))
+        name = edit.add_constant(f"{w}_ohwi", data, dtype=str(edit.constants[w].dtype))
+        if node.op == "Conv2D" and w in edit.quantization:
+            # int8 weights: the output channel stays axis 0 (OIHW -> OHWI).
+            edit.quantization[name] = edit.quantization[w]
+        return name
     if node.op == "Conv2D":
         t = _transpose_node(edit, w, (0, 2, 3, 1), f"{w}_ohwi")
         emitted.append(t)

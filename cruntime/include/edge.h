@@ -158,7 +158,8 @@ edge_status edge_interpreter_get_tensor(const edge_interpreter *interp, int32_t 
                                         size_t nbytes);
 edge_status edge_interpreter_tensor_data(edge_interpreter *interp, int32_t tensor, void **data);
 
-/* Runs every op of the graph in order. */
+/* Runs the ops the graph outputs depend on, in order: every op of an inference model. A trainable
+ * model's backward and optimizer ops run only through its "grad" and "train" signatures. */
 edge_status edge_interpreter_invoke(edge_interpreter *interp);
 /* Runs the given ops in the given order (used by split execution): the caller has set every tensor
  * they read that none of them writes. */
@@ -167,6 +168,10 @@ edge_status edge_interpreter_invoke_signature(edge_interpreter *interp, int32_t 
 
 /* Variables: back to the values stored in the model. */
 edge_status edge_interpreter_reset_variables(edge_interpreter *interp);
+/* Writes the model with every variable's current value in place of its initial value (a valid
+ * .edge any runtime loads: trained weights, optimizer state). Atomic: written to path + ".tmp",
+ * synced, then renamed over path. Every variable must have its own buffer in the model. */
+edge_status edge_interpreter_save_model(const edge_interpreter *interp, const char *path);
 
 void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled);
 void edge_interpreter_reset_profile(edge_interpreter *interp);

@@ -48,9 +48,17 @@ typedef struct {
 } edge_resize_options;
 typedef struct { int32_t hidden_size; edge_rnn_kind direction; float clip; bool linear_before_reset; } edge_rnn_options;
 typedef struct { int32_t size; float alpha, beta, bias; } edge_lrn_options;
+typedef struct { edge_loss_kind kind; } edge_loss_options;
+typedef struct { float epsilon, momentum; } edge_batch_norm_options;
+typedef struct {
+  edge_optimizer_kind kind;
+  float momentum, beta1, beta2, epsilon, weight_decay;
+  bool nesterov, sparse;
+} edge_optimizer_options;
+typedef struct { float max_norm; } edge_clip_options;
 
 typedef union {
-  edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D */
+  edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
   edge_batch_matmul_options batch_matmul;
   edge_binary_options binary;
   edge_unary_options unary;
@@ -65,6 +73,10 @@ typedef union {
   edge_resize_options resize;
   edge_rnn_options rnn;                 /* LSTM, GRU */
   edge_lrn_options lrn;
+  edge_loss_options loss;
+  edge_batch_norm_options batch_norm;   /* BATCH_NORM_TRAIN, BATCH_NORM_GRAD */
+  edge_optimizer_options optimizer;     /* OPTIMIZER_UPDATE */
+  edge_clip_options clip;               /* CLIP_BY_GLOBAL_NORM */
 } edge_options;
 
 /* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */
@@ -89,6 +101,9 @@ typedef struct {
   const float *scales;
   const int64_t *zero_points;
   int32_t quantized_dimension;
+  bool folded;                          /* an activation its producer computed once at prepare (DEQUANTIZE
+                                           of a constant): kind reads CONSTANT and data points into the
+                                           producer's node->state until the next allocate */
 } edge_tensor;
 
 typedef struct {
@@ -101,6 +116,8 @@ typedef struct {
   edge_activation activation;
   uint64_t flops, bytes_in, bytes_out, bytes_weights;
   void *state;                          /* set by prepare, freed by release */
+  bool quantized;                       /* prepare picked the op's integer (int8 or dynamic-range) kernel,
+                                           whose state is in node->state: eval and release go to it */
   size_t state_bytes;                   /* large memory state keeps (packed weights), set by prepare:
                                            reported in edge_memory_info.persistent_bytes */
   size_t scratch_bytes;                 /* asked for by prepare */

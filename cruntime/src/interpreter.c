@@ -6,15 +6,20 @@
  *   - persistent area: one block holding every variable, initialised from the model at create
  *     and by reset_variables, untouched by allocate;
  *   - arena: activations and the shared scratch, replanned by every allocate (see arena.h);
- *   - node->state: whatever each kernel's prepare allocated, freed by its release.
+ *   - node->state: whatever each kernel's prepare allocated, freed by its release. A DEQUANTIZE of
+ *     a constant (float16 or int8 weights) computes its output there once: that tensor is then
+ *     marked folded, reads as a constant (so consumers prepack it) and stays out of the arena.
  * An interpreter is not safe to use from two threads at once; its thread pool is used only from
  * inside invoke. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "internal.h"
@@ -409,6 +414,10 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   bool inputs_resized = false;
   for (int32_t t = 0; t < interp->num_tensors; ++t) {
     edge_tensor *tensor = &interp->tensors[t];
+    if (tensor->folded) { /* its producer's state was just released; its prepare folds it again */
+      tensor->folded = false;
+      tensor->kind = EDGE_TENSOR_ACTIVATION;
+    }
     if (tensor->kind == EDGE_TENSOR_ACTIVATION) tensor->data = NULL;
     if (interp->resizable[t]) {
       inputs_resized |= !same_shape(tensor->rank, tensor->shape, tensor->declared_rank, tensor->declared_shape);
@@ -527,6 +536,75 @@ edge_status edge_interpreter_reset_variables(edge_interpreter *interp) {
   return EDGE_OK;
 }
 
+/* ---- saving the variables ---- */
+
+static edge_status write_all(int fd, const void *data, size_t nbytes, off_t offset) {
+  const char *p = data;
+  while (nbytes > 0) {
+    ssize_t n = pwrite(fd, p, nbytes, offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return EDGE_IO_ERROR;
+    p += n;
+    nbytes -= (size_t)n;
+    offset += n;
+  }
+  return EDGE_OK;
+}
+
+/* The model's bytes with every variable's current value over its buffer: the buffers keep their
+ * offsets and sizes, so the FlatBuffer is unchanged and the file loads anywhere the original
+ * did. Written to path.tmp, synced, then renamed over path, so a crash leaves either the old file
+ * or the new one. */
+edge_status edge_interpreter_save_model(const edge_interpreter *interp, const char *path) {
+  if (!interp || !path) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "save_model: interpreter or path is NULL");
+  edge_interpreter *self = (edge_interpreter *)interp;
+  const edge_model *m = interp->model;
+  for (int32_t i = 0; i < interp->num_tensors; ++i) {
+    const edge_tensor *v = &interp->tensors[i];
+    if (v->kind != EDGE_TENSOR_VARIABLE || v->nbytes == 0) continue;
+    if (!v->initial)
+      return interp_fail(self, EDGE_UNSUPPORTED,
+                         "save_model: variable '%s' (%d) has no buffer in the model, so its value has nowhere to go",
+                         tensor_name(v), i);
+    const char *begin = v->initial, *end = begin + v->nbytes;
+    for (int32_t j = 0; j < interp->num_tensors; ++j) {
+      const edge_tensor *t = &interp->tensors[j];
+      if (j == i || !t->initial || t->kind == EDGE_TENSOR_ACTIVATION) continue;
+      const char *other = t->initial;
+      if (other < end && begin < other + t->initial_nbytes)
+        return interp_fail(self, EDGE_UNSUPPORTED, "save_model: variable '%s' (%d) shares buffer bytes with tensor '%s' (%d)",
+                           tensor_name(v), i, tensor_name(t), j);
+    }
+  }
+  size_t path_len = strlen(path);
+  char *tmp = malloc(path_len + 5);
+  if (!tmp) return interp_fail(self, EDGE_OUT_OF_MEMORY, "save_model: out of memory");
+  memcpy(tmp, path, path_len);
+  memcpy(tmp + path_len, ".tmp", 5);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) {
+    edge_status status = interp_fail(self, EDGE_IO_ERROR, "save_model: cannot create '%s': %s", tmp, strerror(errno));
+    free(tmp);
+    return status;
+  }
+  edge_status status = write_all(fd, m->bytes, m->size, 0);
+  for (int32_t i = 0; status == EDGE_OK && i < interp->num_tensors; ++i) {
+    const edge_tensor *v = &interp->tensors[i];
+    if (v->kind != EDGE_TENSOR_VARIABLE || v->nbytes == 0) continue;
+    status = write_all(fd, v->data, v->nbytes, (off_t)((const uint8_t *)v->initial - m->bytes));
+  }
+  int err = status == EDGE_OK ? 0 : errno;
+  if (status == EDGE_OK && fsync(fd) != 0) status = EDGE_IO_ERROR, err = errno;
+  if (close(fd) != 0 && status == EDGE_OK) status = EDGE_IO_ERROR, err = errno;
+  if (status == EDGE_OK && rename(tmp, path) != 0) status = EDGE_IO_ERROR, err = errno;
+  if (status != EDGE_OK) {
+    unlink(tmp);
+    interp_fail(self, status, "save_model: writing '%s' failed: %s", path, strerror(err ? err : EIO));
+  }
+  free(tmp);
+  return status;
+}
+
 /* ---- invoke ---- */
 
 static uint64_t now_ns(void) {
@@ -560,7 +638,8 @@ static edge_status check_allocated(edge_interpreter *interp, const char *what) {
 edge_status edge_interpreter_invoke(edge_interpreter *interp) {
   if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke: interpreter is NULL");
   edge_status status = check_allocated(interp, "invoke");
-  for (int32_t i = 0; status == EDGE_OK && i < interp->num_ops; ++i) status = run_op(interp, i);
+  const edge_model *m = interp->model;
+  for (int32_t i = 0; status == EDGE_OK && i < m->num_invoke_ops; ++i) status = run_op(interp, m->invoke_ops[i]);
   return status;
 }
 

@@ -43,18 +43,30 @@ enum { METADATA_NAME, METADATA_VALUE };
 enum {
   OPTIONS_NONE, OPTIONS_CONV2D, OPTIONS_BATCH_MATMUL, OPTIONS_BINARY, OPTIONS_UNARY, OPTIONS_SOFTMAX,
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
-  OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_COUNT
+  OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
+  OPTIONS_CLIP, OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
     "NONE", "Conv2DOptions", "BatchMatMulOptions", "BinaryOptions", "UnaryOptions", "SoftmaxOptions",
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
-    "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions"};
+    "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
+    "OptimizerOptions", "ClipOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
   switch (opcode) {
     case EDGE_OP_CONV_2D: case EDGE_OP_CONV_TRANSPOSE_2D: return OPTIONS_CONV2D;
+    /* The training ops carry their forward op's options. */
+    case EDGE_OP_CONV_2D_BACKPROP_INPUT: case EDGE_OP_CONV_2D_BACKPROP_FILTER: return OPTIONS_CONV2D;
+    case EDGE_OP_POOL_2D_GRAD: return OPTIONS_POOL2D;
+    case EDGE_OP_ACTIVATION_GRAD: return OPTIONS_UNARY;
+    case EDGE_OP_LAYER_NORM_GRAD: return OPTIONS_LAYER_NORM;
+    case EDGE_OP_GATHER_GRAD: return OPTIONS_AXIS;
+    case EDGE_OP_LOSS: return OPTIONS_LOSS;
+    case EDGE_OP_BATCH_NORM_TRAIN: case EDGE_OP_BATCH_NORM_GRAD: return OPTIONS_BATCH_NORM;
+    case EDGE_OP_OPTIMIZER_UPDATE: return OPTIONS_OPTIMIZER;
+    case EDGE_OP_CLIP_BY_GLOBAL_NORM: return OPTIONS_CLIP;
     case EDGE_OP_BATCH_MATMUL: return OPTIONS_BATCH_MATMUL;
     case EDGE_OP_BINARY: return OPTIONS_BINARY;
     case EDGE_OP_UNARY: return OPTIONS_UNARY;
@@ -535,6 +547,61 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       TRY(check_finite(p->bias, where, "bias"));
       break;
     }
+    case OPTIONS_LOSS:
+      FIELD(fb_i8(r, t, 0, &e));
+      TRY(check_enum(e, EDGE_LOSS_COUNT_, where, "loss kind"));
+      o->loss.kind = (edge_loss_kind)e;
+      break;
+    case OPTIONS_BATCH_NORM: {
+      edge_batch_norm_options *p = &o->batch_norm;
+      p->epsilon = 1e-5f;
+      p->momentum = 0.9f;
+      FIELD(fb_f32(r, t, 0, &p->epsilon));
+      FIELD(fb_f32(r, t, 1, &p->momentum));
+      if (!isfinite(p->epsilon) || p->epsilon < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: batch-norm epsilon is %g; it must be finite and >= 0",
+                                   where, p->epsilon);
+      if (!(p->momentum >= 0 && p->momentum <= 1))
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: batch-norm momentum is %g; it must be in [0, 1]", where,
+                                   p->momentum);
+      break;
+    }
+    case OPTIONS_OPTIMIZER: {
+      edge_optimizer_options *p = &o->optimizer;
+      p->beta1 = 0.9f;
+      p->beta2 = 0.999f;
+      p->epsilon = 1e-8f;
+      FIELD(fb_i8(r, t, 0, &e));
+      FIELD(fb_f32(r, t, 1, &p->momentum));
+      FIELD(fb_bool(r, t, 2, &p->nesterov));
+      FIELD(fb_f32(r, t, 3, &p->beta1));
+      FIELD(fb_f32(r, t, 4, &p->beta2));
+      FIELD(fb_f32(r, t, 5, &p->epsilon));
+      FIELD(fb_f32(r, t, 6, &p->weight_decay));
+      FIELD(fb_bool(r, t, 7, &p->sparse));
+      TRY(check_enum(e, EDGE_OPTIMIZER_COUNT_, where, "optimizer kind"));
+      p->kind = (edge_optimizer_kind)e;
+      /* The learning rate is a tensor (the Trainer may change it); everything else is fixed here. */
+      if (!(p->momentum >= 0 && p->momentum < 1))
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: optimizer momentum is %g; it must be in [0, 1)", where,
+                                   p->momentum);
+      if (!(p->beta1 >= 0 && p->beta1 < 1) || !(p->beta2 >= 0 && p->beta2 < 1))
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: optimizer beta1 %g and beta2 %g must both be in [0, 1)",
+                                   where, p->beta1, p->beta2);
+      if (!isfinite(p->epsilon) || p->epsilon < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: optimizer epsilon is %g; it must be finite and >= 0",
+                                   where, p->epsilon);
+      if (!isfinite(p->weight_decay) || p->weight_decay < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: optimizer weight_decay is %g; it must be finite and >= 0",
+                                   where, p->weight_decay);
+      break;
+    }
+    case OPTIONS_CLIP:
+      FIELD(fb_f32(r, t, 0, &o->clip.max_norm));
+      if (!isfinite(o->clip.max_norm) || !(o->clip.max_norm > 0))
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: clip max_norm is %g; it must be finite and > 0", where,
+                                   o->clip.max_norm);
+      break;
     default:
       break;
   }
@@ -606,8 +673,13 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
     if (op->inputs[i] < -1 || op->inputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: input %d is tensor %d, out of range (%d tensors)", where, i,
                                  op->inputs[i], L->model->num_tensors);
-  /* Only the recurrent ops have optional outputs (ONNX's Y, Y_h, Y_c); they check which they got. */
-  int32_t lowest_output = op->opcode == EDGE_OP_LSTM || op->opcode == EDGE_OP_GRU ? -1 : 0;
+  /* Only the recurrent ops (ONNX's Y, Y_h, Y_c) and the normalisation gradients and batch-norm
+   * training (dscale, dbias, batch statistics) have optional outputs; they check which they got. */
+  int32_t lowest_output = op->opcode == EDGE_OP_LSTM || op->opcode == EDGE_OP_GRU ||
+                                  op->opcode == EDGE_OP_LAYER_NORM_GRAD || op->opcode == EDGE_OP_BATCH_NORM_TRAIN ||
+                                  op->opcode == EDGE_OP_BATCH_NORM_GRAD
+                              ? -1
+                              : 0;
   for (int32_t i = 0; i < op->num_outputs; ++i)
     if (op->outputs[i] < lowest_output || op->outputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: output %d is tensor %d, out of range (%d tensors)", where, i,
@@ -779,15 +851,16 @@ static edge_status parse_tensor_maps(loader *L, const fb_table *sig, int field, 
   return EDGE_OK;
 }
 
-/* An empty operator list means every op the outputs depend on, stopping at the signature's inputs. */
-static edge_status derive_signature_ops(loader *L, edge_signature_def *s) {
+/* The ops that the given outputs depend on, stopping at the given inputs, in model order. */
+static edge_status ops_needed(loader *L, const int32_t *inputs, int32_t num_inputs, const int32_t *outputs,
+                              int32_t num_outputs, int32_t **ops_out, int32_t *num_ops_out) {
   edge_model *m = L->model;
   uint8_t *needed, *is_input, *runs;
   ALLOC_OR_FAIL(needed, m->num_tensors, uint8_t);
   ALLOC_OR_FAIL(is_input, m->num_tensors, uint8_t);
   ALLOC_OR_FAIL(runs, m->num_ops, uint8_t);
-  for (int32_t i = 0; i < s->num_inputs; ++i) is_input[s->input_tensors[i]] = 1;
-  for (int32_t i = 0; i < s->num_outputs; ++i) needed[s->output_tensors[i]] = 1;
+  for (int32_t i = 0; i < num_inputs; ++i) is_input[inputs[i]] = 1;
+  for (int32_t i = 0; i < num_outputs; ++i) needed[outputs[i]] = 1;
   int32_t count = 0;
   for (int32_t i = m->num_ops - 1; i >= 0; --i) {
     const edge_model_op *op = &m->ops[i];
@@ -802,11 +875,19 @@ static edge_status derive_signature_ops(loader *L, edge_signature_def *s) {
     for (int32_t j = 0; j < op->num_inputs; ++j)
       if (op->inputs[j] >= 0) needed[op->inputs[j]] = 1;
   }
-  ALLOC_OR_FAIL(s->ops, count, int32_t);
-  s->num_ops = 0;
+  int32_t *ops;
+  ALLOC_OR_FAIL(ops, count, int32_t);
+  int32_t n = 0;
   for (int32_t i = 0; i < m->num_ops; ++i)
-    if (runs[i]) s->ops[s->num_ops++] = i;
+    if (runs[i]) ops[n++] = i;
+  *ops_out = ops;
+  *num_ops_out = n;
   return EDGE_OK;
+}
+
+/* An empty operator list means every op the outputs depend on, stopping at the signature's inputs. */
+static edge_status derive_signature_ops(loader *L, edge_signature_def *s) {
+  return ops_needed(L, s->input_tensors, s->num_inputs, s->output_tensors, s->num_outputs, &s->ops, &s->num_ops);
 }
 
 static edge_status parse_signatures(loader *L, const fb_table *root, uint32_t num_graphs) {
@@ -910,6 +991,8 @@ static edge_status parse_model(loader *L) {
   READ_OR_FAIL(fb_vector_table(&L->reader, &graphs, 0, &graph), "graph 0");
   TRY(parse_graph(L, &graph));
   TRY(parse_signatures(L, &root, graphs.length));
+  TRY(ops_needed(L, L->model->inputs, L->model->num_inputs, L->model->outputs, L->model->num_outputs,
+                 &L->model->invoke_ops, &L->model->num_invoke_ops));
   return parse_metadata(L, &root);
 }
 

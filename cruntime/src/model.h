@@ -67,6 +67,11 @@ struct edge_model {
   int32_t *outputs;
   int32_t num_ops;
   edge_model_op *ops;
+  /* What a plain invoke runs: the ops the graph outputs depend on, in order. For an inference
+   * model that is every op; a trainable one's backward and optimizer ops run only through their
+   * signatures ("grad", "train"). */
+  int32_t num_invoke_ops;
+  int32_t *invoke_ops;
   int32_t num_signatures;
   edge_signature_def *signatures;
   int32_t num_metadata;

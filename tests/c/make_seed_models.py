@@ -449,7 +449,6 @@ INVALID = [
      _mutated(conv, lambda b, m: None, lambda m: setattr(m.buffers[2], "offset", m.buffers[2].offset - 4))),
     ("constant_size", "INVALID_MODEL", "holds 12 bytes", _mutated(add_relu, lambda b, m: None, _buffer_size(12))),
     ("unknown_opcode", "UNSUPPORTED", "opcode 200 is unknown", _mutated(add_relu, _opcode(200))),
-    ("no_kernel", "UNSUPPORTED", "no kernel for QUANTIZE", _mutated(add_relu, _opcode(OpCode.QUANTIZE))),
     ("custom_op", "UNSUPPORTED", "custom op", _mutated(add_relu, _opcode(OpCode.CUSTOM))),
     ("newer_schema", "UNSUPPORTED", "schema version 2", _mutated(add_relu, _version(2))),
     ("schema_zero", "INVALID_MODEL", "schema version 0", _mutated(add_relu, _version(0))),

@@ -83,9 +83,12 @@ edge_model *test_load_seed(const char *name) {
 #define SUITES(X) \
   X(ops_data)     \
   X(ops_compute)  \
+  X(ops_training) \
   X(kernels_gemm) \
   X(kernels_vector) \
-  X(kernels_conv)
+  X(kernels_conv) \
+  X(kernels_qgemm) \
+  X(ops_quant)
 
 #define DECLARE(name) void test_##name(void);
 TESTS(DECLARE)

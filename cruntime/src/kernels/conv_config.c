@@ -36,6 +36,7 @@ void edge_conv_kernels_init(edge_isa_level isa, edge_conv_kernels *out) {
                                  CONV_VECTOR_ENTRIES(avx2, 8)};
       return;
     case EDGE_ISA_AVX512:
+    case EDGE_ISA_AVX512VNNI:
       *out = (edge_conv_kernels){.isa_name = "avx512",
                                  .igemm = edge_f32_igemm_minmax_ukernel_8x32__avx512,
                                  .igemm_1 = edge_f32_igemm_minmax_ukernel_1x32__avx512,

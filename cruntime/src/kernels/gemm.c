@@ -39,6 +39,7 @@ void edge_gemm_kernels_init(edge_isa_level isa, edge_gemm_kernels *out) {
                                  16, "f32_gemm_minmax_6x16__avx2", isa};
       break;
     case EDGE_ISA_AVX512:
+    case EDGE_ISA_AVX512VNNI:
       *out = (edge_gemm_kernels){edge_f32_gemm_minmax_ukernel_8x32__avx512, edge_f32_gemm_minmax_ukernel_1x32__avx512,
                                  8, 32, "f32_gemm_minmax_8x32__avx512", isa};
       break;

@@ -17,7 +17,8 @@
 #endif
 #endif
 
-static const char *const level_names[EDGE_ISA_COUNT_] = {"scalar", "sse2", "avx2", "avx512", "neon", "neondot"};
+static const char *const level_names[EDGE_ISA_COUNT_] = {"scalar", "sse2", "avx2", "avx512", "avx512vnni",
+                                                                "neon", "neondot"};
 
 const char *edge_isa_level_name(edge_isa_level level) {
   return (unsigned)level < EDGE_ISA_COUNT_ ? level_names[level] : "unknown";
@@ -43,7 +44,9 @@ static edge_isa_level detect(void) {
   const int avx512f = (ebx >> 16) & 1, avx512dq = (ebx >> 17) & 1, avx512bw = (ebx >> 30) & 1,
             avx512vl = (ebx >> 31) & 1;
   /* opmask, upper halves of zmm0-15 and zmm16-31 */
-  if (avx512f && avx512dq && avx512bw && avx512vl && (xcr0 & 0xe0) == 0xe0) return EDGE_ISA_AVX512;
+  const int avx512vnni = (ecx >> 11) & 1; /* leaf 7 ECX bit 11 */
+  if (avx512f && avx512dq && avx512bw && avx512vl && (xcr0 & 0xe0) == 0xe0)
+    return avx512vnni ? EDGE_ISA_AVX512VNNI : EDGE_ISA_AVX512;
   return EDGE_ISA_AVX2;
 }
 #elif defined(EDGE_ARCH_AARCH64)
@@ -69,7 +72,7 @@ static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
 static int level_in_reach(edge_isa_level level, edge_isa_level detected) {
   if (level == EDGE_ISA_SCALAR) return 1;
 #if defined(EDGE_ARCH_X86_64)
-  return level >= EDGE_ISA_SSE2 && level <= EDGE_ISA_AVX512 && level <= detected;
+  return level >= EDGE_ISA_SSE2 && level <= EDGE_ISA_AVX512VNNI && level <= detected;
 #elif defined(EDGE_ARCH_AARCH64)
   return level >= EDGE_ISA_NEON && level <= EDGE_ISA_NEONDOT && level <= detected;
 #else

@@ -104,7 +104,8 @@ void edge_vector_kernels_init(edge_isa_level isa, edge_vector_kernels *out) {
 #if defined(__x86_64__) || defined(_M_X64)
     case EDGE_ISA_SSE2: fill_sse2(out); break;
     case EDGE_ISA_AVX2: fill_avx2(out); break;
-    case EDGE_ISA_AVX512: fill_avx512(out); break;
+    case EDGE_ISA_AVX512:
+    case EDGE_ISA_AVX512VNNI: fill_avx512(out); break;
 #elif defined(__aarch64__)
     case EDGE_ISA_NEON:
     case EDGE_ISA_NEONDOT: fill_neon(out); break;

@@ -17,6 +17,7 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   edge_nd_iter iter; /* operands: y, a, b */
@@ -244,9 +245,10 @@ static bool binary_dtype_supported(edge_binary_kind op, edge_dtype dtype) {
   return dtype == EDGE_FLOAT32 || dtype == EDGE_INT32 || dtype == EDGE_INT64;
 }
 
+static void binary_release(edge_node *node);
+
 static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  binary_release(node);
   edge_status status = edge_nd_check_arity(ctx, node, "BINARY", 2, 2, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
@@ -254,6 +256,7 @@ static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
   if ((int)op < 0 || op >= EDGE_BINARY_COUNT_)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY '%s': unknown op %d", edge_nd_name(y), (int)op);
   const char *op_name = edge_binary_names[op];
+  if (edge_q_is_int8(a)) return edge_qbinary_prepare(ctx, node);
   if (a->dtype != b->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY %s '%s': inputs '%s' (%s) and '%s' (%s) differ in dtype",
                      op_name, edge_nd_name(y), edge_nd_name(a), edge_dtype_name(a->dtype), edge_nd_name(b),
@@ -289,6 +292,7 @@ static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status binary_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qbinary_eval(ctx, node);
   edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
   binary_job job = {.state = node->state,
                     .vector = &edge_kernels()->vector,
@@ -308,6 +312,10 @@ static edge_status binary_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void binary_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qbinary_release(node);
+    return;
+  }
   free(node->state);
   node->state = NULL;
 }

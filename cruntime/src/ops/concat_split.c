@@ -4,6 +4,7 @@
 
 #include "broadcast.h"
 #include "ops.h"
+#include "qcommon.h"
 
 /* Elements before the axis and after it. */
 static void outer_inner(const edge_tensor *t, int32_t axis, int64_t *outer, int64_t *inner) {
@@ -11,7 +12,12 @@ static void outer_inner(const edge_tensor *t, int32_t axis, int64_t *outer, int6
   *inner = edge_num_elements(t->rank - axis - 1, t->shape + axis + 1);
 }
 
+static void concat_release(edge_node *node) {
+  if (node->quantized) edge_qconcat_release(node);
+}
+
 static edge_status concat_prepare(edge_context *ctx, edge_node *node) {
+  concat_release(node);
   edge_status status = edge_nd_check_arity(ctx, node, "CONCAT", 1, INT32_MAX, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *first = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
@@ -39,10 +45,14 @@ static edge_status concat_prepare(edge_context *ctx, edge_node *node) {
     }
     shape[axis] += x->shape[axis];
   }
-  return edge_set_shape(ctx, y, rank, shape);
+  if ((status = edge_set_shape(ctx, y, rank, shape)) != EDGE_OK) return status;
+  /* Quantized int8: inputs with other params than the output's are requantized (qconcat.c). */
+  if (edge_q_is_int8(y) && y->num_quant_params > 0) return edge_qconcat_prepare(ctx, node);
+  return EDGE_OK;
 }
 
 static edge_status concat_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qconcat_eval(ctx, node);
   edge_tensor *y = edge_nd_output(ctx, node, 0);
   int32_t axis = node->options.axis.axis;
   edge_nd_normalize_axis(&axis, y->rank);
@@ -119,5 +129,5 @@ static edge_status split_eval(edge_context *ctx, edge_node *node) {
   return EDGE_OK;
 }
 
-const edge_op_registration edge_op_concat = {concat_prepare, concat_eval, NULL};
+const edge_op_registration edge_op_concat = {concat_prepare, concat_eval, concat_release};
 const edge_op_registration edge_op_split = {split_prepare, split_eval, NULL};

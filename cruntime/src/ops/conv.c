@@ -18,6 +18,7 @@
 #include "../kernels/conv_driver.h"
 #include "broadcast.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   bool transposed;
@@ -69,6 +70,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   edge_tensor *y = edge_nd_output(ctx, node, 0);
   const char *name = edge_nd_name(y);
   edge_status status;
+  if (!transposed && edge_q_is_int8(w)) return edge_qconv_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
   if (bias && (status = check_float32(ctx, op, bias, "bias")) != EDGE_OK) return status;
@@ -264,6 +266,7 @@ static void conv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status conv_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qconv_eval(ctx, node);
   conv_state *state = node->state;
   if (state->fast) {
     edge_conv_plan_run(state->fast, ctx->pool, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data,
@@ -286,6 +289,10 @@ static edge_status conv_transpose2d_prepare(edge_context *ctx, edge_node *node) 
 }
 
 static void conv_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qconv_release(node);
+    return;
+  }
   conv_state *state = node->state;
   if (state) edge_conv_plan_free(state->fast);
   free(node->state);

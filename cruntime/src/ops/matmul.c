@@ -25,6 +25,7 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 /* The GEMM kernels when the picked level has them, NULL for the scalar reference. */
 static const edge_gemm_kernels *fast_gemm(void) {
@@ -67,6 +68,10 @@ typedef struct {
 } fc_plan;
 
 static void fc_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qfc_release(node);
+    return;
+  }
   fc_plan *plan = node->state;
   if (plan) free(plan->packed);
   free(plan);
@@ -80,6 +85,7 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  if (edge_q_is_int8(w)) return edge_qfc_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
   if (bias && (status = check_float32(ctx, op, bias, "bias")) != EDGE_OK) return status;
@@ -168,6 +174,7 @@ static void fc_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status fc_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qfc_eval(ctx, node);
   const fc_plan *plan = node->state;
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
   if (plan->gemm) {
@@ -202,6 +209,10 @@ typedef struct {
 } matmul_plan;
 
 static void matmul_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qmatmul_release(node);
+    return;
+  }
   matmul_plan *plan = node->state;
   if (plan) {
     free(plan->a_offsets);
@@ -253,6 +264,7 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = check_indices(ctx, node, op, 2, 2, 2);
   if (status != EDGE_OK) return status;
   edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
+  if (edge_q_is_int8(b)) return edge_qmatmul_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, a, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, b, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, y, "output")) != EDGE_OK) return status;
@@ -393,6 +405,7 @@ static void matmul_gemm_range(void *arg, int64_t begin, int64_t end, int32_t thr
 }
 
 static edge_status matmul_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qmatmul_eval(ctx, node);
   const matmul_plan *p = node->state;
   if (p->gemm) {
     if (p->batch == 0 || p->m == 0 || p->n == 0) return EDGE_OK;

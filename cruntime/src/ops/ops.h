@@ -30,5 +30,19 @@ extern const edge_op_registration edge_op_cast;              /* cast.c */
 extern const edge_op_registration edge_op_where;             /* where.c */
 extern const edge_op_registration edge_op_lstm;              /* rnn.c */
 extern const edge_op_registration edge_op_gru;               /* rnn.c */
+/* Training (issue 5) */
+extern const edge_op_registration edge_op_conv2d_backprop_input;   /* conv_grad.c */
+extern const edge_op_registration edge_op_conv2d_backprop_filter;  /* conv_grad.c */
+extern const edge_op_registration edge_op_pool2d_grad;             /* pool_grad.c */
+extern const edge_op_registration edge_op_activation_grad;         /* activation_grad.c */
+extern const edge_op_registration edge_op_loss;                    /* loss.c */
+extern const edge_op_registration edge_op_layer_norm_grad;         /* norm_grad.c */
+extern const edge_op_registration edge_op_batch_norm_train;        /* norm_grad.c */
+extern const edge_op_registration edge_op_batch_norm_grad;         /* norm_grad.c */
+extern const edge_op_registration edge_op_gather_grad;             /* gather_grad.c */
+extern const edge_op_registration edge_op_optimizer_update;        /* optimizer.c */
+extern const edge_op_registration edge_op_clip_by_global_norm;     /* optimizer.c */
+extern const edge_op_registration edge_op_quantize;          /* quantize.c */
+extern const edge_op_registration edge_op_dequantize;        /* quantize.c */
 
 #endif

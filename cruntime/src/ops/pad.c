@@ -1,11 +1,12 @@
 /* PAD: CONSTANT, REFLECT or EDGE, pads [begins..., ends...] (negative pads crop); any dtype in
- * every mode. Prepare builds, for each dimension, a table from output coordinate to source
+ * every mode (a quantized int8 tensor pads with its quantized constant, the zero point for 0). Prepare builds, for each dimension, a table from output coordinate to source
  * coordinate (-1: the constant), so eval only looks coordinates up. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   int64_t *source[EDGE_MAX_RANK]; /* per dimension, output coordinate -> x coordinate or -1 */
@@ -87,6 +88,16 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
   }
   edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
   encode_value(options->value, x->dtype, state->value);
+  if ((x->dtype == EDGE_INT8 || x->dtype == EDGE_UINT8) && x->num_quant_params == 1) {
+    /* Quantized: the constant is a real value, so it pads with its quantized form (0 -> the zero
+     * point), which keeps the padding cells meaning what they mean in float. */
+    int32_t lo = x->dtype == EDGE_INT8 ? -128 : 0, hi = x->dtype == EDGE_INT8 ? 127 : 255;
+    int32_t q = edge_q_quantize(options->value, 1.0f / x->scales[0], (int32_t)x->zero_points[0], lo, hi);
+    int8_t s8 = (int8_t)q;
+    uint8_t u8 = (uint8_t)q;
+    if (x->dtype == EDGE_INT8) memcpy(state->value, &s8, 1);
+    else memcpy(state->value, &u8, 1);
+  }
   int64_t *next = state->tables;
   for (int32_t d = 0; d < rank; ++d) {
     int64_t dim = x->shape[d], before = options->pads[d];

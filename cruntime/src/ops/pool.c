@@ -18,6 +18,7 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   bool average, count_include_pad;
@@ -34,13 +35,15 @@ static int64_t pooled_size(int64_t in, int64_t pad_begin, int64_t pad_end, int64
   return out;
 }
 
+static void pool_release(edge_node *node);
+
 static edge_status pool_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "POOL_2D";
-  free(node->state);
-  node->state = NULL;
+  pool_release(node);
   edge_status status = edge_nd_check_arity(ctx, node, op, 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (edge_q_is_int8(x)) return edge_qpool_prepare(ctx, node);
   const char *name = edge_nd_name(y);
   if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': input is %s and output %s; only float32 is supported", op, name,
@@ -193,6 +196,7 @@ static void pool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status pool_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qpool_eval(ctx, node);
   const pool_plan *p = node->state;
   pool_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
   int64_t work_per_row = p->out_w * p->channels * p->kernel[0] * p->kernel[1];
@@ -201,6 +205,10 @@ static edge_status pool_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void pool_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qpool_release(node);
+    return;
+  }
   free(node->state);
   node->state = NULL;
 }

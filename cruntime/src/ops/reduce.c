@@ -22,6 +22,7 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   edge_reduce_kind op;
@@ -81,12 +82,14 @@ static const char *reduce_name(edge_reduce_kind op) {
   return (unsigned)op < EDGE_REDUCE_COUNT_ ? edge_reduce_names[op] : "unknown";
 }
 
+static void reduce_release(edge_node *node);
+
 static edge_status reduce_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  reduce_release(node);
   edge_status status = edge_nd_check_arity(ctx, node, "REDUCE", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (edge_q_is_int8(x)) return edge_qreduce_prepare(ctx, node);
   const char *name = edge_nd_name(y);
   const edge_reduce_options *o = &node->options.reduce;
   if ((unsigned)o->op > EDGE_REDUCE_LOG_SUM_EXP)
@@ -329,6 +332,7 @@ static void reduce_range(void *arg, int64_t begin, int64_t end, int32_t thread) 
 }
 
 static edge_status reduce_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qreduce_eval(ctx, node);
   const reduce_plan *p = node->state;
   reduce_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->outputs, 1 + 16384 / (p->reduced_count + 1), reduce_range, &job);
@@ -336,6 +340,10 @@ static edge_status reduce_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void reduce_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qreduce_release(node);
+    return;
+  }
   free(node->state);
   node->state = NULL;
 }

@@ -28,6 +28,19 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_LSTM] = &edge_op_lstm,
     [EDGE_OP_GRU] = &edge_op_gru,
     [EDGE_OP_LRN] = &edge_op_lrn,
+    [EDGE_OP_CONV_2D_BACKPROP_INPUT] = &edge_op_conv2d_backprop_input,
+    [EDGE_OP_CONV_2D_BACKPROP_FILTER] = &edge_op_conv2d_backprop_filter,
+    [EDGE_OP_POOL_2D_GRAD] = &edge_op_pool2d_grad,
+    [EDGE_OP_ACTIVATION_GRAD] = &edge_op_activation_grad,
+    [EDGE_OP_LOSS] = &edge_op_loss,
+    [EDGE_OP_LAYER_NORM_GRAD] = &edge_op_layer_norm_grad,
+    [EDGE_OP_BATCH_NORM_TRAIN] = &edge_op_batch_norm_train,
+    [EDGE_OP_BATCH_NORM_GRAD] = &edge_op_batch_norm_grad,
+    [EDGE_OP_GATHER_GRAD] = &edge_op_gather_grad,
+    [EDGE_OP_OPTIMIZER_UPDATE] = &edge_op_optimizer_update,
+    [EDGE_OP_CLIP_BY_GLOBAL_NORM] = &edge_op_clip_by_global_norm,
+    [EDGE_OP_QUANTIZE] = &edge_op_quantize,
+    [EDGE_OP_DEQUANTIZE] = &edge_op_dequantize,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {

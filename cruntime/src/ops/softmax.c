@@ -16,18 +16,21 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef struct {
   bool log;
   int64_t outer, length, inner;
 } softmax_plan;
 
+static void softmax_release(edge_node *node);
+
 static edge_status softmax_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  softmax_release(node);
   edge_status status = edge_nd_check_arity(ctx, node, "SOFTMAX", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  if (edge_q_is_int8(x)) return edge_qsoftmax_prepare(ctx, node);
   const char *name = edge_nd_name(y);
   if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "SOFTMAX '%s': input is %s and output %s; only float32 is supported", name,
@@ -111,6 +114,7 @@ static void softmax_range(void *arg, int64_t begin, int64_t end, int32_t thread)
 }
 
 static edge_status softmax_eval(edge_context *ctx, edge_node *node) {
+  if (node->quantized) return edge_qsoftmax_eval(ctx, node);
   const softmax_plan *p = node->state;
   softmax_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->outer * p->inner, 1 + 8192 / (p->length + 1), softmax_range, &job);
@@ -118,6 +122,10 @@ static edge_status softmax_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void softmax_release(edge_node *node) {
+  if (node->quantized) {
+    edge_qsoftmax_release(node);
+    return;
+  }
   free(node->state);
   node->state = NULL;
 }

@@ -1,0 +1,63 @@
+/* Shared pieces of the AVX2 qs8 kernels (GEMM and depthwise): k-group loads that never read past
+ * the row, and the bit-exact requantization of requant.h.
+ *
+ * Requantization, bit-exact with requant.h: 64-bit products of even and odd lanes
+ * (vpmuldq), the rounding term added in 64 bits, the arithmetic right shift built from the
+ * logical one (AVX2 has no 64-bit arithmetic shift): for x < 0, x >> s = ~(~x >>> s). The
+ * 64-bit value is clamped to [qmin - zp, qmax - zp] before narrowing, so nothing wraps. */
+#ifndef EDGE_KERNELS_AVX2_QS8_AVX2_H
+#define EDGE_KERNELS_AVX2_QS8_AVX2_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "../qgemm.h"
+
+static inline __attribute__((always_inline)) int32_t load4(const int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static inline __attribute__((always_inline)) int32_t load_tail(const int8_t *p, size_t n) {
+  int32_t v = 0;
+  memcpy(&v, p, n);
+  return v;
+}
+
+/* Arithmetic right shift of 64-bit lanes by per-lane counts (0..63). */
+static inline __attribute__((always_inline)) __m256i sra64(__m256i x, __m256i count) {
+  const __m256i sign = _mm256_cmpgt_epi64(_mm256_setzero_si256(), x);
+  return _mm256_xor_si256(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), count), sign);
+}
+
+static inline __attribute__((always_inline)) __m256i clamp64(__m256i x, __m256i lo, __m256i hi) {
+  x = _mm256_blendv_epi8(x, hi, _mm256_cmpgt_epi64(x, hi));
+  return _mm256_blendv_epi8(x, lo, _mm256_cmpgt_epi64(lo, x));
+}
+
+/* requantize(acc) clamped to [lo, hi] (zero point not yet added) for 8 int32 lanes. */
+static inline __attribute__((always_inline)) __m256i requantize8(__m256i acc, __m256i multiplier, __m256i shift,
+                                                                 __m256i lo, __m256i hi) {
+  const __m256i one = _mm256_set1_epi64x(1), low_mask = _mm256_set1_epi64x(0xffffffff);
+  const __m256i shift_even = _mm256_and_si256(shift, low_mask), shift_odd = _mm256_srli_epi64(shift, 32);
+  __m256i even = _mm256_mul_epi32(acc, multiplier);
+  __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), _mm256_srli_epi64(multiplier, 32));
+  even = _mm256_add_epi64(even, _mm256_sllv_epi64(one, _mm256_sub_epi64(shift_even, one)));
+  odd = _mm256_add_epi64(odd, _mm256_sllv_epi64(one, _mm256_sub_epi64(shift_odd, one)));
+  even = clamp64(sra64(even, shift_even), lo, hi);
+  odd = clamp64(sra64(odd, shift_odd), lo, hi);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xaa);
+}
+
+
+/* requantize8 plus the zero point, narrowed to 8 int8 in the low half of the result. */
+static inline __attribute__((always_inline)) __m128i requantize8_s8(__m256i acc, __m256i multiplier, __m256i shift,
+                                                                    __m256i lo, __m256i hi, __m256i zp) {
+  const __m256i v = _mm256_add_epi32(requantize8(acc, multiplier, shift, lo, hi), zp);
+  /* values are in [-128, 127]: the saturating packs only narrow */
+  const __m128i v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_packs_epi16(v16, v16);
+}
+
+#endif

@@ -1,0 +1,496 @@
+/* Tests of the integer op paths (cruntime/src/ops/q*.c, quantize.c) at the C level:
+ *
+ * - bad quantization params in a model (scale 0, NaN or negative, a zero point out of range, the
+ *   wrong number of per-channel scales, asymmetric weights, a bias of the wrong scale, a softmax
+ *   output with other params than 1/256 and -128, multipliers too large for a fixed-point form,
+ *   a fused activation with no integer form) give a status and a message naming the tensor,
+ *   never a crash;
+ * - int8 conv, fully connected, add and average pool against naive oracles written here in
+ *   double-free integer arithmetic from the spec (a different loop shape from the kernels);
+ * - QUANTIZE / DEQUANTIZE element rules, and DEQUANTIZE of a constant folded at prepare;
+ * - thread counts give identical bytes.
+ * The op paths pick kernels from the process's ISA level; tests/ops/test_quantized_ops.py runs
+ * every level against the Python reference. Entry point: test_ops_quant(); returns failures. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int failures;
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      ++failures;                                          \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                        \
+      fprintf(stderr, "\n");                               \
+    }                                                      \
+  } while (0)
+
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)(rng_state >> 16);
+}
+static int32_t rnd_range(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+
+/* ---- a one-node graph with quantization params ---- */
+
+#define MAX_TENSORS 8
+
+typedef struct {
+  edge_tensor tensors[MAX_TENSORS];
+  float scales[MAX_TENSORS][64];
+  int64_t zero_points[MAX_TENSORS][64];
+  int32_t num_tensors;
+  int32_t inputs[MAX_TENSORS], outputs[MAX_TENSORS];
+  edge_node node;
+  edge_context ctx;
+  char error[EDGE_ERROR_CAPACITY];
+  void *scratch;
+  void *owned[MAX_TENSORS]; /* data buffers this graph allocated */
+} graph;
+
+static void graph_init(graph *g, edge_op_kind opcode) {
+  memset(g, 0, sizeof *g);
+  g->node.opcode = opcode;
+  g->node.inputs = g->inputs;
+  g->node.outputs = g->outputs;
+  g->ctx.tensors = g->tensors;
+  g->ctx.error = g->error;
+  g->ctx.num_threads = 1;
+}
+
+static int32_t add_tensor(graph *g, const char *name, edge_dtype dtype, int32_t rank, const int64_t *shape,
+                          bool output) {
+  int32_t index = g->num_tensors++;
+  edge_tensor *t = &g->tensors[index];
+  t->name = name;
+  t->dtype = dtype;
+  t->rank = t->declared_rank = rank;
+  for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
+  t->nbytes = (size_t)edge_num_elements(rank, shape) * edge_dtype_size(dtype);
+  t->data = g->owned[index] = calloc(1, t->nbytes + 64);
+  t->scales = g->scales[index];
+  t->zero_points = g->zero_points[index];
+  g->ctx.num_tensors = g->num_tensors;
+  if (output) g->outputs[g->node.num_outputs++] = index;
+  else g->inputs[g->node.num_inputs++] = index;
+  return index;
+}
+
+static void set_params(graph *g, int32_t t, int32_t count, const float *scales, const int64_t *zero_points, int32_t axis) {
+  for (int32_t i = 0; i < count; ++i) {
+    g->scales[t][i] = scales[i];
+    g->zero_points[t][i] = zero_points[i];
+  }
+  g->tensors[t].num_quant_params = count;
+  g->tensors[t].quantized_dimension = axis;
+}
+
+static void set_param(graph *g, int32_t t, float scale, int64_t zero_point) { set_params(g, t, 1, &scale, &zero_point, 0); }
+
+static edge_status graph_prepare(graph *g) {
+  g->error[0] = '\0';
+  g->node.scratch_bytes = 0;
+  return edge_op_lookup(g->node.opcode)->prepare(&g->ctx, &g->node);
+}
+
+/* prepare, then outputs (poisoned) and scratch at their new sizes, then eval. */
+static edge_status graph_run(graph *g) {
+  edge_status status = graph_prepare(g);
+  if (status != EDGE_OK) return status;
+  for (int32_t i = 0; i < g->node.num_outputs; ++i) {
+    int32_t t = g->outputs[i];
+    if (g->tensors[t].folded) continue;
+    free(g->owned[t]);
+    g->tensors[t].data = g->owned[t] = malloc(g->tensors[t].nbytes + 64);
+    memset(g->owned[t], 0xA5, g->tensors[t].nbytes + 64);
+  }
+  free(g->scratch);
+  g->scratch = g->node.scratch_bytes ? aligned_alloc(EDGE_ALIGNMENT, (g->node.scratch_bytes + 63) / 64 * 64) : NULL;
+  g->node.scratch = g->scratch;
+  return edge_op_lookup(g->node.opcode)->eval(&g->ctx, &g->node);
+}
+
+static void graph_free(graph *g) {
+  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
+  if (reg->release && g->node.state) reg->release(&g->node);
+  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->owned[i]);
+  free(g->scratch);
+}
+
+static void fill_int8(graph *g, int32_t t, int32_t lo, int32_t hi) {
+  int8_t *data = g->tensors[t].data;
+  for (size_t i = 0; i < g->tensors[t].nbytes; ++i) data[i] = (int8_t)rnd_range(lo, hi);
+}
+
+/* The spec's requantization, written out again (int64, add half, arithmetic shift). */
+static int32_t oracle_requantize(int64_t acc, double real, int32_t zp, int32_t lo, int32_t hi) {
+  int exponent;
+  double fraction = frexp(real, &exponent);
+  int64_t m = llround(fraction * 2147483648.0);
+  if (m == ((int64_t)1 << 31)) {
+    m /= 2;
+    ++exponent;
+  }
+  int32_t shift = 31 - exponent;
+  int64_t v = zp + ((acc * m + ((int64_t)1 << (shift - 1))) >> shift);
+  return (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* ---- a conv whose every check the test can break ---- */
+
+typedef struct {
+  graph g;
+  int32_t x, w, b, y;
+} conv_graph;
+
+static void conv_build(conv_graph *c, int64_t n, int64_t h, int64_t wd, int64_t ci, int64_t co, int64_t k,
+                       int32_t groups, int32_t pad) {
+  graph *g = &c->g;
+  graph_init(g, EDGE_OP_CONV_2D);
+  int64_t xs[4] = {n, h, wd, ci}, ws[4] = {co, k, k, ci / groups}, bs[1] = {co}, ys[4] = {1, 1, 1, 1};
+  c->x = add_tensor(g, "conv/x", EDGE_INT8, 4, xs, false);
+  c->w = add_tensor(g, "conv/w", EDGE_INT8, 4, ws, false);
+  c->b = add_tensor(g, "conv/b", EDGE_INT32, 1, bs, false);
+  c->y = add_tensor(g, "conv/y", EDGE_INT8, 4, ys, true);
+  g->tensors[c->w].kind = EDGE_TENSOR_CONSTANT;
+  g->tensors[c->b].kind = EDGE_TENSOR_CONSTANT;
+  edge_conv2d_options *o = &g->node.options.conv2d;
+  o->strides[0] = o->strides[1] = 1;
+  o->dilations[0] = o->dilations[1] = 1;
+  for (int i = 0; i < 4; ++i) o->pads[i] = pad;
+  o->groups = groups;
+  float sx = 0.05f, sy = 0.2f, sw[64], sb[64];
+  int64_t zeros[64] = {0};
+  for (int64_t i = 0; i < co; ++i) {
+    sw[i] = 0.002f + 0.0005f * (float)i;
+    sb[i] = (float)((double)sx * (double)sw[i]);
+  }
+  set_param(g, c->x, sx, 3);
+  set_params(g, c->w, (int32_t)co, sw, zeros, 0);
+  set_params(g, c->b, (int32_t)co, sb, zeros, 0);
+  set_param(g, c->y, sy, -5);
+  fill_int8(g, c->x, -128, 127);
+  fill_int8(g, c->w, -127, 127);
+  int32_t *bias = g->tensors[c->b].data;
+  for (int64_t i = 0; i < co; ++i) bias[i] = rnd_range(-2000, 2000);
+}
+
+/* Runs prepare and expects a failure with a message containing `needle`. */
+static void expect_rejected(graph *g, edge_status want, const char *needle, const char *what) {
+  edge_status status = graph_prepare(g);
+  CHECK(status == want, "%s: prepare returned %s, expected %s (%s)", what, edge_status_name(status),
+        edge_status_name(want), g->error);
+  CHECK(strstr(g->error, needle) != NULL, "%s: message '%s' does not name '%s'", what, g->error, needle);
+}
+
+static void test_bad_params(void) {
+  conv_graph c;
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.scales[c.x][0] = 0.0f;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/x", "zero input scale");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.scales[c.y][0] = NAN;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/y", "NaN output scale");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.scales[c.w][2] = -0.1f;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/w", "negative weight scale");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.zero_points[c.x][0] = 200;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/x", "zero point out of range");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.tensors[c.w].num_quant_params = 5;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/w", "wrong per-channel count");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.tensors[c.w].quantized_dimension = 3;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/w", "per-channel along the wrong axis");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.zero_points[c.w][1] = 4;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/w", "asymmetric weights");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.scales[c.b][0] *= 2.0f;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/b", "bias of the wrong scale");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.tensors[c.b].dtype = EDGE_FLOAT32;
+  expect_rejected(&c.g, EDGE_UNSUPPORTED, "conv/b", "float bias on an int8 conv");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.tensors[c.x].num_quant_params = 0;
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/x", "missing input params");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.scales[c.y][0] = 1e-14f; /* s_x * s_w / s_y is far above 2^30 */
+  expect_rejected(&c.g, EDGE_INVALID_MODEL, "conv/y", "multiplier too large");
+  graph_free(&c.g);
+
+  conv_build(&c, 1, 5, 5, 4, 6, 3, 1, 1);
+  c.g.node.activation.op = EDGE_UNARY_SIGMOID;
+  expect_rejected(&c.g, EDGE_UNSUPPORTED, "conv/y", "sigmoid fused on int8");
+  graph_free(&c.g);
+
+  /* Softmax with free output params. */
+  graph g;
+  graph_init(&g, EDGE_OP_SOFTMAX);
+  int64_t shape[2] = {2, 5};
+  int32_t x = add_tensor(&g, "sm/x", EDGE_INT8, 2, shape, false), y = add_tensor(&g, "sm/y", EDGE_INT8, 2, shape, true);
+  set_param(&g, x, 0.1f, 0);
+  set_param(&g, y, 0.01f, -128);
+  g.node.options.softmax.axis = 1;
+  expect_rejected(&g, EDGE_INVALID_MODEL, "sm/y", "softmax output params");
+  graph_free(&g);
+
+  /* Add whose scale ratio has no fixed-point form. */
+  graph_init(&g, EDGE_OP_BINARY);
+  int32_t a = add_tensor(&g, "add/a", EDGE_INT8, 2, shape, false), b = add_tensor(&g, "add/b", EDGE_INT8, 2, shape, false);
+  y = add_tensor(&g, "add/y", EDGE_INT8, 2, shape, true);
+  set_param(&g, a, 1e10f, 0);
+  set_param(&g, b, 0.1f, 0);
+  set_param(&g, y, 1e-10f, 0);
+  g.node.options.binary.op = EDGE_BINARY_ADD;
+  expect_rejected(&g, EDGE_INVALID_MODEL, "add/y", "add ratio too large");
+  graph_free(&g);
+
+  /* Max pool whose output params differ from its input's. */
+  graph_init(&g, EDGE_OP_POOL_2D);
+  int64_t image[4] = {1, 4, 4, 3};
+  x = add_tensor(&g, "pool/x", EDGE_INT8, 4, image, false);
+  y = add_tensor(&g, "pool/y", EDGE_INT8, 4, image, true);
+  set_param(&g, x, 0.1f, 0);
+  set_param(&g, y, 0.2f, 0);
+  edge_pool2d_options *po = &g.node.options.pool2d;
+  po->type = EDGE_POOL_MAX;
+  po->kernel[0] = po->kernel[1] = 2;
+  po->strides[0] = po->strides[1] = 1;
+  po->dilations[0] = po->dilations[1] = 1;
+  expect_rejected(&g, EDGE_INVALID_MODEL, "pool/y", "max pool with new params");
+  graph_free(&g);
+
+  /* Quantize into a tensor without params, dequantize of uint8 with a zero point past 255. */
+  graph_init(&g, EDGE_OP_QUANTIZE);
+  x = add_tensor(&g, "q/x", EDGE_FLOAT32, 2, shape, false);
+  y = add_tensor(&g, "q/y", EDGE_INT8, 2, shape, true);
+  expect_rejected(&g, EDGE_INVALID_MODEL, "q/y", "quantize without params");
+  graph_free(&g);
+  graph_init(&g, EDGE_OP_DEQUANTIZE);
+  x = add_tensor(&g, "dq/x", EDGE_UINT8, 2, shape, false);
+  y = add_tensor(&g, "dq/y", EDGE_FLOAT32, 2, shape, true);
+  set_param(&g, x, 0.1f, 300);
+  expect_rejected(&g, EDGE_INVALID_MODEL, "dq/x", "uint8 zero point past 255");
+  graph_free(&g);
+}
+
+/* ---- int8 conv against a naive oracle ---- */
+
+static void test_conv_matches_oracle(void) {
+  for (int trial = 0; trial < 12; ++trial) {
+    int32_t groups = rnd_range(1, 3), k = rnd_range(1, 3), pad = rnd_range(0, 1);
+    bool depthwise = trial % 3 == 0;
+    int64_t ci = depthwise ? rnd_range(1, 9) : groups * rnd_range(1, 4);
+    int64_t co = depthwise ? ci : groups * rnd_range(1, 5);
+    if (depthwise) groups = (int32_t)ci;
+    int64_t n = rnd_range(1, 2), h = rnd_range(k, 7), wd = rnd_range(k, 7);
+    conv_graph c;
+    conv_build(&c, n, h, wd, ci, co, k, groups, pad);
+    graph *g = &c.g;
+    if (trial % 4 == 1) g->node.activation.op = EDGE_UNARY_RELU;
+    edge_status status = graph_run(g);
+    CHECK(status == EDGE_OK, "conv trial %d: %s", trial, g->error);
+    if (status != EDGE_OK) {
+      graph_free(g);
+      continue;
+    }
+    int64_t oh = h + 2 * pad - k + 1, ow = wd + 2 * pad - k + 1, cg = ci / groups, og = co / groups;
+    const int8_t *x = g->tensors[c.x].data, *w = g->tensors[c.w].data, *y = g->tensors[c.y].data;
+    const int32_t *bias = g->tensors[c.b].data;
+    int32_t lo = g->node.activation.op == EDGE_UNARY_RELU ? -5 : -128;
+    int bad = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t o = 0; o < co; ++o)
+        for (int64_t i = 0; i < oh; ++i)
+          for (int64_t j = 0; j < ow; ++j) {
+            int64_t acc = bias[o], grp = o / og;
+            for (int64_t c2 = 0; c2 < cg; ++c2)
+              for (int64_t u = 0; u < k; ++u)
+                for (int64_t v = 0; v < k; ++v) {
+                  int64_t ih = i - pad + u, iw = j - pad + v;
+                  int64_t xv = ih < 0 || iw < 0 || ih >= h || iw >= wd ? 3 /* zp_x */
+                                                                       : x[((b * h + ih) * wd + iw) * ci + grp * cg + c2];
+                  acc += (xv - 3) * w[((o * k + u) * k + v) * cg + c2];
+                }
+            double real = (double)0.05f * (double)g->scales[c.w][o] / (double)0.2f;
+            int32_t want = oracle_requantize(acc, real, -5, lo, 127);
+            int32_t got = y[((b * oh + i) * ow + j) * co + o];
+            if (got != want && bad++ == 0)
+              CHECK(false, "conv trial %d (groups %d, k %d, pad %d): y[%lld,%lld,%lld,%lld] = %d, expected %d", trial,
+                    groups, k, pad, (long long)b, (long long)i, (long long)j, (long long)o, got, want);
+          }
+    /* Two threads: the same bytes. */
+    size_t bytes = g->tensors[c.y].nbytes;
+    int8_t *single = malloc(bytes);
+    memcpy(single, y, bytes);
+    edge_threadpool *pool = edge_threadpool_create(2);
+    g->ctx.pool = pool;
+    g->ctx.num_threads = 2;
+    CHECK(graph_run(g) == EDGE_OK, "conv trial %d on 2 threads: %s", trial, g->error);
+    CHECK(memcmp(single, g->tensors[c.y].data, bytes) == 0, "conv trial %d: 2 threads differ", trial);
+    g->ctx.pool = NULL;
+    edge_threadpool_free(pool);
+    free(single);
+    graph_free(g);
+  }
+}
+
+/* ---- add, average pool against oracles ---- */
+
+static void test_add_and_pool(void) {
+  graph g;
+  graph_init(&g, EDGE_OP_BINARY);
+  int64_t as[3] = {2, 3, 5}, bs[1] = {5}, ys[1] = {1};
+  int32_t a = add_tensor(&g, "a", EDGE_INT8, 3, as, false), b = add_tensor(&g, "b", EDGE_INT8, 1, bs, false);
+  int32_t y = add_tensor(&g, "y", EDGE_INT8, 1, ys, true);
+  set_param(&g, a, 0.031f, -7);
+  set_param(&g, b, 0.11f, 12);
+  set_param(&g, y, 0.07f, 3);
+  fill_int8(&g, a, -128, 127);
+  fill_int8(&g, b, -128, 127);
+  g.node.options.binary.op = EDGE_BINARY_SUB;
+  CHECK(graph_run(&g) == EDGE_OK, "sub: %s", g.error);
+  /* The spec's shared shift, found by search in exact arithmetic. */
+  double ma_real = (double)0.031f / (double)0.07f, mb_real = (double)0.11f / (double)0.07f;
+  int s = 62;
+  while (llround(ldexp(mb_real > ma_real ? mb_real : ma_real, s)) >= ((int64_t)1 << 31)) --s;
+  int64_t ma = llround(ldexp(ma_real, s)), mb = llround(ldexp(mb_real, s));
+  const int8_t *av = g.tensors[a].data, *bv = g.tensors[b].data, *yv = g.tensors[y].data;
+  for (int i = 0; i < 30; ++i) {
+    int64_t v = 3 + ((((int64_t)av[i] + 7) * ma - ((int64_t)bv[i % 5] - 12) * mb + ((int64_t)1 << (s - 1))) >> s);
+    v = v < -128 ? -128 : (v > 127 ? 127 : v);
+    CHECK(yv[i] == v, "sub element %d: %d, expected %lld", i, yv[i], (long long)v);
+  }
+  graph_free(&g);
+
+  graph_init(&g, EDGE_OP_POOL_2D);
+  int64_t image[4] = {1, 5, 6, 3};
+  int32_t x = add_tensor(&g, "x", EDGE_INT8, 4, image, false);
+  y = add_tensor(&g, "y", EDGE_INT8, 4, image, true);
+  set_param(&g, x, 0.05f, 10);
+  set_param(&g, y, 0.04f, -2);
+  fill_int8(&g, x, -128, 127);
+  edge_pool2d_options *po = &g.node.options.pool2d;
+  po->type = EDGE_POOL_AVERAGE;
+  po->kernel[0] = po->kernel[1] = 3;
+  po->strides[0] = po->strides[1] = 2;
+  po->dilations[0] = po->dilations[1] = 1;
+  po->pads[0] = po->pads[1] = po->pads[2] = po->pads[3] = 1;
+  po->count_include_pad = true;
+  CHECK(graph_run(&g) == EDGE_OK, "avgpool: %s", g.error);
+  const int8_t *xv = g.tensors[x].data, *pv = g.tensors[y].data;
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      for (int64_t c = 0; c < 3; ++c) {
+        int64_t sum = 0, count = 0;
+        for (int64_t u = -1; u <= 1; ++u)
+          for (int64_t v = -1; v <= 1; ++v) {
+            int64_t ih = 2 * i + u, iw = 2 * j + v;
+            if (ih < -1 || iw < -1 || ih > 5 || iw > 6) continue;
+            ++count; /* inside the padded input */
+            sum += ih < 0 || iw < 0 || ih >= 5 || iw >= 6 ? 10 : xv[(ih * 6 + iw) * 3 + c];
+          }
+        int32_t want = oracle_requantize(sum - count * 10, (double)0.05f / ((double)0.04f * (double)count), -2, -128, 127);
+        int32_t got = pv[(i * 3 + j) * 3 + c];
+        CHECK(got == want, "avgpool (%lld,%lld,%lld): %d, expected %d", (long long)i, (long long)j, (long long)c, got, want);
+      }
+  graph_free(&g);
+}
+
+/* ---- quantize / dequantize ---- */
+
+static void test_quantize_dequantize(void) {
+  graph g;
+  graph_init(&g, EDGE_OP_QUANTIZE);
+  int64_t shape[1] = {8};
+  int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 1, shape, false), y = add_tensor(&g, "y", EDGE_INT8, 1, shape, true);
+  set_param(&g, y, 0.5f, 1);
+  /* Ties go to even: 0.25 / 0.5 = 0.5 -> 0, 0.75 / 0.5 = 1.5 -> 2; saturation both ways. */
+  const float in[8] = {0.25f, 0.75f, -0.25f, -0.75f, 1000.0f, -1000.0f, INFINITY, 3.0f};
+  const int8_t want[8] = {1, 3, 1, -1, 127, -128, 127, 7};
+  memcpy(g.tensors[x].data, in, sizeof in);
+  CHECK(graph_run(&g) == EDGE_OK, "quantize: %s", g.error);
+  for (int i = 0; i < 8; ++i)
+    CHECK(((int8_t *)g.tensors[y].data)[i] == want[i], "quantize(%g) = %d, expected %d", (double)in[i],
+          ((int8_t *)g.tensors[y].data)[i], want[i]);
+  graph_free(&g);
+
+  /* DEQUANTIZE of a float16 constant is folded at prepare: the output points at node state. */
+  graph_init(&g, EDGE_OP_DEQUANTIZE);
+  int64_t wshape[2] = {3, 7};
+  x = add_tensor(&g, "w16", EDGE_FLOAT16, 2, wshape, false);
+  y = add_tensor(&g, "w", EDGE_FLOAT32, 2, wshape, true);
+  g.tensors[x].kind = EDGE_TENSOR_CONSTANT;
+  uint16_t *half = g.tensors[x].data;
+  for (int i = 0; i < 21; ++i) half[i] = edge_float_to_half((float)(i - 10) * 0.37f);
+  CHECK(graph_prepare(&g) == EDGE_OK, "dequantize fold: %s", g.error);
+  CHECK(g.tensors[y].folded && g.tensors[y].kind == EDGE_TENSOR_CONSTANT, "dequantize of a constant is not folded");
+  CHECK(g.node.state_bytes == 21 * sizeof(float), "folded state_bytes %zu", g.node.state_bytes);
+  CHECK(g.tensors[y].data != g.owned[y], "folded output still points at its arena buffer");
+  for (int i = 0; i < 21; ++i)
+    CHECK(((float *)g.tensors[y].data)[i] == edge_half_to_float(half[i]), "folded element %d", i);
+  CHECK(edge_op_lookup(g.node.opcode)->eval(&g.ctx, &g.node) == EDGE_OK, "folded eval");
+  graph_free(&g);
+
+  /* Per-channel int8 dequantize along axis 1. */
+  graph_init(&g, EDGE_OP_DEQUANTIZE);
+  x = add_tensor(&g, "q", EDGE_INT8, 2, wshape, false);
+  y = add_tensor(&g, "f", EDGE_FLOAT32, 2, wshape, true);
+  float scales[7];
+  int64_t zps[7];
+  for (int i = 0; i < 7; ++i) {
+    scales[i] = 0.01f * (float)(i + 1);
+    zps[i] = i - 3;
+  }
+  set_params(&g, x, 7, scales, zps, 1);
+  fill_int8(&g, x, -128, 127);
+  CHECK(graph_run(&g) == EDGE_OK, "dequantize per channel: %s", g.error);
+  CHECK(!g.tensors[y].folded, "dequantize of an activation is folded");
+  for (int i = 0; i < 21; ++i) {
+    float want_f = (float)(((int8_t *)g.tensors[x].data)[i] - zps[i % 7]) * scales[i % 7];
+    CHECK(((float *)g.tensors[y].data)[i] == want_f, "dequantize element %d", i);
+  }
+  graph_free(&g);
+}
+
+int test_ops_quant(void) {
+  failures = 0;
+  test_bad_params();
+  test_conv_matches_oracle();
+  test_add_and_pool();
+  test_quantize_dequantize();
+  return failures;
+}
