@@ -37,24 +37,60 @@ def _import(model, input_shapes) -> Graph:
     return load_onnx(model, input_shapes=input_shapes)
 
 
+def _quantize(graph: Graph, mode: str, calibration, method: str, keep_float, preprocessing, progress):
+    from converter.quantize import quantize
+
+    return quantize(graph, mode, calibration=calibration, method=method, keep_float=keep_float,
+                    preprocessing=preprocessing, progress=progress)
+
+
+def _trainable(graph: Graph, training, optimize: bool, quantize):
+    """``training``: a converter.autodiff.TrainingConfig (or a dict of its fields)."""
+    from converter.autodiff import TrainingConfig
+    from converter.autodiff.pipeline import trainable_graph
+
+    if quantize is not None:
+        raise ConversionError(f"a trainable model cannot be quantized (--quantize {quantize}): training "
+                              f"updates float32 weights; quantize the exported model instead")
+    config = TrainingConfig(**training) if isinstance(training, dict) else training
+    return trainable_graph(graph, config, optimize)
+
+
 def convert(model, output_path: str | os.PathLike | None = None, *,
             input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-            optimize: bool = True) -> ConversionResult:
+            optimize: bool = True, quantize: str | None = None, calibration=None,
+            calibration_method: str = "minmax", keep_float=(), image_preprocessing=None,
+            progress: bool = False, training=None) -> ConversionResult:
     """Converts an ONNX model (path or ModelProto) or an IR Graph to .edge bytes.
 
     Raises UnsupportedOpsError (listing every unsupported op) or ConversionError before anything
     is written; writes ``output_path`` only on success. ``optimize=False`` runs only the passes
     writing needs (BatchNorm lowering, NHWC conversion).
+
+    ``quantize`` ("fp16", "dynamic", "int8") quantizes the optimized graph before it is written,
+    with ``calibration`` data, ``calibration_method``, ``keep_float`` names and
+    ``image_preprocessing`` as converter.quantize.quantize takes them; the report then carries
+    the QuantizationReport as ``report.quantization``.
+
+    ``training`` (a converter.autodiff.TrainingConfig or a dict of its fields) makes the model
+    trainable: the file gets the infer, grad and train signatures (see converter.autodiff).
     """
     source = _import(model, input_shapes)
-    graph, passes = optimize_graph(source) if optimize else run_passes(source, REQUIRED_PASSES)
+    if training is not None:
+        graph, passes = _trainable(source, training, optimize, quantize)
+    else:
+        graph, passes = optimize_graph(source) if optimize else run_passes(source, REQUIRED_PASSES)
+    quantization = None
+    if quantize is not None:
+        graph, quantization = _quantize(graph, quantize, calibration, calibration_method, keep_float,
+                                        image_preprocessing, progress)
     data = write_model(graph)
     report = ConversionReport(
         source_ops=source.op_counts(), final_ops=graph.op_counts(),
         folded=passes.folded, fused=passes.fused, removed=passes.removed,
         transposes_left=graph.op_counts().get("Transpose", 0),
         constants_bytes=sum(graph.tensors[n].nbytes for n in graph.constants),
-        file_size=len(data), passes=passes)
+        file_size=len(data), passes=passes, quantization=quantization)
     result = ConversionResult(graph, data, report)
     if output_path is not None:
         result.save(output_path)

@@ -31,6 +31,92 @@ def _fail(message: str) -> int:
     return EXIT_USAGE_OR_MODEL_ERROR
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W (or HxW), got {text!r}") from None
+    return height, width
+
+
+def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("quantization")
+    group.add_argument("--quantize", choices=("fp16", "dynamic", "int8"),
+                       help="fp16: float16 weights; dynamic: int8 weights, float activations; "
+                            "int8: full integer (needs --calibration)")
+    group.add_argument("--calibration", metavar="DATA",
+                       help="representative inputs: .npy (one input), .npz (keyed by input name) or a "
+                            "folder of images (see --image-*)")
+    group.add_argument("--calibration-method", choices=("minmax", "percentile", "mse"), default="minmax",
+                       help="how activation ranges are chosen (default minmax)")
+    group.add_argument("--keep-float", nargs="+", default=[], metavar="NAME",
+                       help="node or tensor names whose ops stay float32 (see the per-layer report)")
+    group.add_argument("--image-size", type=_size, metavar="H,W", help="resize images to H,W (default: the input's)")
+    group.add_argument("--image-mean", type=_floats, default=(0.0,), metavar="M[,M,M]",
+                       help="subtracted after dividing pixels by --image-scale")
+    group.add_argument("--image-std", type=_floats, default=(1.0,), metavar="S[,S,S]", help="divides after the mean")
+    group.add_argument("--image-scale", type=float, default=255.0, help="pixels are divided by this first (255)")
+    group.add_argument("--image-layout", choices=("NCHW", "NHWC"), help="default: guessed from the input shape")
+    group.add_argument("--image-channels", choices=("RGB", "BGR"), default="RGB", help="channel order (RGB)")
+
+
+def _quantize_options(args: argparse.Namespace) -> dict:
+    if getattr(args, "quantize", None) is None:
+        if getattr(args, "calibration", None) or getattr(args, "keep_float", None):
+            raise ConversionError("--calibration and --keep-float need --quantize")
+        return {}
+    preprocessing = None
+    if args.calibration and os.path.isdir(args.calibration):
+        from converter.quantize import ImagePreprocessing
+
+        preprocessing = ImagePreprocessing(size=args.image_size, mean=args.image_mean, std=args.image_std,
+                                           layout=args.image_layout, channel_order=args.image_channels,
+                                           scale=args.image_scale)
+    return {"quantize": args.quantize, "calibration": args.calibration,
+            "calibration_method": args.calibration_method, "keep_float": tuple(args.keep_float),
+            "image_preprocessing": preprocessing, "progress": sys.stderr.isatty()}
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--trainable", action="store_true",
+                       help="add grad and train signatures (autodiff) next to infer")
+    group.add_argument("--freeze", nargs="+", action="extend", default=[], metavar="PREFIX",
+                       help="parameters whose names start with PREFIX stay constant")
+    group.add_argument("--loss", choices=("cross_entropy", "bce", "mse"), default="cross_entropy",
+                       help="the loss the grad/train signatures compute (default cross_entropy)")
+    group.add_argument("--optimizer", choices=("sgd", "momentum", "adam", "adamw", "adagrad"), default="sgd",
+                       help="the update the train signature applies (default sgd)")
+    group.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (a variable; default 1e-3)")
+    group.add_argument("--momentum", type=float, default=0.9, help="momentum optimizer's factor (0.9)")
+    group.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    group.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (decoupled for adamw)")
+    group.add_argument("--clip-norm", type=float, help="clip the gradients' global L2 norm to this")
+
+
+def _training_options(args: argparse.Namespace) -> dict:
+    if not getattr(args, "trainable", False):
+        if getattr(args, "freeze", None):
+            raise ConversionError("--freeze needs --trainable")
+        return {}
+    if getattr(args, "quantize", None) is not None:
+        raise ConversionError(f"--trainable cannot be combined with --quantize {args.quantize}: training "
+                              f"updates float32 weights; quantize the exported model instead")
+    from converter.autodiff import TrainingConfig
+
+    return {"training": TrainingConfig(
+        loss=args.loss, optimizer=args.optimizer, lr=args.lr, freeze=tuple(args.freeze),
+        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm)}
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from converter.api import convert
     from converter.report import print_report
@@ -38,7 +124,8 @@ def run_convert(args: argparse.Namespace) -> int:
     output = args.output or os.path.splitext(args.model)[0] + ".edge"
     try:
         result = convert(args.model, None, input_shapes=dict(args.input_shape or []),
-                         optimize=not args.no_optimize)
+                         optimize=not args.no_optimize, **_quantize_options(args),
+                         **_training_options(args))
     except UnsupportedOpsError as exc:
         return _fail(f"{args.model}: nothing written. {exc}")
     except ConversionError as exc:
@@ -139,6 +226,8 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
                         help="fix an input's shape (repeatable), e.g. input=1,3,224,224")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip the optimization passes (layout conversion still required to write)")
+    _add_quantize_arguments(parser)
+    _add_training_arguments(parser)
     parser.set_defaults(func=run_convert)
     return parser
 

@@ -49,6 +49,56 @@ def _check_result(graph: Graph, node_label: str, name: str, value: np.ndarray) -
                                 f"the graph declares {declared.shape}")
 
 
+def _run_node(graph: Graph, node, entry, args) -> list:
+    """A node touching a quantized tensor (an entry in graph.quantization) runs through its
+    integer reference with attrs["quantization"] = (input params, output params), lists aligned
+    with node.inputs / node.outputs; every other node through the op's float reference."""
+    if not graph.quantization or not any(
+            name in graph.quantization for name in (*node.inputs, *node.outputs) if name):
+        return entry.reference(args, node.attrs)
+    from converter.quantize.int8_reference import run_integer_node
+
+    params = ([graph.quantization.get(name) if name else None for name in node.inputs],
+              [graph.quantization.get(name) if name else None for name in node.outputs])
+    return run_integer_node(node.op, args, {**node.attrs, "quantization": params})
+
+
+def _write_back_updates(entry, node, args, values: dict) -> None:
+    """In-place ops (OptimizerUpdate, BatchNormTrain): the new values of the inputs they update
+    replace those inputs' values for the nodes that follow (the graph's own constants are never
+    touched)."""
+    if entry.updates is None:
+        return
+    for k, value in entry.updates(args, node.attrs).items():
+        if node.inputs[k]:
+            values[node.inputs[k]] = np.asarray(value)
+
+
+def run_signature(graph: Graph, key: str, feeds: Mapping[str, np.ndarray],
+                  check_types: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Runs signature ``key`` (its node list, or every node when it has none) on ``feeds`` keyed
+    by the signature's input names. Returns (outputs by the signature's output names, every
+    variable's value afterwards); the graph is unchanged, so a caller carries training state
+    from step to step with ``graph.replace(constants={**graph.constants, **variables})``."""
+    signature = graph.signatures.get(key)
+    if signature is None:
+        raise ReferenceRunError(f"no signature {key!r}; the graph has {sorted(graph.signatures)}")
+    unknown = sorted(set(feeds) - set(signature.inputs))
+    if unknown:
+        raise ReferenceRunError(f"signature {key!r}: feeds {unknown} are not its inputs "
+                                f"{list(signature.inputs)}")
+    nodes = graph.nodes if signature.nodes is None else tuple(graph.nodes[i] for i in signature.nodes)
+    tensor_feeds = {signature.inputs[name]: value for name, value in feeds.items()}
+    sub = graph.replace(nodes=nodes, inputs=tuple(signature.inputs.values()),
+                        outputs=tuple(signature.outputs.values()))
+    values = run(sub, tensor_feeds, keep_all=True, check_types=check_types)
+    absent = [name for name, tensor in signature.outputs.items() if tensor not in values]
+    if absent:
+        raise ReferenceRunError(f"signature {key!r}: outputs {absent} were never computed")
+    return ({name: values[tensor] for name, tensor in signature.outputs.items()},
+            {name: values[name] for name in graph.variables})
+
+
 def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | None = None,
         keep_all: bool = False, check_types: bool = True) -> dict[str, np.ndarray]:
     """Runs ``graph`` on ``feeds`` (graph input name -> array). Returns the graph outputs, the
@@ -57,7 +107,7 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | 
     values: dict[str, np.ndarray] = {name: np.asarray(v) for name, v in graph.constants.items()}
     values.update({name: np.asarray(v) for name, v in feeds.items()})
     for index, node in enumerate(graph.nodes):
-        label = f"node {index} '{node.name or node.outputs[0]}' ({node.op})"
+        label = f"node {index} '{node.name or (node.outputs or (node.op,))[0]}' ({node.op})"
         entry = lookup(node.op)
         args = []
         for name in node.inputs:
@@ -66,7 +116,7 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | 
                                         f"constant nor produced by an earlier node")
             args.append(values[name] if name else None)
         try:
-            results = entry.reference(args, node.attrs)
+            results = _run_node(graph, node, entry, args)
         except ReferenceRunError:
             raise
         except Exception as error:
@@ -81,6 +131,10 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | 
             if check_types:
                 _check_result(graph, label, name, value)
             values[name] = value
+        try:
+            _write_back_updates(entry, node, args, values)
+        except Exception as error:
+            raise ReferenceRunError(f"{label}: {type(error).__name__}: {error}") from error
     if keep_all:
         return values
     wanted = list(graph.outputs if outputs is None else outputs)

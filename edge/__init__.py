@@ -7,11 +7,15 @@
     interpreter.invoke()
     y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
+``edge.Trainer("model.train.edge")`` trains a model converted with --trainable (fit, evaluate,
+checkpoints, export).
+
 Needs only numpy and cffi (plus the C runtime built by pip install).
 """
 from edge.errors import (BadStateError, EdgeError, EdgeRuntimeError, InvalidArgumentError, InvalidModelError,
                          ModelIOError, OutOfMemoryError, UnsupportedError)
 from edge.interpreter import Interpreter, SignatureRunner
+from edge.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,6 @@ def runtime_isa() -> str:
 
 
 __all__ = [
-    "Interpreter", "SignatureRunner", "EdgeError", "InvalidModelError", "InvalidArgumentError", "UnsupportedError",
-    "OutOfMemoryError", "BadStateError", "EdgeRuntimeError", "ModelIOError", "runtime_version", "runtime_isa",
+    "Interpreter", "SignatureRunner", "Trainer", "EdgeError", "InvalidModelError", "InvalidArgumentError",
+    "UnsupportedError", "OutOfMemoryError", "BadStateError", "EdgeRuntimeError", "ModelIOError", "runtime_version", "runtime_isa",
 ]

@@ -255,6 +255,55 @@ def add_profile_parser(subparsers) -> None:
     parser.set_defaults(func=command_profile)
 
 
+def _training_arrays(path: str, x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    loaded = _load_array_file(path)
+    if not isinstance(loaded, dict) or x_key not in loaded or y_key not in loaded:
+        names = list(loaded) if isinstance(loaded, dict) else "a single .npy array"
+        raise UsageError(f"{path}: needs an .npz with arrays '{x_key}' and '{y_key}' (it has {names})")
+    return loaded[x_key], loaded[y_key]
+
+
+def command_train(args) -> int:
+    from edge.trainer import Trainer
+
+    x, y = _training_arrays(args.data, args.x_key, args.y_key)
+    validation = _training_arrays(args.validation, args.x_key, args.y_key) if args.validation else None
+    with Trainer(_existing_file(args.model), num_threads=args.threads) as trainer:
+        if args.resume and args.checkpoint and os.path.exists(args.checkpoint):
+            trainer.load_checkpoint(args.checkpoint)
+            print(f"resumed from {args.checkpoint} ({trainer.epochs_trained} epochs trained)")
+        if args.lr is not None:
+            trainer.learning_rate = args.lr
+        for epoch in range(args.epochs):
+            trainer.fit(x, y, batch_size=args.batch_size, epochs=1, validation_data=validation,
+                        seed=args.seed + trainer.epochs_trained, verbose=1)
+            if args.checkpoint:
+                trainer.save_checkpoint(args.checkpoint)
+        if args.export:
+            trainer.export(args.export)
+            print(f"wrote {args.export}")
+    return 0
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a trainable .edge model on .npz data",
+                                   description="Train a model converted with --trainable, on the device's runtime.")
+    parser.add_argument("model", help="the trainable .edge model (infer, grad and train signatures)")
+    parser.add_argument("--data", required=True, help=".npz with the training inputs and labels")
+    parser.add_argument("--validation", help=".npz with validation inputs and labels (metrics after each epoch)")
+    parser.add_argument("--x-key", default="x", help="the inputs' array name in the .npz files (default x)")
+    parser.add_argument("--y-key", default="y", help="the labels' array name in the .npz files (default y)")
+    parser.add_argument("--epochs", type=_positive, default=1)
+    parser.add_argument("--batch-size", type=_positive, help="default: the model's fixed batch, else 32")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    parser.add_argument("--threads", type=_positive, default=1, help="threads per op (default 1)")
+    parser.add_argument("--checkpoint", help="save every variable here after each epoch (atomic)")
+    parser.add_argument("--resume", action="store_true", help="start from --checkpoint when it exists")
+    parser.add_argument("--export", metavar="OUT", help="write the model with the trained weights here at the end")
+    parser.set_defaults(func=command_train)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -275,6 +324,7 @@ COMMANDS = [
     Command("run", "run a .edge model on .npy inputs", add_run_parser),
     Command("bench", "latency and memory of a .edge model", add_bench_parser),
     Command("profile", "per-op times of a .edge model", add_profile_parser),
+    Command("train", "train a trainable .edge model", add_train_parser),
 ]
 
 
@@ -287,7 +337,8 @@ def _chosen_command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, tuple[type[BaseException], ...]]:
-    parser = _Parser(prog="edge", description="edgesplit: convert, inspect, run, benchmark and profile .edge models.")
+    parser = _Parser(prog="edge",
+                     description="edgesplit: convert, inspect, run, benchmark, profile and train .edge models.")
     parser.add_argument("--version", action="version", version="edgesplit 0.1.0")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = _chosen_command(argv)

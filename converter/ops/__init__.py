@@ -43,7 +43,12 @@ class OpDef:
     elementwise: bool = False
     # True: the op may carry a fused activation (attrs["activation"] = (unary op name, alpha, beta)).
     fusable: bool = False
+    # (GradContext, node, output gradient names or None) -> input gradient names or None, aligned
+    # with node.inputs (converter/autodiff). None: the op has no gradient rule.
     gradient: Callable | None = None
+    # (input arrays, attrs) -> {input index: new value} for the inputs the op overwrites in place
+    # (variables: optimizer state, running statistics); the reference executor writes them back.
+    updates: Callable[[Sequence[np.ndarray | None], Attrs], dict[int, np.ndarray]] | None = None
 
 
 OPS: dict[str, OpDef] = {}
@@ -63,4 +68,4 @@ def lookup(name: str) -> OpDef:
         raise KeyError(f"no IR op named {name!r}") from None
 
 
-from converter.ops import elementwise, nn, shape_ops, rnn  # noqa: E402,F401  (registers the ops)
+from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training  # noqa: E402,F401  (registers the ops)

@@ -81,7 +81,84 @@ def _binary(name: str, code: int, compute: Callable, *, dtypes=NUMERIC, to_bool=
 
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=no_attrs,
                           opcode=OpCode.BINARY, lift_key=code, flops=output_elements,
-                          elementwise=True, fusable=fusable))
+                          elementwise=True, fusable=fusable, gradient=BINARY_GRADIENTS.get(name)))
+
+
+# ---- binary gradients: (GradContext, node, dys) -> [da, db], each summed back to its input's
+# shape (broadcasting in the forward is a sum in the backward).
+
+def _add_grad(g, node, dys):
+    a, b = node.inputs
+    return [g.unbroadcast(dys[0], g.shape(a)) if g.wants(0) else None,
+            g.unbroadcast(dys[0], g.shape(b)) if g.wants(1) else None]
+
+
+def _sub_grad(g, node, dys):
+    a, b = node.inputs
+    return [g.unbroadcast(dys[0], g.shape(a)) if g.wants(0) else None,
+            g.unbroadcast(g.emit("Neg", [dys[0]]), g.shape(b)) if g.wants(1) else None]
+
+
+def _mul_grad(g, node, dys):
+    a, b = node.inputs
+    return [g.unbroadcast(g.emit("Mul", [dys[0], b]), g.shape(a)) if g.wants(0) else None,
+            g.unbroadcast(g.emit("Mul", [dys[0], a]), g.shape(b)) if g.wants(1) else None]
+
+
+def _div_grad(g, node, dys):
+    # y = a / b: da = dy / b, db = -dy * y / b.
+    a, b = node.inputs
+    da = g.unbroadcast(g.emit("Div", [dys[0], b]), g.shape(a)) if g.wants(0) else None
+    db = None
+    if g.wants(1):
+        db = g.emit("Neg", [g.emit("Div", [g.emit("Mul", [dys[0], node.outputs[0]]), b])])
+        db = g.unbroadcast(db, g.shape(b))
+    return [da, db]
+
+
+def _pow_grad(g, node, dys):
+    # y = a ** b: da = dy * b * a ** (b - 1), db = dy * y * log(a).
+    a, b = node.inputs
+    if g.type(a).dtype != g.type(b).dtype:
+        g.fail("Pow with a base and an exponent of different dtypes has no gradient")
+    da = db = None
+    if g.wants(0):
+        lowered = g.emit("Pow", [a, g.emit("Sub", [b, g.scalar(1.0, b)])])
+        da = g.unbroadcast(g.emit("Mul", [dys[0], g.emit("Mul", [b, lowered])]), g.shape(a))
+    if g.wants(1):
+        db = g.emit("Mul", [dys[0], g.emit("Mul", [node.outputs[0], g.emit("Log", [a])])])
+        db = g.unbroadcast(db, g.shape(b))
+    return [da, db]
+
+
+def _select_grad(compare: str):
+    """Min/Max: the gradient goes to the selected operand; a tie goes to ``a``."""
+    def rule(g, node, dys):
+        a, b = node.inputs
+        picks_a = g.emit(compare, [a, b])
+        zero = g.scalar(0.0, dys[0])
+        return [g.unbroadcast(g.emit("Where", [picks_a, dys[0], zero]), g.shape(a)) if g.wants(0) else None,
+                g.unbroadcast(g.emit("Where", [picks_a, zero, dys[0]]), g.shape(b)) if g.wants(1) else None]
+    return rule
+
+
+def _prelu_grad(g, node, dys):
+    # y = a < 0 ? a * b : a.
+    a, b = node.inputs
+    negative = g.emit("Less", [a, g.scalar(0.0, a)])
+    da = db = None
+    if g.wants(0):
+        da = g.unbroadcast(g.emit("Where", [negative, g.emit("Mul", [dys[0], b]), dys[0]]), g.shape(a))
+    if g.wants(1):
+        db = g.emit("Where", [negative, g.emit("Mul", [dys[0], a]), g.scalar(0.0, a)])
+        db = g.unbroadcast(db, g.shape(b))
+    return [da, db]
+
+
+BINARY_GRADIENTS = {
+    "Add": _add_grad, "Sub": _sub_grad, "Mul": _mul_grad, "Div": _div_grad, "Pow": _pow_grad,
+    "Min": _select_grad("LessEqual"), "Max": _select_grad("GreaterEqual"), "PRelu": _prelu_grad,
+}
 
 
 _binary("Add", BinaryOp.ADD, np.add, fusable=True)
@@ -139,7 +216,20 @@ def _unary(name: str, code: int, compute: Callable, *, dtypes=FLOAT_DTYPES, to_b
 
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
                           opcode=OpCode.UNARY, lift_key=code, flops=output_elements,
-                          elementwise=True))
+                          elementwise=True, gradient=_unary_grad if not to_bool else None))
+
+
+def _unary_grad(g, node, dys):
+    """dx = dy * f'(x) through ActivationGrad, whose derivative table
+    (converter.ops.training.DERIVATIVES) fixes the values at kinks; Floor, Ceil, Round and Sign
+    are refused (their derivative is zero wherever it exists)."""
+    from converter.ops.training import NOT_DIFFERENTIABLE
+
+    if node.op in NOT_DIFFERENTIABLE:
+        g.fail(f"{node.op} is not differentiable (its derivative is zero wherever it exists)")
+    if node.op == "Neg":
+        return [g.emit("Neg", [dys[0]])]
+    return [g.activation_grad(node.inputs[0], dys[0], node.op, node.attrs)]
 
 
 def _sigmoid(x):
@@ -207,11 +297,19 @@ def _where_infer(types, attrs):
     return [TensorType(a.dtype, broadcast_dims("Where", cond.shape, a.shape, b.shape))]
 
 
+def _where_grad(g, node, dys):
+    cond, a, b = node.inputs
+    zero = g.scalar(0.0, dys[0])
+    return [None,
+            g.unbroadcast(g.emit("Where", [cond, dys[0], zero]), g.shape(a)) if g.wants(1) else None,
+            g.unbroadcast(g.emit("Where", [cond, zero, dys[0]]), g.shape(b)) if g.wants(2) else None]
+
+
 register(OpDef(
     name="Where", infer=_where_infer,
     reference=lambda inputs, attrs: [np.asarray(np.where(*inputs)).astype(inputs[1].dtype, copy=False)],
     lower=no_options(OpCode.WHERE), lift=no_attrs, opcode=OpCode.WHERE, flops=output_elements,
-    elementwise=True))
+    elementwise=True, gradient=_where_grad))
 
 
 def _cast_infer(types, attrs):
@@ -231,4 +329,5 @@ register(OpDef(
     # The target dtype is the output tensor's; the reader takes it from there.
     name="Cast", infer=_cast_infer, reference=_cast_reference,
     lower=no_options(OpCode.CAST), lift=no_attrs, opcode=OpCode.CAST, flops=output_elements,
-    elementwise=True))
+    elementwise=True, gradient=lambda g, node, dys: [
+        g.emit("Cast", [dys[0]], {"to": g.type(node.inputs[0]).dtype})]))

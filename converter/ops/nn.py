@@ -30,8 +30,13 @@ TO_NCHW = (0, 3, 1, 2)
 TO_NHWC = (0, 2, 3, 1)
 
 
+# Ops with an int8 form (issue 4): an int8 input is typed like a float one; the params in
+# Graph.quantization select the integer arithmetic.
+INT8_OPS = ("Conv2D", "FullyConnected", "Softmax", "MaxPool2D", "AvgPool2D")
+
+
 def _float_input(op: str, t: TensorType, what: str = "input") -> None:
-    if t.dtype not in FLOAT_DTYPES:
+    if t.dtype not in FLOAT_DTYPES and not (t.dtype == "int8" and op in INT8_OPS):
         fail(op, f"{what} has dtype {t.dtype}; expected a float dtype")
 
 
@@ -179,9 +184,30 @@ def _conv_flops(in_types, out_types, attrs):
     return 2 * out_types[0].size * per_output
 
 
+def _channel_sum(g, dy: str, layout: str) -> str:
+    """A bias gradient: dy summed over every axis but the channel one."""
+    axes = (0, 2, 3) if layout == "NCHW" else (0, 1, 2)
+    return g.emit("ReduceSum", [dy], {"axes": axes, "keepdims": False})
+
+
+def _conv_grad(g, node, dys):
+    x, w = node.inputs[0], node.inputs[1]
+    geometry = {k: node.attrs[k] for k in ("strides", "dilations", "pads", "groups", "layout")
+                if k in node.attrs}
+    dx = dw = db = None
+    if g.wants(0):
+        dx = g.emit("Conv2DBackpropInput", [dys[0], w], {**geometry, "shape": g.shape(x)})
+    if g.wants(1):
+        dw = g.emit("Conv2DBackpropFilter", [x, dys[0]], {**geometry, "shape": g.shape(w)})
+    if len(node.inputs) > 2 and g.wants(2):
+        db = _channel_sum(g, dys[0], layout_of("Conv2D", node.attrs))
+    return [dx, dw, db]
+
+
 register(OpDef(name="Conv2D", infer=_conv_infer, reference=_conv_reference,
                lower=_conv_lower(OpCode.CONV_2D, False), lift=_conv_lift(False),
-               opcode=OpCode.CONV_2D, flops=_conv_flops, layout_sensitive=True, fusable=True))
+               opcode=OpCode.CONV_2D, flops=_conv_flops, layout_sensitive=True, fusable=True,
+               gradient=_conv_grad))
 
 
 def _conv_transpose_weights_to_onnx(w, groups):
@@ -262,11 +288,46 @@ def _conv_transpose_flops(in_types, out_types, attrs):
     return 2 * in_types[0].size * cout_per_group * kernel
 
 
+def _conv_transpose_grad(g, node, dys):
+    """A transposed convolution is the input-gradient of the convolution with the same geometry
+    whose weights w' are its own with the channel roles swapped, so dx = Conv2D(dy, w') and
+    dw' = Conv2DBackpropFilter(dy, x). In NCHW, ONNX's [Cin, Cout/g, kh, kw] already is w'
+    (OIHW); in NHWC, [Cout, kh, kw, Cin/g] becomes [Cin, kh, kw, Cout/g] per group (and dw'
+    goes back the same way: swapping axes 1 and 4 of the grouped form is its own inverse)."""
+    x, w = node.inputs[0], node.inputs[1]
+    layout = layout_of("ConvTranspose2D", node.attrs)
+    groups = int(node.attrs.get("groups", 1))
+    geometry = {k: node.attrs[k] for k in ("strides", "dilations", "pads", "groups", "layout") if k in node.attrs}
+    dy = dys[0]
+
+    def swap_roles(weights, rows, cols):
+        _, kh, kw, _ = g.shape(weights)
+        grouped = g.emit("Reshape", [weights], {"shape": (groups, rows // groups, kh, kw, cols)})
+        swapped = g.emit("Transpose", [grouped], {"perm": (0, 4, 2, 3, 1)})
+        return g.emit("Reshape", [swapped], {"shape": (groups * cols, kh, kw, rows // groups)})
+
+    w_conv = w
+    if layout == "NHWC":
+        cout, _, _, cin_g = g.shape(w)
+        w_conv = swap_roles(w, cout, cin_g)
+    dx = dw = db = None
+    if g.wants(0):
+        dx = g.emit("Conv2D", [dy, w_conv], geometry)
+    if g.wants(1):
+        dw = g.emit("Conv2DBackpropFilter", [dy, x], {**geometry, "shape": g.shape(w_conv)})
+        if layout == "NHWC":
+            cin, _, _, cout_g = g.shape(w_conv)
+            dw = swap_roles(dw, cin, cout_g)
+    if len(node.inputs) > 2 and g.wants(2):
+        db = _channel_sum(g, dy, layout)
+    return [dx, dw, db]
+
+
 register(OpDef(name="ConvTranspose2D", infer=_conv_transpose_infer,
                reference=_conv_transpose_reference,
                lower=_conv_lower(OpCode.CONV_TRANSPOSE_2D, True), lift=_conv_lift(True),
                opcode=OpCode.CONV_TRANSPOSE_2D, flops=_conv_transpose_flops,
-               layout_sensitive=True, fusable=True))
+               layout_sensitive=True, fusable=True, gradient=_conv_transpose_grad))
 
 
 # ---- FullyConnected, BatchMatMul ----
@@ -291,10 +352,32 @@ def _fc_reference(inputs, attrs):
     return [apply_activation(y.astype(x.dtype), attrs)]
 
 
+def _fc_grad(g, node, dys):
+    # y = x @ w.T + b over x's leading dims: dx = dy @ w, dw = dy2.T @ x2 (dims flattened).
+    x, w = node.inputs[0], node.inputs[1]
+    dy = dys[0]
+    dx = dw = db = None
+    if g.wants(0):
+        dy_rows = dy if len(g.shape(dy)) >= 2 else g.emit("Reshape", [dy], {"shape": (1,) + g.shape(dy)})
+        dx = g.emit("BatchMatMul", [dy_rows, w])
+        if g.shape(dx) != g.shape(x):
+            dx = g.emit("Reshape", [dx], {"shape": g.shape(x)})
+    rows = int(np.prod(g.shape(x)[:-1], dtype=np.int64))
+    if g.wants(1):
+        dy2 = g.emit("Reshape", [dy], {"shape": (rows, g.shape(w)[0])}) if len(g.shape(dy)) != 2 else dy
+        x2 = g.emit("Reshape", [x], {"shape": (rows, g.shape(w)[1])}) if len(g.shape(x)) != 2 else x
+        dw = g.emit("BatchMatMul", [dy2, x2], {"transpose_a": True})
+    if len(node.inputs) > 2 and g.wants(2):
+        leading = tuple(range(len(g.shape(dy)) - 1))
+        db = g.emit("ReduceSum", [dy], {"axes": leading, "keepdims": False}) if leading else dy
+    return [dx, dw, db]
+
+
 register(OpDef(name="FullyConnected", infer=_fc_infer, reference=_fc_reference,
                lower=no_options(OpCode.FULLY_CONNECTED), lift=no_attrs,
                opcode=OpCode.FULLY_CONNECTED,
-               flops=lambda i, o, a: 2 * o[0].size * i[1].shape[1], fusable=True))
+               flops=lambda i, o, a: 2 * o[0].size * i[1].shape[1], fusable=True,
+               gradient=_fc_grad))
 
 
 def _matmul_operands(shape_a, shape_b, attrs):
@@ -343,9 +426,32 @@ def _bmm_flops(in_types, out_types, attrs):
     return 2 * out_types[0].size * sa[-1]
 
 
+def _bmm_grad(g, node, dys):
+    # y = A' @ B' with A' = A.T if transpose_a (likewise B): dA' = dy @ B'.T, dB' = A'.T @ dy,
+    # each written as one BatchMatMul with the transposes folded into its flags, then summed
+    # over the batch dims the operand was broadcast along.
+    a, b = node.inputs
+    ta, tb = bool(node.attrs.get("transpose_a")), bool(node.attrs.get("transpose_b"))
+    dy = dys[0]
+    da = db = None
+    if g.wants(0):
+        if not ta:
+            da = g.emit("BatchMatMul", [dy, b], {"transpose_b": not tb})
+        else:
+            da = g.emit("BatchMatMul", [b, dy], {"transpose_a": tb, "transpose_b": True})
+        da = g.unbroadcast(da, g.shape(a))
+    if g.wants(1):
+        if not tb:
+            db = g.emit("BatchMatMul", [a, dy], {"transpose_a": not ta})
+        else:
+            db = g.emit("BatchMatMul", [dy, a], {"transpose_a": True, "transpose_b": ta})
+        db = g.unbroadcast(db, g.shape(b))
+    return [da, db]
+
+
 register(OpDef(name="BatchMatMul", infer=_bmm_infer, reference=_bmm_reference, lower=_bmm_lower,
                lift=lambda o: {"transpose_a": bool(o.transposeA), "transpose_b": bool(o.transposeB)},
-               opcode=OpCode.BATCH_MATMUL, flops=_bmm_flops, fusable=True))
+               opcode=OpCode.BATCH_MATMUL, flops=_bmm_flops, fusable=True, gradient=_bmm_grad))
 
 
 # ---- Softmax, LogSoftmax, LayerNorm, BatchNorm ----
@@ -370,10 +476,21 @@ def _softmax(name: str, log: bool) -> OpDef:
         options.axis, options.log = int(attrs["axis"]), log
         return OpCode.SOFTMAX, OpOptions.SoftmaxOptions, options
 
+    def gradient(g, node, dys):
+        # softmax: dx = y * (dy - sum(dy * y)); log-softmax: dx = dy - exp(y) * sum(dy).
+        y, dy = node.outputs[0], dys[0]
+        axis = {"axes": (int(node.attrs["axis"]),), "keepdims": True}
+        if log:
+            total = g.emit("ReduceSum", [dy], axis)
+            return [g.emit("Sub", [dy, g.emit("Mul", [g.emit("Exp", [y]), total])])]
+        total = g.emit("ReduceSum", [g.emit("Mul", [dy, y])], axis)
+        return [g.emit("Mul", [y, g.emit("Sub", [dy, total])])]
+
     # Softmax and LogSoftmax share SOFTMAX; lift_key is the options' log flag (0 or 1).
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower,
                           lift=lambda o: {"axis": int(o.axis)}, opcode=OpCode.SOFTMAX,
-                          lift_key=int(log), flops=lambda i, o, a: 5 * o[0].size))
+                          lift_key=int(log), flops=lambda i, o, a: 5 * o[0].size,
+                          gradient=gradient))
 
 
 _softmax("Softmax", False)
@@ -416,10 +533,21 @@ def _layer_norm_lower(attrs):
     return OpCode.LAYER_NORM, OpOptions.LayerNormOptions, options
 
 
+def _layer_norm_grad(g, node, dys):
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    attrs = {"axis": int(node.attrs["axis"]), "epsilon": float(node.attrs.get("epsilon", 1e-5))}
+    dx, dscale, dbias = g.emit("LayerNormGrad", [x, scale, dys[0]], attrs)
+    if bias and g.wants(2) and g.shape(bias) != g.shape(scale):
+        dbias = g.unbroadcast(dys[0], g.shape(bias))
+    return [dx, dscale, dbias if bias else None]
+
+
 register(OpDef(name="LayerNorm", infer=_layer_norm_infer, reference=_layer_norm_reference,
                lower=_layer_norm_lower,
                lift=lambda o: {"axis": int(o.axis), "epsilon": float32_value(o.epsilon)},
-               opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 8 * o[0].size))
+               opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 8 * o[0].size,
+               gradient=_layer_norm_grad))
 
 
 def _batch_norm_infer(types, attrs):
@@ -540,10 +668,14 @@ def _pool(name: str, pool_type: int) -> OpDef:
     def flops(in_types, out_types, attrs):
         return out_types[0].size * attrs["kernel"][0] * attrs["kernel"][1]
 
+    def gradient(g, node, dys):
+        return [g.emit("Pool2DGrad", [node.inputs[0], dys[0]],
+                       {**node.attrs, "pool": "max" if is_max else "average"})]
+
     # MaxPool2D and AvgPool2D share POOL_2D; lift_key is the options' PoolType.
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
                           opcode=OpCode.POOL_2D, lift_key=pool_type, flops=flops,
-                          layout_sensitive=True))
+                          layout_sensitive=True, gradient=gradient))
 
 
 _pool("MaxPool2D", PoolType.MAX)
@@ -574,6 +706,35 @@ REDUCTIONS = {
 }
 
 
+def _reduce_grad(g, node, dys):
+    """dx = dy spread back over the reduced axes, times d(reduction)/dx."""
+    x, y = node.inputs[0], node.outputs[0]
+    axes, keepdims = tuple(node.attrs["axes"]), bool(node.attrs.get("keepdims", True))
+    spread = g.broadcast_back(dys[0], x, axes, keepdims)
+    if node.op == "ReduceSum":
+        return [spread]
+    count = int(np.prod([g.shape(x)[a] for a in axes], dtype=np.int64))
+    if node.op == "ReduceMean":
+        return [g.emit("Mul", [spread, g.scalar(1.0 / count, x)])]
+    if node.op == "ReduceSumSquare":
+        return [g.emit("Mul", [spread, g.emit("Mul", [x, g.scalar(2.0, x)])])]
+    if node.op == "ReduceL1":
+        return [g.emit("Mul", [spread, g.emit("Sign", [x])])]
+    y_spread = g.broadcast_back(y, x, axes, keepdims)
+    if node.op == "ReduceL2":
+        return [g.emit("Mul", [spread, g.emit("Div", [x, y_spread])])]
+    if node.op == "ReduceLogSumExp":
+        return [g.emit("Mul", [spread, g.emit("Exp", [g.emit("Sub", [x, y_spread])])])]
+    # ReduceMax / ReduceMin: the gradient is shared equally by the elements that attain it.
+    hit = g.emit("Cast", [g.emit("Equal", [x, y_spread])], {"to": g.type(x).dtype})
+    ties = g.broadcast_back(g.emit("ReduceSum", [hit], {"axes": axes, "keepdims": True}), x, axes, True)
+    return [g.emit("Mul", [spread, g.emit("Div", [hit, ties])])]
+
+
+REDUCE_GRADIENTS = ("ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL1", "ReduceL2",
+                    "ReduceLogSumExp", "ReduceMax", "ReduceMin")
+
+
 def _reduce(name: str, code: int, compute) -> OpDef:
     def infer(types, attrs):
         need(name, types, 1)
@@ -601,7 +762,8 @@ def _reduce(name: str, code: int, compute) -> OpDef:
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower,
                           lift=lambda o: {"axes": ints(o.axes), "keepdims": bool(o.keepdims)},
                           opcode=OpCode.REDUCE, lift_key=code,
-                          flops=lambda i, o, a: count_elements(i[:1])))
+                          flops=lambda i, o, a: count_elements(i[:1]),
+                          gradient=_reduce_grad if name in REDUCE_GRADIENTS else None))
 
 
 for _name, (_code, _compute) in REDUCTIONS.items():

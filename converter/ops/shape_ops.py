@@ -56,10 +56,14 @@ def _reshape_infer(types, attrs):
     return [TensorType(x.dtype, tuple(int(d) for d in shape))]
 
 
+def _reshape_back(g, node, dys):
+    return [g.emit("Reshape", [dys[0]], {"shape": g.shape(node.inputs[0])})]
+
+
 register(OpDef(name="Reshape", infer=_reshape_infer,
                reference=lambda inputs, attrs: [np.reshape(inputs[0], tuple(attrs["shape"]))],
                lower=no_options(OpCode.RESHAPE), lift=no_attrs, opcode=OpCode.RESHAPE,
-               flops=zero_flops))
+               flops=zero_flops, gradient=_reshape_back))
 
 
 def _identity_infer(types, attrs):
@@ -72,7 +76,7 @@ def _identity_infer(types, attrs):
 register(OpDef(name="Identity", infer=_identity_infer,
                reference=lambda inputs, attrs: [np.array(inputs[0], copy=True)],
                lower=no_options(OpCode.RESHAPE), lift=no_attrs, opcode=OpCode.RESHAPE, lift_key=-1,
-               flops=zero_flops))
+               flops=zero_flops, gradient=lambda g, node, dys: [dys[0]]))
 
 
 def _transpose_infer(types, attrs):
@@ -92,7 +96,9 @@ def _transpose_lower(attrs):
 register(OpDef(name="Transpose", infer=_transpose_infer,
                reference=lambda inputs, attrs: [np.ascontiguousarray(np.transpose(inputs[0], attrs["perm"]))],
                lower=_transpose_lower, lift=lambda o: {"perm": ints(o.perm)},
-               opcode=OpCode.TRANSPOSE, flops=zero_flops))
+               opcode=OpCode.TRANSPOSE, flops=zero_flops,
+               gradient=lambda g, node, dys: [g.emit(
+                   "Transpose", [dys[0]], {"perm": tuple(int(k) for k in np.argsort(node.attrs["perm"]))})]))
 
 
 def _broadcast_to_infer(types, attrs):
@@ -108,7 +114,8 @@ def _broadcast_to_reference(inputs, attrs):
 
 register(OpDef(name="BroadcastTo", infer=_broadcast_to_infer, reference=_broadcast_to_reference,
                lower=no_options(OpCode.BROADCAST_TO), lift=no_attrs, opcode=OpCode.BROADCAST_TO,
-               flops=zero_flops))
+               flops=zero_flops,
+               gradient=lambda g, node, dys: [g.unbroadcast(dys[0], g.shape(node.inputs[0]))]))
 
 
 # ---- Concat, Split ----
@@ -131,10 +138,26 @@ def _concat_infer(types, attrs):
     return [TensorType(first.dtype, first.shape[:axis] + (total,) + first.shape[axis + 1:])]
 
 
+def _concat_grad(g, node, dys):
+    axis = int(node.attrs["axis"])
+    sizes = tuple(g.shape(i)[axis] for i in node.inputs)
+    if len(sizes) == 1:
+        return [dys[0]]
+    parts = g.emit("Split", [dys[0]], {"axis": axis, "sizes": sizes})
+    return list(parts)
+
+
+def _split_grad(g, node, dys):
+    parts = [dy if dy is not None else g.zeros_like(out) for dy, out in zip(dys, node.outputs)]
+    if len(parts) == 1:
+        return [parts[0]]
+    return [g.emit("Concat", parts, {"axis": int(node.attrs["axis"])})]
+
+
 register(OpDef(name="Concat", infer=_concat_infer,
                reference=lambda inputs, attrs: [np.concatenate(inputs, axis=attrs["axis"])],
                lower=_axis_lower(OpCode.CONCAT), lift=_axis_lift, opcode=OpCode.CONCAT,
-               flops=zero_flops))
+               flops=zero_flops, gradient=_concat_grad))
 
 
 def _split_infer(types, attrs):
@@ -155,7 +178,7 @@ def _split_reference(inputs, attrs):
 
 register(OpDef(name="Split", infer=_split_infer, reference=_split_reference,
                lower=_axis_lower(OpCode.SPLIT), lift=_axis_lift, opcode=OpCode.SPLIT,
-               flops=zero_flops))
+               flops=zero_flops, gradient=_split_grad))
 
 
 # ---- Slice ----
@@ -210,9 +233,23 @@ def _slice_lower(attrs):
     return OpCode.SLICE, OpOptions.SliceOptions, options
 
 
+def _slice_grad(g, node, dys):
+    """A unit-step slice's gradient is dy padded with zeros back to the input's extent."""
+    shape = g.shape(node.inputs[0])
+    begins, ends = [], []
+    for dim, p in zip(shape, zip(*_slice_params("Slice", len(shape), node.attrs))):
+        taken = slice_range(dim, *p)
+        if taken.step != 1 and len(taken) > 1:
+            g.fail(f"a slice with step {taken.step} has no gradient rule (only unit steps)")
+        start = taken.start if len(taken) else 0
+        begins.append(start)
+        ends.append(dim - start - len(taken))
+    return [g.emit("Pad", [dys[0]], {"pads": tuple(begins + ends), "mode": "constant", "value": 0.0})]
+
+
 register(OpDef(name="Slice", infer=_slice_infer, reference=_slice_reference, lower=_slice_lower,
                lift=lambda o: {"starts": ints(o.starts), "ends": ints(o.ends), "steps": ints(o.steps)},
-               opcode=OpCode.SLICE, flops=zero_flops))
+               opcode=OpCode.SLICE, flops=zero_flops, gradient=_slice_grad))
 
 
 # ---- Gather, GatherElements ----
@@ -244,9 +281,17 @@ def _gather_reference(inputs, attrs):
     return [np.take(x, _resolve_indices("Gather", indices, x.shape[axis]), axis=axis)]
 
 
+def _gather_grad(g, node, dys):
+    """Dense scatter-add of dy into a zero tensor of x's shape. (Trainable embedding tables get
+    sparse row gradients instead; converter.autodiff arranges that before this rule runs.)"""
+    x, indices = node.inputs
+    return [g.emit("GatherGrad", [dys[0], indices], {"axis": int(node.attrs["axis"]), "shape": g.shape(x)}),
+            None]
+
+
 register(OpDef(name="Gather", infer=_gather_infer, reference=_gather_reference,
                lower=_axis_lower(OpCode.GATHER), lift=_axis_lift, opcode=OpCode.GATHER,
-               flops=zero_flops))
+               flops=zero_flops, gradient=_gather_grad))
 
 
 def _gather_elements_infer(types, attrs):
@@ -330,8 +375,17 @@ def _pad_lift(options):
     return {"mode": mode, "pads": ints(options.pads), "value": float32_value(options.value)}
 
 
+def _pad_grad(g, node, dys):
+    """Constant padding's gradient crops dy back; padding by the negated pads does exactly that
+    (and pads zeros back where a negative pad cropped)."""
+    if node.attrs.get("mode", "constant") != "constant":
+        g.fail(f"{node.attrs.get('mode')} padding has no gradient rule (only constant)")
+    return [g.emit("Pad", [dys[0]], {"pads": tuple(-int(p) for p in node.attrs["pads"]),
+                                     "mode": "constant", "value": 0.0})]
+
+
 register(OpDef(name="Pad", infer=_pad_infer, reference=_pad_reference, lower=_pad_lower,
-               lift=_pad_lift, opcode=OpCode.PAD, flops=zero_flops))
+               lift=_pad_lift, opcode=OpCode.PAD, flops=zero_flops, gradient=_pad_grad))
 
 
 # ---- Resize ----
@@ -446,6 +500,27 @@ def _resize_lift(options):
             "scales": tuple(float32_value(s) for s in floats(options.scales, ()))}
 
 
+def _resize_grad(g, node, dys):
+    """Resize is separable and linear in x: along each resized axis y = A @ x with A [out, in]
+    (0/1 rows for nearest, interpolation weights for linear), so dx = A.T @ dy axis by axis.
+    A is the reference resize of an identity matrix along that axis, so it follows every mode."""
+    x = node.inputs[0]
+    shape = g.shape(x)
+    dy = dys[0]
+    for axis in reversed(range(len(shape))):
+        scale = float(node.attrs["scales"][axis])
+        out = resize_output_dim(shape[axis], scale)
+        if out == shape[axis] and scale == 1.0:
+            continue
+        one_axis = {**node.attrs, "scales": (scale, 1.0)}
+        matrix = _resize_reference([np.eye(shape[axis])], one_axis)[0]  # [out, in]
+        perm = tuple(k for k in range(len(shape)) if k != axis) + (axis,)
+        moved = g.emit("Transpose", [dy], {"perm": perm})
+        summed = g.emit("BatchMatMul", [moved, g.const(matrix, g.type(dy).dtype, "d/resize_matrix")])
+        dy = g.emit("Transpose", [summed], {"perm": tuple(int(k) for k in np.argsort(perm))})
+    return [dy]
+
+
 register(OpDef(name="Resize", infer=_resize_infer, reference=_resize_reference,
                lower=_resize_lower, lift=_resize_lift, opcode=OpCode.RESIZE,
-               flops=output_elements))
+               flops=output_elements, gradient=_resize_grad))

@@ -15,7 +15,7 @@ from converter.edgefb.OpCode import OpCode
 from converter.edgefb.OpOptions import OpOptions
 from converter.edgefb.Operator import Operator, OperatorT
 from converter.edgefb.UnaryOp import UnaryOp
-from converter.ir import TensorType
+from converter.ir import Quantization, TensorType
 from converter.ops import OPS, OpDef
 from converter.ops._common import lifted_op
 
@@ -31,7 +31,8 @@ UNARY_OPS = {"Relu", "Relu6", "Sigmoid", "Tanh", "HardSwish", "Gelu", "GeluTanh"
              "Sin", "Cos", "Square", "Clip", "LeakyRelu", "Elu", "HardSigmoid", "Not", "IsNaN", "IsInf"}
 # Attributes the schema does not carry: the reader takes them from the output tensors (or, for the
 # fused activation, from Operator.activation).
-IMPLIED_BY_TENSORS = {"shape", "sizes", "to", "activation"}
+# "quantization" is the tensors' params the reference executor passes (Quantize's sample needs them).
+IMPLIED_BY_TENSORS = {"shape", "sizes", "to", "activation", "quantization"}
 
 
 def readme_ops() -> set[str]:
@@ -107,6 +108,30 @@ SAMPLES = {
     "BroadcastTo": ([f32(3, 1)], {"shape": (2, 3, 4)}),
     "LSTM": _rnn_sample(4, 2),
     "GRU": _rnn_sample(3, 1),
+    "Quantize": ([f32(2, 3)], {"quantization": ([None], [Quantization((0.1,), (3,), 0)])}),
+    "Dequantize": ([f32(2, 3).astype(np.float16)], {}),
+    # training ops (converter/ops/training.py)
+    "Conv2DBackpropInput": ([f32(1, 3, 3, 2), f32(2, 3, 3, 4)],
+                            {"strides": (2, 2), "dilations": (1, 1), "pads": (1, 1, 1, 1), "groups": 1,
+                             "layout": "NHWC", "shape": (1, 5, 5, 4)}),
+    "Conv2DBackpropFilter": ([f32(1, 5, 5, 4), f32(1, 3, 3, 2)],
+                             {"strides": (2, 2), "dilations": (1, 1), "pads": (1, 1, 1, 1), "groups": 2,
+                              "layout": "NHWC", "shape": (2, 3, 3, 2)}),
+    "Pool2DGrad": ([f32(1, 4, 4, 2), f32(1, 2, 2, 2)],
+                   {"pool": "average", "kernel": (2, 2), "strides": (2, 2), "dilations": (1, 1),
+                    "pads": (0, 0, 0, 0), "ceil_mode": False, "count_include_pad": True, "layout": "NHWC"}),
+    "ActivationGrad": ([f32(2, 3), f32(2, 3)], {"function": "HardSigmoid", "alpha": 0.25, "beta": 0.5}),
+    "Loss": ([f32(3, 4), np.array([1, 0, 3], np.int32)], {"kind": "softmax_cross_entropy"}),
+    "LayerNormGrad": ([f32(2, 5), f32(5), f32(2, 5)], {"axis": 1, "epsilon": 1e-5}),
+    "BatchNormTrain": ([f32(4, 3), f32(3), f32(3), f32(3), f32(3, low=0.5)],
+                       {"epsilon": 1e-3, "momentum": 0.9, "layout": "NHWC"}),
+    "BatchNormGrad": ([f32(4, 3), f32(3), f32(3), f32(3, low=0.5), f32(4, 3)],
+                      {"epsilon": 1e-3, "momentum": 0.9, "layout": "NHWC"}),
+    "GatherGrad": ([f32(2, 3), np.array([3, 3], np.int32)], {"axis": 0, "shape": (5, 3)}),
+    "OptimizerUpdate": ([f32(3), f32(3), np.array(0.1, np.float32), f32(3), f32(3), np.array(0.0, np.float32)],
+                        {"kind": "adam", "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
+                         "epsilon": 1e-8, "weight_decay": 0.0, "sparse": False}),
+    "ClipByGlobalNorm": ([f32(3), f32(2, 2)], {"max_norm": 1.0}),
 }
 for _name in BINARY_OPS:
     SAMPLES[_name] = _binary_sample(_name)
