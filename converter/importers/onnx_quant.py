@@ -34,6 +34,7 @@ from converter.importers.onnx_builder import NodeContext, NodeInfo
 from converter.importers.onnx_ops import (
     OnnxOp, _pads_2d, _resolve_pads, _spatial_attrs, _to_2d, converts)
 from converter.ir import Graph, Quantization
+from converter.quantize.params import BIAS_LIMIT
 
 MS_DOMAIN = "com.microsoft"
 # Ops the QDQ and dynamic rewrites create that have no standard ONNX name.
@@ -580,12 +581,30 @@ def _weight_constant(ctx: NodeContext, values: np.ndarray, scales: np.ndarray, b
     return name
 
 
-def _bias_constant(ctx: NodeContext, index: int, x_scale: float, w_scales: np.ndarray) -> str:
-    if not ctx.input(index):
+def _fit_bias(ctx: NodeContext, index: int | None, values: np.ndarray, w_scales: np.ndarray, axis: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(weights, weight scales, int32 bias or None) with every channel's bias within BIAS_LIMIT.
+    A channel whose weights the source quantized with a tiny scale (a dead unit) can carry an int32
+    bias that leaves the accumulator no room, which the runtime refuses; such a channel's weight
+    and bias scale grow by the factor that brings the bias within the limit (its weights, tiny
+    already, are divided by it). Other channels are unchanged, so the usual model imports exactly."""
+    if index is None or not ctx.input(index):
+        return values, w_scales, None
+    bias = _raw(ctx, ctx.input(index), "bias")
+    if bias.dtype != np.int32 or bias.shape != w_scales.shape:
+        raise ctx.error(f"bias must be int32 of shape {list(w_scales.shape)}, got {bias.dtype} {list(bias.shape)}")
+    factor = np.maximum(np.abs(bias.astype(np.float64)) / BIAS_LIMIT, 1.0)
+    if np.all(factor == 1.0):
+        return values, w_scales, bias
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    values = np.rint(values.astype(np.float64) / factor.reshape(shape)).astype(np.int8)
+    return values, (w_scales * factor).astype(np.float32), np.rint(bias / factor).astype(np.int32)
+
+
+def _bias_constant(ctx: NodeContext, data: np.ndarray | None, x_scale: float, w_scales: np.ndarray) -> str:
+    if data is None:
         return ""
-    data = _raw(ctx, ctx.input(index), "bias")
-    if data.dtype != np.int32 or data.shape != w_scales.shape:
-        raise ctx.error(f"bias must be int32 of shape {list(w_scales.shape)}, got {data.dtype} {list(data.shape)}")
     scales = (np.float32(x_scale) * w_scales).astype(np.float32)
     name = ctx.constant(data.astype(np.int32), base="bias")
     _state(ctx)[name] = Quantization(tuple(float(s) for s in scales), (0,) * scales.size, 0)
@@ -670,9 +689,9 @@ def _dequantize_linear(ctx: NodeContext):
 def _qlinear_conv(ctx: NodeContext):
     x = _activation(ctx, 0, 1, 2, "input")
     x_params = _state(ctx)[x]
-    w_values, w_scales = _weights(ctx, 3, 4, 5, axis=0)
+    w_values, w_scales, bias_values = _fit_bias(ctx, 8, *_weights(ctx, 3, 4, 5, axis=0), axis=0)
     w = _weight_constant(ctx, w_values, w_scales, "weights")
-    bias = _bias_constant(ctx, 8, x_params.scale[0], w_scales)
+    bias = _bias_constant(ctx, bias_values, x_params.scale[0], w_scales)
     y, y_params = _output(ctx, 6, 7)
     attrs = {**_conv_attrs(ctx, ctx.shape(0)[2:], w_values.shape), **_fused_activation(ctx)}
     _emit_quantized(ctx, "Conv2D", [x, w, bias], attrs, y, y_params)
@@ -688,9 +707,11 @@ def _matmul_like(ctx: NodeContext, a: str, b_index: int, b_scale: int, b_zero: i
         if raw.ndim != 2:
             raise ctx.unsupported(f"rank-{raw.ndim} constant right operand")
         # FullyConnected takes w[N, K] with per-row (output channel) params.
-        values, scales = _weights(ctx, b_index, b_scale, b_zero, axis=0 if transpose_b else 1)
+        axis = 0 if transpose_b else 1
+        values, scales, bias_values = _fit_bias(ctx, bias_index, *_weights(ctx, b_index, b_scale, b_zero, axis=axis),
+                                                axis=axis)
         w = _weight_constant(ctx, values if transpose_b else values.T, scales, "weights")
-        bias = _bias_constant(ctx, bias_index, a_params.scale[0], scales) if bias_index is not None else ""
+        bias = _bias_constant(ctx, bias_values, a_params.scale[0], scales)
         _emit_quantized(ctx, "FullyConnected", [a, w, bias], activation, y, y_params)
         return
     if bias_index is not None and ctx.input(bias_index):

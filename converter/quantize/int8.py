@@ -28,8 +28,8 @@ from converter.quantize.calibration import collect_ranges
 from converter.quantize.common import QuantizedLayer, node_label
 from converter.quantize.dynamic import weight_axis
 from converter.quantize.int8_reference import SOFTMAX_OUTPUT
-from converter.quantize.params import (activation_params, constant_params, quantize_bias, quantize_weights,
-                                       representable_range)
+from converter.quantize.params import (activation_params, bias_scale_floor, constant_params, quantize_bias,
+                                       quantize_weights, representable_range)
 from converter.quantize.report import FloatOp
 
 INT8_ACTIVATIONS = (None, "Relu", "Relu6", "Clip", "Identity")
@@ -176,10 +176,10 @@ class _Rewriter:
             self.float_ready.add(name)
         return name
 
-    def weight(self, name: str, axis: int) -> str:
-        key = (name, axis)
+    def weight(self, name: str, axis: int, scale_floor: np.ndarray | None = None) -> str:
+        key = (name, axis, None if scale_floor is None else scale_floor.tobytes())
         if key not in self.weights:
-            q, params = quantize_weights(self.constants[name], axis)
+            q, params = quantize_weights(self.constants[name], axis, scale_floor)
             twin = self.fresh(f"{name}_int8")
             self.constants[twin], self.quantization[twin] = q, params
             self.tensors[twin] = TensorType("int8", q.shape)
@@ -222,12 +222,16 @@ class _Rewriter:
             weight_slot = 1
         for k in _float_slots(self.graph, node):
             name = inputs[k]
-            if k == weight_slot:
-                inputs[k] = self.weight(name, weight_axis(node, self.graph.tensors[name].rank))
-            else:
+            if k != weight_slot:
                 inputs[k] = self.as_int8(name)
         bias_slot = BIAS_SLOT.get(node.op)
-        if bias_slot is not None and len(inputs) > bias_slot and inputs[bias_slot]:
+        has_bias = bias_slot is not None and len(inputs) > bias_slot and bool(inputs[bias_slot])
+        if weight_slot is not None and weight_slot in _float_slots(self.graph, node):
+            name = inputs[weight_slot]
+            floor = (bias_scale_floor(self.constants[inputs[bias_slot]], self.quantization[inputs[0]].scale[0])
+                     if has_bias else None)
+            inputs[weight_slot] = self.weight(name, weight_axis(node, self.graph.tensors[name].rank), floor)
+        if has_bias:
             input_scale = self.quantization[inputs[0]].scale[0]
             inputs[bias_slot] = self.bias(inputs[bias_slot], input_scale, inputs[weight_slot])
         outputs = []

@@ -40,9 +40,25 @@ def weight_scales(weights: np.ndarray, axis: int) -> np.ndarray:
     return np.where(peak > 0, peak / WEIGHT_QMAX, 1.0).astype(np.float32)
 
 
-def quantize_weights(weights: np.ndarray, axis: int) -> tuple[np.ndarray, Quantization]:
-    """int8 per-channel symmetric weights along ``axis`` and their params."""
+# The int32 bias may use at most this magnitude, leaving the rest of the accumulator's range to
+# the products (K * 255 * 127 stays below 2**30 up to K = 33,000).
+BIAS_LIMIT = 2.0 ** 30
+
+
+def bias_scale_floor(bias: np.ndarray, input_scale: float) -> np.ndarray:
+    """The smallest per-channel weight scale that keeps |bias / (s_x * s_w)| within BIAS_LIMIT: a
+    channel whose weights are all tiny (a unit weight decay drove to zero) but whose bias is not
+    would otherwise overflow the int32 accumulator."""
+    return np.abs(np.asarray(bias, np.float64)) / (float(input_scale) * BIAS_LIMIT)
+
+
+def quantize_weights(weights: np.ndarray, axis: int, scale_floor: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, Quantization]:
+    """int8 per-channel symmetric weights along ``axis`` and their params; ``scale_floor`` raises
+    the scale of channels whose bias would not fit the accumulator (see bias_scale_floor)."""
     scales = weight_scales(weights, axis)
+    if scale_floor is not None:
+        scales = np.maximum(scales.astype(np.float64), scale_floor).astype(np.float32)
     shape = [1] * weights.ndim
     shape[axis] = scales.size
     q = np.clip(np.rint(np.asarray(weights, np.float64) / scales.astype(np.float64).reshape(shape)),

@@ -184,15 +184,6 @@ def _edge_available() -> bool:
         return False
 
 
-def _run_edge_or_skip(data: bytes, feeds):
-    """The C runtime's result; skipped (with its message) only when the runtime lacks the int8
-    kernels this model needs, which helper Q3's ops provide."""
-    import edge
-
-    try:
-        return run_edge(data, feeds)
-    except edge.UnsupportedError as error:
-        pytest.skip(f"C runtime has no int8 kernel for this model yet: {error}")
 
 
 # ---------------------------------------------------------------- static int8
@@ -276,7 +267,7 @@ def test_static_models_match_onnxruntime(tmp_path, builder, variant):
     assert np.count_nonzero(steps) <= steps.size // 2
 
     if _edge_available():
-        runtime = _run_edge_or_skip(result.data, feeds)["y"]
+        runtime = run_edge(result.data, feeds)["y"]
         # The C kernels follow the integer reference bit for bit.
         np.testing.assert_array_equal(runtime, ours)
 
@@ -349,7 +340,7 @@ def test_dynamic_mlp_maps_to_dynamic_fully_connected(tmp_path):
     assert np.abs(theirs - exact).max() / scale < 0.02
 
     if _edge_available():
-        runtime = _run_edge_or_skip(converter.convert(quantized).data, {"x": x})["y"]
+        runtime = run_edge(converter.convert(quantized).data, {"x": x})["y"]
         np.testing.assert_allclose(runtime, ours, rtol=1e-5, atol=1e-5 * scale)
 
 
@@ -403,3 +394,26 @@ def test_float_models_are_untouched_by_the_quantized_rewrite():
 
     model = conv_net()
     assert rewrite_quantized(model) is model
+
+
+def test_a_dead_channel_with_a_bias_imports_and_runs(tmp_path):
+    # Weight decay can drive a unit's weights to ~0 while its bias stays: onnxruntime then stores an
+    # int32 bias near 2**31 (bias / (s_x * s_w) with a tiny s_w), which would leave the accumulator
+    # no room. The importer rescales that channel; the model loads and matches onnxruntime.
+    rng = np.random.default_rng(7)
+    w = (0.3 * rng.standard_normal((16, 8))).astype(np.float32)
+    w[:, 2] = 1e-9
+    b = np.full(8, 0.5, np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], {"w": w, "b": b})
+    quantized = _static(model, tmp_path, "dead", quant_format=QuantFormat.QOperator, per_channel=True)
+    bias = next(_initializer(quantized, i.name) for i in quantized.graph.initializer
+                if _initializer(quantized, i.name).dtype == np.int32)
+    assert np.abs(bias.astype(np.int64)).max() > 2 ** 30          # the case this test is about
+    x = np.random.default_rng(8).standard_normal((4, 16)).astype(np.float32)
+    expected = run_onnxruntime(quantized, {"x": x})["y"]
+    got = run_edge(converter.convert(quantized).data, {"x": x})["y"]
+    step = float(np.max(np.abs(expected))) / 127
+    assert np.max(np.abs(got - expected)) <= 2 * step
+    np.testing.assert_allclose(got[:, 2], 0.5, atol=2 * step)

@@ -225,6 +225,27 @@ def test_dynamic_leaves_activations_float_and_skips_variables():
     assert all(e.sqnr_db > 30 for e in report.layers)
 
 
+def test_int8_bias_of_a_dead_channel_fits_the_accumulator():
+    # A unit whose weights weight decay drove to ~0 but whose bias is not: with s_w = max|w|/127 its
+    # int32 bias would overflow; the weight scale is raised until the bias fits.
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.2, (8, 16)).astype(np.float32)
+    w[3] = 1e-9
+    bias = np.full(8, 0.5, np.float32)
+    b = GraphBuilder()
+    x = b.input("x", (4, 16))
+    b.output(b.FullyConnected(x, w, bias, name="fc"), name="y")
+    graph = b.build()
+    data = rng.uniform(0, 1, (32, 4, 16)).astype(np.float32)
+    quantized, _ = quantize(graph, "int8", calibration=data)
+    biases = [quantized.constants[n] for n in quantized.constants if quantized.tensors[n].dtype == "int32"]
+    assert biases and all(np.abs(q.astype(np.int64)).max() <= 2 ** 30 for q in biases)
+    feed = data[0]
+    ref, got = run(graph, {"x": feed})["y"], run(quantized, {"x": feed})["y"]
+    assert measured_sqnr(ref, got) > 30
+    np.testing.assert_allclose(got[:, 3], 0.5, atol=0.02)
+
+
 # ---- fp16 ----
 
 def test_fp16_halves_the_file_and_stays_close():

@@ -1,5 +1,6 @@
 /* Quantization params, multipliers and activation ranges shared by the integer op paths
  * (qcommon.h states the arithmetic). Everything here runs at prepare. */
+#include <math.h>
 #include <string.h>
 
 #include "broadcast.h"
@@ -128,4 +129,15 @@ edge_status edge_q_activation_range(edge_context *ctx, const char *op, const edg
 bool edge_q_same_params(const edge_tensor *a, const edge_tensor *b) {
   return a->num_quant_params == 1 && b->num_quant_params == 1 && a->dtype == b->dtype &&
          memcmp(&a->scales[0], &b->scales[0], sizeof(float)) == 0 && a->zero_points[0] == b->zero_points[0];
+}
+
+edge_status edge_q_check_accumulator(edge_context *ctx, const char *what, const int32_t *bias, size_t channels,
+                                     size_t depth) {
+  for (size_t c = 0; c < channels; ++c)
+    if (fabs((double)bias[c]) + (double)depth * 32768.0 > 2147483647.0)
+      return edge_fail(ctx, EDGE_UNSUPPORTED,
+                       "%s: output channel %zu: int32 bias %d plus %zu products of int8 values may overflow the "
+                       "int32 accumulator (the channel's weight scale is too small for its bias)",
+                       what, c, (int)bias[c], depth);
+  return EDGE_OK;
 }

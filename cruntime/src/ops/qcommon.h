@@ -45,6 +45,11 @@ edge_status edge_q_bias_params(edge_context *ctx, const char *op, const edge_ten
 
 /* The fixed-point form of real multiplier M (what: words for the message). M must be finite and
  * > 0; M >= 2^30 is refused (the shift would not be positive); M < 2^-32 gives m = 0, shift = 62. */
+/* Refuses (EDGE_UNSUPPORTED, naming the channel) an int32 bias that leaves too little room for
+ * depth products of int8 differences (each at most 255 * 128): the same test at every ISA level, so
+ * no level computes what another refuses. */
+edge_status edge_q_check_accumulator(edge_context *ctx, const char *what, const int32_t *bias, size_t channels,
+                                     size_t depth);
 edge_status edge_q_multiplier(edge_context *ctx, const char *op, const char *what, double real, int32_t *m,
                               int32_t *shift);
 

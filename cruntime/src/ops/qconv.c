@@ -154,6 +154,9 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
     s->bias = calloc(channels + 1, sizeof(int32_t));
     if (!s->multiplier || !s->shift || !s->bias) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
     if (bias && bias->data) memcpy(s->bias, bias->data, channels * sizeof(int32_t));
+    if ((status = edge_q_check_accumulator(ctx, what, s->bias, channels,
+                                           (size_t)(w->shape[1] * w->shape[2] * w->shape[3]))) != EDGE_OK)
+      return status;
     for (size_t c = 0; c < channels; ++c) {
       double real = (double)xp.scale * (double)edge_q_channel_scale(w, (int64_t)c) / (double)yp.scale;
       if ((status = edge_q_multiplier(ctx, what, "output channel", real, &s->multiplier[c], &s->shift[c])) != EDGE_OK)
@@ -170,7 +173,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
                                                     &s->out, &s->fast);
     if (status != EDGE_OK) {
       char message[EDGE_ERROR_CAPACITY];
-      snprintf(message, sizeof message, "%s", ctx->error);
+      snprintf(message, sizeof message, "%s", edge_last_error());
       return edge_fail(ctx, status, "%s: %s", what, message);
     }
     node->scratch_bytes = s->quantized_bytes + edge_qs8_conv_plan_scratch_bytes(s->fast);

@@ -118,6 +118,7 @@ static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const ch
   s->bias = calloc(n + 1, sizeof(int32_t));
   if (!s->multiplier || !s->shift || !s->bias) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
   if (bias && bias->data) memcpy(s->bias, bias->data, n * sizeof(int32_t));
+  if ((status = edge_q_check_accumulator(ctx, what, s->bias, n, (size_t)s->depth)) != EDGE_OK) return status;
   for (size_t c = 0; c < n; ++c) {
     double real = (double)xp.scale * (double)edge_q_channel_scale(w, (int64_t)c) / (double)yp.scale;
     if ((status = edge_q_multiplier(ctx, what, "output channel", real, &s->multiplier[c], &s->shift[c])) != EDGE_OK)
@@ -142,7 +143,7 @@ static edge_status pack_weights(edge_context *ctx, edge_node *node, const char *
                                       s->zp_x, s->multiplier, s->shift, s->packed);
   if (status != EDGE_OK) {
     char message[EDGE_ERROR_CAPACITY];
-    snprintf(message, sizeof message, "%s", ctx->error);
+    snprintf(message, sizeof message, "%s", edge_last_error());
     return edge_fail(ctx, status, "%s: %s", what, message);
   }
   s->kernels = k;
