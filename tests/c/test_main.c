@@ -88,6 +88,7 @@ edge_model *test_load_seed(const char *name) {
   X(kernels_vector) \
   X(kernels_conv) \
   X(kernels_qgemm) \
+  X(kernels_s8vector) \
   X(ops_quant)
 
 #define DECLARE(name) void test_##name(void);

@@ -188,6 +188,35 @@ def int8_cases() -> list[Case]:
                        {"x": TensorType("int8", (2, 7, 7, 12))}, {}, ["y"], {"x": act_params(rng), "y": act_params(rng)})
     cases.append(Case("reduce_mean_hw", graph, {"x": int8_values(rng, (2, 7, 7, 12))}))
 
+    # Channel counts that give the vector kernels (blocks of 64 / 16 lanes) a body and a ragged tail.
+    for id, shape, kernel, strides, pads, dil, act in (
+            ("maxpool_vec_c77", (2, 9, 10, 77), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), None),
+            ("maxpool_vec_c150_dilated", (1, 8, 9, 150), (2, 3), (1, 2), (1, 1, 0, 2), (2, 2), None),
+            ("maxpool_vec_c23", (1, 6, 6, 23), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), None)):
+        rng = rng_for(id)
+        x_params = act_params(rng)
+        attrs = with_activation({"kernel": kernel, "strides": strides, "pads": pads, "dilations": dil,
+                                 "layout": "NHWC"}, act)
+        graph = make_graph([Node("MaxPool2D", ["x"], ["y"], attrs)], {"x": TensorType("int8", shape)}, {}, ["y"],
+                           {"x": x_params, "y": x_params})
+        cases.append(Case(id, graph, {"x": int8_values(rng, shape)}))
+    for op, shape_a, shape_b, activation in (("Add", (2, 3, 5, 83), (2, 3, 5, 83), None),
+                                             ("Add", (1, 7, 131), (1, 7, 131), ACTIVATIONS[2]),
+                                             ("Sub", (3, 4, 45), (3, 4, 45), ACTIVATIONS[3]),
+                                             ("Add", (2, 9, 64), (9, 64), None)):
+        id = f"vec_{op.lower()}_{'x'.join(map(str, shape_a))}_{'x'.join(map(str, shape_b))}"
+        rng = rng_for(id)
+        quant = {"a": act_params(rng), "b": act_params(rng, 0.01, 0.2), "y": act_params(rng, 0.03, 0.1)}
+        graph = make_graph([Node(op, ["a", "b"], ["y"], with_activation({}, activation))],
+                           {"a": TensorType("int8", shape_a), "b": TensorType("int8", shape_b)}, {}, ["y"], quant)
+        cases.append(Case(id, graph, {"a": int8_values(rng, shape_a), "b": int8_values(rng, shape_b)}))
+    for id, shape, axes in (("reduce_mean_vec_c300", (2, 5, 6, 300), (1, 2)),
+                            ("reduce_mean_vec_c37_axis1", (3, 11, 37), (1,))):
+        rng = rng_for(id)
+        graph = make_graph([Node("ReduceMean", ["x"], ["y"], {"axes": axes, "keepdims": True})],
+                           {"x": TensorType("int8", shape)}, {}, ["y"], {"x": act_params(rng), "y": act_params(rng)})
+        cases.append(Case(id, graph, {"x": int8_values(rng, shape)}))
+
     rng = rng_for("concat_mixed_params")
     shared = act_params(rng)
     quant = {"a": act_params(rng), "b": shared, "c": act_params(rng, 0.001, 0.01), "y": shared}
@@ -216,6 +245,17 @@ def int8_cases() -> list[Case]:
                        {"x": TensorType("float32", x.shape)}, {}, ["y", "xt"],
                        {"xq": params, "xp": params, "xt": params})
     cases.append(Case("quantize_pad_dequantize", graph, {"x": x}))
+
+    # A larger QUANTIZE (vector body, ragged tail, work split over threads): ties, values far out of
+    # range both ways, infinities, signed zeros.
+    rng = rng_for("quantize_vec")
+    params = q(0.03, -11)
+    x = (np.round(rng.uniform(-6, 6, (1, 37, 41, 3)) * (1 / 0.03) * 2) / 2 * np.float32(0.03)).astype(np.float32)
+    x.flat[5::97] = rng.uniform(-1e6, 1e6, x.flat[5::97].shape).astype(np.float32)
+    x.flat[:4] = [np.inf, -np.inf, -0.0, 0.0]
+    graph = make_graph([Node("Quantize", ["x"], ["xq"], {}), Node("Dequantize", ["xq"], ["y"], {})],
+                       {"x": TensorType("float32", x.shape)}, {}, ["y", "xq"], {"xq": params})
+    cases.append(Case("quantize_vec", graph, {"x": x}))
     return cases
 
 

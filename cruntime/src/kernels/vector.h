@@ -71,6 +71,24 @@ typedef enum {
   EDGE_VREDUCE_COUNT_
 } edge_vreduce_kind;
 
+/* int8 kernels (kernels/vector/s8-*.c); NULL at the scalar level like the rest.
+ * maxpool: y[j] = clamp(max over the rows x cols real taps of x[tap][j], lo, hi), rows, cols >= 1
+ *          (the edge_f32_pool_ukernel geometry; also REDUCE MAX over an outer axis with cols = 1). */
+typedef void (*edge_s8_maxpool_ukernel)(size_t rows, size_t cols, const int8_t *x, size_t row_step, size_t col_step,
+                                        size_t channels, int8_t *y, int8_t lo, int8_t hi);
+/* acc[i] += x[r * stride + i] over r < rows (int32 column sums for int8 averages). */
+typedef void (*edge_s8_raccumulate_ukernel)(size_t rows, size_t n, const int8_t *x, size_t stride, int32_t *acc);
+/* int8 ADD / SUB over n elements of equal layout, the issue-4 add rule (mb negated for SUB):
+ * y = clamp(zp_y + (((int64)(a - zp_a) * ma + (int64)(b - zp_b) * mb + 2^(shift-1)) >> shift), lo, hi). */
+typedef struct {
+  int32_t zp_a, zp_b, zp_y, lo, hi;
+  int32_t ma, mb, shift;
+} edge_s8_vadd_params;
+typedef void (*edge_s8_vadd_ukernel)(size_t n, const int8_t *a, const int8_t *b, int8_t *y,
+                                     const edge_s8_vadd_params *params);
+/* y[i] = clamp(zp + nearbyint(x[i] * inv_scale), -128, 127) (float32 product, ties to even, NaN -> zp). */
+typedef void (*edge_s8_quantize_ukernel)(size_t n, const float *x, int8_t *y, float inv_scale, int32_t zero_point);
+
 typedef struct {
   const char *isa_name;                                        /* "avx512" ...; "scalar" when all NULL */
   edge_f32_vunary_ukernel unary[EDGE_UNARY_COUNT_];            /* indexed by edge_unary_kind */
@@ -87,6 +105,10 @@ typedef struct {
   edge_f32_pool_ukernel avgpool;
   edge_f32_vunary_ukernel silu;                                /* x * sigmoid(x), no UNARY kind of its own */
   edge_x32_transpose_ukernel transpose;
+  edge_s8_maxpool_ukernel s8_maxpool;
+  edge_s8_raccumulate_ukernel s8_raccumulate_sum;
+  edge_s8_vadd_ukernel s8_vadd;
+  edge_s8_quantize_ukernel s8_quantize;
 } edge_vector_kernels;
 
 #endif

@@ -75,6 +75,11 @@
   void edge_f32_maxpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_f32_avgpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_x32_transpose__##isa(size_t, size_t, const uint32_t *, size_t, uint32_t *, size_t);        \
+  void edge_s8_maxpool__##isa(size_t, size_t, const int8_t *, size_t, size_t, size_t, int8_t *, int8_t,   \
+                              int8_t);                                                                 \
+  void edge_s8_raccumulate_sum__##isa(size_t, size_t, const int8_t *, size_t, int32_t *);              \
+  void edge_s8_vadd__##isa(size_t, const int8_t *, const int8_t *, int8_t *, const edge_s8_vadd_params *); \
+  void edge_s8_quantize__##isa(size_t, const float *, int8_t *, float, int32_t);                       \
   static void fill_##isa(edge_vector_kernels *out) {                                                   \
     EDGE_VECTOR_UNARY_LIST(SET_UNARY, isa)                                                             \
     EDGE_VECTOR_BINARY_LIST(SET_BINARY, isa)                                                           \
@@ -87,6 +92,10 @@
     out->maxpool = edge_f32_maxpool__##isa;                                                            \
     out->avgpool = edge_f32_avgpool__##isa;                                                            \
     out->transpose = edge_x32_transpose__##isa;                                                        \
+    out->s8_maxpool = edge_s8_maxpool__##isa;                                                          \
+    out->s8_raccumulate_sum = edge_s8_raccumulate_sum__##isa;                                          \
+    out->s8_vadd = edge_s8_vadd__##isa;                                                                \
+    out->s8_quantize = edge_s8_quantize__##isa;                                                        \
   }
 
 #if defined(__x86_64__) || defined(_M_X64)

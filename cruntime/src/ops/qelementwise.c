@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../kernels/config.h"
 #include "broadcast.h"
 #include "ops.h"
 #include "qcommon.h"
@@ -21,6 +22,8 @@ typedef struct {
   bool multiply;
   int32_t zp_a, zp_b, zp_y, lo, hi;
   int32_t ma, mb, shift;   /* ADD/SUB: the two multipliers and the shared shift; MUL: m in ma */
+  edge_s8_vadd_params vadd; /* ADD/SUB: the same numbers for the vector kernel */
+  edge_s8_vadd_ukernel vadd_kernel; /* NULL: scalar path (EDGE_ISA=scalar, MUL) */
 } qbinary_state;
 
 void edge_qbinary_release(edge_node *node) {
@@ -67,6 +70,10 @@ edge_status edge_qbinary_prepare(edge_context *ctx, edge_node *node) {
                        real_a, real_b);
     if (op == EDGE_BINARY_SUB) s->mb = -s->mb;
   }
+  if (!s->multiply) {
+    s->vadd = (edge_s8_vadd_params){s->zp_a, s->zp_b, s->zp_y, s->lo, s->hi, s->ma, s->mb, s->shift};
+    s->vadd_kernel = edge_kernels()->vector.s8_vadd;
+  }
   int64_t y_strides[EDGE_MAX_RANK], a_strides[EDGE_MAX_RANK], b_strides[EDGE_MAX_RANK];
   edge_nd_contiguous_strides(rank, shape, y_strides);
   edge_nd_broadcast_strides(rank, shape, a->rank, a->shape, a_strides);
@@ -94,6 +101,10 @@ static void qbinary_run(void *arg, const int64_t *offsets, int64_t count) {
       int32_t product = ((int32_t)a[i * sa] - s->zp_a) * ((int32_t)b[i * sb] - s->zp_b);
       y[i * sy] = (int8_t)edge_q_requantize_clamp(product, s->ma, s->shift, s->zp_y, s->lo, s->hi);
     }
+    return;
+  }
+  if (s->vadd_kernel && sa == 1 && sb == 1 && sy == 1) {
+    s->vadd_kernel((size_t)count, a, b, y, &s->vadd);
     return;
   }
   const int64_t rounding = (int64_t)1 << (s->shift - 1);

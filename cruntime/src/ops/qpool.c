@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../kernels/config.h"
 #include "broadcast.h"
 #include "ops.h"
 #include "qcommon.h"
@@ -156,6 +157,7 @@ static void qpool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const qpool_job *job = arg;
   const qpool_state *s = job->s;
   int64_t channels = s->channels;
+  edge_s8_maxpool_ukernel maxpool = edge_kernels()->vector.s8_maxpool;
   for (int64_t r = begin; r < end; ++r) {
     int64_t n = r / s->out_h, oh = r % s->out_h, h0 = oh * s->strides[0] - s->pads[0];
     int64_t real_h, padded_h;
@@ -166,6 +168,16 @@ static void qpool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       window_counts(w0, s->kernel[1], s->dilations[1], s->in_w, s->pads[1], s->pads[3], &real_w, &padded_w);
       int64_t count = s->count_include_pad ? padded_h * padded_w : real_h * real_w;
       int8_t *y = job->y + (r * s->out_w + ow) * channels;
+      if (!s->average && maxpool && real_h > 0 && real_w > 0) {
+        /* The real taps form a real_h x real_w rectangle from the first real tap on. */
+        int64_t ih = h0, iw = w0;
+        while (ih < 0) ih += s->dilations[0];
+        while (iw < 0) iw += s->dilations[1];
+        maxpool((size_t)real_h, (size_t)real_w, job->x + ((n * s->in_h + ih) * s->in_w + iw) * channels,
+                (size_t)(s->dilations[0] * s->in_w * channels), (size_t)(s->dilations[1] * channels),
+                (size_t)channels, y, (int8_t)s->lo, (int8_t)s->hi);
+        continue;
+      }
       for (int64_t c = 0; c < channels; ++c) {
         int32_t acc = s->average ? 0 : -129; /* -129: no real tap yet */
         for (int64_t kh = 0; kh < s->kernel[0]; ++kh) {
@@ -208,7 +220,13 @@ typedef struct {
   int64_t kept_shape[EDGE_MAX_RANK], kept_strides[EDGE_MAX_RANK];
   int64_t reduced_shape[EDGE_MAX_RANK], reduced_strides[EDGE_MAX_RANK];
   int64_t outputs;
+  /* Reduced axes that form one block of adjacent dimensions make x an [outer, count, inner] array,
+   * which the vector kernels reduce over contiguous inner runs (column_blocks > 0 then). */
+  int64_t outer, inner, column_blocks;
 } qreduce_state;
+
+/* Inner elements per work item of the column path (the int32 sums live on the stack). */
+#define QREDUCE_COLUMNS 256
 
 void edge_qreduce_release(edge_node *node) {
   qreduce_state *s = node->state;
@@ -269,6 +287,21 @@ edge_status edge_qreduce_prepare(edge_context *ctx, edge_node *node) {
   if (status != EDGE_OK) return status;
   if (!s->average && s->count == 0)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: MAX over an empty set of elements", what);
+  int32_t first = -1, last = -1;
+  for (int32_t d = 0; d < x->rank; ++d)
+    if (reduced[d]) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  bool block = first >= 0 && s->count > 0;
+  for (int32_t d = first; block && d <= last; ++d) block = reduced[d];
+  if (block) {
+    s->outer = edge_num_elements(first, x->shape);
+    s->inner = edge_num_elements(x->rank - last - 1, x->shape + last + 1);
+    const edge_vector_kernels *v = &edge_kernels()->vector;
+    if (s->inner >= 8 && (s->average ? v->s8_raccumulate_sum != NULL : v->s8_maxpool != NULL))
+      s->column_blocks = (s->inner + QREDUCE_COLUMNS - 1) / QREDUCE_COLUMNS;
+  }
   return prepare_params(ctx, node, what, x, y, s->average, s->count, true, &s->zp_x, &s->zp_y, &s->lo, &s->hi,
                         &s->multiplier, &s->shift);
 }
@@ -307,9 +340,38 @@ static void qreduce_outputs(void *arg, int64_t begin, int64_t end, int32_t threa
   }
 }
 
+/* Work items are (outer, block of QREDUCE_COLUMNS inner elements); each reduces its columns over
+ * the count rows with the vector kernels: the same integers as qreduce_outputs. */
+static void qreduce_columns(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const qreduce_job *job = arg;
+  const qreduce_state *s = job->s;
+  const edge_vector_kernels *v = &edge_kernels()->vector;
+  for (int64_t item = begin; item < end; ++item) {
+    int64_t o = item / s->column_blocks, c0 = item % s->column_blocks * QREDUCE_COLUMNS;
+    size_t width = (size_t)(s->inner - c0 < QREDUCE_COLUMNS ? s->inner - c0 : QREDUCE_COLUMNS);
+    const int8_t *x = job->x + o * s->count * s->inner + c0;
+    int8_t *y = job->y + o * s->inner + c0;
+    if (!s->average) {
+      v->s8_maxpool((size_t)s->count, 1, x, (size_t)s->inner, 0, width, y, (int8_t)s->lo, (int8_t)s->hi);
+      continue;
+    }
+    int32_t acc[QREDUCE_COLUMNS] = {0};
+    v->s8_raccumulate_sum((size_t)s->count, width, x, (size_t)s->inner, acc);
+    int32_t offset = (int32_t)s->count * s->zp_x;
+    for (size_t i = 0; i < width; ++i)
+      y[i] = (int8_t)edge_q_requantize_clamp(acc[i] - offset, s->multiplier[0], s->shift[0], s->zp_y, s->lo, s->hi);
+  }
+}
+
 edge_status edge_qreduce_eval(edge_context *ctx, edge_node *node) {
   const qreduce_state *s = node->state;
   qreduce_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  if (s->column_blocks > 0) {
+    edge_nd_parallel(ctx, s->outer * s->column_blocks, 1 + 16384 / (s->count * QREDUCE_COLUMNS + 1), qreduce_columns,
+                     &job);
+    return EDGE_OK;
+  }
   edge_nd_parallel(ctx, s->outputs, 1 + 16384 / (s->count + 1), qreduce_outputs, &job);
   return EDGE_OK;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/config.h"
 #include "broadcast.h"
 #include "ops.h"
 #include "qcommon.h"
@@ -126,22 +127,33 @@ typedef struct {
   void *y;
 } quantize_job;
 
-/* Work is split over (outer, channel) blocks of `inner` elements. */
+/* Elements per work item of QUANTIZE: a per-tensor block (one [1, 1, n] block) still spreads
+ * over the threads. */
+#define QUANTIZE_CHUNK 8192
+
+/* Work is split over pieces of at most QUANTIZE_CHUNK elements of the (outer, channel) blocks of
+ * `inner` elements; int8 pieces go through the vector kernel where there is one (the same bytes). */
 static void quantize_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const quantize_job *job = arg;
   const quantize_state *s = job->s;
-  for (int64_t b = begin; b < end; ++b) {
+  int64_t pieces = (s->inner + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
+  edge_s8_quantize_ukernel kernel = edge_kernels()->vector.s8_quantize;
+  for (int64_t item = begin; item < end; ++item) {
+    int64_t b = item / pieces, i0 = item % pieces * QUANTIZE_CHUNK;
+    int64_t n = s->inner - i0 < QUANTIZE_CHUNK ? s->inner - i0 : QUANTIZE_CHUNK;
     int64_t c = b % s->channels;
-    const float *x = (const float *)job->x + b * s->inner;
+    const float *x = (const float *)job->x + b * s->inner + i0;
     float inv = s->inverse_scales[c];
     int32_t zp = s->zero_points[c];
     if (s->quantized == EDGE_INT8) {
-      int8_t *y = (int8_t *)job->y + b * s->inner;
-      for (int64_t i = 0; i < s->inner; ++i) y[i] = (int8_t)edge_q_quantize(x[i], inv, zp, -128, 127);
+      int8_t *y = (int8_t *)job->y + b * s->inner + i0;
+      if (kernel) kernel((size_t)n, x, y, inv, zp);
+      else
+        for (int64_t i = 0; i < n; ++i) y[i] = (int8_t)edge_q_quantize(x[i], inv, zp, -128, 127);
     } else {
-      uint8_t *y = (uint8_t *)job->y + b * s->inner;
-      for (int64_t i = 0; i < s->inner; ++i) y[i] = (uint8_t)edge_q_quantize(x[i], inv, zp, 0, 255);
+      uint8_t *y = (uint8_t *)job->y + b * s->inner + i0;
+      for (int64_t i = 0; i < n; ++i) y[i] = (uint8_t)edge_q_quantize(x[i], inv, zp, 0, 255);
     }
   }
 }
@@ -149,7 +161,9 @@ static void quantize_blocks(void *arg, int64_t begin, int64_t end, int32_t threa
 static edge_status quantize_eval(edge_context *ctx, edge_node *node) {
   const quantize_state *s = node->state;
   quantize_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
-  edge_nd_parallel(ctx, s->outer * s->channels, 1 + 16384 / (s->inner + 1), quantize_blocks, &job);
+  int64_t pieces = (s->inner + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
+  int64_t per_item = s->inner < QUANTIZE_CHUNK ? s->inner : QUANTIZE_CHUNK;
+  edge_nd_parallel(ctx, s->outer * s->channels * pieces, 1 + 16384 / (per_item + 1), quantize_blocks, &job);
   return EDGE_OK;
 }
 

@@ -1,0 +1,207 @@
+/* Tests of the int8 vector kernels (kernels/vector/s8-*.c: s8_maxpool, s8_raccumulate_sum, s8_vadd,
+ * s8_quantize in vector.h) at every ISA level this machine supports, bit for bit against loops
+ * written here from the issue-4 formulas:
+ *
+ *   vadd:     y = clamp(zp_y + (((int64)(a - zp_a) * ma + (int64)(b - zp_b) * mb + 2^(s-1)) >> s), lo, hi)
+ *   quantize: y = clamp(zp + nearbyint(x * inv), -128, 127), float32 product, ties to even, NaN -> zp
+ *   maxpool:  y = clamp(max over taps, lo, hi);  raccumulate: acc += column sums
+ *
+ * over ragged lengths (tails of every size below the vector widths), random params including the
+ * extreme shifts 1 and 62 and multipliers up to +-(2^31 - 1), values on rounding ties, infinities,
+ * NaN and huge floats, with guard bytes after each output that must stay untouched.
+ * Entry point: test_kernels_s8vector(); returns the number of failed checks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kernels/config.h"
+
+static int failures;
+static int checks;
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+#define CHECK(cond, ...)                                     \
+  do {                                                       \
+    ++checks;                                                \
+    if (!(cond)) {                                           \
+      if (++failures <= 40) {                                \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                        \
+        fprintf(stderr, "\n");                               \
+      }                                                      \
+    }                                                        \
+  } while (0)
+
+static uint32_t rnd(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)(rng_state >> 16);
+}
+static int32_t rnd_range(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+
+static const size_t lengths[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 77, 127, 128, 150, 300, 1031};
+#define NUM_LENGTHS (sizeof lengths / sizeof lengths[0])
+#define GUARD 32
+#define GUARD_BYTE 0x5a
+
+static int guard_intact(const int8_t *p) {
+  for (size_t i = 0; i < GUARD; ++i)
+    if ((uint8_t)p[i] != GUARD_BYTE) return 0;
+  return 1;
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+static void random_bounds(int32_t *lo, int32_t *hi) {
+  *lo = -128;
+  *hi = 127;
+  if (rnd() % 2) {
+    *lo = rnd_range(-128, 20);
+    *hi = rnd_range(*lo, 127);
+  }
+}
+
+static void check_vadd(const char *isa, edge_s8_vadd_ukernel kernel) {
+  int8_t a[1100], b[1100], y[1100 + GUARD];
+  for (size_t t = 0; t < NUM_LENGTHS * 12; ++t) {
+    size_t n = lengths[t % NUM_LENGTHS];
+    edge_s8_vadd_params p;
+    p.zp_a = rnd_range(-128, 127);
+    p.zp_b = rnd_range(-128, 127);
+    p.zp_y = rnd_range(-128, 127);
+    random_bounds(&p.lo, &p.hi);
+    p.shift = t % 5 == 0 ? 1 : (t % 5 == 1 ? 62 : rnd_range(1, 62));
+    int32_t big = 2147483647;
+    p.ma = t % 7 == 0 ? big : (int32_t)(rnd() % 2147483647u);
+    p.mb = t % 7 == 1 ? -big : (int32_t)(rnd() % 2147483647u) * (rnd() % 2 ? 1 : -1);
+    if (t % 3 == 0) { /* the realistic case: multipliers near 2^30, shifts near 31 */
+      p.ma = rnd_range(1 << 29, 2147483647);
+      p.mb = rnd_range(1 << 29, 2147483647) * (rnd() % 2 ? 1 : -1);
+      p.shift = rnd_range(28, 40);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = (int8_t)rnd_range(-128, 127);
+      b[i] = (int8_t)rnd_range(-128, 127);
+    }
+    a[0] = -128;
+    if (n > 1) b[1] = 127;
+    memset(y, GUARD_BYTE, sizeof y);
+    kernel(n, a, b, y, &p);
+    size_t bad = 0, first = 0;
+    int64_t want_first = 0;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t sum = (int64_t)(a[i] - p.zp_a) * p.ma + (int64_t)(b[i] - p.zp_b) * p.mb + ((int64_t)1 << (p.shift - 1));
+      /* >> of a negative int64 is arithmetic on every compiler we build with; say it without it. */
+      int64_t shifted = sum >= 0 ? sum / ((int64_t)1 << p.shift)
+                                 : -((-sum + ((int64_t)1 << p.shift) - 1) / ((int64_t)1 << p.shift));
+      int64_t want = clamp64(p.zp_y + shifted, p.lo, p.hi);
+      if (y[i] != want && bad++ == 0) first = i, want_first = want;
+    }
+    CHECK(bad == 0, "s8_vadd [%s] n=%zu shift=%d ma=%d mb=%d: %zu wrong, first at %zu: %d != %lld", isa, n, p.shift,
+          p.ma, p.mb, bad, first, y[first], (long long)want_first);
+    CHECK(guard_intact(y + n), "s8_vadd [%s] n=%zu wrote past the end", isa, n);
+  }
+}
+
+static int8_t quantize_oracle(float x, float inv, int32_t zp) {
+  float product = x * inv; /* one float32 multiply (ISO C: no contraction) */
+  if (isnan(product)) return (int8_t)zp;
+  double r = nearbyint((double)product); /* ties to even; exact for any float */
+  r = fmax(fmin(r, 1e6), -1e6);          /* infinities and huge values saturate below anyway */
+  return (int8_t)clamp64((int64_t)r + zp, -128, 127);
+}
+
+static void check_quantize(const char *isa, edge_s8_quantize_ukernel kernel) {
+  float x[1100];
+  int8_t y[1100 + GUARD];
+  for (size_t t = 0; t < NUM_LENGTHS * 8; ++t) {
+    size_t n = lengths[t % NUM_LENGTHS];
+    float scale = (float)rnd_range(1, 100000) / 1e6f;
+    float inv = 1.0f / scale;
+    int32_t zp = rnd_range(-128, 127);
+    for (size_t i = 0; i < n; ++i) {
+      switch (rnd() % 6) {
+        case 0: x[i] = ((float)rnd_range(-300, 300) + 0.5f) * scale; break; /* near ties */
+        case 1: x[i] = (float)rnd_range(-2000000, 2000000) * 1e-3f; break;
+        case 2: x[i] = (float)rnd_range(-1000, 1000) * 1e30f; break;
+        default: x[i] = (float)rnd_range(-1000000, 1000000) / 1e6f * 300.0f * scale; break;
+      }
+    }
+    const float specials[] = {INFINITY, -INFINITY, NAN, -0.0f, 0.0f, 1e-40f, -1e-40f, 3.4e38f, -3.4e38f};
+    for (size_t i = 0; i < n && i < sizeof specials / sizeof specials[0]; ++i)
+      if (t % 2) x[(i * 7) % n] = specials[i];
+    memset(y, GUARD_BYTE, sizeof y);
+    kernel(n, x, y, inv, zp);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (y[i] != quantize_oracle(x[i], inv, zp) && bad++ == 0) first = i;
+    CHECK(bad == 0, "s8_quantize [%s] n=%zu inv=%g zp=%d: %zu wrong, first x=%.9g gives %d, want %d", isa, n,
+          (double)inv, zp, bad, (double)x[first], y[first], quantize_oracle(x[first], inv, zp));
+    CHECK(guard_intact(y + n), "s8_quantize [%s] n=%zu wrote past the end", isa, n);
+  }
+}
+
+static void check_maxpool_and_sums(const char *isa, const edge_vector_kernels *k) {
+  static int8_t x[64 * 1100];
+  int8_t y[1100 + GUARD];
+  int32_t acc[1100], want_acc[1100];
+  for (size_t i = 0; i < sizeof x; ++i) x[i] = (int8_t)rnd_range(-128, 127);
+  for (size_t t = 0; t < NUM_LENGTHS * 4; ++t) {
+    size_t channels = lengths[t % NUM_LENGTHS];
+    size_t rows = (size_t)rnd_range(1, 4), cols = (size_t)rnd_range(1, 4);
+    size_t col_step = channels * (1 + t % 2), row_step = cols * col_step + channels * (t % 2);
+    int32_t lo, hi;
+    random_bounds(&lo, &hi);
+    memset(y, GUARD_BYTE, sizeof y);
+    k->s8_maxpool(rows, cols, x, row_step, col_step, channels, y, (int8_t)lo, (int8_t)hi);
+    size_t bad = 0;
+    for (size_t j = 0; j < channels; ++j) {
+      int32_t m = -128;
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t c = 0; c < cols; ++c) {
+          int32_t v = x[r * row_step + c * col_step + j];
+          if (v > m) m = v;
+        }
+      bad += y[j] != clamp64(m, lo, hi);
+    }
+    CHECK(bad == 0, "s8_maxpool [%s] %zux%zu taps, %zu channels: %zu wrong", isa, rows, cols, channels, bad);
+    CHECK(guard_intact(y + channels), "s8_maxpool [%s] %zu channels wrote past the end", isa, channels);
+
+    size_t sum_rows = (size_t)rnd_range(1, 20), stride = channels + (t % 3);
+    if (sum_rows * stride > sizeof x) sum_rows = sizeof x / stride;
+    for (size_t i = 0; i < channels; ++i) acc[i] = want_acc[i] = rnd_range(-100000, 100000);
+    acc[channels] = want_acc[channels] = 12345;
+    k->s8_raccumulate_sum(sum_rows, channels, x, stride, acc);
+    for (size_t r = 0; r < sum_rows; ++r)
+      for (size_t i = 0; i < channels; ++i) want_acc[i] += x[r * stride + i];
+    CHECK(memcmp(acc, want_acc, (channels + 1) * sizeof(int32_t)) == 0,
+          "s8_raccumulate_sum [%s] %zu rows of %zu: wrong sums (or wrote past the end)", isa, sum_rows, channels);
+  }
+}
+
+int test_kernels_s8vector(void) {
+  failures = 0;
+  checks = 0;
+  int levels = 0;
+  for (int level = EDGE_ISA_SCALAR + 1; level < EDGE_ISA_COUNT_; ++level) {
+    const edge_kernel_config *config = edge_kernels_for((edge_isa_level)level);
+    if (!config) continue;
+    const edge_vector_kernels *k = &config->vector;
+    const char *isa = edge_isa_level_name((edge_isa_level)level);
+    CHECK(k->s8_vadd && k->s8_quantize && k->s8_maxpool && k->s8_raccumulate_sum,
+          "level %s is supported but lacks int8 vector kernels", isa);
+    if (!k->s8_vadd || !k->s8_quantize || !k->s8_maxpool || !k->s8_raccumulate_sum) continue;
+    ++levels;
+    check_vadd(isa, k->s8_vadd);
+    check_quantize(isa, k->s8_quantize);
+    check_maxpool_and_sums(isa, k);
+  }
+  const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
+  CHECK(scalar && !scalar->vector.s8_vadd && !scalar->vector.s8_maxpool,
+        "the scalar level must leave the int8 vector kernels NULL (EDGE_ISA=scalar runs the reference code)");
+  fprintf(stderr, "test_kernels_s8vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
+  return failures;
+}
