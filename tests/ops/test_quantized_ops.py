@@ -127,6 +127,10 @@ def int8_cases() -> list[Case]:
         conv_case("depthwise_multiplier2", 1, 5, 6, 4, 8, 3, 3, 4, (1, 1), (1, 1), (1, 1, 1, 1), ACTIVATIONS[1]),
         conv_case("conv_no_bias", 1, 4, 4, 3, 4, 2, 2, 1, (1, 1), (1, 1), (0, 0, 0, 0), None, bias=False),
         conv_case("conv_5x5_wide", 1, 11, 10, 24, 40, 5, 5, 1, (1, 1), (1, 1), (2, 2, 2, 2), ACTIVATIONS[1]),
+        # few input channels: im2col + GEMM (the stems of ResNet-18 and MobileNetV2)
+        conv_case("conv7x7_stem_3ch", 2, 23, 21, 3, 40, 7, 7, 1, (2, 2), (1, 1), (3, 3, 3, 3), ACTIVATIONS[1]),
+        conv_case("conv3x3_stem_3ch", 1, 17, 16, 3, 32, 3, 3, 1, (2, 2), (1, 1), (0, 0, 1, 1), ACTIVATIONS[2]),
+        conv_case("conv3x3_dilated_2ch", 1, 9, 10, 2, 7, 3, 3, 1, (1, 2), (2, 1), (2, 1, 2, 1), None),
     ]
 
     for m, k, n, activation in ((1, 17, 10, None), (7, 64, 33, ACTIVATIONS[1]), (13, 5, 3, ACTIVATIONS[2])):

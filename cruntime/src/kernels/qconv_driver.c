@@ -11,6 +11,10 @@
 
 #define QCONV_MIN_PARALLEL_MACS (1 << 18)
 #define QIGEMM_BLOCK_BYTES (256 * 1024)
+/* Below this many input channels per tap (one group) the IGEMM runs as im2col + GEMM. */
+#define QCONV_IM2COL_MAX_CIN 8
+/* Patch bytes one im2col cell copies and then multiplies while they are still in L1. */
+#define QCONV_IM2COL_CELL_BYTES (16 * 1024)
 
 struct edge_qs8_conv_plan {
   size_t kept_bytes;
@@ -31,6 +35,12 @@ struct edge_qs8_conv_plan {
   const int8_t *indirection_base;
   int64_t multiplier; /* DWCONV channel multiplier */
   size_t m_tiles;     /* IGEMM row tiles per image */
+  /* IGEMM over few input channels (one group, < QCONV_IM2COL_MAX_CIN): each tap's k group would be
+   * mostly padding, so the patches are copied into scratch rows of kh * kw * in_c bytes (padding =
+   * zp_x) and the plain GEMM kernels run over them with the weights packed as one tap. */
+  bool im2col;
+  size_t im2col_stride; /* bytes between patch rows in scratch */
+  size_t im2col_block;  /* output pixels per cell (a multiple of MR) */
 };
 
 static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
@@ -53,8 +63,8 @@ static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in
 
 /* Weights, per-channel epilogue words and bias slices for group grp of the GEMM/IGEMM methods. */
 static edge_status pack_groups(edge_qs8_conv_plan *p, const int8_t *weights, const int32_t *bias, int32_t zp,
-                               const void *first, const void *second, size_t ks) {
-  const size_t n = (size_t)p->group_out_c, kc = (size_t)p->group_in_c;
+                               const void *first, const void *second, size_t ks, size_t kc) {
+  const size_t n = (size_t)p->group_out_c;
   p->packed_stride = edge_qs8_gemm_packed_bytes(p->k, n, ks, kc);
   p->packed = plan_alloc(p, p->packed_stride * (size_t)p->s.groups);
   if (!p->packed) return edge_set_last_error(EDGE_OUT_OF_MEMORY, "qs8 conv: out of memory for packed weights");
@@ -92,12 +102,31 @@ static edge_status create(const edge_qs8_kernels *k, const edge_conv_shape *shap
   edge_status status = EDGE_OK;
   size_t zero_bytes = (size_t)s->in_c;
   switch (p->method) {
-    case EDGE_CONV_METHOD_GEMM: status = pack_groups(p, weights, bias, zp, first, second, 1); break;
+    case EDGE_CONV_METHOD_GEMM: status = pack_groups(p, weights, bias, zp, first, second, 1, (size_t)p->group_in_c); break;
     case EDGE_CONV_METHOD_IGEMM: {
       const size_t mr = k->mr;
+      if (s->groups == 1 && p->group_in_c < QCONV_IM2COL_MAX_CIN) {
+        /* OHWI weights [out][kh][kw][in_c] are rows of kh * kw * in_c: one tap of that k, padded
+         * with zero weights (and zp_x patch bytes) to whole k groups of 4 so the kernels never
+         * take their piecewise tail loads. */
+        const size_t kdim = (size_t)(p->taps * p->group_in_c), kpad = round_up(kdim, k->kr > 4 ? k->kr : 4);
+        int8_t *padded = calloc((size_t)s->out_c * kpad + 1, 1);
+        if (!padded) {
+          status = edge_set_last_error(EDGE_OUT_OF_MEMORY, "qs8 conv: out of memory for packed weights");
+          break;
+        }
+        for (int64_t o = 0; o < s->out_c; ++o) memcpy(padded + (size_t)o * kpad, weights + (size_t)o * kdim, kdim);
+        p->im2col = true;
+        p->im2col_stride = kpad;
+        size_t block = QCONV_IM2COL_CELL_BYTES / kpad / mr * mr;
+        p->im2col_block = block < mr ? mr : block;
+        status = pack_groups(p, padded, bias, zp, first, second, 1, kpad);
+        free(padded);
+        break;
+      }
       p->m_tiles = ((size_t)out_pixels + mr - 1) / mr;
       p->indirection_count = p->m_tiles * mr * (size_t)p->taps;
-      status = pack_groups(p, weights, bias, zp, first, second, (size_t)p->taps);
+      status = pack_groups(p, weights, bias, zp, first, second, (size_t)p->taps, (size_t)p->group_in_c);
       break;
     }
     default: { /* DWCONV */
@@ -168,6 +197,7 @@ size_t edge_qs8_conv_plan_scratch_bytes(const edge_qs8_conv_plan *p) {
   const edge_conv_shape *s = &p->s;
   if (p->method == EDGE_CONV_METHOD_DWCONV && p->multiplier > 1)
     return (size_t)(s->batch * s->in_h * s->in_w * s->out_c);
+  if (p->im2col) return (size_t)(s->batch * s->out_h * s->out_w) * p->im2col_stride;
   return 0;
 }
 
@@ -282,6 +312,106 @@ static void run_igemm(edge_qs8_conv_plan *p, edge_threadpool *pool, qconv_job *j
   run_cells(pool, macs, (int64_t)(outer * job->n_blocks), igemm_cells, job);
 }
 
+/* Patch rows are short runs (kw * in_c bytes: 9 for a 3x3 RGB stem), where a memcpy / memset call
+ * would cost more than the copy: 8-byte moves, the last one overlapping. */
+static inline void copy_run(int8_t *dst, const int8_t *src, size_t n) {
+  if (n >= 8) {
+    size_t i = 0;
+    for (; i + 8 < n; i += 8) memcpy(dst + i, src + i, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+}
+
+static inline void fill_run(int8_t *dst, int8_t value, size_t n) {
+  if (n >= 8) {
+    const uint64_t word = 0x0101010101010101ull * (uint8_t)value;
+    size_t i = 0;
+    for (; i + 8 < n; i += 8) memcpy(dst + i, &word, 8);
+    memcpy(dst + n - 8, &word, 8);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = value;
+  }
+}
+
+/* One patch row per output pixel (global pixel index over the batch): kh * kw * in_c bytes, tap-major
+ * like the OHWI weights, zp_x where a tap falls in the padding and in the k padding up to the stride. */
+static void im2col_pixel(const edge_qs8_conv_plan *p, const int8_t *x, int64_t n, int64_t oh, int64_t ow,
+                         int8_t *dst) {
+  const edge_conv_shape *s = &p->s;
+  const int64_t cin = s->in_c, kw_count = s->kernel_w;
+  const size_t run = (size_t)(kw_count * cin), kdim = (size_t)s->kernel_h * run;
+  const int8_t zp = p->zero[0];
+  for (size_t i = kdim; i < p->im2col_stride; ++i) dst[i] = zp;
+  const int64_t iw0 = ow * s->stride_w - s->pad_left;
+  const bool inside_w = s->dilation_w == 1 && iw0 >= 0 && iw0 + kw_count <= s->in_w;
+  for (int64_t kh = 0; kh < s->kernel_h; ++kh, dst += run) {
+    const int64_t ih = oh * s->stride_h - s->pad_top + kh * s->dilation_h;
+    if (ih < 0 || ih >= s->in_h) {
+      fill_run(dst, zp, run);
+      continue;
+    }
+    const int8_t *row = x + (n * s->in_h + ih) * s->in_w * cin;
+    if (inside_w) {
+      copy_run(dst, row + iw0 * cin, run);
+      continue;
+    }
+    for (int64_t kw = 0; kw < kw_count; ++kw) {
+      const int64_t iw = iw0 + kw * s->dilation_w;
+      int8_t *d = dst + kw * cin;
+      if (iw < 0 || iw >= s->in_w)
+        for (int64_t c = 0; c < cin; ++c) d[c] = zp;
+      else
+        for (int64_t c = 0; c < cin; ++c) d[c] = row[iw * cin + c];
+    }
+  }
+}
+
+/* Cells: blocks of im2col_block output pixels over the whole batch; each copies its patches into
+ * its own slice of scratch and multiplies them right away (all columns per MR rows, one kernel call
+ * over the whole k per output, so the bytes do not depend on the thread count). */
+static void im2col_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const qconv_job *job = arg;
+  const edge_qs8_conv_plan *p = job->p;
+  const edge_conv_shape *s = &p->s;
+  const size_t pixels = (size_t)(s->batch * s->out_h * s->out_w), mr_max = p->k->mr, stride = p->im2col_stride;
+  const size_t kdim = stride, n = (size_t)s->out_c;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const size_t p0 = (size_t)cell * p->im2col_block;
+    const size_t p1 = p0 + p->im2col_block < pixels ? p0 + p->im2col_block : pixels;
+    int8_t *patches = job->scratch + p0 * stride;
+    const int64_t out_pixels = s->out_h * s->out_w;
+    int64_t image = (int64_t)p0 / out_pixels, oh = (int64_t)p0 % out_pixels / s->out_w, ow = (int64_t)p0 % s->out_w;
+    for (size_t pixel = p0; pixel < p1; ++pixel) {
+      im2col_pixel(p, job->x, image, oh, ow, patches + (pixel - p0) * stride);
+      if (++ow == s->out_w) {
+        ow = 0;
+        if (++oh == s->out_h) oh = 0, ++image;
+      }
+    }
+    for (size_t m0 = p0; m0 < p1; m0 += mr_max) {
+      const size_t mr = p1 - m0 < mr_max ? p1 - m0 : mr_max;
+      const int8_t *a = patches + (m0 - p0) * stride;
+      if (p->dynamic) {
+        float *c = (float *)job->y + m0 * n;
+        p->k->gemm_dq[mr == 1](mr, n, kdim, a, stride, p->packed, c, n, &job->dq);
+        for (size_t m = 0; p->after && m < mr; ++m) apply_after(p, c + m * n, n);
+      } else {
+        p->k->gemm[mr == 1](mr, n, kdim, a, stride, p->packed, (int8_t *)job->y + m0 * n, n, &p->rq);
+      }
+    }
+  }
+}
+
+static void run_im2col(edge_qs8_conv_plan *p, edge_threadpool *pool, qconv_job *job) {
+  const edge_conv_shape *s = &p->s;
+  const size_t pixels = (size_t)(s->batch * s->out_h * s->out_w);
+  const double macs = (double)pixels * (double)s->out_c * (double)(p->taps * s->in_c);
+  run_cells(pool, macs, (int64_t)((pixels + p->im2col_block - 1) / p->im2col_block), im2col_cells, job);
+}
+
 static void run_gemm(edge_qs8_conv_plan *p, edge_threadpool *pool, qconv_job *job) {
   const edge_conv_shape *s = &p->s;
   const size_t pixels = (size_t)(s->batch * s->out_h * s->out_w);
@@ -352,6 +482,9 @@ void edge_qs8_conv_plan_run(edge_qs8_conv_plan *plan, edge_threadpool *pool, con
   switch (plan->method) {
     case EDGE_CONV_METHOD_GEMM: run_gemm(plan, pool, &job); break;
     case EDGE_CONV_METHOD_DWCONV: run_dwconv(plan, pool, &job); break;
-    default: run_igemm(plan, pool, &job); break;
+    default:
+      if (plan->im2col) run_im2col(plan, pool, &job);
+      else run_igemm(plan, pool, &job);
+      break;
   }
 }

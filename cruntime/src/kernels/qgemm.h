@@ -184,7 +184,9 @@ void edge_qs8_dq_activation(const edge_activation *act, edge_qs8_dq_params *dq, 
 
 /* Convolution plans (the int8 twin of conv_driver.h; same edge_conv_shape, not transposed):
  * GEMM for 1x1 / stride 1 / no padding, DWCONV for one input channel per group (any channel
- * multiplier), IGEMM (indirection, no im2col) for the rest, groups over their channel slices.
+ * multiplier), IGEMM (indirection, no im2col) for the rest, groups over their channel slices;
+ * an IGEMM with one group and fewer than 8 input channels (RGB stems) instead copies its patches
+ * into scratch (im2col, k = kh * kw * in_c padded to whole k groups) and runs the GEMM kernels.
  * weights OHWI int8 [out_c][kh][kw][in_c / groups]. int8 mode: bias int32 per out channel (NULL:
  * zeros), zp_x, per-channel multiplier/shift, out params. Dynamic mode: per-channel weight scale,
  * float bias, fused activation; the input is int8 quantized symmetrically with ONE scale given
