@@ -395,8 +395,11 @@ def reduce_mean_int8(inputs, attrs):
 
 
 def max_pool_int8(inputs, attrs):
-    """Max of int8 values (padding never wins); params pass through unchanged."""
-    return _same_params("MaxPool2D")(inputs, attrs)
+    """Max of int8 values (padding never wins); params pass through unchanged; a fused
+    RELU/RELU6/CLIP clamps in the integer domain, as for every int8 op."""
+    plain = {k: v for k, v in attrs.items() if k != "activation"}
+    y = _same_params("MaxPool2D")(inputs, plain)[0]
+    return [_clamp(y.astype(np.int64), activation_bounds(attrs, _params(attrs, "MaxPool2D")[1][0]))]
 
 
 def concat_int8(inputs, attrs):

@@ -196,7 +196,9 @@ def int8_cases() -> list[Case]:
     for id, shape, kernel, strides, pads, dil, act in (
             ("maxpool_vec_c77", (2, 9, 10, 77), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), None),
             ("maxpool_vec_c150_dilated", (1, 8, 9, 150), (2, 3), (1, 2), (1, 1, 0, 2), (2, 2), None),
-            ("maxpool_vec_c23", (1, 6, 6, 23), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), None)):
+            ("maxpool_vec_c23", (1, 6, 6, 23), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), None),
+            ("maxpool_vec_c40_relu", (1, 7, 7, 40), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), ACTIVATIONS[1]),
+            ("maxpool_vec_c19_relu6", (1, 6, 6, 19), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), ACTIVATIONS[2])):
         rng = rng_for(id)
         x_params = act_params(rng)
         attrs = with_activation({"kernel": kernel, "strides": strides, "pads": pads, "dilations": dil,
