@@ -13,41 +13,10 @@
 
 #define CT 32
 
-/* Requantization of a block whose every shift is >= 33 (real multipliers below 1/4, i.e. nearly
- * every conv layer), exact and in 32-bit lanes after the products. With P = acc * m (|P| < 2^62)
- * and H = floor(P / 2^32) (|H| < 2^30): (P + 2^(s-1)) >> s == (H + 2^(s-33)) >> (s-32), because
- * 2^(s-1) is a multiple of 2^32 and the dropped low word adds less than 1 to an integer numerator
- * before a floor division by the integer 2^(s-32). One vpermt2d collects the high words of the even
- * and odd products; zp + that lies within +-2^30 + 128, so the saturating narrow to int8 followed by
- * the [qmin, qmax] clamp in bytes equals clamp(zp + requantize(acc), qmin, qmax). */
-typedef struct {
-  __m512i multiplier, multiplier_odd, round, shift;
-} qs8_dw_requant_fast;
-
-static inline __attribute__((always_inline)) qs8_dw_requant_fast qs8_dw_requant_fast_prepare(__m512i multiplier,
-                                                                                           __m512i shift) {
-  qs8_dw_requant_fast k;
-  k.multiplier = multiplier;
-  k.multiplier_odd = _mm512_srli_epi64(multiplier, 32);
-  k.shift = _mm512_sub_epi32(shift, _mm512_set1_epi32(32));
-  k.round = _mm512_sllv_epi32(_mm512_set1_epi32(1), _mm512_sub_epi32(shift, _mm512_set1_epi32(33)));
-  return k;
-}
-
-/* int8 (still unclamped to [qmin, qmax]) of zp + requantize(acc), 16 lanes. */
-static inline __attribute__((always_inline)) __m128i qs8_dw_requant_fast16(__m512i acc, const qs8_dw_requant_fast *k,
-                                                                         __m512i high_words, __m512i zp) {
-  const __m512i even = _mm512_mul_epi32(acc, k->multiplier);
-  const __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), k->multiplier_odd);
-  const __m512i h = _mm512_permutex2var_epi32(even, high_words, odd);
-  const __m512i r = _mm512_srav_epi32(_mm512_add_epi32(h, k->round), k->shift);
-  return _mm512_cvtsepi32_epi8(_mm512_add_epi32(r, zp));
-}
-
 /* Blocks of CT channels outside, output pixels inside, so the block's weights and epilogue
  * constants stay in registers (or L1) across the row; TAPS is 9 or 25 for the unrolled 3x3 / 5x5
- * copies and 0 for any count; FAST: every shift is >= 33 (qs8_dw_requant_fast; a compile-time
- * choice, so the pixel loop carries only one epilogue's constants). */
+ * copies and 0 for any count; FAST: every shift is >= 33 (qs8_requantize16_fast in qs8-avx512.h;
+ * a compile-time choice, so the pixel loop carries only one epilogue's constants). */
 static inline __attribute__((always_inline)) void qs8_dwconv_avx512(
     const size_t TAPS, const bool FAST, size_t channels, size_t output_width, size_t taps, const int8_t *const *input,
     size_t input_stride, size_t input_offset, const int8_t *zero, const void *weights, void *output,
@@ -67,10 +36,10 @@ static inline __attribute__((always_inline)) void qs8_dwconv_avx512(
     const int8_t *w = p + CT * sizeof(int32_t), *e = w + weight_bytes;
     /* epilogue constants of the block */
     qs8_requant16_constants k0, k1;
-    qs8_dw_requant_fast f0, f1;
+    qs8_requant16_fast f0, f1;
     const bool fast = FAST && !dq;
     __m128i qmin8 = _mm_setzero_si128(), qmax8 = qmin8;
-    const __m512i high_words = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    const __m512i high_words = qs8_high_words();
     __m512i lo = _mm512_setzero_si512(), hi = lo, zp = lo;
     __m512 scale0 = _mm512_setzero_ps(), scale1 = scale0, fbias0 = scale0, fbias1 = scale0, vmin = scale0, vmax = scale0;
     if (dq) {
@@ -84,8 +53,8 @@ static inline __attribute__((always_inline)) void qs8_dwconv_avx512(
     } else {
       const __m512i shift0 = _mm512_loadu_si512(e + 128), shift1 = _mm512_loadu_si512(e + 192);
       if (fast) {
-        f0 = qs8_dw_requant_fast_prepare(_mm512_loadu_si512(e), shift0);
-        f1 = qs8_dw_requant_fast_prepare(_mm512_loadu_si512(e + 64), shift1);
+        f0 = qs8_requant16_fast_prepare(_mm512_loadu_si512(e), shift0);
+        f1 = qs8_requant16_fast_prepare(_mm512_loadu_si512(e + 64), shift1);
         qmin8 = _mm_set1_epi8((char)rq->qmin);
         qmax8 = _mm_set1_epi8((char)rq->qmax);
       } else {
@@ -126,8 +95,8 @@ static inline __attribute__((always_inline)) void qs8_dwconv_avx512(
         _mm512_mask_storeu_ps(out + 16, mask1, _mm512_min_ps(vmax, _mm512_max_ps(vmin, v1)));
       } else if (fast) {
         int8_t *out = (int8_t *)output + x * output_stride + c0;
-        const __m128i v0 = qs8_dw_requant_fast16(acc0, &f0, high_words, zp);
-        const __m128i v1 = qs8_dw_requant_fast16(acc1, &f1, high_words, zp);
+        const __m128i v0 = qs8_requantize16_fast(acc0, &f0, high_words, zp);
+        const __m128i v1 = qs8_requantize16_fast(acc1, &f1, high_words, zp);
         _mm_mask_storeu_epi8(out, mask0, _mm_min_epi8(qmax8, _mm_max_epi8(qmin8, v0)));
         _mm_mask_storeu_epi8(out + 16, mask1, _mm_min_epi8(qmax8, _mm_max_epi8(qmin8, v1)));
       } else {
@@ -151,11 +120,9 @@ static inline __attribute__((always_inline)) bool qs8_dwconv_all_shifts_33(size_
     const size_t cols = channels - c0 < CT ? channels - c0 : CT;
     const __mmask32 mask = cols == CT ? 0xffffffffu : (__mmask32)((1u << cols) - 1u);
     const int8_t *e = p + CT * sizeof(int32_t) + weight_bytes;
-    const __m512i least = _mm512_min_epi32(_mm512_mask_mov_epi32(_mm512_set1_epi32(62), (__mmask16)mask,
-                                                                  _mm512_loadu_si512(e + 128)),
-                                           _mm512_mask_mov_epi32(_mm512_set1_epi32(62), (__mmask16)(mask >> 16),
-                                                                 _mm512_loadu_si512(e + 192)));
-    if (_mm512_cmplt_epi32_mask(least, _mm512_set1_epi32(33))) return false;
+    if (qs8_shifts_below_33(_mm512_loadu_si512(e + 128), (__mmask16)mask) |
+        qs8_shifts_below_33(_mm512_loadu_si512(e + 192), (__mmask16)(mask >> 16)))
+      return false;
   }
   return true;
 }

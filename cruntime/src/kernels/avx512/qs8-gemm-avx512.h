@@ -3,7 +3,8 @@
  * both epilogues, plain and indirect GEMM (contracts in qgemm.h). The including file defines
  * QS8_AVX512_VNNI (0 or 1), QS8_AVX512_NV and QS8_AVX512_MAX_MR before including.
  *
- * Requantization: qs8-avx512.h. Column tails are masked stores. */
+ * Requantization: qs8-avx512.h, the fast or the general sequence chosen per panel from its packed
+ * shifts. Column tails are masked stores. */
 #include "qs8-avx512.h"
 
 /* NV vectors of 16 columns per panel (the including file defines QS8_AVX512_NV). */
@@ -108,15 +109,37 @@ static inline __attribute__((always_inline)) void qs8_tile_avx512(
         }
       }
     } else {
-      const __m512i lo = _mm512_set1_epi64(rq->qmin - rq->zero_point);
-      const __m512i hi = _mm512_set1_epi64(rq->qmax - rq->zero_point);
       const __m512i zp = _mm512_set1_epi32(rq->zero_point);
+      __m512i multiplier[NV], shift[NV];
+      __mmask16 below_33 = 0;
       _Pragma("GCC unroll 4") for (size_t v = 0; v < NV; ++v) {
-        const __m512i multiplier = _mm512_loadu_si512(p + 64 * v), shift = _mm512_loadu_si512(p + NR * 4 + 64 * v);
-        _Pragma("GCC unroll 8") for (size_t m = 0; m < MR; ++m) {
-          if (m >= mr) break;
-          const __m512i y = _mm512_add_epi32(qs8_requantize16(acc[m][v], multiplier, shift, lo, hi), zp);
-          _mm_mask_storeu_epi8((int8_t *)c + m * c_stride + n0 + 16 * v, mask[v], _mm512_cvtsepi32_epi8(y));
+        multiplier[v] = _mm512_loadu_si512(p + 64 * v);
+        shift[v] = _mm512_loadu_si512(p + NR * 4 + 64 * v);
+        below_33 |= qs8_shifts_below_33(shift[v], mask[v]);
+      }
+      /* chosen per panel from its shifts: the cheaper exact sequence when every shift is >= 33 */
+      if (__builtin_expect(!below_33, 1)) {
+        const __m128i qmin8 = _mm_set1_epi8((char)rq->qmin), qmax8 = _mm_set1_epi8((char)rq->qmax);
+        const __m512i high_words = qs8_high_words();
+        _Pragma("GCC unroll 4") for (size_t v = 0; v < NV; ++v) {
+          const qs8_requant16_fast k = qs8_requant16_fast_prepare(multiplier[v], shift[v]);
+          _Pragma("GCC unroll 8") for (size_t m = 0; m < MR; ++m) {
+            if (m >= mr) break;
+            const __m128i y = qs8_requantize16_fast(acc[m][v], &k, high_words, zp);
+            _mm_mask_storeu_epi8((int8_t *)c + m * c_stride + n0 + 16 * v, mask[v],
+                                 _mm_min_epi8(qmax8, _mm_max_epi8(qmin8, y)));
+          }
+        }
+      } else {
+        const __m512i lo = _mm512_set1_epi64(rq->qmin - rq->zero_point);
+        const __m512i hi = _mm512_set1_epi64(rq->qmax - rq->zero_point);
+        _Pragma("GCC unroll 4") for (size_t v = 0; v < NV; ++v) {
+          const qs8_requant16_constants k = qs8_requant16_prepare(multiplier[v], shift[v]);
+          _Pragma("GCC unroll 8") for (size_t m = 0; m < MR; ++m) {
+            if (m >= mr) break;
+            const __m512i y = _mm512_add_epi32(qs8_requantize16_with(acc[m][v], &k, lo, hi), zp);
+            _mm_mask_storeu_epi8((int8_t *)c + m * c_stride + n0 + 16 * v, mask[v], _mm512_cvtsepi32_epi8(y));
+          }
         }
       }
     }
