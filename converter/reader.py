@@ -191,8 +191,11 @@ def read_model_info(data: bytes) -> ModelInfo:
             variables.add(name)
         if t.quantization is not None:
             q = t.quantization
-            quantization[name] = Quantization(tuple(float(s) for s in (q.scale if q.scale is not None else ())),
-                                              tuple(_ints(q.zeroPoint)), int(q.quantizedDimension))
+            scales = tuple(float(s) for s in (q.scale if q.scale is not None else ()))
+            zero_points = tuple(_ints(q.zeroPoint))
+            if len(zero_points) == 1 and len(scales) > 1:   # one zero point shared by the channels
+                zero_points *= len(scales)
+            quantization[name] = Quantization(scales, zero_points, int(q.quantizedDimension))
 
     def tensor_name(index: int, where: str) -> str:
         if index == -1:

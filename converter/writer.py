@@ -316,7 +316,9 @@ def build_model_object(graph: Graph, description: str, producer: str) -> tuple[M
             q = graph.quantization[name]
             qt = QuantizationT()
             qt.scale = [float(s) for s in q.scale]
-            qt.zeroPoint = [int(z) for z in q.zero_point]
+            # Channels sharing one zero point (symmetric weights, biases) store it once.
+            shared = len(q.scale) > 1 and len(set(q.zero_point)) == 1
+            qt.zeroPoint = [int(q.zero_point[0])] if shared else [int(z) for z in q.zero_point]
             qt.quantizedDimension = int(q.axis)
             t.quantization = qt
         tensors.append(t)

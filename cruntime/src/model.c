@@ -186,7 +186,9 @@ static edge_status parse_quantization(loader *L, const fb_table *q, edge_model_t
   READ_OR_FAIL(fb_vector_field(&L->reader, q, QUANT_ZERO_POINT, 8, &zero_points), where);
   int32_t dimension = 0;
   READ_OR_FAIL(fb_i32(&L->reader, q, QUANT_DIMENSION, &dimension), where);
-  if (scales.length != zero_points.length)
+  /* One zero point with several scales: the channels share it (what symmetric per-channel weights
+   * and int32 biases write, 8 bytes instead of 8 per channel). */
+  if (scales.length != zero_points.length && zero_points.length != 1)
     return edge_set_last_error(EDGE_INVALID_MODEL, "%s: quantization has %u scales but %u zero points", where,
                                scales.length, zero_points.length);
   if (scales.length == 0) return EDGE_OK;
@@ -201,7 +203,7 @@ static edge_status parse_quantization(loader *L, const fb_table *q, edge_model_t
   ALLOC_OR_FAIL(t->zero_points, scales.length, int64_t);
   for (uint32_t i = 0; i < scales.length; ++i) {
     t->scales[i] = fb_vector_f32(&L->reader, &scales, i);
-    t->zero_points[i] = fb_vector_i64(&L->reader, &zero_points, i);
+    t->zero_points[i] = fb_vector_i64(&L->reader, &zero_points, zero_points.length == 1 ? 0 : i);
     if (!isfinite(t->scales[i]) || t->scales[i] < 0)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: quantization scale %u is %g", where, i, t->scales[i]);
     int64_t zp = t->zero_points[i];

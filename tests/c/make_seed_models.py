@@ -362,7 +362,7 @@ def _opcode_index(b, m):
 def _quant_counts(b, m):
     t = _graph(m).tensors[1]
     t.quantization = QuantizationT()
-    t.quantization.scale, t.quantization.zeroPoint = [0.5, 0.5], [0]
+    t.quantization.scale, t.quantization.zeroPoint = [0.5, 0.5, 0.5], [0, 0]
 
 
 def _conv_stride(b, m):
@@ -460,7 +460,7 @@ INVALID = [
     ("output_never_written", "INVALID_MODEL", "never written", _mutated(add_relu, _output_never_written)),
     ("tensor_index", "INVALID_MODEL", "tensor 99, out of range", _mutated(add_relu, _tensor_index)),
     ("opcode_index", "INVALID_MODEL", "opcode_index 9", _mutated(add_relu, _opcode_index)),
-    ("quant_counts", "INVALID_MODEL", "2 scales but 1 zero points", _mutated(add_relu, _quant_counts)),
+    ("quant_counts", "INVALID_MODEL", "3 scales but 2 zero points", _mutated(add_relu, _quant_counts)),
     ("conv_zero_stride", "INVALID_MODEL", "strides[0] is 0", _mutated(conv, _conv_stride)),
     ("conv_negative_pad", "INVALID_MODEL", "pads[1] is -1", _mutated(conv, _conv_pad)),
     ("conv_strides_length", "INVALID_MODEL", "strides has 3 entries", _mutated(conv, _conv_strides_length)),

@@ -440,3 +440,19 @@ def test_matmul_attention_and_data_movement_in_int8():
     ref = np.concatenate([run(graph, {"x": t})["y"] for t in test])
     got = np.concatenate([run(quantized, {"x": t})["y"] for t in test])
     assert measured_sqnr(ref, got) > 25.0
+
+
+def test_channels_sharing_a_zero_point_store_it_once():
+    from converter.edgefb.Model import Model
+
+    graph = conv_net()
+    quantized, _ = quantize(graph, "int8", calibration=calibration_data(4))
+    data = write_model(quantized)
+    model = Model.GetRootAs(data, 0)
+    tensors = model.Graphs(0)
+    per_channel = [tensors.Tensors(i) for i in range(tensors.TensorsLength())
+                   if tensors.Tensors(i).Quantization() and tensors.Tensors(i).Quantization().ScaleLength() > 1]
+    assert per_channel and all(t.Quantization().ZeroPointLength() == 1 for t in per_channel)
+    back = read_model(data)
+    for name, params in quantized.quantization.items():
+        assert back.quantization[name] == params
