@@ -18,7 +18,7 @@ Result = TypeVar("Result")
 
 
 class _Ticket(Generic[Item]):
-    __slots__ = ("item", "done", "result", "error", "lead", "batch_size")
+    __slots__ = ("item", "done", "result", "error", "lead", "batch_size", "wake")
 
     def __init__(self, item):
         self.item = item
@@ -27,6 +27,9 @@ class _Ticket(Generic[Item]):
         self.result = None
         self.error: BaseException | None = None
         self.batch_size = 0
+        # Each waiter sleeps on its own event and is woken only when it is done or must lead: one
+        # condition shared by every waiter woke them all on each change, each taking the GIL in turn.
+        self.wake = threading.Event()
 
 
 class Batcher(Generic[Item, Result]):
@@ -42,7 +45,8 @@ class Batcher(Generic[Item, Result]):
         self._max_parallel = max(1, int(max_parallel))
         self._max_batch = max(1, int(max_batch))
         self._window_s = max(0.0, float(window_s))
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # leaders waiting out a batch window
         self._queue: list[_Ticket] = []
         self._running = 0
 
@@ -50,14 +54,18 @@ class Batcher(Generic[Item, Result]):
         ticket = _Ticket(item)
         with self._lock:
             self._queue.append(ticket)
-            self._lock.notify_all()
+            if self._window_s:
+                self._arrived.notify_all()
             if self._running < self._max_parallel:
                 self._running += 1
                 ticket.lead = True
-            while not (ticket.lead or ticket.done):
-                self._lock.wait()
-        if ticket.lead and not ticket.done:
-            self._lead()
+        while not ticket.done:
+            if ticket.lead:
+                ticket.lead = False
+                self._lead()
+            else:
+                ticket.wake.wait()
+                ticket.wake.clear()
         if ticket.error is not None:
             raise ticket.error
         return ticket.result, ticket.batch_size
@@ -67,23 +75,32 @@ class Batcher(Generic[Item, Result]):
             if self._window_s:
                 closes = time.monotonic() + self._window_s
                 while len(self._queue) < self._max_batch and time.monotonic() < closes:
-                    self._lock.wait(closes - time.monotonic())
-            batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
+                    self._arrived.wait(closes - time.monotonic())
+            # Tickets already handed a slot (their threads not yet awake) lead their own batches.
+            free = [t for t in self._queue if not t.lead]
+            batch = free[:self._max_batch]
+            taken = set(map(id, batch))
+            self._queue = [t for t in self._queue if id(t) not in taken]
         try:
             results = self._run_batch([t.item for t in batch])
             errors = [None] * len(batch)
         except BaseException as error:  # every waiter must wake, whatever happened
             results, errors = [None] * len(batch), [error] * len(batch)
+        successor = None
         with self._lock:
             for ticket, result, error in zip(batch, results, errors):
                 if isinstance(result, BaseException):
                     result, error = None, result
                 ticket.result, ticket.error, ticket.done, ticket.batch_size = result, error, True, len(batch)
-            if self._queue:
-                self._queue[0].lead = True  # hand the slot over rather than freeing it
+            successor = next((t for t in self._queue if not t.lead), None)
+            if successor is not None:
+                successor.lead = True  # hand the slot over rather than freeing it
             else:
                 self._running -= 1
-            self._lock.notify_all()
+        for ticket in batch:
+            ticket.wake.set()
+        if successor is not None:
+            successor.wake.set()
 
     @property
     def waiting(self) -> int:

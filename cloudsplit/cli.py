@@ -93,7 +93,7 @@ def add_plan_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--objective", choices=("latency", "energy"), default="latency")
     parser.add_argument("--radio", choices=("3g", "4g", "wifi"), help="radio power model for --objective energy "
                                                                        "(default: the profile's, else wifi)")
-    parser.add_argument("--compression", choices=("none", "fp16", "int8"), default="none",
+    parser.add_argument("--compression", choices=("none", "fp16", "int8", "int8-per-tensor"), default="none",
                         help="cut-tensor compression when counting bytes on the wire (default none)")
     parser.add_argument("--pin", type=int, action="append", default=[], metavar="OP",
                         help="keep this op (and everything before it) on the device; repeatable")
@@ -159,10 +159,14 @@ def plan_command(args) -> int:
 
     def wire(t: int) -> int:
         d = details[t]
-        return compression.wire_bytes(args.compression, d["dtype"], int(np.prod(d["shape"], dtype=np.int64)))
+        return compression.wire_bytes(args.compression, d["dtype"], tuple(int(v) for v in d["shape"]))
+
+    def wire_down(t: int) -> int:
+        # SplitRunner's replies come back uncompressed unless it is told otherwise.
+        return int(details[t]["nbytes"])
 
     radio = args.radio or (args.profile if args.profile else "wifi")
-    options = dict(wire_bytes=wire, pinned_device_ops=args.pin, device_memory_limit=args.memory_limit,
+    options = dict(wire_bytes=wire, download_wire_bytes=wire_down, pinned_device_ops=args.pin, device_memory_limit=args.memory_limit,
                    server_load=args.server_load, objective=args.objective, radio=radio)
     try:
         plan = partition.solve(model_costs, network, **options)
@@ -198,7 +202,7 @@ def plan_command(args) -> int:
             print(f"  tensor {t} '{d['name']}' {list(int(x) for x in d['shape'])} {np.dtype(d['dtype']).name}: "
                   f"{wire(t)} bytes on the wire ({d['nbytes']} raw)")
     if plan.download:
-        print("sent down: " + ", ".join(f"tensor {t} '{details[t]['name']}' ({wire(t)} bytes)" for t in plan.download))
+        print("sent down: " + ", ".join(f"tensor {t} '{details[t]['name']}' ({wire_down(t)} bytes)" for t in plan.download))
     print("predicted: " + _describe_breakdown(plan.predicted))
     evaluate = _evaluator(model_costs, network, options)
     print(f"compare: all-device {evaluate(range(len(ops))).total_ms:.2f} ms, "
@@ -209,7 +213,7 @@ def plan_command(args) -> int:
 def _evaluator(model_costs, network, options) -> Callable:
     from cloudsplit import partition
 
-    keep = {k: options[k] for k in ("wire_bytes", "server_load", "radio")}
+    keep = {k: options[k] for k in ("wire_bytes", "download_wire_bytes", "server_load", "radio")}
     return lambda device, net=network: partition.evaluate(model_costs, net, device, **keep)
 
 

@@ -7,13 +7,26 @@ where each op ran and how long each part took, next to what the partitioner pred
 
 What it keeps measuring, and what it does with it:
 
-- uplink and downlink bandwidth: an EWMA (of seconds per bit) over the bytes and transfer time of
-  every request (the server reports its compute and queue time, and one round trip is taken off);
-  while the plan sends nothing, a small ``MeasureUplink`` probe every ``bandwidth_probe_interval_s``;
+- uplink and downlink bandwidth, each from its own transfers, timed at the receiver: the server
+  reports how long an upload took from its header's arrival to its last chunk's, the client times a
+  reply from its header to its last chunk, so neither holds a round trip, the server's compute or the
+  per-call overhead. Each is an EWMA of seconds per bit in which a sample weighs by its bytes;
+  transfers under ``MIN_SAMPLE_BYTES`` are not sampled (timed at the receiver they read fast: see
+  the constant). While the plan's own transfers are too small to say anything (or absent),
+  ``MeasureUplink`` / ``MeasureDownlink`` probes of about ``PROBE_SECONDS`` run every
+  ``bandwidth_probe_interval_s``, after the answer; a transfer that overlapped another one is not
+  sampled;
 - round-trip time: an EWMA over health checks, at most every ``rtt_probe_interval_s``;
-- the server's per-op times (its own profiler, ``GetProfile``) and its load factor (every reply);
+- the per-request overhead of offloading (what a request took past its transfers, the server's
+  time and one round trip: compression, serialisation, gRPC, the server's own handling), an EWMA the
+  partitioner adds to the round trip;
+- the device's load: its measured time for the ops it ran over its profile for them;
+- the server's per-op times (its own profiler, ``GetProfile``) and the load: the server's reported
+  compute time for the ops it ran over what its profile says they take; its queue time, an EWMA
+  charged per request like the round trip;
 - when any estimate moves past ``replan_threshold`` from the one the plan was made with, it re-plans
-  (``cloudsplit.partition.solve``).
+  (``cloudsplit.partition.solve``) before the next request; past ``refine_threshold``, on the
+  background thread after the answer.
 
 When the server is unreachable, slower than ``deadline_s``, or answers with any error, the request is
 finished here from the tensors already computed (the exact ones, not the compressed copies), and the
@@ -22,6 +35,7 @@ server is left alone until a health check succeeds; checks back off from ``probe
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -29,7 +43,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -46,7 +60,8 @@ log = logging.getLogger("cloudsplit.client")
 @dataclass
 class Measured:
     """What one run actually took, in ms. ``server_ms`` is the server's own report of its compute;
-    ``upload_ms``/``download_ms`` are transfer times with one round trip (``rtt_ms``) taken out."""
+    ``upload_ms``/``download_ms`` are transfer times as their receiver timed them; ``overhead_ms`` is
+    what the offload took past those, the server's time and one round trip (``rtt_ms``)."""
 
     device_ms: float = 0.0
     upload_ms: float = 0.0
@@ -54,6 +69,7 @@ class Measured:
     queue_ms: float = 0.0
     download_ms: float = 0.0
     rtt_ms: float = 0.0
+    overhead_ms: float = 0.0
     fallback_ms: float = 0.0
     total_ms: float = 0.0
 
@@ -86,7 +102,69 @@ class NetworkEstimate:
     uplink_bps: float
     downlink_bps: float
     rtt_ms: float
+    # The server's measured compute time over its profile for the same ops: what "server time under
+    # load" is worth now (the partitioner multiplies every server op's profiled time by it).
     server_load: float = 1.0
+    # The device's measured time for the ops it ran over its profile for them: contention, thermal
+    # throttling or a cold cache since the profile was taken (the partitioner scales device times by it).
+    device_load: float = 1.0
+    # Time requests wait on the server before their ops run (a busy pool, a batch forming): a fixed
+    # cost per offloaded request, whatever the cut, so it goes with the round trip.
+    queue_ms: float = 0.0
+    # What an offloaded request costs past device compute, transfers, server compute and one round
+    # trip: compression, serialisation, gRPC on both ends, the server's validation. Measured per
+    # request; the partitioner adds it to the round trip of every plan that offloads.
+    overhead_ms: float = 0.0
+
+
+# A request's transfer is sampled only from this size up. Timed at the receiver, a transfer misses
+# the bytes that arrive with its first piece (a token bucket's burst, the first socket read: about
+# 3 kB on the shaped links here), so small transfers read fast: 4 kB read 3x the rate of the 4G link,
+# 16 kB 16 % over, 64 kB within 1 % (benchmarks/README.md). A sample weighs in as
+# MAX_SAMPLE_WEIGHT x (1 - exp(-bytes / INFORMATIVE_BYTES)) of a full one.
+MIN_SAMPLE_BYTES = 32 * 1024
+INFORMATIVE_BYTES = 16 * 1024
+# Smaller transfers from this size up still flag a drop (see ``_bandwidth_sample``).
+SUSPECT_BYTES = 2 * 1024
+MAX_SAMPLE_WEIGHT = 0.75
+# Probes (after an untimed lead-in chunk) are sized to take about this long at the current estimate,
+# within these bounds.
+PROBE_SECONDS = 0.1
+PROBE_BYTES = (32 * 1024, 512 * 1024)
+
+
+def _request_latency_ms(network: NetworkEstimate) -> float:
+    """The fixed cost of offloading one request: a round trip, the server's queue and the measured
+    per-request overhead."""
+    return max(0.0, network.rtt_ms + network.queue_ms + network.overhead_ms)
+
+
+class _Span:
+    __slots__ = ("overlapped",)
+
+    def __init__(self):
+        self.overlapped = False
+
+
+class _TransferLog:
+    """Which transfers (requests, probes) overlapped another: their timings measured a shared link."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active: list[_Span] = []
+
+    @contextlib.contextmanager
+    def span(self) -> Iterator[_Span]:
+        span = _Span()
+        with self._lock:
+            for other in self._active:
+                other.overlapped = span.overlapped = True
+            self._active.append(span)
+        try:
+            yield span
+        finally:
+            with self._lock:
+                self._active.remove(span)
 
 
 def _moved(new: float, old: float, threshold: float) -> bool:
@@ -100,12 +178,12 @@ class SplitRunner:
                  compression: str = "int8", deadline_s: float = 2.0, token: str | None = None, *,
                  download_compression: str = "none", objective: str = "latency",
                  pinned_device_ops: Sequence[int] = (), device_memory_limit: int | None = None,
-                 replan_threshold: float = 0.3, ewma_alpha: float = 0.5,
+                 replan_threshold: float = 0.3, refine_threshold: float = 0.08, ewma_alpha: float = 0.5,
                  rtt_probe_interval_s: float = 2.0, bandwidth_probe_interval_s: float = 5.0,
                  probe_backoff_s: tuple[float, float] = (0.25, 8.0), connect_timeout_s: float = 2.0,
                  max_message_mb: float = 4.0, device_costs: Sequence[float] | None = None,
                  initial_network: NetworkEstimate | None = None,
-                 planner=None):
+                 planner=None, track_device_load: bool | None = None):
         self.model_path = os.fspath(model_path)
         with open(self.model_path, "rb") as f:
             self._data = f.read()
@@ -117,6 +195,7 @@ class SplitRunner:
         self.pinned_device_ops = tuple(pinned_device_ops)
         self.device_memory_limit = device_memory_limit
         self.replan_threshold = replan_threshold
+        self.refine_threshold = refine_threshold
         self.ewma_alpha = ewma_alpha
         self.rtt_probe_interval_s = rtt_probe_interval_s
         self.bandwidth_probe_interval_s = bandwidth_probe_interval_s
@@ -138,14 +217,21 @@ class SplitRunner:
 
         self.connection = ServerConnection(server, token=token, max_message_mb=max_message_mb)
         self.network = initial_network or NetworkEstimate(uplink_bps=10e6, downlink_bps=10e6, rtt_ms=50.0)
-        self._network_measured = initial_network is not None
+        self._measured = dict.fromkeys(("uplink_bps", "downlink_bps", "rtt_ms"), initial_network is not None)
+        self._last_informative = {"uplink_bps": -math.inf, "downlink_bps": -math.inf}
+        self._probing_link = False
+        self._probe_expected_s = 0.0
+        self._suspected: dict[str, float] = {}  # rates small transfers hinted at, until a probe measures
+        self._transfers = _TransferLog()
         self.server_op_ms: list[float] | None = None
         self.device_costs = device_costs if device_costs is not None else self._measure_device_costs(num_threads)
+        # Costs a caller hands in may stand for another device (a phone planned for on a workstation):
+        # then measured times say nothing about them, unless the caller says they were measured here.
+        self.track_device_load = device_costs is None if track_device_load is None else track_device_load
         self.server_up = False
         self._next_probe_at = 0.0
         self._backoff_s = probe_backoff_s[0]
         self._last_rtt_probe = -math.inf
-        self._last_bandwidth_sample = -math.inf
         self._plan = None
         self._planned_with: NetworkEstimate | None = None
         self._request_id = 0
@@ -156,6 +242,12 @@ class SplitRunner:
         self._prober: threading.Thread | None = None
         self._replanned = False
         self._maintain(force_probe=True)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Waits for the background probes (health, bandwidth, reconnection) that are under way."""
+        prober = self._prober
+        if prober is not None:
+            prober.join(timeout)
 
     def close(self) -> None:
         if self._prober is not None:
@@ -197,21 +289,33 @@ class SplitRunner:
     def _solve(self):
         if self._planner is not None:
             return self._planner(self)
+        return self.partition_plan()
+
+    def partition_plan(self):
+        """The partitioner's plan for the current estimates (what ``run`` uses unless a ``planner``
+        hook was given; a hook may call this to defer to it)."""
         from cloudsplit import partition
 
-        costs = partition.model_costs(self.device_costs, self.server_op_ms, self.ops, self._tensor_details,
+        device_ms = [ms * self.network.device_load for ms in self.device_costs]
+        costs = partition.model_costs(device_ms, self.server_op_ms, self.ops, self._tensor_details,
                                       graph_inputs=[d["index"] for d in self._inputs.values()],
                                       graph_outputs=list(self._outputs.values()))
         network = partition.Network(uplink_bps=self.network.uplink_bps, downlink_bps=self.network.downlink_bps,
-                                    rtt_s=self.network.rtt_ms / 1e3)
-        return partition.solve(costs, network, wire_bytes=self._wire_bytes, pinned_device_ops=self.pinned_device_ops,
+                                    rtt_s=_request_latency_ms(self.network) / 1e3)
+        return partition.solve(costs, network, wire_bytes=self._wire_bytes,
+                               download_wire_bytes=self.download_wire_bytes, pinned_device_ops=self.pinned_device_ops,
                                device_memory_limit=self.device_memory_limit, server_load=self.network.server_load,
                                objective=self.objective)
 
+    def download_wire_bytes(self, tensor: int) -> int:
+        """Bytes tensor ``tensor`` takes on the wire coming back, under ``download_compression``."""
+        info = self._tensor_details[tensor]
+        return compression_modes.wire_bytes(self.download_compression, info["dtype"],
+                                            tuple(int(d) for d in info["shape"]))
+
     def _wire_bytes(self, tensor: int) -> int:
         info = self._tensor_details[tensor]
-        count = int(np.prod(info["shape"], dtype=np.int64))
-        return compression_modes.wire_bytes(self.compression, info["dtype"], count)
+        return compression_modes.wire_bytes(self.compression, info["dtype"], tuple(int(d) for d in info["shape"]))
 
     def _replan(self, reason: str) -> None:
         self._plan = self._solve()
@@ -222,16 +326,18 @@ class SplitRunner:
                  getattr(self._plan, "kind", "?"), len(self._plan.device_ops), len(self._plan.server_ops),
                  self._plan.predicted.total_ms)
 
-    def _estimates_moved(self) -> str | None:
+    def _estimates_moved(self, threshold: float | None = None) -> str | None:
+        threshold = self.replan_threshold if threshold is None else threshold
         old, new = self._planned_with, self.network
         if old is None:
             return "no plan yet"
-        for name in ("uplink_bps", "downlink_bps", "server_load"):
-            if _moved(getattr(new, name), getattr(old, name), self.replan_threshold):
+        for name in ("uplink_bps", "downlink_bps", "server_load", "device_load"):
+            if _moved(getattr(new, name), getattr(old, name), threshold):
                 return f"{name} {getattr(old, name):.4g} -> {getattr(new, name):.4g}"
         # Loopback and LAN round trips jitter by fractions of a millisecond; those never change a plan.
-        if _moved(new.rtt_ms, old.rtt_ms, self.replan_threshold) and abs(new.rtt_ms - old.rtt_ms) > 2.0:
-            return f"rtt {old.rtt_ms:.3g} -> {new.rtt_ms:.3g} ms"
+        old_latency, new_latency = _request_latency_ms(old), _request_latency_ms(new)
+        if _moved(new_latency, old_latency, threshold) and abs(new_latency - old_latency) > 2.0:
+            return (f"request latency (round trip + overhead) {old_latency:.3g} -> {new_latency:.3g} ms")
         return None
 
 
@@ -240,27 +346,85 @@ class SplitRunner:
 
     def _probe_rtt(self) -> None:
         rtt = self.connection.check_health(timeout=self.connect_timeout_s)
-        self.network.rtt_ms = rtt if not self._network_measured else self._ewma(self.network.rtt_ms, rtt)
+        self.network.rtt_ms = rtt if not self._measured["rtt_ms"] else self._ewma(self.network.rtt_ms, rtt)
+        self._measured["rtt_ms"] = True
         self._last_rtt_probe = time.monotonic()
 
-    def _probe_uplink(self, nbytes: int = 64 * 1024) -> None:
-        seconds = self.connection.measure_uplink(nbytes, timeout=self.connect_timeout_s + nbytes * 8 / 1e5)
-        transfer_s = seconds - self.network.rtt_ms / 1e3
-        if transfer_s > 0:
-            self._bandwidth_sample("uplink_bps", nbytes * 8 / transfer_s)
+    def _probe_size(self, name: str) -> int:
+        low, high = PROBE_BYTES
+        if not self._measured[name]:
+            return low  # the first probe meets a link of unknown rate: the smallest that reads true
+        rate = min(getattr(self.network, name), self._suspected.get(name, math.inf))
+        return int(min(high, max(low, rate * PROBE_SECONDS / 8)))
 
-    def _bandwidth_sample(self, name: str, bps: float) -> None:
-        if not self._network_measured:
-            self.network.uplink_bps = self.network.downlink_bps = bps
-            self._network_measured = True
+    def _probe_uplink(self) -> None:
+        self._probe_link("uplink_bps", self.connection.measure_uplink)
+
+    def _probe_downlink(self) -> None:
+        self._probe_link("downlink_bps", self.connection.measure_downlink)
+
+    def _probe_link(self, name: str, measure) -> None:
+        nbytes = self._probe_size(name)
+        expected_s = nbytes * 8 / min(getattr(self.network, name), self._suspected.get(name, math.inf))
+        # A probe sized for the old rate may meet a link that just dropped: bounded, its running out
+        # of time is itself the measurement (a rate below nbytes / timeout), and a smaller probe follows.
+        timeout = max(1.0, 4 * expected_s) + self.network.rtt_ms / 1e3
+        try:
+            with self._transfers.span() as span:
+                timed_bytes, seconds = measure(nbytes, timeout=timeout)
+        except grpc.RpcError as error:
+            if getattr(error, "code", lambda: None)() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            self._suspected[name] = min(self._suspected.get(name, math.inf), nbytes * 8 / timeout)
+            self._last_informative[name] = -math.inf
+            if not self._measured[name]:  # an upper bound of the rate, closer than the prior
+                setattr(self.network, name, self._suspected[name])
+            return
+        self._bandwidth_sample(name, timed_bytes, seconds, drops_only=span.overlapped)
+
+    def _bandwidth_sample(self, name: str, nbytes: int, seconds: float, drops_only: bool = False) -> None:
+        """One transfer of ``nbytes`` that took ``seconds`` at the receiver (no round trip, no compute).
+
+        Averaged as seconds per bit, the quantity transfer times are linear in, so a drop shows in the
+        next plan at once instead of after the old, fast samples have decayed; each sample weighs by
+        its bytes (``INFORMATIVE_BYTES``), so one large transfer replaces most of the estimate and a
+        transfer just over ``MIN_SAMPLE_BYTES`` a part of it. The two directions are estimated
+        separately, each from its own transfers.
+
+        Transfers under ``MIN_SAMPLE_BYTES`` read fast on a bursty link, and transfers that shared
+        the link with another one (``drops_only``) read slow by the share; neither is averaged in,
+        except when it reads under half the estimate: no burst explains that, and sharing halves a
+        rate at most, so it is a drop, taken in at full weight (``MAX_SAMPLE_WEIGHT``: the next plan
+        should see it) and confirmed by a probe at once.
+        """
+        if seconds <= 0 or nbytes <= 0:
+            return
+        rate = 8.0 * nbytes / seconds
+        weight = MAX_SAMPLE_WEIGHT * (1.0 - math.exp(-nbytes / INFORMATIVE_BYTES))
+        if nbytes < MIN_SAMPLE_BYTES or drops_only:
+            if nbytes < SUSPECT_BYTES or rate >= 0.5 * getattr(self.network, name):
+                return
+            self._suspected[name] = rate
+            weight = MAX_SAMPLE_WEIGHT
         else:
-            # Averaged as seconds per bit, the quantity transfer times are linear in: a drop shows in
-            # the next plan at once instead of after the old, fast samples have decayed.
-            setattr(self.network, name, 1.0 / self._ewma(1.0 / getattr(self.network, name), 1.0 / bps))
-        self._last_bandwidth_sample = time.monotonic()
+            self._suspected.pop(name, None)
+        seconds_per_bit = 1.0 / rate
+        if not self._measured[name]:
+            setattr(self.network, name, rate)
+            self._measured[name] = True
+        else:
+            old = 1.0 / getattr(self.network, name)
+            setattr(self.network, name, 1.0 / ((1 - weight) * old + weight * seconds_per_bit))
+        # A suspected drop leaves the direction stale, so the next probe confirms it.
+        self._last_informative[name] = -math.inf if name in self._suspected else time.monotonic()
+
+    def _stale_directions(self, now: float) -> list[str]:
+        """Directions whose estimate no transfer of a useful size has refreshed lately."""
+        return [name for name, when in self._last_informative.items() if now - when > self.bandwidth_probe_interval_s]
 
     def _connect(self) -> None:
-        """Health check, model registration, the server's profile, an uplink sample; raises on failure."""
+        """Health check, model registration, the server's profile, an uplink and a downlink sample;
+        raises on failure."""
         self.connection.check_health(timeout=self.connect_timeout_s)  # the first call also opens the connection
         self._probe_rtt()
         self.connection.ensure_model(self._data, self.model_sha256, timeout=max(self.connect_timeout_s, 30.0))
@@ -270,29 +434,52 @@ class SplitRunner:
         self.server_op_ms = list(profile.op_ms)
         self.network.server_load = max(1.0, profile.load_factor)
         self._probe_uplink()
+        self._probe_downlink()
 
-    def _maintain(self, force_probe: bool = False) -> None:
+    def _maintain(self, force_probe: bool = False, probe: bool = True) -> None:
         """Between requests: bring the server back, refresh stale estimates, re-plan if they moved.
 
         The probes run on a background thread (one at a time) so that a request never waits on a
         server that does not answer; only the first connection, in the constructor, is waited for.
+        ``run`` starts them after its answer is ready, not before its request, so that a probe does
+        not share the link with the request it precedes (``settle`` waits for them).
         """
         if force_probe:
             self._probe()
             return
         now = time.monotonic()
-        due = (now >= self._next_probe_at) if not self.server_up else (
-            now - self._last_rtt_probe > self.rtt_probe_interval_s
-            or (self._plan is not None and not self._plan.upload
-                and now - self._last_bandwidth_sample > self.bandwidth_probe_interval_s))
+        due = probe and ((now >= self._next_probe_at) if not self.server_up else (
+            now - self._last_rtt_probe > self.rtt_probe_interval_s or bool(self._stale_directions(now))))
         with self._lock:
-            if due and (self._prober is None or not self._prober.is_alive()):
-                self._prober = threading.Thread(target=self._probe, name="cloudsplit-probe", daemon=True)
-                self._prober.start()
             if self.server_up:
                 reason = self._estimates_moved()
                 if reason:
                     self._replan(reason)
+            refine = probe and self.server_up and self._estimates_moved(self.refine_threshold) is not None
+            if (due or refine) and (self._prober is None or not self._prober.is_alive()):
+                if due and self.server_up:
+                    self._note_link_probes(self._stale_directions(now))  # before the thread, so no request slips in
+                self._prober = threading.Thread(target=self._background, args=(due,), name="cloudsplit-probe",
+                                                daemon=True)
+                self._prober.start()
+
+    def _note_link_probes(self, stale: Sequence[str]) -> None:
+        """Marks the link busy with probes of ``stale`` directions and how long they should take."""
+        self._probe_expected_s = sum(self._probe_size(name) * 8 / min(getattr(self.network, name),
+                                                                      self._suspected.get(name, math.inf))
+                                     for name in stale)
+        self._probing_link = bool(stale)
+
+    def _background(self, probe: bool) -> None:
+        """Probes (when due), then a re-plan for estimates that moved past ``refine_threshold`` but
+        not ``replan_threshold``: small moves can still flip a close call between two cuts, and a
+        solve of a large DAG takes tens of ms, which a request should not wait for."""
+        if probe:
+            self._probe()
+        with self._lock:
+            reason = self.server_up and self._estimates_moved(self.refine_threshold)
+            if reason:
+                self._replan(f"refined: {reason}")
 
     def _probe(self) -> None:
         if not self.server_up:
@@ -312,11 +499,17 @@ class SplitRunner:
             return
         try:
             self._probe_rtt()
-            if self._plan is not None and not self._plan.upload:
+            stale = self._stale_directions(time.monotonic())
+            self._note_link_probes(stale)
+            if "uplink_bps" in stale:
                 self._probe_uplink()
+            if "downlink_bps" in stale:
+                self._probe_downlink()
         except (grpc.RpcError, ProtocolError) as error:
             with self._lock:
                 self._mark_down(error)
+        finally:
+            self._probing_link = False
 
     def _mark_down(self, error) -> None:
         self.server_up = False
@@ -328,7 +521,12 @@ class SplitRunner:
         started = time.perf_counter()
         arrays = self._check_inputs(inputs)
         self._replanned = False
-        self._maintain()
+        prober = self._prober
+        if self._probing_link and prober is not None:
+            # A bandwidth probe still on the link would share it with this request and spoil both
+            # timings: wait for it, as long as it was expected to take and half that again.
+            prober.join(1.5 * self._probe_expected_s + self.network.rtt_ms / 1e3)
+        self._maintain(probe=False)
         plan = self.plan
         device_ops = list(plan.device_ops) if plan is not None else list(range(self.num_ops))
         server_ops = list(plan.server_ops) if plan is not None else []
@@ -352,6 +550,10 @@ class SplitRunner:
         captured = execution.run_capturing(self.interpreter, device_ops, uploads + local_outputs, self._producer,
                                            provided={t: a for t, a in by_index.items() if t in uploads})
         measured.device_ms = (time.perf_counter() - began) * 1e3
+        profiled_ms = sum(self.device_costs[op] for op in device_ops)
+        if self.track_device_load and profiled_ms > 1.0:  # below 1 ms the ratio is mostly per-call overhead
+            self.network.device_load = self._ewma(self.network.device_load,
+                                                  min(4.0, max(0.5, measured.device_ms / profiled_ms)))
 
         results = {t: captured[t] for t in local_outputs}
         if server_ops:
@@ -372,11 +574,13 @@ class SplitRunner:
                 record.placement = ["device"] * self.num_ops
         measured.total_ms = (time.perf_counter() - started) * 1e3
         self.last_plan = record
+        self._maintain()
         return {name: results[t] for name, t in self._outputs.items()}
 
     __call__ = run
 
     def _offload(self, server_ops, uploads, downloads, captured, by_index, record: RunRecord) -> dict[int, np.ndarray]:
+        began = time.perf_counter()
         self._request_id += 1
         tensors = [transfer.encode_tensor(t, captured[t], self.compression) for t in uploads]
         input_shapes = [pb.InputShape(tensor_index=t, shape=list(a.shape)) for t, a in by_index.items()
@@ -385,23 +589,34 @@ class SplitRunner:
                                 uploads=[h for h, _ in tensors], outputs=downloads,
                                 download_compression=transfer.COMPRESSION_BY_MODE[self.download_compression],
                                 input_shapes=input_shapes)
-        reply = self.connection.infer(header, tensors, timeout=self.deadline_s)
+        with self._transfers.span() as span:
+            reply = self.connection.infer(header, tensors, timeout=self.deadline_s)
+        elapsed_s = time.perf_counter() - began
         timing, head, measured = reply.timing, reply.header, record.measured
         rtt_s = self.network.rtt_ms / 1e3
         server_s = (head.server_ms + head.queue_ms) / 1e3
-        upload_s = max(0.0, timing.reply - timing.started - server_s - rtt_s)
+        # Both transfers are timed at their receiver, from the header's arrival to the last chunk's:
+        # no round trip, no server compute and no per-call overhead in them.
+        upload_s = head.receive_ms / 1e3
         download_s = max(0.0, timing.finished - timing.reply)
+        overhead_s = elapsed_s - upload_s - server_s - download_s - rtt_s
         measured.upload_ms, measured.download_ms = upload_s * 1e3, download_s * 1e3
         measured.server_ms, measured.queue_ms, measured.rtt_ms = head.server_ms, head.queue_ms, self.network.rtt_ms
+        measured.overhead_ms = overhead_s * 1e3
         record.upload_bytes, record.download_bytes = timing.upload_bytes, timing.download_bytes
         record.batch_size = head.batch_size
-        # Transfers of a couple of milliseconds or less say more about per-call overhead and scheduler
-        # noise than about the link.
-        if timing.upload_bytes >= 1024 and upload_s > 2e-3:
-            self._bandwidth_sample("uplink_bps", timing.upload_bytes * 8 / upload_s)
-        if timing.download_bytes >= 1024 and download_s > 2e-3:
-            self._bandwidth_sample("downlink_bps", timing.download_bytes * 8 / download_s)
-        self.network.server_load = self._ewma(self.network.server_load, max(1.0, head.load_factor))
+        # A transfer that shared the link with a probe only counts as evidence of a drop.
+        self._bandwidth_sample("uplink_bps", timing.upload_bytes, upload_s, drops_only=span.overlapped)
+        self._bandwidth_sample("downlink_bps", timing.download_bytes, download_s, drops_only=span.overlapped)
+        if not span.overlapped:
+            self.network.overhead_ms = self._ewma(self.network.overhead_ms, max(overhead_s, -rtt_s) * 1e3)
+        self.network.queue_ms = self._ewma(self.network.queue_ms, head.queue_ms)
+        profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
+        if profiled_s > 5e-5:
+            # The server's own profile was taken once, idle; what its part takes now. (Below 50 us the
+            # ratio is mostly the per-call cost of invoking, which the overhead term carries.)
+            self.network.server_load = self._ewma(self.network.server_load,
+                                                  max(0.25, head.server_ms / 1e3 / profiled_s))
         return reply.outputs
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -20,6 +20,8 @@ from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 
 MiB = 1 << 20
+# Probes send chunks of this size; the first one is a lead-in that is not timed.
+PROBE_CHUNK_BYTES = 16 * 1024
 
 
 class ProtocolError(Exception):
@@ -100,11 +102,15 @@ class ServerConnection:
         if self.uplink_limit_bps:
             time.sleep(nbytes * 8 / self.uplink_limit_bps)
 
-    def measure_uplink(self, nbytes: int, timeout: float) -> float:
-        """Seconds to send ``nbytes`` and hear back (one round trip included)."""
-        payload = bytes(min(nbytes, self.chunk_bytes))
+    def measure_uplink(self, nbytes: int, timeout: float) -> tuple[int, float]:
+        """Sends ``nbytes`` after a lead-in chunk of ``PROBE_CHUNK_BYTES``; returns (bytes, seconds)
+        as the server timed them, from the lead-in's arrival to the last chunk's: no round trip in
+        it, and the bytes a link lets through at once (a token bucket's burst, the first socket
+        read) go with the untimed lead-in."""
+        payload = bytes(PROBE_CHUNK_BYTES)
 
         def chunks() -> Iterator[pb.ProbeChunk]:
+            yield pb.ProbeChunk(data=payload)
             left = nbytes
             while left > 0:
                 piece = payload[:min(left, len(payload))]
@@ -112,9 +118,24 @@ class ServerConnection:
                 yield pb.ProbeChunk(data=piece)
                 left -= len(piece)
 
-        started = time.perf_counter()
-        self.stub.MeasureUplink(chunks(), timeout=timeout, metadata=self.metadata)
-        return time.perf_counter() - started
+        reply = self.stub.MeasureUplink(chunks(), timeout=timeout, metadata=self.metadata)
+        return int(reply.timed_bytes), reply.receive_ms / 1e3
+
+    def measure_downlink(self, nbytes: int, timeout: float) -> tuple[int, float]:
+        """Asks the server for a lead-in chunk plus ``nbytes``; returns (bytes, seconds) from the
+        lead-in's arrival to the last chunk's, as ``measure_uplink``."""
+        first_at = last_at = None
+        timed = 0
+        for chunk in self.stub.MeasureDownlink(pb.DownlinkProbeRequest(bytes=nbytes + PROBE_CHUNK_BYTES),
+                                               timeout=timeout, metadata=self.metadata):
+            last_at = time.perf_counter()
+            if first_at is None:
+                first_at = last_at
+            else:
+                timed += len(chunk.data)
+        if first_at is None:
+            return 0, 0.0
+        return timed, last_at - first_at
 
     def infer(self, header: pb.InferHeader, tensors: Sequence[tuple[pb.TensorHeader, bytes]],
               timeout: float | None) -> InferReply:
@@ -155,7 +176,10 @@ class ServerConnection:
         for tensor_header, data in assembler.tensors():
             if tensor_header.tensor_index not in wanted:
                 raise ProtocolError(f"the server sent tensor {tensor_header.tensor_index}, which was not asked for")
-            outputs[tensor_header.tensor_index] = transfer.decode_tensor(tensor_header, data)
+            try:
+                outputs[tensor_header.tensor_index] = transfer.decode_tensor(tensor_header, data)
+            except (ValueError, KeyError) as error:
+                raise ProtocolError(f"the server's tensor {tensor_header.tensor_index} does not decode: {error}") from None
         if set(outputs) != wanted:
             raise ProtocolError(f"the server left out tensors {sorted(wanted - set(outputs))}")
         timing = InferTiming(started=marks.get("started", called), sent=marks.get("sent", marks["reply"]),

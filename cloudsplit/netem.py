@@ -168,9 +168,12 @@ class Relay:
         writer.start()
         line_free_at = 0.0
         sequence = 0
+        # Bytes leave in pieces of about 2 ms of the rate (one MTU at least), as a link's packets do: a
+        # receiver that times a transfer from its first piece must not find a 16 kB lump there.
+        piece = max(1500, min(16384, int(rate_bps / 8 * 0.002))) if rate_bps else 16384
         while True:
             try:
-                chunk = source.recv(16384)
+                chunk = source.recv(piece)
             except OSError:
                 chunk = b""
             now = time.monotonic()

@@ -275,7 +275,8 @@ def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: _Gra
 
 
 def evaluate(costs: ModelCosts, network: Network, device_ops: Iterable[int], *,
-             wire_bytes: Callable[[int], int] | None = None, server_load: float = 1.0, radio: str = "wifi",
+             wire_bytes: Callable[[int], int] | None = None,
+             download_wire_bytes: Callable[[int], int] | None = None, server_load: float = 1.0, radio: str = "wifi",
              device_power_mw: float = DEFAULT_DEVICE_POWER_MW, _graph: _Graph | None = None) -> Breakdown:
     """The predicted breakdown of running ``device_ops`` on the device and the rest on the server."""
     graph = _graph or _Graph(costs)
@@ -284,11 +285,12 @@ def evaluate(costs: ModelCosts, network: Network, device_ops: Iterable[int], *,
         raise ValueError("the device ops are not predecessor-closed: some device op reads a tensor "
                          "computed on the server")
     wire = wire_bytes or _raw_bytes(costs)
+    down_wire = download_wire_bytes or wire
     model = _radio(radio)
     device_ms = sum(costs.ops[op].device_ms for op in device)
     server_ms = sum(costs.ops[op].server_ms for op in range(graph.n) if op not in device) * server_load
     upload_bytes = sum(wire(t) for t in uploads_for(graph, device))
-    download_bytes = sum(wire(t) for t in downloads_for(graph, device))
+    download_bytes = sum(down_wire(t) for t in downloads_for(graph, device))
     upload_ms = _transfer_ms(upload_bytes, network.uplink_bps)
     download_ms = _transfer_ms(download_bytes, network.downlink_bps)
     rtt_ms = network.rtt_ms if len(device) < graph.n else 0.0
@@ -357,13 +359,18 @@ def _min_cut(graph: _Graph, op_cost: Callable[[int, bool], float], tensor_cost: 
 
 
 def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], int] | None = None,
+          download_wire_bytes: Callable[[int], int] | None = None,
           pinned_device_ops: Iterable[int] = (), device_memory_limit: int | None = None,
           server_load: float = 1.0, objective: str = "latency", radio: str = "wifi",
           device_power_mw: float = DEFAULT_DEVICE_POWER_MW) -> Plan:
     """The cheapest plan under ``objective``; see the module docstring for the method and its limits.
 
-    ``wire_bytes(tensor_index)`` is a tensor's size on the wire after compression (default: raw).
-    ``server_load`` multiplies every server time (the server's reported load factor, >= 1).
+    ``wire_bytes(tensor_index)`` is a tensor's size on the wire after compression (default: raw);
+    ``download_wire_bytes`` the same for what the server sends back (default: ``wire_bytes``), which a
+    runner may compress differently from its uploads.
+    ``server_load`` multiplies every server time (SplitRunner passes its measured server time over
+    the profile). ``network.rtt_s`` is the fixed cost of one offloaded request: SplitRunner passes the
+    round trip plus the server's queue time plus its measured per-request overhead.
     ``radio`` picks the power model of the energy objective ("3g", "4g", "wifi").
     Raises ValueError when no plan satisfies the constraints (the pinned ops alone exceed the limit).
     """
@@ -381,9 +388,11 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
         raise ValueError(f"pinned ops {bad} are out of range: the model has {n} ops")
     forced = graph.closure(pinned)
     wire = wire_bytes or _raw_bytes(costs)
+    down_wire = download_wire_bytes or wire
 
     def breakdown(device: set[int]) -> Breakdown:
-        return evaluate(costs, network, device, wire_bytes=wire, server_load=server_load, radio=radio,
+        return evaluate(costs, network, device, wire_bytes=wire, download_wire_bytes=down_wire,
+                        server_load=server_load, radio=radio,
                         device_power_mw=device_power_mw, _graph=graph)
 
     def fits(device: set[int]) -> bool:
@@ -411,7 +420,7 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
     down_mw = model["alpha_down"] * network.downlink_bps / 1e6 + model["beta"]
 
     def download_ms(v: int) -> float:
-        return sum(_transfer_ms(wire(t), network.downlink_bps) for t in costs.ops[v].outputs
+        return sum(_transfer_ms(down_wire(t), network.downlink_bps) for t in costs.ops[v].outputs
                    if t in graph.graph_outputs)
 
     if objective == "latency":

@@ -40,6 +40,9 @@ SERVICE_NAME = "cloudsplit.v1.SplitInference"
 MiB = 1 << 20
 # Room for the fields around a chunk's data inside one gRPC message.
 _CHUNK_OVERHEAD = 4096
+# Bandwidth probes: at most this many bytes per call, sent in chunks of this size.
+PROBE_LIMIT_BYTES = 16 * MiB
+PROBE_CHUNK_BYTES = 16 * 1024
 
 
 class RequestError(Exception):
@@ -64,37 +67,74 @@ def _shape_text(shape: Iterable[int]) -> str:
 
 
 class _InterpreterPool:
-    """Idle interpreters of one model, each remembering the graph-input shapes it is allocated for."""
+    """Warm interpreters of one model, kept per input-shape configuration.
 
-    def __init__(self, data: bytes, threads: int, graph_inputs: Sequence[int], default_config):
+    An interpreter is allocated for one set of graph-input shapes (a batch size, for a batched
+    request) and stays allocated for it: re-allocating one for another batch size costs more than
+    the batch saves (benchmarks/README.md, "Server batching"), so a configuration with no idle
+    interpreter gets a new one, and at most ``max_idle`` idle ones are kept, the least recently
+    used dropped first. Batch sizes come in power-of-two buckets (``batch_bucket``), so a model
+    holds a handful of configurations.
+    """
+
+    def __init__(self, data: bytes, threads: int, graph_inputs: Sequence[int], default_config, max_idle: int = 32):
         self._data = data
         self._threads = threads
         self._graph_inputs = list(graph_inputs)
         self._default_config = default_config
-        self._idle: list[list[Any]] = []  # [interpreter, config]
+        self._idle: collections.OrderedDict[tuple, list[Any]] = collections.OrderedDict()
+        self._max_idle = max_idle
         self._lock = threading.Lock()
         self.created = 0
 
     def acquire(self, config) -> list[Any]:
+        """A [interpreter, config] slot allocated for ``config``; give it back with ``release``."""
         with self._lock:
-            slot = next((s for s in self._idle if s[1] == config), None) or (self._idle[-1] if self._idle else None)
-            if slot is not None:
-                self._idle.remove(slot)
-        if slot is None:
-            interpreter = edge.Interpreter(model_content=self._data, num_threads=self._threads)
-            slot = [interpreter, None]
+            idle = self._idle.get(config)
+            if idle:
+                slot = idle.pop()
+                if not idle:
+                    del self._idle[config]
+                return slot
+        interpreter = edge.Interpreter(model_content=self._data, num_threads=self._threads)
+        try:
+            if config != self._default_config:
+                for tensor, shape in zip(self._graph_inputs, config):
+                    interpreter.resize_tensor_input(tensor, shape)
+            interpreter.allocate_tensors()
+        except BaseException:
+            interpreter.close()
+            raise
+        with self._lock:
             self.created += 1
-        if slot[1] != config:
-            slot[1] = None
-            for tensor, shape in zip(self._graph_inputs, config):
-                slot[0].resize_tensor_input(tensor, shape)
-            slot[0].allocate_tensors()
-            slot[1] = config
-        return slot
+        return [interpreter, config]
 
     def release(self, slot: list[Any]) -> None:
+        dropped = []
         with self._lock:
-            self._idle.append(slot)
+            self._idle.setdefault(slot[1], []).append(slot)
+            self._idle.move_to_end(slot[1])
+            while sum(len(v) for v in self._idle.values()) > self._max_idle:
+                oldest = next(iter(self._idle))
+                dropped.append(self._idle[oldest].pop(0))
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+        for stale in dropped:
+            stale[0].close()
+
+    @property
+    def configs(self) -> list[tuple]:
+        """The configurations that have an idle interpreter."""
+        with self._lock:
+            return list(self._idle)
+
+
+def batch_bucket(count: int, max_batch: int) -> int:
+    """The batch size ``count`` requests run at: the next power of two, at most ``max_batch``."""
+    bucket = 1
+    while bucket < count:
+        bucket *= 2
+    return max(count, min(bucket, max_batch))
 
 
 class ModelEntry:
@@ -213,6 +253,8 @@ class _Request:
     download_mode: str = "none"
     deadline: float | None = None   # time.monotonic() value
     ready_at: float = 0.0
+    header_at: float = 0.0          # time.monotonic() when the header arrived
+    received_at: float = 0.0        # ... and when the last chunk did
 
     @property
     def key(self) -> tuple:
@@ -237,6 +279,7 @@ class ServerOptions:
     token: str | None = None
     batching: bool = True
     max_batch: int = 16
+    batch_padding: bool = False        # pad a batch up to its power-of-two bucket instead of splitting it
     batch_window_ms: float = 0.0       # how long a batch waits for more requests (0: run at once)
     compute_slots: int | None = None   # batches of one key run side by side; default cores // threads
     allow_register: bool = True
@@ -348,14 +391,32 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
                                threads=entry.threads, runs=measured_runs, measured_unix_s=when)
 
     def MeasureUplink(self, request_iterator, context):
-        limit = 16 * MiB
-        received = 0
+        limit = PROBE_LIMIT_BYTES
+        received = first_bytes = 0
+        first_at = last_at = None
         for chunk in request_iterator:
+            last_at = time.perf_counter()
+            if first_at is None:
+                first_at, first_bytes = last_at, len(chunk.data)
             received += len(chunk.data)
             if received > limit:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"MeasureUplink takes at most {limit} bytes per call")
-        return pb.ProbeReply(received_bytes=received)
+        timed = (last_at - first_at) * 1e3 if first_at is not None else 0.0
+        return pb.ProbeReply(received_bytes=received, receive_ms=timed, timed_bytes=received - first_bytes)
+
+    def MeasureDownlink(self, request, context):
+        if request.bytes > PROBE_LIMIT_BYTES:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"MeasureDownlink sends at most {PROBE_LIMIT_BYTES} bytes per call, {request.bytes} asked")
+        # The client times from the first chunk's arrival to the last one's; the bytes that arrive
+        # with the first chunk (a link's burst allowance, the first socket read) are not timed.
+        left = int(request.bytes)
+        piece = bytes(min(left, PROBE_CHUNK_BYTES))
+        while left > 0:
+            size = min(left, len(piece))
+            yield pb.ProbeChunk(data=piece[:size])
+            left -= size
 
     def _entry(self, digest: str) -> ModelEntry:
         digest = digest.lower()
@@ -376,9 +437,12 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             header = next(request_iterator, None)
             if header is None or header.WhichOneof("part") != "header":
                 raise _invalid("Infer: the first message must be an InferHeader")
+            header_at = time.monotonic()
             request, assembler = self._begin(header.header, context)
+            request.header_at = request.received_at = header_at
             for message in request_iterator:
                 self._add_chunk(assembler, message)
+                request.received_at = time.monotonic()
                 if assembler.complete:
                     break
             if not assembler.complete:
@@ -403,7 +467,9 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
                                   f"InferStream: request {request.request_id} was incomplete "
                                   f"({assembler.missing()}) when request {message.header.request_id} began")
                 try:
+                    header_at = time.monotonic()
                     request, assembler = self._begin(message.header, context)
+                    request.header_at = request.received_at = header_at
                     skipping = False
                 except RequestError as error:
                     skipping = True
@@ -417,6 +483,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             else:
                 try:
                     self._add_chunk(assembler, message)
+                    request.received_at = time.monotonic()
                 except RequestError as error:
                     context.abort(error.code, error.message)
             if assembler is not None and assembler.complete:
@@ -587,14 +654,33 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         if mode != "none" and expected_dtype != np.float32:
             raise _invalid(f"{label}: {mode} compression applies to float32 tensors only, this one is "
                            f"{expected_dtype.name}")
-        if mode == "int8":
+        if mode == "int8-per-tensor":
             if not (np.isfinite(header.scale) and header.scale > 0):
                 raise _invalid(f"{label}: int8 scale must be finite and > 0, got {header.scale}")
             if not -128 <= header.zero_point <= 127:
                 raise _invalid(f"{label}: int8 zero_point must be in [-128, 127], got {header.zero_point}")
         elif header.scale != 0 or header.zero_point != 0:
-            raise _invalid(f"{label}: scale and zero_point apply to int8 compression only, not {mode}")
-        expected_bytes = compression.wire_bytes(mode, expected_dtype, int(np.prod(shapes[t], dtype=np.int64)))
+            raise _invalid(f"{label}: scale and zero_point apply to per-tensor int8 compression only, not {mode}")
+        if mode == "int8":
+            channels = shapes[t][-1] if shapes[t] else 0
+            if len(header.channel_scales) != channels or len(header.channel_zero_points) != channels:
+                raise _invalid(f"{label}: per-channel int8 needs one scale and one zero point per channel of the "
+                               f"last axis ({channels}), got {len(header.channel_scales)} scales and "
+                               f"{len(header.channel_zero_points)} zero points")
+            scales = np.asarray(header.channel_scales, np.float32)
+            bad = np.flatnonzero(~(np.isfinite(scales) & (scales > 0)))
+            if bad.size:
+                raise _invalid(f"{label}: per-channel int8 scales must be finite and > 0; channel {int(bad[0])} "
+                               f"has {float(scales[bad[0]])}")
+            zero_points = np.asarray(header.channel_zero_points, np.int64)
+            bad = np.flatnonzero((zero_points < -128) | (zero_points > 127))
+            if bad.size:
+                raise _invalid(f"{label}: per-channel int8 zero points must be in [-128, 127]; channel "
+                               f"{int(bad[0])} has {int(zero_points[bad[0]])}")
+        elif len(header.channel_scales) or len(header.channel_zero_points):
+            raise _invalid(f"{label}: channel_scales and channel_zero_points apply to per-channel int8 "
+                           f"compression only, not {mode}")
+        expected_bytes = compression.data_bytes(mode, expected_dtype, int(np.prod(shapes[t], dtype=np.int64)))
         if header.byte_length != expected_bytes:
             raise _invalid(f"{label}: {_shape_text(shapes[t])} {expected_dtype.name} under {mode} compression is "
                            f"{expected_bytes} bytes, the request declares {header.byte_length}")
@@ -651,7 +737,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         key = batch[0].key
         outcome = None
         if len(batch) > 1 and entry.batch_dimension_dynamic and entry.batchable.get(key, True):
-            outcome = self._run_stacked(batch)
+            outcome = self._run_in_buckets(batch)
             if outcome is not None and key not in entry.batchable:
                 sequential = self._run_sequential(batch)
                 entry.batchable[key] = all(_close(a.outputs, b.outputs) for a, b in zip(outcome, sequential))
@@ -663,6 +749,28 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             outcome = self._run_sequential(batch)
         for i, result in zip(live, outcome):
             results[i] = result
+        return results
+
+    def _run_in_buckets(self, requests: Sequence[_Request]) -> list[_Result] | None:
+        """Runs the requests as stacked batches whose sizes are powers of two (each on an interpreter
+        kept warm for that size). By default a batch of 13 runs as 8 + 4 + 1, in turn; with
+        ``batch_padding`` it runs as one batch of 16 whose last 3 rows are padding. Splitting wastes
+        no compute, padding saves the extra invokes; which pays is measured (benchmarks/README.md).
+        None when the model does not batch along axis 0."""
+        if self.options.batch_padding:
+            return self._run_stacked(requests)
+        results: list[_Result] = []
+        start = 0
+        while start < len(requests):
+            size = 1
+            while size * 2 <= min(len(requests) - start, self.options.max_batch):
+                size *= 2
+            group = requests[start:start + size]
+            outcome = self._run_stacked(group) if size > 1 else self._run_sequential(group)
+            if outcome is None:
+                return None
+            results.extend(outcome)
+            start += size
         return results
 
     def _run_sequential(self, requests: Sequence[_Request]) -> list[_Result]:
@@ -679,26 +787,32 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         return results
 
     def _run_stacked(self, requests: Sequence[_Request]) -> list[_Result] | None:
-        """Runs the requests as one batch along axis 0, or returns None when the shapes don't follow."""
+        """Runs the requests as one batch along axis 0, or returns None when the shapes don't follow.
+
+        The batch is padded to its power-of-two bucket with copies of the first request (whose
+        results are dropped) so that it runs on an interpreter already allocated for that size.
+        """
         entry, first, count = requests[0].entry, requests[0], len(requests)
         if any(len(shape) == 0 for shape in first.config) or len({shape[0] for shape in first.config}) != 1:
             entry.batchable[first.key] = False
             return None
-        batched_config = tuple((shape[0] * count, *shape[1:]) for shape in first.config)
+        bucket = batch_bucket(count, self.options.max_batch)
+        batched_config = tuple((shape[0] * bucket, *shape[1:]) for shape in first.config)
         try:
             batched_shapes = entry.shapes_for(batched_config)
         except RequestError:
             entry.batchable[first.key] = False
             return None
         tensors = [t for t, _ in first.uploads] + list(first.outputs)
-        if any(not first.shapes[t] or batched_shapes[t] != (first.shapes[t][0] * count, *first.shapes[t][1:])
+        if any(not first.shapes[t] or batched_shapes[t] != (first.shapes[t][0] * bucket, *first.shapes[t][1:])
                for t in tensors):
             entry.batchable[first.key] = False
             return None
         began = time.monotonic()
         slot = entry.pool.acquire(batched_config)
         try:
-            stacked = [(t, np.concatenate([r.uploads[k][1] for r in requests]))
+            padding = [first] * (bucket - count)
+            stacked = [(t, np.concatenate([r.uploads[k][1] for r in (*requests, *padding)]))
                        for k, (t, _) in enumerate(first.uploads)]
             outputs = self._invoke(slot[0], entry.producer, first.server_ops, stacked, first.outputs)
         finally:
@@ -706,9 +820,10 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         server_ms = (time.monotonic() - began) * 1e3
         self.batches_run += 1
         self.batched_requests += count
+        split = [(t, np.split(array, bucket)) for t, array in outputs]
         results = []
         for i, request in enumerate(requests):
-            pieces = [(t, np.ascontiguousarray(np.split(array, count)[i])) for t, array in outputs]
+            pieces = [(t, np.ascontiguousarray(parts[i])) for t, parts in split]
             results.append(_Result(pieces, server_ms, (began - request.ready_at) * 1e3, count))
         return results
 
@@ -724,7 +839,8 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         tensors = [transfer.encode_tensor(t, array, request.download_mode) for t, array in result.outputs]
         header = pb.InferReplyHeader(request_id=request.request_id, outputs=[h for h, _ in tensors],
                                      server_ms=result.server_ms, queue_ms=result.queue_ms,
-                                     batch_size=result.batch_size, load_factor=self.load_factor())
+                                     batch_size=result.batch_size, load_factor=self.load_factor(),
+                                     receive_ms=(request.received_at - request.header_at) * 1e3)
         return [pb.InferMessage(reply=header), *transfer.chunk_messages(tensors, self.chunk_bytes)]
 
 
@@ -825,6 +941,7 @@ def _model_sources(models) -> list[tuple[bytes, str]]:
 def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: int = 1,
                  max_concurrency: int = 16, max_message_mb: float = 4.0, token: str | None = None,
                  batching: bool = True, max_batch: int = 16, batch_window_ms: float = 0.0,
+                 batch_padding: bool = False,
                  compute_slots: int | None = None,
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
                  delay_s: float = 0.0, on_request: Callable[[str], None] | None = None) -> ServerHandle:
@@ -836,6 +953,7 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                            batch_padding=batch_padding,
                             compute_slots=compute_slots,
                             allow_register=allow_register, delay_s=delay_s, on_request=on_request)
     registry = ModelRegistry(threads)
@@ -877,14 +995,17 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-request-mb", type=float, default=256.0, help="largest request (all its tensors)")
     parser.add_argument("--token", default=os.environ.get("CLOUDSPLIT_TOKEN"),
                         help="require 'authorization: Bearer TOKEN' (default: $CLOUDSPLIT_TOKEN)")
-    # Off by default: measured on a 2-core x86 with the packed GEMM kernels (benchmarks/README.md,
-    # "Server batching"), stacking concurrent requests lowered throughput (MLP -5 %, MobileNetV2 tail
-    # -30 % at 8-16 clients): each new batch size re-allocates an interpreter.
+    # Off by default: measured on a 2-core x86 with warm interpreters per batch size (benchmarks/README.md,
+    # "Server batching"), batching changed throughput by -7 % to +4 % at 8-16 clients (an MLP,
+    # MobileNetV2's tail and second half): a stacked batch saves ~7 % of the compute, and the CPU
+    # kernels already run a batch-1 layer near their best.
     parser.add_argument("--batching", dest="batching", action="store_true", default=False,
                         help="batch concurrent requests that share a model and cut (dynamic-batch models only)")
     parser.add_argument("--no-batching", dest="batching", action="store_false", help="run every request on its own "
                         "(the default)")
     parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--batch-padding", action="store_true", help="pad a batch up to the next power of two "
+                        "(default: split it into power-of-two batches run in turn)")
     parser.add_argument("--batch-window-ms", type=float, default=0.0,
                         help="how long a batch waits for more requests before it runs (default: not at all)")
     parser.add_argument("--no-register", action="store_true", help="refuse model uploads")
@@ -899,7 +1020,7 @@ def serve_command(args) -> int:
         handle = start_server(args.models, port=args.port, host=args.host, threads=args.threads,
                               max_concurrency=args.max_concurrency, max_message_mb=args.max_message_mb,
                               max_request_mb=args.max_request_mb, token=args.token,
-                              batching=args.batching, max_batch=args.max_batch,
+                              batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
                               allow_register=not args.no_register)
     except (OSError, EdgeError) as error:

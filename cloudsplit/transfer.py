@@ -16,7 +16,8 @@ from cloudsplit.protos import split_pb2 as pb
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 
-COMPRESSION_BY_MODE = {"none": pb.COMPRESSION_NONE, "fp16": pb.COMPRESSION_FP16, "int8": pb.COMPRESSION_INT8}
+COMPRESSION_BY_MODE = {"none": pb.COMPRESSION_NONE, "fp16": pb.COMPRESSION_FP16,
+                       "int8": pb.COMPRESSION_INT8_PER_CHANNEL, "int8-per-tensor": pb.COMPRESSION_INT8}
 MODE_BY_COMPRESSION = {value: mode for mode, value in COMPRESSION_BY_MODE.items()}
 
 # DType values equal edge_dtype values (cruntime/include/edge.h).
@@ -40,13 +41,15 @@ def encode_tensor(index: int, array: np.ndarray, mode: str) -> tuple[pb.TensorHe
     encoded = compression.encode(array, mode)
     header = pb.TensorHeader(tensor_index=int(index), dtype=DTYPE_BY_NUMPY[array.dtype], shape=list(array.shape),
                              compression=COMPRESSION_BY_MODE[encoded.mode], scale=encoded.scale,
-                             zero_point=encoded.zero_point, byte_length=len(encoded.data))
+                             zero_point=encoded.zero_point, byte_length=len(encoded.data),
+                             channel_scales=encoded.channel_scales, channel_zero_points=encoded.channel_zero_points)
     return header, encoded.data
 
 
 def decode_tensor(header: pb.TensorHeader, data: bytes | memoryview) -> np.ndarray:
     return compression.decode(data, MODE_BY_COMPRESSION[header.compression], NUMPY_BY_DTYPE[header.dtype],
-                              tuple(header.shape), header.scale, header.zero_point)
+                              tuple(header.shape), header.scale, header.zero_point,
+                              channel_scales=header.channel_scales, channel_zero_points=header.channel_zero_points)
 
 
 def chunk_messages(tensors: Sequence[tuple[pb.TensorHeader, bytes]],

@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bsplit.proto\x12\rcloudsplit.v1\" \n\x08ModelRef\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\"l\n\tModelInfo\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x0f\n\x07num_ops\x18\x03 \x01(\x05\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"E\n\nModelChunk\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x12RegisterModelReply\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\x12\x0f\n\x07num_ops\x18\x03 \x01(\x05\"\xc1\x01\n\x0cTensorHeader\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12#\n\x05\x64type\x18\x02 \x01(\x0e\x32\x14.cloudsplit.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12/\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32\x1a.cloudsplit.v1.Compression\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x12\n\nzero_point\x18\x06 \x01(\x05\x12\x13\n\x0b\x62yte_length\x18\x07 \x01(\x04\"A\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"1\n\nInputShape\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\r\n\x05shape\x18\x02 \x03(\x03\"\xf5\x01\n\x0bInferHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x12\n\nserver_ops\x18\x03 \x03(\x05\x12,\n\x07uploads\x18\x04 \x03(\x0b\x32\x1b.cloudsplit.v1.TensorHeader\x12\x0f\n\x07outputs\x18\x05 \x03(\x05\x12\x38\n\x14\x64ownload_compression\x18\x06 \x01(\x0e\x32\x1a.cloudsplit.v1.Compression\x12/\n\x0cinput_shapes\x18\x07 \x03(\x0b\x32\x19.cloudsplit.v1.InputShape\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc8\x01\n\x10InferReplyHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07outputs\x18\x02 \x03(\x0b\x32\x1b.cloudsplit.v1.TensorHeader\x12\x11\n\tserver_ms\x18\x03 \x01(\x01\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x13\n\x0bload_factor\x18\x06 \x01(\x01\x12$\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x15.cloudsplit.v1.Status\"\xa3\x01\n\x0cInferMessage\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.cloudsplit.v1.InferHeaderH\x00\x12\x30\n\x05reply\x18\x02 \x01(\x0b\x32\x1f.cloudsplit.v1.InferReplyHeaderH\x00\x12+\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1a.cloudsplit.v1.TensorChunkH\x00\x42\x06\n\x04part\"4\n\x0eProfileRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0c\n\x04runs\x18\x02 \x01(\x05\"\x80\x01\n\x0cProfileReply\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\r\n\x05op_ms\x18\x02 \x03(\x01\x12\x13\n\x0bload_factor\x18\x03 \x01(\x01\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x0c\n\x04runs\x18\x05 \x01(\x05\x12\x17\n\x0fmeasured_unix_s\x18\x06 \x01(\x01\"\x1a\n\nProbeChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"$\n\nProbeReply\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04*\x80\x01\n\x05\x44Type\x12\x11\n\rDTYPE_FLOAT32\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x0e\n\nDTYPE_INT8\x10\x02\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x0e\n\nDTYPE_BOOL\x10\x06*O\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_FP16\x10\x01\x12\x14\n\x10\x43OMPRESSION_INT8\x10\x02\x32\xc7\x03\n\x0eSplitInference\x12O\n\rRegisterModel\x12\x19.cloudsplit.v1.ModelChunk\x1a!.cloudsplit.v1.RegisterModelReply(\x01\x12=\n\x08GetModel\x12\x17.cloudsplit.v1.ModelRef\x1a\x18.cloudsplit.v1.ModelInfo\x12\x45\n\x05Infer\x12\x1b.cloudsplit.v1.InferMessage\x1a\x1b.cloudsplit.v1.InferMessage(\x01\x30\x01\x12K\n\x0bInferStream\x12\x1b.cloudsplit.v1.InferMessage\x1a\x1b.cloudsplit.v1.InferMessage(\x01\x30\x01\x12H\n\nGetProfile\x12\x1d.cloudsplit.v1.ProfileRequest\x1a\x1b.cloudsplit.v1.ProfileReply\x12G\n\rMeasureUplink\x12\x19.cloudsplit.v1.ProbeChunk\x1a\x19.cloudsplit.v1.ProbeReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bsplit.proto\x12\rcloudsplit.v1\" \n\x08ModelRef\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\"l\n\tModelInfo\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x0f\n\x07num_ops\x18\x03 \x01(\x05\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"E\n\nModelChunk\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"T\n\x12RegisterModelReply\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x17\n\x0f\x61lready_present\x18\x02 \x01(\x08\x12\x0f\n\x07num_ops\x18\x03 \x01(\x05\"\xf6\x01\n\x0cTensorHeader\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12#\n\x05\x64type\x18\x02 \x01(\x0e\x32\x14.cloudsplit.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12/\n\x0b\x63ompression\x18\x04 \x01(\x0e\x32\x1a.cloudsplit.v1.Compression\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x12\n\nzero_point\x18\x06 \x01(\x05\x12\x13\n\x0b\x62yte_length\x18\x07 \x01(\x04\x12\x16\n\x0e\x63hannel_scales\x18\x08 \x03(\x02\x12\x1b\n\x13\x63hannel_zero_points\x18\t \x03(\x05\"A\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"1\n\nInputShape\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\r\n\x05shape\x18\x02 \x03(\x03\"\xf5\x01\n\x0bInferHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x12\n\nserver_ops\x18\x03 \x03(\x05\x12,\n\x07uploads\x18\x04 \x03(\x0b\x32\x1b.cloudsplit.v1.TensorHeader\x12\x0f\n\x07outputs\x18\x05 \x03(\x05\x12\x38\n\x14\x64ownload_compression\x18\x06 \x01(\x0e\x32\x1a.cloudsplit.v1.Compression\x12/\n\x0cinput_shapes\x18\x07 \x03(\x0b\x32\x19.cloudsplit.v1.InputShape\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdc\x01\n\x10InferReplyHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12,\n\x07outputs\x18\x02 \x03(\x0b\x32\x1b.cloudsplit.v1.TensorHeader\x12\x11\n\tserver_ms\x18\x03 \x01(\x01\x12\x10\n\x08queue_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x13\n\x0bload_factor\x18\x06 \x01(\x01\x12$\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x15.cloudsplit.v1.Status\x12\x12\n\nreceive_ms\x18\x08 \x01(\x01\"\xa3\x01\n\x0cInferMessage\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.cloudsplit.v1.InferHeaderH\x00\x12\x30\n\x05reply\x18\x02 \x01(\x0b\x32\x1f.cloudsplit.v1.InferReplyHeaderH\x00\x12+\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x1a.cloudsplit.v1.TensorChunkH\x00\x42\x06\n\x04part\"4\n\x0eProfileRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0c\n\x04runs\x18\x02 \x01(\x05\"\x80\x01\n\x0cProfileReply\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\r\n\x05op_ms\x18\x02 \x03(\x01\x12\x13\n\x0bload_factor\x18\x03 \x01(\x01\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12\x0c\n\x04runs\x18\x05 \x01(\x05\x12\x17\n\x0fmeasured_unix_s\x18\x06 \x01(\x01\"\x1a\n\nProbeChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"%\n\x14\x44ownlinkProbeRequest\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"M\n\nProbeReply\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04\x12\x12\n\nreceive_ms\x18\x02 \x01(\x01\x12\x13\n\x0btimed_bytes\x18\x03 \x01(\x04*\x80\x01\n\x05\x44Type\x12\x11\n\rDTYPE_FLOAT32\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x0e\n\nDTYPE_INT8\x10\x02\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05\x12\x0e\n\nDTYPE_BOOL\x10\x06*q\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_FP16\x10\x01\x12\x14\n\x10\x43OMPRESSION_INT8\x10\x02\x12 \n\x1c\x43OMPRESSION_INT8_PER_CHANNEL\x10\x03\x32\x9c\x04\n\x0eSplitInference\x12O\n\rRegisterModel\x12\x19.cloudsplit.v1.ModelChunk\x1a!.cloudsplit.v1.RegisterModelReply(\x01\x12=\n\x08GetModel\x12\x17.cloudsplit.v1.ModelRef\x1a\x18.cloudsplit.v1.ModelInfo\x12\x45\n\x05Infer\x12\x1b.cloudsplit.v1.InferMessage\x1a\x1b.cloudsplit.v1.InferMessage(\x01\x30\x01\x12K\n\x0bInferStream\x12\x1b.cloudsplit.v1.InferMessage\x1a\x1b.cloudsplit.v1.InferMessage(\x01\x30\x01\x12H\n\nGetProfile\x12\x1d.cloudsplit.v1.ProfileRequest\x1a\x1b.cloudsplit.v1.ProfileReply\x12G\n\rMeasureUplink\x12\x19.cloudsplit.v1.ProbeChunk\x1a\x19.cloudsplit.v1.ProbeReply(\x01\x12S\n\x0fMeasureDownlink\x12#.cloudsplit.v1.DownlinkProbeRequest\x1a\x19.cloudsplit.v1.ProbeChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'split_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=1555
-  _globals['_DTYPE']._serialized_end=1683
-  _globals['_COMPRESSION']._serialized_start=1685
-  _globals['_COMPRESSION']._serialized_end=1764
+  _globals['_DTYPE']._serialized_start=1708
+  _globals['_DTYPE']._serialized_end=1836
+  _globals['_COMPRESSION']._serialized_start=1838
+  _globals['_COMPRESSION']._serialized_end=1951
   _globals['_MODELREF']._serialized_start=30
   _globals['_MODELREF']._serialized_end=62
   _globals['_MODELINFO']._serialized_start=64
@@ -46,27 +46,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERMODELREPLY']._serialized_start=245
   _globals['_REGISTERMODELREPLY']._serialized_end=329
   _globals['_TENSORHEADER']._serialized_start=332
-  _globals['_TENSORHEADER']._serialized_end=525
-  _globals['_TENSORCHUNK']._serialized_start=527
-  _globals['_TENSORCHUNK']._serialized_end=592
-  _globals['_INPUTSHAPE']._serialized_start=594
-  _globals['_INPUTSHAPE']._serialized_end=643
-  _globals['_INFERHEADER']._serialized_start=646
-  _globals['_INFERHEADER']._serialized_end=891
-  _globals['_STATUS']._serialized_start=893
-  _globals['_STATUS']._serialized_end=932
-  _globals['_INFERREPLYHEADER']._serialized_start=935
-  _globals['_INFERREPLYHEADER']._serialized_end=1135
-  _globals['_INFERMESSAGE']._serialized_start=1138
-  _globals['_INFERMESSAGE']._serialized_end=1301
-  _globals['_PROFILEREQUEST']._serialized_start=1303
-  _globals['_PROFILEREQUEST']._serialized_end=1355
-  _globals['_PROFILEREPLY']._serialized_start=1358
-  _globals['_PROFILEREPLY']._serialized_end=1486
-  _globals['_PROBECHUNK']._serialized_start=1488
-  _globals['_PROBECHUNK']._serialized_end=1514
-  _globals['_PROBEREPLY']._serialized_start=1516
-  _globals['_PROBEREPLY']._serialized_end=1552
-  _globals['_SPLITINFERENCE']._serialized_start=1767
-  _globals['_SPLITINFERENCE']._serialized_end=2222
+  _globals['_TENSORHEADER']._serialized_end=578
+  _globals['_TENSORCHUNK']._serialized_start=580
+  _globals['_TENSORCHUNK']._serialized_end=645
+  _globals['_INPUTSHAPE']._serialized_start=647
+  _globals['_INPUTSHAPE']._serialized_end=696
+  _globals['_INFERHEADER']._serialized_start=699
+  _globals['_INFERHEADER']._serialized_end=944
+  _globals['_STATUS']._serialized_start=946
+  _globals['_STATUS']._serialized_end=985
+  _globals['_INFERREPLYHEADER']._serialized_start=988
+  _globals['_INFERREPLYHEADER']._serialized_end=1208
+  _globals['_INFERMESSAGE']._serialized_start=1211
+  _globals['_INFERMESSAGE']._serialized_end=1374
+  _globals['_PROFILEREQUEST']._serialized_start=1376
+  _globals['_PROFILEREQUEST']._serialized_end=1428
+  _globals['_PROFILEREPLY']._serialized_start=1431
+  _globals['_PROFILEREPLY']._serialized_end=1559
+  _globals['_PROBECHUNK']._serialized_start=1561
+  _globals['_PROBECHUNK']._serialized_end=1587
+  _globals['_DOWNLINKPROBEREQUEST']._serialized_start=1589
+  _globals['_DOWNLINKPROBEREQUEST']._serialized_end=1626
+  _globals['_PROBEREPLY']._serialized_start=1628
+  _globals['_PROBEREPLY']._serialized_end=1705
+  _globals['_SPLITINFERENCE']._serialized_start=1954
+  _globals['_SPLITINFERENCE']._serialized_end=2494
 # @@protoc_insertion_point(module_scope)

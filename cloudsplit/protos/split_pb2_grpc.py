@@ -66,6 +66,11 @@ class SplitInferenceStub:
                 request_serializer=split__pb2.ProbeChunk.SerializeToString,
                 response_deserializer=split__pb2.ProbeReply.FromString,
                 _registered_method=True)
+        self.MeasureDownlink = channel.unary_stream(
+                '/cloudsplit.v1.SplitInference/MeasureDownlink',
+                request_serializer=split__pb2.DownlinkProbeRequest.SerializeToString,
+                response_deserializer=split__pb2.ProbeChunk.FromString,
+                _registered_method=True)
 
 
 class SplitInferenceServicer:
@@ -116,6 +121,14 @@ class SplitInferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MeasureDownlink(self, request, context):
+        """Sends the bytes asked for (in ProbeChunks): lets a client measure its downlink while the plan
+        downloads little or nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SplitInferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +161,11 @@ def add_SplitInferenceServicer_to_server(servicer, server):
                     servicer.MeasureUplink,
                     request_deserializer=split__pb2.ProbeChunk.FromString,
                     response_serializer=split__pb2.ProbeReply.SerializeToString,
+            ),
+            'MeasureDownlink': grpc.unary_stream_rpc_method_handler(
+                    servicer.MeasureDownlink,
+                    request_deserializer=split__pb2.DownlinkProbeRequest.FromString,
+                    response_serializer=split__pb2.ProbeChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +330,33 @@ class SplitInference:
             '/cloudsplit.v1.SplitInference/MeasureUplink',
             split__pb2.ProbeChunk.SerializeToString,
             split__pb2.ProbeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MeasureDownlink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cloudsplit.v1.SplitInference/MeasureDownlink',
+            split__pb2.DownlinkProbeRequest.SerializeToString,
+            split__pb2.ProbeChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
-"""`cloudsplit serve` leaves batching off unless asked: stacking requests measured slower than running
-them one by one (benchmarks/README.md, "Server batching"); `--batching` still turns it on."""
+"""`cloudsplit serve` leaves batching off unless asked: with warm interpreters per batch size it still
+did not pay (-7 % to +4 % at 8-16 clients; benchmarks/README.md, "Server batching"); `--batching`
+turns it on, `--batch-padding` pads batches up to a power of two instead of splitting them."""
 from __future__ import annotations
 
 import argparse
@@ -20,3 +21,8 @@ def test_serve_does_not_batch_by_default():
 def test_batching_flag_turns_it_on_and_no_batching_off():
     assert _parse("--batching").batching is True
     assert _parse("--batching", "--no-batching").batching is False
+
+
+def test_batch_padding_flag():
+    assert _parse("--batching").batch_padding is False
+    assert _parse("--batching", "--batch-padding").batch_padding is True

@@ -23,7 +23,7 @@ from cloudsplit.client import SplitRunner
 from cloudsplit.server import start_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RELATIVE_ERROR_BOUND = {"none": 0.0, "fp16": 5e-3, "int8": 6e-2}
+RELATIVE_ERROR_BOUND = {"none": 0.0, "fp16": 5e-3, "int8": 4e-2, "int8-per-tensor": 6e-2}
 
 
 @dataclass
@@ -133,7 +133,7 @@ def assert_close(outputs, expected, mode):
             assert np.array_equal(outputs[name], value)
 
 
-@pytest.mark.parametrize("mode", ["none", "fp16", "int8"])
+@pytest.mark.parametrize("mode", ["none", "fp16", "int8", "int8-per-tensor"])
 @pytest.mark.parametrize("model_name, cut", [("mobilenet", 17), ("resnet", 9), ("bert", 30), ("bert", 0)])
 def test_split_run_equals_local(request, tmp_path, server, model_name, cut, mode):
     model = request.getfixturevalue(model_name)
@@ -274,6 +274,9 @@ def test_bandwidth_drop_leads_to_a_new_plan(tmp_path, server, mobilenet, planner
         changed_after = None
         for request in range(1, 6):
             outputs = runner.run(mobilenet.feeds)
+            # The cut tensors (12 kB and less) are too small to average in; a slow one flags the drop
+            # and the uplink probe after the answer measures it. Between requests, as in an app.
+            runner.settle()
             assert_close(outputs, local_outputs(mobilenet), "none")
             if runner.plan.server_ops != fast_plan.server_ops:
                 changed_after = request

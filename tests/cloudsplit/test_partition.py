@@ -106,6 +106,23 @@ def test_compressed_wire_bytes_are_what_is_charged():
         assert plan.predicted.upload_bytes == sum(wire(t) for t in plan.upload)
 
 
+def test_downloads_are_charged_at_their_own_compression():
+    """A runner compresses its uploads (here 4x) but gets the answer back raw: the download is charged
+    raw, by the solver (chains and DAGs) as by evaluate."""
+    rng = random.Random(9)
+    for chain in (True, False):
+        for _ in range(10):
+            costs = random_graph(rng, rng.randint(4, 8), chain=chain)
+            up = lambda t: costs.tensor_bytes[t] // 4  # noqa: E731
+            down = lambda t: costs.tensor_bytes[t]  # noqa: E731
+            network = Network(2e6, 1e6, 0.02)
+            plan = partition.solve(costs, network, wire_bytes=up, download_wire_bytes=down)
+            best = brute_force(costs, network, wire_bytes=up, download_wire_bytes=down)
+            assert plan.predicted.total_ms == pytest.approx(best, rel=1e-9)
+            assert plan.predicted.download_bytes == sum(down(t) for t in plan.download)
+            assert plan.predicted.download_ms == pytest.approx(plan.predicted.download_bytes * 8 / 1e6 * 1e3)
+
+
 @pytest.mark.parametrize("chain", [True, False], ids=["chain", "dag"])
 def test_pinned_ops_stay_on_the_device(chain):
     rng = random.Random(41)
