@@ -489,6 +489,44 @@ def wrong_declared_shape():
 ALLOCATE_FAILS = [wrong_declared_shape]
 
 
+def converter_seeds(out):
+    """Two seeds written by the converter itself, so the mutation campaign also reaches the int8
+    kernels' parameter checks and the training ops' options: a small int8 network (conv, depthwise,
+    max pool, residual add, mean, FC, softmax) and a trainable MLP (loss, gradients, Adam updates).
+    Skipped, with a note, where numpy is missing."""
+    try:
+        import numpy as np
+
+        from converter.api import convert
+        from converter.builder import GraphBuilder
+    except ImportError as error:
+        print("converter seeds skipped: %s" % error)
+        return 0
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("int8_seed")
+    x = b.input("x", (1, 6, 6, 4))
+    w = lambda *shape: rng.normal(0, 0.3, shape).astype(np.float32)
+    h = b.Conv2D(x, w(8, 3, 3, 4), np.zeros(8, np.float32), pads=(1, 1, 1, 1), layout="NHWC",
+                 activation=("Relu", 0.0, 0.0))
+    d = b.Conv2D(h, w(8, 3, 3, 1), w(8), pads=(1, 1, 1, 1), groups=8, layout="NHWC")
+    p = b.MaxPool2D(b.Add(h, d), kernel=(2, 2), strides=(2, 2), layout="NHWC")
+    m = b.Reshape(b.ReduceMean(p, axes=(1, 2), keepdims=False), shape=(1, 8))
+    b.output(b.Softmax(b.FullyConnected(m, w(5, 8), w(5)), axis=1), name="y")
+    samples = rng.normal(0, 1, (4, 1, 6, 6, 4)).astype(np.float32)
+    seeds = {"int8_net.edge": convert(b.build(), quantize="int8", calibration=samples).data}
+    t = GraphBuilder("train_seed")
+    x = t.input("x", (4, 6))
+    hidden = t.Relu(t.FullyConnected(x, t.constant("fc1/weights", w(8, 6)), t.constant("fc1/bias", w(8))))
+    t.output(t.FullyConnected(hidden, t.constant("head/weights", w(3, 8)), t.constant("head/bias", w(3))),
+             name="logits")
+    seeds["train_mlp.edge"] = convert(t.build(), training=dict(loss="cross_entropy", optimizer="adam",
+                                                               lr=1e-2, clip_norm=1.0)).data
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+    return len(seeds)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -509,7 +547,8 @@ def main():
         b, m = make()
         with open(os.path.join(out, "allocate", make.__name__ + ".edge"), "wb") as f:
             f.write(serialize(b, m))
-    print("wrote %d valid and %d invalid models to %s" % (len(VALID), len(INVALID), out))
+    made = converter_seeds(out)
+    print("wrote %d valid and %d invalid models to %s" % (len(VALID) + made, len(INVALID), out))
 
 
 if __name__ == "__main__":
