@@ -174,6 +174,7 @@ def split_demo(edge_path: Path, image: np.ndarray, local: np.ndarray, threads: i
     with SplitRunner(edge_path, server=address, num_threads=threads, compression="fp16",
                      device_costs=phone_costs) as runner:
         runner.run({"image": image})
+        runner.settle()  # the link probes that follow an answer finish first: the next request meets the stop
         server.stop()
         out = runner.run({"image": image})["probabilities"]
         plan = runner.last_plan

@@ -58,6 +58,9 @@ def test_demo_converts_runs_and_matches(tmp_path, capsys):
     # service stopped, each equal to the local result within fp16's error.
     assert re.search(r"loopback: plan '(server|split)'", printed), printed
     assert re.search(r"1\.1 Mbit/s: plan 'device'", printed), printed
-    assert "service stopped: the answer still came from the device (fell back" in printed, printed
+    # The request meets the stopped server and falls back; should a probe have noticed first, the
+    # runner plans for the device outright. Either way the answer comes from the device.
+    assert re.search(r"service stopped: the answer still came from the device "
+                     r"\((fell back|plan 'device \(server unavailable\)')", printed), printed
     for diff in re.findall(r"max abs diff from local (\S+)", printed):
         assert float(diff) <= 1e-3, printed
