@@ -18,10 +18,11 @@
 #include <time.h>
 
 #include "internal.h"
+#define OP_HARNESS_SEED 0x243f6a8885a308d3ull
+#include "op_harness.h"
 
 static int failures;
 static int checks;
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
 #define CHECK(cond, ...)                                   \
   do {                                                     \
@@ -34,51 +35,7 @@ static uint64_t rng_state = 0x243f6a8885a308d3ull;
     }                                                      \
   } while (0)
 
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
-static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000000) / 1000000.0f; }
-
-/* ---- a one-node graph ---- */
-
-#define MAX_TENSORS 12
-
-typedef struct {
-  edge_tensor tensors[MAX_TENSORS];
-  int32_t num_tensors;
-  int32_t inputs[MAX_TENSORS], outputs[MAX_TENSORS];
-  edge_node node;
-  edge_context ctx;
-  char error[EDGE_ERROR_CAPACITY];
-  void *scratch;
-} graph;
-
-static void graph_init(graph *g, edge_op_kind opcode) {
-  memset(g, 0, sizeof *g);
-  g->node.opcode = opcode;
-  g->node.inputs = g->inputs;
-  g->node.outputs = g->outputs;
-  g->ctx.tensors = g->tensors;
-  g->ctx.error = g->error;
-  g->ctx.num_threads = 1;
-}
-
-static int32_t add_tensor(graph *g, const char *name, edge_dtype dtype, int32_t rank, const int64_t *shape) {
-  int32_t index = g->num_tensors++;
-  edge_tensor *t = &g->tensors[index];
-  t->name = name;
-  t->dtype = dtype;
-  t->rank = t->declared_rank = rank;
-  for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
-  t->nbytes = (size_t)edge_num_elements(rank, shape) * edge_dtype_size(dtype);
-  t->data = calloc(1, t->nbytes + 64);
-  g->ctx.num_tensors = g->num_tensors;
-  return index;
-}
+/* ---- the one-node graph (op_harness.h) ---- */
 
 static int32_t add_input(graph *g, const char *name, int32_t rank, const int64_t *shape, float lo, float hi) {
   int32_t t = add_tensor(g, name, EDGE_FLOAT32, rank, shape);
@@ -95,37 +52,6 @@ static int32_t add_output(graph *g, const char *name) {
   int32_t t = add_tensor(g, name, EDGE_FLOAT32, 1, &one);
   g->outputs[g->node.num_outputs++] = t;
   return t;
-}
-
-/* prepare, allocate outputs (poisoned) and scratch at their new sizes, eval. */
-static edge_status graph_run(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  g->node.scratch_bytes = 0;
-  edge_status status = reg->prepare(&g->ctx, &g->node);
-  if (status != EDGE_OK) return status;
-  for (int32_t i = 0; i < g->node.num_outputs; ++i) {
-    if (g->outputs[i] < 0) continue;
-    edge_tensor *t = &g->tensors[g->outputs[i]];
-    free(t->data);
-    t->data = malloc(t->nbytes + 64);
-    memset(t->data, 0xA5, t->nbytes + 64);
-  }
-  free(g->scratch);
-  g->scratch = NULL;
-  if (g->node.scratch_bytes) {
-    size_t bytes = (g->node.scratch_bytes + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT;
-    g->scratch = aligned_alloc(EDGE_ALIGNMENT, bytes);
-    memset(g->scratch, 0xA5, bytes);
-  }
-  g->node.scratch = g->scratch;
-  return reg->eval(&g->ctx, &g->node);
-}
-
-static void graph_free(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release) reg->release(&g->node);
-  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->tensors[i].data);
-  free(g->scratch);
 }
 
 static const float *tensor_data(const graph *g, int32_t t) { return g->tensors[t].data; }

@@ -11,10 +11,11 @@
 #include <string.h>
 
 #include "internal.h"
+#define OP_HARNESS_SEED 0x9e3779b97f4a7c15ull
+#include "op_harness.h"
 
 static int failures;
 static int checks;
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 #define CHECK(cond, ...)                                                   \
   do {                                                                     \
@@ -27,73 +28,10 @@ static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
     }                                                                      \
   } while (0)
 
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
-static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000000) / 1000000.0f; }
-
-/* ---- a tiny graph: tensors, one node, a context ---- */
-
-#define MAX_TENSORS 12
-
-typedef struct {
-  edge_tensor tensors[MAX_TENSORS];
-  int32_t num_tensors;
-  int32_t inputs[MAX_TENSORS], outputs[MAX_TENSORS];
-  edge_node node;
-  edge_context ctx;
-  char error[EDGE_ERROR_CAPACITY];
-} graph;
-
-static void graph_init(graph *g, edge_op_kind opcode) {
-  memset(g, 0, sizeof *g);
-  g->node.opcode = opcode;
-  g->node.inputs = g->inputs;
-  g->node.outputs = g->outputs;
-  g->ctx.tensors = g->tensors;
-  g->ctx.error = g->error;
-  g->ctx.num_threads = 1;
-}
-
-static int32_t add_tensor(graph *g, const char *name, edge_dtype dtype, int32_t rank, const int64_t *shape) {
-  int32_t index = g->num_tensors++;
-  edge_tensor *t = &g->tensors[index];
-  t->name = name;
-  t->dtype = dtype;
-  t->rank = t->declared_rank = rank;
-  for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
-  t->nbytes = (size_t)edge_num_elements(rank, shape) * edge_dtype_size(dtype);
-  t->data = calloc(1, t->nbytes + 64);
-  g->ctx.num_tensors = g->num_tensors;
-  return index;
-}
+/* ---- the one-node graph (op_harness.h) ---- */
 
 static void add_input(graph *g, int32_t tensor) { g->inputs[g->node.num_inputs++] = tensor; }
 static void add_output(graph *g, int32_t tensor) { g->outputs[g->node.num_outputs++] = tensor; }
-
-/* prepare, allocate outputs at their new sizes, eval. */
-static edge_status graph_run(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  edge_status status = reg->prepare(&g->ctx, &g->node);
-  if (status != EDGE_OK) return status;
-  for (int32_t i = 0; i < g->node.num_outputs; ++i) {
-    edge_tensor *t = &g->tensors[g->outputs[i]];
-    free(t->data);
-    t->data = malloc(t->nbytes + 64);
-    memset(t->data, 0xA5, t->nbytes + 64);
-  }
-  return reg->eval(&g->ctx, &g->node);
-}
-
-static void graph_free(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release) reg->release(&g->node);
-  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->tensors[i].data);
-}
 
 static void fill_random(edge_tensor *t, float lo, float hi) {
   int64_t n = edge_num_elements(t->rank, t->shape);
