@@ -1,7 +1,7 @@
-"""Regenerates split_pb2.py and split_pb2_grpc.py from split.proto: ``python -m cloudsplit.protos.regen``.
+"""Regenerates the ``*_pb2.py`` and ``*_pb2_grpc.py`` stubs of every proto here: ``python -m cloudsplit.protos.regen``.
 
-protoc writes ``import split_pb2``; the grpc stub is rewritten to import its sibling through the
-package, and both files get a header saying what made them.
+protoc writes ``import split_pb2``; generated files are rewritten to import their siblings (their
+own stem and the protos they import) through the package, and get a header saying what made them.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-PROTOS = ("split.proto",)
+PROTOS = ("split.proto", "training.proto")
 
 
 def header(proto: str) -> str:
@@ -34,7 +34,9 @@ def main() -> int:
         stem = proto.removesuffix(".proto")
         for generated in (HERE / f"{stem}_pb2.py", HERE / f"{stem}_pb2_grpc.py"):
             text = generated.read_text()
-            text = text.replace(f"import {stem}_pb2 as", f"from cloudsplit.protos import {stem}_pb2 as")
+            for sibling in PROTOS:
+                module = sibling.removesuffix(".proto") + "_pb2"
+                text = text.replace(f"\nimport {module} as", f"\nfrom cloudsplit.protos import {module} as")
             generated.write_text(header(proto) + text)
             print(f"wrote {generated.relative_to(HERE.parent.parent)}")
     return 0
