@@ -1,7 +1,8 @@
 """The ``cloudsplit`` command: one table of subcommands.
 
-``plan`` (here) needs only ``edge``; ``serve`` comes from ``cloudsplit.server`` and is imported only
-when named on the command line, so ``cloudsplit plan`` works without grpc installed.
+``plan`` (here) needs only ``edge``; ``serve`` comes from ``cloudsplit.server`` and ``train`` from
+``cloudsplit.train_cli``, each imported only when named on the command line, so ``cloudsplit plan``
+works without grpc (or Ray) installed.
 """
 from __future__ import annotations
 
@@ -289,6 +290,8 @@ COMMANDS = [
     Command("plan", "where each op of a model should run for a given network", add_plan_parser),
     Command("serve", "serve .edge models for split inference over gRPC", "cloudsplit.server:add_serve_parser",
             extra="split"),
+    Command("train", "train a model with replicas and parameter servers (here, or on a server)",
+            "cloudsplit.train_cli:add_train_parser", extra="split"),
 ]
 
 

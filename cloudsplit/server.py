@@ -892,11 +892,12 @@ class ServerHandle:
     """A running server: ``port``, ``service``, ``stop(grace_s)``, ``wait()``."""
 
     def __init__(self, server: grpc.Server, port: int, service: SplitInferenceService,
-                 health_servicer: health.HealthServicer):
+                 health_servicer: health.HealthServicer, training=None):
         self.server = server
         self.port = port
         self.service = service
         self.health = health_servicer
+        self.training = training   # the TrainingService, when enabled
         self._stopped = False
 
     @property
@@ -910,6 +911,8 @@ class ServerHandle:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.training is not None:
+            self.training.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.server.wait_for_termination(timeout)
@@ -944,11 +947,13 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                  batch_padding: bool = False,
                  compute_slots: int | None = None,
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
-                 delay_s: float = 0.0, on_request: Callable[[str], None] | None = None) -> ServerHandle:
+                 delay_s: float = 0.0, on_request: Callable[[str], None] | None = None,
+                 training=None) -> ServerHandle:
     """Starts a server in this process and returns once it listens.
 
     ``models``: a directory of .edge files, a file, model bytes, or a list of these. ``port=0`` picks a
-    free port (``handle.port``).
+    free port (``handle.port``). ``training``: True or a ``training_service.TrainingOptions`` adds the
+    Training service (distributed training jobs on the registered models).
     """
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
@@ -966,19 +971,27 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                     ("grpc.so_reuseport", 0)]
     interceptors = [_TokenInterceptor(token)] if token else []
     # Extra workers past the admission limit answer the refused calls and the health checks quickly.
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency + 8,
+    training_options = None
+    if training:
+        from cloudsplit import training_service
+
+        training_options = training if isinstance(training, training_service.TrainingOptions) \
+            else training_service.TrainingOptions()
+    watchers = training_options.max_watchers if training_options else 0
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency + watchers + 8,
                                                      thread_name_prefix="cloudsplit-rpc")
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
     pb_grpc.add_SplitInferenceServicer_to_server(service, server)
+    trainer_service = training_service.add_to_server(server, registry, training_options) if training_options else None
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, bound, service, health_servicer)
+    return ServerHandle(server, bound, service, health_servicer, trainer_service)
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
@@ -1011,8 +1024,28 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-register", action="store_true", help="refuse model uploads")
     parser.add_argument("--grace-s", type=float, default=10.0, help="how long in-flight requests may finish "
                         "after SIGTERM/SIGINT")
+    training = parser.add_argument_group("training", "the Training service (distributed training on Ray)")
+    training.add_argument("--training", action="store_true", help="serve training jobs on the registered models")
+    training.add_argument("--training-data", default=".", help="data paths of StartJob resolve inside this "
+                          "directory (default: the current one)")
+    training.add_argument("--max-jobs", type=int, default=2, help="training jobs running at once (default 2)")
+    training.add_argument("--checkpoint-root", help="job checkpoints go to DIR/<job id> (default: temporary)")
+    training.add_argument("--ray-address", help="join this Ray cluster (default: start one on loopback)")
     parser.set_defaults(func=serve_command)
     return parser
+
+
+def _training_options(args):
+    if not args.training:
+        return None
+    from cloudsplit.training_service import TrainingOptions
+
+    if args.max_jobs < 1:
+        raise ValueError(f"--max-jobs must be >= 1, got {args.max_jobs}")
+    if not os.path.isdir(args.training_data):
+        raise ValueError(f"--training-data {args.training_data}: not a directory")
+    return TrainingOptions(max_jobs=args.max_jobs, data_root=os.path.abspath(args.training_data),
+                           checkpoint_root=args.checkpoint_root, cluster=args.ray_address)
 
 
 def serve_command(args) -> int:
@@ -1022,8 +1055,8 @@ def serve_command(args) -> int:
                               max_request_mb=args.max_request_mb, token=args.token,
                               batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
-                              allow_register=not args.no_register)
-    except (OSError, EdgeError) as error:
+                              allow_register=not args.no_register, training=_training_options(args))
+    except (OSError, EdgeError, ValueError) as error:
         print(f"cloudsplit serve: {error}", file=sys.stderr)
         return 1
     stopping = threading.Event()
