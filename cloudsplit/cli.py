@@ -329,4 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package, not this __main__ copy: subcommand modules raise cloudsplit.cli.UsageError.
+    from cloudsplit.cli import main as package_main
+
+    sys.exit(package_main())
