@@ -1,0 +1,237 @@
+"""A model replica: pulls parameters from the shards, computes gradients with the C runtime's
+``grad`` signature on its batches, and pushes them back, round after round (see ``shard`` for the
+round protocol and ``strategies`` for what the groups mean).
+
+A replica is only told its group, its place in it and the shards' handles; it never waits for other
+replicas except through the shards' rounds. It survives a shard's restart: a call that fails is
+retried after a pause, and the next pull re-synchronises its round numbers with the shard's.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cloudsplit.training import codecs, data as sampling
+from cloudsplit.training.model import GRAD_PREFIX, ModelSpec, Placement
+from edge.trainer import LABELS, Trainer
+
+RETRY_PAUSE_S = 0.2
+
+
+@dataclass
+class ReplicaConfig:
+    index: int
+    group: int
+    member: int
+    members: int
+    groups: int
+    batch: int
+    seed: int = 0
+    n_fetch: int = 1
+    n_push: int = 1
+    compression: str = "none"
+    num_threads: int = 1
+    clip_norm: float | None = None
+    slowdown: float = 1.0                    # stragglers in benchmarks: sleep (slowdown - 1) x compute
+    stand_in_compute_s: float | None = None  # overhead benchmarks: a fixed sleep instead of the grad signature
+    table_inputs: dict[str, str] = field(default_factory=dict)  # sparse table -> the input holding its ids
+
+
+class Replica:
+    def __init__(self, model_data: bytes, placement: Placement, config: ReplicaConfig, features, labels, shards):
+        self.config = config
+        self.placement = placement
+        self.shards = shards
+        self._folder = tempfile.mkdtemp(prefix=f"edge-replica-{config.index}-")
+        path = os.path.join(self._folder, "model.edge")
+        with open(path, "wb") as out:
+            out.write(model_data)
+        self.trainer = Trainer(path, num_threads=config.num_threads)
+        self._grad = self.trainer.interpreter.get_signature_runner("grad")
+        self.features = features    # name -> array (read-only, from the object store)
+        self.labels = labels
+        count = len(labels)
+        self.samples = sampling.group_samples(count, config.group, config.groups)
+        self.compressor = codecs.Compressor(config.compression)
+        self.rounds = [0] * placement.shards
+        self.versions = [0] * placement.shards
+        self.stop_requested = False
+        self.stats = {"index": config.index, "group": config.group, "member": config.member, "steps": 0,
+                      "samples": 0, "pushes": 0, "late": 0, "stale": 0, "loss": None, "compute_s": 0.0,
+                      "wait_s": 0.0, "bytes_pushed": 0, "bytes_pulled": 0, "shard_errors": 0, "pid": os.getpid(),
+                      "host": socket.gethostname(), "node": None, "started": time.time()}
+
+    # -- talking to the shards (Ray handles) --------------------------------------------------------
+
+    def _gather(self, calls):
+        import ray
+
+        while True:
+            try:
+                return ray.get(calls(), timeout=120)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.GetTimeoutError):
+                self.stats["shard_errors"] += 1
+                if self.stop_requested:
+                    raise
+                time.sleep(RETRY_PAUSE_S)
+
+    def _pull(self, min_rounds, ids: dict[str, np.ndarray]) -> bool:
+        """Pulls every shard's values (waiting for the rounds asked for); False when the job is done."""
+        start = time.perf_counter()
+        replies = self._gather(lambda: [s.pull.remote(self.config.group, int(r), ids or None)
+                                        for s, r in zip(self.shards, min_rounds)])
+        self.stats["wait_s"] += time.perf_counter() - start
+        # Shards are not in lockstep (each closes its own rounds), so the job is done for this
+        # replica once every shard says so.
+        done = all(reply["done"] for reply in replies)
+        for k, reply in enumerate(replies):
+            self.rounds[k], self.versions[k] = reply["round"], reply["version"]
+            for name, value in reply["values"].items():
+                self.trainer.set_variable(name, value)
+                self.stats["bytes_pulled"] += value.nbytes
+            for table, (row_ids, rows) in reply["rows"].items():
+                if len(row_ids):
+                    current = self.trainer.get_variable(table)
+                    current[row_ids] = rows
+                    self.trainer.set_variable(table, current)
+                self.stats["bytes_pulled"] += row_ids.nbytes + rows.nbytes
+        return not done
+
+    def _gradients(self, batch: np.ndarray) -> tuple[float, dict[str, np.ndarray], dict]:
+        config = self.config
+        inputs = {name: np.ascontiguousarray(array[batch]) for name, array in self.features.items()}
+        labels = np.ascontiguousarray(self.labels[batch])
+        start = time.perf_counter()
+        if config.stand_in_compute_s is not None:
+            time.sleep(config.stand_in_compute_s)
+            dense = {name: np.full(self.trainer.get_variable(name).shape, 1e-6, np.float32)
+                     for name in self.placement.dense}
+            loss, sparse = float("nan"), {}
+        else:
+            out = self._grad(**inputs, **{LABELS: labels})
+            loss = float(out["loss"])
+            dense = {name: out[f"{GRAD_PREFIX}{name}"] for name in self.placement.dense}
+            sparse = {t: (out[f"{GRAD_PREFIX}{t}/indices"].astype(np.int64), out[f"{GRAD_PREFIX}{t}/rows"])
+                      for t in self.placement.rows}
+        elapsed = time.perf_counter() - start
+        if config.slowdown > 1:
+            time.sleep((config.slowdown - 1) * elapsed)
+        self.stats["compute_s"] += time.perf_counter() - start
+        if config.clip_norm:
+            total = sum(float(np.sum(np.square(g, dtype=np.float64))) for g in dense.values())
+            total += sum(float(np.sum(np.square(r, dtype=np.float64))) for _, r in sparse.values())
+            norm = total ** 0.5
+            if norm > config.clip_norm:
+                scale = np.float32(config.clip_norm / norm)
+                dense = {k: v * scale for k, v in dense.items()}
+                sparse = {k: (i, r * scale) for k, (i, r) in sparse.items()}
+        return loss, dense, sparse
+
+    def _batch_ids(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return {table: np.unique(np.asarray(self.features[name][batch]).reshape(-1).astype(np.int64))
+                for table, name in self.config.table_inputs.items()}
+
+    def _push(self, dense: dict[str, np.ndarray], sparse: dict) -> list[dict]:
+        placement = self.placement
+        messages = []
+        for k in range(placement.shards):
+            payload = {name: self.compressor.encode(name, g) for name, g in dense.items() if placement.dense[name] == k}
+            rows = {}
+            for table, (ids, values) in sparse.items():
+                begin, end = placement.rows[table][k]
+                keep = (ids >= begin) & (ids < end)
+                if keep.any():
+                    rows[table] = (ids[keep], self.compressor.encode(f"{table}@{k}", values[keep]))
+            self.stats["bytes_pushed"] += (sum(p.wire_bytes for p in payload.values())
+                                           + sum(i.nbytes + p.wire_bytes for i, p in rows.values()))
+            messages.append((payload, rows))
+        start = time.perf_counter()
+        replies = self._gather(lambda: [s.push.remote(self.config.group, self.config.member, int(self.rounds[k]),
+                                                      int(self.versions[k]), *messages[k])
+                                        for k, s in enumerate(self.shards)])
+        self.stats["wait_s"] += time.perf_counter() - start
+        return replies
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Trains until the shards report the job done (or ``max_steps`` local steps)."""
+        config = self.config
+        try:
+            import ray
+
+            self.stats["node"] = ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - outside Ray (tests of the class itself)
+            pass
+        self.stop_requested = False
+        local_step = 0
+        want = [0] * self.placement.shards
+        accumulated: tuple[dict, dict] | None = None
+        accumulated_count = 0
+        fetched_ids: dict[str, np.ndarray] = {}
+        while not self.stop_requested and (max_steps is None or local_step < max_steps):
+            # A synchronous member computes on the round it is about to wait for.
+            step = max(want[0], self.rounds[0]) if config.members > 1 else local_step
+            batch = sampling.member_batch(self.samples, config.seed + config.group, step, config.batch,
+                                          config.member, config.members)
+            if local_step % config.n_fetch == 0 or config.members > 1:
+                fetched_ids = self._batch_ids(batch)
+                if not self._pull(want, fetched_ids):
+                    break
+                step = self.rounds[0] if config.members > 1 else local_step
+                batch = sampling.member_batch(self.samples, config.seed + config.group, step, config.batch,
+                                              config.member, config.members)
+                ids = self._batch_ids(batch)
+                if any(not np.array_equal(ids[t], fetched_ids.get(t)) for t in ids):
+                    if not self._pull(self.rounds, ids):
+                        break
+            loss, dense, sparse = self._gradients(batch)
+            local_step += 1
+            self.stats["steps"] += 1
+            self.stats["samples"] += len(batch)
+            self.stats["loss"] = loss
+            if accumulated is None:
+                accumulated, accumulated_count = (dense, sparse), 1
+            else:
+                accumulated = ({k: accumulated[0][k] + v for k, v in dense.items()},
+                               {t: (np.concatenate([accumulated[1][t][0], i]), np.concatenate([accumulated[1][t][1], r]))
+                                for t, (i, r) in sparse.items()})
+                accumulated_count += 1
+            if accumulated_count < config.n_push:
+                continue
+            scale = np.float32(1.0 / accumulated_count)
+            dense_mean = {k: v * scale for k, v in accumulated[0].items()} if accumulated_count > 1 else accumulated[0]
+            sparse_mean = ({t: (i, r * scale) for t, (i, r) in accumulated[1].items()}
+                           if accumulated_count > 1 else accumulated[1])
+            accumulated = None
+            replies = self._push(dense_mean, sparse_mean)
+            self.stats["pushes"] += 1
+            done = all(reply["done"] for reply in replies)
+            for k, reply in enumerate(replies):
+                status = reply["status"]
+                self.stats["late"] += status == "late"
+                self.stats["stale"] += status == "stale"
+                # A member of a synchronous group waits for its round to close; everyone else goes on
+                # from the shard's current round.
+                want[k] = self.rounds[k] + 1 if status in ("pending", "applied") and config.members > 1 else reply["round"]
+                if config.members == 1:
+                    self.rounds[k] = reply["round"]
+            if done:
+                break
+        self.stats["finished"] = time.time()
+        return dict(self.stats)
+
+    def get_stats(self) -> dict:
+        return dict(self.stats)
+
+    def stop(self) -> None:
+        self.stop_requested = True
+
+    def ping(self) -> int:
+        return os.getpid()
