@@ -297,8 +297,14 @@ def _run_local(args, make_sinks):
                 if item is None:
                     return
 
-        for row in _local_records(records()):
-            sinks.add(row)
+        rows = _local_records(records())
+        while True:
+            try:
+                for row in rows:
+                    sinks.add(row)
+                break
+            except KeyboardInterrupt:   # while a record was being shown: the same stop, then on
+                job.stop()
         job.wait()
         export = None
         if args.export and job.final_variables is not None:

@@ -139,7 +139,7 @@ def test_cancelled_watch_leaves_the_job_running(server, stub, setup, tmp_path):
     first = next(call)
     assert not first.final
     call.cancel()
-    # While it runs, the server's one job slot is taken, and a running job exports a snapshot.
+    # While it runs, the server's one job slot is taken.
     with pytest.raises(grpc.RpcError) as refused:
         stub.StartJob(good_request(setup), timeout=WAIT_S)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 1" in refused.value.details()
@@ -211,6 +211,8 @@ def test_stop_job_ends_it_early_and_keeps_its_parameters(stub, setup, tmp_path):
     status = stub.StartJob(good_request(setup, steps=5000, eval_every=0), timeout=WAIT_S)
     call = stub.WatchJob(pb.WatchJobRequest(job_id=status.job_id), timeout=WAIT_S)
     next(message for message in call if message.step > 0)
+    export_model(stub, status.job_id, tmp_path / "snapshot.edge")   # a live checkpoint of the shards
+    assert 0.0 <= accuracy(setup, tmp_path / "snapshot.edge") <= 1.0
     stub.StopJob(pb.JobRef(job_id=status.job_id), timeout=10)
     final = [m for m in call][-1]
     assert final.final and final.state == "stopped" and 0 < final.step < 5000
@@ -271,6 +273,15 @@ def test_cli_submits_to_a_server(server, setup, tmp_path, capsys):
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert rows[-1]["step"] == STEPS
     assert accuracy(setup, model) > CHANCE + 0.4
+
+
+def test_cli_tensorboard_without_tensorboardx_is_refused_before_training(setup, monkeypatch, capsys):
+    from cloudsplit.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)   # as if it were not installed
+    code = main(["train", setup.model_path, "--data", str(setup.folder / "train.npz"), "--steps", "5",
+                 "--tensorboard", "runs"])
+    assert code != 0 and "pip install tensorboardX" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, words", [
