@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Iterator
 
 from cloudsplit.cli import UsageError
