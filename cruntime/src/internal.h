@@ -123,6 +123,8 @@ typedef struct {
   size_t scratch_bytes;                 /* asked for by prepare */
   void *scratch;                        /* given to eval: EDGE_ALIGNMENT-aligned, uninitialised */
   uint64_t last_ns, total_ns, runs;     /* profiling */
+  bool writes_variables;                /* eval may change a variable (an output is one, or it updates its
+                                           inputs in place): the interpreter bumps variables_version */
 } edge_node;
 
 typedef struct edge_threadpool edge_threadpool;
@@ -134,6 +136,10 @@ typedef struct {
   edge_threadpool *pool;
   int32_t num_threads;
   char *error;                          /* EDGE_ERROR_CAPACITY bytes */
+  /* Changes whenever a variable may have changed (set_tensor, tensor_data or reset_variables on
+   * one, an op that writes one), so a kernel that keeps a packed copy of variable weights packs
+   * again only when this differs from the value it packed at. */
+  uint64_t variables_version;
 } edge_context;
 
 typedef struct {

@@ -39,6 +39,8 @@ struct edge_interpreter {
   int32_t num_threads;
   bool profiling;
   bool allocated;
+  bool variables_exposed;               /* tensor_data handed out a variable's address: the caller may
+                                           write through it at any time, so every invoke counts as a change */
   uint8_t *resizable;                   /* graph and signature inputs */
   int32_t *first_use, *last_use;        /* activation lifetimes in op indices */
   edge_arena_item *plan;                /* one per activation tensor, planned by allocate */
@@ -232,6 +234,10 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
     node->bytes_in = op->bytes_in;
     node->bytes_out = op->bytes_out;
     node->bytes_weights = op->bytes_weights;
+    node->writes_variables = op->opcode == EDGE_OP_OPTIMIZER_UPDATE || op->opcode == EDGE_OP_BATCH_NORM_TRAIN;
+    for (int32_t j = 0; j < op->num_outputs; ++j)
+      if (op->outputs[j] >= 0 && interp->tensors[op->outputs[j]].kind == EDGE_TENSOR_VARIABLE)
+        node->writes_variables = true;
   }
   for (int32_t i = 0; i < model->num_inputs; ++i) interp->resizable[model->inputs[i]] = 1;
   for (int32_t s = 0; s < model->num_signatures; ++s)
@@ -507,6 +513,7 @@ edge_status edge_interpreter_set_tensor(edge_interpreter *interp, int32_t tensor
   if ((status = check_byte_count(interp, tensor, nbytes)) != EDGE_OK) return status;
   if (nbytes && !data) return interp_fail(interp, EDGE_INVALID_ARGUMENT, "set_tensor: data is NULL");
   if (nbytes) memcpy(t->data, data, nbytes);
+  if (t->kind == EDGE_TENSOR_VARIABLE) ++interp->ctx.variables_version;
   return EDGE_OK;
 }
 
@@ -526,6 +533,10 @@ edge_status edge_interpreter_tensor_data(edge_interpreter *interp, int32_t tenso
   edge_status status = check_data_access(interp, tensor, "tensor_data on");
   if (status != EDGE_OK) return status;
   *data = interp->tensors[tensor].data;
+  if (interp->tensors[tensor].kind == EDGE_TENSOR_VARIABLE) {
+    interp->variables_exposed = true;
+    ++interp->ctx.variables_version;
+  }
   return EDGE_OK;
 }
 
@@ -533,6 +544,7 @@ edge_status edge_interpreter_reset_variables(edge_interpreter *interp) {
   if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "reset_variables: interpreter is NULL");
   for (int32_t t = 0; t < interp->num_tensors; ++t)
     if (interp->tensors[t].kind == EDGE_TENSOR_VARIABLE) load_variable(&interp->tensors[t]);
+  ++interp->ctx.variables_version;
   return EDGE_OK;
 }
 
@@ -619,6 +631,7 @@ static edge_status run_op(edge_interpreter *interp, int32_t op) {
   interp->error[0] = '\0';
   uint64_t start = interp->profiling ? now_ns() : 0;
   edge_status status = reg->eval(&interp->ctx, node);
+  if (node->writes_variables) ++interp->ctx.variables_version;
   if (interp->profiling) {
     uint64_t elapsed = now_ns() - start;
     node->last_ns = elapsed;
@@ -638,6 +651,7 @@ static edge_status check_allocated(edge_interpreter *interp, const char *what) {
 edge_status edge_interpreter_invoke(edge_interpreter *interp) {
   if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke: interpreter is NULL");
   edge_status status = check_allocated(interp, "invoke");
+  if (interp->variables_exposed) ++interp->ctx.variables_version;
   const edge_model *m = interp->model;
   for (int32_t i = 0; status == EDGE_OK && i < m->num_invoke_ops; ++i) status = run_op(interp, m->invoke_ops[i]);
   return status;
@@ -653,6 +667,7 @@ edge_status edge_interpreter_invoke_ops(edge_interpreter *interp, const int32_t 
     if (ops[i] < 0 || ops[i] >= interp->num_ops)
       return interp_fail(interp, EDGE_INVALID_ARGUMENT, "invoke_ops: entry %d is op %d, out of range (%d ops)", i, ops[i],
                          interp->num_ops);
+  if (interp->variables_exposed) ++interp->ctx.variables_version;
   for (int32_t i = 0; status == EDGE_OK && i < num_ops; ++i) status = run_op(interp, ops[i]);
   return status;
 }

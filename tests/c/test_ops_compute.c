@@ -263,10 +263,17 @@ static void run_conv_case(const conv_case *k, edge_unary_kind activation, bool t
   graph_free(&g);
 }
 
+/* The weights here are not constants, so above EDGE_ISA=scalar the fast plans run, packing them
+ * on every eval; every random case also runs through the scalar reference (EDGE_CONV=reference). */
 static void test_conv(void) {
   for (int trial = 0; trial < 150; ++trial) {
     conv_case k;
     random_conv_case(&k, trial % 2 == 1);
+    const uint64_t state = rng_state;
+    setenv("EDGE_CONV", "reference", 1);
+    run_conv_case(&k, trial % 3 == 0 ? EDGE_UNARY_RELU : EDGE_UNARY_IDENTITY, trial % 10 == 0);
+    unsetenv("EDGE_CONV");
+    rng_state = state;
     run_conv_case(&k, trial % 3 == 0 ? EDGE_UNARY_RELU : EDGE_UNARY_IDENTITY, trial % 10 == 0);
   }
   /* depthwise, and a case big enough to spread over threads */

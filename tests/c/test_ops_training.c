@@ -264,6 +264,115 @@ static void test_conv_grads(void) {
   graph_free(&g);
 }
 
+/* ---- forward convolution with variable weights ----
+ *
+ * Training keeps conv weights in variables: above EDGE_ISA=scalar the fast plan packs them at eval,
+ * again only when ctx->variables_version moved. Each case (one per plan method) runs the fast path
+ * against the scalar reference (EDGE_CONV=reference) on the same data; then changes the weights
+ * without moving the version (the packed copy is kept: same output as before), moves it (the
+ * output follows the new weights) and reruns on 3 threads (bit-identical). */
+
+typedef struct {
+  bool transposed;
+  int64_t n, h, w, c, o, kh, kw, groups;
+  int32_t stride, pad;
+} variable_conv_case;
+
+static void run_reference_conv(const variable_conv_case *k, const graph *fast, float *out) {
+  graph ref;
+  graph_init(&ref, fast->node.opcode);
+  for (int32_t i = 0; i < fast->node.num_inputs; ++i) {
+    const edge_tensor *t = &fast->tensors[fast->inputs[i]];
+    int32_t r = add_input(&ref, t->name, t->rank, t->shape, 0, 0);
+    memcpy(ref.tensors[r].data, t->data, t->nbytes);
+  }
+  int32_t y = add_output(&ref, "y");
+  ref.node.options = fast->node.options;
+  ref.node.activation = fast->node.activation;
+  setenv("EDGE_CONV", "reference", 1);
+  edge_status status = graph_run(&ref);
+  unsetenv("EDGE_CONV");
+  TCHECK(status == EDGE_OK, "reference conv: %s", ref.error);
+  (void)k;
+  memcpy(out, ref.tensors[y].data, ref.tensors[y].nbytes);
+  graph_free(&ref);
+}
+
+static void compare_close(const char *what, const float *got, const float *want, int64_t n) {
+  double scale = 0.0;
+  for (int64_t i = 0; i < n; ++i) scale = fmax(scale, fabs(want[i]));
+  for (int64_t i = 0; i < n; ++i)
+    if (!(fabs(got[i] - want[i]) <= 1e-4 * (1.0 + scale))) {
+      TCHECK(false, "%s: element %lld is %.9g, the reference %.9g", what, (long long)i, got[i], want[i]);
+      return;
+    }
+  TCHECK(true, "%s", what);
+}
+
+static void run_variable_conv_case(const variable_conv_case *k, const char *label) {
+  graph g;
+  graph_init(&g, k->transposed ? EDGE_OP_CONV_TRANSPOSE_2D : EDGE_OP_CONV_2D);
+  int64_t x_shape[4] = {k->n, k->h, k->w, k->c}, w_shape[4] = {k->o, k->kh, k->kw, k->c / k->groups};
+  int64_t b_shape[1] = {k->o};
+  add_input(&g, "x", 4, x_shape, -1, 1);
+  int32_t w = add_input(&g, "w", 4, w_shape, -1, 1), b = add_input(&g, "b", 1, b_shape, -1, 1);
+  g.tensors[w].kind = g.tensors[b].kind = EDGE_TENSOR_VARIABLE;
+  int32_t y = add_output(&g, "y");
+  edge_conv2d_options *o = &g.node.options.conv2d;
+  for (int i = 0; i < 2; ++i) o->strides[i] = k->stride, o->dilations[i] = 1;
+  for (int i = 0; i < 4; ++i) o->pads[i] = k->pad;
+  o->groups = (int32_t)k->groups;
+  g.node.activation.op = EDGE_UNARY_RELU;
+  char what[160];
+  snprintf(what, sizeof what, "variable-weight conv (%s)", label);
+  edge_status status = graph_run(&g);
+  TCHECK(status == EDGE_OK, "%s: %s", what, g.error);
+  if (status != EDGE_OK) {
+    graph_free(&g);
+    return;
+  }
+  const int64_t count = numel(&g, y);
+  float *want = malloc((size_t)count * sizeof(float)), *before = malloc((size_t)count * sizeof(float));
+  run_reference_conv(k, &g, want);
+  compare_close(what, fdata(&g, y), want, count);
+  memcpy(before, fdata(&g, y), (size_t)count * sizeof(float));
+
+  const edge_op_registration *reg = edge_op_lookup(g.node.opcode);
+  float *wd = fdata(&g, w), *bd = fdata(&g, b);
+  for (int64_t i = 0; i < numel(&g, w); ++i) wd[i] = rnd_float(-1, 1);
+  for (int64_t i = 0; i < k->o; ++i) bd[i] = rnd_float(-1, 1);
+  TCHECK(reg->eval(&g.ctx, &g.node) == EDGE_OK && memcmp(before, fdata(&g, y), (size_t)count * sizeof(float)) == 0,
+         "%s: weights changed without a new variables_version are not packed again", what);
+  ++g.ctx.variables_version;
+  TCHECK(reg->eval(&g.ctx, &g.node) == EDGE_OK, "%s: eval after the update", what);
+  run_reference_conv(k, &g, want);
+  char after[200];
+  snprintf(after, sizeof after, "%s after a weight update", what);
+  compare_close(after, fdata(&g, y), want, count);
+  check_threads(&g, what, NULL);
+  free(want);
+  free(before);
+  graph_free(&g);
+}
+
+static void test_conv_variable_weights(void) {
+  /* transposed, n, h, w, c, o, kh, kw, groups, stride, pad */
+  const variable_conv_case gemm = {false, 2, 5, 7, 12, 20, 1, 1, 1, 1, 0};
+  const variable_conv_case igemm = {false, 3, 9, 8, 6, 11, 3, 3, 1, 2, 1};
+  const variable_conv_case grouped = {false, 2, 7, 7, 8, 12, 3, 3, 2, 1, 1};
+  const variable_conv_case depthwise = {false, 2, 9, 9, 24, 48, 3, 3, 24, 1, 1};
+  const variable_conv_case winograd = {false, 2, 10, 9, 33, 40, 3, 3, 1, 1, 1};
+  const variable_conv_case transposed = {true, 2, 5, 4, 6, 10, 3, 3, 2, 2, 1};
+  run_variable_conv_case(&gemm, "1x1 gemm");
+  run_variable_conv_case(&igemm, "igemm");
+  run_variable_conv_case(&grouped, "grouped igemm");
+  run_variable_conv_case(&depthwise, "depthwise");
+  setenv("EDGE_WINOGRAD", "1", 1);
+  run_variable_conv_case(&winograd, "winograd");
+  unsetenv("EDGE_WINOGRAD");
+  run_variable_conv_case(&transposed, "transposed");
+}
+
 /* ---- pooling gradient ---- */
 
 static void test_pool_grad(void) {
@@ -896,6 +1005,7 @@ int test_ops_training(void) {
   failures = 0;
   checks = 0;
   test_conv_grads();
+  test_conv_variable_weights();
   test_pool_grad();
   test_activation_grad();
   test_loss();

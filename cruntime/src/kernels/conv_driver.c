@@ -43,6 +43,7 @@ struct edge_conv_plan {
   size_t tile_block;             /* WINOGRAD: tiles per cell (a multiple of the GEMM's mr) */
   size_t winograd_thread_floats; /* WINOGRAD: scratch floats per thread */
   int64_t columns;               /* DECONV: kernel_h * kernel_w * group_out_c */
+  float *pack_temp;              /* plans made for changing weights: what pack_weights works in */
 };
 
 /* aligned_alloc that remembers how much the plan keeps (reported as persistent memory). */
@@ -140,32 +141,64 @@ static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in
   return EDGE_CONV_METHOD_IGEMM;
 }
 
-/* ---- weight preparation ---- */
+/* ---- weight preparation ----
+ *
+ * Split in two so that weights which change between runs (training variables) can be packed again
+ * into the same memory: allocate_weights sizes and allocates everything packing writes (and the
+ * temporary it needs, kept only by plans made for changing weights), pack_weights only writes. */
 
-static bool pack_groups(edge_conv_plan *p, const float *weights, const float *bias, int64_t n, int64_t kdim) {
+static size_t pack_temp_floats(const edge_conv_plan *p) {
+  switch (p->method) {
+    case EDGE_CONV_METHOD_WINOGRAD: return (size_t)(36 * p->s.out_c * p->s.in_c);
+    case EDGE_CONV_METHOD_DECONV: return (size_t)(p->taps * p->group_out_c * p->group_in_c);
+    default: return 0;
+  }
+}
+
+static bool allocate_weights(edge_conv_plan *p) {
   const edge_gemm_kernels *g = &p->k->gemm;
-  p->packed_stride = edge_gemm_packed_bytes(g, (size_t)n, (size_t)kdim) / sizeof(float);
-  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
+  size_t count = (size_t)p->s.groups;
+  switch (p->method) {
+    case EDGE_CONV_METHOD_GEMM:
+    case EDGE_CONV_METHOD_IGEMM:
+      p->packed_stride =
+          edge_gemm_packed_bytes(g, (size_t)p->group_out_c, (size_t)(p->taps * p->group_in_c)) / sizeof(float);
+      break;
+    case EDGE_CONV_METHOD_DWCONV: {
+      const size_t ct = p->k->conv.dwconv_channel_tile, blocks = ((size_t)p->s.out_c + ct - 1) / ct;
+      p->packed_stride = round_up(blocks * (size_t)(p->taps + 1) * ct, EDGE_ALIGNMENT / sizeof(float));
+      count = 1;
+      break;
+    }
+    case EDGE_CONV_METHOD_WINOGRAD:
+      p->packed_stride = edge_gemm_packed_bytes(g, (size_t)p->s.out_c, (size_t)p->s.in_c) / sizeof(float);
+      count = 36;
+      break;
+    case EDGE_CONV_METHOD_DECONV:
+      p->columns = p->taps * p->group_out_c;
+      p->packed_stride = edge_gemm_packed_bytes(g, (size_t)p->columns, (size_t)p->group_in_c) / sizeof(float);
+      break;
+  }
+  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * count);
   if (!p->packed) return false;
-  for (int64_t grp = 0; grp < p->s.groups; ++grp)
-    edge_gemm_pack_weights(g, (size_t)n, (size_t)kdim, weights + grp * n * kdim, (size_t)kdim,
-                           bias ? bias + grp * n : NULL, p->packed + (size_t)grp * p->packed_stride);
+  if (p->method == EDGE_CONV_METHOD_WINOGRAD || p->method == EDGE_CONV_METHOD_DECONV) {
+    p->bias = calloc((size_t)p->s.out_c, sizeof(float));
+    if (!p->bias) return false;
+  }
   return true;
+}
+
+static void pack_groups(edge_conv_plan *p, const float *weights, const float *bias) {
+  const int64_t n = p->group_out_c, kdim = p->taps * p->group_in_c;
+  for (int64_t grp = 0; grp < p->s.groups; ++grp)
+    edge_gemm_pack_weights(&p->k->gemm, (size_t)n, (size_t)kdim, weights + grp * n * kdim, (size_t)kdim,
+                           bias ? bias + grp * n : NULL, p->packed + (size_t)grp * p->packed_stride);
 }
 
 /* CONV_TRANSPOSE_2D weights [out_c, kh, kw, cin_g] as the B of x_g [pixels, cin_g] x B
  * [cin_g, (kh, kw, co)]: B transposed is row (kh, kw, co) = w[g*cout_g + co][kh][kw][:]. */
-static bool pack_deconv(edge_conv_plan *p, const float *weights) {
-  const int64_t kk = p->s.kernel_h * p->s.kernel_w, cin = p->group_in_c, cout = p->group_out_c;
-  float *rows = malloc((size_t)(kk * cout * cin) * sizeof(float));
-  if (!rows) return false;
-  p->columns = kk * cout;
-  p->packed_stride = edge_gemm_packed_bytes(&p->k->gemm, (size_t)p->columns, (size_t)cin) / sizeof(float);
-  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * (size_t)p->s.groups);
-  if (!p->packed) {
-    free(rows);
-    return false;
-  }
+static void pack_deconv(edge_conv_plan *p, const float *weights, float *rows) {
+  const int64_t kk = p->taps, cin = p->group_in_c, cout = p->group_out_c;
   for (int64_t grp = 0; grp < p->s.groups; ++grp) {
     for (int64_t t = 0; t < kk; ++t)
       for (int64_t co = 0; co < cout; ++co)
@@ -173,16 +206,12 @@ static bool pack_deconv(edge_conv_plan *p, const float *weights) {
     edge_gemm_pack_weights(&p->k->gemm, (size_t)p->columns, (size_t)cin, rows, (size_t)cin, NULL,
                            p->packed + (size_t)grp * p->packed_stride);
   }
-  free(rows);
-  return true;
 }
 
 /* Per block of CT channels: CT biases, then taps rows of CT weights (dwconv contract, conv.h). */
-static bool pack_depthwise(edge_conv_plan *p, const float *weights, const float *bias) {
+static void pack_depthwise(edge_conv_plan *p, const float *weights, const float *bias) {
   const size_t ct = p->k->conv.dwconv_channel_tile, channels = (size_t)p->s.out_c, taps = (size_t)p->taps;
   const size_t blocks = (channels + ct - 1) / ct;
-  p->packed = plan_alloc(p, round_up(blocks * (taps + 1) * ct * sizeof(float), EDGE_ALIGNMENT));
-  if (!p->packed) return false;
   float *out = p->packed;
   for (size_t b = 0; b < blocks; ++b) {
     for (size_t j = 0; j < ct; ++j) {
@@ -192,51 +221,60 @@ static bool pack_depthwise(edge_conv_plan *p, const float *weights, const float 
     }
     out += (taps + 1) * ct;
   }
-  return true;
 }
 
 /* U = G g G^T for every (o, c), G the F(4x4, 3x3) kernel transform, computed in double; position
- * i of U is the B of GEMM i, packed as [in_c, out_c] with no bias (the output transform adds it). */
-static bool pack_winograd(edge_conv_plan *p, const float *weights) {
+ * i of U is the B of GEMM i, packed as [in_c, out_c] with no bias (the output transform adds it).
+ * The channel loop is innermost (contiguous in both layouts) so the compiler can vectorise it;
+ * every value is the same expression in the same order whatever the loop nest. */
+static void pack_winograd(edge_conv_plan *p, const float *weights, float *transformed) {
   static const double G[6][3] = {{1.0 / 4, 0, 0},
                                  {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                  {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                  {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                  {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                  {0, 0, 1}};
+  enum { CHANNEL_BLOCK = 16 };
   const int64_t cin = p->s.in_c, cout = p->s.out_c;
-  float *transformed = malloc((size_t)(36 * cout * cin) * sizeof(float));
-  if (!transformed) return false;
-  p->packed_stride = edge_gemm_packed_bytes(&p->k->gemm, (size_t)cout, (size_t)cin) / sizeof(float);
-  p->packed = plan_alloc(p, p->packed_stride * sizeof(float) * 36);
-  if (!p->packed) {
-    free(transformed);
-    return false;
-  }
   for (int64_t o = 0; o < cout; ++o)
-    for (int64_t c = 0; c < cin; ++c) {
-      double g[3][3], gg[6][3];
+    for (int64_t c0 = 0; c0 < cin; c0 += CHANNEL_BLOCK) {
+      const int64_t cb = cin - c0 < CHANNEL_BLOCK ? cin - c0 : CHANNEL_BLOCK;
+      double g[3][3][CHANNEL_BLOCK], gg[6][3][CHANNEL_BLOCK];
       for (int kh = 0; kh < 3; ++kh)
-        for (int kw = 0; kw < 3; ++kw) g[kh][kw] = weights[((o * 3 + kh) * 3 + kw) * cin + c];
+        for (int kw = 0; kw < 3; ++kw)
+          for (int64_t c = 0; c < cb; ++c) g[kh][kw][c] = weights[((o * 3 + kh) * 3 + kw) * cin + c0 + c];
       for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 3; ++j) gg[i][j] = G[i][0] * g[0][j] + G[i][1] * g[1][j] + G[i][2] * g[2][j];
+        for (int j = 0; j < 3; ++j)
+          for (int64_t c = 0; c < cb; ++c)
+            gg[i][j][c] = G[i][0] * g[0][j][c] + G[i][1] * g[1][j][c] + G[i][2] * g[2][j][c];
       for (int i = 0; i < 6; ++i)
-        for (int j = 0; j < 6; ++j)
-          transformed[((int64_t)(i * 6 + j) * cout + o) * cin + c] =
-              (float)(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
+        for (int j = 0; j < 6; ++j) {
+          float *out = transformed + ((int64_t)(i * 6 + j) * cout + o) * cin + c0;
+          for (int64_t c = 0; c < cb; ++c)
+            out[c] = (float)(gg[i][0][c] * G[j][0] + gg[i][1][c] * G[j][1] + gg[i][2][c] * G[j][2]);
+        }
     }
   for (int i = 0; i < 36; ++i)
     edge_gemm_pack_weights(&p->k->gemm, (size_t)cout, (size_t)cin, transformed + (size_t)i * cout * cin,
                            (size_t)cin, NULL, p->packed + (size_t)i * p->packed_stride);
-  free(transformed);
-  return true;
 }
 
-static bool copy_bias(edge_conv_plan *p, const float *bias) {
-  p->bias = calloc((size_t)p->s.out_c, sizeof(float));
-  if (!p->bias) return false;
-  if (bias) memcpy(p->bias, bias, (size_t)p->s.out_c * sizeof(float));
-  return true;
+static void pack_weights(edge_conv_plan *p, const float *weights, const float *bias, float *temp) {
+  switch (p->method) {
+    case EDGE_CONV_METHOD_GEMM:
+    case EDGE_CONV_METHOD_IGEMM: pack_groups(p, weights, bias); break;
+    case EDGE_CONV_METHOD_DWCONV: pack_depthwise(p, weights, bias); break;
+    case EDGE_CONV_METHOD_WINOGRAD: pack_winograd(p, weights, temp); break;
+    case EDGE_CONV_METHOD_DECONV: pack_deconv(p, weights, temp); break;
+  }
+  if (p->bias) {
+    if (bias) memcpy(p->bias, bias, (size_t)p->s.out_c * sizeof(float));
+    else memset(p->bias, 0, (size_t)p->s.out_c * sizeof(float));
+  }
+}
+
+void edge_conv_plan_pack(edge_conv_plan *plan, const float *weights, const float *bias) {
+  pack_weights(plan, weights, bias, plan->pack_temp);
 }
 
 edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const edge_conv_shape *shape,
@@ -253,21 +291,17 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
   set_activation(p, act);
   const edge_conv_shape *s = &p->s;
   const int64_t out_pixels = s->out_h * s->out_w;
-  bool ok = true;
   size_t zero_floats = (size_t)s->in_c;
   switch (p->method) {
-    case EDGE_CONV_METHOD_GEMM: ok = pack_groups(p, weights, bias, p->group_out_c, p->group_in_c); break;
     case EDGE_CONV_METHOD_IGEMM: {
       const size_t mr = kernels->conv.igemm_mr;
       p->m_tiles = ((size_t)out_pixels + mr - 1) / mr;
       p->indirection_count = p->m_tiles * mr * (size_t)p->taps;
-      ok = pack_groups(p, weights, bias, p->group_out_c, p->taps * p->group_in_c);
       break;
     }
-    case EDGE_CONV_METHOD_DWCONV:
+    case EDGE_CONV_METHOD_DWCONV: {
       p->multiplier = s->out_c / s->in_c;
       zero_floats = (size_t)s->out_c;
-    {
       const bool unit_width = s->stride_w == 1 && s->dilation_w == 1;
       if (s->kernel_h == 3 && s->kernel_w == 3)
         p->dwconv = unit_width ? kernels->conv.dwconv_3x3_s1 : kernels->conv.dwconv_3x3;
@@ -277,10 +311,9 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
         p->dwconv = p->taps == 9 ? kernels->conv.dwconv_3x3
                     : p->taps == 25 ? kernels->conv.dwconv_5x5
                                     : kernels->conv.dwconv_any;
-    }
       p->indirection_count = (size_t)(out_pixels * p->taps);
-      ok = pack_depthwise(p, weights, bias);
       break;
+    }
     case EDGE_CONV_METHOD_WINOGRAD: {
       p->tiles_h = (s->out_h + 3) / 4;
       p->tiles_w = (s->out_w + 3) / 4;
@@ -291,10 +324,21 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
       p->winograd_thread_floats =
           round_up(36 * p->tile_block * (size_t)(s->in_c + s->out_c) + (size_t)s->out_c,
                    EDGE_ALIGNMENT / sizeof(float));
-      ok = pack_winograd(p, weights) && copy_bias(p, bias);
       break;
     }
-    case EDGE_CONV_METHOD_DECONV: ok = pack_deconv(p, weights) && copy_bias(p, bias); break;
+    default: break;
+  }
+  bool ok = allocate_weights(p);
+  const size_t temp_floats = pack_temp_floats(p);
+  if (ok && !weights && temp_floats) {
+    p->pack_temp = plan_alloc(p, temp_floats * sizeof(float));
+    ok = p->pack_temp != NULL;
+  }
+  if (ok && weights) {
+    float *temp = temp_floats ? malloc(temp_floats * sizeof(float)) : NULL;
+    ok = !temp_floats || temp;
+    if (ok) pack_weights(p, weights, bias, temp);
+    free(temp);
   }
   if (ok) {
     p->zero = calloc(zero_floats + 1, sizeof(float));
@@ -314,6 +358,7 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
 void edge_conv_plan_free(edge_conv_plan *plan) {
   if (!plan) return;
   free(plan->packed);
+  free(plan->pack_temp);
   free(plan->bias);
   free(plan->zero);
   free(plan->indirection);

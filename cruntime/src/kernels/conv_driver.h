@@ -56,10 +56,16 @@ typedef struct edge_conv_plan edge_conv_plan;
 
 /* weights: OHWI [out_c, kh, kw, in_c / groups] (CONV_2D) or [out_c, kh, kw, in_c / groups]
  * (CONV_TRANSPOSE_2D, the runtime's layout); bias: out_c floats or NULL; act: fused activation
- * (NULL: none). Returns NULL when out of memory. */
+ * (NULL: none). Returns NULL when out of memory.
+ * weights NULL: a plan for weights that change between runs (training variables): everything is
+ * allocated (kept_bytes counts it) but nothing is packed; edge_conv_plan_pack must be called before
+ * the first run and after every change of the weights or bias. */
 edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const edge_conv_shape *shape,
                                       const float *weights, const float *bias, const edge_activation *act,
                                       edge_conv_winograd_mode winograd);
+/* Packs (or transforms) weights and bias into a plan created with weights NULL, into memory it
+ * allocated at create: no allocation, same layout and values as create would have packed. */
+void edge_conv_plan_pack(edge_conv_plan *plan, const float *weights, const float *bias);
 void edge_conv_plan_free(edge_conv_plan *plan);
 edge_conv_method edge_conv_plan_method(const edge_conv_plan *plan);
 const char *edge_conv_method_name(edge_conv_method method);

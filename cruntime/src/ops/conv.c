@@ -10,10 +10,14 @@
  * Work is split over N*OH output rows; each output value is computed by one thread in a fixed
  * order, so results are bit-identical for any thread count. Scratch: one tap list per thread.
  *
- * This reference runs at EDGE_ISA=scalar and for weights that are not constants. Above scalar,
- * prepare builds a plan from kernels/conv_driver.h instead (GEMM for 1x1, depthwise kernels,
- * Winograd, indirect GEMM, GEMM + col2im for the transpose), which packs the weights once. */
+ * This reference runs at EDGE_ISA=scalar (and with EDGE_CONV=reference). Above scalar, prepare
+ * builds a plan from kernels/conv_driver.h instead (GEMM for 1x1, depthwise kernels, Winograd,
+ * indirect GEMM, GEMM + col2im for the transpose). Constant weights are packed once at prepare.
+ * Weights that are variables (training) are packed again by eval whenever ctx->variables_version
+ * moved since the last packing, so once per optimizer step, into memory the plan allocated at
+ * prepare; weights computed by the graph (an activation) are packed on every eval. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "../kernels/conv_driver.h"
 #include "broadcast.h"
@@ -31,7 +35,11 @@ typedef struct {
 
 typedef struct {
   conv_plan plan;
-  edge_conv_plan *fast; /* NULL: the reference below */
+  edge_conv_plan *fast;     /* NULL: the reference below */
+  bool repack;              /* fast was made for changing weights: eval packs them (edge_conv_plan_pack) */
+  bool weights_persistent;  /* weights and bias are variables or constants: pack only on a version change */
+  bool packed;              /* packed_version is valid */
+  uint64_t packed_version;  /* ctx->variables_version the packed weights were made at */
 } conv_state;
 
 static void conv_release(edge_node *node);
@@ -152,11 +160,15 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   const edge_kernel_config *kernels = edge_kernels();
   const bool constant_weights = w->kind == EDGE_TENSOR_CONSTANT && w->data &&
                                 (!bias || (bias->kind == EDGE_TENSOR_CONSTANT && bias->data));
-  if (kernels->isa != EDGE_ISA_SCALAR && constant_weights) {
+  const char *forced = getenv("EDGE_CONV");
+  if (kernels->isa != EDGE_ISA_SCALAR && !(forced && strcmp(forced, "reference") == 0)) {
     edge_conv_shape shape = {transposed, p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
                              p.kernel_w, p.groups, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                              p.pad_left};
-    state->fast = edge_conv_plan_create(kernels, &shape, w->data, bias ? bias->data : NULL, &node->activation,
+    state->repack = !constant_weights;
+    state->weights_persistent = w->kind != EDGE_TENSOR_ACTIVATION && (!bias || bias->kind != EDGE_TENSOR_ACTIVATION);
+    state->fast = edge_conv_plan_create(kernels, &shape, constant_weights ? w->data : NULL,
+                                        constant_weights && bias ? bias->data : NULL, &node->activation,
                                         edge_conv_winograd_mode_from_env());
     if (!state->fast)
       return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing the weights of '%s'", op, name,
@@ -269,6 +281,13 @@ static edge_status conv_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qconv_eval(ctx, node);
   conv_state *state = node->state;
   if (state->fast) {
+    if (state->repack && (!state->weights_persistent || !state->packed ||
+                          state->packed_version != ctx->variables_version)) {
+      const edge_tensor *bias = optional_input(ctx, node, 2);
+      edge_conv_plan_pack(state->fast, edge_nd_input(ctx, node, 1)->data, bias ? bias->data : NULL);
+      state->packed = true;
+      state->packed_version = ctx->variables_version;
+    }
     edge_conv_plan_run(state->fast, ctx->pool, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data,
                        node->scratch);
     return EDGE_OK;
