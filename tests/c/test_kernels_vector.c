@@ -540,6 +540,70 @@ static void check_transpose(const edge_vector_kernels *k) {
     }
 }
 
+/* ---- training gradients: bit for bit against the ops' scalar loops ---- */
+
+static float grad_value(uint32_t r) {
+  static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, NAN, INFINITY, -INFINITY, 1e-40f};
+  return r % 4 == 0 ? special[(r / 4) % 9] : (float)((int32_t)(r % 2001) - 1000) / 97.0f;
+}
+
+static void check_grad(const edge_vector_kernels *k) {
+  CHECK(k->relu_grad && k->maxpool_grad, "%s: training gradient kernels missing", k->isa_name);
+  if (!k->relu_grad || !k->maxpool_grad) return;
+  uint32_t r = 7;
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    const size_t n = lengths[li];
+    float *x = alloc_floats(n), *dy = alloc_floats(n), *dx = alloc_floats(n), *want = alloc_floats(n);
+    for (size_t i = 0; i < n; ++i) {
+      r = r * 1664525u + 1013904223u, x[i] = grad_value(r >> 8);
+      r = r * 1664525u + 1013904223u, dy[i] = grad_value(r >> 8);
+      want[i] = x[i] > 0.0f ? dy[i] : 0.0f * dy[i];
+    }
+    k->relu_grad(n, x, dy, dx);
+    int same = guard_intact(dx, n);
+    for (size_t i = 0; i < n; ++i) same &= to_bits(dx[i]) == to_bits(want[i]) || (isnan(dx[i]) && isnan(want[i]));
+    CHECK(same, "%s relu_grad n=%zu differs from the scalar loop", k->isa_name, n);
+    free(x), free(dy), free(dx), free(want);
+  }
+  /* max pool windows: ties, NaNs, infinities; every tap count and ragged channel counts */
+  enum { MAX_TAPS = 9, MAX_CHANNELS = 41 };
+  for (size_t taps = 1; taps <= MAX_TAPS; ++taps)
+    for (size_t channels = 1; channels <= MAX_CHANNELS; channels += 4) {
+      float x[MAX_TAPS][MAX_CHANNELS], dx[MAX_TAPS][MAX_CHANNELS + GUARD], want[MAX_TAPS][MAX_CHANNELS];
+      float dy[MAX_CHANNELS];
+      const float *x_taps[MAX_TAPS];
+      float *dx_taps[MAX_TAPS];
+      for (size_t t = 0; t < taps; ++t) {
+        for (size_t j = 0; j < channels; ++j) {
+          r = r * 1664525u + 1013904223u;
+          x[t][j] = (r >> 8) % 3 == 0 ? grad_value(r >> 12) : (float)((r >> 10) % 3);
+          r = r * 1664525u + 1013904223u;
+          dx[t][j] = want[t][j] = grad_value(r >> 8);
+        }
+        for (size_t j = channels; j < channels + GUARD; ++j) dx[t][j] = GUARD_VALUE;
+        x_taps[t] = x[t];
+        dx_taps[t] = dx[t];
+      }
+      for (size_t j = 0; j < channels; ++j) {
+        r = r * 1664525u + 1013904223u;
+        dy[j] = grad_value(r >> 8);
+        size_t where = 0;
+        float best = x[0][j];
+        for (size_t t = 1; t < taps; ++t)
+          if (x[t][j] > best || (x[t][j] != x[t][j] && best == best)) best = x[t][j], where = t;
+        want[where][j] += dy[j];
+      }
+      k->maxpool_grad(taps, x_taps, dx_taps, dy, channels);
+      int same = 1;
+      for (size_t t = 0; t < taps; ++t) {
+        same &= guard_intact(dx[t], channels);
+        for (size_t j = 0; j < channels; ++j)
+          same &= to_bits(dx[t][j]) == to_bits(want[t][j]) || (isnan(dx[t][j]) && isnan(want[t][j]));
+      }
+      CHECK(same, "%s maxpool_grad taps=%zu channels=%zu differs from the scalar loop", k->isa_name, taps, channels);
+    }
+}
+
 int test_kernels_vector(void) {
   failures = 0;
   checks = 0;
@@ -563,10 +627,12 @@ int test_kernels_vector(void) {
     check_layernorm(k);
     check_pool(k);
     check_transpose(k);
+    check_grad(k);
   }
   /* The scalar level keeps the ops on their reference code. */
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
-  CHECK(scalar && !scalar->vector.softmax && !scalar->vector.unary[EDGE_UNARY_EXP],
+  CHECK(scalar && !scalar->vector.softmax && !scalar->vector.unary[EDGE_UNARY_EXP] && !scalar->vector.relu_grad &&
+            !scalar->vector.maxpool_grad,
         "the scalar level must leave the vector table empty");
   fprintf(stderr, "test_kernels_vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
   return failures;

@@ -61,6 +61,14 @@ typedef void (*edge_f32_pool_ukernel)(size_t rows, size_t cols, const float *x, 
 typedef void (*edge_x32_transpose_ukernel)(size_t rows, size_t cols, const uint32_t *x, size_t x_stride,
                                            uint32_t *y, size_t y_stride);
 
+/* Training gradients (kernels/vector/f32-grad.c), bit-identical to the ops' scalar references.
+ * relu_grad: dx[i] = x[i] > 0 ? dy[i] : 0 * dy[i] (dx may alias dy, not x).
+ * maxpool_grad: one max-pool window of `taps` real taps in scan order, tap t's channels at x[t] and
+ * dx[t]: per channel, the first maximal tap (a NaN wins) gets dx[t][j] += dy[j]. */
+typedef void (*edge_f32_vgrad_ukernel)(size_t n, const float *x, const float *dy, float *dx);
+typedef void (*edge_f32_maxpool_grad_ukernel)(size_t taps, const float *const *x, float *const *dx, const float *dy,
+                                              size_t channels);
+
 /* Reductions the family provides (index into rreduce / raccumulate). */
 typedef enum {
   EDGE_VREDUCE_SUM = 0,
@@ -105,6 +113,8 @@ typedef struct {
   edge_f32_pool_ukernel avgpool;
   edge_f32_vunary_ukernel silu;                                /* x * sigmoid(x), no UNARY kind of its own */
   edge_x32_transpose_ukernel transpose;
+  edge_f32_vgrad_ukernel relu_grad;
+  edge_f32_maxpool_grad_ukernel maxpool_grad;
   edge_s8_maxpool_ukernel s8_maxpool;
   edge_s8_raccumulate_ukernel s8_raccumulate_sum;
   edge_s8_vadd_ukernel s8_vadd;

@@ -75,6 +75,8 @@
   void edge_f32_maxpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_f32_avgpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_x32_transpose__##isa(size_t, size_t, const uint32_t *, size_t, uint32_t *, size_t);        \
+  void edge_f32_vrelu_grad__##isa(size_t, const float *, const float *, float *);                      \
+  void edge_f32_maxpool_grad__##isa(size_t, const float *const *, float *const *, const float *, size_t); \
   void edge_s8_maxpool__##isa(size_t, size_t, const int8_t *, size_t, size_t, size_t, int8_t *, int8_t,   \
                               int8_t);                                                                 \
   void edge_s8_raccumulate_sum__##isa(size_t, size_t, const int8_t *, size_t, int32_t *);              \
@@ -92,6 +94,8 @@
     out->maxpool = edge_f32_maxpool__##isa;                                                            \
     out->avgpool = edge_f32_avgpool__##isa;                                                            \
     out->transpose = edge_x32_transpose__##isa;                                                        \
+    out->relu_grad = edge_f32_vrelu_grad__##isa;                                                       \
+    out->maxpool_grad = edge_f32_maxpool_grad__##isa;                                                  \
     out->s8_maxpool = edge_s8_maxpool__##isa;                                                          \
     out->s8_raccumulate_sum = edge_s8_raccumulate_sum__##isa;                                          \
     out->s8_vadd = edge_s8_vadd__##isa;                                                                \

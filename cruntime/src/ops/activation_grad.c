@@ -8,9 +8,11 @@
  * takes its branch the way the forward does (x < 0: alpha * e^x, else 1). Ops without a gradient
  * (FLOOR, CEIL, ROUND, SIGN, NOT, IS_NAN, IS_INF) are refused at prepare.
  *
- * Elementwise, split into fixed blocks of elements; the loop is the reference and the kernel. */
+ * Elementwise, split into fixed blocks of elements. The loops are the reference; RELU also has a
+ * vector kernel (kernels/vector.h relu_grad, bit-identical) above EDGE_ISA=scalar. */
 #include <math.h>
 
+#include "kernels/config.h"
 #include "ops.h"
 #include "training.h"
 
@@ -91,6 +93,7 @@ static edge_status activation_grad_prepare(edge_context *ctx, edge_node *node) {
 
 typedef struct {
   edge_unary_kind op;
+  edge_f32_vgrad_ukernel relu_grad; /* NULL: the loop */
   double alpha, beta;
   const float *x, *dy;
   float *dx;
@@ -106,6 +109,10 @@ static void activation_grad_blocks(void *arg, int64_t begin, int64_t end, int32_
   float *dx = job->dx;
   switch (job->op) { /* the common ones as plain loops the compiler vectorises */
     case EDGE_UNARY_RELU:
+      if (job->relu_grad) {
+        job->relu_grad((size_t)(last - first), x + first, dy + first, dx + first);
+        return;
+      }
       for (int64_t i = first; i < last; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f * dy[i];
       return;
     case EDGE_UNARY_IDENTITY:
@@ -119,7 +126,7 @@ static void activation_grad_blocks(void *arg, int64_t begin, int64_t end, int32_
 
 static edge_status activation_grad_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_nd_input(ctx, node, 0);
-  activation_grad_job job = {node->options.unary.op, node->options.unary.alpha, node->options.unary.beta, x->data,
+  activation_grad_job job = {node->options.unary.op, edge_kernels()->vector.relu_grad, node->options.unary.alpha, node->options.unary.beta, x->data,
                              edge_nd_input(ctx, node, 1)->data, edge_nd_output(ctx, node, 0)->data,
                              edge_num_elements(x->rank, x->shape)};
   int64_t blocks = (job.count + EDGE_TRAINING_BLOCK - 1) / EDGE_TRAINING_BLOCK;

@@ -386,31 +386,46 @@ static void transpose_dy_cells(void *arg, int64_t begin, int64_t end, int32_t th
 
 /* The patches of the chunk straight into packed panels (layout in kernels/gemm.h): panel j0 holds
  * NR zeros (the bias) then, for each pixel q, the NR entries patch[q][j0 .. j0 + NR). Cells:
- * panels. */
+ * blocks of PATCH_PIXELS pixels. A pixel's patch is tap-major, Cg contiguous input channels per
+ * tap, so each tap is one run of copies (or zeros in the padding) whose destination walks the
+ * panels by counting: no division per element. Pure data movement: any split gives the same bytes. */
+#define PATCH_PIXELS 64
+
 static void pack_patches_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const conv_grad_job *job = arg;
   const conv_grad_plan *p = job->plan;
-  const int64_t nr = p->gemm->nr, cg = p->cg;
-  for (int64_t panel = begin; panel < end; ++panel) {
-    float *out = job->b + panel * (job->count + 1) * nr;
-    int64_t j0 = panel * nr, cols = p->kkc - j0 < nr ? p->kkc - j0 : nr;
-    for (int64_t j = 0; j < nr; ++j) out[j] = 0.0f;
-    out += nr;
-    for (int64_t q = 0; q < job->count; ++q, out += nr) {
-      int64_t pixel = job->first + q, ow = pixel % p->out_w, oh = pixel / p->out_w % p->out_h;
-      int64_t n = pixel / (p->out_w * p->out_h);
-      for (int64_t j = 0; j < nr; ++j) {
-        float v = 0.0f;
-        if (j < cols) {
-          int64_t jj = j0 + j, c = jj % cg, tap = jj / cg, kh = tap / p->kernel_w, kw = tap % p->kernel_w;
-          int64_t ih = oh * p->stride_h - p->pad_top + kh * p->dilation_h;
-          int64_t iw = ow * p->stride_w - p->pad_left + kw * p->dilation_w;
-          if (ih >= 0 && ih < p->in_h && iw >= 0 && iw < p->in_w)
-            v = job->x[((n * p->in_h + ih) * p->in_w + iw) * p->in_c + job->group * cg + c];
+  const int64_t nr = p->gemm->nr, cg = p->cg, panels = (p->kkc + nr - 1) / nr;
+  const int64_t panel_floats = (job->count + 1) * nr, tail = panels * nr - p->kkc;
+  if (begin == 0)
+    for (int64_t panel = 0; panel < panels; ++panel) memset(job->b + panel * panel_floats, 0, (size_t)nr * sizeof(float));
+  int64_t q = begin * PATCH_PIXELS, q_end = end * PATCH_PIXELS < job->count ? end * PATCH_PIXELS : job->count;
+  int64_t pixel = job->first + q, ow = pixel % p->out_w, oh = pixel / p->out_w % p->out_h;
+  int64_t n = pixel / (p->out_w * p->out_h);
+  for (; q < q_end; ++q) {
+    const float *image = job->x + n * p->in_h * p->in_w * p->in_c + job->group * cg;
+    float *panel_row = job->b + nr + q * nr; /* panel 0, this pixel */
+    int64_t offset = 0;
+    for (int64_t kh = 0; kh < p->kernel_h; ++kh) {
+      const int64_t ih = oh * p->stride_h - p->pad_top + kh * p->dilation_h;
+      for (int64_t kw = 0; kw < p->kernel_w; ++kw) {
+        const int64_t iw = ow * p->stride_w - p->pad_left + kw * p->dilation_w;
+        const bool inside = ih >= 0 && ih < p->in_h && iw >= 0 && iw < p->in_w;
+        const float *src = inside ? image + (ih * p->in_w + iw) * p->in_c : NULL;
+        for (int64_t c = 0; c < cg;) {
+          int64_t run = nr - offset < cg - c ? nr - offset : cg - c;
+          if (src) memcpy(panel_row + offset, src + c, (size_t)run * sizeof(float));
+          else memset(panel_row + offset, 0, (size_t)run * sizeof(float));
+          c += run;
+          offset += run;
+          if (offset == nr) offset = 0, panel_row += panel_floats;
         }
-        out[j] = v;
       }
+    }
+    if (tail) memset(panel_row + offset, 0, (size_t)tail * sizeof(float));
+    if (++ow == p->out_w) {
+      ow = 0;
+      if (++oh == p->out_h) oh = 0, ++n;
     }
   }
 }
@@ -420,7 +435,7 @@ static void gemm_filter(edge_context *ctx, const conv_grad_plan *p, conv_grad_jo
   job->a = (float *)((char *)scratch + p->offset_a);
   job->b = (float *)((char *)scratch + p->offset_b);
   job->c = (float *)((char *)scratch + p->offset_c);
-  const int64_t pixels = p->batch * p->out_h * p->out_w, panels = (p->kkc + k->nr - 1) / k->nr;
+  const int64_t pixels = p->batch * p->out_h * p->out_w;
   for (int64_t g = 0; g < p->groups; ++g) {
     float *dw = job->out + g * p->og * p->kkc;
     job->group = g;
@@ -429,7 +444,8 @@ static void gemm_filter(edge_context *ctx, const conv_grad_plan *p, conv_grad_jo
       job->count = pixels - first < p->chunk ? pixels - first : p->chunk;
       edge_nd_parallel(ctx, (job->count + 255) / 256, 1 + 4096 / (p->og + 1), transpose_dy_cells, job);
       /* the packed size for this chunk's K; the last chunk may be shorter than p->chunk */
-      edge_nd_parallel(ctx, panels, 1 + 16384 / (job->count * k->nr + 1), pack_patches_cells, job);
+      edge_nd_parallel(ctx, (job->count + PATCH_PIXELS - 1) / PATCH_PIXELS, 1 + 16384 / (PATCH_PIXELS * p->kkc + 1),
+                       pack_patches_cells, job);
       float *c = first == 0 ? dw : job->c;
       edge_gemm_compute(k, ctx->pool, (size_t)p->og, (size_t)p->kkc, (size_t)job->count, job->a, (size_t)job->count,
                         job->b, c, (size_t)p->kkc, NULL);

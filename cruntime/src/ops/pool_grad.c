@@ -8,15 +8,19 @@
  * Windows overlap, so the kernel scatters: a cell is (image, block of 16 channels); it zeroes its
  * part of dx and adds every output pixel's contribution in output order. Each dx value is owned
  * by one cell and summed in a fixed order, so the result does not depend on the thread count.
- * The loop is the reference and the kernel (the inner channel loops are contiguous). */
+ * The loop is the reference. Above EDGE_ISA=scalar, MAX with at most POOL_GRAD_MAX_TAPS taps per
+ * window runs kernels/vector.h maxpool_grad instead, one cell per image (all channels), visiting
+ * the windows in the same order with the same comparisons: bit-identical to the loop. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/config.h"
 #include "ops.h"
 #include "training.h"
 
 #define POOL_GRAD_CHANNEL_BLOCK 16
+#define POOL_GRAD_MAX_TAPS 64
 
 typedef struct {
   bool average, count_include_pad;
@@ -169,11 +173,49 @@ static void pool_grad_cells(void *arg, int64_t begin, int64_t end, int32_t threa
   }
 }
 
+/* The vector path: cell = image; each window's real taps as pointer lists, in scan order. */
+static void max_pool_grad_images(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const pool_grad_job *job = arg;
+  const pool_grad_plan *p = job->plan;
+  const edge_f32_maxpool_grad_ukernel kernel = edge_kernels()->vector.maxpool_grad;
+  const int64_t C = p->channels;
+  const float *x_taps[POOL_GRAD_MAX_TAPS];
+  float *dx_taps[POOL_GRAD_MAX_TAPS];
+  for (int64_t n = begin; n < end; ++n) {
+    const float *x = job->x + n * p->in_h * p->in_w * C;
+    float *dx = job->dx + n * p->in_h * p->in_w * C;
+    const float *dy = job->dy + n * p->out_h * p->out_w * C;
+    memset(dx, 0, (size_t)(p->in_h * p->in_w * C) * sizeof(float));
+    for (int64_t oh = 0; oh < p->out_h; ++oh) {
+      const int64_t h0 = oh * p->strides[0] - p->pads[0];
+      for (int64_t ow = 0; ow < p->out_w; ++ow) {
+        const int64_t w0 = ow * p->strides[1] - p->pads[1];
+        size_t taps = 0;
+        for (int64_t kh = 0; kh < p->kernel[0]; ++kh) {
+          const int64_t ih = h0 + kh * p->dilations[0];
+          if (ih < 0 || ih >= p->in_h) continue;
+          for (int64_t kw = 0; kw < p->kernel[1]; ++kw) {
+            const int64_t iw = w0 + kw * p->dilations[1];
+            if (iw < 0 || iw >= p->in_w) continue;
+            x_taps[taps] = x + (ih * p->in_w + iw) * C;
+            dx_taps[taps++] = dx + (ih * p->in_w + iw) * C;
+          }
+        }
+        if (taps) kernel(taps, x_taps, dx_taps, dy + (oh * p->out_w + ow) * C, (size_t)C);
+      }
+    }
+  }
+}
+
 static edge_status pool_grad_eval(edge_context *ctx, edge_node *node) {
   const pool_grad_plan *p = node->state;
   pool_grad_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
                        edge_nd_output(ctx, node, 0)->data};
-  edge_nd_parallel(ctx, p->batch * p->channel_blocks, 1, pool_grad_cells, &job);
+  if (!p->average && edge_kernels()->vector.maxpool_grad && p->kernel[0] * p->kernel[1] <= POOL_GRAD_MAX_TAPS)
+    edge_nd_parallel(ctx, p->batch, 1, max_pool_grad_images, &job);
+  else
+    edge_nd_parallel(ctx, p->batch * p->channel_blocks, 1, pool_grad_cells, &job);
   return EDGE_OK;
 }
 
