@@ -16,6 +16,7 @@ from its last checkpoint.
 from __future__ import annotations
 
 import collections
+import operator
 import os
 import queue
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 from cloudsplit.training import codecs, strategies
 from cloudsplit.training.model import ModelSpec, Optimizer, Placement, TrainingError, place
 from cloudsplit.training.replica import Replica, ReplicaConfig
-from cloudsplit.training.shard import ParameterShard
+from cloudsplit.training.shard import LR_SCHEDULES, ParameterShard
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # makes Ray's node address 127.0.0.1
 MAX_REPLICAS = 256
@@ -81,27 +82,51 @@ class JobConfig:
     stand_in_compute_s: float | None = None
     max_restarts: int = 5
     target_accuracy: float | None = None    # stop once validation accuracy reaches it
+    lr_schedule: str = "constant"           # constant | cosine | linear: the rate over the job's updates
 
     def validate(self) -> None:
-        if not isinstance(self.replicas, int) or not 1 <= self.replicas <= MAX_REPLICAS:
-            raise TrainingError(f"replicas must be an integer in [1, {MAX_REPLICAS}], got {self.replicas!r}")
-        if not isinstance(self.ps_shards, int) or not 1 <= self.ps_shards <= MAX_SHARDS:
-            raise TrainingError(f"ps_shards must be an integer in [1, {MAX_SHARDS}], got {self.ps_shards!r}")
+        def integer(value, what, low, high):
+            try:
+                number = operator.index(value)
+            except TypeError:
+                raise TrainingError(f"{what} must be an integer in [{low}, {high}], got {value!r}") from None
+            if not low <= number <= high:
+                raise TrainingError(f"{what} must be an integer in [{low}, {high}], got {number}")
+            return number
+
+        self.replicas = integer(self.replicas, "replicas", 1, MAX_REPLICAS)
+        self.ps_shards = integer(self.ps_shards, "ps_shards", 1, MAX_SHARDS)
         if (self.steps is None) == (self.epochs is None):
             raise TrainingError("give exactly one of steps and epochs")
-        if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= 10_000_000):
-            raise TrainingError(f"steps must be an integer in [1, 10000000], got {self.steps!r}")
-        if self.epochs is not None and not (0 < float(self.epochs) <= 100_000):
-            raise TrainingError(f"epochs must be in (0, 100000], got {self.epochs!r}")
-        if not isinstance(self.num_threads, int) or not 1 <= self.num_threads <= 256:
-            raise TrainingError(f"num_threads must be in [1, 256], got {self.num_threads!r}")
+        if self.steps is not None:
+            self.steps = integer(self.steps, "steps", 1, 10_000_000)
+        if self.epochs is not None and not (isinstance(self.epochs, (int, float, np.number))
+                                            and 0 < float(self.epochs) <= 100_000):
+            raise TrainingError(f"epochs must be a number in (0, 100000], got {self.epochs!r}")
+        if self.batch_size is not None:
+            self.batch_size = integer(self.batch_size, "batch_size", 1, 1_000_000)
+        self.num_threads = integer(self.num_threads, "num_threads", 1, 256)
+        self.seed = integer(self.seed, "seed", 0, 2**63 - 1)
+        self.checkpoint_every = integer(self.checkpoint_every, "checkpoint_every", 0, 10_000_000)
+        self.eval_every = integer(self.eval_every, "eval_every", 0, 10_000_000)
+        self.max_restarts = integer(self.max_restarts, "max_restarts", -1, 1_000_000)
+        if not (isinstance(self.report_every, (int, float)) and 0.01 <= self.report_every <= 3600):
+            raise TrainingError(f"report_every must be in [0.01, 3600] seconds, got {self.report_every!r}")
+        if self.target_accuracy is not None and not (isinstance(self.target_accuracy, (int, float))
+                                                     and 0 < self.target_accuracy <= 1):
+            raise TrainingError(f"target_accuracy must be in (0, 1], got {self.target_accuracy!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise TrainingError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.stand_in_compute_s is not None and not 0 <= self.stand_in_compute_s <= 60:
+            raise TrainingError(f"stand_in_compute_s must be in [0, 60], got {self.stand_in_compute_s!r}")
+        for replica, factor in self.slowdown.items():
+            if not (0 <= replica < self.replicas and 1 <= factor <= 1000):
+                raise TrainingError(f"slowdown {{{replica}: {factor}}}: needs a replica index and a factor in [1, 1000]")
         try:
             codecs.check(self.compression)
             self.strategy.layout(self.replicas)
         except ValueError as error:
             raise TrainingError(str(error)) from None
-        if self.checkpoint_every < 0 or self.eval_every < 0:
-            raise TrainingError("checkpoint_every and eval_every must be >= 0")
 
 
 def _as_features(spec: ModelSpec, x) -> dict[str, np.ndarray]:
@@ -180,8 +205,16 @@ class TrainingJob:
     def __init__(self, model, x, y, config: JobConfig, *, validation_data=None, address: str | None = None,
                  on_metrics: Callable[[dict], None] | None = None, name: str = "job"):
         config.validate()
-        data = model if isinstance(model, (bytes, bytearray, memoryview)) else open(os.fspath(model), "rb").read()
-        self.spec = ModelSpec.from_bytes(bytes(data), name=name if isinstance(model, (bytes, bytearray)) else os.fspath(model))
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data, label = bytes(model), name
+        else:
+            label = os.fspath(model)
+            try:
+                with open(label, "rb") as f:
+                    data = f.read()
+            except OSError as error:
+                raise TrainingError(f"model {label!r}: {error.strerror or error}") from None
+        self.spec = ModelSpec.from_bytes(data, name=label)
         self.config = config
         self.name = name
         fixed = self.spec.fixed_batch
@@ -191,7 +224,7 @@ class TrainingJob:
                                     f"(convert with a dynamic batch, or use {fixed})")
             self.batch = fixed
         else:
-            self.batch = config.batch_size or 32
+            self.batch = config.batch_size if config.batch_size is not None else 32
         if not 1 <= self.batch <= 1_000_000:
             raise TrainingError(f"batch_size must be in [1, 1000000], got {self.batch}")
         self.features, self.labels = check_data(self.spec, x, y, self.batch)
@@ -228,6 +261,23 @@ class TrainingJob:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> "TrainingJob":
+        """Creates the shard and replica actors and the monitor; if any of that fails, whatever
+        was created is removed again and the job is left "failed"."""
+        self.shards, self.replicas = [], []
+        try:
+            return self._launch()
+        except BaseException as error:
+            self.error = f"{type(error).__name__}: {error}"
+            self.state = "failed"
+            ray = getattr(self, "_ray", None)
+            for actor in (*self.replicas, *self.shards):
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            raise
+
+    def _launch(self) -> "TrainingJob":
         config = self.config
         cpus = None
         if self.address is None:
@@ -251,7 +301,7 @@ class TrainingJob:
             self.shards.append(shard_cls.remote(k, dense, tables, self.optimizer, self.groups, self.required,
                                                 max_staleness=config.strategy.max_staleness, slots=slots,
                                                 checkpoint_dir=checkpoint_dir, checkpoint_every=config.checkpoint_every,
-                                                target_version=self.target_steps))
+                                                target_version=self.target_steps, lr_schedule=config.lr_schedule))
         from edge.trainer import Trainer
 
         folder = tempfile.mkdtemp(prefix="edge-job-")
@@ -260,6 +310,7 @@ class TrainingJob:
         with open(model_path, "wb") as out:
             out.write(self.spec.data)
         self._evaluator = Trainer(model_path, num_threads=1)
+        self._evaluator_lock = threading.Lock()   # the monitor and callers of evaluate/export share it
         table_inputs = _table_inputs(self.spec, self._evaluator)
         feature_refs = {k: ray.put(v) for k, v in self.features.items()}
         labels_ref = ray.put(self.labels)
@@ -461,12 +512,16 @@ class TrainingJob:
         return values
 
     def _evaluate(self) -> dict:
-        values = self.final_variables if self.final_variables is not None else self.variables()
-        for name, value in values.items():
-            self._evaluator.set_variable(name, value)
         x_val, y_val = self.validation
-        result = self._evaluator.evaluate(x_val, y_val)
-        return {f"val_{k}": v for k, v in result.items()}
+        return {f"val_{k}": v for k, v in self._with_weights(lambda t: t.evaluate(x_val, y_val)).items()}
+
+    def _with_weights(self, use):
+        """Runs ``use(trainer)`` on the job's local Trainer loaded with the current weights."""
+        values = self.variables()
+        with self._evaluator_lock:
+            for name, value in values.items():
+                self._evaluator.set_variable(name, value)
+            return use(self._evaluator)
 
     def _finish(self, state: str) -> None:
         try:
@@ -474,8 +529,6 @@ class TrainingJob:
                 self._call(s.checkpoint.remote(), 60)
             self.final_stats = self.workers()
             self.final_variables = self.variables()
-            for name, value in self.final_variables.items():
-                self._evaluator.set_variable(name, value)
         except Exception as error:  # noqa: BLE001
             if state != "failed":
                 self.error = f"final pull failed: {error}"
@@ -498,19 +551,14 @@ class TrainingJob:
     # -- results -----------------------------------------------------------------------------------
 
     def evaluate(self, x, y) -> dict:
+        """Loss and accuracy of the current (after the job: the final) weights on (x, y)."""
         features, labels = check_data(self.spec, x, y, self.batch, "evaluation data")
-        if self.final_variables is None:
-            for name, value in self.variables().items():
-                self._evaluator.set_variable(name, value)
-        return self._evaluator.evaluate(features, labels)
+        return self._with_weights(lambda t: t.evaluate(features, labels))
 
     def export(self, path: str | os.PathLike) -> str:
         """Writes the trained model: a normal trainable .edge (edge.Trainer opens it; its ``export``
-        or plain ``infer`` serve inference)."""
-        if self.final_variables is None:
-            for name, value in self.variables().items():
-                self._evaluator.set_variable(name, value)
-        self._evaluator.export(path)
+        or plain ``infer`` serve inference). While the job runs, a snapshot of the shards."""
+        self._with_weights(lambda t: t.export(path))
         return os.fspath(path)
 
     def close(self) -> None:

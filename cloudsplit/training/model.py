@@ -122,7 +122,7 @@ class ModelSpec:
             try:
                 trainer = Trainer(path)
             except InvalidModelError as error:
-                raise TrainingError(f"{name}: {error}") from None
+                raise TrainingError(f"{name}: {str(error).replace(path, 'the model')}") from None
             with trainer:
                 return cls._read(trainer, bytes(data), name)
 

@@ -87,9 +87,11 @@ class Replica:
         replies = self._gather(lambda: [s.pull.remote(self.config.group, int(r), ids or None)
                                         for s, r in zip(self.shards, min_rounds)])
         self.stats["wait_s"] += time.perf_counter() - start
-        # Shards are not in lockstep (each closes its own rounds), so the job is done for this
-        # replica once every shard says so.
-        done = all(reply["done"] for reply in replies)
+        return self._take_values(replies)
+
+    def _take_values(self, replies) -> bool:
+        """Loads the values the shards sent; False when every shard says the job is done (shards
+        are not in lockstep: each closes its own rounds)."""
         for k, reply in enumerate(replies):
             self.rounds[k], self.versions[k] = reply["round"], reply["version"]
             for name, value in reply["values"].items():
@@ -101,7 +103,7 @@ class Replica:
                     current[row_ids] = rows
                     self.trainer.set_variable(table, current)
                 self.stats["bytes_pulled"] += row_ids.nbytes + rows.nbytes
-        return not done
+        return not all(reply["done"] for reply in replies)
 
     def _gradients(self, batch: np.ndarray) -> tuple[float, dict[str, np.ndarray], dict]:
         config = self.config
@@ -137,7 +139,7 @@ class Replica:
         return {table: np.unique(np.asarray(self.features[name][batch]).reshape(-1).astype(np.int64))
                 for table, name in self.config.table_inputs.items()}
 
-    def _push(self, dense: dict[str, np.ndarray], sparse: dict) -> list[dict]:
+    def _push(self, dense: dict[str, np.ndarray], sparse: dict, fetch: bool, next_ids: dict) -> list[dict]:
         placement = self.placement
         messages = []
         for k in range(placement.shards):
@@ -153,15 +155,26 @@ class Replica:
             messages.append((payload, rows))
         start = time.perf_counter()
         replies = self._gather(lambda: [s.push.remote(self.config.group, self.config.member, int(self.rounds[k]),
-                                                      int(self.versions[k]), *messages[k])
+                                                      int(self.versions[k]), *messages[k], fetch, next_ids or None)
                                         for k, s in enumerate(self.shards)])
         self.stats["wait_s"] += time.perf_counter() - start
         return replies
 
+    def _batch(self, step: int) -> np.ndarray:
+        config = self.config
+        return sampling.member_batch(self.samples, config.seed + config.group, step, config.batch,
+                                     config.member, config.members)
+
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self, max_steps: int | None = None) -> dict:
-        """Trains until the shards report the job done (or ``max_steps`` local steps)."""
+        """Trains until every shard reports the job done (or ``max_steps`` local steps).
+
+        A synchronous member's data step is its group's round (so member m of round r trains on the
+        m-th slice of global batch r); a group of one counts its own steps. Values come with the
+        push's reply whenever the replica is due to fetch (every step in a synchronous group, every
+        ``n_fetch`` steps otherwise), with the rows of the next batch's ids; a separate pull happens
+        only at the start and when the rounds moved in a way the reply did not foresee."""
         config = self.config
         try:
             import ray
@@ -170,32 +183,29 @@ class Replica:
         except Exception:  # noqa: BLE001 - outside Ray (tests of the class itself)
             pass
         self.stop_requested = False
+        synchronous = config.members > 1
         local_step = 0
-        want = [0] * self.placement.shards
+        need_values, values_for = True, None
         accumulated: tuple[dict, dict] | None = None
         accumulated_count = 0
-        fetched_ids: dict[str, np.ndarray] = {}
         while not self.stop_requested and (max_steps is None or local_step < max_steps):
-            # A synchronous member computes on the round it is about to wait for.
-            step = max(want[0], self.rounds[0]) if config.members > 1 else local_step
-            batch = sampling.member_batch(self.samples, config.seed + config.group, step, config.batch,
-                                          config.member, config.members)
-            if local_step % config.n_fetch == 0 or config.members > 1:
-                fetched_ids = self._batch_ids(batch)
-                if not self._pull(want, fetched_ids):
+            step = self.rounds[0] if synchronous else local_step
+            if need_values or (config.table_inputs and values_for != step):
+                if not self._pull(self.rounds, self._batch_ids(self._batch(step))):
                     break
-                step = self.rounds[0] if config.members > 1 else local_step
-                batch = sampling.member_batch(self.samples, config.seed + config.group, step, config.batch,
-                                              config.member, config.members)
-                ids = self._batch_ids(batch)
-                if any(not np.array_equal(ids[t], fetched_ids.get(t)) for t in ids):
-                    if not self._pull(self.rounds, ids):
+                if synchronous and self.rounds[0] != step:
+                    step = self.rounds[0]
+                    if config.table_inputs and not self._pull(self.rounds, self._batch_ids(self._batch(step))):
                         break
+                need_values, values_for = False, step
+            batch = self._batch(step)
             loss, dense, sparse = self._gradients(batch)
             local_step += 1
             self.stats["steps"] += 1
             self.stats["samples"] += len(batch)
             self.stats["loss"] = loss
+            if self.stats.get("first_step_at") is None:
+                self.stats["first_step_at"], self.stats["samples_at_first_step"] = time.time(), self.stats["samples"]
             if accumulated is None:
                 accumulated, accumulated_count = (dense, sparse), 1
             else:
@@ -203,27 +213,31 @@ class Replica:
                                {t: (np.concatenate([accumulated[1][t][0], i]), np.concatenate([accumulated[1][t][1], r]))
                                 for t, (i, r) in sparse.items()})
                 accumulated_count += 1
+            fetch = synchronous or local_step % config.n_fetch == 0
             if accumulated_count < config.n_push:
+                need_values = fetch
                 continue
             scale = np.float32(1.0 / accumulated_count)
             dense_mean = {k: v * scale for k, v in accumulated[0].items()} if accumulated_count > 1 else accumulated[0]
             sparse_mean = ({t: (i, r * scale) for t, (i, r) in accumulated[1].items()}
                            if accumulated_count > 1 else accumulated[1])
             accumulated = None
-            replies = self._push(dense_mean, sparse_mean)
+            next_step = self.rounds[0] + 1 if synchronous else local_step
+            next_ids = self._batch_ids(self._batch(next_step)) if fetch else {}
+            replies = self._push(dense_mean, sparse_mean, fetch, next_ids)
             self.stats["pushes"] += 1
-            done = all(reply["done"] for reply in replies)
-            for k, reply in enumerate(replies):
-                status = reply["status"]
-                self.stats["late"] += status == "late"
-                self.stats["stale"] += status == "stale"
-                # A member of a synchronous group waits for its round to close; everyone else goes on
-                # from the shard's current round.
-                want[k] = self.rounds[k] + 1 if status in ("pending", "applied") and config.members > 1 else reply["round"]
-                if config.members == 1:
+            for reply in replies:
+                self.stats["late"] += reply["status"] == "late"
+                self.stats["stale"] += reply["status"] == "stale"
+            if fetch:
+                if not self._take_values(replies):
+                    break
+                values_for = next_step
+            else:
+                for k, reply in enumerate(replies):
                     self.rounds[k] = reply["round"]
-            if done:
-                break
+                if all(reply["done"] for reply in replies):
+                    break
         self.stats["finished"] = time.time()
         return dict(self.stats)
 

@@ -24,6 +24,7 @@ Arrays that arrive through Ray's object store are read-only views: the shard cop
 from __future__ import annotations
 
 import collections
+import math
 import os
 import threading
 import time
@@ -37,6 +38,12 @@ from edge import checkpoint as checkpoints
 from edge.interpreter import Interpreter
 
 CHECKPOINT_FILE = "shard-{index}.ckpt"
+# The learning rate over a job of T updates, as a factor of the optimizer's rate at update v.
+LR_SCHEDULES = {
+    "constant": lambda v, total: 1.0,
+    "cosine": lambda v, total: 0.5 * (1.0 + math.cos(math.pi * min(v, total) / total)),
+    "linear": lambda v, total: max(1.0 - v / total, 0.0),
+}
 
 
 def _bucket(count: int) -> int:
@@ -50,7 +57,8 @@ class ParameterShard:
     def __init__(self, index: int, dense: Mapping[str, np.ndarray], tables: Mapping[str, tuple[int, int, np.ndarray]],
                  optimizer: Optimizer, groups: int, required: int, *, max_staleness: int | None = None,
                  slots: Mapping[str, np.ndarray] | None = None, checkpoint_dir: str | None = None,
-                 checkpoint_every: int = 0, target_version: int | None = None, num_threads: int = 1):
+                 checkpoint_every: int = 0, target_version: int | None = None, num_threads: int = 1,
+                 lr_schedule: str = "constant"):
         self.index = index
         self.optimizer = optimizer
         self.groups, self.required, self.max_staleness = groups, required, max_staleness
@@ -83,6 +91,8 @@ class ParameterShard:
         self._lock = threading.Condition()
         self._pending: list[dict[int, tuple[dict, dict]]] = [{} for _ in range(groups)]
         self.target_version = target_version
+        self.lr_schedule = LR_SCHEDULES[lr_schedule]
+        self.schedule_length = target_version if lr_schedule != "constant" else None
         self.stopped = False
         self.stats = {"pushes": 0, "applied_pushes": 0, "dropped_late": 0, "rejected_stale": 0,
                       "bytes_in": 0, "bytes_out": 0, "checkpoints": 0, "apply_ms": 0.0}
@@ -101,27 +111,33 @@ class ParameterShard:
              timeout: float = 30.0) -> dict:
         """Waits (up to ``timeout`` s) until ``group``'s round reaches ``min_round`` or the job is
         done, then returns {"version", "round", "done", "values": dense name -> array, "rows": table
-        -> rows for the global ids asked for (those this shard owns), "timed_out"}."""
-        deadline = time.monotonic() + timeout
+        -> (ids, rows) for the global ids asked for that this shard owns, "timed_out"}."""
         with self._lock:
-            while self.rounds[group] < min_round and not self._done():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._lock.wait(left)
-            reply = {"version": self.version, "round": self.rounds[group], "done": self._done(),
-                     "timed_out": self.rounds[group] < min_round and not self._done(),
-                     "values": {name: self._value(name) for name in self.dense_names}, "rows": {}}
-            for table, ids in (rows or {}).items():
-                if table not in self.tables:
-                    continue
-                begin, end = self.tables[table]
-                ids = np.asarray(ids, np.int64)
-                mine = ids[(ids >= begin) & (ids < end)]
-                reply["rows"][table] = (mine, self._value(table)[mine - begin])
-            self.stats["bytes_out"] += sum(v.nbytes for v in reply["values"].values())
-            self.stats["bytes_out"] += sum(i.nbytes + r.nbytes for i, r in reply["rows"].values())
-            return reply
+            self._wait_round(group, min_round, timeout)
+            return self._values_reply(group, min_round, rows)
+
+    def _wait_round(self, group: int, min_round: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.rounds[group] < min_round and not self._done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._lock.wait(left)
+
+    def _values_reply(self, group: int, min_round: int, rows: Mapping[str, np.ndarray] | None) -> dict:
+        reply = {"version": self.version, "round": self.rounds[group], "done": self._done(),
+                 "timed_out": self.rounds[group] < min_round and not self._done(),
+                 "values": {name: self._value(name) for name in self.dense_names}, "rows": {}}
+        for table, ids in (rows or {}).items():
+            if table not in self.tables:
+                continue
+            begin, end = self.tables[table]
+            ids = np.asarray(ids, np.int64)
+            mine = ids[(ids >= begin) & (ids < end)]
+            reply["rows"][table] = (mine, self._value(table)[mine - begin])
+        self.stats["bytes_out"] += sum(v.nbytes for v in reply["values"].values())
+        self.stats["bytes_out"] += sum(i.nbytes + r.nbytes for i, r in reply["rows"].values())
+        return reply
 
     def pull_all(self) -> dict[str, np.ndarray]:
         """Every variable this shard owns (a sparse table's piece as its rows), for evaluation and export."""
@@ -137,36 +153,49 @@ class ParameterShard:
     # -- writing ----------------------------------------------------------------------------------
 
     def push(self, group: int, member: int, round_: int, base_version: int,
-             dense: Mapping[str, codecs.Payload], sparse: Mapping[str, tuple[np.ndarray, codecs.Payload]]) -> dict:
+             dense: Mapping[str, codecs.Payload], sparse: Mapping[str, tuple[np.ndarray, codecs.Payload]],
+             fetch: bool = False, rows: Mapping[str, np.ndarray] | None = None, timeout: float = 30.0) -> dict:
         """One member's gradient for ``round_`` of ``group``, computed from parameters at
         ``base_version``. ``dense``: name -> payload; ``sparse``: table -> (global row ids, payload of
-        the rows). Returns {"status": "applied"|"pending"|"late"|"stale"|"done", "version", "round"}."""
+        the rows). Returns {"status": "applied"|"pending"|"late"|"stale"|"done", "version", "round"}.
+
+        With ``fetch``, the reply also carries the next values, as ``pull`` would return them (rows
+        for the ids in ``rows``): after the round closes when the push left it open ("pending"), at
+        once otherwise. One call per step instead of a push and a pull."""
         size = sum(p.wire_bytes for p in dense.values()) + sum(ids.nbytes + p.wire_bytes for ids, p in sparse.values())
         with self._lock:
-            self.stats["pushes"] += 1
-            self.stats["bytes_in"] += size
-            if self._done():
-                return self._reply("done", group)
-            if round_ != self.rounds[group]:
-                self.stats["dropped_late"] += 1
-                return self._reply("late", group)
-            staleness = max(self.version - base_version, 0)
-            if self.max_staleness is not None and staleness > self.max_staleness:
-                self.stats["rejected_stale"] += 1
-                return self._reply("stale", group)
-            pending = self._pending[group]
-            if member in pending:
-                return self._reply("late", group)
-            grads = {name: codecs.decode(p) for name, p in dense.items() if name in self.dense_names}
-            rows = {}
-            for table, (ids, payload) in sparse.items():
-                if table in self.tables:
-                    rows[table] = (np.asarray(ids, np.int64), codecs.decode(payload))
-            pending[member] = (grads, rows, staleness)
-            if len(pending) < self.required:
-                return self._reply("pending", group)
-            self._apply_round(group)
-            return self._reply("applied", group)
+            reply = self._accept(group, member, round_, base_version, dense, sparse, size)
+            if fetch:
+                wanted = round_ + 1 if reply["status"] == "pending" else self.rounds[group]
+                self._wait_round(group, wanted, timeout)
+                reply.update(self._values_reply(group, wanted, rows))
+            return reply
+
+    def _accept(self, group, member, round_, base_version, dense, sparse, size) -> dict:
+        self.stats["pushes"] += 1
+        self.stats["bytes_in"] += size
+        if self._done():
+            return self._reply("done", group)
+        if round_ != self.rounds[group]:
+            self.stats["dropped_late"] += 1
+            return self._reply("late", group)
+        staleness = max(self.version - base_version, 0)
+        if self.max_staleness is not None and staleness > self.max_staleness:
+            self.stats["rejected_stale"] += 1
+            return self._reply("stale", group)
+        pending = self._pending[group]
+        if member in pending:
+            return self._reply("late", group)
+        grads = {name: codecs.decode(p) for name, p in dense.items() if name in self.dense_names}
+        rows = {}
+        for table, (ids, payload) in sparse.items():
+            if table in self.tables:
+                rows[table] = (np.asarray(ids, np.int64), codecs.decode(payload))
+        pending[member] = (grads, rows, staleness)
+        if len(pending) < self.required:
+            return self._reply("pending", group)
+        self._apply_round(group)
+        return self._reply("applied", group)
 
     def _reply(self, status: str, group: int) -> dict:
         return {"status": status, "version": self.version, "round": self.rounds[group], "done": self._done()}
@@ -203,6 +232,10 @@ class ParameterShard:
             padded_rows[:len(ids)] = vals
             inputs[f"{GRAD_PREFIX}{table}/rows"] = padded_rows
             inputs[f"{GRAD_PREFIX}{table}/indices"] = padded_ids
+        if self.schedule_length:
+            factor = self.lr_schedule(self.version, self.schedule_length)
+            self._interpreter.set_tensor(self._tensors["optimizer/learning_rate"],
+                                         np.float32(self.optimizer.learning_rate * factor))
         start = time.perf_counter()
         self._apply(**inputs)
         self.stats["apply_ms"] += (time.perf_counter() - start) * 1e3

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloudsplit.training.model import TrainingError
+
 
 @dataclass(frozen=True)
 class Sync:
@@ -27,7 +29,7 @@ class Sync:
 
     def layout(self, replicas: int) -> tuple[int, int, int]:
         if not 0 <= self.backup_workers < replicas:
-            raise ValueError(f"backup_workers must be in [0, replicas), got {self.backup_workers} with {replicas} replicas")
+            raise TrainingError(f"backup_workers must be in [0, replicas), got {self.backup_workers} with {replicas} replicas")
         return 1, replicas, replicas - self.backup_workers
 
     max_staleness = None
@@ -42,7 +44,7 @@ class Async:
 
     def __post_init__(self):
         if self.n_fetch < 1 or self.n_push < 1 or self.n_fetch > 1000 or self.n_push > 1000:
-            raise ValueError(f"n_fetch and n_push must be in [1, 1000], got {self.n_fetch}, {self.n_push}")
+            raise TrainingError(f"n_fetch and n_push must be in [1, 1000], got {self.n_fetch}, {self.n_push}")
 
     def layout(self, replicas: int) -> tuple[int, int, int]:
         return replicas, 1, 1
@@ -56,7 +58,7 @@ class BoundedStaleness(Async):
     def __post_init__(self):
         super().__post_init__()
         if not 0 <= self.staleness <= 1_000_000:
-            raise ValueError(f"staleness must be in [0, 1000000], got {self.staleness}")
+            raise TrainingError(f"staleness must be in [0, 1000000], got {self.staleness}")
 
     @property
     def max_staleness(self) -> int:
@@ -72,7 +74,7 @@ class Hybrid:
 
     def layout(self, replicas: int) -> tuple[int, int, int]:
         if self.groups < 1 or self.per_group < 1 or self.groups * self.per_group != replicas:
-            raise ValueError(f"hybrid needs groups x per_group = replicas, got {self.groups} x {self.per_group} "
+            raise TrainingError(f"hybrid needs groups x per_group = replicas, got {self.groups} x {self.per_group} "
                              f"for {replicas} replicas")
         return self.groups, self.per_group, self.per_group
 
@@ -91,6 +93,6 @@ def parse(name: str, *, backup_workers: int = 0, staleness: int = 4, groups: int
         return BoundedStaleness(n_fetch, n_push, staleness)
     if name == "hybrid":
         if groups < 1 or replicas % groups:
-            raise ValueError(f"hybrid: {replicas} replicas do not split into {groups} equal groups")
+            raise TrainingError(f"hybrid: {replicas} replicas do not split into {groups} equal groups")
         return Hybrid(groups, replicas // groups)
-    raise ValueError(f"strategy must be sync, async, ssp or hybrid, got {name!r}")
+    raise TrainingError(f"strategy must be sync, async, ssp or hybrid, got {name!r}")

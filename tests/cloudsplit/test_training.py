@@ -86,7 +86,7 @@ def test_sync_equals_one_process_at_n_times_the_batch(cluster, digits_data, cnn1
 def test_each_strategy_trains_digits_to_97(cluster, digits_data, cnn16, strategy, replicas):
     x, y, x_test, y_test = digits_data
     job = training.fit(cnn16, (x, y), strategy=strategy, replicas=replicas, ps_shards=2, epochs=12,
-                       validation_data=(x_test, y_test), eval_every=100)
+                       validation_data=(x_test, y_test), eval_every=100, lr_schedule="cosine")
     assert job.state == "finished", job.error
     accuracy = job.evaluate(x_test, y_test)["accuracy"]
     assert accuracy >= 0.97, (strategy, accuracy, job.history[-1])
@@ -137,15 +137,19 @@ def test_sparse_embedding_moves_only_touched_rows(cluster, tmp_path):
 
 
 def test_compression_shrinks_pushes_and_still_trains(cluster, digits_data, cnn16):
+    """Bytes per push against uncompressed, and every mode still trains. Momentum SGD, as Deep
+    Gradient Compression uses with top-k: with Adam at the shards, top-1 % needs about twice the
+    updates to catch up (benchmarks/train_dist.py reports both)."""
     x, y, x_test, y_test = digits_data
     per_step = {}
     for mode in ("none", "fp16", "int8", "topk:0.01"):
         job = training.fit(cnn16, (x, y), strategy=training.Sync(), replicas=2, ps_shards=1, epochs=12,
-                           compression=mode, eval_every=0)
+                           compression=mode, eval_every=0, lr_schedule="cosine", optimizer="momentum",
+                           learning_rate=0.05)
         stats = [s for s in job.final_stats["replicas"] if s]
         per_step[mode] = sum(s["bytes_pushed"] for s in stats) / sum(s["pushes"] for s in stats)
         accuracy = job.evaluate(x_test, y_test)["accuracy"]
-        assert accuracy >= 0.95, (mode, accuracy)
+        assert accuracy >= 0.96, (mode, accuracy)
     assert 0.45 <= per_step["fp16"] / per_step["none"] <= 0.55
     assert per_step["int8"] / per_step["none"] <= 0.27
     assert per_step["topk:0.01"] / per_step["none"] <= 0.03
@@ -175,13 +179,13 @@ def _kill_when(job, pick, after_step):
                          ids=["sync-backup", "async"])
 def test_replica_killed_mid_run(cluster, digits_data, cnn16, strategy, replicas):
     """kill -9 of a replica: Ray restarts it, it pulls fresh weights and goes on; the job ends on
-    time, every update counted once, and its accuracy is in the range of clean runs. A clean run's
-    held-out accuracy after 12 epochs at a constant Adam rate varies from about 96.9 to 98.7 % from
-    run to run (which replica's gradient lands first is not fixed), so the bar here is 96 %;
-    benchmarks/train_dist.py compares faulted and clean runs over repeated runs."""
+    time and reaches the 97 % every clean run reaches (with the rate decayed to zero over the job,
+    as each strategy's test does; at a constant rate the final accuracy wanders by about a point,
+    since which replica's gradient lands first is not fixed). benchmarks/train_dist.py compares
+    faulted and clean runs over repeated runs."""
     x, y, x_test, y_test = digits_data
     job = training.start(cnn16, (x, y), strategy=strategy, replicas=replicas, ps_shards=1, epochs=12, eval_every=0,
-                         report_every=0.3)
+                         report_every=0.3, lr_schedule="cosine")
     killed = _kill_when(job, lambda w: w["replicas"][1] and w["replicas"][1]["pid"], after_step=30)
     assert job.wait(300)
     assert job.state == "finished", job.error
@@ -189,13 +193,14 @@ def test_replica_killed_mid_run(cluster, digits_data, cnn16, strategy, replicas)
     assert "replica_failed" in events and "replica_restarted" in events, job.events
     assert job.history[-1]["step"] >= job.target_steps
     accuracy = job.evaluate(x_test, y_test)["accuracy"]
-    assert accuracy >= 0.96, (accuracy, killed)
+    assert accuracy >= 0.97, (accuracy, killed)
 
 
 def test_shard_killed_restores_its_checkpoint(cluster, digits_data, cnn16, tmp_path):
     x, y, x_test, y_test = digits_data
     job = training.start(cnn16, (x, y), strategy=training.Sync(), replicas=2, ps_shards=2, epochs=12,
-                         checkpoint_dir=tmp_path, checkpoint_every=10, eval_every=0, report_every=0.3)
+                         checkpoint_dir=tmp_path, checkpoint_every=10, eval_every=0, report_every=0.3,
+                         lr_schedule="cosine")
     killed = _kill_when(job, lambda w: w["shards"][1] and w["shards"][1]["pid"], after_step=40)
     assert job.wait(300)
     assert job.state == "finished", job.error
