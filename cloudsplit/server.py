@@ -977,6 +977,12 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
 
         training_options = training if isinstance(training, training_service.TrainingOptions) \
             else training_service.TrainingOptions()
+        # Ray starts (or connects) here, in the calling thread and before gRPC's threads run:
+        # starting its processes from inside an RPC handler raced the server's own threads
+        # (a segmentation fault in one test run) and made the first job wait for the cluster.
+        from cloudsplit.training import ensure_ray
+
+        ensure_ray(training_options.cluster)
     watchers = training_options.max_watchers if training_options else 0
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency + watchers + 8,
                                                      thread_name_prefix="cloudsplit-rpc")

@@ -40,13 +40,20 @@ MAX_SHARDS = 64
 
 
 def import_ray(embedded: bool = True):
-    """Imports Ray; for an embedded (local) cluster, first makes it bind to loopback. The setting is
-    read when Ray is imported, so it must come before any other import of ray in the process."""
+    """Imports Ray; for an embedded (local) cluster, makes it bind to loopback. Ray reads the
+    setting from the environment when it is first imported (and its child processes inherit the
+    environment); if something imported Ray earlier, the constant it derived is set too, since
+    that is what its address lookup reads at ``ray.init``."""
     if embedded:
         for key, value in LOOPBACK_ENV.items():
-            os.environ.setdefault(key, value)
+            os.environ[key] = value
     import ray
 
+    if embedded:
+        from ray._private import ray_constants
+
+        if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False):
+            ray_constants.ENABLE_RAY_CLUSTER = False
     return ray
 
 

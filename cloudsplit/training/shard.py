@@ -98,6 +98,14 @@ class ParameterShard:
                       "bytes_in": 0, "bytes_out": 0, "checkpoints": 0, "apply_ms": 0.0}
         self.staleness = collections.Counter()
         self._last_checkpoint = self.version
+        self.node = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                self.node = ray.get_runtime_context().get_node_id()
+        except ImportError:
+            pass
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class ParameterShard:
         with self._lock:
             return {"index": self.index, "version": self.version, "rounds": list(self.rounds),
                     "done": self._done(), "stats": dict(self.stats), "staleness": dict(self.staleness),
-                    "restored_version": self.restored_version, "pid": os.getpid()}
+                    "restored_version": self.restored_version, "pid": os.getpid(), "node": self.node}
 
     # -- writing ----------------------------------------------------------------------------------
 

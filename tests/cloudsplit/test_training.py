@@ -23,6 +23,10 @@ from edge import checkpoint as checkpoints  # noqa: E402
 from edge.trainer import Trainer  # noqa: E402
 from tests.fixtures import digits  # noqa: E402
 
+# Every module that starts Ray runs on one xdist worker, one after another: two clusters
+# starting at once on a 2-core machine slowed each past Ray's start-up timeouts.
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -15,10 +15,15 @@ import grpc
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
+# Ray imported the project's way (bound to loopback), before anything else imports it.
+pytest.importorskip("cloudsplit.training").import_ray()
 
 from cloudsplit.protos import split_pb2_grpc, training_pb2 as pb, training_pb2_grpc  # noqa: E402
 from cloudsplit.server import start_server  # noqa: E402
+
+# Every module that starts Ray runs on one xdist worker, one after another: two clusters
+# starting at once on a 2-core machine slowed each past Ray's start-up timeouts.
+pytestmark = pytest.mark.xdist_group("ray")
 from cloudsplit.training_service import TrainingOptions  # noqa: E402
 from tests.fixtures.digits import digits_mlp, load_digits_split, write_trainable  # noqa: E402
 
