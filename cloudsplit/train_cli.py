@@ -60,6 +60,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     hyper.add_argument("--compression", default="none", help="gradients on the wire: none, fp16, int8, topk:FRACTION")
     hyper.add_argument("--optimizer", help="sgd, momentum, adam, adamw, adagrad (default: the model's)")
     hyper.add_argument("--lr", type=float, dest="learning_rate", help="learning rate (default: the model's)")
+    hyper.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine", "linear"),
+                       help="the learning rate over the job's updates (default constant)")
     hyper.add_argument("--target-accuracy", type=float, help="stop once validation accuracy reaches it")
     hyper.add_argument("--checkpoint-dir", help="where the shards checkpoint (default: a temporary folder)")
     hyper.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: at the end)")
@@ -279,7 +281,7 @@ def _run_local(args, make_sinks):
                              compression=args.compression, optimizer=args.optimizer,
                              learning_rate=args.learning_rate, target_accuracy=args.target_accuracy,
                              checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                             report_every=args.report_every)
+                             report_every=args.report_every, lr_schedule=args.lr_schedule)
     except ValueError as error:   # TrainingError, DataError, a strategy's own check
         raise UsageError(f"cloudsplit train: {error}") from None
     sinks = make_sinks()
@@ -342,7 +344,7 @@ def _run_remote(args, make_sinks):
                 backup_workers=args.backup_workers, staleness=args.staleness, groups=args.groups,
                 n_fetch=args.n_fetch, n_push=args.n_push, num_threads=args.threads, seed=args.seed,
                 compression=args.compression, optimizer=args.optimizer or "", checkpoint_every=args.checkpoint_every,
-                eval_every=args.eval_every, report_every_s=args.report_every)
+                eval_every=args.eval_every, report_every_s=args.report_every, lr_schedule=args.lr_schedule)
             for key in ("steps", "epochs", "batch_size", "learning_rate", "target_accuracy"):
                 if getattr(args, key) is not None:
                     setattr(request, key, getattr(args, key))

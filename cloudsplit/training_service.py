@@ -254,7 +254,8 @@ class TrainingService(pb_grpc.TrainingServicer):
                                steps=given("steps"), epochs=given("epochs"), batch_size=batch_size,
                                num_threads=given("num_threads", 1), seed=seed, compression=request.compression or "none",
                                optimizer=request.optimizer or None, learning_rate=given("learning_rate"),
-                               target_accuracy=target, report_every=report_every, **every)
+                               target_accuracy=target, report_every=report_every,
+                               lr_schedule=request.lr_schedule or "constant", **every)
             config.validate()
             # The optimizer's own checks (kind, learning rate) before any data is read.
             training.Optimizer().with_overrides(kind=config.optimizer, learning_rate=config.learning_rate)

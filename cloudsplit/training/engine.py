@@ -264,6 +264,7 @@ class TrainingJob:
         self._owned_checkpoints = None
         self.final_variables: dict[str, np.ndarray] | None = None
         self.final_stats: dict | None = None
+        self.final_local_state: dict[str, np.ndarray] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -522,9 +523,23 @@ class TrainingJob:
         x_val, y_val = self.validation
         return {f"val_{k}": v for k, v in self._with_weights(lambda t: t.evaluate(x_val, y_val)).items()}
 
+    def _local_state(self) -> dict[str, np.ndarray]:
+        """The replicas' own variables (BatchNorm running statistics), averaged over the replicas
+        that answer; after the job, as they were at its end."""
+        if self.final_local_state is not None or not self.spec.other_variables:
+            return dict(self.final_local_state or {})
+        names = list(self.spec.other_variables)
+        states = [self._call(r.local_state.remote(names), 10) for r in self.replicas]
+        states = [s for s in states if s]
+        if not states:
+            return {}
+        return {name: np.mean([s[name] for s in states], axis=0).astype(states[0][name].dtype) for name in names}
+
     def _with_weights(self, use):
-        """Runs ``use(trainer)`` on the job's local Trainer loaded with the current weights."""
+        """Runs ``use(trainer)`` on the job's local Trainer loaded with the current weights (and
+        the replicas' averaged running statistics)."""
         values = self.variables()
+        values.update(self._local_state())
         with self._evaluator_lock:
             for name, value in values.items():
                 self._evaluator.set_variable(name, value)
@@ -535,6 +550,7 @@ class TrainingJob:
             for s in self.shards:
                 self._call(s.checkpoint.remote(), 60)
             self.final_stats = self.workers()
+            self.final_local_state = self._local_state()
             self.final_variables = self.variables()
         except Exception as error:  # noqa: BLE001
             if state != "failed":

@@ -244,6 +244,11 @@ class Replica:
     def get_stats(self) -> dict:
         return dict(self.stats)
 
+    def local_state(self, names) -> dict[str, np.ndarray]:
+        """Variables the replica updates itself rather than the shards (BatchNorm running
+        statistics: the grad signature updates them in place from each batch)."""
+        return {name: self.trainer.get_variable(name) for name in names}
+
     def stop(self) -> None:
         self.stop_requested = True
 

@@ -265,3 +265,46 @@ def test_bad_arguments_are_refused_before_anything_starts(digits_data, cnn16, tm
         with pytest.raises(training.TrainingError, match=words):
             training.TrainingJob(arguments.pop("model"), *arguments.pop("data"),
                                  training.JobConfig(**arguments))
+
+
+def _bn_cnn(path, batch=16, seed=0):
+    """The digits CNN's first layers with BatchNorm after each convolution (no conv bias)."""
+    from converter.api import convert
+    from converter.builder import GraphBuilder
+
+    weights = digits.cnn_weights(seed=seed)
+    b = GraphBuilder("digits_bn")
+    x = b.input("image", (batch, 8, 8, 1))
+    conv = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), groups=1, layout="NHWC")
+    pool = dict(kernel=(2, 2), strides=(2, 2), layout="NHWC")
+    y = x
+    for name, channels in (("conv1", 16), ("conv2", 32)):
+        y = b.Conv2D(y, b.constant(f"{name}/weights", weights[f"{name}/weights"]), **conv)
+        y = b.BatchNorm(y, b.constant(f"{name}/bn/scale", np.ones(channels, np.float32)),
+                        b.constant(f"{name}/bn/bias", np.zeros(channels, np.float32)),
+                        b.constant(f"{name}/bn/mean", np.zeros(channels, np.float32)),
+                        b.constant(f"{name}/bn/var", np.ones(channels, np.float32)), epsilon=1e-5, layout="NHWC")
+        y = b.MaxPool2D(b.Relu(y), **pool)
+    y = b.Reshape(y, shape=(batch, 128))
+    y = b.FullyConnected(y, b.constant("head/weights", weights["dense/weights"][:10, :]),
+                         b.constant("head/bias", np.zeros(10, np.float32)))
+    b.output(y, name="logits")
+    path.write_bytes(convert(b.build(), training=dict(loss="cross_entropy", optimizer="adam", lr=3e-3)).data)
+    return str(path)
+
+
+def test_batch_norm_statistics_reach_the_exported_model(cluster, digits_data, tmp_path):
+    """Running statistics are updated by each replica's grad signature, not by the shards: the job
+    evaluates and exports their mean, so the exported model's inference (which reads them) is as
+    good as the job's own evaluation, and far from the untrained statistics (mean 0, var 1)."""
+    x, y, x_test, y_test = digits_data
+    path = _bn_cnn(tmp_path / "bn.edge")
+    job = training.fit(path, (x, y), strategy=training.Sync(), replicas=2, ps_shards=1, epochs=8, eval_every=0,
+                       lr_schedule="cosine")
+    accuracy = job.evaluate(x_test, y_test)["accuracy"]
+    assert accuracy >= 0.95, accuracy
+    job.export(tmp_path / "trained.edge")
+    with Trainer(tmp_path / "trained.edge") as exported:
+        assert exported.evaluate(x_test, y_test)["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+        means = [n for n in exported.variable_names if n.endswith("/mean") and "optimizer" not in n]
+        assert means and all(np.abs(exported.get_variable(n)).max() > 1e-3 for n in means), means
