@@ -32,6 +32,7 @@ from cloudsplit import training_data
 from cloudsplit.protos import split_pb2
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
+from cloudsplit.server import RequestError, _invalid
 
 log = logging.getLogger("cloudsplit.training_service")
 
@@ -42,17 +43,6 @@ STRATEGIES = ("sync", "async", "ssp", "hybrid")
 MAX_NAME = 128
 MAX_EVERY = 10_000_000
 POLL_S = 0.5   # how often a watch with nothing to send checks that its client is still there
-
-
-class RequestError(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass
