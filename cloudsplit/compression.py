@@ -120,7 +120,8 @@ def _affine(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale.astype(np.float32), zero_point.astype(np.int32)
 
 
-def _quantize(array: np.ndarray, scale, zero_point) -> np.ndarray:
+def quantize_int8(array: np.ndarray, scale, zero_point) -> np.ndarray:
+    """``clip(round(x / scale) + zero_point, -128, 127)`` as int8 (scale may broadcast per channel)."""
     return np.clip(np.round(array / scale) + zero_point, -128, 127).astype(np.int8)
 
 
@@ -133,9 +134,9 @@ def encode(array: np.ndarray, mode: str) -> Encoded:
         return Encoded("fp16", array.astype(np.float16).tobytes())
     if applied == "int8-per-tensor":
         scale, zero_point = int8_params(array)
-        return Encoded(applied, _quantize(array, np.float32(scale), zero_point).tobytes(), scale, zero_point)
+        return Encoded(applied, quantize_int8(array, np.float32(scale), zero_point).tobytes(), scale, zero_point)
     scales, zero_points = int8_channel_params(array)
-    quantized = _quantize(array, scales, zero_points)  # broadcasts along the last axis
+    quantized = quantize_int8(array, scales, zero_points)  # broadcasts along the last axis
     return Encoded("int8", quantized.tobytes(), channel_scales=tuple(float(s) for s in scales),
                    channel_zero_points=tuple(int(z) for z in zero_points))
 

@@ -1,8 +1,8 @@
 """Gradient compression between replicas and parameter-server shards.
 
-``none``, ``fp16`` and ``int8`` reuse the split protocol's codecs (``cloudsplit.compression``); int8
-is its per-tensor affine map: a gradient's scale is set by its largest entries whatever the channel,
-and a per-channel map would spend 8 header bytes per channel of every small weight. ``topk:<fraction>``
+``fp16`` is IEEE half; ``int8`` is the split protocol's per-tensor affine map (``cloudsplit.compression``'s
+parameters and rounding): a gradient's scale is set by its largest entries whatever the channel, and
+a per-channel map would spend 8 header bytes per channel of every small weight. ``topk:<fraction>``
 sends the largest-magnitude fraction of each gradient's entries as (int32 position, float32 value)
 pairs; what is not sent stays in the replica's residual and is added to its next gradient (error
 feedback, as in Deep Gradient Compression and Stich et al.'s memory SGD), so every gradient
@@ -40,31 +40,44 @@ def check(mode: str) -> str:
 
 @dataclass(frozen=True)
 class Payload:
+    """One encoded gradient. Its arrays are plain NumPy arrays, so Ray hands them over through its
+    object store without pickling copies (a bytes field would be copied in and out)."""
     mode: str
     shape: tuple[int, ...]
-    encoded: compression.Encoded | None = None   # none / fp16 / int8
-    positions: np.ndarray | None = None          # topk: int32 flat positions
-    values: np.ndarray | None = None             # topk: float32 values
+    data: np.ndarray | None = None          # none: float32; fp16: float16; int8: int8
+    scale: float = 1.0                      # int8: x = scale * (q - zero_point)
+    zero_point: int = 0
+    positions: np.ndarray | None = None     # topk: int32 flat positions
+    values: np.ndarray | None = None        # topk: float32 values
 
     @property
     def wire_bytes(self) -> int:
         header = HEADER_BYTES + 8 * len(self.shape)
-        if self.encoded is not None:
-            e = self.encoded
-            return header + len(e.data) + 8 * len(e.channel_scales) + (8 if e.mode == "int8-per-tensor" else 0)
+        if self.data is not None:
+            return header + self.data.nbytes + (8 if self.mode == "int8" else 0)
         return header + self.positions.nbytes + self.values.nbytes
 
 
 def _encode_dense(array: np.ndarray, mode: str) -> Payload:
-    wire = {"none": "none", "fp16": "fp16", "int8": "int8-per-tensor"}[mode]
-    return Payload(mode, tuple(array.shape), encoded=compression.encode(np.ascontiguousarray(array, np.float32), wire))
+    array = np.ascontiguousarray(array, np.float32)
+    if mode == "none":
+        return Payload(mode, array.shape, array)
+    if mode == "fp16":
+        return Payload(mode, array.shape, array.astype(np.float16))
+    scale, zero_point = compression.int8_params(array)
+    return Payload(mode, array.shape, compression.quantize_int8(array, np.float32(scale), zero_point),
+                   scale, zero_point)
 
 
 def decode(payload: Payload) -> np.ndarray:
-    if payload.encoded is not None:
-        e = payload.encoded
-        return compression.decode(e.data, e.mode, np.float32, payload.shape, e.scale, e.zero_point,
-                                  channel_scales=e.channel_scales, channel_zero_points=e.channel_zero_points)
+    """The float32 gradient (for ``none``, the array received: read-only when it came through Ray)."""
+    if payload.mode == "none":
+        return payload.data.reshape(payload.shape)
+    if payload.mode == "fp16":
+        return payload.data.astype(np.float32).reshape(payload.shape)
+    if payload.mode == "int8":
+        return (np.float32(payload.scale) * (payload.data.astype(np.float32) - np.float32(payload.zero_point))
+                ).reshape(payload.shape)
     out = np.zeros(int(np.prod(payload.shape, dtype=np.int64)), np.float32)
     out[payload.positions] = payload.values
     return out.reshape(payload.shape)

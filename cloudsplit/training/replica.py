@@ -8,6 +8,7 @@ retried after a pause, and the next pull re-synchronises its round numbers with 
 """
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import tempfile
@@ -52,6 +53,8 @@ class Replica:
         with open(path, "wb") as out:
             out.write(model_data)
         self.trainer = Trainer(path, num_threads=config.num_threads)
+        self._stand_in: dict[str, np.ndarray] | None = None
+        self._step_times = collections.deque(maxlen=4096)   # when each of the last steps finished
         self._grad = self.trainer.interpreter.get_signature_runner("grad")
         self.features = features    # name -> array (read-only, from the object store)
         self.labels = labels
@@ -75,7 +78,7 @@ class Replica:
             try:
                 return ray.get(calls(), timeout=120)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
-                    ray.exceptions.GetTimeoutError):
+                    ray.exceptions.GetTimeoutError, ray.exceptions.ObjectLostError):
                 self.stats["shard_errors"] += 1
                 if self.stop_requested:
                     raise
@@ -89,9 +92,32 @@ class Replica:
         self.stats["wait_s"] += time.perf_counter() - start
         return self._take_values(replies)
 
+    @staticmethod
+    def _resolve_shared(replies) -> bool:
+        """Fetches the values a synchronous shard shares through the object store (``values_ref``)."""
+        shared = [reply["values_ref"] for reply in replies if "values_ref" in reply]
+        if not shared:
+            return True
+        import ray
+
+        try:
+            resolved = iter(ray.get(shared, timeout=120))
+        except (ray.exceptions.ObjectLostError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return False
+        for reply in replies:
+            if "values_ref" in reply:
+                reply["values"] = next(resolved)
+                del reply["values_ref"]
+        return True
+
     def _take_values(self, replies) -> bool:
         """Loads the values the shards sent; False when every shard says the job is done (shards
         are not in lockstep: each closes its own rounds)."""
+        while not self._resolve_shared(replies):
+            # A shard died after putting its values in the object store: ask again.
+            self.stats["shard_errors"] += 1
+            time.sleep(RETRY_PAUSE_S)
+            replies = self._gather(lambda: [s.pull.remote(self.config.group, 0, None) for s in self.shards])
         for k, reply in enumerate(replies):
             self.rounds[k], self.versions[k] = reply["round"], reply["version"]
             for name, value in reply["values"].items():
@@ -112,8 +138,10 @@ class Replica:
         start = time.perf_counter()
         if config.stand_in_compute_s is not None:
             time.sleep(config.stand_in_compute_s)
-            dense = {name: np.full(self.trainer.get_variable(name).shape, 1e-6, np.float32)
-                     for name in self.placement.dense}
+            if self._stand_in is None:   # one constant gradient, made once
+                self._stand_in = {name: np.full(self.trainer.get_variable(name).shape, 1e-6, np.float32)
+                                  for name in self.placement.dense}
+            dense = self._stand_in
             loss, sparse = float("nan"), {}
         else:
             out = self._grad(**inputs, **{LABELS: labels})
@@ -204,6 +232,7 @@ class Replica:
             self.stats["steps"] += 1
             self.stats["samples"] += len(batch)
             self.stats["loss"] = loss
+            self._step_times.append(time.time())
             if self.stats.get("first_step_at") is None:
                 self.stats["first_step_at"], self.stats["samples_at_first_step"] = time.time(), self.stats["samples"]
             if accumulated is None:
@@ -239,10 +268,14 @@ class Replica:
                 if all(reply["done"] for reply in replies):
                     break
         self.stats["finished"] = time.time()
-        return dict(self.stats)
+        return self.get_stats()
 
     def get_stats(self) -> dict:
-        return dict(self.stats)
+        """Counters and timings; ``step_ms`` is the median time between the replica's recent steps."""
+        stats = dict(self.stats)
+        times = np.asarray(self._step_times)
+        stats["step_ms"] = float(np.median(np.diff(times)) * 1e3) if len(times) > 2 else None
+        return stats
 
     def local_state(self, names) -> dict[str, np.ndarray]:
         """Variables the replica updates itself rather than the shards (BatchNorm running

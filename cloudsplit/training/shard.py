@@ -99,6 +99,7 @@ class ParameterShard:
         self.staleness = collections.Counter()
         self._last_checkpoint = self.version
         self.node = None
+        self._shared = None     # (version, object-store reference of the dense values)
         try:
             import ray
 
@@ -134,8 +135,20 @@ class ParameterShard:
 
     def _values_reply(self, group: int, min_round: int, rows: Mapping[str, np.ndarray] | None) -> dict:
         reply = {"version": self.version, "round": self.rounds[group], "done": self._done(),
-                 "timed_out": self.rounds[group] < min_round and not self._done(),
-                 "values": {name: self._value(name) for name in self.dense_names}, "rows": {}}
+                 "timed_out": self.rounds[group] < min_round and not self._done(), "values": {}, "rows": {}}
+        if self.required > 1 and self.node is not None:
+            # Every member of a synchronous group asks for the same values after a round: they are
+            # put in the object store once per version and each reply carries the reference
+            # (serialising N copies of the parameters in this one actor bounded sync scaling).
+            if self._shared is None or self._shared[0] != self.version:
+                import ray
+
+                values = {name: self._value(name) for name in self.dense_names}
+                self._shared = (self.version, ray.put(values))
+                self.stats["bytes_out"] += sum(v.nbytes for v in values.values())
+            reply["values_ref"] = self._shared[1]
+        else:
+            reply["values"] = {name: self._value(name) for name in self.dense_names}
         for table, ids in (rows or {}).items():
             if table not in self.tables:
                 continue
