@@ -91,6 +91,11 @@ class Compressor:
         self.fraction = float(mode[5:]) if mode.startswith("topk:") else 1.0
         self.residual: dict[str, np.ndarray] = {}
 
+    def encode_rows(self, rows: np.ndarray) -> Payload:
+        """Embedding rows (already sparse, a different set each step): the stateless modes apply,
+        top-k sends them as they are."""
+        return _encode_dense(rows, "none" if self.mode.startswith("topk:") else self.mode)
+
     def encode(self, name: str, gradient: np.ndarray) -> Payload:
         if not self.mode.startswith("topk:"):
             return _encode_dense(gradient, self.mode)

@@ -177,7 +177,7 @@ class Replica:
                 begin, end = placement.rows[table][k]
                 keep = (ids >= begin) & (ids < end)
                 if keep.any():
-                    rows[table] = (ids[keep], self.compressor.encode(f"{table}@{k}", values[keep]))
+                    rows[table] = (ids[keep], self.compressor.encode_rows(values[keep]))
             self.stats["bytes_pushed"] += (sum(p.wire_bytes for p in payload.values())
                                            + sum(i.nbytes + p.wire_bytes for i, p in rows.values()))
             messages.append((payload, rows))

@@ -117,7 +117,10 @@ def _bag_model(path, vocab=4000, dim=16, length=8, batch=32, classes=4):
     return str(path)
 
 
-def test_sparse_embedding_moves_only_touched_rows(cluster, tmp_path):
+@pytest.mark.parametrize("compression", ["none", "topk:0.05"])
+def test_sparse_embedding_moves_only_touched_rows(cluster, tmp_path, compression):
+    """Rows are pulled and pushed by id (top-k leaves the rows, already sparse, as they are and
+    compresses the dense head)."""
     vocab, dim, length, classes = 4000, 16, 8, 4
     path = _bag_model(tmp_path / "bag.edge", vocab, dim, length, 32, classes)
     rng = np.random.default_rng(1)
@@ -125,7 +128,7 @@ def test_sparse_embedding_moves_only_touched_rows(cluster, tmp_path):
     labels = rng.integers(0, classes, 2048).astype(np.int32)
     ids = (labels[:, None] * (vocab // classes) + rng.integers(0, vocab // classes, (2048, length))).astype(np.int32)
     job = training.fit(path, ({"ids": ids}, labels), strategy=training.Sync(), replicas=2, ps_shards=2, epochs=3,
-                       validation_data=({"ids": ids[:512]}, labels[:512]), eval_every=0)
+                       validation_data=({"ids": ids[:512]}, labels[:512]), eval_every=0, compression=compression)
     assert job.evaluate({"ids": ids[:512]}, labels[:512])["accuracy"] >= 0.9
     stats = [s for s in job.final_stats["replicas"] if s]
     table_bytes = vocab * dim * 4
