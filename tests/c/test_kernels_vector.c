@@ -11,7 +11,8 @@
  *   otherwise.
  * - binary (vv, vc, rvc), reductions, column accumulation, pooling and transpose: exact against
  *   loops written here (sums: against a double sum within the float rounding bound).
- * - softmax (row and strided), log-softmax, layer norm: against double-precision formulas.
+ * - softmax (row and strided), log-softmax, layer norm, the batch-norm block kernels: against
+ *   double-precision formulas.
  * - every length in a ragged list (1, 3, 17, 33, 1000+ and primes; never only multiples of 16),
  *   with guard floats after each output that must stay untouched, and elementwise kernels run on
  *   the whole array and on arbitrary pieces giving bit-identical results (which is what makes the
@@ -604,6 +605,132 @@ static void check_grad(const edge_vector_kernels *k) {
     }
 }
 
+/* ---- BatchNorm blocks: float sums against double within their rounding bound, the elementwise
+ * kernels against the formula within a few roundings, in place too; guards after every output ---- */
+
+static void check_batchnorm(const edge_vector_kernels *k) {
+  CHECK(k->channel_moments && k->channel_grad_sums && k->channel_affine && k->channel_grad_apply,
+        "%s: batch norm kernels missing", k->isa_name);
+  if (!k->channel_moments || !k->channel_grad_sums || !k->channel_affine || !k->channel_grad_apply) return;
+  static const size_t shapes[][2] = {{1, 1}, {1, 17}, {3, 5}, {4, 16}, {7, 8}, {33, 3}, {64, 35},
+                                     {256, 16}, {5, 100}, {117, 35}, {2, 4100}, {13, 31}};
+  for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+    const size_t rows = shapes[si][0], channels = shapes[si][1], n = rows * channels;
+    float *x = alloc_floats(n), *dy = alloc_floats(n), *y = alloc_floats(n), *again = alloc_floats(n);
+    float *mean = alloc_floats(channels), *m2 = alloc_floats(channels), *sum = alloc_floats(channels);
+    float *dot = alloc_floats(channels), *shift = alloc_floats(channels), *mul = alloc_floats(channels);
+    float *add = alloc_floats(channels), *d = alloc_floats(channels);
+    for (size_t c = 0; c < channels; ++c) {
+      float offset = rnd_float(-20, 20);
+      for (size_t r = 0; r < rows; ++r) x[r * channels + c] = offset + rnd_float(-3, 3);
+      shift[c] = offset + rnd_float(-1, 1);
+      mul[c] = rnd_float(-2, 2);
+      add[c] = rnd_float(-1, 1);
+      d[c] = rnd_float(-1, 1);
+    }
+    for (size_t i = 0; i < n; ++i) dy[i] = rnd_float(-1, 1);
+    const double chain = (8.0 + rows / 4.0) * 0x1p-24; /* four chains of rows / 4 float additions */
+
+    k->channel_moments(rows, channels, x, mean, m2);
+    int bad = 0;
+    for (size_t c = 0; c < channels; ++c) {
+      double want = 0, squares = 0, magnitude = 0;
+      for (size_t r = 0; r < rows; ++r) want += x[r * channels + c], magnitude += fabs(x[r * channels + c]);
+      want /= (double)rows;
+      for (size_t r = 0; r < rows; ++r) squares += (x[r * channels + c] - want) * (x[r * channels + c] - want);
+      double mean_tol = chain * magnitude / (double)rows;
+      bad += !(fabs(mean[c] - want) <= mean_tol);
+      bad += !(fabs(m2[c] - squares) <= 2 * chain * (squares + rows * fabs(want) * 0x1p-24 * 3) +
+                                             (double)rows * mean_tol * mean_tol);
+    }
+    CHECK(!bad && guard_intact(mean, channels) && guard_intact(m2, channels),
+          "%s channel_moments rows=%zu channels=%zu: %d mismatches", k->isa_name, rows, channels, bad);
+
+    k->channel_grad_sums(rows, channels, x, dy, shift, sum, dot);
+    bad = 0;
+    for (size_t c = 0; c < channels; ++c) {
+      double want_sum = 0, want_dot = 0, sum_magnitude = 0, dot_magnitude = 0;
+      for (size_t r = 0; r < rows; ++r) {
+        double g = dy[r * channels + c], centred = (double)x[r * channels + c] - shift[c];
+        want_sum += g, sum_magnitude += fabs(g);
+        want_dot += g * centred, dot_magnitude += fabs(g * centred);
+      }
+      bad += !(fabs(sum[c] - want_sum) <= chain * sum_magnitude);
+      bad += !(fabs(dot[c] - want_dot) <= 2 * chain * dot_magnitude);
+    }
+    CHECK(!bad && guard_intact(sum, channels) && guard_intact(dot, channels),
+          "%s channel_grad_sums rows=%zu channels=%zu: %d mismatches", k->isa_name, rows, channels, bad);
+
+    k->channel_affine(rows, channels, x, shift, mul, add, y);
+    memcpy(again, x, n * sizeof(float));
+    k->channel_affine(rows, channels, again, shift, mul, add, again);
+    bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      size_t c = i % channels;
+      double product = ((double)x[i] - shift[c]) * mul[c], want = product + add[c];
+      bad += !(fabs(y[i] - want) <= 4 * 0x1p-24 * (fabs(product) + fabs(add[c]))) || to_bits(again[i]) != to_bits(y[i]);
+    }
+    CHECK(!bad && guard_intact(y, n) && guard_intact(again, n), "%s channel_affine rows=%zu channels=%zu: %d mismatches",
+          k->isa_name, rows, channels, bad);
+
+    k->channel_grad_apply(rows, channels, x, dy, shift, mul, add, d, y);
+    memcpy(again, dy, n * sizeof(float));
+    k->channel_grad_apply(rows, channels, x, again, shift, mul, add, d, again);
+    bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+      size_t c = i % channels;
+      double first = (double)mul[c] * dy[i], second = (double)add[c] * ((double)x[i] - shift[c]);
+      double want = first + (second + d[c]);
+      bad += !(fabs(y[i] - want) <= 6 * 0x1p-24 * (fabs(first) + fabs(second) + fabs(d[c]))) ||
+             to_bits(again[i]) != to_bits(y[i]);
+    }
+    CHECK(!bad && guard_intact(y, n) && guard_intact(again, n),
+          "%s channel_grad_apply rows=%zu channels=%zu: %d mismatches", k->isa_name, rows, channels, bad);
+    free(x), free(dy), free(y), free(again), free(mean), free(m2), free(sum), free(dot);
+    free(shift), free(mul), free(add), free(d);
+  }
+}
+
+/* ---- Adam: against the update in double, within a few float roundings; guards after p, m, v ---- */
+
+static void check_adam(const edge_vector_kernels *k) {
+  CHECK(k->adam != NULL, "%s: adam kernel missing", k->isa_name);
+  if (!k->adam) return;
+  for (size_t li = 0; li < NUM_LENGTHS; ++li)
+    for (int decoupled = 0; decoupled < 2; ++decoupled) {
+      const size_t n = lengths[li];
+      float *p = alloc_floats(n), *g = alloc_floats(n), *m = alloc_floats(n), *v = alloc_floats(n);
+      double *want_p = malloc(n * sizeof(double)), *want_m = malloc(n * sizeof(double));
+      double *want_v = malloc(n * sizeof(double)), *scale = malloc(n * sizeof(double));
+      double *used = malloc(n * sizeof(double)); /* the gradient after weight decay */
+      const int t = 1 + (int)(li % 5);
+      const edge_f32_adam_params a = {1e-2f, 0.9f, 0.999f, 0.1f, 0.001f, (float)(1 - pow(0.9, t)),
+                                      (float)(1 - pow(0.999, t)), 1e-8f, 0.05f, decoupled};
+      for (size_t i = 0; i < n; ++i) {
+        p[i] = rnd_float(-2, 2), g[i] = rnd_float(-1, 1) * (i % 7 == 0 ? 1e-4f : 1.0f);
+        m[i] = rnd_float(-0.1f, 0.1f), v[i] = rnd_float(0, 0.01f);
+        double old = p[i], gi = decoupled ? g[i] : g[i] + (double)a.weight_decay * old;
+        used[i] = gi;
+        want_m[i] = (double)a.beta1 * m[i] + (double)a.one_minus_beta1 * gi;
+        want_v[i] = (double)a.beta2 * v[i] + (double)a.one_minus_beta2 * gi * gi;
+        double ratio = (want_m[i] / a.correction1) / (sqrt(want_v[i] / a.correction2) + a.epsilon);
+        double step = (double)a.lr * ratio + (decoupled ? (double)a.lr * a.weight_decay * old : 0.0);
+        want_p[i] = old - step;
+        scale[i] = fabs(old) + fabs(step) * 8 + a.lr; /* the ratio's own rounding: a few ulp of it */
+      }
+      k->adam(n, p, g, m, v, &a);
+      int bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        bad += !(fabs(p[i] - want_p[i]) <= 4 * 0x1p-24 * scale[i]);
+        bad += !(fabs(m[i] - want_m[i]) <= 4 * 0x1p-24 * (fabs(want_m[i]) + fabs(used[i]) * 0.2));
+        bad += !(fabs(v[i] - want_v[i]) <= 4 * 0x1p-24 * (fabs(want_v[i]) + used[i] * used[i]));
+      }
+      CHECK(!bad && guard_intact(p, n) && guard_intact(m, n) && guard_intact(v, n),
+            "%s adam n=%zu decoupled=%d: %d mismatches", k->isa_name, n, decoupled, bad);
+      free(p), free(g), free(m), free(v), free(want_p), free(want_m), free(want_v), free(scale), free(used);
+    }
+}
+
 int test_kernels_vector(void) {
   failures = 0;
   checks = 0;
@@ -628,11 +755,13 @@ int test_kernels_vector(void) {
     check_pool(k);
     check_transpose(k);
     check_grad(k);
+    check_batchnorm(k);
+    check_adam(k);
   }
   /* The scalar level keeps the ops on their reference code. */
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
   CHECK(scalar && !scalar->vector.softmax && !scalar->vector.unary[EDGE_UNARY_EXP] && !scalar->vector.relu_grad &&
-            !scalar->vector.maxpool_grad,
+            !scalar->vector.maxpool_grad && !scalar->vector.channel_moments && !scalar->vector.adam,
         "the scalar level must leave the vector table empty");
   fprintf(stderr, "test_kernels_vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
   return failures;

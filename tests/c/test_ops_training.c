@@ -4,7 +4,8 @@
  * Oracles, all in double and written differently from the kernels:
  *   - conv backprop: the gradients scattered from every forward tap (the kernels gather), plus the
  *     adjoint identities <conv(x, w), r> = <x, dX(r, w)> = <w, dW(x, r)> against the runtime's own
- *     forward CONV_2D, for the reference loops and the fast paths (EDGE_CONV_GRAD=reference|fast);
+ *     forward CONV_2D, for the reference loops and the fast paths (EDGE_CONV_GRAD=reference|fast,
+ *     and gemm|taps, which force the GEMM paths or the per-tap filter gradient);
  *   - pool grad: scattered per window; average pool also by the adjoint of the forward POOL_2D;
  *   - activation grad: central differences of edge_unary_float;
  *   - loss, layer norm, batch norm: the formulas in double, the d outputs also by central
@@ -241,11 +242,16 @@ static void test_conv_grads(void) {
     random_conv_case(&k);
     run_conv_grad_case(&k, "reference", i % 4 == 0);
     run_conv_grad_case(&k, "fast", i % 2 == 0);
+    /* "fast" picks per shape; "gemm" keeps dX and dW on the GEMM paths, "taps" puts dW on TAPS */
+    run_conv_grad_case(&k, "gemm", i % 4 == 1);
+    run_conv_grad_case(&k, "taps", i % 4 == 2);
   }
   /* Big enough that the GEMM paths chunk and thread: dw over several pixel chunks. */
   conv_case big = {8, 30, 30, 24, 32, 3, 3, 1, 0, 0, {1, 1}, {1, 1}, {1, 1, 1, 1}};
   big.oh = 30, big.ow = 30;
   run_conv_grad_case(&big, "fast", true);
+  run_conv_grad_case(&big, "gemm", true);
+  run_conv_grad_case(&big, "taps", true);
   conv_case dw = {4, 17, 17, 64, 64, 3, 3, 64, 0, 0, {2, 2}, {1, 1}, {1, 1, 1, 1}};
   dw.oh = 9, dw.ow = 9;
   run_conv_grad_case(&dw, "fast", true);
@@ -668,10 +674,39 @@ static void test_layer_norm_grad(void) {
   }
 }
 
-static void test_batch_norm(void) {
-  for (int iter = 0; iter < 6; ++iter) {
+/* BATCH_NORM_TRAIN then BATCH_NORM_GRAD on the same cases for each method (EDGE_BATCH_NORM=
+ * reference, then the fast path: identical data from the same generator state). Each method is
+ * checked against the double oracle and on 3 threads; the fast one also against the reference's
+ * outputs. The large cases give the fast path several blocks and cells (and ragged last ones). */
+#define BATCH_NORM_CASES 9
+#define BATCH_NORM_OUTPUTS 6 /* y, mean, invstd, dx, dscale, dbias */
+
+static void keep_or_compare(const char *method, float **kept, int iter, int slot, const char *what, const float *got,
+                            int64_t n) {
+  float **entry = &kept[iter * BATCH_NORM_OUTPUTS + slot];
+  if (strcmp(method, "reference") == 0) {
+    free(*entry);
+    *entry = malloc(sizeof(float) * (size_t)n);
+    memcpy(*entry, got, sizeof(float) * (size_t)n);
+    return;
+  }
+  if (!*entry) return;
+  double *want = malloc(sizeof(double) * (size_t)n);
+  for (int64_t i = 0; i < n; ++i) want[i] = (*entry)[i];
+  char label[96];
+  snprintf(label, sizeof label, "batch norm %s: fast against reference", what);
+  compare(label, got, want, NULL, n);
+  free(want);
+}
+
+static void batch_norm_cases(const char *method, float **kept) {
+  setenv("EDGE_BATCH_NORM", method, 1);
+  for (int iter = 0; iter < BATCH_NORM_CASES; ++iter) {
     int64_t shape[4] = {rnd_range(1, 4), rnd_range(1, 5), rnd_range(1, 5), rnd_range(1, 40)};
     if (iter == 5) shape[0] = 16, shape[1] = 12, shape[2] = 12, shape[3] = 35;
+    if (iter == 6) shape[0] = 8, shape[1] = 17, shape[2] = 15, shape[3] = 16;
+    if (iter == 7) shape[0] = 3, shape[1] = 1, shape[2] = 2, shape[3] = 4100;
+    if (iter == 8) shape[0] = 4, shape[1] = 9, shape[2] = 9, shape[3] = 64;
     int64_t C = shape[3], M = shape[0] * shape[1] * shape[2], cs[1] = {C};
     if (M < 2) shape[1] = 2, M *= 2;
     graph g;
@@ -710,6 +745,9 @@ static void test_batch_norm(void) {
       compare("batch norm running mean", fdata(&g, rm), want, NULL, C);
       for (int64_t c = 0; c < C; ++c) want[c] = 0.9 * rv0[c] + 0.1 * var[c] * (double)M / (double)(M - 1);
       compare("batch norm running var", fdata(&g, rv), want, NULL, C);
+      keep_or_compare(method, kept, iter, 0, "y", fdata(&g, y), M * C);
+      keep_or_compare(method, kept, iter, 1, "mean", fdata(&g, mean_out), C);
+      keep_or_compare(method, kept, iter, 2, "invstd", fdata(&g, inv_out), C);
       void *saved[MAX_TENSORS] = {0};
       saved[rm] = rm0;
       saved[rv] = rv0;
@@ -743,6 +781,9 @@ static void test_batch_norm(void) {
       compare("batch norm grad dx", fdata(&gg, gdx), want_y, NULL, M * C);
       compare("batch norm grad dscale", fdata(&gg, gds), dot, NULL, C);
       compare("batch norm grad dbias", fdata(&gg, gdb), sum, NULL, C);
+      keep_or_compare(method, kept, iter, 3, "dx", fdata(&gg, gdx), M * C);
+      keep_or_compare(method, kept, iter, 4, "dscale", fdata(&gg, gds), C);
+      keep_or_compare(method, kept, iter, 5, "dbias", fdata(&gg, gdb), C);
       check_threads(&gg, "batch norm grad", NULL);
       graph_free(&gg);
       free(sum);
@@ -757,6 +798,16 @@ static void test_batch_norm(void) {
     free(rv0);
     graph_free(&g);
   }
+  unsetenv("EDGE_BATCH_NORM");
+}
+
+static void test_batch_norm(void) {
+  float *kept[BATCH_NORM_CASES * BATCH_NORM_OUTPUTS] = {0};
+  const uint64_t seed = rng_state;
+  batch_norm_cases("reference", kept);
+  rng_state = seed;
+  batch_norm_cases("fast", kept);
+  for (int i = 0; i < BATCH_NORM_CASES * BATCH_NORM_OUTPUTS; ++i) free(kept[i]);
 }
 
 /* ---- gather gradient ---- */
@@ -802,7 +853,10 @@ static void test_gather_grad(void) {
 
 /* ---- optimizers and clipping ---- */
 
-static void test_optimizer(void) {
+/* method: "reference" (the double loops) or "fast" (ADAM / ADAMW on the float vector kernel above
+ * EDGE_ISA=scalar); both against the double oracle. */
+static void optimizer_cases(const char *method) {
+  setenv("EDGE_OPTIMIZER", method, 1);
   for (int kind = 0; kind < EDGE_OPTIMIZER_COUNT_; ++kind)
     for (int variant = 0; variant < 3; ++variant) { /* 0 dense, 1 dense + weight decay / nesterov, 2 sparse */
       bool sparse = variant == 2;
@@ -827,8 +881,8 @@ static void test_optimizer(void) {
         g.tensors[slot[s]].kind = EDGE_TENSOR_VARIABLE;
       }
       char what[96];
-      snprintf(what, sizeof what, "optimizer %s%s", edge_optimizer_names[kind],
-               variant == 0 ? "" : variant == 1 ? " (decay, nesterov)" : " (sparse)");
+      snprintf(what, sizeof what, "optimizer %s%s (%s)", edge_optimizer_names[kind],
+               variant == 0 ? "" : variant == 1 ? " (decay, nesterov)" : " (sparse)", method);
       int64_t n = rows * width;
       double *p = malloc(sizeof(double) * (size_t)n), *s0 = calloc((size_t)n, sizeof(double));
       double *s1 = calloc((size_t)n, sizeof(double)), step = 0;
@@ -914,6 +968,12 @@ static void test_optimizer(void) {
       free(s1);
       graph_free(&g);
     }
+  unsetenv("EDGE_OPTIMIZER");
+}
+
+static void test_optimizer(void) {
+  optimizer_cases("reference");
+  optimizer_cases("fast");
 }
 
 static void test_clip(void) {

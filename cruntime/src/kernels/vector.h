@@ -69,6 +69,31 @@ typedef void (*edge_f32_vgrad_ukernel)(size_t n, const float *x, const float *dy
 typedef void (*edge_f32_maxpool_grad_ukernel)(size_t taps, const float *const *x, float *const *dx, const float *dy,
                                               size_t channels);
 
+/* BatchNorm over one block of `rows` rows of `channels` contiguous floats (kernels/vector/
+ * f32-batchnorm.c; float sums in a fixed order that depends only on rows, channels and the ISA):
+ * moments:    mean[c] = sum_r x[r][c] / rows, m2[c] = sum_r (x[r][c] - mean[c])^2 (rows >= 1)
+ * grad_sums:  sum[c] = sum_r dy[r][c], dot[c] = sum_r dy[r][c] * (x[r][c] - mean[c])
+ * affine:     y[r][c] = (x[r][c] - shift[c]) * mul[c] + add[c]  (y may alias x)
+ * grad_apply: dx[r][c] = a[c] * dy[r][c] + (b[c] * (x[r][c] - mean[c]) + d[c])  (dx may alias dy)
+ * Row r starts at r * channels; exactly rows * channels elements are read and written. */
+typedef void (*edge_f32_channel_moments_ukernel)(size_t rows, size_t channels, const float *x, float *mean, float *m2);
+typedef void (*edge_f32_channel_grad_sums_ukernel)(size_t rows, size_t channels, const float *x, const float *dy,
+                                                   const float *mean, float *sum, float *dot);
+typedef void (*edge_f32_channel_affine_ukernel)(size_t rows, size_t channels, const float *x, const float *shift,
+                                                const float *mul, const float *add, float *y);
+typedef void (*edge_f32_channel_grad_apply_ukernel)(size_t rows, size_t channels, const float *x, const float *dy,
+                                                    const float *mean, const float *a, const float *b,
+                                                    const float *d, float *dx);
+
+/* Adam / AdamW over n values in float (kernels/vector/f32-adam.c; the op's reference runs in
+ * double): p, m, v updated in place from g; correction1/2 = 1 - beta1^t, 1 - beta2^t. */
+typedef struct {
+  float lr, beta1, beta2, one_minus_beta1, one_minus_beta2, correction1, correction2, epsilon, weight_decay;
+  int decoupled; /* AdamW */
+} edge_f32_adam_params;
+typedef void (*edge_f32_adam_ukernel)(size_t n, float *p, const float *g, float *m, float *v,
+                                      const edge_f32_adam_params *params);
+
 /* Reductions the family provides (index into rreduce / raccumulate). */
 typedef enum {
   EDGE_VREDUCE_SUM = 0,
@@ -115,6 +140,11 @@ typedef struct {
   edge_x32_transpose_ukernel transpose;
   edge_f32_vgrad_ukernel relu_grad;
   edge_f32_maxpool_grad_ukernel maxpool_grad;
+  edge_f32_channel_moments_ukernel channel_moments;
+  edge_f32_channel_grad_sums_ukernel channel_grad_sums;
+  edge_f32_channel_affine_ukernel channel_affine;
+  edge_f32_channel_grad_apply_ukernel channel_grad_apply;
+  edge_f32_adam_ukernel adam;
   edge_s8_maxpool_ukernel s8_maxpool;
   edge_s8_raccumulate_ukernel s8_raccumulate_sum;
   edge_s8_vadd_ukernel s8_vadd;

@@ -77,6 +77,14 @@
   void edge_x32_transpose__##isa(size_t, size_t, const uint32_t *, size_t, uint32_t *, size_t);        \
   void edge_f32_vrelu_grad__##isa(size_t, const float *, const float *, float *);                      \
   void edge_f32_maxpool_grad__##isa(size_t, const float *const *, float *const *, const float *, size_t); \
+  void edge_f32_channel_moments__##isa(size_t, size_t, const float *, float *, float *);               \
+  void edge_f32_channel_grad_sums__##isa(size_t, size_t, const float *, const float *, const float *, float *, \
+                                         float *);                                                     \
+  void edge_f32_channel_affine__##isa(size_t, size_t, const float *, const float *, const float *,      \
+                                      const float *, float *);                                         \
+  void edge_f32_channel_grad_apply__##isa(size_t, size_t, const float *, const float *, const float *,  \
+                                          const float *, const float *, const float *, float *);       \
+  void edge_f32_adam__##isa(size_t, float *, const float *, float *, float *, const edge_f32_adam_params *); \
   void edge_s8_maxpool__##isa(size_t, size_t, const int8_t *, size_t, size_t, size_t, int8_t *, int8_t,   \
                               int8_t);                                                                 \
   void edge_s8_raccumulate_sum__##isa(size_t, size_t, const int8_t *, size_t, int32_t *);              \
@@ -96,6 +104,11 @@
     out->transpose = edge_x32_transpose__##isa;                                                        \
     out->relu_grad = edge_f32_vrelu_grad__##isa;                                                       \
     out->maxpool_grad = edge_f32_maxpool_grad__##isa;                                                  \
+    out->channel_moments = edge_f32_channel_moments__##isa;                                            \
+    out->channel_grad_sums = edge_f32_channel_grad_sums__##isa;                                        \
+    out->channel_affine = edge_f32_channel_affine__##isa;                                              \
+    out->channel_grad_apply = edge_f32_channel_grad_apply__##isa;                                      \
+    out->adam = edge_f32_adam__##isa;                                                                  \
     out->s8_maxpool = edge_s8_maxpool__##isa;                                                          \
     out->s8_raccumulate_sum = edge_s8_raccumulate_sum__##isa;                                          \
     out->s8_vadd = edge_s8_vadd__##isa;                                                                \

@@ -6,12 +6,28 @@
  * counts follow the other operand. Prepare checks that the forward conv of that shape gives dy.
  *
  * Methods (picked at prepare; EDGE_CONV_GRAD=reference forces the scalar loops, which are also
- * what EDGE_ISA=scalar runs):
+ * what EDGE_ISA=scalar runs; EDGE_CONV_GRAD=gemm keeps every gradient on GEMM, =taps puts every
+ * filter gradient on TAPS):
  *   REFERENCE  scalar loops: each dx / dw value is one float sum in a fixed order (taps, then
  *              channels; or batch, rows, columns). Cells: dx rows (N*H) / dw rows (O*KH).
  *   DEPTHWISE  one input channel per group: input gradient gathered per input pixel over taps,
  *              vectorised over channels against the weights transposed to [tap][O] in scratch;
  *              filter gradient per (tap, 64-channel block) summed over every output pixel in order.
+ *   AS_CONV    input gradient at stride 1 (any dilation, pads within the kernel's span), not
+ *              depthwise: dx is the forward convolution of dy with the weights turned around
+ *              (W'[g Cg + c][kh][kw][o] = W[g Og + o][KH-1-kh][KW-1-kw][c], written into scratch
+ *              each run) and pads dilation * (K - 1) - pad, run by a conv plan (kernels/
+ *              conv_driver.h: igemm or Winograd, weights packed again each run).
+ *   TAPS       filter gradient, not depthwise, where it beats GEMM (pick_method): one GEMM per tap and group,
+ *              dw_tap^T[Cg][Og] = xT[Cg][K] x dy'[K][Og], over a chunk of whole images. The
+ *              zero-padded input is split into stride phases (phase (py, px) holds the padded
+ *              pixels (i sh + py, j sw + px): Hq x Wq frames, one per image, concatenated); xT
+ *              holds each phase's frames transposed (a row of positions per channel), dy' the
+ *              gradient at each frame position (zero where no output pixel is) packed once into
+ *              GEMM panels. Tap (kh, kw) reads phase (kh dh % sh, kw dw % sw) shifted by
+ *              (kh dh / sh) Wq + kw dw / sw positions, so the GEMM reads A in place: no im2col.
+ *              Cells: (group, tap, MR rows of Cg), each one whole product; chunks are added in
+ *              order, then the [group][tap][Cg][Og] sums are written out as OHWI.
  *   GEMM       otherwise, per group through the f32 GEMM (kernels/gemm.h):
  *              input:  cols[P][KH*KW*Cg] = dy_g[P][Og] x W_g[Og][KH*KW*Cg] over a chunk of whole
  *                      images (W packed into scratch each run), then col2im as a gather: every dx
@@ -28,6 +44,7 @@
 #include <string.h>
 
 #include "kernels/config.h"
+#include "kernels/conv_driver.h"
 #include "ops.h"
 #include "training.h"
 
@@ -35,22 +52,36 @@
 #define CONV_GRAD_CHUNK_BYTES ((size_t)4 << 20)
 #define CONV_GRAD_DW_CHANNELS 64
 
-typedef enum { CONV_GRAD_REFERENCE, CONV_GRAD_DEPTHWISE, CONV_GRAD_GEMM } conv_grad_method;
+typedef enum {
+  CONV_GRAD_REFERENCE,
+  CONV_GRAD_DEPTHWISE,
+  CONV_GRAD_AS_CONV,
+  CONV_GRAD_TAPS,
+  CONV_GRAD_GEMM
+} conv_grad_method;
+
+/* TAPS: target bytes of one chunk's transposed frames plus packed gradient (L2-sized: every tap's
+ * product streams both). */
+#define CONV_GRAD_TAPS_CHUNK_BYTES ((size_t)512 << 10)
 
 typedef struct {
   bool filter; /* BACKPROP_FILTER, else BACKPROP_INPUT */
   conv_grad_method method;
   int64_t batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel_h, kernel_w;
   int64_t groups, cg, og, kkc; /* kkc = KH * KW * Cg, one weight row */
-  int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left, pad_bottom, pad_right;
   const edge_gemm_kernels *gemm;
+  edge_conv_plan *forward;           /* AS_CONV: the plan over dy; scratch: turned weights, then its scratch */
   /* GEMM input: images per chunk; GEMM filter: pixels per chunk */
   int64_t chunk;
   size_t packed_bytes;               /* one group's packed B */
-  size_t offset_a, offset_b, offset_c; /* scratch layout */
+  size_t offset_a, offset_b, offset_c, offset_d; /* scratch layout */
+  int64_t frame_h, frame_w, row_floats, m_tiles;  /* TAPS: a phase's frame, xT row length, tiles of Cg */
 } conv_grad_plan;
 
 static void conv_grad_release(edge_node *node) {
+  conv_grad_plan *plan = node->state;
+  if (plan) edge_conv_plan_free(plan->forward);
   free(node->state);
   node->state = NULL;
 }
@@ -60,6 +91,23 @@ static conv_grad_method pick_method(const conv_grad_plan *p) {
   if (forced && strcmp(forced, "reference") == 0) return CONV_GRAD_REFERENCE;
   if (edge_kernels()->isa == EDGE_ISA_SCALAR && !(forced && strcmp(forced, "fast") == 0)) return CONV_GRAD_REFERENCE;
   if (p->cg == 1 && p->groups > 1) return CONV_GRAD_DEPTHWISE;
+  if (!p->filter && p->stride_h == 1 && p->stride_w == 1 && p->pad_top <= p->dilation_h * (p->kernel_h - 1) &&
+      p->pad_bottom <= p->dilation_h * (p->kernel_h - 1) && p->pad_left <= p->dilation_w * (p->kernel_w - 1) &&
+      p->pad_right <= p->dilation_w * (p->kernel_w - 1) && !(forced && strcmp(forced, "gemm") == 0))
+    return CONV_GRAD_AS_CONV;
+  if (p->filter && !(forced && strcmp(forced, "gemm") == 0)) {
+    if (forced && strcmp(forced, "taps") == 0) return CONV_GRAD_TAPS;
+    /* TAPS saves the im2col copy (KH*KW values per input value at stride 1) but multiplies the
+     * padding positions too; measured against GEMM on ResNet-8's layers (avx2): well ahead for
+     * 1x1 kernels, few input channels (the stem) and stride 1 with <= 15% padding positions
+     * (32x32 frames), even at 16x16 (27%), behind at 8x8 (56%) and at stride 2 for 3x3. */
+    const int64_t frame_h = (p->in_h + p->pad_top + p->pad_bottom + p->stride_h - 1) / p->stride_h;
+    const int64_t frame_w = (p->in_w + p->pad_left + p->pad_right + p->stride_w - 1) / p->stride_w;
+    const bool little_padding = (double)(frame_h * frame_w) <= 1.15 * (double)(p->out_h * p->out_w);
+    if ((p->kernel_h == 1 && p->kernel_w == 1) || p->cg < 8 ||
+        (p->stride_h == 1 && p->stride_w == 1 && little_padding))
+      return CONV_GRAD_TAPS;
+  }
   return CONV_GRAD_GEMM;
 }
 
@@ -96,6 +144,8 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
   p.dilation_w = o->dilations[1];
   p.pad_top = o->pads[0];
   p.pad_left = o->pads[1];
+  p.pad_bottom = o->pads[2];
+  p.pad_right = o->pads[3];
   p.batch = dy->shape[0];
   p.out_h = dy->shape[1];
   p.out_w = dy->shape[2];
@@ -152,7 +202,35 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
   p.method = pick_method(&p);
   p.gemm = &edge_kernels()->gemm;
   size_t scratch = 0;
-  if (p.method == CONV_GRAD_DEPTHWISE && !filter) {
+  node->state_bytes = 0;
+  if (p.method == CONV_GRAD_AS_CONV) {
+    edge_conv_shape shape = {false, p.batch, p.out_h, p.out_w, p.out_c, p.in_h, p.in_w, p.in_c, p.kernel_h,
+                             p.kernel_w, p.groups, 1, 1, p.dilation_h, p.dilation_w,
+                             p.dilation_h * (p.kernel_h - 1) - p.pad_top, p.dilation_w * (p.kernel_w - 1) - p.pad_left};
+    p.forward = edge_conv_plan_create(edge_kernels(), &shape, NULL, NULL, NULL, edge_conv_winograd_mode_from_env());
+    if (!p.forward) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
+    p.offset_b = edge_training_align((size_t)(p.out_c * p.kkc) * sizeof(float)); /* after the turned weights */
+    scratch = p.offset_b + edge_conv_plan_scratch_bytes(p.forward, ctx->num_threads);
+    node->state_bytes = edge_conv_plan_kept_bytes(p.forward);
+  } else if (p.method == CONV_GRAD_TAPS) {
+    p.frame_h = (p.in_h + o->pads[0] + o->pads[2] + p.stride_h - 1) / p.stride_h;
+    p.frame_w = (p.in_w + o->pads[1] + o->pads[3] + p.stride_w - 1) / p.stride_w;
+    const int64_t frame = p.frame_h * p.frame_w, og_padded = (p.og + p.gemm->nr - 1) / p.gemm->nr * p.gemm->nr;
+    const int64_t phases = p.stride_h * p.stride_w;
+    const size_t image_bytes = (size_t)(frame * (phases * p.in_c + p.groups * og_padded)) * sizeof(float);
+    p.chunk = (int64_t)(CONV_GRAD_TAPS_CHUNK_BYTES / image_bytes);
+    if (p.chunk < 1) p.chunk = 1;
+    if (p.chunk > p.batch) p.chunk = p.batch;
+    p.row_floats = (p.chunk * frame + 15) / 16 * 16;
+    p.m_tiles = (p.cg + p.gemm->mr - 1) / p.gemm->mr;
+    p.packed_bytes = edge_gemm_packed_bytes(p.gemm, (size_t)p.og, (size_t)(p.chunk * frame));
+    const size_t sums = (size_t)(p.groups * p.kernel_h * p.kernel_w * p.cg * p.og) * sizeof(float);
+    p.offset_a = 0;                                                                       /* xT */
+    p.offset_b = edge_training_align((size_t)(phases * p.in_c * p.row_floats) * sizeof(float)); /* dy' */
+    p.offset_c = p.offset_b + edge_training_align(p.packed_bytes * (size_t)p.groups);   /* sums */
+    p.offset_d = p.offset_c + edge_training_align(sums);                                 /* a chunk's */
+    scratch = p.offset_d + sums;
+  } else if (p.method == CONV_GRAD_DEPTHWISE && !filter) {
     scratch = (size_t)(p.kernel_h * p.kernel_w * p.out_c) * sizeof(float); /* weights as [tap][O] */
   } else if (p.method == CONV_GRAD_GEMM && !filter) {
     int64_t image_cols = p.out_h * p.out_w * p.kkc;
@@ -176,7 +254,10 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     scratch = p.offset_c + (size_t)(p.og * p.kkc) * sizeof(float);
   }
   conv_grad_plan *plan = malloc(sizeof *plan);
-  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
+  if (!plan) {
+    edge_conv_plan_free(p.forward);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
+  }
   *plan = p;
   node->state = plan;
   node->scratch_bytes = scratch;
@@ -189,6 +270,7 @@ typedef struct {
   float *out;
   float *a, *b, *c; /* scratch pieces */
   int64_t group, first, count; /* GEMM paths: the group and the chunk being worked on */
+  int64_t kdim;                /* TAPS: frame positions of the chunk that reach an output pixel */
 } conv_grad_job;
 
 /* ---- reference ---- */
@@ -317,6 +399,162 @@ static void depthwise_filter_cells(void *arg, int64_t begin, int64_t end, int32_
       }
     for (int64_t k = 0; k < oc; ++k) job->out[(o0 + k) * taps + tap] = acc[k];
   }
+}
+
+/* ---- input gradient as a forward convolution ---- */
+
+/* turned[g Cg + c][kh][kw][o] = w[g Og + o][KH-1-kh][KW-1-kw][c]: OHWI weights of the conv over dy. */
+static void as_conv_input(edge_context *ctx, const conv_grad_plan *p, const conv_grad_job *job, void *scratch) {
+  float *turned = scratch;
+  const int64_t KH = p->kernel_h, KW = p->kernel_w, cg = p->cg, og = p->og;
+  for (int64_t g = 0; g < p->groups; ++g)
+    for (int64_t o = 0; o < og; ++o)
+      for (int64_t kh = 0; kh < KH; ++kh)
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const float *from = job->w + (((g * og + o) * KH + kh) * KW + kw) * cg;
+          float *to = turned + ((g * cg * KH + (KH - 1 - kh)) * KW + (KW - 1 - kw)) * og + o;
+          for (int64_t c = 0; c < cg; ++c) to[c * KH * KW * og] = from[c];
+        }
+  edge_conv_plan_pack(p->forward, turned, NULL);
+  edge_conv_plan_run(p->forward, ctx->pool, job->dy, job->out, (char *)scratch + p->offset_b);
+}
+
+/* ---- filter gradient per tap (TAPS) ---- */
+
+/* Whether some tap reads stride phase `phase` of an axis: kernel positions k with k dil % stride. */
+static bool phase_used(int64_t phase, int64_t kernel, int64_t dilation, int64_t stride) {
+  for (int64_t k = 0; k < kernel; ++k)
+    if (k * dilation % stride == phase) return true;
+  return false;
+}
+
+/* xT[phase][c][n * frame + i * Wq + j] = x[first + n][i sh + py - pad_top][j sw + px - pad_left][c],
+ * zero in the padding; phases no tap reads are skipped. Cells: (phase, image, frame row). */
+static void taps_transpose_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const conv_grad_job *job = arg;
+  const conv_grad_plan *p = job->plan;
+  const edge_x32_transpose_ukernel transpose = edge_kernels()->vector.transpose;
+  const int64_t C = p->in_c, Wq = p->frame_w, W = p->in_w, L = p->row_floats, sw = p->stride_w;
+  const int64_t rows_per_phase = job->count * p->frame_h;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t phase = r / rows_per_phase, py = phase / sw, px = phase % sw;
+    const int64_t n = r % rows_per_phase / p->frame_h, i = r % p->frame_h;
+    if (!phase_used(py, p->kernel_h, p->dilation_h, p->stride_h) ||
+        !phase_used(px, p->kernel_w, p->dilation_w, p->stride_w))
+      continue;
+    float *row = job->a + phase * C * L + n * p->frame_h * Wq + i * Wq;
+    const int64_t ih = i * p->stride_h + py - p->pad_top;
+    /* columns j with 0 <= j sw + px - pad_left < W */
+    const int64_t lead = p->pad_left - px, last = W - 1 + p->pad_left - px;
+    int64_t j_lo = lead > 0 ? (lead + sw - 1) / sw : 0, j_hi = last < 0 ? 0 : last / sw + 1;
+    if (j_hi > Wq) j_hi = Wq;
+    if (ih < 0 || ih >= p->in_h || j_lo >= j_hi) {
+      for (int64_t c = 0; c < C; ++c) memset(row + c * L, 0, (size_t)Wq * sizeof(float));
+      continue;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      memset(row + c * L, 0, (size_t)j_lo * sizeof(float));
+      memset(row + c * L + j_hi, 0, (size_t)(Wq - j_hi) * sizeof(float));
+    }
+    const float *src = job->x + (((job->first + n) * p->in_h + ih) * W + j_lo * sw + px - p->pad_left) * C;
+    if (transpose) {
+      transpose((size_t)(j_hi - j_lo), (size_t)C, (const uint32_t *)src, (size_t)(sw * C), (uint32_t *)(row + j_lo),
+                (size_t)L);
+    } else {
+      for (int64_t j = 0; j < j_hi - j_lo; ++j)
+        for (int64_t c = 0; c < C; ++c) row[c * L + j_lo + j] = src[j * sw * C + c];
+    }
+  }
+}
+
+/* dy' packed per group into GEMM panels (gemm.h): for each frame position kk < kdim, the group's
+ * Og gradients of the output pixel at that position, zero where there is none. Cells: (group,
+ * block of 256 positions); block 0 also writes the panels' zero bias rows. */
+#define TAPS_PACK_POSITIONS 256
+
+static void taps_pack_dy_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const conv_grad_job *job = arg;
+  const conv_grad_plan *p = job->plan;
+  const int64_t nr = p->gemm->nr, og = p->og, panels = (og + nr - 1) / nr, kdim = job->kdim;
+  const int64_t frame = p->frame_h * p->frame_w, blocks = (kdim + TAPS_PACK_POSITIONS - 1) / TAPS_PACK_POSITIONS;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t g = cell / blocks, block = cell % blocks;
+    float *packed = (float *)((char *)job->b + (size_t)g * p->packed_bytes);
+    const int64_t panel_floats = (kdim + 1) * nr;
+    if (block == 0)
+      for (int64_t panel = 0; panel < panels; ++panel) memset(packed + panel * panel_floats, 0, (size_t)nr * sizeof(float));
+    int64_t kk = block * TAPS_PACK_POSITIONS, kk_end = kk + TAPS_PACK_POSITIONS < kdim ? kk + TAPS_PACK_POSITIONS : kdim;
+    int64_t n = kk / frame, fh = kk % frame / p->frame_w, fw = kk % p->frame_w;
+    for (; kk < kk_end; ++kk) {
+      const bool valid = fh < p->out_h && fw < p->out_w;
+      const float *src = job->dy + (((job->first + n) * p->out_h + fh) * p->out_w + fw) * p->out_c + g * og;
+      for (int64_t panel = 0; panel < panels; ++panel) {
+        float *dst = packed + panel * panel_floats + nr + kk * nr;
+        const int64_t cols = og - panel * nr < nr ? og - panel * nr : nr;
+        if (valid) {
+          memcpy(dst, src + panel * nr, (size_t)cols * sizeof(float));
+          if (cols < nr) memset(dst + cols, 0, (size_t)(nr - cols) * sizeof(float));
+        } else {
+          memset(dst, 0, (size_t)nr * sizeof(float));
+        }
+      }
+      if (++fw == p->frame_w) {
+        fw = 0;
+        if (++fh == p->frame_h) fh = 0, ++n;
+      }
+    }
+  }
+}
+
+/* Cells: (group, tap, tile of MR rows of Cg), each one single-threaded GEMM over the chunk. */
+static void taps_gemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const conv_grad_job *job = arg;
+  const conv_grad_plan *p = job->plan;
+  const int64_t taps = p->kernel_h * p->kernel_w, mr = p->gemm->mr;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t tile = cell % p->m_tiles, tap = cell / p->m_tiles % taps, g = cell / (p->m_tiles * taps);
+    const int64_t kh = tap / p->kernel_w * p->dilation_h, kw = tap % p->kernel_w * p->dilation_w, m0 = tile * mr;
+    const int64_t rows = p->cg - m0 < mr ? p->cg - m0 : mr;
+    const int64_t phase = kh % p->stride_h * p->stride_w + kw % p->stride_w;
+    const int64_t shift = kh / p->stride_h * p->frame_w + kw / p->stride_w;
+    edge_gemm_compute(p->gemm, NULL, (size_t)rows, (size_t)p->og, (size_t)job->kdim,
+                      job->a + (phase * p->in_c + g * p->cg + m0) * p->row_floats + shift, (size_t)p->row_floats,
+                      (const char *)job->b + (size_t)g * p->packed_bytes,
+                      job->c + ((g * taps + tap) * p->cg + m0) * p->og, (size_t)p->og, NULL);
+  }
+}
+
+static void taps_filter(edge_context *ctx, const conv_grad_plan *p, conv_grad_job *job, void *scratch) {
+  const int64_t taps = p->kernel_h * p->kernel_w, frame = p->frame_h * p->frame_w;
+  const int64_t sums = p->groups * taps * p->cg * p->og;
+  float *total = (float *)((char *)scratch + p->offset_c), *part = (float *)((char *)scratch + p->offset_d);
+  job->a = (float *)((char *)scratch + p->offset_a);
+  job->b = (float *)((char *)scratch + p->offset_b);
+  if (p->batch == 0) memset(total, 0, (size_t)sums * sizeof(float));
+  for (int64_t first = 0; first < p->batch; first += p->chunk) {
+    const int64_t images = p->batch - first < p->chunk ? p->batch - first : p->chunk;
+    job->first = first;
+    job->count = images;
+    job->kdim = (images - 1) * frame + (p->out_h - 1) * p->frame_w + p->out_w;
+    edge_nd_parallel(ctx, p->stride_h * p->stride_w * images * p->frame_h, 1 + 8192 / (p->frame_w * p->in_c + 1),
+                     taps_transpose_rows, job);
+    const int64_t blocks = (job->kdim + TAPS_PACK_POSITIONS - 1) / TAPS_PACK_POSITIONS;
+    edge_nd_parallel(ctx, p->groups * blocks, 1 + 16384 / (TAPS_PACK_POSITIONS * p->og + 1), taps_pack_dy_cells, job);
+    job->c = first == 0 ? total : part;
+    edge_nd_parallel(ctx, p->groups * taps * p->m_tiles, 1 + 65536 / (job->kdim * p->og * p->gemm->mr + 1),
+                     taps_gemm_cells, job);
+    if (first != 0)
+      for (int64_t i = 0; i < sums; ++i) total[i] += part[i];
+  }
+  for (int64_t g = 0; g < p->groups; ++g)
+    for (int64_t tap = 0; tap < taps; ++tap)
+      for (int64_t c = 0; c < p->cg; ++c) {
+        const float *from = total + ((g * taps + tap) * p->cg + c) * p->og;
+        for (int64_t o = 0; o < p->og; ++o) job->out[((g * p->og + o) * taps + tap) * p->cg + c] = from[o];
+      }
 }
 
 /* ---- GEMM: input gradient ---- */
@@ -489,6 +727,8 @@ static edge_status conv_grad_eval(edge_context *ctx, edge_node *node) {
                          &job);
       }
       break;
+    case CONV_GRAD_AS_CONV: as_conv_input(ctx, p, &job, node->scratch); break;
+    case CONV_GRAD_TAPS: taps_filter(ctx, p, &job, node->scratch); break;
     case CONV_GRAD_GEMM:
       if (p->filter) gemm_filter(ctx, p, &job, node->scratch);
       else gemm_input(ctx, p, &job, node->scratch);

@@ -18,13 +18,21 @@
  * BATCH_NORM_GRAD (x, scale, batch_mean, batch_invstd, dy) -> dx, dscale?, dbias?:
  *   dbias = sum dy, dscale = sum dy * xhat, dx = scale * invstd / M * (M dy - dbias - xhat dscale).
  *
- * Channel statistics are computed per cell of 16 channels walking all M rows in order, then the
- * elementwise pass is split over rows: every value has one owner and one order, so any thread
- * count gives the same bits. */
+ * Reference (EDGE_ISA=scalar, or EDGE_BATCH_NORM=reference): channel statistics are computed in
+ * double per cell of 16 channels walking all M rows in order, then the elementwise pass is split
+ * over rows. Fast path (the vector family's channel_* kernels, kernels/vector.h): the rows are cut
+ * into blocks (<= 4096 floats, <= 256 rows) and cells of whole blocks, both sized from the shape
+ * alone. A kernel gives a block's float statistics (train: mean and the centred sum of squares;
+ * grad: sum dy and sum dy * (x - mean)); each cell folds its blocks into double in order (moments
+ * merged pairwise, Chan et al.), then the cells are folded in order; the elementwise pass is
+ * y = (x - mean) * (invstd * scale) + bias, dx = a dy + (b (x - mean) + d) with per-channel
+ * float coefficients computed in double. Either way every value has one owner and one order, so
+ * any thread count gives the same bits. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/config.h"
 #include "ops.h"
 #include "training.h"
 
@@ -168,8 +176,18 @@ static edge_status layer_norm_grad_eval(edge_context *ctx, edge_node *node) {
 
 /* ---- BATCH_NORM_TRAIN and BATCH_NORM_GRAD ---- */
 
+/* The fast path's blocks: at most BATCH_NORM_BLOCK_FLOATS floats (L1-sized, the kernels walk each
+ * channel down the block's rows) and BATCH_NORM_BLOCK_ROWS rows (the float chains' length); cells
+ * of about BATCH_NORM_CELL_FLOATS floats, a whole number of blocks. */
+#define BATCH_NORM_BLOCK_FLOATS 4096
+#define BATCH_NORM_BLOCK_ROWS 256
+#define BATCH_NORM_CELL_FLOATS 16384
+
 typedef struct {
   int64_t rows, channels; /* rows: M, the values per channel */
+  bool fast;              /* the vector family's channel_* kernels (kernels/vector.h) */
+  int64_t block_rows, cell_rows, cells;
+  size_t offset_cells, offset_blocks, offset_params; /* fast scratch: per-cell doubles, block floats, params */
 } batch_norm_plan;
 
 static edge_status check_channel_vector(edge_context *ctx, const char *op, const char *role, const edge_tensor *t,
@@ -196,14 +214,30 @@ static edge_status batch_norm_common(edge_context *ctx, edge_node *node, const c
   if (x->rank < 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has rank %d; expected [..., C] with rank >= 2", op,
                      edge_nd_name(x), x->rank);
-  batch_norm_plan *plan = malloc(sizeof *plan);
+  batch_norm_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
   plan->channels = x->shape[x->rank - 1];
   plan->rows = plan->channels ? edge_num_elements(x->rank, x->shape) / plan->channels : 0;
   node->state = plan;
   if (plan->rows < 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has no values per channel", op, edge_nd_name(x));
-  node->scratch_bytes = (size_t)(2 * plan->channels + 2) * sizeof(double);
+  const int64_t C = plan->channels;
+  node->scratch_bytes = (size_t)(2 * C + 2) * sizeof(double);
+  const edge_vector_kernels *vector = &edge_kernels()->vector;
+  const char *forced = getenv("EDGE_BATCH_NORM");
+  plan->fast = vector->channel_moments && vector->channel_grad_sums && vector->channel_affine &&
+               vector->channel_grad_apply && !(forced && strcmp(forced, "reference") == 0);
+  if (plan->fast) {
+    int64_t block_rows = BATCH_NORM_BLOCK_FLOATS / C;
+    plan->block_rows = block_rows < 1 ? 1 : block_rows > BATCH_NORM_BLOCK_ROWS ? BATCH_NORM_BLOCK_ROWS : block_rows;
+    int64_t blocks_per_cell = BATCH_NORM_CELL_FLOATS / (plan->block_rows * C);
+    plan->cell_rows = plan->block_rows * (blocks_per_cell < 1 ? 1 : blocks_per_cell);
+    plan->cells = (plan->rows + plan->cell_rows - 1) / plan->cell_rows;
+    plan->offset_cells = edge_training_align((size_t)(2 * C + 2) * sizeof(double));
+    plan->offset_blocks = plan->offset_cells + edge_training_align((size_t)(2 * plan->cells * C) * sizeof(double));
+    plan->offset_params = plan->offset_blocks + edge_training_align((size_t)(2 * plan->cells * C) * sizeof(float));
+    node->scratch_bytes = plan->offset_params + (size_t)(4 * C) * sizeof(float);
+  }
   return EDGE_OK;
 }
 
@@ -243,6 +277,11 @@ typedef struct {
   float *y;
   double *a, *b; /* train: mean, invstd; grad: sum dy, sum dy * xhat */
   double epsilon;
+  /* fast path */
+  const edge_vector_kernels *vector;
+  double *cell_a, *cell_b; /* per cell, C each: train mean, m2; grad sum dy, sum dy * (x - mean) */
+  float *block;            /* per cell, 2 C: one block's float results */
+  float *params;           /* 4 C: train shift, mul, add; grad a, b, d */
 } batch_norm_job;
 
 static void batch_norm_statistics(void *arg, int64_t begin, int64_t end, int32_t thread) {
@@ -276,15 +315,90 @@ static void batch_norm_normalise(void *arg, int64_t begin, int64_t end, int32_t 
       job->y[r * C + c] = (float)((job->x[r * C + c] - job->a[c]) * job->b[c] * job->scale[c] + job->bias[c]);
 }
 
+/* Adds the moments (count, mean, m2) of a group of n_b values to those of n_a values, channel by
+ * channel (Chan et al.'s pairwise update): the result is the moments of all n_a + n_b values. */
+static void merge_moments(int64_t C, double n_a, double *mean, double *m2, double n_b, const double *mean_b,
+                          const double *m2_b) {
+  const double total = n_a + n_b;
+  for (int64_t c = 0; c < C; ++c) {
+    double delta = mean_b[c] - mean[c];
+    mean[c] += delta * (n_b / total);
+    m2[c] += m2_b[c] + delta * delta * (n_a * n_b / total);
+  }
+}
+
+/* Fast statistics: each cell walks its blocks in order, the kernel giving a block's float mean and
+ * m2 and the cell merging them in double; eval then merges the cells in order. */
+static void batch_norm_fast_statistics(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const batch_norm_job *job = arg;
+  const batch_norm_plan *p = job->plan;
+  const int64_t C = p->channels;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t r0 = cell * p->cell_rows, r1 = r0 + p->cell_rows < p->rows ? r0 + p->cell_rows : p->rows;
+    double *mean = job->cell_a + cell * C, *m2 = job->cell_b + cell * C;
+    float *block_mean = job->block + cell * 2 * C, *block_m2 = block_mean + C;
+    for (int64_t r = r0; r < r1; r += p->block_rows) {
+      const int64_t rows = r1 - r < p->block_rows ? r1 - r : p->block_rows;
+      job->vector->channel_moments((size_t)rows, (size_t)C, job->x + r * C, block_mean, block_m2);
+      if (r == r0) {
+        for (int64_t c = 0; c < C; ++c) mean[c] = block_mean[c], m2[c] = block_m2[c];
+        continue;
+      }
+      const double n_a = (double)(r - r0), n_b = (double)rows, total = n_a + n_b;
+      for (int64_t c = 0; c < C; ++c) {
+        double delta = (double)block_mean[c] - mean[c];
+        mean[c] += delta * (n_b / total);
+        m2[c] += (double)block_m2[c] + delta * delta * (n_a * n_b / total);
+      }
+    }
+  }
+}
+
+static void batch_norm_fast_normalise(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const batch_norm_job *job = arg;
+  const batch_norm_plan *p = job->plan;
+  const int64_t C = p->channels;
+  const float *shift = job->params, *mul = shift + C, *add = mul + C;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t r0 = cell * p->cell_rows, r1 = r0 + p->cell_rows < p->rows ? r0 + p->cell_rows : p->rows;
+    for (int64_t r = r0; r < r1; r += p->block_rows) {
+      const int64_t rows = r1 - r < p->block_rows ? r1 - r : p->block_rows;
+      job->vector->channel_affine((size_t)rows, (size_t)C, job->x + r * C, shift, mul, add, job->y + r * C);
+    }
+  }
+}
+
+/* Cells are 1/BATCH_NORM_CELL_FLOATS of the tensor: worth a second thread from 4 cells on. */
+#define BATCH_NORM_MIN_CELLS_PER_THREAD 2
+
 static edge_status batch_norm_train_eval(edge_context *ctx, edge_node *node) {
   const batch_norm_plan *p = node->state;
   const edge_batch_norm_options *o = &node->options.batch_norm;
-  double *scratch = node->scratch;
+  char *scratch = node->scratch;
   batch_norm_job job = {p, edge_nd_input(ctx, node, 0)->data, NULL, edge_nd_input(ctx, node, 1)->data,
                         edge_nd_input(ctx, node, 2)->data, NULL, NULL, edge_nd_output(ctx, node, 0)->data,
-                        scratch, scratch + p->channels, o->epsilon};
-  int64_t cells = (p->channels + NORM_GRAD_CHANNEL_BLOCK - 1) / NORM_GRAD_CHANNEL_BLOCK;
-  edge_nd_parallel(ctx, cells, 1 + 65536 / (p->rows * NORM_GRAD_CHANNEL_BLOCK + 1), batch_norm_statistics, &job);
+                        (double *)scratch, (double *)scratch + p->channels, o->epsilon, NULL, NULL, NULL, NULL, NULL};
+  if (p->fast) {
+    const int64_t C = p->channels;
+    job.vector = &edge_kernels()->vector;
+    job.cell_a = (double *)(scratch + p->offset_cells);
+    job.cell_b = job.cell_a + p->cells * C;
+    job.block = (float *)(scratch + p->offset_blocks);
+    job.params = (float *)(scratch + p->offset_params);
+    edge_nd_parallel(ctx, p->cells, BATCH_NORM_MIN_CELLS_PER_THREAD, batch_norm_fast_statistics, &job);
+    memcpy(job.a, job.cell_a, (size_t)C * sizeof(double));
+    memcpy(job.b, job.cell_b, (size_t)C * sizeof(double));
+    for (int64_t cell = 1; cell < p->cells; ++cell) {
+      const int64_t first = cell * p->cell_rows, rows = p->rows - first < p->cell_rows ? p->rows - first : p->cell_rows;
+      merge_moments(C, (double)first, job.a, job.b, (double)rows, job.cell_a + cell * C, job.cell_b + cell * C);
+    }
+    for (int64_t c = 0; c < C; ++c) job.b[c] /= (double)p->rows; /* biased variance */
+  } else {
+    int64_t cells = (p->channels + NORM_GRAD_CHANNEL_BLOCK - 1) / NORM_GRAD_CHANNEL_BLOCK;
+    edge_nd_parallel(ctx, cells, 1 + 65536 / (p->rows * NORM_GRAD_CHANNEL_BLOCK + 1), batch_norm_statistics, &job);
+  }
   float *running_mean = edge_nd_input(ctx, node, 3)->data, *running_var = edge_nd_input(ctx, node, 4)->data;
   edge_tensor *mean_out = edge_training_optional(ctx, node, true, 1), *invstd_out = edge_training_optional(ctx, node, true, 2);
   double m = o->momentum, unbias = p->rows > 1 ? (double)p->rows / (double)(p->rows - 1) : 1.0;
@@ -295,6 +409,16 @@ static edge_status batch_norm_train_eval(edge_context *ctx, edge_node *node) {
     job.b[c] = 1.0 / sqrt(var + o->epsilon);
     if (mean_out) ((float *)mean_out->data)[c] = (float)mean;
     if (invstd_out) ((float *)invstd_out->data)[c] = (float)job.b[c];
+  }
+  if (p->fast) {
+    const int64_t C = p->channels;
+    for (int64_t c = 0; c < C; ++c) {
+      job.params[c] = (float)job.a[c];
+      job.params[C + c] = (float)(job.b[c] * job.scale[c]);
+      job.params[2 * C + c] = job.bias[c];
+    }
+    edge_nd_parallel(ctx, p->cells, BATCH_NORM_MIN_CELLS_PER_THREAD, batch_norm_fast_normalise, &job);
+    return EDGE_OK;
   }
   edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->channels + 1), batch_norm_normalise, &job);
   return EDGE_OK;
@@ -357,19 +481,83 @@ static void batch_norm_grad_rows(void *arg, int64_t begin, int64_t end, int32_t 
     }
 }
 
+/* Fast sums: per cell, the blocks' float sums of dy and dy * (x - mean) added in double in order. */
+static void batch_norm_fast_grad_sums(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const batch_norm_job *job = arg;
+  const batch_norm_plan *p = job->plan;
+  const int64_t C = p->channels;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t r0 = cell * p->cell_rows, r1 = r0 + p->cell_rows < p->rows ? r0 + p->cell_rows : p->rows;
+    double *sum = job->cell_a + cell * C, *dot = job->cell_b + cell * C;
+    float *block_sum = job->block + cell * 2 * C, *block_dot = block_sum + C;
+    for (int64_t c = 0; c < C; ++c) sum[c] = 0.0, dot[c] = 0.0;
+    for (int64_t r = r0; r < r1; r += p->block_rows) {
+      const int64_t rows = r1 - r < p->block_rows ? r1 - r : p->block_rows;
+      job->vector->channel_grad_sums((size_t)rows, (size_t)C, job->x + r * C, job->dy + r * C, job->mean_in,
+                                     block_sum, block_dot);
+      for (int64_t c = 0; c < C; ++c) sum[c] += block_sum[c], dot[c] += block_dot[c];
+    }
+  }
+}
+
+static void batch_norm_fast_grad_apply(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const batch_norm_job *job = arg;
+  const batch_norm_plan *p = job->plan;
+  const int64_t C = p->channels;
+  const float *a = job->params, *b = a + C, *d = b + C;
+  for (int64_t cell = begin; cell < end; ++cell) {
+    const int64_t r0 = cell * p->cell_rows, r1 = r0 + p->cell_rows < p->rows ? r0 + p->cell_rows : p->rows;
+    for (int64_t r = r0; r < r1; r += p->block_rows) {
+      const int64_t rows = r1 - r < p->block_rows ? r1 - r : p->block_rows;
+      job->vector->channel_grad_apply((size_t)rows, (size_t)C, job->x + r * C, job->dy + r * C, job->mean_in, a, b, d,
+                                      job->y + r * C);
+    }
+  }
+}
+
 static edge_status batch_norm_grad_eval(edge_context *ctx, edge_node *node) {
   const batch_norm_plan *p = node->state;
-  double *scratch = node->scratch;
+  char *scratch = node->scratch;
+  const int64_t C = p->channels;
   batch_norm_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 4)->data,
                         edge_nd_input(ctx, node, 1)->data, NULL, edge_nd_input(ctx, node, 2)->data,
                         edge_nd_input(ctx, node, 3)->data, edge_nd_output(ctx, node, 0)->data,
-                        scratch, scratch + p->channels, 0.0};
-  int64_t cells = (p->channels + NORM_GRAD_CHANNEL_BLOCK - 1) / NORM_GRAD_CHANNEL_BLOCK;
-  edge_nd_parallel(ctx, cells, 1 + 65536 / (p->rows * NORM_GRAD_CHANNEL_BLOCK + 1), batch_norm_grad_sums, &job);
+                        (double *)scratch, (double *)scratch + C, 0.0, NULL, NULL, NULL, NULL, NULL};
+  if (p->fast) {
+    job.vector = &edge_kernels()->vector;
+    job.cell_a = (double *)(scratch + p->offset_cells);
+    job.cell_b = job.cell_a + p->cells * C;
+    job.block = (float *)(scratch + p->offset_blocks);
+    job.params = (float *)(scratch + p->offset_params);
+    edge_nd_parallel(ctx, p->cells, BATCH_NORM_MIN_CELLS_PER_THREAD, batch_norm_fast_grad_sums, &job);
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0.0, dot = 0.0;
+      for (int64_t cell = 0; cell < p->cells; ++cell) sum += job.cell_a[cell * C + c], dot += job.cell_b[cell * C + c];
+      job.a[c] = sum;
+      job.b[c] = dot * job.invstd_in[c];
+    }
+  } else {
+    int64_t cells = (C + NORM_GRAD_CHANNEL_BLOCK - 1) / NORM_GRAD_CHANNEL_BLOCK;
+    edge_nd_parallel(ctx, cells, 1 + 65536 / (p->rows * NORM_GRAD_CHANNEL_BLOCK + 1), batch_norm_grad_sums, &job);
+  }
   edge_tensor *dscale = edge_training_optional(ctx, node, true, 1), *dbias = edge_training_optional(ctx, node, true, 2);
-  for (int64_t c = 0; c < p->channels; ++c) {
+  for (int64_t c = 0; c < C; ++c) {
     if (dscale) ((float *)dscale->data)[c] = (float)job.b[c];
     if (dbias) ((float *)dbias->data)[c] = (float)job.a[c];
+  }
+  if (p->fast) {
+    /* dx = s i dy - s i sum / M - s i^2 dot' / M (x - mean), dot' = sum dy * (x - mean) */
+    const double M = (double)p->rows;
+    for (int64_t c = 0; c < C; ++c) {
+      const double si = (double)job.scale[c] * job.invstd_in[c];
+      job.params[c] = (float)si;
+      job.params[C + c] = (float)(-si * job.invstd_in[c] * job.b[c] / M);
+      job.params[2 * C + c] = (float)(-si * job.a[c] / M);
+    }
+    edge_nd_parallel(ctx, p->cells, BATCH_NORM_MIN_CELLS_PER_THREAD, batch_norm_fast_grad_apply, &job);
+    return EDGE_OK;
   }
   edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->channels + 1), batch_norm_grad_rows, &job);
   return EDGE_OK;

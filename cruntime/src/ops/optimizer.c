@@ -11,7 +11,9 @@
  *   ADAM      t += 1; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  *             p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
  *   ADAMW     as ADAM, then p -= lr wd p_old (p_old: before this step)
- * Per element in double, stored as float. Sparse: duplicate indices are summed first (in index
+ * Per element in double, stored as float; above EDGE_ISA=scalar ADAM / ADAMW run the vector
+ * family's float kernel instead (kernels/vector.h adam; EDGE_OPTIMIZER=reference keeps the double
+ * loop). Sparse: duplicate indices are summed first (in index
  * order, through an open-addressing table in scratch), then only the listed rows of param and
  * slots change; the step still advances once. Cells are fixed blocks of elements (dense) or
  * unique rows (sparse): no two cells touch the same value, so any thread count gives the same bits.
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/config.h"
 #include "ops.h"
 #include "training.h"
 
@@ -50,6 +53,7 @@ typedef struct {
   int64_t table_size;   /* sparse: hash table slots (a power of two) */
   size_t summed_offset; /* sparse scratch layout: table (int64), unique (int64 x2), summed rows */
   size_t unique_offset;
+  edge_f32_adam_ukernel adam; /* ADAM / ADAMW in float; NULL: the double loop */
 } optimizer_plan;
 
 static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
@@ -101,6 +105,9 @@ static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
   node->state = plan;
   plan->grad_inputs = grad_inputs;
   plan->count = edge_num_elements(param->rank, param->shape);
+  const char *forced = getenv("EDGE_OPTIMIZER");
+  if ((o->kind == EDGE_OPTIMIZER_ADAM || o->kind == EDGE_OPTIMIZER_ADAMW) && !(forced && strcmp(forced, "reference") == 0))
+    plan->adam = edge_kernels()->vector.adam;
   if (!o->sparse) return edge_training_check_same_shape(ctx, op, "gradient", grad, "param", param);
 
   edge_tensor *indices = edge_nd_input(ctx, node, 2);
@@ -142,6 +149,8 @@ typedef struct {
   /* sparse */
   const int64_t *unique; /* pairs: param row, first row of the summed gradient */
   int64_t row;
+  edge_f32_adam_ukernel adam;
+  edge_f32_adam_params adam_params;
 } optimizer_job;
 
 /* Updates count values: param p, gradient g, slots s0/s1 (NULL when the kind has fewer). */
@@ -172,6 +181,10 @@ static void update_values(const optimizer_job *job, int64_t count, float *p, con
       break;
     case EDGE_OPTIMIZER_ADAM:
     case EDGE_OPTIMIZER_ADAMW: {
+      if (job->adam) {
+        job->adam((size_t)count, p, g, s0, s1, &job->adam_params);
+        break;
+      }
       const double b1 = o->beta1, b2 = o->beta2;
       const bool decoupled = o->kind == EDGE_OPTIMIZER_ADAMW;
       for (int64_t i = 0; i < count; ++i) {
@@ -215,15 +228,25 @@ static edge_status optimizer_eval(edge_context *ctx, edge_node *node) {
   const edge_optimizer_options *o = &node->options.optimizer;
   int32_t g = plan->grad_inputs, slots = slot_count(o->kind);
   edge_tensor *param = edge_nd_input(ctx, node, 0), *grad = edge_nd_input(ctx, node, 1);
-  optimizer_job job = {o, *(const float *)edge_nd_input(ctx, node, 1 + g)->data, 1.0, 1.0, param->data,
-                       slots > 0 ? edge_nd_input(ctx, node, 2 + g)->data : NULL,
-                       slots > 1 ? edge_nd_input(ctx, node, 3 + g)->data : NULL, grad->data, NULL, 0};
+  optimizer_job job = {.o = o,
+                       .lr = *(const float *)edge_nd_input(ctx, node, 1 + g)->data,
+                       .correction1 = 1.0,
+                       .correction2 = 1.0,
+                       .param = param->data,
+                       .slot0 = slots > 0 ? edge_nd_input(ctx, node, 2 + g)->data : NULL,
+                       .slot1 = slots > 1 ? edge_nd_input(ctx, node, 3 + g)->data : NULL,
+                       .grad = grad->data};
   if (o->kind == EDGE_OPTIMIZER_ADAM || o->kind == EDGE_OPTIMIZER_ADAMW) {
     float *step = edge_nd_input(ctx, node, 4 + g)->data;
     double t = (double)*step + 1.0;
     *step = (float)t;
     job.correction1 = 1.0 - pow(o->beta1, t);
     job.correction2 = 1.0 - pow(o->beta2, t);
+    job.adam = plan->adam;
+    job.adam_params = (edge_f32_adam_params){(float)job.lr, o->beta1, o->beta2, (float)(1.0 - (double)o->beta1),
+                                             (float)(1.0 - (double)o->beta2), (float)job.correction1,
+                                             (float)job.correction2, o->epsilon, o->weight_decay,
+                                             o->kind == EDGE_OPTIMIZER_ADAMW};
   }
   if (g == 1) {
     job.row = plan->count; /* dense: the whole tensor is one row split into blocks */
