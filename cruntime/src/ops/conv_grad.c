@@ -48,8 +48,10 @@
 #include "ops.h"
 #include "training.h"
 
-/* Target bytes for the GEMM paths' column / patch buffers per chunk. */
-#define CONV_GRAD_CHUNK_BYTES ((size_t)4 << 20)
+/* Target bytes for the GEMM paths' column / patch buffers per chunk: the L2 of the Zen 4 cores
+ * (1 MiB), so the filter path's patches stay there while every row tile of dy^T streams them
+ * (ResNet-8's stride-2 layers: up to 1.4x faster than with 4 MiB chunks). */
+#define CONV_GRAD_CHUNK_BYTES ((size_t)1 << 20)
 #define CONV_GRAD_DW_CHANNELS 64
 
 typedef enum {
