@@ -1,5 +1,5 @@
-/* The vector kernel family: elementwise, activations, softmax, norms, reductions, pooling helpers
- * and transposes, written once over simd.h (the files in kernels/vector/) and compiled per ISA; the table
+/* The vector kernel family: elementwise, activations, softmax, norms, reductions, pooling helpers,
+ * transposes and the training kernels (gradients, batch norm, Adam), written once over simd.h (the files in kernels/vector/) and compiled per ISA; the table
  * for a level is filled by edge_vector_kernels_init (vector_config.c).
  *
  * Contracts shared by every kernel here: pointers need no alignment; a kernel reads and writes
