@@ -114,3 +114,64 @@ class Compressor:
         rest[positions] = 0.0
         self.residual[name] = rest
         return Payload(self.mode, tuple(gradient.shape), positions=positions, values=values)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Many arrays in one byte buffer, each at an 8-byte-aligned offset: Ray moves one array
+    (through its object store when large) instead of pickling dozens of small ones. Measured on
+    ResNet-8's 29 variables: a push that carries the next pull took ~10 ms, 1.2 ms of it the
+    shard's own work."""
+    layout: tuple[tuple[str, int, str, tuple[int, ...]], ...]   # (key, offset, dtype, shape)
+    buffer: np.ndarray                                          # uint8
+    meta: tuple = ()                                            # the payloads' modes, shapes, scales
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.buffer.nbytes)
+
+
+def pack_arrays(arrays, meta: tuple = ()) -> Packed:
+    layout, parts, offset = [], [], 0
+    for key, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        pad = -offset % 8
+        if pad:
+            parts.append(np.zeros(pad, np.uint8))
+            offset += pad
+        layout.append((key, offset, array.dtype.str, tuple(array.shape)))
+        parts.append(array.reshape(-1).view(np.uint8))
+        offset += array.nbytes
+    buffer = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return Packed(tuple(layout), buffer, meta)
+
+
+def unpack_arrays(packed: Packed) -> dict[str, np.ndarray]:
+    """Views into the buffer (read-only when it came through Ray)."""
+    out = {}
+    for key, offset, dtype, shape in packed.layout:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        out[key] = packed.buffer[offset:offset + count * dtype.itemsize].view(dtype).reshape(shape)
+    return out
+
+
+_FIELDS = ("data", "positions", "values")
+
+
+def pack_payloads(payloads) -> Packed:
+    arrays, meta = {}, []
+    for name, p in payloads.items():
+        meta.append((name, p.mode, p.shape, p.scale, p.zero_point))
+        for field in _FIELDS:
+            value = getattr(p, field)
+            if value is not None:
+                arrays[f"{name}\0{field}"] = value
+    return pack_arrays(arrays, tuple(meta))
+
+
+def unpack_payloads(packed: Packed) -> dict[str, Payload]:
+    arrays = unpack_arrays(packed)
+    return {name: Payload(mode, tuple(shape), scale=scale, zero_point=zero_point,
+                          **{f: arrays[f"{name}\0{f}"] for f in _FIELDS if f"{name}\0{f}" in arrays})
+            for name, mode, shape, scale, zero_point in packed.meta}

@@ -120,7 +120,8 @@ class Replica:
             replies = self._gather(lambda: [s.pull.remote(self.config.group, 0, None) for s in self.shards])
         for k, reply in enumerate(replies):
             self.rounds[k], self.versions[k] = reply["round"], reply["version"]
-            for name, value in reply["values"].items():
+            values = reply["values"]
+            for name, value in (codecs.unpack_arrays(values) if isinstance(values, codecs.Packed) else values).items():
                 self.trainer.set_variable(name, value)
                 self.stats["bytes_pulled"] += value.nbytes
             for table, (row_ids, rows) in reply["rows"].items():
@@ -180,7 +181,7 @@ class Replica:
                     rows[table] = (ids[keep], self.compressor.encode_rows(values[keep]))
             self.stats["bytes_pushed"] += (sum(p.wire_bytes for p in payload.values())
                                            + sum(i.nbytes + p.wire_bytes for i, p in rows.values()))
-            messages.append((payload, rows))
+            messages.append((codecs.pack_payloads(payload), rows))
         start = time.perf_counter()
         replies = self._gather(lambda: [s.push.remote(self.config.group, self.config.member, int(self.rounds[k]),
                                                       int(self.versions[k]), *messages[k], fetch, next_ids or None)

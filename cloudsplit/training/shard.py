@@ -119,8 +119,9 @@ class ParameterShard:
     def pull(self, group: int, min_round: int = 0, rows: Mapping[str, np.ndarray] | None = None,
              timeout: float = 30.0) -> dict:
         """Waits (up to ``timeout`` s) until ``group``'s round reaches ``min_round`` or the job is
-        done, then returns {"version", "round", "done", "values": dense name -> array, "rows": table
-        -> (ids, rows) for the global ids asked for that this shard owns, "timed_out"}."""
+        done, then returns {"version", "round", "done", "values", "rows": table
+        -> (ids, rows) for the global ids asked for that this shard owns, "timed_out"}; the dense
+        values come as one ``codecs.Packed`` buffer (``codecs.unpack_arrays``)."""
         with self._lock:
             self._wait_round(group, min_round, timeout)
             return self._values_reply(group, min_round, rows)
@@ -143,12 +144,13 @@ class ParameterShard:
             if self._shared is None or self._shared[0] != self.version:
                 import ray
 
-                values = {name: self._value(name) for name in self.dense_names}
+                values = codecs.pack_arrays({name: self._value(name) for name in self.dense_names})
                 self._shared = (self.version, ray.put(values))
-                self.stats["bytes_out"] += sum(v.nbytes for v in values.values())
+                self.stats["bytes_out"] += values.nbytes
             reply["values_ref"] = self._shared[1]
         else:
-            reply["values"] = {name: self._value(name) for name in self.dense_names}
+            reply["values"] = codecs.pack_arrays({name: self._value(name) for name in self.dense_names})
+            self.stats["bytes_out"] += reply["values"].nbytes
         for table, ids in (rows or {}).items():
             if table not in self.tables:
                 continue
@@ -156,7 +158,6 @@ class ParameterShard:
             ids = np.asarray(ids, np.int64)
             mine = ids[(ids >= begin) & (ids < end)]
             reply["rows"][table] = (mine, self._value(table)[mine - begin])
-        self.stats["bytes_out"] += sum(v.nbytes for v in reply["values"].values())
         self.stats["bytes_out"] += sum(i.nbytes + r.nbytes for i, r in reply["rows"].values())
         return reply
 
@@ -178,11 +179,14 @@ class ParameterShard:
              fetch: bool = False, rows: Mapping[str, np.ndarray] | None = None, timeout: float = 30.0) -> dict:
         """One member's gradient for ``round_`` of ``group``, computed from parameters at
         ``base_version``. ``dense``: name -> payload; ``sparse``: table -> (global row ids, payload of
-        the rows). Returns {"status": "applied"|"pending"|"late"|"stale"|"done", "version", "round"}.
+        the rows), or the payloads in one ``codecs.Packed`` buffer. Returns {"status":
+        "applied"|"pending"|"late"|"stale"|"done", "version", "round"}.
 
         With ``fetch``, the reply also carries the next values, as ``pull`` would return them (rows
         for the ids in ``rows``): after the round closes when the push left it open ("pending"), at
         once otherwise. One call per step instead of a push and a pull."""
+        if isinstance(dense, codecs.Packed):
+            dense = codecs.unpack_payloads(dense)
         size = sum(p.wire_bytes for p in dense.values()) + sum(ids.nbytes + p.wire_bytes for ids, p in sparse.values())
         with self._lock:
             reply = self._accept(group, member, round_, base_version, dense, sparse, size)
