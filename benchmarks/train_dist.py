@@ -39,7 +39,6 @@ import platform
 import signal
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np

@@ -392,23 +392,30 @@ class TrainingJob:
         event = {"time": time.time() - self.started_at, "event": kind, **detail}
         self.events.append(event)
 
-    def _call(self, refs, timeout=30.0):
+    def _call_each(self, refs, timeout=30.0) -> list:
+        """Each call's result, or None for an actor that died or did not answer within ``timeout``
+        (the calls were all sent before the first wait, so they run at once)."""
         ray = self._ray
-        try:
-            return ray.get(refs, timeout=timeout)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
-            return None
+        deadline = time.monotonic() + timeout
+        results = []
+        for ref in refs:
+            try:
+                results.append(ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0)))
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.GetTimeoutError):
+                results.append(None)
+        return results
 
     def _shard_states(self) -> list[dict | None]:
-        return [self._call(s.state.remote(), 10) for s in self.shards]
+        return self._call_each([s.state.remote() for s in self.shards], 10)
 
     def _replica_stats(self) -> list[dict | None]:
-        return [self._call(r.get_stats.remote(), 5) for r in self.replicas]
+        return self._call_each([r.get_stats.remote() for r in self.replicas], 5)
 
     def _monitor(self) -> None:
         ray = self._ray
         runs = {i: r.run.remote() for i, r in enumerate(self.replicas)}
-        last_eval, last_report = -1, 0.0
+        last_eval = -1
         last_samples, last_time = 0, time.time()
         pids: dict[int, int] = {}
         nodes_seen = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -461,6 +468,8 @@ class TrainingJob:
                 if not runs:
                     break
                 if self._stop.is_set() or accuracy_reached:
+                    # Sent on every pass, not once: a shard or replica that Ray restarts meanwhile
+                    # comes back without the flag.
                     for s in self.shards:
                         s.stop.remote()
                     for r in self.replicas:
@@ -504,7 +513,7 @@ class TrainingJob:
         after the job, as it ended."""
         if self.final_variables is not None:
             return dict(self.final_variables)
-        pieces = [self._call(s.pull_all.remote(), 60) for s in self.shards]
+        pieces = self._call_each([s.pull_all.remote() for s in self.shards], 60)
         if any(p is None for p in pieces):
             raise TrainingError("a parameter shard is not answering")
         values = {}
@@ -529,7 +538,7 @@ class TrainingJob:
         if self.final_local_state is not None or not self.spec.other_variables:
             return dict(self.final_local_state or {})
         names = list(self.spec.other_variables)
-        states = [self._call(r.local_state.remote(names), 10) for r in self.replicas]
+        states = self._call_each([r.local_state.remote(names) for r in self.replicas], 10)
         states = [s for s in states if s]
         if not states:
             return {}
@@ -547,8 +556,7 @@ class TrainingJob:
 
     def _finish(self, state: str) -> None:
         try:
-            for s in self.shards:
-                self._call(s.checkpoint.remote(), 60)
+            self._call_each([s.checkpoint.remote() for s in self.shards], 60)
             self.final_stats = self.workers()
             self.final_local_state = self._local_state()
             self.final_variables = self.variables()

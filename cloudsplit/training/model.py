@@ -28,13 +28,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from converter.autodiff.trainable import TrainingConfig
+from converter.ops.training import OPTIMIZER_KINDS, OPTIMIZER_SLOTS
 from edge.errors import InvalidModelError
 from edge.trainer import LABELS, LOSS_OUTPUT, Trainer
 
 GRAD_PREFIX = "grad/"
-# Optimizer slots per kind, in OPTIMIZER_UPDATE's input order ("step" is a float32 scalar). The same
-# table as converter.ops.training.OPTIMIZER_SLOTS, which the update program is written with.
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad")
 
 
 class TrainingError(ValueError):
@@ -67,8 +66,8 @@ class Optimizer:
     clip_norm: float | None = None
 
     def __post_init__(self):
-        if self.kind not in OPTIMIZERS:
-            raise TrainingError(f"optimizer {self.kind!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.kind not in OPTIMIZER_KINDS:
+            raise TrainingError(f"optimizer {self.kind!r} is not one of {', '.join(OPTIMIZER_KINDS)}")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)
                 and 0 < self.learning_rate <= 10):
             raise TrainingError(f"learning rate {self.learning_rate!r} must be a number in (0, 10]")
@@ -84,8 +83,14 @@ class Optimizer:
             raise TrainingError(f"clip_norm {self.clip_norm!r} must be positive")
 
     def slots(self) -> tuple[str, ...]:
-        return {"sgd": (), "momentum": ("velocity",), "adagrad": ("accumulator",),
-                "adam": ("m", "v", "step"), "adamw": ("m", "v", "step")}[self.kind]
+        """Slot variables per parameter, in OPTIMIZER_UPDATE's input order ("step" is a scalar)."""
+        return OPTIMIZER_SLOTS[self.kind]
+
+    def update_attrs(self) -> dict:
+        """OPTIMIZER_UPDATE's attributes, as the trainable conversion writes them."""
+        return TrainingConfig(optimizer=self.kind, lr=self.learning_rate, momentum=self.momentum,
+                              nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon,
+                              weight_decay=self.weight_decay).optimizer_attrs()
 
     def with_overrides(self, **overrides) -> "Optimizer":
         values = {k: v for k, v in overrides.items() if v is not None}
@@ -165,12 +170,10 @@ class ModelSpec:
             infer = interpreter.get_signature_runner("infer").get_output_details()
             classes = int(next(iter(infer.values()))["shape"][-1])
         initial = {var: np.array(values[var]) for var in variables}
-        slot_names = {f"optimizer/{var}/{slot}" for var in variables for slot in ("velocity", "accumulator", "m", "v", "step")}
-        others = {k: np.array(v) for k, v in values.items()
-                  if k not in variables and k not in slot_names and not k.startswith("optimizer/")}
-        for slot in slot_names:
-            if slot in values:
-                initial[slot] = np.array(values[slot])
+        slot_kinds = {slot for slots in OPTIMIZER_SLOTS.values() for slot in slots}
+        initial.update({key: np.array(values[key]) for key in (f"optimizer/{var}/{slot}" for var in variables
+                                                                for slot in slot_kinds) if key in values})
+        others = {k: np.array(v) for k, v in values.items() if k not in variables and not k.startswith("optimizer/")}
         return cls(data=data, sha256=hashlib.sha256(data).hexdigest(), inputs=inputs,
                    labels=(tuple(int(d) for d in label["shape"]), np.dtype(label["dtype"]).name), loss=trainer.loss,
                    variables=variables, optimizer=optimizer, classes=classes, other_variables=others, initial=initial)
@@ -238,10 +241,7 @@ def update_program(values: Mapping[str, np.ndarray], sparse: Sequence[str], opti
     slots = slots or {}
     b = GraphBuilder("parameter_shard")
     lr = b.variable("optimizer/learning_rate", np.float32(optimizer.learning_rate), "float32")
-    attrs = {"kind": optimizer.kind, "momentum": float(optimizer.momentum) if optimizer.kind == "momentum" else 0.0,
-             "nesterov": bool(optimizer.nesterov) if optimizer.kind == "momentum" else False,
-             "beta1": float(optimizer.beta1), "beta2": float(optimizer.beta2), "epsilon": float(optimizer.epsilon),
-             "weight_decay": float(optimizer.weight_decay)}
+    attrs = optimizer.update_attrs()
     inputs = []
     for name, value in values.items():
         value = np.asarray(value)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloudsplit.training import codecs, data as sampling
-from cloudsplit.training.model import GRAD_PREFIX, ModelSpec, Placement
+from cloudsplit.training.model import GRAD_PREFIX, Placement
 from edge.trainer import LABELS, Trainer
 
 RETRY_PAUSE_S = 0.2

@@ -28,7 +28,7 @@ import math
 import os
 import threading
 import time
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class ParameterShard:
         self.optimizer = optimizer
         self.groups, self.required, self.max_staleness = groups, required, max_staleness
         self.tables = {name: (int(begin), int(end)) for name, (begin, end, _) in tables.items()}
+        self._row_shapes = {name: tuple(piece.shape[1:]) for name, (_, _, piece) in tables.items()}
         self.dense_names = list(dense)
         values = {name: np.array(v) for name, v in dense.items()}
         values.update({name: np.array(piece) for name, (_, _, piece) in tables.items()})
@@ -239,7 +240,7 @@ class ParameterShard:
         for table, (begin, end) in self.tables.items():
             ids = [pending[m][1][table][0] for m in members if table in pending[m][1]]
             vals = [pending[m][1][table][1] for m in members if table in pending[m][1]]
-            row_shape = self._value(table).shape[1:]
+            row_shape = self._row_shapes[table]   # (reading the table here would copy it)
             if ids:
                 ids = np.concatenate(ids)
                 vals = np.concatenate(vals).reshape((-1,) + row_shape) / np.float32(count)
@@ -273,10 +274,6 @@ class ParameterShard:
         if self.checkpoint_every and self.version - self._last_checkpoint >= self.checkpoint_every:
             self._checkpoint_locked()
         self._lock.notify_all()
-
-    def set_learning_rate(self, value: float) -> None:
-        with self._lock:
-            self._interpreter.set_tensor(self._tensors["optimizer/learning_rate"], np.float32(value))
 
     # -- control ----------------------------------------------------------------------------------
 
