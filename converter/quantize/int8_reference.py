@@ -448,6 +448,97 @@ def dequantize_int8(inputs, attrs):
     return [dequantize_values(inputs[0], in_params[0])]
 
 
+# ---- int8 LayerNorm and int8 elementwise unary (lookup table) ----
+#
+# The contract the C kernels (cruntime/src/ops/norm.c, ops/unary.c) are tested against.
+#
+# LAYER_NORM, int8: x and y int8, each quantized per tensor (s_x, zp_x), (s_y, zp_y); scale
+# (gamma) and the optional bias (beta) stay float32 constants broadcast over the normalised
+# shape; the attributes are the float op's (axis, epsilon). Each row (the n = prod(shape[axis:])
+# trailing elements) is normalised independently:
+#   d_i    = q_i - zp_x                                   int32
+#   S1     = sum d_i,  S2 = sum d_i * d_i                 int64, exact (order does not matter)
+#   mean_d = double(S1) / n                               double
+#   var_d  = double(n * S2 - S1 * S1) / (double(n) * n)   double (exact integer numerator)
+#   r      = float32(s_x / sqrt(s_x * s_x * var_d + epsilon))    double, rounded once to float32
+#   c      = float32(mean_d)
+#   t_i    = (float32(d_i) - c) * r                       float32, two roundings (no FMA)
+#   y_i    = t_i * gamma_i + beta_i                       float32, two roundings (no FMA)
+#   q_y    = clamp(nearbyint(y_i * float32(1 / s_y)) + zp_y, -128, 127)
+#            (the product in float32, rounding half to even: exactly ``quantize_values``)
+# s_x, s_y, epsilon are the float32 values the file stores, widened to double where double is
+# written. A C kernel may contract the float32 steps into FMAs or keep t_i in a register of
+# wider precision; the oracle therefore allows a difference of 1 LSB in q_y (tests: max |C -
+# reference| <= 1), never more.
+#
+# UNARY, int8 (any elementwise unary op of the UNARY opcode: Gelu, Erf, Tanh, Sigmoid,
+# HardSwish, ...): x and y int8 per tensor, and a SECOND input: a constant int8 tensor of shape
+# [256], the lookup table the converter computed, entry i = q_y for the input value q_x = i - 128:
+#   y_j = table[x_j + 128]
+# bit-exact (no tolerance). The table carries y's quantization params; the runtime needs only
+# the bytes. ``unary_table`` is how the converter builds it: the float op's reference on the
+# dequantized input (in double), quantized with y's params (NaN -> zp_y, +-inf saturate).
+
+def layer_norm_int8(inputs, attrs):
+    op = "LayerNorm"
+    (in_params, out_params) = _params(attrs, op)
+    s_x, zp_x = _per_tensor(in_params[0], op, "input")
+    s_y, zp_y = _per_tensor(out_params[0], op, "output")
+    x = inputs[0]
+    gamma = np.asarray(inputs[1], np.float32)
+    beta = np.asarray(inputs[2], np.float32) if len(inputs) > 2 and inputs[2] is not None else None
+    axis = int(attrs["axis"]) % x.ndim
+    epsilon = f32(attrs.get("epsilon", 1e-5))
+    axes = tuple(range(axis, x.ndim))
+    n = int(np.prod(x.shape[axis:], dtype=np.int64))
+    d = x.astype(np.int64) - zp_x
+    s1 = np.sum(d, axis=axes, keepdims=True)
+    s2 = np.sum(d * d, axis=axes, keepdims=True)
+    mean_d = s1.astype(np.float64) / n
+    var_d = (n * s2 - s1 * s1).astype(np.float64) / (float(n) * n)
+    r = (s_x / np.sqrt(s_x * s_x * var_d + epsilon)).astype(np.float32)
+    c = mean_d.astype(np.float32)
+    t = (d.astype(np.float32) - c) * r
+    y = t * gamma
+    if beta is not None:
+        y = y + beta
+    inverse = np.float32(1.0) / np.float32(s_y)
+    q = np.rint((y.astype(np.float32) * inverse).astype(np.float32)).astype(np.float64) + zp_y
+    q = np.where(np.isnan(q), zp_y, q)
+    return [np.clip(q, QMIN, QMAX).astype(np.int8)]
+
+
+TABLE_INPUTS = np.arange(QMIN, QMAX + 1, dtype=np.int64)
+
+
+def unary_table(op: str, attrs: Mapping, x_params: Quantization, y_params: Quantization) -> np.ndarray:
+    """The int8 [256] lookup table of unary ``op``: entry i = quantize(f(dequantize(i - 128)))."""
+    from converter.ops import lookup
+
+    plain = {k: v for k, v in attrs.items() if k != "quantization"}
+    x = dequantize_values(TABLE_INPUTS, x_params).astype(np.float64)
+    with np.errstate(all="ignore"):
+        y = np.asarray(lookup(op).reference([x], plain)[0], np.float64)
+    return quantize_values(y.astype(np.float32), y_params)
+
+
+def unary_lut_int8(op: str):
+    def reference(inputs, attrs):
+        if len(inputs) != 2 or inputs[1] is None:
+            raise ValueError(f"{op}: int8 form needs its [256] lookup table as input 1")
+        table = np.asarray(inputs[1])
+        if table.dtype != np.int8 or table.shape != (256,):
+            raise ValueError(f"{op}: lookup table must be int8 [256], got {table.dtype}{list(table.shape)}")
+        return [table[inputs[0].astype(np.int64) + 128]]
+    return reference
+
+
+# Unary ops whose int8 form is a lookup table: every float -> float elementwise UNARY op.
+LUT_UNARY_OPS = ("Relu", "Relu6", "Clip", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "HardSigmoid",
+                 "HardSwish", "Gelu", "GeluTanh", "Erf", "Exp", "Log", "Sqrt", "Rsqrt", "Reciprocal",
+                 "Neg", "Abs", "Softplus", "Sin", "Cos", "Square")
+
+
 INT8_REFERENCES: dict[str, IntegerReference] = {
     "Conv2D": conv2d_int8,
     "FullyConnected": fully_connected_int8,
@@ -463,6 +554,8 @@ INT8_REFERENCES: dict[str, IntegerReference] = {
     "Quantize": quantize_int8,
     "Dequantize": dequantize_int8,
     "Pad": pad_int8,
+    "LayerNorm": layer_norm_int8,
+    **{op: unary_lut_int8(op) for op in LUT_UNARY_OPS},
     **{op: _same_params(op) for op in ("Reshape", "Identity", "Transpose", "Slice", "Gather", "Split")},
 }
 
