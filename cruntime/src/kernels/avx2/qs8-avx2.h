@@ -51,6 +51,34 @@ static inline __attribute__((always_inline)) __m256i requantize8(__m256i acc, __
 }
 
 
+/* Requantization of 8 lanes whose every shift is >= 33 (real multipliers below 1/4, nearly every
+ * conv layer), exact in 32-bit lanes after the products. With P = acc * m (|P| < 2^62) and
+ * H = floor(P / 2^32) (|H| < 2^30): (P + 2^(s-1)) >> s == (H + 2^(s-33)) >> (s-32), because
+ * 2^(s-1) is a multiple of 2^32 and the dropped low word adds less than 1 to an integer numerator
+ * before a floor division by 2^(s-32). The result is unclamped, within +-2^30: zp plus it narrowed
+ * with saturation and then clamped to [qmin, qmax] gives clamp(zp + requantize(acc), qmin, qmax). */
+typedef struct {
+  __m256i multiplier, multiplier_odd, round, shift;
+} qs8_requant8_fast;
+
+static inline __attribute__((always_inline)) qs8_requant8_fast qs8_requant8_fast_prepare(__m256i multiplier,
+                                                                                         __m256i shift) {
+  qs8_requant8_fast k;
+  k.multiplier = multiplier;
+  k.multiplier_odd = _mm256_srli_epi64(multiplier, 32);
+  k.shift = _mm256_sub_epi32(shift, _mm256_set1_epi32(32));
+  k.round = _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_sub_epi32(shift, _mm256_set1_epi32(33)));
+  return k;
+}
+
+static inline __attribute__((always_inline)) __m256i qs8_requantize8_fast(__m256i acc, const qs8_requant8_fast *k) {
+  const __m256i even = _mm256_mul_epi32(acc, k->multiplier);
+  const __m256i odd = _mm256_mul_epi32(_mm256_srli_epi64(acc, 32), k->multiplier_odd);
+  /* the high words: even products' moved down into the even lanes, odd products' already in place */
+  const __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xaa);
+  return _mm256_srav_epi32(_mm256_add_epi32(h, k->round), k->shift);
+}
+
 /* requantize8 plus the zero point, narrowed to 8 int8 in the low half of the result. */
 static inline __attribute__((always_inline)) __m128i requantize8_s8(__m256i acc, __m256i multiplier, __m256i shift,
                                                                     __m256i lo, __m256i hi, __m256i zp) {
