@@ -88,53 +88,151 @@ void test_arena_plan_random_lifetimes(void) {
 
 typedef struct {
   _Atomic int32_t *visits;
-  int32_t *owner;
-  int64_t calls;
-  pthread_mutex_t lock;
+  _Atomic int32_t bad_thread, bad_tile;
+  _Atomic int64_t calls;
+  int32_t threads;
+  int64_t tile;
 } visit_state;
 
-static void visit(void *p, int64_t begin, int64_t end, int32_t thread) {
-  visit_state *s = p;
-  for (int64_t i = begin; i < end; ++i) {
-    atomic_fetch_add(&s->visits[i], 1);
-    s->owner[i] = thread;
-  }
-  pthread_mutex_lock(&s->lock);
-  ++s->calls;
-  pthread_mutex_unlock(&s->lock);
+/* Checks that each call is exactly one tile (begin a multiple of the tile, end the tile's end or n)
+ * and counts every index it covers. */
+static void visit_tile(visit_state *s, int64_t n, int64_t tile, int64_t begin, int64_t end, int32_t thread) {
+  if (thread < 0 || thread >= s->threads) atomic_store(&s->bad_thread, 1);
+  if (begin % tile != 0 || end != (begin + tile < n ? begin + tile : n)) atomic_store(&s->bad_tile, 1);
+  for (int64_t i = begin; i < end; ++i) atomic_fetch_add(&s->visits[i], 1);
+  atomic_fetch_add(&s->calls, 1);
 }
 
+static int64_t visit_n, visit_tile_size;
+static void visit(void *p, int64_t begin, int64_t end, int32_t thread) {
+  visit_tile(p, visit_n, visit_tile_size, begin, end, thread);
+}
+
+/* Every index once, one call per tile, tiles cut from n and the tile size alone, whatever the
+ * thread count; a job of more than 65,536 tiles gets whole multiples of the tile size. */
 void test_threadpool_visits_every_index_once(void) {
-  const int64_t sizes[] = {0, 1, 2, 3, 5, 7, 8, 63, 64, 1000, 12345};
+  const int64_t sizes[] = {0, 1, 2, 3, 5, 7, 8, 63, 64, 1000, 12345, 70000, 300001};
+  const int64_t tiles[] = {1, 3, 64};
   for (int32_t threads = 1; threads <= 8; ++threads) {
     edge_threadpool *pool = edge_threadpool_create(threads);
     CHECK(pool != NULL);
     if (!pool) continue;
     CHECK(edge_threadpool_size(pool) == threads);
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; ++k) {
-      for (int repeat = 0; repeat < 3; ++repeat) {
-        int64_t n = sizes[k];
-        visit_state s = {calloc((size_t)n + 1, sizeof(_Atomic int32_t)), calloc((size_t)n + 1, sizeof(int32_t)), 0,
-                         PTHREAD_MUTEX_INITIALIZER};
-        edge_parallel_for(pool, n, visit, &s);
-        int32_t wrong = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          /* Chunk t is [t*n/T, (t+1)*n/T) balanced by one: the owner is fixed by the index. */
-          int64_t base = n / threads, extra = n % threads, t;
-          t = i < extra * (base + 1) ? i / (base + 1) : extra + (i - extra * (base + 1)) / (base ? base : 1);
-          if (atomic_load(&s.visits[i]) != 1 || s.owner[i] != (int32_t)t) ++wrong;
+      for (size_t j = 0; j < sizeof tiles / sizeof tiles[0]; ++j) {
+        for (int repeat = 0; repeat < 2; ++repeat) {
+          const int64_t n = sizes[k];
+          int64_t tile = tiles[j], count = (n + tile - 1) / tile;
+          if (count > 65536) {
+            tile *= (count + 65535) / 65536;
+            count = (n + tile - 1) / tile;
+          }
+          visit_state s = {calloc((size_t)n + 1, sizeof(_Atomic int32_t)), 0, 0, 0, threads, tile};
+          visit_n = n;
+          visit_tile_size = tile;
+          edge_parallel_tiles(pool, n, tiles[j], visit, &s);
+          int64_t wrong = 0;
+          for (int64_t i = 0; i < n; ++i) wrong += atomic_load(&s.visits[i]) != 1;
+          CHECK_MSG(wrong == 0, "threads %d, n %lld, tile %lld: %lld indices not visited exactly once", threads,
+                    (long long)n, (long long)tiles[j], (long long)wrong);
+          CHECK_MSG(!atomic_load(&s.bad_tile) && atomic_load(&s.calls) == count,
+                    "threads %d, n %lld, tile %lld: %lld calls for %lld tiles%s", threads, (long long)n,
+                    (long long)tile, (long long)atomic_load(&s.calls), (long long)count,
+                    atomic_load(&s.bad_tile) ? ", some not on tile boundaries" : "");
+          CHECK(!atomic_load(&s.bad_thread));
+          free((void *)s.visits);
         }
-        CHECK_MSG(wrong == 0, "threads %d, n %lld: %d indices visited wrongly", threads, (long long)n, wrong);
-        int64_t want_calls = n < threads ? n : threads;
-        if (n == 1 || threads == 1) want_calls = n > 0;
-        CHECK_MSG(s.calls == want_calls, "threads %d, n %lld: %lld calls", threads, (long long)n, (long long)s.calls);
-        free((void *)s.visits);
-        free(s.owner);
       }
     }
     edge_threadpool_free(pool);
   }
   CHECK(edge_threadpool_create(0) == NULL);
+}
+
+typedef struct {
+  _Atomic int32_t worker_started, caller_tiles, worker_tiles;
+  _Atomic int32_t release;
+} stall_state;
+
+/* The first tile a worker takes waits until the caller has run every other tile: passes only if
+ * the caller takes the stalled worker's share instead of waiting for it. */
+static void stall_first_worker_tile(void *p, int64_t begin, int64_t end, int32_t thread) {
+  (void)begin;
+  (void)end;
+  stall_state *s = p;
+  if (thread == 0) {
+    atomic_fetch_add(&s->caller_tiles, 1);
+    return;
+  }
+  atomic_fetch_add(&s->worker_tiles, 1);
+  if (atomic_exchange(&s->worker_started, 1) == 0) {
+    for (long spins = 0; !atomic_load(&s->release) && spins < 2000000000L; ++spins) sched_yield();
+  }
+}
+
+static void *release_after_caller(void *p) {
+  stall_state *s = p;
+  /* 63 of the 64 tiles are not the stalled one; the caller must run all but the few the worker
+   * took before it stalled (one). */
+  for (long spins = 0; atomic_load(&s->caller_tiles) < 63 && spins < 2000000000L; ++spins) sched_yield();
+  atomic_store(&s->release, 1);
+  return NULL;
+}
+
+void test_threadpool_caller_takes_a_stalled_threads_tiles(void) {
+  edge_threadpool *pool = edge_threadpool_create(2);
+  CHECK(pool != NULL);
+  if (!pool) return;
+  for (int round = 0; round < 5; ++round) {
+    stall_state s = {0};
+    pthread_t releaser;
+    pthread_create(&releaser, NULL, release_after_caller, &s);
+    edge_parallel_for(pool, 64, stall_first_worker_tile, &s);
+    pthread_join(releaser, NULL);
+    CHECK_MSG(atomic_load(&s.caller_tiles) + atomic_load(&s.worker_tiles) == 64, "round %d: %d + %d tiles", round,
+              atomic_load(&s.caller_tiles), atomic_load(&s.worker_tiles));
+    CHECK_MSG(atomic_load(&s.worker_tiles) <= 1, "round %d: the stalled worker ran %d tiles", round,
+              atomic_load(&s.worker_tiles));
+  }
+  edge_threadpool_free(pool);
+}
+
+typedef struct {
+  edge_threadpool *pool;
+  int64_t sum;
+} pool_user;
+
+static void add_indices(void *p, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  _Atomic int64_t *sum = p;
+  int64_t local = 0;
+  for (int64_t i = begin; i < end; ++i) local += i;
+  atomic_fetch_add(sum, local);
+}
+
+static void *use_pool(void *p) {
+  pool_user *user = p;
+  for (int job = 0; job < 2000; ++job) {
+    _Atomic int64_t sum = 0;
+    edge_parallel_tiles(user->pool, 10000, 100, add_indices, &sum);
+    user->sum += atomic_load(&sum);
+  }
+  return NULL;
+}
+
+/* Two pools of two threads driven at once from two threads (two interpreters in one process, on
+ * a machine with fewer cores than threads): both finish with every job complete. */
+void test_threadpool_two_pools_at_once(void) {
+  pool_user users[2] = {{edge_threadpool_create(2), 0}, {edge_threadpool_create(2), 0}};
+  CHECK(users[0].pool && users[1].pool);
+  if (!users[0].pool || !users[1].pool) return;
+  pthread_t threads[2];
+  for (int i = 0; i < 2; ++i) pthread_create(&threads[i], NULL, use_pool, &users[i]);
+  for (int i = 0; i < 2; ++i) pthread_join(threads[i], NULL);
+  for (int i = 0; i < 2; ++i) {
+    CHECK_MSG(users[i].sum == 2000LL * (10000LL * 9999LL / 2), "pool %d: sum %lld", i, (long long)users[i].sum);
+    edge_threadpool_free(users[i].pool);
+  }
 }
 
 typedef struct {

@@ -70,6 +70,8 @@ edge_model *test_load_seed(const char *name) {
   X(arena_plan_random_lifetimes)              \
   X(threadpool_visits_every_index_once)       \
   X(threadpool_runs_chunks_concurrently)      \
+  X(threadpool_caller_takes_a_stalled_threads_tiles) \
+  X(threadpool_two_pools_at_once)             \
   X(interpreter_rejects_bad_options)          \
   X(interpreter_set_get_tensor_sizes)         \
   X(interpreter_resize_input)                 \

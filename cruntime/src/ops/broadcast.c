@@ -107,13 +107,18 @@ void edge_nd_iter_runs(const edge_nd_iter *it, int64_t begin, int64_t end, edge_
   }
 }
 
+#define ND_MAX_TILES 256
+
 void edge_nd_parallel(edge_context *ctx, int64_t n, int64_t min_per_thread, edge_parallel_fn fn, void *arg) {
   if (n <= 0) return;
   if (!ctx->pool || n < 2 * min_per_thread || edge_threadpool_size(ctx->pool) <= 1) {
     fn(arg, 0, n, 0);
     return;
   }
-  edge_parallel_for(ctx->pool, n, fn, arg);
+  /* At most ND_MAX_TILES tiles: enough for threads to balance, few enough that fn's per-call set-up
+   * (finding a row's start, say) stays small. Either way the cut depends on n alone. */
+  const int64_t coarse = (n + ND_MAX_TILES - 1) / ND_MAX_TILES;
+  edge_parallel_tiles(ctx->pool, n, min_per_thread > coarse ? min_per_thread : coarse, fn, arg);
 }
 
 edge_status edge_nd_broadcast_shapes(edge_context *ctx, const char *what, int32_t num_shapes,

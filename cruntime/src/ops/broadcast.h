@@ -51,8 +51,9 @@ void edge_nd_iter_collapse(edge_nd_iter *it);
 /* Calls fn for every run covering linear positions [begin, end) of the space. */
 void edge_nd_iter_runs(const edge_nd_iter *it, int64_t begin, int64_t end, edge_nd_run_fn fn, void *arg);
 
-/* Runs fn over [0, n) on the context's pool when the work is large enough to pay for waking
- * threads, else on the caller. fn must give the same result for any split. */
+/* Runs fn over [0, n) on the context's pool, in tiles of min_per_thread items (coarser where that
+ * would make more than 256), when there are at least two; else on the caller in one call. fn must
+ * give the same result for any split. */
 void edge_nd_parallel(edge_context *ctx, int64_t n, int64_t min_per_thread, edge_parallel_fn fn, void *arg);
 
 /* Numpy broadcast of num_shapes shapes; EDGE_INVALID_MODEL naming the op's output if they clash. */
