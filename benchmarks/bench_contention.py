@@ -8,7 +8,9 @@
 Phones and servers always run something else. This benchmark measures each network (the four of
 bench_models.py, at its sizes) with each runtime at 1 and 2 threads twice: on the quiet machine,
 and with a background process spinning at full speed on the last CPU (pinned there with
-sched_setaffinity; the measured processes are not pinned, as an app's threads are not). Each
+sched_setaffinity; the measured processes are not pinned, as an app's threads are not). A third
+condition, "pair", runs two instances of each runtime at once in one process (two interpreters
+of --threads threads each; the times of both pooled): more threads than cores, from one app. Each
 (runtime, model, threads) runs in a fresh process (benchmarks/_measure.py, as bench_models.py
 does), ``--rounds`` processes per subject taking turns with the other runtimes, so a neighbour's
 burst lands on all of them. ``--baseline`` adds another libedge.so build as a third runtime
@@ -43,7 +45,9 @@ if str(ROOT) not in sys.path:
 from benchmarks import bench_models  # noqa: E402
 
 SCHEMA = "edgesplit.bench_contention/1"
-CONDITIONS = ("quiet", "busy")
+# quiet: nothing else runs; busy: a process spins on one CPU; pair: quiet, but two instances of the
+# runtime (two interpreters, two sessions) run at once in one process, each with --threads threads.
+CONDITIONS = ("quiet", "busy", "pair")
 SPINNER = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
 
 
@@ -126,7 +130,8 @@ def measure_condition(model: dict[str, Any], condition: str, args, environments:
             if results[label, threads] and "error" in results[label, threads][-1]:
                 continue
             bench_models._log(f"[{condition}] {label} ...")
-            result = bench_models.measure(runtime, model, threads, None, runs, args, environments[label], workdir)
+            result = bench_models.measure(runtime, model, threads, None, runs, args, environments[label], workdir,
+                                          copies=2 if condition == "pair" else 1)
             # measure() names the outputs file by runtime only: give each subject its own.
             if "outputs_file" in result:
                 moved = pathlib.Path(result["outputs_file"]).with_suffix(f".{condition}.{label}.npz")

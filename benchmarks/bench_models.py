@@ -237,12 +237,12 @@ def prepare_models(names: list[str], small: bool, workdir: pathlib.Path) -> dict
 
 
 def measure(runtime: str, model: dict[str, Any], threads: int, isa: str | None, runs: int, args,
-            environment: dict[str, str], workdir: pathlib.Path) -> dict[str, Any]:
+            environment: dict[str, str], workdir: pathlib.Path, copies: int = 1) -> dict[str, Any]:
     path = model["edge_path"] if runtime == "edge" else model["onnx_path"]
     outputs = workdir / f"{model['builder']}.{runtime}.{threads}.{isa or 'default'}.out.npz"
     command = [sys.executable, "-m", "benchmarks._measure", "--runtime", runtime, "--model", str(path),
                "--inputs", str(model["inputs_path"]), "--threads", str(threads), "--warmup", str(args.warmup),
-               "--runs", str(runs), "--outputs", str(outputs)]
+               "--runs", str(runs), "--outputs", str(outputs), "--copies", str(copies)]
     env = dict(environment)
     if runtime == "edge" and isa:
         env["EDGE_ISA"] = isa

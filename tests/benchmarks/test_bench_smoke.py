@@ -106,3 +106,28 @@ def test_profile_runs_a_model_whose_input_the_arena_reuses(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "LSTM" in table and "FULLY_CONNECTED" in table and "GFLOP/s" in table
     assert main(["bench", str(path), "--runs", "3", "--warmup", "1"]) == 0
+
+
+def test_bench_contention_measures_every_condition(tmp_path):
+    """The busy-core benchmark end to end on a tiny network: every (condition, runtime, threads)
+    measured, the spinner gone afterwards, the pair condition timing both copies."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "benchmarks.bench_contention", "--small", "--models", "lstm_lm",
+               "--runs", "2", "--rounds", "1", "--warmup", "1", "--no-build", "--out", str(tmp_path),
+               "--name", "contention"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "contention.json").read_text())
+    assert report["schema"] == "edgesplit.bench_contention/1"
+    measured = sorted((m["condition"], m["label"], m["threads"]) for m in report["measurements"])
+    assert measured == sorted((c, label, t) for c in ("quiet", "busy", "pair")
+                              for label in ("edge", "onnxruntime") for t in (1, 2))
+    for m in report["measurements"]:
+        assert "error" not in m, m
+        assert len(m["times_ms"]) == (4 if m["condition"] == "pair" else 2)
+        assert m["copies"] == (2 if m["condition"] == "pair" else 1)
+        if m["label"] == "edge":
+            assert m["max_rel_diff_vs_onnxruntime"] < 1e-4
+    assert [row[:2] for row in report["table"][1:]] == [["lstm_lm", c] for c in ("quiet", "busy", "pair")]
+    spinners = subprocess.run(["pgrep", "-f", "os.sched_setaffinity"], capture_output=True, text=True)
+    assert spinners.stdout.strip() == "", "the spinner outlived the benchmark"
