@@ -14,6 +14,7 @@ from converter.passes.cleanup import drop_unused_constants, remove_dead_nodes, r
 from converter.passes.folding import fold_constants
 from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation, fuse_patterns
 from converter.passes.layout import cancel_transposes, to_nhwc
+from converter.passes.pad import fold_pads
 
 Pass = Callable[[Graph], Graph]
 
@@ -25,6 +26,7 @@ PIPELINE: tuple[Pass, ...] = (
     lower_batch_norm,
     to_nhwc,
     cancel_transposes,
+    fold_pads,
     fuse_patterns,
     fuse_activation,
     fold_constants,
@@ -101,6 +103,6 @@ def optimize(graph: Graph) -> tuple[Graph, PassReport]:
 __all__ = [
     "PIPELINE", "PassRecord", "PassReport", "optimize", "run_passes", "fold_constants",
     "remove_dead_nodes", "remove_identities", "drop_unused_constants", "fold_batch_norm",
-    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fuse_patterns", "fuse_activation",
+    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fold_pads", "fuse_patterns", "fuse_activation",
     "FUSABLE_ACTIVATIONS",
 ]
