@@ -1,6 +1,9 @@
 /* PAD: CONSTANT, REFLECT or EDGE, pads [begins..., ends...] (negative pads crop); any dtype in
- * every mode (a quantized int8 tensor pads with its quantized constant, the zero point for 0). Prepare builds, for each dimension, a table from output coordinate to source
- * coordinate (-1: the constant), so eval only looks coordinates up. */
+ * every mode (a quantized int8 tensor pads with its quantized constant, the zero point for 0).
+ * Prepare builds, for each dimension, a table from output coordinate to source coordinate (-1:
+ * the constant), so eval only looks coordinates up. Eval goes over the output's innermost rows
+ * on the thread pool: a row whose outer coordinates fall in constant padding is one fill, any
+ * other one block copy of its unpadded middle plus the padded cells at its two ends. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +14,9 @@
 typedef struct {
   int64_t *source[EDGE_MAX_RANK]; /* per dimension, output coordinate -> x coordinate or -1 */
   int64_t x_strides[EDGE_MAX_RANK];
+  /* The innermost dimension's output row: `lead` cells from the table, then `run` cells copied
+   * from x coordinates run_source.. in one block, then the rest from the table. */
+  int64_t lead, run, run_source;
   unsigned char value[8];         /* the constant in the tensor's dtype */
   int64_t *tables;                /* the one allocation behind source[] */
 } pad_state;
@@ -116,8 +122,78 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     }
     next += shape[d];
   }
+  if (rank > 0) {
+    const int64_t dim = x->shape[rank - 1], before = options->pads[rank - 1], row = shape[rank - 1];
+    state->lead = before > 0 ? (before < row ? before : row) : 0;
+    state->run_source = before < 0 ? -before : 0;
+    const int64_t available = dim - state->run_source, room = row - state->lead;
+    state->run = available < room ? (available > 0 ? available : 0) : room;
+  }
   node->state = state;
   return EDGE_OK;
+}
+
+/* count copies of the size-byte value at out. */
+static void fill_cells(char *out, int64_t count, const unsigned char *value, size_t size) {
+  bool zero = true;
+  for (size_t b = 0; b < size; ++b) zero = zero && value[b] == 0;
+  if (zero || size == 1) {
+    memset(out, zero ? 0 : value[0], (size_t)count * size);
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) memcpy(out + (size_t)i * size, value, size);
+}
+
+typedef struct {
+  const pad_state *state;
+  const edge_tensor *y;
+  const char *src;
+  char *dst;
+  size_t size;
+} pad_job;
+
+/* One cell of the innermost dimension through its table: the constant or a copy. */
+static inline void table_cell(const pad_job *job, int64_t base, int64_t o, char *out) {
+  const int64_t c = job->state->source[job->y->rank - 1][o];
+  if (c < 0) fill_cells(out, 1, job->state->value, job->size);
+  else memcpy(out, job->src + (size_t)(base + c) * job->size, job->size);
+}
+
+/* Output rows [begin, end) of the innermost dimension. */
+static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const pad_job *job = arg;
+  const pad_state *state = job->state;
+  const int32_t rank = job->y->rank, inner = rank - 1;
+  const int64_t row = job->y->shape[inner];
+  const size_t size = job->size;
+  int64_t position[EDGE_MAX_RANK] = {0}, rest = begin;
+  for (int32_t d = inner - 1; d >= 0; --d) {
+    position[d] = rest % job->y->shape[d];
+    rest /= job->y->shape[d];
+  }
+  for (int64_t r = begin; r < end; ++r) {
+    /* x offset of the row's outer coordinates, or -1 when any of them falls in constant padding. */
+    int64_t base = 0;
+    for (int32_t d = 0; d < inner && base >= 0; ++d) {
+      int64_t c = state->source[d][position[d]];
+      base = c < 0 ? -1 : base + c * state->x_strides[d];
+    }
+    char *out = job->dst + (size_t)(r * row) * size;
+    if (base < 0) {
+      fill_cells(out, row, state->value, size);
+    } else {
+      for (int64_t o = 0; o < state->lead; ++o) table_cell(job, base, o, out + (size_t)o * size);
+      if (state->run > 0)
+        memcpy(out + (size_t)state->lead * size, job->src + (size_t)(base + state->run_source) * size,
+               (size_t)state->run * size);
+      for (int64_t o = state->lead + state->run; o < row; ++o) table_cell(job, base, o, out + (size_t)o * size);
+    }
+    for (int32_t d = inner - 1; d >= 0; --d) {
+      if (++position[d] < job->y->shape[d]) break;
+      position[d] = 0;
+    }
+  }
 }
 
 static edge_status pad_eval(edge_context *ctx, edge_node *node) {
@@ -127,33 +203,13 @@ static edge_status pad_eval(edge_context *ctx, edge_node *node) {
   size_t size = edge_dtype_size(y->dtype);
   int64_t total = edge_num_elements(rank, y->shape);
   if (total == 0) return EDGE_OK;
-  char *dst = y->data;
-  const char *src = x->data;
   if (rank == 0) {
-    memcpy(dst, src, size);
+    memcpy(y->data, x->data, size);
     return EDGE_OK;
   }
-  int32_t inner = rank - 1;
-  int64_t row = y->shape[inner], position[EDGE_MAX_RANK] = {0};
-  const int64_t *inner_source = state->source[inner];
-  for (int64_t start = 0; start < total; start += row) {
-    /* x offset of the row's outer coordinates, or -1 when any of them falls in constant padding. */
-    int64_t base = 0;
-    for (int32_t d = 0; d < inner && base >= 0; ++d) {
-      int64_t c = state->source[d][position[d]];
-      base = c < 0 ? -1 : base + c * state->x_strides[d];
-    }
-    char *out = dst + (size_t)start * size;
-    for (int64_t o = 0; o < row; ++o) {
-      int64_t c = inner_source[o];
-      memcpy(out + (size_t)o * size, (base < 0 || c < 0) ? (const char *)state->value : src + (size_t)(base + c) * size,
-             size);
-    }
-    for (int32_t d = inner - 1; d >= 0; --d) {
-      if (++position[d] < y->shape[d]) break;
-      position[d] = 0;
-    }
-  }
+  pad_job job = {state, y, x->data, y->data, size};
+  const int64_t row = y->shape[rank - 1];
+  edge_nd_parallel(ctx, total / row, 1 + 16384 / (row * (int64_t)size + 1), pad_rows, &job);
   return EDGE_OK;
 }
 
