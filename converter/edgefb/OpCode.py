@@ -43,3 +43,8 @@ class OpCode(object):
     GATHER_GRAD = 36
     OPTIMIZER_UPDATE = 37
     CLIP_BY_GLOBAL_NORM = 38
+    TRILU = 39
+    CUMSUM = 40
+    ARG_MAX = 41
+    ARG_MIN = 42
+    TOP_K = 43

@@ -24,6 +24,10 @@ class OpOptions(object):
     BatchNormOptions = 17
     OptimizerOptions = 18
     ClipOptions = 19
+    TriluOptions = 20
+    CumSumOptions = 21
+    ArgOptions = 22
+    TopKOptions = 23
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -86,4 +90,16 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().ClipOptions:
         import converter.edgefb.ClipOptions
         return converter.edgefb.ClipOptions.ClipOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().TriluOptions:
+        import converter.edgefb.TriluOptions
+        return converter.edgefb.TriluOptions.TriluOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().CumSumOptions:
+        import converter.edgefb.CumSumOptions
+        return converter.edgefb.CumSumOptions.CumSumOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().ArgOptions:
+        import converter.edgefb.ArgOptions
+        return converter.edgefb.ArgOptions.ArgOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().TopKOptions:
+        import converter.edgefb.TopKOptions
+        return converter.edgefb.TopKOptions.TopKOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -966,3 +966,39 @@ def _rnn(ctx: NodeContext):
                 ctx.emit("Transpose", [inner], {"perm": perm}, [name])
     else:
         ctx.emit(ctx.op_type, inputs, attrs, outputs)
+
+
+# ---------------------------------------------------------------- selection and scans
+
+@converts("Trilu")
+def _trilu(ctx: NodeContext):
+    k = int(ctx.require_const(1, "k").reshape(-1)[0]) if ctx.input(1) else 0
+    attrs = {"upper": bool(ctx.attr("upper", 1)), "k": k}
+    ctx.emit("Trilu", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+@converts("CumSum")
+def _cumsum(ctx: NodeContext):
+    axis = _axis(int(ctx.require_const(1, "axis").reshape(-1)[0]), ctx.rank(0), ctx)
+    attrs = {"axis": axis, "exclusive": bool(ctx.attr("exclusive", 0)), "reverse": bool(ctx.attr("reverse", 0))}
+    ctx.emit("CumSum", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+@converts("ArgMax", "ArgMin")
+def _arg_reduce(ctx: NodeContext):
+    attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "keepdims": bool(ctx.attr("keepdims", 1)),
+             "select_last_index": bool(ctx.attr("select_last_index", 0))}
+    ctx.emit(ctx.op_type, [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+@converts("TopK")
+def _top_k(ctx: NodeContext):
+    if ctx.attr("k") is not None:  # opset 1-9
+        k = int(ctx.attr("k"))
+    else:
+        k = int(ctx.require_const(1, "K").reshape(-1)[0])
+    attrs = {"k": k, "axis": _axis(ctx.attr("axis", -1), ctx.rank(0), ctx),
+             "largest": bool(ctx.attr("largest", 1)), "sorted": bool(ctx.attr("sorted", 1))}
+    # The runtime always writes both outputs; an unused one gets a name of its own.
+    outputs = [ctx.output(i) or ctx.builder.fresh_name(f"{ctx.name}/TopK_out{i}") for i in range(2)]
+    ctx.emit("TopK", [ctx.input(0)], attrs, outputs)

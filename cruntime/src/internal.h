@@ -56,6 +56,10 @@ typedef struct {
   bool nesterov, sparse;
 } edge_optimizer_options;
 typedef struct { float max_norm; } edge_clip_options;
+typedef struct { bool upper; int64_t k; } edge_trilu_options;
+typedef struct { int32_t axis; bool exclusive, reverse; } edge_cumsum_options;
+typedef struct { int32_t axis; bool keepdims, select_last_index; } edge_arg_options;
+typedef struct { int64_t k; int32_t axis; bool largest, sorted; } edge_top_k_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -77,6 +81,10 @@ typedef union {
   edge_batch_norm_options batch_norm;   /* BATCH_NORM_TRAIN, BATCH_NORM_GRAD */
   edge_optimizer_options optimizer;     /* OPTIMIZER_UPDATE */
   edge_clip_options clip;               /* CLIP_BY_GLOBAL_NORM */
+  edge_trilu_options trilu;
+  edge_cumsum_options cumsum;
+  edge_arg_options arg;                 /* ARG_MAX, ARG_MIN */
+  edge_top_k_options top_k;
 } edge_options;
 
 /* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */

@@ -44,14 +44,14 @@ enum {
   OPTIONS_NONE, OPTIONS_CONV2D, OPTIONS_BATCH_MATMUL, OPTIONS_BINARY, OPTIONS_UNARY, OPTIONS_SOFTMAX,
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
   OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
-  OPTIONS_CLIP, OPTIONS_COUNT
+  OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
     "NONE", "Conv2DOptions", "BatchMatMulOptions", "BinaryOptions", "UnaryOptions", "SoftmaxOptions",
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
     "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
-    "OptimizerOptions", "ClipOptions"};
+    "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
@@ -81,6 +81,10 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_RESIZE: return OPTIONS_RESIZE;
     case EDGE_OP_LSTM: case EDGE_OP_GRU: return OPTIONS_RNN;
     case EDGE_OP_LRN: return OPTIONS_LRN;
+    case EDGE_OP_TRILU: return OPTIONS_TRILU;
+    case EDGE_OP_CUMSUM: return OPTIONS_CUMSUM;
+    case EDGE_OP_ARG_MAX: case EDGE_OP_ARG_MIN: return OPTIONS_ARG;
+    case EDGE_OP_TOP_K: return OPTIONS_TOP_K;
     default: return OPTIONS_NONE;
   }
 }
@@ -603,6 +607,34 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       if (!isfinite(o->clip.max_norm) || !(o->clip.max_norm > 0))
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: clip max_norm is %g; it must be finite and > 0", where,
                                    o->clip.max_norm);
+      break;
+    /* Axes are checked against the input's rank by each op's prepare. */
+    case OPTIONS_TRILU:
+      o->trilu.upper = true;
+      FIELD(fb_bool(r, t, 0, &o->trilu.upper));
+      FIELD(fb_scalar(r, t, 1, 8, &o->trilu.k));
+      break;
+    case OPTIONS_CUMSUM:
+      FIELD(fb_i32(r, t, 0, &o->cumsum.axis));
+      FIELD(fb_bool(r, t, 1, &o->cumsum.exclusive));
+      FIELD(fb_bool(r, t, 2, &o->cumsum.reverse));
+      break;
+    case OPTIONS_ARG:
+      o->arg.keepdims = true;
+      FIELD(fb_i32(r, t, 0, &o->arg.axis));
+      FIELD(fb_bool(r, t, 1, &o->arg.keepdims));
+      FIELD(fb_bool(r, t, 2, &o->arg.select_last_index));
+      break;
+    case OPTIONS_TOP_K:
+      o->top_k.axis = -1;
+      o->top_k.largest = o->top_k.sorted = true;
+      FIELD(fb_scalar(r, t, 0, 8, &o->top_k.k));
+      FIELD(fb_i32(r, t, 1, &o->top_k.axis));
+      FIELD(fb_bool(r, t, 2, &o->top_k.largest));
+      FIELD(fb_bool(r, t, 3, &o->top_k.sorted));
+      if (o->top_k.k < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: top-k k is %lld; it must be >= 0", where,
+                                   (long long)o->top_k.k);
       break;
     default:
       break;

@@ -52,7 +52,12 @@ typedef enum {
   EDGE_OP_GATHER_GRAD = 36,
   EDGE_OP_OPTIMIZER_UPDATE = 37,
   EDGE_OP_CLIP_BY_GLOBAL_NORM = 38,
-  EDGE_OP_COUNT_ = 39
+  EDGE_OP_TRILU = 39,
+  EDGE_OP_CUMSUM = 40,
+  EDGE_OP_ARG_MAX = 41,
+  EDGE_OP_ARG_MIN = 42,
+  EDGE_OP_TOP_K = 43,
+  EDGE_OP_COUNT_ = 44
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -94,6 +99,11 @@ static const char *const edge_op_names[] = {
   "GATHER_GRAD",
   "OPTIMIZER_UPDATE",
   "CLIP_BY_GLOBAL_NORM",
+  "TRILU",
+  "CUMSUM",
+  "ARG_MAX",
+  "ARG_MIN",
+  "TOP_K",
 };
 
 typedef enum {

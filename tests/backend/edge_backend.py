@@ -47,6 +47,9 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "ReduceL2": (1,),
     "ConstantOfShape": (0,),
     "Range": (0, 1, 2),
+    "Trilu": (1,),
+    "CumSum": (1,),
+    "TopK": (1,),
 }
 
 

@@ -91,7 +91,8 @@ edge_model *test_load_seed(const char *name) {
   X(kernels_conv) \
   X(kernels_qgemm) \
   X(kernels_s8vector) \
-  X(ops_quant)
+  X(ops_quant)    \
+  X(ops_index)
 
 #define DECLARE(name) void test_##name(void);
 TESTS(DECLARE)

@@ -279,6 +279,18 @@ def test_gather(axis):
     check("Gather", {"x": randn(4, 3), "i": np.array([[0, 2], [2, -1]], np.int64)}, {"axis": axis}, wrt=["x"])
 
 
+@pytest.mark.parametrize("upper,k", [(True, 0), (False, -1), (True, 2)])
+def test_trilu(upper, k):
+    check("Trilu", {"x": randn(2, 3, 4)}, {"upper": upper, "k": k})
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_cumsum(axis, exclusive, reverse):
+    check("CumSum", {"x": randn(3, 4)}, {"axis": axis, "exclusive": exclusive, "reverse": reverse})
+
+
 def test_op_without_a_rule_is_named():
     with pytest.raises(NotDifferentiableError, match="under_test.*Mod.*no gradient rule"):
         check("Mod", {"a": randn(3), "b": randn(3) + 5})

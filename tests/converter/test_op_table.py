@@ -132,6 +132,11 @@ SAMPLES = {
                         {"kind": "adam", "momentum": 0.0, "nesterov": False, "beta1": 0.9, "beta2": 0.999,
                          "epsilon": 1e-8, "weight_decay": 0.0, "sparse": False}),
     "ClipByGlobalNorm": ([f32(3), f32(2, 2)], {"max_norm": 1.0}),
+    "Trilu": ([f32(2, 3, 4)], {"upper": False, "k": -1}),
+    "CumSum": ([f32(2, 3, 4)], {"axis": 1, "exclusive": True, "reverse": True}),
+    "ArgMax": ([f32(2, 3, 4)], {"axis": 2, "keepdims": False, "select_last_index": True}),
+    "ArgMin": ([f32(2, 3, 4)], {"axis": 0, "keepdims": True, "select_last_index": False}),
+    "TopK": ([f32(2, 5, 3)], {"k": 3, "axis": 1, "largest": False, "sorted": True}),
 }
 for _name in BINARY_OPS:
     SAMPLES[_name] = _binary_sample(_name)

@@ -495,6 +495,60 @@ rnn_case("GRU", "forward", 4, 2, 3, 5, linear_before_reset=1)
 rnn_case("GRU", "bidirectional", 6, 2, 3, 4, with_initial=True, linear_before_reset=1)
 
 
+def tied(rng, shape, dtype=np.float32):
+    """Values from a small range, so most rows hold ties."""
+    return rng.integers(-2, 3, shape).astype(dtype)
+
+
+TRILUS = {"upper": (1, None), "lower": (0, None), "upper-k2": (1, 2), "lower-k-1": (0, -1),
+          "upper-k-beyond": (1, 9), "lower-k-beyond": (0, -9), "upper-k-negative-beyond": (1, -9),
+          "lower-k-beyond-cols": (0, 9)}
+for name, (upper, k) in TRILUS.items():
+    case(f"Trilu-{name}", "Trilu", (lambda k: lambda rng: [("x", Feed(normal(rng, (2, 4, 5)))),
+                                                           ("k", None if k is None else c(k))])(k),
+         {"upper": upper}, opset=14)
+case("Trilu-int64-square", "Trilu", lambda rng: [("x", Feed(ints(rng, (6, 6), -9, 9))), ("k", c(1))], {"upper": 0},
+     opset=14)
+case("Trilu-rank4-wide", "Trilu", lambda rng: [("x", Feed(normal(rng, (2, 3, 3, 7))))], {}, opset=14)
+
+CUMSUMS = {"axis0": (0, 0, 0), "axis1": (1, 0, 0), "last": (-1, 0, 0), "exclusive": (1, 1, 0),
+           "reverse": (-1, 0, 1), "exclusive-reverse": (0, 1, 1), "middle-exclusive-reverse": (1, 1, 1)}
+for name, (axis, exclusive, reverse) in CUMSUMS.items():
+    case(f"CumSum-{name}", "CumSum", (lambda axis: lambda rng: [("x", Feed(normal(rng, (3, 5, 7)))),
+                                                                ("axis", c(axis))])(axis),
+         {"exclusive": exclusive, "reverse": reverse})
+case("CumSum-wide-inner", "CumSum", lambda rng: [("x", Feed(normal(rng, (4, 300)))), ("axis", c(0, np.int32))])
+case("CumSum-int32", "CumSum", lambda rng: [("x", Feed(ints(rng, (4, 6), -50, 50, np.int32))), ("axis", c(1))],
+     {"reverse": 1})
+case("CumSum-int64-1d", "CumSum", lambda rng: [("x", Feed(ints(rng, (9,), -50, 50))), ("axis", c(0))],
+     {"exclusive": 1})
+
+for op in ("ArgMax", "ArgMin"):
+    for axis in (0, 1, -1):
+        case(f"{op}-axis{axis}", op, (lambda: lambda rng: [("x", Feed(normal(rng, (3, 5, 4))))])(), {"axis": axis})
+    case(f"{op}-no-keepdims", op, lambda rng: [("x", Feed(normal(rng, (3, 5, 4))))], {"axis": 1, "keepdims": 0})
+    case(f"{op}-ties-first", op, lambda rng: [("x", Feed(tied(rng, (4, 9))))], {"axis": 1})
+    case(f"{op}-ties-last", op, lambda rng: [("x", Feed(tied(rng, (4, 9))))], {"axis": 1, "select_last_index": 1})
+    case(f"{op}-ties-last-axis0", op, lambda rng: [("x", Feed(tied(rng, (7, 3, 2))))],
+         {"axis": 0, "keepdims": 0, "select_last_index": 1})
+    case(f"{op}-int32", op, lambda rng: [("x", Feed(ints(rng, (3, 8), -5, 5, np.int32)))], {"axis": -1})
+    case(f"{op}-int64-1d", op, lambda rng: [("x", Feed(ints(rng, (11,), -5, 5)))], {"keepdims": 0})
+
+TOPKS = {"largest": ((3, 10), 3, -1, 1), "smallest": ((3, 10), 4, 1, 0), "axis0": ((8, 3, 2), 5, 0, 1),
+         "k0": ((3, 6), 0, -1, 1), "k-full": ((2, 7), 7, -1, 1), "k-full-smallest": ((2, 7), 7, -1, 0),
+         "k1": ((5, 4), 1, 0, 0), "middle-axis": ((2, 9, 3), 4, 1, 1)}
+for name, (shape, k, axis, largest) in TOPKS.items():
+    case(f"TopK-{name}", "TopK", (lambda shape, k: lambda rng: [("x", Feed(normal(rng, shape))), ("K", c([k]))])(
+        shape, k), {"axis": axis, "largest": largest}, num_outputs=2)
+for largest in (0, 1):
+    case(f"TopK-ties-largest{largest}", "TopK", lambda rng: [("x", Feed(tied(rng, (4, 12)))), ("K", c([5]))],
+         {"largest": largest}, num_outputs=2)
+case("TopK-int64-ties", "TopK", lambda rng: [("x", Feed(tied(rng, (3, 8), np.int64))), ("K", c([3]))],
+     {"largest": 1}, num_outputs=2)
+case("TopK-int32-smallest", "TopK", lambda rng: [("x", Feed(ints(rng, (3, 8), -99, 99, np.int32))), ("K", c([4]))],
+     {"largest": 0}, num_outputs=2)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
@@ -547,3 +601,17 @@ def test_every_supported_onnx_op_has_cases():
     from tests.fixtures.onnx_ops import SUPPORTED_ONNX_OPS
 
     assert not set(SUPPORTED_ONNX_OPS) - covered, sorted(set(SUPPORTED_ONNX_OPS) - covered)
+
+
+def test_causal_mask_trilu_folds_to_a_constant():
+    """GPT-2's export builds its causal mask with Trilu on a constant: it folds at import, so no
+    TRILU op is left to run."""
+    ones = numpy_helper.from_array(np.ones((5, 5), np.float32), "ones")
+    nodes = [helper.make_node("Trilu", ["ones"], ["mask"], upper=0),
+             helper.make_node("Mul", ["x", "mask"], ["y"])]
+    graph = helper.make_graph(nodes, "causal_mask", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 5])], [ones])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    comparison = check_model(model, {"x": np.random.default_rng(3).standard_normal((2, 5, 5)).astype(np.float32)})
+    assert "Trilu" not in {node.op for node in comparison.converted.graph.nodes}

@@ -44,5 +44,10 @@ extern const edge_op_registration edge_op_optimizer_update;        /* optimizer.
 extern const edge_op_registration edge_op_clip_by_global_norm;     /* optimizer.c */
 extern const edge_op_registration edge_op_quantize;          /* quantize.c */
 extern const edge_op_registration edge_op_dequantize;        /* quantize.c */
+extern const edge_op_registration edge_op_trilu;             /* trilu.c */
+extern const edge_op_registration edge_op_cumsum;            /* cumsum.c */
+extern const edge_op_registration edge_op_arg_max;           /* arg_reduce.c */
+extern const edge_op_registration edge_op_arg_min;           /* arg_reduce.c */
+extern const edge_op_registration edge_op_top_k;             /* topk.c */
 
 #endif

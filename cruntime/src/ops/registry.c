@@ -41,6 +41,11 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_CLIP_BY_GLOBAL_NORM] = &edge_op_clip_by_global_norm,
     [EDGE_OP_QUANTIZE] = &edge_op_quantize,
     [EDGE_OP_DEQUANTIZE] = &edge_op_dequantize,
+    [EDGE_OP_TRILU] = &edge_op_trilu,
+    [EDGE_OP_CUMSUM] = &edge_op_cumsum,
+    [EDGE_OP_ARG_MAX] = &edge_op_arg_max,
+    [EDGE_OP_ARG_MIN] = &edge_op_arg_min,
+    [EDGE_OP_TOP_K] = &edge_op_top_k,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {

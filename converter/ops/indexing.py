@@ -1,0 +1,204 @@
+"""Ops that select or accumulate along positions: Trilu, CumSum, ArgMax, ArgMin, TopK.
+
+Index outputs (ArgMax, ArgMin, TopK's indices) are int64 as ONNX declares them, kept so at the model
+boundary; the runtime also accepts an int32 index output in a file. Axes are non-negative here (importers resolve
+them); the schema keeps an int so a file may still carry a negative one, which the runtime resolves.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from converter.edgefb.ArgOptions import ArgOptionsT
+from converter.edgefb.CumSumOptions import CumSumOptionsT
+from converter.edgefb.OpCode import OpCode
+from converter.edgefb.OpOptions import OpOptions
+from converter.edgefb.TopKOptions import TopKOptionsT
+from converter.edgefb.TriluOptions import TriluOptionsT
+from converter.ir import TensorType
+from converter.ops import OpDef, register
+from converter.ops._common import check_axis, fail, need, output_elements, zero_flops
+
+NUMERIC_DTYPES = ("float32", "float16", "int32", "int64", "int8", "uint8")
+
+
+def _numeric_input(op: str, t: TensorType, dtypes=NUMERIC_DTYPES) -> None:
+    if t.dtype not in dtypes:
+        fail(op, f"input has dtype {t.dtype}; expected one of {', '.join(dtypes)}")
+
+
+# ---- Trilu ----
+
+def _trilu_infer(types, attrs):
+    need("Trilu", types, 1)
+    x = types[0]
+    if x.rank < 2:
+        fail("Trilu", f"input {x.shape} needs rank >= 2")
+    return [x]
+
+
+def _trilu_reference(inputs, attrs):
+    x, k = inputs[0], int(attrs.get("k", 0))
+    return [np.triu(x, k) if attrs.get("upper", True) else np.tril(x, k)]
+
+
+def _trilu_lower(attrs):
+    options = TriluOptionsT()
+    options.upper, options.k = bool(attrs.get("upper", True)), int(attrs.get("k", 0))
+    return OpCode.TRILU, OpOptions.TriluOptions, options
+
+
+register(OpDef(name="Trilu", infer=_trilu_infer, reference=_trilu_reference, lower=_trilu_lower,
+               lift=lambda o: {"upper": bool(o.upper), "k": int(o.k)}, opcode=OpCode.TRILU,
+               flops=zero_flops,
+               # The mask is linear and fixed: dx is dy masked the same way.
+               gradient=lambda g, node, dys: [g.emit("Trilu", [dys[0]], dict(node.attrs))]))
+
+
+# ---- CumSum ----
+
+def _cumsum_infer(types, attrs):
+    need("CumSum", types, 1)
+    x = types[0]
+    _numeric_input("CumSum", x, ("float32", "int32", "int64"))
+    check_axis("CumSum", attrs.get("axis", 0), x.rank)
+    return [x]
+
+
+def _cumsum_reference(inputs, attrs):
+    """Sums in the input's dtype, one step at a time along the axis, as the runtime does (float32
+    addition is not associative, so a pairwise sum would differ in the last bits)."""
+    x = inputs[0]
+    axis = attrs["axis"]
+    moved = np.moveaxis(x, axis, 0)
+    if attrs.get("reverse", False):
+        moved = moved[::-1]
+    y = np.zeros_like(moved)
+    total = np.zeros(moved.shape[1:], dtype=x.dtype)
+    exclusive = attrs.get("exclusive", False)
+    for i in range(moved.shape[0]):
+        if exclusive:
+            y[i] = total
+            total = total + moved[i]
+        else:
+            total = total + moved[i]
+            y[i] = total
+    if attrs.get("reverse", False):
+        y = y[::-1]
+    return [np.ascontiguousarray(np.moveaxis(y, 0, axis))]
+
+
+def _cumsum_lower(attrs):
+    options = CumSumOptionsT()
+    options.axis = int(attrs["axis"])
+    options.exclusive, options.reverse = bool(attrs.get("exclusive", False)), bool(attrs.get("reverse", False))
+    return OpCode.CUMSUM, OpOptions.CumSumOptions, options
+
+
+def _cumsum_grad(g, node, dys):
+    """Each x[i] reaches every y it is summed into, so dx is the cumulative sum of dy the other
+    way round (exclusive stays exclusive)."""
+    attrs = dict(node.attrs)
+    attrs["reverse"] = not attrs.get("reverse", False)
+    return [g.emit("CumSum", [dys[0]], attrs)]
+
+
+register(OpDef(name="CumSum", infer=_cumsum_infer, reference=_cumsum_reference, lower=_cumsum_lower,
+               lift=lambda o: {"axis": int(o.axis), "exclusive": bool(o.exclusive), "reverse": bool(o.reverse)},
+               opcode=OpCode.CUMSUM, flops=output_elements, gradient=_cumsum_grad))
+
+
+# ---- ArgMax, ArgMin ----
+
+def _reduced_shape(shape, axis, keepdims):
+    return shape[:axis] + ((1,) if keepdims else ()) + shape[axis + 1:]
+
+
+def _arg(name: str, opcode: int, pick_max: bool) -> OpDef:
+    def infer(types, attrs):
+        need(name, types, 1)
+        x = types[0]
+        _numeric_input(name, x)
+        axis = check_axis(name, attrs.get("axis", 0), x.rank)
+        if x.shape[axis] == 0:
+            fail(name, f"axis {axis} of {x.shape} is empty")
+        return [TensorType("int64", _reduced_shape(x.shape, axis, attrs.get("keepdims", True)))]
+
+    def reference(inputs, attrs):
+        x, axis = inputs[0], attrs["axis"]
+        find = np.argmax if pick_max else np.argmin
+        if attrs.get("select_last_index", False):
+            flipped = np.flip(x, axis=axis)
+            index = x.shape[axis] - 1 - find(flipped, axis=axis)
+        else:
+            index = find(x, axis=axis)
+        if attrs.get("keepdims", True):
+            index = np.expand_dims(index, axis)
+        return [np.asarray(index, dtype="int64")]
+
+    def lower(attrs):
+        options = ArgOptionsT()
+        options.axis, options.keepdims = int(attrs["axis"]), bool(attrs.get("keepdims", True))
+        options.selectLastIndex = bool(attrs.get("select_last_index", False))
+        return opcode, OpOptions.ArgOptions, options
+
+    return OpDef(name=name, infer=infer, reference=reference, lower=lower,
+                 lift=lambda o: {"axis": int(o.axis), "keepdims": bool(o.keepdims),
+                                 "select_last_index": bool(o.selectLastIndex)},
+                 opcode=opcode, flops=lambda i, o, a: i[0].size if i[0].is_static else 0)
+
+
+register(_arg("ArgMax", OpCode.ARG_MAX, True))
+register(_arg("ArgMin", OpCode.ARG_MIN, False))
+
+
+# ---- TopK ----
+
+def _top_k_infer(types, attrs):
+    op = "TopK"
+    need(op, types, 1)
+    x = types[0]
+    _numeric_input(op, x)
+    axis = check_axis(op, attrs.get("axis", x.rank - 1), x.rank)
+    k = attrs.get("k")
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        fail(op, f"k {k!r} must be a non-negative int")
+    if isinstance(x.shape[axis], int) and k > x.shape[axis]:
+        fail(op, f"k {k} exceeds axis {axis} of {x.shape}")
+    shape = x.shape[:axis] + (int(k),) + x.shape[axis + 1:]
+    return [TensorType(x.dtype, shape), TensorType("int64", shape)]
+
+
+def top_k_order(row: np.ndarray, largest: bool) -> np.ndarray:
+    """Positions of one row best first; equal values keep their order (lower index first). Sorting
+    the values' ranks, not the values, lets "largest" negate without overflowing an integer."""
+    _, rank = np.unique(row, return_inverse=True)
+    rank = rank.reshape(-1).astype(np.int64)
+    return np.argsort(-rank if largest else rank, kind="stable")
+
+
+def _top_k_reference(inputs, attrs):
+    x = inputs[0]
+    axis, k = attrs.get("axis", x.ndim - 1), int(attrs["k"])
+    largest = attrs.get("largest", True)
+    moved = np.moveaxis(x, axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    orders = np.zeros((len(rows), k), np.int64)
+    for r, row in enumerate(rows):
+        orders[r] = top_k_order(row, largest)[:k]
+    orders = orders.reshape(moved.shape[:-1] + (k,)).astype(np.int64)
+    values = np.take_along_axis(moved, orders, axis=-1)
+    return [np.ascontiguousarray(np.moveaxis(values, -1, axis)),
+            np.ascontiguousarray(np.moveaxis(orders, -1, axis))]
+
+
+def _top_k_lower(attrs):
+    options = TopKOptionsT()
+    options.k, options.axis = int(attrs["k"]), int(attrs["axis"])
+    options.largest, options.sorted = bool(attrs.get("largest", True)), bool(attrs.get("sorted", True))
+    return OpCode.TOP_K, OpOptions.TopKOptions, options
+
+
+register(OpDef(name="TopK", infer=_top_k_infer, reference=_top_k_reference, lower=_top_k_lower,
+               lift=lambda o: {"k": int(o.k), "axis": int(o.axis), "largest": bool(o.largest),
+                               "sorted": bool(o.sorted)},
+               opcode=OpCode.TOP_K, flops=lambda i, o, a: i[0].size if i[0].is_static else 0))

@@ -1,0 +1,364 @@
+/* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k): values against naive
+ * oracles written per output element, the same bytes with one thread and with a pool of three,
+ * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
+ * Entry point: test_ops_index(); returns the number of failures. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#define OP_HARNESS_SEED 0x243f6a8885a308d3ull
+#include "op_harness.h"
+
+static int failures;
+static int checks;
+
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    ++checks;                                                              \
+    if (!(cond)) {                                                         \
+      ++failures;                                                          \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                 \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fprintf(stderr, "\n");                                               \
+    }                                                                      \
+  } while (0)
+
+static void add_input(graph *g, int32_t tensor) { g->inputs[g->node.num_inputs++] = tensor; }
+static void add_output(graph *g, int32_t tensor) { g->outputs[g->node.num_outputs++] = tensor; }
+
+/* Small integers as floats, so sums are exact and ties are common. */
+static void fill_small(edge_tensor *t) {
+  int64_t n = edge_num_elements(t->rank, t->shape);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t v = rnd_range(-3, 3);
+    switch (t->dtype) {
+      case EDGE_FLOAT32: ((float *)t->data)[i] = (float)v; break;
+      case EDGE_INT32: ((int32_t *)t->data)[i] = (int32_t)v; break;
+      case EDGE_INT64: ((int64_t *)t->data)[i] = v; break;
+      default: ((int8_t *)t->data)[i] = (int8_t)v; break;
+    }
+  }
+}
+
+static double value_at(const edge_tensor *t, int64_t i) {
+  switch (t->dtype) {
+    case EDGE_FLOAT32: return ((const float *)t->data)[i];
+    case EDGE_INT32: return ((const int32_t *)t->data)[i];
+    case EDGE_INT64: return (double)((const int64_t *)t->data)[i];
+    default: return ((const int8_t *)t->data)[i];
+  }
+}
+
+/* Runs g once with no pool and once with a pool of three threads; the outputs must be identical. */
+static edge_status run_both(graph *g, const char *what) {
+  edge_status status = graph_run(g);
+  if (status != EDGE_OK) return status;
+  int32_t n_out = g->node.num_outputs;
+  void *first[4] = {NULL};
+  for (int32_t o = 0; o < n_out && o < 4; ++o) {
+    edge_tensor *t = &g->tensors[g->outputs[o]];
+    first[o] = malloc(t->nbytes + 1);
+    memcpy(first[o], t->data, t->nbytes);
+  }
+  g->ctx.pool = edge_threadpool_create(3);
+  g->ctx.num_threads = 3;
+  status = graph_run(g);
+  CHECK(status == EDGE_OK, "%s with three threads: %s", what, g->error);
+  for (int32_t o = 0; o < n_out && o < 4; ++o) {
+    edge_tensor *t = &g->tensors[g->outputs[o]];
+    CHECK(memcmp(first[o], t->data, t->nbytes) == 0, "%s: output %d differs between one and three threads", what, o);
+    free(first[o]);
+  }
+  edge_threadpool_free(g->ctx.pool);
+  g->ctx.pool = NULL;
+  g->ctx.num_threads = 1;
+  return status;
+}
+
+/* [outer, n, inner] around axis. */
+static void split_axis(const edge_tensor *x, int32_t axis, int64_t *outer, int64_t *n, int64_t *inner) {
+  *outer = edge_num_elements(axis, x->shape);
+  *n = x->shape[axis];
+  *inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
+}
+
+static void random_shape(int32_t *rank, int64_t *shape) {
+  *rank = (int32_t)rnd_range(1, 4);
+  for (int32_t d = 0; d < *rank; ++d) shape[d] = rnd_range(1, d == *rank - 1 ? 300 : 7);
+}
+
+/* ---- trilu ---- */
+
+static void test_trilu(void) {
+  for (int trial = 0; trial < 40; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_TRILU);
+    int32_t rank = (int32_t)rnd_range(2, 4);
+    int64_t shape[EDGE_MAX_RANK];
+    for (int32_t d = 0; d < rank; ++d) shape[d] = rnd_range(1, 9);
+    edge_dtype dtype = trial % 3 == 0 ? EDGE_INT64 : EDGE_FLOAT32;
+    int32_t x = add_tensor(&g, "x", dtype, rank, shape), y = add_tensor(&g, "y", dtype, rank, shape);
+    fill_small(&g.tensors[x]);
+    add_input(&g, x);
+    add_output(&g, y);
+    g.node.options.trilu.upper = trial % 2 == 0;
+    g.node.options.trilu.k = trial == 7 ? INT64_MAX : trial == 8 ? INT64_MIN : rnd_range(-10, 10);
+    edge_status status = run_both(&g, "trilu");
+    CHECK(status == EDGE_OK, "trilu: %s", g.error);
+    int64_t rows = shape[rank - 2], cols = shape[rank - 1], k = g.node.options.trilu.k;
+    int64_t count = edge_num_elements(rank, shape);
+    for (int64_t e = 0; e < count && status == EDGE_OK; ++e) {
+      int64_t j = e % cols, i = (e / cols) % rows;
+      /* In double, so the extreme k (INT64_MAX, INT64_MIN) compare without overflow. */
+      bool keep = g.node.options.trilu.upper ? (double)(j - i) >= (double)k : (double)(j - i) <= (double)k;
+      double want = keep ? value_at(&g.tensors[x], e) : 0.0;
+      if (value_at(&g.tensors[y], e) != want) {
+        CHECK(0, "trilu trial %d: element %lld is %g, expected %g (k %lld)", trial, (long long)e,
+              value_at(&g.tensors[y], e), want, (long long)k);
+        break;
+      }
+    }
+    graph_free(&g);
+  }
+  graph g;
+  graph_init(&g, EDGE_OP_TRILU);
+  const int64_t one[1] = {5};
+  add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, one));
+  add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 1, one));
+  edge_status status = graph_run(&g);
+  CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, "rank"), "trilu rank 1: %s", g.error);
+  graph_free(&g);
+  graph_init(&g, EDGE_OP_TRILU);
+  const int64_t two[2] = {3, 3};
+  add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 2, two));
+  add_output(&g, add_tensor(&g, "y", EDGE_INT32, 2, two));
+  status = graph_run(&g);
+  CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, "int32"), "trilu dtype mismatch: %s", g.error);
+  graph_free(&g);
+}
+
+/* ---- cumsum ---- */
+
+static void test_cumsum(void) {
+  for (int trial = 0; trial < 40; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_CUMSUM);
+    int32_t rank;
+    int64_t shape[EDGE_MAX_RANK];
+    random_shape(&rank, shape);
+    edge_dtype dtype = trial % 3 == 1 ? EDGE_INT32 : trial % 3 == 2 ? EDGE_INT64 : EDGE_FLOAT32;
+    int32_t x = add_tensor(&g, "x", dtype, rank, shape), y = add_tensor(&g, "y", dtype, rank, shape);
+    fill_small(&g.tensors[x]);
+    add_input(&g, x);
+    add_output(&g, y);
+    int32_t axis = (int32_t)rnd_range(0, rank - 1);
+    g.node.options.cumsum.axis = trial % 2 ? axis - rank : axis;
+    g.node.options.cumsum.exclusive = rnd() % 2;
+    g.node.options.cumsum.reverse = rnd() % 2;
+    edge_status status = run_both(&g, "cumsum");
+    CHECK(status == EDGE_OK, "cumsum: %s", g.error);
+    int64_t outer, n, inner;
+    split_axis(&g.tensors[x], axis, &outer, &n, &inner);
+    for (int64_t o = 0; o < outer && status == EDGE_OK; ++o)
+      for (int64_t c = 0; c < inner; ++c)
+        for (int64_t i = 0; i < n; ++i) {
+          double sum = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            bool in = g.node.options.cumsum.reverse ? j >= i : j <= i;
+            if (g.node.options.cumsum.exclusive && j == i) in = false;
+            if (in) sum += value_at(&g.tensors[x], (o * n + j) * inner + c);
+          }
+          double got = value_at(&g.tensors[y], (o * n + i) * inner + c);
+          if (got != sum) {
+            CHECK(0, "cumsum trial %d: [%lld, %lld, %lld] is %g, expected %g", trial, (long long)o, (long long)i,
+                  (long long)c, got, sum);
+            o = outer, c = inner, i = n;
+          }
+        }
+    graph_free(&g);
+  }
+  graph g;
+  graph_init(&g, EDGE_OP_CUMSUM);
+  const int64_t shape[2] = {3, 4};
+  add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 2, shape));
+  add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 2, shape));
+  g.node.options.cumsum.axis = 2;
+  edge_status status = graph_run(&g);
+  CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, "axis 2"), "cumsum axis 2 of rank 2: %s", g.error);
+  g.node.options.cumsum.axis = -3;
+  status = graph_run(&g);
+  CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, "axis -3"), "cumsum axis -3 of rank 2: %s", g.error);
+  graph_free(&g);
+  graph_init(&g, EDGE_OP_CUMSUM);
+  add_input(&g, add_tensor(&g, "x", EDGE_BOOL, 2, shape));
+  add_output(&g, add_tensor(&g, "y", EDGE_BOOL, 2, shape));
+  status = graph_run(&g);
+  CHECK(status == EDGE_UNSUPPORTED && strstr(g.error, "bool"), "cumsum bool: %s", g.error);
+  graph_free(&g);
+}
+
+/* ---- arg_max, arg_min ---- */
+
+static void test_arg_reduce(void) {
+  for (int trial = 0; trial < 48; ++trial) {
+    bool is_max = trial % 2 == 0;
+    graph g;
+    graph_init(&g, is_max ? EDGE_OP_ARG_MAX : EDGE_OP_ARG_MIN);
+    int32_t rank;
+    int64_t shape[EDGE_MAX_RANK];
+    random_shape(&rank, shape);
+    edge_dtype dtype = trial % 3 == 1 ? EDGE_INT32 : trial % 3 == 2 ? EDGE_INT8 : EDGE_FLOAT32;
+    edge_dtype index_dtype = trial % 4 < 2 ? EDGE_INT64 : EDGE_INT32;
+    int32_t x = add_tensor(&g, "x", dtype, rank, shape), y = add_tensor(&g, "y", index_dtype, 0, shape);
+    fill_small(&g.tensors[x]);
+    add_input(&g, x);
+    add_output(&g, y);
+    int32_t axis = (int32_t)rnd_range(0, rank - 1);
+    g.node.options.arg.axis = axis;
+    g.node.options.arg.keepdims = rnd() % 2;
+    g.node.options.arg.select_last_index = trial % 8 >= 4;
+    edge_status status = run_both(&g, "arg");
+    CHECK(status == EDGE_OK, "arg: %s", g.error);
+    CHECK(g.tensors[y].rank == (g.node.options.arg.keepdims ? rank : rank - 1), "arg output rank %d",
+          g.tensors[y].rank);
+    int64_t outer, n, inner;
+    split_axis(&g.tensors[x], axis, &outer, &n, &inner);
+    for (int64_t p = 0; p < outer * inner && status == EDGE_OK; ++p) {
+      int64_t o = p / inner, c = p % inner, want = 0;
+      for (int64_t j = 1; j < n; ++j) {
+        double v = value_at(&g.tensors[x], (o * n + j) * inner + c), b = value_at(&g.tensors[x], (o * n + want) * inner + c);
+        if (is_max ? v > b : v < b) want = j;
+        else if (v == b && g.node.options.arg.select_last_index) want = j;
+      }
+      int64_t got = index_dtype == EDGE_INT64 ? ((int64_t *)g.tensors[y].data)[p] : ((int32_t *)g.tensors[y].data)[p];
+      if (got != want) {
+        CHECK(0, "arg trial %d: position %lld is %lld, expected %lld", trial, (long long)p, (long long)got,
+              (long long)want);
+        break;
+      }
+    }
+    graph_free(&g);
+  }
+  const int64_t shape[2] = {3, 4}, empty[2] = {3, 0};
+  struct {
+    const int64_t *shape;
+    int32_t axis;
+    edge_dtype x, y;
+    edge_status status;
+    const char *message;
+  } bad[] = {
+      {shape, 2, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "axis 2"},
+      {shape, -3, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "axis -3"},
+      {shape, 0, EDGE_FLOAT32, EDGE_FLOAT32, EDGE_INVALID_MODEL, "expected int64 or int32"},
+      {shape, 0, EDGE_BOOL, EDGE_INT64, EDGE_UNSUPPORTED, "bool"},
+      {empty, 1, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "empty"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_ARG_MAX);
+    add_input(&g, add_tensor(&g, "x", bad[i].x, 2, bad[i].shape));
+    add_output(&g, add_tensor(&g, "y", bad[i].y, 2, bad[i].shape));
+    g.node.options.arg.axis = bad[i].axis;
+    edge_status status = graph_run(&g);
+    CHECK(status == bad[i].status && strstr(g.error, bad[i].message), "arg refusal %zu: %s", i, g.error);
+    graph_free(&g);
+  }
+}
+
+/* ---- top_k ---- */
+
+static void test_top_k(void) {
+  for (int trial = 0; trial < 48; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_TOP_K);
+    int32_t rank;
+    int64_t shape[EDGE_MAX_RANK];
+    random_shape(&rank, shape);
+    edge_dtype dtype = trial % 3 == 1 ? EDGE_INT64 : trial % 3 == 2 ? EDGE_INT8 : EDGE_FLOAT32;
+    edge_dtype index_dtype = trial % 4 < 2 ? EDGE_INT64 : EDGE_INT32;
+    int32_t x = add_tensor(&g, "x", dtype, rank, shape);
+    int32_t values = add_tensor(&g, "values", dtype, 0, shape), indices = add_tensor(&g, "indices", index_dtype, 0, shape);
+    fill_small(&g.tensors[x]);
+    add_input(&g, x);
+    add_output(&g, values);
+    add_output(&g, indices);
+    int32_t axis = (int32_t)rnd_range(0, rank - 1);
+    g.node.options.top_k.axis = trial % 2 ? axis - rank : axis;
+    g.node.options.top_k.k = trial % 7 == 0 ? 0 : trial % 7 == 1 ? shape[axis] : rnd_range(0, shape[axis]);
+    g.node.options.top_k.largest = trial % 4 != 3;
+    g.node.options.top_k.sorted = true;
+    edge_status status = run_both(&g, "top_k");
+    CHECK(status == EDGE_OK, "top_k: %s", g.error);
+    int64_t outer, n, inner, k = g.node.options.top_k.k;
+    split_axis(&g.tensors[x], axis, &outer, &n, &inner);
+    bool largest = g.node.options.top_k.largest;
+    for (int64_t p = 0; p < outer * inner && status == EDGE_OK; ++p) {
+      int64_t o = p / inner, c = p % inner;
+      for (int64_t r = 0; r < k; ++r) {
+        /* The element of rank r: the one with exactly r elements ahead of it (better value, or equal
+         * value at a lower index). */
+        int64_t want = -1;
+        for (int64_t j = 0; j < n && want < 0; ++j) {
+          double v = value_at(&g.tensors[x], (o * n + j) * inner + c);
+          int64_t ahead = 0;
+          for (int64_t m = 0; m < n; ++m) {
+            double u = value_at(&g.tensors[x], (o * n + m) * inner + c);
+            if ((largest ? u > v : u < v) || (u == v && m < j)) ++ahead;
+          }
+          if (ahead == r) want = j;
+        }
+        int64_t out = (o * k + r) * inner + c;
+        int64_t got = index_dtype == EDGE_INT64 ? ((int64_t *)g.tensors[indices].data)[out]
+                                                : ((int32_t *)g.tensors[indices].data)[out];
+        double got_value = value_at(&g.tensors[values], out);
+        if (got != want || got_value != value_at(&g.tensors[x], (o * n + want) * inner + c)) {
+          CHECK(0, "top_k trial %d: row %lld rank %lld is index %lld value %g, expected index %lld", trial,
+                (long long)p, (long long)r, (long long)got, got_value, (long long)want);
+          p = outer * inner;
+          break;
+        }
+      }
+    }
+    graph_free(&g);
+  }
+  const int64_t shape[2] = {3, 4};
+  struct {
+    int64_t k;
+    int32_t axis;
+    edge_dtype values, indices;
+    edge_status status;
+    const char *message;
+  } bad[] = {
+      {5, 1, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "k 5 is outside [0, 4]"},
+      {-1, 1, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "k -1"},
+      {2, 2, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "axis 2"},
+      {2, -3, EDGE_FLOAT32, EDGE_INT64, EDGE_INVALID_MODEL, "axis -3"},
+      {2, 1, EDGE_FLOAT32, EDGE_FLOAT32, EDGE_INVALID_MODEL, "expected int64 or int32"},
+      {2, 1, EDGE_INT32, EDGE_INT64, EDGE_INVALID_MODEL, "values output is int32"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_TOP_K);
+    add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 2, shape));
+    add_output(&g, add_tensor(&g, "values", bad[i].values, 2, shape));
+    add_output(&g, add_tensor(&g, "indices", bad[i].indices, 2, shape));
+    g.node.options.top_k.k = bad[i].k;
+    g.node.options.top_k.axis = bad[i].axis;
+    edge_status status = graph_run(&g);
+    CHECK(status == bad[i].status && strstr(g.error, bad[i].message), "top_k refusal %zu: %s", i, g.error);
+    graph_free(&g);
+  }
+}
+
+int test_ops_index(void) {
+  failures = 0;
+  checks = 0;
+  test_trilu();
+  test_cumsum();
+  test_arg_reduce();
+  test_top_k();
+  fprintf(stderr, "test_ops_index: %d checks, %d failures\n", checks, failures);
+  return failures;
+}
