@@ -520,11 +520,13 @@ static void check_pool(const edge_vector_kernels *k) {
   }
 }
 
+/* Strides a few elements past the block, and multiples of 512 elements (the 8 x 8 block walk for
+ * rows that alias in L1), each with row and column counts that are and are not multiples of 8. */
 static void check_transpose(const edge_vector_kernels *k) {
   for (size_t a = 0; a < NUM_LENGTHS; a += 2)
     for (size_t b = 1; b < NUM_LENGTHS; b += 3) {
-      size_t rows = lengths[a] % 200 + 1, cols = lengths[b] % 150 + 1, x_stride = cols + rnd() % 3,
-             y_stride = rows + rnd() % 3;
+      size_t rows = lengths[a] % 200 + 1, cols = lengths[b] % 150 + 1;
+      size_t x_stride = (a + b) % 4 == 0 ? 512 * (1 + (a + b) % 3) : cols + rnd() % 3, y_stride = rows + rnd() % 3;
       uint32_t *x = malloc(rows * x_stride * sizeof *x), *y = malloc((cols * y_stride + GUARD) * sizeof *y);
       for (size_t i = 0; i < rows * x_stride; ++i) x[i] = rnd();
       for (size_t i = 0; i < cols * y_stride + GUARD; ++i) y[i] = 0xdeadbeefu;
