@@ -1002,3 +1002,72 @@ def _top_k(ctx: NodeContext):
     # The runtime always writes both outputs; an unused one gets a name of its own.
     outputs = [ctx.output(i) or ctx.builder.fresh_name(f"{ctx.name}/TopK_out{i}") for i in range(2)]
     ctx.emit("TopK", [ctx.input(0)], attrs, outputs)
+
+
+# ---------------------------------------------------------------- instance and group normalisation
+
+def _normalise_rows(ctx: NodeContext, x: str, rows_shape: tuple[int, ...], epsilon: float) -> str:
+    """x reshaped to [N, R, L] and normalised over L (mean and variance per row), by LayerNorm with
+    a unit scale covering the whole row, so it takes the runtime's full-row vector kernel."""
+    rows = ctx.reshape(x, rows_shape)
+    ones = ctx.constant(np.ones(rows_shape[-1:], ctx.type(x).dtype), base="unit_scale")
+    return ctx.emit1("LayerNorm", [rows, ones], {"axis": 2, "epsilon": epsilon})
+
+
+def _affine_per_row(ctx: NodeContext, y: str, index: int, op: str, identity: float, count: int) -> str:
+    """y [N, count, L] times (or plus) input ``index`` of shape [count] along axis 1; skipped when
+    the input is a constant equal to the identity (PyTorch's GroupNorm export passes ones and
+    zeros to InstanceNormalization and applies its own affine after)."""
+    value = ctx.const(index)
+    if value is not None and np.all(value == identity):
+        return y
+    if value is not None:
+        per_row = ctx.constant(value.astype(np.float32).reshape(count, 1), base=f"{op.lower()}_rows")
+    else:
+        per_row = ctx.reshape(ctx.input(index), (count, 1))
+    return ctx.emit1(op, [y, per_row])
+
+
+def _check_normalization(ctx: NodeContext, channels: int, *param_sizes: int) -> None:
+    if ctx.type(0).dtype not in ("float32", "float16"):
+        raise ctx.error(f"input is {ctx.type(0).dtype}; expected float")
+    for index, size in zip((1, 2), param_sizes):
+        if ctx.input(index) and tuple(ctx.shape(index)) != (size,):
+            raise ctx.error(f"input {index} has shape {list(ctx.shape(index))}, expected [{size}]")
+    if ctx.rank(0) < 2:
+        raise ctx.error(f"input of rank {ctx.rank(0)} has no channel axis")
+
+
+@converts("InstanceNormalization")
+def _instance_norm(ctx: NodeContext):
+    """Lowered to LayerNorm over each (n, c) image, flattened to a row, then the per-channel
+    affine: the same arithmetic (mean, centred variance, 1 / sqrt(var + epsilon)) as the op."""
+    shape = ctx.shape(0)
+    _check_normalization(ctx, shape[1], shape[1], shape[1])
+    n, c = shape[0], shape[1]
+    spatial = int(np.prod(shape[2:], dtype=np.int64))
+    y = _normalise_rows(ctx, ctx.input(0), (n, c, spatial), float(ctx.attr("epsilon", 1e-5)))
+    y = _affine_per_row(ctx, y, 1, "Mul", 1.0, c)
+    y = _affine_per_row(ctx, y, 2, "Add", 0.0, c)
+    ctx.reshape(y, shape, output=ctx.output(0))
+
+
+@converts("GroupNormalization")
+def _group_norm(ctx: NodeContext):
+    """Lowered to LayerNorm over each (n, group) block of channels flattened to a row, then the
+    affine: per group before opset 21 (scale and bias [G]), per channel from 21 ([C])."""
+    shape = ctx.shape(0)
+    n, c = shape[0], shape[1]
+    groups = int(ctx.attr("num_groups"))
+    if groups <= 0 or c % groups:
+        raise ctx.error(f"num_groups {groups} does not divide the {c} channels")
+    per_channel = ctx.opset >= 21
+    size = c if per_channel else groups
+    _check_normalization(ctx, c, size, size)
+    spatial = int(np.prod(shape[2:], dtype=np.int64))
+    y = _normalise_rows(ctx, ctx.input(0), (n, groups, c // groups * spatial), float(ctx.attr("epsilon", 1e-5)))
+    if per_channel:
+        y = ctx.reshape(y, (n, c, spatial))
+    y = _affine_per_row(ctx, y, 1, "Mul", 1.0, size)
+    y = _affine_per_row(ctx, y, 2, "Add", 0.0, size)
+    ctx.reshape(y, shape, output=ctx.output(0))

@@ -50,6 +50,8 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "Trilu": (1,),
     "CumSum": (1,),
     "TopK": (1,),
+    "InstanceNormalization": (1, 2),
+    "GroupNormalization": (1, 2),
 }
 
 

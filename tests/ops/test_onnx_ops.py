@@ -43,6 +43,9 @@ class Case:
     # Extra nodes after the op (their outputs become the graph outputs instead), for ops tested
     # through what consumes them (Shape, ConstantOfShape, Range fold into constants).
     extra_nodes: Callable[[list[str]], tuple[list[onnx.NodeProto], list[str]]] | None = None
+    # The output is typed like input 0, for ops onnx's shape inference leaves untyped
+    # (GroupNormalization, a function op).
+    output_like_input: bool = False
 
 
 CASES: list[Case] = []
@@ -549,6 +552,27 @@ case("TopK-int32-smallest", "TopK", lambda rng: [("x", Feed(ints(rng, (3, 8), -9
      {"largest": 0}, num_outputs=2)
 
 
+INSTANCE_NORMS = {"rank4": ((2, 3, 5, 7), True, 1e-5), "rank3": ((2, 4, 9), True, 1e-3),
+                  "unit-affine": ((1, 6, 11), False, 1e-5), "one-pixel": ((2, 3, 1, 1), True, 1e-5)}
+for name, (shape, affine, epsilon) in INSTANCE_NORMS.items():
+    case(f"InstanceNormalization-{name}", "InstanceNormalization", (lambda shape, affine: lambda rng: [
+        ("x", Feed(normal(rng, shape, 2.0) + 1.0)),
+        ("scale", Feed(normal(rng, shape[1:2]) if affine else np.ones(shape[1:2], np.float32), True)),
+        ("bias", Feed(normal(rng, shape[1:2]) if affine else np.zeros(shape[1:2], np.float32), True))])(shape, affine),
+        {"epsilon": epsilon})
+case("InstanceNormalization-runtime-affine", "InstanceNormalization", lambda rng: [
+    ("x", Feed(normal(rng, (2, 3, 4, 4)))), ("scale", Feed(normal(rng, (3,)))), ("bias", Feed(normal(rng, (3,))))])
+
+GROUP_NORMS = {"groups2-opset21": ((2, 4, 3, 5), 2, 21), "groups1-opset21": ((1, 6, 7), 1, 21),
+               "per-channel-groups-opset21": ((2, 6, 2, 3), 6, 21)}
+for name, (shape, groups, opset) in GROUP_NORMS.items():
+    size = shape[1] if opset >= 21 else groups
+    case(f"GroupNormalization-{name}", "GroupNormalization", (lambda shape, size: lambda rng: [
+        ("x", Feed(normal(rng, shape, 2.0))), ("scale", Feed(normal(rng, (size,)), True)),
+        ("bias", Feed(normal(rng, (size,)), True))])(shape, size), {"num_groups": groups, "epsilon": 1e-4},
+        opset=opset, output_like_input=True)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
@@ -572,8 +596,11 @@ def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
         nodes += extra
         used = {i for n in extra for i in n.input}
         initializers += [numpy_helper.from_array(np.asarray(v), k) for k, v in EXTRA_CONSTANTS.items() if k in used]
-    graph = helper.make_graph(nodes, case_.id.replace("-", "_"), inputs,
-                              [onnx.ValueInfoProto(name=o) for o in outputs], initializers)
+    graph_outputs = [onnx.ValueInfoProto(name=o) for o in outputs]
+    if case_.output_like_input:
+        graph_outputs = [helper.make_tensor_value_info(outputs[0], inputs[0].type.tensor_type.elem_type,
+                                                       feeds[inputs[0].name].shape)]
+    graph = helper.make_graph(nodes, case_.id.replace("-", "_"), inputs, graph_outputs, initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case_.opset)])
     model.ir_version = 8
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -615,3 +642,4 @@ def test_causal_mask_trilu_folds_to_a_constant():
     model.ir_version = 8
     comparison = check_model(model, {"x": np.random.default_rng(3).standard_normal((2, 5, 5)).astype(np.float32)})
     assert "Trilu" not in {node.op for node in comparison.converted.graph.nodes}
+
