@@ -1,10 +1,12 @@
 /* Tests of the int8 vector kernels (kernels/vector/s8-*.c: s8_maxpool, s8_raccumulate_sum, s8_vadd,
- * s8_quantize in vector.h) at every ISA level this machine supports, bit for bit against loops
- * written here from the issue-4 formulas:
+ * s8_quantize, s8_lut, s8_layernorm in vector.h) at every ISA level this machine supports, bit for
+ * bit against loops written here from the issue-4 formulas and the int8 reference's contract:
  *
  *   vadd:     y = clamp(zp_y + (((int64)(a - zp_a) * ma + (int64)(b - zp_b) * mb + 2^(s-1)) >> s), lo, hi)
  *   quantize: y = clamp(zp + nearbyint(x * inv), -128, 127), float32 product, ties to even, NaN -> zp
  *   maxpool:  y = clamp(max over taps, lo, hi);  raccumulate: acc += column sums
+ *   lut:      y = table[x + 128], every one of the 256 codes
+ *   layernorm: exact row sums, mean and 1/std in double rounded to float32, float32 steps, requantize
  *
  * over ragged lengths (tails of every size below the vector widths), random params including the
  * extreme shifts 1 and 62 and multipliers up to +-(2^31 - 1), values on rounding ties, infinities,
@@ -182,6 +184,78 @@ static void check_maxpool_and_sums(const char *isa, const edge_vector_kernels *k
   }
 }
 
+static void check_lut(const char *isa, edge_s8_lut_ukernel kernel) {
+  int8_t x[1100], y[1100 + GUARD], table[256];
+  for (size_t t = 0; t < NUM_LENGTHS * 4; ++t) {
+    size_t n = lengths[t % NUM_LENGTHS];
+    for (int i = 0; i < 256; ++i) table[i] = (int8_t)rnd_range(-128, 127);
+    for (size_t i = 0; i < n; ++i) x[i] = (int8_t)(n >= 256 ? (int)((i * 37) % 256) - 128 : rnd_range(-128, 127));
+    memset(y, GUARD_BYTE, sizeof y);
+    kernel(n, x, y, table);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; ++i) bad += y[i] != table[x[i] + 128];
+    CHECK(bad == 0, "s8_lut [%s] n=%zu: %zu wrong", isa, n, bad);
+    CHECK(guard_intact(y + n), "s8_lut [%s] n=%zu wrote past the end", isa, n);
+  }
+  /* In place. */
+  for (int i = 0; i < 256; ++i) {
+    table[i] = (int8_t)(255 - i);
+    x[i] = (int8_t)(i - 128);
+  }
+  kernel(256, x, x, table);
+  size_t bad = 0;
+  for (int i = 0; i < 256; ++i) bad += x[i] != (int8_t)(255 - i);
+  CHECK(bad == 0, "s8_lut [%s] in place: %zu wrong", isa, bad);
+}
+
+static void layernorm_oracle(size_t n, const int8_t *x, int8_t *y, const float *gamma, const float *beta,
+                             const edge_s8_layernorm_params *p) {
+  int64_t s1 = 0, s2 = 0;
+  for (size_t i = n; i-- > 0;) {
+    int64_t d = (int64_t)x[i] - p->zp_x;
+    s1 += d;
+    s2 += d * d;
+  }
+  double var = (double)((int64_t)n * s2 - s1 * s1) / ((double)n * (double)n), s_x = (double)p->scale_x;
+  float r = (float)(s_x / sqrt(s_x * s_x * var + (double)p->epsilon)), c = (float)((double)s1 / (double)n);
+  for (size_t i = 0; i < n; ++i) {
+    float t = ((float)((int64_t)x[i] - p->zp_x) - c) * r;
+    float v = t * gamma[i];
+    v = v + beta[i];
+    y[i] = quantize_oracle(v, p->inv_scale_y, p->zp_y);
+  }
+}
+
+static void check_layernorm(const char *isa, edge_s8_layernorm_ukernel kernel) {
+  static int8_t x[40000], y[40000 + GUARD], want[40000];
+  static float gamma[40000], beta[40000];
+  static const size_t extra[] = {384, 768, 20000, 40000};
+  /* About 1.5 million elements: a float step rounded differently flips a few requantized values. */
+  for (size_t t = 0; t < NUM_LENGTHS * 6 + 100; ++t) {
+    size_t n = t < NUM_LENGTHS * 6 ? lengths[t % NUM_LENGTHS] : extra[t % 4];
+    edge_s8_layernorm_params p = {rnd_range(-128, 127), rnd_range(-128, 127), (float)rnd_range(1, 100000) / 1e6f,
+                                  t % 3 ? 1e-5f : 0.0f, 0.0f};
+    p.inv_scale_y = 1.0f / ((float)rnd_range(t % 5 ? 10000 : 1, 60000) / 1e6f); /* mostly y in range */
+    int32_t spread = t % 4 == 0 ? 2 : 127; /* narrow rows: large 1/std, saturation */
+    int32_t centre = rnd_range(-128 + spread, 127 - spread);
+    for (size_t i = 0; i < n; ++i) {
+      x[i] = (int8_t)rnd_range(centre - spread, centre + spread);
+      gamma[i] = (float)rnd_range(-2000, 2000) / 1000.0f;
+      beta[i] = (float)rnd_range(-2000, 2000) / 1000.0f;
+    }
+    if (t % 7 == 0) memset(x, x[0], n); /* constant row: 0 * 1/std, or NaN when epsilon is 0 */
+    memset(y, GUARD_BYTE, n + GUARD);
+    kernel(n, x, y, gamma, beta, &p);
+    layernorm_oracle(n, x, want, gamma, beta, &p);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (y[i] != want[i] && bad++ == 0) first = i;
+    CHECK(bad == 0, "s8_layernorm [%s] n=%zu zp_x=%d eps=%g: %zu wrong, first at %zu: %d != %d", isa, n, p.zp_x,
+          (double)p.epsilon, bad, first, y[first], want[first]);
+    CHECK(guard_intact(y + n), "s8_layernorm [%s] n=%zu wrote past the end", isa, n);
+  }
+}
+
 int test_kernels_s8vector(void) {
   failures = 0;
   checks = 0;
@@ -198,9 +272,13 @@ int test_kernels_s8vector(void) {
     check_vadd(isa, k->s8_vadd);
     check_quantize(isa, k->s8_quantize);
     check_maxpool_and_sums(isa, k);
+    CHECK(k->s8_lut && k->s8_layernorm, "level %s lacks s8_lut or s8_layernorm", isa);
+    if (k->s8_lut) check_lut(isa, k->s8_lut);
+    if (k->s8_layernorm) check_layernorm(isa, k->s8_layernorm);
   }
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
-  CHECK(scalar && !scalar->vector.s8_vadd && !scalar->vector.s8_maxpool,
+  CHECK(scalar && !scalar->vector.s8_vadd && !scalar->vector.s8_maxpool && !scalar->vector.s8_lut &&
+            !scalar->vector.s8_layernorm,
         "the scalar level must leave the int8 vector kernels NULL (EDGE_ISA=scalar runs the reference code)");
   fprintf(stderr, "test_kernels_s8vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
   return failures;

@@ -8,6 +8,10 @@
  * - int8 conv, fully connected, add and average pool against naive oracles written here in
  *   double-free integer arithmetic from the spec (a different loop shape from the kernels);
  * - QUANTIZE / DEQUANTIZE element rules, and DEQUANTIZE of a constant folded at prepare;
+ * - int8 LAYER_NORM against the contract of converter/quantize/int8_reference.py written out here
+ *   (exact: the runtime does the same IEEE steps), over odd row lengths, broadcast scale and bias,
+ *   an absent bias and constant rows; UNARY's int8 table lookup on all 256 codes and ragged
+ *   lengths, bit for bit; bad tables and layer-norm operands refused with a status;
  * - thread counts give identical bytes.
  * The op paths pick kernels from the process's ISA level; tests/ops/test_quantized_ops.py runs
  * every level against the Python reference. Entry point: test_ops_quant(); returns failures. */
@@ -430,6 +434,228 @@ static void test_add_and_pool(void) {
   graph_free(&g);
 }
 
+/* ---- int8 LAYER_NORM ---- */
+
+/* The contract, one element at a time from the row's exact sums. */
+static int8_t oracle_layer_norm(const int8_t *row, int64_t n, int64_t i, int32_t zp_x, float s_x, float epsilon,
+                                float gamma, float beta, float s_y, int32_t zp_y) {
+  int64_t s1 = 0, s2 = 0;
+  for (int64_t k = n - 1; k >= 0; --k) {
+    s1 += row[k] - zp_x;
+    s2 += (int64_t)(row[k] - zp_x) * (row[k] - zp_x);
+  }
+  double mean_d = (double)s1 / (double)n;
+  double var_d = (double)(n * s2 - s1 * s1) / ((double)n * (double)n);
+  float r = (float)((double)s_x / sqrt((double)s_x * (double)s_x * var_d + (double)epsilon));
+  float c = (float)mean_d;
+  float t = ((float)(row[i] - zp_x) - c) * r;
+  float y = t * gamma;
+  y = y + beta;
+  float q = nearbyintf(y * (1.0f / s_y));
+  if (q != q) return (int8_t)zp_y;
+  double v = (double)q + zp_y;
+  return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+typedef struct {
+  graph g;
+  int32_t x, scale, bias, y;
+} layer_norm_graph;
+
+/* x [outer, n] (or [outer, 2, n / 2] normalised over both, axis -2); scale/bias of `scale_count` /
+ * `bias_count` elements (1, n, or 0 for no bias). */
+static void layer_norm_build(layer_norm_graph *l, int64_t outer, int64_t n, bool two_dims, int64_t scale_count,
+                             int64_t bias_count) {
+  graph *g = &l->g;
+  graph_init(g, EDGE_OP_LAYER_NORM);
+  int64_t xs[3] = {outer, two_dims ? 2 : n, n / 2}, ss[1] = {scale_count}, bs[1] = {bias_count};
+  l->x = add_tensor(g, "ln/x", EDGE_INT8, two_dims ? 3 : 2, xs, false);
+  l->scale = add_tensor(g, "ln/gamma", EDGE_FLOAT32, 1, ss, false);
+  l->bias = bias_count ? add_tensor(g, "ln/beta", EDGE_FLOAT32, 1, bs, false) : -1;
+  l->y = add_tensor(g, "ln/y", EDGE_INT8, two_dims ? 3 : 2, xs, true);
+  g->tensors[l->scale].kind = EDGE_TENSOR_CONSTANT;
+  if (bias_count) g->tensors[l->bias].kind = EDGE_TENSOR_CONSTANT;
+  g->node.options.layer_norm.axis = two_dims ? -2 : -1;
+  g->node.options.layer_norm.epsilon = 1e-5f;
+  set_param(g, l->x, 0.02f + 0.001f * (float)rnd_range(0, 100), rnd_range(-30, 30));
+  set_param(g, l->y, 0.01f + 0.001f * (float)rnd_range(0, 50), rnd_range(-20, 20));
+  fill_int8(g, l->x, -128, 127);
+  float *gamma = g->tensors[l->scale].data;
+  for (int64_t i = 0; i < scale_count; ++i) gamma[i] = 0.5f + (float)rnd_range(0, 1000) / 1000.0f;
+  if (bias_count) {
+    float *beta = g->tensors[l->bias].data;
+    for (int64_t i = 0; i < bias_count; ++i) beta[i] = (float)rnd_range(-500, 500) / 1000.0f;
+  }
+}
+
+static void layer_norm_check(layer_norm_graph *l, const char *what) {
+  graph *g = &l->g;
+  edge_status status = graph_run(g);
+  CHECK(status == EDGE_OK, "%s: %s", what, g->error);
+  if (status != EDGE_OK) return;
+  const edge_tensor *x = &g->tensors[l->x];
+  int64_t n = x->rank == 3 ? x->shape[1] * x->shape[2] : x->shape[1], rows = x->shape[0];
+  const int8_t *xv = x->data, *yv = g->tensors[l->y].data;
+  const edge_tensor *st = &g->tensors[l->scale];
+  const float *gamma = st->data, *beta = l->bias >= 0 ? g->tensors[l->bias].data : NULL;
+  int64_t scale_count = st->shape[0], bias_count = l->bias >= 0 ? g->tensors[l->bias].shape[0] : 0;
+  int wrong = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) {
+      float gm = gamma[i % scale_count], bt = beta ? beta[i % bias_count] : 0.0f; /* trailing-dim broadcast */
+      int8_t want = oracle_layer_norm(xv + r * n, n, i, (int32_t)g->zero_points[l->x][0], g->scales[l->x][0],
+                                      g->node.options.layer_norm.epsilon, gm, bt, g->scales[l->y][0],
+                                      (int32_t)g->zero_points[l->y][0]);
+      if (yv[r * n + i] != want && ++wrong <= 3)
+        CHECK(0, "%s: row %lld element %lld of %lld: %d, expected %d", what, (long long)r, (long long)i, (long long)n,
+              yv[r * n + i], want);
+    }
+}
+
+static void test_layer_norm_int8(void) {
+  static const int64_t lengths[] = {1, 2, 7, 15, 16, 17, 33, 64, 100, 384, 1031};
+  layer_norm_graph l;
+  char what[96];
+  for (size_t c = 0; c < sizeof lengths / sizeof lengths[0]; ++c) {
+    int64_t n = lengths[c];
+    layer_norm_build(&l, 5, n, false, n, n);
+    snprintf(what, sizeof what, "int8 layer norm n=%lld", (long long)n);
+    layer_norm_check(&l, what);
+    graph_free(&l.g);
+    layer_norm_build(&l, 3, n, false, 1, 0); /* scalar scale, no bias */
+    snprintf(what, sizeof what, "int8 layer norm n=%lld, scalar scale, no bias", (long long)n);
+    layer_norm_check(&l, what);
+    graph_free(&l.g);
+  }
+  layer_norm_build(&l, 4, 40, true, 20, 1); /* normalised over [2, 20]: scale [20] broadcast, scalar bias */
+  layer_norm_check(&l, "int8 layer norm over two dims");
+  graph_free(&l.g);
+
+  /* Constant rows: variance 0; with epsilon 0 the division gives NaN, which quantizes to zp_y. */
+  layer_norm_build(&l, 3, 48, false, 48, 48);
+  memset(l.g.tensors[l.x].data, 7, 48 * 3);
+  layer_norm_check(&l, "int8 layer norm of constant rows");
+  l.g.node.options.layer_norm.epsilon = 0.0f;
+  layer_norm_check(&l, "int8 layer norm of constant rows, epsilon 0");
+  graph_free(&l.g);
+
+  /* Thread counts give the same bytes. */
+  layer_norm_build(&l, 64, 384, false, 384, 384);
+  CHECK(graph_run(&l.g) == EDGE_OK, "int8 layer norm, 1 thread: %s", l.g.error);
+  int8_t one[64 * 384];
+  memcpy(one, l.g.tensors[l.y].data, sizeof one);
+  edge_threadpool *pool = edge_threadpool_create(3);
+  l.g.ctx.pool = pool;
+  l.g.ctx.num_threads = 3;
+  CHECK(graph_run(&l.g) == EDGE_OK, "int8 layer norm, 3 threads: %s", l.g.error);
+  CHECK(memcmp(one, l.g.tensors[l.y].data, sizeof one) == 0, "int8 layer norm: 3 threads differ from 1");
+  l.g.ctx.pool = NULL;
+  edge_threadpool_free(pool);
+  graph_free(&l.g);
+
+  /* Refused: an int8 input with a float output, a scale computed by the graph, bad params. */
+  layer_norm_build(&l, 2, 16, false, 16, 16);
+  l.g.tensors[l.y].dtype = EDGE_FLOAT32;
+  expect_rejected(&l.g, EDGE_UNSUPPORTED, "float32", "int8 layer norm with a float output");
+  l.g.tensors[l.y].dtype = EDGE_INT8;
+  l.g.tensors[l.scale].kind = EDGE_TENSOR_ACTIVATION;
+  expect_rejected(&l.g, EDGE_UNSUPPORTED, "ln/gamma", "int8 layer norm with a computed scale");
+  l.g.tensors[l.scale].kind = EDGE_TENSOR_CONSTANT;
+  l.g.scales[l.x][0] = 0.0f;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "ln/x", "int8 layer norm with input scale 0");
+  l.g.scales[l.x][0] = 0.05f;
+  l.g.zero_points[l.y][0] = 300;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "ln/y", "int8 layer norm with an output zero point out of range");
+  l.g.zero_points[l.y][0] = 0;
+  l.g.node.activation.op = EDGE_UNARY_RELU;
+  expect_rejected(&l.g, EDGE_UNSUPPORTED, "activation", "int8 layer norm with a fused activation");
+  graph_free(&l.g);
+}
+
+/* ---- int8 UNARY: table lookup ---- */
+
+typedef struct {
+  graph g;
+  int32_t x, table, y;
+} lut_graph;
+
+static void lut_build(lut_graph *l, int64_t n, edge_unary_kind op) {
+  graph *g = &l->g;
+  graph_init(g, EDGE_OP_UNARY);
+  int64_t xs[2] = {1, n}, ts[1] = {256};
+  l->x = add_tensor(g, "gelu/x", EDGE_INT8, 2, xs, false);
+  l->table = add_tensor(g, "gelu/table", EDGE_INT8, 1, ts, false);
+  l->y = add_tensor(g, "gelu/y", EDGE_INT8, 2, xs, true);
+  g->tensors[l->table].kind = EDGE_TENSOR_CONSTANT;
+  g->node.options.unary.op = op;
+  set_param(g, l->x, 0.05f, 3);
+  set_param(g, l->y, 0.03f, -60);
+  fill_int8(g, l->x, -128, 127);
+  fill_int8(g, l->table, -128, 127);
+}
+
+static void test_unary_lut(void) {
+  static const int64_t lengths[] = {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1000, 70001};
+  lut_graph l;
+  for (size_t c = 0; c < sizeof lengths / sizeof lengths[0]; ++c) {
+    int64_t n = lengths[c];
+    lut_build(&l, n, EDGE_UNARY_GELU);
+    int8_t *xv = l.g.tensors[l.x].data;
+    if (n >= 256)
+      for (int64_t i = 0; i < 256; ++i) xv[(i * 7) % 256] = (int8_t)(i - 128); /* every code, shuffled */
+    edge_status status = graph_run(&l.g);
+    CHECK(status == EDGE_OK, "int8 unary n=%lld: %s", (long long)n, l.g.error);
+    const int8_t *table = l.g.tensors[l.table].data, *yv = l.g.tensors[l.y].data;
+    int wrong = 0;
+    for (int64_t i = 0; status == EDGE_OK && i < n; ++i) wrong += yv[i] != table[xv[i] + 128];
+    CHECK(wrong == 0, "int8 unary n=%lld: %d elements differ from table[x + 128]", (long long)n, wrong);
+    graph_free(&l.g);
+  }
+
+  /* The table carrying the output's params is fine; other params, shapes, dtypes are not. */
+  lut_build(&l, 40, EDGE_UNARY_TANH);
+  set_param(&l.g, l.table, 0.03f, -60);
+  CHECK(graph_run(&l.g) == EDGE_OK, "int8 unary with a table quantized like the output: %s", l.g.error);
+  set_param(&l.g, l.table, 0.03f, -61);
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "gelu/table", "int8 unary with a table quantized differently");
+  l.g.tensors[l.table].num_quant_params = 0;
+  l.g.tensors[l.table].shape[0] = 255;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "[255]", "int8 unary with a 255-entry table");
+  l.g.tensors[l.table].shape[0] = 256;
+  l.g.tensors[l.table].dtype = EDGE_UINT8;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "uint8", "int8 unary with a uint8 table");
+  l.g.tensors[l.table].dtype = EDGE_INT8;
+  l.g.tensors[l.table].kind = EDGE_TENSOR_ACTIVATION;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "constant", "int8 unary with a computed table");
+  l.g.tensors[l.table].kind = EDGE_TENSOR_CONSTANT;
+  l.g.tensors[l.y].dtype = EDGE_FLOAT32;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "float32", "int8 unary with a float output");
+  l.g.tensors[l.y].dtype = EDGE_INT8;
+  l.g.scales[l.x][0] = -1.0f;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "gelu/x", "int8 unary with a negative input scale");
+  l.g.scales[l.x][0] = 0.05f;
+  l.g.node.activation.op = EDGE_UNARY_RELU;
+  expect_rejected(&l.g, EDGE_UNSUPPORTED, "activation", "int8 unary with a fused activation");
+  l.g.node.activation.op = EDGE_UNARY_IDENTITY;
+  l.g.node.options.unary.op = EDGE_UNARY_IS_NAN;
+  expect_rejected(&l.g, EDGE_UNSUPPORTED, "int8", "int8 IS_NAN");
+  l.g.node.options.unary.op = EDGE_UNARY_GELU;
+  l.g.node.num_inputs = 1;
+  expect_rejected(&l.g, EDGE_INVALID_MODEL, "table", "int8 GELU without a table");
+  graph_free(&l.g);
+
+  /* A float input takes no table. */
+  graph g;
+  graph_init(&g, EDGE_OP_UNARY);
+  int64_t shape[1] = {8}, ts[1] = {256};
+  add_tensor(&g, "f/x", EDGE_FLOAT32, 1, shape, false);
+  add_tensor(&g, "f/table", EDGE_INT8, 1, ts, false);
+  add_tensor(&g, "f/y", EDGE_FLOAT32, 1, shape, true);
+  g.node.options.unary.op = EDGE_UNARY_GELU;
+  expect_rejected(&g, EDGE_INVALID_MODEL, "2 inputs", "float GELU with a table");
+  graph_free(&g);
+}
+
 /* ---- quantize / dequantize ---- */
 
 static void test_quantize_dequantize(void) {
@@ -492,5 +718,7 @@ int test_ops_quant(void) {
   test_conv_matches_oracle();
   test_add_and_pool();
   test_quantize_dequantize();
+  test_layer_norm_int8();
+  test_unary_lut();
   return failures;
 }

@@ -121,6 +121,16 @@ typedef void (*edge_s8_vadd_ukernel)(size_t n, const int8_t *a, const int8_t *b,
                                      const edge_s8_vadd_params *params);
 /* y[i] = clamp(zp + nearbyint(x[i] * inv_scale), -128, 127) (float32 product, ties to even, NaN -> zp). */
 typedef void (*edge_s8_quantize_ukernel)(size_t n, const float *x, int8_t *y, float inv_scale, int32_t zero_point);
+/* y[i] = table[x[i] + 128] over n elements (table: 256 entries, entry j the output for input j - 128). */
+typedef void (*edge_s8_lut_ukernel)(size_t n, const int8_t *x, int8_t *y, const int8_t *table);
+/* LayerNorm of one int8 row of n > 0 (kernels/vector/s8-layernorm.c states the arithmetic): gamma and
+ * beta are n floats each (beta zeros when the model has none). x and y must not overlap partially. */
+typedef struct {
+  int32_t zp_x, zp_y;
+  float scale_x, epsilon, inv_scale_y; /* inv_scale_y = 1.0f / s_y in float32 */
+} edge_s8_layernorm_params;
+typedef void (*edge_s8_layernorm_ukernel)(size_t n, const int8_t *x, int8_t *y, const float *gamma, const float *beta,
+                                          const edge_s8_layernorm_params *params);
 
 typedef struct {
   const char *isa_name;                                        /* "avx512" ...; "scalar" when all NULL */
@@ -149,6 +159,8 @@ typedef struct {
   edge_s8_raccumulate_ukernel s8_raccumulate_sum;
   edge_s8_vadd_ukernel s8_vadd;
   edge_s8_quantize_ukernel s8_quantize;
+  edge_s8_lut_ukernel s8_lut;
+  edge_s8_layernorm_ukernel s8_layernorm;
 } edge_vector_kernels;
 
 #endif

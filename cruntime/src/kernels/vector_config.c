@@ -90,6 +90,9 @@
   void edge_s8_raccumulate_sum__##isa(size_t, size_t, const int8_t *, size_t, int32_t *);              \
   void edge_s8_vadd__##isa(size_t, const int8_t *, const int8_t *, int8_t *, const edge_s8_vadd_params *); \
   void edge_s8_quantize__##isa(size_t, const float *, int8_t *, float, int32_t);                       \
+  void edge_s8_lut__##isa(size_t, const int8_t *, int8_t *, const int8_t *);                           \
+  void edge_s8_layernorm__##isa(size_t, const int8_t *, int8_t *, const float *, const float *,          \
+                                const edge_s8_layernorm_params *);                                     \
   static void fill_##isa(edge_vector_kernels *out) {                                                   \
     EDGE_VECTOR_UNARY_LIST(SET_UNARY, isa)                                                             \
     EDGE_VECTOR_BINARY_LIST(SET_BINARY, isa)                                                           \
@@ -113,6 +116,8 @@
     out->s8_raccumulate_sum = edge_s8_raccumulate_sum__##isa;                                          \
     out->s8_vadd = edge_s8_vadd__##isa;                                                                \
     out->s8_quantize = edge_s8_quantize__##isa;                                                        \
+    out->s8_lut = edge_s8_lut__##isa;                                                                  \
+    out->s8_layernorm = edge_s8_layernorm__##isa;                                                      \
   }
 
 #if defined(__x86_64__) || defined(_M_X64)

@@ -13,13 +13,24 @@
  *
  * Above EDGE_ISA_SCALAR, LAYER_NORM rows whose scale and bias are absent or full rows run on the
  * vector family's row kernel (kernels/vector.h; float sums, error stated in
- * kernels/vector/f32-layernorm.c); the loops here stay the reference EDGE_ISA=scalar runs. */
+ * kernels/vector/f32-layernorm.c); the loops here stay the reference EDGE_ISA=scalar runs.
+ *
+ * LAYER_NORM on int8 x and y (per-tensor params; scale and bias stay float32): the integer
+ * reference's arithmetic (converter/quantize/int8_reference.py, layer_norm_int8; restated in
+ * kernels/vector/s8-layernorm.c): exact integer row sums, the row's mean and 1/std in double
+ * rounded once to float32, then float32 steps and a requantization. Prepare expands scale and bias
+ * to full rows (bias zeros when absent; adding +0 changes no quantized value), so one row loop
+ * serves every broadcast layout. Above EDGE_ISA_SCALAR rows run on the vector family's
+ * s8_layernorm kernel, which gives the same bytes as the loop here. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
+#include "qcommon.h"
 
 typedef enum { OPERAND_ABSENT, OPERAND_SCALAR, OPERAND_FULL, OPERAND_TABLE } operand_layout;
 
@@ -28,6 +39,9 @@ typedef struct {
   int64_t rows, row_size;
   operand_layout scale_layout, bias_layout;
   int64_t *scale_index, *bias_index; /* OPERAND_TABLE: element of the operand per row position */
+  /* int8 */
+  edge_s8_layernorm_params q;
+  float *gamma, *beta;               /* row_size each, expanded from scale and bias */
 } layer_norm_plan;
 
 static void layer_norm_release(edge_node *node) {
@@ -35,9 +49,12 @@ static void layer_norm_release(edge_node *node) {
   if (plan) {
     free(plan->scale_index);
     free(plan->bias_index);
+    free(plan->gamma);
+    free(plan->beta);
   }
   free(plan);
   node->state = NULL;
+  node->quantized = false;
 }
 
 /* Checks that operand t broadcasts to the row shape (shape[axis..rank)) and picks its layout. */
@@ -87,6 +104,49 @@ static edge_status plan_operand(edge_context *ctx, const char *name, const char 
   return EDGE_OK;
 }
 
+static float operand_at(operand_layout layout, const float *data, const int64_t *index, int64_t i, float absent);
+
+/* The int8 form: per-tensor params on x and y, float32 constant scale and bias. */
+static edge_status layer_norm_prepare_int8(edge_context *ctx, edge_node *node, layer_norm_plan *plan,
+                                           const edge_tensor *x, const edge_tensor *scale, const edge_tensor *bias,
+                                           const edge_tensor *y) {
+  char what[160];
+  snprintf(what, sizeof what, "LAYER_NORM '%s'", edge_nd_name(y));
+  if (x->dtype != EDGE_INT8 || y->dtype != EDGE_INT8)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: input is %s and output %s; int8 needs both int8", what,
+                     edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
+  if (node->activation.op != EDGE_UNARY_IDENTITY)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: a fused activation on an int8 layer norm is not supported", what);
+  edge_qparams xp, yp;
+  edge_status status;
+  if ((status = edge_q_tensor_params(ctx, what, x, false, &xp)) != EDGE_OK) return status;
+  if ((status = edge_q_tensor_params(ctx, what, y, false, &yp)) != EDGE_OK) return status;
+  const edge_tensor *operands[2] = {scale, bias};
+  for (int i = 0; i < 2; ++i)
+    if (operands[i] && (operands[i]->kind != EDGE_TENSOR_CONSTANT || !operands[i]->data))
+      return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' must be a float32 constant for an int8 layer norm", what,
+                       i ? "bias" : "scale", edge_nd_name(operands[i]));
+  int64_t n = plan->row_size;
+  if (n > ((int64_t)1 << 24))
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: rows of %lld elements are too long for the int8 kernel", what,
+                     (long long)n);
+  plan->gamma = malloc((size_t)(n ? n : 1) * sizeof(float));
+  plan->beta = malloc((size_t)(n ? n : 1) * sizeof(float));
+  if (!plan->gamma || !plan->beta) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
+  for (int64_t i = 0; i < n; ++i) {
+    plan->gamma[i] = operand_at(plan->scale_layout, scale->data, plan->scale_index, i, 1.0f);
+    plan->beta[i] = operand_at(plan->bias_layout, bias ? bias->data : NULL, plan->bias_index, i, 0.0f);
+  }
+  plan->q.zp_x = xp.zero_point;
+  plan->q.zp_y = yp.zero_point;
+  plan->q.scale_x = xp.scale;
+  plan->q.epsilon = plan->epsilon;
+  plan->q.inv_scale_y = 1.0f / yp.scale;
+  node->state_bytes = 2 * (size_t)n * sizeof(float);
+  node->quantized = true;
+  return EDGE_OK;
+}
+
 static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   layer_norm_release(node);
   if (node->num_inputs < 2 || node->num_inputs > 3 || node->num_outputs != 1)
@@ -102,9 +162,10 @@ static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_nd_input(ctx, node, 0), *scale = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
   const char *name = edge_nd_name(y);
-  if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "LAYER_NORM '%s': input is %s and output %s; only float32 is supported",
-                     name, edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
+  bool int8 = edge_q_is_int8(x);
+  if (!int8 && (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32))
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "LAYER_NORM '%s': input is %s and output %s; only float32 and int8 are "
+                     "supported", name, edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
   int32_t axis = node->options.layer_norm.axis;
   if (!edge_nd_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LAYER_NORM '%s': axis %d is out of range for input '%s' of rank %d", name,
@@ -123,7 +184,9 @@ static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   plan->row_size = edge_num_elements(x->rank - axis, x->shape + axis);
   status = plan_operand(ctx, name, "scale", scale, x, axis, &plan->scale_layout, &plan->scale_index);
   if (status != EDGE_OK) return status;
-  return plan_operand(ctx, name, "bias", bias, x, axis, &plan->bias_layout, &plan->bias_index);
+  status = plan_operand(ctx, name, "bias", bias, x, axis, &plan->bias_layout, &plan->bias_index);
+  if (status != EDGE_OK || !int8) return status;
+  return layer_norm_prepare_int8(ctx, node, plan, x, scale, bias, y);
 }
 
 typedef struct {
@@ -177,8 +240,52 @@ static void layer_norm_rows(void *arg, int64_t begin, int64_t end, int32_t threa
   }
 }
 
+typedef struct {
+  const layer_norm_plan *plan;
+  const int8_t *x;
+  int8_t *y;
+} layer_norm_int8_job;
+
+/* The reference for int8 rows; the steps and their order are s8-layernorm.c's. */
+static void layer_norm_int8_row(const layer_norm_plan *p, const int8_t *x, int8_t *y) {
+  const edge_s8_layernorm_params *q = &p->q;
+  int64_t n = p->row_size, s1 = 0, s2 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t d = (int64_t)x[i] - q->zp_x;
+    s1 += d;
+    s2 += d * d;
+  }
+  double mean = (double)s1 / (double)n;
+  double var = (double)(n * s2 - s1 * s1) / ((double)n * (double)n);
+  double s_x = (double)q->scale_x;
+  float r = (float)(s_x / sqrt(s_x * s_x * var + (double)q->epsilon)), c = (float)mean;
+  for (int64_t i = 0; i < n; ++i) {
+    float t = ((float)((int32_t)x[i] - q->zp_x) - c) * r;
+    float v = (t * p->gamma[i] + p->beta[i]) * q->inv_scale_y;
+    y[i] = (int8_t)edge_q_quantize(v, 1.0f, q->zp_y, -128, 127);
+  }
+}
+
+static void layer_norm_int8_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const layer_norm_int8_job *job = arg;
+  const layer_norm_plan *p = job->plan;
+  int64_t n = p->row_size;
+  edge_s8_layernorm_ukernel vector = edge_kernels()->vector.s8_layernorm;
+  for (int64_t r = begin; r < end; ++r) {
+    if (vector) vector((size_t)n, job->x + r * n, job->y + r * n, p->gamma, p->beta, &p->q);
+    else layer_norm_int8_row(p, job->x + r * n, job->y + r * n);
+  }
+}
+
 static edge_status layer_norm_eval(edge_context *ctx, edge_node *node) {
   const layer_norm_plan *p = node->state;
+  if (node->quantized) {
+    if (p->row_size == 0) return EDGE_OK;
+    layer_norm_int8_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+    edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->row_size + 1), layer_norm_int8_rows, &job);
+    return EDGE_OK;
+  }
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
   layer_norm_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
                         bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data};
