@@ -335,6 +335,63 @@ static void winograd_error_on_resnet_layers(const edge_kernel_config *k, edge_th
   }
 }
 
+/* The shared-column depthwise kernels (3x3 / 5x5 at horizontal stride 1 and 2) against the per-tap
+ * 3x3 / 5x5 kernels of the same level on one output row: the same bits (both add each output's
+ * taps in the same order), for output widths around the four-pixel groups, ragged channel counts,
+ * padding on both sides and pointers into a second image (input_offset), with sentinels after the
+ * row. */
+static void shared_column_dwconv_matches(const edge_kernel_config *k) {
+  const int64_t widths[] = {1, 3, 4, 5, 9, 13}, channel_counts[] = {1, 7, 8, 16, 37};
+  for (int64_t ks = 3; ks <= 5; ks += 2)
+    for (int64_t stride = 1; stride <= 2; ++stride)
+      for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; ++wi)
+        for (size_t ci = 0; ci < sizeof channel_counts / sizeof channel_counts[0]; ++ci)
+          for (int64_t offset_image = 0; offset_image <= 1; ++offset_image) {
+            const int64_t out_w = widths[wi], ch = channel_counts[ci], pad = ks / 2 + (int64_t)(wi % 2);
+            const int64_t in_w = (out_w - 1) * stride + ks - 2 * pad > 0 ? (out_w - 1) * stride + ks - 2 * pad : 1;
+            const int64_t in_h = ks, taps = ks * ks, oh = wi % 3 == 0 ? 0 : 1; /* row 1: padding above */
+            const size_t image = (size_t)(in_h * in_w * ch), block_floats = (size_t)(taps + 1) * k->conv.dwconv_channel_tile;
+            const size_t blocks = ((size_t)ch + k->conv.dwconv_channel_tile - 1) / k->conv.dwconv_channel_tile;
+            float *x = malloc(2 * image * sizeof(float)), *zero = calloc((size_t)ch + 64, sizeof(float));
+            float *w = malloc(blocks * block_floats * sizeof(float));
+            float *y[2];
+            const size_t y_count = (size_t)(out_w * ch);
+            const float **rows = malloc((size_t)(out_w * taps) * sizeof *rows);
+            for (size_t i = 0; i < 2 * image; ++i) x[i] = rnd_float();
+            for (size_t i = 0; i < blocks * block_floats; ++i) w[i] = rnd_float();
+            for (int64_t ow = 0; ow < out_w; ++ow)
+              for (int64_t t = 0; t < taps; ++t) {
+                const int64_t ih = oh * stride - pad + t / ks, iw = ow * stride - pad + t % ks;
+                rows[ow * taps + t] =
+                    ih < 0 || ih >= in_h || iw < 0 || iw >= in_w ? zero : x + (ih * in_w + iw) * ch;
+              }
+            const edge_f32_minmax_params clamp = {-0.75f, 0.75f};
+            const edge_f32_dwconv_ukernel kernels[2] = {
+                ks == 3 ? k->conv.dwconv_3x3 : k->conv.dwconv_5x5,
+                stride == 1 ? (ks == 3 ? k->conv.dwconv_3x3_s1 : k->conv.dwconv_5x5_s1)
+                            : (ks == 3 ? k->conv.dwconv_3x3_s2 : k->conv.dwconv_5x5_s2)};
+            for (int v = 0; v < 2; ++v) {
+              y[v] = malloc((y_count + SENTINELS) * sizeof(float));
+              for (size_t i = 0; i < y_count + SENTINELS; ++i) y[v][i] = -1234.5f;
+              kernels[v]((size_t)ch, (size_t)out_w, (size_t)taps, rows, (size_t)taps,
+                         (size_t)offset_image * image, zero, w, y[v], (size_t)ch, &clamp);
+            }
+            size_t past = 0;
+            for (size_t i = y_count; i < y_count + SENTINELS; ++i) past += y[1][i] != -1234.5f;
+            EXPECT(memcmp(y[0], y[1], y_count * sizeof(float)) == 0 && past == 0,
+                   "[%s] shared-column depthwise %lldx%lld stride %lld width %lld channels %lld offset %lld: "
+                   "differs from the per-tap kernel or wrote past the row",
+                   k->conv.isa_name, (long long)ks, (long long)ks, (long long)stride, (long long)out_w,
+                   (long long)ch, (long long)offset_image);
+            free(x);
+            free(zero);
+            free(w);
+            free(rows);
+            free(y[0]);
+            free(y[1]);
+          }
+}
+
 int test_kernels_conv(void) {
   checks = failures = 0;
   edge_threadpool *pools[3] = {edge_threadpool_create(1), edge_threadpool_create(2), edge_threadpool_create(3)};
@@ -342,6 +399,7 @@ int test_kernels_conv(void) {
     const edge_kernel_config *k = edge_kernels_for((edge_isa_level)level);
     if (!k) continue;
     sweep_level(k, pools);
+    shared_column_dwconv_matches(k);
     winograd_error_on_resnet_layers(k, pools);
   }
   for (int t = 0; t < 3; ++t) edge_threadpool_free(pools[t]);

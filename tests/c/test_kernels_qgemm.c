@@ -354,9 +354,10 @@ static void qconv_oracle(qconv_case *c) {
         }
 }
 
-/* extreme: operands and zero points at the int8 bounds, multipliers near 2^31 with any shift. */
+/* extreme: operands and zero points at the int8 bounds, multipliers near 2^31 with any shift (1)
+ * or with shifts 33..62 only (2: every block takes the SIMD kernels' 32-bit requantization). */
 static qconv_case make_qconv(int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t cout, int64_t groups,
-                             int64_t kh, int64_t kw, int64_t stride, int64_t dilation, int64_t pad, bool extreme) {
+                             int64_t kh, int64_t kw, int64_t stride, int64_t dilation, int64_t pad, int extreme) {
   qconv_case c = {0};
   edge_conv_shape *s = &c.s;
   *s = (edge_conv_shape){false, batch, h, w, cin, 0, 0, cout, kh, kw, groups, stride, stride, dilation, dilation, pad,
@@ -387,7 +388,7 @@ static qconv_case make_qconv(int64_t batch, int64_t h, int64_t w, int64_t cin, i
     c.bias[o] = (int32_t)rnd_range(-50000, 50000);
     if (extreme) {
       c.multiplier[o] = INT32_MAX - (int32_t)rnd_range(0, 1 << 20);
-      c.shift[o] = (int32_t)rnd_range(1, 62);
+      c.shift[o] = (int32_t)rnd_range(extreme == 2 ? 33 : 1, 62);
     } else {
       edge_quantize_multiplier(typical * (0.5 + (double)rnd() / 4294967296.0), &c.multiplier[o], &c.shift[o]);
     }
@@ -478,13 +479,23 @@ static void test_conv_level(const edge_qs8_kernels *k, edge_threadpool *pools[3]
       {1, 8, 8, 6, 18, 6, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
       {1, 7, 7, 67, 67, 67, 2, 4, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
       {1, 30, 30, 64, 64, 64, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
+      /* 3x3 at unit width (shared columns) for output widths 1, 2, 3 and padding 0 / 2, whole
+       * channel blocks and tails; stride 2 over whole blocks, two images (offset rows) */
+      {1, 5, 1, 16, 16, 16, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
+      {2, 6, 2, 32, 32, 32, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
+      {1, 7, 3, 24, 24, 24, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
+      {1, 11, 7, 40, 40, 40, 3, 3, 1, 1, 0, EDGE_CONV_METHOD_DWCONV},
+      {2, 8, 9, 17, 17, 17, 3, 3, 1, 1, 2, EDGE_CONV_METHOD_DWCONV},
+      {2, 9, 13, 48, 48, 48, 3, 3, 2, 1, 1, EDGE_CONV_METHOD_DWCONV},
+      {1, 14, 14, 96, 96, 96, 3, 3, 2, 1, 1, EDGE_CONV_METHOD_DWCONV},
   };
-  for (int extreme = 0; extreme < 2; ++extreme)
+  for (int extreme = 0; extreme < 3; ++extreme)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
       qconv_case c = make_qconv(cases[i].batch, cases[i].h, cases[i].w, cases[i].cin, cases[i].cout, cases[i].groups,
                                 cases[i].kh, cases[i].kw, cases[i].stride, cases[i].dilation, cases[i].pad, extreme);
       char what[64];
-      snprintf(what, sizeof what, "conv case %zu%s", i, extreme ? " (extremes)" : "");
+      snprintf(what, sizeof what, "conv case %zu%s", i,
+               extreme == 2 ? " (extremes, shifts >= 33)" : extreme ? " (extremes)" : "");
       check_conv(k, pools, &c, cases[i].method, what);
       free_qconv(&c);
     }

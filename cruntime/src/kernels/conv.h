@@ -69,6 +69,9 @@ typedef struct {
    * pixels share input columns, which these load once; same results as dwconv_3x3 / 5x5. */
   edge_f32_dwconv_ukernel dwconv_3x3_s1;
   edge_f32_dwconv_ukernel dwconv_5x5_s1;
+  /* the same at horizontal stride 2 (dilation 1): pixel x + 1's first column is pixel x's last */
+  edge_f32_dwconv_ukernel dwconv_3x3_s2;
+  edge_f32_dwconv_ukernel dwconv_5x5_s2;
   edge_f32_dwconv_ukernel dwconv_any; /* any tap count */
   unsigned dwconv_channel_tile;
   edge_f32_winograd_input_ukernel winograd_input;

@@ -11,6 +11,8 @@
   .dwconv_5x5 = edge_f32_dwconv_minmax_ukernel_5x5__##isa,          \
   .dwconv_3x3_s1 = edge_f32_dwconv_minmax_ukernel_3x3s1__##isa,     \
   .dwconv_5x5_s1 = edge_f32_dwconv_minmax_ukernel_5x5s1__##isa,     \
+  .dwconv_3x3_s2 = edge_f32_dwconv_minmax_ukernel_3x3s2__##isa,     \
+  .dwconv_5x5_s2 = edge_f32_dwconv_minmax_ukernel_5x5s2__##isa,     \
   .dwconv_any = edge_f32_dwconv_minmax_ukernel_any__##isa,          \
   .dwconv_channel_tile = lanes,                                     \
   .winograd_input = edge_f32_winograd_input_ukernel_4x4_3x3__##isa, \

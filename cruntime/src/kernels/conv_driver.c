@@ -303,10 +303,15 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
       p->multiplier = s->out_c / s->in_c;
       zero_floats = (size_t)s->out_c;
       const bool unit_width = s->stride_w == 1 && s->dilation_w == 1;
+      const bool stride_2 = s->stride_w == 2 && s->dilation_w == 1;
       if (s->kernel_h == 3 && s->kernel_w == 3)
-        p->dwconv = unit_width ? kernels->conv.dwconv_3x3_s1 : kernels->conv.dwconv_3x3;
+        p->dwconv = unit_width ? kernels->conv.dwconv_3x3_s1
+                    : stride_2 ? kernels->conv.dwconv_3x3_s2
+                               : kernels->conv.dwconv_3x3;
       else if (s->kernel_h == 5 && s->kernel_w == 5)
-        p->dwconv = unit_width ? kernels->conv.dwconv_5x5_s1 : kernels->conv.dwconv_5x5;
+        p->dwconv = unit_width ? kernels->conv.dwconv_5x5_s1
+                    : stride_2 ? kernels->conv.dwconv_5x5_s2
+                               : kernels->conv.dwconv_5x5;
       else
         p->dwconv = p->taps == 9 ? kernels->conv.dwconv_3x3
                     : p->taps == 25 ? kernels->conv.dwconv_5x5

@@ -42,6 +42,8 @@ EDGE_DECLARE_F32_IGEMM(edge_f32_igemm_minmax_ukernel_1x8__neon)
   EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_5x5__##isa)                  \
   EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_3x3s1__##isa)                \
   EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_5x5s1__##isa)                \
+  EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_3x3s2__##isa)                \
+  EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_5x5s2__##isa)                \
   EDGE_DECLARE_F32_DWCONV(edge_f32_dwconv_minmax_ukernel_any__##isa)                  \
   EDGE_DECLARE_F32_WINOGRAD_INPUT(edge_f32_winograd_input_ukernel_4x4_3x3__##isa)     \
   EDGE_DECLARE_F32_WINOGRAD_OUTPUT(edge_f32_winograd_output_ukernel_4x4_3x3__##isa)

@@ -34,6 +34,8 @@ struct edge_qs8_conv_plan {
   size_t indirection_count;
   const int8_t *indirection_base;
   int64_t multiplier; /* DWCONV channel multiplier */
+  edge_qs8_dwconv_ukernel dwconv;       /* DWCONV: the table's 3x3s1 kernel where it applies */
+  edge_qs8_dwconv_dq_ukernel dwconv_dq;
   size_t m_tiles;     /* IGEMM row tiles per image */
   /* IGEMM over few input channels (one group, < QCONV_IM2COL_MAX_CIN): each tap's k group would be
    * mostly padding, so the patches are copied into scratch rows of kh * kw * in_c bytes (padding =
@@ -132,6 +134,9 @@ static edge_status create(const edge_qs8_kernels *k, const edge_conv_shape *shap
     default: { /* DWCONV */
       p->multiplier = s->out_c / s->in_c;
       zero_bytes = (size_t)s->out_c;
+      const bool unit_width_3x3 = s->kernel_h == 3 && s->kernel_w == 3 && s->stride_w == 1 && s->dilation_w == 1;
+      p->dwconv = unit_width_3x3 && k->dwconv_3x3s1 ? k->dwconv_3x3s1 : k->dwconv;
+      p->dwconv_dq = unit_width_3x3 && k->dwconv_dq_3x3s1 ? k->dwconv_dq_3x3s1 : k->dwconv_dq;
       p->indirection_count = (size_t)(out_pixels * p->taps);
       const size_t bytes = edge_qs8_dwconv_packed_bytes(k, (size_t)s->out_c, (size_t)p->taps);
       p->packed = plan_alloc(p, bytes);
@@ -449,11 +454,11 @@ static void dwconv_cells(void *arg, int64_t begin, int64_t end, int32_t thread) 
     const size_t out_offset = (size_t)r * (size_t)s->out_w * row;
     if (p->dynamic) {
       float *out = (float *)job->y + out_offset;
-      p->k->dwconv_dq(row, (size_t)s->out_w, (size_t)p->taps, in, (size_t)p->taps, image * image_bytes, p->zero,
+      p->dwconv_dq(row, (size_t)s->out_w, (size_t)p->taps, in, (size_t)p->taps, image * image_bytes, p->zero,
                       p->packed, out, row, &job->dq);
       apply_after(p, out, (size_t)s->out_w * row);
     } else {
-      p->k->dwconv(row, (size_t)s->out_w, (size_t)p->taps, in, (size_t)p->taps, image * image_bytes, p->zero,
+      p->dwconv(row, (size_t)s->out_w, (size_t)p->taps, in, (size_t)p->taps, image * image_bytes, p->zero,
                    p->packed, (int8_t *)job->y + out_offset, row, &p->rq);
     }
   }

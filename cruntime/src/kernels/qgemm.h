@@ -31,7 +31,8 @@
  *   level       GEMM / IGEMM tile                    depthwise
  *   scalar      4x4, k group 1 (the reference)       1 channel, int8 weights (the reference)
  *   sse2        4x4c4, pmaddwd                       scalar's
- *   avx2        4x8c4, vpmaddwd                      16 channels, tap pairs through vpmaddwd
+ *   avx2        4x8c4, vpmaddwd                      16 channels, tap pairs through vpmaddwd; 3x3s1
+ *                                                    on shared input columns
  *   avx512      4x32c4, vpmaddwd (AVX-512BW)         32 channels, tap pairs through vpmaddwd
  *   avx512vnni  8x32c4, vpdpbusd on x + 128          32 channels, tap pairs through vpdpwssd
  *   neon        4x8, smlal by lane                   8 channels, smull + saddw
@@ -120,6 +121,10 @@ typedef struct {
   edge_qs8_dwconv_layout dwconv_layout;
   edge_qs8_dwconv_ukernel dwconv;
   edge_qs8_dwconv_dq_ukernel dwconv_dq;
+  /* 3x3 at unit horizontal stride and dilation (NULL: dwconv serves it): neighbouring output
+   * pixels share input columns, which these load once; the same bytes as dwconv. */
+  edge_qs8_dwconv_ukernel dwconv_3x3s1;
+  edge_qs8_dwconv_dq_ukernel dwconv_dq_3x3s1;
 } edge_qs8_kernels;
 
 /* The table for the picked level (edge_isa_level_get()) / for a given level (NULL when not
@@ -247,6 +252,14 @@ EDGE_DECLARE_QS8_GEMM(1x32c4, avx512)
 EDGE_DECLARE_QS8_GEMM(8x32c4, avx512vnni)
 EDGE_DECLARE_QS8_GEMM(1x32c4, avx512vnni)
 EDGE_DECLARE_QS8_DWCONV(avx2)
+void edge_qs8_dwconv_3x3s1_ukernel__avx2(size_t channels, size_t output_width, size_t taps, const int8_t *const *input,
+                                         size_t input_stride, size_t input_offset, const int8_t *zero,
+                                         const void *weights, int8_t *output, size_t output_stride,
+                                         const edge_qs8_requant_params *params);
+void edge_qs8_dwconv_3x3s1_dq_ukernel__avx2(size_t channels, size_t output_width, size_t taps,
+                                            const int8_t *const *input, size_t input_stride, size_t input_offset,
+                                            const int8_t *zero, const void *weights, float *output,
+                                            size_t output_stride, const edge_qs8_dq_params *params);
 EDGE_DECLARE_QS8_DWCONV(avx512)
 EDGE_DECLARE_QS8_DWCONV(avx512vnni)
 #endif

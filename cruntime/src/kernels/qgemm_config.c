@@ -36,7 +36,9 @@ static void init_level(edge_isa_level isa, edge_qs8_kernels *out) {
       break;
     case EDGE_ISA_AVX2:
       *out = (edge_qs8_kernels){.name = "qs8_gemm_4x8c4__avx2", .mr = 4, .nr = 8, .kr = 4,
-                                QS8_GEMM_ENTRIES(4x8c4, 1x8c4, avx2), QS8_DWCONV(16, INT16_PAIRS, avx2)};
+                                QS8_GEMM_ENTRIES(4x8c4, 1x8c4, avx2), QS8_DWCONV(16, INT16_PAIRS, avx2),
+                                .dwconv_3x3s1 = edge_qs8_dwconv_3x3s1_ukernel__avx2,
+                                .dwconv_dq_3x3s1 = edge_qs8_dwconv_3x3s1_dq_ukernel__avx2};
       break;
     case EDGE_ISA_AVX512:
       *out = (edge_qs8_kernels){.name = "qs8_gemm_4x32c4__avx512", .mr = 4, .nr = 32, .kr = 4,
