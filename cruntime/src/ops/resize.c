@@ -8,12 +8,15 @@
  *
  * Prepare turns each resized dimension into a table: output coordinate -> two source coordinates
  * and their weights (NEAREST: one coordinate). Eval walks output rows (the innermost dimension),
- * combining the corners of the outer resized dimensions once per row. */
+ * combining the corners of the outer resized dimensions once per row; where the innermost
+ * dimension keeps its size (NHWC's channels) a row is a weighted sum of whole corner rows, done by
+ * the vector multiply and add kernels in the scalar loop's order, so the result is the same. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 typedef struct {
@@ -177,7 +180,27 @@ typedef struct {
   const edge_tensor *x, *y;
   int64_t row, rows;
   size_t size;
+  /* LINEAR with an unresized innermost dimension (NHWC: the channels): the corners' weighted sum
+   * by the vector kernels, in the scalar loop's order (first product, then each next added). */
+  edge_f32_vbinary_ukernel mul_c, add;
 } resize_job;
+
+#define RESIZE_CHUNK 256
+
+/* y[0..n) = sum over corners of weights[c] * x[offsets[c] + 0..n), summed in corner order. */
+static void weighted_rows(const resize_job *job, int32_t corners, const int64_t *offsets, const float *weights,
+                          float *y, int64_t n) {
+  const float *x = job->x->data;
+  float product[RESIZE_CHUNK];
+  for (int64_t j = 0; j < n; j += RESIZE_CHUNK) {
+    const size_t m = (size_t)(n - j < RESIZE_CHUNK ? n - j : RESIZE_CHUNK);
+    job->mul_c(m, x + offsets[0] + j, &weights[0], y + j);
+    for (int32_t c = 1; c < corners; ++c) {
+      job->mul_c(m, x + offsets[c] + j, &weights[c], product);
+      job->add(m, y + j, product, y + j);
+    }
+  }
+}
 
 #define RESIZE_MAX_CORNERS (1 << (EDGE_MAX_RANK - 1))
 
@@ -223,7 +246,9 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       corners *= 2;
     }
     int64_t row = job->row;
-    if (state->linear) {
+    if (state->linear && !inner_resized && job->mul_c && inner_stride == 1) {
+      weighted_rows(job, corners, offsets, weights, (float *)job->y->data + r * row, row);
+    } else if (state->linear) {
       const float *x = job->x->data;
       float *y = (float *)job->y->data + r * row;
       for (int64_t o = 0; o < row; ++o) {
@@ -263,7 +288,9 @@ static edge_status resize_eval(edge_context *ctx, edge_node *node) {
     return EDGE_OK;
   }
   int64_t row = y->shape[y->rank - 1];
-  resize_job job = {node->state, x, y, row, total / row, size};
+  const edge_vector_kernels *vector = &edge_kernels()->vector;
+  resize_job job = {node->state, x, y, row, total / row, size, vector->binary_vc[EDGE_BINARY_MUL],
+                    vector->binary_vv[EDGE_BINARY_ADD]};
   edge_nd_parallel(ctx, job.rows, 64, resize_rows, &job);
   return EDGE_OK;
 }
