@@ -1071,3 +1071,36 @@ def _group_norm(ctx: NodeContext):
     y = _affine_per_row(ctx, y, 1, "Mul", 1.0, size)
     y = _affine_per_row(ctx, y, 2, "Add", 0.0, size)
     ctx.reshape(y, shape, output=ctx.output(0))
+
+
+# ---------------------------------------------------------------- one-hot
+
+@converts("OneHot")
+def _one_hot(ctx: NodeContext):
+    """Lowered to a comparison with the positions 0..depth-1 laid along the new axis, then Where
+    picks on or off: exact for every dtype. Negative indices count from the end of depth; others
+    outside [-depth, depth) match no position, so their row is all off (onnxruntime's result)."""
+    depth = int(ctx.require_const(1, "depth").reshape(-1)[0])
+    if depth <= 0:
+        raise ctx.error(f"depth {depth} must be positive")
+    in_shape = ctx.shape(0)
+    out_rank = len(in_shape) + 1
+    axis = _axis(ctx.attr("axis", -1), out_rank, ctx)
+    indices = ctx.input(0)
+    if ctx.type(0).dtype != "int64":
+        indices = ctx.emit1("Cast", [indices], {"to": "int64"})
+    zero = ctx.constant(np.array(0, np.int64), base="zero")
+    negative = ctx.emit1("Less", [indices, zero])
+    wrapped = ctx.emit1("Add", [indices, ctx.constant(np.array(depth, np.int64), base="depth")])
+    indices = ctx.emit1("Where", [negative, wrapped, indices])
+    indices = ctx.reshape(indices, in_shape[:axis] + (1,) + in_shape[axis:])
+    positions = ctx.constant(np.arange(depth, dtype=np.int64).reshape((depth,) + (1,) * (out_rank - 1 - axis)),
+                             base="positions")
+    hot = ctx.emit1("Equal", [indices, positions])
+    values = ctx.const(2)
+    if values is not None:
+        off, on = (ctx.constant(np.asarray(v), base=name) for v, name in zip(values.reshape(-1)[:2], ("off", "on")))
+    else:
+        off, on = (ctx.emit1("Gather", [ctx.input(2), ctx.constant(np.array(k, np.int64), base="which")], {"axis": 0})
+                   for k in (0, 1))
+    ctx.emit("Where", [hot, on, off], {}, [ctx.output(0)])

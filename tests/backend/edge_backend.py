@@ -52,6 +52,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "TopK": (1,),
     "InstanceNormalization": (1, 2),
     "GroupNormalization": (1, 2),
+    "OneHot": (1,),
 }
 
 

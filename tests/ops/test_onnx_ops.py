@@ -573,6 +573,18 @@ for name, (shape, groups, opset) in GROUP_NORMS.items():
         opset=opset, output_like_input=True)
 
 
+ONE_HOTS = {"last-axis": ((2, 3), 5, -1, np.int64), "axis0": ((4,), 3, 0, np.int64), "middle": ((2, 3), 4, 1, np.int32),
+            "float-indices": ((3, 2), 6, -2, np.float32)}
+for name, (shape, depth, axis, dtype) in ONE_HOTS.items():
+    # Indices from -depth - 1 to depth: negative ones count from the end, the two extremes are out of range.
+# (depth is float: the dtype mix onnxruntime implements for each indices dtype.)
+    case(f"OneHot-{name}", "OneHot", (lambda shape, depth, dtype: lambda rng: [
+        ("indices", Feed(rng.integers(-depth - 1, depth + 1, shape).astype(dtype))), ("depth", c(depth, np.float32)),
+        ("values", c([-1.5, 2.0], np.float32))])(shape, depth, dtype), {"axis": axis})
+case("OneHot-int-values-runtime", "OneHot", lambda rng: [
+    ("indices", Feed(ints(rng, (2, 4), 0, 3))), ("depth", c([3.0], np.float32)), ("values", Feed(np.array([0, 7], np.int32)))])
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
