@@ -48,3 +48,4 @@ class OpCode(object):
     ARG_MAX = 41
     ARG_MIN = 42
     TOP_K = 43
+    GATHER_ND = 44

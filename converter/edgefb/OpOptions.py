@@ -28,6 +28,7 @@ class OpOptions(object):
     CumSumOptions = 21
     ArgOptions = 22
     TopKOptions = 23
+    GatherNdOptions = 24
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -102,4 +103,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().TopKOptions:
         import converter.edgefb.TopKOptions
         return converter.edgefb.TopKOptions.TopKOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().GatherNdOptions:
+        import converter.edgefb.GatherNdOptions
+        return converter.edgefb.GatherNdOptions.GatherNdOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -1104,3 +1104,9 @@ def _one_hot(ctx: NodeContext):
         off, on = (ctx.emit1("Gather", [ctx.input(2), ctx.constant(np.array(k, np.int64), base="which")], {"axis": 0})
                    for k in (0, 1))
     ctx.emit("Where", [hot, on, off], {}, [ctx.output(0)])
+
+
+@converts("GatherND")
+def _gather_nd(ctx: NodeContext):
+    ctx.emit("GatherND", [ctx.input(0), ctx.input(1)], {"batch_dims": int(ctx.attr("batch_dims", 0))},
+             [ctx.output(0)])

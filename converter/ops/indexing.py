@@ -1,4 +1,4 @@
-"""Ops that select or accumulate along positions: Trilu, CumSum, ArgMax, ArgMin, TopK.
+"""Ops that select or accumulate along positions: Trilu, CumSum, ArgMax, ArgMin, TopK, GatherND.
 
 Index outputs (ArgMax, ArgMin, TopK's indices) are int64 as ONNX declares them, kept so at the model
 boundary; the runtime also accepts an int32 index output in a file. Axes are non-negative here (importers resolve
@@ -10,6 +10,7 @@ import numpy as np
 
 from converter.edgefb.ArgOptions import ArgOptionsT
 from converter.edgefb.CumSumOptions import CumSumOptionsT
+from converter.edgefb.GatherNdOptions import GatherNdOptionsT
 from converter.edgefb.OpCode import OpCode
 from converter.edgefb.OpOptions import OpOptions
 from converter.edgefb.TopKOptions import TopKOptionsT
@@ -202,3 +203,49 @@ register(OpDef(name="TopK", infer=_top_k_infer, reference=_top_k_reference, lowe
                lift=lambda o: {"k": int(o.k), "axis": int(o.axis), "largest": bool(o.largest),
                                "sorted": bool(o.sorted)},
                opcode=OpCode.TOP_K, flops=lambda i, o, a: i[0].size if i[0].is_static else 0))
+
+
+# ---- GatherND ----
+
+def _gather_nd_infer(types, attrs):
+    op = "GatherND"
+    need(op, types, 2)
+    x, indices = types
+    if indices.dtype not in ("int32", "int64"):
+        fail(op, f"indices have dtype {indices.dtype}; expected int32 or int64")
+    b = attrs.get("batch_dims", 0)
+    if not isinstance(b, (int, np.integer)) or not 0 <= b < min(x.rank, indices.rank):
+        fail(op, f"batch_dims {b} must be in [0, {min(x.rank, indices.rank)})")
+    k = indices.shape[-1]
+    if not isinstance(k, int) or not 1 <= k <= x.rank - b:
+        fail(op, f"index tuples of {k} entries do not fit {x.shape} past {b} batch dims")
+    if tuple(x.shape[:b]) != tuple(indices.shape[:b]):
+        fail(op, f"batch dims of {x.shape} and indices {indices.shape} differ")
+    return [TensorType(x.dtype, tuple(indices.shape[:-1]) + tuple(x.shape[b + k:]))]
+
+
+def _gather_nd_reference(inputs, attrs):
+    x, indices = inputs
+    b = attrs.get("batch_dims", 0)
+    k = indices.shape[-1]
+    dims = np.array(x.shape[b:b + k], np.int64)
+    idx = np.asarray(indices).astype(np.int64)
+    if idx.size and (np.any(idx < -dims) or np.any(idx >= dims)):
+        fail("GatherND", f"an index is out of range for dims {tuple(dims)}")
+    idx = np.where(idx < 0, idx + dims, idx)
+    batch_shape = x.shape[:b]
+    rows = x.reshape((int(np.prod(batch_shape, dtype=np.int64)),) + x.shape[b:])
+    tuples = idx.reshape(rows.shape[0], -1, k)
+    picked = np.stack([rows[n][tuple(tuples[n].T)] for n in range(rows.shape[0])]) if rows.shape[0] else \
+        np.zeros((0, tuples.shape[1]) + x.shape[b + k:], x.dtype)
+    return [np.ascontiguousarray(picked.reshape(tuple(indices.shape[:-1]) + x.shape[b + k:]))]
+
+
+def _gather_nd_lower(attrs):
+    options = GatherNdOptionsT()
+    options.batchDims = int(attrs.get("batch_dims", 0))
+    return OpCode.GATHER_ND, OpOptions.GatherNdOptions, options
+
+
+register(OpDef(name="GatherND", infer=_gather_nd_infer, reference=_gather_nd_reference, lower=_gather_nd_lower,
+               lift=lambda o: {"batch_dims": int(o.batchDims)}, opcode=OpCode.GATHER_ND, flops=zero_flops))

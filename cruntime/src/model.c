@@ -44,14 +44,16 @@ enum {
   OPTIONS_NONE, OPTIONS_CONV2D, OPTIONS_BATCH_MATMUL, OPTIONS_BINARY, OPTIONS_UNARY, OPTIONS_SOFTMAX,
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
   OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
-  OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_COUNT
+  OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_GATHER_ND,
+  OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
     "NONE", "Conv2DOptions", "BatchMatMulOptions", "BinaryOptions", "UnaryOptions", "SoftmaxOptions",
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
     "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
-    "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions"};
+    "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions",
+    "GatherNdOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
@@ -85,6 +87,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_CUMSUM: return OPTIONS_CUMSUM;
     case EDGE_OP_ARG_MAX: case EDGE_OP_ARG_MIN: return OPTIONS_ARG;
     case EDGE_OP_TOP_K: return OPTIONS_TOP_K;
+    case EDGE_OP_GATHER_ND: return OPTIONS_GATHER_ND;
     default: return OPTIONS_NONE;
   }
 }
@@ -635,6 +638,12 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       if (o->top_k.k < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: top-k k is %lld; it must be >= 0", where,
                                    (long long)o->top_k.k);
+      break;
+    case OPTIONS_GATHER_ND:
+      FIELD(fb_i32(r, t, 0, &o->gather_nd.batch_dims));
+      if (o->gather_nd.batch_dims < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: gather-nd batch_dims is %d; it must be >= 0", where,
+                                   o->gather_nd.batch_dims);
       break;
     default:
       break;

@@ -57,7 +57,8 @@ typedef enum {
   EDGE_OP_ARG_MAX = 41,
   EDGE_OP_ARG_MIN = 42,
   EDGE_OP_TOP_K = 43,
-  EDGE_OP_COUNT_ = 44
+  EDGE_OP_GATHER_ND = 44,
+  EDGE_OP_COUNT_ = 45
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -104,6 +105,7 @@ static const char *const edge_op_names[] = {
   "ARG_MAX",
   "ARG_MIN",
   "TOP_K",
+  "GATHER_ND",
 };
 
 typedef enum {

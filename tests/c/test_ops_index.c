@@ -1,4 +1,4 @@
-/* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k): values against naive
+/* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd): values against naive
  * oracles written per output element, the same bytes with one thread and with a pool of three,
  * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
  * Entry point: test_ops_index(); returns the number of failures. */
@@ -352,6 +352,94 @@ static void test_top_k(void) {
   }
 }
 
+/* ---- gather_nd ---- */
+
+static void test_gather_nd(void) {
+  for (int trial = 0; trial < 40; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_GATHER_ND);
+    int32_t r = (int32_t)rnd_range(1, 4), b = (int32_t)rnd_range(0, r - 1);
+    int64_t shape[EDGE_MAX_RANK], ishape[EDGE_MAX_RANK];
+    for (int32_t d = 0; d < r; ++d) shape[d] = rnd_range(1, 5);
+    int64_t k = rnd_range(1, r - b);
+    int32_t q = b + (int32_t)rnd_range(0, 2) + 1;
+    for (int32_t d = 0; d < q - 1; ++d) ishape[d] = d < b ? shape[d] : rnd_range(1, 4);
+    ishape[q - 1] = k;
+    edge_dtype index_dtype = trial % 2 ? EDGE_INT32 : EDGE_INT64;
+    int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, r, shape), ix = add_tensor(&g, "indices", index_dtype, q, ishape);
+    int32_t y = add_tensor(&g, "y", EDGE_FLOAT32, 0, shape);
+    edge_tensor *xt = &g.tensors[x], *it = &g.tensors[ix];
+    for (int64_t i = 0; i < edge_num_elements(r, shape); ++i) ((float *)xt->data)[i] = (float)i;
+    int64_t count = edge_num_elements(q, ishape);
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t dim = shape[b + i % k], v = rnd_range(-dim, dim - 1);
+      if (index_dtype == EDGE_INT64) ((int64_t *)it->data)[i] = v;
+      else ((int32_t *)it->data)[i] = (int32_t)v;
+    }
+    g.node.options.gather_nd.batch_dims = b;
+    add_input(&g, x);
+    add_input(&g, ix);
+    add_output(&g, y);
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_OK, "gather_nd: %s", g.error);
+    CHECK(g.tensors[y].rank == q - 1 + r - b - (int32_t)k, "gather_nd rank %d", g.tensors[y].rank);
+    /* Oracle: x holds its own flat offsets, so each output element must equal the offset of the
+     * multi-index (batch..., wrapped tuple..., slice position...). */
+    int64_t slice = edge_num_elements(r - b - (int32_t)k, shape + b + k), tuples = count / k;
+    for (int64_t t = 0; t < tuples && status == EDGE_OK; ++t) {
+      int64_t batch = t / (tuples / (edge_num_elements(b, shape) ? edge_num_elements(b, shape) : 1));
+      int64_t offset = batch;
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t dim = shape[b + j], v = index_dtype == EDGE_INT64 ? ((int64_t *)it->data)[t * k + j]
+                                                                 : ((int32_t *)it->data)[t * k + j];
+        offset = offset * dim + (v < 0 ? v + dim : v);
+      }
+      for (int64_t s = 0; s < slice; ++s) {
+        float got = ((float *)g.tensors[y].data)[t * slice + s], want = (float)(offset * slice + s);
+        if (got != want) {
+          CHECK(0, "gather_nd trial %d: tuple %lld element %lld is %g, expected %g", trial, (long long)t,
+                (long long)s, got, want);
+          t = tuples;
+          break;
+        }
+      }
+    }
+    if (trial % 5 == 0 && count) {
+      int64_t bad = shape[b] + (trial % 2 ? 0 : 3);
+      if (index_dtype == EDGE_INT64) ((int64_t *)it->data)[0] = trial % 10 ? bad : -bad - 1;
+      else ((int32_t *)it->data)[0] = (int32_t)(trial % 10 ? bad : -bad - 1);
+      status = graph_run(&g);
+      CHECK(status == EDGE_RUNTIME_ERROR && strstr(g.error, "out of range"), "gather_nd bad index: %s", g.error);
+    }
+    graph_free(&g);
+  }
+  const int64_t data[3] = {2, 3, 4};
+  struct {
+    int32_t q;
+    int64_t ishape[3];
+    int32_t batch_dims;
+    edge_dtype index_dtype;
+    const char *message;
+  } bad[] = {
+      {2, {5, 4}, 0, EDGE_INT64, "do not fit"},
+      {2, {5, 0}, 0, EDGE_INT64, "do not fit"},
+      {2, {3, 1}, 1, EDGE_INT64, "batch dim 0"},
+      {2, {2, 1}, 2, EDGE_INT64, "batch_dims 2"},
+      {2, {2, 1}, 0, EDGE_FLOAT32, "expected int32 or int64"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_GATHER_ND);
+    add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 3, data));
+    add_input(&g, add_tensor(&g, "indices", bad[i].index_dtype, bad[i].q, bad[i].ishape));
+    add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 3, data));
+    g.node.options.gather_nd.batch_dims = bad[i].batch_dims;
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, bad[i].message), "gather_nd refusal %zu: %s", i, g.error);
+    graph_free(&g);
+  }
+}
+
 int test_ops_index(void) {
   failures = 0;
   checks = 0;
@@ -359,6 +447,7 @@ int test_ops_index(void) {
   test_cumsum();
   test_arg_reduce();
   test_top_k();
+  test_gather_nd();
   fprintf(stderr, "test_ops_index: %d checks, %d failures\n", checks, failures);
   return failures;
 }

@@ -137,6 +137,7 @@ SAMPLES = {
     "ArgMax": ([f32(2, 3, 4)], {"axis": 2, "keepdims": False, "select_last_index": True}),
     "ArgMin": ([f32(2, 3, 4)], {"axis": 0, "keepdims": True, "select_last_index": False}),
     "TopK": ([f32(2, 5, 3)], {"k": 3, "axis": 1, "largest": False, "sorted": True}),
+    "GatherND": ([f32(2, 5, 3), np.array([[[4, -1]], [[0, 2]]], np.int64)], {"batch_dims": 1}),
 }
 for _name in BINARY_OPS:
     SAMPLES[_name] = _binary_sample(_name)

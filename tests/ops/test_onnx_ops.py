@@ -585,6 +585,21 @@ case("OneHot-int-values-runtime", "OneHot", lambda rng: [
     ("indices", Feed(ints(rng, (2, 4), 0, 3))), ("depth", c([3.0], np.float32)), ("values", Feed(np.array([0, 7], np.int32)))])
 
 
+GATHER_NDS = {"k1": ((5, 4, 3), (2, 1), 0), "k2": ((5, 4, 3), (3, 2), 0), "full-tuples": ((3, 4), (2, 3, 2), 0),
+              "batch1": ((2, 5, 3), (2, 4, 1), 1), "batch1-full": ((2, 5, 3), (2, 2), 1),
+              "batch2": ((2, 3, 4, 2), (2, 3, 1, 2), 2)}
+for name, (shape, ishape, batch_dims) in GATHER_NDS.items():
+    def make(rng, shape=shape, ishape=ishape, batch_dims=batch_dims):
+        k = ishape[-1]
+        dims = np.array(shape[batch_dims:batch_dims + k])
+        # Negative entries count from the end of their dim.
+        indices = rng.integers(-dims, dims, ishape[:-1] + (k,)).astype(np.int64)
+        return [("data", Feed(normal(rng, shape))), ("indices", Feed(indices))]
+    case(f"GatherND-{name}", "GatherND", make, {"batch_dims": batch_dims})
+case("GatherND-int32-data-const-indices", "GatherND", lambda rng: [
+    ("data", Feed(ints(rng, (4, 3), -9, 9, np.int32))), ("indices", c([[3, 2], [0, -1]]))])
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []

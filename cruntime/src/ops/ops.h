@@ -49,5 +49,6 @@ extern const edge_op_registration edge_op_cumsum;            /* cumsum.c */
 extern const edge_op_registration edge_op_arg_max;           /* arg_reduce.c */
 extern const edge_op_registration edge_op_arg_min;           /* arg_reduce.c */
 extern const edge_op_registration edge_op_top_k;             /* topk.c */
+extern const edge_op_registration edge_op_gather_nd;         /* gather_nd.c */
 
 #endif

@@ -46,6 +46,7 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_ARG_MAX] = &edge_op_arg_max,
     [EDGE_OP_ARG_MIN] = &edge_op_arg_min,
     [EDGE_OP_TOP_K] = &edge_op_top_k,
+    [EDGE_OP_GATHER_ND] = &edge_op_gather_nd,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {
