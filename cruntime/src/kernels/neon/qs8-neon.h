@@ -26,6 +26,18 @@ static inline __attribute__((always_inline)) int32x4_t qs8_neon_requantize4(int3
   return vmaxq_s32(lo, vminq_s32(hi, v));
 }
 
+/* requantize(acc) of 4 lanes whose every shift s is >= 32, exactly, unclamped (|result| <= 2^30).
+ * sqdmulh gives H = floor(2 * acc * m / 2^32) = floor(P / 2^31) for P = acc * m (it saturates
+ * only for acc = m = INT32_MIN, and m >= 0); then (P + 2^(s-1)) >> s == (H + 2^(s-32)) >> (s-31),
+ * because 2^(s-1) is a multiple of 2^31 and the dropped low bits add less than 1 to an integer
+ * numerator before a floor division by 2^(s-31). That right side is exactly what srshl by
+ * -(s - 31) computes (rounding shift, on a wider intermediate, so the sum cannot wrap).
+ * right_shift holds 31 - s per lane. */
+static inline __attribute__((always_inline)) int32x4_t qs8_neon_requantize4_fast(int32x4_t acc, int32x4_t multiplier,
+                                                                                int32x4_t right_shift) {
+  return vrshlq_s32(vqdmulhq_s32(acc, multiplier), right_shift);
+}
+
 /* 8 columns of one row: int8 (requantized) or float (dynamic) out, the first `cols` stored. */
 static inline __attribute__((always_inline)) void qs8_neon_store8(int32x4_t acc0, int32x4_t acc1, const int8_t *p,
                                                                   size_t cols, void *out, const bool dq,
