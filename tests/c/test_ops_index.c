@@ -191,6 +191,19 @@ static void test_cumsum(void) {
   status = graph_run(&g);
   CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, "axis -3"), "cumsum axis -3 of rank 2: %s", g.error);
   graph_free(&g);
+  /* Integer sums past the range wrap (no undefined behaviour on model data). */
+  graph_init(&g, EDGE_OP_CUMSUM);
+  const int64_t three[1] = {3};
+  int32_t wx = add_tensor(&g, "x", EDGE_INT32, 1, three), wy = add_tensor(&g, "y", EDGE_INT32, 1, three);
+  int32_t *w = g.tensors[wx].data;
+  w[0] = INT32_MAX, w[1] = 1, w[2] = -1;
+  add_input(&g, wx);
+  add_output(&g, wy);
+  status = graph_run(&g);
+  const int32_t *wrapped = g.tensors[wy].data;
+  CHECK(status == EDGE_OK && wrapped[0] == INT32_MAX && wrapped[1] == INT32_MIN && wrapped[2] == INT32_MAX,
+        "cumsum int32 wrap: %s", g.error);
+  graph_free(&g);
   graph_init(&g, EDGE_OP_CUMSUM);
   add_input(&g, add_tensor(&g, "x", EDGE_BOOL, 2, shape));
   add_output(&g, add_tensor(&g, "y", EDGE_BOOL, 2, shape));

@@ -25,8 +25,10 @@ typedef struct {
   edge_f32_vbinary_ukernel add_rows; /* float32 row adds; NULL: the scalar loop */
 } cumsum_job;
 
-/* One block [n, inner] of x, columns [c0, c1): running rows in the op's order. */
-#define EDGE_CUMSUM_BLOCK(T)                                                                            \
+/* One block [n, inner] of x, columns [c0, c1): running rows in the op's order. Integers add in
+ * their unsigned type U, so a sum past the range wraps (as onnxruntime's does) instead of being
+ * undefined behaviour on data an untrusted model supplies. */
+#define EDGE_CUMSUM_BLOCK(T, U)                                                                         \
   static void cumsum_block_##T(const T *x, T *y, int64_t n, int64_t inner, int64_t c0, int64_t c1,     \
                                bool exclusive, bool reverse, edge_f32_vbinary_ukernel add_rows) {      \
     int64_t width = c1 - c0;                                                                            \
@@ -45,15 +47,15 @@ typedef struct {
         if (add_rows && width > 1)                                                                      \
           add_rows((size_t)width, (const float *)previous_y, (const float *)add, (float *)yr);          \
         else                                                                                            \
-          for (int64_t c = 0; c < width; ++c) yr[c] = previous_y[c] + add[c];                           \
+          for (int64_t c = 0; c < width; ++c) yr[c] = (T)((U)previous_y[c] + (U)add[c]);               \
       }                                                                                                 \
       previous_x = xr;                                                                                  \
       previous_y = yr;                                                                                  \
     }                                                                                                   \
   }
-EDGE_CUMSUM_BLOCK(float)
-EDGE_CUMSUM_BLOCK(int32_t)
-EDGE_CUMSUM_BLOCK(int64_t)
+EDGE_CUMSUM_BLOCK(float, float)
+EDGE_CUMSUM_BLOCK(int32_t, uint32_t)
+EDGE_CUMSUM_BLOCK(int64_t, uint64_t)
 #undef EDGE_CUMSUM_BLOCK
 
 static void cumsum_tiles(void *arg, int64_t begin, int64_t end, int32_t thread) {
