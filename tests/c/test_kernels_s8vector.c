@@ -7,6 +7,9 @@
  *   maxpool:  y = clamp(max over taps, lo, hi);  raccumulate: acc += column sums
  *   lut:      y = table[x + 128], every one of the 256 codes
  *   layernorm: exact row sums, mean and 1/std in double rounded to float32, float32 steps, requantize
+ *   matmul:   c = sum_k a * b over int16 differences in [-255, 255] (exact), panels packed here
+ *   requantize: y = clamp(zp + ((int64)acc * m + 2^(s-1)) >> s, lo, hi)
+ *   softmax:  y = clamp(-128 + (lut[max - x] * 512 + S) / (2 S)), S = row sum of lut[max - x]
  *
  * over ragged lengths (tails of every size below the vector widths), random params including the
  * extreme shifts 1 and 62 and multipliers up to +-(2^31 - 1), values on rounding ties, infinities,
@@ -256,6 +259,135 @@ static void check_layernorm(const char *isa, edge_s8_layernorm_ukernel kernel) {
   }
 }
 
+static void check_matmul(const char *isa, edge_s8_matmul_ukernel kernel) {
+  static int16_t a[70 * 130], b[130 * 48], packed[6 * 130 * 8];
+  static int32_t c[70 * 50], want[70 * 50];
+  static const size_t ms[] = {1, 3, 4, 5, 32, 70}, ns[] = {1, 7, 8, 9, 32, 45}, ks[] = {2, 4, 32, 130};
+  for (size_t t = 0; t < 6 * 6 * 4; ++t) {
+    size_t m = ms[t % 6], n = ns[t / 6 % 6], kp = ks[t / 36], c_stride = n + t % 3;
+    int32_t limit = t % 5 ? 255 : 1; /* some cases at the extremes only */
+    for (size_t i = 0; i < m * kp; ++i) a[i] = (int16_t)(t % 5 ? rnd_range(-limit, limit) : (rnd() % 2 ? 255 : -255));
+    for (size_t i = 0; i < kp * n; ++i) b[i] = (int16_t)(t % 5 ? rnd_range(-limit, limit) : (rnd() % 2 ? 255 : -255));
+    memset(packed, 0, sizeof packed);
+    for (size_t j = 0; j < n; ++j)
+      for (size_t k = 0; k < kp; ++k) packed[(j / 8) * kp * 8 + (k / 2) * 16 + (j % 8) * 2 + k % 2] = b[k * n + j];
+    for (size_t i = 0; i < m * c_stride; ++i) c[i] = want[i] = 0x5a5a5a5a;
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = 0; j < n; ++j) {
+        int64_t acc = 0;
+        for (size_t k = kp; k-- > 0;) acc += (int64_t)a[i * kp + k] * b[k * n + j];
+        want[i * c_stride + j] = (int32_t)acc;
+      }
+    kernel(m, n, kp, a, packed, c, c_stride);
+    CHECK(memcmp(c, want, m * c_stride * sizeof(int32_t)) == 0, "s8_matmul [%s] %zux%zux%zu (stride %zu): wrong sums or "
+          "wrote between rows", isa, m, kp, n, c_stride);
+  }
+}
+
+static void check_matmul_pack(const char *isa, const edge_vector_kernels *k) {
+  static int8_t src[70 * 140];
+  static int16_t out[6 * 140 * 8 + 64], want[6 * 140 * 8 + 64];
+  static const size_t rows_list[] = {1, 2, 3, 7, 16, 33}, cols_list[] = {1, 7, 8, 9, 16, 17, 33, 45};
+  for (size_t t = 0; t < 6 * 8; ++t) {
+    size_t rows = rows_list[t % 6], cols = cols_list[t / 6], stride = cols + t % 3;
+    int32_t zp = rnd_range(-128, 127);
+    for (size_t i = 0; i < rows * stride; ++i) src[i] = (int8_t)rnd_range(-128, 127);
+    /* pack_a: rows x cols, each row padded to even */
+    size_t kp = (cols + 1) / 2 * 2;
+    for (size_t i = 0; i < sizeof out / sizeof out[0]; ++i) out[i] = want[i] = 0x5a5a;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < kp; ++j) want[r * kp + j] = (int16_t)(j < cols ? src[r * stride + j] - zp : 0);
+    k->s8_matmul_pack_a(rows, cols, src, stride, zp, out);
+    CHECK(memcmp(out, want, sizeof out) == 0, "s8_matmul_pack_a [%s] %zux%zu (stride %zu)", isa, rows, cols, stride);
+    /* pack_b: a rows (k) x cols (n) matrix into panels of 8 columns */
+    kp = (rows + 1) / 2 * 2;
+    for (size_t i = 0; i < sizeof out / sizeof out[0]; ++i) out[i] = want[i] = 0x5a5a;
+    for (size_t j = 0; j < (cols + 7) / 8 * 8; ++j)
+      for (size_t q = 0; q < kp; ++q)
+        want[(j / 8) * kp * 8 + (q / 2) * 16 + (j % 8) * 2 + q % 2] =
+            (int16_t)(j < cols && q < rows ? src[q * stride + j] - zp : 0);
+    k->s8_matmul_pack_b(rows, cols, src, stride, zp, out);
+    CHECK(memcmp(out, want, sizeof out) == 0, "s8_matmul_pack_b [%s] k=%zu n=%zu (stride %zu)", isa, rows, cols, stride);
+  }
+}
+
+static void check_requantize(const char *isa, edge_s8_requantize_ukernel kernel) {
+  int32_t acc[1100];
+  int8_t y[1100 + GUARD];
+  for (size_t t = 0; t < NUM_LENGTHS * 10; ++t) {
+    size_t n = lengths[t % NUM_LENGTHS];
+    edge_s8_requantize_params p;
+    p.shift = t % 7 == 0 ? (t % 2 ? 1 : 62) : rnd_range(8, 50);
+    p.multiplier = t % 5 == 0 ? 2147483647 : rnd_range(1 << 30, 2147483647);
+    p.zero_point = rnd_range(-128, 127);
+    random_bounds(&p.lo, &p.hi);
+    for (size_t i = 0; i < n; ++i) {
+      switch (rnd() % 4) {
+        case 0: acc[i] = rnd() % 2 ? 2147483647 : -2147483647 - 1; break;
+        case 1: acc[i] = (int32_t)rnd(); break;
+        default: acc[i] = rnd_range(-(1 << 20), 1 << 20); break;
+      }
+      /* exact halves: acc * m = (2j + 1) * 2^(s-1) is rarely hit at random; force some when m is 2^30 */
+    }
+    if (t % 3 == 0) {
+      p.multiplier = 1 << 30;
+      p.shift = rnd_range(31, 40);
+      for (size_t i = 0; i < n; ++i) acc[i] = (2 * rnd_range(-200, 200) + 1) * (1 << (p.shift - 31));
+    }
+    memset(y, GUARD_BYTE, sizeof y);
+    kernel(n, acc, y, &p);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t v = p.zero_point + ((((int64_t)acc[i] * p.multiplier) + ((int64_t)1 << (p.shift - 1))) >> p.shift);
+      if (y[i] != clamp64(v, p.lo, p.hi) && bad++ == 0) first = i;
+    }
+    CHECK(bad == 0, "s8_requantize [%s] n=%zu m=%d shift=%d zp=%d: %zu wrong, first acc %d gives %d", isa, n,
+          p.multiplier, p.shift, p.zero_point, bad, acc[first], y[first]);
+    CHECK(guard_intact(y + n), "s8_requantize [%s] n=%zu wrote past the end", isa, n);
+  }
+}
+
+static void check_softmax(const char *isa, edge_s8_softmax_ukernel kernel) {
+  static int8_t x[EDGE_S8_SOFTMAX_MAX_LENGTH], y[EDGE_S8_SOFTMAX_MAX_LENGTH + GUARD];
+  int32_t lut[256];
+  static const size_t extra[] = {2048, 4095, EDGE_S8_SOFTMAX_MAX_LENGTH};
+  for (size_t t = 0; t < NUM_LENGTHS * 5 + 3; ++t) {
+    size_t n = t < NUM_LENGTHS * 5 ? lengths[t % NUM_LENGTHS] : extra[t - NUM_LENGTHS * 5];
+    double scale = (double)rnd_range(1, 4000) / 10000.0;
+    for (int d = 0; d < 256; ++d)
+      lut[d] = t % 4 == 3 ? (d ? rnd_range(0, 65536) : 65536) : (int32_t)llround(exp(-d * scale) * 65536.0);
+    int32_t spread = t % 3 ? 255 : 6; /* narrow rows: many equal values, outputs near the top */
+    int32_t lo = rnd_range(-128, 127 - (spread > 255 ? 255 : spread));
+    for (size_t i = 0; i < n; ++i) x[i] = (int8_t)rnd_range(lo, lo + spread > 127 ? 127 : lo + spread);
+    if (t % 7 == 0) memset(x, x[0], n);
+    memset(y, GUARD_BYTE, n + GUARD);
+    kernel(n, x, y, lut);
+    int32_t max = -128;
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
+    for (size_t i = 0; i < n; ++i) sum += lut[max - x[i]];
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t want = clamp64(-128 + (lut[max - x[i]] * (int64_t)512 + sum) / (2 * sum), -128, 127);
+      if (y[i] != want && bad++ == 0) first = i;
+    }
+    CHECK(bad == 0, "s8_softmax [%s] n=%zu: %zu wrong, first at %zu (x %d, max %d): %d", isa, n, bad, first, x[first],
+          max, y[first]);
+    CHECK(guard_intact(y + n), "s8_softmax [%s] n=%zu wrote past the end", isa, n);
+  }
+  /* An exact quotient whose float32 estimate falls just below it: S = 65536 + 100 * 209 + 4 * 5143
+   * = 107008 = 512 * 209, so the 100 elements at d = 1 have num = den (q = 1), and
+   * 214016 * float(1 / 214016) rounds to 0.99999994. */
+  for (int d = 0; d < 256; ++d) lut[d] = d == 0 ? 65536 : d == 1 ? 209 : d == 2 ? 5143 : 77;
+  x[0] = 10;
+  for (int i = 1; i <= 100; ++i) x[i] = 9;
+  for (int i = 101; i < 105; ++i) x[i] = 8;
+  kernel(105, x, y, lut);
+  size_t bad = 0;
+  for (int i = 1; i <= 100; ++i) bad += y[i] != -127;
+  CHECK(bad == 0 && y[0] != -127, "s8_softmax [%s]: an exact quotient under a low float estimate: %zu wrong", isa, bad);
+}
+
 int test_kernels_s8vector(void) {
   failures = 0;
   checks = 0;
@@ -275,10 +407,19 @@ int test_kernels_s8vector(void) {
     CHECK(k->s8_lut && k->s8_layernorm, "level %s lacks s8_lut or s8_layernorm", isa);
     if (k->s8_lut) check_lut(isa, k->s8_lut);
     if (k->s8_layernorm) check_layernorm(isa, k->s8_layernorm);
+    CHECK(k->s8_matmul && k->s8_requantize, "level %s lacks s8_matmul or s8_requantize", isa);
+    if (k->s8_matmul) check_matmul(isa, k->s8_matmul);
+    CHECK(k->s8_matmul_pack_a && k->s8_matmul_pack_b, "level %s lacks the s8_matmul packing", isa);
+    if (k->s8_matmul_pack_a && k->s8_matmul_pack_b) check_matmul_pack(isa, k);
+    if (k->s8_requantize) check_requantize(isa, k->s8_requantize);
+    CHECK(k->s8_softmax != NULL, "level %s lacks s8_softmax", isa);
+    if (k->s8_softmax) check_softmax(isa, k->s8_softmax);
   }
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);
   CHECK(scalar && !scalar->vector.s8_vadd && !scalar->vector.s8_maxpool && !scalar->vector.s8_lut &&
-            !scalar->vector.s8_layernorm,
+            !scalar->vector.s8_layernorm && !scalar->vector.s8_matmul && !scalar->vector.s8_requantize &&
+            !scalar->vector.s8_matmul_pack_a && !scalar->vector.s8_matmul_pack_b &&
+            !scalar->vector.s8_softmax,
         "the scalar level must leave the int8 vector kernels NULL (EDGE_ISA=scalar runs the reference code)");
   fprintf(stderr, "test_kernels_s8vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
   return failures;

@@ -12,6 +12,9 @@
  *   (exact: the runtime does the same IEEE steps), over odd row lengths, broadcast scale and bias,
  *   an absent bias and constant rows; UNARY's int8 table lookup on all 256 codes and ragged
  *   lengths, bit for bit; bad tables and layer-norm operands refused with a status;
+ * - int8 BATCH_MATMUL of two activations (both with zero points: attention's products) against
+ *   exact sums, with transposes, batch broadcast, odd depths, row counts past one row block, and
+ *   any thread count giving the same bytes;
  * - thread counts give identical bytes.
  * The op paths pick kernels from the process's ISA level; tests/ops/test_quantized_ops.py runs
  * every level against the Python reference. Entry point: test_ops_quant(); returns failures. */
@@ -656,6 +659,65 @@ static void test_unary_lut(void) {
   graph_free(&g);
 }
 
+/* ---- int8 BATCH_MATMUL of two activations ---- */
+
+static void bmm_case(int64_t batch, int64_t m, int64_t k, int64_t n, bool ta, bool tb, bool broadcast_b, int threads) {
+  graph g;
+  graph_init(&g, EDGE_OP_BATCH_MATMUL);
+  int64_t as[3] = {batch, ta ? k : m, ta ? m : k}, bs[3] = {broadcast_b ? 1 : batch, tb ? n : k, tb ? k : n};
+  int64_t ys[3] = {1, 1, 1};
+  int32_t a = add_tensor(&g, "bmm/a", EDGE_INT8, 3, as, false), b = add_tensor(&g, "bmm/b", EDGE_INT8, 3, bs, false);
+  int32_t y = add_tensor(&g, "bmm/y", EDGE_INT8, 3, ys, true);
+  g.node.options.batch_matmul.transpose_a = ta;
+  g.node.options.batch_matmul.transpose_b = tb;
+  float sa = 0.01f + 0.001f * (float)rnd_range(0, 50), sb = 0.01f + 0.001f * (float)rnd_range(0, 50);
+  float sy = (float)((double)sa * sb * (double)k * 40.0) * (0.5f + 0.001f * (float)rnd_range(0, 1000));
+  int32_t za = rnd_range(-128, 127), zb = rnd_range(-128, 127), zy = rnd_range(-20, 20);
+  set_param(&g, a, sa, za);
+  set_param(&g, b, sb, zb);
+  set_param(&g, y, sy, zy);
+  fill_int8(&g, a, -128, 127);
+  fill_int8(&g, b, -128, 127);
+  edge_threadpool *pool = threads > 1 ? edge_threadpool_create(threads) : NULL;
+  g.ctx.pool = pool;
+  g.ctx.num_threads = threads;
+  edge_status status = graph_run(&g);
+  CHECK(status == EDGE_OK, "bmm %lldx%lldx%lldx%lld: %s", (long long)batch, (long long)m, (long long)k, (long long)n,
+        g.error);
+  if (status == EDGE_OK) {
+    const int8_t *av = g.tensors[a].data, *bv = g.tensors[b].data, *yv = g.tensors[y].data;
+    double real = (double)sa * (double)sb / (double)sy;
+    int wrong = 0;
+    for (int64_t i = 0; i < batch; ++i) {
+      const int8_t *ai = av + i * m * k, *bi = bv + (broadcast_b ? 0 : i) * k * n;
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          int64_t acc = 0;
+          for (int64_t q = k - 1; q >= 0; --q)
+            acc += (int64_t)((ta ? ai[q * m + r] : ai[r * k + q]) - za) * ((tb ? bi[c * k + q] : bi[q * n + c]) - zb);
+          int32_t want = oracle_requantize(acc, real, zy, -128, 127), got = yv[(i * m + r) * n + c];
+          if (got != want && ++wrong <= 3)
+            CHECK(0, "bmm batch %lld (%lldx%lldx%lld ta %d tb %d bcast %d, %d threads) [%lld][%lld]: %d, expected %d",
+                  (long long)i, (long long)m, (long long)k, (long long)n, ta, tb, broadcast_b, threads, (long long)r,
+                  (long long)c, got, want);
+        }
+    }
+  }
+  g.ctx.pool = NULL;
+  if (pool) edge_threadpool_free(pool);
+  graph_free(&g);
+}
+
+static void test_bmm_activations(void) {
+  bmm_case(4, 32, 32, 32, false, false, false, 1); /* attention's shapes */
+  bmm_case(3, 5, 7, 9, false, false, false, 1);
+  bmm_case(2, 70, 33, 17, true, false, false, 1); /* past one row block, odd depth, transposed A */
+  bmm_case(3, 9, 16, 8, false, true, true, 1);
+  bmm_case(5, 1, 1, 1, true, true, false, 1);
+  bmm_case(6, 13, 41, 23, false, false, true, 3);
+  bmm_case(7, 32, 31, 40, true, true, false, 2);
+}
+
 /* ---- quantize / dequantize ---- */
 
 static void test_quantize_dequantize(void) {
@@ -720,5 +782,6 @@ int test_ops_quant(void) {
   test_quantize_dequantize();
   test_layer_norm_int8();
   test_unary_lut();
+  test_bmm_activations();
   return failures;
 }

@@ -131,6 +131,27 @@ typedef struct {
 } edge_s8_layernorm_params;
 typedef void (*edge_s8_layernorm_ukernel)(size_t n, const int8_t *x, int8_t *y, const float *gamma, const float *beta,
                                           const edge_s8_layernorm_params *params);
+/* Product of two int8 activations as int16 differences (kernels/vector/s8-matmul.c states the
+ * packing): c[i][j] = sum_k a[i][k] * b[k][j] (int32, exact) for i < m, j < n, over kp (even)
+ * k; a: m rows of kp int16; b: ceil(n / 8) panels of [kp / 2][8][2] int16; c row stride c_stride. */
+#define EDGE_S8_MATMUL_MAX_DEPTH 32768 /* kp * 255^2 < 2^31 */
+typedef void (*edge_s8_matmul_ukernel)(size_t m, size_t n, size_t kp, const int16_t *a, const int16_t *b, int32_t *c,
+                                       size_t c_stride);
+/* Packing for it from row-major int8 with a zero point: pack_a writes m rows of kp = k rounded up to
+ * even from a (row stride a_stride); pack_b writes the panels of a k x n matrix b (row stride
+ * b_stride), zero past n and past k. */
+typedef void (*edge_s8_matmul_pack_ukernel)(size_t rows, size_t cols, const int8_t *src, size_t stride,
+                                            int32_t zero_point, int16_t *out);
+/* y[i] = clamp(zero_point + ((int64)acc[i] * multiplier + 2^(shift-1)) >> shift, lo, hi) (requant.h's rule). */
+typedef struct {
+  int32_t multiplier, shift, zero_point, lo, hi;
+} edge_s8_requantize_params;
+typedef void (*edge_s8_requantize_ukernel)(size_t n, const int32_t *acc, int8_t *y,
+                                           const edge_s8_requantize_params *params);
+/* int8 softmax of one contiguous row of 1 <= n <= EDGE_S8_SOFTMAX_MAX_LENGTH, ops/qsoftmax.c's rule
+ * (output scale 1/256, zero point -128); lut[d] (<= 65536) for d = max - x in [0, 255]. */
+#define EDGE_S8_SOFTMAX_MAX_LENGTH 4096
+typedef void (*edge_s8_softmax_ukernel)(size_t n, const int8_t *x, int8_t *y, const int32_t *lut);
 
 typedef struct {
   const char *isa_name;                                        /* "avx512" ...; "scalar" when all NULL */
@@ -161,6 +182,11 @@ typedef struct {
   edge_s8_quantize_ukernel s8_quantize;
   edge_s8_lut_ukernel s8_lut;
   edge_s8_layernorm_ukernel s8_layernorm;
+  edge_s8_matmul_ukernel s8_matmul;
+  edge_s8_matmul_pack_ukernel s8_matmul_pack_a; /* (m, k, a, ...) */
+  edge_s8_matmul_pack_ukernel s8_matmul_pack_b; /* (k, n, b, ...) */
+  edge_s8_requantize_ukernel s8_requantize;
+  edge_s8_softmax_ukernel s8_softmax;
 } edge_vector_kernels;
 
 #endif

@@ -93,6 +93,11 @@
   void edge_s8_lut__##isa(size_t, const int8_t *, int8_t *, const int8_t *);                           \
   void edge_s8_layernorm__##isa(size_t, const int8_t *, int8_t *, const float *, const float *,          \
                                 const edge_s8_layernorm_params *);                                     \
+  void edge_s8_matmul__##isa(size_t, size_t, size_t, const int16_t *, const int16_t *, int32_t *, size_t); \
+  void edge_s8_matmul_pack_a__##isa(size_t, size_t, const int8_t *, size_t, int32_t, int16_t *);       \
+  void edge_s8_matmul_pack_b__##isa(size_t, size_t, const int8_t *, size_t, int32_t, int16_t *);       \
+  void edge_s8_requantize__##isa(size_t, const int32_t *, int8_t *, const edge_s8_requantize_params *);  \
+  void edge_s8_softmax__##isa(size_t, const int8_t *, int8_t *, const int32_t *);                      \
   static void fill_##isa(edge_vector_kernels *out) {                                                   \
     EDGE_VECTOR_UNARY_LIST(SET_UNARY, isa)                                                             \
     EDGE_VECTOR_BINARY_LIST(SET_BINARY, isa)                                                           \
@@ -118,6 +123,11 @@
     out->s8_quantize = edge_s8_quantize__##isa;                                                        \
     out->s8_lut = edge_s8_lut__##isa;                                                                  \
     out->s8_layernorm = edge_s8_layernorm__##isa;                                                      \
+    out->s8_matmul = edge_s8_matmul__##isa;                                                            \
+    out->s8_matmul_pack_a = edge_s8_matmul_pack_a__##isa;                                              \
+    out->s8_matmul_pack_b = edge_s8_matmul_pack_b__##isa;                                              \
+    out->s8_requantize = edge_s8_requantize__##isa;                                                    \
+    out->s8_softmax = edge_s8_softmax__##isa;                                                          \
   }
 
 #if defined(__x86_64__) || defined(_M_X64)

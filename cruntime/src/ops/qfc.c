@@ -12,13 +12,17 @@
  *
  * Above EDGE_ISA_SCALAR, constant weights are packed once for the qs8 GEMM (kernels/qgemm.h) and
  * the rows go through its threaded driver (a BMM whose batch folds into rows: B shared by every
- * batch element, A not transposed). Everything else runs the reference loops below, which are
+ * batch element, A not transposed). An int8 BMM of two activations (attention's Q.K^T and P.V:
+ * both operands with zero points, which the qs8 GEMM cannot fold) packs both as int16 differences
+ * per call into per-thread scratch and runs the vector family's s8_matmul and s8_requantize, batch
+ * elements spread over the threads. Everything else runs the reference loops below, which are
  * also what EDGE_ISA=scalar runs. Integer sums are exact, so every path gives the same bytes;
  * work is split over output rows (FC) or (batch, row) pairs (BMM), identical for any thread count. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/config.h"
 #include "../kernels/qgemm.h"
 #include "broadcast.h"
 #include "ops.h"
@@ -42,7 +46,18 @@ typedef struct {
   bool transpose_a, transpose_b;
   int64_t batch, m;                 /* output batch count and rows per batch element */
   int64_t *a_offsets, *b_offsets;   /* per output batch index, in elements */
+  /* BMM of two int8 activations on the vector kernels (NULL matmul: not used) */
+  edge_s8_matmul_ukernel matmul;
+  edge_s8_matmul_pack_ukernel pack_a, pack_b; /* row-major operands; the transposed ones pack here */
+  edge_s8_requantize_ukernel requantize;
+  edge_s8_requantize_params requant;
+  int64_t kp;                       /* depth rounded up to even */
+  size_t a16_bytes, b16_bytes, slot_bytes; /* per-thread scratch: A block, packed B, int32 block */
+  int32_t slots;
 } qproduct_state;
+
+/* Rows of A packed per step of the activation BMM (bounds the int32 block in scratch). */
+#define QMATMUL_ROW_BLOCK 64
 
 static void qproduct_free(qproduct_state *s) {
   if (!s) return;
@@ -308,6 +323,96 @@ edge_status edge_qfc_eval(edge_context *ctx, edge_node *node) {
   return EDGE_OK;
 }
 
+/* ---- BATCH_MATMUL of two int8 activations on the vector kernels ---- */
+
+/* Picks the path when the level has the kernels, the product is int8 with one multiplier for every
+ * column, and the depth fits the int16 kernel's accumulator; sizes the per-thread scratch. */
+static edge_status prepare_activation_product(edge_context *ctx, edge_node *node, qproduct_state *s) {
+  const edge_vector_kernels *v = &edge_kernels()->vector;
+  if (s->dynamic || s->packed || !v->s8_matmul || !v->s8_matmul_pack_a || !v->s8_matmul_pack_b || !v->s8_requantize ||
+      s->rows == 0 || s->columns == 0)
+    return EDGE_OK;
+  for (int64_t c = 1; c < s->columns; ++c)
+    if (s->multiplier[c] != s->multiplier[0] || s->shift[c] != s->shift[0]) return EDGE_OK;
+  s->kp = (s->depth + 1) / 2 * 2;
+  if (s->kp > EDGE_S8_MATMUL_MAX_DEPTH) return EDGE_OK;
+  int64_t block = s->m < QMATMUL_ROW_BLOCK ? s->m : QMATMUL_ROW_BLOCK;
+  s->a16_bytes = round_up_64((size_t)(block * s->kp) * sizeof(int16_t));
+  s->b16_bytes = round_up_64((size_t)((s->columns + 7) / 8 * 8 * s->kp) * sizeof(int16_t));
+  s->slot_bytes = s->a16_bytes + s->b16_bytes + round_up_64((size_t)(block * s->columns) * sizeof(int32_t));
+  int32_t threads = ctx->num_threads > 1 ? ctx->num_threads : 1;
+  if (ctx->pool && edge_threadpool_size(ctx->pool) > threads) threads = edge_threadpool_size(ctx->pool);
+  s->slots = threads;
+  node->scratch_bytes = s->slot_bytes * (size_t)threads;
+  s->requant = (edge_s8_requantize_params){s->multiplier[0], s->shift[0], s->out.zero_point, s->out.qmin, s->out.qmax};
+  s->matmul = v->s8_matmul;
+  s->pack_a = v->s8_matmul_pack_a;
+  s->pack_b = v->s8_matmul_pack_b;
+  s->requantize = v->s8_requantize;
+  return EDGE_OK;
+}
+
+/* Rows [r0, r0 + rows) of batch element A as int16 a - zp, kp per row (the odd k tail zero): the
+ * vector family's packing for a row-major A, a strided loop for a transposed one. */
+static void pack_a16(const qproduct_state *s, const int8_t *a, int64_t r0, int64_t rows, int16_t *out) {
+  const int64_t k_size = s->depth, kp = s->kp;
+  if (!s->transpose_a) {
+    s->pack_a((size_t)rows, (size_t)k_size, a + r0 * k_size, (size_t)k_size, s->zp_x, out);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    int16_t *o = out + r * kp;
+    for (int64_t k = 0; k < k_size; ++k) o[k] = (int16_t)(a[k * s->m + r0 + r] - s->zp_x);
+    if (kp != k_size) o[k_size] = 0;
+  }
+}
+
+/* B of one batch element as s8_matmul's panels of b - zp (panel p, pair q, column j holds
+ * b[2q][8p + j] and b[2q + 1][8p + j]): the vector family's packing for a row-major [K, N] B, a
+ * strided loop for a transposed one ([N, K], element [k][n] at b[n * K + k]). */
+static void pack_b16(const qproduct_state *s, const int8_t *b, int16_t *out) {
+  const int64_t k_size = s->depth, n_size = s->columns, kp = s->kp;
+  if (!s->transpose_b) {
+    s->pack_b((size_t)k_size, (size_t)n_size, b, (size_t)n_size, s->zp_w, out);
+    return;
+  }
+  for (int64_t n0 = 0; n0 < n_size; n0 += 8) {
+    int16_t *panel = out + n0 * kp;
+    int64_t cols = n_size - n0 < 8 ? n_size - n0 : 8;
+    if (cols < 8 || kp != k_size) memset(panel, 0, (size_t)(kp * 8) * sizeof(int16_t));
+    for (int64_t j = 0; j < cols; ++j) {
+      const int8_t *column = b + (n0 + j) * k_size;
+      for (int64_t k = 0; k < k_size; ++k) panel[(k / 2) * 16 + 2 * j + (k % 2)] = (int16_t)(column[k] - s->zp_w);
+    }
+  }
+}
+
+typedef struct {
+  const qproduct_state *s;
+  const int8_t *a, *b;
+  int8_t *y;
+  char *scratch;
+} activation_product_job;
+
+static void activation_product_batches(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  const activation_product_job *job = arg;
+  const qproduct_state *s = job->s;
+  char *slot = job->scratch + (size_t)thread * s->slot_bytes;
+  int16_t *a16 = (int16_t *)slot, *b16 = (int16_t *)(slot + s->a16_bytes);
+  int32_t *c32 = (int32_t *)(slot + s->a16_bytes + s->b16_bytes);
+  int64_t packed_offset = -1;
+  for (int64_t i = begin; i < end; ++i) {
+    if (s->b_offsets[i] != packed_offset) pack_b16(s, job->b + s->b_offsets[i], b16);
+    packed_offset = s->b_offsets[i];
+    for (int64_t r0 = 0; r0 < s->m; r0 += QMATMUL_ROW_BLOCK) {
+      int64_t rows = s->m - r0 < QMATMUL_ROW_BLOCK ? s->m - r0 : QMATMUL_ROW_BLOCK;
+      pack_a16(s, job->a + s->a_offsets[i], r0, rows, a16);
+      s->matmul((size_t)rows, (size_t)s->columns, (size_t)s->kp, a16, b16, c32, (size_t)s->columns);
+      s->requantize((size_t)(rows * s->columns), c32, job->y + (i * s->m + r0) * s->columns, &s->requant);
+    }
+  }
+}
+
 /* ---- BATCH_MATMUL ---- */
 
 edge_status edge_qmatmul_prepare(edge_context *ctx, edge_node *node) {
@@ -376,10 +481,12 @@ edge_status edge_qmatmul_prepare(edge_context *ctx, edge_node *node) {
   }
   /* The GEMM driver takes every row at once: B shared by every batch element and A's rows laid
    * out one after another. */
-  if (b->kind == EDGE_TENSOR_CONSTANT && b->data && b_shared && (a_contiguous || s->dynamic))
-    return pack_weights(ctx, node, what, s, b->data, s->transpose_b ? (size_t)k : 1, s->transpose_b ? 1 : (size_t)n,
-                        NULL);
-  return EDGE_OK;
+  if (b->kind == EDGE_TENSOR_CONSTANT && b->data && b_shared && (a_contiguous || s->dynamic)) {
+    status = pack_weights(ctx, node, what, s, b->data, s->transpose_b ? (size_t)k : 1, s->transpose_b ? 1 : (size_t)n,
+                          NULL);
+    if (status != EDGE_OK || s->packed) return status;
+  }
+  return prepare_activation_product(ctx, node, s);
 }
 
 edge_status edge_qmatmul_eval(edge_context *ctx, edge_node *node) {
@@ -409,6 +516,12 @@ edge_status edge_qmatmul_eval(edge_context *ctx, edge_node *node) {
     else
       edge_qs8_gemm_compute(s->kernels, ctx->pool, (size_t)s->rows, (size_t)s->columns, (size_t)s->depth, aq,
                             (size_t)s->depth, s->packed, y->data, (size_t)s->columns, &s->out);
+    return EDGE_OK;
+  }
+  if (s->matmul) {
+    activation_product_job job = {s, a->data, edge_nd_input(ctx, node, 1)->data, y->data, node->scratch};
+    if (ctx->pool && edge_threadpool_size(ctx->pool) > s->slots) activation_product_batches(&job, 0, s->batch, 0);
+    else edge_nd_parallel(ctx, s->batch, 1, activation_product_batches, &job);
     return EDGE_OK;
   }
   product_job job = {node, s, aq, 0, s->transpose_a && !s->dynamic ? s->m : 1, edge_nd_input(ctx, node, 1)->data,

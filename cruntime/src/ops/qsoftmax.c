@@ -5,17 +5,22 @@
  *     sum = sum over the row of LUT[d]                  (int64; >= 2^16 since the max has d = 0)
  *     y = clamp(-128 + floor((LUT[d] * 512 + sum) / (2 * sum)), -128, 127)
  * i.e. LUT * 256 / sum rounded half up, with integer division only. Rows are (outer, inner)
- * pairs with `length` elements `inner` apart; each is done by one thread. */
+ * pairs with `length` elements `inner` apart; each is done by one thread. Above EDGE_ISA_SCALAR,
+ * contiguous rows (inner 1) of at most EDGE_S8_SOFTMAX_MAX_LENGTH go to the vector family's
+ * s8_softmax kernel, which computes the same integers without a division per element. */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 #include "qcommon.h"
 
 typedef struct {
   int64_t outer, length, inner;
   int64_t lut[256];
+  int32_t lut32[256];          /* the same values (<= 65536), for the vector kernel */
+  edge_s8_softmax_ukernel row; /* NULL: the loops below */
 } qsoftmax_state;
 
 void edge_qsoftmax_release(edge_node *node) {
@@ -55,7 +60,11 @@ edge_status edge_qsoftmax_prepare(edge_context *ctx, edge_node *node) {
   s->inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
   if (s->length > ((int64_t)1 << 40))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: rows of %lld elements are too long", what, (long long)s->length);
-  for (int32_t d = 0; d < 256; ++d) s->lut[d] = llround(exp(-(double)d * (double)xp.scale) * 65536.0);
+  for (int32_t d = 0; d < 256; ++d) {
+    s->lut[d] = llround(exp(-(double)d * (double)xp.scale) * 65536.0);
+    s->lut32[d] = (int32_t)s->lut[d];
+  }
+  s->row = s->inner == 1 && s->length <= EDGE_S8_SOFTMAX_MAX_LENGTH ? edge_kernels()->vector.s8_softmax : NULL;
   return EDGE_OK;
 }
 
@@ -69,6 +78,11 @@ static void qsoftmax_rows(void *arg, int64_t begin, int64_t end, int32_t thread)
   (void)thread;
   const qsoftmax_job *job = arg;
   const qsoftmax_state *s = job->s;
+  if (s->row) {
+    for (int64_t r = begin; r < end; ++r)
+      s->row((size_t)s->length, job->x + r * s->length, job->y + r * s->length, s->lut32);
+    return;
+  }
   for (int64_t r = begin; r < end; ++r) {
     int64_t o = r / s->inner, i = r % s->inner, step = s->inner;
     const int8_t *x = job->x + o * s->length * s->inner + i;
