@@ -3,9 +3,9 @@
  * indirection buffer, so stride, dilation and padding cost nothing here. The 3x3 and 5x5 entry
  * points fix the tap count at compile time (unrolled taps, weights held in registers); the generic
  * one loops over any count; the s1 / s2 entry points (horizontal stride 1 or 2, dilation 1) load
- * each input column once for all the pixels of a group that read it (dwconv_shared_rows). Each
- * output is bias, then + x_t * w_t for taps t in order (vf_fma), whatever the tiling, so every ISA
- * and every entry point sums in the same order. */
+ * each input column once for all the pixels of a group that read it. Each output is bias, then
+ * + x_t * w_t for taps t in order (vf_fma), whatever the tiling, so every ISA and every entry point
+ * sums in the same order. */
 #include "../conv_kernels.h"
 #include "../simd.h"
 
@@ -38,7 +38,8 @@ EDGE_SIMD_INLINE const float *tap_row(const float *const *input, size_t input_st
  * everywhere and for 5x5 with 32 vector registers; the compiler spills the rest), and four pixels
  * run side by side so four independent FMA chains hide the FMA latency. */
 EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pixels, size_t taps,
-                                   const float *const *input, size_t input_stride, size_t input_offset, const float *zero, bool offset_rows, const float *w,
+                                   size_t unit_width, const float *const *input, size_t input_stride,
+                                   size_t input_offset, const float *zero, bool offset_rows, const float *w,
                                    float *output, size_t output_stride, f32xN vmin, f32xN vmax) {
   f32xN weight[26];
   const size_t kept = taps < 25 ? taps : 25;
@@ -49,13 +50,37 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
     f32xN acc[PIXELS_IN_FLIGHT];
 #pragma GCC unroll 4
     for (int j = 0; j < PIXELS_IN_FLIGHT; ++j) acc[j] = weight[0];
-#pragma GCC unroll 25
-    for (size_t t = 0; t < taps; ++t) {
-      const f32xN wt = t < kept ? weight[t + 1] : vf_loadu(w + (t + 1) * EDGE_SIMD_N);
+    if (unit_width) {
+      /* Unit horizontal stride and dilation: pixel x + j's tap (r, k) reads input column
+       * x + j + k of row r, so each row's PIXELS_IN_FLIGHT + K - 1 columns are loaded once
+       * (their pointers taken from whichever pixel's taps include them) and shared. */
+#pragma GCC unroll 5
+      for (size_t r = 0; r < unit_width; ++r) {
+        f32xN column[PIXELS_IN_FLIGHT + 4];
+#pragma GCC unroll 8
+        for (size_t u = 0; u < PIXELS_IN_FLIGHT + unit_width - 1; ++u) {
+          const size_t j = u < unit_width ? 0 : u - unit_width + 1;
+          const float *row =
+              tap_row(input, input_stride, x + j, r * unit_width + u - j, input_offset, zero, offset_rows);
+          column[u] = load_lanes(row + c, lanes, full);
+        }
+#pragma GCC unroll 5
+        for (size_t k = 0; k < unit_width; ++k) {
+          const size_t t = r * unit_width + k;
+          const f32xN wt = t < kept ? weight[t + 1] : vf_loadu(w + (t + 1) * EDGE_SIMD_N);
 #pragma GCC unroll 4
-      for (int j = 0; j < PIXELS_IN_FLIGHT; ++j) {
-        const float *row = tap_row(input, input_stride, x + (size_t)j, t, input_offset, zero, offset_rows);
-        acc[j] = vf_fma(load_lanes(row + c, lanes, full), wt, acc[j]);
+          for (int j = 0; j < PIXELS_IN_FLIGHT; ++j) acc[j] = vf_fma(column[(size_t)j + k], wt, acc[j]);
+        }
+      }
+    } else {
+#pragma GCC unroll 25
+      for (size_t t = 0; t < taps; ++t) {
+        const f32xN wt = t < kept ? weight[t + 1] : vf_loadu(w + (t + 1) * EDGE_SIMD_N);
+#pragma GCC unroll 4
+        for (int j = 0; j < PIXELS_IN_FLIGHT; ++j) {
+          const float *row = tap_row(input, input_stride, x + (size_t)j, t, input_offset, zero, offset_rows);
+          acc[j] = vf_fma(load_lanes(row + c, lanes, full), wt, acc[j]);
+        }
       }
     }
 #pragma GCC unroll 4
@@ -77,6 +102,7 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
 /* Pixels in tiles of PIXEL_TILE, channel blocks inside a tile: the tile's input rows stay in L1
  * while every block passes over them, and each block's weights are loaded once per tile. */
 EDGE_SIMD_INLINE void dwconv_rows_with(bool offset_rows, size_t channels, size_t output_width, size_t taps,
+                                       size_t unit_width,
                                        const float *const *input, size_t input_stride, size_t input_offset,
                                        const float *zero, const float *weights, float *output,
                                        size_t output_stride, const edge_f32_minmax_params *params) {
@@ -89,10 +115,10 @@ EDGE_SIMD_INLINE void dwconv_rows_with(bool offset_rows, size_t channels, size_t
     const float *w = weights;
     size_t c = 0;
     for (; c + EDGE_SIMD_N <= channels; c += EDGE_SIMD_N, w += block)
-      dwconv_block(c, EDGE_SIMD_N, true, pixels, taps, tile_input, input_stride, input_offset, zero,
+      dwconv_block(c, EDGE_SIMD_N, true, pixels, taps, unit_width, tile_input, input_stride, input_offset, zero,
                    offset_rows, w, tile_output, output_stride, vmin, vmax);
     if (c < channels)
-      dwconv_block(c, channels - c, false, pixels, taps, tile_input, input_stride, input_offset, zero,
+      dwconv_block(c, channels - c, false, pixels, taps, unit_width, tile_input, input_stride, input_offset, zero,
                    offset_rows, w, tile_output, output_stride, vmin, vmax);
   }
 }
@@ -129,11 +155,13 @@ EDGE_SIMD_INLINE void dwconv_shared_block(size_t c, size_t lanes, bool full, siz
     store_lanes(output + (size_t)j * output_stride + c, vf_clamp(acc[j], vmin, vmax), lanes, full);
 }
 
-/* A KxK kernel at horizontal dilation 1 and stride S = column_step (1 or 2): pixel x + j's tap
- * (r, k) reads input column S * (x + j) + k of row r, so a group of PIXELS_IN_FLIGHT pixels reads
+/* A KxK kernel at horizontal dilation 1 and stride S = column_step: pixel x + j's tap (r, k)
+ * reads input column S * (x + j) + k of row r, so a group of PIXELS_IN_FLIGHT pixels reads
  * S * (PIXELS_IN_FLIGHT - 1) + K columns per kernel row, each loaded once and used by every tap
- * that needs it (for 3x3: 6 loads per row of four pixels instead of 12 at stride 1, 9 instead of
- * 12 at stride 2). The group's column pointers (taken from a pixel whose taps include them) are
+ * that needs it (for 3x3 at stride 2: 9 loads per row of four pixels instead of 12). Used at
+ * stride 2; stride 1 keeps dwconv_block's shared columns inside each pixel tile, which measured
+ * faster there for few channels (this function's per-group pointer work is spread over the
+ * channel blocks). The group's column pointers (taken from a pixel whose taps include them) are
  * found once and serve every channel block, the blocks' weights come from L1, so a group costs
  * about one load per FMA. Each output still adds its taps in order t = r * K + k; the last
  * output_width % PIXELS_IN_FLIGHT pixels take the per-tap path. */
@@ -176,28 +204,22 @@ EDGE_SIMD_INLINE void dwconv_shared_rows(bool offset_rows, size_t kernel, size_t
                           output_stride, vmin, vmax);
   }
   if (x < output_width)
-    dwconv_rows_with(offset_rows, channels, output_width - x, taps, input + x * input_stride, input_stride,
+    dwconv_rows_with(offset_rows, channels, output_width - x, taps, 0, input + x * input_stride, input_stride,
                      input_offset, zero, weights, output + x * output_stride, output_stride, params);
 }
 
-/* shared_width: 0, or K for a KxK kernel at horizontal dilation 1 and stride column_step. */
-EDGE_SIMD_INLINE void dwconv_rows(size_t channels, size_t output_width, size_t taps, size_t shared_width,
-                                  size_t column_step, const float *const *input, size_t input_stride,
-                                  size_t input_offset, const float *zero, const float *weights, float *output,
-                                  size_t output_stride, const edge_f32_minmax_params *params) {
-  const bool offset_rows = input_offset != 0;
-  if (shared_width && offset_rows)
-    dwconv_shared_rows(true, shared_width, column_step, channels, output_width, input, input_stride, input_offset,
-                       zero, weights, output, output_stride, params);
-  else if (shared_width)
-    dwconv_shared_rows(false, shared_width, column_step, channels, output_width, input, input_stride, 0, zero,
-                       weights, output, output_stride, params);
-  else if (offset_rows)
-    dwconv_rows_with(true, channels, output_width, taps, input, input_stride, input_offset, zero, weights, output,
-                     output_stride, params);
+/* unit_width: 0, or K for a KxK kernel at unit horizontal stride and dilation. */
+EDGE_SIMD_INLINE void dwconv_rows(size_t channels, size_t output_width, size_t taps, size_t unit_width,
+                                  const float *const *input,
+                                  size_t input_stride, size_t input_offset, const float *zero,
+                                  const float *weights, float *output, size_t output_stride,
+                                  const edge_f32_minmax_params *params) {
+  if (input_offset == 0)
+    dwconv_rows_with(false, channels, output_width, taps, unit_width, input, input_stride, 0, zero, weights,
+                     output, output_stride, params);
   else
-    dwconv_rows_with(false, channels, output_width, taps, input, input_stride, 0, zero, weights, output,
-                     output_stride, params);
+    dwconv_rows_with(true, channels, output_width, taps, unit_width, input, input_stride, input_offset, zero,
+                     weights, output, output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3)(size_t channels, size_t output_width, size_t taps,
@@ -206,7 +228,7 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3)(size_t channels, size_t output_
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 9, 0, 1, input, input_stride, input_offset, zero, weights, output, output_stride,
+  dwconv_rows(channels, output_width, 9, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
               params);
 }
 
@@ -216,7 +238,7 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5)(size_t channels, size_t output_
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 25, 0, 1, input, input_stride, input_offset, zero, weights, output, output_stride,
+  dwconv_rows(channels, output_width, 25, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
               params);
 }
 
@@ -225,7 +247,7 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_any)(size_t channels, size_t output_
                                                  size_t input_offset, const float *zero, const float *weights,
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
-  dwconv_rows(channels, output_width, taps, 0, 1, input, input_stride, input_offset, zero, weights, output, output_stride,
+  dwconv_rows(channels, output_width, taps, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
               params);
 }
 
@@ -235,7 +257,7 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3s1)(size_t channels, size_t outpu
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 9, 3, 1, input, input_stride, input_offset, zero, weights, output, output_stride,
+  dwconv_rows(channels, output_width, 9, 3, input, input_stride, input_offset, zero, weights, output, output_stride,
               params);
 }
 
@@ -245,7 +267,7 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5s1)(size_t channels, size_t outpu
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 25, 5, 1, input, input_stride, input_offset, zero, weights, output, output_stride,
+  dwconv_rows(channels, output_width, 25, 5, input, input_stride, input_offset, zero, weights, output, output_stride,
               params);
 }
 
@@ -255,8 +277,8 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3s2)(size_t channels, size_t outpu
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 9, 3, 2, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  dwconv_shared_rows(input_offset != 0, 3, 2, channels, output_width, input, input_stride, input_offset, zero,
+                     weights, output, output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5s2)(size_t channels, size_t output_width, size_t taps,
@@ -265,6 +287,6 @@ void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5s2)(size_t channels, size_t outpu
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 25, 5, 2, input, input_stride, input_offset, zero, weights, output,
-              output_stride, params);
+  dwconv_shared_rows(input_offset != 0, 5, 2, channels, output_width, input, input_stride, input_offset, zero,
+                     weights, output, output_stride, params);
 }
