@@ -54,8 +54,9 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calibration", metavar="DATA",
                        help="representative inputs: .npy (one input), .npz (keyed by input name) or a "
                             "folder of images (see --image-*)")
-    group.add_argument("--calibration-method", choices=("minmax", "percentile", "mse"), default="minmax",
-                       help="how activation ranges are chosen (default minmax)")
+    group.add_argument("--calibration-method", choices=("minmax", "percentile", "mse", "auto"), default="minmax",
+                       help="how activation ranges are chosen (default minmax; auto: per tensor, the "
+                            "method with the smallest quantization error)")
     group.add_argument("--keep-float", nargs="+", default=[], metavar="NAME",
                        help="node or tensor names whose ops stay float32 (see the per-layer report)")
     group.add_argument("--image-size", type=_size, metavar="H,W", help="resize images to H,W (default: the input's)")

@@ -26,8 +26,11 @@ result is written by ``converter.writer.write_model`` and runs in ``converter.re
   array per input name), or a folder of images (with ``preprocessing=ImagePreprocessing(...)``
   for resize/mean/std/layout/channel order); or an array, a {input name: array} dict, or a
   list of feed dicts. Bad data raises ConversionError naming the problem.
-``method``: "minmax", "percentile" (``percentile=99.99``) or "mse" (clipping threshold that
-  minimises the quantization MSE over each tensor's histogram).
+``method``: "minmax", "percentile" (``percentile=99.99``), "mse" (clipping threshold that
+  minimises the quantization MSE over each tensor's histogram) or "auto" (per tensor, the one of
+  those with the smallest histogram MSE; ``report.methods`` lists the choice).
+Sentinels (-inf attention masks, finfo.min padding) never set a range: see
+  converter.quantize.int8 and ``report.sentinels``.
 ``keep_float``: node names or output tensor names whose ops stay float32.
 ``sqnr_batches``: how many calibration batches the per-layer error is measured on.
 ``progress``: show a rich progress bar while calibrating.
@@ -39,10 +42,11 @@ from typing import Iterable
 from converter.errors import ConversionError
 from converter.ir import Graph
 from converter.reference import ReferenceRunError
-from converter.quantize.calibration import CALIBRATION_METHODS, ImagePreprocessing, load_calibration
+from converter.quantize.calibration import CALIBRATION_NAMES as CALIBRATION_METHODS
+from converter.quantize.calibration import ImagePreprocessing, load_calibration
 from converter.quantize.common import (QuantizedLayer, check_quantizable, drop_unused, measure_sqnr,
                                        resolve_keep_float, used_constants)
-from converter.quantize.report import FloatOp, LayerError, QuantizationReport
+from converter.quantize.report import FloatOp, LayerError, QuantizationReport, SentinelHandling
 
 MODES = ("fp16", "dynamic", "int8")
 DEFAULT_SQNR_BATCHES = 8
@@ -118,4 +122,4 @@ def quantize(graph: Graph, mode: str, calibration=None, method: str = "minmax", 
 
 
 __all__ = ["quantize", "MODES", "CALIBRATION_METHODS", "ImagePreprocessing", "QuantizationReport",
-           "LayerError", "FloatOp", "QuantizedLayer", "load_calibration"]
+           "LayerError", "FloatOp", "SentinelHandling", "QuantizedLayer", "load_calibration"]

@@ -13,13 +13,30 @@ every intermediate kept. ``CALIBRATION_METHODS`` is the table of range rules:
   * percentile  the [100-p, p] percentiles (p = 99.99 by default) of the observed values;
   * mse         the clipping of [min, max] (scaled by a factor in (0, 1]) whose int8 quantization
                 has the smallest mean squared error over the tensor's value histogram.
-The last two need a histogram over [min, max], so they take a second pass over the data (the
-first pass's values are reused instead when they fit in ``CACHE_BYTES``).
+  * auto        per tensor, whichever of minmax and mse (the clipping factor of [min, max]
+                with the smallest squared error) quantizes a random sample of the tensor's
+                values (AUTO_SAMPLES, spread over the batches) with the smallest mean squared
+                error; "float" when even that leaves the tensor's bulk (its [1, 99] percentiles)
+                below AUTO_FLOAT_BELOW_DB: the int8 rewrite then keeps its producer and
+                consumers float, with int8 weights (``Calibration.methods`` says which).
+The histogram methods take a second pass over the data (the first pass's values are reused
+instead when they fit in ``CACHE_BYTES``).
+
+Sentinels (``split_sentinels``): attention masks and padding carry values that stand for "never"
+(-inf, +-finfo(float32).max, -1e4, -3.4e38) rather than magnitudes. A value is a sentinel when it
+is not finite, when |v| >= SENTINEL_MAGNITUDE, or when |v| >= SENTINEL_FLOOR and it sits beyond a
+gap of SENTINEL_GAP x in magnitude above every other value of its tensor. Ranges are calibrated on
+the other values; ``Calibration.sentinels`` records, per tensor, which sentinels it carried, so
+the int8 rewrite can let them saturate to the int8 minimum / maximum (and say so in the report).
+For tensors named in ``row_axes`` (Softmax inputs) the smallest row maximum over the non-sentinel
+values is recorded too: the int8 rewrite widens the range below it so that a saturated -inf
+still vanishes after the int8 softmax.
 """
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -29,6 +46,18 @@ from converter.errors import ConversionError
 from converter.ir import Graph
 
 HISTOGRAM_BINS = 2048
+# Sentinel detection (see the module doc).
+SENTINEL_MAGNITUDE = 1e30
+SENTINEL_FLOOR = 1e3
+SENTINEL_GAP = 100.0
+# ``auto`` leaves a tensor float when even its best int8 range gives less than this SQNR over the
+# tensor's bulk (the values inside its [1, 99] percentiles): outlier-dominated tensors (a
+# residual stream with one channel at 200x the others) whose small values int8 would erase.
+AUTO_FLOAT_BELOW_DB = 20.0
+BULK_PERCENTILE = 99.0
+AUTO_MSE_CANDIDATES = 128
+AUTO_SAMPLES = 131072                 # per tensor, spread over the batches
+AUTO_MIN_SAMPLES_PER_BATCH = 1024
 CACHE_BYTES = 256 << 20
 MSE_CANDIDATES = 128
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -292,6 +321,74 @@ def _mse_range(low: float, high: float, histogram: _Histogram | None, percentile
     return best
 
 
+def quantization_error(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per value: the error int8 quantize-dequantize with range [low, high] makes."""
+    from converter.quantize.params import activation_params
+    from converter.quantize.int8_reference import dequantize_values, quantize_values
+
+    params = activation_params(low, high)
+    restored = dequantize_values(quantize_values(values.astype(np.float32), params), params)
+    return values - restored.astype(np.float64)
+
+
+def auto_candidates(samples: np.ndarray, low: float | None = None, high: float | None = None
+                    ) -> dict[str, tuple[float, float]]:
+    """The ranges ``auto`` chooses among, by name, from a sample of a tensor's values and its
+    observed [low, high] (default: the sample's)."""
+    low = float(samples.min()) if low is None else min(float(low), float(samples.min()))
+    high = float(samples.max()) if high is None else max(float(high), float(samples.max()))
+    # Percentile ranges are not candidates: on MiniLM they won on squared error and lost the
+    # model (min cosine 0.57 against 0.98), clipping the few values attention and LayerNorm live on.
+    candidates = {"minmax": (low, high)}
+    low0, high0 = min(low, 0.0), max(high, 0.0)
+    best, best_error = (low0, high0), np.inf
+    for factor in np.linspace(1.0, 1.0 / AUTO_MSE_CANDIDATES, AUTO_MSE_CANDIDATES):
+        error = float(np.mean(quantization_error(samples, low0 * factor, high0 * factor) ** 2))
+        if error < best_error:
+            best, best_error = (low0 * factor, high0 * factor), error
+    candidates["mse"] = best
+    return candidates
+
+
+def bulk_sqnr_db(samples: np.ndarray, low: float, high: float) -> float:
+    """SQNR (dB) of int8 quantization with range [low, high] over the tensor's bulk: the sampled
+    values inside its [100 - BULK_PERCENTILE, BULK_PERCENTILE] percentiles."""
+    lo, hi = np.percentile(samples, [100.0 - BULK_PERCENTILE, BULK_PERCENTILE])
+    bulk = samples[(samples >= lo) & (samples <= hi)]
+    if bulk.size == 0:
+        return math.inf
+    noise = float(np.sum(quantization_error(bulk, low, high) ** 2))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(max(float(np.sum(bulk ** 2)), 1e-300) / noise)
+
+
+def choose_auto(samples: np.ndarray, low: float | None = None, high: float | None = None
+                ) -> tuple[str, tuple[float, float]]:
+    """(method, range): the candidate range with the smallest mean squared error over the
+    samples (minmax on ties), or ("float", that range) when even it leaves the tensor's bulk
+    below AUTO_FLOAT_BELOW_DB. ``low``/``high``: the observed extremes, which a sample may miss."""
+    samples = np.asarray(samples, np.float64).ravel()
+    if samples.size == 0 or samples.min() == samples.max() and low == high:
+        value = float(samples[0]) if samples.size else 0.0
+        return "minmax", (value if low is None else low, value if high is None else high)
+    candidates = auto_candidates(samples, low, high)
+    errors = {name: float(np.mean(quantization_error(samples, *bounds) ** 2)) for name, bounds in candidates.items()}
+    best = min(errors, key=lambda name: (errors[name], name != "minmax"))
+    if bulk_sqnr_db(samples, *candidates[best]) < AUTO_FLOAT_BELOW_DB:
+        return "float", candidates[best]
+    return best, candidates[best]
+
+
+def sample_values(values: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``values`` (flattened), drawn at random with a fixed seed (a stride
+    would alias with the channel dimension and see only some channels)."""
+    values = np.asarray(values).ravel()
+    if values.size <= limit:
+        return values
+    return values[np.random.default_rng(values.size).choice(values.size, limit, replace=False)]
+
+
 # method -> (observed min, observed max, histogram over [min, max] or None, percentile) -> range
 CALIBRATION_METHODS: dict[str, Callable] = {
     "minmax": lambda low, high, histogram, percentile: (low, high),
@@ -299,6 +396,73 @@ CALIBRATION_METHODS: dict[str, Callable] = {
     "mse": _mse_range,
 }
 NEEDS_HISTOGRAM = {"percentile", "mse"}
+# "auto" works on a strided sample of each tensor's values instead of a histogram (a histogram
+# over a tail-stretched range is too coarse to measure clipping with).
+AUTO_METHOD = "auto"
+CALIBRATION_NAMES = (*CALIBRATION_METHODS, AUTO_METHOD)
+
+
+# ---- sentinels ----
+
+@dataclass
+class Sentinels:
+    """What a tensor carried besides its range: counts of sentinel values below and above it."""
+    low: int = 0               # -inf, -finfo.max, -1e4 ... values
+    high: int = 0              # +inf, +finfo.max ...
+    nan: int = 0
+    examples: set = field(default_factory=set)   # a few distinct sentinel values, for the report
+
+    def add(self, other: "Sentinels") -> None:
+        self.low += other.low
+        self.high += other.high
+        self.nan += other.nan
+        self.examples = set(sorted(self.examples | other.examples)[:4])
+
+    def __bool__(self) -> bool:
+        return bool(self.low or self.high or self.nan)
+
+
+def split_sentinels(value: np.ndarray) -> tuple[np.ndarray, Sentinels]:
+    """(the mask of ordinary values, the Sentinels found) for one tensor's values."""
+    value = np.asarray(value)
+    finite = np.isfinite(value)
+    magnitude = np.abs(np.where(finite, value, 0.0))
+    peak = float(magnitude.max()) if magnitude.size else 0.0
+    if finite.all() and peak < SENTINEL_FLOOR:
+        return finite, Sentinels()
+    ordinary = finite & (magnitude < SENTINEL_MAGNITUDE)
+    if ordinary.any() and float(magnitude[ordinary].max()) >= SENTINEL_FLOOR:
+        # The largest gap (as a ratio) in the sorted distinct magnitudes above the floor's 1/gap.
+        levels = np.unique(magnitude[ordinary].astype(np.float64))
+        big = levels[levels >= SENTINEL_FLOOR]
+        below = levels[levels < SENTINEL_FLOOR]
+        smaller = below.max() if below.size else 0.0
+        # The first magnitude >= the floor that is SENTINEL_GAP x above everything under it.
+        for level in big:
+            if level >= SENTINEL_GAP * smaller:
+                ordinary &= magnitude < level
+                break
+            smaller = level
+    outside = ~ordinary
+    found = Sentinels()
+    if outside.any():
+        values = value[outside]
+        found.nan = int(np.isnan(values).sum())
+        found.low = int((values < 0).sum())
+        found.high = int((values > 0).sum())
+        found.examples = {float(v) for v in np.unique(values[~np.isnan(values)])[:4]}
+    return ordinary, found
+
+
+@dataclass
+class Calibration:
+    """What calibration measured: the range each tensor gets, the method that chose it (for
+    ``auto``), the sentinels it carried, and for Softmax inputs the smallest row maximum."""
+    ranges: dict[str, tuple[float, float]]
+    methods: dict[str, str]
+    sentinels: dict[str, Sentinels]
+    row_max_min: dict[str, float]
+    observed: dict[str, tuple[float, float]] = field(default_factory=dict)   # [min, max], no sentinels
 
 
 def _progress(enabled: bool, total: int, description: str):
@@ -329,29 +493,61 @@ def _runs(graph: Graph, batches: Sequence[Feeds], names: set[str], progress, des
 def collect_ranges(graph: Graph, batches: Sequence[Feeds], names: Iterable[str], method: str = "minmax",
                    percentile: float = 99.99, progress: bool = False) -> dict[str, tuple[float, float]]:
     """name -> (low, high) for every tensor in ``names`` (float tensors the graph computes or
-    takes as input), by ``method`` over ``batches``."""
+    takes as input), by ``method`` over ``batches`` (sentinels left out; see ``calibrate``)."""
+    return calibrate(graph, batches, names, method, percentile, progress).ranges
+
+
+def calibrate(graph: Graph, batches: Sequence[Feeds], names: Iterable[str], method: str = "minmax",
+              percentile: float = 99.99, progress: bool = False,
+              row_axes: Mapping[str, int] | None = None) -> Calibration:
+    """The Calibration of every tensor in ``names`` by ``method`` over ``batches``; ``row_axes``
+    names tensors (Softmax inputs) whose smallest row maximum along the axis is wanted."""
     names = set(names)
-    if method not in CALIBRATION_METHODS:
-        raise ConversionError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    row_axes = dict(row_axes or {})
+    if method not in CALIBRATION_METHODS and method != AUTO_METHOD:
+        raise ConversionError(f"calibration method {method!r} is not one of {', '.join(CALIBRATION_NAMES)}")
     histograms_needed = method in NEEDS_HISTOGRAM
+    samples: dict[str, list[np.ndarray]] = {}
+    per_batch = max(AUTO_MIN_SAMPLES_PER_BATCH, AUTO_SAMPLES // max(1, len(batches)))
     bar = _progress(progress, len(batches) * (2 if histograms_needed else 1), "calibrating")
     low: dict[str, float] = {}
     high: dict[str, float] = {}
+    sentinels: dict[str, Sentinels] = {}
+    row_max_min: dict[str, float] = {}
     cache: list[dict[str, np.ndarray]] | None = [] if histograms_needed else None
     cached_bytes = 0
     try:
         for values in _runs(graph, batches, names, bar, "calibrating: ranges"):
+            kept = {}
             for name, value in values.items():
                 value = np.asarray(value)
                 if value.size == 0 or value.dtype.kind != "f":
                     continue
-                if not np.all(np.isfinite(value)):
-                    raise ConversionError(f"calibration: tensor {name!r} takes NaN or infinite values")
-                low[name] = min(low.get(name, np.inf), float(value.min()))
-                high[name] = max(high.get(name, -np.inf), float(value.max()))
+                ordinary, found = split_sentinels(value)
+                if found:
+                    sentinels.setdefault(name, Sentinels()).add(found)
+                    value = np.where(ordinary, value, np.nan)
+                    bulk = value[ordinary]
+                else:
+                    bulk = value
+                kept[name] = bulk
+                if bulk.size == 0:
+                    continue
+                if method == AUTO_METHOD:
+                    samples.setdefault(name, []).append(sample_values(bulk, per_batch).astype(np.float64))
+                low[name] = min(low.get(name, np.inf), float(bulk.min()))
+                high[name] = max(high.get(name, -np.inf), float(bulk.max()))
+                if name in row_axes:
+                    rows = np.max(np.where(np.isnan(value), -np.inf, value), axis=row_axes[name])
+                    rows = rows[np.isfinite(rows)]
+                    if rows.size:
+                        row_max_min[name] = min(row_max_min.get(name, np.inf), float(rows.min()))
             if cache is not None:
-                cached_bytes += sum(v.nbytes for v in values.values())
-                cache = cache + [values] if cached_bytes <= CACHE_BYTES else None
+                cached_bytes += sum(v.nbytes for v in kept.values())
+                cache = cache + [kept] if cached_bytes <= CACHE_BYTES else None
+        for name, found in sentinels.items():
+            if name not in low:                      # nothing but sentinels: the range is {0}
+                low[name] = high[name] = 0.0
         histograms: dict[str, _Histogram] = {}
         if histograms_needed:
             histograms = {name: _Histogram(low[name], high[name]) for name in low}
@@ -359,12 +555,23 @@ def collect_ranges(graph: Graph, batches: Sequence[Feeds], names: Iterable[str],
             for values in second:
                 for name, value in values.items():
                     if name in histograms:
-                        histograms[name].add(np.asarray(value, np.float64))
+                        value = np.asarray(value, np.float64)
+                        if name in sentinels:
+                            value = value[split_sentinels(value)[0]]
+                        histograms[name].add(value)
                 if cache is not None and bar is not None:
                     bar.update(bar.task_ids[0], advance=1)
     finally:
         if bar is not None:
             bar.stop()
-    rule = CALIBRATION_METHODS[method]
-    return {name: tuple(float(v) for v in rule(low[name], high[name], histograms.get(name), percentile))
-            for name in low}
+    ranges, methods = {}, {}
+    for name in low:
+        if method == AUTO_METHOD:
+            methods[name], bounds = choose_auto(np.concatenate(samples[name]) if name in samples
+                                                else np.array([low[name], high[name]]), low[name], high[name])
+        else:
+            methods[name] = method
+            bounds = CALIBRATION_METHODS[method](low[name], high[name], histograms.get(name), percentile)
+        ranges[name] = tuple(float(v) for v in bounds)
+    observed = {name: (float(low[name]), float(high[name])) for name in low}
+    return Calibration(ranges, methods, sentinels, row_max_min, observed)

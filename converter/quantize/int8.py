@@ -16,7 +16,23 @@ Params (converter.quantize.params): weights per output channel symmetric; biases
 s_x * s_w[c]; activations per tensor from the calibrated range; Concat's output covers all its
 inputs; Softmax's output is fixed at scale 1/256, zero point -128; constants feeding Add, Sub,
 Mul, Concat or BatchMatMul a are quantized per tensor from their own range, a constant
-BatchMatMul b per column like a weight.
+BatchMatMul b per column like a weight; a Gather from a constant table (an embedding) reads
+the table quantized per tensor.
+
+LayerNorm (int8 in and out, float gamma/beta) and elementwise unary ops (int8 in and out through
+a [256] lookup table this module computes, ``unary_table``) have int8 forms in the runtime when
+``RUNTIME_INT8_FORMS`` says so; a matmul or convolution whose fused activation has only a table
+form is then split into the int8 op and the table unary.
+
+Sentinels (-inf masks and the like, see converter.quantize.calibration): ranges come from the
+other values and the sentinels saturate to the int8 minimum / maximum where a tensor is
+quantized. An Add or Sub with a sentinel operand (a mask added to attention scores) stays float,
+because a saturated mask would no longer dominate the sum; its output is quantized where the
+next int8 op reads it. A Softmax input carrying -inf gets a range whose low end lies at least
+SOFTMAX_VANISH below the smallest row maximum seen, so the saturated values weigh exactly 0 in
+the int8 softmax (its exp table is 0 there). A Where(IsNaN(x), c, x) guard behind an int8
+softmax passes x through (int8 values are never NaN). ``report.sentinels`` says which tensor got
+which treatment.
 """
 from __future__ import annotations
 
@@ -24,15 +40,36 @@ from typing import Callable
 
 from converter.errors import ConversionError
 from converter.ir import Graph, Node, Quantization, TensorType
-from converter.quantize.calibration import collect_ranges
+from converter.passes.cleanup import remove_dead_nodes
+import math
+
+import numpy as np
+
+from converter.quantize.calibration import Calibration, calibrate
 from converter.quantize.common import QuantizedLayer, node_label
-from converter.quantize.dynamic import weight_axis
-from converter.quantize.int8_reference import SOFTMAX_OUTPUT
+from converter.quantize.dynamic import DYNAMIC_OPS, dynamic_reason, weight_axis
+from converter.quantize.int8_reference import LUT_UNARY_OPS, SOFTMAX_OUTPUT, unary_table
 from converter.quantize.params import (activation_params, bias_scale_floor, constant_params, quantize_bias,
                                        quantize_weights, representable_range)
-from converter.quantize.report import FloatOp
+from converter.quantize.report import FloatOp, SentinelHandling
 
 INT8_ACTIVATIONS = (None, "Relu", "Relu6", "Clip", "Identity")
+
+# Int8 forms beyond the original set, emitted only when True here: "unary_table" (UNARY with a
+# [256] lookup table; the runtime has it) and "LayerNorm" (int8 LAYER_NORM; the runtime has it,
+# but it is off: on all-MiniLM-L6-v2 it lowered the minimum cosine to float32 from 0.981 to
+# 0.969, since a per-tensor int8 input cannot carry the residual stream's outlier channel into
+# the row's mean and variance).
+RUNTIME_INT8_FORMS = {"LayerNorm": False, "unary_table": True}
+
+# exp(-d) * 2**16 rounds to 0 in the int8 softmax's table once d > ln(2**17) = 11.8; the margin
+# covers the half step a row maximum may lose to rounding.
+SOFTMAX_VANISH = 12.5
+
+# Fused activations split off into a table unary: name -> the unary's attribute names for the
+# fused (alpha, beta).
+TABLE_ACTIVATIONS = {"Gelu": (), "GeluTanh": (), "Sigmoid": (), "Tanh": (), "HardSwish": (),
+                     "Elu": ("alpha",), "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta")}
 
 # Which input slots of an op are weights (int8 per channel) or biases (int32); the data input
 # of a follow op is slot 0; other slots are activations (or, for Gather, integer indices).
@@ -86,6 +123,25 @@ def _always(graph: Graph, node: Node) -> str | None:
     return None
 
 
+def _layer_norm(graph: Graph, node: Node) -> str | None:
+    if not all(graph.is_constant(i) for i in node.inputs[1:] if i):
+        return "scale or bias is not constant"
+    return None
+
+
+def _table_unary(graph: Graph, node: Node) -> str | None:
+    return None
+
+
+def _nan_guard(graph: Graph, node: Node) -> str | None:
+    """Where(IsNaN(x), c, x): int8 x is never NaN, so the guard passes x through."""
+    cond, _, x = node.inputs
+    producer = next((n for n in graph.nodes if cond in n.outputs), None)
+    if producer is None or producer.op != "IsNaN" or producer.inputs[0] != x:
+        return "no int8 kernel"
+    return None
+
+
 # op -> (kind, condition: (graph, node) -> reason it stays float, or None)
 INT8_OPS: dict[str, tuple[str, Callable[[Graph, Node], str | None]]] = {
     "Conv2D": ("compute", _weighted),
@@ -106,20 +162,66 @@ INT8_OPS: dict[str, tuple[str, Callable[[Graph, Node], str | None]]] = {
     "Gather": ("follow", _always),
     "Split": ("follow", _always),
     "Pad": ("follow", _pad),
+    "Where": ("follow", _nan_guard),
 }
+if RUNTIME_INT8_FORMS["LayerNorm"]:
+    INT8_OPS["LayerNorm"] = ("compute", _layer_norm)
+if RUNTIME_INT8_FORMS["unary_table"]:
+    INT8_OPS.update({op: ("compute", _table_unary) for op in LUT_UNARY_OPS})
+# The data input of a follow op is slot 0, except Where's (the value it passes is slot 2).
+FOLLOW_SLOT = {"Where": 2}
+
+
+def split_table_activations(graph: Graph) -> Graph:
+    """Matmuls and convolutions whose fused activation has only a table form become the op
+    without it followed by the unary (a pure rewrite; the float result is unchanged)."""
+    if "Gelu" not in INT8_OPS:
+        return graph
+    nodes, tensors = [], dict(graph.tensors)
+    for node in graph.nodes:
+        activation = node.attrs.get("activation")
+        if node.op not in WEIGHT_SLOT or not activation or activation[0] not in TABLE_ACTIVATIONS:
+            nodes.append(node)
+            continue
+        name, alpha, beta = activation
+        output = node.outputs[0]
+        pre = f"{output}_pre_{name.lower()}"
+        while pre in tensors:
+            pre += "_"
+        tensors[pre] = graph.tensors[output]
+        attrs = {k: v for k, v in node.attrs.items() if k != "activation"}
+        nodes.append(node.with_(outputs=(pre,) + tuple(node.outputs[1:]), attrs=attrs))
+        unary_attrs = dict(zip(TABLE_ACTIVATIONS[name], (alpha, beta)))
+        nodes.append(Node(name, (pre,), (output,), unary_attrs, name=f"{node_label(node)}/{name}"))
+    return graph.replace(nodes=tuple(nodes), tensors=tensors)
 
 
 def _float_slots(graph: Graph, node: Node) -> list[int]:
     """The input slots that carry float values the int8 op reads as int8."""
-    if node.op == "Gather":
+    if node.op in ("Gather", "LayerNorm") or node.op in LUT_UNARY_OPS:
         return [0]
+    if node.op == "Where":
+        return [2]
     return [k for k, name in enumerate(node.inputs) if name and k != BIAS_SLOT.get(node.op)]
 
 
 class _Rewriter:
-    def __init__(self, graph: Graph, ranges: dict[str, tuple[float, float]]):
+    def __init__(self, graph: Graph, calibration: Calibration, method: str = "minmax"):
         self.graph = graph
-        self.ranges = ranges
+        self.method = method
+        self.calibration = calibration
+        self.ranges = dict(calibration.ranges)
+        self.widened: dict[str, tuple[float, float]] = {}
+        for name, row_max in calibration.row_max_min.items():
+            # Below (its row's maximum - SOFTMAX_VANISH) a value weighs 0 in the int8 softmax:
+            # the range stops there, lower than the observed minimum only where sentinels
+            # must saturate into that zone. The top is never clipped: a clipped row maximum
+            # would flatten the distribution.
+            if name in self.ranges:
+                low, high = self.ranges[name]
+                high = max(high, calibration.observed.get(name, (low, high))[1])
+                self.ranges[name] = (row_max - SOFTMAX_VANISH, high)
+                self.widened[name] = (low, self.ranges[name][0])
         self.nodes: list[Node] = []
         self.tensors = dict(graph.tensors)
         self.constants = dict(graph.constants)
@@ -142,6 +244,21 @@ class _Rewriter:
         if name not in self.ranges:
             raise ConversionError(f"calibration never saw tensor {name!r}")
         return activation_params(*self.ranges[name])
+
+    def keep_top(self, names) -> None:
+        """Tensors feeding a Softmax (through a mask Add or data movement) keep their observed
+        maximum: a clipped row maximum would flatten the attention distribution."""
+        for name in names:
+            if name in self.ranges and name in self.calibration.observed:
+                low, high = self.ranges[name]
+                self.ranges[name] = (low, max(high, self.calibration.observed[name][1]))
+
+    def keep_observed(self, names) -> None:
+        """LayerNorm inputs keep their observed [min, max]: the few large values clipping would
+        cut are the ones that set the row's mean and variance."""
+        for name in names:
+            if name in self.ranges and name in self.calibration.observed:
+                self.ranges[name] = self.calibration.observed[name]
 
     def new_int8(self, name: str, params: Quantization) -> str:
         twin = self.fresh(f"{name}_int8")
@@ -195,14 +312,19 @@ class _Rewriter:
 
     # ---- one node ----
 
-    def keep_float(self, node: Node) -> None:
-        self.nodes.append(node.with_(inputs=tuple(self.as_float(i) for i in node.inputs)))
+    def keep_float(self, node: Node, dynamic_weights: bool = False) -> None:
+        """``node`` in float32; ``dynamic_weights``: with int8 weights (the dynamic-range kernel)
+        where its weights are constant."""
+        inputs = [self.as_float(i) for i in node.inputs]
+        if dynamic_weights and node.op in DYNAMIC_OPS and dynamic_reason(self.graph, node) is None:
+            inputs[1] = self.weight(inputs[1], weight_axis(node, self.graph.tensors[inputs[1]].rank))
+        self.nodes.append(node.with_(inputs=tuple(inputs)))
         self.float_ready.update(o for o in node.outputs if o)
 
     def output_params(self, node: Node, inputs: list[str]) -> list[Quantization]:
         kind = INT8_OPS[node.op][0]
         if kind == "follow":
-            return [self.quantization[inputs[0]]] * len(node.outputs)
+            return [self.quantization[inputs[FOLLOW_SLOT.get(node.op, 0)]]] * len(node.outputs)
         if node.op == "Softmax":
             return [SOFTMAX_OUTPUT]
         y = node.outputs[0]
@@ -237,6 +359,16 @@ class _Rewriter:
         outputs = []
         for name, params in zip(node.outputs, self.output_params(node, inputs)):
             outputs.append(self.new_int8(name, params) if name else "")
+        if node.op == "Where":
+            self.nodes.append(Node("Identity", (inputs[2],), tuple(outputs), {}, name=node.name))
+            return outputs
+        if node.op in LUT_UNARY_OPS:
+            table = self.fresh(f"{node_label(node)}_table")
+            y_params = self.quantization[outputs[0]]
+            self.constants[table] = unary_table(node.op, node.attrs, self.quantization[inputs[0]], y_params)
+            self.tensors[table] = TensorType("int8", (256,))
+            self.quantization[table] = y_params
+            inputs.append(table)
         self.nodes.append(node.with_(inputs=tuple(inputs), outputs=tuple(outputs)))
         return outputs
 
@@ -247,7 +379,8 @@ class _Rewriter:
                                   quantization=self.quantization)
 
 
-def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_ready: dict) -> str | None:
+def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_ready: dict,
+                  calibration: Calibration) -> str | None:
     """Why ``node`` stays float (None: it becomes int8)."""
     if index in keep:
         return "--keep-float"
@@ -260,9 +393,84 @@ def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_rea
         return "inputs are not float32"
     if any(graph.tensors[o].dtype != "float32" for o in node.outputs if o):
         return "outputs are not float32"
-    if kind == "follow" and node.inputs[0] not in int8_ready:
-        return "follows a float input"
+    if kind == "follow":
+        data = node.inputs[FOLLOW_SLOT.get(node.op, 0)]
+        constant_table = node.op == "Gather" and graph.is_constant(data)
+        if data not in int8_ready and not constant_table:
+            return "follows a float input"
+    if kind == "compute" and (calibration.methods.get(node.outputs[0]) == "float" or any(
+            calibration.methods.get(node.inputs[k]) == "float" and node.inputs[k] not in int8_ready
+            for k in slots)):
+        return AUTO_FLOAT
+    if node.op in ("Add", "Sub"):
+        for name in node.inputs:
+            found = calibration.sentinels.get(name)
+            if found:
+                return f"operand {name!r} carries sentinels ({_describe(found)}): mask path kept in float"
     return condition(graph, node)
+
+
+AUTO_FLOAT = "calibration auto: int8 would erase its output's bulk (outliers); float with int8 weights"
+
+
+def _softmax_feeders(graph: Graph, calibration: Calibration) -> set[str]:
+    """Tensors whose values reach a Softmax input unscaled: back through data movement and
+    through an Add / Sub whose other operand is a mask (carries sentinels) or a constant."""
+    producer = {o: node for node in graph.nodes for o in node.outputs if o}
+    found: set[str] = set()
+    todo = [node.inputs[0] for node in graph.nodes if node.op == "Softmax"]
+    while todo:
+        name = todo.pop()
+        if name in found or graph.is_constant(name):
+            continue
+        found.add(name)
+        node = producer.get(name)
+        if node is None:
+            continue
+        if node.op in ("Reshape", "Transpose", "Identity"):
+            todo.append(node.inputs[0])
+        elif node.op in ("Add", "Sub"):
+            todo.extend(i for i in node.inputs if i and not graph.is_constant(i) and i not in calibration.sentinels)
+    return found
+
+
+def _layer_norm_inputs(graph: Graph) -> set[str]:
+    producer = {o: node for node in graph.nodes for o in node.outputs if o}
+    found: set[str] = set()
+    todo = [node.inputs[0] for node in graph.nodes if node.op == "LayerNorm"]
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        node = producer.get(name)
+        if node is not None and node.op in ("Reshape", "Transpose", "Identity"):
+            todo.append(node.inputs[0])
+    return found
+
+
+def _describe(found) -> str:
+    examples = ", ".join(f"{v:g}" for v in sorted(found.examples)) or "NaN"
+    return f"{found.low + found.high + found.nan} values such as {examples}"
+
+
+def _sentinel_report(rewriter: _Rewriter, calibration: Calibration) -> list[SentinelHandling]:
+    entries = []
+    for name, found in calibration.sentinels.items():
+        twin = rewriter.int8_of.get(name)
+        values = _describe(found)
+        if twin is None:
+            entries.append(SentinelHandling(name, values, "kept in float"))
+            continue
+        low, high = rewriter.ranges.get(name, (0.0, 0.0))
+        how = (f"saturate to int8 {'min' if found.low else ''}{'/' if found.low and found.high else ''}"
+               f"{'max' if found.high else ''}{' (NaN to the zero point)' if found.nan else ''}; "
+               f"range [{low:.4g}, {high:.4g}] from the other values")
+        if name in rewriter.widened:
+            how += (f"; low end at the smallest row maximum - {SOFTMAX_VANISH:g} (observed minimum "
+                    f"{rewriter.widened[name][0]:.4g}) so saturated values vanish after softmax")
+        entries.append(SentinelHandling(name, values, how))
+    return entries
 
 
 def _counts_as_left_float(reason: str) -> bool:
@@ -271,25 +479,36 @@ def _counts_as_left_float(reason: str) -> bool:
 
 
 def quantize_int8(graph: Graph, keep: set[int], batches, options, report) -> tuple[Graph, list[QuantizedLayer]]:
+    kept_nodes = {graph.nodes[i].name or graph.nodes[i].outputs[0] for i in keep}
+    graph = split_table_activations(graph)
+    keep = {i for i, node in enumerate(graph.nodes) if node_label(node) in kept_nodes
+            or node_label(node).rsplit("/", 1)[0] in kept_nodes and node.op in TABLE_ACTIVATIONS}
     # Every float activation a node reads or writes gets a range.
     wanted = {name for node in graph.nodes for name in (*node.inputs, *node.outputs)
               if name and not graph.is_constant(name) and graph.tensors[name].dtype == "float32"}
-    ranges = collect_ranges(graph, batches, wanted, options["method"], options["percentile"], options["progress"])
+    softmax_inputs = {node.inputs[0]: int(node.attrs["axis"]) for node in graph.nodes if node.op == "Softmax"}
+    calibration = calibrate(graph, batches, wanted, options["method"], options["percentile"],
+                            options["progress"], row_axes=softmax_inputs)
     report.calibration_samples = len(batches)
-    rewriter = _Rewriter(graph, ranges)
+    if options["method"] == "auto":
+        report.methods = dict(calibration.methods)
+    rewriter = _Rewriter(graph, calibration, options["method"])
+    rewriter.keep_top(_softmax_feeders(graph, calibration))
+    rewriter.keep_observed(_layer_norm_inputs(graph))
     layers = []
     for index, node in enumerate(graph.nodes):
-        reason = _float_reason(graph, node, index, keep, rewriter.int8_of)
+        reason = _float_reason(graph, node, index, keep, rewriter.int8_of, calibration)
         if reason is not None:
             if _counts_as_left_float(reason):
                 report.float_ops.append(FloatOp(node_label(node), node.op, reason))
-            rewriter.keep_float(node)
+            rewriter.keep_float(node, dynamic_weights=reason != "--keep-float")
             continue
         outputs = rewriter.to_int8(node)
         for name, twin in zip(node.outputs, outputs):
             if name:
                 layers.append(QuantizedLayer(node_label(node), node.op, name, twin, rewriter.quantization[twin]))
-    result = rewriter.finish()
-    report.quantize_nodes = rewriter.quantize_nodes
-    report.dequantize_nodes = rewriter.dequantize_nodes
+    result = remove_dead_nodes(rewriter.finish())
+    report.sentinels = _sentinel_report(rewriter, calibration)
+    report.quantize_nodes = sum(1 for node in result.nodes if node.op == "Quantize")
+    report.dequantize_nodes = sum(1 for node in result.nodes if node.op == "Dequantize")
     return result, layers

@@ -33,6 +33,13 @@ class FloatOp:
     reason: str
 
 
+@dataclass(frozen=True)
+class SentinelHandling:
+    tensor: str
+    values: str        # what the sentinels were ("12 values such as -inf")
+    handling: str      # "kept in float", or how they saturate and which range the rest got
+
+
 @dataclass
 class QuantizationReport:
     mode: str                                   # "fp16", "dynamic" or "int8"
@@ -49,6 +56,8 @@ class QuantizationReport:
     weights_bytes_after: int = 0
     flag_below_db: float = FLAG_BELOW_DB
     notes: list[str] = field(default_factory=list)
+    sentinels: list[SentinelHandling] = field(default_factory=list)
+    methods: dict[str, str] = field(default_factory=dict)    # tensor -> range method (method "auto")
 
     @property
     def quantized_ops(self) -> int:
@@ -60,6 +69,16 @@ class QuantizationReport:
 
     def worst(self, count: int = WORST_SHOWN) -> list[LayerError]:
         return sorted(self.layers, key=lambda e: e.sqnr_db)[:count]
+
+    def suggest_keep_float(self, count: int = WORST_SHOWN) -> list[str]:
+        """The --keep-float names worth trying first: the flagged layers, else the worst ones
+        (a layer whose SQNR is exact or infinite is never suggested)."""
+        chosen = self.flagged() or [e for e in self.worst(len(self.layers)) if math.isfinite(e.sqnr_db)]
+        names = []
+        for e in chosen:
+            if e.node not in names:
+                names.append(e.node)
+        return names[:count]
 
     def sqnr_of(self, node: str) -> float:
         for e in self.layers:
@@ -121,13 +140,24 @@ def render_text(report: QuantizationReport) -> str:
             print(f"   {mark} {e.node:<{width}}  {e.op:<14} {_fmt_db(e.sqnr_db)}", file=out)
         worst = ", ".join(f"{e.node} ({_fmt_db(e.sqnr_db).strip()})" for e in report.worst())
         print(f"  worst: {worst}", file=out)
-        if report.flagged():
-            names = " ".join(e.node for e in report.flagged()[:WORST_SHOWN])
-            print(f"  to keep flagged layers in float: --keep-float {names}", file=out)
+        names = report.suggest_keep_float()
+        if names:
+            what = "flagged" if report.flagged() else "worst"
+            print(f"  to keep the {what} layers in float: --keep-float {' '.join(names)}", file=out)
     if report.float_ops:
         print("  left in float:", file=out)
         for f in report.float_ops:
             print(f"    {f.node} ({f.op}): {f.reason}", file=out)
+    if report.methods:
+        counts: dict[str, int] = {}
+        for method in report.methods.values():
+            counts[method] = counts.get(method, 0) + 1
+        chosen = ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        print(f"  calibration auto chose per tensor: {chosen}", file=out)
+    if report.sentinels:
+        print("  sentinel values (masks, padding):", file=out)
+        for entry in report.sentinels:
+            print(f"    {entry.tensor}: {entry.values}: {entry.handling}", file=out)
     for note in report.notes:
         print(f"  note: {note}", file=out)
     return out.getvalue()
