@@ -41,7 +41,6 @@ from typing import Callable
 from converter.errors import ConversionError
 from converter.ir import Graph, Node, Quantization, TensorType
 from converter.passes.cleanup import remove_dead_nodes
-import math
 
 import numpy as np
 
