@@ -35,15 +35,6 @@ static inline void row_constants(int64_t s1, int64_t s2, size_t n, const edge_s8
   *c = (float)mean;
 }
 
-static inline int8_t quantize_one(float y, float inv, int32_t zp) {
-  float v = y * inv;
-  if (v != v) v = 0.0f;
-  if (v > 256.0f) v = 256.0f;
-  if (v < -256.0f) v = -256.0f;
-  int32_t q = zp + (int32_t)nearbyintf(v);
-  return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
-}
-
 void EDGE_SIMD_FN(s8_layernorm)(size_t n, const int8_t *x, int8_t *y, const float *gamma, const float *beta,
                                 const edge_s8_layernorm_params *p) {
   const int32_t zp_x = p->zp_x;
@@ -93,7 +84,6 @@ void EDGE_SIMD_FN(s8_layernorm)(size_t n, const int8_t *x, int8_t *y, const floa
 #if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
   const __m256i vzp_x = _mm256_set1_epi32(zp_x), vzp_y = _mm256_set1_epi32(zp_y);
   const __m256 vc = _mm256_set1_ps(c), vr = _mm256_set1_ps(r), vinv = _mm256_set1_ps(inv);
-  const __m256 lo = _mm256_set1_ps(-256.0f), hi = _mm256_set1_ps(256.0f);
   for (; i + 16 <= n; i += 16) {
     __m256i q[2];
     for (int h = 0; h < 2; ++h) {
@@ -101,37 +91,20 @@ void EDGE_SIMD_FN(s8_layernorm)(size_t n, const int8_t *x, int8_t *y, const floa
       __m256 d = _mm256_cvtepi32_ps(_mm256_sub_epi32(xi, vzp_x));
       __m256 t = _mm256_mul_ps(_mm256_sub_ps(d, vc), vr);
       __m256 v = _mm256_mul_ps(t, _mm256_loadu_ps(gamma + i + 8 * h));
-      v = _mm256_mul_ps(_mm256_add_ps(v, _mm256_loadu_ps(beta + i + 8 * h)), vinv);
-      v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q)); /* NaN -> +0 */
-      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-      q[h] = _mm256_add_epi32(_mm256_cvtps_epi32(v), vzp_y);
+      q[h] = m256_round_scaled(_mm256_mul_ps(_mm256_add_ps(v, _mm256_loadu_ps(beta + i + 8 * h)), vinv), vzp_y);
     }
-    /* |q| <= 256 + 128: int16 packing is exact, the int8 packing saturates = clamp(-128, 127). */
-    __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
-    __m256i bytes = _mm256_packs_epi16(words, words);
-    _mm_storeu_si128((__m128i *)(y + i),
-                     _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
+    s8_store_rounded16(y + i, q[0], q[1]);
   }
 #else
-  const float magic = 12582912.0f; /* 1.5 * 2^23 */
   for (; i + 16 <= n; i += 16) {
     edge_f32x16 d = __builtin_convertvector(__builtin_convertvector(s8x16_load(x + i), edge_i32x16) - zp_x,
                                             edge_f32x16);
     edge_f32x16 t = (d - c) * r;
-    edge_f32x16 v = (t * f32x16_load(gamma + i) + f32x16_load(beta + i)) * inv;
-    edge_i32x16 bits = (edge_i32x16)v & (v == v); /* NaN -> +0 */
-    v = (edge_f32x16)bits;
-    edge_i32x16 above = v > 256.0f, below = v < -256.0f;
-    bits = (bits & ~above) | ((edge_i32x16)((edge_f32x16){0} + 256.0f) & above);
-    bits = (bits & ~below) | ((edge_i32x16)((edge_f32x16){0} - 256.0f) & below);
-    v = (edge_f32x16)bits;
-    v = (v + magic) - magic;
-    edge_i32x16 q = i32x16_clamp(__builtin_convertvector(v, edge_i32x16) + zp_y, -128, 127);
-    s8x16_store(y + i, __builtin_convertvector(q, edge_s8x16));
+    s8x16_store(y + i, f32x16_round_scaled((t * f32x16_load(gamma + i) + f32x16_load(beta + i)) * inv, zp_y));
   }
 #endif
   for (; i < n; ++i) {
     float t = ((float)((int32_t)x[i] - zp_x) - c) * r;
-    y[i] = quantize_one(t * gamma[i] + beta[i], inv, zp_y);
+    y[i] = s8_round_scaled((t * gamma[i] + beta[i]) * inv, zp_y);
   }
 }

@@ -10,11 +10,6 @@
 #include "../vector.h"
 #include "../simd.h"
 #include "s8-common.h"
-#include <math.h>
-
-#if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
-#include <immintrin.h>
-#endif
 
 void EDGE_SIMD_FN(s8_quantize)(size_t n, const float *x, int8_t *y, float inv_scale, int32_t zero_point) {
   size_t i = 0;
@@ -30,42 +25,13 @@ void EDGE_SIMD_FN(s8_quantize)(size_t n, const float *x, int8_t *y, float inv_sc
     _mm_storeu_si128((__m128i *)(y + i), _mm512_cvtepi32_epi8(q));
   }
 #elif defined(EDGE_SIMD_ISA_AVX2)
-  const __m256 inv = _mm256_set1_ps(inv_scale), lo = _mm256_set1_ps(-256.0f), hi = _mm256_set1_ps(256.0f);
+  const __m256 inv = _mm256_set1_ps(inv_scale);
   const __m256i zp = _mm256_set1_epi32(zero_point);
-  for (; i + 16 <= n; i += 16) {
-    __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(x + i), inv), v1 = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8), inv);
-    v0 = _mm256_and_ps(v0, _mm256_cmp_ps(v0, v0, _CMP_ORD_Q)); /* NaN -> +0 */
-    v1 = _mm256_and_ps(v1, _mm256_cmp_ps(v1, v1, _CMP_ORD_Q));
-    v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
-    v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
-    __m256i q0 = _mm256_add_epi32(_mm256_cvtps_epi32(v0), zp), q1 = _mm256_add_epi32(_mm256_cvtps_epi32(v1), zp);
-    /* |q| <= 256 + 128: int16 packing is exact, the int8 packing saturates = clamp(-128, 127). */
-    __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-    __m256i bytes = _mm256_packs_epi16(words, words);
-    _mm_storeu_si128((__m128i *)(y + i),
-                     _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
-  }
+  for (; i + 16 <= n; i += 16)
+    s8_store_rounded16(y + i, m256_round_scaled(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv), zp),
+                       m256_round_scaled(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), inv), zp));
 #else
-  const float magic = 12582912.0f; /* 1.5 * 2^23 */
-  for (; i + 16 <= n; i += 16) {
-    edge_f32x16 v = f32x16_load(x + i) * inv_scale;
-    edge_i32x16 bits = (edge_i32x16)v & (v == v);   /* NaN -> +0 */
-    v = (edge_f32x16)bits;
-    edge_i32x16 above = v > 256.0f, below = v < -256.0f;
-    bits = (bits & ~above) | ((edge_i32x16)((edge_f32x16){0} + 256.0f) & above);
-    bits = (bits & ~below) | ((edge_i32x16)((edge_f32x16){0} - 256.0f) & below);
-    v = (edge_f32x16)bits;
-    v = (v + magic) - magic;
-    edge_i32x16 q = i32x16_clamp(__builtin_convertvector(v, edge_i32x16) + zero_point, -128, 127);
-    s8x16_store(y + i, __builtin_convertvector(q, edge_s8x16));
-  }
+  for (; i + 16 <= n; i += 16) s8x16_store(y + i, f32x16_round_scaled(f32x16_load(x + i) * inv_scale, zero_point));
 #endif
-  for (; i < n; ++i) {
-    float r = nearbyintf(x[i] * inv_scale);
-    if (r != r) r = 0.0f;
-    if (r > 256.0f) r = 256.0f;
-    if (r < -256.0f) r = -256.0f;
-    int32_t q = zero_point + (int32_t)r;
-    y[i] = (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
-  }
+  for (; i < n; ++i) y[i] = s8_round_scaled(x[i] * inv_scale, zero_point);
 }
