@@ -892,12 +892,13 @@ class ServerHandle:
     """A running server: ``port``, ``service``, ``stop(grace_s)``, ``wait()``."""
 
     def __init__(self, server: grpc.Server, port: int, service: SplitInferenceService,
-                 health_servicer: health.HealthServicer, training=None):
+                 health_servicer: health.HealthServicer, training=None, federated=None):
         self.server = server
         self.port = port
         self.service = service
         self.health = health_servicer
         self.training = training   # the TrainingService, when enabled
+        self.federated = federated   # the FederatedService, when enabled
         self._stopped = False
 
     @property
@@ -913,6 +914,8 @@ class ServerHandle:
         self.server.stop(grace_s).wait()
         if self.training is not None:
             self.training.close()
+        if self.federated is not None:
+            self.federated.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.server.wait_for_termination(timeout)
@@ -948,12 +951,14 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                  compute_slots: int | None = None,
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
                  delay_s: float = 0.0, on_request: Callable[[str], None] | None = None,
-                 training=None) -> ServerHandle:
+                 training=None, federated=None) -> ServerHandle:
     """Starts a server in this process and returns once it listens.
 
     ``models``: a directory of .edge files, a file, model bytes, or a list of these. ``port=0`` picks a
     free port (``handle.port``). ``training``: True or a ``training_service.TrainingOptions`` adds the
-    Training service (distributed training jobs on the registered models).
+    Training service (distributed training jobs on the registered models). ``federated``: True or a
+    ``federated_service.FederatedOptions`` adds the Federated service (federated averaging with
+    devices; it needs no Ray).
     """
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
@@ -984,20 +989,30 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
 
         ensure_ray(training_options.cluster)
     watchers = training_options.max_watchers if training_options else 0
+    federated_options = None
+    if federated:
+        from cloudsplit import federated_service
+
+        federated_options = federated if isinstance(federated, federated_service.FederatedOptions) \
+            else federated_service.FederatedOptions()
+        watchers += federated_options.max_waiting   # JoinRound waits hold a thread each
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency + watchers + 8,
                                                      thread_name_prefix="cloudsplit-rpc")
     server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
     pb_grpc.add_SplitInferenceServicer_to_server(service, server)
     trainer_service = training_service.add_to_server(server, registry, training_options) if training_options else None
+    federated_servicer = federated_service.add_to_server(server, registry, federated_options) \
+        if federated_options else None
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
-    for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()):
+    for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()) \
+            + ((federated_service.SERVICE_NAME,) if federated_servicer else ()):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, bound, service, health_servicer, trainer_service)
+    return ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer)
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
@@ -1037,6 +1052,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     training.add_argument("--max-jobs", type=int, default=2, help="training jobs running at once (default 2)")
     training.add_argument("--checkpoint-root", help="job checkpoints go to DIR/<job id> (default: temporary)")
     training.add_argument("--ray-address", help="join this Ray cluster (default: start one on loopback)")
+    training.add_argument("--federated", action="store_true", help="serve federated jobs (federated averaging "
+                          "with devices) on the registered models")
     parser.set_defaults(func=serve_command)
     return parser
 
@@ -1054,6 +1071,14 @@ def _training_options(args):
                            checkpoint_root=args.checkpoint_root, cluster=args.ray_address)
 
 
+def _federated_options(args):
+    if not args.federated:
+        return None
+    from cloudsplit.federated_service import FederatedOptions
+
+    return FederatedOptions(data_root=os.path.abspath(args.training_data))
+
+
 def serve_command(args) -> int:
     try:
         handle = start_server(args.models, port=args.port, host=args.host, threads=args.threads,
@@ -1061,7 +1086,8 @@ def serve_command(args) -> int:
                               max_request_mb=args.max_request_mb, token=args.token,
                               batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
-                              allow_register=not args.no_register, training=_training_options(args))
+                              allow_register=not args.no_register, training=_training_options(args),
+                              federated=_federated_options(args))
     except (OSError, EdgeError, ValueError) as error:
         print(f"cloudsplit serve: {error}", file=sys.stderr)
         return 1

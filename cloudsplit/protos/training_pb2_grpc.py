@@ -322,3 +322,375 @@ class Training:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FederatedStub:
+    """Federated training (McMahan et al. 2017): devices train a model on data that never leaves them and
+    send weight deltas; the server averages them by sample count, round by round. A device first
+    Connects to a job (it gets a client id and a secret that every later call carries), then asks
+    JoinRound in a loop: the server samples a fraction of the connected clients for each round and
+    tells those what to run. A sampled client pulls the round's weights, trains locally and pushes
+    its delta before the round's deadline. A round closes when every sampled client has pushed, or at
+    the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
+    drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
+
+    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
+    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
+    not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartFederatedJob = channel.unary_unary(
+                '/cloudsplit.v1.Federated/StartFederatedJob',
+                request_serializer=training__pb2.FederatedJobRequest.SerializeToString,
+                response_deserializer=training__pb2.FederatedJobStatus.FromString,
+                _registered_method=True)
+        self.GetFederatedJob = channel.unary_unary(
+                '/cloudsplit.v1.Federated/GetFederatedJob',
+                request_serializer=training__pb2.JobRef.SerializeToString,
+                response_deserializer=training__pb2.FederatedJobStatus.FromString,
+                _registered_method=True)
+        self.StopFederatedJob = channel.unary_unary(
+                '/cloudsplit.v1.Federated/StopFederatedJob',
+                request_serializer=training__pb2.JobRef.SerializeToString,
+                response_deserializer=training__pb2.FederatedJobStatus.FromString,
+                _registered_method=True)
+        self.Connect = channel.unary_unary(
+                '/cloudsplit.v1.Federated/Connect',
+                request_serializer=training__pb2.ConnectRequest.SerializeToString,
+                response_deserializer=training__pb2.ConnectReply.FromString,
+                _registered_method=True)
+        self.JoinRound = channel.unary_unary(
+                '/cloudsplit.v1.Federated/JoinRound',
+                request_serializer=training__pb2.JoinRoundRequest.SerializeToString,
+                response_deserializer=training__pb2.JoinRoundReply.FromString,
+                _registered_method=True)
+        self.PullWeights = channel.unary_stream(
+                '/cloudsplit.v1.Federated/PullWeights',
+                request_serializer=training__pb2.PullWeightsRequest.SerializeToString,
+                response_deserializer=training__pb2.WeightsMessage.FromString,
+                _registered_method=True)
+        self.PushUpdate = channel.stream_unary(
+                '/cloudsplit.v1.Federated/PushUpdate',
+                request_serializer=training__pb2.UpdateMessage.SerializeToString,
+                response_deserializer=training__pb2.PushUpdateReply.FromString,
+                _registered_method=True)
+
+
+class FederatedServicer:
+    """Federated training (McMahan et al. 2017): devices train a model on data that never leaves them and
+    send weight deltas; the server averages them by sample count, round by round. A device first
+    Connects to a job (it gets a client id and a secret that every later call carries), then asks
+    JoinRound in a loop: the server samples a fraction of the connected clients for each round and
+    tells those what to run. A sampled client pulls the round's weights, trains locally and pushes
+    its delta before the round's deadline. A round closes when every sampled client has pushed, or at
+    the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
+    drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
+
+    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
+    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
+    not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
+    """
+
+    def StartFederatedJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFederatedJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopFederatedJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinRound(self, request, context):
+        """Waits up to wait_s for the client to be sampled for a round it has not yet served.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullWeights(self, request, context):
+        """The round's global weights: one WeightsHeader then the tensors' chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushUpdate(self, request_iterator, context):
+        """One UpdateHeader then the chunks of the delta's tensors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FederatedServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartFederatedJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartFederatedJob,
+                    request_deserializer=training__pb2.FederatedJobRequest.FromString,
+                    response_serializer=training__pb2.FederatedJobStatus.SerializeToString,
+            ),
+            'GetFederatedJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFederatedJob,
+                    request_deserializer=training__pb2.JobRef.FromString,
+                    response_serializer=training__pb2.FederatedJobStatus.SerializeToString,
+            ),
+            'StopFederatedJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopFederatedJob,
+                    request_deserializer=training__pb2.JobRef.FromString,
+                    response_serializer=training__pb2.FederatedJobStatus.SerializeToString,
+            ),
+            'Connect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=training__pb2.ConnectRequest.FromString,
+                    response_serializer=training__pb2.ConnectReply.SerializeToString,
+            ),
+            'JoinRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinRound,
+                    request_deserializer=training__pb2.JoinRoundRequest.FromString,
+                    response_serializer=training__pb2.JoinRoundReply.SerializeToString,
+            ),
+            'PullWeights': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullWeights,
+                    request_deserializer=training__pb2.PullWeightsRequest.FromString,
+                    response_serializer=training__pb2.WeightsMessage.SerializeToString,
+            ),
+            'PushUpdate': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushUpdate,
+                    request_deserializer=training__pb2.UpdateMessage.FromString,
+                    response_serializer=training__pb2.PushUpdateReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudsplit.v1.Federated', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudsplit.v1.Federated', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Federated:
+    """Federated training (McMahan et al. 2017): devices train a model on data that never leaves them and
+    send weight deltas; the server averages them by sample count, round by round. A device first
+    Connects to a job (it gets a client id and a secret that every later call carries), then asks
+    JoinRound in a loop: the server samples a fraction of the connected clients for each round and
+    tells those what to run. A sampled client pulls the round's weights, trains locally and pushes
+    its delta before the round's deadline. A round closes when every sampled client has pushed, or at
+    the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
+    drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
+
+    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
+    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
+    not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
+    """
+
+    @staticmethod
+    def StartFederatedJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/StartFederatedJob',
+            training__pb2.FederatedJobRequest.SerializeToString,
+            training__pb2.FederatedJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFederatedJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/GetFederatedJob',
+            training__pb2.JobRef.SerializeToString,
+            training__pb2.FederatedJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopFederatedJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/StopFederatedJob',
+            training__pb2.JobRef.SerializeToString,
+            training__pb2.FederatedJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/Connect',
+            training__pb2.ConnectRequest.SerializeToString,
+            training__pb2.ConnectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/JoinRound',
+            training__pb2.JoinRoundRequest.SerializeToString,
+            training__pb2.JoinRoundReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/PullWeights',
+            training__pb2.PullWeightsRequest.SerializeToString,
+            training__pb2.WeightsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushUpdate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/cloudsplit.v1.Federated/PushUpdate',
+            training__pb2.UpdateMessage.SerializeToString,
+            training__pb2.PushUpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

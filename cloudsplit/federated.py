@@ -1,0 +1,244 @@
+"""The device side of federated averaging: ``Client`` trains on data that never leaves the device.
+
+    client = Client("digits.train.edge", server="10.0.0.5:50051", job_id=job, data=(x, y))
+    client.run()        # until the job finishes: join rounds, pull, train E epochs of batch B, push
+
+Each round the server samples the client for, it pulls the round's weights, trains them with
+``edge.Trainer`` as the server's JoinRound reply says (E local epochs of batch B for FedAvg, one
+step on all its data for FedSGD, FedProx's proximal step after each step when ``prox_mu`` > 0)
+and pushes the weight delta, compressed as asked (none, fp16, int8 per channel or per tensor:
+the split protocol's codecs, ``cloudsplit.transfer``). The optimizer starts afresh every round
+(slots and step back to the model file's, the weights the server's).
+
+It needs only the device install (``edge``, its C runtime, NumPy) and grpcio: the server side
+(``federated_service``) and anything heavier are never imported.
+
+``step_delay_s`` sleeps after every local step: an emulated slower device for tests and
+benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from cloudsplit import transfer
+from cloudsplit.compression import MODES, check_mode
+from cloudsplit.protos import training_pb2 as pb
+from cloudsplit.protos import training_pb2_grpc as pb_grpc
+
+MiB = 1 << 20
+JOIN_WAIT_S = 2.0
+CALL_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RoundReport:
+    round: int
+    pushed: bool                   # accepted by the server
+    status: str                    # "ok", or the refusal's gRPC status name
+    loss: float                    # mean local training loss
+    steps: int
+    train_s: float
+    bytes_pulled: int
+    bytes_pushed: int
+
+
+class Client:
+    def __init__(self, model_path, server: str, data, job_id: str, *, token: str | None = None,
+                 compression: str = "none", pull_compression: str = "none", num_threads: int = 1,
+                 seed: int = 0, step_delay_s: float = 0.0, capability: dict[str, str] | None = None,
+                 max_message_mb: float = 4.0, chunk_bytes: int = MiB):
+        from edge.trainer import Trainer
+
+        self.compression = check_mode(compression)
+        self.pull_compression = pull_compression
+        self.job_id = job_id
+        self.x, self.y = data
+        if len(self.x) != len(self.y) or len(self.x) == 0:
+            raise ValueError(f"data must be (x, y) of one non-zero length, got {len(self.x)} and {len(self.y)}")
+        self.trainer = Trainer(model_path, num_threads=num_threads)
+        self.step_delay_s = float(step_delay_s)
+        self.rng = np.random.default_rng(seed)
+        self.capability = {"runtime": "edge", "threads": str(num_threads), **(capability or {})}
+        message_bytes = int(max_message_mb * MiB)
+        self.chunk_bytes = max(1024, min(chunk_bytes, message_bytes - 4096))
+        self.channel = grpc.insecure_channel(server, options=[
+            ("grpc.max_receive_message_length", message_bytes), ("grpc.max_send_message_length", message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)])
+        self.stub = pb_grpc.FederatedStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.auth: pb.ClientAuth | None = None
+        self.variables: list[str] = []
+        self.reports: list[RoundReport] = []
+
+    def close(self) -> None:
+        self.channel.close()
+        self.trainer.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
+    def connect(self) -> None:
+        reply = self.stub.Connect(pb.ConnectRequest(job_id=self.job_id, num_samples=self.num_samples,
+                                                    capability=self.capability),
+                                  timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        unknown = [name for name in reply.variables if name not in self.trainer.variable_names]
+        if unknown:
+            raise ValueError(f"the job federates variables {unknown} that this model does not have")
+        self.auth = pb.ClientAuth(job_id=self.job_id, client_id=reply.client_id, client_secret=reply.client_secret)
+        self.variables = list(reply.variables)
+
+    @property
+    def client_id(self) -> str:
+        return self.auth.client_id if self.auth else ""
+
+    def join(self, wait_s: float = JOIN_WAIT_S) -> pb.JoinRoundReply:
+        return self.stub.JoinRound(pb.JoinRoundRequest(auth=self.auth, wait_s=wait_s),
+                                   timeout=wait_s + CALL_TIMEOUT_S, metadata=self.metadata)
+
+    def run(self, max_rounds: int | None = None, stop: threading.Event | None = None,
+            timeout_s: float | None = None) -> list[RoundReport]:
+        """Serves rounds until the job finishes, ``max_rounds`` were served, ``stop`` is set or
+        ``timeout_s`` passed; returns the reports of the rounds served."""
+        if self.auth is None:
+            self.connect()
+        end = time.monotonic() + timeout_s if timeout_s is not None else math.inf
+        served = []
+        while (max_rounds is None or len(served) < max_rounds) and not (stop and stop.is_set()):
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            reply = self.join(min(JOIN_WAIT_S, left))
+            if reply.finished:
+                break
+            if reply.selected:
+                served.append(self.serve_round(reply))
+        return served
+
+    # -- one round ---------------------------------------------------------------------------------
+
+    def pull(self, number: int) -> tuple[dict[str, np.ndarray], int]:
+        stream = self.stub.PullWeights(pb.PullWeightsRequest(auth=self.auth, round=number,
+                                                             compression=self.pull_compression),
+                                       timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        first = next(stream)
+        if first.WhichOneof("kind") != "header" or len(first.header.tensors) != len(self.variables):
+            raise ValueError("PullWeights did not start with a header listing every federated variable")
+        assembler = transfer.TensorAssembler(first.header.tensors)
+        for message in stream:
+            assembler.add(message.chunk)
+        if not assembler.complete:
+            raise ValueError(f"PullWeights ended early: {assembler.missing()}")
+        weights, nbytes = {}, 0
+        for header, data in assembler.tensors():
+            weights[self.variables[header.tensor_index]] = transfer.decode_tensor(header, data)
+            nbytes += len(data)
+        return weights, nbytes
+
+    def train_locally(self, start: dict[str, np.ndarray], reply: pb.JoinRoundReply) -> tuple[float, int]:
+        """Trains from ``start`` as the round asks; returns (mean loss, steps)."""
+        trainer = self.trainer
+        trainer.reset()
+        for name, value in start.items():
+            trainer.set_variable(name, value)
+        if reply.learning_rate > 0:
+            trainer.learning_rate = reply.learning_rate
+        rate = trainer.learning_rate if reply.prox_mu > 0 else 0.0
+        count = self.num_samples
+        batch = count if reply.batch_size <= 0 else min(reply.batch_size, count)
+        total, steps = 0.0, 0
+        for _ in range(max(1, reply.epochs)):
+            order = self.rng.permutation(count)
+            for offset in range(0, count, batch):
+                chosen = order[offset:offset + batch]
+                total += trainer.train_step(self.x[chosen], self.y[chosen])
+                steps += 1
+                if reply.prox_mu > 0:
+                    self._proximal_step(start, rate * reply.prox_mu)
+                if self.step_delay_s:
+                    time.sleep(self.step_delay_s)
+        return total / steps, steps
+
+    def _proximal_step(self, start: dict[str, np.ndarray], strength: float) -> None:
+        """The proximal operator of (mu / 2) |w - w_round|^2 at the local rate: FedProx's term
+        applied after the optimizer's step (a proximal-gradient step)."""
+        for name, anchor in start.items():
+            value = self.trainer.get_variable(name)
+            self.trainer.set_variable(name, (value + strength * anchor) / (1.0 + strength))
+
+    def push(self, number: int, deltas: dict[str, np.ndarray]) -> tuple[pb.PushUpdateReply, int]:
+        tensors = [transfer.encode_tensor(i, deltas[name], self.compression) for i, name in enumerate(self.variables)]
+        header = pb.UpdateHeader(auth=self.auth, round=number, num_samples=self.num_samples,
+                                 tensors=[h for h, _ in tensors])
+
+        def messages():
+            yield pb.UpdateMessage(header=header)
+            for message in transfer.chunk_messages(tensors, self.chunk_bytes):
+                yield pb.UpdateMessage(chunk=message.chunk)
+
+        reply = self.stub.PushUpdate(messages(), timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        return reply, sum(len(data) for _, data in tensors)
+
+    def serve_round(self, reply: pb.JoinRoundReply) -> RoundReport:
+        number = reply.round
+        try:
+            start, pulled = self.pull(number)
+        except grpc.RpcError as error:
+            return self._record(RoundReport(number, False, error.code().name, math.nan, 0, 0.0, 0, 0))
+        began = time.perf_counter()
+        loss, steps = self.train_locally(start, reply)
+        train_s = time.perf_counter() - began
+        deltas = {name: self.trainer.get_variable(name) - start[name] for name in self.variables}
+        try:
+            _, pushed = self.push(number, deltas)
+            status = "ok"
+        except grpc.RpcError as error:
+            pushed, status = 0, error.code().name
+        return self._record(RoundReport(number, status == "ok", status, loss, steps, train_s, pulled, pushed))
+
+    def _record(self, report: RoundReport) -> RoundReport:
+        self.reports.append(report)
+        return report
+
+
+def main(argv=None) -> int:
+    """``python -m cloudsplit.federated --server HOST:PORT --job ID --model M.edge --data D.npz``:
+    one client in its own process (the .npz holds "x" and "y")."""
+    parser = argparse.ArgumentParser(prog="python -m cloudsplit.federated")
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--token")
+    parser.add_argument("--compression", default="none", choices=MODES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--step-delay-s", type=float, default=0.0)
+    parser.add_argument("--timeout-s", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    with np.load(args.data) as data:
+        x, y = data["x"], data["y"]
+    with Client(args.model, args.server, (x, y), args.job, token=args.token, compression=args.compression,
+                seed=args.seed, step_delay_s=args.step_delay_s) as client:
+        client.connect()
+        print(f"client {client.client_id} connected", flush=True)
+        for report in client.run(timeout_s=args.timeout_s):
+            print(f"round {report.round}: {report.status} loss {report.loss:.4f} {report.steps} steps", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
