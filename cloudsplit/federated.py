@@ -46,8 +46,24 @@ class RoundReport:
     loss: float                    # mean local training loss
     steps: int
     train_s: float
-    bytes_pulled: int
+    bytes_pulled: int              # the messages' serialized bytes (gRPC and HTTP/2 framing not counted)
     bytes_pushed: int
+
+
+def receive_tensors(headers, chunks, names: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """The tensors ``headers`` announce, read from their ``chunks`` and decoded, keyed by
+    ``names[tensor_index]``, and their wire bytes. A stream that does not follow its headers raises
+    ``transfer.FramingError`` (the server and the client read weights and deltas the same way)."""
+    assembler = transfer.TensorAssembler(headers)
+    for chunk in chunks:
+        assembler.add(chunk)
+    if not assembler.complete:
+        raise transfer.FramingError(f"the stream ended early: {assembler.missing()}")
+    tensors, nbytes = {}, 0
+    for header, data in assembler.tensors():
+        tensors[names[header.tensor_index]] = transfer.decode_tensor(header, data)
+        nbytes += len(data)
+    return tensors, nbytes
 
 
 class Client:
@@ -138,16 +154,16 @@ class Client:
         first = next(stream)
         if first.WhichOneof("kind") != "header" or len(first.header.tensors) != len(self.variables):
             raise ValueError("PullWeights did not start with a header listing every federated variable")
-        assembler = transfer.TensorAssembler(first.header.tensors)
-        for message in stream:
-            assembler.add(message.chunk)
-        if not assembler.complete:
-            raise ValueError(f"PullWeights ended early: {assembler.missing()}")
-        weights, nbytes = {}, 0
-        for header, data in assembler.tensors():
-            weights[self.variables[header.tensor_index]] = transfer.decode_tensor(header, data)
-            nbytes += len(data)
-        return weights, nbytes
+        size = first.ByteSize()
+
+        def chunks():
+            nonlocal size
+            for message in stream:
+                size += message.ByteSize()
+                yield message.chunk
+
+        weights, _ = receive_tensors(first.header.tensors, chunks(), self.variables)
+        return weights, size
 
     def train_locally(self, start: dict[str, np.ndarray], reply: pb.JoinRoundReply) -> tuple[float, int]:
         """Trains from ``start`` as the round asks; returns (mean loss, steps)."""
@@ -181,17 +197,24 @@ class Client:
             self.trainer.set_variable(name, (value + strength * anchor) / (1.0 + strength))
 
     def push(self, number: int, deltas: dict[str, np.ndarray]) -> tuple[pb.PushUpdateReply, int]:
+        """Sends the update; returns the reply and the messages' serialized bytes."""
         tensors = [transfer.encode_tensor(i, deltas[name], self.compression) for i, name in enumerate(self.variables)]
         header = pb.UpdateHeader(auth=self.auth, round=number, num_samples=self.num_samples,
                                  tensors=[h for h, _ in tensors])
+        size = 0
 
         def messages():
-            yield pb.UpdateMessage(header=header)
+            nonlocal size
+            first = pb.UpdateMessage(header=header)
+            size += first.ByteSize()
+            yield first
             for message in transfer.chunk_messages(tensors, self.chunk_bytes):
-                yield pb.UpdateMessage(chunk=message.chunk)
+                chunk = pb.UpdateMessage(chunk=message.chunk)
+                size += chunk.ByteSize()
+                yield chunk
 
         reply = self.stub.PushUpdate(messages(), timeout=CALL_TIMEOUT_S, metadata=self.metadata)
-        return reply, sum(len(data) for _, data in tensors)
+        return reply, size
 
     def serve_round(self, reply: pb.JoinRoundReply) -> RoundReport:
         number = reply.round

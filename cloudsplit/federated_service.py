@@ -43,7 +43,7 @@ import grpc
 import numpy as np
 
 from cloudsplit import training_data, transfer
-from cloudsplit.protos import split_pb2
+from cloudsplit.federated import receive_tensors
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
 from cloudsplit.server import RequestError, SplitInferenceService, _invalid
@@ -616,7 +616,8 @@ class FederatedService(pb_grpc.FederatedServicer):
             job, client = self._client(request.auth)
             mode = request.compression or "none"
             if mode not in PULL_COMPRESSION:
-                raise _invalid(f"PullWeights compression must be one of {', '.join(PULL_COMPRESSION)}, got {mode[:40]!r}")
+                raise _invalid(f"PullWeights compression must be one of {', '.join(PULL_COMPRESSION)}, "
+                               f"got {mode[:40]!r}")
             weights = job.round_weights(client, request.round)
         except RequestError as error:
             context.abort(error.code, error.message)
@@ -639,18 +640,14 @@ class FederatedService(pb_grpc.FederatedServicer):
         header = first.header
         job, client = self._client(header.auth)
         job.check_push(client, header)
-        try:
-            assembler = transfer.TensorAssembler(header.tensors)
+        def chunks():
             for message in messages:
                 if message.WhichOneof("kind") != "chunk":
                     raise _invalid("an update has one UpdateHeader, then only chunks")
-                assembler.add(message.chunk)
-            if not assembler.complete:
-                raise _invalid(f"the update ended early: {assembler.missing()}")
-            deltas, wire_bytes = {}, 0
-            for tensor_header, data in assembler.tensors():
-                deltas[job.names[tensor_header.tensor_index]] = transfer.decode_tensor(tensor_header, data)
-                wire_bytes += len(data)
+                yield message.chunk
+
+        try:
+            deltas, wire_bytes = receive_tensors(header.tensors, chunks(), job.names)
         except transfer.FramingError as error:
             job.refuse()
             raise _invalid(str(error)) from None
