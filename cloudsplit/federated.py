@@ -36,6 +36,7 @@ from cloudsplit.protos import training_pb2_grpc as pb_grpc
 MiB = 1 << 20
 JOIN_WAIT_S = 2.0
 CALL_TIMEOUT_S = 60.0
+RETRY_S = 0.5
 
 
 @dataclass
@@ -138,7 +139,13 @@ class Client:
             left = end - time.monotonic()
             if left <= 0:
                 break
-            reply = self.join(min(JOIN_WAIT_S, left))
+            try:
+                reply = self.join(min(JOIN_WAIT_S, left))
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                time.sleep(min(RETRY_S, max(0.0, end - time.monotonic())))   # the server may come back
+                continue
             if reply.finished:
                 break
             if reply.selected:

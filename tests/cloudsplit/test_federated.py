@@ -18,9 +18,10 @@ import grpc
 import numpy as np
 import pytest
 
+from cloudsplit import transfer
 from cloudsplit.federated import Client
 from cloudsplit.federated_service import FederatedOptions, JobConfig
-from cloudsplit.protos import training_pb2 as pb
+from cloudsplit.protos import split_pb2, training_pb2 as pb
 from cloudsplit.server import start_server
 from tests.fixtures import federated
 
@@ -165,8 +166,9 @@ class _Round1:
             self.job = handle.federated.start_job(f.read(), JobConfig(
                 fraction=1.0, min_clients=2, wait_for_clients=2, round_timeout_s=60, rounds=rounds, learning_rate=0.1))
         self.initial = self.job.global_weights()
-        self.clients = [Client(model_path, handle.address, shard, self.job.job_id, token=self.TOKEN, seed=k)
-                        for k, shard in enumerate(shards)]
+        # 1 KiB chunks: every weight matrix travels in several (8 KiB for the hidden layer's).
+        self.clients = [Client(model_path, handle.address, shard, self.job.job_id, token=self.TOKEN, seed=k,
+                               chunk_bytes=1024) for k, shard in enumerate(shards)]
         for client in self.clients:
             client.connect()
         self.replies = [self._join(c) for c in self.clients]
@@ -198,7 +200,7 @@ def _refused(call) -> grpc.StatusCode:
 
 
 def test_bad_updates_are_refused_with_their_status_and_leave_the_round_as_it_was(model_path, digits_data):
-    with start_server(federated=True, token=_Round1.TOKEN) as handle:
+    with start_server(federated=FederatedOptions(chunk_bytes=1024), token=_Round1.TOKEN) as handle:
         setup = _Round1(handle, model_path, digits_data)
         try:
             a, b = setup.clients
@@ -210,6 +212,15 @@ def test_bad_updates_are_refused_with_their_status_and_leave_the_round_as_it_was
             assert _refused(lambda: a.push(1, non_finite)) == grpc.StatusCode.INVALID_ARGUMENT
             for stale in (0, 2, 7):
                 assert _refused(lambda: a.push(stale, good_a)) == grpc.StatusCode.FAILED_PRECONDITION
+            # Chunks that do not follow their header (the second starts at the wrong byte).
+            tensors = [transfer.encode_tensor(i, good_a[name], "none") for i, name in enumerate(names)]
+            header = pb.UpdateHeader(auth=a.auth, round=1, num_samples=a.num_samples, tensors=[h for h, _ in tensors])
+            first_bytes = tensors[0][1][:1024]
+            misframed = [pb.UpdateMessage(header=header),
+                         pb.UpdateMessage(chunk=split_pb2.TensorChunk(tensor_index=0, offset=0, data=first_bytes)),
+                         pb.UpdateMessage(chunk=split_pb2.TensorChunk(tensor_index=0, offset=2048, data=first_bytes))]
+            assert _refused(lambda: a.stub.PushUpdate(iter(misframed), metadata=a.metadata, timeout=10)) \
+                == grpc.StatusCode.INVALID_ARGUMENT
             # A wrong client secret, and no server token at all.
             stranger = Client(model_path, handle.address, (np.zeros((1, 64), np.float32), np.zeros(1, np.int32)),
                               setup.job.job_id, token=_Round1.TOKEN)
@@ -221,7 +232,7 @@ def test_bad_updates_are_refused_with_their_status_and_leave_the_round_as_it_was
             assert _refused(lambda: stranger.push(1, good_a)) == grpc.StatusCode.UNAUTHENTICATED
             stranger.close()
             status = setup.job.status()
-            assert (status.round, status.updates, status.refused, status.late) == (1, 0, 5, 0)
+            assert (status.round, status.updates, status.refused, status.late) == (1, 0, 6, 0)
             assert not setup.job.round.closed
             reply, _ = a.push(1, good_a)
             assert reply.updates_in_round == 1
