@@ -285,6 +285,16 @@ static void test_gemm_level(const edge_qs8_kernels *k, edge_threadpool *pools[3]
         check_gemm(k, NULL, &p, "extremes");
         qproblem_free(&p);
       }
+  /* long K on both sides of the longest row a kernel widens once per tile (AVX2: 4608), several
+   * panels, so both of its paths run */
+  const size_t long_k[] = {4604, 4608, 4609, 4700};
+  for (int i = 0; i < 4; ++i) {
+    qproblem p;
+    qproblem_init(&p, (size_t)rnd_range(1, 9), (size_t)rnd_range(9, 40), long_k[i], i % 2,
+                  i == 2 ? FILL_MIXED_EXTREMES : FILL_RANDOM, FILL_RANDOM, false);
+    check_gemm(k, NULL, &p, "long k");
+    qproblem_free(&p);
+  }
   /* big enough to thread, on 1, 2 and 3 threads */
   for (int i = 0; i < 4; ++i) {
     qproblem p;
@@ -472,6 +482,7 @@ static void test_conv_level(const edge_qs8_kernels *k, edge_threadpool *pools[3]
       {1, 5, 5, 4, 6, 1, 1, 1, 2, 1, 0, EDGE_CONV_METHOD_IGEMM},
       {1, 11, 13, 67, 5, 1, 2, 3, 1, 1, 1, EDGE_CONV_METHOD_IGEMM},
       {1, 14, 14, 32, 32, 1, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_IGEMM},
+      {1, 4, 5, 520, 20, 1, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_IGEMM}, /* 9 taps x 520 > 4608 */
       {1, 9, 9, 21, 21, 21, 3, 3, 1, 1, 1, EDGE_CONV_METHOD_DWCONV},
       {2, 10, 11, 35, 35, 35, 3, 3, 2, 1, 1, EDGE_CONV_METHOD_DWCONV},
       {1, 12, 12, 19, 19, 19, 5, 5, 1, 1, 2, EDGE_CONV_METHOD_DWCONV},

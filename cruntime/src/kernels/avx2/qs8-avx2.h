@@ -19,6 +19,16 @@ static inline __attribute__((always_inline)) int32_t load4(const int8_t *p) {
   return v;
 }
 
+/* The 4 int8 of v (a k group, little-endian) sign-extended to int16 and repeated in all four
+ * 64-bit lanes: a broadcast (a load-only uop when v comes from memory), then a compare and an
+ * in-lane unpack; a lane-crossing vpmovsxbw would be a GEMM loop's bottleneck. */
+static inline __attribute__((always_inline)) __m256i widen_broadcast4(int32_t v) {
+  float f;
+  memcpy(&f, &v, 4);
+  const __m256i x = _mm256_castps_si256(_mm256_set1_ps(f));
+  return _mm256_unpacklo_epi8(x, _mm256_cmpgt_epi8(_mm256_setzero_si256(), x));
+}
+
 static inline __attribute__((always_inline)) int32_t load_tail(const int8_t *p, size_t n) {
   int32_t v = 0;
   memcpy(&v, p, n);
