@@ -1,13 +1,19 @@
 """The model zoo benchmark: every zoo architecture (tests/fixtures/zoo.py), edge against
 onnxruntime at 1 and 2 threads, side by side, outputs checked in the same run.
 
-    python3 -m benchmarks.bench_zoo [--models vit,gpt2,...] [--threads 1,2] [--runs 100] [--warmup 5]
-                                    [--rounds 3] [--out benchmarks/results] [--name STEM]
+    python3 -m benchmarks.bench_zoo [--size bench|test] [--models vit,gpt2,...] [--threads 1,2] [--runs N]
+                                    [--warmup 5] [--rounds 3] [--out benchmarks/results] [--name STEM]
+
+``--size bench`` (the default) measures each architecture at a mobile-scale size (zoo.BENCH_SIZES:
+ViT-Tiny at 224 px, ResNet-18, MobileNetV2-1.0, EfficientNet-B0, 4-layer text models over 128
+tokens, ...); ``--size test`` at the tiny sizes the tests use, where a run takes a fraction of a
+millisecond and the figures are mostly per-call overhead.
 
 Each model is exported by torch (cached, see the fixture), converted once at float32, then measured
 by bench_models' harness: each (runtime, model, threads) in fresh processes (benchmarks/_measure.py),
 ``--rounds`` processes per runtime taking turns so a neighbour's burst lands on both, median of the
-pooled runs. The last run's outputs of both runtimes are compared (max |edge - onnxruntime| / max
+pooled runs; the table gives the ratio of the medians and of the fastest runs (least disturbed on a
+shared machine). The last run's outputs of both runtimes are compared (max |edge - onnxruntime| / max
 |onnxruntime|); a model whose difference exceeds 1e-4 is marked as not matching. A model that does
 not export or convert is listed with the reason and not measured.
 
@@ -47,8 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=_csv, default=list(zoo.ZOO),
                         help=f"comma-separated, from {','.join(zoo.ZOO)} (default all)")
     parser.add_argument("--threads", type=_thread_counts, default=[1, 2], help="thread counts (default 1,2)")
-    parser.add_argument("--runs", type=int, default=100,
-                        help="timed runs per measurement (default 100: the zoo's models run in about a millisecond)")
+    parser.add_argument("--size", choices=("bench", "test"), default="bench",
+                        help="bench: mobile-scale models (default); test: the tests' tiny models")
+    parser.add_argument("--runs", type=int, help="timed runs per measurement (default 30 at bench size, 100 at "
+                        "test size, where a run takes a fraction of a millisecond)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first, in each process (default 5)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="split the runs over this many processes per runtime, taking turns (default 3)")
@@ -56,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="file name stem (default zoo-<UTC date and time>)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
     args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 30 if args.size == "bench" else 100
     unknown = [m for m in args.models if m not in zoo.ZOO]
     if unknown or not args.models:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(zoo.ZOO)}")
@@ -65,11 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def prepare(name: str, workdir: pathlib.Path) -> dict[str, Any]:
+def prepare(name: str, size: str, workdir: pathlib.Path) -> dict[str, Any]:
     """Exports (or finds in the cache) and converts one model; on failure the entry says why."""
     import converter
 
-    model = zoo.ZOO[name]
+    model = zoo.at_bench_size(zoo.ZOO[name]) if size == "bench" else zoo.ZOO[name]
     entry: dict[str, Any] = {"builder": name, "info": {"config_class": model.config_class,
                                                        "model_class": model.model_class,
                                                        "config": model.config, "input_shape": list(model.shape)}}
@@ -119,14 +129,14 @@ def zoo_rows(names: list[str], prepared: dict[str, dict], ratios: list[dict], th
 def table_lines(rows: list[dict], threads: list[int]) -> list[str]:
     columns = ["model", "convert", "match (max rel diff)"]
     for count in threads:
-        columns += [f"edge ms {count}t", f"ort ms {count}t", f"ratio {count}t"]
+        columns += [f"edge ms {count}t", f"ort ms {count}t", f"ratio {count}t", f"min ratio {count}t"]
     lines = ["| " + " | ".join(columns) + " |",
              "|" + "|".join(" --- " if i < 3 else " ---: " for i in range(len(columns))) + "|"]
     for row in rows:
         if row["failure"]:
             stage, _, reason = row["failure"].partition(": ")
             reason = " ".join(reason.split())
-            lines.append(f"| {row['model']} | failed ({stage}) | {reason} |" + " - |" * (3 * len(threads)))
+            lines.append(f"| {row['model']} | failed ({stage}) | {reason} |" + " - |" * (4 * len(threads)))
             continue
         diff = row["output_max_rel_diff"]
         match = "-" if diff is None else f"{'yes' if row['matches'] else 'NO'} ({diff:.1e})"
@@ -134,10 +144,10 @@ def table_lines(rows: list[dict], threads: list[int]) -> list[str]:
         for count in threads:
             figures = row["threads"].get(count)
             if figures is None or figures["error"]:
-                cells += ["failed", "-", "-"]
+                cells += ["failed", "-", "-", "-"]
             else:
                 cells += [_ms(figures["edge_median_ms"]), _ms(figures["onnxruntime_median_ms"]),
-                          _x(figures["median_ratio"])]
+                          _x(figures["median_ratio"]), _x(figures["min_ratio"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared = {}
         for name in args.models:
             _log(f"exporting and converting {name} ...")
-            prepared[name] = prepare(name, workdir)
+            prepared[name] = prepare(name, args.size, workdir)
         for name in args.models:
             if prepared[name].get("failure"):
                 _log(f"{name}: {prepared[name]['failure']}")
@@ -171,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
 
     stem = args.name or "zoo-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     command = "python3 -m benchmarks.bench_zoo " + " ".join(argv if argv is not None else sys.argv[1:])
-    title = (f"edge / onnxruntime on the model zoo, {machine['cpu_model']}, edge isa {machine['edge_isa']}, "
+    title = (f"edge / onnxruntime on the model zoo ({args.size} size), {machine['cpu_model']}, edge isa {machine['edge_isa']}, "
              f"{args.runs} runs x {args.rounds} rounds, {machine['date'][:10]}; load average (1 min) "
              f"{load_at_start[0]:.2f} at the start, {load_at_end[0]:.2f} at the end")
     report = {
         "schema": SCHEMA,
         "command": command.strip(),
-        "config": {"models": args.models, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
+        "config": {"size": args.size, "models": args.models, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
                    "rounds": args.rounds, "match_bound": MATCH},
         "machine": machine,
         "models": {name: {k: str(v) if isinstance(v, pathlib.Path) else v for k, v in entry["info"].items()}
