@@ -76,6 +76,7 @@ def main(argv=None) -> int:
                         help="rounds of each compressed FedAvg run (compared at a fixed round count)")
     parser.add_argument("--compression-lr", type=float, default=0.3)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--parts", default="rounds,compression", help="rounds (the rate sweep), compression")
     parser.add_argument("--report", metavar="JSON", help="only write the report of a results file again")
     args = parser.parse_args(argv)
     if args.report:
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         model = federated.federated_mlp(pathlib.Path(folder) / "mlp.edge")
-        for seed in seeds:
+        for seed in seeds if "rounds" in args.parts else ():
             for lr in fedavg_lrs:
                 config = JobConfig(strategy="fedavg", epochs=5, batch_size=10, learning_rate=lr,
                                    rounds=args.fedavg_rounds, target_accuracy=0.95, seed=seed, **base)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
                                    target_accuracy=0.95, seed=seed, **base)
                 runs.append(run(model, shards, validation, config))
                 print(_line(runs[-1]), flush=True)
-        for seed in seeds:
+        for seed in seeds if "compression" in args.parts else ():
             for push, pull in COMPRESSIONS:
                 config = JobConfig(strategy="fedavg", epochs=5, batch_size=10, learning_rate=args.compression_lr,
                                    rounds=args.compression_rounds, seed=seed, **base)
@@ -156,12 +157,14 @@ def _report(meta: dict, runs: list[dict]) -> str:
         if {"fedavg", "fedsgd"} <= set(per_strategy):
             ratio = _median(per_strategy["fedsgd"][1]) / _median(per_strategy["fedavg"][1])
             lines.append(f"\nFedSGD / FedAvg median rounds to {target} %, each at its best rate: {ratio:.2f}x")
+    fixed = [r for r in runs if r.get("fixed_rounds")]
+    if not fixed:
+        return "\n".join(lines) + "\n"
     lines += ["", "## Compression (FedAvg, fixed rounds, each seed; bytes: serialized messages per client "
               "and round)", "",
               "| push / pull compression | bytes pushed | bytes pulled | rounds to 90 % per seed | "
               "final acc. per seed | mean acc. of the last 10 rounds, mean over seeds |",
               "| --- | --- | --- | --- | --- | --- |"]
-    fixed = [r for r in runs if r.get("fixed_rounds")]
     for modes in dict.fromkeys((r["compression"], r.get("pull_compression", "none")) for r in fixed):
         group = [r for r in fixed if (r["compression"], r.get("pull_compression", "none")) == modes]
         finals = " / ".join(f"{r['final_accuracy']:.3f}" for r in group)

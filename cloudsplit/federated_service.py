@@ -188,7 +188,13 @@ class _VariableTable:
 
 
 class FederatedJob:
-    """One federated job: its global weights, connected clients and round loop (a thread)."""
+    """One federated job: its global weights, connected clients and round loop (a thread).
+
+    ``aggregator`` makes each round's accumulator from the variables' shapes: anything with
+    ``add(deltas, num_samples)``, ``count``, ``weight`` and ``mean()`` (the plug-in point for a
+    secure aggregation, whose ``add`` would take masked, pre-weighted updates)."""
+
+    aggregator = WeightedSum
 
     def __init__(self, job_id: str, name: str, model: bytes, config: JobConfig, options: FederatedOptions,
                  validation=None):
@@ -417,7 +423,7 @@ class FederatedJob:
                 number += 1
                 now = time.monotonic()
                 current = _Round(number, selected, now, now + config.round_timeout_s, dict(self.weights),
-                                 WeightedSum(self.shapes))
+                                 self.aggregator(self.shapes))
                 self.round, self.state = current, "running"
                 self._changed.notify_all()
                 while not self._stopping and len(current.pushed) < len(selected):

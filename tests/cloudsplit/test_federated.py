@@ -28,11 +28,10 @@ from tests.fixtures import federated
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Rounds to the held-out targets on the non-IID split, FedAvg E=5 B=10 C=0.25 at the benchmark's best
-# rate (0.3), measured with benchmarks/train_federated.py (benchmarks/README.md, "Federated
-# averaging"): 90 % at 19-22 rounds and 95 % at 41-51 over seeds 0-2. The bounds are about twice
-# that, for the run-to-run spread (a round's updates are summed in arrival order, so runs differ in
-# the last bits and then drift apart); FedSGD at its best rate needs 50-62 rounds to 90 %, past the
-# first bound.
+# rate (0.3), measured with benchmarks/train_federated.py over seeds 0-10 (benchmarks/README.md,
+# "Federated averaging"): 90 % at 16-25 rounds, 95 % at 36-57. The bounds leave room for the
+# run-to-run spread (a round's updates are summed in arrival order, so runs differ in the last bits
+# and then drift apart); FedSGD at its best rate took 41-56 rounds to 90 %, past the first bound.
 FEDAVG_LR = 0.3
 ROUNDS_TO_90 = 40
 ROUNDS_TO_95 = 100
