@@ -37,6 +37,8 @@ MiB = 1 << 20
 JOIN_WAIT_S = 2.0
 CALL_TIMEOUT_S = 60.0
 RETRY_S = 0.5
+# JoinRound failures worth waiting out: the server is away, slow, or holds its most waits.
+RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Client:
             try:
                 reply = self.join(min(JOIN_WAIT_S, left))
             except grpc.RpcError as error:
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                if error.code() not in RETRIED:
                     raise
                 time.sleep(min(RETRY_S, max(0.0, end - time.monotonic())))   # the server may come back
                 continue
