@@ -22,7 +22,7 @@ sum.
 Every call of a client carries its job id, client id and the secret Connect gave it (besides the
 server's bearer token, checked by the server's interceptor when one is set). Each refusal ends the
 call with a status naming the problem and leaves the round as it was: UNAUTHENTICATED (a wrong
-secret), NOT_FOUND (an unknown job or client), INVALID_ARGUMENT (a tensor that does not match the
+secret or an unknown client id), NOT_FOUND (an unknown job), INVALID_ARGUMENT (a tensor that does not match the
 job's variables, non-finite values), FAILED_PRECONDITION (a round that is not open, a client not
 sampled for it), ALREADY_EXISTS (a second update of a client for one round).
 """
@@ -256,8 +256,8 @@ class FederatedJob:
     def authenticate(self, auth: pb.ClientAuth) -> _Client:
         with self._changed:
             client = self.clients.get(auth.client_id)
-            if client is None:
-                raise RequestError(grpc.StatusCode.NOT_FOUND,
+            if client is None:   # as a wrong secret: an id alone proves nothing
+                raise RequestError(grpc.StatusCode.UNAUTHENTICATED,
                                    f"job {self.job_id} has no client {auth.client_id[:40]!r}: Connect first")
             if not hmac.compare_digest(auth.client_secret.encode(), client.secret.encode()):
                 raise RequestError(grpc.StatusCode.UNAUTHENTICATED,

@@ -334,8 +334,8 @@ class FederatedStub:
     the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
     drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
 
-    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
-    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    Errors: UNAUTHENTICATED (a missing server token, a wrong client secret or an unknown client id),
+    NOT_FOUND (an unknown job), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
     hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
     not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
     """
@@ -393,8 +393,8 @@ class FederatedServicer:
     the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
     drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
 
-    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
-    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    Errors: UNAUTHENTICATED (a missing server token, a wrong client secret or an unknown client id),
+    NOT_FOUND (an unknown job), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
     hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
     not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
     """
@@ -500,8 +500,8 @@ class Federated:
     the deadline with at least min_clients updates (else it is abandoned and a new one is sampled), so
     drop-outs and stragglers cost at most one deadline; later pushes are refused and counted.
 
-    Errors: UNAUTHENTICATED (a missing server token or a wrong client secret), NOT_FOUND (an unknown
-    job or client), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
+    Errors: UNAUTHENTICATED (a missing server token, a wrong client secret or an unknown client id),
+    NOT_FOUND (an unknown job), INVALID_ARGUMENT (a tensor of the wrong name, shape, dtype or size; bad
     hyper-parameters), FAILED_PRECONDITION (a round that is not open any more or a client that was
     not sampled for it), ALREADY_EXISTS (a second update from one client for one round).
     """

@@ -227,6 +227,8 @@ def test_bad_updates_are_refused_with_their_status_and_leave_the_round_as_it_was
                                                               client_secret="0" * 32), names
             assert _refused(lambda: stranger.push(1, good_a)) == grpc.StatusCode.UNAUTHENTICATED
             assert _refused(lambda: stranger.pull(1)) == grpc.StatusCode.UNAUTHENTICATED
+            stranger.auth = pb.ClientAuth(job_id=setup.job.job_id, client_id="made-up", client_secret="0" * 32)
+            assert _refused(lambda: stranger.push(1, good_a)) == grpc.StatusCode.UNAUTHENTICATED
             stranger.auth, stranger.metadata = a.auth, ()
             assert _refused(lambda: stranger.push(1, good_a)) == grpc.StatusCode.UNAUTHENTICATED
             stranger.close()
