@@ -154,6 +154,7 @@ class _Client:
     num_samples: int
     capability: dict[str, str]
     last_seen: float
+    sequence: int                   # the order of its Connect: clients are sampled from this order
     served_round: int = 0           # the last round it was told to run
     pushed_rounds: set[int] = field(default_factory=set)   # rounds it pushed an accepted update for
 
@@ -248,7 +249,7 @@ class FederatedJob:
                 raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"job {self.job_id} has its {self.options.max_clients} clients")
             client = _Client(secrets.token_hex(8), secrets.token_hex(16), int(num_samples), dict(capability),
-                             time.monotonic())
+                             time.monotonic(), len(self.clients))
             self.clients[client.client_id] = client
             self._changed.notify_all()
         return client
@@ -267,10 +268,13 @@ class FederatedJob:
             return client
 
     def _connected(self, now: float) -> list[str]:
-        """Clients heard from within the liveness window, or busy with the open round."""
+        """Clients heard from within the liveness window, or busy with the open round, in the order
+        they connected (so that a seed and an order of connection give the same samples; the ids
+        are random)."""
         busy = self.round.pulled - self.round.pushed if self.round and not self.round.closed else set()
-        return sorted(c.client_id for c in self.clients.values()
-                      if now - c.last_seen <= self.options.liveness_s or c.client_id in busy)
+        alive = [c for c in self.clients.values()
+                 if now - c.last_seen <= self.options.liveness_s or c.client_id in busy]
+        return [c.client_id for c in sorted(alive, key=lambda c: c.sequence)]
 
     # -- JoinRound ---------------------------------------------------------------------------------
 
