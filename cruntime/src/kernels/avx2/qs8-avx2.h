@@ -89,6 +89,15 @@ static inline __attribute__((always_inline)) __m256i qs8_requantize8_fast(__m256
   return _mm256_srav_epi32(_mm256_add_epi32(h, k->round), k->shift);
 }
 
+/* qs8_requantize8_fast plus the zero point, narrowed with saturation and clamped to
+ * [qmin, qmax]: 8 int8 in the low half of the result, the bytes of requantize8_s8. */
+static inline __attribute__((always_inline)) __m128i requantize8_fast_s8(__m256i acc, const qs8_requant8_fast *k,
+                                                                         __m256i zp, __m128i qmin8, __m128i qmax8) {
+  const __m256i v = _mm256_add_epi32(qs8_requantize8_fast(acc, k), zp);
+  const __m128i v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_min_epi8(qmax8, _mm_max_epi8(qmin8, _mm_packs_epi16(v16, v16)));
+}
+
 /* requantize8 plus the zero point, narrowed to 8 int8 in the low half of the result. */
 static inline __attribute__((always_inline)) __m128i requantize8_s8(__m256i acc, __m256i multiplier, __m256i shift,
                                                                     __m256i lo, __m256i hi, __m256i zp) {

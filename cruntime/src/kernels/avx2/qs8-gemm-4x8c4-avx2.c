@@ -143,14 +143,17 @@ static inline __attribute__((always_inline)) void qs8_tile_path(
     } else {
       const __m256i multiplier = _mm256_loadu_si256((const __m256i *)p);
       const __m256i shift = _mm256_loadu_si256((const __m256i *)(p + NR * 4));
-      const __m256i lo = _mm256_set1_epi64x(rq->qmin - rq->zero_point), hi = _mm256_set1_epi64x(rq->qmax - rq->zero_point);
       const __m256i zp = _mm256_set1_epi32(rq->zero_point);
+      /* every shift >= 33 (nearly every layer; a partial panel's padding has 0): the 32-bit path */
+      const bool fast = !_mm256_movemask_epi8(_mm256_cmpgt_epi32(_mm256_set1_epi32(33), shift));
+      const qs8_requant8_fast f = qs8_requant8_fast_prepare(multiplier, shift);
+      const __m128i qmin8 = _mm_set1_epi8((char)rq->qmin), qmax8 = _mm_set1_epi8((char)rq->qmax);
+      const __m256i lo = _mm256_set1_epi64x(rq->qmin - rq->zero_point), hi = _mm256_set1_epi64x(rq->qmax - rq->zero_point);
       _Pragma("GCC unroll 4") for (size_t m = 0; m < MR; ++m) {
         if (m >= mr) break;
-        const __m256i v = _mm256_add_epi32(requantize8(acc[m], multiplier, shift, lo, hi), zp);
-        /* values are in [-128, 127]: the saturating packs only narrow */
-        const __m128i v16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        const __m128i v8 = _mm_packs_epi16(v16, v16);
+        __m128i v8;
+        if (fast) v8 = requantize8_fast_s8(acc[m], &f, zp, qmin8, qmax8);
+        else v8 = requantize8_s8(acc[m], multiplier, shift, lo, hi, zp);
         int8_t *out = (int8_t *)c + m * c_stride + n0;
         if (cols == NR) _mm_storel_epi64((__m128i *)out, v8);
         else {
