@@ -64,6 +64,8 @@ def parse_bytes(text: str) -> int:
 
 
 def _format_rate(bps: float) -> str:
+    if bps >= 1e9:
+        return f"{bps / 1e9:.4g} Gbit/s"
     return f"{bps / 1e6:.4g} Mbit/s" if bps >= 1e6 else f"{bps / 1e3:.4g} kbit/s"
 
 
@@ -98,14 +100,33 @@ def add_plan_parser(subparsers) -> argparse.ArgumentParser:
                         help="cut-tensor compression when counting bytes on the wire (default none)")
     parser.add_argument("--pin", type=int, action="append", default=[], metavar="OP",
                         help="keep this op (and everything before it) on the device; repeatable")
-    parser.add_argument("--memory-limit", type=parse_bytes, help="device activation memory limit, e.g. 2MB")
+    parser.add_argument("--memory-limit", type=parse_bytes,
+                        help="device activation memory limit, e.g. 2MB (with --stages: per worker)")
     parser.add_argument("--runs", type=int, default=5, help="profiled runs per op (median taken)")
     parser.add_argument("--cache-dir", help="cost cache (default $EDGESPLIT_COST_CACHE or ~/.cache/edgesplit/costs)")
     parser.add_argument("--refresh", action="store_true", help="measure again even when cached")
     parser.add_argument("--sweep", action="store_true",
                         help="plan for bandwidths from 0.1 to 1000 Mbit/s (uplink = downlink) at the given RTT")
-    parser.add_argument("--chart", help="with --sweep: write a PNG of the chosen cut and predicted latency")
+    parser.add_argument("--chart", help="with --sweep: write a PNG of the chosen cut and predicted latency; "
+                                        "with --stages: of the stages' times and memory")
     parser.add_argument("--ops", action="store_true", help="list every op with its placement and times")
+    stages = parser.add_argument_group(
+        "pipeline stages", "with --stages K: cut the model into K contiguous stages across K workers (model "
+        "parallelism) instead of device and server; worker op time = local time / --server-speedup, "
+        "--memory-limit is per worker (weights, optimizer state and activations), --bandwidth the link "
+        "between workers (default 10gbit)")
+    stages.add_argument("--stages", type=int, help="number of pipeline stages (workers)")
+    stages.add_argument("--training", action="store_true",
+                        help="stages train: backward time, gradients sent back, gradients and optimizer state kept")
+    stages.add_argument("--backward-factor", type=float, default=2.0,
+                        help="backward time = forward time x this (default 2)")
+    stages.add_argument("--optimizer-slots", type=int, default=2,
+                        help="optimizer state per weight, in weights (default 2: Adam)")
+    stages.add_argument("--micro-batches", type=int, default=8,
+                        help="micro-batches per batch for the pipeline estimate and activations in flight "
+                             "(GPipe; default 8)")
+    stages.add_argument("--recompute", action="store_true",
+                        help="keep only each stage's received activations; recompute the rest in backward")
     parser.set_defaults(func=plan_command)
     return parser
 
@@ -145,6 +166,8 @@ def plan_command(args) -> int:
 
     if args.server_speedup <= 0 or args.threads < 1 or args.runs < 1:
         raise UsageError("cloudsplit plan: --server-speedup must be > 0, --threads and --runs >= 1")
+    if args.stages is not None:
+        return _stages_command(args)
     if args.chart and not args.sweep:
         raise UsageError("cloudsplit plan: --chart needs --sweep")
     network = _network(args)
@@ -209,6 +232,84 @@ def plan_command(args) -> int:
     print(f"compare: all-device {evaluate(range(len(ops))).total_ms:.2f} ms, "
           f"all-server {evaluate(()).total_ms:.2f} ms")
     return 0
+
+
+def _stages_command(args) -> int:
+    import edge
+    from cloudsplit import compression, costs, partition
+
+    if args.stages < 1 or args.micro_batches < 1 or args.backward_factor < 0 or args.optimizer_slots < 0:
+        raise UsageError("cloudsplit plan: --stages and --micro-batches must be >= 1, --backward-factor and "
+                         "--optimizer-slots >= 0")
+    if args.sweep:
+        raise UsageError("cloudsplit plan: --sweep plans device and server; it does not combine with --stages")
+    link = args.bandwidth or 10e9
+    with open(args.model, "rb") as f:
+        data = f.read()
+    local_ms = costs.cached_op_ms(data, args.threads, runs=args.runs, cache_dir=args.cache_dir, refresh=args.refresh)
+    worker_ms = [ms / args.server_speedup for ms in local_ms]
+    with edge.Interpreter(model_content=data, num_threads=args.threads) as interpreter:
+        interpreter.allocate_tensors()
+        model_costs = costs.costs_from_interpreter(interpreter, local_ms, worker_ms)
+        details = interpreter.get_tensor_details()
+
+    def wire(t: int) -> int:
+        d = details[t]
+        return compression.wire_bytes(args.compression, d["dtype"], tuple(int(v) for v in d["shape"]))
+
+    try:
+        plan = partition.solve_stages(model_costs, args.stages, link_bps=link, memory_limit=args.memory_limit,
+                                      training=args.training, backward_factor=args.backward_factor,
+                                      optimizer_slots=args.optimizer_slots, activation_copies=args.micro_batches,
+                                      recompute=args.recompute, wire_bytes=wire)
+    except ValueError as error:
+        raise UsageError(f"cloudsplit plan: {error}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    print(f"model: {args.model} (sha256 {digest[:12]}), {len(model_costs.ops)} ops; {plan.method}")
+    print(f"workers: local times / {args.server_speedup:g} (measured here, {args.threads} thread(s)), "
+          f"link {_format_rate(link)}, compression {args.compression}; "
+          f"{'training' if args.training else 'inference'}, {args.micro_batches} micro-batches"
+          + (", recompute" if args.recompute else ""))
+    print(f"  {'stage':>5} {'ops':<12} {'compute ms':>10} {'send ms':>8} {'time ms':>8} {'sends':>10} "
+          f"{'weights':>10} {'memory':>10}")
+    for s, stage in enumerate(plan.stages):
+        print(f"  {s:>5} {_ranges(stage.ops):<12} {stage.compute_ms:>10.3f} {stage.send_ms:>8.3f} "
+              f"{stage.time_ms:>8.3f} {_format_bytes(stage.send_forward_bytes):>10} "
+              f"{_format_bytes(stage.weight_bytes):>10} {_format_bytes(stage.memory_bytes):>10}")
+    one = sum(op.server_ms for op in model_costs.ops) * ((1 + args.backward_factor) if args.training else 1)
+    m = args.micro_batches
+    print(f"slowest stage {plan.bottleneck_ms:.3f} ms per micro-batch; a batch of {m}: "
+          f"{plan.pipeline_ms(m):.2f} ms pipelined (bubble {plan.bubble_fraction(m):.0%}) against "
+          f"{one * m:.2f} ms on one worker")
+    if args.chart:
+        _stages_chart(args, plan)
+        print(f"chart: {args.chart}")
+    return 0
+
+
+def _stages_chart(args, plan) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = range(len(plan.stages))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.bar(index, [s.compute_ms for s in plan.stages], label="compute")
+    top.bar(index, [s.send_ms for s in plan.stages], bottom=[s.compute_ms for s in plan.stages], label="send")
+    top.axhline(plan.bottleneck_ms, linestyle=":", color="grey")
+    top.set_ylabel("ms per micro-batch")
+    top.legend()
+    top.set_title(f"{args.model}: {len(plan.stages)} stages ({'training' if plan.training else 'inference'})")
+    bottom.bar(index, [s.memory_bytes / 1e6 for s in plan.stages])
+    if args.memory_limit:
+        bottom.axhline(args.memory_limit / 1e6, linestyle="--", color="red", label="limit")
+        bottom.legend()
+    bottom.set_ylabel("memory (MB)")
+    bottom.set_xticks(list(index), [f"{s}\nops {_ranges(st.ops)}" for s, st in enumerate(plan.stages)])
+    fig.tight_layout()
+    fig.savefig(args.chart, dpi=120)
+    plt.close(fig)
 
 
 def _evaluator(model_costs, network, options) -> Callable:

@@ -455,3 +455,171 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
         if best is None or _score(candidate, objective) < _score(best[1], objective):
             best = (device, candidate)
     return _plan(graph, best[0], best[1], objective, "min-cut")
+
+
+# ---- K-way stage partitioning (model parallelism) ----
+#
+# A pipeline of K workers runs contiguous ranges of the ops in the model's order (stage s holds ops
+# [bounds[s], bounds[s + 1])). At a cut position b every activation produced before b (or fed to
+# the graph) and read at or after b crosses to the next stage, also when its reader is further on:
+# a pipeline forwards it through the stages between. Per micro-batch, stage s costs
+#     its ops' worker time x (1 + backward_factor when training)
+#   + sending its outgoing cut forward (and, training, the gradients of its incoming cut back)
+# over ``link_bps``. The pipeline's throughput is set by the slowest stage (GPipe: a batch of M
+# micro-batches takes about (M + K - 1) x the slowest stage), so the objective is the slowest
+# stage; ties go to the smaller sum of stage times.
+#
+# Memory of a stage: the constant tensors its ops read (weights), times 1 + 1 gradient +
+# ``optimizer_slots`` when training, plus its activations: everything it produces or receives,
+# times ``activation_copies`` (micro-batches in flight: M for GPipe, up to K - s for 1F1B); with
+# ``recompute`` only the received cut is kept per micro-batch, plus one micro-batch's activations
+# while it is recomputed. For inference the same activation count is an upper bound of the peak.
+#
+# Method: dynamic programming over the cut positions, O(K n^2). For a chain every assignment of
+# ops to K ordered stages that respects the dependencies is such a partition, so the result is
+# exact. For other DAGs it is exact among partitions contiguous in the model's op order, a
+# heuristic among all dependency-respecting assignments (one that regroups independent branches
+# can do better).
+
+
+@dataclass(frozen=True)
+class Stage:
+    ops: tuple[int, ...]
+    compute_ms: float           # worker time of its ops, backward included when training
+    send_ms: float              # its outgoing cut forward (+ gradients of its incoming cut, training)
+    time_ms: float              # compute_ms + send_ms: its time per micro-batch
+    send_forward_bytes: int     # bytes of the outgoing cut per micro-batch
+    weight_bytes: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stages: tuple[Stage, ...]
+    bottleneck_ms: float        # the slowest stage's time per micro-batch
+    training: bool
+    method: str                 # "exact (chain)" or "contiguous in op order (DAG heuristic)"
+
+    def pipeline_ms(self, micro_batches: int) -> float:
+        """GPipe estimate of one batch of ``micro_batches``: (M + K - 1) x the slowest stage."""
+        return (micro_batches + len(self.stages) - 1) * self.bottleneck_ms
+
+    def bubble_fraction(self, micro_batches: int) -> float:
+        """(K - 1) / (M + K - 1): the share of a balanced pipeline's time its stages sit idle."""
+        k = len(self.stages)
+        return (k - 1) / (micro_batches + k - 1)
+
+
+def cut_tensors(costs: ModelCosts, position: int, graph: _Graph | None = None) -> list[int]:
+    """Activations crossing a cut before op ``position``: written before it (or graph inputs) and
+    read at or after it."""
+    graph = graph or _Graph(costs)
+    crossing = []
+    for t, readers in graph.consumers.items():
+        p = graph.producer.get(t)
+        if (p is None or p < position) and any(r >= position for r in readers):
+            crossing.append(t)
+    return sorted(crossing)
+
+
+def solve_stages(costs: ModelCosts, stages: int, *, link_bps: float, memory_limit: int | None = None,
+                 training: bool = False, backward_factor: float = 2.0, optimizer_slots: int = 2,
+                 activation_copies: int = 1, recompute: bool = False,
+                 wire_bytes: Callable[[int], int] | None = None) -> StagePlan:
+    """K contiguous stages minimising the slowest stage (see the comment above for the model).
+
+    Worker times are the ops' ``server_ms``. ``wire_bytes(tensor)``: a cut tensor's bytes on the link
+    (default raw). Raises ValueError for bad arguments and when no partition fits ``memory_limit``
+    (naming the smallest memory any K-stage partition needs).
+    """
+    graph = _Graph(costs)
+    n = graph.n
+    if not 1 <= stages <= n:
+        raise ValueError(f"stages must be between 1 and the number of ops ({n}), got {stages}")
+    if not link_bps > 0:
+        raise ValueError(f"link bandwidth must be > 0 bit/s, got {link_bps}")
+    if backward_factor < 0 or optimizer_slots < 0 or activation_copies < 1:
+        raise ValueError("backward_factor and optimizer_slots must be >= 0 and activation_copies >= 1, got "
+                         f"{backward_factor}, {optimizer_slots}, {activation_copies}")
+    wire = wire_bytes or _raw_bytes(costs)
+    compute_scale = 1.0 + backward_factor if training else 1.0
+    prefix_ms = [0.0]
+    for op in costs.ops:
+        prefix_ms.append(prefix_ms[-1] + op.server_ms * compute_scale)
+    cut_bytes = [sum(wire(t) for t in cut_tensors(costs, b, graph)) for b in range(n + 1)]
+    cut_raw = [sum(costs.tensor_bytes[t] for t in cut_tensors(costs, b, graph)) for b in range(n + 1)]
+    produced = [sum(costs.tensor_bytes[t] for t in op.outputs if t not in costs.constant_tensors)
+                for op in costs.ops]
+    weight_factor = 2 + optimizer_slots if training else 1
+
+    def send_ms(i: int, j: int) -> float:
+        out = _transfer_ms(cut_bytes[j], link_bps) if j < n else 0.0
+        back = _transfer_ms(cut_bytes[i], link_bps) if training and i > 0 else 0.0
+        return out + back
+
+    def stage_cost(i: int, j: int) -> float:
+        return prefix_ms[j] - prefix_ms[i] + send_ms(i, j)
+
+    # memory[i][j] for every range, built by extending each range to the left
+    memory: list[dict[int, int]] = [dict() for _ in range(n + 1)]
+    weights_of: list[dict[int, int]] = [dict() for _ in range(n + 1)]
+    for j in range(1, n + 1):
+        seen: set[int] = set()
+        weight = activations = 0
+        for i in range(j - 1, -1, -1):
+            for t in costs.ops[i].inputs:
+                if t in costs.constant_tensors and t not in seen:
+                    seen.add(t)
+                    weight += costs.tensor_bytes[t]
+            activations += produced[i]
+            received = cut_raw[i]
+            if recompute:
+                kept = received * activation_copies + activations
+            else:
+                kept = (received + activations) * activation_copies
+            weights_of[i][j] = weight
+            memory[i][j] = weight * weight_factor + kept
+
+    def fits(i: int, j: int) -> bool:
+        return memory_limit is None or memory[i][j] <= memory_limit
+
+    inf = (math.inf, math.inf)
+    # best[s][j]: (slowest, sum) of the first j ops in s stages; back[s][j]: where stage s starts
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]
+    back = [[-1] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = (0.0, 0.0)
+    for s in range(1, stages + 1):
+        for j in range(s, n - (stages - s) + 1):
+            for i in range(s - 1, j):
+                if best[s - 1][i][0] == math.inf or not fits(i, j):
+                    continue
+                c = stage_cost(i, j)
+                candidate = (max(best[s - 1][i][0], c), best[s - 1][i][1] + c)
+                if candidate < best[s][j]:
+                    best[s][j], back[s][j] = candidate, i
+    if best[stages][n][0] == math.inf:
+        smallest = _smallest_memory(n, stages, memory)
+        raise ValueError(f"no {stages}-stage partition fits the memory limit of {memory_limit} bytes per "
+                         f"worker: the best needs {smallest} bytes on its largest stage")
+    bounds = [n]
+    for s in range(stages, 0, -1):
+        bounds.append(back[s][bounds[-1]])
+    bounds.reverse()
+    plan_stages = []
+    for i, j in zip(bounds, bounds[1:]):
+        plan_stages.append(Stage(ops=tuple(range(i, j)), compute_ms=prefix_ms[j] - prefix_ms[i],
+                                 send_ms=send_ms(i, j), time_ms=stage_cost(i, j),
+                                 send_forward_bytes=cut_bytes[j] if j < n else 0,
+                                 weight_bytes=weights_of[i][j], memory_bytes=memory[i][j]))
+    method = "exact (chain)" if graph.is_chain() else "contiguous in op order (DAG heuristic)"
+    return StagePlan(stages=tuple(plan_stages), bottleneck_ms=best[stages][n][0], training=training, method=method)
+
+
+def _smallest_memory(n: int, stages: int, memory: list[dict[int, int]]) -> int:
+    """The least, over K-stage partitions, of the largest stage's memory (same DP, memory as cost)."""
+    best = [[math.inf] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0
+    for s in range(1, stages + 1):
+        for j in range(s, n - (stages - s) + 1):
+            best[s][j] = min(max(best[s - 1][i], memory[i][j]) for i in range(s - 1, j))
+    return int(best[stages][n])
