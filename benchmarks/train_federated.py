@@ -77,12 +77,14 @@ def main(argv=None) -> int:
     parser.add_argument("--compression-lr", type=float, default=0.3)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--parts", default="rounds,compression", help="rounds (the rate sweep), compression")
-    parser.add_argument("--report", metavar="JSON", help="only write the report of a results file again")
+    parser.add_argument("--report", metavar="JSON", nargs="+",
+                        help="only print the report of results files (their runs together; seeds differ)")
     args = parser.parse_args(argv)
     if args.report:
-        saved = json.loads(pathlib.Path(args.report).read_text())
-        pathlib.Path(args.report).with_suffix(".md").write_text(_report(saved["meta"], saved["runs"]))
-        print(_report(saved["meta"], saved["runs"]))
+        saved = [json.loads(pathlib.Path(path).read_text()) for path in args.report]
+        meta = {**saved[0]["meta"], "command": " + ".join(s["meta"]["command"] for s in saved),
+                "seeds": [seed for s in saved for seed in s["meta"]["seeds"]]}
+        print(_report(meta, [run for s in saved for run in s["runs"]]))
         return 0
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     fedavg_lrs = args.fedavg_lrs or ([0.2] if args.quick else [0.1, 0.2, 0.3, 0.5])
