@@ -32,6 +32,10 @@ result is written by ``converter.writer.write_model`` and runs in ``converter.re
 Sentinels (-inf attention masks, finfo.min padding) never set a range: see
   converter.quantize.int8 and ``report.sentinels``.
 ``keep_float``: node names or output tensor names whose ops stay float32.
+``smoothing`` (int8): the SmoothQuant migration strength alpha in (0, 1) with which LayerNorm
+  outputs feeding FullyConnected layers are evened out before calibration (per-channel scales
+  folded into the LayerNorm and the weights; exact in float, see converter.quantize.smoothing;
+  ``report.smoothed`` lists them); None turns it off.
 ``sqnr_batches``: how many calibration batches the per-layer error is measured on.
 ``progress``: show a rich progress bar while calibrating.
 """
@@ -47,6 +51,7 @@ from converter.quantize.calibration import ImagePreprocessing, load_calibration
 from converter.quantize.common import (QuantizedLayer, check_quantizable, drop_unused, measure_sqnr,
                                        resolve_keep_float, used_constants)
 from converter.quantize.report import FloatOp, LayerError, QuantizationReport, SentinelHandling
+from converter.quantize.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
 
 MODES = ("fp16", "dynamic", "int8")
 DEFAULT_SQNR_BATCHES = 8
@@ -84,7 +89,8 @@ MODE_TABLE = {"fp16": _fp16, "dynamic": _dynamic, "int8": _int8}
 def quantize(graph: Graph, mode: str, calibration=None, method: str = "minmax", *,
              keep_float: Iterable[str] = (), percentile: float = 99.99,
              preprocessing: ImagePreprocessing | None = None, max_batches: int | None = None,
-             sqnr_batches: int = DEFAULT_SQNR_BATCHES, progress: bool = False) -> tuple[Graph, QuantizationReport]:
+             sqnr_batches: int = DEFAULT_SQNR_BATCHES, progress: bool = False,
+             smoothing: float | None = SMOOTHING_ALPHA) -> tuple[Graph, QuantizationReport]:
     """Quantizes ``graph``; returns the new graph and its QuantizationReport (see the module doc)."""
     if mode not in MODE_TABLE:
         raise ConversionError(f"quantization mode {mode!r} is not one of {', '.join(MODES)}")
@@ -99,7 +105,9 @@ def quantize(graph: Graph, mode: str, calibration=None, method: str = "minmax", 
                                 kept_float=[n for n in keep_float or () if n])
     before = used_constants(graph)
     report.weights_bytes_before = sum(graph.tensors[n].nbytes for n in before)
-    options = {"method": method, "percentile": percentile, "progress": progress}
+    if smoothing is not None and not 0.0 < smoothing < 1.0:
+        raise ConversionError(f"smoothing strength {smoothing} must be in (0, 1), or None for no smoothing")
+    options = {"method": method, "percentile": percentile, "progress": progress, "smoothing": smoothing}
     try:
         result, layers = MODE_TABLE[mode](graph, keep, batches, options, report)
     except ReferenceRunError as exc:

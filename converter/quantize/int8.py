@@ -8,6 +8,12 @@ inserted where the producer stayed float) and their outputs get calibrated param
 already is, and their outputs keep the input's params (the kernels assume it).
 
 Everything else stays float32; a Dequantize is inserted in front of it where its input is int8.
+An Add, Sub or Mul that reads a float-computed operand and feeds only float ops stays float too
+(``FLOAT_BRIDGE``): int8 would add a Quantize and a Dequantize around it for nothing.
+
+Before calibration, LayerNorm outputs that feed FullyConnected layers are smoothed (options
+"smoothing", converter.quantize.smoothing): per-channel scales move their outlier channels into
+the weights, so the per-tensor int8 input of the matmuls no longer spends its range on them.
 Graph inputs and outputs keep their names and float32 type: int8 tensors get new names
 (``<tensor>_int8``; weights ``<w>_int8``, biases ``<b>_int32``) and graph outputs produced in
 int8 are dequantized back to the original name, so the model's interface is unchanged.
@@ -51,6 +57,7 @@ from converter.quantize.int8_reference import LUT_UNARY_OPS, SOFTMAX_OUTPUT, una
 from converter.quantize.params import (activation_params, bias_scale_floor, constant_params, quantize_bias,
                                        quantize_weights, representable_range)
 from converter.quantize.report import FloatOp, SentinelHandling
+from converter.quantize.smoothing import channel_peaks, smooth_layer_norms, smoothing_sites
 
 INT8_ACTIVATIONS = (None, "Relu", "Relu6", "Clip", "Identity")
 
@@ -401,6 +408,8 @@ def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_rea
             calibration.methods.get(node.inputs[k]) == "float" and node.inputs[k] not in int8_ready
             for k in slots)):
         return AUTO_FLOAT
+    if node.op in BRIDGE_OPS and _float_bridge(graph, node, int8_ready):
+        return FLOAT_BRIDGE
     if node.op in ("Add", "Sub"):
         for name in node.inputs:
             found = calibration.sentinels.get(name)
@@ -410,6 +419,24 @@ def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_rea
 
 
 AUTO_FLOAT = "calibration auto: int8 would erase its output's bulk (outliers); float with int8 weights"
+
+# Elementwise ops that stay float where int8 would only add conversions: an operand computed in
+# float (a LayerNorm's output) and every reader float (the next LayerNorm). A post-LN BERT's
+# residual Add is one: int8 would quantize the residual stream, outlier channels and all, to one
+# per-tensor scale (on all-MiniLM-L6-v2 that alone cost 0.002 of the minimum cosine), and then
+# dequantize it again for the LayerNorm.
+BRIDGE_OPS = ("Add", "Sub", "Mul")
+FLOAT_BRIDGE = "reads a float-computed operand and feeds only float ops: int8 would add a Quantize and a Dequantize"
+
+
+def _float_bridge(graph: Graph, node: Node, int8_ready: dict) -> bool:
+    producers = graph.producers()
+    float_operand = any(name in producers and name not in int8_ready and not graph.is_constant(name)
+                        for name in node.inputs if name)
+    if not float_operand or any(o in graph.outputs for o in node.outputs):
+        return False
+    readers = [n for n in graph.nodes if any(o and o in n.inputs for o in node.outputs)]
+    return bool(readers) and all(n.op not in INT8_OPS for n in readers)
 
 
 def _softmax_feeders(graph: Graph, calibration: Calibration) -> set[str]:
@@ -479,6 +506,11 @@ def _counts_as_left_float(reason: str) -> bool:
 
 def quantize_int8(graph: Graph, keep: set[int], batches, options, report) -> tuple[Graph, list[QuantizedLayer]]:
     kept_nodes = {graph.nodes[i].name or graph.nodes[i].outputs[0] for i in keep}
+    alpha = options.get("smoothing")
+    if alpha:
+        sites = smoothing_sites(graph)
+        peaks = channel_peaks(graph, batches, [site.tensor for site in sites])
+        graph, report.smoothed = smooth_layer_norms(graph, peaks, alpha)
     graph = split_table_activations(graph)
     keep = {i for i, node in enumerate(graph.nodes) if node_label(node) in kept_nodes
             or node_label(node).rsplit("/", 1)[0] in kept_nodes and node.op in TABLE_ACTIVATIONS}

@@ -58,6 +58,7 @@ class QuantizationReport:
     notes: list[str] = field(default_factory=list)
     sentinels: list[SentinelHandling] = field(default_factory=list)
     methods: dict[str, str] = field(default_factory=dict)    # tensor -> range method (method "auto")
+    smoothed: list = field(default_factory=list)   # converter.quantize.smoothing.Smoothed, per LayerNorm
 
     @property
     def quantized_ops(self) -> int:
@@ -154,6 +155,12 @@ def render_text(report: QuantizationReport) -> str:
             counts[method] = counts.get(method, 0) + 1
         chosen = ", ".join(f"{m} {n}" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
         print(f"  calibration auto chose per tensor: {chosen}", file=out)
+    if report.smoothed:
+        print(f"  outlier smoothing (x / s into the LayerNorm, W * s into the FullyConnected layers) on "
+              f"{len(report.smoothed)} LayerNorm output(s):", file=out)
+        for entry in report.smoothed:
+            print(f"    {entry.tensor} -> {entry.readers} FullyConnected: s in [{entry.scale_min:.3g}, "
+                  f"{entry.scale_max:.3g}]", file=out)
     if report.sentinels:
         print("  sentinel values (masks, padding):", file=out)
         for entry in report.sentinels:
