@@ -155,7 +155,7 @@ class _Client:
     capability: dict[str, str]
     last_seen: float
     sequence: int                   # the order of its Connect: clients are sampled from this order
-    served_round: int = 0           # the last round it was told to run
+    served_rounds: set[int] = field(default_factory=set)   # rounds it was told to run
     pushed_rounds: set[int] = field(default_factory=set)   # rounds it pushed an accepted update for
 
 
@@ -286,8 +286,8 @@ class FederatedJob:
                     return pb.JoinRoundReply(finished=True, round=self.round.number if self.round else 0)
                 current = self.round
                 if (current is not None and not current.closed and client.client_id in current.selected
-                        and client.served_round < current.number):
-                    client.served_round = current.number
+                        and current.number not in client.served_rounds):
+                    client.served_rounds.add(current.number)
                     config = self.config
                     return pb.JoinRoundReply(
                         selected=True, round=current.number, deadline_s=max(0.0, current.deadline - time.monotonic()),
@@ -327,7 +327,7 @@ class FederatedJob:
         """Everything about an update that its header decides, before its bytes are read."""
         with self._changed:
             current = self.round
-            late = (current is not None and client.served_round == header.round > 0
+            late = (current is not None and header.round in client.served_rounds
                     and header.round not in client.pushed_rounds and (header.round < current.number or current.closed))
             try:
                 if header.round in client.pushed_rounds:
