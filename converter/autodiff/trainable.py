@@ -224,8 +224,8 @@ def _lower_batch_norm(b: _Builder, node: Node, output: str | None = None) -> lis
     return nodes
 
 
-def _ancestors(nodes: Sequence[Node], target: str) -> list[Node]:
-    needed, keep = {target}, []
+def _ancestors(nodes: Sequence[Node], target: str | Sequence[str]) -> list[Node]:
+    needed, keep = ({target} if isinstance(target, str) else set(target)), []
     for node in reversed(nodes):
         if any(o in needed for o in node.outputs if o):
             keep.append(node)
@@ -248,8 +248,9 @@ def _unfused(b: _Builder, node: Node, inputs, renamed: dict[str, str]) -> list[N
 
 
 def _training_forward(b: _Builder, nodes: Sequence[Node], lowered_bn: dict[int, list[Node]],
-                      train_bn: set[int], target: str, reached: set[str]) -> tuple[list[Node], dict[str, str]]:
-    """The forward nodes that compute ``target`` in training form: BatchNorm with batch
+                      train_bn: set[int], target: str | Sequence[str],
+                      reached: set[str]) -> tuple[list[Node], dict[str, str]]:
+    """The forward nodes that compute ``target`` (one tensor or several) in training form: BatchNorm with batch
     statistics where its parameters train, fused activations other than Relu/Relu6/Clip split
     out, recurrent ops unrolled. Returns the nodes (shared Node objects where the infer form is
     identical) and original tensor -> training tensor names."""

@@ -1,0 +1,138 @@
+"""Pipeline stages (converter.autodiff.stages) against the whole model's own signatures: the
+stages' backward passes chained by hand give the whole model's gradients, and their updates the
+whole model's train step; the C runtime runs each stage file like the reference executor."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from converter.autodiff import TrainingConfig, make_trainable
+from converter.autodiff.stages import make_stages
+from converter.builder import GraphBuilder
+from converter.errors import ConversionError
+from converter.reference import run_signature
+from converter.writer import write_model
+
+RNG = np.random.default_rng(23)
+
+
+def residual_mlp():
+    """x -> FC(tanh) h1 -> LayerNorm h2 -> FC(relu) h3 -> h3 + h1 -> FC -> softmax: a skip
+    connection across the middle."""
+    b = GraphBuilder("pipe")
+    x = b.input("x", (4, 6))
+    h1 = b.FullyConnected(x, b.constant("fc1.weight", RNG.standard_normal((5, 6))),
+                          b.constant("fc1.bias", RNG.standard_normal(5)), activation=("Tanh", 0.0, 0.0))
+    h2 = b.LayerNorm(h1, b.constant("ln.scale", RNG.standard_normal(5)), b.constant("ln.bias", RNG.standard_normal(5)),
+                     axis=1, epsilon=1e-3)
+    h3 = b.FullyConnected(h2, b.constant("fc2.weight", RNG.standard_normal((5, 5))),
+                          b.constant("fc2.bias", RNG.standard_normal(5)), activation=("Relu", 0.0, 0.0))
+    s = b.Add(h3, h1)
+    logits = b.FullyConnected(s, b.constant("fc3.weight", RNG.standard_normal((3, 5))),
+                              b.constant("fc3.bias", RNG.standard_normal(3)))
+    b.output(b.Softmax(logits, axis=1), name="probs")
+    return b.build(), {"h1": h1, "h2": h2, "s": s}
+
+
+FEEDS = {"x": RNG.standard_normal((4, 6)).astype(np.float32), "labels": np.array([0, 2, 1, 2], np.int32)}
+
+
+def chain(stages, feeds, run):
+    """Forward through the stages, backward from the last: (loss, grads by name, input grads)."""
+    acts = [{"x": feeds["x"]}]
+    for stage in stages[:-1]:
+        acts.append(run(stage, "forward", acts[-1]))
+    out = run(stages[-1], "backward", {**acts[-1], "labels": feeds["labels"]})
+    loss, grads = out.pop("loss"), {}
+    for k in range(len(stages) - 1, -1, -1):
+        upstream = {key[len("grad/"):]: v for key, v in out.items() if key[len("grad/"):] in acts[k]}
+        grads.update({key: v for key, v in out.items() if key[len("grad/"):] not in acts[k]})
+        if k == 0:
+            return loss, grads, upstream
+        out = run(stages[k - 1], "backward", {**acts[k - 1], **{f"grad_in/{t}": g for t, g in upstream.items()}})
+
+
+def reference(stage, key, feeds):
+    return run_signature(stage, key, feeds)[0]
+
+
+def close(a, b, tol=2e-5):
+    return np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-3) < tol
+
+
+CUTS = {"two": [["s"]], "three": [["h1"], ["s"]], "skip": [["h2", "h1"], ["s"]]}
+
+
+@pytest.mark.parametrize("cuts", sorted(CUTS))
+def test_chained_stage_gradients_are_the_whole_models(cuts):
+    graph, names = residual_mlp()
+    cut_tensors = [[names[t] for t in cut] for cut in CUTS[cuts]]
+    stages = make_stages(graph, cut_tensors, optimizer="adam", lr=0.01)
+    whole = make_trainable(graph, optimizer="adam", lr=0.01)
+    expected, _ = run_signature(whole, "grad", FEEDS)
+    loss, grads, _ = chain(stages, FEEDS, reference)
+    assert close(loss, expected["loss"])
+    assert sorted(grads) == sorted(k for k in expected if k != "loss")
+    for key, value in grads.items():
+        assert close(value, expected[key]), key
+
+
+def test_stage_updates_are_the_whole_models_train_step():
+    graph, names = residual_mlp()
+    stages = make_stages(graph, [[names["h1"]], [names["s"]]], optimizer="adam", lr=0.05)
+    whole = make_trainable(graph, optimizer="adam", lr=0.05)
+    for _ in range(2):  # the second step reads the Adam slots the first wrote
+        _, grads, _ = chain(stages, FEEDS, reference)
+        updated = []
+        for stage in stages:
+            feeds = {key: grads[key] for key in stage.signatures["update"].inputs}
+            _, variables = run_signature(stage, "update", feeds)
+            updated.append(stage.replace(constants={**stage.constants, **variables}))
+        stages = updated
+        _, variables = run_signature(whole, "train", FEEDS)
+        whole = whole.replace(constants={**whole.constants, **variables})
+    for stage in stages:
+        for name in stage.variables:
+            if name.startswith("optimizer/learning_rate"):
+                continue
+            assert close(stage.constants[name], whole.constants[name]), name
+
+
+def test_the_runtime_runs_the_stages_like_the_reference():
+    edge = pytest.importorskip("edge")
+    graph, names = residual_mlp()
+    stages = make_stages(graph, [[names["h2"], names["h1"]], [names["s"]]], optimizer="momentum", lr=0.1)
+    interpreters = {id(s): edge.Interpreter(model_content=write_model(s)) for s in stages}
+
+    def runtime(stage, key, feeds):
+        return dict(interpreters[id(stage)].get_signature_runner(key)(**feeds))
+
+    loss, grads, inputs = chain(stages, FEEDS, runtime)
+    want_loss, want, want_inputs = chain(stages, FEEDS, reference)
+    assert close(loss, want_loss)
+    for key in want:
+        assert close(grads[key], want[key]), key
+    assert close(inputs["x"], want_inputs["x"])
+    for stage in stages:
+        interpreter = interpreters[id(stage)]
+        interpreter.get_signature_runner("update")(**{key: grads[key] for key in stage.signatures["update"].inputs})
+        _, variables = run_signature(stage, "update", {key: want[key] for key in stage.signatures["update"].inputs})
+        index = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
+        checked = 0
+        for name, value in variables.items():
+            if not name.startswith("optimizer/learning_rate"):
+                assert close(interpreter.get_tensor(index[name]), value), name
+                checked += 1
+        assert checked >= 2 * len(json.loads(stage.metadata["training.trainable"]))
+
+
+def test_what_stages_refuse():
+    graph, names = residual_mlp()
+    with pytest.raises(ConversionError, match="add them to the cut"):
+        make_stages(graph, [[names["h2"]]])  # the skip connection needs h1 after the cut too
+    with pytest.raises(ConversionError, match="clip_norm"):
+        make_stages(graph, [[names["s"]]], TrainingConfig(clip_norm=1.0))
+    with pytest.raises(ConversionError, match="not computed tensors"):
+        make_stages(graph, [["nope"]])
