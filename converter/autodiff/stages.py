@@ -173,3 +173,17 @@ def _stage_nodes(graph: Graph, k: int, inputs: Sequence[str], targets: Sequence[
         raise ConversionError(f"stage {k} needs {missing}, which earlier stages compute but its cut does not "
                               f"carry; add them to the cut")
     return keep[::-1]
+
+
+def stage_files(model, cuts: Sequence[Sequence[str]], config: TrainingConfig | None = None, *,
+                input_shapes=None, **options) -> list[bytes]:
+    """ONNX model (path or ModelProto) or IR Graph -> the .edge bytes of each stage: the passes
+    safe for training (TRAINABLE_PIPELINE), then make_stages. Cut tensor names are the
+    converted graph's (the ONNX names, where no pass renamed them)."""
+    from converter.api import _import
+    from converter.autodiff.pipeline import TRAINABLE_PIPELINE
+    from converter.passes import run_passes
+    from converter.writer import write_model
+
+    graph, _ = run_passes(_import(model, input_shapes), TRAINABLE_PIPELINE)
+    return [write_model(stage) for stage in make_stages(graph, cuts, config, **options)]

@@ -10,30 +10,12 @@ import pytest
 
 from converter.autodiff import TrainingConfig, make_trainable
 from converter.autodiff.stages import make_stages
-from converter.builder import GraphBuilder
 from converter.errors import ConversionError
 from converter.reference import run_signature
 from converter.writer import write_model
+from tests.fixtures.pipeline import residual_mlp
 
 RNG = np.random.default_rng(23)
-
-
-def residual_mlp():
-    """x -> FC(tanh) h1 -> LayerNorm h2 -> FC(relu) h3 -> h3 + h1 -> FC -> softmax: a skip
-    connection across the middle."""
-    b = GraphBuilder("pipe")
-    x = b.input("x", (4, 6))
-    h1 = b.FullyConnected(x, b.constant("fc1.weight", RNG.standard_normal((5, 6))),
-                          b.constant("fc1.bias", RNG.standard_normal(5)), activation=("Tanh", 0.0, 0.0))
-    h2 = b.LayerNorm(h1, b.constant("ln.scale", RNG.standard_normal(5)), b.constant("ln.bias", RNG.standard_normal(5)),
-                     axis=1, epsilon=1e-3)
-    h3 = b.FullyConnected(h2, b.constant("fc2.weight", RNG.standard_normal((5, 5))),
-                          b.constant("fc2.bias", RNG.standard_normal(5)), activation=("Relu", 0.0, 0.0))
-    s = b.Add(h3, h1)
-    logits = b.FullyConnected(s, b.constant("fc3.weight", RNG.standard_normal((3, 5))),
-                              b.constant("fc3.bias", RNG.standard_normal(3)))
-    b.output(b.Softmax(logits, axis=1), name="probs")
-    return b.build(), {"h1": h1, "h2": h2, "s": s}
 
 
 FEEDS = {"x": RNG.standard_normal((4, 6)).astype(np.float32), "labels": np.array([0, 2, 1, 2], np.int32)}

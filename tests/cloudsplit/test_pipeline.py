@@ -1,0 +1,88 @@
+"""Pipeline-parallel training on Ray actors against single-process training of the whole model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloudsplit import pipeline
+from tests.fixtures.pipeline import cuts, residual_mlp
+
+ray = pytest.importorskip("cloudsplit.training").import_ray()
+edge = pytest.importorskip("edge")
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+MICRO, M, STEPS = 4, 4, 10
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from cloudsplit import training
+
+    training.ensure_ray(None, num_cpus=4)
+    yield ray
+    ray.shutdown()
+
+
+def batches(steps: int, batch: int):
+    rng = np.random.default_rng(7)
+    return [(rng.standard_normal((batch, 6)).astype(np.float32), rng.integers(0, 3, batch).astype(np.int32))
+            for _ in range(steps)]
+
+
+@pytest.mark.parametrize("kind", pipeline.SCHEDULES)
+@pytest.mark.parametrize("stages,micro", [(2, 4), (4, 4), (4, 2), (3, 6)])
+def test_schedules_run_each_micro_batch_once_and_cap_what_is_in_flight(kind, stages, micro):
+    order = pipeline.schedule(kind, stages, micro)
+    for s, ops in enumerate(order):
+        assert sorted(ops) == sorted([("F", i) for i in range(micro)] + [("B", i) for i in range(micro)])
+        in_flight = peak = 0
+        for op, i in ops:
+            assert op == "F" or ("F", i) in ops[:ops.index((op, i))]
+            in_flight += 1 if op == "F" else -1
+            peak = max(peak, in_flight)
+        assert peak == (micro if kind == "gpipe" else min(stages - s, micro))
+
+
+@pytest.mark.parametrize("kind", pipeline.SCHEDULES)
+@pytest.mark.parametrize("stages", [2, 4])
+def test_pipeline_trains_like_one_process(cluster, kind, stages):
+    from converter.autodiff import make_trainable
+    from converter.autodiff.stages import stage_files
+    from converter.writer import write_model
+
+    graph, names = residual_mlp(batch=MICRO)
+    files = stage_files(graph, cuts(names, stages), optimizer="adam", lr=0.05)
+    whole_graph, _ = residual_mlp(batch=MICRO * M)
+    whole = edge.Interpreter(model_content=write_model(make_trainable(whole_graph, optimizer="adam", lr=0.05)))
+    train = whole.get_signature_runner("train")
+    with pipeline.PipelineTrainer(files, micro_batches=M, schedule=kind) as trainer:
+        for x, y in batches(STEPS, MICRO * M):
+            loss = trainer.step({"x": x}, y)
+            want = float(train(x=x, labels=y)["loss"])
+            assert loss == pytest.approx(want, rel=1e-5, abs=1e-6)
+        got = {k: v for stage in trainer.variables() for k, v in stage.items()
+               if not k.startswith("optimizer/learning_rate")}
+        stats = trainer.stats()
+    details = {d["name"]: d["index"] for d in whole.get_tensor_details()}
+    assert len(got) >= 3 * 8  # 8 parameters, each with Adam's m and v
+    for name, value in got.items():
+        reference = whole.get_tensor(details[name])
+        assert np.max(np.abs(value - reference)) <= 1e-5 * max(1.0, float(np.max(np.abs(reference)))), name
+    assert all(s["steps"] == STEPS for s in stats)
+    per_micro = MICRO * 6 * 4  # stage 0 keeps x [MICRO, 6] float32 per micro-batch in flight
+    in_flight = M if kind == "gpipe" else min(stages, M)
+    assert stats[0]["peak_kept_bytes"] == per_micro * in_flight
+
+
+def test_bad_batches_are_refused(cluster):
+    from converter.autodiff.stages import stage_files
+
+    graph, names = residual_mlp(batch=MICRO)
+    files = stage_files(graph, cuts(names, 2), optimizer="sgd", lr=0.1)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        pipeline.PipelineTrainer(files, micro_batches=2, schedule="zigzag")
+    with pipeline.PipelineTrainer(files, micro_batches=3) as trainer:
+        x, y = batches(1, 8)[0]
+        with pytest.raises(ValueError, match="does not split into 3 equal micro-batches"):
+            trainer.step({"x": x}, y)
