@@ -34,8 +34,12 @@ SCHEDULES = ("gpipe", "1f1b")
 class StageWorker:
     """One stage: forward(micro, inputs), backward(micro, upstream), update() (see the module)."""
 
-    def __init__(self, stage: bytes, threads: int = 1):
+    def __init__(self, stage: bytes, threads: int = 1, delay_s: tuple[float, float] = (0.0, 0.0)):
+        """``delay_s``: (forward, backward) seconds slept per call on top of the real work; a
+        benchmark's stand-in for a stage's compute (labelled as such where it is reported)."""
         import edge
+
+        self._delay = delay_s
 
         self._interpreter = edge.Interpreter(model_content=stage, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
@@ -60,7 +64,10 @@ class StageWorker:
         self._kept[micro] = feeds
         kept = sum(v.nbytes for f in self._kept.values() for v in f.values())
         self.peak_kept_bytes = max(self.peak_kept_bytes, kept)
-        outputs = dict(self._forward(**feeds))
+        # the last stage sends nothing forward: its backward computes the forward and the loss
+        outputs = dict(self._forward(**feeds)) if self._forward else {}
+        if self._delay[0]:
+            time.sleep(self._delay[0])
         self.busy_s += time.perf_counter() - start
         return outputs
 
@@ -74,6 +81,8 @@ class StageWorker:
         else:
             feeds["labels"] = upstream["labels"]
         out = dict(self._backward(**feeds))
+        if self._delay[1]:
+            time.sleep(self._delay[1])
         for key in self._update_inputs:
             self._sums[key] = self._sums[key] + out[key] if key in self._sums else np.array(out[key])
         self._count += 1
@@ -97,6 +106,10 @@ class StageWorker:
 
     def stats(self) -> dict[str, Any]:
         return {"steps": self.steps, "busy_s": self.busy_s, "peak_kept_bytes": self.peak_kept_bytes}
+
+    def reset_stats(self) -> None:
+        self.busy_s = 0.0
+        self.peak_kept_bytes = 0
 
 
 def schedule(kind: str, stages: int, micro_batches: int) -> list[list[tuple[str, int]]]:
@@ -125,7 +138,8 @@ class PipelineTrainer:
     """
 
     def __init__(self, stages: Sequence[bytes], *, micro_batches: int, schedule: str = "1f1b",
-                 address: str | None = None, threads: int = 1, num_cpus: int | None = None):
+                 address: str | None = None, threads: int = 1, num_cpus: int | None = None,
+                 delay_s: tuple[float, float] = (0.0, 0.0)):
         from cloudsplit.training.engine import ensure_ray
 
         if not stages:
@@ -136,7 +150,7 @@ class PipelineTrainer:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self._ray = ensure_ray(address, num_cpus)
         actor = self._ray.remote(StageWorker)
-        self.actors = [actor.options(num_cpus=0).remote(stage, threads) for stage in stages]
+        self.actors = [actor.options(num_cpus=0).remote(stage, threads, delay_s) for stage in stages]
         self.micro_batches = micro_batches
         self.schedule = schedule
 
@@ -181,6 +195,9 @@ class PipelineTrainer:
 
     def stats(self) -> list[dict[str, Any]]:
         return self._ray.get([a.stats.remote() for a in self.actors])
+
+    def reset_stats(self) -> None:
+        self._ray.get([a.reset_stats.remote() for a in self.actors])
 
     def close(self) -> None:
         for a in self.actors:

@@ -1,0 +1,189 @@
+"""Pipeline-parallel training, measured: stage actors on an embedded Ray cluster (127.0.0.1).
+
+    python3 benchmarks/train_pipeline.py --out benchmarks/results
+
+Parts (tables printed; all written to <out>/train-pipeline-<stamp>.{json,md}):
+
+- bubble: compute stood in by fixed sleeps (labelled as such: --forward-ms per stage forward and
+  twice that per backward) on the small residual MLP of the tests, K = 2 and 4 stages, GPipe and
+  1F1B, M = 1, 2, 4, 8 micro-batches. Pipeline efficiency = the stages' busy time / (K x wall
+  time) per batch, against GPipe's formula M / (M + K - 1).
+- compute: real compute (the C runtime, 1 thread per stage) on an MLP of --layers FullyConnected
+  layers --width wide, K = 1 (one actor: the same code path, no pipeline) and K = 2 stages on this
+  2-core machine: samples/s; the K = 2 rows say what a pipeline gains when each stage has a core.
+- memory: the tensors each stage keeps per micro-batch in flight, peak over a batch (measured by
+  the actors), GPipe against 1F1B, K = 4, M = 8. Every stage recomputes its forward in backward,
+  so this is the whole activation memory of the pipeline besides one micro-batch's working set.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _residual_stages(stages: int, micro: int) -> list[bytes]:
+    from converter.autodiff.stages import stage_files
+    from tests.fixtures.pipeline import cuts, residual_mlp
+
+    graph, names = residual_mlp(batch=micro)
+    return stage_files(graph, cuts(names, stages), optimizer="sgd", lr=0.01)
+
+
+def _mlp(layers: int, width: int, batch: int):
+    from converter.builder import GraphBuilder
+
+    rng = np.random.default_rng(3)
+    b = GraphBuilder("deep_mlp")
+    h = b.input("x", (batch, width))
+    cuts = []
+    for i in range(layers):
+        w = rng.standard_normal((width, width)) / np.sqrt(width)
+        h = b.FullyConnected(h, b.constant(f"fc{i}.weight", w), b.constant(f"fc{i}.bias", np.zeros(width)),
+                             activation=("Relu", 0.0, 0.0))
+        cuts.append(h)
+    logits = b.FullyConnected(h, b.constant("head.weight", rng.standard_normal((10, width)) / np.sqrt(width)),
+                              b.constant("head.bias", np.zeros(10)))
+    b.output(b.Softmax(logits, axis=1), name="probs")
+    return b.build(), cuts
+
+
+def _batches(count: int, batch: int, features: int, classes: int):
+    rng = np.random.default_rng(1)
+    return [({"x": rng.standard_normal((batch, features)).astype(np.float32)},
+             rng.integers(0, classes, batch).astype(np.int32)) for _ in range(count)]
+
+
+def _run(trainer, batches, warmup: int = 1) -> tuple[float, list[dict]]:
+    for inputs, labels in batches[:warmup]:
+        trainer.step(inputs, labels)
+    trainer.reset_stats()
+    start = time.perf_counter()
+    for inputs, labels in batches[warmup:]:
+        trainer.step(inputs, labels)
+    return time.perf_counter() - start, trainer.stats()
+
+
+def bubble(args) -> list[dict]:
+    from cloudsplit.pipeline import PipelineTrainer
+
+    rows = []
+    delay = (args.forward_ms / 1e3, 2 * args.forward_ms / 1e3)
+    for k in (2, 4):
+        for m in (1, 2, 4, 8):
+            files = _residual_stages(k, 4)
+            batches = _batches(args.steps + 1, 4 * m, 6, 3)
+            for kind in ("gpipe", "1f1b"):
+                with PipelineTrainer(files, micro_batches=m, schedule=kind, delay_s=delay) as trainer:
+                    wall, stats = _run(trainer, batches)
+                efficiency = sum(s["busy_s"] for s in stats) / (k * wall)
+                row = {"stages": k, "micro_batches": m, "schedule": kind, "wall_s_per_batch": wall / args.steps,
+                       "efficiency": efficiency, "gpipe_formula": m / (m + k - 1)}
+                rows.append(row)
+                print(f"bubble  K={k} M={m} {kind:<5}: {row['wall_s_per_batch'] * 1e3:7.1f} ms/batch, efficiency "
+                      f"{efficiency:.2f} (formula {row['gpipe_formula']:.2f})", flush=True)
+    return rows
+
+
+def compute(args) -> list[dict]:
+    from cloudsplit.pipeline import PipelineTrainer
+    from converter.autodiff.stages import stage_files
+
+    rows = []
+    micro = args.micro_batch
+    graph, cut_names = _mlp(args.layers, args.width, micro)
+    batches = _batches(args.steps + 1, micro * args.micro_batches, args.width, 10)
+    for k in (1, 2):
+        cuts = [] if k == 1 else [[cut_names[args.layers // 2 - 1]]]
+        files = stage_files(graph, cuts, optimizer="sgd", lr=0.01)
+        with PipelineTrainer(files, micro_batches=args.micro_batches, schedule="1f1b") as trainer:
+            wall, stats = _run(trainer, batches)
+        samples = args.steps * micro * args.micro_batches
+        row = {"stages": k, "samples_per_s": samples / wall, "busy_s": [s["busy_s"] for s in stats], "wall_s": wall}
+        rows.append(row)
+        print(f"compute K={k}: {row['samples_per_s']:.0f} samples/s (busy {', '.join(f'{b:.2f}' for b in row['busy_s'])}"
+              f" s of {wall:.2f} s)", flush=True)
+    return rows
+
+
+def memory(args) -> list[dict]:
+    from cloudsplit.pipeline import PipelineTrainer
+
+    rows = []
+    k, m = 4, 8
+    files = _residual_stages(k, 4)
+    batches = _batches(2, 4 * m, 6, 3)
+    for kind in ("gpipe", "1f1b"):
+        with PipelineTrainer(files, micro_batches=m, schedule=kind) as trainer:
+            _, stats = _run(trainer, batches)
+        row = {"schedule": kind, "peak_kept_bytes": [s["peak_kept_bytes"] for s in stats]}
+        rows.append(row)
+        print(f"memory  {kind:<5}: kept per stage {row['peak_kept_bytes']} bytes", flush=True)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Pipeline training, {report['date']}", "", f"Machine: {report['machine']}", ""]
+    if "bubble" in report:
+        lines += ["## Bubble (compute stood in by sleeps: forward "
+                  f"{report['args']['forward_ms']} ms, backward twice that, per stage)", "",
+                  "| K | M | schedule | ms / batch | efficiency | GPipe formula M/(M+K-1) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['stages']} | {r['micro_batches']} | {r['schedule']} | {r['wall_s_per_batch'] * 1e3:.1f} | "
+                  f"{r['efficiency']:.2f} | {r['gpipe_formula']:.2f} |" for r in report["bubble"]]
+        lines.append("")
+    if "compute" in report:
+        a = report["args"]
+        lines += [f"## Real compute ({a['layers']} FullyConnected {a['width']} wide, micro-batch {a['micro_batch']}, "
+                  f"{a['micro_batches']} per batch, 1F1B, 1 thread per stage)", "",
+                  "| stages | samples/s | busy s per stage | wall s |", "|---|---|---|---|"]
+        lines += [f"| {r['stages']} | {r['samples_per_s']:.0f} | {', '.join(f'{b:.2f}' for b in r['busy_s'])} | "
+                  f"{r['wall_s']:.2f} |" for r in report["compute"]]
+        lines.append("")
+    if "memory" in report:
+        lines += ["## Kept activations per stage (K = 4, M = 8, peak bytes)", "", "| schedule | stage 0 | 1 | 2 | 3 |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['schedule']} | " + " | ".join(str(b) for b in r["peak_kept_bytes"]) + " |"
+                  for r in report["memory"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="bubble,compute,memory")
+    parser.add_argument("--steps", type=int, default=5, help="timed batches per configuration")
+    parser.add_argument("--forward-ms", type=float, default=20.0, help="bubble part: sleep per forward")
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--micro-batch", type=int, default=32)
+    parser.add_argument("--micro-batches", type=int, default=8)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    from cloudsplit.training.engine import ensure_ray
+
+    ensure_ray(None, num_cpus=4)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    report = {"date": stamp, "args": vars(args) | {"out": str(args.out)},
+              "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
+    parts = {"bubble": bubble, "compute": compute, "memory": memory}
+    for name in args.parts.split(","):
+        report[name] = parts[name](args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"train-pipeline-{stamp}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
