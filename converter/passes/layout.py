@@ -164,9 +164,34 @@ REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
               "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp")
 
 
+# How many Reshape/Transpose ops chain_to_reshape looks back through, and the largest tensor whose
+# element order it checks (by moving an index array through the chain).
+RESHAPE_CHAIN_DEPTH = 4
+ORDER_CHECK_MAX_ELEMENTS = 1 << 24
+
+
+def _keeps_element_order(edit: GraphEdit, x: str, chain: list[Node]) -> bool:
+    """Whether Reshapes and Transposes ``chain``, applied to ``x``, leave its elements in their
+    row-major order (so the whole chain is one Reshape)."""
+    shape = tuple(edit.type_of(x).shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count > ORDER_CHECK_MAX_ELEMENTS:
+        return False
+    index = np.arange(count, dtype=np.int64).reshape(shape)
+    moved = index
+    for step in chain:
+        if step.op == "Transpose":
+            moved = moved.transpose(step.attrs["perm"])
+        else:
+            moved = moved.reshape(edit.type_of(step.outputs[0]).shape)
+    return bool(np.array_equal(moved.ravel(), index.ravel()))
+
+
 class _Cancel:
     def __init__(self, edit: GraphEdit):
         self.edit = edit
+        # An order that holds at the declared size of a dynamic dim may not hold at another.
+        self.has_dynamic_dims = any(edit.dynamic_dims.values())
         self.refresh()
 
     def refresh(self):
@@ -318,6 +343,27 @@ class _Cancel:
         self.replace(node, [node.with_(op="Reshape", attrs={"shape": tuple(out_shape)})])
         return True
 
+    # Transpose(... Reshape(Transpose(x))) that keeps x's elements in order -> Reshape(x). The
+    # NHWC wrapper of a convolution followed by a flatten to tokens (NHWC -> NCHW -> [N, C, HW]
+    # -> [N, HW, C], and back) is such a chain; push_down cannot move a Transpose through the
+    # Reshape, so without this rule both transposes stay.
+    def chain_to_reshape(self, node: Node) -> bool:
+        if node.op != "Transpose" or self.has_dynamic_dims:
+            return False
+        chain = [node]
+        x = node.inputs[0]
+        for _ in range(RESHAPE_CHAIN_DEPTH):
+            found = self.producers.get(x)
+            if not found or found[1].op not in ("Reshape", "Transpose"):
+                return False
+            chain.insert(0, found[1])
+            x = found[1].inputs[0]
+            if _keeps_element_order(self.edit, x, chain):
+                out_shape = tuple(self.edit.type_of(node.outputs[0]).shape)
+                self.replace(node, [node.with_(op="Reshape", inputs=(x,), attrs={"shape": out_shape})])
+                return True
+        return False
+
     # Reshape of a Reshape -> one Reshape.
     def merge_reshapes(self, node: Node) -> bool:
         if node.op != "Reshape":
@@ -333,12 +379,14 @@ def cancel_transposes(graph: Graph) -> Graph:
     """Moves Transposes down through ops that commute with a permutation (elementwise ops,
     Concat/Split, Reduce, Softmax/LogSoftmax, Pad, Slice, Resize; attributes and constant
     operands permuted to match) until they meet another Transpose and cancel or merge; turns a
-    Transpose that only moves size-1 dims into a Reshape. Repeats until nothing changes.
+    Transpose that only moves size-1 dims, or that ends a Reshape/Transpose chain leaving the
+    elements in order (in a graph without dynamic dims), into a Reshape. Repeats until nothing
+    changes.
     Values and graph-visible names are unchanged; no dead Transpose or Reshape is left."""
     edit = GraphEdit(graph)
     state = _Cancel(edit)
     structural = (state.compose, state.deduplicate, state.push_down)
-    cleanup = (state.to_reshape, state.merge_reshapes)
+    cleanup = (state.to_reshape, state.chain_to_reshape, state.merge_reshapes)
     budget = 50 * (len(edit.nodes) + 10)
     for rules in (structural, structural + cleanup):
         progress = True
