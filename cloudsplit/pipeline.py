@@ -18,11 +18,13 @@ micro-batches and, after the last backward, applies their mean once through its 
 with micro-batches of equal size and a mean loss this is one step of the whole batch.
 
 Ray: ``ensure_ray`` from cloudsplit.training.engine (a local cluster bound to loopback unless an
-address is given). Not done yet: restarting a killed stage from a checkpoint, and combining with
-data parallelism (R replicas of the pipeline).
+address is given). With ``checkpoint_dir`` every stage saves itself after each update and Ray
+restarts a stage that dies; the driver then runs the batch again (see ``PipelineTrainer.step``).
+Not done yet: combining with data parallelism (R replicas of the pipeline).
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Mapping, Sequence
 
@@ -31,15 +33,26 @@ import numpy as np
 SCHEDULES = ("gpipe", "1f1b")
 
 
+class StageRestarted(RuntimeError):
+    """A stage was asked for the backward of a micro-batch whose forward it no longer holds: it
+    restarted in between. The driver runs the batch again."""
+
+
 class StageWorker:
     """One stage: forward(micro, inputs), backward(micro, upstream), update() (see the module)."""
 
-    def __init__(self, stage: bytes, threads: int = 1, delay_s: tuple[float, float] = (0.0, 0.0)):
+    def __init__(self, stage: bytes, threads: int = 1, delay_s: tuple[float, float] = (0.0, 0.0),
+                 checkpoint: str | None = None):
         """``delay_s``: (forward, backward) seconds slept per call on top of the real work; a
-        benchmark's stand-in for a stage's compute (labelled as such where it is reported)."""
+        benchmark's stand-in for a stage's compute (labelled as such where it is reported).
+        ``checkpoint``: a file the stage writes after every update (variables, optimizer slots
+        and its step count, atomically) and restores from when it starts, e.g. when Ray restarts
+        the actor after a crash."""
         import edge
+        from edge import checkpoint as checkpoints
 
         self._delay = delay_s
+        self._checkpoint = checkpoint
 
         self._interpreter = edge.Interpreter(model_content=stage, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
@@ -57,6 +70,15 @@ class StageWorker:
         self.steps = 0
         self.busy_s = 0.0
         self.peak_kept_bytes = 0
+        self._variables = {d["name"]: d["index"] for d in self._interpreter.get_tensor_details()
+                           if d.get("kind") == "variable"}
+        if checkpoint and os.path.exists(checkpoint):
+            loaded = checkpoints.load(checkpoint)
+            specs = {name: (tuple(v.shape), v.dtype) for name, v in self.variables().items()}
+            checkpoints.check_matches(checkpoint, loaded, specs)
+            for name, value in loaded.variables.items():
+                self._interpreter.set_tensor(self._variables[name], value)
+            self.steps = int(loaded.info["steps"])
 
     def forward(self, micro: int, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -75,6 +97,8 @@ class StageWorker:
         """``upstream``: the next stage's backward result (its grad/<tensor> for this stage's
         outputs), or {"labels": ...} on the last stage. Returns grad/<input> (and loss)."""
         start = time.perf_counter()
+        if micro not in self._kept:
+            raise StageRestarted(f"backward of micro-batch {micro} without its forward (the stage restarted)")
         feeds = self._kept.pop(micro)
         if self._seeds:
             feeds.update({f"grad_in/{t}": upstream[f"grad/{t}"] for t in self._seeds})
@@ -98,11 +122,21 @@ class StageWorker:
         self._sums.clear()
         self._count = 0
         self.steps += 1
+        if self._checkpoint:
+            from edge import checkpoint as checkpoints
+
+            checkpoints.save(self._checkpoint, self.variables(), info={"steps": self.steps})
+        return self.steps
+
+    def discard(self) -> int:
+        """Drops what a batch left behind (kept inputs, gradient sums): before it runs again."""
+        self._kept.clear()
+        self._sums.clear()
+        self._count = 0
         return self.steps
 
     def variables(self) -> dict[str, np.ndarray]:
-        return {d["name"]: self._interpreter.get_tensor(d["index"]) for d in self._interpreter.get_tensor_details()
-                if d.get("kind") == "variable"}
+        return {name: self._interpreter.get_tensor(index) for name, index in self._variables.items()}
 
     def stats(self) -> dict[str, Any]:
         return {"steps": self.steps, "busy_s": self.busy_s, "peak_kept_bytes": self.peak_kept_bytes}
@@ -139,7 +173,8 @@ class PipelineTrainer:
 
     def __init__(self, stages: Sequence[bytes], *, micro_batches: int, schedule: str = "1f1b",
                  address: str | None = None, threads: int = 1, num_cpus: int | None = None,
-                 delay_s: tuple[float, float] = (0.0, 0.0)):
+                 delay_s: tuple[float, float] = (0.0, 0.0), checkpoint_dir: str | None = None,
+                 max_restarts: int = 3, restart_timeout_s: float = 60.0):
         from cloudsplit.training.engine import ensure_ray
 
         if not stages:
@@ -150,11 +185,44 @@ class PipelineTrainer:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self._ray = ensure_ray(address, num_cpus)
         actor = self._ray.remote(StageWorker)
-        self.actors = [actor.options(num_cpus=0).remote(stage, threads, delay_s) for stage in stages]
+        restarts = max_restarts if checkpoint_dir else 0
+        self.actors = []
+        for k, stage in enumerate(stages):
+            path = os.path.join(checkpoint_dir, f"stage-{k}.ckpt") if checkpoint_dir else None
+            self.actors.append(actor.options(num_cpus=0, max_restarts=restarts).remote(stage, threads, delay_s, path))
         self.micro_batches = micro_batches
         self.schedule = schedule
+        self.restart_timeout_s = restart_timeout_s
+        self.recoveries = 0
+        self.steps = min(self._ray.get([a.discard.remote() for a in self.actors]))
 
     def step(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+        """One batch. With checkpoints, a stage that dies is restarted by Ray from its last
+        checkpoint and the batch runs again; a stage whose update of this batch had already been
+        saved does not apply it a second time."""
+        from ray.exceptions import RayActorError
+
+        while True:
+            try:
+                loss = self._step(inputs, labels)
+                self.steps += 1
+                return loss
+            except (RayActorError, StageRestarted):
+                self._recover()
+
+    def _recover(self) -> None:
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            try:
+                self._ray.get([a.discard.remote() for a in self.actors], timeout=5.0)
+                break
+            except Exception:  # the actor is still restarting (or gone for good: the deadline says so)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.recoveries += 1
+
+    def _step(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
         k, m = len(self.actors), self.micro_batches
         batch = len(labels)
         if batch % m:
@@ -187,7 +255,10 @@ class PipelineTrainer:
             if not progressed:
                 raise RuntimeError(f"schedule {self.schedule} is stuck at {position}")  # a bug, not bad input
         losses = self._ray.get([backward[k - 1][i] for i in range(m)])
-        self._ray.get([a.update.remote() for a in self.actors])
+        done = self._ray.get([a.stats.remote() for a in self.actors])
+        # a stage that already saved this batch's update (a re-run after a crash) only drops its sums
+        self._ray.get([a.update.remote() if d["steps"] == self.steps else a.discard.remote()
+                       for a, d in zip(self.actors, done)])
         return float(np.mean([out["loss"] for out in losses]))
 
     def variables(self) -> list[dict[str, np.ndarray]]:

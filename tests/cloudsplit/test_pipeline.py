@@ -86,3 +86,35 @@ def test_bad_batches_are_refused(cluster):
         x, y = batches(1, 8)[0]
         with pytest.raises(ValueError, match="does not split into 3 equal micro-batches"):
             trainer.step({"x": x}, y)
+
+
+@pytest.mark.parametrize("when", ["between steps", "mid-step"])
+def test_a_killed_stage_restarts_from_its_checkpoint(cluster, tmp_path, when):
+    import threading
+
+    from converter.autodiff.stages import stage_files
+
+    graph, names = residual_mlp(batch=MICRO)
+    files = stage_files(graph, cuts(names, 4), optimizer="adam", lr=0.05)
+    data = batches(6, MICRO * M)
+    with pipeline.PipelineTrainer(files, micro_batches=M, schedule="1f1b") as plain:
+        for x, y in data:
+            plain.step({"x": x}, y)
+        want = plain.variables()
+    delay = (0.02, 0.02)  # slow enough that a kill lands inside a step
+    with pipeline.PipelineTrainer(files, micro_batches=M, schedule="1f1b", checkpoint_dir=str(tmp_path),
+                                  delay_s=delay) as trainer:
+        for n, (x, y) in enumerate(data):
+            if n == 3:
+                if when == "between steps":
+                    ray.kill(trainer.actors[2], no_restart=False)
+                else:
+                    threading.Timer(0.15, ray.kill, (trainer.actors[2],), {"no_restart": False}).start()
+            trainer.step({"x": x}, y)
+        got = trainer.variables()
+        stats = trainer.stats()
+        assert trainer.recoveries == 1
+    assert [s["steps"] for s in stats] == [6] * 4  # no stage applied a batch twice
+    for stage_got, stage_want in zip(got, want):
+        for name, value in stage_want.items():
+            np.testing.assert_array_equal(stage_got[name], value, err_msg=name)
