@@ -167,6 +167,9 @@ REDUCE_OPS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
 # How many Reshape/Transpose ops chain_to_reshape looks back through, and the largest tensor whose
 # element order it checks (by moving an index array through the chain).
 RESHAPE_CHAIN_DEPTH = 4
+# The ops pull_up moves a Transpose above, and how many of them deep.
+PULLED_THROUGH = ("Concat", "Resize")
+PULL_DEPTH = 3
 ORDER_CHECK_MAX_ELEMENTS = 1 << 24
 
 
@@ -364,6 +367,69 @@ class _Cancel:
                 return True
         return False
 
+    # Transpose(q) of Concats and Resizes whose inputs all end order-keeping Reshape/Transpose
+    # chains -> the same ops on inputs Reshaped straight into q's layout, with no Transpose left.
+    # SegFormer's decode head is such a tree (tokens -> Transpose -> Reshape to NCHW -> Resize ->
+    # Concat -> Transpose to NHWC for the fusing convolution): push_down cannot help there, as
+    # no Transpose sits directly on the Resizes' or the Concat's inputs.
+    def pull_up(self, node: Node) -> bool:
+        if node.op != "Transpose" or self.has_dynamic_dims:
+            return False
+        perm = tuple(node.attrs["perm"])
+        found = self.producers.get(node.inputs[0])
+        if not found or found[1].op not in PULLED_THROUGH or not self._pulls_up(node.inputs[0], perm, PULL_DEPTH):
+            return False
+        emitted: list[Node] = []
+        self._transposed(node.inputs[0], perm, emitted, output=node.outputs[0])
+        self.replace(node, emitted)
+        return True
+
+    def _reshape_source(self, name: str, perm) -> str | None:
+        """x when Transpose(perm) of ``name`` is a Reshape of x through a Reshape/Transpose chain."""
+        chain = [Node("Transpose", (name,), ("",), {"perm": perm})]
+        x = name
+        for _ in range(RESHAPE_CHAIN_DEPTH):
+            found = self.producers.get(x)
+            if not found or found[1].op not in ("Reshape", "Transpose"):
+                return None
+            chain.insert(0, found[1])
+            x = found[1].inputs[0]
+            if _keeps_element_order(self.edit, x, chain):
+                return x
+        return None
+
+    def _pulled_inputs(self, producer: Node) -> list[str]:
+        return list(producer.inputs) if producer.op == "Concat" else list(producer.inputs[:1])
+
+    def _pulls_up(self, name: str, perm, depth: int) -> bool:
+        if self._reshape_source(name, perm) is not None:
+            return True
+        found = self.producers.get(name)
+        if depth == 0 or not found or found[1].op not in PULLED_THROUGH:
+            return False
+        producer = found[1]
+        if len(self.consumers.get(name, ())) != 1 or name in self.edit.boundary():
+            return False
+        if any(i for i in producer.inputs[len(self._pulled_inputs(producer)):]):
+            return False
+        return all(i and not self.edit.is_constant(i) and self._pulls_up(i, perm, depth - 1)
+                   for i in self._pulled_inputs(producer))
+
+    def _transposed(self, name: str, perm, emitted: list[Node], output: str | None = None) -> str:
+        """Emits ops computing Transpose(perm) of ``name`` as _pulls_up found them; returns the
+        result's name (``output`` when given)."""
+        outputs = [output] if output else None
+        source = self._reshape_source(name, perm)
+        if source is not None:
+            shape = _permuted_type(self.edit.type_of(name), perm).shape
+            emitted.append(self.edit.make_node("Reshape", [source], {"shape": tuple(shape)}, f"{name}_t", outputs))
+        else:
+            producer = self.producers[name][1]
+            inputs = [self._transposed(i, perm, emitted) for i in self._pulled_inputs(producer)]
+            attrs = AXIS_REMAPS[producer.op](producer.attrs, inverse_perm(perm))
+            emitted.append(self.edit.make_node(producer.op, inputs, attrs, f"{name}_t", outputs))
+        return emitted[-1].outputs[0]
+
     # Reshape of a Reshape -> one Reshape.
     def merge_reshapes(self, node: Node) -> bool:
         if node.op != "Reshape":
@@ -386,7 +452,7 @@ def cancel_transposes(graph: Graph) -> Graph:
     edit = GraphEdit(graph)
     state = _Cancel(edit)
     structural = (state.compose, state.deduplicate, state.push_down)
-    cleanup = (state.to_reshape, state.chain_to_reshape, state.merge_reshapes)
+    cleanup = (state.to_reshape, state.chain_to_reshape, state.pull_up, state.merge_reshapes)
     budget = 50 * (len(edit.nodes) + 10)
     for rules in (structural, structural + cleanup):
         progress = True

@@ -1,7 +1,8 @@
 """cancel_transposes turns a Transpose that ends an order-keeping Reshape/Transpose chain into a
 Reshape: the pattern hybrid convolution-attention networks (SegFormer, Swin, DETR) export when they
 flatten a convolution's output to tokens (``x.flatten(2).transpose(1, 2)``) and fold tokens back
-into an image. Each model is checked against onnxruntime and the reference executor, on the
+into an image; and it pulls a Transpose above Concats and Resizes whose inputs are such chains
+(SegFormer's decode head). Each model is checked against onnxruntime and the reference executor, on the
 runtime too; the chains that do not keep the order, and graphs with dynamic dims, keep their
 Transposes."""
 from __future__ import annotations
@@ -55,9 +56,35 @@ def tokens_to_conv() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def decode_head(image_input: bool = False) -> onnx.ModelProto:
+    """SegFormer's decode head: two token maps ([1, S*S, C] and [1, S*S/4, C]) each Transposed and
+    Reshaped to NCHW, the small one Resized (bilinear) to S x S, both Concatenated on channels
+    and fused by a 1x1 Conv. ``image_input``: the second branch is an NCHW graph input instead."""
+    half = SIZE // 2
+    inits = [numpy_helper.from_array(np.array([1, CHANNELS, SIZE, SIZE], np.int64), "big_shape"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(RNG.standard_normal((4, 2 * CHANNELS, 1, 1)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Transpose", ["x"], ["big_t"], perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["big_t", "big_shape"], ["big"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SIZE * SIZE, CHANNELS])]
+    if image_input:
+        inputs.append(helper.make_tensor_value_info("small", TensorProto.FLOAT, [1, CHANNELS, half, half]))
+    else:
+        inputs.append(helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, half * half, CHANNELS]))
+        inits.append(numpy_helper.from_array(np.array([1, CHANNELS, half, half], np.int64), "small_shape"))
+        nodes += [helper.make_node("Transpose", ["tokens"], ["small_t"], perm=[0, 2, 1]),
+                  helper.make_node("Reshape", ["small_t", "small_shape"], ["small"])]
+    nodes += [helper.make_node("Resize", ["small", "", "scales"], ["up"], mode="linear"),
+              helper.make_node("Concat", ["big", "up"], ["both"], axis=1),
+              helper.make_node("Conv", ["both", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "decode_head", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, SIZE, SIZE])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def feeds(model: onnx.ModelProto, batch: int = 1) -> dict[str, np.ndarray]:
-    dims = [d.dim_value or batch for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return {"x": RNG.standard_normal(dims).astype(np.float32)}
+    return {value.name: RNG.standard_normal([d.dim_value or batch for d in value.type.tensor_type.shape.dim])
+            .astype(np.float32) for value in model.graph.input}
 
 
 def transposes(comparison) -> int:
@@ -101,3 +128,16 @@ def test_the_rewrite_is_idempotent():
     graph = converter.convert(conv_to_tokens(token_major=True)).graph
     again = cancel_transposes(graph)
     assert [n.op for n in again.nodes] == [n.op for n in graph.nodes]
+
+
+def test_a_decode_head_runs_resize_and_concat_without_transposes():
+    model = decode_head()
+    comparison = check_model(model, feeds(model))
+    assert transposes(comparison) == 0, comparison.converted.graph.op_counts()
+
+
+def test_a_branch_from_an_nchw_input_keeps_the_transpose_above_the_concat():
+    # The image input is NCHW with no chain to reshape: pulling the Transpose up would only move it.
+    model = decode_head(image_input=True)
+    comparison = check_model(model, feeds(model))
+    assert transposes(comparison) == 1, comparison.converted.graph.op_counts()
