@@ -353,19 +353,12 @@ class _Cancel:
     def chain_to_reshape(self, node: Node) -> bool:
         if node.op != "Transpose" or self.has_dynamic_dims:
             return False
-        chain = [node]
-        x = node.inputs[0]
-        for _ in range(RESHAPE_CHAIN_DEPTH):
-            found = self.producers.get(x)
-            if not found or found[1].op not in ("Reshape", "Transpose"):
-                return False
-            chain.insert(0, found[1])
-            x = found[1].inputs[0]
-            if _keeps_element_order(self.edit, x, chain):
-                out_shape = tuple(self.edit.type_of(node.outputs[0]).shape)
-                self.replace(node, [node.with_(op="Reshape", inputs=(x,), attrs={"shape": out_shape})])
-                return True
-        return False
+        source = self._reshape_source(node.inputs[0], tuple(node.attrs["perm"]))
+        if source is None:
+            return False
+        out_shape = tuple(self.edit.type_of(node.outputs[0]).shape)
+        self.replace(node, [node.with_(op="Reshape", inputs=(source,), attrs={"shape": out_shape})])
+        return True
 
     # Transpose(q) of Concats and Resizes whose inputs all end order-keeping Reshape/Transpose
     # chains -> the same ops on inputs Reshaped straight into q's layout, with no Transpose left.
