@@ -20,7 +20,8 @@ with micro-batches of equal size and a mean loss this is one step of the whole b
 Ray: ``ensure_ray`` from cloudsplit.training.engine (a local cluster bound to loopback unless an
 address is given). With ``checkpoint_dir`` every stage saves itself after each update and Ray
 restarts a stage that dies; the driver then runs the batch again (see ``PipelineTrainer.step``).
-Not done yet: combining with data parallelism (R replicas of the pipeline).
+``replicas`` R > 1 runs R copies of the pipeline on shares of the batch (data parallelism), stage k
+of each applying the mean gradient of all of them.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class StageWorker:
 
         self._delay = delay_s
         self._checkpoint = checkpoint
+        self._incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
 
         self._interpreter = edge.Interpreter(model_content=stage, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
@@ -80,20 +82,24 @@ class StageWorker:
                 self._interpreter.set_tensor(self._variables[name], value)
             self.steps = int(loaded.info["steps"])
 
-    def forward(self, micro: int, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def forward(self, micro: int, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """Returns (the stage's outputs, micro): the driver hands the second, a small object, to this
+        stage's backward of the micro-batch, so that backward fails with forward's error if forward
+        failed (or never ran because its input failed)."""
         start = time.perf_counter()
         feeds = {k: np.asarray(inputs[k]) for k in self._inputs}
+        # the last stage sends nothing forward: its backward computes the forward and the loss
+        outputs = dict(self._forward(**feeds)) if self._forward else {}
         self._kept[micro] = feeds
         kept = sum(v.nbytes for f in self._kept.values() for v in f.values())
         self.peak_kept_bytes = max(self.peak_kept_bytes, kept)
-        # the last stage sends nothing forward: its backward computes the forward and the loss
-        outputs = dict(self._forward(**feeds)) if self._forward else {}
         if self._delay[0]:
             time.sleep(self._delay[0])
         self.busy_s += time.perf_counter() - start
-        return outputs
+        return outputs, micro
 
-    def backward(self, micro: int, upstream: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def backward(self, micro: int, upstream: Mapping[str, np.ndarray], forward_done: int | None = None
+                 ) -> dict[str, np.ndarray]:
         """``upstream``: the next stage's backward result (its grad/<tensor> for this stage's
         outputs), or {"labels": ...} on the last stage. Returns grad/<input> (and loss)."""
         start = time.perf_counter()
@@ -113,12 +119,17 @@ class StageWorker:
         self.busy_s += time.perf_counter() - start
         return {k: v for k, v in out.items() if k not in self._update_inputs}
 
-    def update(self) -> int:
-        """Applies the mean of the summed gradients; returns the stage's step count."""
+    def gradients(self) -> tuple[dict[str, np.ndarray], int]:
+        """Its gradient sums over the batch so far and how many micro-batches they cover."""
+        return dict(self._sums), self._count
+
+    def update(self, mean: Mapping[str, np.ndarray] | None = None) -> int:
+        """Applies ``mean`` (with replicas: the mean over every replica's micro-batches) or, by
+        default, the mean of its own summed gradients; returns the stage's step count."""
         if self._kept:
             raise RuntimeError(f"update with micro-batches {sorted(self._kept)} still waiting for backward")
-        if self._update and self._count:
-            self._update(**{k: self._sums[k] / self._count for k in self._update_inputs})
+        if self._update and (mean is not None or self._count):
+            self._update(**(mean if mean is not None else {k: self._sums[k] / self._count for k in self._update_inputs}))
         self._sums.clear()
         self._count = 0
         self.steps += 1
@@ -127,6 +138,10 @@ class StageWorker:
 
             checkpoints.save(self._checkpoint, self.variables(), info={"steps": self.steps})
         return self.steps
+
+    def incarnation(self) -> str:
+        """Differs each time the actor (re)starts."""
+        return self._incarnation
 
     def discard(self) -> int:
         """Drops what a batch left behind (kept inputs, gradient sums): before it runs again."""
@@ -168,33 +183,46 @@ class PipelineTrainer:
     """K stage actors trained batch by batch: ``step(inputs, labels)`` returns the batch's mean loss.
 
     ``stages``: the .edge bytes of each stage in order (converter.autodiff.stages.stage_files), all
-    converted at the micro-batch size; a batch holds ``micro_batches`` of them along axis 0.
+    converted at the micro-batch size; a batch holds ``replicas`` x ``micro_batches`` of them along
+    axis 0. With ``replicas`` R > 1 (data parallelism over pipelines) there are R copies of the K
+    stage actors, each running its share of the micro-batches; stage k of every replica applies
+    the same mean gradient, which the driver gathers from them and hands back (an all-reduce
+    through the driver), so the replicas stay identical and a step equals one of the whole batch.
     """
 
     def __init__(self, stages: Sequence[bytes], *, micro_batches: int, schedule: str = "1f1b",
                  address: str | None = None, threads: int = 1, num_cpus: int | None = None,
                  delay_s: tuple[float, float] = (0.0, 0.0), checkpoint_dir: str | None = None,
-                 max_restarts: int = 3, restart_timeout_s: float = 60.0):
+                 max_restarts: int = 3, restart_timeout_s: float = 60.0, replicas: int = 1):
         from cloudsplit.training.engine import ensure_ray
 
         if not stages:
             raise ValueError("a pipeline needs at least one stage")
-        if micro_batches < 1:
-            raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
+        if micro_batches < 1 or replicas < 1:
+            raise ValueError(f"micro_batches and replicas must be >= 1, got {micro_batches} and {replicas}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self._ray = ensure_ray(address, num_cpus)
         actor = self._ray.remote(StageWorker)
         restarts = max_restarts if checkpoint_dir else 0
-        self.actors = []
-        for k, stage in enumerate(stages):
-            path = os.path.join(checkpoint_dir, f"stage-{k}.ckpt") if checkpoint_dir else None
-            self.actors.append(actor.options(num_cpus=0, max_restarts=restarts).remote(stage, threads, delay_s, path))
+        self.replicas: list[list[Any]] = []
+        for r in range(replicas):
+            row = []
+            for k, stage in enumerate(stages):
+                name = f"stage-{k}.ckpt" if replicas == 1 else f"replica-{r}-stage-{k}.ckpt"
+                path = os.path.join(checkpoint_dir, name) if checkpoint_dir else None
+                row.append(actor.options(num_cpus=0, max_restarts=restarts).remote(stage, threads, delay_s, path))
+            self.replicas.append(row)
+        self.actors = self.replicas[0]
         self.micro_batches = micro_batches
         self.schedule = schedule
         self.restart_timeout_s = restart_timeout_s
         self.recoveries = 0
-        self.steps = min(self._ray.get([a.discard.remote() for a in self.actors]))
+        self._incarnations = self._ray.get([a.incarnation.remote() for a in self._all()])
+        self.steps = min(self._ray.get([a.discard.remote() for a in self._all()]))
+
+    def _all(self) -> list[Any]:
+        return [a for row in self.replicas for a in row]
 
     def step(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
         """One batch. With checkpoints, a stage that dies is restarted by Ray from its last
@@ -208,30 +236,69 @@ class PipelineTrainer:
                 self.steps += 1
                 return loss
             except (RayActorError, StageRestarted):
-                self._recover()
+                if not self._recover():
+                    raise
+            except Exception:
+                # bad input or a stage's error: the batch is dropped everywhere, the model unchanged
+                self._ray.get([a.discard.remote() for a in self._all()])
+                raise
 
-    def _recover(self) -> None:
+    def _recover(self) -> bool:
+        """Waits for restarted stages and drops every stage's partial batch; False when no stage
+        restarted (the error was not a crash: the caller re-raises it)."""
         deadline = time.monotonic() + self.restart_timeout_s
         while True:
             try:
-                self._ray.get([a.discard.remote() for a in self.actors], timeout=5.0)
+                incarnations = self._ray.get([a.incarnation.remote() for a in self._all()], timeout=5.0)
+                self._ray.get([a.discard.remote() for a in self._all()], timeout=5.0)
                 break
             except Exception:  # the actor is still restarting (or gone for good: the deadline says so)
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        self.recoveries += 1
+        restarted = incarnations != self._incarnations
+        self._incarnations = incarnations
+        self.recoveries += restarted
+        return restarted
 
     def _step(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
-        k, m = len(self.actors), self.micro_batches
+        k, m, replicas = len(self.actors), self.micro_batches, len(self.replicas)
         batch = len(labels)
-        if batch % m:
-            raise ValueError(f"a batch of {batch} does not split into {m} equal micro-batches")
-        size = batch // m
-        micro_inputs = [{name: np.asarray(v)[i * size:(i + 1) * size] for name, v in inputs.items()} for i in range(m)]
-        micro_labels = [np.asarray(labels)[i * size:(i + 1) * size] for i in range(m)]
+        if batch % (m * replicas):
+            raise ValueError(f"a batch of {batch} does not split into {m * replicas} equal micro-batches "
+                             f"({replicas} replica(s) x {m})")
+        size = batch // (m * replicas)
         order = schedule(self.schedule, k, m)
+        last_backward = []
+        for r, actors in enumerate(self.replicas):
+            first = r * m
+            micro_inputs = [{name: np.asarray(v)[(first + i) * size:(first + i + 1) * size] for name, v in inputs.items()}
+                            for i in range(m)]
+            micro_labels = [np.asarray(labels)[(first + i) * size:(first + i + 1) * size] for i in range(m)]
+            last_backward += self._submit(actors, order, micro_inputs, micro_labels)
+        losses = self._ray.get(last_backward)
+        done = self._ray.get([a.stats.remote() for a in self._all()])
+        pending = [d["steps"] == self.steps for d in done]  # False: saved this batch's update already
+        if replicas == 1:
+            self._ray.get([a.update.remote() if go else a.discard.remote() for a, go in zip(self.actors, pending)])
+        else:
+            calls = []
+            for s in range(k):
+                column = [actors[s] for actors in self.replicas]
+                parts = self._ray.get([a.gradients.remote() for a in column])
+                count = sum(c for _, c in parts)
+                mean = {name: sum(g[name] for g, _ in parts) / count for name in parts[0][0]} if count else None
+                for r, a in enumerate(column):
+                    calls.append(a.update.remote(mean) if pending[r * k + s] else a.discard.remote())
+            self._ray.get(calls)
+        return float(np.mean([out["loss"] for out in losses]))
+
+    @staticmethod
+    def _submit(actors, order, micro_inputs, micro_labels) -> list[Any]:
+        """Submits one replica's calls in schedule order; returns its last stage's backward refs."""
+        k, m = len(actors), len(micro_inputs)
         forward: list[dict[int, Any]] = [{} for _ in range(k)]
+        done: list[dict[int, Any]] = [{} for _ in range(k)]
         backward: list[dict[int, Any]] = [{} for _ in range(k)]
         position = [0] * k
         while any(position[s] < len(order[s]) for s in range(k)):
@@ -244,36 +311,31 @@ class PipelineTrainer:
                     source = micro_inputs[i] if s == 0 else forward[s - 1].get(i)
                     if source is None:
                         continue
-                    forward[s][i] = self.actors[s].forward.remote(i, source)
+                    forward[s][i], done[s][i] = actors[s].forward.options(num_returns=2).remote(i, source)
                 else:
                     source = {"labels": micro_labels[i]} if s == k - 1 else backward[s + 1].get(i)
                     if source is None:
                         continue
-                    backward[s][i] = self.actors[s].backward.remote(i, source)
+                    backward[s][i] = actors[s].backward.remote(i, source, done[s][i])
                 position[s] += 1
                 progressed = True
             if not progressed:
-                raise RuntimeError(f"schedule {self.schedule} is stuck at {position}")  # a bug, not bad input
-        losses = self._ray.get([backward[k - 1][i] for i in range(m)])
-        done = self._ray.get([a.stats.remote() for a in self.actors])
-        # a stage that already saved this batch's update (a re-run after a crash) only drops its sums
-        self._ray.get([a.update.remote() if d["steps"] == self.steps else a.discard.remote()
-                       for a, d in zip(self.actors, done)])
-        return float(np.mean([out["loss"] for out in losses]))
+                raise RuntimeError(f"schedule is stuck at {position}")  # a bug, not bad input
+        return [backward[k - 1][i] for i in range(m)]
 
-    def variables(self) -> list[dict[str, np.ndarray]]:
-        return self._ray.get([a.variables.remote() for a in self.actors])
+    def variables(self, replica: int = 0) -> list[dict[str, np.ndarray]]:
+        return self._ray.get([a.variables.remote() for a in self.replicas[replica]])
 
-    def stats(self) -> list[dict[str, Any]]:
-        return self._ray.get([a.stats.remote() for a in self.actors])
+    def stats(self, replica: int = 0) -> list[dict[str, Any]]:
+        return self._ray.get([a.stats.remote() for a in self.replicas[replica]])
 
     def reset_stats(self) -> None:
-        self._ray.get([a.reset_stats.remote() for a in self.actors])
+        self._ray.get([a.reset_stats.remote() for a in self._all()])
 
     def close(self) -> None:
-        for a in self.actors:
+        for a in self._all():
             self._ray.kill(a)
-        self.actors = []
+        self.replicas, self.actors = [], []
 
     def __enter__(self) -> "PipelineTrainer":
         return self

@@ -44,26 +44,30 @@ def test_schedules_run_each_micro_batch_once_and_cap_what_is_in_flight(kind, sta
         assert peak == (micro if kind == "gpipe" else min(stages - s, micro))
 
 
-@pytest.mark.parametrize("kind", pipeline.SCHEDULES)
-@pytest.mark.parametrize("stages", [2, 4])
-def test_pipeline_trains_like_one_process(cluster, kind, stages):
+@pytest.mark.parametrize("kind,stages,replicas", [("gpipe", 2, 1), ("1f1b", 2, 1), ("gpipe", 4, 1),
+                                                   ("1f1b", 4, 1), ("1f1b", 2, 2)])
+def test_pipeline_trains_like_one_process(cluster, kind, stages, replicas):
     from converter.autodiff import make_trainable
     from converter.autodiff.stages import stage_files
     from converter.writer import write_model
 
     graph, names = residual_mlp(batch=MICRO)
     files = stage_files(graph, cuts(names, stages), optimizer="adam", lr=0.05)
-    whole_graph, _ = residual_mlp(batch=MICRO * M)
+    whole_graph, _ = residual_mlp(batch=MICRO * M * replicas)
     whole = edge.Interpreter(model_content=write_model(make_trainable(whole_graph, optimizer="adam", lr=0.05)))
     train = whole.get_signature_runner("train")
-    with pipeline.PipelineTrainer(files, micro_batches=M, schedule=kind) as trainer:
-        for x, y in batches(STEPS, MICRO * M):
+    with pipeline.PipelineTrainer(files, micro_batches=M, schedule=kind, replicas=replicas) as trainer:
+        for x, y in batches(STEPS, MICRO * M * replicas):
             loss = trainer.step({"x": x}, y)
             want = float(train(x=x, labels=y)["loss"])
             assert loss == pytest.approx(want, rel=1e-5, abs=1e-6)
         got = {k: v for stage in trainer.variables() for k, v in stage.items()
                if not k.startswith("optimizer/learning_rate")}
         stats = trainer.stats()
+        for r in range(1, replicas):  # every replica applied the same updates
+            for mine, first in zip(trainer.variables(r), trainer.variables(0)):
+                for name in first:
+                    np.testing.assert_array_equal(mine[name], first[name], err_msg=name)
     details = {d["name"]: d["index"] for d in whole.get_tensor_details()}
     assert len(got) >= 3 * 8  # 8 parameters, each with Adam's m and v
     for name, value in got.items():
@@ -82,10 +86,18 @@ def test_bad_batches_are_refused(cluster):
     files = stage_files(graph, cuts(names, 2), optimizer="sgd", lr=0.1)
     with pytest.raises(ValueError, match="schedule must be one of"):
         pipeline.PipelineTrainer(files, micro_batches=2, schedule="zigzag")
-    with pipeline.PipelineTrainer(files, micro_batches=3) as trainer:
+    with pipeline.PipelineTrainer(files, micro_batches=2) as trainer:
         x, y = batches(1, 8)[0]
-        with pytest.raises(ValueError, match="does not split into 3 equal micro-batches"):
-            trainer.step({"x": x}, y)
+        before = trainer.variables()
+        with pytest.raises(ValueError, match="does not split into 2 equal micro-batches"):
+            trainer.step({"x": x[:7]}, y[:7])
+        with pytest.raises(Exception, match=r"shape \[4, 7\]"):  # the stage's own message, through Ray
+            trainer.step({"x": np.zeros((8, 7), np.float32)}, y)
+        for stage_before, stage_after in zip(before, trainer.variables()):
+            for name, value in stage_before.items():
+                np.testing.assert_array_equal(stage_after[name], value)
+        trainer.step({"x": x}, y)  # the next good batch trains
+        assert [s["steps"] for s in trainer.stats()] == [1, 1]
 
 
 @pytest.mark.parametrize("when", ["between steps", "mid-step"])
