@@ -154,7 +154,17 @@ class StageWorker:
         return {name: self._interpreter.get_tensor(index) for name, index in self._variables.items()}
 
     def stats(self) -> dict[str, Any]:
-        return {"steps": self.steps, "busy_s": self.busy_s, "peak_kept_bytes": self.peak_kept_bytes}
+        return {"steps": self.steps, "busy_s": self.busy_s, "peak_kept_bytes": self.peak_kept_bytes,
+                "memory_bytes": self.memory_bytes()}
+
+    def memory_bytes(self) -> int:
+        """What the stage holds, as the runtime accounts it: its model (weights), variables and
+        optimizer slots, activation arena and scratch, plus the received tensors kept per
+        micro-batch at their peak. (The actor's resident memory adds Python and Ray, the same
+        for every stage.)"""
+        info = self._interpreter.memory_info()
+        return (info["model_bytes"] + info["persistent_bytes"] + info["arena_bytes"] + info["scratch_bytes"]
+                + self.peak_kept_bytes)
 
     def reset_stats(self) -> None:
         self.busy_s = 0.0
@@ -193,7 +203,8 @@ class PipelineTrainer:
     def __init__(self, stages: Sequence[bytes], *, micro_batches: int, schedule: str = "1f1b",
                  address: str | None = None, threads: int = 1, num_cpus: int | None = None,
                  delay_s: tuple[float, float] = (0.0, 0.0), checkpoint_dir: str | None = None,
-                 max_restarts: int = 3, restart_timeout_s: float = 60.0, replicas: int = 1):
+                 max_restarts: int = 3, restart_timeout_s: float = 60.0, replicas: int = 1,
+                 memory_limit: int | None = None):
         from cloudsplit.training.engine import ensure_ray
 
         if not stages:
@@ -217,6 +228,7 @@ class PipelineTrainer:
         self.micro_batches = micro_batches
         self.schedule = schedule
         self.restart_timeout_s = restart_timeout_s
+        self.memory_limit = memory_limit
         self.recoveries = 0
         self._incarnations = self._ray.get([a.incarnation.remote() for a in self._all()])
         self.steps = min(self._ray.get([a.discard.remote() for a in self._all()]))
@@ -234,6 +246,8 @@ class PipelineTrainer:
             try:
                 loss = self._step(inputs, labels)
                 self.steps += 1
+                if self.memory_limit is not None and self.steps == 1:
+                    self._check_memory()
                 return loss
             except (RayActorError, StageRestarted):
                 if not self._recover():
@@ -242,6 +256,15 @@ class PipelineTrainer:
                 # bad input or a stage's error: the batch is dropped everywhere, the model unchanged
                 self._ray.get([a.discard.remote() for a in self._all()])
                 raise
+
+    def _check_memory(self) -> None:
+        """After the first batch (the arenas exist then): every stage within memory_limit."""
+        used = self._ray.get([a.memory_bytes.remote() for a in self.actors])
+        over = [(s, b) for s, b in enumerate(used) if b > self.memory_limit]
+        if over:
+            raise MemoryError(f"pipeline stages over the memory limit of {self.memory_limit} bytes per worker: "
+                              + ", ".join(f"stage {s} holds {b} bytes" for s, b in over)
+                              + "; cut the model into more stages (cloudsplit plan --stages K --memory-limit)")
 
     def _recover(self) -> bool:
         """Waits for restarted stages and drops every stage's partial batch; False when no stage

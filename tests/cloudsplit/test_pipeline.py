@@ -130,3 +130,27 @@ def test_a_killed_stage_restarts_from_its_checkpoint(cluster, tmp_path, when):
     for stage_got, stage_want in zip(got, want):
         for name, value in stage_want.items():
             np.testing.assert_array_equal(stage_got[name], value, err_msg=name)
+
+
+def test_a_model_over_one_workers_memory_trains_across_stages(cluster):
+    from converter.autodiff.stages import stage_files
+
+    graph, names = residual_mlp(batch=MICRO)
+    data = batches(2, MICRO * M)
+    whole = stage_files(graph, [], optimizer="adam", lr=0.05)
+    with pipeline.PipelineTrainer(whole, micro_batches=M) as one:
+        one.step({"x": data[0][0]}, data[0][1])
+        whole_bytes = one.stats()[0]["memory_bytes"]
+    files = stage_files(graph, cuts(names, 4), optimizer="adam", lr=0.05)
+    with pipeline.PipelineTrainer(files, micro_batches=M) as probe:
+        probe.step({"x": data[0][0]}, data[0][1])
+        largest = max(s["memory_bytes"] for s in probe.stats())
+    limit = (largest + whole_bytes) // 2
+    assert largest <= limit < whole_bytes  # the whole model does not fit one worker
+    with pipeline.PipelineTrainer(whole, micro_batches=M, memory_limit=limit) as one:
+        with pytest.raises(MemoryError, match=f"stage 0 holds {whole_bytes} bytes"):
+            one.step({"x": data[0][0]}, data[0][1])
+    with pipeline.PipelineTrainer(files, micro_batches=M, memory_limit=limit) as four:
+        for x, y in data:
+            four.step({"x": x}, y)
+        assert all(s["memory_bytes"] <= limit for s in four.stats())
