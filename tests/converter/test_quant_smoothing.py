@@ -135,3 +135,18 @@ def test_residual_add_of_a_float_norm_output_stays_float():
 def test_smoothing_strength_is_checked():
     with pytest.raises(ConversionError, match="smoothing strength"):
         quantize(_post_ln_block(), "int8", calibration=_feeds(2), smoothing=1.5)
+
+
+def test_runtime_runs_the_smoothed_float_graph_as_the_original():
+    edge = pytest.importorskip("edge")
+    from converter.writer import write_model
+    from tests.fixtures.harness import run_interpreter
+
+    graph = _post_ln_block()
+    site = smoothing_sites(graph)[0]
+    smoothed, _ = smooth_layer_norms(graph, channel_peaks(graph, _feeds(6), [site.tensor]))
+    interpreter = edge.Interpreter(model_content=write_model(smoothed))
+    interpreter.allocate_tensors()
+    for feed in _feeds(3, seed=13):
+        want = run(graph, feed)["out"]
+        np.testing.assert_allclose(run_interpreter(interpreter, feed)["out"], want, rtol=1e-4, atol=1e-4)
