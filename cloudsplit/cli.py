@@ -276,6 +276,9 @@ def _stages_command(args) -> int:
         print(f"  {s:>5} {_ranges(stage.ops):<12} {stage.compute_ms:>10.3f} {stage.send_ms:>8.3f} "
               f"{stage.time_ms:>8.3f} {_format_bytes(stage.send_forward_bytes):>10} "
               f"{_format_bytes(stage.weight_bytes):>10} {_format_bytes(stage.memory_bytes):>10}")
+    for s, stage in enumerate(plan.stages[:-1]):
+        crossing = partition.cut_tensors(model_costs, stage.ops[-1] + 1)
+        print(f"  cut {s}: " + ", ".join(repr(details[t]["name"]) for t in crossing))
     one = sum(op.server_ms for op in model_costs.ops) * ((1 + args.backward_factor) if args.training else 1)
     m = args.micro_batches
     print(f"slowest stage {plan.bottleneck_ms:.3f} ms per micro-batch; a batch of {m}: "

@@ -473,7 +473,8 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
 # ``optimizer_slots`` when training, plus its activations: everything it produces or receives,
 # times ``activation_copies`` (micro-batches in flight: M for GPipe, up to K - s for 1F1B); with
 # ``recompute`` only the received cut is kept per micro-batch, plus one micro-batch's activations
-# while it is recomputed. For inference the same activation count is an upper bound of the peak.
+# while it is recomputed. Inference keeps nothing for a backward: the received cut per micro-batch
+# in flight plus one micro-batch's activations, an upper bound of its peak.
 #
 # Method: dynamic programming over the cut positions, O(K n^2). For a chain every assignment of
 # ops to K ordered stages that respects the dependencies is such a partition, so the result is
@@ -573,7 +574,7 @@ def solve_stages(costs: ModelCosts, stages: int, *, link_bps: float, memory_limi
                     weight += costs.tensor_bytes[t]
             activations += produced[i]
             received = cut_raw[i]
-            if recompute:
+            if recompute or not training:
                 kept = received * activation_copies + activations
             else:
                 kept = (received + activations) * activation_copies

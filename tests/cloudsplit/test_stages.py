@@ -160,6 +160,7 @@ def test_plan_command_prints_the_stages(tmp_path, resnet, capsys):
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [0, 1, 2]
     assert "slowest stage" in out and "bubble" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith("cut ")]) == 2
     assert chart.stat().st_size > 0
     assert cli.main(["plan", str(path), "--stages", "0"]) == cli.USAGE_ERROR
     assert cli.main(["plan", str(path), "--stages", "2", "--memory-limit", "10"]) == cli.USAGE_ERROR
