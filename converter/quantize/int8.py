@@ -8,15 +8,15 @@ inserted where the producer stayed float) and their outputs get calibrated param
 already is, and their outputs keep the input's params (the kernels assume it).
 
 Everything else stays float32; a Dequantize is inserted in front of it where its input is int8.
-An Add, Sub or Mul that reads a float-computed operand and feeds only float ops stays float too
-(``FLOAT_BRIDGE``): int8 would add a Quantize and a Dequantize around it for nothing.
-
-Before calibration, LayerNorm outputs that feed FullyConnected layers are smoothed (options
-"smoothing", converter.quantize.smoothing): per-channel scales move their outlier channels into
-the weights, so the per-tensor int8 input of the matmuls no longer spends its range on them.
 Graph inputs and outputs keep their names and float32 type: int8 tensors get new names
 (``<tensor>_int8``; weights ``<w>_int8``, biases ``<b>_int32``) and graph outputs produced in
 int8 are dequantized back to the original name, so the model's interface is unchanged.
+An Add, Sub or Mul that reads a float-computed operand and feeds only float ops stays float too
+(``FLOAT_BRIDGE``): int8 would add a Quantize and a Dequantize around it for nothing.
+
+Before calibration, LayerNorm outputs that feed FullyConnected layers are smoothed (option
+"smoothing", converter.quantize.smoothing): per-channel scales move their outlier channels into
+the weights, so the per-tensor int8 input of the matmuls no longer spends its range on them.
 
 Params (converter.quantize.params): weights per output channel symmetric; biases int32 at
 s_x * s_w[c]; activations per tensor from the calibrated range; Concat's output covers all its
