@@ -161,8 +161,7 @@ def _describe_breakdown(b) -> str:
 
 
 def plan_command(args) -> int:
-    import edge
-    from cloudsplit import compression, costs, partition
+    from cloudsplit import partition
 
     if args.server_speedup <= 0 or args.threads < 1 or args.runs < 1:
         raise UsageError("cloudsplit plan: --server-speedup must be > 0, --threads and --runs >= 1")
@@ -171,19 +170,10 @@ def plan_command(args) -> int:
     if args.chart and not args.sweep:
         raise UsageError("cloudsplit plan: --chart needs --sweep")
     network = _network(args)
-    with open(args.model, "rb") as f:
-        data = f.read()
-    device_ms = costs.cached_op_ms(data, args.threads, runs=args.runs, cache_dir=args.cache_dir, refresh=args.refresh)
-    server_ms = [ms / args.server_speedup for ms in device_ms]
-    with edge.Interpreter(model_content=data, num_threads=args.threads) as interpreter:
-        interpreter.allocate_tensors()
-        model_costs = costs.costs_from_interpreter(interpreter, device_ms, server_ms)
-        details = interpreter.get_tensor_details()
+    data, model_costs, details = _measured_costs(args)
+    device_ms = [op.device_ms for op in model_costs.ops]
     ops = model_costs.ops
-
-    def wire(t: int) -> int:
-        d = details[t]
-        return compression.wire_bytes(args.compression, d["dtype"], tuple(int(v) for v in d["shape"]))
+    wire = _wire_bytes(args, details)
 
     def wire_down(t: int) -> int:
         # SplitRunner's replies come back uncompressed unless it is told otherwise.
@@ -234,9 +224,36 @@ def plan_command(args) -> int:
     return 0
 
 
-def _stages_command(args) -> int:
+def _measured_costs(args):
+    """The model's bytes, its ModelCosts (op times measured here, cached per model and thread count;
+    server or worker times = those / --server-speedup) and its tensor details."""
     import edge
-    from cloudsplit import compression, costs, partition
+    from cloudsplit import costs
+
+    with open(args.model, "rb") as f:
+        data = f.read()
+    local_ms = costs.cached_op_ms(data, args.threads, runs=args.runs, cache_dir=args.cache_dir, refresh=args.refresh)
+    server_ms = [ms / args.server_speedup for ms in local_ms]
+    with edge.Interpreter(model_content=data, num_threads=args.threads) as interpreter:
+        interpreter.allocate_tensors()
+        model_costs = costs.costs_from_interpreter(interpreter, local_ms, server_ms)
+        details = interpreter.get_tensor_details()
+    return data, model_costs, details
+
+
+def _wire_bytes(args, details) -> Callable[[int], int]:
+    """A tensor's bytes on the wire under --compression."""
+    from cloudsplit import compression
+
+    def wire(t: int) -> int:
+        d = details[t]
+        return compression.wire_bytes(args.compression, d["dtype"], tuple(int(v) for v in d["shape"]))
+
+    return wire
+
+
+def _stages_command(args) -> int:
+    from cloudsplit import partition
 
     if args.stages < 1 or args.micro_batches < 1 or args.backward_factor < 0 or args.optimizer_slots < 0:
         raise UsageError("cloudsplit plan: --stages and --micro-batches must be >= 1, --backward-factor and "
@@ -244,18 +261,8 @@ def _stages_command(args) -> int:
     if args.sweep:
         raise UsageError("cloudsplit plan: --sweep plans device and server; it does not combine with --stages")
     link = args.bandwidth or 10e9
-    with open(args.model, "rb") as f:
-        data = f.read()
-    local_ms = costs.cached_op_ms(data, args.threads, runs=args.runs, cache_dir=args.cache_dir, refresh=args.refresh)
-    worker_ms = [ms / args.server_speedup for ms in local_ms]
-    with edge.Interpreter(model_content=data, num_threads=args.threads) as interpreter:
-        interpreter.allocate_tensors()
-        model_costs = costs.costs_from_interpreter(interpreter, local_ms, worker_ms)
-        details = interpreter.get_tensor_details()
-
-    def wire(t: int) -> int:
-        d = details[t]
-        return compression.wire_bytes(args.compression, d["dtype"], tuple(int(v) for v in d["shape"]))
+    data, model_costs, details = _measured_costs(args)
+    wire = _wire_bytes(args, details)
 
     try:
         plan = partition.solve_stages(model_costs, args.stages, link_bps=link, memory_limit=args.memory_limit,

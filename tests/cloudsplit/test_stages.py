@@ -165,3 +165,18 @@ def test_plan_command_prints_the_stages(tmp_path, resnet, capsys):
     assert cli.main(["plan", str(path), "--stages", "0"]) == cli.USAGE_ERROR
     assert cli.main(["plan", str(path), "--stages", "2", "--memory-limit", "10"]) == cli.USAGE_ERROR
     assert "fits the memory limit" in capsys.readouterr().err
+
+
+def test_plan_command_device_and_server(tmp_path, resnet, capsys):
+    from cloudsplit import cli
+
+    path = resnet.write(tmp_path)
+    assert cli.main(["plan", str(path), "--bandwidth", "10mbit", "--rtt", "40ms", "--runs", "1", "--ops"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted: device" in out and "compare: all-device" in out
+    op_rows = [line for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(op_rows) == int(out.split(" ops, ")[0].rsplit(" ", 1)[-1])
+    chart = tmp_path / "sweep.png"
+    assert cli.main(["plan", str(path), "--rtt", "40ms", "--runs", "1", "--sweep", "--chart", str(chart)]) == 0
+    assert chart.stat().st_size > 0
+    assert cli.main(["plan", str(path), "--runs", "1"]) == cli.USAGE_ERROR  # no network given
