@@ -185,6 +185,39 @@ static double peak_gops(double (*loop)(long)) {
   return best;
 }
 
+/* A GEMM call the timing helper repeats. */
+typedef struct {
+  const edge_gemm_kernels *fk;
+  const edge_qs8_kernels *qk;
+  size_t m, n, kdim;
+  const void *a, *packed;
+  void *c;
+} gemm_call;
+
+static void run_gemm(const gemm_call *g) {
+  if (g->qk) {
+    const edge_qs8_requant_params out = {0, -128, 127};
+    edge_qs8_gemm_compute(g->qk, NULL, g->m, g->n, g->kdim, g->a, g->kdim, g->packed, g->c, g->n, &out);
+  } else {
+    edge_gemm_compute(g->fk, NULL, g->m, g->n, g->kdim, g->a, g->kdim, g->packed, g->c, g->n, NULL);
+  }
+}
+
+/* G(FL)OP/s of the best of several calls after a warm-up one. */
+static double best_rate(const gemm_call *g) {
+  const double ops = 2.0 * (double)g->m * (double)g->n * (double)g->kdim;
+  const int runs = ops > 4e9 ? 8 : 16;
+  run_gemm(g);
+  double best = 1e30;
+  for (int run = 0; run < runs; ++run) {
+    const double start = now_seconds();
+    run_gemm(g);
+    const double seconds = now_seconds() - start;
+    if (seconds < best) best = seconds;
+  }
+  return ops / best * 1e-9;
+}
+
 static double gemm_gflops(const edge_gemm_kernels *k, size_t m, size_t n, size_t kdim) {
   float *a = malloc(m * kdim * sizeof(float)), *b = malloc(kdim * n * sizeof(float));
   float *c = malloc(m * n * sizeof(float)), *bias = malloc(n * sizeof(float));
@@ -198,23 +231,15 @@ static double gemm_gflops(const edge_gemm_kernels *k, size_t m, size_t n, size_t
   for (size_t i = 0; i < kdim * n; ++i) b[i] = (float)((state = state * 1103515245u + 12345u) >> 16 & 0xff) / 256.0f - 0.5f;
   for (size_t i = 0; i < n; ++i) bias[i] = 0.25f;
   edge_gemm_pack_weights_kn(k, n, kdim, b, n, bias, packed);
-  edge_gemm_compute(k, NULL, m, n, kdim, a, kdim, packed, c, n, NULL);
-  const double flops = 2.0 * (double)m * (double)n * (double)kdim;
-  const int runs = flops > 4e9 ? 8 : 16;
-  double best = 1e30;
-  for (int run = 0; run < runs; ++run) {
-    const double start = now_seconds();
-    edge_gemm_compute(k, NULL, m, n, kdim, a, kdim, packed, c, n, NULL);
-    const double seconds = now_seconds() - start;
-    if (seconds < best) best = seconds;
-  }
+  const gemm_call g = {.fk = k, .m = m, .n = n, .kdim = kdim, .a = a, .packed = packed, .c = c};
+  const double rate = best_rate(&g);
   sink = c[m * n / 2];
   free(a);
   free(b);
   free(c);
   free(bias);
   free(packed);
-  return flops / best * 1e-9;
+  return rate;
 }
 
 /* int8 GEMM (requantized int8 out) GOP/s, 2 ops per multiply-add. */
@@ -234,16 +259,8 @@ static double qgemm_gops(const edge_qs8_kernels *k, size_t m, size_t n, size_t k
     fprintf(stderr, "roofline: %s\n", edge_last_error());
     exit(1);
   }
-  const edge_qs8_requant_params out = {0, -128, 127};
-  edge_qs8_gemm_compute(k, NULL, m, n, kdim, a, kdim, packed, c, n, &out);
-  const double ops = 2.0 * (double)m * (double)n * (double)kdim;
-  double best = 1e30;
-  for (int run = 0; run < 8; ++run) {
-    const double start = now_seconds();
-    edge_qs8_gemm_compute(k, NULL, m, n, kdim, a, kdim, packed, c, n, &out);
-    const double seconds = now_seconds() - start;
-    if (seconds < best) best = seconds;
-  }
+  const gemm_call g = {.qk = k, .m = m, .n = n, .kdim = kdim, .a = a, .packed = packed, .c = c};
+  const double rate = best_rate(&g);
   sink = c[m * n / 2];
   free(a);
   free(b);
@@ -251,7 +268,7 @@ static double qgemm_gops(const edge_qs8_kernels *k, size_t m, size_t n, size_t k
   free(mult);
   free(shift);
   free(packed);
-  return ops / best * 1e-9;
+  return rate;
 }
 
 int main(void) {
