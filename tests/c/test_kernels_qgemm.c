@@ -286,7 +286,7 @@ static void test_gemm_level(const edge_qs8_kernels *k, edge_threadpool *pools[3]
         qproblem_free(&p);
       }
   /* long K on both sides of the longest row a kernel widens once per tile (AVX2: 4608), several
-   * panels, so both of its paths run */
+   * panels, so both of its paths run (IGEMMs take the in-loop one) */
   const size_t long_k[] = {4604, 4608, 4609, 4700};
   for (int i = 0; i < 4; ++i) {
     qproblem p;

@@ -11,10 +11,11 @@
  * vpmaddwd + vpaddd pair per 16 multiply-adds can reach 1.6x the fp32 FMA peak, but the first
  * version of this loop widened each row's group with a lane-crossing vpmovsxbw per row and step,
  * which took as many cycles as the multiply-adds (87 GOP/s, 0.87x the fp32 GEMM). Now:
- *  - a tile whose rows serve more than one panel widens them once into a stack buffer (all taps,
- *    each tap's k padded to whole groups), and the loop takes a row's group by one broadcast load;
- *  - otherwise (one panel, or rows longer than WIDE_K) a row's group is broadcast by a load and
- *    sign-extended in-lane by a compare and an unpack (widen_broadcast4);
+ *  - a GEMM tile whose rows serve more than one panel widens them once into a stack buffer (k
+ *    padded to whole groups), and the loop takes a row's group by one broadcast load;
+ *  - otherwise (one panel, rows longer than WIDE_K, or an IGEMM's taps, where widening once
+ *    measured slower) a row's group is broadcast by a load and sign-extended in-lane by a compare
+ *    and an unpack (widen_broadcast4);
  *  - the accumulators are named variables: in arrays, or with six rows, GCC 12 spilled some to
  *    the stack every step (73-97 GOP/s); with four rows 8 accumulators, 2 weight vectors and the
  *    row fit the 16 registers;
@@ -27,7 +28,7 @@
 #define NR 8
 #define KR 4
 #define MAX_MR 4
-/* int16 per row of the widened tile: 9 taps of 512 channels; 4 rows take 36 KiB of stack */
+/* int16 per row of the widened tile: 4 rows take 36 KiB of stack */
 #define WIDE_K 4608
 
 static inline __attribute__((always_inline)) const int8_t *tap_row(const int8_t *const *a, size_t t, size_t m,
@@ -171,9 +172,10 @@ static inline __attribute__((always_inline)) void qs8_tile_avx2(
     const size_t MR, const size_t TILE_MR, size_t mr, size_t nc, size_t kc, size_t ks, const int8_t *const *a,
     size_t input_offset, const int8_t *zero, const void *w, void *c, size_t c_stride, const bool dq,
     const edge_qs8_requant_params *rq, const edge_qs8_dq_params *dqp) {
-  /* Widening once pays when the rows serve more than one panel (it costs about what one panel's
-   * in-loop widening does) and fit the buffer. */
-  if (nc > NR && ks * ((kc + KR - 1) & ~(size_t)(KR - 1)) <= WIDE_K)
+  /* Widening once pays for a plain GEMM whose rows serve more than one panel (it costs about what
+   * one panel's in-loop widening does) and fit the buffer. Not for the taps of an IGEMM: there it
+   * measured slower than widening in the loop (ResNet-18 int8 at 1 thread: 52 against 37 ms). */
+  if (nc > NR && ks == 1 && ((kc + KR - 1) & ~(size_t)(KR - 1)) <= WIDE_K)
     qs8_tile_path(true, MR, TILE_MR, mr, nc, kc, ks, a, input_offset, zero, w, c, c_stride, dq, rq, dqp);
   else
     qs8_tile_path(false, MR, TILE_MR, mr, nc, kc, ks, a, input_offset, zero, w, c, c_stride, dq, rq, dqp);
