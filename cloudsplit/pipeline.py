@@ -21,7 +21,9 @@ Ray: ``ensure_ray`` from cloudsplit.training.engine (a local cluster bound to lo
 address is given). With ``checkpoint_dir`` every stage saves itself after each update and Ray
 restarts a stage that dies; the driver then runs the batch again (see ``PipelineTrainer.step``).
 ``replicas`` R > 1 runs R copies of the pipeline on shares of the batch (data parallelism), stage k
-of each applying the mean gradient of all of them.
+of each applying the mean gradient of all of them. ``predict`` serves through the same stages (the
+last stage's infer signature gives the model's own prediction), pipelined over micro-batches, with
+the weights as trained so far; it is not yet behind ``cloudsplit serve``.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class StageWorker:
         signatures = self._interpreter.get_signature_list()
         runner = self._interpreter.get_signature_runner
         self._forward = runner("forward") if "forward" in signatures else None
+        self._infer = runner("infer") if "infer" in signatures else self._forward
         self._backward = runner("backward")
         self._update = runner("update") if "update" in signatures else None
         self._update_inputs = list(signatures["update"]["inputs"]) if self._update else []
@@ -98,6 +101,10 @@ class StageWorker:
         self.busy_s += time.perf_counter() - start
         return outputs, micro
 
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Inference: the stage's outputs (the last stage: the model's prediction); nothing kept."""
+        return dict(self._infer(**{k: np.asarray(inputs[k]) for k in self._inputs}))
+
     def backward(self, micro: int, upstream: Mapping[str, np.ndarray], forward_done: int | None = None
                  ) -> dict[str, np.ndarray]:
         """``upstream``: the next stage's backward result (its grad/<tensor> for this stage's
@@ -118,6 +125,11 @@ class StageWorker:
         self._count += 1
         self.busy_s += time.perf_counter() - start
         return {k: v for k, v in out.items() if k not in self._update_inputs}
+
+    def micro_size(self) -> int:
+        """Rows per micro-batch: the first input's batch dimension, fixed at conversion."""
+        details = self._interpreter.get_signature_runner("backward").get_input_details()
+        return int(details[self._inputs[0]]["shape"][0])
 
     def gradients(self) -> tuple[dict[str, np.ndarray], int]:
         """Its gradient sums over the batch so far and how many micro-batches they cover."""
@@ -345,6 +357,29 @@ class PipelineTrainer:
             if not progressed:
                 raise RuntimeError(f"schedule is stuck at {position}")  # a bug, not bad input
         return [backward[k - 1][i] for i in range(m)]
+
+    def predict(self, inputs: Mapping[str, np.ndarray], replica: int = 0) -> dict[str, np.ndarray]:
+        """Serving through the stages: the batch (any multiple of the micro-batch size the stages
+        were converted at) goes through as micro-batches, pipelined, with the current weights;
+        returns the model's outputs, concatenated."""
+        sizes = {len(v) for v in inputs.values()}
+        micro = self._micro_size()
+        if len(sizes) != 1 or next(iter(sizes)) % micro:
+            raise ValueError(f"inputs of {sorted(sizes)} rows: predict takes one batch size, a multiple of {micro}")
+        batch = next(iter(sizes))
+        pending = []
+        for i in range(batch // micro):
+            ref: Any = {name: np.asarray(v)[i * micro:(i + 1) * micro] for name, v in inputs.items()}
+            for actor in self.replicas[replica]:
+                ref = actor.infer.remote(ref)
+            pending.append(ref)
+        parts = self._ray.get(pending)
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _micro_size(self) -> int:
+        if not hasattr(self, "_micro"):
+            self._micro = self._ray.get(self.actors[0].micro_size.remote())
+        return self._micro
 
     def variables(self, replica: int = 0) -> list[dict[str, np.ndarray]]:
         return self._ray.get([a.variables.remote() for a in self.replicas[replica]])

@@ -5,6 +5,7 @@ A stage is the nodes computing its ``outputs`` (the tensors the next stage reads
 the loss) from its ``inputs`` (the previous stage's outputs; the first stage: the model's inputs).
 
     forward   inputs                        -> outputs                  training form
+              (last stage: infer  inputs    -> the model's prediction, for serving)
     backward  inputs + grad_in/<output>     -> grad/<input>, grad/<p>   forward again, then
               (last stage: inputs + labels  -> loss, grad/<input>, grad/<p>)   reverse mode
     update    grad/<p> for every variable p -> (nothing)                the optimizer, in place
@@ -134,6 +135,11 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
     all_nodes = forward + head + g.nodes + tail
     n_forward, n_backward = len(forward), len(all_nodes)
     all_nodes += updates
+    infer_indices: tuple[int, ...] = ()
+    if last:  # the model's own prediction (a final Softmax and all), for serving through the stages
+        all_nodes += [n for n in nodes if not any(n is m for m in forward)]
+        position = {id(n): i for i, n in enumerate(all_nodes)}
+        infer_indices = tuple(sorted(position[id(n)] for n in nodes))
     forward_outputs = {} if last else {t: renamed.get(t, t) for t in targets}
     signatures = {
         "backward": Signature(g_inputs, {**({"loss": loss} if last else {}), **grad_outputs},
@@ -141,9 +147,11 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
     }
     if not last:
         signatures["forward"] = Signature({t: t for t in inputs}, forward_outputs, tuple(range(n_forward)))
+    else:
+        signatures["infer"] = Signature({t: t for t in inputs}, {targets[0]: targets[0]}, infer_indices)
     if updates:
-        signatures["update"] = Signature(update_inputs, {}, tuple(range(n_backward, len(all_nodes))))
-    used = set(inputs) | set(g_inputs.values()) | set(update_inputs.values()) | b.variables
+        signatures["update"] = Signature(update_inputs, {}, tuple(range(n_backward, n_backward + len(updates))))
+    used = set(inputs) | set(g_inputs.values()) | set(update_inputs.values()) | b.variables | set(targets)
     for n in all_nodes:
         used.update(x for x in (*n.inputs, *n.outputs) if x)
     metadata = dict(graph.metadata)
@@ -151,7 +159,7 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
     stage_inputs = tuple(dict.fromkeys(list(g_inputs.values()) + list(update_inputs.values())))
     return stage.replace(nodes=tuple(all_nodes), inputs=stage_inputs,
                          outputs=tuple(dict.fromkeys(list(forward_outputs.values()) + list(grad_outputs.values())
-                                                     + ([loss] if loss else []))),
+                                                     + ([loss, targets[0]] if loss else []))),
                          tensors={t: v for t, v in b.tensors.items() if t in used},
                          constants={t: v for t, v in b.constants.items() if t in used},
                          variables=frozenset(b.variables & used), signatures=signatures, metadata=metadata,

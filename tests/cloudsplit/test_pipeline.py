@@ -154,3 +154,27 @@ def test_a_model_over_one_workers_memory_trains_across_stages(cluster):
         for x, y in data:
             four.step({"x": x}, y)
         assert all(s["memory_bytes"] <= limit for s in four.stats())
+
+
+def test_serving_through_the_stages_uses_the_trained_weights(cluster):
+    from converter.autodiff import make_trainable
+    from converter.autodiff.stages import stage_files
+    from converter.writer import write_model
+
+    graph, names = residual_mlp(batch=MICRO)
+    files = stage_files(graph, cuts(names, 3), optimizer="momentum", lr=0.1)
+    whole_graph, _ = residual_mlp(batch=MICRO * M)
+    whole = edge.Interpreter(model_content=write_model(make_trainable(whole_graph, optimizer="momentum", lr=0.1)))
+    infer, train = whole.get_signature_runner("infer"), whole.get_signature_runner("train")
+    x = np.random.default_rng(3).standard_normal((MICRO * M, 6)).astype(np.float32)
+    with pipeline.PipelineTrainer(files, micro_batches=M) as trainer:
+        for step in range(3):
+            got = trainer.predict({"x": x})["probs"]
+            want = infer(x=x)["probs"]
+            assert got.shape == want.shape == (MICRO * M, 3)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            xb, yb = batches(step + 1, MICRO * M)[step]
+            trainer.step({"x": xb}, yb)
+            train(x=xb, labels=yb)
+        with pytest.raises(ValueError, match="a multiple of 4"):
+            trainer.predict({"x": x[:6]})
