@@ -8,7 +8,7 @@
  * joins the halves.
  *
  * Where the time went (256x256x1024, one Zen 3 core; benchmarks/roofline.c gives the peaks): a
- * vpmaddwd + vpaddd pair per 16 multiply-adds can reach 1.6x the fp32 FMA peak, but the first
+ * vpmaddwd + vpaddd pair per 16 multiply-adds can reach 1.5x the fp32 FMA peak, but the first
  * version of this loop widened each row's group with a lane-crossing vpmovsxbw per row and step,
  * which took as many cycles as the multiply-adds (87 GOP/s, 0.87x the fp32 GEMM). Now:
  *  - a GEMM tile whose rows serve more than one panel widens them once into a stack buffer (k
@@ -19,8 +19,11 @@
  *  - the accumulators are named variables: in arrays, or with six rows, GCC 12 spilled some to
  *    the stack every step (73-97 GOP/s); with four rows 8 accumulators, 2 weight vectors and the
  *    row fit the 16 registers;
- *  - the bias is loaded after the sums, not held across them.
- * 128 GOP/s, 1.27x the fp32 GEMM at that shape.
+ *  - the bias is loaded after the sums, not held across them;
+ *  - panels whose shifts are all >= 33 requantize in 32 bits (qs8_requantize8_fast).
+ * 137 GOP/s, 1.36x the fp32 GEMM at that shape. The register allocation is fragile: narrowing
+ * widen_tile to the one tap it now serves made GCC 12 spill an accumulator in the int8-mode copy
+ * (70 GOP/s), so it keeps its general form; rerun `make qgemm-bench` after any change here.
  *
  * Requantization: qs8-avx2.h. */
 #include "qs8-avx2.h"
