@@ -547,8 +547,9 @@ def solve_stages(costs: ModelCosts, stages: int, *, link_bps: float, memory_limi
     prefix_ms = [0.0]
     for op in costs.ops:
         prefix_ms.append(prefix_ms[-1] + op.server_ms * compute_scale)
-    cut_bytes = [sum(wire(t) for t in cut_tensors(costs, b, graph)) for b in range(n + 1)]
-    cut_raw = [sum(costs.tensor_bytes[t] for t in cut_tensors(costs, b, graph)) for b in range(n + 1)]
+    cuts = [cut_tensors(costs, b, graph) for b in range(n + 1)]
+    cut_bytes = [sum(wire(t) for t in cut) for cut in cuts]
+    cut_raw = [sum(costs.tensor_bytes[t] for t in cut) for cut in cuts]
     produced = [sum(costs.tensor_bytes[t] for t in op.outputs if t not in costs.constant_tensors)
                 for op in costs.ops]
     weight_factor = 2 + optimizer_slots if training else 1

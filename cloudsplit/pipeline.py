@@ -243,6 +243,7 @@ class PipelineTrainer:
         self.memory_limit = memory_limit
         self.recoveries = 0
         self._incarnations = self._ray.get([a.incarnation.remote() for a in self._all()])
+        self._micro = self._ray.get(self.actors[0].micro_size.remote())  # rows per micro-batch
         self.steps = min(self._ray.get([a.discard.remote() for a in self._all()]))
 
     def _all(self) -> list[Any]:
@@ -363,7 +364,7 @@ class PipelineTrainer:
         were converted at) goes through as micro-batches, pipelined, with the current weights;
         returns the model's outputs, concatenated."""
         sizes = {len(v) for v in inputs.values()}
-        micro = self._micro_size()
+        micro = self._micro
         if len(sizes) != 1 or next(iter(sizes)) % micro:
             raise ValueError(f"inputs of {sorted(sizes)} rows: predict takes one batch size, a multiple of {micro}")
         batch = next(iter(sizes))
@@ -375,11 +376,6 @@ class PipelineTrainer:
             pending.append(ref)
         parts = self._ray.get(pending)
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-    def _micro_size(self) -> int:
-        if not hasattr(self, "_micro"):
-            self._micro = self._ray.get(self.actors[0].micro_size.remote())
-        return self._micro
 
     def variables(self, replica: int = 0) -> list[dict[str, np.ndarray]]:
         return self._ray.get([a.variables.remote() for a in self.replicas[replica]])

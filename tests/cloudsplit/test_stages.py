@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import random
 
 import pytest
@@ -40,8 +39,6 @@ def oracle(costs: ModelCosts, stage_of, k: int, *, training=False, backward_fact
         last = max(stage_of[r] for r in readers)
         for s in range(max(first, 0), last):
             crossing[s] += costs.tensor_bytes[t]
-        if p is None and last >= 0:
-            pass  # the graph input is the first stage's own input, not sent between workers
     times, memories = [], []
     for s in range(k):
         ops = [op for op in range(graph.n) if stage_of[op] == s]
