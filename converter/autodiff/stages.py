@@ -31,10 +31,9 @@ import numpy as np
 from converter.autodiff.context import FLOAT, GradContext, backward, differentiable_tensors
 from converter.autodiff.trainable import (LEARNING_RATE, LOSSES, TrainingConfig, _ancestors, _Builder, _labels_type,
                                           _logits, _name_gradient, _training_forward, choose_trainable,
-                                          parameter_candidates)
+                                          optimizer_slots, parameter_candidates)
 from converter.errors import ConversionError
 from converter.ir import Graph, Node, Signature
-from converter.ops.training import OPTIMIZER_SLOTS
 
 
 def make_stages(graph: Graph, cuts: Sequence[Sequence[str]], config: TrainingConfig | None = None,
@@ -124,11 +123,7 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
             given = b.fresh(f"update/grad/{p}")
             b.tensors[given] = b.tensors[p]
             update_inputs[f"grad/{p}"] = given
-            slots = []
-            for slot in OPTIMIZER_SLOTS[config.optimizer]:
-                value = 0.0 if slot == "step" else np.zeros(b.tensors[p].shape)
-                dtype = "float32" if slot == "step" else b.tensors[p].dtype
-                slots.append(b.variable(f"optimizer/{p}/{slot}", value, dtype))
+            slots = optimizer_slots(b, p, config.optimizer)
             updates.append(b.node("OptimizerUpdate", [p, given, lr] + slots, {**attrs, "sparse": False},
                                   outputs=[], name=f"optimizer/update/{p}"))
 

@@ -426,13 +426,7 @@ def make_trainable(graph: Graph, config: TrainingConfig | None = None, **options
     lr = b.variable(LEARNING_RATE, np.float32(config.lr), "float32")
     attrs = config.optimizer_attrs()
     for p in params:
-        dtype = b.tensors[p].dtype
-        slots = []
-        for slot in OPTIMIZER_SLOTS[config.optimizer]:
-            if slot == "step":
-                slots.append(b.variable(f"optimizer/{p}/step", 0.0, "float32"))
-            else:
-                slots.append(b.variable(f"optimizer/{p}/{slot}", np.zeros(b.tensors[p].shape), dtype))
+        slots = optimizer_slots(b, p, config.optimizer)
         if p in sparse:
             inputs = [p, update_grads[p], grad_outputs[f"grad/{p}/indices"], lr] + slots
         else:
@@ -473,6 +467,18 @@ def make_trainable(graph: Graph, config: TrainingConfig | None = None, **options
     return graph.replace(nodes=tuple(nodes), inputs=tuple(graph.inputs) + (labels,), tensors=tensors,
                          constants=constants, variables=frozenset(b.variables & set(constants)),
                          signatures=signatures, metadata=metadata, dynamic_dims={})
+
+
+def optimizer_slots(b: _Builder, p: str, optimizer: str) -> list[str]:
+    """New variables holding the optimizer's state for parameter ``p`` (zeros like ``p``; the step
+    count a float32 scalar), in the order OptimizerUpdate reads them."""
+    slots = []
+    for slot in OPTIMIZER_SLOTS[optimizer]:
+        if slot == "step":
+            slots.append(b.variable(f"optimizer/{p}/step", 0.0, "float32"))
+        else:
+            slots.append(b.variable(f"optimizer/{p}/{slot}", np.zeros(b.tensors[p].shape), b.tensors[p].dtype))
+    return slots
 
 
 def _name_gradient(g: GradContext, b: _Builder, tensor: str, wanted: str, tail: list[Node]) -> str:
