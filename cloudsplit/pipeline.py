@@ -78,11 +78,8 @@ class StageWorker:
         self._variables = {d["name"]: d["index"] for d in self._interpreter.get_tensor_details()
                            if d.get("kind") == "variable"}
         if checkpoint and os.path.exists(checkpoint):
-            loaded = checkpoints.load(checkpoint)
             specs = {name: (tuple(v.shape), v.dtype) for name, v in self.variables().items()}
-            checkpoints.check_matches(checkpoint, loaded, specs)
-            for name, value in loaded.variables.items():
-                self._interpreter.set_tensor(self._variables[name], value)
+            loaded = checkpoints.restore(checkpoint, self._interpreter, self._variables, specs)
             self.steps = int(loaded.info["steps"])
 
     def forward(self, micro: int, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:

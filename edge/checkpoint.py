@@ -160,3 +160,22 @@ def check_matches(path: str, checkpoint: Checkpoint, expected: Mapping[str, tupl
         model = checkpoint.info.get("model")
         origin = f" (saved from {model!r})" if model else ""
         raise CheckpointError(f"checkpoint {path!r}{origin} does not fit this model: " + "; ".join(problems))
+
+
+def restore(path: str | os.PathLike, interpreter, variables: Mapping[str, int],
+            expected: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> Checkpoint:
+    """Loads ``path`` into ``interpreter``'s variables (name -> tensor index) after check_matches
+    against ``expected``; if writing them fails part-way, the previous values are put back, so
+    the model is either wholly restored or unchanged. Returns the checkpoint (for its info)."""
+    path = os.fspath(path)
+    loaded = load(path)
+    check_matches(path, loaded, expected)
+    previous = {name: interpreter.get_tensor(index) for name, index in variables.items()}
+    try:
+        for name, value in loaded.variables.items():
+            interpreter.set_tensor(variables[name], value)
+    except BaseException:
+        for name, value in previous.items():
+            interpreter.set_tensor(variables[name], value)
+        raise
+    return loaded

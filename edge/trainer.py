@@ -520,17 +520,7 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restores every variable from ``path``. A checkpoint of another model, or with a variable
         missing or of another shape, raises CheckpointError naming it, and nothing is changed."""
-        path = os.fspath(path)
-        loaded = checkpoints.load(path)
-        checkpoints.check_matches(path, loaded, self._variable_specs)
-        previous = self.variables()
-        try:
-            for name, value in loaded.variables.items():
-                self._interpreter.set_tensor(self._variables[name], value)
-        except BaseException:
-            for name, value in previous.items():
-                self._interpreter.set_tensor(self._variables[name], value)
-            raise
+        loaded = checkpoints.restore(path, self._interpreter, self._variables, self._variable_specs)
         self.epochs_trained = int(loaded.info.get("epochs_trained", 0) or 0)
 
     def export(self, path: str | os.PathLike) -> None:
