@@ -15,6 +15,7 @@ import numpy as np
 
 from converter.importers.onnx_builder import (
     ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
+from converter.importers.onnx_einsum import lower_einsum
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -1110,3 +1111,18 @@ def _one_hot(ctx: NodeContext):
 def _gather_nd(ctx: NodeContext):
     ctx.emit("GatherND", [ctx.input(0), ctx.input(1)], {"batch_dims": int(ctx.attr("batch_dims", 0))},
              [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- einsum
+
+def _check_einsum(info: NodeInfo) -> list[str]:
+    equation = str(info.attr("equation", ""))
+    terms = equation.replace(" ", "").replace("...", "").partition("->")[0].split(",")
+    if any(len(set(term)) != len(term) for term in terms):
+        return [f"equation {equation!r}: a diagonal or trace"]
+    return []
+
+
+@converts("Einsum", check=_check_einsum)
+def _einsum(ctx: NodeContext):
+    lower_einsum(ctx)

@@ -600,6 +600,40 @@ case("GatherND-int32-data-const-indices", "GatherND", lambda rng: [
     ("data", Feed(ints(rng, (4, 3), -9, 9, np.int32))), ("indices", c([[3, 2], [0, -1]]))])
 
 
+# equation -> operand shapes; the second operand is an initializer when the id says "const".
+EINSUMS = {
+    "batch-matmul": ("bij,bjk->bik", [(3, 2, 5), (3, 5, 4)]),
+    "attention-scores": ("bhid,bhjd->bhij", [(2, 3, 5, 4), (2, 3, 6, 4)]),
+    "attention-values": ("bhij,bhjd->bhid", [(2, 3, 5, 6), (2, 3, 6, 4)]),
+    "matmul": ("ij,jk", [(4, 7), (7, 3)]),
+    "matmul-transposed-out": ("ij,jk->ki", [(4, 7), (7, 3)]),
+    "ellipsis-matmul": ("...ij,jk->...ik", [(2, 3, 4, 5), (5, 6)]),
+    "ellipsis-broadcast": ("...ij,...jk->...ik", [(2, 1, 4, 5), (1, 3, 5, 2)]),
+    "transpose": ("ij->ji", [(3, 4)]),
+    "permute-4d": ("abcd->dbca", [(2, 3, 4, 5)]),
+    "sum-rows": ("ij->i", [(3, 4)]),
+    "sum-all": ("ijk->", [(2, 3, 4)]),
+    "inner-product": ("i,i", [(7,), (7,)]),
+    "outer-product": ("i,j->ij", [(3,), (4,)]),
+    "hadamard": ("ij,ij->ij", [(3, 4), (3, 4)]),
+    "sum-before-product": ("ijk,jl->il", [(2, 3, 4), (3, 5)]),
+    "three-operands": ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)]),
+    "implicit-output": ("ba,ca", [(3, 4), (5, 4)]),
+    "bilinear": ("bn,anm,bm->ba", [(2, 3), (4, 3, 5), (2, 5)]),
+}
+for name, (equation, shapes) in EINSUMS.items():
+    def make(rng, shapes=shapes):
+        return [(f"x{k}", Feed(normal(rng, shape))) for k, shape in enumerate(shapes)]
+    case(f"Einsum-{name}", "Einsum", make, {"equation": equation}, opset=12)
+case("Einsum-const-weight", "Einsum", lambda rng: [
+    ("x", Feed(normal(rng, (2, 5, 8)))), ("w", Feed(normal(rng, (8, 3, 4)), True))], {"equation": "bsh,hnd->bsnd"}, opset=12)
+case("Einsum-const-weight-transposed", "Einsum", lambda rng: [
+    ("x", Feed(normal(rng, (2, 5, 8)))), ("w", Feed(normal(rng, (6, 8)), True))], {"equation": "bsh,dh->bds"}, opset=12)
+case("Einsum-int32", "Einsum", lambda rng: [
+    ("x", Feed(ints(rng, (2, 3, 4), -5, 5, np.int32))), ("y", Feed(ints(rng, (2, 4, 5), -5, 5, np.int32)))],
+    {"equation": "bij,bjk->bki"}, opset=12)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
