@@ -49,3 +49,5 @@ class OpCode(object):
     ARG_MIN = 42
     TOP_K = 43
     GATHER_ND = 44
+    SCATTER_ND = 45
+    SCATTER_ELEMENTS = 46

@@ -29,6 +29,7 @@ class OpOptions(object):
     ArgOptions = 22
     TopKOptions = 23
     GatherNdOptions = 24
+    ScatterOptions = 25
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -106,4 +107,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().GatherNdOptions:
         import converter.edgefb.GatherNdOptions
         return converter.edgefb.GatherNdOptions.GatherNdOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().ScatterOptions:
+        import converter.edgefb.ScatterOptions
+        return converter.edgefb.ScatterOptions.ScatterOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -1126,3 +1126,17 @@ def _check_einsum(info: NodeInfo) -> list[str]:
 @converts("Einsum", check=_check_einsum)
 def _einsum(ctx: NodeContext):
     lower_einsum(ctx)
+
+
+# ---------------------------------------------------------------- scatter
+
+@converts("ScatterND")
+def _scatter_nd(ctx: NodeContext):
+    ctx.emit("ScatterND", [ctx.input(0), ctx.input(1), ctx.input(2)],
+             {"reduction": str(ctx.attr("reduction", "none"))}, [ctx.output(0)])
+
+
+@converts("ScatterElements", "Scatter")
+def _scatter_elements(ctx: NodeContext):
+    attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}
+    ctx.emit("ScatterElements", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])

@@ -1,4 +1,5 @@
-"""Ops that select or accumulate along positions: Trilu, CumSum, ArgMax, ArgMin, TopK, GatherND.
+"""Ops that select or accumulate along positions: Trilu, CumSum, ArgMax, ArgMin, TopK, GatherND,
+ScatterND, ScatterElements.
 
 Index outputs (ArgMax, ArgMin, TopK's indices) are int64 as ONNX declares them, kept so at the model
 boundary; the runtime also accepts an int32 index output in a file. Axes are non-negative here (importers resolve
@@ -13,6 +14,8 @@ from converter.edgefb.CumSumOptions import CumSumOptionsT
 from converter.edgefb.GatherNdOptions import GatherNdOptionsT
 from converter.edgefb.OpCode import OpCode
 from converter.edgefb.OpOptions import OpOptions
+from converter.edgefb.ScatterOptions import ScatterOptionsT
+from converter.edgefb.ScatterReduction import ScatterReduction
 from converter.edgefb.TopKOptions import TopKOptionsT
 from converter.edgefb.TriluOptions import TriluOptionsT
 from converter.ir import TensorType
@@ -249,3 +252,137 @@ def _gather_nd_lower(attrs):
 
 register(OpDef(name="GatherND", infer=_gather_nd_infer, reference=_gather_nd_reference, lower=_gather_nd_lower,
                lift=lambda o: {"batch_dims": int(o.batchDims)}, opcode=OpCode.GATHER_ND, flops=zero_flops))
+
+
+# ---- ScatterND, ScatterElements ----
+
+SCATTER_REDUCTIONS = {"none": ScatterReduction.NONE, "add": ScatterReduction.ADD, "mul": ScatterReduction.MUL,
+                      "max": ScatterReduction.MAX, "min": ScatterReduction.MIN}
+_COMBINE = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _scatter_common(op, types, attrs):
+    need(op, types, 3)
+    x, indices, updates = types
+    if indices.dtype not in ("int32", "int64"):
+        fail(op, f"indices have dtype {indices.dtype}; expected int32 or int64")
+    if updates.dtype != x.dtype:
+        fail(op, f"updates are {updates.dtype} but data is {x.dtype}")
+    reduction = attrs.get("reduction", "none")
+    if reduction not in SCATTER_REDUCTIONS:
+        fail(op, f"reduction {reduction!r} is not one of {', '.join(SCATTER_REDUCTIONS)}")
+    if reduction != "none" and x.dtype not in ("float32", "int32", "int64"):
+        fail(op, f"reduction {reduction!r} on {x.dtype}; float32, int32 and int64 only")
+    return x, indices, updates
+
+
+def _scatter_nd_infer(types, attrs):
+    op = "ScatterND"
+    x, indices, updates = _scatter_common(op, types, attrs)
+    k = indices.shape[-1] if indices.rank else 0
+    if not isinstance(k, int) or not 1 <= k <= x.rank:
+        fail(op, f"index tuples of {k} entries do not fit data {x.shape}")
+    want = tuple(indices.shape[:-1]) + tuple(x.shape[k:])
+    if tuple(updates.shape) != want:
+        fail(op, f"updates {updates.shape} must be indices.shape[:-1] + data.shape[{k}:] = {want}")
+    return [x]
+
+
+def _combine_one(y, position, value, reduction):
+    """One update, applied in place: written, or combined in the data's dtype (integers wrap)."""
+    if reduction == "none":
+        y[position] = value
+    else:
+        with np.errstate(over="ignore"):
+            y[position] = _COMBINE[reduction](y[position], value)
+
+
+def _scatter_nd_reference(inputs, attrs):
+    """Updates applied one tuple at a time in index order, as the runtime does, so duplicate tuples
+    give the same result."""
+    x, indices, updates = inputs
+    k = indices.shape[-1]
+    dims = np.array(x.shape[:k], np.int64)
+    tuples = np.asarray(indices).astype(np.int64).reshape(-1, k)
+    if tuples.size and (np.any(tuples < -dims) or np.any(tuples >= dims)):
+        fail("ScatterND", f"an index is out of range for dims {tuple(dims)}")
+    tuples = np.where(tuples < 0, tuples + dims, tuples)
+    rows = updates.reshape((tuples.shape[0],) + x.shape[k:])
+    y = np.array(x, copy=True)
+    reduction = attrs.get("reduction", "none")
+    for t, row in zip(tuples, rows):
+        _combine_one(y, tuple(t), row, reduction)
+    return [y]
+
+
+def _scatter_lower(opcode):
+    def lower(attrs):
+        options = ScatterOptionsT()
+        options.axis = int(attrs.get("axis", 0))
+        options.reduction = SCATTER_REDUCTIONS[attrs.get("reduction", "none")]
+        return opcode, OpOptions.ScatterOptions, options
+    return lower
+
+
+def _scatter_lift(with_axis):
+    names = {v: k for k, v in SCATTER_REDUCTIONS.items()}
+    return lambda o: ({"axis": int(o.axis)} if with_axis else {}) | {"reduction": names[int(o.reduction)]}
+
+
+def _scatter_grad(gather_op, gather_attrs):
+    """Without a reduction the written positions take their gradient from the updates and the rest
+    from data; with add, data's gradient is dy everywhere. The updates' gradient is dy gathered at
+    their positions (for duplicates under "none" that is what a later write shadows: undefined in
+    ONNX too). mul, max and min have no rule."""
+    def rule(g, node, dys):
+        reduction = node.attrs.get("reduction", "none")
+        if reduction not in ("none", "add"):
+            g.fail(f"no gradient for reduction {reduction!r}")
+        dy = dys[0]
+        x, indices, updates = node.inputs
+        d_updates = g.emit(gather_op, [dy, indices], gather_attrs(node.attrs)) if g.wants(2) else None
+        d_x = None
+        if g.wants(0):
+            d_x = dy if reduction == "add" else g.emit(node.op, [dy, indices, g.zeros_like(updates)],
+                                                       dict(node.attrs))
+        return [d_x, None, d_updates]
+    return rule
+
+
+register(OpDef(name="ScatterND", infer=_scatter_nd_infer, reference=_scatter_nd_reference,
+               lower=_scatter_lower(OpCode.SCATTER_ND), lift=_scatter_lift(False), opcode=OpCode.SCATTER_ND,
+               flops=zero_flops, gradient=_scatter_grad("GatherND", lambda attrs: {"batch_dims": 0})))
+
+
+def _scatter_elements_infer(types, attrs):
+    op = "ScatterElements"
+    x, indices, updates = _scatter_common(op, types, attrs)
+    axis = check_axis(op, attrs.get("axis", 0), x.rank)
+    if indices.rank != x.rank or tuple(updates.shape) != tuple(indices.shape):
+        fail(op, f"indices {indices.shape} and updates {updates.shape} must have one shape of data {x.shape}'s rank")
+    for d, (i, n) in enumerate(zip(indices.shape, x.shape)):
+        if d != axis and isinstance(i, int) and isinstance(n, int) and i > n:
+            fail(op, f"indices {indices.shape} exceed data {x.shape} on axis {d}")
+    return [x]
+
+
+def _scatter_elements_reference(inputs, attrs):
+    x, indices, updates = inputs
+    axis = attrs["axis"]
+    dim = x.shape[axis]
+    idx = np.asarray(indices).astype(np.int64)
+    if idx.size and (np.any(idx < -dim) or np.any(idx >= dim)):
+        fail("ScatterElements", f"an index is out of range for axis {axis} of size {dim}")
+    idx = np.where(idx < 0, idx + dim, idx)
+    y = np.array(x, copy=True)
+    reduction = attrs.get("reduction", "none")
+    for position in np.ndindex(idx.shape):
+        target = position[:axis] + (int(idx[position]),) + position[axis + 1:]
+        _combine_one(y, target, updates[position], reduction)
+    return [y]
+
+
+register(OpDef(name="ScatterElements", infer=_scatter_elements_infer, reference=_scatter_elements_reference,
+               lower=_scatter_lower(OpCode.SCATTER_ELEMENTS), lift=_scatter_lift(True),
+               opcode=OpCode.SCATTER_ELEMENTS, flops=zero_flops,
+               gradient=_scatter_grad("GatherElements", lambda attrs: {"axis": attrs["axis"]})))

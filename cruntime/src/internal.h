@@ -61,6 +61,7 @@ typedef struct { int32_t axis; bool exclusive, reverse; } edge_cumsum_options;
 typedef struct { int32_t axis; bool keepdims, select_last_index; } edge_arg_options;
 typedef struct { int64_t k; int32_t axis; bool largest, sorted; } edge_top_k_options;
 typedef struct { int32_t batch_dims; } edge_gather_nd_options;
+typedef struct { int32_t axis; edge_scatter_kind reduction; } edge_scatter_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -87,6 +88,7 @@ typedef union {
   edge_arg_options arg;                 /* ARG_MAX, ARG_MIN */
   edge_top_k_options top_k;
   edge_gather_nd_options gather_nd;
+  edge_scatter_options scatter;         /* SCATTER_ND, SCATTER_ELEMENTS */
 } edge_options;
 
 /* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */

@@ -45,7 +45,7 @@ enum {
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
   OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
   OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_GATHER_ND,
-  OPTIONS_COUNT
+  OPTIONS_SCATTER, OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
@@ -53,7 +53,7 @@ static const char *const options_names[OPTIONS_COUNT] = {
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
     "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
     "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions",
-    "GatherNdOptions"};
+    "GatherNdOptions", "ScatterOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
@@ -88,6 +88,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_ARG_MAX: case EDGE_OP_ARG_MIN: return OPTIONS_ARG;
     case EDGE_OP_TOP_K: return OPTIONS_TOP_K;
     case EDGE_OP_GATHER_ND: return OPTIONS_GATHER_ND;
+    case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return OPTIONS_SCATTER;
     default: return OPTIONS_NONE;
   }
 }
@@ -644,6 +645,12 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       if (o->gather_nd.batch_dims < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: gather-nd batch_dims is %d; it must be >= 0", where,
                                    o->gather_nd.batch_dims);
+      break;
+    case OPTIONS_SCATTER:
+      FIELD(fb_i32(r, t, 0, &o->scatter.axis));
+      FIELD(fb_i8(r, t, 1, &e));
+      TRY(check_enum(e, EDGE_SCATTER_COUNT_, where, "scatter reduction"));
+      o->scatter.reduction = (edge_scatter_kind)e;
       break;
     default:
       break;

@@ -58,7 +58,9 @@ typedef enum {
   EDGE_OP_ARG_MIN = 42,
   EDGE_OP_TOP_K = 43,
   EDGE_OP_GATHER_ND = 44,
-  EDGE_OP_COUNT_ = 45
+  EDGE_OP_SCATTER_ND = 45,
+  EDGE_OP_SCATTER_ELEMENTS = 46,
+  EDGE_OP_COUNT_ = 47
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -106,6 +108,8 @@ static const char *const edge_op_names[] = {
   "ARG_MIN",
   "TOP_K",
   "GATHER_ND",
+  "SCATTER_ND",
+  "SCATTER_ELEMENTS",
 };
 
 typedef enum {
@@ -340,6 +344,22 @@ static const char *const edge_optimizer_names[] = {
   "ADAM",
   "ADAMW",
   "ADAGRAD",
+};
+
+typedef enum {
+  EDGE_SCATTER_NONE = 0,
+  EDGE_SCATTER_ADD = 1,
+  EDGE_SCATTER_MUL = 2,
+  EDGE_SCATTER_MAX = 3,
+  EDGE_SCATTER_MIN = 4,
+  EDGE_SCATTER_COUNT_ = 5
+} edge_scatter_kind;
+static const char *const edge_scatter_names[] = {
+  "NONE",
+  "ADD",
+  "MUL",
+  "MAX",
+  "MIN",
 };
 
 #endif

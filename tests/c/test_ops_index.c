@@ -1,4 +1,5 @@
-/* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd): values against naive
+/* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd, scatter_nd,
+ * scatter_elements): values against naive
  * oracles written per output element, the same bytes with one thread and with a pool of three,
  * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
  * Entry point: test_ops_index(); returns the number of failures. */
@@ -453,6 +454,204 @@ static void test_gather_nd(void) {
   }
 }
 
+/* ---- scatter_nd, scatter_elements ---- */
+
+/* The oracle's reduction, in double on small integers (exact for every dtype tested). */
+static double scatter_combine(double old, double update, edge_scatter_kind reduction) {
+  switch (reduction) {
+    case EDGE_SCATTER_ADD: return old + update;
+    case EDGE_SCATTER_MUL: return old * update;
+    case EDGE_SCATTER_MAX: return update > old ? update : old;
+    case EDGE_SCATTER_MIN: return update < old ? update : old;
+    default: return update;
+  }
+}
+
+static void set_index(edge_tensor *t, int64_t i, int64_t v) {
+  if (t->dtype == EDGE_INT64) ((int64_t *)t->data)[i] = v;
+  else ((int32_t *)t->data)[i] = (int32_t)v;
+}
+
+static int64_t get_index(const edge_tensor *t, int64_t i) {
+  return t->dtype == EDGE_INT64 ? ((const int64_t *)t->data)[i] : ((const int32_t *)t->data)[i];
+}
+
+/* Compares y with the expected values; reports the first difference. */
+static void check_values(const edge_tensor *y, const double *want, int64_t n, const char *what, int trial) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (value_at(y, i) != want[i]) {
+      CHECK(0, "%s trial %d: element %lld is %g, expected %g", what, trial, (long long)i, value_at(y, i), want[i]);
+      return;
+    }
+  }
+  ++checks;
+}
+
+static void test_scatter_nd(void) {
+  const edge_dtype dtypes[3] = {EDGE_FLOAT32, EDGE_INT32, EDGE_INT64};
+  for (int trial = 0; trial < 60; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_SCATTER_ND);
+    int32_t r = (int32_t)rnd_range(1, 4), q = (int32_t)rnd_range(1, 3);
+    int64_t shape[EDGE_MAX_RANK], ishape[EDGE_MAX_RANK], ushape[EDGE_MAX_RANK];
+    for (int32_t d = 0; d < r; ++d) shape[d] = rnd_range(1, 5);
+    int64_t k = rnd_range(1, r);
+    for (int32_t d = 0; d < q - 1; ++d) ishape[d] = rnd_range(1, 4);
+    ishape[q - 1] = k;
+    int32_t urank = 0;
+    for (int32_t d = 0; d < q - 1; ++d) ushape[urank++] = ishape[d];
+    for (int32_t d = (int32_t)k; d < r; ++d) ushape[urank++] = shape[d];
+    edge_dtype dtype = dtypes[trial % 3];
+    edge_scatter_kind reduction = (edge_scatter_kind)(trial % EDGE_SCATTER_COUNT_);
+    edge_dtype index_dtype = trial % 2 ? EDGE_INT32 : EDGE_INT64;
+    int32_t x = add_tensor(&g, "data", dtype, r, shape), ix = add_tensor(&g, "indices", index_dtype, q, ishape);
+    int32_t u = add_tensor(&g, "updates", dtype, urank, ushape), y = add_tensor(&g, "y", dtype, 0, shape);
+    fill_small(&g.tensors[x]);
+    fill_small(&g.tensors[u]);
+    edge_tensor *it = &g.tensors[ix];
+    int64_t count = edge_num_elements(q, ishape), tuples = count / k;
+    for (int64_t i = 0; i < count; ++i) set_index(it, i, rnd_range(-shape[i % k], shape[i % k] - 1));
+    g.node.options.scatter.reduction = reduction;
+    add_input(&g, x);
+    add_input(&g, ix);
+    add_input(&g, u);
+    add_output(&g, y);
+    edge_status status = run_both(&g, "scatter_nd");
+    CHECK(status == EDGE_OK, "scatter_nd: %s", g.error);
+    /* Oracle: start from data, apply each tuple's slice in order, element by element. */
+    int64_t n = edge_num_elements(r, shape), slice = edge_num_elements(r - (int32_t)k, shape + k);
+    double *want = malloc((size_t)n * sizeof *want);
+    for (int64_t i = 0; i < n; ++i) want[i] = value_at(&g.tensors[x], i);
+    for (int64_t t = 0; t < tuples; ++t) {
+      int64_t offset = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t v = get_index(it, t * k + j);
+        offset = offset * shape[j] + (v < 0 ? v + shape[j] : v);
+      }
+      for (int64_t s = 0; s < slice; ++s)
+        want[offset * slice + s] = scatter_combine(want[offset * slice + s], value_at(&g.tensors[u], t * slice + s),
+                                                   reduction);
+    }
+    if (status == EDGE_OK) check_values(&g.tensors[y], want, n, "scatter_nd", trial);
+    free(want);
+    if (trial % 4 == 0) {
+      int64_t j = rnd_range(0, count - 1), dim = shape[j % k];
+      set_index(it, j, trial % 8 ? dim : -dim - 1);
+      status = graph_run(&g);
+      CHECK(status == EDGE_RUNTIME_ERROR && strstr(g.error, "out of range"), "scatter_nd bad index: %s", g.error);
+    }
+    graph_free(&g);
+  }
+  struct {
+    int32_t q, urank;
+    int64_t ishape[3], ushape[3];
+    edge_dtype index_dtype, dtype;
+    edge_scatter_kind reduction;
+    const char *message;
+  } bad[] = {
+      {2, 2, {2, 4}, {2, 3}, EDGE_INT64, EDGE_FLOAT32, EDGE_SCATTER_NONE, "do not fit"},
+      {2, 2, {2, 1}, {2, 4}, EDGE_INT64, EDGE_FLOAT32, EDGE_SCATTER_NONE, "need indices.shape[:-1]"},
+      {2, 1, {2, 1}, {2}, EDGE_INT64, EDGE_FLOAT32, EDGE_SCATTER_NONE, "need indices.shape[:-1]"},
+      {2, 3, {2, 1}, {2, 3, 4}, EDGE_FLOAT32, EDGE_FLOAT32, EDGE_SCATTER_NONE, "expected int32 or int64"},
+      {2, 3, {2, 1}, {2, 3, 4}, EDGE_INT64, EDGE_INT8, EDGE_SCATTER_ADD, "float32, int32 and int64 only"},
+  };
+  const int64_t data[3] = {2, 3, 4};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_SCATTER_ND);
+    add_input(&g, add_tensor(&g, "data", bad[i].dtype, 3, data));
+    add_input(&g, add_tensor(&g, "indices", bad[i].index_dtype, bad[i].q, bad[i].ishape));
+    add_input(&g, add_tensor(&g, "updates", bad[i].dtype, bad[i].urank, bad[i].ushape));
+    add_output(&g, add_tensor(&g, "y", bad[i].dtype, 3, data));
+    g.node.options.scatter.reduction = bad[i].reduction;
+    edge_status status = graph_run(&g);
+    CHECK(status != EDGE_OK && strstr(g.error, bad[i].message), "scatter_nd refusal %zu: %s", i, g.error);
+    graph_free(&g);
+  }
+}
+
+static void test_scatter_elements(void) {
+  const edge_dtype dtypes[3] = {EDGE_FLOAT32, EDGE_INT32, EDGE_INT64};
+  for (int trial = 0; trial < 60; ++trial) {
+    graph g;
+    graph_init(&g, EDGE_OP_SCATTER_ELEMENTS);
+    int32_t r = (int32_t)rnd_range(1, 4), axis = (int32_t)rnd_range(0, r - 1);
+    int64_t shape[EDGE_MAX_RANK], ishape[EDGE_MAX_RANK];
+    for (int32_t d = 0; d < r; ++d) {
+      shape[d] = rnd_range(1, 5);
+      ishape[d] = d == axis ? rnd_range(1, 6) : rnd_range(1, shape[d]);
+    }
+    edge_dtype dtype = dtypes[trial % 3];
+    edge_scatter_kind reduction = (edge_scatter_kind)(trial % EDGE_SCATTER_COUNT_);
+    edge_dtype index_dtype = trial % 2 ? EDGE_INT32 : EDGE_INT64;
+    int32_t x = add_tensor(&g, "data", dtype, r, shape), ix = add_tensor(&g, "indices", index_dtype, r, ishape);
+    int32_t u = add_tensor(&g, "updates", dtype, r, ishape), y = add_tensor(&g, "y", dtype, 0, shape);
+    fill_small(&g.tensors[x]);
+    fill_small(&g.tensors[u]);
+    edge_tensor *it = &g.tensors[ix];
+    int64_t count = edge_num_elements(r, ishape), dim = shape[axis];
+    for (int64_t i = 0; i < count; ++i) set_index(it, i, rnd_range(-dim, dim - 1));
+    g.node.options.scatter.axis = trial % 5 == 0 ? axis - r : axis;
+    g.node.options.scatter.reduction = reduction;
+    add_input(&g, x);
+    add_input(&g, ix);
+    add_input(&g, u);
+    add_output(&g, y);
+    edge_status status = run_both(&g, "scatter_elements");
+    CHECK(status == EDGE_OK, "scatter_elements: %s", g.error);
+    /* Oracle: unravel each position of indices, replace its axis coordinate, ravel into data. */
+    int64_t n = edge_num_elements(r, shape);
+    double *want = malloc((size_t)n * sizeof *want);
+    for (int64_t i = 0; i < n; ++i) want[i] = value_at(&g.tensors[x], i);
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t rest = i, coord[EDGE_MAX_RANK];
+      for (int32_t d = r - 1; d >= 0; --d) {
+        coord[d] = rest % ishape[d];
+        rest /= ishape[d];
+      }
+      int64_t v = get_index(it, i);
+      coord[axis] = v < 0 ? v + dim : v;
+      int64_t offset = 0;
+      for (int32_t d = 0; d < r; ++d) offset = offset * shape[d] + coord[d];
+      want[offset] = scatter_combine(want[offset], value_at(&g.tensors[u], i), reduction);
+    }
+    if (status == EDGE_OK) check_values(&g.tensors[y], want, n, "scatter_elements", trial);
+    free(want);
+    if (trial % 4 == 0) {
+      set_index(it, rnd_range(0, count - 1), trial % 8 ? dim : -dim - 1);
+      status = graph_run(&g);
+      CHECK(status == EDGE_RUNTIME_ERROR && strstr(g.error, "out of range"), "scatter_elements bad index: %s",
+            g.error);
+    }
+    graph_free(&g);
+  }
+  struct {
+    int32_t rank, axis;
+    int64_t ishape[3], ushape[3];
+    const char *message;
+  } bad[] = {
+      {2, 0, {2, 3}, {2, 3}, "must have one shape"},
+      {3, 0, {2, 3, 4}, {2, 3, 3}, "must have one shape"},
+      {3, 1, {2, 3, 5}, {2, 3, 5}, "within its dims off axis 1"},
+      {3, 3, {2, 3, 4}, {2, 3, 4}, "axis 3 is out of range"},
+      {3, -4, {2, 3, 4}, {2, 3, 4}, "axis -4 is out of range"},
+  };
+  const int64_t data[3] = {2, 3, 4};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_SCATTER_ELEMENTS);
+    add_input(&g, add_tensor(&g, "data", EDGE_FLOAT32, 3, data));
+    add_input(&g, add_tensor(&g, "indices", EDGE_INT64, bad[i].rank, bad[i].ishape));
+    add_input(&g, add_tensor(&g, "updates", EDGE_FLOAT32, 3, bad[i].ushape));
+    add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 3, data));
+    g.node.options.scatter.axis = bad[i].axis;
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, bad[i].message), "scatter_elements refusal %zu: %s", i,
+          g.error);
+    graph_free(&g);
+  }
+}
+
 int test_ops_index(void) {
   failures = 0;
   checks = 0;
@@ -461,6 +660,8 @@ int test_ops_index(void) {
   test_arg_reduce();
   test_top_k();
   test_gather_nd();
+  test_scatter_nd();
+  test_scatter_elements();
   fprintf(stderr, "test_ops_index: %d checks, %d failures\n", checks, failures);
   return failures;
 }

@@ -291,6 +291,18 @@ def test_cumsum(axis, exclusive, reverse):
     check("CumSum", {"x": randn(3, 4)}, {"axis": axis, "exclusive": exclusive, "reverse": reverse})
 
 
+@pytest.mark.parametrize("reduction", ["none", "add"])
+def test_scatter_nd(reduction):
+    check("ScatterND", {"x": randn(4, 3, 2), "i": np.array([[3, -1], [0, 1], [2, 0]], np.int64),
+                        "u": randn(3, 2)}, {"reduction": reduction}, wrt=["x", "u"])
+
+
+@pytest.mark.parametrize("reduction", ["none", "add"])
+def test_scatter_elements(reduction):
+    check("ScatterElements", {"x": randn(3, 4), "i": np.array([[0, -1], [2, 1], [3, 0]], np.int64),
+                              "u": randn(3, 2)}, {"axis": 1, "reduction": reduction}, wrt=["x", "u"])
+
+
 def test_op_without_a_rule_is_named():
     with pytest.raises(NotDifferentiableError, match="under_test.*Mod.*no gradient rule"):
         check("Mod", {"a": randn(3), "b": randn(3) + 5})

@@ -138,6 +138,9 @@ SAMPLES = {
     "ArgMin": ([f32(2, 3, 4)], {"axis": 0, "keepdims": True, "select_last_index": False}),
     "TopK": ([f32(2, 5, 3)], {"k": 3, "axis": 1, "largest": False, "sorted": True}),
     "GatherND": ([f32(2, 5, 3), np.array([[[4, -1]], [[0, 2]]], np.int64)], {"batch_dims": 1}),
+    "ScatterND": ([f32(4, 3, 2), np.array([[3, -1], [0, 1]], np.int64), f32(2, 2)], {"reduction": "add"}),
+    "ScatterElements": ([f32(3, 4), np.array([[0, -1], [2, 1]], np.int64), f32(2, 2)],
+                        {"axis": 1, "reduction": "max"}),
 }
 for _name in BINARY_OPS:
     SAMPLES[_name] = _binary_sample(_name)

@@ -634,6 +634,61 @@ case("Einsum-int32", "Einsum", lambda rng: [
     {"equation": "bij,bjk->bki"}, opset=12)
 
 
+def _distinct_rows(rng, dims, count):
+    """count distinct index tuples into dims, some written negative (counting from the end)."""
+    flat = rng.choice(int(np.prod(dims)), count, replace=False)
+    tuples = np.stack(np.unravel_index(flat, dims), axis=-1).astype(np.int64)
+    flip = rng.random(tuples.shape) < 0.3
+    return np.where(flip, tuples - np.array(dims), tuples)
+
+
+# name -> (data shape, index tuples shape without k, k, reduction, distinct tuples)
+SCATTER_NDS = {"k1-slices": ((5, 4, 3), (2,), 1, "none", True), "k2": ((5, 4, 3), (3,), 2, "none", True),
+               "full-tuples": ((4, 3), (2, 2), 2, "none", True), "add-duplicates": ((4, 3, 2), (6,), 1, "add", False),
+               "mul": ((4, 3), (5,), 2, "mul", False), "max": ((3, 4, 2), (2, 3), 2, "max", False),
+               "min": ((3, 4, 2), (4,), 1, "min", False)}
+for name, (shape, tuple_shape, k, reduction, distinct) in SCATTER_NDS.items():
+    def make(rng, shape=shape, tuple_shape=tuple_shape, k=k, distinct=distinct):
+        count = int(np.prod(tuple_shape))
+        if distinct:
+            indices = _distinct_rows(rng, shape[:k], count)
+        else:
+            dims = np.array(shape[:k])
+            indices = rng.integers(-dims, dims, (count, k))
+        indices = indices.reshape(tuple_shape + (k,)).astype(np.int64)
+        return [("data", Feed(normal(rng, shape))), ("indices", Feed(indices)),
+                ("updates", Feed(normal(rng, tuple_shape + shape[k:])))]
+    case(f"ScatterND-{name}", "ScatterND", make, {} if reduction == "none" else {"reduction": reduction}, opset=18)
+case("ScatterND-int32-const-indices", "ScatterND", lambda rng: [
+    ("data", Feed(ints(rng, (4, 3), -9, 9, np.int32))), ("indices", c([[3], [0]])),
+    ("updates", Feed(ints(rng, (2, 3), -9, 9, np.int32)))], {"reduction": "add"}, opset=18)
+
+# name -> (data shape, indices shape, axis, reduction)
+SCATTER_ELEMENTS = {"axis0": ((4, 3), (2, 3), 0, "none"), "axis1-negative": ((3, 5), (3, 2), -1, "none"),
+                    "3d-axis1": ((2, 5, 3), (2, 2, 3), 1, "none"), "add": ((4, 3), (5, 3), 0, "add"),
+                    "mul": ((3, 4), (3, 6), 1, "mul"), "max": ((2, 3, 4), (2, 3, 5), 2, "max"),
+                    "min": ((5, 2), (7, 1), 0, "min")}
+for name, (shape, ishape, axis, reduction) in SCATTER_ELEMENTS.items():
+    def make(rng, shape=shape, ishape=ishape, axis=axis, reduction=reduction):
+        dim = shape[axis]
+        if reduction == "none":
+            # Distinct targets along the axis for each line, so no write shadows another.
+            moved = list(ishape)
+            n = moved.pop(axis % len(shape))
+            lines = [rng.permutation(dim)[:n] for _ in range(int(np.prod(moved)))]
+            indices = np.moveaxis(np.array(lines).reshape(tuple(moved) + (n,)), -1, axis % len(shape))
+            indices = np.where(rng.random(indices.shape) < 0.3, indices - dim, indices)
+        else:
+            indices = rng.integers(-dim, dim, ishape)
+        return [("data", Feed(normal(rng, shape))), ("indices", Feed(indices.astype(np.int64))),
+                ("updates", Feed(normal(rng, ishape)))]
+    attrs = {"axis": axis} | ({} if reduction == "none" else {"reduction": reduction})
+    case(f"ScatterElements-{name}", "ScatterElements", make, attrs, opset=18)
+case("Scatter-opset10", "Scatter", lambda rng: [
+    ("data", Feed(normal(rng, (3, 4)))), ("indices", c([[1, 0, 2, -1]])), ("updates", Feed(normal(rng, (1, 4))))],
+    {"axis": 0}, opset=10)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []

@@ -50,5 +50,7 @@ extern const edge_op_registration edge_op_arg_max;           /* arg_reduce.c */
 extern const edge_op_registration edge_op_arg_min;           /* arg_reduce.c */
 extern const edge_op_registration edge_op_top_k;             /* topk.c */
 extern const edge_op_registration edge_op_gather_nd;         /* gather_nd.c */
+extern const edge_op_registration edge_op_scatter_nd;        /* scatter.c */
+extern const edge_op_registration edge_op_scatter_elements;  /* scatter.c */
 
 #endif

@@ -47,6 +47,8 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_ARG_MIN] = &edge_op_arg_min,
     [EDGE_OP_TOP_K] = &edge_op_top_k,
     [EDGE_OP_GATHER_ND] = &edge_op_gather_nd,
+    [EDGE_OP_SCATTER_ND] = &edge_op_scatter_nd,
+    [EDGE_OP_SCATTER_ELEMENTS] = &edge_op_scatter_elements,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {
