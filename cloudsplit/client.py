@@ -53,6 +53,7 @@ from cloudsplit import compression as compression_modes
 from cloudsplit import execution, transfer
 from cloudsplit.connection import ProtocolError, ServerConnection
 from cloudsplit.protos import split_pb2 as pb
+from cloudsplit.split_learning import SplitTrainer  # noqa: F401  (re-exported: split learning's device side)
 
 log = logging.getLogger("cloudsplit.client")
 

@@ -9,7 +9,7 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-PROTOS = ("split.proto", "training.proto")
+PROTOS = ("split.proto", "training.proto", "split_learning.proto")
 
 
 def header(proto: str) -> str:
