@@ -13,6 +13,12 @@ the split protocol's codecs, ``cloudsplit.transfer``). The optimizer starts afre
 It needs only the device install (``edge``, its C runtime, NumPy) and grpcio: the server side
 (``federated_service``) and anything heavier are never imported.
 
+When the job asks for secure aggregation (``JoinRoundReply.secure_aggregation``) a round goes
+through ``cloudsplit.secagg``'s stages around the training: advertise keys, send sealed shares,
+train, push the masked update, reveal the shares the server needs to unmask the sum. When it asks
+for clipping (``clip_norm``, differential privacy) the delta is clipped to that L2 norm and
+counts with weight 1.
+
 ``step_delay_s`` sleeps after every local step: an emulated slower device for tests and
 benchmarks.
 """
@@ -208,7 +214,10 @@ class Client:
     def push(self, number: int, deltas: dict[str, np.ndarray]) -> tuple[pb.PushUpdateReply, int]:
         """Sends the update; returns the reply and the messages' serialized bytes."""
         tensors = [transfer.encode_tensor(i, deltas[name], self.compression) for i, name in enumerate(self.variables)]
-        header = pb.UpdateHeader(auth=self.auth, round=number, num_samples=self.num_samples,
+        return self._push_tensors(number, tensors, self.num_samples)
+
+    def _push_tensors(self, number: int, tensors, num_samples: int) -> tuple[pb.PushUpdateReply, int]:
+        header = pb.UpdateHeader(auth=self.auth, round=number, num_samples=num_samples,
                                  tensors=[h for h, _ in tensors])
         size = 0
 
@@ -226,6 +235,8 @@ class Client:
         return reply, size
 
     def serve_round(self, reply: pb.JoinRoundReply) -> RoundReport:
+        if reply.secure_aggregation:
+            return self.serve_secure_round(reply)
         number = reply.round
         try:
             start, pulled = self.pull(number)
@@ -234,13 +245,114 @@ class Client:
         began = time.perf_counter()
         loss, steps = self.train_locally(start, reply)
         train_s = time.perf_counter() - began
-        deltas = {name: self.trainer.get_variable(name) - start[name] for name in self.variables}
+        deltas = self._clipped(self._deltas(start), reply.clip_norm)
         try:
             _, pushed = self.push(number, deltas)
             status = "ok"
         except grpc.RpcError as error:
             pushed, status = 0, error.code().name
         return self._record(RoundReport(number, status == "ok", status, loss, steps, train_s, pulled, pushed))
+
+    def _deltas(self, start: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: self.trainer.get_variable(name) - start[name] for name in self.variables}
+
+    @staticmethod
+    def _clipped(deltas: dict[str, np.ndarray], clip_norm: float) -> dict[str, np.ndarray]:
+        if clip_norm <= 0:
+            return deltas
+        from cloudsplit.privacy import clip_update
+
+        return clip_update(deltas, clip_norm)[0]
+
+    # -- a secure round ----------------------------------------------------------------------------
+
+    def serve_secure_round(self, reply: pb.JoinRoundReply) -> RoundReport:
+        """A round under secure aggregation; a refusal by the server or a protocol message this
+        client will not follow ends its part in the round (the server drops it)."""
+        from cloudsplit.secagg import SecAggError
+
+        number, pulled, pushed, loss, steps, train_s = reply.round, 0, 0, math.nan, 0, 0.0
+        try:
+            session, sent = self.secure_setup(number)
+            start, pulled = self.pull(number)
+            began = time.perf_counter()
+            loss, steps = self.train_locally(start, reply)
+            train_s = time.perf_counter() - began
+            _, pushed = self.secure_push(number, session, self._deltas(start), reply.clip_norm)
+            pushed += sent + self.secure_reveal(number, session)
+            status = "ok"
+        except grpc.RpcError as error:
+            status = error.code().name
+        except (SecAggError, TimeoutError) as error:   # this client stops; the server drops it
+            status = f"secagg: {error}"
+        return self._record(RoundReport(number, status == "ok", status, loss, steps, train_s, pulled, pushed))
+
+    def wait_stage(self, number: int, stage: int, timeout_s: float = CALL_TIMEOUT_S) -> pb.SecAggStageReply:
+        """The server's answer once ``stage`` of round ``number`` is complete."""
+        end = time.monotonic() + timeout_s
+        while True:
+            reply = self.stub.WaitSecAggStage(pb.SecAggStageRequest(auth=self.auth, round=number, stage=stage,
+                                                                    wait_s=JOIN_WAIT_S),
+                                              timeout=JOIN_WAIT_S + CALL_TIMEOUT_S, metadata=self.metadata)
+            if reply.ready:
+                return reply
+            if time.monotonic() > end:
+                raise TimeoutError(f"stage {pb.SecAggStage.Name(stage)} of round {number} did not complete "
+                                   f"in {timeout_s:g} s")
+
+    def secure_setup(self, number: int):
+        """Advertises keys, sends the sealed shares and takes the others'; returns the round's
+        ``secagg.ClientSession`` and the bytes sent."""
+        from cloudsplit import secagg
+
+        session = secagg.ClientSession(self.client_id, secagg.round_context(self.job_id, number))
+        cipher_key, mask_key = session.advertise()
+        advert = pb.AdvertiseKeysRequest(auth=self.auth, round=number, cipher_public_key=cipher_key,
+                                         mask_public_key=mask_key)
+        self.stub.AdvertiseKeys(advert, timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        keys = self.wait_stage(number, pb.SECAGG_KEYS)
+        participants = [secagg.Participant(p.client_id, p.cipher_public_key, p.mask_public_key)
+                        for p in keys.participants]
+        sealed = session.share(participants, keys.threshold)
+        request = pb.ShareKeysRequest(auth=self.auth, round=number, shares=[
+            pb.EncryptedShare(sender=self.client_id, recipient=recipient, ciphertext=blob)
+            for recipient, blob in sealed.items()])
+        self.stub.ShareKeys(request, timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        held = self.wait_stage(number, pb.SECAGG_SHARES)
+        if any(item.recipient != self.client_id for item in held.shares):
+            raise secagg.SecAggError("the server delivered shares sealed for another client")
+        session.receive(list(held.holders), {item.sender: item.ciphertext for item in held.shares})
+        return session, advert.ByteSize() + request.ByteSize()
+
+    def secure_vector(self, deltas: dict[str, np.ndarray], clip_norm: float = 0.0) -> np.ndarray:
+        """The update a secure round sums: [weight * delta (all variables, flattened), weight] in
+        fixed point; the weight is the sample count, or 1 with clipping."""
+        from cloudsplit import secagg
+
+        deltas = self._clipped(deltas, clip_norm)
+        weight = 1.0 if clip_norm > 0 else float(self.num_samples)
+        flat = np.concatenate([np.asarray(deltas[name], np.float64).ravel() for name in self.variables] + [[1.0]])
+        return secagg.encode_fixed(weight * flat)
+
+    def secure_push(self, number: int, session, deltas: dict[str, np.ndarray],
+                    clip_norm: float = 0.0) -> tuple[pb.PushUpdateReply, int]:
+        masked = session.mask(self.secure_vector(deltas, clip_norm))
+        return self.push_masked(number, masked)
+
+    def push_masked(self, number: int, masked: np.ndarray) -> tuple[pb.PushUpdateReply, int]:
+        tensor = transfer.encode_tensor(0, np.asarray(masked, np.uint64).view(np.int64), "none")
+        return self._push_tensors(number, [tensor], num_samples=0)
+
+    def secure_reveal(self, number: int, session) -> int:
+        """Reveals the shares the server needs once the masked updates are in; returns bytes sent."""
+        outcome = self.wait_stage(number, pb.SECAGG_MASKED)
+        seeds, keys = session.reveal(list(outcome.survivors), list(outcome.dropped))
+        request = pb.RevealSharesRequest(
+            auth=self.auth, round=number,
+            self_seed_shares=[pb.RevealedShare(owner=owner, share=share) for owner, share in seeds.items()],
+            mask_key_shares=[pb.RevealedShare(owner=owner, share=share) for owner, share in keys.items()])
+        self.stub.RevealShares(request, timeout=CALL_TIMEOUT_S, metadata=self.metadata)
+        return request.ByteSize()
 
     def _record(self, report: RoundReport) -> RoundReport:
         self.reports.append(report)

@@ -15,19 +15,25 @@ and round, the baseline of McMahan et al.; FedProx adds a proximal pull towards 
 weights (``prox_mu``) to FedAvg's local steps. The server's side is the same for all three.
 
 Aggregation keeps running sums only (``WeightedSum``): sum_k n_k * delta_k and sum_k n_k, never one
-client's delta. Pairwise-masked secure aggregation fits that shape: clients would send
-n_k * delta_k plus masks that cancel in the sum, with n_k beside it, and the server's part stays a
-sum.
+client's delta. With ``secure_aggregation`` a round runs the protocol of ``cloudsplit.secagg``
+(Bonawitz et al. 2017) through four more stages (keys, shares, masked updates, unmasking): each
+client pushes [n_k * delta_k, n_k] in fixed point plus masks that cancel in the sum, the server
+keeps only the ring sum of those vectors, and removes what is left of the masks of clients that
+dropped after sharing from the shares the survivors reveal. With ``dp_clip_norm`` every update is
+clipped and weighted 1, and ``dp_noise_multiplier`` adds Gaussian noise to the round's sum before
+it is applied; ``cloudsplit.privacy`` accounts the (epsilon, delta) of the rounds applied.
 
 Every call of a client carries its job id, client id and the secret Connect gave it (besides the
 server's bearer token, checked by the server's interceptor when one is set). Each refusal ends the
 call with a status naming the problem and leaves the round as it was: UNAUTHENTICATED (a wrong
 secret or an unknown client id), NOT_FOUND (an unknown job), INVALID_ARGUMENT (a tensor that does not match the
 job's variables, non-finite values), FAILED_PRECONDITION (a round that is not open, a client not
-sampled for it), ALREADY_EXISTS (a second update of a client for one round).
+sampled for it, a secure-aggregation message for a stage the round is not in), ALREADY_EXISTS (a
+second update, key, share set or reveal of a client for one round).
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import math
@@ -42,7 +48,7 @@ from typing import Iterator
 import grpc
 import numpy as np
 
-from cloudsplit import training_data, transfer
+from cloudsplit import privacy, secagg, training_data, transfer
 from cloudsplit.federated import receive_tensors
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
@@ -54,6 +60,7 @@ SERVICE_NAME = "cloudsplit.v1.Federated"
 MiB = 1 << 20
 MAX_NAME = 128
 PULL_COMPRESSION = ("none", "fp16")
+MASKED_UPDATE = "masked update"      # the name a secure round's single pushed tensor is read under
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,16 @@ class JobConfig:
     rounds: int = 100
     seed: int = 0
     target_accuracy: float | None = None
+    secure_aggregation: bool = False
+    secagg_threshold: float = 2 / 3        # fraction of a round's sampled clients that must stay
+    secagg_stage_timeout_s: float = 10.0
+    dp_clip_norm: float | None = None      # None: no differential privacy
+    dp_noise_multiplier: float = 0.0
+    dp_delta: float = 1e-5
+
+    @property
+    def private(self) -> bool:
+        return self.dp_clip_norm is not None
 
     def validate(self) -> "JobConfig":
         if self.strategy not in STRATEGIES:
@@ -125,6 +142,18 @@ class JobConfig:
             raise ValueError(f"rounds must be in [1, 1000000], got {self.rounds}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not 0.5 < self.secagg_threshold <= 1:
+            raise ValueError(f"secagg_threshold must be in (0.5, 1], got {self.secagg_threshold}")
+        if not 0.05 <= self.secagg_stage_timeout_s <= 3600:
+            raise ValueError(f"secagg_stage_timeout_s must be in [0.05, 3600], got {self.secagg_stage_timeout_s}")
+        if self.dp_clip_norm is not None and not (math.isfinite(self.dp_clip_norm) and self.dp_clip_norm > 0):
+            raise ValueError(f"dp_clip_norm must be finite and > 0, got {self.dp_clip_norm}")
+        if not (math.isfinite(self.dp_noise_multiplier) and self.dp_noise_multiplier >= 0):
+            raise ValueError(f"dp_noise_multiplier must be finite and >= 0, got {self.dp_noise_multiplier}")
+        if self.dp_noise_multiplier and self.dp_clip_norm is None:
+            raise ValueError("dp_noise_multiplier needs dp_clip_norm (the noise is a multiple of the clipping norm)")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp_delta must be in (0, 1), got {self.dp_delta}")
         return self
 
 
@@ -143,8 +172,14 @@ class WeightedSum:
         self.weight += num_samples
         self.count += 1
 
-    def mean(self) -> dict[str, np.ndarray]:
-        return {name: (total / self.weight).astype(np.float32) for name, total in self.sums.items()}
+    def totals(self) -> tuple[dict[str, np.ndarray], float, int]:
+        return self.sums, float(self.weight), self.count
+
+
+# A secure round's stages, in order: which one a WaitSecAggStage waits past.
+KEYS, SHARES, MASKED, REVEAL, DONE, ABANDONED = "keys", "shares", "masked", "reveal", "done", "abandoned"
+STAGE_ORDER = {KEYS: 1, SHARES: 2, MASKED: 3, REVEAL: 4, DONE: 5}
+STAGE_BY_PROTO = {pb.SECAGG_KEYS: KEYS, pb.SECAGG_SHARES: SHARES, pb.SECAGG_MASKED: MASKED}
 
 
 @dataclass
@@ -171,6 +206,10 @@ class _Round:
     pushed: set[str] = field(default_factory=set)
     bytes_pushed: int = 0
     closed: bool = False
+    sampled_from: int = 0             # clients connected when it was sampled (q = sampled / this)
+    secure: secagg.ServerRound | None = None
+    stage: str = MASKED               # a plain round is in the masked (push) stage from the start
+    shared: set[str] = field(default_factory=set)
 
 
 class _VariableTable:
@@ -191,9 +230,9 @@ class _VariableTable:
 class FederatedJob:
     """One federated job: its global weights, connected clients and round loop (a thread).
 
-    ``aggregator`` makes each round's accumulator from the variables' shapes: anything with
-    ``add(deltas, num_samples)``, ``count``, ``weight`` and ``mean()`` (the plug-in point for a
-    secure aggregation, whose ``add`` would take masked, pre-weighted updates)."""
+    ``aggregator`` makes a plain round's accumulator from the variables' shapes: anything with
+    ``add(deltas, weight)``, ``count`` and ``totals()`` -> (sums, weight, count). A secure round
+    keeps a ``secagg.ServerRound`` instead, which holds only the ring sum of masked vectors."""
 
     aggregator = WeightedSum
 
@@ -216,6 +255,10 @@ class FederatedJob:
         self.weights = {name: np.array(self._evaluator.get_variable(name), np.float32) for name in self.names}
         self.shapes = {name: tuple(value.shape) for name, value in self.weights.items()}
         self.table = _VariableTable(self.names, self.shapes)
+        self.sizes = [int(np.prod(self.shapes[name], dtype=np.int64)) for name in self.names]
+        self.vector_length = sum(self.sizes) + 1     # a secure update: the floats, then its weight
+        self.accountant = privacy.RdpAccountant() if config.private and config.dp_noise_multiplier > 0 else None
+        self._noise = np.random.default_rng()        # unseeded: DP noise must not be predictable
         self.validation = validation
         self.state = "waiting"
         self.error = ""
@@ -293,7 +336,8 @@ class FederatedJob:
                         selected=True, round=current.number, deadline_s=max(0.0, current.deadline - time.monotonic()),
                         strategy=self.strategy.name, epochs=1 if self.strategy.full_batch else config.epochs,
                         batch_size=0 if self.strategy.full_batch else config.batch_size,
-                        learning_rate=config.learning_rate or 0.0, prox_mu=config.prox_mu)
+                        learning_rate=config.learning_rate or 0.0, prox_mu=config.prox_mu,
+                        secure_aggregation=config.secure_aggregation, clip_norm=config.dp_clip_norm or 0.0)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return pb.JoinRoundReply(selected=False, round=current.number if current else 0)
@@ -337,13 +381,37 @@ class FederatedJob:
                     raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                        f"round {header.round} of job {self.job_id} closed before this update arrived "
                                        "(late updates are dropped)")
-                self._open_round_for(client, header.round)
-                if not 1 <= header.num_samples <= 1 << 40:
-                    raise _invalid(f"num_samples must be in [1, 2**40], got {header.num_samples}")
-                self._check_tensors(header.tensors)
+                current = self._open_round_for(client, header.round)
+                if current.secure is not None:
+                    self._check_masked(client, current, header)
+                else:
+                    if not 1 <= header.num_samples <= 1 << 40:
+                        raise _invalid(f"num_samples must be in [1, 2**40], got {header.num_samples}")
+                    self._check_tensors(header.tensors)
             except RequestError:
                 self.counts["late" if late else "refused"] += 1
                 raise
+
+    def _check_masked(self, client: _Client, current: _Round, header: pb.UpdateHeader) -> None:
+        """A secure round takes one int64 tensor of vector_length elements, uncompressed (masked
+        values are uniform in the ring: there is nothing to compress), from a share holder."""
+        if current.stage != MASKED or client.client_id not in current.secure.holders:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"client {client.client_id} holds no shares of round {current.number} of job "
+                               f"{self.job_id} (stage {current.stage}): it cannot push a masked update")
+        if header.num_samples != 0:
+            raise _invalid("under secure aggregation num_samples must be 0: the weight travels masked, "
+                           "as the last element of the vector")
+        if len(header.tensors) != 1:
+            raise _invalid(f"a masked update is one tensor, this one has {len(header.tensors)}")
+        tensor = header.tensors[0]
+        expected = (0, transfer.DTYPE_BY_NUMPY[np.dtype(np.int64)], transfer.COMPRESSION_BY_MODE["none"])
+        if (tensor.tensor_index, tensor.dtype, tensor.compression) != expected:
+            raise _invalid(f"a masked update is tensor 0, int64, uncompressed; got tensor {tensor.tensor_index}, "
+                           f"{transfer.dtype_name(tensor.dtype)}, compression {tensor.compression}")
+        if list(tensor.shape) != [self.vector_length] or tensor.byte_length != 8 * self.vector_length:
+            raise _invalid(f"a masked update has shape [{self.vector_length}] ({8 * self.vector_length} bytes), "
+                           f"got {list(tensor.shape)} ({tensor.byte_length} bytes)")
 
     def _check_tensors(self, headers) -> None:
         if len(headers) != len(self.names):
@@ -367,7 +435,8 @@ class FederatedJob:
                     raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
                                        f"client {client.client_id} already pushed its update for round {header.round}")
                 current = self.round
-                if current is None or current.number != header.round or current.closed:
+                if (current is None or current.number != header.round or current.closed
+                        or (current.secure is not None) != (MASKED_UPDATE in deltas)):
                     self.counts["late"] += 1
                     raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                                        f"round {header.round} of job {self.job_id} closed while this update arrived "
@@ -376,7 +445,15 @@ class FederatedJob:
                 if error.code != grpc.StatusCode.FAILED_PRECONDITION:
                     self.counts["refused"] += 1
                 raise
-            current.aggregate.add(deltas, int(header.num_samples))
+            if current.secure is not None:
+                # Only the ring sum grows; the masked vector itself is not kept.
+                current.secure.add_masked(client.client_id, deltas[MASKED_UPDATE].view(np.uint64))
+            elif self.config.private:
+                # The server clips again: it does not trust a client to have clipped.
+                clipped, _ = privacy.clip_update(deltas, self.config.dp_clip_norm)
+                current.aggregate.add(clipped, 1)
+            else:
+                current.aggregate.add(deltas, int(header.num_samples))
             current.pushed.add(client.client_id)
             current.bytes_pushed += wire_bytes
             client.pushed_rounds.add(header.round)
@@ -384,6 +461,129 @@ class FederatedJob:
             self.counts["bytes_pushed"] += wire_bytes
             self._changed.notify_all()
             return len(current.pushed)
+
+    # -- secure aggregation's stages --------------------------------------------------------------
+
+    def _secure_round(self, client: _Client, number: int, stage: str) -> _Round:
+        """The open secure round ``number`` in ``stage``, for a client sampled for it."""
+        current = self.round
+        if not self.config.secure_aggregation:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"job {self.job_id} does not run secure aggregation")
+        if current is None or current.number != number or current.stage == ABANDONED:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"round {number} of job {self.job_id} is not open (the current round is "
+                               f"{current.number if current else 0}"
+                               f"{', abandoned' if current is not None and current.stage == ABANDONED else ''})")
+        if client.client_id not in current.selected:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"client {client.client_id} was not sampled for round {number} of job {self.job_id}")
+        if current.stage != stage:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"round {number} of job {self.job_id} is in its {current.stage} stage, not {stage}")
+        return current
+
+    @contextlib.contextmanager
+    def _refusing(self):
+        """Counts a refused secure-aggregation message; a protocol error is INVALID_ARGUMENT."""
+        try:
+            yield
+        except secagg.SecAggError as error:
+            self.counts["refused"] += 1
+            raise _invalid(str(error)) from None
+        except RequestError:
+            self.counts["refused"] += 1
+            raise
+
+    def advertise(self, client: _Client, request: pb.AdvertiseKeysRequest) -> None:
+        with self._changed, self._refusing():
+            current = self._secure_round(client, request.round, KEYS)
+            if client.client_id in current.secure.keys:
+                raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                                   f"client {client.client_id} already advertised keys for round {request.round}")
+            current.secure.add_keys(client.client_id, request.cipher_public_key, request.mask_public_key)
+            self._changed.notify_all()
+
+    def share(self, client: _Client, request: pb.ShareKeysRequest) -> None:
+        with self._changed, self._refusing():
+            current = self._secure_round(client, request.round, SHARES)
+            if client.client_id not in current.secure.order:
+                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"client {client.client_id} advertised no keys in round {request.round}")
+            if client.client_id in current.shared:
+                raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                                   f"client {client.client_id} already sent its shares for round {request.round}")
+            shares = {}
+            for item in request.shares:
+                if item.sender != client.client_id:
+                    raise secagg.SecAggError(f"client {client.client_id} sent a share marked as {item.sender[:40]!r}'s")
+                if item.recipient in shares:
+                    raise secagg.SecAggError(f"client {client.client_id} sent two shares to {item.recipient[:40]!r}")
+                shares[item.recipient] = item.ciphertext
+            current.secure.add_shares(client.client_id, shares)
+            current.shared.add(client.client_id)
+            self._changed.notify_all()
+
+    def reveal(self, client: _Client, request: pb.RevealSharesRequest) -> None:
+        with self._changed, self._refusing():
+            current = self._secure_round(client, request.round, REVEAL)
+            secure = current.secure
+            if client.client_id not in secure.survivors:
+                raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"client {client.client_id} pushed no masked update in round {request.round}")
+            if client.client_id in secure.revealed:
+                raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                                   f"client {client.client_id} already revealed its shares for round {request.round}")
+            seeds = {item.owner: item.share for item in request.self_seed_shares}
+            keys = {item.owner: item.share for item in request.mask_key_shares}
+            if len(seeds) != len(request.self_seed_shares) or len(keys) != len(request.mask_key_shares):
+                raise secagg.SecAggError(f"client {client.client_id} revealed two shares of one owner")
+            secure.add_reveal(client.client_id, seeds, keys)
+            self._changed.notify_all()
+
+    def wait_stage(self, client: _Client, request: pb.SecAggStageRequest, wait_s: float) -> pb.SecAggStageReply:
+        """Waits until the round is past ``request.stage``; then what the client needs from it."""
+        stage = STAGE_BY_PROTO.get(request.stage)
+        if stage is None:
+            raise _invalid(f"stage must be SECAGG_KEYS, SECAGG_SHARES or SECAGG_MASKED, got {request.stage}")
+        deadline = time.monotonic() + min(max(wait_s, 0.0), self.options.max_wait_s)
+        with self._changed:
+            while True:
+                current = self.round
+                if current is not None and current.number == request.round and current.stage != ABANDONED \
+                        and STAGE_ORDER[current.stage] > STAGE_ORDER[stage]:
+                    break
+                self._secure_round(client, request.round, stage)   # still in it: refuses what cannot wait
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return pb.SecAggStageReply(ready=False, round=request.round, stage=request.stage)
+                self._changed.wait(left)
+            secure = current.secure
+            reply = pb.SecAggStageReply(ready=True, round=request.round, stage=request.stage,
+                                        threshold=secure.threshold, vector_length=self.vector_length)
+            me = client.client_id
+            if stage == KEYS:
+                if me not in secure.order:
+                    raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                       f"client {me} advertised no keys before the key stage of round "
+                                       f"{request.round} closed")
+                reply.participants.extend(pb.ParticipantKeys(client_id=p.client_id, cipher_public_key=p.cipher_public,
+                                                             mask_public_key=p.mask_public)
+                                          for p in (secure.keys[c] for c in secure.order))
+            elif stage == SHARES:
+                if me not in secure.holders:
+                    raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                       f"client {me} sent no shares before round {request.round}'s share stage closed")
+                reply.holders.extend(secure.holders)
+                reply.shares.extend(pb.EncryptedShare(sender=sender, recipient=me, ciphertext=blob)
+                                    for sender, blob in sorted(secure.inbox(me).items()))
+            else:
+                if me not in secure.survivors:
+                    raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                                       f"client {me}'s masked update is not in round {request.round}")
+                reply.survivors.extend(secure.survivors)
+                reply.dropped.extend(secure.dropped)
+            return reply
 
     def refuse(self) -> None:
         with self._changed:
@@ -427,27 +627,42 @@ class FederatedJob:
                 number += 1
                 now = time.monotonic()
                 current = _Round(number, selected, now, now + config.round_timeout_s, dict(self.weights),
-                                 self.aggregator(self.shapes))
+                                 self.aggregator(self.shapes), sampled_from=len(connected))
+                if config.secure_aggregation:
+                    current.aggregate = None
+                    current.secure = secagg.ServerRound(secagg.round_context(self.job_id, number), selected,
+                                                        secagg.threshold_for(len(selected), config.secagg_threshold),
+                                                        self.vector_length)
+                    current.stage = KEYS
                 self.round, self.state = current, "running"
                 self._changed.notify_all()
-                while not self._stopping and len(current.pushed) < len(selected):
-                    left = current.deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._changed.wait(left)
-                current.closed = True
-                applied = current.aggregate.count >= config.min_clients
+                totals = self._close_secure(current) if current.secure is not None else self._close_plain(current)
+                applied = totals is not None
+                record = pb.FederatedRound(round=number, sampled=len(selected), updates=len(current.pushed),
+                                           applied=applied, bytes_pushed=current.bytes_pushed)
                 if applied:
-                    mean = current.aggregate.mean()
-                    self.weights = {name: self.weights[name] + mean[name] for name in self.names}
+                    sums, weight, count = totals
+                    if self.accountant is not None:
+                        std = config.dp_noise_multiplier * config.dp_clip_norm
+                        sums = {name: total + self._noise.normal(0.0, std, total.shape) for name, total in sums.items()}
+                        self.accountant.add(len(selected) / current.sampled_from, config.dp_noise_multiplier)
+                        record.dp_epsilon = self.accountant.epsilon(config.dp_delta)
+                    self.weights = {name: self.weights[name] + (sums[name] / weight).astype(np.float32)
+                                    for name in self.names}
                     self.counts["applied"] += 1
+                    record.samples = int(round(weight))
                 else:
                     self.counts["abandoned"] += 1
-                record = pb.FederatedRound(round=number, sampled=len(selected), updates=current.aggregate.count,
-                                           applied=applied, samples=current.aggregate.weight,
-                                           duration_s=time.monotonic() - current.opened,
-                                           bytes_pushed=current.bytes_pushed)
-                current.aggregate = None   # the sums go with the round: nothing of an update outlives it
+                if current.secure is not None:
+                    record.dropped = len(current.secure.dropped)
+                    record.secagg_bytes = current.secure.bytes_received
+                record.duration_s = time.monotonic() - current.opened
+                log.info("federated job %s round %d: %s, %d of %d sampled clients' updates%s", self.job_id, number,
+                         "applied" if applied else "abandoned", len(current.pushed), len(selected),
+                         f", masks of {record.dropped} dropped clients removed" if record.dropped else "")
+                # The sums go with the round: nothing of an update outlives it.
+                current.aggregate = None
+                totals = sums = None
                 weights = self.weights
                 self._changed.notify_all()
             if applied and self.validation is not None:
@@ -460,6 +675,70 @@ class FederatedJob:
                 target = config.target_accuracy
                 if target is not None and record.HasField("val_accuracy") and record.val_accuracy >= target:
                     return
+
+    def _wait_until(self, ready, deadline: float) -> None:
+        """Waits (holding the lock between checks) until ``ready()``, the deadline or a stop."""
+        while not self._stopping and not ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(left)
+
+    def _close_plain(self, current: _Round):
+        self._wait_until(lambda: len(current.pushed) >= len(current.selected), current.deadline)
+        current.closed = True
+        sums, weight, count = current.aggregate.totals()
+        return (sums, weight, count) if count >= self.config.min_clients else None
+
+    def _close_secure(self, current: _Round):
+        """Runs the round's secure-aggregation stages; the unmasked (sums, weight, count), or None
+        when a stage kept fewer clients than it needs (the round is then abandoned)."""
+        secure, config = current.secure, self.config
+
+        def stage_deadline() -> float:
+            return min(current.deadline, time.monotonic() + config.secagg_stage_timeout_s)
+
+        def advance(stage: str) -> None:
+            current.stage = stage
+            self._changed.notify_all()
+
+        try:
+            self._wait_until(lambda: set(secure.keys) >= current.selected, stage_deadline())
+            secure.close_keys()
+            advance(SHARES)
+            if len(secure.order) < secure.threshold:
+                return None
+            self._wait_until(lambda: current.shared >= set(secure.order), stage_deadline())
+            secure.close_shares(sorted(current.shared))
+            advance(MASKED)
+            if len(secure.holders) < secure.threshold:
+                return None
+            self._wait_until(lambda: current.pushed >= set(secure.holders), current.deadline)
+            current.closed = True
+            secure.close_masked()
+            advance(REVEAL)
+            if len(secure.survivors) < max(secure.threshold, config.min_clients):
+                return None
+            self._wait_until(lambda: secure.revealed >= set(secure.survivors),
+                             time.monotonic() + config.secagg_stage_timeout_s)
+            if len(secure.revealed) < secure.threshold:
+                return None
+            try:
+                total = secagg.decode_fixed(secure.unmask())
+            except secagg.SecAggError as error:
+                log.warning("federated job %s round %d: unmasking failed: %s", self.job_id, current.number, error)
+                return None
+            advance(DONE)
+        finally:
+            current.closed = True
+            secure.outbox, secure.seed_shares, secure.key_shares = {}, {}, {}
+            if current.stage != DONE:
+                advance(ABANDONED)
+        sums, offset = {}, 0
+        for name, size in zip(self.names, self.sizes):
+            sums[name] = total[offset:offset + size].reshape(self.shapes[name])
+            offset += size
+        return sums, float(np.rint(total[-1])), len(secure.survivors)
 
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, float]:
         for name, value in weights.items():
@@ -494,7 +773,10 @@ class FederatedJob:
                 applied_rounds=counts["applied"], abandoned_rounds=counts["abandoned"],
                 connected=len(self._connected(now)), updates=counts["updates"], late=counts["late"],
                 refused=counts["refused"], bytes_pushed=counts["bytes_pushed"], bytes_pulled=counts["bytes_pulled"],
-                history=list(self.history))
+                history=list(self.history), secure_aggregation=self.config.secure_aggregation,
+                dp_clip_norm=self.config.dp_clip_norm or 0.0, dp_noise_multiplier=self.config.dp_noise_multiplier,
+                dp_delta=self.config.dp_delta,
+                **({"dp_epsilon": self.accountant.epsilon(self.config.dp_delta)} if self.accountant else {}))
 
 
 class FederatedService(pb_grpc.FederatedServicer):
@@ -525,8 +807,9 @@ class FederatedService(pb_grpc.FederatedServicer):
         for old in evicted:
             old.close()
         job.start()
-        log.info("federated job %s started: %s, %d rounds, C=%g", job_id, config.strategy, config.rounds,
-                 config.fraction)
+        log.info("federated job %s started: %s, %d rounds, C=%g%s%s", job_id, config.strategy, config.rounds,
+                 config.fraction, ", secure aggregation" if config.secure_aggregation else "",
+                 f", DP clip {config.dp_clip_norm:g} noise {config.dp_noise_multiplier:g}" if config.private else "")
         return job
 
     def job(self, job_id: str) -> FederatedJob:
@@ -551,7 +834,10 @@ class FederatedService(pb_grpc.FederatedServicer):
             raise _invalid(f"name must be at most {MAX_NAME} printable characters")
         given = {field: getattr(request, field) for field in
                  ("epochs", "batch_size", "learning_rate", "prox_mu", "fraction", "min_clients", "wait_for_clients",
-                  "round_timeout_s", "rounds", "seed", "target_accuracy") if request.HasField(field)}
+                  "round_timeout_s", "rounds", "seed", "target_accuracy", "secagg_threshold",
+                  "secagg_stage_timeout_s", "dp_clip_norm", "dp_noise_multiplier", "dp_delta")
+                 if request.HasField(field)}
+        given["secure_aggregation"] = request.secure_aggregation
         if given.get("seed", 0) >= 2 ** 63:
             raise _invalid(f"seed must be below 2**63, got {given['seed']}")
         try:
@@ -607,19 +893,11 @@ class FederatedService(pb_grpc.FederatedServicer):
     def JoinRound(self, request, context):
         try:
             job, client = self._client(request.auth)
-            with self._lock:
-                if self._waiting >= self.options.max_waiting:
-                    raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       f"the server holds at most {self.options.max_waiting} JoinRound waits at once")
-                self._waiting += 1
+            with self._held_wait():
+                wait_s = request.wait_s if math.isfinite(request.wait_s) else 0.0
+                return job.join(client, wait_s)
         except RequestError as error:
             context.abort(error.code, error.message)
-        try:
-            wait_s = request.wait_s if math.isfinite(request.wait_s) else 0.0
-            return job.join(client, wait_s)
-        finally:
-            with self._lock:
-                self._waiting -= 1
 
     def PullWeights(self, request, context):
         try:
@@ -656,8 +934,9 @@ class FederatedService(pb_grpc.FederatedServicer):
                     raise _invalid("an update has one UpdateHeader, then only chunks")
                 yield message.chunk
 
+        names = [MASKED_UPDATE] if job.config.secure_aggregation else job.names
         try:
-            deltas, wire_bytes = receive_tensors(header.tensors, chunks(), job.names)
+            deltas, wire_bytes = receive_tensors(header.tensors, chunks(), names)
         except transfer.FramingError as error:
             job.refuse()
             raise _invalid(str(error)) from None
@@ -666,6 +945,55 @@ class FederatedService(pb_grpc.FederatedServicer):
             raise
         count = job.accept(client, header, deltas, wire_bytes)
         return pb.PushUpdateReply(round=header.round, updates_in_round=count)
+
+    # -- secure aggregation ------------------------------------------------------------------------
+
+    def AdvertiseKeys(self, request, context):
+        try:
+            job, client = self._client(request.auth)
+            job.advertise(client, request)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+        return pb.SecAggAck(round=request.round)
+
+    def ShareKeys(self, request, context):
+        try:
+            job, client = self._client(request.auth)
+            job.share(client, request)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+        return pb.SecAggAck(round=request.round)
+
+    def RevealShares(self, request, context):
+        try:
+            job, client = self._client(request.auth)
+            job.reveal(client, request)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+        return pb.SecAggAck(round=request.round)
+
+    def WaitSecAggStage(self, request, context):
+        try:
+            job, client = self._client(request.auth)
+            with self._held_wait():
+                wait_s = request.wait_s if math.isfinite(request.wait_s) else 0.0
+                return job.wait_stage(client, request, wait_s)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+
+    @contextlib.contextmanager
+    def _held_wait(self):
+        """Counts a call that waits (JoinRound, WaitSecAggStage) against max_waiting."""
+        with self._lock:
+            if self._waiting >= self.options.max_waiting:
+                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   f"the server holds at most {self.options.max_waiting} waiting calls at once")
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     def close(self) -> None:
         with self._lock:

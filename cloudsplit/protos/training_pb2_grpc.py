@@ -381,6 +381,26 @@ class FederatedStub:
                 request_serializer=training__pb2.UpdateMessage.SerializeToString,
                 response_deserializer=training__pb2.PushUpdateReply.FromString,
                 _registered_method=True)
+        self.AdvertiseKeys = channel.unary_unary(
+                '/cloudsplit.v1.Federated/AdvertiseKeys',
+                request_serializer=training__pb2.AdvertiseKeysRequest.SerializeToString,
+                response_deserializer=training__pb2.SecAggAck.FromString,
+                _registered_method=True)
+        self.ShareKeys = channel.unary_unary(
+                '/cloudsplit.v1.Federated/ShareKeys',
+                request_serializer=training__pb2.ShareKeysRequest.SerializeToString,
+                response_deserializer=training__pb2.SecAggAck.FromString,
+                _registered_method=True)
+        self.WaitSecAggStage = channel.unary_unary(
+                '/cloudsplit.v1.Federated/WaitSecAggStage',
+                request_serializer=training__pb2.SecAggStageRequest.SerializeToString,
+                response_deserializer=training__pb2.SecAggStageReply.FromString,
+                _registered_method=True)
+        self.RevealShares = channel.unary_unary(
+                '/cloudsplit.v1.Federated/RevealShares',
+                request_serializer=training__pb2.RevealSharesRequest.SerializeToString,
+                response_deserializer=training__pb2.SecAggAck.FromString,
+                _registered_method=True)
 
 
 class FederatedServicer:
@@ -438,8 +458,39 @@ class FederatedServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PushUpdate(self, request_iterator, context):
-        """One UpdateHeader then the chunks of the delta's tensors.
+        """One UpdateHeader then the chunks of the delta's tensors (under secure aggregation: of one
+        int64 tensor, the masked vector of SecAggStageReply's length).
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdvertiseKeys(self, request, context):
+        """Secure aggregation (FederatedJobRequest.secure_aggregation, Bonawitz et al. 2017): a sampled
+        client advertises two public keys, sends its Shamir shares sealed to each participant, pushes
+        its masked update with PushUpdate, then reveals the shares the server needs to remove the masks
+        of the survivors and of the clients that dropped after sharing. WaitSecAggStage blocks (up to
+        wait_s, at most 5 s) until a stage's participant set is fixed and returns what the next step
+        needs. Refusals as above, and INVALID_ARGUMENT for keys or shares of the wrong size or set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitSecAggStage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealShares(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -481,6 +532,26 @@ def add_FederatedServicer_to_server(servicer, server):
                     servicer.PushUpdate,
                     request_deserializer=training__pb2.UpdateMessage.FromString,
                     response_serializer=training__pb2.PushUpdateReply.SerializeToString,
+            ),
+            'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdvertiseKeys,
+                    request_deserializer=training__pb2.AdvertiseKeysRequest.FromString,
+                    response_serializer=training__pb2.SecAggAck.SerializeToString,
+            ),
+            'ShareKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareKeys,
+                    request_deserializer=training__pb2.ShareKeysRequest.FromString,
+                    response_serializer=training__pb2.SecAggAck.SerializeToString,
+            ),
+            'WaitSecAggStage': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitSecAggStage,
+                    request_deserializer=training__pb2.SecAggStageRequest.FromString,
+                    response_serializer=training__pb2.SecAggStageReply.SerializeToString,
+            ),
+            'RevealShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealShares,
+                    request_deserializer=training__pb2.RevealSharesRequest.FromString,
+                    response_serializer=training__pb2.SecAggAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -685,6 +756,114 @@ class Federated:
             '/cloudsplit.v1.Federated/PushUpdate',
             training__pb2.UpdateMessage.SerializeToString,
             training__pb2.PushUpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdvertiseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/AdvertiseKeys',
+            training__pb2.AdvertiseKeysRequest.SerializeToString,
+            training__pb2.SecAggAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/ShareKeys',
+            training__pb2.ShareKeysRequest.SerializeToString,
+            training__pb2.SecAggAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitSecAggStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/WaitSecAggStage',
+            training__pb2.SecAggStageRequest.SerializeToString,
+            training__pb2.SecAggStageReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudsplit.v1.Federated/RevealShares',
+            training__pb2.RevealSharesRequest.SerializeToString,
+            training__pb2.SecAggAck.FromString,
             options,
             channel_credentials,
             insecure,

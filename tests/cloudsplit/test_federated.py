@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cloudsplit import transfer
+from cloudsplit import privacy, transfer
 from cloudsplit.federated import Client
 from cloudsplit.federated_service import FederatedOptions, JobConfig
 from cloudsplit.protos import split_pb2, training_pb2 as pb
@@ -177,12 +177,13 @@ class _Round1:
 
     TOKEN = "federated-test-token"
 
-    def __init__(self, handle, model_path, digits_data, rounds: int = 2):
+    def __init__(self, handle, model_path, digits_data, rounds: int = 2, **config):
         x, y, _, _ = digits_data
         shards = federated.non_iid_split(x, y)[:2]
         with open(model_path, "rb") as f:
             self.job = handle.federated.start_job(f.read(), JobConfig(
-                fraction=1.0, min_clients=2, wait_for_clients=2, round_timeout_s=60, rounds=rounds, learning_rate=0.1))
+                fraction=1.0, min_clients=2, wait_for_clients=2, round_timeout_s=60, rounds=rounds, learning_rate=0.1,
+                **config))
         self.initial = self.job.global_weights()
         # 1 KiB chunks: every weight matrix travels in several (8 KiB for the hidden layer's).
         self.clients = [Client(model_path, handle.address, shard, self.job.job_id, token=self.TOKEN, seed=k,
@@ -369,3 +370,92 @@ def test_jobs_started_and_stopped_over_grpc_and_bad_job_requests_refused(model_p
         assert _refused(lambda: stub.Connect(pb.ConnectRequest(job_id=status.job_id, num_samples=5), timeout=10)) \
             == grpc.StatusCode.FAILED_PRECONDITION
         channel.close()
+
+
+# -- differential privacy ----------------------------------------------------------------------------
+
+# epsilon of `steps` rounds of the Gaussian mechanism with noise multiplier z on a Poisson sample of
+# rate q, at delta, printed by Google's dp-accounting 0.6.0 (RdpAccountant(orders=privacy.ORDERS),
+# SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), steps)), run in its own venv.
+DP_ACCOUNTING_EPSILONS = [  # (q, z, steps, delta, epsilon)
+    (0.25, 1.0, 50, 1e-5, 15.227043901821876), (0.25, 0.5, 100, 1e-5, 157.14155758022824),
+    (0.25, 2.0, 200, 1e-3, 8.079864303183948), (0.01, 1.1, 10000, 1e-5, 5.6543080001495145),
+    (1.0, 2.0, 10, 1e-5, 8.087861628831664), (0.004, 4.0, 10000, 1e-5, 0.383767042658125),
+    (0.05, 0.8, 300, 1e-6, 11.881393859235143), (1.0, 2.0, 1, 1e-5, 2.1680106367839715),
+    (0.25, 4.0, 100, 1e-5, 2.9405682298898688)]
+
+
+@pytest.mark.parametrize("q, z, steps, delta, expected", DP_ACCOUNTING_EPSILONS)
+def test_rdp_accountant_matches_the_dp_accounting_library(q, z, steps, delta, expected):
+    accountant = privacy.RdpAccountant()
+    accountant.add(q, z, steps)
+    assert accountant.epsilon(delta) == pytest.approx(expected, rel=1e-9)
+
+
+def test_rdp_of_the_unsampled_gaussian_is_mironovs_closed_form():
+    """q = 1 is the plain Gaussian mechanism: RDP a / (2 z^2) at every order (Mironov 2017); the
+    binomial sum at q just below 1 must approach it."""
+    for order in (2, 3, 10, 64):
+        assert privacy.rdp_subsampled_gaussian(1.0, 1.5, order) == order / (2 * 1.5 ** 2)
+        assert privacy.rdp_subsampled_gaussian(1 - 1e-12, 1.5, order) == pytest.approx(order / (2 * 1.5 ** 2), rel=1e-6)
+    assert privacy.rdp_subsampled_gaussian(0.0, 1.0, 8) == 0.0
+    assert privacy.rdp_subsampled_gaussian(0.5, 0.0, 8) == float("inf")
+
+
+def test_clip_update_bounds_the_norm_over_all_variables_and_keeps_small_updates():
+    rng = np.random.default_rng(0)
+    big = {"w": rng.normal(size=(8, 4)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
+    clipped, norm = privacy.clip_update(big, 0.5)
+    after = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in clipped.values()))
+    assert norm > 0.5 and after == pytest.approx(0.5, rel=1e-6)
+    np.testing.assert_allclose(clipped["w"] / big["w"], 0.5 / norm, rtol=1e-5)   # one scale for all
+    small = {name: value * (0.1 / norm) for name, value in big.items()}
+    kept, _ = privacy.clip_update(small, 0.5)
+    for name in small:
+        np.testing.assert_array_equal(kept[name], small[name])
+
+
+def test_dp_round_clips_every_update_on_the_server_and_adds_noise_of_the_asked_scale(model_path, digits_data):
+    """Two jobs of two clients that push unclipped deltas (one 100x too big) straight to the
+    server. Without noise the applied step is the equal-weight mean of the clipped deltas exactly;
+    with noise multiplier z it differs from that by N(0, (z C / 2)^2) per weight, and the status
+    reports the epsilon of one round at q = 1."""
+    clip, z = 0.5, 2.0
+    steps = []
+    for noise in (0.0, z):
+        with start_server(federated=FederatedOptions(chunk_bytes=1024), token=_Round1.TOKEN) as handle:
+            setup = _Round1(handle, model_path, digits_data, rounds=1, dp_clip_norm=clip, dp_noise_multiplier=noise)
+            job = setup.job
+            try:
+                assert all(r.clip_norm == clip for r in setup.replies)
+                deltas = [setup.delta(0), {n: 100 * v for n, v in setup.delta(1).items()}]
+                for client, delta in zip(setup.clients, deltas):
+                    client.push(1, delta)
+                assert job.wait(30)
+                status, after = job.status(), job.global_weights()
+            finally:
+                setup.close()
+        clipped = [privacy.clip_update(d, clip)[0] for d in deltas]
+        assert all(privacy.clip_update(d, clip)[1] > clip for d in deltas)   # both needed clipping
+        names = list(after)
+        step = np.concatenate([(after[n] - setup.initial[n]).ravel() for n in names]).astype(np.float64)
+        mean = np.concatenate([((clipped[0][n] + clipped[1][n]) / 2).ravel() for n in names]).astype(np.float64)
+        steps.append((step, mean, status))
+    step, mean, status = steps[0]
+    np.testing.assert_allclose(step, mean, rtol=1e-5, atol=1e-7)
+    assert np.linalg.norm(step) <= clip * (1 + 1e-6)
+    assert status.dp_clip_norm == clip and not status.HasField("dp_epsilon")
+    step, mean, status = steps[1]
+    noise = step - mean
+    assert np.std(noise) == pytest.approx(z * clip / 2, rel=0.1) and abs(np.mean(noise)) < 0.05 * z * clip
+    assert status.dp_noise_multiplier == z and status.history[0].samples == 2
+    assert status.dp_epsilon == pytest.approx(2.1680106367839715, rel=1e-9)   # dp-accounting, q=1, z=2, 1 step
+    assert status.history[0].dp_epsilon == status.dp_epsilon
+
+
+def test_dp_options_are_checked():
+    for bad in (dict(dp_clip_norm=0.0), dict(dp_clip_norm=-1.0), dict(dp_noise_multiplier=1.0),
+                dict(dp_clip_norm=1.0, dp_noise_multiplier=float("nan")), dict(dp_clip_norm=1.0, dp_delta=1.0),
+                dict(secure_aggregation=True, secagg_threshold=0.5), dict(secagg_stage_timeout_s=0.0)):
+        with pytest.raises(ValueError):
+            JobConfig(**bad).validate()
