@@ -12,8 +12,13 @@ Parts (tables printed; all written to <out>/train-pipeline-<stamp>.{json,md}):
   layers --width wide, K = 1 (one actor: the same code path, no pipeline) and K = 2 stages on this
   2-core machine: samples/s; the K = 2 rows say what a pipeline gains when each stage has a core.
 - memory: the tensors each stage keeps per micro-batch in flight, peak over a batch (measured by
-  the actors), GPipe against 1F1B, K = 4, M = 8. Every stage recomputes its forward in backward,
-  so this is the whole activation memory of the pipeline besides one micro-batch's working set.
+  the actors), GPipe against 1F1B, with and without recomputation, K = 4, M = 8. With
+  recomputation a stage keeps only what it received; without, also the activations its backward
+  reads. Besides one micro-batch's working set, this is the pipeline's activation memory.
+- limit: the --layers x --width MLP trained with Adam on one worker, then under a memory limit of a
+  quarter of what that worker held: the planner (cloudsplit.partition.solve_stages, training,
+  costs measured here) picks the fewest stages that fit, the pipeline trains on the same batches,
+  and the loss curves are compared.
 """
 from __future__ import annotations
 
@@ -32,12 +37,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _residual_stages(stages: int, micro: int) -> list[bytes]:
+def _residual_stages(stages: int, micro: int, recompute: bool = True) -> list[bytes]:
     from converter.autodiff.stages import stage_files
     from tests.fixtures.pipeline import cuts, residual_mlp
 
     graph, names = residual_mlp(batch=micro)
-    return stage_files(graph, cuts(names, stages), optimizer="sgd", lr=0.01)
+    return stage_files(graph, cuts(names, stages), optimizer="sgd", lr=0.01, recompute=recompute)
 
 
 def _mlp(layers: int, width: int, batch: int):
@@ -103,16 +108,17 @@ def compute(args) -> list[dict]:
     micro = args.micro_batch
     graph, cut_names = _mlp(args.layers, args.width, micro)
     batches = _batches(args.steps + 1, micro * args.micro_batches, args.width, 10)
-    for k in (1, 2):
+    for k, recompute in ((1, True), (2, True), (2, False)):
         cuts = [] if k == 1 else [[cut_names[args.layers // 2 - 1]]]
-        files = stage_files(graph, cuts, optimizer="sgd", lr=0.01)
+        files = stage_files(graph, cuts, optimizer="sgd", lr=0.01, recompute=recompute)
         with PipelineTrainer(files, micro_batches=args.micro_batches, schedule="1f1b") as trainer:
             wall, stats = _run(trainer, batches)
         samples = args.steps * micro * args.micro_batches
-        row = {"stages": k, "samples_per_s": samples / wall, "busy_s": [s["busy_s"] for s in stats], "wall_s": wall}
+        row = {"stages": k, "recompute": recompute, "samples_per_s": samples / wall,
+               "busy_s": [s["busy_s"] for s in stats], "wall_s": wall}
         rows.append(row)
-        print(f"compute K={k}: {row['samples_per_s']:.0f} samples/s (busy {', '.join(f'{b:.2f}' for b in row['busy_s'])}"
-              f" s of {wall:.2f} s)", flush=True)
+        print(f"compute K={k}{'' if recompute else ' no recompute'}: {row['samples_per_s']:.0f} samples/s (busy "
+              f"{', '.join(f'{b:.2f}' for b in row['busy_s'])} s of {wall:.2f} s)", flush=True)
     return rows
 
 
@@ -121,15 +127,63 @@ def memory(args) -> list[dict]:
 
     rows = []
     k, m = 4, 8
-    files = _residual_stages(k, 4)
     batches = _batches(2, 4 * m, 6, 3)
-    for kind in ("gpipe", "1f1b"):
-        with PipelineTrainer(files, micro_batches=m, schedule=kind) as trainer:
-            _, stats = _run(trainer, batches)
-        row = {"schedule": kind, "peak_kept_bytes": [s["peak_kept_bytes"] for s in stats]}
-        rows.append(row)
-        print(f"memory  {kind:<5}: kept per stage {row['peak_kept_bytes']} bytes", flush=True)
+    for recompute in (True, False):
+        files = _residual_stages(k, 4, recompute)
+        for kind in ("gpipe", "1f1b"):
+            with PipelineTrainer(files, micro_batches=m, schedule=kind) as trainer:
+                _, stats = _run(trainer, batches)
+            row = {"schedule": kind, "recompute": recompute, "peak_kept_bytes": [s["peak_kept_bytes"] for s in stats]}
+            rows.append(row)
+            print(f"memory  {kind:<5} {'recompute' if recompute else 'keep':<9}: kept per stage "
+                  f"{row['peak_kept_bytes']} bytes", flush=True)
     return rows
+
+
+def limit(args) -> dict:
+    import edge
+    from cloudsplit import costs, partition
+    from cloudsplit.pipeline import PipelineTrainer
+    from converter.autodiff.stages import stage_files
+    from converter.writer import write_model
+
+    micro, m = args.micro_batch, args.micro_batches
+    graph, _ = _mlp(args.layers, args.width, micro)
+    batches = _batches(args.steps, micro * m, args.width, 10)
+    with PipelineTrainer(stage_files(graph, [], optimizer="adam", lr=1e-3), micro_batches=m) as one:
+        reference = [one.step(x, y) for x, y in batches]
+        whole = one.stats()[0]["memory_bytes"]
+    budget = whole // 4
+    data = write_model(graph)
+    op_ms = costs.measure_op_ms(data)
+    with edge.Interpreter(model_content=data) as interpreter:
+        interpreter.allocate_tensors()
+        model_costs = costs.costs_from_interpreter(interpreter, op_ms, op_ms)
+        details = interpreter.get_tensor_details()
+    for k in range(2, len(op_ms) + 1):
+        try:
+            plan = partition.solve_stages(model_costs, k, link_bps=10e9, memory_limit=budget, training=True,
+                                          optimizer_slots=2, activation_copies=m)
+        except ValueError:
+            continue
+        cuts = [[details[t]["name"] for t in partition.cut_tensors(model_costs, stage.ops[-1] + 1)]
+                for stage in plan.stages[:-1]]
+        try:
+            with PipelineTrainer(stage_files(graph, cuts, optimizer="adam", lr=1e-3), micro_batches=m,
+                                 memory_limit=budget) as pipe:
+                losses = [pipe.step(x, y) for x, y in batches]
+                held = [s["memory_bytes"] for s in pipe.stats()]
+            break
+        except MemoryError as error:  # the planner's estimate fit, the runtime's accounting did not
+            print(f"limit   K={k}: {error}", flush=True)
+    else:
+        raise SystemExit("no stage count fits the limit")
+    gap = max(abs(a - b) / abs(b) for a, b in zip(losses, reference))
+    row = {"whole_bytes": whole, "limit_bytes": budget, "stages": k, "planned_bytes": [s.memory_bytes for s in plan.stages],
+           "held_bytes": held, "loss_one_worker": reference, "loss_pipeline": losses, "max_relative_loss_gap": gap}
+    print(f"limit   one worker {whole} bytes; limit {budget}; {k} stages holding {held} bytes; loss curves within "
+          f"{gap:.1e} relative over {len(batches)} steps", flush=True)
+    return row
 
 
 def markdown(report: dict) -> str:
@@ -145,21 +199,28 @@ def markdown(report: dict) -> str:
         a = report["args"]
         lines += [f"## Real compute ({a['layers']} FullyConnected {a['width']} wide, micro-batch {a['micro_batch']}, "
                   f"{a['micro_batches']} per batch, 1F1B, 1 thread per stage)", "",
-                  "| stages | samples/s | busy s per stage | wall s |", "|---|---|---|---|"]
-        lines += [f"| {r['stages']} | {r['samples_per_s']:.0f} | {', '.join(f'{b:.2f}' for b in r['busy_s'])} | "
-                  f"{r['wall_s']:.2f} |" for r in report["compute"]]
+                  "| stages | recompute | samples/s | busy s per stage | wall s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['stages']} | {'yes' if r['recompute'] else 'no'} | {r['samples_per_s']:.0f} | "
+                  f"{', '.join(f'{b:.2f}' for b in r['busy_s'])} | {r['wall_s']:.2f} |" for r in report["compute"]]
         lines.append("")
     if "memory" in report:
-        lines += ["## Kept activations per stage (K = 4, M = 8, peak bytes)", "", "| schedule | stage 0 | 1 | 2 | 3 |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['schedule']} | " + " | ".join(str(b) for b in r["peak_kept_bytes"]) + " |"
-                  for r in report["memory"]]
+        lines += ["## Kept activations per stage (K = 4, M = 8, peak bytes)", "",
+                  "| schedule | recompute | stage 0 | 1 | 2 | 3 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['schedule']} | {'yes' if r['recompute'] else 'no'} | "
+                  + " | ".join(str(b) for b in r["peak_kept_bytes"]) + " |" for r in report["memory"]]
+        lines.append("")
+    if "limit" in report:
+        r = report["limit"]
+        lines += ["## Over one worker's memory (Adam)", "",
+                  f"One worker held {r['whole_bytes']} bytes; limit {r['limit_bytes']} (a quarter); the planner chose "
+                  f"{r['stages']} stages, planned {r['planned_bytes']}, held {r['held_bytes']} bytes; loss curves "
+                  f"within {r['max_relative_loss_gap']:.1e} relative over {len(r['loss_pipeline'])} steps."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="bubble,compute,memory")
+    parser.add_argument("--parts", default="bubble,compute,memory,limit")
     parser.add_argument("--steps", type=int, default=5, help="timed batches per configuration")
     parser.add_argument("--forward-ms", type=float, default=20.0, help="bubble part: sleep per forward")
     parser.add_argument("--layers", type=int, default=8)
@@ -174,7 +235,7 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     report = {"date": stamp, "args": vars(args) | {"out": str(args.out)},
               "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
-    parts = {"bubble": bubble, "compute": compute, "memory": memory}
+    parts = {"bubble": bubble, "compute": compute, "memory": memory, "limit": limit}
     for name in args.parts.split(","):
         report[name] = parts[name](args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -469,11 +469,14 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
 # micro-batches takes about (M + K - 1) x the slowest stage), so the objective is the slowest
 # stage; ties go to the smaller sum of stage times.
 #
-# Memory of a stage: the constant tensors its ops read (weights), times 1 + 1 gradient +
-# ``optimizer_slots`` when training, plus its activations: everything it produces or receives,
-# times ``activation_copies`` (micro-batches in flight: M for GPipe, up to K - s for 1F1B); with
-# ``recompute`` only the received cut is kept per micro-batch, plus one micro-batch's activations
-# while it is recomputed. Inference keeps nothing for a backward: the received cut per micro-batch
+# Memory of a stage: the constant tensors its ops read (weights), plus its activations. Training,
+# each weight byte costs 2 x (1 + ``optimizer_slots``) + 2 bytes as the runtime holds them: the
+# stage file keeps the initial variable and slots and the interpreter its live copies of both, the
+# backward writes a gradient, and the update signature reads one (measured by the runtime's own
+# accounting, memory_info, on the stages of benchmarks/train_pipeline.py). Activations: everything
+# it produces or receives, times ``activation_copies`` (micro-batches in flight: M for GPipe, up to
+# K - s for 1F1B); with ``recompute`` only the received cut is kept per micro-batch, plus one
+# micro-batch's activations while it is recomputed. Inference keeps nothing for a backward: the received cut per micro-batch
 # in flight plus one micro-batch's activations, an upper bound of its peak.
 #
 # Method: dynamic programming over the cut positions, O(K n^2). For a chain every assignment of
@@ -552,7 +555,7 @@ def solve_stages(costs: ModelCosts, stages: int, *, link_bps: float, memory_limi
     cut_raw = [sum(costs.tensor_bytes[t] for t in cut) for cut in cuts]
     produced = [sum(costs.tensor_bytes[t] for t in op.outputs if t not in costs.constant_tensors)
                 for op in costs.ops]
-    weight_factor = 2 + optimizer_slots if training else 1
+    weight_factor = 2 * (1 + optimizer_slots) + 2 if training else 1
 
     def send_ms(i: int, j: int) -> float:
         out = _transfer_ms(cut_bytes[j], link_bps) if j < n else 0.0

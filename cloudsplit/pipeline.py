@@ -2,9 +2,10 @@
 stage, fed micro-batches in a GPipe or 1F1B order.
 
 Each actor (``StageWorker``) holds one stage file in an edge.Interpreter: its variables and
-optimizer slots live there and nowhere else. Per micro-batch it keeps only the tensors it received
-(the stage's backward signature recomputes the forward from them), so a stage's activation memory
-is its received tensors times the micro-batches in flight. A batch of M micro-batches:
+optimizer slots live there and nowhere else. Per micro-batch it keeps what the stage's backward
+reads: with stages converted with recomputation (the default), only the tensors it received
+(backward runs the forward again from them); without, also the activations forward saved. A
+stage's activation memory is that times the micro-batches in flight. A batch of M micro-batches:
 
 - gpipe: every stage runs the M forwards, then the M backwards;
 - 1f1b: stage s runs min(K - 1 - s, M) forwards to fill the pipeline, then alternates one forward
@@ -23,7 +24,8 @@ restarts a stage that dies; the driver then runs the batch again (see ``Pipeline
 ``replicas`` R > 1 runs R copies of the pipeline on shares of the batch (data parallelism), stage k
 of each applying the mean gradient of all of them. ``predict`` serves through the same stages (the
 last stage's infer signature gives the model's own prediction), pipelined over micro-batches, with
-the weights as trained so far; it is not yet behind ``cloudsplit serve``.
+the weights as trained so far. Serving a converted model through stages behind ``cloudsplit serve``
+is cloudsplit.pipeline_serving.
 """
 from __future__ import annotations
 
@@ -67,7 +69,10 @@ class StageWorker:
         self._update = runner("update") if "update" in signatures else None
         self._update_inputs = list(signatures["update"]["inputs"]) if self._update else []
         backward_inputs = signatures["backward"]["inputs"]
-        self._inputs = [k for k in backward_inputs if not k.startswith("grad_in/") and k != "labels"]
+        # what backward reads besides the upstream gradient: received tensors, and (stages converted
+        # without recompute) the activations forward returns as saved/<t>
+        self._keep = [k for k in backward_inputs if not k.startswith("grad_in/") and k != "labels"]
+        self._inputs = list(signatures["forward"]["inputs"]) if self._forward else self._keep
         self._seeds = [k[len("grad_in/"):] for k in backward_inputs if k.startswith("grad_in/")]
         self._kept: dict[int, dict[str, np.ndarray]] = {}
         self._sums: dict[str, np.ndarray] = {}
@@ -90,7 +95,7 @@ class StageWorker:
         feeds = {k: np.asarray(inputs[k]) for k in self._inputs}
         # the last stage sends nothing forward: its backward computes the forward and the loss
         outputs = dict(self._forward(**feeds)) if self._forward else {}
-        self._kept[micro] = feeds
+        self._kept[micro] = {k: feeds[k] if k in feeds else outputs.pop(k) for k in self._keep}
         kept = sum(v.nbytes for f in self._kept.values() for v in f.values())
         self.peak_kept_bytes = max(self.peak_kept_bytes, kept)
         if self._delay[0]:
@@ -100,7 +105,8 @@ class StageWorker:
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inference: the stage's outputs (the last stage: the model's prediction); nothing kept."""
-        return dict(self._infer(**{k: np.asarray(inputs[k]) for k in self._inputs}))
+        outputs = self._infer(**{k: np.asarray(inputs[k]) for k in self._inputs})
+        return {k: v for k, v in outputs.items() if not k.startswith("saved/")}
 
     def backward(self, micro: int, upstream: Mapping[str, np.ndarray], forward_done: int | None = None
                  ) -> dict[str, np.ndarray]:
@@ -125,7 +131,7 @@ class StageWorker:
 
     def micro_size(self) -> int:
         """Rows per micro-batch: the first input's batch dimension, fixed at conversion."""
-        details = self._interpreter.get_signature_runner("backward").get_input_details()
+        details = self._interpreter.get_signature_runner("forward" if self._forward else "backward").get_input_details()
         return int(details[self._inputs[0]]["shape"][0])
 
     def gradients(self) -> tuple[dict[str, np.ndarray], int]:

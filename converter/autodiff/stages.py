@@ -10,9 +10,12 @@ the loss) from its ``inputs`` (the previous stage's outputs; the first stage: th
               (last stage: inputs + labels  -> loss, grad/<input>, grad/<p>)   reverse mode
     update    grad/<p> for every variable p -> (nothing)                the optimizer, in place
 
-backward recomputes the forward from the stage's inputs rather than reading activations kept by
-forward: a stage keeps only its received tensors per micro-batch (GPipe with recomputation), and
-the signatures stay independent of each other. grad/<input> is given for float inputs that the
+With ``recompute=True`` (the default) backward recomputes the forward from the stage's inputs: a
+stage keeps only its received tensors per micro-batch (GPipe with recomputation), at the cost of a
+second forward. With ``recompute=False`` forward also returns saved/<t> for every activation t its
+backward reads, and backward takes them (with the inputs it reads) instead of running the forward
+again: no repeated work, more memory per micro-batch in flight. The last stage runs its forward
+only inside backward (its loss needs the labels), so the option changes nothing there. grad/<input> is given for float inputs that the
 stage's computation depends on (a stage whose inputs are the model's inputs still returns them:
 split learning's device never needs them, a test may). Gradients from several micro-batches are
 summed by the caller and handed to update once; the optimizer slots live in the stage's file.
@@ -36,11 +39,12 @@ from converter.errors import ConversionError
 from converter.ir import Graph, Node, Signature
 
 
-def make_stages(graph: Graph, cuts: Sequence[Sequence[str]], config: TrainingConfig | None = None,
-                **options) -> list[Graph]:
+def make_stages(graph: Graph, cuts: Sequence[Sequence[str]], config: TrainingConfig | None = None, *,
+                recompute: bool = True, **options) -> list[Graph]:
     """The stages of ``graph`` (after converter.autodiff.pipeline.TRAINABLE_PIPELINE) cut at
     ``cuts``: cut k is the tensors stage k sends to stage k + 1. ``config`` as for make_trainable
-    (trainable / freeze apply to the whole model; a stage may end up with no variable)."""
+    (trainable / freeze apply to the whole model; a stage may end up with no variable);
+    ``recompute``: see the module."""
     if config is None:
         config = TrainingConfig(**options)
     elif options:
@@ -58,12 +62,12 @@ def make_stages(graph: Graph, cuts: Sequence[Sequence[str]], config: TrainingCon
     stages = []
     for k in range(len(boundaries)):
         outputs = boundaries[k + 1] if k + 1 < len(boundaries) else None
-        stages.append(_stage(graph, k, boundaries[k], outputs, params, config))
+        stages.append(_stage(graph, k, boundaries[k], outputs, params, config, recompute))
     return stages
 
 
 def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ...] | None, params: set[str],
-           config: TrainingConfig) -> Graph:
+           config: TrainingConfig, recompute: bool) -> Graph:
     last = outputs is None
     if last:
         if len(graph.outputs) != 1 and config.prediction is None:
@@ -136,9 +140,17 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
         position = {id(n): i for i, n in enumerate(all_nodes)}
         infer_indices = tuple(sorted(position[id(n)] for n in nodes))
     forward_outputs = {} if last else {t: renamed.get(t, t) for t in targets}
+    backward_nodes = range(n_backward)
+    if not (last or recompute):
+        saved = _saved_activations(forward, all_nodes[n_forward:n_backward], set(inputs) | b.variables)
+        forward_outputs.update({f"saved/{t}": t for t in saved})
+        read = {i for n in all_nodes[n_forward:n_backward] for i in n.inputs}
+        g_inputs = {**{name: t for name, t in g_inputs.items() if name.startswith("grad_in/") or t in read},
+                    **{f"saved/{t}": t for t in saved}}
+        backward_nodes = range(n_forward, n_backward)
     signatures = {
         "backward": Signature(g_inputs, {**({"loss": loss} if last else {}), **grad_outputs},
-                              tuple(range(n_backward))),
+                              tuple(backward_nodes)),
     }
     if not last:
         signatures["forward"] = Signature({t: t for t in inputs}, forward_outputs, tuple(range(n_forward)))
@@ -151,7 +163,8 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
         used.update(x for x in (*n.inputs, *n.outputs) if x)
     metadata = dict(graph.metadata)
     metadata.update({"pipeline.stage": str(k), "training.trainable": json.dumps(stage_params)})
-    stage_inputs = tuple(dict.fromkeys(list(g_inputs.values()) + list(update_inputs.values())))
+    stage_inputs = tuple(dict.fromkeys(list(inputs) + [t for name, t in g_inputs.items() if not name.startswith("saved/")]
+                                       + list(update_inputs.values())))
     return stage.replace(nodes=tuple(all_nodes), inputs=stage_inputs,
                          outputs=tuple(dict.fromkeys(list(forward_outputs.values()) + list(grad_outputs.values())
                                                      + ([loss, targets[0]] if loss else []))),
@@ -159,6 +172,18 @@ def _stage(graph: Graph, k: int, inputs: tuple[str, ...], outputs: tuple[str, ..
                          constants={t: v for t, v in b.constants.items() if t in used},
                          variables=frozenset(b.variables & used), signatures=signatures, metadata=metadata,
                          dynamic_dims={})
+
+
+def _saved_activations(forward: Sequence[Node], backward_nodes: Sequence[Node], live: set[str]) -> list[str]:
+    """The forward's tensors that ``backward_nodes`` read and that change from call to call (they
+    depend on the stage's inputs or variables; those computed from constants alone the runtime
+    folds once), in forward order."""
+    live = set(live)
+    for node in forward:
+        if any(i in live for i in node.inputs if i):
+            live.update(o for o in node.outputs if o)
+    read = {i for n in backward_nodes for i in n.inputs if i}
+    return [o for n in forward for o in n.outputs if o and o in read and o in live]
 
 
 def _stage_nodes(graph: Graph, k: int, inputs: Sequence[str], targets: Sequence[str]) -> list[Node]:
@@ -179,7 +204,7 @@ def _stage_nodes(graph: Graph, k: int, inputs: Sequence[str], targets: Sequence[
 
 
 def stage_files(model, cuts: Sequence[Sequence[str]], config: TrainingConfig | None = None, *,
-                input_shapes=None, **options) -> list[bytes]:
+                input_shapes=None, recompute: bool = True, **options) -> list[bytes]:
     """ONNX model (path or ModelProto) or IR Graph -> the .edge bytes of each stage: the passes
     safe for training (TRAINABLE_PIPELINE), then make_stages. Cut tensor names are the
     converted graph's (the ONNX names, where no pass renamed them)."""
@@ -189,4 +214,4 @@ def stage_files(model, cuts: Sequence[Sequence[str]], config: TrainingConfig | N
     from converter.writer import write_model
 
     graph, _ = run_passes(_import(model, input_shapes), TRAINABLE_PIPELINE)
-    return [write_model(stage) for stage in make_stages(graph, cuts, config, **options)]
+    return [write_model(stage) for stage in make_stages(graph, cuts, config, recompute=recompute, **options)]

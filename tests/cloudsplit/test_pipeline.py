@@ -44,15 +44,16 @@ def test_schedules_run_each_micro_batch_once_and_cap_what_is_in_flight(kind, sta
         assert peak == (micro if kind == "gpipe" else min(stages - s, micro))
 
 
-@pytest.mark.parametrize("kind,stages,replicas", [("gpipe", 2, 1), ("1f1b", 2, 1), ("gpipe", 4, 1),
-                                                   ("1f1b", 4, 1), ("1f1b", 2, 2)])
-def test_pipeline_trains_like_one_process(cluster, kind, stages, replicas):
+@pytest.mark.parametrize("kind,stages,replicas,recompute",
+                         [(kind, stages, 1, recompute) for kind in pipeline.SCHEDULES for stages in (2, 4)
+                          for recompute in (True, False)] + [("1f1b", 2, 2, True)])
+def test_pipeline_trains_like_one_process(cluster, kind, stages, replicas, recompute):
     from converter.autodiff import make_trainable
     from converter.autodiff.stages import stage_files
     from converter.writer import write_model
 
     graph, names = residual_mlp(batch=MICRO)
-    files = stage_files(graph, cuts(names, stages), optimizer="adam", lr=0.05)
+    files = stage_files(graph, cuts(names, stages), optimizer="adam", lr=0.05, recompute=recompute)
     whole_graph, _ = residual_mlp(batch=MICRO * M * replicas)
     whole = edge.Interpreter(model_content=write_model(make_trainable(whole_graph, optimizer="adam", lr=0.05)))
     train = whole.get_signature_runner("train")
@@ -74,9 +75,15 @@ def test_pipeline_trains_like_one_process(cluster, kind, stages, replicas):
         reference = whole.get_tensor(details[name])
         assert np.max(np.abs(value - reference)) <= 1e-5 * max(1.0, float(np.max(np.abs(reference)))), name
     assert all(s["steps"] == STEPS for s in stats)
-    per_micro = MICRO * 6 * 4  # stage 0 keeps x [MICRO, 6] float32 per micro-batch in flight
+    # stage 0 keeps x [MICRO, 6] float32 per micro-batch in flight, and without recomputation the
+    # activations its backward reads as well
+    per_micro = MICRO * 6 * 4
     in_flight = M if kind == "gpipe" else min(stages, M)
-    assert stats[0]["peak_kept_bytes"] == per_micro * in_flight
+    if recompute:
+        assert stats[0]["peak_kept_bytes"] == per_micro * in_flight
+    else:
+        assert stats[0]["peak_kept_bytes"] > per_micro * in_flight
+        assert stats[0]["peak_kept_bytes"] % in_flight == 0
 
 
 def test_bad_batches_are_refused(cluster):

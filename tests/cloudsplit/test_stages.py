@@ -48,7 +48,7 @@ def oracle(costs: ModelCosts, stage_of, k: int, *, training=False, backward_fact
             send += crossing[s - 1] * 8 / LINK * 1e3
         times.append(compute + send)
         weights = {t for op in ops for t in costs.ops[op].inputs if t in costs.constant_tensors}
-        weight_bytes = sum(costs.tensor_bytes[t] for t in weights) * ((2 + optimizer_slots) if training else 1)
+        weight_bytes = sum(costs.tensor_bytes[t] for t in weights) * ((2 * (1 + optimizer_slots) + 2) if training else 1)
         produced = sum(costs.tensor_bytes[t] for op in ops for t in costs.ops[op].outputs)
         received = crossing[s - 1] if s > 0 else sum(
             costs.tensor_bytes[t] for t in costs.graph_inputs if any(stage_of[r] == 0 for r in graph.consumers.get(t, [])))

@@ -22,18 +22,28 @@ FEEDS = {"x": RNG.standard_normal((4, 6)).astype(np.float32), "labels": np.array
 
 
 def chain(stages, feeds, run):
-    """Forward through the stages, backward from the last: (loss, grads by name, input grads)."""
-    acts = [{"x": feeds["x"]}]
+    """Forward through the stages, backward from the last: (loss, grads by name, input grads).
+    Each backward gets what its signature asks for: the stage's inputs, and what its forward saved
+    when the stages were made without recomputation."""
+    acts, saved = [{"x": feeds["x"]}], []
     for stage in stages[:-1]:
-        acts.append(run(stage, "forward", acts[-1]))
-    out = run(stages[-1], "backward", {**acts[-1], "labels": feeds["labels"]})
+        out = run(stage, "forward", acts[-1])
+        saved.append({key: v for key, v in out.items() if key.startswith("saved/")})
+        acts.append({key: v for key, v in out.items() if not key.startswith("saved/")})
+    saved.append({})
+
+    def backward(k, given):
+        pool = {**acts[k], **saved[k], **given}
+        return run(stages[k], "backward", {key: pool[key] for key in stages[k].signatures["backward"].inputs})
+
+    out = backward(len(stages) - 1, {"labels": feeds["labels"]})
     loss, grads = out.pop("loss"), {}
     for k in range(len(stages) - 1, -1, -1):
         upstream = {key[len("grad/"):]: v for key, v in out.items() if key[len("grad/"):] in acts[k]}
         grads.update({key: v for key, v in out.items() if key[len("grad/"):] not in acts[k]})
         if k == 0:
             return loss, grads, upstream
-        out = run(stages[k - 1], "backward", {**acts[k - 1], **{f"grad_in/{t}": g for t, g in upstream.items()}})
+        out = backward(k - 1, {f"grad_in/{t}": g for t, g in upstream.items()})
 
 
 def reference(stage, key, feeds):
@@ -47,11 +57,12 @@ def close(a, b, tol=2e-5):
 CUTS = {"two": [["s"]], "three": [["h1"], ["s"]], "skip": [["h2", "h1"], ["s"]]}
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("cuts", sorted(CUTS))
-def test_chained_stage_gradients_are_the_whole_models(cuts):
+def test_chained_stage_gradients_are_the_whole_models(cuts, recompute):
     graph, names = residual_mlp()
     cut_tensors = [[names[t] for t in cut] for cut in CUTS[cuts]]
-    stages = make_stages(graph, cut_tensors, optimizer="adam", lr=0.01)
+    stages = make_stages(graph, cut_tensors, optimizer="adam", lr=0.01, recompute=recompute)
     whole = make_trainable(graph, optimizer="adam", lr=0.01)
     expected, _ = run_signature(whole, "grad", FEEDS)
     loss, grads, _ = chain(stages, FEEDS, reference)
@@ -82,10 +93,32 @@ def test_stage_updates_are_the_whole_models_train_step():
             assert close(stage.constants[name], whole.constants[name]), name
 
 
-def test_the_runtime_runs_the_stages_like_the_reference():
+def test_without_recompute_backward_reads_the_saved_activations_instead_of_running_forward():
+    graph, names = residual_mlp()
+    stages = make_stages(graph, [[names["h1"]], [names["s"]]], optimizer="sgd", lr=0.1, recompute=False)
+    for stage in stages[:-1]:
+        forward, backward = stage.signatures["forward"], stage.signatures["backward"]
+        assert not set(forward.nodes) & set(backward.nodes)
+        saved = [key for key in forward.outputs if key.startswith("saved/")]
+        assert saved and set(saved) <= set(backward.inputs)
+    # the saved activations are what backward computes from: changing one changes the gradients
+    acts = run_signature(stages[0], "forward", {"x": FEEDS["x"]})[0]
+    feeds = {key: acts[key] if key in acts else FEEDS["x"] for key in stages[0].signatures["backward"].inputs
+             if not key.startswith("grad_in/")}
+    feeds.update({key: np.ones_like(acts[key[len("grad_in/"):]]) for key in stages[0].signatures["backward"].inputs
+                  if key.startswith("grad_in/")})
+    plain = run_signature(stages[0], "backward", feeds)[0]
+    victim = next(key for key in feeds if key.startswith("saved/"))
+    changed = run_signature(stages[0], "backward", {**feeds, victim: feeds[victim] * 2 + 1})[0]
+    assert any(not np.allclose(plain[key], changed[key]) for key in plain)
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_the_runtime_runs_the_stages_like_the_reference(recompute):
     edge = pytest.importorskip("edge")
     graph, names = residual_mlp()
-    stages = make_stages(graph, [[names["h2"], names["h1"]], [names["s"]]], optimizer="momentum", lr=0.1)
+    stages = make_stages(graph, [[names["h2"], names["h1"]], [names["s"]]], optimizer="momentum", lr=0.1,
+                         recompute=recompute)
     interpreters = {id(s): edge.Interpreter(model_content=write_model(s)) for s in stages}
 
     def runtime(stage, key, feeds):
