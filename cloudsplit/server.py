@@ -4,7 +4,9 @@ Each model is held by its SHA-256 and run with the same C runtime the device use
 of interpreters per model lets concurrent requests run side by side; requests that share a model and a
 cut are batched when the model's batch dimension is dynamic (see ``_BatchRunner``). Every request is
 checked against the model before anything runs (``_validate_header``): a wrong request gets
-INVALID_ARGUMENT with a message naming the problem and the server keeps serving.
+INVALID_ARGUMENT with a message naming the problem and the server keeps serving. With ``--stages K``
+each model runs instead on K stage workers (cloudsplit.pipeline_serving), for models over one
+server's memory.
 """
 from __future__ import annotations
 
@@ -137,16 +139,29 @@ def batch_bucket(count: int, max_batch: int) -> int:
     return max(count, min(bucket, max_batch))
 
 
-class ModelEntry:
-    """One model the server hosts: its bytes, graph structure, interpreters and profile."""
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Serve every model through ``stages`` stage workers (cloudsplit.pipeline_serving)."""
 
-    def __init__(self, data: bytes, name: str, threads: int = 1):
+    stages: int
+    memory_limit: int | None = None   # bytes per stage worker
+    address: str | None = None        # Ray cluster; default: a local one on loopback
+
+
+class ModelEntry:
+    """One model the server hosts: its bytes, graph structure, interpreters and profile.
+
+    With ``pipeline`` the model runs on stage workers (``self.stages``) instead of interpreters in
+    this process, and this process never allocates it."""
+
+    def __init__(self, data: bytes, name: str, threads: int = 1, pipeline: PipelineOptions | None = None):
         self.data = bytes(data)
         self.sha256 = sha256_hex(self.data)
         self.name = name
         self.threads = threads
         meta = edge.Interpreter(model_content=self.data)
-        meta.allocate_tensors()
+        if pipeline is None:
+            meta.allocate_tensors()
         self._meta = meta
         self._meta_lock = threading.Lock()
         self.ops = meta.op_details()
@@ -170,7 +185,15 @@ class ModelEntry:
             for t in op["outputs"]:
                 if t >= 0:
                     self.producer[t] = op["index"]
-        self.pool = _InterpreterPool(self.data, threads, self.graph_inputs, self.default_config)
+        self.pool = _InterpreterPool(self.data, threads, self.graph_inputs, self.default_config) \
+            if pipeline is None else None
+        self.stages = None
+        if pipeline is not None:
+            from cloudsplit.pipeline_serving import PipelineModel
+
+            self.stages = PipelineModel(self.data, self.tensor_names, self.ops, stages=pipeline.stages,
+                                        memory_limit=pipeline.memory_limit, threads=threads,
+                                        address=pipeline.address)
         self.batchable: dict[tuple, bool] = {}
         self._profile: tuple[list[float], int, float] | None = None
         self._profile_lock = threading.Lock()
@@ -192,32 +215,72 @@ class ModelEntry:
             if config in self._shapes:
                 self._shapes.move_to_end(config)
                 return self._shapes[config]
+            failed = (Exception,) if self.stages is not None else (EdgeError,)  # a stage worker's: any
             try:
-                for tensor, shape in zip(self.graph_inputs, config):
-                    self._meta.resize_tensor_input(tensor, shape)
-                self._meta.allocate_tensors()
-            except EdgeError as error:
+                if self.stages is not None:
+                    found = self.stages.shapes(dict(zip(self.graph_inputs, config)))
+                    default = self._shapes[self.default_config]
+                    shapes = tuple(found.get(t, default[t]) for t in range(self.num_tensors))
+                else:
+                    for tensor, shape in zip(self.graph_inputs, config):
+                        self._meta.resize_tensor_input(tensor, shape)
+                    self._meta.allocate_tensors()
+                    shapes = tuple(tuple(int(v) for v in d["shape"]) for d in self._meta.get_tensor_details())
+            except failed as error:
                 raise _invalid(f"the model cannot take input shapes "
-                               f"{', '.join(_shape_text(s) for s in config)}: {error}") from None
-            shapes = tuple(tuple(int(v) for v in d["shape"]) for d in self._meta.get_tensor_details())
+                               f"{', '.join(_shape_text(s) for s in config)}: {_cause(error)}") from None
             self._shapes[config] = shapes
             while len(self._shapes) > 64:
                 self._shapes.popitem(last=False)
             return shapes
 
     def profile(self, runs: int) -> tuple[list[float], int, float]:
-        """(median ms per op, runs, unix time measured) from the runtime's profiler, measured once."""
+        """(median ms per op, runs, unix time measured) from the runtime's profiler, measured once
+        (by each stage worker for its ops, when pipelined)."""
         with self._profile_lock:
             if self._profile is None:
                 from cloudsplit.costs import measure_op_ms
 
-                self._profile = (measure_op_ms(self.data, num_threads=self.threads, runs=runs), runs, time.time())
+                op_ms = self.stages.profile(runs) if self.stages is not None else \
+                    measure_op_ms(self.data, num_threads=self.threads, runs=runs)
+                self._profile = (op_ms, runs, time.time())
             return self._profile
+
+    def invoke(self, config, ops: Sequence[int], uploads: Sequence[tuple[int, np.ndarray]],
+               outputs: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+        """Runs the server ops ``ops`` for input configuration ``config`` on the uploaded tensors
+        and returns ``outputs``: on a warm interpreter of the pool, or through the stage workers."""
+        failed = (Exception,) if self.stages is not None else (EdgeError,)  # a stage worker's: any
+        try:
+            if self.stages is not None:
+                return self.stages.run(self.shapes_for(config), ops, dict(uploads), outputs)
+            slot = self.pool.acquire(config)
+            try:
+                execution.run_with_provided(slot[0], ops, dict(uploads), self.producer)
+                return [(t, slot[0].get_tensor(t)) for t in outputs]
+            finally:
+                self.pool.release(slot)
+        except RequestError:
+            raise
+        except failed as error:
+            raise RequestError(grpc.StatusCode.INTERNAL,
+                               f"the runtime failed running the server ops: {_cause(error)}") from None
+
+    def close(self) -> None:
+        if self.stages is not None:
+            self.stages.close()
+
+
+def _cause(error: BaseException) -> str:
+    """An error's message; for one raised in a Ray worker, the worker's own exception's."""
+    cause = getattr(error, "cause", None)
+    return str(cause if isinstance(cause, BaseException) else error)
 
 
 class ModelRegistry:
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, pipeline: PipelineOptions | None = None):
         self.threads = threads
+        self.pipeline = pipeline
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
 
@@ -226,9 +289,12 @@ class ModelRegistry:
         with self._lock:
             if digest in self._models:
                 return self._models[digest], False
-        entry = ModelEntry(data, name, self.threads)
+        entry = ModelEntry(data, name, self.threads, self.pipeline)
         with self._lock:
-            return self._models.setdefault(digest, entry), True
+            kept = self._models.setdefault(digest, entry)
+        if kept is not entry:  # registered by another call meanwhile
+            entry.close()
+        return kept, kept is entry
 
     def get(self, digest: str) -> ModelEntry | None:
         with self._lock:
@@ -237,6 +303,10 @@ class ModelRegistry:
     def entries(self) -> list[ModelEntry]:
         with self._lock:
             return list(self._models.values())
+
+    def close(self) -> None:
+        for entry in self.entries():
+            entry.close()
 
 
 @dataclass
@@ -372,6 +442,8 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             entry, _ = self.registry.add(bytes(data), f"uploaded-{digest[:12]}")
         except EdgeError as error:
             raise _invalid(f"model {digest[:12]} does not load: {error}") from None
+        except (ValueError, MemoryError) as error:  # pipeline serving: no partition fits the workers
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"model {digest[:12]}: {error}") from None
         log.info("registered model %s (%d bytes, %d ops)", digest[:12], total, len(entry.ops))
         return pb.RegisterModelReply(model_sha256=digest, already_present=False, num_ops=len(entry.ops))
 
@@ -774,16 +846,11 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         return results
 
     def _run_sequential(self, requests: Sequence[_Request]) -> list[_Result]:
-        entry = requests[0].entry
-        slot = entry.pool.acquire(requests[0].config)
         results = []
-        try:
-            for request in requests:
-                began = time.monotonic()
-                outputs = self._invoke(slot[0], entry.producer, request.server_ops, request.uploads, request.outputs)
-                results.append(_Result(outputs, (time.monotonic() - began) * 1e3, (began - request.ready_at) * 1e3))
-        finally:
-            entry.pool.release(slot)
+        for request in requests:
+            began = time.monotonic()
+            outputs = request.entry.invoke(request.config, request.server_ops, request.uploads, request.outputs)
+            results.append(_Result(outputs, (time.monotonic() - began) * 1e3, (began - request.ready_at) * 1e3))
         return results
 
     def _run_stacked(self, requests: Sequence[_Request]) -> list[_Result] | None:
@@ -809,14 +876,10 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             entry.batchable[first.key] = False
             return None
         began = time.monotonic()
-        slot = entry.pool.acquire(batched_config)
-        try:
-            padding = [first] * (bucket - count)
-            stacked = [(t, np.concatenate([r.uploads[k][1] for r in (*requests, *padding)]))
-                       for k, (t, _) in enumerate(first.uploads)]
-            outputs = self._invoke(slot[0], entry.producer, first.server_ops, stacked, first.outputs)
-        finally:
-            entry.pool.release(slot)
+        padding = [first] * (bucket - count)
+        stacked = [(t, np.concatenate([r.uploads[k][1] for r in (*requests, *padding)]))
+                   for k, (t, _) in enumerate(first.uploads)]
+        outputs = entry.invoke(batched_config, first.server_ops, stacked, first.outputs)
         server_ms = (time.monotonic() - began) * 1e3
         self.batches_run += 1
         self.batched_requests += count
@@ -826,14 +889,6 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             pieces = [(t, np.ascontiguousarray(parts[i])) for t, parts in split]
             results.append(_Result(pieces, server_ms, (began - request.ready_at) * 1e3, count))
         return results
-
-    @staticmethod
-    def _invoke(interpreter, producer, ops, uploads, outputs) -> list[tuple[int, np.ndarray]]:
-        try:
-            execution.run_with_provided(interpreter, ops, dict(uploads), producer)
-            return [(t, interpreter.get_tensor(t)) for t in outputs]
-        except EdgeError as error:
-            raise RequestError(grpc.StatusCode.INTERNAL, f"the runtime failed running the server ops: {error}") from None
 
     def _reply_messages(self, request: _Request, result: _Result) -> list[pb.InferMessage]:
         tensors = [transfer.encode_tensor(t, array, request.download_mode) for t, array in result.outputs]
@@ -912,6 +967,7 @@ class ServerHandle:
         self._stopped = True
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        self.service.registry.close()
         if self.training is not None:
             self.training.close()
         if self.federated is not None:
@@ -951,14 +1007,15 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                  compute_slots: int | None = None,
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
                  delay_s: float = 0.0, on_request: Callable[[str], None] | None = None,
-                 training=None, federated=None) -> ServerHandle:
+                 training=None, federated=None, pipeline: PipelineOptions | None = None) -> ServerHandle:
     """Starts a server in this process and returns once it listens.
 
     ``models``: a directory of .edge files, a file, model bytes, or a list of these. ``port=0`` picks a
     free port (``handle.port``). ``training``: True or a ``training_service.TrainingOptions`` adds the
     Training service (distributed training jobs on the registered models). ``federated``: True or a
     ``federated_service.FederatedOptions`` adds the Federated service (federated averaging with
-    devices; it needs no Ray).
+    devices; it needs no Ray). ``pipeline``: serve every model through stage workers on Ray
+    (cloudsplit.pipeline_serving), for models over one server's memory.
     """
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
@@ -966,9 +1023,20 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                             batch_padding=batch_padding,
                             compute_slots=compute_slots,
                             allow_register=allow_register, delay_s=delay_s, on_request=on_request)
-    registry = ModelRegistry(threads)
-    for data, name in _model_sources(models):
-        registry.add(data, name)
+    if pipeline is not None:
+        if pipeline.stages < 1 or (pipeline.memory_limit is not None and pipeline.memory_limit < 1):
+            raise ValueError(f"pipeline serving needs stages >= 1 and a positive memory limit, got "
+                             f"{pipeline.stages} and {pipeline.memory_limit}")
+        from cloudsplit.training import ensure_ray
+
+        ensure_ray(pipeline.address)  # here, before gRPC's threads run (see the training service below)
+    registry = ModelRegistry(threads, pipeline)
+    try:
+        for data, name in _model_sources(models):
+            registry.add(data, name)
+    except BaseException:
+        registry.close()
+        raise
     service = SplitInferenceService(registry, options)
     message_bytes = int(max_message_mb * MiB)
     grpc_options = [("grpc.max_receive_message_length", message_bytes),
@@ -1017,6 +1085,7 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     """Adds ``serve`` to a ``cloudsplit`` argparse subparsers object; ``args.func(args)`` runs it."""
+    from cloudsplit.cli import parse_bytes
     parser = subparsers.add_parser("serve", help="host models for split inference over gRPC",
                                    description="Serves the .edge models in a directory for split inference.")
     parser.add_argument("--models", required=True, help="directory of .edge files (each served by its SHA-256)")
@@ -1045,6 +1114,12 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-register", action="store_true", help="refuse model uploads")
     parser.add_argument("--grace-s", type=float, default=10.0, help="how long in-flight requests may finish "
                         "after SIGTERM/SIGINT")
+    staged = parser.add_argument_group("pipeline serving", "models over one server's memory, run by stage "
+                                       "workers on Ray")
+    staged.add_argument("--stages", type=int, help="run every model as K stages, one Ray actor each, balanced by "
+                        "the ops' FLOPs")
+    staged.add_argument("--memory-limit", type=parse_bytes, help="bytes per stage worker (e.g. 2GB): the stages are "
+                        "planned to fit it and the start fails if one does not")
     training = parser.add_argument_group("training", "the Training service (distributed training on Ray)")
     training.add_argument("--training", action="store_true", help="serve training jobs on the registered models")
     training.add_argument("--training-data", default=".", help="data paths of StartJob resolve inside this "
@@ -1071,6 +1146,14 @@ def _training_options(args):
                            checkpoint_root=args.checkpoint_root, cluster=args.ray_address)
 
 
+def _pipeline_options(args):
+    if args.stages is None:
+        if args.memory_limit is not None:
+            raise ValueError("--memory-limit goes with --stages")
+        return None
+    return PipelineOptions(stages=args.stages, memory_limit=args.memory_limit, address=args.ray_address)
+
+
 def _federated_options(args):
     if not args.federated:
         return None
@@ -1087,8 +1170,8 @@ def serve_command(args) -> int:
                               batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
                               allow_register=not args.no_register, training=_training_options(args),
-                              federated=_federated_options(args))
-    except (OSError, EdgeError, ValueError) as error:
+                              federated=_federated_options(args), pipeline=_pipeline_options(args))
+    except (OSError, EdgeError, ValueError, MemoryError) as error:
         print(f"cloudsplit serve: {error}", file=sys.stderr)
         return 1
     stopping = threading.Event()
@@ -1099,7 +1182,10 @@ def serve_command(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     for entry in handle.service.registry.entries():
         batch = "dynamic batch" if entry.batch_dimension_dynamic else "fixed batch"
-        print(f"  {entry.sha256}  {entry.name}  ({len(entry.ops)} ops, {batch})")
+        staged = "" if entry.stages is None else \
+            f", {len(entry.stages.actors)} stages at ops {entry.stages.bounds[:-1]} holding " \
+            + "/".join(str(b) for b in entry.stages.memory) + " bytes"
+        print(f"  {entry.sha256}  {entry.name}  ({len(entry.ops)} ops, {batch}{staged})")
     print(f"cloudsplit serve: listening on {args.host}:{handle.port}"
           f"{' (token required)' if args.token else ''}", flush=True)
     try:

@@ -14,52 +14,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import edge
-from cloudsplit import compression, execution, transfer
+from cloudsplit import compression, transfer
 from cloudsplit.connection import ServerConnection
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.server import start_server
+from tests.cloudsplit.conftest import DevicePart
 
 # Stated accuracy cost of compressing the cut (measured over every cut of these models; see
 # cloudsplit/compression.py): max |split - local| / max |local| over the final outputs.
 RELATIVE_ERROR_BOUND = {"none": 0.0, "fp16": 5e-3, "int8": 4e-2, "int8-per-tensor": 6e-2}
-
-
-class DevicePart:
-    """The device side of a cut after op ``cut - 1``: ops [0, cut) run locally, the rest remotely."""
-
-    def __init__(self, model, cut: int):
-        self.model = model
-        self.interpreter = edge.Interpreter(model_content=model.data)
-        self.interpreter.allocate_tensors()
-        self.ops = self.interpreter.op_details()
-        details = self.interpreter.get_tensor_details()
-        self.kinds = [d["kind"] for d in details]
-        self.producer = {t: op["index"] for op in self.ops for t in op["outputs"] if t >= 0}
-        self.inputs = {d["index"]: model.feeds[d["name"]] for d in self.interpreter.get_input_details()}
-        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
-        self.server_ops = list(range(cut, len(self.ops)))
-        written = {t for op in self.server_ops for t in self.ops[op]["outputs"]}
-        self.cut_tensors = sorted({t for op in self.server_ops for t in self.ops[op]["inputs"]
-                                   if t >= 0 and self.kinds[t] == "activation" and t not in written})
-
-    def local_outputs(self) -> dict[int, np.ndarray]:
-        for t, array in self.inputs.items():
-            self.interpreter.set_tensor(t, array)
-        self.interpreter.invoke()
-        return {t: self.interpreter.get_tensor(t) for t in self.outputs}
-
-    def cut_values(self) -> dict[int, np.ndarray]:
-        for t, array in self.inputs.items():
-            self.interpreter.set_tensor(t, array)
-        device_ops = range(self.server_ops[0])
-        provided = {t: a for t, a in self.inputs.items() if t in self.cut_tensors}
-        return execution.run_capturing(self.interpreter, device_ops, self.cut_tensors, self.producer, provided)
-
-    def request(self, mode: str = "none", request_id: int = 1):
-        tensors = [transfer.encode_tensor(t, array, mode) for t, array in self.cut_values().items()]
-        header = pb.InferHeader(request_id=request_id, model_sha256=self.model.sha256, server_ops=self.server_ops,
-                                uploads=[h for h, _ in tensors], outputs=self.outputs)
-        return header, tensors
 
 
 @pytest.fixture(scope="module")
