@@ -8,7 +8,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from converter.ir import Graph
+from converter.ir import Graph, TensorType
 from converter.ops import lookup
 
 
@@ -36,10 +36,13 @@ def _check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
             raise ReferenceRunError(f"input '{name}': got shape {value.shape}, expected {declared.shape}")
 
 
-def _check_result(graph: Graph, node_label: str, name: str, value: np.ndarray) -> None:
+def _check_result(graph: Graph, node_label: str, name: str, value: np.ndarray, rows_bound: bool = False) -> None:
+    """``rows_bound``: the declared leading dim is the most rows (OpDef.rows_set_at_eval)."""
     declared = graph.tensors.get(name)
     if declared is None:
         return
+    if rows_bound and value.ndim == declared.rank and value.ndim and value.shape[0] <= declared.shape[0]:
+        declared = TensorType(declared.dtype, (value.shape[0],) + tuple(declared.shape[1:]))
     if value.dtype != np.dtype(declared.dtype):
         raise ReferenceRunError(f"{node_label}: output '{name}' came out {value.dtype}, but the graph "
                                 f"declares {declared.dtype}")
@@ -129,7 +132,7 @@ def run(graph: Graph, feeds: Mapping[str, np.ndarray], outputs: Iterable[str] | 
                 continue
             value = np.asarray(value)
             if check_types:
-                _check_result(graph, label, name, value)
+                _check_result(graph, label, name, value, entry.rows_set_at_eval)
             values[name] = value
         try:
             _write_back_updates(entry, node, args, values)

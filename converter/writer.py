@@ -267,6 +267,10 @@ def dynamic_axes(graph: Graph) -> dict[str, tuple[int, ...]]:
     is not confused with one that carries one; when a probe cannot be typed (the graph ties the
     dim to a fixed size), only the declared axes are written for it."""
     result = {name: tuple(axes) for name, axes in graph.dynamic_dims.items()}
+    for node in graph.nodes:
+        # The runtime sets these outputs' row counts at invoke (OpDef.rows_set_at_eval).
+        if OPS[node.op].rows_set_at_eval and node.outputs and node.outputs[0]:
+            result[node.outputs[0]] = tuple(sorted({0, *result.get(node.outputs[0], ())}))
     seeds = {name: axes for name, axes in result.items() if name in graph.inputs and axes}
     positions = sorted({axis for axes in seeds.values() for axis in axes})
     for position in positions:
@@ -292,9 +296,22 @@ def dynamic_axes(graph: Graph) -> dict[str, tuple[int, ...]]:
     return {name: axes for name, axes in result.items() if name not in graph.constants}
 
 
+def _check_rows_set_at_eval_unread(graph: Graph) -> None:
+    """Every other op is prepared for fixed shapes, so an output whose row count the runtime sets
+    at invoke (OpDef.rows_set_at_eval) can only be a graph output."""
+    readers = graph.consumers()
+    for node in graph.nodes:
+        if OPS[node.op].rows_set_at_eval and node.outputs and node.outputs[0] in readers:
+            reader = readers[node.outputs[0]][0]
+            raise ConversionError(
+                f"{node.op} node {node.name!r}: its output {node.outputs[0]!r} has a row count known only at "
+                f"run time, so it can only be a model output, but {reader.op} node {reader.name!r} reads it")
+
+
 def build_model_object(graph: Graph, description: str, producer: str) -> tuple[ModelT, list[bytes]]:
     """The schema object tree (buffer offsets still unset) and each buffer's bytes."""
     tensor_index = {name: i for i, name in enumerate(graph.tensors)}
+    _check_rows_set_at_eval_unread(graph)
     dynamic = dynamic_axes(graph)
     buffers = [BufferT()]
     payloads: list[bytes] = [b""]

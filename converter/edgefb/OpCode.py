@@ -51,3 +51,4 @@ class OpCode(object):
     GATHER_ND = 44
     SCATTER_ND = 45
     SCATTER_ELEMENTS = 46
+    NON_MAX_SUPPRESSION = 47

@@ -30,6 +30,7 @@ class OpOptions(object):
     TopKOptions = 23
     GatherNdOptions = 24
     ScatterOptions = 25
+    NonMaxSuppressionOptions = 26
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -110,4 +111,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().ScatterOptions:
         import converter.edgefb.ScatterOptions
         return converter.edgefb.ScatterOptions.ScatterOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().NonMaxSuppressionOptions:
+        import converter.edgefb.NonMaxSuppressionOptions
+        return converter.edgefb.NonMaxSuppressionOptions.NonMaxSuppressionOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

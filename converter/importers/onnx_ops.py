@@ -1140,3 +1140,21 @@ def _scatter_nd(ctx: NodeContext):
 def _scatter_elements(ctx: NodeContext):
     attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}
     ctx.emit("ScatterElements", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- detection
+
+@converts("NonMaxSuppression")
+def _non_max_suppression(ctx: NodeContext):
+    """max_output_boxes_per_class, iou_threshold and score_threshold must be constant (exporters
+    write them so); a left-out one takes ONNX's default (0 boxes, 0.0, no score threshold)."""
+    def scalar(index: int, what: str, default):
+        return ctx.require_const(index, what).reshape(-1)[0] if ctx.input(index) else default
+    attrs = {"center_point_box": bool(ctx.attr("center_point_box", 0)),
+             "max_output_boxes_per_class": int(scalar(2, "max_output_boxes_per_class", 0)),
+             "iou_threshold": float(scalar(3, "iou_threshold", 0.0))}
+    score_threshold = scalar(4, "score_threshold", None)
+    attrs["score_threshold"] = None if score_threshold is None else float(score_threshold)
+    if attrs["max_output_boxes_per_class"] < 0:
+        attrs["max_output_boxes_per_class"] = 0
+    ctx.emit("NonMaxSuppression", [ctx.input(0), ctx.input(1)], attrs, [ctx.output(0)])

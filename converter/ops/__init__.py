@@ -49,6 +49,10 @@ class OpDef:
     # (input arrays, attrs) -> {input index: new value} for the inputs the op overwrites in place
     # (variables: optimizer state, running statistics); the reference executor writes them back.
     updates: Callable[[Sequence[np.ndarray | None], Attrs], dict[int, np.ndarray]] | None = None
+    # True: output 0's leading dim in the op's type is the most rows it can give; the reference
+    # returns the real rows and the runtime sets the real count at invoke (NonMaxSuppression), so
+    # no other node may read that output.
+    rows_set_at_eval: bool = False
 
 
 OPS: dict[str, OpDef] = {}
@@ -68,4 +72,4 @@ def lookup(name: str) -> OpDef:
         raise KeyError(f"no IR op named {name!r}") from None
 
 
-from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training, indexing  # noqa: E402,F401  (registers the ops)
+from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training, indexing, detection  # noqa: E402,F401  (registers the ops)

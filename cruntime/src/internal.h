@@ -62,6 +62,11 @@ typedef struct { int32_t axis; bool keepdims, select_last_index; } edge_arg_opti
 typedef struct { int64_t k; int32_t axis; bool largest, sorted; } edge_top_k_options;
 typedef struct { int32_t batch_dims; } edge_gather_nd_options;
 typedef struct { int32_t axis; edge_scatter_kind reduction; } edge_scatter_options;
+typedef struct {
+  bool center_point_box, has_score_threshold;
+  int64_t max_output_boxes_per_class;
+  float iou_threshold, score_threshold;
+} edge_nms_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -89,6 +94,7 @@ typedef union {
   edge_top_k_options top_k;
   edge_gather_nd_options gather_nd;
   edge_scatter_options scatter;         /* SCATTER_ND, SCATTER_ELEMENTS */
+  edge_nms_options nms;                 /* NON_MAX_SUPPRESSION */
 } edge_options;
 
 /* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */
@@ -137,6 +143,10 @@ typedef struct {
   uint64_t last_ns, total_ns, runs;     /* profiling */
   bool writes_variables;                /* eval may change a variable (an output is one, or it updates its
                                            inputs in place): the interpreter bumps variables_version */
+  bool rows_set_at_eval;                /* set by prepare: eval sets its outputs' leading dim to the real
+                                           count, at most the prepared one (NON_MAX_SUPPRESSION). The arena
+                                           keeps the prepared size; other ops were prepared for that size,
+                                           so allocate refuses a model where another op reads such an output */
 } edge_node;
 
 typedef struct edge_threadpool edge_threadpool;

@@ -409,6 +409,24 @@ static edge_status check_output_shape(edge_interpreter *interp, int32_t op, int3
   return EDGE_OK;
 }
 
+/* An op whose eval sets its outputs' row count (rows_set_at_eval) leaves the other ops prepared
+ * for the most rows, so no op may read such an output: it can only be a model output. */
+static edge_status check_rows_unread(edge_interpreter *interp, int32_t op) {
+  const edge_node *node = &interp->nodes[op];
+  for (int32_t j = 0; j < node->num_outputs; ++j) {
+    int32_t tensor = node->outputs[j];
+    if (tensor < 0) continue;
+    for (int32_t k = 0; k < interp->num_ops; ++k)
+      for (int32_t i = 0; i < interp->nodes[k].num_inputs; ++i)
+        if (interp->nodes[k].inputs[i] == tensor)
+          return interp_fail(interp, EDGE_UNSUPPORTED,
+                             "op %d (%s): output '%s' (%d) has a row count known only after the run, so it can only "
+                             "be a model output, but op %d (%s) reads it", op, opcode_name(node->opcode),
+                             tensor_name(&interp->tensors[tensor]), tensor, k, opcode_name(interp->nodes[k].opcode));
+  }
+  return EDGE_OK;
+}
+
 edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "allocate: interpreter is NULL");
   interp->error[0] = '\0';
@@ -440,6 +458,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
     node->scratch_bytes = 0;
     node->state_bytes = 0;
     node->scratch = NULL;
+    node->rows_set_at_eval = false;
     interp->error[0] = '\0';
     edge_status status = reg->prepare(&interp->ctx, node);
     if (status != EDGE_OK) return op_fail(interp, i, status);
@@ -448,6 +467,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
       status = check_output_shape(interp, i, node->outputs[j], inputs_resized);
       if (status != EDGE_OK) return status;
     }
+    if (node->rows_set_at_eval && (status = check_rows_unread(interp, i)) != EDGE_OK) return status;
     if (node->scratch_bytes > scratch) scratch = node->scratch_bytes;
     kept += node->state_bytes;
   }

@@ -45,7 +45,7 @@ enum {
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
   OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
   OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_GATHER_ND,
-  OPTIONS_SCATTER, OPTIONS_COUNT
+  OPTIONS_SCATTER, OPTIONS_NON_MAX_SUPPRESSION, OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
@@ -53,7 +53,7 @@ static const char *const options_names[OPTIONS_COUNT] = {
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
     "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
     "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions",
-    "GatherNdOptions", "ScatterOptions"};
+    "GatherNdOptions", "ScatterOptions", "NonMaxSuppressionOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
@@ -89,6 +89,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_TOP_K: return OPTIONS_TOP_K;
     case EDGE_OP_GATHER_ND: return OPTIONS_GATHER_ND;
     case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return OPTIONS_SCATTER;
+    case EDGE_OP_NON_MAX_SUPPRESSION: return OPTIONS_NON_MAX_SUPPRESSION;
     default: return OPTIONS_NONE;
   }
 }
@@ -652,6 +653,19 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       TRY(check_enum(e, EDGE_SCATTER_COUNT_, where, "scatter reduction"));
       o->scatter.reduction = (edge_scatter_kind)e;
       break;
+    case OPTIONS_NON_MAX_SUPPRESSION: {
+      edge_nms_options *n = &o->nms;
+      FIELD(fb_bool(r, t, 0, &n->center_point_box));
+      FIELD(fb_scalar(r, t, 1, 8, &n->max_output_boxes_per_class));
+      FIELD(fb_f32(r, t, 2, &n->iou_threshold));
+      FIELD(fb_f32(r, t, 3, &n->score_threshold));
+      FIELD(fb_bool(r, t, 4, &n->has_score_threshold));
+      if (n->max_output_boxes_per_class < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: max_output_boxes_per_class is %lld; it must be >= 0",
+                                   where, (long long)n->max_output_boxes_per_class);
+      TRY(check_finite(n->iou_threshold, where, "iou_threshold"));
+      break;
+    }
     default:
       break;
   }

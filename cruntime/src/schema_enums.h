@@ -60,7 +60,8 @@ typedef enum {
   EDGE_OP_GATHER_ND = 44,
   EDGE_OP_SCATTER_ND = 45,
   EDGE_OP_SCATTER_ELEMENTS = 46,
-  EDGE_OP_COUNT_ = 47
+  EDGE_OP_NON_MAX_SUPPRESSION = 47,
+  EDGE_OP_COUNT_ = 48
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -110,6 +111,7 @@ static const char *const edge_op_names[] = {
   "GATHER_ND",
   "SCATTER_ND",
   "SCATTER_ELEMENTS",
+  "NON_MAX_SUPPRESSION",
 };
 
 typedef enum {

@@ -53,6 +53,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "InstanceNormalization": (1, 2),
     "GroupNormalization": (1, 2),
     "OneHot": (1,),
+    "NonMaxSuppression": (2, 3, 4),
 }
 
 

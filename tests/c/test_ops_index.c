@@ -1,5 +1,5 @@
 /* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd, scatter_nd,
- * scatter_elements): values against naive
+ * scatter_elements, non_max_suppression): values against naive
  * oracles written per output element, the same bytes with one thread and with a pool of three,
  * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
  * Entry point: test_ops_index(); returns the number of failures. */
@@ -652,6 +652,71 @@ static void test_scatter_elements(void) {
   }
 }
 
+/* ---- non_max_suppression ---- */
+
+static void test_non_max_suppression(void) {
+  /* Boxes 0-2 overlap: the IoU of 0 and 1 is 1/2, exactly the threshold, so 1 is kept; box 2
+   * (corners given flipped) overlaps 0 by 2/3 and goes. Box 3 is apart. Class 0 ranks the boxes
+   * 0, 1, 2, 3; in class 1 only boxes 2 and 3 pass the score threshold. */
+  const float boxes[16] = {0, 0, 1, 1, 0, 0, 1, 2, 1, 1.2f, 0, 0.2f, 5, 5, 6, 6};
+  const float scores[8] = {0.9f, 0.8f, 0.7f, 0.6f, 0.1f, 0.2f, 0.4f, 0.3f};
+  const int64_t expected[][3] = {{0, 0, 0}, {0, 0, 1}, {0, 0, 3}, {0, 1, 2}, {0, 1, 3}};
+  const int64_t box_shape[3] = {1, 4, 4}, score_shape[3] = {1, 2, 4}, out_shape[2] = {8, 3};
+  for (int per_class = 1; per_class <= 5; per_class += 4) {
+    graph g;
+    graph_init(&g, EDGE_OP_NON_MAX_SUPPRESSION);
+    int32_t b = add_tensor(&g, "boxes", EDGE_FLOAT32, 3, box_shape);
+    int32_t s = add_tensor(&g, "scores", EDGE_FLOAT32, 3, score_shape);
+    int32_t y = add_tensor(&g, "selected", EDGE_INT64, 2, out_shape);
+    memcpy(g.tensors[b].data, boxes, sizeof boxes);
+    memcpy(g.tensors[s].data, scores, sizeof scores);
+    add_input(&g, b);
+    add_input(&g, s);
+    add_output(&g, y);
+    edge_nms_options *o = &g.node.options.nms;
+    o->max_output_boxes_per_class = per_class;
+    o->iou_threshold = 0.5f;
+    o->has_score_threshold = true;
+    o->score_threshold = 0.25f;
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_OK, "nms: %s", g.error);
+    CHECK(g.node.rows_set_at_eval, "nms prepare must flag its data-dependent rows");
+    int64_t rows = per_class == 1 ? 2 : 5;
+    CHECK(g.tensors[y].rank == 2 && g.tensors[y].shape[0] == rows && g.tensors[y].shape[1] == 3 &&
+              g.tensors[y].nbytes == (size_t)rows * 3 * sizeof(int64_t),
+          "nms max %d: output is %lld rows, expected %lld", per_class, (long long)g.tensors[y].shape[0],
+          (long long)rows);
+    const int64_t *got = g.tensors[y].data;
+    for (int64_t r = 0, k = 0; status == EDGE_OK && r < rows; ++r, ++k) {
+      if (per_class == 1 && r == 1) k = 3; /* class 0 keeps only box 0, class 1 only box 2 */
+      CHECK(got[3 * r] == expected[k][0] && got[3 * r + 1] == expected[k][1] && got[3 * r + 2] == expected[k][2],
+            "nms max %d row %lld: (%lld, %lld, %lld)", per_class, (long long)r, (long long)got[3 * r],
+            (long long)got[3 * r + 1], (long long)got[3 * r + 2]);
+    }
+    graph_free(&g);
+  }
+  struct {
+    int64_t boxes[3], scores[3];
+    edge_dtype out_dtype;
+    const char *message;
+  } bad[] = {
+      {{1, 4, 3}, {1, 2, 4}, EDGE_INT64, "must be [B, N, 4]"},
+      {{1, 4, 4}, {2, 2, 4}, EDGE_INT64, "must be [B, N, 4]"},
+      {{1, 4, 4}, {1, 2, 5}, EDGE_INT64, "must be [B, N, 4]"},
+      {{1, 4, 4}, {1, 2, 4}, EDGE_FLOAT32, "expected int64 or int32"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_NON_MAX_SUPPRESSION);
+    add_input(&g, add_tensor(&g, "boxes", EDGE_FLOAT32, 3, bad[i].boxes));
+    add_input(&g, add_tensor(&g, "scores", EDGE_FLOAT32, 3, bad[i].scores));
+    add_output(&g, add_tensor(&g, "selected", bad[i].out_dtype, 2, out_shape));
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, bad[i].message), "nms refusal %zu: %s", i, g.error);
+    graph_free(&g);
+  }
+}
+
 int test_ops_index(void) {
   failures = 0;
   checks = 0;
@@ -662,6 +727,7 @@ int test_ops_index(void) {
   test_gather_nd();
   test_scatter_nd();
   test_scatter_elements();
+  test_non_max_suppression();
   fprintf(stderr, "test_ops_index: %d checks, %d failures\n", checks, failures);
   return failures;
 }

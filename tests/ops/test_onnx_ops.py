@@ -689,6 +689,49 @@ case("Scatter-opset10", "Scatter", lambda rng: [
     {"axis": 0}, opset=10)
 
 
+def _clustered_boxes(rng, batches, count, center_point):
+    """Boxes around a few centres, so many overlap; corners given in either order."""
+    centres = rng.uniform(0, 10, (batches, 3, 2))
+    pick = rng.integers(0, 3, (batches, count))
+    xy = np.take_along_axis(centres, pick[..., None], 1) + rng.normal(0, 0.6, (batches, count, 2))
+    wh = rng.uniform(1, 4, (batches, count, 2))
+    if center_point:
+        return np.concatenate([xy, wh], -1).astype(np.float32)
+    y1, x1 = xy[..., 1] - wh[..., 1] / 2, xy[..., 0] - wh[..., 0] / 2
+    y2, x2 = y1 + wh[..., 1], x1 + wh[..., 0]
+    flip = rng.random((batches, count)) < 0.3
+    return np.stack([np.where(flip, y2, y1), x1, np.where(flip, y1, y2), x2], -1).astype(np.float32)
+
+
+# name -> (batches, classes, boxes, max per class, iou threshold, score threshold or None, center_point_box)
+NMS_CASES = {"corners": (1, 1, 30, 30, 0.5, None, 0), "center-point": (1, 1, 30, 30, 0.4, None, 1),
+             "classes-batches": (2, 3, 25, 5, 0.5, 0.3, 0), "limit-1": (1, 2, 20, 1, 0.7, None, 0),
+             "score-threshold-all-out": (1, 1, 10, 5, 0.5, 2.0, 0), "iou-zero": (1, 1, 20, 20, 0.0, 0.1, 1),
+             "max-0": (1, 1, 8, 0, 0.5, None, 0), "more-than-boxes": (2, 1, 6, 50, 0.3, 0.5, 0)}
+for name, (batches, classes, count, per_class, iou, score, center) in NMS_CASES.items():
+    def make(rng, batches=batches, classes=classes, count=count, per_class=per_class, iou=iou, score=score,
+             center=center):
+        scores = rng.random((batches, classes, count)).astype(np.float32)
+        return [("boxes", Feed(_clustered_boxes(rng, batches, count, center))), ("scores", Feed(scores)),
+                ("max_output_boxes_per_class", c([per_class])), ("iou_threshold", c([iou], np.float32)),
+                ("score_threshold", None if score is None else c([score], np.float32))]
+    case(f"NonMaxSuppression-{name}", "NonMaxSuppression", make, {"center_point_box": center} if center else {},
+         opset=11)
+case("NonMaxSuppression-defaults", "NonMaxSuppression", lambda rng: [
+    ("boxes", Feed(_clustered_boxes(rng, 1, 5, False))), ("scores", Feed(rng.random((1, 1, 5)).astype(np.float32)))],
+    opset=11)
+# IoU exactly at the threshold (1/2: kept) and scores exactly at the score threshold (left out).
+case("NonMaxSuppression-boundaries", "NonMaxSuppression", lambda rng: [
+    ("boxes", Feed(np.array([[[0, 0, 1, 1], [0, 0, 1, 2], [0, 0, 2, 1], [5, 5, 6, 6], [5, 5, 6, 7]]], np.float32))),
+    ("scores", Feed(np.array([[[0.9, 0.8, 0.7, 0.5, 0.6]]], np.float32))),
+    ("max_output_boxes_per_class", c([5])), ("iou_threshold", c([0.5], np.float32)),
+    ("score_threshold", c([0.5], np.float32))], opset=11)
+case("NonMaxSuppression-tied-scores", "NonMaxSuppression", lambda rng: [
+    ("boxes", Feed(_clustered_boxes(rng, 1, 12, False))),
+    ("scores", Feed(rng.integers(0, 3, (1, 2, 12)).astype(np.float32))),
+    ("max_output_boxes_per_class", c([12])), ("iou_threshold", c([0.3], np.float32))], opset=11)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
