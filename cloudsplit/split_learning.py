@@ -38,9 +38,10 @@ contiguous-in-op-order for other DAGs (as ``partition.solve_stages``). Per-op fo
 device's from its own profiler (``cloudsplit.costs.cached_op_ms``), the server's from
 ``RegisterModel``; measured device and server step times scale them (``device_load``,
 ``server_load``). The link (round trip, uplink, downlink) is measured with ``Echo`` probes at the
-start, every ``probe_interval_s`` and whenever a step's transfer time leaves its prediction by more
-than ``replan_threshold``; when an estimate moved past ``replan_threshold`` since the plan, it
-re-plans, and when the best cut changed, ``Replan`` moves it: the device hands in its variables
+start, every ``probe_interval_s`` and whenever two steps in a row leave their transfer-time
+prediction by more than ``replan_threshold``; when an estimate moved past ``replan_threshold`` since
+the plan, it re-plans, and when the best cut beats the current one by ``min_gain`` of a step (moving
+costs a round trip and the stages' bytes; close calls would flip with noise), ``Replan`` moves it: the device hands in its variables
 (weights and optimizer slots), the server rebuilds every stage from the session's current state and
 returns the device's new stages, so training goes on exactly where it was.
 
@@ -83,6 +84,10 @@ PROBE_BYTES = (16 * 1024, 512 * 1024)
 # A step's transfers must miss their prediction by this much as well as by the relative threshold
 # before the link is probed again: on a fast link a few ms are scheduling noise, not the link.
 REPLAN_FLOOR_MS = 5.0
+# Loads are learned only from parts predicted to take at least this long: below it a step's time is
+# mostly the per-call cost of the signature runners and the codecs, which does not scale with the
+# ops, and a ratio to it would swing with the cut (a tiny device part reads as a "slow" device).
+MIN_LOAD_SAMPLE_MS = 2.0
 
 
 # ---- tensors on the wire -------------------------------------------------------------------------
@@ -661,6 +666,15 @@ class SplitTrainer:
     weights in the last step (by weight name); ``plan`` the cut plan (None for a fixed cut); ``history`` every
     step's ``StepRecord``. Training options as for ``converter.autodiff.TrainingConfig``; the batch
     size is the model's (stage files have fixed shapes).
+
+    ``cut``: "auto", a tensor name or the names of every tensor crossing the cut. ``u_shaped`` /
+    ``tail_cut``: the labels stay here (see the module). ``compression`` codes what this device
+    sends (activations; U-shaped also the second cut's gradient), ``gradient_compression`` what the
+    server sends back. ``recompute``: stage backwards recompute their forward instead of keeping
+    its activations. ``device_costs``: per-op forward ms of the device (default: measured here);
+    ``track_device_load`` (default: only when measured here) scales them by the measured step
+    times. ``replan_threshold``, ``min_gain``, ``probe_interval_s``: see the module. ``channel``:
+    a grpc.Channel to use instead of dialling ``server`` (interceptors, TLS).
     """
 
     def __init__(self, model_path: str | os.PathLike, server: str = "127.0.0.1:50051",
@@ -669,8 +683,9 @@ class SplitTrainer:
                  u_shaped: bool = False, tail_cut: str | Sequence[str] | None = None, recompute: bool = False,
                  num_threads: int = 1, timeout_s: float = 60.0, max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
                  channel: grpc.Channel | None = None, token: str | None = None, backward_factor: float = 2.0,
-                 replan_threshold: float = 0.3, probe_interval_s: float = 30.0,
-                 initial_link: LinkEstimate | None = None, device_costs: Sequence[float] | None = None):
+                 replan_threshold: float = 0.3, min_gain: float = 0.1, probe_interval_s: float = 30.0,
+                 initial_link: LinkEstimate | None = None, device_costs: Sequence[float] | None = None,
+                 track_device_load: bool | None = None):
         import edge
 
         self.model_path = os.fspath(model_path)
@@ -685,6 +700,8 @@ class SplitTrainer:
         self.timeout_s = timeout_s
         self.backward_factor = backward_factor
         self.replan_threshold = replan_threshold
+        self.min_gain = min_gain
+        self._off_steps = 0
         self.probe_interval_s = probe_interval_s
         self._config = pb.TrainingConfig(loss=loss, optimizer=optimizer, lr=lr)
         self._loss = loss
@@ -700,6 +717,9 @@ class SplitTrainer:
         self.input_names = [self._names[t] for t in self._input_indices]
         interpreter.close()
         self.device_op_ms = list(device_costs) if device_costs is not None else None
+        # Costs a caller hands in may stand for another device (planned for on a workstation): then
+        # this process's step times say nothing about them, unless the caller says they do.
+        self.track_device_load = device_costs is None if track_device_load is None else track_device_load
 
         if channel is None:
             message_bytes = int(max_message_mb * MiB)
@@ -849,7 +869,10 @@ class SplitTrainer:
         plan = self.plan_cut(link)
         self.plan = plan
         self._planned_with = (LinkEstimate(**vars(link or self.link)), self.device_load, self.server_load)
-        if plan.cut == self.cut:
+        current = next((c for c in plan.candidates if c.cut == self.cut), None)
+        # Moving costs a round trip and the stages' bytes, and close calls flip with noise: move
+        # only for a gain of at least min_gain of the step.
+        if plan.cut == self.cut or (current is not None and plan.chosen.total_ms > (1 - self.min_gain) * current.total_ms):
             return False
         self.move_cut(plan.cut)
         log.info("split learning: cut moved to %s (%s)", list(plan.cut), reason)
@@ -877,25 +900,28 @@ class SplitTrainer:
         if chosen is None:
             return
         alpha = 0.5
-        predicted_device = chosen.device_ms / self.device_load
-        predicted_server = chosen.server_ms / self.server_load
-        if predicted_device > 0.5:
+        planned, planned_device_load, planned_server_load = self._planned_with
+        predicted_device = chosen.device_ms / planned_device_load   # the profile's figure, unscaled
+        predicted_server = chosen.server_ms / planned_server_load
+        if self.track_device_load and predicted_device >= MIN_LOAD_SAMPLE_MS:
             self.device_load = (1 - alpha) * self.device_load + alpha * record.device_ms / predicted_device
-        if predicted_server > 0.5:
+        if predicted_server >= MIN_LOAD_SAMPLE_MS:
             self.server_load = (1 - alpha) * self.server_load + alpha * record.server_ms / predicted_server
         link = self.link
         predicted = (_transfer_ms(upload_wire, link.uplink_bps) + _transfer_ms(download_wire, link.downlink_bps)
                      + calls * link.rtt_ms)
         off = _moved(record.transfer_ms, predicted, self.replan_threshold) and \
             abs(record.transfer_ms - predicted) > REPLAN_FLOOR_MS
-        if off or time.monotonic() - self._last_probe > self.probe_interval_s:
+        # two mispredicted steps in a row, not one (a pause of the process, a collection)
+        self._off_steps = self._off_steps + 1 if off else 0
+        if self._off_steps >= 2 or time.monotonic() - self._last_probe > self.probe_interval_s:
+            self._off_steps = 0
             self.probe_link()
-        planned, device_load, server_load = self._planned_with
         moved = [name for name in ("uplink_bps", "downlink_bps", "rtt_ms")
                  if _moved(getattr(self.link, name), getattr(planned, name), self.replan_threshold)]
-        if _moved(self.device_load, device_load, self.replan_threshold):
+        if _moved(self.device_load, planned_device_load, self.replan_threshold):
             moved.append("device_load")
-        if _moved(self.server_load, server_load, self.replan_threshold):
+        if _moved(self.server_load, planned_server_load, self.replan_threshold):
             moved.append("server_load")
         if moved and self.replan(reason=", ".join(moved)):
             record.replanned = ", ".join(moved)
