@@ -286,12 +286,16 @@ def _lrn(ctx: NodeContext):
 
 # ---------------------------------------------------------------- convolution and pooling
 
-def _check_spatial(info: NodeInfo) -> list[str]:
+def _check_spatial(info: NodeInfo, allowed=(1, 2)) -> list[str]:
     kernel = info.attr("kernel_shape")
     spatial = len(kernel) if kernel else (info.rank(0) - 2 if info.rank(0) is not None else None)
-    if spatial is not None and spatial not in (1, 2):
+    if spatial is not None and spatial not in allowed:
         return [f"{spatial} spatial dims"]
     return []
+
+
+def _check_spatial_3d(info: NodeInfo) -> list[str]:
+    return _check_spatial(info, (1, 2, 3))
 
 
 def _resolve_pads(ctx: NodeContext, sizes, kernel, strides, dilations) -> list[int]:
@@ -347,10 +351,104 @@ def _finish_1d(ctx: NodeContext, op: str, inputs: list[str], attrs: dict, one_d:
     ctx.reshape(y, shape[:2] + shape[3:], output=ctx.output(0))
 
 
-@converts("Conv", check=_check_spatial)
+# ---- 3-D convolution and pooling, as 2-D ops over depth slices
+#
+# Output depth d reads input depths d * sd + kd * dd (kd < KD) of the depth-padded input. For each
+# kernel tap kd, a strided Slice along depth picks those planes for every d at once; with depth
+# moved next to the batch and merged into it ([N * Dout, C, H, W]) one 2-D op handles every plane,
+# and the taps combine elementwise: Add for a convolution (w[:, :, kd] per tap, the bias once), Max
+# for max pooling (depth padded with -inf), and for average pooling the per-tap 2-D averages summed
+# and divided by the number of taps counted at each output depth (the 2-D op divides by the
+# count over height and width; the 3-D count is the product).
+
+def _depth_taps(ctx: NodeContext, x: str, kd: int, dd: int, sd: int, pads_d: tuple[int, int],
+                ceil_mode: bool, pad_value: float) -> tuple[list[str], int, int]:
+    """x [N, C, D, H, W] -> per tap the planes it reads as [N * Dout, C, H, W]; also Dout and the
+    depth padding added at the end for ceil_mode's last window."""
+    n, c, depth, h, w = ctx.shape(x)
+    extent = (kd - 1) * dd + 1
+    span = depth + pads_d[0] + pads_d[1] - extent
+    if span < 0:
+        raise ctx.error(f"kernel depth extent {extent} exceeds the padded depth {depth + pads_d[0] + pads_d[1]}")
+    out = (-(-span // sd) if ceil_mode else span // sd) + 1
+    if ceil_mode and (out - 1) * sd >= depth + pads_d[0]:
+        out -= 1  # the last window must start inside the input or its leading padding
+    overflow = max(0, (out - 1) * sd + extent - (depth + pads_d[0] + pads_d[1]))
+    after = pads_d[1] + overflow
+    if pads_d[0] or after:
+        x = ctx.emit1("Pad", [x], {"mode": "constant", "pads": (0, 0, pads_d[0], 0, 0, 0, 0, after, 0, 0),
+                                   "value": pad_value})
+    x = ctx.emit1("Transpose", [x], {"perm": (0, 2, 1, 3, 4)})
+    taps = []
+    for k in range(kd):
+        start = k * dd
+        planes = ctx.emit1("Slice", [x], {"starts": (0, start, 0, 0, 0),
+                                          "ends": (n, start + (out - 1) * sd + 1, c, h, w),
+                                          "steps": (1, sd, 1, 1, 1)})
+        taps.append(ctx.reshape(planes, (n * out, c, h, w)))
+    return taps, out, overflow
+
+
+def _from_depth_batch(ctx: NodeContext, y: str, n: int, out: int) -> None:
+    """[N * Dout, O, Ho, Wo] -> the node's output [N, O, Dout, Ho, Wo]."""
+    _, o, ho, wo = ctx.shape(y)
+    y = ctx.reshape(y, (n, out, o, ho, wo))
+    ctx.emit("Transpose", [y], {"perm": (0, 2, 1, 3, 4)}, [ctx.output(0)])
+
+
+def _conv_3d(ctx: NodeContext, x: str, w: str, b: str) -> None:
+    weight = ctx.require_const(1, "weights")
+    kernel = list(ctx.attr("kernel_shape", weight.shape[2:]))
+    strides, dilations = _spatial_attrs(ctx, kernel)
+    pads = _resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations)
+    taps, out, _ = _depth_taps(ctx, x, kernel[0], dilations[0], strides[0], (pads[0], pads[3]), False, 0.0)
+    attrs = {"strides": tuple(strides[1:]), "dilations": tuple(dilations[1:]),
+             "pads": (pads[1], pads[2], pads[4], pads[5]), "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
+    y = None
+    for k, planes in enumerate(taps):
+        w2 = ctx.constant(np.ascontiguousarray(weight[:, :, k]), base=f"weight_d{k}")
+        part = ctx.emit1("Conv2D", [planes, w2, b if k == 0 else ""], attrs)
+        y = part if y is None else ctx.emit1("Add", [y, part])
+    _from_depth_batch(ctx, y, ctx.shape(0)[0], out)
+
+
+def _pool_3d(ctx: NodeContext, op: str, extra: dict) -> None:
+    x = ctx.input(0)
+    kernel = list(ctx.attr("kernel_shape"))
+    strides, dilations = _spatial_attrs(ctx, kernel)
+    pads = _resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations)
+    ceil_mode = bool(ctx.attr("ceil_mode", 0))
+    is_max = op == "MaxPool2D"
+    taps, out, overflow = _depth_taps(ctx, x, kernel[0], dilations[0], strides[0], (pads[0], pads[3]), ceil_mode,
+                                      -math.inf if is_max else 0.0)
+    attrs = {"kernel": tuple(kernel[1:]), "strides": tuple(strides[1:]), "dilations": tuple(dilations[1:]),
+             "pads": (pads[1], pads[2], pads[4], pads[5]), "ceil_mode": ceil_mode, "layout": "NCHW", **extra}
+    y = None
+    for planes in taps:
+        part = ctx.emit1(op, [planes], attrs)
+        y = part if y is None else ctx.emit1("Max" if is_max else "Add", [y, part])
+    if not is_max:
+        # Taps counted at each output depth: inside the padded depth with count_include_pad,
+        # else inside the input; never the ceil_mode overflow.
+        depth = ctx.shape(0)[2]
+        lo, hi = (0, depth + pads[0] + pads[3]) if extra["count_include_pad"] else (pads[0], pads[0] + depth)
+        counts = np.array([sum(lo <= d * strides[0] + k * dilations[0] < hi for k in range(kernel[0]))
+                           for d in range(out)], np.float32)
+        n = ctx.shape(0)[0]
+        y = ctx.reshape(y, (n, out) + ctx.shape(y)[1:])
+        scale = ctx.constant((1.0 / np.maximum(counts, 1.0)).astype(np.float32).reshape(out, 1, 1, 1), base="depth_count")
+        y = ctx.emit1("Mul", [y, scale])
+        y = ctx.reshape(y, (n * out,) + ctx.shape(y)[2:])
+    _from_depth_batch(ctx, y, ctx.shape(0)[0], out)
+
+
+@converts("Conv", check=_check_spatial_3d)
 def _conv(ctx: NodeContext):
     x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
     rank = ctx.rank(0)
+    if rank == 5:
+        _conv_3d(ctx, x, w, b)
+        return
     if rank not in (3, 4):
         raise ctx.unsupported(f"{rank - 2} spatial dims")
     kernel = list(ctx.attr("kernel_shape", ctx.shape(1)[2:]))
@@ -407,7 +505,7 @@ def _conv_transpose(ctx: NodeContext):
 
 
 def _check_max_pool(info: NodeInfo) -> list[str]:
-    reasons = _check_spatial(info)
+    reasons = _check_spatial_3d(info)
     if info.is_used(info.output(1)):
         reasons.append("Indices output")
     if info.attr("storage_order", 0) != 0:
@@ -418,6 +516,9 @@ def _check_max_pool(info: NodeInfo) -> list[str]:
 def _pool(ctx: NodeContext, op: str, extra: dict):
     x = ctx.input(0)
     rank = ctx.rank(0)
+    if rank == 5:
+        _pool_3d(ctx, op, extra)
+        return
     if rank not in (3, 4):
         raise ctx.unsupported(f"{rank - 2} spatial dims")
     kernel = list(ctx.attr("kernel_shape"))
@@ -437,7 +538,7 @@ def _max_pool(ctx: NodeContext):
     _pool(ctx, "MaxPool2D", {})
 
 
-@converts("AveragePool", check=_check_spatial)
+@converts("AveragePool", check=_check_spatial_3d)
 def _average_pool(ctx: NodeContext):
     _pool(ctx, "AvgPool2D", {"count_include_pad": bool(ctx.attr("count_include_pad", 0))})
 

@@ -258,6 +258,16 @@ CONVS = {
 for name, (xs, ws, attrs) in CONVS.items():
     case(f"Conv-{name}", "Conv", conv_inputs(xs, ws, bias="nobias" not in name), attrs)
 
+CONVS_3D = {
+    "3d-basic-pad1": ((1, 3, 5, 6, 7), (4, 3, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1]}),
+    "3d-strided-dilated-nobias": ((2, 2, 9, 7, 8), (3, 2, 2, 3, 2), {"strides": [2, 1, 2], "dilations": [2, 1, 1]}),
+    "3d-asymmetric-pads-grouped": ((1, 4, 6, 5, 5), (6, 2, 3, 1, 3), {"pads": [2, 0, 1, 0, 1, 1], "group": 2}),
+    "3d-same-upper": ((1, 2, 7, 6, 5), (3, 2, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2, 2]}),
+    "3d-depth-one": ((1, 3, 1, 5, 5), (2, 3, 1, 3, 3), {}),
+}
+for name, (xs, ws, attrs) in CONVS_3D.items():
+    case(f"Conv-{name}", "Conv", conv_inputs(xs, ws, bias="nobias" not in name), attrs)
+
 CONV_TRANSPOSES = {
     "basic": ((1, 3, 5, 5), (3, 4, 3, 3), {}),
     "stride2-pads1-outpad1": ((1, 3, 5, 6), (3, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}),
@@ -317,9 +327,25 @@ POOLS = {
     "AveragePool-ceil-include": ("AveragePool", (1, 2, 11, 10), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1}),
     "AveragePool-same-upper": ("AveragePool", (1, 3, 7, 9), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
     "AveragePool-1x7": ("AveragePool", (1, 3, 5, 13), {"kernel_shape": [1, 7]}),
+    "MaxPool-3d-pads-strides": ("MaxPool", (1, 2, 7, 8, 6), {"kernel_shape": [3, 2, 3], "strides": [2, 2, 1],
+                                                             "pads": [1, 0, 1, 1, 1, 0]}),
+    "MaxPool-3d-ceil-dilated": ("MaxPool", (2, 2, 9, 7, 7), {"kernel_shape": [2, 3, 2], "strides": [2, 2, 2],
+                                                             "dilations": [2, 1, 1], "ceil_mode": 1}),
+    "AveragePool-3d-exclude-pads": ("AveragePool", (1, 3, 7, 6, 6), {"kernel_shape": [3, 3, 3], "strides": [2, 2, 2],
+                                                                    "pads": [1, 1, 1, 2, 1, 1]}),
+    "AveragePool-3d-include-pads": ("AveragePool", (1, 2, 6, 5, 7), {"kernel_shape": [3, 2, 3], "strides": [2, 1, 2],
+                                                                    "pads": [1, 0, 1, 1, 1, 1], "count_include_pad": 1}),
+    "AveragePool-3d-ceil-include": ("AveragePool", (1, 2, 8, 7, 7), {"kernel_shape": [3, 3, 3], "strides": [2, 2, 2],
+                                                                    "pads": [1, 1, 1, 0, 0, 0], "ceil_mode": 1,
+                                                                    "count_include_pad": 1}),
+    "AveragePool-3d-ceil-exclude-dilated": ("AveragePool", (1, 2, 10, 6, 6), {"kernel_shape": [2, 2, 2],
+                                                                             "strides": [3, 2, 2], "dilations": [2, 1, 1],
+                                                                             "ceil_mode": 1}),
 }
 for name, (op, shape, attrs) in POOLS.items():
-    case(name, op, (lambda shape: x_input(lambda rng: normal(rng, shape)))(shape), attrs)
+    # AveragePool takes dilations from opset 19.
+    opset = 19 if op == "AveragePool" and "dilations" in attrs else DEFAULT_OPSET
+    case(name, op, (lambda shape: x_input(lambda rng: normal(rng, shape)))(shape), attrs, opset=opset)
 for op in ("GlobalAveragePool", "GlobalMaxPool"):
     for shape in ((2, 5, 7, 3), (1, 13, 1, 1), (1, 3, 13, 7)):
         case(f"{op}-{'x'.join(map(str, shape))}", op, (lambda shape: x_input(lambda rng: normal(rng, shape)))(shape))
