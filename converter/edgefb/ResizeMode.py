@@ -6,3 +6,4 @@
 class ResizeMode(object):
     NEAREST = 0
     LINEAR = 1
+    CUBIC = 2

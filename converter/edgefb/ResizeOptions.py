@@ -77,7 +77,21 @@ class ResizeOptions(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
         return o == 0
 
-def ResizeOptionsStart(builder): builder.StartObject(4)
+    # ResizeOptions
+    def CubicCoeffA(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return -0.75
+
+    # ResizeOptions
+    def ExcludeOutside(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def ResizeOptionsStart(builder): builder.StartObject(6)
 def Start(builder):
     return ResizeOptionsStart(builder)
 def ResizeOptionsAddMode(builder, mode): builder.PrependInt8Slot(0, mode, 0)
@@ -95,6 +109,12 @@ def AddScales(builder, scales):
 def ResizeOptionsStartScalesVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartScalesVector(builder, numElems):
     return ResizeOptionsStartScalesVector(builder, numElems)
+def ResizeOptionsAddCubicCoeffA(builder, cubicCoeffA): builder.PrependFloat32Slot(4, cubicCoeffA, -0.75)
+def AddCubicCoeffA(builder, cubicCoeffA):
+    return ResizeOptionsAddCubicCoeffA(builder, cubicCoeffA)
+def ResizeOptionsAddExcludeOutside(builder, excludeOutside): builder.PrependBoolSlot(5, excludeOutside, 0)
+def AddExcludeOutside(builder, excludeOutside):
+    return ResizeOptionsAddExcludeOutside(builder, excludeOutside)
 def ResizeOptionsEnd(builder): return builder.EndObject()
 def End(builder):
     return ResizeOptionsEnd(builder)
@@ -111,6 +131,8 @@ class ResizeOptionsT(object):
         self.coordinateMode = 0  # type: int
         self.nearestMode = 0  # type: int
         self.scales = None  # type: List[float]
+        self.cubicCoeffA = -0.75  # type: float
+        self.excludeOutside = False  # type: bool
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -138,6 +160,8 @@ class ResizeOptionsT(object):
                     self.scales.append(resizeOptions.Scales(i))
             else:
                 self.scales = resizeOptions.ScalesAsNumpy()
+        self.cubicCoeffA = resizeOptions.CubicCoeffA()
+        self.excludeOutside = resizeOptions.ExcludeOutside()
 
     # ResizeOptionsT
     def Pack(self, builder):
@@ -155,5 +179,7 @@ class ResizeOptionsT(object):
         ResizeOptionsAddNearestMode(builder, self.nearestMode)
         if self.scales is not None:
             ResizeOptionsAddScales(builder, scales)
+        ResizeOptionsAddCubicCoeffA(builder, self.cubicCoeffA)
+        ResizeOptionsAddExcludeOutside(builder, self.excludeOutside)
         resizeOptions = ResizeOptionsEnd(builder)
         return resizeOptions

@@ -830,7 +830,7 @@ def _pad(ctx: NodeContext):
 def _check_resize(info: NodeInfo) -> list[str]:
     reasons = []
     mode = info.attr("mode", "nearest")
-    if mode not in ("nearest", "linear"):
+    if mode not in ("nearest", "linear", "cubic"):
         reasons.append(f"mode={mode}")
     coordinate = info.attr("coordinate_transformation_mode", "half_pixel")
     if coordinate not in ("half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"):
@@ -849,6 +849,9 @@ def _emit_resize(ctx: NodeContext, scales: list[float], out_shape: list[int], mo
     # must come out of them the same way.
     attrs = {"mode": mode, "coordinate_mode": coordinate_mode, "nearest_mode": nearest_mode,
              "scales": tuple(float(s) for s in scales)}
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = float(ctx.attr("cubic_coeff_a", -0.75))
+        attrs["exclude_outside"] = bool(ctx.attr("exclude_outside", 0))
     output = ctx.emit1("Resize", [ctx.input(0)], attrs, ctx.output(0))
     if tuple(ctx.shape(output)) != tuple(out_shape):
         raise ctx.error(f"scales {attrs['scales']} give output shape {list(ctx.shape(output))}, "

@@ -390,7 +390,7 @@ register(OpDef(name="Pad", infer=_pad_infer, reference=_pad_reference, lower=_pa
 
 # ---- Resize ----
 
-RESIZE_MODES = {"nearest": ResizeMode.NEAREST, "linear": ResizeMode.LINEAR}
+RESIZE_MODES = {"nearest": ResizeMode.NEAREST, "linear": ResizeMode.LINEAR, "cubic": ResizeMode.CUBIC}
 COORDINATE_MODES = {"half_pixel": CoordinateMode.HALF_PIXEL, "asymmetric": CoordinateMode.ASYMMETRIC,
                     "align_corners": CoordinateMode.ALIGN_CORNERS,
                     "pytorch_half_pixel": CoordinateMode.PYTORCH_HALF_PIXEL}
@@ -422,8 +422,8 @@ def _resize_infer(types, attrs):
     scales = tuple(attrs.get("scales", ()))
     if len(scales) != x.rank or min(scales, default=1.0) <= 0:
         fail("Resize", f"scales {scales} need one positive entry per dim ({x.rank})")
-    if attrs.get("mode", "nearest") == "linear" and x.dtype not in FLOAT_DTYPES:
-        fail("Resize", f"linear mode needs a float input, got {x.dtype}")
+    if attrs.get("mode", "nearest") in ("linear", "cubic") and x.dtype not in FLOAT_DTYPES:
+        fail("Resize", f"{attrs['mode']} mode needs a float input, got {x.dtype}")
     shape = static_shape("Resize", x)
     out = tuple(resize_output_dim(d, s) for d, s in zip(shape, scales))
     if min(out, default=1) < 1:
@@ -459,8 +459,25 @@ def _nearest_index(coords: np.ndarray, nearest_mode: str, in_size: int) -> np.nd
     return np.clip(index, 0, in_size - 1).astype(np.int64)
 
 
+def _cubic_taps(coords: np.ndarray, in_size: int, a: float, exclude_outside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Keys' cubic convolution: per output, the four source indices (clamped to the input) and
+    their weights; with exclude_outside the taps outside the input weigh 0 and the rest are
+    renormalised."""
+    base = np.floor(coords.astype(np.float64))
+    t = coords.astype(np.float64) - base
+    index = base[:, None].astype(np.int64) + np.arange(-1, 3)
+    s = np.abs(t[:, None] - np.arange(-1, 3))
+    weight = np.where(s < 1, ((a + 2) * s - (a + 3)) * s * s + 1,
+                      np.where(s < 2, ((a * s - 5 * a) * s + 8 * a) * s - 4 * a, 0.0))
+    if exclude_outside:
+        weight = np.where((index < 0) | (index >= in_size), 0.0, weight)
+        weight = weight / weight.sum(axis=1, keepdims=True)
+    return np.clip(index, 0, in_size - 1), weight
+
+
 def _resize_reference(inputs, attrs):
-    """Separable: one axis at a time, each either nearest-sampled or linearly interpolated."""
+    """Separable: one axis at a time, each nearest-sampled or interpolated (linear, or cubic over
+    four taps), in float64 from float32 source coordinates."""
     x = inputs[0]
     mode, coordinate_mode, nearest_mode = _resize_modes(attrs)
     y = x if mode == "nearest" else x.astype(np.float64)
@@ -472,11 +489,16 @@ def _resize_reference(inputs, attrs):
         if mode == "nearest":
             y = np.take(y, _nearest_index(coords, nearest_mode, in_size), axis=axis)
             continue
+        weight_shape = [1] * y.ndim
+        weight_shape[axis] = out_size
+        if mode == "cubic":
+            index, weight = _cubic_taps(coords, in_size, float(attrs.get("cubic_coeff_a", -0.75)),
+                                        bool(attrs.get("exclude_outside", False)))
+            y = sum(np.take(y, index[:, k], axis=axis) * weight[:, k].reshape(weight_shape) for k in range(4))
+            continue
         coords = np.clip(coords.astype(np.float64), 0, in_size - 1)
         low = np.floor(coords).astype(np.int64)
         high = np.minimum(low + 1, in_size - 1)
-        weight_shape = [1] * y.ndim
-        weight_shape[axis] = out_size
         frac = (coords - low).reshape(weight_shape)
         y = np.take(y, low, axis=axis) * (1 - frac) + np.take(y, high, axis=axis) * frac
     return [np.ascontiguousarray(y.astype(x.dtype))]
@@ -488,16 +510,21 @@ def _resize_lower(attrs):
     options.mode, options.coordinateMode = RESIZE_MODES[mode], COORDINATE_MODES[coordinate_mode]
     options.nearestMode = NEAREST_MODES[nearest_mode]
     options.scales = [float(s) for s in attrs["scales"]]
+    options.cubicCoeffA = float(attrs.get("cubic_coeff_a", -0.75))
+    options.excludeOutside = bool(attrs.get("exclude_outside", False))
     return OpCode.RESIZE, OpOptions.ResizeOptions, options
 
 
 def _resize_lift(options):
     def name_of(table, code):
         return {v: k for k, v in table.items()}[code]
-    return {"mode": name_of(RESIZE_MODES, options.mode),
-            "coordinate_mode": name_of(COORDINATE_MODES, options.coordinateMode),
-            "nearest_mode": name_of(NEAREST_MODES, options.nearestMode),
-            "scales": tuple(float32_value(s) for s in floats(options.scales, ()))}
+    attrs = {"mode": name_of(RESIZE_MODES, options.mode),
+             "coordinate_mode": name_of(COORDINATE_MODES, options.coordinateMode),
+             "nearest_mode": name_of(NEAREST_MODES, options.nearestMode),
+             "scales": tuple(float32_value(s) for s in floats(options.scales, ()))}
+    if attrs["mode"] == "cubic":
+        attrs.update(cubic_coeff_a=float32_value(options.cubicCoeffA), exclude_outside=bool(options.excludeOutside))
+    return attrs
 
 
 def _resize_grad(g, node, dys):

@@ -45,6 +45,8 @@ typedef struct {
   edge_nearest_kind nearest_mode;
   int32_t rank;
   float scales[EDGE_MAX_RANK];
+  float cubic_coeff_a;                  /* CUBIC only */
+  bool exclude_outside;                 /* CUBIC only */
 } edge_resize_options;
 typedef struct { int32_t hidden_size; edge_rnn_kind direction; float clip; bool linear_before_reset; } edge_rnn_options;
 typedef struct { int32_t size; float alpha, beta, bias; } edge_lrn_options;

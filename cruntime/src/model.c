@@ -513,6 +513,11 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
         FIELD(fb_i8(r, t, 2, &nearest));
         READ_OR_FAIL(fb_vector_field(r, t, 3, 4, &scales), where);
       }
+      p->cubic_coeff_a = -0.75f;
+      p->exclude_outside = false;
+      FIELD(fb_f32(r, t, 4, &p->cubic_coeff_a));
+      FIELD(fb_bool(r, t, 5, &p->exclude_outside));
+      TRY(check_finite(p->cubic_coeff_a, where, "cubic_coeff_a"));
       TRY(check_enum(e, EDGE_RESIZE_COUNT_, where, "resize mode"));
       TRY(check_enum(coord, EDGE_COORD_COUNT_, where, "coordinate mode"));
       TRY(check_enum(nearest, EDGE_NEAREST_COUNT_, where, "nearest mode"));

@@ -273,11 +273,13 @@ static const char *const edge_pad_names[] = {
 typedef enum {
   EDGE_RESIZE_NEAREST = 0,
   EDGE_RESIZE_LINEAR = 1,
-  EDGE_RESIZE_COUNT_ = 2
+  EDGE_RESIZE_CUBIC = 2,
+  EDGE_RESIZE_COUNT_ = 3
 } edge_resize_kind;
 static const char *const edge_resize_names[] = {
   "NEAREST",
   "LINEAR",
+  "CUBIC",
 };
 
 typedef enum {

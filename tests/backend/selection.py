@@ -25,7 +25,6 @@ from tests.fixtures.onnx_ops import SUPPORTED_ONNX_OPS
 EXCLUDED: list[tuple[str, str]] = [
     (r"^test_batchnorm_.*_training_mode", "training-mode BatchNormalization (batch statistics): inference only"),
     (r"^test_training_dropout", "training-mode Dropout (random masks): inference only"),
-    (r"^test_resize_.*cubic", "Resize mode=cubic: nearest and linear only"),
     (r"^test_resize_.*antialias", "Resize antialias=1: not supported"),
     (r"^test_resize_tf_crop_and_resize", "Resize coordinate mode tf_crop_and_resize (roi): not supported"),
     (r"^test_resize_.*half_pixel_symmetric", "Resize coordinate mode half_pixel_symmetric: not supported"),

@@ -269,7 +269,9 @@ def test_reflect_pad_is_refused():
     {"mode": "nearest", "coordinate_mode": "half_pixel", "scales": (1.0, 1.0, 0.5, 1.5)},
     {"mode": "linear", "coordinate_mode": "half_pixel", "scales": (1.0, 1.0, 2.0, 1.5)},
     {"mode": "linear", "coordinate_mode": "align_corners", "scales": (1.0, 2.0, 1.5, 1.0)},
-], ids=["nearest-up", "nearest-mixed", "linear", "linear-align-corners"])
+    {"mode": "cubic", "coordinate_mode": "half_pixel", "scales": (1.0, 1.0, 2.0, 0.75), "cubic_coeff_a": -0.5,
+     "exclude_outside": True},
+], ids=["nearest-up", "nearest-mixed", "linear", "linear-align-corners", "cubic-exclude-outside"])
 def test_resize(attrs):
     check("Resize", {"x": randn(1, 2, 4, 4)}, attrs)
 

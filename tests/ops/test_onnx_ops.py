@@ -455,12 +455,27 @@ RESIZES = {
     "linear-asymmetric": ([1, 1, 2, 2], None, {"mode": "linear", "coordinate_transformation_mode": "asymmetric"}),
     "linear-pytorch-half-pixel": (None, [1, 3, 1, 13], {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}),
     "linear-downsample": ([1, 1, 0.6, 0.5], None, {"mode": "linear"}),
+    "cubic-2x-half-pixel": ([1, 1, 2, 2], None, {"mode": "cubic"}),
+    "cubic-align-corners": ([1, 1, 1.6, 2], None, {"mode": "cubic", "coordinate_transformation_mode": "align_corners"}),
+    "cubic-asymmetric": ([1, 1, 2, 3], None, {"mode": "cubic", "coordinate_transformation_mode": "asymmetric"}),
+    "cubic-pytorch-half-pixel-sizes": (None, [1, 3, 1, 13], {"mode": "cubic", "coordinate_transformation_mode": "pytorch_half_pixel"}),
+    "cubic-downsample": ([1, 1, 0.6, 0.5], None, {"mode": "cubic"}),
+    "cubic-a-0.5-exclude-outside": ([1, 1, 2.5, 1.5], None, {"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1}),
+    "cubic-exclude-outside-downsample": ([1, 1, 0.8, 0.4], None, {"mode": "cubic", "exclude_outside": 1}),
 }
 for name, (scales, sizes, attrs) in RESIZES.items():
     case(f"Resize-{name}", "Resize", (lambda scales, sizes: lambda rng: [
         ("x", Feed(normal(rng, (1, 3, 5, 7)))), ("roi", None),
         ("scales", None if scales is None else Feed(np.asarray(scales, np.float32), True)),
         ("sizes", None if sizes is None else c(sizes))])(scales, sizes), attrs, opset=13)
+# onnxruntime's cubic resizes the two innermost dims only; other layouts are checked against the
+# reference in tests/ops/test_resize_cubic.py.
+case("Resize-cubic-2d-innermost-axis", "Resize", lambda rng: [
+    ("x", Feed(normal(rng, (6, 9)))), ("roi", None), ("scales", Feed(np.array([1, 1.8], np.float32), True))],
+    {"mode": "cubic"}, opset=13)
+case("Resize-cubic-2d-both-axes", "Resize", lambda rng: [
+    ("x", Feed(normal(rng, (5, 8)))), ("roi", None), ("scales", Feed(np.array([2.2, 0.75], np.float32), True))],
+    {"mode": "cubic", "cubic_coeff_a": -0.6}, opset=13)
 
 case("Expand-rank-up", "Expand", lambda rng: [("x", Feed(normal(rng, (3, 1)))), ("shape", c([2, 3, 4]))])
 case("Expand-scalar-like", "Expand", lambda rng: [("x", Feed(normal(rng, (1,)))), ("shape", c([5, 1]))])

@@ -1,5 +1,7 @@
-/* RESIZE: NEAREST (any dtype) or separable N-d LINEAR (float32) over every dimension whose size
- * changes, with ONNX's coordinate transforms and nearest rounding modes.
+/* RESIZE: NEAREST (any dtype) or separable N-d LINEAR or CUBIC (float32) over every dimension
+ * whose size changes, with ONNX's coordinate transforms and nearest rounding modes. CUBIC is Keys'
+ * cubic convolution with coefficient a over four taps, indices clamped to the input (or, with
+ * exclude_outside, the taps outside it weighted 0 and the rest renormalised), as onnxruntime does.
  *
  * Output size: when the input still has its declared shape, the output's declared shape (the
  * converter computed it, exactly). When the input was resized at run time, floor(in * scale) as in
@@ -7,7 +9,7 @@
  * scale when there is one (as ONNX does), else out/in.
  *
  * Prepare turns each resized dimension into a table: output coordinate -> two source coordinates
- * and their weights (NEAREST: one coordinate). Eval walks output rows (the innermost dimension),
+ * and their weights (NEAREST: one coordinate; CUBIC: four, in tables of their own). Eval walks output rows (the innermost dimension),
  * combining the corners of the outer resized dimensions once per row; where the innermost
  * dimension keeps its size (NHWC's channels) a row is a weighted sum of whole corner rows, done by
  * the vector multiply and add kernels in the scalar loop's order, so the result is the same. */
@@ -25,13 +27,17 @@ typedef struct {
   bool resized[EDGE_MAX_RANK];
   int64_t *lower[EDGE_MAX_RANK], *upper[EDGE_MAX_RANK]; /* source coordinates per output coordinate */
   float *upper_weight[EDGE_MAX_RANK];                   /* LINEAR: weight of upper; lower gets 1 - it */
+  bool cubic;
+  int64_t *cubic_index[EDGE_MAX_RANK];                  /* CUBIC: 4 source coordinates per output one */
+  float *cubic_weight[EDGE_MAX_RANK];                   /* CUBIC: their 4 weights */
   int64_t x_strides[EDGE_MAX_RANK];
-  void *tables;
+  void *tables, *cubic_tables;
 } resize_state;
 
 static void free_resize_state(resize_state *state) {
   if (!state) return;
   free(state->tables);
+  free(state->cubic_tables);
   free(state);
 }
 
@@ -65,6 +71,28 @@ static int64_t nearest_index(edge_nearest_kind mode, float x, int64_t in_dim) {
   if (!(r >= 0.0f)) return 0; /* NaN included */
   if (r >= (float)(in_dim - 1)) return in_dim - 1;
   return (int64_t)r;
+}
+
+/* Keys' cubic convolution kernel at distance s (onnxruntime's coefficients, in float32). */
+static float cubic_kernel(float s, float a) {
+  s = fabsf(s);
+  if (s < 1.0f) return ((a + 2.0f) * s - (a + 3.0f)) * s * s + 1.0f;
+  if (s < 2.0f) return ((a * s - 5.0f * a) * s + 8.0f * a) * s - 4.0f * a;
+  return 0.0f;
+}
+
+/* The four taps of source coordinate x over an input of size in: clamped indices and weights. */
+static void cubic_taps(float x, int64_t in, float a, bool exclude_outside, int64_t *index, float *weight) {
+  float base = floorf(x), t = x - base, total = 0.0f;
+  for (int32_t k = 0; k < 4; ++k) {
+    int64_t i = (int64_t)base - 1 + k;
+    weight[k] = cubic_kernel(t - (float)(k - 1), a);
+    if (exclude_outside && (i < 0 || i >= in)) weight[k] = 0.0f;
+    total += weight[k];
+    index[k] = i < 0 ? 0 : i >= in ? in - 1 : i;
+  }
+  if (exclude_outside && total != 0.0f)
+    for (int32_t k = 0; k < 4; ++k) weight[k] /= total;
 }
 
 static edge_status output_dim(edge_context *ctx, const edge_tensor *x, const edge_tensor *y, int32_t d, float scale,
@@ -114,10 +142,10 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
   if (y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
                      edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
-  bool linear = options->mode == EDGE_RESIZE_LINEAR;
-  if (linear && x->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': linear resize of %s input '%s' (float32 only)",
-                     edge_nd_name(y), edge_dtype_name(x->dtype), edge_nd_name(x));
+  bool linear = options->mode == EDGE_RESIZE_LINEAR, cubic = options->mode == EDGE_RESIZE_CUBIC;
+  if ((linear || cubic) && x->dtype != EDGE_FLOAT32)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': %s resize of %s input '%s' (float32 only)",
+                     edge_nd_name(y), linear ? "linear" : "cubic", edge_dtype_name(x->dtype), edge_nd_name(x));
 
   int64_t shape[EDGE_MAX_RANK], entries = 0;
   for (int32_t d = 0; d < rank; ++d) {
@@ -131,6 +159,15 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
   }
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
+  if (cubic) {
+    /* Each resized outer dimension multiplies a row's corners by four. */
+    int64_t corners = 1;
+    for (int32_t d = 0; d + 1 < rank; ++d)
+      if (shape[d] != x->shape[d]) corners *= 4;
+    if (corners > (1 << (EDGE_MAX_RANK - 1)))
+      return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': cubic resize of more than 3 outer dimensions",
+                       edge_nd_name(y));
+  }
 
   resize_state *state = calloc(1, sizeof *state);
   size_t entry_bytes = 2 * sizeof(int64_t) + sizeof(float);
@@ -139,8 +176,16 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
     free_resize_state(state);
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_nd_name(y));
   }
+  if (state && cubic) state->cubic_tables = malloc((size_t)(entries > 0 ? entries : 1) * 4 * (sizeof(int64_t) + sizeof(float)));
+  if (cubic && !state->cubic_tables) {
+    free_resize_state(state);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_nd_name(y));
+  }
   state->rank = rank;
   state->linear = linear;
+  state->cubic = cubic;
+  int64_t *next_cubic_index = state->cubic_tables;
+  float *next_cubic_weight = cubic ? (float *)(next_cubic_index + 4 * entries) : NULL;
   edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
   int64_t *next_index = state->tables;
   float *next_weight = (float *)(next_index + 2 * entries);
@@ -155,8 +200,21 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
     next_weight += out;
     float given = options->rank == rank ? options->scales[d] : 0.0f;
     float scale = given > 0.0f ? given : (float)out / (float)in;
+    if (cubic) {
+      state->cubic_index[d] = next_cubic_index;
+      state->cubic_weight[d] = next_cubic_weight;
+      next_cubic_index += 4 * out;
+      next_cubic_weight += 4 * out;
+    }
     for (int64_t o = 0; o < out; ++o) {
       float s = source_coordinate(options->coordinate_mode, o, in, out, scale);
+      if (cubic) { /* unclamped: the taps clamp (or drop) themselves */
+        cubic_taps(s, in, options->cubic_coeff_a, options->exclude_outside, state->cubic_index[d] + 4 * o,
+                   state->cubic_weight[d] + 4 * o);
+        state->lower[d][o] = state->upper[d][o] = 0;
+        state->upper_weight[d][o] = 0.0f;
+        continue;
+      }
       if (!linear) {
         state->lower[d][o] = state->upper[d][o] = nearest_index(options->nearest_mode, s, in);
         state->upper_weight[d][o] = 0.0f;
@@ -231,6 +289,17 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
         for (int32_t c = 0; c < corners; ++c) offsets[c] += p * stride;
         continue;
       }
+      if (state->cubic) {
+        const int64_t *index = state->cubic_index[d] + 4 * p;
+        const float *w = state->cubic_weight[d] + 4 * p;
+        for (int32_t c = corners - 1; c >= 0; --c)
+          for (int32_t k = 3; k >= 0; --k) {
+            offsets[4 * c + k] = offsets[c] + index[k] * stride;
+            weights[4 * c + k] = weights[c] * w[k];
+          }
+        corners *= 4;
+        continue;
+      }
       int64_t lower = state->lower[d][p], upper = state->upper[d][p];
       float w = state->upper_weight[d][p];
       if (w == 0.0f) { /* NEAREST, or a coordinate landing exactly on a source sample */
@@ -246,14 +315,23 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       corners *= 2;
     }
     int64_t row = job->row;
-    if (state->linear && !inner_resized && job->mul_c && inner_stride == 1) {
+    bool interpolate = state->linear || state->cubic;
+    if (interpolate && !inner_resized && job->mul_c && inner_stride == 1) {
       weighted_rows(job, corners, offsets, weights, (float *)job->y->data + r * row, row);
-    } else if (state->linear) {
+    } else if (interpolate) {
       const float *x = job->x->data;
       float *y = (float *)job->y->data + r * row;
       for (int64_t o = 0; o < row; ++o) {
         float sum = 0.0f;
-        if (inner_resized) {
+        if (inner_resized && state->cubic) {
+          const int64_t *index = state->cubic_index[inner] + 4 * o;
+          const float *w = state->cubic_weight[inner] + 4 * o;
+          for (int32_t c = 0; c < corners; ++c)
+            sum += weights[c] * (w[0] * x[offsets[c] + index[0] * inner_stride] +
+                                 w[1] * x[offsets[c] + index[1] * inner_stride] +
+                                 w[2] * x[offsets[c] + index[2] * inner_stride] +
+                                 w[3] * x[offsets[c] + index[3] * inner_stride]);
+        } else if (inner_resized) {
           int64_t lower = state->lower[inner][o] * inner_stride, upper = state->upper[inner][o] * inner_stride;
           float w = state->upper_weight[inner][o];
           for (int32_t c = 0; c < corners; ++c)
