@@ -52,3 +52,4 @@ class OpCode(object):
     SCATTER_ND = 45
     SCATTER_ELEMENTS = 46
     NON_MAX_SUPPRESSION = 47
+    ROI_ALIGN = 48

@@ -31,6 +31,7 @@ class OpOptions(object):
     GatherNdOptions = 24
     ScatterOptions = 25
     NonMaxSuppressionOptions = 26
+    RoiAlignOptions = 27
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -114,4 +115,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().NonMaxSuppressionOptions:
         import converter.edgefb.NonMaxSuppressionOptions
         return converter.edgefb.NonMaxSuppressionOptions.NonMaxSuppressionOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().RoiAlignOptions:
+        import converter.edgefb.RoiAlignOptions
+        return converter.edgefb.RoiAlignOptions.RoiAlignOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -1262,3 +1262,20 @@ def _non_max_suppression(ctx: NodeContext):
     if attrs["max_output_boxes_per_class"] < 0:
         attrs["max_output_boxes_per_class"] = 0
     ctx.emit("NonMaxSuppression", [ctx.input(0), ctx.input(1)], attrs, [ctx.output(0)])
+
+
+def _check_roi_align(info: NodeInfo) -> list[str]:
+    mode = info.attr("coordinate_transformation_mode", "half_pixel")
+    return [] if mode in ("half_pixel", "output_half_pixel") else [f"coordinate_transformation_mode={mode}"]
+
+
+@converts("RoiAlign", check=_check_roi_align)
+def _roi_align(ctx: NodeContext):
+    """Before opset 16 RoiAlign had no coordinate_transformation_mode and behaved as
+    output_half_pixel; from 16 the default is half_pixel."""
+    default = "half_pixel" if ctx.opset >= 16 else "output_half_pixel"
+    attrs = {"mode": str(ctx.attr("mode", "avg")), "output_height": int(ctx.attr("output_height", 1)),
+             "output_width": int(ctx.attr("output_width", 1)), "sampling_ratio": int(ctx.attr("sampling_ratio", 0)),
+             "spatial_scale": float(ctx.attr("spatial_scale", 1.0)),
+             "half_pixel": ctx.attr("coordinate_transformation_mode", default) == "half_pixel", "layout": "NCHW"}
+    ctx.emit("RoiAlign", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])

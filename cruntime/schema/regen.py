@@ -43,7 +43,8 @@ def parse_enums(text: str) -> dict[str, list[tuple[str, int]]]:
 C_PREFIX = {"OpCode": "OP", "BinaryOp": "BINARY", "UnaryOp": "UNARY", "ReduceOp": "REDUCE",
             "PoolType": "POOL", "PadMode": "PAD", "ResizeMode": "RESIZE", "CoordinateMode": "COORD",
             "NearestMode": "NEAREST", "RnnDirection": "RNN", "LossKind": "LOSS",
-            "OptimizerKind": "OPTIMIZER", "ScatterReduction": "SCATTER"}
+            "OptimizerKind": "OPTIMIZER", "ScatterReduction": "SCATTER",
+            "RoiAlignMode": "ROI_ALIGN"}
 
 
 def c_header(enums: dict[str, list[tuple[str, int]]]) -> str:

@@ -69,6 +69,12 @@ typedef struct {
   int64_t max_output_boxes_per_class;
   float iou_threshold, score_threshold;
 } edge_nms_options;
+typedef struct {
+  edge_roi_align_kind mode;
+  int32_t output_height, output_width, sampling_ratio;
+  float spatial_scale;
+  bool half_pixel;
+} edge_roi_align_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -97,6 +103,7 @@ typedef union {
   edge_gather_nd_options gather_nd;
   edge_scatter_options scatter;         /* SCATTER_ND, SCATTER_ELEMENTS */
   edge_nms_options nms;                 /* NON_MAX_SUPPRESSION */
+  edge_roi_align_options roi_align;
 } edge_options;
 
 /* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */

@@ -45,7 +45,7 @@ enum {
   OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
   OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
   OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_GATHER_ND,
-  OPTIONS_SCATTER, OPTIONS_NON_MAX_SUPPRESSION, OPTIONS_COUNT
+  OPTIONS_SCATTER, OPTIONS_NON_MAX_SUPPRESSION, OPTIONS_ROI_ALIGN, OPTIONS_COUNT
 };
 
 static const char *const options_names[OPTIONS_COUNT] = {
@@ -53,7 +53,7 @@ static const char *const options_names[OPTIONS_COUNT] = {
     "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
     "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
     "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions",
-    "GatherNdOptions", "ScatterOptions", "NonMaxSuppressionOptions"};
+    "GatherNdOptions", "ScatterOptions", "NonMaxSuppressionOptions", "RoiAlignOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
@@ -90,6 +90,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_GATHER_ND: return OPTIONS_GATHER_ND;
     case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return OPTIONS_SCATTER;
     case EDGE_OP_NON_MAX_SUPPRESSION: return OPTIONS_NON_MAX_SUPPRESSION;
+    case EDGE_OP_ROI_ALIGN: return OPTIONS_ROI_ALIGN;
     default: return OPTIONS_NONE;
   }
 }
@@ -669,6 +670,26 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: max_output_boxes_per_class is %lld; it must be >= 0",
                                    where, (long long)n->max_output_boxes_per_class);
       TRY(check_finite(n->iou_threshold, where, "iou_threshold"));
+      break;
+    }
+    case OPTIONS_ROI_ALIGN: {
+      edge_roi_align_options *a = &o->roi_align;
+      a->output_height = a->output_width = 1;
+      a->spatial_scale = 1.0f;
+      a->half_pixel = true;
+      FIELD(fb_i8(r, t, 0, &e));
+      FIELD(fb_i32(r, t, 1, &a->output_height));
+      FIELD(fb_i32(r, t, 2, &a->output_width));
+      FIELD(fb_i32(r, t, 3, &a->sampling_ratio));
+      FIELD(fb_f32(r, t, 4, &a->spatial_scale));
+      FIELD(fb_bool(r, t, 5, &a->half_pixel));
+      TRY(check_enum(e, EDGE_ROI_ALIGN_COUNT_, where, "roi-align mode"));
+      a->mode = (edge_roi_align_kind)e;
+      if (a->output_height < 1 || a->output_width < 1 || a->sampling_ratio < 0)
+        return edge_set_last_error(EDGE_INVALID_MODEL,
+                                   "%s: roi-align output %dx%d and sampling_ratio %d must be positive (ratio >= 0)",
+                                   where, a->output_height, a->output_width, a->sampling_ratio);
+      TRY(check_finite(a->spatial_scale, where, "spatial_scale"));
       break;
     }
     default:

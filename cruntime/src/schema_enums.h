@@ -61,7 +61,8 @@ typedef enum {
   EDGE_OP_SCATTER_ND = 45,
   EDGE_OP_SCATTER_ELEMENTS = 46,
   EDGE_OP_NON_MAX_SUPPRESSION = 47,
-  EDGE_OP_COUNT_ = 48
+  EDGE_OP_ROI_ALIGN = 48,
+  EDGE_OP_COUNT_ = 49
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -112,6 +113,7 @@ static const char *const edge_op_names[] = {
   "SCATTER_ND",
   "SCATTER_ELEMENTS",
   "NON_MAX_SUPPRESSION",
+  "ROI_ALIGN",
 };
 
 typedef enum {
@@ -364,6 +366,16 @@ static const char *const edge_scatter_names[] = {
   "MUL",
   "MAX",
   "MIN",
+};
+
+typedef enum {
+  EDGE_ROI_ALIGN_AVG = 0,
+  EDGE_ROI_ALIGN_MAX = 1,
+  EDGE_ROI_ALIGN_COUNT_ = 2
+} edge_roi_align_kind;
+static const char *const edge_roi_align_names[] = {
+  "AVG",
+  "MAX",
 };
 
 #endif

@@ -1,5 +1,5 @@
 /* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd, scatter_nd,
- * scatter_elements, non_max_suppression): values against naive
+ * scatter_elements, non_max_suppression, roi_align): values against naive
  * oracles written per output element, the same bytes with one thread and with a pool of three,
  * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
  * Entry point: test_ops_index(); returns the number of failures. */
@@ -717,6 +717,72 @@ static void test_non_max_suppression(void) {
   }
 }
 
+/* ---- roi_align ---- */
+
+static void test_roi_align(void) {
+  /* x [1, 4, 4, 2] holds its own pixel index in channel 0 and 10x it in channel 1; a region that
+   * covers the image exactly, 1x1 output, 2x2 samples at (0.5, 0.5) .. (2.5, 2.5) after the
+   * half-pixel shift averages to the centre 1.5 rows and columns in: index 7.5. */
+  const int64_t xs[4] = {1, 4, 4, 2}, rs[2] = {1, 4}, is[1] = {1}, ys[4] = {1, 1, 1, 2};
+  for (int bad = 0; bad < 4; ++bad) {
+    graph g;
+    graph_init(&g, EDGE_OP_ROI_ALIGN);
+    int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 4, xs), r = add_tensor(&g, "rois", EDGE_FLOAT32, 2, rs);
+    int32_t b = add_tensor(&g, "batch_indices", EDGE_INT64, 1, is), y = add_tensor(&g, "y", EDGE_FLOAT32, 4, ys);
+    for (int64_t i = 0; i < 16; ++i) {
+      ((float *)g.tensors[x].data)[2 * i] = (float)i;
+      ((float *)g.tensors[x].data)[2 * i + 1] = 10.0f * (float)i;
+    }
+    float *roi = g.tensors[r].data;
+    roi[0] = roi[1] = 0.0f;
+    roi[2] = roi[3] = 4.0f;
+    if (bad == 1) ((int64_t *)g.tensors[b].data)[0] = 1;
+    if (bad == 2) ((int64_t *)g.tensors[b].data)[0] = -1;
+    if (bad == 3) roi[2] = NAN;
+    add_input(&g, x);
+    add_input(&g, r);
+    add_input(&g, b);
+    add_output(&g, y);
+    edge_roi_align_options *o = &g.node.options.roi_align;
+    o->output_height = o->output_width = 1;
+    o->sampling_ratio = 2;
+    o->spatial_scale = 1.0f;
+    o->half_pixel = true;
+    edge_status status = graph_run(&g);
+    if (bad == 0) {
+      const float *out = g.tensors[y].data;
+      CHECK(status == EDGE_OK && out[0] == 7.5f && out[1] == 75.0f, "roi_align: %s (%g, %g)", g.error,
+            (double)out[0], (double)out[1]);
+    } else {
+      CHECK(status == EDGE_RUNTIME_ERROR && strstr(g.error, bad == 3 ? "coordinate 2" : "out of range"),
+            "roi_align bad input %d: %s", bad, g.error);
+    }
+    graph_free(&g);
+  }
+  struct {
+    int64_t x[4], rois[2], indices;
+    edge_dtype index_dtype;
+    const char *message;
+  } refused[] = {
+      {{1, 4, 4, 2}, {2, 4}, 3, EDGE_INT64, "must be [N, H, W, C]"},
+      {{1, 4, 4, 2}, {2, 5}, 2, EDGE_INT64, "must be [N, H, W, C]"},
+      {{1, 4, 4, 2}, {2, 4}, 2, EDGE_FLOAT32, "expected int32 or int64"},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_ROI_ALIGN);
+    add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 4, refused[i].x));
+    add_input(&g, add_tensor(&g, "rois", EDGE_FLOAT32, 2, refused[i].rois));
+    add_input(&g, add_tensor(&g, "batch_indices", refused[i].index_dtype, 1, &refused[i].indices));
+    add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 4, ys));
+    g.node.options.roi_align.output_height = g.node.options.roi_align.output_width = 1;
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, refused[i].message), "roi_align refusal %zu: %s", i,
+          g.error);
+    graph_free(&g);
+  }
+}
+
 int test_ops_index(void) {
   failures = 0;
   checks = 0;
@@ -728,6 +794,7 @@ int test_ops_index(void) {
   test_scatter_nd();
   test_scatter_elements();
   test_non_max_suppression();
+  test_roi_align();
   fprintf(stderr, "test_ops_index: %d checks, %d failures\n", checks, failures);
   return failures;
 }

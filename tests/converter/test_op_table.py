@@ -22,7 +22,7 @@ from converter.ops._common import lifted_op
 README = pathlib.Path(__file__).resolve().parents[2] / "converter" / "ops" / "README.md"
 RNG = np.random.default_rng(7)
 
-LAYOUT_SENSITIVE = {"Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "LRN"}
+LAYOUT_SENSITIVE = {"Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "LRN", "RoiAlign"}
 FUSABLE = {"Conv2D", "ConvTranspose2D", "FullyConnected", "BatchMatMul", "Add", "Sub", "Mul"}
 BINARY_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Mod", "FMod", "PRelu", "Equal", "Less",
               "LessEqual", "Greater", "GreaterEqual", "And", "Or", "Xor"}
@@ -141,6 +141,9 @@ SAMPLES = {
     "ScatterND": ([f32(4, 3, 2), np.array([[3, -1], [0, 1]], np.int64), f32(2, 2)], {"reduction": "add"}),
     "ScatterElements": ([f32(3, 4), np.array([[0, -1], [2, 1]], np.int64), f32(2, 2)],
                         {"axis": 1, "reduction": "max"}),
+    "RoiAlign": ([f32(2, 6, 7, 3), np.array([[0.5, 1, 4, 5.5], [-1, 2, 8, 3]], np.float32), np.array([1, 0], np.int64)],
+                 {"mode": "max", "output_height": 2, "output_width": 3, "sampling_ratio": 0, "spatial_scale": 0.5,
+                  "half_pixel": False, "layout": "NHWC"}),
     "NonMaxSuppression": ([np.array([[[0, 0, 1, 1], [0, 0.2, 1, 1.2], [3, 3, 4, 4]]], np.float32), f32(1, 2, 3)],
                           {"center_point_box": False, "max_output_boxes_per_class": 2, "iou_threshold": 0.5,
                            "score_threshold": 0.25}),

@@ -773,6 +773,35 @@ case("NonMaxSuppression-tied-scores", "NonMaxSuppression", lambda rng: [
     ("max_output_boxes_per_class", c([12])), ("iou_threshold", c([0.3], np.float32))], opset=11)
 
 
+def _rois(rng, count, height, width, scale=1.0):
+    """Regions in input coordinates (before spatial_scale), some reaching past the border, some
+    under a pixel wide."""
+    x1 = rng.uniform(-2, width / scale, count)
+    y1 = rng.uniform(-2, height / scale, count)
+    w = rng.choice([0.5, 3.0, 7.0, 15.0], count) / scale * rng.uniform(0.5, 1.5, count)
+    h = rng.choice([0.5, 3.0, 7.0, 15.0], count) / scale * rng.uniform(0.5, 1.5, count)
+    return np.stack([x1, y1, x1 + w, y1 + h], -1).astype(np.float32)
+
+
+# name -> (x shape, rois, attrs, opset)
+ROI_ALIGNS = {"avg-half-pixel": ((2, 3, 10, 12), 6, {"output_height": 3, "output_width": 4}, 16),
+              "max-half-pixel-ratio2": ((1, 2, 9, 9), 5, {"mode": "max", "output_height": 2, "output_width": 3,
+                                                          "sampling_ratio": 2}, 16),
+              "avg-output-half-pixel": ((2, 4, 8, 11), 5, {"coordinate_transformation_mode": "output_half_pixel",
+                                                           "output_height": 2, "output_width": 2}, 16),
+              "max-output-half-pixel": ((1, 3, 12, 8), 4, {"coordinate_transformation_mode": "output_half_pixel",
+                                                           "mode": "max", "output_height": 3, "output_width": 3,
+                                                           "sampling_ratio": 3}, 16),
+              "spatial-scale": ((2, 5, 16, 16), 6, {"spatial_scale": 0.25, "output_height": 4, "output_width": 2}, 16),
+              "opset10-default-output-half-pixel": ((1, 2, 7, 9), 3, {"output_height": 2, "output_width": 3}, 10)}
+for name, (shape, count, attrs, opset) in ROI_ALIGNS.items():
+    def make(rng, shape=shape, count=count, attrs=attrs):
+        return [("X", Feed(normal(rng, shape))),
+                ("rois", Feed(_rois(rng, count, shape[2], shape[3], attrs.get("spatial_scale", 1.0)))),
+                ("batch_indices", Feed(rng.integers(0, shape[0], count).astype(np.int64)))]
+    case(f"RoiAlign-{name}", "RoiAlign", make, attrs, opset=opset)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []

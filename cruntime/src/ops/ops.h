@@ -53,5 +53,6 @@ extern const edge_op_registration edge_op_gather_nd;         /* gather_nd.c */
 extern const edge_op_registration edge_op_scatter_nd;        /* scatter.c */
 extern const edge_op_registration edge_op_scatter_elements;  /* scatter.c */
 extern const edge_op_registration edge_op_non_max_suppression; /* nms.c */
+extern const edge_op_registration edge_op_roi_align;         /* roi_align.c */
 
 #endif
