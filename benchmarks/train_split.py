@@ -116,6 +116,9 @@ def device(args) -> int:
             "link": vars(auto.link), "device_load": auto.device_load, "server_load": auto.server_load,
             "predicted_step_ms": {",".join(c.cut): c.total_ms for c in planned.candidates},
             "cuts_used": sorted({",".join(r.cut) for r in auto.history}),
+            "probes": auto.probes,
+            "steps": [{"cut": ",".join(r.cut), "total_ms": round(r.total_ms, 2), "device_ms": round(r.device_ms, 2),
+                       "transfer_ms": round(r.transfer_ms, 2), "replanned": r.replanned} for r in auto.history],
         }
         candidates = [c.cut for c in planned.candidates]
     measured = {}

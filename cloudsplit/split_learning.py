@@ -743,6 +743,7 @@ class SplitTrainer:
         self._planned_with: tuple[LinkEstimate, float, float] | None = None
         self._last_probe = -math.inf
         self.replans = 0
+        self.probes = 0
         self.history: list[StepRecord] = []
         self.last_step: StepRecord | None = None
         self.last_gradients: dict[str, np.ndarray] = {}
@@ -861,6 +862,7 @@ class SplitTrainer:
 
         self.link = LinkEstimate(rate(current.uplink_bps, True), rate(current.downlink_bps, False), rtt * 1e3)
         self._last_probe = time.monotonic()
+        self.probes += 1
         return self.link
 
     def replan(self, link: LinkEstimate | None = None, *, reason: str = "asked") -> bool:
