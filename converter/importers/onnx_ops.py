@@ -462,11 +462,50 @@ def _conv(ctx: NodeContext):
     _finish_1d(ctx, "Conv2D", [x, w, b], attrs, one_d)
 
 
-@converts("ConvTranspose", check=_check_spatial)
+def _conv_transpose_3d(ctx: NodeContext, x: str, b: str, kernel, strides, dilations, pads, output_padding) -> None:
+    """Each depth tap kd is a 2-D transposed convolution of every input plane at once (depth merged
+    into the batch); its planes land at output depths d * sd + kd * dd, placed by interleaving
+    sd - 1 zero planes (Pad, Reshape) and shifting (Pad), and the taps add up. The bias is added
+    once to the whole result, then the depth pads crop it."""
+    weight = ctx.require_const(1, "weights")
+    n, _, depth, _, _ = ctx.shape(x)
+    sd, dd = strides[0], dilations[0]
+    full = (depth - 1) * sd + (kernel[0] - 1) * dd + 1 + output_padding[0]
+    xt = ctx.emit1("Transpose", [x], {"perm": (0, 2, 1, 3, 4)})
+    planes = ctx.reshape(xt, (n * depth,) + ctx.shape(xt)[2:])
+    attrs = {"strides": tuple(strides[1:]), "dilations": tuple(dilations[1:]),
+             "pads": (pads[1], pads[2], pads[4], pads[5]), "output_padding": tuple(output_padding[1:]),
+             "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
+    y = None
+    for k in range(kernel[0]):
+        w2 = ctx.constant(np.ascontiguousarray(weight[:, :, k]), base=f"weight_d{k}")
+        part = ctx.emit1("ConvTranspose2D", [planes, w2, ""], attrs)
+        _, co, ho, wo = ctx.shape(part)
+        rows = ctx.reshape(part, (n, depth, 1, co * ho * wo))
+        if sd > 1:
+            rows = ctx.emit1("Pad", [rows], {"mode": "constant", "pads": (0, 0, 0, 0, 0, 0, sd - 1, 0), "value": 0.0})
+        rows = ctx.reshape(rows, (n, depth * sd, co * ho * wo))
+        shift = k * dd
+        rows = ctx.emit1("Pad", [rows], {"mode": "constant", "pads": (0, shift, 0, 0, full - shift - depth * sd, 0),
+                                         "value": 0.0})
+        y = rows if y is None else ctx.emit1("Add", [y, rows])
+    y = ctx.reshape(y, (n, full, co, ho, wo))
+    if b:
+        bias = ctx.const(b)
+        bias = (ctx.constant(bias.reshape(co, 1, 1), base="bias") if bias is not None
+                else ctx.reshape(b, (co, 1, 1)))
+        y = ctx.emit1("Add", [y, bias])
+    if pads[0] or pads[3]:
+        y = ctx.emit1("Slice", [y], {"starts": (0, pads[0], 0, 0, 0), "ends": (n, full - pads[3], co, ho, wo),
+                                     "steps": (1, 1, 1, 1, 1)})
+    ctx.emit("Transpose", [y], {"perm": (0, 2, 1, 3, 4)}, [ctx.output(0)])
+
+
+@converts("ConvTranspose", check=_check_spatial_3d)
 def _conv_transpose(ctx: NodeContext):
     x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
     rank = ctx.rank(0)
-    if rank not in (3, 4):
+    if rank not in (3, 4, 5):
         raise ctx.unsupported(f"{rank - 2} spatial dims")
     sizes = ctx.shape(0)[2:]
     n = len(sizes)
@@ -495,6 +534,9 @@ def _conv_transpose(ctx: NodeContext):
         pads = [0] * (2 * n)
     else:
         pads = list(ctx.attr("pads", [0] * (2 * n)))
+    if rank == 5:
+        _conv_transpose_3d(ctx, x, b, kernel, strides, dilations, pads, output_padding)
+        return
     one_d = rank == 3
     if one_d:
         x, w = _with_height_one(ctx, x), _with_height_one(ctx, w)

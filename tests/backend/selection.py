@@ -30,7 +30,6 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_resize_.*half_pixel_symmetric", "Resize coordinate mode half_pixel_symmetric: not supported"),
     (r"^test_layer_normalization_", "LayerNormalization's Mean and InvStdDev outputs (kept for training): one output only"),
     (r"^test_resize_.*_not_(larger|smaller)$", "Resize keep_aspect_ratio_policy: not supported"),
-    (r"^test_convtranspose_3d", "3-D ConvTranspose: 1-D and 2-D only (Conv and pooling take 3-D)"),
     (r"^test_maxpool_with_argmax", "MaxPool's Indices output: not supported"),
     (r"^test_wrap_pad$", "Pad mode=wrap: constant, reflect and edge only"),
     (r"^test_equal_string", "string tensors: numeric and bool only"),

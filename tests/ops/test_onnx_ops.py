@@ -284,6 +284,23 @@ for name, (xs, ws, attrs) in CONV_TRANSPOSES.items():
                 ("b", Feed(normal(rng, ws[1] * groups, 0.1), True))]
     case(f"ConvTranspose-{name}", "ConvTranspose", make, attrs)
 
+CONV_TRANSPOSES_3D = {
+    "3d-basic": ((1, 3, 3, 4, 5), (3, 2, 2, 3, 3), {}),
+    "3d-strided-padded": ((1, 2, 4, 3, 3), (2, 3, 3, 3, 2), {"strides": [2, 2, 1], "pads": [1, 0, 1, 1, 1, 0]}),
+    "3d-dilated-output-padding": ((2, 2, 3, 4, 4), (2, 2, 2, 2, 3), {"strides": [3, 2, 2], "dilations": [2, 1, 1],
+                                                                      "output_padding": [1, 1, 0]}),
+    "3d-grouped": ((1, 4, 3, 3, 3), (4, 1, 3, 2, 2), {"group": 2, "strides": [2, 1, 1]}),
+    "3d-output-shape": ((1, 2, 3, 4, 4), (2, 3, 3, 3, 3), {"strides": [2, 2, 2], "output_shape": [6, 8, 8]}),
+}
+for name, (xs, ws, attrs) in CONV_TRANSPOSES_3D.items():
+    def make(rng, xs=xs, ws=ws, groups=attrs.get("group", 1)):
+        return [("x", Feed(normal(rng, xs))), ("w", Feed(normal(rng, ws, 0.3), True)),
+                ("b", Feed(normal(rng, ws[1] * groups, 0.1), True))]
+    case(f"ConvTranspose-{name}", "ConvTranspose", make, attrs)
+case("ConvTranspose-3d-no-bias", "ConvTranspose", lambda rng: [
+    ("x", Feed(normal(rng, (1, 2, 2, 3, 3)))), ("w", Feed(normal(rng, (2, 2, 2, 2, 2), 0.3), True))],
+    {"strides": [2, 2, 2]})
+
 GEMMS = {
     "plain": ((4, 5), (5, 6), (6,), {}),
     "transA": ((5, 4), (5, 6), (6,), {"transA": 1}),
