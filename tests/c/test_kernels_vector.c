@@ -733,6 +733,49 @@ static void check_adam(const edge_vector_kernels *k) {
     }
 }
 
+/* ---- bilinear samples: the sum against double within a few roundings, the maxima exactly
+ * (as ops/roi_align.c's reference compares); guards after acc ---- */
+
+static void check_bilinear(const edge_vector_kernels *k) {
+  CHECK(k->bilinear != NULL, "%s: bilinear kernel missing", k->isa_name);
+  if (!k->bilinear) return;
+  for (size_t li = 0; li < NUM_LENGTHS; ++li)
+    for (int mode = EDGE_BILINEAR_ADD; mode <= EDGE_BILINEAR_MAX; ++mode) {
+      const size_t n = lengths[li];
+      float *rows[4], *acc = alloc_floats(n);
+      const float *corners[4];
+      for (int c = 0; c < 4; ++c) {
+        rows[c] = alloc_floats(n);
+        for (size_t i = 0; i < n; ++i) rows[c][i] = rnd_float(-4, 4);
+        corners[c] = rows[c];
+      }
+      const float ly = rnd_float(0, 1), lx = rnd_float(0, 1);
+      const float weights[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
+      double *before = malloc(n * sizeof(double));
+      for (size_t i = 0; i < n; ++i) before[i] = acc[i] = rnd_float(-2, 2);
+      k->bilinear(n, corners, weights, acc, (edge_bilinear_mode)mode);
+      int bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (mode == EDGE_BILINEAR_ADD) {
+          double want = before[i], scale = fabs(before[i]);
+          for (int c = 0; c < 4; ++c) want += (double)weights[c] * rows[c][i], scale += fabs(weights[c] * rows[c][i]);
+          bad += !(fabs(acc[i] - want) <= 6 * 0x1p-24 * scale);
+        } else {
+          float want = weights[0] * rows[0][i];
+          for (int c = 1; c < 4; ++c) {
+            float t = weights[c] * rows[c][i];
+            if (t > want) want = t;
+          }
+          if (mode == EDGE_BILINEAR_MAX && !(want > (float)before[i])) want = (float)before[i];
+          bad += to_bits(acc[i]) != to_bits(want);
+        }
+      }
+      CHECK(!bad && guard_intact(acc, n), "%s bilinear n=%zu mode=%d: %d mismatches", k->isa_name, n, mode, bad);
+      for (int c = 0; c < 4; ++c) free(rows[c]);
+      free(acc), free(before);
+    }
+}
+
 int test_kernels_vector(void) {
   failures = 0;
   checks = 0;
@@ -759,6 +802,7 @@ int test_kernels_vector(void) {
     check_grad(k);
     check_batchnorm(k);
     check_adam(k);
+    check_bilinear(k);
   }
   /* The scalar level keeps the ops on their reference code. */
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);

@@ -94,6 +94,14 @@ typedef struct {
 typedef void (*edge_f32_adam_ukernel)(size_t n, float *p, const float *g, float *m, float *v,
                                       const edge_f32_adam_params *params);
 
+/* Bilinear samples over n channels (kernels/vector/f32-bilinear.c; ops/roi_align.c's reference):
+ * corners[0..3] the four neighbours' channel rows, weights[0..3] theirs; ADD accumulates the
+ * weighted sum into acc, MAX_FIRST writes the largest weighted corner, MAX keeps the larger of acc
+ * and it. */
+typedef enum { EDGE_BILINEAR_ADD = 0, EDGE_BILINEAR_MAX_FIRST = 1, EDGE_BILINEAR_MAX = 2 } edge_bilinear_mode;
+typedef void (*edge_f32_bilinear_ukernel)(size_t n, const float *const *corners, const float *weights, float *acc,
+                                          edge_bilinear_mode mode);
+
 /* Reductions the family provides (index into rreduce / raccumulate). */
 typedef enum {
   EDGE_VREDUCE_SUM = 0,
@@ -176,6 +184,7 @@ typedef struct {
   edge_f32_channel_affine_ukernel channel_affine;
   edge_f32_channel_grad_apply_ukernel channel_grad_apply;
   edge_f32_adam_ukernel adam;
+  edge_f32_bilinear_ukernel bilinear;
   edge_s8_maxpool_ukernel s8_maxpool;
   edge_s8_raccumulate_ukernel s8_raccumulate_sum;
   edge_s8_vadd_ukernel s8_vadd;

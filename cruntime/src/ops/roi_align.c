@@ -10,12 +10,15 @@
  * coordinate for being finite before computing, and stops with EDGE_RUNTIME_ERROR naming the
  * first bad one; samples always read clamped positions, so nothing is read outside x. A region so
  * large that a bin would take more than 2^16 samples per axis is refused the same way.
- * Work is split over the output rows (roi, bin row); the channel loop is innermost and contiguous. */
+ * Work is split over the output rows (roi, bin row); each sample's channel loop (innermost and
+ * contiguous in NHWC) runs in the vector kernel f32-bilinear where the ISA has one, else in the
+ * scalar loops here, which are the reference it is tested against. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "broadcast.h"
+#include "kernels/config.h"
 #include "ops.h"
 
 #define ROI_ALIGN_MAX_GRID 65536
@@ -58,6 +61,7 @@ static edge_status roi_align_prepare(edge_context *ctx, edge_node *node) {
 typedef struct {
   const edge_roi_align_options *o;
   const edge_tensor *x, *rois, *indices, *y;
+  edge_f32_bilinear_ukernel bilinear; /* the vector kernel; NULL: the scalar loops below */
 } roi_align_job;
 
 /* Accumulates (AVG) or maxes (MAX) the bilinear sample at (sy, sx) into out[0..C). */
@@ -89,6 +93,13 @@ static void sample(const roi_align_job *job, const float *image, float sy, float
   float w00 = hy * hx, w01 = hy * lx, w10 = ly * hx, w11 = ly * lx;
   const float *p00 = image + (y0 * width + x0) * channels, *p01 = image + (y0 * width + x1) * channels;
   const float *p10 = image + (y1 * width + x0) * channels, *p11 = image + (y1 * width + x1) * channels;
+  if (job->bilinear) {
+    const float *corners[4] = {p00, p01, p10, p11};
+    const float weights[4] = {w00, w01, w10, w11};
+    job->bilinear((size_t)channels, corners, weights, out,
+                  !max ? EDGE_BILINEAR_ADD : first ? EDGE_BILINEAR_MAX_FIRST : EDGE_BILINEAR_MAX);
+    return;
+  }
   if (!max) {
     for (int64_t c = 0; c < channels; ++c) out[c] += w00 * p00[c] + w01 * p01[c] + w10 * p10[c] + w11 * p11[c];
     return;
@@ -162,7 +173,7 @@ static void roi_align_rows(void *arg, int64_t begin, int64_t end, int32_t thread
 static edge_status roi_align_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_nd_input(ctx, node, 0), *rois = edge_nd_input(ctx, node, 1);
   edge_tensor *indices = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
-  roi_align_job job = {&node->options.roi_align, x, rois, indices, y};
+  roi_align_job job = {&node->options.roi_align, x, rois, indices, y, edge_kernels()->vector.bilinear};
   int64_t count = rois->shape[0], batches = x->shape[0];
   for (int64_t r = 0; r < count; ++r) {
     int64_t b = batch_at(indices, r);
