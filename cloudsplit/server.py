@@ -1007,7 +1007,8 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                  compute_slots: int | None = None,
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
                  delay_s: float = 0.0, on_request: Callable[[str], None] | None = None,
-                 training=None, federated=None, pipeline: PipelineOptions | None = None) -> ServerHandle:
+                 training=None, federated=None, pipeline: PipelineOptions | None = None,
+                 split_learning: bool = False) -> ServerHandle:
     """Starts a server in this process and returns once it listens.
 
     ``models``: a directory of .edge files, a file, model bytes, or a list of these. ``port=0`` picks a
@@ -1015,7 +1016,9 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     Training service (distributed training jobs on the registered models). ``federated``: True or a
     ``federated_service.FederatedOptions`` adds the Federated service (federated averaging with
     devices; it needs no Ray). ``pipeline``: serve every model through stage workers on Ray
-    (cloudsplit.pipeline_serving), for models over one server's memory.
+    (cloudsplit.pipeline_serving), for models over one server's memory. ``split_learning``: adds the
+    SplitLearning service (cloudsplit.split_learning: devices train their first layers, this
+    server the rest), behind the same token as everything else.
     """
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
@@ -1071,6 +1074,11 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     trainer_service = training_service.add_to_server(server, registry, training_options) if training_options else None
     federated_servicer = federated_service.add_to_server(server, registry, federated_options) \
         if federated_options else None
+    split_servicer = None
+    if split_learning:
+        from cloudsplit import split_learning as split_learning_service
+
+        split_servicer = split_learning_service.add_split_learning_servicer(server, threads=threads)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -1078,7 +1086,8 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
     for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()) \
-            + ((federated_service.SERVICE_NAME,) if federated_servicer else ()):
+            + ((federated_service.SERVICE_NAME,) if federated_servicer else ()) \
+            + (("cloudsplit.v1.SplitLearning",) if split_servicer else ()):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer)
 
@@ -1129,6 +1138,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     training.add_argument("--ray-address", help="join this Ray cluster (default: start one on loopback)")
     training.add_argument("--federated", action="store_true", help="serve federated jobs (federated averaging "
                           "with devices) on the registered models")
+    training.add_argument("--split-learning", action="store_true", help="serve split learning: devices train the "
+                          "layers before a cut, this server the rest (cloudsplit.client.SplitTrainer)")
     parser.set_defaults(func=serve_command)
     return parser
 
@@ -1170,7 +1181,8 @@ def serve_command(args) -> int:
                               batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
                               allow_register=not args.no_register, training=_training_options(args),
-                              federated=_federated_options(args), pipeline=_pipeline_options(args))
+                              federated=_federated_options(args), pipeline=_pipeline_options(args),
+                              split_learning=args.split_learning)
     except (OSError, EdgeError, ValueError, MemoryError) as error:
         print(f"cloudsplit serve: {error}", file=sys.stderr)
         return 1

@@ -344,3 +344,15 @@ def test_u_shaped_calls_keep_their_order(model_path, server, data):
     assert [t.name for t in reply.tensors] == ["grad/maxpool2d"]
     refused(stub.Backward, backward, precondition, "no step awaits its Backward")
     refused(stub.Forward, forward, precondition, "step 1 is replayed")
+
+
+def test_cloudsplit_serve_hosts_split_learning_behind_its_token(model_path, data):
+    from cloudsplit.server import start_server as start_cloudsplit_server
+
+    (x, y), = batches(data, 1)
+    with start_cloudsplit_server([], split_learning=True, token="s3cret") as handle:
+        with SplitTrainer(model_path, handle.address, cut="relu_1", token="s3cret") as trainer:
+            assert np.isfinite(trainer.step(x, y))
+        with pytest.raises(grpc.RpcError) as caught:
+            SplitTrainer(model_path, handle.address, cut="relu_1", token="wrong").step(x, y)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
