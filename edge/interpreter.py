@@ -73,10 +73,21 @@ class Interpreter:
     ``model_content`` (bytes-like) is borrowed by the runtime and the Interpreter keeps a reference
     to it (the runtime itself copies bytes that are not 64-byte aligned, so weights can be used in place).
     ``profiling=True`` records per-op times from the first invoke (see ``profile()``).
+
+    ``backend``: "cpu" (default); "opencl" runs the ops the OpenCL backend has on the GPU (the rest on
+    the CPU; an error when OpenCL cannot be used); "auto" uses the GPU only where it is expected to
+    pay, and the CPU where there is no OpenCL or only a CPU OpenCL device. ``gpu_precision``:
+    "fp32" or "fp16" activation storage (arithmetic stays fp32). ``gpu_device``: 0 for the first
+    GPU (else the first OpenCL device), k for entry k - 1 of ``edge.opencl.devices()``.
+    ``placement()`` says where each op ran.
     """
 
+    BACKENDS = {"cpu": 0, "opencl": 1, "auto": 2}
+    PRECISIONS = {"fp32": 0, "fp16": 1}
+
     def __init__(self, model_path: str | os.PathLike | None = None, model_content: bytes | None = None,
-                 num_threads: int = 1, *, profiling: bool = False):
+                 num_threads: int = 1, *, profiling: bool = False, backend: str = "cpu", gpu_precision: str = "fp32",
+                 gpu_device: int = 0):
         if (model_path is None) == (model_content is None):
             raise InvalidArgumentError("pass exactly one of model_path or model_content")
         try:
@@ -85,6 +96,15 @@ class Interpreter:
             raise InvalidArgumentError(f"num_threads must be an integer >= 1, got {num_threads!r}") from None
         if threads < 1:
             raise InvalidArgumentError(f"num_threads must be an integer >= 1, got {threads}")
+        if backend not in self.BACKENDS:
+            raise InvalidArgumentError(f"backend must be one of {sorted(self.BACKENDS)}, got {backend!r}")
+        if gpu_precision not in self.PRECISIONS:
+            raise InvalidArgumentError(f"gpu_precision must be one of {sorted(self.PRECISIONS)}, got {gpu_precision!r}")
+        try:
+            device = operator.index(gpu_device)
+        except TypeError:
+            raise InvalidArgumentError(f"gpu_device must be an integer >= 0, got {gpu_device!r}") from None
+        self.backend = backend
         lib = load_library()
         self._lib = lib
         self._num_threads = threads
@@ -110,7 +130,9 @@ class Interpreter:
         # The destructor's default argument keeps the borrowed bytes alive as long as the C model.
         self._model = ffi.gc(model_out[0], lambda model, _bytes=keep_alive: lib.edge_model_free(model))
 
-        options = ffi.new("edge_interpreter_options *", {"num_threads": threads, "profiling": int(self._profiling)})
+        options = ffi.new("edge_interpreter_options *", {
+            "num_threads": threads, "profiling": int(self._profiling), "backend": self.BACKENDS[backend],
+            "gpu_precision": self.PRECISIONS[gpu_precision], "gpu_device": device})
         interp_out = ffi.new("edge_interpreter **")
         status = lib.edge_interpreter_create(self._model, options, interp_out)
         if status != 0:
@@ -444,6 +466,25 @@ class Interpreter:
             "flops": int(info.flops),
         }
         return entry, info
+
+    def placement(self) -> dict[str, Any]:
+        """Where the ops run after ``allocate_tensors()``: ``devices`` (per op, "cpu" or "gpu"),
+        ``partitions`` (runs of consecutive ops on one device: device, first op, last op) and
+        ``transfers`` (host/GPU copies and kernel launches so far, with their bytes)."""
+        self._require_allocated("placement")
+        devices = ["gpu" if self._lib.edge_interpreter_op_device(self._handle(), op) else "cpu"
+                   for op in range(self._num_ops)]
+        partitions = []
+        for op, device in enumerate(devices):
+            if partitions and partitions[-1]["device"] == device:
+                partitions[-1]["last_op"] = op
+            else:
+                partitions.append({"device": device, "first_op": op, "last_op": op})
+        info = ffi.new("edge_gpu_transfer_info *")
+        self._check(self._lib.edge_interpreter_gpu_transfers(self._handle(), info))
+        transfers = {name: int(getattr(info, name)) for name in
+                     ("uploads", "downloads", "upload_bytes", "download_bytes", "launches")}
+        return {"backend": self.backend, "devices": devices, "partitions": partitions, "transfers": transfers}
 
     def profile(self) -> list[dict[str, Any]]:
         """Per-op times recorded since the last reset_profile(), in graph order.

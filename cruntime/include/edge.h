@@ -104,10 +104,36 @@ typedef struct {
   size_t model_bytes;                     /* size of the model file */
 } edge_memory_info;
 
+typedef enum {
+  EDGE_BACKEND_CPU = 0,                   /* every op on the CPU kernels */
+  EDGE_BACKEND_OPENCL = 1,                /* ops the OpenCL backend has on the GPU, the rest on the CPU */
+  EDGE_BACKEND_AUTO = 2                   /* the GPU only where it is expected to pay; the CPU without OpenCL */
+} edge_backend;
+
+typedef enum { EDGE_GPU_FP32 = 0, EDGE_GPU_FP16 = 1 } edge_gpu_precision;   /* storage; arithmetic is fp32 */
+
 typedef struct {
   int32_t num_threads;                    /* exactly this many threads run an op (>= 1) */
   int32_t profiling;                      /* record per-op times */
+  int32_t backend;                        /* edge_backend */
+  int32_t gpu_precision;                  /* edge_gpu_precision */
+  int32_t gpu_device;                     /* 0: the first GPU, else the first OpenCL device; k >= 1: device
+                                             k - 1 of edge_opencl_device's list */
 } edge_interpreter_options;
+
+/* OpenCL devices, in platform order (libOpenCL is loaded on the first call; EDGE_OPENCL_LIBRARY
+ * names another library). EDGE_UNSUPPORTED with a message when OpenCL cannot be loaded. */
+typedef struct {
+  char platform[128], name[128], vendor[128], version[128], driver[128];
+  int32_t is_gpu, compute_units, clock_mhz, fp16;
+  uint64_t global_memory, local_memory, max_allocation, max_work_group;
+} edge_opencl_device_info;
+edge_status edge_opencl_num_devices(int32_t *out);
+edge_status edge_opencl_device(int32_t index, edge_opencl_device_info *out);
+
+typedef struct {
+  uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
+} edge_gpu_transfer_info;
 
 const char *edge_version(void);
 const char *edge_last_error(void);
@@ -172,6 +198,11 @@ edge_status edge_interpreter_reset_variables(edge_interpreter *interp);
  * .edge any runtime loads: trained weights, optimizer state). Atomic: written to path + ".tmp",
  * synced, then renamed over path. Every variable must have its own buffer in the model. */
 edge_status edge_interpreter_save_model(const edge_interpreter *interp, const char *path);
+
+/* Where an op runs after allocate: 0 the CPU, 1 the GPU. */
+int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op);
+/* Host/GPU transfers and kernel launches since the interpreter was created (all zero on the CPU). */
+edge_status edge_interpreter_gpu_transfers(const edge_interpreter *interp, edge_gpu_transfer_info *out);
 
 void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled);
 void edge_interpreter_reset_profile(edge_interpreter *interp);

@@ -25,6 +25,7 @@
 #include "internal.h"
 #include "kernels/isa.h"
 #include "model.h"
+#include "opencl/gpu.h"
 
 #define MAX_THREADS 1024
 
@@ -51,6 +52,10 @@ struct edge_interpreter {
   void *persistent;
   size_t variable_bytes;
   size_t persistent_bytes; /* variables + what ops keep between runs (node->state_bytes) */
+  int32_t backend;                      /* edge_backend asked for */
+  edge_gpu *gpu;                        /* the OpenCL device, when one is in use (opencl/gpu.h) */
+  uint8_t *placement;                   /* per op after allocate: 1 on the GPU */
+  uint8_t *exposed;                     /* per tensor: its host address was handed out (tensor_data) */
 };
 
 static size_t align_up(size_t n) { return (n + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT; }
@@ -147,6 +152,9 @@ void edge_interpreter_free(edge_interpreter *interp) {
   free(interp->last_use);
   free(interp->plan);
   free(interp->plan_tensor);
+  edge_gpu_free(interp->gpu);
+  free(interp->placement);
+  free(interp->exposed);
   free(interp);
 }
 
@@ -164,9 +172,23 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
   if (num_threads < 1 || num_threads > MAX_THREADS)
     return edge_set_last_error(EDGE_INVALID_ARGUMENT, "num_threads is %d, must be between 1 and %d", num_threads,
                                MAX_THREADS);
+  int32_t backend = options ? options->backend : EDGE_BACKEND_CPU;
+  if (backend < EDGE_BACKEND_CPU || backend > EDGE_BACKEND_AUTO)
+    return edge_set_last_error(EDGE_INVALID_ARGUMENT, "backend is %d: use EDGE_BACKEND_CPU (0), OPENCL (1) or AUTO (2)",
+                               backend);
   edge_interpreter *interp = calloc(1, sizeof *interp);
   if (!interp) return edge_set_last_error(EDGE_OUT_OF_MEMORY, "out of memory creating the interpreter");
   interp->model = model;
+  interp->backend = backend;
+  if (backend != EDGE_BACKEND_CPU) {
+    char message[EDGE_ERROR_CAPACITY] = "";
+    edge_status status = edge_gpu_create(options->gpu_precision, options->gpu_device, &interp->gpu, message);
+    if (status != EDGE_OK && backend == EDGE_BACKEND_OPENCL) {
+      free(interp);
+      return edge_set_last_error(status, "backend opencl: %s", message);
+    }
+    /* auto without a usable device: the CPU, as before */
+  }
   interp->num_tensors = model->num_tensors;
   interp->num_ops = model->num_ops;
   interp->num_threads = num_threads;
@@ -179,8 +201,10 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
   interp->last_use = calloc(nt ? nt : 1, sizeof(int32_t));
   interp->plan = calloc(nt ? nt : 1, sizeof *interp->plan);
   interp->plan_tensor = calloc(nt ? nt : 1, sizeof(int32_t));
+  interp->placement = calloc(no ? no : 1, 1);
+  interp->exposed = calloc(nt ? nt : 1, 1);
   if (!interp->tensors || !interp->nodes || !interp->resizable || !interp->first_use || !interp->last_use ||
-      !interp->plan || !interp->plan_tensor)
+      !interp->plan || !interp->plan_tensor || !interp->placement || !interp->exposed)
     goto out_of_memory;
 
   size_t persistent = 0;
@@ -497,6 +521,17 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   interp->arena_bytes = arena_bytes;
   interp->naive_bytes = naive_bytes;
   interp->scratch_bytes = scratch;
+  memset(interp->placement, 0, (size_t)(interp->num_ops ? interp->num_ops : 1));
+  if (interp->gpu) {
+    interp->error[0] = '\0';
+    edge_status status = edge_gpu_plan(interp->gpu, &interp->ctx, interp->nodes, interp->num_ops, interp->arena,
+                                       arena_bytes, interp->backend == EDGE_BACKEND_AUTO, interp->placement);
+    if (status != EDGE_OK) {
+      char message[EDGE_ERROR_CAPACITY];
+      snprintf(message, sizeof message, "%s", interp->error);
+      return interp_fail(interp, status, "%s", message);
+    }
+  }
   interp->allocated = true;
   return EDGE_OK;
 }
@@ -534,6 +569,7 @@ edge_status edge_interpreter_set_tensor(edge_interpreter *interp, int32_t tensor
   if (nbytes && !data) return interp_fail(interp, EDGE_INVALID_ARGUMENT, "set_tensor: data is NULL");
   if (nbytes) memcpy(t->data, data, nbytes);
   if (t->kind == EDGE_TENSOR_VARIABLE) ++interp->ctx.variables_version;
+  edge_gpu_host_wrote(interp->gpu, tensor);
   return EDGE_OK;
 }
 
@@ -543,6 +579,9 @@ edge_status edge_interpreter_get_tensor(const edge_interpreter *interp, int32_t 
   if (status != EDGE_OK) return status;
   if ((status = check_byte_count(interp, tensor, nbytes)) != EDGE_OK) return status;
   if (nbytes && !data) return interp_fail((edge_interpreter *)interp, EDGE_INVALID_ARGUMENT, "get_tensor: data is NULL");
+  edge_interpreter *self = (edge_interpreter *)interp;  /* the host copy brought up to date: not a visible change */
+  if (self->gpu && (status = edge_gpu_to_host(self->gpu, &self->ctx, tensor)) != EDGE_OK)
+    return edge_set_last_error(status, "get_tensor: %s", self->error);
   if (nbytes) memcpy(data, interp->tensors[tensor].data, nbytes);
   return EDGE_OK;
 }
@@ -552,6 +591,12 @@ edge_status edge_interpreter_tensor_data(edge_interpreter *interp, int32_t tenso
   *data = NULL;
   edge_status status = check_data_access(interp, tensor, "tensor_data on");
   if (status != EDGE_OK) return status;
+  if (interp->gpu) {  /* the caller may read or write through the address at any time: see sync_exposed */
+    if ((status = edge_gpu_to_host(interp->gpu, &interp->ctx, tensor)) != EDGE_OK)
+      return edge_set_last_error(status, "tensor_data: %s", interp->error);
+    edge_gpu_host_wrote(interp->gpu, tensor);
+    interp->exposed[tensor] = 1;
+  }
   *data = interp->tensors[tensor].data;
   if (interp->tensors[tensor].kind == EDGE_TENSOR_VARIABLE) {
     interp->variables_exposed = true;
@@ -645,12 +690,51 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* With a GPU: a GPU op uploads what only the host holds; a CPU op first downloads what only the
+ * device holds, and its outputs are then the host's. */
+static edge_status eval_on_device(edge_interpreter *interp, int32_t op, edge_node *node,
+                                  const edge_op_registration *reg) {
+  edge_gpu *gpu = interp->gpu;
+  if (!gpu) return reg->eval(&interp->ctx, node);
+  if (interp->placement[op]) return edge_gpu_run(gpu, &interp->ctx, node, op);
+  edge_status status = EDGE_OK;
+  for (int32_t i = 0; status == EDGE_OK && i < node->num_inputs; ++i)
+    status = edge_gpu_to_host(gpu, &interp->ctx, node->inputs[i]);
+  /* an op that updates an input in place (OPTIMIZER_UPDATE) writes it on the host too */
+  for (int32_t i = 0; status == EDGE_OK && i < node->num_outputs; ++i)
+    status = edge_gpu_to_host(gpu, &interp->ctx, node->outputs[i]);
+  if (status == EDGE_OK) status = reg->eval(&interp->ctx, node);
+  for (int32_t i = 0; i < node->num_outputs; ++i) edge_gpu_host_wrote(gpu, node->outputs[i]);
+  if (node->writes_variables)
+    for (int32_t i = 0; i < node->num_inputs; ++i) edge_gpu_host_wrote(gpu, node->inputs[i]);
+  return status;
+}
+
+/* Tensors whose host address was handed out: before a run the caller may have written them, after
+ * it they must show the results. */
+static edge_status sync_exposed(edge_interpreter *interp, bool after) {
+  if (!interp->gpu) return EDGE_OK;
+  for (int32_t t = 0; t < interp->num_tensors; ++t) {
+    if (!interp->exposed[t]) continue;
+    if (!after) {
+      edge_gpu_host_wrote(interp->gpu, t);
+      continue;
+    }
+    edge_status status = edge_gpu_to_host(interp->gpu, &interp->ctx, t);
+    if (status != EDGE_OK) {
+      edge_set_last_error(status, "%s", interp->error);
+      return status;
+    }
+  }
+  return EDGE_OK;
+}
+
 static edge_status run_op(edge_interpreter *interp, int32_t op) {
   edge_node *node = &interp->nodes[op];
   const edge_op_registration *reg = edge_op_lookup(node->opcode);
   interp->error[0] = '\0';
   uint64_t start = interp->profiling ? now_ns() : 0;
-  edge_status status = reg->eval(&interp->ctx, node);
+  edge_status status = eval_on_device(interp, op, node, reg);
   if (node->writes_variables) ++interp->ctx.variables_version;
   if (interp->profiling) {
     uint64_t elapsed = now_ns() - start;
@@ -671,9 +755,12 @@ static edge_status check_allocated(edge_interpreter *interp, const char *what) {
 edge_status edge_interpreter_invoke(edge_interpreter *interp) {
   if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "invoke: interpreter is NULL");
   edge_status status = check_allocated(interp, "invoke");
+  if (status != EDGE_OK) return status;
   if (interp->variables_exposed) ++interp->ctx.variables_version;
   const edge_model *m = interp->model;
+  sync_exposed(interp, false);
   for (int32_t i = 0; status == EDGE_OK && i < m->num_invoke_ops; ++i) status = run_op(interp, m->invoke_ops[i]);
+  if (status == EDGE_OK) status = sync_exposed(interp, true);
   return status;
 }
 
@@ -688,7 +775,9 @@ edge_status edge_interpreter_invoke_ops(edge_interpreter *interp, const int32_t 
       return interp_fail(interp, EDGE_INVALID_ARGUMENT, "invoke_ops: entry %d is op %d, out of range (%d ops)", i, ops[i],
                          interp->num_ops);
   if (interp->variables_exposed) ++interp->ctx.variables_version;
+  sync_exposed(interp, false);
   for (int32_t i = 0; status == EDGE_OK && i < num_ops; ++i) status = run_op(interp, ops[i]);
+  if (status == EDGE_OK) status = sync_exposed(interp, true);
   return status;
 }
 
@@ -712,4 +801,23 @@ void edge_interpreter_reset_profile(edge_interpreter *interp) {
     interp->nodes[i].total_ns = 0;
     interp->nodes[i].runs = 0;
   }
+}
+
+/* ---- the OpenCL backend's placement and transfers ---- */
+
+int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op) {
+  if (!interp || !interp->allocated || op < 0 || op >= interp->num_ops) return 0;
+  return interp->placement[op];
+}
+
+edge_status edge_interpreter_gpu_transfers(const edge_interpreter *interp, edge_gpu_transfer_info *out) {
+  if (!interp || !out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "gpu_transfers: NULL argument");
+  edge_gpu_counters counters;
+  edge_gpu_counters_get(interp->gpu, &counters);
+  out->uploads = counters.uploads;
+  out->downloads = counters.downloads;
+  out->upload_bytes = counters.upload_bytes;
+  out->download_bytes = counters.download_bytes;
+  out->launches = counters.launches;
+  return EDGE_OK;
 }

@@ -120,7 +120,7 @@ static void run_model(const unsigned char *bytes, size_t size, const char *seed,
     return;
   }
   ++counts->loaded;
-  edge_interpreter_options options = {1 + (int32_t)(iteration % 2), (int32_t)(iteration % 3 == 0)};
+  edge_interpreter_options options = {.num_threads = 1 + (int32_t)(iteration % 2), .profiling = (int32_t)(iteration % 3 == 0)};
   edge_interpreter *interp = NULL;
   status = edge_interpreter_create(model, &options, &interp);
   check_message(status, edge_last_error(), "create", seed, iteration);

@@ -7,7 +7,7 @@
 #include "test.h"
 
 static edge_interpreter *make_interpreter(edge_model *model, int32_t threads) {
-  edge_interpreter_options options = {threads, 0};
+  edge_interpreter_options options = {.num_threads = threads};
   edge_interpreter *interp = NULL;
   if (!model) return NULL;
   edge_status status = edge_interpreter_create(model, &options, &interp);
@@ -19,7 +19,7 @@ void test_interpreter_rejects_bad_options(void) {
   edge_model *model = test_load_seed("passthrough.edge");
   if (!model) return;
   edge_interpreter *interp = NULL;
-  edge_interpreter_options options = {0, 0};
+  edge_interpreter_options options = {.num_threads = 0};
   CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_INVALID_ARGUMENT);
   CHECK(interp == NULL && strstr(edge_last_error(), "num_threads") != NULL);
   options.num_threads = -3;
@@ -29,6 +29,41 @@ void test_interpreter_rejects_bad_options(void) {
   CHECK_STATUS(edge_interpreter_create(NULL, &options, &interp), EDGE_INVALID_ARGUMENT);
   CHECK_STATUS(edge_interpreter_create(model, NULL, &interp), EDGE_OK); /* defaults: one thread */
   edge_interpreter_free(interp);
+  edge_model_free(model);
+}
+
+/* The OpenCL loader's failure path: EDGE_OPENCL_LIBRARY names a library that does not exist (it is
+ * then the only one tried), so no run of this suite depends on what OpenCL the machine has. The
+ * loader tries once per process; no other C test touches OpenCL. */
+void test_interpreter_without_opencl(void) {
+  edge_model *model = test_load_seed("passthrough.edge");
+  if (!model) return;
+  setenv("EDGE_OPENCL_LIBRARY", "/nonexistent/libOpenCL-for-the-test.so.1", 1);
+  edge_interpreter *interp = NULL;
+  edge_interpreter_options options = {1, 0, EDGE_BACKEND_OPENCL, EDGE_GPU_FP32, 0};
+  CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_UNSUPPORTED);
+  CHECK_MSG(interp == NULL && strstr(edge_last_error(), "OpenCL is not available") != NULL &&
+                strstr(edge_last_error(), "libOpenCL-for-the-test") != NULL,
+            "message: %s", edge_last_error());
+  int32_t count = -1;
+  CHECK_STATUS(edge_opencl_num_devices(&count), EDGE_UNSUPPORTED);
+  options.backend = 7;
+  CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_INVALID_ARGUMENT);
+  options.backend = EDGE_BACKEND_AUTO; /* no OpenCL: the CPU, as before */
+  CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_OK);
+  if (interp) {
+    float in[6] = {1, -2, 3, -4, 5, -6}, out[6] = {0};
+    CHECK_STATUS(edge_interpreter_allocate(interp), EDGE_OK);
+    CHECK_STATUS(edge_interpreter_set_tensor(interp, 0, in, sizeof in), EDGE_OK);
+    CHECK_STATUS(edge_interpreter_invoke(interp), EDGE_OK);
+    CHECK_STATUS(edge_interpreter_get_tensor(interp, 0, out, sizeof out), EDGE_OK);
+    CHECK(memcmp(in, out, sizeof in) == 0 && edge_interpreter_op_device(interp, 0) == 0);
+    edge_gpu_transfer_info transfers;
+    CHECK_STATUS(edge_interpreter_gpu_transfers(interp, &transfers), EDGE_OK);
+    CHECK(transfers.uploads == 0 && transfers.launches == 0);
+    edge_interpreter_free(interp);
+  }
+  unsetenv("EDGE_OPENCL_LIBRARY");
   edge_model_free(model);
 }
 

@@ -1013,7 +1013,7 @@ static void test_save_variables(void) {
     TCHECK(false, "load chain.edge: %s", edge_last_error());
     return;
   }
-  edge_interpreter_options options = {2, 0};
+  edge_interpreter_options options = {.num_threads = 2};
   edge_interpreter *interp = NULL;
   TCHECK(edge_interpreter_create(model, &options, &interp) == EDGE_OK, "create: %s", edge_last_error());
   if (!interp) {

@@ -1,0 +1,56 @@
+/* Matrix products on 16x16 tiles staged in local memory; each work-item accumulates a 1x4 strip of
+ * outputs (four columns TILE/4 apart), so a work-group of 16x4 covers a 16x16 output tile.
+ *
+ * gemm: y[m, n] = act(sum_k A(m, k) B(k, n) + bias[n]) for `batch` products. A(m, k) is
+ * a[ao + batch_a * p + m * a_m + k * a_k], B likewise, so transposes and broadcast batches are
+ * strides. FULLY_CONNECTED passes its [N, K] weights as B with b_k = 1, b_n = K; MatMul and
+ * BatchMatMul their operands as they lie. A is an activation (storage), B is an activation or
+ * float weights (B_FLOAT). */
+#define TILE 16
+#define STRIP 4
+
+#ifdef B_FLOAT
+#define B_TYPE float
+#define LOAD_B(p, i) ((p)[i])
+#else
+#define B_TYPE storage
+#define LOAD_B(p, i) LOAD(p, i)
+#endif
+
+__kernel __attribute__((reqd_work_group_size(TILE, TILE / STRIP, 1)))
+void gemm(__global storage *y, int yo, __global const storage *a, int ao, __global const B_TYPE *b, int bo,
+          __global const float *bias, int has_bias, int m_size, int n_size, int k_size, int a_batch, int a_m,
+          int a_k, int b_batch, int b_k, int b_n, int act, float alpha, float beta) {
+  __local float a_tile[TILE][TILE + 1];
+  __local float b_tile[TILE][TILE + 1];
+  const int lm = get_local_id(0), ln = get_local_id(1);
+  const int m = get_group_id(0) * TILE + lm;
+  const int n0 = get_group_id(1) * TILE + ln;
+  const int p = get_global_id(2);
+  const int a_base = ao + p * a_batch, b_base = bo + p * b_batch;
+  float acc[STRIP] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int k0 = 0; k0 < k_size; k0 += TILE) {
+    for (int s = 0; s < STRIP; ++s) {
+      /* each work-item loads 4 elements of each tile: rows lm, columns ln + s * TILE / STRIP */
+      int kk = ln + s * (TILE / STRIP);
+      int row = get_group_id(0) * TILE + lm, k = k0 + kk;
+      a_tile[lm][kk] = (row < m_size && k < k_size) ? LOAD(a, a_base + row * a_m + k * a_k) : 0.0f;
+      int col = get_group_id(1) * TILE + kk, kb = k0 + lm;
+      b_tile[lm][kk] = (col < n_size && kb < k_size) ? LOAD_B(b, b_base + kb * b_k + col * b_n) : 0.0f;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int kk = 0; kk < TILE; ++kk) {
+      float av = a_tile[lm][kk];
+      for (int s = 0; s < STRIP; ++s) acc[s] = fma(av, b_tile[kk][ln + s * (TILE / STRIP)], acc[s]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  if (m >= m_size) return;
+  for (int s = 0; s < STRIP; ++s) {
+    int n = n0 + s * (TILE / STRIP);
+    if (n < n_size) {
+      float v = acc[s] + (has_bias ? bias[n] : 0.0f);
+      STORE(activate(v, act, alpha, beta), y, yo + p * m_size * n_size + m * n_size + n);
+    }
+  }
+}

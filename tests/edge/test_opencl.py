@@ -1,0 +1,279 @@
+"""The OpenCL backend against the CPU path, on PoCL (a CPU OpenCL implementation) where no GPU is
+present: every ONNX op case of tests/ops/test_onnx_ops.py (ragged shapes, broadcasting, padding,
+stride, dilation, groups), whole networks, placement with CPU fallback, errors, the binary cache.
+
+CI installs pocl-opencl-icd, so these run there; without OpenCL they are skipped locally only
+(under CI=true a missing OpenCL fails the module).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edge
+import edge.opencl
+
+if not edge.opencl.available():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI installs an OpenCL driver (pocl-opencl-icd), but edge.opencl finds no device")
+    pytest.skip("no OpenCL device (install ocl-icd-libopencl1 and pocl-opencl-icd)", allow_module_level=True)
+
+from tests.fixtures import models  # noqa: E402
+from tests.fixtures.harness import run_interpreter  # noqa: E402
+from tests.ops.test_onnx_ops import CASES, build  # noqa: E402
+
+FP32_BOUND, FP16_BOUND = 1e-5, 2e-3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def binary_cache(tmp_path_factory):
+    """Program binaries go to a temporary cache, not the user's."""
+    previous = os.environ.get("EDGE_OPENCL_CACHE")
+    os.environ["EDGE_OPENCL_CACHE"] = str(tmp_path_factory.mktemp("opencl-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EDGE_OPENCL_CACHE", None)
+    else:
+        os.environ["EDGE_OPENCL_CACHE"] = previous
+
+
+def run(data: bytes, feeds, **options):
+    interpreter = edge.Interpreter(model_content=data, **options)
+    interpreter.allocate_tensors()
+    return run_interpreter(interpreter, feeds), interpreter
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    if want.size == 0:
+        return 0.0
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got), finite) and np.array_equal(np.isnan(got), np.isnan(want))
+    scale = max(float(np.max(np.abs(want[finite]))) if finite.any() else 0.0, 1e-6)
+    return float(np.max(np.abs(got[finite].astype(np.float64) - want[finite]))) / scale if finite.any() else 0.0
+
+
+CONVERTED: dict[str, tuple[bytes, dict]] = {}
+
+
+def converted(case_):
+    if case_.id not in CONVERTED:
+        import converter
+
+        model, feeds = build(case_)
+        CONVERTED[case_.id] = (converter.convert(model).data, feeds)
+    return CONVERTED[case_.id]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case_", CASES, ids=[c.id for c in CASES])
+def test_op_on_the_gpu_matches_the_cpu(case_, precision):
+    data, feeds = converted(case_)
+    if precision == "fp16":  # fp16 storage holds the inputs as fp16: the CPU gets the same values
+        feeds = {k: v.astype(np.float16).astype(np.float32) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    want, _ = run(data, feeds)
+    got, interpreter = run(data, feeds, backend="opencl", gpu_precision=precision)
+    placement = interpreter.placement()
+    bound = FP32_BOUND if precision == "fp32" else FP16_BOUND
+    for name, expected in want.items():
+        actual = got[name]
+        assert actual.shape == expected.shape and actual.dtype == expected.dtype, name
+        if expected.dtype.kind != "f":
+            np.testing.assert_array_equal(actual, expected, err_msg=name)
+        elif "gpu" in placement["devices"]:
+            assert relative_error(actual, expected) <= bound, (name, placement["devices"])
+        else:  # nothing on the GPU: the CPU kernels, bit for bit
+            np.testing.assert_array_equal(actual, expected, err_msg=name)
+
+
+def _network(name):
+    if name == "mobilenet_v2":
+        return models.mobilenet_v2(width=0.35, resolution=32, num_classes=10)
+    if name == "resnet18":
+        return models.resnet18(resolution=32, base_width=8, num_classes=10)
+    return models.bert_encoder(layers=2, hidden=64, heads=4, batch=1, tokens=16, intermediate=128)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "bert_encoder"])
+def test_networks_on_the_gpu_match_the_cpu(name):
+    import converter
+
+    onnx_model = _network(name)
+    data = converter.convert(onnx_model).data
+    cpu = edge.Interpreter(model_content=data)
+    gpu32 = edge.Interpreter(model_content=data, backend="opencl")
+    gpu16 = edge.Interpreter(model_content=data, backend="opencl", gpu_precision="fp16")
+    for interpreter in (cpu, gpu32, gpu16):
+        interpreter.allocate_tensors()
+    worst32, cosines, agree = 0.0, [], 0
+    runs = 100
+    for seed in range(runs):
+        feeds = models.sample_inputs(onnx_model, seed=seed)
+        want = next(iter(run_interpreter(cpu, feeds).values()))
+        got32 = next(iter(run_interpreter(gpu32, feeds).values()))
+        got16 = next(iter(run_interpreter(gpu16, feeds).values()))
+        worst32 = max(worst32, float(np.max(np.abs(got32 - want))))
+        a, b = got16.ravel().astype(np.float64), want.ravel().astype(np.float64)
+        cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        agree += int(np.array_equal(np.argmax(got16.reshape(got16.shape[0], -1), -1),
+                                    np.argmax(want.reshape(want.shape[0], -1), -1)))
+        assert np.array_equal(np.argmax(got32.reshape(got32.shape[0], -1), -1),
+                              np.argmax(want.reshape(want.shape[0], -1), -1))
+    placement = gpu32.placement()
+    assert placement["devices"].count("gpu") >= 0.9 * len(placement["devices"]), placement["partitions"]
+    assert worst32 <= 1e-4
+    assert min(cosines) >= 0.999
+    assert agree >= 0.99 * runs  # random weights: one input in 100 has a near-tie (margin 0.1 %) fp16 flips
+
+
+def test_an_op_the_gpu_lacks_runs_on_the_cpu_with_the_transfers_counted():
+    """Cast has no GPU kernel: the ops before it run on the GPU, Cast on the CPU (downloading its
+    input), the ops after on the GPU again (uploading)."""
+    from converter.builder import GraphBuilder
+
+    rng = np.random.default_rng(3)
+    b = GraphBuilder("mixed")
+    x = b.input("x", (4, 24))
+    h = b.FullyConnected(x, b.constant("w1", rng.standard_normal((16, 24))), activation=("Relu", 0.0, 0.0))
+    h = b.Cast(b.Cast(h, to="int32"), to="float32")
+    y = b.FullyConnected(h, b.constant("w2", rng.standard_normal((5, 16))))
+    b.output(b.Softmax(y, axis=1), name="probs")
+    from converter.writer import write_model
+
+    data = write_model(b.build())
+    feeds = {"x": rng.standard_normal((4, 24)).astype(np.float32)}
+    want, _ = run(data, feeds)
+    got, interpreter = run(data, feeds, backend="opencl")
+    np.testing.assert_allclose(got["probs"], want["probs"], rtol=1e-5, atol=1e-6)
+    placement = interpreter.placement()
+    ops = [op["op"] for op in interpreter.op_details()]
+    assert [d for d, op in zip(placement["devices"], ops) if op == "CAST"] == ["cpu", "cpu"]
+    assert placement["devices"][0] == "gpu" and placement["devices"][-1] == "gpu"
+    assert [p["device"] for p in placement["partitions"]] == ["gpu", "cpu", "gpu"]
+    transfers = placement["transfers"]
+    # x up; the FC output down for Cast; Cast's output up; probs down
+    assert transfers["uploads"] == 2 and transfers["downloads"] == 2, transfers
+
+
+def test_auto_keeps_a_cpu_opencl_device_off_and_runs_the_cpu_kernels():
+    import converter
+
+    onnx_model = _network("mobilenet_v2")
+    data = converter.convert(onnx_model).data
+    feeds = models.sample_inputs(onnx_model)
+    want, _ = run(data, feeds)
+    got, interpreter = run(data, feeds, backend="auto")
+    assert interpreter.placement()["devices"] == ["cpu"] * len(interpreter.op_details())  # PoCL is not a GPU
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def _child(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env}, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_without_opencl_the_gpu_is_refused_by_name_and_auto_runs_on_the_cpu(tmp_path):
+    code = """
+import numpy as np, edge, edge.opencl
+from converter.builder import GraphBuilder
+from converter.writer import write_model
+b = GraphBuilder("m"); x = b.input("x", (2, 3)); b.output(b.Relu(x), name="y")
+data = write_model(b.build())
+assert edge.opencl.devices() == []
+try:
+    edge.Interpreter(model_content=data, backend="opencl")
+except edge.UnsupportedError as error:
+    print("refused:", error)
+i = edge.Interpreter(model_content=data, backend="auto"); i.allocate_tensors()
+i.set_tensor(i.get_input_details()[0]["index"], np.array([[-1, 2, -3], [4, -5, 6]], np.float32)); i.invoke()
+print("auto:", i.get_tensor(i.get_output_details()[0]["index"]).tolist(), i.placement()["devices"])
+"""
+    result = _child(code, EDGE_OPENCL_LIBRARY=str(tmp_path / "libOpenCL-missing.so"),
+                    OCL_ICD_VENDORS=str(tmp_path / "no-vendors"))
+    assert result.returncode == 0, result.stderr
+    assert "refused: backend opencl: OpenCL is not available" in result.stdout or \
+           "refused: backend opencl: OpenCL is installed but reports no platform" in result.stdout, result.stdout
+    assert "auto: [[0.0, 2.0, 0.0], [4.0, 0.0, 6.0]] ['cpu']" in result.stdout
+
+
+def test_binary_cache_makes_the_second_start_fast_and_a_corrupt_entry_is_rebuilt(tmp_path):
+    """Each start in its own process (the driver keeps its own in-memory programs)."""
+    code = """
+import time, edge, converter
+from tests.fixtures import models
+data = converter.convert(models.resnet18(resolution=32, base_width=8, num_classes=10)).data
+start = time.perf_counter()
+i = edge.Interpreter(model_content=data, backend="opencl"); i.allocate_tensors()
+print("seconds", time.perf_counter() - start)
+"""
+    cache = tmp_path / "cache"
+    env = {"EDGE_OPENCL_CACHE": str(cache), "POCL_KERNEL_CACHE": "0"}
+    cold = _child(code, **env)
+    assert cold.returncode == 0, cold.stderr
+    entries = sorted(cache.glob("*.bin"))
+    assert entries
+    warm = _child(code, **env)
+    cold_s, warm_s = float(cold.stdout.split()[-1]), float(warm.stdout.split()[-1])
+    assert warm_s * 10 <= cold_s, (cold_s, warm_s)
+    for entry in entries:  # flip bytes in the middle of each binary: never trusted, rebuilt
+        raw = bytearray(entry.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        entry.write_bytes(bytes(raw))
+    rebuilt = _child(code, **env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert float(rebuilt.stdout.split()[-1]) > 3 * warm_s
+    fixed = _child(code, **env)
+    assert float(fixed.stdout.split()[-1]) * 10 <= cold_s
+
+
+def test_bad_options_and_out_of_range_indices_are_errors():
+    from converter.builder import GraphBuilder
+    from converter.writer import write_model
+
+    b = GraphBuilder("g")
+    ids = b.input("ids", (3,), dtype="int64")
+    b.output(b.Gather(b.constant("table", np.arange(20, dtype=np.float32).reshape(5, 4)), ids, axis=0), name="y")
+    data = write_model(b.build())
+    with pytest.raises(edge.InvalidArgumentError, match="backend must be one of"):
+        edge.Interpreter(model_content=data, backend="cuda")
+    with pytest.raises(edge.InvalidArgumentError, match="gpu_device 99"):
+        edge.Interpreter(model_content=data, backend="opencl", gpu_device=99)
+    interpreter = edge.Interpreter(model_content=data, backend="opencl")
+    interpreter.allocate_tensors()
+    assert interpreter.placement()["devices"] == ["gpu"]
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.set_tensor(index, np.array([4, -5, 0], np.int64))
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]),
+                                  np.arange(20, dtype=np.float32).reshape(5, 4)[[4, 0, 0]])
+    interpreter.set_tensor(index, np.array([4, 5, 0], np.int64))
+    with pytest.raises(edge.EdgeRuntimeError, match="index 5 of 'ids' is out of range"):
+        interpreter.invoke()
+
+
+def test_tensor_views_see_gpu_results_and_host_writes():
+    from converter.builder import GraphBuilder
+    from converter.writer import write_model
+
+    b = GraphBuilder("v")
+    x = b.input("x", (2, 8))
+    b.output(b.Relu(b.FullyConnected(x, b.constant("w", np.eye(8, dtype=np.float32)))), name="y")
+    interpreter = edge.Interpreter(model_content=write_model(b.build()), backend="opencl")
+    interpreter.allocate_tensors()
+    x_view = interpreter.tensor(interpreter.get_input_details()[0]["index"])
+    y_view = interpreter.tensor(interpreter.get_output_details()[0]["index"])
+    for value in (np.arange(16, dtype=np.float32).reshape(2, 8) - 8, np.full((2, 8), 3.0, np.float32)):
+        x_view()[...] = value
+        interpreter.invoke()
+        np.testing.assert_array_equal(y_view(), np.maximum(value, 0))
+
+
+def test_devices_are_listed_with_their_limits():
+    devices = edge.opencl.devices()
+    assert devices and devices[0]["index"] == 1
+    for d in devices:
+        assert d["name"] and d["compute_units"] >= 1 and d["global_memory"] > 0 and d["max_work_group"] >= 1
