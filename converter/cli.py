@@ -215,6 +215,38 @@ def run_inspect(args: argparse.Namespace) -> int:
     except ConversionError as exc:
         return _fail(f"{args.model}: {str(exc).splitlines()[0]}")
     _print_inspect(info, args.model)
+    if args.placement:
+        return _print_placement(data, args.placement, args.gpu_precision)
+    return 0
+
+
+def _print_placement(data: bytes, backend: str, precision: str) -> int:
+    """Each op's device under ``backend`` (the runtime decides at allocate), the partitions and the
+    tensors copied between them on one run."""
+    import numpy as np
+
+    import edge
+    from edge.bench import random_inputs, set_inputs
+
+    try:
+        with edge.Interpreter(model_content=data, backend=backend, gpu_precision=precision) as interpreter:
+            interpreter.allocate_tensors()
+            set_inputs(interpreter, random_inputs(interpreter, np.random.default_rng(0)))
+            interpreter.invoke()
+            for detail in interpreter.get_output_details():
+                interpreter.get_tensor(detail["index"])
+            placement = interpreter.placement()
+            ops = interpreter.op_details()
+    except edge.EdgeError as exc:
+        return _fail(f"placement ({backend}): {exc}")
+    devices = placement["devices"]
+    print(f"\nplacement ({backend}, {precision} on the GPU): {devices.count('gpu')} of {len(devices)} ops on the GPU")
+    for part in placement["partitions"]:
+        names = sorted({ops[i]["op"] for i in range(part["first_op"], part["last_op"] + 1)})
+        print(f"  ops {part['first_op']}-{part['last_op']} on the {part['device'].upper()}: {', '.join(names)}")
+    t = placement["transfers"]
+    print(f"  one run: {t['uploads']} uploads ({t['upload_bytes']} bytes), {t['downloads']} downloads "
+          f"({t['download_bytes']} bytes), {t['launches']} kernel launches")
     return 0
 
 
@@ -237,6 +269,10 @@ def add_inspect_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("inspect", help="print a .edge model's contents",
                                    description="Print a .edge model: tensors, ops, signatures, sizes.")
     parser.add_argument("model", help=".edge file")
+    parser.add_argument("--placement", choices=("opencl", "auto", "cpu"),
+                        help="also run it once with this backend and show where each op ran")
+    parser.add_argument("--gpu-precision", choices=("fp32", "fp16"), default="fp32",
+                        help="activation storage on the GPU for --placement")
     parser.set_defaults(func=run_inspect)
     return parser
 

@@ -48,31 +48,44 @@ def set_inputs(interpreter: Interpreter, inputs: list[tuple[int, np.ndarray]]) -
         interpreter.set_tensor(index, value)
 
 
-def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int = 50, seed: int = 0) -> dict[str, Any]:
-    """Loads the model, sets random inputs, runs ``warmup`` untimed then ``runs`` timed invokes."""
+def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int = 50, seed: int = 0,
+              backend: str = "cpu", gpu_precision: str = "fp32") -> dict[str, Any]:
+    """Loads the model, sets random inputs, runs ``warmup`` untimed then ``runs`` timed invokes.
+    With a GPU backend a timed run also reads the outputs back (kernels run asynchronously, so
+    invoke() alone would time their launches only)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     load_library()  # the library's own pages are not the model's memory
     rng = np.random.default_rng(seed)
     rss_before = peak_rss_bytes()
     load_start = time.perf_counter()
-    with Interpreter(model_path=model_path, num_threads=num_threads) as interpreter:
+    with Interpreter(model_path=model_path, num_threads=num_threads, backend=backend,
+                     gpu_precision=gpu_precision) as interpreter:
         interpreter.allocate_tensors()
         load_ms = (time.perf_counter() - load_start) * 1e3
         inputs = random_inputs(interpreter, rng)
+        outputs = [d["index"] for d in interpreter.get_output_details()] if backend != "cpu" else []
         for _ in range(warmup):
             set_inputs(interpreter, inputs)
             interpreter.invoke()
+            for index in outputs:
+                interpreter.get_tensor(index)
         times_ms = np.empty(runs)
         for i in range(runs):
             set_inputs(interpreter, inputs)
             start = time.perf_counter()
             interpreter.invoke()
+            for index in outputs:
+                interpreter.get_tensor(index)
             times_ms[i] = (time.perf_counter() - start) * 1e3
         memory = interpreter.memory_info()
+        placement = interpreter.placement()
     return {
         "model": str(model_path),
         "threads": num_threads,
+        "backend": backend,
+        "gpu_ops": placement["devices"].count("gpu"),
+        "ops": len(placement["devices"]),
         "warmup": warmup,
         "runs": runs,
         "load_ms": load_ms,
@@ -90,22 +103,30 @@ def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int 
     }
 
 
-def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0, backend: str = "cpu",
+            gpu_precision: str = "fp32") -> list[dict[str, Any]]:
     """Per-op mean times over ``runs`` invokes (after one untimed warm-up), slowest first, with each
-    op's share of the total and its GFLOP/s (from the model's cost metadata)."""
+    op's share of the total, its GFLOP/s (from the model's cost metadata) and its device. While
+    profiling, each GPU op waits for its kernels, so its time is its own (transfers included)."""
     if runs < 1:
         raise ValueError(f"need runs >= 1, got {runs}")
-    with Interpreter(model_path=model_path, num_threads=num_threads) as interpreter:
+    with Interpreter(model_path=model_path, num_threads=num_threads, backend=backend,
+                     gpu_precision=gpu_precision) as interpreter:
         interpreter.allocate_tensors()
         inputs = random_inputs(interpreter, np.random.default_rng(seed))
         set_inputs(interpreter, inputs)
         interpreter.invoke()
+        for detail in interpreter.get_output_details():  # a GPU's kernels done before the first timed op
+            interpreter.get_tensor(detail["index"])
         interpreter.profiling = True
         interpreter.reset_profile()
         for _ in range(runs):
             set_inputs(interpreter, inputs)
             interpreter.invoke()
         entries = interpreter.profile()
+        devices = interpreter.placement()["devices"]
+    for entry in entries:
+        entry["device"] = devices[entry["index"]]
     total_ms = sum(entry["ms"] for entry in entries)
     for entry in entries:
         entry["share"] = entry["ms"] / total_ms if total_ms > 0 else 0.0

@@ -132,7 +132,8 @@ def _fit_dtype(details: dict, array: np.ndarray) -> np.ndarray:
 def command_run(args) -> int:
     from edge.interpreter import Interpreter
 
-    with Interpreter(model_path=_existing_file(args.model), num_threads=args.threads) as interpreter:
+    with Interpreter(model_path=_existing_file(args.model), num_threads=args.threads, backend=args.backend,
+                     gpu_precision=args.gpu_precision) as interpreter:
         arrays = _input_arrays(interpreter, args.input)
         inputs = {d["index"]: d for d in interpreter.get_input_details()}
         for index, array in arrays.items():
@@ -159,7 +160,16 @@ def add_run_parser(subparsers) -> None:
                         help="an input array (.npy; NAME= picks the input; an .npz fills inputs by name); repeat")
     parser.add_argument("--output", help="write the outputs to this .npz")
     parser.add_argument("--threads", type=_positive, default=1, help="threads per op (default 1)")
+    _add_backend_arguments(parser)
     parser.set_defaults(func=command_run)
+
+
+def _add_backend_arguments(parser) -> None:
+    parser.add_argument("--backend", choices=("cpu", "opencl", "auto"), default="cpu",
+                        help="where ops run: the CPU kernels (default), the OpenCL GPU backend with the CPU for "
+                             "what it lacks, or auto (the GPU where it is expected to pay)")
+    parser.add_argument("--gpu-precision", choices=("fp32", "fp16"), default="fp32",
+                        help="activation storage on the GPU (arithmetic is fp32)")
 
 
 def _size(nbytes: int) -> str:
@@ -177,8 +187,10 @@ def command_bench(args) -> int:
     from edge.bench import benchmark
 
     figures = benchmark(_existing_file(args.model), num_threads=args.threads, warmup=args.warmup, runs=args.runs,
-                        seed=args.seed)
-    print(f"{args.model}: {figures['runs']} runs after {figures['warmup']} warm-up, {figures['threads']} thread(s)")
+                        seed=args.seed, backend=args.backend, gpu_precision=args.gpu_precision)
+    on = "" if args.backend == "cpu" else \
+        f", backend {args.backend} ({figures['gpu_ops']} of {figures['ops']} ops on the GPU, outputs read back)"
+    print(f"{args.model}: {figures['runs']} runs after {figures['warmup']} warm-up, {figures['threads']} thread(s){on}")
     print(f"  latency  median {_ms(figures['median_ms'])}  p90 {_ms(figures['p90_ms'])}  "
           f"mean {_ms(figures['mean_ms'])}  min {_ms(figures['min_ms'])}")
     print(f"  memory   arena {_size(figures['arena_bytes'])} (naive {_size(figures['naive_bytes'])})  "
@@ -215,6 +227,7 @@ def add_bench_parser(subparsers) -> None:
     parser.add_argument("--runs", type=_positive, default=50, help="timed runs (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    _add_backend_arguments(parser)
     parser.set_defaults(func=command_bench)
 
 
@@ -226,13 +239,14 @@ def _shape_text(shapes) -> str:
 def command_profile(args) -> int:
     from edge.bench import profile, save_profile_chart
 
-    entries = profile(_existing_file(args.model), runs=args.runs, num_threads=args.threads)
+    entries = profile(_existing_file(args.model), runs=args.runs, num_threads=args.threads, backend=args.backend,
+                      gpu_precision=args.gpu_precision)
     total_ms = sum(entry["ms"] for entry in entries)
     print(f"{args.model}: {len(entries)} ops, {total_ms:.3f} ms per run (sum of op means over {args.runs} runs)")
-    print(f"{'#':>5}  {'op':<20} {'output shape':<24} {'ms':>10} {'share':>7} {'GFLOP/s':>9}")
+    print(f"{'#':>5}  {'op':<20} {'output shape':<24} {'device':<6} {'ms':>10} {'share':>7} {'GFLOP/s':>9}")
     for entry in entries:
         gflops = f"{entry['gflops']:.2f}" if entry["gflops"] is not None else "-"
-        print(f"{entry['index']:>5}  {entry['op']:<20} {_shape_text(entry['output_shapes']):<24} "
+        print(f"{entry['index']:>5}  {entry['op']:<20} {_shape_text(entry['output_shapes']):<24} {entry['device']:<6} "
               f"{entry['ms']:>10.4f} {entry['share'] * 100:>6.1f}% {gflops:>9}")
     if args.chart:
         try:
@@ -252,6 +266,7 @@ def add_profile_parser(subparsers) -> None:
     parser.add_argument("--runs", type=_positive, default=10, help="profiled runs (default 10)")
     parser.add_argument("--threads", type=_positive, default=1, help="threads per op (default 1)")
     parser.add_argument("--chart", metavar="PNG", help="also draw a bar chart of the slowest ops (needs matplotlib)")
+    _add_backend_arguments(parser)
     parser.set_defaults(func=command_profile)
 
 

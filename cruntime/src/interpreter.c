@@ -696,7 +696,7 @@ static edge_status eval_on_device(edge_interpreter *interp, int32_t op, edge_nod
                                   const edge_op_registration *reg) {
   edge_gpu *gpu = interp->gpu;
   if (!gpu) return reg->eval(&interp->ctx, node);
-  if (interp->placement[op]) return edge_gpu_run(gpu, &interp->ctx, node, op);
+  if (interp->placement[op]) return edge_gpu_run(gpu, &interp->ctx, node, op, interp->profiling);
   edge_status status = EDGE_OK;
   for (int32_t i = 0; status == EDGE_OK && i < node->num_inputs; ++i)
     status = edge_gpu_to_host(gpu, &interp->ctx, node->inputs[i]);

@@ -124,9 +124,10 @@ def test_profile_table(add_relu_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in lines[2:]]
     assert sorted(row[1] for row in rows) == ["BINARY", "UNARY"]
-    times = [float(row[3]) for row in rows]
+    assert [row[3] for row in rows] == ["cpu", "cpu"]
+    times = [float(row[4]) for row in rows]
     assert times == sorted(times, reverse=True)
-    shares = [float(row[4].rstrip("%")) for row in rows]
+    shares = [float(row[5].rstrip("%")) for row in rows]
     assert abs(sum(shares) - 100) < 0.5 or sum(times) == 0
 
 

@@ -277,3 +277,21 @@ def test_devices_are_listed_with_their_limits():
     assert devices and devices[0]["index"] == 1
     for d in devices:
         assert d["name"] and d["compute_units"] >= 1 and d["global_memory"] > 0 and d["max_work_group"] >= 1
+
+
+def test_cli_shows_the_placement_and_benchmarks_and_profiles_on_the_gpu(tmp_path, capsys):
+    import converter
+    from edge.cli import main
+
+    path = tmp_path / "bert.edge"
+    path.write_bytes(converter.convert(_network("bert_encoder")).data)
+    assert main(["inspect", str(path), "--placement", "opencl"]) == 0
+    out = capsys.readouterr().out
+    assert "48 of 50 ops on the GPU" in out and "ops 0-1 on the CPU: CAST, RESHAPE" in out, out
+    assert "one run: 2 uploads" in out
+    assert main(["bench", str(path), "--backend", "opencl", "--runs", "3", "--warmup", "1"]) == 0
+    assert "backend opencl (48 of 50 ops on the GPU, outputs read back)" in capsys.readouterr().out
+    assert main(["profile", str(path), "--backend", "opencl", "--runs", "2"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    devices = {row[1]: row[3] for row in rows if len(row) > 3}
+    assert devices.get("CAST") == "cpu" and devices.get("FULLY_CONNECTED") == "gpu", devices

@@ -331,7 +331,7 @@ static edge_status check_indices(edge_gpu *gpu, edge_context *ctx, const edge_no
   return EDGE_OK;
 }
 
-edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int32_t op) {
+edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int32_t op, bool wait) {
   const edge_gpu_op *g = gpu->ops[op];
   if (!g) return edge_fail(ctx, EDGE_BAD_STATE, "op %d is not placed on the GPU", op);
   edge_status status;
@@ -352,5 +352,9 @@ edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int3
   }
   for (int32_t i = 0; i < node->num_outputs; ++i)
     if (node->outputs[i] >= 0) gpu->residency[node->outputs[i]] = EDGE_GPU_ON_DEVICE;
+  if (wait) {
+    cl_int err = cl->clFinish(gpu->dev.queue);
+    if (err != CL_SUCCESS) return cl_fail(ctx, err, "waiting for a kernel", gpu);
+  }
   return EDGE_OK;
 }

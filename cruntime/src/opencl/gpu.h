@@ -39,8 +39,9 @@ bool edge_gpu_is_gpu_device(const edge_gpu *gpu);
  * to pay (see backend.c). Every tensor starts valid on the host. */
 edge_status edge_gpu_plan(edge_gpu *gpu, edge_context *ctx, edge_node *nodes, int32_t num_ops, void *arena,
                           size_t arena_bytes, bool auto_mode, uint8_t *placement);
-/* Runs a GPU-placed op (uploading what it reads that only the host holds). */
-edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int32_t op);
+/* Runs a GPU-placed op (uploading what it reads that only the host holds). ``wait``: returns only
+ * once its kernels finished (profiling: the op's time is then its own). */
+edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int32_t op, bool wait);
 /* Before a CPU op or an API read: the tensor's host copy brought up to date. */
 edge_status edge_gpu_to_host(edge_gpu *gpu, edge_context *ctx, int32_t tensor);
 /* The host copy changed (set_tensor, a CPU op's output, a pointer handed out). */

@@ -174,6 +174,14 @@ static void arg_int8(builder *b, const int64_t *values, int32_t n) {
   arg_bytes(b, sizeof vector, vector);
 }
 
+/* n values right-aligned in an int8 (the unrolled kernels' lanes), the leading lanes `fill`. */
+static void arg_lanes(builder *b, const int64_t *values, int32_t n, cl_int fill) {
+  cl_int vector[8];
+  for (int32_t i = 0; i < 8; ++i) vector[i] = fill;
+  for (int32_t i = 0; i < n && i < 8; ++i) vector[8 - n + i] = (cl_int)values[i];
+  arg_bytes(b, sizeof vector, vector);
+}
+
 static void arg_tensor(builder *b, int32_t tensor) {
   if (b->status != EDGE_OK) return;
   b->status = edge_gpu_arg_tensor(b->gpu, b->ctx, b->launch->kernel, &b->arg, tensor, b->error);
@@ -315,10 +323,9 @@ static void build_binary(builder *b, const edge_node *node) {
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);
   arg_tensor(b, node->inputs[1]);
-  arg_int(b, y->rank);
-  arg_int8(b, y->shape, y->rank);
-  arg_int8(b, as, y->rank);
-  arg_int8(b, cs, y->rank);
+  arg_lanes(b, y->shape, y->rank, 1);
+  arg_lanes(b, as, y->rank, 0);
+  arg_lanes(b, cs, y->rank, 0);
   arg_int(b, elements(y));
   arg_int(b, node->options.binary.op);
   activation_args(b, &node->activation);
@@ -362,9 +369,8 @@ static void build_strided(builder *b, const edge_node *node, int32_t rank, const
     b->arg = x_arg + 1;
     arg_int(b, offset);
   }
-  arg_int(b, rank);
-  arg_int8(b, out_shape, rank);
-  arg_int8(b, x_strides, rank);
+  arg_lanes(b, out_shape, rank, 1);
+  arg_lanes(b, x_strides, rank, 0);
   arg_int(b, elements(output(b->ctx, node)));
   global_1d(b, elements(output(b->ctx, node)));
 }
@@ -513,10 +519,12 @@ static void build_pad(builder *b, const edge_node *node) {
   if (!begin(b, "data", "", "pad_constant")) return;
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);
-  arg_int(b, x->rank);
-  arg_int8(b, y->shape, y->rank);
-  arg_int8(b, x->shape, x->rank);
-  arg_int8(b, before, x->rank);
+  int64_t strides[EDGE_MAX_RANK];
+  edge_nd_contiguous_strides(x->rank, x->shape, strides);
+  arg_lanes(b, y->shape, y->rank, 1);
+  arg_lanes(b, x->shape, x->rank, 1);
+  arg_lanes(b, strides, x->rank, 0);
+  arg_lanes(b, before, x->rank, 0);
   arg_float(b, o->value);
   arg_int(b, elements(y));
   global_1d(b, elements(y));

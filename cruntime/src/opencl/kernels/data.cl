@@ -8,21 +8,23 @@ __kernel void copy(__global storage *y, int yo, __global const storage *x, int x
   if (i < n) STORE(LOAD(x, xo + i), y, yo + i);
 }
 
-/* y[i] = x[sum_d c_d * x_strides[d] + x_start] over the output's coordinates c (TRANSPOSE: strides
- * permuted; SLICE: start and steps folded in). */
-__kernel void strided(__global storage *y, int yo, __global const storage *x, int xo, int rank, int8 out_shape,
+/* y[i] = x[sum_d c_d * x_strides[d]] over the output's coordinates c (TRANSPOSE: strides
+ * permuted; SLICE: steps folded in, its start in the offset). Shapes and strides come right-aligned
+ * in the 8 lanes (leading lanes: size 1), so the walk is unrolled with no private arrays. */
+#define STRIDED_STEP(k)          \
+  {                              \
+    int c = rest % out_shape.s##k; \
+    rest /= out_shape.s##k;      \
+    xi += c * x_strides.s##k;    \
+  }
+
+__kernel void strided(__global storage *y, int yo, __global const storage *x, int xo, int8 out_shape,
                       int8 x_strides, int n) {
   const int i = get_global_id(0);
   if (i >= n) return;
-  int dims[8] = {out_shape.s0, out_shape.s1, out_shape.s2, out_shape.s3, out_shape.s4, out_shape.s5, out_shape.s6,
-                 out_shape.s7};
-  int xs[8] = {x_strides.s0, x_strides.s1, x_strides.s2, x_strides.s3, x_strides.s4, x_strides.s5, x_strides.s6,
-               x_strides.s7};
   int rest = i, xi = 0;
-  for (int d = rank - 1; d >= 0; --d) {
-    xi += (rest % dims[d]) * xs[d];
-    rest /= dims[d];
-  }
+  STRIDED_STEP(7) STRIDED_STEP(6) STRIDED_STEP(5) STRIDED_STEP(4) STRIDED_STEP(3) STRIDED_STEP(2) STRIDED_STEP(1)
+  STRIDED_STEP(0)
   STORE(LOAD(x, xo + xi), y, yo + i);
 }
 
@@ -35,25 +37,23 @@ __kernel void concat_part(__global storage *y, int yo, __global const storage *x
   STORE(LOAD(x, xo + i), y, yo + (i / part) * whole + offset + i % part);
 }
 
-/* PAD (constant mode): out coordinate c reads x at c - before when inside, else `value`. */
-__kernel void pad_constant(__global storage *y, int yo, __global const storage *x, int xo, int rank, int8 out_shape,
-                           int8 in_shape, int8 before, float value, int n) {
+/* PAD (constant mode): out coordinate c reads x at c - before when inside, else `value`. Lanes as
+ * for `strided`; x_strides are x's own contiguous strides. */
+#define PAD_STEP(k)                              \
+  {                                              \
+    int c = rest % out_shape.s##k - before.s##k; \
+    rest /= out_shape.s##k;                      \
+    inside = inside && c >= 0 && c < in_shape.s##k; \
+    xi += c * x_strides.s##k;                    \
+  }
+
+__kernel void pad_constant(__global storage *y, int yo, __global const storage *x, int xo, int8 out_shape,
+                           int8 in_shape, int8 x_strides, int8 before, float value, int n) {
   const int i = get_global_id(0);
   if (i >= n) return;
-  int od[8] = {out_shape.s0, out_shape.s1, out_shape.s2, out_shape.s3, out_shape.s4, out_shape.s5, out_shape.s6,
-               out_shape.s7};
-  int id[8] = {in_shape.s0, in_shape.s1, in_shape.s2, in_shape.s3, in_shape.s4, in_shape.s5, in_shape.s6,
-               in_shape.s7};
-  int bd[8] = {before.s0, before.s1, before.s2, before.s3, before.s4, before.s5, before.s6, before.s7};
-  int rest = i, xi = 0, stride = 1;
+  int rest = i, xi = 0;
   bool inside = true;
-  for (int d = rank - 1; d >= 0; --d) {
-    int c = rest % od[d] - bd[d];
-    rest /= od[d];
-    inside = inside && c >= 0 && c < id[d];
-    xi += c * stride;
-    stride *= id[d];
-  }
+  PAD_STEP(7) PAD_STEP(6) PAD_STEP(5) PAD_STEP(4) PAD_STEP(3) PAD_STEP(2) PAD_STEP(1) PAD_STEP(0)
   STORE(inside ? LOAD(x, xo + xi) : value, y, yo + i);
 }
 

@@ -15,23 +15,24 @@ inline float binary_op(float a, float b, int op) {
   return 0.0f;
 }
 
+/* Shapes and strides come right-aligned in the 8 lanes (leading lanes: size 1, stride 0), so the
+ * index walk is unrolled with no private arrays. */
+#define BINARY_STEP(k)        \
+  {                           \
+    int c = rest % shape.s##k; \
+    rest /= shape.s##k;       \
+    ai += c * a_strides.s##k; \
+    bi += c * b_strides.s##k; \
+  }
+
 __kernel void binary(__global storage *y, int yo, __global const storage *a, int ao, __global const storage *b,
-                     int bo, int rank, int8 shape, int8 a_strides, int8 b_strides, int n, int op, int act,
-                     float alpha, float beta) {
+                     int bo, int8 shape, int8 a_strides, int8 b_strides, int n, int op, int act, float alpha,
+                     float beta) {
   int i = get_global_id(0);
   if (i >= n) return;
-  int dims[8] = {shape.s0, shape.s1, shape.s2, shape.s3, shape.s4, shape.s5, shape.s6, shape.s7};
-  int as[8] = {a_strides.s0, a_strides.s1, a_strides.s2, a_strides.s3, a_strides.s4, a_strides.s5, a_strides.s6,
-               a_strides.s7};
-  int bs[8] = {b_strides.s0, b_strides.s1, b_strides.s2, b_strides.s3, b_strides.s4, b_strides.s5, b_strides.s6,
-               b_strides.s7};
   int rest = i, ai = 0, bi = 0;
-  for (int d = rank - 1; d >= 0; --d) {
-    int c = rest % dims[d];
-    rest /= dims[d];
-    ai += c * as[d];
-    bi += c * bs[d];
-  }
+  BINARY_STEP(7) BINARY_STEP(6) BINARY_STEP(5) BINARY_STEP(4) BINARY_STEP(3) BINARY_STEP(2) BINARY_STEP(1)
+  BINARY_STEP(0)
   STORE(activate(binary_op(LOAD(a, ao + ai), LOAD(b, bo + bi), op), act, alpha, beta), y, yo + i);
 }
 
