@@ -32,9 +32,30 @@ def _import(model, input_shapes) -> Graph:
         if input_shapes:
             raise ConversionError("input_shapes applies to ONNX models, not to an IR Graph")
         return model
+    if _is_tflite(model):
+        from converter.importers.tflite import load_tflite
+
+        if input_shapes:
+            raise ConversionError("input_shapes applies to ONNX models; a TFLite model's shapes are fixed")
+        return load_tflite(model)
     from converter.importers.onnx import load_onnx
 
     return load_onnx(model, input_shapes=input_shapes)
+
+
+def _is_tflite(model) -> bool:
+    """TFLite files are recognised by their FlatBuffer file identifier, not by their extension."""
+    from converter.importers.tflite import is_tflite
+
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return is_tflite(bytes(model[:8]))
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            with open(model, "rb") as f:
+                return is_tflite(f.read(8))
+        except OSError:
+            return False
+    return False
 
 
 def _quantize(graph: Graph, mode: str, calibration, method: str, keep_float, preprocessing, progress):
@@ -61,7 +82,8 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
             optimize: bool = True, quantize: str | None = None, calibration=None,
             calibration_method: str = "minmax", keep_float=(), image_preprocessing=None,
             progress: bool = False, training=None) -> ConversionResult:
-    """Converts an ONNX model (path or ModelProto) or an IR Graph to .edge bytes.
+    """Converts an ONNX model (path or ModelProto), a TFLite model (path or bytes, recognised by its
+    ``TFL3`` file identifier) or an IR Graph to .edge bytes.
 
     Raises UnsupportedOpsError (listing every unsupported op) or ConversionError before anything
     is written; writes ``output_path`` only on success. ``optimize=False`` runs only the passes

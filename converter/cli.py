@@ -145,6 +145,17 @@ def _shape_text(graph, names) -> str:
     return ", ".join("x".join(str(d) for d in graph.tensors[n].shape) or "scalar" for n in names if n)
 
 
+def _source_text(metadata) -> str:
+    """Where the model came from, as its importer recorded it in the file's metadata."""
+    source = metadata.get("source", "-")
+    if source == "onnx":
+        return "ONNX" + (f" (opset {metadata['onnx_opset']})" if "onnx_opset" in metadata else "")
+    if source == "tflite":
+        return "TFLite" + (f" (schema v{metadata['tflite_schema_version']})"
+                           if "tflite_schema_version" in metadata else "")
+    return source
+
+
 def _print_inspect(info, path: str) -> None:
     from converter.report import human_bytes
 
@@ -152,6 +163,7 @@ def _print_inspect(info, path: str) -> None:
     lines = [
         f"{path}: .edge schema v{info.version}, needs runtime >= {info.min_runtime_version}",
         f"producer: {info.producer or '-'}" + (f"; {info.description}" if info.description else ""),
+        f"source: {_source_text(info.metadata)}",
         "metadata: " + ", ".join(f"{k}={v}" for k, v in info.metadata.items()),
         f"tensors: {len(graph.tensors)} ({len(graph.constants)} constant, {len(graph.variables)} variable); "
         f"weights {human_bytes(info.buffer_bytes)}; file {human_bytes(info.file_bytes)}",

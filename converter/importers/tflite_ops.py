@@ -1,0 +1,722 @@
+"""TFLite op -> IR mapping: one entry per TFLite op in ``TABLE``.
+
+Every entry is ``(convert, check)``: ``convert(ctx, op)`` emits IR nodes writing the op's
+outputs under their TFLite names; ``check(ctx_model, op)`` returns why a particular use cannot be
+converted (an option value the IR has no form for) or None. The importer asks every op's check
+before building anything, so all unsupported ops are reported together.
+
+Each converted op's outputs are compared with the shapes the file declares; a disagreement is a
+ConversionError (a malformed file, or a mapping that does not mean what TFLite means).
+Fused activations become their own activation node; the fuse_activation pass folds them back
+into the producer where the runtime can fuse them.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import Callable
+
+import numpy as np
+
+from converter.builder import GraphBuilder
+from converter.errors import ConversionError
+from converter.importers.tflite import OperatorInfo, TFLiteModel
+
+SAME, VALID = 0, 1
+# ActivationFunctionType -> (IR op, attrs); SIGN_BIT has no IR form (checked below).
+FUSED_ACTIVATIONS = {
+    1: ("Relu", {}),
+    2: ("Clip", {"min": -1.0, "max": 1.0}),
+    3: ("Relu6", {}),
+    4: ("Tanh", {}),
+}
+FLOAT_TYPES = ("float32",)
+
+
+class ImportContext:
+    def __init__(self, model: TFLiteModel, builder: GraphBuilder, names: list[str]):
+        self.model = model
+        self.b = builder
+        self.names = names
+        self.values: dict[int, str] = {}
+        # Constant data of tensors made by ops at import (the float32 side of a float16 DEQUANTIZE).
+        self.constant_data: dict[int, np.ndarray] = {}
+
+    def tensor(self, index: int):
+        return self.model.tensors[index]
+
+    def define_input(self, index: int) -> None:
+        t = self.tensor(index)
+        self.values[index] = self.b.input(self.names[index], t.shape, t.dtype)
+
+    def value(self, index: int, what: str) -> str:
+        """The IR tensor holding TFLite tensor ``index`` (constants are added on first use)."""
+        if index in self.values:
+            return self.values[index]
+        t = self.tensor(index)
+        if t.data is None:
+            raise ConversionError(f"{what}: tensor {t.name!r} is read before any op writes it")
+        data = t.data.astype(np.float32) if t.data.dtype == np.float16 else t.data
+        self.values[index] = self.b.constant(self.names[index], data)
+        return self.values[index]
+
+    def const(self, op: OperatorInfo, position: int, what: str) -> np.ndarray:
+        index = self.input_index(op, position)
+        t = self.tensor(index)
+        data = self.constant_data.get(index, t.data)
+        if data is None:
+            raise ConversionError(f"{op.name}: {what} (input {position}, {t.name!r}) must be a constant")
+        return data
+
+    def input_index(self, op: OperatorInfo, position: int) -> int:
+        if position >= len(op.inputs) or op.inputs[position] < 0:
+            raise ConversionError(f"{op.name}: input {position} is missing")
+        return op.inputs[position]
+
+    def input(self, op: OperatorInfo, position: int) -> str:
+        return self.value(self.input_index(op, position), op.name)
+
+    def optional_input(self, op: OperatorInfo, position: int) -> str:
+        if position >= len(op.inputs) or op.inputs[position] < 0:
+            return ""
+        return self.value(op.inputs[position], op.name)
+
+    def input_shape(self, op: OperatorInfo, position: int) -> tuple[int, ...]:
+        return tuple(self.b.type_of(self.input(op, position)).shape)
+
+    def output_index(self, op: OperatorInfo, position: int = 0) -> int:
+        if position >= len(op.outputs):
+            raise ConversionError(f"{op.name}: output {position} is missing")
+        return op.outputs[position]
+
+    def emit(self, op: OperatorInfo, ir_op: str, inputs, attrs=None, output: int | None = None,
+             activation: int = 0) -> str:
+        """Adds ``ir_op``; with ``output`` (a TFLite tensor index) it writes that tensor, after the
+        fused ``activation`` if any, and checks its declared shape."""
+        attrs = dict(attrs or {})
+        if output is None:
+            return self.b.op(ir_op, *inputs, name=None, **attrs)
+        if output in self.values:
+            raise ConversionError(f"{op.name}: tensor {self.tensor(output).name!r} is written twice")
+        final = self.names[output]
+        if activation:
+            act_op, act_attrs = FUSED_ACTIVATIONS[activation]
+            pre = self.b.op(ir_op, *inputs, **attrs)
+            name = self.b.op(act_op, pre, outputs=[final], **act_attrs)
+        else:
+            name = self.b.op(ir_op, *inputs, outputs=[final], **attrs)
+        self.values[output] = name
+        declared = self.tensor(output).shape
+        got = tuple(self.b.type_of(name).shape)
+        if declared != got and not (declared == () and len(got) > 0 and False):
+            raise ConversionError(f"{op.name}: output {self.tensor(output).name!r} comes out "
+                                  f"{list(got)}, the file declares {list(declared)}")
+        return name
+
+    def alias(self, op: OperatorInfo, source: str, output: int) -> str:
+        """Writes TFLite tensor ``output`` as a reshape of ``source`` to its declared shape."""
+        shape = self.tensor(output).shape
+        have = tuple(self.b.type_of(source).shape)
+        if int(np.prod(shape, dtype=object)) != int(np.prod(have, dtype=object)):
+            raise ConversionError(f"{op.name}: cannot reshape {list(have)} to {list(shape)}")
+        return self.emit(op, "Reshape", [source], {"shape": tuple(shape)}, output)
+
+
+def _options(op: OperatorInfo, attr: str, default):
+    if op.options is None or not hasattr(op.options, attr):
+        return default
+    return getattr(op.options, attr)()
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    out = -(-size // stride)
+    effective = (kernel - 1) * dilation + 1
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _window(op: OperatorInfo, h: int, w: int, kh: int, kw: int, padding: int, stride: tuple[int, int],
+            dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    if min(stride) < 1 or min(dilation) < 1:
+        raise ConversionError(f"{op.name}: strides {stride} and dilations {dilation} must be positive")
+    if padding == VALID:
+        return 0, 0, 0, 0
+    top, bottom = _same_pads(h, kh, stride[0], dilation[0])
+    left, right = _same_pads(w, kw, stride[1], dilation[1])
+    return top, left, bottom, right
+
+
+def _rank4(ctx: ImportContext, op: OperatorInfo, position: int, what: str) -> tuple[int, ...]:
+    shape = ctx.input_shape(op, position)
+    if len(shape) != 4:
+        raise ConversionError(f"{op.name}: {what} must be rank 4, got {list(shape)}")
+    return shape
+
+
+# ---- convolutions and dense ----
+
+def _conv2d(ctx: ImportContext, op: OperatorInfo) -> None:
+    n, h, w, cin = _rank4(ctx, op, 0, "input")
+    weights = ctx.const(op, 1, "weights")
+    if weights.ndim != 4 or weights.shape[3] == 0 or cin % weights.shape[3]:
+        raise ConversionError(f"{op.name}: weights {list(weights.shape)} do not fit {cin} input channels")
+    stride = (_options(op, "StrideH", 1), _options(op, "StrideW", 1))
+    dilation = (_options(op, "DilationHFactor", 1), _options(op, "DilationWFactor", 1))
+    pads = _window(op, h, w, weights.shape[1], weights.shape[2], _options(op, "Padding", SAME), stride, dilation)
+    attrs = {"strides": stride, "dilations": dilation, "pads": pads, "groups": cin // weights.shape[3],
+             "layout": "NHWC"}
+    ctx.emit(op, "Conv2D", [ctx.input(op, 0), ctx.input(op, 1), ctx.optional_input(op, 2)], attrs,
+             ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
+
+
+def _depthwise_conv2d(ctx: ImportContext, op: OperatorInfo) -> None:
+    n, h, w, cin = _rank4(ctx, op, 0, "input")
+    weights = ctx.const(op, 1, "weights")
+    if weights.ndim != 4 or weights.shape[0] != 1 or cin == 0 or weights.shape[3] % cin:
+        raise ConversionError(f"{op.name}: depthwise weights {list(weights.shape)} do not fit {cin} channels")
+    stride = (_options(op, "StrideH", 1), _options(op, "StrideW", 1))
+    dilation = (_options(op, "DilationHFactor", 1), _options(op, "DilationWFactor", 1))
+    pads = _window(op, h, w, weights.shape[1], weights.shape[2], _options(op, "Padding", SAME), stride, dilation)
+    # [1, KH, KW, Cin * multiplier] -> OHWI [Cout, KH, KW, 1] with Cin groups; output channel
+    # c * multiplier + m reads input channel c in both.
+    ohwi = np.ascontiguousarray(np.transpose(weights, (3, 1, 2, 0)))
+    if ohwi.dtype == np.float16:
+        ohwi = ohwi.astype(np.float32)
+    w_name = ctx.b.constant(ctx.b._fresh(ctx.names[ctx.input_index(op, 1)] + "_ohwi"), ohwi)
+    attrs = {"strides": stride, "dilations": dilation, "pads": pads, "groups": cin, "layout": "NHWC"}
+    ctx.emit(op, "Conv2D", [ctx.input(op, 0), w_name, ctx.optional_input(op, 2)], attrs,
+             ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
+
+
+def _transpose_conv_common(ctx: ImportContext, op: OperatorInfo, x: str, w_position: int, bias: str,
+                           padding: int, stride: tuple[int, int], activation: int) -> None:
+    n, h, w, cin = ctx.b.type_of(x).shape
+    weights = ctx.const(op, w_position, "weights")
+    if weights.ndim != 4 or weights.shape[3] != cin:
+        raise ConversionError(f"{op.name}: weights {list(weights.shape)} do not fit {cin} input channels")
+    if min(stride) < 1:
+        raise ConversionError(f"{op.name}: strides {stride} must be positive")
+    out_shape = ctx.tensor(ctx.output_index(op)).shape
+    if len(out_shape) != 4:
+        raise ConversionError(f"{op.name}: output must be rank 4, got {list(out_shape)}")
+    pads, extra = [0, 0, 0, 0], [0, 0]
+    for axis, (size, k, s, out) in enumerate(((h, weights.shape[1], stride[0], out_shape[1]),
+                                              (w, weights.shape[2], stride[1], out_shape[2]))):
+        full = (size - 1) * s + k
+        # TFLite places the full (size - 1) * s + k result at -before and keeps `out` values.
+        before = max((size - 1) * s + k - out, 0) // 2 if padding == SAME else 0
+        after = full - out - before
+        if after < 0:
+            extra[axis], after = -after, 0
+        pads[axis], pads[axis + 2] = before, after
+    attrs = {"strides": stride, "dilations": (1, 1), "pads": tuple(pads), "output_padding": tuple(extra),
+             "groups": 1, "layout": "NHWC"}
+    ctx.emit(op, "ConvTranspose2D", [x, ctx.input(op, w_position), bias], attrs, ctx.output_index(op), activation)
+
+
+def _transpose_conv(ctx: ImportContext, op: OperatorInfo) -> None:
+    # inputs: output_shape, weights [Cout, KH, KW, Cin], x, bias?
+    shape = ctx.const(op, 0, "output_shape")
+    if tuple(int(d) for d in shape.reshape(-1)) != ctx.tensor(ctx.output_index(op)).shape:
+        raise ConversionError(f"{op.name}: output_shape {shape.tolist()} differs from the output tensor's "
+                              f"{list(ctx.tensor(ctx.output_index(op)).shape)}")
+    _rank4(ctx, op, 2, "input")
+    stride = (_options(op, "StrideH", 1), _options(op, "StrideW", 1))
+    _transpose_conv_common(ctx, op, ctx.input(op, 2), 1, ctx.optional_input(op, 3),
+                           _options(op, "Padding", SAME), stride, _options(op, "FusedActivationFunction", 0))
+
+
+def _mediapipe_params(op: OperatorInfo) -> tuple[int, int, int]:
+    # MediaPipe writes TfLiteTransposeConvParams raw: int32 padding (1 SAME, 2 VALID), stride_w, stride_h.
+    if len(op.custom_options) < 12:
+        raise ConversionError(f"{op.name}: custom options hold {len(op.custom_options)} bytes, "
+                              f"Convolution2DTransposeBias needs 12")
+    return struct.unpack_from("<iii", op.custom_options, 0)
+
+
+def _check_mediapipe_transpose(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    if len(op.custom_options) >= 12 and _mediapipe_params(op)[0] not in (1, 2):
+        return f"padding={_mediapipe_params(op)[0]}"
+    return None
+
+
+def _convolution2d_transpose_bias(ctx: ImportContext, op: OperatorInfo) -> None:
+    padding, stride_w, stride_h = _mediapipe_params(op)
+    _rank4(ctx, op, 0, "input")
+    _transpose_conv_common(ctx, op, ctx.input(op, 0), 1, ctx.optional_input(op, 2),
+                           SAME if padding == 1 else VALID, (stride_h, stride_w), 0)
+
+
+def _fully_connected(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    weights = ctx.const(op, 1, "weights")
+    if weights.ndim != 2:
+        raise ConversionError(f"{op.name}: weights must be [N, K], got {list(weights.shape)}")
+    shape = ctx.b.type_of(x).shape
+    k = weights.shape[1]
+    total = int(np.prod(shape, dtype=object)) if shape else 1
+    if k == 0 or total % k:
+        raise ConversionError(f"{op.name}: input {list(shape)} does not divide into rows of {k}")
+    if not _options(op, "KeepNumDims", False) and len(shape) != 2:
+        x = ctx.emit(op, "Reshape", [x], {"shape": (total // k, k)})
+    ctx.emit(op, "FullyConnected", [x, ctx.input(op, 1), ctx.optional_input(op, 2)], {},
+             ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
+
+
+def _batch_matmul(ctx: ImportContext, op: OperatorInfo) -> None:
+    attrs = {"transpose_a": bool(_options(op, "AdjX", False)), "transpose_b": bool(_options(op, "AdjY", False))}
+    ctx.emit(op, "BatchMatMul", [ctx.input(op, 0), ctx.input(op, 1)], attrs, ctx.output_index(op))
+
+
+# ---- elementwise ----
+
+def _binary(ir_op: str) -> Callable:
+    def convert(ctx: ImportContext, op: OperatorInfo) -> None:
+        ctx.emit(op, ir_op, [ctx.input(op, 0), ctx.input(op, 1)], {}, ctx.output_index(op),
+                 _options(op, "FusedActivationFunction", 0))
+    return convert
+
+
+def _squared_difference(ctx: ImportContext, op: OperatorInfo) -> None:
+    d = ctx.emit(op, "Sub", [ctx.input(op, 0), ctx.input(op, 1)])
+    ctx.emit(op, "Mul", [d, d], {}, ctx.output_index(op))
+
+
+def _unary(ir_op: str, **attrs) -> Callable:
+    def convert(ctx: ImportContext, op: OperatorInfo) -> None:
+        ctx.emit(op, ir_op, [ctx.input(op, 0)], attrs, ctx.output_index(op))
+    return convert
+
+
+def _leaky_relu(ctx: ImportContext, op: OperatorInfo) -> None:
+    ctx.emit(op, "LeakyRelu", [ctx.input(op, 0)], {"alpha": float(_options(op, "Alpha", 0.0))}, ctx.output_index(op))
+
+
+def _gelu(ctx: ImportContext, op: OperatorInfo) -> None:
+    ir_op = "GeluTanh" if _options(op, "Approximate", False) else "Gelu"
+    ctx.emit(op, ir_op, [ctx.input(op, 0)], {}, ctx.output_index(op))
+
+
+def _prelu(ctx: ImportContext, op: OperatorInfo) -> None:
+    ctx.emit(op, "PRelu", [ctx.input(op, 0), ctx.input(op, 1)], {}, ctx.output_index(op))
+
+
+def _softmax(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    rank = len(ctx.b.type_of(x).shape)
+    if rank == 0:
+        raise ConversionError(f"{op.name}: input must have at least one axis")
+    beta = float(_options(op, "Beta", 1.0))
+    if beta != 1.0:
+        x = ctx.emit(op, "Mul", [x, np.array(beta, np.float32)])
+    ctx.emit(op, "Softmax", [x], {"axis": rank - 1}, ctx.output_index(op))
+
+
+def _l2_normalization(ctx: ImportContext, op: OperatorInfo) -> None:
+    # TFLite: x / max(sqrt(sum(x^2 over the last axis)), 1e-6).
+    x = ctx.input(op, 0)
+    rank = len(ctx.b.type_of(x).shape)
+    if rank == 0:
+        raise ConversionError(f"{op.name}: input must have at least one axis")
+    squares = ctx.emit(op, "ReduceSumSquare", [x], {"axes": (rank - 1,), "keepdims": True})
+    norm = ctx.emit(op, "Max", [ctx.emit(op, "Sqrt", [squares]), np.array(1e-6, np.float32)])
+    ctx.emit(op, "Div", [x, norm], {}, ctx.output_index(op),
+             _options(op, "FusedActivationFunction", 0))
+
+
+# ---- pooling and reductions ----
+
+def _pool(ir_op: str) -> Callable:
+    def convert(ctx: ImportContext, op: OperatorInfo) -> None:
+        n, h, w, c = _rank4(ctx, op, 0, "input")
+        kernel = (_options(op, "FilterHeight", 1), _options(op, "FilterWidth", 1))
+        stride = (_options(op, "StrideH", 1), _options(op, "StrideW", 1))
+        if min(kernel) < 1:
+            raise ConversionError(f"{op.name}: filter {kernel} must be positive")
+        pads = _window(op, h, w, kernel[0], kernel[1], _options(op, "Padding", SAME), stride, (1, 1))
+        attrs = {"kernel": kernel, "strides": stride, "dilations": (1, 1), "pads": pads,
+                 "ceil_mode": False, "layout": "NHWC"}
+        if ir_op == "AvgPool2D":
+            attrs["count_include_pad"] = False  # TFLite averages over the in-bounds taps only
+        ctx.emit(op, ir_op, [ctx.input(op, 0)], attrs, ctx.output_index(op),
+                 _options(op, "FusedActivationFunction", 0))
+    return convert
+
+
+def _axes(op: OperatorInfo, values, rank: int) -> tuple[int, ...]:
+    axes = set()
+    for a in np.asarray(values).reshape(-1).tolist():
+        if not -rank <= a < rank:
+            raise ConversionError(f"{op.name}: axis {a} out of range for rank {rank}")
+        axes.add(a % rank)
+    return tuple(sorted(axes))
+
+
+def _reduce(ir_op: str) -> Callable:
+    def convert(ctx: ImportContext, op: OperatorInfo) -> None:
+        x = ctx.input(op, 0)
+        shape = ctx.b.type_of(x).shape
+        axes = _axes(op, ctx.const(op, 1, "axes"), len(shape))
+        keep = bool(_options(op, "KeepDims", False))
+        if not axes:
+            ctx.alias(op, x, ctx.output_index(op))
+            return
+        ctx.emit(op, ir_op, [x], {"axes": axes, "keepdims": keep}, ctx.output_index(op))
+    return convert
+
+
+# ---- shapes and data movement ----
+
+def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
+    """RESHAPE / SQUEEZE / EXPAND_DIMS: the output tensor's declared shape is the result; the
+    op's own shape arguments are checked against it."""
+    x = ctx.input(op, 0)
+    have = tuple(ctx.b.type_of(x).shape)
+    out = ctx.tensor(ctx.output_index(op)).shape
+    expected = None
+    if op.op == "RESHAPE":
+        new_shape = None
+        if len(op.inputs) > 1 and op.inputs[1] >= 0 and ctx.tensor(op.inputs[1]).data is not None:
+            new_shape = ctx.tensor(op.inputs[1]).data.reshape(-1).tolist()
+        elif op.options is not None and hasattr(op.options, "NewShapeLength") and op.options.NewShapeLength():
+            new_shape = op.options.NewShapeAsNumpy().tolist()
+        if new_shape is not None:
+            total = int(np.prod(have, dtype=object))
+            known = int(np.prod([d for d in new_shape if d != -1], dtype=object))
+            if new_shape.count(-1) == 1 and known:
+                new_shape = [total // known if d == -1 else d for d in new_shape]
+            expected = tuple(new_shape)
+    elif op.op == "SQUEEZE":
+        dims = op.options.SqueezeDimsAsNumpy().tolist() if op.options is not None and \
+            op.options.SqueezeDimsLength() else []
+        axes = _axes(op, dims, len(have)) if dims else tuple(i for i, d in enumerate(have) if d == 1)
+        expected = tuple(d for i, d in enumerate(have) if i not in axes)
+    elif op.op == "EXPAND_DIMS":
+        axis = int(np.asarray(ctx.const(op, 1, "axis")).reshape(-1)[0])
+        if not -len(have) - 1 <= axis <= len(have):
+            raise ConversionError(f"{op.name}: axis {axis} out of range for rank {len(have)}")
+        axis %= len(have) + 1
+        expected = have[:axis] + (1,) + have[axis:]
+    if expected is not None and tuple(expected) != tuple(out):
+        raise ConversionError(f"{op.name}: gives {list(expected)}, the file declares {list(out)}")
+    ctx.alias(op, x, ctx.output_index(op))
+
+
+def _concatenation(ctx: ImportContext, op: OperatorInfo) -> None:
+    inputs = [ctx.input(op, k) for k in range(len(op.inputs))]
+    rank = len(ctx.b.type_of(inputs[0]).shape) if inputs else 0
+    axis = _axes(op, [_options(op, "Axis", 0)], rank)[0]
+    ctx.emit(op, "Concat", inputs, {"axis": axis}, ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
+
+
+def _pads(ctx: ImportContext, op: OperatorInfo, rank: int) -> tuple[int, ...]:
+    paddings = np.asarray(ctx.const(op, 1, "paddings"))
+    if paddings.shape != (rank, 2):
+        raise ConversionError(f"{op.name}: paddings {list(paddings.shape)} should be [{rank}, 2]")
+    return tuple(int(p) for p in paddings[:, 0]) + tuple(int(p) for p in paddings[:, 1])
+
+
+def _pad(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    pads = _pads(ctx, op, len(ctx.b.type_of(x).shape))
+    value = 0.0
+    if op.op == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+        constant = np.asarray(ctx.const(op, 2, "constant_values")).reshape(-1)
+        if constant.size != 1:
+            raise ConversionError(f"{op.name}: constant_values must hold one value")
+        value = float(constant[0])
+    if op.op == "MIRROR_PAD":
+        ctx.emit(op, "Pad", [x], {"mode": "reflect", "pads": pads, "value": 0.0}, ctx.output_index(op))
+        return
+    ctx.emit(op, "Pad", [x], {"mode": "constant", "pads": pads, "value": value}, ctx.output_index(op))
+
+
+def _check_mirror_pad(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    return "mode=SYMMETRIC" if _options(op, "Mode", 0) != 0 else None
+
+
+BIG = 1 << 62
+
+
+def _strided_slice(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    shape = ctx.b.type_of(x).shape
+    rank = len(shape)
+    begin, end, strides = (np.asarray(ctx.const(op, k, n)).reshape(-1).tolist()
+                           for k, n in ((1, "begin"), (2, "end"), (3, "strides")))
+    if not (len(begin) == len(end) == len(strides)) or len(begin) > rank:
+        raise ConversionError(f"{op.name}: begin/end/strides of lengths {len(begin)}, {len(end)}, "
+                              f"{len(strides)} for rank {rank}")
+    begin_mask, end_mask = _options(op, "BeginMask", 0), _options(op, "EndMask", 0)
+    shrink = _options(op, "ShrinkAxisMask", 0)
+    offset = bool(_options(op, "Offset", False))
+    starts, ends, steps, kept = [], [], [], []
+    for axis in range(rank):
+        if axis >= len(begin):
+            starts.append(0), ends.append(BIG), steps.append(1), kept.append(shape[axis])
+            continue
+        step = int(strides[axis])
+        if step == 0:
+            raise ConversionError(f"{op.name}: stride 0 on axis {axis}")
+        b, e = int(begin[axis]), int(end[axis])
+        if offset:
+            e = b + e
+        if shrink >> axis & 1:
+            b = b + shape[axis] if b < 0 else b
+            if not 0 <= b < shape[axis]:
+                raise ConversionError(f"{op.name}: index {begin[axis]} out of range on axis {axis}")
+            starts.append(b), ends.append(b + 1), steps.append(1)
+            continue
+        if begin_mask >> axis & 1:
+            b = 0 if step > 0 else BIG
+        if end_mask >> axis & 1:
+            e = BIG if step > 0 else -BIG
+        starts.append(b), ends.append(e), steps.append(step), kept.append(None)
+    y = ctx.emit(op, "Slice", [x], {"starts": tuple(starts), "ends": tuple(ends), "steps": tuple(steps)})
+    ctx.alias(op, y, ctx.output_index(op))
+
+
+def _check_strided_slice(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    reasons = [f"{m}" for m, attr in (("ellipsis_mask", "EllipsisMask"), ("new_axis_mask", "NewAxisMask"))
+               if _options(op, attr, 0)]
+    return ", ".join(reasons) or None
+
+
+def _slice(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    shape = ctx.b.type_of(x).shape
+    begin = np.asarray(ctx.const(op, 1, "begin")).reshape(-1).tolist()
+    size = np.asarray(ctx.const(op, 2, "size")).reshape(-1).tolist()
+    if len(begin) != len(shape) or len(size) != len(shape):
+        raise ConversionError(f"{op.name}: begin {begin} and size {size} for rank {len(shape)}")
+    ends = []
+    for axis, (b, s) in enumerate(zip(begin, size)):
+        e = shape[axis] if s == -1 else b + s
+        if b < 0 or s < -1 or e > shape[axis]:
+            raise ConversionError(f"{op.name}: begin {b}, size {s} out of range on axis {axis} ({shape[axis]})")
+        ends.append(e)
+    ctx.emit(op, "Slice", [x], {"starts": tuple(begin), "ends": tuple(ends), "steps": (1,) * len(shape)},
+             ctx.output_index(op))
+
+
+def _transpose(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    rank = len(ctx.b.type_of(x).shape)
+    perm = tuple(int(p) for p in np.asarray(ctx.const(op, 1, "perm")).reshape(-1))
+    if sorted(p % rank if -rank <= p < rank else -1 for p in perm) != list(range(rank)):
+        raise ConversionError(f"{op.name}: perm {list(perm)} is not a permutation of {rank} axes")
+    ctx.emit(op, "Transpose", [x], {"perm": tuple(p % rank for p in perm)}, ctx.output_index(op))
+
+
+def _resize(ctx: ImportContext, op: OperatorInfo) -> None:
+    n, h, w, c = _rank4(ctx, op, 0, "input")
+    size = np.asarray(ctx.const(op, 1, "size")).reshape(-1).tolist()
+    if len(size) != 2 or min(size) < 1 or h < 1 or w < 1:
+        raise ConversionError(f"{op.name}: size {size} for input {[n, h, w, c]}")
+    align = bool(_options(op, "AlignCorners", False))
+    half = bool(_options(op, "HalfPixelCenters", False))
+    bilinear = op.op == "RESIZE_BILINEAR"
+    if align:
+        coordinate = "align_corners"
+    elif half:
+        coordinate = "half_pixel"
+    else:
+        coordinate = "asymmetric"
+    # TFLite nearest: floor(x * scale) (asymmetric), round half up with align_corners, and
+    # floor((x + 0.5) * scale) with half-pixel centers, which is half_pixel's
+    # (x + 0.5) * scale - 0.5 rounded half up.
+    nearest = "floor" if not (align or half) else "round_prefer_ceil"
+    attrs = {"mode": "linear" if bilinear else "nearest", "coordinate_mode": coordinate,
+             "nearest_mode": nearest, "scales": (1.0, size[0] / h, size[1] / w, 1.0)}
+    ctx.emit(op, "Resize", [ctx.input(op, 0)], attrs, ctx.output_index(op))
+
+
+def _check_resize(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    if _options(op, "AlignCorners", False) and _options(op, "HalfPixelCenters", False):
+        return "align_corners with half_pixel_centers"
+    return None
+
+
+def _depth_to_space(ctx: ImportContext, op: OperatorInfo) -> None:
+    n, h, w, c = _rank4(ctx, op, 0, "input")
+    b = int(_options(op, "BlockSize", 0))
+    if b < 1 or c % (b * b):
+        raise ConversionError(f"{op.name}: block size {b} does not divide {c} channels")
+    x = ctx.emit(op, "Reshape", [ctx.input(op, 0)], {"shape": (n * h, w, b, b * (c // (b * b)))})
+    # [N*H, W, b, b*C'] -> [N*H, b, W, b*C']: rows of each block move next to their source row.
+    x = ctx.emit(op, "Transpose", [x], {"perm": (0, 2, 1, 3)})
+    ctx.alias(op, x, ctx.output_index(op))
+
+
+def _space_to_depth(ctx: ImportContext, op: OperatorInfo) -> None:
+    n, h, w, c = _rank4(ctx, op, 0, "input")
+    b = int(_options(op, "BlockSize", 0))
+    if b < 1 or h % b or w % b:
+        raise ConversionError(f"{op.name}: block size {b} does not divide {h}x{w}")
+    x = ctx.emit(op, "Reshape", [ctx.input(op, 0)], {"shape": (n * h // b, b, w // b, b * c)})
+    x = ctx.emit(op, "Transpose", [x], {"perm": (0, 2, 1, 3)})
+    ctx.alias(op, x, ctx.output_index(op))
+
+
+def _gather(ctx: ImportContext, op: OperatorInfo) -> None:
+    x = ctx.input(op, 0)
+    axis = _axes(op, [_options(op, "Axis", 0)], len(ctx.b.type_of(x).shape))[0]
+    ctx.emit(op, "Gather", [x, ctx.input(op, 1)], {"axis": axis}, ctx.output_index(op))
+
+
+def _check_gather(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    return "batch_dims != 0" if _options(op, "BatchDims", 0) else None
+
+
+def _split(ctx: ImportContext, op: OperatorInfo) -> None:
+    if op.op == "SPLIT":
+        axis_value, x = ctx.const(op, 0, "axis"), ctx.input(op, 1)
+    else:
+        axis_value, x = ctx.const(op, 2, "axis"), ctx.input(op, 0)
+    shape = ctx.b.type_of(x).shape
+    axis = _axes(op, axis_value, len(shape))[0]
+    count = len(op.outputs)
+    if op.op == "SPLIT":
+        if count == 0 or shape[axis] % count:
+            raise ConversionError(f"{op.name}: {shape[axis]} does not split into {count} parts")
+        sizes = [shape[axis] // count] * count
+    else:
+        sizes = np.asarray(ctx.const(op, 1, "size_splits")).reshape(-1).tolist()
+        if sizes.count(-1) == 1:
+            sizes[sizes.index(-1)] = shape[axis] - (sum(sizes) + 1)
+        if len(sizes) != count or sum(sizes) != shape[axis] or min(sizes, default=0) < 0:
+            raise ConversionError(f"{op.name}: sizes {sizes} do not split {shape[axis]} into {count}")
+    names = [ctx.names[o] for o in op.outputs]
+    for o in op.outputs:
+        if o in ctx.values:
+            raise ConversionError(f"{op.name}: tensor {ctx.tensor(o).name!r} is written twice")
+    outs = ctx.b.op_multi("Split", x, outputs=names, axis=axis, sizes=tuple(sizes))
+    for o, name in zip(op.outputs, outs):
+        ctx.values[o] = name
+        if tuple(ctx.b.type_of(name).shape) != ctx.tensor(o).shape:
+            raise ConversionError(f"{op.name}: output {ctx.tensor(o).name!r} comes out "
+                                  f"{list(ctx.b.type_of(name).shape)}, the file declares {list(ctx.tensor(o).shape)}")
+
+
+def _dequantize(ctx: ImportContext, op: OperatorInfo) -> None:
+    source = ctx.tensor(ctx.input_index(op, 0))
+    if source.data is not None and source.data.dtype == np.float16:
+        # Constant float16 weights: widened exactly, once, here.
+        out = ctx.output_index(op)
+        if out in ctx.values:
+            raise ConversionError(f"{op.name}: tensor {ctx.tensor(out).name!r} is written twice")
+        if source.shape != ctx.tensor(out).shape:
+            raise ConversionError(f"{op.name}: output {list(ctx.tensor(out).shape)} differs from input "
+                                  f"{list(source.shape)}")
+        ctx.constant_data[out] = source.data.astype(np.float32)
+        ctx.values[out] = ctx.b.constant(ctx.names[out], ctx.constant_data[out])
+        return
+    ctx.emit(op, "Dequantize", [ctx.input(op, 0)], {}, ctx.output_index(op))
+
+
+def _check_dequantize(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    if op.inputs and op.inputs[0] >= 0 and model.tensors[op.inputs[0]].type_code != 1:
+        return f"from {model.tensors[op.inputs[0]].type_name}"
+    return None
+
+
+# TFLite op -> (convert, check or None)
+TABLE: dict[str, tuple[Callable, Callable | None]] = {
+    "CONV_2D": (_conv2d, None),
+    "DEPTHWISE_CONV_2D": (_depthwise_conv2d, None),
+    "TRANSPOSE_CONV": (_transpose_conv, None),
+    "CUSTOM:Convolution2DTransposeBias": (_convolution2d_transpose_bias, _check_mediapipe_transpose),
+    "FULLY_CONNECTED": (_fully_connected, None),
+    "BATCH_MATMUL": (_batch_matmul, None),
+    "ADD": (_binary("Add"), None),
+    "SUB": (_binary("Sub"), None),
+    "MUL": (_binary("Mul"), None),
+    "DIV": (_binary("Div"), None),
+    "MAXIMUM": (_binary("Max"), None),
+    "MINIMUM": (_binary("Min"), None),
+    "POW": (_binary("Pow"), None),
+    "SQUARED_DIFFERENCE": (_squared_difference, None),
+    "PRELU": (_prelu, None),
+    "RELU": (_unary("Relu"), None),
+    "RELU6": (_unary("Relu6"), None),
+    "RELU_N1_TO_1": (_unary("Clip", min=-1.0, max=1.0), None),
+    "RELU_0_TO_1": (_unary("Clip", min=0.0, max=1.0), None),
+    "LOGISTIC": (_unary("Sigmoid"), None),
+    "TANH": (_unary("Tanh"), None),
+    "HARD_SWISH": (_unary("HardSwish"), None),
+    "LEAKY_RELU": (_leaky_relu, None),
+    "ELU": (_unary("Elu", alpha=1.0), None),
+    "GELU": (_gelu, None),
+    "EXP": (_unary("Exp"), None),
+    "LOG": (_unary("Log"), None),
+    "SQRT": (_unary("Sqrt"), None),
+    "RSQRT": (_unary("Rsqrt"), None),
+    "NEG": (_unary("Neg"), None),
+    "ABS": (_unary("Abs"), None),
+    "SQUARE": (_unary("Square"), None),
+    "FLOOR": (_unary("Floor"), None),
+    "CEIL": (_unary("Ceil"), None),
+    "SIN": (_unary("Sin"), None),
+    "COS": (_unary("Cos"), None),
+    "SOFTMAX": (_softmax, None),
+    "L2_NORMALIZATION": (_l2_normalization, None),
+    "MAX_POOL_2D": (_pool("MaxPool2D"), None),
+    "AVERAGE_POOL_2D": (_pool("AvgPool2D"), None),
+    "MEAN": (_reduce("ReduceMean"), None),
+    "SUM": (_reduce("ReduceSum"), None),
+    "REDUCE_MAX": (_reduce("ReduceMax"), None),
+    "REDUCE_MIN": (_reduce("ReduceMin"), None),
+    "REDUCE_PROD": (_reduce("ReduceProd"), None),
+    "RESHAPE": (_reshape_like_output, None),
+    "SQUEEZE": (_reshape_like_output, None),
+    "EXPAND_DIMS": (_reshape_like_output, None),
+    "CONCATENATION": (_concatenation, None),
+    "PAD": (_pad, None),
+    "PADV2": (_pad, None),
+    "MIRROR_PAD": (_pad, _check_mirror_pad),
+    "STRIDED_SLICE": (_strided_slice, _check_strided_slice),
+    "SLICE": (_slice, None),
+    "TRANSPOSE": (_transpose, None),
+    "RESIZE_BILINEAR": (_resize, _check_resize),
+    "RESIZE_NEAREST_NEIGHBOR": (_resize, _check_resize),
+    "DEPTH_TO_SPACE": (_depth_to_space, None),
+    "SPACE_TO_DEPTH": (_space_to_depth, None),
+    "GATHER": (_gather, _check_gather),
+    "SPLIT": (_split, None),
+    "SPLIT_V": (_split, None),
+    "DEQUANTIZE": (_dequantize, _check_dequantize),
+}
+# Ops whose inputs may be integer (shapes, indices, axes) without being a quantized model.
+INTEGER_INPUTS_OK = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "TRANSPOSE", "GATHER", "SLICE",
+                     "STRIDED_SLICE", "SPLIT", "SPLIT_V", "PAD", "PADV2", "MIRROR_PAD"}
+
+
+def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    """The UnsupportedOpsError key for ``op``, or None when it converts."""
+    if op.op not in TABLE:
+        return op.op
+    _, check = TABLE[op.op]
+    activation = _options(op, "FusedActivationFunction", 0)
+    if activation and activation not in FUSED_ACTIVATIONS:
+        return f"{op.op} (fused activation {activation})"
+    if op.op != "DEQUANTIZE":
+        for index in (*op.inputs, *op.outputs):
+            if index < 0:
+                continue
+            t = model.tensors[index]
+            if t.sparse:
+                return f"{op.op} (sparse tensor)"
+            if t.quantized:
+                return f"{op.op} (quantized {t.type_name})"
+            if t.dtype is None:
+                return f"{op.op} ({t.type_name})"
+    if check is not None:
+        reason = check(model, op)
+        if reason:
+            return f"{op.op} ({reason})"
+    return None
+
+
+def convert_operator(ctx: ImportContext, op: OperatorInfo) -> None:
+    convert, _ = TABLE[op.op]
+    convert(ctx, op)
