@@ -267,6 +267,43 @@ static void build_conv(builder *b, const edge_node *node) {
          0, c, 1, 0, 1, c, &node->activation);
     return;
   }
+  int64_t group_out_c = out_c / o->groups;
+  if (group_in_c > 1 || group_out_c > 1) {  /* an implicit GEMM; depthwise (one channel in, few out) stays direct */
+    int64_t m = y->shape[0] * y->shape[1] * y->shape[2], k = kh * kw * group_in_c;
+    if (!begin(b, "gemm", "-DB_FLOAT=1", "conv_gemm")) return;
+    arg_tensor(b, node->outputs[0]);
+    arg_tensor(b, node->inputs[0]);
+    arg_mem(b, weights);
+    arg_mem(b, bias_mem);
+    arg_int(b, bias != NULL);
+    arg_int(b, x->shape[1]);
+    arg_int(b, x->shape[2]);
+    arg_int(b, x->shape[3]);
+    arg_int(b, y->shape[1]);
+    arg_int(b, y->shape[2]);
+    arg_int(b, out_c);
+    arg_int(b, kw);
+    arg_int(b, o->strides[0]);
+    arg_int(b, o->strides[1]);
+    arg_int(b, o->dilations[0]);
+    arg_int(b, o->dilations[1]);
+    arg_int(b, o->pads[0]);
+    arg_int(b, o->pads[1]);
+    arg_int(b, group_in_c);
+    arg_int(b, group_out_c);
+    arg_int(b, m);
+    arg_int(b, k);
+    activation_args(b, &node->activation);
+    b->launch->dims = 3;
+    b->launch->global[0] = round_up(m, GEMM_TILE);
+    b->launch->global[1] = round_up(group_out_c, GEMM_TILE) / GEMM_STRIP;
+    b->launch->global[2] = (size_t)o->groups;
+    b->launch->local[0] = GEMM_TILE;
+    b->launch->local[1] = GEMM_TILE / GEMM_STRIP;
+    b->launch->local[2] = 1;
+    b->launch->has_local = true;
+    return;
+  }
   if (!begin(b, "conv2d", "", "conv2d")) return;
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);
@@ -288,7 +325,7 @@ static void build_conv(builder *b, const edge_node *node) {
   arg_int(b, o->pads[0]);
   arg_int(b, o->pads[1]);
   arg_int(b, group_in_c);
-  arg_int(b, out_c / o->groups);
+  arg_int(b, group_out_c);
   activation_args(b, &node->activation);
   global_3d(b, out_c, y->shape[2], y->shape[0] * y->shape[1]);
 }

@@ -1,7 +1,9 @@
-/* CONV_2D over NHWC activations with OHWI float weights [OC, KH, KW, C / groups]: stride,
- * dilation, asymmetric padding (top/left given; the output size says the rest), groups, bias and
- * the fused activation. One work-item per output element (oc fastest, so neighbours share the input
- * loads through the cache). Padding taps are skipped, as on the CPU. */
+/* CONV_2D over NHWC activations with OHWI float weights [OC, KH, KW, C / groups], directly: what
+ * depthwise convolutions run (one input channel per group, where the implicit GEMM of gemm.cl would
+ * fill its tiles with one column). Stride, dilation, asymmetric padding (top/left given; the output
+ * size says the rest), groups, bias and the fused activation. One work-item per output element (oc
+ * fastest, so neighbours share the input loads through the cache). Padding taps are skipped, as on
+ * the CPU. */
 __kernel void conv2d(__global storage *y, int yo, __global const storage *x, int xo, __global const float *w,
                      __global const float *bias, int has_bias, int in_h, int in_w, int in_c, int out_h, int out_w,
                      int out_c, int kernel_h, int kernel_w, int stride_h, int stride_w, int dilation_h,
