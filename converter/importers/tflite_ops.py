@@ -23,14 +23,15 @@ from converter.errors import ConversionError
 from converter.importers.tflite import OperatorInfo, TFLiteModel
 
 SAME, VALID = 0, 1
-# ActivationFunctionType -> (IR op, attrs); SIGN_BIT has no IR form (checked below).
+# ActivationFunctionType -> (IR op, attrs). LiteRT's float kernels apply only the clamping ones:
+# a fused TANH or SIGN_BIT is silently ignored there, so such an op is reported as unsupported
+# rather than given a meaning the file's own runtime does not give it.
 FUSED_ACTIVATIONS = {
     1: ("Relu", {}),
     2: ("Clip", {"min": -1.0, "max": 1.0}),
     3: ("Relu6", {}),
-    4: ("Tanh", {}),
 }
-FLOAT_TYPES = ("float32",)
+ACTIVATION_NAMES = {4: "TANH", 5: "SIGN_BIT"}
 
 
 class ImportContext:
@@ -406,7 +407,9 @@ def _concatenation(ctx: ImportContext, op: OperatorInfo) -> None:
     inputs = [ctx.input(op, k) for k in range(len(op.inputs))]
     rank = len(ctx.b.type_of(inputs[0]).shape) if inputs else 0
     axis = _axes(op, [_options(op, "Axis", 0)], rank)[0]
-    ctx.emit(op, "Concat", inputs, {"axis": axis}, ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
+    # LiteRT's CONCATENATION kernel never applies the fused activation its options may name; the
+    # file means what LiteRT computes, so it is ignored here too.
+    ctx.emit(op, "Concat", inputs, {"axis": axis}, ctx.output_index(op))
 
 
 def _pads(ctx: ImportContext, op: OperatorInfo, rank: int) -> tuple[int, ...]:
@@ -698,7 +701,7 @@ def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
     _, check = TABLE[op.op]
     activation = _options(op, "FusedActivationFunction", 0)
     if activation and activation not in FUSED_ACTIVATIONS:
-        return f"{op.op} (fused activation {activation})"
+        return f"{op.op} (fused activation {ACTIVATION_NAMES.get(activation, activation)})"
     if op.op != "DEQUANTIZE":
         for index in (*op.inputs, *op.outputs):
             if index < 0:

@@ -1,0 +1,291 @@
+"""Every mapped TFLite op, in a small .tflite file built here, converted and run by the C runtime
+against LiteRT running the same file: max |edge - LiteRT| <= 1e-5 * max |LiteRT|."""
+from __future__ import annotations
+
+import importlib
+import struct
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (the LiteRT oracle) is not installed")
+
+from converter.api import convert  # noqa: E402
+from converter.errors import ConversionError, UnsupportedOpsError  # noqa: E402
+from tests.fixtures.tflite_models import TFLiteBuilder, relative_error, run_edge, run_litert  # noqa: E402
+
+TOLERANCE = 1e-5
+RELU, RELU_N1_TO_1, RELU6, TANH = 1, 2, 3, 4
+SAME, VALID = 0, 1
+
+
+def opts(name: str, **fields):
+    cls = getattr(importlib.import_module(f"converter.tflitefb.{name}"), name + "T")
+    obj = cls()
+    for key, value in fields.items():
+        if not hasattr(obj, key):
+            raise AttributeError(f"{name} has no field {key}")
+        setattr(obj, key, value)
+    return obj
+
+
+def rand(rng, *shape, low=-1.0, high=1.0):
+    return rng.uniform(low, high, shape).astype(np.float32)
+
+
+def single(op, x_shape, consts=(), options=None, extra_inputs=(), custom=None, n_outputs=1, version=1,
+           const_first=False):
+    """One op over input x (plus constants, in order) -> outputs y0..; returns (file, feeds)."""
+    rng = np.random.default_rng(abs(hash(op)) % 2**32)
+    b = TFLiteBuilder()
+    x = b.input("x", x_shape)
+    ins = [b.constant(f"c{k}", c) if c is not None else -1 for k, c in enumerate(consts)]
+    inputs = ins + [x] if const_first else [x] + ins
+    outs = [b.tensor(f"y{k}") for k in range(n_outputs)]
+    b.op(op, inputs, outs, options, custom, version)
+    return b.finish([x], outs), {"x": rand(rng, *x_shape)}
+
+
+def binary(op, a_shape, b_shape, activation=0):
+    rng = np.random.default_rng(7)
+    b = TFLiteBuilder()
+    x = b.input("a", a_shape)
+    y = b.input("b", b_shape)
+    out = b.tensor("y")
+    name = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions", "DIV": "DivOptions"}.get(op)
+    options = opts(name, fusedActivationFunction=activation) if name else None
+    b.op(op, [x, y], [out], options)
+    feeds = {"a": rand(rng, *a_shape, low=-3, high=3), "b": rand(rng, *b_shape, low=0.5, high=2)}
+    if op != "DIV":
+        feeds["b"] *= np.where(rng.random(b_shape) < 0.5, -1, 1).astype(np.float32)
+    return b.finish([x, y], [out]), feeds
+
+
+R = np.random.default_rng(1)
+
+
+def conv(padding, stride, dilation, activation, cin=3, cout=5, k=3, shape=(1, 9, 11, 3)):
+    return single("CONV_2D", shape, [rand(R, cout, k, k, cin), rand(R, cout)],
+                  opts("Conv2DOptions", padding=padding, strideW=stride[1], strideH=stride[0],
+                       dilationWFactor=dilation[1], dilationHFactor=dilation[0],
+                       fusedActivationFunction=activation), version=2)
+
+
+def depthwise(padding, stride, multiplier, activation=0, cin=4):
+    return single("DEPTHWISE_CONV_2D", (1, 10, 9, cin), [rand(R, 1, 3, 3, cin * multiplier), rand(R, cin * multiplier)],
+                  opts("DepthwiseConv2DOptions", padding=padding, strideW=stride, strideH=stride,
+                       depthMultiplier=multiplier, fusedActivationFunction=activation), version=2)
+
+
+def pool(op, padding, kernel, stride, activation=0):
+    return single(op, (1, 9, 10, 4), (), opts("Pool2DOptions", padding=padding, strideW=stride, strideH=stride,
+                                              filterWidth=kernel, filterHeight=kernel,
+                                              fusedActivationFunction=activation))
+
+
+def transpose_conv(padding, stride, out_hw, with_bias):
+    rng = np.random.default_rng(3)
+    b = TFLiteBuilder()
+    x = b.input("x", (1, 5, 6, 4))
+    shape = b.constant("shape", np.array([1, *out_hw, 3], np.int32))
+    w = b.constant("w", rand(rng, 3, 3, 3, 4))
+    ins = [shape, w, x]
+    if with_bias:
+        ins.append(b.constant("bias", rand(rng, 3)))
+    y = b.tensor("y")
+    b.op("TRANSPOSE_CONV", ins, [y], opts("TransposeConvOptions", padding=padding, strideW=stride, strideH=stride),
+         version=3 if with_bias else 1)
+    return b.finish([x], [y]), {"x": rand(rng, 1, 5, 6, 4)}
+
+
+def mediapipe_transpose(padding, stride, kernel):
+    rng = np.random.default_rng(4)
+    b = TFLiteBuilder()
+    x = b.input("x", (1, 6, 7, 5))
+    w = b.constant("w", rand(rng, 2, kernel, kernel, 5))
+    bias = b.constant("bias", rand(rng, 2))
+    y = b.tensor("y", shape=(1, 6 * stride, 7 * stride, 2) if padding == 1 else
+                 (1, 5 * stride + kernel, 6 * stride + kernel, 2))
+    b.op("CUSTOM:Convolution2DTransposeBias", [x, w, bias], [y],
+         custom_options=struct.pack("<iii", padding, stride, stride))
+    return b.finish([x], [y]), {"x": rand(rng, 1, 6, 7, 5)}
+
+
+def fp16_weights():
+    rng = np.random.default_rng(5)
+    b = TFLiteBuilder()
+    x = b.input("x", (1, 6, 6, 3))
+    w16 = b.constant("w16", rand(rng, 4, 3, 3, 3).astype(np.float16))
+    w = b.tensor("w")
+    b.op("DEQUANTIZE", [w16], [w])
+    y = b.tensor("y")
+    bias = b.constant("bias", np.zeros(4, np.float32))
+    b.op("CONV_2D", [x, w, bias], [y], opts("Conv2DOptions", padding=SAME, strideW=1, strideH=1))
+    return b.finish([x], [y]), {"x": rand(rng, 1, 6, 6, 3)}
+
+
+def resize(op, size, align=False, half=False, shape=(1, 5, 7, 3)):
+    name = "ResizeBilinearOptions" if op == "RESIZE_BILINEAR" else "ResizeNearestNeighborOptions"
+    return single(op, shape, [np.array(size, np.int32)], opts(name, alignCorners=align, halfPixelCenters=half),
+                  version=3 if half else 1)
+
+
+def strided_slice(begin, end, strides, begin_mask=0, end_mask=0, shrink=0, offset=False):
+    return single("STRIDED_SLICE", (2, 7, 8, 3), [np.array(v, np.int32) for v in (begin, end, strides)],
+                  opts("StridedSliceOptions", beginMask=begin_mask, endMask=end_mask, shrinkAxisMask=shrink,
+                       offset=offset), version=5 if offset else 1)
+
+
+def reduce(op, axes, keep):
+    return single(op, (2, 5, 6, 3), [np.array(axes, np.int32)], opts("ReducerOptions", keepDims=keep))
+
+
+def fully_connected(shape, n, keep, activation=0):
+    k = shape[-1] if keep else int(np.prod(shape[1:]))
+    return single("FULLY_CONNECTED", shape, [rand(R, n, k), rand(R, n)],
+                  opts("FullyConnectedOptions", keepNumDims=keep, fusedActivationFunction=activation),
+                  version=5 if keep else 1)
+
+
+CASES = {
+    "conv_same_relu": lambda: conv(SAME, (1, 1), (1, 1), RELU),
+    "conv_valid_stride2_relu6": lambda: conv(VALID, (2, 2), (1, 1), RELU6),
+    "conv_same_stride2_odd": lambda: conv(SAME, (2, 2), (1, 1), 0, shape=(1, 10, 11, 3)),
+    "conv_dilated": lambda: conv(SAME, (1, 1), (2, 2), 0),
+    "conv_1x1_relu_n1_to_1": lambda: conv(VALID, (1, 1), (1, 1), RELU_N1_TO_1, cin=8, cout=6, k=1, shape=(1, 4, 5, 8)),
+    "depthwise_same": lambda: depthwise(SAME, 1, 1, RELU),
+    "depthwise_stride2": lambda: depthwise(SAME, 2, 1, RELU6),
+    "depthwise_multiplier2_valid": lambda: depthwise(VALID, 1, 2),
+    "transpose_conv_same_s2": lambda: transpose_conv(SAME, 2, (10, 12), False),
+    "transpose_conv_valid_bias": lambda: transpose_conv(VALID, 2, (11, 13), True),
+    "transpose_conv_same_s1_bias": lambda: transpose_conv(SAME, 1, (5, 6), True),
+    "mediapipe_transpose_same": lambda: mediapipe_transpose(1, 2, 2),
+    "mediapipe_transpose_same_k4": lambda: mediapipe_transpose(1, 2, 4),
+    "fully_connected": lambda: fully_connected((3, 10), 7, False, RELU),
+    "fully_connected_flattens": lambda: fully_connected((2, 3, 4), 5, False),
+    "fully_connected_keep_dims": lambda: fully_connected((2, 3, 4), 5, True),
+    "batch_matmul": lambda: single("BATCH_MATMUL", (2, 3, 4), [rand(R, 2, 5, 4)], opts("BatchMatMulOptions", adjY=True)),
+    "add_broadcast_relu": lambda: binary("ADD", (1, 4, 5, 3), (3,), RELU),
+    "sub_relu6": lambda: binary("SUB", (1, 4, 5, 3), (1, 4, 5, 3), RELU6),
+    "mul_broadcast_relu_n1_to_1": lambda: binary("MUL", (2, 3, 4), (1, 3, 1), RELU_N1_TO_1),
+    "div_relu_n1_to_1": lambda: binary("DIV", (2, 3, 4), (2, 3, 4), RELU_N1_TO_1),
+    "div": lambda: binary("DIV", (2, 3, 4), (4,)),
+    "maximum": lambda: binary("MAXIMUM", (2, 3, 4), (3, 4)),
+    "minimum": lambda: binary("MINIMUM", (2, 3, 4), (3, 4)),
+    "squared_difference": lambda: binary("SQUARED_DIFFERENCE", (2, 3, 4), (2, 3, 4)),
+    "prelu": lambda: single("PRELU", (1, 4, 5, 3), [rand(R, 1, 1, 3)]),
+    "relu": lambda: single("RELU", (2, 3, 4)),
+    "relu6": lambda: single("RELU6", (2, 3, 4)),
+    "relu_n1_to_1": lambda: single("RELU_N1_TO_1", (2, 3, 4)),
+    "logistic": lambda: single("LOGISTIC", (2, 3, 4)),
+    "tanh": lambda: single("TANH", (2, 3, 4)),
+    "hard_swish": lambda: single("HARD_SWISH", (2, 3, 40)),
+    "leaky_relu": lambda: single("LEAKY_RELU", (2, 3, 4), (), opts("LeakyReluOptions", alpha=0.2)),
+    "elu": lambda: single("ELU", (2, 3, 4)),
+    "gelu": lambda: single("GELU", (2, 3, 4), (), opts("GeluOptions", approximate=False)),
+    "gelu_tanh": lambda: single("GELU", (2, 3, 4), (), opts("GeluOptions", approximate=True)),
+    "exp": lambda: single("EXP", (2, 3, 4)),
+    "abs": lambda: single("ABS", (2, 3, 4)),
+    "max_pool_same": lambda: pool("MAX_POOL_2D", SAME, 3, 2),
+    "max_pool_valid_relu": lambda: pool("MAX_POOL_2D", VALID, 2, 2, RELU),
+    "avg_pool_same": lambda: pool("AVERAGE_POOL_2D", SAME, 3, 2),
+    "avg_pool_valid": lambda: pool("AVERAGE_POOL_2D", VALID, 3, 1),
+    "mean_hw_keep": lambda: reduce("MEAN", [1, 2], True),
+    "mean_last": lambda: reduce("MEAN", [-1], False),
+    "sum": lambda: reduce("SUM", [0, 2], False),
+    "reduce_max": lambda: reduce("REDUCE_MAX", [1], True),
+    "reshape": lambda: single("RESHAPE", (2, 3, 4), [np.array([4, -1], np.int32)]),
+    "squeeze": lambda: single("SQUEEZE", (1, 3, 1, 4), (), opts("SqueezeOptions", squeezeDims=[2])),
+    "expand_dims": lambda: single("EXPAND_DIMS", (3, 4), [np.array([1], np.int32)]),
+    "concatenation": lambda: single("CONCATENATION", (1, 4, 5, 3), [rand(R, 1, 4, 5, 2)],
+                                    opts("ConcatenationOptions", axis=-1, fusedActivationFunction=RELU)),
+    "pad": lambda: single("PAD", (1, 4, 5, 3), [np.array([[0, 0], [1, 2], [2, 1], [0, 0]], np.int32)]),
+    "padv2": lambda: single("PADV2", (1, 4, 5, 3), [np.array([[0, 0], [1, 0], [0, 3], [1, 1]], np.int32),
+                                                     np.array([0.5], np.float32)]),
+    "mirror_pad_reflect": lambda: single("MIRROR_PAD", (1, 4, 5, 3), [np.array([[0, 0], [2, 1], [1, 3], [0, 0]], np.int32)],
+                                         opts("MirrorPadOptions", mode=0)),
+    "strided_slice": lambda: strided_slice([0, 1, 0, 0], [2, 6, 8, 3], [1, 2, 3, 1]),
+    "strided_slice_masks": lambda: strided_slice([1, 5, 2, 1], [0, 0, 7, 0], [1, 1, 2, 1], begin_mask=0b0001,
+                                                 end_mask=0b1011),
+    "strided_slice_negative": lambda: strided_slice([0, -1, 0, 0], [2, -8, 8, 3], [1, -2, 1, 1], end_mask=0b0010),
+    "strided_slice_reverse_masked": lambda: strided_slice([0, 3, 0, 0], [2, 0, 8, 3], [1, -1, 1, 1],
+                                                          begin_mask=0b0010, end_mask=0b0010),
+    "strided_slice_shrink": lambda: strided_slice([0, 2, 0, 1], [2, 3, 8, 2], [1, 1, 1, 1], shrink=0b1010),
+    "strided_slice_offset": lambda: strided_slice([0, 1, 2, 0], [2, 3, 4, 3], [1, 1, 1, 1], offset=True),
+    "slice": lambda: single("SLICE", (2, 7, 8, 3), [np.array([1, 2, 0, 1], np.int32), np.array([1, -1, 5, 2], np.int32)]),
+    "transpose": lambda: single("TRANSPOSE", (2, 3, 4, 5), [np.array([0, 3, 1, 2], np.int32)]),
+    "resize_bilinear": lambda: resize("RESIZE_BILINEAR", [10, 14]),
+    "resize_bilinear_align": lambda: resize("RESIZE_BILINEAR", [9, 11], align=True),
+    "resize_bilinear_half_pixel": lambda: resize("RESIZE_BILINEAR", [10, 21], half=True),
+    "resize_bilinear_down": lambda: resize("RESIZE_BILINEAR", [3, 4], half=True, shape=(1, 9, 12, 2)),
+    "resize_nearest": lambda: resize("RESIZE_NEAREST_NEIGHBOR", [10, 21]),
+    "resize_nearest_align": lambda: resize("RESIZE_NEAREST_NEIGHBOR", [9, 11], align=True),
+    "resize_nearest_half_pixel": lambda: resize("RESIZE_NEAREST_NEIGHBOR", [13, 10], half=True),
+    "depth_to_space": lambda: single("DEPTH_TO_SPACE", (1, 3, 4, 12), (), opts("DepthToSpaceOptions", blockSize=2)),
+    "space_to_depth": lambda: single("SPACE_TO_DEPTH", (1, 4, 6, 3), (), opts("SpaceToDepthOptions", blockSize=2)),
+    "softmax": lambda: single("SOFTMAX", (2, 3, 10), (), opts("SoftmaxOptions", beta=1.0)),
+    "softmax_beta": lambda: single("SOFTMAX", (4, 10), (), opts("SoftmaxOptions", beta=0.5)),
+    "l2_normalization": lambda: single("L2_NORMALIZATION", (2, 3, 8), (), opts("L2NormOptions")),
+    "gather": lambda: single("GATHER", (5, 4, 3), [np.array([3, 0, 2, 2], np.int32)], opts("GatherOptions", axis=1)),
+    "split": lambda: single("SPLIT", (2, 6, 4), [np.array(1, np.int32)], opts("SplitOptions", numSplits=3),
+                            n_outputs=3, const_first=True),
+    "split_v": lambda: single("SPLIT_V", (2, 6, 4), [np.array([1, -1, 2], np.int32), np.array(-1, np.int32)],
+                              opts("SplitVOptions", numSplits=3), n_outputs=3),
+    "dequantize_fp16_weights": fp16_weights,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_op_matches_litert(case):
+    data, feeds = CASES[case]()
+    expected = run_litert(data, feeds)
+    result = convert(data)
+    got = run_edge(result.data, feeds)
+    assert len(got) == len(expected)
+    for k, (e, g) in enumerate(zip(expected, got)):
+        assert relative_error(e, g) <= TOLERANCE, f"{case} output {k}: {relative_error(e, g):.3g}"
+
+
+def test_format_detected_from_identifier_not_extension(tmp_path):
+    data, feeds = CASES["relu"]()
+    path = tmp_path / "model.onnx"  # the wrong extension on purpose
+    path.write_bytes(data)
+    result = convert(str(path))
+    assert result.graph.metadata["source"] == "tflite"
+    assert np.allclose(run_edge(result.data, feeds)[0], np.maximum(feeds["x"], 0))
+
+
+def test_tensor_names_are_kept():
+    data, _ = CASES["conv_same_relu"]()
+    graph = convert(data, optimize=False).graph
+    assert graph.inputs == ("x",) and graph.outputs == ("y0",)
+
+
+def test_every_unsupported_op_listed_at_once():
+    b = TFLiteBuilder()
+    x = b.input("x", (2, 3))
+    y1, y2, y3 = b.tensor("y1"), b.tensor("y2", "int64"), b.tensor("y3")
+    b.op("FLOOR_DIV", [x, x], [y1])
+    b.op("ARG_MAX", [x, b.constant("axis", np.array([1], np.int32))], [y2])
+    b.op("MIRROR_PAD", [x, b.constant("p", np.array([[1, 1], [1, 1]], np.int32))], [y3],
+         opts("MirrorPadOptions", mode=1))
+    data = b._pack([x], [y1, y2, y3])
+    with pytest.raises(UnsupportedOpsError) as info:
+        convert(data)
+    assert set(info.value.ops) == {"FLOOR_DIV", "ARG_MAX", "MIRROR_PAD (mode=SYMMETRIC)"}
+
+
+def test_fused_tanh_is_unsupported_not_guessed():
+    # LiteRT ignores a fused TANH on ADD (it clamps only); the converter refuses it.
+    data, _ = binary("ADD", (2, 3), (2, 3), TANH)
+    with pytest.raises(UnsupportedOpsError, match="ADD \\(fused activation TANH\\)"):
+        convert(data)
+
+
+def test_declared_shape_disagreement_is_an_error():
+    b = TFLiteBuilder()
+    x = b.input("x", (2, 3))
+    y = b.tensor("y", shape=(3, 2))
+    b.op("RELU", [x], [y])
+    with pytest.raises(ConversionError, match="declares"):
+        convert(b._pack([x], [y]))
