@@ -177,3 +177,21 @@ def test_plan_command_device_and_server(tmp_path, resnet, capsys):
     assert cli.main(["plan", str(path), "--rtt", "40ms", "--runs", "1", "--sweep", "--chart", str(chart)]) == 0
     assert chart.stat().st_size > 0
     assert cli.main(["plan", str(path), "--runs", "1"]) == cli.USAGE_ERROR  # no network given
+
+
+@pytest.mark.parametrize("model_name", ["mobilenet", "resnet", "bert"])
+def test_balance_on_the_benchmark_networks_is_within_ten_percent_of_the_bound(request, model_name):
+    """Op costs in proportion to the file's FLOPs (deterministic): the slowest stage is within 10 % of
+    max(total / K, the slowest op), a bound no partition beats."""
+    import edge
+    from cloudsplit import costs
+
+    model = request.getfixturevalue(model_name)
+    with edge.Interpreter(model_content=model.data) as interpreter:
+        interpreter.allocate_tensors()
+        op_ms = [max(op["flops"], 1) / 1e9 for op in interpreter.op_details()]
+        model_costs = costs.costs_from_interpreter(interpreter, op_ms, op_ms)
+    for k in (2, 4):
+        plan = partition.solve_stages(model_costs, k, link_bps=1e18, training=True)
+        bound = max(sum(op_ms) * 3 / k, max(op_ms) * 3)
+        assert plan.bottleneck_ms <= 1.10 * bound, (k, plan.bottleneck_ms / bound)
