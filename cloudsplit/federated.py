@@ -57,6 +57,8 @@ class RoundReport:
     train_s: float
     bytes_pulled: int              # the messages' serialized bytes (gRPC and HTTP/2 framing not counted)
     bytes_pushed: int
+    secagg_bytes_sent: int = 0     # secure aggregation's own messages (keys, shares, reveals), serialized
+    secagg_bytes_received: int = 0
 
 
 def receive_tensors(headers, chunks, names: list[str]) -> tuple[dict[str, np.ndarray], int]:
@@ -272,20 +274,23 @@ class Client:
         from cloudsplit.secagg import SecAggError
 
         number, pulled, pushed, loss, steps, train_s = reply.round, 0, 0, math.nan, 0, 0.0
+        session = None
         try:
-            session, sent = self.secure_setup(number)
+            session = self.secure_setup(number)
             start, pulled = self.pull(number)
             began = time.perf_counter()
             loss, steps = self.train_locally(start, reply)
             train_s = time.perf_counter() - began
             _, pushed = self.secure_push(number, session, self._deltas(start), reply.clip_norm)
-            pushed += sent + self.secure_reveal(number, session)
+            self.secure_reveal(number, session)
             status = "ok"
         except grpc.RpcError as error:
             status = error.code().name
         except (SecAggError, TimeoutError) as error:   # this client stops; the server drops it
             status = f"secagg: {error}"
-        return self._record(RoundReport(number, status == "ok", status, loss, steps, train_s, pulled, pushed))
+        sent, received = (session.bytes_sent, session.bytes_received) if session is not None else (0, 0)
+        return self._record(RoundReport(number, status == "ok", status, loss, steps, train_s, pulled, pushed,
+                                        sent, received))
 
     def wait_stage(self, number: int, stage: int, timeout_s: float = CALL_TIMEOUT_S) -> pb.SecAggStageReply:
         """The server's answer once ``stage`` of round ``number`` is complete."""
@@ -302,7 +307,7 @@ class Client:
 
     def secure_setup(self, number: int):
         """Advertises keys, sends the sealed shares and takes the others'; returns the round's
-        ``secagg.ClientSession`` and the bytes sent."""
+        ``secagg.ClientSession`` (which counts the protocol's message bytes)."""
         from cloudsplit import secagg
 
         session = secagg.ClientSession(self.client_id, secagg.round_context(self.job_id, number))
@@ -322,7 +327,9 @@ class Client:
         if any(item.recipient != self.client_id for item in held.shares):
             raise secagg.SecAggError("the server delivered shares sealed for another client")
         session.receive(list(held.holders), {item.sender: item.ciphertext for item in held.shares})
-        return session, advert.ByteSize() + request.ByteSize()
+        session.bytes_sent += advert.ByteSize() + request.ByteSize()
+        session.bytes_received += keys.ByteSize() + held.ByteSize()
+        return session
 
     def secure_vector(self, deltas: dict[str, np.ndarray], clip_norm: float = 0.0) -> np.ndarray:
         """The update a secure round sums: [weight * delta (all variables, flattened), weight] in
@@ -344,7 +351,7 @@ class Client:
         return self._push_tensors(number, [tensor], num_samples=0)
 
     def secure_reveal(self, number: int, session) -> int:
-        """Reveals the shares the server needs once the masked updates are in; returns bytes sent."""
+        """Reveals the shares the server needs once the masked updates are in."""
         outcome = self.wait_stage(number, pb.SECAGG_MASKED)
         seeds, keys = session.reveal(list(outcome.survivors), list(outcome.dropped))
         request = pb.RevealSharesRequest(
@@ -352,7 +359,8 @@ class Client:
             self_seed_shares=[pb.RevealedShare(owner=owner, share=share) for owner, share in seeds.items()],
             mask_key_shares=[pb.RevealedShare(owner=owner, share=share) for owner, share in keys.items()])
         self.stub.RevealShares(request, timeout=CALL_TIMEOUT_S, metadata=self.metadata)
-        return request.ByteSize()
+        session.bytes_sent += request.ByteSize()
+        session.bytes_received += outcome.ByteSize()
 
     def _record(self, report: RoundReport) -> RoundReport:
         self.reports.append(report)

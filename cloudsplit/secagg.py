@@ -205,6 +205,7 @@ class ClientSession:
         self.held: dict[str, tuple[bytes, bytes]] = {}     # owner -> (its s-key share, its b share) I hold
         self.holders: list[str] = []
         self.revealed = False
+        self.bytes_sent = self.bytes_received = 0     # the protocol's messages, counted by the transport
 
     def advertise(self) -> tuple[bytes, bytes]:
         return public_bytes(self.cipher_key), public_bytes(self.mask_key)

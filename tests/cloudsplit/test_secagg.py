@@ -277,7 +277,7 @@ def test_client_dropped_after_masking_round_completes_and_server_holds_no_single
         for client in clients:
             client.connect()
         replies = [_join(c) for c in clients]
-        sessions = _in_threads([lambda c=c: c.secure_setup(1)[0] for c in clients])
+        sessions = _in_threads([lambda c=c: c.secure_setup(1) for c in clients])
         assert job.round.stage == "masked" and job.round.secure.threshold == 3
         deltas, updates, states = [], [], []
         for client, reply, session in zip(clients, replies, sessions):
@@ -343,7 +343,7 @@ def test_bad_protocol_messages_are_refused_and_the_round_still_applies_the_sum(m
         # Shares before the key stage closed: the wrong stage.
         assert refused(lambda: a.stub.ShareKeys(pb.ShareKeysRequest(auth=a.auth, round=1), timeout=10)) \
             == grpc.StatusCode.FAILED_PRECONDITION
-        sessions = _in_threads([lambda c=c: c.secure_setup(1)[0] for c in clients])
+        sessions = _in_threads([lambda c=c: c.secure_setup(1) for c in clients])
         # A second set of keys, and shares, once their stages are over.
         advert = pb.AdvertiseKeysRequest(auth=a.auth, round=1, cipher_public_key=b"\3" * 32, mask_public_key=b"\4" * 32)
         assert refused(lambda: a.stub.AdvertiseKeys(advert, timeout=10)) == grpc.StatusCode.FAILED_PRECONDITION
