@@ -39,6 +39,10 @@ from converter.edgefb.Signature import SignatureT  # noqa: E402
 from converter.edgefb.Tensor import TensorT  # noqa: E402
 from converter.edgefb.TensorMap import TensorMapT  # noqa: E402
 from converter.edgefb.TransposeOptions import TransposeOptionsT  # noqa: E402
+from converter.edgefb.NonMaxSuppressionOptions import NonMaxSuppressionOptionsT  # noqa: E402
+from converter.edgefb.ResizeOptions import ResizeOptionsT  # noqa: E402
+from converter.edgefb.RoiAlignOptions import RoiAlignOptionsT  # noqa: E402
+from converter.edgefb.ScatterOptions import ScatterOptionsT  # noqa: E402
 from converter.edgefb.UnaryOptions import UnaryOptionsT  # noqa: E402
 
 FLOAT32, INT8 = 0, 2
@@ -426,6 +430,20 @@ def _pool_without_kernel(b, m):
     op.options = Pool2DOptionsT()
 
 
+def _op_with_options(opcode, options_type, options_class, **fields):
+    """Turns op 1 into ``opcode`` with an options table whose ``fields`` are set (invalid ones)."""
+    def change(b, m):
+        op = _graph(m).operators[1]
+        m.operatorCodes.append(OperatorCodeT())
+        m.operatorCodes[-1].opcode = opcode
+        op.opcodeIndex = len(m.operatorCodes) - 1
+        op.optionsType = options_type
+        op.options = options_class()
+        for key, value in fields.items():
+            setattr(op.options, key, value)
+    return change
+
+
 def _activation(b, m):
     _graph(m).operators[0].activation = 100
 
@@ -475,6 +493,17 @@ INVALID = [
     ("transpose_perm", "INVALID_MODEL", "not a permutation", _mutated(add_relu, _transpose_perm)),
     ("pool_without_kernel", "INVALID_MODEL", "pool kernel", _mutated(add_relu, _pool_without_kernel)),
     ("unknown_activation", "UNSUPPORTED", "fused activation 100", _mutated(add_relu, _activation)),
+    ("scatter_reduction", "UNSUPPORTED", "scatter reduction 9 is unknown",
+     _mutated(add_relu, _op_with_options(OpCode.SCATTER_ND, OpOptions.ScatterOptions, ScatterOptionsT, reduction=9))),
+    ("nms_negative_max", "INVALID_MODEL", "max_output_boxes_per_class is -1",
+     _mutated(add_relu, _op_with_options(OpCode.NON_MAX_SUPPRESSION, OpOptions.NonMaxSuppressionOptions,
+                                         NonMaxSuppressionOptionsT, maxOutputBoxesPerClass=-1))),
+    ("roi_align_output", "INVALID_MODEL", "roi-align output 0x1",
+     _mutated(add_relu, _op_with_options(OpCode.ROI_ALIGN, OpOptions.RoiAlignOptions, RoiAlignOptionsT,
+                                         outputHeight=0))),
+    ("resize_cubic_coefficient", "INVALID_MODEL", "cubic_coeff_a",
+     _mutated(add_relu, _op_with_options(OpCode.RESIZE, OpOptions.ResizeOptions, ResizeOptionsT,
+                                         cubicCoeffA=float("nan")))),
 ]
 
 
@@ -490,9 +519,10 @@ ALLOCATE_FAILS = [wrong_declared_shape]
 
 
 def converter_seeds(out):
-    """Two seeds written by the converter itself, so the mutation campaign also reaches the int8
-    kernels' parameter checks and the training ops' options: a small int8 network (conv, depthwise,
-    max pool, residual add, mean, FC, softmax) and a trainable MLP (loss, gradients, Adam updates).
+    """Three seeds written by the converter itself, so the mutation campaign also reaches the int8
+    kernels' parameter checks, the training ops' options and the data-checked index ops: a small
+    int8 network (conv, depthwise, max pool, residual add, mean, FC, softmax), a trainable MLP
+    (loss, gradients, Adam updates), and scatter, NMS, RoiAlign and cubic Resize side by side.
     Skipped, with a note, where numpy is missing."""
     try:
         import numpy as np
@@ -521,6 +551,24 @@ def converter_seeds(out):
              name="logits")
     seeds["train_mlp.edge"] = convert(t.build(), training=dict(loss="cross_entropy", optimizer="adam",
                                                                lr=1e-2, clip_norm=1.0)).data
+    # The index, detection and region ops, whose indices, boxes and rois are data the runtime checks.
+    r = GraphBuilder("index_seed")
+    data = r.input("data", (4, 3))
+    ids = r.input("ids", (2, 1), dtype="int64")
+    rows = r.input("rows", (2, 3))
+    r.output(r.ScatterND(data, ids, rows, reduction="add"), name="scattered")
+    where = r.input("where", (2, 3), dtype="int64")
+    r.output(r.ScatterElements(data, where, rows, axis=0, reduction="max"), name="elements")
+    boxes, scores = r.input("boxes", (1, 5, 4)), r.input("scores", (1, 2, 5))
+    r.output(r.NonMaxSuppression(boxes, scores, max_output_boxes_per_class=3, iou_threshold=0.5,
+                                 score_threshold=0.1), name="selected")
+    image, rois = r.input("image", (2, 5, 6, 3)), r.input("rois", (3, 4))
+    batch = r.input("batch", (3,), dtype="int64")
+    r.output(r.RoiAlign(image, rois, batch, mode="avg", output_height=2, output_width=2, sampling_ratio=0,
+                        spatial_scale=0.5, half_pixel=True, layout="NHWC"), name="pooled")
+    r.output(r.Resize(image, mode="cubic", coordinate_mode="half_pixel", nearest_mode="round_prefer_floor",
+                      scales=(1.0, 1.6, 1.5, 1.0), cubic_coeff_a=-0.5, exclude_outside=True), name="resized")
+    seeds["index_ops.edge"] = convert(r.build()).data
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

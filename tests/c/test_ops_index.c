@@ -724,7 +724,7 @@ static void test_roi_align(void) {
    * covers the image exactly, 1x1 output, 2x2 samples at (0.5, 0.5) .. (2.5, 2.5) after the
    * half-pixel shift averages to the centre 1.5 rows and columns in: index 7.5. */
   const int64_t xs[4] = {1, 4, 4, 2}, rs[2] = {1, 4}, is[1] = {1}, ys[4] = {1, 1, 1, 2};
-  for (int bad = 0; bad < 4; ++bad) {
+  for (int bad = 0; bad < 5; ++bad) { /* 1, 2: batch index; 3: NaN; 4: a sample grid too large */
     graph g;
     graph_init(&g, EDGE_OP_ROI_ALIGN);
     int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 4, xs), r = add_tensor(&g, "rois", EDGE_FLOAT32, 2, rs);
@@ -745,7 +745,7 @@ static void test_roi_align(void) {
     add_output(&g, y);
     edge_roi_align_options *o = &g.node.options.roi_align;
     o->output_height = o->output_width = 1;
-    o->sampling_ratio = 2;
+    o->sampling_ratio = bad == 4 ? 2000 : 2;
     o->spatial_scale = 1.0f;
     o->half_pixel = true;
     edge_status status = graph_run(&g);
@@ -754,7 +754,8 @@ static void test_roi_align(void) {
       CHECK(status == EDGE_OK && out[0] == 7.5f && out[1] == 75.0f, "roi_align: %s (%g, %g)", g.error,
             (double)out[0], (double)out[1]);
     } else {
-      CHECK(status == EDGE_RUNTIME_ERROR && strstr(g.error, bad == 3 ? "coordinate 2" : "out of range"),
+      CHECK(status == EDGE_RUNTIME_ERROR &&
+                strstr(g.error, bad == 3 ? "coordinate 2" : bad == 4 ? "samples per bin" : "out of range"),
             "roi_align bad input %d: %s", bad, g.error);
     }
     graph_free(&g);

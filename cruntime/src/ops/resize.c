@@ -83,6 +83,11 @@ static float cubic_kernel(float s, float a) {
 
 /* The four taps of source coordinate x over an input of size in: clamped indices and weights. */
 static void cubic_taps(float x, int64_t in, float a, bool exclude_outside, int64_t *index, float *weight) {
+  /* Past two samples outside the input every tap is outside too and the weights sum to 1, so
+   * clamping there changes no result and keeps the index arithmetic in range (a file's scale may
+   * be tiny, and NaN lands at the low end). */
+  if (!(x >= -3.0f)) x = -3.0f;
+  if (x > (float)in + 2.0f) x = (float)in + 2.0f;
   float base = floorf(x), t = x - base, total = 0.0f;
   for (int32_t k = 0; k < 4; ++k) {
     int64_t i = (int64_t)base - 1 + k;

@@ -8,8 +8,9 @@
  *
  * The rois and batch indices are data: eval checks every batch index against N and every
  * coordinate for being finite before computing, and stops with EDGE_RUNTIME_ERROR naming the
- * first bad one; samples always read clamped positions, so nothing is read outside x. A region so
- * large that a bin would take more than 2^16 samples per axis is refused the same way.
+ * first bad one; samples always read clamped positions, so nothing is read outside x. A bin that
+ * would take more than 2^20 samples (a file's sampling_ratio, or a huge region) is refused the same
+ * way, so no input makes an invoke run without end.
  * Work is split over the output rows (roi, bin row); each sample's channel loop (innermost and
  * contiguous in NHWC) runs in the vector kernel f32-bilinear where the ISA has one, else in the
  * scalar loops here, which are the reference it is tested against. */
@@ -21,7 +22,7 @@
 #include "kernels/config.h"
 #include "ops.h"
 
-#define ROI_ALIGN_MAX_GRID 65536
+#define ROI_ALIGN_MAX_SAMPLES (1 << 20)
 
 static int64_t batch_at(const edge_tensor *indices, int64_t i) {
   return indices->dtype == EDGE_INT32 ? ((const int32_t *)indices->data)[i] : ((const int64_t *)indices->data)[i];
@@ -136,8 +137,11 @@ static region region_of(const roi_align_job *job, int64_t r) {
   }
   g.bin_h = h / (float)o->output_height;
   g.bin_w = w / (float)o->output_width;
-  g.grid_h = o->sampling_ratio > 0 ? o->sampling_ratio : (int64_t)ceilf(h / (float)o->output_height);
-  g.grid_w = o->sampling_ratio > 0 ? o->sampling_ratio : (int64_t)ceilf(w / (float)o->output_width);
+  /* eval checked both below ROI_ALIGN_MAX_SAMPLES; an inverted region's negative count is 0. */
+  float grid_h = o->sampling_ratio > 0 ? (float)o->sampling_ratio : ceilf(h / (float)o->output_height);
+  float grid_w = o->sampling_ratio > 0 ? (float)o->sampling_ratio : ceilf(w / (float)o->output_width);
+  g.grid_h = grid_h > 0.0f ? (int64_t)grid_h : 0;
+  g.grid_w = grid_w > 0.0f ? (int64_t)grid_w : 0;
   return g;
 }
 
@@ -150,8 +154,6 @@ static void roi_align_rows(void *arg, int64_t begin, int64_t end, int32_t thread
     int64_t r = row / o->output_height, ph = row % o->output_height;
     region g = region_of(job, r);
     const float *image = (const float *)job->x->data + batch_at(job->indices, r) * image_size;
-    if (g.grid_h < 0) g.grid_h = 0; /* an inverted region takes no samples */
-    if (g.grid_w < 0) g.grid_w = 0;
     int64_t count = g.grid_h * g.grid_w;
     for (int64_t pw = 0; pw < o->output_width; ++pw) {
       float *out = (float *)job->y->data + (row * o->output_width + pw) * channels;
@@ -187,13 +189,19 @@ static edge_status roi_align_eval(edge_context *ctx, edge_node *node) {
       if (!isfinite(roi[k]) || fabsf(roi[k] * node->options.roi_align.spatial_scale) > 1e30f)
         return edge_fail(ctx, EDGE_RUNTIME_ERROR, "ROI_ALIGN '%s': roi %lld of '%s' has coordinate %d = %g", edge_nd_name(y),
                          (long long)r, edge_nd_name(rois), k, (double)roi[k]);
-    /* ceilf of a finite float below 2^16 is exact; check in float before converting. */
-    float h = fabsf(roi[3] - roi[1]) * node->options.roi_align.spatial_scale / (float)job.o->output_height;
-    float w = fabsf(roi[2] - roi[0]) * node->options.roi_align.spatial_scale / (float)job.o->output_width;
-    if (job.o->sampling_ratio == 0 && (h > ROI_ALIGN_MAX_GRID || w > ROI_ALIGN_MAX_GRID))
+    /* The sample grid per bin, in float before any conversion: a file's sampling_ratio or a huge
+     * region must not turn one invoke into an endless loop. */
+    const edge_roi_align_options *o = job.o;
+    float scale = o->spatial_scale, offset = o->half_pixel ? 0.5f : 0.0f;
+    float h = (roi[3] * scale - offset) - (roi[1] * scale - offset), w = (roi[2] * scale - offset) - (roi[0] * scale - offset);
+    float grid_h = o->sampling_ratio > 0 ? (float)o->sampling_ratio : ceilf(h / (float)o->output_height);
+    float grid_w = o->sampling_ratio > 0 ? (float)o->sampling_ratio : ceilf(w / (float)o->output_width);
+    if (grid_h > (float)ROI_ALIGN_MAX_SAMPLES || grid_w > (float)ROI_ALIGN_MAX_SAMPLES ||
+        (grid_h > 0.0f && grid_w > 0.0f && grid_h * grid_w > (float)ROI_ALIGN_MAX_SAMPLES))
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
-                       "ROI_ALIGN '%s': roi %lld of '%s' would take more than %d samples per bin and axis",
-                       edge_nd_name(y), (long long)r, edge_nd_name(rois), ROI_ALIGN_MAX_GRID);
+                       "ROI_ALIGN '%s': roi %lld of '%s' would take %g x %g samples per bin; at most %d in all",
+                       edge_nd_name(y), (long long)r, edge_nd_name(rois), (double)grid_h, (double)grid_w,
+                       ROI_ALIGN_MAX_SAMPLES);
   }
   int64_t rows = count * job.o->output_height;
   if (rows && x->shape[3]) edge_nd_parallel(ctx, rows, 4, roi_align_rows, &job);
