@@ -175,6 +175,8 @@ class OperatorInfo:
     outputs: tuple[int, ...]
     options: object | None              # the generated options class, checked, or None
     custom_options: bytes = b""
+    # The options' vector fields the mapping reads, checked (the generated accessors are not).
+    option_vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -272,6 +274,10 @@ def _indices(v: _Verifier, obj, slot: int, count: int, what: str, optional: bool
     return values
 
 
+# Options table -> its int32 vector fields the mapping reads, as (name, field slot).
+OPTION_VECTORS = {"ReshapeOptions": (("new_shape", 0),), "SqueezeOptions": (("squeeze_dims", 0),)}
+
+
 def read_tflite(data: bytes) -> TFLiteModel:
     """Parses and verifies a .tflite file into plain data (main subgraph only)."""
     from converter.tflitefb.Buffer import Buffer
@@ -317,13 +323,18 @@ def read_tflite(data: bytes) -> TFLiteModel:
         cls = _options_class(options_type) if options_type else None
         if cls is not None:
             options = v.subtable(op, 4, cls, f"{what} ({name}) options")
+        vectors = {}
+        for field_name, slot in OPTION_VECTORS.get(type(options).__name__, ()):
+            found = v.array(options, slot, "int32", f"{what} ({name}) option {field_name}")
+            if found is not None:
+                vectors[field_name] = found
         custom = v.vector(op, 5, 1, f"{what} custom options")
         custom_bytes = b"" if custom is None else v.buf[custom[0]:custom[0] + custom[1]]
         operators.append(OperatorInfo(
             k, name, version,
             _indices(v, op, 1, len(tensors), f"{what} ({name}) inputs", True),
             _indices(v, op, 2, len(tensors), f"{what} ({name}) outputs", False),
-            options, custom_bytes))
+            options, custom_bytes, vectors))
     signatures = {}
     for k, sig in enumerate(v.tables(model, 7, SignatureDef, "signature_defs")):
         if int(sig.SubgraphIndex()) != 0:

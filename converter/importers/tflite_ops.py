@@ -379,8 +379,8 @@ def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
         new_shape = None
         if len(op.inputs) > 1 and op.inputs[1] >= 0 and ctx.tensor(op.inputs[1]).data is not None:
             new_shape = ctx.tensor(op.inputs[1]).data.reshape(-1).tolist()
-        elif op.options is not None and hasattr(op.options, "NewShapeLength") and op.options.NewShapeLength():
-            new_shape = op.options.NewShapeAsNumpy().tolist()
+        elif len(op.option_vectors.get("new_shape", ())):
+            new_shape = op.option_vectors["new_shape"].tolist()
         if new_shape is not None:
             total = int(np.prod(have, dtype=object))
             known = int(np.prod([d for d in new_shape if d != -1], dtype=object))
@@ -388,8 +388,7 @@ def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
                 new_shape = [total // known if d == -1 else d for d in new_shape]
             expected = tuple(new_shape)
     elif op.op == "SQUEEZE":
-        dims = op.options.SqueezeDimsAsNumpy().tolist() if op.options is not None and \
-            op.options.SqueezeDimsLength() else []
+        dims = op.option_vectors.get("squeeze_dims", np.zeros(0, np.int32)).tolist()
         axes = _axes(op, dims, len(have)) if dims else tuple(i for i, d in enumerate(have) if d == 1)
         expected = tuple(d for i, d in enumerate(have) if i not in axes)
     elif op.op == "EXPAND_DIMS":
