@@ -142,6 +142,8 @@ class JobConfig:
             raise ValueError(f"rounds must be in [1, 1000000], got {self.rounds}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.secure_aggregation and self.min_clients < 2:
+            raise ValueError("secure aggregation needs min_clients >= 2: the sum of one client's update is the update")
         if not 0.5 < self.secagg_threshold <= 1:
             raise ValueError(f"secagg_threshold must be in (0.5, 1], got {self.secagg_threshold}")
         if not 0.05 <= self.secagg_stage_timeout_s <= 3600:

@@ -351,9 +351,9 @@ class ServerRound:
 
     def close_shares(self, shared: list[str]) -> None:
         self.holders = sorted(shared)
-        keep = set(self.holders)
-        # Ciphertexts from clients that did not finish sharing are never delivered.
-        self.outbox = {r: {s: b for s, b in box.items() if s in keep} for r, box in self.outbox.items() if r in keep}
+        # add_shares is all or nothing, so every sender is a holder; the boxes of clients that
+        # advertised keys but sent no shares are never fetched.
+        self.outbox = {r: box for r, box in self.outbox.items() if r in set(self.holders)}
 
     def inbox(self, recipient: str) -> dict[str, bytes]:
         return dict(self.outbox.get(recipient, {}))

@@ -453,9 +453,10 @@ def test_dp_round_clips_every_update_on_the_server_and_adds_noise_of_the_asked_s
     assert status.history[0].dp_epsilon == status.dp_epsilon
 
 
-def test_dp_options_are_checked():
+def test_privacy_options_are_checked():
     for bad in (dict(dp_clip_norm=0.0), dict(dp_clip_norm=-1.0), dict(dp_noise_multiplier=1.0),
                 dict(dp_clip_norm=1.0, dp_noise_multiplier=float("nan")), dict(dp_clip_norm=1.0, dp_delta=1.0),
-                dict(secure_aggregation=True, secagg_threshold=0.5), dict(secagg_stage_timeout_s=0.0)):
+                dict(secure_aggregation=True, min_clients=2, secagg_threshold=0.5), dict(secagg_stage_timeout_s=0.0),
+                dict(secure_aggregation=True, min_clients=1)):
         with pytest.raises(ValueError):
             JobConfig(**bad).validate()

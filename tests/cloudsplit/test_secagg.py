@@ -429,3 +429,57 @@ def test_secure_round_with_dp_clipping_applies_the_equal_weight_mean_of_clipped_
     for name in initial:
         mean = sum(c[name].astype(np.float64) for c, _ in clipped) / 3
         np.testing.assert_allclose(after[name], initial[name] + mean, rtol=1e-5, atol=1e-7)
+
+
+def test_a_client_gone_before_sharing_is_left_out_and_too_few_survivors_abandon_the_round(model_path, digits_data):
+    """Round 1: the fourth client advertises keys and leaves; the share stage closes at its timeout
+    without it, and the other three complete the round (nothing of the fourth's to remove).
+    Round 2: two of four push; two survivors are below the threshold of three, so the round is
+    abandoned, nothing is revealed and the weights stay as round 1 left them."""
+    x, y, _, _ = digits_data
+    shards = federated.non_iid_split(x, y)[:4]
+    with start_server(federated=True) as handle:
+        job = _start(handle, model_path, fraction=1.0, min_clients=2, wait_for_clients=4, rounds=2,
+                     round_timeout_s=4.0, secagg_stage_timeout_s=1.5)
+        initial = job.global_weights()
+        clients = [Client(model_path, handle.address, shard, job.job_id, seed=k) for k, shard in enumerate(shards)]
+        for client in clients:
+            client.connect()
+        replies = [_join(c) for c in clients]
+        gone = clients[3]
+        gone.stub.AdvertiseKeys(pb.AdvertiseKeysRequest(auth=gone.auth, round=1, cipher_public_key=b"\5" * 32,
+                                                        mask_public_key=b"\6" * 32), timeout=10)
+        sessions = _in_threads([lambda c=c: c.secure_setup(1) for c in clients[:3]])
+        assert gone.client_id in job.round.secure.order and gone.client_id not in job.round.secure.holders
+        deltas = []
+        for client, reply, session in zip(clients, replies, sessions):
+            start, _ = client.pull(1)
+            client.train_locally(start, reply)
+            deltas.append({n: client.trainer.get_variable(n) - start[n] for n in client.variables})
+            client.secure_push(1, session, deltas[-1])
+        _in_threads([lambda c=c, s=s: c.secure_reveal(1, s) for c, s in zip(clients, sessions)])
+        _wait_for(lambda: job.status().applied_rounds == 1)
+        after_first = job.global_weights()
+
+        replies = [_join(c) for c in clients]
+        assert all(r.round == 2 for r in replies)
+        sessions = _in_threads([lambda c=c: c.secure_setup(2) for c in clients])
+        for client, reply, session in list(zip(clients, replies, sessions))[:2]:
+            start, _ = client.pull(2)
+            client.train_locally(start, reply)
+            client.secure_push(2, session, {n: client.trainer.get_variable(n) - start[n] for n in client.variables})
+        with pytest.raises(grpc.RpcError) as info:
+            clients[0].secure_reveal(2, sessions[0])
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "abandoned" in info.value.details()
+        assert job.wait(30)
+        status, after = job.status(), job.global_weights()
+        for c in clients:
+            c.close()
+    first, second = status.history
+    assert (first.applied, first.updates, first.dropped) == (True, 3, 0)
+    assert (second.applied, second.updates, second.dropped) == (False, 2, 2)
+    assert status.abandoned_rounds == 1
+    mean = _weighted_mean(deltas, [c.num_samples for c in clients[:3]])
+    for name in initial:
+        np.testing.assert_allclose(after_first[name], initial[name] + mean[name], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(after[name], after_first[name])
