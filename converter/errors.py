@@ -10,9 +10,9 @@ class UnsupportedOpsError(ConversionError):
     """Every unsupported op of a model, found before anything was built.
 
     ``ops`` maps an op key to the names of the nodes that have it. The key is the op type
-    ("NonMaxSuppression"), the domain-qualified type for other domains ("com.microsoft.FusedConv"),
+    ("NonZero"), the domain-qualified type for other domains ("com.microsoft.FusedConv"),
     or the op type with the reason in parentheses when only some uses are unsupported
-    ("Resize (mode=cubic)", "Add (dtype double)").
+    ("Resize (antialias=1)", "Add (dtype double)").
     """
 
     def __init__(self, ops: dict[str, list[str]]):

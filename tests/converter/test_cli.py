@@ -38,9 +38,9 @@ def small_conv_model(seed: int = 0) -> onnx.ModelProto:
 def unsupported_model() -> onnx.ModelProto:
     nodes = [
         helper.make_node("Relu", ["x"], ["a"]),
-        helper.make_node("Einsum", ["a", "a"], ["b"], equation="ij,ij->ij", name="einsum_1"),
+        helper.make_node("Einsum", ["a", "a"], ["b"], equation="ij,jj->ij", name="einsum_1"),
         helper.make_node("Det", ["b"], ["c"], name="det_1"),
-        helper.make_node("Einsum", ["b", "b"], ["y"], equation="ij,ij->ij", name="einsum_2"),
+        helper.make_node("Einsum", ["b", "b"], ["y"], equation="ij,jj->ij", name="einsum_2"),
     ]
     graph = helper.make_graph(
         nodes, "unsupported",

@@ -468,7 +468,7 @@ def test_unsupported_ops_are_listed_together():
     nodes = [
         helper.make_node("NonZero", ["x"], ["v"], name="top1"),
         helper.make_node("NonZero", ["x"], ["v2"], name="top2"),
-        helper.make_node("Resize", ["x", "", "sc"], ["r"], name="cubic", mode="cubic"),
+        helper.make_node("Resize", ["x", "", "sc"], ["r"], name="antialiased", mode="linear", antialias=1),
         helper.make_node("MaxPool", ["x"], ["mp", "mpi"], name="pool_idx", kernel_shape=[2, 2]),
         helper.make_node("Cast", ["x"], ["d"], name="to_double", to=TensorProto.DOUBLE),
         helper.make_node("LSTM", ["seq", "W", "R"], ["lstm_y"], name="custom_lstm", hidden_size=2,
@@ -499,7 +499,7 @@ def test_unsupported_ops_are_listed_together():
     assert ops["NonZero"] == ["top1", "top2"]
     assert ops["MaxRoiPool"] == ["roipool"]
     assert ops["com.microsoft.Gelu"] == ["ms_gelu"]
-    assert ops["Resize (mode=cubic)"] == ["cubic"]
+    assert ops["Resize (antialias=1)"] == ["antialiased"]
     assert ops["MaxPool (Indices output)"] == ["pool_idx"]
     assert ops["Cast (to=double)"] == ["to_double"]
     assert any(k.startswith("LSTM (activations") for k in ops)
