@@ -19,6 +19,10 @@ Parts (tables printed; all written to <out>/train-pipeline-<stamp>.{json,md}):
   quarter of what that worker held: the planner (cloudsplit.partition.solve_stages, training,
   costs measured here) picks the fewest stages that fit, the pipeline trains on the same batches,
   and the loss curves are compared.
+- balance: the K-way planner (training, K = 2, 4, 8) on MobileNetV2 (a chain: the plan is exact),
+  ResNet-18 and a 6-layer BERT encoder (DAGs: the plan is exact among partitions contiguous in op
+  order), op times measured here. Its slowest stage against a lower bound on any partition's:
+  max(total / K, the slowest op), with a free link and with 10 Gbit/s.
 """
 from __future__ import annotations
 
@@ -186,6 +190,34 @@ def limit(args) -> dict:
     return row
 
 
+def balance(args) -> list[dict]:
+    import converter
+    import edge
+    from cloudsplit import costs, partition
+    from tests.fixtures import models
+
+    nets = {"MobileNetV2": models.mobilenet_v2(), "ResNet-18": models.resnet18(),
+            "BERT 6x384, 128 tokens": models.bert_encoder(layers=6, hidden=384, heads=12, batch=1, tokens=128)}
+    rows = []
+    for name, onnx_model in nets.items():
+        data = converter.convert(onnx_model).data
+        op_ms = costs.measure_op_ms(data, runs=3)
+        with edge.Interpreter(model_content=data) as interpreter:
+            interpreter.allocate_tensors()
+            model_costs = costs.costs_from_interpreter(interpreter, op_ms, op_ms)
+        bound_scale = 3.0  # forward + backward (backward_factor 2)
+        for link in (float("inf"), 10e9):
+            for k in (2, 4, 8):
+                plan = partition.solve_stages(model_costs, k, link_bps=min(link, 1e18), training=True)
+                bound = max(sum(op_ms) * bound_scale / k, max(op_ms) * bound_scale)
+                row = {"model": name, "ops": len(op_ms), "link": "free" if link == float("inf") else "10 Gbit/s",
+                       "stages": k, "method": plan.method, "bottleneck_ms": plan.bottleneck_ms, "bound_ms": bound}
+                rows.append(row)
+                print(f"balance {name} K={k} link {row['link']}: slowest stage {plan.bottleneck_ms:.2f} ms, bound "
+                      f"{bound:.2f} ms ({plan.bottleneck_ms / bound:.3f}x)", flush=True)
+    return rows
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Pipeline training, {report['date']}", "", f"Machine: {report['machine']}", ""]
     if "bubble" in report:
@@ -209,6 +241,15 @@ def markdown(report: dict) -> str:
         lines += [f"| {r['schedule']} | {'yes' if r['recompute'] else 'no'} | "
                   + " | ".join(str(b) for b in r["peak_kept_bytes"]) + " |" for r in report["memory"]]
         lines.append("")
+    if "balance" in report:
+        lines += ["## Planner balance (training; slowest stage / max(total / K, slowest op))", "",
+                  "| model | ops | link | K = 2 | K = 4 | K = 8 |", "|---|---|---|---|---|---|"]
+        groups: dict = {}
+        for r in report["balance"]:
+            groups.setdefault((r["model"], r["ops"], r["link"]), {})[r["stages"]] = r["bottleneck_ms"] / r["bound_ms"]
+        lines += [f"| {m} | {n} | {link} | " + " | ".join(f"{g[k]:.3f}" for k in (2, 4, 8)) + " |"
+                  for (m, n, link), g in groups.items()]
+        lines.append("")
     if "limit" in report:
         r = report["limit"]
         lines += ["## Over one worker's memory (Adam)", "",
@@ -220,7 +261,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="bubble,compute,memory,limit")
+    parser.add_argument("--parts", default="bubble,compute,memory,limit,balance")
     parser.add_argument("--steps", type=int, default=5, help="timed batches per configuration")
     parser.add_argument("--forward-ms", type=float, default=20.0, help="bubble part: sleep per forward")
     parser.add_argument("--layers", type=int, default=8)
@@ -235,7 +276,7 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     report = {"date": stamp, "args": vars(args) | {"out": str(args.out)},
               "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"}
-    parts = {"bubble": bubble, "compute": compute, "memory": memory, "limit": limit}
+    parts = {"bubble": bubble, "compute": compute, "memory": memory, "limit": limit, "balance": balance}
     for name in args.parts.split(","):
         report[name] = parts[name](args)
     args.out.mkdir(parents=True, exist_ok=True)
