@@ -319,6 +319,38 @@ def add_train_parser(subparsers) -> None:
     parser.set_defaults(func=command_train)
 
 
+def command_tune(args) -> int:
+    from edge import opencl
+
+    table = opencl.tune(_existing_file(args.model), precision=args.gpu_precision, device_index=args.device,
+                        runs=args.runs, num_threads=args.threads)
+    print(f"{args.model}: {len(table['ops'])} ops; CPU kernels ({args.threads} thread(s)) against OpenCL "
+          f"({args.gpu_precision}), median op times over {args.runs} runs; link {table['link_bytes_per_s'] / 1e9:.2f} GB/s")
+    print(f"{'#':>5}  {'op':<20} {'cpu ms':>9} {'gpu ms':>9}  placed")
+    for i, op in enumerate(table["ops"]):
+        gpu = f"{table['gpu_ms'][i]:9.4f}" if table["gpu_ms"][i] is not None else f"{'-':>9}"
+        print(f"{i:>5}  {op:<20} {table['cpu_ms'][i]:9.4f} {gpu}  {table['devices'][i]}")
+    on_gpu = table["devices"].count("gpu")
+    print(f"placement: {on_gpu} of {len(table['ops'])} ops on the GPU, predicted {table['predicted_ms']:.3f} ms against "
+          f"{table['all_cpu_ms']:.3f} ms all on the CPU")
+    if "path" in table:
+        print(f"stored in {table['path']}: Interpreter(backend='auto') follows it for this model and device")
+    return 0
+
+
+def add_tune_parser(subparsers) -> None:
+    parser = subparsers.add_parser("tune", help="measure a model's ops on CPU and GPU and store the placement",
+                                   description="Times every op on the CPU kernels and on the OpenCL device, plans "
+                                               "which run on the GPU (op times, copies where the device changes, a "
+                                               "sync per change) and stores the plan for backend='auto'.")
+    parser.add_argument("model", help="the .edge model")
+    parser.add_argument("--gpu-precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--device", type=int, default=0, help="OpenCL device: 0 the first GPU, k the k-th listed")
+    parser.add_argument("--runs", type=_positive, default=10, help="profiled runs per backend (default 10)")
+    parser.add_argument("--threads", type=_positive, default=1, help="CPU threads per op (default 1)")
+    parser.set_defaults(func=command_tune)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -338,6 +370,7 @@ COMMANDS = [
             user_errors="converter.errors:ConversionError", extra="convert"),
     Command("run", "run a .edge model on .npy inputs", add_run_parser),
     Command("bench", "latency and memory of a .edge model", add_bench_parser),
+    Command("tune", "place a model's ops on CPU and GPU by measured times", add_tune_parser),
     Command("profile", "per-op times of a .edge model", add_profile_parser),
     Command("train", "train a trainable .edge model", add_train_parser),
 ]

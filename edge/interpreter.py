@@ -148,6 +148,13 @@ class Interpreter:
         self._outputs = [lib.edge_interpreter_output(self._interp, i)
                          for i in range(lib.edge_interpreter_num_outputs(self._interp))]
         self._signatures = self._read_signatures()
+        if backend == "auto":  # a placement measured by `edge tune` for this model and device, if any
+            from edge import opencl
+
+            tuned = opencl.tuned_placement(self._model_content if model_content is not None else self.model_path,
+                                           gpu_precision, device)
+            if tuned is not None and len(tuned) == self._num_ops:
+                self.set_op_devices(tuned)
 
     @staticmethod
     def _borrowable(content) -> Any:
@@ -466,6 +473,23 @@ class Interpreter:
             "flops": int(info.flops),
         }
         return entry, info
+
+    def set_op_devices(self, devices: Sequence[str] | None) -> None:
+        """Which ops the GPU may take, per op "cpu" or "gpu" (None: the backend decides); takes
+        effect at the next ``allocate_tensors()``. ``edge.opencl.plan_placement`` computes one from
+        measured times, ``edge tune`` stores one that ``backend="auto"`` then follows."""
+        handle = self._handle()
+        if devices is None:
+            self._check(self._lib.edge_interpreter_set_op_devices(handle, ffi.NULL, 0))
+        else:
+            codes = []
+            for device in devices:
+                if device not in ("cpu", "gpu"):
+                    raise InvalidArgumentError(f"op devices are 'cpu' or 'gpu', got {device!r}")
+                codes.append(1 if device == "gpu" else 0)
+            array = ffi.new("uint8_t[]", codes or [0])
+            self._check(self._lib.edge_interpreter_set_op_devices(handle, array, len(codes)))
+        self._allocated = False
 
     def placement(self) -> dict[str, Any]:
         """Where the ops run after ``allocate_tensors()``: ``devices`` (per op, "cpu" or "gpu"),

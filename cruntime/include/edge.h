@@ -130,6 +130,9 @@ typedef struct {
 } edge_opencl_device_info;
 edge_status edge_opencl_num_devices(int32_t *out);
 edge_status edge_opencl_device(int32_t index, edge_opencl_device_info *out);
+/* Host -> device -> host copy rate of ``bytes`` bytes (best of ``repeats``), in bytes per second;
+ * device as gpu_device in edge_interpreter_options. */
+edge_status edge_opencl_copy_rate(int32_t device, size_t bytes, int32_t repeats, double *bytes_per_second);
 
 typedef struct {
   uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
@@ -199,6 +202,10 @@ edge_status edge_interpreter_reset_variables(edge_interpreter *interp);
  * synced, then renamed over path. Every variable must have its own buffer in the model. */
 edge_status edge_interpreter_save_model(const edge_interpreter *interp, const char *path);
 
+/* Which ops the GPU may take (backend opencl or auto), from the next allocate on: devices[op] = 0
+ * keeps op on the CPU, 1 lets the GPU take it when it has a kernel for it. With a list, auto follows it
+ * (its own FLOP threshold is not applied). NULL (or num_ops 0) clears it. */
+edge_status edge_interpreter_set_op_devices(edge_interpreter *interp, const uint8_t *devices, int32_t num_ops);
 /* Where an op runs after allocate: 0 the CPU, 1 the GPU. */
 int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op);
 /* Host/GPU transfers and kernel launches since the interpreter was created (all zero on the CPU). */

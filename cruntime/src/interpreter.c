@@ -56,6 +56,7 @@ struct edge_interpreter {
   edge_gpu *gpu;                        /* the OpenCL device, when one is in use (opencl/gpu.h) */
   uint8_t *placement;                   /* per op after allocate: 1 on the GPU */
   uint8_t *exposed;                     /* per tensor: its host address was handed out (tensor_data) */
+  uint8_t *gpu_allowed;                 /* per op, set_op_devices; NULL: no list */
 };
 
 static size_t align_up(size_t n) { return (n + EDGE_ALIGNMENT - 1) / EDGE_ALIGNMENT * EDGE_ALIGNMENT; }
@@ -153,6 +154,7 @@ void edge_interpreter_free(edge_interpreter *interp) {
   free(interp->plan);
   free(interp->plan_tensor);
   edge_gpu_free(interp->gpu);
+  free(interp->gpu_allowed);
   free(interp->placement);
   free(interp->exposed);
   free(interp);
@@ -525,7 +527,8 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   if (interp->gpu) {
     interp->error[0] = '\0';
     edge_status status = edge_gpu_plan(interp->gpu, &interp->ctx, interp->nodes, interp->num_ops, interp->arena,
-                                       arena_bytes, interp->backend == EDGE_BACKEND_AUTO, interp->placement);
+                                       arena_bytes, interp->backend == EDGE_BACKEND_AUTO, interp->gpu_allowed,
+                                       interp->placement);
     if (status != EDGE_OK) {
       char message[EDGE_ERROR_CAPACITY];
       snprintf(message, sizeof message, "%s", interp->error);
@@ -804,6 +807,32 @@ void edge_interpreter_reset_profile(edge_interpreter *interp) {
 }
 
 /* ---- the OpenCL backend's placement and transfers ---- */
+
+edge_status edge_interpreter_set_op_devices(edge_interpreter *interp, const uint8_t *devices, int32_t num_ops) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "set_op_devices: interpreter is NULL");
+  if (!devices || num_ops == 0) {
+    free(interp->gpu_allowed);
+    interp->gpu_allowed = NULL;
+  } else {
+    if (num_ops != interp->num_ops)
+      return interp_fail(interp, EDGE_INVALID_ARGUMENT, "set_op_devices: %d entries for a model of %d ops", num_ops,
+                         interp->num_ops);
+    uint8_t *copy = malloc((size_t)num_ops);
+    if (!copy) return interp_fail(interp, EDGE_OUT_OF_MEMORY, "set_op_devices: out of memory");
+    for (int32_t i = 0; i < num_ops; ++i) {
+      if (devices[i] > 1) {
+        free(copy);
+        return interp_fail(interp, EDGE_INVALID_ARGUMENT, "set_op_devices: entry %d is %u; use 0 (CPU) or 1 (GPU)", i,
+                           devices[i]);
+      }
+      copy[i] = devices[i];
+    }
+    free(interp->gpu_allowed);
+    interp->gpu_allowed = copy;
+  }
+  interp->allocated = false;  /* takes effect at the next allocate */
+  return EDGE_OK;
+}
 
 int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op) {
   if (!interp || !interp->allocated || op < 0 || op >= interp->num_ops) return 0;

@@ -7,7 +7,9 @@ CI installs pocl-opencl-icd, so these run there; without OpenCL they are skipped
 """
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -295,3 +297,82 @@ def test_cli_shows_the_placement_and_benchmarks_and_profiles_on_the_gpu(tmp_path
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     devices = {row[1]: row[3] for row in rows if len(row) > 3}
     assert devices.get("CAST") == "cpu" and devices.get("FULLY_CONNECTED") == "gpu", devices
+
+
+def test_placement_plan_is_the_cheapest_assignment():
+    """plan_placement against every assignment, costed by the same rule written out directly."""
+    import itertools
+    import random
+
+    rng = random.Random(5)
+    for trial in range(40):
+        n = rng.randint(1, 7)
+        cpu = [rng.uniform(0.1, 2.0) for _ in range(n)]
+        gpu = [rng.uniform(0.01, 1.0) if rng.random() < 0.8 else None for _ in range(n)]
+        crossing = [rng.randint(0, 4000) for _ in range(n + 1)]
+        link, sync = rng.choice([1e5, 1e6, 1e9]), 0.05
+        devices, predicted, all_cpu = edge.opencl.plan_placement(cpu, gpu, crossing, link_bytes_per_s=link,
+                                                                 sync_ms=sync)
+        best = float("inf")
+        for choice in itertools.product((0, 1), repeat=n):
+            if any(c and gpu[i] is None for i, c in enumerate(choice)):
+                continue
+            cost, where = 0.0, 0
+            for i, c in enumerate(choice):
+                if c != where:
+                    cost += crossing[i] / link * 1e3 + sync
+                cost += gpu[i] if c else cpu[i]
+                where = c
+            cost += (crossing[n] / link * 1e3 + sync) if where else 0.0
+            best = min(best, cost)
+        assert predicted == pytest.approx(best, rel=1e-9), trial
+        assert all_cpu == pytest.approx(sum(cpu))
+        assert all(d == "cpu" for i, d in enumerate(devices) if gpu[i] is None)
+
+
+def test_set_op_devices_keeps_ops_on_the_cpu_and_auto_follows_a_tuned_placement(tmp_path, monkeypatch):
+    import converter
+
+    monkeypatch.setenv("EDGE_OPENCL_CACHE", str(tmp_path))
+    onnx_model = _network("bert_encoder")
+    data = converter.convert(onnx_model).data
+    feeds = models.sample_inputs(onnx_model)
+    want, _ = run(data, feeds)
+    interpreter = edge.Interpreter(model_content=data, backend="opencl")
+    ops = len(interpreter.op_details())
+    pattern = ["gpu" if i % 3 else "cpu" for i in range(ops)]
+    interpreter.set_op_devices(pattern)
+    interpreter.allocate_tensors()
+    got = run_interpreter(interpreter, feeds)
+    placed = interpreter.placement()["devices"]
+    assert all(p == "cpu" for p, allowed in zip(placed, pattern) if allowed == "cpu")
+    assert placed.count("gpu") >= 0.5 * ops
+    for name in want:
+        assert relative_error(got[name], want[name]) <= FP32_BOUND
+    with pytest.raises(edge.InvalidArgumentError, match="entries for a model of"):
+        interpreter.set_op_devices(["gpu"])
+    with pytest.raises(edge.InvalidArgumentError, match="'cpu' or 'gpu'"):
+        interpreter.set_op_devices(["tpu"] * ops)
+
+    path = tmp_path / "bert.edge"
+    path.write_bytes(data)
+    table = edge.opencl.tune(str(path), runs=3)
+    assert len(table["devices"]) == ops and table["link_bytes_per_s"] > 0
+    # PoCL's kernels are far slower than the CPU's here: the measured plan keeps everything on the CPU
+    assert table["devices"] == ["cpu"] * ops and table["predicted_ms"] == pytest.approx(table["all_cpu_ms"])
+    assert all(g is None or g > c for c, g in zip(table["cpu_ms"], table["gpu_ms"]))
+    assert edge.opencl.tuned_placement(str(path)) == table["devices"]
+    # auto follows the stored plan (here: nothing on the GPU); a forced all-GPU plan is followed too
+    tuned = edge.Interpreter(model_path=str(path), backend="auto")
+    tuned.allocate_tensors()
+    assert tuned.placement()["devices"] == ["cpu"] * ops
+    forced = dict(table, devices=["gpu"] * ops)
+    stored = pathlib.Path(table["path"])
+    stored.write_text(json.dumps(forced))
+    followed = edge.Interpreter(model_path=str(path), backend="auto")
+    followed.allocate_tensors()
+    assert followed.placement()["devices"].count("gpu") == 48  # every op the GPU has a kernel for
+    stored.write_text("{not json")  # damaged: ignored, auto's own rule (PoCL: the CPU)
+    damaged = edge.Interpreter(model_path=str(path), backend="auto")
+    damaged.allocate_tensors()
+    assert damaged.placement()["devices"] == ["cpu"] * ops

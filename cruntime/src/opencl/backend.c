@@ -250,7 +250,7 @@ static bool tensors_fit(const edge_gpu *gpu, const edge_context *ctx, const edge
 }
 
 edge_status edge_gpu_plan(edge_gpu *gpu, edge_context *ctx, edge_node *nodes, int32_t num_ops, void *arena,
-                          size_t arena_bytes, bool auto_mode, uint8_t *placement) {
+                          size_t arena_bytes, bool auto_mode, const uint8_t *allowed, uint8_t *placement) {
   release_plan(gpu);
   memset(placement, 0, (size_t)num_ops);
   if (!gpu->constants || gpu->num_tensors != ctx->num_tensors) {
@@ -267,11 +267,13 @@ edge_status edge_gpu_plan(edge_gpu *gpu, edge_context *ctx, edge_node *nodes, in
   gpu->residency = calloc((size_t)(ctx->num_tensors ? ctx->num_tensors : 1), 1);
   gpu->ops = calloc((size_t)(num_ops ? num_ops : 1), sizeof *gpu->ops);
   if (!gpu->residency || !gpu->ops) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "out of memory");
-  if (auto_mode && !gpu->dev.is_gpu) return EDGE_OK;   /* a CPU OpenCL device does not beat the CPU kernels */
+  /* a CPU OpenCL device does not beat the CPU kernels, unless a measured placement says so */
+  if (auto_mode && !allowed && !gpu->dev.is_gpu) return EDGE_OK;
 
   for (int32_t op = 0; op < num_ops; ++op)
-    placement[op] = tensors_fit(gpu, ctx, &nodes[op]) && edge_gpu_op_supported(ctx, &nodes[op]);
-  if (auto_mode) {
+    placement[op] = (!allowed || allowed[op]) && tensors_fit(gpu, ctx, &nodes[op]) &&
+                    edge_gpu_op_supported(ctx, &nodes[op]);
+  if (auto_mode && !allowed) {
     for (int32_t begin = 0; begin < num_ops;) {
       if (!placement[begin]) {
         ++begin;

@@ -256,3 +256,47 @@ edge_status edge_gpu_kernel(edge_gpu_device *d, const char *family, const char *
   }
   return EDGE_OK;
 }
+
+/* ---- the host <-> device copy rate (edge.h) ---- */
+
+#include <time.h>
+
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+edge_status edge_opencl_copy_rate(int32_t device, size_t bytes, int32_t repeats, double *bytes_per_second) {
+  if (!bytes_per_second || bytes == 0 || repeats < 1)
+    return edge_set_last_error(EDGE_INVALID_ARGUMENT, "opencl_copy_rate: needs bytes > 0, repeats >= 1 and an output");
+  char error[EDGE_ERROR_CAPACITY] = "";
+  edge_gpu_device d;
+  edge_status status = edge_gpu_device_open(&d, device, false, error);
+  if (status != EDGE_OK) return edge_set_last_error(status, "%s", error);
+  void *host = malloc(bytes);
+  cl_int err = CL_SUCCESS;
+  cl_mem buffer = host ? d.cl->clCreateBuffer(d.context, CL_MEM_READ_WRITE, bytes, NULL, &err) : NULL;
+  double best = 0.0;
+  if (!host || !buffer || err != CL_SUCCESS) {
+    status = edge_set_last_error(EDGE_OUT_OF_MEMORY, "opencl_copy_rate: %zu bytes: %s", bytes,
+                                 host ? edge_cl_error_name(err) : "out of host memory");
+  } else {
+    memset(host, 1, bytes);
+    for (int32_t r = 0; r < repeats && status == EDGE_OK; ++r) {
+      double start = seconds_now();
+      err = d.cl->clEnqueueWriteBuffer(d.queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+      if (err == CL_SUCCESS) err = d.cl->clEnqueueReadBuffer(d.queue, buffer, CL_TRUE, 0, bytes, host, 0, NULL, NULL);
+      double elapsed = seconds_now() - start;
+      if (err != CL_SUCCESS)
+        status = edge_set_last_error(EDGE_RUNTIME_ERROR, "opencl_copy_rate: %s (%d)", edge_cl_error_name(err), err);
+      else if (elapsed > 0 && 2.0 * (double)bytes / elapsed > best)
+        best = 2.0 * (double)bytes / elapsed;
+    }
+  }
+  if (buffer) d.cl->clReleaseMemObject(buffer);
+  free(host);
+  edge_gpu_device_close(&d);
+  *bytes_per_second = best;
+  return status;
+}

@@ -35,10 +35,11 @@ void edge_gpu_free(edge_gpu *gpu);
 bool edge_gpu_is_gpu_device(const edge_gpu *gpu);
 
 /* After the CPU prepare and the arena plan: decides each op's device (placement[op] = 1 on the GPU),
- * prepares the GPU ops and allocates the device arena. ``auto_mode``: only where the GPU is expected
- * to pay (see backend.c). Every tensor starts valid on the host. */
+ * prepares the GPU ops and allocates the device arena. ``allowed``: per op, whether the GPU may take
+ * it (NULL: every op). ``auto_mode`` without ``allowed``: only where the GPU is expected to pay (see
+ * backend.c). Every tensor starts valid on the host. */
 edge_status edge_gpu_plan(edge_gpu *gpu, edge_context *ctx, edge_node *nodes, int32_t num_ops, void *arena,
-                          size_t arena_bytes, bool auto_mode, uint8_t *placement);
+                          size_t arena_bytes, bool auto_mode, const uint8_t *allowed, uint8_t *placement);
 /* Runs a GPU-placed op (uploading what it reads that only the host holds). ``wait``: returns only
  * once its kernels finished (profiling: the op's time is then its own). */
 edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int32_t op, bool wait);
