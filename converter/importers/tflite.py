@@ -412,6 +412,8 @@ def build_graph(model: TFLiteModel) -> Graph:
     if model.description:
         builder.metadata("tflite_description", model.description)
     graph = builder.build()
+    if ctx.quantization:
+        graph = graph.replace(quantization={n: q for n, q in ctx.quantization.items() if n in graph.tensors})
     signatures = {}
     for key, (sig_inputs, sig_outputs) in model.signatures.items():
         ins = {n: ctx.names[i] for n, i in sig_inputs.items()}

@@ -21,6 +21,7 @@ import numpy as np
 from converter.builder import GraphBuilder
 from converter.errors import ConversionError
 from converter.importers.tflite import OperatorInfo, TFLiteModel
+from converter.ir import Quantization
 
 SAME, VALID = 0, 1
 # ActivationFunctionType -> (IR op, attrs). LiteRT's float kernels apply only the clamping ones:
@@ -42,6 +43,25 @@ class ImportContext:
         self.values: dict[int, str] = {}
         # Constant data of tensors made by ops at import (the float32 side of a float16 DEQUANTIZE).
         self.constant_data: dict[int, np.ndarray] = {}
+        # IR tensor -> int8 params (Graph.quantization), for the tensors of quantized models.
+        self.quantization: dict[str, Quantization] = {}
+
+    def params(self, index: int) -> Quantization | None:
+        """TFLite tensor ``index``'s params as the IR keeps them (int8; per-channel axis as stored)."""
+        t = self.tensor(index)
+        if not t.scale or t.type_code not in (INT8, INT32):  # int8 values, int32 biases
+            return None
+        if len(t.zero_point) != len(t.scale):
+            raise ConversionError(f"tensor {t.name!r}: {len(t.scale)} scales, {len(t.zero_point)} zero points")
+        if any(not (s > 0 and math.isfinite(s)) for s in t.scale):
+            raise ConversionError(f"tensor {t.name!r}: scales must be positive and finite")
+        if len(t.scale) > 1 and not 0 <= t.quantized_dimension < max(len(t.shape), 1):
+            raise ConversionError(f"tensor {t.name!r}: quantized dimension {t.quantized_dimension} out of range")
+        return Quantization(tuple(t.scale), tuple(t.zero_point), t.quantized_dimension if len(t.scale) > 1 else 0)
+
+    def record(self, name: str, params: Quantization | None) -> None:
+        if params is not None:
+            self.quantization[name] = params
 
     def tensor(self, index: int):
         return self.model.tensors[index]
@@ -49,6 +69,7 @@ class ImportContext:
     def define_input(self, index: int) -> None:
         t = self.tensor(index)
         self.values[index] = self.b.input(self.names[index], t.shape, t.dtype)
+        self.record(self.values[index], self.params(index))
 
     def value(self, index: int, what: str) -> str:
         """The IR tensor holding TFLite tensor ``index`` (constants are added on first use)."""
@@ -59,6 +80,7 @@ class ImportContext:
             raise ConversionError(f"{what}: tensor {t.name!r} is read before any op writes it")
         data = t.data.astype(np.float32) if t.data.dtype == np.float16 else t.data
         self.values[index] = self.b.constant(self.names[index], data)
+        self.record(self.values[index], self.params(index))
         return self.values[index]
 
     def const(self, op: OperatorInfo, position: int, what: str) -> np.ndarray:
@@ -96,10 +118,19 @@ class ImportContext:
         fused ``activation`` if any, and checks its declared shape."""
         attrs = dict(attrs or {})
         if output is None:
-            return self.b.op(ir_op, *inputs, name=None, **attrs)
+            name = self.b.op(ir_op, *inputs, name=None, **attrs)
+            if ir_op in MOVES_BYTES and isinstance(inputs[0], str) and inputs[0] in self.quantization:
+                self.record(name, self.quantization[inputs[0]])
+            return name
         if output in self.values:
             raise ConversionError(f"{op.name}: tensor {self.tensor(output).name!r} is written twice")
         final = self.names[output]
+        params = self.params(output)
+        if activation and params is not None:
+            # int8 ops clamp in the quantized domain themselves; the activation stays on the op.
+            act_op, act_attrs = FUSED_ACTIVATIONS[activation]
+            attrs["activation"] = (act_op, act_attrs.get("min", 0.0), act_attrs.get("max", 0.0))
+            activation = 0
         if activation:
             act_op, act_attrs = FUSED_ACTIVATIONS[activation]
             pre = self.b.op(ir_op, *inputs, **attrs)
@@ -107,6 +138,7 @@ class ImportContext:
         else:
             name = self.b.op(ir_op, *inputs, outputs=[final], **attrs)
         self.values[output] = name
+        self.record(name, params)
         declared = self.tensor(output).shape
         got = tuple(self.b.type_of(name).shape)
         if declared != got and not (declared == () and len(got) > 0 and False):
@@ -184,6 +216,11 @@ def _depthwise_conv2d(ctx: ImportContext, op: OperatorInfo) -> None:
     if ohwi.dtype == np.float16:
         ohwi = ohwi.astype(np.float32)
     w_name = ctx.b.constant(ctx.b._fresh(ctx.names[ctx.input_index(op, 1)] + "_ohwi"), ohwi)
+    w_params = ctx.params(ctx.input_index(op, 1))
+    if w_params is not None:
+        if len(w_params.scale) > 1 and w_params.axis != 3:
+            raise ConversionError(f"{op.name}: depthwise weights quantized along axis {w_params.axis}, not 3")
+        ctx.record(w_name, Quantization(w_params.scale, w_params.zero_point, 0))
     attrs = {"strides": stride, "dilations": dilation, "pads": pads, "groups": cin, "layout": "NHWC"}
     ctx.emit(op, "Conv2D", [ctx.input(op, 0), w_name, ctx.optional_input(op, 2)], attrs,
              ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
@@ -617,8 +654,24 @@ def _dequantize(ctx: ImportContext, op: OperatorInfo) -> None:
 
 
 def _check_dequantize(model: TFLiteModel, op: OperatorInfo) -> str | None:
-    if op.inputs and op.inputs[0] >= 0 and model.tensors[op.inputs[0]].type_code != 1:
-        return f"from {model.tensors[op.inputs[0]].type_name}"
+    if op.inputs and op.inputs[0] >= 0:
+        source = model.tensors[op.inputs[0]]
+        if source.type_code == 1 or (source.type_code == INT8 and source.quantized and source.data is None):
+            return None
+        return f"from {'constant ' if source.data is not None else ''}{source.type_name}"
+    return None
+
+
+def _quantize(ctx: ImportContext, op: OperatorInfo) -> None:
+    ctx.emit(op, "Quantize", [ctx.input(op, 0)], {}, ctx.output_index(op))
+
+
+def _check_quantize(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    if not (op.inputs and op.outputs and op.inputs[0] >= 0):
+        return None
+    source, target = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
+    if source.type_code != 0 or target.type_code != INT8 or len(target.scale) != 1:
+        return f"{source.type_name} to {target.type_name}"
     return None
 
 
@@ -687,10 +740,43 @@ TABLE: dict[str, tuple[Callable, Callable | None]] = {
     "SPLIT": (_split, None),
     "SPLIT_V": (_split, None),
     "DEQUANTIZE": (_dequantize, _check_dequantize),
+    "QUANTIZE": (_quantize, _check_quantize),
 }
-# Ops whose inputs may be integer (shapes, indices, axes) without being a quantized model.
-INTEGER_INPUTS_OK = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "TRANSPOSE", "GATHER", "SLICE",
-                     "STRIDED_SLICE", "SPLIT", "SPLIT_V", "PAD", "PADV2", "MIRROR_PAD"}
+INT8, INT32 = 9, 2
+# IR ops that only move bytes: on int8 tensors their outputs keep the input's params.
+MOVES_BYTES = ("Reshape", "Transpose", "Slice", "MaxPool2D", "Gather", "Split", "Pad")
+# TFLite ops with int8 forms in the runtime (its int8 compute ops and the byte movers).
+INT8_COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
+                "MEAN", "CONCATENATION", "SOFTMAX"}
+INT8_FOLLOW = {"MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "SLICE", "STRIDED_SLICE",
+               "GATHER", "SPLIT", "SPLIT_V", "PAD"}
+INT8_OPS = INT8_COMPUTE | INT8_FOLLOW
+
+
+def _int8_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
+    """Why an op of a quantized model has no int8 form here, or None."""
+    tensors = [model.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+    quantized = [t for t in tensors if t.quantized]
+    if not quantized:
+        return None
+    data = [model.tensors[i] for i in op.inputs if i >= 0 and model.tensors[i].data is None]
+    outputs = [model.tensors[i] for i in op.outputs]
+    if any(len(t.scale) != 1 for t in data + outputs):
+        return "activations quantized per channel"
+    if any(t.dtype == "float32" for t in data + outputs):
+        return "float and int8 operands mixed"
+    if op.op in INT8_FOLLOW and data and any((t.scale, t.zero_point) != (data[0].scale, data[0].zero_point)
+                                             for t in outputs):
+        return "output params differ from the input's"
+    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1 and op.inputs[1] >= 0:
+        weights = model.tensors[op.inputs[1]]
+        if weights.data is None or not weights.quantized or any(z != 0 for z in weights.zero_point):
+            return "weights not constant symmetric int8"
+        if weights.data.size and int(np.min(weights.data)) < -127:
+            return "weights use -128"
+    if op.op == "SOFTMAX" and outputs and (outputs[0].scale != (1.0 / 256.0,) or outputs[0].zero_point != (-128,)):
+        return "int8 output params other than 1/256, -128"
+    return None
 
 
 def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
@@ -701,17 +787,20 @@ def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
     activation = _options(op, "FusedActivationFunction", 0)
     if activation and activation not in FUSED_ACTIVATIONS:
         return f"{op.op} (fused activation {ACTIVATION_NAMES.get(activation, activation)})"
-    if op.op != "DEQUANTIZE":
+    if op.op not in ("DEQUANTIZE", "QUANTIZE"):
         for index in (*op.inputs, *op.outputs):
             if index < 0:
                 continue
             t = model.tensors[index]
             if t.sparse:
                 return f"{op.op} (sparse tensor)"
-            if t.quantized:
+            if t.quantized and (t.type_code != INT8 or op.op not in INT8_OPS):
                 return f"{op.op} (quantized {t.type_name})"
             if t.dtype is None:
                 return f"{op.op} ({t.type_name})"
+        reason = _int8_reason(model, op)
+        if reason:
+            return f"{op.op} ({reason})"
     if check is not None:
         reason = check(model, op)
         if reason:

@@ -1,0 +1,148 @@
+"""int8 TFLite models (per-tensor activations, per-channel and per-tensor weights): float input ->
+QUANTIZE -> int8 op -> DEQUANTIZE -> float output, built here, converted into the runtime's int8
+ops and compared with LiteRT running the same file.
+
+Inputs lie on the input's quantization grid, so QUANTIZE is exact in both runtimes. The int8 op
+then requantizes its int32 sums; LiteRT rounds ties away from zero (gemmlowp's fixed point), the
+runtime adds half and shifts (ties toward +infinity, converter/quantize/int8_reference.py), so an
+output may differ by one quantization step and by no more: |edge - LiteRT| <= 1 output scale per
+element. At least half the elements must agree exactly (a one-step bias everywhere would not)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (the LiteRT oracle) is not installed")
+
+from converter.api import convert  # noqa: E402
+from tests.converter.test_tflite_ops import opts  # noqa: E402
+from tests.fixtures.tflite_models import TFLiteBuilder, run_edge, run_litert  # noqa: E402
+
+RELU, RELU6 = 1, 3
+SAME, VALID = 0, 1
+
+
+def _grid_input(rng, shape, scale, zero_point):
+    q = rng.integers(-128, 128, shape)
+    return ((q - zero_point) * scale).astype(np.float32)
+
+
+def _weights(rng, shape, axis, per_channel):
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    channels = shape[axis] if per_channel else 1
+    scales = rng.uniform(0.002, 0.02, channels).astype(np.float32)
+    return w, (scales, [0] * channels, axis if per_channel else 0)
+
+
+def model(body, x_shape, x_params=(0.05, 3), y_params=(0.1, -5), y_dtype="int8", extra_inputs=()):
+    """float x -> QUANTIZE -> body(builder, xq, yq) -> DEQUANTIZE -> float y."""
+    rng = np.random.default_rng(11)
+    b = TFLiteBuilder()
+    x = b.input("x", x_shape)
+    xq = b.tensor("x_q", "int8", quant=(x_params[0], x_params[1]))
+    b.op("QUANTIZE", [x], [xq])
+    yq = b.tensor("y_q", y_dtype, quant=(y_params[0], y_params[1]))
+    body(b, xq, yq, rng, x_params)
+    y = b.tensor("y")
+    b.op("DEQUANTIZE", [yq], [y])
+    data = b.finish([x], [y])
+    return data, {"x": _grid_input(rng, x_shape, *x_params)}, y_params[0]
+
+
+def conv(per_channel, padding, stride, activation):
+    def body(b, xq, yq, rng, x_params):
+        w, w_params = _weights(rng, (6, 3, 3, 4), 0, per_channel)
+        scales = np.asarray(w_params[0], np.float32)
+        bias = rng.integers(-2000, 2000, 6).astype(np.int32)
+        wi = b.constant("w", w, w_params)
+        bi = b.constant("b", bias, ((np.float32(x_params[0]) * scales).astype(np.float32), [0] * scales.size, 0))
+        b.op("CONV_2D", [xq, wi, bi], [yq], opts("Conv2DOptions", padding=padding, strideW=stride, strideH=stride,
+                                                 fusedActivationFunction=activation), version=3)
+    return model(body, (1, 9, 10, 4))
+
+
+def depthwise(per_channel, multiplier):
+    def body(b, xq, yq, rng, x_params):
+        c = 4 * multiplier
+        w, w_params = _weights(rng, (1, 3, 3, c), 3, per_channel)
+        scales = np.broadcast_to(w_params[0], (c,)).astype(np.float32)
+        bi = b.constant("b", rng.integers(-500, 500, c).astype(np.int32),
+                        ((np.float32(x_params[0]) * scales).astype(np.float32), [0] * c, 0))
+        b.op("DEPTHWISE_CONV_2D", [xq, b.constant("w", w, w_params), bi], [yq],
+             opts("DepthwiseConv2DOptions", padding=SAME, strideW=1, strideH=1, depthMultiplier=multiplier,
+                  fusedActivationFunction=RELU6), version=3)
+    return model(body, (1, 8, 7, 4))
+
+
+def fully_connected():
+    def body(b, xq, yq, rng, x_params):
+        w, w_params = _weights(rng, (5, 12), 0, False)
+        bi = b.constant("b", rng.integers(-300, 300, 5).astype(np.int32),
+                        ((np.float32(x_params[0]) * w_params[0]).astype(np.float32), [0], 0))
+        b.op("FULLY_CONNECTED", [xq, b.constant("w", w, w_params), bi], [yq],
+             opts("FullyConnectedOptions", fusedActivationFunction=RELU), version=4)
+    return model(body, (3, 12))
+
+
+def add(op):
+    def body(b, xq, yq, rng, x_params):
+        other = b.constant("c", rng.integers(-128, 128, (1, 1, 1, 4)).astype(np.int8), (0.03, -7))
+        name = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[op]
+        b.op(op, [xq, other], [yq], opts(name), version=2)
+    return model(body, (1, 5, 6, 4))
+
+
+def unary(op, options=None, y_params=None, **kw):
+    def body(b, xq, yq, rng, x_params):
+        b.op(op, [xq] + [b.constant(f"a{k}", v) for k, v in enumerate(kw.get("consts", ()))], [yq], options,
+             version=kw.get("version", 2))
+    return model(body, kw.get("shape", (1, 6, 8, 4)), y_params=y_params or (0.05, 3))
+
+
+CASES = {
+    "conv_per_channel_same_relu": lambda: conv(True, SAME, 1, RELU),
+    "conv_per_tensor_valid_stride2": lambda: conv(False, VALID, 2, 0),
+    "depthwise_per_channel": lambda: depthwise(True, 1),
+    "depthwise_multiplier2": lambda: depthwise(True, 2),
+    "fully_connected_per_tensor": fully_connected,
+    "add": lambda: add("ADD"),
+    "sub": lambda: add("SUB"),
+    "mul": lambda: add("MUL"),
+    "avg_pool": lambda: unary("AVERAGE_POOL_2D", opts("Pool2DOptions", padding=VALID, strideW=2, strideH=2,
+                                                      filterWidth=2, filterHeight=2)),
+    "max_pool": lambda: unary("MAX_POOL_2D", opts("Pool2DOptions", padding=SAME, strideW=2, strideH=2,
+                                                  filterWidth=3, filterHeight=3)),
+    "mean_spatial": lambda: unary("MEAN", opts("ReducerOptions", keepDims=True), y_params=(0.02, 1),
+                                  consts=[np.array([1, 2], np.int32)]),
+    "reshape": lambda: unary("RESHAPE", None, consts=[np.array([1, 48, 4], np.int32)], version=1),
+    "softmax": lambda: unary("SOFTMAX", opts("SoftmaxOptions", beta=1.0), y_params=(1 / 256, -128), shape=(4, 10)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_int8_op_within_one_step_of_litert(case):
+    data, feeds, y_scale = CASES[case]()
+    expected = run_litert(data, feeds)[0]
+    result = convert(data)
+    int8_ops = [n.op for n in result.graph.nodes
+                if any(result.graph.tensors[o].dtype == "int8" for o in n.outputs)]
+    assert int8_ops, "nothing was converted to an int8 op"
+    got = run_edge(result.data, feeds)[0]
+    steps = np.abs(got.astype(np.float64) - expected.astype(np.float64)) / y_scale
+    assert steps.max() <= 1.0 + 1e-3, f"{case}: {steps.max():.2f} output steps apart"
+    print(f"{case}: {np.mean(steps < 0.5):.1%} of outputs equal LiteRT's, the rest one step apart")
+    assert np.mean(steps < 0.5) >= 0.5, f"{case}: only {np.mean(steps < 0.5):.1%} of outputs agree exactly"
+
+
+def test_ops_without_an_int8_form_are_listed():
+    from converter.errors import UnsupportedOpsError
+
+    def body(b, xq, yq, rng, x_params):
+        mid = b.tensor("mid", "int8", quant=(0.05, 3))
+        b.op("LOGISTIC", [xq], [mid])
+        b.op("RESIZE_BILINEAR", [mid, b.constant("size", np.array([8, 8], np.int32))], [yq],
+             opts("ResizeBilinearOptions"))
+    data, _, _ = model(body, (1, 4, 4, 2), y_params=(0.05, 3))
+    with pytest.raises(UnsupportedOpsError) as info:
+        convert(data)
+    assert set(info.value.ops) == {"LOGISTIC (quantized INT8)", "RESIZE_BILINEAR (quantized INT8)"}
