@@ -247,9 +247,42 @@ def _transpose_conv_common(ctx: ImportContext, op: OperatorInfo, x: str, w_posit
         if after < 0:
             extra[axis], after = -after, 0
         pads[axis], pads[axis + 2] = before, after
+    kernel = tuple(weights.shape[1:3])
+    if (stride == kernel and not any(pads) and not any(extra) and weights.dtype == np.float32
+            and ctx.params(ctx.output_index(op)) is None):
+        _transpose_conv_as_depth_to_space(ctx, op, x, weights, bias, activation)
+        return
     attrs = {"strides": stride, "dilations": (1, 1), "pads": tuple(pads), "output_padding": tuple(extra),
              "groups": 1, "layout": "NHWC"}
     ctx.emit(op, "ConvTranspose2D", [x, ctx.input(op, w_position), bias], attrs, ctx.output_index(op), activation)
+
+
+def _transpose_conv_as_depth_to_space(ctx: ImportContext, op: OperatorInfo, x: str, weights: np.ndarray,
+                                      bias: str, activation: int) -> None:
+    """A transposed convolution whose stride equals its kernel, unpadded, gives every output pixel
+    exactly one tap: y[h*kh + i, w*kw + j, o] = sum_c x[h, w, c] * W[o, i, j, c] + b[o]. That is a
+    1x1 convolution to kh*kw*Cout channels (channel (i*kw + j)*Cout + o) and a depth-to-space
+    shuffle, which run as GEMM and a transpose (MediaPipe's selfie model ends in one)."""
+    n, h, w, cin = ctx.b.type_of(x).shape
+    cout, kh, kw, _ = weights.shape
+    w1x1 = np.ascontiguousarray(np.transpose(weights, (1, 2, 0, 3)).reshape(kh * kw * cout, 1, 1, cin))
+    w_name = ctx.b.constant(ctx.b._fresh(ctx.names[op.inputs[1]] + "_1x1"), w1x1)
+    b_name = ""
+    if bias:
+        bias_data = ctx.b._constants.get(bias)
+        if bias_data is None:
+            raise ConversionError(f"{op.name}: bias must be a constant")
+        b_name = ctx.b.constant(ctx.b._fresh(bias + "_tiled"), np.tile(np.asarray(bias_data, np.float32), kh * kw))
+    y = ctx.emit(op, "Conv2D", [x, w_name, b_name], {"strides": (1, 1), "dilations": (1, 1), "pads": (0, 0, 0, 0),
+                                                     "groups": 1, "layout": "NHWC"})
+    # [N*H, W, kh, kw*Cout] -> [N*H, kh, W, kw*Cout] is [N, H*kh, W*kw, Cout] in memory order.
+    y = ctx.emit(op, "Reshape", [y], {"shape": (n * h, w, kh, kw * cout)})
+    y = ctx.emit(op, "Transpose", [y], {"perm": (0, 2, 1, 3)})
+    if activation:
+        y = ctx.emit(op, "Reshape", [y], {"shape": (n, h * kh, w * kw, cout)})
+        ctx.emit(op, FUSED_ACTIVATIONS[activation][0], [y], FUSED_ACTIVATIONS[activation][1], ctx.output_index(op))
+        return
+    ctx.alias(op, y, ctx.output_index(op))
 
 
 def _transpose_conv(ctx: ImportContext, op: OperatorInfo) -> None:

@@ -83,18 +83,19 @@ def pool(op, padding, kernel, stride, activation=0):
                                               fusedActivationFunction=activation))
 
 
-def transpose_conv(padding, stride, out_hw, with_bias):
+def transpose_conv(padding, stride, out_hw, with_bias, kernel=3, activation=0):
     rng = np.random.default_rng(3)
     b = TFLiteBuilder()
     x = b.input("x", (1, 5, 6, 4))
     shape = b.constant("shape", np.array([1, *out_hw, 3], np.int32))
-    w = b.constant("w", rand(rng, 3, 3, 3, 4))
+    w = b.constant("w", rand(rng, 3, kernel, kernel, 4))
     ins = [shape, w, x]
     if with_bias:
         ins.append(b.constant("bias", rand(rng, 3)))
     y = b.tensor("y")
-    b.op("TRANSPOSE_CONV", ins, [y], opts("TransposeConvOptions", padding=padding, strideW=stride, strideH=stride),
-         version=3 if with_bias else 1)
+    b.op("TRANSPOSE_CONV", ins, [y], opts("TransposeConvOptions", padding=padding, strideW=stride, strideH=stride,
+                                          fusedActivationFunction=activation),
+         version=4 if activation else 3 if with_bias else 1)
     return b.finish([x], [y]), {"x": rand(rng, 1, 5, 6, 4)}
 
 
@@ -158,6 +159,8 @@ CASES = {
     "depthwise_multiplier2_valid": lambda: depthwise(VALID, 1, 2),
     "transpose_conv_same_s2": lambda: transpose_conv(SAME, 2, (10, 12), False),
     "transpose_conv_valid_bias": lambda: transpose_conv(VALID, 2, (11, 13), True),
+    "transpose_conv_k2_s2_bias_relu": lambda: transpose_conv(SAME, 2, (10, 12), True, kernel=2, activation=RELU),
+    "transpose_conv_k2_s2_valid": lambda: transpose_conv(VALID, 2, (10, 12), False, kernel=2),
     "transpose_conv_same_s1_bias": lambda: transpose_conv(SAME, 1, (5, 6), True),
     "mediapipe_transpose_same": lambda: mediapipe_transpose(1, 2, 2),
     "mediapipe_transpose_same_k4": lambda: mediapipe_transpose(1, 2, 4),
