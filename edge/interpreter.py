@@ -79,7 +79,9 @@ class Interpreter:
     pay, and the CPU where there is no OpenCL or only a CPU OpenCL device. ``gpu_precision``:
     "fp32" or "fp16" activation storage (arithmetic stays fp32). ``gpu_device``: 0 for the first
     GPU (else the first OpenCL device), k for entry k - 1 of ``edge.opencl.devices()``.
-    ``placement()`` says where each op ran.
+    ``placement()`` says where each op ran. ``opencl_queue``: a caller's in-order pyopencl
+    CommandQueue (anything with ``int_ptr``) to run on, so tensors can stay on the device between
+    the caller's kernels and the model's (``gpu_buffer``, ``gpu_written``).
     """
 
     BACKENDS = {"cpu": 0, "opencl": 1, "auto": 2}
@@ -87,7 +89,7 @@ class Interpreter:
 
     def __init__(self, model_path: str | os.PathLike | None = None, model_content: bytes | None = None,
                  num_threads: int = 1, *, profiling: bool = False, backend: str = "cpu", gpu_precision: str = "fp32",
-                 gpu_device: int = 0):
+                 gpu_device: int = 0, opencl_queue=None):
         if (model_path is None) == (model_content is None):
             raise InvalidArgumentError("pass exactly one of model_path or model_content")
         try:
@@ -130,9 +132,15 @@ class Interpreter:
         # The destructor's default argument keeps the borrowed bytes alive as long as the C model.
         self._model = ffi.gc(model_out[0], lambda model, _bytes=keep_alive: lib.edge_model_free(model))
 
+        self._opencl_queue = opencl_queue  # kept alive as long as the interpreter (the runtime retains it too)
+        queue_pointer = ffi.NULL
+        if opencl_queue is not None:
+            if backend == "cpu":
+                raise InvalidArgumentError("opencl_queue needs backend='opencl' or 'auto'")
+            queue_pointer = ffi.cast("void *", int(getattr(opencl_queue, "int_ptr", opencl_queue)))
         options = ffi.new("edge_interpreter_options *", {
             "num_threads": threads, "profiling": int(self._profiling), "backend": self.BACKENDS[backend],
-            "gpu_precision": self.PRECISIONS[gpu_precision], "gpu_device": device})
+            "gpu_precision": self.PRECISIONS[gpu_precision], "gpu_device": device, "opencl_queue": queue_pointer})
         interp_out = ffi.new("edge_interpreter **")
         status = lib.edge_interpreter_create(self._model, options, interp_out)
         if status != 0:
@@ -490,6 +498,27 @@ class Interpreter:
             array = ffi.new("uint8_t[]", codes or [0])
             self._check(self._lib.edge_interpreter_set_op_devices(handle, array, len(codes)))
         self._allocated = False
+
+    def gpu_buffer(self, tensor_index):
+        """(pyopencl.Buffer, byte offset) of an activation's device memory (uploaded first if only the
+        host holds it). fp16 storage holds float32 tensors as halves. Needs pyopencl (the ``gpu``
+        extra); write it only through the queue the interpreter runs on, then call ``gpu_written``."""
+        import pyopencl
+
+        self._require_allocated("gpu_buffer")
+        index = self._tensor_index(tensor_index)
+        buffer, offset = ffi.new("void **"), ffi.new("size_t *")
+        self._check_global(self._lib.edge_interpreter_tensor_gpu_buffer(self._handle(), index, buffer, offset))
+        return pyopencl.Buffer.from_int_ptr(int(ffi.cast("uintptr_t", buffer[0])), retain=True), int(offset[0])
+
+    def gpu_written(self, tensor_index) -> None:
+        """The caller wrote the tensor's device memory: the model reads it there from now on."""
+        self._require_allocated("gpu_written")
+        self._check_global(self._lib.edge_interpreter_tensor_gpu_written(self._handle(), self._tensor_index(tensor_index)))
+
+    def _check_global(self, status: int) -> None:
+        if status != 0:
+            _raise_for(status, _last_error())
 
     def placement(self) -> dict[str, Any]:
         """Where the ops run after ``allocate_tensors()``: ``devices`` (per op, "cpu" or "gpu"),

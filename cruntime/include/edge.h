@@ -119,6 +119,9 @@ typedef struct {
   int32_t gpu_precision;                  /* edge_gpu_precision */
   int32_t gpu_device;                     /* 0: the first GPU, else the first OpenCL device; k >= 1: device
                                              k - 1 of edge_opencl_device's list */
+  void *opencl_queue;                     /* a caller's cl_command_queue (in-order): the interpreter runs on
+                                             it, in its context, instead of making its own (gpu_device is
+                                             then ignored); retained while the interpreter lives */
 } edge_interpreter_options;
 
 /* OpenCL devices, in platform order (libOpenCL is loaded on the first call; EDGE_OPENCL_LIBRARY
@@ -206,6 +209,15 @@ edge_status edge_interpreter_save_model(const edge_interpreter *interp, const ch
  * keeps op on the CPU, 1 lets the GPU take it when it has a kernel for it. With a list, auto follows it
  * (its own FLOP threshold is not applied). NULL (or num_ops 0) clears it. */
 edge_status edge_interpreter_set_op_devices(edge_interpreter *interp, const uint8_t *devices, int32_t num_ops);
+/* A tensor's device memory (OpenCL backend, after allocate): the cl_mem holding it (buffer) and the byte
+ * offset of its first element; the tensor is uploaded first if only the host holds it. fp16
+ * storage holds float32 tensors as halves. EDGE_UNSUPPORTED for a tensor without device memory
+ * (a constant, or no GPU in use). */
+edge_status edge_interpreter_tensor_gpu_buffer(edge_interpreter *interp, int32_t tensor, void **buffer,
+                                               size_t *byte_offset);
+/* The caller wrote a tensor's device memory (through the queue the interpreter runs on): the next
+ * op reads it there, and reading it on the host downloads it. */
+edge_status edge_interpreter_tensor_gpu_written(edge_interpreter *interp, int32_t tensor);
 /* Where an op runs after allocate: 0 the CPU, 1 the GPU. */
 int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op);
 /* Host/GPU transfers and kernel launches since the interpreter was created (all zero on the CPU). */

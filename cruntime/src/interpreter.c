@@ -184,7 +184,8 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
   interp->backend = backend;
   if (backend != EDGE_BACKEND_CPU) {
     char message[EDGE_ERROR_CAPACITY] = "";
-    edge_status status = edge_gpu_create(options->gpu_precision, options->gpu_device, &interp->gpu, message);
+    edge_status status = edge_gpu_create(options->gpu_precision, options->gpu_device, options->opencl_queue,
+                                         &interp->gpu, message);
     if (status != EDGE_OK && backend == EDGE_BACKEND_OPENCL) {
       free(interp);
       return edge_set_last_error(status, "backend opencl: %s", message);
@@ -831,6 +832,32 @@ edge_status edge_interpreter_set_op_devices(edge_interpreter *interp, const uint
     interp->gpu_allowed = copy;
   }
   interp->allocated = false;  /* takes effect at the next allocate */
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_tensor_gpu_buffer(edge_interpreter *interp, int32_t tensor, void **buffer,
+                                               size_t *byte_offset) {
+  if (!interp || !buffer || !byte_offset)
+    return edge_set_last_error(EDGE_INVALID_ARGUMENT, "tensor_gpu_buffer: NULL argument");
+  edge_status status = check_data_access(interp, tensor, "tensor_gpu_buffer on");
+  if (status != EDGE_OK) return status;
+  if (!interp->gpu) return interp_fail(interp, EDGE_UNSUPPORTED, "tensor_gpu_buffer: this interpreter uses no GPU");
+  cl_mem mem = NULL;
+  interp->error[0] = '\0';
+  if ((status = edge_gpu_tensor_buffer(interp->gpu, &interp->ctx, tensor, &mem, byte_offset)) != EDGE_OK)
+    return edge_set_last_error(status, "tensor_gpu_buffer: %s", interp->error);
+  *buffer = mem;
+  return EDGE_OK;
+}
+
+edge_status edge_interpreter_tensor_gpu_written(edge_interpreter *interp, int32_t tensor) {
+  if (!interp) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "tensor_gpu_written: interpreter is NULL");
+  edge_status status = check_data_access(interp, tensor, "tensor_gpu_written on");
+  if (status != EDGE_OK) return status;
+  if (!interp->gpu) return interp_fail(interp, EDGE_UNSUPPORTED, "tensor_gpu_written: this interpreter uses no GPU");
+  interp->error[0] = '\0';
+  if ((status = edge_gpu_device_wrote(interp->gpu, &interp->ctx, tensor)) != EDGE_OK)
+    return edge_set_last_error(status, "tensor_gpu_written: %s", interp->error);
   return EDGE_OK;
 }
 

@@ -376,3 +376,42 @@ def test_set_op_devices_keeps_ops_on_the_cpu_and_auto_follows_a_tuned_placement(
     damaged = edge.Interpreter(model_path=str(path), backend="auto")
     damaged.allocate_tensors()
     assert damaged.placement()["devices"] == ["cpu"] * ops
+
+
+def test_a_callers_pyopencl_queue_keeps_tensors_on_the_device():
+    """The model runs on the caller's queue: the input is written and the output read by pyopencl
+    kernels and copies, never through the host arrays, against NumPy."""
+    cl = pytest.importorskip("pyopencl")
+    from converter.builder import GraphBuilder
+    from converter.writer import write_model
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((5, 12)).astype(np.float32)
+    b = GraphBuilder("interop")
+    b.output(b.Relu(b.FullyConnected(b.input("x", (3, 12)), b.constant("w", w))), name="y")
+    context = cl.create_some_context(interactive=False)
+    queue = cl.CommandQueue(context)
+    interpreter = edge.Interpreter(model_content=write_model(b.build()), backend="opencl", opencl_queue=queue)
+    interpreter.allocate_tensors()
+    x_index = interpreter.get_input_details()[0]["index"]
+    y_index = interpreter.get_output_details()[0]["index"]
+    x = rng.standard_normal((3, 12)).astype(np.float32)
+    buffer, offset = interpreter.gpu_buffer(x_index)
+    assert buffer.context == context
+    cl.enqueue_copy(queue, buffer, x, dst_offset=offset)  # the caller writes the input on the device
+    interpreter.gpu_written(x_index)
+    before = interpreter.placement()["transfers"]
+    interpreter.invoke()
+    out_buffer, out_offset = interpreter.gpu_buffer(y_index)
+    y = np.empty((3, 5), np.float32)
+    cl.enqueue_copy(queue, y, out_buffer, src_offset=out_offset)
+    queue.finish()
+    np.testing.assert_allclose(y, np.maximum(x @ w.T, 0), rtol=1e-5, atol=1e-6)
+    after = interpreter.placement()["transfers"]
+    assert (after["uploads"], after["downloads"]) == (before["uploads"], before["downloads"])  # none via the host
+    np.testing.assert_allclose(interpreter.get_tensor(y_index), y)  # and the host reads still work
+    np.testing.assert_array_equal(interpreter.get_tensor(x_index), x)  # the device's copy, written by the caller
+    with pytest.raises(edge.UnsupportedError, match="no device memory"):
+        interpreter.gpu_buffer(interpreter.get_tensor_details()[1]["index"])  # the weights: a constant
+    with pytest.raises(edge.InvalidArgumentError, match="needs backend"):
+        edge.Interpreter(model_content=write_model(b.build()), opencl_queue=queue)

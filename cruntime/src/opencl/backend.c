@@ -11,7 +11,7 @@
  * a sync. A stated threshold, not a measured cost model (see the issue's notes). */
 #define AUTO_MIN_PARTITION_FLOPS 1000000ull
 
-edge_status edge_gpu_create(int32_t precision, int32_t device, edge_gpu **out, char *error) {
+edge_status edge_gpu_create(int32_t precision, int32_t device, void *queue, edge_gpu **out, char *error) {
   *out = NULL;
   if (precision != EDGE_GPU_FP32 && precision != EDGE_GPU_FP16) {
     snprintf(error, EDGE_ERROR_CAPACITY, "gpu_precision %d: use EDGE_GPU_FP32 (0) or EDGE_GPU_FP16 (1)", precision);
@@ -22,7 +22,7 @@ edge_status edge_gpu_create(int32_t precision, int32_t device, edge_gpu **out, c
     snprintf(error, EDGE_ERROR_CAPACITY, "out of memory");
     return EDGE_OUT_OF_MEMORY;
   }
-  edge_status status = edge_gpu_device_open(&gpu->dev, device, precision == EDGE_GPU_FP16, error);
+  edge_status status = edge_gpu_device_open(&gpu->dev, device, queue, precision == EDGE_GPU_FP16, error);
   if (status != EDGE_OK) {
     free(gpu);
     return status;
@@ -151,6 +151,28 @@ edge_status edge_gpu_to_host(edge_gpu *gpu, edge_context *ctx, int32_t tensor) {
 
 void edge_gpu_host_wrote(edge_gpu *gpu, int32_t tensor) {
   if (gpu && gpu->residency && tensor >= 0 && tensor < gpu->num_tensors) gpu->residency[tensor] = EDGE_GPU_ON_HOST;
+}
+
+edge_status edge_gpu_tensor_buffer(edge_gpu *gpu, edge_context *ctx, int32_t tensor, cl_mem *mem, size_t *offset) {
+  const edge_tensor *t = &ctx->tensors[tensor];
+  if (!gpu->arena || !gpu->residency || !in_arena(gpu, t))
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "tensor '%s' (%d) has no device memory (%s)", t->name ? t->name : "?",
+                     tensor, gpu->arena ? "not an activation" : "no op runs on the GPU");
+  if (gpu->residency[tensor] == EDGE_GPU_ON_HOST) {
+    edge_status status = upload(gpu, ctx, tensor);
+    if (status != EDGE_OK) return status;
+  }
+  *mem = gpu->arena;
+  *offset = (size_t)((const uint8_t *)t->data - (const uint8_t *)gpu->host_arena);
+  return EDGE_OK;
+}
+
+edge_status edge_gpu_device_wrote(edge_gpu *gpu, edge_context *ctx, int32_t tensor) {
+  const edge_tensor *t = &ctx->tensors[tensor];
+  if (!gpu->arena || !gpu->residency || !in_arena(gpu, t))
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "tensor '%s' (%d) has no device memory", t->name ? t->name : "?", tensor);
+  gpu->residency[tensor] = EDGE_GPU_ON_DEVICE;
+  return EDGE_OK;
 }
 
 void edge_gpu_counters_get(const edge_gpu *gpu, edge_gpu_counters *out) {

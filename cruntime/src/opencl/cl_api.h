@@ -21,6 +21,7 @@ typedef cl_uint cl_program_info;
 typedef cl_uint cl_program_build_info;
 typedef cl_uint cl_kernel_work_group_info;
 typedef cl_uint cl_profiling_info;
+typedef cl_uint cl_command_queue_info;
 typedef intptr_t cl_context_properties;
 
 typedef struct _cl_platform_id *cl_platform_id;
@@ -59,9 +60,12 @@ typedef struct _cl_event *cl_event;
 #define CL_DRIVER_VERSION 0x102D
 #define CL_DEVICE_VERSION 0x102F
 #define CL_DEVICE_EXTENSIONS 0x1030
+#define CL_DEVICE_PLATFORM 0x1031
 
 #define CL_QUEUE_PROFILING_ENABLE (1u << 1)
 #define CL_CONTEXT_PLATFORM 0x1084
+#define CL_QUEUE_CONTEXT 0x1090
+#define CL_QUEUE_DEVICE 0x1091
 
 #define CL_MEM_READ_WRITE (1u << 0)
 #define CL_MEM_READ_ONLY (1u << 2)
@@ -84,6 +88,9 @@ typedef struct _cl_event *cl_event;
     (const cl_context_properties *, cl_uint, const cl_device_id *,                                                \
      void (*)(const char *, const void *, size_t, void *), void *, cl_int *))                                     \
   X(cl_int, clReleaseContext, (cl_context))                                                                       \
+  X(cl_int, clRetainContext, (cl_context))                                                                        \
+  X(cl_int, clRetainCommandQueue, (cl_command_queue))                                                             \
+  X(cl_int, clGetCommandQueueInfo, (cl_command_queue, cl_command_queue_info, size_t, void *, size_t *))           \
   X(cl_command_queue, clCreateCommandQueue, (cl_context, cl_device_id, cl_command_queue_properties, cl_int *))    \
   X(cl_int, clReleaseCommandQueue, (cl_command_queue))                                                            \
   X(cl_mem, clCreateBuffer, (cl_context, cl_mem_flags, size_t, void *, cl_int *))                                 \

@@ -36,7 +36,24 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 
 static uint64_t fnv_string(uint64_t h, const char *s) { return fnv1a(h, s, strlen(s) + 1); }
 
-edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, bool half, char *error) {
+static edge_status adopt_queue(edge_gpu_device *d, cl_command_queue queue, char *error) {
+  const edge_cl_api *cl = d->cl;
+  cl_int err = cl->clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof d->context, &d->context, NULL);
+  if (err == CL_SUCCESS) err = cl->clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof d->device, &d->device, NULL);
+  if (err == CL_SUCCESS) err = cl->clGetDeviceInfo(d->device, CL_DEVICE_PLATFORM, sizeof d->platform, &d->platform, NULL);
+  if (err != CL_SUCCESS) {
+    d->context = NULL;
+    snprintf(error, EDGE_ERROR_CAPACITY, "opencl_queue is not a usable command queue: %s (%d)",
+             edge_cl_error_name(err), err);
+    return EDGE_INVALID_ARGUMENT;
+  }
+  cl->clRetainContext(d->context);
+  cl->clRetainCommandQueue(queue);
+  d->queue = queue;
+  return EDGE_OK;
+}
+
+edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, void *queue, bool half, char *error) {
   memset(d, 0, sizeof *d);
   const char *message = NULL;
   d->cl = edge_cl_load(&message);
@@ -44,7 +61,7 @@ edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, bool half, c
     snprintf(error, EDGE_ERROR_CAPACITY, "%s", message);
     return EDGE_UNSUPPORTED;
   }
-  edge_status status = edge_gpu_find_device(index, &d->platform, &d->device, error);
+  edge_status status = queue ? adopt_queue(d, queue, error) : edge_gpu_find_device(index, &d->platform, &d->device, error);
   if (status != EDGE_OK) return status;
   const edge_cl_api *cl = d->cl;
   cl_device_type type = 0;
@@ -56,6 +73,7 @@ edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, bool half, c
   cl->clGetDeviceInfo(d->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d->max_work_group, &d->max_work_group, NULL);
   if (d->max_work_group == 0) d->max_work_group = 1;
   d->half = half;
+  if (queue) return EDGE_OK;
   cl_int err = CL_SUCCESS;
   cl_context_properties properties[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
   d->context = cl->clCreateContext(properties, 1, &d->device, NULL, NULL, &err);
@@ -272,7 +290,7 @@ edge_status edge_opencl_copy_rate(int32_t device, size_t bytes, int32_t repeats,
     return edge_set_last_error(EDGE_INVALID_ARGUMENT, "opencl_copy_rate: needs bytes > 0, repeats >= 1 and an output");
   char error[EDGE_ERROR_CAPACITY] = "";
   edge_gpu_device d;
-  edge_status status = edge_gpu_device_open(&d, device, false, error);
+  edge_status status = edge_gpu_device_open(&d, device, NULL, false, error);
   if (status != EDGE_OK) return edge_set_last_error(status, "%s", error);
   void *host = malloc(bytes);
   cl_int err = CL_SUCCESS;

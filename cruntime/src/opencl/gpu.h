@@ -30,7 +30,7 @@ typedef struct edge_gpu edge_gpu;
 
 /* precision: EDGE_GPU_FP32 or EDGE_GPU_FP16 storage; device: index into edge_opencl_device's list,
  * or -1 for the first GPU (else the first device). */
-edge_status edge_gpu_create(int32_t precision, int32_t device, edge_gpu **out, char *error);
+edge_status edge_gpu_create(int32_t precision, int32_t device, void *queue, edge_gpu **out, char *error);
 void edge_gpu_free(edge_gpu *gpu);
 bool edge_gpu_is_gpu_device(const edge_gpu *gpu);
 
@@ -47,6 +47,10 @@ edge_status edge_gpu_run(edge_gpu *gpu, edge_context *ctx, edge_node *node, int3
 edge_status edge_gpu_to_host(edge_gpu *gpu, edge_context *ctx, int32_t tensor);
 /* The host copy changed (set_tensor, a CPU op's output, a pointer handed out). */
 void edge_gpu_host_wrote(edge_gpu *gpu, int32_t tensor);
+/* A tensor's device buffer and byte offset (uploaded first when only the host holds it), and the
+ * caller having written it there. */
+edge_status edge_gpu_tensor_buffer(edge_gpu *gpu, edge_context *ctx, int32_t tensor, cl_mem *mem, size_t *offset);
+edge_status edge_gpu_device_wrote(edge_gpu *gpu, edge_context *ctx, int32_t tensor);
 
 typedef struct {
   uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
@@ -68,7 +72,8 @@ typedef struct {
   struct edge_gpu_program *programs;     /* built programs, by family and options */
 } edge_gpu_device;
 
-edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t device, bool half, char *error);
+/* queue: a caller's command queue to run on (its context and device), or NULL for our own. */
+edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t device, void *queue, bool half, char *error);
 void edge_gpu_device_close(edge_gpu_device *d);
 /* The kernel ``name`` of family ``family`` (kernels/<family>.cl) built with ``options`` (appended to
  * the storage options); cached per device and on disk. The caller releases the kernel. */
