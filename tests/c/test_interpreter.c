@@ -40,7 +40,7 @@ void test_interpreter_without_opencl(void) {
   if (!model) return;
   setenv("EDGE_OPENCL_LIBRARY", "/nonexistent/libOpenCL-for-the-test.so.1", 1);
   edge_interpreter *interp = NULL;
-  edge_interpreter_options options = {1, 0, EDGE_BACKEND_OPENCL, EDGE_GPU_FP32, 0};
+  edge_interpreter_options options = {.num_threads = 1, .backend = EDGE_BACKEND_OPENCL, .gpu_precision = EDGE_GPU_FP32};
   CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_UNSUPPORTED);
   CHECK_MSG(interp == NULL && strstr(edge_last_error(), "OpenCL is not available") != NULL &&
                 strstr(edge_last_error(), "libOpenCL-for-the-test") != NULL,
