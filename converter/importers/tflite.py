@@ -242,8 +242,9 @@ def _read_tensor(v: _Verifier, t, k: int, buffers, data_size: int) -> TensorInfo
     if elements > MAX_ELEMENTS:
         raise ConversionError(f"{what}: shape {list(shape)} has {elements} elements, more than {MAX_ELEMENTS}")
     type_code = t.Type()
-    sparse = v.subtable(t, 6, SparsityParameters, what + " sparsity") is not None
-    info = TensorInfo(k, name, type_code, shape, None, sparse=sparse)
+    sparsity_table = v.subtable(t, 6, SparsityParameters, what + " sparsity")
+    info = TensorInfo(k, name, type_code, shape, None, sparse=sparsity_table is not None)
+    sparsity = _read_sparsity(v, sparsity_table, what) if sparsity_table is not None else None
     quant = v.subtable(t, 4, QuantizationParameters, what + " quantization")
     if quant is not None:
         scale = v.array(quant, 2, "float32", what + " scales")
@@ -253,7 +254,15 @@ def _read_tensor(v: _Verifier, t, k: int, buffers, data_size: int) -> TensorInfo
             info.zero_point = tuple(int(z) for z in zero_point) if zero_point is not None else (0,) * len(scale)
             info.quantized_dimension = int(quant.QuantizedDimension())
     raw = _buffer_data(v, buffers, t.Buffer(), what, data_size)
-    if raw is not None and not info.sparse:
+    if raw is not None and sparsity is not None:
+        from converter.importers.tflite_sparse import densify
+
+        dtype = info.dtype
+        if dtype is None or len(raw) % np.dtype(dtype).itemsize:
+            raise ConversionError(f"{what}: sparse constant of type {info.type_name} in {len(raw)} bytes")
+        values = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+        info.data = densify(values, shape, sparsity, what)
+    elif raw is not None:
         dtype = info.dtype
         if dtype is None:
             raise ConversionError(f"{what}: constant of type {info.type_name}, which the converter does not read")
@@ -263,6 +272,33 @@ def _read_tensor(v: _Verifier, t, k: int, buffers, data_size: int) -> TensorInfo
                                   f"of {info.type_name} needs {expected}")
         info.data = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
     return info
+
+
+def _read_sparsity(v: _Verifier, table, what: str):
+    from converter.importers.tflite_sparse import Sparsity, SparseLevel
+    from converter.tflitefb.DimensionMetadata import DimensionMetadata
+    from converter.tflitefb.Int32Vector import Int32Vector
+    from converter.tflitefb.Uint8Vector import Uint8Vector
+    from converter.tflitefb.Uint16Vector import Uint16Vector
+
+    index_vectors = {1: (Int32Vector, "int32"), 2: (Uint16Vector, "uint16"), 3: (Uint8Vector, "uint8")}
+
+    def index_vector(meta, kind_code: int, slot: int, part: str):
+        kind = index_vectors.get(kind_code)
+        if kind is None:
+            return None
+        vector = v.subtable(meta, slot, kind[0], f"{what} sparsity {part}")
+        return None if vector is None else v.array(vector, 0, kind[1], f"{what} sparsity {part} values")
+
+    order = v.array(table, 0, "int32", what + " traversal order")
+    block_map = v.array(table, 1, "int32", what + " block map")
+    levels = []
+    for j, meta in enumerate(v.tables(table, 2, DimensionMetadata, what + " dim metadata")):
+        levels.append(SparseLevel(int(meta.Format()), int(meta.DenseSize()),
+                                  index_vector(meta, int(meta.ArraySegmentsType()), 3, f"level {j} segments"),
+                                  index_vector(meta, int(meta.ArrayIndicesType()), 5, f"level {j} indices")))
+    return Sparsity(tuple(int(d) for d in (order if order is not None else ())),
+                    tuple(int(d) for d in (block_map if block_map is not None else ())), levels)
 
 
 def _indices(v: _Verifier, obj, slot: int, count: int, what: str, optional: bool) -> tuple[int, ...]:

@@ -670,9 +670,26 @@ def _split(ctx: ImportContext, op: OperatorInfo) -> None:
                                   f"{list(ctx.b.type_of(name).shape)}, the file declares {list(ctx.tensor(o).shape)}")
 
 
+def _densify(ctx: ImportContext, op: OperatorInfo) -> None:
+    """The sparse constant was made dense when the file was read (tflite_sparse.densify)."""
+    source = ctx.tensor(ctx.input_index(op, 0))
+    out = ctx.output_index(op)
+    if source.data is None or not source.sparse:
+        raise ConversionError(f"{op.name}: input {source.name!r} is not a sparse constant")
+    if out in ctx.values:
+        raise ConversionError(f"{op.name}: tensor {ctx.tensor(out).name!r} is written twice")
+    if source.shape != ctx.tensor(out).shape or source.type_code != ctx.tensor(out).type_code:
+        raise ConversionError(f"{op.name}: output {list(ctx.tensor(out).shape)} {ctx.tensor(out).type_name} differs "
+                              f"from input {list(source.shape)} {source.type_name}")
+    ctx.constant_data[out] = source.data
+    ctx.values[out] = ctx.b.constant(ctx.names[out], source.data.astype(np.float32)
+                                     if source.data.dtype == np.float16 else source.data)
+
+
 def _dequantize(ctx: ImportContext, op: OperatorInfo) -> None:
     source = ctx.tensor(ctx.input_index(op, 0))
-    if source.data is not None and source.data.dtype == np.float16:
+    data = ctx.constant_data.get(ctx.input_index(op, 0), source.data)
+    if data is not None and data.dtype == np.float16:
         # Constant float16 weights: widened exactly, once, here.
         out = ctx.output_index(op)
         if out in ctx.values:
@@ -680,7 +697,7 @@ def _dequantize(ctx: ImportContext, op: OperatorInfo) -> None:
         if source.shape != ctx.tensor(out).shape:
             raise ConversionError(f"{op.name}: output {list(ctx.tensor(out).shape)} differs from input "
                                   f"{list(source.shape)}")
-        ctx.constant_data[out] = source.data.astype(np.float32)
+        ctx.constant_data[out] = data.astype(np.float32)
         ctx.values[out] = ctx.b.constant(ctx.names[out], ctx.constant_data[out])
         return
     ctx.emit(op, "Dequantize", [ctx.input(op, 0)], {}, ctx.output_index(op))
@@ -774,6 +791,7 @@ TABLE: dict[str, tuple[Callable, Callable | None]] = {
     "SPLIT_V": (_split, None),
     "DEQUANTIZE": (_dequantize, _check_dequantize),
     "QUANTIZE": (_quantize, _check_quantize),
+    "DENSIFY": (_densify, None),
 }
 INT8, INT32 = 9, 2
 # IR ops that only move bytes: on int8 tensors their outputs keep the input's params.
@@ -820,7 +838,7 @@ def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
     activation = _options(op, "FusedActivationFunction", 0)
     if activation and activation not in FUSED_ACTIVATIONS:
         return f"{op.op} (fused activation {ACTIVATION_NAMES.get(activation, activation)})"
-    if op.op not in ("DEQUANTIZE", "QUANTIZE"):
+    if op.op not in ("DEQUANTIZE", "QUANTIZE", "DENSIFY"):
         for index in (*op.inputs, *op.outputs):
             if index < 0:
                 continue

@@ -55,7 +55,8 @@ def _real_model(name: str) -> bytes:
         pytest.skip(f"MediaPipe models cannot be downloaded here: {exc}")
 
 
-@pytest.mark.parametrize("name,count", [("face_detection_short_range", 2500), ("selfie_segmentation", 1000)])
+@pytest.mark.parametrize("name,count", [("face_detection_short_range", 2500), ("selfie_segmentation", 1000),
+                                        ("face_detection_full_range_sparse", 500)])
 def test_mutants_of_a_real_model_convert_or_raise_conversion_error(name, count):
     outcomes = _campaign(_real_model(name), count, seed=len(name), run=convert)
     # The campaign must reach past the header checks: some mutants (weight bytes, harmless

@@ -148,7 +148,56 @@ def fully_connected(shape, n, keep, activation=0):
                   version=5 if keep else 1)
 
 
+def sparse_weights(block):
+    """DENSIFY of a [6, 8] weight stored dense in dim 0 and CSR in dim 1 (in blocks of 1x4 along
+    dim 1 with ``block``), feeding a FULLY_CONNECTED."""
+    from converter.tflitefb.DimensionMetadata import DimensionMetadataT
+    from converter.tflitefb.Int32Vector import Int32VectorT
+    from converter.tflitefb.SparsityParameters import SparsityParametersT
+    from converter.tflitefb.Uint8Vector import Uint8VectorT
+
+    rng = np.random.default_rng(9)
+    dense = rand(rng, 6, 8)
+    bs = 4 if block else 1
+    keep = rng.random((6, 8 // bs)) < 0.5
+    dense *= np.repeat(keep, bs, axis=1)
+    values, segments, indices = [], [0], []
+    for row in range(6):
+        for col in range(8 // bs):
+            if keep[row, col]:
+                indices.append(col)
+                values.extend(dense[row, col * bs:(col + 1) * bs])
+        segments.append(len(indices))
+
+    def level(fmt, size=0, seg=None, idx=None):
+        meta = DimensionMetadataT()
+        meta.format, meta.denseSize = fmt, size
+        if seg is not None:
+            meta.arraySegmentsType, meta.arraySegments = 1, Int32VectorT()
+            meta.arraySegments.values = seg
+            meta.arrayIndicesType, meta.arrayIndices = 3, Uint8VectorT()
+            meta.arrayIndices.values = idx
+        return meta
+
+    sparsity = SparsityParametersT()
+    sparsity.traversalOrder = [0, 1, 2] if block else [0, 1]
+    sparsity.blockMap = [1] if block else None
+    sparsity.dimMetadata = [level(0, 6), level(1, seg=segments, idx=indices)] + ([level(0, bs)] if block else [])
+    b = TFLiteBuilder()
+    x = b.input("x", (3, 8))
+    w_sparse = b.constant("w_sparse", np.array(values, np.float32))
+    b.tensors[w_sparse].shape = [6, 8]
+    b.tensors[w_sparse].sparsity = sparsity
+    w = b.tensor("w")
+    b.op("DENSIFY", [w_sparse], [w])
+    y = b.tensor("y")
+    b.op("FULLY_CONNECTED", [x, w, b.constant("bias", rand(rng, 6))], [y], opts("FullyConnectedOptions"))
+    return b.finish([x], [y]), {"x": rand(rng, 3, 8)}
+
+
 CASES = {
+    "densify_csr": lambda: sparse_weights(False),
+    "densify_block_csr": lambda: sparse_weights(True),
     "conv_same_relu": lambda: conv(SAME, (1, 1), (1, 1), RELU),
     "conv_valid_stride2_relu6": lambda: conv(VALID, (2, 2), (1, 1), RELU6),
     "conv_same_stride2_odd": lambda: conv(SAME, (2, 2), (1, 1), 0, shape=(1, 10, 11, 3)),
