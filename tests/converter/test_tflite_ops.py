@@ -341,3 +341,26 @@ def test_declared_shape_disagreement_is_an_error():
     b.op("RELU", [x], [y])
     with pytest.raises(ConversionError, match="declares"):
         convert(b._pack([x], [y]))
+
+
+def test_signature_defs_become_edge_signatures():
+    import edge
+
+    rng = np.random.default_rng(2)
+    b = TFLiteBuilder()
+    x = b.input("x", (2, 5))
+    y = b.tensor("y")
+    b.op("RELU6", [x], [y])
+    b.signatures["serving_default"] = ({"pixels": x}, {"scores": y})
+    data = b.finish([x], [y])
+    result = convert(data)
+    sig = result.graph.signatures["serving_default"]
+    assert dict(sig.inputs) == {"pixels": "x"} and dict(sig.outputs) == {"scores": "y"}
+    interpreter = edge.Interpreter(model_content=result.data)
+    runner = interpreter.get_signature_runner("serving_default")
+    feed = rand(rng, 2, 5) * 10
+    got = runner(pixels=feed)["scores"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    reference = Interpreter(model_content=data).get_signature_runner("serving_default")(pixels=feed)["scores"]
+    assert relative_error(reference, got) <= TOLERANCE
