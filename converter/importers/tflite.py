@@ -439,6 +439,9 @@ def build_graph(model: TFLiteModel) -> Graph:
         convert_operator(ctx, op)
     outputs = []
     for index in model.outputs:
+        if model.tensors[index].type_code == 3 and model.tensors[index].scale:
+            raise ConversionError(f"output {model.tensors[index].name!r}: a uint8 quantized graph output is not "
+                                  f"supported (it would come out as int8); end the model with a DEQUANTIZE")
         name = ctx.value(index, f"graph output {model.tensors[index].name!r}")
         if name in outputs:
             continue

@@ -49,7 +49,7 @@ class ImportContext:
     def params(self, index: int) -> Quantization | None:
         """TFLite tensor ``index``'s params as the IR keeps them (int8; per-channel axis as stored)."""
         t = self.tensor(index)
-        if not t.scale or t.type_code not in (INT8, INT32):  # int8 values, int32 biases
+        if not t.scale or t.type_code not in (INT8, UINT8, INT32):  # int8/uint8 values, int32 biases
             return None
         if len(t.zero_point) != len(t.scale):
             raise ConversionError(f"tensor {t.name!r}: {len(t.scale)} scales, {len(t.zero_point)} zero points")
@@ -57,7 +57,38 @@ class ImportContext:
             raise ConversionError(f"tensor {t.name!r}: scales must be positive and finite")
         if len(t.scale) > 1 and not 0 <= t.quantized_dimension < max(len(t.shape), 1):
             raise ConversionError(f"tensor {t.name!r}: quantized dimension {t.quantized_dimension} out of range")
-        return Quantization(tuple(t.scale), tuple(t.zero_point), t.quantized_dimension if len(t.scale) > 1 else 0)
+        # uint8 becomes int8 exactly: q - 128 with zero point zp - 128.
+        shift = 128 if t.type_code == UINT8 else 0
+        return Quantization(tuple(t.scale), tuple(z - shift for z in t.zero_point),
+                            t.quantized_dimension if len(t.scale) > 1 else 0)
+
+    def weights(self, op: OperatorInfo, position: int) -> tuple[np.ndarray, Quantization | None]:
+        """A convolution's or matmul's constant weights as the runtime's int8 kernels take them:
+        symmetric (zero point 0), w - zp in [-127, 127]; float weights as they are."""
+        index = self.input_index(op, position)
+        data = self.const(op, position, "weights")
+        params = self.params(index)
+        if params is None:
+            return data, None
+        shape = [1] * data.ndim
+        if len(params.scale) > 1:
+            shape[params.axis] = -1
+        shift = 128 if self.tensor(index).type_code == UINT8 else 0
+        centered = data.astype(np.int64) - shift - np.asarray(params.zero_point, np.int64).reshape(shape)
+        if centered.size and (centered.min() < -127 or centered.max() > 127):
+            raise ConversionError(f"{op.name}: weights {self.tensor(index).name!r} minus their zero point leave "
+                                  f"[-127, 127], the runtime's symmetric int8 range")
+        return centered.astype(np.int8), Quantization(params.scale, (0,) * len(params.scale), params.axis)
+
+    def weights_input(self, op: OperatorInfo, position: int) -> str:
+        index = self.input_index(op, position)
+        if self.params(index) is None or self.tensor(index).type_code == INT8 and \
+                not any(self.tensor(index).zero_point):
+            return self.input(op, position)
+        data, params = self.weights(op, position)
+        name = self.b.constant(self.b._fresh(self.names[index] + "_int8"), data)
+        self.record(name, params)
+        return name
 
     def record(self, name: str, params: Quantization | None) -> None:
         if params is not None:
@@ -68,6 +99,9 @@ class ImportContext:
 
     def define_input(self, index: int) -> None:
         t = self.tensor(index)
+        if t.type_code == UINT8 and t.scale:
+            raise ConversionError(f"input {t.name!r}: a uint8 quantized graph input is not supported (the runtime's "
+                                  f"quantized ops take int8); a float input with a QUANTIZE op is")
         self.values[index] = self.b.input(self.names[index], t.shape, t.dtype)
         self.record(self.values[index], self.params(index))
 
@@ -79,6 +113,8 @@ class ImportContext:
         if t.data is None:
             raise ConversionError(f"{what}: tensor {t.name!r} is read before any op writes it")
         data = t.data.astype(np.float32) if t.data.dtype == np.float16 else t.data
+        if t.type_code == UINT8 and t.scale:
+            data = (data.astype(np.int16) - 128).astype(np.int8)
         self.values[index] = self.b.constant(self.names[index], data)
         self.record(self.values[index], self.params(index))
         return self.values[index]
@@ -198,7 +234,7 @@ def _conv2d(ctx: ImportContext, op: OperatorInfo) -> None:
     pads = _window(op, h, w, weights.shape[1], weights.shape[2], _options(op, "Padding", SAME), stride, dilation)
     attrs = {"strides": stride, "dilations": dilation, "pads": pads, "groups": cin // weights.shape[3],
              "layout": "NHWC"}
-    ctx.emit(op, "Conv2D", [ctx.input(op, 0), ctx.input(op, 1), ctx.optional_input(op, 2)], attrs,
+    ctx.emit(op, "Conv2D", [ctx.input(op, 0), ctx.weights_input(op, 1), ctx.optional_input(op, 2)], attrs,
              ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
 
 
@@ -212,11 +248,11 @@ def _depthwise_conv2d(ctx: ImportContext, op: OperatorInfo) -> None:
     pads = _window(op, h, w, weights.shape[1], weights.shape[2], _options(op, "Padding", SAME), stride, dilation)
     # [1, KH, KW, Cin * multiplier] -> OHWI [Cout, KH, KW, 1] with Cin groups; output channel
     # c * multiplier + m reads input channel c in both.
+    weights, w_params = ctx.weights(op, 1)
     ohwi = np.ascontiguousarray(np.transpose(weights, (3, 1, 2, 0)))
     if ohwi.dtype == np.float16:
         ohwi = ohwi.astype(np.float32)
     w_name = ctx.b.constant(ctx.b._fresh(ctx.names[ctx.input_index(op, 1)] + "_ohwi"), ohwi)
-    w_params = ctx.params(ctx.input_index(op, 1))
     if w_params is not None:
         if len(w_params.scale) > 1 and w_params.axis != 3:
             raise ConversionError(f"{op.name}: depthwise weights quantized along axis {w_params.axis}, not 3")
@@ -330,7 +366,7 @@ def _fully_connected(ctx: ImportContext, op: OperatorInfo) -> None:
         raise ConversionError(f"{op.name}: input {list(shape)} does not divide into rows of {k}")
     if not _options(op, "KeepNumDims", False) and len(shape) != 2:
         x = ctx.emit(op, "Reshape", [x], {"shape": (total // k, k)})
-    ctx.emit(op, "FullyConnected", [x, ctx.input(op, 1), ctx.optional_input(op, 2)], {},
+    ctx.emit(op, "FullyConnected", [x, ctx.weights_input(op, 1), ctx.optional_input(op, 2)], {},
              ctx.output_index(op), _options(op, "FusedActivationFunction", 0))
 
 
@@ -706,7 +742,7 @@ def _dequantize(ctx: ImportContext, op: OperatorInfo) -> None:
 def _check_dequantize(model: TFLiteModel, op: OperatorInfo) -> str | None:
     if op.inputs and op.inputs[0] >= 0:
         source = model.tensors[op.inputs[0]]
-        if source.type_code == 1 or (source.type_code == INT8 and source.quantized and source.data is None):
+        if source.type_code == 1 or (source.type_code in (INT8, UINT8) and source.quantized and source.data is None):
             return None
         return f"from {'constant ' if source.data is not None else ''}{source.type_name}"
     return None
@@ -720,7 +756,7 @@ def _check_quantize(model: TFLiteModel, op: OperatorInfo) -> str | None:
     if not (op.inputs and op.outputs and op.inputs[0] >= 0):
         return None
     source, target = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
-    if source.type_code != 0 or target.type_code != INT8 or len(target.scale) != 1:
+    if source.type_code != 0 or target.type_code not in (INT8, UINT8) or len(target.scale) != 1:
         return f"{source.type_name} to {target.type_name}"
     return None
 
@@ -793,7 +829,7 @@ TABLE: dict[str, tuple[Callable, Callable | None]] = {
     "QUANTIZE": (_quantize, _check_quantize),
     "DENSIFY": (_densify, None),
 }
-INT8, INT32 = 9, 2
+INT8, UINT8, INT32 = 9, 3, 2
 # IR ops that only move bytes: on int8 tensors their outputs keep the input's params.
 MOVES_BYTES = ("Reshape", "Transpose", "Slice", "MaxPool2D", "Gather", "Split", "Pad")
 # TFLite ops with int8 forms in the runtime (its int8 compute ops and the byte movers).
@@ -821,12 +857,13 @@ def _int8_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
         return "output params differ from the input's"
     if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1 and op.inputs[1] >= 0:
         weights = model.tensors[op.inputs[1]]
-        if weights.data is None or not weights.quantized or any(z != 0 for z in weights.zero_point):
-            return "weights not constant symmetric int8"
-        if weights.data.size and int(np.min(weights.data)) < -127:
-            return "weights use -128"
-    if op.op == "SOFTMAX" and outputs and (outputs[0].scale != (1.0 / 256.0,) or outputs[0].zero_point != (-128,)):
-        return "int8 output params other than 1/256, -128"
+        if weights.data is None or not weights.quantized:
+            return "weights not constant and quantized"
+    if op.op == "SOFTMAX" and outputs and (outputs[0].scale != (1.0 / 256.0,) or
+                                           outputs[0].zero_point != ((-128,) if outputs[0].type_code == INT8 else (0,))):
+        return "output params other than 1/256 from the type's minimum"
+    if len({t.type_code for t in data + outputs}) > 1:
+        return "int8 and uint8 mixed"
     return None
 
 
@@ -845,7 +882,7 @@ def unsupported_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
             t = model.tensors[index]
             if t.sparse:
                 return f"{op.op} (sparse tensor)"
-            if t.quantized and (t.type_code != INT8 or op.op not in INT8_OPS):
+            if t.quantized and (t.type_code not in (INT8, UINT8) or op.op not in INT8_OPS):
                 return f"{op.op} (quantized {t.type_name})"
             if t.dtype is None:
                 return f"{op.op} ({t.type_name})"

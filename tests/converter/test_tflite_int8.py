@@ -22,11 +22,6 @@ RELU, RELU6 = 1, 3
 SAME, VALID = 0, 1
 
 
-def _grid_input(rng, shape, scale, zero_point):
-    q = rng.integers(-128, 128, shape)
-    return ((q - zero_point) * scale).astype(np.float32)
-
-
 def _weights(rng, shape, axis, per_channel):
     w = rng.integers(-127, 128, shape).astype(np.int8)
     channels = shape[axis] if per_channel else 1
@@ -34,19 +29,21 @@ def _weights(rng, shape, axis, per_channel):
     return w, (scales, [0] * channels, axis if per_channel else 0)
 
 
-def model(body, x_shape, x_params=(0.05, 3), y_params=(0.1, -5), y_dtype="int8", extra_inputs=()):
+def model(body, x_shape, x_params=(0.05, 3), y_params=(0.1, -5), y_dtype="int8", extra_inputs=(), dtype="int8"):
     """float x -> QUANTIZE -> body(builder, xq, yq) -> DEQUANTIZE -> float y."""
     rng = np.random.default_rng(11)
     b = TFLiteBuilder()
     x = b.input("x", x_shape)
-    xq = b.tensor("x_q", "int8", quant=(x_params[0], x_params[1]))
+    xq = b.tensor("x_q", dtype, quant=(x_params[0], x_params[1]))
     b.op("QUANTIZE", [x], [xq])
-    yq = b.tensor("y_q", y_dtype, quant=(y_params[0], y_params[1]))
+    yq = b.tensor("y_q", dtype, quant=(y_params[0], y_params[1]))
     body(b, xq, yq, rng, x_params)
     y = b.tensor("y")
     b.op("DEQUANTIZE", [yq], [y])
     data = b.finish([x], [y])
-    return data, {"x": _grid_input(rng, x_shape, *x_params)}, y_params[0]
+    low = -128 if dtype == "int8" else 0
+    q = rng.integers(low, low + 256, x_shape)
+    return data, {"x": ((q - x_params[1]) * x_params[0]).astype(np.float32)}, y_params[0]
 
 
 def conv(per_channel, padding, stride, activation):
@@ -99,7 +96,30 @@ def unary(op, options=None, y_params=None, **kw):
     return model(body, kw.get("shape", (1, 6, 8, 4)), y_params=y_params or (0.05, 3))
 
 
+def uint8_conv():
+    def body(b, xq, yq, rng, x_params):
+        w = rng.integers(1, 256, (5, 3, 3, 4)).astype(np.uint8)  # w - 128 stays within [-127, 127]
+        bi = b.constant("b", rng.integers(-2000, 2000, 5).astype(np.int32),
+                        (np.float32(x_params[0]) * np.float32(0.01), [0], 0))
+        b.op("CONV_2D", [xq, b.constant("w", w, (0.01, 128)), bi], [yq],
+             opts("Conv2DOptions", padding=SAME, strideW=1, strideH=1, fusedActivationFunction=RELU6))
+    return model(body, (1, 7, 8, 4), x_params=(0.05, 130), y_params=(0.05, 20), dtype="uint8")
+
+
+def uint8_unary(op, options, y_params, consts=(), shape=(1, 6, 8, 4)):
+    def body(b, xq, yq, rng, x_params):
+        ins = [xq] + [b.constant(f"a{k}", v, q) if q else b.constant(f"a{k}", v) for k, (v, q) in enumerate(consts)]
+        b.op(op, ins, [yq], options)
+    return model(body, shape, x_params=(0.05, 130), y_params=y_params, dtype="uint8")
+
+
 CASES = {
+    "uint8_conv_relu6": uint8_conv,
+    "uint8_add": lambda: uint8_unary("ADD", opts("AddOptions"), (0.1, 120),
+                                     [(np.arange(4, dtype=np.uint8).reshape(1, 1, 1, 4) * 50, (0.02, 100))]),
+    "uint8_avg_pool": lambda: uint8_unary("AVERAGE_POOL_2D", opts("Pool2DOptions", padding=VALID, strideW=2, strideH=2,
+                                                                  filterWidth=2, filterHeight=2), (0.05, 130)),
+    "uint8_softmax": lambda: uint8_unary("SOFTMAX", opts("SoftmaxOptions", beta=1.0), (1 / 256, 0), shape=(3, 10)),
     "conv_per_channel_same_relu": lambda: conv(True, SAME, 1, RELU),
     "conv_per_tensor_valid_stride2": lambda: conv(False, VALID, 2, 0),
     "depthwise_per_channel": lambda: depthwise(True, 1),
