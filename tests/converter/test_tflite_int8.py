@@ -6,7 +6,7 @@ Inputs lie on the input's quantization grid, so QUANTIZE is exact in both runtim
 then requantizes its int32 sums; LiteRT rounds ties away from zero (gemmlowp's fixed point), the
 runtime adds half and shifts (ties toward +infinity, converter/quantize/int8_reference.py), so an
 output may differ by one quantization step and by no more: |edge - LiteRT| <= 1 output scale per
-element. At least half the elements must agree exactly (a one-step bias everywhere would not)."""
+element. Against the converter's integer reference (converter.reference) the runtime is bit-exact. At least half the elements must agree exactly (a one-step bias everywhere would not)."""
 from __future__ import annotations
 
 import numpy as np
@@ -148,6 +148,11 @@ def test_int8_op_within_one_step_of_litert(case):
                 if any(result.graph.tensors[o].dtype == "int8" for o in n.outputs)]
     assert int8_ops, "nothing was converted to an int8 op"
     got = run_edge(result.data, feeds)[0]
+    # The runtime computes what the integer reference says, bit for bit.
+    from converter.reference import run as run_reference
+
+    (reference,) = run_reference(result.graph, feeds).values()
+    assert np.array_equal(got, reference), f"{case}: runtime differs from converter.reference"
     steps = np.abs(got.astype(np.float64) - expected.astype(np.float64)) / y_scale
     assert steps.max() <= 1.0 + 1e-3, f"{case}: {steps.max():.2f} output steps apart"
     print(f"{case}: {np.mean(steps < 0.5):.1%} of outputs equal LiteRT's, the rest one step apart")

@@ -72,6 +72,11 @@ def test_mutants_of_small_files_with_option_vectors():
                  "mediapipe_transpose_same", "split_v", "resize_bilinear_half_pixel"):
         data, _ = CASES[case]()
         _campaign(data, 300, seed=7, run=load_tflite)
+    from tests.converter.test_tflite_int8 import CASES as INT8_CASES
+
+    for case in ("conv_per_channel_same_relu", "depthwise_per_channel", "uint8_conv_relu6"):
+        data, _, _ = INT8_CASES[case]()
+        _campaign(data, 300, seed=8, run=convert)
 
 
 @pytest.mark.parametrize("data,message", [
