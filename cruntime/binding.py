@@ -11,13 +11,12 @@ model is actually loaded. The library is looked up in this order:
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import os
 import pathlib
 import re
 import threading
-
-from cffi import FFI
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 HEADER = PACKAGE_DIR / "include" / "edge.h"
@@ -52,8 +51,29 @@ def header_declarations(text: str) -> str:
     return "\n".join(kept)
 
 
-ffi = FFI()
-ffi.cdef(header_declarations(HEADER.read_text(encoding="utf-8")))
+def _load_ffi():
+    """The ahead-of-time module (cruntime/generate_ffi.py) when it matches the header, so that no C
+    is parsed at import (python-for-android runs -OO, under which pycparser cannot parse);
+    otherwise the header itself through ``ffi.cdef``."""
+    try:
+        from cruntime import _edge_ffi
+    except ImportError:
+        _edge_ffi = None
+    if _edge_ffi is not None:
+        try:
+            current = hashlib.sha256(HEADER.read_bytes()).hexdigest()
+        except OSError:
+            current = None  # a packaged app may ship without the header: the generated module is all there is
+        if current is None or current == _edge_ffi.HEADER_SHA256:
+            return _edge_ffi.ffi
+    from cffi import FFI
+
+    parsed = FFI()
+    parsed.cdef(header_declarations(HEADER.read_text(encoding="utf-8")))
+    return parsed
+
+
+ffi = _load_ffi()
 
 
 def packaged_library() -> pathlib.Path | None:
