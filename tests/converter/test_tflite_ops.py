@@ -34,16 +34,16 @@ def rand(rng, *shape, low=-1.0, high=1.0):
 
 
 def single(op, x_shape, consts=(), options=None, extra_inputs=(), custom=None, n_outputs=1, version=1,
-           const_first=False):
+           const_first=False, low=-1.0, high=1.0):
     """One op over input x (plus constants, in order) -> outputs y0..; returns (file, feeds)."""
-    rng = np.random.default_rng(abs(hash(op)) % 2**32)
+    rng = np.random.default_rng(sum(op.encode()))
     b = TFLiteBuilder()
     x = b.input("x", x_shape)
     ins = [b.constant(f"c{k}", c) if c is not None else -1 for k, c in enumerate(consts)]
     inputs = ins + [x] if const_first else [x] + ins
     outs = [b.tensor(f"y{k}") for k in range(n_outputs)]
     b.op(op, inputs, outs, options, custom, version)
-    return b.finish([x], outs), {"x": rand(rng, *x_shape)}
+    return b.finish([x], outs), {"x": rand(rng, *x_shape, low=low, high=high)}
 
 
 def binary(op, a_shape, b_shape, activation=0):
@@ -238,6 +238,19 @@ CASES = {
     "gelu_tanh": lambda: single("GELU", (2, 3, 4), (), opts("GeluOptions", approximate=True)),
     "exp": lambda: single("EXP", (2, 3, 4)),
     "abs": lambda: single("ABS", (2, 3, 4)),
+    "neg": lambda: single("NEG", (2, 3, 4)),
+    "square": lambda: single("SQUARE", (2, 3, 4)),
+    "floor": lambda: single("FLOOR", (2, 3, 4), low=-3, high=3),
+    "ceil": lambda: single("CEIL", (2, 3, 4), low=-3, high=3),
+    "sin": lambda: single("SIN", (2, 3, 4), low=-3, high=3),
+    "cos": lambda: single("COS", (2, 3, 4), low=-3, high=3),
+    "log": lambda: single("LOG", (2, 3, 4), low=0.1, high=4),
+    "sqrt": lambda: single("SQRT", (2, 3, 4), low=0.0, high=4),
+    "rsqrt": lambda: single("RSQRT", (2, 3, 4), low=0.1, high=4),
+    "relu_0_to_1": lambda: single("RELU_0_TO_1", (2, 3, 4), low=-2, high=2),
+    "pow": lambda: single("POW", (2, 3, 4), [np.array([2.5, 1.0, 0.5, 3.0], np.float32)], low=0.1, high=2),
+    "reduce_min": lambda: reduce("REDUCE_MIN", [2], False),
+    "reduce_prod": lambda: reduce("REDUCE_PROD", [3], True),
     "max_pool_same": lambda: pool("MAX_POOL_2D", SAME, 3, 2),
     "max_pool_valid_relu": lambda: pool("MAX_POOL_2D", VALID, 2, 2, RELU),
     "avg_pool_same": lambda: pool("AVERAGE_POOL_2D", SAME, 3, 2),
