@@ -11,7 +11,10 @@ Semantics are TFLite's and the layout is already NHWC, so ops map onto the IR's 
 directly (convolution weights are already OHWI) and tensor names are kept. Each op's mapping
 lives in converter/importers/tflite_ops.py; every op outside that table is reported at once in
 one UnsupportedOpsError before anything is built. Float16 weights (the DEQUANTIZE of a float16
-constant that MediaPipe's models carry) are widened to float32 exactly at import.
+constant that MediaPipe's models carry) are widened to float32 exactly at import; converting with
+``quantize="fp16"`` (``edge convert --quantize fp16``) stores them as float16 again, losslessly.
+Sparse constants (DENSIFY) are made dense at import (tflite_sparse.py). int8 and uint8 models map
+onto the runtime's int8 ops (tflite_ops.INT8_OPS), uint8 shifted to int8 exactly.
 """
 from __future__ import annotations
 

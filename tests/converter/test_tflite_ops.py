@@ -377,3 +377,12 @@ def test_signature_defs_become_edge_signatures():
 
     reference = Interpreter(model_content=data).get_signature_runner("serving_default")(pixels=feed)["scores"]
     assert relative_error(reference, got) <= TOLERANCE
+
+
+def test_float16_weights_stay_exact_when_written_as_float16():
+    # The importer widens float16 weights to float32; --quantize fp16 narrows them back, which is
+    # exact, so the file is the source's size again and the outputs do not change at all.
+    data, feeds = fp16_weights()
+    wide, narrow = convert(data), convert(data, quantize="fp16")
+    assert "float16" in {t.dtype for t in narrow.graph.tensors.values()}
+    assert np.array_equal(run_edge(wide.data, feeds)[0], run_edge(narrow.data, feeds)[0])
