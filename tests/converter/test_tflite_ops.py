@@ -386,3 +386,20 @@ def test_float16_weights_stay_exact_when_written_as_float16():
     wide, narrow = convert(data), convert(data, quantize="fp16")
     assert "float16" in {t.dtype for t in narrow.graph.tensors.values()}
     assert np.array_equal(run_edge(wide.data, feeds)[0], run_edge(narrow.data, feeds)[0])
+
+
+def test_cli_converts_and_inspect_names_the_source(tmp_path, capsys):
+    from converter.cli import main
+
+    data, _ = CASES["conv_same_relu"]()
+    source = tmp_path / "model.bin"  # no .tflite extension: the identifier decides
+    source.write_bytes(data)
+    out = tmp_path / "model.edge"
+    assert main(["convert", str(source), "-o", str(out)]) == 0
+    assert main(["inspect", str(out)]) == 0
+    assert "source: TFLite (schema v3)" in capsys.readouterr().out
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(data[:len(data) // 3])
+    assert main(["convert", str(broken), "-o", str(tmp_path / "b.edge")]) != 0
+    err = capsys.readouterr().err
+    assert "broken.tflite: " in err and "Traceback" not in err and not (tmp_path / "b.edge").exists()
