@@ -122,3 +122,60 @@ def test_a_changed_header_falls_back_to_parsing_it(device_tree, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "parsed"
+
+
+ANDROID = REPO / "apps" / "android"
+SPEC_CHECK = r"""
+import sys
+from buildozer import Buildozer
+b = Buildozer(sys.argv[1], "android")
+b.check_configuration_tokens()
+print("archs", b.config.getlist("app", "android.archs"), "local recipes", b.config.get("app", "p4a.local_recipes"))
+"""
+
+
+def _check_spec(spec: pathlib.Path, tmp_path):
+    return subprocess.run([sys.executable, "-c", SPEC_CHECK, str(spec)], cwd=spec.parent, capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+
+
+def test_buildozer_accepts_the_spec(tmp_path):
+    pytest.importorskip("buildozer")
+    spec = tmp_path / "app" / "buildozer.spec"  # buildozer creates .buildozer/ beside the spec: not in the tree
+    spec.parent.mkdir()
+    shutil.copy(ANDROID / "buildozer.spec", spec)
+    done = _check_spec(spec, tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "archs ['arm64-v8a']" in done.stdout and "local recipes ./recipes" in done.stdout
+    config = configparser.ConfigParser()
+    config.read(ANDROID / "buildozer.spec")
+    assert "edgesplit" in config.get("app", "requirements").split(",")
+    # The control: a spec without a title is refused by the same check.
+    broken = tmp_path / "broken" / "buildozer.spec"
+    broken.parent.mkdir()
+    broken.write_text("".join(line for line in spec.read_text().splitlines(True) if not line.startswith("title")))
+    assert _check_spec(broken, tmp_path).returncode != 0
+
+
+def test_p4a_lists_the_local_recipe():
+    p4a = shutil.which("p4a")
+    if p4a is None:
+        pytest.skip("python-for-android is not installed (pip install python-for-android)")
+    done = subprocess.run([p4a, "recipes", "--local-recipes", str(ANDROID / "recipes")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = [line.split() for line in done.stdout.splitlines() if line.strip().startswith("edgesplit")]
+    assert listed and listed[0][1] == "0.1.0", done.stdout[-2000:]
+
+
+def test_the_cross_built_library_is_aarch64(tmp_path):
+    """What the recipe runs for arm64-v8a, with the Debian cross compiler instead of the NDK's."""
+    compiler = shutil.which("aarch64-linux-gnu-gcc")
+    if compiler is None or shutil.which("readelf") is None:
+        pytest.skip("no aarch64 cross compiler (apt-get install gcc-aarch64-linux-gnu binutils)")
+    build = tmp_path / "build-android"
+    done = subprocess.run(["make", "-C", str(REPO / "cruntime"), f"CC={compiler}", f"BUILD={build}", "-j2", "shared"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = subprocess.run(["readelf", "-h", str(build / "libedge.so")], capture_output=True, text=True).stdout
+    assert "AArch64" in header and "DYN" in header, header
