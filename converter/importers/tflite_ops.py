@@ -701,6 +701,7 @@ def _split(ctx: ImportContext, op: OperatorInfo) -> None:
     outs = ctx.b.op_multi("Split", x, outputs=names, axis=axis, sizes=tuple(sizes))
     for o, name in zip(op.outputs, outs):
         ctx.values[o] = name
+        ctx.record(name, ctx.params(o))
         if tuple(ctx.b.type_of(name).shape) != ctx.tensor(o).shape:
             raise ConversionError(f"{op.name}: output {ctx.tensor(o).name!r} comes out "
                                   f"{list(ctx.b.type_of(name).shape)}, the file declares {list(ctx.tensor(o).shape)}")
@@ -864,6 +865,14 @@ def _int8_reason(model: TFLiteModel, op: OperatorInfo) -> str | None:
         return "output params other than 1/256 from the type's minimum"
     if len({t.type_code for t in data + outputs}) > 1:
         return "int8 and uint8 mixed"
+    if op.op == "SOFTMAX" and _options(op, "Beta", 1.0) != 1.0:
+        return "beta other than 1"
+    if op.op == "MEAN":
+        # The runtime's int8 mean averages the H, W axes of an NHWC tensor.
+        axes = model.tensors[op.inputs[1]].data if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+        rank = len(data[0].shape) if data else 0
+        if rank != 4 or axes is None or sorted({int(a) % 4 for a in np.asarray(axes).reshape(-1)}) != [1, 2]:
+            return "int8 mean over axes other than H, W"
     return None
 
 

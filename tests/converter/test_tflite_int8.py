@@ -113,6 +113,23 @@ def uint8_unary(op, options, y_params, consts=(), shape=(1, 6, 8, 4)):
     return model(body, shape, x_params=(0.05, 130), y_params=y_params, dtype="uint8")
 
 
+def _split():
+    rng = np.random.default_rng(12)
+    b = TFLiteBuilder()
+    x = b.input("x", (1, 4, 6, 4))
+    xq = b.tensor("x_q", "int8", quant=(0.05, 3))
+    b.op("QUANTIZE", [x], [xq])
+    parts = [b.tensor(f"p{k}", "int8", quant=(0.05, 3)) for k in range(2)]
+    b.op("SPLIT", [b.constant("axis", np.array(2, np.int32)), xq], parts, opts("SplitOptions", numSplits=2))
+    yq = b.tensor("y_q", "int8", quant=(0.1, -5))
+    b.op("ADD", [parts[0], parts[1]], [yq], opts("AddOptions"))
+    y = b.tensor("y")
+    b.op("DEQUANTIZE", [yq], [y])
+    data = b.finish([x], [y])
+    q = rng.integers(-128, 128, (1, 4, 6, 4))
+    return data, {"x": ((q - 3) * 0.05).astype(np.float32)}, 0.1
+
+
 CASES = {
     "uint8_conv_relu6": uint8_conv,
     "uint8_add": lambda: uint8_unary("ADD", opts("AddOptions"), (0.1, 120),
@@ -134,6 +151,7 @@ CASES = {
                                                   filterWidth=3, filterHeight=3)),
     "mean_spatial": lambda: unary("MEAN", opts("ReducerOptions", keepDims=True), y_params=(0.02, 1),
                                   consts=[np.array([1, 2], np.int32)]),
+    "split": lambda: _split(),
     "reshape": lambda: unary("RESHAPE", None, consts=[np.array([1, 48, 4], np.int32)], version=1),
     "softmax": lambda: unary("SOFTMAX", opts("SoftmaxOptions", beta=1.0), y_params=(1 / 256, -128), shape=(4, 10)),
 }
@@ -171,3 +189,13 @@ def test_ops_without_an_int8_form_are_listed():
     with pytest.raises(UnsupportedOpsError) as info:
         convert(data)
     assert set(info.value.ops) == {"LOGISTIC (quantized INT8)", "RESIZE_BILINEAR (quantized INT8)"}
+
+
+def test_int8_mean_over_channels_is_refused():
+    from converter.errors import UnsupportedOpsError
+
+    def body(b, xq, yq, rng, x_params):
+        b.op("MEAN", [xq, b.constant("axes", np.array([3], np.int32))], [yq], opts("ReducerOptions", keepDims=True))
+    data, _, _ = model(body, (1, 4, 4, 6))
+    with pytest.raises(UnsupportedOpsError, match="int8 mean over axes other than H, W"):
+        convert(data)
