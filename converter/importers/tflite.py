@@ -65,20 +65,20 @@ class _Verifier:
     def _u32(self, pos: int) -> int:
         return struct.unpack_from("<I", self.buf, pos)[0]
 
-    def _fits(self, start: int, length: int) -> bool:
+    def fits(self, start: int, length: int) -> bool:
         return 0 <= start and length >= 0 and start + length <= self.size
 
     def table(self, obj, pos: int, what: str):
         """Checks the table at ``pos`` and points ``obj`` (a generated class) at it."""
-        if not self._fits(pos, 4):
+        if not self.fits(pos, 4):
             raise ConversionError(f"{what}: table at byte {pos} lies outside the {self.size}-byte file")
         vtable = pos - struct.unpack_from("<i", self.buf, pos)[0]
-        if not self._fits(vtable, 4):
+        if not self.fits(vtable, 4):
             raise ConversionError(f"{what}: vtable at byte {vtable} lies outside the {self.size}-byte file")
         vt_size, inline_size = struct.unpack_from("<HH", self.buf, vtable)
-        if vt_size < 4 or vt_size % 2 or not self._fits(vtable, vt_size):
+        if vt_size < 4 or vt_size % 2 or not self.fits(vtable, vt_size):
             raise ConversionError(f"{what}: vtable at byte {vtable} has a bad size {vt_size}")
-        if inline_size < 4 or not self._fits(pos, inline_size):
+        if inline_size < 4 or not self.fits(pos, inline_size):
             raise ConversionError(f"{what}: table at byte {pos} of {inline_size} bytes ends past the "
                                   f"{self.size}-byte file")
         for slot in range(4, vt_size, 2):
@@ -95,10 +95,10 @@ class _Verifier:
         if offset == 0:
             return None
         at = obj._tab.Pos + offset
-        if not self._fits(at, 4):
+        if not self.fits(at, 4):
             raise ConversionError(f"{what}: offset field at byte {at} lies outside the file")
         target = at + self._u32(at)
-        if not self._fits(target, 4):
+        if not self.fits(target, 4):
             raise ConversionError(f"{what}: points to byte {target}, past the {self.size}-byte file")
         return target
 
@@ -108,7 +108,7 @@ class _Verifier:
         if target is None:
             return None
         length = self._u32(target)
-        if not self._fits(target + 4, length * elem_size):
+        if not self.fits(target + 4, length * elem_size):
             raise ConversionError(f"{what}: {length} elements of {elem_size} bytes from byte {target + 4} "
                                   f"end past the {self.size}-byte file")
         return target + 4, length
@@ -222,7 +222,7 @@ def _buffer_data(v: _Verifier, buffers, index: int, tensor_what: str, data_size:
     # Buffers of files over 2 GiB live past the FlatBuffer: offset and size from the file start.
     offset, size = buffer.Offset(), buffer.Size()
     if offset > 1 and size:
-        if not v._fits(offset, size):
+        if not v.fits(offset, size):
             raise ConversionError(f"{tensor_what}: buffer {index} of {size} bytes at byte {offset} ends "
                                   f"past the {data_size}-byte file")
         return v.buf[offset:offset + size]
