@@ -76,7 +76,7 @@ class DigitsScreen(BoxLayout):
         self.losses: list[float] = []
         self._losses = Latest()
         self._done = Latest()
-        self.plot_interval_s = 0.25
+        self.plot_interval_s = 0.4
         self._plotted_at = 0.0
         self.plot = MeshLinePlot(color=[0.3, 0.8, 1, 1])
         self.ids.loss_graph.add_plot(self.plot)

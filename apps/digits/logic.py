@@ -6,13 +6,12 @@ The UI (``apps/digits/app.py`` + ``digits.kv``) only forwards touches to ``Sketc
 """
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
