@@ -252,6 +252,15 @@ static void gemm(builder *b, int32_t y, int32_t a, const char *options, cl_mem w
   b->launch->has_local = true;
 }
 
+/* The geometry both convolution kernels take after (y, x, w, bias, has_bias), in one order. */
+static void conv_geometry_args(builder *b, const edge_tensor *x, const edge_tensor *y, const edge_tensor *w,
+                               const edge_conv2d_options *o) {
+  int64_t values[] = {x->shape[1], x->shape[2], x->shape[3], y->shape[1], y->shape[2], y->shape[3], w->shape[1],
+                      w->shape[2], o->strides[0], o->strides[1], o->dilations[0], o->dilations[1], o->pads[0],
+                      o->pads[1], w->shape[3], y->shape[3] / o->groups};
+  for (size_t i = 0; i < sizeof values / sizeof *values; ++i) arg_int(b, values[i]);
+}
+
 static void build_conv(builder *b, const edge_node *node) {
   const edge_context *ctx = b->ctx;
   const edge_tensor *x = input(ctx, node, 0), *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
@@ -259,6 +268,7 @@ static void build_conv(builder *b, const edge_node *node) {
   const edge_conv2d_options *o = &node->options.conv2d;
   cl_mem weights = owned_floats(b, 0, w), bias_mem = owned_floats(b, 1, bias);
   int64_t out_c = y->shape[3], kh = w->shape[1], kw = w->shape[2], group_in_c = w->shape[3];
+  int64_t group_out_c = out_c / o->groups;
   bool pointwise = kh == 1 && kw == 1 && o->strides[0] == 1 && o->strides[1] == 1 && o->pads[0] == 0 &&
                    o->pads[1] == 0 && o->pads[2] == 0 && o->pads[3] == 0 && o->groups == 1;
   if (pointwise) {  /* [N H W, C] x [OC, C]^T */
@@ -267,67 +277,34 @@ static void build_conv(builder *b, const edge_node *node) {
          0, c, 1, 0, 1, c, &node->activation);
     return;
   }
-  int64_t group_out_c = out_c / o->groups;
-  if (group_in_c > 1 || group_out_c > 1) {  /* an implicit GEMM; depthwise (one channel in, few out) stays direct */
-    int64_t m = y->shape[0] * y->shape[1] * y->shape[2], k = kh * kw * group_in_c;
-    if (!begin(b, "gemm", "-DB_FLOAT=1", "conv_gemm")) return;
-    arg_tensor(b, node->outputs[0]);
-    arg_tensor(b, node->inputs[0]);
-    arg_mem(b, weights);
-    arg_mem(b, bias_mem);
-    arg_int(b, bias != NULL);
-    arg_int(b, x->shape[1]);
-    arg_int(b, x->shape[2]);
-    arg_int(b, x->shape[3]);
-    arg_int(b, y->shape[1]);
-    arg_int(b, y->shape[2]);
-    arg_int(b, out_c);
-    arg_int(b, kw);
-    arg_int(b, o->strides[0]);
-    arg_int(b, o->strides[1]);
-    arg_int(b, o->dilations[0]);
-    arg_int(b, o->dilations[1]);
-    arg_int(b, o->pads[0]);
-    arg_int(b, o->pads[1]);
-    arg_int(b, group_in_c);
-    arg_int(b, group_out_c);
-    arg_int(b, m);
-    arg_int(b, k);
-    activation_args(b, &node->activation);
-    b->launch->dims = 3;
-    b->launch->global[0] = round_up(m, GEMM_TILE);
-    b->launch->global[1] = round_up(group_out_c, GEMM_TILE) / GEMM_STRIP;
-    b->launch->global[2] = (size_t)o->groups;
-    b->launch->local[0] = GEMM_TILE;
-    b->launch->local[1] = GEMM_TILE / GEMM_STRIP;
-    b->launch->local[2] = 1;
-    b->launch->has_local = true;
+  /* an implicit GEMM; a depthwise convolution (one channel in, few out per group) stays direct */
+  bool implicit_gemm = group_in_c > 1 || group_out_c > 1;
+  if (!begin(b, implicit_gemm ? "gemm" : "conv2d", implicit_gemm ? "-DB_FLOAT=1" : "",
+             implicit_gemm ? "conv_gemm" : "conv2d"))
     return;
-  }
-  if (!begin(b, "conv2d", "", "conv2d")) return;
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);
   arg_mem(b, weights);
   arg_mem(b, bias_mem);
   arg_int(b, bias != NULL);
-  arg_int(b, x->shape[1]);
-  arg_int(b, x->shape[2]);
-  arg_int(b, x->shape[3]);
-  arg_int(b, y->shape[1]);
-  arg_int(b, y->shape[2]);
-  arg_int(b, out_c);
-  arg_int(b, kh);
-  arg_int(b, kw);
-  arg_int(b, o->strides[0]);
-  arg_int(b, o->strides[1]);
-  arg_int(b, o->dilations[0]);
-  arg_int(b, o->dilations[1]);
-  arg_int(b, o->pads[0]);
-  arg_int(b, o->pads[1]);
-  arg_int(b, group_in_c);
-  arg_int(b, group_out_c);
+  conv_geometry_args(b, x, y, w, o);
+  if (!implicit_gemm) {
+    activation_args(b, &node->activation);
+    global_3d(b, out_c, y->shape[2], y->shape[0] * y->shape[1]);
+    return;
+  }
+  int64_t m = y->shape[0] * y->shape[1] * y->shape[2];
+  arg_int(b, m);
+  arg_int(b, kh * kw * group_in_c);
   activation_args(b, &node->activation);
-  global_3d(b, out_c, y->shape[2], y->shape[0] * y->shape[1]);
+  b->launch->dims = 3;
+  b->launch->global[0] = round_up(m, GEMM_TILE);
+  b->launch->global[1] = round_up(group_out_c, GEMM_TILE) / GEMM_STRIP;
+  b->launch->global[2] = (size_t)o->groups;
+  b->launch->local[0] = GEMM_TILE;
+  b->launch->local[1] = GEMM_TILE / GEMM_STRIP;
+  b->launch->local[2] = 1;
+  b->launch->has_local = true;
 }
 
 static void build_fully_connected(builder *b, const edge_node *node) {

@@ -9,6 +9,15 @@
 #define TILE 16
 #define STRIP 4
 
+/* acc[s] += the 16-wide tile product for this work-item's row and its strip of columns. */
+inline void multiply_tiles(__local float (*a_tile)[TILE + 1], __local float (*b_tile)[TILE + 1], int lm, int ln,
+                           float *acc) {
+  for (int kk = 0; kk < TILE; ++kk) {
+    float av = a_tile[lm][kk];
+    for (int s = 0; s < STRIP; ++s) acc[s] = fma(av, b_tile[kk][ln + s * (TILE / STRIP)], acc[s]);
+  }
+}
+
 #ifdef B_FLOAT
 #define B_TYPE float
 #define LOAD_B(p, i) ((p)[i])
@@ -39,10 +48,7 @@ void gemm(__global storage *y, int yo, __global const storage *a, int ao, __glob
       b_tile[lm][kk] = (col < n_size && kb < k_size) ? LOAD_B(b, b_base + kb * b_k + col * b_n) : 0.0f;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int kk = 0; kk < TILE; ++kk) {
-      float av = a_tile[lm][kk];
-      for (int s = 0; s < STRIP; ++s) acc[s] = fma(av, b_tile[kk][ln + s * (TILE / STRIP)], acc[s]);
-    }
+    multiply_tiles(a_tile, b_tile, lm, ln, acc);
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   if (m >= m_size) return;
@@ -62,9 +68,9 @@ void gemm(__global storage *y, int yo, __global const storage *a, int ao, __glob
 __kernel __attribute__((reqd_work_group_size(TILE, TILE / STRIP, 1)))
 void conv_gemm(__global storage *y, int yo, __global const storage *x, int xo, __global const float *w,
                __global const float *bias, int has_bias, int in_h, int in_w, int in_c, int out_h, int out_w,
-               int out_c, int kernel_w, int stride_h, int stride_w, int dilation_h, int dilation_w, int pad_top,
-               int pad_left, int group_in_c, int group_out_c, int m_size, int k_size, int act, float alpha,
-               float beta) {
+               int out_c, int kernel_h, int kernel_w, int stride_h, int stride_w, int dilation_h, int dilation_w,
+               int pad_top, int pad_left, int group_in_c, int group_out_c, int m_size, int k_size, int act,
+               float alpha, float beta) {
   __local float a_tile[TILE][TILE + 1];
   __local float b_tile[TILE][TILE + 1];
   const int lm = get_local_id(0), ln = get_local_id(1), g = get_global_id(2);
@@ -90,10 +96,7 @@ void conv_gemm(__global storage *y, int yo, __global const storage *x, int xo, _
       b_tile[lm][kk] = (col < group_out_c && kb < k_size) ? w[w_base + col * k_size + kb] : 0.0f;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int kk = 0; kk < TILE; ++kk) {
-      float av = a_tile[lm][kk];
-      for (int s = 0; s < STRIP; ++s) acc[s] = fma(av, b_tile[kk][ln + s * (TILE / STRIP)], acc[s]);
-    }
+    multiply_tiles(a_tile, b_tile, lm, ln, acc);
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   if (m >= m_size) return;
