@@ -10,6 +10,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -61,6 +62,19 @@ class BuildRuntime(build_ext):
         destination = pathlib.Path(self.get_ext_fullpath(ext.name))
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(build_dir / "libedge.so", destination)
+        # The cffi module generated ahead of time (ABI mode), so that importing edge parses no C:
+        # python-for-android runs -OO, where pycparser cannot parse (cruntime/generate_ffi.py).
+        # An editable install imports cruntime from the source tree, so it goes there too.
+        targets = {destination.parent / "_edge_ffi.py"}
+        if self.inplace or getattr(self, "editable_mode", False):
+            targets.add(ROOT / "cruntime" / "_edge_ffi.py")
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        for generated in sorted(targets):
+            command = [sys.executable, "-m", "cruntime.generate_ffi", "--out", str(generated)]
+            try:
+                subprocess.run(command, check=True, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL)
+            except subprocess.CalledProcessError as error:
+                raise BuildError(f"generating the cffi module failed (exit {error.returncode}): {' '.join(command)}")
 
 
 def readme() -> str:

@@ -59,6 +59,10 @@ def _load_ffi():
         from cruntime import _edge_ffi
     except ImportError:
         _edge_ffi = None
+    # only the module beside this file: an editable install's import hook can otherwise hand out
+    # the source tree's copy to a cruntime imported from elsewhere
+    if _edge_ffi is not None and pathlib.Path(_edge_ffi.__file__).resolve().parent != PACKAGE_DIR:
+        _edge_ffi = None
     if _edge_ffi is not None:
         try:
             current = hashlib.sha256(HEADER.read_bytes()).hexdigest()
