@@ -65,6 +65,8 @@ void edge_gpu_op_release(edge_gpu *gpu, edge_gpu_op *op) {
     if (op->launches[i].kernel) cl->clReleaseKernel(op->launches[i].kernel);
   for (size_t i = 0; i < sizeof op->owned / sizeof *op->owned; ++i)
     if (op->owned[i]) cl->clReleaseMemObject(op->owned[i]);
+  for (size_t i = 0; i < sizeof op->tables / sizeof *op->tables; ++i)
+    if (op->tables[i]) cl->clReleaseMemObject(op->tables[i]);
   memset(op, 0, sizeof *op);
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../ops/broadcast.h"
+#include "../ops/resize.h"
 #include "backend.h"
 
 #define GEMM_TILE 16
@@ -57,6 +58,19 @@ static bool matmul_batches(const edge_tensor *a, const edge_tensor *b, const edg
   if (na != 1 && nb != 1 && (a->rank != b->rank || memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)(a->rank - 2))))
     return false;
   return true;
+}
+
+/* The first of two adjacent dims holding every resized one (the kernel's "rows" and "columns"),
+ * or -1 when the resized dims are not within two adjacent ones. */
+static int32_t resize_pair(const resize_state *state) {
+  int32_t first = -1, last = -1;
+  for (int32_t d = 0; d < state->rank; ++d)
+    if (state->resized[d]) {
+      if (first < 0) first = d;
+      last = d;
+    }
+  if (first < 0 || last - first > 1 || state->rank < 2) return -1;
+  return first + 1 < state->rank ? first : first - 1;
 }
 
 bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
@@ -113,6 +127,10 @@ bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
     case EDGE_OP_PAD:
       return all_float(ctx, node) && node->options.pad.mode == EDGE_PAD_CONSTANT && x->rank <= 8 &&
              node->num_inputs == 1;
+    case EDGE_OP_RESIZE: {  /* nearest or linear over two adjacent dims, from the CPU's tables */
+      const resize_state *state = node->state;
+      return all_float(ctx, node) && state && !state->cubic && state->rank == x->rank && resize_pair(state) >= 0;
+    }
     case EDGE_OP_GATHER: {
       const edge_tensor *idx = input(ctx, node, 1);
       return idx && x->dtype == EDGE_FLOAT32 && y->dtype == EDGE_FLOAT32 &&
@@ -562,6 +580,58 @@ static void build_gather(builder *b, const edge_node *node) {
   global_1d(b, outer * elements(idx) * inner);
 }
 
+/* A resized dimension's table as device buffers (an unresized one is the identity). */
+static void resize_tables(builder *b, const resize_state *state, int32_t d, int64_t in, int64_t out, cl_mem *lower,
+                          cl_mem *upper, cl_mem *weight) {
+  if (b->status != EDGE_OK) return;
+  int32_t *lo = malloc(sizeof(int32_t) * (size_t)out), *hi = malloc(sizeof(int32_t) * (size_t)out);
+  float *w = malloc(sizeof(float) * (size_t)out);
+  if (!lo || !hi || !w) {
+    snprintf(b->error, EDGE_ERROR_CAPACITY, "out of memory");
+    b->status = EDGE_OUT_OF_MEMORY;
+  } else {
+    for (int64_t o = 0; o < out; ++o) {
+      lo[o] = (int32_t)(state->resized[d] ? state->lower[d][o] : (o < in ? o : in - 1));
+      hi[o] = (int32_t)(state->resized[d] ? state->upper[d][o] : lo[o]);
+      w[o] = state->resized[d] && state->linear ? state->upper_weight[d][o] : 0.0f;
+    }
+    cl_int err = CL_SUCCESS;
+    const edge_cl_api *cl = b->gpu->dev.cl;
+    size_t ints = sizeof(int32_t) * (size_t)out, floats = sizeof(float) * (size_t)out;
+    *lower = cl->clCreateBuffer(b->gpu->dev.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ints, lo, &err);
+    if (err == CL_SUCCESS) *upper = cl->clCreateBuffer(b->gpu->dev.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ints, hi, &err);
+    if (err == CL_SUCCESS) *weight = cl->clCreateBuffer(b->gpu->dev.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, floats, w, &err);
+    if (err != CL_SUCCESS) {
+      snprintf(b->error, EDGE_ERROR_CAPACITY, "RESIZE tables: %s (%d)", edge_cl_error_name(err), err);
+      b->status = EDGE_OUT_OF_MEMORY;
+    }
+  }
+  free(lo);
+  free(hi);
+  free(w);
+}
+
+/* The tensor as [outer, rows, columns, inner] around the two dims resize_pair picks. */
+static void build_resize(builder *b, const edge_node *node) {
+  const edge_tensor *x = input(b->ctx, node, 0), *y = output(b->ctx, node);
+  const resize_state *state = node->state;
+  int32_t d = resize_pair(state);
+  int64_t outer = edge_num_elements(d, x->shape), inner = edge_num_elements(x->rank - d - 2, x->shape + d + 2);
+  cl_mem *t = b->op->tables;
+  resize_tables(b, state, d, x->shape[d], y->shape[d], &t[0], &t[1], &t[2]);
+  resize_tables(b, state, d + 1, x->shape[d + 1], y->shape[d + 1], &t[3], &t[4], &t[5]);
+  if (!begin(b, "data", "", "resize_hw")) return;
+  arg_tensor(b, node->outputs[0]);
+  arg_tensor(b, node->inputs[0]);
+  arg_int(b, x->shape[d]);
+  arg_int(b, x->shape[d + 1]);
+  arg_int(b, inner);
+  arg_int(b, y->shape[d]);
+  arg_int(b, y->shape[d + 1]);
+  for (int i = 0; i < 6; ++i) arg_mem(b, t[i]);
+  global_3d(b, inner, y->shape[d + 1], outer * y->shape[d]);
+}
+
 edge_status edge_gpu_op_build(edge_gpu *gpu, edge_context *ctx, const edge_node *node, edge_gpu_op *op, char *error) {
   builder b = {gpu, ctx, op, error, EDGE_OK, NULL, 0};
   switch (node->opcode) {
@@ -580,6 +650,7 @@ edge_status edge_gpu_op_build(edge_gpu *gpu, edge_context *ctx, const edge_node 
     case EDGE_OP_CONCAT: build_concat(&b, node); break;
     case EDGE_OP_PAD: build_pad(&b, node); break;
     case EDGE_OP_GATHER: build_gather(&b, node); break;
+    case EDGE_OP_RESIZE: build_resize(&b, node); break;
     default:
       snprintf(error, EDGE_ERROR_CAPACITY, "no GPU kernel for %s", edge_op_names[node->opcode]);
       return EDGE_UNSUPPORTED;

@@ -20,19 +20,7 @@
 #include "broadcast.h"
 #include "kernels/config.h"
 #include "ops.h"
-
-typedef struct {
-  int32_t rank;
-  bool linear;
-  bool resized[EDGE_MAX_RANK];
-  int64_t *lower[EDGE_MAX_RANK], *upper[EDGE_MAX_RANK]; /* source coordinates per output coordinate */
-  float *upper_weight[EDGE_MAX_RANK];                   /* LINEAR: weight of upper; lower gets 1 - it */
-  bool cubic;
-  int64_t *cubic_index[EDGE_MAX_RANK];                  /* CUBIC: 4 source coordinates per output one */
-  float *cubic_weight[EDGE_MAX_RANK];                   /* CUBIC: their 4 weights */
-  int64_t x_strides[EDGE_MAX_RANK];
-  void *tables, *cubic_tables;
-} resize_state;
+#include "resize.h"
 
 static void free_resize_state(resize_state *state) {
   if (!state) return;

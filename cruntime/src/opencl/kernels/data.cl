@@ -68,3 +68,39 @@ __kernel void gather(__global storage *y, int yo, __global const storage *x, int
   if (k < 0) k += axis_size;
   STORE(LOAD(x, xo + (o * axis_size + (int)k) * inner + in), y, yo + i);
 }
+
+/* RESIZE (nearest or linear) of two adjacent dims of a tensor seen as [outer, rows (in_h), columns
+ * (in_w), inner (channels)], from the CPU prepare's tables: per output row and column the lower and
+ * upper source coordinate and the upper one's weight (0 for nearest). The corners are weighted and summed in the CPU's order, products then sums, with no
+ * contraction into fma, so both devices round alike. */
+#pragma OPENCL FP_CONTRACT OFF
+__kernel void resize_hw(__global storage *y, int yo, __global const storage *x, int xo, int in_h, int in_w,
+                        int channels, int out_h, int out_w, __global const int *lower_h,
+                        __global const int *upper_h, __global const float *weight_h, __global const int *lower_w,
+                        __global const int *upper_w, __global const float *weight_w) {
+  const int c = get_global_id(0), ow = get_global_id(1), row = get_global_id(2);
+  if (c >= channels || ow >= out_w) return;
+  const int n = row / out_h, oh = row % out_h;
+  const float wh = weight_h[oh], ww = weight_w[ow];
+  const int base = xo + n * in_h * in_w * channels + c;
+  const int hl = lower_h[oh] * in_w, hu = upper_h[oh] * in_w, wl = lower_w[ow], wu = upper_w[ow];
+  float v;
+  if (wh == 0.0f && ww == 0.0f) {
+    v = LOAD(x, base + (hl + wl) * channels);
+  } else if (ww == 0.0f) {
+    float a = (1.0f - wh) * LOAD(x, base + (hl + wl) * channels);
+    float b = wh * LOAD(x, base + (hu + wl) * channels);
+    v = a + b;
+  } else if (wh == 0.0f) {
+    float a = (1.0f - ww) * LOAD(x, base + (hl + wl) * channels);
+    float b = ww * LOAD(x, base + (hl + wu) * channels);
+    v = a + b;
+  } else {
+    float c0 = ((1.0f - wh) * (1.0f - ww)) * LOAD(x, base + (hl + wl) * channels);
+    float c1 = (wh * (1.0f - ww)) * LOAD(x, base + (hu + wl) * channels);
+    float c2 = ((1.0f - wh) * ww) * LOAD(x, base + (hl + wu) * channels);
+    float c3 = (wh * ww) * LOAD(x, base + (hu + wu) * channels);
+    v = ((c0 + c1) + c2) + c3;
+  }
+  STORE(v, y, yo + ((n * out_h + oh) * out_w + ow) * channels + c);
+}
