@@ -1,11 +1,16 @@
-"""OpenCL devices the runtime can use (``Interpreter(..., backend="opencl")``).
+"""OpenCL devices the runtime can use (``Interpreter(..., backend="opencl")``), and the placement
+policy of ``backend="auto"``.
 
     import edge.opencl
     for device in edge.opencl.devices():
         print(device["index"], device["name"], device["type"])
+    table = edge.opencl.tune("model.edge")     # what `edge tune` runs: times, plan, stored
 
 The C runtime opens libOpenCL at the first call ($EDGE_OPENCL_LIBRARY names another library);
-``available()`` is False, and ``devices()`` empty, where it cannot.
+``available()`` is False, and ``devices()`` empty, where it cannot. The runtime provides the
+mechanism (which ops the GPU may take: ``Interpreter.set_op_devices``); the policy is here:
+``plan_placement`` picks, from measured op times and copy costs, which ops run where, ``tune``
+measures them and stores the plan that ``Interpreter(backend="auto")`` then follows.
 """
 from __future__ import annotations
 
