@@ -15,6 +15,15 @@ import time
 
 import pytest
 
+# Mesa's software GL (llvmpipe, what Xvfb gives Kivy here) and Triton (which torch imports through
+# transformers in other test modules of the same worker) each carry an LLVM; when Mesa's is loaded
+# first, importing Triton afterwards segfaults the process (seen in CI; reproduced with the split
+# app's test followed by `import triton`). Loading Triton first is safe, so the GUI tests do that.
+try:
+    import triton  # noqa: F401
+except Exception:  # not installed, or unusable here: nothing to order
+    pass
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gui: opens real Kivy windows (needs $DISPLAY or Xvfb)")
