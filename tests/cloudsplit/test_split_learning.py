@@ -228,9 +228,11 @@ def test_auto_cut_follows_the_link(model_path, server, data):
     whole, details = whole_model("sgd", 0.05)
     train = whole.get_signature_runner("train")
     link = EmulatedLink(1e9, 1e9, 0.0)
+    # no periodic probe during the test (on a loaded machine 30 s pass before step 2 and the
+    # periodic probe, not the mispredictions this test is about, would find the slow link)
     with SplitTrainer(model_path, cut="auto", optimizer="sgd", lr=0.05, compression="none",
                       gradient_compression="none", device_costs=device_ms, replan_threshold=0.3,
-                      channel=channel(server, link)) as trainer:
+                      probe_interval_s=3600.0, channel=channel(server, link)) as trainer:
         # a fast link and a slow device: conv2 (the heaviest op) goes to the server
         assert trainer.cut == trainer.plan.cut and trainer.cut in {("relu",), ("maxpool2d",)}
         for n, (x, y) in enumerate(batches(data, 6)):
