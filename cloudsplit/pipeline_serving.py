@@ -193,6 +193,7 @@ class PipelineModel:
         actor = self._ray.remote(StageServer)
         self.actors = [actor.options(num_cpus=0).remote(f, first, threads) for (f, _), first in zip(files, self.bounds)]
         self._names = list(names)
+        self._index = {name: t for t, name in enumerate(self._names)}
         self._stage_of = [s for s in range(len(files)) for _ in range(self.bounds[s], self.bounds[s + 1])]
         self._reads = [[t for t in op["inputs"] if t >= 0] for op in ops]
         self._writes = [[t for t in op["outputs"] if t >= 0] for op in ops]
@@ -212,14 +213,12 @@ class PipelineModel:
         known = {self._names[t]: tuple(shape) for t, shape in graph_input_shapes.items()}
         for actor in self.actors:
             known.update(self._ray.get(actor.shapes.remote(known)))
-        index = {name: t for t, name in enumerate(self._names)}
-        return {index[name]: shape for name, shape in known.items() if name in index}
+        return {self._index[name]: shape for name, shape in known.items() if name in self._index}
 
     def run(self, shapes: Sequence[Sequence[int]], ops: Sequence[int], uploads: Mapping[int, np.ndarray],
             outputs: Sequence[int]) -> list[tuple[int, np.ndarray]]:
         """Runs ``ops`` (model op indices) from ``uploads`` and returns ``outputs``, by index.
         ``shapes``: every tensor's shape for this request's input configuration (``shapes()``)."""
-        index = {name: t for t, name in enumerate(self._names)}
         ops = sorted(ops)
         by_stage: dict[int, list[int]] = collections.defaultdict(list)
         for op in ops:
@@ -234,7 +233,7 @@ class PipelineModel:
         for s in sorted(by_stage):
             reads = {t for op in by_stage[s] for t in self._reads[op]}
             mine = {self._names[t]: array for t, array in uploads.items() if t in reads}
-            stage_shapes = {name: tuple(shapes[index[name]]) for name in self._stage_inputs[s]}
+            stage_shapes = {name: tuple(shapes[self._index[name]]) for name in self._stage_inputs[s]}
             refs.append(self.actors[s].run.remote(by_stage[s], stage_shapes, mine,
                                                   [self._names[t] for t in wanted[s]], *refs))
         results: dict[str, np.ndarray] = {}
