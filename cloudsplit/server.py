@@ -199,6 +199,12 @@ class ModelEntry:
         self._profile_lock = threading.Lock()
 
     @property
+    def _runtime_errors(self) -> tuple[type[BaseException], ...]:
+        """What running this model can raise for a bad request: the runtime's errors, or on stage
+        workers anything (Ray wraps the worker's exception)."""
+        return (Exception,) if self.stages is not None else (EdgeError,)
+
+    @property
     def batch_dimension_dynamic(self) -> bool:
         return bool(self.graph_inputs) and all(
             len(self.signatures[t]) >= 1 and self.signatures[t][0] == -1 for t in self.graph_inputs)
@@ -215,7 +221,6 @@ class ModelEntry:
             if config in self._shapes:
                 self._shapes.move_to_end(config)
                 return self._shapes[config]
-            failed = (Exception,) if self.stages is not None else (EdgeError,)  # a stage worker's: any
             try:
                 if self.stages is not None:
                     found = self.stages.shapes(dict(zip(self.graph_inputs, config)))
@@ -226,7 +231,7 @@ class ModelEntry:
                         self._meta.resize_tensor_input(tensor, shape)
                     self._meta.allocate_tensors()
                     shapes = tuple(tuple(int(v) for v in d["shape"]) for d in self._meta.get_tensor_details())
-            except failed as error:
+            except self._runtime_errors as error:
                 raise _invalid(f"the model cannot take input shapes "
                                f"{', '.join(_shape_text(s) for s in config)}: {_cause(error)}") from None
             self._shapes[config] = shapes
@@ -250,7 +255,6 @@ class ModelEntry:
                outputs: Sequence[int]) -> list[tuple[int, np.ndarray]]:
         """Runs the server ops ``ops`` for input configuration ``config`` on the uploaded tensors
         and returns ``outputs``: on a warm interpreter of the pool, or through the stage workers."""
-        failed = (Exception,) if self.stages is not None else (EdgeError,)  # a stage worker's: any
         try:
             if self.stages is not None:
                 return self.stages.run(self.shapes_for(config), ops, dict(uploads), outputs)
@@ -262,7 +266,7 @@ class ModelEntry:
                 self.pool.release(slot)
         except RequestError:
             raise
-        except failed as error:
+        except self._runtime_errors as error:
             raise RequestError(grpc.StatusCode.INTERNAL,
                                f"the runtime failed running the server ops: {_cause(error)}") from None
 
