@@ -6,6 +6,7 @@ their epsilon.
     python benchmarks/train_federated.py                     # rate sweep and compression, results/federated-<stamp>.*
     python benchmarks/train_federated.py --quick             # one seed, fewer FedSGD rates
     python benchmarks/train_federated.py --parts secagg,secagg-cost,dp
+    python benchmarks/train_federated.py --parts emulated --profiles 3g,4g,wifi
 
 The setting is the test's (tests/cloudsplit/test_federated.py): scikit-learn digits (1347 training
 images, 450 held out), 20 clients holding two classes each, C = 0.25 (5 clients a round), the
@@ -20,6 +21,13 @@ seeds; ``secagg-cost`` times the protocol's arithmetic alone (masking on a clien
 the server with and without a dropped client) for more clients and a bigger vector than the
 digits MLP's. DP (``--parts dp``) runs FedAvg with every update clipped to ``--dp-clip`` and
 Gaussian noise of multiplier z on each round's sum, for a fixed number of rounds.
+
+Emulated devices (``--parts emulated``): each client is its own process (``python -m
+cloudsplit.federated``), slowed as the split benchmark's device is (the runtime's reference kernels,
+``EDGE_ISA=scalar``, one interpreter thread), on the device side of a link shaped by
+``cloudsplit.netem`` to each of ``--profiles``; the server runs in a process on the other side.
+FedAvg and FedSGD each at their rate (``--emulated-lrs``) to 95 %, so the table shows what the
+rounds cost in wall time once compute and the link are a device's.
 """
 from __future__ import annotations
 
@@ -59,9 +67,18 @@ def run(model_path, shards, validation, config, compression: str = "none",
             handle, model_path, shards, config, validation, compression=compression, timeout_s=1800,
             clients_kwargs=[{"pull_compression": pull_compression}] * len(shards))
         status = job.status()
+    return figures(config, status, [r for c in clients for r in c.reports if r.pushed], wall,
+                   compression, pull_compression)
+
+
+def figures(config, status, reports, wall: float, compression: str = "none",
+            pull_compression: str = "none") -> dict:
+    """A job's figures from its final status and the reports of the rounds its clients pushed in
+    (empty when the clients ran in other processes: the per-client byte counts are then None)."""
+    from tests.fixtures import federated
+
     history = list(status.history)
     accuracies = [r.val_accuracy for r in history if r.HasField("val_accuracy")]
-    reports = [r for c in clients for r in c.reports if r.pushed]
     durations = [r.duration_s for r in history]
     return {"strategy": config.strategy, "learning_rate": config.learning_rate, "compression": compression,
             "pull_compression": pull_compression, "secure_aggregation": config.secure_aggregation,
@@ -102,7 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compression-lr", type=float, default=0.3)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--parts", default="rounds,compression",
-                        help="comma-separated: rounds (the rate sweep), compression, secagg, secagg-cost, dp")
+                        help="comma-separated: rounds (the rate sweep), compression, secagg, secagg-cost, dp, "
+                             "flower, emulated")
     parser.add_argument("--secagg-lr", type=float, default=0.3)
     parser.add_argument("--secagg-rounds", type=int, default=300, help="FedAvg rounds at most (stops at 95 %%)")
     parser.add_argument("--dp-clip", type=float, default=1.0)
@@ -113,10 +131,21 @@ def main(argv=None) -> int:
                         help="the Python of Flower's own environment (flwr and cffi installed)")
     parser.add_argument("--flower-rounds", type=int, default=80)
     parser.add_argument("--flower-lr", type=float, default=0.3)
+    parser.add_argument("--profiles", default="4g",
+                        help="emulated part: comma-separated link profiles of cloudsplit.netem (3g, 4g, wifi)")
+    parser.add_argument("--shaping", default=None, help="emulated part: force a cloudsplit.netem shaping mode")
+    parser.add_argument("--device-isa", default="scalar",
+                        help="emulated part: EDGE_ISA of the client processes (default scalar: reference kernels)")
+    parser.add_argument("--emulated-lrs", type=float, nargs=2, default=[0.3, 0.5], metavar=("FEDAVG", "FEDSGD"),
+                        help="emulated part: the learning rate of each strategy (their best in the rate sweep)")
+    parser.add_argument("--emulated-server", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--flower-worker", nargs=3, metavar=("FOLDER", "MODEL", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--report", metavar="JSON", nargs="+",
                         help="only print the report of results files (their runs together; seeds differ)")
     args = parser.parse_args(argv)
+    if args.emulated_server:
+        folder, strategy, lr, seed, rounds, host, timeout_s = args.emulated_server
+        return emulated_server(folder, strategy, float(lr), int(seed), int(rounds), host, float(timeout_s))
     if args.flower_worker:
         return flower_worker(*args.flower_worker, seed=args.seeds[0], rounds=args.flower_rounds, lr=args.flower_lr)
     if args.report:
@@ -181,6 +210,18 @@ def main(argv=None) -> int:
             print(f"flower {theirs['flwr_version']} seed {seed}: 90 % at {theirs['rounds_to_90']}, 95 % at "
                   f"{theirs['rounds_to_95']} of {theirs['rounds_run']} rounds; median round "
                   f"{theirs['round_s_median']:.3f} s", flush=True)
+        if "emulated" in args.parts.split(","):
+            folder = pathlib.Path(folder)
+            for k, (x, y) in enumerate(shards):
+                np.savez(folder / f"shard{k}.npz", x=x, y=y)
+            np.savez(folder / "validation.npz", x=validation[0], y=validation[1])
+        for seed in seeds if "emulated" in args.parts.split(",") else ():
+            for profile in args.profiles.split(","):
+                for strategy, lr, rounds in (("fedavg", args.emulated_lrs[0], args.fedavg_rounds),
+                                             ("fedsgd", args.emulated_lrs[1], args.fedsgd_rounds)):
+                    result = emulated_run(folder, profile, strategy, lr, seed, rounds, args.shaping, args.device_isa)
+                    runs.append(result)
+                    print(f"{profile}: {_line(result)}; to 95 % in {result['wall_to_95_s']} s", flush=True)
         costs = secagg_costs() if "secagg-cost" in args.parts.split(",") else []
         for seed in seeds if "compression" in args.parts.split(",") else ():
             for push, pull in COMPRESSIONS:
@@ -201,6 +242,102 @@ def main(argv=None) -> int:
     (out / f"federated-{stamp}.md").write_text(_report(meta, runs, costs))
     print(_report(meta, runs, costs))
     print(f"wrote {out / f'federated-{stamp}.json'} and .md")
+    return 0
+
+
+def emulated_run(folder: pathlib.Path, profile: str, strategy: str, lr: float, seed: int, rounds: int,
+                 shaping: str | None, device_isa: str, timeout_s: float = 1800) -> dict:
+    """One job to 95 % with every client its own slowed process on the device side of a link shaped
+    to ``profile`` and the server on the other side (``folder`` holds mlp.edge, shard<k>.npz and
+    validation.npz)."""
+    import re
+    import subprocess
+
+    from cloudsplit import netem
+
+    clients = len(list(folder.glob("shard*.npz")))
+    env = netem._child_env()
+    device_env = dict(env, EDGE_ISA=device_isa) if device_isa else env
+    with netem.shaped_link(profile, mode=shaping) as link:
+        server = link.start_server([sys.executable, str(pathlib.Path(__file__).resolve()), "--emulated-server",
+                                    str(folder), strategy, str(lr), str(seed), str(rounds), link.server_host,
+                                    str(timeout_s)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        line = server.stdout.readline()
+        match = re.search(r"port (\d+) job (\S+)", line)
+        if not match:
+            raise RuntimeError(f"the federated server did not start ({server.poll()}): {line!r}")
+        address = link.address(int(match.group(1)))
+        workers, logs = [], [open(folder / f"client{k}.log", "w") for k in range(clients)]
+        try:
+            # One after another, each connected before the next starts: the server samples by the
+            # seed in the order of connection, so a seed samples as the thread-client runs do.
+            for k in range(clients):
+                workers.append(subprocess.Popen(link.client_argv(
+                    [sys.executable, "-m", "cloudsplit.federated", "--server", address, "--job", match.group(2),
+                     "--model", str(folder / "mlp.edge"), "--data", str(folder / f"shard{k}.npz"),
+                     "--seed", str(k), "--timeout-s", str(timeout_s)]), stdout=logs[k], stderr=subprocess.STDOUT,
+                    env=device_env, cwd=REPO))
+                _wait_for_line(folder / f"client{k}.log", "connected", workers[-1])
+            output = server.stdout.readline()        # the job's figures, once it ended
+            # The server stays up until every client has heard that the job finished and left.
+            for worker in workers:
+                worker.wait(timeout=120)
+        finally:
+            for process in workers:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            server.stdin.close()
+            server.wait(timeout=60)
+            for log in logs:
+                log.close()
+        failed = [(folder / f"client{k}.log").read_text()[-2000:] for k, w in enumerate(workers) if w.returncode]
+        if server.returncode != 0 or failed or not output:
+            raise RuntimeError(f"emulated run failed: server {server.returncode}, {len(failed)} client(s) failed"
+                               + (f":\n{failed[0]}" if failed else ""))
+        result = json.loads(output)
+        result.update(part="emulated", profile=profile, link=link.label,
+                      device=f"separate process; EDGE_ISA={device_isa or '(detected)'}; 1 interpreter thread")
+    return result
+
+
+def _wait_for_line(path: pathlib.Path, text: str, process, timeout_s: float = 120) -> None:
+    """Waits until ``process`` wrote ``text`` to its log ``path``; raises if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"client {path.stem} did not connect ({process.poll()}): {path.read_text()[-2000:]}")
+        time.sleep(0.02)
+
+
+def emulated_server(folder: str, strategy: str, lr: float, seed: int, rounds: int, host: str,
+                    timeout_s: float) -> int:
+    """This file's ``--emulated-server``: a server on ``host`` with one federated job, which prints
+    its port and job id, waits for the job to end (stopping it after ``timeout_s``), prints the job's figures as one JSON line, and
+    serves on until its stdin closes."""
+    from cloudsplit.federated_service import JobConfig
+    from cloudsplit.server import start_server
+
+    folder = pathlib.Path(folder)
+    shards = sorted(folder.glob("shard*.npz"))
+    with np.load(folder / "validation.npz") as data:
+        validation = (data["x"], data["y"])
+    extra = dict(epochs=5, batch_size=10) if strategy != "fedsgd" else {}
+    config = JobConfig(strategy=strategy, learning_rate=lr, rounds=rounds, target_accuracy=0.95, seed=seed,
+                       fraction=0.25, min_clients=3, wait_for_clients=len(shards), round_timeout_s=30.0, **extra)
+    with start_server(federated=True, host=host) as handle:
+        job = handle.federated.start_job((folder / "mlp.edge").read_bytes(), config, validation=validation)
+        print(f"port {handle.port} job {job.job_id}", flush=True)
+        if not job.wait(timeout_s):
+            job.stop()
+        status = job.status()
+        history = list(status.history)
+        result = figures(config, status, [], sum(r.duration_s for r in history))
+        to_95 = result["rounds_to_95"]
+        result["wall_to_95_s"] = sum(r.duration_s for r in history[:to_95]) if to_95 else None
+        print(json.dumps(result), flush=True)
+        sys.stdin.read()            # serves on until the driver closes stdin: its clients have left
     return 0
 
 
@@ -394,7 +531,7 @@ def _line(r: dict) -> str:
         if r.get("dp_clip_norm") else "")
     return (f"{r['strategy']:6s} lr {r['learning_rate']:<4g} {r['compression']:15s}{extra} seed {r['seed']}: "
             f"90 % at {r['rounds_to_90']}, 95 % at {r['rounds_to_95']} of {r['rounds_run']} rounds; "
-            f"final {r['final_accuracy']:.3f}; push {r['push_bytes_per_client_round']:.0f} B/client/round; "
+            f"final {r['final_accuracy']:.3f}; push {_bytes(r['push_bytes_per_client_round'])} B/client/round; "
             f"{r['wall_s']:.1f} s")
 
 
@@ -424,11 +561,18 @@ def _report(meta: dict, runs: list[dict], costs: list[dict] = ()) -> str:
     private = [r for r in runs if r.get("part") == "dp"]
     if private:
         lines += _dp_report(private, meta["fraction"])
+    emulated = [r for r in runs if r.get("part") == "emulated"]
+    if emulated:
+        lines += _emulated_report(emulated)
     ours = {r["seed"]: r for r in runs if r.get("part") == "flower-ours"}
     flower = {r["seed"]: r for r in runs if r.get("part") == "flower"}
     if ours and flower:
         lines += _flower_report(ours, flower)
     return "\n".join(lines) + "\n"
+
+
+def _bytes(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _loads(values) -> str:
@@ -491,6 +635,30 @@ def _secagg_report(runs: list[dict]) -> list[str]:
             f"{np.mean([r['secagg_sent_per_client_round'] for r in group]):.0f} | "
             f"{np.mean([r['secagg_received_per_client_round'] for r in group]):.0f} | "
             f"{np.mean([r['pull_bytes_per_client_round'] for r in group]):.0f} |")
+    return lines
+
+
+def _emulated_report(runs: list[dict]) -> list[str]:
+    lines = ["", f"## Emulated devices ({runs[0]['device']}; the server in another process across the link; "
+             "round s: from sampling to aggregation)", "",
+             "| link | strategy | lr | seed | rounds to 90 % | rounds to 95 % | median round s | s to 95 % | "
+             "late updates | tensor bytes pushed per update |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        wall = "-" if r["wall_to_95_s"] is None else f"{r['wall_to_95_s']:.1f}"
+        lines.append(f"| {r['profile']} | {r['strategy']} | {r['learning_rate']:g} | {r['seed']} | "
+                     f"{r['rounds_to_90'] or '-'} | {r['rounds_to_95'] or '-'} | {r['round_s_median']:.3f} | {wall} | "
+                     f"{r['late']} | {r['server_tensor_bytes_pushed_per_update']:.0f} |")
+    lines.append("")
+    for profile, label in dict.fromkeys((r["profile"], r["link"]) for r in runs):
+        lines.append(f"- {label}")
+    for link in dict.fromkeys(r["profile"] for r in runs):
+        by = {s: [r for r in runs if r["profile"] == link and r["strategy"] == s] for s in ("fedavg", "fedsgd")}
+        if all(by.values()):
+            walls = {s: _median([r["wall_to_95_s"] or r["round_s_mean"] * r["rounds_run"] for r in group])
+                     for s, group in by.items()}
+            rounds = {s: _median([r["rounds_to_95"] or r["rounds_run"] for r in group]) for s, group in by.items()}
+            lines.append(f"- {link}: FedSGD / FedAvg median rounds to 95 % {rounds['fedsgd'] / rounds['fedavg']:.2f}x, "
+                         f"wall time to 95 % {walls['fedsgd'] / walls['fedavg']:.2f}x")
     return lines
 
 
