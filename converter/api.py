@@ -43,6 +43,24 @@ def _import(model, input_shapes) -> Graph:
     return load_onnx(model, input_shapes=input_shapes)
 
 
+def _bind_lengths(graph: Graph, model, input_shapes) -> tuple[Graph, list[str], list[str]]:
+    """An ONNX model with dynamic input dims converted at sizes >= 2 is imported once more with
+    them halved, and its length-dependent constants become run-time slices
+    (converter.passes.length), so the model runs at any size up to the converted one."""
+    from converter.passes.length import bind_length_constants, shrunk_lengths
+
+    if isinstance(model, Graph) or _is_tflite(model):
+        return graph, [], []
+    shorter = shrunk_lengths(graph)
+    if not shorter:
+        return graph, [], []
+    try:
+        other = _import(model, {**(input_shapes or {}), **shorter})
+    except ConversionError as error:
+        return graph, [], [f"the model does not import at the shorter sizes {shorter}: {error}"]
+    return bind_length_constants(graph, other)
+
+
 def _is_tflite(model) -> bool:
     """TFLite files are recognised by their FlatBuffer file identifier, not by their extension."""
     from converter.importers.tflite import is_tflite
@@ -98,6 +116,7 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
     trainable: the file gets the infer, grad and train signatures (see converter.autodiff).
     """
     source = _import(model, input_shapes)
+    source, bound, notes = _bind_lengths(source, model, input_shapes)
     if training is not None:
         graph, passes = _trainable(source, training, optimize, quantize)
     else:
@@ -112,7 +131,8 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
         folded=passes.folded, fused=passes.fused, removed=passes.removed,
         transposes_left=graph.op_counts().get("Transpose", 0),
         constants_bytes=sum(graph.tensors[n].nbytes for n in graph.constants),
-        file_size=len(data), passes=passes, quantization=quantization)
+        file_size=len(data), passes=passes, quantization=quantization,
+        length_bound=tuple(bound), length_notes=tuple(notes))
     result = ConversionResult(graph, data, report)
     if output_path is not None:
         result.save(output_path)

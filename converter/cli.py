@@ -268,7 +268,8 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("-o", "--output", help="output .edge path (default: MODEL with .edge)")
     parser.add_argument("--input-shape", action="append", type=_parse_input_shape, metavar="NAME=D0,D1,...",
-                        help="fix an input's shape (repeatable), e.g. input=1,3,224,224")
+                        help="an input's shape (repeatable), e.g. input=1,3,224,224; a dim the model declares "
+                             "dynamic then runs at any size up to the one given")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip the optimization passes (layout conversion still required to write)")
     _add_quantize_arguments(parser)

@@ -20,6 +20,10 @@ class ConversionReport:
     unsupported_ops: dict[str, list[str]] = field(default_factory=dict)
     passes: PassReport | None = None
     quantization: object | None = None   # converter.quantize.report.QuantizationReport
+    # Dynamic input dims below the converted size (converter.passes.length): the constants read
+    # through a run-time slice, and why others could not be (the model then runs only as converted).
+    length_bound: tuple[str, ...] = ()
+    length_notes: tuple[str, ...] = ()
 
     @property
     def source_node_count(self) -> int:
@@ -60,6 +64,15 @@ def _op_rows(report: ConversionReport) -> list[tuple[str, int, int]]:
     return [(op, report.source_ops.get(op, 0), report.final_ops.get(op, 0)) for op in ops]
 
 
+def _length_lines(report: ConversionReport) -> list[str]:
+    lines = []
+    if report.length_bound:
+        lines.append(f"dynamic dims run at any size up to the converted one; {len(report.length_bound)} "
+                     f"length-dependent constant(s) sliced at run time")
+    lines += [f"dynamic dims fixed at the converted size: {note}" for note in report.length_notes]
+    return lines
+
+
 def render_plain(report: ConversionReport, title: str = "") -> str:
     out = io.StringIO()
     if title:
@@ -74,6 +87,8 @@ def render_plain(report: ConversionReport, title: str = "") -> str:
     for what, count in report.fusion_details().items():
         print(f"  {what}: {count}", file=out)
     print(f"weights {human_bytes(report.constants_bytes)}, file {human_bytes(report.file_size)}", file=out)
+    for line in _length_lines(report):
+        print(line, file=out)
     if report.quantization is not None:
         print(str(report.quantization), end="", file=out)
     return out.getvalue()
@@ -100,5 +115,7 @@ def print_report(report: ConversionReport, title: str = "", file=None) -> None:
     for what, count in report.fusion_details().items():
         console.print(f"  {what}: {count}")
     console.print(f"weights {human_bytes(report.constants_bytes)}, file {human_bytes(report.file_size)}")
+    for line in _length_lines(report):
+        console.print(line, markup=False)
     if report.quantization is not None:
         console.print(str(report.quantization), end="", markup=False)

@@ -187,9 +187,10 @@ def _reshape_carrier(graph: Graph, node: Node, before: tuple, after: tuple) -> i
     """The output axis of a Reshape that absorbs the change of its input from ``before`` to
     ``after``: the axis the graph already marks dynamic, else the axis the importer recorded as a
     copy of the changed input axis or as sized from the element count (``dim_sources``, valid
-    while the input still has the ``source_shape`` it was recorded for), else the first output
-    axis whose preceding axes hold exactly the elements of the input axes before the changed one
-    (row-major order keeps those apart, so the changed axis' elements start there)."""
+    while the input still has the ``source_shape`` it was recorded for), else an output axis whose
+    preceding axes hold exactly the elements of the input axes before the changed one (row-major
+    order keeps those apart, so the changed axis' elements start there): among several (size-1
+    axes), the one as long as the changed axis, else the first."""
     target = tuple(node.attrs["shape"])
     recorded = graph.dynamic_dims.get(node.outputs[0], ())
     if len(recorded) == 1:
@@ -204,9 +205,13 @@ def _reshape_carrier(graph: Graph, node: Node, before: tuple, after: tuple) -> i
         if not carriers and len(inferred) == 1:
             return inferred[0]
     prefix = _product(before[:changed[0]])
-    for axis in range(len(target)):
-        if _product(target[:axis]) == prefix:
+    candidates = [axis for axis in range(len(target)) if _product(target[:axis]) == prefix]
+    # Size-1 axes make several candidates; the one as long as the changed axis carries it.
+    for axis in candidates:
+        if target[axis] == before[changed[0]]:
             return axis
+    if candidates:
+        return candidates[0]
     raise _ProbeFailed(f"Reshape {node.name or node.outputs[0]!r}: no axis of {target} carries "
                        f"input axis {changed[0]} of {before}")
 
@@ -274,15 +279,25 @@ def dynamic_axes(graph: Graph) -> dict[str, tuple[int, ...]]:
     seeds = {name: axes for name, axes in result.items() if name in graph.inputs and axes}
     positions = sorted({axis for axes in seeds.values() for axis in axes})
     for position in positions:
-        resized = {}
-        for name, axes in seeds.items():
-            if position in axes:
-                shape = list(graph.tensors[name].shape)
-                shape[position] = PROBE_FACTOR * max(1, shape[position])
-                resized[name] = tuple(shape)
-        try:
-            shapes = _probe(graph, resized)
-        except _ProbeFailed:
+        shapes = None
+        # Larger first; a graph whose constants are sliced to the run-time length (up to the
+        # converted one, converter.passes.length) only types at a smaller size.
+        for resize in (lambda d: PROBE_FACTOR * max(1, d), lambda d: d // 2 if d >= 2 else None):
+            resized = {}
+            for name, axes in seeds.items():
+                if position in axes:
+                    shape = list(graph.tensors[name].shape)
+                    shape[position] = resize(shape[position])
+                    if shape[position] is not None:
+                        resized[name] = tuple(shape)
+            if not resized:
+                continue
+            try:
+                shapes = _probe(graph, resized)
+                break
+            except _ProbeFailed:
+                continue
+        if shapes is None:
             continue
         for name, shape in shapes.items():
             if name in graph.constants or name in resized:

@@ -110,7 +110,34 @@ class SliceOptions(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
         return o == 0
 
-def SliceOptionsStart(builder): builder.StartObject(3)
+    # SliceOptions
+    def EndsFrom(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int64Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 8))
+        return 0
+
+    # SliceOptions
+    def EndsFromAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int64Flags, o)
+        return 0
+
+    # SliceOptions
+    def EndsFromLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # SliceOptions
+    def EndsFromIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        return o == 0
+
+def SliceOptionsStart(builder): builder.StartObject(4)
 def Start(builder):
     return SliceOptionsStart(builder)
 def SliceOptionsAddStarts(builder, starts): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(starts), 0)
@@ -131,6 +158,12 @@ def AddSteps(builder, steps):
 def SliceOptionsStartStepsVector(builder, numElems): return builder.StartVector(8, numElems, 8)
 def StartStepsVector(builder, numElems):
     return SliceOptionsStartStepsVector(builder, numElems)
+def SliceOptionsAddEndsFrom(builder, endsFrom): builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(endsFrom), 0)
+def AddEndsFrom(builder, endsFrom):
+    return SliceOptionsAddEndsFrom(builder, endsFrom)
+def SliceOptionsStartEndsFromVector(builder, numElems): return builder.StartVector(8, numElems, 8)
+def StartEndsFromVector(builder, numElems):
+    return SliceOptionsStartEndsFromVector(builder, numElems)
 def SliceOptionsEnd(builder): return builder.EndObject()
 def End(builder):
     return SliceOptionsEnd(builder)
@@ -146,6 +179,7 @@ class SliceOptionsT(object):
         self.starts = None  # type: List[int]
         self.ends = None  # type: List[int]
         self.steps = None  # type: List[int]
+        self.endsFrom = None  # type: List[int]
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -184,6 +218,13 @@ class SliceOptionsT(object):
                     self.steps.append(sliceOptions.Steps(i))
             else:
                 self.steps = sliceOptions.StepsAsNumpy()
+        if not sliceOptions.EndsFromIsNone():
+            if np is None:
+                self.endsFrom = []
+                for i in range(sliceOptions.EndsFromLength()):
+                    self.endsFrom.append(sliceOptions.EndsFrom(i))
+            else:
+                self.endsFrom = sliceOptions.EndsFromAsNumpy()
 
     # SliceOptionsT
     def Pack(self, builder):
@@ -211,6 +252,14 @@ class SliceOptionsT(object):
                 for i in reversed(range(len(self.steps))):
                     builder.PrependInt64(self.steps[i])
                 steps = builder.EndVector()
+        if self.endsFrom is not None:
+            if np is not None and type(self.endsFrom) is np.ndarray:
+                endsFrom = builder.CreateNumpyVector(self.endsFrom)
+            else:
+                SliceOptionsStartEndsFromVector(builder, len(self.endsFrom))
+                for i in reversed(range(len(self.endsFrom))):
+                    builder.PrependInt64(self.endsFrom[i])
+                endsFrom = builder.EndVector()
         SliceOptionsStart(builder)
         if self.starts is not None:
             SliceOptionsAddStarts(builder, starts)
@@ -218,5 +267,7 @@ class SliceOptionsT(object):
             SliceOptionsAddEnds(builder, ends)
         if self.steps is not None:
             SliceOptionsAddSteps(builder, steps)
+        if self.endsFrom is not None:
+            SliceOptionsAddEndsFrom(builder, endsFrom)
         sliceOptions = SliceOptionsEnd(builder)
         return sliceOptions

@@ -207,17 +207,46 @@ def _slice_params(op, x_rank, attrs):
     return starts, ends, steps
 
 
+def _slice_ends(op, x_shape, ref_shape, attrs) -> tuple:
+    """The ends, with those ``ends_from`` names taken from the second input's shape: a constant
+    stored at a maximum length, read up to the length the model is run at (start 0, step 1)."""
+    ends = tuple(attrs.get("ends", ()))
+    ends_from = attrs.get("ends_from")
+    if ends_from is None:
+        return ends
+    if ref_shape is None:
+        fail(op, "ends_from needs the second input whose dims give the ends")
+    if len(ends_from) != len(x_shape):
+        fail(op, f"ends_from {tuple(ends_from)} needs one entry per dim ({len(x_shape)})")
+    ends = list(ends)
+    for d, source in enumerate(ends_from):
+        if source < 0:
+            continue
+        if source >= len(ref_shape) or attrs["starts"][d] != 0 or attrs["steps"][d] != 1:
+            fail(op, f"ends_from {tuple(ends_from)}: dim {d} must start at 0 with step 1 and name an axis "
+                     f"of the rank-{len(ref_shape)} second input")
+        length = ref_shape[source]
+        if length > x_shape[d]:
+            fail(op, f"length {length} along dim {d} exceeds {x_shape[d]}, the maximum the model was converted for")
+        ends[d] = length
+    return tuple(ends)
+
+
 def _slice_infer(types, attrs):
-    need("Slice", types, 1)
+    need("Slice", types, 1, optional=1)
     x = types[0]
-    params = _slice_params("Slice", x.rank, attrs)
+    ref = types[1] if len(types) > 1 else None
     shape = static_shape("Slice", x)
+    ends = _slice_ends("Slice", shape, ref.shape if ref is not None else None, attrs)
+    params = _slice_params("Slice", x.rank, {**attrs, "ends": ends})
     return [TensorType(x.dtype, tuple(len(slice_range(d, *p)) for d, p in zip(shape, zip(*params))))]
 
 
 def _slice_reference(inputs, attrs):
     x = inputs[0]
-    params = _slice_params("Slice", x.ndim, attrs)
+    ref = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
+    ends = _slice_ends("Slice", x.shape, ref.shape if ref is not None else None, attrs)
+    params = _slice_params("Slice", x.ndim, {**attrs, "ends": ends})
     index = []
     for dim, p in zip(x.shape, zip(*params)):
         taken = slice_range(dim, *p)
@@ -230,7 +259,16 @@ def _slice_lower(attrs):
     options = SliceOptionsT()
     starts, ends, steps = _slice_params("Slice", len(attrs["starts"]), attrs)
     options.starts, options.ends, options.steps = list(starts), list(ends), list(steps)
+    if attrs.get("ends_from") is not None:
+        options.endsFrom = [int(v) for v in attrs["ends_from"]]
     return OpCode.SLICE, OpOptions.SliceOptions, options
+
+
+def _slice_lift(o) -> dict:
+    attrs = {"starts": ints(o.starts), "ends": ints(o.ends), "steps": ints(o.steps)}
+    if o.endsFrom is not None and len(o.endsFrom):
+        attrs["ends_from"] = ints(o.endsFrom)
+    return attrs
 
 
 def _slice_grad(g, node, dys):
@@ -248,8 +286,7 @@ def _slice_grad(g, node, dys):
 
 
 register(OpDef(name="Slice", infer=_slice_infer, reference=_slice_reference, lower=_slice_lower,
-               lift=lambda o: {"starts": ints(o.starts), "ends": ints(o.ends), "steps": ints(o.steps)},
-               opcode=OpCode.SLICE, flops=zero_flops, gradient=_slice_grad))
+               lift=_slice_lift, opcode=OpCode.SLICE, flops=zero_flops, gradient=_slice_grad))
 
 
 # ---- Gather, GatherElements ----

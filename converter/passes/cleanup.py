@@ -28,8 +28,8 @@ def _same_type(edit: GraphEdit, node: Node) -> bool:
 
 def _slice_is_noop(edit: GraphEdit, node: Node) -> bool:
     src = edit.type_of(node.inputs[0])
-    if not _same_type(edit, node):
-        return False
+    if not _same_type(edit, node) or node.attrs.get("ends_from") is not None:
+        return False    # a slice to a run-time length is whole only at the length converted for
     steps = node.attrs.get("steps") or (1,) * src.rank
     # Equal shapes with unit steps can only mean the whole range; a size-1 dim is unchanged
     # whatever its step.

@@ -143,7 +143,7 @@ def _pad_attrs(attrs, perm):
 
 def _slice_attrs(attrs, perm):
     new = dict(attrs)
-    for key in ("starts", "ends", "steps"):
+    for key in ("starts", "ends", "steps", "ends_from"):
         if attrs.get(key) is not None:
             new[key] = _remap_per_dim(tuple(attrs[key]), perm)
     return new

@@ -37,7 +37,13 @@ typedef struct {
 typedef struct { edge_reduce_kind op; int32_t num_axes; int32_t axes[EDGE_MAX_RANK]; bool keepdims; } edge_reduce_options;
 typedef struct { int32_t rank; int32_t perm[EDGE_MAX_RANK]; } edge_transpose_options;
 typedef struct { int32_t axis; } edge_axis_options;
-typedef struct { int32_t rank; int64_t starts[EDGE_MAX_RANK], ends[EDGE_MAX_RANK], steps[EDGE_MAX_RANK]; } edge_slice_options;
+/* With has_ends_from, ends_from[d] >= 0 makes dim d's end that axis of the second input at run time
+ * (start 0, step 1), and -1 keeps ends[d]. */
+typedef struct {
+  int32_t rank;
+  bool has_ends_from;
+  int64_t starts[EDGE_MAX_RANK], ends[EDGE_MAX_RANK], steps[EDGE_MAX_RANK], ends_from[EDGE_MAX_RANK];
+} edge_slice_options;
 typedef struct { edge_pad_kind mode; int32_t rank; int64_t pads[2 * EDGE_MAX_RANK]; float value; } edge_pad_options;
 typedef struct {
   edge_resize_kind mode;

@@ -470,19 +470,29 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       break;
     case OPTIONS_SLICE: {
       edge_slice_options *s = &o->slice;
-      uint32_t ns = 0, ne = 0, nsteps = 0;
+      uint32_t ns = 0, ne = 0, nsteps = 0, nfrom = 0;
       if (present) {
         TRY(read_longs(L, t, 0, EDGE_MAX_RANK, s->starts, &ns, where, "starts"));
         TRY(read_longs(L, t, 1, EDGE_MAX_RANK, s->ends, &ne, where, "ends"));
         TRY(read_longs(L, t, 2, EDGE_MAX_RANK, s->steps, &nsteps, where, "steps"));
+        TRY(read_longs(L, t, 3, EDGE_MAX_RANK, s->ends_from, &nfrom, where, "ends_from"));
       }
-      if (ns != ne || (nsteps != 0 && nsteps != ns))
-        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: slice has %u starts, %u ends and %u steps", where, ns, ne,
-                                   nsteps);
+      if (ns != ne || (nsteps != 0 && nsteps != ns) || (nfrom != 0 && nfrom != ns))
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: slice has %u starts, %u ends, %u steps and %u ends_from",
+                                   where, ns, ne, nsteps, nfrom);
       if (nsteps == 0)
         for (uint32_t i = 0; i < ns; ++i) s->steps[i] = 1;
       for (uint32_t i = 0; i < ns; ++i)
         if (s->steps[i] == 0) return edge_set_last_error(EDGE_INVALID_MODEL, "%s: slice step %u is 0", where, i);
+      s->has_ends_from = nfrom != 0;
+      for (uint32_t i = 0; i < ns && nfrom != 0; ++i) {
+        if (s->ends_from[i] < -1 || s->ends_from[i] >= EDGE_MAX_RANK ||
+            (s->ends_from[i] >= 0 && (s->starts[i] != 0 || s->steps[i] != 1)))
+          return edge_set_last_error(EDGE_INVALID_MODEL,
+                                     "%s: slice dim %u takes its end from axis %lld of the second input, which needs "
+                                     "an axis in [0, %d), start 0 and step 1",
+                                     where, i, (long long)s->ends_from[i], EDGE_MAX_RANK);
+      }
       s->rank = (int32_t)ns;
       break;
     }

@@ -2,10 +2,9 @@
 config, converts (float32) and its output matches onnxruntime: max |edge - onnxruntime| <= 1e-4 x
 max |onnxruntime|.
 
-Models with a dynamic sequence axis are converted once at their declared length; the second test
-resizes the input to another length (resize_tensor_input + allocate_tensors) and compares again.
-Where the runtime refuses the new length at allocate time that test is an xfail carrying the
-runtime's message (a wrong result at the new length still fails).
+Models with a dynamic sequence axis are converted once at their declared length, the longest they
+run at; the second test resizes the input to shorter lengths and back (resize_tensor_input +
+allocate_tensors) and compares again at each, and checks that a longer one is refused.
 
 A model listed in MISSING_OPS must make the converter raise UnsupportedOpsError naming exactly
 those ops; the test then xfails, so it is never counted as passing.
@@ -106,20 +105,28 @@ DYNAMIC = [name for name, model in zoo.ZOO.items() if len(model.lengths) > 1]
 
 @pytest.mark.parametrize("name", _params(DYNAMIC))
 def test_zoo_model_at_another_sequence_length(name: str, converted):
+    """Converted once at the declared length, the model runs at shorter ones after
+    resize_tensor_input + allocate_tensors (its length-dependent constants are sliced at run
+    time), back at the declared one, and refuses a longer one with a message saying why."""
     import edge
 
     model = zoo.ZOO[name]
     proto, result = _convert(name, converted)
+    assert result.report.length_bound, f"{name}: no constant was bound to the run-time length"
+    assert not result.report.length_notes, result.report.length_notes
     interpreter = edge.Interpreter(model_content=result.data)
     interpreter.allocate_tensors()
-    for length in model.lengths[1:]:
+    shortest = (3,) if model.kind == "tokens" else ()
+    for length in (*model.lengths[1:], *shortest, model.declared_length):
         feeds = zoo.feeds(model, length, seed=length)
-        try:
-            for detail in interpreter.get_input_details():
-                interpreter.resize_tensor_input(detail["index"], list(feeds[detail["name"]].shape))
-            interpreter.allocate_tensors()
-        except edge.EdgeError as error:
-            pytest.xfail(f"{name}: the runtime cannot resize the sequence from {model.declared_length} to "
-                         f"{length}: {error}")
+        for detail in interpreter.get_input_details():
+            interpreter.resize_tensor_input(detail["index"], list(feeds[detail["name"]].shape))
+        interpreter.allocate_tensors()
         _assert_matches(name, run_interpreter(interpreter, feeds), run_onnxruntime(proto, feeds),
                         f"at sequence length {length} (declared {model.declared_length})")
+
+    longer = zoo.feeds(model, model.declared_length * 5 // 4)
+    for detail in interpreter.get_input_details():
+        interpreter.resize_tensor_input(detail["index"], list(longer[detail["name"]].shape))
+    with pytest.raises(edge.EdgeError, match="the model was converted for"):
+        interpreter.allocate_tensors()

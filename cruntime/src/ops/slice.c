@@ -1,5 +1,7 @@
 /* SLICE: per-dimension starts/ends/steps with ONNX semantics. The output is x read through strides
- * multiplied by the steps, from a base offset at the starts; any dtype. */
+ * multiplied by the steps, from a base offset at the starts; any dtype. A dim with ends_from reads
+ * x's leading elements up to the size of that axis of the second input (ref), which must not be
+ * longer than x: a constant stored at the longest length the model runs at. */
 #include <stdlib.h>
 
 #include "broadcast.h"
@@ -10,14 +12,28 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo :
 static edge_status slice_prepare(edge_context *ctx, edge_node *node) {
   free(node->state);
   node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "SLICE", 1, 1, 1, 1);
+  edge_status status = edge_nd_check_arity(ctx, node, "SLICE", 1, 2, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *ref = node->num_inputs > 1 ? edge_nd_input(ctx, node, 1) : NULL;
   const edge_slice_options *options = &node->options.slice;
   int32_t rank = x->rank;
   if (options->rank != rank)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "SLICE '%s': options have %d entries but input '%s' has rank %d",
                      edge_nd_name(y), options->rank, edge_nd_name(x), rank);
+  for (int32_t d = 0; d < rank && options->has_ends_from; ++d) {
+    int64_t axis = options->ends_from[d];
+    if (axis < 0) continue;
+    if (!ref || axis >= ref->rank)
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "SLICE '%s': dim %d takes its end from axis %lld of a second input, "
+                       "which %s", edge_nd_name(y), d, (long long)axis, ref ? "has fewer dims" : "is missing");
+    if (ref->shape[axis] > x->shape[d])
+      return edge_fail(ctx, EDGE_INVALID_ARGUMENT,
+                       "SLICE '%s': '%s' is %lld long along its axis %lld, more than the %lld the model was converted "
+                       "for (the longest it runs at); convert it again at the longer size",
+                       edge_nd_name(y), edge_nd_name(ref), (long long)ref->shape[axis], (long long)axis,
+                       (long long)x->shape[d]);
+  }
   if (y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "SLICE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
                      edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
@@ -29,7 +45,8 @@ static edge_status slice_prepare(edge_context *ctx, edge_node *node) {
     if (step == 0)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "SLICE '%s': step of dimension %d is 0", edge_nd_name(y), d);
     /* Adding dim to a negative value cannot overflow: dim is at most 2^46. */
-    int64_t start = options->starts[d], end = options->ends[d];
+    bool run_time_end = options->has_ends_from && options->ends_from[d] >= 0;
+    int64_t start = options->starts[d], end = run_time_end ? ref->shape[options->ends_from[d]] : options->ends[d];
     /* A step longer than the dimension reads one element either way; bounding it keeps -step and
      * step * stride from overflowing. */
     if (step > dim + 1) step = dim + 1;
