@@ -80,9 +80,10 @@ def _load_average() -> list[float]:
 
 
 def start_serve(argv_prefix, models_dir, host: str, threads: int, extra=(), start=subprocess.Popen, **popen):
-    """Starts ``cloudsplit serve`` on port 0; returns (process, port) once it listens."""
+    """Starts ``cloudsplit serve`` on port 0; returns (process, port) once it listens. Plaintext
+    (``--insecure``) even off loopback: the benchmark's links are private network namespaces."""
     argv = [*argv_prefix, sys.executable, "-m", "cloudsplit.cli", "serve", "--models", str(models_dir),
-            "--host", host, "--port", "0", "--threads", str(threads), *extra]
+            "--host", host, "--port", "0", "--threads", str(threads), "--insecure", *extra]
     process = start(argv, stdout=subprocess.PIPE, text=True, **popen)
     for line in process.stdout:
         match = re.search(r"listening on \S+:(\d+)", line)

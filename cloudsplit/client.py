@@ -31,7 +31,11 @@ What it keeps measuring, and what it does with it:
 When the server is unreachable, slower than ``deadline_s``, or answers with any error, the request is
 finished here from the tensors already computed (the exact ones, not the compressed copies), and the
 server is left alone until a health check succeeds; checks back off from ``probe_backoff_s[0]`` to
-``probe_backoff_s[1]``. No server-side failure reaches the caller.
+``probe_backoff_s[1]``. No server-side failure reaches the caller: a server at its limit refuses
+with RESOURCE_EXHAUSTED at once, and that request too is answered here.
+
+``tls=ClientTLS(ca_cert=..., client_cert=..., client_key=...)`` (``cloudsplit.security``) talks TLS
+(mutual TLS with a client certificate); ``token`` is sent as a bearer token on every call.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from cloudsplit import compression as compression_modes
 from cloudsplit import execution, transfer
 from cloudsplit.connection import ProtocolError, ServerConnection
 from cloudsplit.protos import split_pb2 as pb
+from cloudsplit.security import ClientTLS
 from cloudsplit.split_learning import SplitTrainer  # noqa: F401  (re-exported: split learning's device side)
 
 log = logging.getLogger("cloudsplit.client")
@@ -184,7 +189,7 @@ class SplitRunner:
                  probe_backoff_s: tuple[float, float] = (0.25, 8.0), connect_timeout_s: float = 2.0,
                  max_message_mb: float = 4.0, device_costs: Sequence[float] | None = None,
                  initial_network: NetworkEstimate | None = None,
-                 planner=None, track_device_load: bool | None = None):
+                 planner=None, track_device_load: bool | None = None, tls: ClientTLS | None = None):
         self.model_path = os.fspath(model_path)
         with open(self.model_path, "rb") as f:
             self._data = f.read()
@@ -216,7 +221,7 @@ class SplitRunner:
         self._outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
         self._default_shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for d in self._inputs.values()}
 
-        self.connection = ServerConnection(server, token=token, max_message_mb=max_message_mb)
+        self.connection = ServerConnection(server, token=token, max_message_mb=max_message_mb, tls=tls)
         self.network = initial_network or NetworkEstimate(uplink_bps=10e6, downlink_bps=10e6, rtt_ms=50.0)
         self._measured = dict.fromkeys(("uplink_bps", "downlink_bps", "rtt_ms"), initial_network is not None)
         self._last_informative = {"uplink_bps": -math.inf, "downlink_bps": -math.inf}

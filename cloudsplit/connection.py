@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloudsplit import transfer
+from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 
@@ -47,14 +47,12 @@ class InferReply:
 
 class ServerConnection:
     def __init__(self, address: str, token: str | None = None, max_message_mb: float = 4.0,
-                 chunk_bytes: int = MiB):
+                 chunk_bytes: int = MiB, tls: ClientTLS | None = None):
         message_bytes = int(max_message_mb * MiB)
         self.address = address
         self.chunk_bytes = min(chunk_bytes, message_bytes - 4096)
         # Short reconnect backoff: a server that comes back is noticed within a second or two.
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", message_bytes),
-            ("grpc.max_send_message_length", message_bytes),
+        self.channel = make_channel(address, tls, max_message_mb=max_message_mb, options=[
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
@@ -62,7 +60,7 @@ class ServerConnection:
         ])
         self.stub = pb_grpc.SplitInferenceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata = bearer_metadata(token)
         self.uplink_limit_bps: float | None = None
 
     def close(self) -> None:

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from cloudsplit import transfer
+from cloudsplit import security, transfer
 from cloudsplit.compression import MODES, check_mode
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
+from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 
 MiB = 1 << 20
 JOIN_WAIT_S = 2.0
@@ -79,6 +80,7 @@ def receive_tensors(headers, chunks, names: list[str]) -> tuple[dict[str, np.nda
 
 class Client:
     def __init__(self, model_path, server: str, data, job_id: str, *, token: str | None = None,
+                 tls: ClientTLS | None = None,
                  compression: str = "none", pull_compression: str = "none", num_threads: int = 1,
                  seed: int = 0, step_delay_s: float = 0.0, capability: dict[str, str] | None = None,
                  max_message_mb: float = 4.0, chunk_bytes: int = MiB):
@@ -96,11 +98,10 @@ class Client:
         self.capability = {"runtime": "edge", "threads": str(num_threads), **(capability or {})}
         message_bytes = int(max_message_mb * MiB)
         self.chunk_bytes = max(1024, min(chunk_bytes, message_bytes - 4096))
-        self.channel = grpc.insecure_channel(server, options=[
-            ("grpc.max_receive_message_length", message_bytes), ("grpc.max_send_message_length", message_bytes),
+        self.channel = make_channel(server, tls, max_message_mb=max_message_mb, options=[
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)])
         self.stub = pb_grpc.FederatedStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata = bearer_metadata(token)
         self.auth: pb.ClientAuth | None = None
         self.variables: list[str] = []
         self.reports: list[RoundReport] = []
@@ -375,7 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--token")
+    security.add_token_arguments(parser, "the server's")
+    security.add_client_tls_arguments(parser)
     parser.add_argument("--compression", default="none", choices=MODES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-delay-s", type=float, default=0.0)
@@ -383,7 +385,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with np.load(args.data) as data:
         x, y = data["x"], data["y"]
-    with Client(args.model, args.server, (x, y), args.job, token=args.token, compression=args.compression,
+    with Client(args.model, args.server, (x, y), args.job, token=security.read_token(args.token_file),
+                tls=security.client_tls_from_args(args), compression=args.compression,
                 seed=args.seed, step_delay_s=args.step_delay_s) as client:
         client.connect()
         print(f"client {client.client_id} connected", flush=True)

@@ -14,7 +14,6 @@ import argparse
 import collections
 import concurrent.futures
 import hashlib
-import hmac
 import logging
 import os
 import pathlib
@@ -30,10 +29,12 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import edge
-from cloudsplit import compression, execution, transfer
+from cloudsplit import compression, execution, security, transfer
 from cloudsplit.batching import Batcher
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
+from cloudsplit.security import ServerTLS
+from cloudsplit.stream_guard import StreamGuard
 from edge.errors import EdgeError
 
 log = logging.getLogger("cloudsplit.server")
@@ -362,19 +363,24 @@ class ServerOptions:
 
 
 class _Admission:
-    """Counts requests in flight and refuses the one past the limit."""
+    """Counts requests in flight and refuses the one past the limit at once: a request either
+    runs now or is told to go elsewhere (the client runs it on the device), never queued."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.in_flight = 0
+        self.admitted = 0
+        self.refused = 0
         self._lock = threading.Lock()
 
     def enter(self) -> None:
         with self._lock:
             if self.in_flight >= self.limit:
+                self.refused += 1
                 raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    f"the server is at its limit of {self.limit} concurrent requests; retry later")
             self.in_flight += 1
+            self.admitted += 1
 
     def leave(self) -> None:
         with self._lock:
@@ -916,48 +922,19 @@ def _close(a: list[tuple[int, np.ndarray]], b: list[tuple[int, np.ndarray]]) -> 
     return True
 
 
-class _TokenInterceptor(grpc.ServerInterceptor):
-    """Refuses calls without ``authorization: Bearer <token>``; health checks stay open."""
-
-    def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
-
-    def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method.startswith("/grpc.health.v1.Health/"):
-            return continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        offered = metadata.get("authorization", "")
-        offered = offered.encode() if isinstance(offered, str) else bytes(offered)
-        if hmac.compare_digest(offered, self._expected):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        message = "missing or wrong token: send metadata 'authorization: Bearer <token>'"
-
-        def deny(request_or_iterator, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-        factories = {(False, False): grpc.unary_unary_rpc_method_handler,
-                     (False, True): grpc.unary_stream_rpc_method_handler,
-                     (True, False): grpc.stream_unary_rpc_method_handler,
-                     (True, True): grpc.stream_stream_rpc_method_handler}
-        factory = factories[(handler.request_streaming, handler.response_streaming)]
-        return factory(deny, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)
-
-
 class ServerHandle:
     """A running server: ``port``, ``service``, ``stop(grace_s)``, ``wait()``."""
 
     def __init__(self, server: grpc.Server, port: int, service: SplitInferenceService,
-                 health_servicer: health.HealthServicer, training=None, federated=None):
+                 health_servicer: health.HealthServicer, training=None, federated=None,
+                 guard: StreamGuard | None = None):
         self.server = server
         self.port = port
         self.service = service
         self.health = health_servicer
         self.training = training   # the TrainingService, when enabled
         self.federated = federated   # the FederatedService, when enabled
+        self.guard = guard           # the StreamGuard: ``guard.cancelled`` counts calls it cut off
         self._stopped = False
 
     @property
@@ -976,6 +953,8 @@ class ServerHandle:
             self.training.close()
         if self.federated is not None:
             self.federated.close()
+        if self.guard is not None:
+            self.guard.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.server.wait_for_termination(timeout)
@@ -985,6 +964,10 @@ class ServerHandle:
 
     def __exit__(self, *exc) -> None:
         self.stop(0)
+
+
+# Long-lived streaming calls: bounded by the stream guard's idle limit, not its call limit.
+_SESSION_METHODS = frozenset({f"/{SERVICE_NAME}/InferStream", "/cloudsplit.v1.Training/WatchJob"})
 
 
 def _model_sources(models) -> list[tuple[bytes, str]]:
@@ -1012,7 +995,8 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                  max_request_mb: float = 256.0, max_model_mb: float = 1024.0, allow_register: bool = True,
                  delay_s: float = 0.0, on_request: Callable[[str], None] | None = None,
                  training=None, federated=None, pipeline: PipelineOptions | None = None,
-                 split_learning: bool = False) -> ServerHandle:
+                 split_learning: bool = False, tls: ServerTLS | None = None, insecure: bool = False,
+                 stream_idle_s: float = 10.0, max_call_s: float = 60.0) -> ServerHandle:
     """Starts a server in this process and returns once it listens.
 
     ``models``: a directory of .edge files, a file, model bytes, or a list of these. ``port=0`` picks a
@@ -1023,7 +1007,16 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     (cloudsplit.pipeline_serving), for models over one server's memory. ``split_learning``: adds the
     SplitLearning service (cloudsplit.split_learning: devices train their first layers, this
     server the rest), behind the same token as everything else.
+
+    ``tls``: serve over TLS (mutual TLS when it names a client CA); every hosted service shares the
+    port, so TLS and ``token`` cover them all. A non-loopback ``host`` without ``tls`` is refused
+    (``security.InsecureListenError``, before anything loads or binds) unless ``insecure``.
+    ``stream_idle_s`` and ``max_call_s`` bound streaming calls (``stream_guard.StreamGuard``):
+    a stalled or slow client loses its call, not a worker. At most ``max_concurrency`` inference
+    requests run at once and the next is refused with RESOURCE_EXHAUSTED at once; calls past the
+    worker pool are refused by gRPC itself, so no call waits in a queue for a worker.
     """
+    security.check_listen_address(host, tls, insecure)
     options = ServerOptions(threads=threads, max_concurrency=max_concurrency, max_message_mb=max_message_mb,
                             max_request_mb=max_request_mb, max_model_mb=max_model_mb, token=token,
                             batching=batching, max_batch=max_batch, batch_window_ms=batch_window_ms,
@@ -1049,7 +1042,8 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     grpc_options = [("grpc.max_receive_message_length", message_bytes),
                     ("grpc.max_send_message_length", message_bytes),
                     ("grpc.so_reuseport", 0)]
-    interceptors = [_TokenInterceptor(token)] if token else []
+    guard = StreamGuard(stream_idle_s, max_call_s, sessions=_SESSION_METHODS)
+    interceptors = ([security.TokenInterceptor(token)] if token else []) + [guard]
     # Extra workers past the admission limit answer the refused calls and the health checks quickly.
     training_options = None
     if training:
@@ -1071,9 +1065,12 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
         federated_options = federated if isinstance(federated, federated_service.FederatedOptions) \
             else federated_service.FederatedOptions()
         watchers += federated_options.max_waiting   # JoinRound waits hold a thread each
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrency + watchers + 8,
-                                                     thread_name_prefix="cloudsplit-rpc")
-    server = grpc.server(executor, options=grpc_options, interceptors=interceptors)
+    workers = max_concurrency + watchers + 8
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloudsplit-rpc")
+    # Past ``workers`` calls in progress gRPC answers RESOURCE_EXHAUSTED itself instead of queueing
+    # the call for a worker: under overload a refusal comes at once, never after a wait.
+    server = grpc.server(executor, options=grpc_options, interceptors=interceptors,
+                         maximum_concurrent_rpcs=workers)
     pb_grpc.add_SplitInferenceServicer_to_server(service, server)
     trainer_service = training_service.add_to_server(server, registry, training_options) if training_options else None
     federated_servicer = federated_service.add_to_server(server, registry, federated_options) \
@@ -1085,32 +1082,53 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
         split_servicer = split_learning_service.add_split_learning_servicer(server, threads=threads)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    try:
+        bound = server.add_secure_port(address, tls.credentials()) if tls is not None \
+            else server.add_insecure_port(address)
+    except RuntimeError:   # grpcio raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}")
+        guard.close()
+        registry.close()
+        raise OSError(f"cannot listen on {address}")
     server.start()
     for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()) \
             + ((federated_service.SERVICE_NAME,) if federated_servicer else ()) \
             + (("cloudsplit.v1.SplitLearning",) if split_servicer else ()):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer)
+    return ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer, guard)
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     """Adds ``serve`` to a ``cloudsplit`` argparse subparsers object; ``args.func(args)`` runs it."""
     from cloudsplit.cli import parse_bytes
-    parser = subparsers.add_parser("serve", help="host models for split inference over gRPC",
-                                   description="Serves the .edge models in a directory for split inference.")
+    parser = subparsers.add_parser(
+        "serve", help="host models for split inference over gRPC",
+        description="Serves the .edge models in a directory for split inference. It listens on 127.0.0.1 unless "
+                    "--host says otherwise; beyond loopback it needs TLS (--tls-cert, --tls-key) or --insecure. "
+                    "The bearer token comes from --token-file or $CLOUDSPLIT_TOKEN, never the command line.")
     parser.add_argument("--models", required=True, help="directory of .edge files (each served by its SHA-256)")
     parser.add_argument("--port", type=int, default=50051)
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                        "only); any other needs TLS or --insecure")
     parser.add_argument("--threads", type=int, default=1, help="threads per interpreter")
     parser.add_argument("--max-concurrency", type=int, default=16, help="requests in flight before "
                         "RESOURCE_EXHAUSTED")
     parser.add_argument("--max-message-mb", type=float, default=4.0, help="largest single gRPC message")
     parser.add_argument("--max-request-mb", type=float, default=256.0, help="largest request (all its tensors)")
-    parser.add_argument("--token", default=os.environ.get("CLOUDSPLIT_TOKEN"),
-                        help="require 'authorization: Bearer TOKEN' (default: $CLOUDSPLIT_TOKEN)")
+    parser.add_argument("--stream-idle-s", type=float, default=10.0, help="cancel a streaming call whose client "
+                        "sends no message for this long (default 10)")
+    parser.add_argument("--max-call-s", type=float, default=60.0, help="cancel a streaming call still running after "
+                        "this long, sessions (InferStream, WatchJob) excepted (default 60)")
+    secure = parser.add_argument_group("security", "TLS and the bearer token; they cover every service served")
+    secure.add_argument("--tls-cert", metavar="PEM", help="serve over TLS with this certificate chain")
+    secure.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    secure.add_argument("--client-ca", metavar="PEM", help="mutual TLS: accept only clients whose certificate this "
+                        "authority signed")
+    secure.add_argument("--insecure", action="store_true", help="allow plaintext on a non-loopback --host (tokens "
+                        "and tensors readable on the network)")
+    security.add_token_arguments(secure, "require 'authorization: Bearer TOKEN' on every call but health checks")
     # Off by default: measured on a 2-core x86 with warm interpreters per batch size (benchmarks/README.md,
     # "Server batching"), batching changed throughput by -7 % to +4 % at 8-16 clients (an MLP,
     # MobileNetV2's tail and second half): a stacked batch saves ~7 % of the compute, and the CPU
@@ -1177,11 +1195,25 @@ def _federated_options(args):
     return FederatedOptions(data_root=os.path.abspath(args.training_data))
 
 
+def _server_tls(args) -> ServerTLS | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.client_ca is not None:
+            raise ValueError("--client-ca needs TLS: give --tls-cert and --tls-key too")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    return ServerTLS.from_files(args.tls_cert, args.tls_key, args.client_ca)
+
+
 def serve_command(args) -> int:
     try:
+        tls = _server_tls(args)
+        token = security.read_token(args.token_file)
+        security.check_listen_address(args.host, tls, args.insecure)
         handle = start_server(args.models, port=args.port, host=args.host, threads=args.threads,
                               max_concurrency=args.max_concurrency, max_message_mb=args.max_message_mb,
-                              max_request_mb=args.max_request_mb, token=args.token,
+                              max_request_mb=args.max_request_mb, token=token, tls=tls, insecure=args.insecure,
+                              stream_idle_s=args.stream_idle_s, max_call_s=args.max_call_s,
                               batching=args.batching, max_batch=args.max_batch, batch_padding=args.batch_padding,
                               batch_window_ms=args.batch_window_ms,
                               allow_register=not args.no_register, training=_training_options(args),
@@ -1203,7 +1235,8 @@ def serve_command(args) -> int:
             + "/".join(str(b) for b in entry.stages.memory) + " bytes"
         print(f"  {entry.sha256}  {entry.name}  ({len(entry.ops)} ops, {batch}{staged})")
     print(f"cloudsplit serve: listening on {args.host}:{handle.port}"
-          f"{' (token required)' if args.token else ''}", flush=True)
+          f"{' over mutual TLS' if tls and tls.client_ca else ' over TLS' if tls else ' in plaintext'}"
+          f"{' (token required)' if token else ''}", flush=True)
     try:
         while not stopping.wait(0.5):
             pass

@@ -72,6 +72,7 @@ from cloudsplit import partition, transfer
 from cloudsplit.pipeline import StageWorker
 from cloudsplit.protos import split_learning_pb2 as pb
 from cloudsplit.protos import split_learning_pb2_grpc as pb_grpc
+from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 
 log = logging.getLogger("cloudsplit.split_learning")
 
@@ -682,7 +683,8 @@ class SplitTrainer:
                  lr: float = 0.01, compression: str = "fp16", gradient_compression: str = "fp16",
                  u_shaped: bool = False, tail_cut: str | Sequence[str] | None = None, recompute: bool = False,
                  num_threads: int = 1, timeout_s: float = 60.0, max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
-                 channel: grpc.Channel | None = None, token: str | None = None, backward_factor: float = 2.0,
+                 channel: grpc.Channel | None = None, token: str | None = None, tls: ClientTLS | None = None,
+                 backward_factor: float = 2.0,
                  replan_threshold: float = 0.3, min_gain: float = 0.1, probe_interval_s: float = 30.0,
                  initial_link: LinkEstimate | None = None, device_costs: Sequence[float] | None = None,
                  track_device_load: bool | None = None):
@@ -722,12 +724,10 @@ class SplitTrainer:
         self.track_device_load = device_costs is None if track_device_load is None else track_device_load
 
         if channel is None:
-            message_bytes = int(max_message_mb * MiB)
-            channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", message_bytes),
-                                                              ("grpc.max_send_message_length", message_bytes)])
+            channel = make_channel(server, tls, max_message_mb=max_message_mb)
         self._channel = channel
         self._stub = pb_grpc.SplitLearningStub(channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer_metadata(token)
 
         info = self._stub.RegisterModel(pb.RegisterTrainingModelRequest(model_sha256=self.model_sha256,
                                                                         model=self._model),

@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Iterator
 
+from cloudsplit import security
 from cloudsplit.cli import UsageError
 
 STRATEGIES = ("sync", "async", "ssp", "hybrid")
@@ -51,8 +52,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     job.add_argument("--n-push", type=int, default=1, help="async/ssp: push the mean of N gradients")
     job.add_argument("--address", help="Ray cluster to join (default: start one on loopback)")
     job.add_argument("--server", help="submit to a 'cloudsplit serve --training' server at HOST:PORT instead")
-    job.add_argument("--token", default=os.environ.get("CLOUDSPLIT_TOKEN"),
-                     help="with --server: bearer token (default: $CLOUDSPLIT_TOKEN)")
+    security.add_token_arguments(job, "with --server")
+    security.add_client_tls_arguments(parser)
     hyper = parser.add_argument_group("hyper-parameters")
     hyper.add_argument("--batch-size", type=int, help="samples per replica step (default: the model's fixed batch, else 32)")
     hyper.add_argument("--threads", type=int, default=1, help="threads per replica (default 1)")
@@ -320,8 +321,8 @@ def _run_remote(args, make_sinks):
 
     from cloudsplit.protos import split_pb2, split_pb2_grpc, training_pb2, training_pb2_grpc
 
-    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    channel = grpc.insecure_channel(args.server)
+    metadata = security.bearer_metadata(security.read_token(args.token_file))
+    channel = security.make_channel(args.server, security.client_tls_from_args(args))
     try:
         inference = split_pb2_grpc.SplitInferenceStub(channel)
         service = training_pb2_grpc.TrainingStub(channel)

@@ -53,7 +53,7 @@ def test_small_uploads_leave_the_shaped_links_rates_measured(tmp_path, mlp):
     path = mlp.write(tmp_path / "models")
     with netem.shaped_link(profile) as link:
         server = link.start_server([sys.executable, "-m", "cloudsplit.cli", "serve", "--models", str(tmp_path / "models"),
-                                    "--host", link.server_host, "--port", "0"],
+                                    "--host", link.server_host, "--port", "0", "--insecure"],
                                    stdout=subprocess.PIPE, text=True, env=netem._child_env())
         port = None
         for line in server.stdout:
