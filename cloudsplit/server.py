@@ -935,6 +935,7 @@ class ServerHandle:
         self.training = training   # the TrainingService, when enabled
         self.federated = federated   # the FederatedService, when enabled
         self.guard = guard           # the StreamGuard: ``guard.cancelled`` counts calls it cut off
+        self.workers: int | None = None   # RPC worker threads; calls past them are refused
         self._stopped = False
 
     @property
@@ -1097,7 +1098,9 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
             + ((federated_service.SERVICE_NAME,) if federated_servicer else ()) \
             + (("cloudsplit.v1.SplitLearning",) if split_servicer else ()):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer, guard)
+    handle = ServerHandle(server, bound, service, health_servicer, trainer_service, federated_servicer, guard)
+    handle.workers = workers
+    return handle
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
