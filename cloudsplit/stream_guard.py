@@ -38,6 +38,7 @@ class _Watchdog:
         self._order = itertools.count()
         self._condition = threading.Condition()
         self._closed = False
+        self._disarmed = 0   # disarmed tickets still in the heap
         self.cancelled = 0
         self._thread = threading.Thread(target=self._loop, name="cloudsplit-stream-guard", daemon=True)
         self._thread.start()
@@ -45,14 +46,22 @@ class _Watchdog:
     def arm(self, context, when: float, reason: str) -> list:
         ticket = [when, next(self._order), context, reason, True]
         with self._condition:
+            if self._disarmed > 256 and self._disarmed * 2 > len(self._heap):
+                # Most calls end long before their limit: drop their tickets now, not at the limit.
+                self._heap = [t for t in self._heap if t[4]]
+                heapq.heapify(self._heap)
+                self._disarmed = 0
             heapq.heappush(self._heap, ticket)
             if self._heap[0] is ticket:
                 self._condition.notify()
         return ticket
 
-    @staticmethod
-    def disarm(ticket: list) -> None:
-        ticket[4] = False   # the loop drops it when it comes up; a list item store is atomic
+    def disarm(self, ticket: list) -> None:
+        with self._condition:
+            if ticket[4]:
+                ticket[2] = None   # the call's context (and what it holds) is not kept alive by the heap
+                ticket[4] = False
+                self._disarmed += 1
 
     def close(self) -> None:
         with self._condition:
@@ -61,21 +70,24 @@ class _Watchdog:
         self._thread.join(5)
 
     def _loop(self) -> None:
-        with self._condition:
-            while not self._closed:
-                while self._heap and not self._heap[0][4]:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._condition.wait()
-                    continue
-                delay = self._heap[0][0] - time.monotonic()
-                if delay > 0:
+        while True:
+            with self._condition:
+                while not self._closed:
+                    while self._heap and not self._heap[0][4]:
+                        heapq.heappop(self._heap)
+                        self._disarmed -= 1
+                    delay = self._heap[0][0] - time.monotonic() if self._heap else None
+                    if delay is not None and delay <= 0:
+                        break
                     self._condition.wait(delay)
-                    continue
-                _, _, context, reason, _ = heapq.heappop(self._heap)
+                if self._closed:
+                    return
+                ticket = heapq.heappop(self._heap)
+                context, reason = ticket[2], ticket[3]
+                ticket[2], ticket[4] = None, False
                 self.cancelled += 1
-                log.warning("cancelling a call: %s (peer %s)", reason, _peer(context))
-                context.cancel()
+            log.warning("cancelling a call: %s (peer %s)", reason, _peer(context))
+            context.cancel()   # outside the lock: handlers disarm their tickets under it
 
 
 def _peer(context) -> str:

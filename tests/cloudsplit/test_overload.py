@@ -267,6 +267,20 @@ def test_an_infer_stream_session_outlives_the_call_limit(mlp):
         assert replies == [1, 2, 3] and handle.guard.cancelled == 0
 
 
+def test_finished_calls_leave_nothing_behind_in_the_stream_guard(mlp):
+    """Every call arms the guard's timers; a finished call's must not keep its context (and the
+    messages it holds) alive until its limit comes up."""
+    with start_server([mlp.data]) as handle:
+        header, tensors = DevicePart(mlp, CUT).request()
+        connection = ServerConnection(handle.address)
+        for _ in range(400):
+            connection.infer(header, tensors, timeout=20)
+        connection.close()
+        heap = handle.guard.watchdog._heap
+        assert all(ticket[2] is None for ticket in heap), "a finished call's context is still held"
+        assert len(heap) < 1000, len(heap)
+
+
 def test_load_test_quick_answers_everything_right(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "benchmarks/load_test.py", "load", "--quick", "--client-processes", "1",
