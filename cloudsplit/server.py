@@ -7,6 +7,11 @@ checked against the model before anything runs (``_validate_header``): a wrong r
 INVALID_ARGUMENT with a message naming the problem and the server keeps serving. With ``--stages K``
 each model runs instead on K stage workers (cloudsplit.pipeline_serving), for models over one
 server's memory.
+
+Every service the server hosts shares its port, so TLS (``ServerTLS``; mutual with a client CA),
+the bearer token (``security.TokenInterceptor``) and the stream limits (``StreamGuard``) cover them
+all. Beyond ``max_concurrency`` inference requests, and beyond the worker pool for any call, the
+server refuses with RESOURCE_EXHAUSTED at once instead of queueing.
 """
 from __future__ import annotations
 
@@ -1092,7 +1097,9 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
     if bound == 0:
         guard.close()
         registry.close()
-        raise OSError(f"cannot listen on {address}")
+        hint = " over TLS: the address is taken or unavailable, or the certificate chain and key are not a " \
+               "matching PEM pair" if tls is not None else ""
+        raise OSError(f"cannot listen on {address}{hint}")
     server.start()
     for name in ("", SERVICE_NAME) + ((training_service.SERVICE_NAME,) if trainer_service else ()) \
             + ((federated_service.SERVICE_NAME,) if federated_servicer else ()) \

@@ -197,6 +197,11 @@ def test_a_plaintext_server_beyond_loopback_refuses_to_start_before_it_binds(pki
         start_server([mlp.data], host="192.0.2.7", tls=server_tls(pki))
 
 
+def test_a_key_that_does_not_match_the_certificate_stops_the_start(pki, mlp):
+    with pytest.raises(OSError, match="not a matching PEM pair"):
+        start_server([mlp.data], tls=ServerTLS(pki.server.cert, pki.client.key))
+
+
 def cli(*argv, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cloudsplit.cli", *argv], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=120)
