@@ -59,7 +59,8 @@ def serve(args) -> int:
     """The server side: a SplitLearning server on ``--host``:0 until killed."""
     from cloudsplit import split_learning
 
-    handle = split_learning.start_server(f"{args.host}:0", max_workers=4, threads=1)
+    # Inside the link's server namespace when shaped: a private network (plaintext on purpose).
+    handle = split_learning.start_server(f"{args.host}:0", max_workers=4, threads=1, insecure=True)
     print(f"listening on {handle.address}", flush=True)
     threading.Event().wait()
     return 0

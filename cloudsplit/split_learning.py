@@ -604,9 +604,15 @@ class ServerHandle:
 
 
 def start_server(address: str = "127.0.0.1:0", *, max_workers: int = 4,
-                 max_message_mb: float = DEFAULT_MAX_MESSAGE_MB, **options) -> ServerHandle:
-    """A gRPC server hosting only SplitLearning (tests, benchmarks; ``cloudsplit serve`` hosts it
-    beside the other services). Port 0 picks a free one."""
+                 max_message_mb: float = DEFAULT_MAX_MESSAGE_MB, insecure: bool = False,
+                 **options) -> ServerHandle:
+    """A plaintext gRPC server hosting only SplitLearning (tests, benchmarks; ``cloudsplit serve``
+    hosts it beside the other services, with TLS and a token). Port 0 picks a free one. Like
+    ``cloudsplit serve``, it refuses a non-loopback address unless ``insecure`` says the network
+    is private (a benchmark's own network namespace)."""
+    from cloudsplit.security import check_listen_address
+
+    check_listen_address(address.rsplit(":", 1)[0], None, insecure)
     message_bytes = int(max_message_mb * MiB)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                          options=[("grpc.max_receive_message_length", message_bytes),

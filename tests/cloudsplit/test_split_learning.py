@@ -358,3 +358,11 @@ def test_cloudsplit_serve_hosts_split_learning_behind_its_token(model_path, data
         with pytest.raises(grpc.RpcError) as caught:
             SplitTrainer(model_path, handle.address, cut="relu_1", token="wrong").step(x, y)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_plaintext_server_off_loopback_is_refused_before_it_binds():
+    from cloudsplit.security import InsecureListenError
+
+    for address in ("0.0.0.0:0", "192.0.2.7:0", "[::]:0"):
+        with pytest.raises(InsecureListenError, match="without TLS"):
+            split_learning.start_server(address)
