@@ -10,6 +10,7 @@ import numpy as np
 
 from converter.ir import Graph, TensorType
 from converter.ops import lookup
+from converter.ops.int8_reference import run_integer_node
 
 
 class ReferenceRunError(RuntimeError):
@@ -59,8 +60,6 @@ def _run_node(graph: Graph, node, entry, args) -> list:
     if not graph.quantization or not any(
             name in graph.quantization for name in (*node.inputs, *node.outputs) if name):
         return entry.reference(args, node.attrs)
-    from converter.quantize.int8_reference import run_integer_node
-
     params = ([graph.quantization.get(name) if name else None for name in node.inputs],
               [graph.quantization.get(name) if name else None for name in node.outputs])
     return run_integer_node(node.op, args, {**node.attrs, "quantization": params})

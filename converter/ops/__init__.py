@@ -3,7 +3,8 @@
 Every consumer reads this table instead of keeping its own ``if op == ...`` chain:
 shape inference (``infer``), the NumPy reference executor (``reference``), the FlatBuffer writer
 (``lower``) and reader (``lift``), the cost metadata (``flops``), the layout pass
-(``layout``), and later autodiff (``gradient``).
+(``layout``), autodiff (``gradient``), and the int8 and dynamic-range forms (``int8``,
+``int8_role``, ``dynamic`` ...: the quantization passes and the integer reference executor).
 
 An op's entry lives in the module of its family (``converter/ops/elementwise.py``, ``nn.py``, ...);
 importing this package registers them all. ``OPS[name]`` is the entry.
@@ -53,6 +54,25 @@ class OpDef:
     # returns the real rows and the runtime sets the real count at invoke (NonMaxSuppression), so
     # no other node may read that output.
     rows_set_at_eval: bool = False
+    # The integer reference of the op's int8 form (converter.ops.int8_reference): int8 in and out,
+    # attrs["quantization"] = (input params, output params). None: no int8 kernel.
+    int8: Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]] | None = None
+    # How int8 mode (converter.quantize.int8) treats the op: "compute" (int8 with output params
+    # of its own, calibrated), "table" (compute through a [256] lookup table the converter adds as
+    # the last input), "follow" (moves bytes: int8 only when its data input already is; outputs
+    # keep that input's params). None: it stays float.
+    int8_role: str | None = None
+    # (graph, node) -> why int8 mode keeps this node float, or None where it may be int8.
+    int8_condition: Callable[[Any, Any], str | None] | None = None
+    # The input slots int8 mode reads as int8 (the first is a follow op's data input); None:
+    # every input except the bias.
+    int8_inputs: tuple[int, ...] | None = None
+    # Input slots of the weights (int8 per output channel) and the bias (int32 in int8 mode).
+    weight_slot: int | None = None
+    bias_slot: int | None = None
+    # The integer reference of the dynamic-range form: float activations, int8 weights at input 1
+    # (converter.quantize.dynamic). None: no dynamic kernel.
+    dynamic: Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]] | None = None
 
 
 OPS: dict[str, OpDef] = {}

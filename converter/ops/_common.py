@@ -166,3 +166,60 @@ def lifted_op(opcode: int, options: Any) -> str:
         if entry.opcode == opcode and entry.lift_key == key:
             return entry.name
     raise ValueError(f"no IR op for opcode {opcode} with options key {key}")
+
+
+def conv2d_nchw(x, w, bias, strides, dilations, pads, groups):
+    """Direct convolution, ONNX Conv semantics: x [N, C, H, W], w [O, C/groups, KH, KW]."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    x_groups = padded.reshape(n, groups, cg, *padded.shape[2:])
+    w_groups = w.astype(np.float64).reshape(groups, o // groups, cg, kh, kw)
+    y = np.zeros((n, groups, o // groups, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x_groups[..., i * dh: i * dh + sh * (oh - 1) + 1: sh,
+                             j * dw: j * dw + sw * (ow - 1) + 1: sw]
+            y += np.einsum("ngchw,goc->ngohw", patch, w_groups[:, :, :, i, j])
+    y = y.reshape(n, o, oh, ow)
+    if bias is not None:
+        y += bias.astype(np.float64)[None, :, None, None]
+    return y
+
+
+# ---- when int8 mode may use an op's int8 form (OpDef.int8_condition): (graph, node) -> the
+# reason the node stays float, or None ----
+
+INT8_ACTIVATIONS = (None, "Relu", "Relu6", "Clip", "Identity")
+
+
+def int8_activation_ok(graph, node) -> str | None:
+    activation = node.attrs.get("activation")
+    name = activation[0] if activation else None
+    if name not in INT8_ACTIVATIONS:
+        return f"fused activation {name} has no int8 form"
+    return None
+
+
+def int8_weighted(graph, node) -> str | None:
+    if len(node.inputs) < 2 or not graph.is_constant(node.inputs[1]):
+        return "weights are variables" if len(node.inputs) > 1 and node.inputs[1] in graph.variables \
+            else "weights are not constant"
+    if len(node.inputs) > 2 and node.inputs[2] and not graph.is_constant(node.inputs[2]):
+        return "bias is not constant"
+    return int8_activation_ok(graph, node)
+
+
+def int8_binary(graph, node) -> str | None:
+    if all(graph.is_constant(i) for i in node.inputs):
+        return "both operands are constant"
+    return int8_activation_ok(graph, node)
+
+
+def int8_matmul(graph, node) -> str | None:
+    if graph.is_constant(node.inputs[0]):
+        return "left operand is constant"
+    return int8_activation_ok(graph, node)

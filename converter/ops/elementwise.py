@@ -20,7 +20,8 @@ from converter.edgefb.UnaryOptions import UnaryOptionsT
 from converter.ir import DTYPES, TensorType
 from converter.ops import OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, INT_DTYPES, apply_activation, broadcast_dims, erf,
-                                   fail, need, no_attrs, no_options, output_elements)
+                                   fail, int8_binary, need, no_attrs, no_options, output_elements)
+from converter.ops.int8_reference import add_int8, mul_int8, sub_int8, unary_lut_int8
 
 NUMERIC = FLOAT_DTYPES + INT_DTYPES
 SIGNED = FLOAT_DTYPES + ("int8", "int32", "int64")
@@ -57,7 +58,7 @@ def _power(a, b):
 
 
 def _binary(name: str, code: int, compute: Callable, *, dtypes=NUMERIC, to_bool=False,
-            mixed_dtypes=False, fusable=False) -> OpDef:
+            mixed_dtypes=False, fusable=False, **int8_form) -> OpDef:
     def infer(types, attrs):
         need(name, types, 2)
         a, b = types
@@ -81,7 +82,8 @@ def _binary(name: str, code: int, compute: Callable, *, dtypes=NUMERIC, to_bool=
 
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=no_attrs,
                           opcode=OpCode.BINARY, lift_key=code, flops=output_elements,
-                          elementwise=True, fusable=fusable, gradient=BINARY_GRADIENTS.get(name)))
+                          elementwise=True, fusable=fusable, gradient=BINARY_GRADIENTS.get(name),
+                          **int8_form))
 
 
 # ---- binary gradients: (GradContext, node, dys) -> [da, db], each summed back to its input's
@@ -161,9 +163,12 @@ BINARY_GRADIENTS = {
 }
 
 
-_binary("Add", BinaryOp.ADD, np.add, fusable=True)
-_binary("Sub", BinaryOp.SUB, np.subtract, fusable=True)
-_binary("Mul", BinaryOp.MUL, np.multiply, fusable=True)
+_binary("Add", BinaryOp.ADD, np.add, fusable=True, int8=add_int8, int8_role="compute",
+        int8_condition=int8_binary)
+_binary("Sub", BinaryOp.SUB, np.subtract, fusable=True, int8=sub_int8, int8_role="compute",
+        int8_condition=int8_binary)
+_binary("Mul", BinaryOp.MUL, np.multiply, fusable=True, int8=mul_int8, int8_role="compute",
+        int8_condition=int8_binary)
 _binary("Div", BinaryOp.DIV, _divide)
 _binary("Pow", BinaryOp.POW, _power, mixed_dtypes=True)
 _binary("Min", BinaryOp.MIN, np.minimum)
@@ -184,8 +189,9 @@ _binary("Xor", BinaryOp.XOR, np.logical_xor, dtypes=("bool",), to_bool=True)
 # ---- unary ----
 
 def _unary(name: str, code: int, compute: Callable, *, dtypes=FLOAT_DTYPES, to_bool=False,
-           params: tuple[tuple[str, float], ...] = ()) -> OpDef:
-    """``params`` names the attributes carried in UnaryOptions.alpha and .beta, with defaults."""
+           params: tuple[tuple[str, float], ...] = (), table: bool = False) -> OpDef:
+    """``params`` names the attributes carried in UnaryOptions.alpha and .beta, with defaults.
+    ``table``: the op has an int8 form through a [256] lookup table the converter computes."""
 
     def read_params(attrs) -> dict:
         return {key: float(attrs.get(key, default)) for key, default in params}
@@ -216,7 +222,8 @@ def _unary(name: str, code: int, compute: Callable, *, dtypes=FLOAT_DTYPES, to_b
 
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
                           opcode=OpCode.UNARY, lift_key=code, flops=output_elements,
-                          elementwise=True, gradient=_unary_grad if not to_bool else None))
+                          elementwise=True, gradient=_unary_grad if not to_bool else None,
+                          **(dict(int8=unary_lut_int8(name), int8_role="table", int8_inputs=(0,)) if table else {})))
 
 
 def _unary_grad(g, node, dys):
@@ -249,37 +256,39 @@ def _clip(x, min, max):
     return np.minimum(np.maximum(x, min), max)
 
 
-_unary("Relu", UnaryOp.RELU, lambda x: np.maximum(x, 0), dtypes=SIGNED)
-_unary("Relu6", UnaryOp.RELU6, lambda x: np.minimum(np.maximum(x, 0.0), 6.0))
+_unary("Relu", UnaryOp.RELU, lambda x: np.maximum(x, 0), dtypes=SIGNED, table=True)
+_unary("Relu6", UnaryOp.RELU6, lambda x: np.minimum(np.maximum(x, 0.0), 6.0), table=True)
 _unary("Clip", UnaryOp.CLIP, _clip, dtypes=NUMERIC,
-       params=(("min", -math.inf), ("max", math.inf)))
+       params=(("min", -math.inf), ("max", math.inf)), table=True)
 _unary("LeakyRelu", UnaryOp.LEAKY_RELU, lambda x, alpha: np.where(x < 0, alpha * x, x),
-       params=(("alpha", 0.01),))
+       params=(("alpha", 0.01),), table=True)
 _unary("Elu", UnaryOp.ELU, lambda x, alpha: np.where(x < 0, alpha * np.expm1(x), x),
-       params=(("alpha", 1.0),))
-_unary("Sigmoid", UnaryOp.SIGMOID, _sigmoid)
-_unary("Tanh", UnaryOp.TANH, np.tanh)
-_unary("HardSigmoid", UnaryOp.HARD_SIGMOID, _hard_sigmoid, params=(("alpha", 0.2), ("beta", 0.5)))
-_unary("HardSwish", UnaryOp.HARD_SWISH, lambda x: x * _hard_sigmoid(x, 1.0 / 6.0, 0.5))
-_unary("Gelu", UnaryOp.GELU, lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))))
+       params=(("alpha", 1.0),), table=True)
+_unary("Sigmoid", UnaryOp.SIGMOID, _sigmoid, table=True)
+_unary("Tanh", UnaryOp.TANH, np.tanh, table=True)
+_unary("HardSigmoid", UnaryOp.HARD_SIGMOID, _hard_sigmoid, params=(("alpha", 0.2), ("beta", 0.5)),
+       table=True)
+_unary("HardSwish", UnaryOp.HARD_SWISH, lambda x: x * _hard_sigmoid(x, 1.0 / 6.0, 0.5), table=True)
+_unary("Gelu", UnaryOp.GELU, lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))), table=True)
 _unary("GeluTanh", UnaryOp.GELU_TANH,
-       lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))))
-_unary("Erf", UnaryOp.ERF, erf)
-_unary("Exp", UnaryOp.EXP, np.exp)
-_unary("Log", UnaryOp.LOG, np.log)
-_unary("Sqrt", UnaryOp.SQRT, np.sqrt)
-_unary("Rsqrt", UnaryOp.RSQRT, lambda x: 1.0 / np.sqrt(x))
-_unary("Reciprocal", UnaryOp.RECIPROCAL, lambda x: 1.0 / x)
-_unary("Neg", UnaryOp.NEG, np.negative, dtypes=SIGNED)
-_unary("Abs", UnaryOp.ABS, np.abs, dtypes=NUMERIC)
+       lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+       table=True)
+_unary("Erf", UnaryOp.ERF, erf, table=True)
+_unary("Exp", UnaryOp.EXP, np.exp, table=True)
+_unary("Log", UnaryOp.LOG, np.log, table=True)
+_unary("Sqrt", UnaryOp.SQRT, np.sqrt, table=True)
+_unary("Rsqrt", UnaryOp.RSQRT, lambda x: 1.0 / np.sqrt(x), table=True)
+_unary("Reciprocal", UnaryOp.RECIPROCAL, lambda x: 1.0 / x, table=True)
+_unary("Neg", UnaryOp.NEG, np.negative, dtypes=SIGNED, table=True)
+_unary("Abs", UnaryOp.ABS, np.abs, dtypes=NUMERIC, table=True)
 _unary("Floor", UnaryOp.FLOOR, np.floor)
 _unary("Ceil", UnaryOp.CEIL, np.ceil)
 _unary("Round", UnaryOp.ROUND, np.round)
 _unary("Sign", UnaryOp.SIGN, np.sign, dtypes=NUMERIC)
-_unary("Softplus", UnaryOp.SOFTPLUS, lambda x: np.logaddexp(0.0, x))
-_unary("Sin", UnaryOp.SIN, np.sin)
-_unary("Cos", UnaryOp.COS, np.cos)
-_unary("Square", UnaryOp.SQUARE, np.square, dtypes=NUMERIC)
+_unary("Softplus", UnaryOp.SOFTPLUS, lambda x: np.logaddexp(0.0, x), table=True)
+_unary("Sin", UnaryOp.SIN, np.sin, table=True)
+_unary("Cos", UnaryOp.COS, np.cos, table=True)
+_unary("Square", UnaryOp.SQUARE, np.square, dtypes=NUMERIC, table=True)
 _unary("Not", UnaryOp.NOT, np.logical_not, dtypes=("bool",), to_bool=True)
 _unary("IsNaN", UnaryOp.IS_NAN, np.isnan, to_bool=True)
 _unary("IsInf", UnaryOp.IS_INF, np.isinf, to_bool=True)
@@ -305,11 +314,22 @@ def _where_grad(g, node, dys):
             g.unbroadcast(g.emit("Where", [cond, zero, dys[0]]), g.shape(b)) if g.wants(2) else None]
 
 
+def _nan_guard(graph, node) -> str | None:
+    """Where(IsNaN(x), c, x): int8 x is never NaN, so the guard passes x through."""
+    cond, _, x = node.inputs
+    producer = next((n for n in graph.nodes if cond in n.outputs), None)
+    if producer is None or producer.op != "IsNaN" or producer.inputs[0] != x:
+        return "no int8 kernel"
+    return None
+
+
 register(OpDef(
     name="Where", infer=_where_infer,
     reference=lambda inputs, attrs: [np.asarray(np.where(*inputs)).astype(inputs[1].dtype, copy=False)],
     lower=no_options(OpCode.WHERE), lift=no_attrs, opcode=OpCode.WHERE, flops=output_elements,
-    elementwise=True, gradient=_where_grad))
+    elementwise=True, gradient=_where_grad,
+    # int8 mode replaces a NaN guard by an Identity of its int8 x, so it needs no int8 kernel.
+    int8_role="follow", int8_condition=_nan_guard, int8_inputs=(2,)))
 
 
 def _cast_infer(types, attrs):

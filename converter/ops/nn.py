@@ -20,23 +20,25 @@ from converter.edgefb.ReduceOp import ReduceOp
 from converter.edgefb.ReduceOptions import ReduceOptionsT
 from converter.edgefb.SoftmaxOptions import SoftmaxOptionsT
 from converter.ir import TensorType
-from converter.ops import OpDef, register
+from converter.ops import OPS, OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, accumulate_dtype, apply_activation, broadcast_dims,
-                                   check_axis, count_elements, fail, float32_value, ints, layout_of,
-                                   need, no_attrs, no_options, require_nhwc, static_shape)
+                                   check_axis, conv2d_nchw, count_elements, fail, float32_value,
+                                   int8_matmul, int8_weighted, ints, layout_of, need, no_attrs,
+                                   no_options, require_nhwc, static_shape)
+from converter.ops.int8_reference import (avg_pool_int8, batch_matmul_dynamic, batch_matmul_int8,
+                                          conv2d_dynamic, conv2d_int8, fully_connected_dynamic,
+                                          fully_connected_int8, layer_norm_int8, max_pool_int8,
+                                          reduce_mean_int8, softmax_int8)
 
 F64 = np.float64
 TO_NCHW = (0, 3, 1, 2)
 TO_NHWC = (0, 2, 3, 1)
 
 
-# Ops with an int8 form (issue 4): an int8 input is typed like a float one; the params in
-# Graph.quantization select the integer arithmetic.
-INT8_OPS = ("Conv2D", "FullyConnected", "Softmax", "MaxPool2D", "AvgPool2D")
-
-
 def _float_input(op: str, t: TensorType, what: str = "input") -> None:
-    if t.dtype not in FLOAT_DTYPES and not (t.dtype == "int8" and op in INT8_OPS):
+    """A float input; an op with an int8 form also takes int8 (the params in Graph.quantization
+    select the integer arithmetic)."""
+    if t.dtype not in FLOAT_DTYPES and not (t.dtype == "int8" and OPS[op].int8 is not None):
         fail(op, f"{what} has dtype {t.dtype}; expected a float dtype")
 
 
@@ -145,28 +147,6 @@ def _conv_infer(types, attrs):
     return [TensorType(x.dtype, _nchw_shape(layout, n, o, oh, ow))]
 
 
-def conv2d_nchw(x, w, bias, strides, dilations, pads, groups):
-    """Direct convolution, ONNX Conv semantics: x [N, C, H, W], w [O, C/groups, KH, KW]."""
-    n, c, h, wd = x.shape
-    o, cg, kh, kw = w.shape
-    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilations, pads
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    padded = np.pad(x.astype(F64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    x_groups = padded.reshape(n, groups, cg, *padded.shape[2:])
-    w_groups = w.astype(F64).reshape(groups, o // groups, cg, kh, kw)
-    y = np.zeros((n, groups, o // groups, oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            patch = x_groups[..., i * dh: i * dh + sh * (oh - 1) + 1: sh,
-                             j * dw: j * dw + sw * (ow - 1) + 1: sw]
-            y += np.einsum("ngchw,goc->ngohw", patch, w_groups[:, :, :, i, j])
-    y = y.reshape(n, o, oh, ow)
-    if bias is not None:
-        y += bias.astype(F64)[None, :, None, None]
-    return y
-
-
 def _conv_reference(inputs, attrs):
     x, w = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
@@ -207,7 +187,8 @@ def _conv_grad(g, node, dys):
 register(OpDef(name="Conv2D", infer=_conv_infer, reference=_conv_reference,
                lower=_conv_lower(OpCode.CONV_2D, False), lift=_conv_lift(False),
                opcode=OpCode.CONV_2D, flops=_conv_flops, layout_sensitive=True, fusable=True,
-               gradient=_conv_grad))
+               gradient=_conv_grad, int8=conv2d_int8, int8_role="compute", int8_condition=int8_weighted,
+               weight_slot=1, bias_slot=2, dynamic=conv2d_dynamic))
 
 
 def _conv_transpose_weights_to_onnx(w, groups):
@@ -377,7 +358,8 @@ register(OpDef(name="FullyConnected", infer=_fc_infer, reference=_fc_reference,
                lower=no_options(OpCode.FULLY_CONNECTED), lift=no_attrs,
                opcode=OpCode.FULLY_CONNECTED,
                flops=lambda i, o, a: 2 * o[0].size * i[1].shape[1], fusable=True,
-               gradient=_fc_grad))
+               gradient=_fc_grad, int8=fully_connected_int8, int8_role="compute",
+               int8_condition=int8_weighted, weight_slot=1, bias_slot=2, dynamic=fully_connected_dynamic))
 
 
 def _matmul_operands(shape_a, shape_b, attrs):
@@ -451,12 +433,14 @@ def _bmm_grad(g, node, dys):
 
 register(OpDef(name="BatchMatMul", infer=_bmm_infer, reference=_bmm_reference, lower=_bmm_lower,
                lift=lambda o: {"transpose_a": bool(o.transposeA), "transpose_b": bool(o.transposeB)},
-               opcode=OpCode.BATCH_MATMUL, flops=_bmm_flops, fusable=True, gradient=_bmm_grad))
+               opcode=OpCode.BATCH_MATMUL, flops=_bmm_flops, fusable=True, gradient=_bmm_grad,
+               int8=batch_matmul_int8, int8_role="compute", int8_condition=int8_matmul,
+               dynamic=batch_matmul_dynamic))
 
 
 # ---- Softmax, LogSoftmax, LayerNorm, BatchNorm ----
 
-def _softmax(name: str, log: bool) -> OpDef:
+def _softmax(name: str, log: bool, **int8_form) -> OpDef:
     def infer(types, attrs):
         need(name, types, 1)
         _float_input(name, types[0])
@@ -490,10 +474,10 @@ def _softmax(name: str, log: bool) -> OpDef:
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower,
                           lift=lambda o: {"axis": int(o.axis)}, opcode=OpCode.SOFTMAX,
                           lift_key=int(log), flops=lambda i, o, a: 5 * o[0].size,
-                          gradient=gradient))
+                          gradient=gradient, **int8_form))
 
 
-_softmax("Softmax", False)
+_softmax("Softmax", False, int8=softmax_int8, int8_role="compute")
 _softmax("LogSoftmax", True)
 
 
@@ -543,11 +527,18 @@ def _layer_norm_grad(g, node, dys):
     return [dx, dscale, dbias if bias else None]
 
 
+def _layer_norm_int8_condition(graph, node) -> str | None:
+    if not all(graph.is_constant(i) for i in node.inputs[1:] if i):
+        return "scale or bias is not constant"
+    return None
+
+
 register(OpDef(name="LayerNorm", infer=_layer_norm_infer, reference=_layer_norm_reference,
                lower=_layer_norm_lower,
                lift=lambda o: {"axis": int(o.axis), "epsilon": float32_value(o.epsilon)},
                opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 8 * o[0].size,
-               gradient=_layer_norm_grad))
+               gradient=_layer_norm_grad, int8=layer_norm_int8, int8_role="compute",
+               int8_condition=_layer_norm_int8_condition, int8_inputs=(0,)))
 
 
 def _batch_norm_infer(types, attrs):
@@ -590,7 +581,7 @@ register(OpDef(name="BatchNorm", infer=_batch_norm_infer, reference=_batch_norm_
 
 # ---- MaxPool2D, AvgPool2D ----
 
-def _pool(name: str, pool_type: int) -> OpDef:
+def _pool(name: str, pool_type: int, **int8_form) -> OpDef:
     is_max = pool_type == PoolType.MAX
 
     def geometry(attrs):
@@ -675,11 +666,11 @@ def _pool(name: str, pool_type: int) -> OpDef:
     # MaxPool2D and AvgPool2D share POOL_2D; lift_key is the options' PoolType.
     return register(OpDef(name=name, infer=infer, reference=reference, lower=lower, lift=lift,
                           opcode=OpCode.POOL_2D, lift_key=pool_type, flops=flops,
-                          layout_sensitive=True, gradient=gradient))
+                          layout_sensitive=True, gradient=gradient, **int8_form))
 
 
-_pool("MaxPool2D", PoolType.MAX)
-_pool("AvgPool2D", PoolType.AVERAGE)
+_pool("MaxPool2D", PoolType.MAX, int8=max_pool_int8, int8_role="follow")
+_pool("AvgPool2D", PoolType.AVERAGE, int8=avg_pool_int8, int8_role="compute")
 
 
 # ---- reductions ----
@@ -735,7 +726,7 @@ REDUCE_GRADIENTS = ("ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL1", "R
                     "ReduceLogSumExp", "ReduceMax", "ReduceMin")
 
 
-def _reduce(name: str, code: int, compute) -> OpDef:
+def _reduce(name: str, code: int, compute, **int8_form) -> OpDef:
     def infer(types, attrs):
         need(name, types, 1)
         x = types[0]
@@ -763,11 +754,19 @@ def _reduce(name: str, code: int, compute) -> OpDef:
                           lift=lambda o: {"axes": ints(o.axes), "keepdims": bool(o.keepdims)},
                           opcode=OpCode.REDUCE, lift_key=code,
                           flops=lambda i, o, a: count_elements(i[:1]),
-                          gradient=_reduce_grad if name in REDUCE_GRADIENTS else None))
+                          gradient=_reduce_grad if name in REDUCE_GRADIENTS else None, **int8_form))
+
+
+def _spatial_mean(graph, node) -> str | None:
+    x = graph.tensors[node.inputs[0]]
+    if x.rank != 4 or tuple(node.attrs.get("axes", ())) != (1, 2):
+        return "int8 ReduceMean covers the H, W axes of an NHWC tensor only"
+    return None
 
 
 for _name, (_code, _compute) in REDUCTIONS.items():
-    _reduce(_name, _code, _compute)
+    _reduce(_name, _code, _compute, **(dict(int8=reduce_mean_int8, int8_role="compute",
+                                            int8_condition=_spatial_mean) if _name == "ReduceMean" else {}))
 
 
 # ---- LRN ----

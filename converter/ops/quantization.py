@@ -4,7 +4,7 @@ Quantize (float32 -> int8) uses the quantization params of its OUTPUT tensor; De
 (int8 -> float32 with the params of its INPUT tensor, or float16 -> float32 with none). The
 params live in Graph.quantization, not in the attributes, so the reference executor hands them
 over as ``attrs["quantization"] = (input params, output params)``; the arithmetic itself is in
-converter.quantize.int8_reference (one place for every integer rule).
+converter.ops.int8_reference (one place for every integer rule).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from converter.edgefb.OpCode import OpCode
 from converter.ir import TensorType
 from converter.ops import OpDef, register
 from converter.ops._common import fail, need, no_attrs, no_options, output_elements
+from converter.ops.int8_reference import dequantize_int8, dequantize_values, quantize_int8, quantize_values
 
 
 def _quantize_infer(types, attrs):
@@ -40,7 +41,6 @@ def _params(attrs, side: int, op: str):
 
 
 def _quantize_reference(inputs, attrs):
-    from converter.quantize.int8_reference import quantize_values
     return [quantize_values(inputs[0], _params(attrs, 1, "Quantize"))]
 
 
@@ -48,13 +48,12 @@ def _dequantize_reference(inputs, attrs):
     x = inputs[0]
     if x.dtype == np.float16:
         return [x.astype(np.float32)]
-    from converter.quantize.int8_reference import dequantize_values
     return [dequantize_values(x, _params(attrs, 0, "Dequantize"))]
 
 
 register(OpDef(name="Quantize", infer=_quantize_infer, reference=_quantize_reference,
                lower=no_options(OpCode.QUANTIZE), lift=no_attrs, opcode=OpCode.QUANTIZE,
-               flops=output_elements))
+               flops=output_elements, int8=quantize_int8))
 register(OpDef(name="Dequantize", infer=_dequantize_infer, reference=_dequantize_reference,
                lower=no_options(OpCode.DEQUANTIZE), lift=no_attrs, opcode=OpCode.DEQUANTIZE,
-               flops=output_elements))
+               flops=output_elements, int8=dequantize_int8))

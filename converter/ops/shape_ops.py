@@ -24,6 +24,7 @@ from converter.ops import OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, broadcast_dims, check_axis, fail, float32_value,
                                    floats, ints, need, no_attrs, no_options, output_elements,
                                    static_shape, zero_flops)
+from converter.ops.int8_reference import concat_int8, pad_int8, same_params_int8
 
 
 def _axis_lower(opcode: int):
@@ -63,7 +64,7 @@ def _reshape_back(g, node, dys):
 register(OpDef(name="Reshape", infer=_reshape_infer,
                reference=lambda inputs, attrs: [np.reshape(inputs[0], tuple(attrs["shape"]))],
                lower=no_options(OpCode.RESHAPE), lift=no_attrs, opcode=OpCode.RESHAPE,
-               flops=zero_flops, gradient=_reshape_back))
+               flops=zero_flops, gradient=_reshape_back, int8=same_params_int8("Reshape"), int8_role="follow"))
 
 
 def _identity_infer(types, attrs):
@@ -76,7 +77,8 @@ def _identity_infer(types, attrs):
 register(OpDef(name="Identity", infer=_identity_infer,
                reference=lambda inputs, attrs: [np.array(inputs[0], copy=True)],
                lower=no_options(OpCode.RESHAPE), lift=no_attrs, opcode=OpCode.RESHAPE, lift_key=-1,
-               flops=zero_flops, gradient=lambda g, node, dys: [dys[0]]))
+               flops=zero_flops, gradient=lambda g, node, dys: [dys[0]],
+               int8=same_params_int8("Identity"), int8_role="follow"))
 
 
 def _transpose_infer(types, attrs):
@@ -98,7 +100,8 @@ register(OpDef(name="Transpose", infer=_transpose_infer,
                lower=_transpose_lower, lift=lambda o: {"perm": ints(o.perm)},
                opcode=OpCode.TRANSPOSE, flops=zero_flops,
                gradient=lambda g, node, dys: [g.emit(
-                   "Transpose", [dys[0]], {"perm": tuple(int(k) for k in np.argsort(node.attrs["perm"]))})]))
+                   "Transpose", [dys[0]], {"perm": tuple(int(k) for k in np.argsort(node.attrs["perm"]))})],
+               int8=same_params_int8("Transpose"), int8_role="follow"))
 
 
 def _broadcast_to_infer(types, attrs):
@@ -157,7 +160,7 @@ def _split_grad(g, node, dys):
 register(OpDef(name="Concat", infer=_concat_infer,
                reference=lambda inputs, attrs: [np.concatenate(inputs, axis=attrs["axis"])],
                lower=_axis_lower(OpCode.CONCAT), lift=_axis_lift, opcode=OpCode.CONCAT,
-               flops=zero_flops, gradient=_concat_grad))
+               flops=zero_flops, gradient=_concat_grad, int8=concat_int8, int8_role="compute"))
 
 
 def _split_infer(types, attrs):
@@ -178,7 +181,7 @@ def _split_reference(inputs, attrs):
 
 register(OpDef(name="Split", infer=_split_infer, reference=_split_reference,
                lower=_axis_lower(OpCode.SPLIT), lift=_axis_lift, opcode=OpCode.SPLIT,
-               flops=zero_flops, gradient=_split_grad))
+               flops=zero_flops, gradient=_split_grad, int8=same_params_int8("Split"), int8_role="follow"))
 
 
 # ---- Slice ----
@@ -286,7 +289,8 @@ def _slice_grad(g, node, dys):
 
 
 register(OpDef(name="Slice", infer=_slice_infer, reference=_slice_reference, lower=_slice_lower,
-               lift=_slice_lift, opcode=OpCode.SLICE, flops=zero_flops, gradient=_slice_grad))
+               lift=_slice_lift, opcode=OpCode.SLICE, flops=zero_flops, gradient=_slice_grad,
+               int8=same_params_int8("Slice"), int8_role="follow"))
 
 
 # ---- Gather, GatherElements ----
@@ -328,7 +332,8 @@ def _gather_grad(g, node, dys):
 
 register(OpDef(name="Gather", infer=_gather_infer, reference=_gather_reference,
                lower=_axis_lower(OpCode.GATHER), lift=_axis_lift, opcode=OpCode.GATHER,
-               flops=zero_flops, gradient=_gather_grad))
+               flops=zero_flops, gradient=_gather_grad, int8=same_params_int8("Gather"), int8_role="follow",
+               int8_inputs=(0,)))
 
 
 def _gather_elements_infer(types, attrs):
@@ -421,8 +426,15 @@ def _pad_grad(g, node, dys):
                                      "mode": "constant", "value": 0.0})]
 
 
+def _pad_int8_condition(graph, node) -> str | None:
+    if node.attrs.get("mode", "constant") == "constant" and float(node.attrs.get("value", 0.0)) != 0.0:
+        return "constant padding with a non-zero value"
+    return None
+
+
 register(OpDef(name="Pad", infer=_pad_infer, reference=_pad_reference, lower=_pad_lower,
-               lift=_pad_lift, opcode=OpCode.PAD, flops=zero_flops, gradient=_pad_grad))
+               lift=_pad_lift, opcode=OpCode.PAD, flops=zero_flops, gradient=_pad_grad,
+               int8=pad_int8, int8_role="follow", int8_condition=_pad_int8_condition))
 
 
 # ---- Resize ----

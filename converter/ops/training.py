@@ -36,10 +36,10 @@ from converter.edgefb.Pool2DOptions import Pool2DOptionsT
 from converter.edgefb.PoolType import PoolType
 from converter.ir import TensorType
 from converter.ops import OPS, OpDef, register
-from converter.ops._common import (FLOAT_DTYPES, erf, fail, float32_value, ints, layout_of, need,
-                                   output_elements, require_nhwc, unary_options)
+from converter.ops._common import (FLOAT_DTYPES, erf, fail, float32_value, ints, layout_of,
+                                   need, output_elements, require_nhwc, unary_options)
 from converter.ops.nn import (F64, TO_NCHW, TO_NHWC, _from_nchw, _sliding_size, _to_nchw,
-                              _window_attrs, conv2d_nchw)
+                              _window_attrs)
 
 LOSS_KINDS = {"softmax_cross_entropy": LossKind.SOFTMAX_CROSS_ENTROPY,
               "bce_with_logits": LossKind.BCE_WITH_LOGITS, "mse": LossKind.MSE}

@@ -12,7 +12,7 @@ Public API
 
 ``graph`` is the graph ``converter.passes.optimize`` returns (NHWC, activations fused); the
 result is written by ``converter.writer.write_model`` and runs in ``converter.reference.run``
-(its int8 nodes through converter.quantize.int8_reference, the bit-exact integer oracle).
+(its int8 nodes through converter.ops.int8_reference, the bit-exact integer oracle).
 
 ``mode``:
   * "fp16"    float32 constants with >= 16 elements become float16 + a Dequantize node.

@@ -44,6 +44,8 @@ import numpy as np
 
 from converter.errors import ConversionError
 from converter.ir import Graph
+from converter.ops.int8_reference import dequantize_values, quantize_values
+from converter.quantize.params import activation_params
 
 HISTOGRAM_BINS = 2048
 # Sentinel detection (see the module doc).
@@ -304,9 +306,6 @@ def _percentile_range(low: float, high: float, histogram: _Histogram | None, per
 def _mse_range(low: float, high: float, histogram: _Histogram | None, percentile: float):
     """The clipping factor a in (0, 1] of [min(low, 0), max(high, 0)] minimising the expected
     squared error of int8 quantize-dequantize over the histogram (bin centers, counts)."""
-    from converter.quantize.params import activation_params
-    from converter.quantize.int8_reference import dequantize_values, quantize_values
-
     if histogram is None or histogram.counts.sum() == 0:
         return low, high
     centers, counts = histogram.centers(), histogram.counts
@@ -323,9 +322,6 @@ def _mse_range(low: float, high: float, histogram: _Histogram | None, percentile
 
 def quantization_error(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Per value: the error int8 quantize-dequantize with range [low, high] makes."""
-    from converter.quantize.params import activation_params
-    from converter.quantize.int8_reference import dequantize_values, quantize_values
-
     params = activation_params(low, high)
     restored = dequantize_values(quantize_values(values.astype(np.float32), params), params)
     return values - restored.astype(np.float64)

@@ -9,7 +9,7 @@ import numpy as np
 
 from converter.errors import ConversionError
 from converter.ir import Graph, Node, Quantization
-from converter.quantize.int8_reference import dequantize_values
+from converter.ops.int8_reference import dequantize_values
 from converter.quantize.report import LayerError, SqnrAccumulator
 
 

@@ -9,11 +9,9 @@ dynamic kernel; the bias stays float32. Everything else is untouched.
 from __future__ import annotations
 
 from converter.ir import Graph, Node, TensorType
+from converter.ops import OPS
 from converter.quantize.common import QuantizedLayer, node_label
 from converter.quantize.params import quantize_weights
-
-DYNAMIC_OPS = ("FullyConnected", "Conv2D", "BatchMatMul")
-
 
 def weight_axis(node: Node, rank: int) -> int:
     """The output-channel axis of a node's weight (input 1)."""
@@ -43,7 +41,7 @@ def quantize_dynamic(graph: Graph, keep_float: set[int]) -> tuple[Graph, list[Qu
     converted: dict[tuple[str, int], str] = {}
     nodes, layers, left = [], [], []
     for index, node in enumerate(graph.nodes):
-        if node.op not in DYNAMIC_OPS:
+        if OPS[node.op].dynamic is None:
             nodes.append(node)
             continue
         reason = "--keep-float" if index in keep_float else dynamic_reason(graph, node)

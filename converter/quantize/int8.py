@@ -1,6 +1,7 @@
 """int8 mode: the graph rewritten so every op with an int8 kernel computes on int8.
 
-Which ops become int8 is one table, ``INT8_OPS``: op -> (kind, condition). "compute" ops
+Which ops become int8 is read from the op table (converter.ops.OpDef: ``int8_role``,
+``int8_condition``, ``int8_inputs``, ``weight_slot``, ``bias_slot``). "compute" ops
 (convolutions, matmuls, add/sub/mul, average pooling and spatial means, concat, softmax) become
 int8 whenever their condition holds: their float inputs are quantized (a Quantize node is
 inserted where the producer stayed float) and their outputs get calibrated params. "follow" ops
@@ -42,26 +43,23 @@ which treatment.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from converter.errors import ConversionError
 from converter.ir import Graph, Node, Quantization, TensorType
+from converter.ops import OPS, OpDef
+from converter.ops.int8_reference import SOFTMAX_OUTPUT, quantize_values, unary_table
 from converter.passes.cleanup import remove_dead_nodes
 
 import numpy as np
 
 from converter.quantize.calibration import Calibration, calibrate
 from converter.quantize.common import QuantizedLayer, node_label
-from converter.quantize.dynamic import DYNAMIC_OPS, dynamic_reason, weight_axis
-from converter.quantize.int8_reference import LUT_UNARY_OPS, SOFTMAX_OUTPUT, unary_table
+from converter.quantize.dynamic import dynamic_reason, weight_axis
 from converter.quantize.params import (activation_params, bias_scale_floor, constant_params, quantize_bias,
                                        quantize_weights, representable_range)
 from converter.quantize.report import FloatOp, SentinelHandling
 from converter.quantize.smoothing import channel_peaks, smooth_layer_norms, smoothing_sites
 
-INT8_ACTIVATIONS = (None, "Relu", "Relu6", "Clip", "Identity")
-
-# Int8 forms beyond the original set, emitted only when True here: "unary_table" (UNARY with a
+# Int8 forms that int8 mode emits only when True here: "unary_table" (UNARY with a
 # [256] lookup table; the runtime has it) and "LayerNorm" (int8 LAYER_NORM; the runtime has it,
 # but it is off: on all-MiniLM-L6-v2 it lowered the minimum cosine to float32 from 0.981 to
 # 0.969, since a per-tensor int8 input cannot carry the residual stream's outlier channel into
@@ -77,116 +75,29 @@ SOFTMAX_VANISH = 12.5
 TABLE_ACTIVATIONS = {"Gelu": (), "GeluTanh": (), "Sigmoid": (), "Tanh": (), "HardSwish": (),
                      "Elu": ("alpha",), "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta")}
 
-# Which input slots of an op are weights (int8 per channel) or biases (int32); the data input
-# of a follow op is slot 0; other slots are activations (or, for Gather, integer indices).
-WEIGHT_SLOT = {"Conv2D": 1, "FullyConnected": 1}
-BIAS_SLOT = {"Conv2D": 2, "FullyConnected": 2}
 
-
-def _activation_ok(graph: Graph, node: Node) -> str | None:
-    activation = node.attrs.get("activation")
-    name = activation[0] if activation else None
-    if name not in INT8_ACTIVATIONS:
-        return f"fused activation {name} has no int8 form"
-    return None
-
-
-def _weighted(graph: Graph, node: Node) -> str | None:
-    if len(node.inputs) < 2 or not graph.is_constant(node.inputs[1]):
-        return "weights are variables" if len(node.inputs) > 1 and node.inputs[1] in graph.variables \
-            else "weights are not constant"
-    if len(node.inputs) > 2 and node.inputs[2] and not graph.is_constant(node.inputs[2]):
-        return "bias is not constant"
-    return _activation_ok(graph, node)
-
-
-def _binary(graph: Graph, node: Node) -> str | None:
-    if all(graph.is_constant(i) for i in node.inputs):
-        return "both operands are constant"
-    return _activation_ok(graph, node)
-
-
-def _matmul(graph: Graph, node: Node) -> str | None:
-    if graph.is_constant(node.inputs[0]):
-        return "left operand is constant"
-    return _activation_ok(graph, node)
-
-
-def _spatial_mean(graph: Graph, node: Node) -> str | None:
-    x = graph.tensors[node.inputs[0]]
-    if x.rank != 4 or tuple(node.attrs.get("axes", ())) != (1, 2):
-        return "int8 ReduceMean covers the H, W axes of an NHWC tensor only"
-    return None
-
-
-def _pad(graph: Graph, node: Node) -> str | None:
-    if node.attrs.get("mode", "constant") == "constant" and float(node.attrs.get("value", 0.0)) != 0.0:
-        return "constant padding with a non-zero value"
-    return None
-
-
-def _always(graph: Graph, node: Node) -> str | None:
-    return None
-
-
-def _layer_norm(graph: Graph, node: Node) -> str | None:
-    if not all(graph.is_constant(i) for i in node.inputs[1:] if i):
-        return "scale or bias is not constant"
-    return None
-
-
-def _table_unary(graph: Graph, node: Node) -> str | None:
-    return None
-
-
-def _nan_guard(graph: Graph, node: Node) -> str | None:
-    """Where(IsNaN(x), c, x): int8 x is never NaN, so the guard passes x through."""
-    cond, _, x = node.inputs
-    producer = next((n for n in graph.nodes if cond in n.outputs), None)
-    if producer is None or producer.op != "IsNaN" or producer.inputs[0] != x:
-        return "no int8 kernel"
-    return None
-
-
-# op -> (kind, condition: (graph, node) -> reason it stays float, or None)
-INT8_OPS: dict[str, tuple[str, Callable[[Graph, Node], str | None]]] = {
-    "Conv2D": ("compute", _weighted),
-    "FullyConnected": ("compute", _weighted),
-    "BatchMatMul": ("compute", _matmul),
-    "Add": ("compute", _binary),
-    "Sub": ("compute", _binary),
-    "Mul": ("compute", _binary),
-    "AvgPool2D": ("compute", _always),
-    "ReduceMean": ("compute", _spatial_mean),
-    "Concat": ("compute", _always),
-    "Softmax": ("compute", _always),
-    "MaxPool2D": ("follow", _always),
-    "Reshape": ("follow", _always),
-    "Identity": ("follow", _always),
-    "Transpose": ("follow", _always),
-    "Slice": ("follow", _always),
-    "Gather": ("follow", _always),
-    "Split": ("follow", _always),
-    "Pad": ("follow", _pad),
-    "Where": ("follow", _nan_guard),
-}
-if RUNTIME_INT8_FORMS["LayerNorm"]:
-    INT8_OPS["LayerNorm"] = ("compute", _layer_norm)
-if RUNTIME_INT8_FORMS["unary_table"]:
-    INT8_OPS.update({op: ("compute", _table_unary) for op in LUT_UNARY_OPS})
-# The data input of a follow op is slot 0, except Where's (the value it passes is slot 2).
-FOLLOW_SLOT = {"Where": 2}
+def int8_form(op: str) -> OpDef | None:
+    """The op's entry where int8 mode converts it: it has an int8 role (OpDef.int8_role) and
+    ``RUNTIME_INT8_FORMS`` has its form on."""
+    entry = OPS.get(op)
+    if entry is None or entry.int8_role is None:
+        return None
+    if entry.int8_role == "table" and not RUNTIME_INT8_FORMS["unary_table"]:
+        return None
+    if op == "LayerNorm" and not RUNTIME_INT8_FORMS["LayerNorm"]:
+        return None
+    return entry
 
 
 def split_table_activations(graph: Graph) -> Graph:
     """Matmuls and convolutions whose fused activation has only a table form become the op
     without it followed by the unary (a pure rewrite; the float result is unchanged)."""
-    if "Gelu" not in INT8_OPS:
+    if int8_form("Gelu") is None:
         return graph
     nodes, tensors = [], dict(graph.tensors)
     for node in graph.nodes:
         activation = node.attrs.get("activation")
-        if node.op not in WEIGHT_SLOT or not activation or activation[0] not in TABLE_ACTIVATIONS:
+        if OPS[node.op].weight_slot is None or not activation or activation[0] not in TABLE_ACTIVATIONS:
             nodes.append(node)
             continue
         name, alpha, beta = activation
@@ -204,11 +115,10 @@ def split_table_activations(graph: Graph) -> Graph:
 
 def _float_slots(graph: Graph, node: Node) -> list[int]:
     """The input slots that carry float values the int8 op reads as int8."""
-    if node.op in ("Gather", "LayerNorm") or node.op in LUT_UNARY_OPS:
-        return [0]
-    if node.op == "Where":
-        return [2]
-    return [k for k, name in enumerate(node.inputs) if name and k != BIAS_SLOT.get(node.op)]
+    entry = OPS[node.op]
+    if entry.int8_inputs is not None:
+        return list(entry.int8_inputs)
+    return [k for k, name in enumerate(node.inputs) if name and k != entry.bias_slot]
 
 
 class _Rewriter:
@@ -280,7 +190,6 @@ class _Rewriter:
         if self.graph.is_constant(name):
             params = params or constant_params(self.constants[name])
             twin = self.fresh(f"{name}_int8")
-            from converter.quantize.int8_reference import quantize_values
             self.constants[twin] = quantize_values(self.constants[name], params)
             self.tensors[twin] = TensorType("int8", self.graph.tensors[name].shape)
             self.quantization[twin] = params
@@ -322,15 +231,15 @@ class _Rewriter:
         """``node`` in float32; ``dynamic_weights``: with int8 weights (the dynamic-range kernel)
         where its weights are constant."""
         inputs = [self.as_float(i) for i in node.inputs]
-        if dynamic_weights and node.op in DYNAMIC_OPS and dynamic_reason(self.graph, node) is None:
+        if dynamic_weights and OPS[node.op].dynamic is not None and dynamic_reason(self.graph, node) is None:
             inputs[1] = self.weight(inputs[1], weight_axis(node, self.graph.tensors[inputs[1]].rank))
         self.nodes.append(node.with_(inputs=tuple(inputs)))
         self.float_ready.update(o for o in node.outputs if o)
 
     def output_params(self, node: Node, inputs: list[str]) -> list[Quantization]:
-        kind = INT8_OPS[node.op][0]
-        if kind == "follow":
-            return [self.quantization[inputs[FOLLOW_SLOT.get(node.op, 0)]]] * len(node.outputs)
+        entry = OPS[node.op]
+        if entry.int8_role == "follow":
+            return [self.quantization[inputs[_float_slots(self.graph, node)[0]]]] * len(node.outputs)
         if node.op == "Softmax":
             return [SOFTMAX_OUTPUT]
         y = node.outputs[0]
@@ -345,14 +254,15 @@ class _Rewriter:
     def to_int8(self, node: Node) -> list[str]:
         """Rewrites ``node`` into its int8 form; returns its int8 output names."""
         inputs = list(node.inputs)
-        weight_slot = WEIGHT_SLOT.get(node.op)
+        entry = OPS[node.op]
+        weight_slot = entry.weight_slot
         if node.op == "BatchMatMul" and self.graph.is_constant(inputs[1]):
             weight_slot = 1
         for k in _float_slots(self.graph, node):
             name = inputs[k]
             if k != weight_slot:
                 inputs[k] = self.as_int8(name)
-        bias_slot = BIAS_SLOT.get(node.op)
+        bias_slot = entry.bias_slot
         has_bias = bias_slot is not None and len(inputs) > bias_slot and bool(inputs[bias_slot])
         if weight_slot is not None and weight_slot in _float_slots(self.graph, node):
             name = inputs[weight_slot]
@@ -368,7 +278,7 @@ class _Rewriter:
         if node.op == "Where":
             self.nodes.append(Node("Identity", (inputs[2],), tuple(outputs), {}, name=node.name))
             return outputs
-        if node.op in LUT_UNARY_OPS:
+        if entry.int8_role == "table":
             table = self.fresh(f"{node_label(node)}_table")
             y_params = self.quantization[outputs[0]]
             self.constants[table] = unary_table(node.op, node.attrs, self.quantization[inputs[0]], y_params)
@@ -390,21 +300,20 @@ def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_rea
     """Why ``node`` stays float (None: it becomes int8)."""
     if index in keep:
         return "--keep-float"
-    entry = INT8_OPS.get(node.op)
+    entry = int8_form(node.op)
     if entry is None:
         return "no int8 kernel"
-    kind, condition = entry
     slots = _float_slots(graph, node)
     if any(graph.tensors[node.inputs[k]].dtype != "float32" for k in slots):
         return "inputs are not float32"
     if any(graph.tensors[o].dtype != "float32" for o in node.outputs if o):
         return "outputs are not float32"
-    if kind == "follow":
-        data = node.inputs[FOLLOW_SLOT.get(node.op, 0)]
+    if entry.int8_role == "follow":
+        data = node.inputs[slots[0]]
         constant_table = node.op == "Gather" and graph.is_constant(data)
         if data not in int8_ready and not constant_table:
             return "follows a float input"
-    if kind == "compute" and (calibration.methods.get(node.outputs[0]) == "float" or any(
+    if entry.int8_role != "follow" and (calibration.methods.get(node.outputs[0]) == "float" or any(
             calibration.methods.get(node.inputs[k]) == "float" and node.inputs[k] not in int8_ready
             for k in slots)):
         return AUTO_FLOAT
@@ -415,7 +324,7 @@ def _float_reason(graph: Graph, node: Node, index: int, keep: set[int], int8_rea
             found = calibration.sentinels.get(name)
             if found:
                 return f"operand {name!r} carries sentinels ({_describe(found)}): mask path kept in float"
-    return condition(graph, node)
+    return entry.int8_condition(graph, node) if entry.int8_condition else None
 
 
 AUTO_FLOAT = "calibration auto: int8 would erase its output's bulk (outliers); float with int8 weights"
@@ -436,7 +345,7 @@ def _float_bridge(graph: Graph, node: Node, int8_ready: dict) -> bool:
     if not float_operand or any(o in graph.outputs for o in node.outputs):
         return False
     readers = [n for n in graph.nodes if any(o and o in n.inputs for o in node.outputs)]
-    return bool(readers) and all(n.op not in INT8_OPS for n in readers)
+    return bool(readers) and all(int8_form(n.op) is None for n in readers)
 
 
 def _softmax_feeders(graph: Graph, calibration: Calibration) -> set[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from converter.ir import Quantization
-from converter.quantize.int8_reference import INT32_MAX, INT32_MIN, QMAX, QMIN, WEIGHT_QMAX, f32
+from converter.ops.int8_reference import INT32_MAX, INT32_MIN, QMAX, QMIN, WEIGHT_QMAX, f32
 
 # A range of width zero (a tensor that is always 0) still needs a usable scale.
 DEGENERATE_SCALE = 1.0

@@ -16,7 +16,7 @@ from converter.cli import main
 from converter.errors import ConversionError
 from converter.passes import optimize
 from converter.quantize import ImagePreprocessing, load_calibration, quantize
-from converter.quantize.int8_reference import SOFTMAX_OUTPUT, dequantize_values
+from converter.ops.int8_reference import SOFTMAX_OUTPUT, dequantize_values
 from converter.quantize.report import sqnr_db
 from converter.reader import read_model
 from converter.reference import run

@@ -1,4 +1,4 @@
-"""The integer reference (converter.quantize.int8_reference) against independent formulations:
+"""The integer reference (converter.ops.int8_reference) against independent formulations:
 exact rational arithmetic (fractions.Fraction) for every rounding rule, and plain Python loops
 for the ops, so a wrong shift, a wrong tie direction or a padding bug shows up as a mismatch."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from converter.ir import Quantization
-from converter.quantize import int8_reference as ref
+from converter.ops import OPS, int8_reference as ref
 from converter.quantize.params import activation_params
 
 RNG = np.random.default_rng(1234)
@@ -212,7 +212,7 @@ def test_add_sub_int8_against_fractions(op, sign):
     b = RNG.integers(-128, 128, (6,)).astype(np.int8)           # broadcast
     pa, pb, py = _qp((0.07, 3)), _qp((0.011, -20)), _qp((0.09, -1))
     attrs = {"quantization": ([per_tensor(*pa), per_tensor(*pb)], [per_tensor(*py)])}
-    got = ref.INT8_REFERENCES[op]([a, b], attrs)[0]
+    got = OPS[op].int8([a, b], attrs)[0]
     ma_real, mb_real = pa[0] / py[0], pb[0] / py[0]
     # the shift: the largest s <= 62 keeping the larger multiplier below 2**31
     s = max(k for k in range(1, 63) if round_half_away(Fraction(max(ma_real, mb_real)) * 2 ** k) < 2 ** 31)

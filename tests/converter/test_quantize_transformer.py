@@ -16,9 +16,9 @@ from converter.quantize import quantize
 from converter.quantize import int8 as int8_mode
 from converter.quantize.calibration import auto_candidates, calibrate, choose_auto, split_sentinels
 from converter.quantize.params import activation_params
-from converter.quantize.int8_reference import (LUT_UNARY_OPS, SOFTMAX_OUTPUT, dequantize_values,
-                                               layer_norm_int8, quantize_values, run_integer_node,
-                                               unary_table)
+from converter.ops import OPS
+from converter.ops.int8_reference import (SOFTMAX_OUTPUT, dequantize_values, layer_norm_int8, quantize_values,
+                                          run_integer_node, unary_table)
 from converter.quantize.report import LayerError, QuantizationReport
 from converter.reference import run
 
@@ -236,7 +236,7 @@ def test_int8_layer_norm_reference_sums_are_order_free():
 
 @pytest.mark.parametrize("op", ["Gelu", "Erf", "Tanh", "Sigmoid", "HardSwish", "GeluTanh", "Exp"])
 def test_table_unary_matches_quantized_float_op_exactly(op):
-    assert op in LUT_UNARY_OPS
+    assert OPS[op].int8_role == "table"
     x_params, y_params = per_tensor(0.04, -10), per_tensor(0.03, -60)
     table = unary_table(op, {}, x_params, y_params)
     assert table.dtype == np.int8 and table.shape == (256,)
@@ -264,8 +264,8 @@ def test_fused_table_activation_is_split_only_when_the_runtime_has_tables(monkey
     b.output(y, name="out")
     graph, _ = optimize(b.build())
     assert [n.op for n in graph.nodes] == ["FullyConnected"]          # Gelu fused
-    assert int8_mode.split_table_activations(graph) is graph or "Gelu" in int8_mode.INT8_OPS
-    monkeypatch.setitem(int8_mode.INT8_OPS, "Gelu", ("compute", int8_mode._table_unary))
+    assert int8_mode.split_table_activations(graph) is graph or int8_mode.RUNTIME_INT8_FORMS["unary_table"]
+    monkeypatch.setitem(int8_mode.RUNTIME_INT8_FORMS, "unary_table", True)
     split = int8_mode.split_table_activations(graph)
     assert [n.op for n in split.nodes] == ["FullyConnected", "Gelu"]
     feed = {"x": RNG.normal(0, 1, (1, 16)).astype(np.float32)}

@@ -4,7 +4,7 @@ ops and compared with LiteRT running the same file.
 
 Inputs lie on the input's quantization grid, so QUANTIZE is exact in both runtimes. The int8 op
 then requantizes its int32 sums; LiteRT rounds ties away from zero (gemmlowp's fixed point), the
-runtime adds half and shifts (ties toward +infinity, converter/quantize/int8_reference.py), so an
+runtime adds half and shifts (ties toward +infinity, converter/ops/int8_reference.py), so an
 output may differ by one quantization step and by no more: |edge - LiteRT| <= 1 output scale per
 element. Against the converter's integer reference (converter.reference) the runtime is bit-exact. At least half the elements must agree exactly (a one-step bias everywhere would not)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """int8 attention's ops in the C runtime against the converter's integer reference (the oracle,
-converter/quantize/int8_reference.py): LayerNorm on int8 (within 1 LSB by contract; the runtime
+converter/ops/int8_reference.py): LayerNorm on int8 (within 1 LSB by contract; the runtime
 follows the same IEEE steps, so it is checked for equality too), an elementwise unary as an int8
 [256] lookup table (bit-exact), and an attention block made of int8 ops only (Q.K^T and P.V as
 BatchMatMul of two activations, the additive mask as an int8 Add, Softmax, the residual Add and
@@ -21,7 +21,7 @@ import pytest
 
 from converter import reference
 from converter.ir import Graph, Node, TensorType
-from converter.quantize.int8_reference import unary_table
+from converter.ops.int8_reference import unary_table
 from converter.writer import write_model
 from tests.ops.test_quantized_ops import LEVELS, RUNNER, THREADS, Case, q, rng_for
 

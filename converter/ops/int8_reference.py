@@ -1,15 +1,15 @@
 """The integer reference: what every int8 and dynamic-range kernel must compute, bit for bit.
 
-This is the oracle the C kernels (every ISA) are tested against, so it follows the issue-4
-arithmetic contract literally (/tmp/briefs/issue4_spec.md, "Arithmetic"): float32 scales as
-stored, real multipliers in double from them, one fixed-point multiplier + right shift per
-channel, one rounding rule (add half, arithmetic shift: ties go toward +infinity).
+This is the oracle the C kernels (every ISA) are tested against, so it keeps one arithmetic:
+float32 scales as stored, real multipliers in double from them, one fixed-point multiplier +
+right shift per channel, one rounding rule (add half, arithmetic shift: ties go toward +infinity).
 
-Each op's integer reference is one entry of ``INT8_REFERENCES`` (int8 in, int8 out) or
-``DYNAMIC_REFERENCES`` (float activations, int8 weights), keyed by IR op name; both take
-``(inputs, attrs)`` with ``attrs["quantization"] = (input params, output params)``, lists aligned
-with the node's inputs/outputs, each a converter.ir.Quantization or None. The reference executor
-(converter.reference) calls ``run_integer_node`` for every node that touches a quantized tensor.
+An op's integer references are fields of its ``OpDef`` (converter.ops): ``int8`` (int8 in, int8
+out) and ``dynamic`` (float activations, int8 weights); the family modules set them from the
+functions here. Both take ``(inputs, attrs)`` with ``attrs["quantization"] = (input params,
+output params)``, lists aligned with the node's inputs/outputs, each a converter.ir.Quantization
+or None. The reference executor (converter.reference) calls ``run_integer_node`` for every node
+that touches a quantized tensor.
 
 Integer sums are formed exactly (int64, or float64 on integer values below 2**53, which is exact)
 and checked to fit the int32 accumulator the kernels use.
@@ -22,6 +22,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from converter.ir import Quantization
+from converter.ops import OPS, lookup
+from converter.ops._common import apply_activation, conv2d_nchw
 
 QMIN, QMAX = -128, 127
 WEIGHT_QMAX = 127
@@ -188,8 +190,6 @@ def _back(y: np.ndarray, layout: str) -> np.ndarray:
 
 
 def conv2d_int8(inputs, attrs):
-    from converter.ops.nn import conv2d_nchw
-
     op = "Conv2D"
     (in_params, out_params) = _params(attrs, op)
     x, w = inputs[0], inputs[1]
@@ -277,6 +277,10 @@ def _add_like(sign: int, op: str):
     return reference
 
 
+add_int8 = _add_like(+1, "Add")
+sub_int8 = _add_like(-1, "Sub")
+
+
 def mul_int8(inputs, attrs):
     op = "Mul"
     (in_params, out_params) = _params(attrs, op)
@@ -287,11 +291,9 @@ def mul_int8(inputs, attrs):
     return [_output_stage(acc, [s_a * s_b / s_y], 0, attrs, out_params[0], op)]
 
 
-def _same_params(op: str):
+def same_params_int8(op: str):
     """Data movement on int8 values: the float reference moves the bytes; params pass through."""
     def reference(inputs, attrs):
-        from converter.ops import lookup
-
         (in_params, out_params) = _params(attrs, op)
         for k, params in enumerate(out_params):
             if params != in_params[0]:
@@ -310,7 +312,6 @@ def pad_int8(inputs, attrs):
     if plain.get("mode", "constant") == "constant":
         value = np.array([plain.get("value", 0.0)], np.float32)
         plain["value"] = int(quantize_values(value, in_params[0])[0])
-    from converter.ops import lookup
     if out_params[0] != in_params[0]:
         raise ValueError(f"{op}: output params differ from the input's; int8 Pad keeps them")
     return list(lookup(op).reference(inputs, plain))
@@ -398,7 +399,7 @@ def max_pool_int8(inputs, attrs):
     """Max of int8 values (padding never wins); params pass through unchanged; a fused
     RELU/RELU6/CLIP clamps in the integer domain, as for every int8 op."""
     plain = {k: v for k, v in attrs.items() if k != "activation"}
-    y = _same_params("MaxPool2D")(inputs, plain)[0]
+    y = same_params_int8("MaxPool2D")(inputs, plain)[0]
     return [_clamp(y.astype(np.int64), activation_bounds(attrs, _params(attrs, "MaxPool2D")[1][0]))]
 
 
@@ -513,8 +514,6 @@ TABLE_INPUTS = np.arange(QMIN, QMAX + 1, dtype=np.int64)
 
 def unary_table(op: str, attrs: Mapping, x_params: Quantization, y_params: Quantization) -> np.ndarray:
     """The int8 [256] lookup table of unary ``op``: entry i = quantize(f(dequantize(i - 128)))."""
-    from converter.ops import lookup
-
     plain = {k: v for k, v in attrs.items() if k != "quantization"}
     x = dequantize_values(TABLE_INPUTS, x_params).astype(np.float64)
     with np.errstate(all="ignore"):
@@ -533,33 +532,6 @@ def unary_lut_int8(op: str):
     return reference
 
 
-# Unary ops whose int8 form is a lookup table: every float -> float elementwise UNARY op.
-LUT_UNARY_OPS = ("Relu", "Relu6", "Clip", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "HardSigmoid",
-                 "HardSwish", "Gelu", "GeluTanh", "Erf", "Exp", "Log", "Sqrt", "Rsqrt", "Reciprocal",
-                 "Neg", "Abs", "Softplus", "Sin", "Cos", "Square")
-
-
-INT8_REFERENCES: dict[str, IntegerReference] = {
-    "Conv2D": conv2d_int8,
-    "FullyConnected": fully_connected_int8,
-    "BatchMatMul": batch_matmul_int8,
-    "Add": _add_like(+1, "Add"),
-    "Sub": _add_like(-1, "Sub"),
-    "Mul": mul_int8,
-    "MaxPool2D": max_pool_int8,
-    "AvgPool2D": avg_pool_int8,
-    "ReduceMean": reduce_mean_int8,
-    "Concat": concat_int8,
-    "Softmax": softmax_int8,
-    "Quantize": quantize_int8,
-    "Dequantize": dequantize_int8,
-    "Pad": pad_int8,
-    "LayerNorm": layer_norm_int8,
-    **{op: unary_lut_int8(op) for op in LUT_UNARY_OPS},
-    **{op: _same_params(op) for op in ("Reshape", "Identity", "Transpose", "Slice", "Gather", "Split")},
-}
-
-
 # ---- dynamic range: float activations, int8 weights ----
 
 def quantize_rows(x: np.ndarray, row_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -575,8 +547,6 @@ def quantize_rows(x: np.ndarray, row_axes: tuple[int, ...]) -> tuple[np.ndarray,
 def _dynamic_epilogue(acc: np.ndarray, row_scale: np.ndarray, weight_scale: np.ndarray,
                       bias: np.ndarray | None, attrs: Mapping, op: str) -> np.ndarray:
     """y = float32(acc) * float32(s_row * s_w[c]) + bias[c], then the fused activation."""
-    from converter.ops._common import apply_activation
-
     _check_int32(acc, op)
     y = acc.astype(np.float32) * (row_scale * weight_scale).astype(np.float32)
     if bias is not None:
@@ -607,8 +577,6 @@ def batch_matmul_dynamic(inputs, attrs):
 
 
 def conv2d_dynamic(inputs, attrs):
-    from converter.ops.nn import conv2d_nchw
-
     op = "Conv2D"
     (in_params, _) = _params(attrs, op)
     x, w = inputs[0], inputs[1]
@@ -627,22 +595,16 @@ def conv2d_dynamic(inputs, attrs):
     return [y]
 
 
-DYNAMIC_REFERENCES: dict[str, IntegerReference] = {
-    "FullyConnected": fully_connected_dynamic,
-    "BatchMatMul": batch_matmul_dynamic,
-    "Conv2D": conv2d_dynamic,
-}
-
-
 def run_integer_node(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping) -> list[np.ndarray]:
     """The integer reference of one node: dynamic-range when the activation input is float and
     the weights int8, int8 otherwise. ``attrs["quantization"]`` must be set."""
     x = inputs[0] if inputs else None
     weights = inputs[1] if len(inputs) > 1 else None
-    if (op in DYNAMIC_REFERENCES and x is not None and x.dtype.kind == "f"
+    entry = OPS.get(op)
+    if (entry is not None and entry.dynamic is not None and x is not None and x.dtype.kind == "f"
             and weights is not None and weights.dtype == np.int8):
-        return DYNAMIC_REFERENCES[op](inputs, attrs)
-    reference = INT8_REFERENCES.get(op)
+        return entry.dynamic(inputs, attrs)
+    reference = entry.int8 if entry is not None else None
     if reference is None:
         raise ValueError(f"{op} has no integer reference, but a tensor it reads or writes is quantized")
     return reference(inputs, attrs)
