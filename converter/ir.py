@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -145,7 +145,3 @@ class Graph:
         while f"{base}_{k}" in taken:
             k += 1
         return f"{base}_{k}"
-
-
-def graph_from_nodes(nodes: Iterable[Node], inputs, outputs, tensors, constants=None, **kw) -> Graph:
-    return Graph(tuple(nodes), tuple(inputs), tuple(outputs), dict(tensors), dict(constants or {}), **kw)

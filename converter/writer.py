@@ -10,8 +10,6 @@ write -> read -> write byte-identical.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flatbuffers
 import numpy as np
 
@@ -452,11 +450,3 @@ def write_model(graph: Graph, description: str | None = None, producer: str | No
         out.extend(payload)
     return bytes(out)
 
-
-def model_summary(data: bytes) -> dict[str, Any]:
-    """Sizes of the parts of a written file (for reports)."""
-    from converter.edgefb.Model import Model
-
-    model = Model.GetRootAs(data, 0)
-    weights = sum(model.Buffers(i).Size() for i in range(model.BuffersLength()))
-    return {"file_bytes": len(data), "weights_bytes": weights}

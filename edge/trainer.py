@@ -53,7 +53,6 @@ LOSS_KINDS = {
     "bce": "bce", "bce_with_logits": "bce", "binary_cross_entropy": "bce",
     "mse": "mse", "mean_squared_error": "mse",
 }
-CLASSIFIER_LOSSES = ("cross_entropy", "bce")
 DEFAULT_BATCH = 32
 DEFAULT_PREDICT_BATCH = 256
 

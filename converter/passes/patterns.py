@@ -27,8 +27,6 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
-import numpy as np
-
 from converter.errors import ConversionError
 from converter.ir import Node
 from converter.passes._edit import GraphEdit
@@ -302,7 +300,3 @@ def apply_rules(edit: GraphEdit, rules: tuple[Rule, ...]) -> int:
         for i, n in enumerate(edit.nodes):
             rebuilt.extend(replacements.get(i, [n]))
         edit.nodes = rebuilt
-
-
-def constant_array(edit: GraphEdit, name: str) -> np.ndarray:
-    return np.asarray(edit.constants[name])

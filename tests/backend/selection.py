@@ -21,7 +21,7 @@ import onnx
 
 from tests.fixtures.onnx_ops import SUPPORTED_ONNX_OPS
 
-# (regex on the test name, reason). Each is a deliberate limit of this design.
+# (regex on the test name, reason). Each is a deliberate limit of the converter's design.
 EXCLUDED: list[tuple[str, str]] = [
     (r"^test_batchnorm_.*_training_mode", "training-mode BatchNormalization (batch statistics): inference only"),
     (r"^test_training_dropout", "training-mode Dropout (random masks): inference only"),

@@ -2,8 +2,8 @@
 
 Each case is a small IR graph with Graph.quantization params, written to a .edge file and run by the
 C runtime (edge.Interpreter) at every ISA level this CPU supports and on 1 and 2 threads. The oracle
-is converter.reference, which runs quantized nodes through converter.quantize.int8_reference (the
-issue-4 arithmetic, written independently of the C code):
+is converter.reference, which runs quantized nodes through converter.ops.int8_reference (the
+fixed-point arithmetic, written independently of the C code):
 
 - int8 outputs must be equal bit for bit, at every level and thread count;
 - dynamic-range outputs (float32) must be within a bound derived from the arithmetic: each output
