@@ -15,7 +15,7 @@ from onnx import shape_inference, version_converter
 
 from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers.onnx_builder import (
-    ONNX_DTYPES, GraphBuilder, NodeContext, NodeInfo, onnx_dtype_name)
+    ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
     DOMAIN_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
@@ -295,7 +295,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
     for node in graph.node:
         taken.update(node.input)
         taken.update(node.output)
-    builder = GraphBuilder(initializers, taken)
+    builder = OnnxImportBuilder(initializers, taken)
     dynamic_dims = {}
     for value_info in inputs:
         tensor_type, dynamic = _input_type(value_info, input_shapes.get(value_info.name), default_dim)

@@ -1,6 +1,6 @@
 """The state of one ONNX import: the IR being built, and the view one ONNX node's converter gets.
 
-Every IR node goes through ``GraphBuilder.emit``, which types it with ``OPS[op].infer`` and, when
+Every IR node goes through ``OnnxImportBuilder.emit``, which types it with ``OPS[op].infer`` and, when
 all its inputs are known constants, runs ``OPS[op].reference`` instead of emitting it. Folding at
 that level means a converter never needs its own constant path: a Reshape of a constant weight,
 a Gather over a folded Shape, a Transpose of a Gemm's B all turn into constants by themselves.
@@ -57,7 +57,7 @@ def _shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-class GraphBuilder:
+class OnnxImportBuilder:
     def __init__(self, initializers: Mapping[str, onnx.TensorProto], taken_names: Iterable[str]):
         self.tensors: dict[str, TensorType] = {}
         self.constants: dict[str, np.ndarray] = {}
@@ -138,7 +138,7 @@ class GraphBuilder:
 class NodeContext:
     """What one ONNX node's converter sees: its attributes, inputs and a way to emit IR."""
 
-    def __init__(self, builder: GraphBuilder, node: onnx.NodeProto, name: str, opset: int,
+    def __init__(self, builder: OnnxImportBuilder, node: onnx.NodeProto, name: str, opset: int,
                  is_used):
         self.builder = builder
         self.node = node

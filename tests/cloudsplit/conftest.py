@@ -16,7 +16,7 @@ import edge  # noqa: E402
 from cloudsplit import execution, transfer  # noqa: E402
 from cloudsplit.protos import split_pb2 as pb  # noqa: E402
 from tests.fixtures import models  # noqa: E402
-from tests.fixtures.models import GraphBuilder  # noqa: E402
+from tests.fixtures.models import OnnxModelBuilder  # noqa: E402
 
 
 class Model:
@@ -77,7 +77,7 @@ class DevicePart:
 
 def mlp_onnx(widths=(64, 256, 256, 10), seed: int = 3):
     """Dense layers with a dynamic batch dimension, so the server can batch it."""
-    b = GraphBuilder(seed)
+    b = OnnxModelBuilder(seed)
     x = "input"
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         x = b.linear(x, fan_in, fan_out, name=f"fc{i}")

@@ -25,7 +25,7 @@ from cloudsplit.client import SplitRunner
 from cloudsplit.server import start_server
 from tests.cloudsplit.conftest import Model
 from tests.cloudsplit.test_client import fixed_cut
-from tests.fixtures.models import GraphBuilder
+from tests.fixtures.models import OnnxModelBuilder
 
 # The goodput a receiver sees is below the shaped line rate by the TCP/IP and HTTP/2 framing (about
 # 4 % at a 1500-byte MTU); the estimates must land within these factors of the profile's rates.
@@ -78,7 +78,7 @@ def test_small_uploads_leave_the_shaped_links_rates_measured(tmp_path, mlp):
 @pytest.fixture(scope="module")
 def wide_output():
     """A model whose answer is 64 kB (16384 floats), so that every reply is a downlink sample."""
-    builder = GraphBuilder(7)
+    builder = OnnxModelBuilder(7)
     x = builder.op("Relu", [builder.linear("input", 64, 128, name="fc0")])
     builder.linear(x, 128, 16384, name="fc1")
     builder.nodes[-1].output[0] = "wide"
