@@ -6,95 +6,37 @@
 Prints one JSON object on stdout. bench_models.py starts one of these per (runtime, model,
 threads, ISA), so each has its own address space and its peak memory is its own.
 
-Peak memory is read from /proc/self/status (VmHWM), not from getrusage's ru_maxrss: a child
-started by subprocess (vfork + exec) inherits the parent's high-water mark in ru_maxrss, which
-would hide the model's memory behind the benchmark driver's. After the imports, the runtime's
-library load and reading the inputs, writing 5 to /proc/self/clear_refs resets VmHWM to the
-current RSS; that RSS is the idle baseline, and the peak after loading the model and all runs,
-minus that baseline, is what the model cost. Where /proc is missing (not Linux), ru_maxrss is the
-fallback and the figures say so.
+Timing and peak memory are edge.measure's (the same as `edge bench`): a timed run sets the inputs,
+runs and reads the outputs, on both runtimes; the peak-memory baseline is taken after the imports,
+the runtime's library load and reading the inputs, so the peak after loading the model and all
+runs, minus that baseline, is what the model cost.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import sys
 import threading
 import time
 
 import numpy as np
 
-
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+from edge.measure import PeakMemory, invoke_with, latency_summary, timed_runs
 
 
-class PeakMemory:
-    """Peak RSS growth of this process from ``start()`` on."""
-
-    def __init__(self):
-        self.source = "VmHWM"
-        self.baseline_bytes = 0
-
-    def start(self) -> None:
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-                clear_refs.write("5")
-            rss = _status_kib("VmRSS")
-        except OSError:
-            rss = None
-        if rss is None:
-            self.source = "ru_maxrss"
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            self.baseline_bytes = int(peak) * (1 if sys.platform == "darwin" else 1024)
-        else:
-            self.baseline_bytes = rss * 1024
-
-    def peak_bytes(self) -> int:
-        if self.source == "VmHWM":
-            return (_status_kib("VmHWM") or 0) * 1024
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak) * (1 if sys.platform == "darwin" else 1024)
+def summary(times_ms: np.ndarray) -> dict:
+    """latency_summary and every run's time."""
+    return {**latency_summary(times_ms), "times_ms": [round(float(t), 6) for t in times_ms]}
 
 
-def _summary(times_ms: np.ndarray) -> dict:
-    return {
-        "median_ms": float(np.median(times_ms)),
-        "p90_ms": float(np.percentile(times_ms, 90)),
-        "mean_ms": float(times_ms.mean()),
-        "min_ms": float(times_ms.min()),
-        "max_ms": float(times_ms.max()),
-        "times_ms": [round(float(t), 6) for t in times_ms],
-    }
-
-
-def _timed_runs(run, warmup: int, runs: int) -> np.ndarray:
-    for _ in range(warmup):
-        run()
-    times_ms = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        run()
-        times_ms[i] = (time.perf_counter() - start) * 1e3
-    return times_ms
-
-
-def _timed_copies(make_run, copies: int, warmup: int, runs: int) -> np.ndarray:
+def timed_copies(make_run, copies: int, warmup: int, runs: int) -> np.ndarray:
     """``copies`` independent instances (make_run() builds one and returns its run function), each
     timed on its own Python thread at the same time (both runtimes release the GIL while they
-    compute); the times of all copies pooled. One copy is plain _timed_runs."""
+    compute); the times of all copies pooled. One copy is plain timed_runs."""
     runs_of = [make_run() for _ in range(copies)]
     if copies == 1:
-        return _timed_runs(runs_of[0], warmup, runs)
+        return timed_runs(runs_of[0], warmup, runs)
     start = threading.Barrier(copies)
     times: list[np.ndarray | None] = [None] * copies
     errors: list[BaseException] = []
@@ -102,7 +44,7 @@ def _timed_copies(make_run, copies: int, warmup: int, runs: int) -> np.ndarray:
     def one(k: int) -> None:
         try:
             start.wait()
-            times[k] = _timed_runs(runs_of[k], warmup, runs)
+            times[k] = timed_runs(runs_of[k], warmup, runs)
         except BaseException as error:  # re-raised on the main thread
             errors.append(error)
 
@@ -139,17 +81,11 @@ def measure_edge(args, feeds: dict[str, np.ndarray], memory: PeakMemory) -> dict
         interpreters.append(interpreter)
         inputs = [(detail["index"], _edge_feed(detail, feeds[detail["name"]]))
                   for detail in interpreter.get_input_details()]
-
-        def run() -> None:
-            # The inputs are set in every run, as onnxruntime's run() takes them in every call:
-            # the arena may reuse an input's bytes once its last consumer has run.
-            for index, value in inputs:
-                interpreter.set_tensor(index, value)
-            interpreter.invoke()
-        return run
+        outputs = [detail["index"] for detail in interpreter.get_output_details()]
+        return lambda: invoke_with(interpreter, inputs, outputs)
 
     load_times: list[float] = []
-    times_ms = _timed_copies(make_run, args.copies, args.warmup, args.runs)
+    times_ms = timed_copies(make_run, args.copies, args.warmup, args.runs)
     load_ms = load_times[0]
     interpreter = interpreters[0]
     peak = memory.peak_bytes()
@@ -198,7 +134,7 @@ def measure_onnxruntime(args, feeds: dict[str, np.ndarray], memory: PeakMemory) 
         outputs.append(last)
         return lambda: last.update(zip(names, session.run(names, session_feeds)))
 
-    times_ms = _timed_copies(make_run, args.copies, args.warmup, args.runs)
+    times_ms = timed_copies(make_run, args.copies, args.warmup, args.runs)
     load_ms = load_times[0]
     peak = memory.peak_bytes()
     return {
@@ -237,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.outputs:
         np.savez(args.outputs, **outputs)
     peak = result.pop("peak_rss_bytes")
-    result.update(_summary(times_ms))
+    result.update(summary(times_ms))
     result.update(runtime=args.runtime, threads=args.threads, copies=args.copies, warmup=args.warmup, runs=args.runs,
                   pid=os.getpid(), memory_source=memory.source, rss_baseline_bytes=memory.baseline_bytes,
                   rss_peak_bytes=peak, peak_memory_bytes=max(0, peak - memory.baseline_bytes),

@@ -18,8 +18,8 @@ does: no GPU speed is claimed from them. Parts:
 - start: allocate_tensors() of ResNet-18 in a fresh process with an empty binary cache (cold) and
   again with the cache filled (warm).
 - gpu (only where the OpenCL device is a GPU and torch sees CUDA): SGEMM 4096^3 against
-  torch.matmul with TF32 off, as GFLOP/s, and the error between them. The networks against PyTorch
-  eager on CUDA (the issue's batch 1 / 32 table) are not written yet.
+  torch.matmul with TF32 off, as GFLOP/s, and the error between them. The networks are not
+  measured against PyTorch eager on CUDA.
 
 Writes <out>/opencl-<UTC stamp>.json and .md.
 """
@@ -43,18 +43,12 @@ if str(ROOT) not in sys.path:
 
 
 def _median_ms(interpreter, feeds: dict[int, np.ndarray], runs: int) -> float:
+    """Median of ``runs`` timed runs (inputs set, invoke, outputs read) after two warm-ups."""
+    from edge.measure import invoke_with, timed_runs
+
     outputs = [d["index"] for d in interpreter.get_output_details()]
-    times = []
-    for i in range(runs + 2):
-        for index, value in feeds.items():
-            interpreter.set_tensor(index, value)
-        start = time.perf_counter()
-        interpreter.invoke()
-        for index in outputs:
-            interpreter.get_tensor(index)
-        if i >= 2:
-            times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    inputs = list(feeds.items())
+    return float(np.median(timed_runs(lambda: invoke_with(interpreter, inputs, outputs), 2, runs)))
 
 
 def _feeds(interpreter, seed: int = 0) -> dict[int, np.ndarray]:

@@ -49,7 +49,8 @@ def measure_litert(args) -> int:
     from ai_edge_litert.interpreter import Interpreter
     import importlib.metadata
 
-    from benchmarks._measure import PeakMemory, _summary, _timed_copies
+    from benchmarks._measure import summary, timed_copies
+    from edge.measure import PeakMemory, invoke_with
 
     with np.load(args.inputs) as archive:
         feeds = {name: archive[name] for name in archive.files}
@@ -64,14 +65,10 @@ def measure_litert(args) -> int:
         load_times.append((time.perf_counter() - start) * 1e3)
         interpreters.append(interpreter)
         inputs = [(d["index"], feeds[d["name"]]) for d in interpreter.get_input_details()]
+        outputs = [d["index"] for d in interpreter.get_output_details()]
+        return lambda: invoke_with(interpreter, inputs, outputs)
 
-        def run() -> None:
-            for index, value in inputs:
-                interpreter.set_tensor(index, value)
-            interpreter.invoke()
-        return run
-
-    times = _timed_copies(make_run, 1, args.warmup, args.runs)
+    times = timed_copies(make_run, 1, args.warmup, args.runs)
     peak = memory.peak_bytes()
     interpreter = interpreters[0]
     outputs = {d["name"]: np.array(interpreter.get_tensor(d["index"])) for d in interpreter.get_output_details()}
@@ -80,7 +77,7 @@ def measure_litert(args) -> int:
     result = {"runtime": "litert", "runtime_version": importlib.metadata.version("ai-edge-litert"),
               "load_ms": load_times[0], "threads": args.threads, "warmup": args.warmup, "runs": args.runs,
               "memory_source": memory.source, "rss_baseline_bytes": memory.baseline_bytes, "rss_peak_bytes": peak,
-              "peak_memory_bytes": max(0, peak - memory.baseline_bytes), **_summary(times)}
+              "peak_memory_bytes": max(0, peak - memory.baseline_bytes), **summary(times)}
     print(json.dumps(result))
     return 0
 

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from edge.measure import cpu_name  # noqa: E402
 
 BATCH = 32
 CLASSES = 10
@@ -313,7 +314,7 @@ def main() -> None:
 
     date = datetime.date.today().isoformat()
     command = "python3 benchmarks/bench_train_step.py " + " ".join(sys.argv[1:])
-    report = {"date": date, "command": command.strip(), "machine": platform.processor() or platform.machine(),
+    report = {"date": date, "command": command.strip(), "machine": cpu_name(),
               "cpus": os.cpu_count(), "optimizer": f"adam lr={LR}", "batch": BATCH, "rounds": args.rounds,
               "steps": args.steps, "warmup": args.warmup, "versions": versions, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)

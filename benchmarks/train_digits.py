@@ -42,6 +42,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edge.measure import cpu_name  # noqa: E402
 from tests.fixtures import digits  # noqa: E402
 
 BODY = ("conv1/", "conv2/", "dense/")
@@ -335,7 +336,7 @@ def main(argv=None) -> int:
     parts = set(args.only or ("accuracy", "throughput", "personalisation"))
     load_before = list(os.getloadavg())
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+               "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
                "config": {"channels": args.channels, "hidden": args.hidden, "batch": args.batch, "optimizer": "adam",
                           "lr": args.lr, "epochs": args.epochs, "seed": args.seed}}
     with tempfile.TemporaryDirectory() as scratch:
@@ -361,17 +362,6 @@ def main(argv=None) -> int:
     else:
         print(json.dumps({k: v for k, v in results.items() if k in parts}, indent=2))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

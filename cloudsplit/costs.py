@@ -13,12 +13,12 @@ import json
 import os
 import pathlib
 import statistics
-import time
 from typing import Mapping, Sequence
 
 import numpy as np
 
 import edge
+from edge.measure import invoke_with, timed_runs
 from cloudsplit.partition import ModelCosts, model_costs
 
 
@@ -30,10 +30,7 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def _runtime_id() -> dict[str, str]:
-    from cruntime.binding import ffi, load_library
-
-    lib = load_library()
-    return {"runtime": ffi.string(lib.edge_version()).decode(), "isa": ffi.string(lib.edge_isa()).decode()}
+    return {"runtime": edge.runtime_version(), "isa": edge.runtime_isa()}
 
 
 def default_inputs(interpreter: edge.Interpreter, seed: int = 0) -> dict[int, np.ndarray]:
@@ -54,7 +51,7 @@ def default_inputs(interpreter: edge.Interpreter, seed: int = 0) -> dict[int, np
 def measure_op_ms(model_content: bytes, num_threads: int = 1, runs: int = 5, warmup: int = 1,
                   inputs: Mapping[int, np.ndarray] | None = None) -> list[float]:
     """Each op's median ms over ``runs`` invokes (after ``warmup`` unrecorded ones), scaled so the
-    ops add up to the median time of a whole invoke.
+    ops add up to the median time of a whole run (edge.measure.timed_runs: inputs set, invoke).
 
     The scaling matters on a throttled device: under a CPU quota the scheduler's stalls land in
     whichever op is running when the quota runs out, a different one each run, so every op's
@@ -67,22 +64,18 @@ def measure_op_ms(model_content: bytes, num_threads: int = 1, runs: int = 5, war
         raise ValueError(f"runs must be >= 1, got {runs}")
     with edge.Interpreter(model_content=model_content, num_threads=num_threads, profiling=True) as interpreter:
         interpreter.allocate_tensors()
-        feeds = dict(inputs) if inputs is not None else default_inputs(interpreter)
+        feeds = list((dict(inputs) if inputs is not None else default_inputs(interpreter)).items())
         samples: list[list[float]] = []
-        whole: list[float] = []
-        for run in range(warmup + runs):
-            for index, array in feeds.items():
-                interpreter.set_tensor(index, array)
+
+        def run() -> None:
             interpreter.reset_profile()
-            began = time.perf_counter()
-            interpreter.invoke()
-            elapsed_ms = (time.perf_counter() - began) * 1e3
-            if run >= warmup:
-                whole.append(elapsed_ms)
-                samples.append([entry["last_ms"] for entry in interpreter.profile()])
+            invoke_with(interpreter, feeds, [])
+
+        whole = timed_runs(run, warmup, runs,
+                           after=lambda: samples.append([entry["last_ms"] for entry in interpreter.profile()]))
     medians = [statistics.median(column) for column in zip(*samples)]
     total = sum(medians)
-    scale = statistics.median(whole) / total if total > 0 else 1.0
+    scale = float(np.median(whole)) / total if total > 0 else 1.0
     return [ms * scale for ms in medians]
 
 

@@ -238,15 +238,14 @@ def _print_placement(data: bytes, backend: str, precision: str) -> int:
     import numpy as np
 
     import edge
-    from edge.bench import random_inputs, set_inputs
+    from edge.bench import random_inputs
+    from edge.measure import invoke_with
 
     try:
         with edge.Interpreter(model_content=data, backend=backend, gpu_precision=precision) as interpreter:
             interpreter.allocate_tensors()
-            set_inputs(interpreter, random_inputs(interpreter, np.random.default_rng(0)))
-            interpreter.invoke()
-            for detail in interpreter.get_output_details():
-                interpreter.get_tensor(detail["index"])
+            invoke_with(interpreter, random_inputs(interpreter, np.random.default_rng(0)),
+                        [d["index"] for d in interpreter.get_output_details()])
             placement = interpreter.placement()
             ops = interpreter.op_details()
     except edge.EdgeError as exc:

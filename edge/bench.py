@@ -1,12 +1,10 @@
 """Measurements behind `edge bench` and `edge profile`: latency, memory, per-op times.
 
-Latency is wall time of invoke() seen from Python (what an app sees). The inputs are drawn once and
-copied in before every run, outside the timed part.
+Latency is wall time seen from Python (what an app sees) of a run that sets the inputs, invokes and
+reads the outputs, measured the way benchmarks/ measure it (edge.measure). The inputs are drawn once.
 """
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from typing import Any
 
@@ -14,12 +12,7 @@ import numpy as np
 
 from cruntime.binding import load_library
 from edge.interpreter import Interpreter
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux reports KiB
+from edge.measure import PeakMemory, invoke_with, latency_summary, timed_runs
 
 
 def random_input(details: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -41,43 +34,23 @@ def random_inputs(interpreter: Interpreter, rng: np.random.Generator) -> list[tu
     return [(details["index"], random_input(details, rng)) for details in interpreter.get_input_details()]
 
 
-def set_inputs(interpreter: Interpreter, inputs: list[tuple[int, np.ndarray]]) -> None:
-    """Sets the inputs again before every run: the arena may reuse an input's bytes for later
-    activations once the input's last consumer has run, so an input does not survive invoke()."""
-    for index, value in inputs:
-        interpreter.set_tensor(index, value)
-
-
 def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int = 50, seed: int = 0,
               backend: str = "cpu", gpu_precision: str = "fp32") -> dict[str, Any]:
-    """Loads the model, sets random inputs, runs ``warmup`` untimed then ``runs`` timed invokes.
-    With a GPU backend a timed run also reads the outputs back (kernels run asynchronously, so
-    invoke() alone would time their launches only)."""
+    """Loads the model and runs ``warmup`` untimed then ``runs`` timed runs on random inputs."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     load_library()  # the library's own pages are not the model's memory
     rng = np.random.default_rng(seed)
-    rss_before = peak_rss_bytes()
+    peak_memory = PeakMemory()
+    peak_memory.start()
     load_start = time.perf_counter()
     with Interpreter(model_path=model_path, num_threads=num_threads, backend=backend,
                      gpu_precision=gpu_precision) as interpreter:
         interpreter.allocate_tensors()
         load_ms = (time.perf_counter() - load_start) * 1e3
         inputs = random_inputs(interpreter, rng)
-        outputs = [d["index"] for d in interpreter.get_output_details()] if backend != "cpu" else []
-        for _ in range(warmup):
-            set_inputs(interpreter, inputs)
-            interpreter.invoke()
-            for index in outputs:
-                interpreter.get_tensor(index)
-        times_ms = np.empty(runs)
-        for i in range(runs):
-            set_inputs(interpreter, inputs)
-            start = time.perf_counter()
-            interpreter.invoke()
-            for index in outputs:
-                interpreter.get_tensor(index)
-            times_ms[i] = (time.perf_counter() - start) * 1e3
+        outputs = [d["index"] for d in interpreter.get_output_details()]
+        times_ms = timed_runs(lambda: invoke_with(interpreter, inputs, outputs), warmup, runs)
         memory = interpreter.memory_info()
         placement = interpreter.placement()
     return {
@@ -89,17 +62,14 @@ def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int 
         "warmup": warmup,
         "runs": runs,
         "load_ms": load_ms,
-        "median_ms": float(np.median(times_ms)),
-        "p90_ms": float(np.percentile(times_ms, 90)),
-        "mean_ms": float(times_ms.mean()),
-        "min_ms": float(times_ms.min()),
-        "max_ms": float(times_ms.max()),
+        **latency_summary(times_ms),
         "arena_bytes": memory["arena_bytes"],
         "naive_bytes": memory["naive_bytes"],
         "persistent_bytes": memory["persistent_bytes"],
         "runtime_peak_bytes": memory["arena_bytes"] + memory["persistent_bytes"],
         "model_bytes": memory["model_bytes"],
-        "peak_rss_growth_bytes": max(0, peak_rss_bytes() - rss_before),
+        "peak_rss_growth_bytes": peak_memory.growth_bytes(),
+        "peak_memory_source": peak_memory.source,
     }
 
 
@@ -114,15 +84,12 @@ def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0
                      gpu_precision=gpu_precision) as interpreter:
         interpreter.allocate_tensors()
         inputs = random_inputs(interpreter, np.random.default_rng(seed))
-        set_inputs(interpreter, inputs)
-        interpreter.invoke()
-        for detail in interpreter.get_output_details():  # a GPU's kernels done before the first timed op
-            interpreter.get_tensor(detail["index"])
+        # Reading the outputs lets a GPU's kernels finish before the first profiled op.
+        invoke_with(interpreter, inputs, [d["index"] for d in interpreter.get_output_details()])
         interpreter.profiling = True
         interpreter.reset_profile()
         for _ in range(runs):
-            set_inputs(interpreter, inputs)
-            interpreter.invoke()
+            invoke_with(interpreter, inputs, [])
         entries = interpreter.profile()
         devices = interpreter.placement()["devices"]
     for entry in entries:

@@ -189,7 +189,7 @@ def command_bench(args) -> int:
     figures = benchmark(_existing_file(args.model), num_threads=args.threads, warmup=args.warmup, runs=args.runs,
                         seed=args.seed, backend=args.backend, gpu_precision=args.gpu_precision)
     on = "" if args.backend == "cpu" else \
-        f", backend {args.backend} ({figures['gpu_ops']} of {figures['ops']} ops on the GPU, outputs read back)"
+        f", backend {args.backend} ({figures['gpu_ops']} of {figures['ops']} ops on the GPU)"
     print(f"{args.model}: {figures['runs']} runs after {figures['warmup']} warm-up, {figures['threads']} thread(s){on}")
     print(f"  latency  median {_ms(figures['median_ms'])}  p90 {_ms(figures['p90_ms'])}  "
           f"mean {_ms(figures['mean_ms'])}  min {_ms(figures['min_ms'])}")
@@ -220,7 +220,8 @@ def _non_negative(text: str) -> int:
 
 def add_bench_parser(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="latency and memory of a .edge model (random inputs)",
-                                   description="Time invoke() over random inputs, like TFLite's benchmark_model.")
+                                   description="Time runs over random inputs (set the inputs, invoke, read the outputs), "
+                                               "like TFLite's benchmark_model, and the process's peak memory.")
     parser.add_argument("model", help="the .edge model")
     parser.add_argument("--threads", type=_positive, default=1, help="threads per op (default 1)")
     parser.add_argument("--warmup", type=_non_negative, default=5, help="untimed runs first (default 5)")
