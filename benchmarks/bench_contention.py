@@ -18,7 +18,7 @@ burst lands on all of them. ``--baseline`` adds another libedge.so build as a th
 one run.
 
 The table gives medians and two ratios per (model, condition): edge at 2 threads over edge at
-1 thread (the issue's target: <= 1.1 when busy) and edge at 2 threads over onnxruntime at
+1 thread (the target: <= 1.1 when busy) and edge at 2 threads over onnxruntime at
 2 threads (<= 1). The last run's outputs of every edge process are compared with onnxruntime's.
 
 Writes benchmarks/results/contention-<date>.json (every run's time) and .md (the table).
@@ -36,7 +36,6 @@ import tempfile
 import time
 from typing import Any
 
-import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -53,10 +52,10 @@ SPINNER = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile Tr
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=bench_models._csv, default=list(bench_models.MODELS),
+    parser.add_argument("--models", type=bench_models.csv_list, default=list(bench_models.MODELS),
                         help="comma-separated subset of " + ",".join(bench_models.MODELS))
-    parser.add_argument("--threads", type=bench_models._thread_counts, default=[1, 2])
-    parser.add_argument("--conditions", type=bench_models._csv, default=list(CONDITIONS))
+    parser.add_argument("--threads", type=bench_models.thread_counts, default=[1, 2])
+    parser.add_argument("--conditions", type=bench_models.csv_list, default=list(CONDITIONS))
     parser.add_argument("--runs", type=int, default=30, help="timed runs per subject, over all rounds")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="processes per subject, taking turns")
@@ -129,7 +128,7 @@ def measure_condition(model: dict[str, Any], condition: str, args, environments:
         for label, runtime, threads in (pairs if round_index % 2 == 0 else pairs[::-1]):
             if results[label, threads] and "error" in results[label, threads][-1]:
                 continue
-            bench_models._log(f"[{condition}] {label} ...")
+            bench_models.log(f"[{condition}] {label} ...")
             result = bench_models.measure(runtime, model, threads, None, runs, args, environments[label], workdir,
                                           copies=2 if condition == "pair" else 1)
             # measure() names the outputs file by runtime only: give each subject its own.
@@ -169,17 +168,17 @@ def table(measurements: list[dict[str, Any]], args) -> list[list[str]]:
     for model in args.models:
         for condition in args.conditions:
             row = [model, condition]
-            row += [bench_models._ms(_median(measurements, model, condition, label, t))
+            row += [bench_models.format_ms(_median(measurements, model, condition, label, t))
                     for label in labels for t in args.threads]
             if set(args.threads) >= {1, 2}:
                 for label in labels:
                     if label != "onnxruntime":
-                        row.append(bench_models._x(bench_models._ratio(
+                        row.append(bench_models.format_ratio(bench_models.ratio(
                             _median(measurements, model, condition, label, 2),
                             _median(measurements, model, condition, label, 1))))
                 for label in labels:
                     if label != "onnxruntime":
-                        row.append(bench_models._x(bench_models._ratio(
+                        row.append(bench_models.format_ratio(bench_models.ratio(
                             _median(measurements, model, condition, label, 2),
                             _median(measurements, model, condition, "onnxruntime", 2))))
             rows.append(row)
@@ -233,10 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out / stem}.json and .md")
     failed = [m for m in measurements if "error" in m]
     for entry in failed:
-        bench_models._log(f"failed: {entry['model']} {entry['label']} threads={entry['threads']}: {entry['error']}")
+        bench_models.log(f"failed: {entry['model']} {entry['label']} threads={entry['threads']}: {entry['error']}")
     wrong = [m for m in measurements if (m.get("max_rel_diff_vs_onnxruntime") or 0.0) > 1e-3]
     for entry in wrong:
-        bench_models._log(f"output differs: {entry['model']} {entry['label']} threads={entry['threads']}: "
+        bench_models.log(f"output differs: {entry['model']} {entry['label']} threads={entry['threads']}: "
                           f"{entry['max_rel_diff_vs_onnxruntime']:.3g} of onnxruntime's scale")
     return 1 if failed or wrong else 0
 

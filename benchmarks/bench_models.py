@@ -8,13 +8,15 @@
 One command, one run: it builds each network (tests/fixtures/models.py), converts it once, then
 measures each (runtime, model, threads[, ISA]) in a fresh subprocess (benchmarks/_measure.py), so
 each peak-memory figure belongs to that runtime and model alone: the same inputs, ``--warmup``
-untimed runs, ``--runs`` timed runs, median and p90 of invoke()/run() wall time, peak RSS growth
+untimed runs, ``--runs`` timed runs (each sets the inputs, runs and reads the outputs: edge.measure),
+median and p90 of their wall time, peak RSS growth
 over an idle process (after the imports), and for edge also the arena and persistent bytes the
 runtime itself reports. The runs are split over ``--rounds`` processes per runtime and the runtimes
 of a (model, threads) pair take turns (onnxruntime, edge, edge, onnxruntime, ...), so a burst from a
 neighbour on a shared machine lands on both; median and p90 are over the pooled runs, the peak is
 the highest of the processes'. The last run's outputs are compared (max abs difference over
-max |onnxruntime|) so a fast but wrong kernel cannot pass unnoticed.
+max |onnxruntime|, over the outputs both name) so a fast but wrong kernel cannot pass unnoticed: a
+difference above OUTPUT_BOUND, or no output name in common, fails the run (exit status 1).
 
 onnxruntime runs as its users run it: intra_op_num_threads = threads, inter_op 1, sequential
 execution, all graph optimisations. ``--isa`` measures edge once per listed level (EDGE_ISA set in
@@ -47,11 +49,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from edge.measure import cpu_name  # noqa: E402
+
 SCHEMA = "edgesplit.bench_models/1"
-RUNTIMES = ("onnxruntime", "edge")
+OUTPUT_BOUND = 1e-4
 ISAS = ("scalar", "sse2", "avx2", "avx512", "neon", "neondot")
 
-# The issue's sizes: MobileNetV2-1.0 and ResNet-18 at 224x224, the 2x512 LSTM LM over 32 tokens with
+# The measured sizes: MobileNetV2-1.0 and ResNet-18 at 224x224, the 2x512 LSTM LM over 32 tokens with
 # a 10k vocabulary, and a 6-layer MiniLM-sized encoder on a batch of 8 x 32 tokens.
 MODELS = {
     "mobilenet_v2": dict(width=1.0, resolution=224, num_classes=1000),
@@ -68,13 +72,13 @@ SMALL_MODELS = {
 }
 
 
-def _csv(text: str) -> list[str]:
+def csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _thread_counts(text: str) -> list[int]:
+def thread_counts(text: str) -> list[int]:
     try:
-        counts = [int(item) for item in _csv(text)]
+        counts = [int(item) for item in csv_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--threads wants integers like 1,2, got {text!r}") from None
     if not counts or min(counts) < 1:
@@ -85,15 +89,15 @@ def _thread_counts(text: str) -> list[int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks.bench_models",
                                      description="edge against onnxruntime on whole networks (latency, memory).")
-    parser.add_argument("--models", type=_csv, default=list(MODELS),
+    parser.add_argument("--models", type=csv_list, default=list(MODELS),
                         help=f"comma-separated, from {','.join(MODELS)} (default all)")
-    parser.add_argument("--threads", type=_thread_counts, default=[1, 2], help="thread counts (default 1,2)")
+    parser.add_argument("--threads", type=thread_counts, default=[1, 2], help="thread counts (default 1,2)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement (default 30; >= 20 "
                         "for reported figures)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first, in each process (default 5)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="split the runs over this many processes per runtime, taking turns (default 3)")
-    parser.add_argument("--isa", type=_csv, default=[],
+    parser.add_argument("--isa", type=csv_list, default=[],
                         help="measure edge at each of these kernel levels (EDGE_ISA), e.g. avx512,avx2,scalar; "
                              "default: the level the runtime picks")
     parser.add_argument("--small", action="store_true", help="tiny variants of the networks (harness check)")
@@ -122,20 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
@@ -172,7 +164,7 @@ def machine_info(environment: dict[str, str]) -> dict[str, Any]:
     status = _command_output(["git", "status", "--porcelain", "--untracked-files=no"])
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_name(),
         "cpu_count": os.cpu_count(),
         "usable_cores": affinity,
         "cpu_simd_flags": sorted(flags & {"sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
@@ -197,7 +189,7 @@ def build_runtime(args, environment: dict[str, str]) -> None:
     """Brings the measured library up to date with the sources, unless EDGE_LIBRARY names one."""
     if environment.get("EDGE_LIBRARY") or args.no_build:
         return
-    _log(f"building the C runtime in {args.build_dir} ...")
+    log(f"building the C runtime in {args.build_dir} ...")
     subprocess.run(["make", "-s", "-C", str(ROOT / "cruntime"), f"BUILD={args.build_dir.resolve()}", "shared"],
                    check=True, stdout=subprocess.DEVNULL)
     environment["EDGE_LIBRARY"] = str(args.build_dir.resolve() / "libedge.so")
@@ -214,7 +206,7 @@ def prepare_models(names: list[str], small: bool, workdir: pathlib.Path) -> dict
     prepared = {}
     for name in names:
         kwargs = sizes[name]
-        _log(f"converting {name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) ...")
+        log(f"converting {name}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) ...")
         model = fixtures.BUILDERS[name](**kwargs)
         onnx_path = workdir / f"{name}.onnx"
         edge_path = workdir / f"{name}.edge"
@@ -247,7 +239,7 @@ def measure(runtime: str, model: dict[str, Any], threads: int, isa: str | None, 
     if runtime == "edge" and isa:
         env["EDGE_ISA"] = isa
     label = f"{model['builder']} {runtime}{f' [{isa}]' if isa else ''} threads={threads}"
-    _log(f"measuring {label} ...")
+    log(f"measuring {label} ...")
     base = {"model": model["builder"], "runtime": runtime, "threads": threads, "requested_isa": isa}
     try:
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=args.timeout)
@@ -299,11 +291,14 @@ def measure_model(model: dict[str, Any], threads: int, edge_isas: list[str | Non
 
 
 def output_difference(edge_result: dict[str, Any], peer_result: dict[str, Any]) -> float | None:
-    """max |edge - peer| / max |peer| over the outputs both have."""
+    """max |edge - peer| / max |peer| over the outputs both have; inf where they have none in common
+    or a shape differs."""
     if "error" in edge_result or "error" in peer_result:
         return None
     worst = 0.0
     with np.load(edge_result["outputs_file"]) as ours, np.load(peer_result["outputs_file"]) as theirs:
+        if not set(theirs.files) & set(ours.files):
+            return float("inf")
         for name in theirs.files:
             if name not in ours.files:
                 continue
@@ -316,7 +311,7 @@ def output_difference(edge_result: dict[str, Any], peer_result: dict[str, Any]) 
     return worst
 
 
-def _ratio(numerator, denominator) -> float | None:
+def ratio(numerator, denominator) -> float | None:
     if numerator is None or not denominator:
         return None
     return numerator / denominator
@@ -351,11 +346,11 @@ def compare(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "edge_peak_memory_bytes": ours.get("peak_memory_bytes"),
             "onnxruntime_peak_memory_bytes": peer.get("peak_memory_bytes"),
             "edge_runtime_bytes": ours.get("runtime_bytes"),
-            "median_ratio": _ratio(ours.get("median_ms"), peer.get("median_ms")) if ok else None,
-            "p90_ratio": _ratio(ours.get("p90_ms"), peer.get("p90_ms")) if ok else None,
+            "median_ratio": ratio(ours.get("median_ms"), peer.get("median_ms")) if ok else None,
+            "p90_ratio": ratio(ours.get("p90_ms"), peer.get("p90_ms")) if ok else None,
             # The fastest runs: least disturbed by neighbours on a shared machine.
-            "min_ratio": _ratio(ours.get("min_ms"), peer.get("min_ms")) if ok else None,
-            "memory_ratio": _ratio(ours.get("peak_memory_bytes"), peer.get("peak_memory_bytes")) if ok else None,
+            "min_ratio": ratio(ours.get("min_ms"), peer.get("min_ms")) if ok else None,
+            "memory_ratio": ratio(ours.get("peak_memory_bytes"), peer.get("peak_memory_bytes")) if ok else None,
             "output_max_rel_diff": output_difference(ours, peer),
             "error": ours.get("error") or peer.get("error"),
         })
@@ -397,7 +392,7 @@ def run_roofline(isa: str | None, args, environment: dict[str, str]) -> dict[str
     env = dict(environment)
     if isa:
         env["EDGE_ISA"] = isa
-    _log(f"roofline{f' [{isa}]' if isa else ''} ...")
+    log(f"roofline{f' [{isa}]' if isa else ''} ...")
     command = ["make", "-s", "-C", str(ROOT / "cruntime"), f"BUILD={args.build_dir.resolve()}", "roofline"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -416,11 +411,11 @@ def _mib(value) -> str:
     return f"{value / 2**20:.1f}" if value is not None else "-"
 
 
-def _ms(value) -> str:
+def format_ms(value) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def _x(value) -> str:
+def format_ratio(value) -> str:
     return f"{value:.2f}x" if value is not None else "-"
 
 
@@ -436,11 +431,11 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                           *["-"] * (len(TABLE_COLUMNS) - 4)])
             continue
         diff = row["output_max_rel_diff"]
-        lines.append([row["model"], str(row["threads"]), row["isa"] or "-", _ms(row["edge_median_ms"]),
-                      _ms(row["onnxruntime_median_ms"]), _x(row["median_ratio"]), _x(row["p90_ratio"]),
-                      _x(row["min_ratio"]),
+        lines.append([row["model"], str(row["threads"]), row["isa"] or "-", format_ms(row["edge_median_ms"]),
+                      format_ms(row["onnxruntime_median_ms"]), format_ratio(row["median_ratio"]), format_ratio(row["p90_ratio"]),
+                      format_ratio(row["min_ratio"]),
                       _mib(row["edge_peak_memory_bytes"]), _mib(row["onnxruntime_peak_memory_bytes"]),
-                      _x(row["memory_ratio"]), f"{diff:.1e}" if diff is not None else "-"])
+                      format_ratio(row["memory_ratio"]), f"{diff:.1e}" if diff is not None else "-"])
     return lines
 
 
@@ -559,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         if roofline_available():
             rooflines = [run_roofline(isa, args, environment) for isa in edge_isas]
         else:
-            _log("no roofline: cruntime/Makefile has no roofline target")
+            log("no roofline: cruntime/Makefile has no roofline target")
 
     stem = args.name or "models-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -594,16 +589,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {markdown_path}")
     if not args.no_chart:
         if importlib.util.find_spec("matplotlib") is None:
-            _log("no chart: matplotlib is not installed (pip install matplotlib)")
+            log("no chart: matplotlib is not installed (pip install matplotlib)")
         else:
             chart_path = args.out / f"{stem}.png"
             draw_chart(rows, title, chart_path)
             print(f"wrote {chart_path}")
     failed = [m for m in measurements if "error" in m] + [r for r in rooflines if "error" in r]
     for entry in failed:
-        _log(f"failed: {entry.get('model', 'roofline')} {entry.get('runtime', '')} "
-             f"threads={entry.get('threads', '-')}: {entry['error']}")
-    return 1 if failed else 0
+        log(f"failed: {entry.get('model', 'roofline')} {entry.get('runtime', '')} "
+            f"threads={entry.get('threads', '-')}: {entry['error']}")
+    differing = [r for r in rows if r["output_max_rel_diff"] is not None and not r["output_max_rel_diff"] <= OUTPUT_BOUND]
+    for row in differing:
+        log(f"outputs differ: {row['model']} threads={row['threads']}: {row['output_max_rel_diff']:.3g} of the "
+            f"output's scale (bound {OUTPUT_BOUND:g}; inf: no output name or shape in common)")
+    return 1 if failed or differing else 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_models import (_csv, _log, _ms, _thread_counts, _x, compare, machine_info,  # noqa: E402
+from benchmarks.bench_models import (csv_list, log, format_ms, thread_counts, format_ratio, compare, machine_info,  # noqa: E402
                                      measure_model)
 from tests.fixtures import zoo  # noqa: E402
 
@@ -50,9 +50,9 @@ MATCH = 1e-4
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks.bench_zoo",
                                      description="edge against onnxruntime on the model zoo.")
-    parser.add_argument("--models", type=_csv, default=list(zoo.ZOO),
+    parser.add_argument("--models", type=csv_list, default=list(zoo.ZOO),
                         help=f"comma-separated, from {','.join(zoo.ZOO)} (default all)")
-    parser.add_argument("--threads", type=_thread_counts, default=[1, 2], help="thread counts (default 1,2)")
+    parser.add_argument("--threads", type=thread_counts, default=[1, 2], help="thread counts (default 1,2)")
     parser.add_argument("--size", choices=("bench", "test"), default="bench",
                         help="bench: mobile-scale models (default); test: the tests' tiny models")
     parser.add_argument("--runs", type=int, help="timed runs per measurement (default 30 at bench size, 100 at "
@@ -146,8 +146,8 @@ def table_lines(rows: list[dict], threads: list[int]) -> list[str]:
             if figures is None or figures["error"]:
                 cells += ["failed", "-", "-", "-"]
             else:
-                cells += [_ms(figures["edge_median_ms"]), _ms(figures["onnxruntime_median_ms"]),
-                          _x(figures["median_ratio"]), _x(figures["min_ratio"])]
+                cells += [format_ms(figures["edge_median_ms"]), format_ms(figures["onnxruntime_median_ms"]),
+                          format_ratio(figures["median_ratio"]), format_ratio(figures["min_ratio"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -165,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         workdir = pathlib.Path(tmp)
         prepared = {}
         for name in args.models:
-            _log(f"exporting and converting {name} ...")
+            log(f"exporting and converting {name} ...")
             prepared[name] = prepare(name, args.size, workdir)
         for name in args.models:
             if prepared[name].get("failure"):
-                _log(f"{name}: {prepared[name]['failure']}")
+                log(f"{name}: {prepared[name]['failure']}")
                 continue
             for count in args.threads:
                 measurements += measure_model(prepared[name], count, [None], args, environment, workdir)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {markdown_path}")
     failed = [row for row in rows if row["failure"] or not row["matches"]]
     for row in failed:
-        _log(f"{row['model']}: {row['failure'] or 'outputs differ from onnxruntime or were not measured'}")
+        log(f"{row['model']}: {row['failure'] or 'outputs differ from onnxruntime or were not measured'}")
     return 1 if failed else 0
 
 

@@ -77,6 +77,21 @@ def test_forced_isa_is_what_the_runtime_reports(tmp_path):
     assert report["ratios"][0]["output_max_rel_diff"] < 1e-4
 
 
+def test_output_difference_is_infinite_without_a_common_output_name(tmp_path):
+    from benchmarks.bench_models import OUTPUT_BOUND, output_difference
+
+    def saved(name: str, **outputs) -> dict:
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **outputs)
+        return {"outputs_file": str(path)}
+
+    y = np.linspace(-2.0, 2.0, 8, dtype=np.float32)
+    peer = saved("peer", y=y)
+    assert output_difference(saved("same", y=y + 1e-6), peer) <= OUTPUT_BOUND
+    assert output_difference(saved("renamed", logits=y), peer) == float("inf")
+    assert output_difference(saved("wrong", y=-y), peer) > OUTPUT_BOUND
+
+
 def test_roofline_output_is_parsed():
     from benchmarks.bench_models import parse_roofline
 

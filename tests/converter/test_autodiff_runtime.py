@@ -19,12 +19,7 @@ RNG = np.random.default_rng(5)
 
 
 def interpreter_for(graph):
-    try:
-        return edge.Interpreter(model_content=write_model(graph))
-    except edge.errors.UnsupportedError as exc:
-        if "unknown to this runtime" in str(exc):
-            pytest.skip(f"the runtime library predates the training ops: {exc}")
-        raise
+    return edge.Interpreter(model_content=write_model(graph))
 
 
 CASES = {
