@@ -195,9 +195,7 @@ def markdown(rows: list[list[str]], title: str, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
-    bench_models.build_runtime(args, environment)
+    environment = bench_models.measurement_environment(args)
     environments = {"edge": environment, "onnxruntime": environment}
     if args.baseline is not None:
         environments["edge-baseline"] = {**environment, "EDGE_LIBRARY": str(args.baseline.resolve())}

@@ -185,6 +185,17 @@ def machine_info(environment: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def measurement_environment(args=None) -> dict[str, str]:
+    """The environment of the measurement processes: this one with the repository on PYTHONPATH,
+    and, given the command's ``args``, EDGE_LIBRARY at a library built from the sources now
+    (build_runtime)."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    if args is not None:
+        build_runtime(args, environment)
+    return environment
+
+
 def build_runtime(args, environment: dict[str, str]) -> None:
     """Brings the measured library up to date with the sources, unless EDGE_LIBRARY names one."""
     if environment.get("EDGE_LIBRARY") or args.no_build:
@@ -241,17 +252,24 @@ def measure(runtime: str, model: dict[str, Any], threads: int, isa: str | None, 
     label = f"{model['builder']} {runtime}{f' [{isa}]' if isa else ''} threads={threads}"
     log(f"measuring {label} ...")
     base = {"model": model["builder"], "runtime": runtime, "threads": threads, "requested_isa": isa}
+    result = run_measurement(command, base, args.timeout, env)
+    if "error" not in result:
+        result["outputs_file"] = str(outputs)
+    return result
+
+
+def run_measurement(command: list[str], base: dict[str, Any], timeout: float,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One measurement process (benchmarks/_measure.py or a peer's): its last stdout line, a JSON
+    object, merged with ``base``; a timeout or a non-zero exit gives ``base`` with an "error"."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=args.timeout)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {**base, "error": f"timed out after {args.timeout:.0f} s"}
+        return {**base, "error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         return {**base, "error": f"exit status {done.returncode}: " + " | ".join(tail)}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(base)
-    result["outputs_file"] = str(outputs)
-    return result
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), **base}
 
 
 def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -532,9 +550,7 @@ def draw_chart(rows: list[dict[str, Any]], title: str, path: pathlib.Path) -> No
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
-    build_runtime(args, environment)
+    environment = measurement_environment(args)
     machine = machine_info(environment)
     edge_isas: list[str | None] = list(args.isa) or [None]
 

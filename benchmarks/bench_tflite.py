@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +105,8 @@ def prepare(names: list[str], workdir: pathlib.Path) -> list[dict]:
 
 
 def measure(runtime: str, model: dict, threads: int, runs: int, args, workdir: pathlib.Path) -> dict:
+    from benchmarks.bench_models import run_measurement
+
     outputs = workdir / f"{model['name']}.{runtime}.{threads}.out.npz"
     common = ["--inputs", model["inputs_path"], "--threads", str(threads), "--warmup", str(args.warmup),
               "--runs", str(runs), "--outputs", str(outputs)]
@@ -115,16 +116,9 @@ def measure(runtime: str, model: dict, threads: int, runs: int, args, workdir: p
         command = [sys.executable, "-m", "benchmarks.bench_tflite", "--measure-litert", "--model", model["tflite_path"]]
     base = {"model": model["name"], "runtime": runtime, "threads": threads}
     _log(f"measuring {model['name']} {runtime} threads={threads} ({runs} runs) ...")
-    try:
-        done = subprocess.run(command + common, capture_output=True, text=True, cwd=ROOT, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {**base, "error": f"timed out after {args.timeout:.0f} s"}
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        return {**base, "error": f"exit status {done.returncode}: " + " | ".join(tail)}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(base)
-    result["outputs_file"] = str(outputs)
+    result = run_measurement(command + common, base, args.timeout)
+    if "error" not in result:
+        result["outputs_file"] = str(outputs)
     return result
 
 

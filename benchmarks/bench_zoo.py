@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_models import (csv_list, log, format_ms, thread_counts, format_ratio, compare, machine_info,  # noqa: E402
-                                     measure_model)
+                                     measure_model, measurement_environment)
 from tests.fixtures import zoo  # noqa: E402
 
 SCHEMA = "edgesplit.bench_zoo/1"
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     load_at_start = os.getloadavg()
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    environment = measurement_environment()
     machine = machine_info(environment)
 
     measurements: list[dict[str, Any]] = []
