@@ -1,4 +1,4 @@
-"""Opportunistic batching of requests that share a model and a cut.
+"""Opportunistic batching of requests that share a model and a cut, and the server's use of it.
 
 Up to ``max_parallel`` batches of one key run at once. A request that finds a free slot runs at once
 with whatever is queued (so an idle server adds no latency); a request that finds every slot busy
@@ -6,12 +6,24 @@ waits, and the next slot to free takes every waiting request (up to ``max_batch`
 therefore grow exactly when the server is saturated, which is when running them together pays.
 ``window_s`` > 0 makes a leader wait up to that long for more requests before it runs (TF Serving's
 batch timeout): a latency cost paid on purpose for larger batches.
+
+``BatchRunner`` runs the server's validated requests through one ``Batcher`` per model and cut, as
+stacked batches in power-of-two sizes (``batch_bucket``) when the model allows it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import Callable, Generic, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+import grpc
+import numpy as np
+
+from cloudsplit.validation import Request, RequestError
+
+log = logging.getLogger("cloudsplit.server")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -106,3 +118,192 @@ class Batcher(Generic[Item, Result]):
     def waiting(self) -> int:
         with self._lock:
             return len(self._queue)
+
+
+def batch_bucket(count: int, max_batch: int) -> int:
+    """The batch size ``count`` requests run at: the next power of two, at most ``max_batch``."""
+    bucket = 1
+    while bucket < count:
+        bucket *= 2
+    return max(count, min(bucket, max_batch))
+
+
+@dataclass
+class RequestResult:
+    """One request's outputs and timings (``batch_size``: how many requests ran stacked with it)."""
+
+    outputs: list[tuple[int, np.ndarray]]
+    server_ms: float
+    queue_ms: float
+    batch_size: int = 1
+
+
+class BatchRunner:
+    """Runs validated requests' server ops, batching those that share a model and a cut.
+
+    Requests with the same model, input shapes, server ops, uploads and outputs go through one
+    ``Batcher``; a batch runs stacked along axis 0 when the model's batch dimension is dynamic and the
+    stacked results match one-by-one results (checked once per key), else one request at a time.
+    ``options`` is the server's ``ServerOptions``: batching, max_batch, batch_padding, batch_window_ms
+    and the delay_s test hook are read from it.
+    """
+
+    def __init__(self, options, compute_slots: int):
+        self.options = options
+        self.compute_slots = compute_slots
+        self._batchers: dict[tuple, Batcher] = {}
+        self._batchers_lock = threading.Lock()
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self.requests_run = 0
+        self.batches_run = 0
+        self.batched_requests = 0
+
+    def load_factor(self) -> float:
+        """>= 1: requests executing or waiting, per compute slot."""
+        with self._running_lock:
+            return max(1.0, self._running / self.compute_slots)
+
+    def execute(self, request: Request) -> RequestResult:
+        if self.options.delay_s:
+            time.sleep(self.options.delay_s)
+        self.check_deadline(request)
+        with self._running_lock:
+            self._running += 1
+        try:
+            result = self._run(request)
+            with self._running_lock:
+                self.requests_run += 1
+            return result
+        finally:
+            with self._running_lock:
+                self._running -= 1
+
+    def _run(self, request: Request) -> RequestResult:
+        if not self.options.batching:
+            return self.run_sequential([request])[0]
+        key = (request.entry.sha256, request.key)
+        with self._batchers_lock:
+            batcher = self._batchers.get(key)
+            if batcher is None:
+                batcher = Batcher(self._run_batch, max_parallel=self.compute_slots, max_batch=self.options.max_batch,
+                                  window_s=self.options.batch_window_ms / 1e3)
+                self._batchers[key] = batcher
+        result, _ = batcher.submit(request)
+        return result
+
+    @staticmethod
+    def check_deadline(request: Request) -> None:
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"request {request.request_id}: the deadline passed before the server ops ran")
+
+    def _run_batch(self, requests: Sequence[Request]) -> list[Any]:
+        results: list[Any] = [None] * len(requests)
+        live = []
+        for i, request in enumerate(requests):
+            try:
+                self.check_deadline(request)
+                live.append(i)
+            except RequestError as error:
+                results[i] = error
+        if not live:
+            return results
+        batch = [requests[i] for i in live]
+        entry = batch[0].entry
+        key = batch[0].key
+        outcome = None
+        if len(batch) > 1 and entry.batch_dimension_dynamic and entry.batchable.get(key, True):
+            outcome = self.run_in_buckets(batch)
+            if outcome is not None and key not in entry.batchable:
+                sequential = self.run_sequential(batch)
+                entry.batchable[key] = all(_outputs_close(a.outputs, b.outputs) for a, b in zip(outcome, sequential))
+                if not entry.batchable[key]:
+                    log.warning("model %s: batched results differ from one-by-one results for server ops %s; "
+                                "running them one by one", entry.sha256[:12], list(key[1])[:6])
+                    outcome = sequential
+        if outcome is None:
+            outcome = self.run_sequential(batch)
+        for i, result in zip(live, outcome):
+            results[i] = result
+        return results
+
+    def run_in_buckets(self, requests: Sequence[Request]) -> list[RequestResult] | None:
+        """Runs the requests as stacked batches whose sizes are powers of two (each on an interpreter
+        kept warm for that size). By default a batch of 13 runs as 8 + 4 + 1, in turn; with
+        ``batch_padding`` it runs as one batch of 16 whose last 3 rows are padding. Splitting wastes
+        no compute, padding saves the extra invokes; which pays is measured (benchmarks/README.md).
+        None when the model does not batch along axis 0."""
+        if self.options.batch_padding:
+            return self.run_stacked(requests)
+        results: list[RequestResult] = []
+        start = 0
+        while start < len(requests):
+            size = 1
+            while size * 2 <= min(len(requests) - start, self.options.max_batch):
+                size *= 2
+            group = requests[start:start + size]
+            outcome = self.run_stacked(group) if size > 1 else self.run_sequential(group)
+            if outcome is None:
+                return None
+            results.extend(outcome)
+            start += size
+        return results
+
+    def run_sequential(self, requests: Sequence[Request]) -> list[RequestResult]:
+        results = []
+        for request in requests:
+            began = time.monotonic()
+            outputs = request.entry.invoke(request.config, request.server_ops, request.uploads, request.outputs)
+            results.append(RequestResult(outputs, (time.monotonic() - began) * 1e3, (began - request.ready_at) * 1e3))
+        return results
+
+    def run_stacked(self, requests: Sequence[Request]) -> list[RequestResult] | None:
+        """Runs the requests as one batch along axis 0, or returns None when the shapes don't follow.
+
+        The batch is padded to its power-of-two bucket with copies of the first request (whose
+        results are dropped) so that it runs on an interpreter already allocated for that size.
+        """
+        entry, first, count = requests[0].entry, requests[0], len(requests)
+        if any(len(shape) == 0 for shape in first.config) or len({shape[0] for shape in first.config}) != 1:
+            entry.batchable[first.key] = False
+            return None
+        bucket = batch_bucket(count, self.options.max_batch)
+        batched_config = tuple((shape[0] * bucket, *shape[1:]) for shape in first.config)
+        try:
+            batched_shapes = entry.shapes_for(batched_config)
+        except RequestError:
+            entry.batchable[first.key] = False
+            return None
+        tensors = [t for t, _ in first.uploads] + list(first.outputs)
+        if any(not first.shapes[t] or batched_shapes[t] != (first.shapes[t][0] * bucket, *first.shapes[t][1:])
+               for t in tensors):
+            entry.batchable[first.key] = False
+            return None
+        began = time.monotonic()
+        padding = [first] * (bucket - count)
+        stacked = [(t, np.concatenate([r.uploads[k][1] for r in (*requests, *padding)]))
+                   for k, (t, _) in enumerate(first.uploads)]
+        outputs = entry.invoke(batched_config, first.server_ops, stacked, first.outputs)
+        server_ms = (time.monotonic() - began) * 1e3
+        self.batches_run += 1
+        self.batched_requests += count
+        split = [(t, np.split(array, bucket)) for t, array in outputs]
+        results = []
+        for i, request in enumerate(requests):
+            pieces = [(t, np.ascontiguousarray(parts[i])) for t, parts in split]
+            results.append(RequestResult(pieces, server_ms, (began - request.ready_at) * 1e3, count))
+        return results
+
+
+def _outputs_close(a: list[tuple[int, np.ndarray]], b: list[tuple[int, np.ndarray]]) -> bool:
+    for (_, x), (_, y) in zip(a, b):
+        if x.shape != y.shape:
+            return False
+        if x.dtype.kind == "f":
+            scale = 1.0 + float(np.max(np.abs(y))) if y.size else 1.0
+            if not np.allclose(x, y, rtol=1e-4, atol=1e-5 * scale):
+                return False
+        elif not np.array_equal(x, y):
+            return False
+    return True

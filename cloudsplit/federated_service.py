@@ -52,7 +52,7 @@ from cloudsplit import privacy, secagg, training_data, transfer
 from cloudsplit.federated import receive_tensors
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
-from cloudsplit.server import RequestError, SplitInferenceService, _invalid
+from cloudsplit.validation import RequestError, invalid, validate_upload
 
 log = logging.getLogger("cloudsplit.federated_service")
 
@@ -215,7 +215,7 @@ class _Round:
 
 
 class _VariableTable:
-    """The job's variables in the shape ``SplitInferenceService._validate_upload`` checks uploads
+    """The job's variables in the shape ``validation.validate_upload`` checks uploads
     against: tensor index i is the i-th variable, float32, uploadable."""
 
     def __init__(self, names: list[str], shapes: dict[str, tuple[int, ...]]):
@@ -286,9 +286,9 @@ class FederatedJob:
 
     def connect(self, num_samples: int, capability: dict[str, str]) -> _Client:
         if num_samples < 1:
-            raise _invalid(f"num_samples must be >= 1, got {num_samples}")
+            raise invalid(f"num_samples must be >= 1, got {num_samples}")
         if len(capability) > 32 or any(len(k) > 64 or len(v) > 256 for k, v in capability.items()):
-            raise _invalid("capability holds at most 32 entries of 64-character keys and 256-character values")
+            raise invalid("capability holds at most 32 entries of 64-character keys and 256-character values")
         with self._changed:
             if len(self.clients) >= self.options.max_clients:
                 raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -388,7 +388,7 @@ class FederatedJob:
                     self._check_masked(client, current, header)
                 else:
                     if not 1 <= header.num_samples <= 1 << 40:
-                        raise _invalid(f"num_samples must be in [1, 2**40], got {header.num_samples}")
+                        raise invalid(f"num_samples must be in [1, 2**40], got {header.num_samples}")
                     self._check_tensors(header.tensors)
             except RequestError:
                 self.counts["late" if late else "refused"] += 1
@@ -402,37 +402,37 @@ class FederatedJob:
                                f"client {client.client_id} holds no shares of round {current.number} of job "
                                f"{self.job_id} (stage {current.stage}): it cannot push a masked update")
         if header.num_samples != 0:
-            raise _invalid("under secure aggregation num_samples must be 0: the weight travels masked, "
-                           "as the last element of the vector")
+            raise invalid("under secure aggregation num_samples must be 0: the weight travels masked, "
+                          "as the last element of the vector")
         if len(header.tensors) != 1:
-            raise _invalid(f"a masked update is one tensor, this one has {len(header.tensors)}")
+            raise invalid(f"a masked update is one tensor, this one has {len(header.tensors)}")
         tensor = header.tensors[0]
         expected = (0, transfer.DTYPE_BY_NUMPY[np.dtype(np.int64)], transfer.COMPRESSION_BY_MODE["none"])
         if (tensor.tensor_index, tensor.dtype, tensor.compression) != expected:
-            raise _invalid(f"a masked update is tensor 0, int64, uncompressed; got tensor {tensor.tensor_index}, "
-                           f"{transfer.dtype_name(tensor.dtype)}, compression {tensor.compression}")
+            raise invalid(f"a masked update is tensor 0, int64, uncompressed; got tensor {tensor.tensor_index}, "
+                          f"{transfer.dtype_name(tensor.dtype)}, compression {tensor.compression}")
         if list(tensor.shape) != [self.vector_length] or tensor.byte_length != 8 * self.vector_length:
-            raise _invalid(f"a masked update has shape [{self.vector_length}] ({8 * self.vector_length} bytes), "
-                           f"got {list(tensor.shape)} ({tensor.byte_length} bytes)")
+            raise invalid(f"a masked update has shape [{self.vector_length}] ({8 * self.vector_length} bytes), "
+                          f"got {list(tensor.shape)} ({tensor.byte_length} bytes)")
 
     def _check_tensors(self, headers) -> None:
         if len(headers) != len(self.names):
-            raise _invalid(f"an update carries one tensor per variable ({len(self.names)}: "
-                           f"{', '.join(self.names)}), this one {len(headers)}")
+            raise invalid(f"an update carries one tensor per variable ({len(self.names)}: "
+                          f"{', '.join(self.names)}), this one {len(headers)}")
         uploaded: set[int] = set()
         total = 0
         for header in headers:
-            total += SplitInferenceService._validate_upload(self.table, self.table.shapes, header, uploaded)
+            total += validate_upload(self.table, self.table.shapes, header, uploaded)
             uploaded.add(header.tensor_index)
         if total > self.options.max_update_mb * MiB:
-            raise _invalid(f"the update declares {total} bytes, over the server's {self.options.max_update_mb:g} MiB")
+            raise invalid(f"the update declares {total} bytes, over the server's {self.options.max_update_mb:g} MiB")
 
     def accept(self, client: _Client, header: pb.UpdateHeader, deltas: dict[str, np.ndarray], wire_bytes: int) -> int:
         with self._changed:
             try:
                 bad = [name for name, value in deltas.items() if not np.all(np.isfinite(value))]
                 if bad:
-                    raise _invalid(f"the update of variable {bad[0]!r} holds inf or nan")
+                    raise invalid(f"the update of variable {bad[0]!r} holds inf or nan")
                 if header.round in client.pushed_rounds:
                     raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
                                        f"client {client.client_id} already pushed its update for round {header.round}")
@@ -492,7 +492,7 @@ class FederatedJob:
             yield
         except secagg.SecAggError as error:
             self.counts["refused"] += 1
-            raise _invalid(str(error)) from None
+            raise invalid(str(error)) from None
         except RequestError:
             self.counts["refused"] += 1
             raise
@@ -547,7 +547,7 @@ class FederatedJob:
         """Waits until the round is past ``request.stage``; then what the client needs from it."""
         stage = STAGE_BY_PROTO.get(request.stage)
         if stage is None:
-            raise _invalid(f"stage must be SECAGG_KEYS, SECAGG_SHARES or SECAGG_MASKED, got {request.stage}")
+            raise invalid(f"stage must be SECAGG_KEYS, SECAGG_SHARES or SECAGG_MASKED, got {request.stage}")
         deadline = time.monotonic() + min(max(wait_s, 0.0), self.options.max_wait_s)
         with self._changed:
             while True:
@@ -833,7 +833,7 @@ class FederatedService(pb_grpc.FederatedServicer):
         # The same model checks as a training job's (registered, trainable); they read only the registry.
         entry = TrainingService._model(self, request.model_sha256)
         if len(request.name) > MAX_NAME or not request.name.isprintable():
-            raise _invalid(f"name must be at most {MAX_NAME} printable characters")
+            raise invalid(f"name must be at most {MAX_NAME} printable characters")
         given = {field: getattr(request, field) for field in
                  ("epochs", "batch_size", "learning_rate", "prox_mu", "fraction", "min_clients", "wait_for_clients",
                   "round_timeout_s", "rounds", "seed", "target_accuracy", "secagg_threshold",
@@ -841,13 +841,13 @@ class FederatedService(pb_grpc.FederatedServicer):
                  if request.HasField(field)}
         given["secure_aggregation"] = request.secure_aggregation
         if given.get("seed", 0) >= 2 ** 63:
-            raise _invalid(f"seed must be below 2**63, got {given['seed']}")
+            raise invalid(f"seed must be below 2**63, got {given['seed']}")
         try:
             config = replace(JobConfig(), strategy=request.strategy or "fedavg", **given).validate()
         except ValueError as error:
-            raise _invalid(str(error)) from None
+            raise invalid(str(error)) from None
         if config.target_accuracy is not None and not request.validation_path:
-            raise _invalid("target_accuracy needs validation_path")
+            raise invalid("target_accuracy needs validation_path")
         validation = None
         if request.validation_path:
             try:
@@ -859,7 +859,7 @@ class FederatedService(pb_grpc.FederatedServicer):
         try:
             return self.start_job(entry.data, config, request.name, validation)
         except ValueError as error:
-            raise _invalid(str(error)) from None
+            raise invalid(str(error)) from None
 
     def GetFederatedJob(self, request, context):
         try:
@@ -906,8 +906,8 @@ class FederatedService(pb_grpc.FederatedServicer):
             job, client = self._client(request.auth)
             mode = request.compression or "none"
             if mode not in PULL_COMPRESSION:
-                raise _invalid(f"PullWeights compression must be one of {', '.join(PULL_COMPRESSION)}, "
-                               f"got {mode[:40]!r}")
+                raise invalid(f"PullWeights compression must be one of {', '.join(PULL_COMPRESSION)}, "
+                              f"got {mode[:40]!r}")
             weights = job.round_weights(client, request.round)
         except RequestError as error:
             context.abort(error.code, error.message)
@@ -926,14 +926,14 @@ class FederatedService(pb_grpc.FederatedServicer):
     def _push(self, messages: Iterator[pb.UpdateMessage]) -> pb.PushUpdateReply:
         first = next(messages, None)
         if first is None or first.WhichOneof("kind") != "header":
-            raise _invalid("an update starts with its UpdateHeader")
+            raise invalid("an update starts with its UpdateHeader")
         header = first.header
         job, client = self._client(header.auth)
         job.check_push(client, header)
         def chunks():
             for message in messages:
                 if message.WhichOneof("kind") != "chunk":
-                    raise _invalid("an update has one UpdateHeader, then only chunks")
+                    raise invalid("an update has one UpdateHeader, then only chunks")
                 yield message.chunk
 
         names = [MASKED_UPDATE] if job.config.secure_aggregation else job.names
@@ -941,7 +941,7 @@ class FederatedService(pb_grpc.FederatedServicer):
             deltas, wire_bytes = receive_tensors(header.tensors, chunks(), names)
         except transfer.FramingError as error:
             job.refuse()
-            raise _invalid(str(error)) from None
+            raise invalid(str(error)) from None
         except RequestError:
             job.refuse()
             raise

@@ -32,7 +32,7 @@ from cloudsplit import training_data
 from cloudsplit.protos import split_pb2
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
-from cloudsplit.server import RequestError, _invalid
+from cloudsplit.validation import RequestError, check_hash_format, invalid
 
 log = logging.getLogger("cloudsplit.training_service")
 
@@ -156,7 +156,7 @@ class TrainingService(pb_grpc.TrainingServicer):
                 job = training.TrainingJob(entry.data, x, y, config, validation_data=validation,
                                            address=self.options.cluster, name=name)
             except training.TrainingError as error:
-                raise _invalid(str(error)) from None
+                raise invalid(str(error)) from None
             with self._start_lock:
                 try:
                     job.start()
@@ -188,8 +188,7 @@ class TrainingService(pb_grpc.TrainingServicer):
 
     def _model(self, digest: str):
         digest = digest.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _invalid(f"model_sha256 must be 64 hex digits, got {digest[:80]!r}")
+        check_hash_format(digest)
         entry = self.registry.get(digest)
         if entry is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND,
@@ -199,8 +198,8 @@ class TrainingService(pb_grpc.TrainingServicer):
         with edge.Interpreter(model_content=entry.data) as interpreter:
             signatures = sorted(interpreter.get_signature_list())
         if "grad" not in signatures or "train" not in signatures:
-            raise _invalid(f"model {digest[:12]} ({entry.name}) is not trainable: it has signatures {signatures}, "
-                           "no 'grad' and 'train' (convert it with: edge convert --trainable)")
+            raise invalid(f"model {digest[:12]} ({entry.name}) is not trainable: it has signatures {signatures}, "
+                          "no 'grad' and 'train' (convert it with: edge convert --trainable)")
         return entry
 
     def _config(self, request):
@@ -212,30 +211,30 @@ class TrainingService(pb_grpc.TrainingServicer):
             return getattr(request, field) if request.HasField(field) else default
 
         if len(request.name) > MAX_NAME or not request.name.isprintable():
-            raise _invalid(f"name must be at most {MAX_NAME} printable characters")
+            raise invalid(f"name must be at most {MAX_NAME} printable characters")
         strategy_name = request.strategy or "sync"
         if strategy_name not in STRATEGIES:
-            raise _invalid(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy_name[:40]!r}")
+            raise invalid(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy_name[:40]!r}")
         replicas = given("replicas", 2)
         if not 1 <= replicas <= self.options.max_replicas:
-            raise _invalid(f"replicas must be in [1, {self.options.max_replicas}] on this server, got {replicas}")
+            raise invalid(f"replicas must be in [1, {self.options.max_replicas}] on this server, got {replicas}")
         batch_size = given("batch_size")
         if batch_size is not None and not 1 <= batch_size <= 1_000_000:
-            raise _invalid(f"batch_size must be in [1, 1000000], got {batch_size}")
+            raise invalid(f"batch_size must be in [1, 1000000], got {batch_size}")
         seed = given("seed", 0)
         if seed >= 2 ** 63:
-            raise _invalid(f"seed must be below 2**63, got {seed}")
+            raise invalid(f"seed must be below 2**63, got {seed}")
         target = given("target_accuracy")
         if target is not None and not 0 < target <= 1:
-            raise _invalid(f"target_accuracy must be in (0, 1], got {target}")
+            raise invalid(f"target_accuracy must be in (0, 1], got {target}")
         report_every = given("report_every_s", 1.0)
         if not 0.05 <= report_every <= 60:
-            raise _invalid(f"report_every_s must be in [0.05, 60], got {report_every}")
+            raise invalid(f"report_every_s must be in [0.05, 60], got {report_every}")
         every = {}
         for field, default in (("checkpoint_every", 50), ("eval_every", 50)):
             every[field] = given(field, default)
             if not 0 <= every[field] <= MAX_EVERY:
-                raise _invalid(f"{field} must be in [0, {MAX_EVERY}], got {every[field]}")
+                raise invalid(f"{field} must be in [0, {MAX_EVERY}], got {every[field]}")
         try:
             strategy = training.parse_strategy(strategy_name, backup_workers=given("backup_workers", 0),
                                                staleness=given("staleness", 4), groups=given("groups", 2),
@@ -250,7 +249,7 @@ class TrainingService(pb_grpc.TrainingServicer):
             # The optimizer's own checks (kind, learning rate) before any data is read.
             training.Optimizer().with_overrides(kind=config.optimizer, learning_rate=config.learning_rate)
         except ValueError as error:   # TrainingError is one
-            raise _invalid(str(error)) from None
+            raise invalid(str(error)) from None
         return config, strategy_name
 
     def _load(self, path: str, what: str):

@@ -437,7 +437,7 @@ def test_padded_batch_answers_each_request(mlp):
             request = service._validate_header(header)
             request.uploads = [(h.tensor_index, transfer.decode_tensor(h, data)) for h, data in tensors]
             requests.append(request)
-        results = service._run_stacked(requests)
+        results = service.runner.run_stacked(requests)
         assert [r.batch_size for r in results] == [3, 3, 3]
         for result, want in zip(results, expected):
             np.testing.assert_allclose(result.outputs[0][1], want, rtol=1e-5, atol=1e-6)
@@ -463,7 +463,7 @@ def test_batch_splits_into_power_of_two_batches(mlp):
             request = service._validate_header(header)
             request.uploads = [(h.tensor_index, transfer.decode_tensor(h, data)) for h, data in tensors]
             requests.append(request)
-        results = service._run_in_buckets(requests)
+        results = service.runner.run_in_buckets(requests)
         assert [r.batch_size for r in results] == [4, 4, 4, 4, 2, 2, 1]
         for result, want in zip(results, expected):
             np.testing.assert_allclose(result.outputs[0][1], want, rtol=1e-5, atol=1e-6)
