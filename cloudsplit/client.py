@@ -10,12 +10,12 @@ What it keeps measuring, and what it does with it:
 - uplink and downlink bandwidth, each from its own transfers, timed at the receiver: the server
   reports how long an upload took from its header's arrival to its last chunk's, the client times a
   reply from its header to its last chunk, so neither holds a round trip, the server's compute or the
-  per-call overhead. Each is an EWMA of seconds per bit in which a sample weighs by its bytes;
-  transfers under ``MIN_SAMPLE_BYTES`` are not sampled (timed at the receiver they read fast: see
-  the constant). While the plan's own transfers are too small to say anything (or absent),
-  ``MeasureUplink`` / ``MeasureDownlink`` probes of about ``PROBE_SECONDS`` run every
-  ``bandwidth_probe_interval_s``, after the answer; a transfer that overlapped another one is not
-  sampled;
+  per-call overhead. Each is an EWMA of seconds per bit in which a sample weighs by its bytes
+  (cloudsplit.link_estimate); transfers under ``MIN_SAMPLE_BYTES`` are not sampled (timed at the
+  receiver they read fast: see the constant). While the plan's own transfers are too small to say
+  anything (or absent), ``MeasureUplink`` / ``MeasureDownlink`` probes of about ``PROBE_SECONDS`` run
+  every ``bandwidth_probe_interval_s``, after the answer; a transfer that overlapped another one is
+  not sampled;
 - round-trip time: an EWMA over health checks, at most every ``rtt_probe_interval_s``;
 - the per-request overhead of offloading (what a request took past its transfers, the server's
   time and one round trip: compression, serialisation, gRPC, the server's own handling), an EWMA the
@@ -25,8 +25,8 @@ What it keeps measuring, and what it does with it:
   compute time for the ops it ran over what its profile says they take; its queue time, an EWMA
   charged per request like the round trip;
 - when any estimate moves past ``replan_threshold`` from the one the plan was made with, it re-plans
-  (``cloudsplit.partition.solve``) before the next request; past ``refine_threshold``, on the
-  background thread after the answer.
+  (cloudsplit.planning, ``cloudsplit.partition.solve``) before the next request; past
+  ``refine_threshold``, on the background thread after the answer.
 
 When the server is unreachable, slower than ``deadline_s``, or answers with any error, the request is
 finished here from the tensors already computed (the exact ones, not the compressed copies), and the
@@ -39,15 +39,13 @@ with RESOURCE_EXHAUSTED at once, and that request too is answered here.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import math
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -55,7 +53,9 @@ import numpy as np
 import edge
 from cloudsplit import compression as compression_modes
 from cloudsplit import execution, transfer
+from cloudsplit import planning
 from cloudsplit.connection import ProtocolError, ServerConnection
+from cloudsplit.link_estimate import LinkEstimator, NetworkEstimate
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.security import ClientTLS
 from cloudsplit.split_learning import SplitTrainer  # noqa: F401  (re-exported: split learning's device side)
@@ -103,81 +103,6 @@ class RunRecord:
         return [op for op, where in enumerate(self.placement) if where == "server"]
 
 
-@dataclass
-class NetworkEstimate:
-    uplink_bps: float
-    downlink_bps: float
-    rtt_ms: float
-    # The server's measured compute time over its profile for the same ops: what "server time under
-    # load" is worth now (the partitioner multiplies every server op's profiled time by it).
-    server_load: float = 1.0
-    # The device's measured time for the ops it ran over its profile for them: contention, thermal
-    # throttling or a cold cache since the profile was taken (the partitioner scales device times by it).
-    device_load: float = 1.0
-    # Time requests wait on the server before their ops run (a busy pool, a batch forming): a fixed
-    # cost per offloaded request, whatever the cut, so it goes with the round trip.
-    queue_ms: float = 0.0
-    # What an offloaded request costs past device compute, transfers, server compute and one round
-    # trip: compression, serialisation, gRPC on both ends, the server's validation. Measured per
-    # request; the partitioner adds it to the round trip of every plan that offloads.
-    overhead_ms: float = 0.0
-
-
-# A request's transfer is sampled only from this size up. Timed at the receiver, a transfer misses
-# the bytes that arrive with its first piece (a token bucket's burst, the first socket read: about
-# 3 kB on the shaped links here), so small transfers read fast: 4 kB read 3x the rate of the 4G link,
-# 16 kB 16 % over, 64 kB within 1 % (benchmarks/README.md). A sample weighs in as
-# MAX_SAMPLE_WEIGHT x (1 - exp(-bytes / INFORMATIVE_BYTES)) of a full one.
-MIN_SAMPLE_BYTES = 32 * 1024
-INFORMATIVE_BYTES = 16 * 1024
-# Smaller transfers from this size up still flag a drop (see ``_bandwidth_sample``).
-SUSPECT_BYTES = 2 * 1024
-MAX_SAMPLE_WEIGHT = 0.75
-# Probes (after an untimed lead-in chunk) are sized to take about this long at the current estimate,
-# within these bounds.
-PROBE_SECONDS = 0.1
-PROBE_BYTES = (32 * 1024, 512 * 1024)
-
-
-def _request_latency_ms(network: NetworkEstimate) -> float:
-    """The fixed cost of offloading one request: a round trip, the server's queue and the measured
-    per-request overhead."""
-    return max(0.0, network.rtt_ms + network.queue_ms + network.overhead_ms)
-
-
-class _Span:
-    __slots__ = ("overlapped",)
-
-    def __init__(self):
-        self.overlapped = False
-
-
-class _TransferLog:
-    """Which transfers (requests, probes) overlapped another: their timings measured a shared link."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._active: list[_Span] = []
-
-    @contextlib.contextmanager
-    def span(self) -> Iterator[_Span]:
-        span = _Span()
-        with self._lock:
-            for other in self._active:
-                other.overlapped = span.overlapped = True
-            self._active.append(span)
-        try:
-            yield span
-        finally:
-            with self._lock:
-                self._active.remove(span)
-
-
-def _moved(new: float, old: float, threshold: float) -> bool:
-    if old <= 0 or new <= 0:
-        return new != old
-    return abs(math.log(new / old)) > math.log1p(threshold)
-
 
 class SplitRunner:
     def __init__(self, model_path: str | os.PathLike, server: str = "127.0.0.1:50051", num_threads: int = 1,
@@ -202,9 +127,7 @@ class SplitRunner:
         self.device_memory_limit = device_memory_limit
         self.replan_threshold = replan_threshold
         self.refine_threshold = refine_threshold
-        self.ewma_alpha = ewma_alpha
         self.rtt_probe_interval_s = rtt_probe_interval_s
-        self.bandwidth_probe_interval_s = bandwidth_probe_interval_s
         self.probe_backoff_s = probe_backoff_s
         self.connect_timeout_s = connect_timeout_s
         self._planner = planner
@@ -222,13 +145,7 @@ class SplitRunner:
         self._default_shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for d in self._inputs.values()}
 
         self.connection = ServerConnection(server, token=token, max_message_mb=max_message_mb, tls=tls)
-        self.network = initial_network or NetworkEstimate(uplink_bps=10e6, downlink_bps=10e6, rtt_ms=50.0)
-        self._measured = dict.fromkeys(("uplink_bps", "downlink_bps", "rtt_ms"), initial_network is not None)
-        self._last_informative = {"uplink_bps": -math.inf, "downlink_bps": -math.inf}
-        self._probing_link = False
-        self._probe_expected_s = 0.0
-        self._suspected: dict[str, float] = {}  # rates small transfers hinted at, until a probe measures
-        self._transfers = _TransferLog()
+        self.link = LinkEstimator(self.connection, initial_network, ewma_alpha, bandwidth_probe_interval_s)
         self.server_op_ms: list[float] | None = None
         self.device_costs = device_costs if device_costs is not None else self._measure_device_costs(num_threads)
         # Costs a caller hands in may stand for another device (a phone planned for on a workstation):
@@ -237,7 +154,6 @@ class SplitRunner:
         self.server_up = False
         self._next_probe_at = 0.0
         self._backoff_s = probe_backoff_s[0]
-        self._last_rtt_probe = -math.inf
         self._plan = None
         self._planned_with: NetworkEstimate | None = None
         self._request_id = 0
@@ -277,6 +193,23 @@ class SplitRunner:
         self.connection.uplink_limit_bps = value
 
     @property
+    def network(self) -> NetworkEstimate:
+        """The current estimates of the link, the server and the device (``link_estimate.LinkEstimator``)."""
+        return self.link.network
+
+    @network.setter
+    def network(self, value: NetworkEstimate) -> None:
+        self.link.network = value
+
+    @property
+    def ewma_alpha(self) -> float:
+        return self.link.ewma_alpha
+
+    @property
+    def bandwidth_probe_interval_s(self) -> float:
+        return self.link.bandwidth_probe_interval_s
+
+    @property
     def plan(self):
         """The partitioner's current plan (``cloudsplit.partition.Plan``), or None while offline."""
         return self._plan if self.server_up else None
@@ -300,28 +233,19 @@ class SplitRunner:
     def partition_plan(self):
         """The partitioner's plan for the current estimates (what ``run`` uses unless a ``planner``
         hook was given; a hook may call this to defer to it)."""
-        from cloudsplit import partition
-
-        device_ms = [ms * self.network.device_load for ms in self.device_costs]
-        costs = partition.model_costs(device_ms, self.server_op_ms, self.ops, self._tensor_details,
-                                      graph_inputs=[d["index"] for d in self._inputs.values()],
-                                      graph_outputs=list(self._outputs.values()))
-        network = partition.Network(uplink_bps=self.network.uplink_bps, downlink_bps=self.network.downlink_bps,
-                                    rtt_s=_request_latency_ms(self.network) / 1e3)
-        return partition.solve(costs, network, wire_bytes=self._wire_bytes,
-                               download_wire_bytes=self.download_wire_bytes, pinned_device_ops=self.pinned_device_ops,
-                               device_memory_limit=self.device_memory_limit, server_load=self.network.server_load,
-                               objective=self.objective)
+        return planning.solve_split(self.network, self.device_costs, self.server_op_ms, self.ops, self._tensor_details,
+                                    graph_inputs=[d["index"] for d in self._inputs.values()],
+                                    graph_outputs=list(self._outputs.values()), wire_bytes=self._wire_bytes,
+                                    download_wire_bytes=self.download_wire_bytes,
+                                    pinned_device_ops=self.pinned_device_ops,
+                                    device_memory_limit=self.device_memory_limit, objective=self.objective)
 
     def download_wire_bytes(self, tensor: int) -> int:
         """Bytes tensor ``tensor`` takes on the wire coming back, under ``download_compression``."""
-        info = self._tensor_details[tensor]
-        return compression_modes.wire_bytes(self.download_compression, info["dtype"],
-                                            tuple(int(d) for d in info["shape"]))
+        return planning.tensor_wire_bytes(self.download_compression, self._tensor_details[tensor])
 
     def _wire_bytes(self, tensor: int) -> int:
-        info = self._tensor_details[tensor]
-        return compression_modes.wire_bytes(self.compression, info["dtype"], tuple(int(d) for d in info["shape"]))
+        return planning.tensor_wire_bytes(self.compression, self._tensor_details[tensor])
 
     def _replan(self, reason: str) -> None:
         self._plan = self._solve()
@@ -333,114 +257,22 @@ class SplitRunner:
                  self._plan.predicted.total_ms)
 
     def _estimates_moved(self, threshold: float | None = None) -> str | None:
-        threshold = self.replan_threshold if threshold is None else threshold
-        old, new = self._planned_with, self.network
-        if old is None:
-            return "no plan yet"
-        for name in ("uplink_bps", "downlink_bps", "server_load", "device_load"):
-            if _moved(getattr(new, name), getattr(old, name), threshold):
-                return f"{name} {getattr(old, name):.4g} -> {getattr(new, name):.4g}"
-        # Loopback and LAN round trips jitter by fractions of a millisecond; those never change a plan.
-        old_latency, new_latency = _request_latency_ms(old), _request_latency_ms(new)
-        if _moved(new_latency, old_latency, threshold) and abs(new_latency - old_latency) > 2.0:
-            return (f"request latency (round trip + overhead) {old_latency:.3g} -> {new_latency:.3g} ms")
-        return None
-
-
-    def _ewma(self, old: float, sample: float) -> float:
-        return (1 - self.ewma_alpha) * old + self.ewma_alpha * sample
-
-    def _probe_rtt(self) -> None:
-        rtt = self.connection.check_health(timeout=self.connect_timeout_s)
-        self.network.rtt_ms = rtt if not self._measured["rtt_ms"] else self._ewma(self.network.rtt_ms, rtt)
-        self._measured["rtt_ms"] = True
-        self._last_rtt_probe = time.monotonic()
-
-    def _probe_size(self, name: str) -> int:
-        low, high = PROBE_BYTES
-        if not self._measured[name]:
-            return low  # the first probe meets a link of unknown rate: the smallest that reads true
-        rate = min(getattr(self.network, name), self._suspected.get(name, math.inf))
-        return int(min(high, max(low, rate * PROBE_SECONDS / 8)))
-
-    def _probe_uplink(self) -> None:
-        self._probe_link("uplink_bps", self.connection.measure_uplink)
-
-    def _probe_downlink(self) -> None:
-        self._probe_link("downlink_bps", self.connection.measure_downlink)
-
-    def _probe_link(self, name: str, measure) -> None:
-        nbytes = self._probe_size(name)
-        expected_s = nbytes * 8 / min(getattr(self.network, name), self._suspected.get(name, math.inf))
-        # A probe sized for the old rate may meet a link that just dropped: bounded, its running out
-        # of time is itself the measurement (a rate below nbytes / timeout), and a smaller probe follows.
-        timeout = max(1.0, 4 * expected_s) + self.network.rtt_ms / 1e3
-        try:
-            with self._transfers.span() as span:
-                timed_bytes, seconds = measure(nbytes, timeout=timeout)
-        except grpc.RpcError as error:
-            if getattr(error, "code", lambda: None)() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise
-            self._suspected[name] = min(self._suspected.get(name, math.inf), nbytes * 8 / timeout)
-            self._last_informative[name] = -math.inf
-            if not self._measured[name]:  # an upper bound of the rate, closer than the prior
-                setattr(self.network, name, self._suspected[name])
-            return
-        self._bandwidth_sample(name, timed_bytes, seconds, drops_only=span.overlapped)
-
-    def _bandwidth_sample(self, name: str, nbytes: int, seconds: float, drops_only: bool = False) -> None:
-        """One transfer of ``nbytes`` that took ``seconds`` at the receiver (no round trip, no compute).
-
-        Averaged as seconds per bit, the quantity transfer times are linear in, so a drop shows in the
-        next plan at once instead of after the old, fast samples have decayed; each sample weighs by
-        its bytes (``INFORMATIVE_BYTES``), so one large transfer replaces most of the estimate and a
-        transfer just over ``MIN_SAMPLE_BYTES`` a part of it. The two directions are estimated
-        separately, each from its own transfers.
-
-        Transfers under ``MIN_SAMPLE_BYTES`` read fast on a bursty link, and transfers that shared
-        the link with another one (``drops_only``) read slow by the share; neither is averaged in,
-        except when it reads under half the estimate: no burst explains that, and sharing halves a
-        rate at most, so it is a drop, taken in at full weight (``MAX_SAMPLE_WEIGHT``: the next plan
-        should see it) and confirmed by a probe at once.
-        """
-        if seconds <= 0 or nbytes <= 0:
-            return
-        rate = 8.0 * nbytes / seconds
-        weight = MAX_SAMPLE_WEIGHT * (1.0 - math.exp(-nbytes / INFORMATIVE_BYTES))
-        if nbytes < MIN_SAMPLE_BYTES or drops_only:
-            if nbytes < SUSPECT_BYTES or rate >= 0.5 * getattr(self.network, name):
-                return
-            self._suspected[name] = rate
-            weight = MAX_SAMPLE_WEIGHT
-        else:
-            self._suspected.pop(name, None)
-        seconds_per_bit = 1.0 / rate
-        if not self._measured[name]:
-            setattr(self.network, name, rate)
-            self._measured[name] = True
-        else:
-            old = 1.0 / getattr(self.network, name)
-            setattr(self.network, name, 1.0 / ((1 - weight) * old + weight * seconds_per_bit))
-        # A suspected drop leaves the direction stale, so the next probe confirms it.
-        self._last_informative[name] = -math.inf if name in self._suspected else time.monotonic()
-
-    def _stale_directions(self, now: float) -> list[str]:
-        """Directions whose estimate no transfer of a useful size has refreshed lately."""
-        return [name for name, when in self._last_informative.items() if now - when > self.bandwidth_probe_interval_s]
+        return planning.estimates_moved(self._planned_with, self.network,
+                                        self.replan_threshold if threshold is None else threshold)
 
     def _connect(self) -> None:
         """Health check, model registration, the server's profile, an uplink and a downlink sample;
         raises on failure."""
         self.connection.check_health(timeout=self.connect_timeout_s)  # the first call also opens the connection
-        self._probe_rtt()
+        self.link.probe_rtt(self.connect_timeout_s)
         self.connection.ensure_model(self._data, self.model_sha256, timeout=max(self.connect_timeout_s, 30.0))
         profile = self.connection.get_profile(self.model_sha256, timeout=max(self.connect_timeout_s, 30.0))
         if len(profile.op_ms) != self.num_ops:
             raise ProtocolError(f"the server's profile has {len(profile.op_ms)} ops, the model {self.num_ops}")
         self.server_op_ms = list(profile.op_ms)
         self.network.server_load = max(1.0, profile.load_factor)
-        self._probe_uplink()
-        self._probe_downlink()
+        self.link.probe_uplink()
+        self.link.probe_downlink()
 
     def _maintain(self, force_probe: bool = False, probe: bool = True) -> None:
         """Between requests: bring the server back, refresh stale estimates, re-plan if they moved.
@@ -455,7 +287,7 @@ class SplitRunner:
             return
         now = time.monotonic()
         due = probe and ((now >= self._next_probe_at) if not self.server_up else (
-            now - self._last_rtt_probe > self.rtt_probe_interval_s or bool(self._stale_directions(now))))
+            now - self.link.last_rtt_probe > self.rtt_probe_interval_s or bool(self.link.stale_directions(now))))
         with self._lock:
             if self.server_up:
                 reason = self._estimates_moved()
@@ -464,17 +296,12 @@ class SplitRunner:
             refine = probe and self.server_up and self._estimates_moved(self.refine_threshold) is not None
             if (due or refine) and (self._prober is None or not self._prober.is_alive()):
                 if due and self.server_up:
-                    self._note_link_probes(self._stale_directions(now))  # before the thread, so no request slips in
+                    # Before the thread starts, so that no request slips in between.
+                    self.link.note_link_probes(self.link.stale_directions(now))
                 self._prober = threading.Thread(target=self._background, args=(due,), name="cloudsplit-probe",
                                                 daemon=True)
                 self._prober.start()
 
-    def _note_link_probes(self, stale: Sequence[str]) -> None:
-        """Marks the link busy with probes of ``stale`` directions and how long they should take."""
-        self._probe_expected_s = sum(self._probe_size(name) * 8 / min(getattr(self.network, name),
-                                                                      self._suspected.get(name, math.inf))
-                                     for name in stale)
-        self._probing_link = bool(stale)
 
     def _background(self, probe: bool) -> None:
         """Probes (when due), then a re-plan for estimates that moved past ``refine_threshold`` but
@@ -504,18 +331,18 @@ class SplitRunner:
                 self.server_up = True
             return
         try:
-            self._probe_rtt()
-            stale = self._stale_directions(time.monotonic())
-            self._note_link_probes(stale)
+            self.link.probe_rtt(self.connect_timeout_s)
+            stale = self.link.stale_directions(time.monotonic())
+            self.link.note_link_probes(stale)
             if "uplink_bps" in stale:
-                self._probe_uplink()
+                self.link.probe_uplink()
             if "downlink_bps" in stale:
-                self._probe_downlink()
+                self.link.probe_downlink()
         except (grpc.RpcError, ProtocolError) as error:
             with self._lock:
                 self._mark_down(error)
         finally:
-            self._probing_link = False
+            self.link.probing_link = False
 
     def _mark_down(self, error) -> None:
         self.server_up = False
@@ -528,10 +355,10 @@ class SplitRunner:
         arrays = self._check_inputs(inputs)
         self._replanned = False
         prober = self._prober
-        if self._probing_link and prober is not None:
+        if self.link.probing_link and prober is not None:
             # A bandwidth probe still on the link would share it with this request and spoil both
             # timings: wait for it, as long as it was expected to take and half that again.
-            prober.join(1.5 * self._probe_expected_s + self.network.rtt_ms / 1e3)
+            prober.join(1.5 * self.link.probe_expected_s + self.network.rtt_ms / 1e3)
         self._maintain(probe=False)
         plan = self.plan
         device_ops = list(plan.device_ops) if plan is not None else list(range(self.num_ops))
@@ -558,7 +385,7 @@ class SplitRunner:
         measured.device_ms = (time.perf_counter() - began) * 1e3
         profiled_ms = sum(self.device_costs[op] for op in device_ops)
         if self.track_device_load and profiled_ms > 1.0:  # below 1 ms the ratio is mostly per-call overhead
-            self.network.device_load = self._ewma(self.network.device_load,
+            self.network.device_load = self.link.ewma(self.network.device_load,
                                                   min(4.0, max(0.5, measured.device_ms / profiled_ms)))
 
         results = {t: captured[t] for t in local_outputs}
@@ -595,7 +422,7 @@ class SplitRunner:
                                 uploads=[h for h, _ in tensors], outputs=downloads,
                                 download_compression=transfer.COMPRESSION_BY_MODE[self.download_compression],
                                 input_shapes=input_shapes)
-        with self._transfers.span() as span:
+        with self.link.transfers.span() as span:
             reply = self.connection.infer(header, tensors, timeout=self.deadline_s)
         elapsed_s = time.perf_counter() - began
         timing, head, measured = reply.timing, reply.header, record.measured
@@ -612,16 +439,16 @@ class SplitRunner:
         record.upload_bytes, record.download_bytes = timing.upload_bytes, timing.download_bytes
         record.batch_size = head.batch_size
         # A transfer that shared the link with a probe only counts as evidence of a drop.
-        self._bandwidth_sample("uplink_bps", timing.upload_bytes, upload_s, drops_only=span.overlapped)
-        self._bandwidth_sample("downlink_bps", timing.download_bytes, download_s, drops_only=span.overlapped)
+        self.link.bandwidth_sample("uplink_bps", timing.upload_bytes, upload_s, drops_only=span.overlapped)
+        self.link.bandwidth_sample("downlink_bps", timing.download_bytes, download_s, drops_only=span.overlapped)
         if not span.overlapped:
-            self.network.overhead_ms = self._ewma(self.network.overhead_ms, max(overhead_s, -rtt_s) * 1e3)
-        self.network.queue_ms = self._ewma(self.network.queue_ms, head.queue_ms)
+            self.network.overhead_ms = self.link.ewma(self.network.overhead_ms, max(overhead_s, -rtt_s) * 1e3)
+        self.network.queue_ms = self.link.ewma(self.network.queue_ms, head.queue_ms)
         profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
         if profiled_s > 5e-5:
             # The server's own profile was taken once, idle; what its part takes now. (Below 50 us the
             # ratio is mostly the per-call cost of invoking, which the overhead term carries.)
-            self.network.server_load = self._ewma(self.network.server_load,
+            self.network.server_load = self.link.ewma(self.network.server_load,
                                                   max(0.25, head.server_ms / 1e3 / profiled_s))
         return reply.outputs
 

@@ -69,6 +69,7 @@ import numpy as np
 
 from cloudsplit import compression as codecs
 from cloudsplit import partition, transfer
+from cloudsplit.link_estimate import estimate_moved
 from cloudsplit.pipeline import StageWorker
 from cloudsplit.protos import split_learning_pb2 as pb
 from cloudsplit.protos import split_learning_pb2_grpc as pb_grpc
@@ -659,12 +660,6 @@ def _by_parameter(gradients: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name.removeprefix("grad/"): value for name, value in gradients.items()}
 
 
-def _moved(new: float, old: float, threshold: float) -> bool:
-    if new <= 0 or old <= 0:
-        return new != old
-    return abs(math.log(new / old)) > math.log1p(threshold)
-
-
 class SplitTrainer:
     """Trains a model split between this device and a SplitLearning server (module docstring).
 
@@ -918,7 +913,7 @@ class SplitTrainer:
         link = self.link
         predicted = (_transfer_ms(upload_wire, link.uplink_bps) + _transfer_ms(download_wire, link.downlink_bps)
                      + calls * link.rtt_ms)
-        off = _moved(record.transfer_ms, predicted, self.replan_threshold) and \
+        off = estimate_moved(record.transfer_ms, predicted, self.replan_threshold) and \
             abs(record.transfer_ms - predicted) > REPLAN_FLOOR_MS
         # two mispredicted steps in a row, not one (a pause of the process, a collection)
         self._off_steps = self._off_steps + 1 if off else 0
@@ -926,10 +921,10 @@ class SplitTrainer:
             self._off_steps = 0
             self.probe_link()
         moved = [name for name in ("uplink_bps", "downlink_bps", "rtt_ms")
-                 if _moved(getattr(self.link, name), getattr(planned, name), self.replan_threshold)]
-        if _moved(self.device_load, planned_device_load, self.replan_threshold):
+                 if estimate_moved(getattr(self.link, name), getattr(planned, name), self.replan_threshold)]
+        if estimate_moved(self.device_load, planned_device_load, self.replan_threshold):
             moved.append("device_load")
-        if _moved(self.server_load, planned_server_load, self.replan_threshold):
+        if estimate_moved(self.server_load, planned_server_load, self.replan_threshold):
             moved.append("server_load")
         if moved and self.replan(reason=", ".join(moved)):
             record.replanned = ", ".join(moved)
