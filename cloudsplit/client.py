@@ -386,7 +386,7 @@ class SplitRunner:
         profiled_ms = sum(self.device_costs[op] for op in device_ops)
         if self.track_device_load and profiled_ms > 1.0:  # below 1 ms the ratio is mostly per-call overhead
             self.network.device_load = self.link.ewma(self.network.device_load,
-                                                  min(4.0, max(0.5, measured.device_ms / profiled_ms)))
+                                                       min(4.0, max(0.5, measured.device_ms / profiled_ms)))
 
         results = {t: captured[t] for t in local_outputs}
         if server_ops:
@@ -438,18 +438,9 @@ class SplitRunner:
         measured.overhead_ms = overhead_s * 1e3
         record.upload_bytes, record.download_bytes = timing.upload_bytes, timing.download_bytes
         record.batch_size = head.batch_size
-        # A transfer that shared the link with a probe only counts as evidence of a drop.
-        self.link.bandwidth_sample("uplink_bps", timing.upload_bytes, upload_s, drops_only=span.overlapped)
-        self.link.bandwidth_sample("downlink_bps", timing.download_bytes, download_s, drops_only=span.overlapped)
-        if not span.overlapped:
-            self.network.overhead_ms = self.link.ewma(self.network.overhead_ms, max(overhead_s, -rtt_s) * 1e3)
-        self.network.queue_ms = self.link.ewma(self.network.queue_ms, head.queue_ms)
         profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
-        if profiled_s > 5e-5:
-            # The server's own profile was taken once, idle; what its part takes now. (Below 50 us the
-            # ratio is mostly the per-call cost of invoking, which the overhead term carries.)
-            self.network.server_load = self.link.ewma(self.network.server_load,
-                                                  max(0.25, head.server_ms / 1e3 / profiled_s))
+        self.link.observe_offload(timing.upload_bytes, upload_s, timing.download_bytes, download_s, overhead_s,
+                                  head.queue_ms, head.server_ms, profiled_s, overlapped=span.overlapped)
         return reply.outputs
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -191,6 +191,24 @@ class LinkEstimator:
         # A suspected drop leaves the direction stale, so the next probe confirms it.
         self.last_informative[name] = -math.inf if name in self.suspected else time.monotonic()
 
+    def observe_offload(self, upload_bytes: int, upload_s: float, download_bytes: int, download_s: float,
+                        overhead_s: float, queue_ms: float, server_ms: float, profiled_s: float, *,
+                        overlapped: bool) -> None:
+        """Takes in one offloaded request: its transfers (timed at their receivers), what it took past
+        them, the server's compute and one round trip (``overhead_s``), the server's queue and compute
+        times, and what the server's profile says its ops take (``profiled_s``)."""
+        rtt_s = self.network.rtt_ms / 1e3
+        # A transfer that shared the link with a probe only counts as evidence of a drop.
+        self.bandwidth_sample("uplink_bps", upload_bytes, upload_s, drops_only=overlapped)
+        self.bandwidth_sample("downlink_bps", download_bytes, download_s, drops_only=overlapped)
+        if not overlapped:
+            self.network.overhead_ms = self.ewma(self.network.overhead_ms, max(overhead_s, -rtt_s) * 1e3)
+        self.network.queue_ms = self.ewma(self.network.queue_ms, queue_ms)
+        if profiled_s > 5e-5:
+            # The server's own profile was taken once, idle; what its part takes now. (Below 50 us the
+            # ratio is mostly the per-call cost of invoking, which the overhead term carries.)
+            self.network.server_load = self.ewma(self.network.server_load, max(0.25, server_ms / 1e3 / profiled_s))
+
     def stale_directions(self, now: float) -> list[str]:
         """Directions whose estimate no transfer of a useful size has refreshed lately."""
         return [name for name, when in self.last_informative.items() if now - when > self.bandwidth_probe_interval_s]
