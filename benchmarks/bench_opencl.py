@@ -1,11 +1,13 @@
 """The OpenCL backend, measured: kernel throughput, launch overhead, kernels per model, cold and warm
-start; on a real GPU also against PyTorch (CUDA eager, TF32 off) in the same run.
+start; with --gpu, a real GPU against PyTorch (CUDA eager, TF32 off) in the same run.
 
-    python3 benchmarks/bench_opencl.py [--out benchmarks/results] [--runs 20] [--gpu-only]
+    python3 benchmarks/bench_opencl.py [--out benchmarks/results] [--runs 20] [--parts kernels,launch,...]
+    python3 benchmarks/bench_opencl.py --gpu [--peak-gflops G] [--opencl-loader libOpenCL.so.1] [--runs 100]
+    python3 benchmarks/bench_opencl.py --gpu --dry-run       # the same on any OpenCL device, small sizes
 
 Every figure names the OpenCL device it came from. On PoCL (a CPU implementation of OpenCL, what
 CI and this VM have) the figures say what the backend costs on top of its kernels, not what a GPU
-does: no GPU speed is claimed from them. Parts:
+does: no GPU speed is claimed from them. Parts (without --gpu):
 
 - kernels: GFLOP/s of the GEMM (FULLY_CONNECTED 256 x 1024 x 1024), a 3x3 convolution, a depthwise
   3x3 and a 1x1 convolution (56 x 56, 64 -> 64 channels), each one op timed through edge.Interpreter
@@ -17,11 +19,27 @@ does: no GPU speed is claimed from them. Parts:
   CPU kernels, output error against the CPU;
 - start: allocate_tensors() of ResNet-18 in a fresh process with an empty binary cache (cold) and
   again with the cache filled (warm).
-- gpu (only where the OpenCL device is a GPU and torch sees CUDA): SGEMM 4096^3 against
-  torch.matmul with TF32 off, as GFLOP/s, and the error between them. The networks are not
-  measured against PyTorch eager on CUDA.
 
 Writes <out>/opencl-<UTC stamp>.json and .md.
+
+--gpu (the first OpenCL GPU; exits 1 when there is none or torch has no CUDA, never estimates):
+first makes NVIDIA's OpenCL driver visible where no .icd registers it (a vendors folder with an
+.icd naming libnvidia-opencl.so.1, $OCL_ICD_VENDORS; --opencl-loader names an ICD loader to carry
+where libOpenCL.so.1 is missing), then:
+
+- SGEMM 4096^3 fp32 (FULLY_CONNECTED), device time per product (ten products queued, one wait, less
+  one product and one wait), against torch.matmul with TF32 off timed the same way, and against the
+  card's FP32 non-tensor-core peak: --peak-gflops, else KNOWN_FP32_PEAKS when the device's name
+  matches an entry there, else no ratio;
+- MobileNetV2 and ResNet-18 at batch 1 and 32, fp32 and fp16 storage, beside the same ONNX graph run
+  op by op with torch.nn.functional on CUDA (TorchGraph: PyTorch eager with the model's weights):
+  median of --runs (default 100) latencies, the input already on the device, the logits read back;
+  accuracy on the GPU against the CPU kernels over --accuracy-inputs inputs (fp32 max |error|
+  <= 1e-4 and identical top-1, fp16 cosine >= 0.999 per input); exits 2 when a check fails.
+
+Writes <out>/opencl-gpu-<UTC stamp>.json and .md. --dry-run takes any OpenCL device, torch on the
+CPU when it has no CUDA, SGEMM 256^3, the networks at 32 x 32 and batch 1 and 4: it checks the
+script, not a GPU.
 """
 from __future__ import annotations
 
@@ -205,53 +223,400 @@ def start(args) -> dict:
     return row
 
 
-def gpu(args) -> dict:
-    """SGEMM against torch.matmul (TF32 off) when the OpenCL device is a GPU and torch has CUDA."""
-    import edge
-    import edge.opencl
+# ---- --gpu: a real GPU beside PyTorch (CUDA eager, TF32 off) in the same run ----
 
-    devices = [d for d in edge.opencl.devices() if d["type"] == "gpu"]
+# FP32 peak without tensor cores, GFLOP/s at the boost clock (NVIDIA's datasheets), by a pattern
+# of the OpenCL device's name, most specific first. A peak is taken from here only when the
+# device's name matches; otherwise only --peak-gflops gives one (clock x compute units does not:
+# NVIDIA reports SMs, not FP32 lanes per clock).
+KNOWN_FP32_PEAKS = (
+    ("H100 PCIe", r"H100.*PCIe", 51_000.0),
+    ("H100 NVL", r"H100.*NVL", 60_000.0),
+    ("H100 SXM", r"H100", 67_000.0),
+    ("H200 NVL", r"H200.*NVL", 60_000.0),
+    ("H200 SXM", r"H200", 67_000.0),
+    ("A100", r"A100", 19_500.0),
+    ("L40S", r"L40S", 91_600.0),
+    ("L4", r"\bL4\b", 30_300.0),
+    ("A10", r"\bA10\b", 31_200.0),
+    ("T4", r"\bT4\b", 8_100.0),
+)
+
+NVIDIA_LIBRARY_DIRS = ("/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib64",
+                       "/usr/lib/aarch64-linux-gnu", "/usr/local/cuda/compat", "/usr/lib")
+
+
+def known_peak(device_name: str) -> tuple[str, float] | None:
+    """(the card, its FP32 GFLOP/s) when the device's name matches a KNOWN_FP32_PEAKS entry."""
+    import re
+
+    return next(((card, peak) for card, pattern, peak in KNOWN_FP32_PEAKS if re.search(pattern, device_name)), None)
+
+
+def _nvidia_opencl_library() -> str | None:
     try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        listing = ""
+    for line in listing.splitlines():
+        if "libnvidia-opencl.so.1" in line and "=>" in line:
+            return line.split("=>")[-1].strip()
+    return next((str(pathlib.Path(d) / "libnvidia-opencl.so.1") for d in NVIDIA_LIBRARY_DIRS
+                 if (pathlib.Path(d) / "libnvidia-opencl.so.1").exists()), None)
+
+
+def find_opencl(loader: str | None = None, vendors_dir: str | None = None) -> list[str]:
+    """Makes NVIDIA's OpenCL driver visible before the runtime opens OpenCL (so call it before any
+    edge.opencl call): ``loader`` (an ICD loader, libOpenCL.so.1, carried to a machine without one)
+    becomes $EDGE_OPENCL_LIBRARY; when no registered .icd names NVIDIA's driver and
+    $OCL_ICD_VENDORS is unset, a vendors folder with one .icd pointing at libnvidia-opencl.so.1 is
+    written and $OCL_ICD_VENDORS names it. Returns what it found and did, for the report."""
+    import ctypes.util
+    import glob
+
+    notes = []
+    if loader:
+        os.environ["EDGE_OPENCL_LIBRARY"] = str(pathlib.Path(loader).resolve())
+        notes.append(f"ICD loader {os.environ['EDGE_OPENCL_LIBRARY']} (--opencl-loader)")
+    elif "EDGE_OPENCL_LIBRARY" in os.environ:
+        notes.append(f"ICD loader {os.environ['EDGE_OPENCL_LIBRARY']} ($EDGE_OPENCL_LIBRARY)")
+    elif ctypes.util.find_library("OpenCL") is None:
+        notes.append("no libOpenCL found by the linker: pass --opencl-loader PATH to an ICD loader")
+    if os.environ.get("OCL_ICD_VENDORS"):
+        notes.append(f"OCL_ICD_VENDORS={os.environ['OCL_ICD_VENDORS']} (given)")
+        return notes
+    for icd in sorted(glob.glob("/etc/OpenCL/vendors/*.icd")):
+        try:
+            if "nvidia" in pathlib.Path(icd).read_text().lower():
+                notes.append(f"NVIDIA's driver registered in {icd}")
+                return notes
+        except OSError:
+            continue
+    library = _nvidia_opencl_library()
+    if library is None:
+        notes.append("no libnvidia-opencl.so.1 on this machine (ldconfig, " + ", ".join(NVIDIA_LIBRARY_DIRS) + ")")
+        return notes
+    vendors = pathlib.Path(vendors_dir or tempfile.mkdtemp(prefix="edge-opencl-vendors-"))
+    vendors.mkdir(parents=True, exist_ok=True)
+    (vendors / "nvidia.icd").write_text(library + "\n")
+    os.environ["OCL_ICD_VENDORS"] = str(vendors)
+    notes.append(f"wrote {vendors / 'nvidia.icd'} -> {library}; OCL_ICD_VENDORS={vendors}")
+    return notes
+
+
+class TorchGraph:
+    """The fixtures' CNN graphs (Conv, BatchNormalization, Relu, Clip, Add, MaxPool,
+    GlobalAveragePool, Flatten, Gemm) run node by node with torch.nn.functional on ``device``, with
+    the ONNX model's own weights: PyTorch eager as torchvision's modules run these networks in eval
+    mode (BatchNorm a separate op)."""
+
+    def __init__(self, model, device: str):
         import torch
-        cuda = torch.cuda.is_available()
-    except ImportError:
-        cuda = False
-    if not devices or not cuda:
-        reason = "no OpenCL GPU" if not devices else "torch has no CUDA"
-        print(f"gpu     skipped: {reason}", flush=True)
-        return {"skipped": reason}
-    from converter.builder import GraphBuilder
-    from converter.writer import write_model
+        from onnx import helper, numpy_helper
+
+        self.torch, self.device = torch, device
+        constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.values = {name: torch.from_numpy(np.array(v)).to(device) for name, v in constants.items()}
+        self.nodes = []
+        for node in model.graph.node:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Clip":  # bounds as Python floats: no device read per run
+                attrs["bounds"] = tuple(float(constants[name]) for name in node.input[1:3])
+            self.nodes.append((node.op_type, list(node.input), node.output[0], attrs))
+        self.input = next(v.name for v in model.graph.input if v.name not in constants)
+        self.output = model.graph.output[0].name
+
+    def __call__(self, x):
+        torch = self.torch
+        functional = torch.nn.functional
+        env = dict(self.values)
+        env[self.input] = x
+        for op, inputs, output, attrs in self.nodes:
+            a = [env[name] for name in inputs]
+            if op == "Conv":
+                pads = attrs.get("pads", [0, 0, 0, 0])
+                if pads[:2] != pads[2:]:
+                    raise NotImplementedError("asymmetric Conv padding")
+                y = functional.conv2d(a[0], a[1], a[2] if len(a) > 2 else None, stride=attrs.get("strides", 1),
+                                      padding=tuple(pads[:2]), dilation=attrs.get("dilations", 1),
+                                      groups=attrs.get("group", 1))
+            elif op == "BatchNormalization":
+                y = functional.batch_norm(a[0], a[3], a[4], a[1], a[2], False, 0.0, attrs.get("epsilon", 1e-5))
+            elif op == "Relu":
+                y = functional.relu(a[0])
+            elif op == "Clip":
+                y = torch.clamp(a[0], *attrs["bounds"])
+            elif op == "Add":
+                y = a[0] + a[1]
+            elif op == "MaxPool":
+                pads = attrs.get("pads", [0, 0, 0, 0])
+                y = functional.max_pool2d(a[0], attrs["kernel_shape"], attrs.get("strides", 1), tuple(pads[:2]))
+            elif op == "GlobalAveragePool":
+                y = functional.adaptive_avg_pool2d(a[0], 1)
+            elif op == "Flatten":
+                y = torch.flatten(a[0], attrs.get("axis", 1))
+            elif op == "Gemm" and attrs.get("transB") == 1 and not attrs.get("transA"):
+                y = functional.linear(a[0], a[1], a[2] if len(a) > 2 else None)
+            else:
+                raise NotImplementedError(f"TorchGraph has no {op}")
+            env[output] = y
+        return env[self.output]
+
+
+def _per_run_ms(step, finish, k: int, samples: int) -> float:
+    """Device milliseconds per ``step``: k steps queued back to back then one ``finish`` (a wait,
+    and for edge a read-back), less one step and one finish, over k - 1: the finish's own cost
+    cancels. Median over ``samples``."""
+    step()
+    finish()
+    results = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        step()
+        finish()
+        t1 = time.perf_counter()
+        for _ in range(k):
+            step()
+        finish()
+        t2 = time.perf_counter()
+        results.append(((t2 - t1) - (t1 - t0)) / (k - 1) * 1e3)
+    return float(np.median(results))
+
+
+def _latency_ms(step, runs: int) -> float:
+    """Median wall milliseconds of ``step`` (which ends with its result on the host)."""
+    step()
+    step()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - started) * 1e3)
+    return float(np.median(times))
+
+
+def _torch_setup(dry_run: bool):
+    """(torch, its device, why not CUDA or None)."""
+    import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    n = 4096
+    torch.set_float32_matmul_precision("highest")
+    if torch.cuda.is_available():
+        return torch, "cuda", None
+    torch.set_num_threads(1)  # beside the OpenCL device's own threads on the same cores
+    return torch, "cpu", ("--dry-run: torch on the CPU" if dry_run else "torch sees no CUDA device")
+
+
+def gpu_sgemm(args, device: dict, torch, torch_device: str) -> dict:
+    import edge
+    from converter.builder import GraphBuilder
+    from converter.writer import write_model
+
+    n = args.sgemm_n
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(np.float32)
     w = rng.standard_normal((n, n)).astype(np.float32)
     b = GraphBuilder("sgemm")
     b.output(b.FullyConnected(b.input("x", (n, n)), b.constant("w", w)), name="y")
-    with edge.Interpreter(model_content=write_model(b.build()), backend="opencl") as interpreter:
+    k, samples = (10, 5) if not args.dry_run else (3, 3)
+    with edge.Interpreter(model_content=write_model(b.build()), backend="opencl",
+                          gpu_device=device["index"]) as interpreter:
         interpreter.allocate_tensors()
-        ours_ms = _median_ms(interpreter, {interpreter.get_input_details()[0]["index"]: a}, 10)
-        ours = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    ta, tw = torch.from_numpy(a).cuda(), torch.from_numpy(w).cuda()
-    times = []
-    for i in range(12):
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        result = ta @ tw.T
-        torch.cuda.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - started) * 1e3)
-    torch_ms = float(np.median(times))
-    error = float(np.max(np.abs(ours - result.cpu().numpy())) / np.max(np.abs(ours)))
-    row = {"device": devices[0]["name"], "sgemm_ms": ours_ms, "sgemm_gflops": 2 * n ** 3 / (ours_ms * 1e6),
-           "torch_ms": torch_ms, "torch_gflops": 2 * n ** 3 / (torch_ms * 1e6), "error": error,
-           "note": "edge's time includes uploading the input and reading the output back; torch's is on-device"}
-    print(f"gpu     SGEMM 4096^3 on {row['device']}: {row['sgemm_gflops']:.0f} GFLOP/s against torch "
-          f"{row['torch_gflops']:.0f} GFLOP/s (error {error:.1e})", flush=True)
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], a)
+        out = interpreter.get_output_details()[0]["index"]
+        ours_ms = _per_run_ms(interpreter.invoke, lambda: interpreter.get_tensor(out), k, samples)
+        ours = np.array(interpreter.get_tensor(out))
+    ta, tw = torch.from_numpy(a).to(torch_device), torch.from_numpy(w).to(torch_device)
+    finish = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+    theirs = {}
+
+    def step():
+        theirs["y"] = ta @ tw.T
+
+    torch_ms = _per_run_ms(step, finish, k, samples)
+    reference = theirs["y"].cpu().numpy()
+    flops = 2 * n ** 3
+    row = {"n": n, "edge_ms": ours_ms, "edge_gflops": flops / (ours_ms * 1e6), "torch_ms": torch_ms,
+           "torch_gflops": flops / (torch_ms * 1e6),
+           "error_vs_torch": float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))}
+    row["edge_vs_torch"] = row["edge_gflops"] / row["torch_gflops"]
+    if args.peak_gflops:
+        row["peak_gflops"], row["peak_source"] = args.peak_gflops, "--peak-gflops"
+    elif (known := known_peak(device["name"])) is not None:
+        row["peak_gflops"], row["peak_source"] = known[1], f"datasheet, {known[0]} (matched '{device['name']}')"
+    else:
+        row["peak_gflops"], row["peak_source"] = None, f"'{device['name']}' is not in the table: pass --peak-gflops"
+    row["fraction_of_peak"] = row["edge_gflops"] / row["peak_gflops"] if row["peak_gflops"] else None
+    peak = (f"{100 * row['fraction_of_peak']:.0f} % of the {row['peak_gflops']:.0f} GFLOP/s FP32 peak "
+            f"({row['peak_source']})") if row["peak_gflops"] else f"no peak: {row['peak_source']}"
+    print(f"sgemm   {n}^3 fp32: edge {row['edge_gflops']:.4g} GFLOP/s, torch ({torch_device}, TF32 off) "
+          f"{row['torch_gflops']:.4g} GFLOP/s = {100 * row['edge_vs_torch']:.0f} %; {peak}; "
+          f"error vs torch {row['error_vs_torch']:.1e}", flush=True)
     return row
+
+
+def _gpu_networks(dry_run: bool) -> dict:
+    from tests.fixtures import models
+
+    if dry_run:
+        return {"MobileNetV2": lambda batch: models.mobilenet_v2(width=0.35, resolution=32, num_classes=10,
+                                                                 batch=batch),
+                "ResNet-18": lambda batch: models.resnet18(resolution=32, base_width=8, num_classes=10, batch=batch)}
+    return {"MobileNetV2": lambda batch: models.mobilenet_v2(batch=batch),
+            "ResNet-18": lambda batch: models.resnet18(batch=batch)}
+
+
+def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    a, b = got.reshape(got.shape[0], -1).astype(np.float64), want.reshape(want.shape[0], -1).astype(np.float64)
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def gpu_network(args, name: str, build, batch: int, device: dict, torch, torch_device: str) -> dict:
+    """Accuracy against the CPU kernels, then latency: edge fp32 and fp16 storage and PyTorch eager,
+    each with its input already on the device and its logits read back to the host per run."""
+    import converter
+    import edge
+    from tests.fixtures import models
+    from tests.fixtures.harness import run_interpreter
+
+    onnx_model = build(batch)
+    data = converter.convert(onnx_model).data
+    graph = TorchGraph(onnx_model, torch_device)
+    row = {"model": name, "batch": batch}
+    interpreters = {"cpu": edge.Interpreter(model_content=data, num_threads=os.cpu_count() or 1)}
+    for precision in ("fp32", "fp16"):
+        interpreters[precision] = edge.Interpreter(model_content=data, backend="opencl", gpu_precision=precision,
+                                                   gpu_device=device["index"])
+    try:
+        for interpreter in interpreters.values():
+            interpreter.allocate_tensors()
+        worst32, worst_torch, top32, top16, cosines, rows = 0.0, 0.0, 0, 0, [], 0
+        for seed in range(max(1, -(-args.accuracy_inputs // batch))):
+            feeds = models.sample_inputs(onnx_model, seed=seed)
+            want = next(iter(run_interpreter(interpreters["cpu"], feeds).values()))
+            got32 = next(iter(run_interpreter(interpreters["fp32"], feeds).values()))
+            got16 = next(iter(run_interpreter(interpreters["fp16"], feeds).values()))
+            with torch.inference_mode():
+                theirs = graph(torch.from_numpy(feeds[graph.input]).to(torch_device)).cpu().numpy()
+            worst32 = max(worst32, float(np.max(np.abs(got32 - want))))
+            worst_torch = max(worst_torch, float(np.max(np.abs(theirs - want))))
+            top32 += int(np.sum(np.argmax(got32, -1) == np.argmax(want, -1)))
+            top16 += int(np.sum(np.argmax(got16, -1) == np.argmax(want, -1)))
+            cosines.extend(_cosines(got16, want).tolist())
+            rows += batch
+        row.update({"inputs": rows, "fp32_max_abs_error": worst32, "fp32_top1_agreement": top32 / rows,
+                    "fp16_min_cosine": min(cosines), "fp16_top1_agreement": top16 / rows,
+                    "torch_max_abs_error": worst_torch})
+        row["fp32_ok"] = worst32 <= 1e-4 and top32 == rows
+        row["fp16_ok"] = min(cosines) >= 0.999
+        placement = interpreters["fp32"].placement()
+        row["gpu_ops"], row["ops"] = placement["devices"].count("gpu"), len(placement["devices"])
+        feeds = models.sample_inputs(onnx_model, seed=0)
+        for precision in ("fp32", "fp16"):
+            interpreter = interpreters[precision]
+            detail = interpreter.get_input_details()[0]
+            interpreter.set_tensor(detail["index"], feeds[detail["name"]])
+            out = interpreter.get_output_details()[0]["index"]
+
+            def step(interpreter=interpreter, out=out):
+                interpreter.invoke()
+                interpreter.get_tensor(out)
+
+            row[f"edge_{precision}_ms"] = _latency_ms(step, args.runs)
+        x = torch.from_numpy(feeds[graph.input]).to(torch_device)
+
+        def torch_step():
+            with torch.inference_mode():
+                graph(x).cpu()
+
+        row["torch_ms"] = _latency_ms(torch_step, args.runs)
+    finally:
+        for interpreter in interpreters.values():
+            interpreter.close()
+    for key in ("edge_fp32", "edge_fp16", "torch"):
+        row[f"{key}_images_per_s"] = batch / row[f"{key}_ms"] * 1e3
+    row["fp32_vs_torch"] = row["torch_ms"] / row["edge_fp32_ms"]  # > 1: edge is faster
+    row["fp16_vs_torch"] = row["torch_ms"] / row["edge_fp16_ms"]
+    print(f"network {name:<12} batch {batch:>2}: edge fp32 {row['edge_fp32_ms']:.2f} ms, fp16 "
+          f"{row['edge_fp16_ms']:.2f} ms, torch ({torch_device}) {row['torch_ms']:.2f} ms; fp32 error "
+          f"{worst32:.1e} top-1 {100 * row['fp32_top1_agreement']:.0f} %, fp16 cosine >= "
+          f"{row['fp16_min_cosine']:.5f} top-1 {100 * row['fp16_top1_agreement']:.0f} %; "
+          f"{row['gpu_ops']}/{row['ops']} ops on the GPU", flush=True)
+    return row
+
+
+def gpu_markdown(report: dict) -> str:
+    lines = [f"# OpenCL backend on a GPU, {report['date']}" + (" (--dry-run)" if report["dry_run"] else ""), "",
+             f"OpenCL device: {report['device']}", "", f"PyTorch: {report['torch']}", "",
+             f"Machine: {report['machine']}", "", "OpenCL driver: " + "; ".join(report["opencl_setup"]), ""]
+    r = report.get("sgemm")
+    if r:
+        peak = (f"{100 * r['fraction_of_peak']:.0f} % of {r['peak_gflops']:.0f} ({r['peak_source']})"
+                if r["peak_gflops"] else r["peak_source"])
+        lines += ["| SGEMM fp32 | edge GFLOP/s | torch GFLOP/s (TF32 off) | edge / torch | of FP32 peak | error vs torch |",
+                  "|---|---|---|---|---|---|",
+                  f"| {r['n']}^3 | {r['edge_gflops']:.4g} | {r['torch_gflops']:.4g} | {100 * r['edge_vs_torch']:.0f} % | "
+                  f"{peak} | {r['error_vs_torch']:.1e} |", ""]
+    if report.get("networks"):
+        lines += ["Latency: median of the runs, input already on the device, logits read back to the host. Errors "
+                  "against the CPU kernels; top-1: agreement with them.", "",
+                  "| model | batch | edge fp32 ms | edge fp16 ms | torch eager ms | torch / edge fp32 | "
+                  "torch / edge fp16 | fp32 max abs error (top-1) | fp16 min cosine (top-1) | torch max abs error | "
+                  "ops on the GPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch']} | {r['edge_fp32_ms']:.2f} | {r['edge_fp16_ms']:.2f} | "
+                  f"{r['torch_ms']:.2f} | {r['fp32_vs_torch']:.2f} | {r['fp16_vs_torch']:.2f} | "
+                  f"{r['fp32_max_abs_error']:.1e} ({100 * r['fp32_top1_agreement']:.0f} %) | "
+                  f"{r['fp16_min_cosine']:.5f} ({100 * r['fp16_top1_agreement']:.0f} %) | {r['torch_max_abs_error']:.1e} | "
+                  f"{r['gpu_ops']}/{r['ops']} |"
+                  for r in report["networks"]]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def gpu_main(args) -> int:
+    """The --gpu report; --dry-run runs it on any OpenCL device with torch on the CPU, small sizes."""
+    setup = find_opencl(args.opencl_loader)
+    for note in setup:
+        print(f"opencl  {note}", flush=True)
+    import edge.opencl
+
+    found = edge.opencl.devices()
+    device = next((d for d in found if d["type"] == "gpu"), None)
+    if device is None and args.dry_run and found:
+        device = found[0]
+    if device is None:
+        print("no OpenCL GPU: " + ("; ".join(f"{d['name']} ({d['type']})" for d in found) or "no OpenCL device"),
+              file=sys.stderr)
+        return 1
+    torch, torch_device, why = _torch_setup(args.dry_run)
+    if why and not args.dry_run:
+        print(f"PyTorch cannot run on a GPU here: {why}", file=sys.stderr)
+        return 1
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    torch_name = torch.cuda.get_device_name() if torch_device == "cuda" else "CPU"
+    report = {"date": stamp, "dry_run": args.dry_run,
+              "device": f"{device['name']} ({device['platform']}, {device['type']}, driver {device['driver']}, "
+                        f"{device['compute_units']} compute units at {device['clock_mhz']} MHz)",
+              "torch": f"{torch.__version__} on {torch_name}, TF32 off" + (f" ({why})" if why else ""),
+              "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
+              "opencl_setup": setup, "args": {k: v for k, v in vars(args).items() if k not in ("out",)}}
+    print(f"OpenCL device: {report['device']}\nPyTorch: {report['torch']}", flush=True)
+    report["sgemm"] = gpu_sgemm(args, device, torch, torch_device)
+    report["networks"] = [gpu_network(args, name, build, batch, device, torch, torch_device)
+                          for name, build in _gpu_networks(args.dry_run).items()
+                          for batch in ((1, 4) if args.dry_run else (1, 32))]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"opencl-gpu-{stamp}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    stem.with_suffix(".md").write_text(gpu_markdown(report))
+    print(f"wrote {stem}.json and .md")
+    failed = [f"{r['model']} batch {r['batch']} {p}" for r in report["networks"] for p in ("fp32", "fp16")
+              if not r[f"{p}_ok"]]
+    if failed:
+        print("accuracy checks failed: " + ", ".join(failed), file=sys.stderr)
+        return 2
+    return 0
 
 
 def markdown(report: dict) -> str:
@@ -276,18 +641,32 @@ def markdown(report: dict) -> str:
         r = report["start"]
         lines += [f"ResNet-18 allocate_tensors(): cold {r['cold_s']:.2f} s, warm (binary cache) {r['warm_s']:.3f} s.",
                   ""]
-    if "gpu" in report:
-        r = report["gpu"]
-        lines += [f"GPU: {r.get('skipped') or json.dumps(r)}"]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="kernels,launch,networks,start,gpu")
-    parser.add_argument("--runs", type=int, default=20)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter,
+                                     epilog="FP32 peaks --gpu knows (GFLOP/s; used only when the device's name "
+                                            "matches):\n" + "\n".join(f"  {card:<10} {peak:>8.0f}" for card, _, peak
+                                                                      in KNOWN_FP32_PEAKS))
+    parser.add_argument("--parts", default="kernels,launch,networks,start", help="without --gpu: which parts to run")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per figure (20; with --gpu 100; "
+                                                                "--dry-run 5)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--gpu", action="store_true", help="the GPU report against PyTorch (see above)")
+    parser.add_argument("--dry-run", action="store_true", help="with --gpu: any OpenCL device, small sizes")
+    parser.add_argument("--peak-gflops", type=float, default=None, help="with --gpu: the card's FP32 peak")
+    parser.add_argument("--opencl-loader", default=None, help="with --gpu: an ICD loader (libOpenCL.so.1) to use")
+    parser.add_argument("--sgemm-n", type=int, default=None, help="with --gpu: SGEMM size (4096; --dry-run 256)")
+    parser.add_argument("--accuracy-inputs", type=int, default=None,
+                        help="with --gpu: inputs per network and batch for the accuracy checks (32; --dry-run 4)")
     args = parser.parse_args(argv)
+    if args.gpu:
+        args.runs = args.runs or (5 if args.dry_run else 100)
+        args.accuracy_inputs = args.accuracy_inputs or (4 if args.dry_run else 32)
+        args.sgemm_n = args.sgemm_n or (256 if args.dry_run else 4096)
+        return gpu_main(args)
+    args.runs = args.runs or 20
     import edge.opencl
 
     devices = edge.opencl.devices()
@@ -301,7 +680,7 @@ def main(argv=None) -> int:
               "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
               "args": {"runs": args.runs, "parts": args.parts}}
     print(f"OpenCL device: {report['device']}", flush=True)
-    parts = {"kernels": kernels, "launch": launch, "networks": networks, "start": start, "gpu": gpu}
+    parts = {"kernels": kernels, "launch": launch, "networks": networks, "start": start}
     for name in args.parts.split(","):
         report[name] = parts[name](args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -166,8 +166,11 @@ def test_auto_keeps_a_cpu_opencl_device_off_and_runs_the_cpu_kernels():
     onnx_model = _network("mobilenet_v2")
     data = converter.convert(onnx_model).data
     feeds = models.sample_inputs(onnx_model)
+    not_gpus = [d for d in edge.opencl.devices() if d["type"] != "gpu"]
+    if not not_gpus:
+        pytest.skip("every OpenCL device here is a GPU")
     want, _ = run(data, feeds)
-    got, interpreter = run(data, feeds, backend="auto")
+    got, interpreter = run(data, feeds, backend="auto", gpu_device=not_gpus[0]["index"])
     assert interpreter.placement()["devices"] == ["cpu"] * len(interpreter.op_details())  # PoCL is not a GPU
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
@@ -415,3 +418,52 @@ def test_a_callers_pyopencl_queue_keeps_tensors_on_the_device():
         interpreter.gpu_buffer(interpreter.get_tensor_details()[1]["index"])  # the weights: a constant
     with pytest.raises(edge.InvalidArgumentError, match="needs backend"):
         edge.Interpreter(model_content=write_model(b.build()), opencl_queue=queue)
+
+
+def test_gpu_benchmark_dry_run_writes_the_report_and_its_accuracy_checks_hold(tmp_path):
+    """benchmarks/bench_opencl.py --gpu --dry-run end to end on this OpenCL device with torch on the
+    CPU: SGEMM beside torch.matmul, both networks at two batch sizes beside TorchGraph (the ONNX
+    graph run op by op by torch, an oracle independent of the converter and the runtime)."""
+    pytest.importorskip("torch")
+    done = _child("import sys; from benchmarks.bench_opencl import main; "
+                  f"sys.exit(main(['--gpu', '--dry-run', '--runs', '2', '--out', {str(tmp_path)!r}]))")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(next(tmp_path.glob("opencl-gpu-*.json")).read_text())
+    assert report["dry_run"] and report["sgemm"]["n"] == 256
+    assert report["sgemm"]["error_vs_torch"] <= 1e-5 and report["sgemm"]["edge_ms"] > 0
+    rows = report["networks"]
+    assert [(r["model"], r["batch"]) for r in rows] == [("MobileNetV2", 1), ("MobileNetV2", 4), ("ResNet-18", 1),
+                                                       ("ResNet-18", 4)]
+    for r in rows:
+        assert r["fp32_ok"] and r["fp16_ok"] and r["fp32_top1_agreement"] == 1.0, r
+        assert r["torch_max_abs_error"] <= 1e-4, r  # TorchGraph agrees with the CPU kernels
+        assert r["inputs"] >= 4 and r["edge_fp32_ms"] > 0 and r["torch_ms"] > 0
+    markdown = next(tmp_path.glob("opencl-gpu-*.md")).read_text()
+    assert "| ResNet-18 | 4 |" in markdown and "| 256^3 |" in markdown
+
+
+def test_gpu_benchmark_registers_nvidias_driver_and_names_peaks_only_for_known_cards(tmp_path, monkeypatch):
+    from benchmarks import bench_opencl
+
+    library_dir = tmp_path / "lib"
+    library_dir.mkdir()
+    (library_dir / "libnvidia-opencl.so.1").write_bytes(b"")
+    monkeypatch.setattr(bench_opencl, "NVIDIA_LIBRARY_DIRS", (str(library_dir),))
+    monkeypatch.delenv("OCL_ICD_VENDORS", raising=False)
+    registered = any("nvidia" in p.read_text().lower() for p in pathlib.Path("/etc/OpenCL/vendors").glob("*.icd"))
+    notes = bench_opencl.find_opencl(vendors_dir=str(tmp_path / "vendors"))
+    if registered:
+        assert "OCL_ICD_VENDORS" not in os.environ, notes
+    else:
+        assert os.environ["OCL_ICD_VENDORS"] == str(tmp_path / "vendors"), notes
+        written = (tmp_path / "vendors" / "nvidia.icd").read_text().strip()
+        assert written.endswith("libnvidia-opencl.so.1"), written
+    monkeypatch.setenv("OCL_ICD_VENDORS", "/somewhere")
+    assert "OCL_ICD_VENDORS=/somewhere (given)" in bench_opencl.find_opencl()
+    assert bench_opencl.known_peak("NVIDIA H100 80GB HBM3") == ("H100 SXM", 67_000.0)
+    assert bench_opencl.known_peak("NVIDIA H100 PCIe")[0] == "H100 PCIe"
+    assert bench_opencl.known_peak("NVIDIA H200")[0] == "H200 SXM"
+    assert bench_opencl.known_peak("NVIDIA L40S")[0] == "L40S" and bench_opencl.known_peak("NVIDIA L4")[0] == "L4"
+    assert bench_opencl.known_peak("NVIDIA A100-SXM4-80GB")[1] == 19_500.0
+    assert bench_opencl.known_peak("NVIDIA GeForce RTX 4090") is None
+    assert bench_opencl.known_peak("pthread-haswell-AMD EPYC") is None
