@@ -4,6 +4,7 @@ start; with --gpu, a real GPU against PyTorch (CUDA eager, TF32 off) in the same
     python3 benchmarks/bench_opencl.py [--out benchmarks/results] [--runs 20] [--parts kernels,launch,...]
     python3 benchmarks/bench_opencl.py --gpu [--peak-gflops G] [--opencl-loader libOpenCL.so.1] [--runs 100]
     python3 benchmarks/bench_opencl.py --gpu --dry-run       # the same on any OpenCL device, small sizes
+    eval "$(python3 benchmarks/bench_opencl.py --opencl-env)"  # only the driver setup, for a shell
 
 Every figure names the OpenCL device it came from. On PoCL (a CPU implementation of OpenCL, what
 CI and this VM have) the figures say what the backend costs on top of its kernels, not what a GPU
@@ -660,7 +661,19 @@ def main(argv=None) -> int:
     parser.add_argument("--sgemm-n", type=int, default=None, help="with --gpu: SGEMM size (4096; --dry-run 256)")
     parser.add_argument("--accuracy-inputs", type=int, default=None,
                         help="with --gpu: inputs per network and batch for the accuracy checks (32; --dry-run 4)")
+    parser.add_argument("--opencl-env", action="store_true",
+                        help="only register NVIDIA's OpenCL driver as --gpu does and print the shell exports\n"
+                             "that make the same setup hold for other programs (benchmarks/gpu_check.sh)")
     args = parser.parse_args(argv)
+    if args.opencl_env:
+        import shlex
+
+        for note in find_opencl(args.opencl_loader):
+            print(f"# {note}")
+        for name in ("EDGE_OPENCL_LIBRARY", "OCL_ICD_VENDORS"):
+            if os.environ.get(name):
+                print(f"export {name}={shlex.quote(os.environ[name])}")
+        return 0
     if args.gpu:
         args.runs = args.runs or (5 if args.dry_run else 100)
         args.accuracy_inputs = args.accuracy_inputs or (4 if args.dry_run else 32)
