@@ -74,14 +74,14 @@ def benchmark(model_path: str, num_threads: int = 1, warmup: int = 5, runs: int 
 
 
 def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0, backend: str = "cpu",
-            gpu_precision: str = "fp32") -> list[dict[str, Any]]:
+            gpu_precision: str = "fp32", gpu_device: int = 0) -> list[dict[str, Any]]:
     """Per-op mean times over ``runs`` invokes (after one untimed warm-up), slowest first, with each
     op's share of the total, its GFLOP/s (from the model's cost metadata) and its device. While
     profiling, each GPU op waits for its kernels, so its time is its own (transfers included)."""
     if runs < 1:
         raise ValueError(f"need runs >= 1, got {runs}")
     with Interpreter(model_path=model_path, num_threads=num_threads, backend=backend,
-                     gpu_precision=gpu_precision) as interpreter:
+                     gpu_precision=gpu_precision, gpu_device=gpu_device) as interpreter:
         interpreter.allocate_tensors()
         inputs = random_inputs(interpreter, np.random.default_rng(seed))
         # Reading the outputs lets a GPU's kernels finish before the first profiled op.
@@ -91,9 +91,10 @@ def profile(model_path: str, runs: int = 10, num_threads: int = 1, seed: int = 0
         for _ in range(runs):
             invoke_with(interpreter, inputs, [])
         entries = interpreter.profile()
-        devices = interpreter.placement()["devices"]
+        placement = interpreter.placement()
     for entry in entries:
-        entry["device"] = devices[entry["index"]]
+        entry["device"] = placement["devices"][entry["index"]]
+        entry["kernel"] = placement["kernels"][entry["index"]]
     total_ms = sum(entry["ms"] for entry in entries)
     for entry in entries:
         entry["share"] = entry["ms"] / total_ms if total_ms > 0 else 0.0

@@ -327,6 +327,11 @@ def command_tune(args) -> int:
                         runs=args.runs, num_threads=args.threads)
     print(f"{args.model}: {len(table['ops'])} ops; CPU kernels ({args.threads} thread(s)) against OpenCL "
           f"({args.gpu_precision}), median op times over {args.runs} runs; link {table['link_bytes_per_s'] / 1e9:.2f} GB/s")
+    if table.get("tiles"):
+        print("GEMM tiles (ms of the kernel's ops per tile): " + "; ".join(
+            f"{kernel} {tile}" + (" (" + ", ".join(f"{t}: {ms:.3f}" for t, ms in table["tiles"]["ms"][kernel].items())
+                                  + ")" if kernel in table["tiles"]["ms"] else " (unused)")
+            for kernel, tile in table["tiles"]["tiles"].items()) + f"; stored in {table['tiles']['path']}")
     print(f"{'#':>5}  {'op':<20} {'cpu ms':>9} {'gpu ms':>9}  placed")
     for i, op in enumerate(table["ops"]):
         gpu = f"{table['gpu_ms'][i]:9.4f}" if table["gpu_ms"][i] is not None else f"{'-':>9}"
@@ -341,7 +346,9 @@ def command_tune(args) -> int:
 
 def add_tune_parser(subparsers) -> None:
     parser = subparsers.add_parser("tune", help="measure a model's ops on CPU and GPU and store the placement",
-                                   description="Times every op on the CPU kernels and on the OpenCL device, plans "
+                                   description="Picks the device's GEMM tile sizes by timing the model's GEMM "
+                                               "ops with each (stored per device), then times every op on the CPU "
+                                               "kernels and on the OpenCL device, plans "
                                                "which run on the GPU (op times, copies where the device changes, a "
                                                "sync per change) and stores the plan for backend='auto'.")
     parser.add_argument("model", help="the .edge model")

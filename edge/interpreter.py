@@ -523,7 +523,9 @@ class Interpreter:
     def placement(self) -> dict[str, Any]:
         """Where the ops run after ``allocate_tensors()``: ``devices`` (per op, "cpu" or "gpu"),
         ``partitions`` (runs of consecutive ops on one device: device, first op, last op) and
-        ``transfers`` (host/GPU copies and kernel launches so far, with their bytes)."""
+        ``transfers`` (host/GPU copies and kernel launches so far, with their bytes) and ``kernels``
+        (per op, the first GPU kernel's name and work-group size, 0s where the driver picks; None
+        on the CPU)."""
         self._require_allocated("placement")
         devices = ["gpu" if self._lib.edge_interpreter_op_device(self._handle(), op) else "cpu"
                    for op in range(self._num_ops)]
@@ -537,7 +539,13 @@ class Interpreter:
         self._check(self._lib.edge_interpreter_gpu_transfers(self._handle(), info))
         transfers = {name: int(getattr(info, name)) for name in
                      ("uploads", "downloads", "upload_bytes", "download_bytes", "launches")}
-        return {"backend": self.backend, "devices": devices, "partitions": partitions, "transfers": transfers}
+        kernels = []
+        name, local = ffi.new("char[64]"), ffi.new("uint64_t[3]")
+        for op, device in enumerate(devices):
+            found = device == "gpu" and self._lib.edge_interpreter_gpu_kernel(self._handle(), op, name, 64, local) == 0
+            kernels.append({"name": ffi.string(name).decode(), "local": [int(v) for v in local]} if found else None)
+        return {"backend": self.backend, "devices": devices, "partitions": partitions, "transfers": transfers,
+                "kernels": kernels}
 
     def profile(self) -> list[dict[str, Any]]:
         """Per-op times recorded since the last reset_profile(), in graph order.

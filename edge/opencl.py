@@ -4,13 +4,16 @@ policy of ``backend="auto"``.
     import edge.opencl
     for device in edge.opencl.devices():
         print(device["index"], device["name"], device["type"])
-    table = edge.opencl.tune("model.edge")     # what `edge tune` runs: times, plan, stored
+    table = edge.opencl.tune("model.edge")     # what `edge tune` runs: tiles, times, plan, stored
 
 The C runtime opens libOpenCL at the first call ($EDGE_OPENCL_LIBRARY names another library);
 ``available()`` is False, and ``devices()`` empty, where it cannot. The runtime provides the
 mechanism (which ops the GPU may take: ``Interpreter.set_op_devices``); the policy is here:
 ``plan_placement`` picks, from measured op times and copy costs, which ops run where, ``tune``
-measures them and stores the plan that ``Interpreter(backend="auto")`` then follows.
+measures them and stores the plan that ``Interpreter(backend="auto")`` then follows. ``tune_tiles``
+picks, per device, the tile size of the GEMM kernels (FULLY_CONNECTED, MatMul, 1x1 and implicit-GEMM
+convolutions) by timing the model's ops with each candidate; the runtime reads that table whenever
+it opens the device and uses a 16 x 16 tile where there is none.
 """
 from __future__ import annotations
 
@@ -134,6 +137,16 @@ def _cache_dir():
     return base / "tuning"
 
 
+def _pick_device(device_index: int) -> dict[str, Any] | None:
+    """The device ``gpu_device=device_index`` opens (0: the first GPU, else the first device)."""
+    found = devices()
+    if not found:
+        return None
+    if device_index == 0:
+        return next((d for d in found if d["type"] == "gpu"), found[0])
+    return found[device_index - 1] if 0 < device_index <= len(found) else None
+
+
 def _table_path(model, precision: str, device_index: int):
     import hashlib
     import os
@@ -143,11 +156,7 @@ def _table_path(model, precision: str, device_index: int):
             data = f.read()
     else:
         data = bytes(model)
-    found = devices()
-    if not found:
-        return None
-    pick = next((d for d in found if d["type"] == "gpu"), found[0]) if device_index == 0 else \
-        (found[device_index - 1] if device_index <= len(found) else None)
+    pick = _pick_device(device_index)
     if pick is None:
         return None
     key = hashlib.sha256(data + f"|{pick['name']}|{pick['driver']}|{precision}".encode()).hexdigest()[:32]
@@ -168,18 +177,99 @@ def tuned_placement(model, precision: str = "fp32", device_index: int = 0) -> li
     return devices_ if isinstance(devices_, list) and all(d in ("cpu", "gpu") for d in devices_) else None
 
 
+# ---- the per-device tile table (gemm.cl's kernels; `edge tune`, read by the runtime) ----
+
+TILED_KERNELS = ("gemm", "conv_gemm")
+TILE_CANDIDATES = (8, 16, 32)      # work-groups of tile x tile / 4
+
+
+def tuning_file(device_index: int = 0):
+    """The device's tile table (the C runtime's path: in the binary cache's folder, keyed by the
+    device's name and driver)."""
+    import pathlib
+
+    lib = load_library()
+    path = ffi.new("char[1024]")
+    status = lib.edge_opencl_tuning_file(device_index, path, 1024)
+    if status != 0:
+        raise error_for_status(status, _string(lib.edge_last_error()))
+    return pathlib.Path(_string(path))
+
+
+def read_tiles(device_index: int = 0) -> dict[str, int]:
+    """The tile sizes stored for the device (the runtime uses 16 for a kernel not listed)."""
+    try:
+        lines = tuning_file(device_index).read_text().splitlines()
+    except OSError:
+        return {}
+    tiles = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in TILED_KERNELS and parts[1] in {str(t) for t in TILE_CANDIDATES}:
+            tiles[parts[0]] = int(parts[1])
+    return tiles
+
+
+def write_tiles(tiles: Mapping[str, int], device_index: int = 0) -> None:
+    """Stores the device's tile table (atomically); interpreters created afterwards use it."""
+    import os
+
+    unknown = {k: v for k, v in tiles.items() if k not in TILED_KERNELS or v not in TILE_CANDIDATES}
+    if unknown:
+        raise ValueError(f"tiles {unknown}: kernels are {TILED_KERNELS}, tiles {TILE_CANDIDATES}")
+    path = tuning_file(device_index)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    temporary.write_text("".join(f"{kernel} {tile}\n" for kernel, tile in sorted(tiles.items())))
+    os.replace(temporary, path)
+
+
+def tune_tiles(model_path: str, *, precision: str = "fp32", device_index: int = 0, runs: int = 10) -> dict[str, Any]:
+    """For each tiled kernel the model's GPU ops use, times those ops with each candidate tile the
+    device can run (the others at their best so far) and stores the fastest. Returns
+    {"tiles": chosen, "ms": {kernel: {tile: ms of its ops}}}."""
+    from edge.bench import profile
+
+    device = _pick_device(device_index)
+    candidates = [t for t in TILE_CANDIDATES if device is None or t * t // 4 <= device["max_work_group"]]
+    previous = read_tiles(device_index)
+    tiles = dict(previous)
+    measured: dict[str, dict[int, float]] = {}
+
+    def kernel_ms(kernel: str) -> tuple[float, int]:
+        entries = profile(model_path, runs=runs, backend="opencl", gpu_precision=precision, gpu_device=device_index)
+        mine = [e["ms"] for e in entries if e["kernel"] and e["kernel"]["name"] == kernel]
+        return sum(mine), len(mine)
+
+    try:
+        for kernel in TILED_KERNELS:
+            for tile in candidates:
+                write_tiles({**tiles, kernel: tile}, device_index)
+                ms, count = kernel_ms(kernel)
+                if count == 0:
+                    break  # the model has no op on this kernel
+                measured.setdefault(kernel, {})[tile] = ms
+            if kernel in measured:
+                tiles[kernel] = min(measured[kernel], key=measured[kernel].get)
+    finally:
+        write_tiles(tiles, device_index)
+    return {"tiles": {k: tiles.get(k, 16) for k in TILED_KERNELS}, "ms": measured, "path": str(tuning_file(device_index))}
+
+
 def tune(model_path: str, *, precision: str = "fp32", device_index: int = 0, runs: int = 10,
-         num_threads: int = 1) -> dict[str, Any]:
+         num_threads: int = 1, tiles: bool = True) -> dict[str, Any]:
     """Measures every op on the CPU kernels and (where it has a kernel) on the GPU, plans the
-    placement and stores it for ``backend="auto"``. Returns the table."""
+    placement and stores it for ``backend="auto"``. With ``tiles``, first picks the device's tile
+    sizes (tune_tiles), so the GPU times are those of the tuned kernels. Returns the table."""
     import json
     import os
 
     from edge.bench import profile
     from edge.interpreter import Interpreter
 
+    tuned = tune_tiles(model_path, precision=precision, device_index=device_index, runs=runs) if tiles else None
     cpu = {e["index"]: e["ms"] for e in profile(model_path, runs=runs, num_threads=num_threads)}
-    gpu_entries = profile(model_path, runs=runs, num_threads=num_threads, backend="opencl", gpu_precision=precision)
+    gpu_entries = profile(model_path, runs=runs, num_threads=num_threads, backend="opencl", gpu_precision=precision,
+                          gpu_device=device_index)
     gpu = {e["index"]: e["ms"] if e["device"] == "gpu" else None for e in gpu_entries}
     with Interpreter(model_path=model_path) as interpreter:
         interpreter.allocate_tensors()
@@ -195,7 +285,7 @@ def tune(model_path: str, *, precision: str = "fp32", device_index: int = 0, run
     table = {"model": os.path.abspath(model_path), "precision": precision, "cpu_ms": [cpu[i] for i in range(n)],
              "gpu_ms": [gpu[i] for i in range(n)], "crossing_bytes": crossing, "link_bytes_per_s": link,
              "devices": placement, "predicted_ms": predicted, "all_cpu_ms": all_cpu,
-             "ops": [op["op"] for op in ops]}
+             "ops": [op["op"] for op in ops], "tiles": tuned}
     path = _table_path(model_path, precision, device_index)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

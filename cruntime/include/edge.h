@@ -136,6 +136,10 @@ edge_status edge_opencl_device(int32_t index, edge_opencl_device_info *out);
 /* Host -> device -> host copy rate of ``bytes`` bytes (best of ``repeats``), in bytes per second;
  * device as gpu_device in edge_interpreter_options. */
 edge_status edge_opencl_copy_rate(int32_t device, size_t bytes, int32_t repeats, double *bytes_per_second);
+/* The device's tuning table (`edge tune` writes it; an interpreter reads it when it opens the device;
+ * absent or malformed lines leave the defaults): lines "<kernel> <tile>", kernel gemm or conv_gemm,
+ * tile 8, 16 or 32 (work-groups of tile x tile/4; default 16). Its folder is created. */
+edge_status edge_opencl_tuning_file(int32_t device, char *path, size_t capacity);
 
 typedef struct {
   uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
@@ -222,6 +226,9 @@ edge_status edge_interpreter_tensor_gpu_written(edge_interpreter *interp, int32_
 int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op);
 /* Host/GPU transfers and kernel launches since the interpreter was created (all zero on the CPU). */
 edge_status edge_interpreter_gpu_transfers(const edge_interpreter *interp, edge_gpu_transfer_info *out);
+/* A GPU-placed op's first kernel: its function name and work-group size (0s: the driver picks). */
+edge_status edge_interpreter_gpu_kernel(const edge_interpreter *interp, int32_t op, char *name, size_t capacity,
+                                        uint64_t local[3]);
 
 void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled);
 void edge_interpreter_reset_profile(edge_interpreter *interp);

@@ -866,6 +866,19 @@ int32_t edge_interpreter_op_device(const edge_interpreter *interp, int32_t op) {
   return interp->placement[op];
 }
 
+edge_status edge_interpreter_gpu_kernel(const edge_interpreter *interp, int32_t op, char *name, size_t capacity,
+                                        uint64_t local[3]) {
+  if (!interp || !name || capacity == 0 || !local)
+    return edge_set_last_error(EDGE_INVALID_ARGUMENT, "gpu_kernel: NULL argument");
+  const char *kernel = NULL;
+  size_t sizes[3];
+  if (edge_gpu_op_kernel(interp->gpu, op, &kernel, sizes) != EDGE_OK)
+    return edge_set_last_error(EDGE_UNSUPPORTED, "gpu_kernel: op %d does not run on the GPU", op);
+  snprintf(name, capacity, "%s", kernel);
+  for (int i = 0; i < 3; ++i) local[i] = sizes[i];
+  return EDGE_OK;
+}
+
 edge_status edge_interpreter_gpu_transfers(const edge_interpreter *interp, edge_gpu_transfer_info *out) {
   if (!interp || !out) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "gpu_transfers: NULL argument");
   edge_gpu_counters counters;

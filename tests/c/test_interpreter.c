@@ -47,6 +47,9 @@ void test_interpreter_without_opencl(void) {
             "message: %s", edge_last_error());
   int32_t count = -1;
   CHECK_STATUS(edge_opencl_num_devices(&count), EDGE_UNSUPPORTED);
+  char path[256];
+  CHECK_STATUS(edge_opencl_tuning_file(0, path, sizeof path), EDGE_UNSUPPORTED);
+  CHECK_STATUS(edge_opencl_tuning_file(0, NULL, 0), EDGE_INVALID_ARGUMENT);
   options.backend = 7;
   CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_INVALID_ARGUMENT);
   options.backend = EDGE_BACKEND_AUTO; /* no OpenCL: the CPU, as before */
@@ -61,6 +64,10 @@ void test_interpreter_without_opencl(void) {
     edge_gpu_transfer_info transfers;
     CHECK_STATUS(edge_interpreter_gpu_transfers(interp, &transfers), EDGE_OK);
     CHECK(transfers.uploads == 0 && transfers.launches == 0);
+    char name[32];
+    uint64_t local[3];
+    CHECK_STATUS(edge_interpreter_gpu_kernel(interp, 0, name, sizeof name, local), EDGE_UNSUPPORTED);
+    CHECK_STATUS(edge_interpreter_gpu_kernel(interp, 0, NULL, sizeof name, local), EDGE_INVALID_ARGUMENT);
     edge_interpreter_free(interp);
   }
   unsetenv("EDGE_OPENCL_LIBRARY");

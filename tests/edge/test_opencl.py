@@ -359,7 +359,7 @@ def test_set_op_devices_keeps_ops_on_the_cpu_and_auto_follows_a_tuned_placement(
 
     path = tmp_path / "bert.edge"
     path.write_bytes(data)
-    table = edge.opencl.tune(str(path), runs=3)
+    table = edge.opencl.tune(str(path), runs=3, tiles=False)  # the default tiles (tune_tiles: its own test)
     assert len(table["devices"]) == ops and table["link_bytes_per_s"] > 0
     # PoCL's kernels are far slower than the CPU's here: the measured plan keeps everything on the CPU
     assert table["devices"] == ["cpu"] * ops and table["predicted_ms"] == pytest.approx(table["all_cpu_ms"])
@@ -467,3 +467,47 @@ def test_gpu_benchmark_registers_nvidias_driver_and_names_peaks_only_for_known_c
     assert bench_opencl.known_peak("NVIDIA A100-SXM4-80GB")[1] == 19_500.0
     assert bench_opencl.known_peak("NVIDIA GeForce RTX 4090") is None
     assert bench_opencl.known_peak("pthread-haswell-AMD EPYC") is None
+
+
+def test_tuned_tiles_are_read_back_used_and_leave_the_results_equal(tmp_path, monkeypatch):
+    """The per-device tile table: written, read back by the runtime at the next interpreter (the
+    launches' work-group sizes show it), damaged lines ignored, and `tune_tiles` storing the fastest
+    measured tile; results equal the CPU path whichever tile runs."""
+    import converter
+
+    monkeypatch.setenv("EDGE_OPENCL_CACHE", str(tmp_path))
+    onnx_model = _network("resnet18")  # FULLY_CONNECTED and 1x1 convs (gemm), 3x3 and 7x7 convs (conv_gemm)
+    data = converter.convert(onnx_model).data
+    feeds = models.sample_inputs(onnx_model)
+    want, _ = run(data, feeds)
+
+    def locals_by_kernel(interpreter):
+        found = {}
+        for kernel in interpreter.placement()["kernels"]:
+            if kernel and kernel["name"] in edge.opencl.TILED_KERNELS:
+                found.setdefault(kernel["name"], set()).add(tuple(kernel["local"]))
+        return found
+
+    got, interpreter = run(data, feeds, backend="opencl")
+    assert locals_by_kernel(interpreter) == {"gemm": {(16, 4, 1)}, "conv_gemm": {(16, 4, 1)}}
+    for precision, bound in (("fp32", FP32_BOUND), ("fp16", FP16_BOUND)):
+        edge.opencl.write_tiles({"gemm": 8, "conv_gemm": 32})
+        assert edge.opencl.read_tiles() == {"gemm": 8, "conv_gemm": 32}
+        got, interpreter = run(data, feeds, backend="opencl", gpu_precision=precision)
+        assert locals_by_kernel(interpreter) == {"gemm": {(8, 2, 1)}, "conv_gemm": {(32, 8, 1)}}
+        for name in want:
+            assert relative_error(got[name], want[name]) <= bound, (precision, name)
+    edge.opencl.tuning_file().write_text("gemm 12\nconv_gemm 32 x\nnonsense\nconv_gemm\n")
+    got, interpreter = run(data, feeds, backend="opencl")
+    assert locals_by_kernel(interpreter) == {"gemm": {(16, 4, 1)}, "conv_gemm": {(32, 8, 1)}}
+    with pytest.raises(ValueError, match="tiles"):
+        edge.opencl.write_tiles({"gemm": 12})
+
+    path = tmp_path / "resnet.edge"
+    path.write_bytes(data)
+    result = edge.opencl.tune_tiles(str(path), runs=1)
+    assert set(result["ms"]) == {"gemm", "conv_gemm"}
+    for kernel, times in result["ms"].items():
+        assert sorted(times) == [8, 16, 32] and all(ms > 0 for ms in times.values())
+        assert result["tiles"][kernel] == min(times, key=times.get)
+    assert edge.opencl.read_tiles() == result["tiles"]

@@ -182,6 +182,15 @@ void edge_gpu_counters_get(const edge_gpu *gpu, edge_gpu_counters *out) {
   else memset(out, 0, sizeof *out);
 }
 
+edge_status edge_gpu_op_kernel(const edge_gpu *gpu, int32_t op, const char **name, size_t local[3]) {
+  if (!gpu || !gpu->ops || op < 0 || op >= gpu->num_ops || !gpu->ops[op] || gpu->ops[op]->num_launches < 1)
+    return EDGE_UNSUPPORTED;
+  const edge_gpu_launch *l = &gpu->ops[op]->launches[0];
+  *name = l->name;
+  for (int i = 0; i < 3; ++i) local[i] = l->has_local ? l->local[i] : 0;
+  return EDGE_OK;
+}
+
 edge_status edge_gpu_upload_floats(edge_gpu *gpu, const float *data, size_t n, cl_mem *out, char *error) {
   cl_int err = CL_SUCCESS;
   *out = gpu->dev.cl->clCreateBuffer(gpu->dev.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,

@@ -8,6 +8,7 @@
 
 typedef struct {
   cl_kernel kernel;
+  char name[32];                        /* the kernel's function name */
   cl_uint dims;
   size_t global[3], local[3];
   bool has_local;

@@ -53,6 +53,8 @@ static edge_status adopt_queue(edge_gpu_device *d, cl_command_queue queue, char 
   return EDGE_OK;
 }
 
+static void load_tiles(edge_gpu_device *d);
+
 edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, void *queue, bool half, char *error) {
   memset(d, 0, sizeof *d);
   const char *message = NULL;
@@ -73,6 +75,7 @@ edge_status edge_gpu_device_open(edge_gpu_device *d, int32_t index, void *queue,
   cl->clGetDeviceInfo(d->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d->max_work_group, &d->max_work_group, NULL);
   if (d->max_work_group == 0) d->max_work_group = 1;
   d->half = half;
+  load_tiles(d);
   if (queue) return EDGE_OK;
   cl_int err = CL_SUCCESS;
   cl_context_properties properties[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
@@ -109,27 +112,87 @@ void edge_gpu_device_close(edge_gpu_device *d) {
 
 /* ---- the binary cache ---- */
 
-static int cache_path(char *out, size_t cap, uint64_t key) {
+/* The cache directory (created when ``create``), or -1 when there is none. */
+static int cache_base(char *base, size_t cap, bool create) {
   const char *dir = getenv("EDGE_OPENCL_CACHE");
-  char base[512];
+  int n;
   if (dir && *dir) {
-    snprintf(base, sizeof base, "%s", dir);
+    n = snprintf(base, cap, "%s", dir);
   } else {
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg) snprintf(base, sizeof base, "%s/edgesplit/opencl", xdg);
-    else if (home && *home) snprintf(base, sizeof base, "%s/.cache/edgesplit/opencl", home);
+    if (xdg && *xdg) n = snprintf(base, cap, "%s/edgesplit/opencl", xdg);
+    else if (home && *home) n = snprintf(base, cap, "%s/.cache/edgesplit/opencl", home);
     else return -1;
   }
+  if (n < 0 || (size_t)n >= cap) return -1;
+  if (!create) return 0;
   /* mkdir -p */
   char partial[512];
-  for (size_t i = 1; i <= strlen(base); ++i) {
+  for (size_t i = 1; i <= strlen(base) && i < sizeof partial; ++i) {
     if (base[i] == '/' || base[i] == '\0') {
       memcpy(partial, base, i);
       partial[i] = '\0';
       if (mkdir(partial, 0755) != 0 && errno != EEXIST) return -1;
     }
   }
+  return 0;
+}
+
+static int cache_path(char *out, size_t cap, uint64_t key) {
+  char base[512];
+  if (cache_base(base, sizeof base, true) != 0) return -1;
   return snprintf(out, cap, "%s/%016llx.bin", base, (unsigned long long)key) < (int)cap ? 0 : -1;
+}
+
+/* ---- the tuning table: GEMM tile sizes per device ---- */
+
+const char *const edge_gpu_tile_kernels[EDGE_GPU_TILE_KERNELS] = {"gemm", "conv_gemm"};
+
+static int tuning_path(const char *name, const char *driver, char *out, size_t cap, bool create) {
+  char base[512];
+  if (cache_base(base, sizeof base, false) != 0) return -1;
+  int n = snprintf(out, cap, "%s/tuning", base);
+  if (n < 0 || (size_t)n >= cap) return -1;
+  if (create && cache_base(base, sizeof base, true) == 0 && mkdir(out, 0755) != 0 && errno != EEXIST) return -1;
+  uint64_t hash = fnv_string(fnv_string(0xcbf29ce484222325ull, name), driver);
+  n = snprintf(out, cap, "%s/tuning/local-%016llx.txt", base, (unsigned long long)hash);
+  return n >= 0 && (size_t)n < cap ? 0 : -1;
+}
+
+/* Lines "<kernel> <tile>"; a line naming another kernel, a tile other than 8, 16 or 32, or one whose
+ * work-group (tile x tile / 4) the device cannot run is ignored: the default stays. */
+static void load_tiles(edge_gpu_device *d) {
+  for (int k = 0; k < EDGE_GPU_TILE_KERNELS; ++k) d->tiles[k] = EDGE_GPU_DEFAULT_TILE;
+  char path[600], line[128], kernel[32];
+  if (tuning_path(d->name, d->driver, path, sizeof path, false) != 0) return;
+  FILE *f = fopen(path, "r");
+  if (!f) return;
+  for (int lines = 0; lines < 64 && fgets(line, sizeof line, f); ++lines) {
+    int tile = 0;
+    if (sscanf(line, "%31s %d", kernel, &tile) != 2) continue;
+    if ((tile != 8 && tile != 16 && tile != 32) || (size_t)(tile * tile / 4) > d->max_work_group) continue;
+    for (int k = 0; k < EDGE_GPU_TILE_KERNELS; ++k)
+      if (strcmp(kernel, edge_gpu_tile_kernels[k]) == 0) d->tiles[k] = tile;
+  }
+  fclose(f);
+}
+
+edge_status edge_opencl_tuning_file(int32_t device, char *path, size_t capacity) {
+  if (!path || capacity == 0) return edge_set_last_error(EDGE_INVALID_ARGUMENT, "opencl_tuning_file: no buffer");
+  char error[EDGE_ERROR_CAPACITY] = "";
+  cl_platform_id platform;
+  cl_device_id id;
+  edge_status status = edge_gpu_find_device(device, &platform, &id, error);
+  if (status != EDGE_OK) return edge_set_last_error(status, "%s", error);
+  const char *message = NULL;
+  const edge_cl_api *cl = edge_cl_load(&message);
+  char name[256] = "", driver[128] = "";
+  if (cl->clGetDeviceInfo(id, CL_DEVICE_NAME, sizeof name - 1, name, NULL) != CL_SUCCESS) name[0] = 0;
+  if (cl->clGetDeviceInfo(id, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL) != CL_SUCCESS) driver[0] = 0;
+  if (tuning_path(name, driver, path, capacity, true) != 0)
+    return edge_set_last_error(EDGE_UNSUPPORTED, "opencl_tuning_file: no cache directory ($EDGE_OPENCL_CACHE, "
+                               "$XDG_CACHE_HOME or $HOME), or the path is longer than %zu bytes", capacity);
+  return EDGE_OK;
 }
 
 static unsigned char *cache_read(const char *path, uint64_t key, size_t *size) {

@@ -56,8 +56,15 @@ typedef struct {
   uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
 } edge_gpu_counters;
 void edge_gpu_counters_get(const edge_gpu *gpu, edge_gpu_counters *out);
+/* The first launch of a GPU-placed op: its kernel's name and work-group size (0s: the driver's). */
+edge_status edge_gpu_op_kernel(const edge_gpu *gpu, int32_t op, const char **name, size_t local[3]);
 
 /* ---- shared by device.c, backend.c and ops.c ---- */
+
+/* The kernels whose tile size (work-group tile x tile / 4) the tuning table sets, by name. */
+enum { EDGE_GPU_TILE_GEMM = 0, EDGE_GPU_TILE_CONV_GEMM = 1, EDGE_GPU_TILE_KERNELS = 2 };
+#define EDGE_GPU_DEFAULT_TILE 16
+extern const char *const edge_gpu_tile_kernels[EDGE_GPU_TILE_KERNELS];
 
 typedef struct {
   const edge_cl_api *cl;
@@ -69,6 +76,7 @@ typedef struct {
   bool is_gpu;
   bool half;                             /* fp16 storage */
   size_t max_work_group;
+  int tiles[EDGE_GPU_TILE_KERNELS];     /* the tuning table's (edge_opencl_tuning_file), else the default */
   struct edge_gpu_program *programs;     /* built programs, by family and options */
 } edge_gpu_device;
 

@@ -12,8 +12,7 @@
 #include "../ops/resize.h"
 #include "backend.h"
 
-#define GEMM_TILE 16
-#define GEMM_STRIP 4
+#define GEMM_STRIP 4 /* gemm.cl's STRIP */
 
 static const edge_tensor *input(const edge_context *ctx, const edge_node *node, int32_t i) {
   return i < node->num_inputs && node->inputs[i] >= 0 ? &ctx->tensors[node->inputs[i]] : NULL;
@@ -162,6 +161,7 @@ static bool begin(builder *b, const char *family, const char *options, const cha
   }
   b->launch = &b->op->launches[b->op->num_launches];
   memset(b->launch, 0, sizeof *b->launch);
+  snprintf(b->launch->name, sizeof b->launch->name, "%s", name);
   b->status = edge_gpu_kernel(&b->gpu->dev, family, options, name, &b->launch->kernel, b->error);
   if (b->status != EDGE_OK) return false;
   ++b->op->num_launches;
@@ -236,10 +236,31 @@ static void global_3d(builder *b, int64_t x, int64_t y, int64_t z) {
 
 static size_t round_up(int64_t n, size_t m) { return ((size_t)(n > 0 ? n : 1) + m - 1) / m * m; }
 
+/* Starts a tiled gemm.cl kernel with the device's tile for it (the tuning table's, else 16); 0 on failure. */
+static int begin_tiled(builder *b, int kernel, const char *options) {
+  int tile = b->gpu->dev.tiles[kernel];
+  char with_tile[160];
+  snprintf(with_tile, sizeof with_tile, "%s -DTILE=%d", options, tile);
+  return begin(b, "gemm", with_tile, edge_gpu_tile_kernels[kernel]) ? tile : 0;
+}
+
+/* The range of a tiled kernel: m rows, n columns (strips of GEMM_STRIP per work-item), `depth` products. */
+static void tiled_range(builder *b, int tile, int64_t m, int64_t n, int64_t depth) {
+  b->launch->dims = 3;
+  b->launch->global[0] = round_up(m, (size_t)tile);
+  b->launch->global[1] = round_up(n, (size_t)tile) / GEMM_STRIP;
+  b->launch->global[2] = (size_t)(depth > 0 ? depth : 1);
+  b->launch->local[0] = (size_t)tile;
+  b->launch->local[1] = (size_t)tile / GEMM_STRIP;
+  b->launch->local[2] = 1;
+  b->launch->has_local = true;
+}
+
 static void gemm(builder *b, int32_t y, int32_t a, const char *options, cl_mem weights, int32_t b_tensor,
                  cl_mem bias, bool has_bias, int64_t m, int64_t n, int64_t k, int64_t batch, int64_t a_batch,
                  int64_t a_m, int64_t a_k, int64_t b_batch, int64_t b_k, int64_t b_n, const edge_activation *act) {
-  if (!begin(b, "gemm", options, "gemm")) return;
+  int tile = begin_tiled(b, EDGE_GPU_TILE_GEMM, options);
+  if (!tile) return;
   arg_tensor(b, y);
   arg_tensor(b, a);
   if (weights) {
@@ -260,14 +281,7 @@ static void gemm(builder *b, int32_t y, int32_t a, const char *options, cl_mem w
   arg_int(b, b_k);
   arg_int(b, b_n);
   activation_args(b, act);
-  b->launch->dims = 3;
-  b->launch->global[0] = round_up(m, GEMM_TILE);
-  b->launch->global[1] = round_up(n, GEMM_TILE) / GEMM_STRIP;
-  b->launch->global[2] = (size_t)(batch > 0 ? batch : 1);
-  b->launch->local[0] = GEMM_TILE;
-  b->launch->local[1] = GEMM_TILE / GEMM_STRIP;
-  b->launch->local[2] = 1;
-  b->launch->has_local = true;
+  tiled_range(b, tile, m, n, batch);
 }
 
 /* The geometry both convolution kernels take after (y, x, w, bias, has_bias), in one order. */
@@ -297,9 +311,8 @@ static void build_conv(builder *b, const edge_node *node) {
   }
   /* an implicit GEMM; a depthwise convolution (one channel in, few out per group) stays direct */
   bool implicit_gemm = group_in_c > 1 || group_out_c > 1;
-  if (!begin(b, implicit_gemm ? "gemm" : "conv2d", implicit_gemm ? "-DB_FLOAT=1" : "",
-             implicit_gemm ? "conv_gemm" : "conv2d"))
-    return;
+  int tile = implicit_gemm ? begin_tiled(b, EDGE_GPU_TILE_CONV_GEMM, "-DB_FLOAT=1") : begin(b, "conv2d", "", "conv2d");
+  if (!tile) return;
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);
   arg_mem(b, weights);
@@ -315,14 +328,7 @@ static void build_conv(builder *b, const edge_node *node) {
   arg_int(b, m);
   arg_int(b, kh * kw * group_in_c);
   activation_args(b, &node->activation);
-  b->launch->dims = 3;
-  b->launch->global[0] = round_up(m, GEMM_TILE);
-  b->launch->global[1] = round_up(group_out_c, GEMM_TILE) / GEMM_STRIP;
-  b->launch->global[2] = (size_t)o->groups;
-  b->launch->local[0] = GEMM_TILE;
-  b->launch->local[1] = GEMM_TILE / GEMM_STRIP;
-  b->launch->local[2] = 1;
-  b->launch->has_local = true;
+  tiled_range(b, tile, m, group_out_c, o->groups);
 }
 
 static void build_fully_connected(builder *b, const edge_node *node) {

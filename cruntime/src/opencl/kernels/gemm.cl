@@ -1,12 +1,15 @@
-/* Matrix products on 16x16 tiles staged in local memory; each work-item accumulates a 1x4 strip of
- * outputs (four columns TILE/4 apart), so a work-group of 16x4 covers a 16x16 output tile.
+/* Matrix products on TILE x TILE tiles (16 unless the tuning table says 8 or 32) staged in local
+ * memory; each work-item accumulates a 1x4 strip of outputs (four columns TILE/4 apart), so a
+ * work-group of TILE x TILE/4 covers a TILE x TILE output tile.
  *
  * gemm: y[m, n] = act(sum_k A(m, k) B(k, n) + bias[n]) for `batch` products. A(m, k) is
  * a[ao + batch_a * p + m * a_m + k * a_k], B likewise, so transposes and broadcast batches are
  * strides. FULLY_CONNECTED passes its [N, K] weights as B with b_k = 1, b_n = K; MatMul and
  * BatchMatMul their operands as they lie. A is an activation (storage), B is an activation or
  * float weights (B_FLOAT). */
+#ifndef TILE /* -DTILE=8, 16 or 32: the tuning table's (ops.c) */
 #define TILE 16
+#endif
 #define STRIP 4
 
 /* acc[s] += the 16-wide tile product for this work-item's row and its strip of columns. */
