@@ -511,3 +511,40 @@ def test_tuned_tiles_are_read_back_used_and_leave_the_results_equal(tmp_path, mo
         assert sorted(times) == [8, 16, 32] and all(ms > 0 for ms in times.values())
         assert result["tiles"][kernel] == min(times, key=times.get)
     assert edge.opencl.read_tiles() == result["tiles"]
+
+
+def _conv3x3(batch: int, height: int, width: int, channels: int, out_channels: int, pads, seed: int = 3):
+    from converter.builder import GraphBuilder
+    from converter.writer import write_model
+
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("conv3x3")
+    x = b.input("x", (batch, height, width, channels))
+    w = b.constant("w", rng.standard_normal((out_channels, 3, 3, channels)).astype(np.float32))
+    bias = b.constant("b", rng.standard_normal(out_channels).astype(np.float32))
+    b.output(b.Relu(b.Conv2D(x, w, bias, pads=pads, layout="NHWC")), name="y")
+    return write_model(b.build()), {"x": rng.standard_normal((batch, height, width, channels)).astype(np.float32)}
+
+
+WINOGRAD_BOUND = 1e-4
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("shape", [(2, 11, 9, 13, 18, (1, 1, 1, 1)), (1, 7, 5, 8, 8, (0, 0, 0, 0)),
+                                   (3, 6, 13, 9, 21, (0, 1, 1, 0)), (1, 1, 1, 10, 12, (1, 1, 1, 1))],
+                         ids=["pad1-batch2", "nopad", "ragged-pads-batch3", "one-pixel"])
+def test_winograd_3x3_convolutions_match_the_cpu(shape, precision, tmp_path, monkeypatch):
+    """3x3 stride-1 convolutions with >= 8 channels run as Winograd F(4x4, 3x3) (C not a multiple of
+    4, odd H and W, padding on some sides, batch > 1); the tuning table's "winograd 0" turns it off."""
+    monkeypatch.setenv("EDGE_OPENCL_CACHE", str(tmp_path))
+    data, feeds = _conv3x3(*shape)
+    if precision == "fp16":
+        feeds = {k: v.astype(np.float16).astype(np.float32) for k, v in feeds.items()}
+    want, _ = run(data, feeds)
+    got, interpreter = run(data, feeds, backend="opencl", gpu_precision=precision)
+    assert interpreter.placement()["kernels"][0]["name"] == "winograd_input"
+    assert relative_error(got["y"], want["y"]) <= (WINOGRAD_BOUND if precision == "fp32" else FP16_BOUND)
+    edge.opencl.tuning_file().write_text("winograd 0\n")
+    got, interpreter = run(data, feeds, backend="opencl", gpu_precision=precision)
+    assert interpreter.placement()["kernels"][0]["name"] == "conv_gemm"
+    assert relative_error(got["y"], want["y"]) <= (FP32_BOUND if precision == "fp32" else FP16_BOUND)

@@ -17,7 +17,7 @@ typedef struct {
 typedef struct {
   int32_t num_launches;
   edge_gpu_launch launches[EDGE_GPU_MAX_LAUNCHES];
-  cl_mem owned[3];                      /* packed weights, bias: released with the op */
+  cl_mem owned[4];                      /* packed weights, bias, scratch: released with the op */
   cl_mem tables[6];                     /* RESIZE: per resized dim, lower/upper coordinates and weights */
   int32_t check_indices;                /* GATHER: input index whose values are checked before launch, else -1 */
   int64_t index_limit;                  /* ... against [-limit, limit) */

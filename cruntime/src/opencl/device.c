@@ -159,10 +159,11 @@ static int tuning_path(const char *name, const char *driver, char *out, size_t c
   return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
-/* Lines "<kernel> <tile>"; a line naming another kernel, a tile other than 8, 16 or 32, or one whose
+/* Lines "<kernel> <tile>", and "winograd 0" or "winograd 1"; a line naming another kernel, a tile other than 8, 16 or 32, or one whose
  * work-group (tile x tile / 4) the device cannot run is ignored: the default stays. */
 static void load_tiles(edge_gpu_device *d) {
   for (int k = 0; k < EDGE_GPU_TILE_KERNELS; ++k) d->tiles[k] = EDGE_GPU_DEFAULT_TILE;
+  d->winograd = true;
   char path[600], line[128], kernel[32];
   if (tuning_path(d->name, d->driver, path, sizeof path, false) != 0) return;
   FILE *f = fopen(path, "r");
@@ -170,6 +171,7 @@ static void load_tiles(edge_gpu_device *d) {
   for (int lines = 0; lines < 64 && fgets(line, sizeof line, f); ++lines) {
     int tile = 0;
     if (sscanf(line, "%31s %d", kernel, &tile) != 2) continue;
+    if (strcmp(kernel, "winograd") == 0 && (tile == 0 || tile == 1)) d->winograd = tile == 1;
     if ((tile != 8 && tile != 16 && tile != 32) || (size_t)(tile * tile / 4) > d->max_work_group) continue;
     for (int k = 0; k < EDGE_GPU_TILE_KERNELS; ++k)
       if (strcmp(kernel, edge_gpu_tile_kernels[k]) == 0) d->tiles[k] = tile;

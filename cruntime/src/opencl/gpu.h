@@ -77,6 +77,7 @@ typedef struct {
   bool half;                             /* fp16 storage */
   size_t max_work_group;
   int tiles[EDGE_GPU_TILE_KERNELS];     /* the tuning table's (edge_opencl_tuning_file), else the default */
+  bool winograd;                         /* 3x3 convolutions as Winograd F(4x4, 3x3); the table's "winograd 0" clears it */
   struct edge_gpu_program *programs;     /* built programs, by family and options */
 } edge_gpu_device;
 

@@ -293,11 +293,112 @@ static void conv_geometry_args(builder *b, const edge_tensor *x, const edge_tens
   for (size_t i = 0; i < sizeof values / sizeof *values; ++i) arg_int(b, values[i]);
 }
 
+/* Winograd F(4x4, 3x3) (winograd.cl) for 3x3 stride-1 undilated ungrouped convolutions with at
+ * least this many input and output channels, unless the device's tuning table turns it off. */
+#define WINOGRAD_MIN_CHANNELS 8
+
+static bool winograd_fits(const edge_gpu *gpu, const edge_tensor *x, const edge_tensor *w, const edge_tensor *y,
+                          const edge_conv2d_options *o) {
+  int64_t tiles = y->shape[0] * ((y->shape[1] + 3) / 4) * ((y->shape[2] + 3) / 4);
+  int64_t widest = x->shape[3] > y->shape[3] ? x->shape[3] : y->shape[3];
+  return gpu->dev.winograd && w->shape[1] == 3 && w->shape[2] == 3 && o->strides[0] == 1 && o->strides[1] == 1 &&
+         o->dilations[0] == 1 && o->dilations[1] == 1 && o->groups == 1 && x->shape[3] >= WINOGRAD_MIN_CHANNELS &&
+         y->shape[3] >= WINOGRAD_MIN_CHANNELS && 36 * tiles * widest <= 0x3fffffff;
+}
+
+/* U[e][oc][c] = (G g G^T)[e / 6][e % 6] for the 3x3 filter g of (oc, c), from OHWI weights. */
+static float *winograd_weights(const edge_tensor *w) {
+  static const double g[6][3] = {{0.25, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                 {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  int64_t oc = w->shape[0], c = w->shape[3];
+  float *u = malloc(sizeof(float) * (size_t)(36 * oc * c));
+  if (!u) return NULL;
+  const float *wd = w->data;
+  for (int64_t o = 0; o < oc; ++o)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double t[6][3];  /* G g */
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 3; ++j) {
+          double sum = 0;
+          for (int k = 0; k < 3; ++k) sum += g[i][k] * wd[((o * 3 + k) * 3 + j) * c + ch];
+          t[i][j] = sum;
+        }
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j < 6; ++j) {
+          double sum = 0;
+          for (int k = 0; k < 3; ++k) sum += t[i][k] * g[j][k];
+          u[((int64_t)(i * 6 + j) * oc + o) * c + ch] = (float)sum;
+        }
+    }
+  return u;
+}
+
+static cl_mem scratch(builder *b, int slot, int64_t floats) {
+  if (b->status != EDGE_OK) return NULL;
+  cl_int err = CL_SUCCESS;
+  b->op->owned[slot] = b->gpu->dev.cl->clCreateBuffer(b->gpu->dev.context, CL_MEM_READ_WRITE,
+                                                      sizeof(float) * (size_t)floats, NULL, &err);
+  if (!b->op->owned[slot] || err != CL_SUCCESS) {
+    snprintf(b->error, EDGE_ERROR_CAPACITY, "a Winograd scratch buffer of %lld floats: %s (%d)", (long long)floats,
+             edge_cl_error_name(err), err);
+    b->status = EDGE_OUT_OF_MEMORY;
+  }
+  return b->op->owned[slot];
+}
+
+static void build_winograd(builder *b, const edge_node *node, const edge_tensor *x, const edge_tensor *w,
+                           const edge_tensor *bias, const edge_tensor *y) {
+  const edge_conv2d_options *o = &node->options.conv2d;
+  int64_t c = x->shape[3], oc = y->shape[3], tiles_h = (y->shape[1] + 3) / 4, tiles_w = (y->shape[2] + 3) / 4;
+  int64_t tiles = y->shape[0] * tiles_h * tiles_w;
+  float *u = winograd_weights(w);
+  if (!u) {
+    snprintf(b->error, EDGE_ERROR_CAPACITY, "out of memory (Winograd weights)");
+    b->status = EDGE_OUT_OF_MEMORY;
+    return;
+  }
+  b->status = edge_gpu_upload_floats(b->gpu, u, (size_t)(36 * oc * c), &b->op->owned[0], b->error);
+  free(u);
+  cl_mem bias_mem = owned_floats(b, 1, bias), v = scratch(b, 2, 36 * tiles * c), m = scratch(b, 3, 36 * tiles * oc);
+  if (!begin(b, "winograd", "", "winograd_input")) return;
+  arg_mem(b, v);
+  arg_tensor(b, node->inputs[0]);
+  int64_t input_args[] = {x->shape[1], x->shape[2], c, tiles_h, tiles_w, tiles, o->pads[0], o->pads[1]};
+  for (size_t i = 0; i < sizeof input_args / sizeof *input_args; ++i) arg_int(b, input_args[i]);
+  global_3d(b, c, tiles, 1);
+  int tile = begin_tiled(b, EDGE_GPU_TILE_GEMM, "-DB_FLOAT=1 -DAY_FLOAT=1");
+  if (!tile) return;
+  const edge_activation none = {0};
+  arg_mem(b, m);
+  arg_int(b, 0);
+  arg_mem(b, v);
+  arg_int(b, 0);
+  arg_mem(b, b->op->owned[0]);
+  arg_int(b, 0);
+  arg_mem(b, bias_mem);
+  int64_t gemm_args[] = {0, tiles, oc, c, tiles * c, c, 1, oc * c, 1, c};
+  for (size_t i = 0; i < sizeof gemm_args / sizeof *gemm_args; ++i) arg_int(b, gemm_args[i]);
+  activation_args(b, &none);
+  tiled_range(b, tile, tiles, oc, 36);
+  if (!begin(b, "winograd", "", "winograd_output")) return;
+  arg_tensor(b, node->outputs[0]);
+  arg_mem(b, m);
+  arg_mem(b, bias_mem);
+  int64_t output_args[] = {bias != NULL, y->shape[1], y->shape[2], oc, tiles_h, tiles_w, tiles};
+  for (size_t i = 0; i < sizeof output_args / sizeof *output_args; ++i) arg_int(b, output_args[i]);
+  activation_args(b, &node->activation);
+  global_3d(b, oc, tiles, 1);
+}
+
 static void build_conv(builder *b, const edge_node *node) {
   const edge_context *ctx = b->ctx;
   const edge_tensor *x = input(ctx, node, 0), *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
   const edge_tensor *y = output(ctx, node);
   const edge_conv2d_options *o = &node->options.conv2d;
+  if (winograd_fits(b->gpu, x, w, y, o)) {
+    build_winograd(b, node, x, w, bias, y);
+    return;
+  }
   cl_mem weights = owned_floats(b, 0, w), bias_mem = owned_floats(b, 1, bias);
   int64_t out_c = y->shape[3], kh = w->shape[1], kw = w->shape[2], group_in_c = w->shape[3];
   int64_t group_out_c = out_c / o->groups;

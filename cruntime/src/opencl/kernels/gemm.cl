@@ -28,9 +28,18 @@ inline void multiply_tiles(__local float (*a_tile)[TILE + 1], __local float (*b_
 #define B_TYPE storage
 #define LOAD_B(p, i) LOAD(p, i)
 #endif
+#ifdef AY_FLOAT /* A and y float32 whatever the storage (winograd.cl's scratch buffers) */
+#define AY_TYPE float
+#define LOAD_A(p, i) ((p)[i])
+#define STORE_Y(v, p, i) ((p)[i] = (v))
+#else
+#define AY_TYPE storage
+#define LOAD_A(p, i) LOAD(p, i)
+#define STORE_Y(v, p, i) STORE(v, p, i)
+#endif
 
 __kernel __attribute__((reqd_work_group_size(TILE, TILE / STRIP, 1)))
-void gemm(__global storage *y, int yo, __global const storage *a, int ao, __global const B_TYPE *b, int bo,
+void gemm(__global AY_TYPE *y, int yo, __global const AY_TYPE *a, int ao, __global const B_TYPE *b, int bo,
           __global const float *bias, int has_bias, int m_size, int n_size, int k_size, int a_batch, int a_m,
           int a_k, int b_batch, int b_k, int b_n, int act, float alpha, float beta) {
   __local float a_tile[TILE][TILE + 1];
@@ -46,7 +55,7 @@ void gemm(__global storage *y, int yo, __global const storage *a, int ao, __glob
       /* each work-item loads 4 elements of each tile: rows lm, columns ln + s * TILE / STRIP */
       int kk = ln + s * (TILE / STRIP);
       int row = get_group_id(0) * TILE + lm, k = k0 + kk;
-      a_tile[lm][kk] = (row < m_size && k < k_size) ? LOAD(a, a_base + row * a_m + k * a_k) : 0.0f;
+      a_tile[lm][kk] = (row < m_size && k < k_size) ? LOAD_A(a, a_base + row * a_m + k * a_k) : 0.0f;
       int col = get_group_id(1) * TILE + kk, kb = k0 + lm;
       b_tile[lm][kk] = (col < n_size && kb < k_size) ? LOAD_B(b, b_base + kb * b_k + col * b_n) : 0.0f;
     }
@@ -59,7 +68,7 @@ void gemm(__global storage *y, int yo, __global const storage *a, int ao, __glob
     int n = n0 + s * (TILE / STRIP);
     if (n < n_size) {
       float v = acc[s] + (has_bias ? bias[n] : 0.0f);
-      STORE(activate(v, act, alpha, beta), y, yo + p * m_size * n_size + m * n_size + n);
+      STORE_Y(activate(v, act, alpha, beta), y, yo + p * m_size * n_size + m * n_size + n);
     }
   }
 }
