@@ -12,7 +12,8 @@ does: no GPU speed is claimed from them. Parts (without --gpu):
 
 - kernels: GFLOP/s of the GEMM (FULLY_CONNECTED 256 x 1024 x 1024), a 3x3 convolution, a depthwise
   3x3 and a 1x1 convolution (56 x 56, 64 -> 64 channels), each one op timed through edge.Interpreter
-  with its output read back (median of --runs), beside the CPU kernels on the same op;
+  with its output read back (median of --runs), beside the CPU kernels on the same op; the 3x3 one
+  on OpenCL both as Winograd F(4x4, 3x3) (the runtime's choice) and as the implicit GEMM;
 - launch: host time per kernel launch, from a chain of 256 tiny ReLUs: invoke() enqueues and returns
   (the kernels run asynchronously), so its time over 256 is the host's cost of one launch, from C;
 - models: MobileNetV2, ResNet-18 and a BERT-style encoder (the tests' fixtures, full size for the
@@ -102,20 +103,53 @@ def _one_op(kind: str) -> tuple[bytes, int]:
     return write_model(b.build()), flops
 
 
+class _WinogradOff:
+    """Interpreters opened inside run 3x3 convolutions as implicit GEMMs: a temporary cache folder
+    whose tuning table says "winograd 0" (its program binaries are built afresh)."""
+
+    def __enter__(self):
+        import edge.opencl
+
+        self.folder = tempfile.TemporaryDirectory()
+        self.previous = os.environ.get("EDGE_OPENCL_CACHE")
+        os.environ["EDGE_OPENCL_CACHE"] = self.folder.name
+        edge.opencl.tuning_file().write_text("winograd 0\n")
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            os.environ.pop("EDGE_OPENCL_CACHE", None)
+        else:
+            os.environ["EDGE_OPENCL_CACHE"] = self.previous
+        self.folder.cleanup()
+
+
 def kernels(args) -> list[dict]:
+    """Each op on the CPU kernels and on OpenCL; the 3x3 convolution on OpenCL both as Winograd
+    (what the runtime picks for it) and as the implicit GEMM, interleaved in the same run."""
+    import contextlib
+
     import edge
 
     rows = []
     for kind in ("gemm 256x1024x1024", "conv 3x3", "depthwise 3x3", "conv 1x1"):
         data, flops = _one_op(kind)
         row = {"op": kind, "flops": flops}
-        for backend in ("cpu", "opencl"):
-            with edge.Interpreter(model_content=data, backend=backend) as interpreter:
+        variants = [("cpu", "cpu", contextlib.nullcontext), ("opencl", "opencl", contextlib.nullcontext)]
+        if kind == "conv 3x3":
+            variants.append(("opencl_implicit_gemm", "opencl", _WinogradOff))
+        for key, backend, setting in variants:
+            with setting(), edge.Interpreter(model_content=data, backend=backend) as interpreter:
                 interpreter.allocate_tensors()
                 ms = _median_ms(interpreter, _feeds(interpreter), args.runs)
-            row[f"{backend}_ms"] = ms
-            row[f"{backend}_gflops"] = flops / (ms * 1e6)
+                if backend == "opencl":
+                    row[f"{key}_kernel"] = interpreter.placement()["kernels"][0]["name"]
+            row[f"{key}_ms"] = ms
+            row[f"{key}_gflops"] = flops / (ms * 1e6)
         rows.append(row)
+        if "opencl_implicit_gemm_gflops" in row:
+            print(f"kernels {kind:<20} implicit GEMM (Winograd off) {row['opencl_implicit_gemm_gflops']:7.2f} GFLOP/s",
+                  flush=True)
         print(f"kernels {kind:<20} opencl {row['opencl_gflops']:7.2f} GFLOP/s   cpu {row['cpu_gflops']:7.2f} GFLOP/s",
               flush=True)
     return rows
@@ -624,8 +658,12 @@ def markdown(report: dict) -> str:
     lines = [f"# OpenCL backend, {report['date']}", "", f"OpenCL device: {report['device']}", "",
              f"Machine: {report['machine']}", ""]
     if "kernels" in report:
-        lines += ["| op | OpenCL GFLOP/s | CPU kernels GFLOP/s |", "|---|---|---|"]
-        lines += [f"| {r['op']} | {r['opencl_gflops']:.2f} | {r['cpu_gflops']:.2f} |" for r in report["kernels"]]
+        lines += ["| op | OpenCL GFLOP/s (kernel) | CPU kernels GFLOP/s |", "|---|---|---|"]
+        for r in report["kernels"]:
+            lines.append(f"| {r['op']} | {r['opencl_gflops']:.2f} ({r['opencl_kernel']}) | {r['cpu_gflops']:.2f} |")
+            if "opencl_implicit_gemm_gflops" in r:
+                lines.append(f"| {r['op']}, Winograd off | {r['opencl_implicit_gemm_gflops']:.2f} "
+                             f"({r['opencl_implicit_gemm_kernel']}) | |")
         lines.append("")
     if "launch" in report:
         r = report["launch"]

@@ -138,7 +138,8 @@ edge_status edge_opencl_device(int32_t index, edge_opencl_device_info *out);
 edge_status edge_opencl_copy_rate(int32_t device, size_t bytes, int32_t repeats, double *bytes_per_second);
 /* The device's tuning table (`edge tune` writes it; an interpreter reads it when it opens the device;
  * absent or malformed lines leave the defaults): lines "<kernel> <tile>", kernel gemm or conv_gemm,
- * tile 8, 16 or 32 (work-groups of tile x tile/4; default 16). Its folder is created. */
+ * tile 8, 16 or 32 (work-groups of tile x tile/4; default 16), and "winograd 0" to run 3x3
+ * convolutions as implicit GEMMs instead of Winograd F(4x4, 3x3). Its folder is created. */
 edge_status edge_opencl_tuning_file(int32_t device, char *path, size_t capacity);
 
 typedef struct {
