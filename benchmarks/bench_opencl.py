@@ -419,15 +419,10 @@ def _per_run_ms(step, finish, k: int, samples: int) -> float:
 
 
 def _latency_ms(step, runs: int) -> float:
-    """Median wall milliseconds of ``step`` (which ends with its result on the host)."""
-    step()
-    step()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - started) * 1e3)
-    return float(np.median(times))
+    """Median wall milliseconds of ``step`` (which ends with its result on the host), after two warm-ups."""
+    from edge.measure import timed_runs
+
+    return float(np.median(timed_runs(step, 2, runs)))
 
 
 def _torch_setup(dry_run: bool):
