@@ -119,15 +119,20 @@ def _mean(ctx: NodeContext):
     ctx.emit("Div", [total, count], {}, [ctx.output(0)])
 
 
-def _check_is_inf(info: NodeInfo) -> list[str]:
-    if info.attr("detect_positive", 1) != 1 or info.attr("detect_negative", 1) != 1:
-        return ["detect_positive/detect_negative other than 1"]
-    return []
-
-
-@converts("IsInf", check=_check_is_inf)
+@converts("IsInf")
 def _is_inf(ctx: NodeContext):
-    ctx.emit("IsInf", [ctx.input(0)], {}, [ctx.output(0)])
+    positive, negative = bool(ctx.attr("detect_positive", 1)), bool(ctx.attr("detect_negative", 1))
+    x = ctx.input(0)
+    if positive and negative:
+        ctx.emit("IsInf", [x], {}, [ctx.output(0)])
+        return
+    if not positive and not negative:
+        ctx.emit("Less", [x, x], {}, [ctx.output(0)])  # false everywhere, NaN included
+        return
+    # One sign only: an infinity whose sign is the wanted one.
+    compare = "Greater" if positive else "Less"
+    sign = ctx.emit1(compare, [x, ctx.constant(np.zeros((), ctx.type(0).dtype), base="zero")])
+    ctx.emit("And", [ctx.emit1("IsInf", [x]), sign], {}, [ctx.output(0)])
 
 
 @converts("HardSigmoid")
@@ -264,16 +269,28 @@ def _batch_norm(ctx: NodeContext):
 
 
 def _check_layer_norm(info: NodeInfo) -> list[str]:
-    if info.is_used(info.output(1)) or info.is_used(info.output(2)):
-        return ["Mean/InvStdDev outputs used"]
-    return []
+    stash = info.attr("stash_type", 1)
+    return [] if stash == 1 else [f"stash_type={onnx_dtype_name(stash)}"]
 
 
 @converts("LayerNormalization", check=_check_layer_norm)
 def _layer_norm(ctx: NodeContext):
     axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
-    attrs = {"axis": axis, "epsilon": float(ctx.attr("epsilon", 1e-5))}
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    attrs = {"axis": axis, "epsilon": epsilon}
     ctx.emit("LayerNorm", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])
+    mean_out, inv_std_out = ctx.output(1), ctx.output(2)
+    if not (ctx.is_used(mean_out) or ctx.is_used(inv_std_out)):
+        return
+    # The statistics kept for training, over the normalised axes with those axes kept as 1s.
+    reduce = {"axes": tuple(range(axis, ctx.rank(0))), "keepdims": True}
+    x = ctx.input(0)
+    mean = ctx.emit1("ReduceMean", [x], reduce, mean_out or None)
+    if ctx.is_used(inv_std_out):
+        centred = ctx.emit1("Sub", [x, mean])
+        variance = ctx.emit1("ReduceMean", [ctx.emit1("Square", [centred])], reduce)
+        shifted = ctx.emit1("Add", [variance, ctx.constant(np.float32(epsilon), base="epsilon")])
+        ctx.emit("Rsqrt", [shifted], {}, [inv_std_out])
 
 
 @converts("LRN")
