@@ -819,6 +819,49 @@ for name, (shape, count, attrs, opset) in ROI_ALIGNS.items():
     case(f"RoiAlign-{name}", "RoiAlign", make, attrs, opset=opset)
 
 
+# Elementwise ops mapped onto IR ops that exist for other importers.
+ROUNDING = {"Floor": 2.5, "Ceil": 2.5, "Round": 4.0, "Sign": 2.0}
+for op, scale in ROUNDING.items():
+    # Round's halves are placed exactly so ties-to-even is what is checked.
+    case(f"{op}-halves", op, x_input(lambda rng, scale=scale: np.round(normal(rng, (3, 17), scale) * 2) / 2))
+for op in ("Sin", "Cos"):
+    case(f"{op}-wide", op, x_input(lambda rng: uniform(rng, (4, 19), -10.0, 10.0)))
+case("Softplus-wide", "Softplus", x_input(lambda rng: uniform(rng, (4, 19), -30.0, 30.0)))
+for alpha in (None, 0.4):
+    case(f"Elu-alpha{alpha}", "Elu", x_input(lambda rng: normal(rng, (3, 11), 2.0)), {} if alpha is None else {"alpha": alpha})
+for positive, negative in ((1, 1), (1, 0), (0, 1), (0, 0)):
+    case(f"IsInf-{positive}{negative}", "IsInf",
+         x_input(lambda rng: np.array([np.inf, -np.inf, np.nan, 0.0, -1.5, 3.0e38], np.float32)),
+         {"detect_positive": positive, "detect_negative": negative}, opset=20)
+for fmod, dtype in ((0, np.int64), (0, np.int32), (1, np.int32), (1, np.float32)):
+    case(f"Mod-fmod{fmod}-{np.dtype(dtype).name}", "Mod", (lambda dt: lambda rng: [
+        ("a", Feed((rng.integers(-40, 40, (3, 7)) + (0.25 if dt == np.float32 else 0)).astype(dt))),
+        ("b", Feed((rng.choice([-7, -3, 2, 5], (7,))).astype(dt)))])(dtype), {"fmod": fmod})
+case("LessOrEqual-broadcast", "LessOrEqual", lambda rng: [
+    ("a", Feed(np.round(normal(rng, (3, 5))))), ("b", Feed(np.round(normal(rng, (5,)))))])
+case("Xor-broadcast", "Xor", lambda rng: [
+    ("a", Feed(rng.integers(0, 2, (2, 3, 4)).astype(bool))), ("b", Feed(rng.integers(0, 2, (3, 1)).astype(bool)))])
+case("Sum-three", "Sum", lambda rng: [("a", Feed(normal(rng, (2, 3)))), ("b", Feed(normal(rng, (3,)))),
+                                     ("c", Feed(normal(rng, (2, 1))))])
+case("Mean-three", "Mean", lambda rng: [("a", Feed(normal(rng, (2, 3)))), ("b", Feed(normal(rng, (3,)))),
+                                       ("c", Feed(normal(rng, (2, 1))))])
+case("CastLike-to-int32", "CastLike", lambda rng: [
+    ("x", Feed(normal(rng, (3, 5), 9.0))), ("like", Feed(np.zeros((1,), np.int32), True))])
+for op in ("ReduceL1", "ReduceLogSumExp", "ReduceProd", "ReduceSumSquare"):
+    for axes, keepdims in (((1,), 1), ((0, 2), 0)):
+        case(f"{op}-{'_'.join(map(str, axes))}-k{keepdims}", op, (lambda axes: lambda rng: [
+            ("x", Feed(uniform(rng, (3, 4, 5), 0.5, 1.5))), ("axes", c(axes))])(axes), {"keepdims": keepdims}, opset=18)
+case("Tile-2d", "Tile", lambda rng: [("x", Feed(normal(rng, (2, 3, 4)))), ("repeats", c([2, 1, 3]))])
+case("DepthToSpace-DCR", "DepthToSpace", x_input(lambda rng: normal(rng, (1, 8, 2, 3))), {"blocksize": 2})
+case("DepthToSpace-CRD", "DepthToSpace", x_input(lambda rng: normal(rng, (2, 8, 2, 3))), {"blocksize": 2, "mode": "CRD"})
+case("SpaceToDepth-2", "SpaceToDepth", x_input(lambda rng: normal(rng, (2, 3, 4, 6))), {"blocksize": 2})
+case("Upsample-nearest", "Upsample", lambda rng: [
+    ("x", Feed(normal(rng, (1, 2, 3, 4)))), ("scales", c([1.0, 1.0, 2.0, 3.0], np.float32))], {"mode": "nearest"}, opset=9)
+case("Size-folds", "Abs", x_input(lambda rng: normal(rng, (2, 3, 4))), extra_nodes=lambda outs: (
+    [helper.make_node("Size", ["x"], ["size"]), helper.make_node("Cast", ["size"], ["size_f"], to=onnx.TensorProto.FLOAT),
+     helper.make_node("Mul", [outs[0], "size_f"], ["y"])], ["y"]))
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
