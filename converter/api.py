@@ -8,7 +8,7 @@ from typing import Mapping
 from converter.errors import ConversionError
 from converter.ir import Graph
 from converter.passes import lower_batch_norm, optimize as optimize_graph, run_passes, to_nhwc
-from converter.report import ConversionReport
+from converter.report import BOUNDARY_KEY, ConversionReport
 from converter.writer import write_model
 
 
@@ -132,7 +132,9 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
         transposes_left=graph.op_counts().get("Transpose", 0),
         constants_bytes=sum(graph.tensors[n].nbytes for n in graph.constants),
         file_size=len(data), passes=passes, quantization=quantization,
-        length_bound=tuple(bound), length_notes=tuple(notes))
+        length_bound=tuple(bound), length_notes=tuple(notes),
+        boundary_dtypes={key.removeprefix(BOUNDARY_KEY): how for key, how in source.metadata.items()
+                         if key.startswith(BOUNDARY_KEY)})
     result = ConversionResult(graph, data, report)
     if output_path is not None:
         result.save(output_path)

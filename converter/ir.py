@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
+DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64")
 Dim = int | str
 
 

@@ -17,12 +17,11 @@ from converter.edgefb.DType import DType
 from converter.edgefb.Model import Model, ModelT
 from converter.edgefb.OpCode import OpCode
 from converter.errors import ConversionError
-from converter.ir import Graph, Node, Quantization, Signature, TensorType
+from converter.ir import DTYPES, Graph, Node, Quantization, Signature, TensorType
 from converter.ops import OPS, OpDef
 from converter.writer import FILE_IDENTIFIER, default_signatures
 
-DTYPE_NAMES = {getattr(DType, name.upper()): name for name in
-               ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")}
+DTYPE_NAMES = {getattr(DType, name.upper()): name for name in DTYPES}
 OPCODE_NAMES = {v: k for k, v in vars(OpCode).items() if not k.startswith("_")}
 
 # An entry with lift_key -1 is never read back: another op owns its opcode (Identity is

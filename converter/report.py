@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from converter.passes import PassReport
 
+# Graph metadata key prefix naming each tensor cast at the model boundary (value: "float64 as float32").
+BOUNDARY_KEY = "boundary_dtype:"
+
 
 @dataclass
 class ConversionReport:
@@ -18,6 +21,8 @@ class ConversionReport:
     constants_bytes: int = 0
     file_size: int = 0
     unsupported_ops: dict[str, list[str]] = field(default_factory=dict)
+    # Graph inputs and outputs whose dtype the runtime casts at the boundary: name -> "float64 as float32".
+    boundary_dtypes: dict[str, str] = field(default_factory=dict)
     passes: PassReport | None = None
     quantization: object | None = None   # converter.quantize.report.QuantizationReport
     # Dynamic input dims below the converted size (converter.passes.length): the constants read
@@ -89,6 +94,10 @@ def render_plain(report: ConversionReport, title: str = "") -> str:
     print(f"weights {human_bytes(report.constants_bytes)}, file {human_bytes(report.file_size)}", file=out)
     for line in _length_lines(report):
         print(line, file=out)
+    if report.boundary_dtypes:
+        print("cast at the model boundary, computed inside as the second dtype:", file=out)
+        for name, how in report.boundary_dtypes.items():
+            print(f"  {name}: {how}", file=out)
     if report.quantization is not None:
         print(str(report.quantization), end="", file=out)
     return out.getvalue()

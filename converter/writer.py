@@ -26,7 +26,7 @@ from converter.edgefb.Signature import SignatureT
 from converter.edgefb.Tensor import TensorT
 from converter.edgefb.TensorMap import TensorMapT
 from converter.errors import ConversionError
-from converter.ir import Graph, Node, Signature, TensorType
+from converter.ir import DTYPES, Graph, Node, Signature, TensorType
 from converter.ops import OPS
 
 EDGE_SCHEMA_VERSION = 1        # cruntime/include/edge.h EDGE_SCHEMA_VERSION
@@ -37,8 +37,7 @@ FILE_IDENTIFIER = b"EDG1"
 BUFFER_ALIGNMENT = 64
 OPCODE_VERSION = 1
 
-DTYPE_CODES = {name: getattr(DType, name.upper()) for name in
-               ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")}
+DTYPE_CODES = {name: getattr(DType, name.upper()) for name in DTYPES}
 
 
 def _align(n: int) -> int:

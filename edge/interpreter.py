@@ -27,6 +27,7 @@ NUMPY_TYPES: dict[int, type] = {
     _DTYPE_VALUES["EDGE_INT32"]: np.int32,
     _DTYPE_VALUES["EDGE_INT64"]: np.int64,
     _DTYPE_VALUES["EDGE_BOOL"]: np.bool_,
+    _DTYPE_VALUES["EDGE_FLOAT64"]: np.float64,
 }
 _TENSOR_KIND_VALUES = ffi.typeof("edge_tensor_kind").relements
 _TENSOR_KINDS = {value: name.removeprefix("EDGE_TENSOR_").lower() for name, value in _TENSOR_KIND_VALUES.items()}

@@ -11,3 +11,4 @@ class DType(object):
     INT32 = 4
     INT64 = 5
     BOOL = 6
+    FLOAT64 = 7

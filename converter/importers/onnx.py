@@ -15,11 +15,12 @@ from onnx import shape_inference, version_converter
 
 from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers.onnx_builder import (
-    ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
+    BOUNDARY_DTYPES, ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
-    DOMAIN_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
+    DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
 from converter.ir import Graph, TensorType
+from converter.report import BOUNDARY_KEY
 
 MIN_OPSET = 13
 MAX_OPSET = 21
@@ -206,6 +207,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
     initializer_names = {t.name for t in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializer_names}
     used = _used_names(graph)
+    boundary = _boundary_dtypes(proto)
 
     found: dict[str, list[str]] = {}
     for node, name in zip(graph.node, _node_names(graph)):
@@ -223,7 +225,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
             elem = elem_types.get(tensor_name)
             if elem in QUANTIZED_ELEM_TYPES and accepts_quantized(node):
                 continue
-            if tensor_name and elem is not None and elem not in ONNX_DTYPES:
+            if tensor_name and elem is not None and elem not in ONNX_DTYPES and elem not in boundary:
                 dtype = "non-tensor" if elem == -1 else onnx_dtype_name(elem)
                 reason = f"dtype {dtype}"
                 if reason not in reasons:
@@ -232,6 +234,15 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
             found.setdefault(f"{node.op_type} ({reason})", []).append(name)
     if found:
         raise UnsupportedOpsError(found)
+
+
+def _boundary_dtypes(proto: onnx.ModelProto) -> dict[int, tuple[str, str]]:
+    """ONNX element type -> (boundary dtype, dtype computed in) for the types this model may carry
+    at its boundary. A quantized model's int8/uint8 tensors are its quantized values
+    (converter.importers.onnx_quant), not integers to widen."""
+    if any(n.op_type in QUANTIZATION_OPS for n in proto.graph.node):
+        return {k: v for k, v in BOUNDARY_DTYPES.items() if k not in QUANTIZED_ELEM_TYPES}
+    return BOUNDARY_DTYPES
 
 
 def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -249,16 +260,19 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int
+def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int, boundary: Mapping
                 ) -> tuple[TensorType, tuple[int, ...]]:
     name = value_info.name
     if not value_info.type.HasField("tensor_type"):
         raise ConversionError(f"graph input {name!r} is not a tensor")
     tensor_type = value_info.type.tensor_type
-    if tensor_type.elem_type not in ONNX_DTYPES:
+    if tensor_type.elem_type in boundary:
+        dtype = boundary[tensor_type.elem_type][0]
+    elif tensor_type.elem_type in ONNX_DTYPES:
+        dtype = ONNX_DTYPES[tensor_type.elem_type]
+    else:
         raise ConversionError(f"graph input {name!r} has unsupported dtype "
                               f"{onnx_dtype_name(tensor_type.elem_type)}")
-    dtype = ONNX_DTYPES[tensor_type.elem_type]
     if not tensor_type.HasField("shape"):
         if requested is None:
             raise ConversionError(f"graph input {name!r} has no shape; give it in input_shapes")
@@ -296,20 +310,41 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
         taken.update(node.input)
         taken.update(node.output)
     builder = OnnxImportBuilder(initializers, taken)
-    dynamic_dims = {}
-    for value_info in inputs:
-        tensor_type, dynamic = _input_type(value_info, input_shapes.get(value_info.name), default_dim)
-        builder.tensors[value_info.name] = tensor_type
-        if dynamic:
-            dynamic_dims[value_info.name] = dynamic
-
-    used = _used_names(graph)
+    boundary = _boundary_dtypes(proto)
     node_names = _node_names(graph)
     for name in node_names:
         builder.fresh_node_name(name)
+    dynamic_dims = {}
+    computed_as = {}
+    for value_info in inputs:
+        tensor_type, dynamic = _input_type(value_info, input_shapes.get(value_info.name), default_dim, boundary)
+        builder.tensors[value_info.name] = tensor_type
+        if dynamic:
+            dynamic_dims[value_info.name] = dynamic
+        inside = dict(boundary.values()).get(tensor_type.dtype)
+        if inside is not None:
+            computed_as[value_info.name] = f"{tensor_type.dtype} as {inside}"
+            cast = builder.fresh_name(f"{value_info.name}/{inside}")
+            builder.emit("Cast", [value_info.name], {"to": inside}, [cast],
+                         builder.fresh_node_name(f"{value_info.name}/cast"))
+            builder.aliases[value_info.name] = cast
+    output_casts = []
+    for value_info in graph.output:
+        elem = value_info.type.tensor_type.elem_type
+        if elem in boundary and value_info.name not in builder.aliases:
+            outside, inside = boundary[elem]
+            computed_as[value_info.name] = f"{outside} as {inside}"
+            builder.aliases[value_info.name] = builder.fresh_name(f"{value_info.name}/{inside}")
+            output_casts.append((value_info.name, outside))
+
+    used = _used_names(graph)
+    used |= {alias for name, alias in builder.aliases.items() if name in used}
     for node, name in zip(graph.node, node_names):
         ctx = NodeContext(builder, node, name, opset, used.__contains__)
         _converter(node).convert(ctx)
+    for name, outside in output_casts:
+        builder.emit("Cast", [builder.aliases[name]], {"to": outside}, [name],
+                     builder.fresh_node_name(f"{name}/cast"))
 
     outputs = [o.name for o in graph.output]
     for name in outputs:
@@ -320,6 +355,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
     produced = {o for n in nodes for o in n.outputs if o}
     keep = referenced | produced | {i.name for i in inputs}
     metadata = {"source": "onnx", "onnx_opset": str(opset)}
+    metadata.update({BOUNDARY_KEY + name: how for name, how in computed_as.items()})
     if proto.producer_name:
         metadata["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
     if graph.name:

@@ -24,6 +24,17 @@ ONNX_DTYPES = {
     onnx.TensorProto.BOOL: "bool",
 }
 SUPPORTED_NUMPY = {"float32", "int32", "int64", "bool"}
+# Element types a model may carry at its boundary: graph inputs and outputs keep them (the runtime
+# casts there) and everything between computes in the IR dtype beside them. Constants of these
+# types are converted once at import. float64 loses its extra precision that way; the conversion
+# report lists every tensor this applies to.
+BOUNDARY_DTYPES = {
+    onnx.TensorProto.FLOAT16: ("float16", "float32"),
+    onnx.TensorProto.DOUBLE: ("float64", "float32"),
+    onnx.TensorProto.INT8: ("int8", "int32"),
+    onnx.TensorProto.UINT8: ("uint8", "int32"),
+}
+_COMPUTED_AS = {boundary: inside for boundary, inside in BOUNDARY_DTYPES.values()}
 
 
 def onnx_dtype_name(elem_type: int) -> str:
@@ -32,6 +43,8 @@ def onnx_dtype_name(elem_type: int) -> str:
 
 def tensor_to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
     array = numpy_helper.to_array(tensor)
+    if array.dtype.name in _COMPUTED_AS:
+        array = array.astype(_COMPUTED_AS[array.dtype.name])
     if array.dtype.name not in SUPPORTED_NUMPY:
         raise ConversionError(f"{where}: dtype {array.dtype.name} is not supported "
                               f"(float32, int32, int64 and bool are)")
@@ -66,6 +79,9 @@ class OnnxImportBuilder:
         self._initializers = dict(initializers)
         self._taken = set(taken_names)
         self._taken_node_names: set[str] = set()
+        # ONNX tensor name -> the IR tensor the nodes read or write in its place (a boundary
+        # input's cast, a boundary output's value before its cast).
+        self.aliases: dict[str, str] = {}
 
     def fresh_name(self, base: str) -> str:
         """A tensor name no other tensor of the model has."""
@@ -154,18 +170,20 @@ class NodeContext:
         return self.attrs.get(key, default)
 
     def input(self, index: int) -> str:
-        return self.node.input[index] if index < len(self.node.input) else ""
+        name = self.node.input[index] if index < len(self.node.input) else ""
+        return self.builder.aliases.get(name, name)
 
     def output(self, index: int) -> str:
-        return self.node.output[index] if index < len(self.node.output) else ""
+        name = self.node.output[index] if index < len(self.node.output) else ""
+        return self.builder.aliases.get(name, name)
 
     @property
     def inputs(self) -> list[str]:
-        return list(self.node.input)
+        return [self.builder.aliases.get(name, name) for name in self.node.input]
 
     @property
     def outputs(self) -> list[str]:
-        return list(self.node.output)
+        return [self.builder.aliases.get(name, name) for name in self.node.output]
 
     def is_used(self, output_name: str) -> bool:
         return bool(output_name) and self._is_used(output_name)

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from converter.importers.onnx_builder import (
-    ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
+    BOUNDARY_DTYPES, ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
 from converter.importers.onnx_einsum import lower_einsum
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -222,12 +222,20 @@ def _where(ctx: NodeContext):
 
 def _check_cast(info: NodeInfo) -> list[str]:
     to = info.attr("to")
-    return [] if to in ONNX_DTYPES else [f"to={onnx_dtype_name(to)}"]
+    return [] if to in ONNX_DTYPES or to in BOUNDARY_DTYPES else [f"to={onnx_dtype_name(to)}"]
 
 
 @converts("Cast", check=_check_cast)
 def _cast(ctx: NodeContext):
-    ctx.emit("Cast", [ctx.input(0)], {"to": ONNX_DTYPES[ctx.attr("to")]}, [ctx.output(0)])
+    to = ctx.attr("to")
+    if to in ONNX_DTYPES:
+        ctx.emit("Cast", [ctx.input(0)], {"to": ONNX_DTYPES[to]}, [ctx.output(0)])
+        return
+    # A type computed in a wider one: through the narrow type (its rounding or wrapping is the
+    # cast's meaning) and back, except float64, which the graph computes in float32.
+    narrow, inside = BOUNDARY_DTYPES[to]
+    x = ctx.input(0) if narrow == "float64" else ctx.emit1("Cast", [ctx.input(0)], {"to": narrow})
+    ctx.emit("Cast", [x], {"to": inside}, [ctx.output(0)])
 
 
 @converts("CastLike")

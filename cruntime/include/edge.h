@@ -44,7 +44,8 @@ typedef enum {
   EDGE_UINT8 = 3,
   EDGE_INT32 = 4,
   EDGE_INT64 = 5,
-  EDGE_BOOL = 6
+  EDGE_BOOL = 6,
+  EDGE_FLOAT64 = 7
 } edge_dtype;
 
 typedef enum {

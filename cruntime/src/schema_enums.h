@@ -11,6 +11,7 @@ _Static_assert(EDGE_UINT8 == 3, "edge.h dtype UINT8 differs from the schema");
 _Static_assert(EDGE_INT32 == 4, "edge.h dtype INT32 differs from the schema");
 _Static_assert(EDGE_INT64 == 5, "edge.h dtype INT64 differs from the schema");
 _Static_assert(EDGE_BOOL == 6, "edge.h dtype BOOL differs from the schema");
+_Static_assert(EDGE_FLOAT64 == 7, "edge.h dtype FLOAT64 differs from the schema");
 
 typedef enum {
   EDGE_OP_CUSTOM = 0,

@@ -1,5 +1,6 @@
 /* CAST: x -> y, the output dtype being the output tensor's. Values pass through one of two
- * intermediate forms: float (from float32/float16) or int64 (from integers and bool), in blocks so
+ * intermediate forms: float (from float32/float16/float64; float64 exists only at a model's boundary,
+ * where the importer casts it to and from the float32 it computes in) or int64 (from integers and bool), in blocks so
  * each loop switches on a dtype once per block rather than once per element.
  *
  * Float to integer truncates toward zero (NumPy astype, ONNX Cast). Values a C conversion would
@@ -15,7 +16,9 @@
 
 #define CAST_BLOCK 256
 
-static bool is_float(edge_dtype dtype) { return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16; }
+static bool is_float(edge_dtype dtype) {
+  return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16 || dtype == EDGE_FLOAT64;
+}
 
 static int64_t float_to_int64_saturated(float v) {
   if (isnan(v)) return 0;
@@ -35,6 +38,9 @@ static int32_t float_to_int32_saturated(float v) {
 static void read_floats(edge_dtype dtype, const void *src, int64_t n, float *out) {
   if (dtype == EDGE_FLOAT32) {
     memcpy(out, src, (size_t)n * sizeof *out);
+  } else if (dtype == EDGE_FLOAT64) {
+    const double *d = src;
+    for (int64_t i = 0; i < n; ++i) out[i] = (float)d[i];
   } else {
     const uint16_t *h = src;
     for (int64_t i = 0; i < n; ++i) out[i] = edge_half_to_float(h[i]);
@@ -65,6 +71,7 @@ static void write_from_floats(edge_dtype dtype, const float *in, int64_t n, void
     case EDGE_INT32: for (int64_t i = 0; i < n; ++i) ((int32_t *)dst)[i] = float_to_int32_saturated(in[i]); return;
     case EDGE_INT64: for (int64_t i = 0; i < n; ++i) ((int64_t *)dst)[i] = float_to_int64_saturated(in[i]); return;
     case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0.0f; return;
+    case EDGE_FLOAT64: for (int64_t i = 0; i < n; ++i) ((double *)dst)[i] = in[i]; return;
   }
 }
 
@@ -79,6 +86,7 @@ static void write_from_integers(edge_dtype dtype, const int64_t *in, int64_t n, 
     case EDGE_INT32: for (int64_t i = 0; i < n; ++i) ((int32_t *)dst)[i] = (int32_t)(uint32_t)(uint64_t)in[i]; return;
     case EDGE_INT64: memcpy(dst, in, (size_t)n * sizeof *in); return;
     case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0; return;
+    case EDGE_FLOAT64: for (int64_t i = 0; i < n; ++i) ((double *)dst)[i] = (double)in[i]; return;
   }
 }
 
