@@ -301,6 +301,56 @@ def _layer_norm(ctx: NodeContext):
         ctx.emit("Rsqrt", [shifted], {}, [inv_std_out])
 
 
+def _check_loss(info: NodeInfo) -> list[str]:
+    reduction = info.attr("reduction", "mean")
+    return [] if reduction in ("none", "sum", "mean") else [f"reduction={reduction}"]
+
+
+def _negative_log_likelihood(ctx: NodeContext, log_prob: str, target: str, weight: str, output: str) -> None:
+    """loss[n, d...] = -log_prob[n, target[n, d...], d...] * weight[target], with the targets equal
+    to ignore_index contributing 0 (and, for "mean", not counted); "mean" divides by the summed
+    weights of the counted targets, as ONNX defines it."""
+    dtype = ctx.type(log_prob).dtype
+    target_shape = ctx.shape(target)
+    picked_shape = (target_shape[0], 1) + tuple(target_shape[1:])
+    ignore_index = ctx.attr("ignore_index")
+    kept = None
+    if ignore_index is not None:
+        ignored = ctx.emit1("Equal", [target, ctx.constant(np.array(ignore_index, ctx.type(target).dtype), base="ignore")])
+        kept = ctx.emit1("Not", [ignored])
+        # An ignored target may be out of range: read class 0 instead and drop the term.
+        target = ctx.emit1("Where", [ignored, ctx.constant(np.zeros((), ctx.type(target).dtype), base="zero"), target])
+    picked = ctx.emit1("GatherElements", [log_prob, ctx.reshape(target, picked_shape)], {"axis": 1})
+    loss = ctx.emit1("Neg", [ctx.reshape(picked, target_shape)])
+    scale = ctx.emit1("Gather", [weight, target], {"axis": 0}) if weight else None
+    if kept is not None:
+        mask = ctx.emit1("Cast", [kept], {"to": dtype})
+        scale = mask if scale is None else ctx.emit1("Mul", [scale, mask])
+    if scale is not None:
+        loss = ctx.emit1("Mul", [loss, scale])
+    reduction = ctx.attr("reduction", "mean")
+    if reduction == "none":
+        ctx.copy_to(loss, output)
+        return
+    every_axis = {"axes": tuple(range(len(target_shape))), "keepdims": False}
+    if reduction == "sum" or scale is None:
+        ctx.emit("ReduceSum" if reduction == "sum" else "ReduceMean", [loss], every_axis, [output])
+        return
+    total = ctx.emit1("ReduceSum", [loss], every_axis)
+    ctx.emit("Div", [total, ctx.emit1("ReduceSum", [scale], every_axis)], {}, [output])
+
+
+@converts("NegativeLogLikelihoodLoss", check=_check_loss)
+def _nll_loss(ctx: NodeContext):
+    _negative_log_likelihood(ctx, ctx.input(0), ctx.input(1), ctx.input(2), ctx.output(0))
+
+
+@converts("SoftmaxCrossEntropyLoss", check=_check_loss)
+def _softmax_cross_entropy(ctx: NodeContext):
+    log_prob = ctx.emit1("LogSoftmax", [ctx.input(0)], {"axis": 1}, ctx.output(1) or None)
+    _negative_log_likelihood(ctx, log_prob, ctx.input(1), ctx.input(2), ctx.output(0))
+
+
 @converts("LRN")
 def _lrn(ctx: NodeContext):
     attrs = {"size": int(ctx.attr("size")), "alpha": float(ctx.attr("alpha", 1e-4)),

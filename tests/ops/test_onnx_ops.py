@@ -857,6 +857,23 @@ case("DepthToSpace-CRD", "DepthToSpace", x_input(lambda rng: normal(rng, (2, 8, 
 case("SpaceToDepth-2", "SpaceToDepth", x_input(lambda rng: normal(rng, (2, 3, 4, 6))), {"blocksize": 2})
 case("Upsample-nearest", "Upsample", lambda rng: [
     ("x", Feed(normal(rng, (1, 2, 3, 4)))), ("scales", c([1.0, 1.0, 2.0, 3.0], np.float32))], {"mode": "nearest"}, opset=9)
+# Losses lowered to LogSoftmax / GatherElements / Gather / reductions; targets and weights at run time.
+for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"):
+    for reduction in ("none", "sum", "mean"):
+        for weighted, ignore_index, shape in ((False, None, (5, 4)), (True, None, (3, 4, 2)), (True, 2, (3, 4, 2)),
+                                              (False, -1, (6, 3))):
+            def loss_inputs(rng, shape=shape, weighted=weighted, ignore_index=ignore_index, op=op):
+                target = rng.integers(0, shape[1], (shape[0],) + shape[2:])
+                if ignore_index is not None:
+                    target.reshape(-1)[::3] = ignore_index
+                x = normal(rng, shape) if op == "SoftmaxCrossEntropyLoss" else np.log(
+                    np.abs(normal(rng, shape)) + 0.1).astype(np.float32)
+                return [("x", Feed(x)), ("target", Feed(target.astype(np.int64))),
+                        ("weight", Feed(uniform(rng, (shape[1],), 0.2, 2.0)) if weighted else None)]
+            attrs = {"reduction": reduction} | ({} if ignore_index is None else {"ignore_index": ignore_index})
+            case(f"{op}-{reduction}-w{int(weighted)}-ii{ignore_index}-{len(shape)}d", op, loss_inputs, attrs,
+                 num_outputs=2 if op == "SoftmaxCrossEntropyLoss" else 1, opset=13)
+
 case("Size-folds", "Abs", x_input(lambda rng: normal(rng, (2, 3, 4))), extra_nodes=lambda outs: (
     [helper.make_node("Size", ["x"], ["size"]), helper.make_node("Cast", ["size"], ["size_f"], to=onnx.TensorProto.FLOAT),
      helper.make_node("Mul", [outs[0], "size_f"], ["y"])], ["y"]))
