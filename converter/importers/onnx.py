@@ -81,6 +81,9 @@ def _ops_changed_after(proto: onnx.ModelProto, opset: int, newest_known: int) ->
             since = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
         except Exception:  # unknown op: the unsupported-op scan reports it
             continue
+        converter = ONNX_OPS.get(node.op_type)
+        if converter is not None and since <= converter.newest_opset:
+            continue
         if since > newest_known and not _same_signature(node.op_type, node.domain, since, newest_known):
             changed.add(node.op_type)
     return sorted(changed)

@@ -25,15 +25,18 @@ INT64_MIN = np.iinfo(np.int64).min
 class OnnxOp:
     convert: Callable[[NodeContext], None]
     check: Callable[[NodeInfo], list[str]] | None = None
+    # The newest opset whose definition of the op ``convert`` implements, for ops defined after
+    # the importer's MAX_OPSET (0: none newer than MAX_OPSET).
+    newest_opset: int = 0
 
 
 ONNX_OPS: dict[str, OnnxOp] = {}
 
 
-def converts(*op_types: str, check: Callable[[NodeInfo], list[str]] | None = None):
+def converts(*op_types: str, check: Callable[[NodeInfo], list[str]] | None = None, newest_opset: int = 0):
     def register(convert):
         for op_type in op_types:
-            ONNX_OPS[op_type] = OnnxOp(convert, check)
+            ONNX_OPS[op_type] = OnnxOp(convert, check, newest_opset)
         return convert
     return register
 
@@ -149,6 +152,96 @@ def _leaky_relu(ctx: NodeContext):
 @converts("Elu")
 def _elu(ctx: NodeContext):
     ctx.emit("Elu", [ctx.input(0)], {"alpha": float(ctx.attr("alpha", 1.0))}, [ctx.output(0)])
+
+
+def _scalar(ctx: NodeContext, value: float, base: str) -> str:
+    return ctx.constant(np.array(value, ctx.type(0).dtype), base=base)
+
+
+@converts("Celu")
+def _celu(ctx: NodeContext):
+    # alpha * elu(x / alpha, 1)
+    alpha = _scalar(ctx, float(ctx.attr("alpha", 1.0)), "alpha")
+    elu = ctx.emit1("Elu", [ctx.emit1("Div", [ctx.input(0), alpha])], {"alpha": 1.0})
+    ctx.emit("Mul", [elu, alpha], {}, [ctx.output(0)])
+
+
+@converts("Selu")
+def _selu(ctx: NodeContext):
+    # gamma * elu(x, alpha)
+    elu = ctx.emit1("Elu", [ctx.input(0)], {"alpha": float(ctx.attr("alpha", 1.67326319217681884765625))})
+    gamma = _scalar(ctx, float(ctx.attr("gamma", 1.05070102214813232421875)), "gamma")
+    ctx.emit("Mul", [elu, gamma], {}, [ctx.output(0)])
+
+
+@converts("ThresholdedRelu")
+def _thresholded_relu(ctx: NodeContext):
+    x = ctx.input(0)
+    above = ctx.emit1("Greater", [x, _scalar(ctx, float(ctx.attr("alpha", 1.0)), "alpha")])
+    ctx.emit("Where", [above, x, _scalar(ctx, 0.0, "zero")], {}, [ctx.output(0)])
+
+
+@converts("Softsign")
+def _softsign(ctx: NodeContext):
+    x = ctx.input(0)
+    denominator = ctx.emit1("Add", [ctx.emit1("Abs", [x]), _scalar(ctx, 1.0, "one")])
+    ctx.emit("Div", [x, denominator], {}, [ctx.output(0)])
+
+
+@converts("Shrink")
+def _shrink(ctx: NodeContext):
+    x = ctx.input(0)
+    bias, lambd = float(ctx.attr("bias", 0.0)), float(ctx.attr("lambd", 0.5))
+    below = ctx.emit1("Less", [x, _scalar(ctx, -lambd, "low")])
+    above = ctx.emit1("Greater", [x, _scalar(ctx, lambd, "high")])
+    shifted_up = ctx.emit1("Add", [x, _scalar(ctx, bias, "bias")])
+    shifted_down = ctx.emit1("Sub", [x, _scalar(ctx, bias, "bias")])
+    upper = ctx.emit1("Where", [above, shifted_down, _scalar(ctx, 0.0, "zero")])
+    ctx.emit("Where", [below, shifted_up, upper], {}, [ctx.output(0)])
+
+
+@converts("Mish")
+def _mish(ctx: NodeContext):
+    x = ctx.input(0)
+    ctx.emit("Mul", [x, ctx.emit1("Tanh", [ctx.emit1("Softplus", [x])])], {}, [ctx.output(0)])
+
+
+@converts("Swish", newest_opset=24)
+def _swish(ctx: NodeContext):
+    x = ctx.input(0)
+    scaled = ctx.emit1("Mul", [x, _scalar(ctx, float(ctx.attr("alpha", 1.0)), "alpha")])
+    ctx.emit("Mul", [x, ctx.emit1("Sigmoid", [scaled])], {}, [ctx.output(0)])
+
+
+@converts("Tan")
+def _tan(ctx: NodeContext):
+    x = ctx.input(0)
+    ctx.emit("Div", [ctx.emit1("Sin", [x]), ctx.emit1("Cos", [x])], {}, [ctx.output(0)])
+
+
+@converts("Sinh", "Cosh")
+def _hyperbolic(ctx: NodeContext):
+    x = ctx.input(0)
+    grow, decay = ctx.emit1("Exp", [x]), ctx.emit1("Exp", [ctx.emit1("Neg", [x])])
+    both = ctx.emit1("Sub" if ctx.op_type == "Sinh" else "Add", [grow, decay])
+    ctx.emit("Mul", [both, _scalar(ctx, 0.5, "half")], {}, [ctx.output(0)])
+
+
+@converts("Asinh", "Acosh")
+def _inverse_hyperbolic(ctx: NodeContext):
+    # log(x + sqrt(x^2 +- 1))
+    x = ctx.input(0)
+    root = ctx.emit1("Sqrt", [ctx.emit1("Add", [ctx.emit1("Square", [x]),
+                                                _scalar(ctx, 1.0 if ctx.op_type == "Asinh" else -1.0, "one")])])
+    ctx.emit("Log", [ctx.emit1("Add", [x, root])], {}, [ctx.output(0)])
+
+
+@converts("Atanh")
+def _atanh(ctx: NodeContext):
+    # 0.5 * log((1 + x) / (1 - x))
+    x, one = ctx.input(0), _scalar(ctx, 1.0, "one")
+    ratio = ctx.emit1("Div", [ctx.emit1("Add", [one, x]), ctx.emit1("Sub", [one, x])])
+    ctx.emit("Mul", [ctx.emit1("Log", [ratio]), _scalar(ctx, 0.5, "half")], {}, [ctx.output(0)])
 
 
 def _check_gelu(info: NodeInfo) -> list[str]:
@@ -349,6 +442,23 @@ def _nll_loss(ctx: NodeContext):
 def _softmax_cross_entropy(ctx: NodeContext):
     log_prob = ctx.emit1("LogSoftmax", [ctx.input(0)], {"axis": 1}, ctx.output(1) or None)
     _negative_log_likelihood(ctx, log_prob, ctx.input(1), ctx.input(2), ctx.output(0))
+
+
+def _check_rms_norm(info: NodeInfo) -> list[str]:
+    stash = info.attr("stash_type", 1)
+    return [] if stash == 1 else [f"stash_type={onnx_dtype_name(stash)}"]
+
+
+@converts("RMSNormalization", check=_check_rms_norm, newest_opset=23)
+def _rms_norm(ctx: NodeContext):
+    """y = x / sqrt(mean(x^2 over axis..last) + epsilon) * scale."""
+    x = ctx.input(0)
+    axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
+    reduce = {"axes": tuple(range(axis, ctx.rank(0))), "keepdims": True}
+    mean_square = ctx.emit1("ReduceMean", [ctx.emit1("Square", [x])], reduce)
+    epsilon = ctx.constant(np.array(ctx.attr("epsilon", 1e-5), ctx.type(0).dtype), base="epsilon")
+    inverse_rms = ctx.emit1("Rsqrt", [ctx.emit1("Add", [mean_square, epsilon])])
+    ctx.emit("Mul", [ctx.emit1("Mul", [x, inverse_rms]), ctx.input(1)], {}, [ctx.output(0)])
 
 
 @converts("LRN")
@@ -752,7 +862,7 @@ def _matmul(ctx: NodeContext):
 
 REDUCE = {name: name for name in (
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceSumSquare", "ReduceLogSumExp")}
+    "ReduceSumSquare", "ReduceLogSumExp", "ReduceLogSum")}
 
 
 @converts(*REDUCE)
@@ -768,6 +878,9 @@ def _reduce(ctx: NodeContext):
         axes = range(rank)
     attrs = {"axes": tuple(sorted(set(_axes(axes, rank, ctx)))),
              "keepdims": bool(ctx.attr("keepdims", 1))}
+    if ctx.op_type == "ReduceLogSum":
+        ctx.emit("Log", [ctx.emit1("ReduceSum", [ctx.input(0)], attrs)], {}, [ctx.output(0)])
+        return
     ctx.emit(REDUCE[ctx.op_type], [ctx.input(0)], attrs, [ctx.output(0)])
 
 
@@ -1108,6 +1221,19 @@ def _shape(ctx: NodeContext):
 @converts("Size")
 def _size(ctx: NodeContext):
     ctx.set_output_constant(0, np.array(int(np.prod(ctx.shape(0), dtype=np.int64)), dtype=np.int64))
+
+
+def _check_eye_like(info: NodeInfo) -> list[str]:
+    dtype = info.attr("dtype")
+    return [] if dtype is None or dtype in ONNX_DTYPES or dtype in BOUNDARY_DTYPES else [f"dtype={onnx_dtype_name(dtype)}"]
+
+
+@converts("EyeLike", check=_check_eye_like)
+def _eye_like(ctx: NodeContext):
+    rows, columns = ctx.shape(0)
+    dtype = ctx.attr("dtype")
+    dtype = ctx.type(0).dtype if dtype is None else (ONNX_DTYPES.get(dtype) or BOUNDARY_DTYPES[dtype][1])
+    ctx.set_output_constant(0, np.eye(rows, columns, k=int(ctx.attr("k", 0)), dtype=dtype))
 
 
 @converts("ConstantOfShape")

@@ -49,6 +49,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "ReduceProd": (1,),
     "ReduceSumSquare": (1,),
     "ReduceLogSumExp": (1,),
+    "ReduceLogSum": (1,),
     "Tile": (1,),
     "Upsample": (1,),
     "ConstantOfShape": (0,),

@@ -874,6 +874,34 @@ for op in ("NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"):
             case(f"{op}-{reduction}-w{int(weighted)}-ii{ignore_index}-{len(shape)}d", op, loss_inputs, attrs,
                  num_outputs=2 if op == "SoftmaxCrossEntropyLoss" else 1, opset=13)
 
+# Activations and functions lowered onto existing IR ops.
+LOWERED_UNARY = {
+    "Celu": ({"alpha": 0.7}, lambda rng: normal(rng, (3, 13), 2.0)),
+    "Selu": ({}, lambda rng: normal(rng, (3, 13), 2.0)),
+    "ThresholdedRelu": ({"alpha": 0.4}, lambda rng: normal(rng, (3, 13))),
+    "Softsign": ({}, lambda rng: normal(rng, (3, 13), 3.0)),
+    "Shrink": ({"bias": 0.2, "lambd": 0.6}, lambda rng: normal(rng, (3, 13))),
+    "Mish": ({}, lambda rng: normal(rng, (3, 13), 3.0)),
+    "Swish": ({"alpha": 1.5}, lambda rng: normal(rng, (3, 13), 3.0)),
+    "Tan": ({}, lambda rng: uniform(rng, (3, 13), -1.4, 1.4)),
+    "Sinh": ({}, lambda rng: uniform(rng, (3, 13), -4.0, 4.0)),
+    "Cosh": ({}, lambda rng: uniform(rng, (3, 13), -4.0, 4.0)),
+    "Asinh": ({}, lambda rng: uniform(rng, (3, 13), 0.0, 5.0)),
+    "Acosh": ({}, lambda rng: uniform(rng, (3, 13), 1.0, 5.0)),
+    "Atanh": ({}, lambda rng: uniform(rng, (3, 13), -0.9, 0.9)),
+}
+for op, (attrs, make) in LOWERED_UNARY.items():
+    case(f"{op}-lowered", op, x_input(make), attrs, opset={"Celu": 12, "Mish": 18, "Swish": 24}.get(op, DEFAULT_OPSET))
+for k in (0, 1, -2):
+    case(f"EyeLike-k{k}", "Abs", x_input(lambda rng: normal(rng, (3, 4))), extra_nodes=lambda outs, k=k: (
+        [helper.make_node("EyeLike", ["x"], ["eye"], k=k), helper.make_node("Mul", [outs[0], "eye"], ["y"])], ["y"]))
+case("ReduceLogSum-1", "ReduceLogSum", lambda rng: [("x", Feed(uniform(rng, (3, 4, 5), 0.1, 2.0))), ("axes", c([1]))],
+     {"keepdims": 0}, opset=18)
+for axis in (-1, 1):
+    case(f"RMSNormalization-axis{axis}", "RMSNormalization", (lambda axis: lambda rng: [
+        ("x", Feed(normal(rng, (2, 3, 8), 2.0))), ("scale", Feed(normal(rng, (8,) if axis == -1 else (3, 8))))])(axis),
+        {"axis": axis, "epsilon": 1e-3}, opset=23)
+
 case("Size-folds", "Abs", x_input(lambda rng: normal(rng, (2, 3, 4))), extra_nodes=lambda outs: (
     [helper.make_node("Size", ["x"], ["size"]), helper.make_node("Cast", ["size"], ["size_f"], to=onnx.TensorProto.FLOAT),
      helper.make_node("Mul", [outs[0], "size_f"], ["y"])], ["y"]))
