@@ -44,6 +44,7 @@ static void fill_random(edge_tensor *t, float lo, float hi) {
       case EDGE_INT8: ((int8_t *)t->data)[i] = (int8_t)rnd_range(-128, 127); break;
       case EDGE_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)rnd_range(0, 255); break;
       case EDGE_FLOAT16: ((uint16_t *)t->data)[i] = edge_float_to_half(rnd_float(lo, hi)); break;
+      case EDGE_FLOAT64: ((double *)t->data)[i] = rnd_float(lo, hi); break;
     }
   }
 }
@@ -57,6 +58,7 @@ static double value_at(const edge_tensor *t, int64_t i) {
     case EDGE_BOOL: case EDGE_UINT8: return ((const uint8_t *)t->data)[i];
     case EDGE_INT8: return ((const int8_t *)t->data)[i];
     case EDGE_FLOAT16: return edge_half_to_float(((const uint16_t *)t->data)[i]);
+    case EDGE_FLOAT64: return ((const double *)t->data)[i];
   }
   return 0;
 }
@@ -442,9 +444,13 @@ static void test_where(void) {
 /* ---- CAST ---- */
 
 static void test_cast(void) {
-  const edge_dtype all[] = {EDGE_FLOAT32, EDGE_FLOAT16, EDGE_INT8, EDGE_UINT8, EDGE_INT32, EDGE_INT64, EDGE_BOOL};
-  for (int from = 0; from < 7; ++from) {
-    for (int to = 0; to < 7; ++to) {
+  const edge_dtype all[] = {EDGE_FLOAT32, EDGE_FLOAT16, EDGE_INT8, EDGE_UINT8, EDGE_INT32, EDGE_INT64, EDGE_BOOL,
+                            EDGE_FLOAT64};
+  const int count = (int)(sizeof all / sizeof all[0]);
+  for (int from = 0; from < count; ++from) {
+    for (int to = 0; to < count; ++to) {
+      bool from_float = all[from] <= EDGE_FLOAT16 || all[from] == EDGE_FLOAT64;
+      bool to_float = all[to] <= EDGE_FLOAT16 || all[to] == EDGE_FLOAT64;
       graph g;
       graph_init(&g, EDGE_OP_CAST);
       int64_t shape[2] = {3, 111}, none[1] = {0};
@@ -454,7 +460,7 @@ static void test_cast(void) {
       for (int64_t i = 0; i < n; ++i) {
         int64_t v = rnd_range(all[from] == EDGE_UINT8 || all[to] == EDGE_UINT8 ? 0 : -100, 100);
         if (all[from] == EDGE_BOOL || all[to] == EDGE_BOOL) v = rnd_range(0, 1);
-        double dv = (double)v + ((all[from] <= EDGE_FLOAT16 && rnd() % 2) ? 0.5 * (v >= 0 ? 1 : -1) : 0);
+        double dv = (double)v + ((from_float && rnd() % 2) ? 0.5 * (v >= 0 ? 1 : -1) : 0);
         switch (all[from]) {
           case EDGE_FLOAT32: ((float *)g.tensors[x].data)[i] = (float)dv; break;
           case EDGE_FLOAT16: ((uint16_t *)g.tensors[x].data)[i] = edge_float_to_half((float)dv); break;
@@ -462,6 +468,7 @@ static void test_cast(void) {
           case EDGE_UINT8: case EDGE_BOOL: ((uint8_t *)g.tensors[x].data)[i] = (uint8_t)v; break;
           case EDGE_INT32: ((int32_t *)g.tensors[x].data)[i] = (int32_t)v; break;
           case EDGE_INT64: ((int64_t *)g.tensors[x].data)[i] = v; break;
+          case EDGE_FLOAT64: ((double *)g.tensors[x].data)[i] = dv; break;
         }
       }
       add_input(&g, x);
@@ -472,7 +479,7 @@ static void test_cast(void) {
       for (int64_t i = 0; i < n && status == EDGE_OK && !bad; ++i) {
         double v = value_at(&g.tensors[x], i), want;
         if (all[to] == EDGE_BOOL) want = v != 0;
-        else if (all[to] <= EDGE_FLOAT16) want = v;
+        else if (to_float) want = v;
         else want = trunc(v);
         double got = value_at(&g.tensors[y], i);
         if (got != want) {
