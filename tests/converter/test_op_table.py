@@ -309,7 +309,7 @@ BAD_SHAPES = [
     ("Pad", [T("float32", (5, 3))], {"mode": "constant", "pads": (0, 0, -6, 0)}, "below zero"),
     ("Pad", [T("float32", (2, 3))], {"mode": "wrap", "pads": (0, 0, 0, 0)}, "mode 'wrap'"),
     ("Resize", [T("float32", (1, 3))], {"scales": (1.0,)}, "one positive entry per dim"),
-    ("Cast", [T("float32", (1, 3))], {"to": "float64"}, "attribute 'to'"),
+    ("Cast", [T("float32", (1, 3))], {"to": "complex64"}, "attribute 'to'"),
     ("Where", [T("float32", (3,)), T("float32", (3,)), T("float32", (3,))], {}, "condition has dtype"),
     ("BroadcastTo", [T("float32", (3,))], {"shape": (2, 4)}, "do not broadcast"),
     ("LSTM", [T("float32", (5, 2, 4)), T("float32", (1, 12, 4)), T("float32", (1, 12, 3))],
