@@ -107,6 +107,23 @@ def find_library() -> pathlib.Path:
         "(or `pip install -e .`) from the source tree, or `make -C cruntime shared` for a development build.")
 
 
+def check_abi_version(library, path) -> None:
+    """LibraryLoadError unless the library was built with this header's EDGE_ABI_VERSION: a library
+    of another version would be called with struct layouts and signatures it does not have."""
+    expected = library.EDGE_ABI_VERSION
+    try:
+        built = library.edge_abi_version()
+    except (AttributeError, ffi.error):  # cffi's ABI mode reports a missing symbol as ffi.error
+        raise LibraryLoadError(
+            f"the edgesplit C runtime {path} has no edge_abi_version(): it predates ABI version {expected} of "
+            f"{HEADER.name}. Rebuild it (`pip install .`, or `make -C cruntime shared`).") from None
+    if built != expected:
+        raise LibraryLoadError(
+            f"the edgesplit C runtime {path} was built for ABI version {built}, but this binding ({HEADER.name}) "
+            f"speaks ABI version {expected}. Rebuild the library from this source tree (`pip install .`, or "
+            "`make -C cruntime shared`), or point EDGE_LIBRARY at a matching build.")
+
+
 _lock = threading.Lock()
 _lib = None
 _library_path: pathlib.Path | None = None
@@ -118,11 +135,13 @@ def load_library():
         if _lib is None:
             path = find_library()
             try:
-                _lib = ffi.dlopen(str(path))
+                library = ffi.dlopen(str(path))
             except OSError as error:
                 raise LibraryLoadError(
                     f"cannot load the edgesplit C runtime {path}: {error}. Rebuild it (`pip install .`, or "
                     "`make -C cruntime shared` for a development build).") from None
+            check_abi_version(library, path)
+            _lib = library
             _library_path = path
         return _lib
 

@@ -9,8 +9,22 @@
  * edge_interpreter_error(interp); for calls without one (loading) it is edge_last_error(), which is
  * thread-local.
  *
+ * Threads: every function says what may run concurrently with it. In short: the global queries,
+ * loading, and everything on a loaded edge_model except edge_model_free may be called from any
+ * number of threads at once (a loaded model is never written); an edge_interpreter belongs to one
+ * thread at a time (calls on the same interpreter must not overlap; the caller serializes them),
+ * while different interpreters, even of one model, run in parallel. An interpreter's own thread pool
+ * is internal: its threads never call back into the caller.
+ *
+ * ABI: libedge.so exports exactly the functions declared here (a version script made from this
+ * header). EDGE_ABI_VERSION grows whenever a declaration or struct layout here changes in a way an
+ * already-built caller would misread; edge_abi_version() returns the number the library was built
+ * with, and cruntime/binding.py refuses a library whose number differs from its header's.
+ *
  * This header is also read by cffi (cruntime/binding.py): keep declarations plain C, constants as
- * integer #defines, and no other preprocessor logic between the include guard and the C++ guard.
+ * integer #defines, and no other preprocessor logic between the include guard and the C++ guard
+ * (the one exception: the #ifndef around EDGE_ABI_VERSION, so that a test can build a library that
+ * claims another version).
  */
 #ifndef EDGE_H
 #define EDGE_H
@@ -25,6 +39,9 @@ extern "C" {
 #define EDGE_SCHEMA_VERSION 1
 #define EDGE_RUNTIME_VERSION 100
 #define EDGE_MAX_RANK 8
+#ifndef EDGE_ABI_VERSION
+#define EDGE_ABI_VERSION 1
+#endif
 
 typedef enum {
   EDGE_OK = 0,
@@ -123,10 +140,14 @@ typedef struct {
   void *opencl_queue;                     /* a caller's cl_command_queue (in-order): the interpreter runs on
                                              it, in its context, instead of making its own (gpu_device is
                                              then ignored); retained while the interpreter lives */
+  uint64_t memory_limit;                  /* 0: none; else create and allocate fail with EDGE_OUT_OF_MEMORY
+                                             (before allocating) when variables + op state + arena would
+                                             need more bytes: a cap on what an untrusted model may take */
 } edge_interpreter_options;
 
 /* OpenCL devices, in platform order (libOpenCL is loaded on the first call; EDGE_OPENCL_LIBRARY
- * names another library). EDGE_UNSUPPORTED with a message when OpenCL cannot be loaded. */
+ * names another library). EDGE_UNSUPPORTED with a message when OpenCL cannot be loaded.
+ * Thread-safe: the library is loaded once whichever thread calls first. */
 typedef struct {
   char platform[128], name[128], vendor[128], version[128], driver[128];
   int32_t is_gpu, compute_units, clock_mhz, fp16;
@@ -147,7 +168,10 @@ typedef struct {
   uint64_t uploads, downloads, upload_bytes, download_bytes, launches;
 } edge_gpu_transfer_info;
 
+/* Thread-safe: constant answers (the ISA is picked once, whichever thread asks first);
+ * edge_last_error is the calling thread's own message. */
 const char *edge_version(void);
+int32_t edge_abi_version(void);         /* EDGE_ABI_VERSION as the library was built */
 const char *edge_last_error(void);
 const char *edge_status_name(edge_status status);
 const char *edge_dtype_name(edge_dtype dtype);
@@ -155,7 +179,10 @@ size_t edge_dtype_size(edge_dtype dtype);
 const char *edge_isa(void);             /* the kernel ISA picked at start ("scalar", ...) */
 
 /* Models. load_file maps the file; load_buffer borrows the caller's bytes (which must outlive the
- * model) unless copy is non-zero. Both verify the whole file before returning. */
+ * model) unless copy is non-zero. Both verify the whole file before returning.
+ * Thread-safe: loads may run concurrently, and a loaded model's queries below (and
+ * edge_interpreter_create from it) from any threads at once; edge_model_free only when no other call
+ * uses the model and every interpreter made from it is freed. */
 edge_status edge_model_load_file(const char *path, edge_model **out);
 edge_status edge_model_load_buffer(const void *data, size_t size, int32_t copy, edge_model **out);
 void edge_model_free(edge_model *model);
@@ -166,7 +193,10 @@ int32_t edge_model_num_metadata(const edge_model *model);
 edge_status edge_model_metadata(const edge_model *model, int32_t index, const char **name,
                                 const char **value);
 
-/* Interpreters. */
+/* Interpreters. Not thread-safe per interpreter: every call below that takes an interpreter must not
+ * overlap another call on the same interpreter (queries included, since allocate and invoke change
+ * what they read); distinct interpreters are independent. edge_interpreter_create itself is
+ * thread-safe. */
 edge_status edge_interpreter_create(const edge_model *model, const edge_interpreter_options *options,
                                     edge_interpreter **out);
 void edge_interpreter_free(edge_interpreter *interp);
@@ -232,6 +262,7 @@ edge_status edge_interpreter_gpu_transfers(const edge_interpreter *interp, edge_
 edge_status edge_interpreter_gpu_kernel(const edge_interpreter *interp, int32_t op, char *name, size_t capacity,
                                         uint64_t local[3]);
 
+/* Profiling switches: like every call on an interpreter, not concurrently with another on it. */
 void edge_interpreter_set_profiling(edge_interpreter *interp, int32_t enabled);
 void edge_interpreter_reset_profile(edge_interpreter *interp);
 

@@ -38,6 +38,8 @@ struct edge_interpreter {
   char error[EDGE_ERROR_CAPACITY];
   edge_threadpool *pool;
   int32_t num_threads;
+  uint64_t memory_limit;                /* options.memory_limit: 0 none, else the cap on variables + op state
+                                           + arena */
   bool profiling;
   bool allocated;
   bool variables_exposed;               /* tensor_data handed out a variable's address: the caller may
@@ -87,6 +89,7 @@ static edge_status op_fail(edge_interpreter *interp, int32_t op, edge_status sta
 static const char *tensor_name(const edge_tensor *t) { return t->name ? t->name : ""; }
 
 const char *edge_version(void) { return "0.1.0"; }
+int32_t edge_abi_version(void) { return EDGE_ABI_VERSION; }
 
 const char *edge_isa(void) { return edge_isa_level_name(edge_isa_level_get()); }
 
@@ -231,6 +234,12 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
     t->quantized_dimension = src->quantized_dimension;
     if (t->kind == EDGE_TENSOR_CONSTANT) t->data = (void *)src->data; /* read-only: set_tensor refuses constants */
     if (t->kind == EDGE_TENSOR_VARIABLE) persistent += align_up(t->nbytes);
+  }
+  interp->memory_limit = options ? options->memory_limit : 0;
+  if (interp->memory_limit && persistent > interp->memory_limit) {
+    edge_interpreter_free(interp);
+    return edge_set_last_error(EDGE_OUT_OF_MEMORY, "the model's variables need %zu bytes, over the memory limit of %llu",
+                               persistent, (unsigned long long)interp->memory_limit);
   }
   if (persistent) {
     interp->persistent = aligned_alloc(EDGE_ALIGNMENT, persistent);
@@ -513,6 +522,11 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   size_t scratch_aligned = align_up(scratch), total = arena_bytes + scratch_aligned;
   if (scratch_aligned < scratch || total < arena_bytes)
     return interp_fail(interp, EDGE_OUT_OF_MEMORY, "scratch of %zu bytes overflows the address space", scratch);
+  if (interp->memory_limit && (total > interp->memory_limit || interp->persistent_bytes > interp->memory_limit - total))
+    return interp_fail(interp, EDGE_OUT_OF_MEMORY,
+                       "the plan needs %zu bytes of arena (%zu activations + %zu scratch) and %zu persistent, over the "
+                       "memory limit of %llu", total, arena_bytes, scratch_aligned, interp->persistent_bytes,
+                       (unsigned long long)interp->memory_limit);
   interp->arena = aligned_alloc(EDGE_ALIGNMENT, total ? total : EDGE_ALIGNMENT);
   if (!interp->arena)
     return interp_fail(interp, EDGE_OUT_OF_MEMORY, "cannot allocate the %zu-byte arena (%zu activations + %zu scratch)",
