@@ -19,9 +19,13 @@ from __future__ import annotations
 import glob
 import io
 import json
+import lzma
 import os
+import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -103,6 +107,13 @@ def save(path: str | os.PathLike, variables: Mapping[str, np.ndarray], info: Map
     _fsync_directory(directory)
 
 
+# What reading a damaged archive can raise: NumPy's .npy header parser (tokenize, literal_eval), zipfile and its decompressors
+# (an unknown compression method, an encrypted member, a corrupt stream), json on the manifest.
+_ARCHIVE_ERRORS = (ValueError, OSError, KeyError, TypeError, EOFError, NotImplementedError, RuntimeError,
+                   OverflowError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError, zipfile.BadZipFile,
+                   zlib.error, lzma.LZMAError, struct.error)
+
+
 def load(path: str | os.PathLike) -> Checkpoint:
     """Reads a checkpoint; CheckpointError (naming the file and what is wrong) for anything else."""
     path = os.fspath(path)
@@ -133,7 +144,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 variables[name] = array
     except CheckpointError:
         raise
-    except (ValueError, OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+    except _ARCHIVE_ERRORS as error:
         raise CheckpointError(f"checkpoint {path!r} is damaged or not a checkpoint: "
                               f"{type(error).__name__}: {error}") from None
     return Checkpoint(variables, dict(manifest.get("info") or {}))

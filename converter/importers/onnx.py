@@ -61,6 +61,9 @@ def _load_checked(model) -> onnx.ModelProto:
         onnx.checker.check_model(check_target)
     except onnx.checker.ValidationError as exc:
         raise ConversionError(f"the ONNX checker rejects the model: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - the checker's C++ side fails on some bytes with other types
+        # (UnicodeDecodeError on a name that is not UTF-8): the model is just as invalid
+        raise ConversionError(f"the ONNX checker cannot read the model: {type(exc).__name__}: {exc}") from exc
     return proto
 
 

@@ -34,8 +34,13 @@ still vanishes after the int8 softmax.
 """
 from __future__ import annotations
 
+import lzma
 import math
 import os
+import struct
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -116,11 +121,9 @@ def load_calibration(data, graph: Graph, preprocessing: ImagePreprocessing | Non
         elif not path.exists():
             raise ConversionError(f"{where}: no such file or folder")
         elif path.suffix == ".npy":
-            arrays = {_single_input(inputs, where, "a .npy file"): _load(np.load, path, where)}
+            arrays = {_single_input(inputs, where, "a .npy file"): _read_arrays(path, where, archive=False)}
         elif path.suffix == ".npz":
-            with _load(np.load, path, where) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-            arrays = _by_input(arrays, inputs, where)
+            arrays = _by_input(_read_arrays(path, where, archive=True), inputs, where)
         else:
             raise ConversionError(f"{where}: expected a .npy file, a .npz file or a folder of images")
         batches = _batches(arrays, graph, where)
@@ -137,11 +140,27 @@ def load_calibration(data, graph: Graph, preprocessing: ImagePreprocessing | Non
     return batches[:max_batches] if max_batches else batches
 
 
-def _load(loader, path: Path, where: str):
+# What reading a damaged .npy or .npz can raise: NumPy's header parser (tokenize, literal_eval) and zipfile with its
+# decompressors (an unknown compression method, an encrypted member, a corrupt stream).
+_ARRAY_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, NotImplementedError, RuntimeError,
+                      OverflowError, MemoryError, SyntaxError, RecursionError, tokenize.TokenError, zipfile.BadZipFile,
+                      zlib.error, lzma.LZMAError, struct.error)
+
+
+def _read_arrays(path: Path, where: str, archive: bool):
+    """A .npz file's {name: array} (``archive``) or a .npy file's array, read in full (a .npz reads
+    its members lazily, so every member is read here, where its errors are caught), never unpickling."""
     try:
-        return loader(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConversionError(f"{where}: cannot be read ({exc})") from None
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                loaded = {key: loaded[key] for key in loaded.files}
+    except _ARRAY_FILE_ERRORS as exc:
+        raise ConversionError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if archive != isinstance(loaded, dict):
+        raise ConversionError(f"{where}: holds {'one array' if archive else 'a .npz archive'}, expected "
+                              f"{'a .npz archive' if archive else 'one array'}")
+    return loaded
 
 
 def _single_input(inputs: list[str], where: str, what: str) -> str:
