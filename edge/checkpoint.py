@@ -125,7 +125,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             if _MANIFEST not in archive.files:
                 raise CheckpointError(f"checkpoint {path!r}: not an edge checkpoint (no manifest)")
-            manifest = json.loads(archive[_MANIFEST].tobytes().decode("utf-8"))
+            manifest = archive[_MANIFEST]
+            if not isinstance(manifest, np.ndarray):  # a member that is not .npy reads as raw bytes
+                raise CheckpointError(f"checkpoint {path!r}: the manifest is not an array")
+            manifest = json.loads(manifest.tobytes().decode("utf-8"))
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
                 raise CheckpointError(f"checkpoint {path!r}: not an edge checkpoint (format "
                                       f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
@@ -138,16 +141,21 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 if key not in archive.files:
                     raise CheckpointError(f"checkpoint {path!r}: variable '{name}' has no data ({key} is missing)")
                 array = archive[key]
+                if not isinstance(array, np.ndarray):
+                    raise CheckpointError(f"checkpoint {path!r}: variable '{name}' ({key}) is not a .npy array")
                 if array.dtype.str != entry["dtype"] or list(array.shape) != list(entry["shape"]):
                     raise CheckpointError(f"checkpoint {path!r}: variable '{name}' is {array.dtype.name}"
                                           f"{list(array.shape)}, its manifest says {entry['dtype']}{entry['shape']}")
                 variables[name] = array
+            info = manifest.get("info") or {}
+            if not isinstance(info, dict):
+                raise CheckpointError(f"checkpoint {path!r}: its info is a {type(info).__name__}, not a mapping")
     except CheckpointError:
         raise
     except _ARCHIVE_ERRORS as error:
         raise CheckpointError(f"checkpoint {path!r} is damaged or not a checkpoint: "
                               f"{type(error).__name__}: {error}") from None
-    return Checkpoint(variables, dict(manifest.get("info") or {}))
+    return Checkpoint(variables, info)
 
 
 def check_matches(path: str, checkpoint: Checkpoint, expected: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:

@@ -131,7 +131,12 @@ class OnnxImportBuilder:
                                   f"{len(outputs)} were asked for")
         values = [self.constant(i) if i else None for i in inputs]
         if any(inputs) and all(v is not None for i, v in zip(inputs, values) if i):
-            results = opdef.reference(values, attrs)
+            try:
+                results = opdef.reference(values, attrs)
+            except ConversionError:
+                raise
+            except Exception as exc:  # the file's constants are data: an index out of range is the file's fault
+                raise ConversionError(f"{where}: cannot fold it over its constant inputs: {exc}") from exc
             for name, result, expected in zip(outputs, results, output_types):
                 if not name:
                     continue

@@ -32,13 +32,19 @@ import struct
 import sys
 import tempfile
 
-import atheris
+import contextlib
+
 import numpy as np
+
+try:
+    import atheris
+except ImportError:  # the targets still run as plain functions (tests/fuzz/test_parsers.py replays)
+    atheris = None
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORK = ROOT / "cruntime" / "build-fuzz" / "py"
 
-with atheris.instrument_imports(include=["converter", "edge", "cloudsplit"]):
+with (atheris.instrument_imports(include=["converter", "edge", "cloudsplit"]) if atheris else contextlib.nullcontext()):
     from cloudsplit import transfer
     from cloudsplit.protos import split_pb2 as pb
     from converter.errors import ConversionError
@@ -198,6 +204,9 @@ def main(argv=None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     target = argv[1]
+    if atheris is None:
+        print("python_fuzz needs atheris: pip install atheris", file=sys.stderr)
+        return 2
     seed_dir, corpus = WORK / target / "seeds", WORK / target / "corpus"
     seed_dir.mkdir(parents=True, exist_ok=True)
     corpus.mkdir(parents=True, exist_ok=True)

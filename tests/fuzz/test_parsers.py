@@ -18,6 +18,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGES = ("converter", "edge", "cloudsplit", "cruntime", "apps", "benchmarks", "tests")
 
 
+REGRESSIONS = pathlib.Path(__file__).resolve().parent / "regressions"
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite", "checkpoint", "calibration", "cut_tensor"])
+def test_inputs_the_python_fuzzers_found_raise_only_documented_errors(target):
+    """Every file under regressions/<target> once escaped as another exception type; each target
+    function (tests/fuzz/python_fuzz.py) lets through nothing but the documented one."""
+    from tests.fuzz.python_fuzz import TARGETS
+
+    files = sorted((REGRESSIONS / target).glob("*")) if (REGRESSIONS / target).is_dir() else []
+    for path in files:
+        TARGETS[target](path.read_bytes())
+
+
 def test_numpy_load_never_allows_pickle():
     offenders = []
     for package in PACKAGES:
