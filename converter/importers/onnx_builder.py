@@ -38,7 +38,12 @@ _COMPUTED_AS = {boundary: inside for boundary, inside in BOUNDARY_DTYPES.values(
 
 
 def onnx_dtype_name(elem_type: int) -> str:
-    return onnx.TensorProto.DataType.Name(elem_type).lower()
+    """The ONNX name of a TensorProto data type, or "unknown dtype code N" for a value outside the enum
+    (a file may carry any integer there)."""
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"unknown dtype code {elem_type}"
 
 
 def tensor_to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:

@@ -5,6 +5,8 @@
  * file's own first bytes, invoke, then every signature in turn (a trainable model's grad and train),
  * its inputs set the same way.
  * Every status must honour fuzz_common.h's contract. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

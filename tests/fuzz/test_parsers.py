@@ -111,3 +111,19 @@ def test_onnx_file_with_a_name_that_is_not_utf8_is_a_conversion_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ConversionError):
         load_onnx(path)
+
+
+def test_onnx_value_of_an_unknown_dtype_code_is_a_conversion_error(tmp_path):
+    from onnx import TensorProto
+
+    from converter.importers.onnx import load_onnx
+    from tests.fuzz.python_fuzz import _onnx_seed_models
+
+    model = _onnx_seed_models()["classifier"]
+    model.graph.value_info.add(name="odd").type.tensor_type.elem_type = 33  # not a TensorProto.DataType
+    model.graph.input[0].type.tensor_type.elem_type = 33
+    assert TensorProto.DataType.Name(TensorProto.FLOAT)  # the enum is there; 33 is just not in it
+    path = tmp_path / "dtype33.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ConversionError):
+        load_onnx(path)
