@@ -103,9 +103,13 @@ edge_status edge_set_shape(edge_context *ctx, edge_tensor *t, int32_t rank, cons
                        t->name ? t->name : "?", i, (long long)shape[i]);
     n *= shape[i];
   }
+  size_t nbytes = (size_t)n * edge_dtype_size(t->dtype);
+  if (ctx && ctx->memory_limit && nbytes > ctx->memory_limit)
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "tensor '%s' would need %zu bytes, over the memory limit of %llu",
+                     t->name ? t->name : "?", nbytes, (unsigned long long)ctx->memory_limit);
   t->rank = rank;
   for (int32_t i = 0; i < rank; ++i) t->shape[i] = shape[i];
-  t->nbytes = (size_t)n * edge_dtype_size(t->dtype);
+  t->nbytes = nbytes;
   return EDGE_OK;
 }
 

@@ -177,6 +177,9 @@ typedef struct {
    * one, an op that writes one), so a kernel that keeps a packed copy of variable weights packs
    * again only when this differs from the value it packed at. */
   uint64_t variables_version;
+  /* edge_interpreter_options.memory_limit (0: none): edge_set_shape refuses a tensor larger than this,
+   * so an op fails in prepare before it builds tables or packs for a shape it could never run. */
+  uint64_t memory_limit;
 } edge_context;
 
 typedef struct {

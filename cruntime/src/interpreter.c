@@ -293,6 +293,7 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
   interp->ctx.pool = interp->pool;
   interp->ctx.num_threads = num_threads;
   interp->ctx.error = interp->error;
+  interp->ctx.memory_limit = interp->memory_limit;
   *out = interp;
   return EDGE_OK;
 

@@ -32,6 +32,30 @@ void test_interpreter_rejects_bad_options(void) {
   edge_model_free(model);
 }
 
+/* memory_limit: a model that needs more fails create or allocate with EDGE_OUT_OF_MEMORY and a message
+ * naming the limit; one that fits runs as without a limit. */
+void test_interpreter_honours_the_memory_limit(void) {
+  edge_model *model = test_load_seed("chain.edge");
+  if (!model) return;
+  edge_interpreter *interp = NULL;
+  edge_interpreter_options options = {.num_threads = 1, .memory_limit = 16};
+  edge_status status = edge_interpreter_create(model, &options, &interp);
+  if (status == EDGE_OK) status = edge_interpreter_allocate(interp);
+  CHECK_STATUS(status, EDGE_OUT_OF_MEMORY);
+  CHECK(strstr(interp ? edge_interpreter_error(interp) : edge_last_error(), "memory limit") != NULL);
+  edge_interpreter_free(interp);
+  interp = NULL;
+  options.memory_limit = 64 << 20;
+  CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_OK);
+  CHECK_STATUS(edge_interpreter_allocate(interp), EDGE_OK);
+  edge_memory_info memory;
+  CHECK_STATUS(edge_interpreter_memory(interp, &memory), EDGE_OK);
+  CHECK(memory.arena_bytes + memory.persistent_bytes <= options.memory_limit);
+  CHECK_STATUS(edge_interpreter_invoke(interp), EDGE_OK);
+  edge_interpreter_free(interp);
+  edge_model_free(model);
+}
+
 /* The OpenCL loader's failure path: EDGE_OPENCL_LIBRARY names a library that does not exist (it is
  * then the only one tried), so no run of this suite depends on what OpenCL the machine has. The
  * loader tries once per process; no other C test touches OpenCL. */
