@@ -47,7 +47,12 @@ def onnx_dtype_name(elem_type: int) -> str:
 
 
 def tensor_to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
-    array = numpy_helper.to_array(tensor)
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError, MemoryError, OverflowError) as exc:
+        # dims that do not match the data, an unknown data type: the file's tensor is malformed
+        raise ConversionError(f"{where}: cannot be read as an array (dims {list(tensor.dims)}, data type "
+                              f"{onnx_dtype_name(tensor.data_type)}): {type(exc).__name__}: {exc}") from None
     if array.dtype.name in _COMPUTED_AS:
         array = array.astype(_COMPUTED_AS[array.dtype.name])
     if array.dtype.name not in SUPPORTED_NUMPY:
