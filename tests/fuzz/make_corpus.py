@@ -43,9 +43,9 @@ def _mobilenet_block():
     stem and a classifier, at 8 channels: the real network's head alone (1280 channels) is 300 kB."""
     from onnx import TensorProto, helper
 
-    from tests.fixtures.models import GraphBuilder
+    from tests.fixtures.models import OnnxModelBuilder
 
-    b = GraphBuilder(0)
+    b = OnnxModelBuilder(0)
     x = b.relu6(b.batch_norm(b.conv("input", 3, 8, 3, stride=2, name="stem"), 8))
     y = b.relu6(b.batch_norm(b.conv(x, 8, 16, 1, name="expand"), 16))
     y = b.relu6(b.batch_norm(b.conv(y, 16, 16, 3, groups=16, name="depthwise"), 16))

@@ -135,7 +135,7 @@ def _onnx_seed_models() -> dict:
     from tests.fixtures import models
     from tests.fuzz.make_corpus import _mobilenet_block
 
-    b = models.GraphBuilder(0)
+    b = models.OnnxModelBuilder(0)
     x = b.op("Relu", [b.conv("input", 3, 4, 3, name="conv")])
     x = b.op("Flatten", [b.op("GlobalAveragePool", [x])], axis=1)
     b.linear(x, 4, 2, name="fc")
