@@ -284,10 +284,13 @@ def _claim(taken: set[str], base: str) -> str:
 
 def _attribute_value(attribute: onnx.AttributeProto):
     value = helper.get_attribute_value(attribute)
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, list) and value and isinstance(value[0], bytes):
-        return [v.decode("utf-8") for v in value]
+    try:
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, list) and value and isinstance(value[0], bytes):
+            return [v.decode("utf-8") for v in value]
+    except UnicodeDecodeError as exc:
+        raise ConversionError(f"attribute {attribute.name!r}: a string that is not UTF-8 ({exc})") from None
     return value
 
 
