@@ -18,7 +18,8 @@
  *   vf_store_partial writes exactly p[0..n): tails go through the same vector arithmetic as the
  *   body, so an element's value never depends on where a thread's range starts.
  * - vf_fma(a, b, c) = a*b + c, fused (one rounding) where the ISA has FMA (avx2, avx512, neon),
- *   two roundings on sse2 and scalar.
+ *   two roundings on sse2 and scalar. Where EDGE_SIMD_HAS_FMA_LANE is defined (neon),
+ *   vf_fma_lane(a, x, lane, c) = a*x[lane] + c, fused, for a constant lane.
  * - vf_max(a, b) / vf_min(a, b) are "a > b ? a : b" / "a < b ? a : b" lane-wise when neither is
  *   NaN. With a NaN lane the result is b on x86 and scalar and NaN on NEON: so clamping as
  *   vf_min(hi, vf_max(lo, x)) lets a NaN in x through everywhere; kernels that need "NaN wins"
@@ -311,6 +312,9 @@ EDGE_SIMD_INLINE f32xN vf_sub(f32xN a, f32xN b) { return vsubq_f32(a, b); }
 EDGE_SIMD_INLINE f32xN vf_mul(f32xN a, f32xN b) { return vmulq_f32(a, b); }
 EDGE_SIMD_INLINE f32xN vf_div(f32xN a, f32xN b) { return vdivq_f32(a, b); }
 EDGE_SIMD_INLINE f32xN vf_fma(f32xN a, f32xN b, f32xN c) { return vfmaq_f32(c, a, b); }
+/* a * x[lane] + c, fused (lane a constant 0..3): the GEMM tiles load 4 values of A at once. */
+#define EDGE_SIMD_HAS_FMA_LANE 1
+#define vf_fma_lane(a, x, lane, c) vfmaq_laneq_f32((c), (a), (x), (lane))
 EDGE_SIMD_INLINE f32xN vf_fnma(f32xN a, f32xN b, f32xN c) { return vfmsq_f32(c, a, b); }
 EDGE_SIMD_INLINE f32xN vf_max(f32xN a, f32xN b) { return vmaxq_f32(a, b); }
 EDGE_SIMD_INLINE f32xN vf_min(f32xN a, f32xN b) { return vminq_f32(a, b); }

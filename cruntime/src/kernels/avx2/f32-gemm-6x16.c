@@ -1,8 +1,4 @@
-/* AVX2 6x16 GEMM tile (gemm.h): 12 ymm accumulators; 12 FMAs per 2 loads and 6 broadcasts. */
-#include "f32-gemm-avx2.h"
+/* The avx2 fp32 GEMM and IGEMM tiles, 6 x 16 and 1 x 16, from the family's template. */
+#include "../f32-gemm-tile.h"
 
-void edge_f32_gemm_minmax_ukernel_6x16__avx2(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                                             const float *w, float *c, size_t c_stride,
-                                             const edge_f32_minmax_params *params) {
-  f32_gemm_avx2_tile(6, mr, nc, kc, a, a_stride, w, c, c_stride, params);
-}
+EDGE_F32_GEMM_TILES(6, 16)

@@ -1,8 +1,4 @@
-/* NEON 8x8 GEMM tile (gemm.h): 16 q accumulators, A loaded 4 k at a time, FMAs by lane. */
-#include "f32-gemm-neon.h"
+/* The neon fp32 GEMM and IGEMM tiles, 8 x 8 and 1 x 8, from the family's template. */
+#include "../f32-gemm-tile.h"
 
-void edge_f32_gemm_minmax_ukernel_8x8__neon(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                                            const float *w, float *c, size_t c_stride,
-                                            const edge_f32_minmax_params *params) {
-  f32_gemm_neon_tile(8, mr, nc, kc, a, a_stride, w, c, c_stride, params);
-}
+EDGE_F32_GEMM_TILES(8, 8)

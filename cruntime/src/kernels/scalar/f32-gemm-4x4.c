@@ -1,8 +1,4 @@
-/* Scalar 4x4 GEMM tile (gemm.h); the 4 rows keep 16 independent sums in registers. */
-#include "f32-gemm-scalar.h"
+/* The scalar fp32 GEMM and IGEMM tiles, 4 x 4 and 1 x 4, from the family's template. */
+#include "../f32-gemm-tile.h"
 
-void edge_f32_gemm_minmax_ukernel_4x4__scalar(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                                              const float *w, float *c, size_t c_stride,
-                                              const edge_f32_minmax_params *params) {
-  f32_gemm_scalar_tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, params);
-}
+EDGE_F32_GEMM_TILES(4, 4)

@@ -1,8 +1,4 @@
-/* SSE2 4x8 GEMM tile (gemm.h): 8 xmm accumulators. */
-#include "f32-gemm-sse2.h"
+/* The sse2 fp32 GEMM and IGEMM tiles, 4 x 8 and 1 x 8, from the family's template. */
+#include "../f32-gemm-tile.h"
 
-void edge_f32_gemm_minmax_ukernel_4x8__sse2(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride,
-                                            const float *w, float *c, size_t c_stride,
-                                            const edge_f32_minmax_params *params) {
-  f32_gemm_sse2_tile(4, mr, nc, kc, a, a_stride, w, c, c_stride, params);
-}
+EDGE_F32_GEMM_TILES(4, 8)
