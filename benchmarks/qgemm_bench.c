@@ -106,7 +106,7 @@ static int dwconv_layer(edge_isa_level level, int64_t hw, int64_t c, int64_t str
   for (int64_t i = 0; i < c; ++i) edge_quantize_multiplier(1.0 / 4096.0, &mult[i], &shift[i]);
   const edge_qs8_requant_params out = {0, -128, 127};
   const double ops = 2.0 * (double)out_count * (double)(kk * kk);
-  if (edge_qs8_conv_plan_create(edge_qs8_kernels_for(level), &s, w, bias, -3, mult, shift, &out, &b.q) != EDGE_OK) {
+  if (edge_qs8_conv_plan_create(&edge_kernels_for(level)->qs8, &s, w, bias, -3, mult, shift, &out, &b.q) != EDGE_OK) {
     fprintf(stderr, "qgemm_bench: %s\n", edge_last_error());
     return 1;
   }
@@ -185,8 +185,8 @@ int main(int argc, char **argv) {
          "f32 GFLOP/s", "int8/f32");
   for (int level = 0; level < EDGE_ISA_COUNT_; ++level) {
     const edge_kernel_config *config = edge_kernels_for((edge_isa_level)level);
-    b.qk = edge_qs8_kernels_for((edge_isa_level)level);
-    if (!config || !b.qk) continue;
+    if (!config) continue;
+    b.qk = &config->qs8;
     b.fk = &config->gemm;
     b.packed = aligned_alloc(64, edge_qs8_gemm_packed_bytes(b.qk, n, 1, k));
     b.packed_dq = aligned_alloc(64, edge_qs8_gemm_packed_bytes(b.qk, n, 1, k));

@@ -273,7 +273,7 @@ static double qgemm_gops(const edge_qs8_kernels *k, size_t m, size_t n, size_t k
 
 int main(void) {
   const edge_kernel_config *config = edge_kernels();
-  const edge_qs8_kernels *qk = edge_qs8_kernels_get();
+  const edge_qs8_kernels *qk = &edge_kernels()->qs8;
   const edge_isa_level level = config->isa;
   static const size_t sizes[][3] = {{1024, 1024, 1024}, {2048, 2048, 512}, {512, 512, 512}, {256, 4096, 1024}};
   enum { SIZES = sizeof sizes / sizeof sizes[0] };

@@ -16,10 +16,10 @@
 #include <stdint.h>
 
 #include "edge.h"
+#include "kernels/common.h"
 #include "schema_enums.h"
 
 #define EDGE_ERROR_CAPACITY 512
-#define EDGE_ALIGNMENT 64
 
 /* ---- parsed operator options (defaults filled in by the loader) ---- */
 
@@ -112,9 +112,6 @@ typedef union {
   edge_roi_align_options roi_align;
 } edge_options;
 
-/* A fused activation, applied to an op's output (IDENTITY: none). Same vocabulary as UNARY. */
-typedef struct { edge_unary_kind op; float alpha, beta; } edge_activation;
-
 /* ---- tensors and nodes ---- */
 
 typedef struct {
@@ -164,8 +161,6 @@ typedef struct {
                                            so allocate refuses a model where another op reads such an output */
 } edge_node;
 
-typedef struct edge_threadpool edge_threadpool;
-
 /* What a kernel sees while it prepares or runs. */
 typedef struct {
   edge_tensor *tensors;
@@ -197,8 +192,6 @@ const edge_op_registration *edge_op_lookup(edge_op_kind opcode);
 /* Formats a message into ctx->error prefixed by nothing; returns status for `return edge_fail(...)`. */
 edge_status edge_fail(edge_context *ctx, edge_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* The thread-local message behind edge_last_error(). */
-edge_status edge_set_last_error(edge_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int64_t edge_num_elements(int32_t rank, const int64_t *shape);
 /* rank/shape of a, b broadcast together (numpy rules); EDGE_INVALID_MODEL with a message if they
@@ -211,24 +204,5 @@ void edge_format_shape(char *buf, size_t cap, int32_t rank, const int64_t *shape
 
 float edge_half_to_float(uint16_t h);
 uint16_t edge_float_to_half(float f);
-
-/* Applies an activation to n floats in place (the scalar reference, cruntime/src/ops/unary.c). */
-void edge_activation_apply(const edge_activation *act, float *data, size_t n);
-float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta);
-
-/* ---- thread pool (cruntime/src/threadpool.c) ---- */
-
-/* fn(ctx, begin, end, thread) once per tile of [0, n): tile k is [k*tile, min((k+1)*tile, n)),
- * a cut that depends on n and tile only (a job of more than 65,536 tiles gets coarser tiles, again
- * from n and tile alone). The pool's threads share the tiles by work stealing; `thread` is the
- * running thread's index in [0, num_threads), for per-thread scratch. The caller works too and
- * returns after every tile has run; with one thread (or no pool) it runs them all in order. */
-typedef void (*edge_parallel_fn)(void *ctx, int64_t begin, int64_t end, int32_t thread);
-edge_threadpool *edge_threadpool_create(int32_t num_threads);
-void edge_threadpool_free(edge_threadpool *pool);
-int32_t edge_threadpool_size(const edge_threadpool *pool);
-void edge_parallel_tiles(edge_threadpool *pool, int64_t n, int64_t tile, edge_parallel_fn fn, void *ctx);
-/* edge_parallel_tiles with tiles of one item (callers whose items are already blocks of work). */
-void edge_parallel_for(edge_threadpool *pool, int64_t n, edge_parallel_fn fn, void *ctx);
 
 #endif

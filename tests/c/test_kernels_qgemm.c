@@ -517,13 +517,13 @@ int test_kernels_qgemm(void) {
   checks = 0;
   test_requantize();
   edge_threadpool *pools[3] = {edge_threadpool_create(1), edge_threadpool_create(2), edge_threadpool_create(3)};
-  CHECK(edge_qs8_kernels_for(EDGE_ISA_SCALAR) != NULL, "the scalar level must always have qs8 kernels");
-  CHECK(edge_qs8_kernels_get() == edge_qs8_kernels_for(edge_isa_level_get()), "get() is not the picked level's");
+  CHECK(edge_kernels_for(EDGE_ISA_SCALAR) != NULL, "the scalar level must always have kernels");
   for (int level = 0; level < EDGE_ISA_COUNT_; ++level) {
-    const edge_qs8_kernels *k = edge_qs8_kernels_for((edge_isa_level)level);
-    CHECK((k != NULL) == (edge_isa_level_supported((edge_isa_level)level) != 0), "qs8 table of %s",
+    const edge_kernel_config *config = edge_kernels_for((edge_isa_level)level);
+    CHECK((config != NULL) == (edge_isa_level_supported((edge_isa_level)level) != 0), "kernel table of %s",
           edge_isa_level_name((edge_isa_level)level));
-    if (!k) continue;
+    if (!config) continue;
+    const edge_qs8_kernels *k = &config->qs8;
     CHECK(k->isa == (edge_isa_level)level && k->gemm[0] && k->gemm[1] && k->gemm_dq[0] && k->igemm[0] &&
               k->igemm_dq[1] && k->dwconv && k->dwconv_dq && k->mr >= 1 && k->nr >= 1 && k->nr <= 64 && k->kr >= 1,
           "qs8 table of %s is incomplete", edge_isa_level_name((edge_isa_level)level));

@@ -16,6 +16,7 @@ static void build_tables(void) {
     t->isa = (edge_isa_level)level;
     edge_gemm_kernels_init(t->isa, &t->gemm);
     edge_conv_kernels_init(t->isa, &t->conv);
+    edge_qs8_kernels_init(t->isa, &t->qs8);
     edge_vector_kernels_init(t->isa, &t->vector);
   }
 }

@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "internal.h"
+#include "common.h"
 
 typedef struct {
   bool transposed;

@@ -1,9 +1,7 @@
-/* The qs8 family's table per ISA level (qgemm.h), filled once; the drivers and ops only read it.
+/* The qs8 family's part of each level's edge_kernel_config (qs8.h); the drivers and ops only read it.
  * Where a level has no kernel of a kind it takes a lower level's: sse2's depthwise is scalar's,
  * neondot's is neon's (depthwise has no 4-long dot products to make). */
-#include <pthread.h>
-
-#include "qgemm.h"
+#include "config.h"
 
 #define QS8_GEMM_ENTRIES(tile, tile_1, isa)                                                   \
   .gemm = {edge_qs8_gemm_ukernel_##tile##__##isa, edge_qs8_gemm_ukernel_##tile_1##__##isa},    \
@@ -26,7 +24,7 @@ static void init_scalar(edge_qs8_kernels *out) {
                             .dwconv_dq = edge_qs8_dwconv_dq_ukernel__scalar};
 }
 
-static void init_level(edge_isa_level isa, edge_qs8_kernels *out) {
+void edge_qs8_kernels_init(edge_isa_level isa, edge_qs8_kernels *out) {
   init_scalar(out);
   switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -64,19 +62,3 @@ static void init_level(edge_isa_level isa, edge_qs8_kernels *out) {
   }
   out->isa = isa;
 }
-
-static edge_qs8_kernels tables[EDGE_ISA_COUNT_];
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
-
-static void build_tables(void) {
-  for (int level = 0; level < EDGE_ISA_COUNT_; ++level)
-    if (edge_isa_level_supported((edge_isa_level)level)) init_level((edge_isa_level)level, &tables[level]);
-}
-
-const edge_qs8_kernels *edge_qs8_kernels_for(edge_isa_level level) {
-  if (!edge_isa_level_supported(level)) return NULL;
-  pthread_once(&tables_once, build_tables);
-  return &tables[level];
-}
-
-const edge_qs8_kernels *edge_qs8_kernels_get(void) { return edge_qs8_kernels_for(edge_isa_level_get()); }

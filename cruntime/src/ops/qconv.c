@@ -164,7 +164,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
     }
   }
 
-  const edge_qs8_kernels *kernels = edge_qs8_kernels_get();
+  const edge_qs8_kernels *kernels = &edge_kernels()->qs8;
   bool constant = w->kind == EDGE_TENSOR_CONSTANT && w->data && (!bias || (bias->kind == EDGE_TENSOR_CONSTANT && bias->data));
   if (kernels && edge_isa_level_get() != EDGE_ISA_SCALAR && constant) {
     status = s->dynamic ? edge_qs8_conv_plan_create_dynamic(kernels, p, w->data, s->weight_scale,

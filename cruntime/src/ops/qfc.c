@@ -146,7 +146,7 @@ static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const ch
  * when the picked level is above scalar; leaves s->packed NULL otherwise. */
 static edge_status pack_weights(edge_context *ctx, edge_node *node, const char *what, qproduct_state *s,
                                 const int8_t *w, size_t n_stride, size_t k_stride, const float *fbias) {
-  const edge_qs8_kernels *k = edge_qs8_kernels_get();
+  const edge_qs8_kernels *k = &edge_kernels()->qs8;
   if (!k || edge_isa_level_get() == EDGE_ISA_SCALAR || s->zp_w != 0 || s->rows == 0 || s->columns == 0) return EDGE_OK;
   size_t bytes = edge_qs8_gemm_packed_bytes(k, (size_t)s->columns, 1, (size_t)s->depth);
   s->packed = aligned_alloc(64, bytes ? bytes : 64);
