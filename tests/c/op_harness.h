@@ -1,8 +1,7 @@
-/* The one-node graph the op test suites (test_ops_data.c, test_ops_compute.c, test_ops_training.c)
- * build by hand: tensors and a node, prepare and eval through the registration table, outputs and
- * scratch poisoned (0xA5) before eval so a kernel that skips an element is caught. Also the
- * suites' xorshift generator; an includer defines OP_HARNESS_SEED first, so each suite keeps its own
- * random cases. Header-only, everything static inline: each suite is one translation unit. */
+/* The one-node graph every op test suite (test_ops_data.c, test_ops_compute.c, test_ops_index.c,
+ * test_ops_training.c, test_ops_quant.c) builds by hand, quantization parameters included: tensors and a node, prepare and eval through the registration table, outputs and
+ * scratch poisoned (0xA5) before eval so a kernel that skips an element is caught. Header-only,
+ * everything static inline: each suite is one translation unit. */
 #ifndef EDGE_OP_HARNESS_H
 #define EDGE_OP_HARNESS_H
 
@@ -10,26 +9,18 @@
 #include <string.h>
 
 #include "internal.h"
-
-#ifndef OP_HARNESS_SEED
-#error "define OP_HARNESS_SEED before including op_harness.h"
-#endif
-
-static uint64_t rng_state = OP_HARNESS_SEED;
-
-static inline uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static inline int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
-static inline float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000000) / 1000000.0f; }
+#include "test.h"
 
 #define MAX_TENSORS 16
 
+/* Room for per-channel quantization parameters of each tensor. */
+#define MAX_QUANT_PARAMS 64
+
 typedef struct {
   edge_tensor tensors[MAX_TENSORS];
+  float scales[MAX_TENSORS][MAX_QUANT_PARAMS];
+  int64_t zero_points[MAX_TENSORS][MAX_QUANT_PARAMS];
+  void *owned[MAX_TENSORS]; /* the data buffers this graph allocated (a folded output points elsewhere) */
   int32_t num_tensors;
   int32_t inputs[MAX_TENSORS], outputs[MAX_TENSORS];
   edge_node node;
@@ -57,24 +48,44 @@ static inline int32_t add_tensor(graph *g, const char *name, edge_dtype dtype, i
   t->rank = t->declared_rank = rank;
   for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
   t->nbytes = (size_t)edge_num_elements(rank, shape) * edge_dtype_size(dtype);
-  t->data = calloc(1, t->nbytes + 64);
+  t->data = g->owned[index] = calloc(1, t->nbytes + 64);
+  t->scales = g->scales[index];
+  t->zero_points = g->zero_points[index];
   g->ctx.num_tensors = g->num_tensors;
   return index;
 }
 
-/* prepare, allocate outputs (poisoned) and scratch at their new sizes, eval. */
-static inline edge_status graph_run(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
+static inline void graph_add_input(graph *g, int32_t tensor) { g->inputs[g->node.num_inputs++] = tensor; }
+static inline void graph_add_output(graph *g, int32_t tensor) { g->outputs[g->node.num_outputs++] = tensor; }
+
+/* Quantization parameters of tensor t: count scales and zero points along axis (count 1: per tensor). */
+static inline void graph_set_quant(graph *g, int32_t t, int32_t count, const float *scales,
+                                   const int64_t *zero_points, int32_t axis) {
+  for (int32_t i = 0; i < count; ++i) {
+    g->scales[t][i] = scales[i];
+    g->zero_points[t][i] = zero_points[i];
+  }
+  g->tensors[t].num_quant_params = count;
+  g->tensors[t].quantized_dimension = axis;
+}
+
+static inline edge_status graph_prepare(graph *g) {
   g->node.scratch_bytes = 0;
   g->error[0] = '\0';
-  edge_status status = reg->prepare(&g->ctx, &g->node);
+  return edge_op_lookup(g->node.opcode)->prepare(&g->ctx, &g->node);
+}
+
+/* prepare, allocate outputs (poisoned) and scratch at their new sizes, eval. An output the op folded
+ * at prepare keeps the data it points to. */
+static inline edge_status graph_run(graph *g) {
+  edge_status status = graph_prepare(g);
   if (status != EDGE_OK) return status;
   for (int32_t i = 0; i < g->node.num_outputs; ++i) {
-    if (g->outputs[i] < 0) continue;
-    edge_tensor *t = &g->tensors[g->outputs[i]];
-    free(t->data);
-    t->data = malloc(t->nbytes + 64);
-    memset(t->data, 0xA5, t->nbytes + 64);
+    const int32_t t = g->outputs[i];
+    if (t < 0 || g->tensors[t].folded) continue;
+    free(g->owned[t]);
+    g->tensors[t].data = g->owned[t] = malloc(g->tensors[t].nbytes + 64);
+    memset(g->owned[t], 0xA5, g->tensors[t].nbytes + 64);
   }
   free(g->scratch);
   g->scratch = NULL;
@@ -84,13 +95,13 @@ static inline edge_status graph_run(graph *g) {
     memset(g->scratch, 0xA5, bytes);
   }
   g->node.scratch = g->scratch;
-  return reg->eval(&g->ctx, &g->node);
+  return edge_op_lookup(g->node.opcode)->eval(&g->ctx, &g->node);
 }
 
 static inline void graph_free(graph *g) {
   const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release) reg->release(&g->node);
-  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->tensors[i].data);
+  if (reg->release && g->node.state) reg->release(&g->node);
+  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->owned[i]);
   free(g->scratch);
 }
 

@@ -48,7 +48,7 @@ void test_arena_plan_small_chain(void) {
   size_t planned = 0, naive = 0;
   CHECK_STATUS(edge_plan_arena(items, 4, &planned, &naive), EDGE_OK);
   CHECK(naive == 4 * 4032);
-  CHECK_MSG(planned == 2 * 4032, "planned %zu", planned);
+  CHECK(planned == 2 * 4032, "planned %zu", planned);
   CHECK(check_plan(items, 4, planned, naive) == 0);
   CHECK(items[1].offset != items[2].offset);
   /* Sizes that are not multiples of 64 still get aligned offsets. */
@@ -78,12 +78,12 @@ void test_arena_plan_random_lifetimes(void) {
     size_t planned = 0, naive = 0;
     CHECK_STATUS(edge_plan_arena(items, n, &planned, &naive), EDGE_OK);
     int bad = check_plan(items, n, planned, naive);
-    CHECK_MSG(bad == 0, "round %d: %d violations (planned %zu, naive %zu)", round, bad, planned, naive);
+    CHECK(bad == 0, "round %d: %d violations (planned %zu, naive %zu)", round, bad, planned, naive);
     total_planned += planned;
     total_naive += naive;
   }
   /* Reuse must actually happen on random short lifetimes. */
-  CHECK_MSG(total_planned < total_naive * 3 / 4, "planned %zu vs naive %zu", total_planned, total_naive);
+  CHECK(total_planned < total_naive * 3 / 4, "planned %zu vs naive %zu", total_planned, total_naive);
 }
 
 typedef struct {
@@ -133,9 +133,9 @@ void test_threadpool_visits_every_index_once(void) {
           edge_parallel_tiles(pool, n, tiles[j], visit, &s);
           int64_t wrong = 0;
           for (int64_t i = 0; i < n; ++i) wrong += atomic_load(&s.visits[i]) != 1;
-          CHECK_MSG(wrong == 0, "threads %d, n %lld, tile %lld: %lld indices not visited exactly once", threads,
+          CHECK(wrong == 0, "threads %d, n %lld, tile %lld: %lld indices not visited exactly once", threads,
                     (long long)n, (long long)tiles[j], (long long)wrong);
-          CHECK_MSG(!atomic_load(&s.bad_tile) && atomic_load(&s.calls) == count,
+          CHECK(!atomic_load(&s.bad_tile) && atomic_load(&s.calls) == count,
                     "threads %d, n %lld, tile %lld: %lld calls for %lld tiles%s", threads, (long long)n,
                     (long long)tile, (long long)atomic_load(&s.calls), (long long)count,
                     atomic_load(&s.bad_tile) ? ", some not on tile boundaries" : "");
@@ -189,9 +189,9 @@ void test_threadpool_caller_takes_a_stalled_threads_tiles(void) {
     pthread_create(&releaser, NULL, release_after_caller, &s);
     edge_parallel_for(pool, 64, stall_first_worker_tile, &s);
     pthread_join(releaser, NULL);
-    CHECK_MSG(atomic_load(&s.caller_tiles) + atomic_load(&s.worker_tiles) == 64, "round %d: %d + %d tiles", round,
+    CHECK(atomic_load(&s.caller_tiles) + atomic_load(&s.worker_tiles) == 64, "round %d: %d + %d tiles", round,
               atomic_load(&s.caller_tiles), atomic_load(&s.worker_tiles));
-    CHECK_MSG(atomic_load(&s.worker_tiles) <= 1, "round %d: the stalled worker ran %d tiles", round,
+    CHECK(atomic_load(&s.worker_tiles) <= 1, "round %d: the stalled worker ran %d tiles", round,
               atomic_load(&s.worker_tiles));
   }
   edge_threadpool_free(pool);
@@ -230,7 +230,7 @@ void test_threadpool_two_pools_at_once(void) {
   for (int i = 0; i < 2; ++i) pthread_create(&threads[i], NULL, use_pool, &users[i]);
   for (int i = 0; i < 2; ++i) pthread_join(threads[i], NULL);
   for (int i = 0; i < 2; ++i) {
-    CHECK_MSG(users[i].sum == 2000LL * (10000LL * 9999LL / 2), "pool %d: sum %lld", i, (long long)users[i].sum);
+    CHECK(users[i].sum == 2000LL * (10000LL * 9999LL / 2), "pool %d: sum %lld", i, (long long)users[i].sum);
     edge_threadpool_free(users[i].pool);
   }
 }

@@ -11,7 +11,7 @@ static edge_interpreter *make_interpreter(edge_model *model, int32_t threads) {
   edge_interpreter *interp = NULL;
   if (!model) return NULL;
   edge_status status = edge_interpreter_create(model, &options, &interp);
-  CHECK_MSG(status == EDGE_OK, "create: %s", edge_last_error());
+  CHECK(status == EDGE_OK, "create: %s", edge_last_error());
   return interp;
 }
 
@@ -66,7 +66,7 @@ void test_interpreter_without_opencl(void) {
   edge_interpreter *interp = NULL;
   edge_interpreter_options options = {.num_threads = 1, .backend = EDGE_BACKEND_OPENCL, .gpu_precision = EDGE_GPU_FP32};
   CHECK_STATUS(edge_interpreter_create(model, &options, &interp), EDGE_UNSUPPORTED);
-  CHECK_MSG(interp == NULL && strstr(edge_last_error(), "OpenCL is not available") != NULL &&
+  CHECK(interp == NULL && strstr(edge_last_error(), "OpenCL is not available") != NULL &&
                 strstr(edge_last_error(), "libOpenCL-for-the-test") != NULL,
             "message: %s", edge_last_error());
   int32_t count = -1;
@@ -128,7 +128,7 @@ void test_interpreter_set_get_tensor_sizes(void) {
   CHECK(memcmp(in, out, sizeof in) == 0);
   void *data = NULL;
   CHECK_STATUS(edge_interpreter_tensor_data(interp, 0, &data), EDGE_OK);
-  CHECK(data && ((uintptr_t)data % 64) == 0 && memcmp(data, in, sizeof in) == 0);
+  CHECK(data && ((uintptr_t)data & 63) == 0 && memcmp(data, in, sizeof in) == 0);
   edge_memory_info memory;
   CHECK_STATUS(edge_interpreter_memory(interp, &memory), EDGE_OK);
   CHECK(memory.arena_bytes == 64 && memory.naive_bytes == 64 && memory.scratch_bytes == 0);
@@ -197,7 +197,7 @@ void test_interpreter_constants_and_variables(void) {
   for (int i = 0; i < 18; ++i) CHECK(fabsf(weights[i] - (-0.5f + 0.05f * (float)i)) < 1e-6f);
   void *data = NULL;
   CHECK_STATUS(edge_interpreter_tensor_data(interp, 1, &data), EDGE_OK);
-  CHECK(data && ((uintptr_t)data % 64) == 0);
+  CHECK(data && ((uintptr_t)data & 63) == 0);
   CHECK_STATUS(edge_interpreter_set_tensor(interp, 1, weights, sizeof weights), EDGE_INVALID_ARGUMENT);
   CHECK(strstr(edge_interpreter_error(interp), "constant") != NULL);
 
@@ -256,12 +256,12 @@ static void check_add_relu(edge_interpreter *interp, int32_t batch) {
   for (int32_t i = 0; i < batch * 4; ++i) x[i] = (float)(i % 7) - 2.5f + 0.25f * (float)i;
   CHECK_STATUS(edge_interpreter_set_tensor(interp, 0, x, sizeof(float) * (size_t)(batch * 4)), EDGE_OK);
   edge_status status = edge_interpreter_invoke(interp);
-  CHECK_MSG(status == EDGE_OK, "invoke: %s", edge_interpreter_error(interp));
+  CHECK(status == EDGE_OK, "invoke: %s", edge_interpreter_error(interp));
   CHECK_STATUS(edge_interpreter_get_tensor(interp, 3, y, sizeof(float) * (size_t)(batch * 4)), EDGE_OK);
   for (int32_t i = 0; i < batch * 4; ++i) {
     want = x[i] + c[i % 4];
     want = want > 0 ? want : 0;
-    CHECK_MSG(y[i] == want, "batch %d, y[%d] = %g, expected %g", batch, i, y[i], want);
+    CHECK(y[i] == want, "batch %d, y[%d] = %g, expected %g", batch, i, y[i], want);
   }
 }
 
@@ -274,12 +274,12 @@ void test_interpreter_runs_add_relu(void) {
       return;
     }
     edge_status status = edge_interpreter_allocate(interp);
-    CHECK_MSG(status == EDGE_OK, "allocate: %s", edge_interpreter_error(interp));
+    CHECK(status == EDGE_OK, "allocate: %s", edge_interpreter_error(interp));
     if (status == EDGE_OK) {
       edge_memory_info memory;
       CHECK_STATUS(edge_interpreter_memory(interp, &memory), EDGE_OK);
       /* x [start, end] (inputs survive invoke), sum [0, 1], y [1, end]: all three overlap, no reuse. */
-      CHECK_MSG(memory.arena_bytes == 192 && memory.naive_bytes == 192, "arena %zu, naive %zu", memory.arena_bytes,
+      CHECK(memory.arena_bytes == 192 && memory.naive_bytes == 192, "arena %zu, naive %zu", memory.arena_bytes,
                 memory.naive_bytes);
       edge_interpreter_set_profiling(interp, 1);
       check_add_relu(interp, 1);
@@ -293,7 +293,7 @@ void test_interpreter_runs_add_relu(void) {
       int64_t shape[2] = {3, 4};
       CHECK_STATUS(edge_interpreter_resize_input(interp, 0, 2, shape), EDGE_OK);
       status = edge_interpreter_allocate(interp);
-      CHECK_MSG(status == EDGE_OK, "allocate after resize: %s", edge_interpreter_error(interp));
+      CHECK(status == EDGE_OK, "allocate after resize: %s", edge_interpreter_error(interp));
       if (status == EDGE_OK) check_add_relu(interp, 3);
       CHECK_STATUS(edge_interpreter_invoke_signature(interp, 0), EDGE_OK);
     }
@@ -311,7 +311,7 @@ void test_interpreter_checks_declared_shapes(void) {
   }
   CHECK_STATUS(edge_interpreter_allocate(interp), EDGE_INVALID_MODEL);
   const char *message = edge_interpreter_error(interp);
-  CHECK_MSG(strstr(message, "op 0 (BINARY)") && strstr(message, "'sum'") && strstr(message, "[1, 5]"), "message: %s",
+  CHECK(strstr(message, "op 0 (BINARY)") && strstr(message, "'sum'") && strstr(message, "[1, 5]"), "message: %s",
             message);
   CHECK_STATUS(edge_interpreter_invoke(interp), EDGE_BAD_STATE);
   edge_interpreter_free(interp);

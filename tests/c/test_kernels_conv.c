@@ -18,30 +18,12 @@
 
 #include "internal.h"
 #include "kernels/conv_driver.h"
+#include "test.h"
 
-static int checks, failures;
 /* Of the last run_case: max |got - want| / max |want| over the output. */
 static double last_error_vs_peak;
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
-static float rnd_float(void) { return (float)((double)rnd() / 4294967296.0 * 2.0 - 1.0); }
-
-#define EXPECT(cond, ...)                  \
-  do {                                     \
-    ++checks;                              \
-    if (!(cond)) {                         \
-      ++failures;                          \
-      fprintf(stderr, "  conv: " __VA_ARGS__); \
-      fputc('\n', stderr);                 \
-    }                                      \
-  } while (0)
+static float rnd_unit(void) { return (float)((double)rnd() / 4294967296.0 * 2.0 - 1.0); }
 
 typedef struct {
   edge_conv_shape s;
@@ -126,17 +108,17 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
   float *x = malloc(x_count * sizeof *x), *w = malloc(w_count * sizeof *w), *bias = malloc((size_t)s->out_c * 4);
   double *want = malloc(y_count * sizeof *want), *scale = malloc(y_count * sizeof *scale);
   float *got[3];
-  for (size_t i = 0; i < x_count; ++i) x[i] = rnd_float();
-  for (size_t i = 0; i < w_count; ++i) w[i] = rnd_float();
-  for (int64_t i = 0; i < s->out_c; ++i) bias[i] = rnd_float();
+  for (size_t i = 0; i < x_count; ++i) x[i] = rnd_unit();
+  for (size_t i = 0; i < w_count; ++i) w[i] = rnd_unit();
+  for (int64_t i = 0; i < s->out_c; ++i) bias[i] = rnd_unit();
   const bool with_bias = rnd() % 4 != 0;
   reference_conv(c, x, w, with_bias ? bias : NULL, want, scale);
 
   edge_conv_plan *plan = edge_conv_plan_create(kernels, s, w, with_bias ? bias : NULL, &c->act, winograd);
-  EXPECT(plan != NULL, "%s: plan creation failed", what);
+  CHECK(plan != NULL, "%s: plan creation failed", what);
   double worst = 0.0;
   if (plan) {
-    EXPECT(edge_conv_plan_method(plan) == expect, "%s: method %s, expected %s", what,
+    CHECK(edge_conv_plan_method(plan) == expect, "%s: method %s, expected %s", what,
            edge_conv_method_name(edge_conv_plan_method(plan)), edge_conv_method_name(expect));
     const size_t scratch_bytes = edge_conv_plan_scratch_bytes(plan, 3);
     void *scratch = aligned_alloc(EDGE_ALIGNMENT, (scratch_bytes / EDGE_ALIGNMENT + 1) * EDGE_ALIGNMENT);
@@ -146,7 +128,7 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
       edge_conv_plan_run(plan, pools[t], x, got[t], scratch);
       bool intact = true;
       for (size_t i = y_count; i < y_count + SENTINELS; ++i) intact &= got[t][i] == -12345.0f;
-      EXPECT(intact, "%s: wrote past the output with %d threads", what, t + 1);
+      CHECK(intact, "%s: wrote past the output with %d threads", what, t + 1);
     }
     size_t bad = 0, first_bad = 0;
     double peak = 0.0, max_err = 0.0;
@@ -159,10 +141,10 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
       if (!(err <= bound) && bad++ == 0) first_bad = i;
     }
     last_error_vs_peak = peak > 0.0 ? max_err / peak : max_err;
-    EXPECT(bad == 0, "%s [%s, %s]: %zu of %zu outputs off, first [%zu] got %.7g want %.7g (scale %.3g)", what,
+    CHECK(bad == 0, "%s [%s, %s]: %zu of %zu outputs off, first [%zu] got %.7g want %.7g (scale %.3g)", what,
            kernels->conv.isa_name, edge_conv_method_name(edge_conv_plan_method(plan)), bad, y_count, first_bad,
            (double)got[0][first_bad], want[first_bad], scale[first_bad]);
-    EXPECT(memcmp(got[0], got[1], y_count * sizeof(float)) == 0 && memcmp(got[0], got[2], y_count * sizeof(float)) == 0,
+    CHECK(memcmp(got[0], got[1], y_count * sizeof(float)) == 0 && memcmp(got[0], got[2], y_count * sizeof(float)) == 0,
            "%s [%s]: results differ between 1, 2 and 3 threads", what, kernels->conv.isa_name);
     for (int t = 0; t < 3; ++t) free(got[t]);
     free(scratch);
@@ -357,8 +339,8 @@ static void shared_column_dwconv_matches(const edge_kernel_config *k) {
             float *y[2];
             const size_t y_count = (size_t)(out_w * ch);
             const float **rows = malloc((size_t)(out_w * taps) * sizeof *rows);
-            for (size_t i = 0; i < 2 * image; ++i) x[i] = rnd_float();
-            for (size_t i = 0; i < blocks * block_floats; ++i) w[i] = rnd_float();
+            for (size_t i = 0; i < 2 * image; ++i) x[i] = rnd_unit();
+            for (size_t i = 0; i < blocks * block_floats; ++i) w[i] = rnd_unit();
             for (int64_t ow = 0; ow < out_w; ++ow)
               for (int64_t t = 0; t < taps; ++t) {
                 const int64_t ih = oh * stride - pad + t / ks, iw = ow * stride - pad + t % ks;
@@ -378,7 +360,7 @@ static void shared_column_dwconv_matches(const edge_kernel_config *k) {
             }
             size_t past = 0;
             for (size_t i = y_count; i < y_count + SENTINELS; ++i) past += y[1][i] != -1234.5f;
-            EXPECT(memcmp(y[0], y[1], y_count * sizeof(float)) == 0 && past == 0,
+            CHECK(memcmp(y[0], y[1], y_count * sizeof(float)) == 0 && past == 0,
                    "[%s] shared-column depthwise %lldx%lld stride %lld width %lld channels %lld offset %lld: "
                    "differs from the per-tap kernel or wrote past the row",
                    k->conv.isa_name, (long long)ks, (long long)ks, (long long)stride, (long long)out_w,
@@ -392,8 +374,8 @@ static void shared_column_dwconv_matches(const edge_kernel_config *k) {
           }
 }
 
-int test_kernels_conv(void) {
-  checks = failures = 0;
+void test_kernels_conv(void) {
+  rng_seed(0x2545F4914F6CDD1Dull);
   edge_threadpool *pools[3] = {edge_threadpool_create(1), edge_threadpool_create(2), edge_threadpool_create(3)};
   for (int level = 0; level < EDGE_ISA_COUNT_; ++level) {
     const edge_kernel_config *k = edge_kernels_for((edge_isa_level)level);
@@ -403,6 +385,4 @@ int test_kernels_conv(void) {
     winograd_error_on_resnet_layers(k, pools);
   }
   for (int t = 0; t < 3; ++t) edge_threadpool_free(pools[t]);
-  printf("  conv kernels: %d checks, %d failed\n", checks, failures);
-  return failures;
 }

@@ -6,7 +6,7 @@
  * random ones; both packings (B as [n][k] and as [k][n]), strided A and C, with and without bias,
  * every activation. C sits between guard words, and the gaps of a strided C hold a poison value,
  * so a kernel writing outside its tile is caught. Products on 1, 2 and 3 threads must agree bit
- * for bit. Entry point: test_kernels_gemm(); returns the number of failed checks. */
+ * for bit.  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -17,30 +17,12 @@
 
 #include "internal.h"
 #include "kernels/config.h"
+#include "op_harness.h"
+#include "test.h"
 
-static int failures;
-static int checks;
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++checks;                                              \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
-
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
 static size_t rnd_size(size_t lo, size_t hi) { return lo + rnd() % (uint32_t)(hi - lo + 1); }
-static float rnd_float(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
+static float rnd_unit(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
 
 #define GUARD 16
 static const float poison = -12345.5f;
@@ -67,9 +49,9 @@ static void problem_init(problem *p, shape s, int transposed, int with_bias, int
   p->a = malloc(sizeof(float) * (s.m * p->a_stride + 1));
   p->w = malloc(sizeof(float) * (s.n * s.k + 1));
   p->bias = with_bias ? malloc(sizeof(float) * s.n) : NULL;
-  for (size_t i = 0; i < s.m * p->a_stride; ++i) p->a[i] = rnd_float();
-  for (size_t i = 0; i < s.n * s.k; ++i) p->w[i] = rnd_float();
-  for (size_t i = 0; with_bias && i < s.n; ++i) p->bias[i] = rnd_float();
+  for (size_t i = 0; i < s.m * p->a_stride; ++i) p->a[i] = rnd_unit();
+  for (size_t i = 0; i < s.n * s.k; ++i) p->w[i] = rnd_unit();
+  for (size_t i = 0; with_bias && i < s.n; ++i) p->bias[i] = rnd_unit();
   p->want = malloc(sizeof(double) * (s.m * s.n + 1));
   p->magnitude = malloc(sizeof(double) * (s.m * s.n + 1));
   for (size_t i = 0; i < s.m; ++i)
@@ -264,83 +246,27 @@ static void test_level_table(void) {
 
 /* ---- the ops that use the family, through their registrations ---- */
 
-typedef struct {
-  edge_tensor tensors[12];
-  int32_t num_tensors, inputs[8], outputs[3];
-  edge_node node;
-  edge_context ctx;
-  char error[EDGE_ERROR_CAPACITY];
-  void *scratch;
-} op_graph;
-
-static void op_graph_init(op_graph *g, edge_op_kind opcode) {
-  memset(g, 0, sizeof *g);
-  g->node.opcode = opcode;
-  g->node.inputs = g->inputs;
-  g->node.outputs = g->outputs;
-  g->ctx.tensors = g->tensors;
-  g->ctx.error = g->error;
-  g->ctx.num_threads = 1;
-}
-
 /* A float input filled from the generator (or absent with rank < 0); kind decides the path:
  * constant weights are packed at prepare, others per call or by the reference loops. */
-static void op_graph_input(op_graph *g, int32_t rank, const int64_t *shape, edge_tensor_kind kind) {
+static void op_graph_input(graph *g, int32_t rank, const int64_t *shape, edge_tensor_kind kind) {
   if (rank < 0) {
-    g->inputs[g->node.num_inputs++] = -1;
+    graph_add_input(g, -1);
     return;
   }
-  edge_tensor *t = &g->tensors[g->num_tensors];
-  t->name = "in";
-  t->dtype = EDGE_FLOAT32;
-  t->kind = kind;
-  t->rank = t->declared_rank = rank;
-  for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
-  const int64_t count = edge_num_elements(rank, shape);
-  t->nbytes = (size_t)count * sizeof(float);
-  t->data = malloc(t->nbytes + 4);
-  for (int64_t i = 0; i < count; ++i) ((float *)t->data)[i] = rnd_float();
-  g->inputs[g->node.num_inputs++] = g->num_tensors++;
-  g->ctx.num_tensors = g->num_tensors;
+  const int32_t t = add_tensor(g, "in", EDGE_FLOAT32, rank, shape);
+  g->tensors[t].kind = kind;
+  float *data = g->tensors[t].data;
+  for (int64_t i = 0; i < edge_num_elements(rank, shape); ++i) data[i] = rnd_unit();
+  graph_add_input(g, t);
 }
 
-static void op_graph_output(op_graph *g) {
-  edge_tensor *t = &g->tensors[g->num_tensors];
-  t->name = "out";
-  t->dtype = EDGE_FLOAT32;
-  g->outputs[g->node.num_outputs++] = g->num_tensors++;
-  g->ctx.num_tensors = g->num_tensors;
-}
-
-static edge_status op_graph_run(op_graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  g->node.scratch_bytes = 0;
-  edge_status status = reg->prepare(&g->ctx, &g->node);
-  if (status != EDGE_OK) return status;
-  for (int32_t i = 0; i < g->node.num_outputs; ++i) {
-    edge_tensor *t = &g->tensors[g->outputs[i]];
-    free(t->data);
-    t->data = malloc(t->nbytes + 4);
-    memset(t->data, 0xA5, t->nbytes + 4);
-  }
-  free(g->scratch);
-  g->scratch = g->node.scratch_bytes ? aligned_alloc(64, (g->node.scratch_bytes + 63) / 64 * 64) : NULL;
-  g->node.scratch = g->scratch;
-  return reg->eval(&g->ctx, &g->node);
-}
-
-static void op_graph_free(op_graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release) reg->release(&g->node);
-  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->tensors[i].data);
-  free(g->scratch);
-}
+static void op_graph_output(graph *g) { graph_add_output(g, add_tensor(g, "out", EDGE_FLOAT32, 0, NULL)); }
 
 /* The same node run twice: with `kinds` for its inputs, then with every input an activation
  * (the path without prepacking; for LSTM/GRU the reference loops). Outputs within tolerance. */
-static void compare_paths(const char *what, op_graph *constant, op_graph *plain, double tolerance) {
-  CHECK(op_graph_run(constant) == EDGE_OK, "%s (constant weights): %s", what, constant->error);
-  CHECK(op_graph_run(plain) == EDGE_OK, "%s: %s", what, plain->error);
+static void compare_paths(const char *what, graph *constant, graph *plain, double tolerance) {
+  CHECK(graph_run(constant) == EDGE_OK, "%s (constant weights): %s", what, constant->error);
+  CHECK(graph_run(plain) == EDGE_OK, "%s: %s", what, plain->error);
   for (int32_t o = 0; o < constant->node.num_outputs; ++o) {
     const edge_tensor *x = &constant->tensors[constant->outputs[o]], *y = &plain->tensors[plain->outputs[o]];
     double worst = 0;
@@ -357,7 +283,7 @@ static void compare_paths(const char *what, op_graph *constant, op_graph *plain,
   edge_threadpool *pool = edge_threadpool_create(3);
   constant->ctx.pool = pool;
   constant->ctx.num_threads = 3;
-  CHECK(op_graph_run(constant) == EDGE_OK, "%s on 3 threads: %s", what, constant->error);
+  CHECK(graph_run(constant) == EDGE_OK, "%s on 3 threads: %s", what, constant->error);
   CHECK(memcmp(single, constant->tensors[constant->outputs[0]].data, out->nbytes) == 0,
         "%s: 3 threads differ from 1", what);
   constant->ctx.pool = NULL;
@@ -371,38 +297,38 @@ static void test_recurrent_ops(void) {
     const bool lstm = trial % 2 == 0;
     const int64_t seq = (int64_t)rnd_size(1, 6), batch = (int64_t)rnd_size(1, 3), input = (int64_t)rnd_size(1, 23),
                   hidden = (int64_t)rnd_size(1, 37), dirs = trial % 4 >= 2 ? 2 : 1, gates = lstm ? 4 : 3;
-    const uint64_t seed = rng_state;
-    op_graph graphs[2];
+    const uint64_t seed = test_rng_state;
+    graph graphs[2];
     for (int g = 0; g < 2; ++g) {
-      rng_state = seed; /* same data in both */
-      op_graph *graph = &graphs[g];
+      test_rng_state = seed; /* same data in both */
+      graph *gr = &graphs[g];
       const edge_tensor_kind kind = g == 0 ? EDGE_TENSOR_CONSTANT : EDGE_TENSOR_ACTIVATION;
-      op_graph_init(graph, lstm ? EDGE_OP_LSTM : EDGE_OP_GRU);
+      graph_init(gr, lstm ? EDGE_OP_LSTM : EDGE_OP_GRU);
       const int64_t x_shape[3] = {seq, batch, input}, w_shape[3] = {dirs, gates * hidden, input},
                     r_shape[3] = {dirs, gates * hidden, hidden}, b_shape[2] = {dirs, 2 * gates * hidden},
                     state_shape[3] = {dirs, batch, hidden}, p_shape[2] = {dirs, 3 * hidden};
-      op_graph_input(graph, 3, x_shape, EDGE_TENSOR_ACTIVATION);
-      op_graph_input(graph, 3, w_shape, kind);
-      op_graph_input(graph, 3, r_shape, kind);
-      op_graph_input(graph, trial % 3 == 2 ? -1 : 2, b_shape, kind);
-      op_graph_input(graph, -1, NULL, kind); /* sequence_lens */
-      op_graph_input(graph, 3, state_shape, EDGE_TENSOR_ACTIVATION);
+      op_graph_input(gr, 3, x_shape, EDGE_TENSOR_ACTIVATION);
+      op_graph_input(gr, 3, w_shape, kind);
+      op_graph_input(gr, 3, r_shape, kind);
+      op_graph_input(gr, trial % 3 == 2 ? -1 : 2, b_shape, kind);
+      op_graph_input(gr, -1, NULL, kind); /* sequence_lens */
+      op_graph_input(gr, 3, state_shape, EDGE_TENSOR_ACTIVATION);
       if (lstm) {
-        op_graph_input(graph, 3, state_shape, EDGE_TENSOR_ACTIVATION);
-        op_graph_input(graph, trial % 4 == 0 ? 2 : -1, p_shape, kind);
+        op_graph_input(gr, 3, state_shape, EDGE_TENSOR_ACTIVATION);
+        op_graph_input(gr, trial % 4 == 0 ? 2 : -1, p_shape, kind);
       }
-      for (int o = 0; o < (lstm ? 3 : 2); ++o) op_graph_output(graph);
-      graph->node.options.rnn.hidden_size = (int32_t)hidden;
-      graph->node.options.rnn.direction = dirs == 2 ? EDGE_RNN_BIDIRECTIONAL : trial % 3 ? EDGE_RNN_FORWARD : EDGE_RNN_REVERSE;
-      graph->node.options.rnn.clip = trial == 5 ? 0.5f : 0.0f;
-      graph->node.options.rnn.linear_before_reset = trial % 4 == 1;
+      for (int o = 0; o < (lstm ? 3 : 2); ++o) op_graph_output(gr);
+      gr->node.options.rnn.hidden_size = (int32_t)hidden;
+      gr->node.options.rnn.direction = dirs == 2 ? EDGE_RNN_BIDIRECTIONAL : trial % 3 ? EDGE_RNN_FORWARD : EDGE_RNN_REVERSE;
+      gr->node.options.rnn.clip = trial == 5 ? 0.5f : 0.0f;
+      gr->node.options.rnn.linear_before_reset = trial % 4 == 1;
     }
     char what[64];
     snprintf(what, sizeof what, "%s seq=%lld batch=%lld input=%lld hidden=%lld dirs=%lld", lstm ? "LSTM" : "GRU",
              (long long)seq, (long long)batch, (long long)input, (long long)hidden, (long long)dirs);
     compare_paths(what, &graphs[0], &graphs[1], 1e-5 * (double)(input + hidden + 2) * (double)seq);
-    op_graph_free(&graphs[0]);
-    op_graph_free(&graphs[1]);
+    graph_free(&graphs[0]);
+    graph_free(&graphs[1]);
   }
 }
 
@@ -413,40 +339,39 @@ static void test_prepacked_ops(void) {
   for (int trial = 0; trial < 6; ++trial) {
     const bool fc = trial < 3;
     const int64_t m = (int64_t)rnd_size(1, 40), k = (int64_t)rnd_size(1, 70), n = (int64_t)rnd_size(1, 90);
-    const uint64_t seed = rng_state;
-    op_graph graphs[2];
+    const uint64_t seed = test_rng_state;
+    graph graphs[2];
     for (int g = 0; g < 2; ++g) {
-      rng_state = seed;
-      op_graph *graph = &graphs[g];
+      test_rng_state = seed;
+      graph *gr = &graphs[g];
       const edge_tensor_kind kind = g == 0 ? EDGE_TENSOR_CONSTANT : EDGE_TENSOR_ACTIVATION;
-      op_graph_init(graph, fc ? EDGE_OP_FULLY_CONNECTED : EDGE_OP_BATCH_MATMUL);
+      graph_init(gr, fc ? EDGE_OP_FULLY_CONNECTED : EDGE_OP_BATCH_MATMUL);
       if (fc) {
         const int64_t x_shape[2] = {m, k}, w_shape[2] = {n, k};
-        op_graph_input(graph, 2, x_shape, EDGE_TENSOR_ACTIVATION);
-        op_graph_input(graph, 2, w_shape, kind);
-        op_graph_input(graph, 1, &n, kind);
-        graph->node.activation.op = trial == 1 ? EDGE_UNARY_RELU6 : EDGE_UNARY_HARD_SWISH;
+        op_graph_input(gr, 2, x_shape, EDGE_TENSOR_ACTIVATION);
+        op_graph_input(gr, 2, w_shape, kind);
+        op_graph_input(gr, 1, &n, kind);
+        gr->node.activation.op = trial == 1 ? EDGE_UNARY_RELU6 : EDGE_UNARY_HARD_SWISH;
       } else {
         const int64_t a_shape[3] = {3, m, k}, b_shape[3] = {trial == 3 ? 1 : 3, trial == 4 ? n : k, trial == 4 ? k : n};
-        op_graph_input(graph, 3, a_shape, EDGE_TENSOR_ACTIVATION);
-        op_graph_input(graph, trial == 3 ? 2 : 3, trial == 3 ? b_shape + 1 : b_shape, kind);
-        graph->node.options.batch_matmul.transpose_b = trial == 4;
-        graph->node.options.batch_matmul.transpose_a = false;
+        op_graph_input(gr, 3, a_shape, EDGE_TENSOR_ACTIVATION);
+        op_graph_input(gr, trial == 3 ? 2 : 3, trial == 3 ? b_shape + 1 : b_shape, kind);
+        gr->node.options.batch_matmul.transpose_b = trial == 4;
+        gr->node.options.batch_matmul.transpose_a = false;
       }
-      op_graph_output(graph);
+      op_graph_output(gr);
     }
     char what[64];
     snprintf(what, sizeof what, "%s m=%lld k=%lld n=%lld", fc ? "FULLY_CONNECTED" : "BATCH_MATMUL", (long long)m,
              (long long)k, (long long)n);
     compare_paths(what, &graphs[0], &graphs[1], 0.0);
-    op_graph_free(&graphs[0]);
-    op_graph_free(&graphs[1]);
+    graph_free(&graphs[0]);
+    graph_free(&graphs[1]);
   }
 }
 
-int test_kernels_gemm(void) {
-  failures = 0;
-  checks = 0;
+void test_kernels_gemm(void) {
+  rng_seed(0x9e3779b97f4a7c15ull);
   test_level_table();
   edge_threadpool *pools[3] = {edge_threadpool_create(1), edge_threadpool_create(2), edge_threadpool_create(3)};
   const edge_gemm_kernels *scalar = &edge_kernels_for(EDGE_ISA_SCALAR)->gemm;
@@ -468,6 +393,4 @@ int test_kernels_gemm(void) {
   for (int t = 0; t < 3; ++t) edge_threadpool_free(pools[t]);
   test_recurrent_ops();
   test_prepacked_ops();
-  printf("test_kernels_gemm: %d levels, %d checks, %d failed\n", levels, checks, failures);
-  return failures;
 }

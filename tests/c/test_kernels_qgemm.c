@@ -8,8 +8,7 @@
  * epilogue too (the same float steps, no FMA). Ragged shapes (M, N, K from 1 to 67, K not a
  * multiple of 4, tails of every tile), extreme values (all -128 / 127, zero points at the bounds,
  * multipliers near 2^31, shifts 1..62), strided A and C, sentinels after each output and in the
- * gaps of strided C, 1, 2 and 3 threads. Entry point: test_kernels_qgemm(); returns the number of
- * failed checks. */
+ * gaps of strided C, 1, 2 and 3 threads. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -20,29 +19,9 @@
 
 #include "internal.h"
 #include "kernels/qgemm.h"
+#include "test.h"
 
-static int failures;
-static int checks;
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++checks;                                              \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
-
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int64_t rnd_range(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd() % (uint32_t)(hi - lo + 1)); }
 static int8_t rnd_s8(void) { return (int8_t)(rnd() & 0xff); }
 
 /* ---- requantization ---- */
@@ -512,9 +491,8 @@ static void test_conv_level(const edge_qs8_kernels *k, edge_threadpool *pools[3]
     }
 }
 
-int test_kernels_qgemm(void) {
-  failures = 0;
-  checks = 0;
+void test_kernels_qgemm(void) {
+  rng_seed(0x243f6a8885a308d3ull);
   test_requantize();
   edge_threadpool *pools[3] = {edge_threadpool_create(1), edge_threadpool_create(2), edge_threadpool_create(3)};
   CHECK(edge_kernels_for(EDGE_ISA_SCALAR) != NULL, "the scalar level must always have kernels");
@@ -527,14 +505,12 @@ int test_kernels_qgemm(void) {
     CHECK(k->isa == (edge_isa_level)level && k->gemm[0] && k->gemm[1] && k->gemm_dq[0] && k->igemm[0] &&
               k->igemm_dq[1] && k->dwconv && k->dwconv_dq && k->mr >= 1 && k->nr >= 1 && k->nr <= 64 && k->kr >= 1,
           "qs8 table of %s is incomplete", edge_isa_level_name((edge_isa_level)level));
-    const int before = failures;
+    const int before = test_current_failures;
     test_pack_refusals(k);
     test_gemm_level(k, pools);
     test_conv_level(k, pools);
     printf("     kernels_qgemm: %-10s %-32s %s\n", edge_isa_level_name((edge_isa_level)level), k->name,
-           failures == before ? "bit-exact" : "FAILED");
+           test_current_failures == before ? "bit-exact" : "FAILED");
   }
   for (int t = 0; t < 3; ++t) edge_threadpool_free(pools[t]);
-  printf("     kernels_qgemm: %d checks, %d failed\n", checks, failures);
-  return failures;
 }

@@ -14,7 +14,7 @@
  * over ragged lengths (tails of every size below the vector widths), random params including the
  * extreme shifts 1 and 62 and multipliers up to +-(2^31 - 1), values on rounding ties, infinities,
  * NaN and huge floats, with guard bytes after each output that must stay untouched.
- * Entry point: test_kernels_s8vector(); returns the number of failed checks. */
+ *  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,30 +22,9 @@
 
 #include "internal.h"
 #include "kernels/config.h"
+#include "test.h"
 
-static int failures;
-static int checks;
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
-#define CHECK(cond, ...)                                     \
-  do {                                                       \
-    ++checks;                                                \
-    if (!(cond)) {                                           \
-      if (++failures <= 40) {                                \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                        \
-        fprintf(stderr, "\n");                               \
-      }                                                      \
-    }                                                        \
-  } while (0)
-
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int32_t rnd_range(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
 
 static const size_t lengths[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 77, 127, 128, 150, 300, 1031};
 #define NUM_LENGTHS (sizeof lengths / sizeof lengths[0])
@@ -388,9 +367,8 @@ static void check_softmax(const char *isa, edge_s8_softmax_ukernel kernel) {
   CHECK(bad == 0 && y[0] != -127, "s8_softmax [%s]: an exact quotient under a low float estimate: %zu wrong", isa, bad);
 }
 
-int test_kernels_s8vector(void) {
-  failures = 0;
-  checks = 0;
+void test_kernels_s8vector(void) {
+  rng_seed(0x2545f4914f6cdd1dull);
   int levels = 0;
   for (int level = EDGE_ISA_SCALAR + 1; level < EDGE_ISA_COUNT_; ++level) {
     const edge_kernel_config *config = edge_kernels_for((edge_isa_level)level);
@@ -421,6 +399,4 @@ int test_kernels_s8vector(void) {
             !scalar->vector.s8_matmul_pack_a && !scalar->vector.s8_matmul_pack_b &&
             !scalar->vector.s8_softmax,
         "the scalar level must leave the int8 vector kernels NULL (EDGE_ISA=scalar runs the reference code)");
-  fprintf(stderr, "test_kernels_s8vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
-  return failures;
 }

@@ -17,7 +17,7 @@
  *   with guard floats after each output that must stay untouched, and elementwise kernels run on
  *   the whole array and on arbitrary pieces giving bit-identical results (which is what makes the
  *   ops' results independent of how threads split a range).
- * Entry point: test_kernels_vector(); returns the number of failed checks. */
+ *  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <float.h>
@@ -28,30 +28,10 @@
 
 #include "internal.h"
 #include "kernels/config.h"
+#include "test.h"
 
-static int failures;
-static int checks;
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++checks;                                              \
-    if (!(cond)) {                                         \
-      if (++failures <= 40) {                              \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                      \
-        fprintf(stderr, "\n");                             \
-      }                                                    \
-    }                                                      \
-  } while (0)
-
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static float rnd_float(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000003) / 1000003.0f; }
+static float rnd_between(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() % 1000003) / 1000003.0f; }
 
 static float from_bits(uint32_t u) {
   float f;
@@ -206,7 +186,7 @@ static void check_unary(const edge_vector_kernels *k) {
     for (size_t li = 0; li < NUM_LENGTHS; ++li) {
       size_t n = lengths[li];
       float *x = alloc_floats(n), *y = alloc_floats(n), *pieces = alloc_floats(n);
-      for (size_t i = 0; i < n; ++i) x[i] = rnd_float(u->lo, u->hi);
+      for (size_t i = 0; i < n; ++i) x[i] = rnd_between(u->lo, u->hi);
       for (size_t i = 0; i < n && i < sizeof specials / sizeof specials[0]; ++i)
         if (rnd() % 4 == 0) x[i] = specials[i];
       fn(n, x, y, &params);
@@ -243,7 +223,7 @@ static void check_unary(const edge_vector_kernels *k) {
   for (size_t li = 0; li < NUM_LENGTHS; ++li) {
     size_t n = lengths[li];
     float *x = alloc_floats(n), *y = alloc_floats(n);
-    for (size_t i = 0; i < n; ++i) x[i] = rnd_float(-20, 20);
+    for (size_t i = 0; i < n; ++i) x[i] = rnd_between(-20, 20);
     k->silu(n, x, y, NULL);
     int bad = 0;
     for (size_t i = 0; i < n; ++i) bad += !within(y[i], (float)(x[i] * exact_sigmoid(x[i])), x[i], 0, 5e-7);
@@ -280,8 +260,8 @@ static void check_binary(const edge_vector_kernels *k) {
       size_t n = lengths[li];
       float *a = alloc_floats(n), *b = alloc_floats(n), *y = alloc_floats(n);
       for (size_t i = 0; i < n; ++i) {
-        a[i] = rnd_float(-10, 10);
-        b[i] = rnd_float(-10, 10);
+        a[i] = rnd_between(-10, 10);
+        b[i] = rnd_between(-10, 10);
         if (rnd() % 50 == 0) a[i] = NAN;
         if (rnd() % 50 == 0) b[i] = rnd() % 2 ? INFINITY : NAN;
       }
@@ -317,7 +297,7 @@ static void check_reductions(const edge_vector_kernels *k) {
     double sum = 0, abs_sum = 0, square_sum = 0;
     float max = -INFINITY, min = INFINITY;
     for (size_t i = 0; i < n; ++i) {
-      x[i] = rnd_float(-100, 100);
+      x[i] = rnd_between(-100, 100);
       sum += x[i];
       abs_sum += fabs(x[i]);
       square_sum += (double)x[i] * x[i];
@@ -349,11 +329,11 @@ static void check_reductions(const edge_vector_kernels *k) {
   for (size_t li = 0; li < NUM_LENGTHS; ++li) {
     size_t n = lengths[li], rows = 1 + rnd() % 9, stride = n + rnd() % 5;
     float *x = alloc_floats(rows * stride);
-    for (size_t i = 0; i < rows * stride; ++i) x[i] = rnd_float(-50, 50);
+    for (size_t i = 0; i < rows * stride; ++i) x[i] = rnd_between(-50, 50);
     if (n > 2) x[stride + 1] = NAN;
     for (int kind = 0; kind < EDGE_VREDUCE_COUNT_; ++kind) {
       float *acc = alloc_floats(n), *want = alloc_floats(n);
-      for (size_t j = 0; j < n; ++j) acc[j] = want[j] = rnd_float(-1, 1);
+      for (size_t j = 0; j < n; ++j) acc[j] = want[j] = rnd_between(-1, 1);
       for (size_t r = 0; r < rows; ++r)
         for (size_t j = 0; j < n; ++j) {
           float v = x[r * stride + j], w = want[j];
@@ -402,7 +382,7 @@ static void check_softmax(const edge_vector_kernels *k) {
     float *x = alloc_floats(n), *y = alloc_floats(n);
     double want[MAX_LENGTH];
     float spread = rnd() % 2 ? 30.0f : 3.0f;
-    for (size_t i = 0; i < n; ++i) x[i] = rnd_float(-spread, spread);
+    for (size_t i = 0; i < n; ++i) x[i] = rnd_between(-spread, spread);
     for (int log_form = 0; log_form < 2; ++log_form) {
       (log_form ? k->log_softmax : k->softmax)(n, x, y);
       softmax_oracle(n, 1, x, want, log_form);
@@ -426,7 +406,7 @@ static void check_softmax(const edge_vector_kernels *k) {
     size_t inner = lengths[li], length = 1 + rnd() % 12, stride = inner + rnd() % 3;
     float *x = alloc_floats(length * stride), *y = alloc_floats(length * stride);
     double want[MAX_LENGTH];
-    for (size_t i = 0; i < length * stride; ++i) x[i] = rnd_float(-20, 20);
+    for (size_t i = 0; i < length * stride; ++i) x[i] = rnd_between(-20, 20);
     for (int log_form = 0; log_form < 2; ++log_form) {
       k->softmax_strided(length, inner, stride, x, y, log_form);
       int bad = 0;
@@ -451,11 +431,11 @@ static void check_layernorm(const edge_vector_kernels *k) {
   for (size_t li = 0; li < NUM_LENGTHS; ++li) {
     size_t n = lengths[li];
     float *x = alloc_floats(n), *y = alloc_floats(n), *scale = alloc_floats(n), *bias = alloc_floats(n);
-    float offset = rnd_float(-50, 50);
+    float offset = rnd_between(-50, 50);
     for (size_t i = 0; i < n; ++i) {
-      x[i] = offset + rnd_float(-3, 3);
-      scale[i] = rnd_float(0.5f, 2.0f);
-      bias[i] = rnd_float(-1, 1);
+      x[i] = offset + rnd_between(-3, 3);
+      scale[i] = rnd_between(0.5f, 2.0f);
+      bias[i] = rnd_between(-1, 1);
     }
     for (int with_params = 0; with_params < 2; ++with_params) {
       k->layernorm(n, x, with_params ? scale : NULL, with_params ? bias : NULL, 1e-5f, y);
@@ -491,7 +471,7 @@ static void check_pool(const edge_vector_kernels *k) {
   for (size_t li = 0; li < NUM_LENGTHS; ++li) {
     size_t channels = lengths[li], in_w = 5, in_h = 4, rows = 1 + rnd() % 3, cols = 1 + rnd() % 3;
     float *x = alloc_floats(in_h * in_w * channels), *y = alloc_floats(channels);
-    for (size_t i = 0; i < in_h * in_w * channels; ++i) x[i] = rnd_float(-10, 10);
+    for (size_t i = 0; i < in_h * in_w * channels; ++i) x[i] = rnd_between(-10, 10);
     x[rnd() % (in_w * channels)] = NAN;
     size_t row_step = in_w * channels * (rows == 1 ? 1 : 1), col_step = channels * (1 + rnd() % 2);
     for (int average = 0; average < 2; ++average) {
@@ -623,14 +603,14 @@ static void check_batchnorm(const edge_vector_kernels *k) {
     float *dot = alloc_floats(channels), *shift = alloc_floats(channels), *mul = alloc_floats(channels);
     float *add = alloc_floats(channels), *d = alloc_floats(channels);
     for (size_t c = 0; c < channels; ++c) {
-      float offset = rnd_float(-20, 20);
-      for (size_t r = 0; r < rows; ++r) x[r * channels + c] = offset + rnd_float(-3, 3);
-      shift[c] = offset + rnd_float(-1, 1);
-      mul[c] = rnd_float(-2, 2);
-      add[c] = rnd_float(-1, 1);
-      d[c] = rnd_float(-1, 1);
+      float offset = rnd_between(-20, 20);
+      for (size_t r = 0; r < rows; ++r) x[r * channels + c] = offset + rnd_between(-3, 3);
+      shift[c] = offset + rnd_between(-1, 1);
+      mul[c] = rnd_between(-2, 2);
+      add[c] = rnd_between(-1, 1);
+      d[c] = rnd_between(-1, 1);
     }
-    for (size_t i = 0; i < n; ++i) dy[i] = rnd_float(-1, 1);
+    for (size_t i = 0; i < n; ++i) dy[i] = rnd_between(-1, 1);
     const double chain = (8.0 + rows / 4.0) * 0x1p-24; /* four chains of rows / 4 float additions */
 
     k->channel_moments(rows, channels, x, mean, m2);
@@ -709,8 +689,8 @@ static void check_adam(const edge_vector_kernels *k) {
       const edge_f32_adam_params a = {1e-2f, 0.9f, 0.999f, 0.1f, 0.001f, (float)(1 - pow(0.9, t)),
                                       (float)(1 - pow(0.999, t)), 1e-8f, 0.05f, decoupled};
       for (size_t i = 0; i < n; ++i) {
-        p[i] = rnd_float(-2, 2), g[i] = rnd_float(-1, 1) * (i % 7 == 0 ? 1e-4f : 1.0f);
-        m[i] = rnd_float(-0.1f, 0.1f), v[i] = rnd_float(0, 0.01f);
+        p[i] = rnd_between(-2, 2), g[i] = rnd_between(-1, 1) * (i % 7 == 0 ? 1e-4f : 1.0f);
+        m[i] = rnd_between(-0.1f, 0.1f), v[i] = rnd_between(0, 0.01f);
         double old = p[i], gi = decoupled ? g[i] : g[i] + (double)a.weight_decay * old;
         used[i] = gi;
         want_m[i] = (double)a.beta1 * m[i] + (double)a.one_minus_beta1 * gi;
@@ -746,13 +726,13 @@ static void check_bilinear(const edge_vector_kernels *k) {
       const float *corners[4];
       for (int c = 0; c < 4; ++c) {
         rows[c] = alloc_floats(n);
-        for (size_t i = 0; i < n; ++i) rows[c][i] = rnd_float(-4, 4);
+        for (size_t i = 0; i < n; ++i) rows[c][i] = rnd_between(-4, 4);
         corners[c] = rows[c];
       }
-      const float ly = rnd_float(0, 1), lx = rnd_float(0, 1);
+      const float ly = rnd_between(0, 1), lx = rnd_between(0, 1);
       const float weights[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
       double *before = malloc(n * sizeof(double));
-      for (size_t i = 0; i < n; ++i) before[i] = acc[i] = rnd_float(-2, 2);
+      for (size_t i = 0; i < n; ++i) before[i] = acc[i] = rnd_between(-2, 2);
       k->bilinear(n, corners, weights, acc, (edge_bilinear_mode)mode);
       int bad = 0;
       for (size_t i = 0; i < n; ++i) {
@@ -776,9 +756,8 @@ static void check_bilinear(const edge_vector_kernels *k) {
     }
 }
 
-int test_kernels_vector(void) {
-  failures = 0;
-  checks = 0;
+void test_kernels_vector(void) {
+  rng_seed(0x9e3779b97f4a7c15ull);
   const char *step_env = getenv("EDGE_TEST_SWEEP_STEP");
   uint32_t step = step_env ? (uint32_t)strtoul(step_env, NULL, 10) : 1999;
   if (step == 0) step = 1;
@@ -809,8 +788,6 @@ int test_kernels_vector(void) {
   CHECK(scalar && !scalar->vector.softmax && !scalar->vector.unary[EDGE_UNARY_EXP] && !scalar->vector.relu_grad &&
             !scalar->vector.maxpool_grad && !scalar->vector.channel_moments && !scalar->vector.adam,
         "the scalar level must leave the vector table empty");
-  fprintf(stderr, "test_kernels_vector: %d levels, %d checks, %d failures\n", levels, checks, failures);
-  return failures;
 }
 
 #ifdef EDGE_KERNELS_VECTOR_MAIN

@@ -57,8 +57,8 @@ void test_fb_reader_rejects_bad_tables(void) {
     tiny_buffer(b);
     if (breaks[i].width == 4) put32(b, breaks[i].pos, breaks[i].value);
     else put16(b, breaks[i].pos, (uint16_t)breaks[i].value);
-    CHECK_MSG(!fb_open(&r, b, 24, "EDG1", &root), "break %zu was accepted", i);
-    CHECK_MSG(r.message[0] != '\0', "break %zu left no message", i);
+    CHECK(!fb_open(&r, b, 24, "EDG1", &root), "break %zu was accepted", i);
+    CHECK(r.message[0] != '\0', "break %zu left no message", i);
   }
   /* A u64 field in a 8-byte table slot that is not 8-aligned. */
   tiny_buffer(b);
@@ -140,7 +140,7 @@ void test_loader_rejects_invalid_models(void) {
   char dir_path[4096];
   snprintf(dir_path, sizeof dir_path, "%s/invalid", test_seed_dir);
   DIR *dir = opendir(dir_path);
-  CHECK_MSG(dir != NULL, "cannot open %s", dir_path);
+  CHECK(dir != NULL, "cannot open %s", dir_path);
   if (!dir) return;
   int cases = 0;
   struct dirent *entry;
@@ -158,16 +158,16 @@ void test_loader_rejects_invalid_models(void) {
     free(expect);
     edge_model *model = NULL;
     edge_status status = edge_model_load_file(model_path, &model);
-    CHECK_MSG(strcmp(edge_status_name(status), status_name) == 0, "%s: got %s (%s), expected %s", entry->d_name,
+    CHECK(strcmp(edge_status_name(status), status_name) == 0, "%s: got %s (%s), expected %s", entry->d_name,
               edge_status_name(status), edge_last_error(), status_name);
-    CHECK_MSG(model == NULL, "%s: a model came back from a failed load", entry->d_name);
-    CHECK_MSG(strstr(edge_last_error(), fragment) != NULL, "%s: message '%s' lacks '%s'", entry->d_name,
+    CHECK(model == NULL, "%s: a model came back from a failed load", entry->d_name);
+    CHECK(strstr(edge_last_error(), fragment) != NULL, "%s: message '%s' lacks '%s'", entry->d_name,
               edge_last_error(), fragment);
     edge_model_free(model);
     ++cases;
   }
   closedir(dir);
-  CHECK_MSG(cases >= 30, "only %d invalid models found", cases);
+  CHECK(cases >= 30, "only %d invalid models found", cases);
 }
 
 static void check_every_truncation(const char *name) {
@@ -181,10 +181,10 @@ static void check_every_truncation(const char *name) {
     edge_model *model = NULL;
     edge_status status = edge_model_load_buffer(copy, n, 1, &model);
     if (n < size) {
-      CHECK_MSG(status != EDGE_OK, "%s truncated to %zu of %zu bytes was accepted", name, n, size);
-      CHECK_MSG(edge_last_error()[0] != '\0', "%s truncated to %zu bytes: empty message", name, n);
+      CHECK(status != EDGE_OK, "%s truncated to %zu of %zu bytes was accepted", name, n, size);
+      CHECK(edge_last_error()[0] != '\0', "%s truncated to %zu bytes: empty message", name, n);
     } else {
-      CHECK_MSG(status == EDGE_OK, "%s in full: %s", name, edge_last_error());
+      CHECK(status == EDGE_OK, "%s in full: %s", name, edge_last_error());
     }
     edge_model_free(model);
     free(copy);
@@ -219,7 +219,7 @@ void test_loader_rejects_bad_root_offsets(void) {
     edge_model *model = NULL;
     memcpy(bytes, &roots[i], 4);
     edge_status status = edge_model_load_buffer(bytes, size, 1, &model);
-    CHECK_MSG(status == EDGE_INVALID_MODEL, "root offset %u: %s", roots[i], edge_status_name(status));
+    CHECK(status == EDGE_INVALID_MODEL, "root offset %u: %s", roots[i], edge_status_name(status));
     CHECK(edge_last_error()[0] != '\0');
     edge_model_free(model);
   }

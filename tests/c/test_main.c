@@ -6,17 +6,18 @@
 
 #include "test.h"
 
-int test_current_failures;
+int test_current_failures, test_current_checks;
+uint64_t test_rng_state = 0x9e3779b97f4a7c15ull;
 const char *test_seed_dir = "build/seeds";
 
 void test_report(const char *file, int line, const char *fmt, ...) {
+  if (++test_current_failures > 40) return;
   va_list ap;
   fprintf(stderr, "  %s:%d: ", file, line);
   va_start(ap, fmt);
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
-  ++test_current_failures;
 }
 
 unsigned char *test_read_file(const char *path, size_t *size) {
@@ -80,34 +81,21 @@ edge_model *test_load_seed(const char *name) {
   X(interpreter_constants_and_variables)      \
   X(interpreter_invoke_ops_validates)         \
   X(interpreter_runs_add_relu)                \
-  X(interpreter_checks_declared_shapes)
-
-/* Suites that count their own checks and return their failures: tests/c/test_ops_*.c and
- * test_kernels_*.c (each sweeps every ISA level this CPU supports). */
-#define SUITES(X) \
-  X(ops_data)     \
-  X(ops_compute)  \
+  X(interpreter_checks_declared_shapes) \
+  X(ops_data) \
+  X(ops_compute) \
   X(ops_training) \
   X(kernels_gemm) \
   X(kernels_vector) \
   X(kernels_conv) \
   X(kernels_qgemm) \
   X(kernels_s8vector) \
-  X(ops_quant)    \
+  X(ops_quant) \
   X(ops_index)
 
 #define DECLARE(name) void test_##name(void);
 TESTS(DECLARE)
 #undef DECLARE
-
-#define SUITE(name)                                                                \
-  int test_##name(void);                                                           \
-  static void suite_##name(void) {                                                 \
-    int failures = test_##name();                                                  \
-    if (failures) test_report(__FILE__, __LINE__, "%d " #name " checks failed", failures); \
-  }
-SUITES(SUITE)
-#undef SUITE
 
 typedef struct {
   const char *name;
@@ -115,10 +103,8 @@ typedef struct {
 } test_entry;
 
 #define ENTRY(name) {#name, test_##name},
-#define SUITE_ENTRY(name) {#name, suite_##name},
-static const test_entry all_tests[] = {TESTS(ENTRY) SUITES(SUITE_ENTRY)};
+static const test_entry all_tests[] = {TESTS(ENTRY)};
 #undef ENTRY
-#undef SUITE_ENTRY
 
 int main(int argc, char **argv) {
   if (argc > 1) test_seed_dir = argv[1];
@@ -126,13 +112,13 @@ int main(int argc, char **argv) {
   int passed = 0, failed = 0;
   for (size_t i = 0; i < sizeof all_tests / sizeof all_tests[0]; ++i) {
     if (only && !strstr(all_tests[i].name, only)) continue;
-    test_current_failures = 0;
+    test_current_failures = test_current_checks = 0;
     all_tests[i].fn();
     if (test_current_failures) {
-      fprintf(stderr, "FAIL %s (%d checks)\n", all_tests[i].name, test_current_failures);
+      fprintf(stderr, "FAIL %s (%d of %d checks)\n", all_tests[i].name, test_current_failures, test_current_checks);
       ++failed;
     } else {
-      printf("ok   %s\n", all_tests[i].name);
+      printf("ok   %s (%d checks)\n", all_tests[i].name, test_current_checks);
       ++passed;
     }
   }

@@ -8,7 +8,7 @@
  * loop. Shapes and options are random and odd-sized. A float result must be within 1e-5 of the
  * sum of the absolute values of the terms that made it (plus 1e-5), the float32 rounding bound.
  * Kernels split over threads are also run on a 3-thread pool and compared bit for bit with one
- * thread. Entry point: test_ops_compute(); returns the number of failures. */
+ * thread.  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -18,22 +18,9 @@
 #include <time.h>
 
 #include "internal.h"
-#define OP_HARNESS_SEED 0x243f6a8885a308d3ull
 #include "op_harness.h"
+#include "test.h"
 
-static int failures;
-static int checks;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    ++checks;                                              \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
 
 /* ---- the one-node graph (op_harness.h) ---- */
 
@@ -269,11 +256,11 @@ static void test_conv(void) {
   for (int trial = 0; trial < 150; ++trial) {
     conv_case k;
     random_conv_case(&k, trial % 2 == 1);
-    const uint64_t state = rng_state;
+    const uint64_t state = test_rng_state;
     setenv("EDGE_CONV", "reference", 1);
     run_conv_case(&k, trial % 3 == 0 ? EDGE_UNARY_RELU : EDGE_UNARY_IDENTITY, trial % 10 == 0);
     unsetenv("EDGE_CONV");
-    rng_state = state;
+    test_rng_state = state;
     run_conv_case(&k, trial % 3 == 0 ? EDGE_UNARY_RELU : EDGE_UNARY_IDENTITY, trial % 10 == 0);
   }
   /* depthwise, and a case big enough to spread over threads */
@@ -882,9 +869,8 @@ static void test_conv_speed(void) {
   graph_free(&g);
 }
 
-int test_ops_compute(void) {
-  failures = 0;
-  checks = 0;
+void test_ops_compute(void) {
+  rng_seed(0x243f6a8885a308d3ull);
   test_conv();
   test_conv_errors();
   test_fully_connected();
@@ -896,8 +882,6 @@ int test_ops_compute(void) {
   test_lrn();
   test_rnn();
   test_conv_speed();
-  fprintf(stderr, "test_ops_compute: %d checks, %d failures\n", checks, failures);
-  return failures;
 }
 
 #ifdef EDGE_OPS_COMPUTE_MAIN

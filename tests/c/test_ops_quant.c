@@ -17,7 +17,7 @@
  *   any thread count giving the same bytes;
  * - thread counts give identical bytes.
  * The op paths pick kernels from the process's ISA level; tests/ops/test_quantized_ops.py runs
- * every level against the Python reference. Entry point: test_ops_quant(); returns failures. */
+ * every level against the Python reference.  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
@@ -26,113 +26,22 @@
 #include <string.h>
 
 #include "internal.h"
+#include "op_harness.h"
+#include "test.h"
 
-static int failures;
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      ++failures;                                          \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, "\n");                               \
-    }                                                      \
-  } while (0)
 
-static uint32_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 16);
-}
-static int32_t rnd_range(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+/* ---- a one-node graph with quantization params (op_harness.h) ---- */
 
-/* ---- a one-node graph with quantization params ---- */
-
-#define MAX_TENSORS 8
-
-typedef struct {
-  edge_tensor tensors[MAX_TENSORS];
-  float scales[MAX_TENSORS][64];
-  int64_t zero_points[MAX_TENSORS][64];
-  int32_t num_tensors;
-  int32_t inputs[MAX_TENSORS], outputs[MAX_TENSORS];
-  edge_node node;
-  edge_context ctx;
-  char error[EDGE_ERROR_CAPACITY];
-  void *scratch;
-  void *owned[MAX_TENSORS]; /* data buffers this graph allocated */
-} graph;
-
-static void graph_init(graph *g, edge_op_kind opcode) {
-  memset(g, 0, sizeof *g);
-  g->node.opcode = opcode;
-  g->node.inputs = g->inputs;
-  g->node.outputs = g->outputs;
-  g->ctx.tensors = g->tensors;
-  g->ctx.error = g->error;
-  g->ctx.num_threads = 1;
+/* A tensor added to the graph as an input or an output; returns its index. */
+static int32_t add_io(graph *g, const char *name, edge_dtype dtype, int32_t rank, const int64_t *shape, bool output) {
+  const int32_t t = add_tensor(g, name, dtype, rank, shape);
+  if (output) graph_add_output(g, t);
+  else graph_add_input(g, t);
+  return t;
 }
 
-static int32_t add_tensor(graph *g, const char *name, edge_dtype dtype, int32_t rank, const int64_t *shape,
-                          bool output) {
-  int32_t index = g->num_tensors++;
-  edge_tensor *t = &g->tensors[index];
-  t->name = name;
-  t->dtype = dtype;
-  t->rank = t->declared_rank = rank;
-  for (int32_t d = 0; d < rank; ++d) t->shape[d] = t->declared_shape[d] = shape[d];
-  t->nbytes = (size_t)edge_num_elements(rank, shape) * edge_dtype_size(dtype);
-  t->data = g->owned[index] = calloc(1, t->nbytes + 64);
-  t->scales = g->scales[index];
-  t->zero_points = g->zero_points[index];
-  g->ctx.num_tensors = g->num_tensors;
-  if (output) g->outputs[g->node.num_outputs++] = index;
-  else g->inputs[g->node.num_inputs++] = index;
-  return index;
-}
-
-static void set_params(graph *g, int32_t t, int32_t count, const float *scales, const int64_t *zero_points, int32_t axis) {
-  for (int32_t i = 0; i < count; ++i) {
-    g->scales[t][i] = scales[i];
-    g->zero_points[t][i] = zero_points[i];
-  }
-  g->tensors[t].num_quant_params = count;
-  g->tensors[t].quantized_dimension = axis;
-}
-
-static void set_param(graph *g, int32_t t, float scale, int64_t zero_point) { set_params(g, t, 1, &scale, &zero_point, 0); }
-
-static edge_status graph_prepare(graph *g) {
-  g->error[0] = '\0';
-  g->node.scratch_bytes = 0;
-  return edge_op_lookup(g->node.opcode)->prepare(&g->ctx, &g->node);
-}
-
-/* prepare, then outputs (poisoned) and scratch at their new sizes, then eval. */
-static edge_status graph_run(graph *g) {
-  edge_status status = graph_prepare(g);
-  if (status != EDGE_OK) return status;
-  for (int32_t i = 0; i < g->node.num_outputs; ++i) {
-    int32_t t = g->outputs[i];
-    if (g->tensors[t].folded) continue;
-    free(g->owned[t]);
-    g->tensors[t].data = g->owned[t] = malloc(g->tensors[t].nbytes + 64);
-    memset(g->owned[t], 0xA5, g->tensors[t].nbytes + 64);
-  }
-  free(g->scratch);
-  g->scratch = g->node.scratch_bytes ? aligned_alloc(EDGE_ALIGNMENT, (g->node.scratch_bytes + 63) / 64 * 64) : NULL;
-  g->node.scratch = g->scratch;
-  return edge_op_lookup(g->node.opcode)->eval(&g->ctx, &g->node);
-}
-
-static void graph_free(graph *g) {
-  const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release && g->node.state) reg->release(&g->node);
-  for (int32_t i = 0; i < g->num_tensors; ++i) free(g->owned[i]);
-  free(g->scratch);
-}
+static void set_param(graph *g, int32_t t, float scale, int64_t zero_point) { graph_set_quant(g, t, 1, &scale, &zero_point, 0); }
 
 static void fill_int8(graph *g, int32_t t, int32_t lo, int32_t hi) {
   int8_t *data = g->tensors[t].data;
@@ -165,10 +74,10 @@ static void conv_build(conv_graph *c, int64_t n, int64_t h, int64_t wd, int64_t 
   graph *g = &c->g;
   graph_init(g, EDGE_OP_CONV_2D);
   int64_t xs[4] = {n, h, wd, ci}, ws[4] = {co, k, k, ci / groups}, bs[1] = {co}, ys[4] = {1, 1, 1, 1};
-  c->x = add_tensor(g, "conv/x", EDGE_INT8, 4, xs, false);
-  c->w = add_tensor(g, "conv/w", EDGE_INT8, 4, ws, false);
-  c->b = add_tensor(g, "conv/b", EDGE_INT32, 1, bs, false);
-  c->y = add_tensor(g, "conv/y", EDGE_INT8, 4, ys, true);
+  c->x = add_io(g, "conv/x", EDGE_INT8, 4, xs, false);
+  c->w = add_io(g, "conv/w", EDGE_INT8, 4, ws, false);
+  c->b = add_io(g, "conv/b", EDGE_INT32, 1, bs, false);
+  c->y = add_io(g, "conv/y", EDGE_INT8, 4, ys, true);
   g->tensors[c->w].kind = EDGE_TENSOR_CONSTANT;
   g->tensors[c->b].kind = EDGE_TENSOR_CONSTANT;
   edge_conv2d_options *o = &g->node.options.conv2d;
@@ -183,8 +92,8 @@ static void conv_build(conv_graph *c, int64_t n, int64_t h, int64_t wd, int64_t 
     sb[i] = (float)((double)sx * (double)sw[i]);
   }
   set_param(g, c->x, sx, 3);
-  set_params(g, c->w, (int32_t)co, sw, zeros, 0);
-  set_params(g, c->b, (int32_t)co, sb, zeros, 0);
+  graph_set_quant(g, c->w, (int32_t)co, sw, zeros, 0);
+  graph_set_quant(g, c->b, (int32_t)co, sb, zeros, 0);
   set_param(g, c->y, sy, -5);
   fill_int8(g, c->x, -128, 127);
   fill_int8(g, c->w, -127, 127);
@@ -267,7 +176,7 @@ static void test_bad_params(void) {
   graph g;
   graph_init(&g, EDGE_OP_SOFTMAX);
   int64_t shape[2] = {2, 5};
-  int32_t x = add_tensor(&g, "sm/x", EDGE_INT8, 2, shape, false), y = add_tensor(&g, "sm/y", EDGE_INT8, 2, shape, true);
+  int32_t x = add_io(&g, "sm/x", EDGE_INT8, 2, shape, false), y = add_io(&g, "sm/y", EDGE_INT8, 2, shape, true);
   set_param(&g, x, 0.1f, 0);
   set_param(&g, y, 0.01f, -128);
   g.node.options.softmax.axis = 1;
@@ -276,8 +185,8 @@ static void test_bad_params(void) {
 
   /* Add whose scale ratio has no fixed-point form. */
   graph_init(&g, EDGE_OP_BINARY);
-  int32_t a = add_tensor(&g, "add/a", EDGE_INT8, 2, shape, false), b = add_tensor(&g, "add/b", EDGE_INT8, 2, shape, false);
-  y = add_tensor(&g, "add/y", EDGE_INT8, 2, shape, true);
+  int32_t a = add_io(&g, "add/a", EDGE_INT8, 2, shape, false), b = add_io(&g, "add/b", EDGE_INT8, 2, shape, false);
+  y = add_io(&g, "add/y", EDGE_INT8, 2, shape, true);
   set_param(&g, a, 1e10f, 0);
   set_param(&g, b, 0.1f, 0);
   set_param(&g, y, 1e-10f, 0);
@@ -288,8 +197,8 @@ static void test_bad_params(void) {
   /* Max pool whose output params differ from its input's. */
   graph_init(&g, EDGE_OP_POOL_2D);
   int64_t image[4] = {1, 4, 4, 3};
-  x = add_tensor(&g, "pool/x", EDGE_INT8, 4, image, false);
-  y = add_tensor(&g, "pool/y", EDGE_INT8, 4, image, true);
+  x = add_io(&g, "pool/x", EDGE_INT8, 4, image, false);
+  y = add_io(&g, "pool/y", EDGE_INT8, 4, image, true);
   set_param(&g, x, 0.1f, 0);
   set_param(&g, y, 0.2f, 0);
   edge_pool2d_options *po = &g.node.options.pool2d;
@@ -302,13 +211,13 @@ static void test_bad_params(void) {
 
   /* Quantize into a tensor without params, dequantize of uint8 with a zero point past 255. */
   graph_init(&g, EDGE_OP_QUANTIZE);
-  x = add_tensor(&g, "q/x", EDGE_FLOAT32, 2, shape, false);
-  y = add_tensor(&g, "q/y", EDGE_INT8, 2, shape, true);
+  x = add_io(&g, "q/x", EDGE_FLOAT32, 2, shape, false);
+  y = add_io(&g, "q/y", EDGE_INT8, 2, shape, true);
   expect_rejected(&g, EDGE_INVALID_MODEL, "q/y", "quantize without params");
   graph_free(&g);
   graph_init(&g, EDGE_OP_DEQUANTIZE);
-  x = add_tensor(&g, "dq/x", EDGE_UINT8, 2, shape, false);
-  y = add_tensor(&g, "dq/y", EDGE_FLOAT32, 2, shape, true);
+  x = add_io(&g, "dq/x", EDGE_UINT8, 2, shape, false);
+  y = add_io(&g, "dq/y", EDGE_FLOAT32, 2, shape, true);
   set_param(&g, x, 0.1f, 300);
   expect_rejected(&g, EDGE_INVALID_MODEL, "dq/x", "uint8 zero point past 255");
   graph_free(&g);
@@ -381,8 +290,8 @@ static void test_add_and_pool(void) {
   graph g;
   graph_init(&g, EDGE_OP_BINARY);
   int64_t as[3] = {2, 3, 5}, bs[1] = {5}, ys[1] = {1};
-  int32_t a = add_tensor(&g, "a", EDGE_INT8, 3, as, false), b = add_tensor(&g, "b", EDGE_INT8, 1, bs, false);
-  int32_t y = add_tensor(&g, "y", EDGE_INT8, 1, ys, true);
+  int32_t a = add_io(&g, "a", EDGE_INT8, 3, as, false), b = add_io(&g, "b", EDGE_INT8, 1, bs, false);
+  int32_t y = add_io(&g, "y", EDGE_INT8, 1, ys, true);
   set_param(&g, a, 0.031f, -7);
   set_param(&g, b, 0.11f, 12);
   set_param(&g, y, 0.07f, 3);
@@ -405,8 +314,8 @@ static void test_add_and_pool(void) {
 
   graph_init(&g, EDGE_OP_POOL_2D);
   int64_t image[4] = {1, 5, 6, 3};
-  int32_t x = add_tensor(&g, "x", EDGE_INT8, 4, image, false);
-  y = add_tensor(&g, "y", EDGE_INT8, 4, image, true);
+  int32_t x = add_io(&g, "x", EDGE_INT8, 4, image, false);
+  y = add_io(&g, "y", EDGE_INT8, 4, image, true);
   set_param(&g, x, 0.05f, 10);
   set_param(&g, y, 0.04f, -2);
   fill_int8(&g, x, -128, 127);
@@ -472,10 +381,10 @@ static void layer_norm_build(layer_norm_graph *l, int64_t outer, int64_t n, bool
   graph *g = &l->g;
   graph_init(g, EDGE_OP_LAYER_NORM);
   int64_t xs[3] = {outer, two_dims ? 2 : n, n / 2}, ss[1] = {scale_count}, bs[1] = {bias_count};
-  l->x = add_tensor(g, "ln/x", EDGE_INT8, two_dims ? 3 : 2, xs, false);
-  l->scale = add_tensor(g, "ln/gamma", EDGE_FLOAT32, 1, ss, false);
-  l->bias = bias_count ? add_tensor(g, "ln/beta", EDGE_FLOAT32, 1, bs, false) : -1;
-  l->y = add_tensor(g, "ln/y", EDGE_INT8, two_dims ? 3 : 2, xs, true);
+  l->x = add_io(g, "ln/x", EDGE_INT8, two_dims ? 3 : 2, xs, false);
+  l->scale = add_io(g, "ln/gamma", EDGE_FLOAT32, 1, ss, false);
+  l->bias = bias_count ? add_io(g, "ln/beta", EDGE_FLOAT32, 1, bs, false) : -1;
+  l->y = add_io(g, "ln/y", EDGE_INT8, two_dims ? 3 : 2, xs, true);
   g->tensors[l->scale].kind = EDGE_TENSOR_CONSTANT;
   if (bias_count) g->tensors[l->bias].kind = EDGE_TENSOR_CONSTANT;
   g->node.options.layer_norm.axis = two_dims ? -2 : -1;
@@ -586,9 +495,9 @@ static void lut_build(lut_graph *l, int64_t n, edge_unary_kind op) {
   graph *g = &l->g;
   graph_init(g, EDGE_OP_UNARY);
   int64_t xs[2] = {1, n}, ts[1] = {256};
-  l->x = add_tensor(g, "gelu/x", EDGE_INT8, 2, xs, false);
-  l->table = add_tensor(g, "gelu/table", EDGE_INT8, 1, ts, false);
-  l->y = add_tensor(g, "gelu/y", EDGE_INT8, 2, xs, true);
+  l->x = add_io(g, "gelu/x", EDGE_INT8, 2, xs, false);
+  l->table = add_io(g, "gelu/table", EDGE_INT8, 1, ts, false);
+  l->y = add_io(g, "gelu/y", EDGE_INT8, 2, xs, true);
   g->tensors[l->table].kind = EDGE_TENSOR_CONSTANT;
   g->node.options.unary.op = op;
   set_param(g, l->x, 0.05f, 3);
@@ -651,9 +560,9 @@ static void test_unary_lut(void) {
   graph g;
   graph_init(&g, EDGE_OP_UNARY);
   int64_t shape[1] = {8}, ts[1] = {256};
-  add_tensor(&g, "f/x", EDGE_FLOAT32, 1, shape, false);
-  add_tensor(&g, "f/table", EDGE_INT8, 1, ts, false);
-  add_tensor(&g, "f/y", EDGE_FLOAT32, 1, shape, true);
+  add_io(&g, "f/x", EDGE_FLOAT32, 1, shape, false);
+  add_io(&g, "f/table", EDGE_INT8, 1, ts, false);
+  add_io(&g, "f/y", EDGE_FLOAT32, 1, shape, true);
   g.node.options.unary.op = EDGE_UNARY_GELU;
   expect_rejected(&g, EDGE_INVALID_MODEL, "2 inputs", "float GELU with a table");
   graph_free(&g);
@@ -666,8 +575,8 @@ static void bmm_case(int64_t batch, int64_t m, int64_t k, int64_t n, bool ta, bo
   graph_init(&g, EDGE_OP_BATCH_MATMUL);
   int64_t as[3] = {batch, ta ? k : m, ta ? m : k}, bs[3] = {broadcast_b ? 1 : batch, tb ? n : k, tb ? k : n};
   int64_t ys[3] = {1, 1, 1};
-  int32_t a = add_tensor(&g, "bmm/a", EDGE_INT8, 3, as, false), b = add_tensor(&g, "bmm/b", EDGE_INT8, 3, bs, false);
-  int32_t y = add_tensor(&g, "bmm/y", EDGE_INT8, 3, ys, true);
+  int32_t a = add_io(&g, "bmm/a", EDGE_INT8, 3, as, false), b = add_io(&g, "bmm/b", EDGE_INT8, 3, bs, false);
+  int32_t y = add_io(&g, "bmm/y", EDGE_INT8, 3, ys, true);
   g.node.options.batch_matmul.transpose_a = ta;
   g.node.options.batch_matmul.transpose_b = tb;
   float sa = 0.01f + 0.001f * (float)rnd_range(0, 50), sb = 0.01f + 0.001f * (float)rnd_range(0, 50);
@@ -724,7 +633,7 @@ static void test_quantize_dequantize(void) {
   graph g;
   graph_init(&g, EDGE_OP_QUANTIZE);
   int64_t shape[1] = {8};
-  int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 1, shape, false), y = add_tensor(&g, "y", EDGE_INT8, 1, shape, true);
+  int32_t x = add_io(&g, "x", EDGE_FLOAT32, 1, shape, false), y = add_io(&g, "y", EDGE_INT8, 1, shape, true);
   set_param(&g, y, 0.5f, 1);
   /* Ties go to even: 0.25 / 0.5 = 0.5 -> 0, 0.75 / 0.5 = 1.5 -> 2; saturation both ways. */
   const float in[8] = {0.25f, 0.75f, -0.25f, -0.75f, 1000.0f, -1000.0f, INFINITY, 3.0f};
@@ -739,8 +648,8 @@ static void test_quantize_dequantize(void) {
   /* DEQUANTIZE of a float16 constant is folded at prepare: the output points at node state. */
   graph_init(&g, EDGE_OP_DEQUANTIZE);
   int64_t wshape[2] = {3, 7};
-  x = add_tensor(&g, "w16", EDGE_FLOAT16, 2, wshape, false);
-  y = add_tensor(&g, "w", EDGE_FLOAT32, 2, wshape, true);
+  x = add_io(&g, "w16", EDGE_FLOAT16, 2, wshape, false);
+  y = add_io(&g, "w", EDGE_FLOAT32, 2, wshape, true);
   g.tensors[x].kind = EDGE_TENSOR_CONSTANT;
   uint16_t *half = g.tensors[x].data;
   for (int i = 0; i < 21; ++i) half[i] = edge_float_to_half((float)(i - 10) * 0.37f);
@@ -755,15 +664,15 @@ static void test_quantize_dequantize(void) {
 
   /* Per-channel int8 dequantize along axis 1. */
   graph_init(&g, EDGE_OP_DEQUANTIZE);
-  x = add_tensor(&g, "q", EDGE_INT8, 2, wshape, false);
-  y = add_tensor(&g, "f", EDGE_FLOAT32, 2, wshape, true);
+  x = add_io(&g, "q", EDGE_INT8, 2, wshape, false);
+  y = add_io(&g, "f", EDGE_FLOAT32, 2, wshape, true);
   float scales[7];
   int64_t zps[7];
   for (int i = 0; i < 7; ++i) {
     scales[i] = 0.01f * (float)(i + 1);
     zps[i] = i - 3;
   }
-  set_params(&g, x, 7, scales, zps, 1);
+  graph_set_quant(&g, x, 7, scales, zps, 1);
   fill_int8(&g, x, -128, 127);
   CHECK(graph_run(&g) == EDGE_OK, "dequantize per channel: %s", g.error);
   CHECK(!g.tensors[y].folded, "dequantize of an activation is folded");
@@ -774,8 +683,8 @@ static void test_quantize_dequantize(void) {
   graph_free(&g);
 }
 
-int test_ops_quant(void) {
-  failures = 0;
+void test_ops_quant(void) {
+  rng_seed(0x9e3779b97f4a7c15ull);
   test_bad_params();
   test_conv_matches_oracle();
   test_add_and_pool();
@@ -783,5 +692,4 @@ int test_ops_quant(void) {
   test_layer_norm_int8();
   test_unary_lut();
   test_bmm_activations();
-  return failures;
 }
