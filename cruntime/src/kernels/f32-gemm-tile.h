@@ -11,11 +11,13 @@
  * (EDGE_SIMD_HAS_FMA_LANE, NEON) the k loop takes EDGE_SIMD_N k at a time with one load of A per
  * row instead of one broadcast per k; the sums are the same.
  *
- * The GEMM is the IGEMM with one tap whose row pointers are A's rows. Rows m >= mr read and compute
- * row mr - 1 again and are stored from the last row down, so row mr - 1's own store comes last and
- * nothing outside the mr rows is touched. The clamp is vf_clamp (a NaN sum comes through). Columns
- * past nc are not written (vf_store_partial). A last panel with at most NR / 2 live columns
- * computes only its lower NV / 2 vectors (lanes are independent: the same bits, half the work). */
+ * The GEMM is the IGEMM with one tap whose row pointers are A's rows. Rows m >= mr read the row
+ * pointers they are given (the GEMM points them at row mr - 1; the IGEMM's driver repeats the last
+ * row, as conv.h asks) and are stored over row mr - 1 from the last row down, so row mr - 1's own
+ * store comes last and nothing outside the mr rows is touched. The clamp is vf_clamp (a NaN sum
+ * comes through). Columns past nc are not written (vf_store_partial). A last panel with at most
+ * NR / 2 live columns computes only its lower NV / 2 vectors (lanes are independent: the same bits,
+ * half the work). */
 #ifndef EDGE_KERNELS_F32_GEMM_TILE_H
 #define EDGE_KERNELS_F32_GEMM_TILE_H
 
@@ -31,7 +33,7 @@
 
 /* One panel (NVW vectors wide in the packing, the lower NV of them computed) for the MR rows:
  * bias, then taps t < ks of kc values each; stores min(cols, NV * N) columns of each row. */
-EDGE_SIMD_INLINE void f32_gemm_panel(size_t MR, size_t NVW, size_t NV, size_t mr, size_t row_group, size_t ks,
+EDGE_SIMD_INLINE void f32_gemm_panel(size_t MR, size_t NVW, size_t NV, size_t row_group, size_t ks,
                                      size_t kc, const float *const *a, size_t input_offset, const float *zero,
                                      const float *w, float *const *crow, size_t cols, f32xN vmin, f32xN vmax) {
   const size_t N = EDGE_SIMD_N, wstep = NVW * EDGE_SIMD_N;
@@ -46,7 +48,7 @@ EDGE_SIMD_INLINE void f32_gemm_panel(size_t MR, size_t NVW, size_t NV, size_t mr
     const float *row[F32_GEMM_MAX_MR];
     _Pragma("GCC unroll 16")
     for (size_t m = 0; m < MR; ++m) {
-      const float *p = a[t * row_group + (m < mr ? m : mr - 1)];
+      const float *p = a[t * row_group + m];
       row[m] = p == zero ? p : p + input_offset;
     }
     size_t k = 0;
@@ -104,16 +106,17 @@ EDGE_SIMD_INLINE void f32_gemm_tile(size_t MR, size_t NVW, size_t mr, size_t nc,
   float *crow[F32_GEMM_MAX_MR];
   _Pragma("GCC unroll 16")
   for (size_t m = 0; m < MR; ++m) crow[m] = c + (m < mr ? m : mr - 1) * c_stride;
-  for (; nc > NR; nc -= NR) {
-    f32_gemm_panel(MR, NVW, NVW, mr, row_group, ks, kc, a, input_offset, zero, w, crow, NR, vmin, vmax);
+  for (; nc >= NR; nc -= NR) {
+    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, NR, vmin, vmax);
     w += panel_floats;
     _Pragma("GCC unroll 16")
     for (size_t m = 0; m < MR; ++m) crow[m] += NR;
   }
+  if (nc == 0) return;
   if (NVW > 1 && nc <= NR / 2)
-    f32_gemm_panel(MR, NVW, NVW / 2, mr, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
+    f32_gemm_panel(MR, NVW, NVW / 2, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
   else
-    f32_gemm_panel(MR, NVW, NVW, mr, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
+    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
 }
 
 EDGE_SIMD_INLINE void f32_gemm_rows(size_t MR, size_t NVW, size_t mr, size_t nc, size_t kc, const float *a,
