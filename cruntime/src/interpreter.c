@@ -237,9 +237,10 @@ edge_status edge_interpreter_create(const edge_model *model, const edge_interpre
   }
   interp->memory_limit = options ? options->memory_limit : 0;
   if (interp->memory_limit && persistent > interp->memory_limit) {
+    unsigned long long limit = interp->memory_limit; /* read before the interpreter is freed */
     edge_interpreter_free(interp);
     return edge_set_last_error(EDGE_OUT_OF_MEMORY, "the model's variables need %zu bytes, over the memory limit of %llu",
-                               persistent, (unsigned long long)interp->memory_limit);
+                               persistent, limit);
   }
   if (persistent) {
     interp->persistent = aligned_alloc(EDGE_ALIGNMENT, persistent);
