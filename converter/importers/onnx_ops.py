@@ -906,6 +906,10 @@ def _reshape(ctx: NodeContext):
     requested = _ints(ctx.require_const(1, "shape"))
     in_shape = ctx.shape(0)
     allow_zero = bool(ctx.attr("allowzero", 0))
+    copied = [i for i, d in enumerate(requested) if d == 0 and not allow_zero and i >= len(in_shape)]
+    if copied:
+        raise ctx.error(f"shape {list(requested)} copies dim {copied[0]} (a 0 there), but the input "
+                        f"{list(in_shape)} has only {len(in_shape)} dims")
     shape = [in_shape[i] if (d == 0 and not allow_zero) else d for i, d in enumerate(requested)]
     if shape.count(-1) > 1:
         raise ctx.error(f"shape {list(requested)} has more than one -1")

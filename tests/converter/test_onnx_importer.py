@@ -652,3 +652,16 @@ def test_light_model_with_random_weights_matches_onnxruntime(name):
         # float32 sums over hundreds of layers: the error scales with the output's magnitude
         np.testing.assert_allclose(got[output], want, rtol=1e-4, atol=1e-5 * np.abs(want).max(),
                                    err_msg=output)
+
+
+def test_reshape_copying_a_dim_the_input_lacks_is_refused():
+    """A 0 in Reshape's shape copies the input's dim at that position; past the input's rank there
+    is none, and the importer says so (a fuzzed file once made this an IndexError)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "reshape_copy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2, 1])],
+        [numpy_helper.from_array(np.array([3, 2, 0], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ConversionError, match="copies dim 2 .* has only 2 dims"):
+        load_onnx(model)

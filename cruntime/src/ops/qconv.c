@@ -290,16 +290,18 @@ edge_status edge_qconv_eval(edge_context *ctx, edge_node *node) {
   const int8_t *xq = x->data;
   float x_scale = 1.0f;
   char *scratch = node->scratch;
+  /* No scratch when neither the dynamic quantization nor the kernel needs one: no offset on NULL. */
+  char *work = scratch ? scratch + s->quantized_bytes : NULL;
   if (s->dynamic) {
     x_scale = edge_q_dynamic_quantize(ctx, x->data, edge_num_elements(4, x->shape), (int8_t *)scratch);
     xq = (const int8_t *)scratch;
   }
   if (s->fast) {
-    edge_qs8_conv_plan_run(s->fast, ctx->pool, xq, y->data, x_scale, scratch + s->quantized_bytes);
+    edge_qs8_conv_plan_run(s->fast, ctx->pool, xq, y->data, x_scale, work);
     return EDGE_OK;
   }
   qconv_job job = {node, s, xq, edge_nd_input(ctx, node, 1)->data, s->dynamic && bias ? bias->data : NULL,
-                   x_scale, y->data, scratch + s->quantized_bytes};
+                   x_scale, y->data, work};
   int64_t macs_per_row = p->out_w * p->out_c * p->kernel_h * p->kernel_w * s->group_in_c;
   edge_nd_parallel(ctx, p->batch * p->out_h, 1 + 32768 / (macs_per_row + 1), qconv_rows, &job);
   return EDGE_OK;
