@@ -552,6 +552,8 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
       return interp_fail(interp, status, "%s", message);
     }
   }
+  /* Packed weights are in the ops' plans now: the file's copies need not stay resident. */
+  edge_model_release_pages(interp->model);
   interp->allocated = true;
   return EDGE_OK;
 }

@@ -6,6 +6,7 @@
  * runtime lacks (a newer schema, an unknown opcode or enum value, rank > EDGE_MAX_RANK) is
  * EDGE_UNSUPPORTED. Every message names the thing at fault. */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 
 #include "model.h"
 
@@ -1176,6 +1177,14 @@ edge_status edge_model_load_file(const char *path, edge_model **out) {
     edge_set_last_error(status, "'%s': %s", path, message);
   }
   return status;
+}
+
+void edge_model_release_pages(const edge_model *model) {
+#ifdef MADV_DONTNEED
+  if (model && model->mapping) (void)madvise(model->mapping, model->mapping_size, MADV_DONTNEED);
+#else
+  (void)model;
+#endif
 }
 
 void edge_model_free(edge_model *model) {

@@ -79,4 +79,10 @@ struct edge_model {
   const char **metadata_values;
 };
 
+/* Drops the resident pages of a file-mapped model (load_file) and keeps the mapping: its pages are
+ * clean copies of the file, so a page read again is read back from the page cache. Called once an
+ * interpreter has prepared, when the weights it packed are no longer read from the file; a model
+ * loaded from a buffer is left as it is. */
+void edge_model_release_pages(const edge_model *model);
+
 #endif

@@ -318,10 +318,11 @@ static void winograd_error_on_resnet_layers(const edge_kernel_config *k, edge_th
 }
 
 /* The shared-column depthwise kernels (3x3 / 5x5 at horizontal stride 1 and 2) against the per-tap
- * 3x3 / 5x5 kernels of the same level on one output row: the same bits (both add each output's
- * taps in the same order), for output widths around the four-pixel groups, ragged channel counts,
- * padding on both sides and pointers into a second image (input_offset), with sentinels after the
- * row. */
+ * 3x3 / 5x5 kernels of the same level on one output row, each kernel given both indirection
+ * layouts of conv.h (per pixel, and per output row with shared column pointers): the same bits
+ * (all add each output's taps in the same order), for output widths around the four-pixel groups,
+ * ragged channel counts, padding on both sides and pointers into a second image (input_offset),
+ * with sentinels after the row. */
 static void shared_column_dwconv_matches(const edge_kernel_config *k) {
   const int64_t widths[] = {1, 3, 4, 5, 9, 13}, channel_counts[] = {1, 7, 8, 16, 37};
   for (int64_t ks = 3; ks <= 5; ks += 2)
@@ -336,9 +337,11 @@ static void shared_column_dwconv_matches(const edge_kernel_config *k) {
             const size_t blocks = ((size_t)ch + k->conv.dwconv_channel_tile - 1) / k->conv.dwconv_channel_tile;
             float *x = malloc(2 * image * sizeof(float)), *zero = calloc((size_t)ch + 64, sizeof(float));
             float *w = malloc(blocks * block_floats * sizeof(float));
-            float *y[2];
+            float *y[4];
             const size_t y_count = (size_t)(out_w * ch);
             const float **rows = malloc((size_t)(out_w * taps) * sizeof *rows);
+            const int64_t columns = (out_w - 1) * stride + ks;
+            const float **shared = malloc((size_t)(ks * columns) * sizeof *shared);
             for (size_t i = 0; i < 2 * image; ++i) x[i] = rnd_unit();
             for (size_t i = 0; i < blocks * block_floats; ++i) w[i] = rnd_unit();
             for (int64_t ow = 0; ow < out_w; ++ow)
@@ -347,30 +350,43 @@ static void shared_column_dwconv_matches(const edge_kernel_config *k) {
                 rows[ow * taps + t] =
                     ih < 0 || ih >= in_h || iw < 0 || iw >= in_w ? zero : x + (ih * in_w + iw) * ch;
               }
+            for (int64_t r = 0; r < ks; ++r)
+              for (int64_t u = 0; u < columns; ++u) {
+                const int64_t ih = oh * stride - pad + r, iw = u - pad;
+                shared[r * columns + u] =
+                    ih < 0 || ih >= in_h || iw < 0 || iw >= in_w ? zero : x + (ih * in_w + iw) * ch;
+              }
             const edge_f32_minmax_params clamp = {-0.75f, 0.75f};
             const edge_f32_dwconv_ukernel kernels[2] = {
                 ks == 3 ? k->conv.dwconv_3x3 : k->conv.dwconv_5x5,
                 stride == 1 ? (ks == 3 ? k->conv.dwconv_3x3_s1 : k->conv.dwconv_5x5_s1)
                             : (ks == 3 ? k->conv.dwconv_3x3_s2 : k->conv.dwconv_5x5_s2)};
-            for (int v = 0; v < 2; ++v) {
+            for (int v = 0; v < 4; ++v) { /* v & 1: the kernel; v & 2: the per-row layout */
               y[v] = malloc((y_count + SENTINELS) * sizeof(float));
               for (size_t i = 0; i < y_count + SENTINELS; ++i) y[v][i] = -1234.5f;
-              kernels[v]((size_t)ch, (size_t)out_w, (size_t)taps, rows, (size_t)taps,
-                         (size_t)offset_image * image, zero, w, y[v], (size_t)ch, &clamp);
+              if (v & 2)
+                kernels[v & 1]((size_t)ch, (size_t)out_w, (size_t)taps, shared, (size_t)stride, (size_t)columns,
+                               (size_t)offset_image * image, zero, w, y[v], (size_t)ch, &clamp);
+              else
+                kernels[v & 1]((size_t)ch, (size_t)out_w, (size_t)taps, rows, (size_t)taps, (size_t)ks,
+                               (size_t)offset_image * image, zero, w, y[v], (size_t)ch, &clamp);
             }
-            size_t past = 0;
-            for (size_t i = y_count; i < y_count + SENTINELS; ++i) past += y[1][i] != -1234.5f;
-            CHECK(memcmp(y[0], y[1], y_count * sizeof(float)) == 0 && past == 0,
-                   "[%s] shared-column depthwise %lldx%lld stride %lld width %lld channels %lld offset %lld: "
-                   "differs from the per-tap kernel or wrote past the row",
-                   k->conv.isa_name, (long long)ks, (long long)ks, (long long)stride, (long long)out_w,
-                   (long long)ch, (long long)offset_image);
+            for (int v = 1; v < 4; ++v) {
+              size_t past = 0;
+              for (size_t i = y_count; i < y_count + SENTINELS; ++i) past += y[v][i] != -1234.5f;
+              CHECK(memcmp(y[0], y[v], y_count * sizeof(float)) == 0 && past == 0,
+                    "[%s] depthwise %lldx%lld stride %lld width %lld channels %lld offset %lld, %s kernel, %s "
+                    "layout: differs from the per-tap kernel on the per-pixel layout or wrote past the row",
+                    k->conv.isa_name, (long long)ks, (long long)ks, (long long)stride, (long long)out_w,
+                    (long long)ch, (long long)offset_image, v & 1 ? "shared-column" : "per-tap",
+                    v & 2 ? "per-row" : "per-pixel");
+            }
             free(x);
             free(zero);
             free(w);
             free(rows);
-            free(y[0]);
-            free(y[1]);
+            free(shared);
+            for (int v = 0; v < 4; ++v) free(y[v]);
           }
 }
 

@@ -33,16 +33,23 @@ typedef void (*edge_f32_igemm_ukernel)(size_t mr, size_t nc, size_t kc, size_t k
 
 /* Depthwise convolution of output_width consecutive output pixels, `channels` channels each:
  *   out[x][c] = clamp(bias[c] + sum_{t < taps} in_x_t[c] * w[t][c])
- * where in_x_t = input[x * input_stride + t] (+input_offset unless it is `zero`). taps is 9 for the
- * 3x3 kernels and 25 for the 5x5 ones (the argument is then ignored), any value >= 1 for the
- * generic one; stride and dilation live in the indirection, so one kernel serves them all.
+ * where, for a KxK kernel (t = r * K + k), in_x_t = input[x * input_stride + r * row_pitch + k]
+ * (+input_offset unless it is `zero`). taps is 9 for the 3x3 kernels and 25 for the 5x5 ones (the
+ * argument is then ignored), any value >= 1 for the generic one, which reads input[x *
+ * input_stride + t] and ignores row_pitch. Stride and dilation live in the indirection, so one
+ * kernel serves them all, in either of two layouts:
+ *  - per pixel: input_stride = taps, row_pitch = K (each pixel's taps listed in order);
+ *  - per output row, at horizontal dilation 1: row r holds the pointers of every input column the
+ *    row's pixels read, input_stride = horizontal stride, row_pitch = the columns in a row.
+ *    Neighbouring pixels share their columns' pointers, so the buffer is K * columns pointers per
+ *    output row instead of K * K * output_width.
  * weights: per block of CT channels (CT = channel_tile of the table): CT biases then taps x CT
  * weights, zero-padded past `channels`. Output pixel x starts at output + x * output_stride.
  * Reads and writes exactly `channels` floats per row (tails are masked or lane by lane). */
 typedef void (*edge_f32_dwconv_ukernel)(size_t channels, size_t output_width, size_t taps,
-                                        const float *const *input, size_t input_stride, size_t input_offset,
-                                        const float *zero, const float *weights, float *output,
-                                        size_t output_stride, const edge_f32_minmax_params *params);
+                                        const float *const *input, size_t input_stride, size_t row_pitch,
+                                        size_t input_offset, const float *zero, const float *weights,
+                                        float *output, size_t output_stride, const edge_f32_minmax_params *params);
 
 /* Winograd F(4x4, 3x3) input transform of one 6x6 input tile: input[36] are its rows of channels
  * (row-major over the tile; `zero` for padding, others read at +input_offset); writes

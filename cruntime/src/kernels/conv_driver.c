@@ -37,6 +37,9 @@ struct edge_conv_plan {
   size_t indirection_count;
   const float *indirection_base; /* the input address the pointers were built against */
   int64_t multiplier;            /* DWCONV: output channels per input channel */
+  /* DWCONV: pointers per output row in the indirection, and the kernels' input_stride and
+   * row_pitch for them (conv.h: per pixel, or per output row with shared columns) */
+  size_t dw_row_pointers, dw_input_stride, dw_row_pitch;
   edge_f32_dwconv_ukernel dwconv;
   size_t m_tiles;                /* IGEMM: row tiles per image and group */
   int64_t tiles_h, tiles_w;      /* WINOGRAD: 4x4 output tiles per image */
@@ -316,7 +319,20 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
         p->dwconv = p->taps == 9 ? kernels->conv.dwconv_3x3
                     : p->taps == 25 ? kernels->conv.dwconv_5x5
                                     : kernels->conv.dwconv_any;
-      p->indirection_count = (size_t)(out_pixels * p->taps);
+      if (s->kernel_h == s->kernel_w && (s->kernel_w == 3 || s->kernel_w == 5) && s->dilation_w == 1) {
+        /* per output row: every input column the row's pixels read, once per kernel row */
+        const size_t columns = (size_t)((s->out_w - 1) * s->stride_w + s->kernel_w);
+        p->dw_row_pointers = (size_t)s->kernel_h * columns;
+        p->dw_input_stride = (size_t)s->stride_w;
+        p->dw_row_pitch = columns;
+      } else {
+        p->dw_row_pointers = (size_t)(s->out_w * p->taps);
+        p->dw_input_stride = (size_t)p->taps;
+        /* the 9- and 25-tap kernels read tap t at (t / K) * row_pitch + t % K: row_pitch = K keeps
+         * it t, whatever the kernel's shape (a 1x9 runs on the 3x3 kernel) */
+        p->dw_row_pitch = p->taps == 9 ? 3 : p->taps == 25 ? 5 : 0;
+      }
+      p->indirection_count = (size_t)s->out_h * p->dw_row_pointers;
       break;
     }
     case EDGE_CONV_METHOD_WINOGRAD: {
@@ -412,13 +428,22 @@ static void build_indirection(edge_conv_plan *p, const float *base) {
     }
     case EDGE_CONV_METHOD_DWCONV: {
       const int64_t row_floats = s->out_c; /* the input, or its channels repeated per multiplier */
-      for (int64_t pixel = 0; pixel < out_pixels; ++pixel)
-        for (int64_t t = 0; t < p->taps; ++t) {
-          const int64_t oh = pixel / s->out_w, ow = pixel % s->out_w, kh = t / s->kernel_w, kw = t % s->kernel_w;
-          p->indirection[pixel * p->taps + t] =
-              input_row(p, base, row_floats, oh * s->stride_h - s->pad_top + kh * s->dilation_h,
-                        ow * s->stride_w - s->pad_left + kw * s->dilation_w);
-        }
+      if (p->dw_input_stride == (size_t)p->taps) {
+        for (int64_t pixel = 0; pixel < out_pixels; ++pixel)
+          for (int64_t t = 0; t < p->taps; ++t) {
+            const int64_t oh = pixel / s->out_w, ow = pixel % s->out_w, kh = t / s->kernel_w, kw = t % s->kernel_w;
+            p->indirection[pixel * p->taps + t] =
+                input_row(p, base, row_floats, oh * s->stride_h - s->pad_top + kh * s->dilation_h,
+                          ow * s->stride_w - s->pad_left + kw * s->dilation_w);
+          }
+      } else {
+        const int64_t columns = (int64_t)p->dw_row_pitch;
+        for (int64_t oh = 0; oh < s->out_h; ++oh)
+          for (int64_t kh = 0; kh < s->kernel_h; ++kh)
+            for (int64_t u = 0; u < columns; ++u)
+              p->indirection[(size_t)oh * p->dw_row_pointers + (size_t)(kh * columns + u)] =
+                  input_row(p, base, row_floats, oh * s->stride_h - s->pad_top + kh * s->dilation_h, u - s->pad_left);
+      }
       break;
     }
     case EDGE_CONV_METHOD_WINOGRAD:
@@ -529,8 +554,9 @@ static void dwconv_cells(void *arg, int64_t begin, int64_t end, int32_t thread) 
   for (int64_t row = begin; row < end; ++row) {
     const size_t image = (size_t)(row / s->out_h), oh = (size_t)(row % s->out_h);
     float *out = job->y + (size_t)row * (size_t)s->out_w * row_floats;
-    p->dwconv(row_floats, (size_t)s->out_w, (size_t)p->taps, p->indirection + oh * (size_t)(s->out_w * p->taps),
-              (size_t)p->taps, image * image_floats, p->zero, p->packed, out, row_floats, &p->clamp);
+    p->dwconv(row_floats, (size_t)s->out_w, (size_t)p->taps, p->indirection + oh * p->dw_row_pointers,
+              p->dw_input_stride, p->dw_row_pitch, image * image_floats, p->zero, p->packed, out, row_floats,
+              &p->clamp);
     if (p->has_after) apply_after(p, out, (size_t)s->out_w * row_floats);
   }
 }

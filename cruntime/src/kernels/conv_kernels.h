@@ -10,8 +10,8 @@
             size_t c_stride, size_t input_offset, const float *zero, const edge_f32_minmax_params *params);
 #define EDGE_DECLARE_F32_DWCONV(name)                                                                          \
   void name(size_t channels, size_t output_width, size_t taps, const float *const *input, size_t input_stride, \
-            size_t input_offset, const float *zero, const float *weights, float *output, size_t output_stride, \
-            const edge_f32_minmax_params *params);
+            size_t row_pitch, size_t input_offset, const float *zero, const float *weights, float *output,          \
+            size_t output_stride, const edge_f32_minmax_params *params);
 #define EDGE_DECLARE_F32_WINOGRAD_INPUT(name)                                                                  \
   void name(size_t channels, const float *const *input, size_t input_offset, const float *zero, float *output, \
             size_t output_stride);

@@ -25,21 +25,30 @@ EDGE_SIMD_INLINE void store_lanes(float *p, f32xN v, size_t lanes, bool full) {
     vf_store_partial(p, v, lanes);
 }
 
-/* The row pointer of pixel x, tap t. offset_rows is false when input_offset is 0 (one image),
- * which drops the compare against zero from the inner loop. */
-EDGE_SIMD_INLINE const float *tap_row(const float *const *input, size_t input_stride, size_t x, size_t t,
-                                      size_t input_offset, const float *zero, bool offset_rows) {
-  const float *p = input[x * input_stride + t];
+/* The row pointer of pixel x, tap (r, k) (kernel row r, column k): input[x * input_stride +
+ * r * row_pitch + k] (conv.h). offset_rows is false when input_offset is 0 (one image), which
+ * drops the compare against zero from the inner loop. */
+EDGE_SIMD_INLINE const float *tap_row(const float *const *input, size_t input_stride, size_t row_pitch, size_t x,
+                                      size_t r, size_t k, size_t input_offset, const float *zero, bool offset_rows) {
+  const float *p = input[x * input_stride + r * row_pitch + k];
   return offset_rows && p != zero ? p + input_offset : p;
+}
+
+/* Tap t of a kernel `width` columns wide (t = r * width + k); width 0 is a flat list of taps
+ * (the generic kernel: one "row" of all of them). */
+EDGE_SIMD_INLINE const float *tap_at(const float *const *input, size_t input_stride, size_t row_pitch, size_t width,
+                                     size_t x, size_t t, size_t input_offset, const float *zero, bool offset_rows) {
+  return width ? tap_row(input, input_stride, row_pitch, x, t / width, t % width, input_offset, zero, offset_rows)
+               : tap_row(input, input_stride, 0, x, 0, t, input_offset, zero, offset_rows);
 }
 
 /* One channel block (EDGE_SIMD_N channels from c, `lanes` valid) over `pixels` consecutive output
  * pixels: the block's bias and tap weights are loaded once into registers (all of them for 3x3
  * everywhere and for 5x5 with 32 vector registers; the compiler spills the rest), and four pixels
  * run side by side so four independent FMA chains hide the FMA latency. */
-EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pixels, size_t taps,
+EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pixels, size_t taps, size_t width,
                                    size_t unit_width, const float *const *input, size_t input_stride,
-                                   size_t input_offset, const float *zero, bool offset_rows, const float *w,
+                                   size_t row_pitch, size_t input_offset, const float *zero, bool offset_rows, const float *w,
                                    float *output, size_t output_stride, f32xN vmin, f32xN vmax) {
   f32xN weight[26];
   const size_t kept = taps < 25 ? taps : 25;
@@ -61,7 +70,7 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
         for (size_t u = 0; u < PIXELS_IN_FLIGHT + unit_width - 1; ++u) {
           const size_t j = u < unit_width ? 0 : u - unit_width + 1;
           const float *row =
-              tap_row(input, input_stride, x + j, r * unit_width + u - j, input_offset, zero, offset_rows);
+              tap_row(input, input_stride, row_pitch, x + j, r, u - j, input_offset, zero, offset_rows);
           column[u] = load_lanes(row + c, lanes, full);
         }
 #pragma GCC unroll 5
@@ -78,7 +87,8 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
         const f32xN wt = t < kept ? weight[t + 1] : vf_loadu(w + (t + 1) * EDGE_SIMD_N);
 #pragma GCC unroll 4
         for (int j = 0; j < PIXELS_IN_FLIGHT; ++j) {
-          const float *row = tap_row(input, input_stride, x + (size_t)j, t, input_offset, zero, offset_rows);
+          const float *row =
+              tap_at(input, input_stride, row_pitch, width, x + (size_t)j, t, input_offset, zero, offset_rows);
           acc[j] = vf_fma(load_lanes(row + c, lanes, full), wt, acc[j]);
         }
       }
@@ -92,7 +102,7 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
 #pragma GCC unroll 25
     for (size_t t = 0; t < taps; ++t) {
       const f32xN wt = t < kept ? weight[t + 1] : vf_loadu(w + (t + 1) * EDGE_SIMD_N);
-      const float *row = tap_row(input, input_stride, x, t, input_offset, zero, offset_rows);
+      const float *row = tap_at(input, input_stride, row_pitch, width, x, t, input_offset, zero, offset_rows);
       acc = vf_fma(load_lanes(row + c, lanes, full), wt, acc);
     }
     store_lanes(output + x * output_stride + c, vf_clamp(acc, vmin, vmax), lanes, full);
@@ -102,8 +112,8 @@ EDGE_SIMD_INLINE void dwconv_block(size_t c, size_t lanes, bool full, size_t pix
 /* Pixels in tiles of PIXEL_TILE, channel blocks inside a tile: the tile's input rows stay in L1
  * while every block passes over them, and each block's weights are loaded once per tile. */
 EDGE_SIMD_INLINE void dwconv_rows_with(bool offset_rows, size_t channels, size_t output_width, size_t taps,
-                                       size_t unit_width,
-                                       const float *const *input, size_t input_stride, size_t input_offset,
+                                       size_t width, size_t unit_width, const float *const *input,
+                                       size_t input_stride, size_t row_pitch, size_t input_offset,
                                        const float *zero, const float *weights, float *output,
                                        size_t output_stride, const edge_f32_minmax_params *params) {
   const f32xN vmin = vf_set1(params->min), vmax = vf_set1(params->max);
@@ -115,11 +125,11 @@ EDGE_SIMD_INLINE void dwconv_rows_with(bool offset_rows, size_t channels, size_t
     const float *w = weights;
     size_t c = 0;
     for (; c + EDGE_SIMD_N <= channels; c += EDGE_SIMD_N, w += block)
-      dwconv_block(c, EDGE_SIMD_N, true, pixels, taps, unit_width, tile_input, input_stride, input_offset, zero,
-                   offset_rows, w, tile_output, output_stride, vmin, vmax);
+      dwconv_block(c, EDGE_SIMD_N, true, pixels, taps, width, unit_width, tile_input, input_stride, row_pitch,
+                   input_offset, zero, offset_rows, w, tile_output, output_stride, vmin, vmax);
     if (c < channels)
-      dwconv_block(c, channels - c, false, pixels, taps, unit_width, tile_input, input_stride, input_offset, zero,
-                   offset_rows, w, tile_output, output_stride, vmin, vmax);
+      dwconv_block(c, channels - c, false, pixels, taps, width, unit_width, tile_input, input_stride, row_pitch,
+                   input_offset, zero, offset_rows, w, tile_output, output_stride, vmin, vmax);
   }
 }
 
@@ -167,7 +177,7 @@ EDGE_SIMD_INLINE void dwconv_shared_block(size_t c, size_t lanes, bool full, siz
  * output_width % PIXELS_IN_FLIGHT pixels take the per-tap path. */
 EDGE_SIMD_INLINE void dwconv_shared_rows(bool offset_rows, size_t kernel, size_t column_step, size_t channels,
                                          size_t output_width, const float *const *input, size_t input_stride,
-                                         size_t input_offset, const float *zero, const float *weights,
+                                         size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                          float *output, size_t output_stride, const edge_f32_minmax_params *params) {
   const f32xN vmin = vf_set1(params->min), vmax = vf_set1(params->max);
   const size_t taps = kernel * kernel, block = (taps + 1) * EDGE_SIMD_N;
@@ -180,8 +190,8 @@ EDGE_SIMD_INLINE void dwconv_shared_rows(bool offset_rows, size_t kernel, size_t
 #pragma GCC unroll 11
       for (size_t u = 0; u < column_count; ++u) {
         const size_t j = u / column_step < PIXELS_IN_FLIGHT ? u / column_step : PIXELS_IN_FLIGHT - 1;
-        columns[r][u] =
-            tap_row(input, input_stride, x + j, r * kernel + u - column_step * j, input_offset, zero, offset_rows);
+        columns[r][u] = tap_row(input, input_stride, row_pitch, x + j, r, u - column_step * j, input_offset, zero,
+                                offset_rows);
       }
     /* the group's columns are consecutive pixels of `channels` floats in every kernel row */
     bool direct = true;
@@ -204,89 +214,91 @@ EDGE_SIMD_INLINE void dwconv_shared_rows(bool offset_rows, size_t kernel, size_t
                           output_stride, vmin, vmax);
   }
   if (x < output_width)
-    dwconv_rows_with(offset_rows, channels, output_width - x, taps, 0, input + x * input_stride, input_stride,
-                     input_offset, zero, weights, output + x * output_stride, output_stride, params);
+    dwconv_rows_with(offset_rows, channels, output_width - x, taps, kernel, 0, input + x * input_stride,
+                     input_stride, row_pitch, input_offset, zero, weights, output + x * output_stride, output_stride,
+                     params);
 }
 
-/* unit_width: 0, or K for a KxK kernel at unit horizontal stride and dilation. */
-EDGE_SIMD_INLINE void dwconv_rows(size_t channels, size_t output_width, size_t taps, size_t unit_width,
-                                  const float *const *input,
-                                  size_t input_stride, size_t input_offset, const float *zero,
-                                  const float *weights, float *output, size_t output_stride,
-                                  const edge_f32_minmax_params *params) {
+/* width: K for a KxK kernel, 0 for the generic flat tap list; unit_width: 0, or K at unit
+ * horizontal stride and dilation. */
+EDGE_SIMD_INLINE void dwconv_rows(size_t channels, size_t output_width, size_t taps, size_t width, size_t unit_width,
+                                  const float *const *input, size_t input_stride, size_t row_pitch,
+                                  size_t input_offset, const float *zero, const float *weights, float *output,
+                                  size_t output_stride, const edge_f32_minmax_params *params) {
   if (input_offset == 0)
-    dwconv_rows_with(false, channels, output_width, taps, unit_width, input, input_stride, 0, zero, weights,
-                     output, output_stride, params);
-  else
-    dwconv_rows_with(true, channels, output_width, taps, unit_width, input, input_stride, input_offset, zero,
+    dwconv_rows_with(false, channels, output_width, taps, width, unit_width, input, input_stride, row_pitch, 0, zero,
                      weights, output, output_stride, params);
+  else
+    dwconv_rows_with(true, channels, output_width, taps, width, unit_width, input, input_stride, row_pitch,
+                     input_offset, zero, weights, output, output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3)(size_t channels, size_t output_width, size_t taps,
                                                  const float *const *input, size_t input_stride,
-                                                 size_t input_offset, const float *zero, const float *weights,
+                                                 size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 9, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  dwconv_rows(channels, output_width, 9, 3, 0, input, input_stride, row_pitch, input_offset, zero, weights, output,
+              output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5)(size_t channels, size_t output_width, size_t taps,
                                                  const float *const *input, size_t input_stride,
-                                                 size_t input_offset, const float *zero, const float *weights,
+                                                 size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 25, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  dwconv_rows(channels, output_width, 25, 5, 0, input, input_stride, row_pitch, input_offset, zero, weights, output,
+              output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_any)(size_t channels, size_t output_width, size_t taps,
                                                  const float *const *input, size_t input_stride,
-                                                 size_t input_offset, const float *zero, const float *weights,
+                                                 size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                  float *output, size_t output_stride,
                                                  const edge_f32_minmax_params *params) {
-  dwconv_rows(channels, output_width, taps, 0, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  (void)row_pitch;
+  dwconv_rows(channels, output_width, taps, 0, 0, input, input_stride, 0, input_offset, zero, weights, output,
+              output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3s1)(size_t channels, size_t output_width, size_t taps,
                                                    const float *const *input, size_t input_stride,
-                                                   size_t input_offset, const float *zero, const float *weights,
+                                                   size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 9, 3, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  dwconv_rows(channels, output_width, 9, 3, 3, input, input_stride, row_pitch, input_offset, zero, weights, output,
+              output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5s1)(size_t channels, size_t output_width, size_t taps,
                                                    const float *const *input, size_t input_stride,
-                                                   size_t input_offset, const float *zero, const float *weights,
+                                                   size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_rows(channels, output_width, 25, 5, input, input_stride, input_offset, zero, weights, output, output_stride,
-              params);
+  dwconv_rows(channels, output_width, 25, 5, 5, input, input_stride, row_pitch, input_offset, zero, weights, output,
+              output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_3x3s2)(size_t channels, size_t output_width, size_t taps,
                                                    const float *const *input, size_t input_stride,
-                                                   size_t input_offset, const float *zero, const float *weights,
+                                                   size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_shared_rows(input_offset != 0, 3, 2, channels, output_width, input, input_stride, input_offset, zero,
-                     weights, output, output_stride, params);
+  dwconv_shared_rows(input_offset != 0, 3, 2, channels, output_width, input, input_stride, row_pitch, input_offset,
+                     zero, weights, output, output_stride, params);
 }
 
 void EDGE_SIMD_FN(f32_dwconv_minmax_ukernel_5x5s2)(size_t channels, size_t output_width, size_t taps,
                                                    const float *const *input, size_t input_stride,
-                                                   size_t input_offset, const float *zero, const float *weights,
+                                                   size_t row_pitch, size_t input_offset, const float *zero, const float *weights,
                                                    float *output, size_t output_stride,
                                                    const edge_f32_minmax_params *params) {
   (void)taps;
-  dwconv_shared_rows(input_offset != 0, 5, 2, channels, output_width, input, input_stride, input_offset, zero,
-                     weights, output, output_stride, params);
+  dwconv_shared_rows(input_offset != 0, 5, 2, channels, output_width, input, input_stride, row_pitch, input_offset,
+                     zero, weights, output, output_stride, params);
 }
