@@ -2,7 +2,7 @@
 
     python3 -m benchmarks.bench_models [--models mobilenet_v2,resnet18,lstm_lm,bert_encoder]
                                        [--threads 1,2] [--runs 30] [--warmup 5] [--rounds 3]
-                                       [--isa avx512,scalar]
+                                       [--isa avx512,scalar] [--library before=PATH --library after=PATH]
                                        [--out benchmarks/results] [--no-roofline] [--no-chart]
 
 One command, one run: it builds each network (tests/fixtures/models.py), converts it once, then
@@ -20,7 +20,9 @@ difference above OUTPUT_BOUND, or no output name in common, fails the run (exit 
 
 onnxruntime runs as its users run it: intra_op_num_threads = threads, inter_op 1, sequential
 execution, all graph optimisations. ``--isa`` measures edge once per listed level (EDGE_ISA set in
-that subprocess; the runtime reports what it picked). With ``make -C cruntime roofline`` available,
+that subprocess; the runtime reports what it picked). ``--library LABEL=PATH`` (repeated) measures
+each listed build of libedge.so (EDGE_LIBRARY in that subprocess) in the same turns, so a change's
+before and after are compared with each other and with onnxruntime in one run. With ``make -C cruntime roofline`` available,
 the GEMM roofline (measured FMA peak against GEMM GFLOP/s at large sizes, one thread) is run too.
 
 Writes benchmarks/results/models-<date>.json (raw figures, every run's time, machine, versions), the
@@ -86,6 +88,15 @@ def thread_counts(text: str) -> list[int]:
     return counts
 
 
+def library_label(text: str) -> tuple[str, str]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
+    if not pathlib.Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    return label, str(pathlib.Path(path).resolve())
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks.bench_models",
                                      description="edge against onnxruntime on whole networks (latency, memory).")
@@ -100,6 +111,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--isa", type=csv_list, default=[],
                         help="measure edge at each of these kernel levels (EDGE_ISA), e.g. avx512,avx2,scalar; "
                              "default: the level the runtime picks")
+    parser.add_argument("--library", action="append", type=library_label, default=[], metavar="LABEL=PATH",
+                        help="measure edge with this build of libedge.so as well (repeat for several: "
+                             "before=/tmp/libedge-old.so --library after=cruntime/build/libedge.so); the "
+                             "builds take turns with onnxruntime in every round")
     parser.add_argument("--small", action="store_true", help="tiny variants of the networks (harness check)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results",
                         help="folder for the JSON and the chart (default benchmarks/results)")
@@ -240,18 +255,23 @@ def prepare_models(names: list[str], small: bool, workdir: pathlib.Path) -> dict
 
 
 def measure(runtime: str, model: dict[str, Any], threads: int, isa: str | None, runs: int, args,
-            environment: dict[str, str], workdir: pathlib.Path, copies: int = 1) -> dict[str, Any]:
+            environment: dict[str, str], workdir: pathlib.Path, copies: int = 1,
+            library: tuple[str, str] | None = None) -> dict[str, Any]:
     path = model["edge_path"] if runtime == "edge" else model["onnx_path"]
-    outputs = workdir / f"{model['builder']}.{runtime}.{threads}.{isa or 'default'}.out.npz"
+    outputs = workdir / f"{model['builder']}.{runtime}.{threads}.{isa or 'default'}.{library[0] if library else 'lib'}.out.npz"
     command = [sys.executable, "-m", "benchmarks._measure", "--runtime", runtime, "--model", str(path),
                "--inputs", str(model["inputs_path"]), "--threads", str(threads), "--warmup", str(args.warmup),
                "--runs", str(runs), "--outputs", str(outputs), "--copies", str(copies)]
     env = dict(environment)
     if runtime == "edge" and isa:
         env["EDGE_ISA"] = isa
-    label = f"{model['builder']} {runtime}{f' [{isa}]' if isa else ''} threads={threads}"
+    if runtime == "edge" and library:
+        env["EDGE_LIBRARY"] = library[1]
+    variant = ", ".join(filter(None, [isa, library[0] if library else None]))
+    label = f"{model['builder']} {runtime}{f' [{variant}]' if variant else ''} threads={threads}"
     log(f"measuring {label} ...")
-    base = {"model": model["builder"], "runtime": runtime, "threads": threads, "requested_isa": isa}
+    base = {"model": model["builder"], "runtime": runtime, "threads": threads, "requested_isa": isa,
+            "library_label": library[0] if library else None}
     result = run_measurement(command, base, args.timeout, env)
     if "error" not in result:
         result["outputs_file"] = str(outputs)
@@ -293,18 +313,21 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def measure_model(model: dict[str, Any], threads: int, edge_isas: list[str | None], args,
                   environment: dict[str, str], workdir: pathlib.Path) -> list[dict[str, Any]]:
-    """onnxruntime and edge (each ISA) on one model at one thread count, in ``--rounds`` rounds of
-    fresh processes that take turns, so a burst from a neighbour on a shared machine lands on both
-    runtimes rather than on whichever happened to be running."""
-    subjects = [("onnxruntime", None)] + [("edge", isa) for isa in edge_isas]
+    """onnxruntime and edge (each ISA, each --library build) on one model at one thread count, in
+    ``--rounds`` rounds of fresh processes that take turns, so a burst from a neighbour on a shared
+    machine lands on every subject rather than on whichever happened to be running."""
+    libraries: list[tuple[str, str] | None] = list(args.library) or [None]
+    subjects = [("onnxruntime", None, None)] + [("edge", isa, library) for library in libraries for isa in edge_isas]
     per_round = [args.runs // args.rounds + (1 if i < args.runs % args.rounds else 0) for i in range(args.rounds)]
-    results: dict[tuple[str, str | None], list[dict[str, Any]]] = {subject: [] for subject in subjects}
+    results: dict[tuple, list[dict[str, Any]]] = {subject: [] for subject in subjects}
     for round_index, runs in enumerate(per_round):
         order = subjects if round_index % 2 == 0 else subjects[::-1]
-        for runtime, isa in order:
-            if results[runtime, isa] and "error" in results[runtime, isa][-1]:
+        for subject in order:
+            runtime, isa, library = subject
+            if results[subject] and "error" in results[subject][-1]:
                 continue
-            results[runtime, isa].append(measure(runtime, model, threads, isa, runs, args, environment, workdir))
+            results[subject].append(measure(runtime, model, threads, isa, runs, args, environment, workdir,
+                                            library=library))
     return [merge_rounds(results[subject]) for subject in subjects]
 
 
@@ -339,9 +362,9 @@ def _isa_label(measurement: dict[str, Any]) -> str | None:
     """The level the runtime ran at, and the one asked for when the runtime picked another (a level
     this CPU lacks leaves the detected one)."""
     picked, asked = measurement.get("isa"), measurement.get("requested_isa")
-    if picked and asked and picked != asked:
-        return f"{picked} (asked {asked})"
-    return picked or asked
+    level = f"{picked} (asked {asked})" if picked and asked and picked != asked else picked or asked
+    label = measurement.get("library_label")
+    return f"{label}: {level}" if label and level else label or level
 
 
 def compare(measurements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -582,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python3 -m benchmarks.bench_models " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"models": args.models, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
                    "rounds": args.rounds,
-                   "isa": args.isa, "small": args.small,
+                   "isa": args.isa, "library": [list(entry) for entry in args.library], "small": args.small,
                    "onnxruntime_options": {"intra_op_num_threads": "threads", "inter_op_num_threads": 1,
                                            "execution_mode": "ORT_SEQUENTIAL",
                                            "graph_optimization_level": "ORT_ENABLE_ALL"}},

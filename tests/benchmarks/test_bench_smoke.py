@@ -77,6 +77,24 @@ def test_forced_isa_is_what_the_runtime_reports(tmp_path):
     assert report["ratios"][0]["output_max_rel_diff"] < 1e-4
 
 
+def test_each_listed_library_is_measured_in_the_same_run(tmp_path):
+    from cruntime.binding import find_library
+
+    built = find_library()
+    copy = tmp_path / "libedge-copy.so"
+    copy.write_bytes(built.read_bytes())
+    done = run_benchmark(tmp_path, "--threads", "1", "--no-chart", "--library", f"before={copy}",
+                         "--library", f"after={built}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    edges = {m["library_label"]: m for m in report["measurements"] if m["runtime"] == "edge"}
+    # Each measurement process loaded the build it was given, not the one the binding would find.
+    assert {label: pathlib.Path(m["library"]).resolve() for label, m in edges.items()} == {
+        "before": copy.resolve(), "after": built.resolve()}
+    assert sorted(r["isa"].split(":")[0] for r in report["ratios"]) == ["after", "before"]
+    assert all(r["output_max_rel_diff"] < 1e-4 for r in report["ratios"])
+
+
 def test_output_difference_is_infinite_without_a_common_output_name(tmp_path):
     from benchmarks.bench_models import OUTPUT_BOUND, output_difference
 
