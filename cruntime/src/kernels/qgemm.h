@@ -38,7 +38,10 @@
  *   avx512vnni  8x32c4, vpdpbusd on x + 128          32 channels, tap pairs through vpdpwssd
  *   neon        4x8, smlal by lane                   8 channels, smull + saddw
  *   neondot     4x8c4, sdot by lane                  neon's
- * Every one is tested byte for byte against the spec formula (tests/c/test_kernels_qgemm.c). */
+ * The scalar, sse2 and avx2 GEMM / IGEMM tiles are one template (qs8-gemm-tile.h over simd-qs8.h's
+ * int8 words); avx512 and avx512vnni share avx512/qs8-gemm-avx512.h; neon and neondot share
+ * neon/qs8-neon.h's epilogue. Every one is tested byte for byte against the spec formula
+ * (tests/c/test_kernels_qgemm.c). */
 #ifndef EDGE_KERNELS_QGEMM_H
 #define EDGE_KERNELS_QGEMM_H
 

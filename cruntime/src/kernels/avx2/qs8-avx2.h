@@ -1,5 +1,5 @@
-/* Shared pieces of the AVX2 qs8 kernels (GEMM and depthwise): k-group loads that never read past
- * the row, and the bit-exact requantization of requant.h.
+/* Shared pieces of the AVX2 qs8 kernels (GEMM and depthwise): the in-lane widening of a k group and
+ * the bit-exact requantization of requant.h.
  *
  * Requantization, bit-exact with requant.h: 64-bit products of even and odd lanes
  * (vpmuldq), the rounding term added in 64 bits, the arithmetic right shift built from the
@@ -13,12 +13,6 @@
 
 #include "../qgemm.h"
 
-static inline __attribute__((always_inline)) int32_t load4(const int8_t *p) {
-  int32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-
 /* The 4 int8 of v (a k group, little-endian) sign-extended to int16 and repeated in all four
  * 64-bit lanes: a broadcast (a load-only uop when v comes from memory), then a compare and an
  * in-lane unpack; a lane-crossing vpmovsxbw would be a GEMM loop's bottleneck. */
@@ -27,12 +21,6 @@ static inline __attribute__((always_inline)) __m256i widen_broadcast4(int32_t v)
   memcpy(&f, &v, 4);
   const __m256i x = _mm256_castps_si256(_mm256_set1_ps(f));
   return _mm256_unpacklo_epi8(x, _mm256_cmpgt_epi8(_mm256_setzero_si256(), x));
-}
-
-static inline __attribute__((always_inline)) int32_t load_tail(const int8_t *p, size_t n) {
-  int32_t v = 0;
-  memcpy(&v, p, n);
-  return v;
 }
 
 /* Arithmetic right shift of 64-bit lanes by per-lane counts (0..63). */
