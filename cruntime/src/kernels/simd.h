@@ -26,7 +26,16 @@
  *   otherwise test vf_unord explicitly.
  * - vf_reduce_add/max/min fold the lanes in a fixed order per ISA (deterministic).
  * - vm_first(n) is the mask of lanes 0..n-1 (for tails: 0 <= n <= N).
+ * - vf_nan_to_zero(a) is a with NaN lanes replaced by +0.
  * - vf_round_i32 rounds to nearest even (the default rounding mode); vf_trunc_i32 truncates.
+ * - Integer lanes for the int8 kernels: vi_loadu / vi_storeu move N int32; vi_load_s8(p) reads
+ *   exactly p[0..N) and sign-extends each byte to a lane; vi_store_s8_sat(p, v) writes exactly
+ *   p[0..N), each lane saturated to [-128, 127], and vi_store_s8_sat2(p, v0, v1) p[0..2N) from two
+ *   vectors. Where EDGE_SIMD_HAS_FIXED2 is defined (avx2, avx512, neon: a vector 32x32 -> 64-bit
+ *   multiply), vi_fixed2(a, b, &k), with
+ *   k = vi_fixed2_prepare(ma, mb, s, lo, hi) (1 <= s <= 62), is per lane
+ *   clamp((int64(a) * ma + int64(b) * mb + 2^(s-1)) >> s, lo, hi) in exact 64-bit arithmetic
+ *   (arithmetic shift; |a|, |b| < 2^9 in the int8 kernels), the int8 ADD rule of requant.h.
  */
 #ifndef EDGE_KERNELS_SIMD_H
 #define EDGE_KERNELS_SIMD_H
@@ -92,6 +101,7 @@ EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b
 EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
 EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
 EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+EDGE_SIMD_INLINE f32xN vf_nan_to_zero(f32xN a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a); }
 EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return _mm512_mask_blend_ps(m, b, a); }
 EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return (maskxN)(a | b); }
 EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return (maskxN)(a & b); }
@@ -120,6 +130,35 @@ EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) {
 }
 
 EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return edge_simd_tail_mask(n); }
+
+/* int8 <-> int32 lanes and the 64-bit fixed-point sum of the int8 kernels. */
+#define EDGE_SIMD_HAS_FIXED2 1
+EDGE_SIMD_INLINE i32xN vi_loadu(const int32_t *p) { return _mm512_loadu_si512(p); }
+EDGE_SIMD_INLINE void vi_storeu(int32_t *p, i32xN v) { _mm512_storeu_si512(p, v); }
+EDGE_SIMD_INLINE i32xN vi_load_s8(const int8_t *p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+EDGE_SIMD_INLINE void vi_store_s8_sat(int8_t *p, i32xN v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtsepi32_epi8(v)); }
+EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
+  vi_store_s8_sat(p, v0);
+  vi_store_s8_sat(p + 16, v1);
+}
+typedef struct {
+  __m512i ma, mb, round, lo, hi;
+  __m128i count;
+} edge_simd_fixed2;
+EDGE_SIMD_INLINE edge_simd_fixed2 vi_fixed2_prepare(int32_t ma, int32_t mb, int32_t shift, int64_t lo, int64_t hi) {
+  return (edge_simd_fixed2){_mm512_set1_epi64(ma), _mm512_set1_epi64(mb), _mm512_set1_epi64((int64_t)1 << (shift - 1)),
+                            _mm512_set1_epi64(lo), _mm512_set1_epi64(hi), _mm_cvtsi32_si128(shift)};
+}
+/* vpmuldq multiplies the even lanes, and the odd ones after a 32-bit shift down: exact 64-bit products. */
+EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
+  __m512i even = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, k->ma), _mm512_mul_epi32(b, k->mb)), k->round);
+  __m512i odd = _mm512_add_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), k->ma), _mm512_mul_epi32(_mm512_srli_epi64(b, 32), k->mb)),
+      k->round);
+  even = _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(even, k->count), k->lo), k->hi);
+  odd = _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(odd, k->count), k->lo), k->hi);
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
 
 #elif defined(EDGE_SIMD_ISA_AVX2)
 
@@ -175,6 +214,7 @@ EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CM
 EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
 EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
 EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+EDGE_SIMD_INLINE f32xN vf_nan_to_zero(f32xN a) { return _mm256_and_ps(a, _mm256_cmp_ps(a, a, _CMP_ORD_Q)); }
 EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return _mm256_blendv_ps(b, a, m); }
 EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return _mm256_or_ps(a, b); }
 EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return _mm256_and_ps(a, b); }
@@ -200,6 +240,47 @@ EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) {
 }
 
 EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return _mm256_castsi256_ps(edge_simd_tail_mask(n)); }
+
+/* int8 <-> int32 lanes and the 64-bit fixed-point sum of the int8 kernels. */
+#define EDGE_SIMD_HAS_FIXED2 1
+EDGE_SIMD_INLINE i32xN vi_loadu(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+EDGE_SIMD_INLINE void vi_storeu(int32_t *p, i32xN v) { _mm256_storeu_si256((__m256i *)p, v); }
+EDGE_SIMD_INLINE i32xN vi_load_s8(const int8_t *p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+EDGE_SIMD_INLINE void vi_store_s8_sat(int8_t *p, i32xN v) {
+  const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(words, words));
+}
+/* packs work per 128-bit lane: the permute puts the int16 words of v0 and v1 in order */
+EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
+  const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
+  const __m256i bytes = _mm256_packs_epi16(words, words);
+  _mm_storeu_si128((__m128i *)p, _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
+}
+/* AVX2 has no 64-bit arithmetic shift: (x + 2^62) is shifted logically and 2^(62-s) subtracted, the
+ * same floor(x / 2^s) while |x| < 2^62 (the sums here stay below 2^41 + 2^61). */
+typedef struct {
+  __m256i ma, mb, round, unbias, lo, hi;
+  __m128i count;
+} edge_simd_fixed2;
+EDGE_SIMD_INLINE edge_simd_fixed2 vi_fixed2_prepare(int32_t ma, int32_t mb, int32_t shift, int64_t lo, int64_t hi) {
+  return (edge_simd_fixed2){_mm256_set1_epi64x(ma), _mm256_set1_epi64x(mb),
+                            _mm256_set1_epi64x(((int64_t)1 << (shift - 1)) + ((int64_t)1 << 62)),
+                            _mm256_set1_epi64x((int64_t)1 << (62 - shift)), _mm256_set1_epi64x(lo),
+                            _mm256_set1_epi64x(hi), _mm_cvtsi32_si128(shift)};
+}
+EDGE_SIMD_INLINE __m256i edge_simd_clamp64(__m256i x, __m256i lo, __m256i hi) {
+  x = _mm256_blendv_epi8(x, lo, _mm256_cmpgt_epi64(lo, x));
+  return _mm256_blendv_epi8(x, hi, _mm256_cmpgt_epi64(x, hi));
+}
+EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
+  __m256i even = _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epi32(a, k->ma), _mm256_mul_epi32(b, k->mb)), k->round);
+  __m256i odd = _mm256_add_epi64(
+      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), k->ma), _mm256_mul_epi32(_mm256_srli_epi64(b, 32), k->mb)),
+      k->round);
+  even = edge_simd_clamp64(_mm256_sub_epi64(_mm256_srl_epi64(even, k->count), k->unbias), k->lo, k->hi);
+  odd = edge_simd_clamp64(_mm256_sub_epi64(_mm256_srl_epi64(odd, k->count), k->unbias), k->lo, k->hi);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
 
 #elif defined(EDGE_SIMD_ISA_SSE2)
 
@@ -255,6 +336,7 @@ EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return _mm_cmpgt_ps(a, b); }
 EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return _mm_cmpge_ps(a, b); }
 EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return _mm_cmpeq_ps(a, b); }
 EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return _mm_cmpunord_ps(a, b); }
+EDGE_SIMD_INLINE f32xN vf_nan_to_zero(f32xN a) { return _mm_and_ps(a, _mm_cmpord_ps(a, a)); }
 EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) {
   return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
 }
@@ -280,6 +362,26 @@ EDGE_SIMD_INLINE float vf_reduce_min(f32xN q) {
 
 EDGE_SIMD_INLINE maskxN vm_first(size_t n) {
   return _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32((int)n), _mm_setr_epi32(0, 1, 2, 3)));
+}
+
+/* int8 <-> int32 lanes (no vi_fixed2: SSE2 has no signed 32x32 -> 64-bit multiply). */
+EDGE_SIMD_INLINE i32xN vi_loadu(const int32_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+EDGE_SIMD_INLINE void vi_storeu(int32_t *p, i32xN v) { _mm_storeu_si128((__m128i *)p, v); }
+EDGE_SIMD_INLINE i32xN vi_load_s8(const int8_t *p) {
+  int32_t bytes;
+  memcpy(&bytes, p, sizeof bytes);
+  __m128i v = _mm_cvtsi32_si128(bytes);
+  v = _mm_unpacklo_epi8(v, v);
+  return _mm_srai_epi32(_mm_unpacklo_epi16(v, v), 24);
+}
+EDGE_SIMD_INLINE void vi_store_s8_sat(int8_t *p, i32xN v) {
+  const __m128i words = _mm_packs_epi32(v, v);
+  const int32_t bytes = _mm_cvtsi128_si32(_mm_packs_epi16(words, words));
+  memcpy(p, &bytes, sizeof bytes);
+}
+EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
+  const __m128i words = _mm_packs_epi32(v0, v1);
+  _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(words, words));
 }
 
 #elif defined(EDGE_SIMD_ISA_NEON)
@@ -342,6 +444,9 @@ EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) {
   return vmvnq_u32(vandq_u32(vceqq_f32(a, a), vceqq_f32(b, b)));
 }
 EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return vbslq_f32(m, a, b); }
+EDGE_SIMD_INLINE f32xN vf_nan_to_zero(f32xN a) {
+  return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vceqq_f32(a, a)));
+}
 EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return vorrq_u32(a, b); }
 EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return vandq_u32(a, b); }
 EDGE_SIMD_INLINE maskxN vm_none(void) { return vdupq_n_u32(0); }
@@ -356,6 +461,44 @@ EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) { return vminvq_f32(a); }
 EDGE_SIMD_INLINE maskxN vm_first(size_t n) {
   static const uint32_t lanes[4] = {0, 1, 2, 3};
   return vcltq_u32(vld1q_u32(lanes), vdupq_n_u32((uint32_t)n));
+}
+
+/* int8 <-> int32 lanes and the 64-bit fixed-point sum of the int8 kernels. */
+#define EDGE_SIMD_HAS_FIXED2 1
+EDGE_SIMD_INLINE i32xN vi_loadu(const int32_t *p) { return vld1q_s32(p); }
+EDGE_SIMD_INLINE void vi_storeu(int32_t *p, i32xN v) { vst1q_s32(p, v); }
+EDGE_SIMD_INLINE i32xN vi_load_s8(const int8_t *p) {
+  int32_t bytes;
+  memcpy(&bytes, p, sizeof bytes);
+  return vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes)))));
+}
+EDGE_SIMD_INLINE void vi_store_s8_sat(int8_t *p, i32xN v) {
+  const int16x4_t words = vqmovn_s32(v);
+  const int32_t bytes = vget_lane_s32(vreinterpret_s32_s8(vqmovn_s16(vcombine_s16(words, words))), 0);
+  memcpy(p, &bytes, sizeof bytes);
+}
+EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
+  vst1_s8(p, vqmovn_s16(vcombine_s16(vqmovn_s32(v0), vqmovn_s32(v1))));
+}
+/* smull / smlal give exact 64-bit products; sshl by -s is the arithmetic right shift. */
+typedef struct {
+  int32x4_t ma, mb;
+  int64x2_t round, shift, lo, hi;
+} edge_simd_fixed2;
+EDGE_SIMD_INLINE edge_simd_fixed2 vi_fixed2_prepare(int32_t ma, int32_t mb, int32_t shift, int64_t lo, int64_t hi) {
+  return (edge_simd_fixed2){vdupq_n_s32(ma), vdupq_n_s32(mb), vdupq_n_s64((int64_t)1 << (shift - 1)),
+                            vdupq_n_s64(-(int64_t)shift), vdupq_n_s64(lo), vdupq_n_s64(hi)};
+}
+EDGE_SIMD_INLINE int64x2_t edge_simd_clamp64(int64x2_t x, int64x2_t lo, int64x2_t hi) {
+  x = vbslq_s64(vcgtq_s64(lo, x), lo, x);
+  return vbslq_s64(vcgtq_s64(x, hi), hi, x);
+}
+EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
+  int64x2_t low = vmlal_s32(vmull_s32(vget_low_s32(a), vget_low_s32(k->ma)), vget_low_s32(b), vget_low_s32(k->mb));
+  int64x2_t high = vmlal_high_s32(vmull_high_s32(a, k->ma), b, k->mb);
+  low = edge_simd_clamp64(vshlq_s64(vaddq_s64(low, k->round), k->shift), k->lo, k->hi);
+  high = edge_simd_clamp64(vshlq_s64(vaddq_s64(high, k->round), k->shift), k->lo, k->hi);
+  return vcombine_s32(vmovn_s64(low), vmovn_s64(high));
 }
 
 #elif defined(EDGE_SIMD_ISA_SCALAR)
@@ -416,6 +559,7 @@ EDGE_SIMD_INLINE maskxN vf_gt(f32xN a, f32xN b) { return a > b; }
 EDGE_SIMD_INLINE maskxN vf_ge(f32xN a, f32xN b) { return a >= b; }
 EDGE_SIMD_INLINE maskxN vf_eq(f32xN a, f32xN b) { return a == b; }
 EDGE_SIMD_INLINE maskxN vf_unord(f32xN a, f32xN b) { return a != a || b != b; }
+EDGE_SIMD_INLINE f32xN vf_nan_to_zero(f32xN a) { return a != a ? 0.0f : a; }
 EDGE_SIMD_INLINE f32xN vf_select(maskxN m, f32xN a, f32xN b) { return m ? a : b; }
 EDGE_SIMD_INLINE maskxN vm_or(maskxN a, maskxN b) { return a | b; }
 EDGE_SIMD_INLINE maskxN vm_and(maskxN a, maskxN b) { return a & b; }
@@ -426,6 +570,16 @@ EDGE_SIMD_INLINE float vf_reduce_max(f32xN a) { return a; }
 EDGE_SIMD_INLINE float vf_reduce_min(f32xN a) { return a; }
 
 EDGE_SIMD_INLINE maskxN vm_first(size_t n) { return n > 0; }
+
+/* int8 <-> int32 lanes. */
+EDGE_SIMD_INLINE i32xN vi_loadu(const int32_t *p) { return *p; }
+EDGE_SIMD_INLINE void vi_storeu(int32_t *p, i32xN v) { *p = v; }
+EDGE_SIMD_INLINE i32xN vi_load_s8(const int8_t *p) { return *p; }
+EDGE_SIMD_INLINE void vi_store_s8_sat(int8_t *p, i32xN v) { *p = (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v)); }
+EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
+  vi_store_s8_sat(p, v0);
+  vi_store_s8_sat(p + 1, v1);
+}
 
 #else
 #error "define one of EDGE_SIMD_ISA_SCALAR, _SSE2, _AVX2, _AVX512, _NEON before including simd.h"
