@@ -21,78 +21,49 @@
 #include <unistd.h>
 
 #include "fb.h"
+#include "schema_fields.h"
 
 /* Element counts are bounded so that byte sizes and sums of a few of them never overflow. */
 #define MODEL_MAX_ELEMENTS ((int64_t)1 << 46)
 
-enum { MODEL_VERSION, MODEL_OPERATOR_CODES, MODEL_GRAPHS, MODEL_BUFFERS, MODEL_SIGNATURES, MODEL_METADATA,
-       MODEL_DESCRIPTION, MODEL_PRODUCER, MODEL_MIN_RUNTIME_VERSION };
-enum { GRAPH_NAME, GRAPH_TENSORS, GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPH_OPERATORS };
-enum { TENSOR_NAME, TENSOR_SHAPE, TENSOR_SHAPE_SIGNATURE, TENSOR_DTYPE, TENSOR_BUFFER, TENSOR_QUANTIZATION,
-       TENSOR_IS_VARIABLE };
-enum { QUANT_SCALE, QUANT_ZERO_POINT, QUANT_DIMENSION };
-enum { BUFFER_OFFSET, BUFFER_SIZE };
-enum { CODE_OPCODE, CODE_VERSION, CODE_CUSTOM_NAME };
-enum { COST_FLOPS, COST_BYTES_IN, COST_BYTES_OUT, COST_BYTES_WEIGHTS };
-enum { OPERATOR_OPCODE_INDEX, OPERATOR_INPUTS, OPERATOR_OUTPUTS, OPERATOR_OPTIONS_TYPE, OPERATOR_OPTIONS,
-       OPERATOR_ACTIVATION, OPERATOR_ACTIVATION_ALPHA, OPERATOR_ACTIVATION_BETA, OPERATOR_COST };
-enum { TENSOR_MAP_NAME, TENSOR_MAP_TENSOR };
-enum { SIGNATURE_KEY, SIGNATURE_GRAPH, SIGNATURE_INPUTS, SIGNATURE_OUTPUTS, SIGNATURE_OPERATORS };
-enum { METADATA_NAME, METADATA_VALUE };
-
-/* The OpOptions union's type tags, in schema order. */
-enum {
-  OPTIONS_NONE, OPTIONS_CONV2D, OPTIONS_BATCH_MATMUL, OPTIONS_BINARY, OPTIONS_UNARY, OPTIONS_SOFTMAX,
-  OPTIONS_LAYER_NORM, OPTIONS_POOL2D, OPTIONS_REDUCE, OPTIONS_TRANSPOSE, OPTIONS_AXIS, OPTIONS_SLICE,
-  OPTIONS_PAD, OPTIONS_RESIZE, OPTIONS_RNN, OPTIONS_LRN, OPTIONS_LOSS, OPTIONS_BATCH_NORM, OPTIONS_OPTIMIZER,
-  OPTIONS_CLIP, OPTIONS_TRILU, OPTIONS_CUMSUM, OPTIONS_ARG, OPTIONS_TOP_K, OPTIONS_GATHER_ND,
-  OPTIONS_SCATTER, OPTIONS_NON_MAX_SUPPRESSION, OPTIONS_ROI_ALIGN, OPTIONS_COUNT
-};
-
-static const char *const options_names[OPTIONS_COUNT] = {
-    "NONE", "Conv2DOptions", "BatchMatMulOptions", "BinaryOptions", "UnaryOptions", "SoftmaxOptions",
-    "LayerNormOptions", "Pool2DOptions", "ReduceOptions", "TransposeOptions", "AxisOptions", "SliceOptions",
-    "PadOptions", "ResizeOptions", "RnnOptions", "LrnOptions", "LossOptions", "BatchNormOptions",
-    "OptimizerOptions", "ClipOptions", "TriluOptions", "CumSumOptions", "ArgOptions", "TopKOptions",
-    "GatherNdOptions", "ScatterOptions", "NonMaxSuppressionOptions", "RoiAlignOptions"};
 
 /* The options table each opcode takes (NONE: the op has no options). */
 static int expected_options(edge_op_kind opcode) {
   switch (opcode) {
-    case EDGE_OP_CONV_2D: case EDGE_OP_CONV_TRANSPOSE_2D: return OPTIONS_CONV2D;
+    case EDGE_OP_CONV_2D: case EDGE_OP_CONV_TRANSPOSE_2D: return EDGE_OPTIONS_CONV2D;
     /* The training ops carry their forward op's options. */
-    case EDGE_OP_CONV_2D_BACKPROP_INPUT: case EDGE_OP_CONV_2D_BACKPROP_FILTER: return OPTIONS_CONV2D;
-    case EDGE_OP_POOL_2D_GRAD: return OPTIONS_POOL2D;
-    case EDGE_OP_ACTIVATION_GRAD: return OPTIONS_UNARY;
-    case EDGE_OP_LAYER_NORM_GRAD: return OPTIONS_LAYER_NORM;
-    case EDGE_OP_GATHER_GRAD: return OPTIONS_AXIS;
-    case EDGE_OP_LOSS: return OPTIONS_LOSS;
-    case EDGE_OP_BATCH_NORM_TRAIN: case EDGE_OP_BATCH_NORM_GRAD: return OPTIONS_BATCH_NORM;
-    case EDGE_OP_OPTIMIZER_UPDATE: return OPTIONS_OPTIMIZER;
-    case EDGE_OP_CLIP_BY_GLOBAL_NORM: return OPTIONS_CLIP;
-    case EDGE_OP_BATCH_MATMUL: return OPTIONS_BATCH_MATMUL;
-    case EDGE_OP_BINARY: return OPTIONS_BINARY;
-    case EDGE_OP_UNARY: return OPTIONS_UNARY;
-    case EDGE_OP_SOFTMAX: return OPTIONS_SOFTMAX;
-    case EDGE_OP_LAYER_NORM: return OPTIONS_LAYER_NORM;
-    case EDGE_OP_POOL_2D: return OPTIONS_POOL2D;
-    case EDGE_OP_REDUCE: return OPTIONS_REDUCE;
-    case EDGE_OP_TRANSPOSE: return OPTIONS_TRANSPOSE;
-    case EDGE_OP_CONCAT: case EDGE_OP_SPLIT: case EDGE_OP_GATHER: case EDGE_OP_GATHER_ELEMENTS: return OPTIONS_AXIS;
-    case EDGE_OP_SLICE: return OPTIONS_SLICE;
-    case EDGE_OP_PAD: return OPTIONS_PAD;
-    case EDGE_OP_RESIZE: return OPTIONS_RESIZE;
-    case EDGE_OP_LSTM: case EDGE_OP_GRU: return OPTIONS_RNN;
-    case EDGE_OP_LRN: return OPTIONS_LRN;
-    case EDGE_OP_TRILU: return OPTIONS_TRILU;
-    case EDGE_OP_CUMSUM: return OPTIONS_CUMSUM;
-    case EDGE_OP_ARG_MAX: case EDGE_OP_ARG_MIN: return OPTIONS_ARG;
-    case EDGE_OP_TOP_K: return OPTIONS_TOP_K;
-    case EDGE_OP_GATHER_ND: return OPTIONS_GATHER_ND;
-    case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return OPTIONS_SCATTER;
-    case EDGE_OP_NON_MAX_SUPPRESSION: return OPTIONS_NON_MAX_SUPPRESSION;
-    case EDGE_OP_ROI_ALIGN: return OPTIONS_ROI_ALIGN;
-    default: return OPTIONS_NONE;
+    case EDGE_OP_CONV_2D_BACKPROP_INPUT: case EDGE_OP_CONV_2D_BACKPROP_FILTER: return EDGE_OPTIONS_CONV2D;
+    case EDGE_OP_POOL_2D_GRAD: return EDGE_OPTIONS_POOL2D;
+    case EDGE_OP_ACTIVATION_GRAD: return EDGE_OPTIONS_UNARY;
+    case EDGE_OP_LAYER_NORM_GRAD: return EDGE_OPTIONS_LAYER_NORM;
+    case EDGE_OP_GATHER_GRAD: return EDGE_OPTIONS_AXIS;
+    case EDGE_OP_LOSS: return EDGE_OPTIONS_LOSS;
+    case EDGE_OP_BATCH_NORM_TRAIN: case EDGE_OP_BATCH_NORM_GRAD: return EDGE_OPTIONS_BATCH_NORM;
+    case EDGE_OP_OPTIMIZER_UPDATE: return EDGE_OPTIONS_OPTIMIZER;
+    case EDGE_OP_CLIP_BY_GLOBAL_NORM: return EDGE_OPTIONS_CLIP;
+    case EDGE_OP_BATCH_MATMUL: return EDGE_OPTIONS_BATCH_MAT_MUL;
+    case EDGE_OP_BINARY: return EDGE_OPTIONS_BINARY;
+    case EDGE_OP_UNARY: return EDGE_OPTIONS_UNARY;
+    case EDGE_OP_SOFTMAX: return EDGE_OPTIONS_SOFTMAX;
+    case EDGE_OP_LAYER_NORM: return EDGE_OPTIONS_LAYER_NORM;
+    case EDGE_OP_POOL_2D: return EDGE_OPTIONS_POOL2D;
+    case EDGE_OP_REDUCE: return EDGE_OPTIONS_REDUCE;
+    case EDGE_OP_TRANSPOSE: return EDGE_OPTIONS_TRANSPOSE;
+    case EDGE_OP_CONCAT: case EDGE_OP_SPLIT: case EDGE_OP_GATHER: case EDGE_OP_GATHER_ELEMENTS: return EDGE_OPTIONS_AXIS;
+    case EDGE_OP_SLICE: return EDGE_OPTIONS_SLICE;
+    case EDGE_OP_PAD: return EDGE_OPTIONS_PAD;
+    case EDGE_OP_RESIZE: return EDGE_OPTIONS_RESIZE;
+    case EDGE_OP_LSTM: case EDGE_OP_GRU: return EDGE_OPTIONS_RNN;
+    case EDGE_OP_LRN: return EDGE_OPTIONS_LRN;
+    case EDGE_OP_TRILU: return EDGE_OPTIONS_TRILU;
+    case EDGE_OP_CUMSUM: return EDGE_OPTIONS_CUM_SUM;
+    case EDGE_OP_ARG_MAX: case EDGE_OP_ARG_MIN: return EDGE_OPTIONS_ARG;
+    case EDGE_OP_TOP_K: return EDGE_OPTIONS_TOP_K;
+    case EDGE_OP_GATHER_ND: return EDGE_OPTIONS_GATHER_ND;
+    case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return EDGE_OPTIONS_SCATTER;
+    case EDGE_OP_NON_MAX_SUPPRESSION: return EDGE_OPTIONS_NON_MAX_SUPPRESSION;
+    case EDGE_OP_ROI_ALIGN: return EDGE_OPTIONS_ROI_ALIGN;
+    default: return EDGE_OPTIONS_NONE;
   }
 }
 
@@ -157,7 +128,7 @@ static const char *op_name(edge_op_kind opcode) {
 
 static edge_status parse_buffers(loader *L, const fb_table *root) {
   fb_vector buffers;
-  READ_OR_FAIL(fb_vector_field(&L->reader, root, MODEL_BUFFERS, 4, &buffers), "model buffers");
+  READ_OR_FAIL(fb_vector_field(&L->reader, root, FIELD_MODEL_BUFFERS, 4, &buffers), "model buffers");
   L->num_buffers = buffers.length;
   ALLOC_OR_FAIL(L->buffers, buffers.length, loader_buffer);
   for (uint32_t i = 0; i < buffers.length; ++i) {
@@ -165,8 +136,8 @@ static edge_status parse_buffers(loader *L, const fb_table *root) {
     snprintf(where, sizeof where, "buffer %u", i);
     fb_table buffer;
     READ_OR_FAIL(fb_vector_table(&L->reader, &buffers, i, &buffer), where);
-    READ_OR_FAIL(fb_u64(&L->reader, &buffer, BUFFER_OFFSET, &L->buffers[i].offset), where);
-    READ_OR_FAIL(fb_u64(&L->reader, &buffer, BUFFER_SIZE, &L->buffers[i].size), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &buffer, FIELD_BUFFER_OFFSET, &L->buffers[i].offset), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &buffer, FIELD_BUFFER_SIZE, &L->buffers[i].size), where);
   }
   if (L->num_buffers > 0 && L->buffers[0].size != 0)
     return edge_set_last_error(EDGE_INVALID_MODEL, "buffer 0 must be the empty sentinel but holds %llu bytes",
@@ -193,10 +164,10 @@ static edge_status check_buffer(loader *L, uint32_t index, const char *prefix) {
 
 static edge_status parse_quantization(loader *L, const fb_table *q, edge_model_tensor *t, const char *where) {
   fb_vector scales, zero_points;
-  READ_OR_FAIL(fb_vector_field(&L->reader, q, QUANT_SCALE, 4, &scales), where);
-  READ_OR_FAIL(fb_vector_field(&L->reader, q, QUANT_ZERO_POINT, 8, &zero_points), where);
+  READ_OR_FAIL(fb_vector_field(&L->reader, q, FIELD_QUANTIZATION_SCALE, 4, &scales), where);
+  READ_OR_FAIL(fb_vector_field(&L->reader, q, FIELD_QUANTIZATION_ZERO_POINT, 8, &zero_points), where);
   int32_t dimension = 0;
-  READ_OR_FAIL(fb_i32(&L->reader, q, QUANT_DIMENSION, &dimension), where);
+  READ_OR_FAIL(fb_i32(&L->reader, q, FIELD_QUANTIZATION_QUANTIZED_DIMENSION, &dimension), where);
   /* One zero point with several scales: the channels share it (what symmetric per-channel weights
    * and int32 biases write, 8 bytes instead of 8 per channel). */
   if (scales.length != zero_points.length && zero_points.length != 1)
@@ -230,13 +201,13 @@ static edge_status parse_quantization(loader *L, const fb_table *q, edge_model_t
 static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index, edge_model_tensor *t) {
   char where[160];
   snprintf(where, sizeof where, "tensor %d", index);
-  READ_OR_FAIL(fb_string_field(&L->reader, table, TENSOR_NAME, &t->name), where);
+  READ_OR_FAIL(fb_string_field(&L->reader, table, FIELD_TENSOR_NAME, &t->name), where);
   if (!t->name) t->name = "";
   snprintf(where, sizeof where, "tensor '%.100s' (%d)", t->name, index);
 
   fb_vector shape, signature;
-  READ_OR_FAIL(fb_vector_field(&L->reader, table, TENSOR_SHAPE, 4, &shape), where);
-  READ_OR_FAIL(fb_vector_field(&L->reader, table, TENSOR_SHAPE_SIGNATURE, 4, &signature), where);
+  READ_OR_FAIL(fb_vector_field(&L->reader, table, FIELD_TENSOR_SHAPE, 4, &shape), where);
+  READ_OR_FAIL(fb_vector_field(&L->reader, table, FIELD_TENSOR_SHAPE_SIGNATURE, 4, &signature), where);
   if (shape.length > EDGE_MAX_RANK)
     return edge_set_last_error(EDGE_UNSUPPORTED, "%s: rank %u exceeds this runtime's maximum of %d", where,
                                shape.length, EDGE_MAX_RANK);
@@ -265,7 +236,7 @@ static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index,
   }
 
   int8_t dtype = 0;
-  READ_OR_FAIL(fb_i8(&L->reader, table, TENSOR_DTYPE, &dtype), where);
+  READ_OR_FAIL(fb_i8(&L->reader, table, FIELD_TENSOR_DTYPE, &dtype), where);
   if (dtype < 0) return edge_set_last_error(EDGE_INVALID_MODEL, "%s: dtype %d is negative", where, dtype);
   if (dtype > EDGE_FLOAT64) return edge_set_last_error(EDGE_UNSUPPORTED, "%s: dtype %d is unknown to this runtime", where, dtype);
   t->dtype = (edge_dtype)dtype;
@@ -273,8 +244,8 @@ static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index,
 
   uint32_t buffer = 0;
   bool is_variable = false;
-  READ_OR_FAIL(fb_u32(&L->reader, table, TENSOR_BUFFER, &buffer), where);
-  READ_OR_FAIL(fb_bool(&L->reader, table, TENSOR_IS_VARIABLE, &is_variable), where);
+  READ_OR_FAIL(fb_u32(&L->reader, table, FIELD_TENSOR_BUFFER, &buffer), where);
+  READ_OR_FAIL(fb_bool(&L->reader, table, FIELD_TENSOR_IS_VARIABLE, &is_variable), where);
   if (buffer != 0 && buffer >= L->num_buffers)
     return edge_set_last_error(EDGE_INVALID_MODEL, "%s: buffer index %u is out of range (%u buffers)", where, buffer,
                                L->num_buffers);
@@ -299,7 +270,7 @@ static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index,
 
   fb_table quantization;
   bool has_quantization;
-  READ_OR_FAIL(fb_subtable(&L->reader, table, TENSOR_QUANTIZATION, &quantization, &has_quantization), where);
+  READ_OR_FAIL(fb_subtable(&L->reader, table, FIELD_TENSOR_QUANTIZATION, &quantization, &has_quantization), where);
   if (has_quantization) return parse_quantization(L, &quantization, t, where);
   return EDGE_OK;
 }
@@ -363,7 +334,8 @@ static edge_status check_finite(float v, const char *where, const char *what) {
   return EDGE_OK;
 }
 
-/* Fills options with the schema's defaults, then overrides them from the table when present. */
+/* Fills options with the schema's defaults (schema_fields.h), then overrides them from the table when
+ * present; slots are the generated FIELD_<TABLE>_<FIELD>. */
 static edge_status parse_options(loader *L, int type, const fb_table *t, bool present, edge_options *o,
                                  const char *where) {
   fb_reader *r = &L->reader;
@@ -371,16 +343,16 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
   memset(o, 0, sizeof *o);
 #define FIELD(call) READ_OR_FAIL(!present || (call), where)
   switch (type) {
-    case OPTIONS_CONV2D: {
+    case EDGE_OPTIONS_CONV2D: {
       edge_conv2d_options *c = &o->conv2d;
       c->strides[0] = c->strides[1] = c->dilations[0] = c->dilations[1] = 1;
-      c->groups = 1;
+      c->groups = FIELD_DEFAULT_CONV2D_OPTIONS_GROUPS;
       if (present) {
-        TRY(read_ints(L, t, 0, 2, 2, c->strides, NULL, where, "strides"));
-        TRY(read_ints(L, t, 1, 2, 2, c->dilations, NULL, where, "dilations"));
-        TRY(read_ints(L, t, 2, 4, 4, c->pads, NULL, where, "pads"));
-        FIELD(fb_i32(r, t, 3, &c->groups));
-        TRY(read_ints(L, t, 4, 2, 2, c->output_padding, NULL, where, "output_padding"));
+        TRY(read_ints(L, t, FIELD_CONV2D_OPTIONS_STRIDES, 2, 2, c->strides, NULL, where, "strides"));
+        TRY(read_ints(L, t, FIELD_CONV2D_OPTIONS_DILATIONS, 2, 2, c->dilations, NULL, where, "dilations"));
+        TRY(read_ints(L, t, FIELD_CONV2D_OPTIONS_PADS, 4, 4, c->pads, NULL, where, "pads"));
+        FIELD(fb_i32(r, t, FIELD_CONV2D_OPTIONS_GROUPS, &c->groups));
+        TRY(read_ints(L, t, FIELD_CONV2D_OPTIONS_OUTPUT_PADDING, 2, 2, c->output_padding, NULL, where, "output_padding"));
       }
       TRY(check_positive(c->strides, 2, where, "strides"));
       TRY(check_positive(c->dilations, 2, where, "dilations"));
@@ -389,46 +361,46 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       TRY(check_non_negative(c->output_padding, 2, where, "output_padding"));
       break;
     }
-    case OPTIONS_BATCH_MATMUL:
-      FIELD(fb_bool(r, t, 0, &o->batch_matmul.transpose_a));
-      FIELD(fb_bool(r, t, 1, &o->batch_matmul.transpose_b));
+    case EDGE_OPTIONS_BATCH_MAT_MUL:
+      FIELD(fb_bool(r, t, FIELD_BATCH_MAT_MUL_OPTIONS_TRANSPOSE_A, &o->batch_matmul.transpose_a));
+      FIELD(fb_bool(r, t, FIELD_BATCH_MAT_MUL_OPTIONS_TRANSPOSE_B, &o->batch_matmul.transpose_b));
       break;
-    case OPTIONS_BINARY:
-      FIELD(fb_i8(r, t, 0, &e));
+    case EDGE_OPTIONS_BINARY:
+      FIELD(fb_i8(r, t, FIELD_BINARY_OPTIONS_OP, &e));
       TRY(check_enum(e, EDGE_BINARY_COUNT_, where, "binary op"));
       o->binary.op = (edge_binary_kind)e;
       break;
-    case OPTIONS_UNARY:
-      FIELD(fb_i8(r, t, 0, &e));
-      FIELD(fb_f32(r, t, 1, &o->unary.alpha));
-      FIELD(fb_f32(r, t, 2, &o->unary.beta));
+    case EDGE_OPTIONS_UNARY:
+      FIELD(fb_i8(r, t, FIELD_UNARY_OPTIONS_OP, &e));
+      FIELD(fb_f32(r, t, FIELD_UNARY_OPTIONS_ALPHA, &o->unary.alpha));
+      FIELD(fb_f32(r, t, FIELD_UNARY_OPTIONS_BETA, &o->unary.beta));
       TRY(check_enum(e, EDGE_UNARY_COUNT_, where, "unary op"));
       o->unary.op = (edge_unary_kind)e;
       break;
-    case OPTIONS_SOFTMAX:
-      o->softmax.axis = -1;
-      FIELD(fb_i32(r, t, 0, &o->softmax.axis));
-      FIELD(fb_bool(r, t, 1, &o->softmax.log));
+    case EDGE_OPTIONS_SOFTMAX:
+      o->softmax.axis = FIELD_DEFAULT_SOFTMAX_OPTIONS_AXIS;
+      FIELD(fb_i32(r, t, FIELD_SOFTMAX_OPTIONS_AXIS, &o->softmax.axis));
+      FIELD(fb_bool(r, t, FIELD_SOFTMAX_OPTIONS_LOG, &o->softmax.log));
       break;
-    case OPTIONS_LAYER_NORM:
-      o->layer_norm.axis = -1;
-      o->layer_norm.epsilon = 1e-5f;
-      FIELD(fb_i32(r, t, 0, &o->layer_norm.axis));
-      FIELD(fb_f32(r, t, 1, &o->layer_norm.epsilon));
+    case EDGE_OPTIONS_LAYER_NORM:
+      o->layer_norm.axis = FIELD_DEFAULT_LAYER_NORM_OPTIONS_AXIS;
+      o->layer_norm.epsilon = FIELD_DEFAULT_LAYER_NORM_OPTIONS_EPSILON;
+      FIELD(fb_i32(r, t, FIELD_LAYER_NORM_OPTIONS_AXIS, &o->layer_norm.axis));
+      FIELD(fb_f32(r, t, FIELD_LAYER_NORM_OPTIONS_EPSILON, &o->layer_norm.epsilon));
       TRY(check_finite(o->layer_norm.epsilon, where, "epsilon"));
       break;
-    case OPTIONS_POOL2D: {
+    case EDGE_OPTIONS_POOL2D: {
       edge_pool2d_options *p = &o->pool2d;
       p->strides[0] = p->strides[1] = p->dilations[0] = p->dilations[1] = 1;
       uint32_t kernel_len = 0;
       if (present) {
-        FIELD(fb_i8(r, t, 0, &e));
-        TRY(read_ints(L, t, 1, 2, 2, p->kernel, &kernel_len, where, "kernel"));
-        TRY(read_ints(L, t, 2, 2, 2, p->strides, NULL, where, "strides"));
-        TRY(read_ints(L, t, 3, 2, 2, p->dilations, NULL, where, "dilations"));
-        TRY(read_ints(L, t, 4, 4, 4, p->pads, NULL, where, "pads"));
-        FIELD(fb_bool(r, t, 5, &p->count_include_pad));
-        FIELD(fb_bool(r, t, 6, &p->ceil_mode));
+        FIELD(fb_i8(r, t, FIELD_POOL2D_OPTIONS_TYPE, &e));
+        TRY(read_ints(L, t, FIELD_POOL2D_OPTIONS_KERNEL, 2, 2, p->kernel, &kernel_len, where, "kernel"));
+        TRY(read_ints(L, t, FIELD_POOL2D_OPTIONS_STRIDES, 2, 2, p->strides, NULL, where, "strides"));
+        TRY(read_ints(L, t, FIELD_POOL2D_OPTIONS_DILATIONS, 2, 2, p->dilations, NULL, where, "dilations"));
+        TRY(read_ints(L, t, FIELD_POOL2D_OPTIONS_PADS, 4, 4, p->pads, NULL, where, "pads"));
+        FIELD(fb_bool(r, t, FIELD_POOL2D_OPTIONS_COUNT_INCLUDE_PAD, &p->count_include_pad));
+        FIELD(fb_bool(r, t, FIELD_POOL2D_OPTIONS_CEIL_MODE, &p->ceil_mode));
       }
       TRY(check_enum(e, EDGE_POOL_COUNT_, where, "pool type"));
       p->type = (edge_pool_kind)e;
@@ -439,23 +411,23 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       TRY(check_non_negative(p->pads, 4, where, "pads"));
       break;
     }
-    case OPTIONS_REDUCE: {
+    case EDGE_OPTIONS_REDUCE: {
       edge_reduce_options *p = &o->reduce;
-      p->keepdims = true;
+      p->keepdims = FIELD_DEFAULT_REDUCE_OPTIONS_KEEPDIMS;
       uint32_t n = 0;
       if (present) {
-        FIELD(fb_i8(r, t, 0, &e));
-        TRY(read_ints(L, t, 1, 0, EDGE_MAX_RANK, p->axes, &n, where, "axes"));
-        FIELD(fb_bool(r, t, 2, &p->keepdims));
+        FIELD(fb_i8(r, t, FIELD_REDUCE_OPTIONS_OP, &e));
+        TRY(read_ints(L, t, FIELD_REDUCE_OPTIONS_AXES, 0, EDGE_MAX_RANK, p->axes, &n, where, "axes"));
+        FIELD(fb_bool(r, t, FIELD_REDUCE_OPTIONS_KEEPDIMS, &p->keepdims));
       }
       TRY(check_enum(e, EDGE_REDUCE_COUNT_, where, "reduce op"));
       p->op = (edge_reduce_kind)e;
       p->num_axes = (int32_t)n;
       break;
     }
-    case OPTIONS_TRANSPOSE: {
+    case EDGE_OPTIONS_TRANSPOSE: {
       uint32_t n = 0;
-      if (present) TRY(read_ints(L, t, 0, 0, EDGE_MAX_RANK, o->transpose.perm, &n, where, "perm"));
+      if (present) TRY(read_ints(L, t, FIELD_TRANSPOSE_OPTIONS_PERM, 0, EDGE_MAX_RANK, o->transpose.perm, &n, where, "perm"));
       o->transpose.rank = (int32_t)n;
       bool seen[EDGE_MAX_RANK] = {false};
       for (uint32_t i = 0; i < n; ++i) {
@@ -466,17 +438,17 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       }
       break;
     }
-    case OPTIONS_AXIS:
-      FIELD(fb_i32(r, t, 0, &o->axis.axis));
+    case EDGE_OPTIONS_AXIS:
+      FIELD(fb_i32(r, t, FIELD_AXIS_OPTIONS_AXIS, &o->axis.axis));
       break;
-    case OPTIONS_SLICE: {
+    case EDGE_OPTIONS_SLICE: {
       edge_slice_options *s = &o->slice;
       uint32_t ns = 0, ne = 0, nsteps = 0, nfrom = 0;
       if (present) {
-        TRY(read_longs(L, t, 0, EDGE_MAX_RANK, s->starts, &ns, where, "starts"));
-        TRY(read_longs(L, t, 1, EDGE_MAX_RANK, s->ends, &ne, where, "ends"));
-        TRY(read_longs(L, t, 2, EDGE_MAX_RANK, s->steps, &nsteps, where, "steps"));
-        TRY(read_longs(L, t, 3, EDGE_MAX_RANK, s->ends_from, &nfrom, where, "ends_from"));
+        TRY(read_longs(L, t, FIELD_SLICE_OPTIONS_STARTS, EDGE_MAX_RANK, s->starts, &ns, where, "starts"));
+        TRY(read_longs(L, t, FIELD_SLICE_OPTIONS_ENDS, EDGE_MAX_RANK, s->ends, &ne, where, "ends"));
+        TRY(read_longs(L, t, FIELD_SLICE_OPTIONS_STEPS, EDGE_MAX_RANK, s->steps, &nsteps, where, "steps"));
+        TRY(read_longs(L, t, FIELD_SLICE_OPTIONS_ENDS_FROM, EDGE_MAX_RANK, s->ends_from, &nfrom, where, "ends_from"));
       }
       if (ns != ne || (nsteps != 0 && nsteps != ns) || (nfrom != 0 && nfrom != ns))
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: slice has %u starts, %u ends, %u steps and %u ends_from",
@@ -497,13 +469,13 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       s->rank = (int32_t)ns;
       break;
     }
-    case OPTIONS_PAD: {
+    case EDGE_OPTIONS_PAD: {
       edge_pad_options *p = &o->pad;
       uint32_t n = 0;
       if (present) {
-        FIELD(fb_i8(r, t, 0, &e));
-        TRY(read_longs(L, t, 1, 2 * EDGE_MAX_RANK, p->pads, &n, where, "pads"));
-        FIELD(fb_f32(r, t, 2, &p->value));
+        FIELD(fb_i8(r, t, FIELD_PAD_OPTIONS_MODE, &e));
+        TRY(read_longs(L, t, FIELD_PAD_OPTIONS_PADS, 2 * EDGE_MAX_RANK, p->pads, &n, where, "pads"));
+        FIELD(fb_f32(r, t, FIELD_PAD_OPTIONS_VALUE, &p->value));
       }
       TRY(check_enum(e, EDGE_PAD_COUNT_, where, "pad mode"));
       p->mode = (edge_pad_kind)e;
@@ -515,20 +487,20 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       p->rank = (int32_t)(n / 2);
       break;
     }
-    case OPTIONS_RESIZE: {
+    case EDGE_OPTIONS_RESIZE: {
       edge_resize_options *p = &o->resize;
       int8_t coord = 0, nearest = 0;
       fb_vector scales = {0, 0, 4};
       if (present) {
-        FIELD(fb_i8(r, t, 0, &e));
-        FIELD(fb_i8(r, t, 1, &coord));
-        FIELD(fb_i8(r, t, 2, &nearest));
-        READ_OR_FAIL(fb_vector_field(r, t, 3, 4, &scales), where);
+        FIELD(fb_i8(r, t, FIELD_RESIZE_OPTIONS_MODE, &e));
+        FIELD(fb_i8(r, t, FIELD_RESIZE_OPTIONS_COORDINATE_MODE, &coord));
+        FIELD(fb_i8(r, t, FIELD_RESIZE_OPTIONS_NEAREST_MODE, &nearest));
+        READ_OR_FAIL(fb_vector_field(r, t, FIELD_RESIZE_OPTIONS_SCALES, 4, &scales), where);
       }
-      p->cubic_coeff_a = -0.75f;
+      p->cubic_coeff_a = FIELD_DEFAULT_RESIZE_OPTIONS_CUBIC_COEFF_A;
       p->exclude_outside = false;
-      FIELD(fb_f32(r, t, 4, &p->cubic_coeff_a));
-      FIELD(fb_bool(r, t, 5, &p->exclude_outside));
+      FIELD(fb_f32(r, t, FIELD_RESIZE_OPTIONS_CUBIC_COEFF_A, &p->cubic_coeff_a));
+      FIELD(fb_bool(r, t, FIELD_RESIZE_OPTIONS_EXCLUDE_OUTSIDE, &p->exclude_outside));
       TRY(check_finite(p->cubic_coeff_a, where, "cubic_coeff_a"));
       TRY(check_enum(e, EDGE_RESIZE_COUNT_, where, "resize mode"));
       TRY(check_enum(coord, EDGE_COORD_COUNT_, where, "coordinate mode"));
@@ -547,13 +519,13 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       }
       break;
     }
-    case OPTIONS_RNN: {
+    case EDGE_OPTIONS_RNN: {
       edge_rnn_options *p = &o->rnn;
       if (present) {
-        FIELD(fb_i32(r, t, 0, &p->hidden_size));
-        FIELD(fb_i8(r, t, 1, &e));
-        FIELD(fb_f32(r, t, 2, &p->clip));
-        FIELD(fb_bool(r, t, 3, &p->linear_before_reset));
+        FIELD(fb_i32(r, t, FIELD_RNN_OPTIONS_HIDDEN_SIZE, &p->hidden_size));
+        FIELD(fb_i8(r, t, FIELD_RNN_OPTIONS_DIRECTION, &e));
+        FIELD(fb_f32(r, t, FIELD_RNN_OPTIONS_CLIP, &p->clip));
+        FIELD(fb_bool(r, t, FIELD_RNN_OPTIONS_LINEAR_BEFORE_RESET, &p->linear_before_reset));
       }
       TRY(check_enum(e, EDGE_RNN_COUNT_, where, "rnn direction"));
       p->direction = (edge_rnn_kind)e;
@@ -562,30 +534,30 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: rnn clip is %g", where, p->clip);
       break;
     }
-    case OPTIONS_LRN: {
+    case EDGE_OPTIONS_LRN: {
       edge_lrn_options *p = &o->lrn;
-      p->bias = 1.0f;
-      FIELD(fb_i32(r, t, 0, &p->size));
-      FIELD(fb_f32(r, t, 1, &p->alpha));
-      FIELD(fb_f32(r, t, 2, &p->beta));
-      FIELD(fb_f32(r, t, 3, &p->bias));
+      p->bias = FIELD_DEFAULT_LRN_OPTIONS_BIAS;
+      FIELD(fb_i32(r, t, FIELD_LRN_OPTIONS_SIZE, &p->size));
+      FIELD(fb_f32(r, t, FIELD_LRN_OPTIONS_ALPHA, &p->alpha));
+      FIELD(fb_f32(r, t, FIELD_LRN_OPTIONS_BETA, &p->beta));
+      FIELD(fb_f32(r, t, FIELD_LRN_OPTIONS_BIAS, &p->bias));
       TRY(check_positive(&p->size, 1, where, "size"));
       TRY(check_finite(p->alpha, where, "alpha"));
       TRY(check_finite(p->beta, where, "beta"));
       TRY(check_finite(p->bias, where, "bias"));
       break;
     }
-    case OPTIONS_LOSS:
-      FIELD(fb_i8(r, t, 0, &e));
+    case EDGE_OPTIONS_LOSS:
+      FIELD(fb_i8(r, t, FIELD_LOSS_OPTIONS_KIND, &e));
       TRY(check_enum(e, EDGE_LOSS_COUNT_, where, "loss kind"));
       o->loss.kind = (edge_loss_kind)e;
       break;
-    case OPTIONS_BATCH_NORM: {
+    case EDGE_OPTIONS_BATCH_NORM: {
       edge_batch_norm_options *p = &o->batch_norm;
-      p->epsilon = 1e-5f;
-      p->momentum = 0.9f;
-      FIELD(fb_f32(r, t, 0, &p->epsilon));
-      FIELD(fb_f32(r, t, 1, &p->momentum));
+      p->epsilon = FIELD_DEFAULT_BATCH_NORM_OPTIONS_EPSILON;
+      p->momentum = FIELD_DEFAULT_BATCH_NORM_OPTIONS_MOMENTUM;
+      FIELD(fb_f32(r, t, FIELD_BATCH_NORM_OPTIONS_EPSILON, &p->epsilon));
+      FIELD(fb_f32(r, t, FIELD_BATCH_NORM_OPTIONS_MOMENTUM, &p->momentum));
       if (!isfinite(p->epsilon) || p->epsilon < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: batch-norm epsilon is %g; it must be finite and >= 0",
                                    where, p->epsilon);
@@ -594,19 +566,19 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
                                    p->momentum);
       break;
     }
-    case OPTIONS_OPTIMIZER: {
+    case EDGE_OPTIONS_OPTIMIZER: {
       edge_optimizer_options *p = &o->optimizer;
-      p->beta1 = 0.9f;
-      p->beta2 = 0.999f;
-      p->epsilon = 1e-8f;
-      FIELD(fb_i8(r, t, 0, &e));
-      FIELD(fb_f32(r, t, 1, &p->momentum));
-      FIELD(fb_bool(r, t, 2, &p->nesterov));
-      FIELD(fb_f32(r, t, 3, &p->beta1));
-      FIELD(fb_f32(r, t, 4, &p->beta2));
-      FIELD(fb_f32(r, t, 5, &p->epsilon));
-      FIELD(fb_f32(r, t, 6, &p->weight_decay));
-      FIELD(fb_bool(r, t, 7, &p->sparse));
+      p->beta1 = FIELD_DEFAULT_OPTIMIZER_OPTIONS_BETA1;
+      p->beta2 = FIELD_DEFAULT_OPTIMIZER_OPTIONS_BETA2;
+      p->epsilon = FIELD_DEFAULT_OPTIMIZER_OPTIONS_EPSILON;
+      FIELD(fb_i8(r, t, FIELD_OPTIMIZER_OPTIONS_KIND, &e));
+      FIELD(fb_f32(r, t, FIELD_OPTIMIZER_OPTIONS_MOMENTUM, &p->momentum));
+      FIELD(fb_bool(r, t, FIELD_OPTIMIZER_OPTIONS_NESTEROV, &p->nesterov));
+      FIELD(fb_f32(r, t, FIELD_OPTIMIZER_OPTIONS_BETA1, &p->beta1));
+      FIELD(fb_f32(r, t, FIELD_OPTIMIZER_OPTIONS_BETA2, &p->beta2));
+      FIELD(fb_f32(r, t, FIELD_OPTIMIZER_OPTIONS_EPSILON, &p->epsilon));
+      FIELD(fb_f32(r, t, FIELD_OPTIMIZER_OPTIONS_WEIGHT_DECAY, &p->weight_decay));
+      FIELD(fb_bool(r, t, FIELD_OPTIMIZER_OPTIONS_SPARSE, &p->sparse));
       TRY(check_enum(e, EDGE_OPTIMIZER_COUNT_, where, "optimizer kind"));
       p->kind = (edge_optimizer_kind)e;
       /* The learning rate is a tensor (the Trainer may change it); everything else is fixed here. */
@@ -624,76 +596,78 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
                                    where, p->weight_decay);
       break;
     }
-    case OPTIONS_CLIP:
-      FIELD(fb_f32(r, t, 0, &o->clip.max_norm));
+    case EDGE_OPTIONS_CLIP:
+      FIELD(fb_f32(r, t, FIELD_CLIP_OPTIONS_MAX_NORM, &o->clip.max_norm));
       if (!isfinite(o->clip.max_norm) || !(o->clip.max_norm > 0))
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: clip max_norm is %g; it must be finite and > 0", where,
                                    o->clip.max_norm);
       break;
     /* Axes are checked against the input's rank by each op's prepare. */
-    case OPTIONS_TRILU:
-      o->trilu.upper = true;
-      FIELD(fb_bool(r, t, 0, &o->trilu.upper));
-      FIELD(fb_scalar(r, t, 1, 8, &o->trilu.k));
+    case EDGE_OPTIONS_TRILU:
+      o->trilu.upper = FIELD_DEFAULT_TRILU_OPTIONS_UPPER;
+      FIELD(fb_bool(r, t, FIELD_TRILU_OPTIONS_UPPER, &o->trilu.upper));
+      FIELD(fb_scalar(r, t, FIELD_TRILU_OPTIONS_K, 8, &o->trilu.k));
       break;
-    case OPTIONS_CUMSUM:
-      FIELD(fb_i32(r, t, 0, &o->cumsum.axis));
-      FIELD(fb_bool(r, t, 1, &o->cumsum.exclusive));
-      FIELD(fb_bool(r, t, 2, &o->cumsum.reverse));
+    case EDGE_OPTIONS_CUM_SUM:
+      FIELD(fb_i32(r, t, FIELD_CUM_SUM_OPTIONS_AXIS, &o->cumsum.axis));
+      FIELD(fb_bool(r, t, FIELD_CUM_SUM_OPTIONS_EXCLUSIVE, &o->cumsum.exclusive));
+      FIELD(fb_bool(r, t, FIELD_CUM_SUM_OPTIONS_REVERSE, &o->cumsum.reverse));
       break;
-    case OPTIONS_ARG:
-      o->arg.keepdims = true;
-      FIELD(fb_i32(r, t, 0, &o->arg.axis));
-      FIELD(fb_bool(r, t, 1, &o->arg.keepdims));
-      FIELD(fb_bool(r, t, 2, &o->arg.select_last_index));
+    case EDGE_OPTIONS_ARG:
+      o->arg.keepdims = FIELD_DEFAULT_ARG_OPTIONS_KEEPDIMS;
+      FIELD(fb_i32(r, t, FIELD_ARG_OPTIONS_AXIS, &o->arg.axis));
+      FIELD(fb_bool(r, t, FIELD_ARG_OPTIONS_KEEPDIMS, &o->arg.keepdims));
+      FIELD(fb_bool(r, t, FIELD_ARG_OPTIONS_SELECT_LAST_INDEX, &o->arg.select_last_index));
       break;
-    case OPTIONS_TOP_K:
-      o->top_k.axis = -1;
-      o->top_k.largest = o->top_k.sorted = true;
-      FIELD(fb_scalar(r, t, 0, 8, &o->top_k.k));
-      FIELD(fb_i32(r, t, 1, &o->top_k.axis));
-      FIELD(fb_bool(r, t, 2, &o->top_k.largest));
-      FIELD(fb_bool(r, t, 3, &o->top_k.sorted));
+    case EDGE_OPTIONS_TOP_K:
+      o->top_k.axis = FIELD_DEFAULT_TOP_K_OPTIONS_AXIS;
+      o->top_k.largest = FIELD_DEFAULT_TOP_K_OPTIONS_LARGEST;
+      o->top_k.sorted = FIELD_DEFAULT_TOP_K_OPTIONS_SORTED;
+      FIELD(fb_scalar(r, t, FIELD_TOP_K_OPTIONS_K, 8, &o->top_k.k));
+      FIELD(fb_i32(r, t, FIELD_TOP_K_OPTIONS_AXIS, &o->top_k.axis));
+      FIELD(fb_bool(r, t, FIELD_TOP_K_OPTIONS_LARGEST, &o->top_k.largest));
+      FIELD(fb_bool(r, t, FIELD_TOP_K_OPTIONS_SORTED, &o->top_k.sorted));
       if (o->top_k.k < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: top-k k is %lld; it must be >= 0", where,
                                    (long long)o->top_k.k);
       break;
-    case OPTIONS_GATHER_ND:
-      FIELD(fb_i32(r, t, 0, &o->gather_nd.batch_dims));
+    case EDGE_OPTIONS_GATHER_ND:
+      FIELD(fb_i32(r, t, FIELD_GATHER_ND_OPTIONS_BATCH_DIMS, &o->gather_nd.batch_dims));
       if (o->gather_nd.batch_dims < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: gather-nd batch_dims is %d; it must be >= 0", where,
                                    o->gather_nd.batch_dims);
       break;
-    case OPTIONS_SCATTER:
-      FIELD(fb_i32(r, t, 0, &o->scatter.axis));
-      FIELD(fb_i8(r, t, 1, &e));
+    case EDGE_OPTIONS_SCATTER:
+      FIELD(fb_i32(r, t, FIELD_SCATTER_OPTIONS_AXIS, &o->scatter.axis));
+      FIELD(fb_i8(r, t, FIELD_SCATTER_OPTIONS_REDUCTION, &e));
       TRY(check_enum(e, EDGE_SCATTER_COUNT_, where, "scatter reduction"));
       o->scatter.reduction = (edge_scatter_kind)e;
       break;
-    case OPTIONS_NON_MAX_SUPPRESSION: {
+    case EDGE_OPTIONS_NON_MAX_SUPPRESSION: {
       edge_nms_options *n = &o->nms;
-      FIELD(fb_bool(r, t, 0, &n->center_point_box));
-      FIELD(fb_scalar(r, t, 1, 8, &n->max_output_boxes_per_class));
-      FIELD(fb_f32(r, t, 2, &n->iou_threshold));
-      FIELD(fb_f32(r, t, 3, &n->score_threshold));
-      FIELD(fb_bool(r, t, 4, &n->has_score_threshold));
+      FIELD(fb_bool(r, t, FIELD_NON_MAX_SUPPRESSION_OPTIONS_CENTER_POINT_BOX, &n->center_point_box));
+      FIELD(fb_scalar(r, t, FIELD_NON_MAX_SUPPRESSION_OPTIONS_MAX_OUTPUT_BOXES_PER_CLASS, 8, &n->max_output_boxes_per_class));
+      FIELD(fb_f32(r, t, FIELD_NON_MAX_SUPPRESSION_OPTIONS_IOU_THRESHOLD, &n->iou_threshold));
+      FIELD(fb_f32(r, t, FIELD_NON_MAX_SUPPRESSION_OPTIONS_SCORE_THRESHOLD, &n->score_threshold));
+      FIELD(fb_bool(r, t, FIELD_NON_MAX_SUPPRESSION_OPTIONS_HAS_SCORE_THRESHOLD, &n->has_score_threshold));
       if (n->max_output_boxes_per_class < 0)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: max_output_boxes_per_class is %lld; it must be >= 0",
                                    where, (long long)n->max_output_boxes_per_class);
       TRY(check_finite(n->iou_threshold, where, "iou_threshold"));
       break;
     }
-    case OPTIONS_ROI_ALIGN: {
+    case EDGE_OPTIONS_ROI_ALIGN: {
       edge_roi_align_options *a = &o->roi_align;
-      a->output_height = a->output_width = 1;
-      a->spatial_scale = 1.0f;
-      a->half_pixel = true;
-      FIELD(fb_i8(r, t, 0, &e));
-      FIELD(fb_i32(r, t, 1, &a->output_height));
-      FIELD(fb_i32(r, t, 2, &a->output_width));
-      FIELD(fb_i32(r, t, 3, &a->sampling_ratio));
-      FIELD(fb_f32(r, t, 4, &a->spatial_scale));
-      FIELD(fb_bool(r, t, 5, &a->half_pixel));
+      a->output_height = FIELD_DEFAULT_ROI_ALIGN_OPTIONS_OUTPUT_HEIGHT;
+      a->output_width = FIELD_DEFAULT_ROI_ALIGN_OPTIONS_OUTPUT_WIDTH;
+      a->spatial_scale = FIELD_DEFAULT_ROI_ALIGN_OPTIONS_SPATIAL_SCALE;
+      a->half_pixel = FIELD_DEFAULT_ROI_ALIGN_OPTIONS_HALF_PIXEL;
+      FIELD(fb_i8(r, t, FIELD_ROI_ALIGN_OPTIONS_MODE, &e));
+      FIELD(fb_i32(r, t, FIELD_ROI_ALIGN_OPTIONS_OUTPUT_HEIGHT, &a->output_height));
+      FIELD(fb_i32(r, t, FIELD_ROI_ALIGN_OPTIONS_OUTPUT_WIDTH, &a->output_width));
+      FIELD(fb_i32(r, t, FIELD_ROI_ALIGN_OPTIONS_SAMPLING_RATIO, &a->sampling_ratio));
+      FIELD(fb_f32(r, t, FIELD_ROI_ALIGN_OPTIONS_SPATIAL_SCALE, &a->spatial_scale));
+      FIELD(fb_bool(r, t, FIELD_ROI_ALIGN_OPTIONS_HALF_PIXEL, &a->half_pixel));
       TRY(check_enum(e, EDGE_ROI_ALIGN_COUNT_, where, "roi-align mode"));
       a->mode = (edge_roi_align_kind)e;
       if (a->output_height < 1 || a->output_width < 1 || a->sampling_ratio < 0)
@@ -714,7 +688,7 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
 
 static edge_status parse_operator_codes(loader *L, const fb_table *root) {
   fb_vector codes;
-  READ_OR_FAIL(fb_vector_field(&L->reader, root, MODEL_OPERATOR_CODES, 4, &codes), "model operator_codes");
+  READ_OR_FAIL(fb_vector_field(&L->reader, root, FIELD_MODEL_OPERATOR_CODES, 4, &codes), "model operator_codes");
   L->num_codes = codes.length;
   ALLOC_OR_FAIL(L->codes, codes.length, loader_code);
   for (uint32_t i = 0; i < codes.length; ++i) {
@@ -722,11 +696,11 @@ static edge_status parse_operator_codes(loader *L, const fb_table *root) {
     snprintf(where, sizeof where, "operator code %u", i);
     fb_table code;
     loader_code *c = &L->codes[i];
-    c->version = 1;
+    c->version = FIELD_DEFAULT_OPERATOR_CODE_VERSION;
     READ_OR_FAIL(fb_vector_table(&L->reader, &codes, i, &code), where);
-    READ_OR_FAIL(fb_u16(&L->reader, &code, CODE_OPCODE, &c->raw_opcode), where);
-    READ_OR_FAIL(fb_i32(&L->reader, &code, CODE_VERSION, &c->version), where);
-    READ_OR_FAIL(fb_string_field(&L->reader, &code, CODE_CUSTOM_NAME, &c->custom_name), where);
+    READ_OR_FAIL(fb_u16(&L->reader, &code, FIELD_OPERATOR_CODE_OPCODE, &c->raw_opcode), where);
+    READ_OR_FAIL(fb_i32(&L->reader, &code, FIELD_OPERATOR_CODE_VERSION, &c->version), where);
+    READ_OR_FAIL(fb_string_field(&L->reader, &code, FIELD_OPERATOR_CODE_CUSTOM_NAME, &c->custom_name), where);
     c->opcode = (edge_op_kind)c->raw_opcode;
   }
   return EDGE_OK;
@@ -748,7 +722,7 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
   char where[128];
   snprintf(where, sizeof where, "op %d", index);
   uint32_t code_index = 0;
-  READ_OR_FAIL(fb_u32(&L->reader, table, OPERATOR_OPCODE_INDEX, &code_index), where);
+  READ_OR_FAIL(fb_u32(&L->reader, table, FIELD_OPERATOR_OPCODE_INDEX, &code_index), where);
   if (code_index >= L->num_codes)
     return edge_set_last_error(EDGE_INVALID_MODEL, "op %d: opcode_index %u is out of range (%u operator codes)", index,
                                code_index, L->num_codes);
@@ -768,8 +742,8 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
     return edge_set_last_error(EDGE_UNSUPPORTED, "%s: this runtime has no kernel for %s", where, op_name(op->opcode));
   }
 
-  TRY(read_index_vector(L, table, OPERATOR_INPUTS, &op->inputs, &op->num_inputs, where, "inputs"));
-  TRY(read_index_vector(L, table, OPERATOR_OUTPUTS, &op->outputs, &op->num_outputs, where, "outputs"));
+  TRY(read_index_vector(L, table, FIELD_OPERATOR_INPUTS, &op->inputs, &op->num_inputs, where, "inputs"));
+  TRY(read_index_vector(L, table, FIELD_OPERATOR_OUTPUTS, &op->outputs, &op->num_outputs, where, "outputs"));
   for (int32_t i = 0; i < op->num_inputs; ++i)
     if (op->inputs[i] < -1 || op->inputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: input %d is tensor %d, out of range (%d tensors)", where, i,
@@ -787,36 +761,36 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
                                  op->outputs[i], L->model->num_tensors);
 
   uint8_t options_type = 0;
-  READ_OR_FAIL(fb_u8(&L->reader, table, OPERATOR_OPTIONS_TYPE, &options_type), where);
+  READ_OR_FAIL(fb_u8(&L->reader, table, FIELD_OPERATOR_OPTIONS_TYPE, &options_type), where);
   fb_table options;
   bool has_options = false;
-  READ_OR_FAIL(fb_subtable(&L->reader, table, OPERATOR_OPTIONS, &options, &has_options), where);
+  READ_OR_FAIL(fb_subtable(&L->reader, table, FIELD_OPERATOR_OPTIONS, &options, &has_options), where);
   int expected = expected_options(op->opcode);
-  if (options_type >= OPTIONS_COUNT)
+  if (options_type >= EDGE_OPTIONS_COUNT_)
     return edge_set_last_error(EDGE_INVALID_MODEL, "%s: options type %u is not in the OpOptions union", where,
                                options_type);
-  if (options_type != OPTIONS_NONE && options_type != expected)
-    return edge_set_last_error(EDGE_INVALID_MODEL, "%s: has %s, expected %s", where, options_names[options_type],
-                               options_names[expected]);
-  if (options_type == OPTIONS_NONE && has_options)
+  if (options_type != EDGE_OPTIONS_NONE && options_type != expected)
+    return edge_set_last_error(EDGE_INVALID_MODEL, "%s: has %s, expected %s", where, edge_options_names[options_type],
+                               edge_options_names[expected]);
+  if (options_type == EDGE_OPTIONS_NONE && has_options)
     return edge_set_last_error(EDGE_INVALID_MODEL, "%s: has an options table but options type NONE", where);
   TRY(parse_options(L, expected, &options, has_options, &op->options, where));
 
   int8_t activation = 0;
-  READ_OR_FAIL(fb_i8(&L->reader, table, OPERATOR_ACTIVATION, &activation), where);
+  READ_OR_FAIL(fb_i8(&L->reader, table, FIELD_OPERATOR_ACTIVATION, &activation), where);
   TRY(check_enum(activation, EDGE_UNARY_COUNT_, where, "fused activation"));
   op->activation.op = (edge_unary_kind)activation;
-  READ_OR_FAIL(fb_f32(&L->reader, table, OPERATOR_ACTIVATION_ALPHA, &op->activation.alpha), where);
-  READ_OR_FAIL(fb_f32(&L->reader, table, OPERATOR_ACTIVATION_BETA, &op->activation.beta), where);
+  READ_OR_FAIL(fb_f32(&L->reader, table, FIELD_OPERATOR_ACTIVATION_ALPHA, &op->activation.alpha), where);
+  READ_OR_FAIL(fb_f32(&L->reader, table, FIELD_OPERATOR_ACTIVATION_BETA, &op->activation.beta), where);
 
   fb_table cost;
   bool has_cost = false;
-  READ_OR_FAIL(fb_subtable(&L->reader, table, OPERATOR_COST, &cost, &has_cost), where);
+  READ_OR_FAIL(fb_subtable(&L->reader, table, FIELD_OPERATOR_COST, &cost, &has_cost), where);
   if (has_cost) {
-    READ_OR_FAIL(fb_u64(&L->reader, &cost, COST_FLOPS, &op->flops), where);
-    READ_OR_FAIL(fb_u64(&L->reader, &cost, COST_BYTES_IN, &op->bytes_in), where);
-    READ_OR_FAIL(fb_u64(&L->reader, &cost, COST_BYTES_OUT, &op->bytes_out), where);
-    READ_OR_FAIL(fb_u64(&L->reader, &cost, COST_BYTES_WEIGHTS, &op->bytes_weights), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &cost, FIELD_OP_COST_FLOPS, &op->flops), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &cost, FIELD_OP_COST_BYTES_IN, &op->bytes_in), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &cost, FIELD_OP_COST_BYTES_OUT, &op->bytes_out), where);
+    READ_OR_FAIL(fb_u64(&L->reader, &cost, FIELD_OP_COST_BYTES_WEIGHTS, &op->bytes_weights), where);
   }
   return EDGE_OK;
 }
@@ -872,11 +846,11 @@ static edge_status check_graph_order(loader *L) {
 
 static edge_status parse_graph(loader *L, const fb_table *graph) {
   edge_model *m = L->model;
-  READ_OR_FAIL(fb_string_field(&L->reader, graph, GRAPH_NAME, &m->graph_name), "graph 0");
+  READ_OR_FAIL(fb_string_field(&L->reader, graph, FIELD_GRAPH_NAME, &m->graph_name), "graph 0");
   if (!m->graph_name) m->graph_name = "";
 
   fb_vector tensors;
-  READ_OR_FAIL(fb_vector_field(&L->reader, graph, GRAPH_TENSORS, 4, &tensors), "graph 0 tensors");
+  READ_OR_FAIL(fb_vector_field(&L->reader, graph, FIELD_GRAPH_TENSORS, 4, &tensors), "graph 0 tensors");
   if (tensors.length > INT32_MAX / 2) return edge_set_last_error(EDGE_INVALID_MODEL, "graph 0 has too many tensors");
   m->num_tensors = (int32_t)tensors.length;
   ALLOC_OR_FAIL(m->tensors, m->num_tensors, edge_model_tensor);
@@ -889,8 +863,8 @@ static edge_status parse_graph(loader *L, const fb_table *graph) {
   }
   for (uint32_t b = 0; b < L->num_buffers; ++b) TRY(check_buffer(L, b, ""));
 
-  TRY(read_index_vector(L, graph, GRAPH_INPUTS, &m->inputs, &m->num_inputs, "graph 0", "inputs"));
-  TRY(read_index_vector(L, graph, GRAPH_OUTPUTS, &m->outputs, &m->num_outputs, "graph 0", "outputs"));
+  TRY(read_index_vector(L, graph, FIELD_GRAPH_INPUTS, &m->inputs, &m->num_inputs, "graph 0", "inputs"));
+  TRY(read_index_vector(L, graph, FIELD_GRAPH_OUTPUTS, &m->outputs, &m->num_outputs, "graph 0", "outputs"));
   ALLOC_OR_FAIL(L->graph_input_of, m->num_tensors, int32_t);
   for (int32_t i = 0; i < m->num_inputs; ++i) {
     int32_t t = m->inputs[i];
@@ -912,7 +886,7 @@ static edge_status parse_graph(loader *L, const fb_table *graph) {
                                  m->outputs[i], m->num_tensors);
 
   fb_vector ops;
-  READ_OR_FAIL(fb_vector_field(&L->reader, graph, GRAPH_OPERATORS, 4, &ops), "graph 0 operators");
+  READ_OR_FAIL(fb_vector_field(&L->reader, graph, FIELD_GRAPH_OPERATORS, 4, &ops), "graph 0 operators");
   if (ops.length > INT32_MAX / 2) return edge_set_last_error(EDGE_INVALID_MODEL, "graph 0 has too many operators");
   m->num_ops = (int32_t)ops.length;
   ALLOC_OR_FAIL(m->ops, m->num_ops, edge_model_op);
@@ -941,8 +915,8 @@ static edge_status parse_tensor_maps(loader *L, const fb_table *sig, int field, 
     fb_table map;
     uint32_t tensor = 0;
     READ_OR_FAIL(fb_vector_table(&L->reader, &maps, i, &map), label);
-    READ_OR_FAIL(fb_string_field(&L->reader, &map, TENSOR_MAP_NAME, &(*names)[i]), label);
-    READ_OR_FAIL(fb_u32(&L->reader, &map, TENSOR_MAP_TENSOR, &tensor), label);
+    READ_OR_FAIL(fb_string_field(&L->reader, &map, FIELD_TENSOR_MAP_NAME, &(*names)[i]), label);
+    READ_OR_FAIL(fb_u32(&L->reader, &map, FIELD_TENSOR_MAP_TENSOR, &tensor), label);
     if (!(*names)[i]) (*names)[i] = "";
     if (tensor >= (uint32_t)L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s %s %u ('%.100s'): tensor %u is out of range (%d tensors)",
@@ -994,7 +968,7 @@ static edge_status derive_signature_ops(loader *L, edge_signature_def *s) {
 static edge_status parse_signatures(loader *L, const fb_table *root, uint32_t num_graphs) {
   edge_model *m = L->model;
   fb_vector sigs;
-  READ_OR_FAIL(fb_vector_field(&L->reader, root, MODEL_SIGNATURES, 4, &sigs), "model signatures");
+  READ_OR_FAIL(fb_vector_field(&L->reader, root, FIELD_MODEL_SIGNATURES, 4, &sigs), "model signatures");
   m->num_signatures = (int32_t)sigs.length;
   ALLOC_OR_FAIL(m->signatures, sigs.length, edge_signature_def);
   for (uint32_t i = 0; i < sigs.length; ++i) {
@@ -1003,22 +977,22 @@ static edge_status parse_signatures(loader *L, const fb_table *root, uint32_t nu
     snprintf(where, sizeof where, "signature %u", i);
     fb_table sig;
     READ_OR_FAIL(fb_vector_table(&L->reader, &sigs, i, &sig), where);
-    READ_OR_FAIL(fb_string_field(&L->reader, &sig, SIGNATURE_KEY, &s->key), where);
+    READ_OR_FAIL(fb_string_field(&L->reader, &sig, FIELD_SIGNATURE_KEY, &s->key), where);
     if (!s->key) return edge_set_last_error(EDGE_INVALID_MODEL, "signature %u has no key", i);
     snprintf(where, sizeof where, "signature %u ('%.100s')", i, s->key);
     uint32_t graph = 0;
-    READ_OR_FAIL(fb_u32(&L->reader, &sig, SIGNATURE_GRAPH, &graph), where);
+    READ_OR_FAIL(fb_u32(&L->reader, &sig, FIELD_SIGNATURE_GRAPH, &graph), where);
     if (graph >= num_graphs)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: graph %u is out of range (%u graphs)", where, graph, num_graphs);
     if (graph != 0)
       return edge_set_last_error(EDGE_UNSUPPORTED, "%s: runs graph %u; this runtime runs only graph 0", where, graph);
-    TRY(parse_tensor_maps(L, &sig, SIGNATURE_INPUTS, &s->input_names, &s->input_tensors, &s->num_inputs, where, "input"));
-    TRY(parse_tensor_maps(L, &sig, SIGNATURE_OUTPUTS, &s->output_names, &s->output_tensors, &s->num_outputs, where,
+    TRY(parse_tensor_maps(L, &sig, FIELD_SIGNATURE_INPUTS, &s->input_names, &s->input_tensors, &s->num_inputs, where, "input"));
+    TRY(parse_tensor_maps(L, &sig, FIELD_SIGNATURE_OUTPUTS, &s->output_names, &s->output_tensors, &s->num_outputs, where,
                           "output"));
     fb_vector ops;
     char label[200];
     snprintf(label, sizeof label, "%s operators", where);
-    READ_OR_FAIL(fb_vector_field(&L->reader, &sig, SIGNATURE_OPERATORS, 4, &ops), label);
+    READ_OR_FAIL(fb_vector_field(&L->reader, &sig, FIELD_SIGNATURE_OPERATORS, 4, &ops), label);
     if (ops.length == 0) {
       TRY(derive_signature_ops(L, s));
       continue;
@@ -1039,7 +1013,7 @@ static edge_status parse_signatures(loader *L, const fb_table *root, uint32_t nu
 static edge_status parse_metadata(loader *L, const fb_table *root) {
   edge_model *m = L->model;
   fb_vector entries;
-  READ_OR_FAIL(fb_vector_field(&L->reader, root, MODEL_METADATA, 4, &entries), "model metadata");
+  READ_OR_FAIL(fb_vector_field(&L->reader, root, FIELD_MODEL_METADATA, 4, &entries), "model metadata");
   m->num_metadata = (int32_t)entries.length;
   ALLOC_OR_FAIL(m->metadata_names, entries.length, const char *);
   ALLOC_OR_FAIL(m->metadata_values, entries.length, const char *);
@@ -1048,8 +1022,8 @@ static edge_status parse_metadata(loader *L, const fb_table *root) {
     snprintf(where, sizeof where, "metadata %u", i);
     fb_table entry;
     READ_OR_FAIL(fb_vector_table(&L->reader, &entries, i, &entry), where);
-    READ_OR_FAIL(fb_string_field(&L->reader, &entry, METADATA_NAME, &m->metadata_names[i]), where);
-    READ_OR_FAIL(fb_string_field(&L->reader, &entry, METADATA_VALUE, &m->metadata_values[i]), where);
+    READ_OR_FAIL(fb_string_field(&L->reader, &entry, FIELD_METADATA_NAME, &m->metadata_names[i]), where);
+    READ_OR_FAIL(fb_string_field(&L->reader, &entry, FIELD_METADATA_VALUE, &m->metadata_values[i]), where);
     if (!m->metadata_names[i]) m->metadata_names[i] = "";
     if (!m->metadata_values[i]) m->metadata_values[i] = "";
   }
@@ -1062,25 +1036,25 @@ static edge_status parse_model(loader *L) {
   if (!fb_open(&L->reader, m->bytes, m->size, "EDG1", &root))
     return edge_set_last_error(EDGE_INVALID_MODEL, "not an edge model: %s", L->reader.message);
   uint32_t version = 0, min_runtime = 0;
-  READ_OR_FAIL(fb_u32(&L->reader, &root, MODEL_VERSION, &version), "model");
+  READ_OR_FAIL(fb_u32(&L->reader, &root, FIELD_MODEL_VERSION, &version), "model");
   if (version > EDGE_SCHEMA_VERSION)
     return edge_set_last_error(EDGE_UNSUPPORTED, "model schema version %u is newer than this runtime's %d", version,
                                EDGE_SCHEMA_VERSION);
   if (version != EDGE_SCHEMA_VERSION)
     return edge_set_last_error(EDGE_INVALID_MODEL, "model schema version %u, expected %d", version, EDGE_SCHEMA_VERSION);
-  READ_OR_FAIL(fb_u32(&L->reader, &root, MODEL_MIN_RUNTIME_VERSION, &min_runtime), "model");
+  READ_OR_FAIL(fb_u32(&L->reader, &root, FIELD_MODEL_MIN_RUNTIME_VERSION, &min_runtime), "model");
   if (min_runtime > EDGE_RUNTIME_VERSION)
     return edge_set_last_error(EDGE_UNSUPPORTED, "model needs runtime version %u; this runtime is %d", min_runtime,
                                EDGE_RUNTIME_VERSION);
-  READ_OR_FAIL(fb_string_field(&L->reader, &root, MODEL_DESCRIPTION, &m->description), "model description");
-  READ_OR_FAIL(fb_string_field(&L->reader, &root, MODEL_PRODUCER, &m->producer), "model producer");
+  READ_OR_FAIL(fb_string_field(&L->reader, &root, FIELD_MODEL_DESCRIPTION, &m->description), "model description");
+  READ_OR_FAIL(fb_string_field(&L->reader, &root, FIELD_MODEL_PRODUCER, &m->producer), "model producer");
   if (!m->description) m->description = "";
   if (!m->producer) m->producer = "";
 
   TRY(parse_buffers(L, &root));
   TRY(parse_operator_codes(L, &root));
   fb_vector graphs;
-  READ_OR_FAIL(fb_vector_field(&L->reader, &root, MODEL_GRAPHS, 4, &graphs), "model graphs");
+  READ_OR_FAIL(fb_vector_field(&L->reader, &root, FIELD_MODEL_GRAPHS, 4, &graphs), "model graphs");
   if (graphs.length == 0) return edge_set_last_error(EDGE_INVALID_MODEL, "model has no graph");
   for (uint32_t g = 1; g < graphs.length; ++g) {
     char where[64];
