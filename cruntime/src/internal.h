@@ -2,7 +2,7 @@
  *
  * Op contract (TFLite Micro's split): prepare() validates dtypes and ranks, computes every output's
  * shape from its inputs' shapes (writing tensors[out].rank/shape), computes whatever eval needs
- * (node->state, malloc'd; freed by release()) and asks for scratch (node->scratch_bytes). eval()
+ * (node->plan, malloc'd; freed by release()) and asks for scratch (node->scratch_bytes). eval()
  * only computes: no malloc, no validation of the model, but it must still check data-dependent
  * values (gather indices) and return EDGE_RUNTIME_ERROR with a message instead of reading out of
  * bounds.
@@ -133,7 +133,7 @@ typedef struct {
   int32_t quantized_dimension;
   bool folded;                          /* an activation its producer computed once at prepare (DEQUANTIZE
                                            of a constant): kind reads CONSTANT and data points into the
-                                           producer's node->state until the next allocate */
+                                           producer's node->plan until the next allocate */
 } edge_tensor;
 
 typedef struct {
@@ -145,10 +145,10 @@ typedef struct {
   edge_options options;
   edge_activation activation;
   uint64_t flops, bytes_in, bytes_out, bytes_weights;
-  void *state;                          /* set by prepare, freed by release */
+  void *plan;                           /* what prepare computed for eval: set by prepare, freed by release */
   bool quantized;                       /* prepare picked the op's integer (int8 or dynamic-range) kernel,
-                                           whose state is in node->state: eval and release go to it */
-  size_t state_bytes;                   /* large memory state keeps (packed weights), set by prepare:
+                                           whose plan is in node->plan: eval and release go to it */
+  size_t plan_bytes;                    /* large memory the plan keeps (packed weights), set by prepare:
                                            reported in edge_memory_info.persistent_bytes */
   size_t scratch_bytes;                 /* asked for by prepare */
   void *scratch;                        /* given to eval: EDGE_ALIGNMENT-aligned, uninitialised */

@@ -6,7 +6,7 @@
  *   - persistent area: one block holding every variable, initialised from the model at create
  *     and by reset_variables, untouched by allocate;
  *   - arena: activations and the shared scratch, replanned by every allocate (see arena.h);
- *   - node->state: whatever each kernel's prepare allocated, freed by its release. A DEQUANTIZE of
+ *   - node->plan: whatever each kernel's prepare allocated, freed by its release. A DEQUANTIZE of
  *     a constant (float16 or int8 weights) computes its output there once: that tensor is then
  *     marked folded, reads as a constant (so consumers prepack it) and stays out of the arena.
  * An interpreter is not safe to use from two threads at once; its thread pool is used only from
@@ -38,7 +38,7 @@ struct edge_interpreter {
   char error[EDGE_ERROR_CAPACITY];
   edge_threadpool *pool;
   int32_t num_threads;
-  uint64_t memory_limit;                /* options.memory_limit: 0 none, else the cap on variables + op state
+  uint64_t memory_limit;                /* options.memory_limit: 0 none, else the cap on variables + op plans
                                            + arena */
   bool profiling;
   bool allocated;
@@ -53,7 +53,7 @@ struct edge_interpreter {
   size_t arena_bytes, naive_bytes, scratch_bytes;
   void *persistent;
   size_t variable_bytes;
-  size_t persistent_bytes; /* variables + what ops keep between runs (node->state_bytes) */
+  size_t persistent_bytes; /* variables + what ops keep between runs (node->plan_bytes) */
   int32_t backend;                      /* edge_backend asked for */
   edge_gpu *gpu;                        /* the OpenCL device, when one is in use (opencl/gpu.h) */
   uint8_t *placement;                   /* per op after allocate: 1 on the GPU */
@@ -138,8 +138,8 @@ static void release_nodes(edge_interpreter *interp) {
   for (int32_t i = 0; i < interp->num_ops; ++i) {
     edge_node *node = &interp->nodes[i];
     const edge_op_registration *reg = edge_op_lookup(node->opcode);
-    if (node->state && reg && reg->release) reg->release(node);
-    node->state = NULL;
+    if (node->plan && reg && reg->release) reg->release(node);
+    node->plan = NULL;
   }
 }
 
@@ -476,7 +476,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   bool inputs_resized = false;
   for (int32_t t = 0; t < interp->num_tensors; ++t) {
     edge_tensor *tensor = &interp->tensors[t];
-    if (tensor->folded) { /* its producer's state was just released; its prepare folds it again */
+    if (tensor->folded) { /* its producer's plan was just released; its prepare folds it again */
       tensor->folded = false;
       tensor->kind = EDGE_TENSOR_ACTIVATION;
     }
@@ -494,7 +494,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
     edge_node *node = &interp->nodes[i];
     const edge_op_registration *reg = edge_op_lookup(node->opcode);
     node->scratch_bytes = 0;
-    node->state_bytes = 0;
+    node->plan_bytes = 0;
     node->scratch = NULL;
     node->rows_set_at_eval = false;
     interp->error[0] = '\0';
@@ -507,7 +507,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
     }
     if (node->rows_set_at_eval && (status = check_rows_unread(interp, i)) != EDGE_OK) return status;
     if (node->scratch_bytes > scratch) scratch = node->scratch_bytes;
-    kept += node->state_bytes;
+    kept += node->plan_bytes;
   }
   interp->persistent_bytes = interp->variable_bytes + kept;
 

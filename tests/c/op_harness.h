@@ -100,7 +100,7 @@ static inline edge_status graph_run(graph *g) {
 
 static inline void graph_free(graph *g) {
   const edge_op_registration *reg = edge_op_lookup(g->node.opcode);
-  if (reg->release && g->node.state) reg->release(&g->node);
+  if (reg->release && g->node.plan) reg->release(&g->node);
   for (int32_t i = 0; i < g->num_tensors; ++i) free(g->owned[i]);
   free(g->scratch);
 }

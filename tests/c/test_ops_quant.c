@@ -645,7 +645,7 @@ static void test_quantize_dequantize(void) {
           ((int8_t *)g.tensors[y].data)[i], want[i]);
   graph_free(&g);
 
-  /* DEQUANTIZE of a float16 constant is folded at prepare: the output points at node state. */
+  /* DEQUANTIZE of a float16 constant is folded at prepare: the output points into the node's plan. */
   graph_init(&g, EDGE_OP_DEQUANTIZE);
   int64_t wshape[2] = {3, 7};
   x = add_io(&g, "w16", EDGE_FLOAT16, 2, wshape, false);
@@ -655,7 +655,7 @@ static void test_quantize_dequantize(void) {
   for (int i = 0; i < 21; ++i) half[i] = edge_float_to_half((float)(i - 10) * 0.37f);
   CHECK(graph_prepare(&g) == EDGE_OK, "dequantize fold: %s", g.error);
   CHECK(g.tensors[y].folded && g.tensors[y].kind == EDGE_TENSOR_CONSTANT, "dequantize of a constant is not folded");
-  CHECK(g.node.state_bytes == 21 * sizeof(float), "folded state_bytes %zu", g.node.state_bytes);
+  CHECK(g.node.plan_bytes == 21 * sizeof(float), "folded plan_bytes %zu", g.node.plan_bytes);
   CHECK(g.tensors[y].data != g.owned[y], "folded output still points at its arena buffer");
   for (int i = 0; i < 21; ++i)
     CHECK(((float *)g.tensors[y].data)[i] == edge_half_to_float(half[i]), "folded element %d", i);

@@ -61,15 +61,15 @@ static bool matmul_batches(const edge_tensor *a, const edge_tensor *b, const edg
 
 /* The first of two adjacent dims holding every resized one (the kernel's "rows" and "columns"),
  * or -1 when the resized dims are not within two adjacent ones. */
-static int32_t resize_pair(const resize_state *state) {
+static int32_t resize_pair(const resize_plan *plan) {
   int32_t first = -1, last = -1;
-  for (int32_t d = 0; d < state->rank; ++d)
-    if (state->resized[d]) {
+  for (int32_t d = 0; d < plan->rank; ++d)
+    if (plan->resized[d]) {
       if (first < 0) first = d;
       last = d;
     }
-  if (first < 0 || last - first > 1 || state->rank < 2) return -1;
-  return first + 1 < state->rank ? first : first - 1;
+  if (first < 0 || last - first > 1 || plan->rank < 2) return -1;
+  return first + 1 < plan->rank ? first : first - 1;
 }
 
 bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
@@ -127,8 +127,8 @@ bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
       return all_float(ctx, node) && node->options.pad.mode == EDGE_PAD_CONSTANT && x->rank <= 8 &&
              node->num_inputs == 1;
     case EDGE_OP_RESIZE: {  /* nearest or linear over two adjacent dims, from the CPU's tables */
-      const resize_state *state = node->state;
-      return all_float(ctx, node) && state && !state->cubic && state->rank == x->rank && resize_pair(state) >= 0;
+      const resize_plan *plan = node->plan;
+      return all_float(ctx, node) && plan && !plan->cubic && plan->rank == x->rank && resize_pair(plan) >= 0;
     }
     case EDGE_OP_GATHER: {
       const edge_tensor *idx = input(ctx, node, 1);
@@ -524,7 +524,7 @@ static void build_transpose(builder *b, const edge_node *node) {
 
 static void build_slice(builder *b, const edge_node *node) {
   /* the CPU prepare's iterator: operand 1 reads the input with the slice's steps and start */
-  const edge_nd_iter *it = node->state;
+  const edge_nd_iter *it = node->plan;
   const edge_tensor *y = output(b->ctx, node);
   if (!it || it->num_operands != 2) {
     snprintf(b->error, EDGE_ERROR_CAPACITY, "SLICE has no prepared plan");
@@ -688,7 +688,7 @@ static void build_gather(builder *b, const edge_node *node) {
 }
 
 /* A resized dimension's table as device buffers (an unresized one is the identity). */
-static void resize_tables(builder *b, const resize_state *state, int32_t d, int64_t in, int64_t out, cl_mem *lower,
+static void resize_tables(builder *b, const resize_plan *plan, int32_t d, int64_t in, int64_t out, cl_mem *lower,
                           cl_mem *upper, cl_mem *weight) {
   if (b->status != EDGE_OK) return;
   int32_t *lo = malloc(sizeof(int32_t) * (size_t)out), *hi = malloc(sizeof(int32_t) * (size_t)out);
@@ -698,9 +698,9 @@ static void resize_tables(builder *b, const resize_state *state, int32_t d, int6
     b->status = EDGE_OUT_OF_MEMORY;
   } else {
     for (int64_t o = 0; o < out; ++o) {
-      lo[o] = (int32_t)(state->resized[d] ? state->lower[d][o] : (o < in ? o : in - 1));
-      hi[o] = (int32_t)(state->resized[d] ? state->upper[d][o] : lo[o]);
-      w[o] = state->resized[d] && state->linear ? state->upper_weight[d][o] : 0.0f;
+      lo[o] = (int32_t)(plan->resized[d] ? plan->lower[d][o] : (o < in ? o : in - 1));
+      hi[o] = (int32_t)(plan->resized[d] ? plan->upper[d][o] : lo[o]);
+      w[o] = plan->resized[d] && plan->linear ? plan->upper_weight[d][o] : 0.0f;
     }
     cl_int err = CL_SUCCESS;
     const edge_cl_api *cl = b->gpu->dev.cl;
@@ -721,12 +721,12 @@ static void resize_tables(builder *b, const resize_state *state, int32_t d, int6
 /* The tensor as [outer, rows, columns, inner] around the two dims resize_pair picks. */
 static void build_resize(builder *b, const edge_node *node) {
   const edge_tensor *x = input(b->ctx, node, 0), *y = output(b->ctx, node);
-  const resize_state *state = node->state;
-  int32_t d = resize_pair(state);
+  const resize_plan *plan = node->plan;
+  int32_t d = resize_pair(plan);
   int64_t outer = edge_num_elements(d, x->shape), inner = edge_num_elements(x->rank - d - 2, x->shape + d + 2);
   cl_mem *t = b->op->tables;
-  resize_tables(b, state, d, x->shape[d], y->shape[d], &t[0], &t[1], &t[2]);
-  resize_tables(b, state, d + 1, x->shape[d + 1], y->shape[d + 1], &t[3], &t[4], &t[5]);
+  resize_tables(b, plan, d, x->shape[d], y->shape[d], &t[0], &t[1], &t[2]);
+  resize_tables(b, plan, d + 1, x->shape[d + 1], y->shape[d + 1], &t[3], &t[4], &t[5]);
   if (!begin(b, "data", "", "resize_hw")) return;
   arg_tensor(b, node->outputs[0]);
   arg_tensor(b, node->inputs[0]);

@@ -78,7 +78,7 @@ static edge_status activation_grad_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "ACTIVATION_GRAD";
   edge_status status = edge_training_check_arity(ctx, node, op, 2, 2, 1, 1, false);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *dy = edge_nd_input(ctx, node, 1), *dx = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *dy = edge_op_input(ctx, node, 1), *dx = edge_op_output(ctx, node, 0);
   if ((status = edge_training_check_float(ctx, op, "input", x)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "gradient", dy)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "output", dx)) != EDGE_OK ||
@@ -86,7 +86,7 @@ static edge_status activation_grad_prepare(edge_context *ctx, edge_node *node) {
     return status;
   edge_unary_kind f = node->options.unary.op;
   if (!has_gradient(f))
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': %s has no gradient", op, edge_nd_name(dx),
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': %s has no gradient", op, edge_tensor_name(dx),
                      (unsigned)f < EDGE_UNARY_COUNT_ ? edge_unary_names[f] : "this unary op");
   return edge_set_shape(ctx, dx, x->rank, x->shape);
 }
@@ -125,9 +125,9 @@ static void activation_grad_blocks(void *arg, int64_t begin, int64_t end, int32_
 }
 
 static edge_status activation_grad_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0);
   activation_grad_job job = {node->options.unary.op, edge_kernels()->vector.relu_grad, node->options.unary.alpha, node->options.unary.beta, x->data,
-                             edge_nd_input(ctx, node, 1)->data, edge_nd_output(ctx, node, 0)->data,
+                             edge_op_input(ctx, node, 1)->data, edge_op_output(ctx, node, 0)->data,
                              edge_num_elements(x->rank, x->shape)};
   int64_t blocks = (job.count + EDGE_TRAINING_BLOCK - 1) / EDGE_TRAINING_BLOCK;
   edge_nd_parallel(ctx, blocks, 2, activation_grad_blocks, &job);

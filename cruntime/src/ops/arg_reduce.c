@@ -58,26 +58,26 @@ static void arg_positions(void *arg, int64_t begin, int64_t end, int32_t thread)
 
 static edge_status arg_prepare(edge_context *ctx, edge_node *node) {
   const char *op = node->opcode == EDGE_OP_ARG_MAX ? "ARG_MAX" : "ARG_MIN";
-  edge_status status = edge_nd_check_arity(ctx, node, op, 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, op, 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (x->dtype != EDGE_FLOAT32 && x->dtype != EDGE_INT32 && x->dtype != EDGE_INT64 && x->dtype != EDGE_INT8 &&
       x->dtype != EDGE_UINT8)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': input '%s' is %s; float32, int32, int64, int8 and uint8 are "
-                     "supported", op, edge_nd_name(y), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     "supported", op, edge_tensor_name(y), edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (y->dtype != EDGE_INT64 && y->dtype != EDGE_INT32)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': output is %s, expected int64 or int32", op, edge_nd_name(y),
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': output is %s, expected int64 or int32", op, edge_tensor_name(y),
                      edge_dtype_name(y->dtype));
   int32_t axis = node->options.arg.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': axis %d is out of range for input '%s' of rank %d", op,
-                     edge_nd_name(y), node->options.arg.axis, edge_nd_name(x), x->rank);
+                     edge_tensor_name(y), node->options.arg.axis, edge_tensor_name(x), x->rank);
   if (x->shape[axis] == 0)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': axis %d of input '%s' is empty; there is no index to give",
-                     op, edge_nd_name(y), axis, edge_nd_name(x));
+                     op, edge_tensor_name(y), axis, edge_tensor_name(x));
   if (y->dtype == EDGE_INT32 && x->shape[axis] > INT32_MAX)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': axis of %lld entries does not fit an int32 output", op,
-                     edge_nd_name(y), (long long)x->shape[axis]);
+                     edge_tensor_name(y), (long long)x->shape[axis]);
   int64_t shape[EDGE_MAX_RANK];
   int32_t rank = 0;
   for (int32_t d = 0; d < x->rank; ++d) {
@@ -88,9 +88,9 @@ static edge_status arg_prepare(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status arg_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int32_t axis = node->options.arg.axis;
-  edge_nd_normalize_axis(&axis, x->rank);
+  edge_normalize_axis(&axis, x->rank);
   int64_t n = x->shape[axis];
   int64_t outer = edge_num_elements(axis, x->shape), inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
   if (outer * inner == 0) return EDGE_OK;

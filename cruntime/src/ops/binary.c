@@ -21,10 +21,10 @@
 
 typedef struct {
   edge_nd_iter iter; /* operands: y, a, b */
-} binary_state;
+} binary_plan;
 
 typedef struct {
-  const binary_state *state;
+  const binary_plan *plan;
   const edge_vector_kernels *vector;
   edge_binary_kind op;
   edge_dtype in_dtype, out_dtype;
@@ -190,7 +190,7 @@ static bool float_vector_run(const binary_job *job, const float *a, int64_t sa, 
 
 static void binary_run(void *arg, const int64_t *offsets, int64_t n) {
   binary_job *job = arg;
-  const edge_nd_iter *it = &job->state->iter;
+  const edge_nd_iter *it = &job->plan->iter;
   int32_t inner = it->rank - 1;
   int64_t sa = it->strides[1][inner], sb = it->strides[2][inner];
   int64_t oy = offsets[0], oa = offsets[1], ob = offsets[2];
@@ -233,7 +233,7 @@ static void binary_run(void *arg, const int64_t *offsets, int64_t n) {
 static void binary_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   binary_job *job = arg;
-  edge_nd_iter_runs(&job->state->iter, begin, end, binary_run, job);
+  edge_nd_iter_runs(&job->plan->iter, begin, end, binary_run, job);
   if (job->out_dtype == EDGE_FLOAT32)
     edge_activation_apply(&job->activation, (float *)job->y + begin, (size_t)(end - begin));
 }
@@ -249,28 +249,28 @@ static void binary_release(edge_node *node);
 
 static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
   binary_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, "BINARY", 2, 2, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "BINARY", 2, 2, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
   edge_binary_kind op = node->options.binary.op;
   if ((int)op < 0 || op >= EDGE_BINARY_COUNT_)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY '%s': unknown op %d", edge_nd_name(y), (int)op);
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY '%s': unknown op %d", edge_tensor_name(y), (int)op);
   const char *op_name = edge_binary_names[op];
   if (edge_q_is_int8(a)) return edge_qbinary_prepare(ctx, node);
   if (a->dtype != b->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY %s '%s': inputs '%s' (%s) and '%s' (%s) differ in dtype",
-                     op_name, edge_nd_name(y), edge_nd_name(a), edge_dtype_name(a->dtype), edge_nd_name(b),
+                     op_name, edge_tensor_name(y), edge_tensor_name(a), edge_dtype_name(a->dtype), edge_tensor_name(b),
                      edge_dtype_name(b->dtype));
   if (!binary_dtype_supported(op, a->dtype))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "BINARY %s '%s': inputs are %s, which this op does not take", op_name,
-                     edge_nd_name(y), edge_dtype_name(a->dtype));
+                     edge_tensor_name(y), edge_dtype_name(a->dtype));
   edge_dtype expected = (is_comparison(op) || is_logical(op)) ? EDGE_BOOL : a->dtype;
   if (y->dtype != expected)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY %s '%s': output is %s, expected %s", op_name,
-                     edge_nd_name(y), edge_dtype_name(y->dtype), edge_dtype_name(expected));
+                     edge_tensor_name(y), edge_dtype_name(y->dtype), edge_dtype_name(expected));
   if (node->activation.op != EDGE_UNARY_IDENTITY && y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "BINARY %s '%s': fused activation on a %s output", op_name,
-                     edge_nd_name(y), edge_dtype_name(y->dtype));
+                     edge_tensor_name(y), edge_dtype_name(y->dtype));
 
   int32_t rank;
   int64_t shape[EDGE_MAX_RANK];
@@ -279,22 +279,22 @@ static edge_status binary_prepare(edge_context *ctx, edge_node *node) {
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
 
-  binary_state *state = malloc(sizeof *state);
-  if (!state) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BINARY '%s': out of memory", edge_nd_name(y));
+  binary_plan *plan = malloc(sizeof *plan);
+  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BINARY '%s': out of memory", edge_tensor_name(y));
   int64_t y_strides[EDGE_MAX_RANK], a_strides[EDGE_MAX_RANK], b_strides[EDGE_MAX_RANK];
   edge_nd_contiguous_strides(rank, shape, y_strides);
   edge_nd_broadcast_strides(rank, shape, a->rank, a->shape, a_strides);
   edge_nd_broadcast_strides(rank, shape, b->rank, b->shape, b_strides);
   const int64_t *strides[3] = {y_strides, a_strides, b_strides};
-  edge_nd_iter_init(&state->iter, rank, shape, 3, strides);
-  node->state = state;
+  edge_nd_iter_init(&plan->iter, rank, shape, 3, strides);
+  node->plan = plan;
   return EDGE_OK;
 }
 
 static edge_status binary_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qbinary_eval(ctx, node);
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
-  binary_job job = {.state = node->state,
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
+  binary_job job = {.plan = node->plan,
                     .vector = &edge_kernels()->vector,
                     .op = node->options.binary.op,
                     .in_dtype = a->dtype,
@@ -304,10 +304,10 @@ static edge_status binary_eval(edge_context *ctx, edge_node *node) {
                     .y = y->data,
                     .activation = node->activation};
   atomic_init(&job.divided_by_zero, 0);
-  edge_nd_parallel(ctx, job.state->iter.total, 16384, binary_range, &job);
+  edge_nd_parallel(ctx, job.plan->iter.total, 16384, binary_range, &job);
   if (atomic_load(&job.divided_by_zero))
     return edge_fail(ctx, EDGE_RUNTIME_ERROR, "BINARY %s '%s': integer division by zero (divisor '%s')",
-                     edge_binary_names[job.op], edge_nd_name(y), edge_nd_name(b));
+                     edge_binary_names[job.op], edge_tensor_name(y), edge_tensor_name(b));
   return EDGE_OK;
 }
 
@@ -316,8 +316,8 @@ static void binary_release(edge_node *node) {
     edge_qbinary_release(node);
     return;
   }
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_binary = {binary_prepare, binary_eval, binary_release};

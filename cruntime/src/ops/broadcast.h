@@ -15,6 +15,7 @@
 #define EDGE_OPS_BROADCAST_H
 
 #include "../internal.h"
+#include "tensor_access.h"
 
 #define EDGE_ND_MAX_OPERANDS 4
 
@@ -60,27 +61,6 @@ void edge_nd_parallel(edge_context *ctx, int64_t n, int64_t min_per_thread, edge
 edge_status edge_nd_broadcast_shapes(edge_context *ctx, const char *what, int32_t num_shapes,
                                      const int32_t *ranks, const int64_t *const *shapes, int32_t *out_rank,
                                      int64_t *out_shape);
-
-/* Checks the node's input and output counts and that every index names a tensor; op is the name
- * used in messages. */
-edge_status edge_nd_check_arity(edge_context *ctx, const edge_node *node, const char *op, int32_t min_inputs,
-                                int32_t max_inputs, int32_t min_outputs, int32_t max_outputs);
-
-static inline edge_tensor *edge_nd_input(edge_context *ctx, const edge_node *node, int32_t i) {
-  return &ctx->tensors[node->inputs[i]];
-}
-static inline edge_tensor *edge_nd_output(edge_context *ctx, const edge_node *node, int32_t i) {
-  return &ctx->tensors[node->outputs[i]];
-}
-static inline const char *edge_nd_name(const edge_tensor *t) { return t->name ? t->name : "?"; }
-
-/* Normalises a possibly negative axis against rank; false if out of range. */
-static inline bool edge_nd_normalize_axis(int32_t *axis, int32_t rank) {
-  int32_t a = *axis < 0 ? *axis + rank : *axis;
-  if (a < 0 || a >= rank) return false;
-  *axis = a;
-  return true;
-}
 
 /* Copies count elements of elem_size bytes between strided positions (strides in elements). */
 void edge_nd_copy_strided(void *dst, int64_t dst_stride, const void *src, int64_t src_stride, int64_t count,

@@ -121,17 +121,17 @@ static void cast_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status cast_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "CAST", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "CAST", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (edge_dtype_size(x->dtype) == 0 || edge_dtype_size(y->dtype) == 0)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "CAST '%s': unknown dtype (input %d, output %d)", edge_nd_name(y),
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "CAST '%s': unknown dtype (input %d, output %d)", edge_tensor_name(y),
                      (int)x->dtype, (int)y->dtype);
   return edge_set_shape(ctx, y, x->rank, x->shape);
 }
 
 static edge_status cast_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   cast_job job = {x->dtype, y->dtype, x->data, y->data};
   edge_nd_parallel(ctx, edge_num_elements(x->rank, x->shape), 16384, cast_range, &job);
   return EDGE_OK;

@@ -2,7 +2,7 @@
  * outer row of the joined tensor is the pieces' rows laid end to end, so both are row copies. */
 #include <string.h>
 
-#include "broadcast.h"
+#include "tensor_access.h"
 #include "ops.h"
 #include "qcommon.h"
 
@@ -18,21 +18,21 @@ static void concat_release(edge_node *node) {
 
 static edge_status concat_prepare(edge_context *ctx, edge_node *node) {
   concat_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, "CONCAT", 1, INT32_MAX, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "CONCAT", 1, INT32_MAX, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *first = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *first = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int32_t rank = first->rank, axis = node->options.axis.axis;
-  if (!edge_nd_normalize_axis(&axis, rank))
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "CONCAT '%s': axis %d is out of range for rank %d", edge_nd_name(y),
+  if (!edge_normalize_axis(&axis, rank))
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "CONCAT '%s': axis %d is out of range for rank %d", edge_tensor_name(y),
                      node->options.axis.axis, rank);
   int64_t shape[EDGE_MAX_RANK];
   for (int32_t d = 0; d < rank; ++d) shape[d] = first->shape[d];
   shape[axis] = 0;
   for (int32_t i = 0; i < node->num_inputs; ++i) {
-    edge_tensor *x = edge_nd_input(ctx, node, i);
+    edge_tensor *x = edge_op_input(ctx, node, i);
     if (x->dtype != y->dtype)
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "CONCAT '%s': input %d '%s' is %s, output is %s", edge_nd_name(y), i,
-                       edge_nd_name(x), edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "CONCAT '%s': input %d '%s' is %s, output is %s", edge_tensor_name(y), i,
+                       edge_tensor_name(x), edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
     bool matches = x->rank == rank;
     for (int32_t d = 0; d < rank && matches; ++d) matches = d == axis || x->shape[d] == first->shape[d];
     if (!matches) {
@@ -41,7 +41,7 @@ static edge_status concat_prepare(edge_context *ctx, edge_node *node) {
       edge_format_shape(b, sizeof b, x->rank, x->shape);
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "CONCAT '%s': input %d '%s' has shape %s, which differs from input 0's %s off axis %d",
-                       edge_nd_name(y), i, edge_nd_name(x), b, a, axis);
+                       edge_tensor_name(y), i, edge_tensor_name(x), b, a, axis);
     }
     shape[axis] += x->shape[axis];
   }
@@ -53,16 +53,16 @@ static edge_status concat_prepare(edge_context *ctx, edge_node *node) {
 
 static edge_status concat_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qconcat_eval(ctx, node);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   int32_t axis = node->options.axis.axis;
-  edge_nd_normalize_axis(&axis, y->rank);
+  edge_normalize_axis(&axis, y->rank);
   if (edge_num_elements(y->rank, y->shape) == 0) return EDGE_OK;
   size_t size = edge_dtype_size(y->dtype);
   int64_t outer, y_inner;
   outer_inner(y, axis, &outer, &y_inner);
   size_t y_row = (size_t)(y->shape[axis] * y_inner) * size, offset = 0;
   for (int32_t i = 0; i < node->num_inputs; ++i) {
-    const edge_tensor *x = edge_nd_input(ctx, node, i);
+    const edge_tensor *x = edge_op_input(ctx, node, i);
     size_t x_row = (size_t)(x->shape[axis] * y_inner) * size;
     if (x_row == 0) continue;
     const char *src = x->data;
@@ -74,31 +74,31 @@ static edge_status concat_eval(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status split_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "SPLIT", 1, 1, 1, INT32_MAX);
+  edge_status status = edge_op_check_arity(ctx, node, "SPLIT", 1, 1, 1, INT32_MAX);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0);
   int32_t rank = x->rank, axis = node->options.axis.axis;
-  if (!edge_nd_normalize_axis(&axis, rank))
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "SPLIT of '%s': axis %d is out of range for rank %d", edge_nd_name(x),
+  if (!edge_normalize_axis(&axis, rank))
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "SPLIT of '%s': axis %d is out of range for rank %d", edge_tensor_name(x),
                      node->options.axis.axis, rank);
   int64_t total = 0;
   for (int32_t i = 0; i < node->num_outputs; ++i) {
-    edge_tensor *y = edge_nd_output(ctx, node, i);
+    edge_tensor *y = edge_op_output(ctx, node, i);
     if (y->dtype != x->dtype)
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "SPLIT of '%s': output %d '%s' is %s, input is %s", edge_nd_name(x), i,
-                       edge_nd_name(y), edge_dtype_name(y->dtype), edge_dtype_name(x->dtype));
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "SPLIT of '%s': output %d '%s' is %s, input is %s", edge_tensor_name(x), i,
+                       edge_tensor_name(y), edge_dtype_name(y->dtype), edge_dtype_name(x->dtype));
     if (y->declared_rank != rank || y->declared_shape[axis] < 0)
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "SPLIT of '%s': output %d '%s' declares rank %d, so its size along axis %d is unknown "
-                       "(input rank %d)", edge_nd_name(x), i, edge_nd_name(y), y->declared_rank, axis, rank);
+                       "(input rank %d)", edge_tensor_name(x), i, edge_tensor_name(y), y->declared_rank, axis, rank);
     total += y->declared_shape[axis];
   }
   if (total != x->shape[axis])
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "SPLIT of '%s': the outputs' declared sizes along axis %d sum to %lld, but the input has %lld",
-                     edge_nd_name(x), axis, (long long)total, (long long)x->shape[axis]);
+                     edge_tensor_name(x), axis, (long long)total, (long long)x->shape[axis]);
   for (int32_t i = 0; i < node->num_outputs; ++i) {
-    edge_tensor *y = edge_nd_output(ctx, node, i);
+    edge_tensor *y = edge_op_output(ctx, node, i);
     int64_t shape[EDGE_MAX_RANK];
     for (int32_t d = 0; d < rank; ++d) shape[d] = x->shape[d];
     shape[axis] = y->declared_shape[axis];
@@ -109,16 +109,16 @@ static edge_status split_prepare(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status split_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0);
   int32_t axis = node->options.axis.axis;
-  edge_nd_normalize_axis(&axis, x->rank);
+  edge_normalize_axis(&axis, x->rank);
   if (edge_num_elements(x->rank, x->shape) == 0) return EDGE_OK;
   size_t size = edge_dtype_size(x->dtype);
   int64_t outer, inner;
   outer_inner(x, axis, &outer, &inner);
   size_t x_row = (size_t)(x->shape[axis] * inner) * size, offset = 0;
   for (int32_t i = 0; i < node->num_outputs; ++i) {
-    edge_tensor *y = edge_nd_output(ctx, node, i);
+    edge_tensor *y = edge_op_output(ctx, node, i);
     size_t y_row = (size_t)(y->shape[axis] * inner) * size;
     if (y_row == 0) continue;
     const char *src = (const char *)x->data + offset;

@@ -31,16 +31,16 @@ typedef struct {
   int64_t kernel_h, kernel_w;
   int64_t groups, group_in_c, group_out_c;
   int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
-} conv_plan;
+} conv_geometry;
 
 typedef struct {
-  conv_plan plan;
+  conv_geometry geometry;
   edge_conv_plan *fast;     /* NULL: the reference below */
   bool repack;              /* fast was made for changing weights: eval packs them (edge_conv_plan_pack) */
   bool weights_persistent;  /* weights and bias are variables or constants: pack only on a version change */
   bool packed;              /* packed_version is valid */
   uint64_t packed_version;  /* ctx->variables_version the packed weights were made at */
-} conv_state;
+} conv_plan;
 
 static void conv_release(edge_node *node);
 
@@ -56,7 +56,7 @@ static edge_tensor *optional_input(edge_context *ctx, const edge_node *node, int
 
 static edge_status check_float32(edge_context *ctx, const char *op, const edge_tensor *t, const char *role) {
   if (t->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_nd_name(t),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_tensor_name(t),
                      edge_dtype_name(t->dtype));
   return EDGE_OK;
 }
@@ -74,9 +74,9 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   if (node->outputs[0] < 0 || node->outputs[0] >= ctx->num_tensors)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: output is tensor %d, not one of the %d tensors", op,
                      node->outputs[0], ctx->num_tensors);
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *bias = optional_input(ctx, node, 2);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *bias = optional_input(ctx, node, 2);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   edge_status status;
   if (!transposed && edge_q_is_int8(w)) return edge_qconv_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
@@ -85,7 +85,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   if ((status = check_float32(ctx, op, y, "output")) != EDGE_OK) return status;
   if (x->rank != 4 || w->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has rank %d and weights '%s' rank %d; both must be 4",
-                     op, name, edge_nd_name(x), x->rank, edge_nd_name(w), w->rank);
+                     op, name, edge_tensor_name(x), x->rank, edge_tensor_name(w), w->rank);
 
   const edge_conv2d_options *o = &node->options.conv2d;
   for (int32_t i = 0; i < 2; ++i) {
@@ -101,7 +101,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': pads (%d, %d, %d, %d) must be >= 0", op, name, o->pads[0],
                        o->pads[1], o->pads[2], o->pads[3]);
 
-  conv_plan p = {0};
+  conv_geometry p = {0};
   p.transposed = transposed;
   p.batch = x->shape[0];
   p.in_h = x->shape[1];
@@ -129,11 +129,11 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s '%s': weights '%s' are %s; expected [out_channels, kh >= 1, kw >= 1, %lld] for %lld input "
                      "channels in %lld groups",
-                     op, name, edge_nd_name(w), ws, (long long)p.group_in_c, (long long)p.in_c, (long long)p.groups);
+                     op, name, edge_tensor_name(w), ws, (long long)p.group_in_c, (long long)p.in_c, (long long)p.groups);
   }
   if (bias && (bias->rank != 1 || bias->shape[0] != p.out_c))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': bias '%s' must have shape [%lld]", op, name,
-                     edge_nd_name(bias), (long long)p.out_c);
+                     edge_tensor_name(bias), (long long)p.out_c);
 
   int64_t span_h = p.dilation_h * (p.kernel_h - 1) + 1, span_w = p.dilation_w * (p.kernel_w - 1) + 1;
   if (transposed) {
@@ -153,10 +153,10 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   int64_t shape[4] = {p.batch, p.out_h, p.out_w, p.out_c};
   if ((status = edge_set_shape(ctx, y, 4, shape)) != EDGE_OK) return status;
 
-  conv_state *state = calloc(1, sizeof *state);
-  if (!state) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
-  state->plan = p;
-  node->state = state;
+  conv_plan *plan = calloc(1, sizeof *plan);
+  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
+  plan->geometry = p;
+  node->plan = plan;
   const edge_kernel_config *kernels = edge_kernels();
   const bool constant_weights = w->kind == EDGE_TENSOR_CONSTANT && w->data &&
                                 (!bias || (bias->kind == EDGE_TENSOR_CONSTANT && bias->data));
@@ -165,16 +165,16 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
     edge_conv_shape shape = {transposed, p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
                              p.kernel_w, p.groups, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                              p.pad_left};
-    state->repack = !constant_weights;
-    state->weights_persistent = w->kind != EDGE_TENSOR_ACTIVATION && (!bias || bias->kind != EDGE_TENSOR_ACTIVATION);
-    state->fast = edge_conv_plan_create(kernels, &shape, constant_weights ? w->data : NULL,
+    plan->repack = !constant_weights;
+    plan->weights_persistent = w->kind != EDGE_TENSOR_ACTIVATION && (!bias || bias->kind != EDGE_TENSOR_ACTIVATION);
+    plan->fast = edge_conv_plan_create(kernels, &shape, constant_weights ? w->data : NULL,
                                         constant_weights && bias ? bias->data : NULL, &node->activation,
                                         edge_conv_winograd_mode_from_env());
-    if (!state->fast)
+    if (!plan->fast)
       return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing the weights of '%s'", op, name,
-                       edge_nd_name(w));
-    node->scratch_bytes = edge_conv_plan_scratch_bytes(state->fast, ctx->num_threads);
-    node->state_bytes = edge_conv_plan_kept_bytes(state->fast);
+                       edge_tensor_name(w));
+    node->scratch_bytes = edge_conv_plan_scratch_bytes(plan->fast, ctx->num_threads);
+    node->plan_bytes = edge_conv_plan_kept_bytes(plan->fast);
     return EDGE_OK;
   }
   node->scratch_bytes = (size_t)ctx->num_threads * (size_t)(p.kernel_h * p.kernel_w) * sizeof(conv_tap);
@@ -182,7 +182,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
 }
 
 /* The taps of output pixel (n, oh, ow); returns how many. */
-static int32_t conv_taps(const conv_plan *p, int64_t n, int64_t oh, int64_t ow, conv_tap *taps) {
+static int32_t conv_taps(const conv_geometry *p, int64_t n, int64_t oh, int64_t ow, conv_tap *taps) {
   int32_t count = 0;
   for (int64_t kh = 0; kh < p->kernel_h; ++kh) {
     int64_t ih;
@@ -215,14 +215,14 @@ static int32_t conv_taps(const conv_plan *p, int64_t n, int64_t oh, int64_t ow, 
 typedef struct {
   edge_context *ctx;
   edge_node *node;
-  const conv_plan *plan;
+  const conv_geometry *geometry;
   const float *x, *w, *bias;
   float *y;
 } conv_job;
 
 /* y[o] for o in [0, count) of one group at one pixel: x points at the group's first channel, w at
  * the first output channel's weight row. */
-static void conv_pixel_group(const conv_plan *p, const conv_tap *taps, int32_t num_taps, const float *x,
+static void conv_pixel_group(const conv_geometry *p, const conv_tap *taps, int32_t num_taps, const float *x,
                              const float *w, int64_t count, float *y) {
   int64_t cg = p->group_in_c, row = p->kernel_h * p->kernel_w * cg, o = 0;
   for (; o + 4 <= count; o += 4) {
@@ -258,7 +258,7 @@ static void conv_pixel_group(const conv_plan *p, const conv_tap *taps, int32_t n
 
 static void conv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const conv_job *job = arg;
-  const conv_plan *p = job->plan;
+  const conv_geometry *p = job->geometry;
   conv_tap *taps = (conv_tap *)job->node->scratch + (int64_t)thread * p->kernel_h * p->kernel_w;
   int64_t row = p->kernel_h * p->kernel_w * p->group_in_c;
   for (int64_t r = begin; r < end; ++r) {
@@ -279,23 +279,23 @@ static void conv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 
 static edge_status conv_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qconv_eval(ctx, node);
-  conv_state *state = node->state;
-  if (state->fast) {
-    if (state->repack && (!state->weights_persistent || !state->packed ||
-                          state->packed_version != ctx->variables_version)) {
+  conv_plan *plan = node->plan;
+  if (plan->fast) {
+    if (plan->repack && (!plan->weights_persistent || !plan->packed ||
+                          plan->packed_version != ctx->variables_version)) {
       const edge_tensor *bias = optional_input(ctx, node, 2);
-      edge_conv_plan_pack(state->fast, edge_nd_input(ctx, node, 1)->data, bias ? bias->data : NULL);
-      state->packed = true;
-      state->packed_version = ctx->variables_version;
+      edge_conv_plan_pack(plan->fast, edge_op_input(ctx, node, 1)->data, bias ? bias->data : NULL);
+      plan->packed = true;
+      plan->packed_version = ctx->variables_version;
     }
-    edge_conv_plan_run(state->fast, ctx->pool, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data,
+    edge_conv_plan_run(plan->fast, ctx->pool, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data,
                        node->scratch);
     return EDGE_OK;
   }
-  const conv_plan *p = &state->plan;
+  const conv_geometry *p = &plan->geometry;
   edge_tensor *bias = optional_input(ctx, node, 2);
-  conv_job job = {ctx, node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                  bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data};
+  conv_job job = {ctx, node, p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                  bias ? bias->data : NULL, edge_op_output(ctx, node, 0)->data};
   int64_t macs_per_row = p->out_w * p->out_c * p->kernel_h * p->kernel_w * p->group_in_c;
   edge_nd_parallel(ctx, p->batch * p->out_h, 1 + 32768 / (macs_per_row + 1), conv_rows, &job);
   return EDGE_OK;
@@ -312,10 +312,10 @@ static void conv_release(edge_node *node) {
     edge_qconv_release(node);
     return;
   }
-  conv_state *state = node->state;
-  if (state) edge_conv_plan_free(state->fast);
-  free(node->state);
-  node->state = NULL;
+  conv_plan *plan = node->plan;
+  if (plan) edge_conv_plan_free(plan->fast);
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_conv2d = {conv2d_prepare, conv_eval, conv_release};

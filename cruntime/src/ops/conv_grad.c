@@ -82,10 +82,10 @@ typedef struct {
 } conv_grad_plan;
 
 static void conv_grad_release(edge_node *node) {
-  conv_grad_plan *plan = node->state;
+  conv_grad_plan *plan = node->plan;
   if (plan) edge_conv_plan_free(plan->forward);
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 static conv_grad_method pick_method(const conv_grad_plan *p) {
@@ -119,16 +119,16 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
   edge_status status = edge_training_check_arity(ctx, node, op, 2, 2, 1, 1, false);
   if (status != EDGE_OK) return status;
   /* input: (dy, w) -> dx; filter: (x, dy) -> dw */
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *out = edge_nd_output(ctx, node, 0);
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *out = edge_op_output(ctx, node, 0);
   edge_tensor *dy = filter ? b : a, *other = filter ? a : b;
-  const char *name = edge_nd_name(out);
+  const char *name = edge_tensor_name(out);
   if ((status = edge_training_check_float(ctx, op, "gradient", dy)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, filter ? "input" : "weights", other)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "output", out)) != EDGE_OK)
     return status;
   if (dy->rank != 4 || other->rank != 4 || out->declared_rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': gradient '%s', %s '%s' and the output must all have rank 4", op,
-                     name, edge_nd_name(dy), filter ? "input" : "weights", edge_nd_name(other));
+                     name, edge_tensor_name(dy), filter ? "input" : "weights", edge_tensor_name(other));
   const edge_conv2d_options *o = &node->options.conv2d;
   for (int32_t i = 0; i < 2; ++i)
     if (o->strides[i] < 1 || o->dilations[i] < 1)
@@ -162,7 +162,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     p.cg = p.in_c / p.groups;
     if (other->shape[0] != p.batch)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has batch %lld but gradient '%s' %lld", op, name,
-                       edge_nd_name(other), (long long)other->shape[0], edge_nd_name(dy), (long long)p.batch);
+                       edge_tensor_name(other), (long long)other->shape[0], edge_tensor_name(dy), (long long)p.batch);
     int64_t shape[4] = {p.out_c, p.kernel_h, p.kernel_w, p.cg};
     memcpy(result, shape, sizeof shape);
   } else {
@@ -174,7 +174,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     p.in_c = p.cg * p.groups;
     if (other->shape[0] != p.out_c)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': weights '%s' have %lld output channels but gradient '%s' %lld",
-                       op, name, edge_nd_name(other), (long long)other->shape[0], edge_nd_name(dy), (long long)p.out_c);
+                       op, name, edge_tensor_name(other), (long long)other->shape[0], edge_tensor_name(dy), (long long)p.out_c);
     int64_t shape[4] = {p.batch, p.in_h, p.in_w, p.in_c};
     memcpy(result, shape, sizeof shape);
   }
@@ -194,7 +194,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s '%s': gradient '%s' is %s, but the forward conv of input %lldx%lld, kernel %lldx%lld, strides "
                      "(%lld, %lld), dilations (%lld, %lld), pads (%d, %d, %d, %d) gives %lldx%lld (result %s)",
-                     op, name, edge_nd_name(dy), ds, (long long)p.in_h, (long long)p.in_w, (long long)p.kernel_h,
+                     op, name, edge_tensor_name(dy), ds, (long long)p.in_h, (long long)p.in_w, (long long)p.kernel_h,
                      (long long)p.kernel_w, (long long)p.stride_h, (long long)p.stride_w, (long long)p.dilation_h,
                      (long long)p.dilation_w, o->pads[0], o->pads[1], o->pads[2], o->pads[3], (long long)want_h,
                      (long long)want_w, rs);
@@ -204,7 +204,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
   p.method = pick_method(&p);
   p.gemm = &edge_kernels()->gemm;
   size_t scratch = 0;
-  node->state_bytes = 0;
+  node->plan_bytes = 0;
   if (p.method == CONV_GRAD_AS_CONV) {
     edge_conv_shape shape = {false, p.batch, p.out_h, p.out_w, p.out_c, p.in_h, p.in_w, p.in_c, p.kernel_h,
                              p.kernel_w, p.groups, 1, 1, p.dilation_h, p.dilation_w,
@@ -213,7 +213,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     if (!p.forward) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
     p.offset_b = edge_training_align((size_t)(p.out_c * p.kkc) * sizeof(float)); /* after the turned weights */
     scratch = p.offset_b + edge_conv_plan_scratch_bytes(p.forward, ctx->num_threads);
-    node->state_bytes = edge_conv_plan_kept_bytes(p.forward);
+    node->plan_bytes = edge_conv_plan_kept_bytes(p.forward);
   } else if (p.method == CONV_GRAD_TAPS) {
     p.frame_h = (p.in_h + o->pads[0] + o->pads[2] + p.stride_h - 1) / p.stride_h;
     p.frame_w = (p.in_w + o->pads[1] + o->pads[3] + p.stride_w - 1) / p.stride_w;
@@ -261,7 +261,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
   }
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   node->scratch_bytes = scratch;
   return EDGE_OK;
 }
@@ -696,16 +696,16 @@ static void gemm_filter(edge_context *ctx, const conv_grad_plan *p, conv_grad_jo
 }
 
 static edge_status conv_grad_eval(edge_context *ctx, edge_node *node) {
-  const conv_grad_plan *p = node->state;
+  const conv_grad_plan *p = node->plan;
   conv_grad_job job = {0};
   job.plan = p;
-  job.out = edge_nd_output(ctx, node, 0)->data;
+  job.out = edge_op_output(ctx, node, 0)->data;
   if (p->filter) {
-    job.x = edge_nd_input(ctx, node, 0)->data;
-    job.dy = edge_nd_input(ctx, node, 1)->data;
+    job.x = edge_op_input(ctx, node, 0)->data;
+    job.dy = edge_op_input(ctx, node, 1)->data;
   } else {
-    job.dy = edge_nd_input(ctx, node, 0)->data;
-    job.w = edge_nd_input(ctx, node, 1)->data;
+    job.dy = edge_op_input(ctx, node, 0)->data;
+    job.w = edge_op_input(ctx, node, 1)->data;
   }
   switch (p->method) {
     case CONV_GRAD_REFERENCE:

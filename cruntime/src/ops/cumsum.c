@@ -81,26 +81,26 @@ static void cumsum_tiles(void *arg, int64_t begin, int64_t end, int32_t thread) 
 }
 
 static edge_status cumsum_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "CUMSUM", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "CUMSUM", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (x->dtype != EDGE_FLOAT32 && x->dtype != EDGE_INT32 && x->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "CUMSUM '%s': input '%s' is %s; float32, int32 and int64 are supported",
-                     edge_nd_name(y), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     edge_tensor_name(y), edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "CUMSUM '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "CUMSUM '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   int32_t axis = node->options.cumsum.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "CUMSUM '%s': axis %d is out of range for input '%s' of rank %d",
-                     edge_nd_name(y), node->options.cumsum.axis, edge_nd_name(x), x->rank);
+                     edge_tensor_name(y), node->options.cumsum.axis, edge_tensor_name(x), x->rank);
   return edge_set_shape(ctx, y, x->rank, x->shape);
 }
 
 static edge_status cumsum_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int32_t axis = node->options.cumsum.axis;
-  edge_nd_normalize_axis(&axis, x->rank);
+  edge_normalize_axis(&axis, x->rank);
   int64_t n = x->shape[axis];
   int64_t outer = edge_num_elements(axis, x->shape), inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
   if (outer * n * inner == 0) return EDGE_OK;

@@ -23,17 +23,17 @@ static edge_status gather_grad_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "GATHER_GRAD";
   edge_status status = edge_training_check_arity(ctx, node, op, 2, 2, 1, 1, false);
   if (status != EDGE_OK) return status;
-  edge_tensor *dy = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *dx = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(dx);
+  edge_tensor *dy = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *dx = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(dx);
   if ((status = edge_training_check_float(ctx, op, "gradient", dy)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "output", dx)) != EDGE_OK)
     return status;
   if (indices->dtype != EDGE_INT32 && indices->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': indices '%s' are %s, expected int32 or int64", op, name,
-                     edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   int32_t rank = dx->declared_rank, axis = node->options.axis.axis;
-  if (!edge_nd_normalize_axis(&axis, rank))
+  if (!edge_normalize_axis(&axis, rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': axis %d is out of range for the output's rank %d", op, name,
                      node->options.axis.axis, rank);
   int64_t shape[EDGE_MAX_RANK];
@@ -50,7 +50,7 @@ static edge_status gather_grad_prepare(edge_context *ctx, edge_node *node) {
     edge_format_shape(xs, sizeof xs, rank, shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s '%s': gradient '%s' is %s, but gathering indices '%s' %s along axis %d of %s gives another shape",
-                     op, name, edge_nd_name(dy), ds, edge_nd_name(indices), is, axis, xs);
+                     op, name, edge_tensor_name(dy), ds, edge_tensor_name(indices), is, axis, xs);
   }
   return edge_set_shape(ctx, dx, rank, shape);
 }
@@ -82,10 +82,10 @@ static void gather_grad_cells(void *arg, int64_t begin, int64_t end, int32_t thr
 }
 
 static edge_status gather_grad_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *dy = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *dx = edge_nd_output(ctx, node, 0);
+  edge_tensor *dy = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *dx = edge_op_output(ctx, node, 0);
   int32_t axis = node->options.axis.axis;
-  edge_nd_normalize_axis(&axis, dx->rank);
+  edge_normalize_axis(&axis, dx->rank);
   int64_t count = edge_num_elements(indices->rank, indices->shape), dim = dx->shape[axis];
   for (int64_t j = 0; j < count; ++j) {
     int64_t index = index_at(indices, j);
@@ -93,7 +93,7 @@ static edge_status gather_grad_eval(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "GATHER_GRAD '%s': index %lld (element %lld of '%s') is out of range for axis %d, which has "
                        "%lld entries",
-                       edge_nd_name(dx), (long long)index, (long long)j, edge_nd_name(indices), axis, (long long)dim);
+                       edge_tensor_name(dx), (long long)index, (long long)j, edge_tensor_name(indices), axis, (long long)dim);
   }
   gather_grad_job job = {indices, dy->data, dx->data, count, dim,
                          edge_num_elements(dx->rank - axis - 1, dx->shape + axis + 1), 0};

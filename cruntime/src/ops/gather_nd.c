@@ -5,7 +5,7 @@
  * stops with EDGE_RUNTIME_ERROR instead of reading outside x. */
 #include <string.h>
 
-#include "broadcast.h"
+#include "tensor_access.h"
 #include "ops.h"
 
 static int64_t index_at(const edge_tensor *indices, int64_t i) {
@@ -13,32 +13,32 @@ static int64_t index_at(const edge_tensor *indices, int64_t i) {
 }
 
 static edge_status gather_nd_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "GATHER_ND", 2, 2, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "GATHER_ND", 2, 2, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   if (indices->dtype != EDGE_INT32 && indices->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "GATHER_ND '%s': indices '%s' are %s, expected int32 or int64", name,
-                     edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   if (y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "GATHER_ND '%s': output is %s but data '%s' is %s", name,
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   int32_t b = node->options.gather_nd.batch_dims, r = x->rank, q = indices->rank;
   if (q < 1 || b < 0 || b >= q || b >= r)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "GATHER_ND '%s': batch_dims %d must be below the ranks of data '%s' (%d) and indices '%s' (%d)",
-                     name, b, edge_nd_name(x), r, edge_nd_name(indices), q);
+                     name, b, edge_tensor_name(x), r, edge_tensor_name(indices), q);
   int64_t k = indices->shape[q - 1];
   if (k < 1 || k > r - b)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "GATHER_ND '%s': index tuples of %lld entries do not fit data '%s' of rank %d past %d batch dims",
-                     name, (long long)k, edge_nd_name(x), r, b);
+                     name, (long long)k, edge_tensor_name(x), r, b);
   for (int32_t d = 0; d < b; ++d)
     if (indices->shape[d] != x->shape[d])
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "GATHER_ND '%s': batch dim %d is %lld in indices '%s' but %lld in data '%s'", name, d,
-                       (long long)indices->shape[d], edge_nd_name(indices), (long long)x->shape[d], edge_nd_name(x));
+                       (long long)indices->shape[d], edge_tensor_name(indices), (long long)x->shape[d], edge_tensor_name(x));
   int32_t rank = q - 1 + r - b - (int32_t)k;
   if (rank > EDGE_MAX_RANK)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "GATHER_ND '%s': output rank %d exceeds %d", name, rank, EDGE_MAX_RANK);
@@ -50,8 +50,8 @@ static edge_status gather_nd_prepare(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status gather_nd_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   int32_t b = node->options.gather_nd.batch_dims, r = x->rank, q = indices->rank;
   int64_t k = indices->shape[q - 1];
   int64_t batches = edge_num_elements(b, x->shape);
@@ -69,8 +69,8 @@ static edge_status gather_nd_eval(edge_context *ctx, edge_node *node) {
         if (index < -dim || index >= dim)
           return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                            "GATHER_ND '%s': index %lld (entry %lld of tuple %lld in '%s') is out of range for dim "
-                           "%lld of '%s', which has %lld entries", edge_nd_name(y), (long long)index, (long long)j,
-                           (long long)tuple, edge_nd_name(indices), (long long)(b + j), edge_nd_name(x),
+                           "%lld of '%s', which has %lld entries", edge_tensor_name(y), (long long)index, (long long)j,
+                           (long long)tuple, edge_tensor_name(indices), (long long)(b + j), edge_tensor_name(x),
                            (long long)dim);
         offset = offset * dim + (index < 0 ? index + dim : index);
       }

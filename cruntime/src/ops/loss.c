@@ -28,7 +28,7 @@ static edge_status loss_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "LOSS";
   edge_status status = edge_training_check_arity(ctx, node, op, 2, 2, 1, 2, false);
   if (status != EDGE_OK) return status;
-  edge_tensor *p = edge_nd_input(ctx, node, 0), *t = edge_nd_input(ctx, node, 1), *loss = edge_nd_output(ctx, node, 0);
+  edge_tensor *p = edge_op_input(ctx, node, 0), *t = edge_op_input(ctx, node, 1), *loss = edge_op_output(ctx, node, 0);
   edge_tensor *d = edge_training_optional(ctx, node, true, 1);
   edge_loss_kind kind = node->options.loss.kind;
   if ((status = edge_training_check_float(ctx, op, "prediction", p)) != EDGE_OK ||
@@ -39,7 +39,7 @@ static edge_status loss_prepare(edge_context *ctx, edge_node *node) {
   if (kind == EDGE_LOSS_SOFTMAX_CROSS_ENTROPY) {
     if (p->rank < 1 || p->shape[p->rank - 1] < 1)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s SOFTMAX_CROSS_ENTROPY: logits '%s' need a non-empty class axis",
-                       op, edge_nd_name(p));
+                       op, edge_tensor_name(p));
     bool ids = t->dtype == EDGE_INT32;
     bool fits = ids ? t->rank == p->rank - 1 : t->dtype == EDGE_FLOAT32 && t->rank == p->rank;
     for (int32_t i = 0; fits && i < t->rank; ++i) fits = t->shape[i] == p->shape[i];
@@ -50,7 +50,7 @@ static edge_status loss_prepare(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "%s SOFTMAX_CROSS_ENTROPY: target '%s' is %s %s; for logits '%s' %s it must be int32 class ids "
                        "of the shape without the last axis, or float32 probabilities of the same shape",
-                       op, edge_nd_name(t), edge_dtype_name(t->dtype), ts, edge_nd_name(p), ps);
+                       op, edge_tensor_name(t), edge_dtype_name(t->dtype), ts, edge_tensor_name(p), ps);
     }
   } else if (kind == EDGE_LOSS_BCE_WITH_LOGITS || kind == EDGE_LOSS_MSE) {
     if ((status = edge_training_check_float(ctx, op, "target", t)) != EDGE_OK ||
@@ -59,13 +59,13 @@ static edge_status loss_prepare(edge_context *ctx, edge_node *node) {
   } else {
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: loss kind %d is unknown", op, (int)kind);
   }
-  if (count == 0) return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: prediction '%s' is empty", op, edge_nd_name(p));
+  if (count == 0) return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: prediction '%s' is empty", op, edge_tensor_name(p));
   if ((status = edge_set_shape(ctx, loss, 0, NULL)) != EDGE_OK) return status;
   if (d && (status = edge_set_shape(ctx, d, p->rank, p->shape)) != EDGE_OK) return status;
   loss_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
-  free(node->state);
-  node->state = plan;
+  free(node->plan);
+  node->plan = plan;
   plan->kind = kind;
   plan->count = count;
   if (kind == EDGE_LOSS_SOFTMAX_CROSS_ENTROPY) {
@@ -148,16 +148,16 @@ static void elementwise_loss_blocks(void *arg, int64_t begin, int64_t end, int32
 }
 
 static edge_status loss_eval(edge_context *ctx, edge_node *node) {
-  const loss_plan *plan = node->state;
-  edge_tensor *t = edge_nd_input(ctx, node, 1), *d = edge_training_optional(ctx, node, true, 1);
-  loss_job job = {plan, edge_nd_input(ctx, node, 0)->data, t->data, t->data, d ? d->data : NULL, node->scratch};
+  const loss_plan *plan = node->plan;
+  edge_tensor *t = edge_op_input(ctx, node, 1), *d = edge_training_optional(ctx, node, true, 1);
+  loss_job job = {plan, edge_op_input(ctx, node, 0)->data, t->data, t->data, d ? d->data : NULL, node->scratch};
   if (plan->kind == EDGE_LOSS_SOFTMAX_CROSS_ENTROPY) {
     if (plan->class_ids)
       for (int64_t r = 0; r < plan->rows; ++r)
         if (job.ids[r] < 0 || job.ids[r] >= plan->classes)
           return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                            "LOSS SOFTMAX_CROSS_ENTROPY: class id %d (row %lld of target '%s') is outside [0, %lld)",
-                           job.ids[r], (long long)r, edge_nd_name(t), (long long)plan->classes);
+                           job.ids[r], (long long)r, edge_tensor_name(t), (long long)plan->classes);
     edge_nd_parallel(ctx, plan->rows, 1 + 4096 / (plan->classes + 1), softmax_cross_entropy_rows, &job);
   } else {
     edge_nd_parallel(ctx, plan->cells, 2, elementwise_loss_blocks, &job);
@@ -165,13 +165,13 @@ static edge_status loss_eval(edge_context *ctx, edge_node *node) {
   double total = 0.0;
   for (int64_t c = 0; c < plan->cells; ++c) total += job.cell_loss[c];
   double denominator = plan->kind == EDGE_LOSS_SOFTMAX_CROSS_ENTROPY ? (double)plan->rows : (double)plan->count;
-  *(float *)edge_nd_output(ctx, node, 0)->data = (float)(total / denominator);
+  *(float *)edge_op_output(ctx, node, 0)->data = (float)(total / denominator);
   return EDGE_OK;
 }
 
 static void loss_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_loss = {loss_prepare, loss_eval, loss_release};

@@ -13,7 +13,7 @@
  *
  * Above EDGE_ISA_SCALAR both run on the GEMM family (kernels/gemm.h) instead; the loops above stay
  * as the reference EDGE_ISA=scalar runs. Constant weights (and bias) are packed once at prepare
- * into node->state; a B computed by the graph (attention's K^T) is packed per call into scratch.
+ * into node->plan; a B computed by the graph (attention's K^T) is packed per call into scratch.
  * BATCH_MATMUL folds the batch into M when every batch element multiplies the same B by
  * consecutive rows of A (MatMul of [batch, m, k] by a [k, n] weight); otherwise small products
  * go over the threads one batch element each (each thread packs into its own scratch slot), large
@@ -40,7 +40,7 @@ static size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
 static edge_status check_float32(edge_context *ctx, const char *op, const edge_tensor *t, const char *role) {
   if (t->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_nd_name(t),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_tensor_name(t),
                      edge_dtype_name(t->dtype));
   return EDGE_OK;
 }
@@ -72,10 +72,10 @@ static void fc_release(edge_node *node) {
     edge_qfc_release(node);
     return;
   }
-  fc_plan *plan = node->state;
+  fc_plan *plan = node->plan;
   if (plan) free(plan->packed);
   free(plan);
-  node->state = NULL;
+  node->plan = NULL;
 }
 
 static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
@@ -83,8 +83,8 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   fc_release(node);
   edge_status status = check_indices(ctx, node, op, 2, 3, 2);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
   if (edge_q_is_int8(w)) return edge_qfc_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
@@ -95,29 +95,29 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   edge_format_shape(ws, sizeof ws, w->rank, w->shape);
   if (x->rank < 1 || w->rank != 2 || w->shape[1] != x->shape[x->rank - 1])
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' %s and weights '%s' %s do not fit x[..., K], w[N, K]",
-                     op, edge_nd_name(y), edge_nd_name(x), xs, edge_nd_name(w), ws);
+                     op, edge_tensor_name(y), edge_tensor_name(x), xs, edge_tensor_name(w), ws);
   if (bias && (bias->rank != 1 || bias->shape[0] != w->shape[0]))
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': bias '%s' must have shape [%lld]", op, edge_nd_name(y),
-                     edge_nd_name(bias), (long long)w->shape[0]);
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': bias '%s' must have shape [%lld]", op, edge_tensor_name(y),
+                     edge_tensor_name(bias), (long long)w->shape[0]);
   int64_t shape[EDGE_MAX_RANK];
   for (int32_t d = 0; d < x->rank - 1; ++d) shape[d] = x->shape[d];
   shape[x->rank - 1] = w->shape[0];
   if ((status = edge_set_shape(ctx, y, x->rank, shape)) != EDGE_OK) return status;
   fc_plan *plan = calloc(1, sizeof *plan);
-  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, edge_nd_name(y));
+  if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, edge_tensor_name(y));
   plan->rows = edge_num_elements(x->rank - 1, x->shape);
   plan->depth = w->shape[1];
   plan->columns = w->shape[0];
-  node->state = plan;
+  node->plan = plan;
   plan->gemm = fast_gemm();
   if (plan->gemm) {
     const size_t bytes = edge_gemm_packed_bytes(plan->gemm, (size_t)plan->columns, (size_t)plan->depth);
     if (w->kind == EDGE_TENSOR_CONSTANT && (!bias || bias->kind == EDGE_TENSOR_CONSTANT)) {
       plan->packed = aligned_alloc(64, bytes ? bytes : 64);
-      node->state_bytes = bytes;
+      node->plan_bytes = bytes;
       if (!plan->packed)
         return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory packing %zu bytes of weights '%s'", op,
-                         edge_nd_name(y), bytes, edge_nd_name(w));
+                         edge_tensor_name(y), bytes, edge_tensor_name(w));
       edge_gemm_pack_weights(plan->gemm, (size_t)plan->columns, (size_t)plan->depth, w->data, (size_t)plan->depth,
                              bias ? bias->data : NULL, plan->packed);
     } else {
@@ -175,22 +175,22 @@ static void fc_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
 
 static edge_status fc_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qfc_eval(ctx, node);
-  const fc_plan *plan = node->state;
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  const fc_plan *plan = node->plan;
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
   if (plan->gemm) {
     const void *packed = plan->packed;
     if (!packed) {
-      edge_gemm_pack_weights(plan->gemm, (size_t)plan->columns, (size_t)plan->depth, edge_nd_input(ctx, node, 1)->data,
+      edge_gemm_pack_weights(plan->gemm, (size_t)plan->columns, (size_t)plan->depth, edge_op_input(ctx, node, 1)->data,
                              (size_t)plan->depth, bias ? bias->data : NULL, node->scratch);
       packed = node->scratch;
     }
     edge_gemm_compute(plan->gemm, ctx->pool, (size_t)plan->rows, (size_t)plan->columns, (size_t)plan->depth,
-                      edge_nd_input(ctx, node, 0)->data, (size_t)plan->depth, packed, edge_nd_output(ctx, node, 0)->data,
+                      edge_op_input(ctx, node, 0)->data, (size_t)plan->depth, packed, edge_op_output(ctx, node, 0)->data,
                       (size_t)plan->columns, &node->activation);
     return EDGE_OK;
   }
-  fc_job job = {node, plan, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data, (plan->columns + FC_BLOCK - 1) / FC_BLOCK};
+  fc_job job = {node, plan, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                bias ? bias->data : NULL, edge_op_output(ctx, node, 0)->data, (plan->columns + FC_BLOCK - 1) / FC_BLOCK};
   edge_nd_parallel(ctx, plan->rows * job.blocks_per_row, 1 + 16384 / (FC_BLOCK * plan->depth + 1), fc_blocks, &job);
   return EDGE_OK;
 }
@@ -213,14 +213,14 @@ static void matmul_release(edge_node *node) {
     edge_qmatmul_release(node);
     return;
   }
-  matmul_plan *plan = node->state;
+  matmul_plan *plan = node->plan;
   if (plan) {
     free(plan->a_offsets);
     free(plan->b_offsets);
     free(plan->packed_b);
   }
   free(plan);
-  node->state = NULL;
+  node->plan = NULL;
 }
 
 static void matmul_pack_b(const matmul_plan *p, const float *b, void *packed) {
@@ -240,11 +240,11 @@ static edge_status matmul_prepare_gemm(edge_context *ctx, edge_node *node, matmu
   for (int64_t i = 0; p->fold_batch && i < p->batch; ++i) p->fold_batch = p->a_offsets[i] == i * p->m * p->k;
   if (b->kind == EDGE_TENSOR_CONSTANT) {
     p->packed_b = aligned_alloc(64, (size_t)b_matrices * p->packed_bytes);
-    node->state_bytes = (size_t)b_matrices * p->packed_bytes;
+    node->plan_bytes = (size_t)b_matrices * p->packed_bytes;
     if (!p->packed_b)
       return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BATCH_MATMUL '%s': out of memory packing %lld x %zu bytes of '%s'",
-                       edge_nd_name(edge_nd_output(ctx, node, 0)), (long long)b_matrices, p->packed_bytes,
-                       edge_nd_name(b));
+                       edge_tensor_name(edge_op_output(ctx, node, 0)), (long long)b_matrices, p->packed_bytes,
+                       edge_tensor_name(b));
     for (int64_t j = 0; j < b_matrices; ++j)
       matmul_pack_b(p, (const float *)b->data + j * p->k * p->n, (char *)p->packed_b + (size_t)j * p->packed_bytes);
   }
@@ -263,7 +263,7 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
   matmul_release(node);
   edge_status status = check_indices(ctx, node, op, 2, 2, 2);
   if (status != EDGE_OK) return status;
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
   if (edge_q_is_int8(b)) return edge_qmatmul_prepare(ctx, node); /* int8 or dynamic-range */
   if ((status = check_float32(ctx, op, a, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, b, "input")) != EDGE_OK) return status;
@@ -273,7 +273,7 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
   edge_format_shape(bs, sizeof bs, b->rank, b->shape);
   if (a->rank < 2 || b->rank < 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': inputs '%s' %s and '%s' %s must both have rank >= 2", op,
-                     edge_nd_name(y), edge_nd_name(a), as, edge_nd_name(b), bs);
+                     edge_tensor_name(y), edge_tensor_name(a), as, edge_tensor_name(b), bs);
   const edge_batch_matmul_options *o = &node->options.batch_matmul;
   int64_t a_rows = a->shape[a->rank - 2], a_cols = a->shape[a->rank - 1];
   int64_t b_rows = b->shape[b->rank - 2], b_cols = b->shape[b->rank - 1];
@@ -282,12 +282,12 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
   if (k != kb)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s '%s': inputs '%s' %s and '%s' %s (transpose_a %d, transpose_b %d) disagree on K: %lld vs %lld",
-                     op, edge_nd_name(y), edge_nd_name(a), as, edge_nd_name(b), bs, o->transpose_a, o->transpose_b,
+                     op, edge_tensor_name(y), edge_tensor_name(a), as, edge_tensor_name(b), bs, o->transpose_a, o->transpose_b,
                      (long long)k, (long long)kb);
   int32_t batch_ranks[2] = {a->rank - 2, b->rank - 2}, rank;
   const int64_t *batch_shapes[2] = {a->shape, b->shape};
   int64_t shape[EDGE_MAX_RANK];
-  if ((status = edge_nd_broadcast_shapes(ctx, edge_nd_name(y), 2, batch_ranks, batch_shapes, &rank, shape)) != EDGE_OK)
+  if ((status = edge_nd_broadcast_shapes(ctx, edge_tensor_name(y), 2, batch_ranks, batch_shapes, &rank, shape)) != EDGE_OK)
     return status;
   shape[rank] = m;
   shape[rank + 1] = n;
@@ -299,9 +299,9 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
     plan->a_offsets = malloc((size_t)(batch ? batch : 1) * sizeof(int64_t));
     plan->b_offsets = malloc((size_t)(batch ? batch : 1) * sizeof(int64_t));
   }
-  node->state = plan;
+  node->plan = plan;
   if (!plan || !plan->a_offsets || !plan->b_offsets)
-    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory for %lld batch offsets", op, edge_nd_name(y),
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory for %lld batch offsets", op, edge_tensor_name(y),
                      (long long)batch);
   plan->transpose_a = o->transpose_a;
   plan->transpose_b = o->transpose_b;
@@ -406,11 +406,11 @@ static void matmul_gemm_range(void *arg, int64_t begin, int64_t end, int32_t thr
 
 static edge_status matmul_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qmatmul_eval(ctx, node);
-  const matmul_plan *p = node->state;
+  const matmul_plan *p = node->plan;
   if (p->gemm) {
     if (p->batch == 0 || p->m == 0 || p->n == 0) return EDGE_OK;
-    matmul_gemm_job job = {ctx, node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                           edge_nd_output(ctx, node, 0)->data};
+    matmul_gemm_job job = {ctx, node, p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                           edge_op_output(ctx, node, 0)->data};
     if (p->fold_batch) {
       const void *packed = p->packed_b;
       if (!packed) {
@@ -426,8 +426,8 @@ static edge_status matmul_eval(edge_context *ctx, edge_node *node) {
     }
     return EDGE_OK;
   }
-  matmul_job job = {node, p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                    edge_nd_output(ctx, node, 0)->data, (p->n + MATMUL_COLUMN_BLOCK - 1) / MATMUL_COLUMN_BLOCK};
+  matmul_job job = {node, p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                    edge_op_output(ctx, node, 0)->data, (p->n + MATMUL_COLUMN_BLOCK - 1) / MATMUL_COLUMN_BLOCK};
   edge_nd_parallel(ctx, p->batch * p->m * job.blocks_per_row, 1 + 16384 / (MATMUL_COLUMN_BLOCK * p->k + 1),
                    matmul_blocks, &job);
   return EDGE_OK;

@@ -15,7 +15,7 @@
  * list. One thread: the greedy pass is sequential and the work is small next to a detector. */
 #include <stdlib.h>
 
-#include "broadcast.h"
+#include "tensor_access.h"
 #include "ops.h"
 
 typedef struct {
@@ -29,14 +29,14 @@ static size_t scratch_for(int64_t boxes) {
 }
 
 static edge_status nms_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "NON_MAX_SUPPRESSION", 2, 2, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "NON_MAX_SUPPRESSION", 2, 2, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *boxes = edge_nd_input(ctx, node, 0), *scores = edge_nd_input(ctx, node, 1);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *boxes = edge_op_input(ctx, node, 0), *scores = edge_op_input(ctx, node, 1);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   if (boxes->dtype != EDGE_FLOAT32 || scores->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "NON_MAX_SUPPRESSION '%s': boxes '%s' are %s and scores '%s' %s; float32 only",
-                     name, edge_nd_name(boxes), edge_dtype_name(boxes->dtype), edge_nd_name(scores),
+                     name, edge_tensor_name(boxes), edge_dtype_name(boxes->dtype), edge_tensor_name(scores),
                      edge_dtype_name(scores->dtype));
   if (y->dtype != EDGE_INT64 && y->dtype != EDGE_INT32)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "NON_MAX_SUPPRESSION '%s': output is %s, expected int64 or int32", name,
@@ -81,8 +81,8 @@ static bool suppresses(const float *a, const float *b, float threshold) {
 }
 
 static edge_status nms_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *boxes = edge_nd_input(ctx, node, 0), *scores = edge_nd_input(ctx, node, 1);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *boxes = edge_op_input(ctx, node, 0), *scores = edge_op_input(ctx, node, 1);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   const edge_nms_options *o = &node->options.nms;
   int64_t batches = boxes->shape[0], count = boxes->shape[1], classes = scores->shape[1];
   int64_t per_class = o->max_output_boxes_per_class < count ? o->max_output_boxes_per_class : count;

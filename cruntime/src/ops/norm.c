@@ -45,7 +45,7 @@ typedef struct {
 } layer_norm_plan;
 
 static void layer_norm_release(edge_node *node) {
-  layer_norm_plan *plan = node->state;
+  layer_norm_plan *plan = node->plan;
   if (plan) {
     free(plan->scale_index);
     free(plan->bias_index);
@@ -53,7 +53,7 @@ static void layer_norm_release(edge_node *node) {
     free(plan->beta);
   }
   free(plan);
-  node->state = NULL;
+  node->plan = NULL;
   node->quantized = false;
 }
 
@@ -65,7 +65,7 @@ static edge_status plan_operand(edge_context *ctx, const char *name, const char 
   if (!t) return EDGE_OK;
   if (t->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "LAYER_NORM '%s': %s '%s' is %s; only float32 is supported", name, role,
-                     edge_nd_name(t), edge_dtype_name(t->dtype));
+                     edge_tensor_name(t), edge_dtype_name(t->dtype));
   int32_t row_rank = x->rank - axis;
   const int64_t *row_shape = x->shape + axis;
   bool fits = true;
@@ -79,7 +79,7 @@ static edge_status plan_operand(edge_context *ctx, const char *name, const char 
     edge_format_shape(ts, sizeof ts, t->rank, t->shape);
     edge_format_shape(rs, sizeof rs, row_rank, row_shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LAYER_NORM '%s': %s '%s' %s does not broadcast to the normalised shape %s",
-                     name, role, edge_nd_name(t), ts, rs);
+                     name, role, edge_tensor_name(t), ts, rs);
   }
   int64_t count = edge_num_elements(t->rank, t->shape), row_size = edge_num_elements(row_rank, row_shape);
   if (count == 1) {
@@ -111,7 +111,7 @@ static edge_status layer_norm_prepare_int8(edge_context *ctx, edge_node *node, l
                                            const edge_tensor *x, const edge_tensor *scale, const edge_tensor *bias,
                                            const edge_tensor *y) {
   char what[160];
-  snprintf(what, sizeof what, "LAYER_NORM '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "LAYER_NORM '%s'", edge_tensor_name(y));
   if (x->dtype != EDGE_INT8 || y->dtype != EDGE_INT8)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: input is %s and output %s; int8 needs both int8", what,
                      edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
@@ -125,7 +125,7 @@ static edge_status layer_norm_prepare_int8(edge_context *ctx, edge_node *node, l
   for (int i = 0; i < 2; ++i)
     if (operands[i] && (operands[i]->kind != EDGE_TENSOR_CONSTANT || !operands[i]->data))
       return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' must be a float32 constant for an int8 layer norm", what,
-                       i ? "bias" : "scale", edge_nd_name(operands[i]));
+                       i ? "bias" : "scale", edge_tensor_name(operands[i]));
   int64_t n = plan->row_size;
   if (n > ((int64_t)1 << 24))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: rows of %lld elements are too long for the int8 kernel", what,
@@ -142,7 +142,7 @@ static edge_status layer_norm_prepare_int8(edge_context *ctx, edge_node *node, l
   plan->q.scale_x = xp.scale;
   plan->q.epsilon = plan->epsilon;
   plan->q.inv_scale_y = 1.0f / yp.scale;
-  node->state_bytes = 2 * (size_t)n * sizeof(float);
+  node->plan_bytes = 2 * (size_t)n * sizeof(float);
   node->quantized = true;
   return EDGE_OK;
 }
@@ -159,17 +159,17 @@ static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   if (node->outputs[0] < 0 || node->outputs[0] >= ctx->num_tensors)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LAYER_NORM: output is tensor %d, not one of the %d tensors",
                      node->outputs[0], ctx->num_tensors);
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *scale = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *scale = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
+  const char *name = edge_tensor_name(y);
   bool int8 = edge_q_is_int8(x);
   if (!int8 && (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "LAYER_NORM '%s': input is %s and output %s; only float32 and int8 are "
                      "supported", name, edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
   int32_t axis = node->options.layer_norm.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LAYER_NORM '%s': axis %d is out of range for input '%s' of rank %d", name,
-                     node->options.layer_norm.axis, edge_nd_name(x), x->rank);
+                     node->options.layer_norm.axis, edge_tensor_name(x), x->rank);
   float epsilon = node->options.layer_norm.epsilon;
   if (!(epsilon >= 0.0f) || isinf(epsilon))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LAYER_NORM '%s': epsilon %g must be finite and >= 0", name,
@@ -178,7 +178,7 @@ static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   if (status != EDGE_OK) return status;
   layer_norm_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "LAYER_NORM '%s': out of memory", name);
-  node->state = plan;
+  node->plan = plan;
   plan->epsilon = epsilon;
   plan->rows = edge_num_elements(axis, x->shape);
   plan->row_size = edge_num_elements(x->rank - axis, x->shape + axis);
@@ -279,16 +279,16 @@ static void layer_norm_int8_rows(void *arg, int64_t begin, int64_t end, int32_t 
 }
 
 static edge_status layer_norm_eval(edge_context *ctx, edge_node *node) {
-  const layer_norm_plan *p = node->state;
+  const layer_norm_plan *p = node->plan;
   if (node->quantized) {
     if (p->row_size == 0) return EDGE_OK;
-    layer_norm_int8_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+    layer_norm_int8_job job = {p, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
     edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->row_size + 1), layer_norm_int8_rows, &job);
     return EDGE_OK;
   }
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
-  layer_norm_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                        bias ? bias->data : NULL, edge_nd_output(ctx, node, 0)->data};
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
+  layer_norm_job job = {p, &node->activation, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                        bias ? bias->data : NULL, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->row_size + 1), layer_norm_rows, &job);
   return EDGE_OK;
 }
@@ -299,18 +299,18 @@ typedef struct {
 } lrn_plan;
 
 static edge_status lrn_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "LRN", 1, 1, 1, 1);
+  free(node->plan);
+  node->plan = NULL;
+  edge_status status = edge_op_check_arity(ctx, node, "LRN", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "LRN '%s': input is %s and output %s; only float32 is supported", name,
                      edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
   if (x->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LRN '%s': input '%s' has rank %d; expected NHWC (rank 4)", name,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   const edge_lrn_options *o = &node->options.lrn;
   if (o->size < 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "LRN '%s': size is %d; it must be >= 1", name, o->size);
@@ -324,7 +324,7 @@ static edge_status lrn_prepare(edge_context *ctx, edge_node *node) {
   plan->alpha_over_size = o->alpha / (float)o->size;
   plan->beta = o->beta;
   plan->bias = o->bias;
-  node->state = plan;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -355,15 +355,15 @@ static void lrn_pixels(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status lrn_eval(edge_context *ctx, edge_node *node) {
-  const lrn_plan *p = node->state;
-  lrn_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const lrn_plan *p = node->plan;
+  lrn_job job = {p, &node->activation, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->pixels, 1 + 4096 / (p->channels + 1), lrn_pixels, &job);
   return EDGE_OK;
 }
 
 static void lrn_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_layer_norm = {layer_norm_prepare, layer_norm_eval, layer_norm_release};

@@ -47,8 +47,8 @@ typedef struct {
 } layer_norm_grad_plan;
 
 static void plan_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
@@ -56,8 +56,8 @@ static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
   plan_release(node);
   edge_status status = edge_training_check_arity(ctx, node, op, 3, 3, 1, 3, true);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *scale = edge_nd_input(ctx, node, 1), *dy = edge_nd_input(ctx, node, 2);
-  edge_tensor *dx = edge_nd_output(ctx, node, 0), *dscale = edge_training_optional(ctx, node, true, 1),
+  edge_tensor *x = edge_op_input(ctx, node, 0), *scale = edge_op_input(ctx, node, 1), *dy = edge_op_input(ctx, node, 2);
+  edge_tensor *dx = edge_op_output(ctx, node, 0), *dscale = edge_training_optional(ctx, node, true, 1),
               *dbias = edge_training_optional(ctx, node, true, 2);
   if ((status = edge_training_check_float(ctx, op, "input", x)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "scale", scale)) != EDGE_OK ||
@@ -68,9 +68,9 @@ static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
       (status = edge_training_check_same_shape(ctx, op, "input", x, "gradient", dy)) != EDGE_OK)
     return status;
   int32_t axis = node->options.layer_norm.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': axis %d is out of range for input '%s' of rank %d", op,
-                     edge_nd_name(dx), node->options.layer_norm.axis, edge_nd_name(x), x->rank);
+                     edge_tensor_name(dx), node->options.layer_norm.axis, edge_tensor_name(x), x->rank);
   float epsilon = node->options.layer_norm.epsilon;
   if (!(epsilon >= 0.0f) || isinf(epsilon))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: epsilon %g must be finite and >= 0", op, (double)epsilon);
@@ -82,7 +82,7 @@ static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
     edge_format_shape(ss, sizeof ss, scale->rank, scale->shape);
     edge_format_shape(rs, sizeof rs, x->rank - axis, x->shape + axis);
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: scale '%s' %s must hold one value or one per normalised position %s",
-                     op, edge_nd_name(scale), ss, rs);
+                     op, edge_tensor_name(scale), ss, rs);
   }
   p.scalar_scale = scale_count == 1 && p.row_size != 1;
   if ((status = edge_set_shape(ctx, dx, x->rank, x->shape)) != EDGE_OK) return status;
@@ -91,7 +91,7 @@ static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
   layer_norm_grad_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   node->scratch_bytes = (size_t)(2 * p.rows + 2 * p.row_size + 2) * sizeof(double);
   return EDGE_OK;
 }
@@ -151,10 +151,10 @@ static void layer_norm_grad_columns(void *arg, int64_t begin, int64_t end, int32
 }
 
 static edge_status layer_norm_grad_eval(edge_context *ctx, edge_node *node) {
-  const layer_norm_grad_plan *p = node->state;
+  const layer_norm_grad_plan *p = node->plan;
   double *scratch = node->scratch;
-  layer_norm_grad_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                             edge_nd_input(ctx, node, 2)->data, edge_nd_output(ctx, node, 0)->data, scratch,
+  layer_norm_grad_job job = {p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                             edge_op_input(ctx, node, 2)->data, edge_op_output(ctx, node, 0)->data, scratch,
                              scratch + 2 * p->rows, scratch + 2 * p->rows + p->row_size};
   edge_nd_parallel(ctx, p->rows, 1 + 8192 / (p->row_size + 1), layer_norm_grad_rows, &job);
   edge_tensor *dscale = edge_training_optional(ctx, node, true, 1), *dbias = edge_training_optional(ctx, node, true, 2);
@@ -198,7 +198,7 @@ static edge_status check_channel_vector(edge_context *ctx, const char *op, const
     char ts[128];
     edge_format_shape(ts, sizeof ts, t->rank, t->shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' is %s; expected [%lld], one per channel", op, role,
-                     edge_nd_name(t), ts, (long long)channels);
+                     edge_tensor_name(t), ts, (long long)channels);
   }
   return EDGE_OK;
 }
@@ -213,14 +213,14 @@ static edge_status batch_norm_common(edge_context *ctx, edge_node *node, const c
   if (status != EDGE_OK) return status;
   if (x->rank < 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has rank %d; expected [..., C] with rank >= 2", op,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   batch_norm_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
   plan->channels = x->shape[x->rank - 1];
   plan->rows = plan->channels ? edge_num_elements(x->rank, x->shape) / plan->channels : 0;
-  node->state = plan;
+  node->plan = plan;
   if (plan->rows < 1)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has no values per channel", op, edge_nd_name(x));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has no values per channel", op, edge_tensor_name(x));
   const int64_t C = plan->channels;
   node->scratch_bytes = (size_t)(2 * C + 2) * sizeof(double);
   const edge_vector_kernels *vector = &edge_kernels()->vector;
@@ -245,20 +245,20 @@ static edge_status batch_norm_train_prepare(edge_context *ctx, edge_node *node) 
   const char *op = "BATCH_NORM_TRAIN";
   edge_status status = edge_training_check_arity(ctx, node, op, 5, 5, 1, 3, true);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0);
   if ((status = batch_norm_common(ctx, node, op, x)) != EDGE_OK) return status;
-  int64_t channels = ((batch_norm_plan *)node->state)->channels;
+  int64_t channels = ((batch_norm_plan *)node->plan)->channels;
   static const char *const roles[5] = {"input", "scale", "bias", "running_mean", "running_var"};
   for (int32_t i = 1; i < 5; ++i)
-    if ((status = check_channel_vector(ctx, op, roles[i], edge_nd_input(ctx, node, i), channels)) != EDGE_OK)
+    if ((status = check_channel_vector(ctx, op, roles[i], edge_op_input(ctx, node, i), channels)) != EDGE_OK)
       return status;
   for (int32_t i = 3; i < 5; ++i)
-    if ((status = edge_training_check_variable(ctx, op, roles[i], edge_nd_input(ctx, node, i))) != EDGE_OK)
+    if ((status = edge_training_check_variable(ctx, op, roles[i], edge_op_input(ctx, node, i))) != EDGE_OK)
       return status;
   if (node->inputs[3] == node->inputs[4])
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: running_mean and running_var are the same tensor '%s'", op,
-                     edge_nd_name(edge_nd_input(ctx, node, 3)));
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+                     edge_tensor_name(edge_op_input(ctx, node, 3)));
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   if ((status = edge_training_check_float(ctx, op, "output", y)) != EDGE_OK ||
       (status = edge_set_shape(ctx, y, x->rank, x->shape)) != EDGE_OK)
     return status;
@@ -374,11 +374,11 @@ static void batch_norm_fast_normalise(void *arg, int64_t begin, int64_t end, int
 #define BATCH_NORM_MIN_CELLS_PER_THREAD 2
 
 static edge_status batch_norm_train_eval(edge_context *ctx, edge_node *node) {
-  const batch_norm_plan *p = node->state;
+  const batch_norm_plan *p = node->plan;
   const edge_batch_norm_options *o = &node->options.batch_norm;
   char *scratch = node->scratch;
-  batch_norm_job job = {p, edge_nd_input(ctx, node, 0)->data, NULL, edge_nd_input(ctx, node, 1)->data,
-                        edge_nd_input(ctx, node, 2)->data, NULL, NULL, edge_nd_output(ctx, node, 0)->data,
+  batch_norm_job job = {p, edge_op_input(ctx, node, 0)->data, NULL, edge_op_input(ctx, node, 1)->data,
+                        edge_op_input(ctx, node, 2)->data, NULL, NULL, edge_op_output(ctx, node, 0)->data,
                         (double *)scratch, (double *)scratch + p->channels, o->epsilon, NULL, NULL, NULL, NULL, NULL};
   if (p->fast) {
     const int64_t C = p->channels;
@@ -399,7 +399,7 @@ static edge_status batch_norm_train_eval(edge_context *ctx, edge_node *node) {
     int64_t cells = (p->channels + NORM_GRAD_CHANNEL_BLOCK - 1) / NORM_GRAD_CHANNEL_BLOCK;
     edge_nd_parallel(ctx, cells, 1 + 65536 / (p->rows * NORM_GRAD_CHANNEL_BLOCK + 1), batch_norm_statistics, &job);
   }
-  float *running_mean = edge_nd_input(ctx, node, 3)->data, *running_var = edge_nd_input(ctx, node, 4)->data;
+  float *running_mean = edge_op_input(ctx, node, 3)->data, *running_var = edge_op_input(ctx, node, 4)->data;
   edge_tensor *mean_out = edge_training_optional(ctx, node, true, 1), *invstd_out = edge_training_optional(ctx, node, true, 2);
   double m = o->momentum, unbias = p->rows > 1 ? (double)p->rows / (double)(p->rows - 1) : 1.0;
   for (int64_t c = 0; c < p->channels; ++c) {
@@ -428,17 +428,17 @@ static edge_status batch_norm_grad_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "BATCH_NORM_GRAD";
   edge_status status = edge_training_check_arity(ctx, node, op, 5, 5, 1, 3, true);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *dy = edge_nd_input(ctx, node, 4);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *dy = edge_op_input(ctx, node, 4);
   if ((status = batch_norm_common(ctx, node, op, x)) != EDGE_OK) return status;
-  int64_t channels = ((batch_norm_plan *)node->state)->channels;
+  int64_t channels = ((batch_norm_plan *)node->plan)->channels;
   static const char *const roles[4] = {"input", "scale", "batch_mean", "batch_invstd"};
   for (int32_t i = 1; i < 4; ++i)
-    if ((status = check_channel_vector(ctx, op, roles[i], edge_nd_input(ctx, node, i), channels)) != EDGE_OK)
+    if ((status = check_channel_vector(ctx, op, roles[i], edge_op_input(ctx, node, i), channels)) != EDGE_OK)
       return status;
   if ((status = edge_training_check_float(ctx, op, "gradient", dy)) != EDGE_OK ||
       (status = edge_training_check_same_shape(ctx, op, "input", x, "gradient", dy)) != EDGE_OK)
     return status;
-  edge_tensor *dx = edge_nd_output(ctx, node, 0);
+  edge_tensor *dx = edge_op_output(ctx, node, 0);
   if ((status = edge_training_check_float(ctx, op, "dx", dx)) != EDGE_OK ||
       (status = edge_set_shape(ctx, dx, x->rank, x->shape)) != EDGE_OK)
     return status;
@@ -518,12 +518,12 @@ static void batch_norm_fast_grad_apply(void *arg, int64_t begin, int64_t end, in
 }
 
 static edge_status batch_norm_grad_eval(edge_context *ctx, edge_node *node) {
-  const batch_norm_plan *p = node->state;
+  const batch_norm_plan *p = node->plan;
   char *scratch = node->scratch;
   const int64_t C = p->channels;
-  batch_norm_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 4)->data,
-                        edge_nd_input(ctx, node, 1)->data, NULL, edge_nd_input(ctx, node, 2)->data,
-                        edge_nd_input(ctx, node, 3)->data, edge_nd_output(ctx, node, 0)->data,
+  batch_norm_job job = {p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 4)->data,
+                        edge_op_input(ctx, node, 1)->data, NULL, edge_op_input(ctx, node, 2)->data,
+                        edge_op_input(ctx, node, 3)->data, edge_op_output(ctx, node, 0)->data,
                         (double *)scratch, (double *)scratch + C, 0.0, NULL, NULL, NULL, NULL, NULL};
   if (p->fast) {
     job.vector = &edge_kernels()->vector;

@@ -58,8 +58,8 @@ typedef struct {
 
 static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "OPTIMIZER_UPDATE";
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   const edge_optimizer_options *o = &node->options.optimizer;
   int32_t slots = slot_count(o->kind);
   if (slots < 0) return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: optimizer kind %d is unknown", op, (int)o->kind);
@@ -74,35 +74,35 @@ static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
                      slots > 2 ? ", " : "", slots > 2 ? slot_names[o->kind][2] : "");
   edge_status status = edge_training_check_arity(ctx, node, op, want, want, 0, 0, false);
   if (status != EDGE_OK) return status;
-  edge_tensor *param = edge_nd_input(ctx, node, 0), *grad = edge_nd_input(ctx, node, 1);
-  edge_tensor *lr = edge_nd_input(ctx, node, 1 + grad_inputs);
+  edge_tensor *param = edge_op_input(ctx, node, 0), *grad = edge_op_input(ctx, node, 1);
+  edge_tensor *lr = edge_op_input(ctx, node, 1 + grad_inputs);
   if ((status = edge_training_check_float(ctx, op, "param", param)) != EDGE_OK ||
       (status = edge_training_check_variable(ctx, op, "param", param)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "gradient", grad)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "learning_rate", lr)) != EDGE_OK)
     return status;
   if (edge_num_elements(lr->rank, lr->shape) != 1)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: learning_rate '%s' must hold one value", op, edge_nd_name(lr));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: learning_rate '%s' must hold one value", op, edge_tensor_name(lr));
   for (int32_t s = 0; s < slots; ++s) {
-    edge_tensor *slot = edge_nd_input(ctx, node, 2 + grad_inputs + s);
+    edge_tensor *slot = edge_op_input(ctx, node, 2 + grad_inputs + s);
     const char *role = slot_names[o->kind][s];
     if ((status = edge_training_check_float(ctx, op, role, slot)) != EDGE_OK ||
         (status = edge_training_check_variable(ctx, op, role, slot)) != EDGE_OK)
       return status;
     bool step = s == 2;
     if (step && edge_num_elements(slot->rank, slot->shape) != 1)
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: step '%s' must hold one value", op, edge_nd_name(slot));
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: step '%s' must hold one value", op, edge_tensor_name(slot));
     if (!step && (status = edge_training_check_same_shape(ctx, op, role, slot, "param", param)) != EDGE_OK) return status;
     for (int32_t k = 0; k < node->num_inputs; ++k)
       if (k != 2 + grad_inputs + s && node->inputs[k] == node->inputs[2 + grad_inputs + s])
-        return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' is also input %d", op, role, edge_nd_name(slot), k);
+        return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' is also input %d", op, role, edge_tensor_name(slot), k);
   }
   for (int32_t k = 1; k < node->num_inputs; ++k)
     if (node->inputs[k] == node->inputs[0])
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: param '%s' is also input %d", op, edge_nd_name(param), k);
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: param '%s' is also input %d", op, edge_tensor_name(param), k);
   optimizer_plan *plan = calloc(1, sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
-  node->state = plan;
+  node->plan = plan;
   plan->grad_inputs = grad_inputs;
   plan->count = edge_num_elements(param->rank, param->shape);
   const char *forced = getenv("EDGE_OPTIMIZER");
@@ -110,13 +110,13 @@ static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
     plan->adam = edge_kernels()->vector.adam;
   if (!o->sparse) return edge_training_check_same_shape(ctx, op, "gradient", grad, "param", param);
 
-  edge_tensor *indices = edge_nd_input(ctx, node, 2);
+  edge_tensor *indices = edge_op_input(ctx, node, 2);
   if (param->rank < 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: sparse updates need a param with rows; '%s' has rank 0", op,
-                     edge_nd_name(param));
+                     edge_tensor_name(param));
   if (indices->dtype != EDGE_INT32 && indices->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: grad_indices '%s' are %s, expected int32 or int64", op,
-                     edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   bool fits = indices->rank == 1 && grad->rank == param->rank && grad->shape[0] == indices->shape[0];
   for (int32_t d = 1; fits && d < param->rank; ++d) fits = grad->shape[d] == param->shape[d];
   if (!fits) {
@@ -127,7 +127,7 @@ static edge_status optimizer_prepare(edge_context *ctx, edge_node *node) {
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s: grad_rows '%s' %s and grad_indices '%s' %s must be [n, rows of param...] and [n] for param "
                      "'%s' %s",
-                     op, edge_nd_name(grad), gs, edge_nd_name(indices), is, edge_nd_name(param), ps);
+                     op, edge_tensor_name(grad), gs, edge_tensor_name(indices), is, edge_tensor_name(param), ps);
   }
   plan->rows = param->shape[0];
   plan->row = plan->rows ? plan->count / plan->rows : 0;
@@ -224,20 +224,20 @@ static void sparse_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status optimizer_eval(edge_context *ctx, edge_node *node) {
-  const optimizer_plan *plan = node->state;
+  const optimizer_plan *plan = node->plan;
   const edge_optimizer_options *o = &node->options.optimizer;
   int32_t g = plan->grad_inputs, slots = slot_count(o->kind);
-  edge_tensor *param = edge_nd_input(ctx, node, 0), *grad = edge_nd_input(ctx, node, 1);
+  edge_tensor *param = edge_op_input(ctx, node, 0), *grad = edge_op_input(ctx, node, 1);
   optimizer_job job = {.o = o,
-                       .lr = *(const float *)edge_nd_input(ctx, node, 1 + g)->data,
+                       .lr = *(const float *)edge_op_input(ctx, node, 1 + g)->data,
                        .correction1 = 1.0,
                        .correction2 = 1.0,
                        .param = param->data,
-                       .slot0 = slots > 0 ? edge_nd_input(ctx, node, 2 + g)->data : NULL,
-                       .slot1 = slots > 1 ? edge_nd_input(ctx, node, 3 + g)->data : NULL,
+                       .slot0 = slots > 0 ? edge_op_input(ctx, node, 2 + g)->data : NULL,
+                       .slot1 = slots > 1 ? edge_op_input(ctx, node, 3 + g)->data : NULL,
                        .grad = grad->data};
   if (o->kind == EDGE_OPTIMIZER_ADAM || o->kind == EDGE_OPTIMIZER_ADAMW) {
-    float *step = edge_nd_input(ctx, node, 4 + g)->data;
+    float *step = edge_op_input(ctx, node, 4 + g)->data;
     double t = (double)*step + 1.0;
     *step = (float)t;
     job.correction1 = 1.0 - pow(o->beta1, t);
@@ -255,7 +255,7 @@ static edge_status optimizer_eval(edge_context *ctx, edge_node *node) {
   }
 
   /* Sparse: sum duplicate rows (first occurrence order), then update each distinct row once. */
-  edge_tensor *indices = edge_nd_input(ctx, node, 2);
+  edge_tensor *indices = edge_op_input(ctx, node, 2);
   int64_t n = plan->sparse_rows, row = plan->row, mask = plan->table_size - 1;
   int64_t *table = node->scratch, *unique = (int64_t *)((char *)node->scratch + plan->unique_offset);
   float *summed = (float *)((char *)node->scratch + plan->summed_offset);
@@ -267,7 +267,7 @@ static edge_status optimizer_eval(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "OPTIMIZER_UPDATE: grad_indices '%s' element %lld is %lld, out of range for the %lld rows of "
                        "param '%s'",
-                       edge_nd_name(indices), (long long)j, (long long)index, (long long)plan->rows, edge_nd_name(param));
+                       edge_tensor_name(indices), (long long)j, (long long)index, (long long)plan->rows, edge_tensor_name(param));
     if (index < 0) index += plan->rows;
     int64_t s = (int64_t)(((uint64_t)index * 0x9E3779B97F4A7C15ull) >> 17) & mask;
     while (table[s] >= 0 && unique[2 * table[s]] != index) s = (s + 1) & mask;
@@ -291,8 +291,8 @@ static edge_status optimizer_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void optimizer_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 /* ---- CLIP_BY_GLOBAL_NORM ---- */
@@ -303,8 +303,8 @@ typedef struct {
 
 static edge_status clip_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "CLIP_BY_GLOBAL_NORM";
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   edge_status status = edge_training_check_arity(ctx, node, op, 1, 1 << 20, 1, 1 << 20, false);
   if (status != EDGE_OK) return status;
   if (node->num_inputs != node->num_outputs)
@@ -315,7 +315,7 @@ static edge_status clip_prepare(edge_context *ctx, edge_node *node) {
                      (double)node->options.clip.max_norm);
   int64_t cells = 0;
   for (int32_t i = 0; i < node->num_inputs; ++i) {
-    edge_tensor *g = edge_nd_input(ctx, node, i), *out = edge_nd_output(ctx, node, i);
+    edge_tensor *g = edge_op_input(ctx, node, i), *out = edge_op_output(ctx, node, i);
     if ((status = edge_training_check_float(ctx, op, "gradient", g)) != EDGE_OK ||
         (status = edge_training_check_float(ctx, op, "output", out)) != EDGE_OK ||
         (status = edge_set_shape(ctx, out, g->rank, g->shape)) != EDGE_OK)
@@ -325,7 +325,7 @@ static edge_status clip_prepare(edge_context *ctx, edge_node *node) {
   clip_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
   plan->cells = cells;
-  node->state = plan;
+  node->plan = plan;
   node->scratch_bytes = (size_t)(cells + 1) * sizeof(double);
   return EDGE_OK;
 }
@@ -341,7 +341,7 @@ typedef struct {
 /* Cell c -> (tensor, block); the blocks of the tensors, in input order. */
 static void clip_locate(const clip_job *job, int64_t cell, int32_t *tensor, int64_t *first, int64_t *count) {
   for (int32_t i = 0; i < job->node->num_inputs; ++i) {
-    const edge_tensor *g = edge_nd_input(job->ctx, job->node, i);
+    const edge_tensor *g = edge_op_input(job->ctx, job->node, i);
     int64_t n = edge_num_elements(g->rank, g->shape), blocks = (n + EDGE_TRAINING_BLOCK - 1) / EDGE_TRAINING_BLOCK;
     if (cell < blocks) {
       *tensor = i;
@@ -361,7 +361,7 @@ static void clip_squares(void *arg, int64_t begin, int64_t end, int32_t thread) 
     int32_t t;
     int64_t first, count;
     clip_locate(job, cell, &t, &first, &count);
-    const float *g = (const float *)edge_nd_input(job->ctx, job->node, t)->data + first;
+    const float *g = (const float *)edge_op_input(job->ctx, job->node, t)->data + first;
     double sum = 0.0;
     for (int64_t i = 0; i < count; ++i) sum += (double)g[i] * g[i];
     job->partial[cell] = sum;
@@ -375,8 +375,8 @@ static void clip_apply(void *arg, int64_t begin, int64_t end, int32_t thread) {
     int32_t t;
     int64_t first, count;
     clip_locate(job, cell, &t, &first, &count);
-    const float *g = (const float *)edge_nd_input(job->ctx, job->node, t)->data + first;
-    float *out = (float *)edge_nd_output(job->ctx, job->node, t)->data + first;
+    const float *g = (const float *)edge_op_input(job->ctx, job->node, t)->data + first;
+    float *out = (float *)edge_op_output(job->ctx, job->node, t)->data + first;
     if (job->scaling)
       for (int64_t i = 0; i < count; ++i) out[i] = g[i] * job->scale;
     else
@@ -385,7 +385,7 @@ static void clip_apply(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status clip_eval(edge_context *ctx, edge_node *node) {
-  const clip_plan *plan = node->state;
+  const clip_plan *plan = node->plan;
   clip_job job = {ctx, node, node->scratch, 1.0f, false};
   edge_nd_parallel(ctx, plan->cells, 2, clip_squares, &job);
   double total = 0.0;
@@ -398,8 +398,8 @@ static edge_status clip_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void clip_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_optimizer_update = {optimizer_prepare, optimizer_eval, optimizer_release};

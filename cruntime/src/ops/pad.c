@@ -19,12 +19,12 @@ typedef struct {
   int64_t lead, run, run_source;
   unsigned char value[8];         /* the constant in the tensor's dtype */
   int64_t *tables;                /* the one allocation behind source[] */
-} pad_state;
+} pad_plan;
 
-static void free_pad_state(pad_state *state) {
-  if (!state) return;
-  free(state->tables);
-  free(state);
+static void free_pad_plan(pad_plan *plan) {
+  if (!plan) return;
+  free(plan->tables);
+  free(plan);
 }
 
 static void encode_value(float value, edge_dtype dtype, unsigned char *out) {
@@ -51,21 +51,21 @@ static void encode_value(float value, edge_dtype dtype, unsigned char *out) {
 }
 
 static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
-  free_pad_state(node->state);
-  node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "PAD", 1, 1, 1, 1);
+  free_pad_plan(node->plan);
+  node->plan = NULL;
+  edge_status status = edge_op_check_arity(ctx, node, "PAD", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   const edge_pad_options *options = &node->options.pad;
   int32_t rank = x->rank;
   if (options->rank != rank)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': pads cover %d dimensions but input '%s' has rank %d",
-                     edge_nd_name(y), options->rank, edge_nd_name(x), rank);
+                     edge_tensor_name(y), options->rank, edge_tensor_name(x), rank);
   if ((int)options->mode < 0 || options->mode >= EDGE_PAD_COUNT_)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': unknown mode %d", edge_nd_name(y), (int)options->mode);
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': unknown mode %d", edge_tensor_name(y), (int)options->mode);
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   int64_t shape[EDGE_MAX_RANK], table_entries = 0;
   for (int32_t d = 0; d < rank; ++d) {
     int64_t dim = x->shape[d], before = options->pads[d], after = options->pads[rank + d];
@@ -73,28 +73,28 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     const int64_t limit = (int64_t)1 << 46;
     if (before > limit || after > limit || before < -limit || after < -limit || before + dim + after < 0)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': pads %lld, %lld on dimension %d of size %lld are invalid",
-                       edge_nd_name(y), (long long)before, (long long)after, d, (long long)dim);
+                       edge_tensor_name(y), (long long)before, (long long)after, d, (long long)dim);
     if (options->mode == EDGE_PAD_REFLECT && (before >= dim || after >= dim) && (before > 0 || after > 0))
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "PAD '%s': reflect pads %lld, %lld on dimension %d need a dimension larger than both, not %lld",
-                       edge_nd_name(y), (long long)before, (long long)after, d, (long long)dim);
+                       edge_tensor_name(y), (long long)before, (long long)after, d, (long long)dim);
     if (options->mode == EDGE_PAD_EDGE && dim == 0 && (before > 0 || after > 0))
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': edge padding of empty dimension %d", edge_nd_name(y), d);
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': edge padding of empty dimension %d", edge_tensor_name(y), d);
     shape[d] = before + dim + after;
     table_entries += shape[d];
   }
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
 
-  pad_state *state = calloc(1, sizeof *state);
-  if (state) state->tables = malloc((size_t)(table_entries > 0 ? table_entries : 1) * sizeof(int64_t));
-  if (!state || !state->tables) {
-    free_pad_state(state);
-    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "PAD '%s': out of memory for %lld table entries", edge_nd_name(y),
+  pad_plan *plan = calloc(1, sizeof *plan);
+  if (plan) plan->tables = malloc((size_t)(table_entries > 0 ? table_entries : 1) * sizeof(int64_t));
+  if (!plan || !plan->tables) {
+    free_pad_plan(plan);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "PAD '%s': out of memory for %lld table entries", edge_tensor_name(y),
                      (long long)table_entries);
   }
-  edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
-  encode_value(options->value, x->dtype, state->value);
+  edge_nd_contiguous_strides(rank, x->shape, plan->x_strides);
+  encode_value(options->value, x->dtype, plan->value);
   if ((x->dtype == EDGE_INT8 || x->dtype == EDGE_UINT8) && x->num_quant_params == 1) {
     /* Quantized: the constant is a real value, so it pads with its quantized form (0 -> the zero
      * point), which keeps the padding cells meaning what they mean in float. */
@@ -102,13 +102,13 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     int32_t q = edge_q_quantize(options->value, 1.0f / x->scales[0], (int32_t)x->zero_points[0], lo, hi);
     int8_t s8 = (int8_t)q;
     uint8_t u8 = (uint8_t)q;
-    if (x->dtype == EDGE_INT8) memcpy(state->value, &s8, 1);
-    else memcpy(state->value, &u8, 1);
+    if (x->dtype == EDGE_INT8) memcpy(plan->value, &s8, 1);
+    else memcpy(plan->value, &u8, 1);
   }
-  int64_t *next = state->tables;
+  int64_t *next = plan->tables;
   for (int32_t d = 0; d < rank; ++d) {
     int64_t dim = x->shape[d], before = options->pads[d];
-    state->source[d] = next;
+    plan->source[d] = next;
     for (int64_t o = 0; o < shape[d]; ++o) {
       int64_t c = o - before;
       if (c < 0 || c >= dim) {
@@ -125,12 +125,12 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
   }
   if (rank > 0) {
     const int64_t dim = x->shape[rank - 1], before = options->pads[rank - 1], row = shape[rank - 1];
-    state->lead = before > 0 ? (before < row ? before : row) : 0;
-    state->run_source = before < 0 ? -before : 0;
-    const int64_t available = dim - state->run_source, room = row - state->lead;
-    state->run = available < room ? (available > 0 ? available : 0) : room;
+    plan->lead = before > 0 ? (before < row ? before : row) : 0;
+    plan->run_source = before < 0 ? -before : 0;
+    const int64_t available = dim - plan->run_source, room = row - plan->lead;
+    plan->run = available < room ? (available > 0 ? available : 0) : room;
   }
-  node->state = state;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -146,7 +146,7 @@ static void fill_cells(char *out, int64_t count, const unsigned char *value, siz
 }
 
 typedef struct {
-  const pad_state *state;
+  const pad_plan *plan;
   const edge_tensor *y;
   const char *src;
   char *dst;
@@ -155,8 +155,8 @@ typedef struct {
 
 /* One cell of the innermost dimension through its table: the constant or a copy. */
 static inline void table_cell(const pad_job *job, int64_t base, int64_t o, char *out) {
-  const int64_t c = job->state->source[job->y->rank - 1][o];
-  if (c < 0) fill_cells(out, 1, job->state->value, job->size);
+  const int64_t c = job->plan->source[job->y->rank - 1][o];
+  if (c < 0) fill_cells(out, 1, job->plan->value, job->size);
   else memcpy(out, job->src + (size_t)(base + c) * job->size, job->size);
 }
 
@@ -164,7 +164,7 @@ static inline void table_cell(const pad_job *job, int64_t base, int64_t o, char 
 static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const pad_job *job = arg;
-  const pad_state *state = job->state;
+  const pad_plan *plan = job->plan;
   const int32_t rank = job->y->rank, inner = rank - 1;
   const int64_t row = job->y->shape[inner];
   const size_t size = job->size;
@@ -177,18 +177,18 @@ static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
     /* x offset of the row's outer coordinates, or -1 when any of them falls in constant padding. */
     int64_t base = 0;
     for (int32_t d = 0; d < inner && base >= 0; ++d) {
-      int64_t c = state->source[d][position[d]];
-      base = c < 0 ? -1 : base + c * state->x_strides[d];
+      int64_t c = plan->source[d][position[d]];
+      base = c < 0 ? -1 : base + c * plan->x_strides[d];
     }
     char *out = job->dst + (size_t)(r * row) * size;
     if (base < 0) {
-      fill_cells(out, row, state->value, size);
+      fill_cells(out, row, plan->value, size);
     } else {
-      for (int64_t o = 0; o < state->lead; ++o) table_cell(job, base, o, out + (size_t)o * size);
-      if (state->run > 0)
-        memcpy(out + (size_t)state->lead * size, job->src + (size_t)(base + state->run_source) * size,
-               (size_t)state->run * size);
-      for (int64_t o = state->lead + state->run; o < row; ++o) table_cell(job, base, o, out + (size_t)o * size);
+      for (int64_t o = 0; o < plan->lead; ++o) table_cell(job, base, o, out + (size_t)o * size);
+      if (plan->run > 0)
+        memcpy(out + (size_t)plan->lead * size, job->src + (size_t)(base + plan->run_source) * size,
+               (size_t)plan->run * size);
+      for (int64_t o = plan->lead + plan->run; o < row; ++o) table_cell(job, base, o, out + (size_t)o * size);
     }
     for (int32_t d = inner - 1; d >= 0; --d) {
       if (++position[d] < job->y->shape[d]) break;
@@ -198,8 +198,8 @@ static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status pad_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  const pad_state *state = node->state;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  const pad_plan *plan = node->plan;
   int32_t rank = y->rank;
   size_t size = edge_dtype_size(y->dtype);
   int64_t total = edge_num_elements(rank, y->shape);
@@ -208,15 +208,15 @@ static edge_status pad_eval(edge_context *ctx, edge_node *node) {
     memcpy(y->data, x->data, size);
     return EDGE_OK;
   }
-  pad_job job = {state, y, x->data, y->data, size};
+  pad_job job = {plan, y, x->data, y->data, size};
   const int64_t row = y->shape[rank - 1];
   edge_nd_parallel(ctx, total / row, 1 + 16384 / (row * (int64_t)size + 1), pad_rows, &job);
   return EDGE_OK;
 }
 
 static void pad_release(edge_node *node) {
-  free_pad_state(node->state);
-  node->state = NULL;
+  free_pad_plan(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_pad = {pad_prepare, pad_eval, pad_release};

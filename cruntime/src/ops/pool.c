@@ -40,17 +40,17 @@ static void pool_release(edge_node *node);
 static edge_status pool_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "POOL_2D";
   pool_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, op, 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, op, 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (edge_q_is_int8(x)) return edge_qpool_prepare(ctx, node);
-  const char *name = edge_nd_name(y);
+  const char *name = edge_tensor_name(y);
   if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': input is %s and output %s; only float32 is supported", op, name,
                      edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
   if (x->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has rank %d; expected NHWC (rank 4)", op, name,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   const edge_pool2d_options *o = &node->options.pool2d;
   if (o->type != EDGE_POOL_MAX && o->type != EDGE_POOL_AVERAGE)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': pool type %d is neither MAX nor AVERAGE", op, name, (int)o->type);
@@ -89,7 +89,7 @@ static edge_status pool_prepare(edge_context *ctx, edge_node *node) {
   pool_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -197,8 +197,8 @@ static void pool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 
 static edge_status pool_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qpool_eval(ctx, node);
-  const pool_plan *p = node->state;
-  pool_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const pool_plan *p = node->plan;
+  pool_job job = {p, &node->activation, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   int64_t work_per_row = p->out_w * p->channels * p->kernel[0] * p->kernel[1];
   edge_nd_parallel(ctx, p->batch * p->out_h, 1 + 32768 / (work_per_row + 1), pool_rows, &job);
   return EDGE_OK;
@@ -209,8 +209,8 @@ static void pool_release(edge_node *node) {
     edge_qpool_release(node);
     return;
   }
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_pool2d = {pool_prepare, pool_eval, pool_release};

@@ -40,19 +40,19 @@ static int64_t pooled_size(int64_t in, int64_t pad_begin, int64_t pad_end, int64
 
 static edge_status pool_grad_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "POOL_2D_GRAD";
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   edge_status status = edge_training_check_arity(ctx, node, op, 2, 2, 1, 1, false);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *dy = edge_nd_input(ctx, node, 1), *dx = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(dx);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *dy = edge_op_input(ctx, node, 1), *dx = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(dx);
   if ((status = edge_training_check_float(ctx, op, "input", x)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "gradient", dy)) != EDGE_OK ||
       (status = edge_training_check_float(ctx, op, "output", dx)) != EDGE_OK)
     return status;
   if (x->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has rank %d; expected NHWC (rank 4)", op, name,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   const edge_pool2d_options *o = &node->options.pool2d;
   if (o->type != EDGE_POOL_MAX && o->type != EDGE_POOL_AVERAGE)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': pool type %d is neither MAX nor AVERAGE", op, name, (int)o->type);
@@ -84,14 +84,14 @@ static edge_status pool_grad_prepare(edge_context *ctx, edge_node *node) {
     edge_format_shape(ds, sizeof ds, dy->rank, dy->shape);
     edge_format_shape(ws, sizeof ws, 4, want);
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': gradient '%s' is %s; the forward pool of input '%s' gives %s", op,
-                     name, edge_nd_name(dy), ds, edge_nd_name(x), ws);
+                     name, edge_tensor_name(dy), ds, edge_tensor_name(x), ws);
   }
   if ((status = edge_set_shape(ctx, dx, 4, x->shape)) != EDGE_OK) return status;
   p.channel_blocks = (p.channels + POOL_GRAD_CHANNEL_BLOCK - 1) / POOL_GRAD_CHANNEL_BLOCK;
   pool_grad_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -209,9 +209,9 @@ static void max_pool_grad_images(void *arg, int64_t begin, int64_t end, int32_t 
 }
 
 static edge_status pool_grad_eval(edge_context *ctx, edge_node *node) {
-  const pool_grad_plan *p = node->state;
-  pool_grad_job job = {p, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                       edge_nd_output(ctx, node, 0)->data};
+  const pool_grad_plan *p = node->plan;
+  pool_grad_job job = {p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                       edge_op_output(ctx, node, 0)->data};
   if (!p->average && edge_kernels()->vector.maxpool_grad && p->kernel[0] * p->kernel[1] <= POOL_GRAD_MAX_TAPS)
     edge_nd_parallel(ctx, p->batch, 1, max_pool_grad_images, &job);
   else
@@ -220,8 +220,8 @@ static edge_status pool_grad_eval(edge_context *ctx, edge_node *node) {
 }
 
 static void pool_grad_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_pool2d_grad = {pool_grad_prepare, pool_grad_eval, pool_grad_release};

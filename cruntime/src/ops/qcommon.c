@@ -3,26 +3,26 @@
 #include <math.h>
 #include <string.h>
 
-#include "broadcast.h"
+#include "tensor_access.h"
 #include "qcommon.h"
 
 static edge_status check_scale(edge_context *ctx, const char *op, const edge_tensor *t, int32_t i) {
   float s = t->scales[i];
   if (!isfinite(s) || !(s > 0.0f))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: tensor '%s' has quantization scale %d = %g; scales must be finite and > 0",
-                     op, edge_nd_name(t), i, (double)s);
+                     op, edge_tensor_name(t), i, (double)s);
   return EDGE_OK;
 }
 
 edge_status edge_q_tensor_params(edge_context *ctx, const char *op, const edge_tensor *t, bool allow_uint8,
                                  edge_qparams *out) {
   if (t->dtype != EDGE_INT8 && !(allow_uint8 && t->dtype == EDGE_UINT8))
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: tensor '%s' is %s; expected int8%s", op, edge_nd_name(t),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: tensor '%s' is %s; expected int8%s", op, edge_tensor_name(t),
                      edge_dtype_name(t->dtype), allow_uint8 ? " or uint8" : "");
   if (t->num_quant_params != 1 || !t->scales || !t->zero_points)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s: tensor '%s' (%s) has %d quantization params; a quantized activation needs exactly 1", op,
-                     edge_nd_name(t), edge_dtype_name(t->dtype), t->num_quant_params);
+                     edge_tensor_name(t), edge_dtype_name(t->dtype), t->num_quant_params);
   edge_status status = check_scale(ctx, op, t, 0);
   if (status != EDGE_OK) return status;
   out->qmin = t->dtype == EDGE_UINT8 ? 0 : -128;
@@ -30,7 +30,7 @@ edge_status edge_q_tensor_params(edge_context *ctx, const char *op, const edge_t
   int64_t zp = t->zero_points[0];
   if (zp < out->qmin || zp > out->qmax)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: tensor '%s' has zero point %lld, outside [%d, %d] of %s", op,
-                     edge_nd_name(t), (long long)zp, out->qmin, out->qmax, edge_dtype_name(t->dtype));
+                     edge_tensor_name(t), (long long)zp, out->qmin, out->qmax, edge_dtype_name(t->dtype));
   out->scale = t->scales[0];
   out->zero_point = (int32_t)zp;
   return EDGE_OK;
@@ -39,23 +39,23 @@ edge_status edge_q_tensor_params(edge_context *ctx, const char *op, const edge_t
 edge_status edge_q_weight_params(edge_context *ctx, const char *op, const edge_tensor *w, int32_t axis,
                                  int64_t channels) {
   if (w->dtype != EDGE_INT8)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: weights '%s' are %s; expected int8", op, edge_nd_name(w),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: weights '%s' are %s; expected int8", op, edge_tensor_name(w),
                      edge_dtype_name(w->dtype));
   if (!w->scales || !w->zero_points || (w->num_quant_params != 1 && w->num_quant_params != channels))
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s: weights '%s' have %d quantization scales; expected 1 or one per output channel (%lld)", op,
-                     edge_nd_name(w), w->num_quant_params, (long long)channels);
+                     edge_tensor_name(w), w->num_quant_params, (long long)channels);
   if (w->num_quant_params > 1 && w->quantized_dimension != axis)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s: weights '%s' are quantized along dimension %d; the output channels are dimension %d", op,
-                     edge_nd_name(w), w->quantized_dimension, axis);
+                     edge_tensor_name(w), w->quantized_dimension, axis);
   for (int32_t i = 0; i < w->num_quant_params; ++i) {
     edge_status status = check_scale(ctx, op, w, i);
     if (status != EDGE_OK) return status;
     if (w->zero_points[i] != 0)
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "%s: weights '%s' have zero point %lld at channel %d; int8 weights must be symmetric (0)", op,
-                       edge_nd_name(w), (long long)w->zero_points[i], i);
+                       edge_tensor_name(w), (long long)w->zero_points[i], i);
   }
   return EDGE_OK;
 }
@@ -64,14 +64,14 @@ edge_status edge_q_bias_params(edge_context *ctx, const char *op, const edge_ten
                                const edge_tensor *w, int64_t channels) {
   if (bias->dtype != EDGE_INT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: bias '%s' is %s; an int8 op takes an int32 bias", op,
-                     edge_nd_name(bias), edge_dtype_name(bias->dtype));
+                     edge_tensor_name(bias), edge_dtype_name(bias->dtype));
   if (bias->rank != 1 || bias->shape[0] != channels)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", op, edge_nd_name(bias),
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", op, edge_tensor_name(bias),
                      (long long)channels);
   if (bias->num_quant_params == 0) return EDGE_OK;
   if (!bias->scales || !bias->zero_points || (bias->num_quant_params != 1 && bias->num_quant_params != channels))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' has %d quantization scales; expected 1 or %lld", op,
-                     edge_nd_name(bias), bias->num_quant_params, (long long)channels);
+                     edge_tensor_name(bias), bias->num_quant_params, (long long)channels);
   for (int64_t c = 0; c < channels; ++c) {
     int32_t i = bias->num_quant_params == 1 ? 0 : (int32_t)c;
     /* The float32 product, which is what the converter stores; the double product of two floats
@@ -82,7 +82,7 @@ edge_status edge_q_bias_params(edge_context *ctx, const char *op, const edge_ten
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "%s: bias '%s' channel %lld has scale %g and zero point %lld; expected input scale x weight "
                        "scale = %g and 0",
-                       op, edge_nd_name(bias), (long long)c, (double)got, (long long)bias->zero_points[i],
+                       op, edge_tensor_name(bias), (long long)c, (double)got, (long long)bias->zero_points[i],
                        (double)want);
   }
   return EDGE_OK;
@@ -115,14 +115,14 @@ edge_status edge_q_activation_range(edge_context *ctx, const char *op, const edg
       if (act->alpha == act->alpha) *lo = edge_q_quantize(act->alpha, inv, yp->zero_point, yp->qmin, yp->qmax);
       if (act->beta == act->beta) *hi = edge_q_quantize(act->beta, inv, yp->zero_point, yp->qmin, yp->qmax);
       if (*lo > *hi)
-        return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': fused CLIP(%g, %g) is empty", op, edge_nd_name(y),
+        return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': fused CLIP(%g, %g) is empty", op, edge_tensor_name(y),
                          (double)act->alpha, (double)act->beta);
       return EDGE_OK;
     default:
       return edge_fail(ctx, EDGE_UNSUPPORTED,
                        "%s '%s': fused activation %d on an int8 output; only RELU, RELU6 and CLIP fuse into integer "
                        "kernels",
-                       op, edge_nd_name(y), (int)act->op);
+                       op, edge_tensor_name(y), (int)act->op);
   }
 }
 

@@ -20,33 +20,33 @@ typedef struct {
   int32_t axis, zp_y;
   int64_t outer, inner;
   qconcat_input inputs[]; /* one per node input */
-} qconcat_state;
+} qconcat_plan;
 
 void edge_qconcat_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   node->quantized = false;
 }
 
 edge_status edge_qconcat_prepare(edge_context *ctx, edge_node *node) {
   edge_qconcat_release(node);
   node->quantized = true;
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   char what[160];
-  snprintf(what, sizeof what, "CONCAT '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "CONCAT '%s'", edge_tensor_name(y));
   edge_qparams yp;
   edge_status status = edge_q_tensor_params(ctx, what, y, false, &yp);
   if (status != EDGE_OK) return status;
-  qconcat_state *s = calloc(1, sizeof *s + (size_t)node->num_inputs * sizeof(qconcat_input));
+  qconcat_plan *s = calloc(1, sizeof *s + (size_t)node->num_inputs * sizeof(qconcat_input));
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
-  node->state = s;
+  node->plan = s;
   s->axis = node->options.axis.axis;
-  edge_nd_normalize_axis(&s->axis, y->rank);
+  edge_normalize_axis(&s->axis, y->rank);
   s->zp_y = yp.zero_point;
   s->outer = edge_num_elements(s->axis, y->shape);
   s->inner = edge_num_elements(y->rank - s->axis - 1, y->shape + s->axis + 1);
   for (int32_t i = 0; i < node->num_inputs; ++i) {
-    edge_tensor *x = edge_nd_input(ctx, node, i);
+    edge_tensor *x = edge_op_input(ctx, node, i);
     edge_qparams xp;
     if ((status = edge_q_tensor_params(ctx, what, x, false, &xp)) != EDGE_OK) return status;
     qconcat_input *in = &s->inputs[i];
@@ -63,19 +63,19 @@ edge_status edge_qconcat_prepare(edge_context *ctx, edge_node *node) {
 typedef struct {
   edge_context *ctx;
   const edge_node *node;
-  const qconcat_state *s;
+  const qconcat_plan *s;
   int64_t y_row;
 } qconcat_job;
 
 static void qconcat_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const qconcat_job *job = arg;
-  const qconcat_state *s = job->s;
-  int8_t *y = edge_nd_output(job->ctx, job->node, 0)->data;
+  const qconcat_plan *s = job->s;
+  int8_t *y = edge_op_output(job->ctx, job->node, 0)->data;
   for (int64_t o = begin; o < end; ++o) {
     int64_t offset = 0;
     for (int32_t i = 0; i < job->node->num_inputs; ++i) {
-      const edge_tensor *x = edge_nd_input(job->ctx, job->node, i);
+      const edge_tensor *x = edge_op_input(job->ctx, job->node, i);
       int64_t x_row = x->shape[s->axis] * s->inner;
       const int8_t *src = (const int8_t *)x->data + o * x_row;
       int8_t *dst = y + o * job->y_row + offset;
@@ -93,8 +93,8 @@ static void qconcat_rows(void *arg, int64_t begin, int64_t end, int32_t thread) 
 }
 
 edge_status edge_qconcat_eval(edge_context *ctx, edge_node *node) {
-  const qconcat_state *s = node->state;
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  const qconcat_plan *s = node->plan;
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   if (edge_num_elements(y->rank, y->shape) == 0) return EDGE_OK;
   qconcat_job job = {ctx, node, s, y->shape[s->axis] * s->inner};
   edge_nd_parallel(ctx, s->outer, 1 + 16384 / (job.y_row + 1), qconcat_rows, &job);

@@ -34,14 +34,14 @@ typedef struct {
   float *weight_scale;                /* dynamic mode, per output channel */
   edge_qs8_conv_plan *fast;           /* NULL: the reference loops */
   size_t quantized_bytes;             /* dynamic mode: scratch head holding x_q (64-byte multiple) */
-} qconv_state;
+} qconv_plan;
 
 typedef struct {
   int64_t x_offset, w_offset;
 } qconv_tap;
 
 void edge_qconv_release(edge_node *node) {
-  qconv_state *s = node->state;
+  qconv_plan *s = node->plan;
   if (s) {
     edge_qs8_conv_plan_free(s->fast);
     free(s->multiplier);
@@ -50,7 +50,7 @@ void edge_qconv_release(edge_node *node) {
     free(s->weight_scale);
   }
   free(s);
-  node->state = NULL;
+  node->plan = NULL;
   node->quantized = false;
 }
 
@@ -60,21 +60,21 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "CONV_2D";
   edge_qconv_release(node);
   node->quantized = true;
-  qconv_state *s = calloc(1, sizeof *s);
+  qconv_plan *s = calloc(1, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
-  node->state = s;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
-  const char *name = edge_nd_name(y);
+  node->plan = s;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
+  const char *name = edge_tensor_name(y);
   s->dynamic = x->dtype == EDGE_FLOAT32;
   if (s->dynamic && (y->dtype != EDGE_FLOAT32 || (bias && bias->dtype != EDGE_FLOAT32)))
     return edge_fail(ctx, EDGE_UNSUPPORTED,
                      "%s '%s': dynamic-range conv (float32 input '%s', int8 weights '%s') needs a float32 output and "
                      "bias; output is %s",
-                     op, name, edge_nd_name(x), edge_nd_name(w), edge_dtype_name(y->dtype));
+                     op, name, edge_tensor_name(x), edge_tensor_name(w), edge_dtype_name(y->dtype));
   if (x->rank != 4 || w->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has rank %d and weights '%s' rank %d; both must be 4",
-                     op, name, edge_nd_name(x), x->rank, edge_nd_name(w), w->rank);
+                     op, name, edge_tensor_name(x), x->rank, edge_tensor_name(w), w->rank);
   const edge_conv2d_options *o = &node->options.conv2d;
   for (int32_t i = 0; i < 2; ++i)
     if (o->strides[i] < 1 || o->dilations[i] < 1)
@@ -111,7 +111,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s '%s': weights '%s' are %s; expected [out_channels, kh >= 1, kw >= 1, %lld] for %lld input "
                      "channels in %lld groups",
-                     op, name, edge_nd_name(w), ws, (long long)s->group_in_c, (long long)p->in_c, (long long)p->groups);
+                     op, name, edge_tensor_name(w), ws, (long long)s->group_in_c, (long long)p->in_c, (long long)p->groups);
   }
   int64_t depth = p->kernel_h * p->kernel_w * s->group_in_c;
   if (depth > EDGE_Q_MAX_DEPTH)
@@ -134,7 +134,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
   size_t channels = (size_t)p->out_c;
   if (s->dynamic) {
     if (bias && (bias->rank != 1 || bias->shape[0] != p->out_c))
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", what, edge_nd_name(bias),
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", what, edge_tensor_name(bias),
                        (long long)p->out_c);
     s->weight_scale = malloc(channels * sizeof(float) + 1);
     if (!s->weight_scale) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
@@ -177,7 +177,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, status, "%s: %s", what, message);
     }
     node->scratch_bytes = s->quantized_bytes + edge_qs8_conv_plan_scratch_bytes(s->fast);
-    node->state_bytes = edge_qs8_conv_plan_kept_bytes(s->fast);
+    node->plan_bytes = edge_qs8_conv_plan_kept_bytes(s->fast);
     return EDGE_OK;
   }
   node->scratch_bytes = s->quantized_bytes + (size_t)ctx->num_threads * (size_t)(p->kernel_h * p->kernel_w) * sizeof(qconv_tap);
@@ -204,7 +204,7 @@ static int32_t qconv_taps(const edge_conv_shape *p, int64_t group_in_c, int64_t 
 
 typedef struct {
   const edge_node *node;
-  const qconv_state *s;
+  const qconv_plan *s;
   const int8_t *x, *w;
   const float *fbias;   /* dynamic mode */
   float x_scale;        /* dynamic mode */
@@ -214,7 +214,7 @@ typedef struct {
 
 static void qconv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const qconv_job *job = arg;
-  const qconv_state *s = job->s;
+  const qconv_plan *s = job->s;
   const edge_conv_shape *p = &s->shape;
   qconv_tap *taps = (qconv_tap *)job->taps + (int64_t)thread * p->kernel_h * p->kernel_w;
   int64_t row = p->kernel_h * p->kernel_w * s->group_in_c, cg = s->group_in_c;
@@ -283,10 +283,10 @@ float edge_q_dynamic_quantize(edge_context *ctx, const float *x, int64_t n, int8
 }
 
 edge_status edge_qconv_eval(edge_context *ctx, edge_node *node) {
-  const qconv_state *s = node->state;
+  const qconv_plan *s = node->plan;
   const edge_conv_shape *p = &s->shape;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
   const int8_t *xq = x->data;
   float x_scale = 1.0f;
   char *scratch = node->scratch;
@@ -300,7 +300,7 @@ edge_status edge_qconv_eval(edge_context *ctx, edge_node *node) {
     edge_qs8_conv_plan_run(s->fast, ctx->pool, xq, y->data, x_scale, work);
     return EDGE_OK;
   }
-  qconv_job job = {node, s, xq, edge_nd_input(ctx, node, 1)->data, s->dynamic && bias ? bias->data : NULL,
+  qconv_job job = {node, s, xq, edge_op_input(ctx, node, 1)->data, s->dynamic && bias ? bias->data : NULL,
                    x_scale, y->data, work};
   int64_t macs_per_row = p->out_w * p->out_c * p->kernel_h * p->kernel_w * s->group_in_c;
   edge_nd_parallel(ctx, p->batch * p->out_h, 1 + 32768 / (macs_per_row + 1), qconv_rows, &job);

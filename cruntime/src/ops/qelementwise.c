@@ -24,21 +24,21 @@ typedef struct {
   int32_t ma, mb, shift;   /* ADD/SUB: the two multipliers and the shared shift; MUL: m in ma */
   edge_s8_vadd_params vadd; /* ADD/SUB: the same numbers for the vector kernel */
   edge_s8_vadd_ukernel vadd_kernel; /* NULL: scalar path (EDGE_ISA=scalar, MUL) */
-} qbinary_state;
+} qbinary_plan;
 
 void edge_qbinary_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   node->quantized = false;
 }
 
 edge_status edge_qbinary_prepare(edge_context *ctx, edge_node *node) {
   edge_qbinary_release(node);
   node->quantized = true;
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
   edge_binary_kind op = node->options.binary.op;
   char what[160];
-  snprintf(what, sizeof what, "BINARY %s '%s'", edge_binary_names[op], edge_nd_name(y));
+  snprintf(what, sizeof what, "BINARY %s '%s'", edge_binary_names[op], edge_tensor_name(y));
   if (op != EDGE_BINARY_ADD && op != EDGE_BINARY_SUB && op != EDGE_BINARY_MUL)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: int8 inputs are supported for ADD, SUB and MUL only", what);
   edge_qparams ap, bp, yp;
@@ -50,9 +50,9 @@ edge_status edge_qbinary_prepare(edge_context *ctx, edge_node *node) {
   int64_t shape[EDGE_MAX_RANK];
   if ((status = edge_broadcast_shape(ctx, a, b, &rank, shape)) != EDGE_OK) return status;
   if ((status = edge_set_shape(ctx, y, rank, shape)) != EDGE_OK) return status;
-  qbinary_state *s = calloc(1, sizeof *s);
+  qbinary_plan *s = calloc(1, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
-  node->state = s;
+  node->plan = s;
   s->zp_a = ap.zero_point;
   s->zp_b = bp.zero_point;
   s->zp_y = yp.zero_point;
@@ -84,14 +84,14 @@ edge_status edge_qbinary_prepare(edge_context *ctx, edge_node *node) {
 }
 
 typedef struct {
-  const qbinary_state *s;
+  const qbinary_plan *s;
   const int8_t *a, *b;
   int8_t *y;
 } qbinary_job;
 
 static void qbinary_run(void *arg, const int64_t *offsets, int64_t count) {
   const qbinary_job *job = arg;
-  const qbinary_state *s = job->s;
+  const qbinary_plan *s = job->s;
   int32_t last = s->iter.rank - 1;
   int64_t sy = s->iter.strides[0][last], sa = s->iter.strides[1][last], sb = s->iter.strides[2][last];
   const int8_t *a = job->a + offsets[1], *b = job->b + offsets[2];
@@ -121,8 +121,8 @@ static void qbinary_range(void *arg, int64_t begin, int64_t end, int32_t thread)
 }
 
 edge_status edge_qbinary_eval(edge_context *ctx, edge_node *node) {
-  qbinary_job job = {node->state, edge_nd_input(ctx, node, 0)->data, edge_nd_input(ctx, node, 1)->data,
-                     edge_nd_output(ctx, node, 0)->data};
+  qbinary_job job = {node->plan, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
+                     edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, job.s->iter.total, 16384, qbinary_range, &job);
   return EDGE_OK;
 }

@@ -54,12 +54,12 @@ typedef struct {
   int64_t kp;                       /* depth rounded up to even */
   size_t a16_bytes, b16_bytes, slot_bytes; /* per-thread scratch: A block, packed B, int32 block */
   int32_t slots;
-} qproduct_state;
+} qproduct_plan;
 
 /* Rows of A packed per step of the activation BMM (bounds the int32 block in scratch). */
 #define QMATMUL_ROW_BLOCK 64
 
-static void qproduct_free(qproduct_state *s) {
+static void qproduct_free(qproduct_plan *s) {
   if (!s) return;
   free(s->multiplier);
   free(s->shift);
@@ -72,25 +72,25 @@ static void qproduct_free(qproduct_state *s) {
 }
 
 void edge_qfc_release(edge_node *node) {
-  qproduct_state *s = node->state;
+  qproduct_plan *s = node->plan;
   qproduct_free(s);
-  node->state = NULL;
+  node->plan = NULL;
   node->quantized = false;
 }
 void edge_qmatmul_release(edge_node *node) { edge_qfc_release(node); }
 
-static edge_status begin(edge_context *ctx, edge_node *node, const char *op, qproduct_state **out) {
+static edge_status begin(edge_context *ctx, edge_node *node, const char *op, qproduct_plan **out) {
   edge_qfc_release(node);
   node->quantized = true;
-  qproduct_state *s = calloc(1, sizeof *s);
+  qproduct_plan *s = calloc(1, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
-  node->state = s;
+  node->plan = s;
   *out = s;
   return EDGE_OK;
 }
 
 /* Epilogue constants for `columns` outputs of weight tensor w (axis: its channel dimension). */
-static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const char *what, qproduct_state *s,
+static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const char *what, qproduct_plan *s,
                                     const edge_tensor *x, const edge_tensor *w, int32_t axis, const edge_tensor *bias,
                                     const edge_tensor *y) {
   size_t n = (size_t)s->columns;
@@ -104,10 +104,10 @@ static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const ch
       return edge_fail(ctx, EDGE_UNSUPPORTED,
                        "%s: dynamic-range product (float32 input '%s', int8 weights '%s') needs a float32 output and "
                        "bias",
-                       what, edge_nd_name(x), edge_nd_name(w));
+                       what, edge_tensor_name(x), edge_tensor_name(w));
     if (w->kind != EDGE_TENSOR_CONSTANT || !w->data)
       return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: dynamic-range weights '%s' must be a constant", what,
-                       edge_nd_name(w));
+                       edge_tensor_name(w));
     s->weight_scale = malloc(n * sizeof(float) + 1);
     if (!s->weight_scale) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
     for (size_t c = 0; c < n; ++c) s->weight_scale[c] = edge_q_channel_scale(w, (int64_t)c);
@@ -144,7 +144,7 @@ static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const ch
 
 /* Packs constant weights w (element [n][k] at w[n * n_stride + k * k_stride]) for the qs8 GEMM
  * when the picked level is above scalar; leaves s->packed NULL otherwise. */
-static edge_status pack_weights(edge_context *ctx, edge_node *node, const char *what, qproduct_state *s,
+static edge_status pack_weights(edge_context *ctx, edge_node *node, const char *what, qproduct_plan *s,
                                 const int8_t *w, size_t n_stride, size_t k_stride, const float *fbias) {
   const edge_qs8_kernels *k = &edge_kernels()->qs8;
   if (!k || edge_isa_level_get() == EDGE_ISA_SCALAR || s->zp_w != 0 || s->rows == 0 || s->columns == 0) return EDGE_OK;
@@ -162,7 +162,7 @@ static edge_status pack_weights(edge_context *ctx, edge_node *node, const char *
     return edge_fail(ctx, status, "%s: %s", what, message);
   }
   s->kernels = k;
-  node->state_bytes = bytes;
+  node->plan_bytes = bytes;
   return EDGE_OK;
 }
 
@@ -205,7 +205,7 @@ static void quantize_rows(edge_context *ctx, const float *x, int64_t rows, int64
 
 typedef struct {
   const edge_node *node;
-  const qproduct_state *s;
+  const qproduct_plan *s;
   const int8_t *x;             /* int8 rows (dynamic: x_q) */
   int64_t x_row_stride, x_step;
   const int8_t *w;             /* element [n][k] at w[n * w_n_stride + k * w_k_stride] */
@@ -216,7 +216,7 @@ typedef struct {
 } product_job;
 
 static void product_row(const product_job *job, int64_t r, const int8_t *x, const int8_t *w) {
-  const qproduct_state *s = job->s;
+  const qproduct_plan *s = job->s;
   int32_t zp_x = s->dynamic ? 0 : s->zp_x, zp_w = s->dynamic ? 0 : s->zp_w;
   for (int64_t n = 0; n < s->columns; ++n) {
     const int8_t *wn = w + n * job->w_n_stride;
@@ -245,7 +245,7 @@ static void fc_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 static void matmul_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const product_job *job = arg;
-  const qproduct_state *s = job->s;
+  const qproduct_plan *s = job->s;
   for (int64_t r = begin; r < end; ++r) {
     int64_t i = r / s->m, row = r % s->m;
     const int8_t *x;
@@ -259,22 +259,22 @@ static void matmul_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 
 edge_status edge_qfc_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "FULLY_CONNECTED";
-  qproduct_state *s = NULL;
+  qproduct_plan *s = NULL;
   edge_status status = begin(ctx, node, op, &s);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *w = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
   char what[160];
-  snprintf(what, sizeof what, "%s '%s'", op, edge_nd_name(y));
+  snprintf(what, sizeof what, "%s '%s'", op, edge_tensor_name(y));
   if (x->rank < 1 || w->rank != 2 || w->shape[1] != x->shape[x->rank - 1]) {
     char xs[128], ws[128];
     edge_format_shape(xs, sizeof xs, x->rank, x->shape);
     edge_format_shape(ws, sizeof ws, w->rank, w->shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' %s and weights '%s' %s do not fit x[..., K], w[N, K]",
-                     what, edge_nd_name(x), xs, edge_nd_name(w), ws);
+                     what, edge_tensor_name(x), xs, edge_tensor_name(w), ws);
   }
   if (bias && (bias->rank != 1 || bias->shape[0] != w->shape[0]))
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", what, edge_nd_name(bias),
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: bias '%s' must have shape [%lld]", what, edge_tensor_name(bias),
                      (long long)w->shape[0]);
   int64_t shape[EDGE_MAX_RANK];
   for (int32_t d = 0; d < x->rank - 1; ++d) shape[d] = x->shape[d];
@@ -296,9 +296,9 @@ edge_status edge_qfc_prepare(edge_context *ctx, edge_node *node) {
 }
 
 edge_status edge_qfc_eval(edge_context *ctx, edge_node *node) {
-  const qproduct_state *s = node->state;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_nd_input(ctx, node, 2) : NULL;
+  const qproduct_plan *s = node->plan;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
   if (s->rows == 0 || s->columns == 0) return EDGE_OK;
   const int8_t *xq = x->data;
   float *row_scale = NULL;
@@ -317,7 +317,7 @@ edge_status edge_qfc_eval(edge_context *ctx, edge_node *node) {
                             (size_t)s->depth, s->packed, y->data, (size_t)s->columns, &s->out);
     return EDGE_OK;
   }
-  product_job job = {node, s, xq, s->depth, 1, edge_nd_input(ctx, node, 1)->data, s->depth, 1, row_scale,
+  product_job job = {node, s, xq, s->depth, 1, edge_op_input(ctx, node, 1)->data, s->depth, 1, row_scale,
                      s->dynamic && bias ? bias->data : NULL, y->data};
   edge_nd_parallel(ctx, s->rows, 1 + 16384 / (s->depth * s->columns + 1), fc_rows, &job);
   return EDGE_OK;
@@ -327,7 +327,7 @@ edge_status edge_qfc_eval(edge_context *ctx, edge_node *node) {
 
 /* Picks the path when the level has the kernels, the product is int8 with one multiplier for every
  * column, and the depth fits the int16 kernel's accumulator; sizes the per-thread scratch. */
-static edge_status prepare_activation_product(edge_context *ctx, edge_node *node, qproduct_state *s) {
+static edge_status prepare_activation_product(edge_context *ctx, edge_node *node, qproduct_plan *s) {
   const edge_vector_kernels *v = &edge_kernels()->vector;
   if (s->dynamic || s->packed || !v->s8_matmul || !v->s8_matmul_pack_a || !v->s8_matmul_pack_b || !v->s8_requantize ||
       s->rows == 0 || s->columns == 0)
@@ -354,7 +354,7 @@ static edge_status prepare_activation_product(edge_context *ctx, edge_node *node
 
 /* Rows [r0, r0 + rows) of batch element A as int16 a - zp, kp per row (the odd k tail zero): the
  * vector family's packing for a row-major A, a strided loop for a transposed one. */
-static void pack_a16(const qproduct_state *s, const int8_t *a, int64_t r0, int64_t rows, int16_t *out) {
+static void pack_a16(const qproduct_plan *s, const int8_t *a, int64_t r0, int64_t rows, int16_t *out) {
   const int64_t k_size = s->depth, kp = s->kp;
   if (!s->transpose_a) {
     s->pack_a((size_t)rows, (size_t)k_size, a + r0 * k_size, (size_t)k_size, s->zp_x, out);
@@ -370,7 +370,7 @@ static void pack_a16(const qproduct_state *s, const int8_t *a, int64_t r0, int64
 /* B of one batch element as s8_matmul's panels of b - zp (panel p, pair q, column j holds
  * b[2q][8p + j] and b[2q + 1][8p + j]): the vector family's packing for a row-major [K, N] B, a
  * strided loop for a transposed one ([N, K], element [k][n] at b[n * K + k]). */
-static void pack_b16(const qproduct_state *s, const int8_t *b, int16_t *out) {
+static void pack_b16(const qproduct_plan *s, const int8_t *b, int16_t *out) {
   const int64_t k_size = s->depth, n_size = s->columns, kp = s->kp;
   if (!s->transpose_b) {
     s->pack_b((size_t)k_size, (size_t)n_size, b, (size_t)n_size, s->zp_w, out);
@@ -388,7 +388,7 @@ static void pack_b16(const qproduct_state *s, const int8_t *b, int16_t *out) {
 }
 
 typedef struct {
-  const qproduct_state *s;
+  const qproduct_plan *s;
   const int8_t *a, *b;
   int8_t *y;
   char *scratch;
@@ -396,7 +396,7 @@ typedef struct {
 
 static void activation_product_batches(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const activation_product_job *job = arg;
-  const qproduct_state *s = job->s;
+  const qproduct_plan *s = job->s;
   char *slot = job->scratch + (size_t)thread * s->slot_bytes;
   int16_t *a16 = (int16_t *)slot, *b16 = (int16_t *)(slot + s->a16_bytes);
   int32_t *c32 = (int32_t *)(slot + s->a16_bytes + s->b16_bytes);
@@ -417,18 +417,18 @@ static void activation_product_batches(void *arg, int64_t begin, int64_t end, in
 
 edge_status edge_qmatmul_prepare(edge_context *ctx, edge_node *node) {
   const char *op = "BATCH_MATMUL";
-  qproduct_state *s = NULL;
+  qproduct_plan *s = NULL;
   edge_status status = begin(ctx, node, op, &s);
   if (status != EDGE_OK) return status;
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *b = edge_nd_input(ctx, node, 1), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
   char what[160];
-  snprintf(what, sizeof what, "%s '%s'", op, edge_nd_name(y));
+  snprintf(what, sizeof what, "%s '%s'", op, edge_tensor_name(y));
   char as[128], bs[128];
   edge_format_shape(as, sizeof as, a->rank, a->shape);
   edge_format_shape(bs, sizeof bs, b->rank, b->shape);
   if (a->rank < 2 || b->rank < 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: inputs '%s' %s and '%s' %s must both have rank >= 2", what,
-                     edge_nd_name(a), as, edge_nd_name(b), bs);
+                     edge_tensor_name(a), as, edge_tensor_name(b), bs);
   const edge_batch_matmul_options *o = &node->options.batch_matmul;
   int64_t a_rows = a->shape[a->rank - 2], a_cols = a->shape[a->rank - 1];
   int64_t b_rows = b->shape[b->rank - 2], b_cols = b->shape[b->rank - 1];
@@ -436,11 +436,11 @@ edge_status edge_qmatmul_prepare(edge_context *ctx, edge_node *node) {
   int64_t n = o->transpose_b ? b_rows : b_cols, kb = o->transpose_b ? b_cols : b_rows;
   if (k != kb)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: inputs '%s' %s and '%s' %s disagree on K: %lld vs %lld", what,
-                     edge_nd_name(a), as, edge_nd_name(b), bs, (long long)k, (long long)kb);
+                     edge_tensor_name(a), as, edge_tensor_name(b), bs, (long long)k, (long long)kb);
   int32_t batch_ranks[2] = {a->rank - 2, b->rank - 2}, rank;
   const int64_t *batch_shapes[2] = {a->shape, b->shape};
   int64_t shape[EDGE_MAX_RANK];
-  if ((status = edge_nd_broadcast_shapes(ctx, edge_nd_name(y), 2, batch_ranks, batch_shapes, &rank, shape)) != EDGE_OK)
+  if ((status = edge_nd_broadcast_shapes(ctx, edge_tensor_name(y), 2, batch_ranks, batch_shapes, &rank, shape)) != EDGE_OK)
     return status;
   shape[rank] = m;
   shape[rank + 1] = n;
@@ -490,8 +490,8 @@ edge_status edge_qmatmul_prepare(edge_context *ctx, edge_node *node) {
 }
 
 edge_status edge_qmatmul_eval(edge_context *ctx, edge_node *node) {
-  const qproduct_state *s = node->state;
-  edge_tensor *a = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  const qproduct_plan *s = node->plan;
+  edge_tensor *a = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (s->rows == 0 || s->columns == 0) return EDGE_OK;
   const int8_t *aq = a->data;
   float *row_scale = NULL;
@@ -519,12 +519,12 @@ edge_status edge_qmatmul_eval(edge_context *ctx, edge_node *node) {
     return EDGE_OK;
   }
   if (s->matmul) {
-    activation_product_job job = {s, a->data, edge_nd_input(ctx, node, 1)->data, y->data, node->scratch};
+    activation_product_job job = {s, a->data, edge_op_input(ctx, node, 1)->data, y->data, node->scratch};
     if (ctx->pool && edge_threadpool_size(ctx->pool) > s->slots) activation_product_batches(&job, 0, s->batch, 0);
     else edge_nd_parallel(ctx, s->batch, 1, activation_product_batches, &job);
     return EDGE_OK;
   }
-  product_job job = {node, s, aq, 0, s->transpose_a && !s->dynamic ? s->m : 1, edge_nd_input(ctx, node, 1)->data,
+  product_job job = {node, s, aq, 0, s->transpose_a && !s->dynamic ? s->m : 1, edge_op_input(ctx, node, 1)->data,
                      s->transpose_b ? s->depth : 1, s->transpose_b ? 1 : s->columns, row_scale, NULL, y->data};
   edge_nd_parallel(ctx, s->rows, 1 + 16384 / (s->depth * s->columns + 1), matmul_rows, &job);
   return EDGE_OK;

@@ -26,9 +26,9 @@ typedef struct {
   int64_t kernel[2], strides[2], dilations[2], pads[4];
   int32_t zp_x, zp_y, lo, hi;
   int32_t *multiplier, *shift; /* average: indexed by count, 0 .. kernel area */
-} qpool_state;
+} qpool_plan;
 
-static void qpool_free(qpool_state *s) {
+static void qpool_free(qpool_plan *s) {
   if (!s) return;
   free(s->multiplier);
   free(s->shift);
@@ -36,8 +36,8 @@ static void qpool_free(qpool_state *s) {
 }
 
 void edge_qpool_release(edge_node *node) {
-  qpool_free(node->state);
-  node->state = NULL;
+  qpool_free(node->plan);
+  node->plan = NULL;
   node->quantized = false;
 }
 
@@ -68,7 +68,7 @@ static edge_status prepare_params(edge_context *ctx, edge_node *node, const char
     if (!edge_q_same_params(x, y))
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "%s: a max over int8 needs equal input and output params; '%s' has (%g, %d), '%s' (%g, %d)", what,
-                       edge_nd_name(x), (double)xp.scale, xp.zero_point, edge_nd_name(y), (double)yp.scale,
+                       edge_tensor_name(x), (double)xp.scale, xp.zero_point, edge_tensor_name(y), (double)yp.scale,
                        yp.zero_point);
     return EDGE_OK;
   }
@@ -94,12 +94,12 @@ static edge_status prepare_params(edge_context *ctx, edge_node *node, const char
 edge_status edge_qpool_prepare(edge_context *ctx, edge_node *node) {
   edge_qpool_release(node);
   node->quantized = true;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   char what[160];
-  snprintf(what, sizeof what, "POOL_2D '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "POOL_2D '%s'", edge_tensor_name(y));
   if (x->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input '%s' has rank %d; expected NHWC (rank 4)", what,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   const edge_pool2d_options *o = &node->options.pool2d;
   if (o->type != EDGE_POOL_MAX && o->type != EDGE_POOL_AVERAGE)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: pool type %d is neither MAX nor AVERAGE", what, (int)o->type);
@@ -108,9 +108,9 @@ edge_status edge_qpool_prepare(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: kernel, strides and dilations must all be >= 1", what);
   for (int32_t i = 0; i < 4; ++i)
     if (o->pads[i] < 0) return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: pads must be >= 0", what);
-  qpool_state *s = calloc(1, sizeof *s);
+  qpool_plan *s = calloc(1, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
-  node->state = s;
+  node->plan = s;
   s->average = o->type == EDGE_POOL_AVERAGE;
   s->count_include_pad = o->count_include_pad;
   s->batch = x->shape[0];
@@ -147,7 +147,7 @@ static void window_counts(int64_t start, int64_t kernel, int64_t dilation, int64
 }
 
 typedef struct {
-  const qpool_state *s;
+  const qpool_plan *s;
   const int8_t *x;
   int8_t *y;
 } qpool_job;
@@ -155,7 +155,7 @@ typedef struct {
 static void qpool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const qpool_job *job = arg;
-  const qpool_state *s = job->s;
+  const qpool_plan *s = job->s;
   int64_t channels = s->channels;
   edge_s8_maxpool_ukernel maxpool = edge_kernels()->vector.s8_maxpool;
   for (int64_t r = begin; r < end; ++r) {
@@ -202,8 +202,8 @@ static void qpool_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 edge_status edge_qpool_eval(edge_context *ctx, edge_node *node) {
-  const qpool_state *s = node->state;
-  qpool_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const qpool_plan *s = node->plan;
+  qpool_job job = {s, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   int64_t work_per_row = s->out_w * s->channels * s->kernel[0] * s->kernel[1];
   edge_nd_parallel(ctx, s->batch * s->out_h, 1 + 32768 / (work_per_row + 1), qpool_rows, &job);
   return EDGE_OK;
@@ -223,47 +223,47 @@ typedef struct {
   /* Reduced axes that form one block of adjacent dimensions make x an [outer, count, inner] array,
    * which the vector kernels reduce over contiguous inner runs (column_blocks > 0 then). */
   int64_t outer, inner, column_blocks;
-} qreduce_state;
+} qreduce_plan;
 
 /* Inner elements per work item of the column path (the int32 sums live on the stack). */
 #define QREDUCE_COLUMNS 256
 
 void edge_qreduce_release(edge_node *node) {
-  qreduce_state *s = node->state;
+  qreduce_plan *s = node->plan;
   if (s) {
     free(s->multiplier);
     free(s->shift);
   }
   free(s);
-  node->state = NULL;
+  node->plan = NULL;
   node->quantized = false;
 }
 
 edge_status edge_qreduce_prepare(edge_context *ctx, edge_node *node) {
   edge_qreduce_release(node);
   node->quantized = true;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   const edge_reduce_options *o = &node->options.reduce;
   char what[160];
-  snprintf(what, sizeof what, "REDUCE '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "REDUCE '%s'", edge_tensor_name(y));
   if (o->op != EDGE_REDUCE_MEAN && o->op != EDGE_REDUCE_MAX)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: int8 input '%s' is supported for MEAN and MAX only", what,
-                     edge_nd_name(x));
+                     edge_tensor_name(x));
   if (o->num_axes < 0 || o->num_axes > x->rank)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %d axes for an input of rank %d", what, o->num_axes, x->rank);
   bool reduced[EDGE_MAX_RANK] = {false};
   for (int32_t i = 0; i < o->num_axes; ++i) {
     int32_t axis = o->axes[i];
-    if (!edge_nd_normalize_axis(&axis, x->rank) || reduced[axis])
+    if (!edge_normalize_axis(&axis, x->rank) || reduced[axis])
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: axis %d is out of range or repeated for rank %d", what, o->axes[i],
                        x->rank);
     reduced[axis] = true;
   }
   if (o->num_axes == 0)
     for (int32_t d = 0; d < x->rank; ++d) reduced[d] = true;
-  qreduce_state *s = calloc(1, sizeof *s);
+  qreduce_plan *s = calloc(1, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
-  node->state = s;
+  node->plan = s;
   s->average = o->op == EDGE_REDUCE_MEAN;
   int64_t strides[EDGE_MAX_RANK], shape[EDGE_MAX_RANK];
   int32_t out_rank = 0;
@@ -307,7 +307,7 @@ edge_status edge_qreduce_prepare(edge_context *ctx, edge_node *node) {
 }
 
 typedef struct {
-  const qreduce_state *s;
+  const qreduce_plan *s;
   const int8_t *x;
   int8_t *y;
 } qreduce_job;
@@ -315,7 +315,7 @@ typedef struct {
 static void qreduce_outputs(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const qreduce_job *job = arg;
-  const qreduce_state *s = job->s;
+  const qreduce_plan *s = job->s;
   for (int64_t out = begin; out < end; ++out) {
     int64_t base = 0, rest = out;
     for (int32_t d = s->kept_rank - 1; d >= 0; --d) {
@@ -345,7 +345,7 @@ static void qreduce_outputs(void *arg, int64_t begin, int64_t end, int32_t threa
 static void qreduce_columns(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const qreduce_job *job = arg;
-  const qreduce_state *s = job->s;
+  const qreduce_plan *s = job->s;
   const edge_vector_kernels *v = &edge_kernels()->vector;
   for (int64_t item = begin; item < end; ++item) {
     int64_t o = item / s->column_blocks, c0 = item % s->column_blocks * QREDUCE_COLUMNS;
@@ -365,8 +365,8 @@ static void qreduce_columns(void *arg, int64_t begin, int64_t end, int32_t threa
 }
 
 edge_status edge_qreduce_eval(edge_context *ctx, edge_node *node) {
-  const qreduce_state *s = node->state;
-  qreduce_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const qreduce_plan *s = node->plan;
+  qreduce_job job = {s, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   if (s->column_blocks > 0) {
     edge_nd_parallel(ctx, s->outer * s->column_blocks, 1 + 16384 / (s->count * QREDUCE_COLUMNS + 1), qreduce_columns,
                      &job);

@@ -21,20 +21,20 @@ typedef struct {
   int64_t lut[256];
   int32_t lut32[256];          /* the same values (<= 65536), for the vector kernel */
   edge_s8_softmax_ukernel row; /* NULL: the loops below */
-} qsoftmax_state;
+} qsoftmax_plan;
 
 void edge_qsoftmax_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   node->quantized = false;
 }
 
 edge_status edge_qsoftmax_prepare(edge_context *ctx, edge_node *node) {
   edge_qsoftmax_release(node);
   node->quantized = true;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   char what[160];
-  snprintf(what, sizeof what, "SOFTMAX '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "SOFTMAX '%s'", edge_tensor_name(y));
   if (node->options.softmax.log)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: log-softmax has no int8 kernel", what);
   if (node->activation.op != EDGE_UNARY_IDENTITY)
@@ -46,15 +46,15 @@ edge_status edge_qsoftmax_prepare(edge_context *ctx, edge_node *node) {
   if (yp.scale != 1.0f / 256.0f || yp.zero_point != -128)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "%s: an int8 softmax output must have scale 1/256 and zero point -128; '%s' has %g and %d", what,
-                     edge_nd_name(y), (double)yp.scale, yp.zero_point);
+                     edge_tensor_name(y), (double)yp.scale, yp.zero_point);
   int32_t axis = node->options.softmax.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: axis %d is out of range for input '%s' of rank %d", what,
-                     node->options.softmax.axis, edge_nd_name(x), x->rank);
+                     node->options.softmax.axis, edge_tensor_name(x), x->rank);
   if ((status = edge_set_shape(ctx, y, x->rank, x->shape)) != EDGE_OK) return status;
-  qsoftmax_state *s = malloc(sizeof *s);
+  qsoftmax_plan *s = malloc(sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
-  node->state = s;
+  node->plan = s;
   s->outer = edge_num_elements(axis, x->shape);
   s->length = x->shape[axis];
   s->inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
@@ -69,7 +69,7 @@ edge_status edge_qsoftmax_prepare(edge_context *ctx, edge_node *node) {
 }
 
 typedef struct {
-  const qsoftmax_state *s;
+  const qsoftmax_plan *s;
   const int8_t *x;
   int8_t *y;
 } qsoftmax_job;
@@ -77,7 +77,7 @@ typedef struct {
 static void qsoftmax_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const qsoftmax_job *job = arg;
-  const qsoftmax_state *s = job->s;
+  const qsoftmax_plan *s = job->s;
   if (s->row) {
     for (int64_t r = begin; r < end; ++r)
       s->row((size_t)s->length, job->x + r * s->length, job->y + r * s->length, s->lut32);
@@ -99,9 +99,9 @@ static void qsoftmax_rows(void *arg, int64_t begin, int64_t end, int32_t thread)
 }
 
 edge_status edge_qsoftmax_eval(edge_context *ctx, edge_node *node) {
-  const qsoftmax_state *s = node->state;
+  const qsoftmax_plan *s = node->plan;
   if (s->length == 0) return EDGE_OK;
-  qsoftmax_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  qsoftmax_job job = {s, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, s->outer * s->inner, 1 + 4096 / (s->length + 1), qsoftmax_rows, &job);
   return EDGE_OK;
 }

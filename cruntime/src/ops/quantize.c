@@ -8,7 +8,7 @@
  * which keeps -ffp-contract=off.)
  *
  * A DEQUANTIZE whose input is a constant (fp16 mode's float16 weights, or int8 weights kept for a
- * float op) runs once, at prepare, into node->state; its output is then marked folded: it reads
+ * float op) runs once, at prepare, into node->plan; its output is then marked folded: it reads
  * as a constant (consumers such as CONV_2D prepack it as they do float32 weights), it is left out
  * of the arena, and eval does nothing. So an fp16 model runs at float32 speed. */
 #include <stdlib.h>
@@ -26,10 +26,10 @@ typedef struct {
   int32_t qmin, qmax;
   edge_dtype quantized;             /* dtype of the integer side */
   void *folded;                     /* DEQUANTIZE of a constant: the float32 output, computed once */
-} quantize_state;
+} quantize_plan;
 
 static void quantize_release(edge_node *node) {
-  quantize_state *s = node->state;
+  quantize_plan *s = node->plan;
   if (s) {
     free(s->scales);
     free(s->inverse_scales);
@@ -37,12 +37,12 @@ static void quantize_release(edge_node *node) {
     free(s->folded);
   }
   free(s);
-  node->state = NULL;
+  node->plan = NULL;
 }
 
 /* Reads t's params (per tensor or per channel) into s; t is the integer side. */
-static edge_status read_params(edge_context *ctx, const char *op, const edge_tensor *t, quantize_state *s) {
-  const char *name = edge_nd_name(t);
+static edge_status read_params(edge_context *ctx, const char *op, const edge_tensor *t, quantize_plan *s) {
+  const char *name = edge_tensor_name(t);
   if (t->num_quant_params < 1 || !t->scales || !t->zero_points)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: tensor '%s' (%s) has no quantization params", op, name,
                      edge_dtype_name(t->dtype));
@@ -92,37 +92,37 @@ static edge_status read_params(edge_context *ctx, const char *op, const edge_ten
   return EDGE_OK;
 }
 
-static edge_status prepare_common(edge_context *ctx, edge_node *node, const char *op, quantize_state **out) {
+static edge_status prepare_common(edge_context *ctx, edge_node *node, const char *op, quantize_plan **out) {
   quantize_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, op, 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, op, 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (node->activation.op != EDGE_UNARY_IDENTITY)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': has a fused activation; it takes none", op, edge_nd_name(y));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': has a fused activation; it takes none", op, edge_tensor_name(y));
   if ((status = edge_set_shape(ctx, y, x->rank, x->shape)) != EDGE_OK) return status;
-  quantize_state *s = calloc(1, sizeof *s);
-  if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, edge_nd_name(y));
-  node->state = s;
+  quantize_plan *s = calloc(1, sizeof *s);
+  if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, edge_tensor_name(y));
+  node->plan = s;
   *out = s;
   return EDGE_OK;
 }
 
 static edge_status quantize_prepare(edge_context *ctx, edge_node *node) {
-  quantize_state *s;
+  quantize_plan *s;
   edge_status status = prepare_common(ctx, node, "QUANTIZE", &s);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (x->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "QUANTIZE '%s': input '%s' is %s; expected float32", edge_nd_name(y),
-                     edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "QUANTIZE '%s': input '%s' is %s; expected float32", edge_tensor_name(y),
+                     edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (y->dtype != EDGE_INT8 && y->dtype != EDGE_UINT8)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "QUANTIZE '%s': output is %s; expected int8 or uint8", edge_nd_name(y),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "QUANTIZE '%s': output is %s; expected int8 or uint8", edge_tensor_name(y),
                      edge_dtype_name(y->dtype));
   return read_params(ctx, "QUANTIZE", y, s);
 }
 
 typedef struct {
-  const quantize_state *s;
+  const quantize_plan *s;
   const void *x;
   void *y;
 } quantize_job;
@@ -136,7 +136,7 @@ typedef struct {
 static void quantize_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const quantize_job *job = arg;
-  const quantize_state *s = job->s;
+  const quantize_plan *s = job->s;
   int64_t pieces = (s->inner + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
   edge_s8_quantize_ukernel kernel = edge_kernels()->vector.s8_quantize;
   for (int64_t item = begin; item < end; ++item) {
@@ -159,8 +159,8 @@ static void quantize_blocks(void *arg, int64_t begin, int64_t end, int32_t threa
 }
 
 static edge_status quantize_eval(edge_context *ctx, edge_node *node) {
-  const quantize_state *s = node->state;
-  quantize_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const quantize_plan *s = node->plan;
+  quantize_job job = {s, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   int64_t pieces = (s->inner + QUANTIZE_CHUNK - 1) / QUANTIZE_CHUNK;
   int64_t per_item = s->inner < QUANTIZE_CHUNK ? s->inner : QUANTIZE_CHUNK;
   edge_nd_parallel(ctx, s->outer * s->channels * pieces, 1 + 16384 / (per_item + 1), quantize_blocks, &job);
@@ -170,7 +170,7 @@ static edge_status quantize_eval(edge_context *ctx, edge_node *node) {
 static void dequantize_blocks(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const quantize_job *job = arg;
-  const quantize_state *s = job->s;
+  const quantize_plan *s = job->s;
   for (int64_t b = begin; b < end; ++b) {
     float *y = (float *)job->y + b * s->inner;
     if (s->quantized == EDGE_FLOAT16) {
@@ -202,12 +202,12 @@ static void dequantize_blocks(void *arg, int64_t begin, int64_t end, int32_t thr
 }
 
 static edge_status dequantize_prepare(edge_context *ctx, edge_node *node) {
-  quantize_state *s;
+  quantize_plan *s;
   edge_status status = prepare_common(ctx, node, "DEQUANTIZE", &s);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (y->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "DEQUANTIZE '%s': output is %s; expected float32", edge_nd_name(y),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "DEQUANTIZE '%s': output is %s; expected float32", edge_tensor_name(y),
                      edge_dtype_name(y->dtype));
   if (x->dtype == EDGE_FLOAT16) {
     s->quantized = EDGE_FLOAT16;
@@ -222,20 +222,20 @@ static edge_status dequantize_prepare(edge_context *ctx, edge_node *node) {
                                                 EDGE_ALIGNMENT);
   if (!s->folded)
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "DEQUANTIZE '%s': out of memory for %zu bytes of dequantized '%s'",
-                     edge_nd_name(y), y->nbytes, edge_nd_name(x));
+                     edge_tensor_name(y), y->nbytes, edge_tensor_name(x));
   quantize_job job = {s, x->data, s->folded};
   dequantize_blocks(&job, 0, s->outer * s->channels, 0);
   y->data = s->folded;
   y->kind = EDGE_TENSOR_CONSTANT;
   y->folded = true;
-  node->state_bytes = y->nbytes;
+  node->plan_bytes = y->nbytes;
   return EDGE_OK;
 }
 
 static edge_status dequantize_eval(edge_context *ctx, edge_node *node) {
-  const quantize_state *s = node->state;
+  const quantize_plan *s = node->plan;
   if (s->folded) return EDGE_OK;
-  quantize_job job = {s, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  quantize_job job = {s, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, s->outer * s->channels, 1 + 16384 / (s->inner + 1), dequantize_blocks, &job);
   return EDGE_OK;
 }

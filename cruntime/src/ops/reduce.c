@@ -86,11 +86,11 @@ static void reduce_release(edge_node *node);
 
 static edge_status reduce_prepare(edge_context *ctx, edge_node *node) {
   reduce_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, "REDUCE", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "REDUCE", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (edge_q_is_int8(x)) return edge_qreduce_prepare(ctx, node);
-  const char *name = edge_nd_name(y);
+  const char *name = edge_tensor_name(y);
   const edge_reduce_options *o = &node->options.reduce;
   if ((unsigned)o->op > EDGE_REDUCE_LOG_SUM_EXP)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "REDUCE '%s': unknown reduce op %d", name, (int)o->op);
@@ -99,19 +99,19 @@ static edge_status reduce_prepare(edge_context *ctx, edge_node *node) {
   if (!(x->dtype == EDGE_FLOAT32 || (integer_ok && (x->dtype == EDGE_INT32 || x->dtype == EDGE_INT64)) ||
         (bool_ok && x->dtype == EDGE_BOOL)))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "REDUCE %s '%s': input '%s' is %s; supported: float32%s", reduce_name(o->op),
-                     name, edge_nd_name(x), edge_dtype_name(x->dtype), integer_ok ? ", int32, int64" : "");
+                     name, edge_tensor_name(x), edge_dtype_name(x->dtype), integer_ok ? ", int32, int64" : "");
   if (x->dtype != EDGE_FLOAT32 && node->activation.op != EDGE_UNARY_IDENTITY)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "REDUCE '%s': a fused activation on %s is not supported", name,
                      edge_dtype_name(x->dtype));
   if (y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "REDUCE '%s': output is %s but input '%s' is %s", name,
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (o->num_axes < 0 || o->num_axes > x->rank)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "REDUCE '%s': %d axes for an input of rank %d", name, o->num_axes, x->rank);
   bool reduced[EDGE_MAX_RANK] = {false};
   for (int32_t i = 0; i < o->num_axes; ++i) {
     int32_t axis = o->axes[i];
-    if (!edge_nd_normalize_axis(&axis, x->rank) || reduced[axis])
+    if (!edge_normalize_axis(&axis, x->rank) || reduced[axis])
       return edge_fail(ctx, EDGE_INVALID_MODEL, "REDUCE '%s': axis %d is out of range or repeated for rank %d", name,
                        o->axes[i], x->rank);
     reduced[axis] = true;
@@ -148,7 +148,7 @@ static edge_status reduce_prepare(edge_context *ctx, edge_node *node) {
   reduce_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "REDUCE '%s': out of memory", name);
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -333,8 +333,8 @@ static void reduce_range(void *arg, int64_t begin, int64_t end, int32_t thread) 
 
 static edge_status reduce_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qreduce_eval(ctx, node);
-  const reduce_plan *p = node->state;
-  reduce_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const reduce_plan *p = node->plan;
+  reduce_job job = {p, &node->activation, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->outputs, 1 + 16384 / (p->reduced_count + 1), reduce_range, &job);
   return EDGE_OK;
 }
@@ -344,8 +344,8 @@ static void reduce_release(edge_node *node) {
     edge_qreduce_release(node);
     return;
   }
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_reduce = {reduce_prepare, reduce_eval, reduce_release};

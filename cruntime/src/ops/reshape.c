@@ -42,12 +42,12 @@ static bool follow_input_dims(const edge_tensor *x, const edge_tensor *y, int64_
 }
 
 static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "RESHAPE", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "RESHAPE", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESHAPE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESHAPE '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   int32_t rank = y->declared_rank, dynamic = -1, num_dynamic = 0;
   int64_t shape[EDGE_MAX_RANK], known = 1;
   for (int32_t d = 0; d < rank; ++d) {
@@ -77,29 +77,29 @@ static edge_status reshape_prepare(edge_context *ctx, edge_node *node) {
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "RESHAPE '%s': input '%s' has shape %s (%lld elements), which is not a multiple of the %lld "
                      "elements of the fixed dims of %s (signature %s)",
-                     edge_nd_name(y), edge_nd_name(x), in, (long long)count, (long long)known, out, signature);
+                     edge_tensor_name(y), edge_tensor_name(x), in, (long long)count, (long long)known, out, signature);
   return edge_fail(ctx, EDGE_INVALID_MODEL,
                    "RESHAPE '%s': input '%s' has shape %s (%lld elements), which cannot become the declared %s: "
                    "its signature %s marks %d dims dynamic, and they neither follow input dims nor is there one "
                    "to absorb the difference",
-                   edge_nd_name(y), edge_nd_name(x), in, (long long)count, out, signature, num_dynamic);
+                   edge_tensor_name(y), edge_tensor_name(x), in, (long long)count, out, signature, num_dynamic);
 }
 
 static edge_status reshape_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (y->data != x->data && x->nbytes > 0) memcpy(y->data, x->data, x->nbytes);
   return EDGE_OK;
 }
 
 static edge_status broadcast_to_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "BROADCAST_TO", 1, 1, 1, 1);
+  free(node->plan);
+  node->plan = NULL;
+  edge_status status = edge_op_check_arity(ctx, node, "BROADCAST_TO", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "BROADCAST_TO '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "BROADCAST_TO '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   int64_t target[EDGE_MAX_RANK];
   for (int32_t d = 0; d < y->declared_rank; ++d) {
     int32_t from_input = d - (y->declared_rank - x->rank);
@@ -110,32 +110,32 @@ static edge_status broadcast_to_prepare(edge_context *ctx, edge_node *node) {
   const int64_t *shapes[2] = {x->shape, target};
   int64_t shape[EDGE_MAX_RANK];
   char what[160];
-  snprintf(what, sizeof what, "BROADCAST_TO '%s' (input, declared output)", edge_nd_name(y));
+  snprintf(what, sizeof what, "BROADCAST_TO '%s' (input, declared output)", edge_tensor_name(y));
   status = edge_nd_broadcast_shapes(ctx, what, 2, ranks, shapes, &rank, shape);
   if (status != EDGE_OK) return status;
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
 
   edge_nd_iter *iter = malloc(sizeof *iter);
-  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BROADCAST_TO '%s': out of memory", edge_nd_name(y));
+  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "BROADCAST_TO '%s': out of memory", edge_tensor_name(y));
   int64_t y_strides[EDGE_MAX_RANK], x_strides[EDGE_MAX_RANK];
   edge_nd_contiguous_strides(rank, shape, y_strides);
   edge_nd_broadcast_strides(rank, shape, x->rank, x->shape, x_strides);
   const int64_t *strides[2] = {y_strides, x_strides};
   edge_nd_iter_init(iter, rank, shape, 2, strides);
-  node->state = iter;
+  node->plan = iter;
   return EDGE_OK;
 }
 
 static edge_status broadcast_to_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
-  edge_nd_copy(ctx, node->state, y->data, x->data, edge_dtype_size(x->dtype));
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  edge_nd_copy(ctx, node->plan, y->data, x->data, edge_dtype_size(x->dtype));
   return EDGE_OK;
 }
 
 static void broadcast_to_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_reshape = {reshape_prepare, reshape_eval, NULL};

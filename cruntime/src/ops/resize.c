@@ -22,11 +22,11 @@
 #include "ops.h"
 #include "resize.h"
 
-static void free_resize_state(resize_state *state) {
-  if (!state) return;
-  free(state->tables);
-  free(state->cubic_tables);
-  free(state);
+static void free_resize_plan(resize_plan *plan) {
+  if (!plan) return;
+  free(plan->tables);
+  free(plan->cubic_tables);
+  free(plan);
 }
 
 /* In float32, operation for operation as onnxruntime does: whether a coordinate lands just below
@@ -100,45 +100,45 @@ static edge_status output_dim(edge_context *ctx, const edge_tensor *x, const edg
     double size = floor((double)in * (double)scale + 1e-4);
     if (!(size <= (double)((int64_t)1 << 46)))
       return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': scale %g on dimension %d of size %lld is too large",
-                       edge_nd_name(y), (double)scale, d, (long long)in);
+                       edge_tensor_name(y), (double)scale, d, (long long)in);
     *out = (int64_t)size;
   } else if (declared && x->declared_rank == x->rank && x->declared_shape[d] > 0) {
     int64_t num = y->declared_shape[d], den = x->declared_shape[d];
     if (num > 0 && in > ((int64_t)1 << 46) / num)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': dimension %d of size %lld resized too large",
-                       edge_nd_name(y), d, (long long)in);
+                       edge_tensor_name(y), d, (long long)in);
     *out = in * num / den;
   } else {
     return edge_fail(ctx, EDGE_INVALID_MODEL,
-                     "RESIZE '%s': no scale and no declared size for dimension %d of input '%s'", edge_nd_name(y), d,
-                     edge_nd_name(x));
+                     "RESIZE '%s': no scale and no declared size for dimension %d of input '%s'", edge_tensor_name(y), d,
+                     edge_tensor_name(x));
   }
   return EDGE_OK;
 }
 
 static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
-  free_resize_state(node->state);
-  node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "RESIZE", 1, 1, 1, 1);
+  free_resize_plan(node->plan);
+  node->plan = NULL;
+  edge_status status = edge_op_check_arity(ctx, node, "RESIZE", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   const edge_resize_options *options = &node->options.resize;
   int32_t rank = x->rank;
   if ((int)options->mode < 0 || options->mode >= EDGE_RESIZE_COUNT_ || (int)options->coordinate_mode < 0 ||
       options->coordinate_mode >= EDGE_COORD_COUNT_ || (int)options->nearest_mode < 0 ||
       options->nearest_mode >= EDGE_NEAREST_COUNT_)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': mode %d, coordinate mode %d or nearest mode %d is unknown",
-                     edge_nd_name(y), (int)options->mode, (int)options->coordinate_mode, (int)options->nearest_mode);
+                     edge_tensor_name(y), (int)options->mode, (int)options->coordinate_mode, (int)options->nearest_mode);
   if (options->rank != 0 && options->rank != rank)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': %d scales for input '%s' of rank %d", edge_nd_name(y),
-                     options->rank, edge_nd_name(x), rank);
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': %d scales for input '%s' of rank %d", edge_tensor_name(y),
+                     options->rank, edge_tensor_name(x), rank);
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   bool linear = options->mode == EDGE_RESIZE_LINEAR, cubic = options->mode == EDGE_RESIZE_CUBIC;
   if ((linear || cubic) && x->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': %s resize of %s input '%s' (float32 only)",
-                     edge_nd_name(y), linear ? "linear" : "cubic", edge_dtype_name(x->dtype), edge_nd_name(x));
+                     edge_tensor_name(y), linear ? "linear" : "cubic", edge_dtype_name(x->dtype), edge_tensor_name(x));
 
   int64_t shape[EDGE_MAX_RANK], entries = 0;
   for (int32_t d = 0; d < rank; ++d) {
@@ -146,8 +146,8 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
     status = output_dim(ctx, x, y, d, scale, &shape[d]);
     if (status != EDGE_OK) return status;
     if (x->shape[d] == 0 && shape[d] > 0)
-      return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': dimension %d of input '%s' is empty", edge_nd_name(y), d,
-                       edge_nd_name(x));
+      return edge_fail(ctx, EDGE_INVALID_MODEL, "RESIZE '%s': dimension %d of input '%s' is empty", edge_tensor_name(y), d,
+                       edge_tensor_name(x));
     if (shape[d] != x->shape[d]) entries += shape[d];
   }
   status = edge_set_shape(ctx, y, rank, shape);
@@ -159,75 +159,75 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
       if (shape[d] != x->shape[d]) corners *= 4;
     if (corners > (1 << (EDGE_MAX_RANK - 1)))
       return edge_fail(ctx, EDGE_UNSUPPORTED, "RESIZE '%s': cubic resize of more than 3 outer dimensions",
-                       edge_nd_name(y));
+                       edge_tensor_name(y));
   }
 
-  resize_state *state = calloc(1, sizeof *state);
+  resize_plan *plan = calloc(1, sizeof *plan);
   size_t entry_bytes = 2 * sizeof(int64_t) + sizeof(float);
-  if (state) state->tables = malloc((size_t)(entries > 0 ? entries : 1) * entry_bytes);
-  if (!state || !state->tables) {
-    free_resize_state(state);
-    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_nd_name(y));
+  if (plan) plan->tables = malloc((size_t)(entries > 0 ? entries : 1) * entry_bytes);
+  if (!plan || !plan->tables) {
+    free_resize_plan(plan);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_tensor_name(y));
   }
-  if (state && cubic) state->cubic_tables = malloc((size_t)(entries > 0 ? entries : 1) * 4 * (sizeof(int64_t) + sizeof(float)));
-  if (cubic && !state->cubic_tables) {
-    free_resize_state(state);
-    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_nd_name(y));
+  if (plan && cubic) plan->cubic_tables = malloc((size_t)(entries > 0 ? entries : 1) * 4 * (sizeof(int64_t) + sizeof(float)));
+  if (cubic && !plan->cubic_tables) {
+    free_resize_plan(plan);
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_tensor_name(y));
   }
-  state->rank = rank;
-  state->linear = linear;
-  state->cubic = cubic;
-  int64_t *next_cubic_index = state->cubic_tables;
+  plan->rank = rank;
+  plan->linear = linear;
+  plan->cubic = cubic;
+  int64_t *next_cubic_index = plan->cubic_tables;
   float *next_cubic_weight = cubic ? (float *)(next_cubic_index + 4 * entries) : NULL;
-  edge_nd_contiguous_strides(rank, x->shape, state->x_strides);
-  int64_t *next_index = state->tables;
+  edge_nd_contiguous_strides(rank, x->shape, plan->x_strides);
+  int64_t *next_index = plan->tables;
   float *next_weight = (float *)(next_index + 2 * entries);
   for (int32_t d = 0; d < rank; ++d) {
     int64_t in = x->shape[d], out = shape[d];
     if (in == out) continue;
-    state->resized[d] = true;
-    state->lower[d] = next_index;
-    state->upper[d] = next_index + out;
-    state->upper_weight[d] = next_weight;
+    plan->resized[d] = true;
+    plan->lower[d] = next_index;
+    plan->upper[d] = next_index + out;
+    plan->upper_weight[d] = next_weight;
     next_index += 2 * out;
     next_weight += out;
     float given = options->rank == rank ? options->scales[d] : 0.0f;
     float scale = given > 0.0f ? given : (float)out / (float)in;
     if (cubic) {
-      state->cubic_index[d] = next_cubic_index;
-      state->cubic_weight[d] = next_cubic_weight;
+      plan->cubic_index[d] = next_cubic_index;
+      plan->cubic_weight[d] = next_cubic_weight;
       next_cubic_index += 4 * out;
       next_cubic_weight += 4 * out;
     }
     for (int64_t o = 0; o < out; ++o) {
       float s = source_coordinate(options->coordinate_mode, o, in, out, scale);
       if (cubic) { /* unclamped: the taps clamp (or drop) themselves */
-        cubic_taps(s, in, options->cubic_coeff_a, options->exclude_outside, state->cubic_index[d] + 4 * o,
-                   state->cubic_weight[d] + 4 * o);
-        state->lower[d][o] = state->upper[d][o] = 0;
-        state->upper_weight[d][o] = 0.0f;
+        cubic_taps(s, in, options->cubic_coeff_a, options->exclude_outside, plan->cubic_index[d] + 4 * o,
+                   plan->cubic_weight[d] + 4 * o);
+        plan->lower[d][o] = plan->upper[d][o] = 0;
+        plan->upper_weight[d][o] = 0.0f;
         continue;
       }
       if (!linear) {
-        state->lower[d][o] = state->upper[d][o] = nearest_index(options->nearest_mode, s, in);
-        state->upper_weight[d][o] = 0.0f;
+        plan->lower[d][o] = plan->upper[d][o] = nearest_index(options->nearest_mode, s, in);
+        plan->upper_weight[d][o] = 0.0f;
         continue;
       }
       /* ONNX clamps the source coordinate to the input, so borders repeat the edge value. */
       if (!(s > 0.0f)) s = 0.0f;
       if (s > (float)(in - 1)) s = (float)(in - 1);
       int64_t lower = (int64_t)s;
-      state->lower[d][o] = lower;
-      state->upper[d][o] = lower + 1 < in ? lower + 1 : in - 1;
-      state->upper_weight[d][o] = s - (float)lower;
+      plan->lower[d][o] = lower;
+      plan->upper[d][o] = lower + 1 < in ? lower + 1 : in - 1;
+      plan->upper_weight[d][o] = s - (float)lower;
     }
   }
-  node->state = state;
+  node->plan = plan;
   return EDGE_OK;
 }
 
 typedef struct {
-  const resize_state *state;
+  const resize_plan *plan;
   const edge_tensor *x, *y;
   int64_t row, rows;
   size_t size;
@@ -258,8 +258,8 @@ static void weighted_rows(const resize_job *job, int32_t corners, const int64_t 
 static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const resize_job *job = arg;
-  const resize_state *state = job->state;
-  int32_t inner = state->rank - 1;
+  const resize_plan *plan = job->plan;
+  int32_t inner = plan->rank - 1;
   const int64_t *y_shape = job->y->shape;
   int64_t position[EDGE_MAX_RANK];
   int64_t rest = begin;
@@ -267,8 +267,8 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
     position[d] = rest % y_shape[d];
     rest /= y_shape[d];
   }
-  bool inner_resized = state->resized[inner];
-  int64_t inner_stride = state->x_strides[inner];
+  bool inner_resized = plan->resized[inner];
+  int64_t inner_stride = plan->x_strides[inner];
   for (int64_t r = begin; r < end; ++r) {
     /* The x offsets and weights of the row's corners over the outer dimensions. */
     int64_t offsets[RESIZE_MAX_CORNERS];
@@ -277,14 +277,14 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
     offsets[0] = 0;
     weights[0] = 1.0f;
     for (int32_t d = 0; d < inner; ++d) {
-      int64_t p = position[d], stride = state->x_strides[d];
-      if (!state->resized[d]) {
+      int64_t p = position[d], stride = plan->x_strides[d];
+      if (!plan->resized[d]) {
         for (int32_t c = 0; c < corners; ++c) offsets[c] += p * stride;
         continue;
       }
-      if (state->cubic) {
-        const int64_t *index = state->cubic_index[d] + 4 * p;
-        const float *w = state->cubic_weight[d] + 4 * p;
+      if (plan->cubic) {
+        const int64_t *index = plan->cubic_index[d] + 4 * p;
+        const float *w = plan->cubic_weight[d] + 4 * p;
         for (int32_t c = corners - 1; c >= 0; --c)
           for (int32_t k = 3; k >= 0; --k) {
             offsets[4 * c + k] = offsets[c] + index[k] * stride;
@@ -293,8 +293,8 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
         corners *= 4;
         continue;
       }
-      int64_t lower = state->lower[d][p], upper = state->upper[d][p];
-      float w = state->upper_weight[d][p];
+      int64_t lower = plan->lower[d][p], upper = plan->upper[d][p];
+      float w = plan->upper_weight[d][p];
       if (w == 0.0f) { /* NEAREST, or a coordinate landing exactly on a source sample */
         for (int32_t c = 0; c < corners; ++c) offsets[c] += lower * stride;
         continue;
@@ -308,7 +308,7 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       corners *= 2;
     }
     int64_t row = job->row;
-    bool interpolate = state->linear || state->cubic;
+    bool interpolate = plan->linear || plan->cubic;
     if (interpolate && !inner_resized && job->mul_c && inner_stride == 1) {
       weighted_rows(job, corners, offsets, weights, (float *)job->y->data + r * row, row);
     } else if (interpolate) {
@@ -316,17 +316,17 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       float *y = (float *)job->y->data + r * row;
       for (int64_t o = 0; o < row; ++o) {
         float sum = 0.0f;
-        if (inner_resized && state->cubic) {
-          const int64_t *index = state->cubic_index[inner] + 4 * o;
-          const float *w = state->cubic_weight[inner] + 4 * o;
+        if (inner_resized && plan->cubic) {
+          const int64_t *index = plan->cubic_index[inner] + 4 * o;
+          const float *w = plan->cubic_weight[inner] + 4 * o;
           for (int32_t c = 0; c < corners; ++c)
             sum += weights[c] * (w[0] * x[offsets[c] + index[0] * inner_stride] +
                                  w[1] * x[offsets[c] + index[1] * inner_stride] +
                                  w[2] * x[offsets[c] + index[2] * inner_stride] +
                                  w[3] * x[offsets[c] + index[3] * inner_stride]);
         } else if (inner_resized) {
-          int64_t lower = state->lower[inner][o] * inner_stride, upper = state->upper[inner][o] * inner_stride;
-          float w = state->upper_weight[inner][o];
+          int64_t lower = plan->lower[inner][o] * inner_stride, upper = plan->upper[inner][o] * inner_stride;
+          float w = plan->upper_weight[inner][o];
           for (int32_t c = 0; c < corners; ++c)
             sum += weights[c] * ((1.0f - w) * x[offsets[c] + lower] + w * x[offsets[c] + upper]);
         } else {
@@ -338,7 +338,7 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       const char *x = (const char *)job->x->data + (size_t)offsets[0] * job->size;
       char *y = (char *)job->y->data + (size_t)(r * row) * job->size;
       if (inner_resized)
-        edge_nd_gather_elements(y, x, state->lower[inner], row, job->size);
+        edge_nd_gather_elements(y, x, plan->lower[inner], row, job->size);
       else /* the innermost dimension is contiguous in x: the row is one block */
         memcpy(y, x, (size_t)row * job->size);
     }
@@ -350,7 +350,7 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status resize_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int64_t total = edge_num_elements(y->rank, y->shape);
   if (total == 0) return EDGE_OK;
   size_t size = edge_dtype_size(y->dtype);
@@ -360,15 +360,15 @@ static edge_status resize_eval(edge_context *ctx, edge_node *node) {
   }
   int64_t row = y->shape[y->rank - 1];
   const edge_vector_kernels *vector = &edge_kernels()->vector;
-  resize_job job = {node->state, x, y, row, total / row, size, vector->binary_vc[EDGE_BINARY_MUL],
+  resize_job job = {node->plan, x, y, row, total / row, size, vector->binary_vc[EDGE_BINARY_MUL],
                     vector->binary_vv[EDGE_BINARY_ADD]};
   edge_nd_parallel(ctx, job.rows, 64, resize_rows, &job);
   return EDGE_OK;
 }
 
 static void resize_release(edge_node *node) {
-  free_resize_state(node->state);
-  node->state = NULL;
+  free_resize_plan(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_resize = {resize_prepare, resize_eval, resize_release};

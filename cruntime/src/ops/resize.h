@@ -16,6 +16,6 @@ typedef struct {
   float *cubic_weight[EDGE_MAX_RANK];                   /* CUBIC: their 4 weights */
   int64_t x_strides[EDGE_MAX_RANK];
   void *tables, *cubic_tables;
-} resize_state;
+} resize_plan;
 
 #endif

@@ -42,10 +42,10 @@ typedef struct {
 } rnn_plan;
 
 static void rnn_release(edge_node *node) {
-  rnn_plan *plan = node->state;
+  rnn_plan *plan = node->plan;
   if (plan) free(plan->packed);
   free(plan);
-  node->state = NULL;
+  node->plan = NULL;
 }
 
 static size_t round_up_64(size_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -97,7 +97,7 @@ static edge_status check_shape(edge_context *ctx, const char *op, const char *ro
                                const int64_t *shape) {
   if (!t) return EDGE_OK;
   if (t->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_nd_name(t),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_tensor_name(t),
                      edge_dtype_name(t->dtype));
   bool same = t->rank == rank;
   for (int32_t d = 0; same && d < rank; ++d) same = t->shape[d] == shape[d];
@@ -105,7 +105,7 @@ static edge_status check_shape(edge_context *ctx, const char *op, const char *ro
     char got[128], want[128];
     edge_format_shape(got, sizeof got, t->rank, t->shape);
     edge_format_shape(want, sizeof want, rank, shape);
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' has shape %s, expected %s", op, role, edge_nd_name(t), got,
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' has shape %s, expected %s", op, role, edge_tensor_name(t), got,
                      want);
   }
   return EDGE_OK;
@@ -131,7 +131,7 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
                      op, (unsigned)node->activation.op < EDGE_UNARY_COUNT_ ? edge_unary_names[node->activation.op] : "?");
   if (optional_input(ctx, node, RNN_SEQUENCE_LENS))
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: sequence_lens ('%s') is not supported; every sequence runs to the end",
-                     op, edge_nd_name(optional_input(ctx, node, RNN_SEQUENCE_LENS)));
+                     op, edge_tensor_name(optional_input(ctx, node, RNN_SEQUENCE_LENS)));
 
   const edge_rnn_options *o = &node->options.rnn;
   const edge_tensor *x = optional_input(ctx, node, RNN_X), *w = optional_input(ctx, node, RNN_W);
@@ -150,14 +150,14 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
   p.dirs = o->direction == EDGE_RNN_BIDIRECTIONAL ? 2 : 1;
   if (x->rank != 3)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: X '%s' has rank %d; expected [seq, batch, input]", op,
-                     edge_nd_name(x), x->rank);
+                     edge_tensor_name(x), x->rank);
   p.seq = x->shape[0];
   p.batch = x->shape[1];
   p.input_size = x->shape[2];
   p.hidden = o->hidden_size > 0 ? o->hidden_size : (r->rank == 3 ? r->shape[2] : 0);
   if (p.hidden < 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: hidden_size is %d and cannot be taken from R '%s'", op,
-                     o->hidden_size, edge_nd_name(r));
+                     o->hidden_size, edge_tensor_name(r));
   int64_t gh = p.gates * p.hidden;
   edge_status status;
   int64_t x_shape[3] = {p.seq, p.batch, p.input_size}, w_shape[3] = {p.dirs, gh, p.input_size};
@@ -180,7 +180,7 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
     edge_tensor *out = optional_output(ctx, node, i);
     if (!out) continue;
     if (out->dtype != EDGE_FLOAT32)
-      return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: output '%s' is %s; only float32 is supported", op, edge_nd_name(out),
+      return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: output '%s' is %s; only float32 is supported", op, edge_tensor_name(out),
                        edge_dtype_name(out->dtype));
     status = i == RNN_Y ? edge_set_shape(ctx, out, 4, y_shape) : edge_set_shape(ctx, out, 3, state_shape);
     if (status != EDGE_OK) return status;
@@ -188,7 +188,7 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
   rnn_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", op);
   *plan = p;
-  node->state = plan;
+  node->plan = plan;
   /* h_prev, h_next, and the cell state (LSTM) or z, r, r (.) h_prev (GRU) */
   node->scratch_bytes = (size_t)((lstm ? 3 : 5) * p.batch * p.hidden) * sizeof(float);
   const edge_tensor *b = optional_input(ctx, node, RNN_B);
@@ -197,7 +197,7 @@ static edge_status rnn_prepare(edge_context *ctx, edge_node *node, bool lstm) {
       (!b || b->kind == EDGE_TENSOR_CONSTANT) && p.seq > 0 && p.batch > 0) {
     plan->gemm = &kernels->gemm;
     if ((status = rnn_pack(ctx, op, plan, w, r, b)) != EDGE_OK) return status;
-    node->state_bytes = plan->direction_bytes * (size_t)plan->dirs;
+    node->plan_bytes = plan->direction_bytes * (size_t)plan->dirs;
     /* + the input projections of every step, and one step's recurrent products */
     node->scratch_bytes += (size_t)((p.seq + 1) * p.batch * gh) * sizeof(float);
   }
@@ -416,7 +416,7 @@ static void gru_gemm_candidates(void *arg, int64_t begin, int64_t end, int32_t t
 }
 
 static edge_status rnn_eval_gemm(edge_context *ctx, edge_node *node) {
-  const rnn_plan *p = node->state;
+  const rnn_plan *p = node->plan;
   const edge_gemm_kernels *k = p->gemm;
   const int64_t units = p->batch * p->hidden, gh = p->gates * p->hidden, h = p->hidden;
   const float *x = optional_input(ctx, node, RNN_X)->data;
@@ -486,7 +486,7 @@ static edge_status rnn_eval_gemm(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status rnn_eval(edge_context *ctx, edge_node *node) {
-  const rnn_plan *p = node->state;
+  const rnn_plan *p = node->plan;
   if (p->gemm) return rnn_eval_gemm(ctx, node);
   int64_t units = p->batch * p->hidden, gh = p->gates * p->hidden;
   const float *x = optional_input(ctx, node, RNN_X)->data, *w = optional_input(ctx, node, RNN_W)->data;

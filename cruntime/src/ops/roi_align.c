@@ -29,17 +29,17 @@ static int64_t batch_at(const edge_tensor *indices, int64_t i) {
 }
 
 static edge_status roi_align_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "ROI_ALIGN", 3, 3, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "ROI_ALIGN", 3, 3, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *rois = edge_nd_input(ctx, node, 1);
-  edge_tensor *indices = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *rois = edge_op_input(ctx, node, 1);
+  edge_tensor *indices = edge_op_input(ctx, node, 2), *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   if (x->dtype != EDGE_FLOAT32 || rois->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "ROI_ALIGN '%s': x '%s' is %s and rois '%s' %s; float32 only", name,
-                     edge_nd_name(x), edge_dtype_name(x->dtype), edge_nd_name(rois), edge_dtype_name(rois->dtype));
+                     edge_tensor_name(x), edge_dtype_name(x->dtype), edge_tensor_name(rois), edge_dtype_name(rois->dtype));
   if (indices->dtype != EDGE_INT32 && indices->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "ROI_ALIGN '%s': batch indices '%s' are %s, expected int32 or int64",
-                     name, edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     name, edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   if (x->rank != 4 || rois->rank != 2 || rois->shape[1] != 4 || indices->rank != 1 ||
       indices->shape[0] != rois->shape[0]) {
     char xs[96], rs[96], is[96];
@@ -173,8 +173,8 @@ static void roi_align_rows(void *arg, int64_t begin, int64_t end, int32_t thread
 }
 
 static edge_status roi_align_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *rois = edge_nd_input(ctx, node, 1);
-  edge_tensor *indices = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *rois = edge_op_input(ctx, node, 1);
+  edge_tensor *indices = edge_op_input(ctx, node, 2), *y = edge_op_output(ctx, node, 0);
   roi_align_job job = {&node->options.roi_align, x, rois, indices, y, edge_kernels()->vector.bilinear};
   int64_t count = rois->shape[0], batches = x->shape[0];
   for (int64_t r = 0; r < count; ++r) {
@@ -182,13 +182,13 @@ static edge_status roi_align_eval(edge_context *ctx, edge_node *node) {
     if (b < 0 || b >= batches)
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "ROI_ALIGN '%s': batch index %lld of roi %lld (in '%s') is out of range for the %lld images of "
-                       "'%s'", edge_nd_name(y), (long long)b, (long long)r, edge_nd_name(indices), (long long)batches,
-                       edge_nd_name(x));
+                       "'%s'", edge_tensor_name(y), (long long)b, (long long)r, edge_tensor_name(indices), (long long)batches,
+                       edge_tensor_name(x));
     const float *roi = (const float *)rois->data + 4 * r;
     for (int32_t k = 0; k < 4; ++k)
       if (!isfinite(roi[k]) || fabsf(roi[k] * node->options.roi_align.spatial_scale) > 1e30f)
-        return edge_fail(ctx, EDGE_RUNTIME_ERROR, "ROI_ALIGN '%s': roi %lld of '%s' has coordinate %d = %g", edge_nd_name(y),
-                         (long long)r, edge_nd_name(rois), k, (double)roi[k]);
+        return edge_fail(ctx, EDGE_RUNTIME_ERROR, "ROI_ALIGN '%s': roi %lld of '%s' has coordinate %d = %g", edge_tensor_name(y),
+                         (long long)r, edge_tensor_name(rois), k, (double)roi[k]);
     /* The sample grid per bin, in float before any conversion: a file's sampling_ratio or a huge
      * region must not turn one invoke into an endless loop. */
     const edge_roi_align_options *o = job.o;
@@ -200,7 +200,7 @@ static edge_status roi_align_eval(edge_context *ctx, edge_node *node) {
         (grid_h > 0.0f && grid_w > 0.0f && grid_h * grid_w > (float)ROI_ALIGN_MAX_SAMPLES))
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "ROI_ALIGN '%s': roi %lld of '%s' would take %g x %g samples per bin; at most %d in all",
-                       edge_nd_name(y), (long long)r, edge_nd_name(rois), (double)grid_h, (double)grid_w,
+                       edge_tensor_name(y), (long long)r, edge_tensor_name(rois), (double)grid_h, (double)grid_w,
                        ROI_ALIGN_MAX_SAMPLES);
   }
   int64_t rows = count * job.o->output_height;

@@ -61,17 +61,17 @@ static const char *const reduction_names[EDGE_SCATTER_COUNT_] = {"none", "add", 
 /* Checks shared by both ops: arity, index dtype, data/updates/output dtypes, and that the
  * reduction has arithmetic for the dtype. */
 static edge_status check_common(edge_context *ctx, const edge_node *node, const char *op) {
-  edge_status status = edge_nd_check_arity(ctx, node, op, 3, 3, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, op, 3, 3, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *updates = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
-  const char *name = edge_nd_name(y);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *updates = edge_op_input(ctx, node, 2), *y = edge_op_output(ctx, node, 0);
+  const char *name = edge_tensor_name(y);
   if (indices->dtype != EDGE_INT32 && indices->dtype != EDGE_INT64)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': indices '%s' are %s, expected int32 or int64", op, name,
-                     edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   if (updates->dtype != x->dtype || y->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': data '%s' is %s, updates '%s' %s and the output %s; they must match",
-                     op, name, edge_nd_name(x), edge_dtype_name(x->dtype), edge_nd_name(updates),
+                     op, name, edge_tensor_name(x), edge_dtype_name(x->dtype), edge_tensor_name(updates),
                      edge_dtype_name(updates->dtype), edge_dtype_name(y->dtype));
   edge_scatter_kind reduction = node->options.scatter.reduction;
   if (reduction != EDGE_SCATTER_NONE && x->dtype != EDGE_FLOAT32 && x->dtype != EDGE_INT32 && x->dtype != EDGE_INT64)
@@ -85,15 +85,15 @@ static edge_status check_common(edge_context *ctx, const edge_node *node, const 
 static edge_status scatter_nd_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = check_common(ctx, node, "SCATTER_ND");
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *updates = edge_nd_input(ctx, node, 2);
-  const char *name = edge_nd_name(edge_nd_output(ctx, node, 0));
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *updates = edge_op_input(ctx, node, 2);
+  const char *name = edge_tensor_name(edge_op_output(ctx, node, 0));
   int32_t r = x->rank, q = indices->rank;
   int64_t k = q >= 1 ? indices->shape[q - 1] : 0;
   if (q < 1 || k < 1 || k > r)
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "SCATTER_ND '%s': index tuples of %lld entries do not fit data '%s' of rank %d", name,
-                     (long long)k, edge_nd_name(x), r);
+                     (long long)k, edge_tensor_name(x), r);
   /* updates must be indices.shape[:-1] + data.shape[k:] exactly. */
   int32_t want_rank = q - 1 + r - (int32_t)k;
   bool ok = updates->rank == want_rank;
@@ -106,14 +106,14 @@ static edge_status scatter_nd_prepare(edge_context *ctx, edge_node *node) {
     edge_format_shape(index_shape, sizeof index_shape, q, indices->shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL,
                      "SCATTER_ND '%s': updates '%s' are %s; data %s and indices %s need indices.shape[:-1] + "
-                     "data.shape[%lld:]", name, edge_nd_name(updates), have, data_shape, index_shape, (long long)k);
+                     "data.shape[%lld:]", name, edge_tensor_name(updates), have, data_shape, index_shape, (long long)k);
   }
   return EDGE_OK;
 }
 
 static edge_status scatter_nd_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *updates = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *updates = edge_op_input(ctx, node, 2), *y = edge_op_output(ctx, node, 0);
   int32_t r = x->rank, q = indices->rank;
   int64_t k = indices->shape[q - 1];
   int64_t tuples = edge_num_elements(q - 1, indices->shape);
@@ -124,8 +124,8 @@ static edge_status scatter_nd_eval(edge_context *ctx, edge_node *node) {
     if (index < -dim || index >= dim)
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "SCATTER_ND '%s': index %lld (entry %lld of tuple %lld in '%s') is out of range for dim %lld "
-                       "of '%s', which has %lld entries", edge_nd_name(y), (long long)index, (long long)(i % k),
-                       (long long)(i / k), edge_nd_name(indices), (long long)(i % k), edge_nd_name(x), (long long)dim);
+                       "of '%s', which has %lld entries", edge_tensor_name(y), (long long)index, (long long)(i % k),
+                       (long long)(i / k), edge_tensor_name(indices), (long long)(i % k), edge_tensor_name(x), (long long)dim);
   }
   if (y->data != x->data) memcpy(y->data, x->data, y->nbytes);
   char *dst = y->data;
@@ -149,13 +149,13 @@ static edge_status scatter_nd_eval(edge_context *ctx, edge_node *node) {
 static edge_status scatter_elements_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = check_common(ctx, node, "SCATTER_ELEMENTS");
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *updates = edge_nd_input(ctx, node, 2);
-  const char *name = edge_nd_name(edge_nd_output(ctx, node, 0));
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *updates = edge_op_input(ctx, node, 2);
+  const char *name = edge_tensor_name(edge_op_output(ctx, node, 0));
   int32_t r = x->rank, axis = node->options.scatter.axis;
-  if (r < 1 || !edge_nd_normalize_axis(&axis, r))
+  if (r < 1 || !edge_normalize_axis(&axis, r))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "SCATTER_ELEMENTS '%s': axis %d is out of range for data '%s' of rank %d",
-                     name, node->options.scatter.axis, edge_nd_name(x), r);
+                     name, node->options.scatter.axis, edge_tensor_name(x), r);
   bool ok = indices->rank == r && updates->rank == r;
   for (int32_t d = 0; ok && d < r; ++d)
     ok = updates->shape[d] == indices->shape[d] && (d == axis || indices->shape[d] <= x->shape[d]);
@@ -172,18 +172,18 @@ static edge_status scatter_elements_prepare(edge_context *ctx, edge_node *node) 
 }
 
 static edge_status scatter_elements_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *indices = edge_nd_input(ctx, node, 1);
-  edge_tensor *updates = edge_nd_input(ctx, node, 2), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *indices = edge_op_input(ctx, node, 1);
+  edge_tensor *updates = edge_op_input(ctx, node, 2), *y = edge_op_output(ctx, node, 0);
   int32_t r = x->rank, axis = node->options.scatter.axis;
-  edge_nd_normalize_axis(&axis, r);
+  edge_normalize_axis(&axis, r);
   int64_t count = edge_num_elements(r, indices->shape), dim = x->shape[axis];
   for (int64_t i = 0; i < count; ++i) {
     int64_t index = index_at(indices, i);
     if (index < -dim || index >= dim)
       return edge_fail(ctx, EDGE_RUNTIME_ERROR,
                        "SCATTER_ELEMENTS '%s': index %lld (element %lld of '%s') is out of range for axis %d of '%s', "
-                       "which has %lld entries", edge_nd_name(y), (long long)index, (long long)i,
-                       edge_nd_name(indices), axis, edge_nd_name(x), (long long)dim);
+                       "which has %lld entries", edge_tensor_name(y), (long long)index, (long long)i,
+                       edge_tensor_name(indices), axis, edge_tensor_name(x), (long long)dim);
   }
   if (y->data != x->data) memcpy(y->data, x->data, y->nbytes);
   int64_t strides[EDGE_MAX_RANK], position[EDGE_MAX_RANK] = {0};

@@ -27,18 +27,18 @@ static void softmax_release(edge_node *node);
 
 static edge_status softmax_prepare(edge_context *ctx, edge_node *node) {
   softmax_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, "SOFTMAX", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "SOFTMAX", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (edge_q_is_int8(x)) return edge_qsoftmax_prepare(ctx, node);
-  const char *name = edge_nd_name(y);
+  const char *name = edge_tensor_name(y);
   if (x->dtype != EDGE_FLOAT32 || y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "SOFTMAX '%s': input is %s and output %s; only float32 is supported", name,
                      edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
   int32_t axis = node->options.softmax.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "SOFTMAX '%s': axis %d is out of range for input '%s' of rank %d", name,
-                     node->options.softmax.axis, edge_nd_name(x), x->rank);
+                     node->options.softmax.axis, edge_tensor_name(x), x->rank);
   if ((status = edge_set_shape(ctx, y, x->rank, x->shape)) != EDGE_OK) return status;
   softmax_plan *plan = malloc(sizeof *plan);
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "SOFTMAX '%s': out of memory", name);
@@ -46,7 +46,7 @@ static edge_status softmax_prepare(edge_context *ctx, edge_node *node) {
   plan->outer = edge_num_elements(axis, x->shape);
   plan->length = x->shape[axis];
   plan->inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
-  node->state = plan;
+  node->plan = plan;
   return EDGE_OK;
 }
 
@@ -115,8 +115,8 @@ static void softmax_range(void *arg, int64_t begin, int64_t end, int32_t thread)
 
 static edge_status softmax_eval(edge_context *ctx, edge_node *node) {
   if (node->quantized) return edge_qsoftmax_eval(ctx, node);
-  const softmax_plan *p = node->state;
-  softmax_job job = {p, &node->activation, edge_nd_input(ctx, node, 0)->data, edge_nd_output(ctx, node, 0)->data};
+  const softmax_plan *p = node->plan;
+  softmax_job job = {p, &node->activation, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data};
   edge_nd_parallel(ctx, p->outer * p->inner, 1 + 8192 / (p->length + 1), softmax_range, &job);
   return EDGE_OK;
 }
@@ -126,8 +126,8 @@ static void softmax_release(edge_node *node) {
     edge_qsoftmax_release(node);
     return;
   }
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_softmax = {softmax_prepare, softmax_eval, softmax_release};

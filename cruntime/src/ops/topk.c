@@ -90,31 +90,31 @@ static void top_k_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status top_k_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "TOP_K", 1, 1, 2, 2);
+  edge_status status = edge_op_check_arity(ctx, node, "TOP_K", 1, 1, 2, 2);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *values = edge_nd_output(ctx, node, 0);
-  edge_tensor *indices = edge_nd_output(ctx, node, 1);
-  const char *name = edge_nd_name(values);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *values = edge_op_output(ctx, node, 0);
+  edge_tensor *indices = edge_op_output(ctx, node, 1);
+  const char *name = edge_tensor_name(values);
   if (x->dtype != EDGE_FLOAT32 && x->dtype != EDGE_INT32 && x->dtype != EDGE_INT64 && x->dtype != EDGE_INT8 &&
       x->dtype != EDGE_UINT8)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "TOP_K '%s': input '%s' is %s; float32, int32, int64, int8 and uint8 are "
-                     "supported", name, edge_nd_name(x), edge_dtype_name(x->dtype));
+                     "supported", name, edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (values->dtype != x->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TOP_K '%s': values output is %s but input '%s' is %s", name,
-                     edge_dtype_name(values->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     edge_dtype_name(values->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (indices->dtype != EDGE_INT64 && indices->dtype != EDGE_INT32)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TOP_K '%s': indices output '%s' is %s, expected int64 or int32", name,
-                     edge_nd_name(indices), edge_dtype_name(indices->dtype));
+                     edge_tensor_name(indices), edge_dtype_name(indices->dtype));
   if (node->outputs[0] == node->outputs[1])
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TOP_K '%s': values and indices are the same tensor", name);
   int32_t axis = node->options.top_k.axis;
-  if (!edge_nd_normalize_axis(&axis, x->rank))
+  if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TOP_K '%s': axis %d is out of range for input '%s' of rank %d", name,
-                     node->options.top_k.axis, edge_nd_name(x), x->rank);
+                     node->options.top_k.axis, edge_tensor_name(x), x->rank);
   int64_t k = node->options.top_k.k;
   if (k < 0 || k > x->shape[axis])
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TOP_K '%s': k %lld is outside [0, %lld], the size of axis %d of '%s'",
-                     name, (long long)k, (long long)x->shape[axis], axis, edge_nd_name(x));
+                     name, (long long)k, (long long)x->shape[axis], axis, edge_tensor_name(x));
   if (indices->dtype == EDGE_INT32 && x->shape[axis] > INT32_MAX)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "TOP_K '%s': axis of %lld entries does not fit int32 indices", name,
                      (long long)x->shape[axis]);
@@ -129,10 +129,10 @@ static edge_status top_k_prepare(edge_context *ctx, edge_node *node) {
 }
 
 static edge_status top_k_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *values = edge_nd_output(ctx, node, 0);
-  edge_tensor *indices = edge_nd_output(ctx, node, 1);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *values = edge_op_output(ctx, node, 0);
+  edge_tensor *indices = edge_op_output(ctx, node, 1);
   int32_t axis = node->options.top_k.axis;
-  edge_nd_normalize_axis(&axis, x->rank);
+  edge_normalize_axis(&axis, x->rank);
   int64_t n = x->shape[axis], k = node->options.top_k.k;
   int64_t outer = edge_num_elements(axis, x->shape), inner = edge_num_elements(x->rank - axis - 1, x->shape + axis + 1);
   if (outer * inner * k == 0) return EDGE_OK;

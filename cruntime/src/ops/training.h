@@ -43,7 +43,7 @@ static inline edge_status edge_training_check_arity(edge_context *ctx, const edg
 static inline edge_status edge_training_check_float(edge_context *ctx, const char *op, const char *role,
                                                     const edge_tensor *t) {
   if (t->dtype != EDGE_FLOAT32)
-    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_nd_name(t),
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: %s '%s' is %s; only float32 is supported", op, role, edge_tensor_name(t),
                      edge_dtype_name(t->dtype));
   return EDGE_OK;
 }
@@ -63,7 +63,7 @@ static inline edge_status edge_training_check_same_shape(edge_context *ctx, cons
   edge_format_shape(sa, sizeof sa, a->rank, a->shape);
   edge_format_shape(sb, sizeof sb, b->rank, b->shape);
   return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' is %s but %s '%s' is %s; they must match", op, role_a,
-                   edge_nd_name(a), sa, role_b, edge_nd_name(b), sb);
+                   edge_tensor_name(a), sa, role_b, edge_tensor_name(b), sb);
 }
 
 /* Ops that update a tensor in place write through its data pointer: it must be a variable (the
@@ -72,7 +72,7 @@ static inline edge_status edge_training_check_variable(edge_context *ctx, const 
                                                        const edge_tensor *t) {
   if (t->kind != EDGE_TENSOR_VARIABLE)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: %s '%s' is updated in place, so it must be a variable tensor, not %s",
-                     op, role, edge_nd_name(t), t->kind == EDGE_TENSOR_CONSTANT ? "a constant" : "an activation");
+                     op, role, edge_tensor_name(t), t->kind == EDGE_TENSOR_CONSTANT ? "a constant" : "an activation");
   return EDGE_OK;
 }
 

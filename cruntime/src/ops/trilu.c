@@ -48,20 +48,20 @@ static void trilu_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status trilu_prepare(edge_context *ctx, edge_node *node) {
-  edge_status status = edge_nd_check_arity(ctx, node, "TRILU", 1, 1, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "TRILU", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (x->rank < 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "TRILU '%s': input '%s' has rank %d; it needs rank >= 2",
-                     edge_nd_name(y), edge_nd_name(x), x->rank);
+                     edge_tensor_name(y), edge_tensor_name(x), x->rank);
   if (y->dtype != x->dtype)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "TRILU '%s': output is %s but input '%s' is %s", edge_nd_name(y),
-                     edge_dtype_name(y->dtype), edge_nd_name(x), edge_dtype_name(x->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "TRILU '%s': output is %s but input '%s' is %s", edge_tensor_name(y),
+                     edge_dtype_name(y->dtype), edge_tensor_name(x), edge_dtype_name(x->dtype));
   return edge_set_shape(ctx, y, x->rank, x->shape);
 }
 
 static edge_status trilu_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int64_t cols = x->shape[x->rank - 1], rows = x->shape[x->rank - 2];
   int64_t total_rows = edge_num_elements(x->rank - 1, x->shape);
   if (total_rows == 0 || cols == 0) return EDGE_OK;

@@ -11,7 +11,7 @@
  * shape [256] whose entry j is the int8 output for input code j - 128 (the converter samples the
  * float function between the two tensors' quantizations, so the table already holds the
  * requantized result); y[i] = table[x[i] + 128], exact by construction. Prepare validates the
- * table (the file is untrusted) and copies it into the node's state; eval runs the vector
+ * table (the file is untrusted) and copies it into the node's plan; eval runs the vector
  * family's s8_lut kernel, or the loop here at EDGE_ISA_SCALAR. */
 #include <math.h>
 #include <stdio.h>
@@ -116,35 +116,35 @@ static edge_dtype unary_output_dtype(edge_unary_kind op, edge_dtype in) {
 
 typedef struct {
   _Alignas(64) int8_t table[256];
-} unary_lut_state;
+} unary_lut_plan;
 
 static void unary_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
   node->quantized = false;
 }
 
 static edge_status unary_lut_prepare(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   edge_unary_kind op = node->options.unary.op;
   char what[160];
-  snprintf(what, sizeof what, "UNARY %s '%s'", edge_unary_names[op], edge_nd_name(y));
+  snprintf(what, sizeof what, "UNARY %s '%s'", edge_unary_names[op], edge_tensor_name(y));
   if (op != EDGE_UNARY_IDENTITY && unary_output_dtype(op, EDGE_FLOAT32) != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: input '%s' is int8, which this op does not take", what,
-                     edge_nd_name(x));
+                     edge_tensor_name(x));
   if (node->num_inputs != 2)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: an int8 input '%s' needs a second input, a [256] int8 table",
-                     what, edge_nd_name(x));
-  const edge_tensor *table = edge_nd_input(ctx, node, 1);
+                     what, edge_tensor_name(x));
+  const edge_tensor *table = edge_op_input(ctx, node, 1);
   if (table->dtype != EDGE_INT8 || table->rank != 1 || table->shape[0] != 256) {
     char shape[128];
     edge_format_shape(shape, sizeof shape, table->rank, table->shape);
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: table '%s' is %s %s; it must be int8 [256]", what,
-                     edge_nd_name(table), edge_dtype_name(table->dtype), shape);
+                     edge_tensor_name(table), edge_dtype_name(table->dtype), shape);
   }
   if (table->kind != EDGE_TENSOR_CONSTANT || !table->data || table->nbytes < 256)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: table '%s' must be a constant with 256 bytes of data", what,
-                     edge_nd_name(table));
+                     edge_tensor_name(table));
   if (y->dtype != EDGE_INT8)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: output is %s; an int8 input with a table gives int8", what,
                      edge_dtype_name(y->dtype));
@@ -158,12 +158,12 @@ static edge_status unary_lut_prepare(edge_context *ctx, edge_node *node) {
   /* The table holds output codes: when it carries params of its own they must be the output's. */
   if (table->num_quant_params != 0 && !edge_q_same_params(table, y))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: table '%s' is quantized differently from output '%s'", what,
-                     edge_nd_name(table), edge_nd_name(y));
+                     edge_tensor_name(table), edge_tensor_name(y));
   if ((status = edge_set_shape(ctx, y, x->rank, x->shape)) != EDGE_OK) return status;
-  unary_lut_state *s = aligned_alloc(64, sizeof *s);
+  unary_lut_plan *s = aligned_alloc(64, sizeof *s);
   if (!s) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
   memcpy(s->table, table->data, 256);
-  node->state = s;
+  node->plan = s;
   node->quantized = true;
   return EDGE_OK;
 }
@@ -186,34 +186,34 @@ static void unary_lut_range(void *arg, int64_t begin, int64_t end, int32_t threa
 
 static edge_status unary_prepare(edge_context *ctx, edge_node *node) {
   unary_release(node);
-  edge_status status = edge_nd_check_arity(ctx, node, "UNARY", 1, 2, 1, 1);
+  edge_status status = edge_op_check_arity(ctx, node, "UNARY", 1, 2, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   edge_unary_kind op = node->options.unary.op;
   if ((int)op < 0 || op >= EDGE_UNARY_COUNT_)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY '%s': unknown op %d", edge_nd_name(y), (int)op);
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY '%s': unknown op %d", edge_tensor_name(y), (int)op);
   if (x->dtype == EDGE_INT8 && (op != EDGE_UNARY_IDENTITY || node->num_inputs == 2))
     return unary_lut_prepare(ctx, node);
   if (node->num_inputs != 1)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY %s '%s': has %d inputs; only an int8 input takes a table",
-                     edge_unary_names[op], edge_nd_name(y), node->num_inputs);
+                     edge_unary_names[op], edge_tensor_name(y), node->num_inputs);
   edge_dtype expected = unary_output_dtype(op, x->dtype);
   if ((int)expected < 0)
     return edge_fail(ctx, EDGE_UNSUPPORTED, "UNARY %s '%s': input '%s' is %s, which this op does not take",
-                     edge_unary_names[op], edge_nd_name(y), edge_nd_name(x), edge_dtype_name(x->dtype));
+                     edge_unary_names[op], edge_tensor_name(y), edge_tensor_name(x), edge_dtype_name(x->dtype));
   if (y->dtype != expected)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY %s '%s': output is %s, expected %s", edge_unary_names[op],
-                     edge_nd_name(y), edge_dtype_name(y->dtype), edge_dtype_name(expected));
+                     edge_tensor_name(y), edge_dtype_name(y->dtype), edge_dtype_name(expected));
   if (node->activation.op != EDGE_UNARY_IDENTITY && y->dtype != EDGE_FLOAT32)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "UNARY '%s': fused activation %s on a %s output",
-                     edge_nd_name(y), edge_unary_names[node->activation.op], edge_dtype_name(y->dtype));
+                     edge_tensor_name(y), edge_unary_names[node->activation.op], edge_dtype_name(y->dtype));
   return edge_set_shape(ctx, y, x->rank, x->shape);
 }
 
 static edge_status unary_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *x = edge_nd_input(ctx, node, 0), *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   if (node->quantized) {
-    unary_lut_job job = {((const unary_lut_state *)node->state)->table, x->data, y->data};
+    unary_lut_job job = {((const unary_lut_plan *)node->plan)->table, x->data, y->data};
     edge_nd_parallel(ctx, edge_num_elements(x->rank, x->shape), 65536, unary_lut_range, &job);
     return EDGE_OK;
   }

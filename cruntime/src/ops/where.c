@@ -43,51 +43,51 @@ static void where_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
 }
 
 static edge_status where_prepare(edge_context *ctx, edge_node *node) {
-  free(node->state);
-  node->state = NULL;
-  edge_status status = edge_nd_check_arity(ctx, node, "WHERE", 3, 3, 1, 1);
+  free(node->plan);
+  node->plan = NULL;
+  edge_status status = edge_op_check_arity(ctx, node, "WHERE", 3, 3, 1, 1);
   if (status != EDGE_OK) return status;
-  edge_tensor *cond = edge_nd_input(ctx, node, 0), *a = edge_nd_input(ctx, node, 1), *b = edge_nd_input(ctx, node, 2);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
+  edge_tensor *cond = edge_op_input(ctx, node, 0), *a = edge_op_input(ctx, node, 1), *b = edge_op_input(ctx, node, 2);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
   if (cond->dtype != EDGE_BOOL)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "WHERE '%s': condition '%s' is %s, expected bool", edge_nd_name(y),
-                     edge_nd_name(cond), edge_dtype_name(cond->dtype));
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "WHERE '%s': condition '%s' is %s, expected bool", edge_tensor_name(y),
+                     edge_tensor_name(cond), edge_dtype_name(cond->dtype));
   if (a->dtype != b->dtype || y->dtype != a->dtype)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "WHERE '%s': a '%s' is %s, b '%s' is %s, output is %s; all must match",
-                     edge_nd_name(y), edge_nd_name(a), edge_dtype_name(a->dtype), edge_nd_name(b),
+                     edge_tensor_name(y), edge_tensor_name(a), edge_dtype_name(a->dtype), edge_tensor_name(b),
                      edge_dtype_name(b->dtype), edge_dtype_name(y->dtype));
   int32_t ranks[3] = {cond->rank, a->rank, b->rank}, rank;
   const int64_t *shapes[3] = {cond->shape, a->shape, b->shape};
   int64_t shape[EDGE_MAX_RANK];
   char what[160];
-  snprintf(what, sizeof what, "WHERE '%s'", edge_nd_name(y));
+  snprintf(what, sizeof what, "WHERE '%s'", edge_tensor_name(y));
   status = edge_nd_broadcast_shapes(ctx, what, 3, ranks, shapes, &rank, shape);
   if (status != EDGE_OK) return status;
   status = edge_set_shape(ctx, y, rank, shape);
   if (status != EDGE_OK) return status;
 
   edge_nd_iter *iter = malloc(sizeof *iter);
-  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "WHERE '%s': out of memory", edge_nd_name(y));
+  if (!iter) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "WHERE '%s': out of memory", edge_tensor_name(y));
   int64_t strides[4][EDGE_MAX_RANK];
   edge_nd_contiguous_strides(rank, shape, strides[0]);
   for (int32_t k = 0; k < 3; ++k) edge_nd_broadcast_strides(rank, shape, ranks[k], shapes[k], strides[k + 1]);
   const int64_t *stride_list[4] = {strides[0], strides[1], strides[2], strides[3]};
   edge_nd_iter_init(iter, rank, shape, 4, stride_list);
-  node->state = iter;
+  node->plan = iter;
   return EDGE_OK;
 }
 
 static edge_status where_eval(edge_context *ctx, edge_node *node) {
-  edge_tensor *cond = edge_nd_input(ctx, node, 0), *a = edge_nd_input(ctx, node, 1), *b = edge_nd_input(ctx, node, 2);
-  edge_tensor *y = edge_nd_output(ctx, node, 0);
-  where_job job = {node->state, cond->data, a->data, b->data, y->data, edge_dtype_size(y->dtype)};
+  edge_tensor *cond = edge_op_input(ctx, node, 0), *a = edge_op_input(ctx, node, 1), *b = edge_op_input(ctx, node, 2);
+  edge_tensor *y = edge_op_output(ctx, node, 0);
+  where_job job = {node->plan, cond->data, a->data, b->data, y->data, edge_dtype_size(y->dtype)};
   edge_nd_parallel(ctx, job.iter->total, 16384, where_range, &job);
   return EDGE_OK;
 }
 
 static void where_release(edge_node *node) {
-  free(node->state);
-  node->state = NULL;
+  free(node->plan);
+  node->plan = NULL;
 }
 
 const edge_op_registration edge_op_where = {where_prepare, where_eval, where_release};
