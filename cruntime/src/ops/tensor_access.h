@@ -5,10 +5,16 @@
 
 #include "../internal.h"
 
-/* Checks the node's input and output counts and that every index names a tensor; op is the name
- * used in messages. */
-edge_status edge_op_check_arity(edge_context *ctx, const edge_node *node, const char *op, int32_t min_inputs,
-                                int32_t max_inputs, int32_t min_outputs, int32_t max_outputs);
+/* Checks the node's input and output counts and that every index names a tensor (outputs after the
+ * first may be -1, left out, where optional_outputs); op is the name used in messages. */
+edge_status edge_op_check_arity_optional(edge_context *ctx, const edge_node *node, const char *op,
+                                         int32_t min_inputs, int32_t max_inputs, int32_t min_outputs,
+                                         int32_t max_outputs, bool optional_outputs);
+static inline edge_status edge_op_check_arity(edge_context *ctx, const edge_node *node, const char *op,
+                                              int32_t min_inputs, int32_t max_inputs, int32_t min_outputs,
+                                              int32_t max_outputs) {
+  return edge_op_check_arity_optional(ctx, node, op, min_inputs, max_inputs, min_outputs, max_outputs, false);
+}
 
 /* Input / output i of the node (after edge_op_check_arity; an optional input left out is -1 and must
  * be tested by the caller before this). */
