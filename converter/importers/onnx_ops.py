@@ -507,8 +507,15 @@ def _resolve_pads(ctx: NodeContext, sizes, kernel, strides, dilations) -> list[i
 
 
 def _spatial_attrs(ctx: NodeContext, kernel) -> tuple[list[int], list[int]]:
-    n = len(kernel)
-    return list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    """(strides, dilations) of a convolution or pooling node, after checking that the kernel, the
+    strides and the dilations each give one value >= 1 per spatial dim of input 0."""
+    n = ctx.rank(0) - 2
+    strides, dilations = list(ctx.attr("strides", [1] * n)), list(ctx.attr("dilations", [1] * n))
+    for name, values in (("kernel_shape", list(kernel)), ("strides", strides), ("dilations", dilations)):
+        if len(values) != n or any(int(v) < 1 for v in values):
+            raise ctx.error(f"{name} {values[:8]} must hold {n} values >= 1, one per spatial dim of the "
+                            f"rank-{n + 2} input")
+    return strides, dilations
 
 
 def _to_2d(values: list[int], fill: int) -> tuple[int, int]:

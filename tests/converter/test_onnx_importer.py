@@ -665,3 +665,30 @@ def test_reshape_copying_a_dim_the_input_lacks_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(ConversionError, match="copies dim 2 .* has only 2 dims"):
         load_onnx(model)
+
+
+@pytest.mark.parametrize("op, attrs, words", [
+    ("Conv", {"strides": []}, r"strides \[\] must hold 2 values >= 1"),
+    ("Conv", {"strides": [0, 1]}, r"strides \[0, 1\] must hold 2 values >= 1"),
+    ("Conv", {"dilations": [1]}, r"dilations \[1\] must hold 2 values >= 1"),
+    ("MaxPool", {"kernel_shape": [3]}, r"kernel_shape \[3\] must hold 2 values >= 1"),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1, 1]}, r"strides \[1, 1, 1\] must hold 2"),
+])
+def test_spatial_attributes_without_one_positive_value_per_dim_are_refused(op, attrs, words):
+    """Kernel, strides and dilations give one value >= 1 per spatial dim; a fuzzed file with an
+    empty strides list once made this an IndexError (a zero stride, a ZeroDivisionError)."""
+    inputs, consts = ["x"], []
+    if op == "Conv":
+        inputs.append("w")
+        consts.append(numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w"))
+        attrs = {"kernel_shape": [3, 3], **attrs}
+    node = helper.make_node(op, inputs, ["y"], name="n0")
+    node.attribute.extend(helper.make_attribute(key, value, attr_type=onnx.AttributeProto.INTS)
+                          for key, value in attrs.items())
+    graph = helper.make_graph(
+        [node], "spatial",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "h", "w"])], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ConversionError, match="node 'n0' .*" + words):
+        load_onnx(model)
