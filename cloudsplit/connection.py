@@ -47,9 +47,12 @@ class InferReply:
 
 class ServerConnection:
     def __init__(self, address: str, token: str | None = None, max_message_mb: float = 4.0,
-                 chunk_bytes: int = MiB, tls: ClientTLS | None = None):
+                 chunk_bytes: int = MiB, tls: ClientTLS | None = None,
+                 max_reply_mb: float = transfer.DEFAULT_MAX_TENSOR_BYTES / MiB):
         message_bytes = int(max_message_mb * MiB)
         self.address = address
+        # A reply whose header declares more tensor bytes than this is refused before they are read.
+        self.max_reply_bytes = int(max_reply_mb * MiB)
         self.chunk_bytes = min(chunk_bytes, message_bytes - 4096)
         # Short reconnect backoff: a server that comes back is noticed within a second or two.
         self.channel = make_channel(address, tls, max_message_mb=max_message_mb, options=[
@@ -158,7 +161,7 @@ class ServerConnection:
                         raise ProtocolError("the server's first message is not a reply header")
                     reply = message.reply
                     marks["reply"] = time.perf_counter()
-                    assembler = transfer.TensorAssembler(reply.outputs)
+                    assembler = transfer.TensorAssembler(reply.outputs, self.max_reply_bytes, "the reply")
                 elif message.WhichOneof("part") == "chunk":
                     assembler.add(message.chunk)
                 else:
@@ -176,7 +179,7 @@ class ServerConnection:
                 raise ProtocolError(f"the server sent tensor {tensor_header.tensor_index}, which was not asked for")
             try:
                 outputs[tensor_header.tensor_index] = transfer.decode_tensor(tensor_header, data)
-            except (ValueError, KeyError) as error:
+            except ValueError as error:
                 raise ProtocolError(f"the server's tensor {tensor_header.tensor_index} does not decode: {error}") from None
         if set(outputs) != wanted:
             raise ProtocolError(f"the server left out tensors {sorted(wanted - set(outputs))}")

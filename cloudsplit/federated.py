@@ -62,11 +62,15 @@ class RoundReport:
     secagg_bytes_received: int = 0
 
 
-def receive_tensors(headers, chunks, names: list[str]) -> tuple[dict[str, np.ndarray], int]:
+def receive_tensors(headers, chunks, names: list[str], max_total_bytes: int) -> tuple[dict[str, np.ndarray], int]:
     """The tensors ``headers`` announce, read from their ``chunks`` and decoded, keyed by
-    ``names[tensor_index]``, and their wire bytes. A stream that does not follow its headers raises
-    ``transfer.FramingError`` (the server and the client read weights and deltas the same way)."""
-    assembler = transfer.TensorAssembler(headers)
+    ``names[tensor_index]``, and their wire bytes. A stream that does not follow its headers, or
+    that declares more than ``max_total_bytes``, raises ``transfer.FramingError`` (the server and
+    the client read weights and deltas the same way)."""
+    indices = [header.tensor_index for header in headers]
+    if sorted(indices) != list(range(len(names))):
+        raise transfer.FramingError(f"the stream lists tensors {indices[:8]}, not each of 0..{len(names) - 1} once")
+    assembler = transfer.TensorAssembler(headers, max_total_bytes)
     for chunk in chunks:
         assembler.add(chunk)
     if not assembler.complete:
@@ -180,7 +184,9 @@ class Client:
                 size += message.ByteSize()
                 yield message.chunk
 
-        weights, _ = receive_tensors(first.header.tensors, chunks(), self.variables)
+        # The weights cannot take more bytes than this model's own variables, uncompressed.
+        limit = sum(self.trainer.get_variable(name).nbytes for name in self.variables)
+        weights, _ = receive_tensors(first.header.tensors, chunks(), self.variables, limit)
         return weights, size
 
     def train_locally(self, start: dict[str, np.ndarray], reply: pb.JoinRoundReply) -> tuple[float, int]:

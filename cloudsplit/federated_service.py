@@ -938,7 +938,8 @@ class FederatedService(pb_grpc.FederatedServicer):
 
         names = [MASKED_UPDATE] if job.config.secure_aggregation else job.names
         try:
-            deltas, wire_bytes = receive_tensors(header.tensors, chunks(), names)
+            deltas, wire_bytes = receive_tensors(header.tensors, chunks(), names,
+                                                 int(self.options.max_update_mb * MiB))
         except transfer.FramingError as error:
             job.refuse()
             raise invalid(str(error)) from None

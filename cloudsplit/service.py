@@ -40,7 +40,7 @@ class ServerOptions:
     threads: int = 1
     max_concurrency: int = 16
     max_message_mb: float = 4.0
-    max_request_mb: float = 256.0
+    max_request_mb: float = transfer.DEFAULT_MAX_TENSOR_BYTES / MiB
     max_model_mb: float = 1024.0
     token: str | None = None
     batching: bool = True
@@ -295,7 +295,8 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         if remaining is not None:
             request.deadline = time.monotonic() + remaining
         try:
-            assembler = transfer.TensorAssembler(header.uploads, int(self.options.max_request_mb * MiB))
+            assembler = transfer.TensorAssembler(header.uploads, int(self.options.max_request_mb * MiB),
+                                                 "the request")
         except transfer.FramingError as error:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)) from None
         if self.options.on_request is not None:

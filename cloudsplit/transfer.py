@@ -4,6 +4,11 @@ A request (or reply) is a header followed by the wire bytes of each tensor the h
 header's order, cut into TensorChunks of at most ``chunk_bytes``. ``TensorAssembler`` takes the chunks
 back in and checks that each one continues the tensor it claims to (index, offset, length), so a
 malformed stream is rejected with a message naming the tensor instead of being misread.
+
+Both ends read streams the other end wrote, so both hold them to the same rules: the assembler takes
+a limit on the bytes a stream's headers may declare (the server's ``--max-request-mb``, the client's
+``max_reply_mb``), checked before anything is allocated, and ``decode_tensor`` raises ``ValueError``
+(``FramingError`` for codes it does not know) for anything it cannot decode.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from cloudsplit import compression
 from cloudsplit.protos import split_pb2 as pb
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+# The default limit on the tensor bytes one request or reply may declare, on either end.
+DEFAULT_MAX_TENSOR_BYTES = 256 << 20
 
 COMPRESSION_BY_MODE = {"none": pb.COMPRESSION_NONE, "fp16": pb.COMPRESSION_FP16,
                        "int8": pb.COMPRESSION_INT8_PER_CHANNEL, "int8-per-tensor": pb.COMPRESSION_INT8}
@@ -29,7 +36,8 @@ DTYPE_BY_NUMPY = {dtype: value for value, dtype in NUMPY_BY_DTYPE.items()}
 
 
 class FramingError(ValueError):
-    """A stream whose chunks do not follow its header."""
+    """A stream whose chunks do not follow its header, or a header that declares what cannot be read:
+    more bytes than the reader's limit, an unknown dtype or compression code."""
 
 
 def dtype_name(value: int) -> str:
@@ -47,6 +55,12 @@ def encode_tensor(index: int, array: np.ndarray, mode: str) -> tuple[pb.TensorHe
 
 
 def decode_tensor(header: pb.TensorHeader, data: bytes | memoryview) -> np.ndarray:
+    """The array ``header`` and its wire bytes ``data`` describe; ``ValueError`` (``FramingError`` for
+    an unknown dtype or compression code) when they do not make one."""
+    if header.dtype not in NUMPY_BY_DTYPE:
+        raise FramingError(f"tensor {header.tensor_index}: {dtype_name(header.dtype)}")
+    if header.compression not in MODE_BY_COMPRESSION:
+        raise FramingError(f"tensor {header.tensor_index}: unknown compression code {header.compression}")
     return compression.decode(data, MODE_BY_COMPRESSION[header.compression], NUMPY_BY_DTYPE[header.dtype],
                               tuple(header.shape), header.scale, header.zero_point,
                               channel_scales=header.channel_scales, channel_zero_points=header.channel_zero_points)
@@ -63,13 +77,17 @@ def chunk_messages(tensors: Sequence[tuple[pb.TensorHeader, bytes]],
 
 
 class TensorAssembler:
-    """Collects the chunks of the tensors ``headers`` lists, in order."""
+    """Collects the chunks of the tensors ``headers`` lists, in order.
 
-    def __init__(self, headers: Sequence[pb.TensorHeader], max_total_bytes: int | None = None):
+    ``max_total_bytes`` bounds what the headers may declare (``FramingError`` past it, before any
+    buffer is allocated): the peer decides ``byte_length``, so without a bound one header could make
+    the reader allocate any amount. ``what`` names the stream in that message."""
+
+    def __init__(self, headers: Sequence[pb.TensorHeader], max_total_bytes: int, what: str = "the stream"):
         self.headers = list(headers)
         total = sum(h.byte_length for h in self.headers)
-        if max_total_bytes is not None and total > max_total_bytes:
-            raise FramingError(f"the request declares {total} bytes of tensors, over the server's limit of "
+        if total > max_total_bytes:
+            raise FramingError(f"{what} declares {total} bytes of tensors, over the limit of "
                                f"{max_total_bytes} bytes")
         self._buffers = [bytearray(h.byte_length) for h in self.headers]
         self._position = 0

@@ -243,7 +243,8 @@ def test_stream_of_requests_reports_errors_per_request(connection, mobilenet):
     for message in connection.stub.InferStream(iter(messages), timeout=20):
         if message.WhichOneof("part") == "reply":
             current = message.reply
-            replies[current.request_id] = [current, transfer.TensorAssembler(current.outputs)]
+            assembler = transfer.TensorAssembler(current.outputs, transfer.DEFAULT_MAX_TENSOR_BYTES)
+            replies[current.request_id] = [current, assembler]
         else:
             replies[current.request_id][1].add(message.chunk)
     assert sorted(replies) == [1, 2, 3]
