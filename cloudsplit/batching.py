@@ -8,7 +8,8 @@ therefore grow exactly when the server is saturated, which is when running them 
 batch timeout): a latency cost paid on purpose for larger batches.
 
 ``BatchRunner`` runs the server's validated requests through one ``Batcher`` per model and cut, as
-stacked batches in power-of-two sizes (``batch_bucket``) when the model allows it.
+stacked batches in power-of-two sizes (``batch_bucket``) when the model allows it, and at most
+``compute_slots`` of them on this process's interpreters at once, across every model.
 """
 from __future__ import annotations
 
@@ -146,11 +147,19 @@ class BatchRunner:
     stacked results match one-by-one results (checked once per key), else one request at a time.
     ``options`` is the server's ``ServerOptions``: batching, max_batch, batch_padding, batch_window_ms
     and the delay_s test hook are read from it.
+
+    At most ``compute_slots`` invocations run on this process's interpreters at once (the rest wait
+    for a slot, and that wait counts in their ``queue_ms``): more would only share the same cores,
+    and each would need its own warm interpreter, so a model's interpreters would grow with the
+    highest number of requests ever in flight instead of staying at ``compute_slots`` per input
+    configuration. Models served by stage workers (``entry.stages``) compute elsewhere and are not
+    counted.
     """
 
     def __init__(self, options, compute_slots: int):
         self.options = options
         self.compute_slots = compute_slots
+        self._compute = threading.BoundedSemaphore(compute_slots)
         self._batchers: dict[tuple, Batcher] = {}
         self._batchers_lock = threading.Lock()
         self._running = 0
@@ -250,11 +259,20 @@ class BatchRunner:
             start += size
         return results
 
+    def _invoke(self, entry, config, ops, uploads, outputs) -> tuple[list[tuple[int, np.ndarray]], float]:
+        """``entry.invoke`` in a compute slot; returns (outputs, monotonic time it began)."""
+        if entry.stages is not None:
+            began = time.monotonic()
+            return entry.invoke(config, ops, uploads, outputs), began
+        with self._compute:
+            began = time.monotonic()
+            return entry.invoke(config, ops, uploads, outputs), began
+
     def run_sequential(self, requests: Sequence[Request]) -> list[RequestResult]:
         results = []
         for request in requests:
-            began = time.monotonic()
-            outputs = request.entry.invoke(request.config, request.server_ops, request.uploads, request.outputs)
+            outputs, began = self._invoke(request.entry, request.config, request.server_ops, request.uploads,
+                                          request.outputs)
             results.append(RequestResult(outputs, (time.monotonic() - began) * 1e3, (began - request.ready_at) * 1e3))
         return results
 
@@ -280,11 +298,10 @@ class BatchRunner:
                for t in tensors):
             entry.batchable[first.key] = False
             return None
-        began = time.monotonic()
         padding = [first] * (bucket - count)
         stacked = [(t, np.concatenate([r.uploads[k][1] for r in (*requests, *padding)]))
                    for k, (t, _) in enumerate(first.uploads)]
-        outputs = entry.invoke(batched_config, first.server_ops, stacked, first.outputs)
+        outputs, began = self._invoke(entry, batched_config, first.server_ops, stacked, first.outputs)
         server_ms = (time.monotonic() - began) * 1e3
         self.batches_run += 1
         self.batched_requests += count

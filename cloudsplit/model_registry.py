@@ -36,7 +36,8 @@ class _InterpreterPool:
     the batch saves (benchmarks/README.md, "Server batching"), so a configuration with no idle
     interpreter gets a new one, and at most ``max_idle`` idle ones are kept, the least recently
     used dropped first. Batch sizes come in power-of-two buckets (``batching.batch_bucket``), so a model
-    holds a handful of configurations.
+    holds a handful of configurations, and the server runs at most its compute slots at once
+    (``batching.BatchRunner``), so each configuration holds at most that many interpreters.
     """
 
     def __init__(self, data: bytes, threads: int, graph_inputs: Sequence[int], default_config, max_idle: int = 32):

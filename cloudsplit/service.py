@@ -47,7 +47,7 @@ class ServerOptions:
     max_batch: int = 16
     batch_padding: bool = False        # pad a batch up to its power-of-two bucket instead of splitting it
     batch_window_ms: float = 0.0       # how long a batch waits for more requests (0: run at once)
-    compute_slots: int | None = None   # batches of one key run side by side; default cores // threads
+    compute_slots: int | None = None   # requests or batches computing at once; default cores // threads
     allow_register: bool = True
     delay_s: float = 0.0               # test hook: sleep before running each request (a slow server)
     on_request: Callable[[str], None] | None = None  # test hook: called with the model hash per request

@@ -419,6 +419,34 @@ def test_interpreters_stay_warm_per_batch_size(mlp):
     assert busy[0] is not first[0] and entry.pool.created == 3
 
 
+def test_interpreters_stay_at_the_compute_slots_however_many_requests_are_in_flight(mobilenet):
+    """Twelve clients at once on a server with two compute slots: requests past the slots wait for
+    one, so the model holds two interpreters, not one per request ever in flight (which made the
+    server's memory step up whenever more requests than before arrived together)."""
+    with start_server([mobilenet.data], compute_slots=2, max_concurrency=32, batching=False) as handle:
+        part = DevicePart(mobilenet, 20)
+        expected = part.local_outputs()[part.outputs[0]]
+        header, tensors = part.request()
+        barrier = threading.Barrier(12)
+        answers = []
+
+        def client():
+            conn = ServerConnection(handle.address)
+            barrier.wait()
+            for _ in range(8):
+                answers.append(conn.infer(header, tensors, 30).outputs[part.outputs[0]])
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(answers) == 96 and all(np.array_equal(a, expected) for a in answers)
+        (entry,) = handle.service.registry.entries()
+        assert entry.pool.created <= 2, f"{entry.pool.created} interpreters for 2 compute slots"
+
+
 def test_padded_batch_answers_each_request(mlp):
     """Three requests stacked into a bucket of four (one padding row): each gets its own answer."""
     with start_server([mlp.data], compute_slots=1, max_concurrency=8) as handle:
