@@ -19,8 +19,8 @@ BUILD = CRUNTIME / "build"
 CC = os.environ.get("CC", "cc")
 
 needs_toolchain = pytest.mark.skipif(
-    shutil.which("make") is None or shutil.which(CC) is None or shutil.which("nm") is None,
-    reason="needs make, a C compiler and nm")
+    any(shutil.which(tool) is None for tool in ("make", CC, "nm", "ar")),
+    reason="needs make, a C compiler, nm and ar")
 
 
 def header_functions() -> set[str]:
@@ -38,7 +38,7 @@ def exported(library: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def library() -> Path:
-    completed = subprocess.run(["make", "-C", str(CRUNTIME), "shared", "-j2"], capture_output=True, text=True)
+    completed = subprocess.run(["make", "-C", str(CRUNTIME), "shared", "static", "-j2"], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return BUILD / "libedge.so"
 
@@ -74,17 +74,21 @@ def test_binding_loads_a_library_of_its_own_abi_version(library):
 
 @needs_toolchain
 def test_binding_refuses_a_library_built_for_another_abi_version(library, tmp_path):
-    # The runtime's own objects, with interpreter.c (which defines edge_abi_version) compiled again
+    # The runtime exactly as the Makefile builds it (its static library, not whatever objects other
+    # builds left in build/obj), with interpreter.c (which defines edge_abi_version) compiled again
     # claiming version 99, linked with the same version script.
-    objects = [p for p in (BUILD / "obj").rglob("*.o")
-               if p.parent.name != "tests" and "benchmarks" not in p.parts and "fuzz" not in p.parts
-               and p.name != "interpreter.o"]
+    archive = tmp_path / "libedge_without_interpreter.a"
+    shutil.copyfile(BUILD / "libedge.a", archive)
+    members = subprocess.run(["ar", "t", str(archive)], check=True, capture_output=True, text=True).stdout.split()
+    assert members.count("interpreter.o") == 1, members
+    subprocess.run(["ar", "d", str(archive), "interpreter.o"], check=True)
     other = tmp_path / "interpreter.o"
     subprocess.run([CC, "-std=c11", "-O1", "-fPIC", "-pthread", "-Iinclude", "-Isrc", "-DEDGE_ABI_VERSION=99", "-c",
                     "src/interpreter.c", "-o", str(other)], cwd=CRUNTIME, check=True)
     built = tmp_path / "libedge.so"
-    subprocess.run([CC, "-shared", "-pthread", f"-Wl,--version-script={BUILD / 'libedge.map'}", "-o", str(built),
-                    *map(str, objects), str(other), "-lm", "-lpthread", "-ldl"], check=True)
+    subprocess.run([CC, "-shared", "-pthread", "-Wl,-z,defs", f"-Wl,--version-script={BUILD / 'libedge.map'}", "-o",
+                    str(built), str(other), "-Wl,--whole-archive", str(archive), "-Wl,--no-whole-archive",
+                    "-lm", "-lpthread", "-ldl"], check=True)
     completed = _load_in_subprocess(built)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("LibraryLoadError:"), completed.stdout
