@@ -56,6 +56,7 @@ from cloudsplit import execution, transfer
 from cloudsplit import planning
 from cloudsplit.connection import ProtocolError, ServerConnection
 from cloudsplit.link_estimate import LinkEstimator, NetworkEstimate
+from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.security import ClientTLS
 from cloudsplit.split_learning import SplitTrainer  # noqa: F401  (re-exported: split learning's device side)
@@ -112,7 +113,7 @@ class SplitRunner:
                  replan_threshold: float = 0.3, refine_threshold: float = 0.08, ewma_alpha: float = 0.5,
                  rtt_probe_interval_s: float = 2.0, bandwidth_probe_interval_s: float = 5.0,
                  probe_backoff_s: tuple[float, float] = (0.25, 8.0), connect_timeout_s: float = 2.0,
-                 max_message_mb: float = 4.0, device_costs: Sequence[float] | None = None,
+                 max_message_mb: float = DEFAULT_MAX_MESSAGE_MB, device_costs: Sequence[float] | None = None,
                  initial_network: NetworkEstimate | None = None,
                  planner=None, track_device_load: bool | None = None, tls: ClientTLS | None = None):
         self.model_path = os.fspath(model_path)

@@ -16,12 +16,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloudsplit import transfer
 from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
+from cloudsplit.protos import (CHUNK_BYTES, DEFAULT_MAX_MESSAGE_MB, PROBE_CHUNK_BYTES, SPLIT_INFERENCE_SERVICE,
+                              chunk_bytes as message_chunk_bytes)
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 
-MiB = 1 << 20
-# Probes send chunks of this size; the first one is a lead-in that is not timed.
-PROBE_CHUNK_BYTES = 16 * 1024
+
+def model_chunks(data: bytes, digest: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.ModelChunk]:
+    """A RegisterModel stream: the model's bytes in chunks, the first naming its hash and size."""
+    view = memoryview(data)
+    yield pb.ModelChunk(model_sha256=digest, total_bytes=len(data), data=bytes(view[:chunk_bytes]))
+    for offset in range(chunk_bytes, len(view), chunk_bytes):
+        yield pb.ModelChunk(data=bytes(view[offset:offset + chunk_bytes]))
 
 
 class ProtocolError(Exception):
@@ -46,14 +52,13 @@ class InferReply:
 
 
 class ServerConnection:
-    def __init__(self, address: str, token: str | None = None, max_message_mb: float = 4.0,
-                 chunk_bytes: int = MiB, tls: ClientTLS | None = None,
+    def __init__(self, address: str, token: str | None = None, max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
+                 chunk_bytes: int = CHUNK_BYTES, tls: ClientTLS | None = None,
                  max_reply_mb: float = transfer.DEFAULT_MAX_TENSOR_BYTES / MiB):
-        message_bytes = int(max_message_mb * MiB)
         self.address = address
         # A reply whose header declares more tensor bytes than this is refused before they are read.
         self.max_reply_bytes = int(max_reply_mb * MiB)
-        self.chunk_bytes = min(chunk_bytes, message_bytes - 4096)
+        self.chunk_bytes = message_chunk_bytes(max_message_mb, chunk_bytes)
         # Short reconnect backoff: a server that comes back is noticed within a second or two.
         self.channel = make_channel(address, tls, max_message_mb=max_message_mb, options=[
             ("grpc.initial_reconnect_backoff_ms", 100),
@@ -72,7 +77,7 @@ class ServerConnection:
     def check_health(self, timeout: float) -> float:
         """Round-trip time in ms of one health check; raises if the server is not SERVING."""
         started = time.perf_counter()
-        reply = self.health.Check(health_pb2.HealthCheckRequest(service="cloudsplit.v1.SplitInference"),
+        reply = self.health.Check(health_pb2.HealthCheckRequest(service=SPLIT_INFERENCE_SERVICE),
                                   timeout=timeout, metadata=self.metadata)
         elapsed = (time.perf_counter() - started) * 1e3
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
@@ -86,13 +91,7 @@ class ServerConnection:
         if info.present:
             return False
 
-        def chunks() -> Iterator[pb.ModelChunk]:
-            view = memoryview(data)
-            yield pb.ModelChunk(model_sha256=digest, total_bytes=len(data), data=bytes(view[:self.chunk_bytes]))
-            for offset in range(self.chunk_bytes, len(view), self.chunk_bytes):
-                yield pb.ModelChunk(data=bytes(view[offset:offset + self.chunk_bytes]))
-
-        self.stub.RegisterModel(chunks(), timeout=timeout, metadata=self.metadata)
+        self.stub.RegisterModel(model_chunks(data, digest, self.chunk_bytes), timeout=timeout, metadata=self.metadata)
         return True
 
     def get_profile(self, digest: str, timeout: float, runs: int = 3) -> pb.ProfileReply:

@@ -36,11 +36,11 @@ import numpy as np
 
 from cloudsplit import security, transfer
 from cloudsplit.compression import MODES, check_mode
+from cloudsplit.protos import CHUNK_BYTES, DEFAULT_MAX_MESSAGE_MB, chunk_bytes as message_chunk_bytes
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
 from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 
-MiB = 1 << 20
 JOIN_WAIT_S = 2.0
 CALL_TIMEOUT_S = 60.0
 RETRY_S = 0.5
@@ -87,7 +87,7 @@ class Client:
                  tls: ClientTLS | None = None,
                  compression: str = "none", pull_compression: str = "none", num_threads: int = 1,
                  seed: int = 0, step_delay_s: float = 0.0, capability: dict[str, str] | None = None,
-                 max_message_mb: float = 4.0, chunk_bytes: int = MiB):
+                 max_message_mb: float = DEFAULT_MAX_MESSAGE_MB, chunk_bytes: int = CHUNK_BYTES):
         from edge.trainer import Trainer
 
         self.compression = check_mode(compression)
@@ -100,8 +100,7 @@ class Client:
         self.step_delay_s = float(step_delay_s)
         self.rng = np.random.default_rng(seed)
         self.capability = {"runtime": "edge", "threads": str(num_threads), **(capability or {})}
-        message_bytes = int(max_message_mb * MiB)
-        self.chunk_bytes = max(1024, min(chunk_bytes, message_bytes - 4096))
+        self.chunk_bytes = message_chunk_bytes(max_message_mb, chunk_bytes)
         self.channel = make_channel(server, tls, max_message_mb=max_message_mb, options=[
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)])
         self.stub = pb_grpc.FederatedStub(self.channel)

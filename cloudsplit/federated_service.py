@@ -50,6 +50,7 @@ import numpy as np
 
 from cloudsplit import privacy, secagg, training_data, transfer
 from cloudsplit.federated import receive_tensors
+from cloudsplit.protos import CHUNK_BYTES, MiB
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
 from cloudsplit.validation import RequestError, invalid, validate_upload
@@ -57,7 +58,6 @@ from cloudsplit.validation import RequestError, invalid, validate_upload
 log = logging.getLogger("cloudsplit.federated_service")
 
 SERVICE_NAME = "cloudsplit.v1.Federated"
-MiB = 1 << 20
 MAX_NAME = 128
 PULL_COMPRESSION = ("none", "fp16")
 MASKED_UPDATE = "masked update"      # the name a secure round's single pushed tensor is read under
@@ -86,7 +86,7 @@ class FederatedOptions:
     max_waiting: int = 64           # JoinRound calls waiting at once (each holds an RPC thread)
     liveness_s: float = 10.0        # a client not heard from for this long is not counted as connected
     max_wait_s: float = 5.0         # the longest JoinRound wait
-    chunk_bytes: int = MiB          # PullWeights chunk size
+    chunk_bytes: int = CHUNK_BYTES          # PullWeights chunk size
     max_update_mb: float = 256.0    # one update's tensors
     data_root: str | None = None    # validation paths resolve inside it (None: any path of the server)
     max_data_mb: float = 1024.0

@@ -20,8 +20,9 @@ from typing import Sequence
 
 import grpc
 
+from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB, MiB
+
 TOKEN_ENV = "CLOUDSPLIT_TOKEN"
-MiB = 1 << 20
 
 
 def _read(path) -> bytes | None:
@@ -73,7 +74,7 @@ class ServerTLS:
                                            require_client_auth=self.client_ca is not None)
 
 
-def make_channel(address: str, tls: ClientTLS | None = None, *, max_message_mb: float = 4.0,
+def make_channel(address: str, tls: ClientTLS | None = None, *, max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
                  options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
     """A channel to ``address``: TLS when ``tls`` is given, plaintext otherwise, with both message
     limits at ``max_message_mb`` and the caller's extra ``options``."""

@@ -34,7 +34,8 @@ from cloudsplit.batching import batch_bucket
 from cloudsplit.model_registry import ModelEntry, ModelRegistry, PipelineOptions, sha256_hex
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 from cloudsplit.security import ServerTLS
-from cloudsplit.service import MiB, SERVICE_NAME, ServerOptions, SplitInferenceService
+from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB, MiB
+from cloudsplit.service import SERVICE_NAME, ServerOptions, SplitInferenceService
 from cloudsplit.stream_guard import StreamGuard
 from cloudsplit.validation import RequestError
 from edge.errors import EdgeError
@@ -112,7 +113,7 @@ def _model_sources(models) -> list[tuple[bytes, str]]:
 
 
 def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: int = 1,
-                 max_concurrency: int = 16, max_message_mb: float = 4.0, token: str | None = None,
+                 max_concurrency: int = 16, max_message_mb: float = DEFAULT_MAX_MESSAGE_MB, token: str | None = None,
                  batching: bool = True, max_batch: int = 16, batch_window_ms: float = 0.0,
                  batch_padding: bool = False,
                  compute_slots: int | None = None,
@@ -243,7 +244,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="threads per interpreter")
     parser.add_argument("--max-concurrency", type=int, default=16, help="requests in flight before "
                         "RESOURCE_EXHAUSTED")
-    parser.add_argument("--max-message-mb", type=float, default=4.0, help="largest single gRPC message")
+    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_MB, help="largest single gRPC message")
     parser.add_argument("--max-request-mb", type=float, default=256.0, help="largest request (all its tensors)")
     parser.add_argument("--stream-idle-s", type=float, default=10.0, help="cancel a streaming call whose client "
                         "sends no message for this long (default 10)")

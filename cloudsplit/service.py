@@ -19,6 +19,7 @@ import grpc
 from cloudsplit import transfer
 from cloudsplit.batching import BatchRunner, RequestResult
 from cloudsplit.model_registry import ModelEntry, ModelRegistry, sha256_hex
+from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB, PROBE_CHUNK_BYTES, SPLIT_INFERENCE_SERVICE, MiB, chunk_bytes
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 from cloudsplit.validation import Request, RequestError, check_hash_format, invalid, validate_header
@@ -26,20 +27,16 @@ from edge.errors import EdgeError
 
 log = logging.getLogger("cloudsplit.server")
 
-SERVICE_NAME = "cloudsplit.v1.SplitInference"
-MiB = 1 << 20
-# Room for the fields around a chunk's data inside one gRPC message.
-_CHUNK_OVERHEAD = 4096
-# Bandwidth probes: at most this many bytes per call, sent in chunks of this size.
+SERVICE_NAME = SPLIT_INFERENCE_SERVICE
+# Bandwidth probes: at most this many bytes per call.
 PROBE_LIMIT_BYTES = 16 * MiB
-PROBE_CHUNK_BYTES = 16 * 1024
 
 
 @dataclass
 class ServerOptions:
     threads: int = 1
     max_concurrency: int = 16
-    max_message_mb: float = 4.0
+    max_message_mb: float = DEFAULT_MAX_MESSAGE_MB
     max_request_mb: float = transfer.DEFAULT_MAX_TENSOR_BYTES / MiB
     max_model_mb: float = 1024.0
     token: str | None = None
@@ -85,7 +82,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         self.admission = _Admission(options.max_concurrency)
         self.runner = BatchRunner(options, options.compute_slots
                                   or max(1, (os.cpu_count() or 1) // max(1, options.threads)))
-        self.chunk_bytes = max(1024, min(MiB, int(options.max_message_mb * MiB) - _CHUNK_OVERHEAD))
+        self.chunk_bytes = chunk_bytes(options.max_message_mb)
 
     def load_factor(self) -> float:
         """>= 1: requests executing or waiting, per compute slot."""

@@ -71,13 +71,13 @@ from cloudsplit import compression as codecs
 from cloudsplit import partition, transfer
 from cloudsplit.link_estimate import estimate_moved
 from cloudsplit.pipeline import StageWorker
+from cloudsplit.protos import MiB
 from cloudsplit.protos import split_learning_pb2 as pb
 from cloudsplit.protos import split_learning_pb2_grpc as pb_grpc
 from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 
 log = logging.getLogger("cloudsplit.split_learning")
 
-MiB = 1 << 20
 DEFAULT_MAX_MESSAGE_MB = 32
 MAX_ECHO_BYTES = 4 * MiB
 # Link probes are sized to take about this long at the current estimate, within these bounds.

@@ -24,7 +24,6 @@ from cloudsplit.cli import UsageError
 STRATEGIES = ("sync", "async", "ssp", "hybrid")
 FAILED = 1
 INTERRUPTED = 130
-UPLOAD_CHUNK = 1 << 20
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -319,7 +318,8 @@ def _run_local(args, make_sinks):
 def _run_remote(args, make_sinks):
     import grpc
 
-    from cloudsplit.protos import split_pb2, split_pb2_grpc, training_pb2, training_pb2_grpc
+    from cloudsplit.connection import model_chunks
+    from cloudsplit.protos import split_pb2_grpc, training_pb2, training_pb2_grpc
 
     metadata = security.bearer_metadata(security.read_token(args.token_file))
     channel = security.make_channel(args.server, security.client_tls_from_args(args))
@@ -332,13 +332,8 @@ def _run_remote(args, make_sinks):
 
         digest = hashlib.sha256(data).hexdigest()
 
-        def chunks():
-            yield split_pb2.ModelChunk(model_sha256=digest, total_bytes=len(data), data=data[:UPLOAD_CHUNK])
-            for offset in range(UPLOAD_CHUNK, len(data), UPLOAD_CHUNK):
-                yield split_pb2.ModelChunk(data=data[offset:offset + UPLOAD_CHUNK])
-
         try:
-            inference.RegisterModel(chunks(), metadata=metadata, timeout=120)
+            inference.RegisterModel(model_chunks(data, digest), metadata=metadata, timeout=120)
             request = training_pb2.StartJobRequest(
                 model_sha256=digest, data_path=args.data, validation_path=args.validation or "", name=args.name,
                 strategy=args.strategy, replicas=args.replicas, ps_shards=args.ps_shards,

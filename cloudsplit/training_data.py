@@ -14,7 +14,8 @@ import zipfile
 
 import numpy as np
 
-MiB = 1 << 20
+from cloudsplit.protos import MiB
+
 LABELS_KEY = "y"
 FEATURES_KEY = "x"
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import grpc
 
 from cloudsplit import training_data
-from cloudsplit.protos import split_pb2
+from cloudsplit.protos import CHUNK_BYTES, MiB, split_pb2
 from cloudsplit.protos import training_pb2 as pb
 from cloudsplit.protos import training_pb2_grpc as pb_grpc
 from cloudsplit.validation import RequestError, check_hash_format, invalid
@@ -37,7 +37,6 @@ from cloudsplit.validation import RequestError, check_hash_format, invalid
 log = logging.getLogger("cloudsplit.training_service")
 
 SERVICE_NAME = "cloudsplit.v1.Training"
-MiB = 1 << 20
 ENDED = ("finished", "stopped", "failed")
 STRATEGIES = ("sync", "async", "ssp", "hybrid")
 MAX_NAME = 128
@@ -55,7 +54,7 @@ class TrainingOptions:
     data_root: str | None = None    # data paths resolve inside it (None: any path of the server)
     checkpoint_root: str | None = None  # job checkpoints go to <root>/<job id> (None: a temporary folder)
     cluster: str | None = None      # Ray address (None: an embedded cluster on loopback)
-    chunk_bytes: int = MiB          # ExportModel chunk size
+    chunk_bytes: int = CHUNK_BYTES          # ExportModel chunk size
 
 
 @dataclass

@@ -17,9 +17,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cloudsplit import compression
+from cloudsplit.protos import CHUNK_BYTES
 from cloudsplit.protos import split_pb2 as pb
 
-DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_CHUNK_BYTES = CHUNK_BYTES
 # The default limit on the tensor bytes one request or reply may declare, on either end.
 DEFAULT_MAX_TENSOR_BYTES = 256 << 20
 
