@@ -105,23 +105,15 @@ class ForcedCut:
     def costs(self, runner):
         from cloudsplit import partition
 
-        return partition.model_costs(runner.device_costs, runner.server_op_ms, runner.ops, runner._tensor_details,
+        return partition.model_costs(runner.device_costs, runner.server_op_ms, runner.ops, runner.tensor_details,
                                      graph_inputs=[d["index"] for d in runner.interpreter.get_input_details()],
                                      graph_outputs=[d["index"] for d in runner.interpreter.get_output_details()])
 
     def plan_for(self, runner, device_ops):
         from cloudsplit import partition
 
-        costs = self.costs(runner)
-        graph = partition._Graph(costs)
-        device = set(device_ops)
-        n = graph.n
-        predicted = partition.evaluate(costs, self.network, device, wire_bytes=runner.wire_bytes,
-                                       download_wire_bytes=runner.download_wire_bytes, _graph=graph)
-        return partition.Plan(device_ops=tuple(sorted(device)), server_ops=tuple(op for op in range(n) if op not in device),
-                              upload=tuple(partition.uploads_for(graph, device)) if len(device) < n else (),
-                              download=tuple(partition.downloads_for(graph, device)), predicted=predicted,
-                              kind=partition._kind(len(device), n), method="forced by the benchmark")
+        return partition.plan_for(self.costs(runner), self.network, device_ops, wire_bytes=runner.wire_bytes,
+                                  download_wire_bytes=runner.download_wire_bytes, method="forced by the benchmark")
 
     def __call__(self, runner):
         if self.device_ops is None:
@@ -162,7 +154,7 @@ def device(args) -> int:
         oracle_runner = plan_runner = SplitRunner(path, planner=forced, **runner_options)
         n = oracle_runner.num_ops
         model_costs = forced.costs(oracle_runner)
-        graph = partition._Graph(model_costs)
+        graph = partition.OpGraph(model_costs)
         errors: list[float] = []
         fallbacks: list[str] = []
         violations: list[str] = []
@@ -197,7 +189,7 @@ def device(args) -> int:
             if forced.device_ops != device_set:
                 forced.device_ops = device_set
                 oracle_runner.settle()
-                oracle_runner._replan("the benchmark forces a cut")
+                oracle_runner.replan("the benchmark forces a cut")
             for _ in range(reps):
                 elapsed, record = timed(oracle_runner)
                 measured.setdefault(device_set, []).append(elapsed)
@@ -212,7 +204,7 @@ def device(args) -> int:
             if forced.device_ops is not None:
                 forced.device_ops = None
                 plan_runner.settle()
-                plan_runner._replan("the benchmark hands planning back to the partitioner")
+                plan_runner.replan("the benchmark hands planning back to the partitioner")
 
         own_plan()
         for _ in range(args.warmup):
@@ -240,7 +232,7 @@ def device(args) -> int:
 
         candidates = {frozenset(range(k)) for k in range(n + 1)} | set(plan_cuts)
         predicted = {c: partition.evaluate(model_costs, network, c, wire_bytes=oracle_runner.wire_bytes,
-                                           download_wire_bytes=oracle_runner.download_wire_bytes, _graph=graph)
+                                           download_wire_bytes=oracle_runner.download_wire_bytes, graph=graph)
                      for c in candidates}
         best = min(statistics.median(v) for v in measured.values())
         skipped = 0
@@ -268,9 +260,9 @@ def device(args) -> int:
         def entry(c, runs=None):
             b = predicted.get(c) or partition.evaluate(model_costs, network, c, wire_bytes=oracle_runner.wire_bytes,
                                                        download_wire_bytes=oracle_runner.download_wire_bytes,
-                                                       _graph=graph)
+                                                       graph=graph)
             up, down = sent.get(c, (b.upload_bytes, b.download_bytes))
-            return {"device_ops": len(c), "kind": partition._kind(len(c), n),
+            return {"device_ops": len(c), "kind": partition.plan_kind(len(c), n),
                     "measured_ms": statistics.median(runs or measured[c]), "runs_ms": runs or measured[c],
                     "predicted_ms": b.total_ms, "upload_bytes": up, "download_bytes": down}
 
@@ -718,10 +710,10 @@ def links(args) -> int:
         for name in args.profiles.split(","):
             profile = netem.PROFILES[name]
             with netem.shaped_link(name, mode=args.shaping) as link:
-                _, port = start_serve([], models, link.server_host, 1, start=link.start_server, env=netem._child_env())
+                _, port = start_serve([], models, link.server_host, 1, start=link.start_server, env=netem.child_env())
                 result = subprocess.run(link.client_argv([sys.executable, "-c", LINK_CLIENT, link.address(port), str(path),
                                                           str(args.requests)]),
-                                        capture_output=True, text=True, env=netem._child_env(), timeout=600)
+                                        capture_output=True, text=True, env=netem.child_env(), timeout=600)
                 if result.returncode != 0:
                     raise RuntimeError(f"the link client failed on {name}: {result.stderr[-2000:]}")
                 report = json.loads(result.stdout)

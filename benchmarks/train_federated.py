@@ -256,7 +256,7 @@ def emulated_run(folder: pathlib.Path, profile: str, strategy: str, lr: float, s
     from cloudsplit import netem
 
     clients = len(list(folder.glob("shard*.npz")))
-    env = netem._child_env()
+    env = netem.child_env()
     device_env = dict(env, EDGE_ISA=device_isa) if device_isa else env
     with netem.shaped_link(profile, mode=shaping) as link:
         server = link.start_server([sys.executable, str(pathlib.Path(__file__).resolve()), "--emulated-server",

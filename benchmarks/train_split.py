@@ -188,7 +188,7 @@ def orchestrate(args) -> int:
         results["server_epoch_s"] = server_epoch_s
         print(f"server speed (SIMD, 1 thread): {server_epoch_s:.3f} s per epoch", flush=True)
 
-        base_env = netem._child_env()
+        base_env = netem.child_env()
         env = dict(base_env, EDGESPLIT_COST_CACHE=tempfile.mkdtemp(prefix="train-split-server-costs-"))
         device_env = dict(base_env, EDGESPLIT_COST_CACHE=tempfile.mkdtemp(prefix="train-split-device-costs-"))
         if args.device_isa:

@@ -189,7 +189,7 @@ def plan_command(args) -> int:
 
     digest = hashlib.sha256(data).hexdigest()
     print(f"model: {args.model} (sha256 {digest[:12]}), {len(ops)} ops, "
-          f"{'one topological order' if partition._Graph(model_costs).is_chain() else 'a DAG'}")
+          f"{'one topological order' if partition.OpGraph(model_costs).is_chain() else 'a DAG'}")
     print(f"device: measured here, {args.threads} thread(s), median of {args.runs} runs: "
           f"{sum(device_ms):.2f} ms in all")
     print(f"server: local times / {args.server_speedup:g} (--server-speedup; no server consulted), "

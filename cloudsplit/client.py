@@ -31,7 +31,7 @@ What it keeps measuring, and what it does with it:
 When the server is unreachable, slower than ``deadline_s``, or answers with any error, the request is
 finished here from the tensors already computed (the exact ones, not the compressed copies), and the
 server is left alone until a health check succeeds; checks back off from ``probe_backoff_s[0]`` to
-``probe_backoff_s[1]``. No server-side failure reaches the caller: a server at its limit refuses
+``probe_backoff_s[1]`` (cloudsplit.transport: the server's standing, the probes and the offloaded call). No server-side failure reaches the caller: a server at its limit refuses
 with RESOURCE_EXHAUSTED at once, and that request too is answered here.
 
 ``tls=ClientTLS(ca_cert=..., client_cert=..., client_key=...)`` (``cloudsplit.security``) talks TLS
@@ -42,24 +42,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import grpc
 import numpy as np
 
 import edge
 from cloudsplit import compression as compression_modes
 from cloudsplit import execution, transfer
 from cloudsplit import planning
-from cloudsplit.connection import ProtocolError, ServerConnection
+from cloudsplit.connection import ServerConnection
 from cloudsplit.link_estimate import LinkEstimator, NetworkEstimate
 from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.security import ClientTLS
 from cloudsplit.split_learning import SplitTrainer  # noqa: F401  (re-exported: split learning's device side)
+from cloudsplit.transport import FAILURES, ServerTransport, describe
 
 log = logging.getLogger("cloudsplit.client")
 
@@ -128,18 +127,13 @@ class SplitRunner:
         self.device_memory_limit = device_memory_limit
         self.replan_threshold = replan_threshold
         self.refine_threshold = refine_threshold
-        self.rtt_probe_interval_s = rtt_probe_interval_s
-        self.probe_backoff_s = probe_backoff_s
-        self.connect_timeout_s = connect_timeout_s
         self._planner = planner
 
         self.interpreter = edge.Interpreter(model_content=self._data, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self.ops = self.interpreter.op_details()
         self.num_ops = len(self.ops)
-        details = self.interpreter.get_tensor_details()
-        self._tensor_details = details
-        self._kinds = [d["kind"] for d in details]
+        self.tensor_details = self.interpreter.get_tensor_details()
         self._producer = {t: op["index"] for op in self.ops for t in op["outputs"] if t >= 0}
         self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
         self._outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
@@ -147,35 +141,30 @@ class SplitRunner:
 
         self.connection = ServerConnection(server, token=token, max_message_mb=max_message_mb, tls=tls)
         self.link = LinkEstimator(self.connection, initial_network, ewma_alpha, bandwidth_probe_interval_s)
+        self.transport = ServerTransport(self.connection, self.link, self._data, self.model_sha256, self.num_ops,
+                                         connect_timeout_s=connect_timeout_s, probe_backoff_s=probe_backoff_s,
+                                         rtt_probe_interval_s=rtt_probe_interval_s, on_connected=self._connected)
         self.server_op_ms: list[float] | None = None
         self.device_costs = device_costs if device_costs is not None else self._measure_device_costs(num_threads)
         # Costs a caller hands in may stand for another device (a phone planned for on a workstation):
         # then measured times say nothing about them, unless the caller says they were measured here.
         self.track_device_load = device_costs is None if track_device_load is None else track_device_load
-        self.server_up = False
-        self._next_probe_at = 0.0
-        self._backoff_s = probe_backoff_s[0]
         self._plan = None
         self._planned_with: NetworkEstimate | None = None
         self._request_id = 0
         self.replans = 0
         self.fallbacks = 0
         self.last_plan: RunRecord | None = None
-        self._lock = threading.RLock()
-        self._prober: threading.Thread | None = None
+        self._lock = self.transport.lock
         self._replanned = False
-        self._maintain(force_probe=True)
+        self.transport.probe()  # the first connection is waited for; later ones run in the background
 
     def settle(self, timeout: float | None = None) -> None:
         """Waits for the background probes (health, bandwidth, reconnection) that are under way."""
-        prober = self._prober
-        if prober is not None:
-            prober.join(timeout)
+        self.transport.settle(timeout)
 
     def close(self) -> None:
-        if self._prober is not None:
-            self._prober.join(self.connect_timeout_s + 1)
-        self.connection.close()
+        self.transport.close()
         self.interpreter.close()
 
     def __enter__(self) -> "SplitRunner":
@@ -211,6 +200,11 @@ class SplitRunner:
         return self.link.bandwidth_probe_interval_s
 
     @property
+    def server_up(self) -> bool:
+        """Whether requests are offloaded: the server answered its last check and call."""
+        return self.transport.up
+
+    @property
     def plan(self):
         """The partitioner's current plan (``cloudsplit.partition.Plan``), or None while offline."""
         return self._plan if self.server_up else None
@@ -234,7 +228,7 @@ class SplitRunner:
     def partition_plan(self):
         """The partitioner's plan for the current estimates (what ``run`` uses unless a ``planner``
         hook was given; a hook may call this to defer to it)."""
-        return planning.solve_split(self.network, self.device_costs, self.server_op_ms, self.ops, self._tensor_details,
+        return planning.solve_split(self.network, self.device_costs, self.server_op_ms, self.ops, self.tensor_details,
                                     graph_inputs=[d["index"] for d in self._inputs.values()],
                                     graph_outputs=list(self._outputs.values()), wire_bytes=self._wire_bytes,
                                     download_wire_bytes=self.download_wire_bytes,
@@ -243,12 +237,13 @@ class SplitRunner:
 
     def download_wire_bytes(self, tensor: int) -> int:
         """Bytes tensor ``tensor`` takes on the wire coming back, under ``download_compression``."""
-        return planning.tensor_wire_bytes(self.download_compression, self._tensor_details[tensor])
+        return planning.tensor_wire_bytes(self.download_compression, self.tensor_details[tensor])
 
     def _wire_bytes(self, tensor: int) -> int:
-        return planning.tensor_wire_bytes(self.compression, self._tensor_details[tensor])
+        return planning.tensor_wire_bytes(self.compression, self.tensor_details[tensor])
 
-    def _replan(self, reason: str) -> None:
+    def replan(self, reason: str) -> None:
+        """Plans again now, from the current estimates (or with the ``planner`` hook); ``reason`` is logged."""
         self._plan = self._solve()
         self._planned_with = NetworkEstimate(**vars(self.network))
         self.replans += 1
@@ -261,105 +256,43 @@ class SplitRunner:
         return planning.estimates_moved(self._planned_with, self.network,
                                         self.replan_threshold if threshold is None else threshold)
 
-    def _connect(self) -> None:
-        """Health check, model registration, the server's profile, an uplink and a downlink sample;
-        raises on failure."""
-        self.connection.check_health(timeout=self.connect_timeout_s)  # the first call also opens the connection
-        self.link.probe_rtt(self.connect_timeout_s)
-        self.connection.ensure_model(self._data, self.model_sha256, timeout=max(self.connect_timeout_s, 30.0))
-        profile = self.connection.get_profile(self.model_sha256, timeout=max(self.connect_timeout_s, 30.0))
-        if len(profile.op_ms) != self.num_ops:
-            raise ProtocolError(f"the server's profile has {len(profile.op_ms)} ops, the model {self.num_ops}")
+    def _connected(self, profile) -> None:
+        """The server became usable: its per-op times, and a plan that uses them."""
         self.server_op_ms = list(profile.op_ms)
-        self.network.server_load = max(1.0, profile.load_factor)
-        self.link.probe_uplink()
-        self.link.probe_downlink()
+        self.replan("server reachable")
 
-    def _maintain(self, force_probe: bool = False, probe: bool = True) -> None:
-        """Between requests: bring the server back, refresh stale estimates, re-plan if they moved.
+    def _maintain(self, probe: bool = True) -> None:
+        """Between requests: re-plan if the estimates moved, and start the probes that are due.
 
-        The probes run on a background thread (one at a time) so that a request never waits on a
-        server that does not answer; only the first connection, in the constructor, is waited for.
-        ``run`` starts them after its answer is ready, not before its request, so that a probe does
+        ``run`` calls it after its answer is ready, not before its request, so that a probe does
         not share the link with the request it precedes (``settle`` waits for them).
         """
-        if force_probe:
-            self._probe()
-            return
-        now = time.monotonic()
-        due = probe and ((now >= self._next_probe_at) if not self.server_up else (
-            now - self.link.last_rtt_probe > self.rtt_probe_interval_s or bool(self.link.stale_directions(now))))
+        due = probe and self.transport.probe_due(time.monotonic())
         with self._lock:
             if self.server_up:
                 reason = self._estimates_moved()
                 if reason:
-                    self._replan(reason)
+                    self.replan(reason)
             refine = probe and self.server_up and self._estimates_moved(self.refine_threshold) is not None
-            if (due or refine) and (self._prober is None or not self._prober.is_alive()):
-                if due and self.server_up:
-                    # Before the thread starts, so that no request slips in between.
-                    self.link.note_link_probes(self.link.stale_directions(now))
-                self._prober = threading.Thread(target=self._background, args=(due,), name="cloudsplit-probe",
-                                                daemon=True)
-                self._prober.start()
-
+            if due or refine:
+                self.transport.start_background(self._background, due, probing=due)
 
     def _background(self, probe: bool) -> None:
         """Probes (when due), then a re-plan for estimates that moved past ``refine_threshold`` but
         not ``replan_threshold``: small moves can still flip a close call between two cuts, and a
         solve of a large DAG takes tens of ms, which a request should not wait for."""
         if probe:
-            self._probe()
+            self.transport.probe()
         with self._lock:
             reason = self.server_up and self._estimates_moved(self.refine_threshold)
             if reason:
-                self._replan(f"refined: {reason}")
-
-    def _probe(self) -> None:
-        if not self.server_up:
-            try:
-                self._connect()
-            except (grpc.RpcError, ProtocolError) as error:
-                with self._lock:
-                    self._next_probe_at = time.monotonic() + self._backoff_s
-                    self._backoff_s = min(self._backoff_s * 2, self.probe_backoff_s[1])
-                log.info("server %s not usable (%s); next check in %.2f s", self.connection.address,
-                         _describe(error), self._backoff_s)
-                return
-            with self._lock:
-                self._backoff_s = self.probe_backoff_s[0]
-                self._replan("server reachable")
-                self.server_up = True
-            return
-        try:
-            self.link.probe_rtt(self.connect_timeout_s)
-            stale = self.link.stale_directions(time.monotonic())
-            self.link.note_link_probes(stale)
-            if "uplink_bps" in stale:
-                self.link.probe_uplink()
-            if "downlink_bps" in stale:
-                self.link.probe_downlink()
-        except (grpc.RpcError, ProtocolError) as error:
-            with self._lock:
-                self._mark_down(error)
-        finally:
-            self.link.probing_link = False
-
-    def _mark_down(self, error) -> None:
-        self.server_up = False
-        self._next_probe_at = time.monotonic() + self._backoff_s
-        log.info("server %s failed (%s); running locally", self.connection.address, _describe(error))
-
+                self.replan(f"refined: {reason}")
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         arrays = self._check_inputs(inputs)
         self._replanned = False
-        prober = self._prober
-        if self.link.probing_link and prober is not None:
-            # A bandwidth probe still on the link would share it with this request and spoil both
-            # timings: wait for it, as long as it was expected to take and half that again.
-            prober.join(1.5 * self.link.probe_expected_s + self.network.rtt_ms / 1e3)
+        self.transport.wait_for_link_probe()
         self._maintain(probe=False)
         plan = self.plan
         device_ops = list(plan.device_ops) if plan is not None else list(range(self.num_ops))
@@ -395,11 +328,10 @@ class SplitRunner:
                 remote = self._offload(server_ops, uploads, downloads, captured, by_index, record)
                 results.update(remote)
                 record.offloaded = True
-            except (grpc.RpcError, ProtocolError) as error:
-                record.fallback_reason = _describe(error)
+            except FAILURES as error:
+                record.fallback_reason = describe(error)
                 self.fallbacks += 1
-                with self._lock:
-                    self._mark_down(error)
+                self.transport.mark_down(error)
                 began = time.perf_counter()
                 execution.run_with_provided(self.interpreter, server_ops, {t: captured[t] for t in uploads},
                                             self._producer)
@@ -414,7 +346,6 @@ class SplitRunner:
     __call__ = run
 
     def _offload(self, server_ops, uploads, downloads, captured, by_index, record: RunRecord) -> dict[int, np.ndarray]:
-        began = time.perf_counter()
         self._request_id += 1
         tensors = [transfer.encode_tensor(t, captured[t], self.compression) for t in uploads]
         input_shapes = [pb.InputShape(tensor_index=t, shape=list(a.shape)) for t, a in by_index.items()
@@ -423,25 +354,11 @@ class SplitRunner:
                                 uploads=[h for h, _ in tensors], outputs=downloads,
                                 download_compression=transfer.COMPRESSION_BY_MODE[self.download_compression],
                                 input_shapes=input_shapes)
-        with self.link.transfers.span() as span:
-            reply = self.connection.infer(header, tensors, timeout=self.deadline_s)
-        elapsed_s = time.perf_counter() - began
-        timing, head, measured = reply.timing, reply.header, record.measured
-        rtt_s = self.network.rtt_ms / 1e3
-        server_s = (head.server_ms + head.queue_ms) / 1e3
-        # Both transfers are timed at their receiver, from the header's arrival to the last chunk's:
-        # no round trip, no server compute and no per-call overhead in them.
-        upload_s = head.receive_ms / 1e3
-        download_s = max(0.0, timing.finished - timing.reply)
-        overhead_s = elapsed_s - upload_s - server_s - download_s - rtt_s
-        measured.upload_ms, measured.download_ms = upload_s * 1e3, download_s * 1e3
-        measured.server_ms, measured.queue_ms, measured.rtt_ms = head.server_ms, head.queue_ms, self.network.rtt_ms
-        measured.overhead_ms = overhead_s * 1e3
-        record.upload_bytes, record.download_bytes = timing.upload_bytes, timing.download_bytes
-        record.batch_size = head.batch_size
         profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
-        self.link.observe_offload(timing.upload_bytes, upload_s, timing.download_bytes, download_s, overhead_s,
-                                  head.queue_ms, head.server_ms, profiled_s, overlapped=span.overlapped)
+        reply = self.transport.offload(header, tensors, timeout=self.deadline_s, profiled_server_s=profiled_s,
+                                       measured=record.measured)
+        record.upload_bytes, record.download_bytes = reply.timing.upload_bytes, reply.timing.download_bytes
+        record.batch_size = reply.header.batch_size
         return reply.outputs
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -463,8 +380,3 @@ class SplitRunner:
         if changed:
             self.interpreter.allocate_tensors()
 
-
-def _describe(error) -> str:
-    if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
-        return f"{error.code().name}: {error.details()}"
-    return f"{type(error).__name__}: {error}"

@@ -250,7 +250,7 @@ class Link:
         if self.mode == "tbf+relay":
             relay = subprocess.Popen(self.server_argv(
                 [sys.executable, "-m", "cloudsplit.netem", "relay", f"{SUBNET_SERVER_IP}:0", f"127.0.0.1:{port}",
-                 str(self.profile.rtt_s / 2)]), stdout=subprocess.PIPE, text=True, env=_child_env())
+                 str(self.profile.rtt_s / 2)]), stdout=subprocess.PIPE, text=True, env=child_env())
             self._processes.append(relay)
             line = relay.stdout.readline().strip()
             if not line:
@@ -273,7 +273,7 @@ class Link:
                     process.wait()
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment for a child that imports cloudsplit from this source tree."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)

@@ -152,7 +152,7 @@ def model_costs(device_ms: Sequence[float], server_ms: Sequence[float], ops: Seq
                       constant_tensors=constants & used, fixed_device_bytes=int(fixed_device_bytes))
 
 
-class _Graph:
+class OpGraph:
     """Producer/consumer structure of a ModelCosts, computed once per solve."""
 
     def __init__(self, costs: ModelCosts):
@@ -218,7 +218,7 @@ def _transfer_ms(nbytes: int, bps: float) -> float:
     return nbytes * 8.0 / bps * 1e3
 
 
-def uploads_for(graph: _Graph, device: set[int]) -> list[int]:
+def uploads_for(graph: OpGraph, device: set[int]) -> list[int]:
     """Tensors the server's ops read that the device holds: cut tensors and graph inputs."""
     sent = []
     for t, readers in graph.consumers.items():
@@ -229,12 +229,12 @@ def uploads_for(graph: _Graph, device: set[int]) -> list[int]:
     return sorted(sent)
 
 
-def downloads_for(graph: _Graph, device: set[int]) -> list[int]:
+def downloads_for(graph: OpGraph, device: set[int]) -> list[int]:
     return sorted(t for t in graph.costs.graph_outputs
                   if graph.producer.get(t) is not None and graph.producer[t] not in device)
 
 
-def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: _Graph | None = None) -> int:
+def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: OpGraph | None = None) -> int:
     """Peak bytes of activations the device holds while running ``device_ops`` in op order.
 
     A tensor is held from its producer (graph inputs: from the start) through its last reader on the
@@ -242,7 +242,7 @@ def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: _Gra
     then) or, for a graph output, to the end. Constants are in the model file, not counted here.
     ``fixed_device_bytes`` is added.
     """
-    graph = graph or _Graph(costs)
+    graph = graph or OpGraph(costs)
     device = set(device_ops)
     order = sorted(device)
     if not order:
@@ -277,9 +277,9 @@ def peak_device_memory(costs: ModelCosts, device_ops: Iterable[int], graph: _Gra
 def evaluate(costs: ModelCosts, network: Network, device_ops: Iterable[int], *,
              wire_bytes: Callable[[int], int] | None = None,
              download_wire_bytes: Callable[[int], int] | None = None, server_load: float = 1.0, radio: str = "wifi",
-             device_power_mw: float = DEFAULT_DEVICE_POWER_MW, _graph: _Graph | None = None) -> Breakdown:
+             device_power_mw: float = DEFAULT_DEVICE_POWER_MW, graph: OpGraph | None = None) -> Breakdown:
     """The predicted breakdown of running ``device_ops`` on the device and the rest on the server."""
-    graph = _graph or _Graph(costs)
+    graph = graph or OpGraph(costs)
     device = set(device_ops)
     if not graph.is_closed(device):
         raise ValueError("the device ops are not predecessor-closed: some device op reads a tensor "
@@ -309,21 +309,35 @@ def _score(breakdown: Breakdown, objective: str) -> tuple[float, float]:
     return (breakdown.device_energy_mj, breakdown.total_ms)
 
 
-def _kind(n_device: int, n: int) -> str:
+def plan_kind(n_device: int, n: int) -> str:
+    """What a plan with ``n_device`` of the model's ``n`` ops on the device is called."""
     if n_device == n:
         return "device"
     return "server" if n_device == 0 else "split"
 
 
-def _plan(graph: _Graph, device: set[int], breakdown: Breakdown, objective: str, method: str) -> Plan:
+def _plan(graph: OpGraph, device: set[int], breakdown: Breakdown, objective: str, method: str) -> Plan:
     return Plan(device_ops=tuple(sorted(device)), server_ops=tuple(op for op in range(graph.n) if op not in device),
                 upload=tuple(uploads_for(graph, device)) if len(device) < graph.n else (),
                 download=tuple(downloads_for(graph, device)), predicted=breakdown,
-                kind=_kind(len(device), graph.n), objective=objective, method=method,
+                kind=plan_kind(len(device), graph.n), objective=objective, method=method,
                 device_peak_bytes=peak_device_memory(graph.costs, device, graph))
 
 
-def _min_cut(graph: _Graph, op_cost: Callable[[int, bool], float], tensor_cost: Callable[[int], float],
+def plan_for(costs: ModelCosts, network: Network, device_ops: Iterable[int], *,
+             wire_bytes: Callable[[int], int] | None = None, download_wire_bytes: Callable[[int], int] | None = None,
+             server_load: float = 1.0, objective: str = "latency", method: str = "given",
+             graph: OpGraph | None = None) -> Plan:
+    """The plan that runs ``device_ops`` on the device and the rest on the server, priced as ``evaluate``
+    prices it (a cut chosen elsewhere than ``solve``: a benchmark's forced cut, a user's choice)."""
+    graph = graph or OpGraph(costs)
+    device = set(device_ops)
+    breakdown = evaluate(costs, network, device, wire_bytes=wire_bytes, download_wire_bytes=download_wire_bytes,
+                         server_load=server_load, graph=graph)
+    return _plan(graph, device, breakdown, objective, method)
+
+
+def _min_cut(graph: OpGraph, op_cost: Callable[[int, bool], float], tensor_cost: Callable[[int], float],
              forced_device: set[int], allowed_device: set[int]) -> set[int]:
     """The device set minimising the additive cost; source side = device, sink side = server.
 
@@ -380,7 +394,7 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
     if not (network.uplink_bps > 0 and network.downlink_bps > 0 and network.rtt_s >= 0):
         raise ValueError(f"network {network.name or ''}: bandwidths must be > 0 and the round trip >= 0, got "
                          f"{network.uplink_bps} / {network.downlink_bps} bit/s, {network.rtt_s} s")
-    graph = _Graph(costs)
+    graph = OpGraph(costs)
     n = graph.n
     pinned = {int(op) for op in pinned_device_ops}
     bad = sorted(op for op in pinned if not 0 <= op < n)
@@ -393,7 +407,7 @@ def solve(costs: ModelCosts, network: Network, *, wire_bytes: Callable[[int], in
     def breakdown(device: set[int]) -> Breakdown:
         return evaluate(costs, network, device, wire_bytes=wire, download_wire_bytes=down_wire,
                         server_load=server_load, radio=radio,
-                        device_power_mw=device_power_mw, _graph=graph)
+                        device_power_mw=device_power_mw, graph=graph)
 
     def fits(device: set[int]) -> bool:
         return device_memory_limit is None or peak_device_memory(costs, device, graph) <= device_memory_limit
@@ -514,10 +528,10 @@ class StagePlan:
         return (k - 1) / (micro_batches + k - 1)
 
 
-def cut_tensors(costs: ModelCosts, position: int, graph: _Graph | None = None) -> list[int]:
+def cut_tensors(costs: ModelCosts, position: int, graph: OpGraph | None = None) -> list[int]:
     """Activations crossing a cut before op ``position``: written before it (or graph inputs) and
     read at or after it."""
-    graph = graph or _Graph(costs)
+    graph = graph or OpGraph(costs)
     crossing = []
     for t, readers in graph.consumers.items():
         p = graph.producer.get(t)
@@ -536,7 +550,7 @@ def solve_stages(costs: ModelCosts, stages: int, *, link_bps: float, memory_limi
     (default raw). Raises ValueError for bad arguments and when no partition fits ``memory_limit``
     (naming the smallest memory any K-stage partition needs).
     """
-    graph = _Graph(costs)
+    graph = OpGraph(costs)
     n = graph.n
     if not 1 <= stages <= n:
         raise ValueError(f"stages must be between 1 and the number of ops ({n}), got {stages}")

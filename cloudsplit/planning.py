@@ -1,7 +1,7 @@
 """A SplitRunner's plan: the partitioner's inputs from the runner's model and estimates, and when
 those estimates have moved far enough from the ones a plan was made with to plan again.
 
-The runner keeps the plan and decides when to call these (``SplitRunner._replan``); everything here is
+The runner keeps the plan and decides when to call these (``SplitRunner.replan``); everything here is
 a pure function of what it is handed, so a ``planner=`` hook and the runner price cuts the same way.
 """
 from __future__ import annotations

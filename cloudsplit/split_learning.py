@@ -216,7 +216,7 @@ def plan_training_cut(costs: partition.ModelCosts, tensor_names: Mapping[int, st
         raise ValueError(f"network: bandwidths must be > 0 and the round trip >= 0, got {network}")
     if backward_factor < 0:
         raise ValueError(f"backward_factor must be >= 0, got {backward_factor}")
-    graph = partition._Graph(costs)
+    graph = partition.OpGraph(costs)
     n = graph.n
     end = n if tail_position is None else tail_position
     if not 1 < end <= n:

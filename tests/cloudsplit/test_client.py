@@ -46,8 +46,8 @@ def cut_plan(runner: SplitRunner, cut: int, total_ms: float = 0.0) -> FixedPlan:
     server_ops = list(range(cut, runner.num_ops))
     written = {t for op in server_ops for t in runner.ops[op]["outputs"]}
     upload = sorted({t for op in server_ops for t in runner.ops[op]["inputs"]
-                     if t >= 0 and runner._kinds[t] == "activation" and t not in written})
-    download = [t for t in runner._outputs.values() if t in written]
+                     if t >= 0 and runner.tensor_details[t]["kind"] == "activation" and t not in written})
+    download = [d["index"] for d in runner.interpreter.get_output_details() if d["index"] in written]
     kind = "device" if cut == runner.num_ops else "server" if cut == 0 else "split"
     return FixedPlan(list(range(cut)), server_ops, upload, download, Predicted(total_ms), kind)
 
@@ -311,8 +311,8 @@ def test_device_part_that_is_not_a_prefix(tmp_path, server, bert):
     path = bert.write(tmp_path)
     with SplitRunner(path, server.address, compression="none", planner=fixed_cut(0)) as probe:
         costs = partition.model_costs([1.0] * probe.num_ops, [1.0] * probe.num_ops, probe.ops,
-                                      probe._tensor_details)
-    graph = partition._Graph(costs)
+                                      probe.tensor_details)
+    graph = partition.OpGraph(costs)
     # A prefix with a hole: op `skipped` feeds only ops past the prefix, so the rest stays closed.
     device = next(set(range(end)) - {skipped} for end in range(12, graph.n) for skipped in range(1, end - 1)
                   if not any(skipped in graph.preds[op] for op in range(end)))

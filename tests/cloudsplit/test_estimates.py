@@ -54,7 +54,7 @@ def test_small_uploads_leave_the_shaped_links_rates_measured(tmp_path, mlp):
     with netem.shaped_link(profile) as link:
         server = link.start_server([sys.executable, "-m", "cloudsplit.cli", "serve", "--models", str(tmp_path / "models"),
                                     "--host", link.server_host, "--port", "0", "--insecure"],
-                                   stdout=subprocess.PIPE, text=True, env=netem._child_env())
+                                   stdout=subprocess.PIPE, text=True, env=netem.child_env())
         port = None
         for line in server.stdout:
             match = re.search(r"listening on \S+:(\d+)", line)
@@ -64,7 +64,7 @@ def test_small_uploads_leave_the_shaped_links_rates_measured(tmp_path, mlp):
         assert port is not None, "cloudsplit serve did not start"
         threading.Thread(target=server.stdout.read, daemon=True).start()
         result = subprocess.run(link.client_argv([sys.executable, "-c", CLIENT, str(path), link.address(port)]),
-                                capture_output=True, text=True, env=netem._child_env(), timeout=120)
+                                capture_output=True, text=True, env=netem.child_env(), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     network = report["network"]

@@ -49,7 +49,7 @@ def random_graph(rng: random.Random, n: int, chain: bool) -> ModelCosts:
 
 
 def closed_sets(costs: ModelCosts):
-    graph = partition._Graph(costs)
+    graph = partition.OpGraph(costs)
     for mask in range(1 << graph.n):
         device = {i for i in range(graph.n) if mask >> i & 1}
         if graph.is_closed(device):
@@ -83,14 +83,14 @@ def test_solver_matches_brute_force(chain, objective):
     kinds = set()
     for trial in range(25):
         costs = random_graph(rng, rng.randint(3, 9), chain)
-        assert partition._Graph(costs).is_chain() or not chain
+        assert partition.OpGraph(costs).is_chain() or not chain
         network = rng.choice(NETWORKS)
         load = rng.choice([1.0, 1.0, 3.0])
         radio = network.name if network.name in partition.RADIO_MODELS else "wifi"
         plan = partition.solve(costs, network, objective=objective, server_load=load, radio=radio)
         expected = brute_force(costs, network, objective, server_load=load, radio=radio)
         assert score(plan, objective) == pytest.approx(expected, rel=1e-9, abs=1e-9), (trial, plan)
-        assert plan.method == ("exhaustive" if partition._Graph(costs).is_chain() else "min-cut")
+        assert plan.method == ("exhaustive" if partition.OpGraph(costs).is_chain() else "min-cut")
         kinds.add(plan.kind)
     assert "split" in kinds  # the random costs exercise real cuts, not only the two extremes
 
@@ -128,7 +128,7 @@ def test_pinned_ops_stay_on_the_device(chain):
     rng = random.Random(41)
     for _ in range(20):
         costs = random_graph(rng, rng.randint(4, 9), chain)
-        graph = partition._Graph(costs)
+        graph = partition.OpGraph(costs)
         pinned = rng.sample(range(graph.n), k=rng.randint(1, 2))
         # A fast link and a fast server: without the pins everything would go to the server.
         network = Network(1e9, 1e9, 0.0)
@@ -255,6 +255,6 @@ def test_model_costs_from_an_interpreter(resnet):
     assert model_costs.graph_inputs == tuple(inputs)
     assert all(details[t]["kind"] == "constant" for t in model_costs.constant_tensors)
     assert all(model_costs.tensor_bytes[t] == details[t]["nbytes"] for t in model_costs.tensor_bytes)
-    assert not partition._Graph(model_costs).is_chain()  # the downsampling shortcut branches
+    assert not partition.OpGraph(model_costs).is_chain()  # the downsampling shortcut branches
     everything = partition.solve(model_costs, Network(1e12, 1e12, 0.0))
     assert everything.kind == "server" and everything.upload == tuple(inputs)

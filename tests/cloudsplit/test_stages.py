@@ -13,7 +13,7 @@ from tests.cloudsplit.test_partition import random_graph
 LINK = 1e9  # bit/s
 
 
-def assignments(n: int, k: int, graph: partition._Graph):
+def assignments(n: int, k: int, graph: partition.OpGraph):
     """Every assignment of ops to stages 0..k-1, each stage used, no op before a producer's stage."""
     for stage_of in itertools.product(range(k), repeat=n):
         if len(set(stage_of)) != k:
@@ -29,7 +29,7 @@ def contiguous(stage_of) -> bool:
 def oracle(costs: ModelCosts, stage_of, k: int, *, training=False, backward_factor=2.0, optimizer_slots=2,
            copies=1, recompute=False):
     """(slowest stage ms, largest stage memory) of an assignment, computed from the assignment."""
-    graph = partition._Graph(costs)
+    graph = partition.OpGraph(costs)
     scale = 1 + backward_factor if training else 1
     # bytes crossing from stage s to s + 1: produced at or before s (graph inputs: before 0), read after s
     crossing = [0] * k
@@ -63,7 +63,7 @@ def test_slowest_stage_matches_brute_force(chain, training):
     rng = random.Random(11 if chain else 12)
     for trial in range(12):
         costs = random_graph(rng, rng.randint(3, 7), chain)
-        graph = partition._Graph(costs)
+        graph = partition.OpGraph(costs)
         for k in range(1, min(4, graph.n) + 1):
             plan = partition.solve_stages(costs, k, link_bps=LINK, training=training)
             stage_of = [None] * graph.n
@@ -86,7 +86,7 @@ def test_memory_limit_is_honoured_and_the_optimum_kept(recompute):
     rng = random.Random(5)
     for _ in range(10):
         costs = random_graph(rng, 6, True)
-        graph = partition._Graph(costs)
+        graph = partition.OpGraph(costs)
         k = 3
         options = dict(training=True, copies=4, recompute=recompute)
         family = list(assignments(graph.n, k, graph))
