@@ -8,6 +8,9 @@ model is actually loaded. The library is looked up in this order:
 2. ``cruntime/_libedge<EXT_SUFFIX>`` next to this file (what ``pip install`` builds),
 3. ``cruntime/build/libedge.so`` (a development build from ``make -C cruntime``); when both 2 and 3
    exist (an editable install) the more recently built one wins.
+
+``find_library()`` says which file that order picks; ``library_path()`` which one this process has
+loaded: a child process given ``EDGE_LIBRARY=library_path()`` runs the same build.
 """
 from __future__ import annotations
 
@@ -147,6 +150,7 @@ def load_library():
 
 
 def library_path() -> pathlib.Path:
+    """The file of the C runtime this process loaded (loading it first if nothing has yet)."""
     load_library()
     assert _library_path is not None
     return _library_path
