@@ -1,4 +1,4 @@
-/* Fixed-point requantization: the ONE rounding rule every int8 kernel uses (issue 4 contract).
+/* Fixed-point requantization: the one rounding rule every int8 kernel uses, bit for bit.
  *
  * A real multiplier M > 0 (computed in double from the float32 scales of the file) becomes an
  * int32 multiplier m in [2^30, 2^31) and a right shift 0 < shift < 63 with M ~= m * 2^-shift
@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* (m, shift) for a real multiplier M (issue 4 spec):
+/* (m, shift) for a real multiplier M:
  *   frac, exp = frexp(M); m = llround(frac * 2^31) (halves away from zero); if m == 2^31 then
  *   m = 2^30 and exp += 1; shift = 31 - exp.
  * M below 2^-32 gives m = 0, shift = 62 (every output is the zero point). Returns false (and

@@ -30,7 +30,7 @@ extern const edge_op_registration edge_op_cast;              /* cast.c */
 extern const edge_op_registration edge_op_where;             /* where.c */
 extern const edge_op_registration edge_op_lstm;              /* rnn.c */
 extern const edge_op_registration edge_op_gru;               /* rnn.c */
-/* Training (issue 5) */
+/* Training: gradients and optimizer updates */
 extern const edge_op_registration edge_op_conv2d_backprop_input;   /* conv_grad.c */
 extern const edge_op_registration edge_op_conv2d_backprop_filter;  /* conv_grad.c */
 extern const edge_op_registration edge_op_pool2d_grad;             /* pool_grad.c */
