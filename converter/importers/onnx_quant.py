@@ -1,4 +1,4 @@
-"""Already-quantized ONNX models -> the IR's int8 and dynamic-range ops.
+"""Already-quantized ONNX models -> the IR's int8 and dynamic ops.
 
 What onnxruntime's quantizer writes, and how it arrives in the IR:
 
@@ -10,7 +10,7 @@ What onnxruntime's quantizer writes, and how it arrives in the IR:
   into the QOperator op that computes the same thing (``QDQ_RULES``, one rule per float op); what no
   rule takes stays a Dequantize / float op / Quantize chain, which is exact too, only slower.
 * quantize_dynamic's DynamicQuantizeLinear -> MatMulInteger / ConvInteger -> Cast -> Mul(scales)
-  becomes the IR's dynamic-range FullyConnected / Conv2D (float activations, int8 weights). That is
+  becomes the IR's dynamic FullyConnected / Conv2D (float activations, int8 weights). That is
   our dynamic arithmetic (symmetric per-row int8 activations), not onnxruntime's (asymmetric uint8
   per tensor): both approximate the same float op. Integer ops outside that pattern are refused,
   listing each one.

@@ -3,7 +3,7 @@
 Every consumer reads this table instead of keeping its own ``if op == ...`` chain:
 shape inference (``infer``), the NumPy reference executor (``reference``), the FlatBuffer writer
 (``lower``) and reader (``lift``), the cost metadata (``flops``), the layout pass
-(``layout``), autodiff (``gradient``), and the int8 and dynamic-range forms (``int8``,
+(``layout``), autodiff (``gradient``), and the int8 and dynamic forms (``int8``,
 ``int8_role``, ``dynamic`` ...: the quantization passes and the integer reference executor).
 
 An op's entry lives in the module of its family (``converter/ops/elementwise.py``, ``nn.py``, ...);
@@ -70,7 +70,7 @@ class OpDef:
     # Input slots of the weights (int8 per output channel) and the bias (int32 in int8 mode).
     weight_slot: int | None = None
     bias_slot: int | None = None
-    # The integer reference of the dynamic-range form: float activations, int8 weights at input 1
+    # The integer reference of the dynamic form: float activations, int8 weights at input 1
     # (converter.quantize.dynamic). None: no dynamic kernel.
     dynamic: Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]] | None = None
 

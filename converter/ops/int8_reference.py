@@ -1,4 +1,4 @@
-"""The integer reference: what every int8 and dynamic-range kernel must compute, bit for bit.
+"""The integer reference: what every int8 and dynamic kernel must compute, bit for bit.
 
 This is the oracle the C kernels (every ISA) are tested against, so it keeps one arithmetic:
 float32 scales as stored, real multipliers in double from them, one fixed-point multiplier +
@@ -532,7 +532,7 @@ def unary_lut_int8(op: str):
     return reference
 
 
-# ---- dynamic range: float activations, int8 weights ----
+# ---- dynamic mode: float activations, int8 weights ----
 
 def quantize_rows(x: np.ndarray, row_axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per row: s = max|x_row| / 127 (1 for an all-zero row), x_q =
@@ -596,7 +596,7 @@ def conv2d_dynamic(inputs, attrs):
 
 
 def run_integer_node(op: str, inputs: Sequence[np.ndarray | None], attrs: Mapping) -> list[np.ndarray]:
-    """The integer reference of one node: dynamic-range when the activation input is float and
+    """The integer reference of one node: dynamic when the activation input is float and
     the weights int8, int8 otherwise. ``attrs["quantization"]`` must be set."""
     x = inputs[0] if inputs else None
     weights = inputs[1] if len(inputs) > 1 else None

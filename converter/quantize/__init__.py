@@ -1,4 +1,4 @@
-"""Quantization of an optimized IR graph: float16 weights, dynamic-range int8, full int8.
+"""Quantization of an optimized IR graph: float16 weights, dynamic int8, full int8.
 
 Public API
 ----------

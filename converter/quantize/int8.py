@@ -228,7 +228,7 @@ class _Rewriter:
     # ---- one node ----
 
     def keep_float(self, node: Node, dynamic_weights: bool = False) -> None:
-        """``node`` in float32; ``dynamic_weights``: with int8 weights (the dynamic-range kernel)
+        """``node`` in float32; ``dynamic_weights``: with int8 weights (the dynamic kernel)
         where its weights are constant."""
         inputs = [self.as_float(i) for i in node.inputs]
         if dynamic_weights and OPS[node.op].dynamic is not None and dynamic_reason(self.graph, node) is None:

@@ -122,7 +122,7 @@ def _fmt_db(value: float) -> str:
 
 def render_text(report: QuantizationReport) -> str:
     out = io.StringIO()
-    what = {"fp16": "float16 weights", "dynamic": "dynamic-range int8 (int8 weights, float activations)",
+    what = {"fp16": "float16 weights", "dynamic": "dynamic int8 (int8 weights, float activations)",
             "int8": "full int8"}.get(report.mode, report.mode)
     print(f"quantization: {what}" + (f", calibration {report.method} over {report.calibration_samples} "
                                      f"batch(es)" if report.mode == "int8" else ""), file=out)

@@ -1,4 +1,4 @@
-"""The C runtime's int8, dynamic-range and fp16 op paths against the converter's integer reference.
+"""The C runtime's int8, dynamic and fp16 op paths against the converter's integer reference.
 
 Each case is a small IR graph with Graph.quantization params, written to a .edge file and run by the
 C runtime (edge.Interpreter) at every ISA level this CPU supports and on 1 and 2 threads. The oracle
@@ -6,7 +6,7 @@ is converter.reference, which runs quantized nodes through converter.ops.int8_re
 fixed-point arithmetic, written independently of the C code):
 
 - int8 outputs must be equal bit for bit, at every level and thread count;
-- dynamic-range outputs (float32) must be within a bound derived from the arithmetic: each output
+- dynamic outputs (float32) must be within a bound derived from the arithmetic: each output
   is float32(acc) * float32(s_row * s_w) + bias with an exact integer acc, so the only freedom is
   float32 rounding of those two or three steps: |diff| <= 4 ulp-ish = 2**-21 * (|y| + |bias|);
 - fp16 models (float16 weights behind a Dequantize) must equal the float32 model run on the
@@ -54,7 +54,7 @@ def make_graph(nodes: list[Node], inputs: dict[str, TensorType], constants: dict
     for node in nodes:
         types = [tensors[name] if name else None for name in node.inputs]
         if types[0] is not None and types[0].dtype == "float32":
-            # Dynamic range: float activations with int8 weights have float results; the shape rule
+            # Dynamic mode: float activations with int8 weights have float results; the shape rule
             # is the float op's.
             types = [TensorType("float32", t.shape) if t is not None and t.dtype == "int8" else t for t in types]
         for name, t in zip(node.outputs, lookup(node.op).infer(types, node.attrs)):
@@ -265,7 +265,7 @@ def int8_cases() -> list[Case]:
     return cases
 
 
-# ---- dynamic-range cases ----
+# ---- dynamic cases ----
 
 def dynamic_cases() -> list[Case]:
     cases = []
