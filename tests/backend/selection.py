@@ -1,10 +1,12 @@
 """Which tests of the ONNX backend suite (shipped in the ``onnx`` package) we run, and why some are
 left out.
 
-Node tests: every test whose model uses only supported ONNX ops (``SUPPORTED_ONNX_OPS``; the
-``*_expanded`` function-body variants count when all their ops are supported). Of those, a test is
-excluded only for a reason the design states on purpose, one line each in ``EXCLUDED`` or by the two
-rules below; everything else is attempted and must pass.
+Node tests: every test whose model uses only ONNX ops the importer accepts (its table,
+``converter.importers.onnx.ONNX_OPS``: the ops of ``SUPPORTED_ONNX_OPS`` and the quantization ops; the
+``*_expanded`` function-body variants count when all their ops are accepted). Of those, a test is
+excluded only for a reason the design states on purpose, one line each in ``EXCLUDED`` or by the
+rules of ``exclusion_reason`` (dtypes the runtime does not compute in; quantization ops outside a
+quantized float model); everything else is attempted and must pass.
 
 Model tests: the ``real`` models (Inception v1/v2, ResNet-50, SqueezeNet, DenseNet-121, ShuffleNet,
 VGG-19, AlexNet, ZFNet-512). Since onnx 1.16 the suite runs them from the ``light_*`` copies shipped in
@@ -19,7 +21,6 @@ import re
 import numpy as np
 import onnx
 
-from tests.fixtures.onnx_ops import SUPPORTED_ONNX_OPS
 
 # (regex on the test name, reason). Each is a deliberate limit of the converter's design.
 EXCLUDED: list[tuple[str, str]] = [
@@ -72,10 +73,19 @@ def _graph_dtypes(model: onnx.ModelProto) -> set[np.dtype]:
     return dtypes
 
 
+QUANTIZED_MODELS_ONLY = ("quantization ops on their own: the importer takes them as the patterns of a quantized "
+                         "float model (QDQ groups, QOperator ops, quantize_dynamic; tests/converter/"
+                         "test_onnx_quant_import.py), with float32 at its boundary")
+
+
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
+    from converter.importers.onnx import QUANTIZATION_OPS
+
     for pattern, reason in EXCLUDED:
         if re.search(pattern, name):
             return reason
+    if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node):
+        return QUANTIZED_MODELS_ONLY
     unsupported = sorted(str(d) for d in _graph_dtypes(model) - RUNTIME_DTYPES)
     if unsupported:
         return f"dtype outside float32, int32, int64 and bool (computed) and float16, float64, int8, uint8 (boundary) | {', '.join(unsupported)}"
@@ -87,7 +97,9 @@ def node_tests() -> tuple:
     """The backend suite's node test cases for supported ops: (name, TestCase) pairs."""
     from onnx.backend.test.loader import load_model_tests
 
-    supported = set(SUPPORTED_ONNX_OPS)
+    from converter.importers.onnx import ONNX_OPS
+
+    supported = set(ONNX_OPS)
     with np.errstate(all="ignore"):
         cases = load_model_tests(kind="node")
     return tuple((c.name, c) for c in cases if c.model is not None
