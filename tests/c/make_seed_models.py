@@ -9,8 +9,8 @@ OUTDIR/invalid/X.edge   deliberately broken models; OUTDIR/invalid/X.expect hold
                         second.
 OUTDIR/allocate/X.edge  models that load but must fail at allocate (shapes inconsistent with ops).
 
-Built directly with the FlatBuffers object API in converter.edgefb (no converter passes), so the
-bytes are exactly what each case describes. Needs only the repository and the flatbuffers package.
+Built with tests/fixtures/raw_edge.py (the FlatBuffers object API in converter.edgefb, no converter
+passes), so the bytes are exactly what each case describes. Needs only the repository and the flatbuffers package.
 """
 import os
 import struct
@@ -19,25 +19,15 @@ import sys
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, REPO)
 
-import flatbuffers  # noqa: E402
-
-from converter.edgefb.AxisOptions import AxisOptionsT  # noqa: E402,F401
+from tests.fixtures.raw_edge import ModelBuilder, serialize  # noqa: E402
 from converter.edgefb.BinaryOptions import BinaryOptionsT  # noqa: E402
-from converter.edgefb.Buffer import BufferT  # noqa: E402
 from converter.edgefb.Conv2DOptions import Conv2DOptionsT  # noqa: E402
 from converter.edgefb.Graph import GraphT  # noqa: E402
-from converter.edgefb.Metadata import MetadataT  # noqa: E402
-from converter.edgefb.Model import ModelT  # noqa: E402
 from converter.edgefb.OpCode import OpCode  # noqa: E402
-from converter.edgefb.OpCost import OpCostT  # noqa: E402
 from converter.edgefb.OpOptions import OpOptions  # noqa: E402
-from converter.edgefb.Operator import OperatorT  # noqa: E402
 from converter.edgefb.OperatorCode import OperatorCodeT  # noqa: E402
 from converter.edgefb.Pool2DOptions import Pool2DOptionsT  # noqa: E402
 from converter.edgefb.Quantization import QuantizationT  # noqa: E402
-from converter.edgefb.Signature import SignatureT  # noqa: E402
-from converter.edgefb.Tensor import TensorT  # noqa: E402
-from converter.edgefb.TensorMap import TensorMapT  # noqa: E402
 from converter.edgefb.TransposeOptions import TransposeOptionsT  # noqa: E402
 from converter.edgefb.NonMaxSuppressionOptions import NonMaxSuppressionOptionsT  # noqa: E402
 from converter.edgefb.ResizeOptions import ResizeOptionsT  # noqa: E402
@@ -45,126 +35,12 @@ from converter.edgefb.RoiAlignOptions import RoiAlignOptionsT  # noqa: E402
 from converter.edgefb.ScatterOptions import ScatterOptionsT  # noqa: E402
 from converter.edgefb.UnaryOptions import UnaryOptionsT  # noqa: E402
 
-FLOAT32, INT8 = 0, 2
+INT8 = 2
 ADD, RELU = 0, 1
-ALIGN = 64
 
 
 def floats(values):
     return struct.pack("<%df" % len(values), *values)
-
-
-class ModelBuilder:
-    """Collects tensors, constant blobs and ops; build() lays out FlatBuffer + 64-aligned data."""
-
-    def __init__(self):
-        self.tensors = []
-        self.ops = []
-        self.codes = []
-        self.blobs = []          # blob i is buffer i + 1
-
-    def tensor(self, name, shape, dtype=FLOAT32, data=None, variable=False, signature=None, quant=None):
-        t = TensorT()
-        t.name = name
-        t.shape = list(shape)
-        t.shapeSignature = list(signature) if signature is not None else None
-        t.dtype = dtype
-        t.isVariable = variable
-        if data is not None:
-            self.blobs.append(data)
-            t.buffer = len(self.blobs)
-        if quant is not None:
-            q = QuantizationT()
-            q.scale, q.zeroPoint, q.quantizedDimension = quant
-            t.quantization = q
-        self.tensors.append(t)
-        return len(self.tensors) - 1
-
-    def code(self, opcode):
-        if opcode not in self.codes:
-            self.codes.append(opcode)
-        return self.codes.index(opcode)
-
-    def op(self, opcode, inputs, outputs, options_type=OpOptions.NONE, options=None, activation=0, flops=0):
-        o = OperatorT()
-        o.opcodeIndex = self.code(opcode)
-        o.inputs, o.outputs = list(inputs), list(outputs)
-        o.optionsType, o.options = options_type, options
-        o.activation = activation
-        if flops:
-            o.cost = OpCostT()
-            o.cost.flops = flops
-        self.ops.append(o)
-        return o
-
-    def model(self, inputs, outputs, signatures=(), metadata=()):
-        m = ModelT()
-        m.version = 1
-        m.description = "seed model"
-        m.producer = "tests/c/make_seed_models.py"
-        codes = []
-        for opcode in self.codes:
-            c = OperatorCodeT()
-            c.opcode = opcode
-            codes.append(c)
-        m.operatorCodes = codes
-        g = GraphT()
-        g.name = "main"
-        g.tensors, g.inputs, g.outputs, g.operators = self.tensors, list(inputs), list(outputs), self.ops
-        m.graphs = [g]
-        sigs = []
-        for key, sig_inputs, sig_outputs, ops in signatures:
-            s = SignatureT()
-            s.key = key
-            s.inputs = [tensor_map(n, t) for n, t in sig_inputs]
-            s.outputs = [tensor_map(n, t) for n, t in sig_outputs]
-            s.operators = list(ops) if ops else None
-            sigs.append(s)
-        m.signatures = sigs or None
-        entries = []
-        for name, value in metadata:
-            e = MetadataT()
-            e.name, e.value = name, value
-            entries.append(e)
-        m.metadata = entries or None
-        return m
-
-
-def tensor_map(name, tensor):
-    tm = TensorMapT()
-    tm.name, tm.tensor = name, tensor
-    return tm
-
-
-def pack(model):
-    b = flatbuffers.Builder(1024)
-    b.Finish(model.Pack(b), file_identifier=b"EDG1")
-    return bytes(b.Output())
-
-
-def serialize(builder, model, after_layout=None):
-    """FlatBuffer first, then each blob at a 64-aligned absolute offset. Offsets are non-zero in
-    both passes, so the FlatBuffer's size does not change when the real ones are filled in."""
-    blobs = builder.blobs
-    model.buffers = [BufferT()] + [BufferT() for _ in blobs]
-    for buf, blob in zip(model.buffers[1:], blobs):
-        buf.offset, buf.size = 1 << 40, len(blob)
-    head = pack(model)
-    position = (len(head) + ALIGN - 1) // ALIGN * ALIGN
-    layout = []
-    for buf, blob in zip(model.buffers[1:], blobs):
-        buf.offset = position
-        layout.append(position)
-        position = (position + len(blob) + ALIGN - 1) // ALIGN * ALIGN
-    if after_layout:
-        after_layout(model)
-    head2 = pack(model)
-    assert len(head2) == len(head), "FlatBuffer size changed between layout passes"
-    out = bytearray(head2)
-    for offset, blob in zip(layout, blobs):
-        out.extend(b"\0" * (offset - len(out)))
-        out.extend(blob)
-    return bytes(out)
 
 
 def conv_options(strides=(1, 1), pads=(0, 0, 0, 0), groups=1):

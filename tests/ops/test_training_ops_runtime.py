@@ -1,5 +1,5 @@
 """The C runtime's training ops through edge.Interpreter, on small .edge files written directly with
-the FlatBuffers object API (tests/c/make_seed_models.py's ModelBuilder), against NumPy:
+the FlatBuffers object API (tests/fixtures/raw_edge.py), against NumPy:
 
 - CONV_2D_BACKPROP_INPUT / _FILTER against converter/ops/training.py's float64 references (NCHW,
   transposed here) across strides, dilations, groups (depthwise included) and padding;
@@ -9,8 +9,6 @@ the FlatBuffers object API (tests/c/make_seed_models.py's ModelBuilder), against
 """
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import struct
 
 import numpy as np
@@ -24,11 +22,7 @@ from converter.edgefb.OpOptions import OpOptions
 from converter.edgefb.OptimizerOptions import OptimizerOptionsT
 from converter.ops.training import conv2d_backprop_filter_nchw, conv2d_backprop_input_nchw
 from cruntime.binding import ffi
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("make_seed_models", REPO / "tests" / "c" / "make_seed_models.py")
-seeds = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seeds)
+from tests.fixtures import raw_edge
 
 F32, I32 = 0, 4
 
@@ -44,7 +38,7 @@ def conv_options(strides, dilations, pads, groups):
 
 
 def interpreter(builder, model, threads):
-    return edge.Interpreter(model_content=seeds.serialize(builder, model), num_threads=threads)
+    return edge.Interpreter(model_content=raw_edge.serialize(builder, model), num_threads=threads)
 
 
 CONV_CASES = [
@@ -68,7 +62,7 @@ def test_conv_backprop_matches_reference(case):
     wt = rng.standard_normal((o, kh, kw, c // groups)).astype(np.float32)
     dy = rng.standard_normal((n, oh, ow, o)).astype(np.float32)
 
-    b = seeds.ModelBuilder()
+    b = raw_edge.ModelBuilder()
     tx = b.tensor("x", list(x.shape))
     tdy = b.tensor("dy", list(dy.shape))
     tw = b.tensor("w", list(wt.shape), data=blob(wt), variable=True)
@@ -113,7 +107,7 @@ def adam_reference(p, m, v, t, g, lr, b1, b2, eps, wd, decoupled):
 
 def build_train_model(kind, loss_kind, shape, param, lr, weight_decay=0.0):
     """target -> LOSS(param, target) -> loss, dparam -> OPTIMIZER_UPDATE(param, dparam, lr, slots)."""
-    b = seeds.ModelBuilder()
+    b = raw_edge.ModelBuilder()
     classes = shape[-1]
     if loss_kind == 0:
         target = b.tensor("labels", [shape[0]], dtype=I32)
@@ -225,7 +219,7 @@ def test_learning_rate_variable_is_settable():
 
 
 def test_optimizer_refuses_a_constant_param():
-    b = seeds.ModelBuilder()
+    b = raw_edge.ModelBuilder()
     shape = [2, 2]
     g = b.tensor("grad", shape)
     p = b.tensor("param", shape, data=blob(np.ones(shape, np.float32)))  # a constant
@@ -239,7 +233,7 @@ def test_optimizer_refuses_a_constant_param():
 
 
 def test_optimizer_options_are_validated():
-    b = seeds.ModelBuilder()
+    b = raw_edge.ModelBuilder()
     shape = [2]
     g = b.tensor("grad", shape)
     p = b.tensor("param", shape, data=blob(np.ones(shape, np.float32)), variable=True)
