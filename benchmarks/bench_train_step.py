@@ -174,9 +174,9 @@ def _network(name: str, seed: int):
 
         def torch_module():
             sys.path.insert(0, str(REPO / "benchmarks"))
-            from train_digits import _torch_network
+            from train_digits import torch_network
 
-            return _torch_network(weights, (16, 32), 64)
+            return torch_network(weights, (16, 32), 64)
 
         return graph, torch_module, (BATCH, 8, 8, 1)
     weights = resnet8_weights(seed)

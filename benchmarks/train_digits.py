@@ -67,7 +67,8 @@ def _batches(count: int, batch: int, epochs: int, seed: int):
 
 # ---- PyTorch, the same network ----
 
-def _torch_network(weights: dict[str, np.ndarray], channels, hidden):
+def torch_network(weights: dict[str, np.ndarray], channels, hidden):
+    """The digits CNN in PyTorch, starting from ``weights`` (the values the edge side starts from too)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -110,7 +111,7 @@ def torch_worker(args) -> dict:
     to_nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # noqa: E731
     x_train_t, x_test_t = to_nchw(x_train), to_nchw(x_test)
     y_train_t = torch.from_numpy(y_train.astype(np.int64))
-    model = _torch_network(digits.cnn_weights(tuple(args.channels), args.hidden, args.seed), args.channels,
+    model = torch_network(digits.cnn_weights(tuple(args.channels), args.hidden, args.seed), args.channels,
                            args.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     result = {"torch_version": torch.__version__, "threads": args.threads, "epochs": [],
