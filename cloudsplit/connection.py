@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cloudsplit import transfer
 from cloudsplit.security import ClientTLS, bearer_metadata, make_channel
 from cloudsplit.protos import (CHUNK_BYTES, DEFAULT_MAX_MESSAGE_MB, PROBE_CHUNK_BYTES, SPLIT_INFERENCE_SERVICE,
-                              chunk_bytes as message_chunk_bytes)
+                              MiB, chunk_bytes as message_chunk_bytes)
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
 
