@@ -756,6 +756,43 @@ static void check_bilinear(const edge_vector_kernels *k) {
     }
 }
 
+/* ---- bilinear resize lines: every pixel against double within a few roundings, guards after the
+ * line; channel counts on both sides of the vector width, repeated and edge columns ---- */
+
+static void check_bilinear_line(const edge_vector_kernels *k) {
+  CHECK(k->bilinear_line != NULL, "%s: bilinear line kernel missing", k->isa_name);
+  if (!k->bilinear_line) return;
+  static const size_t channel_counts[] = {1, 3, 8, 16, 17, 35};
+  for (size_t ci = 0; ci < sizeof channel_counts / sizeof channel_counts[0]; ++ci) {
+    const size_t channels = channel_counts[ci], in_width = 7, width = 13, stride = channels + 2;
+    float *row0 = alloc_floats(in_width * stride), *row1 = alloc_floats(in_width * stride);
+    for (size_t i = 0; i < in_width * stride; ++i) row0[i] = rnd_between(-4, 4), row1[i] = rnd_between(-4, 4);
+    int64_t x0[13], x1[13];
+    float wx[13];
+    for (size_t p = 0; p < width; ++p) {
+      x0[p] = (int64_t)(rnd() % in_width);
+      x1[p] = x0[p] + 1 < (int64_t)in_width ? x0[p] + 1 : x0[p];
+      wx[p] = p % 4 == 0 ? 0.0f : rnd_between(0, 1);
+    }
+    const float wy = ci % 2 ? 0.0f : rnd_between(0, 1);
+    float *out = alloc_floats(width * channels);
+    k->bilinear_line(width, channels, row0, row1, x0, x1, wx, wy, stride, out);
+    int bad = 0;
+    for (size_t p = 0; p < width; ++p)
+      for (size_t i = 0; i < channels; ++i) {
+        const double w = wx[p], terms[4] = {(1 - wy) * (1 - w) * row0[x0[p] * stride + i],
+                                            wy * (1 - w) * row1[x0[p] * stride + i],
+                                            (1 - wy) * w * row0[x1[p] * stride + i], wy * w * row1[x1[p] * stride + i]};
+        double want = 0, scale = 0;
+        for (int c = 0; c < 4; ++c) want += terms[c], scale += fabs(terms[c]);
+        bad += !(fabs(out[p * channels + i] - want) <= 8 * 0x1p-24 * scale);
+      }
+    CHECK(!bad && guard_intact(out, width * channels), "%s bilinear line channels=%zu: %d mismatches",
+          k->isa_name, channels, bad);
+    free(row0), free(row1), free(out);
+  }
+}
+
 void test_kernels_vector(void) {
   rng_seed(0x9e3779b97f4a7c15ull);
   const char *step_env = getenv("EDGE_TEST_SWEEP_STEP");
@@ -782,6 +819,7 @@ void test_kernels_vector(void) {
     check_batchnorm(k);
     check_adam(k);
     check_bilinear(k);
+    check_bilinear_line(k);
   }
   /* The scalar level keeps the ops on their reference code. */
   const edge_kernel_config *scalar = edge_kernels_for(EDGE_ISA_SCALAR);

@@ -70,6 +70,64 @@ def test_transpose_moves_every_element(name, threads, dtype):
     assert_same(run_op("Transpose", x, threads, perm=perm), np.ascontiguousarray(np.transpose(x, perm)))
 
 
+# NHWC-shaped inputs (the runtime's layout, where the line path applies) and other layouts that
+# take the general path; scales that are integers, fractions and downsamples.
+RESIZES = {
+    "2x-c16": ((1, 9, 11, 16), (1, 2, 2, 1)),
+    "2x-c1": ((1, 7, 5, 1), (1, 2, 2, 1)),
+    "1.5x-c17-batch2": ((2, 6, 4, 17), (1, 1.5, 1.5, 1)),
+    "3x-c3": ((1, 4, 5, 3), (1, 3, 3, 1)),
+    "down-c35": ((1, 13, 11, 35), (1, 0.5, 0.6, 1)),
+    "height-only-c8": ((1, 5, 6, 8), (1, 2, 1, 1)),
+    "width-only-c8": ((2, 5, 6, 8), (1, 1, 1.8, 1)),
+    "rank3-c5": ((6, 7, 5), (2, 1.5, 1)),
+    "nchw-like": ((1, 3, 6, 7), (1, 1, 2, 2)),
+}
+LINEAR_MODES = ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel")
+NEAREST_MODES = (("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+                 ("align_corners", "round_prefer_ceil"), ("half_pixel", "ceil"))
+
+
+def resize_reference(x, **attrs):
+    from converter.ops import OPS
+    return OPS["Resize"].reference([x], attrs)[0]
+
+
+def reference_agrees_on(shape, scales, coordinate_mode) -> bool:
+    """align_corners divides by in * scale - 1 in the runtime (as onnxruntime does) but by
+    out - 1 in converter.reference; they agree where in * scale is a whole number."""
+    return coordinate_mode != "align_corners" or all(float(d * s).is_integer() for d, s in zip(shape, scales))
+
+
+LINEAR_CASES = [(name, mode) for name in RESIZES for mode in LINEAR_MODES if reference_agrees_on(*RESIZES[name], mode)]
+NEAREST_CASES = [(name, modes) for name in RESIZES for modes in NEAREST_MODES
+                 if reference_agrees_on(*RESIZES[name], modes[0])]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, coordinate_mode", LINEAR_CASES, ids=["-".join(c) for c in LINEAR_CASES])
+def test_linear_resize_matches_numpy(name, coordinate_mode, threads):
+    shape, scales = RESIZES[name]
+    x = data(shape, "float32")
+    attrs = {"mode": "linear", "coordinate_mode": coordinate_mode, "scales": scales}
+    actual, expected = run_op("Resize", x, threads, **attrs), resize_reference(x, **attrs)
+    assert actual.shape == expected.shape
+    # The corners are summed in float32 (by multiply-adds in the vector kernels), the reference in
+    # float64: a few roundings of the largest corner.
+    bound = 4 * np.finfo(np.float32).eps * np.max(np.abs(x))
+    assert np.max(np.abs(actual - expected)) <= bound, np.max(np.abs(actual - expected))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "uint8"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, modes", NEAREST_CASES, ids=[f"{n}-{'-'.join(m)}" for n, m in NEAREST_CASES])
+def test_nearest_resize_copies_the_reference_pick(name, modes, threads, dtype):
+    shape, scales = RESIZES[name]
+    x = data(shape, dtype)
+    attrs = {"mode": "nearest", "coordinate_mode": modes[0], "nearest_mode": modes[1], "scales": scales}
+    assert_same(run_op("Resize", x, threads, **attrs), resize_reference(x, **attrs))
+
+
 @pytest.mark.skipif(os.environ.get("EDGE_ISA") == "scalar", reason="this is the scalar run's parent")
 def test_the_scalar_kernels_pass_the_same_cases():
     done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",

@@ -101,6 +101,14 @@ typedef void (*edge_f32_adam_ukernel)(size_t n, float *p, const float *g, float 
 typedef enum { EDGE_BILINEAR_ADD = 0, EDGE_BILINEAR_MAX_FIRST = 1, EDGE_BILINEAR_MAX = 2 } edge_bilinear_mode;
 typedef void (*edge_f32_bilinear_ukernel)(size_t n, const float *const *corners, const float *weights, float *acc,
                                           edge_bilinear_mode mode);
+/* One output line of a bilinear resize of [W, C] rows (kernels/vector/f32-bilinear.c;
+ * ops/resize.c's line path): for each of width pixels p, with a = row0, b = row1,
+ * i0 = x0[p] * pixel_stride, i1 = x1[p] * pixel_stride and w = wx[p],
+ *   out[p * channels + i] = (1-wy)(1-w) a[i0+i] + wy(1-w) b[i0+i] + (1-wy)w a[i1+i] + wy w b[i1+i]
+ * summed in that order by multiply-adds. */
+typedef void (*edge_f32_bilinear_line_ukernel)(size_t width, size_t channels, const float *row0, const float *row1,
+                                               const int64_t *x0, const int64_t *x1, const float *wx, float wy,
+                                               size_t pixel_stride, float *out);
 
 /* Reductions the family provides (index into rreduce / raccumulate). */
 typedef enum {
@@ -185,6 +193,7 @@ typedef struct {
   edge_f32_channel_grad_apply_ukernel channel_grad_apply;
   edge_f32_adam_ukernel adam;
   edge_f32_bilinear_ukernel bilinear;
+  edge_f32_bilinear_line_ukernel bilinear_line;
   edge_s8_maxpool_ukernel s8_maxpool;
   edge_s8_raccumulate_ukernel s8_raccumulate_sum;
   edge_s8_vadd_ukernel s8_vadd;

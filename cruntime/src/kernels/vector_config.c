@@ -86,6 +86,8 @@
                                           const float *, const float *, const float *, float *);       \
   void edge_f32_adam__##isa(size_t, float *, const float *, float *, float *, const edge_f32_adam_params *); \
   void edge_f32_bilinear__##isa(size_t, const float *const *, const float *, float *, edge_bilinear_mode); \
+  void edge_f32_bilinear_line__##isa(size_t, size_t, const float *, const float *, const int64_t *,        \
+                                     const int64_t *, const float *, float, size_t, float *);             \
   void edge_s8_maxpool__##isa(size_t, size_t, const int8_t *, size_t, size_t, size_t, int8_t *, int8_t,   \
                               int8_t);                                                                 \
   void edge_s8_raccumulate_sum__##isa(size_t, size_t, const int8_t *, size_t, int32_t *);              \
@@ -119,6 +121,7 @@
     out->channel_grad_apply = edge_f32_channel_grad_apply__##isa;                                      \
     out->adam = edge_f32_adam__##isa;                                                                  \
     out->bilinear = edge_f32_bilinear__##isa;                                                          \
+    out->bilinear_line = edge_f32_bilinear_line__##isa;                                                \
     out->s8_maxpool = edge_s8_maxpool__##isa;                                                          \
     out->s8_raccumulate_sum = edge_s8_raccumulate_sum__##isa;                                          \
     out->s8_vadd = edge_s8_vadd__##isa;                                                                \

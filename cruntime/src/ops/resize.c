@@ -222,6 +222,10 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
       plan->upper_weight[d][o] = s - (float)lower;
     }
   }
+  if (!cubic && rank >= 3 && !plan->resized[rank - 1]) {
+    plan->lines = true;
+    for (int32_t d = 0; d + 3 < rank; ++d) plan->lines = plan->lines && !plan->resized[d];
+  }
   node->plan = plan;
   return EDGE_OK;
 }
@@ -234,6 +238,7 @@ typedef struct {
   /* LINEAR with an unresized innermost dimension (NHWC: the channels): the corners' weighted sum
    * by the vector kernels, in the scalar loop's order (first product, then each next added). */
   edge_f32_vbinary_ukernel mul_c, add;
+  edge_f32_bilinear_line_ukernel bilinear_line; /* the line path's LINEAR lines; NULL: its scalar loop */
 } resize_job;
 
 #define RESIZE_CHUNK 256
@@ -349,6 +354,79 @@ static void resize_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   }
 }
 
+/* Source coordinates of output coordinate o along dim d: lower, upper and upper's weight. */
+static inline void source_pair(const resize_plan *plan, int32_t d, int64_t o, int64_t *lower, int64_t *upper,
+                               float *weight) {
+  if (!plan->resized[d]) {
+    *lower = *upper = o;
+    *weight = 0.0f;
+    return;
+  }
+  *lower = plan->lower[d][o];
+  *upper = plan->upper[d][o];
+  *weight = plan->upper_weight[d][o];
+}
+
+/* The line path: output lines [begin, end) of [..., H, W, C] where only H and W are resized. A
+ * LINEAR pixel is the weighted sum of its four corners' channel rows, with the weights and corner
+ * order of resize_rows, so the scalar loop here gives resize_rows' bits; the vector line kernel
+ * (where W is resized) sums the corners by multiply-adds instead, so it differs by roundings.
+ * NEAREST copies each pixel's channel row, and a line whose source row is the previous line's
+ * (every other line at 2x) copies that line whole. */
+static void resize_lines(void *arg, int64_t begin, int64_t end, int32_t thread) {
+  (void)thread;
+  const resize_job *job = arg;
+  const resize_plan *plan = job->plan;
+  const int32_t rank = plan->rank, h = rank - 3, w = rank - 2;
+  const int64_t out_h = job->y->shape[h], out_w = job->y->shape[w], channels = job->y->shape[rank - 1];
+  const int64_t in_h = job->x->shape[h], h_stride = plan->x_strides[h], w_stride = plan->x_strides[w];
+  const int64_t line = out_w * channels;
+  const size_t size = job->size;
+  for (int64_t l = begin; l < end; ++l) {
+    const int64_t oy = l % out_h, base = (l / out_h) * in_h * h_stride;
+    int64_t y0, y1;
+    float wy;
+    source_pair(plan, h, oy, &y0, &y1, &wy);
+    if (!plan->linear) {
+      char *out = (char *)job->y->data + (size_t)(l * line) * size;
+      const char *row = (const char *)job->x->data + (size_t)(base + y0 * h_stride) * size;
+      if (l > begin && oy > 0 && plan->resized[h] && plan->lower[h][oy - 1] == y0) {
+        memcpy(out, out - (size_t)line * size, (size_t)line * size);
+      } else if (!plan->resized[w]) {
+        memcpy(out, row, (size_t)line * size);
+      } else {
+        const int64_t *columns = plan->lower[w];
+        const size_t pixel = (size_t)channels * size;
+        for (int64_t ox = 0; ox < out_w; ++ox)
+          memcpy(out + (size_t)ox * pixel, row + (size_t)(columns[ox] * w_stride) * size, pixel);
+      }
+      continue;
+    }
+    const float *x = (const float *)job->x->data + base;
+    const float *row0 = x + y0 * h_stride, *row1 = x + y1 * h_stride;
+    float *out = (float *)job->y->data + l * line;
+    if (job->bilinear_line && plan->resized[w]) {
+      job->bilinear_line((size_t)out_w, (size_t)channels, row0, row1, plan->lower[w], plan->upper[w],
+                         plan->upper_weight[w], wy, (size_t)w_stride, out);
+      continue;
+    }
+    for (int64_t ox = 0; ox < out_w; ++ox, out += channels) {
+      int64_t x0, x1;
+      float wx;
+      source_pair(plan, w, ox, &x0, &x1, &wx);
+      const float *corners[4] = {row0 + x0 * w_stride, row1 + x0 * w_stride, row0 + x1 * w_stride,
+                                 row1 + x1 * w_stride};
+      const float weights[4] = {(1.0f - wy) * (1.0f - wx), wy * (1.0f - wx), (1.0f - wy) * wx, wy * wx};
+      for (int64_t c = 0; c < channels; ++c) {
+        float sum = 0.0f;
+        for (int32_t k = 0; k < 4; ++k)
+          if ((!(k & 1) || wy != 0.0f) && (!(k & 2) || wx != 0.0f)) sum += weights[k] * corners[k][c];
+        out[c] = sum;
+      }
+    }
+  }
+}
+
 static edge_status resize_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   int64_t total = edge_num_elements(y->rank, y->shape);
@@ -360,8 +438,14 @@ static edge_status resize_eval(edge_context *ctx, edge_node *node) {
   }
   int64_t row = y->shape[y->rank - 1];
   const edge_vector_kernels *vector = &edge_kernels()->vector;
-  resize_job job = {node->plan, x, y, row, total / row, size, vector->binary_vc[EDGE_BINARY_MUL],
-                    vector->binary_vv[EDGE_BINARY_ADD]};
+  const resize_plan *plan = node->plan;
+  resize_job job = {plan, x, y, row, total / row, size, vector->binary_vc[EDGE_BINARY_MUL],
+                    vector->binary_vv[EDGE_BINARY_ADD], vector->bilinear_line};
+  if (plan->lines) {
+    const int64_t line = y->shape[y->rank - 2] * row;
+    edge_nd_parallel(ctx, total / line, 1 + 16384 / line, resize_lines, &job);
+    return EDGE_OK;
+  }
   edge_nd_parallel(ctx, job.rows, 64, resize_rows, &job);
   return EDGE_OK;
 }

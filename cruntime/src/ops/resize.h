@@ -15,6 +15,9 @@ typedef struct {
   int64_t *cubic_index[EDGE_MAX_RANK];                  /* CUBIC: 4 source coordinates per output one */
   float *cubic_weight[EDGE_MAX_RANK];                   /* CUBIC: their 4 weights */
   int64_t x_strides[EDGE_MAX_RANK];
+  /* NEAREST or LINEAR resizing only the two dims outside an unresized innermost one (NHWC's H and
+   * W): eval walks whole output lines of W x C (resize.c's line path). */
+  bool lines;
   void *tables, *cubic_tables;
 } resize_plan;
 
