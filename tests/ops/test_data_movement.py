@@ -70,6 +70,57 @@ def test_transpose_moves_every_element(name, threads, dtype):
     assert_same(run_op("Transpose", x, threads, perm=perm), np.ascontiguousarray(np.transpose(x, perm)))
 
 
+# (shape, pads [begins..., ends...]); negative pads crop.
+PADS = {
+    "channels-24-to-28": ((1, 6, 5, 24), (0, 0, 0, 0, 0, 0, 0, 4)),
+    "channels-odd-both": ((2, 3, 5, 7), (0, 0, 0, 3, 0, 0, 0, 2)),
+    "spatial-tf-same": ((1, 7, 9, 5), (0, 0, 0, 0, 0, 1, 1, 0)),
+    "spatial-both": ((2, 5, 6, 3), (0, 2, 1, 0, 0, 1, 2, 0)),
+    "every-axis": ((2, 3, 4, 5), (1, 2, 1, 2, 2, 1, 3, 1)),
+    "batch-only": ((2, 3, 4, 5), (1, 0, 0, 0, 2, 0, 0, 0)),
+    "crop-and-pad": ((2, 6, 7, 5), (0, -1, 2, 0, 0, 1, -2, 1)),
+    "none": ((2, 3, 4), (0, 0, 0, 0, 0, 0)),
+    "rank1": ((11,), (3, 2)),
+    "large-channels": ((1, 33, 31, 24), (0, 0, 0, 0, 0, 0, 0, 4)),
+}
+
+
+def pad_reference(x, pads, mode, value):
+    rank = x.ndim
+    begins, ends = np.asarray(pads[:rank]), np.asarray(pads[rank:])
+    crop = tuple(slice(max(0, -b), x.shape[d] - max(0, -e)) for d, (b, e) in enumerate(zip(begins, ends)))
+    x = x[crop]
+    widths = [(max(0, b), max(0, e)) for b, e in zip(begins, ends)]
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.asarray(value, x.dtype))
+    return np.pad(x, widths, mode=mode)
+
+
+def _pad_applies(shape, pads, mode) -> bool:
+    """Crops are checked in constant mode (np.pad has no negative widths to mirror); reflect needs
+    each pad below its dimension."""
+    if mode == "constant":
+        return True
+    rank = len(shape)
+    return min(pads) >= 0 and (mode != "reflect" or all(max(pads[d], pads[rank + d]) < shape[d] for d in range(rank)))
+
+
+PAD_CASES = [(name, mode, value) for name in PADS for mode, value in
+             (("constant", 0.0), ("constant", -2.0), ("reflect", 0.0), ("edge", 0.0)) if _pad_applies(*PADS[name], mode)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "uint8", "int32"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name, mode, value", PAD_CASES, ids=[f"{n}-{m}-{v}" for n, m, v in PAD_CASES])
+def test_pad_matches_numpy(name, mode, value, threads, dtype):
+    shape, pads = PADS[name]
+    if dtype == "uint8" and value < 0:
+        value = 7.0
+    x = data(shape, dtype)
+    actual = run_op("Pad", x, threads, pads=pads, mode=mode, value=value)
+    assert_same(actual, pad_reference(x, pads, mode, value))
+
+
 # NHWC-shaped inputs (the runtime's layout, where the line path applies) and other layouts that
 # take the general path; scales that are integers, fractions and downsamples.
 RESIZES = {

@@ -1,9 +1,12 @@
 /* PAD: CONSTANT, REFLECT or EDGE, pads [begins..., ends...] (negative pads crop); any dtype in
  * every mode (a quantized int8 tensor pads with its quantized constant, the zero point for 0).
  * Prepare builds, for each dimension, a table from output coordinate to source coordinate (-1:
- * the constant), so eval only looks coordinates up. Eval goes over the output's innermost rows
- * on the thread pool: a row whose outer coordinates fall in constant padding is one fill, any
- * other one block copy of its unpadded middle plus the padded cells at its two ends. */
+ * the constant), so eval only looks coordinates up. Dimensions after the innermost padded one are
+ * whole blocks, contiguous in x and y alike, so they are folded into the element: a spatial pad of
+ * NHWC copies W x C rows, not C-channel pixels. Eval goes over the rows of the innermost padded
+ * dimension on the thread pool: a row whose outer coordinates fall in constant padding is one
+ * fill, any other one block copy of its unpadded middle plus its padded ends (in CONSTANT mode one
+ * fill each, else cell by cell from the table). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,11 +15,17 @@
 #include "qcommon.h"
 
 typedef struct {
+  /* The walk: dimensions 0..rank-1 of the output up to the innermost padded one, whose elements
+   * are blocks of `block` cells of the dtype (the unpadded dimensions after it). */
+  int32_t rank;
+  int64_t shape[EDGE_MAX_RANK], block;
   int64_t *source[EDGE_MAX_RANK]; /* per dimension, output coordinate -> x coordinate or -1 */
-  int64_t x_strides[EDGE_MAX_RANK];
-  /* The innermost dimension's output row: `lead` cells from the table, then `run` cells copied
-   * from x coordinates run_source.. in one block, then the rest from the table. */
+  int64_t x_strides[EDGE_MAX_RANK]; /* in blocks */
+  /* The innermost dimension's output row: `lead` elements from the table, then `run` elements
+   * copied from x coordinates run_source.. in one block, then the rest from the table. */
   int64_t lead, run, run_source;
+  bool constant; /* CONSTANT mode: every element outside the run is the constant */
+  bool zero;     /* the constant's bytes are all zero */
   unsigned char value[8];         /* the constant in the tensor's dtype */
   int64_t *tables;                /* the one allocation behind source[] */
 } pad_plan;
@@ -93,7 +102,13 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "PAD '%s': out of memory for %lld table entries", edge_tensor_name(y),
                      (long long)table_entries);
   }
-  edge_nd_contiguous_strides(rank, x->shape, plan->x_strides);
+  plan->rank = rank > 0 ? 1 : 0;
+  for (int32_t d = 0; d < rank; ++d)
+    if (options->pads[d] != 0 || options->pads[rank + d] != 0) plan->rank = d + 1;
+  plan->block = edge_num_elements(rank - plan->rank, x->shape + plan->rank);
+  for (int32_t d = 0; d < plan->rank; ++d) plan->shape[d] = shape[d];
+  edge_nd_contiguous_strides(plan->rank, x->shape, plan->x_strides);
+  plan->constant = options->mode == EDGE_PAD_CONSTANT;
   encode_value(options->value, x->dtype, plan->value);
   if ((x->dtype == EDGE_INT8 || x->dtype == EDGE_UINT8) && x->num_quant_params == 1) {
     /* Quantized: the constant is a real value, so it pads with its quantized form (0 -> the zero
@@ -105,6 +120,8 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     if (x->dtype == EDGE_INT8) memcpy(plan->value, &s8, 1);
     else memcpy(plan->value, &u8, 1);
   }
+  plan->zero = true;
+  for (size_t b = 0; b < sizeof plan->value; ++b) plan->zero = plan->zero && plan->value[b] == 0;
   int64_t *next = plan->tables;
   for (int32_t d = 0; d < rank; ++d) {
     int64_t dim = x->shape[d], before = options->pads[d];
@@ -123,8 +140,9 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
     }
     next += shape[d];
   }
-  if (rank > 0) {
-    const int64_t dim = x->shape[rank - 1], before = options->pads[rank - 1], row = shape[rank - 1];
+  if (plan->rank > 0) {
+    const int32_t inner = plan->rank - 1;
+    const int64_t dim = x->shape[inner], before = options->pads[inner], row = shape[inner];
     plan->lead = before > 0 ? (before < row ? before : row) : 0;
     plan->run_source = before < 0 ? -before : 0;
     const int64_t available = dim - plan->run_source, room = row - plan->lead;
@@ -135,43 +153,48 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
 }
 
 /* count copies of the size-byte value at out. */
-static void fill_cells(char *out, int64_t count, const unsigned char *value, size_t size) {
-  bool zero = true;
-  for (size_t b = 0; b < size; ++b) zero = zero && value[b] == 0;
+static inline void fill_cells(char *out, int64_t count, const unsigned char *value, size_t size, bool zero) {
+  if (count <= 0) return;
   if (zero || size == 1) {
     memset(out, zero ? 0 : value[0], (size_t)count * size);
     return;
   }
-  for (int64_t i = 0; i < count; ++i) memcpy(out + (size_t)i * size, value, size);
+  /* Doubling copies: one cell, then 1, 2, 4... cells already written. */
+  memcpy(out, value, size);
+  for (int64_t done = 1; done < count;) {
+    const int64_t next = done < count - done ? done : count - done;
+    memcpy(out + (size_t)done * size, out, (size_t)next * size);
+    done += next;
+  }
 }
 
 typedef struct {
   const pad_plan *plan;
-  const edge_tensor *y;
   const char *src;
   char *dst;
-  size_t size;
+  size_t size;  /* of a dtype cell */
+  size_t block; /* bytes of a walk element: size * plan->block */
 } pad_job;
 
-/* One cell of the innermost dimension through its table: the constant or a copy. */
-static inline void table_cell(const pad_job *job, int64_t base, int64_t o, char *out) {
-  const int64_t c = job->plan->source[job->y->rank - 1][o];
-  if (c < 0) fill_cells(out, 1, job->plan->value, job->size);
-  else memcpy(out, job->src + (size_t)(base + c) * job->size, job->size);
+/* One element of the innermost dimension through its table: the constant or a copy. */
+static inline void table_element(const pad_job *job, int64_t base, int64_t o, char *out) {
+  const int64_t c = job->plan->source[job->plan->rank - 1][o];
+  if (c < 0) fill_cells(out, job->plan->block, job->plan->value, job->size, job->plan->zero);
+  else memcpy(out, job->src + (size_t)(base + c) * job->block, job->block);
 }
 
-/* Output rows [begin, end) of the innermost dimension. */
+/* Output rows [begin, end) of the innermost padded dimension. */
 static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const pad_job *job = arg;
   const pad_plan *plan = job->plan;
-  const int32_t rank = job->y->rank, inner = rank - 1;
-  const int64_t row = job->y->shape[inner];
-  const size_t size = job->size;
+  const int32_t inner = plan->rank - 1;
+  const int64_t row = plan->shape[inner], tail = row - plan->lead - plan->run;
+  const size_t block = job->block;
   int64_t position[EDGE_MAX_RANK] = {0}, rest = begin;
   for (int32_t d = inner - 1; d >= 0; --d) {
-    position[d] = rest % job->y->shape[d];
-    rest /= job->y->shape[d];
+    position[d] = rest % plan->shape[d];
+    rest /= plan->shape[d];
   }
   for (int64_t r = begin; r < end; ++r) {
     /* x offset of the row's outer coordinates, or -1 when any of them falls in constant padding. */
@@ -180,18 +203,27 @@ static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
       int64_t c = plan->source[d][position[d]];
       base = c < 0 ? -1 : base + c * plan->x_strides[d];
     }
-    char *out = job->dst + (size_t)(r * row) * size;
+    char *out = job->dst + (size_t)(r * row) * block;
     if (base < 0) {
-      fill_cells(out, row, plan->value, size);
+      fill_cells(out, row * plan->block, plan->value, job->size, plan->zero);
     } else {
-      for (int64_t o = 0; o < plan->lead; ++o) table_cell(job, base, o, out + (size_t)o * size);
+      if (plan->constant) {
+        fill_cells(out, plan->lead * plan->block, plan->value, job->size, plan->zero);
+      } else {
+        for (int64_t o = 0; o < plan->lead; ++o) table_element(job, base, o, out + (size_t)o * block);
+      }
       if (plan->run > 0)
-        memcpy(out + (size_t)plan->lead * size, job->src + (size_t)(base + plan->run_source) * size,
-               (size_t)plan->run * size);
-      for (int64_t o = plan->lead + plan->run; o < row; ++o) table_cell(job, base, o, out + (size_t)o * size);
+        memcpy(out + (size_t)plan->lead * block, job->src + (size_t)(base + plan->run_source) * block,
+               (size_t)plan->run * block);
+      if (plan->constant) {
+        fill_cells(out + (size_t)(plan->lead + plan->run) * block, tail * plan->block, plan->value, job->size,
+                   plan->zero);
+      } else {
+        for (int64_t o = plan->lead + plan->run; o < row; ++o) table_element(job, base, o, out + (size_t)o * block);
+      }
     }
     for (int32_t d = inner - 1; d >= 0; --d) {
-      if (++position[d] < job->y->shape[d]) break;
+      if (++position[d] < plan->shape[d]) break;
       position[d] = 0;
     }
   }
@@ -200,17 +232,17 @@ static void pad_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
 static edge_status pad_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
   const pad_plan *plan = node->plan;
-  int32_t rank = y->rank;
   size_t size = edge_dtype_size(y->dtype);
-  int64_t total = edge_num_elements(rank, y->shape);
+  int64_t total = edge_num_elements(y->rank, y->shape);
   if (total == 0) return EDGE_OK;
-  if (rank == 0) {
+  if (plan->rank == 0) {
     memcpy(y->data, x->data, size);
     return EDGE_OK;
   }
-  pad_job job = {plan, y, x->data, y->data, size};
-  const int64_t row = y->shape[rank - 1];
-  edge_nd_parallel(ctx, total / row, 1 + 16384 / (row * (int64_t)size + 1), pad_rows, &job);
+  pad_job job = {plan, x->data, y->data, size, size * (size_t)plan->block};
+  const int64_t row_bytes = plan->shape[plan->rank - 1] * (int64_t)job.block;
+  edge_nd_parallel(ctx, total / (plan->shape[plan->rank - 1] * plan->block), 1 + 16384 / (row_bytes + 1),
+                   pad_rows, &job);
   return EDGE_OK;
 }
 
