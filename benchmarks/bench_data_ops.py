@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from benchmarks.bench_models import library_label
+
 # name -> (what it stands for, input shape, op, attrs, extra constant inputs)
 CASES = {
     "pad-channels": ("BlazeFace's residual channel pad, 24 -> 28", (1, 64, 64, 24), "Pad",
@@ -99,8 +101,8 @@ def child(names: list[str], runs: int, warmup: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--library", action="append", required=True, metavar="LABEL=PATH",
-                        help="a libedge.so build to measure (give two or more)")
+    parser.add_argument("--library", action="append", type=library_label, default=[], metavar="LABEL=PATH",
+                        help="a libedge.so build to measure (give two or more: the ratio is first / last)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -111,16 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(names, args.runs, args.warmup)
         return 0
-    libraries = [spec.split("=", 1) for spec in args.library]
+    if len(args.library) < 2:
+        parser.error("give at least two --library LABEL=PATH builds to compare")
+    libraries = args.library
     times: dict[tuple[str, str], list[float]] = {}
     sums: dict[tuple[str, str], set] = {}
     load = [os.getloadavg()[0]]
     for round_ in range(args.rounds):
         order = libraries if round_ % 2 == 0 else libraries[::-1]
         for label, path in order:
-            env = {**os.environ, "EDGE_LIBRARY": os.path.abspath(path)}
-            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_data_ops", "--child", "--library", "x=y",
-                                  "--cases", args.cases, "--runs", str(args.runs), "--warmup", str(args.warmup)],
+            env = {**os.environ, "EDGE_LIBRARY": path}
+            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_data_ops", "--child", "--cases", args.cases, "--runs", str(args.runs), "--warmup", str(args.warmup)],
                                  env=env, check=True, capture_output=True, text=True).stdout
             for name, entry in json.loads(out).items():
                 times.setdefault((label, name), []).extend(entry["times_ms"])
