@@ -29,7 +29,7 @@ OPCODE_NAMES = {v: k for k, v in vars(OpCode).items() if not k.startswith("_")}
 NOT_LIFTED = -1
 # Opcodes several IR ops share: the options field whose value is the IR op's lift_key.
 LIFT_DISCRIMINATORS = {OpCode.BINARY: "op", OpCode.UNARY: "op", OpCode.REDUCE: "op",
-                       OpCode.POOL_2D: "type", OpCode.SOFTMAX: "log"}
+                       OpCode.POOL_2D: "type", OpCode.SOFTMAX: "log", OpCode.LAYER_NORM: "rms"}
 
 
 class ModelFileError(ConversionError):

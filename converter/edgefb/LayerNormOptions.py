@@ -43,7 +43,14 @@ class LayerNormOptions(object):
             return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
         return 1e-5
 
-def LayerNormOptionsStart(builder): builder.StartObject(2)
+    # LayerNormOptions
+    def Rms(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def LayerNormOptionsStart(builder): builder.StartObject(3)
 def Start(builder):
     return LayerNormOptionsStart(builder)
 def LayerNormOptionsAddAxis(builder, axis): builder.PrependInt32Slot(0, axis, -1)
@@ -52,6 +59,9 @@ def AddAxis(builder, axis):
 def LayerNormOptionsAddEpsilon(builder, epsilon): builder.PrependFloat32Slot(1, epsilon, 1e-5)
 def AddEpsilon(builder, epsilon):
     return LayerNormOptionsAddEpsilon(builder, epsilon)
+def LayerNormOptionsAddRms(builder, rms): builder.PrependBoolSlot(2, rms, 0)
+def AddRms(builder, rms):
+    return LayerNormOptionsAddRms(builder, rms)
 def LayerNormOptionsEnd(builder): return builder.EndObject()
 def End(builder):
     return LayerNormOptionsEnd(builder)
@@ -62,6 +72,7 @@ class LayerNormOptionsT(object):
     def __init__(self):
         self.axis = -1  # type: int
         self.epsilon = 1e-5  # type: float
+        self.rms = False  # type: bool
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -81,11 +92,13 @@ class LayerNormOptionsT(object):
             return
         self.axis = layerNormOptions.Axis()
         self.epsilon = layerNormOptions.Epsilon()
+        self.rms = layerNormOptions.Rms()
 
     # LayerNormOptionsT
     def Pack(self, builder):
         LayerNormOptionsStart(builder)
         LayerNormOptionsAddAxis(builder, self.axis)
         LayerNormOptionsAddEpsilon(builder, self.epsilon)
+        LayerNormOptionsAddRms(builder, self.rms)
         layerNormOptions = LayerNormOptionsEnd(builder)
         return layerNormOptions

@@ -53,3 +53,4 @@ class OpCode(object):
     SCATTER_ELEMENTS = 46
     NON_MAX_SUPPRESSION = 47
     ROI_ALIGN = 48
+    ATTENTION = 49

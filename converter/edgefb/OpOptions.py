@@ -32,6 +32,7 @@ class OpOptions(object):
     ScatterOptions = 25
     NonMaxSuppressionOptions = 26
     RoiAlignOptions = 27
+    AttentionOptions = 28
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -118,4 +119,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().RoiAlignOptions:
         import converter.edgefb.RoiAlignOptions
         return converter.edgefb.RoiAlignOptions.RoiAlignOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().AttentionOptions:
+        import converter.edgefb.AttentionOptions
+        return converter.edgefb.AttentionOptions.AttentionOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

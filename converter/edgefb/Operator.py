@@ -179,6 +179,7 @@ def OperatorEnd(builder): return builder.EndObject()
 def End(builder):
     return OperatorEnd(builder)
 import converter.edgefb.ArgOptions
+import converter.edgefb.AttentionOptions
 import converter.edgefb.AxisOptions
 import converter.edgefb.BatchMatMulOptions
 import converter.edgefb.BatchNormOptions
@@ -220,7 +221,7 @@ class OperatorT(object):
         self.inputs = None  # type: List[int]
         self.outputs = None  # type: List[int]
         self.optionsType = 0  # type: int
-        self.options = None  # type: Union[None, converter.edgefb.Conv2DOptions.Conv2DOptionsT, converter.edgefb.BatchMatMulOptions.BatchMatMulOptionsT, converter.edgefb.BinaryOptions.BinaryOptionsT, converter.edgefb.UnaryOptions.UnaryOptionsT, converter.edgefb.SoftmaxOptions.SoftmaxOptionsT, converter.edgefb.LayerNormOptions.LayerNormOptionsT, converter.edgefb.Pool2DOptions.Pool2DOptionsT, converter.edgefb.ReduceOptions.ReduceOptionsT, converter.edgefb.TransposeOptions.TransposeOptionsT, converter.edgefb.AxisOptions.AxisOptionsT, converter.edgefb.SliceOptions.SliceOptionsT, converter.edgefb.PadOptions.PadOptionsT, converter.edgefb.ResizeOptions.ResizeOptionsT, converter.edgefb.RnnOptions.RnnOptionsT, converter.edgefb.LrnOptions.LrnOptionsT, converter.edgefb.LossOptions.LossOptionsT, converter.edgefb.BatchNormOptions.BatchNormOptionsT, converter.edgefb.OptimizerOptions.OptimizerOptionsT, converter.edgefb.ClipOptions.ClipOptionsT, converter.edgefb.TriluOptions.TriluOptionsT, converter.edgefb.CumSumOptions.CumSumOptionsT, converter.edgefb.ArgOptions.ArgOptionsT, converter.edgefb.TopKOptions.TopKOptionsT, converter.edgefb.GatherNdOptions.GatherNdOptionsT, converter.edgefb.ScatterOptions.ScatterOptionsT, converter.edgefb.NonMaxSuppressionOptions.NonMaxSuppressionOptionsT, converter.edgefb.RoiAlignOptions.RoiAlignOptionsT]
+        self.options = None  # type: Union[None, converter.edgefb.Conv2DOptions.Conv2DOptionsT, converter.edgefb.BatchMatMulOptions.BatchMatMulOptionsT, converter.edgefb.BinaryOptions.BinaryOptionsT, converter.edgefb.UnaryOptions.UnaryOptionsT, converter.edgefb.SoftmaxOptions.SoftmaxOptionsT, converter.edgefb.LayerNormOptions.LayerNormOptionsT, converter.edgefb.Pool2DOptions.Pool2DOptionsT, converter.edgefb.ReduceOptions.ReduceOptionsT, converter.edgefb.TransposeOptions.TransposeOptionsT, converter.edgefb.AxisOptions.AxisOptionsT, converter.edgefb.SliceOptions.SliceOptionsT, converter.edgefb.PadOptions.PadOptionsT, converter.edgefb.ResizeOptions.ResizeOptionsT, converter.edgefb.RnnOptions.RnnOptionsT, converter.edgefb.LrnOptions.LrnOptionsT, converter.edgefb.LossOptions.LossOptionsT, converter.edgefb.BatchNormOptions.BatchNormOptionsT, converter.edgefb.OptimizerOptions.OptimizerOptionsT, converter.edgefb.ClipOptions.ClipOptionsT, converter.edgefb.TriluOptions.TriluOptionsT, converter.edgefb.CumSumOptions.CumSumOptionsT, converter.edgefb.ArgOptions.ArgOptionsT, converter.edgefb.TopKOptions.TopKOptionsT, converter.edgefb.GatherNdOptions.GatherNdOptionsT, converter.edgefb.ScatterOptions.ScatterOptionsT, converter.edgefb.NonMaxSuppressionOptions.NonMaxSuppressionOptionsT, converter.edgefb.RoiAlignOptions.RoiAlignOptionsT, converter.edgefb.AttentionOptions.AttentionOptionsT]
         self.activation = 0  # type: int
         self.activationAlpha = 0.0  # type: float
         self.activationBeta = 0.0  # type: float

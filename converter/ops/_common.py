@@ -153,7 +153,7 @@ def unary_options(op: int, alpha: float, beta: float) -> UnaryOptionsT:
 def lifted_op(opcode: int, options: Any) -> str:
     """The IR op a (opcode, options) pair read from a file stands for: the one OpDef with that
     opcode whose lift_key matches the options' discriminator (BINARY/UNARY/REDUCE: options.op,
-    POOL_2D: options.type, SOFTMAX: options.log). RESHAPE reads back as Reshape."""
+    POOL_2D: options.type, SOFTMAX: options.log, LAYER_NORM: options.rms). RESHAPE reads back as Reshape."""
     from converter.ops import OPS
     key = None
     if opcode in (OpCode.BINARY, OpCode.UNARY, OpCode.REDUCE):
@@ -162,6 +162,8 @@ def lifted_op(opcode: int, options: Any) -> str:
         key = int(options.type)
     elif opcode == OpCode.SOFTMAX:
         key = int(bool(options.log))
+    elif opcode == OpCode.LAYER_NORM:
+        key = int(bool(options.rms))
     for entry in OPS.values():
         if entry.opcode == opcode and entry.lift_key == key:
             return entry.name

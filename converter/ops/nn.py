@@ -481,8 +481,7 @@ _softmax("Softmax", False, int8=softmax_int8, int8_role="compute")
 _softmax("LogSoftmax", True)
 
 
-def _layer_norm_infer(types, attrs):
-    op = "LayerNorm"
+def _layer_norm_infer(types, attrs, op="LayerNorm"):
     need(op, types, 2, optional=1)
     x = types[0]
     _float_input(op, x)
@@ -498,12 +497,12 @@ def _layer_norm_infer(types, attrs):
     return [x]
 
 
-def _layer_norm_reference(inputs, attrs):
+def _layer_norm_reference(inputs, attrs, rms=False):
     x, scale = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     axes = tuple(range(attrs["axis"], x.ndim))
     x64 = x.astype(F64)
-    mean = x64.mean(axis=axes, keepdims=True)
+    mean = 0.0 if rms else x64.mean(axis=axes, keepdims=True)
     variance = np.square(x64 - mean).mean(axis=axes, keepdims=True)
     y = (x64 - mean) / np.sqrt(variance + attrs.get("epsilon", 1e-5)) * scale.astype(F64)
     if bias is not None:
@@ -511,9 +510,10 @@ def _layer_norm_reference(inputs, attrs):
     return [y.astype(x.dtype)]
 
 
-def _layer_norm_lower(attrs):
+def _layer_norm_lower(attrs, rms=False):
     options = LayerNormOptionsT()
     options.axis, options.epsilon = int(attrs["axis"]), float(attrs.get("epsilon", 1e-5))
+    options.rms = rms
     return OpCode.LAYER_NORM, OpOptions.LayerNormOptions, options
 
 
@@ -533,12 +533,44 @@ def _layer_norm_int8_condition(graph, node) -> str | None:
     return None
 
 
+def _layer_norm_lift(options):
+    return {"axis": int(options.axis), "epsilon": float32_value(options.epsilon)}
+
+
+# LayerNorm and RMSNorm share LAYER_NORM; lift_key is the options' rms flag (0 or 1).
 register(OpDef(name="LayerNorm", infer=_layer_norm_infer, reference=_layer_norm_reference,
-               lower=_layer_norm_lower,
-               lift=lambda o: {"axis": int(o.axis), "epsilon": float32_value(o.epsilon)},
+               lower=_layer_norm_lower, lift=_layer_norm_lift, lift_key=0,
                opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 8 * o[0].size,
                gradient=_layer_norm_grad, int8=layer_norm_int8, int8_role="compute",
                int8_condition=_layer_norm_int8_condition, int8_inputs=(0,)))
+
+
+def _rms_norm_grad(g, node, dys):
+    # y = x * r * scale (+ bias), r = (mean(x^2) + eps)^-1/2 over the normalised axes:
+    # dx = r * d - x * r^3 * mean(d * x) with d = dy * scale; dscale = dy * x * r summed back.
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    dy = dys[0]
+    reduce = {"axes": tuple(range(int(node.attrs["axis"]), len(g.shape(x)))), "keepdims": True}
+    mean_square = g.emit("ReduceMean", [g.emit("Mul", [x, x])], reduce)
+    r = g.emit("Rsqrt", [g.emit("Add", [mean_square, g.scalar(float(node.attrs.get("epsilon", 1e-5)), x)])])
+    d = g.emit("Mul", [dy, scale])
+    dx = dscale = dbias = None
+    if g.wants(0):
+        r3 = g.emit("Mul", [g.emit("Mul", [r, r]), r])
+        along = g.emit("Mul", [g.emit("Mul", [x, r3]), g.emit("ReduceMean", [g.emit("Mul", [d, x])], reduce)])
+        dx = g.emit("Sub", [g.emit("Mul", [d, r]), along])
+    if g.wants(1):
+        dscale = g.unbroadcast(g.emit("Mul", [dy, g.emit("Mul", [x, r])]), g.shape(scale))
+    if bias and g.wants(2):
+        dbias = g.unbroadcast(dy, g.shape(bias))
+    return [dx, dscale, dbias]
+
+
+register(OpDef(name="RMSNorm", infer=lambda t, a: _layer_norm_infer(t, a, op="RMSNorm"),
+               reference=lambda i, a: _layer_norm_reference(i, a, rms=True),
+               lower=lambda a: _layer_norm_lower(a, rms=True), lift=_layer_norm_lift, lift_key=1,
+               opcode=OpCode.LAYER_NORM, flops=lambda i, o, a: 6 * o[0].size, gradient=_rms_norm_grad))
 
 
 def _batch_norm_infer(types, attrs):

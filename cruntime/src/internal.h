@@ -28,7 +28,7 @@ typedef struct { bool transpose_a, transpose_b; } edge_batch_matmul_options;
 typedef struct { edge_binary_kind op; } edge_binary_options;
 typedef struct { edge_unary_kind op; float alpha, beta; } edge_unary_options;
 typedef struct { int32_t axis; bool log; } edge_softmax_options;
-typedef struct { int32_t axis; float epsilon; } edge_layer_norm_options;
+typedef struct { int32_t axis; float epsilon; bool rms; } edge_layer_norm_options;
 typedef struct {
   edge_pool_kind type;
   int32_t kernel[2], strides[2], dilations[2], pads[4];
@@ -81,6 +81,11 @@ typedef struct {
   float spatial_scale;
   bool half_pixel;
 } edge_roi_align_options;
+typedef struct {
+  float scale, softcap;                 /* scale 0: 1 / sqrt(head size); softcap 0: none */
+  edge_causal_kind causal;
+  bool k_transposed;
+} edge_attention_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -110,6 +115,7 @@ typedef union {
   edge_scatter_options scatter;         /* SCATTER_ND, SCATTER_ELEMENTS */
   edge_nms_options nms;                 /* NON_MAX_SUPPRESSION */
   edge_roi_align_options roi_align;
+  edge_attention_options attention;
 } edge_options;
 
 /* ---- tensors and nodes ---- */

@@ -63,6 +63,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_SCATTER_ND: case EDGE_OP_SCATTER_ELEMENTS: return EDGE_OPTIONS_SCATTER;
     case EDGE_OP_NON_MAX_SUPPRESSION: return EDGE_OPTIONS_NON_MAX_SUPPRESSION;
     case EDGE_OP_ROI_ALIGN: return EDGE_OPTIONS_ROI_ALIGN;
+    case EDGE_OP_ATTENTION: return EDGE_OPTIONS_ATTENTION;
     default: return EDGE_OPTIONS_NONE;
   }
 }
@@ -387,6 +388,7 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       o->layer_norm.epsilon = FIELD_DEFAULT_LAYER_NORM_OPTIONS_EPSILON;
       FIELD(fb_i32(r, t, FIELD_LAYER_NORM_OPTIONS_AXIS, &o->layer_norm.axis));
       FIELD(fb_f32(r, t, FIELD_LAYER_NORM_OPTIONS_EPSILON, &o->layer_norm.epsilon));
+      FIELD(fb_bool(r, t, FIELD_LAYER_NORM_OPTIONS_RMS, &o->layer_norm.rms));
       TRY(check_finite(o->layer_norm.epsilon, where, "epsilon"));
       break;
     case EDGE_OPTIONS_POOL2D: {
@@ -675,6 +677,21 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
                                    "%s: roi-align output %dx%d and sampling_ratio %d must be positive (ratio >= 0)",
                                    where, a->output_height, a->output_width, a->sampling_ratio);
       TRY(check_finite(a->spatial_scale, where, "spatial_scale"));
+      break;
+    }
+    case EDGE_OPTIONS_ATTENTION: {
+      edge_attention_options *a = &o->attention;
+      FIELD(fb_f32(r, t, FIELD_ATTENTION_OPTIONS_SCALE, &a->scale));
+      FIELD(fb_i8(r, t, FIELD_ATTENTION_OPTIONS_CAUSAL, &e));
+      FIELD(fb_f32(r, t, FIELD_ATTENTION_OPTIONS_SOFTCAP, &a->softcap));
+      FIELD(fb_bool(r, t, FIELD_ATTENTION_OPTIONS_K_TRANSPOSED, &a->k_transposed));
+      TRY(check_enum(e, EDGE_CAUSAL_COUNT_, where, "attention causal mode"));
+      a->causal = (edge_causal_kind)e;
+      TRY(check_finite(a->scale, where, "scale"));
+      TRY(check_finite(a->softcap, where, "softcap"));
+      if (a->softcap < 0.0f)
+        return edge_set_last_error(EDGE_INVALID_MODEL, "%s: attention softcap is %g; it must be >= 0", where,
+                                   (double)a->softcap);
       break;
     }
     default:

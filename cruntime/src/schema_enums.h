@@ -63,7 +63,8 @@ typedef enum {
   EDGE_OP_SCATTER_ELEMENTS = 46,
   EDGE_OP_NON_MAX_SUPPRESSION = 47,
   EDGE_OP_ROI_ALIGN = 48,
-  EDGE_OP_COUNT_ = 49
+  EDGE_OP_ATTENTION = 49,
+  EDGE_OP_COUNT_ = 50
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -115,6 +116,7 @@ static const char *const edge_op_names[] = {
   "SCATTER_ELEMENTS",
   "NON_MAX_SUPPRESSION",
   "ROI_ALIGN",
+  "ATTENTION",
 };
 
 typedef enum {
@@ -377,6 +379,18 @@ typedef enum {
 static const char *const edge_roi_align_names[] = {
   "AVG",
   "MAX",
+};
+
+typedef enum {
+  EDGE_CAUSAL_NONE = 0,
+  EDGE_CAUSAL_UPPER_LEFT = 1,
+  EDGE_CAUSAL_LOWER_RIGHT = 2,
+  EDGE_CAUSAL_COUNT_ = 3
+} edge_causal_kind;
+static const char *const edge_causal_names[] = {
+  "NONE",
+  "UPPER_LEFT",
+  "LOWER_RIGHT",
 };
 
 #endif

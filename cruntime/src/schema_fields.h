@@ -32,6 +32,7 @@ enum {
 enum {
   FIELD_LAYER_NORM_OPTIONS_AXIS = 0,
   FIELD_LAYER_NORM_OPTIONS_EPSILON = 1,
+  FIELD_LAYER_NORM_OPTIONS_RMS = 2,
 };
 enum {
   FIELD_POOL2D_OPTIONS_TYPE = 0,
@@ -145,6 +146,12 @@ enum {
   FIELD_ROI_ALIGN_OPTIONS_SAMPLING_RATIO = 3,
   FIELD_ROI_ALIGN_OPTIONS_SPATIAL_SCALE = 4,
   FIELD_ROI_ALIGN_OPTIONS_HALF_PIXEL = 5,
+};
+enum {
+  FIELD_ATTENTION_OPTIONS_SCALE = 0,
+  FIELD_ATTENTION_OPTIONS_CAUSAL = 1,
+  FIELD_ATTENTION_OPTIONS_SOFTCAP = 2,
+  FIELD_ATTENTION_OPTIONS_K_TRANSPOSED = 3,
 };
 enum {
   FIELD_QUANTIZATION_SCALE = 0,
@@ -275,7 +282,8 @@ typedef enum {
   EDGE_OPTIONS_SCATTER = 25,
   EDGE_OPTIONS_NON_MAX_SUPPRESSION = 26,
   EDGE_OPTIONS_ROI_ALIGN = 27,
-  EDGE_OPTIONS_COUNT_ = 28
+  EDGE_OPTIONS_ATTENTION = 28,
+  EDGE_OPTIONS_COUNT_ = 29
 } edge_options_type;
 static const char *const edge_options_names[] = {
   "NONE",
@@ -306,6 +314,7 @@ static const char *const edge_options_names[] = {
   "ScatterOptions",
   "NonMaxSuppressionOptions",
   "RoiAlignOptions",
+  "AttentionOptions",
 };
 
 #endif

@@ -46,6 +46,13 @@ typedef void (*edge_f32_softmax_strided_ukernel)(size_t length, size_t inner, si
 typedef void (*edge_f32_layernorm_ukernel)(size_t n, const float *x, const float *scale, const float *bias,
                                            float epsilon, float *y);
 
+/* One query row's online-softmax step over a block of n keys: s[j] <- exp(x_j - m) with
+ * x_j = softcap(scale * s[j]) + bias[j] (bias may be NULL; softcap 0: none), m the running max
+ * (*max in and out), *correction = exp(old max - m); returns the block's sum. Contract and the
+ * all-masked case in kernels/vector/f32-attention.c. */
+typedef float (*edge_f32_attention_row_ukernel)(size_t n, float *s, float scale, float softcap, const float *bias,
+                                                float *max, float *correction);
+
 /* Column reduction: acc[i] = acc[i] op x[i] folded over `rows` rows of n elements spaced `stride`
  * apart (reductions over an outer axis, pooling windows). acc holds the running value on entry. */
 typedef void (*edge_f32_raccumulate_ukernel)(size_t rows, size_t n, const float *x, size_t stride, float *acc);
@@ -181,6 +188,8 @@ typedef struct {
   edge_f32_softmax_ukernel log_softmax;
   edge_f32_softmax_strided_ukernel softmax_strided;
   edge_f32_layernorm_ukernel layernorm;
+  edge_f32_layernorm_ukernel rmsnorm;                          /* y = x / rms(x) * scale + bias */
+  edge_f32_attention_row_ukernel attention_row;
   edge_f32_pool_ukernel maxpool;
   edge_f32_pool_ukernel avgpool;
   edge_f32_vunary_ukernel silu;                                /* x * sigmoid(x), no UNARY kind of its own */

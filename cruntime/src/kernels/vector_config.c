@@ -72,6 +72,8 @@
   void edge_f32_log_softmax__##isa(size_t, const float *, float *);                                    \
   void edge_f32_softmax_strided__##isa(size_t, size_t, size_t, const float *, float *, int);           \
   void edge_f32_layernorm__##isa(size_t, const float *, const float *, const float *, float, float *); \
+  void edge_f32_rmsnorm__##isa(size_t, const float *, const float *, const float *, float, float *);   \
+  float edge_f32_attention_row__##isa(size_t, float *, float, float, const float *, float *, float *); \
   void edge_f32_maxpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_f32_avgpool__##isa(size_t, size_t, const float *, size_t, size_t, size_t, float *, float); \
   void edge_x32_transpose__##isa(size_t, size_t, const uint32_t *, size_t, uint32_t *, size_t);        \
@@ -110,6 +112,8 @@
     out->log_softmax = edge_f32_log_softmax__##isa;                                                    \
     out->softmax_strided = edge_f32_softmax_strided__##isa;                                            \
     out->layernorm = edge_f32_layernorm__##isa;                                                        \
+    out->rmsnorm = edge_f32_rmsnorm__##isa;                                                            \
+    out->attention_row = edge_f32_attention_row__##isa;                                                \
     out->maxpool = edge_f32_maxpool__##isa;                                                            \
     out->avgpool = edge_f32_avgpool__##isa;                                                            \
     out->transpose = edge_x32_transpose__##isa;                                                        \

@@ -1,7 +1,8 @@
 /* LAYER_NORM and LRN, float32 scalar reference.
  *
  * LAYER_NORM normalises each row of the trailing dims axis..rank-1 (mean, then the biased
- * variance of the centred values, both in double), then applies scale and bias broadcast to the
+ * variance of the centred values, both in double; with `rms` the mean is taken as 0, so the row is
+ * divided by its root mean square: RMSNorm), then applies scale and bias broadcast to the
  * row's shape. When scale or bias is neither the row's full shape nor a single value, prepare
  * builds a table mapping each row position to its element. Rows are split over threads.
  *
@@ -36,6 +37,7 @@ typedef enum { OPERAND_ABSENT, OPERAND_SCALAR, OPERAND_FULL, OPERAND_TABLE } ope
 
 typedef struct {
   float epsilon;
+  bool rms;                          /* RMSNorm: no centring, the mean of squares for the variance */
   int64_t rows, row_size;
   operand_layout scale_layout, bias_layout;
   int64_t *scale_index, *bias_index; /* OPERAND_TABLE: element of the operand per row position */
@@ -180,12 +182,15 @@ static edge_status layer_norm_prepare(edge_context *ctx, edge_node *node) {
   if (!plan) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "LAYER_NORM '%s': out of memory", name);
   node->plan = plan;
   plan->epsilon = epsilon;
+  plan->rms = node->options.layer_norm.rms;
   plan->rows = edge_num_elements(axis, x->shape);
   plan->row_size = edge_num_elements(x->rank - axis, x->shape + axis);
   status = plan_operand(ctx, name, "scale", scale, x, axis, &plan->scale_layout, &plan->scale_index);
   if (status != EDGE_OK) return status;
   status = plan_operand(ctx, name, "bias", bias, x, axis, &plan->bias_layout, &plan->bias_index);
   if (status != EDGE_OK || !int8) return status;
+  if (plan->rms)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "LAYER_NORM '%s': the rms form has no int8 kernel", name);
   return layer_norm_prepare_int8(ctx, node, plan, x, scale, bias, y);
 }
 
@@ -211,7 +216,7 @@ static void layer_norm_rows(void *arg, int64_t begin, int64_t end, int32_t threa
   const layer_norm_job *job = arg;
   const layer_norm_plan *p = job->plan;
   int64_t n = p->row_size;
-  edge_f32_layernorm_ukernel vector = edge_kernels()->vector.layernorm;
+  edge_f32_layernorm_ukernel vector = p->rms ? edge_kernels()->vector.rmsnorm : edge_kernels()->vector.layernorm;
   bool simple_operands = (p->scale_layout == OPERAND_ABSENT || p->scale_layout == OPERAND_FULL) &&
                          (p->bias_layout == OPERAND_ABSENT || p->bias_layout == OPERAND_FULL);
   if (vector && simple_operands && n > 0) {
@@ -227,7 +232,8 @@ static void layer_norm_rows(void *arg, int64_t begin, int64_t end, int32_t threa
     const float *x = job->x + r * n;
     float *y = job->y + r * n;
     double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    if (!p->rms)
+      for (int64_t i = 0; i < n; ++i) sum += x[i];
     double mean = sum / (double)n, square_sum = 0.0;
     for (int64_t i = 0; i < n; ++i) square_sum += (x[i] - mean) * (x[i] - mean);
     double inv_std = 1.0 / sqrt(square_sum / (double)n + p->epsilon);

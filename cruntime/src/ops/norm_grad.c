@@ -67,6 +67,9 @@ static edge_status layer_norm_grad_prepare(edge_context *ctx, edge_node *node) {
       (dbias && (status = edge_training_check_float(ctx, op, "dbias", dbias)) != EDGE_OK) ||
       (status = edge_training_check_same_shape(ctx, op, "input", x, "gradient", dy)) != EDGE_OK)
     return status;
+  if (node->options.layer_norm.rms)
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': the rms form has no gradient kernel (autodiff writes RMSNorm's "
+                     "gradient as elementwise ops)", op, edge_tensor_name(dx));
   int32_t axis = node->options.layer_norm.axis;
   if (!edge_normalize_axis(&axis, x->rank))
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': axis %d is out of range for input '%s' of rank %d", op,

@@ -54,5 +54,6 @@ extern const edge_op_registration edge_op_scatter_nd;        /* scatter.c */
 extern const edge_op_registration edge_op_scatter_elements;  /* scatter.c */
 extern const edge_op_registration edge_op_non_max_suppression; /* nms.c */
 extern const edge_op_registration edge_op_roi_align;         /* roi_align.c */
+extern const edge_op_registration edge_op_attention;         /* attention.c */
 
 #endif

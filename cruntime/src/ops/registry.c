@@ -51,6 +51,7 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_SCATTER_ELEMENTS] = &edge_op_scatter_elements,
     [EDGE_OP_NON_MAX_SUPPRESSION] = &edge_op_non_max_suppression,
     [EDGE_OP_ROI_ALIGN] = &edge_op_roi_align,
+    [EDGE_OP_ATTENTION] = &edge_op_attention,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {

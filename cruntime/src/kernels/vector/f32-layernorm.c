@@ -51,3 +51,39 @@ void EDGE_SIMD_FN(f32_layernorm)(size_t n, const float *x, const float *scale, c
     vf_store_partial(y + i, vf_fma(v, g, b), rest);
   }
 }
+
+/* RMS normalisation of one row (the same edge_f32_layernorm_ukernel signature):
+ * y = x * (1 / sqrt(sum(x^2) / n + epsilon)) * scale + bias, no centring. One float vector sum of
+ * squares (the reference uses double); error as above. */
+void EDGE_SIMD_FN(f32_rmsnorm)(size_t n, const float *x, const float *scale, const float *bias, float epsilon,
+                               float *y) {
+  f32xN q0 = vf_zero(), q1 = vf_zero();
+  size_t i = 0;
+  for (; i + 2 * EDGE_SIMD_N <= n; i += 2 * EDGE_SIMD_N) {
+    f32xN a = vf_loadu(x + i), b = vf_loadu(x + i + EDGE_SIMD_N);
+    q0 = vf_fma(a, a, q0);
+    q1 = vf_fma(b, b, q1);
+  }
+  for (; i + EDGE_SIMD_N <= n; i += EDGE_SIMD_N) {
+    f32xN a = vf_loadu(x + i);
+    q0 = vf_fma(a, a, q0);
+  }
+  if (i < n) {
+    f32xN a = vf_load_partial(x + i, n - i);
+    q1 = vf_fma(a, a, q1);
+  }
+  const float mean_square = vf_reduce_add(vf_add(q0, q1)) / (float)n;
+  const f32xN inv_rms = vf_set1(1.0f / sqrtf(mean_square + epsilon));
+  const f32xN one = vf_set1(1.0f), zero = vf_zero();
+  for (i = 0; i + EDGE_SIMD_N <= n; i += EDGE_SIMD_N) {
+    f32xN v = vf_mul(vf_loadu(x + i), inv_rms);
+    f32xN g = scale ? vf_loadu(scale + i) : one, b = bias ? vf_loadu(bias + i) : zero;
+    vf_storeu(y + i, vf_fma(v, g, b));
+  }
+  if (i < n) {
+    size_t rest = n - i;
+    f32xN v = vf_mul(vf_load_partial(x + i, rest), inv_rms);
+    f32xN g = scale ? vf_load_partial(scale + i, rest) : one, b = bias ? vf_load_partial(bias + i, rest) : zero;
+    vf_store_partial(y + i, vf_fma(v, g, b), rest);
+  }
+}
