@@ -120,7 +120,9 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
     if training is not None:
         graph, passes = _trainable(source, training, optimize, quantize)
     else:
-        graph, passes = optimize_graph(source) if optimize else run_passes(source, REQUIRED_PASSES)
+        # int8 mode has int8 kernels for the unfused attention products, none for Attention.
+        graph, passes = (optimize_graph(source, attention=quantize != "int8") if optimize
+                         else run_passes(source, REQUIRED_PASSES))
     quantization = None
     if quantize is not None:
         graph, quantization = _quantize(graph, quantize, calibration, calibration_method, keep_float,

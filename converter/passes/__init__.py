@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from converter.ir import Graph
+from converter.passes.attention import fuse_attention
 from converter.passes.batch_norm import fold_batch_norm, lower_batch_norm
 from converter.passes.cleanup import drop_unused_constants, remove_dead_nodes, remove_identities
 from converter.passes.folding import fold_constants
@@ -28,6 +29,7 @@ PIPELINE: tuple[Pass, ...] = (
     cancel_transposes,
     fold_pads,
     fuse_patterns,
+    fuse_attention,
     fuse_activation,
     fold_constants,
     remove_dead_nodes,
@@ -93,16 +95,17 @@ def run_passes(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> tuple[Graph
     return graph, report
 
 
-def optimize(graph: Graph) -> tuple[Graph, PassReport]:
+def optimize(graph: Graph, attention: bool = True) -> tuple[Graph, PassReport]:
     """The default pipeline: fold constants, clean up, fold/lower BatchNorm, convert to NHWC,
-    cancel transposes, fuse patterns (bias, GELU, LayerNorm, HardSwish), then activations, fold
+    cancel transposes, fuse patterns (bias, GELU, LayerNorm, RMSNorm, HardSwish), then attention
+    (unless ``attention`` is False: int8 mode quantizes the unfused products), activations, fold
     and clean up again."""
-    return run_passes(graph, PIPELINE)
+    return run_passes(graph, PIPELINE if attention else tuple(p for p in PIPELINE if p is not fuse_attention))
 
 
 __all__ = [
     "PIPELINE", "PassRecord", "PassReport", "optimize", "run_passes", "fold_constants",
     "remove_dead_nodes", "remove_identities", "drop_unused_constants", "fold_batch_norm",
-    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fold_pads", "fuse_patterns", "fuse_activation",
+    "lower_batch_norm", "to_nhwc", "cancel_transposes", "fold_pads", "fuse_patterns", "fuse_attention", "fuse_activation",
     "FUSABLE_ACTIVATIONS",
 ]

@@ -1,4 +1,4 @@
-"""Fusions: bias, GELU, LayerNorm and HardSwish patterns (rule tables), then activations."""
+"""Fusions: bias, GELU, LayerNorm, RMSNorm and HardSwish patterns (rule tables), then activations."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from converter.ir import Graph, Node
 from converter.ops import OPS
 from converter.passes._edit import GraphEdit, activation_of
 from converter.passes.patterns import (
-    Const, Match, Op, Product, Rule, Var, apply_rules, output_type_kept)
+    AnyOf, Const, Match, Op, Product, Rule, Var, apply_rules, output_type_kept)
 
 # activation op -> its (alpha, beta) in the fused form, per the schema's UnaryOp conventions.
 FUSABLE_ACTIVATIONS: dict[str, Callable[[dict], tuple[float, float]]] = {
@@ -107,11 +107,12 @@ def _norm_parameter(edit: GraphEdit, name: str, normalised: tuple) -> str | None
     return edit.add_constant(f"{name}_ln", value.reshape(shape), dtype=str(value.dtype))
 
 
-def _layer_norm(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+def _layer_norm(edit: GraphEdit, m: Match, root: str, op: str = "LayerNorm") -> list[Node] | None:
     x = m.tensors["x"]
     x_type = edit.type_of(x)
     axis = _trailing_axes(m.nodes["mean"], x_type.rank)
-    if x_type.dtype != "float32" or axis is None or _trailing_axes(m.nodes["var"], x_type.rank) != axis:
+    if x_type.dtype != "float32" or axis is None or _trailing_axes(m.nodes.get("var", m.nodes["mean"]),
+                                                                     x_type.rank) != axis:
         return None
     epsilon = float(edit.constants[m.tensors["eps"]].reshape(()))
     if not epsilon >= 0.0:
@@ -126,9 +127,13 @@ def _layer_norm(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
         return None
     inputs = [x, scale, bias]
     attrs = {"axis": axis, "epsilon": epsilon}
-    if not output_type_kept(edit, "LayerNorm", inputs, attrs, root):
+    if not output_type_kept(edit, op, inputs, attrs, root):
         return None
-    return [Node("LayerNorm", tuple(inputs), (root,), attrs, name=edit.new_name(f"LayerNorm:{root}"))]
+    return [Node(op, tuple(inputs), (root,), attrs, name=edit.new_name(f"{op}:{root}"))]
+
+
+def _rms_norm(edit: GraphEdit, m: Match, root: str) -> list[Node] | None:
+    return _layer_norm(edit, m, root, op="RMSNorm")
 
 
 # ---- patterns ----
@@ -150,6 +155,9 @@ _D = Var("d")
 _NORMALISED = Op("Div", (
     Var("d", Op("Sub", (X, Op("ReduceMean", (X,), name="mean")))),
     Op("Sqrt", (Op("Add", (Op("ReduceMean", (Product((_D, _D)),), name="var"), Const(name="eps"))),))))
+_MEAN_SQUARE_EPS = Op("Add", (Op("ReduceMean", (Product((X, X)),), name="mean"), Const(name="eps")))
+_RMS = Op("Sqrt", (_MEAN_SQUARE_EPS,))
+_INVERSE_RMS = AnyOf((Op("Div", (ONE, _RMS)), Op("Reciprocal", (_RMS,)), Op("Rsqrt", (_MEAN_SQUARE_EPS,))))
 _GAMMA = Const(name="gamma", scalar=False)
 _BETA = Const(name="beta", scalar=False)
 
@@ -186,6 +194,14 @@ ACTIVATION_RULES: tuple[Rule, ...] = (
     Rule("layer_norm_no_bias", Op("Mul", (_NORMALISED, _GAMMA)), _layer_norm),
     # The same without gamma and beta (LayerNorm with a scale of ones).
     Rule("layer_norm_plain", _NORMALISED, _layer_norm),
+    # x * (1 / sqrt(mean(x^2) + eps)) * gamma (T5, LLaMA), the inverse as 1 / sqrt, Reciprocal(Sqrt)
+    # or Rsqrt, the square as Pow(x, 2) or x * x, the products in any order; mean over trailing axes.
+    Rule("rms_norm", Product((X, _INVERSE_RMS, _GAMMA)), _rms_norm),
+    # x / sqrt(mean(x^2) + eps) * gamma.
+    Rule("rms_norm_div", Product((Op("Div", (X, _RMS)), _GAMMA)), _rms_norm),
+    # The same two without gamma (a scale of ones).
+    Rule("rms_norm_plain", Product((X, _INVERSE_RMS)), _rms_norm),
+    Rule("rms_norm_div_plain", Op("Div", (X, _RMS)), _rms_norm),
 )
 
 RULE_TABLES: tuple[tuple[Rule, ...], ...] = (MATMUL_RULES, BIAS_RULES, ACTIVATION_RULES)

@@ -187,6 +187,14 @@ def test_layer_norm(bias_shape):
     check("LayerNorm", inputs, {"axis": 1, "epsilon": 1e-3})
 
 
+@pytest.mark.parametrize("axis, scale_shape, bias_shape", [(2, (4,), None), (1, (3, 4), (4,)), (1, (4,), (3, 4))])
+def test_rms_norm(axis, scale_shape, bias_shape):
+    inputs = {"x": randn(2, 3, 4), "s": randn(*scale_shape)}
+    if bias_shape:
+        inputs["b"] = randn(*bias_shape)
+    check("RMSNorm", inputs, {"axis": axis, "epsilon": 1e-3})
+
+
 def test_batch_norm_train():
     inputs = {"x": randn(2, 3, 3, 4), "s": randn(4), "b": randn(4), "m": randn(4), "v": np.abs(randn(4)) + 1}
     # the batch mean/invstd outputs feed the backward pass only; the objective reads y
