@@ -451,14 +451,132 @@ def _check_rms_norm(info: NodeInfo) -> list[str]:
 
 @converts("RMSNormalization", check=_check_rms_norm, newest_opset=23)
 def _rms_norm(ctx: NodeContext):
-    """y = x / sqrt(mean(x^2 over axis..last) + epsilon) * scale."""
-    x = ctx.input(0)
+    """y = x / sqrt(mean(x^2 over axis..last) + epsilon) * scale: the IR's RMSNorm."""
     axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
-    reduce = {"axes": tuple(range(axis, ctx.rank(0))), "keepdims": True}
-    mean_square = ctx.emit1("ReduceMean", [ctx.emit1("Square", [x])], reduce)
-    epsilon = ctx.constant(np.array(ctx.attr("epsilon", 1e-5), ctx.type(0).dtype), base="epsilon")
-    inverse_rms = ctx.emit1("Rsqrt", [ctx.emit1("Add", [mean_square, epsilon])])
-    ctx.emit("Mul", [ctx.emit1("Mul", [x, inverse_rms]), ctx.input(1)], {}, [ctx.output(0)])
+    ctx.emit("RMSNorm", [ctx.input(0), ctx.input(1)], {"axis": axis, "epsilon": float(ctx.attr("epsilon", 1e-5))},
+             [ctx.output(0)])
+
+
+# ---------------------------------------------------------------- attention
+
+def _check_attention(info: NodeInfo) -> list[str]:
+    reasons = []
+    if info.input(6):
+        reasons.append("nonpad_kv_seqlen (input 6)")
+    for window in ("left_window_size", "right_window_size"):
+        if info.attr(window, -1) != -1:
+            reasons.append(f"{window}={info.attr(window)}")
+    if info.is_used(info.output(3)):
+        reasons.append(f"qk_matmul_output (output 3, qk_matmul_output_mode={info.attr('qk_matmul_output_mode', 0)})")
+    return reasons
+
+
+def _split_heads(ctx: NodeContext, x: str, heads: int, what: str) -> str:
+    """[B, S, heads * size] -> [B, heads, S, size]."""
+    b, s, hidden = ctx.shape(x)
+    if not heads or hidden % heads:
+        raise ctx.error(f"{what} hidden size {hidden} is not a multiple of {heads} heads")
+    return ctx.emit1("Transpose", [ctx.reshape(x, (b, s, heads, hidden // heads))], {"perm": (0, 2, 1, 3)})
+
+
+@converts("Attention", check=_check_attention, newest_opset=24)
+def _attention(ctx: NodeContext):
+    """ONNX Attention onto the IR's fused Attention: 3-D inputs split into heads around it, the
+    key/value cache concatenated in front of the new keys/values (present_key/value), a mask
+    shorter than the keys padded with -inf (False), is_causal aligned to the end of the cache."""
+    q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
+    three_d = ctx.rank(0) == 3
+    if three_d:
+        q = _split_heads(ctx, q, int(ctx.attr("q_num_heads", 0)), "Q")
+        k = _split_heads(ctx, k, int(ctx.attr("kv_num_heads", 0)), "K")
+        v = _split_heads(ctx, v, int(ctx.attr("kv_num_heads", 0)), "V")
+    cached = bool(ctx.input(4))
+    for index, current in ((1, k), (2, v)):
+        if cached:
+            present = ctx.emit1("Concat", [ctx.input(index + 3), current], {"axis": 2}, ctx.output(index) or None)
+        elif ctx.output(index):
+            ctx.copy_to(current, ctx.output(index))
+        if index == 1:
+            k = present if cached else k
+        else:
+            v = present if cached else v
+    inputs = [q, k, v]
+    mask = ctx.input(3)
+    if mask:
+        keys, given = ctx.shape(k)[2], ctx.shape(mask)[-1]
+        if isinstance(keys, int) and isinstance(given, int) and given < keys:
+            rank = ctx.rank(mask)
+            pads = (0,) * rank + (0,) * (rank - 1) + (keys - given,)
+            boolean = ctx.type(mask).dtype == "bool"
+            mask = ctx.emit1("Pad", [mask], {"mode": "constant", "pads": pads,
+                                             "value": 0.0 if boolean else float("-inf")})
+        inputs.append(mask)
+    scale = ctx.attr("scale")
+    attrs = {"scale": float(scale) if scale is not None else None,
+             "causal": ("lower_right" if cached else "upper_left") if ctx.attr("is_causal", 0) else "none",
+             "softcap": float(ctx.attr("softcap", 0.0)), "k_transposed": False}
+    if not three_d:
+        ctx.emit("Attention", inputs, attrs, [ctx.output(0)])
+        return
+    y = ctx.emit1("Transpose", [ctx.emit1("Attention", inputs, attrs)], {"perm": (0, 2, 1, 3)})
+    b, s, heads, size = ctx.shape(y)
+    ctx.reshape(y, (b, s, heads * size), ctx.output(0))
+
+
+def _last_axis_slice(ctx: NodeContext, x: str, start: int, end: int, step: int = 1) -> str:
+    rank = ctx.rank(x)
+    return ctx.emit1("Slice", [x], {"starts": (0,) * (rank - 1) + (start,),
+                                    "ends": (INT64_MAX,) * (rank - 1) + (end,),
+                                    "steps": (1,) * (rank - 1) + (step,)})
+
+
+@converts("RotaryEmbedding", newest_opset=23)
+def _rotary_embedding(ctx: NodeContext):
+    """Rotates pairs of the first rotary_embedding_dim features of each head by the cached angle of
+    its position: halves (x1, x2) = (first half, second half), or (even, odd) features when
+    interleaved; (x1, x2) -> (cos x1 - sin x2, sin x1 + cos x2). Written with Gather, Slice, Mul and
+    Concat on [B, S, heads, size]."""
+    x = ctx.input(0)
+    shape = ctx.shape(x)
+    if len(shape) == 4:
+        x = ctx.emit1("Transpose", [x], {"perm": (0, 2, 1, 3)})
+    else:
+        heads = int(ctx.attr("num_heads", 0))
+        if not heads or shape[2] % heads:
+            raise ctx.error(f"hidden size {shape[2]} is not a multiple of num_heads={heads}")
+        x = ctx.reshape(x, (shape[0], shape[1], heads, shape[2] // heads))
+    size = ctx.shape(x)[3]
+    rotated = int(ctx.attr("rotary_embedding_dim", 0)) or size
+    half = rotated // 2
+    cos, sin = ctx.input(1), ctx.input(2)
+    if ctx.input(3):
+        cos = ctx.emit1("Gather", [cos, ctx.input(3)], {"axis": 0})
+        sin = ctx.emit1("Gather", [sin, ctx.input(3)], {"axis": 0})
+    if ctx.shape(cos)[-1] != half:
+        raise ctx.error(f"the cos/sin caches hold {ctx.shape(cos)[-1]} angles; rotary_embedding_dim {rotated} "
+                        f"needs {half}")
+    b, s = ctx.shape(cos)[:2]
+    cos, sin = ctx.reshape(cos, (b, s, 1, half)), ctx.reshape(sin, (b, s, 1, half))
+    part = _last_axis_slice(ctx, x, 0, rotated) if rotated < size else x
+    interleaved = bool(ctx.attr("interleaved", 0))
+    if interleaved:
+        x1, x2 = _last_axis_slice(ctx, part, 0, rotated, 2), _last_axis_slice(ctx, part, 1, rotated, 2)
+    else:
+        x1, x2 = _last_axis_slice(ctx, part, 0, half), _last_axis_slice(ctx, part, half, rotated)
+    real = ctx.emit1("Sub", [ctx.emit1("Mul", [cos, x1]), ctx.emit1("Mul", [sin, x2])])
+    imaginary = ctx.emit1("Add", [ctx.emit1("Mul", [sin, x1]), ctx.emit1("Mul", [cos, x2])])
+    if interleaved:
+        pair_shape = tuple(ctx.shape(real)) + (1,)
+        pairs = ctx.emit1("Concat", [ctx.reshape(real, pair_shape), ctx.reshape(imaginary, pair_shape)], {"axis": 4})
+        turned = ctx.reshape(pairs, tuple(ctx.shape(part)))
+    else:
+        turned = ctx.emit1("Concat", [real, imaginary], {"axis": 3})
+    if rotated < size:
+        turned = ctx.emit1("Concat", [turned, _last_axis_slice(ctx, x, rotated, size)], {"axis": 3})
+    if len(shape) == 4:
+        ctx.emit("Transpose", [turned], {"perm": (0, 2, 1, 3)}, [ctx.output(0)])
+    else:
+        ctx.reshape(turned, shape, ctx.output(0))
 
 
 @converts("LRN")

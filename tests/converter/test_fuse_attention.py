@@ -162,3 +162,13 @@ def test_rms_norm_becomes_one_op(form):
     comparison = check_model(proto, feeds(proto))
     ops = comparison.converted.graph.op_counts()
     assert ops == {"RMSNorm": 1}, ops
+
+
+def test_onnx_attention_refuses_what_the_kernel_does_not_take_naming_it():
+    from converter.errors import UnsupportedOpsError
+
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y", "", "", "qk"], qk_matmul_output_mode=1)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, H, S, D]) for n in ("q", "k", "v")]
+    proto = model([node], inputs, [], outputs=("y", "qk"), opset=23)
+    with pytest.raises(UnsupportedOpsError, match="qk_matmul_output"):
+        converter.convert(proto)
