@@ -17,13 +17,14 @@
  *
  * Above EDGE_ISA_SCALAR the unit's rows go through key blocks of ATTENTION_BLOCK keys with an online
  * softmax, so no [Sq, Sk] score matrix exists (scratch is per thread and independent of Sk):
- *   1. the block's keys are packed as a GEMM B panel and the f32 GEMM micro-kernel gives
- *      S = Q_tile K_block^T (raw dot products);
+ *   1. the f32 GEMM micro-kernel gives S = Q_tile K_block^T (raw dot products) from the head's
+ *      keys packed as GEMM B panels;
  *   2. per row, the vector family's attention_row kernel scales, caps and masks S, updates the
  *      row's running maximum m and turns S into exp(x - m), returning the block's sum and the
  *      factor exp(m_old - m) that rescales the row's earlier sum l and output;
- *   3. the block's values are packed and the GEMM gives T = P V_block; y_row = y_row * factor + T.
- * Finally y_row /= l. Key blocks past the causal limit of the tile's last row are skipped, and keys
+ *   3. the GEMM gives T = P V_block from the block's packed values; y_row = y_row * factor + T.
+ * Finally y_row /= l. A thread packs the keys and values of one (batch, key/value head) once, into its
+ * scratch (about 2 x Sk x D floats), and reuses them for the following units of the same head. Key blocks past the causal limit of the tile's last row are skipped, and keys
  * past a row's own limit are simply not part of that row's block. */
 #include <math.h>
 #include <stdlib.h>
@@ -44,8 +45,13 @@ typedef struct {
   float scale, softcap;
   int64_t mask_strides[4];      /* over [B, Hq, Sq, Sk]; 0 along broadcast dims */
   size_t slot_bytes;            /* per-thread scratch */
-  size_t packed_k_bytes, packed_v_bytes;
+  size_t packed_k_bytes, packed_v_bytes;  /* every key of one head / every block's values */
 } attention_plan;
+
+/* The head whose keys and values a thread's scratch holds (at the slot's start; -1: none). */
+typedef struct {
+  int64_t batch, kv_head;
+} packed_head;
 
 static void attention_release(edge_node *node) {
   free(node->plan);
@@ -139,9 +145,13 @@ static edge_status attention_prepare(edge_context *ctx, edge_node *node) {
     int64_t mr = kernels->gemm.mr;
     plan->tile_rows = (ATTENTION_ROWS + mr - 1) / mr * mr;
     size_t rows = (size_t)plan->tile_rows, block = ATTENTION_BLOCK;
-    plan->packed_k_bytes = edge_gemm_packed_bytes(&kernels->gemm, block, (size_t)plan->head_size);
-    plan->packed_v_bytes = edge_gemm_packed_bytes(&kernels->gemm, (size_t)plan->value_size, block);
-    slot = plan->packed_k_bytes + plan->packed_v_bytes + round_up64(rows * block * sizeof(float)) +
+    plan->packed_k_bytes = edge_gemm_packed_bytes(&kernels->gemm, (size_t)kv_len, (size_t)plan->head_size);
+    plan->packed_v_bytes = 0;
+    for (int64_t k0 = 0; k0 < kv_len; k0 += ATTENTION_BLOCK) {
+      size_t width = (size_t)(kv_len - k0 < ATTENTION_BLOCK ? kv_len - k0 : ATTENTION_BLOCK);
+      plan->packed_v_bytes += edge_gemm_packed_bytes(&kernels->gemm, (size_t)plan->value_size, width);
+    }
+    slot = round_up64(sizeof(packed_head)) + plan->packed_k_bytes + plan->packed_v_bytes + round_up64(rows * block * sizeof(float)) +
            round_up64(rows * (size_t)plan->value_size * sizeof(float)) + round_up64(3 * rows * sizeof(float)) +
            round_up64(block * sizeof(float));
   } else {
@@ -246,11 +256,24 @@ static void attention_fast_unit(const attention_job *job, int64_t b, int64_t h, 
   const float *v = job->v + (b * p->kv_heads + kv_head) * n * dv;
   const float *q = job->q + ((b * p->q_heads + h) * p->q_len + i0) * dq;
   float *y = job->y + ((b * p->q_heads + h) * p->q_len + i0) * dv;
-  char *at = slot;
-  void *packed_k = at;
+  packed_head *cached = (packed_head *)slot;
+  char *at = slot + round_up64(sizeof(packed_head));
+  char *packed_k = at;
   at += p->packed_k_bytes;
-  void *packed_v = at;
+  char *packed_v = at;
   at += p->packed_v_bytes;
+  if (cached->batch != b || cached->kv_head != kv_head) {
+    if (p->k_transposed) edge_gemm_pack_weights_kn(g, (size_t)n, (size_t)dq, k, (size_t)n, NULL, packed_k);
+    else edge_gemm_pack_weights(g, (size_t)n, (size_t)dq, k, (size_t)dq, NULL, packed_k);
+    char *v_block = packed_v;
+    for (int64_t k0 = 0; k0 < n; k0 += (int64_t)block) {
+      size_t width = (size_t)(n - k0 < (int64_t)block ? n - k0 : (int64_t)block);
+      edge_gemm_pack_weights_kn(g, (size_t)dv, width, v + k0 * dv, (size_t)dv, NULL, v_block);
+      v_block += edge_gemm_packed_bytes(g, (size_t)dv, width);
+    }
+    cached->batch = b;
+    cached->kv_head = kv_head;
+  }
   float *scores = (float *)at;
   at += round_up64(tile * block * sizeof(float));
   float *product = (float *)at;
@@ -266,11 +289,13 @@ static void attention_fast_unit(const attention_job *job, int64_t b, int64_t h, 
   memset(y, 0, rows * (size_t)dv * sizeof(float));
   int64_t keys = visible_keys(p, i1 - 1);
   bool mask_direct = job->mask_f32 && p->mask_strides[3] == 1;
+  char *v_block = packed_v;
   for (int64_t k0 = 0; k0 < keys; k0 += (int64_t)block) {
+    /* The keys past `keys` in this block are in the packed panels but not computed. */
     size_t width = (size_t)(keys - k0 < (int64_t)block ? keys - k0 : (int64_t)block);
-    if (p->k_transposed) edge_gemm_pack_weights_kn(g, width, (size_t)dq, k + k0, (size_t)n, NULL, packed_k);
-    else edge_gemm_pack_weights(g, width, (size_t)dq, k + k0 * dq, (size_t)dq, NULL, packed_k);
-    gemm_rows(g, rows, width, (size_t)dq, q, (size_t)dq, packed_k, scores, block);
+    size_t packed_width = (size_t)(n - k0 < (int64_t)block ? n - k0 : (int64_t)block);
+    const float *k_block = (const float *)packed_k + (size_t)k0 * (size_t)(dq + 1);
+    gemm_rows(g, rows, width, (size_t)dq, q, (size_t)dq, k_block, scores, block);
     for (size_t r = 0; r < rows; ++r) {
       float *s = scores + r * block;
       int64_t visible = visible_keys(p, i0 + (int64_t)r) - k0;
@@ -289,8 +314,11 @@ static void attention_fast_unit(const attention_job *job, int64_t b, int64_t h, 
       row_sum[r] = row_sum[r] * correction[r] + block_sum;
       for (size_t j = live; j < width; ++j) s[j] = 0.0f;
     }
-    edge_gemm_pack_weights_kn(g, (size_t)dv, width, v + k0 * dv, (size_t)dv, NULL, packed_v);
-    gemm_rows(g, rows, (size_t)dv, width, scores, block, packed_v, product, (size_t)dv);
+    /* The values were packed per block of packed_width keys; the probabilities past width are 0. */
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = width; j < packed_width; ++j) scores[r * block + j] = 0.0f;
+    gemm_rows(g, rows, (size_t)dv, packed_width, scores, block, v_block, product, (size_t)dv);
+    v_block += edge_gemm_packed_bytes(g, (size_t)dv, packed_width);
     for (size_t r = 0; r < rows; ++r) {
       float c = correction[r], *out = y + r * (size_t)dv;
       const float *t = product + r * (size_t)dv;
@@ -325,6 +353,9 @@ static edge_status attention_eval(edge_context *ctx, edge_node *node) {
   if (mask && p->mask_bool) job.mask_bool = mask->data;
   int64_t units = p->batch * p->q_heads * p->tiles;
   if (units == 0 || p->value_size == 0) return EDGE_OK;
+  if (p->fast)
+    for (int32_t t = 0; t < (ctx->num_threads > 0 ? ctx->num_threads : 1); ++t)
+      *(packed_head *)(job.scratch + (size_t)t * p->slot_bytes) = (packed_head){-1, -1};
   edge_nd_parallel(ctx, units, 1, attention_units, &job);
   return EDGE_OK;
 }
