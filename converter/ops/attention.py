@@ -11,8 +11,8 @@ The optional mask is float32 (added to the scores) or bool (False drops the key)
 [B, Hq, Sq, Sk]. A query row whose keys are all dropped gives zeros (ONNX Attention's rule).
 
 No gradient rule: autodiff refuses a trainable model whose loss depends on an Attention node
-(converter.autodiff names it); the unfused pattern stays differentiable, so convert without the
-attention fusion to train through it.
+(converter.autodiff names it). The trainable pipeline (converter.autodiff.pipeline) does not run
+fuse_attention, so an exported model made trainable keeps its differentiable unfused attention.
 """
 from __future__ import annotations
 

@@ -901,6 +901,22 @@ for axis in (-1, 1):
     case(f"RMSNormalization-axis{axis}", "RMSNormalization", (lambda axis: lambda rng: [
         ("x", Feed(normal(rng, (2, 3, 8), 2.0))), ("scale", Feed(normal(rng, (8,) if axis == -1 else (3, 8))))])(axis),
         {"axis": axis, "epsilon": 1e-3}, opset=23)
+# Attention (opset 23): grouped-query heads with a causal float mask over 300 keys (two key
+# blocks of the fused kernel); 3-D inputs with a bool mask and the key/value cache.
+case("Attention-gqa-causal-mask", "Attention", lambda rng: [
+    ("q", Feed(normal(rng, (2, 4, 20, 16)))), ("k", Feed(normal(rng, (2, 2, 300, 16)))),
+    ("v", Feed(normal(rng, (2, 2, 300, 8)))), ("mask", Feed(normal(rng, (20, 300))))],
+    {"is_causal": 1, "scale": 0.3}, opset=23)
+case("Attention-3d-cache-bool", "Attention", lambda rng: [
+    ("q", Feed(normal(rng, (1, 5, 12)))), ("k", Feed(normal(rng, (1, 5, 12)))), ("v", Feed(normal(rng, (1, 5, 12)))),
+    ("mask", Feed(rng.random((5, 9)) < 0.8)), ("past_key", Feed(normal(rng, (1, 3, 4, 4)))),
+    ("past_value", Feed(normal(rng, (1, 3, 4, 4))))],
+    {"q_num_heads": 3, "kv_num_heads": 3, "softcap": 2.0}, num_outputs=3, opset=23)
+for interleaved in (0, 1):
+    case(f"RotaryEmbedding-interleaved{interleaved}", "RotaryEmbedding", (lambda interleaved: lambda rng: [
+        ("x", Feed(normal(rng, (2, 3, 5, 8)))), ("cos", Feed(normal(rng, (7, 2)), const=True)),
+        ("sin", Feed(normal(rng, (7, 2)), const=True)), ("positions", Feed(ints(rng, (2, 5), 0, 7), const=True))])(interleaved),
+        {"interleaved": interleaved, "rotary_embedding_dim": 4}, opset=23)
 
 case("Size-folds", "Abs", x_input(lambda rng: normal(rng, (2, 3, 4))), extra_nodes=lambda outs: (
     [helper.make_node("Size", ["x"], ["size"]), helper.make_node("Cast", ["size"], ["size_f"], to=onnx.TensorProto.FLOAT),

@@ -70,11 +70,24 @@ static void pack(const edge_gemm_kernels *k, size_t n, size_t kdim, const float 
     const size_t cols = n - n0 < nr ? n - n0 : nr;
     for (size_t j = 0; j < nr; ++j) out[j] = bias && j < cols ? bias[n0 + j] : 0.0f;
     out += nr;
+    if (k_step == 1 && n_step != 1) {
+      /* B given transposed: read each of the panel's columns as one contiguous run of w. */
+      for (size_t j = 0; j < cols; ++j) {
+        const float *column = w + (n0 + j) * n_step;
+        for (size_t kk = 0; kk < kdim; ++kk) out[kk * nr + j] = column[kk];
+      }
+      for (size_t j = cols; j < nr; ++j)
+        for (size_t kk = 0; kk < kdim; ++kk) out[kk * nr + j] = 0.0f;
+      out += kdim * nr;
+      continue;
+    }
     for (size_t kk = 0; kk < kdim; ++kk) {
       const float *row = w + kk * k_step + n0 * n_step;
-      size_t j = 0;
-      for (; j < cols; ++j) out[j] = row[j * n_step];
-      for (; j < nr; ++j) out[j] = 0.0f;
+      size_t j = cols;
+      if (n_step == 1) memcpy(out, row, cols * sizeof(float));
+      else
+        for (j = 0; j < cols; ++j) out[j] = row[j * n_step];
+      for (j = cols; j < nr; ++j) out[j] = 0.0f;
       out += nr;
     }
   }
