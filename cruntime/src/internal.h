@@ -152,7 +152,7 @@ typedef struct {
   edge_activation activation;
   uint64_t flops, bytes_in, bytes_out, bytes_weights;
   void *plan;                           /* what prepare computed for eval: set by prepare, freed by release */
-  bool quantized;                       /* prepare picked the op's integer (int8 or dynamic-range) kernel,
+  bool quantized;                       /* prepare picked the op's integer (int8 or dynamic) kernel,
                                            whose plan is in node->plan: eval and release go to it */
   size_t plan_bytes;                    /* large memory the plan keeps (packed weights), set by prepare:
                                            reported in edge_memory_info.persistent_bytes */

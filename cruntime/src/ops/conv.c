@@ -78,7 +78,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   edge_tensor *y = edge_op_output(ctx, node, 0);
   const char *name = edge_tensor_name(y);
   edge_status status;
-  if (!transposed && edge_q_is_int8(w)) return edge_qconv_prepare(ctx, node); /* int8 or dynamic-range */
+  if (!transposed && edge_q_is_int8(w)) return edge_qconv_prepare(ctx, node); /* int8 or dynamic */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
   if (bias && (status = check_float32(ctx, op, bias, "bias")) != EDGE_OK) return status;

@@ -85,7 +85,7 @@ static edge_status fc_prepare(edge_context *ctx, edge_node *node) {
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
   edge_tensor *bias = node->num_inputs > 2 && node->inputs[2] >= 0 ? edge_op_input(ctx, node, 2) : NULL;
-  if (edge_q_is_int8(w)) return edge_qfc_prepare(ctx, node); /* int8 or dynamic-range */
+  if (edge_q_is_int8(w)) return edge_qfc_prepare(ctx, node); /* int8 or dynamic */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
   if (bias && (status = check_float32(ctx, op, bias, "bias")) != EDGE_OK) return status;
@@ -264,7 +264,7 @@ static edge_status matmul_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = check_indices(ctx, node, op, 2, 2, 2);
   if (status != EDGE_OK) return status;
   edge_tensor *a = edge_op_input(ctx, node, 0), *b = edge_op_input(ctx, node, 1), *y = edge_op_output(ctx, node, 0);
-  if (edge_q_is_int8(b)) return edge_qmatmul_prepare(ctx, node); /* int8 or dynamic-range */
+  if (edge_q_is_int8(b)) return edge_qmatmul_prepare(ctx, node); /* int8 or dynamic */
   if ((status = check_float32(ctx, op, a, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, b, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, y, "output")) != EDGE_OK) return status;

@@ -1,4 +1,4 @@
-/* What every integer (int8) and dynamic-range op path shares: validating a tensor's quantization
+/* What every integer (int8) and dynamic op path shares: validating a tensor's quantization
  * params, fixed-point multipliers, the clamp range a fused activation gives, and the scalar
  * requantize / quantize / dequantize steps. The arithmetic is the issue-4 contract
  * (cruntime/src/kernels/requant.h holds the kernels' side of it, used here too):

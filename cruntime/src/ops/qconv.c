@@ -69,7 +69,7 @@ edge_status edge_qconv_prepare(edge_context *ctx, edge_node *node) {
   s->dynamic = x->dtype == EDGE_FLOAT32;
   if (s->dynamic && (y->dtype != EDGE_FLOAT32 || (bias && bias->dtype != EDGE_FLOAT32)))
     return edge_fail(ctx, EDGE_UNSUPPORTED,
-                     "%s '%s': dynamic-range conv (float32 input '%s', int8 weights '%s') needs a float32 output and "
+                     "%s '%s': dynamic conv (float32 input '%s', int8 weights '%s') needs a float32 output and "
                      "bias; output is %s",
                      op, name, edge_tensor_name(x), edge_tensor_name(w), edge_dtype_name(y->dtype));
   if (x->rank != 4 || w->rank != 4)

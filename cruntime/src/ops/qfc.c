@@ -102,11 +102,11 @@ static edge_status prepare_epilogue(edge_context *ctx, edge_node *node, const ch
     if ((status = edge_q_weight_params(ctx, what, w, axis, s->columns)) != EDGE_OK) return status;
     if (y->dtype != EDGE_FLOAT32 || (bias && bias->dtype != EDGE_FLOAT32))
       return edge_fail(ctx, EDGE_UNSUPPORTED,
-                       "%s: dynamic-range product (float32 input '%s', int8 weights '%s') needs a float32 output and "
+                       "%s: dynamic product (float32 input '%s', int8 weights '%s') needs a float32 output and "
                        "bias",
                        what, edge_tensor_name(x), edge_tensor_name(w));
     if (w->kind != EDGE_TENSOR_CONSTANT || !w->data)
-      return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: dynamic-range weights '%s' must be a constant", what,
+      return edge_fail(ctx, EDGE_UNSUPPORTED, "%s: dynamic weights '%s' must be a constant", what,
                        edge_tensor_name(w));
     s->weight_scale = malloc(n * sizeof(float) + 1);
     if (!s->weight_scale) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s: out of memory", what);
