@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64")
+DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64",
+          "int16", "uint16", "uint32", "uint64", "bfloat16")
 Dim = int | str
 
 

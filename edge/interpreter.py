@@ -28,7 +28,18 @@ NUMPY_TYPES: dict[int, type] = {
     _DTYPE_VALUES["EDGE_INT64"]: np.int64,
     _DTYPE_VALUES["EDGE_BOOL"]: np.bool_,
     _DTYPE_VALUES["EDGE_FLOAT64"]: np.float64,
+    _DTYPE_VALUES["EDGE_INT16"]: np.int16,
+    _DTYPE_VALUES["EDGE_UINT16"]: np.uint16,
+    _DTYPE_VALUES["EDGE_UINT32"]: np.uint32,
+    _DTYPE_VALUES["EDGE_UINT64"]: np.uint64,
 }
+try:
+    # NumPy has no bfloat16; ml_dtypes (which onnx installs) adds it. Without it a bfloat16 tensor
+    # is read and written as its raw 16-bit patterns.
+    from ml_dtypes import bfloat16 as _bfloat16
+except ImportError:
+    _bfloat16 = np.uint16
+NUMPY_TYPES[_DTYPE_VALUES["EDGE_BFLOAT16"]] = _bfloat16
 _TENSOR_KIND_VALUES = ffi.typeof("edge_tensor_kind").relements
 _TENSOR_KINDS = {value: name.removeprefix("EDGE_TENSOR_").lower() for name, value in _TENSOR_KIND_VALUES.items()}
 

@@ -12,3 +12,8 @@ class DType(object):
     INT64 = 5
     BOOL = 6
     FLOAT64 = 7
+    INT16 = 8
+    UINT16 = 9
+    UINT32 = 10
+    UINT64 = 11
+    BFLOAT16 = 12

@@ -26,13 +26,20 @@ ONNX_DTYPES = {
 SUPPORTED_NUMPY = {"float32", "int32", "int64", "bool"}
 # Element types a model may carry at its boundary: graph inputs and outputs keep them (the runtime
 # casts there) and everything between computes in the IR dtype beside them. Constants of these
-# types are converted once at import. float64 loses its extra precision that way; the conversion
-# report lists every tensor this applies to.
+# types are converted once at import. float64 loses its extra precision that way; every other
+# type's values survive the cast exactly, uint64's up to INT64_MAX (the runtime's Cast refuses larger
+# input values; larger constants are refused here). The conversion report lists every tensor this
+# applies to.
 BOUNDARY_DTYPES = {
     onnx.TensorProto.FLOAT16: ("float16", "float32"),
+    onnx.TensorProto.BFLOAT16: ("bfloat16", "float32"),
     onnx.TensorProto.DOUBLE: ("float64", "float32"),
     onnx.TensorProto.INT8: ("int8", "int32"),
     onnx.TensorProto.UINT8: ("uint8", "int32"),
+    onnx.TensorProto.INT16: ("int16", "int32"),
+    onnx.TensorProto.UINT16: ("uint16", "int32"),
+    onnx.TensorProto.UINT32: ("uint32", "int64"),
+    onnx.TensorProto.UINT64: ("uint64", "int64"),
 }
 _COMPUTED_AS = {boundary: inside for boundary, inside in BOUNDARY_DTYPES.values()}
 
@@ -53,6 +60,9 @@ def tensor_to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
         # dims that do not match the data, an unknown data type: the file's tensor is malformed
         raise ConversionError(f"{where}: cannot be read as an array (dims {list(tensor.dims)}, data type "
                               f"{onnx_dtype_name(tensor.data_type)}): {type(exc).__name__}: {exc}") from None
+    if array.dtype.name == "uint64" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ConversionError(f"{where}: uint64 value {int(array.max())} is past INT64_MAX; the model would "
+                              f"compute it in int64, which cannot hold it")
     if array.dtype.name in _COMPUTED_AS:
         array = array.astype(_COMPUTED_AS[array.dtype.name])
     if array.dtype.name not in SUPPORTED_NUMPY:

@@ -340,6 +340,8 @@ def _cast_infer(types, attrs):
 
 
 def _cast_reference(inputs, attrs):
+    if attrs["to"] == "bfloat16":
+        import ml_dtypes  # noqa: F401  (registers the bfloat16 NumPy dtype)
     x = np.asarray(inputs[0])
     with np.errstate(all="ignore"):
         return [x.astype(np.dtype(attrs["to"]))]

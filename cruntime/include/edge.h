@@ -62,7 +62,14 @@ typedef enum {
   EDGE_INT32 = 4,
   EDGE_INT64 = 5,
   EDGE_BOOL = 6,
-  EDGE_FLOAT64 = 7
+  EDGE_FLOAT64 = 7,
+  /* The dtypes below and FLOAT64 exist only at a model's boundary: Cast is the one op that reads or
+   * writes them (the converter computes them in int32, int64 or float32 inside). */
+  EDGE_INT16 = 8,
+  EDGE_UINT16 = 9,
+  EDGE_UINT32 = 10,
+  EDGE_UINT64 = 11,
+  EDGE_BFLOAT16 = 12
 } edge_dtype;
 
 typedef enum {

@@ -42,16 +42,17 @@ const char *edge_status_name(edge_status status) {
 }
 
 const char *edge_dtype_name(edge_dtype dtype) {
-  static const char *const names[] = {"float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64"};
+  static const char *const names[] = {"float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64",
+                                       "int16", "uint16", "uint32", "uint64", "bfloat16"};
   return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 
 size_t edge_dtype_size(edge_dtype dtype) {
   switch (dtype) {
-    case EDGE_FLOAT32: case EDGE_INT32: return 4;
-    case EDGE_FLOAT16: return 2;
+    case EDGE_FLOAT32: case EDGE_INT32: case EDGE_UINT32: return 4;
+    case EDGE_FLOAT16: case EDGE_INT16: case EDGE_UINT16: case EDGE_BFLOAT16: return 2;
     case EDGE_INT8: case EDGE_UINT8: case EDGE_BOOL: return 1;
-    case EDGE_INT64: case EDGE_FLOAT64: return 8;
+    case EDGE_INT64: case EDGE_FLOAT64: case EDGE_UINT64: return 8;
   }
   return 0;
 }

@@ -239,7 +239,7 @@ static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index,
   int8_t dtype = 0;
   READ_OR_FAIL(fb_i8(&L->reader, table, FIELD_TENSOR_DTYPE, &dtype), where);
   if (dtype < 0) return edge_set_last_error(EDGE_INVALID_MODEL, "%s: dtype %d is negative", where, dtype);
-  if (dtype > EDGE_FLOAT64) return edge_set_last_error(EDGE_UNSUPPORTED, "%s: dtype %d is unknown to this runtime", where, dtype);
+  if (dtype > EDGE_BFLOAT16) return edge_set_last_error(EDGE_UNSUPPORTED, "%s: dtype %d is unknown to this runtime", where, dtype);
   t->dtype = (edge_dtype)dtype;
   t->nbytes = (size_t)elements * edge_dtype_size(t->dtype);
 

@@ -12,6 +12,11 @@ _Static_assert(EDGE_INT32 == 4, "edge.h dtype INT32 differs from the schema");
 _Static_assert(EDGE_INT64 == 5, "edge.h dtype INT64 differs from the schema");
 _Static_assert(EDGE_BOOL == 6, "edge.h dtype BOOL differs from the schema");
 _Static_assert(EDGE_FLOAT64 == 7, "edge.h dtype FLOAT64 differs from the schema");
+_Static_assert(EDGE_INT16 == 8, "edge.h dtype INT16 differs from the schema");
+_Static_assert(EDGE_UINT16 == 9, "edge.h dtype UINT16 differs from the schema");
+_Static_assert(EDGE_UINT32 == 10, "edge.h dtype UINT32 differs from the schema");
+_Static_assert(EDGE_UINT64 == 11, "edge.h dtype UINT64 differs from the schema");
+_Static_assert(EDGE_BFLOAT16 == 12, "edge.h dtype BFLOAT16 differs from the schema");
 
 typedef enum {
   EDGE_OP_CUSTOM = 0,

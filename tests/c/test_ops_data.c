@@ -30,6 +30,7 @@ static void fill_random(edge_tensor *t, float lo, float hi) {
       case EDGE_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)rnd_range(0, 255); break;
       case EDGE_FLOAT16: ((uint16_t *)t->data)[i] = edge_float_to_half(rnd_float(lo, hi)); break;
       case EDGE_FLOAT64: ((double *)t->data)[i] = rnd_float(lo, hi); break;
+      default: memset((char *)t->data + i * (int64_t)edge_dtype_size(t->dtype), 0, edge_dtype_size(t->dtype)); break;
     }
   }
 }
@@ -44,6 +45,16 @@ static double value_at(const edge_tensor *t, int64_t i) {
     case EDGE_INT8: return ((const int8_t *)t->data)[i];
     case EDGE_FLOAT16: return edge_half_to_float(((const uint16_t *)t->data)[i]);
     case EDGE_FLOAT64: return ((const double *)t->data)[i];
+    case EDGE_INT16: return ((const int16_t *)t->data)[i];
+    case EDGE_UINT16: return ((const uint16_t *)t->data)[i];
+    case EDGE_UINT32: return ((const uint32_t *)t->data)[i];
+    case EDGE_UINT64: return (double)((const uint64_t *)t->data)[i];
+    case EDGE_BFLOAT16: {
+      uint32_t bits = (uint32_t)((const uint16_t *)t->data)[i] << 16;
+      float f;
+      memcpy(&f, &bits, 4);
+      return f;
+    }
   }
   return 0;
 }
@@ -429,13 +440,17 @@ static void test_where(void) {
 /* ---- CAST ---- */
 
 static void test_cast(void) {
-  const edge_dtype all[] = {EDGE_FLOAT32, EDGE_FLOAT16, EDGE_INT8, EDGE_UINT8, EDGE_INT32, EDGE_INT64, EDGE_BOOL,
-                            EDGE_FLOAT64};
+  const edge_dtype all[] = {EDGE_FLOAT32, EDGE_FLOAT16, EDGE_INT8,   EDGE_UINT8,  EDGE_INT32,  EDGE_INT64,   EDGE_BOOL,
+                            EDGE_FLOAT64, EDGE_INT16,   EDGE_UINT16, EDGE_UINT32, EDGE_UINT64, EDGE_BFLOAT16};
   const int count = (int)(sizeof all / sizeof all[0]);
   for (int from = 0; from < count; ++from) {
     for (int to = 0; to < count; ++to) {
-      bool from_float = all[from] <= EDGE_FLOAT16 || all[from] == EDGE_FLOAT64;
-      bool to_float = all[to] <= EDGE_FLOAT16 || all[to] == EDGE_FLOAT64;
+      bool from_float = all[from] <= EDGE_FLOAT16 || all[from] == EDGE_FLOAT64 || all[from] == EDGE_BFLOAT16;
+      bool to_float = all[to] <= EDGE_FLOAT16 || all[to] == EDGE_FLOAT64 || all[to] == EDGE_BFLOAT16;
+      bool unsigned_from = all[from] == EDGE_UINT8 || all[from] == EDGE_UINT16 || all[from] == EDGE_UINT32 ||
+                           all[from] == EDGE_UINT64;
+      bool unsigned_to = all[to] == EDGE_UINT8 || all[to] == EDGE_UINT16 || all[to] == EDGE_UINT32 ||
+                         all[to] == EDGE_UINT64;
       graph g;
       graph_init(&g, EDGE_OP_CAST);
       int64_t shape[2] = {3, 111}, none[1] = {0};
@@ -443,7 +458,7 @@ static void test_cast(void) {
       /* values every target can hold exactly: small integers, halves for float targets */
       int64_t n = 333;
       for (int64_t i = 0; i < n; ++i) {
-        int64_t v = rnd_range(all[from] == EDGE_UINT8 || all[to] == EDGE_UINT8 ? 0 : -100, 100);
+        int64_t v = rnd_range(unsigned_from || unsigned_to ? 0 : -100, 100);
         if (all[from] == EDGE_BOOL || all[to] == EDGE_BOOL) v = rnd_range(0, 1);
         double dv = (double)v + ((from_float && rnd() % 2) ? 0.5 * (v >= 0 ? 1 : -1) : 0);
         switch (all[from]) {
@@ -454,6 +469,17 @@ static void test_cast(void) {
           case EDGE_INT32: ((int32_t *)g.tensors[x].data)[i] = (int32_t)v; break;
           case EDGE_INT64: ((int64_t *)g.tensors[x].data)[i] = v; break;
           case EDGE_FLOAT64: ((double *)g.tensors[x].data)[i] = dv; break;
+          case EDGE_INT16: ((int16_t *)g.tensors[x].data)[i] = (int16_t)v; break;
+          case EDGE_UINT16: ((uint16_t *)g.tensors[x].data)[i] = (uint16_t)v; break;
+          case EDGE_UINT32: ((uint32_t *)g.tensors[x].data)[i] = (uint32_t)v; break;
+          case EDGE_UINT64: ((uint64_t *)g.tensors[x].data)[i] = (uint64_t)v; break;
+          case EDGE_BFLOAT16: {
+            float f = (float)dv;
+            uint32_t bits;
+            memcpy(&bits, &f, 4);
+            ((uint16_t *)g.tensors[x].data)[i] = (uint16_t)(bits >> 16);
+            break;
+          }
         }
       }
       graph_add_input(&g, x);

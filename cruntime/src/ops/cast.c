@@ -1,13 +1,17 @@
 /* CAST: x -> y, the output dtype being the output tensor's. Values pass through one of two
- * intermediate forms: float (from float32/float16/float64; float64 exists only at a model's boundary,
- * where the importer casts it to and from the float32 it computes in) or int64 (from integers and bool), in blocks so
- * each loop switches on a dtype once per block rather than once per element.
+ * intermediate forms: float (from float32/float16/bfloat16/float64) or int64 (from integers and bool),
+ * in blocks so each loop switches on a dtype once per block rather than once per element. float64,
+ * bfloat16, int16, uint16, uint32 and uint64 exist only at a model's boundary, where the importer casts
+ * them to and from the float32, int32 or int64 it computes in; those casts are exact except from
+ * uint64, whose values past INT64_MAX have no int64 form: the cast refuses them.
  *
  * Float to integer truncates toward zero (NumPy astype, ONNX Cast). Values a C conversion would
  * leave undefined are given a defined result: NaN becomes 0; to int32/int64 the value saturates at
  * the type's range; to int8/uint8 it is first converted to int32 (saturating) and then wrapped to
  * 8 bits, which is what NumPy and onnxruntime produce on x86 for values within int32 range
- * (-1.0 -> 255 as uint8). Integer to narrower integer wraps (two's complement). To bool: x != 0. */
+ * (-1.0 -> 255 as uint8); int16 and uint16 likewise. Float to uint32/uint64 goes through int64
+ * (saturating) and wraps. Integer to narrower integer wraps (two's complement). To bool: x != 0.
+ * float32 to bfloat16 rounds to nearest even (NaN stays NaN). */
 #include <math.h>
 #include <string.h>
 
@@ -17,7 +21,22 @@
 #define CAST_BLOCK 256
 
 static bool is_float(edge_dtype dtype) {
-  return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16 || dtype == EDGE_FLOAT64;
+  return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16 || dtype == EDGE_FLOAT64 || dtype == EDGE_BFLOAT16;
+}
+
+static float bfloat16_to_float(uint16_t b) {
+  uint32_t bits = (uint32_t)b << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static uint16_t float_to_bfloat16(float f) {
+  uint32_t bits;
+  memcpy(&bits, &f, 4);
+  if (isnan(f)) return (uint16_t)((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return (uint16_t)(bits >> 16);
 }
 
 static int64_t float_to_int64_saturated(float v) {
@@ -41,6 +60,9 @@ static void read_floats(edge_dtype dtype, const void *src, int64_t n, float *out
   } else if (dtype == EDGE_FLOAT64) {
     const double *d = src;
     for (int64_t i = 0; i < n; ++i) out[i] = (float)d[i];
+  } else if (dtype == EDGE_BFLOAT16) {
+    const uint16_t *b = src;
+    for (int64_t i = 0; i < n; ++i) out[i] = bfloat16_to_float(b[i]);
   } else {
     const uint16_t *h = src;
     for (int64_t i = 0; i < n; ++i) out[i] = edge_half_to_float(h[i]);
@@ -54,6 +76,11 @@ static void read_integers(edge_dtype dtype, const void *src, int64_t n, int64_t 
     case EDGE_INT32: for (int64_t i = 0; i < n; ++i) out[i] = ((const int32_t *)src)[i]; return;
     case EDGE_INT64: memcpy(out, src, (size_t)n * sizeof *out); return;
     case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint8_t *)src)[i] != 0; return;
+    case EDGE_INT16: for (int64_t i = 0; i < n; ++i) out[i] = ((const int16_t *)src)[i]; return;
+    case EDGE_UINT16: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint16_t *)src)[i]; return;
+    case EDGE_UINT32: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint32_t *)src)[i]; return;
+    /* cast_eval has refused values past INT64_MAX. */
+    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) out[i] = (int64_t)((const uint64_t *)src)[i]; return;
     default: return;
   }
 }
@@ -72,6 +99,19 @@ static void write_from_floats(edge_dtype dtype, const float *in, int64_t n, void
     case EDGE_INT64: for (int64_t i = 0; i < n; ++i) ((int64_t *)dst)[i] = float_to_int64_saturated(in[i]); return;
     case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0.0f; return;
     case EDGE_FLOAT64: for (int64_t i = 0; i < n; ++i) ((double *)dst)[i] = in[i]; return;
+    case EDGE_BFLOAT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = float_to_bfloat16(in[i]); return;
+    case EDGE_INT16:
+      for (int64_t i = 0; i < n; ++i) ((int16_t *)dst)[i] = (int16_t)(uint16_t)(uint32_t)float_to_int32_saturated(in[i]);
+      return;
+    case EDGE_UINT16:
+      for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = (uint16_t)(uint32_t)float_to_int32_saturated(in[i]);
+      return;
+    case EDGE_UINT32:
+      for (int64_t i = 0; i < n; ++i) ((uint32_t *)dst)[i] = (uint32_t)(uint64_t)float_to_int64_saturated(in[i]);
+      return;
+    case EDGE_UINT64:
+      for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)float_to_int64_saturated(in[i]);
+      return;
   }
 }
 
@@ -87,6 +127,13 @@ static void write_from_integers(edge_dtype dtype, const int64_t *in, int64_t n, 
     case EDGE_INT64: memcpy(dst, in, (size_t)n * sizeof *in); return;
     case EDGE_BOOL: for (int64_t i = 0; i < n; ++i) ((uint8_t *)dst)[i] = in[i] != 0; return;
     case EDGE_FLOAT64: for (int64_t i = 0; i < n; ++i) ((double *)dst)[i] = (double)in[i]; return;
+    case EDGE_BFLOAT16:
+      for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = float_to_bfloat16((float)in[i]);
+      return;
+    case EDGE_INT16: for (int64_t i = 0; i < n; ++i) ((int16_t *)dst)[i] = (int16_t)(uint16_t)(uint64_t)in[i]; return;
+    case EDGE_UINT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = (uint16_t)(uint64_t)in[i]; return;
+    case EDGE_UINT32: for (int64_t i = 0; i < n; ++i) ((uint32_t *)dst)[i] = (uint32_t)(uint64_t)in[i]; return;
+    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)in[i]; return;
   }
 }
 
@@ -132,8 +179,17 @@ static edge_status cast_prepare(edge_context *ctx, edge_node *node) {
 
 static edge_status cast_eval(edge_context *ctx, edge_node *node) {
   edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  int64_t n = edge_num_elements(x->rank, x->shape);
+  if (x->dtype == EDGE_UINT64 && y->dtype != EDGE_UINT64) {
+    const uint64_t *values = x->data;
+    for (int64_t i = 0; i < n; ++i)
+      if (values[i] > (uint64_t)INT64_MAX)
+        return edge_fail(ctx, EDGE_RUNTIME_ERROR, "CAST '%s': uint64 value %llu at index %lld of '%s' is past "
+                         "INT64_MAX, which the int64 this model computes in cannot hold", edge_tensor_name(y),
+                         (unsigned long long)values[i], (long long)i, edge_tensor_name(x));
+  }
   cast_job job = {x->dtype, y->dtype, x->data, y->data};
-  edge_nd_parallel(ctx, edge_num_elements(x->rank, x->shape), 16384, cast_range, &job);
+  edge_nd_parallel(ctx, n, 16384, cast_range, &job);
   return EDGE_OK;
 }
 

@@ -56,6 +56,7 @@ static void encode_value(float value, edge_dtype dtype, unsigned char *out) {
     case EDGE_INT64: memcpy(out, &i, 8); return;
     case EDGE_BOOL: out[0] = value != 0.0f; return;
     case EDGE_FLOAT64: { double d = value; memcpy(out, &d, 8); return; }
+    default: memset(out, 0, edge_dtype_size(dtype)); return; /* boundary-only dtypes: Cast alone reads them */
   }
 }
 
