@@ -22,3 +22,8 @@ class BinaryOp(object):
     PRELU = 15
     MOD = 16
     FMOD = 17
+    BITWISE_AND = 18
+    BITWISE_OR = 19
+    BITWISE_XOR = 20
+    SHIFT_LEFT = 21
+    SHIFT_RIGHT = 22

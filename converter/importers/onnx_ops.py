@@ -62,7 +62,8 @@ UNARY = {name: name for name in (
     "Round", "Sign", "Sin", "Cos", "Erf", "Softplus", "IsNaN", "HardSwish", "Not")}
 
 BINARY = {name: name for name in (
-    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Xor")}
+    "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Xor", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor")}
 BINARY.update({"LessOrEqual": "LessEqual", "GreaterOrEqual": "GreaterEqual"})
 
 
@@ -74,6 +75,26 @@ def _unary(ctx: NodeContext):
 @converts(*BINARY)
 def _binary(ctx: NodeContext):
     ctx.emit(BINARY[ctx.op_type], [ctx.input(0), ctx.input(1)], {}, [ctx.output(0)])
+
+
+def _bitshift_check(info: NodeInfo) -> list[str]:
+    direction = info.attr("direction", "")
+    return [] if direction in ("LEFT", "RIGHT") else [f"direction={direction!r}"]
+
+
+@converts("BitShift", check=_bitshift_check)
+def _bitshift(ctx: NodeContext):
+    # The runtime's right shift is arithmetic, as ONNX's is on signed types; unsigned types compute
+    # in a wider signed one (BOUNDARY_DTYPES) where their values are non-negative, so it is the
+    # logical shift there, and the cast back to the narrow type wraps a left shift as theirs does.
+    op = "ShiftLeft" if ctx.attr("direction") == "LEFT" else "ShiftRight"
+    ctx.emit(op, [ctx.input(0), ctx.input(1)], {}, [ctx.output(0)])
+
+
+@converts("BitwiseNot")
+def _bitwise_not(ctx: NodeContext):
+    # ~x is x ^ (all bits set), in the computed type; the cast back to a narrow type keeps its bits.
+    ctx.emit("BitwiseXor", [ctx.input(0), _scalar(ctx, -1, "all_ones")], {}, [ctx.output(0)])
 
 
 @converts("Pow")

@@ -1,4 +1,4 @@
-"""Elementwise ops: the 18 binary ops, the 30 unary ops (also the fused-activation vocabulary),
+"""Elementwise ops: the 23 binary ops, the 30 unary ops (also the fused-activation vocabulary),
 Where and Cast. All broadcast like NumPy.
 
 Float unary ops compute in float64 and round once to the input's dtype, so the reference is the
@@ -184,6 +184,28 @@ _binary("GreaterEqual", BinaryOp.GREATER_EQUAL, np.greater_equal, to_bool=True)
 _binary("And", BinaryOp.AND, np.logical_and, dtypes=("bool",), to_bool=True)
 _binary("Or", BinaryOp.OR, np.logical_or, dtypes=("bool",), to_bool=True)
 _binary("Xor", BinaryOp.XOR, np.logical_xor, dtypes=("bool",), to_bool=True)
+
+
+def _shift(left: bool):
+    """a << b (wrapping) or a >> b (arithmetic); an amount outside [0, bits) gives 0 shifting left
+    and the sign fill (0 or -1) shifting right: the runtime's definition, which NumPy leaves to the
+    platform."""
+    def compute(a, b):
+        a, b = np.broadcast_arrays(np.asarray(a), np.asarray(b))
+        valid = (b >= 0) & (b < 8 * a.itemsize)
+        amount = np.where(valid, b, 0).astype(a.dtype)
+        if left:
+            return np.where(valid, np.left_shift(a, amount), 0).astype(a.dtype)
+        return np.where(valid, np.right_shift(a, amount), np.where(a < 0, -1, 0)).astype(a.dtype)
+    return compute
+
+
+INTEGERS = ("int32", "int64")
+_binary("BitwiseAnd", BinaryOp.BITWISE_AND, np.bitwise_and, dtypes=INTEGERS)
+_binary("BitwiseOr", BinaryOp.BITWISE_OR, np.bitwise_or, dtypes=INTEGERS)
+_binary("BitwiseXor", BinaryOp.BITWISE_XOR, np.bitwise_xor, dtypes=INTEGERS)
+_binary("ShiftLeft", BinaryOp.SHIFT_LEFT, _shift(left=True), dtypes=INTEGERS)
+_binary("ShiftRight", BinaryOp.SHIFT_RIGHT, _shift(left=False), dtypes=INTEGERS)
 
 
 # ---- unary ----

@@ -143,7 +143,12 @@ typedef enum {
   EDGE_BINARY_PRELU = 15,
   EDGE_BINARY_MOD = 16,
   EDGE_BINARY_FMOD = 17,
-  EDGE_BINARY_COUNT_ = 18
+  EDGE_BINARY_BITWISE_AND = 18,
+  EDGE_BINARY_BITWISE_OR = 19,
+  EDGE_BINARY_BITWISE_XOR = 20,
+  EDGE_BINARY_SHIFT_LEFT = 21,
+  EDGE_BINARY_SHIFT_RIGHT = 22,
+  EDGE_BINARY_COUNT_ = 23
 } edge_binary_kind;
 static const char *const edge_binary_names[] = {
   "ADD",
@@ -164,6 +169,11 @@ static const char *const edge_binary_names[] = {
   "PRELU",
   "MOD",
   "FMOD",
+  "BITWISE_AND",
+  "BITWISE_OR",
+  "BITWISE_XOR",
+  "SHIFT_LEFT",
+  "SHIFT_RIGHT",
 };
 
 typedef enum {

@@ -923,6 +923,24 @@ case("Size-folds", "Abs", x_input(lambda rng: normal(rng, (2, 3, 4))), extra_nod
      helper.make_node("Mul", [outs[0], "size_f"], ["y"])], ["y"]))
 
 
+# Bitwise ops: unsigned types compute in a wider signed one inside the graph (boundary casts).
+for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+    bits = 8 * np.dtype(dtype).itemsize
+    for direction in ("LEFT", "RIGHT"):
+        case(f"BitShift-{direction.lower()}-{np.dtype(dtype).name}", "BitShift", (lambda dtype, bits: lambda rng: [
+            ("x", Feed(ints(rng, (3, 7), 0, min(2 ** bits, 2 ** 62), dtype))),
+            ("y", Feed(ints(rng, (7,), 0, bits, dtype)))])(dtype, bits), {"direction": direction})
+for op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
+    for dtype, (low, high) in ((np.int32, (-2 ** 31, 2 ** 31)), (np.int64, (-2 ** 62, 2 ** 62)), (np.uint8, (0, 256)),
+                               (np.uint32, (0, 2 ** 32))):
+        case(f"{op}-{np.dtype(dtype).name}", op, (lambda dtype, low, high: lambda rng: [
+            ("x", Feed(ints(rng, (2, 3, 5), low, high, dtype))), ("y", Feed(ints(rng, (3, 1), low, high, dtype)))])(
+            dtype, low, high), opset=18)
+for dtype, (low, high) in ((np.int32, (-2 ** 31, 2 ** 31)), (np.uint16, (0, 2 ** 16)), (np.int8, (-128, 128))):
+    case(f"BitwiseNot-{np.dtype(dtype).name}", "BitwiseNot", (lambda dtype, low, high: lambda rng: [
+        ("x", Feed(ints(rng, (3, 8), low, high, dtype)))])(dtype, low, high), opset=18)
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []

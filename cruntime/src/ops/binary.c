@@ -135,6 +135,13 @@ static void bool_run(edge_binary_kind op, const uint8_t *a, int64_t sa, const ui
         if (op == EDGE_BINARY_MOD && r != 0 && ((r < 0) != (b < 0))) r += b;                       \
         return r;                                                                                  \
       }                                                                                            \
+      case EDGE_BINARY_BITWISE_AND: return a & b;                                                  \
+      case EDGE_BINARY_BITWISE_OR: return a | b;                                                   \
+      case EDGE_BINARY_BITWISE_XOR: return a ^ b;                                                  \
+      case EDGE_BINARY_SHIFT_LEFT: return b < 0 || b >= (T)(8 * sizeof(T)) ? 0 : (T)((U)a << b);     \
+      case EDGE_BINARY_SHIFT_RIGHT: /* arithmetic, written without shifting a negative value */     \
+        if (b < 0 || b >= (T)(8 * sizeof(T))) return a < 0 ? -1 : 0;                                \
+        return a < 0 ? ~(~a >> b) : a >> b;                                                        \
       default: return 0;                                                                           \
     }                                                                                              \
   }                                                                                                \
@@ -174,6 +181,10 @@ static bool is_comparison(edge_binary_kind op) {
 }
 static bool is_logical(edge_binary_kind op) {
   return op == EDGE_BINARY_AND || op == EDGE_BINARY_OR || op == EDGE_BINARY_XOR;
+}
+static bool is_bitwise(edge_binary_kind op) {
+  return op == EDGE_BINARY_BITWISE_AND || op == EDGE_BINARY_BITWISE_OR || op == EDGE_BINARY_BITWISE_XOR ||
+         op == EDGE_BINARY_SHIFT_LEFT || op == EDGE_BINARY_SHIFT_RIGHT;
 }
 
 /* The run on a vector kernel when one fits its strides; false leaves it to float_run. */
@@ -240,6 +251,7 @@ static void binary_range(void *arg, int64_t begin, int64_t end, int32_t thread) 
 
 static bool binary_dtype_supported(edge_binary_kind op, edge_dtype dtype) {
   if (is_logical(op)) return dtype == EDGE_BOOL;
+  if (is_bitwise(op)) return dtype == EDGE_INT32 || dtype == EDGE_INT64;
   if (op == EDGE_BINARY_EQUAL && dtype == EDGE_BOOL) return true;
   if (op == EDGE_BINARY_PRELU) return dtype == EDGE_FLOAT32;
   return dtype == EDGE_FLOAT32 || dtype == EDGE_INT32 || dtype == EDGE_INT64;
