@@ -673,13 +673,14 @@ def _with_height_one(ctx: NodeContext, name: str) -> str:
     return ctx.reshape(name, shape[:2] + (1,) + shape[2:])
 
 
-def _finish_1d(ctx: NodeContext, op: str, inputs: list[str], attrs: dict, one_d: bool):
+def _finish_1d(ctx: NodeContext, op: str, inputs: list[str], attrs: dict, one_d: bool, output: str | None = None):
+    output = output or ctx.output(0)
     if not one_d:
-        ctx.emit(op, inputs, attrs, [ctx.output(0)])
+        ctx.emit(op, inputs, attrs, [output])
         return
     y = ctx.emit1(op, inputs, attrs)
     shape = ctx.shape(y)
-    ctx.reshape(y, shape[:2] + shape[3:], output=ctx.output(0))
+    ctx.reshape(y, shape[:2] + shape[3:], output=output)
 
 
 # ---- 3-D convolution and pooling, as 2-D ops over depth slices
@@ -720,11 +721,11 @@ def _depth_taps(ctx: NodeContext, x: str, kd: int, dd: int, sd: int, pads_d: tup
     return taps, out, overflow
 
 
-def _from_depth_batch(ctx: NodeContext, y: str, n: int, out: int) -> None:
-    """[N * Dout, O, Ho, Wo] -> the node's output [N, O, Dout, Ho, Wo]."""
+def _from_depth_batch(ctx: NodeContext, y: str, n: int, out: int, output: str | None = None) -> None:
+    """[N * Dout, O, Ho, Wo] -> [N, O, Dout, Ho, Wo] in ``output`` (the node's output by default)."""
     _, o, ho, wo = ctx.shape(y)
     y = ctx.reshape(y, (n, out, o, ho, wo))
-    ctx.emit("Transpose", [y], {"perm": (0, 2, 1, 3, 4)}, [ctx.output(0)])
+    ctx.emit("Transpose", [y], {"perm": (0, 2, 1, 3, 4)}, [output or ctx.output(0)])
 
 
 def _conv_3d(ctx: NodeContext, x: str, w: str, b: str) -> None:
@@ -743,8 +744,7 @@ def _conv_3d(ctx: NodeContext, x: str, w: str, b: str) -> None:
     _from_depth_batch(ctx, y, ctx.shape(0)[0], out)
 
 
-def _pool_3d(ctx: NodeContext, op: str, extra: dict) -> None:
-    x = ctx.input(0)
+def _pool_3d(ctx: NodeContext, op: str, extra: dict, x: str, output: str) -> None:
     kernel = list(ctx.attr("kernel_shape"))
     strides, dilations = _spatial_attrs(ctx, kernel)
     pads = _resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations)
@@ -770,7 +770,7 @@ def _pool_3d(ctx: NodeContext, op: str, extra: dict) -> None:
         scale = ctx.constant((1.0 / np.maximum(counts, 1.0)).astype(np.float32).reshape(out, 1, 1, 1), base="depth_count")
         y = ctx.emit1("Mul", [y, scale])
         y = ctx.reshape(y, (n * out,) + ctx.shape(y)[2:])
-    _from_depth_batch(ctx, y, ctx.shape(0)[0], out)
+    _from_depth_batch(ctx, y, ctx.shape(0)[0], out, output)
 
 
 @converts("Conv", check=_check_spatial_3d)
@@ -886,11 +886,12 @@ def _check_max_pool(info: NodeInfo) -> list[str]:
     return reasons
 
 
-def _pool(ctx: NodeContext, op: str, extra: dict):
-    x = ctx.input(0)
+def _pool(ctx: NodeContext, op: str, extra: dict, x: str | None = None, output: str | None = None):
+    """Pools ``x`` (input 0 by default; it has input 0's shape) into ``output`` (the node's by default)."""
+    x, output = x or ctx.input(0), output or ctx.output(0)
     rank = ctx.rank(0)
     if rank == 5:
-        _pool_3d(ctx, op, extra)
+        _pool_3d(ctx, op, extra, x, output)
         return
     if rank not in (3, 4):
         raise ctx.unsupported(f"{rank - 2} spatial dims")
@@ -903,7 +904,7 @@ def _pool(ctx: NodeContext, op: str, extra: dict):
     attrs = {"kernel": _to_2d(kernel, 1), "strides": _to_2d(strides, 1),
              "dilations": _to_2d(dilations, 1), "pads": _pads_2d(pads),
              "ceil_mode": bool(ctx.attr("ceil_mode", 0)), "layout": "NCHW", **extra}
-    _finish_1d(ctx, op, [x], attrs, one_d)
+    _finish_1d(ctx, op, [x], attrs, one_d, output)
 
 
 @converts("MaxPool", check=_check_max_pool)
@@ -914,6 +915,75 @@ def _max_pool(ctx: NodeContext):
 @converts("AveragePool", check=_check_spatial_3d)
 def _average_pool(ctx: NodeContext):
     _pool(ctx, "AvgPool2D", {"count_include_pad": bool(ctx.attr("count_include_pad", 0))})
+
+
+def _check_lp_pool(info: NodeInfo) -> list[str]:
+    reasons = _check_spatial_3d(info)
+    if info.attr("ceil_mode", 0):
+        reasons.append("ceil_mode=1")
+    return reasons
+
+
+def _lp_power(ctx: NodeContext, x: str, p: float) -> str:
+    """|x|^p, with the exact forms for p = 1 and 2."""
+    if p == 2:
+        return ctx.emit1("Square", [x])
+    magnitude = ctx.emit1("Abs", [x])
+    return magnitude if p == 1 else ctx.emit1("Pow", [magnitude, _scalar(ctx, p, "p")])
+
+
+def _lp_root(ctx: NodeContext, total: str, p: float, output: str) -> None:
+    if p == 2:
+        ctx.emit("Sqrt", [total], {}, [output])
+    elif p == 1:
+        ctx.copy_to(total, output)
+    else:
+        ctx.emit("Pow", [total, _scalar(ctx, 1.0 / p, "inverse_p")], {}, [output])
+
+
+@converts("LpPool", check=_check_lp_pool)
+def _lp_pool(ctx: NodeContext):
+    # (sum over the window of |x|^p)^(1/p): the sum is an average pool counting the zero padding,
+    # times the taps in a window.
+    p = float(ctx.attr("p", 2))
+    taps = float(np.prod(ctx.attr("kernel_shape")))
+    average = ctx.builder.fresh_name(f"{ctx.name}/average")
+    _pool(ctx, "AvgPool2D", {"count_include_pad": True}, x=_lp_power(ctx, ctx.input(0), p), output=average)
+    _lp_root(ctx, ctx.emit1("Mul", [average, _scalar(ctx, taps, "taps")]), p, ctx.output(0))
+
+
+@converts("LpNormalization")
+def _lp_normalization(ctx: NodeContext):
+    p = int(ctx.attr("p", 2))
+    if p not in (1, 2):
+        raise ctx.unsupported(f"p={p}")
+    axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
+    norm = ctx.emit1("ReduceL1" if p == 1 else "ReduceL2", [ctx.input(0)], {"axes": (axis,), "keepdims": True})
+    # A zero norm means a zero vector, which stays zero (divided by 1 instead of 0).
+    one = _scalar(ctx, 1.0, "one")
+    safe = ctx.emit1("Where", [ctx.emit1("Equal", [norm, _scalar(ctx, 0.0, "zero")]), one, norm])
+    ctx.emit("Div", [ctx.input(0), safe], {}, [ctx.output(0)])
+
+
+@converts("Hardmax")
+def _hardmax(ctx: NodeContext):
+    # 1 at the first largest element along the axis, 0 elsewhere: ArgMax compared with the positions.
+    axis = _axis(ctx.attr("axis", -1), ctx.rank(0), ctx)
+    size, rank = ctx.shape(0)[axis], ctx.rank(0)
+    index = ctx.emit1("ArgMax", [ctx.input(0)], {"axis": axis, "keepdims": True})
+    positions = ctx.constant(np.arange(size, dtype=np.int64).reshape((size,) + (1,) * (rank - axis - 1)),
+                             base="positions")
+    ctx.emit("Cast", [ctx.emit1("Equal", [index, positions])], {"to": ctx.type(0).dtype}, [ctx.output(0)])
+
+
+@converts("MeanVarianceNormalization")
+def _mean_variance_normalization(ctx: NodeContext):
+    # (x - mean) / (sqrt(variance) + 1e-9) over the axes, as ONNX's function body defines it.
+    x = ctx.input(0)
+    reduce = {"axes": tuple(sorted(_axes(ctx.attr("axes", [0, 2, 3]), ctx.rank(0), ctx))), "keepdims": True}
+    centred = ctx.emit1("Sub", [x, ctx.emit1("ReduceMean", [x], reduce)])
+    deviation = ctx.emit1("Sqrt", [ctx.emit1("ReduceMean", [ctx.emit1("Square", [centred])], reduce)])
+    ctx.emit("Div", [centred, ctx.emit1("Add", [deviation, _scalar(ctx, 1e-9, "epsilon")])], {}, [ctx.output(0)])
 
 
 @converts("GlobalAveragePool", "GlobalMaxPool")

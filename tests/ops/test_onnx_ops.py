@@ -941,6 +941,26 @@ for dtype, (low, high) in ((np.int32, (-2 ** 31, 2 ** 31)), (np.uint16, (0, 2 **
         ("x", Feed(ints(rng, (3, 8), low, high, dtype)))])(dtype, low, high), opset=18)
 
 
+# Lowered onto pooling, reductions and ArgMax.
+LP_POOLS = {"2d-p2": ((2, 3, 9, 8), {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+            "1d-p3": ((2, 4, 11), {"kernel_shape": [4], "p": 3, "strides": [2]}),
+            "2d-p1-dilated": ((1, 2, 10, 10), {"kernel_shape": [2, 3], "p": 1, "dilations": [2, 2]}),
+            "2d-same-upper": ((1, 3, 7, 6), {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+            "3d-p2": ((1, 2, 5, 6, 4), {"kernel_shape": [2, 3, 2], "pads": [1, 0, 0, 0, 1, 1]})}
+for name, (shape, attrs) in LP_POOLS.items():
+    case(f"LpPool-{name}", "LpPool", (lambda shape: lambda rng: [("x", Feed(normal(rng, shape)))])(shape), attrs, opset=18)
+for p in (1, 2):
+    for axis in (0, -1):
+        case(f"LpNormalization-p{p}-axis{axis}", "LpNormalization", lambda rng: [
+            ("x", Feed(np.concatenate([normal(rng, (3, 5)), np.zeros((1, 5), np.float32)])))], {"p": p, "axis": axis})
+for axis, opset in ((-1, 13), (1, 13), (0, 13)):
+    case(f"Hardmax-axis{axis}-opset{opset}", "Hardmax", lambda rng: [("x", Feed(tied(rng, (3, 4, 5)).astype(np.float32)))],
+         {"axis": axis}, opset=opset)
+for axes in ([0, 2, 3], [1], [2, 3]):
+    case(f"MeanVarianceNormalization-{'-'.join(map(str, axes))}", "MeanVarianceNormalization",
+         lambda rng: [("x", Feed(normal(rng, (2, 3, 4, 5), 2.0) + 1.0))], {"axes": axes})
+
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
