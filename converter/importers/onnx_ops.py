@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import onnx
 
 from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
@@ -1250,6 +1251,93 @@ def _slice(ctx: NodeContext):
 def _gather(ctx: NodeContext):
     axis = _axis(ctx.attr("axis", 0), ctx.rank(0), ctx)
     ctx.emit(ctx.op_type, [ctx.input(0), ctx.input(1)], {"axis": axis}, [ctx.output(0)])
+
+
+@converts("Compress")
+def _compress(ctx: NodeContext):
+    # The kept positions are known from the constant condition: a Gather of them (over the
+    # flattened input when there is no axis).
+    condition = ctx.require_const(1, "condition").reshape(-1).astype(bool)
+    x, axis = ctx.input(0), ctx.attr("axis")
+    if axis is None:
+        x, axis = ctx.reshape(x, (int(np.prod(ctx.shape(0))),)), 0
+    else:
+        axis = _axis(axis, ctx.rank(0), ctx)
+    size = ctx.shape(x)[axis]
+    if len(condition) > size:
+        raise ctx.error(f"condition has {len(condition)} entries, more than the {size} of axis {axis}")
+    kept = ctx.constant(np.flatnonzero(condition).astype(np.int64), base="kept")
+    ctx.emit("Gather", [x, kept], {"axis": axis}, [ctx.output(0)])
+
+
+@converts("ReverseSequence")
+def _reverse_sequence(ctx: NodeContext):
+    # Each batch entry's first lens[b] steps reversed, the rest kept: a GatherElements along the
+    # time axis with indices known from the constant lengths.
+    lengths = ctx.require_const(1, "sequence_lens").reshape(-1).astype(np.int64)
+    shape, rank = ctx.shape(0), ctx.rank(0)
+    time_axis = _axis(ctx.attr("time_axis", 0), rank, ctx)
+    batch_axis = _axis(ctx.attr("batch_axis", 1), rank, ctx)
+    steps, batch = shape[time_axis], shape[batch_axis]
+    if len(lengths) != batch or np.any(lengths < 0) or np.any(lengths > steps):
+        raise ctx.error(f"sequence_lens {lengths.tolist()} must give one length in [0, {steps}] per batch entry "
+                        f"({batch})")
+    t = np.arange(steps).reshape(-1, 1)
+    table = np.where(t < lengths.reshape(1, -1), lengths.reshape(1, -1) - 1 - t, t)  # [steps, batch]
+    order = [time_axis, batch_axis] + [a for a in range(rank) if a not in (time_axis, batch_axis)]
+    table = table.reshape(table.shape + (1,) * (rank - 2))
+    indices = np.broadcast_to(np.transpose(table, np.argsort(order)), shape)
+    ctx.emit("GatherElements", [ctx.input(0), ctx.constant(np.ascontiguousarray(indices), base="indices")],
+             {"axis": time_axis}, [ctx.output(0)])
+
+
+@converts("CenterCropPad")
+def _center_crop_pad(ctx: NodeContext):
+    # Per axis, a centred Slice where the target is smaller and a centred zero Pad where it is
+    # larger (the extra element of an odd difference goes to the end).
+    shape, rank = ctx.shape(0), ctx.rank(0)
+    target = _ints(ctx.require_const(1, "shape"))
+    axes = _axes(ctx.attr("axes", list(range(rank))), rank, ctx)
+    if len(target) != len(axes):
+        raise ctx.error(f"shape {list(target)} has {len(target)} entries for {len(axes)} axes")
+    starts, ends, before, after = [0] * rank, list(shape), [0] * rank, [0] * rank
+    for axis, size in zip(axes, target):
+        if size < shape[axis]:
+            starts[axis] = (shape[axis] - size) // 2
+            ends[axis] = starts[axis] + size
+        elif size > shape[axis]:
+            before[axis] = (size - shape[axis]) // 2
+            after[axis] = size - shape[axis] - before[axis]
+    x = ctx.input(0)
+    if any(before) or any(after):
+        x = ctx.emit1("Slice", [x], {"starts": tuple(starts), "ends": tuple(ends), "steps": (1,) * rank})
+        ctx.emit("Pad", [x], {"mode": "constant", "pads": tuple(before + after), "value": 0.0}, [ctx.output(0)])
+    else:
+        ctx.emit("Slice", [x], {"starts": tuple(starts), "ends": tuple(ends), "steps": (1,) * rank}, [ctx.output(0)])
+
+
+# Window functions: sums of cosines, sum_k a_k cos(2 pi k n / M) with M = size (periodic) or size - 1.
+WINDOWS = {"HannWindow": (0.5, -0.5), "HammingWindow": (25 / 46, -21 / 46), "BlackmanWindow": (0.42, -0.5, 0.08)}
+
+
+def _check_window(info: NodeInfo) -> list[str]:
+    dtype = info.attr("output_datatype", onnx.TensorProto.FLOAT)
+    return [] if dtype in ONNX_DTYPES or dtype in BOUNDARY_DTYPES else [f"output_datatype={onnx_dtype_name(dtype)}"]
+
+
+@converts(*WINDOWS, check=_check_window)
+def _window(ctx: NodeContext):
+    # The window is a constant of the (constant) size, computed here in float64 and rounded once.
+    size = int(ctx.require_const(0, "size").reshape(-1)[0])
+    if size < 0:
+        raise ctx.error(f"size {size} is negative")
+    span = size if ctx.attr("periodic", 1) else size - 1
+    n = np.arange(size, dtype=np.float64)
+    window = sum(a * np.cos(2 * np.pi * k * n / span) for k, a in enumerate(WINDOWS[ctx.op_type])) if span > 0 \
+        else np.ones(size)
+    dtype = ctx.attr("output_datatype", onnx.TensorProto.FLOAT)
+    inside = ONNX_DTYPES.get(dtype) or BOUNDARY_DTYPES[dtype][1]
+    ctx.set_output_constant(0, window.astype(inside))
 
 
 def _check_pad(info: NodeInfo) -> list[str]:

@@ -61,6 +61,12 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "GroupNormalization": (1, 2),
     "OneHot": (1,),
     "NonMaxSuppression": (2, 3, 4),
+    "Compress": (1,),
+    "ReverseSequence": (1,),
+    "CenterCropPad": (1,),
+    "HannWindow": (0,),
+    "HammingWindow": (0,),
+    "BlackmanWindow": (0,),
 }
 
 

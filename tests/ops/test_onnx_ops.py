@@ -517,6 +517,7 @@ case("Constant-node", "Identity", lambda rng: [("x", Feed(normal(rng, (3, 4))))]
                                     np.linspace(-1, 1, 4).astype(np.float32))),
                                 helper.make_node("Mul", [outs[0], "k"], ["out"])], ["out"]))
 EXTRA_CONSTANTS = {
+    "size": np.array(10, np.int64),
     "three": np.array([3], np.int64),
     "r_start": np.float32(-1.0), "r_limit": np.float32(2.5), "r_delta": np.float32(0.5),
 }
@@ -959,6 +960,31 @@ for axis, opset in ((-1, 13), (1, 13), (0, 13)):
 for axes in ([0, 2, 3], [1], [2, 3]):
     case(f"MeanVarianceNormalization-{'-'.join(map(str, axes))}", "MeanVarianceNormalization",
          lambda rng: [("x", Feed(normal(rng, (2, 3, 4, 5), 2.0) + 1.0))], {"axes": axes})
+
+
+# Lowered onto Gather, GatherElements, Slice and Pad with indices known at import.
+COMPRESSES = {"axis0": (0, [1, 0, 1, 1]), "axis-1-short": (-1, [0, 1, 1]), "flat": (None, [1, 0, 0, 1, 1, 0, 1])}
+for name, (axis, condition) in COMPRESSES.items():
+    case(f"Compress-{name}", "Compress", (lambda condition: lambda rng: [
+        ("x", Feed(normal(rng, (4, 3, 5)))), ("condition", c(condition, np.bool_))])(condition),
+        {} if axis is None else {"axis": axis})
+REVERSE_SEQUENCES = {"time0": ((5, 3, 2), [5, 1, 3], 0, 1), "batch0": ((3, 6), [0, 6, 4], 1, 0),
+                     "rank4": ((2, 4, 3, 2), [2, 4], 1, 0)}
+for name, (shape, lens, time_axis, batch_axis) in REVERSE_SEQUENCES.items():
+    case(f"ReverseSequence-{name}", "ReverseSequence", (lambda shape, lens: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("sequence_lens", c(lens))])(shape, lens),
+        {"time_axis": time_axis, "batch_axis": batch_axis})
+CENTER_CROP_PADS = {"crop-pad": ((5, 6, 3), [3, 9, 3], None), "odd-pad": ((4, 4), [7, 2], None),
+                    "axes": ((2, 5, 7), [4, 2], [-2, 2])}
+for name, (shape, target, axes) in CENTER_CROP_PADS.items():
+    case(f"CenterCropPad-{name}", "CenterCropPad", (lambda shape, target: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("shape", c(target))])(shape, target), {} if axes is None else {"axes": axes},
+        opset=18)
+for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
+    for periodic in (0, 1):
+        case(f"{op}-periodic{periodic}", "Abs", x_input(lambda rng: normal(rng, (3, 10))), extra_nodes=lambda outs, op=op,
+             periodic=periodic: ([helper.make_node(op, ["size"], ["window"], periodic=periodic),
+                                  helper.make_node("Mul", [outs[0], "window"], ["y"])], ["y"]))
 
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
