@@ -50,7 +50,14 @@ class CumSumOptions(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def CumSumOptionsStart(builder): builder.StartObject(3)
+    # CumSumOptions
+    def Product(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def CumSumOptionsStart(builder): builder.StartObject(4)
 def Start(builder):
     return CumSumOptionsStart(builder)
 def CumSumOptionsAddAxis(builder, axis): builder.PrependInt32Slot(0, axis, 0)
@@ -62,6 +69,9 @@ def AddExclusive(builder, exclusive):
 def CumSumOptionsAddReverse(builder, reverse): builder.PrependBoolSlot(2, reverse, 0)
 def AddReverse(builder, reverse):
     return CumSumOptionsAddReverse(builder, reverse)
+def CumSumOptionsAddProduct(builder, product): builder.PrependBoolSlot(3, product, 0)
+def AddProduct(builder, product):
+    return CumSumOptionsAddProduct(builder, product)
 def CumSumOptionsEnd(builder): return builder.EndObject()
 def End(builder):
     return CumSumOptionsEnd(builder)
@@ -73,6 +83,7 @@ class CumSumOptionsT(object):
         self.axis = 0  # type: int
         self.exclusive = False  # type: bool
         self.reverse = False  # type: bool
+        self.product = False  # type: bool
 
     @classmethod
     def InitFromBuf(cls, buf, pos):
@@ -93,6 +104,7 @@ class CumSumOptionsT(object):
         self.axis = cumSumOptions.Axis()
         self.exclusive = cumSumOptions.Exclusive()
         self.reverse = cumSumOptions.Reverse()
+        self.product = cumSumOptions.Product()
 
     # CumSumOptionsT
     def Pack(self, builder):
@@ -100,5 +112,6 @@ class CumSumOptionsT(object):
         CumSumOptionsAddAxis(builder, self.axis)
         CumSumOptionsAddExclusive(builder, self.exclusive)
         CumSumOptionsAddReverse(builder, self.reverse)
+        CumSumOptionsAddProduct(builder, self.product)
         cumSumOptions = CumSumOptionsEnd(builder)
         return cumSumOptions

@@ -1636,8 +1636,12 @@ def _trilu(ctx: NodeContext):
 @converts("CumSum")
 def _cumsum(ctx: NodeContext):
     axis = _axis(int(ctx.require_const(1, "axis").reshape(-1)[0]), ctx.rank(0), ctx)
-    attrs = {"axis": axis, "exclusive": bool(ctx.attr("exclusive", 0)), "reverse": bool(ctx.attr("reverse", 0))}
+    attrs = {"axis": axis, "exclusive": bool(ctx.attr("exclusive", 0)), "reverse": bool(ctx.attr("reverse", 0)),
+             "product": ctx.op_type == "CumProd"}
     ctx.emit("CumSum", [ctx.input(0)], attrs, [ctx.output(0)])
+
+
+converts("CumProd", newest_opset=26)(_cumsum)
 
 
 @converts("ArgMax", "ArgMin")

@@ -69,23 +69,27 @@ def _cumsum_infer(types, attrs):
 
 
 def _cumsum_reference(inputs, attrs):
-    """Sums in the input's dtype, one step at a time along the axis, as the runtime does (float32
-    addition is not associative, so a pairwise sum would differ in the last bits)."""
+    """Sums (multiplies, with ``product``) in the input's dtype, one step at a time along the axis,
+    as the runtime does (float32 arithmetic is not associative, so a pairwise sum would differ in
+    the last bits)."""
     x = inputs[0]
     axis = attrs["axis"]
     moved = np.moveaxis(x, axis, 0)
     if attrs.get("reverse", False):
         moved = moved[::-1]
     y = np.zeros_like(moved)
-    total = np.zeros(moved.shape[1:], dtype=x.dtype)
+    product = attrs.get("product", False)
+    total = (np.ones if product else np.zeros)(moved.shape[1:], dtype=x.dtype)
+    combine = np.multiply if product else np.add
     exclusive = attrs.get("exclusive", False)
     for i in range(moved.shape[0]):
-        if exclusive:
-            y[i] = total
-            total = total + moved[i]
-        else:
-            total = total + moved[i]
-            y[i] = total
+        with np.errstate(over="ignore"):
+            if exclusive:
+                y[i] = total
+                total = combine(total, moved[i])
+            else:
+                total = combine(total, moved[i])
+                y[i] = total
     if attrs.get("reverse", False):
         y = y[::-1]
     return [np.ascontiguousarray(np.moveaxis(y, 0, axis))]
@@ -95,19 +99,24 @@ def _cumsum_lower(attrs):
     options = CumSumOptionsT()
     options.axis = int(attrs["axis"])
     options.exclusive, options.reverse = bool(attrs.get("exclusive", False)), bool(attrs.get("reverse", False))
+    options.product = bool(attrs.get("product", False))
     return OpCode.CUMSUM, OpOptions.CumSumOptions, options
 
 
 def _cumsum_grad(g, node, dys):
     """Each x[i] reaches every y it is summed into, so dx is the cumulative sum of dy the other
-    way round (exclusive stays exclusive)."""
+    way round (exclusive stays exclusive). A running product has no rule here: its gradient divides
+    by x, which may be zero."""
     attrs = dict(node.attrs)
+    if attrs.get("product", False):
+        fail("CumSum", "no gradient rule for a running product (CumProd)")
     attrs["reverse"] = not attrs.get("reverse", False)
     return [g.emit("CumSum", [dys[0]], attrs)]
 
 
 register(OpDef(name="CumSum", infer=_cumsum_infer, reference=_cumsum_reference, lower=_cumsum_lower,
-               lift=lambda o: {"axis": int(o.axis), "exclusive": bool(o.exclusive), "reverse": bool(o.reverse)},
+               lift=lambda o: {"axis": int(o.axis), "exclusive": bool(o.exclusive), "reverse": bool(o.reverse),
+                               **({"product": True} if o.product else {})},
                opcode=OpCode.CUMSUM, flops=output_elements, gradient=_cumsum_grad))
 
 

@@ -65,7 +65,7 @@ typedef struct {
 } edge_optimizer_options;
 typedef struct { float max_norm; } edge_clip_options;
 typedef struct { bool upper; int64_t k; } edge_trilu_options;
-typedef struct { int32_t axis; bool exclusive, reverse; } edge_cumsum_options;
+typedef struct { int32_t axis; bool exclusive, reverse, product; } edge_cumsum_options;
 typedef struct { int32_t axis; bool keepdims, select_last_index; } edge_arg_options;
 typedef struct { int64_t k; int32_t axis; bool largest, sorted; } edge_top_k_options;
 typedef struct { int32_t batch_dims; } edge_gather_nd_options;

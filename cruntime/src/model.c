@@ -614,6 +614,7 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       FIELD(fb_i32(r, t, FIELD_CUM_SUM_OPTIONS_AXIS, &o->cumsum.axis));
       FIELD(fb_bool(r, t, FIELD_CUM_SUM_OPTIONS_EXCLUSIVE, &o->cumsum.exclusive));
       FIELD(fb_bool(r, t, FIELD_CUM_SUM_OPTIONS_REVERSE, &o->cumsum.reverse));
+      FIELD(fb_bool(r, t, FIELD_CUM_SUM_OPTIONS_PRODUCT, &o->cumsum.product));
       break;
     case EDGE_OPTIONS_ARG:
       o->arg.keepdims = FIELD_DEFAULT_ARG_OPTIONS_KEEPDIMS;

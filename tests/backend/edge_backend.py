@@ -56,6 +56,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "Range": (0, 1, 2),
     "Trilu": (1,),
     "CumSum": (1,),
+    "CumProd": (1,),
     "TopK": (1,),
     "InstanceNormalization": (1, 2),
     "GroupNormalization": (1, 2),

@@ -585,6 +585,14 @@ case("CumSum-int32", "CumSum", lambda rng: [("x", Feed(ints(rng, (4, 6), -50, 50
 case("CumSum-int64-1d", "CumSum", lambda rng: [("x", Feed(ints(rng, (9,), -50, 50))), ("axis", c(0))],
      {"exclusive": 1})
 
+for name, (axis, exclusive, reverse) in CUMSUMS.items():
+    case(f"CumProd-{name}", "CumProd", (lambda axis: lambda rng: [("x", Feed(uniform(rng, (3, 5, 7), 0.5, 1.5))),
+                                                                  ("axis", c(axis))])(axis),
+         {"exclusive": exclusive, "reverse": reverse}, opset=26)
+case("CumProd-wide-inner", "CumProd", lambda rng: [("x", Feed(uniform(rng, (4, 300), 0.5, 1.5))), ("axis", c(0, np.int32))],
+     opset=26)
+case("CumProd-int64-wraps", "CumProd", lambda rng: [("x", Feed(ints(rng, (3, 40), -9, 9))), ("axis", c(1))], opset=26)
+
 for op in ("ArgMax", "ArgMin"):
     for axis in (0, 1, -1):
         case(f"{op}-axis{axis}", op, (lambda: lambda rng: [("x", Feed(normal(rng, (3, 5, 4))))])(), {"axis": axis})

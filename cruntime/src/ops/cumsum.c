@@ -1,12 +1,13 @@
-/* CUMSUM (ONNX CumSum): y[.., i, ..] = sum of x[.., j, ..] for j <= i along the axis (j < i when
- * exclusive; j >= i, j > i when reverse). float32, int32 or int64, summed in that type one step
- * at a time along the axis, as onnxruntime does (float addition is not associative, so this order
+/* CUMSUM (ONNX CumSum, and CumProd with the product option): y[.., i, ..] = sum (product) of
+ * x[.., j, ..] for j <= i along the axis (j < i when exclusive, whose first row is 0 (1); j >= i,
+ * j > i when reverse). float32, int32 or int64, combined in that type one step at a time along the
+ * axis, as onnxruntime does (float addition and multiplication are not associative, so this order
  * is part of the result).
  *
  * x is viewed as [outer, n, inner] around the axis. Along the innermost axis (inner == 1) each row
  * is a sequential scan. Along an outer axis, each step adds one whole contiguous inner row to the
  * previous running row: y_row(i) = y_row(i - 1) + x_row(i), for float32 the vector family's ADD
- * kernel (kernels/vector.h; IEEE addition, so bit for bit the scalar scan's per-element order). Work is split over outer blocks
+ * (MUL) kernel (kernels/vector.h; IEEE addition, so bit for bit the scalar scan's per-element order). Work is split over outer blocks
  * and, within a block, over inner columns, so any thread split gives identical results. */
 #include <string.h>
 
@@ -20,17 +21,18 @@ typedef struct {
   int64_t outer, n, inner;
   int64_t column_tiles; /* inner split into this many tiles of tile_width columns */
   int64_t tile_width;
-  bool exclusive, reverse;
+  bool exclusive, reverse, product;
   edge_dtype dtype;
-  edge_f32_vbinary_ukernel add_rows; /* float32 row adds; NULL: the scalar loop */
+  edge_f32_vbinary_ukernel add_rows; /* float32 row adds (multiplies); NULL: the scalar loop */
 } cumsum_job;
 
-/* One block [n, inner] of x, columns [c0, c1): running rows in the op's order. Integers add in
- * their unsigned type U, so a sum past the range wraps (as onnxruntime's does) instead of being
- * undefined behaviour on data an untrusted model supplies. */
+/* One block [n, inner] of x, columns [c0, c1): running rows in the op's order. Integers add and
+ * multiply in their unsigned type U, so a result past the range wraps (as onnxruntime's does)
+ * instead of being undefined behaviour on data an untrusted model supplies. */
 #define EDGE_CUMSUM_BLOCK(T, U)                                                                         \
   static void cumsum_block_##T(const T *x, T *y, int64_t n, int64_t inner, int64_t c0, int64_t c1,     \
-                               bool exclusive, bool reverse, edge_f32_vbinary_ukernel add_rows) {      \
+                               bool exclusive, bool reverse, bool product,                             \
+                               edge_f32_vbinary_ukernel add_rows) {                                    \
     int64_t width = c1 - c0;                                                                            \
     const T *previous_x = NULL;                                                                         \
     T *previous_y = NULL;                                                                               \
@@ -39,13 +41,16 @@ typedef struct {
       const T *xr = x + i * inner + c0;                                                                 \
       T *yr = y + i * inner + c0;                                                                       \
       if (s == 0) {                                                                                     \
-        if (exclusive) memset(yr, 0, (size_t)width * sizeof(T));                                        \
+        if (exclusive && product) for (int64_t c = 0; c < width; ++c) yr[c] = (T)1;                     \
+        else if (exclusive) memset(yr, 0, (size_t)width * sizeof(T));                                   \
         else memcpy(yr, xr, (size_t)width * sizeof(T));                                                 \
       } else {                                                                                          \
         /* exclusive: y(i) = y(i - 1) + x(i - 1); inclusive: y(i) = y(i - 1) + x(i). */                 \
         const T *add = exclusive ? previous_x : xr;                                                     \
         if (add_rows && width > 1)                                                                      \
           add_rows((size_t)width, (const float *)previous_y, (const float *)add, (float *)yr);          \
+        else if (product)                                                                               \
+          for (int64_t c = 0; c < width; ++c) yr[c] = (T)((U)previous_y[c] * (U)add[c]);               \
         else                                                                                            \
           for (int64_t c = 0; c < width; ++c) yr[c] = (T)((U)previous_y[c] + (U)add[c]);               \
       }                                                                                                 \
@@ -70,12 +75,12 @@ static void cumsum_tiles(void *arg, int64_t begin, int64_t end, int32_t thread) 
     void *y = job->y + offset;
     switch (job->dtype) {
       case EDGE_FLOAT32:
-        cumsum_block_float(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, job->add_rows);
+        cumsum_block_float(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, job->product, job->add_rows);
         break;
       case EDGE_INT32:
-        cumsum_block_int32_t(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, NULL);
+        cumsum_block_int32_t(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, job->product, NULL);
         break;
-      default: cumsum_block_int64_t(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, NULL); break;
+      default: cumsum_block_int64_t(x, y, job->n, job->inner, c0, c1, job->exclusive, job->reverse, job->product, NULL); break;
     }
   }
 }
@@ -107,8 +112,10 @@ static edge_status cumsum_eval(edge_context *ctx, edge_node *node) {
   /* Column tiles of at least 256 elements keep each thread on whole cache lines. */
   int64_t tile_width = inner < 256 ? inner : 256;
   cumsum_job job = {x->data, y->data, outer, n, inner, (inner + tile_width - 1) / tile_width, tile_width,
-                    node->options.cumsum.exclusive, node->options.cumsum.reverse, x->dtype,
-                    x->dtype == EDGE_FLOAT32 ? edge_kernels()->vector.binary_vv[EDGE_BINARY_ADD] : NULL};
+                    node->options.cumsum.exclusive, node->options.cumsum.reverse, node->options.cumsum.product, x->dtype,
+                    x->dtype == EDGE_FLOAT32
+                        ? edge_kernels()->vector.binary_vv[node->options.cumsum.product ? EDGE_BINARY_MUL : EDGE_BINARY_ADD]
+                        : NULL};
   int64_t work_per_tile = n * tile_width;
   int64_t tiles_per_thread = work_per_tile >= 16384 ? 1 : 16384 / work_per_tile;
   edge_nd_parallel(ctx, outer * job.column_tiles, tiles_per_thread, cumsum_tiles, &job);
