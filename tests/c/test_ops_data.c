@@ -139,6 +139,12 @@ static int64_t int_oracle(edge_binary_kind op, int64_t a, int64_t b) {
     case EDGE_BINARY_LESS_EQUAL: return a <= b;
     case EDGE_BINARY_GREATER: return a > b;
     case EDGE_BINARY_GREATER_EQUAL: return a >= b;
+    case EDGE_BINARY_BITWISE_AND: return a & b;
+    case EDGE_BINARY_BITWISE_OR: return a | b;
+    case EDGE_BINARY_BITWISE_XOR: return a ^ b;
+    /* The operands here are small (|a| <= 20, b < 32), so the shifts are exact products and floors. */
+    case EDGE_BINARY_SHIFT_LEFT: return b < 0 ? 0 : a * ((int64_t)1 << b);
+    case EDGE_BINARY_SHIFT_RIGHT: return b < 0 ? (a < 0 ? -1 : 0) : (int64_t)floor((double)a / ldexp(1.0, (int)b));
     default: return 0;
   }
 }
@@ -152,6 +158,8 @@ static void test_binary_random(void) {
     edge_binary_kind op = (edge_binary_kind)rnd_range(0, EDGE_BINARY_COUNT_ - 1);
     if (op == EDGE_BINARY_AND || op == EDGE_BINARY_OR || op == EDGE_BINARY_XOR) continue;
     if (dtype != EDGE_FLOAT32 && (op == EDGE_BINARY_POW || op == EDGE_BINARY_PRELU)) continue;
+    bool bitwise = op >= EDGE_BINARY_BITWISE_AND && op <= EDGE_BINARY_SHIFT_RIGHT;
+    if (dtype == EDGE_FLOAT32 && bitwise) continue;
     int32_t rank, ra, rb;
     int64_t shape[8], sa[8], sb[8];
     random_broadcast_shapes(&rank, shape, &ra, sa, &rb, sb);
