@@ -35,3 +35,6 @@ class UnaryOp(object):
     IS_NAN = 28
     IS_INF = 29
     SQUARE = 30
+    ASIN = 31
+    ACOS = 32
+    ATAN = 33

@@ -60,7 +60,7 @@ def _ints(value) -> tuple[int, ...]:
 
 UNARY = {name: name for name in (
     "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil",
-    "Round", "Sign", "Sin", "Cos", "Erf", "Softplus", "IsNaN", "HardSwish", "Not")}
+    "Round", "Sign", "Sin", "Cos", "Erf", "Softplus", "IsNaN", "HardSwish", "Not", "Asin", "Acos", "Atan")}
 
 BINARY = {name: name for name in (
     "Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Xor", "BitwiseAnd", "BitwiseOr",

@@ -1,4 +1,4 @@
-"""Elementwise ops: the 23 binary ops, the 30 unary ops (also the fused-activation vocabulary),
+"""Elementwise ops: the 23 binary ops, the 33 unary ops (also the fused-activation vocabulary),
 Where and Cast. All broadcast like NumPy.
 
 Float unary ops compute in float64 and round once to the input's dtype, so the reference is the
@@ -310,6 +310,9 @@ _unary("Sign", UnaryOp.SIGN, np.sign, dtypes=NUMERIC)
 _unary("Softplus", UnaryOp.SOFTPLUS, lambda x: np.logaddexp(0.0, x), table=True)
 _unary("Sin", UnaryOp.SIN, np.sin, table=True)
 _unary("Cos", UnaryOp.COS, np.cos, table=True)
+_unary("Asin", UnaryOp.ASIN, np.arcsin, table=True)
+_unary("Acos", UnaryOp.ACOS, np.arccos, table=True)
+_unary("Atan", UnaryOp.ATAN, np.arctan, table=True)
 _unary("Square", UnaryOp.SQUARE, np.square, dtypes=NUMERIC, table=True)
 _unary("Not", UnaryOp.NOT, np.logical_not, dtypes=("bool",), to_bool=True)
 _unary("IsNaN", UnaryOp.IS_NAN, np.isnan, to_bool=True)

@@ -352,6 +352,9 @@ DERIVATIVES = {
     "Softplus": lambda x, a, b: _sigmoid(x),
     "Sin": lambda x, a, b: np.cos(x),
     "Cos": lambda x, a, b: -np.sin(x),
+    "Asin": lambda x, a, b: 1.0 / np.sqrt(1.0 - x * x),
+    "Acos": lambda x, a, b: -1.0 / np.sqrt(1.0 - x * x),
+    "Atan": lambda x, a, b: 1.0 / (1.0 + x * x),
     "Square": lambda x, a, b: 2.0 * x,
 }
 # Unary ops whose derivative is zero almost everywhere or undefined: autodiff refuses them.

@@ -208,7 +208,10 @@ typedef enum {
   EDGE_UNARY_IS_NAN = 28,
   EDGE_UNARY_IS_INF = 29,
   EDGE_UNARY_SQUARE = 30,
-  EDGE_UNARY_COUNT_ = 31
+  EDGE_UNARY_ASIN = 31,
+  EDGE_UNARY_ACOS = 32,
+  EDGE_UNARY_ATAN = 33,
+  EDGE_UNARY_COUNT_ = 34
 } edge_unary_kind;
 static const char *const edge_unary_names[] = {
   "IDENTITY",
@@ -242,6 +245,9 @@ static const char *const edge_unary_names[] = {
   "IS_NAN",
   "IS_INF",
   "SQUARE",
+  "ASIN",
+  "ACOS",
+  "ATAN",
 };
 
 typedef enum {

@@ -319,6 +319,9 @@ static double unary_oracle(edge_unary_kind op, double x, double alpha, double be
     case EDGE_UNARY_SIN: return sin(x);
     case EDGE_UNARY_COS: return cos(x);
     case EDGE_UNARY_SQUARE: return x * x;
+    case EDGE_UNARY_ASIN: return asin(x);
+    case EDGE_UNARY_ACOS: return acos(x);
+    case EDGE_UNARY_ATAN: return atan(x);
     default: return NAN;
   }
 }
@@ -334,7 +337,8 @@ static void test_unary(void) {
     int64_t shape[3] = {3, 5, 7}, none[1] = {0};
     int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 3, shape);
     bool positive = op == EDGE_UNARY_LOG || op == EDGE_UNARY_SQRT || op == EDGE_UNARY_RSQRT;
-    fill_random(&g.tensors[x], positive ? 0.05f : -8, 8);
+    bool unit = op == EDGE_UNARY_ASIN || op == EDGE_UNARY_ACOS;
+    fill_random(&g.tensors[x], positive ? 0.05f : unit ? -1 : -8, unit ? 1 : 8);
     float *xs = g.tensors[x].data;
     if (op == EDGE_UNARY_ROUND) { xs[0] = 0.5f; xs[1] = 1.5f; xs[2] = 2.5f; xs[3] = -0.5f; xs[4] = -2.5f; }
     int32_t y = add_tensor(&g, "y", EDGE_FLOAT32, 0, none);

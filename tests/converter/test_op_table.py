@@ -25,10 +25,12 @@ RNG = np.random.default_rng(7)
 LAYOUT_SENSITIVE = {"Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "LRN", "RoiAlign"}
 FUSABLE = {"Conv2D", "ConvTranspose2D", "FullyConnected", "BatchMatMul", "Add", "Sub", "Mul"}
 BINARY_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Mod", "FMod", "PRelu", "Equal", "Less",
-              "LessEqual", "Greater", "GreaterEqual", "And", "Or", "Xor"}
+              "LessEqual", "Greater", "GreaterEqual", "And", "Or", "Xor", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+              "ShiftLeft", "ShiftRight"}
 UNARY_OPS = {"Relu", "Relu6", "Sigmoid", "Tanh", "HardSwish", "Gelu", "GeluTanh", "Erf", "Exp", "Log",
              "Sqrt", "Rsqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round", "Sign", "Softplus",
-             "Sin", "Cos", "Square", "Clip", "LeakyRelu", "Elu", "HardSigmoid", "Not", "IsNaN", "IsInf"}
+             "Sin", "Cos", "Square", "Clip", "LeakyRelu", "Elu", "HardSigmoid", "Not", "IsNaN", "IsInf",
+             "Asin", "Acos", "Atan"}
 # Attributes the schema does not carry: the reader takes them from the output tensors (or, for the
 # fused activation, from Operator.activation).
 # "quantization" is the tensors' params the reference executor passes (Quantize's sample needs them).
@@ -50,6 +52,8 @@ def f32(*shape, low=-2.0, high=2.0):
 def _binary_sample(op):
     if op in ("And", "Or", "Xor"):
         return [RNG.random((2, 3)) < 0.5, RNG.random((3,)) < 0.5], {}
+    if op.startswith(("Bitwise", "Shift")):
+        return [RNG.integers(-999, 999, (2, 3)).astype(np.int32), np.array([0, 3, 31], np.int32)], {}
     if op in ("Mod", "Div"):
         return [RNG.integers(-9, 9, (2, 3)).astype(np.int32), np.array([2, -3, 5], np.int32)], {}
     return [f32(2, 3, low=0.5), f32(3, low=0.5)], {}
@@ -60,6 +64,8 @@ def _unary_sample(op):
         return [RNG.random((2, 5)) < 0.5], {}
     params = {"Clip": {"min": -1.0, "max": 0.5}, "LeakyRelu": {"alpha": 0.25}, "Elu": {"alpha": 0.5},
               "HardSigmoid": {"alpha": 0.25, "beta": 0.375}}
+    if op in ("Asin", "Acos"):
+        return [f32(2, 5, low=-0.9, high=0.9)], {}
     return [f32(2, 5, low=0.1)], params.get(op, {})
 
 

@@ -85,6 +85,8 @@ BINARY = {  # IR op: (ONNX op, ONNX attrs)
     "FMod": ("Mod", {"fmod": 1}), "PRelu": ("PRelu", {}), "Equal": ("Equal", {}),
     "Less": ("Less", {}), "LessEqual": ("LessOrEqual", {}), "Greater": ("Greater", {}),
     "GreaterEqual": ("GreaterOrEqual", {}), "And": ("And", {}), "Or": ("Or", {}), "Xor": ("Xor", {}),
+    "BitwiseAnd": ("BitwiseAnd", {}), "BitwiseOr": ("BitwiseOr", {}), "BitwiseXor": ("BitwiseXor", {}),
+    "ShiftLeft": ("BitShift", {"direction": "LEFT"}), "ShiftRight": ("BitShift", {"direction": "RIGHT"}),
 }
 BROADCAST_SHAPES = [((3, 4), (3, 4)), ((2, 3, 5), (5,)), ((1, 3, 1), (4, 1, 7)), ((), (2, 3)),
                     ((7, 1, 3), (1, 5, 1)), ((2, 1, 3, 1), (3, 5))]
@@ -93,6 +95,13 @@ BROADCAST_SHAPES = [((3, 4), (3, 4)), ((2, 3, 5), (5,)), ((1, 3, 1), (4, 1, 7)),
 def binary_operands(op, shape_a, shape_b):
     if op in ("And", "Or", "Xor"):
         return RNG.random(shape_a) < 0.5, RNG.random(shape_b) < 0.5
+    if op.startswith("Bitwise"):
+        return (RNG.integers(-2 ** 31, 2 ** 31, shape_a).astype(np.int32),
+                RNG.integers(-2 ** 31, 2 ** 31, shape_b).astype(np.int32))
+    if op.startswith("Shift"):
+        # onnxruntime's BitShift takes unsigned types: non-negative values (given to it as uint32, which
+        # wraps a left shift the same way), amounts inside the width.
+        return RNG.integers(0, 2 ** 31, shape_a).astype(np.int32), RNG.integers(0, 32, shape_b).astype(np.int32)
     if op in ("Mod",):
         a = RNG.integers(-20, 20, shape_a).astype(np.int32)
         b = RNG.choice([-7, -3, -2, 2, 3, 5], shape_b).astype(np.int32)
@@ -123,8 +132,10 @@ def _binary_cases():
 def test_binary_broadcasting(op, shapes):
     a, b = binary_operands(op, *shapes)
     onnx_op, onnx_attrs = BINARY[op]
-    expected = onnx_run(helper.make_node(onnx_op, ["a", "b"], ["y"], **onnx_attrs), {"a": a, "b": b}, ["y"])[0]
-    close(ir_run(op, [a, b])[0], expected)
+    feeds = {"a": a.view(np.uint32), "b": b.view(np.uint32)} if op.startswith("Shift") else {"a": a, "b": b}
+    expected = onnx_run(helper.make_node(onnx_op, ["a", "b"], ["y"], **onnx_attrs), feeds, ["y"],
+                        opset=18 if onnx_op.startswith("Bitwise") else 17)[0]
+    close(ir_run(op, [a, b])[0], expected.view(np.int32) if op.startswith("Shift") else expected)
 
 
 @pytest.mark.parametrize("op,dtype", [("Add", np.int32), ("Sub", np.int64), ("Mul", np.int32),
@@ -199,6 +210,9 @@ UNARY = {  # IR op: (ONNX nodes builder "x" -> "y", opset, input maker, attrs)
     "Softplus": (lambda: [helper.make_node("Softplus", ["x"], ["y"])], 17, None, {}),
     "Sin": (lambda: [helper.make_node("Sin", ["x"], ["y"])], 17, None, {}),
     "Cos": (lambda: [helper.make_node("Cos", ["x"], ["y"])], 17, None, {}),
+    "Asin": (lambda: [helper.make_node("Asin", ["x"], ["y"])], 17, lambda shape: rand(*shape, low=-1.0, high=1.0), {}),
+    "Acos": (lambda: [helper.make_node("Acos", ["x"], ["y"])], 17, lambda shape: rand(*shape, low=-1.0, high=1.0), {}),
+    "Atan": (lambda: [helper.make_node("Atan", ["x"], ["y"])], 17, None, {}),
     "Square": (lambda: [helper.make_node("Mul", ["x", "x"], ["y"])], 17, None, {}),
     "Not": (lambda: [helper.make_node("Not", ["x"], ["y"])], 17, lambda shape: RNG.random(shape) < 0.5, {}),
     "IsNaN": (lambda: [helper.make_node("IsNaN", ["x"], ["y"])], 17,

@@ -93,6 +93,9 @@ UNARY = {
     "Abs": lambda rng, s: normal(rng, s),
     "Erf": lambda rng, s: normal(rng, s, 1.5),
     "HardSwish": lambda rng, s: uniform(rng, s, -5.0, 5.0),
+    "Asin": lambda rng, s: uniform(rng, s, -1.0, 1.0),
+    "Acos": lambda rng, s: uniform(rng, s, -1.0, 1.0),
+    "Atan": lambda rng, s: normal(rng, s, 4.0),
     "Identity": lambda rng, s: normal(rng, s),
 }
 for op, make in UNARY.items():

@@ -70,6 +70,9 @@ static double derivative(edge_unary_kind op, double x, double alpha, double beta
     case EDGE_UNARY_SIN: return cos(x);
     case EDGE_UNARY_COS: return -sin(x);
     case EDGE_UNARY_SQUARE: return 2.0 * x;
+    case EDGE_UNARY_ASIN: return 1.0 / sqrt(1.0 - x * x);
+    case EDGE_UNARY_ACOS: return -1.0 / sqrt(1.0 - x * x);
+    case EDGE_UNARY_ATAN: return 1.0 / (1.0 + x * x);
     default: return 0.0;
   }
 }
