@@ -22,6 +22,7 @@ sys.path.insert(0, REPO)
 from tests.fixtures.raw_edge import ModelBuilder, serialize  # noqa: E402
 from converter.edgefb.BinaryOptions import BinaryOptionsT  # noqa: E402
 from converter.edgefb.Conv2DOptions import Conv2DOptionsT  # noqa: E402
+from converter.edgefb.DType import DType  # noqa: E402
 from converter.edgefb.Graph import GraphT  # noqa: E402
 from converter.edgefb.OpCode import OpCode  # noqa: E402
 from converter.edgefb.OpOptions import OpOptions  # noqa: E402
@@ -261,6 +262,10 @@ def _dynamic_constant(b, m):
     _graph(m).tensors[1].shapeSignature = [-1, 4]
 
 
+# One past the schema's last dtype: a value a newer converter might write, unknown to this runtime.
+UNKNOWN_DTYPE = max(value for name, value in vars(DType).items() if not name.startswith("_")) + 1
+
+
 def _dtype(value):
     def change(b, m):
         _graph(m).tensors[0].dtype = value
@@ -360,7 +365,7 @@ INVALID = [
     ("conv_strides_length", "INVALID_MODEL", "strides has 3 entries", _mutated(conv, _conv_strides_length)),
     ("dynamic_constant", "INVALID_MODEL", "dynamic dimension", _mutated(add_relu, _dynamic_constant)),
     ("negative_dtype", "INVALID_MODEL", "dtype -2", _mutated(add_relu, _dtype(-2))),
-    ("unknown_dtype", "UNSUPPORTED", "dtype 9", _mutated(add_relu, _dtype(9))),
+    ("unknown_dtype", "UNSUPPORTED", f"dtype {UNKNOWN_DTYPE}", _mutated(add_relu, _dtype(UNKNOWN_DTYPE))),
     ("no_graph", "INVALID_MODEL", "no graph", _mutated(add_relu, _no_graph)),
     ("signature_tensor", "INVALID_MODEL", "tensor 50 is out of range", _mutated(add_relu, _signature_tensor)),
     ("signature_op", "INVALID_MODEL", "op 7, out of range", _mutated(add_relu, _signature_op)),

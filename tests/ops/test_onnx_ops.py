@@ -520,7 +520,7 @@ case("Constant-node", "Identity", lambda rng: [("x", Feed(normal(rng, (3, 4))))]
                                     np.linspace(-1, 1, 4).astype(np.float32))),
                                 helper.make_node("Mul", [outs[0], "k"], ["out"])], ["out"]))
 EXTRA_CONSTANTS = {
-    "size": np.array(10, np.int64),
+    "window_size": np.array(10, np.int64),
     "three": np.array([3], np.int64),
     "r_start": np.float32(-1.0), "r_limit": np.float32(2.5), "r_delta": np.float32(0.5),
 }
@@ -994,7 +994,7 @@ for name, (shape, target, axes) in CENTER_CROP_PADS.items():
 for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
     for periodic in (0, 1):
         case(f"{op}-periodic{periodic}", "Abs", x_input(lambda rng: normal(rng, (3, 10))), extra_nodes=lambda outs, op=op,
-             periodic=periodic: ([helper.make_node(op, ["size"], ["window"], periodic=periodic),
+             periodic=periodic: ([helper.make_node(op, ["window_size"], ["window"], periodic=periodic),
                                   helper.make_node("Mul", [outs[0], "window"], ["y"])], ["y"]))
 
 
