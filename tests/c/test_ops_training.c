@@ -626,7 +626,7 @@ static void test_layer_norm_grad(void) {
     int32_t s = add_input(&g, "scale", axis == 1 ? 2 : 1, axis == 1 ? scale_shape : scale_shape + 1, 0.5f, 1.5f);
     int32_t dy = add_input(&g, "dy", 3, shape, -1, 1);
     int32_t dx = add_output(&g, "dx"), ds = add_output(&g, "dscale"), db = add_output(&g, "dbias");
-    g.node.options.layer_norm = (edge_layer_norm_options){axis, 1e-5f};
+    g.node.options.layer_norm = (edge_layer_norm_options){.axis = axis, .epsilon = 1e-5f};
     edge_status status = graph_run(&g);
     CHECK(status == EDGE_OK, "layer norm grad: %s", g.error);
     if (status != EDGE_OK) {
