@@ -292,10 +292,11 @@ def test_cli_shows_the_placement_and_benchmarks_and_profiles_on_the_gpu(tmp_path
     path.write_bytes(converter.convert(_network("bert_encoder")).data)
     assert main(["inspect", str(path), "--placement", "opencl"]) == 0
     out = capsys.readouterr().out
-    assert "48 of 50 ops on the GPU" in out and "ops 0-1 on the CPU: CAST, RESHAPE" in out, out
-    assert "one run: 2 uploads" in out
+    # The two fused ATTENTION ops have no GPU kernel yet: they run on the CPU between GPU segments.
+    assert "38 of 42 ops on the GPU" in out and "ops 0-1 on the CPU: CAST, RESHAPE" in out, out
+    assert out.count("on the CPU: ATTENTION") == 2 and "one run: 4 uploads" in out, out
     assert main(["bench", str(path), "--backend", "opencl", "--runs", "3", "--warmup", "1"]) == 0
-    assert "backend opencl (48 of 50 ops on the GPU)" in capsys.readouterr().out
+    assert "backend opencl (38 of 42 ops on the GPU)" in capsys.readouterr().out
     assert main(["profile", str(path), "--backend", "opencl", "--runs", "2"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     devices = {row[1]: row[3] for row in rows if len(row) > 3}
@@ -374,7 +375,7 @@ def test_set_op_devices_keeps_ops_on_the_cpu_and_auto_follows_a_tuned_placement(
     stored.write_text(json.dumps(forced))
     followed = edge.Interpreter(model_path=str(path), backend="auto")
     followed.allocate_tensors()
-    assert followed.placement()["devices"].count("gpu") == 48  # every op the GPU has a kernel for
+    assert followed.placement()["devices"].count("gpu") == 38  # every op the GPU has a kernel for
     stored.write_text("{not json")  # damaged: ignored, auto's own rule (PoCL: the CPU)
     damaged = edge.Interpreter(model_path=str(path), backend="auto")
     damaged.allocate_tensors()

@@ -110,6 +110,7 @@ bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
       const edge_tensor *scale = input(ctx, node, 1), *bias = input(ctx, node, 2);
       int32_t axis = node->options.layer_norm.axis;
       if (axis < 0) axis += x->rank;
+      if (node->options.layer_norm.rms) return false; /* the GPU kernel centres; RMSNorm runs on the CPU */
       if (axis < 0 || axis >= x->rank || !is_constant(scale) || (bias && !is_constant(bias))) return false;
       int64_t row = edge_num_elements(x->rank - axis, x->shape + axis);
       return all_float(ctx, node) && elements(scale) == row && (!bias || elements(bias) == row);

@@ -46,6 +46,9 @@ inline float activate(float x, int op, float alpha, float beta) {
     case 28: return isnan(x) ? 1.0f : 0.0f;
     case 29: return isinf(x) ? 1.0f : 0.0f;
     case 30: return x * x;
+    case 31: return asin(x);
+    case 32: return acos(x);
+    case 33: return atan(x);
   }
   return x;
 }
