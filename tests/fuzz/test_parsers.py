@@ -63,8 +63,8 @@ def test_checkpoint_loader_refuses_a_pickled_archive(tmp_path):
 
 def _zip_with_unknown_compression(member: str, data: bytes) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(member, data)
+    with zipfile.ZipFile(buffer, "w") as archive:  # a fixed date: the bytes name a test, the same in every worker
+        archive.writestr(zipfile.ZipInfo(member, date_time=(2020, 1, 1, 0, 0, 0)), data)
     raw = bytearray(buffer.getvalue())
     for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # both headers' method field
         at = raw.find(signature)
@@ -90,7 +90,7 @@ def _one_input_graph():
     ("empty.npy", b"", "EOFError"),
     ("header.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': ('<f4'\n", "cannot be read"),
     ("method99.npz", _zip_with_unknown_compression("input.npy", b"\x93NUMPY"), "NotImplementedError"),
-])
+], ids=["empty", "header", "method99"])
 def test_damaged_calibration_files_are_conversion_errors(tmp_path, name, data, message):
     path = tmp_path / name
     path.write_bytes(data)
