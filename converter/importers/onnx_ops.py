@@ -17,6 +17,7 @@ import onnx
 from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
 from converter.importers.onnx_einsum import lower_einsum
+from converter.importers.onnx_spectral import lower_dft, lower_stft
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -228,11 +229,25 @@ def _mish(ctx: NodeContext):
     ctx.emit("Mul", [x, ctx.emit1("Tanh", [ctx.emit1("Softplus", [x])])], {}, [ctx.output(0)])
 
 
+def _swish_of(ctx: NodeContext, x: str, alpha: float, output: str | None = None) -> str:
+    """x * sigmoid(alpha * x) (SiLU when alpha is 1)."""
+    scaled = x if alpha == 1.0 else ctx.emit1("Mul", [x, _scalar(ctx, alpha, "alpha")])
+    return ctx.emit1("Mul", [x, ctx.emit1("Sigmoid", [scaled])], {}, output)
+
+
 @converts("Swish", newest_opset=24)
 def _swish(ctx: NodeContext):
-    x = ctx.input(0)
-    scaled = ctx.emit1("Mul", [x, _scalar(ctx, float(ctx.attr("alpha", 1.0)), "alpha")])
-    ctx.emit("Mul", [x, ctx.emit1("Sigmoid", [scaled])], {}, [ctx.output(0)])
+    _swish_of(ctx, ctx.input(0), float(ctx.attr("alpha", 1.0)), ctx.output(0))
+
+
+@converts("SwiGLU", newest_opset=28)
+def _swiglu(ctx: NodeContext):
+    # Swish_alpha(A) * B, A and B of one shape.
+    a, b = ctx.input(0), ctx.input(1)
+    if ctx.shape(0) != ctx.shape(1):
+        raise ctx.error(f"A {list(ctx.shape(0))} and B {list(ctx.shape(1))} differ in shape (SwiGLU does not broadcast)")
+    gate = _swish_of(ctx, a, float(ctx.attr("alpha", 1.0)))
+    ctx.emit("Mul", [gate, b], {}, [ctx.output(0)])
 
 
 @converts("Tan")
@@ -792,6 +807,43 @@ def _conv(ctx: NodeContext):
     attrs = {"strides": _to_2d(strides, 1), "dilations": _to_2d(dilations, 1),
              "pads": _pads_2d(pads), "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
     _finish_1d(ctx, "Conv2D", [x, w, b], attrs, one_d)
+
+
+def _check_causal_conv(info: NodeInfo) -> list[str]:
+    activation = info.attr("activation", "none")
+    return [] if activation in ("none", "silu", "swish") else [f"activation={activation!r}"]
+
+
+@converts("CausalConvWithState", check=_check_causal_conv, newest_opset=27)
+def _causal_conv_with_state(ctx: NodeContext):
+    """Depthwise causal 1-D convolution over [past_state, input] (zeros when no past state is given):
+    a Concat (or a left Pad) and a grouped Conv; present_state is the last kernel - 1 steps of the
+    joined sequence."""
+    x, w, bias, past = (ctx.input(i) for i in range(4))
+    batch, channels, length = ctx.shape(0)
+    if ctx.rank(0) != 3 or tuple(ctx.shape(1)[:2]) != (channels, 1) or ctx.rank(1) != 3:
+        raise ctx.error(f"input {list(ctx.shape(0))} and weight {list(ctx.shape(1))} are not [N, C, L] and [C, 1, K]")
+    kernel = ctx.shape(1)[2]
+    carried = kernel - 1
+    if past:
+        if tuple(ctx.shape(3)) != (batch, channels, carried):
+            raise ctx.error(f"past_state has shape {list(ctx.shape(3))}, expected {[batch, channels, carried]}")
+        joined = ctx.emit1("Concat", [past, x], {"axis": 2}) if carried else x
+    elif carried:
+        joined = ctx.emit1("Pad", [x], {"mode": "constant", "pads": (0, 0, carried, 0, 0, 0), "value": 0.0})
+    else:
+        joined = x
+    attrs = {"strides": (1, 1), "dilations": (1, 1), "pads": (0, 0, 0, 0), "groups": channels, "layout": "NCHW"}
+    activation = ctx.attr("activation", "none")
+    conv_output = None if activation in ("silu", "swish") else ctx.output(0)
+    y = ctx.builder.fresh_name(f"{ctx.name}/conv") if conv_output is None else conv_output
+    _finish_1d(ctx, "Conv2D", [_with_height_one(ctx, joined), _with_height_one(ctx, w), bias], attrs, True, output=y)
+    if conv_output is None:
+        _swish_of(ctx, y, 1.0, ctx.output(0))
+    if ctx.output(1):
+        total = length + carried
+        ctx.emit("Slice", [joined], {"starts": (0, 0, total - carried), "ends": (batch, channels, total),
+                                     "steps": (1, 1, 1)}, [ctx.output(1)])
 
 
 def _conv_transpose_3d(ctx: NodeContext, x: str, b: str, kernel, strides, dilations, pads, output_padding) -> None:
@@ -1785,6 +1837,18 @@ def _check_einsum(info: NodeInfo) -> list[str]:
 @converts("Einsum", check=_check_einsum)
 def _einsum(ctx: NodeContext):
     lower_einsum(ctx)
+
+
+# ---------------------------------------------------------------- spectral transforms
+
+@converts("DFT")
+def _dft(ctx: NodeContext):
+    lower_dft(ctx)
+
+
+@converts("STFT")
+def _stft(ctx: NodeContext):
+    lower_stft(ctx)
 
 
 # ---------------------------------------------------------------- scatter

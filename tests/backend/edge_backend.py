@@ -68,6 +68,9 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "HannWindow": (0,),
     "HammingWindow": (0,),
     "BlackmanWindow": (0,),
+    "DFT": (1, 2),
+    "STFT": (1, 3),
+    "CausalConvWithState": (1, 2),
 }
 
 

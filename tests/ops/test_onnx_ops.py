@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.fixtures.harness import check_model
+from tests.fixtures.harness import check_model, run_onnx_reference, run_onnxruntime
 
 pytest.importorskip("onnxruntime")
 
@@ -46,6 +46,9 @@ class Case:
     # The output is typed like input 0, for ops onnx's shape inference leaves untyped
     # (GroupNormalization, a function op).
     output_like_input: bool = False
+    # The oracle: onnxruntime, or the onnx package's ReferenceEvaluator ("onnx") for ops onnxruntime
+    # lacks or computes otherwise than the ONNX definition.
+    oracle: str = "onnxruntime"
 
 
 CASES: list[Case] = []
@@ -998,6 +1001,45 @@ for op in ("HannWindow", "HammingWindow", "BlackmanWindow"):
                                   helper.make_node("Mul", [outs[0], "window"], ["y"])], ["y"]))
 
 
+# DFT and STFT lowered onto FullyConnected with constant transform matrices (opset 17 takes axis as an
+# attribute, 20 as an input); checked against the onnx package's evaluator (numpy's FFT).
+DFTS = {"17-real-axis1": (17, (2, 12, 3, 1), {"axis": 1}, None),
+        "17-complex-truncated": (17, (2, 3, 9, 2), {"axis": 2}, 7),
+        "17-rfft-padded": (17, (2, 10, 1), {"axis": 1, "onesided": 1}, 16),
+        "20-inverse-complex": (20, (3, 8, 2), {"inverse": 1}, None),
+        "20-rfft-axis0": (20, (6, 4, 1), {"onesided": 1, "axis": 0}, None),
+        "20-irfft-odd": (20, (2, 5, 3, 2), {"inverse": 1, "onesided": 1, "axis": 1}, 9),
+        "20-irfft-default": (20, (4, 6, 2), {"inverse": 1, "onesided": 1}, None)}
+for name, (opset, shape, attrs, length) in DFTS.items():
+    node_attrs = {k: v for k, v in attrs.items() if opset == 17 or k != "axis"}
+    case(f"DFT-{name}", "DFT", (lambda opset, shape, attrs, length: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("dft_length", None if length is None else c(length)),
+        ("axis", c(attrs["axis"]) if opset >= 20 and "axis" in attrs else None)])(opset, shape, attrs, length),
+        node_attrs, opset=opset, oracle="onnx")
+case("STFT-hann-window", "STFT", lambda rng: [
+    ("signal", Feed(normal(rng, (2, 64, 1)))), ("frame_step", c(8)),
+    ("window", c(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(16) / 16), np.float32))], opset=17, oracle="onnx")
+case("STFT-complex-two-sided", "STFT", lambda rng: [
+    ("signal", Feed(normal(rng, (1, 30, 2)))), ("frame_step", c(5)), ("window", None), ("frame_length", c(10))],
+    {"onesided": 0}, opset=17, oracle="onnx")
+case("STFT-window-at-run-time", "STFT", lambda rng: [
+    ("signal", Feed(normal(rng, (2, 40, 1)))), ("frame_step", c(6)), ("window", Feed(uniform(rng, (12,), 0.0, 1.0)))],
+    opset=17, oracle="onnx")
+
+# New ops of onnx 1.23 lowered onto existing ones; the onnx package's evaluator is the oracle.
+for alpha in (1.0, 1.7):
+    case(f"SwiGLU-alpha{alpha}", "SwiGLU", lambda rng: [("a", Feed(normal(rng, (3, 5, 8), 2.0))),
+                                                        ("b", Feed(normal(rng, (3, 5, 8))))],
+         {"alpha": alpha}, opset=28, oracle="onnx")
+CAUSAL_CONVS = {"past-bias-silu": ((2, 6, 9), 4, True, True, "silu"), "no-past": ((1, 3, 7), 3, False, False, "none"),
+                "decode-step": ((3, 4, 1), 5, True, True, "swish"), "short-input": ((2, 2, 2), 5, False, True, "none")}
+for name, (shape, kernel, past, bias, activation) in CAUSAL_CONVS.items():
+    case(f"CausalConvWithState-{name}", "CausalConvWithState", (lambda shape, kernel, past, bias: lambda rng: [
+        ("x", Feed(normal(rng, shape))), ("weight", Feed(normal(rng, (shape[1], 1, kernel)), const=True)),
+        ("bias", Feed(normal(rng, (shape[1],)), const=True) if bias else None),
+        ("past_state", Feed(normal(rng, shape[:2] + (kernel - 1,))) if past else None)])(shape, kernel, past, bias),
+        {"activation": activation}, num_outputs=2, opset=27, oracle="onnx")
+
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
     inputs, initializers, feeds, node_inputs = [], [], {}, []
@@ -1037,7 +1079,7 @@ def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 @pytest.mark.parametrize("case_", CASES, ids=[c.id for c in CASES])
 def test_op_matches_onnxruntime(case_: Case):
     model, feeds = build(case_)
-    check_model(model, feeds)
+    check_model(model, feeds, oracle=run_onnx_reference if case_.oracle == "onnx" else run_onnxruntime)
 
 
 def test_case_ids_are_unique():
