@@ -17,6 +17,7 @@ import onnx
 from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, NodeContext, NodeInfo, onnx_dtype_name, sparse_to_array, tensor_to_array)
 from converter.importers.onnx_einsum import lower_einsum
+from converter.importers.onnx_linear_attention import lower_linear_attention
 from converter.importers.onnx_spectral import lower_dft, lower_stft
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -565,6 +566,11 @@ def _last_axis_slice(ctx: NodeContext, x: str, start: int, end: int, step: int =
     return ctx.emit1("Slice", [x], {"starts": (0,) * (rank - 1) + (start,),
                                     "ends": (INT64_MAX,) * (rank - 1) + (end,),
                                     "steps": (1,) * (rank - 1) + (step,)})
+
+
+@converts("LinearAttention", newest_opset=27)
+def _linear_attention(ctx: NodeContext):
+    lower_linear_attention(ctx)
 
 
 @converts("RotaryEmbedding", newest_opset=23)

@@ -1039,6 +1039,31 @@ for name, (shape, kernel, past, bias, activation) in CAUSAL_CONVS.items():
         ("bias", Feed(normal(rng, (shape[1],)), const=True) if bias else None),
         ("past_state", Feed(normal(rng, shape[:2] + (kernel - 1,))) if past else None)])(shape, kernel, past, bias),
         {"activation": activation}, num_outputs=2, opset=27, oracle="onnx")
+# LinearAttention (opset 27): every update rule, grouped-query heads, decay per head and per key
+# dimension, beta per head and shared, a past state; unrolled over the steps.
+LINEAR_ATTENTIONS = {"linear-past": ("linear", 4, 4, False, None, True), "gated-per-key-gqa": ("gated", 4, 2, True, None, False),
+                     "delta-shared-beta": ("delta", 2, 2, False, 1, True),
+                     "gated-delta-mqa": ("gated_delta", 3, 1, False, "heads", True)}
+for name, (rule, q_heads, kv_heads, per_key, beta_width, past) in LINEAR_ATTENTIONS.items():
+    def inputs(rng, rule=rule, q_heads=q_heads, kv_heads=kv_heads, per_key=per_key, beta_width=beta_width, past=past):
+        b, t, d_k, d_v = 2, 5, 4, 3
+        key = normal(rng, (b, t, kv_heads, d_k))
+        key = key / np.linalg.norm(key, axis=-1, keepdims=True)
+        feeds = [("query", Feed(normal(rng, (b, t, q_heads * d_k)))), ("key", Feed(key.reshape(b, t, -1))),
+                 ("value", Feed(normal(rng, (b, t, kv_heads * d_v)))),
+                 ("past_state", Feed(normal(rng, (b, kv_heads, d_k, d_v))) if past else None)]
+        feeds.append(("decay", Feed(uniform(rng, (b, t, kv_heads * (d_k if per_key else 1)), -0.5, 0.0))
+                      if "gated" in rule else None))
+        width = kv_heads if beta_width == "heads" else beta_width
+        feeds.append(("beta", Feed(uniform(rng, (b, t, width), 0.1, 0.9)) if "delta" in rule else None))
+        return feeds
+    case(f"LinearAttention-{name}", "LinearAttention", inputs,
+         {"update_rule": rule, "q_num_heads": q_heads, "kv_num_heads": kv_heads}, num_outputs=2, opset=27, oracle="onnx")
+case("LinearAttention-scale-one-step", "LinearAttention", lambda rng: [
+    ("query", Feed(normal(rng, (1, 1, 8)))), ("key", Feed(normal(rng, (1, 1, 8)))), ("value", Feed(normal(rng, (1, 1, 6)))),
+    ("past_state", Feed(normal(rng, (1, 2, 4, 3)))), ("decay", Feed(uniform(rng, (1, 1, 2), -1.0, 0.0))),
+    ("beta", Feed(uniform(rng, (1, 1, 2), 0.0, 1.0)))], {"q_num_heads": 2, "kv_num_heads": 2, "scale": 0.7},
+    num_outputs=2, opset=27, oracle="onnx")
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
