@@ -1624,7 +1624,9 @@ def _range(ctx: NodeContext):
 
 # ---------------------------------------------------------------- recurrent
 
-RNN_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+RNN_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"], "RNN": ["tanh"]}
+# The plain RNN is unrolled onto IR ops, so it takes any activation the IR has without parameters.
+SIMPLE_RNN_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
 
 
 def _check_rnn(info: NodeInfo) -> list[str]:
@@ -1632,7 +1634,11 @@ def _check_rnn(info: NodeInfo) -> list[str]:
     directions = 2 if info.attr("direction", "forward") == "bidirectional" else 1
     activations = info.attr("activations")
     expected = RNN_DEFAULT_ACTIVATIONS[info.op_type] * directions
-    if activations is not None and [a.lower() for a in activations] != expected:
+    if info.op_type == "RNN":
+        if activations is not None and (len(activations) != directions
+                                        or any(a.lower() not in SIMPLE_RNN_ACTIVATIONS for a in activations)):
+            reasons.append(f"activations={list(activations)}")
+    elif activations is not None and [a.lower() for a in activations] != expected:
         reasons.append(f"activations={list(activations)}")
     if info.attr("input_forget", 0):
         reasons.append("input_forget=1")
@@ -1680,6 +1686,69 @@ def _rnn(ctx: NodeContext):
                 ctx.emit("Transpose", [inner], {"perm": perm}, [name])
     else:
         ctx.emit(ctx.op_type, inputs, attrs, outputs)
+
+
+@converts("RNN", check=_check_rnn)
+def _simple_rnn(ctx: NodeContext):
+    """H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb), unrolled: the input projection of every step is one
+    FullyConnected per direction, then each step adds its recurrent product and applies f (and the
+    clip). The graph grows with the sequence length (three ops a step)."""
+    batch_first = ctx.attr("layout", 0) == 1
+    x = ctx.input(0)
+    if ctx.rank(0) != 3:
+        raise ctx.error(f"X has shape {list(ctx.shape(0))}; expected rank 3")
+    if batch_first:
+        x = ctx.emit1("Transpose", [x], {"perm": (1, 0, 2)})
+    steps, batch, _ = ctx.shape(x)
+    if ctx.input(4):
+        lengths = ctx.const(4)
+        if lengths is None or np.any(lengths.reshape(-1) != steps):
+            raise ctx.unsupported("sequence_lens other than the full sequence length")
+    w, r = ctx.require_const(1, "W").astype(np.float32), ctx.require_const(2, "R").astype(np.float32)
+    directions, hidden = r.shape[0], r.shape[1]
+    direction = ctx.attr("direction", "forward")
+    if directions != (2 if direction == "bidirectional" else 1) or w.shape[:2] != (directions, hidden):
+        raise ctx.error(f"W {list(w.shape)} and R {list(r.shape)} do not fit direction {direction!r}")
+    bias = ctx.require_const(3, "B").astype(np.float32) if ctx.input(3) else np.zeros((directions, 2 * hidden), np.float32)
+    initial = ctx.input(5)
+    if initial and batch_first:
+        initial = ctx.emit1("Transpose", [initial], {"perm": (1, 0, 2)})
+    activations = [a.lower() for a in ctx.attr("activations", ["tanh"] * directions)]
+    clip = float(ctx.attr("clip", 0.0))
+    ys, finals = [], []
+    for d in range(directions):
+        reverse = direction == "reverse" or d == 1
+        projected = ctx.emit1("FullyConnected", [x, ctx.constant(w[d], base="W"),
+                                                 ctx.constant(bias[d, :hidden] + bias[d, hidden:], base="bias")])
+        pieces = ctx.emit("Split", [projected], {"axis": 0, "sizes": (1,) * steps}, steps) if steps > 1 else [projected]
+        recurrent = ctx.constant(r[d], base="R")
+        h = None
+        if initial:
+            h = ctx.emit1("Slice", [initial], {"starts": (d, 0, 0), "ends": (d + 1, batch, hidden), "steps": (1, 1, 1)})
+        outputs = [None] * steps
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            pre = pieces[t]
+            if h is not None:
+                pre = ctx.emit1("Add", [pre, ctx.emit1("FullyConnected", [h, recurrent, ""])])
+            if clip > 0:
+                pre = ctx.emit1("Clip", [pre], {"min": -clip, "max": clip})
+            h = ctx.emit1(SIMPLE_RNN_ACTIVATIONS[activations[d]], [pre])
+            outputs[t] = h
+        ys.append(outputs[0] if steps == 1 else ctx.emit1("Concat", outputs, {"axis": 0}))
+        finals.append(h)
+    if ctx.output(0):
+        y = ctx.reshape(ys[0], (steps, 1, batch, hidden)) if directions == 1 else ctx.emit1(
+            "Concat", [ctx.reshape(v, (steps, 1, batch, hidden)) for v in ys], {"axis": 1})
+        if batch_first:
+            ctx.emit("Transpose", [y], {"perm": (2, 0, 1, 3)}, [ctx.output(0)])
+        else:
+            ctx.copy_to(y, ctx.output(0))
+    if ctx.output(1):
+        y_h = finals[0] if directions == 1 else ctx.emit1("Concat", finals, {"axis": 0})
+        if batch_first:
+            ctx.emit("Transpose", [y_h], {"perm": (1, 0, 2)}, [ctx.output(1)])
+        else:
+            ctx.copy_to(y_h, ctx.output(1))
 
 
 # ---------------------------------------------------------------- selection and scans

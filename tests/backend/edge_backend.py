@@ -30,6 +30,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "LayerNormalization": (1, 2),
     "LSTM": (1, 2, 3, 4, 7),
     "GRU": (1, 2, 3, 4),
+    "RNN": (1, 2, 3, 4),
     "Clip": (1, 2),
     "Dropout": (1, 2),
     "Reshape": (1,),

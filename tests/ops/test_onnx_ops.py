@@ -530,7 +530,7 @@ EXTRA_CONSTANTS = {
 
 
 def rnn_case(op, direction, seq, batch, input_size, hidden, with_bias=True, with_initial=False, **attrs):
-    gates = 4 if op == "LSTM" else 3
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     dirs = 2 if direction == "bidirectional" else 1
 
     def make(rng):
@@ -561,6 +561,10 @@ for op in ("LSTM", "GRU"):
 rnn_case("LSTM", "forward", 4, 2, 3, 5, clip=0.5)
 rnn_case("GRU", "forward", 4, 2, 3, 5, linear_before_reset=1)
 rnn_case("GRU", "bidirectional", 6, 2, 3, 4, with_initial=True, linear_before_reset=1)
+for direction in ("forward", "reverse", "bidirectional"):
+    rnn_case("RNN", direction, 5, 3, 4, 6)
+rnn_case("RNN", "bidirectional", 4, 2, 5, 3, with_initial=True, clip=0.7, activations=["Relu", "Sigmoid"])
+rnn_case("RNN", "forward", 1, 1, 3, 2, with_bias=False, with_initial=True)
 
 
 def tied(rng, shape, dtype=np.float32):
