@@ -70,7 +70,6 @@ def _check_size(ctx: NodeContext, rows: int, columns: int) -> None:
 
 def _transform_last_two(ctx: NodeContext, x: str, matrix: np.ndarray) -> str:
     """x [..., samples, channels] times the transform: [..., bins * out_channels]."""
-    _check_size(ctx, *matrix.shape)
     shape = ctx.shape(x)
     rows = ctx.reshape(x, shape[:-2] + (shape[-2] * shape[-1],))
     return ctx.emit1("FullyConnected", [rows, ctx.constant(matrix.astype(np.float32), base="dft_matrix"), ""])
@@ -100,8 +99,9 @@ def lower_dft(ctx: NodeContext) -> None:
         length = 2 * (samples - 1) if inverse and onesided else samples
     real_output = inverse and onesided
     bins = length // 2 + 1 if onesided and not inverse else length
-    matrix = dft_matrix(samples, channels, length, bins, inverse, real_output)
     out_channels = 1 if real_output else 2
+    _check_size(ctx, bins * out_channels, samples * channels)
+    matrix = dft_matrix(samples, channels, length, bins, inverse, real_output)
 
     # Move the signal axis next to the components: [..., samples, channels].
     perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
@@ -141,6 +141,7 @@ def lower_stft(ctx: NodeContext) -> None:
         raise ctx.error("onesided=1 needs a real signal")
     frames = (signal_length - frame_length) // step + 1
     bins = frame_length // 2 + 1 if onesided else frame_length
+    _check_size(ctx, bins * 2, frame_length * channels)
     matrix = dft_matrix(frame_length, channels, frame_length, bins, False, False, window)
 
     # Frames as a gather along time: [batch, frames, frame_length, channels].

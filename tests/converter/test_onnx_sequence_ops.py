@@ -1,0 +1,103 @@
+"""DFT's transform matrix against numpy's FFT, and the refusals of the sequence ops' import (DFT,
+RNN, CausalConvWithState, LinearAttention). Values through the runtime are checked in
+tests/ops/test_onnx_ops.py (the DFT-*, STFT-*, RNN-*, CausalConvWithState-* and LinearAttention-*
+cases) and by the ONNX backend suite."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from converter.errors import UnsupportedOpsError
+from converter.importers import load_onnx
+from converter.importers.onnx_spectral import dft_matrix
+
+
+def _complex_rows(rng, shape):
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+def _apply(matrix, signal, channels):
+    """signal [rows, samples] (complex) through the [bins * out, samples * channels] matrix."""
+    if channels == 1:
+        flat = signal.real
+    else:
+        flat = np.stack([signal.real, signal.imag], axis=-1).reshape(signal.shape[0], -1)
+    return flat @ matrix.T
+
+
+@pytest.mark.parametrize("samples, length", [(8, 8), (10, 7), (6, 9), (5, 5)])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_forward_and_inverse_matrices_match_numpy(samples, length, channels):
+    rng = np.random.default_rng(samples * 10 + length)
+    signal = _complex_rows(rng, (3, samples))
+    if channels == 1:
+        signal = signal.real.astype(complex)
+    for inverse, transform in ((False, np.fft.fft), (True, np.fft.ifft)):
+        y = _apply(dft_matrix(samples, channels, length, length, inverse, False), signal, channels)
+        want = transform(signal, n=length, axis=-1)
+        np.testing.assert_allclose(y[:, 0::2] + 1j * y[:, 1::2], want, atol=1e-12)
+    # One-sided forward: the first length // 2 + 1 bins.
+    bins = length // 2 + 1
+    y = _apply(dft_matrix(samples, channels, length, bins, False, False), signal, channels)
+    np.testing.assert_allclose(y[:, 0::2] + 1j * y[:, 1::2], np.fft.fft(signal, n=length)[:, :bins], atol=1e-12)
+
+
+@pytest.mark.parametrize("bins, length", [(5, 8), (5, 9), (3, 10), (7, 6)])
+def test_inverse_of_a_one_sided_spectrum_matches_irfft(bins, length):
+    rng = np.random.default_rng(bins * 100 + length)
+    spectrum = _complex_rows(rng, (4, bins))
+    y = _apply(dft_matrix(bins, 2, length, length, True, True), spectrum, 2)
+    np.testing.assert_allclose(y, np.fft.irfft(spectrum, n=length, axis=-1), atol=1e-12)
+
+
+def test_window_scales_each_sample():
+    rng = np.random.default_rng(5)
+    signal, window = rng.standard_normal((2, 12)), rng.uniform(0, 1, 12)
+    y = _apply(dft_matrix(12, 1, 12, 7, False, False, window), signal.astype(complex), 1)
+    np.testing.assert_allclose(y[:, 0::2] + 1j * y[:, 1::2], np.fft.rfft(signal * window), atol=1e-12)
+
+
+def _model(node, inputs, initializers=(), opset=17, outputs=(("y", None),)):
+    """A one-node model; an output given no shape is typed by onnx's shape inference."""
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [onnx.ValueInfoProto(name=o) if s is None else helper.make_tensor_value_info(o, TensorProto.FLOAT, s)
+                               for o, s in outputs], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _refusal(model) -> dict:
+    with pytest.raises(UnsupportedOpsError) as info:
+        load_onnx(model)
+    return info.value.ops
+
+
+def test_a_transform_matrix_past_the_limit_is_refused():
+    node = helper.make_node("DFT", ["x"], ["y"], name="big", axis=1)
+    ops = _refusal(_model(node, [("x", (1, 4096, 2))]))
+    assert list(ops) == ["DFT (a transform matrix of 8192 x 8192 (over 64 MiB))"] and ops[list(ops)[0]] == ["big"]
+
+
+def test_rnn_with_an_activation_that_has_parameters_is_refused():
+    w, r = np.zeros((1, 3, 2), np.float32), np.zeros((1, 3, 3), np.float32)
+    node = helper.make_node("RNN", ["x", "W", "R"], ["y"], name="rnn", hidden_size=3, activations=["Elu"])
+    model = _model(node, [("x", (4, 1, 2))], [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R")])
+    assert _refusal(model) == {"RNN (activations=['Elu'])": ["rnn"]}
+
+
+def test_causal_conv_with_an_unknown_activation_is_refused():
+    weight = numpy_helper.from_array(np.ones((2, 1, 3), np.float32), "w")
+    node = helper.make_node("CausalConvWithState", ["x", "w"], ["y", "state"], name="conv", activation="gelu")
+    model = _model(node, [("x", (1, 2, 5))], [weight], opset=27, outputs=(("y", (1, 2, 5)), ("state", (1, 2, 2))))
+    assert _refusal(model) == {"CausalConvWithState (activation='gelu')": ["conv"]}
+
+
+def test_linear_attention_with_an_unknown_rule_is_refused():
+    node = helper.make_node("LinearAttention", ["q", "k", "v"], ["y", "state"], name="la", q_num_heads=1,
+                            kv_num_heads=1, update_rule="softmax")
+    model = _model(node, [("q", (1, 2, 4)), ("k", (1, 2, 4)), ("v", (1, 2, 4))], opset=27,
+                   outputs=(("y", (1, 2, 4)), ("state", (1, 1, 4, 4))))
+    assert _refusal(model) == {"LinearAttention (update_rule='softmax')": ["la"]}
