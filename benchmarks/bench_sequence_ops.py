@@ -1,4 +1,4 @@
-"""The lowered sequence ops (DFT and STFT as a matrix product, RNN unrolled) against onnxruntime's
+"""The lowered sequence ops (DFT and STFT as matrix products, RNN unrolled) against onnxruntime's
 kernels, one-op models, in one process, interleaved.
 
     nice python3 -m benchmarks.bench_sequence_ops [--threads 1] [--runs 30]
@@ -46,8 +46,13 @@ def cases(rng):
     x = rng.standard_normal((32, 256, 2)).astype(np.float32)
     yield ("dft-complex-256", "32 complex signals of 256",
            _model(helper.make_node("DFT", ["x"], ["y"], axis=1), {"x": x}, {}, 17), {"x": x})
+    signal = rng.standard_normal((1, 22050, 1)).astype(np.float32)
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2048) / 2048)).astype(np.float32)
+    yield ("stft-librosa", "1 s at 22.05 kHz, 2048-sample Hann frames every 512 (librosa's default)",
+           _model(helper.make_node("STFT", ["signal", "step", "window"], ["y"]), {"signal": signal},
+                  {"step": np.array(512, np.int64), "window": hann}, 17), {"signal": signal})
     x = rng.standard_normal((8, 2048, 2)).astype(np.float32)
-    yield ("dft-complex-2048", "8 complex signals of 2048 (a 32 MiB matrix)",
+    yield ("dft-complex-2048", "8 complex signals of 2048 (two passes of 32 and 64)",
            _model(helper.make_node("DFT", ["x"], ["y"], axis=1), {"x": x}, {}, 17), {"x": x})
     hidden, width, steps = 128, 64, 64
     bound = hidden ** -0.5

@@ -1,4 +1,4 @@
-"""ONNX DFT and STFT lowered onto FullyConnected with a constant transform matrix.
+"""ONNX DFT and STFT lowered onto FullyConnected with constant transform matrices.
 
 A transform along one axis is linear in the interleaved (real, imaginary) values along that axis,
 so it is one matrix product: the axis is moved next to the trailing complex axis, the two are
@@ -11,8 +11,9 @@ one-sided spectrum (each bin but the first and the Nyquist one counted twice, re
 STFT's window (row k scaled by window[k]). Angles are formed from ``(k * m) mod length`` in float64
 so every entry is correctly rounded, the quarter turns exactly.
 
-The matrix costs ``4 * samples * channels * bins * out_channels`` bytes; lengths whose matrix passes
-``MAX_MATRIX_BYTES`` are refused rather than building a very large constant.
+One matrix costs O(length^2) per signal. Long transforms whose length splits into two factors run
+as two passes of short matrices instead (``_two_factor_dft``: O(length * (n1 + n2))). A single
+matrix past ``MAX_MATRIX_BYTES`` (a long transform of a prime length) is refused rather than built.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ import numpy as np
 from converter.importers.onnx_builder import NodeContext
 
 MAX_MATRIX_BYTES = 64 << 20
+# A transform whose one matrix would take more than FACTOR_ABOVE multiply-adds per signal, of a
+# length that splits into two factors of at least MIN_FACTOR, runs in two passes of short matrices
+# (_two_factor_dft); the extra passes over the data (transposes, twiddles) make it slower below
+# that (measured: a real one-sided 512-point transform 1.4x slower in two passes, a complex one
+# 3x faster). The inverse of a one-sided spectrum always takes one matrix.
+FACTOR_ABOVE = 1 << 19
+MIN_FACTOR = 8
 
 
 def dft_matrix(samples: int, channels: int, length: int, bins: int, inverse: bool, real_output: bool,
@@ -100,21 +108,81 @@ def lower_dft(ctx: NodeContext) -> None:
     real_output = inverse and onesided
     bins = length // 2 + 1 if onesided and not inverse else length
     out_channels = 1 if real_output else 2
-    _check_size(ctx, bins * out_channels, samples * channels)
-    matrix = dft_matrix(samples, channels, length, bins, inverse, real_output)
 
     # Move the signal axis next to the components: [..., samples, channels].
     perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
     moved = x if perm == list(range(rank)) else ctx.emit1("Transpose", [x], {"perm": tuple(perm)})
-    y = _transform_last_two(ctx, moved, matrix)
-    moved_shape = ctx.shape(moved)
-    out_moved = moved_shape[:-2] + (bins, out_channels)
+    one_matrix_cost = samples * channels * bins * out_channels
+    factors = None if real_output or one_matrix_cost <= FACTOR_ABOVE else split_length(length)
+    if factors:
+        y = _two_factor_dft(ctx, _fit_length(ctx, moved, length), factors, channels, inverse, bins)
+    else:
+        _check_size(ctx, bins * out_channels, samples * channels)
+        y = _transform_last_two(ctx, moved, dft_matrix(samples, channels, length, bins, inverse, real_output))
+    out_moved = ctx.shape(moved)[:-2] + (bins, out_channels)
     if perm == list(range(rank)):
         ctx.reshape(y, out_moved, output=ctx.output(0))
         return
     y = ctx.reshape(y, out_moved)
     back = tuple(int(i) for i in np.argsort(perm))
     ctx.emit("Transpose", [y], {"perm": back}, [ctx.output(0)])
+
+
+def split_length(length: int) -> tuple[int, int] | None:
+    """length = n1 * n2 with both factors as near sqrt(length) as its divisors allow, when the
+    smaller is at least MIN_FACTOR; else None (one matrix)."""
+    n1 = max(d for d in range(1, int(np.sqrt(length)) + 1) if length % d == 0)
+    return (n1, length // n1) if n1 >= MIN_FACTOR else None
+
+
+def _fit_length(ctx: NodeContext, x: str, length: int) -> str:
+    """x [..., samples, channels] cut or zero-padded to [..., length, channels] (dft_length)."""
+    shape = ctx.shape(x)
+    rank, samples = len(shape), shape[-2]
+    if samples > length:
+        return ctx.emit1("Slice", [x], {"starts": (0,) * rank, "ends": shape[:-2] + (length, shape[-1]),
+                                         "steps": (1,) * rank})
+    if samples < length:
+        pads = [0] * (2 * rank)
+        pads[rank + rank - 2] = length - samples
+        return ctx.emit1("Pad", [x], {"mode": "constant", "pads": tuple(pads), "value": 0.0})
+    return x
+
+
+def _swap_middle(ctx: NodeContext, x: str) -> str:
+    """[..., a, b, c] -> [..., b, a, c]."""
+    rank = len(ctx.shape(x))
+    return ctx.emit1("Transpose", [x], {"perm": tuple(range(rank - 3)) + (rank - 2, rank - 3, rank - 1)})
+
+
+def _two_factor_dft(ctx: NodeContext, x: str, factors: tuple[int, int], channels: int, inverse: bool,
+                    bins: int) -> str:
+    """The length n1 * n2 transform of x [..., n, channels] in two passes (Cooley-Tukey's four-step
+    form): with n = n2 * a + b and k = c + n1 * d, X[k] = sum_b w^(b c) w2^(b d) sum_a x[n] w1^(a c)
+    (w, w1, w2: the n-th, n1-th, n2-th roots of unity). Length-n1 transforms of the n2 columns, a
+    twiddle w^(b c) per element, length-n2 transforms of the n1 rows: n * (n1 + n2) multiplies per
+    signal instead of n * n. Returns [..., bins * 2]."""
+    n1, n2 = factors
+    lead = ctx.shape(x)[:-2]
+    columns = _swap_middle(ctx, ctx.reshape(x, lead + (n1, n2, channels)))           # [..., b, a, ch]
+    y = _transform_last_two(ctx, columns, dft_matrix(n1, channels, n1, n1, inverse, False))
+    y = ctx.reshape(y, lead + (n2, n1, 2))                                              # [..., b, c, 2]
+    phase = (np.arange(n2)[:, None] * np.arange(n1)[None, :]) % (n1 * n2)
+    angle = 2.0 * np.pi * phase / (n1 * n2)
+    cos, sin = np.cos(angle), (1.0 if inverse else -1.0) * np.sin(angle)
+    # (p + iq)(cos + i sin) = [p, q] * [cos, cos] + [q, p] * [-sin, sin]
+    swapped = ctx.emit1("Gather", [y, ctx.constant(np.array([1, 0], np.int64), base="swap")], {"axis": len(lead) + 2})
+    y = ctx.emit1("Add", [ctx.emit1("Mul", [y, ctx.constant(np.stack([cos, cos], -1).astype(np.float32), base="twiddle_cos")]),
+                          ctx.emit1("Mul", [swapped, ctx.constant(np.stack([-sin, sin], -1).astype(np.float32),
+                                                                  base="twiddle_sin")])])
+    rows = _swap_middle(ctx, y)                                                         # [..., c, b, 2]
+    y = _transform_last_two(ctx, rows, dft_matrix(n2, 2, n2, n2, inverse, False))
+    y = _swap_middle(ctx, ctx.reshape(y, lead + (n1, n2, 2)))                           # [..., d, c, 2]
+    y = ctx.reshape(y, lead + (n1 * n2, 2))
+    if bins < n1 * n2:
+        y = ctx.emit1("Slice", [y], {"starts": (0,) * (len(lead) + 2), "ends": lead + (bins, 2),
+                                     "steps": (1,) * (len(lead) + 2)})
+    return ctx.reshape(y, lead + (bins * 2,))
 
 
 def lower_stft(ctx: NodeContext) -> None:
@@ -141,14 +209,20 @@ def lower_stft(ctx: NodeContext) -> None:
         raise ctx.error("onesided=1 needs a real signal")
     frames = (signal_length - frame_length) // step + 1
     bins = frame_length // 2 + 1 if onesided else frame_length
-    _check_size(ctx, bins * 2, frame_length * channels)
-    matrix = dft_matrix(frame_length, channels, frame_length, bins, False, False, window)
+    factors = split_length(frame_length) if frame_length * channels * bins * 2 > FACTOR_ABOVE else None
 
     # Frames as a gather along time: [batch, frames, frame_length, channels].
     starts = np.arange(frames, dtype=np.int64)[:, None] * step + np.arange(frame_length, dtype=np.int64)[None, :]
     framed = ctx.emit1("Gather", [signal, ctx.constant(starts.astype(np.int32), base="frame_index")], {"axis": 1})
-    if ctx.input(2) and window is None:
-        # A window computed at run time multiplies the frames; a constant one is in the matrix.
-        framed = ctx.emit1("Mul", [framed, ctx.reshape(ctx.input(2), (frame_length, 1))])
-    y = _transform_last_two(ctx, framed, matrix)
+    if ctx.input(2) and (window is None or factors):
+        # The window multiplies the frames when it is computed at run time or the transform takes
+        # two passes; a constant one is folded into a single matrix.
+        window_column = (ctx.constant(window.astype(np.float32).reshape(frame_length, 1), base="window")
+                         if window is not None else ctx.reshape(ctx.input(2), (frame_length, 1)))
+        framed = ctx.emit1("Mul", [framed, window_column])
+    if factors:
+        y = _two_factor_dft(ctx, framed, factors, channels, False, bins)
+    else:
+        _check_size(ctx, bins * 2, frame_length * channels)
+        y = _transform_last_two(ctx, framed, dft_matrix(frame_length, channels, frame_length, bins, False, False, window))
     ctx.reshape(y, (batch, frames, bins, 2), output=ctx.output(0))

@@ -75,10 +75,19 @@ def _refusal(model) -> dict:
     return info.value.ops
 
 
+@pytest.mark.parametrize("length, factors", [(1024, (32, 32)), (1200, (30, 40)), (4096, (64, 64))])
+def test_long_transforms_run_as_two_passes_of_short_matrices(length, factors):
+    node = helper.make_node("DFT", ["x"], ["y"], axis=1)
+    graph = load_onnx(_model(node, [("x", (2, length, 2))]))
+    weights = [graph.tensors[n.inputs[1]].shape for n in graph.nodes if n.op == "FullyConnected"]
+    assert weights == [(2 * factors[0], 2 * factors[0]), (2 * factors[1], 2 * factors[1])]
+
+
 def test_a_transform_matrix_past_the_limit_is_refused():
+    # 4099 is prime: no two-pass form, and its one matrix would be 8198 x 8198.
     node = helper.make_node("DFT", ["x"], ["y"], name="big", axis=1)
-    ops = _refusal(_model(node, [("x", (1, 4096, 2))]))
-    assert list(ops) == ["DFT (a transform matrix of 8192 x 8192 (over 64 MiB))"] and ops[list(ops)[0]] == ["big"]
+    ops = _refusal(_model(node, [("x", (1, 4099, 2))]))
+    assert list(ops) == ["DFT (a transform matrix of 8198 x 8198 (over 64 MiB))"] and ops[list(ops)[0]] == ["big"]
 
 
 def test_rnn_with_an_activation_that_has_parameters_is_refused():

@@ -1013,7 +1013,12 @@ DFTS = {"17-real-axis1": (17, (2, 12, 3, 1), {"axis": 1}, None),
         "20-inverse-complex": (20, (3, 8, 2), {"inverse": 1}, None),
         "20-rfft-axis0": (20, (6, 4, 1), {"onesided": 1, "axis": 0}, None),
         "20-irfft-odd": (20, (2, 5, 3, 2), {"inverse": 1, "onesided": 1, "axis": 1}, 9),
-        "20-irfft-default": (20, (4, 6, 2), {"inverse": 1, "onesided": 1}, None)}
+        "20-irfft-default": (20, (4, 6, 2), {"inverse": 1, "onesided": 1}, None),
+        # Long enough for two passes of short matrices (32 x 32, 30 x 40, 32 x 32), and a prime length.
+        "17-complex-two-pass": (17, (2, 1024, 2), {"axis": 1}, None),
+        "20-inverse-two-pass-padded": (20, (3, 900, 2), {"inverse": 1, "axis": 1}, 1200),
+        "17-rfft-two-pass-truncated": (17, (2, 1100, 1), {"axis": 1, "onesided": 1}, 1024),
+        "17-prime-one-matrix": (17, (1, 1021, 2), {"axis": 1}, None)}
 for name, (opset, shape, attrs, length) in DFTS.items():
     node_attrs = {k: v for k, v in attrs.items() if opset == 17 or k != "axis"}
     case(f"DFT-{name}", "DFT", (lambda opset, shape, attrs, length: lambda rng: [
@@ -1025,6 +1030,12 @@ case("STFT-hann-window", "STFT", lambda rng: [
     ("window", c(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(16) / 16), np.float32))], opset=17, oracle="onnx")
 case("STFT-complex-two-sided", "STFT", lambda rng: [
     ("signal", Feed(normal(rng, (1, 30, 2)))), ("frame_step", c(5)), ("window", None), ("frame_length", c(10))],
+    {"onesided": 0}, opset=17, oracle="onnx")
+case("STFT-two-pass-hann-1024", "STFT", lambda rng: [
+    ("signal", Feed(normal(rng, (1, 3000, 1)))), ("frame_step", c(256)),
+    ("window", c(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024), np.float32))], opset=17, oracle="onnx")
+case("STFT-two-pass-complex-run-time-window", "STFT", lambda rng: [
+    ("signal", Feed(normal(rng, (2, 1500, 2)))), ("frame_step", c(300)), ("window", Feed(uniform(rng, (600,), 0.0, 1.0)))],
     {"onesided": 0}, opset=17, oracle="onnx")
 case("STFT-window-at-run-time", "STFT", lambda rng: [
     ("signal", Feed(normal(rng, (2, 40, 1)))), ("frame_step", c(6)), ("window", Feed(uniform(rng, (12,), 0.0, 1.0)))],
