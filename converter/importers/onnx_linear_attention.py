@@ -60,6 +60,9 @@ def lower_linear_attention(ctx: NodeContext) -> None:
     # Query heads kv * G + g read key/value head kv: [B, kv_heads, T, G * d_k] split per step.
     queries = _steps(ctx, query, kv_heads, group * d_k)
     decays = betas = None
+    for index, what in ((4, "decay"), (5, "beta")):
+        if ctx.input(index) and (ctx.rank(index) != 3 or ctx.shape(index)[:2] != (batch, steps)):
+            raise ctx.error(f"{what} has shape {list(ctx.shape(index))}; expected [{batch}, {steps}, ...]")
     if gated:
         width = ctx.shape(4)[2]
         if width not in (kv_heads, kv_heads * d_k):

@@ -826,9 +826,11 @@ def _causal_conv_with_state(ctx: NodeContext):
     a Concat (or a left Pad) and a grouped Conv; present_state is the last kernel - 1 steps of the
     joined sequence."""
     x, w, bias, past = (ctx.input(i) for i in range(4))
-    batch, channels, length = ctx.shape(0)
-    if ctx.rank(0) != 3 or tuple(ctx.shape(1)[:2]) != (channels, 1) or ctx.rank(1) != 3:
+    if ctx.rank(0) != 3 or ctx.rank(1) != 3 or tuple(ctx.shape(1)[:2]) != (ctx.shape(0)[1], 1):
         raise ctx.error(f"input {list(ctx.shape(0))} and weight {list(ctx.shape(1))} are not [N, C, L] and [C, 1, K]")
+    batch, channels, length = ctx.shape(0)
+    if bias and tuple(ctx.shape(2)) != (channels,):
+        raise ctx.error(f"bias has shape {list(ctx.shape(2))}, expected [{channels}]")
     kernel = ctx.shape(1)[2]
     carried = kernel - 1
     if past:
@@ -1705,11 +1707,18 @@ def _simple_rnn(ctx: NodeContext):
         if lengths is None or np.any(lengths.reshape(-1) != steps):
             raise ctx.unsupported("sequence_lens other than the full sequence length")
     w, r = ctx.require_const(1, "W").astype(np.float32), ctx.require_const(2, "R").astype(np.float32)
-    directions, hidden = r.shape[0], r.shape[1]
     direction = ctx.attr("direction", "forward")
-    if directions != (2 if direction == "bidirectional" else 1) or w.shape[:2] != (directions, hidden):
-        raise ctx.error(f"W {list(w.shape)} and R {list(r.shape)} do not fit direction {direction!r}")
+    directions = 2 if direction == "bidirectional" else 1
+    hidden = r.shape[1] if r.ndim == 3 else -1
+    if r.shape != (directions, hidden, hidden) or w.shape != (directions, hidden, ctx.shape(x)[2]):
+        raise ctx.error(f"W {list(w.shape)} and R {list(r.shape)} do not fit direction {direction!r} and X "
+                        f"{list(ctx.shape(0))} (expected [directions, hidden, input] and [directions, hidden, hidden])")
     bias = ctx.require_const(3, "B").astype(np.float32) if ctx.input(3) else np.zeros((directions, 2 * hidden), np.float32)
+    if bias.shape != (directions, 2 * hidden):
+        raise ctx.error(f"B has shape {list(bias.shape)}, expected {[directions, 2 * hidden]}")
+    if ctx.input(5) and tuple(ctx.shape(5)) != ((batch, directions, hidden) if batch_first else (directions, batch, hidden)):
+        raise ctx.error(f"initial_h has shape {list(ctx.shape(5))}, which does not fit {directions} direction(s), "
+                        f"batch {batch} and hidden size {hidden}")
     initial = ctx.input(5)
     if initial and batch_first:
         initial = ctx.emit1("Transpose", [initial], {"perm": (1, 0, 2)})

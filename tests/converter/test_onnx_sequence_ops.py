@@ -9,7 +9,7 @@ import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from converter.errors import UnsupportedOpsError
+from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers import load_onnx
 from converter.importers.onnx_spectral import dft_matrix
 
@@ -110,3 +110,52 @@ def test_linear_attention_with_an_unknown_rule_is_refused():
     model = _model(node, [("q", (1, 2, 4)), ("k", (1, 2, 4)), ("v", (1, 2, 4))], opset=27,
                    outputs=(("y", (1, 2, 4)), ("state", (1, 1, 4, 4))))
     assert _refusal(model) == {"LinearAttention (update_rule='softmax')": ["la"]}
+
+
+def _raw_model(node, inputs, initializers=(), opset=17, outputs=()):
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, s) for o, s in outputs],
+                              [numpy_helper.from_array(v, n) for n, v in initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+ZEROS = np.zeros
+MALFORMED = {
+    "dft-three-components": (helper.make_node("DFT", ["x"], ["y"], axis=1), [("x", (2, 8, 3))], [], 17,
+                             [("y", (2, 8, 2))], "expected 1 (real) or 2 (complex)"),
+    "dft-axis-on-components": (helper.make_node("DFT", ["x"], ["y"], axis=2), [("x", (2, 8, 2))], [], 17,
+                               [("y", (2, 8, 2))], "is not a signal axis"),
+    "stft-rank-2": (helper.make_node("STFT", ["x", "step", "", "len"], ["y"]), [("x", (2, 64))],
+                    [("step", np.array(4, np.int64)), ("len", np.array(8, np.int64))], 17, [("y", (2, 15, 5, 2))],
+                    "expected [batch, length, 1 or 2]"),
+    "stft-frame-past-the-signal": (helper.make_node("STFT", ["x", "step", "", "len"], ["y"]), [("x", (1, 6, 1))],
+                                   [("step", np.array(4, np.int64)), ("len", np.array(8, np.int64))], 17,
+                                   [("y", (1, 1, 5, 2))], "do not frame a signal"),
+    "rnn-weights-of-another-input-size": (
+        helper.make_node("RNN", ["x", "W", "R"], ["y"], hidden_size=3), [("x", (4, 1, 2))],
+        [("W", ZEROS((1, 3, 5), np.float32)), ("R", ZEROS((1, 3, 3), np.float32))], 14, [("y", (4, 1, 1, 3))],
+        "do not fit direction"),
+    "causal-conv-weight-not-depthwise": (
+        helper.make_node("CausalConvWithState", ["x", "w"], ["y", "s"]), [("x", (1, 2, 5))],
+        [("w", ZEROS((2, 2, 3), np.float32))], 27, [("y", (1, 2, 5)), ("s", (1, 2, 2))], "are not [N, C, L] and [C, 1, K]"),
+    "linear-attention-decay-rank-2": (
+        helper.make_node("LinearAttention", ["q", "k", "v", "", "g"], ["y", "s"], q_num_heads=1, kv_num_heads=1,
+                         update_rule="gated"),
+        [("q", (1, 2, 4)), ("k", (1, 2, 4)), ("v", (1, 2, 4)), ("g", (1, 2))], [], 27,
+        [("y", (1, 2, 4)), ("s", (1, 1, 4, 4))], "decay has shape [1, 2]"),
+    "linear-attention-heads-not-a-multiple": (
+        helper.make_node("LinearAttention", ["q", "k", "v"], ["y", "s"], q_num_heads=3, kv_num_heads=2,
+                         update_rule="linear"),
+        [("q", (1, 2, 12)), ("k", (1, 2, 8)), ("v", (1, 2, 8))], [], 27, [("y", (1, 2, 12)), ("s", (1, 2, 4, 4))],
+        "must be a positive multiple"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_operands_are_refused_with_the_reason(name):
+    node, inputs, initializers, opset, outputs, words = MALFORMED[name]
+    with pytest.raises(ConversionError) as info:
+        load_onnx(_raw_model(node, inputs, initializers, opset, outputs))
+    assert words in str(info.value)
