@@ -849,9 +849,9 @@ def _causal_conv_with_state(ctx: NodeContext):
     if conv_output is None:
         _swish_of(ctx, y, 1.0, ctx.output(0))
     if ctx.output(1):
-        total = length + carried
-        ctx.emit("Slice", [joined], {"starts": (0, 0, total - carried), "ends": (batch, channels, total),
-                                     "steps": (1, 1, 1)}, [ctx.output(1)])
+        # A Gather along time: no bound on the batch axis, so a dynamic batch stays dynamic.
+        last = ctx.constant(np.arange(length, length + carried, dtype=np.int64), base="last_steps")
+        ctx.emit("Gather", [joined, last], {"axis": 2}, [ctx.output(1)])
 
 
 def _conv_transpose_3d(ctx: NodeContext, x: str, b: str, kernel, strides, dilations, pads, output_padding) -> None:
@@ -1733,7 +1733,7 @@ def _simple_rnn(ctx: NodeContext):
         recurrent = ctx.constant(r[d], base="R")
         h = None
         if initial:
-            h = ctx.emit1("Slice", [initial], {"starts": (d, 0, 0), "ends": (d + 1, batch, hidden), "steps": (1, 1, 1)})
+            h = ctx.emit1("Gather", [initial, ctx.constant(np.array([d], np.int64), base="direction")], {"axis": 0})
         outputs = [None] * steps
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
             pre = pieces[t]

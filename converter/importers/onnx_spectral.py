@@ -140,13 +140,18 @@ def _fit_length(ctx: NodeContext, x: str, length: int) -> str:
     shape = ctx.shape(x)
     rank, samples = len(shape), shape[-2]
     if samples > length:
-        return ctx.emit1("Slice", [x], {"starts": (0,) * rank, "ends": shape[:-2] + (length, shape[-1]),
-                                         "steps": (1,) * rank})
+        return first_along(ctx, x, rank - 2, length)
     if samples < length:
         pads = [0] * (2 * rank)
         pads[rank + rank - 2] = length - samples
         return ctx.emit1("Pad", [x], {"mode": "constant", "pads": tuple(pads), "value": 0.0})
     return x
+
+
+def first_along(ctx: NodeContext, x: str, axis: int, count: int) -> str:
+    """The first ``count`` entries of x along ``axis``, by a Gather (no bounds on the other axes, so
+    a dynamic batch stays dynamic)."""
+    return ctx.emit1("Gather", [x, ctx.constant(np.arange(count, dtype=np.int64), base="first")], {"axis": axis})
 
 
 def _swap_middle(ctx: NodeContext, x: str) -> str:
@@ -180,8 +185,7 @@ def _two_factor_dft(ctx: NodeContext, x: str, factors: tuple[int, int], channels
     y = _swap_middle(ctx, ctx.reshape(y, lead + (n1, n2, 2)))                           # [..., d, c, 2]
     y = ctx.reshape(y, lead + (n1 * n2, 2))
     if bins < n1 * n2:
-        y = ctx.emit1("Slice", [y], {"starts": (0,) * (len(lead) + 2), "ends": lead + (bins, 2),
-                                     "steps": (1,) * (len(lead) + 2)})
+        y = first_along(ctx, y, len(lead), bins)
     return ctx.reshape(y, lead + (bins * 2,))
 
 
