@@ -8,7 +8,6 @@ onnxruntime session (intra_op_num_threads = --threads, all graph optimisations) 
 the other, alternating, after a warm-up; the table gives each one's median and the ratio (edge /
 onnxruntime: below 1 is edge faster). Both outputs are checked in the same run against the onnx
 package's evaluator (numpy's float64 FFT; max abs difference over max |reference|).
-LinearAttention is left out: onnxruntime has no kernel for it.
 """
 from __future__ import annotations
 
@@ -54,6 +53,22 @@ def cases(rng):
     x = rng.standard_normal((8, 2048, 2)).astype(np.float32)
     yield ("dft-complex-2048", "8 complex signals of 2048 (two passes of 32 and 64)",
            _model(helper.make_node("DFT", ["x"], ["y"], axis=1), {"x": x}, {}, 17), {"x": x})
+    for steps, state in ((1, True), (128, False)):
+        heads, size = 8, 64
+        q = rng.standard_normal((1, steps, heads * size)).astype(np.float32)
+        k = rng.standard_normal((1, steps, heads, size)).astype(np.float32)
+        k = (k / np.linalg.norm(k, axis=-1, keepdims=True)).reshape(1, steps, -1)
+        v = rng.standard_normal((1, steps, heads * size)).astype(np.float32)
+        decay = rng.uniform(-0.5, 0.0, (1, steps, heads)).astype(np.float32)
+        beta = rng.uniform(0.1, 0.9, (1, steps, heads)).astype(np.float32)
+        feeds = {"q": q, "k": k, "v": v, "decay": decay, "beta": beta}
+        if state:
+            feeds["past"] = rng.standard_normal((1, heads, size, size)).astype(np.float32)
+        node = helper.make_node("LinearAttention", ["q", "k", "v", "past" if state else "", "decay", "beta"],
+                                ["y", "state"], q_num_heads=heads, kv_num_heads=heads)
+        yield (f"linear-attention-t{steps}", f"gated delta rule, {heads} heads of {size}, "
+               + ("one decode step with a state" if state else f"a {steps}-token prefill"),
+               _model(node, feeds, {}, 27), feeds)
     hidden, width, steps = 128, 64, 64
     bound = hidden ** -0.5
     x = rng.standard_normal((steps, 1, width)).astype(np.float32)
