@@ -32,27 +32,29 @@ def _model(node, inputs: dict, initializers: dict, opset: int) -> onnx.ModelProt
     return onnx.shape_inference.infer_shapes(model)
 
 
+def _stft(rng, samples: int, frame: int, hop: int):
+    """(model, feeds): an STFT of one random signal with a Hann window of ``frame`` samples."""
+    signal = rng.standard_normal((1, samples, 1)).astype(np.float32)
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frame) / frame)).astype(np.float32)
+    node = helper.make_node("STFT", ["signal", "step", "window"], ["y"])
+    return _model(node, {"signal": signal}, {"step": np.array(hop, np.int64), "window": hann}, 17), {"signal": signal}
+
+
+def _dft(rng, shape: tuple, **attrs):
+    """(model, feeds): a DFT along axis 1 of random signals of ``shape``."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    return _model(helper.make_node("DFT", ["x"], ["y"], axis=1, **attrs), {"x": x}, {}, 17), {"x": x}
+
+
 def cases(rng):
     """name -> (what it stands for, model, feeds)."""
-    signal = rng.standard_normal((1, 16000, 1)).astype(np.float32)
-    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)).astype(np.float32)
     yield ("stft-whisper", "1 s at 16 kHz, 400-sample Hann frames every 160 (Whisper's front end)",
-           _model(helper.make_node("STFT", ["signal", "step", "window"], ["y"]), {"signal": signal},
-                  {"step": np.array(160, np.int64), "window": hann}, 17), {"signal": signal})
-    x = rng.standard_normal((64, 512, 1)).astype(np.float32)
-    yield ("rfft-512", "64 real signals of 512, one-sided",
-           _model(helper.make_node("DFT", ["x"], ["y"], axis=1, onesided=1), {"x": x}, {}, 17), {"x": x})
-    x = rng.standard_normal((32, 256, 2)).astype(np.float32)
-    yield ("dft-complex-256", "32 complex signals of 256",
-           _model(helper.make_node("DFT", ["x"], ["y"], axis=1), {"x": x}, {}, 17), {"x": x})
-    signal = rng.standard_normal((1, 22050, 1)).astype(np.float32)
-    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2048) / 2048)).astype(np.float32)
+           *_stft(rng, 16000, 400, 160))
+    yield "rfft-512", "64 real signals of 512, one-sided", *_dft(rng, (64, 512, 1), onesided=1)
+    yield "dft-complex-256", "32 complex signals of 256", *_dft(rng, (32, 256, 2))
     yield ("stft-librosa", "1 s at 22.05 kHz, 2048-sample Hann frames every 512 (librosa's default)",
-           _model(helper.make_node("STFT", ["signal", "step", "window"], ["y"]), {"signal": signal},
-                  {"step": np.array(512, np.int64), "window": hann}, 17), {"signal": signal})
-    x = rng.standard_normal((8, 2048, 2)).astype(np.float32)
-    yield ("dft-complex-2048", "8 complex signals of 2048 (two passes of 32 and 64)",
-           _model(helper.make_node("DFT", ["x"], ["y"], axis=1), {"x": x}, {}, 17), {"x": x})
+           *_stft(rng, 22050, 2048, 512))
+    yield "dft-complex-2048", "8 complex signals of 2048 (two passes of 32 and 64)", *_dft(rng, (8, 2048, 2))
     for steps, state in ((1, True), (128, False)):
         heads, size = 8, 64
         q = rng.standard_normal((1, steps, heads * size)).astype(np.float32)
