@@ -168,6 +168,8 @@ def _two_factor_dft(ctx: NodeContext, x: str, factors: tuple[int, int], channels
     twiddle w^(b c) per element, length-n2 transforms of the n1 rows: n * (n1 + n2) multiplies per
     signal instead of n * n. Returns [..., bins * 2]."""
     n1, n2 = factors
+    _check_size(ctx, 2 * n1, n1 * channels)
+    _check_size(ctx, 2 * n2, 2 * n2)
     lead = ctx.shape(x)[:-2]
     columns = _swap_middle(ctx, ctx.reshape(x, lead + (n1, n2, channels)))           # [..., b, a, ch]
     y = _transform_last_two(ctx, columns, dft_matrix(n1, channels, n1, n1, inverse, False))

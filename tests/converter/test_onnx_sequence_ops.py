@@ -83,6 +83,13 @@ def test_long_transforms_run_as_two_passes_of_short_matrices(length, factors):
     assert weights == [(2 * factors[0], 2 * factors[0]), (2 * factors[1], 2 * factors[1])]
 
 
+def test_a_second_pass_matrix_past_the_limit_is_refused():
+    # 8 x 5003 (a prime): the second pass would need a 10006 x 10006 matrix.
+    node = helper.make_node("DFT", ["x"], ["y"], name="long", axis=1)
+    assert _refusal(_model(node, [("x", (1, 8 * 5003, 2))])) == {
+        "DFT (a transform matrix of 10006 x 10006 (over 64 MiB))": ["long"]}
+
+
 def test_a_transform_matrix_past_the_limit_is_refused():
     # 4099 is prime: no two-pass form, and its one matrix would be 8198 x 8198.
     node = helper.make_node("DFT", ["x"], ["y"], name="big", axis=1)
