@@ -19,6 +19,7 @@ from converter.importers.onnx_builder import (
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
     DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
+from converter.importers.onnx_quant_exact import EXACT_QUANTIZATION_OPS, computes_exactly, onnx_elem_types
 from converter.ir import Graph, TensorType
 from converter.report import BOUNDARY_KEY
 
@@ -40,9 +41,13 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto,
     """
     proto = _load_checked(model)
     proto = _upgrade_opset(proto)
-    proto = rewrite_quantized(proto)
-    _raise_if_unsupported(proto)
-    return _build(proto, dict(input_shapes or {}), default_dim)
+    # Integers at the boundary: the quantization ops are exact integer arithmetic
+    # (converter.importers.onnx_quant_exact); otherwise the model is a quantized float model.
+    exact = computes_exactly(proto, QUANTIZATION_OPS)
+    if not exact:
+        proto = rewrite_quantized(proto)
+    _raise_if_unsupported(proto, exact)
+    return _build(proto, dict(input_shapes or {}), default_dim, exact)
 
 
 def _load_checked(model) -> onnx.ModelProto:
@@ -172,8 +177,10 @@ def _unsupported_op_types(proto: onnx.ModelProto) -> dict[str, list[str]]:
     return found
 
 
-def _converter(node: onnx.NodeProto) -> OnnxOp | None:
+def _converter(node: onnx.NodeProto, exact: bool = False) -> OnnxOp | None:
     if node.domain in _DEFAULT_DOMAINS:
+        if exact and node.op_type in EXACT_QUANTIZATION_OPS:
+            return EXACT_QUANTIZATION_OPS[node.op_type]
         return ONNX_OPS.get(node.op_type)
     return DOMAIN_OPS.get((node.domain, node.op_type))
 
@@ -185,7 +192,7 @@ def _op_key(node: onnx.NodeProto) -> str | None:
     return f"{node.domain}.{node.op_type}" if node.domain not in _DEFAULT_DOMAINS else node.op_type
 
 
-def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
+def _raise_if_unsupported(proto: onnx.ModelProto, exact: bool = False) -> None:
     graph = proto.graph
     opset = _default_opset(proto)
     inferred = _infer_shapes(proto)
@@ -213,7 +220,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
     initializer_names = {t.name for t in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializer_names}
     used = _used_names(graph)
-    boundary = _boundary_dtypes(proto)
+    boundary = _boundary_dtypes(proto, exact)
 
     found: dict[str, list[str]] = {}
     for node, name in zip(graph.node, _node_names(graph)):
@@ -222,7 +229,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
             found.setdefault(key, []).append(name)
             continue
         reasons = []
-        check = _converter(node).check
+        check = _converter(node, exact).check
         if check is not None:
             info = NodeInfo(node, opset, ranks, static_values, graph_inputs, used.__contains__)
             reasons.extend(check(info))
@@ -242,11 +249,11 @@ def _raise_if_unsupported(proto: onnx.ModelProto) -> None:
         raise UnsupportedOpsError(found)
 
 
-def _boundary_dtypes(proto: onnx.ModelProto) -> dict[int, tuple[str, str]]:
+def _boundary_dtypes(proto: onnx.ModelProto, exact: bool = False) -> dict[int, tuple[str, str]]:
     """ONNX element type -> (boundary dtype, dtype computed in) for the types this model may carry
-    at its boundary. A quantized model's int8/uint8 tensors are its quantized values
-    (converter.importers.onnx_quant), not integers to widen."""
-    if any(n.op_type in QUANTIZATION_OPS for n in proto.graph.node):
+    at its boundary. A quantized float model's int8/uint8 tensors are its quantized values
+    (converter.importers.onnx_quant), not integers to widen; with ``exact`` they are integers."""
+    if not exact and any(n.op_type in QUANTIZATION_OPS for n in proto.graph.node):
         return {k: v for k, v in BOUNDARY_DTYPES.items() if k not in QUANTIZED_ELEM_TYPES}
     return BOUNDARY_DTYPES
 
@@ -299,7 +306,7 @@ def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int, bo
     return TensorType(dtype, requested), dynamic
 
 
-def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Graph:
+def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: bool = False) -> Graph:
     graph = proto.graph
     opset = _default_opset(proto)
     initializers = {t.name: t for t in graph.initializer}
@@ -316,7 +323,9 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
         taken.update(node.input)
         taken.update(node.output)
     builder = OnnxImportBuilder(initializers, taken)
-    boundary = _boundary_dtypes(proto)
+    if exact:
+        builder.onnx_types = onnx_elem_types(proto)
+    boundary = _boundary_dtypes(proto, exact)
     node_names = _node_names(graph)
     for name in node_names:
         builder.fresh_node_name(name)
@@ -347,7 +356,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int) -> Grap
     used |= {alias for name, alias in builder.aliases.items() if name in used}
     for node, name in zip(graph.node, node_names):
         ctx = NodeContext(builder, node, name, opset, used.__contains__)
-        _converter(node).convert(ctx)
+        _converter(node, exact).convert(ctx)
     for name, outside in output_casts:
         builder.emit("Cast", [builder.aliases[name]], {"to": outside}, [name],
                      builder.fresh_node_name(f"{name}/cast"))

@@ -92,16 +92,17 @@ QUANTIZED_MODELS_ONLY = ("quantization ops on their own: the importer takes them
 
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     from converter.importers.onnx import QUANTIZATION_OPS
+    from converter.importers.onnx_quant_exact import computes_exactly
 
     for pattern, reason in EXCLUDED:
         if re.search(pattern, name):
             return reason
-    if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node):
-        return QUANTIZED_MODELS_ONLY
     unsupported = sorted(str(d) for d in _graph_dtypes(model) - RUNTIME_DTYPES)
     if unsupported:
         return (f"dtype outside float32, int32, int64 and bool (computed) and float16, bfloat16, float64, int8, "
                 f"uint8, int16, uint16, uint32, uint64 (boundary) | {', '.join(unsupported)}")
+    if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node) and not computes_exactly(model, QUANTIZATION_OPS):
+        return QUANTIZED_MODELS_ONLY
     return None
 
 
