@@ -21,9 +21,9 @@ fractions would round).
 * MatMulInteger, ConvInteger: (a - a_zero_point) x (b - b_zero_point) as int32.
 * QLinearMatMul, QLinearConv: the integer product (plus an int32 bias), times
   a_scale * b_scale / y_scale (computed in the scales' own dtype, as the ONNX reference does),
-  plus y_zero_point, rounded half to even and saturated. The reference scales the product in
-  float64; here it is float32, which rounds differently only when the product's float32
-  rounding crosses a half-integer.
+  rounded half to even as the exact product would be (the reference scales in float64; here the
+  float32 product's error is computed exactly and decides the ties), plus y_zero_point,
+  saturated.
 """
 from __future__ import annotations
 
@@ -318,11 +318,44 @@ def _conv_integer(ctx: NodeContext):
     ctx.emit("Cast", [product], {"to": "int32"}, [ctx.output(0)])
 
 
+def _split(ctx: NodeContext, name: str, factor: float) -> tuple[str, str]:
+    """(high, low) halves of a float32 tensor, high + low exact, each with at most 12 significant
+    bits (Veltkamp's split), so any product of two halves is exact in float32."""
+    scaled = ctx.emit1("Mul", [name, ctx.constant(np.float32(factor))])
+    high = ctx.emit1("Sub", [scaled, ctx.emit1("Sub", [scaled, name])])
+    return high, ctx.emit1("Sub", [name, high])
+
+
+def _rounded_product(ctx: NodeContext, product: str, multiplier: str) -> str:
+    """round_half_even(product * multiplier) computed on the exact product, as the reference does
+    in float64: the float32 product p is off by an error e that Dekker's two-product gives
+    exactly. Only where p is itself a half-integer can e move the result (elsewhere the nearest
+    half-integer is at least one ulp of p away, and |e| is at most half of one), and then it goes
+    to the side e points to."""
+    rounded_product = ctx.emit1("Mul", [product, multiplier])
+    # product is an integer below 2^24 in magnitude; multiplier any float32.
+    a_high, a_low = _split(ctx, product, 4097.0)
+    m_high, m_low = _split(ctx, multiplier, 4097.0)
+    error = ctx.emit1("Sub", [ctx.emit1("Mul", [a_high, m_high]), rounded_product])
+    error = ctx.emit1("Add", [error, ctx.emit1("Mul", [a_high, m_low])])
+    error = ctx.emit1("Add", [error, ctx.emit1("Mul", [a_low, m_high])])
+    error = ctx.emit1("Add", [error, ctx.emit1("Mul", [a_low, m_low])])
+    nearest = ctx.emit1("Round", [rounded_product])
+    half = ctx.constant(np.float32(0.5))
+    tie = ctx.emit1("Equal", [ctx.emit1("Abs", [ctx.emit1("Sub", [rounded_product, nearest])]), half])
+    zero = ctx.constant(np.float32(0))
+    up = ctx.emit1("Add", [rounded_product, half])
+    down = ctx.emit1("Sub", [rounded_product, half])
+    moved = ctx.emit1("Where", [ctx.emit1("Greater", [error, zero]), up,
+                                ctx.emit1("Where", [ctx.emit1("Less", [error, zero]), down, nearest])])
+    return ctx.emit1("Where", [tie, moved, nearest])
+
+
 def _requantize(ctx: NodeContext, product: str, multiplier: str, zero_index: int, like_index: int) -> None:
     """round_half_even(product * multiplier + y_zero_point), saturated to the output's type."""
     elem = _elem_type(ctx, zero_index) if ctx.input(zero_index) else _elem_type(ctx, like_index)
     low, high = _integer_range(ctx, elem, "output")
-    value = ctx.emit1("Mul", [product, multiplier])
+    value = _rounded_product(ctx, product, multiplier)
     if ctx.input(zero_index):
         value = ctx.emit1("Add", [value, _along(ctx, _float(ctx, ctx.input(zero_index)), ctx.rank(value), 0)])
     _saturate_to(ctx, value, low, high, ctx.output(0))

@@ -1,0 +1,241 @@
+"""Quantization ops in models with integer boundaries: exact integer arithmetic
+(converter.importers.onnx_quant_exact), checked bit for bit against the ONNX reference
+implementation (onnx.reference) on the runtime and on the converter's reference executor.
+
+The cases aim at the places where a near-miss would show: halves in QuantizeLinear (ties to even),
+products whose float32 rounding lands on a half-integer the exact product is not on, sums big
+enough that a Winograd transform would round them, and the refusals where float32 cannot be exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import converter
+from converter import reference
+from converter.errors import UnsupportedOpsError
+from converter.importers.onnx import load_onnx
+from tests.fixtures.harness import run_edge
+
+OPSET = 21
+
+
+def _model(node, inputs, outputs, initializers=(), opset=OPSET) -> onnx.ModelProto:
+    graph = helper.make_graph([node], "exact", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                              [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def check_exact(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The runtime and the IR reference give the ONNX reference's outputs exactly, dtype included."""
+    expected = ReferenceEvaluator(model).run(None, feeds)
+    result = converter.convert(model)
+    assert not result.graph.quantization, "took the int8 (quantized-model) path"
+    runtime = run_edge(result.data, feeds)
+    ours = reference.run(result.graph, feeds)
+    for output, want in zip(model.graph.output, expected):
+        for what, got in (("runtime", runtime[output.name]), ("reference", ours[output.name])):
+            got = np.asarray(got)
+            assert got.shape == want.shape, f"{what} {output.name}: shape {got.shape}, expected {want.shape}"
+            assert got.dtype == want.dtype, f"{what} {output.name}: dtype {got.dtype}, expected {want.dtype}"
+            differ = np.flatnonzero(got.ravel() != want.ravel())
+            assert differ.size == 0, (f"{what} {output.name}: {differ.size}/{want.size} differ, first at "
+                                      f"{differ[0]}: {got.ravel()[differ[0]]} vs {want.ravel()[differ[0]]}")
+    return runtime
+
+
+def test_quantize_linear_rounds_halves_to_even_and_saturates():
+    scale = np.float32(0.5)
+    # x / scale = k + 0.5 for every k in -300..300: every tie, both parities, and both saturations
+    x = ((np.arange(-300, 301, dtype=np.float32) + 0.5) * scale).reshape(1, -1)
+    for elem, zero in ((TensorProto.UINT8, np.uint8(3)), (TensorProto.INT8, np.int8(-2))):
+        model = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
+                       [("x", TensorProto.FLOAT, list(x.shape))], [("y", elem, list(x.shape))],
+                       {"s": scale, "z": zero})
+        y = check_exact(model, {"x": x})["y"]
+        assert y.min() == np.iinfo(zero.dtype).min and y.max() == np.iinfo(zero.dtype).max
+
+
+def test_quantize_linear_per_axis_and_blocked_int16():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 300, (2, 6, 3)).astype(np.float32)
+    per_axis = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1),
+                      [("x", TensorProto.FLOAT, [2, 6, 3])], [("y", TensorProto.INT16, [2, 6, 3])],
+                      {"s": rng.uniform(0.01, 0.1, 6).astype(np.float32),
+                       "z": rng.integers(-50, 50, 6).astype(np.int16)})
+    check_exact(per_axis, {"x": x})
+    blocked = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1, block_size=4),
+                     [("x", TensorProto.FLOAT, [2, 6, 3])], [("y", TensorProto.UINT16, [2, 6, 3])],
+                     {"s": rng.uniform(0.001, 0.01, (2, 2, 3)).astype(np.float32),
+                      "z": rng.integers(0, 60000, (2, 2, 3)).astype(np.uint16)})
+    check_exact(blocked, {"x": x})
+
+
+def test_dequantize_linear_per_axis_from_an_integer_input():
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (3, 4, 5)).astype(np.int8)
+    model = _model(helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=1),
+                   [("x", TensorProto.INT8, [3, 4, 5])], [("y", TensorProto.FLOAT, [3, 4, 5])],
+                   {"s": rng.uniform(0.01, 1, 4).astype(np.float32), "z": np.array([0, -3, 7, 127], np.int8)})
+    check_exact(model, {"x": x})
+
+
+@pytest.mark.parametrize("case", ["mixed", "positive", "constant"])
+def test_dynamic_quantize_linear(case):
+    rng = np.random.default_rng(3)
+    x = {"mixed": rng.normal(0, 3, (4, 7)), "positive": rng.uniform(1, 9, (4, 7)),
+         "constant": np.zeros((4, 7))}[case].astype(np.float32)
+    model = _model(helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"]),
+                   [("x", TensorProto.FLOAT, [4, 7])],
+                   [("y", TensorProto.UINT8, [4, 7]), ("s", TensorProto.FLOAT, []), ("z", TensorProto.UINT8, [])])
+    check_exact(model, {"x": x})
+
+
+def test_matmul_integer_with_per_column_zero_points():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (2, 3, 40)).astype(np.uint8)
+    b = rng.integers(-128, 128, (40, 5)).astype(np.int8)
+    model = _model(helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"]),
+                   [("a", TensorProto.UINT8, [2, 3, 40]), ("b", TensorProto.INT8, [40, 5])],
+                   [("y", TensorProto.INT32, [2, 3, 5])],
+                   {"az": np.uint8(201), "bz": np.array([0, -128, 127, 5, -1], np.int8)})
+    check_exact(model, {"a": a, "b": b})
+
+
+def test_matmul_integer_with_per_row_zero_points():
+    """A 1-D a_zero_point is per row of a (the ONNX definition; onnx.reference subtracts it along
+    the last axis instead, so NumPy is the oracle here)."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (3, 40)).astype(np.uint8)
+    b = rng.integers(0, 256, (40, 5)).astype(np.uint8)
+    zero = np.array([0, 128, 255], np.uint8)
+    model = _model(helper.make_node("MatMulInteger", ["a", "b", "az"], ["y"]),
+                   [("a", TensorProto.UINT8, [3, 40]), ("b", TensorProto.UINT8, [40, 5])],
+                   [("y", TensorProto.INT32, [3, 5])], {"az": zero})
+    result = converter.convert(model)
+    want = (a.astype(np.int64) - zero[:, None]) @ b.astype(np.int64)
+    for got in (run_edge(result.data, {"a": a, "b": b})["y"], reference.run(result.graph, {"a": a, "b": b})["y"]):
+        assert got.dtype == np.int32 and np.array_equal(got, want)
+
+
+def test_conv_integer_of_a_winograd_shape_is_exact():
+    """3x3, stride 1, 32 channels: the float convolution would take the Winograd path, whose
+    transforms round sums this large."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, 32, 8, 8)).astype(np.uint8)
+    w = rng.integers(-128, 128, (32, 32, 3, 3)).astype(np.int8)
+    model = _model(helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1]),
+                   [("x", TensorProto.UINT8, [1, 32, 8, 8])], [("y", TensorProto.INT32, [1, 32, 8, 8])],
+                   {"w": w, "xz": np.uint8(100)})
+    y = check_exact(model, {"x": x})["y"]
+    assert np.abs(y).max() > 2 ** 18
+
+
+def test_conv_integer_strided_dilated_grouped():
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (2, 4, 9, 10)).astype(np.int8)
+    w = rng.integers(0, 256, (6, 2, 2, 3)).astype(np.uint8)
+    node = helper.make_node("ConvInteger", ["x", "w", "", "wz"], ["y"], strides=[2, 1], dilations=[2, 2],
+                            group=2, pads=[1, 0, 0, 2])
+    model = _model(node, [("x", TensorProto.INT8, [2, 4, 9, 10])], [("y", TensorProto.INT32, [2, 6, 5, 6])],
+                   {"w": w, "wz": rng.integers(0, 256, 6).astype(np.uint8)})
+    check_exact(model, {"x": x})
+
+
+def _tie_case() -> tuple[np.float32, int]:
+    """(multiplier, integer) whose float32 product is a half-integer rounding (to even) the other way
+    from the exact product, inside int8's range."""
+    multipliers = np.random.default_rng(7).uniform(0.01, 1, 4000).astype(np.float32)
+    integers = np.arange(1, 3000)
+    rounded = integers[None, :].astype(np.float32) * multipliers[:, None]
+    exact = integers[None, :] * multipliers[:, None].astype(np.float64)
+    found = np.argwhere((rounded % 1 == 0.5) & (np.rint(exact) != np.rint(rounded)) & (rounded < 120))
+    row, column = found[0]
+    return multipliers[row], int(integers[column])
+
+
+def test_qlinear_matmul_rounds_the_exact_product():
+    m, acc = _tie_case()
+    k = (acc + 126) // 127
+    a = np.full((1, k), 127, np.int8)
+    a[0, -1] -= 127 * k - acc
+    b = np.ones((k, 3), np.int8)
+    b[:, 1] = -1
+    b[:, 2] = 0
+    model = _model(helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]),
+                   [("a", TensorProto.INT8, [1, k])], [("y", TensorProto.INT8, [1, 3])],
+                   {"as": m, "az": np.int8(0), "b": b, "bs": np.float32(1), "bz": np.int8(0), "ys": np.float32(1),
+                    "yz": np.int8(1)})
+    check_exact(model, {"a": a})
+
+
+@pytest.mark.parametrize("scale_type", [np.float32, np.float16])
+def test_qlinear_matmul_batched(scale_type):
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 256, (2, 4, 6)).astype(np.uint8)
+    b = rng.integers(0, 256, (2, 6, 3)).astype(np.uint8)
+    model = _model(helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]),
+                   [("a", TensorProto.UINT8, [2, 4, 6]), ("b", TensorProto.UINT8, [2, 6, 3])],
+                   [("y", TensorProto.UINT8, [2, 4, 3])],
+                   {"as": scale_type(0.0131), "az": np.uint8(113), "bs": scale_type(0.00721), "bz": np.uint8(98),
+                    "ys": scale_type(0.0195), "yz": np.uint8(121)})
+    check_exact(model, {"a": a, "b": b})
+
+
+def test_qlinear_conv_per_channel_with_bias():
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 256, (1, 3, 7, 7)).astype(np.uint8)
+    inputs = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "bias"]
+    model = _model(helper.make_node("QLinearConv", inputs, ["y"], pads=[1, 1, 1, 1], strides=[2, 2]),
+                   [("x", TensorProto.UINT8, [1, 3, 7, 7])], [("y", TensorProto.INT8, [1, 4, 4, 4])],
+                   {"xs": np.float32(0.02), "xz": np.uint8(128), "w": rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8),
+                    "ws": rng.uniform(0.001, 0.01, 4).astype(np.float32), "wz": np.zeros(4, np.int8),
+                    "ys": np.float32(0.05), "yz": np.int8(-5), "bias": rng.integers(-2000, 2000, 4).astype(np.int32)})
+    check_exact(model, {"x": x})
+
+
+def test_products_past_float32s_exact_range_are_refused():
+    k = 300  # 300 * 255 * 255 > 2^24
+    model = _model(helper.make_node("MatMulInteger", ["a", "b"], ["y"]),
+                   [("a", TensorProto.UINT8, [2, k]), ("b", TensorProto.UINT8, [k, 2])],
+                   [("y", TensorProto.INT32, [2, 2])])
+    with pytest.raises(UnsupportedOpsError, match=r"MatMulInteger \(the integer product can reach \d+, past 2\^24"):
+        load_onnx(model)
+
+
+def test_float8_outputs_are_refused():
+    model = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
+                   [("x", TensorProto.FLOAT, [4]), ("z", TensorProto.UINT8, [])],
+                   [("y", TensorProto.FLOAT8E4M3FN, [4])],
+                   {"s": np.float32(1)}, opset=OPSET)
+    model.graph.node[0].input[2] = ""
+    model.graph.node[0].attribute.append(helper.make_attribute("output_dtype", TensorProto.FLOAT8E4M3FN))
+    with pytest.raises(UnsupportedOpsError, match="float8e4m3fn"):
+        load_onnx(model)
+
+
+def test_float_boundaries_keep_the_quantized_model_path():
+    """The same Q -> DQ pair: with float boundaries it is a quantized float model (int8 tensor with
+    params); with an integer output it is integer arithmetic."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    init = [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")]
+    x = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])]
+    float_model = helper.make_model(helper.make_graph(
+        nodes, "g", x, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], init),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    graph = load_onnx(float_model)
+    assert [n.op for n in graph.nodes] == ["Quantize", "Dequantize"] and graph.quantization
+    integer_model = helper.make_model(helper.make_graph(
+        nodes, "g", x, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+                        helper.make_tensor_value_info("q", TensorProto.INT8, [4])], init),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    graph = load_onnx(integer_model)
+    assert not graph.quantization and "Quantize" not in {n.op for n in graph.nodes}
+    check_exact(integer_model, {"x": np.linspace(-20, 20, 4).astype(np.float32)})
