@@ -5,8 +5,10 @@ Node tests: every test whose model uses only ONNX ops the importer accepts (its 
 ``converter.importers.onnx.ONNX_OPS``: the ops of ``SUPPORTED_ONNX_OPS`` and the quantization ops; the
 ``*_expanded`` function-body variants count when all their ops are accepted). Of those, a test is
 excluded only for a reason the design states on purpose, one line each in ``EXCLUDED`` or by the
-rules of ``exclusion_reason`` (dtypes the runtime does not compute in; quantization ops outside a
-quantized float model); everything else is attempted and must pass.
+rules of ``exclusion_reason`` (dtypes the runtime does not compute in; quantization ops in a model with
+float boundaries that is not a quantized float model); everything else is attempted and must pass.
+Quantization ops with integer tensors at the model's boundary are exact integer arithmetic
+(``converter.importers.onnx_quant_exact``) and run.
 
 Model tests: the ``real`` models (Inception v1/v2, ResNet-50, SqueezeNet, DenseNet-121, ShuffleNet,
 VGG-19, AlexNet, ZFNet-512). Since onnx 1.16 the suite runs them from the ``light_*`` copies shipped in
@@ -85,9 +87,9 @@ def _graph_dtypes(model: onnx.ModelProto) -> set[np.dtype]:
     return dtypes
 
 
-QUANTIZED_MODELS_ONLY = ("quantization ops on their own: the importer takes them as the patterns of a quantized "
-                         "float model (QDQ groups, QOperator ops, quantize_dynamic; tests/converter/"
-                         "test_onnx_quant_import.py), with float32 at its boundary")
+QUANTIZED_MODELS_ONLY = ("quantization ops between float boundaries: the importer takes them as the patterns of a "
+                         "quantized float model (QDQ groups, QOperator ops, quantize_dynamic; tests/converter/"
+                         "test_onnx_quant_import.py); with integer boundaries they are exact integer arithmetic")
 
 
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
