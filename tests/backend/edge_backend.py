@@ -72,11 +72,10 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "DFT": (1, 2),
     "STFT": (1, 3),
     "CausalConvWithState": (1, 2),
-    "QuantizeLinear": (1, 2),
-    "DequantizeLinear": (1, 2),
     "ConvInteger": (1, 3),
-    "QLinearConv": (1, 2, 3, 4, 5, 6, 7, 8),
-    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "QLinearConv": (3, 5, 8),
+    "ConvInteger": (1, 3),
+    "QLinearConv": (3, 5, 8),
 }
 
 
