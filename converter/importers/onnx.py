@@ -18,8 +18,10 @@ from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
-    DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import, rewrite_quantized)
-from converter.importers.onnx_quant_exact import EXACT_QUANTIZATION_OPS, computes_exactly, onnx_elem_types
+    DATA_MOVEMENT_OPS, DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import,
+    rewrite_quantized)
+from converter.importers.onnx_quant_exact import (
+    EXACT_QUANTIZATION_OPS, computes_exactly, lowered_exactly, onnx_elem_types)
 from converter.ir import Graph, TensorType
 from converter.report import BOUNDARY_KEY
 
@@ -41,13 +43,17 @@ def load_onnx(model: str | os.PathLike | onnx.ModelProto,
     """
     proto = _load_checked(model)
     proto = _upgrade_opset(proto)
-    # Integers at the boundary: the quantization ops are exact integer arithmetic
-    # (converter.importers.onnx_quant_exact); otherwise the model is a quantized float model.
-    exact = computes_exactly(proto, QUANTIZATION_OPS)
-    if not exact:
+    # Integers at the boundary: every quantization op is exact integer arithmetic
+    # (converter.importers.onnx_quant_exact). Otherwise the model is a quantized float model, and
+    # only the Q/DQ its int8 path cannot take (blocked, 16-bit) are.
+    integer_boundary = computes_exactly(proto, QUANTIZATION_OPS)
+    if integer_boundary:
+        exact = frozenset(n.output[0] for n in proto.graph.node if n.op_type in EXACT_QUANTIZATION_OPS)
+    else:
         proto = rewrite_quantized(proto)
-    _raise_if_unsupported(proto, exact)
-    return _build(proto, dict(input_shapes or {}), default_dim, exact)
+        exact = lowered_exactly(proto, DATA_MOVEMENT_OPS)
+    _raise_if_unsupported(proto, exact, integer_boundary)
+    return _build(proto, dict(input_shapes or {}), default_dim, exact, integer_boundary)
 
 
 def _load_checked(model) -> onnx.ModelProto:
@@ -177,9 +183,11 @@ def _unsupported_op_types(proto: onnx.ModelProto) -> dict[str, list[str]]:
     return found
 
 
-def _converter(node: onnx.NodeProto, exact: bool = False) -> OnnxOp | None:
+def _converter(node: onnx.NodeProto, exact: frozenset[str] = frozenset()) -> OnnxOp | None:
+    """The node's converter; ``exact`` names (by first output) the quantization nodes lowered as
+    exact integer arithmetic."""
     if node.domain in _DEFAULT_DOMAINS:
-        if exact and node.op_type in EXACT_QUANTIZATION_OPS:
+        if node.op_type in EXACT_QUANTIZATION_OPS and node.output and node.output[0] in exact:
             return EXACT_QUANTIZATION_OPS[node.op_type]
         return ONNX_OPS.get(node.op_type)
     return DOMAIN_OPS.get((node.domain, node.op_type))
@@ -192,7 +200,8 @@ def _op_key(node: onnx.NodeProto) -> str | None:
     return f"{node.domain}.{node.op_type}" if node.domain not in _DEFAULT_DOMAINS else node.op_type
 
 
-def _raise_if_unsupported(proto: onnx.ModelProto, exact: bool = False) -> None:
+def _raise_if_unsupported(proto: onnx.ModelProto, exact: frozenset[str] = frozenset(),
+                          integer_boundary: bool = False) -> None:
     graph = proto.graph
     opset = _default_opset(proto)
     inferred = _infer_shapes(proto)
@@ -220,7 +229,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto, exact: bool = False) -> None:
     initializer_names = {t.name for t in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializer_names}
     used = _used_names(graph)
-    boundary = _boundary_dtypes(proto, exact)
+    boundary = _boundary_dtypes(proto, integer_boundary)
 
     found: dict[str, list[str]] = {}
     for node, name in zip(graph.node, _node_names(graph)):
@@ -249,11 +258,11 @@ def _raise_if_unsupported(proto: onnx.ModelProto, exact: bool = False) -> None:
         raise UnsupportedOpsError(found)
 
 
-def _boundary_dtypes(proto: onnx.ModelProto, exact: bool = False) -> dict[int, tuple[str, str]]:
+def _boundary_dtypes(proto: onnx.ModelProto, integer_boundary: bool = False) -> dict[int, tuple[str, str]]:
     """ONNX element type -> (boundary dtype, dtype computed in) for the types this model may carry
     at its boundary. A quantized float model's int8/uint8 tensors are its quantized values
-    (converter.importers.onnx_quant), not integers to widen; with ``exact`` they are integers."""
-    if not exact and any(n.op_type in QUANTIZATION_OPS for n in proto.graph.node):
+    (converter.importers.onnx_quant), not integers to widen; with ``integer_boundary`` they are integers."""
+    if not integer_boundary and any(n.op_type in QUANTIZATION_OPS for n in proto.graph.node):
         return {k: v for k, v in BOUNDARY_DTYPES.items() if k not in QUANTIZED_ELEM_TYPES}
     return BOUNDARY_DTYPES
 
@@ -306,7 +315,8 @@ def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int, bo
     return TensorType(dtype, requested), dynamic
 
 
-def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: bool = False) -> Graph:
+def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: frozenset[str] = frozenset(),
+           integer_boundary: bool = False) -> Graph:
     graph = proto.graph
     opset = _default_opset(proto)
     initializers = {t.name: t for t in graph.initializer}
@@ -325,7 +335,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: 
     builder = OnnxImportBuilder(initializers, taken)
     if exact:
         builder.onnx_types = onnx_elem_types(proto)
-    boundary = _boundary_dtypes(proto, exact)
+    boundary = _boundary_dtypes(proto, integer_boundary)
     node_names = _node_names(graph)
     for name in node_names:
         builder.fresh_node_name(name)

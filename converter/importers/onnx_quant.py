@@ -33,6 +33,7 @@ from converter.errors import ConversionError
 from converter.importers.onnx_builder import NodeContext, NodeInfo
 from converter.importers.onnx_ops import (
     OnnxOp, _pads_2d, _resolve_pads, _spatial_attrs, _to_2d, converts)
+from converter.importers.onnx_quant_exact import needs_integer_arithmetic
 from converter.ir import Graph, Quantization
 from converter.quantize.params import BIAS_LIMIT
 
@@ -123,7 +124,7 @@ class OnnxView:
     def dq_input(self, name: str) -> onnx.NodeProto | None:
         """The DequantizeLinear producing ``name`` from an int8/uint8 tensor, else None."""
         node = self.made_by(name, "DequantizeLinear")
-        if node is None or _attr(node, "block_size", 0):
+        if node is None or needs_integer_arithmetic(node, self.const):
             return None
         return node
 
@@ -150,14 +151,14 @@ class Output:
 def _output_quantize(view: OnnxView, name: str, allow_activation: bool) -> Output | None:
     q = view.sole_consumer(name, ("QuantizeLinear",))
     if q is not None:
-        return Output(q, None)
+        return None if needs_integer_arithmetic(q, view.const) else Output(q, None)
     if not allow_activation:
         return None
     act = view.sole_consumer(name, ("Relu", "Clip"))
     if act is None:
         return None
     q = view.sole_consumer(act.output[0], ("QuantizeLinear",))
-    return Output(q, act) if q is not None else None
+    return Output(q, act) if q is not None and not needs_integer_arithmetic(q, view.const) else None
 
 
 def _activation_attrs(view: OnnxView, act: onnx.NodeProto | None) -> list[onnx.AttributeProto]:

@@ -69,6 +69,71 @@ def computes_exactly(proto: onnx.ModelProto, quantization_ops) -> bool:
     return any(v.type.tensor_type.elem_type in INTEGER_BOUNDARY_TYPES for v in boundary)
 
 
+def needs_integer_arithmetic(node: onnx.NodeProto, constant) -> bool:
+    """Whether a QuantizeLinear / DequantizeLinear of a quantized float model is beyond the int8
+    path: blocked, or of a 16-bit type (``constant(name)`` gives a constant input's value or None)."""
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("block_size", 0) or attrs.get("output_dtype", 0) in (TensorProto.INT16, TensorProto.UINT16):
+        return True
+    zero = constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    return zero is not None and zero.dtype in (np.int16, np.uint16)
+
+
+def lowered_exactly(proto: onnx.ModelProto, data_movement_ops) -> frozenset[str]:
+    """The first outputs of the quantization nodes of a quantized float model (after its rewrite)
+    lowered here: those ``needs_integer_arithmetic`` takes, with every QuantizeLinear and
+    DequantizeLinear joined to them through a quantized tensor (directly or through
+    ``data_movement_ops``), so both ends of a tensor agree on what its values are."""
+    graph = proto.graph
+    values = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                values[node.output[0]] = value
+
+    def constant(name):
+        tensor = values.get(name)
+        return None if tensor is None else onnx.numpy_helper.to_array(tensor)
+
+    quantization = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                    and n.domain in ("", "ai.onnx")]
+    pending = [n for n in quantization if needs_integer_arithmetic(n, constant)]
+    if not pending:
+        return frozenset()
+    producer = {o: n for n in graph.node for o in n.output if o}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chosen: dict[str, onnx.NodeProto] = {}
+    while pending:
+        node = pending.pop()
+        if node.output[0] in chosen:
+            continue
+        chosen[node.output[0]] = node
+        # the quantized tensor: a QuantizeLinear's output, a DequantizeLinear's input
+        front = [node.output[0]] if node.op_type == "QuantizeLinear" else []
+        back = [node.input[0]] if node.op_type == "DequantizeLinear" else []
+        while front:
+            for user in consumers.get(front.pop(), []):
+                if user.op_type == "DequantizeLinear":
+                    pending.append(user)
+                elif user.op_type in data_movement_ops:
+                    front.append(user.output[0])
+        while back:
+            source = producer.get(back.pop())
+            if source is None:
+                continue
+            if source.op_type == "QuantizeLinear":
+                pending.append(source)
+            elif source.op_type in data_movement_ops and source.input:
+                back.append(source.input[0])
+    return frozenset(chosen)
+
+
 def onnx_elem_types(proto: onnx.ModelProto) -> dict[str, int]:
     """ONNX tensor name -> element type, as declared or inferred (the IR's int32 hides which
     integer type a tensor had)."""

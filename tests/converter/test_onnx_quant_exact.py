@@ -239,3 +239,39 @@ def test_float_boundaries_keep_the_quantized_model_path():
     graph = load_onnx(integer_model)
     assert not graph.quantization and "Quantize" not in {n.op for n in graph.nodes}
     check_exact(integer_model, {"x": np.linspace(-20, 20, 4).astype(np.float32)})
+
+
+# ---------------------------------------------------------------- inside quantized float models
+
+def _float_model(nodes, x_shape, y_shape, initializers) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def test_16_bit_qdq_in_a_float_model_is_exact():
+    """int16 Q -> Reshape -> DQ between float boundaries: beyond the int8 path, lowered exactly."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("Reshape", ["q", "shape"], ["r"]),
+             helper.make_node("DequantizeLinear", ["r", "s", "z"], ["y"])]
+    model = _float_model(nodes, [2, 6], [3, 4], {"s": np.float32(0.001), "z": np.int16(-7),
+                                                 "shape": np.array([3, 4], np.int64)})
+    x = np.random.default_rng(10).normal(0, 20, (2, 6)).astype(np.float32)
+    check_exact(model, {"x": x})
+
+
+def test_blocked_weights_of_a_float_model_fold_exactly():
+    rng = np.random.default_rng(11)
+    w = rng.integers(0, 256, (8, 3)).astype(np.uint8)
+    nodes = [helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wf"], axis=0, block_size=4),
+             helper.make_node("MatMul", ["x", "wf"], ["y"])]
+    model = _float_model(nodes, [2, 8], [2, 3], {"w": w, "ws": rng.uniform(0.01, 0.1, (2, 3)).astype(np.float32),
+                                                 "wz": rng.integers(0, 256, (2, 3)).astype(np.uint8)})
+    graph = load_onnx(model)
+    assert not graph.quantization and "Dequantize" not in {n.op for n in graph.nodes}
+    folded = next(graph.constants[i] for n in graph.nodes for i in n.inputs if i in graph.constants)
+    want = ReferenceEvaluator(helper.make_model(helper.make_graph(
+        nodes[:1], "w", [], [helper.make_tensor_value_info("wf", TensorProto.FLOAT, [8, 3])], model.graph.initializer),
+        opset_imports=[helper.make_opsetid("", OPSET)])).run(None, {})[0]
+    assert np.array_equal(folded, want) or np.array_equal(folded, want.T)  # FullyConnected takes w[N, K]
