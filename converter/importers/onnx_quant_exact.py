@@ -47,6 +47,9 @@ INTEGER_BOUNDARY_TYPES = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16
 # float32 holds every integer up to this magnitude.
 EXACT_LIMIT = 2 ** 24
 
+# Float types computed in float32 inside the graph whose arithmetic ONNX does in the type itself.
+_NARROW_FLOATS = {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}
+
 EXACT_QUANTIZATION_OPS: dict[str, OnnxOp] = {}
 
 
@@ -273,7 +276,13 @@ def _quantize_linear(ctx: NodeContext):
     low, high = _integer_range(ctx, _quantized_output_type(ctx, 2), "output")
     size = ctx.shape(0)[axis] if rank else 1
     scale = _along(ctx, _float(ctx, ctx.input(1)), rank, axis, block_size, size)
-    value = ctx.emit1("Round", [ctx.emit1("Div", [_float(ctx, ctx.input(0)), scale])])
+    quotient = ctx.emit1("Div", [_float(ctx, ctx.input(0)), scale])
+    narrow = _NARROW_FLOATS.get(_elem_type(ctx, 0))
+    if narrow and _elem_type(ctx, 1) == _elem_type(ctx, 0):
+        # ONNX divides in the inputs' own type; the float32 quotient rounded to it is that quotient
+        # (24 bits are enough for float16's and bfloat16's division to round once).
+        quotient = _float(ctx, ctx.emit1("Cast", [quotient], {"to": narrow}))
+    value = ctx.emit1("Round", [quotient])
     if ctx.input(2):
         zero = _along(ctx, _float(ctx, ctx.input(2)), rank, axis, block_size, size)
         value = ctx.emit1("Add", [value, zero])

@@ -62,6 +62,15 @@ def test_quantize_linear_rounds_halves_to_even_and_saturates():
         assert y.min() == np.iinfo(zero.dtype).min and y.max() == np.iinfo(zero.dtype).max
 
 
+def test_quantize_linear_divides_float16_in_float16():
+    scale = np.float16(0.0123)
+    x = (np.arange(-2000, 2000, dtype=np.float16) * np.float16(0.00037)).reshape(1, -1)
+    model = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
+                   [("x", TensorProto.FLOAT16, list(x.shape))], [("y", TensorProto.INT8, list(x.shape))],
+                   {"s": scale, "z": np.int8(0)})
+    check_exact(model, {"x": x})
+
+
 def test_quantize_linear_per_axis_and_blocked_int16():
     rng = np.random.default_rng(1)
     x = rng.normal(0, 300, (2, 6, 3)).astype(np.float32)
