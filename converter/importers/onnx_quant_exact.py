@@ -4,14 +4,17 @@ A model that carries int8/uint8/int16/uint16 tensors at its boundary (a graph in
 asks for those integers, not for an approximation of a float model: its quantization ops are
 lowered here onto the IR's float32 and int32 ops, computing what the ONNX definitions say bit for
 bit. Models with float boundaries keep the quantized-model path (converter.importers.onnx_quant),
-which maps QDQ groups and QOperator ops onto the runtime's int8 kernels.
+which maps QDQ groups and QOperator ops onto the runtime's int8 kernels; only the QuantizeLinear /
+DequantizeLinear that path cannot take (blocked, 16-bit: ``lowered_exactly``) come here.
 
 The integers travel as int32 inside the graph (the boundary casts, ``BOUNDARY_DTYPES``); every
 product of integers is computed in float32, which is exact while every partial sum stays below
 2^24 in magnitude. That bound is checked at import from the operands' dtypes, zero points and
-constant weights; a node that could pass it is refused naming it. Convolutions are computed as one
-1x1 convolution per kernel position (a plain dot product, never a Winograd transform, whose
-fractions would round).
+constant weights. MatMulInteger and ConvInteger, whose outputs are int32, sum past it in int32
+(over slices of the inner dim, or kernel positions, each exact in float32); QLinearMatMul and
+QLinearConv, which scale the sum in float, refuse a node that could pass it, naming it.
+Convolutions are computed as one 1x1 convolution per kernel position (a plain dot product, never
+a Winograd transform, whose fractions would round).
 
 * QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), per tensor, per axis or per
   block.
@@ -324,27 +327,53 @@ def _dynamic_quantize_linear(ctx: NodeContext):
 
 # ---------------------------------------------------------------- integer products
 
-def _matmul_product(ctx: NodeContext, a_index: int, a_zero: int, b_index: int, b_zero: int) -> tuple[str, int]:
-    """(a - a_zero) @ (b - b_zero) as float32 holding exact integers, and the largest magnitude
-    a partial sum can take."""
+def _matmul_product(ctx: NodeContext, a_index: int, a_zero: int, b_index: int, b_zero: int, as_int32: bool = False
+                    ) -> str:
+    """(a - a_zero) @ (b - b_zero): as float32 holding exact integers, or with ``as_int32`` as int32,
+    whose sum may then pass 2^24 (it is summed in int32 over slices of the inner dim each exact in
+    float32; int32 wraps as the ONNX reference's does)."""
     if ctx.rank(a_index) < 2 or ctx.rank(b_index) < 2:
         raise ctx.unsupported("rank-1 operand")
     # A 1-D zero point is per row of a and per column of b.
     a, a_bound = _shifted(ctx, a_index, a_zero, "input a", axis=ctx.rank(a_index) - 2)
     b, b_bound = _shifted(ctx, b_index, b_zero, "input b", axis=ctx.rank(b_index) - 1)
+    depth = ctx.shape(a_index)[-1]
     b_value = ctx.const(b)
     if b_value is not None:
         bound = a_bound * float(np.max(np.sum(np.abs(b_value.astype(np.float64)), axis=-2), initial=0))
     else:
-        bound = float(a_bound) * b_bound * ctx.shape(a_index)[-1]
-    _check_exact(ctx, bound, "the integer product")
-    return ctx.emit1("BatchMatMul", [a, b], {"transpose_a": False, "transpose_b": False}), bound
+        bound = float(a_bound) * b_bound * depth
+    attrs = {"transpose_a": False, "transpose_b": False}
+    if bound < EXACT_LIMIT:
+        product = ctx.emit1("BatchMatMul", [a, b], attrs)
+        return ctx.emit1("Cast", [product], {"to": "int32"}) if as_int32 else product
+    step = (EXACT_LIMIT - 1) // max(a_bound * b_bound, 1)
+    if not as_int32 or step < 1:
+        _check_exact(ctx, bound, "the integer product")
+    total = None
+    for start in range(0, depth, step):
+        end = min(depth, start + step)
+        a_part = _slice_axis(ctx, a, -1, start, end)
+        b_part = _slice_axis(ctx, b, -2, start, end)
+        part = ctx.emit1("Cast", [ctx.emit1("BatchMatMul", [a_part, b_part], attrs)], {"to": "int32"})
+        total = part if total is None else ctx.emit1("Add", [total, part])
+    return total
 
 
-def _conv_product(ctx: NodeContext, x_zero: int, w_index: int, w_zero: int) -> tuple[str, float]:
+def _slice_axis(ctx: NodeContext, name: str, axis: int, start: int, end: int) -> str:
+    shape = ctx.shape(name)
+    axis %= len(shape)
+    starts = tuple(start if d == axis else 0 for d in range(len(shape)))
+    ends = tuple(end if d == axis else size for d, size in enumerate(shape))
+    return ctx.emit1("Slice", [name], {"starts": starts, "ends": ends, "steps": (1,) * len(shape)})
+
+
+def _conv_product(ctx: NodeContext, x_zero: int, w_index: int, w_zero: int, as_int32: bool = False
+                  ) -> tuple[str, float]:
     """The 2-D convolution of (x - x_zero) with (w - w_zero), one 1x1 convolution per kernel
-    position summed, as float32 holding exact integers; and the largest magnitude a partial sum
-    can take."""
+    position summed; as float32 holding exact integers, or with ``as_int32`` as int32, whose sum
+    may then pass 2^24 (each position's exact in float32, summed in int32). Also the largest
+    magnitude the sum can take."""
     if ctx.rank(0) != 4:
         raise ctx.unsupported(f"{ctx.rank(0) - 2} spatial dims (2-D convolutions are computed exactly)")
     x, x_bound = _shifted(ctx, 0, x_zero, "input", axis=1)
@@ -352,8 +381,12 @@ def _conv_product(ctx: NodeContext, x_zero: int, w_index: int, w_zero: int) -> t
     weights = ctx.const(w)
     if weights is None:
         raise ctx.unsupported("weights computed at run time")
-    bound = x_bound * float(np.max(np.sum(np.abs(weights.astype(np.float64)), axis=(1, 2, 3)), initial=0))
-    _check_exact(ctx, bound, "the integer convolution")
+    magnitudes = np.abs(weights.astype(np.float64))
+    bound = x_bound * float(np.max(np.sum(magnitudes, axis=(1, 2, 3)), initial=0))
+    in_int32 = bound >= EXACT_LIMIT
+    if in_int32:
+        tap_bound = x_bound * float(np.max(np.sum(magnitudes, axis=1), initial=0))
+        _check_exact(ctx, bound if not as_int32 else tap_bound, "the integer convolution")
     kernel = list(ctx.attr("kernel_shape", weights.shape[2:]))
     strides, dilations = _spatial_attrs(ctx, kernel)
     top, left, bottom, right = _pads_2d(_resolve_pads(ctx, ctx.shape(0)[2:], kernel, strides, dilations))
@@ -376,20 +409,22 @@ def _conv_product(ctx: NodeContext, x_zero: int, w_index: int, w_zero: int) -> t
                 "steps": (1, 1, strides[0], strides[1])})
             tap = ctx.constant(np.ascontiguousarray(weights[:, :, i:i + 1, j:j + 1], np.float32), base=f"tap{i}_{j}")
             part = ctx.emit1("Conv2D", [window, tap, ""], attrs)
+            if in_int32:
+                part = ctx.emit1("Cast", [part], {"to": "int32"})
             total = part if total is None else ctx.emit1("Add", [total, part])
+    if as_int32 and not in_int32:
+        total = ctx.emit1("Cast", [total], {"to": "int32"})
     return total, bound
 
 
 @_exact("MatMulInteger")
 def _matmul_integer(ctx: NodeContext):
-    product, _ = _matmul_product(ctx, 0, 2, 1, 3)
-    ctx.emit("Cast", [product], {"to": "int32"}, [ctx.output(0)])
+    ctx.copy_to(_matmul_product(ctx, 0, 2, 1, 3, as_int32=True), ctx.output(0))
 
 
 @_exact("ConvInteger")
 def _conv_integer(ctx: NodeContext):
-    product, _ = _conv_product(ctx, 2, 1, 3)
-    ctx.emit("Cast", [product], {"to": "int32"}, [ctx.output(0)])
+    ctx.copy_to(_conv_product(ctx, 2, 1, 3, as_int32=True)[0], ctx.output(0))
 
 
 def _split(ctx: NodeContext, name: str, factor: float) -> tuple[str, str]:
@@ -437,7 +472,7 @@ def _requantize(ctx: NodeContext, product: str, multiplier: str, zero_index: int
 
 @_exact("QLinearMatMul")
 def _qlinear_matmul(ctx: NodeContext):
-    product, _ = _matmul_product(ctx, 0, 2, 3, 5)
+    product = _matmul_product(ctx, 0, 2, 3, 5)
     multiplier = _scale_product(ctx, 1, 4, 6)
     rank = ctx.rank(product)
     _requantize(ctx, product, _along(ctx, multiplier, rank, rank - 1), 7, 0)

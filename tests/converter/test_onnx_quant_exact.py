@@ -209,12 +209,33 @@ def test_qlinear_conv_per_channel_with_bias():
     check_exact(model, {"x": x})
 
 
-def test_products_past_float32s_exact_range_are_refused():
+def test_integer_sums_past_2_24_are_summed_in_int32():
+    """Sums float32 cannot hold: each slice of the inner dim (each kernel position) is exact in
+    float32, and the slices add up in int32."""
     k = 300  # 300 * 255 * 255 > 2^24
+    a = np.full((2, k), 255, np.uint8)
+    a[1] = np.random.default_rng(12).integers(0, 256, k)
+    b = np.full((k, 2), 255, np.uint8)
     model = _model(helper.make_node("MatMulInteger", ["a", "b"], ["y"]),
                    [("a", TensorProto.UINT8, [2, k]), ("b", TensorProto.UINT8, [k, 2])],
                    [("y", TensorProto.INT32, [2, 2])])
-    with pytest.raises(UnsupportedOpsError, match=r"MatMulInteger \(the integer product can reach \d+, past 2\^24"):
+    assert check_exact(model, {"a": a, "b": b})["y"].max() > 2 ** 24
+    rng = np.random.default_rng(13)
+    x = rng.integers(200, 256, (1, 64, 5, 5)).astype(np.uint8)
+    conv = _model(helper.make_node("ConvInteger", ["x", "w"], ["y"]),
+                  [("x", TensorProto.UINT8, [1, 64, 5, 5])], [("y", TensorProto.INT32, [1, 2, 3, 3])],
+                  {"w": rng.integers(200, 256, (2, 64, 3, 3)).astype(np.uint8)})
+    assert check_exact(conv, {"x": x})["y"].max() > 2 ** 24
+
+
+def test_requantized_products_past_float32s_exact_range_are_refused():
+    k = 300
+    model = _model(helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"]),
+                   [("a", TensorProto.UINT8, [2, k]), ("b", TensorProto.UINT8, [k, 2])],
+                   [("y", TensorProto.UINT8, [2, 2])],
+                   {"as": np.float32(1), "az": np.uint8(0), "bs": np.float32(1), "bz": np.uint8(0),
+                    "ys": np.float32(1), "yz": np.uint8(0)})
+    with pytest.raises(UnsupportedOpsError, match=r"QLinearMatMul \(the integer product can reach \d+, past 2\^24"):
         load_onnx(model)
 
 
