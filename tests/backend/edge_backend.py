@@ -74,8 +74,6 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "CausalConvWithState": (1, 2),
     "ConvInteger": (1, 3),
     "QLinearConv": (3, 5, 8),
-    "ConvInteger": (1, 3),
-    "QLinearConv": (3, 5, 8),
 }
 
 
