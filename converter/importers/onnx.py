@@ -16,6 +16,7 @@ from onnx import shape_inference, version_converter
 from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
+from converter.importers.onnx_control import all_nodes, used_names
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
     DATA_MOVEMENT_OPS, DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import,
@@ -88,7 +89,7 @@ def _default_opset(proto: onnx.ModelProto) -> int:
 def _ops_changed_after(proto: onnx.ModelProto, opset: int, newest_known: int) -> list[str]:
     """Op types of the default domain whose definition at ``opset`` is newer than at ``newest_known``."""
     changed = set()
-    for node in _all_nodes(proto.graph):
+    for node in all_nodes(proto.graph):
         if node.domain not in _DEFAULT_DOMAINS:
             continue
         try:
@@ -117,16 +118,6 @@ def _same_signature(op_type: str, domain: str, newer: int, older: int) -> bool:
             signature(onnx.defs.get_schema(op_type, older, domain))
     except Exception:
         return False
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from _all_nodes(sub)
 
 
 def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -228,7 +219,7 @@ def _raise_if_unsupported(proto: onnx.ModelProto, exact: frozenset[str] = frozen
                 static_values[node.output[0]] = value
     initializer_names = {t.name for t in graph.initializer}
     graph_inputs = {i.name for i in graph.input if i.name not in initializer_names}
-    used = _used_names(graph)
+    used = used_names(graph)
     boundary = _boundary_dtypes(proto, integer_boundary)
 
     found: dict[str, list[str]] = {}
@@ -273,13 +264,6 @@ def _infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:
         # Shape inference only sharpens the scan; conversion computes every type itself.
         return proto
-
-
-def _used_names(graph: onnx.GraphProto) -> set[str]:
-    used = {o.name for o in graph.output}
-    for node in graph.node:
-        used.update(i for i in node.input if i)
-    return used
 
 
 def _input_type(value_info: onnx.ValueInfoProto, requested, default_dim: int, boundary: Mapping
@@ -362,7 +346,7 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: 
             builder.aliases[value_info.name] = builder.fresh_name(f"{value_info.name}/{inside}")
             output_casts.append((value_info.name, outside))
 
-    used = _used_names(graph)
+    used = used_names(graph)
     used |= {alias for name, alias in builder.aliases.items() if name in used}
     for node, name in zip(graph.node, node_names):
         ctx = NodeContext(builder, node, name, opset, used.__contains__)

@@ -6,7 +6,8 @@ Slice's bounds, a Conv's weights) must be constants, as they are in exported mod
 pass those as graph inputs with data, so this adapter converts at the first ``run``: inputs that
 feed such a slot (``STATIC_INPUT_SLOTS``) become initializers with the given values, and the other
 inputs' shapes are fixed from the data (``input_shapes``). An input counts as needed when it is
-read through such a slot directly or through the nodes computing the operand. Everything else (the
+read through such a slot directly or through the nodes computing the operand (in the graph or in
+the subgraphs of its If, Loop and Scan nodes). Everything else (the
 activations) goes through the runtime as real inputs.
 """
 from __future__ import annotations
@@ -74,6 +75,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "CausalConvWithState": (1, 2),
     "ConvInteger": (1, 3),
     "QLinearConv": (3, 5, 8),
+    "Loop": (0, 1),
 }
 
 
@@ -85,10 +87,14 @@ def static_inputs(model: onnx.ModelProto) -> set[str]:
     """Graph inputs whose values the converter needs: those read through a slot in
     STATIC_INPUT_SLOTS, directly or through the nodes computing such an operand (a Pad's pads
     computed from a target-shape input, say)."""
+    from converter.importers.onnx_control import all_nodes
+
     graph_inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
+    # The nodes of If/Loop/Scan subgraphs count: they read the graph's inputs by name too.
+    nodes = list(all_nodes(model.graph))
+    producers = {out: node for node in nodes for out in node.output}
     needed: set[str] = set()
-    pending = [node.input[slot] for node in model.graph.node
+    pending = [node.input[slot] for node in nodes
                for slot in STATIC_INPUT_SLOTS.get(node.op_type, ()) if slot < len(node.input) and node.input[slot]]
     while pending:
         name = pending.pop()
