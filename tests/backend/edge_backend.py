@@ -87,7 +87,7 @@ def static_inputs(model: onnx.ModelProto) -> set[str]:
     """Graph inputs whose values the converter needs: those read through a slot in
     STATIC_INPUT_SLOTS, directly or through the nodes computing such an operand (a Pad's pads
     computed from a target-shape input, say)."""
-    from converter.importers.onnx_control import all_nodes
+    from converter.importers.onnx_control import all_nodes, used_names
 
     graph_inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     # The nodes of If/Loop/Scan subgraphs count: they read the graph's inputs by name too.
@@ -104,6 +104,10 @@ def static_inputs(model: onnx.ModelProto) -> set[str]:
         producer = producers.get(name)
         if producer is not None and producer.op_type not in SHAPE_ONLY_OPS:
             pending.extend(i for i in producer.input if i)
+            # An If/Loop/Scan output is computed from whatever its subgraphs read.
+            for attr in producer.attribute:
+                for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs:
+                    pending.extend(used_names(sub))
     return needed & graph_inputs
 
 
