@@ -16,7 +16,7 @@ from onnx import shape_inference, version_converter
 from converter.errors import ConversionError, UnsupportedOpsError
 from converter.importers.onnx_builder import (
     BOUNDARY_DTYPES, ONNX_DTYPES, OnnxImportBuilder, NodeContext, NodeInfo, onnx_dtype_name)
-from converter.importers.onnx_control import all_nodes, used_names
+from converter.importers.onnx_control import all_nodes, refuse_batch_scan, used_names
 from converter.importers.onnx_ops import ONNX_OPS, OnnxOp
 from converter.importers.onnx_quant import (
     DATA_MOVEMENT_OPS, DOMAIN_OPS, QUANTIZATION_OPS, QUANTIZED_ELEM_TYPES, accepts_quantized, finish_import,
@@ -139,6 +139,7 @@ def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
                                   f"this importer knows, and the model cannot be converted down: {exc}") from exc
     if opset >= MIN_OPSET:
         return proto
+    refuse_batch_scan(proto, opset)
     try:
         upgraded = version_converter.convert_version(proto, MIN_OPSET)
     except Exception as exc:

@@ -53,6 +53,16 @@ def all_nodes(graph: onnx.GraphProto):
         yield from each.node
 
 
+def refuse_batch_scan(proto: onnx.ModelProto, opset: int) -> None:
+    """Opset 8's Scan (a batch axis first, sequence_lens) cannot come up to the opsets imported:
+    the ONNX version converter drops its batch axis from the graph's declared inputs. Refused."""
+    if opset >= 9:
+        return
+    names = [node.name or f"Scan_{k}" for k, node in enumerate(all_nodes(proto.graph)) if node.op_type == "Scan"]
+    if names:
+        raise UnsupportedOpsError({"Scan (opset 8's batch form; opset 9 and up are supported)": names})
+
+
 def used_names(graph: onnx.GraphProto) -> set[str]:
     """Names read by the nodes of ``graph`` and the graphs nested in it, or given as their outputs."""
     used = set()

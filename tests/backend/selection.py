@@ -42,6 +42,7 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_celu_bfloat16_expanded$", "CastLike at an opset newer than the installed onnx package can convert down: refused"),
     (r"^test_attention_4d_causal_fp16_expanded$",
      "float16 computed in float32: the long attention chain differs from the float16-computed reference beyond the suite's tolerance"),
+    (r"^test_scan_sum$", "Scan at opset 8 (the batch form): the onnx package's version converter cannot bring it to opset 9; refused"),
     (r"^test_einsum_batch_diagonal", "Einsum with a repeated label in one term (diagonal or trace): refused"),
     (r"^test_attention_(?!.*_expanded).*qk_matmul",
      "Attention's qk_matmul_output (output 3): the fused kernel never forms the score matrix; refused"),

@@ -227,3 +227,14 @@ def test_scan_inputs_of_different_lengths_are_refused():
     model.graph.input[2].type.tensor_type.shape.dim[1].dim_value = 6
     with pytest.raises(ConversionError, match=r"different lengths \[5, 6\]"):
         load_onnx(model)
+
+
+def test_scan_at_opset_8_is_refused():
+    body = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Identity", ["c"], ["d"])],
+                             "body", [value("a", FLOAT, [2]), value("b", FLOAT, [2])],
+                             [value("c", FLOAT, [2]), value("d", FLOAT, [2])])
+    node = helper.make_node("Scan", ["", "s0", "x"], ["s", "ys"], body=body, num_scan_inputs=1)
+    model = make_model([node], [value("s0", FLOAT, [1, 2]), value("x", FLOAT, [1, 3, 2])],
+                       [value("s", FLOAT, [1, 2]), value("ys", FLOAT, [1, 3, 2])], opset=8)
+    with pytest.raises(UnsupportedOpsError, match="opset 8's batch form"):
+        load_onnx(model)
