@@ -238,3 +238,12 @@ def test_scan_at_opset_8_is_refused():
                        [value("s", FLOAT, [1, 2]), value("ys", FLOAT, [1, 3, 2])], opset=8)
     with pytest.raises(UnsupportedOpsError, match="opset 8's batch form"):
         load_onnx(model)
+
+
+def test_writing_out_over_the_node_bound_is_refused(monkeypatch):
+    import converter.importers.onnx_control as control
+
+    monkeypatch.setattr(control, "MAX_INLINED_NODES", 30)
+    with pytest.raises(ConversionError, match="over 30 nodes"):
+        load_onnx(loop_model(6, loop_body()))
+    load_onnx(loop_model(4, loop_body()))  # 4 copies of the 6-node body fit
