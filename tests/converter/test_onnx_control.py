@@ -247,3 +247,39 @@ def test_writing_out_over_the_node_bound_is_refused(monkeypatch):
     with pytest.raises(ConversionError, match="over 30 nodes"):
         load_onnx(loop_model(6, loop_body()))
     load_onnx(loop_model(4, loop_body()))  # 4 copies of the 6-node body fit
+
+
+@pytest.fixture(scope="module")
+def torch_scripted_export():
+    """What torch.onnx exports from a scripted module: an If on a batch-size check and a Loop over the
+    batch, both decided by a dimension declared dynamic."""
+    torch = pytest.importorskip("torch")
+    import io
+    import warnings
+
+    class ShapeCheckAndLoop(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[0] == 2:
+                x = x * 2.0
+            else:
+                x = x - 1.0
+            acc = torch.zeros_like(x[0])
+            for i in range(x.shape[0]):
+                acc = acc + x[i] * float(i)
+            return acc
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.jit.script(ShapeCheckAndLoop()), (torch.randn(2, 4),), buffer, dynamo=False,
+                          opset_version=17, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    return onnx.load_from_string(buffer.getvalue())
+
+
+@pytest.mark.parametrize("batch", [2, 3])
+def test_torch_export_with_if_and_loop_converts_at_each_size(torch_scripted_export, batch):
+    model = torch_scripted_export
+    assert {"If", "Loop"} <= {node.op_type for node in model.graph.node}
+    x = np.linspace(-2, 2, batch * 4, dtype=np.float32).reshape(batch, 4)
+    check_model(model, {"x": x}, input_shapes={"x": (batch, 4)})
+    assert "Where" not in ir_ops(model, input_shapes={"x": (batch, 4)})
