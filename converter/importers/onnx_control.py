@@ -295,7 +295,9 @@ def _loop(ctx: NodeContext):
     body = ctx.attr("body")
     carried = ctx.inputs[2:]
     scan_count = len(body.output) - 1 - len(carried)
-    if scan_count < 0:
+    if any(not name for name in carried):
+        raise ctx.error("a loop-carried input is left empty")
+    if scan_count < 0 or len(ctx.outputs) > len(body.output) - 1:
         raise ctx.error(f"body gives {len(body.output)} outputs for {len(carried)} loop-carried values")
     trip_count = None
     if ctx.input(0):
@@ -353,15 +355,25 @@ def _scan_attr(ctx: NodeContext, key: str, count: int) -> list[int]:
 @converts("Scan", check=_check_subgraphs)
 def _scan(ctx: NodeContext):
     body = ctx.attr("body")
-    scan_inputs_count = int(ctx.attr("num_scan_inputs"))
+    scan_inputs_count = int(ctx.attr("num_scan_inputs", 0))
     inputs = ctx.inputs
+    if not 0 < scan_inputs_count <= len(inputs):
+        raise ctx.error(f"num_scan_inputs = {scan_inputs_count} for a node with {len(inputs)} inputs")
+    if any(not name for name in inputs):
+        raise ctx.error("an input is left empty; every state and scan input must be given")
     state = inputs[:len(inputs) - scan_inputs_count]
     scan_inputs = inputs[len(state):]
     scan_outputs_count = len(body.output) - len(state)
+    if scan_outputs_count < 0 or len(ctx.outputs) > len(body.output):
+        raise ctx.error(f"body gives {len(body.output)} outputs for {len(state)} state values and "
+                        f"{len(ctx.outputs)} node outputs")
     input_axes = _scan_attr(ctx, "scan_input_axes", scan_inputs_count)
     input_directions = _scan_attr(ctx, "scan_input_directions", scan_inputs_count)
     output_axes = _scan_attr(ctx, "scan_output_axes", scan_outputs_count)
     output_directions = _scan_attr(ctx, "scan_output_directions", scan_outputs_count)
+    for key, directions in (("scan_input_directions", input_directions), ("scan_output_directions", output_directions)):
+        if any(d not in (0, 1) for d in directions):
+            raise ctx.error(f"{key} = {directions}: each must be 0 (forward) or 1 (reverse)")
     lengths = set()
     for k, (name, axis) in enumerate(zip(scan_inputs, input_axes)):
         rank = ctx.rank(name)

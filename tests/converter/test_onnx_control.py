@@ -283,3 +283,16 @@ def test_torch_export_with_if_and_loop_converts_at_each_size(torch_scripted_expo
     x = np.linspace(-2, 2, batch * 4, dtype=np.float32).reshape(batch, 4)
     check_model(model, {"x": x}, input_shapes={"x": (batch, 4)})
     assert "Where" not in ir_ops(model, input_shapes={"x": (batch, 4)})
+
+
+@pytest.mark.parametrize("attribute, bad, message", [
+    ("scan_input_directions", [2, 0], r"scan_input_directions = \[2, 0\]: each must be 0 \(forward\) or 1"),
+    ("num_scan_inputs", 4, r"num_scan_inputs = 4 for a node with 3 inputs"),
+    ("scan_input_axes", [0, 2], r"scan_input_axes\[1\] = 2 is out of range for rank 2"),
+])
+def test_scan_with_malformed_attributes_is_refused_by_name(attribute, bad, message):
+    model, _ = scan_model([0, 0], [0, 0], [0, 0], [0, 0])
+    attr = next(a for a in model.graph.node[0].attribute if a.name == attribute)
+    attr.CopyFrom(helper.make_attribute(attribute, bad))
+    with pytest.raises(ConversionError, match=message):
+        load_onnx(model)
