@@ -3,7 +3,8 @@ left out.
 
 Node tests: every test whose model uses only ONNX ops the importer accepts (its table,
 ``converter.importers.onnx.ONNX_OPS``: the ops of ``SUPPORTED_ONNX_OPS`` and the quantization ops; the
-``*_expanded`` function-body variants count when all their ops are accepted). Of those, a test is
+``*_expanded`` function-body variants count when all their ops are accepted; the ops of If, Loop and
+Scan subgraphs count too). Of those, a test is
 excluded only for a reason the design states on purpose, one line each in ``EXCLUDED`` or by the
 rules of ``exclusion_reason`` (dtypes the runtime does not compute in; quantization ops in a model with
 float boundaries that is not a quantized float model); everything else is attempted and must pass.
