@@ -3,8 +3,9 @@
 ``load_onnx`` checks the model, brings opsets below 13 up to 13, lists every unsupported op in one
 error before building anything, fixes symbolic input dims, then converts node by node through the
 ``ONNX_OPS`` table, folding whatever is computable at import; If, Loop and Scan are written out
-there as the ops of their subgraphs (``converter.importers.onnx_control``). The result is fully static: every
-tensor has an int shape, and every Shape/Reshape-shape/Slice-bound is a constant or an attribute.
+there as the ops of their subgraphs (``converter.importers.onnx_control``). The result is fully
+static: every tensor has an int shape, and every Shape/Reshape-shape/Slice-bound is a constant or an
+attribute.
 """
 from __future__ import annotations
 

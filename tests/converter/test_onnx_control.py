@@ -117,7 +117,8 @@ def loop_body(extra_nodes=(), cond_out="cond_in"):
 
 
 def loop_model(trip_count, body, trip_count_input=False):
-    node = helper.make_node("Loop", ["M" if trip_count is not None or trip_count_input else "", "cond", "y0"], ["y", "ys"], body=body)
+    trip_count_name = "M" if trip_count is not None or trip_count_input else ""
+    node = helper.make_node("Loop", [trip_count_name, "cond", "y0"], ["y", "ys"], body=body)
     inputs = [value("x", FLOAT, [6, 3]), value("scale", FLOAT, [3]), value("y0", FLOAT, [3])]
     initializers = [numpy_helper.from_array(np.array(True), "cond")]
     if trip_count_input:
