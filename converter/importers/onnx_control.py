@@ -92,8 +92,8 @@ def _check_subgraphs(info: NodeInfo) -> list[str]:
         count = info.static(0) if info.input(0) else None
         if not info.input(0) and info.input(1) and info.static(1) is None:
             reasons.append("no trip count and a condition computed at run time")
-        elif count is not None and int(np.asarray(count).reshape(-1)[0]) > MAX_ITERATIONS:
-            reasons.append(f"trip count {int(np.asarray(count).reshape(-1)[0])} over {MAX_ITERATIONS}")
+        elif count is not None and count.size == 1 and int(count.reshape(-1)[0]) > MAX_ITERATIONS:
+            reasons.append(f"trip count {int(count.reshape(-1)[0])} over {MAX_ITERATIONS}")
     return reasons
 
 
@@ -305,6 +305,8 @@ def _loop(ctx: NodeContext):
         if value is None:
             raise ctx.error(f"trip count {ctx.input(0)!r} is computed at run time; the loop is unrolled at "
                             f"import and needs it constant")
+        if value.size != 1:
+            raise ctx.error(f"trip count {ctx.input(0)!r} has {value.size} elements; it must have one")
         trip_count = int(value.reshape(-1)[0])
     keep_going = True
     if ctx.input(1):

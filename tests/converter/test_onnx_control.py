@@ -297,3 +297,10 @@ def test_scan_with_malformed_attributes_is_refused_by_name(attribute, bad, messa
     attr.CopyFrom(helper.make_attribute(attribute, bad))
     with pytest.raises(ConversionError, match=message):
         load_onnx(model)
+
+
+def test_loop_with_an_empty_trip_count_tensor_is_refused_by_name():
+    model = loop_model(3, loop_body())
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros((0,), np.int64), "M"))
+    with pytest.raises(ConversionError, match="trip count 'M' has 0 elements; it must have one"):
+        load_onnx(model)
