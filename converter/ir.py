@@ -18,7 +18,22 @@ from typing import Any, Mapping
 import numpy as np
 
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64",
-          "int16", "uint16", "uint32", "uint64", "bfloat16")
+          "int16", "uint16", "uint32", "uint64", "bfloat16",
+          "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+          "float4_e2m1fn", "int4", "uint4", "int2", "uint2")
+# Dtypes stored below a byte per element: a tensor holds ceil(size * bits / 8) bytes.
+PACKED_BITS = {"float4_e2m1fn": 4, "int4": 4, "uint4": 4, "int2": 2, "uint2": 2}
+# Names NumPy knows only once ml_dtypes is imported (one byte per element there, packed or not).
+_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+              "float4_e2m1fn", "int4", "uint4", "int2", "uint2")
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of an IR dtype name (ml_dtypes' types for bfloat16, float8, float4, int4, int2)."""
+    if name in _ML_DTYPES:
+        import ml_dtypes
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)
 Dim = int | str
 
 
@@ -46,7 +61,9 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
+        if self.dtype in PACKED_BITS:
+            return (self.size * PACKED_BITS[self.dtype] + 7) // 8
+        return self.size * numpy_dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from converter.ir import Graph, TensorType
+from converter.ir import Graph, TensorType, numpy_dtype
 from converter.ops import lookup
 from converter.ops.int8_reference import run_integer_node
 
@@ -29,7 +29,7 @@ def _check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> None:
         if declared is None:
             continue
         value = np.asarray(value)
-        if value.dtype != np.dtype(declared.dtype):
+        if value.dtype != numpy_dtype(declared.dtype):
             raise ReferenceRunError(f"input '{name}': got dtype {value.dtype}, expected {declared.dtype}")
         fits = value.ndim == declared.rank and all(
             isinstance(d, str) or d == actual for d, actual in zip(declared.shape, value.shape))
@@ -44,7 +44,7 @@ def _check_result(graph: Graph, node_label: str, name: str, value: np.ndarray, r
         return
     if rows_bound and value.ndim == declared.rank and value.ndim and value.shape[0] <= declared.shape[0]:
         declared = TensorType(declared.dtype, (value.shape[0],) + tuple(declared.shape[1:]))
-    if value.dtype != np.dtype(declared.dtype):
+    if value.dtype != numpy_dtype(declared.dtype):
         raise ReferenceRunError(f"{node_label}: output '{name}' came out {value.dtype}, but the graph "
                                 f"declares {declared.dtype}")
     if value.ndim != declared.rank or any(

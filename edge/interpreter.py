@@ -33,13 +33,43 @@ NUMPY_TYPES: dict[int, type] = {
     _DTYPE_VALUES["EDGE_UINT32"]: np.uint32,
     _DTYPE_VALUES["EDGE_UINT64"]: np.uint64,
 }
+# NumPy has no bfloat16, float8, float4, int4 or int2; ml_dtypes (which onnx installs) adds them.
+# Without it such a tensor is read and written as its raw codes: uint16 for bfloat16, one uint8 a
+# element for the others.
+_ML_DTYPES = {"EDGE_BFLOAT16": "bfloat16", "EDGE_FLOAT8_E4M3FN": "float8_e4m3fn",
+              "EDGE_FLOAT8_E4M3FNUZ": "float8_e4m3fnuz", "EDGE_FLOAT8_E5M2": "float8_e5m2",
+              "EDGE_FLOAT8_E5M2FNUZ": "float8_e5m2fnuz", "EDGE_FLOAT8_E8M0FNU": "float8_e8m0fnu",
+              "EDGE_FLOAT4_E2M1FN": "float4_e2m1fn", "EDGE_INT4": "int4", "EDGE_UINT4": "uint4", "EDGE_INT2": "int2",
+              "EDGE_UINT2": "uint2"}
 try:
-    # NumPy has no bfloat16; ml_dtypes (which onnx installs) adds it. Without it a bfloat16 tensor
-    # is read and written as its raw 16-bit patterns.
-    from ml_dtypes import bfloat16 as _bfloat16
+    import ml_dtypes as _ml_dtypes
 except ImportError:
-    _bfloat16 = np.uint16
-NUMPY_TYPES[_DTYPE_VALUES["EDGE_BFLOAT16"]] = _bfloat16
+    _ml_dtypes = None
+for _name, _ml_name in _ML_DTYPES.items():
+    _raw = np.uint16 if _ml_name == "bfloat16" else np.uint8
+    NUMPY_TYPES[_DTYPE_VALUES[_name]] = getattr(_ml_dtypes, _ml_name) if _ml_dtypes else _raw
+# Dtypes the runtime stores packed, ceil(n * bits / 8) bytes, element i in the low bits first;
+# set_tensor and get_tensor pack and unpack (NumPy holds them a byte each). Signed ones sign-extend.
+_PACKED = {_DTYPE_VALUES["EDGE_FLOAT4_E2M1FN"]: (4, False), _DTYPE_VALUES["EDGE_INT4"]: (4, True),
+           _DTYPE_VALUES["EDGE_UINT4"]: (4, False), _DTYPE_VALUES["EDGE_INT2"]: (2, True),
+           _DTYPE_VALUES["EDGE_UINT2"]: (2, False)}
+
+
+def _pack(array: np.ndarray, bits: int) -> np.ndarray:
+    codes = array.reshape(-1).view(np.uint8) & np.uint8((1 << bits) - 1)
+    per_byte = 8 // bits
+    codes = np.concatenate([codes, np.zeros(-codes.size % per_byte, np.uint8)]).reshape(-1, per_byte)
+    return np.bitwise_or.reduce(codes << (np.arange(per_byte, dtype=np.uint8) * bits), axis=1).astype(np.uint8)
+
+
+def _unpack(packed: np.ndarray, bits: int, signed: bool, shape, dtype) -> np.ndarray:
+    per_byte = 8 // bits
+    codes = (packed[:, None] >> (np.arange(per_byte, dtype=np.uint8) * bits)) & np.uint8((1 << bits) - 1)
+    codes = codes.reshape(-1)[:int(np.prod(shape, dtype=np.int64))]
+    if signed:  # sign-extend to int8, from which ml_dtypes converts by value
+        values = codes.astype(np.int8) - (codes >= (1 << (bits - 1))).astype(np.int8) * np.int8(1 << bits)
+        return values.astype(dtype).reshape(shape)
+    return codes.view(dtype).reshape(shape)
 _TENSOR_KIND_VALUES = ffi.typeof("edge_tensor_kind").relements
 _TENSOR_KINDS = {value: name.removeprefix("EDGE_TENSOR_").lower() for name, value in _TENSOR_KIND_VALUES.items()}
 
@@ -356,6 +386,8 @@ class Interpreter:
             raise InvalidArgumentError(f"tensor '{name}' (index {index}): expected shape "
                                        f"{_format_shape(expected_shape)}, got {_format_shape(array.shape)}{hint}")
         array = np.ascontiguousarray(array)
+        if int(info.dtype) in _PACKED:
+            array = _pack(array, _PACKED[int(info.dtype)][0])
         self._check(self._lib.edge_interpreter_set_tensor(self._handle(), index, ffi.from_buffer(array),
                                                           array.nbytes))
 
@@ -363,10 +395,12 @@ class Interpreter:
         """A copy of the tensor's current value."""
         index = self._tensor_index(tensor_index)
         info = self._info(index)
-        out = np.empty(self._shape(info), dtype=self._numpy_type(info))
+        shape, dtype = self._shape(info), self._numpy_type(info)
+        packed = _PACKED.get(int(info.dtype))
+        out = np.empty(int(info.nbytes) if packed else shape, dtype=np.uint8 if packed else dtype)
         self._check(self._lib.edge_interpreter_get_tensor(self._handle(), index,
                                                           ffi.from_buffer(out, require_writable=True), out.nbytes))
-        return out
+        return _unpack(out, *packed, shape, dtype) if packed else out
 
     def tensor(self, tensor_index) -> Callable[[], np.ndarray]:
         """A function returning a zero-copy view of the tensor (TFLite semantics).
@@ -388,6 +422,10 @@ class Interpreter:
     def _view(self, index: int) -> np.ndarray:
         handle = self._handle()
         info = self._info(index)
+        if int(info.dtype) in _PACKED:
+            raise InvalidArgumentError(f"tensor '{self._tensor_name(index, info)}' (index {index}) is packed "
+                                       f"({_string(self._lib.edge_dtype_name(info.dtype))}), which NumPy cannot "
+                                       "view in place: use get_tensor() and set_tensor()")
         pointer = ffi.new("void **")
         self._check(self._lib.edge_interpreter_tensor_data(handle, index, pointer))
         # Constants live in the model bytes, which may be a read-only mapping of the file.

@@ -17,3 +17,13 @@ class DType(object):
     UINT32 = 10
     UINT64 = 11
     BFLOAT16 = 12
+    FLOAT8_E4M3FN = 13
+    FLOAT8_E4M3FNUZ = 14
+    FLOAT8_E5M2 = 15
+    FLOAT8_E5M2FNUZ = 16
+    FLOAT8_E8M0FNU = 17
+    FLOAT4_E2M1FN = 18
+    INT4 = 19
+    UINT4 = 20
+    INT2 = 21
+    UINT2 = 22

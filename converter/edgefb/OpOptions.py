@@ -33,6 +33,7 @@ class OpOptions(object):
     NonMaxSuppressionOptions = 26
     RoiAlignOptions = 27
     AttentionOptions = 28
+    CastOptions = 29
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -122,4 +123,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().AttentionOptions:
         import converter.edgefb.AttentionOptions
         return converter.edgefb.AttentionOptions.AttentionOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().CastOptions:
+        import converter.edgefb.CastOptions
+        return converter.edgefb.CastOptions.CastOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -355,8 +355,10 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: 
         ctx = NodeContext(builder, node, name, opset, used.__contains__)
         _converter(node, exact).convert(ctx)
     for name, outside in output_casts:
-        builder.emit("Cast", [builder.aliases[name]], {"to": outside}, [name],
-                     builder.fresh_node_name(f"{name}/cast"))
+        # The values are on the boundary dtype's grid already; without saturating, float8's
+        # infinities and NaNs stay what the graph made them.
+        attrs = {"to": outside, "saturate": False} if outside.startswith("float8_") else {"to": outside}
+        builder.emit("Cast", [builder.aliases[name]], attrs, [name], builder.fresh_node_name(f"{name}/cast"))
 
     outputs = [o.name for o in graph.output]
     for name in outputs:

@@ -27,7 +27,7 @@ SUPPORTED_NUMPY = {"float32", "int32", "int64", "bool"}
 # Element types a model may carry at its boundary: graph inputs and outputs keep them (the runtime
 # casts there) and everything between computes in the IR dtype beside them. Constants of these
 # types are converted once at import. float64 loses its extra precision that way; every other
-# type's values survive the cast exactly, uint64's up to INT64_MAX (the runtime's Cast refuses larger
+# type's values (float8, float4, int4 and int2 included) survive the cast exactly, uint64's up to INT64_MAX (the runtime's Cast refuses larger
 # input values; larger constants are refused here). The conversion report lists every tensor this
 # applies to.
 BOUNDARY_DTYPES = {
@@ -40,6 +40,16 @@ BOUNDARY_DTYPES = {
     onnx.TensorProto.UINT16: ("uint16", "int32"),
     onnx.TensorProto.UINT32: ("uint32", "int64"),
     onnx.TensorProto.UINT64: ("uint64", "int64"),
+    onnx.TensorProto.FLOAT8E4M3FN: ("float8_e4m3fn", "float32"),
+    onnx.TensorProto.FLOAT8E4M3FNUZ: ("float8_e4m3fnuz", "float32"),
+    onnx.TensorProto.FLOAT8E5M2: ("float8_e5m2", "float32"),
+    onnx.TensorProto.FLOAT8E5M2FNUZ: ("float8_e5m2fnuz", "float32"),
+    onnx.TensorProto.FLOAT8E8M0: ("float8_e8m0fnu", "float32"),
+    onnx.TensorProto.FLOAT4E2M1: ("float4_e2m1fn", "float32"),
+    onnx.TensorProto.INT4: ("int4", "int32"),
+    onnx.TensorProto.UINT4: ("uint4", "int32"),
+    onnx.TensorProto.INT2: ("int2", "int32"),
+    onnx.TensorProto.UINT2: ("uint2", "int32"),
 }
 _COMPUTED_AS = {boundary: inside for boundary, inside in BOUNDARY_DTYPES.values()}
 

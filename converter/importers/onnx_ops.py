@@ -351,27 +351,50 @@ def _where(ctx: NodeContext):
     ctx.emit("Where", ctx.inputs[:3], {}, [ctx.output(0)])
 
 
+_ROUND_MODES = ("up", "down", "nearest")
+
+
+def _round_mode(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _check_cast(info: NodeInfo) -> list[str]:
     to = info.attr("to")
-    return [] if to in ONNX_DTYPES or to in BOUNDARY_DTYPES else [f"to={onnx_dtype_name(to)}"]
+    reasons = [] if to in ONNX_DTYPES or to in BOUNDARY_DTYPES else [f"to={onnx_dtype_name(to)}"]
+    if _round_mode(info.attr("round_mode", "up")) not in _ROUND_MODES:
+        reasons.append(f"round_mode={_round_mode(info.attr('round_mode'))}")
+    return reasons
 
 
-@converts("Cast", check=_check_cast)
-def _cast(ctx: NodeContext):
-    to = ctx.attr("to")
-    if to in ONNX_DTYPES:
-        ctx.emit("Cast", [ctx.input(0)], {"to": ONNX_DTYPES[to]}, [ctx.output(0)])
+def _cast_to(ctx: NodeContext, dtype: str):
+    """Input 0 cast to IR dtype ``dtype``. A boundary dtype is passed through (its rounding or wrapping
+    is the cast's meaning) and back to the dtype the graph computes it in, except float64, which the
+    graph computes in float32. saturate and round_mode matter to the float8 targets alone."""
+    attrs = {"to": dtype}
+    if not ctx.attr("saturate", 1):
+        attrs["saturate"] = False
+    if _round_mode(ctx.attr("round_mode", "up")) != "up":
+        attrs["round_mode"] = _round_mode(ctx.attr("round_mode"))
+    inside = dict(BOUNDARY_DTYPES.values()).get(dtype)
+    if inside is None:
+        ctx.emit("Cast", [ctx.input(0)], attrs, [ctx.output(0)])
         return
-    # A type computed in a wider one: through the narrow type (its rounding or wrapping is the
-    # cast's meaning) and back, except float64, which the graph computes in float32.
-    narrow, inside = BOUNDARY_DTYPES[to]
-    x = ctx.input(0) if narrow == "float64" else ctx.emit1("Cast", [ctx.input(0)], {"to": narrow})
+    x = ctx.input(0) if dtype == "float64" else ctx.emit1("Cast", [ctx.input(0)], attrs)
     ctx.emit("Cast", [x], {"to": inside}, [ctx.output(0)])
 
 
-@converts("CastLike")
+@converts("Cast", check=_check_cast, newest_opset=28)
+def _cast(ctx: NodeContext):
+    to = ctx.attr("to")
+    _cast_to(ctx, ONNX_DTYPES[to] if to in ONNX_DTYPES else BOUNDARY_DTYPES[to][0])
+
+
+@converts("CastLike", newest_opset=25)
 def _cast_like(ctx: NodeContext):
-    ctx.emit("Cast", [ctx.input(0)], {"to": ctx.type(1).dtype}, [ctx.output(0)])
+    # A graph input keeps its boundary dtype under its own name (the nodes read its cast).
+    like = ctx.node.input[1]
+    dtype = ctx.builder.tensors[like].dtype if like in ctx.builder.tensors else ctx.type(1).dtype
+    _cast_to(ctx, dtype)
 
 
 # ---------------------------------------------------------------- softmax and normalisation

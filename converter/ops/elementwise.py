@@ -13,11 +13,13 @@ import numpy as np
 
 from converter.edgefb.BinaryOp import BinaryOp
 from converter.edgefb.BinaryOptions import BinaryOptionsT
+from converter.edgefb.CastOptions import CastOptionsT
+from converter.edgefb.CastRoundMode import CastRoundMode
 from converter.edgefb.OpCode import OpCode
 from converter.edgefb.OpOptions import OpOptions
 from converter.edgefb.UnaryOp import UnaryOp
 from converter.edgefb.UnaryOptions import UnaryOptionsT
-from converter.ir import DTYPES, TensorType
+from converter.ir import DTYPES, TensorType, numpy_dtype
 from converter.ops import OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, INT_DTYPES, apply_activation, broadcast_dims, erf,
                                    fail, int8_binary, need, no_attrs, no_options, output_elements)
@@ -357,24 +359,60 @@ register(OpDef(
     int8_role="follow", int8_condition=_nan_guard, int8_inputs=(2,)))
 
 
+# Cast's options, which matter only to the float8 targets (ONNX Cast): saturate clamps values past
+# the largest finite one; round_mode picks float8_e8m0fnu's power of two. Defaults are left out of
+# the attributes, so a Cast that does not use them reads back equal.
+CAST_ROUND_MODES = {"up": CastRoundMode.UP, "down": CastRoundMode.DOWN, "nearest": CastRoundMode.NEAREST}
+_FLOAT8_SATURATING = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+
+
 def _cast_infer(types, attrs):
     need("Cast", types, 1)
     if attrs.get("to") not in DTYPES:
         fail("Cast", f"attribute 'to' is {attrs.get('to')!r}; expected one of {', '.join(DTYPES)}")
+    if attrs.get("round_mode", "up") not in CAST_ROUND_MODES:
+        fail("Cast", f"round_mode {attrs['round_mode']!r}; expected one of {', '.join(CAST_ROUND_MODES)}")
     return [TensorType(attrs["to"], types[0].shape)]
 
 
 def _cast_reference(inputs, attrs):
-    if attrs["to"] == "bfloat16":
-        import ml_dtypes  # noqa: F401  (registers the bfloat16 NumPy dtype)
     x = np.asarray(inputs[0])
+    to, saturate = numpy_dtype(attrs["to"]), attrs.get("saturate", True)
     with np.errstate(all="ignore"):
-        return [x.astype(np.dtype(attrs["to"]))]
+        if attrs["to"] == "float8_e8m0fnu":
+            from onnx.numpy_helper import to_float8e8m0
+            return [to_float8e8m0(x.astype(np.float32), saturate, attrs.get("round_mode", "up"))]
+        if attrs["to"] in _FLOAT8_SATURATING and saturate and x.dtype.kind == "f":
+            import ml_dtypes
+            info = ml_dtypes.finfo(to)
+            x = np.clip(x.astype(np.float32), np.float32(info.min), np.float32(info.max))
+        return [x.astype(to)]
+
+
+def _cast_lower(attrs):
+    saturate, round_mode = attrs.get("saturate", True), attrs.get("round_mode", "up")
+    if saturate and round_mode == "up":
+        return OpCode.CAST, OpOptions.NONE, None
+    options = CastOptionsT()
+    options.saturate = bool(saturate)
+    options.roundMode = CAST_ROUND_MODES[round_mode]
+    return OpCode.CAST, OpOptions.CastOptions, options
+
+
+def _cast_lift(options) -> dict:
+    if options is None:
+        return {}
+    attrs = {}
+    if not options.saturate:
+        attrs["saturate"] = False
+    if options.roundMode != CastRoundMode.UP:
+        attrs["round_mode"] = next(k for k, v in CAST_ROUND_MODES.items() if v == options.roundMode)
+    return attrs
 
 
 register(OpDef(
     # The target dtype is the output tensor's; the reader takes it from there.
     name="Cast", infer=_cast_infer, reference=_cast_reference,
-    lower=no_options(OpCode.CAST), lift=no_attrs, opcode=OpCode.CAST, flops=output_elements,
+    lower=_cast_lower, lift=_cast_lift, opcode=OpCode.CAST, flops=output_elements,
     elementwise=True, gradient=lambda g, node, dys: [
         g.emit("Cast", [dys[0]], {"to": g.type(node.inputs[0]).dtype})]))

@@ -69,7 +69,21 @@ typedef enum {
   EDGE_UINT16 = 9,
   EDGE_UINT32 = 10,
   EDGE_UINT64 = 11,
-  EDGE_BFLOAT16 = 12
+  EDGE_BFLOAT16 = 12,
+  /* float8 and float4 as ONNX and ml_dtypes define them (fn: no infinities; fnuz: no negative zero,
+   * 0x80 is NaN; e8m0fnu: powers of two 2^(code - 127), 0xff NaN), computed in float32 inside. */
+  EDGE_FLOAT8_E4M3FN = 13,
+  EDGE_FLOAT8_E4M3FNUZ = 14,
+  EDGE_FLOAT8_E5M2 = 15,
+  EDGE_FLOAT8_E5M2FNUZ = 16,
+  EDGE_FLOAT8_E8M0FNU = 17,
+  /* Packed below a byte: a tensor of n elements holds ceil(n * bits / 8) bytes, element i in the
+   * low bits of its byte first (ONNX's layout). edge_dtype_size is 0 for these; see edge_dtype_bits. */
+  EDGE_FLOAT4_E2M1FN = 18,
+  EDGE_INT4 = 19,
+  EDGE_UINT4 = 20,
+  EDGE_INT2 = 21,
+  EDGE_UINT2 = 22
 } edge_dtype;
 
 typedef enum {
@@ -182,7 +196,8 @@ int32_t edge_abi_version(void);         /* EDGE_ABI_VERSION as the library was b
 const char *edge_last_error(void);
 const char *edge_status_name(edge_status status);
 const char *edge_dtype_name(edge_dtype dtype);
-size_t edge_dtype_size(edge_dtype dtype);
+size_t edge_dtype_size(edge_dtype dtype);     /* bytes per element; 0 for packed and unknown dtypes */
+int32_t edge_dtype_bits(edge_dtype dtype);    /* bits per element (4 or 2 when packed); 0 if unknown */
 const char *edge_isa(void);             /* the kernel ISA picked at start ("scalar", ...) */
 
 /* Models. load_file maps the file; load_buffer borrows the caller's bytes (which must outlive the

@@ -43,18 +43,33 @@ const char *edge_status_name(edge_status status) {
 
 const char *edge_dtype_name(edge_dtype dtype) {
   static const char *const names[] = {"float32", "float16", "int8", "uint8", "int32", "int64", "bool", "float64",
-                                       "int16", "uint16", "uint32", "uint64", "bfloat16"};
+                                       "int16", "uint16", "uint32", "uint64", "bfloat16", "float8_e4m3fn",
+                                       "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+                                       "float4_e2m1fn", "int4", "uint4", "int2", "uint2"};
   return (unsigned)dtype < sizeof names / sizeof names[0] ? names[dtype] : "unknown";
 }
 
-size_t edge_dtype_size(edge_dtype dtype) {
+int32_t edge_dtype_bits(edge_dtype dtype) {
   switch (dtype) {
-    case EDGE_FLOAT32: case EDGE_INT32: case EDGE_UINT32: return 4;
-    case EDGE_FLOAT16: case EDGE_INT16: case EDGE_UINT16: case EDGE_BFLOAT16: return 2;
-    case EDGE_INT8: case EDGE_UINT8: case EDGE_BOOL: return 1;
-    case EDGE_INT64: case EDGE_FLOAT64: case EDGE_UINT64: return 8;
+    case EDGE_FLOAT32: case EDGE_INT32: case EDGE_UINT32: return 32;
+    case EDGE_FLOAT16: case EDGE_INT16: case EDGE_UINT16: case EDGE_BFLOAT16: return 16;
+    case EDGE_INT8: case EDGE_UINT8: case EDGE_BOOL: return 8;
+    case EDGE_FLOAT8_E4M3FN: case EDGE_FLOAT8_E4M3FNUZ: case EDGE_FLOAT8_E5M2: case EDGE_FLOAT8_E5M2FNUZ:
+    case EDGE_FLOAT8_E8M0FNU: return 8;
+    case EDGE_INT64: case EDGE_FLOAT64: case EDGE_UINT64: return 64;
+    case EDGE_FLOAT4_E2M1FN: case EDGE_INT4: case EDGE_UINT4: return 4;
+    case EDGE_INT2: case EDGE_UINT2: return 2;
   }
   return 0;
+}
+
+size_t edge_dtype_size(edge_dtype dtype) {
+  int32_t bits = edge_dtype_bits(dtype);
+  return bits % 8 ? 0 : (size_t)bits / 8;
+}
+
+size_t edge_tensor_bytes(edge_dtype dtype, int64_t elements) {
+  return ((size_t)elements * (size_t)edge_dtype_bits(dtype) + 7) / 8;
 }
 
 int64_t edge_num_elements(int32_t rank, const int64_t *shape) {
@@ -104,7 +119,7 @@ edge_status edge_set_shape(edge_context *ctx, edge_tensor *t, int32_t rank, cons
                        t->name ? t->name : "?", i, (long long)shape[i]);
     n *= shape[i];
   }
-  size_t nbytes = (size_t)n * edge_dtype_size(t->dtype);
+  size_t nbytes = edge_tensor_bytes(t->dtype, n);
   if (ctx && ctx->memory_limit && nbytes > ctx->memory_limit)
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "tensor '%s' would need %zu bytes, over the memory limit of %llu",
                      t->name ? t->name : "?", nbytes, (unsigned long long)ctx->memory_limit);

@@ -65,6 +65,7 @@ typedef struct {
 } edge_optimizer_options;
 typedef struct { float max_norm; } edge_clip_options;
 typedef struct { bool upper; int64_t k; } edge_trilu_options;
+typedef struct { bool saturate; edge_cast_round_kind round_mode; } edge_cast_options;
 typedef struct { int32_t axis; bool exclusive, reverse, product; } edge_cumsum_options;
 typedef struct { int32_t axis; bool keepdims, select_last_index; } edge_arg_options;
 typedef struct { int64_t k; int32_t axis; bool largest, sorted; } edge_top_k_options;
@@ -116,6 +117,7 @@ typedef union {
   edge_nms_options nms;                 /* NON_MAX_SUPPRESSION */
   edge_roi_align_options roi_align;
   edge_attention_options attention;
+  edge_cast_options cast;
 } edge_options;
 
 /* ---- tensors and nodes ---- */
@@ -210,5 +212,22 @@ void edge_format_shape(char *buf, size_t cap, int32_t rank, const int64_t *shape
 
 float edge_half_to_float(uint16_t h);
 uint16_t edge_float_to_half(float f);
+
+/* Bytes a tensor of `elements` elements holds: ceil(elements * bits / 8) (packed dtypes included). */
+size_t edge_tensor_bytes(edge_dtype dtype, int64_t elements);
+
+/* The narrow dtypes' element codecs (narrow.c). A code is one element's bits, in the low bits of a
+ * byte for the packed dtypes. float8 and float4 decode exactly to float; encoding rounds to nearest
+ * even (e8m0: by `round`), with ONNX Cast's saturate meaning for values past the largest finite one
+ * (float4, which has no infinity, always saturates). The packed integers decode by sign extension;
+ * from float they truncate toward zero, out-of-range values and NaN becoming 0. */
+bool edge_is_narrow_float(edge_dtype dtype);
+float edge_narrow_to_float(edge_dtype dtype, uint8_t code);
+uint8_t edge_float_to_narrow(edge_dtype dtype, float value, bool saturate, edge_cast_round_kind round);
+int64_t edge_narrow_int_from_code(edge_dtype dtype, uint8_t code);
+uint8_t edge_narrow_int_from_float(edge_dtype dtype, float value);
+/* Element `index` of a packed buffer of `bits`-bit elements, low bits of each byte first. */
+uint8_t edge_packed_get(const void *data, int64_t index, int32_t bits);
+void edge_packed_set(void *data, int64_t index, int32_t bits, uint8_t code);
 
 #endif

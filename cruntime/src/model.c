@@ -64,6 +64,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_NON_MAX_SUPPRESSION: return EDGE_OPTIONS_NON_MAX_SUPPRESSION;
     case EDGE_OP_ROI_ALIGN: return EDGE_OPTIONS_ROI_ALIGN;
     case EDGE_OP_ATTENTION: return EDGE_OPTIONS_ATTENTION;
+    case EDGE_OP_CAST: return EDGE_OPTIONS_CAST;
     default: return EDGE_OPTIONS_NONE;
   }
 }
@@ -239,9 +240,9 @@ static edge_status parse_tensor(loader *L, const fb_table *table, int32_t index,
   int8_t dtype = 0;
   READ_OR_FAIL(fb_i8(&L->reader, table, FIELD_TENSOR_DTYPE, &dtype), where);
   if (dtype < 0) return edge_set_last_error(EDGE_INVALID_MODEL, "%s: dtype %d is negative", where, dtype);
-  if (dtype > EDGE_BFLOAT16) return edge_set_last_error(EDGE_UNSUPPORTED, "%s: dtype %d is unknown to this runtime", where, dtype);
+  if (dtype > EDGE_UINT2) return edge_set_last_error(EDGE_UNSUPPORTED, "%s: dtype %d is unknown to this runtime", where, dtype);
   t->dtype = (edge_dtype)dtype;
-  t->nbytes = (size_t)elements * edge_dtype_size(t->dtype);
+  t->nbytes = edge_tensor_bytes(t->dtype, elements);
 
   uint32_t buffer = 0;
   bool is_variable = false;
@@ -604,6 +605,13 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: clip max_norm is %g; it must be finite and > 0", where,
                                    o->clip.max_norm);
       break;
+    case EDGE_OPTIONS_CAST:
+      o->cast.saturate = FIELD_DEFAULT_CAST_OPTIONS_SATURATE;
+      FIELD(fb_bool(r, t, FIELD_CAST_OPTIONS_SATURATE, &o->cast.saturate));
+      FIELD(fb_i8(r, t, FIELD_CAST_OPTIONS_ROUND_MODE, &e));
+      TRY(check_enum(e, EDGE_CAST_ROUND_COUNT_, where, "cast round mode"));
+      o->cast.round_mode = (edge_cast_round_kind)e;
+      break;
     /* Axes are checked against the input's rank by each op's prepare. */
     case EDGE_OPTIONS_TRILU:
       o->trilu.upper = FIELD_DEFAULT_TRILU_OPTIONS_UPPER;
@@ -777,6 +785,17 @@ static edge_status parse_operator(loader *L, const fb_table *table, int32_t inde
     if (op->outputs[i] < lowest_output || op->outputs[i] >= L->model->num_tensors)
       return edge_set_last_error(EDGE_INVALID_MODEL, "%s: output %d is tensor %d, out of range (%d tensors)", where, i,
                                  op->outputs[i], L->model->num_tensors);
+
+  /* Packed elements are not whole bytes: only CAST reads or writes them (the ops that move
+   * elements of any dtype address them by byte). */
+  if (op->opcode != EDGE_OP_CAST) {
+    for (int32_t i = 0; i < op->num_inputs + op->num_outputs; ++i) {
+      int32_t t = i < op->num_inputs ? op->inputs[i] : op->outputs[i - op->num_inputs];
+      if (t >= 0 && edge_dtype_size(L->model->tensors[t].dtype) == 0)
+        return edge_set_last_error(EDGE_UNSUPPORTED, "%s: tensor %d is %s, a packed dtype that only CAST reads or "
+                                   "writes", where, t, edge_dtype_name(L->model->tensors[t].dtype));
+    }
+  }
 
   uint8_t options_type = 0;
   READ_OR_FAIL(fb_u8(&L->reader, table, FIELD_OPERATOR_OPTIONS_TYPE, &options_type), where);

@@ -17,6 +17,16 @@ _Static_assert(EDGE_UINT16 == 9, "edge.h dtype UINT16 differs from the schema");
 _Static_assert(EDGE_UINT32 == 10, "edge.h dtype UINT32 differs from the schema");
 _Static_assert(EDGE_UINT64 == 11, "edge.h dtype UINT64 differs from the schema");
 _Static_assert(EDGE_BFLOAT16 == 12, "edge.h dtype BFLOAT16 differs from the schema");
+_Static_assert(EDGE_FLOAT8_E4M3FN == 13, "edge.h dtype FLOAT8_E4M3FN differs from the schema");
+_Static_assert(EDGE_FLOAT8_E4M3FNUZ == 14, "edge.h dtype FLOAT8_E4M3FNUZ differs from the schema");
+_Static_assert(EDGE_FLOAT8_E5M2 == 15, "edge.h dtype FLOAT8_E5M2 differs from the schema");
+_Static_assert(EDGE_FLOAT8_E5M2FNUZ == 16, "edge.h dtype FLOAT8_E5M2FNUZ differs from the schema");
+_Static_assert(EDGE_FLOAT8_E8M0FNU == 17, "edge.h dtype FLOAT8_E8M0FNU differs from the schema");
+_Static_assert(EDGE_FLOAT4_E2M1FN == 18, "edge.h dtype FLOAT4_E2M1FN differs from the schema");
+_Static_assert(EDGE_INT4 == 19, "edge.h dtype INT4 differs from the schema");
+_Static_assert(EDGE_UINT4 == 20, "edge.h dtype UINT4 differs from the schema");
+_Static_assert(EDGE_INT2 == 21, "edge.h dtype INT2 differs from the schema");
+_Static_assert(EDGE_UINT2 == 22, "edge.h dtype UINT2 differs from the schema");
 
 typedef enum {
   EDGE_OP_CUSTOM = 0,
@@ -412,6 +422,18 @@ static const char *const edge_causal_names[] = {
   "NONE",
   "UPPER_LEFT",
   "LOWER_RIGHT",
+};
+
+typedef enum {
+  EDGE_CAST_ROUND_UP = 0,
+  EDGE_CAST_ROUND_DOWN = 1,
+  EDGE_CAST_ROUND_NEAREST = 2,
+  EDGE_CAST_ROUND_COUNT_ = 3
+} edge_cast_round_kind;
+static const char *const edge_cast_round_names[] = {
+  "UP",
+  "DOWN",
+  "NEAREST",
 };
 
 #endif

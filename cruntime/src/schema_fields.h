@@ -127,6 +127,10 @@ enum {
   FIELD_TOP_K_OPTIONS_SORTED = 3,
 };
 enum {
+  FIELD_CAST_OPTIONS_SATURATE = 0,
+  FIELD_CAST_OPTIONS_ROUND_MODE = 1,
+};
+enum {
   FIELD_GATHER_ND_OPTIONS_BATCH_DIMS = 0,
 };
 enum {
@@ -246,6 +250,7 @@ enum {
 #define FIELD_DEFAULT_TOP_K_OPTIONS_AXIS (-1)
 #define FIELD_DEFAULT_TOP_K_OPTIONS_LARGEST true
 #define FIELD_DEFAULT_TOP_K_OPTIONS_SORTED true
+#define FIELD_DEFAULT_CAST_OPTIONS_SATURATE true
 #define FIELD_DEFAULT_ROI_ALIGN_OPTIONS_OUTPUT_HEIGHT (1)
 #define FIELD_DEFAULT_ROI_ALIGN_OPTIONS_OUTPUT_WIDTH (1)
 #define FIELD_DEFAULT_ROI_ALIGN_OPTIONS_SPATIAL_SCALE (1.0f)
@@ -284,7 +289,8 @@ typedef enum {
   EDGE_OPTIONS_NON_MAX_SUPPRESSION = 26,
   EDGE_OPTIONS_ROI_ALIGN = 27,
   EDGE_OPTIONS_ATTENTION = 28,
-  EDGE_OPTIONS_COUNT_ = 29
+  EDGE_OPTIONS_CAST = 29,
+  EDGE_OPTIONS_COUNT_ = 30
 } edge_options_type;
 static const char *const edge_options_names[] = {
   "NONE",
@@ -316,6 +322,7 @@ static const char *const edge_options_names[] = {
   "NonMaxSuppressionOptions",
   "RoiAlignOptions",
   "AttentionOptions",
+  "CastOptions",
 };
 
 #endif

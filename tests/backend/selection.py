@@ -61,7 +61,10 @@ EXCLUDED: list[tuple[str, str]] = [
 RUNTIME_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_),
                   np.dtype(np.float16), np.dtype(np.float64), np.dtype(np.int8), np.dtype(np.uint8),
                   np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64),
-                  np.dtype(ml_dtypes.bfloat16)}
+                  np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e4m3fnuz),
+                  np.dtype(ml_dtypes.float8_e5m2), np.dtype(ml_dtypes.float8_e5m2fnuz),
+                  np.dtype(ml_dtypes.float8_e8m0fnu), np.dtype(ml_dtypes.float4_e2m1fn), np.dtype(ml_dtypes.int4),
+                  np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int2), np.dtype(ml_dtypes.uint2)}
 
 REAL_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                "squeezenet", "vgg19", "zfnet512")
@@ -105,7 +108,8 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     unsupported = sorted(str(d) for d in _graph_dtypes(model) - RUNTIME_DTYPES)
     if unsupported:
         return (f"dtype outside float32, int32, int64 and bool (computed) and float16, bfloat16, float64, int8, "
-                f"uint8, int16, uint16, uint32, uint64 (boundary) | {', '.join(unsupported)}")
+                f"uint8, int16, uint16, uint32, uint64, float8, float4, int4, uint4, int2, uint2 (boundary) "
+                f"| {', '.join(unsupported)}")
     if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node) and not computes_exactly(model, QUANTIZATION_OPS):
         return QUANTIZED_MODELS_ONLY
     return None

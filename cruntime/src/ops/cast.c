@@ -11,7 +11,12 @@
  * 8 bits, which is what NumPy and onnxruntime produce on x86 for values within int32 range
  * (-1.0 -> 255 as uint8); int16 and uint16 likewise. Float to uint32/uint64 goes through int64
  * (saturating) and wraps. Integer to narrower integer wraps (two's complement). To bool: x != 0.
- * float32 to bfloat16 rounds to nearest even (NaN stays NaN). */
+ * float32 to bfloat16 rounds to nearest even (NaN stays NaN).
+ *
+ * The narrow dtypes (float8, float4, int4/uint4, int2/uint2) are boundary dtypes too, read and
+ * written element by element through narrow.c's codecs (the packed ones by element index, low bits
+ * first). To float8 the node's saturate and round_mode options apply as ONNX Cast defines them.
+ * Threads split the elements in whole bytes of the packed side, so no two write one byte. */
 #include <math.h>
 #include <string.h>
 
@@ -20,8 +25,35 @@
 
 #define CAST_BLOCK 256
 
+typedef struct {
+  edge_dtype from, to;
+  bool saturate;
+  edge_cast_round_kind round;
+  const char *x;
+  char *y;
+  int64_t n, unit; /* elements, and the elements per unit of work (4 when a side is packed) */
+} cast_job;
+
 static bool is_float(edge_dtype dtype) {
-  return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16 || dtype == EDGE_FLOAT64 || dtype == EDGE_BFLOAT16;
+  return dtype == EDGE_FLOAT32 || dtype == EDGE_FLOAT16 || dtype == EDGE_FLOAT64 || dtype == EDGE_BFLOAT16 ||
+         edge_is_narrow_float(dtype);
+}
+
+static bool is_packed(edge_dtype dtype) { return edge_dtype_bits(dtype) < 8; }
+
+/* One element's code of a narrow dtype: a byte of its own, or bits of a packed byte. */
+static uint8_t narrow_code(edge_dtype dtype, const void *base, int64_t index) {
+  int32_t bits = edge_dtype_bits(dtype);
+  return bits == 8 ? ((const uint8_t *)base)[index] : edge_packed_get(base, index, bits);
+}
+
+static void set_narrow_code(edge_dtype dtype, void *base, int64_t index, uint8_t code) {
+  int32_t bits = edge_dtype_bits(dtype);
+  if (bits == 8) {
+    ((uint8_t *)base)[index] = code;
+  } else {
+    edge_packed_set(base, index, bits, code);
+  }
 }
 
 static float bfloat16_to_float(uint16_t b) {
@@ -54,7 +86,13 @@ static int32_t float_to_int32_saturated(float v) {
   return (int32_t)v;
 }
 
-static void read_floats(edge_dtype dtype, const void *src, int64_t n, float *out) {
+/* Elements [start, start + n) of base, as float or int64. */
+static void read_floats(edge_dtype dtype, const void *base, int64_t start, int64_t n, float *out) {
+  if (edge_is_narrow_float(dtype)) {
+    for (int64_t i = 0; i < n; ++i) out[i] = edge_narrow_to_float(dtype, narrow_code(dtype, base, start + i));
+    return;
+  }
+  const void *src = (const char *)base + start * (int64_t)edge_dtype_size(dtype);
   if (dtype == EDGE_FLOAT32) {
     memcpy(out, src, (size_t)n * sizeof *out);
   } else if (dtype == EDGE_FLOAT64) {
@@ -69,7 +107,12 @@ static void read_floats(edge_dtype dtype, const void *src, int64_t n, float *out
   }
 }
 
-static void read_integers(edge_dtype dtype, const void *src, int64_t n, int64_t *out) {
+static void read_integers(edge_dtype dtype, const void *base, int64_t start, int64_t n, int64_t *out) {
+  if (is_packed(dtype)) {
+    for (int64_t i = 0; i < n; ++i) out[i] = edge_narrow_int_from_code(dtype, narrow_code(dtype, base, start + i));
+    return;
+  }
+  const void *src = (const char *)base + start * (int64_t)edge_dtype_size(dtype);
   switch (dtype) {
     case EDGE_INT8: for (int64_t i = 0; i < n; ++i) out[i] = ((const int8_t *)src)[i]; return;
     case EDGE_UINT8: for (int64_t i = 0; i < n; ++i) out[i] = ((const uint8_t *)src)[i]; return;
@@ -85,7 +128,18 @@ static void read_integers(edge_dtype dtype, const void *src, int64_t n, int64_t 
   }
 }
 
-static void write_from_floats(edge_dtype dtype, const float *in, int64_t n, void *dst) {
+static void write_from_floats(const cast_job *job, const float *in, int64_t start, int64_t n) {
+  edge_dtype dtype = job->to;
+  if (edge_is_narrow_float(dtype)) {
+    for (int64_t i = 0; i < n; ++i)
+      set_narrow_code(dtype, job->y, start + i, edge_float_to_narrow(dtype, in[i], job->saturate, job->round));
+    return;
+  }
+  if (is_packed(dtype)) {
+    for (int64_t i = 0; i < n; ++i) set_narrow_code(dtype, job->y, start + i, edge_narrow_int_from_float(dtype, in[i]));
+    return;
+  }
+  void *dst = job->y + start * (int64_t)edge_dtype_size(dtype);
   switch (dtype) {
     case EDGE_FLOAT32: memcpy(dst, in, (size_t)n * sizeof *in); return;
     case EDGE_FLOAT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = edge_float_to_half(in[i]); return;
@@ -111,11 +165,22 @@ static void write_from_floats(edge_dtype dtype, const float *in, int64_t n, void
       return;
     case EDGE_UINT64:
       for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)float_to_int64_saturated(in[i]);
-      return;
+      return;    default: return; /* the narrow dtypes, written above */
   }
 }
 
-static void write_from_integers(edge_dtype dtype, const int64_t *in, int64_t n, void *dst) {
+static void write_from_integers(const cast_job *job, const int64_t *in, int64_t start, int64_t n) {
+  edge_dtype dtype = job->to;
+  if (edge_is_narrow_float(dtype)) {
+    for (int64_t i = 0; i < n; ++i)
+      set_narrow_code(dtype, job->y, start + i, edge_float_to_narrow(dtype, (float)in[i], job->saturate, job->round));
+    return;
+  }
+  if (is_packed(dtype)) { /* integers wrap to the low bits (two's complement) */
+    for (int64_t i = 0; i < n; ++i) set_narrow_code(dtype, job->y, start + i, (uint8_t)((uint64_t)in[i] & 0xffu));
+    return;
+  }
+  void *dst = job->y + start * (int64_t)edge_dtype_size(dtype);
   switch (dtype) {
     case EDGE_FLOAT32: for (int64_t i = 0; i < n; ++i) ((float *)dst)[i] = (float)in[i]; return;
     case EDGE_FLOAT16:
@@ -133,36 +198,31 @@ static void write_from_integers(edge_dtype dtype, const int64_t *in, int64_t n, 
     case EDGE_INT16: for (int64_t i = 0; i < n; ++i) ((int16_t *)dst)[i] = (int16_t)(uint16_t)(uint64_t)in[i]; return;
     case EDGE_UINT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = (uint16_t)(uint64_t)in[i]; return;
     case EDGE_UINT32: for (int64_t i = 0; i < n; ++i) ((uint32_t *)dst)[i] = (uint32_t)(uint64_t)in[i]; return;
-    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)in[i]; return;
+    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)in[i]; return;    default: return; /* the narrow dtypes, written above */
   }
 }
 
-typedef struct {
-  edge_dtype from, to;
-  const char *x;
-  char *y;
-} cast_job;
 
 static void cast_range(void *arg, int64_t begin, int64_t end, int32_t thread) {
   (void)thread;
   const cast_job *job = arg;
-  size_t in_size = edge_dtype_size(job->from), out_size = edge_dtype_size(job->to);
-  if (job->from == job->to) {
-    memcpy(job->y + begin * (int64_t)out_size, job->x + begin * (int64_t)in_size, (size_t)(end - begin) * in_size);
+  begin *= job->unit;
+  end = end * job->unit < job->n ? end * job->unit : job->n;
+  if (job->from == job->to && !is_packed(job->from)) {
+    size_t size = edge_dtype_size(job->from);
+    memcpy(job->y + begin * (int64_t)size, job->x + begin * (int64_t)size, (size_t)(end - begin) * size);
     return;
   }
   for (int64_t start = begin; start < end; start += CAST_BLOCK) {
     int64_t n = end - start < CAST_BLOCK ? end - start : CAST_BLOCK;
-    const char *src = job->x + start * (int64_t)in_size;
-    char *dst = job->y + start * (int64_t)out_size;
     if (is_float(job->from)) {
       float block[CAST_BLOCK];
-      read_floats(job->from, src, n, block);
-      write_from_floats(job->to, block, n, dst);
+      read_floats(job->from, job->x, start, n, block);
+      write_from_floats(job, block, start, n);
     } else {
       int64_t block[CAST_BLOCK];
-      read_integers(job->from, src, n, block);
-      write_from_integers(job->to, block, n, dst);
+      read_integers(job->from, job->x, start, n, block);
+      write_from_integers(job, block, start, n);
     }
   }
 }
@@ -171,7 +231,7 @@ static edge_status cast_prepare(edge_context *ctx, edge_node *node) {
   edge_status status = edge_op_check_arity(ctx, node, "CAST", 1, 1, 1, 1);
   if (status != EDGE_OK) return status;
   edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
-  if (edge_dtype_size(x->dtype) == 0 || edge_dtype_size(y->dtype) == 0)
+  if (edge_dtype_bits(x->dtype) == 0 || edge_dtype_bits(y->dtype) == 0)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "CAST '%s': unknown dtype (input %d, output %d)", edge_tensor_name(y),
                      (int)x->dtype, (int)y->dtype);
   return edge_set_shape(ctx, y, x->rank, x->shape);
@@ -188,8 +248,10 @@ static edge_status cast_eval(edge_context *ctx, edge_node *node) {
                          "INT64_MAX, which the int64 this model computes in cannot hold", edge_tensor_name(y),
                          (unsigned long long)values[i], (long long)i, edge_tensor_name(x));
   }
-  cast_job job = {x->dtype, y->dtype, x->data, y->data};
-  edge_nd_parallel(ctx, n, 16384, cast_range, &job);
+  int64_t unit = is_packed(x->dtype) || is_packed(y->dtype) ? 4 : 1;
+  cast_job job = {x->dtype, y->dtype, node->options.cast.saturate, node->options.cast.round_mode, x->data, y->data,
+                  n, unit};
+  edge_nd_parallel(ctx, (n + unit - 1) / unit, 16384 / unit, cast_range, &job);
   return EDGE_OK;
 }
 
