@@ -355,9 +355,14 @@ def _build(proto: onnx.ModelProto, input_shapes: dict, default_dim: int, exact: 
         ctx = NodeContext(builder, node, name, opset, used.__contains__)
         _converter(node, exact).convert(ctx)
     for name, outside in output_casts:
-        # The values are on the boundary dtype's grid already; without saturating, float8's
-        # infinities and NaNs stay what the graph made them.
-        attrs = {"to": outside, "saturate": False} if outside.startswith("float8_") else {"to": outside}
+        # The values are on the boundary dtype's grid already and must come out unchanged: float8
+        # without saturating (its infinities and NaNs stay what the graph made them), e8m0 rounding
+        # down (its smallest value, 2^-127, is a float32 subnormal that rounding up would move).
+        attrs = {"to": outside}
+        if outside.startswith("float8_"):
+            attrs["saturate"] = False
+        if outside == "float8_e8m0fnu":
+            attrs["round_mode"] = "down"
         builder.emit("Cast", [builder.aliases[name]], attrs, [name], builder.fresh_node_name(f"{name}/cast"))
 
     outputs = [o.name for o in graph.output]

@@ -141,8 +141,8 @@ def test_uint64_values_past_int64_are_refused():
 
 
 def test_other_dtypes_are_still_refused_by_name():
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "i4",
-                              [helper.make_tensor_value_info("x", TensorProto.INT4, [3])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT4, [3])])
-    with pytest.raises(UnsupportedOpsError, match="int4"):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "c64",
+                              [helper.make_tensor_value_info("x", TensorProto.COMPLEX64, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.COMPLEX64, [3])])
+    with pytest.raises(UnsupportedOpsError, match="complex64"):
         converter.convert(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
