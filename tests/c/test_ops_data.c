@@ -55,6 +55,7 @@ static double value_at(const edge_tensor *t, int64_t i) {
       memcpy(&f, &bits, 4);
       return f;
     }
+    default: break; /* the narrow dtypes: test_narrow_codecs */
   }
   return 0;
 }
@@ -451,6 +452,63 @@ static void test_where(void) {
 
 /* ---- CAST ---- */
 
+/* The narrow dtypes' codecs on values whose codes follow from the formats' definitions by hand
+ * (tests/converter/test_onnx_narrow_dtypes.py sweeps every code against ml_dtypes). */
+static void test_narrow_codecs(void) {
+  const edge_cast_round_kind up = EDGE_CAST_ROUND_UP;
+  struct { edge_dtype dtype; float value; bool saturate; uint8_t code; } encode[] = {
+      {EDGE_FLOAT8_E4M3FN, 448.0f, false, 0x7e},    {EDGE_FLOAT8_E4M3FN, 464.0f, false, 0x7e}, /* tie to even */
+      {EDGE_FLOAT8_E4M3FN, 480.0f, false, 0x7f},    {EDGE_FLOAT8_E4M3FN, 480.0f, true, 0x7e},
+      {EDGE_FLOAT8_E4M3FN, -INFINITY, true, 0xfe},  {EDGE_FLOAT8_E4M3FN, INFINITY, false, 0x7f},
+      {EDGE_FLOAT8_E4M3FN, 0.0029296875f, false, 0x02}, /* 1.5 * 2^-9 rounds to the even subnormal 2^-8 */
+      {EDGE_FLOAT8_E4M3FN, -0.0f, false, 0x80},     {EDGE_FLOAT8_E4M3FNUZ, -0.0f, false, 0x00},
+      {EDGE_FLOAT8_E4M3FNUZ, NAN, true, 0x80},      {EDGE_FLOAT8_E4M3FNUZ, 1e6f, false, 0x80},
+      {EDGE_FLOAT8_E4M3FNUZ, 1e6f, true, 0x7f},     {EDGE_FLOAT8_E5M2, 57344.0f, false, 0x7b},
+      {EDGE_FLOAT8_E5M2, 61440.0f, false, 0x7c},    {EDGE_FLOAT8_E5M2, 61440.0f, true, 0x7b},
+      {EDGE_FLOAT8_E5M2, -INFINITY, false, 0xfc},   {EDGE_FLOAT8_E5M2FNUZ, -1e-9f, false, 0x00},
+      {EDGE_FLOAT4_E2M1FN, 5.0f, false, 0x6},       {EDGE_FLOAT4_E2M1FN, -1e6f, false, 0xf},
+      {EDGE_FLOAT4_E2M1FN, 0.25f, false, 0x0},      {EDGE_FLOAT4_E2M1FN, 0.75f, false, 0x2},
+  };
+  for (size_t i = 0; i < sizeof encode / sizeof encode[0]; ++i) {
+    uint8_t code = edge_float_to_narrow(encode[i].dtype, encode[i].value, encode[i].saturate, up);
+    CHECK(code == encode[i].code, "%s encode %g (saturate %d): 0x%02x, want 0x%02x", edge_dtype_name(encode[i].dtype),
+          encode[i].value, encode[i].saturate, code, encode[i].code);
+  }
+  CHECK(edge_narrow_to_float(EDGE_FLOAT8_E4M3FN, 0x01) == ldexpf(1.0f, -9), "e4m3fn smallest subnormal");
+  CHECK(edge_narrow_to_float(EDGE_FLOAT8_E4M3FN, 0x7e) == 448.0f && isnan(edge_narrow_to_float(EDGE_FLOAT8_E4M3FN, 0xff)),
+        "e4m3fn largest and NaN");
+  CHECK(isnan(edge_narrow_to_float(EDGE_FLOAT8_E4M3FNUZ, 0x80)) && edge_narrow_to_float(EDGE_FLOAT8_E4M3FNUZ, 0x7f) == 240.0f,
+        "e4m3fnuz NaN and largest");
+  CHECK(isinf(edge_narrow_to_float(EDGE_FLOAT8_E5M2, 0xfc)) && edge_narrow_to_float(EDGE_FLOAT8_E5M2FNUZ, 0x7f) == 57344.0f,
+        "e5m2 infinity, e5m2fnuz largest");
+  CHECK(edge_narrow_to_float(EDGE_FLOAT4_E2M1FN, 0x7) == 6.0f && edge_narrow_to_float(EDGE_FLOAT4_E2M1FN, 0x9) == -0.5f,
+        "e2m1fn");
+  CHECK(edge_narrow_to_float(EDGE_FLOAT8_E8M0FNU, 127) == 1.0f && edge_narrow_to_float(EDGE_FLOAT8_E8M0FNU, 0) == ldexpf(1.0f, -127),
+        "e8m0 powers");
+  CHECK(edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 1.5f, true, EDGE_CAST_ROUND_UP) == 128 &&
+        edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 1.5f, true, EDGE_CAST_ROUND_DOWN) == 127 &&
+        edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 1.4f, true, EDGE_CAST_ROUND_NEAREST) == 127 &&
+        edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 1.5f, true, EDGE_CAST_ROUND_NEAREST) == 128, "e8m0 rounding modes");
+  CHECK(edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 3e38f, true, up) == 254 &&
+        edge_float_to_narrow(EDGE_FLOAT8_E8M0FNU, 3e38f, false, up) == 255, "e8m0 saturation");
+  CHECK(edge_narrow_int_from_float(EDGE_INT4, 7.9f) == 7 && edge_narrow_int_from_float(EDGE_INT4, 8.0f) == 0 &&
+        edge_narrow_int_from_float(EDGE_INT4, -8.5f) == 0x8 && edge_narrow_int_from_float(EDGE_UINT2, 3.9f) == 3 &&
+        edge_narrow_int_from_float(EDGE_UINT2, 4.0f) == 0 && edge_narrow_int_from_float(EDGE_INT2, NAN) == 0,
+        "packed integers from float");
+  CHECK(edge_narrow_int_from_code(EDGE_INT4, 0x8) == -8 && edge_narrow_int_from_code(EDGE_UINT4, 0x8) == 8 &&
+        edge_narrow_int_from_code(EDGE_INT2, 0x3) == -1, "packed integers decode");
+  uint8_t bytes[2] = {0xff, 0xff};
+  for (int64_t i = 0; i < 3; ++i) edge_packed_set(bytes, i, 4, (uint8_t)(i + 1));
+  CHECK(bytes[0] == 0x21 && (bytes[1] & 0x0f) == 0x03 && edge_packed_get(bytes, 2, 4) == 3, "nibbles low first: %02x %02x",
+        bytes[0], bytes[1]);
+  bytes[0] = 0;
+  for (int64_t i = 0; i < 4; ++i) edge_packed_set(bytes, i, 2, (uint8_t)i);
+  CHECK(bytes[0] == 0xe4, "2-bit elements low first: %02x", bytes[0]);
+  CHECK(edge_tensor_bytes(EDGE_INT4, 5) == 3 && edge_tensor_bytes(EDGE_UINT2, 5) == 2 && edge_tensor_bytes(EDGE_INT2, 4) == 1 &&
+        edge_tensor_bytes(EDGE_FLOAT8_E5M2, 5) == 5 && edge_dtype_size(EDGE_INT4) == 0 && edge_dtype_bits(EDGE_UINT2) == 2,
+        "packed sizes");
+}
+
 static void test_cast(void) {
   const edge_dtype all[] = {EDGE_FLOAT32, EDGE_FLOAT16, EDGE_INT8,   EDGE_UINT8,  EDGE_INT32,  EDGE_INT64,   EDGE_BOOL,
                             EDGE_FLOAT64, EDGE_INT16,   EDGE_UINT16, EDGE_UINT32, EDGE_UINT64, EDGE_BFLOAT16};
@@ -492,6 +550,7 @@ static void test_cast(void) {
             ((uint16_t *)g.tensors[x].data)[i] = (uint16_t)(bits >> 16);
             break;
           }
+          default: break; /* not in this test's list */
         }
       }
       graph_add_input(&g, x);
@@ -1133,6 +1192,7 @@ void test_ops_data(void) {
   test_unary();
   test_where();
   test_cast();
+  test_narrow_codecs();
   test_transpose();
   test_concat_split();
   test_slice();
