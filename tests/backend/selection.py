@@ -40,7 +40,6 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_spacetodepth_crd_mode_example$", "SpaceToDepth mode=CRD: newer than the installed onnx package's schema, refused"),
     (r"^test_maxpool_2d_uint8$", "MaxPool on integers: float only"),
     (r"^test_range_b?float16_type_positive_delta$", "Range at an opset newer than the installed onnx package can convert down: refused"),
-    (r"^test_celu_bfloat16_expanded$", "CastLike at an opset newer than the installed onnx package can convert down: refused"),
     (r"^test_attention_4d_causal_fp16_expanded$",
      "float16 computed in float32: the long attention chain differs from the float16-computed reference beyond the suite's tolerance"),
     (r"^test_scan_sum$",

@@ -205,3 +205,24 @@ def test_packed_buffers_of_the_wrong_size_are_refused():
         assert "holds 3 bytes (int4 [5])" in ffi.string(lib.edge_last_error()).decode()
     with pytest.raises(EdgeError, match="packed"):
         interpreter.tensor(details["index"])()
+
+
+def test_cast_options_round_trip_through_the_file():
+    from converter.reader import read_model
+
+    model = _cast_model(TensorProto.FLOAT, TensorProto.FLOAT8E8M0, 4, saturate=0, round_mode="nearest")
+    graph = read_model(converter.convert(model).data)
+    narrow_casts = [n.attrs for n in graph.nodes if n.op == "Cast" and n.attrs["to"] == "float8_e8m0fnu"]
+    assert {"to": "float8_e8m0fnu", "saturate": False, "round_mode": "nearest"} in narrow_casts
+
+
+def test_a_packed_tensor_outside_cast_is_refused_by_the_loader():
+    import edge
+    from converter.ir import Graph, Node, TensorType
+    from converter.writer import write_model
+
+    types = {"x": TensorType("int4", (6,)), "y": TensorType("int4", (2, 3))}
+    graph = Graph(nodes=(Node("Reshape", ("x",), ("y",), {"shape": (2, 3)}, "reshape"),), inputs=("x",),
+                  outputs=("y",), tensors=types)
+    with pytest.raises(EdgeError, match="int4, a packed dtype that only CAST reads or writes"):
+        edge.Interpreter(model_content=write_model(graph))
