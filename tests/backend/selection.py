@@ -57,13 +57,13 @@ EXCLUDED: list[tuple[str, str]] = [
 
 # The dtypes a model may use: the runtime's computing ones, and those kept at the model's boundary
 # (the importer casts them to float32 or int32 there; converter.importers.onnx_builder.BOUNDARY_DTYPES).
+NARROW_DTYPES = {np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz, ml_dtypes.float8_e5m2,
+                                       ml_dtypes.float8_e5m2fnuz, ml_dtypes.float8_e8m0fnu, ml_dtypes.float4_e2m1fn,
+                                       ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2)}
 RUNTIME_DTYPES = {np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.bool_),
                   np.dtype(np.float16), np.dtype(np.float64), np.dtype(np.int8), np.dtype(np.uint8),
                   np.dtype(np.int16), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64),
-                  np.dtype(ml_dtypes.bfloat16), np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e4m3fnuz),
-                  np.dtype(ml_dtypes.float8_e5m2), np.dtype(ml_dtypes.float8_e5m2fnuz),
-                  np.dtype(ml_dtypes.float8_e8m0fnu), np.dtype(ml_dtypes.float4_e2m1fn), np.dtype(ml_dtypes.int4),
-                  np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.int2), np.dtype(ml_dtypes.uint2)}
+                  np.dtype(ml_dtypes.bfloat16), *NARROW_DTYPES}
 
 REAL_MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
                "squeezenet", "vgg19", "zfnet512")
@@ -96,6 +96,9 @@ QUANTIZED_MODELS_ONLY = ("quantization ops between float boundaries: the importe
                          "quantized float model (QDQ groups, QOperator ops, quantize_dynamic; tests/converter/"
                          "test_onnx_quant_import.py); with integer boundaries they are exact integer arithmetic")
 
+QUANTIZED_NARROW = ("quantization ops to or from a float8, float4 or sub-byte integer type: the exact lowering "
+                    "takes 8- and 16-bit integers; those types are Cast at the boundary only")
+
 
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     from converter.importers.onnx import QUANTIZATION_OPS
@@ -110,6 +113,9 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
                 f"uint8, int16, uint16, uint32, uint64, float8, float4, int4, uint4, int2, uint2 (boundary) "
                 f"| {', '.join(unsupported)}")
     if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node) and not computes_exactly(model, QUANTIZATION_OPS):
+        narrow = sorted(str(d) for d in _graph_dtypes(model) & NARROW_DTYPES)
+        if narrow:
+            return f"{QUANTIZED_NARROW} | {', '.join(narrow)}"
         return QUANTIZED_MODELS_ONLY
     return None
 
