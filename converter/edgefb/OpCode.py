@@ -54,3 +54,4 @@ class OpCode(object):
     NON_MAX_SUPPRESSION = 47
     ROI_ALIGN = 48
     ATTENTION = 49
+    GRID_SAMPLE = 50

@@ -34,6 +34,7 @@ class OpOptions(object):
     RoiAlignOptions = 27
     AttentionOptions = 28
     CastOptions = 29
+    GridSampleOptions = 30
 
 def OpOptionsCreator(unionType, table):
     from flatbuffers.table import Table
@@ -126,4 +127,7 @@ def OpOptionsCreator(unionType, table):
     if unionType == OpOptions().CastOptions:
         import converter.edgefb.CastOptions
         return converter.edgefb.CastOptions.CastOptionsT.InitFromBuf(table.Bytes, table.Pos)
+    if unionType == OpOptions().GridSampleOptions:
+        import converter.edgefb.GridSampleOptions
+        return converter.edgefb.GridSampleOptions.GridSampleOptionsT.InitFromBuf(table.Bytes, table.Pos)
     return None

@@ -2005,3 +2005,28 @@ def _roi_align(ctx: NodeContext):
              "spatial_scale": float(ctx.attr("spatial_scale", 1.0)),
              "half_pixel": ctx.attr("coordinate_transformation_mode", default) == "half_pixel", "layout": "NCHW"}
     ctx.emit("RoiAlign", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])
+
+
+# Opset 16 named the interpolations bilinear and bicubic; 20 renamed them and allowed N-D input.
+GRID_SAMPLE_MODES = {"bilinear": "linear", "bicubic": "cubic", "linear": "linear", "cubic": "cubic",
+                     "nearest": "nearest"}
+
+
+def _check_grid_sample(info: NodeInfo) -> list[str]:
+    reasons = []
+    mode, padding = info.attr("mode", "bilinear"), info.attr("padding_mode", "zeros")
+    if mode not in GRID_SAMPLE_MODES:
+        reasons.append(f"mode={mode}")
+    if padding not in ("zeros", "border", "reflection"):
+        reasons.append(f"padding_mode={padding}")
+    return reasons
+
+
+@converts("GridSample", check=_check_grid_sample)
+def _grid_sample(ctx: NodeContext):
+    if not 3 <= ctx.rank(0) <= 5:
+        raise ctx.error(f"input of rank {ctx.rank(0)}: 1, 2 or 3 spatial dims only")
+    attrs = {"mode": GRID_SAMPLE_MODES[str(ctx.attr("mode", "bilinear"))],
+             "padding_mode": str(ctx.attr("padding_mode", "zeros")),
+             "align_corners": bool(ctx.attr("align_corners", 0)), "layout": "NCHW"}
+    ctx.emit("GridSample", [ctx.input(0), ctx.input(1)], attrs, [ctx.output(0)])

@@ -48,7 +48,8 @@ C_PREFIX = {"OpCode": "OP", "BinaryOp": "BINARY", "UnaryOp": "UNARY", "ReduceOp"
             "PoolType": "POOL", "PadMode": "PAD", "ResizeMode": "RESIZE", "CoordinateMode": "COORD",
             "NearestMode": "NEAREST", "RnnDirection": "RNN", "LossKind": "LOSS",
             "OptimizerKind": "OPTIMIZER", "ScatterReduction": "SCATTER",
-            "RoiAlignMode": "ROI_ALIGN", "CausalMode": "CAUSAL", "CastRoundMode": "CAST_ROUND"}
+            "RoiAlignMode": "ROI_ALIGN", "CausalMode": "CAUSAL", "CastRoundMode": "CAST_ROUND",
+            "GridSamplePadding": "GRID_PADDING"}
 
 
 def c_header(enums: dict[str, list[tuple[str, int]]]) -> str:

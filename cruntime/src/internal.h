@@ -87,6 +87,11 @@ typedef struct {
   edge_causal_kind causal;
   bool k_transposed;
 } edge_attention_options;
+typedef struct {
+  edge_resize_kind mode;                /* NEAREST, LINEAR or CUBIC */
+  edge_grid_padding_kind padding;
+  bool align_corners;
+} edge_grid_sample_options;
 
 typedef union {
   edge_conv2d_options conv2d;           /* CONV_2D, CONV_TRANSPOSE_2D, CONV_2D_BACKPROP_* */
@@ -118,6 +123,7 @@ typedef union {
   edge_roi_align_options roi_align;
   edge_attention_options attention;
   edge_cast_options cast;
+  edge_grid_sample_options grid_sample;
 } edge_options;
 
 /* ---- tensors and nodes ---- */

@@ -65,6 +65,7 @@ static int expected_options(edge_op_kind opcode) {
     case EDGE_OP_ROI_ALIGN: return EDGE_OPTIONS_ROI_ALIGN;
     case EDGE_OP_ATTENTION: return EDGE_OPTIONS_ATTENTION;
     case EDGE_OP_CAST: return EDGE_OPTIONS_CAST;
+    case EDGE_OP_GRID_SAMPLE: return EDGE_OPTIONS_GRID_SAMPLE;
     default: return EDGE_OPTIONS_NONE;
   }
 }
@@ -701,6 +702,19 @@ static edge_status parse_options(loader *L, int type, const fb_table *t, bool pr
       if (a->softcap < 0.0f)
         return edge_set_last_error(EDGE_INVALID_MODEL, "%s: attention softcap is %g; it must be >= 0", where,
                                    (double)a->softcap);
+      break;
+    }
+    case EDGE_OPTIONS_GRID_SAMPLE: {
+      edge_grid_sample_options *g = &o->grid_sample;
+      int8_t padding = 0;
+      e = FIELD_DEFAULT_GRID_SAMPLE_OPTIONS_MODE;
+      FIELD(fb_i8(r, t, FIELD_GRID_SAMPLE_OPTIONS_MODE, &e));
+      FIELD(fb_i8(r, t, FIELD_GRID_SAMPLE_OPTIONS_PADDING, &padding));
+      FIELD(fb_bool(r, t, FIELD_GRID_SAMPLE_OPTIONS_ALIGN_CORNERS, &g->align_corners));
+      TRY(check_enum(e, EDGE_RESIZE_COUNT_, where, "grid-sample mode"));
+      TRY(check_enum(padding, EDGE_GRID_PADDING_COUNT_, where, "grid-sample padding"));
+      g->mode = (edge_resize_kind)e;
+      g->padding = (edge_grid_padding_kind)padding;
       break;
     }
     default:

@@ -79,7 +79,8 @@ typedef enum {
   EDGE_OP_NON_MAX_SUPPRESSION = 47,
   EDGE_OP_ROI_ALIGN = 48,
   EDGE_OP_ATTENTION = 49,
-  EDGE_OP_COUNT_ = 50
+  EDGE_OP_GRID_SAMPLE = 50,
+  EDGE_OP_COUNT_ = 51
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -132,6 +133,7 @@ static const char *const edge_op_names[] = {
   "NON_MAX_SUPPRESSION",
   "ROI_ALIGN",
   "ATTENTION",
+  "GRID_SAMPLE",
 };
 
 typedef enum {
@@ -434,6 +436,18 @@ static const char *const edge_cast_round_names[] = {
   "UP",
   "DOWN",
   "NEAREST",
+};
+
+typedef enum {
+  EDGE_GRID_PADDING_ZEROS = 0,
+  EDGE_GRID_PADDING_BORDER = 1,
+  EDGE_GRID_PADDING_REFLECTION = 2,
+  EDGE_GRID_PADDING_COUNT_ = 3
+} edge_grid_padding_kind;
+static const char *const edge_grid_padding_names[] = {
+  "ZEROS",
+  "BORDER",
+  "REFLECTION",
 };
 
 #endif

@@ -22,7 +22,8 @@ from converter.ops._common import lifted_op
 README = pathlib.Path(__file__).resolve().parents[2] / "converter" / "ops" / "README.md"
 RNG = np.random.default_rng(7)
 
-LAYOUT_SENSITIVE = {"Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "LRN", "RoiAlign"}
+LAYOUT_SENSITIVE = {"Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "LRN", "RoiAlign",
+                    "GridSample"}
 FUSABLE = {"Conv2D", "ConvTranspose2D", "FullyConnected", "BatchMatMul", "Add", "Sub", "Mul"}
 BINARY_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Mod", "FMod", "PRelu", "Equal", "Less",
               "LessEqual", "Greater", "GreaterEqual", "And", "Or", "Xor", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
@@ -153,6 +154,8 @@ SAMPLES = {
     "RoiAlign": ([f32(2, 6, 7, 3), np.array([[0.5, 1, 4, 5.5], [-1, 2, 8, 3]], np.float32), np.array([1, 0], np.int64)],
                  {"mode": "max", "output_height": 2, "output_width": 3, "sampling_ratio": 0, "spatial_scale": 0.5,
                   "half_pixel": False, "layout": "NHWC"}),
+    "GridSample": ([f32(2, 5, 6, 3), (RNG.uniform(-1.3, 1.3, (2, 4, 3, 2))).astype(np.float32)],
+                   {"mode": "cubic", "padding_mode": "reflection", "align_corners": False, "layout": "NHWC"}),
     "NonMaxSuppression": ([np.array([[[0, 0, 1, 1], [0, 0.2, 1, 1.2], [3, 3, 4, 4]]], np.float32), f32(1, 2, 3)],
                           {"center_point_box": False, "max_output_boxes_per_class": 2, "iou_threshold": 0.5,
                            "score_threshold": 0.25}),

@@ -1080,6 +1080,26 @@ case("LinearAttention-scale-one-step", "LinearAttention", lambda rng: [
     ("past_state", Feed(normal(rng, (1, 2, 4, 3)))), ("decay", Feed(uniform(rng, (1, 1, 2), -1.0, 0.0))),
     ("beta", Feed(uniform(rng, (1, 1, 2), 0.0, 1.0)))], {"q_num_heads": 2, "kv_num_heads": 2, "scale": 0.7},
     num_outputs=2, opset=27)
+# GridSample: grids reach past [-1, 1] so every padding mode matters; opset 16's mode names in 2-D,
+# opset 20's in 3-D. Bicubic with border padding and 3-D cubic are checked against ONNX's reference
+# in tests/ops/test_grid_sample.py (onnxruntime clamps bicubic's coordinate as PyTorch does, not as
+# ONNX's reference does, and has no 3-D cubic).
+for mode in ("bilinear", "nearest", "bicubic"):
+    for padding in ("zeros", "border", "reflection"):
+        for align in (0, 1) if (mode, padding) != ("bicubic", "border") else ():
+            case(f"GridSample-{mode}-{padding}-align{align}", "GridSample", lambda rng: [
+                ("x", Feed(normal(rng, (2, 3, 5, 6)))), ("grid", Feed(uniform(rng, (2, 4, 7, 2), -1.6, 1.6)))],
+                {"mode": mode, "padding_mode": padding, "align_corners": align}, opset=16)
+for mode in ("linear", "nearest"):
+    for padding, align in (("zeros", 0), ("border", 1), ("reflection", 0), ("reflection", 1)):
+        case(f"GridSample-3d-{mode}-{padding}-align{align}", "GridSample", lambda rng: [
+            ("x", Feed(normal(rng, (2, 3, 4, 5, 3)))), ("grid", Feed(uniform(rng, (2, 3, 2, 4, 3), -1.4, 1.4)))],
+            {"mode": mode, "padding_mode": padding, "align_corners": align}, opset=20)
+# One pixel high with align_corners: the extent mirrored is empty (ONNX's reference divides by it).
+case("GridSample-one-row-reflection-align1", "GridSample", lambda rng: [
+    ("x", Feed(normal(rng, (1, 2, 1, 5)))), ("grid", Feed(uniform(rng, (1, 3, 4, 2), -1.7, 1.7)))],
+    {"mode": "bicubic", "padding_mode": "reflection", "align_corners": 1}, opset=16)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))

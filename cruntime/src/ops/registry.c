@@ -52,6 +52,7 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_NON_MAX_SUPPRESSION] = &edge_op_non_max_suppression,
     [EDGE_OP_ROI_ALIGN] = &edge_op_roi_align,
     [EDGE_OP_ATTENTION] = &edge_op_attention,
+    [EDGE_OP_GRID_SAMPLE] = &edge_op_grid_sample,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {
