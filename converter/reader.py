@@ -46,6 +46,7 @@ DERIVED_ATTRS: dict[str, Callable[[dict, list, list], dict]] = {
     "Reshape": lambda a, i, o: {"shape": tuple(o[0].shape)},
     "BroadcastTo": lambda a, i, o: {"shape": tuple(o[0].shape)},
     "Cast": lambda a, i, o: {"to": o[0].dtype},
+    "BitCast": lambda a, i, o: {"to": o[0].dtype},
     "Split": _split_sizes,
     "Conv2DBackpropInput": lambda a, i, o: {"shape": tuple(o[0].shape)},
     "Conv2DBackpropFilter": lambda a, i, o: {"shape": tuple(o[0].shape)},

@@ -55,3 +55,4 @@ class OpCode(object):
     ROI_ALIGN = 48
     ATTENTION = 49
     GRID_SAMPLE = 50
+    BITCAST = 51

@@ -397,6 +397,45 @@ def _cast_like(ctx: NodeContext):
     _cast_to(ctx, dtype)
 
 
+# Floats other than float32 are computed in float32: float64 loses bits there, and float16 and
+# bfloat16 keep their values but not their NaN payloads, so BitCast refuses them on either side.
+BITCAST_FLOATS_REFUSED = (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def _check_bitcast(info: NodeInfo) -> list[str]:
+    to = info.attr("to")
+    if to in BITCAST_FLOATS_REFUSED:
+        return [f"to={onnx_dtype_name(to)} (computed in float32, so its bits are not kept)"]
+    return [] if to in ONNX_DTYPES or to in BOUNDARY_DTYPES else [f"to={onnx_dtype_name(to)}"]
+
+
+# The signed integer of each size: an integer tensor computed in a wider type casts to it with
+# wrapping, which gives the bits its own narrow type had (int8 or uint8, int16 or uint16 ...).
+SIGNED_OF_SIZE = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+@converts("BitCast", check=_check_bitcast, newest_opset=26)
+def _bitcast(ctx: NodeContext):
+    """Through the input's narrow type, a byte copy read as the target type, and the cast to the
+    type the target is computed in. A float input must be float32 (BITCAST_FLOATS_REFUSED)."""
+    to = ctx.attr("to")
+    target, inside = (ONNX_DTYPES[to], ONNX_DTYPES[to]) if to in ONNX_DTYPES else BOUNDARY_DTYPES[to]
+    size = np.dtype(target).itemsize if target != "bfloat16" else 2
+    computed = ctx.type(0).dtype
+    if computed in ("int32", "int64"):
+        source = SIGNED_OF_SIZE[size]
+    elif computed == "bool" or (computed == "float32" and size == 4):
+        source = computed
+    else:
+        raise ctx.error(f"a {size}-byte input computed in {computed}: float64, float16 and bfloat16 are computed "
+                        f"in float32, so their bits are not kept; refused")
+    x = ctx.input(0) if source == computed else ctx.emit1("Cast", [ctx.input(0)], {"to": source})
+    if target == inside:
+        ctx.emit("BitCast", [x], {"to": target}, [ctx.output(0)])
+    else:
+        ctx.emit("Cast", [ctx.emit1("BitCast", [x], {"to": target})], {"to": inside}, [ctx.output(0)])
+
+
 # ---------------------------------------------------------------- softmax and normalisation
 
 @converts("Softmax", "LogSoftmax")

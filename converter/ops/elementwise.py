@@ -22,7 +22,7 @@ from converter.edgefb.UnaryOptions import UnaryOptionsT
 from converter.ir import DTYPES, TensorType, numpy_dtype
 from converter.ops import OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, INT_DTYPES, apply_activation, broadcast_dims, erf,
-                                   fail, int8_binary, need, no_attrs, no_options, output_elements)
+                                   fail, int8_binary, need, no_attrs, no_options, output_elements, zero_flops)
 from converter.ops.int8_reference import add_int8, mul_int8, sub_int8, unary_lut_int8
 
 NUMERIC = FLOAT_DTYPES + INT_DTYPES
@@ -416,3 +416,25 @@ register(OpDef(
     lower=_cast_lower, lift=_cast_lift, opcode=OpCode.CAST, flops=output_elements,
     elementwise=True, gradient=lambda g, node, dys: [
         g.emit("Cast", [dys[0]], {"to": g.type(node.inputs[0]).dtype})]))
+
+
+def _bitcast_infer(types, attrs):
+    need("BitCast", types, 1)
+    if attrs.get("to") not in DTYPES:
+        fail("BitCast", f"attribute 'to' is {attrs.get('to')!r}; expected one of {', '.join(DTYPES)}")
+    if _numpy_dtype(attrs["to"]).itemsize != _numpy_dtype(types[0].dtype).itemsize:
+        fail("BitCast", f"{types[0].dtype} and {attrs['to']} differ in size")
+    return [TensorType(attrs["to"], types[0].shape)]
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # noqa: F401  (registers the bfloat16 NumPy dtype)
+    return np.dtype(name)
+
+
+register(OpDef(
+    # x's bytes read as another dtype of the same size; the target dtype is the output tensor's.
+    name="BitCast", infer=_bitcast_infer,
+    reference=lambda inputs, attrs: [np.ascontiguousarray(inputs[0]).view(_numpy_dtype(attrs["to"]))],
+    lower=no_options(OpCode.BITCAST), lift=no_attrs, opcode=OpCode.BITCAST, flops=zero_flops))

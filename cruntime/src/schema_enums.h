@@ -80,7 +80,8 @@ typedef enum {
   EDGE_OP_ROI_ALIGN = 48,
   EDGE_OP_ATTENTION = 49,
   EDGE_OP_GRID_SAMPLE = 50,
-  EDGE_OP_COUNT_ = 51
+  EDGE_OP_BITCAST = 51,
+  EDGE_OP_COUNT_ = 52
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -134,6 +135,7 @@ static const char *const edge_op_names[] = {
   "ROI_ALIGN",
   "ATTENTION",
   "GRID_SAMPLE",
+  "BITCAST",
 };
 
 typedef enum {

@@ -1100,6 +1100,10 @@ case("GridSample-one-row-reflection-align1", "GridSample", lambda rng: [
     ("x", Feed(normal(rng, (1, 2, 1, 5)))), ("grid", Feed(uniform(rng, (1, 3, 4, 2), -1.7, 1.7)))],
     {"mode": "bicubic", "padding_mode": "reflection", "align_corners": 1}, opset=16)
 
+# BitCast's special values and integer boundary types: tests/ops/test_bitcast.py.
+case("BitCast-float32-int32", "BitCast", x_input(lambda rng: normal(rng, (3, 4), 100.0)), {"to": TensorProto.INT32},
+     opset=26)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))

@@ -256,3 +256,24 @@ static edge_status cast_eval(edge_context *ctx, edge_node *node) {
 }
 
 const edge_op_registration edge_op_cast = {cast_prepare, cast_eval, NULL};
+
+/* BITCAST: y holds x's bytes, read as y's dtype (ONNX BitCast); both dtypes have one size. */
+static edge_status bitcast_prepare(edge_context *ctx, edge_node *node) {
+  edge_status status = edge_op_check_arity(ctx, node, "BITCAST", 1, 1, 1, 1);
+  if (status != EDGE_OK) return status;
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  size_t size = edge_dtype_size(x->dtype);
+  if (size == 0 || size != edge_dtype_size(y->dtype))
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "BITCAST '%s': input '%s' is %s and output %s; they must have one size",
+                     edge_tensor_name(y), edge_tensor_name(x), edge_dtype_name(x->dtype), edge_dtype_name(y->dtype));
+  return edge_set_shape(ctx, y, x->rank, x->shape);
+}
+
+static edge_status bitcast_eval(edge_context *ctx, edge_node *node) {
+  edge_tensor *x = edge_op_input(ctx, node, 0), *y = edge_op_output(ctx, node, 0);
+  size_t bytes = (size_t)edge_num_elements(x->rank, x->shape) * edge_dtype_size(x->dtype);
+  if (bytes && y->data != x->data) memcpy(y->data, x->data, bytes);
+  return EDGE_OK;
+}
+
+const edge_op_registration edge_op_bitcast = {bitcast_prepare, bitcast_eval, NULL};

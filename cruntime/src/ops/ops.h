@@ -56,5 +56,6 @@ extern const edge_op_registration edge_op_non_max_suppression; /* nms.c */
 extern const edge_op_registration edge_op_roi_align;         /* roi_align.c */
 extern const edge_op_registration edge_op_attention;         /* attention.c */
 extern const edge_op_registration edge_op_grid_sample;       /* grid_sample.c */
+extern const edge_op_registration edge_op_bitcast;           /* cast.c */
 
 #endif
