@@ -2005,6 +2005,50 @@ def _scatter_nd(ctx: NodeContext):
              {"reduction": str(ctx.attr("reduction", "none"))}, [ctx.output(0)])
 
 
+@converts("Col2Im")
+def _col2im(ctx: NodeContext):
+    """Each column entry (channel, kernel offset, block) adds into the image pixel it covers: one
+    ScatterElements with reduction add over the flattened image, with positions from the constant
+    image and block shapes. Entries that land in the padding go to one spare slot past the image,
+    sliced off after."""
+    image = _ints(ctx.require_const(1, "image_shape"))
+    block = _ints(ctx.require_const(2, "block_shape"))
+    dims = len(image)
+    dilations = _ints(ctx.attr("dilations", [1] * dims))
+    strides = _ints(ctx.attr("strides", [1] * dims))
+    pads = _ints(ctx.attr("pads", [0] * 2 * dims))
+    if len(block) != dims or len(dilations) != dims or len(strides) != dims or len(pads) != 2 * dims:
+        raise ctx.error(f"image_shape {list(image)}, block_shape {list(block)}, dilations {list(dilations)}, strides "
+                        f"{list(strides)} and pads {list(pads)} must agree on {dims} spatial dims")
+    if min(block + dilations + strides) < 1 or min(pads) < 0 or min(image) < 0:
+        raise ctx.error(f"block_shape {list(block)}, dilations {list(dilations)} and strides {list(strides)} must be "
+                        f">= 1, pads {list(pads)} and image_shape {list(image)} >= 0")
+    blocks = [(image[d] + pads[d] + pads[dims + d] - dilations[d] * (block[d] - 1) - 1) // strides[d] + 1
+              for d in range(dims)]
+    batch, columns, count = ctx.shape(0)
+    kernel = int(np.prod(block))
+    if min(blocks) < 1 or columns % kernel or count != int(np.prod(blocks)):
+        raise ctx.error(f"input {ctx.shape(0)} does not hold C * {kernel} columns of the {int(np.prod(blocks))} "
+                        f"blocks image_shape {list(image)} gives")
+    channels, pixels = columns // kernel, int(np.prod(image))
+    # positions[d][k, l]: the image coordinate along d of kernel offset k in block l.
+    offsets = np.indices(block).reshape(dims, -1)
+    starts = np.indices(blocks).reshape(dims, -1)
+    inside = np.ones((kernel, count), bool)
+    flat = np.zeros((kernel, count), np.int64)
+    for d in range(dims):
+        position = starts[d][None, :] * strides[d] + offsets[d][:, None] * dilations[d] - pads[d]
+        inside &= (position >= 0) & (position < image[d])
+        flat = flat * image[d] + position
+    flat = np.where(inside, flat, pixels).reshape(1, 1, kernel * count)
+    updates = ctx.reshape(ctx.input(0), (batch, channels, kernel * count))
+    indices = ctx.emit1("BroadcastTo", [ctx.constant(flat, base="positions")], {"shape": (batch, channels, kernel * count)})
+    zeros = ctx.emit1("BroadcastTo", [_scalar(ctx, 0, "zero")], {"shape": (batch, channels, pixels + 1)})
+    summed = ctx.emit1("ScatterElements", [zeros, indices, updates], {"axis": 2, "reduction": "add"})
+    cropped = ctx.emit1("Slice", [summed], {"starts": (0, 0, 0), "ends": (batch, channels, pixels), "steps": (1, 1, 1)})
+    ctx.reshape(cropped, (batch, channels, *image), ctx.output(0))
+
+
 @converts("ScatterElements", "Scatter")
 def _scatter_elements(ctx: NodeContext):
     attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}

@@ -76,6 +76,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "ConvInteger": (1, 3),
     "QLinearConv": (3, 5, 8),
     "Loop": (0, 1),
+    "Col2Im": (1, 2),
 }
 
 

@@ -1104,6 +1104,17 @@ case("GridSample-one-row-reflection-align1", "GridSample", lambda rng: [
 case("BitCast-float32-int32", "BitCast", x_input(lambda rng: normal(rng, (3, 4), 100.0)), {"to": TensorProto.INT32},
      opset=26)
 
+# Col2Im: (image, block, attrs) with overlapping blocks, padding that drops entries, dilations.
+COL2IMS = {"overlap": ((5, 6), (2, 3), {}), "strided-padded": ((7, 5), (3, 2), {"strides": [2, 1], "pads": [1, 0, 2, 1]}),
+           "dilated": ((6, 7), (2, 2), {"dilations": [2, 3], "pads": [0, 1, 1, 0]})}
+for name, (image, block, attrs) in COL2IMS.items():
+    blocks = [(image[d] + attrs.get("pads", [0] * 4)[d] + attrs.get("pads", [0] * 4)[2 + d]
+               - attrs.get("dilations", [1, 1])[d] * (block[d] - 1) - 1) // attrs.get("strides", [1, 1])[d] + 1
+              for d in range(2)]
+    case(f"Col2Im-{name}", "Col2Im", (lambda image, block, blocks: lambda rng: [
+        ("x", Feed(normal(rng, (2, 3 * block[0] * block[1], blocks[0] * blocks[1])))), ("image_shape", c(image)),
+        ("block_shape", c(block))])(image, block, blocks), attrs, opset=18)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
