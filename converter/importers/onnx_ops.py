@@ -2090,6 +2090,35 @@ def _roi_align(ctx: NodeContext):
     ctx.emit("RoiAlign", [ctx.input(0), ctx.input(1), ctx.input(2)], attrs, [ctx.output(0)])
 
 
+
+@converts("AffineGrid")
+def _affine_grid(ctx: NodeContext):
+    """grid = base @ theta^T with base the constant [x, y(, z), 1] of every output position
+    (normalised pixel centres, or corners for align_corners), from the constant size: one
+    BatchMatMul broadcasting base over the batch."""
+    size = _ints(ctx.require_const(1, "size"))
+    spatial = size[2:]
+    dims = len(spatial)
+    if dims not in (2, 3) or min(size) < 1 or ctx.shape(0) != (size[0], dims, dims + 1):
+        raise ctx.error(f"theta {ctx.shape(0)} and size {list(size)} must be [N, 2, 3] with [N, C, H, W] or "
+                        f"[N, 3, 4] with [N, C, D, H, W]")
+    align_corners = bool(ctx.attr("align_corners", 0))
+
+    def coordinates(n: int) -> np.ndarray:
+        # One pixel with align_corners has no corners apart: its coordinate is the centre, 0, as in
+        # PyTorch (ONNX's reference and onnxruntime disagree there; GridSample reads pixel 0 for any).
+        i = np.arange(n, dtype=np.float64)
+        if align_corners:
+            return -1.0 + 2.0 * i / (n - 1) if n > 1 else np.zeros(1)
+        return -1.0 + (2.0 * i + 1.0) / n
+
+    axes = np.meshgrid(*[coordinates(n) for n in spatial], indexing="ij")
+    # Homogeneous coordinates in grid order: the last spatial dim (x) first.
+    base = np.stack([*(a.reshape(-1) for a in reversed(axes)), np.ones(int(np.prod(spatial)))], axis=1)
+    base = ctx.constant(base.astype(np.float32)[None], base="base_grid")
+    grid = ctx.emit1("BatchMatMul", [base, ctx.input(0)], {"transpose_a": False, "transpose_b": True})
+    ctx.reshape(grid, (size[0], *spatial, dims), ctx.output(0))
+
 # Opset 16 named the interpolations bilinear and bicubic; 20 renamed them and allowed N-D input.
 GRID_SAMPLE_MODES = {"bilinear": "linear", "bicubic": "cubic", "linear": "linear", "cubic": "cubic",
                      "nearest": "nearest"}

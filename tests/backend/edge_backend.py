@@ -77,6 +77,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "QLinearConv": (3, 5, 8),
     "Loop": (0, 1),
     "Col2Im": (1, 2),
+    "AffineGrid": (1,),
 }
 
 

@@ -1115,6 +1115,18 @@ for name, (image, block, attrs) in COL2IMS.items():
         ("x", Feed(normal(rng, (2, 3 * block[0] * block[1], blocks[0] * blocks[1])))), ("image_shape", c(image)),
         ("block_shape", c(block))])(image, block, blocks), attrs, opset=18)
 
+# AffineGrid, and a spatial transformer: its grid sampled by GridSample.
+for name, (size, align) in {"2d": ((2, 3, 5, 1), 0), "2d-align": ((2, 1, 4, 6), 1), "3d": ((2, 3, 3, 4, 5), 0),
+                            "3d-align": ((1, 2, 2, 3, 4), 1)}.items():
+    dims = len(size) - 2
+    case(f"AffineGrid-{name}", "AffineGrid", (lambda size, dims: lambda rng: [
+        ("theta", Feed(normal(rng, (size[0], dims, dims + 1)))), ("size", c(size))])(size, dims),
+        {"align_corners": align}, opset=20)
+case("AffineGrid-GridSample", "AffineGrid", lambda rng: [
+    ("theta", Feed(np.array([[[0.8, -0.3, 0.1], [0.25, 0.9, -0.2]]], np.float32))), ("size", c((1, 3, 6, 5)))], opset=20,
+    extra_nodes=lambda outs: ([helper.make_node("GridSample", ["x_image", outs[0]], ["y"], mode="linear")], ["y"]))
+EXTRA_CONSTANTS["x_image"] = np.linspace(-1.0, 2.0, 3 * 8 * 9, dtype=np.float32).reshape(1, 3, 8, 9)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
