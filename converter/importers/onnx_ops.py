@@ -2049,6 +2049,38 @@ def _col2im(ctx: NodeContext):
     ctx.reshape(cropped, (batch, channels, *image), ctx.output(0))
 
 
+def _check_tensor_scatter(info: NodeInfo) -> list[str]:
+    mode = info.attr("mode", "linear")
+    return [] if mode in ("linear", "circular") else [f"mode={mode}"]
+
+
+@converts("TensorScatter", check=_check_tensor_scatter, newest_opset=24)
+def _tensor_scatter(ctx: NodeContext):
+    """A KV-cache write: update's positions s along axis go to write_indices[b] + s (modulo the
+    cache length when circular) of batch b, by one ScatterElements whose indices are that sum
+    broadcast to update's shape."""
+    cache, update = ctx.shape(0), ctx.shape(1)
+    rank = len(cache)
+    axis = _axis(int(ctx.attr("axis", -2)), rank, ctx)
+    if axis == 0 or len(update) != rank or update[axis] > cache[axis] or any(
+            update[d] != cache[d] for d in range(rank) if d != axis):
+        raise ctx.error(f"update {update} must match past_cache {cache} except along axis {axis} (not the batch axis), "
+                        f"where it may be shorter")
+    steps = np.arange(update[axis], dtype=np.int64).reshape([1] * axis + [-1] + [1] * (rank - axis - 1))
+    positions = ctx.constant(steps, base="steps")
+    if ctx.input(2):
+        starts = ctx.input(2)
+        if ctx.type(starts).dtype != "int64":
+            starts = ctx.emit1("Cast", [starts], {"to": "int64"})
+        starts = ctx.reshape(starts, (cache[0],) + (1,) * (rank - 1))
+        positions = ctx.emit1("Add", [starts, positions])
+    if ctx.attr("mode", "linear") == "circular":
+        positions = ctx.emit1("Mod", [positions, ctx.constant(np.array(cache[axis], np.int64), base="length")])
+    indices = ctx.emit1("BroadcastTo", [positions], {"shape": tuple(update)})
+    ctx.emit("ScatterElements", [ctx.input(0), indices, ctx.input(1)], {"axis": axis, "reduction": "none"},
+             [ctx.output(0)])
+
+
 @converts("ScatterElements", "Scatter")
 def _scatter_elements(ctx: NodeContext):
     attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}

@@ -1127,6 +1127,16 @@ case("AffineGrid-GridSample", "AffineGrid", lambda rng: [
     extra_nodes=lambda outs: ([helper.make_node("GridSample", ["x_image", outs[0]], ["y"], mode="linear")], ["y"]))
 EXTRA_CONSTANTS["x_image"] = np.linspace(-1.0, 2.0, 3 * 8 * 9, dtype=np.float32).reshape(1, 3, 8, 9)
 
+# TensorScatter: a KV-cache write, linear and wrapping around the cache (circular).
+TENSOR_SCATTERS = {"linear": ((2, 3, 8, 4), (2, 3, 3, 4), [0, 5], {}),
+                   "circular": ((2, 3, 6, 4), (2, 3, 4, 4), [4, 1], {"mode": "circular"}),
+                   "axis1-no-indices": ((3, 7, 5), (3, 2, 5), None, {"axis": 1})}
+for name, (cache, update, starts, attrs) in TENSOR_SCATTERS.items():
+    case(f"TensorScatter-{name}", "TensorScatter", (lambda cache, update, starts: lambda rng: [
+        ("past_cache", Feed(normal(rng, cache))), ("update", Feed(normal(rng, update)))]
+        + ([("write_indices", Feed(np.array(starts, np.int64)))] if starts is not None else []))(cache, update, starts),
+        attrs, opset=24)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
