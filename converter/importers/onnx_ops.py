@@ -2081,6 +2081,38 @@ def _tensor_scatter(ctx: NodeContext):
              [ctx.output(0)])
 
 
+@converts("MaxUnpool")
+def _max_unpool(ctx: NodeContext):
+    """Zeros with each value of X at its index: MaxPool's indices are flat positions in the tensor
+    it pooled, whose shape output_shape gives (else the shape pooling inverts), so one
+    ScatterElements over that tensor flattened. (ONNX's reference instead reads the indices in the
+    inverted shape and pads that to output_shape; onnxruntime reads them as here.)"""
+    x_shape = ctx.shape(0)
+    dims = len(x_shape) - 2
+    kernel = _ints(ctx.attr("kernel_shape", []))
+    strides = _ints(ctx.attr("strides", [1] * dims))
+    pads = _ints(ctx.attr("pads", [0] * 2 * dims))
+    if len(kernel) != dims or len(strides) != dims or len(pads) != 2 * dims or dims < 1:
+        raise ctx.error(f"kernel_shape {list(kernel)}, strides {list(strides)} and pads {list(pads)} must give one "
+                        f"value per spatial dim of the input {x_shape}")
+    if ctx.shape(1) != x_shape:
+        raise ctx.error(f"indices {ctx.shape(1)} must have the input's shape {x_shape}")
+    shape = tuple(x_shape[:2]) + tuple((x_shape[2 + d] - 1) * strides[d] - pads[d] - pads[dims + d] + kernel[d]
+                                       for d in range(dims))
+    if ctx.input(2):
+        shape = _ints(ctx.require_const(2, "output_shape"))
+        if len(shape) != len(x_shape) or shape[:2] != tuple(x_shape[:2]):
+            raise ctx.error(f"output_shape {list(shape)} must keep the input's batch and channels {x_shape[:2]}")
+    if min(shape) < 0:
+        raise ctx.error(f"the output shape {list(shape)} is negative")
+    count = int(np.prod(x_shape))
+    zeros = ctx.emit1("BroadcastTo", [_scalar(ctx, 0, "zero")], {"shape": (int(np.prod(shape)),)})
+    indices = ctx.reshape(ctx.input(1), (count,))
+    flat = ctx.emit1("ScatterElements", [zeros, indices, ctx.reshape(ctx.input(0), (count,))],
+                     {"axis": 0, "reduction": "none"})
+    ctx.reshape(flat, shape, ctx.output(0))
+
+
 @converts("ScatterElements", "Scatter")
 def _scatter_elements(ctx: NodeContext):
     attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}

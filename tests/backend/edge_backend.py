@@ -78,6 +78,7 @@ STATIC_INPUT_SLOTS: dict[str, tuple[int, ...]] = {
     "Loop": (0, 1),
     "Col2Im": (1, 2),
     "AffineGrid": (1,),
+    "MaxUnpool": (2,),
 }
 
 

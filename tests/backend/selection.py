@@ -53,6 +53,9 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_dft_inverse(_opset19)?$",
      "DFT inverse computed in float32: imaginary parts that cancel to zero come out ~2e-7, over the suite's 1e-7 "
      "absolute tolerance (the reference computes in float64; onnxruntime fails every DFT test here)"),
+    (r"^test_maxunpool_export_with_output_shape$",
+     "MaxUnpool with an output_shape past the inverted shape: the suite's output reads the indices in the inverted "
+     "shape; the importer reads them in output_shape, the tensor MaxPool pooled, as onnxruntime does"),
     (r"^test_bitcast_(float64_to|.*_to_float64)", "BitCast to or from float64: computed in float32, so its bits are not kept; refused"),
 ]
 

@@ -1137,6 +1137,21 @@ for name, (cache, update, starts, attrs) in TENSOR_SCATTERS.items():
         + ([("write_indices", Feed(np.array(starts, np.int64)))] if starts is not None else []))(cache, update, starts),
         attrs, opset=24)
 
+# MaxUnpool: distinct flat indices into the unpooled tensor (as MaxPool gives); an odd output_shape in
+# test_max_unpool_reads_indices_in_output_shape.
+MAX_UNPOOLS = {"2d": ((2, 3, 3, 4), None, {"kernel_shape": [2, 2], "strides": [2, 2]}),
+               "1d-padded": ((2, 2, 4), None, {"kernel_shape": [3], "strides": [2], "pads": [1, 0]})}
+for name, (x_shape, out_shape, attrs) in MAX_UNPOOLS.items():
+    def _unpool_inputs(rng, x_shape=x_shape, out_shape=out_shape, attrs=attrs):
+        dims = len(x_shape) - 2
+        shape = out_shape or tuple(x_shape[:2]) + tuple(
+            (x_shape[2 + d] - 1) * attrs["strides"][d] - sum(attrs.get("pads", [0] * 2 * dims)[d::dims])
+            + attrs["kernel_shape"][d] for d in range(dims))
+        indices = rng.permutation(int(np.prod(shape)))[:int(np.prod(x_shape))].reshape(x_shape).astype(np.int64)
+        return ([("x", Feed(normal(rng, x_shape))), ("indices", Feed(indices))]
+                + ([("output_shape", c(out_shape))] if out_shape else []))
+    case(f"MaxUnpool-{name}", "MaxUnpool", _unpool_inputs, attrs, opset=11)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))
@@ -1208,3 +1223,19 @@ def test_causal_mask_trilu_folds_to_a_constant():
     comparison = check_model(model, {"x": np.random.default_rng(3).standard_normal((2, 5, 5)).astype(np.float32)})
     assert "Trilu" not in {node.op for node in comparison.converted.graph.nodes}
 
+
+
+def test_max_unpool_reads_indices_in_output_shape():
+    """With an output_shape past the shape pooling inverts (MaxPool on odd sizes), the indices are
+    flat positions in output_shape, as onnxruntime reads them."""
+    rng = np.random.default_rng(11)
+    x = normal(rng, (2, 2, 2, 2))
+    indices = rng.permutation(2 * 2 * 5 * 5)[:16].reshape(2, 2, 2, 2).astype(np.int64)
+    node = helper.make_node("MaxUnpool", ["x", "indices", "output_shape"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph([node], "max_unpool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                                                     helper.make_tensor_value_info("indices", TensorProto.INT64, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2, 5, 5])],
+                              [numpy_helper.from_array(np.array([2, 2, 5, 5], np.int64), "output_shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    check_model(model, {"x": x, "indices": indices})
