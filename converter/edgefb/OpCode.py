@@ -56,3 +56,4 @@ class OpCode(object):
     ATTENTION = 49
     GRID_SAMPLE = 50
     BITCAST = 51
+    DET = 52

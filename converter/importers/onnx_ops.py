@@ -2113,6 +2113,11 @@ def _max_unpool(ctx: NodeContext):
     ctx.reshape(flat, shape, ctx.output(0))
 
 
+@converts("Det")
+def _det(ctx: NodeContext):
+    ctx.emit("Det", [ctx.input(0)], {}, [ctx.output(0)])
+
+
 @converts("ScatterElements", "Scatter")
 def _scatter_elements(ctx: NodeContext):
     attrs = {"axis": _axis(ctx.attr("axis", 0), ctx.rank(0), ctx), "reduction": str(ctx.attr("reduction", "none"))}

@@ -92,4 +92,4 @@ def lookup(name: str) -> OpDef:
         raise KeyError(f"no IR op named {name!r}") from None
 
 
-from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training, indexing, detection, attention, sampling  # noqa: E402,F401  (registers the ops)
+from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training, indexing, detection, attention, sampling, linalg  # noqa: E402,F401  (registers the ops)

@@ -81,7 +81,8 @@ typedef enum {
   EDGE_OP_ATTENTION = 49,
   EDGE_OP_GRID_SAMPLE = 50,
   EDGE_OP_BITCAST = 51,
-  EDGE_OP_COUNT_ = 52
+  EDGE_OP_DET = 52,
+  EDGE_OP_COUNT_ = 53
 } edge_op_kind;
 static const char *const edge_op_names[] = {
   "CUSTOM",
@@ -136,6 +137,7 @@ static const char *const edge_op_names[] = {
   "ATTENTION",
   "GRID_SAMPLE",
   "BITCAST",
+  "DET",
 };
 
 typedef enum {

@@ -155,6 +155,7 @@ SAMPLES = {
                  {"mode": "max", "output_height": 2, "output_width": 3, "sampling_ratio": 0, "spatial_scale": 0.5,
                   "half_pixel": False, "layout": "NHWC"}),
     "BitCast": ([f32(3, 4)], {"to": "int32"}),
+    "Det": ([f32(2, 3, 3)], {}),
     "GridSample": ([f32(2, 5, 6, 3), (RNG.uniform(-1.3, 1.3, (2, 4, 3, 2))).astype(np.float32)],
                    {"mode": "cubic", "padding_mode": "reflection", "align_corners": False, "layout": "NHWC"}),
     "NonMaxSuppression": ([np.array([[[0, 0, 1, 1], [0, 0.2, 1, 1.2], [3, 3, 4, 4]]], np.float32), f32(1, 2, 3)],

@@ -1152,6 +1152,12 @@ for name, (x_shape, out_shape, attrs) in MAX_UNPOOLS.items():
                 + ([("output_shape", c(out_shape))] if out_shape else []))
     case(f"MaxUnpool-{name}", "MaxUnpool", _unpool_inputs, attrs, opset=11)
 
+# Det: batches of matrices, one needing a row swap (zero corner) and one singular.
+case("Det-batch", "Det", x_input(lambda rng: normal(rng, (2, 3, 4, 4))), opset=11)
+case("Det-5x5", "Det", x_input(lambda rng: normal(rng, (5, 5))), opset=11)
+case("Det-pivot-singular", "Det", x_input(lambda rng: np.array(
+    [[[0, 2, 1], [3, 1, 4], [1, 5, 9]], [[1, 2, 3], [2, 4, 6], [0, 1, 7]]], np.float32)), opset=11)
+
 
 def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(zlib.crc32(case_.id.encode()))

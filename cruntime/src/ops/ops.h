@@ -57,5 +57,6 @@ extern const edge_op_registration edge_op_roi_align;         /* roi_align.c */
 extern const edge_op_registration edge_op_attention;         /* attention.c */
 extern const edge_op_registration edge_op_grid_sample;       /* grid_sample.c */
 extern const edge_op_registration edge_op_bitcast;           /* cast.c */
+extern const edge_op_registration edge_op_det;               /* det.c */
 
 #endif

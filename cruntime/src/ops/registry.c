@@ -54,6 +54,7 @@ static const edge_op_registration *const registry[EDGE_OP_COUNT_] = {
     [EDGE_OP_ATTENTION] = &edge_op_attention,
     [EDGE_OP_GRID_SAMPLE] = &edge_op_grid_sample,
     [EDGE_OP_BITCAST] = &edge_op_bitcast,
+    [EDGE_OP_DET] = &edge_op_det,
 };
 
 const edge_op_registration *edge_op_lookup(edge_op_kind opcode) {
