@@ -1,5 +1,5 @@
 /* Tests of the selection and scan ops (trilu, cumsum, arg_max/arg_min, top_k, gather_nd, scatter_nd,
- * scatter_elements, non_max_suppression, roi_align): values against naive
+ * scatter_elements, non_max_suppression, roi_align, grid_sample): values against naive
  * oracles written per output element, the same bytes with one thread and with a pool of three,
  * and prepare's refusals of bad models (axes, k, ranks, dtypes) with a status and a message.
  *  */
@@ -769,6 +769,120 @@ static void test_roi_align(void) {
   }
 }
 
+/* ---- grid_sample ---- */
+
+static void test_grid_sample(void) {
+  /* x [1, 2, 3, 1] holds 3h + w. Grid (0, 0) without align_corners is column 1.0, row 0.5: LINEAR
+   * gives (1 + 4) / 2, NEAREST rounds 0.5 to row 0 (half to even): 1. NaN gives NaN; (1e30, -1e30)
+   * reads 0 (ZEROS), the top-right pixel 2 (BORDER), and some pixel (REFLECTION), never outside. */
+  const int64_t xs[4] = {1, 2, 3, 1}, gs[4] = {1, 1, 3, 2}, ys[4] = {1, 1, 3, 1};
+  const float grid[6] = {0.0f, 0.0f, NAN, 0.5f, 1e30f, -1e30f};
+  for (int padding = 0; padding < EDGE_GRID_PADDING_COUNT_; ++padding)
+    for (int mode = 0; mode < EDGE_RESIZE_COUNT_; ++mode) {
+      graph g;
+      graph_init(&g, EDGE_OP_GRID_SAMPLE);
+      int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 4, xs), gr = add_tensor(&g, "grid", EDGE_FLOAT32, 4, gs);
+      int32_t y = add_tensor(&g, "y", EDGE_FLOAT32, 4, ys);
+      for (int64_t i = 0; i < 6; ++i) ((float *)g.tensors[x].data)[i] = (float)i;
+      memcpy(g.tensors[gr].data, grid, sizeof grid);
+      graph_add_input(&g, x);
+      graph_add_input(&g, gr);
+      graph_add_output(&g, y);
+      g.node.options.grid_sample.mode = (edge_resize_kind)mode;
+      g.node.options.grid_sample.padding = (edge_grid_padding_kind)padding;
+      edge_status status = graph_run(&g);
+      const float *out = g.tensors[y].data;
+      CHECK(status == EDGE_OK, "grid_sample: %s", g.error);
+      if (mode == EDGE_RESIZE_LINEAR) CHECK(out[0] == 2.5f, "grid_sample linear centre: %g", (double)out[0]);
+      if (mode == EDGE_RESIZE_NEAREST) CHECK(out[0] == 1.0f, "grid_sample nearest centre: %g", (double)out[0]);
+      CHECK(isnan(out[1]), "grid_sample NaN coordinate: %g", (double)out[1]);
+      if (padding == EDGE_GRID_PADDING_ZEROS) CHECK(out[2] == 0.0f, "grid_sample zeros far: %g", (double)out[2]);
+      if (padding == EDGE_GRID_PADDING_BORDER) CHECK(out[2] == 2.0f, "grid_sample border far: %g", (double)out[2]);
+      if (padding == EDGE_GRID_PADDING_REFLECTION && mode != EDGE_RESIZE_CUBIC)
+        CHECK(out[2] >= 0.0f && out[2] <= 5.0f, "grid_sample reflection far: %g", (double)out[2]);
+      graph_free(&g);
+    }
+  struct {
+    int64_t x[4], grid[4];
+    const char *message;
+  } refused[] = {
+      {{1, 2, 3, 1}, {1, 1, 3, 3}, "must be [N, S1..Sk, C]"},
+      {{1, 2, 3, 1}, {2, 1, 3, 2}, "must be [N, S1..Sk, C]"},
+      {{1, 0, 3, 1}, {1, 1, 3, 2}, "no pixels"},
+  };
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; ++i) {
+    graph g;
+    graph_init(&g, EDGE_OP_GRID_SAMPLE);
+    graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 4, refused[i].x));
+    graph_add_input(&g, add_tensor(&g, "grid", EDGE_FLOAT32, 4, refused[i].grid));
+    graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 4, ys));
+    edge_status status = graph_run(&g);
+    CHECK(status == EDGE_INVALID_MODEL && strstr(g.error, refused[i].message), "grid_sample refusal %zu: %s", i,
+          g.error);
+    graph_free(&g);
+  }
+}
+
+/* ---- det ---- */
+
+static void test_det(void) {
+  /* A zero corner forces a row swap: det [[0, 2, 1], [3, 1, 4], [1, 5, 9]] = -2 (27 - 4) + (15 - 1) = -32;
+   * a singular matrix gives 0; a 0 x 0 matrix 1. */
+  const float a[18] = {0, 2, 1, 3, 1, 4, 1, 5, 9, 1, 2, 3, 2, 4, 6, 0, 1, 7};
+  const int64_t xs[3] = {2, 3, 3}, ys[1] = {2}, empty[3] = {2, 0, 0};
+  for (int32_t threads = 1; threads <= 3; threads += 2) {
+    graph g;
+    graph_init(&g, EDGE_OP_DET);
+    g.ctx.num_threads = threads;
+    int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 3, xs), y = add_tensor(&g, "y", EDGE_FLOAT32, 1, ys);
+    memcpy(g.tensors[x].data, a, sizeof a);
+    graph_add_input(&g, x);
+    graph_add_output(&g, y);
+    edge_status status = graph_run(&g);
+    const float *out = g.tensors[y].data;
+    CHECK(status == EDGE_OK && out[0] == -32.0f && out[1] == 0.0f, "det: %s (%g, %g)", g.error, (double)out[0],
+          (double)out[1]);
+    graph_free(&g);
+  }
+  graph g;
+  graph_init(&g, EDGE_OP_DET);
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 3, empty));
+  int32_t y = add_tensor(&g, "y", EDGE_FLOAT32, 1, ys);
+  graph_add_output(&g, y);
+  CHECK(graph_run(&g) == EDGE_OK && ((float *)g.tensors[y].data)[1] == 1.0f, "det of 0 x 0: %s", g.error);
+  graph_free(&g);
+  const int64_t oblong[3] = {2, 3, 2};
+  graph_init(&g, EDGE_OP_DET);
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 3, oblong));
+  graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 1, ys));
+  CHECK(graph_run(&g) == EDGE_INVALID_MODEL && strstr(g.error, "[..., n, n]"), "det refusal: %s", g.error);
+  graph_free(&g);
+}
+
+/* ---- bitcast ---- */
+
+static void test_bitcast(void) {
+  const float values[4] = {1.0f, -0.0f, INFINITY, 1e-45f};
+  const int64_t shape[1] = {4};
+  graph g;
+  graph_init(&g, EDGE_OP_BITCAST);
+  int32_t x = add_tensor(&g, "x", EDGE_FLOAT32, 1, shape), y = add_tensor(&g, "y", EDGE_INT32, 1, shape);
+  memcpy(g.tensors[x].data, values, sizeof values);
+  graph_add_input(&g, x);
+  graph_add_output(&g, y);
+  edge_status status = graph_run(&g);
+  const int32_t *bits = g.tensors[y].data;
+  CHECK(status == EDGE_OK && bits[0] == 0x3F800000 && bits[1] == (int32_t)0x80000000u &&
+            bits[2] == 0x7F800000 && bits[3] == 1,
+        "bitcast: %s", g.error);
+  graph_free(&g);
+  graph_init(&g, EDGE_OP_BITCAST);
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
+  graph_add_output(&g, add_tensor(&g, "y", EDGE_INT64, 1, shape));
+  CHECK(graph_run(&g) == EDGE_INVALID_MODEL && strstr(g.error, "one size"), "bitcast refusal: %s", g.error);
+  graph_free(&g);
+}
+
 void test_ops_index(void) {
   rng_seed(0x243f6a8885a308d3ull);
   test_trilu();
@@ -780,4 +894,7 @@ void test_ops_index(void) {
   test_scatter_elements();
   test_non_max_suppression();
   test_roi_align();
+  test_grid_sample();
+  test_det();
+  test_bitcast();
 }
