@@ -420,7 +420,7 @@ def _bitcast(ctx: NodeContext):
     type the target is computed in. A float input must be float32 (BITCAST_FLOATS_REFUSED)."""
     to = ctx.attr("to")
     target, inside = (ONNX_DTYPES[to], ONNX_DTYPES[to]) if to in ONNX_DTYPES else BOUNDARY_DTYPES[to]
-    size = np.dtype(target).itemsize if target != "bfloat16" else 2
+    size = np.dtype(target).itemsize  # not bfloat16: _check_bitcast refuses it
     computed = ctx.type(0).dtype
     if computed in ("int32", "int64"):
         source = SIGNED_OF_SIZE[size]
@@ -2042,7 +2042,8 @@ def _col2im(ctx: NodeContext):
         flat = flat * image[d] + position
     flat = np.where(inside, flat, pixels).reshape(1, 1, kernel * count)
     updates = ctx.reshape(ctx.input(0), (batch, channels, kernel * count))
-    indices = ctx.emit1("BroadcastTo", [ctx.constant(flat, base="positions")], {"shape": (batch, channels, kernel * count)})
+    positions = ctx.constant(flat, base="positions")
+    indices = ctx.emit1("BroadcastTo", [positions], {"shape": (batch, channels, kernel * count)})
     zeros = ctx.emit1("BroadcastTo", [_scalar(ctx, 0, "zero")], {"shape": (batch, channels, pixels + 1)})
     summed = ctx.emit1("ScatterElements", [zeros, indices, updates], {"axis": 2, "reduction": "add"})
     cropped = ctx.emit1("Slice", [summed], {"starts": (0, 0, 0), "ends": (batch, channels, pixels), "steps": (1, 1, 1)})

@@ -92,4 +92,5 @@ def lookup(name: str) -> OpDef:
         raise KeyError(f"no IR op named {name!r}") from None
 
 
-from converter.ops import elementwise, nn, shape_ops, rnn, quantization, training, indexing, detection, attention, sampling, linalg  # noqa: E402,F401  (registers the ops)
+from converter.ops import (  # noqa: E402,F401  (registers the ops)
+    elementwise, nn, shape_ops, rnn, quantization, training, indexing, detection, attention, sampling, linalg)

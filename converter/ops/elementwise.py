@@ -422,19 +422,13 @@ def _bitcast_infer(types, attrs):
     need("BitCast", types, 1)
     if attrs.get("to") not in DTYPES:
         fail("BitCast", f"attribute 'to' is {attrs.get('to')!r}; expected one of {', '.join(DTYPES)}")
-    if _numpy_dtype(attrs["to"]).itemsize != _numpy_dtype(types[0].dtype).itemsize:
+    if numpy_dtype(attrs["to"]).itemsize != numpy_dtype(types[0].dtype).itemsize:
         fail("BitCast", f"{types[0].dtype} and {attrs['to']} differ in size")
     return [TensorType(attrs["to"], types[0].shape)]
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes  # noqa: F401  (registers the bfloat16 NumPy dtype)
-    return np.dtype(name)
 
 
 register(OpDef(
     # x's bytes read as another dtype of the same size; the target dtype is the output tensor's.
     name="BitCast", infer=_bitcast_infer,
-    reference=lambda inputs, attrs: [np.ascontiguousarray(inputs[0]).view(_numpy_dtype(attrs["to"]))],
+    reference=lambda inputs, attrs: [np.ascontiguousarray(inputs[0]).view(numpy_dtype(attrs["to"]))],
     lower=no_options(OpCode.BITCAST), lift=no_attrs, opcode=OpCode.BITCAST, flops=zero_flops))

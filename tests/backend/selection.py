@@ -56,7 +56,8 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_maxunpool_export_with_output_shape$",
      "MaxUnpool with an output_shape past the inverted shape: the suite's output reads the indices in the inverted "
      "shape; the importer reads them in output_shape, the tensor MaxPool pooled, as onnxruntime does"),
-    (r"^test_bitcast_(float64_to|.*_to_float64)", "BitCast to or from float64: computed in float32, so its bits are not kept; refused"),
+    (r"^test_bitcast_(float64_to|.*_to_float64)",
+     "BitCast to or from float64: computed in float32, so its bits are not kept; refused"),
 ]
 
 # The dtypes a model may use: the runtime's computing ones, and those kept at the model's boundary

@@ -16,9 +16,9 @@ from tests.fixtures.harness import assert_close, run_edge
 
 def grid_sample_model(x_shape, grid_shape, opset=20, **attrs):
     node = helper.make_node("GridSample", ["x", "grid"], ["y"], **attrs)
-    graph = helper.make_graph([node], "grid_sample", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
-                                                      helper.make_tensor_value_info("grid", TensorProto.FLOAT, grid_shape)],
-                              [onnx.ValueInfoProto(name="y")])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+              helper.make_tensor_value_info("grid", TensorProto.FLOAT, grid_shape)]
+    graph = helper.make_graph([node], "grid_sample", inputs, [onnx.ValueInfoProto(name="y")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     return onnx.shape_inference.infer_shapes(model)
@@ -34,7 +34,8 @@ def check_against_onnx_reference(model, feeds):
 
 REFERENCE_CASES = {
     "cubic-border-align0": ((2, 3, 5, 6), (2, 4, 7, 2), {"mode": "cubic", "padding_mode": "border"}),
-    "cubic-border-align1": ((1, 2, 4, 7), (1, 5, 3, 2), {"mode": "cubic", "padding_mode": "border", "align_corners": 1}),
+    "cubic-border-align1": ((1, 2, 4, 7), (1, 5, 3, 2),
+                            {"mode": "cubic", "padding_mode": "border", "align_corners": 1}),
     "cubic-3d-reflection": ((1, 2, 3, 4, 5), (1, 2, 3, 2, 3), {"mode": "cubic", "padding_mode": "reflection"}),
     "cubic-3d-zeros-align1": ((1, 2, 4, 3, 3), (1, 2, 2, 3, 3), {"mode": "cubic", "align_corners": 1}),
     "linear-1d-border": ((2, 3, 7), (2, 9, 1), {"mode": "linear", "padding_mode": "border"}),

@@ -3,10 +3,11 @@
  * last spatial dim to the first (x, y, z), each normalised to [-1, 1]; it is denormalised per dim,
  * rounded half to even for NEAREST, and a coordinate past the input's extent (the corner pixels'
  * centres under align_corners, else their outer edges) is clamped to the edge pixels (BORDER) or
- * mirrored back into the extent (REFLECTION) before the taps are taken, as ONNX's reference does. Each dim then gives 1 (NEAREST),
- * 2 (LINEAR) or 4 (CUBIC, Keys' kernel with A = -0.75) taps with their weights; a tap outside the
- * input reads 0 (ZEROS), the edge (BORDER) or the mirrored position (REFLECTION). The output is the
- * sum over every combination of taps of the product of their weights times the channel vector.
+ * mirrored back into the extent (REFLECTION) before the taps are taken, as ONNX's reference does.
+ * Each dim then gives 1 (NEAREST), 2 (LINEAR) or 4 (CUBIC, Keys' kernel with A = -0.75) taps with
+ * their weights; a tap outside the input reads 0 (ZEROS), the edge (BORDER) or the mirrored position
+ * (REFLECTION). The output is the sum over every combination of taps of the product of their
+ * weights times the channel vector.
  *
  * The grid is data: a coordinate that is NaN, or infinite under REFLECTION, gives NaN at that
  * position; every tap index is bounded before use, so no grid value reads outside x. Work is split
@@ -44,7 +45,8 @@ static edge_status grid_sample_prepare(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_INVALID_MODEL, "GRID_SAMPLE '%s': x '%s' has no pixels along spatial dim %d", name,
                        edge_tensor_name(x), d - 1);
   const edge_grid_sample_options *o = &node->options.grid_sample;
-  if ((int)o->mode < 0 || o->mode >= EDGE_RESIZE_COUNT_ || (int)o->padding < 0 || o->padding >= EDGE_GRID_PADDING_COUNT_)
+  if ((int)o->mode < 0 || o->mode >= EDGE_RESIZE_COUNT_ || (int)o->padding < 0 ||
+      o->padding >= EDGE_GRID_PADDING_COUNT_)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "GRID_SAMPLE '%s': mode %d or padding %d is invalid", name, (int)o->mode,
                      (int)o->padding);
   int64_t shape[EDGE_MAX_RANK];
