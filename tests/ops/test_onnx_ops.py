@@ -1080,6 +1080,7 @@ case("LinearAttention-scale-one-step", "LinearAttention", lambda rng: [
     ("past_state", Feed(normal(rng, (1, 2, 4, 3)))), ("decay", Feed(uniform(rng, (1, 1, 2), -1.0, 0.0))),
     ("beta", Feed(uniform(rng, (1, 1, 2), 0.0, 1.0)))], {"q_num_heads": 2, "kv_num_heads": 2, "scale": 0.7},
     num_outputs=2, opset=27)
+
 # GridSample: grids reach past [-1, 1] so every padding mode matters; opset 16's mode names in 2-D,
 # opset 20's in 3-D. Bicubic with border padding and 3-D cubic are checked against ONNX's reference
 # in tests/ops/test_grid_sample.py (onnxruntime clamps bicubic's coordinate as PyTorch does, not as
