@@ -402,10 +402,17 @@ def _cast_like(ctx: NodeContext):
 BITCAST_FLOATS_REFUSED = (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 
 
+# Sub-byte types are packed at the boundary and only CAST reads or writes them.
+BITCAST_PACKED_REFUSED = (onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.INT2,
+                          onnx.TensorProto.UINT2, onnx.TensorProto.FLOAT4E2M1)
+
+
 def _check_bitcast(info: NodeInfo) -> list[str]:
     to = info.attr("to")
     if to in BITCAST_FLOATS_REFUSED:
         return [f"to={onnx_dtype_name(to)} (computed in float32, so its bits are not kept)"]
+    if to in BITCAST_PACKED_REFUSED:
+        return [f"to={onnx_dtype_name(to)} (a packed sub-byte type)"]
     return [] if to in ONNX_DTYPES or to in BOUNDARY_DTYPES else [f"to={onnx_dtype_name(to)}"]
 
 
