@@ -35,7 +35,11 @@
  *   multiply), vi_fixed2(a, b, &k), with
  *   k = vi_fixed2_prepare(ma, mb, s, lo, hi) (1 <= s <= 62), is per lane
  *   clamp((int64(a) * ma + int64(b) * mb + 2^(s-1)) >> s, lo, hi) in exact 64-bit arithmetic
- *   (arithmetic shift; |a|, |b| < 2^9 in the int8 kernels), the int8 ADD rule of requant.h.
+ *   (arithmetic shift; |a|, |b| < 2^9 in the int8 kernels), the int8 ADD rule of requant.h, and
+ *   vi_fixed1(a, &k) with k = vi_fixed2_prepare(m, 0, s, lo, hi) is clamp((int64(a) * m + 2^(s-1)) >> s,
+ *   lo, hi), the requantization of an int32 accumulator (any int32 a and m).
+ * - vi_gt(a, b) is -1 in the lanes where a > b (signed), 0 elsewhere. Where EDGE_SIMD_HAS_MULLO is
+ *   defined (avx2, avx512, neon), vi_mullo(a, b) is the low 32 bits of each product.
  */
 #ifndef EDGE_KERNELS_SIMD_H
 #define EDGE_KERNELS_SIMD_H
@@ -159,6 +163,16 @@ EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
   odd = _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(odd, k->count), k->lo), k->hi);
   return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
+EDGE_SIMD_INLINE i32xN vi_fixed1(i32xN a, const edge_simd_fixed2 *k) {
+  __m512i even = _mm512_add_epi64(_mm512_mul_epi32(a, k->ma), k->round);
+  __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), k->ma), k->round);
+  even = _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(even, k->count), k->lo), k->hi);
+  odd = _mm512_min_epi64(_mm512_max_epi64(_mm512_sra_epi64(odd, k->count), k->lo), k->hi);
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+#define EDGE_SIMD_HAS_MULLO 1
+EDGE_SIMD_INLINE i32xN vi_mullo(i32xN a, i32xN b) { return _mm512_mullo_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_gt(i32xN a, i32xN b) { return _mm512_movm_epi32(_mm512_cmpgt_epi32_mask(a, b)); }
 
 #elif defined(EDGE_SIMD_ISA_AVX2)
 
@@ -281,6 +295,16 @@ EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
   odd = edge_simd_clamp64(_mm256_sub_epi64(_mm256_srl_epi64(odd, k->count), k->unbias), k->lo, k->hi);
   return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
+EDGE_SIMD_INLINE i32xN vi_fixed1(i32xN a, const edge_simd_fixed2 *k) {
+  __m256i even = _mm256_add_epi64(_mm256_mul_epi32(a, k->ma), k->round);
+  __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), k->ma), k->round);
+  even = edge_simd_clamp64(_mm256_sub_epi64(_mm256_srl_epi64(even, k->count), k->unbias), k->lo, k->hi);
+  odd = edge_simd_clamp64(_mm256_sub_epi64(_mm256_srl_epi64(odd, k->count), k->unbias), k->lo, k->hi);
+  return _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+#define EDGE_SIMD_HAS_MULLO 1
+EDGE_SIMD_INLINE i32xN vi_mullo(i32xN a, i32xN b) { return _mm256_mullo_epi32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_gt(i32xN a, i32xN b) { return _mm256_cmpgt_epi32(a, b); }
 
 #elif defined(EDGE_SIMD_ISA_SSE2)
 
@@ -383,6 +407,7 @@ EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
   const __m128i words = _mm_packs_epi32(v0, v1);
   _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(words, words));
 }
+EDGE_SIMD_INLINE i32xN vi_gt(i32xN a, i32xN b) { return _mm_cmpgt_epi32(a, b); }
 
 #elif defined(EDGE_SIMD_ISA_NEON)
 
@@ -500,6 +525,15 @@ EDGE_SIMD_INLINE i32xN vi_fixed2(i32xN a, i32xN b, const edge_simd_fixed2 *k) {
   high = edge_simd_clamp64(vshlq_s64(vaddq_s64(high, k->round), k->shift), k->lo, k->hi);
   return vcombine_s32(vmovn_s64(low), vmovn_s64(high));
 }
+EDGE_SIMD_INLINE i32xN vi_fixed1(i32xN a, const edge_simd_fixed2 *k) {
+  int64x2_t low = vmull_s32(vget_low_s32(a), vget_low_s32(k->ma)), high = vmull_high_s32(a, k->ma);
+  low = edge_simd_clamp64(vshlq_s64(vaddq_s64(low, k->round), k->shift), k->lo, k->hi);
+  high = edge_simd_clamp64(vshlq_s64(vaddq_s64(high, k->round), k->shift), k->lo, k->hi);
+  return vcombine_s32(vmovn_s64(low), vmovn_s64(high));
+}
+#define EDGE_SIMD_HAS_MULLO 1
+EDGE_SIMD_INLINE i32xN vi_mullo(i32xN a, i32xN b) { return vmulq_s32(a, b); }
+EDGE_SIMD_INLINE i32xN vi_gt(i32xN a, i32xN b) { return vreinterpretq_s32_u32(vcgtq_s32(a, b)); }
 
 #elif defined(EDGE_SIMD_ISA_SCALAR)
 
@@ -580,9 +614,231 @@ EDGE_SIMD_INLINE void vi_store_s8_sat2(int8_t *p, i32xN v0, i32xN v1) {
   vi_store_s8_sat(p, v0);
   vi_store_s8_sat(p + 1, v1);
 }
+EDGE_SIMD_INLINE i32xN vi_gt(i32xN a, i32xN b) { return -(int32_t)(a > b); }
 
 #else
 #error "define one of EDGE_SIMD_ISA_SCALAR, _SSE2, _AVX2, _AVX512, _NEON before including simd.h"
+#endif
+
+/* Int16 pair words of the int8 kernels, a fixed 16 int16 / 8 int32 lanes on every ISA (what an
+ * int8 matmul panel row of 8 columns x 2 k holds, whatever EDGE_SIMD_N is):
+ *   i16x16, i32x8              16 int16 lanes, 8 int32 lanes
+ *   vw_load_s8(p, zp)          p[0..16) sign-extended, minus zp
+ *   vw_zip_s8(r0, r1, zp)      r0[j] - zp and r1[j] - zp interleaved, j < 8
+ *   vw_storeu(p, v)            writes p[0..16)
+ *   vw_set1(x), vw_zero()      16 copies of x; 8 zero int32
+ *   vw_madd(acc, a, b)         acc[j] + a[2j] b[2j] + a[2j+1] b[2j+1], exact when that fits int32
+ *   i16x16p, vw_load_pairs(p)  8 (k, k + 1) pairs of int16 at p, laid out for vw_madd_pair
+ *   vw_madd_pair(acc, q, w)    acc[j] + q[0] w[2j] + q[1] w[2j+1] (q: two int16 at any address)
+ *   vw_store_i32(p, v)         writes p[0..8)
+ * AVX2 and AVX-512 (the 256-bit half of the latter) run vpmaddwd; SSE2 the same on two halves;
+ * NEON smull + addp, and for the pairs smlal by lane on weights split in their k rows (ld2).
+ *
+ * A byte table lookup, where EDGE_SIMD_HAS_LUT8 is defined: t = vb_lut8_prepare(table) takes a
+ * 256-byte table, vb_lut8(&t, x, y) writes y[i] = table[x[i] + 128] for i < EDGE_SIMD_LUT8_BYTES.
+ * AVX2 / AVX-512 (32 bytes; a 64-byte vpermb needs VBMI, which the avx512 level does not require):
+ * the index u = x ^ 0x80 splits into a high nibble h (which 16-entry slice) and a low nibble l;
+ * vpshufb looks l up in all 16 slices (its index has bit 7 clear, so no lane is zeroed), then a tree
+ * of 15 vpblendvb picks slice h: level b selects by bit b of h, moved to each byte's sign bit by a
+ * 16-bit shift (a byte's bit 7 after shifting its word left by s is its own bit 7 - s, whichever
+ * half of the word it is). NEON (16 bytes): four 64-byte tables through tbl/tbx (an index past a
+ * table leaves tbx's lane alone), the index stepped down by 64 per table. SSE2 has no byte shuffle. */
+#if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
+
+typedef __m256i i16x16;
+typedef __m256i i16x16p;
+typedef __m256i i32x8;
+EDGE_SIMD_INLINE i16x16 vw_load_s8(const int8_t *p, int16_t zp) {
+  return _mm256_sub_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)), _mm256_set1_epi16(zp));
+}
+EDGE_SIMD_INLINE i16x16 vw_zip_s8(const int8_t *r0, const int8_t *r1, int16_t zp) {
+  const __m128i z = _mm_set1_epi16(zp);
+  const __m128i a = _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)r0)), z);
+  const __m128i b = _mm_sub_epi16(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)r1)), z);
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(a, b)), _mm_unpackhi_epi16(a, b), 1);
+}
+EDGE_SIMD_INLINE void vw_storeu(int16_t *p, i16x16 v) { _mm256_storeu_si256((__m256i *)p, v); }
+EDGE_SIMD_INLINE i16x16 vw_set1(int16_t x) { return _mm256_set1_epi16(x); }
+EDGE_SIMD_INLINE i32x8 vw_zero(void) { return _mm256_setzero_si256(); }
+EDGE_SIMD_INLINE i32x8 vw_madd(i32x8 acc, i16x16 a, i16x16 b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+EDGE_SIMD_INLINE i16x16p vw_load_pairs(const int16_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+EDGE_SIMD_INLINE i32x8 vw_madd_pair(i32x8 acc, const int16_t *q, i16x16p w) {
+  int32_t pair;
+  memcpy(&pair, q, sizeof pair);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi32(pair), w));
+}
+EDGE_SIMD_INLINE void vw_store_i32(int32_t *p, i32x8 v) { _mm256_storeu_si256((__m256i *)p, v); }
+
+#define EDGE_SIMD_HAS_LUT8 1
+#define EDGE_SIMD_LUT8_BYTES 32
+typedef struct {
+  __m256i slice[16];
+} edge_simd_lut8;
+EDGE_SIMD_INLINE edge_simd_lut8 vb_lut8_prepare(const int8_t *table) {
+  edge_simd_lut8 t;
+  for (int s = 0; s < 16; ++s) t.slice[s] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(table + 16 * s)));
+  return t;
+}
+EDGE_SIMD_INLINE void vb_lut8(const edge_simd_lut8 *t, const int8_t *x, int8_t *y) {
+  const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x), _mm256_set1_epi8((char)0x80));
+  const __m256i l = _mm256_and_si256(u, _mm256_set1_epi8(0x0F));
+  __m256i r[16];
+  for (int s = 0; s < 16; ++s) r[s] = _mm256_shuffle_epi8(t->slice[s], l);
+  const __m256i bit0 = _mm256_slli_epi16(u, 3); /* bit 4 of u (h's bit 0) to bit 7 */
+  for (int s = 0; s < 8; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], bit0);
+  const __m256i bit1 = _mm256_slli_epi16(u, 2);
+  for (int s = 0; s < 4; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], bit1);
+  const __m256i bit2 = _mm256_slli_epi16(u, 1);
+  for (int s = 0; s < 2; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], bit2);
+  _mm256_storeu_si256((__m256i *)y, _mm256_blendv_epi8(r[0], r[1], u));
+}
+
+#elif defined(EDGE_SIMD_ISA_SSE2)
+
+typedef struct {
+  __m128i lo, hi;
+} i16x16;
+typedef i16x16 i16x16p;
+typedef i16x16 i32x8;
+/* Bytes 0..7 / 8..15 of v sign-extended to int16 (unpack with itself, arithmetic shift by 8). */
+EDGE_SIMD_INLINE __m128i edge_simd_widen_lo(__m128i v) { return _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8); }
+EDGE_SIMD_INLINE __m128i edge_simd_widen_hi(__m128i v) { return _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8); }
+EDGE_SIMD_INLINE i16x16 vw_load_s8(const int8_t *p, int16_t zp) {
+  const __m128i v = _mm_loadu_si128((const __m128i *)p), z = _mm_set1_epi16(zp);
+  return (i16x16){_mm_sub_epi16(edge_simd_widen_lo(v), z), _mm_sub_epi16(edge_simd_widen_hi(v), z)};
+}
+EDGE_SIMD_INLINE i16x16 vw_zip_s8(const int8_t *r0, const int8_t *r1, int16_t zp) {
+  const __m128i z = _mm_set1_epi16(zp);
+  const __m128i a = _mm_sub_epi16(edge_simd_widen_lo(_mm_loadl_epi64((const __m128i *)r0)), z);
+  const __m128i b = _mm_sub_epi16(edge_simd_widen_lo(_mm_loadl_epi64((const __m128i *)r1)), z);
+  return (i16x16){_mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b)};
+}
+EDGE_SIMD_INLINE void vw_storeu(int16_t *p, i16x16 v) {
+  _mm_storeu_si128((__m128i *)p, v.lo);
+  _mm_storeu_si128((__m128i *)(p + 8), v.hi);
+}
+EDGE_SIMD_INLINE i16x16 vw_set1(int16_t x) { return (i16x16){_mm_set1_epi16(x), _mm_set1_epi16(x)}; }
+EDGE_SIMD_INLINE i32x8 vw_zero(void) { return (i32x8){_mm_setzero_si128(), _mm_setzero_si128()}; }
+EDGE_SIMD_INLINE i32x8 vw_madd(i32x8 acc, i16x16 a, i16x16 b) {
+  return (i32x8){_mm_add_epi32(acc.lo, _mm_madd_epi16(a.lo, b.lo)), _mm_add_epi32(acc.hi, _mm_madd_epi16(a.hi, b.hi))};
+}
+EDGE_SIMD_INLINE i16x16p vw_load_pairs(const int16_t *p) {
+  return (i16x16p){_mm_loadu_si128((const __m128i *)p), _mm_loadu_si128((const __m128i *)(p + 8))};
+}
+EDGE_SIMD_INLINE i32x8 vw_madd_pair(i32x8 acc, const int16_t *q, i16x16p w) {
+  int32_t pair;
+  memcpy(&pair, q, sizeof pair);
+  const __m128i x = _mm_set1_epi32(pair);
+  return (i32x8){_mm_add_epi32(acc.lo, _mm_madd_epi16(x, w.lo)), _mm_add_epi32(acc.hi, _mm_madd_epi16(x, w.hi))};
+}
+EDGE_SIMD_INLINE void vw_store_i32(int32_t *p, i32x8 v) {
+  _mm_storeu_si128((__m128i *)p, v.lo);
+  _mm_storeu_si128((__m128i *)(p + 4), v.hi);
+}
+
+#elif defined(EDGE_SIMD_ISA_NEON)
+
+typedef int16x8x2_t i16x16;  /* lanes 0..7, 8..15 */
+typedef int16x8x2_t i16x16p; /* val[0]: the k of each pair, val[1]: the k + 1 */
+typedef int32x4x2_t i32x8;
+EDGE_SIMD_INLINE i16x16 vw_load_s8(const int8_t *p, int16_t zp) {
+  const int8x16_t v = vld1q_s8(p);
+  const int16x8_t z = vdupq_n_s16(zp);
+  return (i16x16){{vsubq_s16(vmovl_s8(vget_low_s8(v)), z), vsubq_s16(vmovl_high_s8(v), z)}};
+}
+EDGE_SIMD_INLINE i16x16 vw_zip_s8(const int8_t *r0, const int8_t *r1, int16_t zp) {
+  const int16x8_t z = vdupq_n_s16(zp);
+  const int16x8_t a = vsubq_s16(vmovl_s8(vld1_s8(r0)), z), b = vsubq_s16(vmovl_s8(vld1_s8(r1)), z);
+  return (i16x16){{vzip1q_s16(a, b), vzip2q_s16(a, b)}};
+}
+EDGE_SIMD_INLINE void vw_storeu(int16_t *p, i16x16 v) { vst1q_s16_x2(p, v); }
+EDGE_SIMD_INLINE i16x16 vw_set1(int16_t x) { return (i16x16){{vdupq_n_s16(x), vdupq_n_s16(x)}}; }
+EDGE_SIMD_INLINE i32x8 vw_zero(void) { return (i32x8){{vdupq_n_s32(0), vdupq_n_s32(0)}}; }
+EDGE_SIMD_INLINE int32x4_t edge_simd_madd_half(int16x8_t a, int16x8_t b) {
+  return vpaddq_s32(vmull_s16(vget_low_s16(a), vget_low_s16(b)), vmull_high_s16(a, b));
+}
+EDGE_SIMD_INLINE i32x8 vw_madd(i32x8 acc, i16x16 a, i16x16 b) {
+  return (i32x8){{vaddq_s32(acc.val[0], edge_simd_madd_half(a.val[0], b.val[0])),
+                  vaddq_s32(acc.val[1], edge_simd_madd_half(a.val[1], b.val[1]))}};
+}
+EDGE_SIMD_INLINE i16x16p vw_load_pairs(const int16_t *p) { return vld2q_s16(p); }
+EDGE_SIMD_INLINE i32x8 vw_madd_pair(i32x8 acc, const int16_t *q, i16x16p w) {
+  int32_t pair;
+  memcpy(&pair, q, sizeof pair);
+  const int16x4_t x = vreinterpret_s16_s32(vdup_n_s32(pair)); /* lanes q[0], q[1], q[0], q[1] */
+  int32x4_t lo = vmlal_lane_s16(acc.val[0], vget_low_s16(w.val[0]), x, 0);
+  int32x4_t hi = vmlal_lane_s16(acc.val[1], vget_high_s16(w.val[0]), x, 0);
+  lo = vmlal_lane_s16(lo, vget_low_s16(w.val[1]), x, 1);
+  hi = vmlal_lane_s16(hi, vget_high_s16(w.val[1]), x, 1);
+  return (i32x8){{lo, hi}};
+}
+EDGE_SIMD_INLINE void vw_store_i32(int32_t *p, i32x8 v) { vst1q_s32_x2(p, v); }
+
+#define EDGE_SIMD_HAS_LUT8 1
+#define EDGE_SIMD_LUT8_BYTES 16
+typedef struct {
+  int8x16x4_t part[4];
+} edge_simd_lut8;
+EDGE_SIMD_INLINE edge_simd_lut8 vb_lut8_prepare(const int8_t *table) {
+  return (edge_simd_lut8){{vld1q_s8_x4(table), vld1q_s8_x4(table + 64), vld1q_s8_x4(table + 128), vld1q_s8_x4(table + 192)}};
+}
+EDGE_SIMD_INLINE void vb_lut8(const edge_simd_lut8 *t, const int8_t *x, int8_t *y) {
+  const uint8x16_t step = vdupq_n_u8(64);
+  uint8x16_t u = veorq_u8(vreinterpretq_u8_s8(vld1q_s8(x)), vdupq_n_u8(0x80));
+  int8x16_t r = vqtbl4q_s8(t->part[0], u);
+  u = vsubq_u8(u, step);
+  r = vqtbx4q_s8(r, t->part[1], u);
+  u = vsubq_u8(u, step);
+  r = vqtbx4q_s8(r, t->part[2], u);
+  u = vsubq_u8(u, step);
+  r = vqtbx4q_s8(r, t->part[3], u);
+  vst1q_s8(y, r);
+}
+
+#else /* scalar */
+
+typedef struct {
+  int16_t v[16];
+} i16x16;
+typedef i16x16 i16x16p;
+typedef struct {
+  int32_t v[8];
+} i32x8;
+EDGE_SIMD_INLINE i16x16 vw_load_s8(const int8_t *p, int16_t zp) {
+  i16x16 r;
+  for (int j = 0; j < 16; ++j) r.v[j] = (int16_t)(p[j] - zp);
+  return r;
+}
+EDGE_SIMD_INLINE i16x16 vw_zip_s8(const int8_t *r0, const int8_t *r1, int16_t zp) {
+  i16x16 r;
+  for (int j = 0; j < 8; ++j) {
+    r.v[2 * j] = (int16_t)(r0[j] - zp);
+    r.v[2 * j + 1] = (int16_t)(r1[j] - zp);
+  }
+  return r;
+}
+EDGE_SIMD_INLINE void vw_storeu(int16_t *p, i16x16 v) { memcpy(p, v.v, sizeof v.v); }
+EDGE_SIMD_INLINE i16x16 vw_set1(int16_t x) {
+  i16x16 r;
+  for (int j = 0; j < 16; ++j) r.v[j] = x;
+  return r;
+}
+EDGE_SIMD_INLINE i32x8 vw_zero(void) { return (i32x8){{0}}; }
+EDGE_SIMD_INLINE i32x8 vw_madd(i32x8 acc, i16x16 a, i16x16 b) {
+  for (int j = 0; j < 8; ++j) acc.v[j] += (int32_t)a.v[2 * j] * b.v[2 * j] + (int32_t)a.v[2 * j + 1] * b.v[2 * j + 1];
+  return acc;
+}
+EDGE_SIMD_INLINE i16x16p vw_load_pairs(const int16_t *p) {
+  i16x16p r;
+  memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+EDGE_SIMD_INLINE i32x8 vw_madd_pair(i32x8 acc, const int16_t *q, i16x16p w) {
+  for (int j = 0; j < 8; ++j) acc.v[j] += (int32_t)q[0] * w.v[2 * j] + (int32_t)q[1] * w.v[2 * j + 1];
+  return acc;
+}
+EDGE_SIMD_INLINE void vw_store_i32(int32_t *p, i32x8 v) { memcpy(p, v.v, sizeof v.v); }
+
 #endif
 
 /* Derived operations, the same on every ISA. */

@@ -1,18 +1,17 @@
-/* GCC/Clang generic vectors for the int8 kernels of kernels/vector/s8-*.c. simd.h's vocabulary is
- * float32 / int32 lanes; int8 data wants 16/64 byte lanes and widening, which these portable vector
- * types give on every ISA (each file is compiled once per ISA, so the same source lowers to SSE2,
- * AVX2, AVX-512BW or NEON instructions). All arithmetic here is integer or exactly representable,
- * so every ISA gives the scalar reference's bytes. Loads and stores go through memcpy: no
- * alignment is assumed. */
+/* What the int8 kernels of kernels/vector/s8-*.c share beyond simd.h: byte vectors of 16 and 64
+ * lanes as GCC/Clang generic vectors (max pooling and the softmax row max want more byte lanes than
+ * simd.h's int32 vectors hold; each file is compiled once per ISA, so the same source lowers to
+ * SSE2, AVX2, AVX-512BW or NEON instructions), and the float -> int8 rounding step, per element and
+ * on simd.h's lanes. All byte arithmetic here is exact, so every ISA gives the scalar reference's
+ * bytes. Loads and stores go through memcpy: no alignment is assumed. */
 #ifndef EDGE_KERNELS_VECTOR_S8_COMMON_H
 #define EDGE_KERNELS_VECTOR_S8_COMMON_H
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
-#include <immintrin.h>
-#endif
+
+#include "../simd.h"
 
 /* The baseline objects of these files (sse2, neon) pass 64-byte vectors between inline functions
  * only; GCC's note that such a signature would differ under AVX-512 is no concern here. */
@@ -20,9 +19,6 @@
 
 typedef int8_t edge_s8x64 __attribute__((vector_size(64)));
 typedef int8_t edge_s8x16 __attribute__((vector_size(16)));
-typedef int32_t edge_i32x16 __attribute__((vector_size(64)));
-typedef int64_t edge_i64x16 __attribute__((vector_size(128)));
-typedef float edge_f32x16 __attribute__((vector_size(64)));
 
 #define EDGE_S8_INLINE static inline __attribute__((always_inline))
 
@@ -30,33 +26,24 @@ EDGE_S8_INLINE edge_s8x64 s8x64_load(const int8_t *p) { edge_s8x64 v; memcpy(&v,
 EDGE_S8_INLINE void s8x64_store(int8_t *p, edge_s8x64 v) { memcpy(p, &v, sizeof v); }
 EDGE_S8_INLINE edge_s8x16 s8x16_load(const int8_t *p) { edge_s8x16 v; memcpy(&v, p, sizeof v); return v; }
 EDGE_S8_INLINE void s8x16_store(int8_t *p, edge_s8x16 v) { memcpy(p, &v, sizeof v); }
-EDGE_S8_INLINE edge_i32x16 i32x16_load(const int32_t *p) { edge_i32x16 v; memcpy(&v, p, sizeof v); return v; }
-EDGE_S8_INLINE void i32x16_store(int32_t *p, edge_i32x16 v) { memcpy(p, &v, sizeof v); }
-EDGE_S8_INLINE edge_f32x16 f32x16_load(const float *p) { edge_f32x16 v; memcpy(&v, p, sizeof v); return v; }
 
 /* Lane-wise max / min through a compare mask (vector ?: is C++ only). */
 EDGE_S8_INLINE edge_s8x64 s8x64_max(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m = a > b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x64 s8x64_min(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m = a < b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x16 s8x16_max(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a > b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x16 s8x16_min(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a < b; return (a & m) | (b & ~m); }
-EDGE_S8_INLINE edge_i32x16 i32x16_clamp(edge_i32x16 v, int32_t lo, int32_t hi) {
-  edge_i32x16 m = v < lo;
-  v = (v & ~m) | (lo & m);
-  m = v > hi;
-  return (v & ~m) | (hi & m);
-}
-EDGE_S8_INLINE edge_i64x16 i64x16_clamp(edge_i64x16 v, int64_t lo, int64_t hi) {
-  edge_i64x16 m = v < lo;
-  v = (v & ~m) | (lo & m);
-  m = v > hi;
-  return (v & ~m) | (hi & m);
+/* The largest of the 16 lanes. */
+EDGE_S8_INLINE int8_t s8x16_reduce_max(edge_s8x16 v) {
+  int8_t m = v[0];
+  for (int lane = 1; lane < 16; ++lane) m = v[lane] > m ? v[lane] : m;
+  return m;
 }
 
 /* The float -> int8 rounding step shared by quantization and requantizing kernels: for an
  * already scaled value v, clamp(zp + nearbyint(v), -128, 127), NaN -> zp. v is first clamped to
  * [-256, 256], which changes no result (zp + 256 > 127 and zp - 256 < -128 saturate either way)
- * and keeps the rounding exact: adding and subtracting 1.5 * 2^23 rounds ties to even for
- * |v| <= 2^22 under the default rounding mode, the mode nearbyint uses too. */
+ * and keeps the rounded value well inside int32; nearbyint rounds ties to even under the default
+ * rounding mode. */
 EDGE_S8_INLINE int8_t s8_round_scaled(float v, int32_t zp) {
   if (v != v) v = 0.0f;
   if (v > 256.0f) v = 256.0f;
@@ -65,34 +52,11 @@ EDGE_S8_INLINE int8_t s8_round_scaled(float v, int32_t zp) {
   return (int8_t)(q < -128 ? -128 : (q > 127 ? 127 : q));
 }
 
-EDGE_S8_INLINE edge_s8x16 f32x16_round_scaled(edge_f32x16 v, int32_t zp) {
-  const float magic = 12582912.0f; /* 1.5 * 2^23 */
-  edge_i32x16 bits = (edge_i32x16)v & (v == v); /* NaN -> +0 */
-  v = (edge_f32x16)bits;
-  edge_i32x16 above = v > 256.0f, below = v < -256.0f;
-  bits = (bits & ~above) | ((edge_i32x16)((edge_f32x16){0} + 256.0f) & above);
-  bits = (bits & ~below) | ((edge_i32x16)((edge_f32x16){0} - 256.0f) & below);
-  v = (edge_f32x16)bits;
-  v = (v + magic) - magic;
-  return __builtin_convertvector(i32x16_clamp(__builtin_convertvector(v, edge_i32x16) + zp, -128, 127), edge_s8x16);
+/* The same step on simd.h's lanes: NaN -> +0, clamp to [-256, 256], round to nearest even
+ * (vf_round_i32: the default rounding mode, nearbyint's), add zp. The int8 clamp is left to the
+ * saturating store (vi_store_s8_sat / _sat2): |result| <= 256 + 128. */
+EDGE_S8_INLINE i32xN vi_round_scaled(f32xN v, i32xN zp) {
+  return vi_add(vf_round_i32(vf_clamp(vf_nan_to_zero(v), vf_set1(-256.0f), vf_set1(256.0f))), zp);
 }
-
-#if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
-/* The same step on x86, eight lanes: NaN -> +0, clamp to [-256, 256], round by cvtps2dq (the
- * current rounding mode, nearbyint's), add zp; the int8 clamp is left to s8_store_rounded16. */
-EDGE_S8_INLINE __m256i m256_round_scaled(__m256 v, __m256i zp) {
-  v = _mm256_and_ps(v, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
-  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-256.0f)), _mm256_set1_ps(256.0f));
-  return _mm256_add_epi32(_mm256_cvtps_epi32(v), zp);
-}
-
-/* Stores 16 lanes of m256_round_scaled: |q| <= 256 + 128, so the int16 packing is exact and the
- * saturating int8 packing is the clamp to [-128, 127]. */
-EDGE_S8_INLINE void s8_store_rounded16(int8_t *y, __m256i q0, __m256i q1) {
-  __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
-  __m256i bytes = _mm256_packs_epi16(words, words);
-  _mm_storeu_si128((__m128i *)y, _mm_unpacklo_epi64(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)));
-}
-#endif
 
 #endif

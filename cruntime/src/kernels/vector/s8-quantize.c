@@ -11,14 +11,12 @@
 #include "s8-common.h"
 
 void EDGE_SIMD_FN(s8_quantize)(size_t n, const float *x, int8_t *y, float inv_scale, int32_t zero_point) {
-  const f32xN inv = vf_set1(inv_scale), lo = vf_set1(-256.0f), hi = vf_set1(256.0f);
+  const f32xN inv = vf_set1(inv_scale);
   const i32xN zp = vi_set1(zero_point);
   size_t i = 0;
-#define QUANTIZE_LANES(v) vi_add(vf_round_i32(vf_clamp(vf_nan_to_zero(v), lo, hi)), zp)
   for (; i + 2 * EDGE_SIMD_N <= n; i += 2 * EDGE_SIMD_N) {
     const f32xN v0 = vf_mul(vf_loadu(x + i), inv), v1 = vf_mul(vf_loadu(x + i + EDGE_SIMD_N), inv);
-    vi_store_s8_sat2(y + i, QUANTIZE_LANES(v0), QUANTIZE_LANES(v1));
+    vi_store_s8_sat2(y + i, vi_round_scaled(v0, zp), vi_round_scaled(v1, zp));
   }
-#undef QUANTIZE_LANES
   for (; i < n; ++i) y[i] = s8_round_scaled(x[i] * inv_scale, zero_point);
 }
