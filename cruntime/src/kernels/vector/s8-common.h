@@ -32,11 +32,13 @@ EDGE_S8_INLINE edge_s8x64 s8x64_max(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m =
 EDGE_S8_INLINE edge_s8x64 s8x64_min(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m = a < b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x16 s8x16_max(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a > b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x16 s8x16_min(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a < b; return (a & m) | (b & ~m); }
-/* The largest of the 16 lanes. */
+/* The largest of the 16 lanes: four halving steps (the upper half's lanes over the lower's). */
 EDGE_S8_INLINE int8_t s8x16_reduce_max(edge_s8x16 v) {
-  int8_t m = v[0];
-  for (int lane = 1; lane < 16; ++lane) m = v[lane] > m ? v[lane] : m;
-  return m;
+  v = s8x16_max(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+  v = s8x16_max(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7));
+  v = s8x16_max(v, __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
+  v = s8x16_max(v, __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+  return v[0];
 }
 
 /* The float -> int8 rounding step shared by quantization and requantizing kernels: for an
