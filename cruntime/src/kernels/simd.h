@@ -841,6 +841,24 @@ EDGE_SIMD_INLINE void vw_store_i32(int32_t *p, i32x8 v) { memcpy(p, v.v, sizeof 
 
 #endif
 
+/* 16 int8 lanes as a GCC/Clang generic vector on every ISA, and their lane-wise maximum: pmaxsb
+ * (SSE4.1, so avx2 and avx512) or smax (NEON) where the ISA has one, a compare and select elsewhere. */
+typedef int8_t edge_simd_s8x16 __attribute__((vector_size(16)));
+#if defined(EDGE_SIMD_ISA_AVX2) || defined(EDGE_SIMD_ISA_AVX512)
+EDGE_SIMD_INLINE edge_simd_s8x16 vb_max16(edge_simd_s8x16 a, edge_simd_s8x16 b) {
+  return (edge_simd_s8x16)_mm_max_epi8((__m128i)a, (__m128i)b);
+}
+#elif defined(EDGE_SIMD_ISA_NEON)
+EDGE_SIMD_INLINE edge_simd_s8x16 vb_max16(edge_simd_s8x16 a, edge_simd_s8x16 b) {
+  return (edge_simd_s8x16)vmaxq_s8((int8x16_t)a, (int8x16_t)b);
+}
+#else
+EDGE_SIMD_INLINE edge_simd_s8x16 vb_max16(edge_simd_s8x16 a, edge_simd_s8x16 b) {
+  const edge_simd_s8x16 m = a > b;
+  return (a & m) | (b & ~m);
+}
+#endif
+
 /* Derived operations, the same on every ISA. */
 EDGE_SIMD_INLINE f32xN vf_abs(f32xN a) { return vi_as_f32(vi_and(vf_as_i32(a), vi_set1(0x7fffffff))); }
 EDGE_SIMD_INLINE f32xN vf_neg(f32xN a) { return vi_as_f32(vi_xor(vf_as_i32(a), vi_set1((int32_t)0x80000000u))); }

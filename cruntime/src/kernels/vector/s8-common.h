@@ -18,7 +18,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 typedef int8_t edge_s8x64 __attribute__((vector_size(64)));
-typedef int8_t edge_s8x16 __attribute__((vector_size(16)));
+typedef edge_simd_s8x16 edge_s8x16;
 
 #define EDGE_S8_INLINE static inline __attribute__((always_inline))
 
@@ -27,10 +27,11 @@ EDGE_S8_INLINE void s8x64_store(int8_t *p, edge_s8x64 v) { memcpy(p, &v, sizeof 
 EDGE_S8_INLINE edge_s8x16 s8x16_load(const int8_t *p) { edge_s8x16 v; memcpy(&v, p, sizeof v); return v; }
 EDGE_S8_INLINE void s8x16_store(int8_t *p, edge_s8x16 v) { memcpy(p, &v, sizeof v); }
 
-/* Lane-wise max / min through a compare mask (vector ?: is C++ only). */
+/* Lane-wise max / min: simd.h's vb_max16 for 16 lanes, else through a compare mask (vector ?: is C++
+ * only). */
 EDGE_S8_INLINE edge_s8x64 s8x64_max(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m = a > b; return (a & m) | (b & ~m); }
 EDGE_S8_INLINE edge_s8x64 s8x64_min(edge_s8x64 a, edge_s8x64 b) { edge_s8x64 m = a < b; return (a & m) | (b & ~m); }
-EDGE_S8_INLINE edge_s8x16 s8x16_max(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a > b; return (a & m) | (b & ~m); }
+EDGE_S8_INLINE edge_s8x16 s8x16_max(edge_s8x16 a, edge_s8x16 b) { return vb_max16(a, b); }
 EDGE_S8_INLINE edge_s8x16 s8x16_min(edge_s8x16 a, edge_s8x16 b) { edge_s8x16 m = a < b; return (a & m) | (b & ~m); }
 /* The largest of the 16 lanes: four halving steps (the upper half's lanes over the lower's). */
 EDGE_S8_INLINE int8_t s8x16_reduce_max(edge_s8x16 v) {
