@@ -88,6 +88,14 @@ def thread_counts(text: str) -> list[int]:
     return counts
 
 
+def add_library_argument(parser: argparse.ArgumentParser) -> None:
+    """``--library LABEL=PATH``, which ``measure_model`` reads (bench_models and bench_zoo)."""
+    parser.add_argument("--library", action="append", type=library_label, default=[], metavar="LABEL=PATH",
+                        help="measure edge with this build of libedge.so as well (repeat for several: "
+                             "before=/tmp/libedge-old.so --library after=cruntime/build/libedge.so); the "
+                             "builds take turns with onnxruntime in every round")
+
+
 def library_label(text: str) -> tuple[str, str]:
     label, sep, path = text.partition("=")
     if not sep or not label or not path:
@@ -111,10 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--isa", type=csv_list, default=[],
                         help="measure edge at each of these kernel levels (EDGE_ISA), e.g. avx512,avx2,scalar; "
                              "default: the level the runtime picks")
-    parser.add_argument("--library", action="append", type=library_label, default=[], metavar="LABEL=PATH",
-                        help="measure edge with this build of libedge.so as well (repeat for several: "
-                             "before=/tmp/libedge-old.so --library after=cruntime/build/libedge.so); the "
-                             "builds take turns with onnxruntime in every round")
+    add_library_argument(parser)
     parser.add_argument("--small", action="store_true", help="tiny variants of the networks (harness check)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results",
                         help="folder for the JSON and the chart (default benchmarks/results)")

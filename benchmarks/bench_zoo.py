@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_models import (csv_list, log, format_ms, thread_counts, format_ratio, compare, machine_info,  # noqa: E402
-                                     measure_model, measurement_environment)
+                                     measure_model, measurement_environment, add_library_argument)
 from tests.fixtures import zoo  # noqa: E402
 
 SCHEMA = "edgesplit.bench_zoo/1"
@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3,
                         help="split the runs over this many processes per runtime, taking turns (default 3)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    add_library_argument(parser)
     parser.add_argument("--name", help="file name stem (default zoo-<UTC date and time>)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
     args = parser.parse_args(argv)
