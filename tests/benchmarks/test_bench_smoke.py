@@ -164,3 +164,16 @@ def test_bench_contention_measures_every_condition(tmp_path):
     assert [row[:2] for row in report["table"][1:]] == [["lstm_lm", c] for c in ("quiet", "busy", "pair")]
     spinners = subprocess.run(["pgrep", "-f", "os.sched_setaffinity"], capture_output=True, text=True)
     assert spinners.stdout.strip() == "", "the spinner outlived the benchmark"
+
+
+def test_bench_zoo_measures_a_zoo_model_and_checks_its_output(tmp_path):
+    pytest.importorskip("torch")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "benchmarks.bench_zoo", "--size", "test", "--models", "resnet", "--threads", "1",
+               "--runs", "2", "--rounds", "1", "--warmup", "1", "--out", str(tmp_path), "--name", "zoo-smoke"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "zoo-smoke.json").read_text())
+    (ratio,) = report["ratios"]
+    assert ratio["model"] == "resnet" and ratio["error"] is None and ratio["output_max_rel_diff"] < 1e-4
+    assert ratio["edge_median_ms"] > 0 and ratio["onnxruntime_median_ms"] > 0
