@@ -6,7 +6,7 @@
  * (mantissa bits, exponent bias, largest finite code, how NaN and infinity are spelled), so the four
  * float8 formats and float4 share one rounding path: round to nearest even on the target's grid,
  * subnormals included, with the carry out of the mantissa moving into the exponent by itself. The
- * results match ml_dtypes code for code (tests/edge/test_narrow_dtypes.py sweeps every code and the
+ * results match ml_dtypes code for code (tests/converter/test_onnx_narrow_dtypes.py sweeps every code and the
  * midpoints between neighbours); e8m0 follows ONNX Cast's rounding modes instead. */
 #include <math.h>
 #include <string.h>

@@ -112,13 +112,14 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
     for pattern, reason in EXCLUDED:
         if re.search(pattern, name):
             return reason
-    unsupported = sorted(str(d) for d in _graph_dtypes(model) - RUNTIME_DTYPES)
+    dtypes = _graph_dtypes(model)
+    unsupported = sorted(str(d) for d in dtypes - RUNTIME_DTYPES)
     if unsupported:
         return (f"dtype outside float32, int32, int64 and bool (computed) and float16, bfloat16, float64, int8, "
                 f"uint8, int16, uint16, uint32, uint64, float8, float4, int4, uint4, int2, uint2 (boundary) "
                 f"| {', '.join(unsupported)}")
     if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node) and not computes_exactly(model, QUANTIZATION_OPS):
-        narrow = sorted(str(d) for d in _graph_dtypes(model) & NARROW_DTYPES)
+        narrow = sorted(str(d) for d in dtypes & NARROW_DTYPES)
         if narrow:
             return f"{QUANTIZED_NARROW} | {', '.join(narrow)}"
         return QUANTIZED_MODELS_ONLY

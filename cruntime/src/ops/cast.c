@@ -165,7 +165,8 @@ static void write_from_floats(const cast_job *job, const float *in, int64_t star
       return;
     case EDGE_UINT64:
       for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)float_to_int64_saturated(in[i]);
-      return;    default: return; /* the narrow dtypes, written above */
+      return;
+    default: return; /* the narrow dtypes, written above */
   }
 }
 
@@ -198,7 +199,8 @@ static void write_from_integers(const cast_job *job, const int64_t *in, int64_t 
     case EDGE_INT16: for (int64_t i = 0; i < n; ++i) ((int16_t *)dst)[i] = (int16_t)(uint16_t)(uint64_t)in[i]; return;
     case EDGE_UINT16: for (int64_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = (uint16_t)(uint64_t)in[i]; return;
     case EDGE_UINT32: for (int64_t i = 0; i < n; ++i) ((uint32_t *)dst)[i] = (uint32_t)(uint64_t)in[i]; return;
-    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)in[i]; return;    default: return; /* the narrow dtypes, written above */
+    case EDGE_UINT64: for (int64_t i = 0; i < n; ++i) ((uint64_t *)dst)[i] = (uint64_t)in[i]; return;
+    default: return; /* the narrow dtypes, written above */
   }
 }
 
