@@ -630,11 +630,13 @@ def _attention(ctx: NodeContext):
     ctx.reshape(y, (b, s, heads * size), ctx.output(0))
 
 
-def _last_axis_slice(ctx: NodeContext, x: str, start: int, end: int, step: int = 1) -> str:
+def slice_along(ctx: NodeContext, x: str, axis: int, start: int, end: int, step: int = 1) -> str:
+    """x[start:end:step] along ``axis``, the other axes whole (unbounded, so dynamic ones stay so)."""
     rank = ctx.rank(x)
-    return ctx.emit1("Slice", [x], {"starts": (0,) * (rank - 1) + (start,),
-                                    "ends": (INT64_MAX,) * (rank - 1) + (end,),
-                                    "steps": (1,) * (rank - 1) + (step,)})
+    axis %= rank
+    return ctx.emit1("Slice", [x], {"starts": tuple(start if d == axis else 0 for d in range(rank)),
+                                    "ends": tuple(end if d == axis else INT64_MAX for d in range(rank)),
+                                    "steps": tuple(step if d == axis else 1 for d in range(rank))})
 
 
 @converts("LinearAttention", newest_opset=27)
@@ -669,12 +671,12 @@ def _rotary_embedding(ctx: NodeContext):
                         f"needs {half}")
     b, s = ctx.shape(cos)[:2]
     cos, sin = ctx.reshape(cos, (b, s, 1, half)), ctx.reshape(sin, (b, s, 1, half))
-    part = _last_axis_slice(ctx, x, 0, rotated) if rotated < size else x
+    part = slice_along(ctx, x, -1, 0, rotated) if rotated < size else x
     interleaved = bool(ctx.attr("interleaved", 0))
     if interleaved:
-        x1, x2 = _last_axis_slice(ctx, part, 0, rotated, 2), _last_axis_slice(ctx, part, 1, rotated, 2)
+        x1, x2 = slice_along(ctx, part, -1, 0, rotated, 2), slice_along(ctx, part, -1, 1, rotated, 2)
     else:
-        x1, x2 = _last_axis_slice(ctx, part, 0, half), _last_axis_slice(ctx, part, half, rotated)
+        x1, x2 = slice_along(ctx, part, -1, 0, half), slice_along(ctx, part, -1, half, rotated)
     real = ctx.emit1("Sub", [ctx.emit1("Mul", [cos, x1]), ctx.emit1("Mul", [sin, x2])])
     imaginary = ctx.emit1("Add", [ctx.emit1("Mul", [sin, x1]), ctx.emit1("Mul", [cos, x2])])
     if interleaved:
@@ -684,7 +686,7 @@ def _rotary_embedding(ctx: NodeContext):
     else:
         turned = ctx.emit1("Concat", [real, imaginary], {"axis": 3})
     if rotated < size:
-        turned = ctx.emit1("Concat", [turned, _last_axis_slice(ctx, x, rotated, size)], {"axis": 3})
+        turned = ctx.emit1("Concat", [turned, slice_along(ctx, x, -1, rotated, size)], {"axis": 3})
     if len(shape) == 4:
         ctx.emit("Transpose", [turned], {"perm": (0, 2, 1, 3)}, [ctx.output(0)])
     else:

@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto
 
 from converter.importers.onnx_builder import NodeContext, NodeInfo, onnx_dtype_name
-from converter.importers.onnx_ops import OnnxOp, _pads_2d, _resolve_pads, _spatial_attrs
+from converter.importers.onnx_ops import OnnxOp, _pads_2d, _resolve_pads, _spatial_attrs, slice_along
 
 # ONNX integer types a quantized tensor may have here -> (lowest, highest) value.
 INTEGER_RANGES = {
@@ -353,19 +353,11 @@ def _matmul_product(ctx: NodeContext, a_index: int, a_zero: int, b_index: int, b
     total = None
     for start in range(0, depth, step):
         end = min(depth, start + step)
-        a_part = _slice_axis(ctx, a, -1, start, end)
-        b_part = _slice_axis(ctx, b, -2, start, end)
+        a_part = slice_along(ctx, a, -1, start, end)
+        b_part = slice_along(ctx, b, -2, start, end)
         part = ctx.emit1("Cast", [ctx.emit1("BatchMatMul", [a_part, b_part], attrs)], {"to": "int32"})
         total = part if total is None else ctx.emit1("Add", [total, part])
     return total
-
-
-def _slice_axis(ctx: NodeContext, name: str, axis: int, start: int, end: int) -> str:
-    shape = ctx.shape(name)
-    axis %= len(shape)
-    starts = tuple(start if d == axis else 0 for d in range(len(shape)))
-    ends = tuple(end if d == axis else size for d, size in enumerate(shape))
-    return ctx.emit1("Slice", [name], {"starts": starts, "ends": ends, "steps": (1,) * len(shape)})
 
 
 def _conv_product(ctx: NodeContext, x_zero: int, w_index: int, w_zero: int, as_int32: bool = False
