@@ -28,10 +28,13 @@ What it keeps measuring, and what it does with it:
   (cloudsplit.planning, ``cloudsplit.partition.solve``) before the next request; past
   ``refine_threshold``, on the background thread after the answer.
 
-When the server is unreachable, slower than ``deadline_s``, or answers with any error, the request is
-finished here from the tensors already computed (the exact ones, not the compressed copies), and the
-server is left alone until a health check succeeds; checks back off from ``probe_backoff_s[0]`` to
-``probe_backoff_s[1]`` (cloudsplit.transport: the server's standing, the probes and the offloaded call). No server-side failure reaches the caller: a server at its limit refuses
+When the server is unreachable, slower than ``deadline_s``, answers with any error, or replies with
+anything but the outputs asked for (another dtype, shape or byte length than this interpreter gives
+them, a tensor not asked for, a code it does not know: ``connection.ServerConnection.infer``), the
+request is finished here from the tensors already computed (the exact ones, not the compressed
+copies), and the server is left alone until a health check succeeds; checks back off from
+``probe_backoff_s[0]`` to ``probe_backoff_s[1]`` (cloudsplit.transport: the server's standing, the
+probes and the offloaded call). No server-side failure reaches the caller: a server at its limit refuses
 with RESOURCE_EXHAUSTED at once, and that request too is answered here.
 
 ``tls=ClientTLS(ca_cert=..., client_cert=..., client_key=...)`` (``cloudsplit.security``) talks TLS
@@ -355,8 +358,12 @@ class SplitRunner:
                                 download_compression=transfer.COMPRESSION_BY_MODE[self.download_compression],
                                 input_shapes=input_shapes)
         profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
+        # What each output must be, from this interpreter at these input shapes: a reply that says
+        # otherwise is refused before its bytes are read, and the request is answered here.
+        expected = {t: (details["dtype"], tuple(int(d) for d in details["shape"]))
+                    for t in downloads for details in [self.interpreter._details(t)]}
         reply = self.transport.offload(header, tensors, timeout=self.deadline_s, profiled_server_s=profiled_s,
-                                       measured=record.measured)
+                                       measured=record.measured, expected=expected)
         record.upload_bytes, record.download_bytes = reply.timing.upload_bytes, reply.timing.download_bytes
         record.batch_size = reply.header.batch_size
         return reply.outputs

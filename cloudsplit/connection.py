@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -138,7 +138,13 @@ class ServerConnection:
         return timed, last_at - first_at
 
     def infer(self, header: pb.InferHeader, tensors: Sequence[tuple[pb.TensorHeader, bytes]],
-              timeout: float | None) -> InferReply:
+              timeout: float | None, expected: Mapping[int, tuple[np.dtype, Sequence[int]]] | None = None
+              ) -> InferReply:
+        """Sends one request and reads its reply. Raises ``grpc.RpcError`` as the server answers, or
+        ``ProtocolError`` for a reply that does not follow the protocol: a header that names tensors
+        not asked for, declares more bytes than ``max_reply_bytes``, or (given ``expected``: the
+        dtype and shape of each output asked for) describes another dtype, shape or byte length
+        than the output's; each is refused before its bytes are read or allocated."""
         marks: dict[str, float] = {}
 
         def requests() -> Iterator[pb.InferMessage]:
@@ -160,6 +166,7 @@ class ServerConnection:
                         raise ProtocolError("the server's first message is not a reply header")
                     reply = message.reply
                     marks["reply"] = time.perf_counter()
+                    _check_reply_header(reply, header.outputs, expected)
                     assembler = transfer.TensorAssembler(reply.outputs, self.max_reply_bytes, "the reply")
                 elif message.WhichOneof("part") == "chunk":
                     assembler.add(message.chunk)
@@ -168,14 +175,15 @@ class ServerConnection:
         except transfer.FramingError as error:
             responses.cancel()
             raise ProtocolError(f"the server's reply is malformed: {error}") from None
+        except ProtocolError:
+            responses.cancel()
+            raise
         if reply is None or not assembler.complete:
             raise ProtocolError("the server's reply ended early" + (f" ({assembler.missing()})" if assembler else ""))
         finished = time.perf_counter()
         wanted = set(header.outputs)
         outputs = {}
         for tensor_header, data in assembler.tensors():
-            if tensor_header.tensor_index not in wanted:
-                raise ProtocolError(f"the server sent tensor {tensor_header.tensor_index}, which was not asked for")
             try:
                 outputs[tensor_header.tensor_index] = transfer.decode_tensor(tensor_header, data)
             except ValueError as error:
@@ -187,3 +195,20 @@ class ServerConnection:
                              upload_bytes=sum(len(data) for _, data in tensors),
                              download_bytes=sum(h.byte_length for h in reply.outputs))
         return InferReply(reply, outputs, timing)
+
+
+def _check_reply_header(reply: pb.InferReplyHeader, asked: Sequence[int],
+                        expected: Mapping[int, tuple[np.dtype, Sequence[int]]] | None) -> None:
+    """``transfer.FramingError`` unless each tensor the reply lists was asked for, once, and (given
+    ``expected``) has the dtype, shape and byte length of that output."""
+    seen: set[int] = set()
+    for tensor_header in reply.outputs:
+        index = tensor_header.tensor_index
+        if index not in asked:
+            raise transfer.FramingError(f"the reply lists tensor {index}, which was not asked for")
+        if index in seen:
+            raise transfer.FramingError(f"the reply lists tensor {index} twice")
+        seen.add(index)
+        if expected is not None:
+            dtype, shape = expected[index]
+            transfer.check_tensor_header(tensor_header, dtype, shape, f"tensor {index}", "the reply")

@@ -8,7 +8,10 @@ malformed stream is rejected with a message naming the tensor instead of being m
 Both ends read streams the other end wrote, so both hold them to the same rules: the assembler takes
 a limit on the bytes a stream's headers may declare (the server's ``--max-request-mb``, the client's
 ``max_reply_mb``), checked before anything is allocated, and ``decode_tensor`` raises ``ValueError``
-(``FramingError`` for codes it does not know) for anything it cannot decode.
+(``FramingError`` for codes it does not know) for anything it cannot decode. A reader that knows
+what a tensor must be (the server from its model and the request's shapes, the client from the
+outputs it asked for) checks each header against it with ``check_tensor_header`` before reading
+any bytes: then the limit is exactly the tensors it expects.
 """
 from __future__ import annotations
 
@@ -65,6 +68,62 @@ def decode_tensor(header: pb.TensorHeader, data: bytes | memoryview) -> np.ndarr
     return compression.decode(data, MODE_BY_COMPRESSION[header.compression], NUMPY_BY_DTYPE[header.dtype],
                               tuple(header.shape), header.scale, header.zero_point,
                               channel_scales=header.channel_scales, channel_zero_points=header.channel_zero_points)
+
+
+def check_tensor_header(header: pb.TensorHeader, dtype: np.dtype, shape: Sequence[int], label: str,
+                        whose: str) -> int:
+    """Checks that ``header`` describes a tensor of ``dtype`` and ``shape`` its reader can decode:
+    known codes, the compression's parameters in range, and the byte length that dtype, shape and
+    compression take. Returns that byte length; raises ``FramingError`` naming ``label`` (the
+    tensor) and ``whose`` (the stream: "the request", "the reply") otherwise."""
+    dtype, shape = np.dtype(dtype), tuple(int(d) for d in shape)
+    if header.dtype not in NUMPY_BY_DTYPE:
+        raise FramingError(f"{label}: dtype code {header.dtype} is unknown")
+    if NUMPY_BY_DTYPE[header.dtype] != dtype:
+        raise FramingError(f"{label}: the model's tensor is {dtype.name}, {whose} says {dtype_name(header.dtype)}")
+    if tuple(header.shape) != shape:
+        raise FramingError(f"{label}: the model's tensor has shape {shape_text(shape)} for these inputs, "
+                           f"{whose} says {shape_text(header.shape)}")
+    if header.compression not in MODE_BY_COMPRESSION:
+        raise FramingError(f"{label}: compression code {header.compression} is unknown")
+    mode = MODE_BY_COMPRESSION[header.compression]
+    if mode != "none" and dtype != np.float32:
+        raise FramingError(f"{label}: {mode} compression applies to float32 tensors only, this one is {dtype.name}")
+    if mode == "int8-per-tensor":
+        if not (np.isfinite(header.scale) and header.scale > 0):
+            raise FramingError(f"{label}: int8 scale must be finite and > 0, got {header.scale}")
+        if not -128 <= header.zero_point <= 127:
+            raise FramingError(f"{label}: int8 zero_point must be in [-128, 127], got {header.zero_point}")
+    elif header.scale != 0 or header.zero_point != 0:
+        raise FramingError(f"{label}: scale and zero_point apply to per-tensor int8 compression only, not {mode}")
+    if mode == "int8":
+        channels = shape[-1] if shape else 0
+        if len(header.channel_scales) != channels or len(header.channel_zero_points) != channels:
+            raise FramingError(f"{label}: per-channel int8 needs one scale and one zero point per channel of the "
+                               f"last axis ({channels}), got {len(header.channel_scales)} scales and "
+                               f"{len(header.channel_zero_points)} zero points")
+        scales = np.asarray(header.channel_scales, np.float32)
+        bad = np.flatnonzero(~(np.isfinite(scales) & (scales > 0)))
+        if bad.size:
+            raise FramingError(f"{label}: per-channel int8 scales must be finite and > 0; channel {int(bad[0])} "
+                               f"has {float(scales[bad[0]])}")
+        zero_points = np.asarray(header.channel_zero_points, np.int64)
+        bad = np.flatnonzero((zero_points < -128) | (zero_points > 127))
+        if bad.size:
+            raise FramingError(f"{label}: per-channel int8 zero points must be in [-128, 127]; channel "
+                               f"{int(bad[0])} has {int(zero_points[bad[0]])}")
+    elif len(header.channel_scales) or len(header.channel_zero_points):
+        raise FramingError(f"{label}: channel_scales and channel_zero_points apply to per-channel int8 "
+                           f"compression only, not {mode}")
+    expected_bytes = compression.data_bytes(mode, dtype, int(np.prod(shape, dtype=np.int64)))
+    if header.byte_length != expected_bytes:
+        raise FramingError(f"{label}: {shape_text(shape)} {dtype.name} under {mode} compression is "
+                           f"{expected_bytes} bytes, {whose} declares {header.byte_length}")
+    return expected_bytes
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
 
 def chunk_messages(tensors: Sequence[tuple[pb.TensorHeader, bytes]],

@@ -142,14 +142,15 @@ class ServerTransport:
         log.info("server %s failed (%s); running locally", self.connection.address, describe(error))
 
     def offload(self, header: pb.InferHeader, tensors: Sequence[tuple[pb.TensorHeader, bytes]], *, timeout: float,
-                profiled_server_s: float, measured) -> InferReply:
-        """Sends one request and returns the server's reply; fills ``measured``'s ``upload_ms``,
+                profiled_server_s: float, measured, expected=None) -> InferReply:
+        """Sends one request and returns the server's reply (``expected``: each output's dtype and
+        shape, which the reply must match, ``ServerConnection.infer``); fills ``measured``'s ``upload_ms``,
         ``download_ms``, ``server_ms``, ``queue_ms``, ``rtt_ms`` and ``overhead_ms`` and hands the
         samples to the estimator (``profiled_server_s``: what the server's profile says its ops take)."""
         network = self.link.network
         began = time.perf_counter()
         with self.link.transfers.span() as span:
-            reply = self.connection.infer(header, tensors, timeout=timeout)
+            reply = self.connection.infer(header, tensors, timeout=timeout, expected=expected)
         elapsed_s = time.perf_counter() - began
         timing, head = reply.timing, reply.header
         rtt_s = network.rtt_ms / 1e3

@@ -10,12 +10,13 @@ the server answers the client and keeps serving. The training and federated serv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from cloudsplit import compression, transfer
+from cloudsplit import transfer
+from cloudsplit.transfer import shape_text
 from cloudsplit.protos import split_pb2 as pb
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ class RequestError(Exception):
 
 def invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def shape_text(shape: Iterable[int]) -> str:
-    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
 
 @dataclass
@@ -164,49 +161,7 @@ def validate_upload(entry: ModelEntry, shapes, header: pb.TensorHeader, uploaded
         raise invalid(f"{label} is uploaded twice")
     if entry.kinds[t] != "activation":
         raise invalid(f"{label} is a {entry.kinds[t]} of the model and cannot be uploaded")
-    expected_dtype = entry.dtypes[t]
-    if header.dtype not in transfer.NUMPY_BY_DTYPE:
-        raise invalid(f"{label}: dtype code {header.dtype} is unknown")
-    if transfer.NUMPY_BY_DTYPE[header.dtype] != expected_dtype:
-        raise invalid(f"{label}: the model's tensor is {expected_dtype.name}, the request says "
-                      f"{transfer.dtype_name(header.dtype)}")
-    if tuple(header.shape) != shapes[t]:
-        raise invalid(f"{label}: the model's tensor has shape {shape_text(shapes[t])} for these inputs, "
-                      f"the request says {shape_text(header.shape)}")
-    if header.compression not in transfer.MODE_BY_COMPRESSION:
-        raise invalid(f"{label}: compression code {header.compression} is unknown")
-    mode = transfer.MODE_BY_COMPRESSION[header.compression]
-    if mode != "none" and expected_dtype != np.float32:
-        raise invalid(f"{label}: {mode} compression applies to float32 tensors only, this one is "
-                      f"{expected_dtype.name}")
-    if mode == "int8-per-tensor":
-        if not (np.isfinite(header.scale) and header.scale > 0):
-            raise invalid(f"{label}: int8 scale must be finite and > 0, got {header.scale}")
-        if not -128 <= header.zero_point <= 127:
-            raise invalid(f"{label}: int8 zero_point must be in [-128, 127], got {header.zero_point}")
-    elif header.scale != 0 or header.zero_point != 0:
-        raise invalid(f"{label}: scale and zero_point apply to per-tensor int8 compression only, not {mode}")
-    if mode == "int8":
-        channels = shapes[t][-1] if shapes[t] else 0
-        if len(header.channel_scales) != channels or len(header.channel_zero_points) != channels:
-            raise invalid(f"{label}: per-channel int8 needs one scale and one zero point per channel of the "
-                          f"last axis ({channels}), got {len(header.channel_scales)} scales and "
-                          f"{len(header.channel_zero_points)} zero points")
-        scales = np.asarray(header.channel_scales, np.float32)
-        bad = np.flatnonzero(~(np.isfinite(scales) & (scales > 0)))
-        if bad.size:
-            raise invalid(f"{label}: per-channel int8 scales must be finite and > 0; channel {int(bad[0])} "
-                          f"has {float(scales[bad[0]])}")
-        zero_points = np.asarray(header.channel_zero_points, np.int64)
-        bad = np.flatnonzero((zero_points < -128) | (zero_points > 127))
-        if bad.size:
-            raise invalid(f"{label}: per-channel int8 zero points must be in [-128, 127]; channel "
-                          f"{int(bad[0])} has {int(zero_points[bad[0]])}")
-    elif len(header.channel_scales) or len(header.channel_zero_points):
-        raise invalid(f"{label}: channel_scales and channel_zero_points apply to per-channel int8 "
-                      f"compression only, not {mode}")
-    expected_bytes = compression.data_bytes(mode, expected_dtype, int(np.prod(shapes[t], dtype=np.int64)))
-    if header.byte_length != expected_bytes:
-        raise invalid(f"{label}: {shape_text(shapes[t])} {expected_dtype.name} under {mode} compression is "
-                      f"{expected_bytes} bytes, the request declares {header.byte_length}")
-    return expected_bytes
+    try:
+        return transfer.check_tensor_header(header, entry.dtypes[t], shapes[t], label, "the request")
+    except transfer.FramingError as error:
+        raise invalid(str(error)) from None
