@@ -12,9 +12,12 @@ Three phases, each bounded in count and time, each against a fresh server subpro
 - ``overload``: a server admitting ``--capacity`` requests at once. First ``--capacity`` clients
   (at capacity: its throughput and latency), then ``--overload-factor`` times as many, for
   ``--seconds`` each. A refused client waits ``--refused-pause-ms`` (the time a device spends
-  answering by itself) and sends its next request. Reports the time to each refusal, the admitted
-  requests' latency next to the at-capacity run, and ``--runners`` SplitRunner clients running
-  meanwhile, every answer checked: refused requests are answered on the device.
+  answering by itself) and sends its next request. Reports the time to each refusal twice: as the
+  client saw it (from its call to the error, its own scheduling included) and as the server did
+  (from gRPC handing it the call to the refusal, which the refusal carries in its trailing
+  metadata; calls gRPC itself refuses past its worker pool carry none and are counted apart), the
+  admitted requests' latency next to the at-capacity run, and ``--runners`` SplitRunner clients
+  running meanwhile, every answer checked: refused requests are answered on the device.
 - ``stall``: a server admitting ``--capacity`` requests, with ``--stream-idle-s`` and
   ``--max-call-s``. ``--capacity`` clients open an ``Infer`` call and then (a) stall after the
   header, (b) drip one small chunk every half second, (c) disconnect mid-stream. Each time:
@@ -22,6 +25,9 @@ Three phases, each bounded in count and time, each against a fresh server subpro
 
     python benchmarks/load_test.py --out benchmarks/results          # the README table
     python benchmarks/load_test.py --quick                           # a smoke run (tests)
+
+The machine's load average (1 minute) is recorded before and after each phase: on a shared
+machine the latencies say as much about the other jobs as about the server.
 """
 from __future__ import annotations
 
@@ -183,11 +189,20 @@ def _client_loop(address, requests, first_request, count, stop_at, refused_pause
                 out.append((request.model, "OK", time.perf_counter() - began, correct,
                             (reply.header.queue_ms + reply.header.server_ms) / 1e3))
             except grpc.RpcError as error:
-                out.append((request.model, error.code().name, time.perf_counter() - began, None, None))
+                out.append((request.model, error.code().name, time.perf_counter() - began, None,
+                            refused_after_s(error)))
                 if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and refused_pause_s:
                     time.sleep(refused_pause_s)
     finally:
         connection.close()
+
+
+def refused_after_s(error) -> float | None:
+    """The server's time from the call's arrival to its refusal, from the refusal's trailing metadata."""
+    from cloudsplit.service import REFUSED_AFTER_MS_KEY
+
+    value = dict(error.trailing_metadata() or ()).get(REFUSED_AFTER_MS_KEY)
+    return float(value) / 1e3 if value is not None else None
 
 
 def _client_process(address, models_dir, clients, first_index, count, seconds, refused_pause_s, queue):
@@ -338,6 +353,7 @@ def phase_overload(args, models_dir) -> dict:
     base_ok = [r for r in at_capacity if r[1] == "OK"]
     admitted = [r for r in overload if r[1] == "OK"]
     refused = [r for r in overload if r[1] == "RESOURCE_EXHAUSTED"]
+    by_admission = [r for r in refused if r[4] is not None]   # the rest: gRPC's own, past its worker pool
     other = {}
     for r in at_capacity + overload:
         if r[1] not in ("OK", "RESOURCE_EXHAUSTED"):
@@ -347,6 +363,7 @@ def phase_overload(args, models_dir) -> dict:
     base_server = percentiles_ms([r[4] for r in base_ok])
     admitted_server = percentiles_ms([r[4] for r in admitted])
     refusal_ms = percentiles_ms([r[2] for r in refused])
+    refusal_server_ms = percentiles_ms([r[4] for r in by_admission])
     return {
         "capacity": capacity, "overload_clients": capacity * args.overload_factor,
         "refused_pause_ms": args.refused_pause_ms, "seconds": args.seconds,
@@ -361,6 +378,11 @@ def phase_overload(args, models_dir) -> dict:
                      "refused": len(refused), "refusal_latency": refusal_ms,
                      "refused_within_50ms_pct": round(100 * sum(1 for r in refused if r[2] <= 0.05) / len(refused), 2)
                      if refused else None,
+                     "refused_by_admission": len(by_admission), "refused_by_grpc_pool": len(refused) - len(by_admission),
+                     "refusal_server_side": refusal_server_ms,
+                     "refused_within_50ms_server_side_pct":
+                         round(100 * sum(1 for r in by_admission if r[4] <= 0.05) / len(by_admission), 2)
+                         if by_admission else None,
                      "p50_ratio_to_capacity": round(admitted_ms["p50_ms"] / base["p50_ms"], 2)
                      if admitted and base_ok else None,
                      "p99_ratio_to_capacity": round(admitted_ms["p99_ms"] / base["p99_ms"], 2)
@@ -474,6 +496,11 @@ def phase_stall(args, models_dir) -> dict:
 
 # ---- report --------------------------------------------------------------------------------------
 
+def _load_average(phase: dict) -> str:
+    before, after = phase.get("load_average", (None, None))
+    return f"{before} before the phase, {after} after"
+
+
 def markdown(report: dict) -> str:
     lines = []
     load = report.get("load")
@@ -486,7 +513,8 @@ def markdown(report: dict) -> str:
                   f"{' / '.join(str(q) for q in load['rss_quarters_mib'])} MiB ({load['rss_peak_mib']}) | "
                   f"{load['rss_growth_pct']} % | {load['rss_growth_after_warmup_pct']} % |", "",
                   f"Before the measured run: a warm-up round of {load['warmup_requests']} requests "
-                  f"({load['warmup_wrong_or_failed']} wrong or failed), not sampled.", ""]
+                  f"({load['warmup_wrong_or_failed']} wrong or failed), not sampled. Load average "
+                  f"{_load_average(load)}.", ""]
     over = report.get("overload")
     if over:
         cap, ov = over["at_capacity"], over["overload"]
@@ -499,11 +527,16 @@ def markdown(report: dict) -> str:
                   f"{ov['admitted']} | {ov['refused']} | {ov['wrong']} | {ov['admitted_rps']} req/s | "
                   f"{ov['admitted_latency']['p50_ms']} ms | {ov['admitted_latency']['p99_ms']} ms | "
                   f"{ov['admitted_server_side']['p50_ms']} / {ov['admitted_server_side']['p99_ms']} ms |", "",
-                  f"Time to refusal: p50 {ov['refusal_latency']['p50_ms']} ms, p99 {ov['refusal_latency']['p99_ms']} ms, "
-                  f"max {ov['refusal_latency']['max_ms']} ms; {ov['refused_within_50ms_pct']} % within 50 ms. "
+                  f"Time to refusal as the client saw it: p50 {ov['refusal_latency']['p50_ms']} ms, "
+                  f"p99 {ov['refusal_latency']['p99_ms']} ms, max {ov['refusal_latency']['max_ms']} ms; "
+                  f"{ov['refused_within_50ms_pct']} % within 50 ms. As the server saw it ({ov['refused_by_admission']} "
+                  f"refused by admission, {ov['refused_by_grpc_pool']} by gRPC past its worker pool): "
+                  f"p50 {ov['refusal_server_side']['p50_ms']} ms, p99 {ov['refusal_server_side']['p99_ms']} ms, "
+                  f"max {ov['refusal_server_side']['max_ms']} ms; {ov['refused_within_50ms_server_side_pct']} % within "
+                  f"50 ms. "
                   f"Admitted latency over the at-capacity run: p50 x{ov['p50_ratio_to_capacity']}, "
                   f"p99 x{ov['p99_ratio_to_capacity']}. Other errors: {over['other_errors'] or 'none'}.", "",
-                  f"SplitRunner clients meanwhile: {over['runners']['requests']} requests, "
+                  f"Load average {_load_average(over)}. SplitRunner clients meanwhile: {over['runners']['requests']} requests, "
                   f"{over['runners']['offloaded']} offloaded, {over['runners']['answered_on_device']} answered on the "
                   f"device ({over['runners']['refused_then_device']} right after a RESOURCE_EXHAUSTED), "
                   f"{over['runners']['wrong']} wrong.", ""]
@@ -557,8 +590,10 @@ def main(argv=None) -> int:
         build_models(models_dir)
         for phase in ("load", "overload", "stall"):
             if phase in args.phases:
+                before = os.getloadavg()[0]
                 report[phase] = {"load": phase_load, "overload": phase_overload, "stall": phase_stall}[phase](
                     args, models_dir)
+                report[phase]["load_average"] = [round(before, 2), round(os.getloadavg()[0], 2)]
                 print(f"{phase}: {json.dumps(report[phase])}", flush=True)
     report["load_average_after"] = os.getloadavg()
     table = markdown(report)

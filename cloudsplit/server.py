@@ -168,7 +168,9 @@ def start_server(models=(), *, port: int = 0, host: str = "127.0.0.1", threads: 
                     ("grpc.max_send_message_length", message_bytes),
                     ("grpc.so_reuseport", 0)]
     guard = StreamGuard(stream_idle_s, max_call_s, sessions=_SESSION_METHODS)
-    interceptors = ([security.TokenInterceptor(token)] if token else []) + [guard]
+    # Outermost first: the token, then admission (a refused call costs no more than its refusal),
+    # then the stream guard's limits on what was admitted.
+    interceptors = ([security.TokenInterceptor(token)] if token else []) + [service.admission_interceptor, guard]
     # Extra workers past the admission limit answer the refused calls and the health checks quickly.
     training_options = None
     if training:

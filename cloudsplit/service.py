@@ -3,7 +3,8 @@
 ``SplitInferenceService`` reads requests off the gRPC streams, has them checked
 (cloudsplit.validation), admits at most ``max_concurrency`` at once (``_Admission``: the one past the
 limit is refused with RESOURCE_EXHAUSTED, never queued), runs them (``batching.BatchRunner``) and
-streams the outputs back. ``cloudsplit.server.start_server`` hosts it.
+streams the outputs back. ``cloudsplit.server.start_server`` hosts it, with the service's
+``admission_interceptor`` deciding each ``Infer`` call's admission before anything else runs for it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from cloudsplit.model_registry import ModelEntry, ModelRegistry, sha256_hex
 from cloudsplit.protos import DEFAULT_MAX_MESSAGE_MB, PROBE_CHUNK_BYTES, SPLIT_INFERENCE_SERVICE, MiB, chunk_bytes
 from cloudsplit.protos import split_pb2 as pb
 from cloudsplit.protos import split_pb2_grpc as pb_grpc
+from cloudsplit.security import original_behavior, replace_behavior
 from cloudsplit.validation import Request, RequestError, check_hash_format, invalid, validate_header
 from edge.errors import EdgeError
 
@@ -50,6 +52,11 @@ class ServerOptions:
     on_request: Callable[[str], None] | None = None  # test hook: called with the model hash per request
 
 
+# Trailing metadata of a refused Infer call: milliseconds from the call's arrival (gRPC handing it
+# to Python, on its polling thread) to the refusal, as this server's clock measured them.
+REFUSED_AFTER_MS_KEY = "cloudsplit-refused-after-ms"
+
+
 class _Admission:
     """Counts requests in flight and refuses the one past the limit at once: a request either
     runs now or is told to go elsewhere (the client runs it on the device), never queued."""
@@ -59,20 +66,70 @@ class _Admission:
         self.in_flight = 0
         self.admitted = 0
         self.refused = 0
+        self.message = f"the server is at its limit of {limit} concurrent requests; retry later"
         self._lock = threading.Lock()
 
-    def enter(self) -> None:
+    def try_enter(self) -> bool:
         with self._lock:
             if self.in_flight >= self.limit:
                 self.refused += 1
-                raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"the server is at its limit of {self.limit} concurrent requests; retry later")
+                return False
             self.in_flight += 1
             self.admitted += 1
+            return True
+
+    def enter(self) -> None:
+        if not self.try_enter():
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, self.message)
 
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+
+class _AdmissionInterceptor(grpc.ServerInterceptor):
+    """Admits each call of ``method`` before any other part of the server runs for it.
+
+    The decision is the first thing the call's worker does: before the stream guard arms its
+    timers, before the handler starts and before any request message is read or deserialised. A
+    refused call never gets a handler: its worker sets ``REFUSED_AFTER_MS_KEY`` (the time since gRPC
+    handed the call to Python, which this interceptor notes on gRPC's polling thread; the hand-over
+    to a worker is most of it) and ends the call with RESOURCE_EXHAUSTED. An admitted call holds its
+    slot until its handler has the reply ready or fails (``_leaving``).
+    """
+
+    def __init__(self, admission: _Admission, method: str):
+        self.admission = admission
+        self.method = method
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method != self.method:
+            return handler
+        arrived = time.monotonic()
+        admission, behavior = self.admission, original_behavior(handler)
+
+        def admitted(request_iterator, context):
+            if not admission.try_enter():
+                context.set_trailing_metadata(((REFUSED_AFTER_MS_KEY, f"{(time.monotonic() - arrived) * 1e3:.3f}"),))
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, admission.message)
+            return _leaving(behavior(request_iterator, context), admission)
+
+        return replace_behavior(handler, admitted)
+
+
+def _leaving(responses, admission: _Admission):
+    """``responses``, giving the admission slot back once the first is ready, or the handler failed:
+    an ``Infer`` handler reads, checks and runs its request before its first message, and streaming
+    the reply out holds no slot. (gRPC iterates a handler's responses as soon as it has called it,
+    so the slot always comes back.)"""
+    try:
+        first = next(responses, None)
+    finally:
+        admission.leave()
+    if first is not None:
+        yield first
+        yield from responses
 
 
 class SplitInferenceService(pb_grpc.SplitInferenceServicer):
@@ -80,6 +137,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         self.registry = registry
         self.options = options
         self.admission = _Admission(options.max_concurrency)
+        self.admission_interceptor = _AdmissionInterceptor(self.admission, f"/{SERVICE_NAME}/Infer")
         self.runner = BatchRunner(options, options.compute_slots
                                   or max(1, (os.cpu_count() or 1) // max(1, options.threads)))
         self.chunk_bytes = chunk_bytes(options.max_message_mb)
@@ -197,10 +255,7 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
         return entry
 
     def Infer(self, request_iterator, context):
-        try:
-            self.admission.enter()
-        except RequestError as error:
-            context.abort(error.code, error.message)
+        """One request per call; admitted (or refused) by ``admission_interceptor`` before it starts."""
         try:
             header = next(request_iterator, None)
             if header is None or header.WhichOneof("part") != "header":
@@ -220,8 +275,6 @@ class SplitInferenceService(pb_grpc.SplitInferenceServicer):
             messages = self._reply_messages(request, result)
         except RequestError as error:
             context.abort(error.code, error.message)
-        finally:
-            self.admission.leave()
         yield from messages
 
     def InferStream(self, request_iterator, context):

@@ -133,6 +133,38 @@ def test_requests_past_the_limit_are_refused_at_once_not_queued(mlp):
         assert handle.service.requests_run == 2
 
 
+def test_a_refusal_comes_before_the_request_is_read_and_says_how_long_it_took(mlp):
+    """A call past the limit is refused before its header is read (this one never sends it), and
+    the refusal's trailing metadata carries the server's time from the call's arrival to it."""
+    from cloudsplit.service import REFUSED_AFTER_MS_KEY
+
+    with start_server([mlp.data], max_concurrency=1, delay_s=1.0, batching=False) as handle:
+        holder = in_background(send, handle.address, mlp)
+        assert wait_for(lambda: handle.service.admission.in_flight == 1, 10)
+        release = threading.Event()
+
+        def nothing_yet():
+            release.wait()
+            yield from ()
+
+        channel = grpc.insecure_channel(handle.address)
+        try:
+            began = time.perf_counter()
+            with pytest.raises(grpc.RpcError) as caught:
+                for _ in pb_grpc.SplitInferenceStub(channel).Infer(nothing_yet(), timeout=10):
+                    pass
+            client_ms = (time.perf_counter() - began) * 1e3
+        finally:
+            release.set()
+            channel.close()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+        assert client_ms < 500, "the refusal waited for the held request"
+        server_ms = float(dict(caught.value.trailing_metadata())[REFUSED_AFTER_MS_KEY])
+        assert 0 <= server_ms <= client_ms
+        holder[0].join(20)
+        assert holder[1]["value"][1] == "OK" and handle.service.admission.in_flight == 0
+
+
 def test_calls_past_the_worker_pool_are_refused_by_grpc_not_queued(mlp):
     """Stalled calls fill every worker; the next call is refused instead of waiting for one."""
     with start_server([mlp.data], max_concurrency=1, stream_idle_s=30) as handle:
