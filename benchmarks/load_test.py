@@ -17,7 +17,9 @@ Three phases, each bounded in count and time, each against a fresh server subpro
   (from gRPC handing it the call to the refusal, which the refusal carries in its trailing
   metadata; calls gRPC itself refuses past its worker pool carry none and are counted apart), the
   admitted requests' latency next to the at-capacity run, and ``--runners`` SplitRunner clients
-  running meanwhile, every answer checked: refused requests are answered on the device.
+  running meanwhile, every answer checked: refused requests are answered on the device. Between
+  the two runs, the refusal path alone: every slot held by a stalled call, one client sends
+  ``--floor-requests`` requests in turn, each refused, timed on both sides.
 - ``stall``: a server admitting ``--capacity`` requests, with ``--stream-idle-s`` and
   ``--max-call-s``. ``--capacity`` clients open an ``Infer`` call and then (a) stall after the
   header, (b) drip one small chunk every half second, (c) disconnect mid-stream. Each time:
@@ -325,12 +327,44 @@ def _runner_loop(model_path, cut, inputs, expected, address, stop_at, interval_s
             time.sleep(interval_s)
 
 
+def refusal_floor(address, request, capacity: int, count: int) -> dict:
+    """Time to refusal with nothing else running: ``capacity`` stalled calls hold every slot, and one
+    client sends ``count`` requests in turn, each refused. What the refusal path itself costs, on
+    both sides, without the other clients' scheduling."""
+    import grpc
+
+    from cloudsplit.connection import ServerConnection
+
+    stop = threading.Event()
+    threads, _ = _open_stalled_calls(address, request, capacity, "stall", stop)
+    connection = ServerConnection(address)
+    client_s, server_s = [], []
+    try:
+        time.sleep(0.5)
+        for k in range(count):
+            began = time.perf_counter()
+            try:
+                request.send(connection, k, timeout=5.0)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and refused_after_s(error) is not None:
+                    client_s.append(time.perf_counter() - began)
+                    server_s.append(refused_after_s(error))
+    finally:
+        connection.close()
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    return {"requests": count, "refused": len(client_s), "client_side": percentiles_ms(client_s),
+            "server_side": percentiles_ms(server_s)}
+
+
 def phase_overload(args, models_dir) -> dict:
     capacity = args.capacity
     server = Server(models_dir, "--max-concurrency", str(capacity))
     try:
         at_capacity_wall, at_capacity = run_clients(server.address, models_dir, capacity, 10 ** 9, args.seconds,
                                                     args.client_processes)
+        floor = refusal_floor(server.address, load_requests(models_dir)[0], capacity, args.floor_requests)
         runner_records: list = []
         stop_at = time.monotonic() + args.seconds + 2.0   # the client processes take a moment to start
         runners = []
@@ -365,7 +399,7 @@ def phase_overload(args, models_dir) -> dict:
     refusal_ms = percentiles_ms([r[2] for r in refused])
     refusal_server_ms = percentiles_ms([r[4] for r in by_admission])
     return {
-        "capacity": capacity, "overload_clients": capacity * args.overload_factor,
+        "capacity": capacity, "overload_clients": capacity * args.overload_factor, "refusal_floor": floor,
         "refused_pause_ms": args.refused_pause_ms, "seconds": args.seconds,
         "at_capacity": {"answered": len(base_ok), "refused": sum(1 for r in at_capacity if r[1] == "RESOURCE_EXHAUSTED"),
                         "wrong": sum(1 for r in base_ok if not r[3]),
@@ -533,7 +567,11 @@ def markdown(report: dict) -> str:
                   f"refused by admission, {ov['refused_by_grpc_pool']} by gRPC past its worker pool): "
                   f"p50 {ov['refusal_server_side']['p50_ms']} ms, p99 {ov['refusal_server_side']['p99_ms']} ms, "
                   f"max {ov['refusal_server_side']['max_ms']} ms; {ov['refused_within_50ms_server_side_pct']} % within "
-                  f"50 ms. "
+                  f"50 ms. One client alone, every slot held by a stalled call ({over['refusal_floor']['refused']} "
+                  f"refusals in turn): client p50 {over['refusal_floor']['client_side']['p50_ms']} / p99 "
+                  f"{over['refusal_floor']['client_side']['p99_ms']} ms, server p50 "
+                  f"{over['refusal_floor']['server_side']['p50_ms']} / p99 {over['refusal_floor']['server_side']['p99_ms']}"
+                  f" ms. "
                   f"Admitted latency over the at-capacity run: p50 x{ov['p50_ratio_to_capacity']}, "
                   f"p99 x{ov['p99_ratio_to_capacity']}. Other errors: {over['other_errors'] or 'none'}.", "",
                   f"Load average {_load_average(over)}. SplitRunner clients meanwhile: {over['runners']['requests']} requests, "
@@ -556,28 +594,33 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phases", nargs="*", default=["load", "overload", "stall"],
                         help="which phases to run (default: all three)")
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=50, help="closed-loop clients in the load phase")
     parser.add_argument("--requests", type=int, default=1000, help="requests per client in the load phase")
     parser.add_argument("--client-processes", type=int, default=2, help="processes the clients run in")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="the load phase stops here, done or not")
     parser.add_argument("--warmup-requests", type=int, default=20,
                         help="requests per client sent before the measured load run (not sampled for RSS)")
     parser.add_argument("--capacity", type=int, default=4, help="overload and stall phases: --max-concurrency")
-    parser.add_argument("--overload-factor", type=int, default=4)
+    parser.add_argument("--overload-factor", type=int, default=4,
+                        help="the overload run has this many times --capacity clients")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each overload run")
-    parser.add_argument("--refused-pause-ms", type=float, default=10.0)
+    parser.add_argument("--refused-pause-ms", type=float, default=10.0,
+                        help="a refused overload client waits this long before its next request")
+    parser.add_argument("--floor-requests", type=int, default=200,
+                        help="overload phase: refusals timed with one client alone and every slot held")
     parser.add_argument("--runners", type=int, default=2, help="SplitRunner clients during the overload")
     parser.add_argument("--runner-interval-ms", type=float, default=20.0, help="each runner's pause between requests")
-    parser.add_argument("--stream-idle-s", type=float, default=1.0)
-    parser.add_argument("--max-call-s", type=float, default=3.0)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 8 clients x 25 requests, 3 s overload runs")
+    parser.add_argument("--stream-idle-s", type=float, default=1.0, help="stall phase: the server's --stream-idle-s")
+    parser.add_argument("--max-call-s", type=float, default=3.0, help="stall phase: the server's --max-call-s")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 8 clients x 25 requests, 3 s overload runs, 50 refusals alone")
     parser.add_argument("--out", help="write load-<time>.json and .md here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.clients, args.requests, args.seconds, args.warmup_requests = 8, 25, 3.0, 2
+        args.clients, args.requests, args.seconds, args.warmup_requests, args.floor_requests = 8, 25, 3.0, 2, 50
     unknown = set(args.phases) - {"load", "overload", "stall"}
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}")
