@@ -358,15 +358,21 @@ class SplitRunner:
                                 download_compression=transfer.COMPRESSION_BY_MODE[self.download_compression],
                                 input_shapes=input_shapes)
         profiled_s = sum(self.server_op_ms[op] for op in server_ops) / 1e3 if self.server_op_ms else 0.0
-        # What each output must be, from this interpreter at these input shapes: a reply that says
-        # otherwise is refused before its bytes are read, and the request is answered here.
-        expected = {t: (details["dtype"], tuple(int(d) for d in details["shape"]))
-                    for t in downloads for details in [self.interpreter._details(t)]}
         reply = self.transport.offload(header, tensors, timeout=self.deadline_s, profiled_server_s=profiled_s,
-                                       measured=record.measured, expected=expected)
+                                       measured=record.measured, expected=self._expected_outputs(downloads))
         record.upload_bytes, record.download_bytes = reply.timing.upload_bytes, reply.timing.download_bytes
         record.batch_size = reply.header.batch_size
         return reply.outputs
+
+    def _expected_outputs(self, tensors: Sequence[int]) -> dict[int, tuple[np.dtype, tuple[int, ...]]]:
+        """The dtype and shape each of ``tensors`` has on this interpreter at the current input
+        shapes: what the server must send back (a reply that says otherwise is refused before its
+        bytes are read, and the request is answered here)."""
+        expected = {}
+        for t in tensors:
+            details = self.interpreter._details(t)
+            expected[t] = (np.dtype(details["dtype"]), tuple(int(d) for d in details["shape"]))
+        return expected
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         missing = [name for name in self._inputs if name not in inputs]

@@ -11,6 +11,7 @@ import concurrent.futures
 import re
 
 import time
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -246,10 +247,15 @@ def test_split_runner_answers_on_the_device_when_the_reply_is_not_what_it_asked_
 
 
 def test_split_runner_takes_a_reply_that_is_what_it_asked_for(tmp_path, mlp, tampering_server):
+    """Untouched replies are taken, at the model's batch size and at others (the expected shapes
+    follow the runner's resized inputs)."""
     address, service = tampering_server(lambda header, chunks: (header, chunks))
+    rng = np.random.default_rng(5)
     with SplitRunner(mlp.write(tmp_path), address, compression="none", planner=fixed_cut(1)) as runner:
-        outputs = runner.run(mlp.feeds)
-        assert runner.last_plan.offloaded and runner.last_plan.fallback_reason is None
-    assert service.replies == 1
-    for name, value in local_outputs(mlp).items():
-        assert np.array_equal(outputs[name], value)
+        for batch in (1, 3):
+            x = rng.standard_normal((batch, 64)).astype(np.float32)
+            outputs = runner.run({"input": x})
+            assert runner.last_plan.offloaded and runner.last_plan.fallback_reason is None
+            for name, value in local_outputs(SimpleNamespace(data=mlp.data, feeds={"input": x})).items():
+                assert outputs[name].shape == (batch, 10) and np.array_equal(outputs[name], value)
+    assert service.replies == 2
