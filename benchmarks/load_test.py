@@ -398,6 +398,7 @@ def phase_overload(args, models_dir) -> dict:
     admitted_server = percentiles_ms([r[4] for r in admitted])
     refusal_ms = percentiles_ms([r[2] for r in refused])
     refusal_server_ms = percentiles_ms([r[4] for r in by_admission])
+    by_pool_ms = percentiles_ms([r[2] for r in refused if r[4] is None])
     return {
         "capacity": capacity, "overload_clients": capacity * args.overload_factor, "refusal_floor": floor,
         "refused_pause_ms": args.refused_pause_ms, "seconds": args.seconds,
@@ -414,6 +415,8 @@ def phase_overload(args, models_dir) -> dict:
                      if refused else None,
                      "refused_by_admission": len(by_admission), "refused_by_grpc_pool": len(refused) - len(by_admission),
                      "refusal_server_side": refusal_server_ms,
+                     "refusal_latency_by_admission": percentiles_ms([r[2] for r in by_admission]),
+                     "refusal_latency_by_grpc_pool": by_pool_ms,
                      "refused_within_50ms_server_side_pct":
                          round(100 * sum(1 for r in by_admission if r[4] <= 0.05) / len(by_admission), 2)
                          if by_admission else None,
@@ -567,7 +570,10 @@ def markdown(report: dict) -> str:
                   f"refused by admission, {ov['refused_by_grpc_pool']} by gRPC past its worker pool): "
                   f"p50 {ov['refusal_server_side']['p50_ms']} ms, p99 {ov['refusal_server_side']['p99_ms']} ms, "
                   f"max {ov['refusal_server_side']['max_ms']} ms; {ov['refused_within_50ms_server_side_pct']} % within "
-                  f"50 ms. One client alone, every slot held by a stalled call ({over['refusal_floor']['refused']} "
+                  f"50 ms. Client-side p50 / p99 of those refused by admission "
+                  f"{ov['refusal_latency_by_admission']['p50_ms']} / {ov['refusal_latency_by_admission']['p99_ms']} ms, "
+                  f"by the gRPC pool {ov['refusal_latency_by_grpc_pool']['p50_ms']} / "
+                  f"{ov['refusal_latency_by_grpc_pool']['p99_ms']} ms. One client alone, every slot held by a stalled call ({over['refusal_floor']['refused']} "
                   f"refusals in turn): client p50 {over['refusal_floor']['client_side']['p50_ms']} / p99 "
                   f"{over['refusal_floor']['client_side']['p99_ms']} ms, server p50 "
                   f"{over['refusal_floor']['server_side']['p50_ms']} / p99 {over['refusal_floor']['server_side']['p99_ms']}"

@@ -178,7 +178,9 @@ class _TamperingService(SplitInferenceService):
     def Infer(self, request_iterator, context):
         messages = list(super().Infer(request_iterator, context))
         reply = messages[0].reply
-        (output,) = reply.outputs
+        output = pb.TensorHeader()
+        (sent,) = reply.outputs
+        output.CopyFrom(sent)
         headers, chunks = self.tamper(output, [m.chunk for m in messages[1:]])
         del reply.outputs[:]
         reply.outputs.extend(headers if isinstance(headers, list) else [headers])
