@@ -413,7 +413,8 @@ def phase_overload(args, models_dir) -> dict:
                      "refused": len(refused), "refusal_latency": refusal_ms,
                      "refused_within_50ms_pct": round(100 * sum(1 for r in refused if r[2] <= 0.05) / len(refused), 2)
                      if refused else None,
-                     "refused_by_admission": len(by_admission), "refused_by_grpc_pool": len(refused) - len(by_admission),
+                     "refused_by_admission": len(by_admission),
+                     "refused_by_grpc_pool": len(refused) - len(by_admission),
                      "refusal_server_side": refusal_server_ms,
                      "refusal_latency_by_admission": percentiles_ms([r[2] for r in by_admission]),
                      "refusal_latency_by_grpc_pool": by_pool_ms,
@@ -571,16 +572,20 @@ def markdown(report: dict) -> str:
                   f"p50 {ov['refusal_server_side']['p50_ms']} ms, p99 {ov['refusal_server_side']['p99_ms']} ms, "
                   f"max {ov['refusal_server_side']['max_ms']} ms; {ov['refused_within_50ms_server_side_pct']} % within "
                   f"50 ms. Client-side p50 / p99 of those refused by admission "
-                  f"{ov['refusal_latency_by_admission']['p50_ms']} / {ov['refusal_latency_by_admission']['p99_ms']} ms, "
+                  f"{ov['refusal_latency_by_admission']['p50_ms']} / "
+                  f"{ov['refusal_latency_by_admission']['p99_ms']} ms, "
                   f"by the gRPC pool {ov['refusal_latency_by_grpc_pool']['p50_ms']} / "
-                  f"{ov['refusal_latency_by_grpc_pool']['p99_ms']} ms. One client alone, every slot held by a stalled call ({over['refusal_floor']['refused']} "
+                  f"{ov['refusal_latency_by_grpc_pool']['p99_ms']} ms. One client alone, every slot held by a "
+                  f"stalled call ({over['refusal_floor']['refused']} "
                   f"refusals in turn): client p50 {over['refusal_floor']['client_side']['p50_ms']} / p99 "
                   f"{over['refusal_floor']['client_side']['p99_ms']} ms, server p50 "
-                  f"{over['refusal_floor']['server_side']['p50_ms']} / p99 {over['refusal_floor']['server_side']['p99_ms']}"
+                  f"{over['refusal_floor']['server_side']['p50_ms']} / p99 "
+                  f"{over['refusal_floor']['server_side']['p99_ms']}"
                   f" ms. "
                   f"Admitted latency over the at-capacity run: p50 x{ov['p50_ratio_to_capacity']}, "
                   f"p99 x{ov['p99_ratio_to_capacity']}. Other errors: {over['other_errors'] or 'none'}.", "",
-                  f"Load average {_load_average(over)}. SplitRunner clients meanwhile: {over['runners']['requests']} requests, "
+                  f"Load average {_load_average(over)}. SplitRunner clients meanwhile: "
+                  f"{over['runners']['requests']} requests, "
                   f"{over['runners']['offloaded']} offloaded, {over['runners']['answered_on_device']} answered on the "
                   f"device ({over['runners']['refused_then_device']} right after a RESOURCE_EXHAUSTED), "
                   f"{over['runners']['wrong']} wrong.", ""]

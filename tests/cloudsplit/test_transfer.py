@@ -217,7 +217,8 @@ def tampering_server(mlp):
 @pytest.mark.parametrize("tamper, words", [
     (_with_shape([1, 12]), r"the model's tensor has shape \[1, 10\] for these inputs, the reply says \[1, 12\]"),
     (_with_shape([1, 1 << 20]), r"has shape \[1, 10\] for these inputs, the reply says \[1, 1048576\]"),
-    (_with(dtype=transfer.DTYPE_BY_NUMPY[np.dtype(np.int32)]), "the model's tensor is float32, the reply says DTYPE_INT32"),
+    (_with(dtype=transfer.DTYPE_BY_NUMPY[np.dtype(np.int32)]),
+     "the model's tensor is float32, the reply says DTYPE_INT32"),
     (_with(dtype=77), "dtype code 77 is unknown"),
     (_with(compression=42), "compression code 42 is unknown"),
     (_with(byte_length=1 << 40), "under none compression is 40 bytes, the reply declares 1099511627776"),
