@@ -114,7 +114,7 @@ edge_status edge_set_shape(edge_context *ctx, edge_tensor *t, int32_t rank, cons
                      rank, EDGE_MAX_RANK);
   int64_t n = 1;
   for (int32_t i = 0; i < rank; ++i) {
-    if (shape[i] < 0 || (shape[i] > 0 && n > EDGE_MAX_ELEMENTS / shape[i]))
+    if (shape[i] < 0 || shape[i] > EDGE_MAX_ELEMENTS || (shape[i] > 0 && n > EDGE_MAX_ELEMENTS / shape[i]))
       return edge_fail(ctx, EDGE_INVALID_MODEL, "tensor '%s': dimension %d is %lld (negative or too large)",
                        t->name ? t->name : "?", i, (long long)shape[i]);
     n *= shape[i];

@@ -1053,6 +1053,39 @@ static void test_resize(void) {
   }
 }
 
+/* The tables a RESIZE keeps (two indices and a weight per output position of each resized dimension)
+ * are bounded: an empty output builds none however long its other dimensions are, a dimension past
+ * the element limit is refused even beside an empty one, and the tables count against memory_limit. */
+static edge_status run_resize_declared(int32_t rank, const int64_t *in, const int64_t *out, uint64_t memory_limit,
+                                       size_t *plan_bytes) {
+  graph g;
+  graph_init(&g, EDGE_OP_RESIZE);
+  g.node.options.resize.mode = EDGE_RESIZE_LINEAR;
+  g.ctx.memory_limit = memory_limit;
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, rank, in));
+  int32_t ty = add_tensor(&g, "y", EDGE_FLOAT32, rank, in);
+  for (int32_t d = 0; d < rank; ++d) g.tensors[ty].declared_shape[d] = out[d];
+  graph_add_output(&g, ty);
+  edge_status status = graph_run(&g);
+  *plan_bytes = g.node.plan_bytes;
+  if (status != EDGE_OK) CHECK(strstr(g.error, "RESIZE") || strstr(g.error, "'y'"), "message: %s", g.error);
+  graph_free(&g);
+  return status;
+}
+
+static void test_resize_tables_are_bounded(void) {
+  size_t plan_bytes = 1;
+  int64_t empty_in[2] = {0, 4}, empty_long[2] = {0, (int64_t)1 << 40}, empty_too_long[2] = {0, (int64_t)1 << 50};
+  CHECK_STATUS(run_resize_declared(2, empty_in, empty_long, 0, &plan_bytes), EDGE_OK);
+  CHECK(plan_bytes == 0, "an empty output kept %zu bytes of tables", plan_bytes);
+  CHECK_STATUS(run_resize_declared(2, empty_in, empty_too_long, 0, &plan_bytes), EDGE_INVALID_MODEL);
+  int64_t in[1] = {4}, out[1] = {65536};
+  /* 256 KiB of output, 1.25 MiB of tables */
+  CHECK_STATUS(run_resize_declared(1, in, out, 512 << 10, &plan_bytes), EDGE_OUT_OF_MEMORY);
+  CHECK_STATUS(run_resize_declared(1, in, out, 2 << 20, &plan_bytes), EDGE_OK);
+  CHECK(plan_bytes == 65536 * (2 * sizeof(int64_t) + sizeof(float)), "tables of %zu bytes reported", plan_bytes);
+}
+
 /* ---- RESHAPE / BROADCAST_TO ---- */
 
 static void test_reshape_broadcast_to(void) {
@@ -1199,6 +1232,7 @@ void test_ops_data(void) {
   test_gather();
   test_pad();
   test_resize();
+  test_resize_tables_are_bounded();
   test_reshape_broadcast_to();
   test_thread_splits();
 }

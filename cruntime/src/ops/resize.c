@@ -162,14 +162,25 @@ static edge_status resize_prepare(edge_context *ctx, edge_node *node) {
                        edge_tensor_name(y));
   }
 
+  /* An empty output has nothing to compute (eval returns at once), however long its other
+   * dimensions are: build no tables for it. */
+  if (edge_num_elements(rank, shape) == 0) return EDGE_OK;
+
+  /* The tables are kept with the plan, so they count against the memory limit before they are built. */
+  size_t entry_bytes = 2 * sizeof(int64_t) + sizeof(float), cubic_entry_bytes = 4 * (sizeof(int64_t) + sizeof(float));
+  size_t table_bytes = (size_t)entries * (entry_bytes + (cubic ? cubic_entry_bytes : 0));
+  if (ctx->memory_limit && table_bytes > ctx->memory_limit)
+    return edge_fail(ctx, EDGE_OUT_OF_MEMORY,
+                     "RESIZE '%s': its tables would need %zu bytes, over the memory limit of %llu", edge_tensor_name(y),
+                     table_bytes, (unsigned long long)ctx->memory_limit);
+  node->plan_bytes = table_bytes;
   resize_plan *plan = calloc(1, sizeof *plan);
-  size_t entry_bytes = 2 * sizeof(int64_t) + sizeof(float);
   if (plan) plan->tables = malloc((size_t)(entries > 0 ? entries : 1) * entry_bytes);
   if (!plan || !plan->tables) {
     free_resize_plan(plan);
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_tensor_name(y));
   }
-  if (plan && cubic) plan->cubic_tables = malloc((size_t)(entries > 0 ? entries : 1) * 4 * (sizeof(int64_t) + sizeof(float)));
+  if (plan && cubic) plan->cubic_tables = malloc((size_t)(entries > 0 ? entries : 1) * cubic_entry_bytes);
   if (cubic && !plan->cubic_tables) {
     free_resize_plan(plan);
     return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "RESIZE '%s': out of memory", edge_tensor_name(y));
