@@ -33,7 +33,7 @@ from converter.errors import ConversionError
 from converter.importers.onnx_builder import NodeContext, NodeInfo
 from converter.importers.onnx_ops import (
     OnnxOp, _pads_2d, _resolve_pads, _spatial_attrs, _to_2d, converts)
-from converter.importers.onnx_quant_exact import needs_integer_arithmetic
+from converter.importers.onnx_quant_exact import beyond_int8_path, refused_precision
 from converter.ir import Graph, Quantization
 from converter.quantize.params import BIAS_LIMIT
 
@@ -124,7 +124,7 @@ class OnnxView:
     def dq_input(self, name: str) -> onnx.NodeProto | None:
         """The DequantizeLinear producing ``name`` from an int8/uint8 tensor, else None."""
         node = self.made_by(name, "DequantizeLinear")
-        if node is None or needs_integer_arithmetic(node, self.const):
+        if node is None or beyond_int8_path(node, self.const):
             return None
         return node
 
@@ -151,14 +151,14 @@ class Output:
 def _output_quantize(view: OnnxView, name: str, allow_activation: bool) -> Output | None:
     q = view.sole_consumer(name, ("QuantizeLinear",))
     if q is not None:
-        return None if needs_integer_arithmetic(q, view.const) else Output(q, None)
+        return None if beyond_int8_path(q, view.const) else Output(q, None)
     if not allow_activation:
         return None
     act = view.sole_consumer(name, ("Relu", "Clip"))
     if act is None:
         return None
     q = view.sole_consumer(act.output[0], ("QuantizeLinear",))
-    return Output(q, act) if q is not None and not needs_integer_arithmetic(q, view.const) else None
+    return Output(q, act) if q is not None and not beyond_int8_path(q, view.const) else None
 
 
 def _activation_attrs(view: OnnxView, act: onnx.NodeProto | None) -> list[onnx.AttributeProto]:
@@ -640,7 +640,13 @@ def _conv_attrs(ctx: NodeContext, spatial: tuple[int, ...], weight_shape: tuple[
             "groups": int(ctx.attr("group", 1)), "layout": "NCHW"}
 
 
-@converts("QuantizeLinear", check=lambda info: ["block_size"] if info.attr("block_size", 0) else [])
+def _check_quantize(info: NodeInfo) -> list[str]:
+    return (["block_size"] if info.attr("block_size", 0) else []) + refused_precision(info)
+
+
+# Opsets 23 to 28 added types (float4, int2, float6, float8e8m0 scales) and the attributes precision
+# and output_dtype; the types beyond int8 go to the exact lowering (beyond_int8_path).
+@converts("QuantizeLinear", check=_check_quantize, newest_opset=28)
 def _quantize_linear(ctx: NodeContext):
     axis = int(ctx.attr("axis", 1))
     params, is_uint8 = _params(ctx, ctx.input(1), ctx.input(2), "output")
@@ -662,7 +668,8 @@ def _quantize_linear(ctx: NodeContext):
     _emit_quantized(ctx, "Quantize", [x], {}, ctx.output(0), params)
 
 
-@converts("DequantizeLinear", check=lambda info: ["block_size"] if info.attr("block_size", 0) else [])
+@converts("DequantizeLinear", check=lambda info: ["block_size"] if info.attr("block_size", 0) else [],
+          newest_opset=28)
 def _dequantize_linear(ctx: NodeContext):
     name = ctx.input(0)
     if _is_constant(ctx, name):

@@ -1,11 +1,12 @@
-"""ONNX quantization ops as exact integer arithmetic, for models whose integers are the point.
+"""ONNX quantization ops as exact arithmetic, for models whose quantized values are the point.
 
-A model that carries int8/uint8/int16/uint16 tensors at its boundary (a graph input or output)
-asks for those integers, not for an approximation of a float model: its quantization ops are
-lowered here onto the IR's float32 and int32 ops, computing what the ONNX definitions say bit for
+A model that carries int8/uint8/int16/uint16/int4/uint4/int2/uint2 tensors, or float8/float4 ones,
+at its boundary (a graph input or output) asks for those quantized values, not for an
+approximation of a float model: its quantization ops are lowered here onto the IR's float32 and int32 ops, computing what the ONNX definitions say bit for
 bit. Models with float boundaries keep the quantized-model path (converter.importers.onnx_quant),
 which maps QDQ groups and QOperator ops onto the runtime's int8 kernels; only the QuantizeLinear /
-DequantizeLinear that path cannot take (blocked, 16-bit: ``lowered_exactly``) come here.
+DequantizeLinear that path cannot take (blocked; 16-, 4- or 2-bit; float8 or float4:
+``lowered_exactly``) come here.
 
 The integers travel as int32 inside the graph (the boundary casts, ``BOUNDARY_DTYPES``); every
 product of integers is computed in float32, which is exact while every partial sum stays below
@@ -17,7 +18,8 @@ Convolutions are computed as one 1x1 convolution per kernel position (a plain do
 a Winograd transform, whose fractions would round).
 
 * QuantizeLinear: saturate(round_half_even(x / scale) + zero_point), per tensor, per axis or per
-  block.
+  block; to a float8 or float4 type, x / scale cast to it (rounding to nearest even, saturating
+  unless saturate=0; float zero points as ``_float_zero_point_applied`` says).
 * DequantizeLinear: (x - zero_point) * scale in float32.
 * DynamicQuantizeLinear: onnxruntime's uint8 rule (scale from the range including 0, zero point
   rounded and saturated).
@@ -44,9 +46,22 @@ INTEGER_RANGES = {
     TensorProto.INT16: (-32768, 32767),
     TensorProto.UINT16: (0, 65535),
     TensorProto.INT32: (-2 ** 31, 2 ** 31 - 1),
+    TensorProto.INT4: (-8, 7),
+    TensorProto.UINT4: (0, 15),
+    TensorProto.INT2: (-2, 1),
+    TensorProto.UINT2: (0, 3),
 }
-# The boundary types that make a model's quantization ops integer arithmetic.
-INTEGER_BOUNDARY_TYPES = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16)
+# ONNX float types a quantized tensor may have here -> the IR dtype its values are rounded to.
+FLOAT_QUANTIZED_TYPES = {
+    TensorProto.FLOAT8E4M3FN: "float8_e4m3fn",
+    TensorProto.FLOAT8E4M3FNUZ: "float8_e4m3fnuz",
+    TensorProto.FLOAT8E5M2: "float8_e5m2",
+    TensorProto.FLOAT8E5M2FNUZ: "float8_e5m2fnuz",
+    TensorProto.FLOAT4E2M1: "float4_e2m1fn",
+}
+# The boundary types that make a model's quantization ops exact arithmetic: the quantized types
+# other than int32.
+QUANTIZED_BOUNDARY_TYPES = (*(t for t in INTEGER_RANGES if t != TensorProto.INT32), *FLOAT_QUANTIZED_TYPES)
 # float32 holds every integer up to this magnitude.
 EXACT_LIMIT = 2 ** 24
 
@@ -66,30 +81,41 @@ def _exact(*op_types: str, check=None):
 
 def computes_exactly(proto: onnx.ModelProto, quantization_ops) -> bool:
     """Whether ``proto``'s quantization ops are lowered here: it has some, and a graph input or
-    output of an integer quantized type."""
+    output of a quantized type (an integer one other than int32, a float8 or float4)."""
     graph = proto.graph
     if not any(n.op_type in quantization_ops for n in graph.node):
         return False
     initializers = {t.name for t in graph.initializer}
     boundary = [v for v in graph.input if v.name not in initializers] + list(graph.output)
-    return any(v.type.tensor_type.elem_type in INTEGER_BOUNDARY_TYPES for v in boundary)
+    return any(v.type.tensor_type.elem_type in QUANTIZED_BOUNDARY_TYPES for v in boundary)
 
 
-def needs_integer_arithmetic(node: onnx.NodeProto, constant) -> bool:
+# The quantized types the int8 path takes (int32 only as a bias or a DequantizeLinear input).
+_INT8_PATH_TYPES = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32)
+_BEYOND_INT8_DTYPES = {np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t)) for t in QUANTIZED_BOUNDARY_TYPES
+                       if t not in _INT8_PATH_TYPES}
+
+
+def beyond_int8_path(node: onnx.NodeProto, constant) -> bool:
     """Whether a QuantizeLinear / DequantizeLinear of a quantized float model is beyond the int8
-    path: blocked, or of a 16-bit type (``constant(name)`` gives a constant input's value or None)."""
+    path: blocked, or of a 16-bit, 4-bit, 2-bit, float8 or float4 type (``constant(name)`` gives a
+    constant input's value or None)."""
     if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
         return False
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("block_size", 0) or attrs.get("output_dtype", 0) in (TensorProto.INT16, TensorProto.UINT16):
+    output_dtype = attrs.get("output_dtype", 0)
+    if attrs.get("block_size", 0) or (output_dtype in QUANTIZED_BOUNDARY_TYPES and output_dtype not in _INT8_PATH_TYPES):
         return True
-    zero = constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    return zero is not None and zero.dtype in (np.int16, np.uint16)
+    typed = [node.input[2] if len(node.input) > 2 else ""]
+    if node.op_type == "DequantizeLinear":
+        typed.append(node.input[0])
+    values = [constant(name) for name in typed if name]
+    return any(value is not None and value.dtype in _BEYOND_INT8_DTYPES for value in values)
 
 
 def lowered_exactly(proto: onnx.ModelProto, data_movement_ops) -> frozenset[str]:
     """The first outputs of the quantization nodes of a quantized float model (after its rewrite)
-    lowered here: those ``needs_integer_arithmetic`` takes, with every QuantizeLinear and
+    lowered here: those ``beyond_int8_path`` takes, with every QuantizeLinear and
     DequantizeLinear joined to them through a quantized tensor (directly or through
     ``data_movement_ops``), so both ends of a tensor agree on what its values are."""
     graph = proto.graph
@@ -106,7 +132,7 @@ def lowered_exactly(proto: onnx.ModelProto, data_movement_ops) -> frozenset[str]
 
     quantization = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                     and n.domain in ("", "ai.onnx")]
-    pending = [n for n in quantization if needs_integer_arithmetic(n, constant)]
+    pending = [n for n in quantization if beyond_int8_path(n, constant)]
     if not pending:
         return frozenset()
     producer = {o: n for n in graph.node for o in n.output if o}
@@ -169,7 +195,8 @@ def _elem_type(ctx: NodeContext, index: int) -> int | None:
 def _integer_range(ctx: NodeContext, elem: int | None, what: str) -> tuple[int, int]:
     if elem not in INTEGER_RANGES:
         shown = "unknown" if elem is None else onnx_dtype_name(elem)
-        raise ctx.unsupported(f"{what} of dtype {shown} (int8, uint8, int16, uint16 and int32 are computed exactly)")
+        raise ctx.unsupported(f"{what} of dtype {shown} (int8, uint8, int16, uint16, int32, int4, uint4, int2 and uint2 are "
+                              f"computed exactly)")
     return INTEGER_RANGES[elem]
 
 
@@ -265,10 +292,46 @@ def _raw_initializer(ctx: NodeContext, name: str) -> np.ndarray | None:
 
 # ---------------------------------------------------------------- Q / DQ
 
-def _check_quantize(info: NodeInfo) -> list[str]:
+# ONNX's definitions keep the zero point in their formulas for the float types while saying it is
+# "usually not used"; its reference implementation, which made the backend suite's outputs, adds a
+# float4 zero point in QuantizeLinear and otherwise leaves float zero points out. Those are what is
+# computed here; a constant zero point the two readings would give different results for (a nonzero
+# one) is refused.
+def _float_zero_point_applied(op_type: str, dtype: str) -> bool:
+    return op_type == "QuantizeLinear" and dtype == "float4_e2m1fn"
+
+
+def _check_float_zero_point(info: NodeInfo) -> list[str]:
+    zero = info.static(2) if info.input(2) else None
+    if zero is None or zero.dtype.name not in FLOAT_QUANTIZED_TYPES.values():
+        return []
+    if _float_zero_point_applied(info.op_type, zero.dtype.name) or not np.any(zero.astype(np.float32)):
+        return []
+    return [f"nonzero {zero.dtype.name} zero point (ONNX's formula applies it, its reference implementation "
+            f"leaves it out)"]
+
+
+def refused_precision(info: NodeInfo) -> list[str]:
+    """A QuantizeLinear's precision attribute other than float32, which neither lowering takes."""
     if info.attr("precision", 0) not in (0, TensorProto.FLOAT):
         return [f"precision={onnx_dtype_name(info.attr('precision'))}"]
     return []
+
+
+def _check_quantize(info: NodeInfo) -> list[str]:
+    return refused_precision(info) + _check_float_zero_point(info)
+
+
+def _to_float_grid(ctx: NodeContext, value: str, dtype: str, zero: str | None) -> None:
+    """``value`` (plus ``zero``) rounded to the nearest ``dtype`` value, ties to even (saturating
+    past the largest finite one unless the node says saturate=0, which only float8 types read),
+    written as float32 to the node's output."""
+    if zero is not None:
+        value = ctx.emit1("Add", [value, zero])
+    attrs = {"to": dtype}
+    if dtype.startswith("float8_") and not ctx.attr("saturate", 1):
+        attrs["saturate"] = False
+    ctx.emit("Cast", [ctx.emit1("Cast", [value], attrs)], {"to": "float32"}, [ctx.output(0)])
 
 
 @_exact("QuantizeLinear", check=_check_quantize)
@@ -276,7 +339,10 @@ def _quantize_linear(ctx: NodeContext):
     rank = ctx.rank(0)
     axis = int(ctx.attr("axis", 1)) % max(rank, 1)
     block_size = int(ctx.attr("block_size", 0))
-    low, high = _integer_range(ctx, _quantized_output_type(ctx, 2), "output")
+    output_type = _quantized_output_type(ctx, 2)
+    float_type = FLOAT_QUANTIZED_TYPES.get(output_type)
+    if float_type is None:
+        low, high = _integer_range(ctx, output_type, "output")
     size = ctx.shape(0)[axis] if rank else 1
     scale = _along(ctx, _float(ctx, ctx.input(1)), rank, axis, block_size, size)
     quotient = ctx.emit1("Div", [_float(ctx, ctx.input(0)), scale])
@@ -285,25 +351,37 @@ def _quantize_linear(ctx: NodeContext):
         # ONNX divides in the inputs' own type; the float32 quotient rounded to it is that quotient
         # (24 bits are enough for float16's and bfloat16's division to round once).
         quotient = _float(ctx, ctx.emit1("Cast", [quotient], {"to": narrow}))
+    zero = (_along(ctx, _float(ctx, ctx.input(2)), rank, axis, block_size, size) if ctx.input(2) else None)
+    if float_type is not None:
+        _to_float_grid(ctx, quotient, float_type,
+                       zero if _float_zero_point_applied("QuantizeLinear", float_type) else None)
+        return
     value = ctx.emit1("Round", [quotient])
-    if ctx.input(2):
-        zero = _along(ctx, _float(ctx, ctx.input(2)), rank, axis, block_size, size)
+    if zero is not None:
         value = ctx.emit1("Add", [value, zero])
     _saturate_to(ctx, value, low, high, ctx.output(0))
 
 
-@_exact("DequantizeLinear")
+@_exact("DequantizeLinear", check=_check_float_zero_point)
 def _dequantize_linear(ctx: NodeContext):
     rank = ctx.rank(0)
     axis = int(ctx.attr("axis", 1)) % max(rank, 1)
     block_size = int(ctx.attr("block_size", 0))
-    _integer_range(ctx, _elem_type(ctx, 0), "input")
+    elem = _elem_type(ctx, 0)
+    if elem not in FLOAT_QUANTIZED_TYPES:
+        _integer_range(ctx, elem, "input")
     size = ctx.shape(0)[axis] if rank else 1
     x = _float(ctx, ctx.input(0))
-    if ctx.input(2):
+    if ctx.input(2) and elem not in FLOAT_QUANTIZED_TYPES:
         x = ctx.emit1("Sub", [x, _along(ctx, _float(ctx, ctx.input(2)), rank, axis, block_size, size)])
     scale = _along(ctx, _float(ctx, ctx.input(1)), rank, axis, block_size, size)
-    ctx.emit("Mul", [x, scale], {}, [ctx.output(0)])
+    narrow = _NARROW_FLOATS.get(ctx.attr("output_dtype", 0) or _elem_type(ctx, 1))
+    if narrow is None:
+        ctx.emit("Mul", [x, scale], {}, [ctx.output(0)])
+        return
+    # A float16 or bfloat16 output: the float32 product rounded to it, as ONNX's reference computes it.
+    product = ctx.emit1("Mul", [x, scale])
+    ctx.emit("Cast", [ctx.emit1("Cast", [product], {"to": narrow})], {"to": "float32"}, [ctx.output(0)])
 
 
 @_exact("DynamicQuantizeLinear")

@@ -8,8 +8,8 @@ Scan subgraphs count too). Of those, a test is
 excluded only for a reason the design states on purpose, one line each in ``EXCLUDED`` or by the
 rules of ``exclusion_reason`` (dtypes the runtime does not compute in; quantization ops in a model with
 float boundaries that is not a quantized float model); everything else is attempted and must pass.
-Quantization ops with integer tensors at the model's boundary are exact integer arithmetic
-(``converter.importers.onnx_quant_exact``) and run.
+Quantization ops with quantized tensors (integers other than int32, float8, float4) at the model's
+boundary are exact arithmetic (``converter.importers.onnx_quant_exact``) and run.
 
 Model tests: the ``real`` models (Inception v1/v2, ResNet-50, SqueezeNet, DenseNet-121, ShuffleNet,
 VGG-19, AlexNet, ZFNet-512). Since onnx 1.16 the suite runs them from the ``light_*`` copies shipped in
@@ -99,10 +99,7 @@ def _graph_dtypes(model: onnx.ModelProto) -> set[np.dtype]:
 
 QUANTIZED_MODELS_ONLY = ("quantization ops between float boundaries: the importer takes them as the patterns of a "
                          "quantized float model (QDQ groups, QOperator ops, quantize_dynamic; tests/converter/"
-                         "test_onnx_quant_import.py); with integer boundaries they are exact integer arithmetic")
-
-QUANTIZED_NARROW = ("quantization ops to or from a float8, float4 or sub-byte integer type: the exact lowering "
-                    "takes 8- and 16-bit integers; those types are Cast at the boundary only")
+                         "test_onnx_quant_import.py); with quantized boundaries they are exact arithmetic")
 
 
 def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
@@ -119,9 +116,6 @@ def exclusion_reason(name: str, model: onnx.ModelProto) -> str | None:
                 f"uint8, int16, uint16, uint32, uint64, float8, float4, int4, uint4, int2, uint2 (boundary) "
                 f"| {', '.join(unsupported)}")
     if any(node.op_type in QUANTIZATION_OPS for node in model.graph.node) and not computes_exactly(model, QUANTIZATION_OPS):
-        narrow = sorted(str(d) for d in dtypes & NARROW_DTYPES)
-        if narrow:
-            return f"{QUANTIZED_NARROW} | {', '.join(narrow)}"
         return QUANTIZED_MODELS_ONLY
     return None
 

@@ -8,6 +8,7 @@ enough that a Winograd transform would round them, and the refusals where float3
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -44,10 +45,19 @@ def check_exact(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[st
             got = np.asarray(got)
             assert got.shape == want.shape, f"{what} {output.name}: shape {got.shape}, expected {want.shape}"
             assert got.dtype == want.dtype, f"{what} {output.name}: dtype {got.dtype}, expected {want.dtype}"
-            differ = np.flatnonzero(got.ravel() != want.ravel())
+            differ = np.flatnonzero(~_same_values(got.ravel(), want.ravel()))
             assert differ.size == 0, (f"{what} {output.name}: {differ.size}/{want.size} differ, first at "
                                       f"{differ[0]}: {got.ravel()[differ[0]]} vs {want.ravel()[differ[0]]}")
     return runtime
+
+
+def _same_values(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Elementwise: equal values of the same sign (so -0 is not +0), or both NaN."""
+    if want.dtype.kind not in "fV" and "float" not in want.dtype.name:
+        return got == want
+    wide_got, wide_want = got.astype(np.float32), want.astype(np.float32)
+    both_nan = np.isnan(wide_got) & np.isnan(wide_want)
+    return both_nan | ((wide_got == wide_want) & (np.signbit(wide_got) == np.signbit(wide_want)))
 
 
 def test_quantize_linear_rounds_halves_to_even_and_saturates():
@@ -239,15 +249,81 @@ def test_requantized_products_past_float32s_exact_range_are_refused():
         load_onnx(model)
 
 
-def test_float8_outputs_are_refused():
+# Every value class a narrow float cast can meet: ties between neighbours, the largest finite
+# values and past them, subnormals, signed zeros, infinities and NaN.
+_EDGE_FLOATS = np.array([0.0, -0.0, 0.25, 0.75, 1.0625, 1.1875, 2.5, 3.5, 5.0, 6.0, 7.0, 100.0, 448.0, 464.0,
+                         480.0, 57344.0, 61440.0, 1e6, -1e6, 2.0 ** -9, 2.0 ** -10, 3 * 2.0 ** -10, 2.0 ** -17,
+                         np.inf, -np.inf, np.nan, -3.25, -0.125], np.float32)
+_FLOAT_QUANTIZED = [TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2,
+                    TensorProto.FLOAT8E5M2FNUZ, TensorProto.FLOAT4E2M1]
+
+
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("elem", _FLOAT_QUANTIZED, ids=onnx.TensorProto.DataType.Name)
+def test_quantize_linear_to_float8_and_float4(elem, saturate):
+    """x / scale rounded to the float type (ties to even), saturating or not; the zero point as
+    ONNX's reference applies it (a float4 one added, so -0 becomes +0)."""
+    x = np.concatenate([_EDGE_FLOATS, -_EDGE_FLOATS]).reshape(2, -1)
+    scale = np.array([0.5, 1.0], np.float32)
+    zero = numpy_helper.from_array(np.zeros(2, helper.tensor_dtype_to_np_dtype(elem)), "z")
+    model = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0, saturate=saturate),
+                   [("x", TensorProto.FLOAT, list(x.shape)), ("z", elem, [2])], [("y", elem, list(x.shape))],
+                   {"s": scale}, opset=25)
+    check_exact(model, {"x": x, "z": numpy_helper.to_array(zero)})
+
+
+@pytest.mark.parametrize("elem", _FLOAT_QUANTIZED, ids=onnx.TensorProto.DataType.Name)
+def test_dequantize_linear_from_float8_and_float4_blocked(elem):
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    x = np.arange(256, dtype=np.uint8).view(dtype)[:240].reshape(4, 60) if dtype.itemsize == 1 else None
+    if elem == TensorProto.FLOAT4E2M1:
+        x = np.tile(np.arange(16, dtype=np.uint8), 15).view(dtype).reshape(4, 60)
+    scale = np.random.default_rng(12).uniform(0.1, 3, (4, 4)).astype(np.float16)
+    model = _model(helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=1, block_size=16),
+                   [("x", elem, [4, 60])], [("y", TensorProto.FLOAT16, [4, 60])], {"s": scale}, opset=25)
+    check_exact(model, {"x": x})
+    # Inside the graph too the float16 output holds float16 values (computed in float32): the
+    # product rounded before the next op reads it.
+    graph = model.graph
+    graph.node[0].output[0] = "d"
+    graph.node.append(helper.make_node("Mul", ["d", "k"], ["y"]))
+    graph.initializer.append(numpy_helper.from_array(np.float16(1.0009766), "k"))
+    check_exact(model, {"x": x})
+
+
+@pytest.mark.parametrize("elem", [TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2, TensorProto.UINT2],
+                         ids=onnx.TensorProto.DataType.Name)
+def test_sub_byte_integers_round_trip(elem):
+    """QuantizeLinear to a 4- or 2-bit integer (ties to even, saturated to its range) and
+    DequantizeLinear back, per axis, with the zero point a graph input."""
+    low, high = (-8, 7) if elem == TensorProto.INT4 else (0, 15) if elem == TensorProto.UINT4 else \
+        (-2, 1) if elem == TensorProto.INT2 else (0, 3)
+    x = (np.arange(2 * (high - low + 6), dtype=np.float32) / 2 + low - 3).reshape(1, -1)
+    x = np.concatenate([x, x * 3])
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    zero = np.array([0, high // 2], dtype)
+    quantize = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0),
+                      [("x", TensorProto.FLOAT, list(x.shape)), ("z", elem, [2])], [("y", elem, list(x.shape))],
+                      {"s": np.array([1.0, 2.0], np.float32)}, opset=25)
+    y = check_exact(quantize, {"x": x, "z": zero})["y"]
+    assert y.astype(np.int32).min() == low and y.astype(np.int32).max() == high
+    dequantize = _model(helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0),
+                        [("q", elem, list(x.shape)), ("z", elem, [2])], [("y", TensorProto.FLOAT, list(x.shape))],
+                        {"s": np.array([0.5, 3.0], np.float32)}, opset=25)
+    check_exact(dequantize, {"q": y, "z": zero})
+
+
+def test_nonzero_float8_zero_points_are_refused():
+    """ONNX's formula adds a float8 zero point, its reference implementation leaves it out: a
+    nonzero constant one has no single meaning, so the node is refused naming it."""
+    zero = np.array([1.0], ml_dtypes.float8_e4m3fn)
     model = _model(helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"]),
-                   [("x", TensorProto.FLOAT, [4]), ("z", TensorProto.UINT8, [])],
-                   [("y", TensorProto.FLOAT8E4M3FN, [4])],
-                   {"s": np.float32(1)}, opset=OPSET)
-    model.graph.node[0].input[2] = ""
-    model.graph.node[0].attribute.append(helper.make_attribute("output_dtype", TensorProto.FLOAT8E4M3FN))
-    with pytest.raises(UnsupportedOpsError, match="float8e4m3fn"):
+                   [("x", TensorProto.FLOAT, [4])], [("y", TensorProto.FLOAT8E4M3FN, [4])],
+                   {"s": np.float32(1), "z": zero}, opset=25)
+    with pytest.raises(UnsupportedOpsError, match=r"QuantizeLinear \(nonzero float8_e4m3fn zero point"):
         load_onnx(model)
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros(1, ml_dtypes.float8_e4m3fn), "z"))
+    check_exact(model, {"x": np.array([0.3, -7, 500, -0.0], np.float32)})
 
 
 def test_float_boundaries_keep_the_quantized_model_path():
@@ -305,3 +381,19 @@ def test_blocked_weights_of_a_float_model_fold_exactly():
         nodes[:1], "w", [], [helper.make_tensor_value_info("wf", TensorProto.FLOAT, [8, 3])], model.graph.initializer),
         opset_imports=[helper.make_opsetid("", OPSET)])).run(None, {})[0]
     assert np.array_equal(folded, want) or np.array_equal(folded, want.T)  # FullyConnected takes w[N, K]
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2, ml_dtypes.float4_e2m1fn,
+                                   ml_dtypes.int4, ml_dtypes.uint4])
+def test_narrow_weights_of_a_float_model_keep_their_values(dtype):
+    """A float8, float4 or 4-bit weight dequantized in a float model: beyond the int8 path, its
+    values (fractions included) are kept, not truncated to integers."""
+    rng = np.random.default_rng(13)
+    values = np.array([-3.5, -1.5, -0.5, 0.0, 0.5, 1.5, 2.0, 3.0], np.float32)
+    if np.dtype(dtype).name.startswith(("int", "uint")):
+        values = np.arange(8, dtype=np.float32) - (4 if np.dtype(dtype).name == "int4" else 0)
+    w = rng.choice(values, (4, 3)).astype(dtype)
+    nodes = [helper.make_node("DequantizeLinear", ["w", "ws"], ["wf"], axis=1),
+             helper.make_node("MatMul", ["x", "wf"], ["y"])]
+    model = _float_model(nodes, [2, 4], [2, 3], {"w": w, "ws": np.array([0.5, 2.0, 0.25], np.float32)})
+    check_exact(model, {"x": rng.integers(-4, 5, (2, 4)).astype(np.float32)})
