@@ -573,9 +573,68 @@ def _check_attention(info: NodeInfo) -> list[str]:
     for window in ("left_window_size", "right_window_size"):
         if info.attr(window, -1) != -1:
             reasons.append(f"{window}={info.attr(window)}")
+    mode = info.attr("qk_matmul_output_mode", 0)
     if info.is_used(info.output(3)):
-        reasons.append(f"qk_matmul_output (output 3, qk_matmul_output_mode={info.attr('qk_matmul_output_mode', 0)})")
+        if mode not in _QK_OUTPUT_STAGES:
+            reasons.append(f"qk_matmul_output_mode={mode}")
+        elif mode == 0 and info.attr("softcap", 0.0) > 0:
+            # The definition's text says the product before softcap; its reference implementation
+            # returns it after.
+            reasons.append("qk_matmul_output_mode=0 with softcap (the ONNX text and reference disagree)")
     return reasons
+
+
+# qk_matmul_output_mode -> the stage of the scores output 3 returns.
+_QK_OUTPUT_STAGES = {0: "product", 1: "softcapped", 2: "biased", 3: "probabilities"}
+
+
+def _repeat_heads(ctx: NodeContext, x: str, group: int) -> str:
+    """[B, H, S, D] -> [B, H * group, S, D], each head repeated ``group`` times in place."""
+    if group == 1:
+        return x
+    b, heads, s, d = ctx.shape(x)
+    wide = ctx.emit1("BroadcastTo", [ctx.reshape(x, (b, heads, 1, s, d))], {"shape": (b, heads, group, s, d)})
+    return ctx.reshape(wide, (b, heads * group, s, d))
+
+
+def _unfused_attention(ctx: NodeContext, q: str, k: str, v: str, mask: str | None, scale: float | None,
+                       causal_offset: int | None, softcap: float) -> tuple[str, str]:
+    """(y, the scores output 3 asks for): attention written out as IR ops, for a node the fused op
+    cannot take (it never forms the scores; its causal mask ends where the keys end). The steps and
+    their order are ONNX's: q and k each scaled by sqrt(scale), q @ k^T, softcap, plus the mask and
+    the causal bias (query i keeps key j when j <= i + ``causal_offset``; None: no causal bias),
+    softmax over the keys, a query row whose bias drops every key zeroed, times v."""
+    b, heads, sq, size = ctx.shape(q)
+    group = heads // ctx.shape(k)[1]
+    k, v = _repeat_heads(ctx, k, group), _repeat_heads(ctx, v, group)
+    sk = ctx.shape(k)[2]
+    root = ctx.constant(np.float32(np.sqrt(scale if scale is not None else 1.0 / np.sqrt(size))))
+    stages = {"product": ctx.emit1("BatchMatMul", [ctx.emit1("Mul", [q, root]), ctx.emit1("Mul", [k, root])],
+                                   {"transpose_a": False, "transpose_b": True})}
+    scores = stages["product"]
+    if softcap > 0:
+        cap = ctx.constant(np.float32(softcap))
+        scores = ctx.emit1("Mul", [ctx.emit1("Tanh", [ctx.emit1("Div", [scores, cap])]), cap])
+    stages["softcapped"] = scores
+    zero, minus_inf = ctx.constant(np.float32(0)), ctx.constant(np.float32(-np.inf))
+    bias = None
+    if mask:
+        bias = ctx.emit1("Where", [mask, zero, minus_inf]) if ctx.type(mask).dtype == "bool" else mask
+    if causal_offset is not None:
+        keep = np.arange(sk)[None, :] <= np.arange(sq)[:, None] + causal_offset
+        causal_bias = ctx.constant(np.where(keep, 0, -np.inf).astype(np.float32), base="causal_bias")
+        bias = causal_bias if bias is None else ctx.emit1("Add", [bias, causal_bias])
+    if bias is not None:
+        scores = ctx.emit1("Add", [scores, bias])
+    stages["biased"] = scores
+    probabilities = ctx.emit1("Softmax", [scores], {"axis": 3})
+    if bias is not None:
+        top = ctx.emit1("ReduceMax", [bias], {"axes": (ctx.rank(bias) - 1,), "keepdims": True})
+        dropped = ctx.emit1("Equal", [top, minus_inf])
+        probabilities = ctx.emit1("Where", [dropped, zero, probabilities])
+    stages["probabilities"] = probabilities
+    y = ctx.emit1("BatchMatMul", [probabilities, v], {"transpose_a": False, "transpose_b": False})
+    return y, stages[_QK_OUTPUT_STAGES[int(ctx.attr("qk_matmul_output_mode", 0))]]
 
 
 def _split_heads(ctx: NodeContext, x: str, heads: int, what: str) -> str:
@@ -590,7 +649,10 @@ def _split_heads(ctx: NodeContext, x: str, heads: int, what: str) -> str:
 def _attention(ctx: NodeContext):
     """ONNX Attention onto the IR's fused Attention: 3-D inputs split into heads around it, the
     key/value cache concatenated in front of the new keys/values (present_key/value), a mask
-    shorter than the keys padded with -inf (False), is_causal aligned to the end of the cache."""
+    shorter than the keys padded with -inf (False), is_causal aligned to the end of the cache.
+    When qk_matmul_output (output 3) is read, or the causal mask does not end where the keys do
+    (a cache with more new keys than queries), the attention is written out as separate ops
+    instead (``_unfused_attention``)."""
     q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
     three_d = ctx.rank(0) == 3
     if three_d:
@@ -619,13 +681,25 @@ def _attention(ctx: NodeContext):
                                              "value": 0.0 if boolean else float("-inf")})
         inputs.append(mask)
     scale = ctx.attr("scale")
-    attrs = {"scale": float(scale) if scale is not None else None,
-             "causal": ("lower_right" if cached else "upper_left") if ctx.attr("is_causal", 0) else "none",
-             "softcap": float(ctx.attr("softcap", 0.0)), "k_transposed": False}
-    if not three_d:
-        ctx.emit("Attention", inputs, attrs, [ctx.output(0)])
-        return
-    y = ctx.emit1("Transpose", [ctx.emit1("Attention", inputs, attrs)], {"perm": (0, 2, 1, 3)})
+    scale = float(scale) if scale is not None else None
+    softcap = float(ctx.attr("softcap", 0.0))
+    # Query i keeps key j when j <= i + the cache's length; the fused op's causal modes are the
+    # offsets 0 and (keys - queries).
+    causal_offset = (ctx.shape(ctx.input(4))[2] if cached else 0) if ctx.attr("is_causal", 0) else None
+    ends = {None: "none", ctx.shape(k)[2] - ctx.shape(q)[2]: "lower_right", 0: "upper_left"}
+    if ctx.is_used(ctx.output(3)) or causal_offset not in ends:
+        y, scores = _unfused_attention(ctx, q, k, v, inputs[3] if mask else None, scale, causal_offset, softcap)
+        if ctx.is_used(ctx.output(3)):
+            ctx.copy_to(scores, ctx.output(3))
+        if not three_d:
+            ctx.copy_to(y, ctx.output(0))
+            return
+    else:
+        attrs = {"scale": scale, "causal": ends[causal_offset], "softcap": softcap, "k_transposed": False}
+        y = ctx.emit1("Attention", inputs, attrs, output=None if three_d else ctx.output(0))
+        if not three_d:
+            return
+    y = ctx.emit1("Transpose", [y], {"perm": (0, 2, 1, 3)})
     b, s, heads, size = ctx.shape(y)
     ctx.reshape(y, (b, s, heads * size), ctx.output(0))
 

@@ -45,8 +45,6 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"^test_scan_sum$",
      "Scan at opset 8 (the batch form): the onnx package's version converter cannot bring it to opset 9; refused"),
     (r"^test_einsum_batch_diagonal", "Einsum with a repeated label in one term (diagonal or trace): refused"),
-    (r"^test_attention_(?!.*_expanded).*qk_matmul",
-     "Attention's qk_matmul_output (output 3): the fused kernel never forms the score matrix; refused"),
     (r"^test_attention_(?!.*_expanded).*(nonpad|padded_kv)", "Attention's nonpad_kv_seqlen (input 6, opset 24's external cache): refused"),
     (r"^test_attention_(3d_)?(local|bidirectional)_window(?!.*_expanded)",
      "Attention at opset 25 (sliding windows): the importer converts Attention up to opset 24; refused"),

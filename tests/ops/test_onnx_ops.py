@@ -39,6 +39,8 @@ class Case:
     inputs: Callable[[np.random.Generator], list[tuple[str, Feed | None]]]
     attrs: dict = field(default_factory=dict)
     num_outputs: int = 1
+    # Outputs left unnamed (optional outputs the case does not read).
+    unread_outputs: tuple[int, ...] = ()
     opset: int = DEFAULT_OPSET
     # Extra nodes after the op (their outputs become the graph outputs instead), for ops tested
     # through what consumes them (Shape, ConstantOfShape, Range fold into constants).
@@ -931,6 +933,27 @@ case("Attention-3d-cache-bool", "Attention", lambda rng: [
     ("mask", Feed(rng.random((5, 9)) < 0.8)), ("past_key", Feed(normal(rng, (1, 3, 4, 4)))),
     ("past_value", Feed(normal(rng, (1, 3, 4, 4))))],
     {"q_num_heads": 3, "kv_num_heads": 3, "softcap": 2.0}, num_outputs=3, opset=23)
+# A cache with more new keys than queries: the causal mask ends at query i + the cache's length,
+# not where the keys end (the fused op's causal modes), so the attention is written out as ops.
+case("Attention-cache-causal-more-keys", "Attention", lambda rng: [
+    ("q", Feed(normal(rng, (2, 2, 3, 8)))), ("k", Feed(normal(rng, (2, 2, 5, 8)))), ("v", Feed(normal(rng, (2, 2, 5, 4)))),
+    ("mask", None), ("past_key", Feed(normal(rng, (2, 2, 4, 8)))), ("past_value", Feed(normal(rng, (2, 2, 4, 4))))],
+    {"is_causal": 1}, num_outputs=3, opset=23, oracle="onnx")
+# qk_matmul_output (output 3) at each stage, with grouped-query heads: the product, after softcap,
+# with a bool mask dropping every key of one query row, after softmax (that row zero).
+for mode in range(4):
+    case(f"Attention-qk-output-mode{mode}", "Attention", (lambda mode: lambda rng: [
+        ("q", Feed(normal(rng, (2, 4, 3, 8)))), ("k", Feed(normal(rng, (2, 2, 6, 8)))),
+        ("v", Feed(normal(rng, (2, 2, 6, 4)))),
+        ("mask", Feed(np.array([[True, False, True, True, False, True], [False] * 6, [True] * 6])))])(mode),
+        {"qk_matmul_output_mode": mode, **({"softcap": 1.5} if mode else {}), "scale": 0.7},
+        num_outputs=4, unread_outputs=(1, 2), opset=23, oracle="onnx")
+case("Attention-3d-qk-output-cache-causal", "Attention", lambda rng: [
+    ("q", Feed(normal(rng, (1, 4, 16)))), ("k", Feed(normal(rng, (1, 4, 8)))), ("v", Feed(normal(rng, (1, 4, 8)))),
+    ("mask", Feed(normal(rng, (4, 7)))), ("past_key", Feed(normal(rng, (1, 2, 3, 4)))),
+    ("past_value", Feed(normal(rng, (1, 2, 3, 4))))],
+    {"q_num_heads": 4, "kv_num_heads": 2, "is_causal": 1, "qk_matmul_output_mode": 2},
+    num_outputs=4, opset=23, oracle="onnx")
 for interleaved in (0, 1):
     case(f"RotaryEmbedding-interleaved{interleaved}", "RotaryEmbedding", (lambda interleaved: lambda rng: [
         ("x", Feed(normal(rng, (2, 3, 5, 8)))), ("cos", Feed(normal(rng, (7, 2)), const=True)),
@@ -1176,8 +1199,9 @@ def build(case_: Case) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
             feeds[name] = value
     while node_inputs and node_inputs[-1] == "":
         node_inputs.pop()
-    outputs = [f"y{i}" for i in range(case_.num_outputs)]
-    nodes = [helper.make_node(case_.op, node_inputs, outputs, **case_.attrs)]
+    named = ["" if i in case_.unread_outputs else f"y{i}" for i in range(case_.num_outputs)]
+    nodes = [helper.make_node(case_.op, node_inputs, named, **case_.attrs)]
+    outputs = [o for o in named if o]
     if case_.extra_nodes is not None:
         extra, outputs = case_.extra_nodes(outputs)
         nodes += extra
@@ -1246,3 +1270,20 @@ def test_max_unpool_reads_indices_in_output_shape():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 8
     check_model(model, {"x": x, "indices": indices})
+
+
+def test_attention_scores_before_softcap_are_refused():
+    """qk_matmul_output_mode=0 with a softcap: ONNX's text says the product before the softcap,
+    its reference implementation returns it after; the node is refused, naming why."""
+    from converter.errors import UnsupportedOpsError
+    from converter.importers.onnx import load_onnx
+
+    shape = [1, 2, 3, 4]
+    graph = helper.make_graph(
+        [helper.make_node("Attention", ["q", "k", "v"], ["y", "", "", "scores"], softcap=2.0)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "qkv"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 3, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    with pytest.raises(UnsupportedOpsError, match=r"qk_matmul_output_mode=0 with softcap"):
+        load_onnx(model)
