@@ -167,8 +167,19 @@ def test_rms_norm_becomes_one_op(form):
 def test_onnx_attention_refuses_what_the_kernel_does_not_take_naming_it():
     from converter.errors import UnsupportedOpsError
 
-    node = helper.make_node("Attention", ["q", "k", "v"], ["y", "", "", "qk"], qk_matmul_output_mode=1)
+    node = helper.make_node("Attention", ["q", "k", "v", "", "", "", "lengths"], ["y"])
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, H, S, D]) for n in ("q", "k", "v")]
-    proto = model([node], inputs, [], outputs=("y", "qk"), opset=23)
-    with pytest.raises(UnsupportedOpsError, match="qk_matmul_output"):
+    inputs.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, [B]))
+    proto = model([node], inputs, [], opset=24)
+    with pytest.raises(UnsupportedOpsError, match="nonpad_kv_seqlen"):
         converter.convert(proto)
+
+
+def test_onnx_attention_is_written_out_only_where_its_scores_are_read():
+    """The fused op serves a node whose qk_matmul_output is not read; one that reads it is
+    written out as separate ops, whose scores that output is."""
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [B, H, S, D]) for n in ("q", "k", "v")]
+    for outputs, fused in ((["y"], True), (["y", "", "", "qk"], False)):
+        node = helper.make_node("Attention", ["q", "k", "v"], outputs, qk_matmul_output_mode=1)
+        graph = converter.convert(model([node], inputs, [], outputs=[o for o in outputs if o], opset=23)).graph
+        assert ("Attention" in {n.op for n in graph.nodes}) == fused
