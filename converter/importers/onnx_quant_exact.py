@@ -2,11 +2,13 @@
 
 A model that carries int8/uint8/int16/uint16/int4/uint4/int2/uint2 tensors, or float8/float4 ones,
 at its boundary (a graph input or output) asks for those quantized values, not for an
-approximation of a float model: its quantization ops are lowered here onto the IR's float32 and int32 ops, computing what the ONNX definitions say bit for
-bit. Models with float boundaries keep the quantized-model path (converter.importers.onnx_quant),
-which maps QDQ groups and QOperator ops onto the runtime's int8 kernels; only the QuantizeLinear /
-DequantizeLinear that path cannot take (blocked; 16-, 4- or 2-bit; float8 or float4:
-``lowered_exactly``) come here.
+approximation of a float model: its quantization ops are lowered here onto the IR's float32 and
+int32 ops, computing what the ONNX definitions (and, where their text leaves a choice, ONNX's
+reference implementation) give, bit for bit; float8 and float4 values are a Cast to the type,
+travelling as float32. Models with float boundaries keep the quantized-model path
+(converter.importers.onnx_quant), which maps QDQ groups and QOperator ops onto the runtime's int8
+kernels; only the QuantizeLinear / DequantizeLinear that path cannot take (blocked; 16-, 4- or
+2-bit; float8 or float4: ``lowered_exactly``) come here.
 
 The integers travel as int32 inside the graph (the boundary casts, ``BOUNDARY_DTYPES``); every
 product of integers is computed in float32, which is exact while every partial sum stays below
@@ -104,7 +106,9 @@ def beyond_int8_path(node: onnx.NodeProto, constant) -> bool:
         return False
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     output_dtype = attrs.get("output_dtype", 0)
-    if attrs.get("block_size", 0) or (output_dtype in QUANTIZED_BOUNDARY_TYPES and output_dtype not in _INT8_PATH_TYPES):
+    if attrs.get("block_size", 0):
+        return True
+    if output_dtype in QUANTIZED_BOUNDARY_TYPES and output_dtype not in _INT8_PATH_TYPES:
         return True
     typed = [node.input[2] if len(node.input) > 2 else ""]
     if node.op_type == "DequantizeLinear":
@@ -195,8 +199,8 @@ def _elem_type(ctx: NodeContext, index: int) -> int | None:
 def _integer_range(ctx: NodeContext, elem: int | None, what: str) -> tuple[int, int]:
     if elem not in INTEGER_RANGES:
         shown = "unknown" if elem is None else onnx_dtype_name(elem)
-        raise ctx.unsupported(f"{what} of dtype {shown} (int8, uint8, int16, uint16, int32, int4, uint4, int2 and uint2 are "
-                              f"computed exactly)")
+        raise ctx.unsupported(f"{what} of dtype {shown} (int8, uint8, int16, uint16, int32, int4, uint4, int2 "
+                              f"and uint2 are computed exactly)")
     return INTEGER_RANGES[elem]
 
 

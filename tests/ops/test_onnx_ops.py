@@ -936,7 +936,8 @@ case("Attention-3d-cache-bool", "Attention", lambda rng: [
 # A cache with more new keys than queries: the causal mask ends at query i + the cache's length,
 # not where the keys end (the fused op's causal modes), so the attention is written out as ops.
 case("Attention-cache-causal-more-keys", "Attention", lambda rng: [
-    ("q", Feed(normal(rng, (2, 2, 3, 8)))), ("k", Feed(normal(rng, (2, 2, 5, 8)))), ("v", Feed(normal(rng, (2, 2, 5, 4)))),
+    ("q", Feed(normal(rng, (2, 2, 3, 8)))), ("k", Feed(normal(rng, (2, 2, 5, 8)))),
+    ("v", Feed(normal(rng, (2, 2, 5, 4)))),
     ("mask", None), ("past_key", Feed(normal(rng, (2, 2, 4, 8)))), ("past_value", Feed(normal(rng, (2, 2, 4, 4))))],
     {"is_causal": 1}, num_outputs=3, opset=23, oracle="onnx")
 # qk_matmul_output (output 3) at each stage, with grouped-query heads: the product, after softcap,
