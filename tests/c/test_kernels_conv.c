@@ -187,7 +187,7 @@ static edge_conv_method expected_method(const conv_case *c, edge_conv_winograd_m
   if (s->kernel_h == 1 && s->kernel_w == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_top == 0 &&
       s->pad_left == 0 && c->pad_bottom == 0 && c->pad_right == 0)
     return EDGE_CONV_METHOD_GEMM;
-  if (s->groups == s->in_c) return EDGE_CONV_METHOD_DWCONV;
+  if (s->groups == s->in_c && s->groups > 1) return EDGE_CONV_METHOD_DWCONV;
   if (winograd == EDGE_CONV_WINOGRAD_ON && edge_conv_winograd_eligible(s)) return EDGE_CONV_METHOD_WINOGRAD;
   if (winograd == EDGE_CONV_WINOGRAD_AUTO && edge_conv_winograd_eligible(s) && edge_conv_winograd_wins(s))
     return EDGE_CONV_METHOD_WINOGRAD;
@@ -238,6 +238,10 @@ static void sweep_level(const edge_kernel_config *k, edge_threadpool *const pool
       }
   c = make_case(1, 13, 11, 5, 15, 5, 3, 3, 1, 1, 1, false);
   check_case(k, pools, &c, off, "depthwise multiplier 3");
+  c = make_case(1, 1, 163, 1, 40, 1, 1, 10, 5, 1, 0, false);
+  check_case(k, pools, &c, off, "one input channel, 1x10 stride 5 (igemm)");
+  c = make_case(2, 7, 6, 1, 1, 1, 3, 3, 1, 1, 1, false);
+  check_case(k, pools, &c, off, "one channel in and out (igemm)");
   c = make_case(1, 12, 10, 9, 9, 9, 7, 7, 1, 2, 3, false);
   check_case(k, pools, &c, off, "depthwise 7x7 dilated");
   c = make_case(1, 10, 10, 6, 6, 6, 3, 1, 2, 1, 1, false);

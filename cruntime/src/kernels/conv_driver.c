@@ -137,7 +137,10 @@ static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in
   if (s->kernel_h == 1 && s->kernel_w == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_top == 0 &&
       s->pad_left == 0 && s->out_h == s->in_h && s->out_w == s->in_w)
     return EDGE_CONV_METHOD_GEMM;
-  if (group_in_c == 1 && s->groups == s->in_c) return EDGE_CONV_METHOD_DWCONV;
+  /* One input channel and one group is an ordinary convolution, however many outputs: as depthwise
+   * with multiplier out_c it would first copy the input out_c times (wav2vec2's 1 -> 512 channel
+   * waveform layer, 10 taps at stride 5, took 20x longer that way than as igemm with K = 10). */
+  if (group_in_c == 1 && s->groups == s->in_c && s->groups > 1) return EDGE_CONV_METHOD_DWCONV;
   if (edge_conv_winograd_eligible(s) &&
       (winograd == EDGE_CONV_WINOGRAD_ON || (winograd == EDGE_CONV_WINOGRAD_AUTO && edge_conv_winograd_wins(s))))
     return EDGE_CONV_METHOD_WINOGRAD;
