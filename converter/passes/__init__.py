@@ -11,7 +11,7 @@ from typing import Callable
 from converter.ir import Graph
 from converter.passes.attention import fuse_attention
 from converter.passes.batch_norm import fold_batch_norm, lower_batch_norm
-from converter.passes.cleanup import drop_unused_constants, remove_dead_nodes, remove_identities
+from converter.passes.cleanup import drop_unused_constants, merge_reshapes, remove_dead_nodes, remove_identities
 from converter.passes.folding import fold_constants
 from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation, fuse_patterns
 from converter.passes.layout import cancel_transposes, to_nhwc
@@ -31,6 +31,7 @@ PIPELINE: tuple[Pass, ...] = (
     fuse_patterns,
     fuse_attention,
     fuse_activation,
+    merge_reshapes,
     fold_constants,
     remove_dead_nodes,
 )
@@ -98,14 +99,14 @@ def run_passes(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> tuple[Graph
 def optimize(graph: Graph, attention: bool = True) -> tuple[Graph, PassReport]:
     """The default pipeline: fold constants, clean up, fold/lower BatchNorm, convert to NHWC,
     cancel transposes, fuse patterns (bias, GELU, LayerNorm, RMSNorm, HardSwish), then attention
-    (unless ``attention`` is False: int8 mode quantizes the unfused products), activations, fold
-    and clean up again."""
+    (unless ``attention`` is False: int8 mode quantizes the unfused products), activations, merge
+    the Reshape pairs activation fusion leaves, fold and clean up again."""
     return run_passes(graph, PIPELINE if attention else tuple(p for p in PIPELINE if p is not fuse_attention))
 
 
 __all__ = [
     "PIPELINE", "PassRecord", "PassReport", "optimize", "run_passes", "fold_constants",
-    "remove_dead_nodes", "remove_identities", "drop_unused_constants", "fold_batch_norm",
+    "remove_dead_nodes", "remove_identities", "merge_reshapes", "drop_unused_constants", "fold_batch_norm",
     "lower_batch_norm", "to_nhwc", "cancel_transposes", "fold_pads", "fuse_patterns", "fuse_attention", "fuse_activation",
     "FUSABLE_ACTIVATIONS",
 ]

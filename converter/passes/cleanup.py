@@ -88,3 +88,31 @@ def remove_identities(graph: Graph) -> Graph:
             changed = True
             break
     return edit.build()
+
+
+def reshape_source(producers: dict[str, tuple[int, Node]], node: Node) -> str | None:
+    """The input of the Reshape that produces a Reshape ``node``'s input (a Reshape of a Reshape
+    is one Reshape of that), else None."""
+    if node.op != "Reshape":
+        return None
+    found = producers.get(node.inputs[0])
+    return found[1].inputs[0] if found and found[1].op == "Reshape" else None
+
+
+def merge_reshapes(graph: Graph) -> Graph:
+    """Every Reshape of a Reshape reads the first one's input instead; Reshapes that then keep
+    their input unchanged are removed (remove_identities), and so are the first ones when nothing
+    else reads them. Fusing an activation through a Reshape (fuse_activation) leaves such pairs
+    between 1-D convolutions."""
+    edit = GraphEdit(graph)
+    changed = False
+    for i, node in enumerate(edit.nodes):
+        source = reshape_source(edit.producers(), node)
+        if source is not None:
+            edit.nodes[i] = node.with_(inputs=(source,))
+            changed = True
+    if not changed:
+        return graph
+    edit.prune_dead()
+    return remove_identities(edit.build())
+

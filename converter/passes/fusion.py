@@ -221,23 +221,37 @@ def fuse_patterns(graph: Graph) -> Graph:
 def fuse_activation(graph: Graph) -> Graph:
     """An activation whose input is the only-read, not-externally-visible output of a fusable op
     without an activation becomes that op's ``activation`` attribute; the op then produces the
-    activation's output name. Values are unchanged."""
+    activation's output name. An activation is elementwise, so it also fuses through a Reshape
+    between the two (a 1-D convolution's output reshaped from [N, 1, W, C] to [N, W, C]; the
+    Reshape then produces the activation's output name). Values are unchanged."""
     edit = GraphEdit(graph)
     producers, consumers, boundary = edit.producers(), edit.consumers(), edit.boundary()
     replaced = {}
     removed = set()
+
+    def only_read_by_one(name: str) -> bool:
+        return len(consumers.get(name, ())) == 1 and name not in boundary
+
     for act in edit.nodes:
         if act.op not in FUSABLE_ACTIVATIONS or not act.inputs or act.inputs[0] not in producers:
             continue
         x = act.inputs[0]
         index, prev = producers[x]
+        reshape = None
+        if prev.op == "Reshape" and only_read_by_one(x) and prev.inputs[0] in producers:
+            reshape, (index, prev) = (index, prev), producers[prev.inputs[0]]
+            x = reshape[1].inputs[0]
         prev = replaced.get(index, prev)
         if (not OPS[prev.op].fusable or activation_of(prev) or len(prev.outputs) != 1
-                or len(consumers.get(x, ())) != 1 or x in boundary):
+                or not only_read_by_one(x)):
             continue
         alpha, beta = FUSABLE_ACTIVATIONS[act.op](act.attrs)
-        replaced[index] = prev.with_(outputs=act.outputs,
-                                     attrs={**prev.attrs, "activation": (act.op, alpha, beta)})
+        attrs = {**prev.attrs, "activation": (act.op, alpha, beta)}
+        if reshape is None:
+            replaced[index] = prev.with_(outputs=act.outputs, attrs=attrs)
+        else:
+            replaced[index] = prev.with_(attrs=attrs)
+            replaced[reshape[0]] = reshape[1].with_(outputs=act.outputs)
         removed.add(id(act))
     edit.nodes = [replaced.get(i, n) for i, n in enumerate(edit.nodes) if id(n) not in removed]
     return edit.build()

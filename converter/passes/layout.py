@@ -8,6 +8,7 @@ import numpy as np
 from converter.ir import Graph, Node, TensorType
 from converter.ops import OPS
 from converter.passes._edit import GraphEdit
+from converter.passes.cleanup import remove_identities, reshape_source
 
 
 def channels_last_perm(rank: int) -> tuple[int, ...]:
@@ -190,6 +191,27 @@ def _keeps_element_order(edit: GraphEdit, x: str, chain: list[Node]) -> bool:
     return bool(np.array_equal(moved.ravel(), index.ravel()))
 
 
+def _unit_alignment(before, after):
+    """How ``after`` is ``before`` with size-1 axes dropped and inserted: ``(matched, dropped,
+    inserted)`` with matched the (before axis, after axis) pairs read left to right, or None when
+    the two shapes differ in more than size-1 axes (a Reshape that merges or splits)."""
+    matched, dropped, inserted = [], [], []
+    i = j = 0
+    while i < len(before) or j < len(after):
+        if i < len(before) and j < len(after) and before[i] == after[j]:
+            matched.append((i, j))
+            i, j = i + 1, j + 1
+        elif i < len(before) and before[i] == 1:
+            dropped.append(i)
+            i += 1
+        elif j < len(after) and after[j] == 1:
+            inserted.append(j)
+            j += 1
+        else:
+            return None
+    return matched, dropped, inserted
+
+
 class _Cancel:
     def __init__(self, edit: GraphEdit):
         self.edit = edit
@@ -333,6 +355,45 @@ class _Cancel:
         self.replace(node, [inner] + transposes)
         return True
 
+    # Reshape(T_p(x)) that only drops or inserts size-1 dims -> T_q(Reshape'(x)), so the
+    # Transpose keeps moving down. A 1-D convolution is a Conv2D over [N, C, 1, W] between
+    # Reshapes from and to [N, C, W]; in NHWC its output Transpose (and the next one's input
+    # Transpose) sit behind those Reshapes, with the activation between them (wav2vec2's feature
+    # encoder). A new size-1 dim of x' goes just before the dim the next kept one reads, which
+    # puts it where a channels-last Transpose back will find it.
+    def through_unit_reshape(self, node: Node) -> bool:
+        if node.op != "Reshape":
+            return False
+        t = node.inputs[0]
+        source = self.transpose_source(t)
+        if source is None or len(self.consumers.get(t, ())) != 1 or t in self.edit.boundary():
+            return False
+        x, perm = source
+        y = node.outputs[0]
+        x_shape, t_shape, y_shape = (tuple(self.edit.type_of(n).shape) for n in (x, t, y))
+        if any(x_shape[a] == 1 and a in self.edit.dynamic_dims.get(x, ()) for a in range(len(x_shape))) or any(
+                shape[a] == 1 and a in self.edit.dynamic_dims.get(name, ())
+                for name, shape in ((t, t_shape), (y, y_shape)) for a in range(len(shape))):
+            return False    # a size-1 dim that may grow at run time is not a size-1 dim
+        alignment = _unit_alignment(t_shape, y_shape)
+        if alignment is None:
+            return False
+        matched, _, inserted = alignment
+        slots = [("x", a) for a in sorted(perm[i] for i, _ in matched)]
+        reads = {j: ("x", perm[i]) for i, j in matched}
+        for j in inserted:
+            later = [reads[k] for k in sorted(reads) if k > j]
+            slots.insert(slots.index(later[0]) if later else len(slots), ("new", j))
+            reads[j] = ("new", j)
+        shape = tuple(x_shape[a] if kind == "x" else 1 for kind, a in slots)
+        q = tuple(slots.index(reads[j]) for j in range(len(y_shape)))
+        if is_identity_perm(q):
+            self.replace(node, [node.with_(inputs=(x,), attrs={"shape": shape})])
+            return True
+        reshaped = self.edit.make_node("Reshape", [x], {"shape": shape}, f"{y}_r")
+        self.replace(node, [reshaped, _transpose_node(self.edit, reshaped.outputs[0], q, y, output=y)])
+        return True
+
     # A Transpose that only moves size-1 dims is a Reshape.
     def to_reshape(self, node: Node) -> bool:
         if node.op != "Transpose":
@@ -425,12 +486,10 @@ class _Cancel:
 
     # Reshape of a Reshape -> one Reshape.
     def merge_reshapes(self, node: Node) -> bool:
-        if node.op != "Reshape":
+        source = reshape_source(self.producers, node)
+        if source is None:
             return False
-        found = self.producers.get(node.inputs[0])
-        if not found or found[1].op != "Reshape":
-            return False
-        self.replace(node, [node.with_(inputs=(found[1].inputs[0],))])
+        self.replace(node, [node.with_(inputs=(source,))])
         return True
 
 
@@ -444,7 +503,7 @@ def cancel_transposes(graph: Graph) -> Graph:
     Values and graph-visible names are unchanged; no dead Transpose or Reshape is left."""
     edit = GraphEdit(graph)
     state = _Cancel(edit)
-    structural = (state.compose, state.deduplicate, state.push_down)
+    structural = (state.compose, state.deduplicate, state.push_down, state.through_unit_reshape)
     cleanup = (state.to_reshape, state.chain_to_reshape, state.pull_up, state.merge_reshapes)
     budget = 50 * (len(edit.nodes) + 10)
     for rules in (structural, structural + cleanup):
@@ -465,8 +524,6 @@ def cancel_transposes(graph: Graph) -> Graph:
 
 
 def _drop_noop_reshapes(edit: GraphEdit) -> Graph:
-    from converter.passes.cleanup import remove_identities
-
     graph = edit.build()
     if any(n.op in ("Reshape", "Transpose") for n in graph.nodes):
         graph = remove_identities(graph)

@@ -1,0 +1,157 @@
+"""1-D convolutions in NHWC: a Conv over [N, C, W] is a Conv2D over [N, C, 1, W] between Reshapes,
+so after to_nhwc its Transposes sit behind Reshapes that only drop or insert the size-1 axis.
+cancel_transposes moves them through those Reshapes (through_unit_reshape) until they cancel,
+fuse_activation fuses an activation through the Reshape left between a convolution and it, and
+merge_reshapes removes the Reshape pairs that fusion leaves: a chain of 1-D convolutions with
+activations (wav2vec2's feature encoder) runs as bare Conv2Ds. Each model is checked against
+onnxruntime and the reference executor, at other lengths and batches too; the rule's own cases
+(dropping, inserting, a Reshape that merges axes) are checked on small graphs by the reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+edge = pytest.importorskip("edge")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import converter  # noqa: E402
+from converter import reference  # noqa: E402
+from converter.builder import GraphBuilder  # noqa: E402
+from converter.passes import cancel_transposes, fuse_activation, merge_reshapes  # noqa: E402
+from tests.fixtures.harness import check_model  # noqa: E402
+
+RNG = np.random.default_rng(11)
+CHANNELS, LENGTH = 6, 120
+
+
+def _gelu_nodes(x: str, y: str) -> list:
+    """GELU as torch exports it at opset 17: x * 0.5 * (1 + erf(x / sqrt 2))."""
+    return [helper.make_node("Div", [x, "sqrt2"], [f"{y}_d"]), helper.make_node("Erf", [f"{y}_d"], [f"{y}_e"]),
+            helper.make_node("Add", [f"{y}_e", "one"], [f"{y}_a"]), helper.make_node("Mul", [x, f"{y}_a"], [f"{y}_m"]),
+            helper.make_node("Mul", [f"{y}_m", "half"], [y])]
+
+
+def conv1d_chain(batch: int | str = 1, length: int | str = LENGTH) -> onnx.ModelProto:
+    """x [N, 1, L] -> Conv k10 s5 (1 -> C channels) -> GELU -> Conv k3 s2 -> GELU -> Conv k2 s2
+    (with bias) -> Relu -> y [N, C, L']: the shape of wav2vec2's feature encoder."""
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in (("sqrt2", np.sqrt(2.0)), ("one", 1.0), ("half", 0.5))]
+    inits += [numpy_helper.from_array(RNG.standard_normal((CHANNELS, 1, 10)).astype(np.float32) * 0.3, "w0"),
+              numpy_helper.from_array(RNG.standard_normal((CHANNELS, CHANNELS, 3)).astype(np.float32) * 0.3, "w1"),
+              numpy_helper.from_array(RNG.standard_normal((CHANNELS, CHANNELS, 2)).astype(np.float32) * 0.3, "w2"),
+              numpy_helper.from_array(RNG.standard_normal(CHANNELS).astype(np.float32) * 0.1, "b2")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[10], strides=[5]), *_gelu_nodes("c0", "g0"),
+             helper.make_node("Conv", ["g0", "w1"], ["c1"], kernel_shape=[3], strides=[2]), *_gelu_nodes("c1", "g1"),
+             helper.make_node("Conv", ["g1", "w2", "b2"], ["c2"], kernel_shape=[2], strides=[2]),
+             helper.make_node("Relu", ["c2"], ["y"])]
+    graph = helper.make_graph(nodes, "conv1d_chain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, length])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, CHANNELS, None])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def feeds(batch: int = 1, length: int = LENGTH) -> dict[str, np.ndarray]:
+    return {"x": RNG.standard_normal((batch, 1, length)).astype(np.float32)}
+
+
+def test_a_1d_convolution_chain_runs_as_bare_conv2ds():
+    comparison = check_model(conv1d_chain(), feeds())
+    graph = comparison.converted.graph
+    counts = graph.op_counts()
+    assert counts.get("Conv2D") == 3, counts
+    # The activations are fused; only the boundary is left: [N, 1, L] viewed as [N, 1, L, 1] in,
+    # [N, 1, L', C] viewed as [N, L', C] and transposed to [N, C, L'] out.
+    assert [n.op for n in graph.nodes] == ["Reshape", "Conv2D", "Conv2D", "Conv2D", "Reshape", "Transpose"]
+    activations = [n.attrs.get("activation", ("",))[0] for n in graph.nodes if n.op == "Conv2D"]
+    assert activations == ["Gelu", "Gelu", "Relu"]
+
+
+def _run_at(data: bytes, x: np.ndarray) -> np.ndarray:
+    interpreter = edge.Interpreter(model_content=data)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("batch, length, shapes", [
+    (1, "L", [(1, 90), (1, 61), (1, LENGTH)]),
+    ("N", LENGTH, [(3, LENGTH), (1, LENGTH)]),
+])
+def test_a_1d_convolution_chain_with_a_dynamic_axis(batch, length, shapes):
+    model = conv1d_chain(batch, length)
+    data = converter.convert(model, input_shapes={"x": (1, 1, LENGTH)}).data
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for n, size in shapes:
+        x = feeds(n, size)["x"]
+        (expected,) = session.run(None, {"x": x})
+        got = _run_at(data, x)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()),
+                                   err_msg=f"x {x.shape}")
+
+
+def _same_values(before, after) -> None:
+    x = {name: RNG.standard_normal(before.tensors[name].shape).astype(np.float32) for name in before.inputs}
+    want, got = reference.run(before, x), reference.run(after, x)
+    for name in before.outputs:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("source, perm, target", [
+    ((2, 1, 5, 3), (0, 3, 1, 2), (2, 3, 5)),        # drops the size-1 axis
+    ((2, 5, 3), (0, 2, 1), (2, 3, 1, 5)),           # inserts one
+    ((1, 5, 1, 3), (2, 3, 0, 1), (3, 1, 5, 1, 1)),  # both, with size-1 axes on either side
+])
+def test_a_transpose_moves_through_a_reshape_of_size_1_axes(source, perm, target):
+    b = GraphBuilder()
+    x = b.input("x", source)
+    b.output(b.Relu(b.Reshape(b.Transpose(b.Relu(x), perm=perm), shape=target)), "y")
+    graph = b.build()
+    moved = cancel_transposes(graph)
+    ops = [n.op for n in moved.nodes]
+    # The Transpose went below the Reshape (and then below the elementwise Relu).
+    assert ops.index("Transpose") > ops.index("Reshape"), ops
+    _same_values(graph, moved)
+
+
+def test_a_reshape_that_merges_axes_keeps_the_transpose_above_it():
+    b = GraphBuilder()
+    x = b.input("x", (2, 4, 5, 3))
+    b.output(b.Relu(b.Reshape(b.Transpose(x, perm=(0, 3, 1, 2)), shape=(2, 3, 20))), "y")
+    graph = b.build()
+    moved = cancel_transposes(graph)
+    assert [n.op for n in moved.nodes] == ["Transpose", "Reshape", "Relu"]
+    _same_values(graph, moved)
+
+
+def _conv_reshape_activation(extra_reader: bool):
+    b = GraphBuilder()
+    x = b.input("x", (1, 1, 9, 3))
+    w = b.constant("w", RNG.standard_normal((4, 1, 3, 3)).astype(np.float32))
+    c = b.Conv2D(x, w, None, strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), groups=1, layout="NHWC")
+    flat = b.Reshape(c, shape=(1, 7, 4))
+    b.output(b.Reshape(b.Tanh(flat), shape=(1, 1, 7, 4)), "y")
+    if extra_reader:
+        b.output(flat, "flat")
+    return b.build()
+
+
+def test_an_activation_fuses_through_a_reshape_and_the_reshape_pair_goes():
+    graph = _conv_reshape_activation(extra_reader=False)
+    fused = fuse_activation(graph)
+    assert [n.op for n in fused.nodes] == ["Conv2D", "Reshape", "Reshape"]
+    assert fused.nodes[0].attrs["activation"][0] == "Tanh"
+    merged = merge_reshapes(fused)
+    assert [n.op for n in merged.nodes] == ["Conv2D"]
+    _same_values(graph, merged)
+
+
+def test_an_activation_does_not_fuse_through_a_reshape_read_elsewhere():
+    graph = _conv_reshape_activation(extra_reader=True)
+    assert [n.op for n in fuse_activation(graph).nodes] == [n.op for n in graph.nodes]
