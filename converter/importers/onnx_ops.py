@@ -1955,17 +1955,34 @@ def _normalise_rows(ctx: NodeContext, x: str, rows_shape: tuple[int, ...], epsil
     return ctx.emit1("LayerNorm", [rows, ones], {"axis": 2, "epsilon": epsilon})
 
 
-def _affine_per_row(ctx: NodeContext, y: str, index: int, op: str, identity: float, count: int) -> str:
-    """y [N, count, L] times (or plus) input ``index`` of shape [count] along axis 1; skipped when
-    the input is a constant equal to the identity (PyTorch's GroupNorm export passes ones and
-    zeros to InstanceNormalization and applies its own affine after)."""
+def _normalise_spatial(ctx: NodeContext, x: str, rank: int, epsilon: float) -> str:
+    """x [N, C, spatial...] normalised over the spatial axes of each (n, c): (x - mean) /
+    sqrt(mean of the centred squares + epsilon), as ReduceMeans and elementwise ops. After a
+    convolution in NHWC, cancel_transposes moves the layout Transposes through every one of them,
+    so the norm runs channels-last with no Transpose (a LayerNorm needs its row contiguous: two
+    full Transposes around it); where the spatial axes stay trailing, fuse_patterns makes the same
+    ops one LayerNorm again."""
+    axes = {"axes": tuple(range(2, rank)), "keepdims": True}
+    centred = ctx.emit1("Sub", [x, ctx.emit1("ReduceMean", [x], axes)])
+    variance = ctx.emit1("ReduceMean", [ctx.emit1("Mul", [centred, centred])], axes)
+    epsilon_value = ctx.constant(np.array(epsilon, np.float32), base="epsilon")
+    return ctx.emit1("Div", [centred, ctx.emit1("Sqrt", [ctx.emit1("Add", [variance, epsilon_value])])])
+
+
+def _affine_per_row(ctx: NodeContext, y: str, index: int, op: str, identity: float, count: int,
+                    trailing: int = 1) -> str:
+    """y [N, count, ...] (``trailing`` axes after count) times (or plus) input ``index`` of shape
+    [count] along axis 1; skipped when the input is a constant equal to the identity (PyTorch's
+    GroupNorm export passes ones and zeros to InstanceNormalization and applies its own affine
+    after)."""
     value = ctx.const(index)
     if value is not None and np.all(value == identity):
         return y
+    shape = (count,) + (1,) * trailing
     if value is not None:
-        per_row = ctx.constant(value.astype(np.float32).reshape(count, 1), base=f"{op.lower()}_rows")
+        per_row = ctx.constant(value.astype(np.float32).reshape(shape), base=f"{op.lower()}_rows")
     else:
-        per_row = ctx.reshape(ctx.input(index), (count, 1))
+        per_row = ctx.reshape(ctx.input(index), shape)
     return ctx.emit1(op, [y, per_row])
 
 
@@ -1981,15 +1998,22 @@ def _check_normalization(ctx: NodeContext, channels: int, *param_sizes: int) -> 
 
 @converts("InstanceNormalization")
 def _instance_norm(ctx: NodeContext):
-    """Lowered to LayerNorm over each (n, c) image, flattened to a row, then the per-channel
-    affine: the same arithmetic (mean, centred variance, 1 / sqrt(var + epsilon)) as the op."""
+    """float32 with spatial axes: normalised over them (_normalise_spatial), then the per-channel
+    affine. Otherwise lowered to LayerNorm over each (n, c) image flattened to a row, then the
+    affine. Both are the op's arithmetic (mean, centred variance, 1 / sqrt(var + epsilon))."""
     shape = ctx.shape(0)
     _check_normalization(ctx, shape[1], shape[1], shape[1])
     n, c = shape[0], shape[1]
-    spatial = int(np.prod(shape[2:], dtype=np.int64))
-    y = _normalise_rows(ctx, ctx.input(0), (n, c, spatial), float(ctx.attr("epsilon", 1e-5)))
-    y = _affine_per_row(ctx, y, 1, "Mul", 1.0, c)
-    y = _affine_per_row(ctx, y, 2, "Add", 0.0, c)
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    if ctx.type(0).dtype == "float32" and len(shape) >= 3:
+        y = _normalise_spatial(ctx, ctx.input(0), len(shape), epsilon)
+        trailing = len(shape) - 2
+    else:
+        spatial = int(np.prod(shape[2:], dtype=np.int64))
+        y = _normalise_rows(ctx, ctx.input(0), (n, c, spatial), epsilon)
+        trailing = 1
+    y = _affine_per_row(ctx, y, 1, "Mul", 1.0, c, trailing)
+    y = _affine_per_row(ctx, y, 2, "Add", 0.0, c, trailing)
     ctx.reshape(y, shape, output=ctx.output(0))
 
 

@@ -3,7 +3,8 @@ so after to_nhwc its Transposes sit behind Reshapes that only drop or insert the
 cancel_transposes moves them through those Reshapes (through_unit_reshape) until they cancel,
 fuse_activation fuses an activation through the Reshape left between a convolution and it, and
 merge_reshapes removes the Reshape pairs that fusion leaves: a chain of 1-D convolutions with
-activations (wav2vec2's feature encoder) runs as bare Conv2Ds. Each model is checked against
+activations (wav2vec2's feature encoder) runs as bare Conv2Ds, and an instance norm between two
+of them (its group norm) runs channels-last with no Transpose. Each model is checked against
 onnxruntime and the reference executor, at other lengths and batches too; the rule's own cases
 (dropping, inserting, a Reshape that merges axes) are checked on small graphs by the reference."""
 from __future__ import annotations
@@ -33,16 +34,27 @@ def _gelu_nodes(x: str, y: str) -> list:
             helper.make_node("Mul", [f"{y}_m", "half"], [y])]
 
 
-def conv1d_chain(batch: int | str = 1, length: int | str = LENGTH) -> onnx.ModelProto:
+def conv1d_chain(batch: int | str = 1, length: int | str = LENGTH, norm: bool = False) -> onnx.ModelProto:
     """x [N, 1, L] -> Conv k10 s5 (1 -> C channels) -> GELU -> Conv k3 s2 -> GELU -> Conv k2 s2
-    (with bias) -> Relu -> y [N, C, L']: the shape of wav2vec2's feature encoder."""
+    (with bias) -> Relu -> y [N, C, L']: the shape of wav2vec2's feature encoder. ``norm``: the
+    first convolution's output is normalised over L per channel first, as PyTorch exports
+    GroupNorm(C, C): InstanceNormalization with unit scale and zero bias, then its own affine."""
     inits = [numpy_helper.from_array(np.array(v, np.float32), n)
              for n, v in (("sqrt2", np.sqrt(2.0)), ("one", 1.0), ("half", 0.5))]
     inits += [numpy_helper.from_array(RNG.standard_normal((CHANNELS, 1, 10)).astype(np.float32) * 0.3, "w0"),
               numpy_helper.from_array(RNG.standard_normal((CHANNELS, CHANNELS, 3)).astype(np.float32) * 0.3, "w1"),
               numpy_helper.from_array(RNG.standard_normal((CHANNELS, CHANNELS, 2)).astype(np.float32) * 0.3, "w2"),
               numpy_helper.from_array(RNG.standard_normal(CHANNELS).astype(np.float32) * 0.1, "b2")]
-    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[10], strides=[5]), *_gelu_nodes("c0", "g0"),
+    first = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[10], strides=[5])]
+    if norm:
+        inits += [numpy_helper.from_array(np.ones(CHANNELS, np.float32), "ones"),
+                  numpy_helper.from_array(np.zeros(CHANNELS, np.float32), "zeros"),
+                  numpy_helper.from_array(RNG.uniform(0.5, 1.5, (CHANNELS, 1)).astype(np.float32), "gamma"),
+                  numpy_helper.from_array(RNG.standard_normal((CHANNELS, 1)).astype(np.float32) * 0.1, "beta")]
+        first = [helper.make_node("Conv", ["x", "w0"], ["conv0"], kernel_shape=[10], strides=[5]),
+                 helper.make_node("InstanceNormalization", ["conv0", "ones", "zeros"], ["n0"], epsilon=1e-5),
+                 helper.make_node("Mul", ["n0", "gamma"], ["s0"]), helper.make_node("Add", ["s0", "beta"], ["c0"])]
+    nodes = [*first, *_gelu_nodes("c0", "g0"),
              helper.make_node("Conv", ["g0", "w1"], ["c1"], kernel_shape=[3], strides=[2]), *_gelu_nodes("c1", "g1"),
              helper.make_node("Conv", ["g1", "w2", "b2"], ["c2"], kernel_shape=[2], strides=[2]),
              helper.make_node("Relu", ["c2"], ["y"])]
@@ -70,6 +82,31 @@ def test_a_1d_convolution_chain_runs_as_bare_conv2ds():
     assert activations == ["Gelu", "Gelu", "Relu"]
 
 
+def test_a_normalised_1d_convolution_chain_has_no_transpose_inside():
+    # The instance norm (wav2vec2's group norm over the first layer) runs channels-last as
+    # ReduceMeans and elementwise ops: no LayerNorm, whose row would need the channels first.
+    comparison = check_model(conv1d_chain(norm=True), feeds())
+    graph = comparison.converted.graph
+    counts = graph.op_counts()
+    assert "LayerNorm" not in counts and counts.get("ReduceMean") == 2, counts
+    assert [n.op for n in graph.nodes if n.op == "Transpose"] == ["Transpose"], counts
+    assert graph.nodes[-1].op == "Transpose" and graph.nodes[-1].outputs[0] in graph.outputs
+
+
+def test_an_instance_norm_on_its_own_is_one_layer_norm():
+    # With the spatial axes trailing (no layout change around it), fuse_patterns makes the
+    # lowered ops one LayerNorm again.
+    inits = [numpy_helper.from_array(RNG.uniform(0.5, 1.5, 3).astype(np.float32), "scale"),
+             numpy_helper.from_array(RNG.standard_normal(3).astype(np.float32), "bias")]
+    graph = helper.make_graph([helper.make_node("InstanceNormalization", ["x", "scale", "bias"], ["y"])], "norm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 5, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5, 7])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (RNG.standard_normal((2, 3, 5, 7)) * 2 + 1).astype(np.float32)
+    comparison = check_model(model, {"x": x})
+    assert comparison.converted.graph.op_counts() == {"LayerNorm": 1, "Mul": 1, "Add": 1}
+
+
 def _run_at(data: bytes, x: np.ndarray) -> np.ndarray:
     interpreter = edge.Interpreter(model_content=data)
     index = interpreter.get_input_details()[0]["index"]
@@ -80,12 +117,13 @@ def _run_at(data: bytes, x: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+@pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("batch, length, shapes", [
     (1, "L", [(1, 90), (1, 61), (1, LENGTH)]),
     ("N", LENGTH, [(3, LENGTH), (1, LENGTH)]),
 ])
-def test_a_1d_convolution_chain_with_a_dynamic_axis(batch, length, shapes):
-    model = conv1d_chain(batch, length)
+def test_a_1d_convolution_chain_with_a_dynamic_axis(batch, length, shapes, norm):
+    model = conv1d_chain(batch, length, norm)
     data = converter.convert(model, input_shapes={"x": (1, 1, LENGTH)}).data
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     for n, size in shapes:
