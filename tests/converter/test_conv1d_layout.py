@@ -21,7 +21,7 @@ import converter  # noqa: E402
 from converter import reference  # noqa: E402
 from converter.builder import GraphBuilder  # noqa: E402
 from converter.passes import cancel_transposes, fuse_activation, merge_reshapes  # noqa: E402
-from tests.fixtures.harness import check_model  # noqa: E402
+from tests.fixtures.harness import check_model, run_resized  # noqa: E402
 
 RNG = np.random.default_rng(11)
 CHANNELS, LENGTH = 6, 120
@@ -107,16 +107,6 @@ def test_an_instance_norm_on_its_own_is_one_layer_norm():
     assert comparison.converted.graph.op_counts() == {"LayerNorm": 1, "Mul": 1, "Add": 1}
 
 
-def _run_at(data: bytes, x: np.ndarray) -> np.ndarray:
-    interpreter = edge.Interpreter(model_content=data)
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("batch, length, shapes", [
     (1, "L", [(1, 90), (1, 61), (1, LENGTH)]),
@@ -129,7 +119,7 @@ def test_a_1d_convolution_chain_with_a_dynamic_axis(batch, length, shapes, norm)
     for n, size in shapes:
         x = feeds(n, size)["x"]
         (expected,) = session.run(None, {"x": x})
-        got = _run_at(data, x)
+        (got,) = run_resized(edge.Interpreter(model_content=data), {"x": x}).values()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()),
                                    err_msg=f"x {x.shape}")
 
