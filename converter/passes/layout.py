@@ -360,7 +360,10 @@ class _Cancel:
     # Reshapes from and to [N, C, W]; in NHWC its output Transpose (and the next one's input
     # Transpose) sit behind those Reshapes, with the activation between them (wav2vec2's feature
     # encoder). A new size-1 dim of x' goes just before the dim the next kept one reads, which
-    # puts it where a channels-last Transpose back will find it.
+    # puts it where a channels-last Transpose back will find it. Only where the Transpose can go on
+    # moving (every reader of the Reshape is one push_down, compose or this rule takes): elsewhere
+    # it would just change places with the Reshape, and patterns that read a Reshape there (the
+    # grouped attention's Reshape -> BroadcastTo -> Reshape) would no longer match.
     def through_unit_reshape(self, node: Node) -> bool:
         if node.op != "Reshape":
             return False
@@ -370,6 +373,9 @@ class _Cancel:
             return False
         x, perm = source
         y = node.outputs[0]
+        readers = self.consumers.get(y, ())
+        if not readers or y in self.edit.boundary() or not all(self._moves_through(r) for r in readers):
+            return False
         x_shape, t_shape, y_shape = (tuple(self.edit.type_of(n).shape) for n in (x, t, y))
         if any(x_shape[a] == 1 and a in self.edit.dynamic_dims.get(x, ()) for a in range(len(x_shape))) or any(
                 shape[a] == 1 and a in self.edit.dynamic_dims.get(name, ())
@@ -393,6 +399,14 @@ class _Cancel:
         reshaped = self.edit.make_node("Reshape", [x], {"shape": shape}, f"{y}_r")
         self.replace(node, [reshaped, _transpose_node(self.edit, reshaped.outputs[0], q, y, output=y)])
         return True
+
+    @staticmethod
+    def _moves_through(node: Node) -> bool:
+        """Whether a Transpose on node's input can move on below it (push_down, compose, or this
+        rule again)."""
+        definition = OPS.get(node.op)
+        return definition is not None and (definition.elementwise or node.op in AXIS_REMAPS
+                                           or node.op in REDUCE_OPS or node.op in ("Transpose", "Reshape"))
 
     # A Transpose that only moves size-1 dims is a Reshape.
     def to_reshape(self, node: Node) -> bool:

@@ -158,6 +158,18 @@ def test_a_reshape_that_merges_axes_keeps_the_transpose_above_it():
     _same_values(graph, moved)
 
 
+def test_a_transpose_stays_above_a_reshape_whose_reader_it_cannot_pass():
+    # Grouped attention repeats key heads by Reshape [B, H, 1, S, D] -> BroadcastTo -> Reshape; the
+    # attention fusion reads that chain from its first Reshape, so the Transpose must stay there.
+    b = GraphBuilder()
+    x = b.input("x", (1, 5, 2, 4))
+    heads = b.Reshape(b.Transpose(x, perm=(0, 2, 1, 3)), shape=(1, 2, 1, 5, 4))
+    b.output(b.BroadcastTo(heads, shape=(1, 2, 3, 5, 4)), "y")
+    graph = b.build()
+    moved = cancel_transposes(graph)
+    assert [n.op for n in moved.nodes] == ["Transpose", "Reshape", "BroadcastTo"]
+
+
 def _conv_reshape_activation(extra_reader: bool):
     b = GraphBuilder()
     x = b.input("x", (1, 1, 9, 3))
