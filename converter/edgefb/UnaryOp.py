@@ -38,3 +38,4 @@ class UnaryOp(object):
     ASIN = 31
     ACOS = 32
     ATAN = 33
+    SILU = 34

@@ -298,6 +298,7 @@ _unary("GeluTanh", UnaryOp.GELU_TANH,
        lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
        table=True)
 _unary("Erf", UnaryOp.ERF, erf, table=True)
+_unary("Silu", UnaryOp.SILU, lambda x: x * _sigmoid(x), table=True)
 _unary("Exp", UnaryOp.EXP, np.exp, table=True)
 _unary("Log", UnaryOp.LOG, np.log, table=True)
 _unary("Sqrt", UnaryOp.SQRT, np.sqrt, table=True)

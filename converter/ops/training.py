@@ -341,6 +341,7 @@ DERIVATIVES = {
     "Gelu": lambda x, a, b: 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
     + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi),
     "GeluTanh": _gelu_tanh_derivative,
+    "Silu": lambda x, a, b: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
     "Erf": lambda x, a, b: 2.0 / math.sqrt(math.pi) * np.exp(-x * x),
     "Exp": lambda x, a, b: np.exp(x),
     "Log": lambda x, a, b: 1.0 / x,

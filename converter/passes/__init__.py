@@ -98,7 +98,7 @@ def run_passes(graph: Graph, passes: tuple[Pass, ...] = PIPELINE) -> tuple[Graph
 
 def optimize(graph: Graph, attention: bool = True) -> tuple[Graph, PassReport]:
     """The default pipeline: fold constants, clean up, fold/lower BatchNorm, convert to NHWC,
-    cancel transposes, fuse patterns (bias, GELU, LayerNorm, RMSNorm, HardSwish), then attention
+    cancel transposes, fuse patterns (bias, GELU, SiLU, LayerNorm, RMSNorm, HardSwish), then attention
     (unless ``attention`` is False: int8 mode quantizes the unfused products), activations, merge
     the Reshape pairs activation fusion leaves, fold and clean up again."""
     return run_passes(graph, PIPELINE if attention else tuple(p for p in PIPELINE if p is not fuse_attention))

@@ -1,4 +1,4 @@
-"""Fusions: bias, GELU, LayerNorm, RMSNorm and HardSwish patterns (rule tables), then activations."""
+"""Fusions: bias, GELU, SiLU, LayerNorm, RMSNorm and HardSwish patterns (rule tables), then activations."""
 from __future__ import annotations
 
 import math
@@ -25,6 +25,7 @@ FUSABLE_ACTIVATIONS: dict[str, Callable[[dict], tuple[float, float]]] = {
     "HardSwish": lambda a: (0.0, 0.0),
     "Gelu": lambda a: (0.0, 0.0),
     "GeluTanh": lambda a: (0.0, 0.0),
+    "Silu": lambda a: (0.0, 0.0),
 }
 
 BIASED_OPS = ("FullyConnected", "Conv2D", "ConvTranspose2D")
@@ -187,6 +188,8 @@ ACTIVATION_RULES: tuple[Rule, ...] = (
     Rule("hard_swish_sigmoid", Product((X, _HARD_SIGMOID_SIXTH)), _replace_with("HardSwish")),
     # x * Relu6(x + 3) / 6 (or * 1/6, in any order).
     Rule("hard_swish_relu6", Product((X, _RELU6), scale=1 / 6), _replace_with("HardSwish")),
+    # x * Sigmoid(x) (SiLU / Swish, as PyTorch exports nn.SiLU()).
+    Rule("silu", Product((X, Op("Sigmoid", (X,)))), _replace_with("Silu")),
     # (x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * gamma + beta, means over the trailing
     # axes; the square as Pow(d, 2) or d * d.
     Rule("layer_norm", Op("Add", (Op("Mul", (_NORMALISED, _GAMMA)), _BETA)), _layer_norm),
@@ -209,7 +212,7 @@ RULE_TABLES: tuple[tuple[Rule, ...], ...] = (MATMUL_RULES, BIAS_RULES, ACTIVATIO
 
 def fuse_patterns(graph: Graph) -> Graph:
     """Rewrites the patterns of the rule tables above, in order (BatchMatMul -> FullyConnected,
-    bias, then GELU / HardSwish / LayerNorm), each until no match is left. A rewrite replaces
+    bias, then GELU / SiLU / HardSwish / LayerNorm), each until no match is left. A rewrite replaces
     only nodes that nothing outside the match reads, and keeps the root's name and type; values
     are unchanged up to float rounding."""
     edit = GraphEdit(graph)

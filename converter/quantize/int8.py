@@ -72,7 +72,7 @@ SOFTMAX_VANISH = 12.5
 
 # Fused activations split off into a table unary: name -> the unary's attribute names for the
 # fused (alpha, beta).
-TABLE_ACTIVATIONS = {"Gelu": (), "GeluTanh": (), "Sigmoid": (), "Tanh": (), "HardSwish": (),
+TABLE_ACTIVATIONS = {"Gelu": (), "GeluTanh": (), "Sigmoid": (), "Tanh": (), "HardSwish": (), "Silu": (),
                      "Elu": ("alpha",), "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta")}
 
 

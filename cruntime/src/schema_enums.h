@@ -227,7 +227,8 @@ typedef enum {
   EDGE_UNARY_ASIN = 31,
   EDGE_UNARY_ACOS = 32,
   EDGE_UNARY_ATAN = 33,
-  EDGE_UNARY_COUNT_ = 34
+  EDGE_UNARY_SILU = 34,
+  EDGE_UNARY_COUNT_ = 35
 } edge_unary_kind;
 static const char *const edge_unary_names[] = {
   "IDENTITY",
@@ -264,6 +265,7 @@ static const char *const edge_unary_names[] = {
   "ASIN",
   "ACOS",
   "ATAN",
+  "SILU",
 };
 
 typedef enum {

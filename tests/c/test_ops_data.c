@@ -323,6 +323,7 @@ static double unary_oracle(edge_unary_kind op, double x, double alpha, double be
     case EDGE_UNARY_ASIN: return asin(x);
     case EDGE_UNARY_ACOS: return acos(x);
     case EDGE_UNARY_ATAN: return atan(x);
+    case EDGE_UNARY_SILU: return x / (1 + exp(-x));
     default: return NAN;
   }
 }

@@ -143,7 +143,7 @@ UNARY = {"Relu": {}, "Relu6": {}, "Clip": {"min": -0.4, "max": 0.6}, "LeakyRelu"
          "Elu": {"alpha": 0.7}, "Sigmoid": {}, "Tanh": {}, "HardSigmoid": {"alpha": 0.3, "beta": 0.4},
          "HardSwish": {}, "Gelu": {}, "GeluTanh": {}, "Erf": {}, "Exp": {}, "Log": {}, "Sqrt": {}, "Rsqrt": {},
          "Reciprocal": {}, "Neg": {}, "Abs": {}, "Softplus": {}, "Sin": {}, "Cos": {}, "Square": {},
-         "Asin": {}, "Acos": {}, "Atan": {}}
+         "Asin": {}, "Acos": {}, "Atan": {}, "Silu": {}}
 
 
 @pytest.mark.parametrize("op", sorted(UNARY))

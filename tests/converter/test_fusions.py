@@ -228,6 +228,30 @@ def test_relu6_form_with_wrong_divisor_stays():
     assert "HardSwish" not in counts(after)
 
 
+# ---- SiLU ----
+
+@pytest.mark.parametrize("order", [("x", "gate"), ("gate", "x")])
+def test_x_times_sigmoid_of_x_becomes_silu(order):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["gate"]), helper.make_node("Mul", list(order), ["y"])]
+    model = make_model(nodes, [float_input("x", [2, 3, 4, 4])], [float_input("y", [2, 3, 4, 4])], [])
+    _, after = fused(model)
+    assert counts(after) == {"Silu": 1}
+
+
+def test_x_times_sigmoid_of_another_tensor_stays():
+    nodes = [helper.make_node("Sigmoid", ["g"], ["gate"]), helper.make_node("Mul", ["x", "gate"], ["y"])]
+    model = make_model(nodes, [float_input("x", [2, 8]), float_input("g", [2, 8])], [float_input("y", [2, 8])], [])
+    _, after = fused(model)
+    assert "Silu" not in counts(after)
+
+
+def test_sigmoid_read_elsewhere_stays():
+    nodes = [helper.make_node("Sigmoid", ["x"], ["gate"]), helper.make_node("Mul", ["x", "gate"], ["y"])]
+    model = make_model(nodes, [float_input("x", [2, 8])], [float_input("y", [2, 8]), float_input("gate", [2, 8])], [])
+    _, after = fused(model)
+    assert "Silu" not in counts(after)
+
+
 # ---- LayerNorm ----
 
 def layer_norm_nodes(x: str, out: str, prefix: str, square: str = "pow", axes=(-1,),

@@ -31,7 +31,7 @@ BINARY_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Mod", "FMod", "P
 UNARY_OPS = {"Relu", "Relu6", "Sigmoid", "Tanh", "HardSwish", "Gelu", "GeluTanh", "Erf", "Exp", "Log",
              "Sqrt", "Rsqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round", "Sign", "Softplus",
              "Sin", "Cos", "Square", "Clip", "LeakyRelu", "Elu", "HardSigmoid", "Not", "IsNaN", "IsInf",
-             "Asin", "Acos", "Atan"}
+             "Asin", "Acos", "Atan", "Silu"}
 # Attributes the schema does not carry: the reader takes them from the output tensors (or, for the
 # fused activation, from Operator.activation).
 # "quantization" is the tensors' params the reference executor passes (Quantize's sample needs them).

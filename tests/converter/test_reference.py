@@ -214,6 +214,8 @@ UNARY = {  # IR op: (ONNX nodes builder "x" -> "y", opset, input maker, attrs)
     "Acos": (lambda: [helper.make_node("Acos", ["x"], ["y"])], 17, lambda shape: rand(*shape, low=-1.0, high=1.0), {}),
     "Atan": (lambda: [helper.make_node("Atan", ["x"], ["y"])], 17, None, {}),
     "Square": (lambda: [helper.make_node("Mul", ["x", "x"], ["y"])], 17, None, {}),
+    "Silu": (lambda: [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])], 17,
+             None, {}),
     "Not": (lambda: [helper.make_node("Not", ["x"], ["y"])], 17, lambda shape: RNG.random(shape) < 0.5, {}),
     "IsNaN": (lambda: [helper.make_node("IsNaN", ["x"], ["y"])], 17,
               lambda shape: np.where(RNG.random(shape) < 0.3, np.nan, rand(*shape)).astype(np.float32), {}),

@@ -1257,6 +1257,35 @@ def test_causal_mask_trilu_folds_to_a_constant():
 
 
 
+@pytest.mark.parametrize("conv", ["3x3-pad1", "depthwise", "pointwise-odd-channels", "matmul-bias"])
+def test_silu_fuses_into_the_producer_and_matches(conv):
+    """x * Sigmoid(x) after a Conv (im2col-free, depthwise, 1x1 GEMM) or a MatMul + bias becomes the
+    producer's fused SILU activation, computed in its epilogue; outputs match onnxruntime."""
+    rng = np.random.default_rng(5)
+    shapes = {"3x3-pad1": ((1, 6, 9, 9), (16, 6, 3, 3), 1), "depthwise": ((1, 24, 11, 11), (24, 1, 3, 3), 24),
+              "pointwise-odd-channels": ((1, 13, 7, 5), (37, 13, 1, 1), 1)}
+    if conv == "matmul-bias":
+        x, w = normal(rng, (3, 17, 24), 2.0), normal(rng, (24, 45))
+        first = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["pre"])]
+        out_shape = [3, 17, 45]
+    else:
+        xs, ws, group = shapes[conv]
+        x, w = normal(rng, xs, 2.0), normal(rng, ws, 0.5)
+        first = [helper.make_node("Conv", ["x", "w", "b"], ["pre"], group=group,
+                                  pads=[ws[2] // 2] * 4)]
+        out_shape = [xs[0], ws[0], xs[2], xs[3]]
+    bias = normal(rng, (w.shape[-1] if conv == "matmul-bias" else w.shape[0],))
+    nodes = first + [helper.make_node("Sigmoid", ["pre"], ["gate"]), helper.make_node("Mul", ["pre", "gate"], ["y"])]
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    comparison = check_model(model, {"x": x})
+    nodes = comparison.converted.graph.nodes
+    assert {node.op for node in nodes} <= {"Conv2D", "FullyConnected", "Transpose", "Reshape"}, [n.op for n in nodes]
+    assert any(node.attrs.get("activation", (None,))[0] == "Silu" for node in nodes)
+
 def test_max_unpool_reads_indices_in_output_shape():
     """With an output_shape past the shape pooling inverts (MaxPool on odd sizes), the indices are
     flat positions in output_shape, as onnxruntime reads them."""

@@ -56,6 +56,7 @@ float edge_unary_float(edge_unary_kind op, float x, float alpha, float beta) {
     case EDGE_UNARY_ASIN: return asinf(x);
     case EDGE_UNARY_ACOS: return acosf(x);
     case EDGE_UNARY_ATAN: return atanf(x);
+    case EDGE_UNARY_SILU: return x * sigmoid(x);
     case EDGE_UNARY_NOT: return x == 0.0f ? 1.0f : 0.0f;
     case EDGE_UNARY_IS_NAN: return isnan(x) ? 1.0f : 0.0f;
     case EDGE_UNARY_IS_INF: return isinf(x) ? 1.0f : 0.0f;

@@ -192,7 +192,6 @@ typedef struct {
   edge_f32_attention_row_ukernel attention_row;
   edge_f32_pool_ukernel maxpool;
   edge_f32_pool_ukernel avgpool;
-  edge_f32_vunary_ukernel silu;                                /* x * sigmoid(x), no UNARY kind of its own */
   edge_x32_transpose_ukernel transpose;
   edge_f32_vgrad_ukernel relu_grad;
   edge_f32_maxpool_grad_ukernel maxpool_grad;

@@ -19,6 +19,7 @@
   X(erf, ERF, isa)                     \
   X(gelu, GELU, isa)                   \
   X(gelu_tanh, GELU_TANH, isa)         \
+  X(silu, SILU, isa)                   \
   X(sqrt, SQRT, isa)                   \
   X(rsqrt, RSQRT, isa)                 \
   X(reciprocal, RECIPROCAL, isa)       \
@@ -67,7 +68,6 @@
   EDGE_VECTOR_UNARY_LIST(DECLARE_UNARY, isa)                                                           \
   EDGE_VECTOR_BINARY_LIST(DECLARE_BINARY, isa)                                                         \
   EDGE_VECTOR_REDUCE_LIST(DECLARE_REDUCE, isa)                                                         \
-  void edge_f32_vsilu__##isa(size_t, const float *, float *, const edge_f32_unary_params *);           \
   void edge_f32_softmax__##isa(size_t, const float *, float *);                                        \
   void edge_f32_log_softmax__##isa(size_t, const float *, float *);                                    \
   void edge_f32_softmax_strided__##isa(size_t, size_t, size_t, const float *, float *, int);           \
@@ -107,7 +107,6 @@
     EDGE_VECTOR_UNARY_LIST(SET_UNARY, isa)                                                             \
     EDGE_VECTOR_BINARY_LIST(SET_BINARY, isa)                                                           \
     EDGE_VECTOR_REDUCE_LIST(SET_REDUCE, isa)                                                           \
-    out->silu = edge_f32_vsilu__##isa;                                                                 \
     out->softmax = edge_f32_softmax__##isa;                                                            \
     out->log_softmax = edge_f32_log_softmax__##isa;                                                    \
     out->softmax_strided = edge_f32_softmax_strided__##isa;                                            \

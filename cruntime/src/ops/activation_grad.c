@@ -73,6 +73,10 @@ static double derivative(edge_unary_kind op, double x, double alpha, double beta
     case EDGE_UNARY_ASIN: return 1.0 / sqrt(1.0 - x * x);
     case EDGE_UNARY_ACOS: return -1.0 / sqrt(1.0 - x * x);
     case EDGE_UNARY_ATAN: return 1.0 / (1.0 + x * x);
+    case EDGE_UNARY_SILU: {
+      double s = x >= 0.0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+      return s * (1.0 + x * (1.0 - s));
+    }
     default: return 0.0;
   }
 }

@@ -50,8 +50,8 @@ EDGE_VUNARY_KERNEL(tanh, vf_tanh(in))
 EDGE_VUNARY_KERNEL(erf, vf_erf(in))
 EDGE_VUNARY_KERNEL(gelu, vf_gelu(in))
 EDGE_VUNARY_KERNEL(gelu_tanh, vf_gelu_tanh(in))
-/* SiLU / Swish, x * sigmoid(x): the graph's MUL(x, SIGMOID(x)) pattern when a pass fuses it. */
-EDGE_VUNARY_KERNEL(silu, vf_mul(in, vf_sigmoid(in)))
+/* SiLU / Swish, x * sigmoid(x), the converter's fusion of MUL(x, SIGMOID(x)). */
+EDGE_VUNARY_KERNEL(silu, vf_silu(in))
 EDGE_VUNARY_KERNEL(sqrt, vf_sqrt(in))
 EDGE_VUNARY_KERNEL(rsqrt, vf_div(vf_set1(1.0f), vf_sqrt(in)))
 EDGE_VUNARY_KERNEL(reciprocal, vf_div(vf_set1(1.0f), in))

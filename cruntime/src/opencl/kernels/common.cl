@@ -49,6 +49,7 @@ inline float activate(float x, int op, float alpha, float beta) {
     case 31: return asin(x);
     case 32: return acos(x);
     case 33: return atan(x);
+    case 34: return x / (1.0f + exp(-x));
   }
   return x;
 }
