@@ -928,6 +928,14 @@ case("Attention-gqa-causal-mask", "Attention", lambda rng: [
     ("q", Feed(normal(rng, (2, 4, 20, 16)))), ("k", Feed(normal(rng, (2, 2, 300, 16)))),
     ("v", Feed(normal(rng, (2, 2, 300, 8)))), ("mask", Feed(normal(rng, (20, 300))))],
     {"is_causal": 1, "scale": 0.3}, opset=23)
+# Scores spread far past exp's normal range (differences of hundreds, GPT-2's finfo.min mask
+# entries): the terms below FLT_MIN are dropped, not carried as denormals.
+case("Attention-wide-scores", "Attention", lambda rng: [
+    ("q", Feed(normal(rng, (1, 2, 33, 16), 6.0))), ("k", Feed(normal(rng, (1, 2, 300, 16), 6.0))),
+    ("v", Feed(normal(rng, (1, 2, 300, 8)))),
+    ("mask", Feed(np.where(rng.random((33, 300)) < 0.3, np.finfo(np.float32).min, normal(rng, (33, 300), 40.0))
+                  .astype(np.float32)))],
+    {}, opset=23)
 case("Attention-3d-cache-bool", "Attention", lambda rng: [
     ("q", Feed(normal(rng, (1, 5, 12)))), ("k", Feed(normal(rng, (1, 5, 12)))), ("v", Feed(normal(rng, (1, 5, 12)))),
     ("mask", Feed(rng.random((5, 9)) < 0.8)), ("past_key", Feed(normal(rng, (1, 3, 4, 4)))),

@@ -7,11 +7,21 @@
  * sums and outputs are multiplied by), and the block's sum of s[j] is returned. While every score
  * seen is -inf (keys masked out), m stays -inf, every s[j] is 0, the sum 0 and the correction 1.
  * The sum is accumulated in float vectors (the reference in ops/attention.c uses double); exp is
- * vmath.h's vf_exp (about 1 ulp). */
+ * vmath.h's vf_exp (about 1 ulp), with results below FLT_MIN given as 0. */
 #include <math.h>
 
 #include "../vector.h"
 #include "vmath.h"
+
+/* exp(d) for d = x - max <= 0, with the results below FLT_MIN (d < -87) flushed to 0: next to the
+ * row's largest term, 1, they are lost in the sum anyway, and as denormals they would slow the
+ * exp's scaling and the probabilities-times-V GEMM several times over on rows with a wide spread
+ * of scores. NaN stays NaN. */
+EDGE_SIMD_INLINE f32xN exp_or_zero(f32xN d) {
+  /* Those lanes take exp(0) and are zeroed after: even a discarded denormal costs its assists. */
+  maskxN tiny = vf_lt(d, vf_set1(-87.0f));
+  return vf_select(tiny, vf_zero(), vf_exp(vf_select(tiny, vf_zero(), d)));
+}
 
 float EDGE_SIMD_FN(f32_attention_row)(size_t n, float *s, float scale, float softcap, const float *bias,
                                       float *max, float *correction) {
@@ -44,13 +54,13 @@ float EDGE_SIMD_FN(f32_attention_row)(size_t n, float *s, float scale, float sof
   const f32xN vm = vf_set1(m);
   f32xN sum = vf_zero();
   for (i = 0; i + EDGE_SIMD_N <= n; i += EDGE_SIMD_N) {
-    f32xN p = vf_exp(vf_sub(vf_loadu(s + i), vm));
+    f32xN p = exp_or_zero(vf_sub(vf_loadu(s + i), vm));
     vf_storeu(s + i, p);
     sum = vf_add(sum, p);
   }
   if (i < n) {
     size_t rest = n - i;
-    f32xN p = vf_select(vm_first(rest), vf_exp(vf_sub(vf_load_partial(s + i, rest), vm)), vf_zero());
+    f32xN p = vf_select(vm_first(rest), exp_or_zero(vf_sub(vf_load_partial(s + i, rest), vm)), vf_zero());
     vf_store_partial(s + i, p, rest);
     sum = vf_add(sum, p);
   }
