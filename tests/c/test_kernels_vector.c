@@ -11,8 +11,8 @@
  *   otherwise.
  * - binary (vv, vc, rvc), reductions, column accumulation, pooling and transpose: exact against
  *   loops written here (sums: against a double sum within the float rounding bound).
- * - softmax (row and strided), log-softmax, layer norm, the batch-norm block kernels: against
- *   double-precision formulas.
+ * - softmax (row and strided), log-softmax, the attention row step, layer norm, the batch-norm
+ *   block kernels: against double-precision formulas.
  * - every length in a ragged list (1, 3, 17, 33, 1000+ and primes; never only multiples of 16),
  *   with guard floats after each output that must stay untouched, and elementwise kernels run on
  *   the whole array and on arbitrary pieces giving bit-identical results (which is what makes the
@@ -427,6 +427,44 @@ static void check_softmax(const edge_vector_kernels *k) {
   }
 }
 
+/* The attention row step: s[j] = exp(x_j - m) within 1.5 ulp of the double value (x_j = scale *
+ * s[j] + bias[j]), 0 exactly where x_j - m < -87 (below FLT_MIN), m the running maximum, the
+ * returned sum and the correction exp(m_old - m); scores spread from narrow to far past exp's
+ * normal range, a -inf bias dropping keys. */
+static void check_attention_row(const edge_vector_kernels *k) {
+  for (size_t li = 0; li < NUM_LENGTHS; ++li) {
+    size_t n = lengths[li];
+    float *s = alloc_floats(n), *bias = alloc_floats(n), *raw = alloc_floats(n);
+    float spread = (float[]){2.0f, 40.0f, 400.0f}[li % 3], scale = 0.5f;
+    for (size_t j = 0; j < n; ++j) {
+      raw[j] = s[j] = rnd_between(-spread, spread);
+      bias[j] = rnd() % 5 == 0 ? -INFINITY : rnd_between(-1, 1);
+    }
+    float old_max = rnd() % 2 ? -INFINITY : 3.0f, max = old_max, correction = -1.0f;
+    float sum = k->attention_row(n, s, scale, 0.0f, bias, &max, &correction);
+    double want_max = old_max, want_sum = 0.0;
+    for (size_t j = 0; j < n; ++j) want_max = fmax(want_max, (double)(raw[j] * scale) + bias[j]);
+    int bad = 0;
+    for (size_t j = 0; j < n; ++j) {
+      /* the kernel's x_j - m is a float subtraction: exp of its rounded value is the target */
+      float x = raw[j] * scale + bias[j], d_float = x - (float)want_max;
+      double d = d_float;
+      double want = d < -87.0 ? 0.0 : exp(d);
+      want_sum += want;
+      bad += d < -87.0 ? s[j] != 0.0f : !(ulp_error(s[j], want) <= 1.5);
+    }
+    double want_correction = old_max == -INFINITY ? 0.0 : exp((double)old_max - want_max);
+    CHECK(!bad && guard_intact(s, n), "%s attention_row n=%zu spread %g: %d mismatches", k->isa_name, n, spread, bad);
+    CHECK(max == (float)want_max && fabs(sum - want_sum) <= 1e-6 * want_sum + 1e-30 &&
+              fabs(correction - want_correction) <= 1e-6 * want_correction + 1e-37,
+          "%s attention_row n=%zu: max %g (want %g), sum %g (want %g), correction %g (want %g)", k->isa_name, n, max,
+          want_max, sum, want_sum, correction, want_correction);
+    free(s);
+    free(bias);
+    free(raw);
+  }
+}
+
 static void check_layernorm(const edge_vector_kernels *k) {
   for (size_t li = 0; li < NUM_LENGTHS; ++li) {
     size_t n = lengths[li];
@@ -812,6 +850,7 @@ void test_kernels_vector(void) {
     check_binary(k);
     check_reductions(k);
     check_softmax(k);
+    check_attention_row(k);
     check_layernorm(k);
     check_pool(k);
     check_transpose(k);

@@ -7,7 +7,7 @@
  * sums and outputs are multiplied by), and the block's sum of s[j] is returned. While every score
  * seen is -inf (keys masked out), m stays -inf, every s[j] is 0, the sum 0 and the correction 1.
  * The sum is accumulated in float vectors (the reference in ops/attention.c uses double); exp is
- * vmath.h's vf_exp (about 1 ulp), with results below FLT_MIN given as 0. */
+ * vmath.h's (about 1 ulp), with results below FLT_MIN given as 0. */
 #include <math.h>
 
 #include "../vector.h"
@@ -20,7 +20,7 @@
 EDGE_SIMD_INLINE f32xN exp_or_zero(f32xN d) {
   /* Those lanes take exp(0) and are zeroed after: even a discarded denormal costs its assists. */
   maskxN tiny = vf_lt(d, vf_set1(-87.0f));
-  return vf_select(tiny, vf_zero(), vf_exp(vf_select(tiny, vf_zero(), d)));
+  return vf_select(tiny, vf_zero(), vf_exp_nonpositive(vf_select(tiny, vf_zero(), d)));
 }
 
 float EDGE_SIMD_FN(f32_attention_row)(size_t n, float *s, float scale, float softcap, const float *bias,

@@ -51,6 +51,26 @@ EDGE_SIMD_INLINE f32xN vf_exp(f32xN x) {
   return vf_mul(vf_mul(p, scale_half), scale_rest);
 }
 
+/* e^x for x in [-87, 0] (NaN passes through), where e^x and every 2^n it scales by are normal floats:
+ * vf_exp's polynomial with one scaling and no clamp, so the same results for a third fewer
+ * operations. Softmax rows call it with x = score - row maximum. */
+EDGE_SIMD_INLINE f32xN vf_exp_nonpositive(f32xN x) {
+  const f32xN round_bias = vf_set1(12582912.0f);
+  f32xN biased = vf_fma(x, vf_set1(1.44269502f), round_bias);
+  f32xN n = vf_sub(biased, round_bias);
+  i32xN n_int = vi_sub(vf_as_i32(biased), vf_as_i32(round_bias));
+  f32xN r = vf_fnma(n, vf_set1(0.693359375f), x);
+  r = vf_fnma(n, vf_set1(-2.12194440e-4f), r);
+  f32xN p = vf_set1(0.00138131436f);
+  p = vf_fma(p, r, vf_set1(0.00836941879f));
+  p = vf_fma(p, r, vf_set1(0.041668456f));
+  p = vf_fma(p, r, vf_set1(0.166665152f));
+  p = vf_fma(p, r, vf_set1(0.49999994f));
+  p = vf_fma(p, r, vf_set1(1.0f));
+  p = vf_fma(p, r, vf_set1(1.0f));
+  return vf_mul(p, vi_as_f32(vi_shl(vi_add(n_int, vi_set1(127)), 23)));
+}
+
 /* 1 / (1 + e^-x) from e = e^-|x| only, so nothing overflows: x >= 0 gives 1 / (1 + e), x < 0
  * gives e / (1 + e). */
 EDGE_SIMD_INLINE f32xN vf_sigmoid(f32xN x) {
