@@ -225,8 +225,9 @@ def fuse_activation(graph: Graph) -> Graph:
     """An activation whose input is the only-read, not-externally-visible output of a fusable op
     without an activation becomes that op's ``activation`` attribute; the op then produces the
     activation's output name. An activation is elementwise, so it also fuses through a Reshape
-    between the two (a 1-D convolution's output reshaped from [N, 1, W, C] to [N, W, C]; the
-    Reshape then produces the activation's output name). Values are unchanged."""
+    between the two (a 1-D convolution's output reshaped from [N, 1, W, C] to [N, W, C], or a 2-D
+    Gemm's output restored to [batch, sequence, N]; the Reshape then produces the activation's
+    output name). Values are unchanged."""
     edit = GraphEdit(graph)
     producers, consumers, boundary = edit.producers(), edit.consumers(), edit.boundary()
     replaced = {}

@@ -241,6 +241,32 @@ def test_fuse_activation_never_fuses_twice():
     assert_same_values(graph, fused)
 
 
+
+def test_fuse_activation_through_a_reshape():
+    """FullyConnected -> Reshape -> GeluTanh (GPT-2's 2-D Gemm restored to [batch, sequence, N]):
+    the activation moves onto the FullyConnected and the Reshape produces its output."""
+    b = GraphBuilder()
+    x = b.input("x", (6, 4))
+    h = b.FullyConnected(x, b.constant("w", randn(8, 4)))
+    b.output(b.op("GeluTanh", b.op("Reshape", h, shape=(2, 3, 8))), "y")
+    graph = b.build()
+    fused = fuse_activation(graph)
+    assert ops(fused) == ["FullyConnected", "Reshape"]
+    assert fused.nodes[0].attrs["activation"][0] == "GeluTanh"
+    assert fused.nodes[1].outputs == ("y",)
+    assert_same_values(graph, fused)
+
+
+def test_fuse_activation_not_through_a_reshape_read_elsewhere():
+    b = GraphBuilder()
+    x = b.input("x", (6, 4))
+    flat = b.op("Reshape", b.FullyConnected(x, b.constant("w", randn(8, 4))), shape=(2, 3, 8))
+    b.output(b.Relu(flat), "y")
+    b.output(b.Neg(flat), "z")
+    graph = b.build()
+    assert ops(fuse_activation(graph)) == ops(graph)
+
+
 # ---- layout ----
 
 def test_to_nhwc_wraps_conv_and_permutes_weights():
