@@ -25,15 +25,13 @@
 
 #include "../simd.h"
 
-/* e^x. The result is p(r) * 2^n with 2^n applied as two factors 2^(n/2) 2^(n - n/2) so that
- * results that overflow or are denormal come out right without a special-case branch. */
-EDGE_SIMD_INLINE f32xN vf_exp(f32xN x) {
-  x = vf_clamp(x, vf_set1(-104.0f), vf_set1(89.0f));
+/* e^x = p(r) * 2^n for x in range (|x| <= 104): returns p(r) in [0.7, 1.42] and sets *n_int. */
+EDGE_SIMD_INLINE f32xN exp_reduced(f32xN x, i32xN *n_int) {
   /* Adding 1.5 * 2^23 rounds x log2(e) to an integer held in the low mantissa bits. */
   const f32xN round_bias = vf_set1(12582912.0f);
   f32xN biased = vf_fma(x, vf_set1(1.44269502f), round_bias);
   f32xN n = vf_sub(biased, round_bias);
-  i32xN n_int = vi_sub(vf_as_i32(biased), vf_as_i32(round_bias));
+  *n_int = vi_sub(vf_as_i32(biased), vf_as_i32(round_bias));
   /* ln 2 split so that n * ln2_hi is exact for |n| <= 150 (Cody-Waite). */
   f32xN r = vf_fnma(n, vf_set1(0.693359375f), x);
   r = vf_fnma(n, vf_set1(-2.12194440e-4f), r);
@@ -43,7 +41,14 @@ EDGE_SIMD_INLINE f32xN vf_exp(f32xN x) {
   p = vf_fma(p, r, vf_set1(0.166665152f));
   p = vf_fma(p, r, vf_set1(0.49999994f));
   p = vf_fma(p, r, vf_set1(1.0f));
-  p = vf_fma(p, r, vf_set1(1.0f));
+  return vf_fma(p, r, vf_set1(1.0f));
+}
+
+/* e^x. The result is p(r) * 2^n with 2^n applied as two factors 2^(n/2) 2^(n - n/2) so that
+ * results that overflow or are denormal come out right without a special-case branch. */
+EDGE_SIMD_INLINE f32xN vf_exp(f32xN x) {
+  i32xN n_int;
+  f32xN p = exp_reduced(vf_clamp(x, vf_set1(-104.0f), vf_set1(89.0f)), &n_int);
   i32xN n_half = vi_sra(n_int, 1);
   i32xN n_rest = vi_sub(n_int, n_half);
   f32xN scale_half = vi_as_f32(vi_shl(vi_add(n_half, vi_set1(127)), 23));
@@ -51,23 +56,12 @@ EDGE_SIMD_INLINE f32xN vf_exp(f32xN x) {
   return vf_mul(vf_mul(p, scale_half), scale_rest);
 }
 
-/* e^x for x in [-87, 0] (NaN passes through), where e^x and every 2^n it scales by are normal floats:
- * vf_exp's polynomial with one scaling and no clamp, so the same results for a third fewer
- * operations. Softmax rows call it with x = score - row maximum. */
+/* e^x for x in [-87, 0] (NaN passes through), where e^x and every 2^n it scales by are normal
+ * floats: vf_exp's reduction and polynomial with one scaling and no clamp, so the same results
+ * for a third fewer operations. Softmax rows call it with x = score - row maximum. */
 EDGE_SIMD_INLINE f32xN vf_exp_nonpositive(f32xN x) {
-  const f32xN round_bias = vf_set1(12582912.0f);
-  f32xN biased = vf_fma(x, vf_set1(1.44269502f), round_bias);
-  f32xN n = vf_sub(biased, round_bias);
-  i32xN n_int = vi_sub(vf_as_i32(biased), vf_as_i32(round_bias));
-  f32xN r = vf_fnma(n, vf_set1(0.693359375f), x);
-  r = vf_fnma(n, vf_set1(-2.12194440e-4f), r);
-  f32xN p = vf_set1(0.00138131436f);
-  p = vf_fma(p, r, vf_set1(0.00836941879f));
-  p = vf_fma(p, r, vf_set1(0.041668456f));
-  p = vf_fma(p, r, vf_set1(0.166665152f));
-  p = vf_fma(p, r, vf_set1(0.49999994f));
-  p = vf_fma(p, r, vf_set1(1.0f));
-  p = vf_fma(p, r, vf_set1(1.0f));
+  i32xN n_int;
+  f32xN p = exp_reduced(x, &n_int);
   return vf_mul(p, vi_as_f32(vi_shl(vi_add(n_int, vi_set1(127)), 23)));
 }
 
