@@ -32,10 +32,15 @@
 #define F32_GEMM_MAX_NV 4
 
 /* One panel (NVW vectors wide in the packing, the lower NV of them computed) for the MR rows:
- * bias, then taps t < ks of kc values each; stores min(cols, NV * N) columns of each row. */
+ * bias, then taps t < ks of kc values each; stores min(cols, NV * N) columns of each row. The
+ * clamp bounds are read from params only after the k loop: held in registers through it, they
+ * left the 6 x 16 avx2 tile (12 accumulators, 2 panel vectors, 1 broadcast) one register short,
+ * and where the compiler kept them it spilled an accumulator to the stack inside the loop (a 1x1
+ * convolution to 12 or 28 channels ran at 0.4x the speed of one to 16 or 32). */
 EDGE_SIMD_INLINE void f32_gemm_panel(size_t MR, size_t NVW, size_t NV, size_t row_group, size_t ks,
                                      size_t kc, const float *const *a, size_t input_offset, const float *zero,
-                                     const float *w, float *const *crow, size_t cols, f32xN vmin, f32xN vmax) {
+                                     const float *w, float *const *crow, size_t cols,
+                                     const edge_f32_minmax_params *params) {
   const size_t N = EDGE_SIMD_N, wstep = NVW * EDGE_SIMD_N;
   f32xN acc[F32_GEMM_MAX_MR][F32_GEMM_MAX_NV];
   _Pragma("GCC unroll 16")
@@ -86,6 +91,7 @@ EDGE_SIMD_INLINE void f32_gemm_panel(size_t MR, size_t NVW, size_t NV, size_t ro
       }
     }
   }
+  const f32xN vmin = vf_set1(params->min), vmax = vf_set1(params->max);
   _Pragma("GCC unroll 16")
   for (size_t m = MR; m-- > 0;) {
     _Pragma("GCC unroll 16")
@@ -102,21 +108,20 @@ EDGE_SIMD_INLINE void f32_gemm_tile(size_t MR, size_t NVW, size_t mr, size_t nc,
                                     size_t kc, const float *const *a, size_t input_offset, const float *zero,
                                     const float *w, float *c, size_t c_stride, const edge_f32_minmax_params *params) {
   const size_t NR = NVW * EDGE_SIMD_N, panel_floats = (1 + ks * kc) * NR;
-  const f32xN vmin = vf_set1(params->min), vmax = vf_set1(params->max);
   float *crow[F32_GEMM_MAX_MR];
   _Pragma("GCC unroll 16")
   for (size_t m = 0; m < MR; ++m) crow[m] = c + (m < mr ? m : mr - 1) * c_stride;
   for (; nc >= NR; nc -= NR) {
-    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, NR, vmin, vmax);
+    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, NR, params);
     w += panel_floats;
     _Pragma("GCC unroll 16")
     for (size_t m = 0; m < MR; ++m) crow[m] += NR;
   }
   if (nc == 0) return;
   if (NVW > 1 && nc <= NR / 2)
-    f32_gemm_panel(MR, NVW, NVW / 2, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
+    f32_gemm_panel(MR, NVW, NVW / 2, row_group, ks, kc, a, input_offset, zero, w, crow, nc, params);
   else
-    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, nc, vmin, vmax);
+    f32_gemm_panel(MR, NVW, NVW, row_group, ks, kc, a, input_offset, zero, w, crow, nc, params);
 }
 
 EDGE_SIMD_INLINE void f32_gemm_rows(size_t MR, size_t NVW, size_t mr, size_t nc, size_t kc, const float *a,
