@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "arena.h"
 #include "internal.h"
@@ -195,6 +196,44 @@ void test_threadpool_caller_takes_a_stalled_threads_tiles(void) {
               atomic_load(&s.worker_tiles));
   }
   edge_threadpool_free(pool);
+}
+
+typedef struct {
+  _Atomic int32_t worker_started, finished;
+} finish_state;
+
+/* Tiles a worker runs end only after a pause long enough for the caller to run out of tiles and
+ * start waiting (the caller's own wait until a worker has started, so that some do); each tile
+ * counts itself finished as its last act. */
+static void finish_slowly_off_the_caller(void *p, int64_t begin, int64_t end, int32_t thread) {
+  (void)begin;
+  (void)end;
+  finish_state *s = p;
+  if (thread != 0) {
+    atomic_store(&s->worker_started, 1);
+    const struct timespec pause = {0, 2000000};
+    nanosleep(&pause, NULL);
+  } else {
+    for (long spins = 0; !atomic_load(&s->worker_started) && spins < 20000000L; ++spins) sched_yield();
+  }
+  atomic_fetch_add(&s->finished, 1);
+}
+
+/* parallel_for returns only once every tile has finished, the workers' slow ones included: a wait
+ * that let the caller go early (one tile short, say) fails here. */
+void test_threadpool_returns_after_every_tile_finished(void) {
+  for (int32_t threads = 2; threads <= 4; ++threads) {
+    edge_threadpool *pool = edge_threadpool_create(threads);
+    CHECK(pool != NULL);
+    if (!pool) continue;
+    for (int round = 0; round < 5; ++round) {
+      finish_state s = {0, 0};
+      edge_parallel_for(pool, 16, finish_slowly_off_the_caller, &s);
+      CHECK(atomic_load(&s.finished) == 16, "threads %d, round %d: returned with %d of 16 tiles finished", threads,
+            round, atomic_load(&s.finished));
+    }
+    edge_threadpool_free(pool);
+  }
 }
 
 typedef struct {

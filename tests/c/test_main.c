@@ -73,6 +73,7 @@ edge_model *test_load_seed(const char *name) {
   X(threadpool_runs_chunks_concurrently)      \
   X(threadpool_caller_takes_a_stalled_threads_tiles) \
   X(threadpool_two_pools_at_once)             \
+  X(threadpool_returns_after_every_tile_finished) \
   X(interpreter_rejects_bad_options)             \
   X(interpreter_honours_the_memory_limit)          \
   X(interpreter_without_opencl)               \
