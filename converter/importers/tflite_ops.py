@@ -127,6 +127,13 @@ class ImportContext:
             raise ConversionError(f"{op.name}: {what} (input {position}, {t.name!r}) must be a constant")
         return data
 
+    def const_ints(self, op: OperatorInfo, position: int, what: str) -> np.ndarray:
+        """A constant argument that must hold integers (axes, shapes, sizes, paddings, a permutation)."""
+        data = np.asarray(self.const(op, position, what))
+        if data.dtype.kind not in "iu":
+            raise ConversionError(f"{op.name}: {what} (input {position}) must be integers, not {data.dtype}")
+        return data
+
     def input_index(self, op: OperatorInfo, position: int) -> int:
         if position >= len(op.inputs) or op.inputs[position] < 0:
             raise ConversionError(f"{op.name}: input {position} is missing")
@@ -323,7 +330,7 @@ def _transpose_conv_as_depth_to_space(ctx: ImportContext, op: OperatorInfo, x: s
 
 def _transpose_conv(ctx: ImportContext, op: OperatorInfo) -> None:
     # inputs: output_shape, weights [Cout, KH, KW, Cin], x, bias?
-    shape = ctx.const(op, 0, "output_shape")
+    shape = ctx.const_ints(op, 0, "output_shape")
     if tuple(int(d) for d in shape.reshape(-1)) != ctx.tensor(ctx.output_index(op)).shape:
         raise ConversionError(f"{op.name}: output_shape {shape.tolist()} differs from the output tensor's "
                               f"{list(ctx.tensor(ctx.output_index(op)).shape)}")
@@ -463,7 +470,7 @@ def _reduce(ir_op: str) -> Callable:
     def convert(ctx: ImportContext, op: OperatorInfo) -> None:
         x = ctx.input(op, 0)
         shape = ctx.b.type_of(x).shape
-        axes = _axes(op, ctx.const(op, 1, "axes"), len(shape))
+        axes = _axes(op, ctx.const_ints(op, 1, "axes"), len(shape))
         keep = bool(_options(op, "KeepDims", False))
         if not axes:
             ctx.alias(op, x, ctx.output_index(op))
@@ -484,7 +491,10 @@ def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
     if op.op == "RESHAPE":
         new_shape = None
         if len(op.inputs) > 1 and op.inputs[1] >= 0 and ctx.tensor(op.inputs[1]).data is not None:
-            new_shape = ctx.tensor(op.inputs[1]).data.reshape(-1).tolist()
+            shape_data = np.asarray(ctx.tensor(op.inputs[1]).data)
+            if shape_data.dtype.kind not in "iu":
+                raise ConversionError(f"{op.name}: its shape input must be integers, not {shape_data.dtype}")
+            new_shape = shape_data.reshape(-1).tolist()
         elif len(op.option_vectors.get("new_shape", ())):
             new_shape = op.option_vectors["new_shape"].tolist()
         if new_shape is not None:
@@ -498,7 +508,7 @@ def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
         axes = _axes(op, dims, len(have)) if dims else tuple(i for i, d in enumerate(have) if d == 1)
         expected = tuple(d for i, d in enumerate(have) if i not in axes)
     elif op.op == "EXPAND_DIMS":
-        axis = int(np.asarray(ctx.const(op, 1, "axis")).reshape(-1)[0])
+        axis = int(np.asarray(ctx.const_ints(op, 1, "axis")).reshape(-1)[0])
         if not -len(have) - 1 <= axis <= len(have):
             raise ConversionError(f"{op.name}: axis {axis} out of range for rank {len(have)}")
         axis %= len(have) + 1
@@ -518,7 +528,7 @@ def _concatenation(ctx: ImportContext, op: OperatorInfo) -> None:
 
 
 def _pads(ctx: ImportContext, op: OperatorInfo, rank: int) -> tuple[int, ...]:
-    paddings = np.asarray(ctx.const(op, 1, "paddings"))
+    paddings = np.asarray(ctx.const_ints(op, 1, "paddings"))
     if paddings.shape != (rank, 2):
         raise ConversionError(f"{op.name}: paddings {list(paddings.shape)} should be [{rank}, 2]")
     return tuple(int(p) for p in paddings[:, 0]) + tuple(int(p) for p in paddings[:, 1])
@@ -550,7 +560,7 @@ def _strided_slice(ctx: ImportContext, op: OperatorInfo) -> None:
     x = ctx.input(op, 0)
     shape = ctx.b.type_of(x).shape
     rank = len(shape)
-    begin, end, strides = (np.asarray(ctx.const(op, k, n)).reshape(-1).tolist()
+    begin, end, strides = (np.asarray(ctx.const_ints(op, k, n)).reshape(-1).tolist()
                            for k, n in ((1, "begin"), (2, "end"), (3, "strides")))
     if not (len(begin) == len(end) == len(strides)) or len(begin) > rank:
         raise ConversionError(f"{op.name}: begin/end/strides of lengths {len(begin)}, {len(end)}, "
@@ -593,8 +603,8 @@ def _check_strided_slice(model: TFLiteModel, op: OperatorInfo) -> str | None:
 def _slice(ctx: ImportContext, op: OperatorInfo) -> None:
     x = ctx.input(op, 0)
     shape = ctx.b.type_of(x).shape
-    begin = np.asarray(ctx.const(op, 1, "begin")).reshape(-1).tolist()
-    size = np.asarray(ctx.const(op, 2, "size")).reshape(-1).tolist()
+    begin = np.asarray(ctx.const_ints(op, 1, "begin")).reshape(-1).tolist()
+    size = np.asarray(ctx.const_ints(op, 2, "size")).reshape(-1).tolist()
     if len(begin) != len(shape) or len(size) != len(shape):
         raise ConversionError(f"{op.name}: begin {begin} and size {size} for rank {len(shape)}")
     ends = []
@@ -610,7 +620,7 @@ def _slice(ctx: ImportContext, op: OperatorInfo) -> None:
 def _transpose(ctx: ImportContext, op: OperatorInfo) -> None:
     x = ctx.input(op, 0)
     rank = len(ctx.b.type_of(x).shape)
-    perm = tuple(int(p) for p in np.asarray(ctx.const(op, 1, "perm")).reshape(-1))
+    perm = tuple(int(p) for p in np.asarray(ctx.const_ints(op, 1, "perm")).reshape(-1))
     if sorted(p % rank if -rank <= p < rank else -1 for p in perm) != list(range(rank)):
         raise ConversionError(f"{op.name}: perm {list(perm)} is not a permutation of {rank} axes")
     ctx.emit(op, "Transpose", [x], {"perm": tuple(p % rank for p in perm)}, ctx.output_index(op))
@@ -618,7 +628,7 @@ def _transpose(ctx: ImportContext, op: OperatorInfo) -> None:
 
 def _resize(ctx: ImportContext, op: OperatorInfo) -> None:
     n, h, w, c = _rank4(ctx, op, 0, "input")
-    size = np.asarray(ctx.const(op, 1, "size")).reshape(-1).tolist()
+    size = np.asarray(ctx.const_ints(op, 1, "size")).reshape(-1).tolist()
     if len(size) != 2 or min(size) < 1 or h < 1 or w < 1:
         raise ConversionError(f"{op.name}: size {size} for input {[n, h, w, c]}")
     align = bool(_options(op, "AlignCorners", False))
@@ -678,9 +688,9 @@ def _check_gather(model: TFLiteModel, op: OperatorInfo) -> str | None:
 
 def _split(ctx: ImportContext, op: OperatorInfo) -> None:
     if op.op == "SPLIT":
-        axis_value, x = ctx.const(op, 0, "axis"), ctx.input(op, 1)
+        axis_value, x = ctx.const_ints(op, 0, "axis"), ctx.input(op, 1)
     else:
-        axis_value, x = ctx.const(op, 2, "axis"), ctx.input(op, 0)
+        axis_value, x = ctx.const_ints(op, 2, "axis"), ctx.input(op, 0)
     shape = ctx.b.type_of(x).shape
     axis = _axes(op, axis_value, len(shape))[0]
     count = len(op.outputs)
@@ -689,7 +699,7 @@ def _split(ctx: ImportContext, op: OperatorInfo) -> None:
             raise ConversionError(f"{op.name}: {shape[axis]} does not split into {count} parts")
         sizes = [shape[axis] // count] * count
     else:
-        sizes = np.asarray(ctx.const(op, 1, "size_splits")).reshape(-1).tolist()
+        sizes = np.asarray(ctx.const_ints(op, 1, "size_splits")).reshape(-1).tolist()
         if sizes.count(-1) == 1:
             sizes[sizes.index(-1)] = shape[axis] - (sum(sizes) + 1)
         if len(sizes) != count or sum(sizes) != shape[axis] or min(sizes, default=0) < 0:
