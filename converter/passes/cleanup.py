@@ -105,14 +105,15 @@ def merge_reshapes(graph: Graph) -> Graph:
     else reads them. Fusing an activation through a Reshape (fuse_activation) leaves such pairs
     between 1-D convolutions."""
     edit = GraphEdit(graph)
+    producers = edit.producers()
     changed = False
     for i, node in enumerate(edit.nodes):
-        source = reshape_source(edit.producers(), node)
+        source = reshape_source(producers, node)
         if source is not None:
             edit.nodes[i] = node.with_(inputs=(source,))
+            producers[node.outputs[0]] = (i, edit.nodes[i])  # a later Reshape of this one reads its new source
             changed = True
     if not changed:
         return graph
     edit.prune_dead()
     return remove_identities(edit.build())
-
