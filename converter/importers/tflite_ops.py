@@ -556,48 +556,114 @@ def _check_mirror_pad(model: TFLiteModel, op: OperatorInfo) -> str | None:
 BIG = 1 << 62
 
 
+def _strided_slice_axes(rank: int, specs: int, ellipsis_mask: int, new_axis_mask: int) -> list[tuple[str, int]]:
+    """LiteRT's expansion of a STRIDED_SLICE spec over a rank-``rank`` input: per axis of the
+    effective input (the input with the new axes inserted), ("ellipsis" | "new" | "spec" | "full",
+    the spec it reads or -1). The ellipsis covers the input axes no other spec names, but always
+    at least one; a new-axis bit on the ellipsis's own spec has no effect; specs past the end read
+    whole axes. (LiteRT's kernel, not TensorFlow's documentation, is the meaning: the two differ
+    where the ellipsis would cover no axis.)"""
+    added = sum(1 for i in range(specs) if new_axis_mask >> i & 1 and not ellipsis_mask >> i & 1)
+    effective = rank + added
+    axes: list[tuple[str, int]] = []
+    expanded = 0  # axes the ellipsis covers beyond its own spec
+    while len(axes) < effective:
+        i = len(axes)
+        if ellipsis_mask >> i & 1:
+            end = max(i + 1, min(i + 1 + added + rank - specs, effective))
+            axes += [("ellipsis", i)] * (end - i)
+            expanded = end - i - 1
+        elif new_axis_mask >> (i - expanded) & 1:
+            axes.append(("new", i - expanded))
+        elif i >= specs + expanded:
+            axes.append(("full", -1))
+        else:
+            axes.append(("spec", i - expanded))
+    return axes
+
+
+def _clamp_index(index: int, size: int, stride: int) -> int:
+    return min(max(index, 0), size) if stride > 0 else min(max(index, -1), size - 1)
+
+
+def _strided_slice_range(op: OperatorInfo, size: int, begin: int, end: int, stride: int, begin_masked: bool,
+                         end_masked: bool, offset: bool) -> tuple[int, int]:
+    """LiteRT's first index and end on one axis: negatives count from the end, then clamp to
+    [0, size] (forward) or [-1, size - 1] (backward); the masks override after clamping. With
+    ``offset`` the end is a size counted from the resolved start; LiteRT's builtin kernel and its
+    XNNPACK delegate disagree on an end mask or a begin or size past the axis there (one reads
+    past the tensor), so those have no one meaning and are refused."""
+    start = _clamp_index(begin + size if begin < 0 else begin, size, stride)
+    if begin_masked:
+        start = 0 if stride > 0 else size - 1
+    if offset:
+        if end_masked or not -size <= begin < size or _clamp_index(start + end, size, stride) != start + end:
+            raise ConversionError(f"{op.name}: offset slice begin {begin}, size {end}{', end_mask' * end_masked} "
+                                  f"past an axis of {size} (LiteRT's kernels disagree on it)")
+        return start, start + end
+    stop = _clamp_index(end + size if end < 0 else end, size, stride)
+    if end_masked:
+        stop = size if stride > 0 else -1
+    return start, stop
+
+
 def _strided_slice(ctx: ImportContext, op: OperatorInfo) -> None:
+    """The effective input (a Reshape adding the new axes), one Slice with every range resolved
+    as LiteRT resolves it, and a Reshape dropping the shrunk axes."""
     x = ctx.input(op, 0)
     shape = ctx.b.type_of(x).shape
-    rank = len(shape)
     begin, end, strides = (np.asarray(ctx.const_ints(op, k, n)).reshape(-1).tolist()
                            for k, n in ((1, "begin"), (2, "end"), (3, "strides")))
-    if not (len(begin) == len(end) == len(strides)) or len(begin) > rank:
-        raise ConversionError(f"{op.name}: begin/end/strides of lengths {len(begin)}, {len(end)}, "
-                              f"{len(strides)} for rank {rank}")
+    if not (len(begin) == len(end) == len(strides)):
+        raise ConversionError(f"{op.name}: begin/end/strides of lengths {len(begin)}, {len(end)}, {len(strides)}")
     begin_mask, end_mask = _options(op, "BeginMask", 0), _options(op, "EndMask", 0)
     shrink = _options(op, "ShrinkAxisMask", 0)
     offset = bool(_options(op, "Offset", False))
-    starts, ends, steps, kept = [], [], [], []
-    for axis in range(rank):
-        if axis >= len(begin):
-            starts.append(0), ends.append(BIG), steps.append(1), kept.append(shape[axis])
-            continue
-        step = int(strides[axis])
-        if step == 0:
-            raise ConversionError(f"{op.name}: stride 0 on axis {axis}")
-        b, e = int(begin[axis]), int(end[axis])
-        if offset:
-            e = b + e
-        if shrink >> axis & 1:
-            b = b + shape[axis] if b < 0 else b
-            if not 0 <= b < shape[axis]:
-                raise ConversionError(f"{op.name}: index {begin[axis]} out of range on axis {axis}")
-            starts.append(b), ends.append(b + 1), steps.append(1)
-            continue
-        if begin_mask >> axis & 1:
-            b = 0 if step > 0 else BIG
-        if end_mask >> axis & 1:
-            e = BIG if step > 0 else -BIG
-        starts.append(b), ends.append(e), steps.append(step), kept.append(None)
+    ellipsis_mask, new_axis_mask = _options(op, "EllipsisMask", 0), _options(op, "NewAxisMask", 0)
+    if (ellipsis_mask | new_axis_mask) >> len(begin):
+        raise ConversionError(f"{op.name}: ellipsis_mask {ellipsis_mask} or new_axis_mask {new_axis_mask} names a "
+                              f"spec past the {len(begin)} given")
+    axes = _strided_slice_axes(len(shape), len(begin), ellipsis_mask, new_axis_mask)
+    if sum(kind != "new" for kind, _ in axes) != len(shape):
+        raise ConversionError(f"{op.name}: {len(begin)} specs do not fit rank {len(shape)}")
+    effective, starts, ends, steps = [], [], [], []
+    dims = iter(shape)
+    for axis, (kind, spec) in enumerate(axes):
+        size = 1 if kind == "new" else next(dims)
+        effective.append(size)
+        start, stop, step = 0, size, 1
+        if kind == "spec":
+            step = int(strides[spec])
+            if step == 0:
+                raise ConversionError(f"{op.name}: stride 0 on axis {axis}")
+            start, stop = _strided_slice_range(op, size, int(begin[spec]), int(end[spec]), step,
+                                               bool(begin_mask >> spec & 1), bool(end_mask >> spec & 1), offset)
+            if shrink >> spec & 1:
+                if not 0 <= start < size:
+                    raise ConversionError(f"{op.name}: index {begin[spec]} out of range on axis {axis} ({size})")
+                stop, step = start + 1, 1
+        count = max(-(-(stop - start) // step), 0)
+        if count == 0:
+            start, stop, step = 0, 0, 1
+        # An end before index 0 of a backward range is -BIG: a Slice end of -1 would mean size - 1.
+        stop = start + count * step
+        starts.append(start), ends.append(stop if stop >= 0 else -BIG), steps.append(step)
+    if len(effective) > len(shape):
+        x = ctx.emit(op, "Reshape", [x], {"shape": tuple(effective)})
     y = ctx.emit(op, "Slice", [x], {"starts": tuple(starts), "ends": tuple(ends), "steps": tuple(steps)})
     ctx.alias(op, y, ctx.output_index(op))
 
 
 def _check_strided_slice(model: TFLiteModel, op: OperatorInfo) -> str | None:
-    reasons = [f"{m}" for m, attr in (("ellipsis_mask", "EllipsisMask"), ("new_axis_mask", "NewAxisMask"))
-               if _options(op, attr, 0)]
-    return ", ".join(reasons) or None
+    ellipsis, shrink = _options(op, "EllipsisMask", 0), _options(op, "ShrinkAxisMask", 0)
+    if ellipsis & (ellipsis - 1):
+        return "more than one ellipsis"
+    strides = model.tensors[op.inputs[3]].data if len(op.inputs) > 3 and op.inputs[3] >= 0 else None
+    if shrink and strides is not None and np.asarray(strides).dtype.kind in "iu" and any(
+            shrink >> i & 1 and s < 0 for i, s in enumerate(np.asarray(strides).reshape(-1).tolist())):
+        # LiteRT's loop runs from the index to index + 1 by the negative stride: it writes nothing.
+        return "shrink_axis_mask with a negative stride"
+    return None
 
 
 def _slice(ctx: ImportContext, op: OperatorInfo) -> None:

@@ -131,10 +131,10 @@ def resize(op, size, align=False, half=False, shape=(1, 5, 7, 3)):
                   version=3 if half else 1)
 
 
-def strided_slice(begin, end, strides, begin_mask=0, end_mask=0, shrink=0, offset=False):
+def strided_slice(begin, end, strides, begin_mask=0, end_mask=0, shrink=0, offset=False, ellipsis=0, new_axis=0):
     return single("STRIDED_SLICE", (2, 7, 8, 3), [np.array(v, np.int32) for v in (begin, end, strides)],
                   opts("StridedSliceOptions", beginMask=begin_mask, endMask=end_mask, shrinkAxisMask=shrink,
-                       offset=offset), version=5 if offset else 1)
+                       offset=offset, ellipsisMask=ellipsis, newAxisMask=new_axis), version=5 if offset else 1)
 
 
 def reduce(op, axes, keep):
@@ -277,6 +277,35 @@ CASES = {
                                                           begin_mask=0b0010, end_mask=0b0010),
     "strided_slice_shrink": lambda: strided_slice([0, 2, 0, 1], [2, 3, 8, 2], [1, 1, 1, 1], shrink=0b1010),
     "strided_slice_offset": lambda: strided_slice([0, 1, 2, 0], [2, 3, 4, 3], [1, 1, 1, 1], offset=True),
+    # offset: the size counts from the resolved start, -1 -> 6 here (not from the -1 written).
+    "strided_slice_offset_negative_begin": lambda: strided_slice([0, -1, -5, 0], [2, 1, 3, 3], [1, 1, 1, 1],
+                                                                 offset=True),
+    "strided_slice_offset_backward": lambda: strided_slice([0, -2, 6, 0], [2, -3, -6, 3], [1, -1, -2, 1],
+                                                           offset=True),
+    # x[1:2, ..., ::-2]: the ellipsis covers H and W, the last spec C backward.
+    "strided_slice_ellipsis_middle": lambda: strided_slice([1, 0, 0], [2, 0, 0], [1, 1, -2], begin_mask=0b100,
+                                                           end_mask=0b100, ellipsis=0b010),
+    # x[None, ..., 6:0:-3, ::-1]: a new leading axis, the ellipsis over N and H, W and C backward.
+    "strided_slice_new_axis_ellipsis_backward": lambda: strided_slice([0, 0, 6, 0], [0, 0, 0, 0], [1, 1, -3, -1],
+                                                                      begin_mask=0b1000, end_mask=0b1000,
+                                                                      ellipsis=0b0010, new_axis=0b0001),
+    # x[1, None, :, -2]: shrunk N and C around a new axis.
+    "strided_slice_new_axis_shrink": lambda: strided_slice([1, 0, 0, -2], [2, 0, 0, -1], [1, 1, 1, 1],
+                                                           begin_mask=0b0100, end_mask=0b0100, shrink=0b1001,
+                                                           new_axis=0b0010),
+    # x[..., 0:1, 1:6:2, 0:3, 0:1] on a rank-4 input: TensorFlow's ellipsis would cover no axis;
+    # LiteRT's covers one (N), gives the next three specs to H, W, C and drops the last.
+    "strided_slice_ellipsis_over_nothing": lambda: strided_slice([0, 0, 1, 0, 0], [0, 1, 6, 3, 1], [1, 1, 2, 1, 1],
+                                                                 ellipsis=0b00001),
+    # x[..., 2:5:2, None, 1:-1, ::2]: the ellipsis covers N, with a new axis after H.
+    "strided_slice_ellipsis_new_axis_inside": lambda: strided_slice([0, 2, 0, 1, 0], [0, 5, 0, -1, 0],
+                                                                    [1, 2, 1, 1, 2], begin_mask=0b10000,
+                                                                    end_mask=0b10000, ellipsis=0b00001,
+                                                                    new_axis=0b00100),
+    # A new-axis bit on the ellipsis's own spec does nothing; a shrink with begin_mask takes index 0.
+    "strided_slice_ellipsis_and_new_axis_bit": lambda: strided_slice([0, 3, 0], [0, 4, 0], [1, 1, 1],
+                                                                     begin_mask=0b100, shrink=0b100,
+                                                                     ellipsis=0b001, new_axis=0b001),
     "slice": lambda: single("SLICE", (2, 7, 8, 3), [np.array([1, 2, 0, 1], np.int32), np.array([1, -1, 5, 2], np.int32)]),
     "transpose": lambda: single("TRANSPOSE", (2, 3, 4, 5), [np.array([0, 3, 1, 2], np.int32)]),
     "resize_bilinear": lambda: resize("RESIZE_BILINEAR", [10, 14]),
@@ -403,3 +432,17 @@ def test_cli_converts_and_inspect_names_the_source(tmp_path, capsys):
     assert main(["convert", str(broken), "-o", str(tmp_path / "b.edge")]) != 0
     err = capsys.readouterr().err
     assert "broken.tflite: " in err and "Traceback" not in err and not (tmp_path / "b.edge").exists()
+
+
+def test_shrink_with_a_negative_stride_is_refused():
+    # LiteRT's loop runs from the index toward index + 1 by a negative step: it writes no value.
+    data, _ = strided_slice([0, 2, 0, 0], [2, 1, 8, 3], [1, -1, 1, 1], shrink=0b0010)
+    with pytest.raises(UnsupportedOpsError, match=r"STRIDED_SLICE \(shrink_axis_mask with a negative stride\)"):
+        convert(data)
+
+
+def test_offset_past_the_axis_is_an_error():
+    # LiteRT's builtin kernel reads past the tensor here and its XNNPACK delegate gives an empty slice.
+    data, _ = strided_slice([0, -3, 0, 0], [2, 5, 8, 3], [1, 1, 1, 1], offset=True)
+    with pytest.raises(ConversionError, match="LiteRT's kernels disagree"):
+        convert(data)
