@@ -743,13 +743,37 @@ def _space_to_depth(ctx: ImportContext, op: OperatorInfo) -> None:
 
 
 def _gather(ctx: ImportContext, op: OperatorInfo) -> None:
-    x = ctx.input(op, 0)
-    axis = _axes(op, [_options(op, "Axis", 0)], len(ctx.b.type_of(x).shape))[0]
-    ctx.emit(op, "Gather", [x, ctx.input(op, 1)], {"axis": axis}, ctx.output_index(op))
+    x, indices = ctx.input(op, 0), ctx.input(op, 1)
+    shape, index_shape = ctx.b.type_of(x).shape, ctx.b.type_of(indices).shape
+    axis = _axes(op, [_options(op, "Axis", 0)], len(shape))[0]
+    batch_dims = int(_options(op, "BatchDims", 0))
+    batch_dims += len(index_shape) if batch_dims < 0 else 0
+    if not 0 <= batch_dims <= min(axis, len(index_shape)) or shape[:batch_dims] != index_shape[:batch_dims]:
+        raise ConversionError(f"{op.name}: batch_dims {_options(op, 'BatchDims', 0)} does not fit params "
+                              f"{list(shape)}, indices {list(index_shape)} and axis {axis}")
+    if batch_dims == 0:
+        ctx.emit(op, "Gather", [x, indices], {"axis": axis}, ctx.output_index(op))
+        return
+    _batched_gather(ctx, op, x, indices, axis, batch_dims)
 
 
-def _check_gather(model: TFLiteModel, op: OperatorInfo) -> str | None:
-    return "batch_dims != 0" if _options(op, "BatchDims", 0) else None
+def _batched_gather(ctx: ImportContext, op: OperatorInfo, x: str, indices: str, axis: int, batch_dims: int) -> None:
+    """GATHER with batch dims reads y[b, o, c, i] = x[b, o, indices[b, c], i] with b the batch
+    dims, o the dims between them and the axis, c the indices' other dims, i the dims after the
+    axis. Over x flattened to rows [B * O * A, i...], that is one plain Gather of the rows
+    (b * O + o) * A + indices[b, c]: the indices plus a constant [B, O, 1] of row offsets.
+    (An index outside [0, A), which LiteRT reports at invoke, reads a neighbouring row here.)"""
+    shape, index_shape = ctx.b.type_of(x).shape, ctx.b.type_of(indices).shape
+    batch, outer = math.prod(shape[:batch_dims]), math.prod(shape[batch_dims:axis])
+    size, inner = shape[axis], tuple(shape[axis + 1:])
+    index_dtype = np.dtype(ctx.b.type_of(indices).dtype)
+    if batch * outer * size > np.iinfo(index_dtype).max:
+        raise ConversionError(f"{op.name}: {batch * outer * size} rows do not fit {index_dtype} indices")
+    rows = ctx.emit(op, "Reshape", [x], {"shape": (batch * outer * size,) + inner})
+    flat = ctx.emit(op, "Reshape", [indices], {"shape": (batch, 1, math.prod(index_shape[batch_dims:]))})
+    offsets = (np.arange(batch * outer, dtype=index_dtype) * size).reshape(batch, outer, 1)
+    flat = ctx.emit(op, "Add", [flat, ctx.b.constant(ctx.b._fresh(ctx.names[op.inputs[1]] + "_rows"), offsets)])
+    ctx.alias(op, ctx.emit(op, "Gather", [rows, flat], {"axis": 0}), ctx.output_index(op))
 
 
 def _split(ctx: ImportContext, op: OperatorInfo) -> None:
@@ -899,7 +923,7 @@ TABLE: dict[str, tuple[Callable, Callable | None]] = {
     "RESIZE_NEAREST_NEIGHBOR": (_resize, _check_resize),
     "DEPTH_TO_SPACE": (_depth_to_space, None),
     "SPACE_TO_DEPTH": (_space_to_depth, None),
-    "GATHER": (_gather, _check_gather),
+    "GATHER": (_gather, None),
     "SPLIT": (_split, None),
     "SPLIT_V": (_split, None),
     "DEQUANTIZE": (_dequantize, _check_dequantize),

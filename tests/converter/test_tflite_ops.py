@@ -137,6 +137,18 @@ def strided_slice(begin, end, strides, begin_mask=0, end_mask=0, shrink=0, offse
                        offset=offset, ellipsisMask=ellipsis, newAxisMask=new_axis), version=5 if offset else 1)
 
 
+def gather(params_shape, indices, axis, batch_dims, indices_fed=False):
+    """GATHER of x by ``indices``: a constant, or with ``indices_fed`` a second graph input."""
+    if not indices_fed:
+        return single("GATHER", params_shape, [indices], opts("GatherOptions", axis=axis, batchDims=batch_dims))
+    rng = np.random.default_rng(13)
+    b = TFLiteBuilder()
+    x, i = b.input("x", params_shape), b.input("i", indices.shape, str(indices.dtype))
+    y = b.tensor("y")
+    b.op("GATHER", [x, i], [y], opts("GatherOptions", axis=axis, batchDims=batch_dims))
+    return b.finish([x, i], [y]), {"x": rand(rng, *params_shape), "i": indices}
+
+
 def reduce(op, axes, keep):
     return single(op, (2, 5, 6, 3), [np.array(axes, np.int32)], opts("ReducerOptions", keepDims=keep))
 
@@ -321,6 +333,15 @@ CASES = {
     "softmax_beta": lambda: single("SOFTMAX", (4, 10), (), opts("SoftmaxOptions", beta=0.5)),
     "l2_normalization": lambda: single("L2_NORMALIZATION", (2, 3, 8), (), opts("L2NormOptions")),
     "gather": lambda: single("GATHER", (5, 4, 3), [np.array([3, 0, 2, 2], np.int32)], opts("GatherOptions", axis=1)),
+    # batch_dims: y[b0, b1, c, i] = x[b0, b1, indices[b0, b1, c], i].
+    "gather_batch_dims_2": lambda: gather((2, 3, 5, 4), R.integers(0, 5, (2, 3, 6)).astype(np.int32), 2, 2),
+    # Negative axis and batch_dims (-2 -> 2, -1 -> 1), a dim between the batch and the axis.
+    "gather_batch_dims_negative": lambda: gather((2, 4, 5, 3), R.integers(0, 5, (2, 7)).astype(np.int32), -2, -1),
+    # Indices only of the batch: one index per batch row, the axis dropped.
+    "gather_batch_dims_scalar_indices": lambda: gather((3, 5, 2), np.array([4, 0, 2], np.int32), 1, 1),
+    # Indices fed at run time (so the row offsets are added by the runtime, not folded), int64.
+    "gather_batch_dims_fed_indices": lambda: gather((2, 3, 6, 2), R.integers(0, 6, (2, 4, 2)).astype(np.int64),
+                                                    2, 1, indices_fed=True),
     "split": lambda: single("SPLIT", (2, 6, 4), [np.array(1, np.int32)], opts("SplitOptions", numSplits=3),
                             n_outputs=3, const_first=True),
     "split_v": lambda: single("SPLIT_V", (2, 6, 4), [np.array([1, -1, 2], np.int32), np.array(-1, np.int32)],
