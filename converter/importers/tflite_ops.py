@@ -539,14 +539,28 @@ def _pad(ctx: ImportContext, op: OperatorInfo) -> None:
     pads = _pads(ctx, op, len(ctx.b.type_of(x).shape))
     value = 0.0
     if op.op == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
-        constant = np.asarray(ctx.const(op, 2, "constant_values")).reshape(-1)
-        if constant.size != 1:
-            raise ConversionError(f"{op.name}: constant_values must hold one value")
-        value = float(constant[0])
+        value = _pad_value(ctx, op)
     if op.op == "MIRROR_PAD":
         ctx.emit(op, "Pad", [x], {"mode": "reflect", "pads": pads, "value": 0.0}, ctx.output_index(op))
         return
     ctx.emit(op, "Pad", [x], {"mode": "constant", "pads": pads, "value": value}, ctx.output_index(op))
+
+
+def _pad_value(ctx: ImportContext, op: OperatorInfo) -> float:
+    """PADV2's constant as the real value the IR's Pad takes. A quantized one (int8 or uint8,
+    with the input's params, which LiteRT requires) is (q - zp) * scale: the runtime quantizes it
+    back to q exactly, since |q - zp| <= 255 keeps the float32 error far below half a step."""
+    constant = np.asarray(ctx.const(op, 2, "constant_values")).reshape(-1)
+    if constant.size != 1:
+        raise ConversionError(f"{op.name}: constant_values must hold one value")
+    t = ctx.tensor(ctx.input_index(op, 2))
+    if ctx.params(ctx.input_index(op, 2)) is None:
+        return float(constant[0])
+    source = ctx.tensor(ctx.input_index(op, 0))
+    if (t.scale, t.zero_point) != (source.scale, source.zero_point):
+        raise ConversionError(f"{op.name}: constant_values {t.name!r} is quantized with params other than "
+                              f"input {source.name!r}'s")
+    return float((int(constant[0]) - t.zero_point[0]) * np.float64(t.scale[0]))
 
 
 def _check_mirror_pad(model: TFLiteModel, op: OperatorInfo) -> str | None:
@@ -937,7 +951,7 @@ MOVES_BYTES = ("Reshape", "Transpose", "Slice", "MaxPool2D", "Gather", "Split", 
 INT8_COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
                 "MEAN", "CONCATENATION", "SOFTMAX"}
 INT8_FOLLOW = {"MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "SLICE", "STRIDED_SLICE",
-               "GATHER", "SPLIT", "SPLIT_V", "PAD"}
+               "GATHER", "SPLIT", "SPLIT_V", "PAD", "PADV2", "MIRROR_PAD"}
 INT8_OPS = INT8_COMPUTE | INT8_FOLLOW
 
 

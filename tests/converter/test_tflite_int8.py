@@ -199,3 +199,34 @@ def test_int8_mean_over_channels_is_refused():
     data, _, _ = model(body, (1, 4, 4, 6))
     with pytest.raises(UnsupportedOpsError, match="int8 mean over axes other than H, W"):
         convert(data)
+
+
+def pad(op, dtype, mode=None, value=None):
+    """PADV2 / MIRROR_PAD on int8 or uint8 values; PADV2's constant is quantized with the input's
+    params (LiteRT requires it), so the op only moves bytes."""
+    x_params = (0.05, 3) if dtype == "int8" else (0.05, 130)
+
+    def body(b, xq, yq, rng, x_params):
+        ins = [xq, b.constant("paddings", np.array([[0, 0], [2, 1], [1, 3], [0, 0]], np.int32))]
+        if value is not None:
+            ins.append(b.constant("constant", np.array([value], dtype), x_params))
+        b.op(op, ins, [yq], opts("MirrorPadOptions", mode=mode) if op == "MIRROR_PAD" else None)
+    return model(body, (1, 4, 5, 2), x_params=x_params, y_params=x_params, dtype=dtype)
+
+
+PAD_CASES = {
+    "padv2_int8": lambda: pad("PADV2", "int8", value=-77),
+    "padv2_int8_at_the_limit": lambda: pad("PADV2", "int8", value=127),
+    "padv2_uint8": lambda: pad("PADV2", "uint8", value=201),
+    "padv2_uint8_zero": lambda: pad("PADV2", "uint8", value=0),
+    "mirror_pad_reflect_int8": lambda: pad("MIRROR_PAD", "int8", mode=0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAD_CASES))
+def test_int8_pad_equals_litert(case):
+    # Padding moves bytes and writes the constant's own byte: equal to LiteRT, not one step off.
+    data, feeds, _ = PAD_CASES[case]()
+    result = convert(data)
+    assert any(n.op == "Pad" and result.graph.tensors[n.outputs[0]].dtype == "int8" for n in result.graph.nodes)
+    assert np.array_equal(run_edge(result.data, feeds)[0], run_litert(data, feeds)[0])
