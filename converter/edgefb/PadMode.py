@@ -7,3 +7,4 @@ class PadMode(object):
     CONSTANT = 0
     REFLECT = 1
     EDGE = 2
+    SYMMETRIC = 3

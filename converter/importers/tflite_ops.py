@@ -527,6 +527,10 @@ def _concatenation(ctx: ImportContext, op: OperatorInfo) -> None:
     ctx.emit(op, "Concat", inputs, {"axis": axis}, ctx.output_index(op))
 
 
+# MirrorPadMode -> the IR's Pad mode (REFLECT leaves the border element out, SYMMETRIC repeats it).
+MIRROR_PAD_MODES = {0: "reflect", 1: "symmetric"}
+
+
 def _pads(ctx: ImportContext, op: OperatorInfo, rank: int) -> tuple[int, ...]:
     paddings = np.asarray(ctx.const_ints(op, 1, "paddings"))
     if paddings.shape != (rank, 2):
@@ -541,7 +545,10 @@ def _pad(ctx: ImportContext, op: OperatorInfo) -> None:
     if op.op == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
         value = _pad_value(ctx, op)
     if op.op == "MIRROR_PAD":
-        ctx.emit(op, "Pad", [x], {"mode": "reflect", "pads": pads, "value": 0.0}, ctx.output_index(op))
+        mode = MIRROR_PAD_MODES.get(_options(op, "Mode", 0))
+        if mode is None:
+            raise ConversionError(f"{op.name}: unknown mirror pad mode {_options(op, 'Mode', 0)}")
+        ctx.emit(op, "Pad", [x], {"mode": mode, "pads": pads, "value": 0.0}, ctx.output_index(op))
         return
     ctx.emit(op, "Pad", [x], {"mode": "constant", "pads": pads, "value": value}, ctx.output_index(op))
 
@@ -561,10 +568,6 @@ def _pad_value(ctx: ImportContext, op: OperatorInfo) -> float:
         raise ConversionError(f"{op.name}: constant_values {t.name!r} is quantized with params other than "
                               f"input {source.name!r}'s")
     return float((int(constant[0]) - t.zero_point[0]) * np.float64(t.scale[0]))
-
-
-def _check_mirror_pad(model: TFLiteModel, op: OperatorInfo) -> str | None:
-    return "mode=SYMMETRIC" if _options(op, "Mode", 0) != 0 else None
 
 
 BIG = 1 << 62
@@ -929,7 +932,7 @@ TABLE: dict[str, tuple[Callable, Callable | None]] = {
     "CONCATENATION": (_concatenation, None),
     "PAD": (_pad, None),
     "PADV2": (_pad, None),
-    "MIRROR_PAD": (_pad, _check_mirror_pad),
+    "MIRROR_PAD": (_pad, None),
     "STRIDED_SLICE": (_strided_slice, _check_strided_slice),
     "SLICE": (_slice, None),
     "TRANSPOSE": (_transpose, None),

@@ -367,7 +367,10 @@ register(OpDef(name="GatherElements", infer=_gather_elements_infer,
 
 # ---- Pad ----
 
-PAD_MODES = {"constant": PadMode.CONSTANT, "reflect": PadMode.REFLECT, "edge": PadMode.EDGE}
+# reflect mirrors about the border element (abc -> cb|abc|ba), symmetric repeats it (ba|abc|cb):
+# NumPy's modes of the same names; TFLite's MIRROR_PAD has both, ONNX's Pad only reflect.
+PAD_MODES = {"constant": PadMode.CONSTANT, "reflect": PadMode.REFLECT, "edge": PadMode.EDGE,
+             "symmetric": PadMode.SYMMETRIC}
 
 
 def _pad_infer(types, attrs):
@@ -386,6 +389,9 @@ def _pad_infer(types, attrs):
     if attrs.get("mode", "constant") == "reflect" and any(
             max(pads[k], pads[k + x.rank]) >= d for k, d in enumerate(shape)):
         fail(op, f"reflect pads {pads} must be smaller than the dims {shape}")
+    if attrs.get("mode", "constant") == "symmetric" and any(
+            max(pads[k], pads[k + x.rank]) > d for k, d in enumerate(shape)):
+        fail(op, f"symmetric pads {pads} may not exceed the dims {shape}")
     return [TensorType(x.dtype, out)]
 
 

@@ -306,12 +306,14 @@ typedef enum {
   EDGE_PAD_CONSTANT = 0,
   EDGE_PAD_REFLECT = 1,
   EDGE_PAD_EDGE = 2,
-  EDGE_PAD_COUNT_ = 3
+  EDGE_PAD_SYMMETRIC = 3,
+  EDGE_PAD_COUNT_ = 4
 } edge_pad_kind;
 static const char *const edge_pad_names[] = {
   "CONSTANT",
   "REFLECT",
   "EDGE",
+  "SYMMETRIC",
 };
 
 typedef enum {

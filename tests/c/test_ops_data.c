@@ -863,19 +863,22 @@ static void test_gather(void) {
 
 /* ---- PAD ---- */
 
-/* NumPy's pad modes for one coordinate, by repeated reflection (valid for pad < dim). */
+/* NumPy's pad modes for one coordinate, by repeated reflection (valid for pad < dim, or <= dim
+ * in symmetric mode, whose mirror lies half a cell further out). */
 static int64_t pad_source(edge_pad_kind mode, int64_t c, int64_t dim) {
   if (c >= 0 && c < dim) return c;
   if (mode == EDGE_PAD_CONSTANT) return -1;
   if (mode == EDGE_PAD_EDGE) return c < 0 ? 0 : dim - 1;
-  while (c < 0 || c >= dim) c = c < 0 ? -c : 2 * dim - 2 - c;
+  const bool symmetric = mode == EDGE_PAD_SYMMETRIC;
+  const int64_t near = symmetric ? -1 : 0, far = symmetric ? 2 * dim - 1 : 2 * dim - 2;
+  while (c < 0 || c >= dim) c = c < 0 ? near - c : far - c;
   return c;
 }
 
 static void test_pad(void) {
   for (int trial = 0; trial < 120; ++trial) {
     int32_t rank = (int32_t)rnd_range(1, 4);
-    edge_pad_kind mode = (edge_pad_kind)(trial % 3);
+    edge_pad_kind mode = (edge_pad_kind)(trial % EDGE_PAD_COUNT_);
     int64_t shape[8], out_shape[8], none[1] = {0};
     graph g;
     graph_init(&g, EDGE_OP_PAD);
@@ -885,7 +888,7 @@ static void test_pad(void) {
     o->value = 2.5f;
     for (int32_t d = 0; d < rank; ++d) {
       shape[d] = rnd_range(2, 5);
-      int64_t limit = mode == EDGE_PAD_REFLECT ? shape[d] - 1 : 3;
+      int64_t limit = mode == EDGE_PAD_REFLECT ? shape[d] - 1 : mode == EDGE_PAD_SYMMETRIC ? shape[d] : 3;
       o->pads[d] = rnd_range(-1, limit);
       o->pads[rank + d] = rnd_range(-1, limit);
       out_shape[d] = shape[d] + o->pads[d] + o->pads[rank + d];
@@ -927,6 +930,14 @@ static void test_pad(void) {
   graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
   graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 0, none));
   CHECK(graph_run(&g) == EDGE_INVALID_MODEL, "reflect pad 3 of dim 3 must fail");
+  graph_free(&g);
+  graph_init(&g, EDGE_OP_PAD);
+  g.node.options.pad.mode = EDGE_PAD_SYMMETRIC;
+  g.node.options.pad.rank = 1;
+  g.node.options.pad.pads[1] = 4;
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
+  graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 0, none));
+  CHECK(graph_run(&g) == EDGE_INVALID_MODEL, "symmetric pad 4 of dim 3 must fail");
   graph_free(&g);
 }
 

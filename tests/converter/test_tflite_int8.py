@@ -220,6 +220,7 @@ PAD_CASES = {
     "padv2_uint8": lambda: pad("PADV2", "uint8", value=201),
     "padv2_uint8_zero": lambda: pad("PADV2", "uint8", value=0),
     "mirror_pad_reflect_int8": lambda: pad("MIRROR_PAD", "int8", mode=0),
+    "mirror_pad_symmetric_uint8": lambda: pad("MIRROR_PAD", "uint8", mode=1),
 }
 
 

@@ -281,6 +281,13 @@ CASES = {
                                                      np.array([0.5], np.float32)]),
     "mirror_pad_reflect": lambda: single("MIRROR_PAD", (1, 4, 5, 3), [np.array([[0, 0], [2, 1], [1, 3], [0, 0]], np.int32)],
                                          opts("MirrorPadOptions", mode=0)),
+    "mirror_pad_symmetric": lambda: single("MIRROR_PAD", (1, 4, 5, 3),
+                                           [np.array([[0, 0], [2, 1], [1, 3], [0, 0]], np.int32)],
+                                           opts("MirrorPadOptions", mode=1)),
+    # SYMMETRIC pads may reach the whole dimension (3 of 3, 5 of 5), on every axis, the batch too.
+    "mirror_pad_symmetric_whole_dims": lambda: single("MIRROR_PAD", (2, 3, 5, 2),
+                                                      [np.array([[1, 2], [3, 0], [5, 4], [2, 1]], np.int32)],
+                                                      opts("MirrorPadOptions", mode=1)),
     "strided_slice": lambda: strided_slice([0, 1, 0, 0], [2, 6, 8, 3], [1, 2, 3, 1]),
     "strided_slice_masks": lambda: strided_slice([1, 5, 2, 1], [0, 0, 7, 0], [1, 1, 2, 1], begin_mask=0b0001,
                                                  end_mask=0b1011),
@@ -382,12 +389,12 @@ def test_every_unsupported_op_listed_at_once():
     y1, y2, y3 = b.tensor("y1"), b.tensor("y2", "int64"), b.tensor("y3")
     b.op("FLOOR_DIV", [x, x], [y1])
     b.op("ARG_MAX", [x, b.constant("axis", np.array([1], np.int32))], [y2])
-    b.op("MIRROR_PAD", [x, b.constant("p", np.array([[1, 1], [1, 1]], np.int32))], [y3],
-         opts("MirrorPadOptions", mode=1))
+    ranges = [b.constant(k, np.array(v, np.int32)) for k, v in (("b", [0]), ("e", [1]), ("s", [-1]))]
+    b.op("STRIDED_SLICE", [x, *ranges], [y3], opts("StridedSliceOptions", shrinkAxisMask=1))
     data = b._pack([x], [y1, y2, y3])
     with pytest.raises(UnsupportedOpsError) as info:
         convert(data)
-    assert set(info.value.ops) == {"FLOOR_DIV", "ARG_MAX", "MIRROR_PAD (mode=SYMMETRIC)"}
+    assert set(info.value.ops) == {"FLOOR_DIV", "ARG_MAX", "STRIDED_SLICE (shrink_axis_mask with a negative stride)"}
 
 
 def test_fused_tanh_is_unsupported_not_guessed():

@@ -1,5 +1,6 @@
-/* PAD: CONSTANT, REFLECT or EDGE, pads [begins..., ends...] (negative pads crop); any dtype in
- * every mode (a quantized int8 tensor pads with its quantized constant, the zero point for 0).
+/* PAD: CONSTANT, REFLECT, EDGE or SYMMETRIC, pads [begins..., ends...] (negative pads crop); any
+ * dtype in every mode (a quantized int8 tensor pads with its quantized constant, the zero point
+ * for 0). REFLECT mirrors about the border element, SYMMETRIC repeats it (TFLite's MIRROR_PAD).
  * Prepare builds, for each dimension, a table from output coordinate to source coordinate (-1:
  * the constant), so eval only looks coordinates up. Dimensions after the innermost padded one are
  * whole blocks, contiguous in x and y alike, so they are folded into the element: a spatial pad of
@@ -88,6 +89,11 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
       return edge_fail(ctx, EDGE_INVALID_MODEL,
                        "PAD '%s': reflect pads %lld, %lld on dimension %d need a dimension larger than both, not %lld",
                        edge_tensor_name(y), (long long)before, (long long)after, d, (long long)dim);
+    /* SYMMETRIC repeats the border element, so a pad may reach the whole dimension but no further. */
+    if (options->mode == EDGE_PAD_SYMMETRIC && (before > dim || after > dim))
+      return edge_fail(ctx, EDGE_INVALID_MODEL,
+                       "PAD '%s': symmetric pads %lld, %lld on dimension %d may not exceed its size %lld",
+                       edge_tensor_name(y), (long long)before, (long long)after, d, (long long)dim);
     if (options->mode == EDGE_PAD_EDGE && dim == 0 && (before > 0 || after > 0))
       return edge_fail(ctx, EDGE_INVALID_MODEL, "PAD '%s': edge padding of empty dimension %d", edge_tensor_name(y), d);
     shape[d] = before + dim + after;
@@ -134,6 +140,7 @@ static edge_status pad_prepare(edge_context *ctx, edge_node *node) {
           case EDGE_PAD_CONSTANT: c = -1; break;
           case EDGE_PAD_EDGE: c = c < 0 ? 0 : dim - 1; break;
           case EDGE_PAD_REFLECT: c = c < 0 ? -c : 2 * (dim - 1) - c; break;
+          case EDGE_PAD_SYMMETRIC: c = c < 0 ? -c - 1 : 2 * dim - 1 - c; break;
           default: break;
         }
       }
