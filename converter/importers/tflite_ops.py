@@ -784,6 +784,8 @@ def _batched_gather(ctx: ImportContext, op: OperatorInfo, x: str, indices: str, 
     batch, outer = math.prod(shape[:batch_dims]), math.prod(shape[batch_dims:axis])
     size, inner = shape[axis], tuple(shape[axis + 1:])
     index_dtype = np.dtype(ctx.b.type_of(indices).dtype)
+    if index_dtype.kind != "i":
+        raise ConversionError(f"{op.name}: indices must be int32 or int64, not {index_dtype}")
     if batch * outer * size > np.iinfo(index_dtype).max:
         raise ConversionError(f"{op.name}: {batch * outer * size} rows do not fit {index_dtype} indices")
     rows = ctx.emit(op, "Reshape", [x], {"shape": (batch * outer * size,) + inner})
