@@ -14,7 +14,9 @@ one UnsupportedOpsError before anything is built. Float16 weights (the DEQUANTIZ
 constant that MediaPipe's models carry) are widened to float32 exactly at import; converting with
 ``quantize="fp16"`` (``edge convert --quantize fp16``) stores them as float16 again, losslessly.
 Sparse constants (DENSIFY) are made dense at import (tflite_sparse.py). int8 and uint8 models map
-onto the runtime's int8 ops (tflite_ops.INT8_OPS), uint8 shifted to int8 exactly.
+onto the runtime's int8 ops (tflite_ops.INT8_OPS), uint8 shifted to int8 exactly; a uint8 graph
+input or output stays uint8, shifted at the boundary (without its params in the .edge file, whose
+quantized tensors are int8: the caller keeps the .tflite's scale and zero point).
 """
 from __future__ import annotations
 
@@ -442,9 +444,10 @@ def build_graph(model: TFLiteModel) -> Graph:
         convert_operator(ctx, op)
     outputs = []
     for index in model.outputs:
-        if model.tensors[index].type_code == 3 and model.tensors[index].scale:
-            raise ConversionError(f"output {model.tensors[index].name!r}: a uint8 quantized graph output is not "
-                                  f"supported (it would come out as int8); end the model with a DEQUANTIZE")
+        if index in ctx.public:
+            if ctx.public[index] not in outputs:
+                outputs.append(builder.output(ctx.uint8_output(index)))
+            continue
         name = ctx.value(index, f"graph output {model.tensors[index].name!r}")
         if name in outputs:
             continue
@@ -459,7 +462,7 @@ def build_graph(model: TFLiteModel) -> Graph:
     signatures = {}
     for key, (sig_inputs, sig_outputs) in model.signatures.items():
         ins = {n: ctx.names[i] for n, i in sig_inputs.items()}
-        outs = {n: ctx.names[i] for n, i in sig_outputs.items()}
+        outs = {n: ctx.public.get(i, ctx.names[i]) for n, i in sig_outputs.items()}
         if all(i in graph.inputs for i in ins.values()) and all(o in graph.outputs for o in outs.values()):
             signatures[key] = Signature(ins, outs)
     if signatures:

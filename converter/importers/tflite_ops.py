@@ -39,7 +39,18 @@ class ImportContext:
     def __init__(self, model: TFLiteModel, builder: GraphBuilder, names: list[str]):
         self.model = model
         self.b = builder
-        self.names = names
+        self.names = list(names)
+        # uint8 quantized graph outputs: the ops write their int8 form under an internal name and
+        # uint8_output adds the shift back to uint8 under the file's name (index -> that name).
+        self.public: dict[int, str] = {}
+        taken = set(names)
+        for index in model.outputs:
+            if self.uint8_quantized(index) and index not in self.public:
+                self.public[index] = internal = names[index]
+                while internal in taken:
+                    internal += "_int8"
+                taken.add(internal)
+                self.names[index] = internal
         self.values: dict[int, str] = {}
         # Constant data of tensors made by ops at import (the float32 side of a float16 DEQUANTIZE).
         self.constant_data: dict[int, np.ndarray] = {}
@@ -97,13 +108,29 @@ class ImportContext:
     def tensor(self, index: int):
         return self.model.tensors[index]
 
+    def uint8_quantized(self, index: int) -> bool:
+        return self.tensor(index).type_code == UINT8 and bool(self.tensor(index).scale)
+
+    def shift_uint8(self, source: str, to: str, output: str | None = None) -> str:
+        """uint8 q -> int8 q - 128, or back (to="uint8"): the runtime's quantized ops take int8,
+        and the params' zero point moves by the same 128, so the shift is exact. It runs in int32,
+        where neither direction can overflow."""
+        wide = self.b.op("Cast", source, to="int32")
+        offset = self.b.constant(self.b._fresh("uint8_offset"), np.int32(-128 if to == "int8" else 128))
+        return self.b.op("Cast", self.b.op("Add", wide, offset), to=to, outputs=[output] if output else None)
+
     def define_input(self, index: int) -> None:
         t = self.tensor(index)
-        if t.type_code == UINT8 and t.scale:
-            raise ConversionError(f"input {t.name!r}: a uint8 quantized graph input is not supported (the runtime's "
-                                  f"quantized ops take int8); a float input with a QUANTIZE op is")
         self.values[index] = self.b.input(self.names[index], t.shape, t.dtype)
+        if self.uint8_quantized(index):
+            # The graph input stays uint8 (what the caller feeds); its int8 form is what ops read.
+            self.values[index] = self.shift_uint8(self.values[index], "int8")
         self.record(self.values[index], self.params(index))
+
+    def uint8_output(self, index: int) -> str:
+        """Graph output ``index``, a uint8 quantized tensor, as uint8 under the file's name."""
+        return self.shift_uint8(self.value(index, f"graph output {self.public[index]!r}"), "uint8",
+                                self.public[index])
 
     def value(self, index: int, what: str) -> str:
         """The IR tensor holding TFLite tensor ``index`` (constants are added on first use)."""

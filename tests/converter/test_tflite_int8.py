@@ -231,3 +231,35 @@ def test_int8_pad_equals_litert(case):
     result = convert(data)
     assert any(n.op == "Pad" and result.graph.tensors[n.outputs[0]].dtype == "int8" for n in result.graph.nodes)
     assert np.array_equal(run_edge(result.data, feeds)[0], run_litert(data, feeds)[0])
+
+
+def uint8_boundary(op):
+    """A uint8 quantized graph input and output, no QUANTIZE/DEQUANTIZE: the caller feeds and reads
+    uint8 bytes, as with LiteRT."""
+    rng = np.random.default_rng(14)
+    b = TFLiteBuilder()
+    x = b.input("x", (1, 6, 8, 4), "uint8", quant=(0.05, 130))
+    y = b.tensor("y", "uint8", quant=(0.05, 130) if op == "MAX_POOL_2D" else (0.08, 97))
+    if op == "MAX_POOL_2D":
+        b.op(op, [x], [y], opts("Pool2DOptions", padding=SAME, strideW=2, strideH=2, filterWidth=3, filterHeight=3))
+    else:
+        other = b.constant("c", rng.integers(0, 256, (1, 1, 1, 4)).astype(np.uint8), (0.03, 121))
+        b.op(op, [x, other], [y], opts("AddOptions"))
+    b.signatures["serving_default"] = ({"pixels": x}, {"scores": y})
+    return b.finish([x], [y]), {"x": rng.integers(0, 256, (1, 6, 8, 4)).astype(np.uint8)}
+
+
+@pytest.mark.parametrize("op", ["MAX_POOL_2D", "ADD"])
+def test_uint8_graph_input_and_output(op):
+    data, feeds = uint8_boundary(op)
+    expected = run_litert(data, feeds)[0]
+    result = convert(data)
+    # The boundary tensors keep the file's names (and so its signature), the int8 ones inside do not.
+    assert result.graph.inputs == ("x",) and result.graph.outputs == ("y",)
+    assert dict(result.graph.signatures["serving_default"].outputs) == {"scores": "y"}
+    got = run_edge(result.data, feeds)[0]
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    steps = np.abs(got.astype(np.int64) - expected.astype(np.int64))
+    if op == "MAX_POOL_2D":  # moves bytes: equal
+        assert np.array_equal(got, expected)
+    assert steps.max() <= 1 and np.mean(steps == 0) >= 0.5, f"{steps.max()} steps, {np.mean(steps == 0):.1%} equal"
