@@ -262,13 +262,15 @@ def _print_placement(data: bytes, backend: str, precision: str) -> int:
 
 
 def add_convert_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("convert", help="convert an ONNX model to .edge",
-                                   description="Convert an ONNX model to a .edge file.")
-    parser.add_argument("model", help="ONNX model file")
+    parser = subparsers.add_parser("convert", help="convert an ONNX or TFLite model to .edge",
+                                   description="Convert an ONNX or TFLite model to a .edge file (the format "
+                                               "is told by the file's contents, not its extension).")
+    parser.add_argument("model", help="ONNX or TFLite model file")
     parser.add_argument("-o", "--output", help="output .edge path (default: MODEL with .edge)")
     parser.add_argument("--input-shape", action="append", type=_parse_input_shape, metavar="NAME=D0,D1,...",
-                        help="an input's shape (repeatable), e.g. input=1,3,224,224; a dim the model declares "
-                             "dynamic then runs at any size up to the one given")
+                        help="an ONNX input's shape (repeatable), e.g. input=1,3,224,224; a dim the model "
+                             "declares dynamic then runs at any size up to the one given (a TFLite model's "
+                             "shapes are fixed)")
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip the optimization passes (layout conversion still required to write)")
     _add_quantize_arguments(parser)

@@ -372,7 +372,7 @@ class Command:
 
 
 COMMANDS = [
-    Command("convert", "convert an ONNX model to .edge", "converter.cli:add_convert_parser",
+    Command("convert", "convert an ONNX or TFLite model to .edge", "converter.cli:add_convert_parser",
             user_errors="converter.errors:ConversionError", extra="convert"),
     Command("inspect", "describe a .edge model", "converter.cli:add_inspect_parser",
             user_errors="converter.errors:ConversionError", extra="convert"),
