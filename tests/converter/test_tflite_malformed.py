@@ -69,14 +69,18 @@ def test_mutants_of_small_files_with_option_vectors():
     from tests.converter.test_tflite_ops import CASES
 
     for case in ("reshape", "squeeze", "strided_slice_masks", "transpose_conv_valid_bias",
-                 "mediapipe_transpose_same", "split_v", "resize_bilinear_half_pixel"):
+                 "mediapipe_transpose_same", "split_v", "resize_bilinear_half_pixel",
+                 "strided_slice_new_axis_ellipsis_backward", "gather_batch_dims_negative", "mirror_pad_symmetric"):
         data, _ = CASES[case]()
         _campaign(data, 300, seed=7, run=load_tflite)
     from tests.converter.test_tflite_int8 import CASES as INT8_CASES
+    from tests.converter.test_tflite_int8 import PAD_CASES, uint8_boundary
 
     for case in ("conv_per_channel_same_relu", "depthwise_per_channel", "uint8_conv_relu6"):
         data, _, _ = INT8_CASES[case]()
         _campaign(data, 300, seed=8, run=convert)
+    _campaign(PAD_CASES["padv2_uint8"]()[0], 300, seed=8, run=convert)
+    _campaign(uint8_boundary("ADD")[0], 300, seed=8, run=convert)
 
 
 @pytest.mark.parametrize("data,message", [
