@@ -154,6 +154,11 @@ CASES = {
     "split": lambda: _split(),
     "reshape": lambda: unary("RESHAPE", None, consts=[np.array([1, 48, 4], np.int32)], version=1),
     "softmax": lambda: unary("SOFTMAX", opts("SoftmaxOptions", beta=1.0), y_params=(1 / 256, -128), shape=(4, 10)),
+    "gather_batch_dims": lambda: unary("GATHER", opts("GatherOptions", axis=2, batchDims=1), shape=(2, 5, 6, 3),
+                                       consts=[np.array([[5, 0, 2, 2], [1, 3, 4, 0]], np.int32)]),
+    "strided_slice_new_axis_ellipsis": lambda: unary(
+        "STRIDED_SLICE", opts("StridedSliceOptions", ellipsisMask=0b10, newAxisMask=0b01, endMask=0b100),
+        consts=[np.array(v, np.int32) for v in ([0, 0, 6], [0, 0, 0], [1, 1, -2])]),
 }
 
 
