@@ -689,8 +689,8 @@ def _strided_slice(ctx: ImportContext, op: OperatorInfo) -> None:
         count = max(-(-(stop - start) // step), 0)
         if count == 0:
             start, stop, step = 0, 0, 1
-        # An end before index 0 of a backward range is -BIG: a Slice end of -1 would mean size - 1.
         stop = start + count * step
+        # An end before index 0 of a backward range is -BIG: a Slice end of -1 would mean size - 1.
         starts.append(start), ends.append(stop if stop >= 0 else -BIG), steps.append(step)
     if len(effective) > len(shape):
         x = ctx.emit(op, "Reshape", [x], {"shape": tuple(effective)})
