@@ -7,7 +7,7 @@ from typing import Mapping
 
 from converter.errors import ConversionError
 from converter.ir import Graph
-from converter.passes import lower_batch_norm, optimize as optimize_graph, run_passes, to_nhwc
+from converter.passes import fuse_residual_add, lower_batch_norm, optimize as optimize_graph, run_passes, to_nhwc
 from converter.report import BOUNDARY_KEY, ConversionReport
 from converter.writer import write_model
 
@@ -127,6 +127,10 @@ def convert(model, output_path: str | os.PathLike | None = None, *,
     if quantize is not None:
         graph, quantization = _quantize(graph, quantize, calibration, calibration_method, keep_float,
                                         image_preprocessing, progress)
+    if optimize and training is None and quantize in (None, "fp16"):
+        # After quantization, which has no int8 convolution with a residual to map it to.
+        graph, residual = run_passes(graph, (fuse_residual_add,))
+        passes.passes.extend(residual.passes)
     data = write_model(graph)
     report = ConversionReport(
         source_ops=source.op_counts(), final_ops=graph.op_counts(),

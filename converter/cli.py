@@ -175,7 +175,9 @@ def _print_inspect(info, path: str) -> None:
     rows = []
     for op_info, node in zip(info.operators, graph.nodes):
         activations = [i for i in node.inputs if i and i not in graph.constants]
-        op = op_info.op + (f"+{node.attrs['activation'][0]}" if node.attrs.get("activation") else "")
+        residual = op_info.op == "Conv2D" and len(node.inputs) > 3 and node.inputs[3]
+        op = (op_info.op + ("+Add" if residual else "")
+              + (f"+{node.attrs['activation'][0]}" if node.attrs.get("activation") else ""))
         rows.append((str(op_info.index), op, _shape_text(graph, activations),
                      _shape_text(graph, node.outputs), f"{op_info.flops:,}"))
     signatures = graph.signatures or {"infer": None}

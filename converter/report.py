@@ -47,7 +47,7 @@ class ConversionReport:
         if self.passes is None:
             return details
         for record in self.passes.passes:
-            if record.name in ("fuse_activation", "fold_batch_norm", "fold_constants"):
+            if record.name in ("fuse_activation", "fold_batch_norm", "fold_constants", "fuse_residual_add"):
                 for op, delta in record.op_delta.items():
                     if delta < 0:
                         key = f"{op} ({record.name})"

@@ -207,6 +207,8 @@ def int8_activation_ok(graph, node) -> str | None:
 
 
 def int8_weighted(graph, node) -> str | None:
+    if len(node.inputs) > 3 and node.inputs[3]:
+        return "a fused residual (float32 only)"
     if len(node.inputs) < 2 or not graph.is_constant(node.inputs[1]):
         return "weights are variables" if len(node.inputs) > 1 and node.inputs[1] in graph.variables \
             else "weights are not constant"

@@ -127,7 +127,7 @@ def _check_bias(op: str, bias: TensorType | None, channels: int) -> None:
 
 def _conv_infer(types, attrs):
     op = "Conv2D"
-    need(op, types, 2, optional=1)
+    need(op, types, 2, optional=2)
     x, w = types[0], types[1]
     layout = layout_of(op, attrs)
     _float_input(op, x)
@@ -144,7 +144,30 @@ def _conv_infer(types, attrs):
     _check_bias(op, types[2] if len(types) > 2 else None, o)
     oh = _sliding_size(op, h, kh, strides[0], dilations[0], pads[0], pads[2])
     ow = _sliding_size(op, wd, kw, strides[1], dilations[1], pads[1], pads[3])
-    return [TensorType(x.dtype, _nchw_shape(layout, n, o, oh, ow))]
+    y = TensorType(x.dtype, _nchw_shape(layout, n, o, oh, ow))
+    residual = types[3] if len(types) > 3 else None
+    if residual is not None:
+        _check_residual(op, residual, y, layout)
+    return [y]
+
+
+def _check_residual(op: str, residual: TensorType, y: TensorType, layout: str) -> None:
+    """A fused residual (fusion.fuse_residual_add) has the output's shape but for its channels, of
+    which it may have fewer (zero-padded at the end); NHWC only, as the runtime takes it."""
+    if layout != "NHWC" or residual.dtype != y.dtype or residual.rank != 4:
+        fail(op, f"a residual must be an NHWC {y.dtype} tensor of rank 4, got {residual.dtype} {residual.shape} "
+                 f"({layout})")
+    channels = residual.shape[3]
+    if tuple(residual.shape[:3]) != tuple(y.shape[:3]) or not (
+            isinstance(channels, int) and isinstance(y.shape[3], int) and 1 <= channels <= y.shape[3]):
+        fail(op, f"residual {residual.shape} must match the output {y.shape} but for 1 .. {y.shape[3]} channels")
+
+
+def add_residual(y: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """y + residual over the residual's channels, the first of y's (the rest are its zero padding)."""
+    out = y.copy()
+    out[..., :residual.shape[-1]] += residual
+    return out
 
 
 def _conv_reference(inputs, attrs):
@@ -153,9 +176,11 @@ def _conv_reference(inputs, attrs):
     layout = layout_of("Conv2D", attrs)
     strides, dilations, pads = _window_attrs(attrs)
     w_oihw = w if layout == "NCHW" else np.transpose(w, TO_NCHW)
-    y = conv2d_nchw(_to_nchw(x, layout), w_oihw, bias, strides, dilations, pads,
-                    int(attrs.get("groups", 1)))
-    return [apply_activation(_from_nchw(y, layout).astype(x.dtype), attrs)]
+    y = _from_nchw(conv2d_nchw(_to_nchw(x, layout), w_oihw, bias, strides, dilations, pads,
+                               int(attrs.get("groups", 1))), layout).astype(x.dtype)
+    if len(inputs) > 3 and inputs[3] is not None:
+        y = add_residual(y, inputs[3])
+    return [apply_activation(y, attrs)]
 
 
 def _conv_flops(in_types, out_types, attrs):
@@ -171,6 +196,8 @@ def _channel_sum(g, dy: str, layout: str) -> str:
 
 
 def _conv_grad(g, node, dys):
+    if len(node.inputs) > 3 and node.inputs[3]:
+        fail("Conv2D", "a fused residual has no gradient; trainable graphs keep the ADD separate")
     x, w = node.inputs[0], node.inputs[1]
     geometry = {k: node.attrs[k] for k in ("strides", "dilations", "pads", "groups", "layout")
                 if k in node.attrs}

@@ -13,7 +13,7 @@ from converter.passes.attention import fuse_attention
 from converter.passes.batch_norm import fold_batch_norm, lower_batch_norm
 from converter.passes.cleanup import drop_unused_constants, merge_reshapes, remove_dead_nodes, remove_identities
 from converter.passes.folding import fold_constants
-from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation, fuse_patterns
+from converter.passes.fusion import FUSABLE_ACTIVATIONS, fuse_activation, fuse_patterns, fuse_residual_add
 from converter.passes.layout import cancel_transposes, to_nhwc
 from converter.passes.pad import fold_pads
 
@@ -62,8 +62,10 @@ class PassReport:
 
     @property
     def fused(self) -> int:
-        """Activations fused into the op before them, plus BatchNorms folded into weights."""
-        return sum(r.activations_fused for r in self.passes) + self._removed_by("fold_batch_norm")
+        """Activations fused into the op before them, BatchNorms folded into weights, and skip
+        connections' Adds (with the channel Pads before them) fused into convolutions."""
+        return (sum(r.activations_fused for r in self.passes) + self._removed_by("fold_batch_norm")
+                + self._removed_by("fuse_residual_add"))
 
     @property
     def removed(self) -> int:
@@ -108,5 +110,5 @@ __all__ = [
     "PIPELINE", "PassRecord", "PassReport", "optimize", "run_passes", "fold_constants",
     "remove_dead_nodes", "remove_identities", "merge_reshapes", "drop_unused_constants", "fold_batch_norm",
     "lower_batch_norm", "to_nhwc", "cancel_transposes", "fold_pads", "fuse_patterns", "fuse_attention", "fuse_activation",
-    "FUSABLE_ACTIVATIONS",
+    "fuse_residual_add", "FUSABLE_ACTIVATIONS",
 ]

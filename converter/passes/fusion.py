@@ -259,3 +259,73 @@ def fuse_activation(graph: Graph) -> Graph:
         removed.add(id(act))
     edit.nodes = [replaced.get(i, n) for i, n in enumerate(edit.nodes) if id(n) not in removed]
     return edit.build()
+
+
+def _channel_padding(edit: GraphEdit, pad: Node) -> bool:
+    """Whether a Pad only appends zero channels to an NHWC tensor (a skip connection widened to the
+    channels of the branch it joins)."""
+    pads = tuple(pad.attrs.get("pads", ()))
+    return (len(pad.inputs) == 1 and pad.attrs.get("mode", "constant") == "constant"
+            and float(pad.attrs.get("value", 0.0)) == 0.0 and len(pads) == 8
+            and not any(pads[:7]) and pads[7] > 0)
+
+
+def fuse_residual_add(graph: Graph) -> Graph:
+    """An Add of a Conv2D's output and another tensor of the same shape and type (a skip connection)
+    becomes the Conv2D's fourth input, its residual: the runtime adds it to each output tile while
+    the tile is in cache instead of making a separate pass over memory, with the same floats (one
+    rounded addition per element either way). The Add's activation moves to the Conv2D, which
+    takes the Add's place in the order and its output name.
+
+    The Conv2D must be float32 NHWC without an activation of its own, and read by the Add alone.
+    The other operand may come through a Pad that only appends zero channels (BlazeFace's skips);
+    a Pad read by that Add alone goes too, and the residual has fewer channels than the output.
+    Run after quantization, and only for float models: int8 and dynamic Conv2D take no residual."""
+    edit = GraphEdit(graph)
+    producers, consumers, boundary = edit.producers(), edit.consumers(), edit.boundary()
+
+    def only_read_by(name: str, reader: Node) -> bool:
+        return name not in boundary and [id(n) for n in consumers.get(name, ())] == [id(reader)]
+
+    def fusable_conv(name: str, add: Node) -> Node | None:
+        found = producers.get(name)
+        conv = found[1] if found else None
+        if (conv is None or conv.op != "Conv2D" or id(conv) in used or activation_of(conv)
+                or len(conv.inputs) > 3 or conv.attrs.get("layout", "NCHW") != "NHWC"
+                or edit.type_of(conv.inputs[1]).dtype != "float32" or not only_read_by(name, add)):
+            return None
+        return conv
+
+    replaced: dict[int, Node] = {}
+    used: set[int] = set()
+    for index, add in enumerate(edit.nodes):
+        if add.op != "Add" or len(add.inputs) != 2 or len(add.outputs) != 1:
+            continue
+        y = edit.type_of(add.outputs[0])
+        a, b = add.inputs
+        if (y is None or y.dtype != "float32" or a == b
+                or edit.type_of(a) != y or edit.type_of(b) != y):
+            continue
+        # The later of two convolutions takes the other's output as its residual.
+        candidates = sorted(((producers[n][0], n, other) for n, other in ((a, b), (b, a)) if n in producers),
+                            reverse=True)
+        for _, name, other in candidates:
+            conv = fusable_conv(name, add)
+            if conv is None:
+                continue
+            residual = other
+            pad = producers.get(other, (None, None))[1]
+            if (pad is not None and pad.op == "Pad" and id(pad) not in used and _channel_padding(edit, pad)
+                    and only_read_by(other, add) and edit.type_of(pad.inputs[0]).dtype == "float32"):
+                residual = pad.inputs[0]
+                used.add(id(pad))
+            bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+            attrs = dict(conv.attrs)
+            if activation_of(add):
+                attrs["activation"] = add.attrs["activation"]
+            replaced[index] = conv.with_(inputs=(conv.inputs[0], conv.inputs[1], bias, residual),
+                                         outputs=add.outputs, attrs=attrs)
+            used.add(id(conv))
+            break
+    edit.nodes = [replaced.get(i, n) for i, n in enumerate(edit.nodes) if id(n) not in used]
+    return edit.build()

@@ -58,9 +58,10 @@ static double activate(const edge_activation *act, double v) {
   }
 }
 
-/* Direct convolution in double; scale gets |bias| + sum |x * w| per output (pre-activation). */
-static void reference_conv(const conv_case *c, const float *x, const float *w, const float *bias, double *y,
-                           double *scale) {
+/* Direct convolution in double, plus the residual's channels (s->residual_c of them, per pixel);
+ * scale gets |bias| + sum |x * w| + |residual| per output (pre-activation). */
+static void reference_conv(const conv_case *c, const float *x, const float *w, const float *bias,
+                           const float *residual, double *y, double *scale) {
   const edge_conv_shape *s = &c->s;
   const int64_t cin_g = s->in_c / s->groups, cout_g = s->out_c / s->groups;
   for (int64_t n = 0; n < s->batch; ++n)
@@ -89,7 +90,11 @@ static void reference_conv(const conv_case *c, const float *x, const float *w, c
                 mag += fabs(term);
               }
             }
-          const int64_t i = ((n * s->out_h + oh) * s->out_w + ow) * s->out_c + o;
+          const int64_t pixel = (n * s->out_h + oh) * s->out_w + ow, i = pixel * s->out_c + o;
+          if (o < s->residual_c) {
+            acc += residual[pixel * s->residual_c + o];
+            mag += fabs(residual[pixel * s->residual_c + o]);
+          }
           y[i] = activate(&c->act, acc);
           scale[i] = mag;
         }
@@ -105,14 +110,17 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
   const size_t x_count = (size_t)(s->batch * s->in_h * s->in_w * s->in_c);
   const size_t y_count = (size_t)(s->batch * s->out_h * s->out_w * s->out_c);
   const size_t w_count = (size_t)(s->out_c * s->kernel_h * s->kernel_w * (s->in_c / s->groups));
+  const size_t r_count = (size_t)(s->batch * s->out_h * s->out_w * s->residual_c);
   float *x = malloc(x_count * sizeof *x), *w = malloc(w_count * sizeof *w), *bias = malloc((size_t)s->out_c * 4);
+  float *residual = s->residual_c ? malloc(r_count * sizeof *residual) : NULL;
   double *want = malloc(y_count * sizeof *want), *scale = malloc(y_count * sizeof *scale);
   float *got[3];
   for (size_t i = 0; i < x_count; ++i) x[i] = rnd_unit();
   for (size_t i = 0; i < w_count; ++i) w[i] = rnd_unit();
   for (int64_t i = 0; i < s->out_c; ++i) bias[i] = rnd_unit();
+  for (size_t i = 0; i < r_count; ++i) residual[i] = 2.0f * rnd_unit();
   const bool with_bias = rnd() % 4 != 0;
-  reference_conv(c, x, w, with_bias ? bias : NULL, want, scale);
+  reference_conv(c, x, w, with_bias ? bias : NULL, residual, want, scale);
 
   edge_conv_plan *plan = edge_conv_plan_create(kernels, s, w, with_bias ? bias : NULL, &c->act, winograd);
   CHECK(plan != NULL, "%s: plan creation failed", what);
@@ -125,7 +133,7 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
     for (int t = 0; t < 3; ++t) {
       got[t] = malloc((y_count + SENTINELS) * sizeof(float));
       for (size_t i = 0; i < y_count + SENTINELS; ++i) got[t][i] = -12345.0f;
-      edge_conv_plan_run(plan, pools[t], x, got[t], scratch);
+      edge_conv_plan_run(plan, pools[t], x, got[t], residual, scratch);
       bool intact = true;
       for (size_t i = y_count; i < y_count + SENTINELS; ++i) intact &= got[t][i] == -12345.0f;
       CHECK(intact, "%s: wrote past the output with %d threads", what, t + 1);
@@ -153,6 +161,7 @@ static double run_case(const edge_kernel_config *kernels, edge_threadpool *const
   free(x);
   free(w);
   free(bias);
+  free(residual);
   free(want);
   free(scale);
   return worst;
@@ -172,8 +181,11 @@ static edge_activation random_activation(void) {
 static conv_case make_case(int64_t batch, int64_t h, int64_t w, int64_t cin, int64_t cout, int64_t groups,
                            int64_t kh, int64_t kw, int64_t stride, int64_t dilation, int64_t pad, bool transposed) {
   conv_case c = {0};
+  /* A third of the convolutions get a residual (a fused skip connection), as wide as the output
+   * or narrower (a zero-padded one). */
+  const int64_t residual_c = transposed || rnd() % 3 ? 0 : rnd() % 2 ? cout : 1 + (int64_t)(rnd() % (uint32_t)cout);
   c.s = (edge_conv_shape){transposed, batch, h, w, cin, 0, 0, cout, kh, kw, groups, stride, stride, dilation,
-                          dilation, pad, pad};
+                          dilation, pad, pad, residual_c};
   c.pad_bottom = pad;
   c.pad_right = pad;
   c.act = random_activation();

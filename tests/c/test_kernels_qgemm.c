@@ -350,7 +350,7 @@ static qconv_case make_qconv(int64_t batch, int64_t h, int64_t w, int64_t cin, i
   qconv_case c = {0};
   edge_conv_shape *s = &c.s;
   *s = (edge_conv_shape){false, batch, h, w, cin, 0, 0, cout, kh, kw, groups, stride, stride, dilation, dilation, pad,
-                         pad};
+                         pad, 0};
   s->out_h = (h + 2 * pad - dilation * (kh - 1) - 1) / stride + 1;
   s->out_w = (w + 2 * pad - dilation * (kw - 1) - 1) / stride + 1;
   c.x_count = (size_t)(batch * h * w * cin);

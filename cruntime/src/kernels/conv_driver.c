@@ -24,11 +24,9 @@ struct edge_conv_plan {
   edge_conv_shape s;
   const edge_kernel_config *k;
   int64_t group_in_c, group_out_c, taps;
-  edge_f32_minmax_params clamp;
+  edge_f32_minmax_params clamp;          /* what the kernels clamp to */
   edge_activation act;                   /* the fused activation as given */
-  bool has_after;                        /* act is applied after the kernels (not a clamp) */
-  edge_f32_vunary_ukernel after_kernel;  /* its vector kernel, or NULL for the scalar reference */
-  edge_f32_unary_params after_params;
+  edge_f32_epilogue epilogue;            /* the residual (its address set per run) and the rest of act */
   float *packed;          /* per group (GEMM/IGEMM/DECONV), per Winograd position, or depthwise */
   size_t packed_stride;   /* floats between consecutive groups / positions */
   float *bias;            /* out_c floats, for methods that add the bias outside the GEMM; else NULL */
@@ -110,25 +108,26 @@ bool edge_conv_winograd_wins(const edge_conv_shape *s) {
   return false;
 }
 
+/* One run's work, shared by its cells. */
+typedef struct {
+  const edge_conv_plan *p;
+  const float *x;
+  float *y;
+  float *scratch;
+  size_t block_columns, n_blocks;
+  edge_f32_epilogue epilogue; /* the plan's, with this run's residual */
+} conv_job;
+
 static void set_activation(edge_conv_plan *p, const edge_activation *act) {
-  p->clamp = (edge_f32_minmax_params){-INFINITY, INFINITY};
   p->act = act ? *act : (edge_activation){EDGE_UNARY_IDENTITY, 0.0f, 0.0f};
-  switch (p->act.op) {
-    case EDGE_UNARY_IDENTITY: break;
-    case EDGE_UNARY_RELU: p->clamp.min = 0.0f; break;
-    case EDGE_UNARY_RELU6: p->clamp = (edge_f32_minmax_params){0.0f, 6.0f}; break;
-    case EDGE_UNARY_CLIP: p->clamp = (edge_f32_minmax_params){p->act.alpha, p->act.beta}; break;
-    default:
-      p->has_after = true;
-      p->after_kernel = p->k->vector.unary[p->act.op];
-      p->after_params = (edge_f32_unary_params){p->act.alpha, p->act.beta};
-  }
+  p->clamp = edge_f32_epilogue_init(&p->epilogue, p->k->isa, &p->act, (size_t)p->s.residual_c);
 }
 
-static void apply_after(const edge_conv_plan *p, float *row, size_t n) {
-  if (!p->has_after) return;
-  if (p->after_kernel) p->after_kernel(n, row, row, &p->after_params);
-  else edge_activation_apply(&p->act, row, n);
+/* The epilogue of `rows` output pixels from pixel `pixel` on, channels [col0, col0 + nc), row r
+ * at c + r * out_c. */
+static void finish(const conv_job *job, float *c, size_t rows, size_t pixel, size_t col0, size_t nc) {
+  if (edge_f32_epilogue_active(&job->epilogue))
+    edge_f32_epilogue_rows(&job->epilogue, c, (size_t)job->p->s.out_c, rows, pixel, col0, nc);
 }
 
 static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in_c,
@@ -463,14 +462,6 @@ static void build_indirection(edge_conv_plan *p, const float *base) {
 
 /* ---- threaded drivers ---- */
 
-typedef struct {
-  const edge_conv_plan *p;
-  const float *x;
-  float *y;
-  float *scratch;
-  size_t block_columns, n_blocks;
-} conv_job;
-
 static void run_cells(edge_threadpool *pool, double macs, int64_t cells, edge_parallel_fn fn, void *job) {
   if (cells <= 0) return;
   if (pool && edge_threadpool_size(pool) > 1 && macs >= CONV_MIN_PARALLEL_MACS && cells > 1)
@@ -504,12 +495,12 @@ static void igemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
     (mr == 1 ? p->k->conv.igemm_1 : p->k->conv.igemm)(mr, nc, kc, ks, p->indirection + tile * ks * mr_max,
                      p->packed + group * p->packed_stride + n0 / nr * panel_floats, c, (size_t)s->out_c,
                      image * (size_t)(s->in_h * s->in_w * s->in_c) + group * kc, p->zero, &p->clamp);
-    if (p->has_after)
-      for (size_t m = 0; m < mr; ++m) apply_after(p, c + m * (size_t)s->out_c, nc);
+    finish(job, c, mr, image * out_pixels + m0, group * (size_t)p->group_out_c + n0, nc);
   }
 }
 
-static void run_igemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y) {
+static void run_igemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y,
+                      const edge_f32_epilogue *epilogue) {
   const edge_conv_shape *s = &p->s;
   if (p->indirection_base != x) build_indirection(p, x);
   const size_t nr = p->k->conv.igemm_nr, kdim = (size_t)(p->taps * p->group_in_c);
@@ -523,18 +514,25 @@ static void run_igemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, 
     const size_t columns = round_up(((size_t)p->group_out_c + blocks - 1) / blocks, nr);
     if (columns < block_columns) block_columns = columns;
   }
-  conv_job job = {p, x, y, NULL, block_columns, ((size_t)p->group_out_c + block_columns - 1) / block_columns};
+  conv_job job = {p, x, y, NULL, block_columns, ((size_t)p->group_out_c + block_columns - 1) / block_columns,
+                  *epilogue};
   const double macs = (double)(s->batch * s->out_h * s->out_w * s->out_c) * (double)kdim;
   run_cells(pool, macs, (int64_t)(outer * job.n_blocks), igemm_cells, &job);
 }
 
-static void run_gemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y) {
+static void run_gemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y, const float *residual) {
   const edge_conv_shape *s = &p->s;
   const size_t pixels = (size_t)(s->batch * s->out_h * s->out_w);
-  for (int64_t grp = 0; grp < s->groups; ++grp)
-    edge_gemm_compute(&p->k->gemm, pool, pixels, (size_t)p->group_out_c, (size_t)p->group_in_c,
-                      x + grp * p->group_in_c, (size_t)s->in_c, p->packed + (size_t)grp * p->packed_stride,
-                      y + grp * p->group_out_c, (size_t)s->out_c, &p->act);
+  const size_t residual_c = (size_t)s->residual_c;
+  for (int64_t grp = 0; grp < s->groups; ++grp) {
+    /* The group's slice of the residual: its columns from the group's first output channel on. */
+    const size_t first = (size_t)(grp * p->group_out_c);
+    const edge_f32_residual slice = {residual && first < residual_c ? residual + first : NULL, residual_c,
+                                     residual && first < residual_c ? residual_c - first : 0};
+    edge_gemm_compute_residual(&p->k->gemm, pool, pixels, (size_t)p->group_out_c, (size_t)p->group_in_c,
+                               x + grp * p->group_in_c, (size_t)s->in_c, p->packed + (size_t)grp * p->packed_stride,
+                               y + grp * p->group_out_c, (size_t)s->out_c, &p->act, &slice);
+  }
 }
 
 /* Depthwise with a channel multiplier reads input channel o / multiplier for output channel o;
@@ -560,13 +558,14 @@ static void dwconv_cells(void *arg, int64_t begin, int64_t end, int32_t thread) 
     p->dwconv(row_floats, (size_t)s->out_w, (size_t)p->taps, p->indirection + oh * p->dw_row_pointers,
               p->dw_input_stride, p->dw_row_pitch, image * image_floats, p->zero, p->packed, out, row_floats,
               &p->clamp);
-    if (p->has_after) apply_after(p, out, (size_t)s->out_w * row_floats);
+    finish(job, out, (size_t)s->out_w, (size_t)row * (size_t)s->out_w, 0, row_floats);
   }
 }
 
-static void run_dwconv(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y, float *scratch) {
+static void run_dwconv(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y, float *scratch,
+                       const edge_f32_epilogue *epilogue) {
   const edge_conv_shape *s = &p->s;
-  conv_job job = {p, x, y, scratch, 0, 0};
+  conv_job job = {p, x, y, scratch, 0, 0, *epilogue};
   const float *base = x;
   if (p->multiplier > 1) {
     run_cells(pool, (double)(s->batch * s->in_h * s->in_w * s->out_c), s->batch * s->in_h * s->in_w, expand_cells,
@@ -616,17 +615,19 @@ static void winograd_cells(void *arg, int64_t begin, int64_t end, int32_t thread
                          : sink;
       }
       p->k->conv.winograd_output(cout, m + b * cout, block * cout, p->bias, outputs, &p->clamp);
-      if (p->has_after)
-        for (int j = 0; j < 16; ++j)
-          if (outputs[j] != sink) apply_after(p, outputs[j], cout);
+      for (int64_t j = 0; j < 16; ++j)
+        if (outputs[j] != sink)
+          finish(job, outputs[j], 1, (size_t)(((int64_t)image * s->out_h + oh0 + j / 4) * s->out_w + ow0 + j % 4), 0,
+                 cout);
     }
   }
 }
 
-static void run_winograd(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y, float *scratch) {
+static void run_winograd(edge_conv_plan *p, edge_threadpool *pool, const float *x, float *y, float *scratch,
+                         const edge_f32_epilogue *epilogue) {
   const edge_conv_shape *s = &p->s;
   if (p->indirection_base != x) build_indirection(p, x);
-  conv_job job = {p, x, y, scratch, 0, 0};
+  conv_job job = {p, x, y, scratch, 0, 0, *epilogue};
   const size_t total = (size_t)(p->tiles_h * p->tiles_w * s->batch);
   const double macs = (double)total * 36.0 * (double)(s->in_c * s->out_c);
   run_cells(pool, macs, (int64_t)((total + p->tile_block - 1) / p->tile_block), winograd_cells, &job);
@@ -672,7 +673,7 @@ static void col2im_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
         const float v = out[co] < p->clamp.min ? p->clamp.min : out[co];
         out[co] = v > p->clamp.max ? p->clamp.max : v;
       }
-      apply_after(p, out, (size_t)cout);
+      if (edge_f32_epilogue_active(&p->epilogue)) edge_f32_epilogue_rows(&p->epilogue, out, (size_t)cout, 1, 0, 0, (size_t)cout);
     }
   }
 }
@@ -688,14 +689,18 @@ static void run_deconv(edge_conv_plan *p, edge_threadpool *pool, const float *x,
   }
 }
 
-void edge_conv_plan_run(edge_conv_plan *plan, edge_threadpool *pool, const float *x, float *y, void *scratch) {
+void edge_conv_plan_run(edge_conv_plan *plan, edge_threadpool *pool, const float *x, float *y, const float *residual,
+                        void *scratch) {
   const edge_conv_shape *s = &plan->s;
   if (s->batch == 0 || s->out_h == 0 || s->out_w == 0 || s->out_c == 0) return;
+  edge_f32_epilogue epilogue = plan->epilogue;
+  if (residual && s->residual_c > 0)
+    epilogue.residual = (edge_f32_residual){residual, (size_t)s->residual_c, (size_t)s->residual_c};
   switch (plan->method) {
-    case EDGE_CONV_METHOD_GEMM: run_gemm(plan, pool, x, y); break;
-    case EDGE_CONV_METHOD_IGEMM: run_igemm(plan, pool, x, y); break;
-    case EDGE_CONV_METHOD_DWCONV: run_dwconv(plan, pool, x, y, scratch); break;
-    case EDGE_CONV_METHOD_WINOGRAD: run_winograd(plan, pool, x, y, scratch); break;
+    case EDGE_CONV_METHOD_GEMM: run_gemm(plan, pool, x, y, epilogue.residual.data); break;
+    case EDGE_CONV_METHOD_IGEMM: run_igemm(plan, pool, x, y, &epilogue); break;
+    case EDGE_CONV_METHOD_DWCONV: run_dwconv(plan, pool, x, y, scratch, &epilogue); break;
+    case EDGE_CONV_METHOD_WINOGRAD: run_winograd(plan, pool, x, y, scratch, &epilogue); break;
     case EDGE_CONV_METHOD_DECONV: run_deconv(plan, pool, x, y, scratch); break;
   }
 }

@@ -33,6 +33,9 @@ typedef struct {
   int64_t kernel_h, kernel_w;
   int64_t groups;
   int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  /* CONV_2D with a fused residual (a skip connection's ADD): its channel count, 1 .. out_c (fewer:
+   * zero-padded at the end), added to the outputs before the activation; 0: none. */
+  int64_t residual_c;
 } edge_conv_shape;
 
 typedef enum {
@@ -73,7 +76,9 @@ const char *edge_conv_method_name(edge_conv_method method);
 size_t edge_conv_plan_scratch_bytes(const edge_conv_plan *plan, int32_t num_threads);
 /* Bytes the plan keeps between runs (packed or transformed weights). */
 size_t edge_conv_plan_kept_bytes(const edge_conv_plan *plan);
-/* y = conv(x); pool may be NULL (one thread). */
-void edge_conv_plan_run(edge_conv_plan *plan, edge_threadpool *pool, const float *x, float *y, void *scratch);
+/* y = act(conv(x) + residual); pool may be NULL (one thread); residual: [pixels, residual_c] floats,
+ * NULL when the shape has none. */
+void edge_conv_plan_run(edge_conv_plan *plan, edge_threadpool *pool, const float *x, float *y, const float *residual,
+                        void *scratch);
 
 #endif

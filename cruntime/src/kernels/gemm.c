@@ -114,9 +114,7 @@ typedef struct {
   float *c;
   size_t c_stride;
   edge_f32_minmax_params clamp;
-  const edge_activation *after; /* applied per tile when the kernels cannot fuse it, else NULL */
-  edge_f32_vunary_ukernel after_kernel;
-  edge_f32_unary_params after_params;
+  edge_f32_epilogue epilogue; /* applied per tile: a residual, an activation the kernels cannot fuse */
 } gemm_job;
 
 static void gemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
@@ -138,18 +136,67 @@ static void gemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
     const float *w = job->packed + n0 / k->nr * panel_floats;
     (mr == 1 ? k->ukernel_1 : k->ukernel)(mr, nc, job->kdim, job->a + m0 * job->a_stride, job->a_stride, w, c,
                                           job->c_stride, &job->clamp);
-    if (job->after)
-      for (size_t r = 0; r < mr; ++r) {
-        float *row = c + r * job->c_stride;
-        if (job->after_kernel) job->after_kernel(nc, row, row, &job->after_params);
-        else edge_activation_apply(job->after, row, nc);
-      }
+    if (edge_f32_epilogue_active(&job->epilogue))
+      edge_f32_epilogue_rows(&job->epilogue, c, job->c_stride, mr, m0, n0, nc);
+  }
+}
+
+edge_f32_minmax_params edge_f32_epilogue_init(edge_f32_epilogue *e, edge_isa_level isa, const edge_activation *act,
+                                              size_t residual_columns) {
+  const edge_kernel_config *config = edge_kernels_for(isa);
+  *e = (edge_f32_epilogue){.act = {EDGE_UNARY_IDENTITY, 0.0f, 0.0f}};
+  if (residual_columns) e->add = config ? config->vector.binary_vv[EDGE_BINARY_ADD] : NULL;
+  edge_f32_minmax_params clamp = {-INFINITY, INFINITY};
+  const edge_unary_kind op = act ? act->op : EDGE_UNARY_IDENTITY;
+  if (!residual_columns) {
+    switch (op) {
+      case EDGE_UNARY_IDENTITY: return clamp;
+      case EDGE_UNARY_RELU: clamp.min = 0.0f; return clamp;
+      case EDGE_UNARY_RELU6: return (edge_f32_minmax_params){0.0f, 6.0f};
+      case EDGE_UNARY_CLIP: return (edge_f32_minmax_params){act->alpha, act->beta};
+      default: break;
+    }
+  }
+  if (op != EDGE_UNARY_IDENTITY) {
+    e->act = *act;
+    e->act_kernel = config && (unsigned)op < EDGE_UNARY_COUNT_ ? config->vector.unary[op] : NULL;
+    e->act_params = (edge_f32_unary_params){act->alpha, act->beta};
+  }
+  return clamp;
+}
+
+void edge_f32_epilogue_rows(const edge_f32_epilogue *e, float *c, size_t c_stride, size_t rows, size_t row0,
+                            size_t col0, size_t nc) {
+  const edge_f32_residual *r = &e->residual;
+  const size_t added = r->data && col0 < r->columns ? (r->columns - col0 < nc ? r->columns - col0 : nc) : 0;
+  /* Rows that are contiguous in both (a whole-width tile of a residual as wide as the output) run
+   * as one stretch. */
+  const bool one_stretch = c_stride == nc && (!added || (added == nc && r->stride == nc));
+  const size_t stretches = one_stretch ? 1 : rows, length = one_stretch ? rows * nc : nc;
+  for (size_t i = 0; i < stretches; ++i) {
+    float *row = c + i * c_stride;
+    if (added) {
+      const float *add = r->data + (row0 + i) * r->stride + col0;
+      const size_t count = one_stretch ? length : added;
+      if (e->add) e->add(count, row, add, row);
+      else
+        for (size_t j = 0; j < count; ++j) row[j] += add[j];
+    }
+    if (e->act.op == EDGE_UNARY_IDENTITY) continue;
+    if (e->act_kernel) e->act_kernel(length, row, row, &e->act_params);
+    else edge_activation_apply(&e->act, row, length);
   }
 }
 
 void edge_gemm_compute(const edge_gemm_kernels *k, edge_threadpool *pool, size_t m, size_t n, size_t kdim,
                        const float *a, size_t a_stride, const void *packed, float *c, size_t c_stride,
                        const edge_activation *act) {
+  edge_gemm_compute_residual(k, pool, m, n, kdim, a, a_stride, packed, c, c_stride, act, NULL);
+}
+
+void edge_gemm_compute_residual(const edge_gemm_kernels *k, edge_threadpool *pool, size_t m, size_t n, size_t kdim,
+                                const float *a, size_t a_stride, const void *packed, float *c, size_t c_stride,
+                                const edge_activation *act, const edge_f32_residual *residual) {
   if (m == 0 || n == 0) return;
   gemm_job job = {0};
   job.k = k;
@@ -161,19 +208,9 @@ void edge_gemm_compute(const edge_gemm_kernels *k, edge_threadpool *pool, size_t
   job.packed = packed;
   job.c = c;
   job.c_stride = c_stride;
-  job.clamp = (edge_f32_minmax_params){-INFINITY, INFINITY};
-  switch (act ? act->op : EDGE_UNARY_IDENTITY) {
-    case EDGE_UNARY_IDENTITY: break;
-    case EDGE_UNARY_RELU: job.clamp.min = 0.0f; break;
-    case EDGE_UNARY_RELU6: job.clamp = (edge_f32_minmax_params){0.0f, 6.0f}; break;
-    case EDGE_UNARY_CLIP: job.clamp = (edge_f32_minmax_params){act->alpha, act->beta}; break;
-    default: {
-      job.after = act;
-      const edge_kernel_config *config = edge_kernels_for(k->isa);
-      job.after_kernel = config ? config->vector.unary[act->op] : NULL;
-      job.after_params = (edge_f32_unary_params){act->alpha, act->beta};
-    }
-  }
+  const bool has_residual = residual && residual->data && residual->columns;
+  job.clamp = edge_f32_epilogue_init(&job.epilogue, k->isa, act, has_residual ? residual->columns : 0);
+  if (has_residual) job.epilogue.residual = *residual;
 
   const int32_t threads = pool ? edge_threadpool_size(pool) : 1;
   const size_t nr = k->nr;

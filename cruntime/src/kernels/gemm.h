@@ -17,12 +17,14 @@
 #ifndef EDGE_KERNELS_GEMM_H
 #define EDGE_KERNELS_GEMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
 #include "isa.h"
 #include "params.h"
+#include "vector.h"
 
 /* One row tile: rows m < mr (1 <= mr <= MR) of A (row m at a + m * a_stride floats, kc floats
  * read), all nc >= 1 columns of the packed B starting at panel w (the kernel walks ceil(nc / NR)
@@ -60,6 +62,45 @@ void edge_gemm_pack_weights_kn(const edge_gemm_kernels *k, size_t n, size_t kdim
 void edge_gemm_compute(const edge_gemm_kernels *k, edge_threadpool *pool, size_t m, size_t n, size_t kdim,
                        const float *a, size_t a_stride, const void *packed, float *c, size_t c_stride,
                        const edge_activation *act);
+
+/* A residual added to a product's outputs before its activation (a convolution with a fused
+ * skip connection): output (row i, column j) gets data[i * stride + j] for j < columns; the
+ * columns past it get nothing (a residual with fewer channels, zero-padded at the end). */
+typedef struct {
+  const float *data;
+  size_t stride, columns;
+} edge_f32_residual;
+
+/* What runs on a tile after the kernel, while it is in cache: the residual (when there is one),
+ * then the activation the kernel did not fuse. */
+typedef struct {
+  edge_f32_residual residual;               /* data NULL: none */
+  edge_f32_vbinary_ukernel add;
+  edge_activation act;                      /* IDENTITY: none left to apply */
+  edge_f32_vunary_ukernel act_kernel;       /* its vector kernel, or NULL for the scalar definition */
+  edge_f32_unary_params act_params;
+} edge_f32_epilogue;
+
+/* Fills *e for act (NULL: identity) and a residual of residual_columns columns (0: none; the caller
+ * sets e->residual before running, since its address changes between runs) and returns the clamp
+ * the kernel applies itself: RELU, RELU6 and CLIP when no residual must come first, else none.
+ * Adding in the epilogue and then activating gives the same floats as a separate ADD op after the
+ * product (one rounded addition per element either way). */
+edge_f32_minmax_params edge_f32_epilogue_init(edge_f32_epilogue *e, edge_isa_level isa, const edge_activation *act,
+                                              size_t residual_columns);
+/* Whether edge_f32_epilogue_rows has anything to do. */
+static inline bool edge_f32_epilogue_active(const edge_f32_epilogue *e) {
+  return e->residual.data || e->act.op != EDGE_UNARY_IDENTITY;
+}
+/* Runs the epilogue on `rows` rows of nc outputs, row r at c + r * c_stride: output rows row0 ..,
+ * columns col0 .. col0 + nc of the product (what locates the residual). */
+void edge_f32_epilogue_rows(const edge_f32_epilogue *e, float *c, size_t c_stride, size_t rows, size_t row0,
+                            size_t col0, size_t nc);
+
+/* edge_gemm_compute with C = act(A * B + bias + residual); residual may be NULL. */
+void edge_gemm_compute_residual(const edge_gemm_kernels *k, edge_threadpool *pool, size_t m, size_t n, size_t kdim,
+                                const float *a, size_t a_stride, const void *packed, float *c, size_t c_stride,
+                                const edge_activation *act, const edge_f32_residual *residual);
 
 #define EDGE_DECLARE_F32_GEMM(name)                                                                     \
   void name(size_t mr, size_t nc, size_t kc, const float *a, size_t a_stride, const float *w, float *c,  \

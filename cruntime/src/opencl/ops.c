@@ -80,7 +80,9 @@ bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
   switch (node->opcode) {
     case EDGE_OP_CONV_2D: {
       const edge_tensor *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
-      return all_float(ctx, node) && x->rank == 4 && is_constant(w) && w->rank == 4 && (!bias || is_constant(bias));
+      /* A fused residual (input 3) runs on the CPU. */
+      return all_float(ctx, node) && x->rank == 4 && is_constant(w) && w->rank == 4 && (!bias || is_constant(bias)) &&
+             !input(ctx, node, 3);
     }
     case EDGE_OP_FULLY_CONNECTED: {
       const edge_tensor *w = input(ctx, node, 1), *bias = input(ctx, node, 2);

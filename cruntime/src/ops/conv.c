@@ -1,5 +1,11 @@
 /* CONV_2D and CONV_TRANSPOSE_2D, float32 scalar reference, NHWC activations.
  *
+ * CONV_2D may take a fourth input, a residual (a skip connection's ADD fused by the converter):
+ * y = act(conv(x) + bias + residual), the residual's channels added to the first of the output's
+ * (fewer are a zero-padded residual, the channel PAD BlazeFace's skips make). It is added in the
+ * epilogue of each tile while the tile is in cache, saving the ADD's pass over memory; the floats
+ * are those of the separate ADD.
+ *
  * Both are written as a gather per output pixel: a list of "taps" (kernel positions that land on
  * a real input pixel) is built first, then every output channel is a dot product over those taps
  * and the group's contiguous input channels against the weight row w[o], which is also contiguous
@@ -31,6 +37,7 @@ typedef struct {
   int64_t kernel_h, kernel_w;
   int64_t groups, group_in_c, group_out_c;
   int64_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+  int64_t residual_c; /* channels of the fused residual input (3), 0: none */
 } conv_geometry;
 
 typedef struct {
@@ -64,24 +71,29 @@ static edge_status check_float32(edge_context *ctx, const char *op, const edge_t
 static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool transposed) {
   const char *op = transposed ? "CONV_TRANSPOSE_2D" : "CONV_2D";
   conv_release(node);
-  if (node->num_inputs < 2 || node->num_inputs > 3 || node->num_outputs != 1)
-    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: has %d inputs and %d outputs, expects 2 or 3 inputs and 1 output",
-                     op, node->num_inputs, node->num_outputs);
+  const int32_t most_inputs = transposed ? 3 : 4;
+  if (node->num_inputs < 2 || node->num_inputs > most_inputs || node->num_outputs != 1)
+    return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: has %d inputs and %d outputs, expects 2 to %d inputs and 1 output",
+                     op, node->num_inputs, node->num_outputs, most_inputs);
   for (int32_t i = 0; i < node->num_inputs; ++i)
-    if (node->inputs[i] < (i == 2 ? -1 : 0) || node->inputs[i] >= ctx->num_tensors)
+    if (node->inputs[i] < (i >= 2 ? -1 : 0) || node->inputs[i] >= ctx->num_tensors)
       return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: input %d is tensor %d, not one of the %d tensors", op, i,
                        node->inputs[i], ctx->num_tensors);
   if (node->outputs[0] < 0 || node->outputs[0] >= ctx->num_tensors)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s: output is tensor %d, not one of the %d tensors", op,
                      node->outputs[0], ctx->num_tensors);
   edge_tensor *x = edge_op_input(ctx, node, 0), *w = edge_op_input(ctx, node, 1), *bias = optional_input(ctx, node, 2);
-  edge_tensor *y = edge_op_output(ctx, node, 0);
+  edge_tensor *residual = optional_input(ctx, node, 3), *y = edge_op_output(ctx, node, 0);
   const char *name = edge_tensor_name(y);
   edge_status status;
+  if (residual && edge_q_is_int8(w))
+    return edge_fail(ctx, EDGE_UNSUPPORTED, "%s '%s': a residual input ('%s') is supported for float32 weights only",
+                     op, name, edge_tensor_name(residual));
   if (!transposed && edge_q_is_int8(w)) return edge_qconv_prepare(ctx, node); /* int8 or dynamic */
   if ((status = check_float32(ctx, op, x, "input")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, w, "weights")) != EDGE_OK) return status;
   if (bias && (status = check_float32(ctx, op, bias, "bias")) != EDGE_OK) return status;
+  if (residual && (status = check_float32(ctx, op, residual, "residual")) != EDGE_OK) return status;
   if ((status = check_float32(ctx, op, y, "output")) != EDGE_OK) return status;
   if (x->rank != 4 || w->rank != 4)
     return edge_fail(ctx, EDGE_INVALID_MODEL, "%s '%s': input '%s' has rank %d and weights '%s' rank %d; both must be 4",
@@ -151,6 +163,20 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
                      op, name, (long long)p.in_h, (long long)p.in_w, (long long)p.kernel_h, (long long)p.kernel_w,
                      (long long)p.dilation_h, (long long)p.dilation_w, o->pads[0], o->pads[1], o->pads[2], o->pads[3]);
   int64_t shape[4] = {p.batch, p.out_h, p.out_w, p.out_c};
+  /* The residual is read after the output is written: it must be another tensor, of the output's
+   * shape but for its channels (1 .. out_c; fewer are zero-padded at the end). */
+  if (residual && (residual == y || residual->rank != 4 || residual->shape[0] != p.batch ||
+                   residual->shape[1] != p.out_h || residual->shape[2] != p.out_w || residual->shape[3] < 1 ||
+                   residual->shape[3] > p.out_c)) {
+    char rs[128];
+    edge_format_shape(rs, sizeof rs, residual->rank, residual->shape);
+    return edge_fail(ctx, EDGE_INVALID_MODEL,
+                     "%s '%s': residual '%s' is %s; expected [%lld, %lld, %lld, 1 .. %lld], a tensor other than the "
+                     "output",
+                     op, name, edge_tensor_name(residual), rs, (long long)p.batch, (long long)p.out_h,
+                     (long long)p.out_w, (long long)p.out_c);
+  }
+  p.residual_c = residual ? residual->shape[3] : 0;
   if ((status = edge_set_shape(ctx, y, 4, shape)) != EDGE_OK) return status;
 
   conv_plan *plan = calloc(1, sizeof *plan);
@@ -164,7 +190,7 @@ static edge_status conv_prepare_common(edge_context *ctx, edge_node *node, bool 
   if (kernels->isa != EDGE_ISA_SCALAR && !(forced && strcmp(forced, "reference") == 0)) {
     edge_conv_shape shape = {transposed, p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
                              p.kernel_w, p.groups, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
-                             p.pad_left};
+                             p.pad_left, p.residual_c};
     plan->repack = !constant_weights;
     plan->weights_persistent = w->kind != EDGE_TENSOR_ACTIVATION && (!bias || bias->kind != EDGE_TENSOR_ACTIVATION);
     plan->fast = edge_conv_plan_create(kernels, &shape, constant_weights ? w->data : NULL,
@@ -216,7 +242,7 @@ typedef struct {
   edge_context *ctx;
   edge_node *node;
   const conv_geometry *geometry;
-  const float *x, *w, *bias;
+  const float *x, *w, *bias, *residual;
   float *y;
 } conv_job;
 
@@ -272,6 +298,10 @@ static void conv_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
                          p->group_out_c, y + g * p->group_out_c);
       if (job->bias)
         for (int64_t o = 0; o < p->out_c; ++o) y[o] += job->bias[o];
+      if (job->residual) {
+        const float *add = job->residual + (r * p->out_w + ow) * p->residual_c;
+        for (int64_t o = 0; o < p->residual_c; ++o) y[o] += add[o];
+      }
     }
     edge_activation_apply(&job->node->activation, y_row, (size_t)(p->out_w * p->out_c));
   }
@@ -288,14 +318,15 @@ static edge_status conv_eval(edge_context *ctx, edge_node *node) {
       plan->packed = true;
       plan->packed_version = ctx->variables_version;
     }
+    const edge_tensor *residual = optional_input(ctx, node, 3);
     edge_conv_plan_run(plan->fast, ctx->pool, edge_op_input(ctx, node, 0)->data, edge_op_output(ctx, node, 0)->data,
-                       node->scratch);
+                       residual ? residual->data : NULL, node->scratch);
     return EDGE_OK;
   }
   const conv_geometry *p = &plan->geometry;
-  edge_tensor *bias = optional_input(ctx, node, 2);
+  edge_tensor *bias = optional_input(ctx, node, 2), *residual = optional_input(ctx, node, 3);
   conv_job job = {ctx, node, p, edge_op_input(ctx, node, 0)->data, edge_op_input(ctx, node, 1)->data,
-                  bias ? bias->data : NULL, edge_op_output(ctx, node, 0)->data};
+                  bias ? bias->data : NULL, residual ? residual->data : NULL, edge_op_output(ctx, node, 0)->data};
   int64_t macs_per_row = p->out_w * p->out_c * p->kernel_h * p->kernel_w * p->group_in_c;
   edge_nd_parallel(ctx, p->batch * p->out_h, 1 + 32768 / (macs_per_row + 1), conv_rows, &job);
   return EDGE_OK;

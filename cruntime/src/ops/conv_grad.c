@@ -208,7 +208,7 @@ static edge_status conv_grad_prepare(edge_context *ctx, edge_node *node, bool fi
   if (p.method == CONV_GRAD_AS_CONV) {
     edge_conv_shape shape = {false, p.batch, p.out_h, p.out_w, p.out_c, p.in_h, p.in_w, p.in_c, p.kernel_h,
                              p.kernel_w, p.groups, 1, 1, p.dilation_h, p.dilation_w,
-                             p.dilation_h * (p.kernel_h - 1) - p.pad_top, p.dilation_w * (p.kernel_w - 1) - p.pad_left};
+                             p.dilation_h * (p.kernel_h - 1) - p.pad_top, p.dilation_w * (p.kernel_w - 1) - p.pad_left, 0};
     p.forward = edge_conv_plan_create(edge_kernels(), &shape, NULL, NULL, NULL, edge_conv_winograd_mode_from_env());
     if (!p.forward) return edge_fail(ctx, EDGE_OUT_OF_MEMORY, "%s '%s': out of memory", op, name);
     p.offset_b = edge_training_align((size_t)(p.out_c * p.kkc) * sizeof(float)); /* after the turned weights */
@@ -418,7 +418,7 @@ static void as_conv_input(edge_context *ctx, const conv_grad_plan *p, const conv
           for (int64_t c = 0; c < cg; ++c) to[c * KH * KW * og] = from[c];
         }
   edge_conv_plan_pack(p->forward, turned, NULL);
-  edge_conv_plan_run(p->forward, ctx->pool, job->dy, job->out, (char *)scratch + p->offset_b);
+  edge_conv_plan_run(p->forward, ctx->pool, job->dy, job->out, NULL, (char *)scratch + p->offset_b);
 }
 
 /* ---- filter gradient per tap (TAPS) ---- */
