@@ -549,3 +549,24 @@ def test_winograd_3x3_convolutions_match_the_cpu(shape, precision, tmp_path, mon
     got, interpreter = run(data, feeds, backend="opencl", gpu_precision=precision)
     assert interpreter.placement()["kernels"][0]["name"] == "conv_gemm"
     assert relative_error(got["y"], want["y"]) <= (FP32_BOUND if precision == "fp32" else FP16_BOUND)
+
+
+@pytest.mark.parametrize("name", ["winograd_relu", "igemm_5x5_relu6", "gemm_1x1_none", "depthwise_sigmoid",
+                                  "blaze_channel_pad"])
+def test_convolutions_with_a_fused_residual(name):
+    """A residual as wide as the output runs on the GPU as a second launch (an in-place ADD with
+    the activation); a narrower one (BlazeFace's zero-padded skip) keeps that convolution on the CPU."""
+    import converter
+    from tests.converter.test_fuse_residual import FUSED
+
+    proto = FUSED[name]()
+    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    feeds = {"x": np.random.default_rng(3).standard_normal(shape).astype(np.float32)}
+    result = converter.convert(proto)
+    index = next(i for i, n in enumerate(result.graph.nodes) if n.op == "Conv2D" and len(n.inputs) > 3)
+    want, _ = run(result.data, feeds)
+    got, gpu = run(result.data, feeds, backend="opencl")
+    for key, value in want.items():
+        assert relative_error(got[key], value) <= FP32_BOUND, key
+    narrow = name == "blaze_channel_pad"
+    assert gpu.placement()["devices"][index] == ("cpu" if narrow else "gpu"), gpu.placement()

@@ -80,9 +80,11 @@ bool edge_gpu_op_supported(const edge_context *ctx, const edge_node *node) {
   switch (node->opcode) {
     case EDGE_OP_CONV_2D: {
       const edge_tensor *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
-      /* A fused residual (input 3) runs on the CPU. */
+      /* A fused residual (input 3) is a second launch, an in-place ADD; one narrower than the
+       * output (zero-padded channels) runs on the CPU. */
+      const edge_tensor *residual = input(ctx, node, 3);
       return all_float(ctx, node) && x->rank == 4 && is_constant(w) && w->rank == 4 && (!bias || is_constant(bias)) &&
-             !input(ctx, node, 3);
+             (!residual || (residual->rank == 4 && residual->shape[3] == y->shape[3]));
     }
     case EDGE_OP_FULLY_CONNECTED: {
       const edge_tensor *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
@@ -350,7 +352,7 @@ static cl_mem scratch(builder *b, int slot, int64_t floats) {
 }
 
 static void build_winograd(builder *b, const edge_node *node, const edge_tensor *x, const edge_tensor *w,
-                           const edge_tensor *bias, const edge_tensor *y) {
+                           const edge_tensor *bias, const edge_tensor *y, const edge_activation *act) {
   const edge_conv2d_options *o = &node->options.conv2d;
   int64_t c = x->shape[3], oc = y->shape[3], tiles_h = (y->shape[1] + 3) / 4, tiles_w = (y->shape[2] + 3) / 4;
   int64_t tiles = y->shape[0] * tiles_h * tiles_w;
@@ -389,17 +391,45 @@ static void build_winograd(builder *b, const edge_node *node, const edge_tensor 
   arg_mem(b, bias_mem);
   int64_t output_args[] = {bias != NULL, y->shape[1], y->shape[2], oc, tiles_h, tiles_w, tiles};
   for (size_t i = 0; i < sizeof output_args / sizeof *output_args; ++i) arg_int(b, output_args[i]);
-  activation_args(b, &node->activation);
+  activation_args(b, act);
   global_3d(b, oc, tiles, 1);
 }
 
+/* y = act(y + residual), in place: each work item reads and writes only its own element. */
+static void build_residual_add(builder *b, const edge_node *node) {
+  const edge_tensor *y = output(b->ctx, node);
+  int64_t strides[EDGE_MAX_RANK] = {0};
+  edge_nd_broadcast_strides(y->rank, y->shape, y->rank, y->shape, strides);
+  if (!begin(b, "elementwise", "", "binary")) return;
+  arg_tensor(b, node->outputs[0]);
+  arg_tensor(b, node->outputs[0]);
+  arg_tensor(b, node->inputs[3]);
+  arg_lanes(b, y->shape, y->rank, 1);
+  arg_lanes(b, strides, y->rank, 0);
+  arg_lanes(b, strides, y->rank, 0);
+  arg_int(b, elements(y));
+  arg_int(b, EDGE_BINARY_ADD);
+  activation_args(b, &node->activation);
+  global_1d(b, elements(y));
+}
+
+static void build_conv_launches(builder *b, const edge_node *node);
+
 static void build_conv(builder *b, const edge_node *node) {
+  build_conv_launches(b, node);
+  if (input(b->ctx, node, 3)) build_residual_add(b, node);
+}
+
+/* The convolution itself; with a residual (input 3) its activation waits for the add. */
+static void build_conv_launches(builder *b, const edge_node *node) {
   const edge_context *ctx = b->ctx;
   const edge_tensor *x = input(ctx, node, 0), *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
   const edge_tensor *y = output(ctx, node);
   const edge_conv2d_options *o = &node->options.conv2d;
+  static const edge_activation identity = {EDGE_UNARY_IDENTITY, 0.0f, 0.0f};
+  const edge_activation *act = input(ctx, node, 3) ? &identity : &node->activation;
   if (winograd_fits(b->gpu, x, w, y, o)) {
-    build_winograd(b, node, x, w, bias, y);
+    build_winograd(b, node, x, w, bias, y, act);
     return;
   }
   cl_mem weights = owned_floats(b, 0, w), bias_mem = owned_floats(b, 1, bias);
@@ -410,7 +440,7 @@ static void build_conv(builder *b, const edge_node *node) {
   if (pointwise) {  /* [N H W, C] x [OC, C]^T */
     int64_t rows = y->shape[0] * y->shape[1] * y->shape[2], c = x->shape[3];
     gemm(b, node->outputs[0], node->inputs[0], "-DB_FLOAT=1", weights, -1, bias_mem, bias != NULL, rows, out_c, c, 1,
-         0, c, 1, 0, 1, c, &node->activation);
+         0, c, 1, 0, 1, c, act);
     return;
   }
   /* an implicit GEMM; a depthwise convolution (one channel in, few out per group) stays direct */
@@ -424,14 +454,14 @@ static void build_conv(builder *b, const edge_node *node) {
   arg_int(b, bias != NULL);
   conv_geometry_args(b, x, y, w, o);
   if (!implicit_gemm) {
-    activation_args(b, &node->activation);
+    activation_args(b, act);
     global_3d(b, out_c, y->shape[2], y->shape[0] * y->shape[1]);
     return;
   }
   int64_t m = y->shape[0] * y->shape[1] * y->shape[2];
   arg_int(b, m);
   arg_int(b, kh * kw * group_in_c);
-  activation_args(b, &node->activation);
+  activation_args(b, act);
   tiled_range(b, tile, m, group_out_c, o->groups);
 }
 
