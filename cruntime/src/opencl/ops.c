@@ -395,22 +395,11 @@ static void build_winograd(builder *b, const edge_node *node, const edge_tensor 
   global_3d(b, oc, tiles, 1);
 }
 
+static void binary_launch(builder *b, const edge_node *node, int32_t a, int32_t c, edge_binary_kind op);
+
 /* y = act(y + residual), in place: each work item reads and writes only its own element. */
 static void build_residual_add(builder *b, const edge_node *node) {
-  const edge_tensor *y = output(b->ctx, node);
-  int64_t strides[EDGE_MAX_RANK] = {0};
-  edge_nd_broadcast_strides(y->rank, y->shape, y->rank, y->shape, strides);
-  if (!begin(b, "elementwise", "", "binary")) return;
-  arg_tensor(b, node->outputs[0]);
-  arg_tensor(b, node->outputs[0]);
-  arg_tensor(b, node->inputs[3]);
-  arg_lanes(b, y->shape, y->rank, 1);
-  arg_lanes(b, strides, y->rank, 0);
-  arg_lanes(b, strides, y->rank, 0);
-  arg_int(b, elements(y));
-  arg_int(b, EDGE_BINARY_ADD);
-  activation_args(b, &node->activation);
-  global_1d(b, elements(y));
+  binary_launch(b, node, node->outputs[0], node->inputs[3], EDGE_BINARY_ADD);
 }
 
 static void build_conv_launches(builder *b, const edge_node *node);
@@ -486,22 +475,27 @@ static void build_batch_matmul(builder *b, const edge_node *node) {
        ta ? 1 : a_cols, ta ? a_cols : 1, b_batch, tb ? 1 : b_cols, tb ? b_cols : 1, &node->activation);
 }
 
-static void build_binary(builder *b, const edge_node *node) {
-  const edge_tensor *a = input(b->ctx, node, 0), *c = input(b->ctx, node, 1), *y = output(b->ctx, node);
+/* node's output = act(tensor a op tensor c), both broadcast to the output, act the node's. */
+static void binary_launch(builder *b, const edge_node *node, int32_t a, int32_t c, edge_binary_kind op) {
+  const edge_tensor *ta = &b->ctx->tensors[a], *tc = &b->ctx->tensors[c], *y = output(b->ctx, node);
   int64_t as[EDGE_MAX_RANK] = {0}, cs[EDGE_MAX_RANK] = {0};
-  edge_nd_broadcast_strides(y->rank, y->shape, a->rank, a->shape, as);
-  edge_nd_broadcast_strides(y->rank, y->shape, c->rank, c->shape, cs);
+  edge_nd_broadcast_strides(y->rank, y->shape, ta->rank, ta->shape, as);
+  edge_nd_broadcast_strides(y->rank, y->shape, tc->rank, tc->shape, cs);
   if (!begin(b, "elementwise", "", "binary")) return;
   arg_tensor(b, node->outputs[0]);
-  arg_tensor(b, node->inputs[0]);
-  arg_tensor(b, node->inputs[1]);
+  arg_tensor(b, a);
+  arg_tensor(b, c);
   arg_lanes(b, y->shape, y->rank, 1);
   arg_lanes(b, as, y->rank, 0);
   arg_lanes(b, cs, y->rank, 0);
   arg_int(b, elements(y));
-  arg_int(b, node->options.binary.op);
+  arg_int(b, op);
   activation_args(b, &node->activation);
   global_1d(b, elements(y));
+}
+
+static void build_binary(builder *b, const edge_node *node) {
+  binary_launch(b, node, node->inputs[0], node->inputs[1], node->options.binary.op);
 }
 
 static void build_unary(builder *b, const edge_node *node) {
