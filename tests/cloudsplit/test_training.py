@@ -191,7 +191,10 @@ def test_replica_killed_mid_run(cluster, digits_data, cnn16, strategy, replicas)
     since which replica's gradient lands first is not fixed). benchmarks/train_dist.py compares
     faulted and clean runs over repeated runs."""
     x, y, x_test, y_test = digits_data
-    job = training.start(cnn16, (x, y), strategy=strategy, replicas=replicas, ps_shards=1, epochs=12, eval_every=0,
+    # Long enough that the job is still running when Ray reports the death (seconds after the
+    # kill): at 12 epochs a fast machine's other replica finished the job first, and a replica that
+    # fails after the end is rightly not restarted.
+    job = training.start(cnn16, (x, y), strategy=strategy, replicas=replicas, ps_shards=1, epochs=36, eval_every=0,
                          report_every=0.3, lr_schedule="cosine")
     killed = _kill_when(job, lambda w: w["replicas"][1] and w["replicas"][1]["pid"], after_step=30)
     assert job.wait(300)
