@@ -56,16 +56,32 @@ def _synthetic(shape, rng):
 # selfie_segmentation's output is a sigmoid over logits that reach about -50 where there is no
 # person; on synthetic images (no person) its max is 1e-20 .. 0.4, so float32 rounding of the
 # logits (about 2e-6 of their range, in LiteRT and in edge alike; both measured against a float64
-# run of the same graph) moves the output by more than 1e-4 of its max on 4 of the 10 inputs. On
-# photographs of a person its max is 1 and it matches (test_..._on_photographs).
+# run of the same graph) moves the output by more than 1e-4 of its max on 4 of the 10 inputs
+# (2.4e-3 at worst; its landscape twin, 1.2e-4). On photographs of a person its max is 1 and both
+# match (test_..._on_photographs).
 # Kept strict: the mismatch is reported, not hidden by a wider tolerance.
 SIGMOID_OF_LARGE_LOGITS = pytest.mark.xfail(
     strict=True, reason="float32 rounding of logits near -50 exceeds 1e-4 of a tiny sigmoid max")
-CASES = [pytest.param(name, marks=SIGMOID_OF_LARGE_LOGITS) if name == "selfie_segmentation" else name
-         for name in sorted(mediapipe_models.MODELS)]
+# pose_landmark_full's segmentation logits (up to about 1,800) are sums of large terms that cancel:
+# three float32 implementations of the same graph disagree at a few 1e-4 of the max. On one input,
+# LiteRT and edge each differ from the NumPy float32 reference by 3.1e-4 and 2.9e-4, and from each
+# other by 7.6e-5; over 10 inputs, LiteRT and edge differ by up to 1.6e-3. Its other four outputs
+# match. Kept strict, like the one above.
+CANCELLING_LOGITS = pytest.mark.xfail(
+    strict=True, reason="segmentation logits whose float32 rounding differs by > 1e-4 of their max")
 
 
-@pytest.mark.parametrize("name", sorted(mediapipe_models.MODELS))
+def _cases(fails: dict) -> list:
+    return [pytest.param(name, marks=fails[name]) if name in fails else name
+            for name in sorted(mediapipe_models.MODELS)]
+
+
+PHOTOGRAPH_CASES = _cases({"pose_landmark_full": CANCELLING_LOGITS})
+CASES = _cases({"selfie_segmentation": SIGMOID_OF_LARGE_LOGITS, "selfie_segmentation_landscape": SIGMOID_OF_LARGE_LOGITS,
+                "pose_landmark_full": CANCELLING_LOGITS})
+
+
+@pytest.mark.parametrize("name", PHOTOGRAPH_CASES)
 def test_mediapipe_model_matches_litert_on_photographs(name):
     compare_with_litert(name, _photographs)
 
