@@ -875,6 +875,21 @@ static int64_t pad_source(edge_pad_kind mode, int64_t c, int64_t dim) {
   return c;
 }
 
+
+/* A 1-D pad of a 3-element tensor by `amount` at pads[slot] (0: before, 1: after) in `mode`,
+ * which prepare must refuse. */
+static void expect_pad_refused(edge_pad_kind mode, int slot, int64_t amount, const char *what) {
+  graph g;
+  graph_init(&g, EDGE_OP_PAD);
+  int64_t shape[1] = {3}, none[1] = {0};
+  g.node.options.pad.mode = mode;
+  g.node.options.pad.rank = 1;
+  g.node.options.pad.pads[slot] = amount;
+  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
+  graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 0, none));
+  CHECK(graph_run(&g) == EDGE_INVALID_MODEL, "%s", what);
+  graph_free(&g);
+}
 static void test_pad(void) {
   for (int trial = 0; trial < 120; ++trial) {
     int32_t rank = (int32_t)rnd_range(1, 4);
@@ -921,24 +936,8 @@ static void test_pad(void) {
     }
     graph_free(&g);
   }
-  graph g;
-  graph_init(&g, EDGE_OP_PAD);
-  int64_t shape[1] = {3}, none[1] = {0};
-  g.node.options.pad.mode = EDGE_PAD_REFLECT;
-  g.node.options.pad.rank = 1;
-  g.node.options.pad.pads[0] = 3;
-  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
-  graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 0, none));
-  CHECK(graph_run(&g) == EDGE_INVALID_MODEL, "reflect pad 3 of dim 3 must fail");
-  graph_free(&g);
-  graph_init(&g, EDGE_OP_PAD);
-  g.node.options.pad.mode = EDGE_PAD_SYMMETRIC;
-  g.node.options.pad.rank = 1;
-  g.node.options.pad.pads[1] = 4;
-  graph_add_input(&g, add_tensor(&g, "x", EDGE_FLOAT32, 1, shape));
-  graph_add_output(&g, add_tensor(&g, "y", EDGE_FLOAT32, 0, none));
-  CHECK(graph_run(&g) == EDGE_INVALID_MODEL, "symmetric pad 4 of dim 3 must fail");
-  graph_free(&g);
+  expect_pad_refused(EDGE_PAD_REFLECT, 0, 3, "reflect pad 3 of dim 3 must fail");
+  expect_pad_refused(EDGE_PAD_SYMMETRIC, 1, 4, "symmetric pad 4 of dim 3 must fail");
 }
 
 /* ---- RESIZE ---- */
