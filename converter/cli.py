@@ -157,6 +157,7 @@ def _source_text(metadata) -> str:
 
 
 def _print_inspect(info, path: str) -> None:
+    from converter.ops._common import conv_residual
     from converter.report import human_bytes
 
     graph = info.graph
@@ -175,7 +176,7 @@ def _print_inspect(info, path: str) -> None:
     rows = []
     for op_info, node in zip(info.operators, graph.nodes):
         activations = [i for i in node.inputs if i and i not in graph.constants]
-        residual = op_info.op == "Conv2D" and len(node.inputs) > 3 and node.inputs[3]
+        residual = op_info.op == "Conv2D" and conv_residual(node)
         op = (op_info.op + ("+Add" if residual else "")
               + (f"+{node.attrs['activation'][0]}" if node.attrs.get("activation") else ""))
         rows.append((str(op_info.index), op, _shape_text(graph, activations),

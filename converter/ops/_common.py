@@ -206,8 +206,13 @@ def int8_activation_ok(graph, node) -> str | None:
     return None
 
 
+def conv_residual(node) -> str:
+    """A Conv2D's fused residual input (passes.fusion.fuse_residual_add), or "" when it has none."""
+    return node.inputs[3] if len(node.inputs) > 3 else ""
+
+
 def int8_weighted(graph, node) -> str | None:
-    if len(node.inputs) > 3 and node.inputs[3]:
+    if conv_residual(node):
         return "a fused residual (float32 only)"
     if len(node.inputs) < 2 or not graph.is_constant(node.inputs[1]):
         return "weights are variables" if len(node.inputs) > 1 and node.inputs[1] in graph.variables \

@@ -22,7 +22,7 @@ from converter.edgefb.SoftmaxOptions import SoftmaxOptionsT
 from converter.ir import TensorType
 from converter.ops import OPS, OpDef, register
 from converter.ops._common import (FLOAT_DTYPES, accumulate_dtype, apply_activation, broadcast_dims,
-                                   check_axis, conv2d_nchw, count_elements, fail, float32_value,
+                                   check_axis, conv2d_nchw, conv_residual, count_elements, fail, float32_value,
                                    int8_matmul, int8_weighted, ints, layout_of, need, no_attrs,
                                    no_options, require_nhwc, static_shape)
 from converter.ops.int8_reference import (avg_pool_int8, batch_matmul_dynamic, batch_matmul_int8,
@@ -163,7 +163,7 @@ def _check_residual(op: str, residual: TensorType, y: TensorType, layout: str) -
         fail(op, f"residual {residual.shape} must match the output {y.shape} but for 1 .. {y.shape[3]} channels")
 
 
-def add_residual(y: np.ndarray, residual: np.ndarray) -> np.ndarray:
+def _add_residual(y: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """y + residual over the residual's channels, the first of y's (the rest are its zero padding)."""
     out = y.copy()
     out[..., :residual.shape[-1]] += residual
@@ -179,7 +179,7 @@ def _conv_reference(inputs, attrs):
     y = _from_nchw(conv2d_nchw(_to_nchw(x, layout), w_oihw, bias, strides, dilations, pads,
                                int(attrs.get("groups", 1))), layout).astype(x.dtype)
     if len(inputs) > 3 and inputs[3] is not None:
-        y = add_residual(y, inputs[3])
+        y = _add_residual(y, inputs[3])
     return [apply_activation(y, attrs)]
 
 
@@ -196,7 +196,7 @@ def _channel_sum(g, dy: str, layout: str) -> str:
 
 
 def _conv_grad(g, node, dys):
-    if len(node.inputs) > 3 and node.inputs[3]:
+    if conv_residual(node):
         fail("Conv2D", "a fused residual has no gradient; trainable graphs keep the ADD separate")
     x, w = node.inputs[0], node.inputs[1]
     geometry = {k: node.attrs[k] for k in ("strides", "dilations", "pads", "groups", "layout")

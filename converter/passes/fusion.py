@@ -8,6 +8,7 @@ import numpy as np
 
 from converter.ir import Graph, Node
 from converter.ops import OPS
+from converter.ops._common import conv_residual
 from converter.passes._edit import GraphEdit, activation_of
 from converter.passes.patterns import (
     AnyOf, Const, Match, Op, Product, Rule, Var, apply_rules, output_type_kept)
@@ -261,7 +262,7 @@ def fuse_activation(graph: Graph) -> Graph:
     return edit.build()
 
 
-def _channel_padding(edit: GraphEdit, pad: Node) -> bool:
+def _channel_padding(pad: Node) -> bool:
     """Whether a Pad only appends zero channels to an NHWC tensor (a skip connection widened to the
     channels of the branch it joins)."""
     pads = tuple(pad.attrs.get("pads", ()))
@@ -291,7 +292,7 @@ def fuse_residual_add(graph: Graph) -> Graph:
         found = producers.get(name)
         conv = found[1] if found else None
         if (conv is None or conv.op != "Conv2D" or id(conv) in used or activation_of(conv)
-                or len(conv.inputs) > 3 or conv.attrs.get("layout", "NCHW") != "NHWC"
+                or conv_residual(conv) or conv.attrs.get("layout", "NCHW") != "NHWC"
                 or edit.type_of(conv.inputs[1]).dtype != "float32" or not only_read_by(name, add)):
             return None
         return conv
@@ -315,7 +316,7 @@ def fuse_residual_add(graph: Graph) -> Graph:
                 continue
             residual = other
             pad = producers.get(other, (None, None))[1]
-            if (pad is not None and pad.op == "Pad" and id(pad) not in used and _channel_padding(edit, pad)
+            if (pad is not None and pad.op == "Pad" and id(pad) not in used and _channel_padding(pad)
                     and only_read_by(other, add) and edit.type_of(pad.inputs[0]).dtype == "float32"):
                 residual = pad.inputs[0]
                 used.add(id(pad))

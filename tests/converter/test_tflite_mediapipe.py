@@ -77,7 +77,8 @@ def _cases(fails: dict) -> list:
 
 
 PHOTOGRAPH_CASES = _cases({"pose_landmark_full": CANCELLING_LOGITS})
-CASES = _cases({"selfie_segmentation": SIGMOID_OF_LARGE_LOGITS, "selfie_segmentation_landscape": SIGMOID_OF_LARGE_LOGITS,
+CASES = _cases({"selfie_segmentation": SIGMOID_OF_LARGE_LOGITS,
+                "selfie_segmentation_landscape": SIGMOID_OF_LARGE_LOGITS,
                 "pose_landmark_full": CANCELLING_LOGITS})
 
 

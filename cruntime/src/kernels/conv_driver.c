@@ -673,7 +673,8 @@ static void col2im_rows(void *arg, int64_t begin, int64_t end, int32_t thread) {
         const float v = out[co] < p->clamp.min ? p->clamp.min : out[co];
         out[co] = v > p->clamp.max ? p->clamp.max : v;
       }
-      if (edge_f32_epilogue_active(&p->epilogue)) edge_f32_epilogue_rows(&p->epilogue, out, (size_t)cout, 1, 0, 0, (size_t)cout);
+      if (edge_f32_epilogue_active(&p->epilogue))
+        edge_f32_epilogue_rows(&p->epilogue, out, (size_t)cout, 1, 0, 0, (size_t)cout);
     }
   }
 }

@@ -395,21 +395,7 @@ static void build_winograd(builder *b, const edge_node *node, const edge_tensor 
   global_3d(b, oc, tiles, 1);
 }
 
-static void binary_launch(builder *b, const edge_node *node, int32_t a, int32_t c, edge_binary_kind op);
-
-/* y = act(y + residual), in place: each work item reads and writes only its own element. */
-static void build_residual_add(builder *b, const edge_node *node) {
-  binary_launch(b, node, node->outputs[0], node->inputs[3], EDGE_BINARY_ADD);
-}
-
-static void build_conv_launches(builder *b, const edge_node *node);
-
-static void build_conv(builder *b, const edge_node *node) {
-  build_conv_launches(b, node);
-  if (input(b->ctx, node, 3)) build_residual_add(b, node);
-}
-
-/* The convolution itself; with a residual (input 3) its activation waits for the add. */
+/* The convolution itself; with a residual (input 3) its activation waits for the add (build_conv). */
 static void build_conv_launches(builder *b, const edge_node *node) {
   const edge_context *ctx = b->ctx;
   const edge_tensor *x = input(ctx, node, 0), *w = input(ctx, node, 1), *bias = input(ctx, node, 2);
@@ -496,6 +482,13 @@ static void binary_launch(builder *b, const edge_node *node, int32_t a, int32_t 
 
 static void build_binary(builder *b, const edge_node *node) {
   binary_launch(b, node, node->inputs[0], node->inputs[1], node->options.binary.op);
+}
+
+/* A residual is added after the convolution in place, y = act(y + residual): each work item reads
+ * and writes only its own element. */
+static void build_conv(builder *b, const edge_node *node) {
+  build_conv_launches(b, node);
+  if (input(b->ctx, node, 3)) binary_launch(b, node, node->outputs[0], node->inputs[3], EDGE_BINARY_ADD);
 }
 
 static void build_unary(builder *b, const edge_node *node) {
