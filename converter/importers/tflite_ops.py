@@ -518,10 +518,7 @@ def _reshape_like_output(ctx: ImportContext, op: OperatorInfo) -> None:
     if op.op == "RESHAPE":
         new_shape = None
         if len(op.inputs) > 1 and op.inputs[1] >= 0 and ctx.tensor(op.inputs[1]).data is not None:
-            shape_data = np.asarray(ctx.tensor(op.inputs[1]).data)
-            if shape_data.dtype.kind not in "iu":
-                raise ConversionError(f"{op.name}: its shape input must be integers, not {shape_data.dtype}")
-            new_shape = shape_data.reshape(-1).tolist()
+            new_shape = ctx.const_ints(op, 1, "shape").reshape(-1).tolist()
         elif len(op.option_vectors.get("new_shape", ())):
             new_shape = op.option_vectors["new_shape"].tolist()
         if new_shape is not None:
