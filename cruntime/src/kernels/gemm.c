@@ -122,13 +122,15 @@ static void gemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const gemm_job *job = arg;
   const edge_gemm_kernels *k = job->k;
   const size_t panel_floats = (job->kdim + 1) * k->nr;
+  /* cell = (row block, N block, tile in the row block); the last row block may be short. The
+   * position is divided out once and then stepped: three divisions per cell cost as much as a
+   * small tile's multiply-adds. */
+  const size_t row_block = (size_t)begin / (job->block_tiles * job->n_blocks);
+  size_t first_tile = row_block * job->block_tiles;
+  size_t tiles = job->m_tiles - first_tile < job->block_tiles ? job->m_tiles - first_tile : job->block_tiles;
+  const size_t within = (size_t)begin - first_tile * job->n_blocks;
+  size_t block = within / tiles, tile = first_tile + within % tiles;
   for (int64_t cell = begin; cell < end; ++cell) {
-    /* cell = (row block, N block, tile in the row block); the last row block may be short */
-    const size_t row_block = (size_t)cell / (job->block_tiles * job->n_blocks);
-    const size_t first_tile = row_block * job->block_tiles;
-    const size_t tiles = job->m_tiles - first_tile < job->block_tiles ? job->m_tiles - first_tile : job->block_tiles;
-    const size_t within = (size_t)cell - first_tile * job->n_blocks;
-    const size_t block = within / tiles, tile = first_tile + within % tiles;
     const size_t n0 = block * job->block_columns, m0 = tile * k->mr;
     const size_t nc = job->n - n0 < job->block_columns ? job->n - n0 : job->block_columns;
     const size_t mr = job->m - m0 < k->mr ? job->m - m0 : k->mr;
@@ -138,6 +140,13 @@ static void gemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
                                           job->c_stride, &job->clamp);
     if (edge_f32_epilogue_active(&job->epilogue))
       edge_f32_epilogue_rows(&job->epilogue, c, job->c_stride, mr, m0, n0, nc);
+    if (++tile < first_tile + tiles) continue;
+    tile = first_tile;
+    if (++block < job->n_blocks) continue;
+    block = 0;
+    first_tile += tiles;
+    tile = first_tile;
+    tiles = job->m_tiles - first_tile < job->block_tiles ? job->m_tiles - first_tile : job->block_tiles;
   }
 }
 
