@@ -519,7 +519,7 @@ edge_status edge_interpreter_allocate(edge_interpreter *interp) {
   }
   interp->num_planned = planned;
   size_t arena_bytes, naive_bytes;
-  if (edge_plan_arena(interp->plan, planned, &arena_bytes, &naive_bytes) != EDGE_OK)
+  if (edge_plan_arena(interp->plan, planned, interp->num_threads > 1, &arena_bytes, &naive_bytes) != EDGE_OK)
     return interp_fail(interp, EDGE_OUT_OF_MEMORY, "activation sizes overflow the address space");
   size_t scratch_aligned = align_up(scratch), total = arena_bytes + scratch_aligned;
   if (scratch_aligned < scratch || total < arena_bytes)

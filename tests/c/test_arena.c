@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "arena.h"
@@ -47,20 +48,68 @@ void test_arena_plan_small_chain(void) {
   /* a -> op0 -> b -> op1 -> c -> op2 -> d: each op needs its input and output, so two slots do. */
   edge_arena_item items[4] = {{4000, 0, 0, 0}, {4000, 0, 1, 0}, {4000, 1, 2, 0}, {4000, 2, 2, 0}};
   size_t planned = 0, naive = 0;
-  CHECK_STATUS(edge_plan_arena(items, 4, &planned, &naive), EDGE_OK);
+  CHECK_STATUS(edge_plan_arena(items, 4, false, &planned, &naive), EDGE_OK);
   CHECK(naive == 4 * 4032);
   CHECK(planned == 2 * 4032, "planned %zu", planned);
   CHECK(check_plan(items, 4, planned, naive) == 0);
   CHECK(items[1].offset != items[2].offset);
   /* Sizes that are not multiples of 64 still get aligned offsets. */
   edge_arena_item odd[3] = {{3, 0, 2, 0}, {5, 0, 2, 0}, {130, 1, 1, 0}};
-  CHECK_STATUS(edge_plan_arena(odd, 3, &planned, &naive), EDGE_OK);
+  CHECK_STATUS(edge_plan_arena(odd, 3, false, &planned, &naive), EDGE_OK);
   CHECK(check_plan(odd, 3, planned, naive) == 0);
   CHECK(planned == 64 + 64 + 192);
-  CHECK_STATUS(edge_plan_arena(NULL, 0, &planned, &naive), EDGE_OK);
+  CHECK_STATUS(edge_plan_arena(NULL, 0, false, &planned, &naive), EDGE_OK);
   CHECK(planned == 0 && naive == 0);
   edge_arena_item huge[2] = {{SIZE_MAX - 10, 0, 0, 0}, {100, 0, 0, 0}};
-  CHECK_STATUS(edge_plan_arena(huge, 2, &planned, &naive), EDGE_OUT_OF_MEMORY);
+  CHECK_STATUS(edge_plan_arena(huge, 2, false, &planned, &naive), EDGE_OUT_OF_MEMORY);
+}
+
+void test_arena_plan_centered(void) {
+  /* A chain whose tensors shrink and grow: op k reads tensor k and writes tensor k + 1. Greedy puts
+   * every tensor at offset 0 or right after its neighbour; centred, each smaller one sits at the
+   * middle of a larger one that is dead by then, so the threads' halves of each line agree. */
+  const size_t sizes[5] = {64 * 100, 64 * 40, 64 * 100, 64 * 20, 64 * 100};
+  edge_arena_item greedy[5], centered[5];
+  for (int32_t i = 0; i < 5; ++i) greedy[i] = (edge_arena_item){sizes[i], i == 0 ? 0 : i - 1, i, 0};
+  memcpy(centered, greedy, sizeof greedy);
+  size_t planned_greedy = 0, planned_centered = 0, naive = 0;
+  CHECK_STATUS(edge_plan_arena(greedy, 5, false, &planned_greedy, &naive), EDGE_OK);
+  CHECK(check_plan(greedy, 5, planned_greedy, naive) == 0);
+  CHECK_STATUS(edge_plan_arena(centered, 5, true, &planned_centered, &naive), EDGE_OK);
+  CHECK(check_plan(centered, 5, planned_centered, naive) == 0);
+  CHECK(planned_centered == planned_greedy, "centred %zu, greedy %zu", planned_centered, planned_greedy);
+  /* Two middles, one per neighbour slot: every tensor's middle is one of them. */
+  const size_t middle_a = centered[0].offset + sizes[0] / 2, middle_b = centered[1].offset + sizes[1] / 2;
+  CHECK(middle_a != middle_b);
+  for (int32_t i = 0; i < 5; ++i) {
+    const size_t middle = centered[i].offset + sizes[i] / 2, wanted = i & 1 ? middle_b : middle_a;
+    CHECK(middle == wanted, "tensor %d: middle %zu, offset %zu", i, middle, centered[i].offset);
+  }
+  /* Greedy, for contrast, put the smallest at the bottom of its slot. */
+  CHECK(greedy[3].offset + sizes[3] / 2 != greedy[1].offset + sizes[1] / 2);
+
+  /* Random lifetimes: never two live tensors in one byte, and never more than a small factor over
+   * the greedy plan. */
+  enum { MAX_ITEMS = 60 };
+  edge_arena_item items[MAX_ITEMS], copy[MAX_ITEMS];
+  size_t sum_centered = 0, sum_greedy = 0;
+  for (int round = 0; round < 300; ++round) {
+    int32_t n = 1 + (int32_t)(next_random() % MAX_ITEMS), ops = 1 + (int32_t)(next_random() % 30);
+    for (int32_t i = 0; i < n; ++i) {
+      int32_t a = (int32_t)(next_random() % (uint64_t)ops), b = (int32_t)(next_random() % (uint64_t)ops);
+      items[i] = (edge_arena_item){next_random() % 4 == 0 ? next_random() % 64 : next_random() % 100000,
+                                   a < b ? a : b, a < b ? b : a, 12345};
+    }
+    memcpy(copy, items, sizeof items);
+    size_t planned = 0, greedy_planned = 0;
+    CHECK_STATUS(edge_plan_arena(items, n, true, &planned, &naive), EDGE_OK);
+    int bad = check_plan(items, n, planned, naive);
+    CHECK(bad == 0, "round %d: %d violations (planned %zu, naive %zu)", round, bad, planned, naive);
+    CHECK_STATUS(edge_plan_arena(copy, n, false, &greedy_planned, &naive), EDGE_OK);
+    sum_centered += planned;
+    sum_greedy += greedy_planned;
+  }
+  CHECK(sum_centered <= sum_greedy + sum_greedy / 10, "centred %zu vs greedy %zu", sum_centered, sum_greedy);
 }
 
 void test_arena_plan_random_lifetimes(void) {
@@ -77,7 +126,7 @@ void test_arena_plan_random_lifetimes(void) {
       items[i].offset = 12345;
     }
     size_t planned = 0, naive = 0;
-    CHECK_STATUS(edge_plan_arena(items, n, &planned, &naive), EDGE_OK);
+    CHECK_STATUS(edge_plan_arena(items, n, false, &planned, &naive), EDGE_OK);
     int bad = check_plan(items, n, planned, naive);
     CHECK(bad == 0, "round %d: %d violations (planned %zu, naive %zu)", round, bad, planned, naive);
     total_planned += planned;

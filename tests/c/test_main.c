@@ -69,6 +69,7 @@ edge_model *test_load_seed(const char *name) {
   X(loader_reads_signatures_and_metadata)     \
   X(arena_plan_small_chain)                   \
   X(arena_plan_random_lifetimes)              \
+  X(arena_plan_centered)                      \
   X(threadpool_visits_every_index_once)       \
   X(threadpool_runs_chunks_concurrently)      \
   X(threadpool_caller_takes_a_stalled_threads_tiles) \
