@@ -239,6 +239,31 @@ static void sweep_level(const edge_kernel_config *k, edge_threadpool *const pool
   check_case(k, pools, &c, off, "igemm single-row tail");
   c = make_case(2, 13, 13, 40, 70, 1, 3, 3, 2, 1, 0, false);
   check_case(k, pools, &c, off, "igemm threaded");
+  /* Few input channels: igemm over whole kernel rows (row runs), with the windows that cross the
+   * left or right edge read from zero-padded patches. Image stems (3x3 stride 2 from RGB with
+   * TFLite's bottom/right-only SAME pad, 7x7 stride 2 pad 3), the largest channel count that
+   * qualifies and the first that does not, a narrow image whose every window crosses both edges,
+   * a 1-row kernel, dilated rows (not row runs), and batch 2 (not row runs). */
+  c = make_case(1, 24, 24, 3, 24, 1, 3, 3, 2, 1, 0, false);
+  c.pad_bottom = c.pad_right = 1;
+  check_case(k, pools, &c, off, "row runs stem 3x3 s2");
+  c = make_case(1, 30, 27, 3, 20, 1, 7, 7, 2, 1, 3, false);
+  check_case(k, pools, &c, off, "row runs stem 7x7 s2");
+  for (int64_t cin = 7; cin <= 8; ++cin) {
+    c = make_case(1, 11, 13, cin, 19, 1, 3, 3, 1, 1, 1, false);
+    check_case(k, pools, &c, off, "row runs channel limit");
+  }
+  c = make_case(1, 6, 2, 2, 9, 1, 5, 5, 1, 1, 2, false);
+  check_case(k, pools, &c, off, "row runs both edges");
+  c = make_case(1, 5, 16, 1, 33, 1, 1, 4, 1, 1, 0, false);
+  c.s.pad_left = 3;
+  check_case(k, pools, &c, off, "row runs 1x4 left pad");
+  c = make_case(1, 12, 12, 3, 10, 1, 3, 3, 1, 2, 2, false);
+  check_case(k, pools, &c, off, "dilated rows");
+  c = make_case(2, 14, 14, 3, 24, 1, 3, 3, 2, 1, 1, false);
+  check_case(k, pools, &c, off, "stem batch 2");
+  c = make_case(1, 64, 64, 3, 32, 1, 3, 3, 2, 1, 1, false);
+  check_case(k, pools, &c, off, "row runs threaded");
   /* Depthwise: 3x3 / 5x5 at stride 1 and 2, ragged channel counts, multipliers, other kernels. */
   const int64_t dw_channels[] = {1, 7, 16, 37};
   for (int ks = 3; ks <= 5; ks += 2)

@@ -11,6 +11,8 @@
  * thread on the rows the previous layer's threads wrote (the GEMM driver splits rows the same
  * way), which on the 2-core Zen 4 VM mattered more than the wake-up for depthwise layers. */
 #define CONV_MIN_PARALLEL_MACS (1 << 18)
+/* IGEMM reads whole kernel rows at once below this many input channels (use_row_runs). */
+#define ROW_RUN_MAX_IN_C 8
 /* igemm keeps the weight panels of one column block under this size, so a thread reuses them
  * from L2 across the row tiles it walks. */
 #define IGEMM_BLOCK_BYTES (256 * 1024)
@@ -40,6 +42,14 @@ struct edge_conv_plan {
   size_t dw_row_pointers, dw_input_stride, dw_row_pitch;
   edge_f32_dwconv_ukernel dwconv;
   size_t m_tiles;                /* IGEMM: row tiles per image and group */
+  /* IGEMM: what the kernel calls its taps and channels per tap: kernel_h * kernel_w and in_c, or
+   * for row runs kernel_h and kernel_w * in_c (see use_row_runs) */
+  size_t igemm_taps, igemm_kc;
+  /* IGEMM row runs: output columns whose window crosses the left or right edge are the first
+   * edge_left and those from edge_right on; each (output row, such column, kernel row) has a patch
+   * of kernel_w * in_c floats, refilled from the input every run */
+  int64_t edge_left, edge_right, edge_columns;
+  float *patches;
   int64_t tiles_h, tiles_w;      /* WINOGRAD: 4x4 output tiles per image */
   size_t tile_block;             /* WINOGRAD: tiles per cell (a multiple of the GEMM's mr) */
   size_t winograd_thread_floats; /* WINOGRAD: scratch floats per thread */
@@ -128,6 +138,19 @@ static void set_activation(edge_conv_plan *p, const edge_activation *act) {
 static void finish(const conv_job *job, float *c, size_t rows, size_t pixel, size_t col0, size_t nc) {
   if (edge_f32_epilogue_active(&job->epilogue))
     edge_f32_epilogue_rows(&job->epilogue, c, (size_t)job->p->s.out_c, rows, pixel, col0, nc);
+}
+
+/* Row runs: with unit dilation along the width, one kernel row's taps at an output pixel read
+ * kernel_w consecutive input pixels, kernel_w * in_c consecutive floats of an NHWC image. IGEMM
+ * then takes one row pointer per kernel row instead of one per tap, and the kernel's inner loop
+ * runs kernel_w * in_c long instead of in_c: the packed weights are the same (taps by row, then
+ * channels), only the split between the kernel's two loops moves. Worth it where in_c is a few
+ * channels (an image stem: 3x3 stride 2 from RGB ran 27 multiply-adds per output in 9 loops of 3,
+ * each loading MR row pointers). Windows that cross the image's left or right edge read a
+ * zero-padded copy of their row (the patches); batch 1 only, since the kernels offset every
+ * pointer but `zero` by the image. */
+static bool use_row_runs(const edge_conv_shape *s, int64_t group_in_c) {
+  return s->groups == 1 && s->batch == 1 && s->kernel_w > 1 && s->dilation_w == 1 && group_in_c < ROW_RUN_MAX_IN_C;
 }
 
 static edge_conv_method choose_method(const edge_conv_shape *s, int64_t group_in_c,
@@ -301,7 +324,22 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
     case EDGE_CONV_METHOD_IGEMM: {
       const size_t mr = kernels->conv.igemm_mr;
       p->m_tiles = ((size_t)out_pixels + mr - 1) / mr;
-      p->indirection_count = p->m_tiles * mr * (size_t)p->taps;
+      p->igemm_taps = (size_t)p->taps;
+      p->igemm_kc = (size_t)p->group_in_c;
+      if (use_row_runs(s, p->group_in_c)) {
+        p->igemm_taps = (size_t)s->kernel_h;
+        p->igemm_kc = (size_t)(s->kernel_w * s->in_c);
+        zero_floats = p->igemm_kc;
+        /* columns from 0 whose window starts left of the image, and from edge_right on those
+         * whose window ends right of it (the two may meet on a narrow image) */
+        while (p->edge_left < s->out_w && p->edge_left * s->stride_w < s->pad_left) ++p->edge_left;
+        p->edge_right = s->out_w;
+        while (p->edge_right > p->edge_left &&
+               (p->edge_right - 1) * s->stride_w - s->pad_left + s->kernel_w > s->in_w)
+          --p->edge_right;
+        p->edge_columns = p->edge_left + s->out_w - p->edge_right;
+      }
+      p->indirection_count = p->m_tiles * mr * p->igemm_taps;
       break;
     }
     case EDGE_CONV_METHOD_DWCONV: {
@@ -371,6 +409,10 @@ edge_conv_plan *edge_conv_plan_create(const edge_kernel_config *kernels, const e
     p->indirection = malloc(p->indirection_count * sizeof *p->indirection);
     ok = p->indirection != NULL;
   }
+  if (ok && p->edge_columns) {
+    p->patches = malloc((size_t)(s->out_h * p->edge_columns * s->kernel_h) * p->igemm_kc * sizeof(float));
+    ok = p->patches != NULL;
+  }
   if (!ok) {
     edge_conv_plan_free(p);
     return NULL;
@@ -385,6 +427,7 @@ void edge_conv_plan_free(edge_conv_plan *plan) {
   free(plan->bias);
   free(plan->zero);
   free(plan->indirection);
+  free(plan->patches);
   free(plan);
 }
 
@@ -411,20 +454,58 @@ static const float *input_row(const edge_conv_plan *p, const float *base, int64_
   return base + (ih * p->s.in_w + iw) * row_floats;
 }
 
+/* Row runs: the patch of output row oh, output column ow (an edge column) and kernel row kh. */
+static float *row_run_patch(const edge_conv_plan *p, int64_t oh, int64_t ow, int64_t kh) {
+  const int64_t column = ow < p->edge_left ? ow : p->edge_left + ow - p->edge_right;
+  return p->patches + (size_t)((oh * p->edge_columns + column) * p->s.kernel_h + kh) * p->igemm_kc;
+}
+
+/* The row of kernel row kh at output pixel (oh, ow) for row runs: `zero` above or below the
+ * image, its patch at the edge columns, else the input itself. */
+static const float *row_run(const edge_conv_plan *p, const float *base, int64_t oh, int64_t ow, int64_t kh) {
+  const edge_conv_shape *s = &p->s;
+  const int64_t ih = oh * s->stride_h - s->pad_top + kh * s->dilation_h;
+  if (ih < 0 || ih >= s->in_h) return p->zero;
+  if (ow < p->edge_left || ow >= p->edge_right) return row_run_patch(p, oh, ow, kh);
+  return base + (ih * s->in_w + ow * s->stride_w - s->pad_left) * s->in_c;
+}
+
+/* Copies this run's input into the patches, zeros where the window leaves the image. */
+static void fill_patches(const edge_conv_plan *p, const float *x) {
+  const edge_conv_shape *s = &p->s;
+  const size_t c = (size_t)s->in_c;
+  for (int64_t oh = 0; oh < s->out_h; ++oh)
+    for (int64_t kh = 0; kh < s->kernel_h; ++kh) {
+      const int64_t ih = oh * s->stride_h - s->pad_top + kh * s->dilation_h;
+      if (ih < 0 || ih >= s->in_h) continue;
+      for (int64_t column = 0; column < p->edge_columns; ++column) {
+        const int64_t ow = column < p->edge_left ? column : p->edge_right + column - p->edge_left;
+        float *patch = row_run_patch(p, oh, ow, kh);
+        for (int64_t kw = 0; kw < s->kernel_w; ++kw) {
+          const int64_t iw = ow * s->stride_w - s->pad_left + kw;
+          if (iw < 0 || iw >= s->in_w) memset(patch + kw * s->in_c, 0, c * sizeof(float));
+          else memcpy(patch + kw * s->in_c, x + (ih * s->in_w + iw) * s->in_c, c * sizeof(float));
+        }
+      }
+    }
+}
+
 static void build_indirection(edge_conv_plan *p, const float *base) {
   const edge_conv_shape *s = &p->s;
   const int64_t out_pixels = s->out_h * s->out_w;
   switch (p->method) {
     case EDGE_CONV_METHOD_IGEMM: {
-      const int64_t mr = p->k->conv.igemm_mr;
+      const int64_t mr = p->k->conv.igemm_mr, taps = (int64_t)p->igemm_taps;
+      const bool runs = taps != p->taps;
       for (size_t tile = 0; tile < p->m_tiles; ++tile)
-        for (int64_t t = 0; t < p->taps; ++t)
+        for (int64_t t = 0; t < taps; ++t)
           for (int64_t m = 0; m < mr; ++m) {
             const int64_t pixel = min64((int64_t)tile * mr + m, out_pixels - 1);
             const int64_t oh = pixel / s->out_w, ow = pixel % s->out_w, kh = t / s->kernel_w, kw = t % s->kernel_w;
-            p->indirection[((int64_t)tile * p->taps + t) * mr + m] =
-                input_row(p, base, s->in_c, oh * s->stride_h - s->pad_top + kh * s->dilation_h,
-                          ow * s->stride_w - s->pad_left + kw * s->dilation_w);
+            p->indirection[((int64_t)tile * taps + t) * mr + m] =
+                runs ? row_run(p, base, oh, ow, t)
+                     : input_row(p, base, s->in_c, oh * s->stride_h - s->pad_top + kh * s->dilation_h,
+                                 ow * s->stride_w - s->pad_left + kw * s->dilation_w);
           }
       break;
     }
@@ -478,15 +559,27 @@ static void igemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
   const edge_conv_plan *p = job->p;
   const edge_conv_shape *s = &p->s;
   const size_t mr_max = p->k->conv.igemm_mr, nr = p->k->conv.igemm_nr;
-  const size_t out_pixels = (size_t)(s->out_h * s->out_w), kc = (size_t)p->group_in_c, ks = (size_t)p->taps;
+  const size_t out_pixels = (size_t)(s->out_h * s->out_w), kc = p->igemm_kc, ks = p->igemm_taps;
   const size_t panel_floats = (ks * kc + 1) * nr;
+  /* The position of `begin`, then stepped cell by cell (divisions per cell cost as much as a small
+   * tile's work). */
+  size_t rest = (size_t)begin;
+  size_t tile = rest % p->m_tiles;
+  rest /= p->m_tiles;
+  size_t block = rest % job->n_blocks;
+  rest /= job->n_blocks;
+  size_t group = rest % (size_t)s->groups, image = rest / (size_t)s->groups;
   for (int64_t cell = begin; cell < end; ++cell) {
-    size_t rest = (size_t)cell;
-    const size_t tile = rest % p->m_tiles;
-    rest /= p->m_tiles;
-    const size_t block = rest % job->n_blocks;
-    rest /= job->n_blocks;
-    const size_t group = rest % (size_t)s->groups, image = rest / (size_t)s->groups;
+    if (cell > begin && ++tile == p->m_tiles) {
+      tile = 0;
+      if (++block == job->n_blocks) {
+        block = 0;
+        if (++group == (size_t)s->groups) {
+          group = 0;
+          ++image;
+        }
+      }
+    }
     const size_t m0 = tile * mr_max, n0 = block * job->block_columns;
     const size_t mr = out_pixels - m0 < mr_max ? out_pixels - m0 : mr_max;
     const size_t columns_left = (size_t)p->group_out_c - n0;
@@ -494,7 +587,7 @@ static void igemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
     float *c = job->y + (image * out_pixels + m0) * (size_t)s->out_c + group * (size_t)p->group_out_c + n0;
     (mr == 1 ? p->k->conv.igemm_1 : p->k->conv.igemm)(mr, nc, kc, ks, p->indirection + tile * ks * mr_max,
                      p->packed + group * p->packed_stride + n0 / nr * panel_floats, c, (size_t)s->out_c,
-                     image * (size_t)(s->in_h * s->in_w * s->in_c) + group * kc, p->zero, &p->clamp);
+                     image * (size_t)(s->in_h * s->in_w * s->in_c) + group * (size_t)p->group_in_c, p->zero, &p->clamp);
     finish(job, c, mr, image * out_pixels + m0, group * (size_t)p->group_out_c + n0, nc);
   }
 }
@@ -503,6 +596,7 @@ static void run_igemm(edge_conv_plan *p, edge_threadpool *pool, const float *x, 
                       const edge_f32_epilogue *epilogue) {
   const edge_conv_shape *s = &p->s;
   if (p->indirection_base != x) build_indirection(p, x);
+  if (p->edge_columns) fill_patches(p, x);
   const size_t nr = p->k->conv.igemm_nr, kdim = (size_t)(p->taps * p->group_in_c);
   const size_t panel_bytes = (kdim + 1) * nr * sizeof(float);
   size_t block_columns = IGEMM_BLOCK_BYTES / panel_bytes * nr;
