@@ -36,8 +36,12 @@
 
 #include "internal.h"
 
-/* Spin budgets: on a quiet machine, and for a while after a spin found the thread descheduled. */
-#define SPIN_NANOSECONDS 100000
+/* Spin budgets: on a quiet machine, and for a while after a spin found the thread descheduled.
+ * The quiet budget outlasts the gap between two invokes of a frame loop (reading a landmark
+ * model's outputs and setting its 224x224 image from Python: 90 to 160 us on the 2-core Xeon VM):
+ * with 100 us the worker blocked in half of those gaps, and waking it again cost hand_landmark
+ * 0.2 ms of its 2.4 ms per invoke on two threads (a blocked vCPU is slow to wake on a VM). */
+#define SPIN_NANOSECONDS 300000
 #define CONTENDED_SPIN_NANOSECONDS 1000
 #define CONTENDED_NANOSECONDS 50000000
 /* Pauses between two looks at the clock (a pause is tens of cycles on current cores), and the
