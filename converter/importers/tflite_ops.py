@@ -801,22 +801,24 @@ def _gather(ctx: ImportContext, op: OperatorInfo) -> None:
 def _batched_gather(ctx: ImportContext, op: OperatorInfo, x: str, indices: str, axis: int, batch_dims: int) -> None:
     """GATHER with batch dims reads y[b, o, c, i] = x[b, o, indices[b, c], i] with b the batch
     dims, o the dims between them and the axis, c the indices' other dims, i the dims after the
-    axis. Over x flattened to rows [B * O * A, i...], that is one plain Gather of the rows
-    (b * O + o) * A + indices[b, c]: the indices plus a constant [B, O, 1] of row offsets.
-    (An index outside [0, A), which LiteRT reports at invoke, reads a neighbouring row here.)"""
+    axis. With x as [B, O, A, i...] and the indices as [B, O, C, 1] (repeated over O), that is
+    GatherND with two batch dims, which checks every index against A at run time as LiteRT does
+    (a negative index counts from the end, as in ONNX, where LiteRT refuses it)."""
     shape, index_shape = ctx.b.type_of(x).shape, ctx.b.type_of(indices).shape
     batch, outer = math.prod(shape[:batch_dims]), math.prod(shape[batch_dims:axis])
     size, inner = shape[axis], tuple(shape[axis + 1:])
     index_dtype = np.dtype(ctx.b.type_of(indices).dtype)
     if index_dtype.kind != "i":
         raise ConversionError(f"{op.name}: indices must be int32 or int64, not {index_dtype}")
-    if batch * outer * size > np.iinfo(index_dtype).max:
-        raise ConversionError(f"{op.name}: {batch * outer * size} rows do not fit {index_dtype} indices")
-    rows = ctx.emit(op, "Reshape", [x], {"shape": (batch * outer * size,) + inner})
-    flat = ctx.emit(op, "Reshape", [indices], {"shape": (batch, 1, math.prod(index_shape[batch_dims:]))})
-    offsets = (np.arange(batch * outer, dtype=index_dtype) * size).reshape(batch, outer, 1)
-    flat = ctx.emit(op, "Add", [flat, ctx.b.constant(ctx.b._fresh(ctx.names[op.inputs[1]] + "_rows"), offsets)])
-    ctx.alias(op, ctx.emit(op, "Gather", [rows, flat], {"axis": 0}), ctx.output_index(op))
+    count = math.prod(index_shape[batch_dims:])
+    rows = ctx.emit(op, "Reshape", [x], {"shape": (batch, outer, size) + inner})
+    tuples = ctx.emit(op, "Reshape", [indices], {"shape": (batch, 1, count, 1)})
+    if outer > 1:
+        repeat = np.zeros((batch, outer, 1, 1), index_dtype)
+        tuples = ctx.emit(op, "Add", [tuples, ctx.b.constant(ctx.b._fresh(ctx.names[op.inputs[1]] + "_outer"), repeat)])
+    picked = ctx.emit(op, "GatherND", [rows, tuples], {"batch_dims": 2})
+    out_shape = tuple(shape[:axis]) + tuple(index_shape[batch_dims:]) + inner
+    ctx.alias(op, ctx.emit(op, "Reshape", [picked], {"shape": out_shape}), ctx.output_index(op))
 
 
 def _split(ctx: ImportContext, op: OperatorInfo) -> None:

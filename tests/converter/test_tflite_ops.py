@@ -474,3 +474,22 @@ def test_offset_past_the_axis_is_an_error():
     data, _ = strided_slice([0, -3, 0, 0], [2, 5, 8, 3], [1, 1, 1, 1], offset=True)
     with pytest.raises(ConversionError, match="LiteRT's kernels disagree"):
         convert(data)
+
+
+@pytest.mark.parametrize("params_shape, index_shape, axis, batch_dims", [
+    ((2, 6, 3), (2, 4), 1, 1),        # the axis right after the batch dim
+    ((2, 3, 6, 2), (2, 4, 2), 2, 1),  # a dim between the batch dim and the axis
+])
+def test_batched_gather_refuses_an_index_past_the_axis(params_shape, index_shape, axis, batch_dims):
+    """An index past the axis, in the second batch, is refused at invoke by LiteRT and by edge,
+    naming the index: it must not read the next batch's row (which the flattened rows would hold)."""
+    indices = np.zeros(index_shape, np.int32)
+    indices[1, 0] = params_shape[axis]
+    data, feeds = gather(params_shape, indices, axis, batch_dims, indices_fed=True)
+    with pytest.raises(Exception):
+        run_litert(data, feeds)
+    from edge.errors import EdgeError
+    with pytest.raises(EdgeError, match=f"index {params_shape[axis]} .* out of range"):
+        run_edge(convert(data).data, feeds)
+    indices[1, 0] = params_shape[axis] - 1  # the last row is fine
+    assert relative_error(run_litert(data, feeds)[0], run_edge(convert(data).data, feeds)[0]) == 0
