@@ -21,6 +21,7 @@ from converter.edgefb.TriluOptions import TriluOptionsT
 from converter.ir import TensorType
 from converter.ops import OpDef, register
 from converter.ops._common import check_axis, fail, need, output_elements, zero_flops
+from converter.ops.int8_reference import same_params_int8
 
 NUMERIC_DTYPES = ("float32", "float16", "int32", "int64", "int8", "uint8")
 
@@ -260,7 +261,8 @@ def _gather_nd_lower(attrs):
 
 
 register(OpDef(name="GatherND", infer=_gather_nd_infer, reference=_gather_nd_reference, lower=_gather_nd_lower,
-               lift=lambda o: {"batch_dims": int(o.batchDims)}, opcode=OpCode.GATHER_ND, flops=zero_flops))
+               lift=lambda o: {"batch_dims": int(o.batchDims)}, opcode=OpCode.GATHER_ND, flops=zero_flops,
+               int8=same_params_int8("GatherND"), int8_role="follow", int8_inputs=(0,)))
 
 
 # ---- ScatterND, ScatterElements ----
