@@ -570,16 +570,6 @@ static void igemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
   rest /= job->n_blocks;
   size_t group = rest % (size_t)s->groups, image = rest / (size_t)s->groups;
   for (int64_t cell = begin; cell < end; ++cell) {
-    if (cell > begin && ++tile == p->m_tiles) {
-      tile = 0;
-      if (++block == job->n_blocks) {
-        block = 0;
-        if (++group == (size_t)s->groups) {
-          group = 0;
-          ++image;
-        }
-      }
-    }
     const size_t m0 = tile * mr_max, n0 = block * job->block_columns;
     const size_t mr = out_pixels - m0 < mr_max ? out_pixels - m0 : mr_max;
     const size_t columns_left = (size_t)p->group_out_c - n0;
@@ -589,6 +579,13 @@ static void igemm_cells(void *arg, int64_t begin, int64_t end, int32_t thread) {
                      p->packed + group * p->packed_stride + n0 / nr * panel_floats, c, (size_t)s->out_c,
                      image * (size_t)(s->in_h * s->in_w * s->in_c) + group * (size_t)p->group_in_c, p->zero, &p->clamp);
     finish(job, c, mr, image * out_pixels + m0, group * (size_t)p->group_out_c + n0, nc);
+    if (++tile < p->m_tiles) continue;
+    tile = 0;
+    if (++block < job->n_blocks) continue;
+    block = 0;
+    if (++group < (size_t)s->groups) continue;
+    group = 0;
+    ++image;
   }
 }
 
